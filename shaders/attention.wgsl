@@ -1,0 +1,75 @@
+// Causal multi-head self-attention over a fused qkv buffer [T, 3C] (q | k | v):
+//   out[t, h] = Σ_{j ≤ t} softmax_j(q_t · k_j / sqrt(HS)) v_j
+// One invocation per (query t, head h), online (streaming) softmax in f32 with the
+// running max subtracted. Also writes the entropy of each attention row, in nats,
+// to entropy[h, t] for capture.
+
+struct AttentionParams {
+    t: u32,     // query tokens
+    c4: u32,    // C / 4
+    hs4: u32,   // head size / 4
+    nh: u32,    // heads
+    scale: f32, // 1 / sqrt(head size)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+const MAX_HS4: u32 = 32u; // head size ≤ 128
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
+@group(0) @binding(3) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = gid.x;
+    let h = wid.y;
+    if (t >= p.t) {
+        return;
+    }
+    let stride = 3u * p.c4;
+    let hs4 = p.hs4;
+    let qo = t * stride + h * hs4;
+    var q: array<vec4<f32>, MAX_HS4>;
+    var acc: array<vec4<f32>, MAX_HS4>;
+    for (var d = 0u; d < hs4; d++) {
+        q[d] = qkv[qo + d] * p.scale;
+        acc[d] = vec4<f32>(0.0);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    for (var j = 0u; j <= t; j++) {
+        let ko = j * stride + p.c4 + h * hs4;
+        var s4 = vec4<f32>(0.0);
+        for (var d = 0u; d < hs4; d++) {
+            s4 += q[d] * qkv[ko + d];
+        }
+        let s = s4.x + s4.y + s4.z + s4.w;
+        if (s > m) {
+            let corr = exp(m - s);
+            l *= corr;
+            ws *= corr;
+            for (var d = 0u; d < hs4; d++) {
+                acc[d] *= corr;
+            }
+            m = s;
+        }
+        let e = exp(s - m);
+        l += e;
+        ws += e * s;
+        let vo = ko + p.c4;
+        for (var d = 0u; d < hs4; d++) {
+            acc[d] += e * qkv[vo + d];
+        }
+    }
+    let inv = 1.0 / l;
+    let oo = t * p.c4 + h * hs4;
+    for (var d = 0u; d < hs4; d++) {
+        out[oo + d] = acc[d] * inv;
+    }
+    entropy[h * p.t + t] = m + log(l) - ws * inv;
+}

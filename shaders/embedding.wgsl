@@ -1,0 +1,37 @@
+// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[pos_offset + t, :].
+// wte may be split into row chunks (bound windows); each dispatch covers one chunk
+// and writes only the tokens whose id falls inside [row_start, row_start + rows).
+
+struct EmbeddingParams {
+    t: u32,          // tokens
+    c4: u32,         // C / 4
+    row_start: u32,  // first vocabulary row held by this wte chunk
+    rows: u32,       // rows in this chunk
+    pos_offset: u32, // position of the first token (KV-cache decode)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: EmbeddingParams;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;          // [T]
+@group(0) @binding(2) var<storage, read> wte: array<vec4<f32>>;    // [rows, C]
+@group(0) @binding(3) var<storage, read> wpe: array<vec4<f32>>;    // [context, C]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [T, C]
+
+@compute @workgroup_size(WG)
+fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.t * p.c4) {
+        return;
+    }
+    let t = i / p.c4;
+    let c = i % p.c4;
+    let id = ids[t];
+    if (id < p.row_start || id >= p.row_start + p.rows) {
+        return;
+    }
+    out[i] = wte[(id - p.row_start) * p.c4 + c] + wpe[(p.pos_offset + t) * p.c4 + c];
+}

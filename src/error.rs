@@ -1,0 +1,75 @@
+//! One error type for the whole engine, grouped by category. It carries no HTTP
+//! knowledge: the server maps each category to a status code in one place.
+
+use thiserror::Error;
+
+/// Every failure the engine can report.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The model configuration is invalid (names the key and the rule).
+    #[error("invalid config: {0}")]
+    Config(String),
+
+    /// A request field is invalid (names the field and the rule).
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// More tokens than the model's context.
+    #[error("input length {len} exceeds the model's maximum length {max}")]
+    SequenceTooLong { len: usize, max: usize },
+
+    /// No model has been built yet.
+    #[error("no model is loaded: call /api/v1/initialize first")]
+    ModelNotInitialized,
+
+    /// No adapter matched the requested device.
+    #[error("no adapter available: {0}")]
+    NoAdapter(String),
+
+    /// wgpu reported a validation or internal error.
+    #[error("GPU error in {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    /// The device ran out of memory.
+    #[error("GPU out of memory in {0}")]
+    OutOfMemory(String),
+
+    /// The device was lost (driver reset, removal); the model must be rebuilt.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+
+    /// A checkpoint could not be read or does not match the config.
+    #[error("checkpoint error: {0}")]
+    Checkpoint(String),
+
+    /// The tokenizer could not be loaded or failed on the input.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+
+    /// The engine is shutting down or its queue is full.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+
+    /// File system and other I/O.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Stable upper-case name of the category, used as `error_code` by the server.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) | Error::Checkpoint(_) | Error::NoAdapter(_) => "CONFIG_ERROR",
+            Error::InvalidInput(_) | Error::Tokenizer(_) => "INVALID_INPUT",
+            Error::SequenceTooLong { .. } => "SEQUENCE_TOO_LONG",
+            Error::ModelNotInitialized => "MODEL_NOT_INITIALIZED",
+            Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Error::Gpu { .. } | Error::OutOfMemory(_) | Error::DeviceLost(_) | Error::Io(_) => {
+                "INFERENCE_ERROR"
+            }
+        }
+    }
+}
+
+/// Result alias used across the crate.
+pub type Result<T> = std::result::Result<T, Error>;

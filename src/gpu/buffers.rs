@@ -1,0 +1,173 @@
+//! Device buffers: creation, upload without a CPU copy kept, read-back, and
+//! row-chunked tensors for matrices larger than one storage binding.
+
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+
+/// Usage of every tensor buffer: bound as storage, copyable both ways.
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A zero-filled storage buffer of `floats` f32 (at least 4, so it can always be bound).
+pub fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(4) * 4) as u64,
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `data`, written through a mapping at creation (no
+/// staging copy on unified-memory adapters such as lavapipe).
+pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    if data.len() < 4 {
+        let mut padded = data.to_vec();
+        padded.resize(4, 0.0);
+        return upload(ctx, label, &padded);
+    }
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(data),
+        usage: STORAGE,
+    })
+}
+
+/// A uniform buffer sized for `T`, written before each dispatch that uses it.
+pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: std::mem::size_of::<T>().max(16) as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Copy `len` floats starting at float `offset` of `src` back to the host.
+/// Submits its own copy and waits: use after the forward's submission.
+pub fn read_floats(ctx: &GpuContext, src: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+    read_many(ctx, &[(src, offset, len)]).map(|mut v| v.remove(0))
+}
+
+/// Read several ranges in one submission: `(buffer, float offset, float count)`.
+pub fn read_many(ctx: &GpuContext, ranges: &[(&wgpu::Buffer, usize, usize)]) -> Result<Vec<Vec<f32>>> {
+    let total: usize = ranges.iter().map(|r| r.2).sum();
+    if total == 0 {
+        return Ok(ranges.iter().map(|_| Vec::new()).collect());
+    }
+    let staging = staging(ctx, "readback", total);
+    let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("readback"),
+    });
+    let mut at = 0u64;
+    for (buf, off, len) in ranges {
+        if *len > 0 {
+            enc.copy_buffer_to_buffer(buf, (*off * 4) as u64, &staging, at, (*len * 4) as u64);
+        }
+        at += (*len * 4) as u64;
+    }
+    ctx.queue.submit([enc.finish()]);
+    let all = map_read(ctx, &staging, total)?;
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut at = 0;
+    for (_, _, len) in ranges {
+        out.push(all[at..at + len].to_vec());
+        at += len;
+    }
+    Ok(out)
+}
+
+/// A host-readable buffer that copies land in before [`map_read`].
+pub fn staging(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(4) * 4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Wait for the queue, map the first `floats` of a staging buffer, copy them out, unmap.
+pub fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+    let err = |m: String| Error::Gpu { context: "readback".into(), message: m };
+    let slice = staging.slice(..(floats.max(1) * 4) as u64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait_idle()?;
+    rx.recv()
+        .map_err(|_| err("map callback dropped".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let view = slice.get_mapped_range().map_err(|e| err(e.to_string()))?;
+    let out = bytemuck::cast_slice::<u8, f32>(&view)[..floats].to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
+}
+
+/// One bound window of a [`RowChunked`] matrix: rows `[row_start, row_start + rows)`.
+pub struct Chunk {
+    pub buffer: wgpu::Buffer,
+    pub row_start: usize,
+    pub rows: usize,
+}
+
+/// A row-major `[rows, cols]` matrix stored as one or more buffers, each small enough
+/// to be bound as a whole (`max_storage_buffer_binding_size`). Kernels run once per chunk.
+pub struct RowChunked {
+    pub rows: usize,
+    pub cols: usize,
+    pub chunks: Vec<Chunk>,
+}
+
+/// How many rows of `cols` floats one binding may hold, rounded down to a multiple of 4,
+/// also fitting `extra_cols_per_row` floats per row of a companion buffer.
+pub fn rows_per_binding(max_binding_bytes: u64, bytes_per_row: u64) -> usize {
+    let rows = (max_binding_bytes / bytes_per_row.max(1)) as usize;
+    (rows / 4 * 4).max(4)
+}
+
+impl RowChunked {
+    /// Allocate zero-filled chunks of at most `rows_per_chunk` rows.
+    pub fn zeros(ctx: &GpuContext, label: &str, rows: usize, cols: usize, rows_per_chunk: usize) -> Self {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = rows_per_chunk.min(rows - start);
+            chunks.push(Chunk {
+                buffer: storage(ctx, &format!("{label}[{start}..{}]", start + n), n * cols),
+                row_start: start,
+                rows: n,
+            });
+            start += n;
+        }
+        RowChunked { rows, cols, chunks }
+    }
+
+    /// Upload `data` (`rows * cols` floats) split into chunks of at most `rows_per_chunk` rows.
+    pub fn upload(ctx: &GpuContext, label: &str, data: &[f32], cols: usize, rows_per_chunk: usize) -> Self {
+        let rows = data.len() / cols;
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = rows_per_chunk.min(rows - start);
+            let part = &data[start * cols..(start + n) * cols];
+            chunks.push(Chunk {
+                buffer: upload(ctx, &format!("{label}[{start}..{}]", start + n), part),
+                row_start: start,
+                rows: n,
+            });
+            start += n;
+        }
+        RowChunked { rows, cols, chunks }
+    }
+
+    /// Bytes held on the device.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
+    }
+}

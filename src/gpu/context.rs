@@ -1,0 +1,292 @@
+//! Adapter choice, device creation with the adapter's own limits, and the
+//! error hooks that turn every wgpu failure into a typed [`Error`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::config::DeviceChoice;
+use crate::error::{Error, Result};
+
+/// What `/status` and `wgformer info` report about an adapter.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AdapterDetails {
+    /// Vulkan, Metal, Dx12, Gl.
+    pub backend: String,
+    pub name: String,
+    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu, Other.
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device: u32,
+}
+
+impl AdapterDetails {
+    fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        AdapterDetails {
+            backend: format!("{:?}", info.backend),
+            name: info.name.clone(),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            vendor: info.vendor,
+            device: info.device,
+        }
+    }
+
+    /// `"<backend>:<adapter name>"`, as the contract's `device` fields show it.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.backend.to_lowercase(), self.name)
+    }
+
+    /// A software rasteriser (lavapipe, llvmpipe, WARP, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+}
+
+/// Limits and features worth printing for an adapter.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterReport {
+    #[serde(flatten)]
+    pub details: AdapterDetails,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_size_x: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub timestamp_query: bool,
+    pub shader_f16: bool,
+}
+
+fn new_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = wgpu::Backends::all();
+    }
+    wgpu::Instance::new(desc)
+}
+
+fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
+    matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
+    )
+}
+
+/// Order of preference: discrete, integrated, virtual, other, CPU; Vulkan/Metal/Dx12 before Gl.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let be = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (ty, be)
+}
+
+fn matches_choice(info: &wgpu::AdapterInfo, choice: &DeviceChoice) -> bool {
+    match choice {
+        DeviceChoice::Auto => true,
+        DeviceChoice::Gpu => is_hardware(info),
+        DeviceChoice::Cpu => info.device_type == wgpu::DeviceType::Cpu,
+        DeviceChoice::Vulkan => info.backend == wgpu::Backend::Vulkan,
+        DeviceChoice::Metal => info.backend == wgpu::Backend::Metal,
+        DeviceChoice::Dx12 => info.backend == wgpu::Backend::Dx12,
+        DeviceChoice::Gl => info.backend == wgpu::Backend::Gl,
+    }
+}
+
+/// Every adapter wgpu sees, with limits and features.
+pub fn list_adapters() -> Vec<AdapterReport> {
+    let instance = new_instance();
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| {
+            let l = a.limits();
+            let f = a.features();
+            AdapterReport {
+                details: AdapterDetails::from_info(&a.get_info()),
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+                max_buffer_size: l.max_buffer_size,
+                max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+                max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+                shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            }
+        })
+        .collect()
+}
+
+/// The device, its queue and what we know about the adapter behind it.
+/// Created once per model build; owned by the engine thread.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub details: AdapterDetails,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Caps the binding size below the adapter's limit (tests use it to exercise
+    /// the splitting of large tensors at small shapes).
+    pub binding_cap: Option<u64>,
+    lost: Arc<AtomicBool>,
+    lost_reason: Arc<Mutex<String>>,
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuContext {
+    /// Pick an adapter for `choice` and open a device with the adapter's own limits.
+    pub fn new(choice: &DeviceChoice) -> Result<Self> {
+        let instance = new_instance();
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        adapters.retain(|a| matches_choice(&a.get_info(), choice));
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            let seen: Vec<String> = list_adapters()
+                .iter()
+                .map(|r| format!("{} ({})", r.details.label(), r.details.device_type))
+                .collect();
+            Error::NoAdapter(format!(
+                "no adapter matches device {:?}; adapters found: [{}]",
+                choice,
+                seen.join(", ")
+            ))
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let mut features = wgpu::Features::empty();
+        if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgformer"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu {
+            context: "request_device".into(),
+            message: e.to_string(),
+        })?;
+
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            tracing::error!(error = %e, "uncaptured wgpu error");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_reason = Arc::new(Mutex::new(String::new()));
+        let (flag, reason) = (lost.clone(), lost_reason.clone());
+        device.set_device_lost_callback(move |r, msg| {
+            // Dropping the device on purpose also reports `Destroyed`; that is not a loss.
+            if r != wgpu::DeviceLostReason::Destroyed {
+                tracing::error!(reason = ?r, %msg, "GPU device lost");
+                flag.store(true, Ordering::SeqCst);
+                if let Ok(mut s) = reason.lock() {
+                    *s = format!("{r:?}: {msg}");
+                }
+            }
+        });
+        let details = AdapterDetails::from_info(&info);
+        tracing::info!(adapter = %details.label(), device_type = %details.device_type,
+            driver = %details.driver, max_binding = limits.max_storage_buffer_binding_size,
+            "GPU device opened");
+        Ok(GpuContext {
+            device,
+            queue,
+            details,
+            limits,
+            features,
+            binding_cap: None,
+            lost,
+            lost_reason,
+            uncaptured,
+        })
+    }
+
+    /// Largest byte size one storage binding may have.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        self.binding_cap.map_or(limit, |cap| cap.min(limit))
+    }
+
+    /// Whether the adapter has lost the device.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Fail with `DeviceLost` if the device is gone, else pass.
+    pub fn check_alive(&self) -> Result<()> {
+        if self.is_lost() {
+            let why = self.lost_reason.lock().map(|s| s.clone()).unwrap_or_default();
+            return Err(Error::DeviceLost(why));
+        }
+        Ok(())
+    }
+
+    /// Run `f` inside validation + out-of-memory + internal error scopes; any error
+    /// captured there (or reported uncaptured meanwhile) becomes a typed error.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out = f();
+        let internal = pollster::block_on(internal.pop());
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom {
+            return Err(Error::OutOfMemory(format!("{what}: {e}")));
+        }
+        if let Some(e) = validation.or(internal) {
+            return Err(Error::Gpu {
+                context: what.to_string(),
+                message: e.to_string(),
+            });
+        }
+        if let Some(msg) = self.take_uncaptured() {
+            return Err(Error::Gpu {
+                context: what.to_string(),
+                message: msg,
+            });
+        }
+        self.check_alive()?;
+        out
+    }
+
+    fn take_uncaptured(&self) -> Option<String> {
+        let mut v = self.uncaptured.lock().ok()?;
+        if v.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut *v).join("; "))
+        }
+    }
+
+    /// Block until the queue is idle.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                context: "poll".into(),
+                message: e.to_string(),
+            })
+    }
+}

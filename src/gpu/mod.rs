@@ -1,0 +1,114 @@
+//! GPU plumbing with no model knowledge: adapter and device ([`GpuContext`]),
+//! buffers (upload, read-back, row-chunked tensors), shader sources and the
+//! pipeline cache, dispatch-size helpers.
+
+pub mod buffers;
+pub mod context;
+
+use std::collections::HashMap;
+
+pub use context::{list_adapters, AdapterDetails, AdapterReport, GpuContext};
+
+use crate::error::Result;
+
+/// The WGSL sources, one op per file; the entry point is named after the op.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_bt", include_str!("../../shaders/matmul_bt.wgsl")),
+    ("matvec", include_str!("../../shaders/matvec.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
+];
+
+/// Source of the shader named `name`.
+pub fn shader_source(name: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Workgroup size used for every kernel (the `WG` override constant).
+pub const WORKGROUP: u32 = 64;
+
+/// Compiled compute pipelines keyed by kernel name. Built once per device; every
+/// pipeline uses an automatic layout with one bind group.
+pub struct Pipelines {
+    map: HashMap<&'static str, wgpu::ComputePipeline>,
+}
+
+impl Pipelines {
+    /// Compile every kernel inside an error scope.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        ctx.scoped("pipeline creation", || {
+            let mut map = HashMap::new();
+            for (name, src) in SHADERS {
+                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl((*src).into()),
+                });
+                let constants = [("WG", WORKGROUP as f64)];
+                let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(name),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                });
+                map.insert(*name, pipeline);
+            }
+            Ok(Pipelines { map })
+        })
+    }
+
+    /// The pipeline of kernel `name` (a name from [`SHADERS`]).
+    pub fn get(&self, name: &str) -> &wgpu::ComputePipeline {
+        &self.map[name]
+    }
+
+    /// A bind group for kernel `name` with `buffers` at bindings 0, 1, ...
+    pub fn bind(&self, ctx: &GpuContext, name: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let layout = self.get(name).get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// Workgroups for `n` invocations in 1-D, folded into (x, y) so that neither
+/// exceeds 65,535; shaders rebuild the index as `gid.x + gid.y * nwg.x * WG`.
+pub fn grid_1d(n: usize) -> (u32, u32) {
+    let groups = n.div_ceil(WORKGROUP as usize).max(1);
+    if groups <= 65535 {
+        (groups as u32, 1)
+    } else {
+        let y = groups.div_ceil(65535);
+        (groups.div_ceil(y) as u32, y as u32)
+    }
+}
+
+/// Record one dispatch into `pass`.
+pub fn dispatch(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    name: &str,
+    bind: &wgpu::BindGroup,
+    groups: (u32, u32, u32),
+) {
+    pass.set_pipeline(pipelines.get(name));
+    pass.set_bind_group(0, bind, &[]);
+    pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+}

@@ -1,0 +1,84 @@
+//! Token + position embedding (`shaders/embedding.wgsl`).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{submit_pass, KernelOp};
+use crate::error::Result;
+use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+
+/// Mirrors `EmbeddingParams` in the WGSL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct EmbeddingParams {
+    pub t: u32,
+    pub c4: u32,
+    pub row_start: u32,
+    pub rows: u32,
+    pub pos_offset: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Op over one wte chunk: bindings ids, wte chunk, wpe, out.
+pub fn embedding_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    ids: &wgpu::Buffer,
+    wte_chunk: &wgpu::Buffer,
+    wpe: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<EmbeddingParams>(ctx, pipelines, "embedding", &[ids, wte_chunk, wpe, out])
+}
+
+/// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start + rows)`.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_embedding(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    c: usize,
+    row_start: usize,
+    rows: usize,
+    pos_offset: usize,
+) {
+    let p = EmbeddingParams {
+        t: t as u32,
+        c4: (c / 4) as u32,
+        row_start: row_start as u32,
+        rows: rows as u32,
+        pos_offset: pos_offset as u32,
+        _pad: [0; 3],
+    };
+    let (x, y) = grid_1d(t * c / 4);
+    op.encode(queue, pass, pipelines, &p, (x, y, 1));
+}
+
+/// Upload, run, read back: `out[T, C]`. `rows_per_chunk` splits wte as the model would.
+pub fn run_embedding(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    ids: &[u32],
+    wte: &[f32],
+    wpe: &[f32],
+    c: usize,
+    rows_per_chunk: usize,
+) -> Result<Vec<f32>> {
+    let t = ids.len();
+    let ids_buf = buffers::upload(ctx, "ids", bytemuck::cast_slice(ids));
+    let wte = buffers::RowChunked::upload(ctx, "wte", wte, c, rows_per_chunk);
+    let wpe_buf = buffers::upload(ctx, "wpe", wpe);
+    let out = buffers::storage(ctx, "out", t * c);
+    let ops: Vec<_> = wte
+        .chunks
+        .iter()
+        .map(|ch| embedding_op(ctx, pipelines, &ids_buf, &ch.buffer, &wpe_buf, &out))
+        .collect();
+    submit_pass(ctx, "embedding", |pass| {
+        for (op, ch) in ops.iter().zip(&wte.chunks) {
+            encode_embedding(&ctx.queue, pass, pipelines, op, t, c, ch.row_start, ch.rows, 0);
+        }
+    })?;
+    buffers::read_floats(ctx, &out, 0, t * c)
+}

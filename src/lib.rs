@@ -1,0 +1,34 @@
+//! # wgformer
+//!
+//! A GPT-2-shaped transformer that runs on any GPU through wgpu with hand-written
+//! WGSL compute shaders, served over HTTP. On machines without a GPU the same shaders
+//! run on a software Vulkan adapter (Mesa lavapipe).
+//!
+//! ## Shape vocabulary
+//!
+//! | name | meaning |
+//! |---|---|
+//! | B | batch (always 1 here) |
+//! | T | tokens in the sequence (≤ `context_size`) |
+//! | C | width of the residual stream (`n_embed`) |
+//! | NH | attention heads (`n_head`) |
+//! | HS | head size, C / NH |
+//! | H | MLP hidden width, `ffn_hidden_multiplier` · C |
+//! | V | vocabulary (`vocab_size`) |
+//! | E | experts per MoE layer (`moe_num_experts`) |
+//! | K | experts chosen per token (`moe_top_k`) |
+//!
+//! Data flows one way: request → engine thread → kernels recorded into one command
+//! encoder → one submit → read back the few numbers the response needs.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod model;
+pub mod reference;
+pub mod tokenizer;
+
+pub use config::ModelConfig;
+pub use error::{Error, Result};

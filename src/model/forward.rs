@@ -1,0 +1,263 @@
+//! The forward pass, readable top to bottom like nanoGPT's `GPT.forward`: every
+//! dispatch recorded into one compute pass, one submission, then only the numbers a
+//! response needs are read back (last-row logits; capture statistics when asked).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Activations, BlockOps, DeviceWeights, Model, Ops};
+use crate::error::{Error, Result};
+use crate::gpu::{buffers, GpuContext, Pipelines};
+use crate::kernels::attention::{attention_op, encode_attention};
+use crate::kernels::embedding::{embedding_op, encode_embedding};
+use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
+use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
+use crate::kernels::row_norm::{encode_row_norm, row_norm_op};
+
+/// One of the most likely next tokens.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TokenProb {
+    pub token_id: u32,
+    pub probability: f32,
+}
+
+/// Statistics of one block, computed on the device.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerCapture {
+    pub layer_idx: usize,
+    /// Mean over query positions of the attention-row entropy (nats), per head.
+    pub attention_entropy: Vec<f32>,
+    /// Mean and max over positions of ‖x‖₂ of the residual stream after the block.
+    pub residual_norm_mean: f32,
+    pub residual_norm_max: f32,
+}
+
+/// What `capture_data` asks for.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capture {
+    /// Mean ‖x‖₂ of the embedding output (token + position) over positions.
+    pub embedding_norm_mean: f32,
+    pub layers: Vec<LayerCapture>,
+}
+
+/// Result of one forward.
+#[derive(Clone, Debug)]
+pub struct ForwardOutput {
+    /// Tokens that went through the model (T).
+    pub tokens: usize,
+    /// Width of the logits (V).
+    pub vocab: usize,
+    /// Most likely next tokens after the last position, most likely first.
+    pub top: Vec<TokenProb>,
+    pub capture: Option<Capture>,
+    /// Seconds from recording to the read-back finishing.
+    pub seconds: f64,
+}
+
+/// Bind every dispatch of the forward once, at model build.
+pub(super) fn bind_ops(ctx: &GpuContext, pl: &Pipelines, w: &DeviceWeights, a: &Activations) -> Ops {
+    let or_dummy = |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
+    let blocks = w
+        .blocks
+        .iter()
+        .zip(&a.entropy)
+        .map(|(b, ent)| BlockOps {
+            ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
+            c_attn: matmul_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
+            attn: attention_op(ctx, pl, &a.qkv, &a.att, ent),
+            c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
+            ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
+            c_fc: matmul_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
+            fc_proj: matmul_op(ctx, pl, &a.hidden, &b.fc_proj_w, &or_dummy(&b.fc_proj_b), &a.x),
+            norm: row_norm_op(ctx, pl, &a.x, &a.norms),
+        })
+        .collect();
+    Ops {
+        embedding: w
+            .wte
+            .chunks
+            .iter()
+            .map(|ch| embedding_op(ctx, pl, &a.ids, &ch.buffer, &w.wpe, &a.x))
+            .collect(),
+        embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
+        blocks,
+        ln_f: layer_norm_op(ctx, pl, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),
+        lm_head: w
+            .wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matmul_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
+            .collect(),
+    }
+}
+
+impl Model {
+    /// Reject ids the model cannot embed and sequences longer than the context.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidInput("input text must not be empty".into()));
+        }
+        if ids.len() > self.config.context_size {
+            return Err(Error::SequenceTooLong {
+                len: ids.len(),
+                max: self.config.context_size,
+            });
+        }
+        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
+            return Err(Error::InvalidInput(format!(
+                "token {id} at position {i} is outside the model's vocabulary (vocab_size {}): use a model with a larger vocab_size or a matching tokenizer",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Record the whole forward of `t` tokens (ids already written) into `pass`.
+    fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>, t: usize) {
+        let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
+        let (c, h, nh, bias) = (cfg.n_embed, cfg.ffn_hidden(), cfg.n_head, cfg.bias);
+        let b = if bias { BIAS } else { 0 };
+        let ops = &self.ops;
+
+        // x = wte(idx) + wpe(pos)
+        for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
+            encode_embedding(q, pass, pl, op, t, c, ch.row_start, ch.rows, 0);
+        }
+        encode_row_norm(q, pass, pl, &ops.embed_norm, t, c, 0);
+        for (l, blk) in ops.blocks.iter().enumerate() {
+            // x = x + attn(ln_1(x))
+            encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
+            encode_matmul(q, pass, pl, &blk.c_attn, t, 3 * c, c, b);
+            encode_attention(q, pass, pl, &blk.attn, t, c, nh);
+            encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
+            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.)))
+            encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
+            encode_matmul(q, pass, pl, &blk.c_fc, t, h, c, b | GELU);
+            encode_matmul(q, pass, pl, &blk.fc_proj, t, c, h, b | ACCUMULATE);
+            encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
+        }
+        // logits = lm_head(ln_f(x)), lm_head tied to wte
+        encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
+        for (op, ch) in ops.lm_head.iter().zip(&self.weights.wte.chunks) {
+            encode_matmul_bt(q, pass, pl, op, t, ch.rows, c);
+        }
+    }
+
+    /// Run the forward on `ids` with one submission; read back the last position's
+    /// logits (for the `top_k` predictions) and, with `capture`, the statistics.
+    pub fn forward(&self, ids: &[u32], top_k: usize, capture: bool) -> Result<ForwardOutput> {
+        self.check_ids(ids)?;
+        let start = Instant::now();
+        let t = ids.len();
+        let cfg = &self.config;
+        let (v, nh, nl) = (cfg.vocab_size, cfg.n_head, cfg.n_layer);
+        let values = self.ctx.scoped("forward", || {
+            self.ctx.queue.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forward"),
+                    timestamp_writes: None,
+                });
+                self.encode_forward(&mut pass, t);
+            }
+            // Copies into the staging buffer: last-row logits, then capture data.
+            let rb = &self.act.readback;
+            let mut at = 0u64;
+            for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                let bytes = (ch.rows * 4) as u64;
+                enc.copy_buffer_to_buffer(buf, ((t - 1) * ch.rows * 4) as u64, rb, at, bytes);
+                at += bytes;
+            }
+            let mut floats = v;
+            if capture {
+                for e in &self.act.entropy {
+                    enc.copy_buffer_to_buffer(e, 0, rb, at, (nh * t * 4) as u64);
+                    at += (nh * t * 4) as u64;
+                }
+                enc.copy_buffer_to_buffer(&self.act.norms, 0, rb, at, ((nl + 1) * t * 4) as u64);
+                floats += nl * nh * t + (nl + 1) * t;
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            buffers::map_read(&self.ctx, rb, floats)
+        })?;
+        let top = top_k_softmax(&values[..v], top_k);
+        let capture = capture.then(|| {
+            let ent = &values[v..v + nl * nh * t];
+            let norms = &values[v + nl * nh * t..];
+            let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32;
+            Capture {
+                embedding_norm_mean: mean(&norms[..t]),
+                layers: (0..nl)
+                    .map(|l| {
+                        let row = &norms[(l + 1) * t..(l + 2) * t];
+                        LayerCapture {
+                            layer_idx: l,
+                            attention_entropy: (0..nh)
+                                .map(|hd| mean(&ent[(l * nh + hd) * t..(l * nh + hd + 1) * t]))
+                                .collect(),
+                            residual_norm_mean: mean(row),
+                            residual_norm_max: row.iter().cloned().fold(0.0, f32::max),
+                        }
+                    })
+                    .collect(),
+            }
+        });
+        Ok(ForwardOutput {
+            tokens: t,
+            vocab: v,
+            top,
+            capture,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The full logits `[T, V]` (tests and tools; responses never need them all).
+    pub fn forward_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward(ids, 0, false)?;
+        let t = ids.len();
+        let ranges: Vec<_> = self
+            .act
+            .logits
+            .iter()
+            .zip(&self.weights.wte.chunks)
+            .map(|(b, ch)| (b, 0, t * ch.rows))
+            .collect();
+        let parts = buffers::read_many(&self.ctx, &ranges)?;
+        let v = self.config.vocab_size;
+        let mut out = vec![0.0; t * v];
+        for (part, ch) in parts.iter().zip(&self.weights.wte.chunks) {
+            for r in 0..t {
+                out[r * v + ch.row_start..r * v + ch.row_start + ch.rows]
+                    .copy_from_slice(&part[r * ch.rows..(r + 1) * ch.rows]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Softmax over `logits` (max subtracted) and the `k` most likely ids, ties to the lower id.
+pub fn top_k_softmax(logits: &[f32], k: usize) -> Vec<TokenProb> {
+    if k == 0 || logits.is_empty() {
+        return Vec::new();
+    }
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    let k = k.min(logits.len());
+    let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter()
+        .map(|i| TokenProb {
+            token_id: i as u32,
+            probability: ((logits[i] as f64 - max).exp() / sum) as f32,
+        })
+        .collect()
+}

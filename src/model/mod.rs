@@ -1,0 +1,261 @@
+//! The GPT-2 model on the device: config → weights (seeded init or safetensors)
+//! → one-submission forward. Weights live on the device only.
+
+pub mod forward;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gpu::buffers::{self, RowChunked};
+use crate::gpu::{GpuContext, Pipelines};
+use crate::kernels::KernelOp;
+use weights::{tensor_specs, Checkpoint, WeightSource};
+
+pub use forward::{Capture, ForwardOutput, LayerCapture, TokenProb};
+
+/// Device buffers of one transformer block (HF names in comments).
+pub struct BlockWeights {
+    pub ln_1_w: wgpu::Buffer,           // ln_1.weight [C]
+    pub ln_1_b: Option<wgpu::Buffer>,   // ln_1.bias [C]
+    pub attn_w: wgpu::Buffer,           // attn.c_attn.weight [C, 3C]
+    pub attn_b: Option<wgpu::Buffer>,   // attn.c_attn.bias [3C]
+    pub proj_w: wgpu::Buffer,           // attn.c_proj.weight [C, C]
+    pub proj_b: Option<wgpu::Buffer>,   // attn.c_proj.bias [C]
+    pub ln_2_w: wgpu::Buffer,           // ln_2.weight [C]
+    pub ln_2_b: Option<wgpu::Buffer>,   // ln_2.bias [C]
+    pub fc_w: wgpu::Buffer,             // mlp.c_fc.weight [C, H]
+    pub fc_b: Option<wgpu::Buffer>,     // mlp.c_fc.bias [H]
+    pub fc_proj_w: wgpu::Buffer,        // mlp.c_proj.weight [H, C]
+    pub fc_proj_b: Option<wgpu::Buffer>, // mlp.c_proj.bias [C]
+}
+
+/// Every weight on the device.
+pub struct DeviceWeights {
+    /// wte.weight [V, C], split into bound windows when larger than one binding.
+    pub wte: RowChunked,
+    /// wpe.weight [context, C]
+    pub wpe: wgpu::Buffer,
+    pub blocks: Vec<BlockWeights>,
+    pub ln_f_w: wgpu::Buffer,
+    pub ln_f_b: Option<wgpu::Buffer>,
+}
+
+/// Activation buffers, sized for the full context once per model.
+pub struct Activations {
+    pub ids: wgpu::Buffer,     // [context] u32
+    pub x: wgpu::Buffer,       // residual stream [context, C]
+    pub ln: wgpu::Buffer,      // layer-norm output [context, C]
+    pub qkv: wgpu::Buffer,     // [context, 3C]
+    pub att: wgpu::Buffer,     // attention output [context, C]
+    pub hidden: wgpu::Buffer,  // MLP hidden [context, H]
+    /// logits [context, V] as column chunks matching wte's row chunks.
+    pub logits: Vec<wgpu::Buffer>,
+    /// per-layer attention entropy [NH, T]
+    pub entropy: Vec<wgpu::Buffer>,
+    /// residual norms [(n_layer + 1), T]
+    pub norms: wgpu::Buffer,
+    /// always-bound stand-in for absent biases
+    pub dummy: wgpu::Buffer,
+    /// host-readable: last-row logits [V], then entropies and norms when captured
+    pub readback: wgpu::Buffer,
+}
+
+/// The prepared dispatches of one block.
+pub struct BlockOps {
+    pub ln_1: KernelOp,
+    pub c_attn: KernelOp,
+    pub attn: KernelOp,
+    pub c_proj: KernelOp,
+    pub ln_2: KernelOp,
+    pub c_fc: KernelOp,
+    pub fc_proj: KernelOp,
+    pub norm: KernelOp,
+}
+
+/// Every dispatch of a forward, bound once at build.
+pub struct Ops {
+    pub embedding: Vec<KernelOp>,
+    pub embed_norm: KernelOp,
+    pub blocks: Vec<BlockOps>,
+    pub ln_f: KernelOp,
+    pub lm_head: Vec<KernelOp>,
+}
+
+/// A built model: config, device, weights, activations and prepared dispatches.
+pub struct Model {
+    pub config: ModelConfig,
+    pub ctx: Arc<GpuContext>,
+    pub pipelines: Arc<Pipelines>,
+    pub weights: DeviceWeights,
+    pub act: Activations,
+    pub ops: Ops,
+    pub parameter_count: usize,
+    pub parameter_bytes: u64,
+    pub device_bytes: u64,
+}
+
+/// Resolve a user config (a JSON object) into the effective config: defaults filled,
+/// checkpoint shapes applied for keys not given, validated.
+pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<Checkpoint>)> {
+    let given: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let has_checkpoint = value.get("checkpoint").is_some_and(|v| !v.is_null());
+    if !has_checkpoint {
+        return Ok((ModelConfig::from_value(value)?, None));
+    }
+    let mut cfg: ModelConfig = serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))?;
+    let path = cfg.checkpoint.clone().unwrap_or_default();
+    let ckpt = Checkpoint::open(&path)?;
+    ckpt.resolve_config(&mut cfg, &given)?;
+    Ok((cfg, Some(ckpt)))
+}
+
+impl Model {
+    /// Build a model from an effective config on `ctx`. With `checkpoint` the weights
+    /// come from the file, else from the seeded initialisation.
+    pub fn build(
+        config: ModelConfig,
+        checkpoint: Option<Checkpoint>,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+    ) -> Result<Model> {
+        config.validate()?;
+        let source = match checkpoint {
+            Some(c) => WeightSource::Checkpoint(c),
+            None => WeightSource::Seeded(config.seed),
+        };
+        let c2 = ctx.clone();
+        ctx.scoped("model build", move || Self::build_inner(config, &source, c2, pipelines))
+    }
+
+    fn build_inner(
+        config: ModelConfig,
+        source: &WeightSource,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+    ) -> Result<Model> {
+        let c = config.n_embed;
+        let ctxlen = config.context_size;
+        let h = config.ffn_hidden();
+        // Row chunks of wte: each chunk, and the logits chunk [context, rows] it
+        // produces, must fit one storage binding.
+        let max_bind = ctx.max_binding_bytes();
+        let rows_per_chunk = buffers::rows_per_binding(max_bind, (c.max(ctxlen) * 4) as u64);
+        for (what, bytes) in [("qkv", ctxlen * 3 * c * 4), ("MLP hidden", ctxlen * h * 4)] {
+            if bytes as u64 > max_bind {
+                return Err(Error::Config(format!(
+                    "context_size ({ctxlen}) is too large for this adapter: the {what} activation ({bytes} bytes) exceeds its binding limit ({max_bind} bytes)"
+                )));
+            }
+        }
+
+        // Upload tensor by tensor; the host copy of each is dropped right after.
+        let specs = tensor_specs(&config);
+        let mut wte = None;
+        let mut map: HashMap<String, wgpu::Buffer> = HashMap::new();
+        let mut parameter_bytes = 0u64;
+        for (i, spec) in specs.iter().enumerate() {
+            let values = source.values(spec, i)?;
+            parameter_bytes += (values.len() * 4) as u64;
+            if spec.name == "wte.weight" {
+                wte = Some(RowChunked::upload(&ctx, "wte", &values, c, rows_per_chunk));
+            } else {
+                map.insert(spec.name.clone(), buffers::upload(&ctx, &spec.name, &values));
+            }
+        }
+        let wte = wte.ok_or_else(|| Error::Config("wte.weight missing".into()))?;
+        let mut take = |n: &str| map.remove(n);
+        let need = |b: Option<wgpu::Buffer>, n: &str| b.ok_or_else(|| Error::Checkpoint(format!("{n} missing")));
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            let p = |s: &str| format!("h.{l}.{s}");
+            blocks.push(BlockWeights {
+                ln_1_w: need(take(&p("ln_1.weight")), "ln_1.weight")?,
+                ln_1_b: take(&p("ln_1.bias")),
+                attn_w: need(take(&p("attn.c_attn.weight")), "c_attn.weight")?,
+                attn_b: take(&p("attn.c_attn.bias")),
+                proj_w: need(take(&p("attn.c_proj.weight")), "attn.c_proj.weight")?,
+                proj_b: take(&p("attn.c_proj.bias")),
+                ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
+                ln_2_b: take(&p("ln_2.bias")),
+                fc_w: need(take(&p("mlp.c_fc.weight")), "mlp.c_fc.weight")?,
+                fc_b: take(&p("mlp.c_fc.bias")),
+                fc_proj_w: need(take(&p("mlp.c_proj.weight")), "mlp.c_proj.weight")?,
+                fc_proj_b: take(&p("mlp.c_proj.bias")),
+            });
+        }
+        let weights = DeviceWeights {
+            wte,
+            wpe: need(take("wpe.weight"), "wpe.weight")?,
+            blocks,
+            ln_f_w: need(take("ln_f.weight"), "ln_f.weight")?,
+            ln_f_b: take("ln_f.bias"),
+        };
+
+        let nh = config.n_head;
+        let act = Activations {
+            ids: buffers::storage(&ctx, "ids", ctxlen),
+            x: buffers::storage(&ctx, "x", ctxlen * c),
+            ln: buffers::storage(&ctx, "ln", ctxlen * c),
+            qkv: buffers::storage(&ctx, "qkv", ctxlen * 3 * c),
+            att: buffers::storage(&ctx, "att", ctxlen * c),
+            hidden: buffers::storage(&ctx, "hidden", ctxlen * h),
+            logits: weights
+                .wte
+                .chunks
+                .iter()
+                .map(|ch| buffers::storage(&ctx, "logits", ctxlen * ch.rows))
+                .collect(),
+            entropy: (0..config.n_layer)
+                .map(|_| buffers::storage(&ctx, "entropy", nh * ctxlen))
+                .collect(),
+            norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
+            dummy: buffers::storage(&ctx, "dummy", 4),
+            readback: buffers::staging(
+                &ctx,
+                "readback",
+                config.vocab_size + config.n_layer * nh * ctxlen + (config.n_layer + 1) * ctxlen,
+            ),
+        };
+        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act);
+        let device_bytes = weights.wte.bytes()
+            + weights.wpe.size()
+            + weights.ln_f_w.size()
+            + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
+            + weights
+                .blocks
+                .iter()
+                .map(|b| {
+                    [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w, &b.fc_w, &b.fc_proj_w]
+                        .iter()
+                        .map(|x| x.size())
+                        .sum::<u64>()
+                        + [&b.ln_1_b, &b.attn_b, &b.proj_b, &b.ln_2_b, &b.fc_b, &b.fc_proj_b]
+                            .iter()
+                            .map(|x| x.as_ref().map_or(0, |x| x.size()))
+                            .sum::<u64>()
+                })
+                .sum::<u64>()
+            + [&act.ids, &act.x, &act.ln, &act.qkv, &act.att, &act.hidden, &act.norms, &act.dummy]
+                .iter()
+                .map(|b| b.size())
+                .sum::<u64>()
+            + act.logits.iter().chain(&act.entropy).map(|b| b.size()).sum::<u64>();
+        Ok(Model {
+            parameter_count: config.parameter_count(),
+            config,
+            ctx,
+            pipelines,
+            weights,
+            act,
+            ops,
+            parameter_bytes,
+            device_bytes,
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! The parameter tensors of a GPT-2 model, in Hugging Face names: their shapes,
+//! the seeded deterministic initialisation, and loading from a `.safetensors` file.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// How a tensor is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Normal with mean 0 and this standard deviation.
+    Normal(f32),
+    Zeros,
+    Ones,
+}
+
+/// One learned tensor: Hugging Face name, shape, init.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl TensorSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Every learned tensor of the model, in a fixed order (this order also numbers the
+/// random streams of the initialisation, so it must not change).
+pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
+    let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
+    let std = 0.02f32;
+    let proj_std = 0.02 / (2.0 * cfg.n_layer as f32).sqrt();
+    let mut specs = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, init: Init| specs.push(TensorSpec { name, shape, init });
+    add("wte.weight".into(), vec![cfg.vocab_size, c], Init::Normal(std));
+    add("wpe.weight".into(), vec![cfg.context_size, c], Init::Normal(std));
+    for l in 0..cfg.n_layer {
+        let p = format!("h.{l}.");
+        add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
+        if cfg.bias {
+            add(format!("{p}ln_1.bias"), vec![c], Init::Zeros);
+        }
+        add(format!("{p}attn.c_attn.weight"), vec![c, 3 * c], Init::Normal(std));
+        if cfg.bias {
+            add(format!("{p}attn.c_attn.bias"), vec![3 * c], Init::Zeros);
+        }
+        add(format!("{p}attn.c_proj.weight"), vec![c, c], Init::Normal(proj_std));
+        if cfg.bias {
+            add(format!("{p}attn.c_proj.bias"), vec![c], Init::Zeros);
+        }
+        add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
+        if cfg.bias {
+            add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
+        }
+        add(format!("{p}mlp.c_fc.weight"), vec![c, h], Init::Normal(std));
+        if cfg.bias {
+            add(format!("{p}mlp.c_fc.bias"), vec![h], Init::Zeros);
+        }
+        add(format!("{p}mlp.c_proj.weight"), vec![h, c], Init::Normal(proj_std));
+        if cfg.bias {
+            add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
+        }
+    }
+    add("ln_f.weight".into(), vec![c], Init::Ones);
+    if cfg.bias {
+        add("ln_f.bias".into(), vec![c], Init::Zeros);
+    }
+    specs
+}
+
+/// Elements per independently seeded block of a tensor: blocks are generated in
+/// parallel, and the values do not depend on the number of threads.
+const INIT_BLOCK: usize = 1 << 20;
+
+/// The values of tensor number `index` for `seed`: the same on every machine.
+pub fn init_tensor(spec: &TensorSpec, index: usize, seed: u64) -> Vec<f32> {
+    let n = spec.numel();
+    match spec.init {
+        Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
+        Init::Normal(std) => {
+            let mut out = vec![0.0f32; n];
+            let normal = Normal::new(0.0f32, std).expect("std is positive and finite");
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+            let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(INIT_BLOCK).enumerate().collect();
+            let per = blocks.len().div_ceil(threads).max(1);
+            let mut groups: Vec<Vec<(usize, &mut [f32])>> = Vec::new();
+            let mut it = blocks.into_iter().peekable();
+            while it.peek().is_some() {
+                groups.push(it.by_ref().take(per).collect());
+            }
+            std::thread::scope(|s| {
+                for group in groups {
+                    s.spawn(move || {
+                        for (b, block) in group {
+                            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                            rng.set_stream(((index as u64) << 32) | b as u64);
+                            for v in block.iter_mut() {
+                                *v = normal.sample(&mut rng);
+                            }
+                        }
+                    });
+                }
+            });
+            out
+        }
+    }
+}
+
+/// A `.safetensors` checkpoint in the Hugging Face GPT-2 layout, read into memory.
+pub struct Checkpoint {
+    bytes: Vec<u8>,
+    path: String,
+}
+
+/// Strip the optional `transformer.` prefix of `GPT2LMHeadModel` files.
+fn canonical(name: &str) -> &str {
+    name.strip_prefix("transformer.").unwrap_or(name)
+}
+
+/// Buffers and heads that are not learned weights of the transformer.
+fn ignored(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name == "lm_head.weight"
+}
+
+impl Checkpoint {
+    pub fn open(path: &str) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Checkpoint(format!("cannot read checkpoint {path}: {e}")))?;
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Checkpoint(format!("{path} is not a valid safetensors file: {e}")))?;
+        Ok(Checkpoint { bytes, path: path.to_string() })
+    }
+
+    fn tensors(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    }
+
+    /// Shapes of the learned tensors, by canonical name.
+    pub fn shapes(&self) -> std::collections::HashMap<String, Vec<usize>> {
+        self.tensors()
+            .iter()
+            .filter(|(n, _)| !ignored(canonical(n)))
+            .map(|(n, t)| (canonical(n).to_string(), t.shape().to_vec()))
+            .collect()
+    }
+
+    /// Fill the config keys the caller did not give from the tensor shapes, and check
+    /// that the keys they did give agree.
+    pub fn resolve_config(&self, cfg: &mut ModelConfig, given: &[String]) -> Result<()> {
+        let shapes = self.shapes();
+        let get = |n: &str| {
+            shapes
+                .get(n)
+                .cloned()
+                .ok_or_else(|| Error::Checkpoint(format!("{}: tensor {n} is missing", self.path)))
+        };
+        let wte = get("wte.weight")?;
+        let wpe = get("wpe.weight")?;
+        let n_layer = (0..)
+            .take_while(|l| shapes.contains_key(&format!("h.{l}.ln_1.weight")))
+            .count();
+        let fc = get("h.0.mlp.c_fc.weight")?;
+        let found = [
+            ("vocab_size", wte[0]),
+            ("n_embed", wte[1]),
+            ("context_size", wpe[0]),
+            ("n_layer", n_layer),
+            ("ffn_hidden_multiplier", fc[1] / wte[1].max(1)),
+        ];
+        for (key, value) in found {
+            let slot = match key {
+                "vocab_size" => &mut cfg.vocab_size,
+                "n_embed" => &mut cfg.n_embed,
+                "context_size" => &mut cfg.context_size,
+                "n_layer" => &mut cfg.n_layer,
+                _ => &mut cfg.ffn_hidden_multiplier,
+            };
+            if given.iter().any(|g| g == key) && *slot != value {
+                return Err(Error::Checkpoint(format!(
+                    "config {key} ({}) disagrees with the checkpoint ({value}) in {}",
+                    *slot, self.path
+                )));
+            }
+            *slot = value;
+        }
+        let has_bias = shapes.contains_key("h.0.attn.c_attn.bias");
+        if given.iter().any(|g| g == "bias") && cfg.bias != has_bias {
+            return Err(Error::Checkpoint(format!(
+                "config bias ({}) disagrees with the checkpoint ({has_bias}) in {}",
+                cfg.bias, self.path
+            )));
+        }
+        cfg.bias = has_bias;
+        cfg.validate()
+    }
+
+    /// The values of `spec` (f32, f16 or bf16 in the file), checked against its shape.
+    pub fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        let st = self.tensors();
+        let view = st
+            .tensor(&spec.name)
+            .or_else(|_| st.tensor(&format!("transformer.{}", spec.name)))
+            .map_err(|_| Error::Checkpoint(format!("{}: tensor {} is missing", self.path, spec.name)))?;
+        if view.shape() != spec.shape.as_slice() {
+            return Err(Error::Checkpoint(format!(
+                "{}: tensor {} has shape {:?}, the config needs {:?}",
+                self.path,
+                spec.name,
+                view.shape(),
+                spec.shape
+            )));
+        }
+        let data = view.data();
+        use safetensors::Dtype;
+        let out = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
+            other => {
+                return Err(Error::Checkpoint(format!(
+                    "{}: tensor {} has dtype {other:?}; F32, F16 and BF16 are supported",
+                    self.path, spec.name
+                )))
+            }
+        };
+        Ok(out)
+    }
+}
+
+/// IEEE half → single.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            // subnormal: normalise
+            let mut e = 127 - 15 + 1;
+            let mut f = frac;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Where the values of each tensor come from.
+pub enum WeightSource {
+    Seeded(u64),
+    Checkpoint(Checkpoint),
+}
+
+impl WeightSource {
+    /// Values of tensor `index` (its place in [`tensor_specs`]).
+    pub fn values(&self, spec: &TensorSpec, index: usize) -> Result<Vec<f32>> {
+        match self {
+            WeightSource::Seeded(seed) => Ok(init_tensor(spec, index, *seed)),
+            WeightSource::Checkpoint(c) => c.load(spec),
+        }
+    }
+}
+
+/// All weights on the host, by name (tests and the CPU reference forward only: the
+/// model itself keeps no host copy).
+pub fn host_weights(cfg: &ModelConfig, source: &WeightSource) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+    tensor_specs(cfg)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Ok((s.name.clone(), source.values(s, i)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_count_equals_parameter_count() {
+        for bias in [true, false] {
+            let cfg = ModelConfig { bias, ..ModelConfig::default() };
+            let n: usize = tensor_specs(&cfg).iter().map(|s| s.numel()).sum();
+            assert_eq!(n, cfg.parameter_count());
+        }
+    }
+
+    #[test]
+    fn init_is_deterministic_and_seed_dependent() {
+        let spec = TensorSpec { name: "x".into(), shape: vec![3, 1 << 19], init: Init::Normal(0.02) };
+        let a = init_tensor(&spec, 5, 7);
+        let b = init_tensor(&spec, 5, 7);
+        let c = init_tensor(&spec, 5, 8);
+        let d = init_tensor(&spec, 6, 7);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 1e-4, "mean {mean}");
+        assert!((var.sqrt() - 0.02).abs() < 1e-4, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn f16_conversion() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    }
+}

@@ -1,0 +1,161 @@
+//! Golden tests: every kernel on the adapter against its f64 CPU reference, with
+//! edge shapes (T = 1, sizes that are not multiples of the workgroup or the tile,
+//! more than 65,535 workgroups, chunked bindings).
+
+mod common;
+
+use common::{assert_close, gpu, rand_vec};
+use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, matvec, row_norm};
+use wgformer::reference;
+
+#[test]
+fn matmul_plain_bias_gelu_accumulate() {
+    let g = gpu();
+    for &(m, n, k) in &[(1, 4, 4), (3, 8, 12), (9, 68, 20), (17, 260, 36), (64, 256, 128), (128, 96, 64)] {
+        let a = rand_vec(m * k, 1, 1.0);
+        let b = rand_vec(k * n, 2, 0.5);
+        let bias = rand_vec(n, 3, 0.5);
+        let init = rand_vec(m * n, 4, 1.0);
+        let cases: [(u32, Option<&[f32]>, Option<&[f32]>, bool); 4] = [
+            (0, None, None, false),
+            (matmul::BIAS, Some(&bias), None, false),
+            (matmul::BIAS | matmul::GELU, Some(&bias), None, true),
+            (matmul::BIAS | matmul::ACCUMULATE, Some(&bias), Some(&init), false),
+        ];
+        for (flags, bias, init, gelu) in cases {
+            let got = matmul::run_matmul(&g.ctx, &g.pipelines, &a, &b, bias, init, m, n, k, flags).unwrap();
+            let want = reference::matmul::matmul(&a, &b, bias, init, m, n, k, gelu);
+            assert_close(&format!("matmul {m}x{n}x{k} flags {flags}"), &got, &want, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn matmul_detects_a_wrong_answer() {
+    // The comparison itself must be able to fail.
+    let g = gpu();
+    let (m, n, k) = (4, 8, 8);
+    let a = rand_vec(m * k, 1, 1.0);
+    let b = rand_vec(k * n, 2, 1.0);
+    let got = matmul::run_matmul(&g.ctx, &g.pipelines, &a, &b, None, None, m, n, k, 0).unwrap();
+    let mut want = reference::matmul::matmul(&a, &b, None, None, m, n, k, false);
+    want[5] += 0.01;
+    assert!(reference::compare("perturbed", &got, &want, 1e-4, 1e-4).is_err());
+}
+
+#[test]
+fn matmul_bt_chunked_and_odd_widths() {
+    let g = gpu();
+    for &(m, n, k, chunk) in &[(1, 7, 8, 1000), (5, 37, 16, 8), (16, 300, 32, 64), (33, 129, 12, 1000)] {
+        let a = rand_vec(m * k, 5, 1.0);
+        let b = rand_vec(n * k, 6, 1.0);
+        let got = matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, &a, &b, m, n, k, chunk).unwrap();
+        let want = reference::matmul::matmul_bt(&a, &b, m, n, k);
+        assert_close(&format!("matmul_bt {m}x{n}x{k} chunk {chunk}"), &got, &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn matvec_matches_reference() {
+    let g = gpu();
+    for &(n, k) in &[(4, 4), (68, 20), (300, 64), (1024, 256)] {
+        let x = rand_vec(k, 7, 1.0);
+        let w = rand_vec(k * n, 8, 0.5);
+        let bias = rand_vec(n, 9, 0.5);
+        let init = rand_vec(n, 10, 1.0);
+        let got = matvec::run_matvec(&g.ctx, &g.pipelines, &x, &w, Some(&bias), None, n, k, matmul::BIAS | matmul::GELU)
+            .unwrap();
+        let want = reference::matmul::matmul(&x, &w, Some(&bias), None, 1, n, k, true);
+        assert_close(&format!("matvec gelu {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        let got = matvec::run_matvec(&g.ctx, &g.pipelines, &x, &w, None, Some(&init), n, k, matmul::ACCUMULATE).unwrap();
+        let want = reference::matmul::matmul(&x, &w, None, Some(&init), 1, n, k, false);
+        assert_close(&format!("matvec acc {n}x{k}"), &got, &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn layer_norm_with_and_without_bias() {
+    let g = gpu();
+    for &(t, c) in &[(1, 4), (3, 64), (65, 768), (130, 36)] {
+        let x = rand_vec(t * c, 11, 3.0);
+        let w = rand_vec(c, 12, 1.0);
+        let b = rand_vec(c, 13, 1.0);
+        let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, Some(&b), c).unwrap();
+        assert_close(&format!("layer_norm {t}x{c}"), &got, &reference::layer_norm::layer_norm(&x, &w, Some(&b), c), 1e-4, 1e-4);
+        let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, None, c).unwrap();
+        assert_close(&format!("layer_norm nobias {t}x{c}"), &got, &reference::layer_norm::layer_norm(&x, &w, None, c), 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn embedding_across_chunks() {
+    let g = gpu();
+    let (v, c, ctxlen) = (50, 12, 20);
+    let wte = rand_vec(v * c, 14, 1.0);
+    let wpe = rand_vec(ctxlen * c, 15, 1.0);
+    let ids: Vec<u32> = vec![0, 49, 7, 8, 23, 24, 25, 3, 48, 12, 0, 31, 44];
+    let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
+    for chunk in [4, 8, 24, 1000] {
+        let got = embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, chunk).unwrap();
+        assert_close(&format!("embedding chunk {chunk}"), &got, &want, 1e-6, 0.0);
+    }
+}
+
+#[test]
+fn embedding_more_than_65535_workgroups() {
+    // T·C/4 = 4096·4096/4 invocations → 65,536 workgroups of 64: folded into 2-D.
+    let g = gpu();
+    let (v, c, t) = (16, 4096, 4096);
+    let wte = rand_vec(v * c, 16, 1.0);
+    let wpe = rand_vec(t * c, 17, 1.0);
+    let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7) % v as u32).collect();
+    let got = embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, 1000).unwrap();
+    let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
+    assert_close("embedding 65536 workgroups", &got, &want, 1e-6, 0.0);
+}
+
+#[test]
+fn attention_causal_with_entropy() {
+    let g = gpu();
+    for &(t, c, nh) in &[(1, 16, 2), (5, 32, 4), (70, 64, 4), (33, 48, 3), (20, 256, 2)] {
+        let qkv = rand_vec(t * 3 * c, 18, 1.5);
+        let (out, ent) = attention::run_attention(&g.ctx, &g.pipelines, &qkv, c, nh).unwrap();
+        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        assert_close(&format!("attention out t{t} c{c} nh{nh}"), &out, &want_out, 1e-4, 1e-4);
+        assert_close(&format!("attention entropy t{t} c{c} nh{nh}"), &ent, &want_ent, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn attention_is_causal() {
+    // Changing a later token must not change earlier outputs.
+    let g = gpu();
+    let (t, c, nh) = (12, 32, 2);
+    let qkv = rand_vec(t * 3 * c, 19, 1.0);
+    let mut changed = qkv.clone();
+    for v in &mut changed[(t - 1) * 3 * c..] {
+        *v += 1.0;
+    }
+    let (a, _) = attention::run_attention(&g.ctx, &g.pipelines, &qkv, c, nh).unwrap();
+    let (b, _) = attention::run_attention(&g.ctx, &g.pipelines, &changed, c, nh).unwrap();
+    assert_eq!(a[..(t - 1) * c], b[..(t - 1) * c]);
+    assert_ne!(a[(t - 1) * c..], b[(t - 1) * c..]);
+}
+
+#[test]
+fn row_norm_matches_reference() {
+    let g = gpu();
+    let (t, c) = (67, 40);
+    let x = rand_vec(t * c, 20, 2.0);
+    let got = row_norm::run_row_norm(&g.ctx, &g.pipelines, &x, c).unwrap();
+    assert_close("row_norm", &got, &reference::row_norm::row_norm(&x, c), 1e-5, 1e-5);
+}
+
+#[test]
+fn gelu_reference_known_values() {
+    use reference::gelu::gelu;
+    assert_eq!(gelu(0.0), 0.0);
+    assert!((gelu(1.0) - 0.841_191_990_607_477).abs() < 1e-12);
+    assert!((gelu(-3.0) - -0.003_637_392_0).abs() < 1e-7);
+    assert!((gelu(40.0) - 40.0).abs() < 1e-12);
+}

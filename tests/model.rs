@@ -1,0 +1,170 @@
+//! Whole-model golden tests: the device forward against the CPU reference forward,
+//! the seeded init, chunked embeddings, checkpoint round trips and bad input.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, gpu, new_gpu};
+use wgformer::config::ModelConfig;
+use wgformer::model::weights::{host_weights, WeightSource};
+use wgformer::model::{resolve_config, Model};
+use wgformer::reference;
+
+fn small(extra: serde_json::Value) -> ModelConfig {
+    let mut v = serde_json::json!({
+        "vocab_size": 97, "context_size": 40, "n_layer": 2, "n_head": 4, "n_embed": 32, "seed": 7
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    ModelConfig::from_value(v).unwrap()
+}
+
+fn ids(n: usize, vocab: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 31 + 5) % vocab).collect()
+}
+
+fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize) {
+    let g = match binding_cap {
+        None => None,
+        Some(cap) => Some(new_gpu(Some(cap))),
+    };
+    let (ctx, pl) = match &g {
+        Some(g) => (g.ctx.clone(), g.pipelines.clone()),
+        None => (gpu().ctx.clone(), gpu().pipelines.clone()),
+    };
+    let model = Model::build(cfg.clone(), None, ctx, pl).unwrap();
+    let ids = ids(t, cfg.vocab_size as u32);
+    let got = model.forward_logits(&ids).unwrap();
+    let w = host_weights(&cfg, &WeightSource::Seeded(cfg.seed)).unwrap();
+    let want = reference::model::forward(&cfg, &w, &ids);
+    assert_close(&format!("logits {cfg:?}"), &got, &want, 1e-4, 1e-4);
+    // top-k of the last row agrees with the reference softmax
+    let out = model.forward(&ids, 5, true).unwrap();
+    let v = cfg.vocab_size;
+    let last = &want[(t - 1) * v..];
+    let ref_top = wgformer::model::forward::top_k_softmax(last, 5);
+    assert_eq!(out.top.iter().map(|p| p.token_id).collect::<Vec<_>>(), ref_top.iter().map(|p| p.token_id).collect::<Vec<_>>());
+    for (a, b) in out.top.iter().zip(&ref_top) {
+        assert!((a.probability - b.probability).abs() < 1e-5);
+    }
+    let cap = out.capture.unwrap();
+    assert_eq!(cap.layers.len(), cfg.n_layer);
+    for l in &cap.layers {
+        assert_eq!(l.attention_entropy.len(), cfg.n_head);
+        for &e in &l.attention_entropy {
+            // mean entropy over positions lies in [0, ln T]
+            assert!(e >= -1e-5 && e <= (t as f32).ln() + 1e-4, "entropy {e}");
+        }
+        assert!(l.residual_norm_mean > 0.0 && l.residual_norm_max >= l.residual_norm_mean);
+    }
+}
+
+#[test]
+fn forward_matches_reference_small() {
+    check_against_reference(small(serde_json::json!({})), None, 13);
+}
+
+#[test]
+fn forward_matches_reference_one_token_and_full_context() {
+    check_against_reference(small(serde_json::json!({})), None, 1);
+    check_against_reference(small(serde_json::json!({})), None, 40);
+}
+
+#[test]
+fn forward_matches_reference_without_bias() {
+    check_against_reference(small(serde_json::json!({"bias": false, "ffn_hidden_multiplier": 3})), None, 9);
+}
+
+#[test]
+fn forward_matches_reference_with_split_embedding() {
+    // A 4 KiB binding cap splits wte (97 × 32 floats) and the logits into 4 windows.
+    check_against_reference(small(serde_json::json!({"context_size": 8})), Some(4096), 8);
+}
+
+#[test]
+fn same_config_and_seed_give_same_logits() {
+    let g = gpu();
+    let cfg = small(serde_json::json!({}));
+    let a = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let b = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let other = small(serde_json::json!({"seed": 8}));
+    let c = Model::build(other, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let x = ids(10, 97);
+    assert_eq!(a.forward_logits(&x).unwrap(), b.forward_logits(&x).unwrap());
+    assert_ne!(a.forward_logits(&x).unwrap(), c.forward_logits(&x).unwrap());
+}
+
+#[test]
+fn bad_ids_and_lengths_are_errors() {
+    let g = gpu();
+    let cfg = small(serde_json::json!({}));
+    let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let e = m.forward(&[1, 2, 97], 5, false).unwrap_err();
+    assert_eq!(e.code(), "INVALID_INPUT");
+    assert!(e.to_string().contains("token 97"), "{e}");
+    let e = m.forward(&ids(41, 97), 5, false).unwrap_err();
+    assert_eq!(e.code(), "SEQUENCE_TOO_LONG");
+    assert_eq!(e.to_string(), "input length 41 exceeds the model's maximum length 40");
+    assert_eq!(m.forward(&[], 5, false).unwrap_err().code(), "INVALID_INPUT");
+    // the model still serves afterwards
+    assert_eq!(m.forward(&[1, 2, 3], 3, false).unwrap().top.len(), 3);
+}
+
+#[test]
+fn checkpoint_round_trip_and_config_from_shapes() {
+    let g = gpu();
+    let cfg = small(serde_json::json!({}));
+    let w = host_weights(&cfg, &WeightSource::Seeded(cfg.seed)).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgformer-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    // Hugging Face layout: `transformer.` prefix, plus buffers that must be ignored.
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for spec in wgformer::model::weights::tensor_specs(&cfg) {
+        let bytes = bytemuck::cast_slice(&w[&spec.name]).to_vec();
+        tensors.push((format!("transformer.{}", spec.name), spec.shape.clone(), bytes));
+    }
+    tensors.push(("transformer.h.0.attn.bias".into(), vec![1, 1, 4, 4], vec![0u8; 64]));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+
+    // Only n_head given: the rest comes from the shapes.
+    let (resolved, ckpt) = resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4})).unwrap();
+    assert_eq!((resolved.vocab_size, resolved.context_size, resolved.n_layer, resolved.n_embed), (97, 40, 2, 32));
+    let from_file = Model::build(resolved, ckpt, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let seeded = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let x = ids(11, 97);
+    assert_eq!(from_file.forward_logits(&x).unwrap(), seeded.forward_logits(&x).unwrap());
+
+    // A given key that disagrees with the file is a clear error.
+    let e = resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4, "n_layer": 3})).err().unwrap();
+    assert!(e.to_string().contains("n_layer (3) disagrees with the checkpoint (2)"), "{e}");
+    let e = resolve_config(serde_json::json!({"checkpoint": "/nonexistent.safetensors"})).err().unwrap();
+    assert_eq!(e.code(), "CONFIG_ERROR");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn default_model_builds_with_exact_parameter_count() {
+    // The full-size model: 124,475,904 parameters; the embedding (154 MB) is larger
+    // than lavapipe's 128 MiB binding, so it is split.
+    let g = gpu();
+    let start = std::time::Instant::now();
+    let m = Model::build(ModelConfig::default(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    eprintln!("default model built in {:.2}s", start.elapsed().as_secs_f64());
+    assert_eq!(m.parameter_count, 124_475_904);
+    assert_eq!(m.parameter_bytes, 124_475_904 * 4);
+    if g.ctx.max_binding_bytes() < 50304 * 768 * 4 {
+        assert!(m.weights.wte.chunks.len() > 1);
+    }
+    let out = m.forward(&[464, 3290, 318], 5, true).unwrap();
+    assert_eq!(out.top.len(), 5);
+    let total: f32 = out.top.iter().map(|p| p.probability).sum();
+    assert!(total > 0.0 && total <= 1.0 + 1e-5);
+    let _ = Arc::strong_count(&m.ctx);
+}
