@@ -1,0 +1,56 @@
+//! Every shader parses and validates with naga (no GPU needed), has an entry point
+//! named after its op, and its uniform struct has the size and offsets of the Rust twin.
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgformer::gpu::SHADERS;
+use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, matvec, row_norm};
+
+fn module(name: &str) -> naga::Module {
+    let src = wgformer::gpu::shader_source(name).unwrap();
+    naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
+}
+
+#[test]
+fn every_shader_validates_and_names_its_entry_point() {
+    for (name, src) in SHADERS {
+        let m = module(name);
+        Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&m)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        assert!(m.entry_points.iter().any(|e| e.name == *name), "{name}: no entry point named {name}");
+        assert!(m.overrides.iter().any(|(_, o)| o.name.as_deref() == Some("WG")), "{name}: no WG override");
+    }
+}
+
+/// (size, member offsets) of the struct named `ty` in shader `name`.
+fn layout(name: &str, ty: &str) -> (u32, Vec<u32>) {
+    let m = module(name);
+    for (_, t) in m.types.iter() {
+        if t.name.as_deref() == Some(ty) {
+            if let naga::TypeInner::Struct { members, span } = &t.inner {
+                return (*span, members.iter().map(|x| x.offset).collect());
+            }
+        }
+    }
+    panic!("{name}: struct {ty} not found");
+}
+
+macro_rules! check_twin {
+    ($shader:expr, $ty:ident, $rust:ty, [$($field:ident),*]) => {{
+        let (size, offsets) = layout($shader, stringify!($ty));
+        assert_eq!(size as usize, std::mem::size_of::<$rust>(), "{} size", stringify!($ty));
+        let want: Vec<u32> = vec![$(std::mem::offset_of!($rust, $field) as u32),*];
+        assert_eq!(&offsets[..want.len()], &want[..], "{} offsets", stringify!($ty));
+    }};
+}
+
+#[test]
+fn uniform_structs_match_rust_twins() {
+    check_twin!("embedding", EmbeddingParams, embedding::EmbeddingParams, [t, c4, row_start, rows, pos_offset]);
+    check_twin!("layer_norm", LayerNormParams, layer_norm::LayerNormParams, [t, c4, has_bias, eps]);
+    check_twin!("matmul", MatmulParams, matmul::MatmulParams, [m, n4, k4, flags]);
+    check_twin!("matmul_bt", MatmulBtParams, matmul_bt::MatmulBtParams, [m, n, k4]);
+    check_twin!("matvec", MatvecParams, matvec::MatvecParams, [n4, k4, flags]);
+    check_twin!("attention", AttentionParams, attention::AttentionParams, [t, c4, hs4, nh, scale]);
+    check_twin!("row_norm", RowNormParams, row_norm::RowNormParams, [t, c4, offset]);
+}
