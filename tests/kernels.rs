@@ -5,6 +5,20 @@
 mod common;
 
 use common::{assert_close, gpu, rand_vec};
+
+/// The variants of `base` compiled for the test adapter (the portable one always).
+fn variants(base: &'static str) -> Vec<&'static str> {
+    let g = gpu();
+    let all: Vec<&'static str> = wgformer::gpu::SHADERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n == base || n.strip_suffix("_subgroup") == Some(base))
+        .filter(|n| g.pipelines.has(n))
+        .collect();
+    assert!(all.contains(&base));
+    eprintln!("{base} variants under test: {all:?}");
+    all
+}
 use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, matvec, row_norm};
 use wgformer::reference;
 
@@ -22,10 +36,12 @@ fn matmul_plain_bias_gelu_accumulate() {
             (matmul::BIAS | matmul::GELU, Some(&bias), None, true),
             (matmul::BIAS | matmul::ACCUMULATE, Some(&bias), Some(&init), false),
         ];
-        for (flags, bias, init, gelu) in cases {
-            let got = matmul::run_matmul(&g.ctx, &g.pipelines, &a, &b, bias, init, m, n, k, flags).unwrap();
-            let want = reference::matmul::matmul(&a, &b, bias, init, m, n, k, gelu);
-            assert_close(&format!("matmul {m}x{n}x{k} flags {flags}"), &got, &want, 1e-4, 1e-4);
+        for variant in variants("matmul") {
+            for (flags, bias, init, gelu) in cases {
+                let got = matmul::run_matmul(&g.ctx, &g.pipelines, variant, &a, &b, bias, init, m, n, k, flags).unwrap();
+                let want = reference::matmul::matmul(&a, &b, bias, init, m, n, k, gelu);
+                assert_close(&format!("{variant} {m}x{n}x{k} flags {flags}"), &got, &want, 1e-4, 1e-4);
+            }
         }
     }
 }
@@ -37,7 +53,7 @@ fn matmul_detects_a_wrong_answer() {
     let (m, n, k) = (4, 8, 8);
     let a = rand_vec(m * k, 1, 1.0);
     let b = rand_vec(k * n, 2, 1.0);
-    let got = matmul::run_matmul(&g.ctx, &g.pipelines, &a, &b, None, None, m, n, k, 0).unwrap();
+    let got = matmul::run_matmul(&g.ctx, &g.pipelines, "matmul", &a, &b, None, None, m, n, k, 0).unwrap();
     let mut want = reference::matmul::matmul(&a, &b, None, None, m, n, k, false);
     want[5] += 0.01;
     assert!(reference::compare("perturbed", &got, &want, 1e-4, 1e-4).is_err());
@@ -46,12 +62,14 @@ fn matmul_detects_a_wrong_answer() {
 #[test]
 fn matmul_bt_chunked_and_odd_widths() {
     let g = gpu();
-    for &(m, n, k, chunk) in &[(1, 7, 8, 1000), (5, 37, 16, 8), (16, 300, 32, 64), (33, 129, 12, 1000)] {
+    for &(m, n, k, chunk) in &[(1, 7, 8, 1000), (5, 37, 16, 8), (16, 300, 32, 64), (33, 129, 12, 1000), (40, 70, 20, 24)] {
         let a = rand_vec(m * k, 5, 1.0);
         let b = rand_vec(n * k, 6, 1.0);
-        let got = matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, &a, &b, m, n, k, chunk).unwrap();
         let want = reference::matmul::matmul_bt(&a, &b, m, n, k);
-        assert_close(&format!("matmul_bt {m}x{n}x{k} chunk {chunk}"), &got, &want, 1e-4, 1e-4);
+        for variant in variants("matmul_bt") {
+            let got = matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk).unwrap();
+            assert_close(&format!("{variant} {m}x{n}x{k} chunk {chunk}"), &got, &want, 1e-4, 1e-4);
+        }
     }
 }
 

@@ -49,6 +49,8 @@ fn uniform_structs_match_rust_twins() {
     check_twin!("embedding", EmbeddingParams, embedding::EmbeddingParams, [t, c4, row_start, rows, pos_offset]);
     check_twin!("layer_norm", LayerNormParams, layer_norm::LayerNormParams, [t, c4, has_bias, eps]);
     check_twin!("matmul", MatmulParams, matmul::MatmulParams, [m, n4, k4, flags]);
+    check_twin!("matmul_subgroup", MatmulParams, matmul::MatmulParams, [m, n4, k4, flags]);
+    check_twin!("matmul_bt_subgroup", MatmulBtParams, matmul_bt::MatmulBtParams, [m, n, k4]);
     check_twin!("matmul_bt", MatmulBtParams, matmul_bt::MatmulBtParams, [m, n, k4]);
     check_twin!("matvec", MatvecParams, matvec::MatvecParams, [n4, k4, flags]);
     check_twin!("attention", AttentionParams, attention::AttentionParams, [t, c4, hs4, nh, scale]);

@@ -169,6 +169,10 @@ impl GpuContext {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // The subgroup kernel variants share rows across 8 lanes.
+        if adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8 {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgformer"),
             required_features: features,

@@ -16,7 +16,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("matmul_bt", include_str!("../../shaders/matmul_bt.wgsl")),
+    ("matmul_bt_subgroup", include_str!("../../shaders/matmul_bt_subgroup.wgsl")),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
@@ -25,6 +27,11 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// Source of the shader named `name`.
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Kernel variants that need the SUBGROUP feature (subgroups of at least 8 lanes).
+pub fn needs_subgroups(name: &str) -> bool {
+    name.ends_with("_subgroup")
 }
 
 /// Workgroup size used for every kernel (the `WG` override constant).
@@ -41,7 +48,12 @@ impl Pipelines {
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         ctx.scoped("pipeline creation", || {
             let mut map = HashMap::new();
+            let subgroups = ctx.features.contains(wgpu::Features::SUBGROUP)
+                && std::env::var_os("WGFORMER_PORTABLE_KERNELS").is_none();
             for (name, src) in SHADERS {
+                if needs_subgroups(name) && !subgroups {
+                    continue;
+                }
                 let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl((*src).into()),
@@ -62,6 +74,20 @@ impl Pipelines {
             }
             Ok(Pipelines { map })
         })
+    }
+
+    /// Whether kernel `name` was compiled for this device.
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// `name`'s subgroup variant when the device has it, else `name` (the portable kernel).
+    pub fn best(&self, name: &'static str) -> &'static str {
+        SHADERS
+            .iter()
+            .map(|(n, _)| *n)
+            .find(|n| n.strip_suffix("_subgroup") == Some(name) && self.has(n))
+            .unwrap_or(name)
     }
 
     /// The pipeline of kernel `name` (a name from [`SHADERS`]).

@@ -7,8 +7,14 @@ use super::{submit_pass, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
 
-/// Rows computed by one invocation (the shader's `TM`).
-pub const TILE_ROWS: usize = 8;
+/// Rows computed by one invocation (the shader's `TM`), by kernel variant.
+pub fn tile_rows(kernel: &str) -> usize {
+    if kernel.ends_with("_subgroup") {
+        16
+    } else {
+        8
+    }
+}
 
 /// Epilogue flags, shared with `matvec`.
 pub const BIAS: u32 = 1;
@@ -25,7 +31,7 @@ pub struct MatmulParams {
     pub flags: u32,
 }
 
-/// Op: bindings a, b, bias (any buffer when unused), out.
+/// Op with the best variant for the device: bindings a, b, bias (any buffer when unused), out.
 pub fn matmul_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -34,7 +40,20 @@ pub fn matmul_op(
     bias: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MatmulParams>(ctx, pipelines, "matmul", &[a, b, bias, out])
+    matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), a, b, bias, out)
+}
+
+/// Op with an explicit variant (`matmul` or `matmul_subgroup`), for the bench.
+pub fn matmul_variant_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out])
 }
 
 /// Record `out[m, n] (=|+=) act(a[m, k] · b[k, n] + bias)`.
@@ -56,15 +75,16 @@ pub fn encode_matmul(
         flags,
     };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
-    let gy = m.div_ceil(TILE_ROWS) as u32;
+    let gy = m.div_ceil(tile_rows(op.name)) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
 }
 
-/// Upload, run, read back. `out_init` is the prior content of `out` (for ACCUMULATE).
+/// Upload, run `variant`, read back. `out_init` is the prior content of `out` (for ACCUMULATE).
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
@@ -81,7 +101,7 @@ pub fn run_matmul(
         Some(o) => buffers::upload(ctx, "out", o),
         None => buffers::storage(ctx, "out", m * n),
     };
-    let op = matmul_op(ctx, pipelines, &ab, &bb, &biasb, &out);
+    let op = matmul_variant_op(ctx, pipelines, variant, &ab, &bb, &biasb, &out);
     submit_pass(ctx, "matmul", |pass| {
         encode_matmul(&ctx.queue, pass, pipelines, &op, m, n, k, flags)
     })?;

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::TILE_ROWS;
+use super::matmul::tile_rows;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
@@ -17,7 +17,7 @@ pub struct MatmulBtParams {
     pub _pad: u32,
 }
 
-/// Op: bindings a, b, out.
+/// Op with the best variant for the device: bindings a, b, out.
 pub fn matmul_bt_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -25,7 +25,19 @@ pub fn matmul_bt_op(
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MatmulBtParams>(ctx, pipelines, "matmul_bt", &[a, b, out])
+    matmul_bt_variant_op(ctx, pipelines, pipelines.best("matmul_bt"), a, b, out)
+}
+
+/// Op with an explicit variant (`matmul_bt` or `matmul_bt_subgroup`), for the bench.
+pub fn matmul_bt_variant_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MatmulBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
 /// Record `out[m, n] = a[m, k] · b[n, k]ᵀ`.
@@ -46,15 +58,17 @@ pub fn encode_matmul_bt(
         _pad: 0,
     };
     let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
-    let gy = m.div_ceil(TILE_ROWS) as u32;
+    let gy = m.div_ceil(tile_rows(op.name)) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
 }
 
-/// Upload, run, read back `out[M, N]`; `b` is split into row chunks of
+/// Upload, run `variant`, read back `out[M, N]`; `b` is split into row chunks of
 /// `rows_per_chunk` as the model splits wte, and the result is reassembled.
+#[allow(clippy::too_many_arguments)]
 pub fn run_matmul_bt(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     a: &[f32],
     b: &[f32],
     m: usize,
@@ -73,7 +87,7 @@ pub fn run_matmul_bt(
         .chunks
         .iter()
         .zip(&outs)
-        .map(|(ch, o)| matmul_bt_op(ctx, pipelines, &ab, &ch.buffer, o))
+        .map(|(ch, o)| matmul_bt_variant_op(ctx, pipelines, variant, &ab, &ch.buffer, o))
         .collect();
     submit_pass(ctx, "matmul_bt", |pass| {
         for (op, ch) in ops.iter().zip(&bt.chunks) {
