@@ -57,7 +57,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 impl Bench {
     fn wants(&self, name: &str) -> bool {
-        self.filter.as_ref().is_none_or(|f| name.contains(f.as_str()))
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
     }
 
     /// Median ms of one repetition of `record`, timed as batches submitted and waited for.
@@ -96,7 +98,16 @@ impl Bench {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn report(&mut self, kernel: &str, shape: String, gpu_ms: f64, work: f64, unit: &'static str, cpu_ms: Option<f64>, cpu: &'static str) {
+    fn report(
+        &mut self,
+        kernel: &str,
+        shape: String,
+        gpu_ms: f64,
+        work: f64,
+        unit: &'static str,
+        cpu_ms: Option<f64>,
+        cpu: &'static str,
+    ) {
         let rate = work / (gpu_ms * 1e-3) / 1e9;
         let row = Row {
             kernel: kernel.into(),
@@ -113,7 +124,10 @@ impl Bench {
                 (Some(c), Some(s)) => format!("{c:10.3} ms ({cpu}) ratio {s:6.2}x"),
                 _ => String::new(),
             };
-            println!("{:<19} {:<26} {:10.3} ms {:9.2} {:<7} {}", row.kernel, row.shape, row.gpu_ms, row.rate, row.unit, cpu_txt);
+            println!(
+                "{:<19} {:<26} {:10.3} ms {:9.2} {:<7} {}",
+                row.kernel, row.shape, row.gpu_ms, row.rate, row.unit, cpu_txt
+            );
         }
         self.rows.push(row);
     }
@@ -142,16 +156,72 @@ impl Bench {
         let rows = m.min(8);
         let mut c = vec![0.0f32; m * n];
         let cpu = self.time_cpu(&mut || unsafe {
-            matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1)
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         });
         for variant in self.variants("matmul") {
-            let got = matmul::run_matmul(&self.ctx, &self.pl, variant, &a[..rows * k], &b, Some(&bias), None, rows, n, k, matmul::BIAS).unwrap();
-            self.check(variant, &got, &reference::matmul::matmul(&a[..rows * k], &b, Some(&bias), None, rows, n, k, false));
-            let (ab, bb, biasb) = (buffers::upload(&self.ctx, "a", &a), buffers::upload(&self.ctx, "b", &b), buffers::upload(&self.ctx, "bias", &bias));
+            let got = matmul::run_matmul(
+                &self.ctx,
+                &self.pl,
+                variant,
+                &a[..rows * k],
+                &b,
+                Some(&bias),
+                None,
+                rows,
+                n,
+                k,
+                matmul::BIAS,
+            )
+            .unwrap();
+            self.check(
+                variant,
+                &got,
+                &reference::matmul::matmul(
+                    &a[..rows * k],
+                    &b,
+                    Some(&bias),
+                    None,
+                    rows,
+                    n,
+                    k,
+                    false,
+                ),
+            );
+            let (ab, bb, biasb) = (
+                buffers::upload(&self.ctx, "a", &a),
+                buffers::upload(&self.ctx, "b", &b),
+                buffers::upload(&self.ctx, "bias", &bias),
+            );
             let out = buffers::storage(&self.ctx, "out", m * n);
-            let op = matmul::matmul_variant_op(&self.ctx, &self.pl, variant, &ab, &bb, &biasb, &out);
-            let gpu = self.time_gpu(&|pass| matmul::encode_matmul(&self.ctx.queue, pass, &self.pl, &op, m, n, k, matmul::BIAS));
-            self.report(variant, format!("{m}x{k} · {k}x{n}"), gpu, 2.0 * (m * n * k) as f64, "GFLOP/s", Some(cpu), "sgemm");
+            let op =
+                matmul::matmul_variant_op(&self.ctx, &self.pl, variant, &ab, &bb, &biasb, &out);
+            let gpu = self.time_gpu(&|pass| {
+                matmul::encode_matmul(&self.ctx.queue, pass, &self.pl, &op, m, n, k, matmul::BIAS)
+            });
+            self.report(
+                variant,
+                format!("{m}x{k} · {k}x{n}"),
+                gpu,
+                2.0 * (m * n * k) as f64,
+                "GFLOP/s",
+                Some(cpu),
+                "sgemm",
+            );
         }
     }
 
@@ -162,21 +232,72 @@ impl Bench {
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k.max(m) * 4) as u64);
         let mut c = vec![0.0f32; m * n];
         let cpu = self.time_cpu(&mut || unsafe {
-            matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), 1, k as isize, 0.0, c.as_mut_ptr(), n as isize, 1)
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         });
         let ab = buffers::upload(&self.ctx, "a", &a);
         let bt = buffers::RowChunked::upload(&self.ctx, "b", &b, k, chunk);
-        let outs: Vec<_> = bt.chunks.iter().map(|ch| buffers::storage(&self.ctx, "out", m * ch.rows)).collect();
+        let outs: Vec<_> = bt
+            .chunks
+            .iter()
+            .map(|ch| buffers::storage(&self.ctx, "out", m * ch.rows))
+            .collect();
         for variant in self.variants("matmul_bt") {
-            let got = matmul_bt::run_matmul_bt(&self.ctx, &self.pl, variant, &a[..rows * k], &b, rows, n, k, chunk).unwrap();
-            self.check(variant, &got, &reference::matmul::matmul_bt(&a[..rows * k], &b, rows, n, k));
-            let ops: Vec<KernelOp> = bt.chunks.iter().zip(&outs).map(|(ch, o)| matmul_bt::matmul_bt_variant_op(&self.ctx, &self.pl, variant, &ab, &ch.buffer, o)).collect();
+            let got = matmul_bt::run_matmul_bt(
+                &self.ctx,
+                &self.pl,
+                variant,
+                &a[..rows * k],
+                &b,
+                rows,
+                n,
+                k,
+                chunk,
+            )
+            .unwrap();
+            self.check(
+                variant,
+                &got,
+                &reference::matmul::matmul_bt(&a[..rows * k], &b, rows, n, k),
+            );
+            let ops: Vec<KernelOp> = bt
+                .chunks
+                .iter()
+                .zip(&outs)
+                .map(|(ch, o)| {
+                    matmul_bt::matmul_bt_variant_op(
+                        &self.ctx, &self.pl, variant, &ab, &ch.buffer, o,
+                    )
+                })
+                .collect();
             let gpu = self.time_gpu(&|pass| {
                 for (op, ch) in ops.iter().zip(&bt.chunks) {
                     matmul_bt::encode_matmul_bt(&self.ctx.queue, pass, &self.pl, op, m, ch.rows, k);
                 }
             });
-            self.report(variant, format!("{m}x{k} · ({n}x{k})ᵀ"), gpu, 2.0 * (m * n * k) as f64, "GFLOP/s", Some(cpu), "sgemm");
+            self.report(
+                variant,
+                format!("{m}x{k} · ({n}x{k})ᵀ"),
+                gpu,
+                2.0 * (m * n * k) as f64,
+                "GFLOP/s",
+                Some(cpu),
+                "sgemm",
+            );
         }
     }
 
@@ -184,15 +305,47 @@ impl Bench {
         let x = rand_vec(k, 6);
         let w: Vec<f32> = rand_vec(k * n, 7).iter().map(|v| v * 0.05).collect();
         let got = matvec::run_matvec(&self.ctx, &self.pl, &x, &w, None, None, n, k, 0).unwrap();
-        self.check("matvec", &got, &reference::matmul::matmul(&x, &w, None, None, 1, n, k, false));
-        let (xb, wb, out) = (buffers::upload(&self.ctx, "x", &x), buffers::upload(&self.ctx, "w", &w), buffers::storage(&self.ctx, "out", n));
+        self.check(
+            "matvec",
+            &got,
+            &reference::matmul::matmul(&x, &w, None, None, 1, n, k, false),
+        );
+        let (xb, wb, out) = (
+            buffers::upload(&self.ctx, "x", &x),
+            buffers::upload(&self.ctx, "w", &w),
+            buffers::storage(&self.ctx, "out", n),
+        );
         let op = matvec::matvec_op(&self.ctx, &self.pl, &xb, &wb, &xb, &out);
-        let gpu = self.time_gpu(&|pass| matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, n, k, 0));
+        let gpu = self
+            .time_gpu(&|pass| matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, n, k, 0));
         let mut c = vec![0.0f32; n];
         let cpu = self.time_cpu(&mut || unsafe {
-            matrixmultiply::sgemm(1, k, n, 1.0, x.as_ptr(), k as isize, 1, w.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1)
+            matrixmultiply::sgemm(
+                1,
+                k,
+                n,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         });
-        self.report("matvec", format!("1x{k} · {k}x{n}"), gpu, (k * n * 4) as f64, "GB/s", Some(cpu), "sgemm");
+        self.report(
+            "matvec",
+            format!("1x{k} · {k}x{n}"),
+            gpu,
+            (k * n * 4) as f64,
+            "GB/s",
+            Some(cpu),
+            "sgemm",
+        );
     }
 
     fn layer_norm(&mut self, t: usize, c: usize) {
@@ -201,24 +354,46 @@ impl Bench {
         let got = layer_norm::run_layer_norm(&self.ctx, &self.pl, &x, &w, Some(&b), c).unwrap();
         let want = reference::layer_norm::layer_norm(&x, &w, Some(&b), c);
         self.check("layer_norm", &got, &want);
-        let (xb, wb, bb, yb) = (buffers::upload(&self.ctx, "x", &x), buffers::upload(&self.ctx, "w", &w), buffers::upload(&self.ctx, "b", &b), buffers::storage(&self.ctx, "y", t * c));
+        let (xb, wb, bb, yb) = (
+            buffers::upload(&self.ctx, "x", &x),
+            buffers::upload(&self.ctx, "w", &w),
+            buffers::upload(&self.ctx, "b", &b),
+            buffers::storage(&self.ctx, "y", t * c),
+        );
         let op = layer_norm::layer_norm_op(&self.ctx, &self.pl, &xb, &wb, &bb, &yb);
-        let gpu = self.time_gpu(&|pass| layer_norm::encode_layer_norm(&self.ctx.queue, pass, &self.pl, &op, t, c, true));
+        let gpu = self.time_gpu(&|pass| {
+            layer_norm::encode_layer_norm(&self.ctx.queue, pass, &self.pl, &op, t, c, true)
+        });
         let cpu = self.time_cpu(&mut || {
             std::hint::black_box(reference::layer_norm::layer_norm(&x, &w, Some(&b), c));
         });
-        self.report("layer_norm", format!("T={t} C={c}"), gpu, (2 * t * c * 4) as f64, "GB/s", Some(cpu), "cpu ref");
+        self.report(
+            "layer_norm",
+            format!("T={t} C={c}"),
+            gpu,
+            (2 * t * c * 4) as f64,
+            "GB/s",
+            Some(cpu),
+            "cpu ref",
+        );
     }
 
     fn attention(&mut self, t: usize, c: usize, nh: usize) {
         let qkv = rand_vec(t * 3 * c, 11);
         let small_t = t.min(64);
-        let (got, _) = attention::run_attention(&self.ctx, &self.pl, &qkv[..small_t * 3 * c], c, nh).unwrap();
+        let (got, _) =
+            attention::run_attention(&self.ctx, &self.pl, &qkv[..small_t * 3 * c], c, nh).unwrap();
         let (want, _) = reference::attention::attention(&qkv[..small_t * 3 * c], c, nh);
         self.check("attention", &got, &want);
-        let (qb, ob, eb) = (buffers::upload(&self.ctx, "qkv", &qkv), buffers::storage(&self.ctx, "out", t * c), buffers::storage(&self.ctx, "ent", nh * t));
+        let (qb, ob, eb) = (
+            buffers::upload(&self.ctx, "qkv", &qkv),
+            buffers::storage(&self.ctx, "out", t * c),
+            buffers::storage(&self.ctx, "ent", nh * t),
+        );
         let op = attention::attention_op(&self.ctx, &self.pl, &qb, &ob, &eb);
-        let gpu = self.time_gpu(&|pass| attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh));
+        let gpu = self.time_gpu(&|pass| {
+            attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh)
+        });
         let cpu = (t <= 128).then(|| {
             self.time_cpu(&mut || {
                 std::hint::black_box(reference::attention::attention(&qkv, c, nh));
@@ -226,7 +401,15 @@ impl Bench {
         });
         // q·k and p·v over the causal half
         let flops = 4.0 * (t * (t + 1) / 2) as f64 * c as f64;
-        self.report("attention", format!("T={t} C={c} NH={nh}"), gpu, flops, "GFLOP/s", cpu, "cpu ref");
+        self.report(
+            "attention",
+            format!("T={t} C={c} NH={nh}"),
+            gpu,
+            flops,
+            "GFLOP/s",
+            cpu,
+            "cpu ref",
+        );
     }
 
     fn embedding(&mut self, t: usize, v: usize, c: usize) {
@@ -234,37 +417,84 @@ impl Bench {
         let wpe = rand_vec(1024 * c, 13);
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % v as u32).collect();
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (c * 4) as u64);
-        let got = embedding::run_embedding(&self.ctx, &self.pl, &ids, &wte, &wpe, c, chunk).unwrap();
-        self.check("embedding", &got, &reference::embedding::embedding(&ids, &wte, &wpe, c, 0));
+        let got =
+            embedding::run_embedding(&self.ctx, &self.pl, &ids, &wte, &wpe, c, chunk).unwrap();
+        self.check(
+            "embedding",
+            &got,
+            &reference::embedding::embedding(&ids, &wte, &wpe, c, 0),
+        );
         let idb = buffers::upload(&self.ctx, "ids", bytemuck::cast_slice(&ids));
         let wt = buffers::RowChunked::upload(&self.ctx, "wte", &wte, c, chunk);
-        let (pb, ob) = (buffers::upload(&self.ctx, "wpe", &wpe), buffers::storage(&self.ctx, "out", t * c));
-        let ops: Vec<_> = wt.chunks.iter().map(|ch| embedding::embedding_op(&self.ctx, &self.pl, &idb, &ch.buffer, &pb, &ob)).collect();
+        let (pb, ob) = (
+            buffers::upload(&self.ctx, "wpe", &wpe),
+            buffers::storage(&self.ctx, "out", t * c),
+        );
+        let ops: Vec<_> = wt
+            .chunks
+            .iter()
+            .map(|ch| embedding::embedding_op(&self.ctx, &self.pl, &idb, &ch.buffer, &pb, &ob))
+            .collect();
         let gpu = self.time_gpu(&|pass| {
             for (op, ch) in ops.iter().zip(&wt.chunks) {
-                embedding::encode_embedding(&self.ctx.queue, pass, &self.pl, op, t, c, ch.row_start, ch.rows, 0);
+                embedding::encode_embedding(
+                    &self.ctx.queue,
+                    pass,
+                    &self.pl,
+                    op,
+                    t,
+                    c,
+                    ch.row_start,
+                    ch.rows,
+                    0,
+                );
             }
         });
         let cpu = self.time_cpu(&mut || {
             std::hint::black_box(reference::embedding::embedding(&ids, &wte, &wpe, c, 0));
         });
-        self.report("embedding", format!("T={t} V={v} C={c}"), gpu, (3 * t * c * 4) as f64, "GB/s", Some(cpu), "cpu ref");
+        self.report(
+            "embedding",
+            format!("T={t} V={v} C={c}"),
+            gpu,
+            (3 * t * c * 4) as f64,
+            "GB/s",
+            Some(cpu),
+            "cpu ref",
+        );
     }
 
     fn end_to_end(&mut self, model: &Model, t: usize) {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
         model.forward(&ids, 5, false).unwrap();
         let runs = if self.quick { 3 } else { 5 };
-        let ms = median((0..runs).map(|_| model.forward(&ids, 5, false).unwrap().seconds * 1e3).collect());
+        let ms = median(
+            (0..runs)
+                .map(|_| model.forward(&ids, 5, false).unwrap().seconds * 1e3)
+                .collect(),
+        );
         let flops = 2.0 * t as f64 * model.parameter_count as f64;
-        self.report("gpt2_fwd", format!("GPT-2 small T={t}"), ms, flops, "GFLOP/s", None, "");
+        self.report(
+            "gpt2_fwd",
+            format!("GPT-2 small T={t}"),
+            ms,
+            flops,
+            "GFLOP/s",
+            None,
+            "",
+        );
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let device = match value("--device").as_deref() {
         Some("gpu") => DeviceChoice::Gpu,
         Some("cpu") => DeviceChoice::Cpu,
@@ -272,13 +502,33 @@ fn main() {
     };
     let ctx = GpuContext::new(&device).expect("no adapter");
     let pl = Pipelines::new(&ctx).expect("pipelines");
-    let mut b = Bench { ctx, pl, json: flag("--json"), quick: flag("--quick"), filter: value("--filter"), rows: Vec::new() };
+    let mut b = Bench {
+        ctx,
+        pl,
+        json: flag("--json"),
+        quick: flag("--quick"),
+        filter: value("--filter"),
+        rows: Vec::new(),
+    };
     if !b.json {
-        println!("adapter: {} ({}, driver {} {})", b.ctx.details.label(), b.ctx.details.device_type, b.ctx.details.driver, b.ctx.details.driver_info);
-        println!("{:<19} {:<26} {:>13} {:>17} {}", "kernel", "shape", "adapter", "rate", "CPU, same run");
+        println!(
+            "adapter: {} ({}, driver {} {})",
+            b.ctx.details.label(),
+            b.ctx.details.device_type,
+            b.ctx.details.driver,
+            b.ctx.details.driver_info
+        );
+        println!(
+            "{:<19} {:<26} {:>13} {:>17} {}",
+            "kernel", "shape", "adapter", "rate", "CPU, same run"
+        );
     }
     let (c, v, nh) = (768, 50304, 12);
-    let ts: &[usize] = if b.quick { &[16, 128] } else { &[1, 16, 128, 1024] };
+    let ts: &[usize] = if b.quick {
+        &[16, 128]
+    } else {
+        &[1, 16, 128, 1024]
+    };
     if b.wants("matmul") {
         b.matmul(1024, 1024, 1024);
         for &t in ts {
@@ -319,7 +569,11 @@ fn main() {
         let start = Instant::now();
         let model = Model::build(ModelConfig::default(), None, ctx, pl).expect("model");
         if !b.json {
-            println!("built GPT-2 small ({} parameters) in {:.2} s", model.parameter_count, start.elapsed().as_secs_f64());
+            println!(
+                "built GPT-2 small ({} parameters) in {:.2} s",
+                model.parameter_count,
+                start.elapsed().as_secs_f64()
+            );
         }
         for t in [16, 128] {
             b.end_to_end(&model, t);

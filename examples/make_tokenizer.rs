@@ -40,18 +40,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(a) => PathBuf::from(a),
         None => find_assets().ok_or("tiktoken-rs assets not found; pass ASSETS_DIR")?,
     };
-    let out = args.get(1).cloned().unwrap_or_else(|| "assets/gpt2-tokenizer.json".into());
+    let out = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "assets/gpt2-tokenizer.json".into());
     let vocab = assets.join("encoder.json");
     let merges = assets.join("vocab.bpe");
     let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()
         .map_err(|e| format!("BPE: {e}"))?;
     let mut tok = Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false).trim_offsets(true)));
+    tok.with_pre_tokenizer(Some(
+        ByteLevel::default()
+            .add_prefix_space(false)
+            .trim_offsets(true),
+    ));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
     tok.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
     tok.add_special_tokens(&[AddedToken::from("<|endoftext|>", true)]);
     tok.save(&out, false).map_err(|e| format!("save: {e}"))?;
-    println!("wrote {out} from {} ({} ids)", assets.display(), tok.get_vocab_size(true));
+    println!(
+        "wrote {out} from {} ({} ids)",
+        assets.display(),
+        tok.get_vocab_size(true)
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Activation of the (expert) MLPs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Gelu,
@@ -15,7 +15,7 @@ pub enum Activation {
 }
 
 /// Where the model runs: `auto`, `gpu`, `cpu` or a backend name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     Auto,
@@ -28,14 +28,14 @@ pub enum DeviceChoice {
 }
 
 /// Element type of weights and activations on the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Dtype {
     #[serde(rename = "float32")]
     Float32,
 }
 
 /// The model configuration. Field order is the order clients see in the echo.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// V: rows of the token embedding (and width of the logits).
@@ -117,9 +117,8 @@ impl ModelConfig {
                 "config must be a JSON object of config keys".into(),
             ));
         }
-        let cfg: ModelConfig = serde_json::from_value(value).map_err(|e| {
-            Error::Config(format!("{e}"))
-        })?;
+        let cfg: ModelConfig =
+            serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -183,7 +182,9 @@ impl ModelConfig {
         }
         if let Some(d) = self.moe_dropout {
             if !(0.0..1.0).contains(&d) {
-                return Err(Error::Config(format!("moe_dropout ({d}) must be in [0, 1)")));
+                return Err(Error::Config(format!(
+                    "moe_dropout ({d}) must be in [0, 1)"
+                )));
             }
         }
         if self.context_size > 65536 {
@@ -237,21 +238,38 @@ mod tests {
 
     #[test]
     fn errors_name_key_and_rule() {
-        let e = ModelConfig::from_json(r#"{"n_embed": 770}"#).unwrap_err().to_string();
-        assert_eq!(e, "invalid config: n_embed (770) must be divisible by n_head (12)");
-        let e = ModelConfig::from_json(r#"{"bogus": 1}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"n_embed": 770}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid config: n_embed (770) must be divisible by n_head (12)"
+        );
+        let e = ModelConfig::from_json(r#"{"bogus": 1}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = ModelConfig::from_json(r#"{"n_layer": "two"}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"n_layer": "two"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid type"), "{e}");
-        let e = ModelConfig::from_json(r#"{"n_layer": 0}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"n_layer": 0}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("n_layer (0) must be positive"), "{e}");
-        let e = ModelConfig::from_json(r#"{"moe_top_k": 9}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"moe_top_k": 9}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("moe_top_k (9)"), "{e}");
-        let e = ModelConfig::from_json(r#"{"moe_activation": "tanh"}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"moe_activation": "tanh"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tanh"), "{e}");
         let e = ModelConfig::from_json("{not json").unwrap_err().to_string();
         assert!(e.contains("not valid JSON"), "{e}");
-        let e = ModelConfig::from_json(r#"{"n_layer": -1}"#).unwrap_err().to_string();
+        let e = ModelConfig::from_json(r#"{"n_layer": -1}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid value"), "{e}");
     }
 
@@ -259,9 +277,21 @@ mod tests {
     fn echo_has_all_contract_keys() {
         let v = serde_json::to_value(ModelConfig::default()).unwrap();
         for k in [
-            "vocab_size", "context_size", "n_layer", "n_head", "n_embed", "dropout", "bias",
-            "ffn_hidden_multiplier", "use_sparse_attention", "use_moe", "moe_num_experts",
-            "moe_top_k", "moe_activation", "moe_dropout", "device",
+            "vocab_size",
+            "context_size",
+            "n_layer",
+            "n_head",
+            "n_embed",
+            "dropout",
+            "bias",
+            "ffn_hidden_multiplier",
+            "use_sparse_attention",
+            "use_moe",
+            "moe_num_experts",
+            "moe_top_k",
+            "moe_activation",
+            "moe_dropout",
+            "device",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }

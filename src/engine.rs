@@ -112,7 +112,12 @@ impl Engine {
             .name("wgformer-engine".into())
             .spawn(move || run(rx, s, q))
             .expect("spawn engine thread");
-        Engine { tx, state, queued, capacity }
+        Engine {
+            tx,
+            state,
+            queued,
+            capacity,
+        }
     }
 
     /// Requests waiting or running.
@@ -125,7 +130,10 @@ impl Engine {
         self.capacity
     }
 
-    fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<oneshot::Receiver<Result<T>>> {
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
         let (tx, rx) = oneshot::channel();
         self.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(make(tx)) {
@@ -133,7 +141,10 @@ impl Engine {
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 Err(Error::Unavailable(match e {
-                    TrySendError::Full(_) => format!("the engine queue is full ({} waiting); retry shortly", self.capacity),
+                    TrySendError::Full(_) => format!(
+                        "the engine queue is full ({} waiting); retry shortly",
+                        self.capacity
+                    ),
                     TrySendError::Disconnected(_) => "the engine has stopped".into(),
                 }))
             }
@@ -141,7 +152,8 @@ impl Engine {
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-        rx.await.map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+        rx.await
+            .map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
     }
 
     /// Build a model from a config object and swap it in; the old one serves on failure.
@@ -159,13 +171,15 @@ impl Engine {
     /// Blocking variants for code outside an async runtime.
     pub fn initialize_blocking(&self, config: serde_json::Value) -> Result<ModelConfig> {
         let rx = self.submit(|tx| Job::Initialize(config, tx))?;
-        rx.blocking_recv().map_err(|_| Error::Unavailable("engine stopped".into()))?
+        rx.blocking_recv()
+            .map_err(|_| Error::Unavailable("engine stopped".into()))?
     }
 
     /// See [`Engine::forward`].
     pub fn forward_blocking(&self, req: ForwardRequest) -> Result<ForwardReply> {
         let rx = self.submit(|tx| Job::Forward(req, tx))?;
-        rx.blocking_recv().map_err(|_| Error::Unavailable("engine stopped".into()))?
+        rx.blocking_recv()
+            .map_err(|_| Error::Unavailable("engine stopped".into()))?
     }
 }
 
@@ -240,9 +254,15 @@ fn build(cfg: serde_json::Value, slot: &mut Option<DeviceSlot>) -> Result<Loaded
     if !reuse {
         let ctx = Arc::new(GpuContext::new(&config.device)?);
         let pipelines = Arc::new(Pipelines::new(&ctx)?);
-        *slot = Some(DeviceSlot { choice: config.device.clone(), ctx, pipelines });
+        *slot = Some(DeviceSlot {
+            choice: config.device.clone(),
+            ctx,
+            pipelines,
+        });
     }
-    let s = slot.as_ref().ok_or_else(|| Error::NoAdapter("no device".into()))?;
+    let s = slot
+        .as_ref()
+        .ok_or_else(|| Error::NoAdapter("no device".into()))?;
     let model = Model::build(config, checkpoint, s.ctx.clone(), s.pipelines.clone())?;
     Ok(Loaded { model, tokenizer })
 }

@@ -28,6 +28,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod reference;
+pub mod server;
 pub mod tokenizer;
 
 pub use config::ModelConfig;

@@ -12,16 +12,28 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-t
 fn logits_match_transformers() {
     let g = gpu();
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/fixture.json")).unwrap()).unwrap();
-    let ids: Vec<u32> = meta["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/fixture.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = meta["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     // n_head is not recoverable from shapes; everything else comes from the file.
     let (cfg, ckpt) = resolve_config(serde_json::json!({
         "checkpoint": format!("{DIR}/model.safetensors"),
         "n_head": meta["config"]["n_head"],
     }))
     .unwrap();
-    assert_eq!(cfg.vocab_size, meta["config"]["vocab_size"].as_u64().unwrap() as usize);
-    assert_eq!(cfg.n_layer, meta["config"]["n_layer"].as_u64().unwrap() as usize);
+    assert_eq!(
+        cfg.vocab_size,
+        meta["config"]["vocab_size"].as_u64().unwrap() as usize
+    );
+    assert_eq!(
+        cfg.n_layer,
+        meta["config"]["n_layer"].as_u64().unwrap() as usize
+    );
     let model = Model::build(cfg, ckpt, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let got = model.forward_logits(&ids).unwrap();
 
@@ -29,6 +41,10 @@ fn logits_match_transformers() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor("logits").unwrap();
     assert_eq!(view.shape(), &[ids.len(), model.config.vocab_size]);
-    let want: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let want: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     assert_close("logits vs transformers", &got, &want, 1e-4, 1e-4);
 }

@@ -25,7 +25,14 @@ use wgformer::reference;
 #[test]
 fn matmul_plain_bias_gelu_accumulate() {
     let g = gpu();
-    for &(m, n, k) in &[(1, 4, 4), (3, 8, 12), (9, 68, 20), (17, 260, 36), (64, 256, 128), (128, 96, 64)] {
+    for &(m, n, k) in &[
+        (1, 4, 4),
+        (3, 8, 12),
+        (9, 68, 20),
+        (17, 260, 36),
+        (64, 256, 128),
+        (128, 96, 64),
+    ] {
         let a = rand_vec(m * k, 1, 1.0);
         let b = rand_vec(k * n, 2, 0.5);
         let bias = rand_vec(n, 3, 0.5);
@@ -34,13 +41,37 @@ fn matmul_plain_bias_gelu_accumulate() {
             (0, None, None, false),
             (matmul::BIAS, Some(&bias), None, false),
             (matmul::BIAS | matmul::GELU, Some(&bias), None, true),
-            (matmul::BIAS | matmul::ACCUMULATE, Some(&bias), Some(&init), false),
+            (
+                matmul::BIAS | matmul::ACCUMULATE,
+                Some(&bias),
+                Some(&init),
+                false,
+            ),
         ];
         for variant in variants("matmul") {
             for (flags, bias, init, gelu) in cases {
-                let got = matmul::run_matmul(&g.ctx, &g.pipelines, variant, &a, &b, bias, init, m, n, k, flags).unwrap();
+                let got = matmul::run_matmul(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &a,
+                    &b,
+                    bias,
+                    init,
+                    m,
+                    n,
+                    k,
+                    flags,
+                )
+                .unwrap();
                 let want = reference::matmul::matmul(&a, &b, bias, init, m, n, k, gelu);
-                assert_close(&format!("{variant} {m}x{n}x{k} flags {flags}"), &got, &want, 1e-4, 1e-4);
+                assert_close(
+                    &format!("{variant} {m}x{n}x{k} flags {flags}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
             }
         }
     }
@@ -53,7 +84,20 @@ fn matmul_detects_a_wrong_answer() {
     let (m, n, k) = (4, 8, 8);
     let a = rand_vec(m * k, 1, 1.0);
     let b = rand_vec(k * n, 2, 1.0);
-    let got = matmul::run_matmul(&g.ctx, &g.pipelines, "matmul", &a, &b, None, None, m, n, k, 0).unwrap();
+    let got = matmul::run_matmul(
+        &g.ctx,
+        &g.pipelines,
+        "matmul",
+        &a,
+        &b,
+        None,
+        None,
+        m,
+        n,
+        k,
+        0,
+    )
+    .unwrap();
     let mut want = reference::matmul::matmul(&a, &b, None, None, m, n, k, false);
     want[5] += 0.01;
     assert!(reference::compare("perturbed", &got, &want, 1e-4, 1e-4).is_err());
@@ -62,13 +106,27 @@ fn matmul_detects_a_wrong_answer() {
 #[test]
 fn matmul_bt_chunked_and_odd_widths() {
     let g = gpu();
-    for &(m, n, k, chunk) in &[(1, 7, 8, 1000), (5, 37, 16, 8), (16, 300, 32, 64), (33, 129, 12, 1000), (40, 70, 20, 24)] {
+    for &(m, n, k, chunk) in &[
+        (1, 7, 8, 1000),
+        (5, 37, 16, 8),
+        (16, 300, 32, 64),
+        (33, 129, 12, 1000),
+        (40, 70, 20, 24),
+    ] {
         let a = rand_vec(m * k, 5, 1.0);
         let b = rand_vec(n * k, 6, 1.0);
         let want = reference::matmul::matmul_bt(&a, &b, m, n, k);
         for variant in variants("matmul_bt") {
-            let got = matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk).unwrap();
-            assert_close(&format!("{variant} {m}x{n}x{k} chunk {chunk}"), &got, &want, 1e-4, 1e-4);
+            let got =
+                matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk)
+                    .unwrap();
+            assert_close(
+                &format!("{variant} {m}x{n}x{k} chunk {chunk}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -81,11 +139,32 @@ fn matvec_matches_reference() {
         let w = rand_vec(k * n, 8, 0.5);
         let bias = rand_vec(n, 9, 0.5);
         let init = rand_vec(n, 10, 1.0);
-        let got = matvec::run_matvec(&g.ctx, &g.pipelines, &x, &w, Some(&bias), None, n, k, matmul::BIAS | matmul::GELU)
-            .unwrap();
+        let got = matvec::run_matvec(
+            &g.ctx,
+            &g.pipelines,
+            &x,
+            &w,
+            Some(&bias),
+            None,
+            n,
+            k,
+            matmul::BIAS | matmul::GELU,
+        )
+        .unwrap();
         let want = reference::matmul::matmul(&x, &w, Some(&bias), None, 1, n, k, true);
         assert_close(&format!("matvec gelu {n}x{k}"), &got, &want, 1e-4, 1e-4);
-        let got = matvec::run_matvec(&g.ctx, &g.pipelines, &x, &w, None, Some(&init), n, k, matmul::ACCUMULATE).unwrap();
+        let got = matvec::run_matvec(
+            &g.ctx,
+            &g.pipelines,
+            &x,
+            &w,
+            None,
+            Some(&init),
+            n,
+            k,
+            matmul::ACCUMULATE,
+        )
+        .unwrap();
         let want = reference::matmul::matmul(&x, &w, None, Some(&init), 1, n, k, false);
         assert_close(&format!("matvec acc {n}x{k}"), &got, &want, 1e-4, 1e-4);
     }
@@ -99,9 +178,21 @@ fn layer_norm_with_and_without_bias() {
         let w = rand_vec(c, 12, 1.0);
         let b = rand_vec(c, 13, 1.0);
         let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, Some(&b), c).unwrap();
-        assert_close(&format!("layer_norm {t}x{c}"), &got, &reference::layer_norm::layer_norm(&x, &w, Some(&b), c), 1e-4, 1e-4);
+        assert_close(
+            &format!("layer_norm {t}x{c}"),
+            &got,
+            &reference::layer_norm::layer_norm(&x, &w, Some(&b), c),
+            1e-4,
+            1e-4,
+        );
         let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, None, c).unwrap();
-        assert_close(&format!("layer_norm nobias {t}x{c}"), &got, &reference::layer_norm::layer_norm(&x, &w, None, c), 1e-4, 1e-4);
+        assert_close(
+            &format!("layer_norm nobias {t}x{c}"),
+            &got,
+            &reference::layer_norm::layer_norm(&x, &w, None, c),
+            1e-4,
+            1e-4,
+        );
     }
 }
 
@@ -114,7 +205,8 @@ fn embedding_across_chunks() {
     let ids: Vec<u32> = vec![0, 49, 7, 8, 23, 24, 25, 3, 48, 12, 0, 31, 44];
     let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
     for chunk in [4, 8, 24, 1000] {
-        let got = embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, chunk).unwrap();
+        let got =
+            embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, chunk).unwrap();
         assert_close(&format!("embedding chunk {chunk}"), &got, &want, 1e-6, 0.0);
     }
 }
@@ -135,12 +227,30 @@ fn embedding_more_than_65535_workgroups() {
 #[test]
 fn attention_causal_with_entropy() {
     let g = gpu();
-    for &(t, c, nh) in &[(1, 16, 2), (5, 32, 4), (70, 64, 4), (33, 48, 3), (20, 256, 2)] {
+    for &(t, c, nh) in &[
+        (1, 16, 2),
+        (5, 32, 4),
+        (70, 64, 4),
+        (33, 48, 3),
+        (20, 256, 2),
+    ] {
         let qkv = rand_vec(t * 3 * c, 18, 1.5);
         let (out, ent) = attention::run_attention(&g.ctx, &g.pipelines, &qkv, c, nh).unwrap();
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        assert_close(&format!("attention out t{t} c{c} nh{nh}"), &out, &want_out, 1e-4, 1e-4);
-        assert_close(&format!("attention entropy t{t} c{c} nh{nh}"), &ent, &want_ent, 1e-4, 1e-4);
+        assert_close(
+            &format!("attention out t{t} c{c} nh{nh}"),
+            &out,
+            &want_out,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("attention entropy t{t} c{c} nh{nh}"),
+            &ent,
+            &want_ent,
+            1e-4,
+            1e-4,
+        );
     }
 }
 
@@ -166,7 +276,13 @@ fn row_norm_matches_reference() {
     let (t, c) = (67, 40);
     let x = rand_vec(t * c, 20, 2.0);
     let got = row_norm::run_row_norm(&g.ctx, &g.pipelines, &x, c).unwrap();
-    assert_close("row_norm", &got, &reference::row_norm::row_norm(&x, c), 1e-5, 1e-5);
+    assert_close(
+        "row_norm",
+        &got,
+        &reference::row_norm::row_norm(&x, c),
+        1e-5,
+        1e-5,
+    );
 }
 
 #[test]

@@ -45,7 +45,10 @@ fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize)
     let v = cfg.vocab_size;
     let last = &want[(t - 1) * v..];
     let ref_top = wgformer::model::forward::top_k_softmax(last, 5);
-    assert_eq!(out.top.iter().map(|p| p.token_id).collect::<Vec<_>>(), ref_top.iter().map(|p| p.token_id).collect::<Vec<_>>());
+    assert_eq!(
+        out.top.iter().map(|p| p.token_id).collect::<Vec<_>>(),
+        ref_top.iter().map(|p| p.token_id).collect::<Vec<_>>()
+    );
     for (a, b) in out.top.iter().zip(&ref_top) {
         assert!((a.probability - b.probability).abs() < 1e-5);
     }
@@ -74,7 +77,11 @@ fn forward_matches_reference_one_token_and_full_context() {
 
 #[test]
 fn forward_matches_reference_without_bias() {
-    check_against_reference(small(serde_json::json!({"bias": false, "ffn_hidden_multiplier": 3})), None, 9);
+    check_against_reference(
+        small(serde_json::json!({"bias": false, "ffn_hidden_multiplier": 3})),
+        None,
+        9,
+    );
 }
 
 #[test]
@@ -106,8 +113,14 @@ fn bad_ids_and_lengths_are_errors() {
     assert!(e.to_string().contains("token 97"), "{e}");
     let e = m.forward(&ids(41, 97), 5, false).unwrap_err();
     assert_eq!(e.code(), "SEQUENCE_TOO_LONG");
-    assert_eq!(e.to_string(), "input length 41 exceeds the model's maximum length 40");
-    assert_eq!(m.forward(&[], 5, false).unwrap_err().code(), "INVALID_INPUT");
+    assert_eq!(
+        e.to_string(),
+        "input length 41 exceeds the model's maximum length 40"
+    );
+    assert_eq!(
+        m.forward(&[], 5, false).unwrap_err().code(),
+        "INVALID_INPUT"
+    );
     // the model still serves afterwards
     assert_eq!(m.forward(&[1, 2, 3], 3, false).unwrap().top.len(), 3);
 }
@@ -124,27 +137,64 @@ fn checkpoint_round_trip_and_config_from_shapes() {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for spec in wgformer::model::weights::tensor_specs(&cfg) {
         let bytes = bytemuck::cast_slice(&w[&spec.name]).to_vec();
-        tensors.push((format!("transformer.{}", spec.name), spec.shape.clone(), bytes));
+        tensors.push((
+            format!("transformer.{}", spec.name),
+            spec.shape.clone(),
+            bytes,
+        ));
     }
-    tensors.push(("transformer.h.0.attn.bias".into(), vec![1, 1, 4, 4], vec![0u8; 64]));
+    tensors.push((
+        "transformer.h.0.attn.bias".into(),
+        vec![1, 1, 4, 4],
+        vec![0u8; 64],
+    ));
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
 
     // Only n_head given: the rest comes from the shapes.
-    let (resolved, ckpt) = resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4})).unwrap();
-    assert_eq!((resolved.vocab_size, resolved.context_size, resolved.n_layer, resolved.n_embed), (97, 40, 2, 32));
+    let (resolved, ckpt) =
+        resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4}))
+            .unwrap();
+    assert_eq!(
+        (
+            resolved.vocab_size,
+            resolved.context_size,
+            resolved.n_layer,
+            resolved.n_embed
+        ),
+        (97, 40, 2, 32)
+    );
     let from_file = Model::build(resolved, ckpt, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let seeded = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let x = ids(11, 97);
-    assert_eq!(from_file.forward_logits(&x).unwrap(), seeded.forward_logits(&x).unwrap());
+    assert_eq!(
+        from_file.forward_logits(&x).unwrap(),
+        seeded.forward_logits(&x).unwrap()
+    );
 
     // A given key that disagrees with the file is a clear error.
-    let e = resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4, "n_layer": 3})).err().unwrap();
-    assert!(e.to_string().contains("n_layer (3) disagrees with the checkpoint (2)"), "{e}");
-    let e = resolve_config(serde_json::json!({"checkpoint": "/nonexistent.safetensors"})).err().unwrap();
+    let e = resolve_config(
+        serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4, "n_layer": 3}),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("n_layer (3) disagrees with the checkpoint (2)"),
+        "{e}"
+    );
+    let e = resolve_config(serde_json::json!({"checkpoint": "/nonexistent.safetensors"}))
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "CONFIG_ERROR");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -155,8 +205,17 @@ fn default_model_builds_with_exact_parameter_count() {
     // than lavapipe's 128 MiB binding, so it is split.
     let g = gpu();
     let start = std::time::Instant::now();
-    let m = Model::build(ModelConfig::default(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
-    eprintln!("default model built in {:.2}s", start.elapsed().as_secs_f64());
+    let m = Model::build(
+        ModelConfig::default(),
+        None,
+        g.ctx.clone(),
+        g.pipelines.clone(),
+    )
+    .unwrap();
+    eprintln!(
+        "default model built in {:.2}s",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(m.parameter_count, 124_475_904);
     assert_eq!(m.parameter_bytes, 124_475_904 * 4);
     if g.ctx.max_binding_bytes() < 50304 * 768 * 4 {

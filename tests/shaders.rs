@@ -7,7 +7,8 @@ use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, mat
 
 fn module(name: &str) -> naga::Module {
     let src = wgformer::gpu::shader_source(name).unwrap();
-    naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
+    naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
 }
 
 #[test]
@@ -17,8 +18,16 @@ fn every_shader_validates_and_names_its_entry_point() {
         Validator::new(ValidationFlags::all(), Capabilities::all())
             .validate(&m)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-        assert!(m.entry_points.iter().any(|e| e.name == *name), "{name}: no entry point named {name}");
-        assert!(m.overrides.iter().any(|(_, o)| o.name.as_deref() == Some("WG")), "{name}: no WG override");
+        assert!(
+            m.entry_points.iter().any(|e| e.name == *name),
+            "{name}: no entry point named {name}"
+        );
+        assert!(
+            m.overrides
+                .iter()
+                .any(|(_, o)| o.name.as_deref() == Some("WG")),
+            "{name}: no WG override"
+        );
     }
 }
 
@@ -46,13 +55,58 @@ macro_rules! check_twin {
 
 #[test]
 fn uniform_structs_match_rust_twins() {
-    check_twin!("embedding", EmbeddingParams, embedding::EmbeddingParams, [t, c4, row_start, rows, pos_offset]);
-    check_twin!("layer_norm", LayerNormParams, layer_norm::LayerNormParams, [t, c4, has_bias, eps]);
-    check_twin!("matmul", MatmulParams, matmul::MatmulParams, [m, n4, k4, flags]);
-    check_twin!("matmul_subgroup", MatmulParams, matmul::MatmulParams, [m, n4, k4, flags]);
-    check_twin!("matmul_bt_subgroup", MatmulBtParams, matmul_bt::MatmulBtParams, [m, n, k4]);
-    check_twin!("matmul_bt", MatmulBtParams, matmul_bt::MatmulBtParams, [m, n, k4]);
-    check_twin!("matvec", MatvecParams, matvec::MatvecParams, [n4, k4, flags]);
-    check_twin!("attention", AttentionParams, attention::AttentionParams, [t, c4, hs4, nh, scale]);
-    check_twin!("row_norm", RowNormParams, row_norm::RowNormParams, [t, c4, offset]);
+    check_twin!(
+        "embedding",
+        EmbeddingParams,
+        embedding::EmbeddingParams,
+        [t, c4, row_start, rows, pos_offset]
+    );
+    check_twin!(
+        "layer_norm",
+        LayerNormParams,
+        layer_norm::LayerNormParams,
+        [t, c4, has_bias, eps]
+    );
+    check_twin!(
+        "matmul",
+        MatmulParams,
+        matmul::MatmulParams,
+        [m, n4, k4, flags]
+    );
+    check_twin!(
+        "matmul_subgroup",
+        MatmulParams,
+        matmul::MatmulParams,
+        [m, n4, k4, flags]
+    );
+    check_twin!(
+        "matmul_bt_subgroup",
+        MatmulBtParams,
+        matmul_bt::MatmulBtParams,
+        [m, n, k4]
+    );
+    check_twin!(
+        "matmul_bt",
+        MatmulBtParams,
+        matmul_bt::MatmulBtParams,
+        [m, n, k4]
+    );
+    check_twin!(
+        "matvec",
+        MatvecParams,
+        matvec::MatvecParams,
+        [n4, k4, flags]
+    );
+    check_twin!(
+        "attention",
+        AttentionParams,
+        attention::AttentionParams,
+        [t, c4, hs4, nh, scale]
+    );
+    check_twin!(
+        "row_norm",
+        RowNormParams,
+        row_norm::RowNormParams,
+        [t, c4, offset]
+    );
 }

@@ -24,13 +24,21 @@ fn ids_equal_tiktoken_r50k_base() {
     let ours = Tokenizer::gpt2().unwrap();
     let reference = tiktoken_rs::r50k_base().unwrap();
     for text in CORPUS {
-        let want: Vec<u32> = reference.encode_with_special_tokens(text).into_iter().map(|x| x as u32).collect();
+        let want: Vec<u32> = reference
+            .encode_with_special_tokens(text)
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
         let got = ours.encode(text).unwrap();
         assert_eq!(got, want, "text {text:?}");
         assert_eq!(ours.decode(&got).unwrap(), *text, "round trip of {text:?}");
     }
     let all = CORPUS.join("\n");
-    let want: Vec<u32> = reference.encode_with_special_tokens(&all).into_iter().map(|x| x as u32).collect();
+    let want: Vec<u32> = reference
+        .encode_with_special_tokens(&all)
+        .into_iter()
+        .map(|x| x as u32)
+        .collect();
     assert_eq!(ours.encode(&all).unwrap(), want);
 }
 
@@ -38,7 +46,10 @@ fn ids_equal_tiktoken_r50k_base() {
 fn vocabulary_and_special_token() {
     let t = Tokenizer::gpt2().unwrap();
     assert_eq!(t.vocab_size(), 50257);
-    assert_eq!(t.decode(&[wgformer::tokenizer::END_OF_TEXT]).unwrap(), "<|endoftext|>");
+    assert_eq!(
+        t.decode(&[wgformer::tokenizer::END_OF_TEXT]).unwrap(),
+        "<|endoftext|>"
+    );
     assert_eq!(t.encode(" is").unwrap(), vec![318]);
 }
 
@@ -49,8 +60,13 @@ fn other_tokenizer_file_loads_or_fails_clearly() {
     let p = dir.join("tokenizer.json");
     std::fs::write(&p, wgformer::tokenizer::GPT2_TOKENIZER_JSON).unwrap();
     let t = Tokenizer::load(Some(p.to_str().unwrap())).unwrap();
-    assert_eq!(t.encode("hello").unwrap(), Tokenizer::gpt2().unwrap().encode("hello").unwrap());
-    let e = Tokenizer::load(Some("/nonexistent/tokenizer.json")).err().unwrap();
+    assert_eq!(
+        t.encode("hello").unwrap(),
+        Tokenizer::gpt2().unwrap().encode("hello").unwrap()
+    );
+    let e = Tokenizer::load(Some("/nonexistent/tokenizer.json"))
+        .err()
+        .unwrap();
     assert_eq!(e.code(), "CONFIG_ERROR");
     std::fs::remove_dir_all(&dir).ok();
 }

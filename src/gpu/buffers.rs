@@ -29,11 +29,12 @@ pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         padded.resize(4, 0.0);
         return upload(ctx, label, &padded);
     }
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::cast_slice(data),
-        usage: STORAGE,
-    })
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: STORAGE,
+        })
 }
 
 /// A uniform buffer sized for `T`, written before each dispatch that uses it.
@@ -48,20 +49,30 @@ pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str) -> wgpu::Buffer 
 
 /// Copy `len` floats starting at float `offset` of `src` back to the host.
 /// Submits its own copy and waits: use after the forward's submission.
-pub fn read_floats(ctx: &GpuContext, src: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+pub fn read_floats(
+    ctx: &GpuContext,
+    src: &wgpu::Buffer,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<f32>> {
     read_many(ctx, &[(src, offset, len)]).map(|mut v| v.remove(0))
 }
 
 /// Read several ranges in one submission: `(buffer, float offset, float count)`.
-pub fn read_many(ctx: &GpuContext, ranges: &[(&wgpu::Buffer, usize, usize)]) -> Result<Vec<Vec<f32>>> {
+pub fn read_many(
+    ctx: &GpuContext,
+    ranges: &[(&wgpu::Buffer, usize, usize)],
+) -> Result<Vec<Vec<f32>>> {
     let total: usize = ranges.iter().map(|r| r.2).sum();
     if total == 0 {
         return Ok(ranges.iter().map(|_| Vec::new()).collect());
     }
     let staging = staging(ctx, "readback", total);
-    let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("readback"),
-    });
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("readback"),
+        });
     let mut at = 0u64;
     for (buf, off, len) in ranges {
         if *len > 0 {
@@ -92,7 +103,10 @@ pub fn staging(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
 
 /// Wait for the queue, map the first `floats` of a staging buffer, copy them out, unmap.
 pub fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
-    let err = |m: String| Error::Gpu { context: "readback".into(), message: m };
+    let err = |m: String| Error::Gpu {
+        context: "readback".into(),
+        message: m,
+    };
     let slice = staging.slice(..(floats.max(1) * 4) as u64);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -133,7 +147,13 @@ pub fn rows_per_binding(max_binding_bytes: u64, bytes_per_row: u64) -> usize {
 
 impl RowChunked {
     /// Allocate zero-filled chunks of at most `rows_per_chunk` rows.
-    pub fn zeros(ctx: &GpuContext, label: &str, rows: usize, cols: usize, rows_per_chunk: usize) -> Self {
+    pub fn zeros(
+        ctx: &GpuContext,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        rows_per_chunk: usize,
+    ) -> Self {
         let mut chunks = Vec::new();
         let mut start = 0;
         while start < rows {
@@ -149,7 +169,13 @@ impl RowChunked {
     }
 
     /// Upload `data` (`rows * cols` floats) split into chunks of at most `rows_per_chunk` rows.
-    pub fn upload(ctx: &GpuContext, label: &str, data: &[f32], cols: usize, rows_per_chunk: usize) -> Self {
+    pub fn upload(
+        ctx: &GpuContext,
+        label: &str,
+        data: &[f32],
+        cols: usize,
+        rows_per_chunk: usize,
+    ) -> Self {
         let rows = data.len() / cols;
         let mut chunks = Vec::new();
         let mut start = 0;

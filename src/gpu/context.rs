@@ -10,7 +10,7 @@ use crate::config::DeviceChoice;
 use crate::error::{Error, Result};
 
 /// What `/status` and `wgformer info` report about an adapter.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AdapterDetails {
     /// Vulkan, Metal, Dx12, Gl.
     pub backend: String,
@@ -73,7 +73,9 @@ fn new_instance() -> wgpu::Instance {
 fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
     matches!(
         info.device_type,
-        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
     )
 }
 
@@ -226,7 +228,8 @@ impl GpuContext {
 
     /// Largest byte size one storage binding may have.
     pub fn max_binding_bytes(&self) -> u64 {
-        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit =
+            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
         self.binding_cap.map_or(limit, |cap| cap.min(limit))
     }
 
@@ -238,7 +241,11 @@ impl GpuContext {
     /// Fail with `DeviceLost` if the device is gone, else pass.
     pub fn check_alive(&self) -> Result<()> {
         if self.is_lost() {
-            let why = self.lost_reason.lock().map(|s| s.clone()).unwrap_or_default();
+            let why = self
+                .lost_reason
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             return Err(Error::DeviceLost(why));
         }
         Ok(())

@@ -16,9 +16,15 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    ("matmul_subgroup", include_str!("../../shaders/matmul_subgroup.wgsl")),
+    (
+        "matmul_subgroup",
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ),
     ("matmul_bt", include_str!("../../shaders/matmul_bt.wgsl")),
-    ("matmul_bt_subgroup", include_str!("../../shaders/matmul_bt_subgroup.wgsl")),
+    (
+        "matmul_bt_subgroup",
+        include_str!("../../shaders/matmul_bt_subgroup.wgsl"),
+    ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
@@ -54,22 +60,26 @@ impl Pipelines {
                 if needs_subgroups(name) && !subgroups {
                     continue;
                 }
-                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl((*src).into()),
-                });
+                let module = ctx
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(name),
+                        source: wgpu::ShaderSource::Wgsl((*src).into()),
+                    });
                 let constants = [("WG", WORKGROUP as f64)];
-                let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(name),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(name),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                });
+                let pipeline =
+                    ctx.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(name),
+                            layout: None,
+                            module: &module,
+                            entry_point: Some(name),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &constants,
+                                zero_initialize_workgroup_memory: false,
+                            },
+                            cache: None,
+                        });
                 map.insert(*name, pipeline);
             }
             Ok(Pipelines { map })

@@ -77,7 +77,17 @@ pub fn run_embedding(
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {
-            encode_embedding(&ctx.queue, pass, pipelines, op, t, c, ch.row_start, ch.rows, 0);
+            encode_embedding(
+                &ctx.queue,
+                pass,
+                pipelines,
+                op,
+                t,
+                c,
+                ch.row_start,
+                ch.rows,
+                0,
+            );
         }
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

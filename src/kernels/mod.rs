@@ -57,9 +57,9 @@ pub fn submit_pass(
     f: impl FnOnce(&mut wgpu::ComputePass<'_>),
 ) -> Result<()> {
     ctx.scoped(label, || {
-        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some(label),
-        });
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(label),

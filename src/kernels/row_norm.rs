@@ -17,7 +17,12 @@ pub struct RowNormParams {
 }
 
 /// Op: bindings x `[T, C]`, out.
-pub fn row_norm_op(ctx: &GpuContext, pipelines: &Pipelines, x: &wgpu::Buffer, out: &wgpu::Buffer) -> KernelOp {
+pub fn row_norm_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
     KernelOp::new::<RowNormParams>(ctx, pipelines, "row_norm", &[x, out])
 }
 
@@ -42,7 +47,12 @@ pub fn encode_row_norm(
 }
 
 /// Upload, run, read back the `T` norms.
-pub fn run_row_norm(ctx: &GpuContext, pipelines: &Pipelines, x: &[f32], c: usize) -> Result<Vec<f32>> {
+pub fn run_row_norm(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    x: &[f32],
+    c: usize,
+) -> Result<Vec<f32>> {
     let t = x.len() / c;
     let xb = buffers::upload(ctx, "x", x);
     let out = buffers::storage(ctx, "norms", t);

@@ -57,8 +57,14 @@ pub struct ForwardOutput {
 }
 
 /// Bind every dispatch of the forward once, at model build.
-pub(super) fn bind_ops(ctx: &GpuContext, pl: &Pipelines, w: &DeviceWeights, a: &Activations) -> Ops {
-    let or_dummy = |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
+pub(super) fn bind_ops(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    w: &DeviceWeights,
+    a: &Activations,
+) -> Ops {
+    let or_dummy =
+        |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     let blocks = w
         .blocks
         .iter()
@@ -70,7 +76,14 @@ pub(super) fn bind_ops(ctx: &GpuContext, pl: &Pipelines, w: &DeviceWeights, a: &
             c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             c_fc: matmul_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
-            fc_proj: matmul_op(ctx, pl, &a.hidden, &b.fc_proj_w, &or_dummy(&b.fc_proj_b), &a.x),
+            fc_proj: matmul_op(
+                ctx,
+                pl,
+                &a.hidden,
+                &b.fc_proj_w,
+                &or_dummy(&b.fc_proj_b),
+                &a.x,
+            ),
             norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         })
         .collect();
@@ -106,7 +119,11 @@ impl Model {
                 max: self.config.context_size,
             });
         }
-        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
+        if let Some((i, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.config.vocab_size)
+        {
             return Err(Error::InvalidInput(format!(
                 "token {id} at position {i} is outside the model's vocabulary (vocab_size {}): use a model with a larger vocab_size or a matching tokenizer",
                 self.config.vocab_size
@@ -155,10 +172,15 @@ impl Model {
         let cfg = &self.config;
         let (v, nh, nl) = (cfg.vocab_size, cfg.n_head, cfg.n_layer);
         let values = self.ctx.scoped("forward", || {
-            self.ctx.queue.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
-            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("forward"),
-            });
+            self.ctx
+                .queue
+                .write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+            let mut enc = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("forward"),
+                });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("forward"),
@@ -190,7 +212,9 @@ impl Model {
         let capture = capture.then(|| {
             let ent = &values[v..v + nl * nh * t];
             let norms = &values[v + nl * nh * t..];
-            let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32;
+            let mean = |xs: &[f32]| {
+                xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32
+            };
             Capture {
                 embedding_norm_mean: mean(&norms[..t]),
                 layers: (0..nl)

@@ -18,17 +18,17 @@ pub use forward::{Capture, ForwardOutput, LayerCapture, TokenProb};
 
 /// Device buffers of one transformer block (HF names in comments).
 pub struct BlockWeights {
-    pub ln_1_w: wgpu::Buffer,           // ln_1.weight [C]
-    pub ln_1_b: Option<wgpu::Buffer>,   // ln_1.bias [C]
-    pub attn_w: wgpu::Buffer,           // attn.c_attn.weight [C, 3C]
-    pub attn_b: Option<wgpu::Buffer>,   // attn.c_attn.bias [3C]
-    pub proj_w: wgpu::Buffer,           // attn.c_proj.weight [C, C]
-    pub proj_b: Option<wgpu::Buffer>,   // attn.c_proj.bias [C]
-    pub ln_2_w: wgpu::Buffer,           // ln_2.weight [C]
-    pub ln_2_b: Option<wgpu::Buffer>,   // ln_2.bias [C]
-    pub fc_w: wgpu::Buffer,             // mlp.c_fc.weight [C, H]
-    pub fc_b: Option<wgpu::Buffer>,     // mlp.c_fc.bias [H]
-    pub fc_proj_w: wgpu::Buffer,        // mlp.c_proj.weight [H, C]
+    pub ln_1_w: wgpu::Buffer,            // ln_1.weight [C]
+    pub ln_1_b: Option<wgpu::Buffer>,    // ln_1.bias [C]
+    pub attn_w: wgpu::Buffer,            // attn.c_attn.weight [C, 3C]
+    pub attn_b: Option<wgpu::Buffer>,    // attn.c_attn.bias [3C]
+    pub proj_w: wgpu::Buffer,            // attn.c_proj.weight [C, C]
+    pub proj_b: Option<wgpu::Buffer>,    // attn.c_proj.bias [C]
+    pub ln_2_w: wgpu::Buffer,            // ln_2.weight [C]
+    pub ln_2_b: Option<wgpu::Buffer>,    // ln_2.bias [C]
+    pub fc_w: wgpu::Buffer,              // mlp.c_fc.weight [C, H]
+    pub fc_b: Option<wgpu::Buffer>,      // mlp.c_fc.bias [H]
+    pub fc_proj_w: wgpu::Buffer,         // mlp.c_proj.weight [H, C]
     pub fc_proj_b: Option<wgpu::Buffer>, // mlp.c_proj.bias [C]
 }
 
@@ -45,12 +45,12 @@ pub struct DeviceWeights {
 
 /// Activation buffers, sized for the full context once per model.
 pub struct Activations {
-    pub ids: wgpu::Buffer,     // [context] u32
-    pub x: wgpu::Buffer,       // residual stream [context, C]
-    pub ln: wgpu::Buffer,      // layer-norm output [context, C]
-    pub qkv: wgpu::Buffer,     // [context, 3C]
-    pub att: wgpu::Buffer,     // attention output [context, C]
-    pub hidden: wgpu::Buffer,  // MLP hidden [context, H]
+    pub ids: wgpu::Buffer,    // [context] u32
+    pub x: wgpu::Buffer,      // residual stream [context, C]
+    pub ln: wgpu::Buffer,     // layer-norm output [context, C]
+    pub qkv: wgpu::Buffer,    // [context, 3C]
+    pub att: wgpu::Buffer,    // attention output [context, C]
+    pub hidden: wgpu::Buffer, // MLP hidden [context, H]
     /// logits [context, V] as column chunks matching wte's row chunks.
     pub logits: Vec<wgpu::Buffer>,
     /// per-layer attention entropy [NH, T]
@@ -108,7 +108,8 @@ pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<C
     if !has_checkpoint {
         return Ok((ModelConfig::from_value(value)?, None));
     }
-    let mut cfg: ModelConfig = serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))?;
+    let mut cfg: ModelConfig =
+        serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))?;
     let path = cfg.checkpoint.clone().unwrap_or_default();
     let ckpt = Checkpoint::open(&path)?;
     ckpt.resolve_config(&mut cfg, &given)?;
@@ -130,7 +131,9 @@ impl Model {
             None => WeightSource::Seeded(config.seed),
         };
         let c2 = ctx.clone();
-        ctx.scoped("model build", move || Self::build_inner(config, &source, c2, pipelines))
+        ctx.scoped("model build", move || {
+            Self::build_inner(config, &source, c2, pipelines)
+        })
     }
 
     fn build_inner(
@@ -165,12 +168,17 @@ impl Model {
             if spec.name == "wte.weight" {
                 wte = Some(RowChunked::upload(&ctx, "wte", &values, c, rows_per_chunk));
             } else {
-                map.insert(spec.name.clone(), buffers::upload(&ctx, &spec.name, &values));
+                map.insert(
+                    spec.name.clone(),
+                    buffers::upload(&ctx, &spec.name, &values),
+                );
             }
         }
         let wte = wte.ok_or_else(|| Error::Config("wte.weight missing".into()))?;
         let mut take = |n: &str| map.remove(n);
-        let need = |b: Option<wgpu::Buffer>, n: &str| b.ok_or_else(|| Error::Checkpoint(format!("{n} missing")));
+        let need = |b: Option<wgpu::Buffer>, n: &str| {
+            b.ok_or_else(|| Error::Checkpoint(format!("{n} missing")))
+        };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for l in 0..config.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
@@ -231,21 +239,49 @@ impl Model {
                 .blocks
                 .iter()
                 .map(|b| {
-                    [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w, &b.fc_w, &b.fc_proj_w]
+                    [
+                        &b.ln_1_w,
+                        &b.attn_w,
+                        &b.proj_w,
+                        &b.ln_2_w,
+                        &b.fc_w,
+                        &b.fc_proj_w,
+                    ]
+                    .iter()
+                    .map(|x| x.size())
+                    .sum::<u64>()
+                        + [
+                            &b.ln_1_b,
+                            &b.attn_b,
+                            &b.proj_b,
+                            &b.ln_2_b,
+                            &b.fc_b,
+                            &b.fc_proj_b,
+                        ]
                         .iter()
-                        .map(|x| x.size())
+                        .map(|x| x.as_ref().map_or(0, |x| x.size()))
                         .sum::<u64>()
-                        + [&b.ln_1_b, &b.attn_b, &b.proj_b, &b.ln_2_b, &b.fc_b, &b.fc_proj_b]
-                            .iter()
-                            .map(|x| x.as_ref().map_or(0, |x| x.size()))
-                            .sum::<u64>()
                 })
                 .sum::<u64>()
-            + [&act.ids, &act.x, &act.ln, &act.qkv, &act.att, &act.hidden, &act.norms, &act.dummy]
+            + [
+                &act.ids,
+                &act.x,
+                &act.ln,
+                &act.qkv,
+                &act.att,
+                &act.hidden,
+                &act.norms,
+                &act.dummy,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum::<u64>()
+            + act
+                .logits
                 .iter()
+                .chain(&act.entropy)
                 .map(|b| b.size())
-                .sum::<u64>()
-            + act.logits.iter().chain(&act.entropy).map(|b| b.size()).sum::<u64>();
+                .sum::<u64>();
         Ok(Model {
             parameter_count: config.parameter_count(),
             config,

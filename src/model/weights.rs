@@ -38,20 +38,37 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
     let std = 0.02f32;
     let proj_std = 0.02 / (2.0 * cfg.n_layer as f32).sqrt();
     let mut specs = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, init: Init| specs.push(TensorSpec { name, shape, init });
-    add("wte.weight".into(), vec![cfg.vocab_size, c], Init::Normal(std));
-    add("wpe.weight".into(), vec![cfg.context_size, c], Init::Normal(std));
+    let mut add =
+        |name: String, shape: Vec<usize>, init: Init| specs.push(TensorSpec { name, shape, init });
+    add(
+        "wte.weight".into(),
+        vec![cfg.vocab_size, c],
+        Init::Normal(std),
+    );
+    add(
+        "wpe.weight".into(),
+        vec![cfg.context_size, c],
+        Init::Normal(std),
+    );
     for l in 0..cfg.n_layer {
         let p = format!("h.{l}.");
         add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
         if cfg.bias {
             add(format!("{p}ln_1.bias"), vec![c], Init::Zeros);
         }
-        add(format!("{p}attn.c_attn.weight"), vec![c, 3 * c], Init::Normal(std));
+        add(
+            format!("{p}attn.c_attn.weight"),
+            vec![c, 3 * c],
+            Init::Normal(std),
+        );
         if cfg.bias {
             add(format!("{p}attn.c_attn.bias"), vec![3 * c], Init::Zeros);
         }
-        add(format!("{p}attn.c_proj.weight"), vec![c, c], Init::Normal(proj_std));
+        add(
+            format!("{p}attn.c_proj.weight"),
+            vec![c, c],
+            Init::Normal(proj_std),
+        );
         if cfg.bias {
             add(format!("{p}attn.c_proj.bias"), vec![c], Init::Zeros);
         }
@@ -63,7 +80,11 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         if cfg.bias {
             add(format!("{p}mlp.c_fc.bias"), vec![h], Init::Zeros);
         }
-        add(format!("{p}mlp.c_proj.weight"), vec![h, c], Init::Normal(proj_std));
+        add(
+            format!("{p}mlp.c_proj.weight"),
+            vec![h, c],
+            Init::Normal(proj_std),
+        );
         if cfg.bias {
             add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
         }
@@ -88,7 +109,9 @@ pub fn init_tensor(spec: &TensorSpec, index: usize, seed: u64) -> Vec<f32> {
         Init::Normal(std) => {
             let mut out = vec![0.0f32; n];
             let normal = Normal::new(0.0f32, std).expect("std is positive and finite");
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8);
             let blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(INIT_BLOCK).enumerate().collect();
             let per = blocks.len().div_ceil(threads).max(1);
             let mut groups: Vec<Vec<(usize, &mut [f32])>> = Vec::new();
@@ -134,9 +157,13 @@ impl Checkpoint {
     pub fn open(path: &str) -> Result<Self> {
         let bytes = std::fs::read(path)
             .map_err(|e| Error::Checkpoint(format!("cannot read checkpoint {path}: {e}")))?;
-        safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::Checkpoint(format!("{path} is not a valid safetensors file: {e}")))?;
-        Ok(Checkpoint { bytes, path: path.to_string() })
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::Checkpoint(format!("{path} is not a valid safetensors file: {e}"))
+        })?;
+        Ok(Checkpoint {
+            bytes,
+            path: path.to_string(),
+        })
     }
 
     fn tensors(&self) -> safetensors::SafeTensors<'_> {
@@ -208,7 +235,9 @@ impl Checkpoint {
         let view = st
             .tensor(&spec.name)
             .or_else(|_| st.tensor(&format!("transformer.{}", spec.name)))
-            .map_err(|_| Error::Checkpoint(format!("{}: tensor {} is missing", self.path, spec.name)))?;
+            .map_err(|_| {
+                Error::Checkpoint(format!("{}: tensor {} is missing", self.path, spec.name))
+            })?;
         if view.shape() != spec.shape.as_slice() {
             return Err(Error::Checkpoint(format!(
                 "{}: tensor {} has shape {:?}, the config needs {:?}",
@@ -285,7 +314,10 @@ impl WeightSource {
 
 /// All weights on the host, by name (tests and the CPU reference forward only: the
 /// model itself keeps no host copy).
-pub fn host_weights(cfg: &ModelConfig, source: &WeightSource) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+pub fn host_weights(
+    cfg: &ModelConfig,
+    source: &WeightSource,
+) -> Result<std::collections::HashMap<String, Vec<f32>>> {
     tensor_specs(cfg)
         .iter()
         .enumerate()
@@ -300,7 +332,10 @@ mod tests {
     #[test]
     fn spec_count_equals_parameter_count() {
         for bias in [true, false] {
-            let cfg = ModelConfig { bias, ..ModelConfig::default() };
+            let cfg = ModelConfig {
+                bias,
+                ..ModelConfig::default()
+            };
             let n: usize = tensor_specs(&cfg).iter().map(|s| s.numel()).sum();
             assert_eq!(n, cfg.parameter_count());
         }
@@ -308,7 +343,11 @@ mod tests {
 
     #[test]
     fn init_is_deterministic_and_seed_dependent() {
-        let spec = TensorSpec { name: "x".into(), shape: vec![3, 1 << 19], init: Init::Normal(0.02) };
+        let spec = TensorSpec {
+            name: "x".into(),
+            shape: vec![3, 1 << 19],
+            init: Init::Normal(0.02),
+        };
         let a = init_tensor(&spec, 5, 7);
         let b = init_tensor(&spec, 5, 7);
         let c = init_tensor(&spec, 5, 8);

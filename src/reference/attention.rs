@@ -12,15 +12,28 @@ pub fn attention(qkv: &[f32], c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
     for h in 0..nh {
         for i in 0..t {
             let scores: Vec<f64> = (0..=i)
-                .map(|j| (0..hs).map(|d| at(i, h * hs + d) * at(j, c + h * hs + d)).sum::<f64>() * scale)
+                .map(|j| {
+                    (0..hs)
+                        .map(|d| at(i, h * hs + d) * at(j, c + h * hs + d))
+                        .sum::<f64>()
+                        * scale
+                })
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let sum: f64 = exps.iter().sum();
             let probs: Vec<f64> = exps.iter().map(|e| e / sum).collect();
-            entropy[h * t + i] = -probs.iter().filter(|&&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>() as f32;
+            entropy[h * t + i] = -probs
+                .iter()
+                .filter(|&&p| p > 0.0)
+                .map(|p| p * p.ln())
+                .sum::<f64>() as f32;
             for d in 0..hs {
-                let v: f64 = probs.iter().enumerate().map(|(j, p)| p * at(j, 2 * c + h * hs + d)).sum();
+                let v: f64 = probs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| p * at(j, 2 * c + h * hs + d))
+                    .sum();
                 out[i * c + h * hs + d] = v as f32;
             }
         }

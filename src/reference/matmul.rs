@@ -49,7 +49,11 @@ pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32>
         let arow = &a[i * k..(i + 1) * k];
         for j in 0..n {
             let brow = &b[j * k..(j + 1) * k];
-            let s: f64 = arow.iter().zip(brow).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let s: f64 = arow
+                .iter()
+                .zip(brow)
+                .map(|(&x, &y)| x as f64 * y as f64)
+                .sum();
             out[i * n + j] = s as f32;
         }
     }

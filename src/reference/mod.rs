@@ -13,7 +13,11 @@ pub mod row_norm;
 /// On failure the message lists the first mismatches, the max diff and the count.
 pub fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{name}: length {} != reference length {}", got.len(), want.len()));
+        return Err(format!(
+            "{name}: length {} != reference length {}",
+            got.len(),
+            want.len()
+        ));
     }
     let mut bad = Vec::new();
     let mut max_diff = 0.0f64;

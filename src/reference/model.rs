@@ -15,12 +15,48 @@ pub fn forward(cfg: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) ->
     for l in 0..cfg.n_layer {
         let p = |s: &str| format!("h.{l}.{s}");
         let ln1 = layer_norm(&x, must(&p("ln_1.weight")), get(&p("ln_1.bias")), c);
-        let qkv = matmul::matmul(&ln1, must(&p("attn.c_attn.weight")), get(&p("attn.c_attn.bias")), None, t, 3 * c, c, false);
+        let qkv = matmul::matmul(
+            &ln1,
+            must(&p("attn.c_attn.weight")),
+            get(&p("attn.c_attn.bias")),
+            None,
+            t,
+            3 * c,
+            c,
+            false,
+        );
         let (att, _) = attention(&qkv, c, cfg.n_head);
-        x = matmul::matmul(&att, must(&p("attn.c_proj.weight")), get(&p("attn.c_proj.bias")), Some(&x), t, c, c, false);
+        x = matmul::matmul(
+            &att,
+            must(&p("attn.c_proj.weight")),
+            get(&p("attn.c_proj.bias")),
+            Some(&x),
+            t,
+            c,
+            c,
+            false,
+        );
         let ln2 = layer_norm(&x, must(&p("ln_2.weight")), get(&p("ln_2.bias")), c);
-        let hid = matmul::matmul(&ln2, must(&p("mlp.c_fc.weight")), get(&p("mlp.c_fc.bias")), None, t, h, c, true);
-        x = matmul::matmul(&hid, must(&p("mlp.c_proj.weight")), get(&p("mlp.c_proj.bias")), Some(&x), t, c, h, false);
+        let hid = matmul::matmul(
+            &ln2,
+            must(&p("mlp.c_fc.weight")),
+            get(&p("mlp.c_fc.bias")),
+            None,
+            t,
+            h,
+            c,
+            true,
+        );
+        x = matmul::matmul(
+            &hid,
+            must(&p("mlp.c_proj.weight")),
+            get(&p("mlp.c_proj.bias")),
+            Some(&x),
+            t,
+            c,
+            h,
+            false,
+        );
     }
     let lnf = layer_norm(&x, must("ln_f.weight"), get("ln_f.bias"), c);
     matmul::matmul_bt(&lnf, must("wte.weight"), t, cfg.vocab_size, c)

@@ -38,7 +38,11 @@ pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         let g = new_gpu(None);
-        eprintln!("test adapter: {} ({})", g.ctx.details.label(), g.ctx.details.device_type);
+        eprintln!(
+            "test adapter: {} ({})",
+            g.ctx.details.label(),
+            g.ctx.details.device_type
+        );
         g
     })
 }
@@ -49,7 +53,11 @@ pub fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
     for k in 0..(n / 97).min(8) {
         let i = rng.random_range(0..n);
-        v[i] = if k % 2 == 0 { 8.0 * scale } else { -8.0 * scale };
+        v[i] = if k % 2 == 0 {
+            8.0 * scale
+        } else {
+            -8.0 * scale
+        };
     }
     v
 }

@@ -1,0 +1,351 @@
+//! Accept raw JSON in query strings, as `curl -g '...?config={"n_layer":6}'` sends it.
+//!
+//! The `http` crate rejects `"`, `<` and `>` in a query before any handler runs (hyper
+//! then answers an empty 400). The contract promises that raw and percent-encoded
+//! `config` both work, so connections are read through [`Rewriter`], which
+//! percent-encodes those bytes in the query of each request line and passes
+//! everything else through unchanged: headers, bodies (by Content-Length or chunked
+//! framing) and, after an `Upgrade` request, the rest of the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Longest request line or header line we rewrite; longer input passes through.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug)]
+enum State {
+    RequestLine,
+    Headers {
+        content_length: u64,
+        chunked: bool,
+        upgrade: bool,
+    },
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    Trailers,
+    Passthrough,
+}
+
+/// Incremental HTTP/1 request-stream rewriter.
+#[derive(Debug)]
+pub struct Rewriter {
+    state: State,
+    line: Vec<u8>,
+}
+
+impl Default for Rewriter {
+    fn default() -> Self {
+        Rewriter {
+            state: State::RequestLine,
+            line: Vec::new(),
+        }
+    }
+}
+
+fn encode_query(line: &[u8], out: &mut Vec<u8>) {
+    // METHOD SP target SP version CRLF: encode only inside the target's query.
+    let first = line.iter().position(|&b| b == b' ');
+    let last = line.iter().rposition(|&b| b == b' ');
+    let (Some(first), Some(last)) = (first, last) else {
+        out.extend_from_slice(line);
+        return;
+    };
+    if last <= first {
+        out.extend_from_slice(line);
+        return;
+    }
+    let mut in_query = false;
+    for (i, &b) in line.iter().enumerate() {
+        let in_target = i > first && i < last;
+        if in_target && b == b'?' {
+            in_query = true;
+        }
+        match b {
+            b'"' | b'<' | b'>' if in_target && in_query => {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+fn header_value<'a>(line: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (k, v) = text.split_once(':')?;
+    k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+}
+
+impl Rewriter {
+    /// Rewrite `input` (the next bytes read from the client) into `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        while i < input.len() {
+            match &mut self.state {
+                State::Passthrough => {
+                    out.extend_from_slice(&input[i..]);
+                    return;
+                }
+                State::Body(n) => {
+                    let take = (*n).min((input.len() - i) as u64) as usize;
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = State::RequestLine;
+                    }
+                }
+                State::ChunkData(n) => {
+                    let take = (*n).min((input.len() - i) as u64) as usize;
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = State::ChunkSize;
+                    }
+                }
+                _ => {
+                    let b = input[i];
+                    i += 1;
+                    self.line.push(b);
+                    if b == b'\n' || self.line.len() > MAX_LINE {
+                        let line = std::mem::take(&mut self.line);
+                        self.end_line(line, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self, line: Vec<u8>, out: &mut Vec<u8>) {
+        if line.len() > MAX_LINE {
+            out.extend_from_slice(&line);
+            self.state = State::Passthrough;
+            return;
+        }
+        let blank = line == b"\r\n" || line == b"\n";
+        match &mut self.state {
+            State::RequestLine => {
+                if blank {
+                    out.extend_from_slice(&line); // stray CRLF between requests
+                } else {
+                    encode_query(&line, out);
+                    self.state = State::Headers {
+                        content_length: 0,
+                        chunked: false,
+                        upgrade: false,
+                    };
+                }
+            }
+            State::Headers {
+                content_length,
+                chunked,
+                upgrade,
+            } => {
+                out.extend_from_slice(&line);
+                if blank {
+                    self.state = if *upgrade {
+                        State::Passthrough
+                    } else if *chunked {
+                        State::ChunkSize
+                    } else if *content_length > 0 {
+                        State::Body(*content_length)
+                    } else {
+                        State::RequestLine
+                    };
+                } else if let Some(v) = header_value(&line, "content-length") {
+                    match v.parse() {
+                        Ok(n) => *content_length = n,
+                        Err(_) => self.state = State::Passthrough,
+                    }
+                } else if let Some(v) = header_value(&line, "transfer-encoding") {
+                    *chunked = v.to_ascii_lowercase().contains("chunked");
+                } else if header_value(&line, "upgrade").is_some() {
+                    *upgrade = true;
+                }
+            }
+            State::ChunkSize => {
+                out.extend_from_slice(&line);
+                let text = String::from_utf8_lossy(&line);
+                let hex = text
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                match u64::from_str_radix(&hex, 16) {
+                    Ok(0) => self.state = State::Trailers,
+                    Ok(n) => self.state = State::ChunkData(n + 2), // data + CRLF
+                    Err(_) if blank => {}
+                    Err(_) => self.state = State::Passthrough,
+                }
+            }
+            State::Trailers => {
+                out.extend_from_slice(&line);
+                if blank {
+                    self.state = State::RequestLine;
+                }
+            }
+            State::Body(_) | State::ChunkData(_) | State::Passthrough => {
+                out.extend_from_slice(&line)
+            }
+        }
+    }
+}
+
+/// A TCP stream whose reads go through a [`Rewriter`].
+pub struct LenientStream {
+    inner: TcpStream,
+    rewriter: Rewriter,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl AsyncRead for LenientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.at < this.pending.len() {
+                let n = (this.pending.len() - this.at).min(buf.remaining());
+                buf.put_slice(&this.pending[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(()));
+            }
+            this.pending.clear();
+            this.at = 0;
+            let mut raw = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    if rb.filled().is_empty() {
+                        return Poll::Ready(Ok(())); // EOF
+                    }
+                    this.rewriter.feed(rb.filled(), &mut this.pending);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LenientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A TCP listener that yields [`LenientStream`]s, for `axum::serve`.
+pub struct LenientListener(pub TcpListener);
+
+impl axum::serve::Listener for LenientListener {
+    type Io = LenientStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((s, addr)) => {
+                    let _ = s.set_nodelay(true);
+                    return (
+                        LenientStream {
+                            inner: s,
+                            rewriter: Rewriter::default(),
+                            pending: Vec::new(),
+                            at: 0,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rewriter;
+
+    fn run(chunks: &[&[u8]]) -> String {
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            r.feed(c, &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn encodes_quotes_in_the_query_only() {
+        let got = run(&[b"GET /api/v1/initialize?config={\"n_layer\":6} HTTP/1.1\r\nHost: x\r\nX-Q: \"keep\"\r\n\r\n"]);
+        assert_eq!(got, "GET /api/v1/initialize?config={%22n_layer%22:6} HTTP/1.1\r\nHost: x\r\nX-Q: \"keep\"\r\n\r\n");
+    }
+
+    #[test]
+    fn bodies_pass_unchanged_and_next_request_is_rewritten() {
+        let body = "{\"text\": \"a \\\"q\\\" GET /?\\\"x\\\" HTTP/1.1\"}";
+        let req1 = format!(
+            "POST /api/v1/forward HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let req2 = "GET /a?b=\"c\" HTTP/1.1\r\n\r\n";
+        let all = format!("{req1}{req2}");
+        // split at every position to exercise the incremental state machine
+        for cut in 0..all.len() {
+            let got = run(&[&all.as_bytes()[..cut], &all.as_bytes()[cut..]]);
+            assert_eq!(
+                got,
+                format!("{req1}GET /a?b=%22c%22 HTTP/1.1\r\n\r\n"),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_pass_unchanged() {
+        let req1 = "POST /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n\"GET \r\n3;x=1\r\n\"\"\"\r\n0\r\n\r\n";
+        let req2 = "GET /q?\"x\" HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            run(&[format!("{req1}{req2}").as_bytes()]),
+            format!("{req1}GET /q?%22x%22 HTTP/1.1\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn upgraded_connections_pass_through() {
+        let req = "GET /ws?a=\"b\" HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let frames = "GET /x?\"y\" HTTP/1.1\r\n";
+        assert_eq!(
+            run(&[format!("{req}{frames}").as_bytes()]),
+            format!("GET /ws?a=%22b%22 HTTP/1.1\r\nUpgrade: websocket\r\n\r\n{frames}")
+        );
+    }
+}

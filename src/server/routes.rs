@@ -1,0 +1,447 @@
+//! Handlers of the v1 contract, plus readiness, metrics and the OpenAPI document.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+
+use super::error::{ApiError, ErrorBody};
+use super::types::*;
+use super::{time, AppState};
+use crate::engine::{ForwardReply, ForwardRequest};
+
+/// Longest accepted `text`, in characters.
+pub const MAX_TEXT_CHARS: usize = 10_000;
+/// Largest accepted `max_length`.
+pub const MAX_LENGTH: i64 = 4096;
+/// Largest accepted `top_k`.
+pub const MAX_TOP_K: i64 = 100;
+
+/// Decode `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte).
+/// Raw JSON as curl sends it (`{`, `"`, `:` unencoded) passes through unchanged.
+fn form_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "CONFIG_ERROR",
+            "invalid config: the config parameter is not valid UTF-8",
+        )
+    })
+}
+
+/// Build (or rebuild) the model from a config.
+#[utoipa::path(get, path = "/api/v1/initialize", tag = "model",
+    params(("config" = Option<String>, Query, description = "JSON object with any subset of the config keys (raw or percent-encoded)")),
+    responses(
+        (status = 200, body = InitializeResponse),
+        (status = 400, description = "CONFIG_ERROR: invalid config; the previous model stays in service", body = ErrorBody),
+        (status = 500, description = "INFERENCE_ERROR: the device failed while building", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full", body = ErrorBody)))]
+pub async fn initialize(
+    State(st): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<InitializeResponse>, ApiError> {
+    let mut config = serde_json::json!({});
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(k)? == "config" {
+            let text = form_decode(v)?;
+            config = serde_json::from_str(&text).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "CONFIG_ERROR",
+                    format!("invalid config: config is not valid JSON: {e}"),
+                )
+            })?;
+        }
+    }
+    let cfg = st.engine.initialize(config).await?;
+    Ok(Json(InitializeResponse {
+        success: true,
+        message: "Model initialized".into(),
+        config: cfg,
+    }))
+}
+
+/// Read a JSON body up to the configured limit; every failure is a contract error.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid(format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::invalid(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::invalid(format!("invalid field `{path}`: {inner}"))
+        }
+    })
+}
+
+fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
+    if b.text.is_empty() {
+        return Err(ApiError::invalid("input text must not be empty"));
+    }
+    let chars = b.text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(ApiError::invalid(format!(
+            "text has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
+        )));
+    }
+    if let Some(n) = b.max_length {
+        if !(1..=MAX_LENGTH).contains(&n) {
+            return Err(ApiError::invalid(format!(
+                "max_length ({n}) must be between 1 and {MAX_LENGTH}, or null"
+            )));
+        }
+    }
+    if !(0..=MAX_TOP_K).contains(&b.top_k) {
+        return Err(ApiError::invalid(format!(
+            "top_k ({}) must be between 0 and {MAX_TOP_K}",
+            b.top_k
+        )));
+    }
+    Ok(ForwardRequest {
+        text: b.text.clone(),
+        max_length: b.max_length.map(|n| n as usize),
+        top_k: b.top_k as usize,
+        capture: b.capture_data,
+    })
+}
+
+fn captured(r: &ForwardReply) -> Option<CapturedData> {
+    let cap = r.capture.as_ref()?;
+    let t = r.tokens;
+    let tensor = |shape: Vec<usize>| TensorInfo {
+        shape,
+        dtype: "torch.float32".into(),
+    };
+    Some(CapturedData {
+        embeddings: EmbeddingCapture {
+            token_embeddings: tensor(vec![1, t, r.n_embed]),
+            position_embeddings: tensor(vec![1, t, r.n_embed]),
+            output_norm_mean: cap.embedding_norm_mean,
+        },
+        layers: cap
+            .layers
+            .iter()
+            .map(|l| LayerCaptureBody {
+                layer_idx: l.layer_idx,
+                attention: AttentionCapture {
+                    attn_weights_shape: vec![1, r.n_head, t, t],
+                    mean_entropy: l.attention_entropy.iter().sum::<f32>()
+                        / l.attention_entropy.len().max(1) as f32,
+                    head_entropy: l.attention_entropy.clone(),
+                },
+                residual: ResidualCapture {
+                    norm_mean: l.residual_norm_mean,
+                    norm_max: l.residual_norm_max,
+                },
+            })
+            .collect(),
+        performance: PerformanceCapture {
+            forward_time: r.seconds,
+            memory_usage: r.device_memory_mb,
+        },
+    })
+}
+
+/// Run a forward pass on text.
+#[utoipa::path(post, path = "/api/v1/forward", tag = "model", request_body = ForwardBody,
+    responses(
+        (status = 200, body = ForwardResponse),
+        (status = 400, description = "INVALID_INPUT, SEQUENCE_TOO_LONG or MODEL_NOT_INITIALIZED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 500, description = "INFERENCE_ERROR", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full (Retry-After)", body = ErrorBody)))]
+pub async fn forward(
+    State(st): State<AppState>,
+    body: Body,
+) -> Result<Json<ForwardResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let b: ForwardBody = json_body(body, st.config.max_body_bytes).await?;
+    let req = validate(&b)?;
+    let r = st.engine.forward(req).await?;
+    st.metrics.forward(r.seconds, r.tokens);
+    Ok(Json(ForwardResponse {
+        success: true,
+        message: "Forward pass complete".into(),
+        logits_shape: vec![1, r.tokens, r.vocab],
+        sequence_length: r.tokens,
+        captured_data: captured(&r),
+        processing_time: started.elapsed().as_secs_f64(),
+        top_predictions: r
+            .top
+            .iter()
+            .map(|p| TopPrediction {
+                token_id: p.token_id,
+                token: p.token.clone(),
+                probability: p.probability,
+            })
+            .collect(),
+    }))
+}
+
+/// Model state, config, size, performance counters.
+#[utoipa::path(get, path = "/api/v1/status", tag = "model", responses((status = 200, body = StatusResponse)))]
+pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
+    let m = st
+        .engine
+        .state
+        .model
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let c = st
+        .engine
+        .state
+        .counters
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let initialized = m.config.is_some();
+    Json(StatusResponse {
+        initialized,
+        device: m.adapter.as_ref().map(|a| a.label()),
+        model_info: initialized.then(|| ModelInfo {
+            total_parameters: m.total_parameters,
+            model_size_mb: m.model_size_mb,
+            device_memory_mb: m.device_memory_mb,
+        }),
+        config: m.config,
+        performance_stats: PerformanceStats {
+            total_inferences: c.total_inferences,
+            average_inference_time: if c.total_inferences > 0 {
+                c.total_time / c.total_inferences as f64
+            } else {
+                0.0
+            },
+            last_inference_time: c.last_inference_time,
+            total_tokens: c.total_tokens,
+        },
+        adapter: m.adapter,
+        queue_depth: st.engine.queue_depth(),
+        queue_capacity: st.engine.capacity(),
+    })
+}
+
+fn grade(percent: f64, degraded: f64, unhealthy: f64) -> &'static str {
+    if percent >= unhealthy {
+        "unhealthy"
+    } else if percent >= degraded {
+        "degraded"
+    } else {
+        "healthy"
+    }
+}
+
+/// Service health: model, host memory, disk of the data directory.
+#[utoipa::path(get, path = "/api/v1/health/health", tag = "health",
+    responses((status = 200, body = HealthResponse), (status = 503, description = "a check is unhealthy", body = HealthResponse)))]
+pub async fn health(State(st): State<AppState>) -> Response {
+    let m = st
+        .engine
+        .state
+        .model
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let (mem, disk) = tokio::task::spawn_blocking(super::host_figures)
+        .await
+        .unwrap_or_default();
+    let cfg = &st.config;
+    let model = ModelCheck {
+        status: if m.device_lost {
+            "unhealthy"
+        } else if m.config.is_some() {
+            "healthy"
+        } else {
+            "not_initialized"
+        }
+        .into(),
+        initialized: m.config.is_some(),
+        device: m.adapter.as_ref().map(|a| a.label()),
+    };
+    let memory = MemoryCheck {
+        status: grade(
+            mem.2,
+            cfg.memory_degraded_percent,
+            cfg.memory_unhealthy_percent,
+        )
+        .into(),
+        used_mb: mem.0,
+        available_mb: mem.1,
+        usage_percent: mem.2,
+    };
+    let disk = DiskCheck {
+        status: grade(
+            disk.2,
+            cfg.disk_degraded_percent,
+            cfg.disk_unhealthy_percent,
+        )
+        .into(),
+        used_gb: disk.0,
+        available_gb: disk.1,
+        usage_percent: disk.2,
+    };
+    let statuses = [
+        model.status.as_str(),
+        memory.status.as_str(),
+        disk.status.as_str(),
+    ];
+    let overall = if statuses.contains(&"unhealthy") {
+        "unhealthy"
+    } else if statuses.contains(&"degraded") {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let code = if overall == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = HealthResponse {
+        status: overall.into(),
+        timestamp: time::now(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        checks: HealthChecks {
+            model,
+            memory,
+            disk,
+        },
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/api/v1/health/ping", tag = "health", responses((status = 200, body = PingResponse)))]
+pub async fn ping() -> Json<PingResponse> {
+    Json(PingResponse {
+        message: "PONG".into(),
+        timestamp: time::now(),
+    })
+}
+
+/// Readiness for load balancers: 200 once a model is loaded and the device is healthy.
+#[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
+    responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, or the device was lost", body = ErrorBody)))]
+pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
+    let m = st
+        .engine
+        .state
+        .model
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    if m.device_lost {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the GPU device was lost: call /api/v1/initialize to rebuild the model",
+        ));
+    }
+    if m.config.is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "no model is loaded yet: call /api/v1/initialize or start with --config",
+        ));
+    }
+    Ok(Json(ReadyResponse {
+        ready: true,
+        detail: format!(
+            "model on {}",
+            m.adapter.map(|a| a.label()).unwrap_or_default()
+        ),
+        timestamp: time::now(),
+    }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let m = st
+        .engine
+        .state
+        .model
+        .read()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let text = st.metrics.render(
+        st.engine.queue_depth(),
+        m.device_memory_mb * (1u64 << 20) as f64,
+        m.config.is_some(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3 document.
+pub async fn openapi() -> Response {
+    let doc = super::api_doc();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// A self-contained page that renders /openapi.json and sends requests (no network needed).
+pub async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
+
+/// Unknown path.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no endpoint at {}; see /openapi.json", uri.path()),
+    )
+}

@@ -1,0 +1,210 @@
+//! Request and response bodies of the v1 contract (`shared/spec/api.md`), with
+//! their OpenAPI schemas. Field names, types and nesting are the contract.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::ModelConfig;
+use crate::gpu::AdapterDetails;
+
+/// POST /api/v1/forward
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardBody {
+    /// 1..=10000 characters.
+    #[schema(example = "Deep learning is")]
+    pub text: String,
+    /// Return intermediate data.
+    #[serde(default)]
+    pub capture_data: bool,
+    /// 1..=4096: keep at most this many tokens (the first ones).
+    #[serde(default)]
+    pub max_length: Option<i64>,
+    /// Extension, 0..=100: next-token predictions to return.
+    #[serde(default = "default_top_k")]
+    pub top_k: i64,
+}
+
+fn default_top_k() -> i64 {
+    5
+}
+
+/// A next-token prediction.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopPrediction {
+    pub token_id: u32,
+    pub token: String,
+    pub probability: f32,
+}
+
+/// Shape and dtype of a captured tensor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorInfo {
+    pub shape: Vec<usize>,
+    /// Keeps the `torch.` spelling existing clients compare against.
+    #[schema(example = "torch.float32")]
+    pub dtype: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingCapture {
+    pub token_embeddings: TensorInfo,
+    pub position_embeddings: TensorInfo,
+    /// Extension: mean over positions of ‖token + position embedding‖₂.
+    pub output_norm_mean: f32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttentionCapture {
+    /// [batch, n_head, tokens, tokens]
+    pub attn_weights_shape: Vec<usize>,
+    /// Extension: per head, the mean over query positions of the entropy (nats) of its
+    /// attention distribution; 0 = attends to one token, ln(t+1) = uniform over t+1 keys.
+    pub head_entropy: Vec<f32>,
+    /// Extension: mean of head_entropy.
+    pub mean_entropy: f32,
+}
+
+/// Extension: the residual stream after the block.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResidualCapture {
+    /// Mean over positions of ‖x‖₂.
+    pub norm_mean: f32,
+    /// Max over positions of ‖x‖₂.
+    pub norm_max: f32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LayerCaptureBody {
+    pub layer_idx: usize,
+    pub attention: AttentionCapture,
+    pub residual: ResidualCapture,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PerformanceCapture {
+    /// Seconds.
+    pub forward_time: f64,
+    /// MB of device buffers the engine holds after the pass.
+    pub memory_usage: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CapturedData {
+    pub embeddings: EmbeddingCapture,
+    pub layers: Vec<LayerCaptureBody>,
+    pub performance: PerformanceCapture,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForwardResponse {
+    pub success: bool,
+    #[schema(example = "Forward pass complete")]
+    pub message: String,
+    /// [batch, tokens, vocab_size]
+    pub logits_shape: Vec<usize>,
+    pub sequence_length: usize,
+    pub captured_data: Option<CapturedData>,
+    /// Seconds, ≥ 0.
+    pub processing_time: f64,
+    /// Extension: most likely next tokens after the last position, most likely first.
+    pub top_predictions: Vec<TopPrediction>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InitializeResponse {
+    pub success: bool,
+    #[schema(example = "Model initialized")]
+    pub message: String,
+    /// The full effective config (all keys, defaults filled).
+    pub config: ModelConfig,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub total_parameters: usize,
+    /// Bytes of parameters / 2^20.
+    pub model_size_mb: f64,
+    /// Device buffers held by the engine, MiB.
+    pub device_memory_mb: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PerformanceStats {
+    pub total_inferences: u64,
+    pub average_inference_time: f64,
+    pub last_inference_time: f64,
+    /// Extension: tokens through the model since start.
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    pub initialized: bool,
+    /// `"<backend>:<adapter name>"` of the adapter the model runs on, or null.
+    pub device: Option<String>,
+    pub config: Option<ModelConfig>,
+    pub model_info: Option<ModelInfo>,
+    pub performance_stats: PerformanceStats,
+    /// Extension: the adapter in use.
+    pub adapter: Option<AdapterDetails>,
+    /// Extension: requests waiting or running in the engine, and its capacity.
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCheck {
+    /// healthy, not_initialized or unhealthy (device lost).
+    pub status: String,
+    pub initialized: bool,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemoryCheck {
+    /// healthy, degraded or unhealthy.
+    pub status: String,
+    pub used_mb: f64,
+    pub available_mb: f64,
+    pub usage_percent: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiskCheck {
+    /// healthy, degraded or unhealthy.
+    pub status: String,
+    pub used_gb: f64,
+    pub available_gb: f64,
+    pub usage_percent: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthChecks {
+    pub model: ModelCheck,
+    pub memory: MemoryCheck,
+    pub disk: DiskCheck,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// healthy, degraded or unhealthy (503).
+    pub status: String,
+    pub timestamp: String,
+    pub version: String,
+    pub checks: HealthChecks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PingResponse {
+    #[schema(example = "PONG")]
+    pub message: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    pub ready: bool,
+    pub detail: String,
+    pub timestamp: String,
+}
