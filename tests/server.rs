@@ -1,0 +1,453 @@
+//! HTTP contract tests: the real server on a loopback port chosen by the OS, spoken
+//! to by a real HTTP client (and raw TCP where a client would encode what curl does not).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wgformer::engine::Engine;
+use wgformer::server::{self, AppState, ServerConfig};
+
+/// A small model: width 32, one layer, GPT-2 vocabulary, 64 positions.
+fn small() -> Value {
+    json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64, "seed": 3})
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    async fn start(queue_depth: usize, max_body_bytes: usize) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(Engine::start(queue_depth), ServerConfig { max_body_bytes, ..ServerConfig::default() });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        Server { addr, stop: Some(tx) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+async fn get(s: &Server, path: &str) -> (u16, Value) {
+    let r = client().get(s.url(path)).send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn forward(s: &Server, body: Value) -> (u16, Value) {
+    let r = client().post(s.url("/api/v1/forward")).json(&body).send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
+
+async fn init(s: &Server, cfg: &Value) -> (u16, Value) {
+    let r = client().get(s.url("/api/v1/initialize")).query(&[("config", cfg.to_string())]).send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
+
+/// Every error body: detail, error_code, RFC 3339 timestamp.
+fn assert_error(code: u16, body: &Value, want_code: u16, want_error: &str) {
+    assert_eq!(code, want_code, "{body}");
+    assert_eq!(body["error_code"], want_error, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    let ts = body["timestamp"].as_str().unwrap();
+    assert!(ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+}
+
+/// Send raw bytes, return (status, body).
+fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn before_initialize() {
+    let s = Server::start(8, 1 << 20).await;
+    let (code, ping) = get(&s, "/api/v1/health/ping").await;
+    assert_eq!((code, ping["message"].as_str()), (200, Some("PONG")));
+    let (code, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(st["initialized"], false);
+    assert!(st["config"].is_null() && st["model_info"].is_null());
+    assert_eq!(st["performance_stats"]["total_inferences"], 0);
+    assert_eq!(st["performance_stats"]["average_inference_time"], 0.0);
+    let (code, body) = forward(&s, json!({"text": "hello"})).await;
+    assert_error(code, &body, 400, "MODEL_NOT_INITIALIZED");
+    assert!(body["detail"].as_str().unwrap().contains("initialize"));
+    let (code, _) = get(&s, "/api/v1/health/ready").await;
+    assert_eq!(code, 503);
+    let (code, h) = get(&s, "/api/v1/health/health").await;
+    assert_eq!(code, 200);
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(h["checks"]["model"]["initialized"], false);
+    for k in ["used_mb", "available_mb", "usage_percent"] {
+        assert!(h["checks"]["memory"][k].as_f64().unwrap() > 0.0, "memory {k}");
+    }
+    for k in ["used_gb", "available_gb", "usage_percent"] {
+        assert!(h["checks"]["disk"][k].as_f64().is_some(), "disk {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn initialize_forward_status_flow() {
+    let s = Server::start(8, 1 << 20).await;
+    let (code, body) = init(&s, &small()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["message"], "Model initialized");
+    let cfg = &body["config"];
+    for (k, v) in [("n_layer", json!(1)), ("n_embed", json!(32)), ("vocab_size", json!(50304)), ("dropout", json!(0.1)),
+        ("bias", json!(true)), ("ffn_hidden_multiplier", json!(4)), ("use_moe", json!(false)), ("moe_activation", json!("gelu")),
+        ("moe_dropout", Value::Null), ("device", json!("auto")), ("moe_num_experts", json!(8)), ("moe_top_k", json!(2))] {
+        assert_eq!(cfg[k], v, "config key {k}");
+    }
+
+    let (code, r) = forward(&s, json!({"text": "Deep learning is"})).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["success"], true);
+    assert_eq!(r["message"], "Forward pass complete");
+    assert_eq!(r["logits_shape"], json!([1, 3, 50304]));
+    assert_eq!(r["sequence_length"], 3);
+    assert!(r["captured_data"].is_null());
+    assert!(r["processing_time"].as_f64().unwrap() >= 0.0);
+    let top = r["top_predictions"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    let probs: Vec<f64> = top.iter().map(|p| p["probability"].as_f64().unwrap()).collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+    assert!(top[0]["token"].is_string() && top[0]["token_id"].is_u64());
+
+    // capture_data, top_k, max_length
+    let (code, r) = forward(&s, json!({"text": "one two three four five six", "capture_data": true, "top_k": 2, "max_length": 4})).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["sequence_length"], 4);
+    assert_eq!(r["top_predictions"].as_array().unwrap().len(), 2);
+    let cap = &r["captured_data"];
+    assert_eq!(cap["embeddings"]["token_embeddings"]["shape"], json!([1, 4, 32]));
+    assert_eq!(cap["embeddings"]["token_embeddings"]["dtype"], "torch.float32");
+    assert_eq!(cap["embeddings"]["position_embeddings"]["shape"], json!([1, 4, 32]));
+    let layers = cap["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0]["layer_idx"], 0);
+    assert_eq!(layers[0]["attention"]["attn_weights_shape"], json!([1, 2, 4, 4]));
+    assert_eq!(layers[0]["attention"]["head_entropy"].as_array().unwrap().len(), 2);
+    assert!(layers[0].get("moe").is_none());
+    assert!(cap["performance"]["forward_time"].as_f64().unwrap() > 0.0);
+    assert!(cap["performance"]["memory_usage"].as_f64().unwrap() > 0.0);
+    let (_, r0) = forward(&s, json!({"text": "x", "top_k": 0})).await;
+    assert_eq!(r0["top_predictions"], json!([]));
+
+    let (code, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(st["initialized"], true);
+    assert_eq!(st["performance_stats"]["total_inferences"], 3);
+    assert!(st["performance_stats"]["average_inference_time"].as_f64().unwrap() > 0.0);
+    let params = 50304 * 32 + 64 * 32 + (2 * 64 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32) + 64;
+    assert_eq!(st["model_info"]["total_parameters"], params);
+    let mb = st["model_info"]["model_size_mb"].as_f64().unwrap();
+    assert!((mb - params as f64 * 4.0 / 1048576.0).abs() < 1e-6);
+    assert!(st["device"].as_str().unwrap().contains(':'));
+    assert!(st["adapter"]["backend"].is_string() && st["adapter"]["device_type"].is_string());
+    let (code, h) = get(&s, "/api/v1/health/health").await;
+    assert_eq!(code, 200);
+    assert_eq!(h["checks"]["model"]["status"], "healthy");
+    assert_eq!(h["checks"]["model"]["device"], st["device"]);
+    let (code, _) = get(&s, "/api/v1/health/ready").await;
+    assert_eq!(code, 200);
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("wgformer_http_requests_total{method=\"POST\",route=\"/api/v1/forward\",status=\"200\"} 3"), "{metrics}");
+    assert!(metrics.contains("wgformer_forward_seconds_count 3"));
+    assert!(metrics.contains("wgformer_tokens_processed_total 8"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn config_errors_keep_the_old_model() {
+    let s = Server::start(8, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let cases = [
+        (json!({"n_embed": 770}), "n_embed (770) must be divisible by n_head (12)"),
+        (json!({"bogus_key": 1}), "bogus_key"),
+        (json!({"n_layer": "two"}), "invalid type"),
+        (json!({"n_layer": 0}), "n_layer (0) must be positive"),
+        (json!({"n_head": -2}), "invalid value"),
+        (json!({"moe_top_k": 9}), "moe_top_k (9)"),
+        (json!({"moe_activation": "tanh"}), "tanh"),
+        (json!({"device": "quantum"}), "quantum"),
+        (json!([1, 2]), "JSON object"),
+    ];
+    for (cfg, needle) in cases {
+        let (code, body) = init(&s, &cfg).await;
+        assert_error(code, &body, 400, "CONFIG_ERROR");
+        assert!(body["detail"].as_str().unwrap().contains(needle), "{cfg} -> {body}");
+    }
+    let r = client().get(s.url("/api/v1/initialize?config=%7Bnot%20json")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_error(400, &body, 400, "CONFIG_ERROR");
+    // the old model still serves
+    let (code, st) = get(&s, "/api/v1/status").await;
+    assert_eq!((code, st["config"]["n_embed"].as_u64()), (200, Some(32)));
+    assert_eq!(forward(&s, json!({"text": "still here"})).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raw_and_encoded_config() {
+    let s = Server::start(8, 1 << 20).await;
+    // as curl -g sends it: raw braces, quotes and colons
+    let raw = "GET /api/v1/initialize?config={\"n_layer\":1,\"n_embed\":32,\"n_head\":2,\"context_size\":16} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (code, body) = raw_request(s.addr, raw);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["config"]["context_size"], 16);
+    // percent-encoded, with + for spaces as Python requests sends it
+    let r = client()
+        .get(s.url("/api/v1/initialize?config=%7B%22n_layer%22%3A+1%2C+%22n_embed%22%3A+32%2C+%22n_head%22%3A+2%2C+%22context_size%22%3A+24%7D"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["config"]["context_size"], 24);
+    // raw and invalid: still a contract error, not hyper's empty 400
+    let (code, body) = raw_request(s.addr, "GET /api/v1/initialize?config={\"n_layer\":\"x\"} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(code, 400);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error_code"], "CONFIG_ERROR");
+    // no config: all defaults would build GPT-2 small; covered by the smoke test
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_errors() {
+    let s = Server::start(8, 4096).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let (code, b) = forward(&s, json!({"text": ""})).await;
+    assert_error(code, &b, 400, "INVALID_INPUT");
+    assert_eq!(b["detail"], "input text must not be empty");
+    let long = "word ".repeat(100).trim_end().to_string();
+    let (code, b) = forward(&s, json!({"text": long})).await;
+    assert_error(code, &b, 400, "SEQUENCE_TOO_LONG");
+    assert_eq!(b["detail"], "input length 100 exceeds the model's maximum length 64");
+    for (body, needle) in [
+        (json!({"text": 5}), "`text`"),
+        (json!({"text": "a", "capture_data": "yes"}), "`capture_data`"),
+        (json!({"text": "a", "max_length": 0}), "max_length (0)"),
+        (json!({"text": "a", "max_length": 5000}), "max_length (5000)"),
+        (json!({"text": "a", "top_k": 101}), "top_k (101)"),
+        (json!({"text": "a", "top_k": -1}), "top_k (-1)"),
+        (json!({"capture_data": true}), "missing field `text`"),
+        (json!({"text": "a", "bogus": 1}), "bogus"),
+        (json!(["text"]), "invalid"),
+    ] {
+        let (code, b) = forward(&s, body.clone()).await;
+        assert_error(code, &b, 400, "INVALID_INPUT");
+        assert!(b["detail"].as_str().unwrap().contains(needle), "{body} -> {b}");
+    }
+    let (code, b) = forward(&s, json!({"text": "é".repeat(10_001)})).await;
+    assert_error(code, &b, 400, "INVALID_INPUT");
+    // malformed JSON, no content type
+    let r = client().post(s.url("/api/v1/forward")).body("{\"text\": ").send().await.unwrap();
+    let code = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_error(code, &b, 400, "INVALID_INPUT");
+    assert!(b["detail"].as_str().unwrap().contains("not valid JSON"));
+    // body over the limit
+    let r = client().post(s.url("/api/v1/forward")).json(&json!({"text": "x".repeat(5000)})).send().await.unwrap();
+    let code = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_error(code, &b, 413, "PAYLOAD_TOO_LARGE");
+    // unknown path, wrong method
+    let (code, b) = get(&s, "/api/v1/nope").await;
+    assert_error(code, &b, 404, "NOT_FOUND");
+    let r = client().delete(s.url("/api/v1/forward")).send().await.unwrap();
+    assert!(r.headers().get("allow").is_some());
+    let code = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_error(code, &b, 405, "METHOD_NOT_ALLOWED");
+    // vocabulary smaller than the tokenizer's
+    assert_eq!(init(&s, &json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64, "vocab_size": 300})).await.0, 200);
+    let (code, b) = forward(&s, json!({"text": "Hello world"})).await;
+    assert_error(code, &b, 400, "INVALID_INPUT");
+    assert!(b["detail"].as_str().unwrap().contains("vocab_size 300"), "{b}");
+    // the service is still up
+    assert_eq!(get(&s, "/api/v1/health/ping").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_forwards_during_initialize() {
+    let s = std::sync::Arc::new(Server::start(64, 1 << 20).await);
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 4 {
+                let mut cfg = small();
+                cfg["n_embed"] = json!(48);
+                cfg["n_head"] = json!(3);
+                let (code, b) = init(&s, &cfg).await;
+                assert_eq!(code, 200, "{b}");
+                None
+            } else {
+                let (code, b) = forward(&s, json!({"text": format!("request {i}"), "capture_data": true})).await;
+                assert_eq!(code, 200, "{b}");
+                Some(b["captured_data"]["embeddings"]["token_embeddings"]["shape"][2].as_u64().unwrap())
+            }
+        }));
+    }
+    for t in tasks {
+        if let Some(width) = t.await.unwrap() {
+            assert!(width == 32 || width == 48, "answer from neither model: width {width}");
+        }
+    }
+    let (_, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(st["config"]["n_embed"], 48);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_queue_answers_503_with_retry_after() {
+    let s = std::sync::Arc::new(Server::start(1, 1 << 20).await);
+    assert_eq!(init(&s, &small()).await.0, 200);
+    // A slow initialize occupies the engine; forwards beyond the queue are refused.
+    let slow = {
+        let s = s.clone();
+        tokio::spawn(async move { init(&s, &json!({"n_layer": 4, "seed": 9})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client().post(s.url("/api/v1/forward")).json(&json!({"text": "hi"})).send().await.unwrap();
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (code, retry, body)
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        let (code, retry, body) = t.await.unwrap();
+        match code {
+            200 => {}
+            503 => {
+                refused += 1;
+                assert_eq!(retry.as_deref(), Some("1"));
+                assert_eq!(body["error_code"], "SERVICE_UNAVAILABLE");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(refused >= 1, "a queue of 1 must refuse some of 4 concurrent forwards");
+    assert_eq!(slow.await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_id_and_openapi() {
+    let s = Server::start(8, 1 << 20).await;
+    let r = client().get(s.url("/api/v1/health/ping")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = client().get(s.url("/api/v1/health/ping")).send().await.unwrap();
+    assert!(r.headers()["x-request-id"].len() >= 16);
+
+    let (code, doc) = get(&s, "/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    for (path, method) in [
+        ("/api/v1/initialize", "get"), ("/api/v1/forward", "post"), ("/api/v1/status", "get"),
+        ("/api/v1/health/health", "get"), ("/api/v1/health/ping", "get"), ("/api/v1/health/ready", "get"), ("/metrics", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op["responses"]["200"].is_object(), "{path} {method}");
+    }
+    let err = &doc["components"]["schemas"]["ErrorBody"];
+    for k in ["detail", "error_code", "timestamp"] {
+        assert!(err["properties"][k].is_object(), "ErrorBody.{k}");
+    }
+    assert!(doc["paths"]["/api/v1/forward"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap()
+        .ends_with("/ErrorBody"));
+    // every $ref resolves
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "$ref" {
+                        out.push(x.as_str().unwrap().to_string());
+                    } else {
+                        refs(x, out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(doc["components"]["schemas"][name].is_object(), "dangling {r}");
+    }
+    let html = client().get(s.url("/docs")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("/openapi.json"));
+}
+
+#[test]
+fn sigterm_drains_the_request_in_flight() {
+    let bin = env!("CARGO_BIN_EXE_wgformer");
+    // GPT-2 small width so that a forward takes long enough to be in flight.
+    let cfg = json!({"n_layer": 6, "context_size": 1024, "seed": 1}).to_string();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--port", "0", "--config", &cfg])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().rsplit("http://").next().unwrap().parse().unwrap();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
+    let req = std::thread::spawn(move || {
+        let body = json!({"text": text}).to_string();
+        raw_request(addr, &format!("POST /api/v1/forward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (code, body) = req.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["sequence_length"].as_u64().unwrap() > 300, "{v}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
