@@ -21,20 +21,43 @@ pub fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
     })
 }
 
-/// A storage buffer holding `data`, written through a mapping at creation (no
-/// staging copy on unified-memory adapters such as lavapipe).
+/// A storage buffer holding `data`. On unified-memory adapters the buffer itself is
+/// mapped and written (no staging copy); elsewhere wgpu stages the data, and the
+/// caller bounds the host memory held by staging with [`flush_uploads`].
 pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
     if data.len() < 4 {
         let mut padded = data.to_vec();
         padded.resize(4, 0.0);
         return upload(ctx, label, &padded);
     }
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    let direct = ctx.features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+    if !direct {
+        return ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(data),
             usage: STORAGE,
-        })
+        });
+    }
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (data.len() * 4) as u64,
+        usage: STORAGE | wgpu::BufferUsages::MAP_WRITE,
+        mapped_at_creation: true,
+    });
+    match buffer.slice(..).get_mapped_range_mut() {
+        Ok(mut view) => {
+            view.slice(..).copy_from_slice(bytemuck::cast_slice(data));
+        }
+        Err(e) => tracing::error!(error = %e, label, "mapping a new buffer failed"),
+    }
+    buffer.unmap();
+    buffer
+}
+
+/// Let wgpu finish the pending uploads and free their staging memory.
+pub fn flush_uploads(ctx: &GpuContext) -> Result<()> {
+    ctx.queue.submit([]);
+    ctx.wait_idle()
 }
 
 /// A uniform buffer sized for `T`, written before each dispatch that uses it.

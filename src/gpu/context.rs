@@ -171,6 +171,12 @@ impl GpuContext {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // On unified memory (lavapipe, integrated GPUs) weights are written straight into
+        // their buffers instead of through a staging copy.
+        let unified = matches!(info.device_type, wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu);
+        if unified && adapter.features().contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS) {
+            features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
         // The subgroup kernel variants share rows across 8 lanes.
         if adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8 {
             features |= wgpu::Features::SUBGROUP;
