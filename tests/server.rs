@@ -23,12 +23,21 @@ impl Server {
     async fn start(queue_depth: usize, max_body_bytes: usize) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(Engine::start(queue_depth), ServerConfig { max_body_bytes, ..ServerConfig::default() });
+        let state = AppState::new(
+            Engine::start(queue_depth),
+            ServerConfig {
+                max_body_bytes,
+                ..ServerConfig::default()
+            },
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server::serve(listener, state, async {
             let _ = rx.await;
         }));
-        Server { addr, stop: Some(tx) }
+        Server {
+            addr,
+            stop: Some(tx),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -45,7 +54,10 @@ impl Drop for Server {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 async fn get(s: &Server, path: &str) -> (u16, Value) {
@@ -55,13 +67,23 @@ async fn get(s: &Server, path: &str) -> (u16, Value) {
 }
 
 async fn forward(s: &Server, body: Value) -> (u16, Value) {
-    let r = client().post(s.url("/api/v1/forward")).json(&body).send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/v1/forward"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     (code, r.json().await.unwrap())
 }
 
 async fn init(s: &Server, cfg: &Value) -> (u16, Value) {
-    let r = client().get(s.url("/api/v1/initialize")).query(&[("config", cfg.to_string())]).send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/v1/initialize"))
+        .query(&[("config", cfg.to_string())])
+        .send()
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     (code, r.json().await.unwrap())
 }
@@ -70,9 +92,15 @@ async fn init(s: &Server, cfg: &Value) -> (u16, Value) {
 fn assert_error(code: u16, body: &Value, want_code: u16, want_error: &str) {
     assert_eq!(code, want_code, "{body}");
     assert_eq!(body["error_code"], want_error, "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     let ts = body["timestamp"].as_str().unwrap();
-    assert!(ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+    assert!(
+        ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "{ts}"
+    );
 }
 
 /// Send raw bytes, return (status, body).
@@ -82,7 +110,11 @@ fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
     s.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
@@ -108,7 +140,10 @@ async fn before_initialize() {
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(h["checks"]["model"]["initialized"], false);
     for k in ["used_mb", "available_mb", "usage_percent"] {
-        assert!(h["checks"]["memory"][k].as_f64().unwrap() > 0.0, "memory {k}");
+        assert!(
+            h["checks"]["memory"][k].as_f64().unwrap() > 0.0,
+            "memory {k}"
+        );
     }
     for k in ["used_gb", "available_gb", "usage_percent"] {
         assert!(h["checks"]["disk"][k].as_f64().is_some(), "disk {k}");
@@ -123,9 +158,20 @@ async fn initialize_forward_status_flow() {
     assert_eq!(body["success"], true);
     assert_eq!(body["message"], "Model initialized");
     let cfg = &body["config"];
-    for (k, v) in [("n_layer", json!(1)), ("n_embed", json!(32)), ("vocab_size", json!(50304)), ("dropout", json!(0.1)),
-        ("bias", json!(true)), ("ffn_hidden_multiplier", json!(4)), ("use_moe", json!(false)), ("moe_activation", json!("gelu")),
-        ("moe_dropout", Value::Null), ("device", json!("auto")), ("moe_num_experts", json!(8)), ("moe_top_k", json!(2))] {
+    for (k, v) in [
+        ("n_layer", json!(1)),
+        ("n_embed", json!(32)),
+        ("vocab_size", json!(50304)),
+        ("dropout", json!(0.1)),
+        ("bias", json!(true)),
+        ("ffn_hidden_multiplier", json!(4)),
+        ("use_moe", json!(false)),
+        ("moe_activation", json!("gelu")),
+        ("moe_dropout", Value::Null),
+        ("device", json!("auto")),
+        ("moe_num_experts", json!(8)),
+        ("moe_top_k", json!(2)),
+    ] {
         assert_eq!(cfg[k], v, "config key {k}");
     }
 
@@ -139,7 +185,10 @@ async fn initialize_forward_status_flow() {
     assert!(r["processing_time"].as_f64().unwrap() >= 0.0);
     let top = r["top_predictions"].as_array().unwrap();
     assert_eq!(top.len(), 5);
-    let probs: Vec<f64> = top.iter().map(|p| p["probability"].as_f64().unwrap()).collect();
+    let probs: Vec<f64> = top
+        .iter()
+        .map(|p| p["probability"].as_f64().unwrap())
+        .collect();
     assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
     assert!(top[0]["token"].is_string() && top[0]["token_id"].is_u64());
 
@@ -149,14 +198,32 @@ async fn initialize_forward_status_flow() {
     assert_eq!(r["sequence_length"], 4);
     assert_eq!(r["top_predictions"].as_array().unwrap().len(), 2);
     let cap = &r["captured_data"];
-    assert_eq!(cap["embeddings"]["token_embeddings"]["shape"], json!([1, 4, 32]));
-    assert_eq!(cap["embeddings"]["token_embeddings"]["dtype"], "torch.float32");
-    assert_eq!(cap["embeddings"]["position_embeddings"]["shape"], json!([1, 4, 32]));
+    assert_eq!(
+        cap["embeddings"]["token_embeddings"]["shape"],
+        json!([1, 4, 32])
+    );
+    assert_eq!(
+        cap["embeddings"]["token_embeddings"]["dtype"],
+        "torch.float32"
+    );
+    assert_eq!(
+        cap["embeddings"]["position_embeddings"]["shape"],
+        json!([1, 4, 32])
+    );
     let layers = cap["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
     assert_eq!(layers[0]["layer_idx"], 0);
-    assert_eq!(layers[0]["attention"]["attn_weights_shape"], json!([1, 2, 4, 4]));
-    assert_eq!(layers[0]["attention"]["head_entropy"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        layers[0]["attention"]["attn_weights_shape"],
+        json!([1, 2, 4, 4])
+    );
+    assert_eq!(
+        layers[0]["attention"]["head_entropy"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(layers[0].get("moe").is_none());
     assert!(cap["performance"]["forward_time"].as_f64().unwrap() > 0.0);
     assert!(cap["performance"]["memory_usage"].as_f64().unwrap() > 0.0);
@@ -167,8 +234,16 @@ async fn initialize_forward_status_flow() {
     assert_eq!(code, 200);
     assert_eq!(st["initialized"], true);
     assert_eq!(st["performance_stats"]["total_inferences"], 3);
-    assert!(st["performance_stats"]["average_inference_time"].as_f64().unwrap() > 0.0);
-    let params = 50304 * 32 + 64 * 32 + (2 * 64 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32) + 64;
+    assert!(
+        st["performance_stats"]["average_inference_time"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let params = 50304 * 32
+        + 64 * 32
+        + (2 * 64 + 32 * 96 + 96 + 32 * 32 + 32 + 32 * 128 + 128 + 128 * 32 + 32)
+        + 64;
     assert_eq!(st["model_info"]["total_parameters"], params);
     let mb = st["model_info"]["model_size_mb"].as_f64().unwrap();
     assert!((mb - params as f64 * 4.0 / 1048576.0).abs() < 1e-6);
@@ -180,7 +255,14 @@ async fn initialize_forward_status_flow() {
     assert_eq!(h["checks"]["model"]["device"], st["device"]);
     let (code, _) = get(&s, "/api/v1/health/ready").await;
     assert_eq!(code, 200);
-    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("wgformer_http_requests_total{method=\"POST\",route=\"/api/v1/forward\",status=\"200\"} 3"), "{metrics}");
     assert!(metrics.contains("wgformer_forward_seconds_count 3"));
     assert!(metrics.contains("wgformer_tokens_processed_total 8"));
@@ -191,7 +273,10 @@ async fn config_errors_keep_the_old_model() {
     let s = Server::start(8, 1 << 20).await;
     assert_eq!(init(&s, &small()).await.0, 200);
     let cases = [
-        (json!({"n_embed": 770}), "n_embed (770) must be divisible by n_head (12)"),
+        (
+            json!({"n_embed": 770}),
+            "n_embed (770) must be divisible by n_head (12)",
+        ),
         (json!({"bogus_key": 1}), "bogus_key"),
         (json!({"n_layer": "two"}), "invalid type"),
         (json!({"n_layer": 0}), "n_layer (0) must be positive"),
@@ -204,9 +289,16 @@ async fn config_errors_keep_the_old_model() {
     for (cfg, needle) in cases {
         let (code, body) = init(&s, &cfg).await;
         assert_error(code, &body, 400, "CONFIG_ERROR");
-        assert!(body["detail"].as_str().unwrap().contains(needle), "{cfg} -> {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(needle),
+            "{cfg} -> {body}"
+        );
     }
-    let r = client().get(s.url("/api/v1/initialize?config=%7Bnot%20json")).send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/v1/initialize?config=%7Bnot%20json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.unwrap();
     assert_error(400, &body, 400, "CONFIG_ERROR");
@@ -252,12 +344,21 @@ async fn forward_errors() {
     let long = "word ".repeat(100).trim_end().to_string();
     let (code, b) = forward(&s, json!({"text": long})).await;
     assert_error(code, &b, 400, "SEQUENCE_TOO_LONG");
-    assert_eq!(b["detail"], "input length 100 exceeds the model's maximum length 64");
+    assert_eq!(
+        b["detail"],
+        "input length 100 exceeds the model's maximum length 64"
+    );
     for (body, needle) in [
         (json!({"text": 5}), "`text`"),
-        (json!({"text": "a", "capture_data": "yes"}), "`capture_data`"),
+        (
+            json!({"text": "a", "capture_data": "yes"}),
+            "`capture_data`",
+        ),
         (json!({"text": "a", "max_length": 0}), "max_length (0)"),
-        (json!({"text": "a", "max_length": 5000}), "max_length (5000)"),
+        (
+            json!({"text": "a", "max_length": 5000}),
+            "max_length (5000)",
+        ),
         (json!({"text": "a", "top_k": 101}), "top_k (101)"),
         (json!({"text": "a", "top_k": -1}), "top_k (-1)"),
         (json!({"capture_data": true}), "missing field `text`"),
@@ -266,25 +367,42 @@ async fn forward_errors() {
     ] {
         let (code, b) = forward(&s, body.clone()).await;
         assert_error(code, &b, 400, "INVALID_INPUT");
-        assert!(b["detail"].as_str().unwrap().contains(needle), "{body} -> {b}");
+        assert!(
+            b["detail"].as_str().unwrap().contains(needle),
+            "{body} -> {b}"
+        );
     }
     let (code, b) = forward(&s, json!({"text": "a".repeat(10_001)})).await;
     assert_error(code, &b, 400, "INVALID_INPUT");
     // malformed JSON, no content type
-    let r = client().post(s.url("/api/v1/forward")).body("{\"text\": ").send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/v1/forward"))
+        .body("{\"text\": ")
+        .send()
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
     assert_error(code, &b, 400, "INVALID_INPUT");
     assert!(b["detail"].as_str().unwrap().contains("not valid JSON"));
     // body over the limit
-    let r = client().post(s.url("/api/v1/forward")).json(&json!({"text": "x".repeat(20_000)})).send().await.unwrap();
+    let r = client()
+        .post(s.url("/api/v1/forward"))
+        .json(&json!({"text": "x".repeat(20_000)}))
+        .send()
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
     assert_error(code, &b, 413, "PAYLOAD_TOO_LARGE");
     // unknown path, wrong method
     let (code, b) = get(&s, "/api/v1/nope").await;
     assert_error(code, &b, 404, "NOT_FOUND");
-    let r = client().delete(s.url("/api/v1/forward")).send().await.unwrap();
+    let r = client()
+        .delete(s.url("/api/v1/forward"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("allow").is_some());
     let code = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
@@ -293,7 +411,10 @@ async fn forward_errors() {
     assert_eq!(init(&s, &json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64, "vocab_size": 300})).await.0, 200);
     let (code, b) = forward(&s, json!({"text": "Hello world"})).await;
     assert_error(code, &b, 400, "INVALID_INPUT");
-    assert!(b["detail"].as_str().unwrap().contains("vocab_size 300"), "{b}");
+    assert!(
+        b["detail"].as_str().unwrap().contains("vocab_size 300"),
+        "{b}"
+    );
     // the service is still up
     assert_eq!(get(&s, "/api/v1/health/ping").await.0, 200);
 }
@@ -314,15 +435,26 @@ async fn concurrent_forwards_during_initialize() {
                 assert_eq!(code, 200, "{b}");
                 None
             } else {
-                let (code, b) = forward(&s, json!({"text": format!("request {i}"), "capture_data": true})).await;
+                let (code, b) = forward(
+                    &s,
+                    json!({"text": format!("request {i}"), "capture_data": true}),
+                )
+                .await;
                 assert_eq!(code, 200, "{b}");
-                Some(b["captured_data"]["embeddings"]["token_embeddings"]["shape"][2].as_u64().unwrap())
+                Some(
+                    b["captured_data"]["embeddings"]["token_embeddings"]["shape"][2]
+                        .as_u64()
+                        .unwrap(),
+                )
             }
         }));
     }
     for t in tasks {
         if let Some(width) = t.await.unwrap() {
-            assert!(width == 32 || width == 48, "answer from neither model: width {width}");
+            assert!(
+                width == 32 || width == 48,
+                "answer from neither model: width {width}"
+            );
         }
     }
     let (_, st) = get(&s, "/api/v1/status").await;
@@ -343,8 +475,16 @@ async fn full_queue_answers_503_with_retry_after() {
     for _ in 0..4 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            let r = client().post(s.url("/api/v1/forward")).json(&json!({"text": "hi"})).send().await.unwrap();
-            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let r = client()
+                .post(s.url("/api/v1/forward"))
+                .json(&json!({"text": "hi"}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
             let code = r.status().as_u16();
             let body: Value = r.json().await.unwrap();
             (code, retry, body)
@@ -363,16 +503,28 @@ async fn full_queue_answers_503_with_retry_after() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert!(refused >= 1, "a queue of 1 must refuse some of 4 concurrent forwards");
+    assert!(
+        refused >= 1,
+        "a queue of 1 must refuse some of 4 concurrent forwards"
+    );
     assert_eq!(slow.await.unwrap().0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_id_and_openapi() {
     let s = Server::start(8, 1 << 20).await;
-    let r = client().get(s.url("/api/v1/health/ping")).header("x-request-id", "abc-123").send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/v1/health/ping"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
-    let r = client().get(s.url("/api/v1/health/ping")).send().await.unwrap();
+    let r = client()
+        .get(s.url("/api/v1/health/ping"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers()["x-request-id"].len() >= 16);
 
     let (code, doc) = get(&s, "/openapi.json").await;
@@ -380,8 +532,13 @@ async fn request_id_and_openapi() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
     for (path, method) in [
-        ("/api/v1/initialize", "get"), ("/api/v1/forward", "post"), ("/api/v1/status", "get"),
-        ("/api/v1/health/health", "get"), ("/api/v1/health/ping", "get"), ("/api/v1/health/ready", "get"), ("/metrics", "get"),
+        ("/api/v1/initialize", "get"),
+        ("/api/v1/forward", "post"),
+        ("/api/v1/status", "get"),
+        ("/api/v1/health/health", "get"),
+        ("/api/v1/health/ping", "get"),
+        ("/api/v1/health/ready", "get"),
+        ("/metrics", "get"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op["responses"]["200"].is_object(), "{path} {method}");
@@ -390,10 +547,13 @@ async fn request_id_and_openapi() {
     for k in ["detail", "error_code", "timestamp"] {
         assert!(err["properties"][k].is_object(), "ErrorBody.{k}");
     }
-    assert!(doc["paths"]["/api/v1/forward"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
-        .as_str()
-        .unwrap()
-        .ends_with("/ErrorBody"));
+    assert!(
+        doc["paths"]["/api/v1/forward"]["post"]["responses"]["400"]["content"]["application/json"]
+            ["schema"]["$ref"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ErrorBody")
+    );
     // every $ref resolves
     fn refs(v: &Value, out: &mut Vec<String>) {
         match v {
@@ -415,9 +575,19 @@ async fn request_id_and_openapi() {
     assert!(!all.is_empty());
     for r in all {
         let name = r.strip_prefix("#/components/schemas/").unwrap();
-        assert!(doc["components"]["schemas"][name].is_object(), "dangling {r}");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling {r}"
+        );
     }
-    let html = client().get(s.url("/docs")).send().await.unwrap().text().await.unwrap();
+    let html = client()
+        .get(s.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("/openapi.json"));
 }
 
@@ -434,8 +604,16 @@ fn sigterm_drains_the_request_in_flight() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: SocketAddr = line.trim().rsplit("http://").next().unwrap().parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
     let req = std::thread::spawn(move || {
         let body = json!({"text": text}).to_string();
@@ -443,7 +621,11 @@ fn sigterm_drains_the_request_in_flight() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let (code, body) = req.join().unwrap();
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();

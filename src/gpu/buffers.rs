@@ -30,13 +30,17 @@ pub fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         padded.resize(4, 0.0);
         return upload(ctx, label, &padded);
     }
-    let direct = ctx.features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+    let direct = ctx
+        .features
+        .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
     if !direct {
-        return ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: STORAGE,
-        });
+        return ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: STORAGE,
+            });
     }
     let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),

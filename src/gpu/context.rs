@@ -173,8 +173,15 @@ impl GpuContext {
         }
         // On unified memory (lavapipe, integrated GPUs) weights are written straight into
         // their buffers instead of through a staging copy.
-        let unified = matches!(info.device_type, wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu);
-        if unified && adapter.features().contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS) {
+        let unified = matches!(
+            info.device_type,
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+        );
+        if unified
+            && adapter
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
+        {
             features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         }
         // The subgroup kernel variants share rows across 8 lanes.

@@ -106,7 +106,9 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::invalid("invalid request body: expected a JSON object"));
+        return Err(ApiError::invalid(
+            "invalid request body: expected a JSON object",
+        ));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
