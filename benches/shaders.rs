@@ -519,8 +519,8 @@ fn main() {
             b.ctx.details.driver_info
         );
         println!(
-            "{:<19} {:<26} {:>13} {:>17} {}",
-            "kernel", "shape", "adapter", "rate", "CPU, same run"
+            "{:<19} {:<26} {:>13} {:>17} CPU, same run",
+            "kernel", "shape", "adapter", "rate"
         );
     }
     let (c, v, nh) = (768, 50304, 12);

@@ -150,20 +150,20 @@ impl ModelConfig {
                 return Err(Error::Config(format!("{key} ({v}) must be positive")));
             }
         }
-        if self.n_embed % self.n_head != 0 {
+        if !self.n_embed.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!(
                 "n_embed ({}) must be divisible by n_head ({})",
                 self.n_embed, self.n_head
             )));
         }
-        if self.n_embed % 4 != 0 {
+        if !self.n_embed.is_multiple_of(4) {
             return Err(Error::Config(format!(
                 "n_embed ({}) must be a multiple of 4 (the kernels load vec4)",
                 self.n_embed
             )));
         }
         let hs = self.head_size();
-        if hs % 4 != 0 || hs > MAX_HEAD_SIZE {
+        if !hs.is_multiple_of(4) || hs > MAX_HEAD_SIZE {
             return Err(Error::Config(format!(
                 "head size n_embed/n_head ({hs}) must be a multiple of 4 and at most {MAX_HEAD_SIZE}"
             )));

@@ -37,7 +37,8 @@ fn matmul_plain_bias_gelu_accumulate() {
         let b = rand_vec(k * n, 2, 0.5);
         let bias = rand_vec(n, 3, 0.5);
         let init = rand_vec(m * n, 4, 1.0);
-        let cases: [(u32, Option<&[f32]>, Option<&[f32]>, bool); 4] = [
+        type Case<'a> = (u32, Option<&'a [f32]>, Option<&'a [f32]>, bool);
+        let cases: [Case; 4] = [
             (0, None, None, false),
             (matmul::BIAS, Some(&bias), None, false),
             (matmul::BIAS | matmul::GELU, Some(&bias), None, true),

@@ -26,10 +26,7 @@ fn ids(n: usize, vocab: u32) -> Vec<u32> {
 }
 
 fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize) {
-    let g = match binding_cap {
-        None => None,
-        Some(cap) => Some(new_gpu(Some(cap))),
-    };
+    let g = binding_cap.map(|cap| new_gpu(Some(cap)));
     let (ctx, pl) = match &g {
         Some(g) => (g.ctx.clone(), g.pipelines.clone()),
         None => (gpu().ctx.clone(), gpu().pipelines.clone()),

@@ -118,7 +118,7 @@ pub fn list_adapters() -> Vec<AdapterReport> {
             let f = a.features();
             AdapterReport {
                 details: AdapterDetails::from_info(&a.get_info()),
-                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
                 max_buffer_size: l.max_buffer_size,
                 max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
                 max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
@@ -241,8 +241,10 @@ impl GpuContext {
 
     /// Largest byte size one storage binding may have.
     pub fn max_binding_bytes(&self) -> u64 {
-        let limit =
-            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         self.binding_cap.map_or(limit, |cap| cap.min(limit))
     }
 

@@ -41,7 +41,7 @@ pub fn needs_subgroups(name: &str) -> bool {
 }
 
 /// Workgroup size used for every kernel (the `WG` override constant).
-pub const WORKGROUP: u32 = 64;
+pub const WORKGROUP: u32 = 32;
 
 /// Compiled compute pipelines keyed by kernel name. Built once per device; every
 /// pipeline uses an automatic layout with one bind group.

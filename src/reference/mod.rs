@@ -28,7 +28,8 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> R
         if d.is_nan() || d > max_diff {
             max_diff = if d.is_nan() { f64::INFINITY } else { d };
         }
-        if !(d <= atol + rtol * w.abs()) {
+        // NaN differences fail too
+        if d.is_nan() || d > atol + rtol * w.abs() {
             count += 1;
             if bad.len() < 5 {
                 bad.push(format!("[{i}] got {g} want {w}"));

@@ -246,7 +246,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
     Json(StatusResponse {
         initialized,
         device: m.adapter.as_ref().map(|a| a.label()),
-        model_info: initialized.then(|| ModelInfo {
+        model_info: initialized.then_some(ModelInfo {
             total_parameters: m.total_parameters,
             model_size_mb: m.model_size_mb,
             device_memory_mb: m.device_memory_mb,
