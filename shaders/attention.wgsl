@@ -1,15 +1,22 @@
-// Causal multi-head self-attention over a fused qkv buffer [T, 3C] (q | k | v):
-//   out[t, h] = Σ_{j ≤ t} softmax_j(q_t · k_j / sqrt(HS)) v_j
+// Causal multi-head self-attention. Queries come from a fused qkv buffer [T, 3C]
+// (q | k | v); keys and values from `k` and `v`, which are either that same qkv buffer
+// (a forward pass: stride 3C, offsets C and 2C) or the KV cache of a generation
+// (stride C, offset 0, rows 0 .. pos + T). Query t sits at absolute position pos + t:
+//   out[t, h] = Σ_{j ≤ pos + t} softmax_j(q_t · k_j / sqrt(HS)) v_j
 // One invocation per (query t, head h), online (streaming) softmax in f32 with the
 // running max subtracted. Also writes the entropy of each attention row, in nats,
 // to entropy[h, t] for capture.
 
 struct AttentionParams {
-    t: u32,     // query tokens
-    c4: u32,    // C / 4
-    hs4: u32,   // head size / 4
-    nh: u32,    // heads
-    scale: f32, // 1 / sqrt(head size)
+    t: u32,          // query tokens
+    c4: u32,         // C / 4
+    hs4: u32,        // head size / 4
+    nh: u32,         // heads
+    scale: f32,      // 1 / sqrt(head size)
+    pos: u32,        // absolute position of query 0
+    kv_stride4: u32, // vec4s between consecutive rows of k and v
+    k_off4: u32,     // vec4 offset of head 0 in a row of k
+    v_off4: u32,     // vec4 offset of head 0 in a row of v
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -20,8 +27,10 @@ const MAX_HS4: u32 = 32u; // head size ≤ 128
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
-@group(0) @binding(3) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
+@group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -42,11 +51,11 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     var m = -3.0e38;
     var l = 0.0;
     var ws = 0.0; // Σ e^(s - m) · s, for the entropy
-    for (var j = 0u; j <= t; j++) {
-        let ko = j * stride + p.c4 + h * hs4;
+    for (var j = 0u; j <= p.pos + t; j++) {
+        let ko = j * p.kv_stride4 + p.k_off4 + h * hs4;
         var s4 = vec4<f32>(0.0);
         for (var d = 0u; d < hs4; d++) {
-            s4 += q[d] * qkv[ko + d];
+            s4 += q[d] * k[ko + d];
         }
         let s = s4.x + s4.y + s4.z + s4.w;
         if (s > m) {
@@ -61,9 +70,9 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
         let e = exp(s - m);
         l += e;
         ws += e * s;
-        let vo = ko + p.c4;
+        let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
-            acc[d] += e * qkv[vo + d];
+            acc[d] += e * v[vo + d];
         }
     }
     let inv = 1.0 / l;

@@ -6,14 +6,14 @@ struct MatmulBtParams {
     m: u32,  // rows of a and out
     n: u32,  // rows of b = columns of out
     k4: u32, // K / 4
-    _pad: u32,
+    a_row0: u32, // row of `a` that output row 0 reads (last-position logits)
 }
 
 override WG: u32 = 64u;
 const TM: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: MatmulBtParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [M, K]
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + M, K]
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
@@ -30,7 +30,7 @@ fn matmul_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     var acc: array<vec4<f32>, 8>;
     var rows: array<u32, 8>;
     for (var r = 0u; r < TM; r++) {
-        rows[r] = min(row0 + r, p.m - 1u) * k4;
+        rows[r] = (p.a_row0 + min(row0 + r, p.m - 1u)) * k4;
         acc[r] = vec4<f32>(0.0);
     }
     for (var k = 0u; k < k4; k++) {

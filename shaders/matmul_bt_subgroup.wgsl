@@ -7,14 +7,14 @@ struct MatmulBtParams {
     m: u32,  // rows of a and out
     n: u32,  // rows of b = columns of out
     k4: u32, // K / 4
-    _pad: u32,
+    a_row0: u32, // row of `a` that output row 0 reads (last-position logits)
 }
 
 override WG: u32 = 64u;
 const TM: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: MatmulBtParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [M, K]
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + M, K]
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
@@ -40,8 +40,8 @@ fn matmul_bt_subgroup(
     let w1 = min(col0 + 1u, last) * k4;
     let w2 = min(col0 + 2u, last) * k4;
     let w3 = min(col0 + 3u, last) * k4;
-    let ra = min(row0 + (lane & 7u), p.m - 1u) * k4;
-    let rb = min(row0 + 8u + (lane & 7u), p.m - 1u) * k4;
+    let ra = (p.a_row0 + min(row0 + (lane & 7u), p.m - 1u)) * k4;
+    let rb = (p.a_row0 + min(row0 + 8u + (lane & 7u), p.m - 1u)) * k4;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);

@@ -19,7 +19,7 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     eprintln!("{base} variants under test: {all:?}");
     all
 }
-use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, matvec, row_norm};
+use wgformer::kernels::{attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm};
 use wgformer::reference;
 
 #[test]
@@ -293,4 +293,35 @@ fn gelu_reference_known_values() {
     assert!((gelu(1.0) - 0.841_191_990_607_477).abs() < 1e-12);
     assert!((gelu(-3.0) - -0.003_637_392_0).abs() < 1e-7);
     assert!((gelu(40.0) - 40.0).abs() < 1e-12);
+}
+
+#[test]
+fn kv_store_appends_rows() {
+    let g = gpu();
+    let (t, c, pos, rows) = (3, 16, 5, 10);
+    let qkv = rand_vec(t * 3 * c, 21, 1.0);
+    let (k, v) = kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, c, pos, rows).unwrap();
+    let (mut wk, mut wv) = (vec![0.0; rows * c], vec![0.0; rows * c]);
+    reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, c, pos);
+    assert_eq!(k, wk);
+    assert_eq!(v, wv);
+}
+
+#[test]
+fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
+    // The last `t` queries of a sequence, attending to cached keys/values of every
+    // earlier position, give the same rows as attention over the whole sequence.
+    let g = gpu();
+    for &(total, t, c, nh) in &[(9, 1, 32, 4), (20, 5, 64, 2), (40, 40, 48, 3)] {
+        let qkv = rand_vec(total * 3 * c, 22, 1.5);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
+        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, 0);
+        let pos = total - t;
+        let (out, ent) =
+            attention::run_attention_cached(&g.ctx, &g.pipelines, &qkv[pos * 3 * c..], &kc, &vc, pos, c, nh).unwrap();
+        assert_close(&format!("cached attention total {total} t {t}"), &out, &want_out[pos * c..], 1e-4, 1e-4);
+        let want_ent_rows: Vec<f32> = (0..nh).flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec()).collect();
+        assert_close("cached entropy", &ent, &want_ent_rows, 1e-4, 1e-4);
+    }
 }

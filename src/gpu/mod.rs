@@ -27,6 +27,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
 ];
 

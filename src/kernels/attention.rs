@@ -15,21 +15,51 @@ pub struct AttentionParams {
     pub hs4: u32,
     pub nh: u32,
     pub scale: f32,
+    pub pos: u32,
+    pub kv_stride4: u32,
+    pub k_off4: u32,
+    pub v_off4: u32,
     pub _pad: [u32; 3],
 }
 
-/// Op: bindings qkv `[T, 3C]`, out `[T, C]`, entropy `[NH, T]`.
+/// Where keys and values live, in floats: row stride, offsets of K and V in a row,
+/// and the absolute position of query 0.
+#[derive(Clone, Copy, Debug)]
+pub struct KvLayout {
+    pub pos: usize,
+    pub stride: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+}
+
+impl KvLayout {
+    /// Keys and values inside the fused qkv buffer of the same pass.
+    pub fn fused(c: usize) -> Self {
+        KvLayout { pos: 0, stride: 3 * c, k_off: c, v_off: 2 * c }
+    }
+
+    /// A generation's KV cache (`[context, C]` each); queries start at `pos`.
+    pub fn cache(c: usize, pos: usize) -> Self {
+        KvLayout { pos, stride: c, k_off: 0, v_off: 0 }
+    }
+}
+
+/// Op: bindings qkv `[T, 3C]` (queries), k, v (the same qkv, or cache buffers),
+/// out `[T, C]`, entropy `[NH, T]`.
 pub fn attention_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     qkv: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     entropy: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<AttentionParams>(ctx, pipelines, "attention", &[qkv, out, entropy])
+    KernelOp::new::<AttentionParams>(ctx, pipelines, "attention", &[qkv, k, v, out, entropy])
 }
 
-/// Record causal attention over `t` tokens, `nh` heads, width `c`.
+/// Record causal attention of `t` queries over keys laid out as `kv`, `nh` heads, width `c`.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_attention(
     queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
@@ -38,6 +68,7 @@ pub fn encode_attention(
     t: usize,
     c: usize,
     nh: usize,
+    kv: KvLayout,
 ) {
     let hs = c / nh;
     let p = AttentionParams {
@@ -46,6 +77,10 @@ pub fn encode_attention(
         hs4: (hs / 4) as u32,
         nh: nh as u32,
         scale: 1.0 / (hs as f32).sqrt(),
+        pos: kv.pos as u32,
+        kv_stride4: (kv.stride / 4) as u32,
+        k_off4: (kv.k_off / 4) as u32,
+        v_off4: (kv.v_off / 4) as u32,
         _pad: [0; 3],
     };
     let gx = t.div_ceil(WORKGROUP as usize) as u32;
@@ -64,9 +99,38 @@ pub fn run_attention(
     let qkvb = buffers::upload(ctx, "qkv", qkv);
     let out = buffers::storage(ctx, "out", t * c);
     let ent = buffers::storage(ctx, "entropy", nh * t);
-    let op = attention_op(ctx, pipelines, &qkvb, &out, &ent);
+    let op = attention_op(ctx, pipelines, &qkvb, &qkvb, &qkvb, &out, &ent);
     submit_pass(ctx, "attention", |pass| {
-        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh)
+        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, KvLayout::fused(c))
+    })?;
+    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
+    let e = r.pop().unwrap_or_default();
+    let o = r.pop().unwrap_or_default();
+    Ok((o, e))
+}
+
+/// Upload, run with keys and values in separate cache buffers, read back
+/// `(out[T, C], entropy[NH, T])`: queries `qkv [T, 3C]` at positions `pos..pos + T`,
+/// caches `[rows, C]` holding at least `pos + T` rows.
+pub fn run_attention_cached(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    pos: usize,
+    c: usize,
+    nh: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let t = qkv.len() / (3 * c);
+    let qkvb = buffers::upload(ctx, "qkv", qkv);
+    let kb = buffers::upload(ctx, "k_cache", k_cache);
+    let vb = buffers::upload(ctx, "v_cache", v_cache);
+    let out = buffers::storage(ctx, "out", t * c);
+    let ent = buffers::storage(ctx, "entropy", nh * t);
+    let op = attention_op(ctx, pipelines, &qkvb, &kb, &vb, &out, &ent);
+    submit_pass(ctx, "attention", |pass| {
+        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, KvLayout::cache(c, pos))
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
     let e = r.pop().unwrap_or_default();

@@ -14,7 +14,7 @@ pub struct MatmulBtParams {
     pub m: u32,
     pub n: u32,
     pub k4: u32,
-    pub _pad: u32,
+    pub a_row0: u32,
 }
 
 /// Op with the best variant for the device: bindings a, b, out.
@@ -40,7 +40,7 @@ pub fn matmul_bt_variant_op(
     KernelOp::new::<MatmulBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
-/// Record `out[m, n] = a[m, k] · b[n, k]ᵀ`.
+/// Record `out[m, n] = a[a_row0 .. a_row0 + m, k] · b[n, k]ᵀ`.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_matmul_bt(
     queue: &wgpu::Queue,
@@ -50,12 +50,13 @@ pub fn encode_matmul_bt(
     m: usize,
     n: usize,
     k: usize,
+    a_row0: usize,
 ) {
     let p = MatmulBtParams {
         m: m as u32,
         n: n as u32,
         k4: (k / 4) as u32,
-        _pad: 0,
+        a_row0: a_row0 as u32,
     };
     let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
     let gy = m.div_ceil(tile_rows(op.name)) as u32;
@@ -91,7 +92,7 @@ pub fn run_matmul_bt(
         .collect();
     submit_pass(ctx, "matmul_bt", |pass| {
         for (op, ch) in ops.iter().zip(&bt.chunks) {
-            encode_matmul_bt(&ctx.queue, pass, pipelines, op, m, ch.rows, k);
+            encode_matmul_bt(&ctx.queue, pass, pipelines, op, m, ch.rows, k, 0);
         }
     })?;
     let parts = buffers::read_many(

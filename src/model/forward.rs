@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Activations, BlockOps, DeviceWeights, Model, Ops};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
-use crate::kernels::attention::{attention_op, encode_attention};
+use crate::kernels::attention::{attention_op, encode_attention, KvLayout};
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
@@ -72,7 +72,7 @@ pub(super) fn bind_ops(
         .map(|(b, ent)| BlockOps {
             ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: matmul_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
-            attn: attention_op(ctx, pl, &a.qkv, &a.att, ent),
+            attn: attention_op(ctx, pl, &a.qkv, &a.qkv, &a.qkv, &a.att, ent),
             c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             c_fc: matmul_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
@@ -148,7 +148,7 @@ impl Model {
             // x = x + attn(ln_1(x))
             encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
             encode_matmul(q, pass, pl, &blk.c_attn, t, 3 * c, c, b);
-            encode_attention(q, pass, pl, &blk.attn, t, c, nh);
+            encode_attention(q, pass, pl, &blk.attn, t, c, nh, KvLayout::fused(c));
             encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.)))
             encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
@@ -159,7 +159,7 @@ impl Model {
         // logits = lm_head(ln_f(x)), lm_head tied to wte
         encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
         for (op, ch) in ops.lm_head.iter().zip(&self.weights.wte.chunks) {
-            encode_matmul_bt(q, pass, pl, op, t, ch.rows, c);
+            encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
         }
     }
 
