@@ -286,7 +286,16 @@ impl Bench {
                 .collect();
             let gpu = self.time_gpu(&|pass| {
                 for (op, ch) in ops.iter().zip(&bt.chunks) {
-                    matmul_bt::encode_matmul_bt(&self.ctx.queue, pass, &self.pl, op, m, ch.rows, k, 0);
+                    matmul_bt::encode_matmul_bt(
+                        &self.ctx.queue,
+                        pass,
+                        &self.pl,
+                        op,
+                        m,
+                        ch.rows,
+                        k,
+                        0,
+                    );
                 }
             });
             self.report(
@@ -392,7 +401,16 @@ impl Bench {
         );
         let op = attention::attention_op(&self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb);
         let gpu = self.time_gpu(&|pass| {
-            attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh, attention::KvLayout::fused(c))
+            attention::encode_attention(
+                &self.ctx.queue,
+                pass,
+                &self.pl,
+                &op,
+                t,
+                c,
+                nh,
+                attention::KvLayout::fused(c),
+            )
         });
         let cpu = (t <= 128).then(|| {
             self.time_cpu(&mut || {

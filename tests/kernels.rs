@@ -19,7 +19,9 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     eprintln!("{base} variants under test: {all:?}");
     all
 }
-use wgformer::kernels::{attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm};
+use wgformer::kernels::{
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm,
+};
 use wgformer::reference;
 
 #[test]
@@ -318,10 +320,27 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
         let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
         reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, 0);
         let pos = total - t;
-        let (out, ent) =
-            attention::run_attention_cached(&g.ctx, &g.pipelines, &qkv[pos * 3 * c..], &kc, &vc, pos, c, nh).unwrap();
-        assert_close(&format!("cached attention total {total} t {t}"), &out, &want_out[pos * c..], 1e-4, 1e-4);
-        let want_ent_rows: Vec<f32> = (0..nh).flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec()).collect();
+        let (out, ent) = attention::run_attention_cached(
+            &g.ctx,
+            &g.pipelines,
+            &qkv[pos * 3 * c..],
+            &kc,
+            &vc,
+            pos,
+            c,
+            nh,
+        )
+        .unwrap();
+        assert_close(
+            &format!("cached attention total {total} t {t}"),
+            &out,
+            &want_out[pos * c..],
+            1e-4,
+            1e-4,
+        );
+        let want_ent_rows: Vec<f32> = (0..nh)
+            .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
+            .collect();
         assert_close("cached entropy", &ent, &want_ent_rows, 1e-4, 1e-4);
     }
 }

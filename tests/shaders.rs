@@ -3,7 +3,9 @@
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::gpu::SHADERS;
-use wgformer::kernels::{attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm};
+use wgformer::kernels::{
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm,
+};
 
 fn module(name: &str) -> naga::Module {
     let src = wgformer::gpu::shader_source(name).unwrap();
@@ -103,7 +105,12 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4]
     );
-    check_twin!("kv_store", KvStoreParams, kv_store::KvStoreParams, [t, c4, pos]);
+    check_twin!(
+        "kv_store",
+        KvStoreParams,
+        kv_store::KvStoreParams,
+        [t, c4, pos]
+    );
     check_twin!(
         "row_norm",
         RowNormParams,

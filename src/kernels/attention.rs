@@ -35,12 +35,22 @@ pub struct KvLayout {
 impl KvLayout {
     /// Keys and values inside the fused qkv buffer of the same pass.
     pub fn fused(c: usize) -> Self {
-        KvLayout { pos: 0, stride: 3 * c, k_off: c, v_off: 2 * c }
+        KvLayout {
+            pos: 0,
+            stride: 3 * c,
+            k_off: c,
+            v_off: 2 * c,
+        }
     }
 
     /// A generation's KV cache (`[context, C]` each); queries start at `pos`.
     pub fn cache(c: usize, pos: usize) -> Self {
-        KvLayout { pos, stride: c, k_off: 0, v_off: 0 }
+        KvLayout {
+            pos,
+            stride: c,
+            k_off: 0,
+            v_off: 0,
+        }
     }
 }
 
@@ -101,7 +111,16 @@ pub fn run_attention(
     let ent = buffers::storage(ctx, "entropy", nh * t);
     let op = attention_op(ctx, pipelines, &qkvb, &qkvb, &qkvb, &out, &ent);
     submit_pass(ctx, "attention", |pass| {
-        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, KvLayout::fused(c))
+        encode_attention(
+            &ctx.queue,
+            pass,
+            pipelines,
+            &op,
+            t,
+            c,
+            nh,
+            KvLayout::fused(c),
+        )
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
     let e = r.pop().unwrap_or_default();
@@ -130,7 +149,16 @@ pub fn run_attention_cached(
     let ent = buffers::storage(ctx, "entropy", nh * t);
     let op = attention_op(ctx, pipelines, &qkvb, &kb, &vb, &out, &ent);
     submit_pass(ctx, "attention", |pass| {
-        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, KvLayout::cache(c, pos))
+        encode_attention(
+            &ctx.queue,
+            pass,
+            pipelines,
+            &op,
+            t,
+            c,
+            nh,
+            KvLayout::cache(c, pos),
+        )
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
     let e = r.pop().unwrap_or_default();

@@ -37,19 +37,33 @@ pub fn encode_kv_store(
     c: usize,
     pos: usize,
 ) {
-    let p = KvStoreParams { t: t as u32, c4: (c / 4) as u32, pos: pos as u32, _pad: 0 };
+    let p = KvStoreParams {
+        t: t as u32,
+        c4: (c / 4) as u32,
+        pos: pos as u32,
+        _pad: 0,
+    };
     let (x, y) = grid_1d(t * c / 4);
     op.encode(queue, pass, pipelines, &p, (x, y, 1));
 }
 
 /// Upload, run, read back `(k_cache, v_cache)` of `rows` rows (initially zero).
-pub fn run_kv_store(ctx: &GpuContext, pipelines: &Pipelines, qkv: &[f32], c: usize, pos: usize, rows: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn run_kv_store(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &[f32],
+    c: usize,
+    pos: usize,
+    rows: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
     let qkvb = buffers::upload(ctx, "qkv", qkv);
     let kb = buffers::storage(ctx, "k_cache", rows * c);
     let vb = buffers::storage(ctx, "v_cache", rows * c);
     let op = kv_store_op(ctx, pipelines, &qkvb, &kb, &vb);
-    submit_pass(ctx, "kv_store", |pass| encode_kv_store(&ctx.queue, pass, pipelines, &op, t, c, pos))?;
+    submit_pass(ctx, "kv_store", |pass| {
+        encode_kv_store(&ctx.queue, pass, pipelines, &op, t, c, pos)
+    })?;
     let mut r = buffers::read_many(ctx, &[(&kb, 0, rows * c), (&vb, 0, rows * c)])?;
     let v = r.pop().unwrap_or_default();
     let k = r.pop().unwrap_or_default();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Activations, BlockOps, DeviceWeights, Model, Ops};
+use super::{Activations, BlockOps, DecodeOps, DeviceWeights, Model, Ops};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{attention_op, encode_attention, KvLayout};
@@ -14,6 +14,7 @@ use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
+use crate::kernels::matvec::matvec_op;
 use crate::kernels::row_norm::{encode_row_norm, row_norm_op};
 
 /// One of the most likely next tokens.
@@ -103,6 +104,23 @@ pub(super) fn bind_ops(
             .iter()
             .zip(&a.logits)
             .map(|(ch, out)| matmul_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
+            .collect(),
+        decode: w
+            .blocks
+            .iter()
+            .map(|b| DecodeOps {
+                c_attn: matvec_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
+                c_proj: matvec_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
+                c_fc: matvec_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
+                fc_proj: matvec_op(
+                    ctx,
+                    pl,
+                    &a.hidden,
+                    &b.fc_proj_w,
+                    &or_dummy(&b.fc_proj_b),
+                    &a.x,
+                ),
+            })
             .collect(),
     }
 }

@@ -2,6 +2,8 @@
 //! → one-submission forward. Weights live on the device only.
 
 pub mod forward;
+pub mod generate;
+pub mod sampling;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -82,6 +84,16 @@ pub struct Ops {
     pub blocks: Vec<BlockOps>,
     pub ln_f: KernelOp,
     pub lm_head: Vec<KernelOp>,
+    /// The matrix-vector dispatches of one-token decode steps.
+    pub decode: Vec<DecodeOps>,
+}
+
+/// One block's linears on the matrix-vector path (T = 1).
+pub struct DecodeOps {
+    pub c_attn: KernelOp,
+    pub c_proj: KernelOp,
+    pub c_fc: KernelOp,
+    pub fc_proj: KernelOp,
 }
 
 /// A built model: config, device, weights, activations and prepared dispatches.

@@ -1,0 +1,101 @@
+//! KV-cache decoding: each incremental step equals the full forward of the same
+//! prefix, and greedy generation on the Hugging Face fixture equals what
+//! `transformers` generated greedily (ids committed with the fixture).
+
+mod common;
+
+use common::{assert_close, gpu};
+use wgformer::model::sampling::argmax;
+use wgformer::model::{resolve_config, Model};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-tiny");
+
+fn fixture_model() -> (Model, serde_json::Value) {
+    let g = gpu();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/fixture.json")).unwrap())
+            .unwrap();
+    let (cfg, ckpt) = resolve_config(serde_json::json!({
+        "checkpoint": format!("{DIR}/model.safetensors"),
+        "n_head": meta["config"]["n_head"],
+    }))
+    .unwrap();
+    (
+        Model::build(cfg, ckpt, g.ctx.clone(), g.pipelines.clone()).unwrap(),
+        meta,
+    )
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn each_step_equals_the_full_forward_of_its_prefix() {
+    let (model, meta) = fixture_model();
+    let all = ids(&meta["input_ids"]);
+    let v = model.config.vocab_size;
+    let mut s = model.session(all.len()).unwrap();
+    // prefill 5 tokens (matmul path), then one token at a time (matrix-vector path)
+    let mut got = vec![model.extend(&mut s, &all[..5]).unwrap()];
+    for &id in &all[5..] {
+        got.push(model.extend(&mut s, &[id]).unwrap());
+    }
+    for (i, step) in got.iter().enumerate() {
+        let n = 5 + i;
+        let full = model.forward_logits(&all[..n]).unwrap();
+        assert_close(
+            &format!("step logits after {n} tokens"),
+            step,
+            &full[(n - 1) * v..],
+            1e-4,
+            1e-4,
+        );
+    }
+    // the cache is full: one more is an error, not a panic
+    assert_eq!(
+        model.extend(&mut s, &[1]).unwrap_err().code(),
+        "SEQUENCE_TOO_LONG"
+    );
+}
+
+#[test]
+fn greedy_generation_equals_transformers() {
+    let (model, meta) = fixture_model();
+    let prompt = ids(&meta["greedy_prompt"]);
+    let want = ids(&meta["greedy_ids"]);
+    let mut s = model.session(prompt.len() + want.len()).unwrap();
+    let mut logits = model.extend(&mut s, &prompt).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let next = argmax(&logits);
+        got.push(next);
+        if got.len() < want.len() {
+            logits = model.extend(&mut s, &[next]).unwrap();
+        }
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn seeded_model_steps_match_forward_with_wide_heads() {
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64, "bias": false, "seed": 5
+    }))
+    .unwrap();
+    let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let all: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 300).collect();
+    let mut s = model.session(32).unwrap();
+    model.extend(&mut s, &all[..1]).unwrap();
+    model.extend(&mut s, &all[1..7]).unwrap();
+    for n in 8..=12 {
+        let step = model.extend(&mut s, &all[n - 1..n]).unwrap();
+        let full = model.forward_logits(&all[..n]).unwrap();
+        assert_close(&format!("n={n}"), &step, &full[(n - 1) * 300..], 1e-4, 1e-4);
+    }
+}
