@@ -1,123 +1,14 @@
 //! HTTP contract tests: the real server on a loopback port chosen by the OS, spoken
 //! to by a real HTTP client (and raw TCP where a client would encode what curl does not).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::http::*;
 use serde_json::{json, Value};
-use wgformer::engine::Engine;
-use wgformer::server::{self, AppState, ServerConfig};
-
-/// A small model: width 32, one layer, GPT-2 vocabulary, 64 positions.
-fn small() -> Value {
-    json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64, "seed": 3})
-}
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Server {
-    async fn start(queue_depth: usize, max_body_bytes: usize) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState::new(
-            Engine::start(queue_depth),
-            ServerConfig {
-                max_body_bytes,
-                ..ServerConfig::default()
-            },
-        );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::serve(listener, state, async {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            stop: Some(tx),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-async fn get(s: &Server, path: &str) -> (u16, Value) {
-    let r = client().get(s.url(path)).send().await.unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn forward(s: &Server, body: Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url("/api/v1/forward"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap())
-}
-
-async fn init(s: &Server, cfg: &Value) -> (u16, Value) {
-    let r = client()
-        .get(s.url("/api/v1/initialize"))
-        .query(&[("config", cfg.to_string())])
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap())
-}
-
-/// Every error body: detail, error_code, RFC 3339 timestamp.
-fn assert_error(code: u16, body: &Value, want_code: u16, want_error: &str) {
-    assert_eq!(code, want_code, "{body}");
-    assert_eq!(body["error_code"], want_error, "{body}");
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
-    let ts = body["timestamp"].as_str().unwrap();
-    assert!(
-        ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
-        "{ts}"
-    );
-}
-
-/// Send raw bytes, return (status, body).
-fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn before_initialize() {

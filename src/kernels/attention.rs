@@ -128,6 +128,7 @@ pub fn run_attention(
     Ok((o, e))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Upload, run with keys and values in separate cache buffers, read back
 /// `(out[T, C], entropy[NH, T])`: queries `qkv [T, 3C]` at positions `pos..pos + T`,
 /// caches `[rows, C]` holding at least `pos + T` rows.

@@ -3,6 +3,7 @@
 //! Handlers never touch the GPU: they await the engine thread.
 
 pub mod error;
+pub mod generate;
 pub mod lenient;
 pub mod metrics;
 pub mod routes;
@@ -71,9 +72,9 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
-    paths(routes::initialize, routes::forward, routes::status, routes::health, routes::ping, routes::ready, routes::metrics),
+    paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics),
     components(schemas(error::ErrorBody, crate::config::ModelConfig)),
-    tags((name = "model"), (name = "health"), (name = "operations"))
+    tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -86,6 +87,8 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
 const ROUTES: &[&str] = &[
     "/api/v1/initialize",
     "/api/v1/forward",
+    "/api/v1/generate",
+    "/ws/inference",
     "/api/v1/status",
     "/api/v1/health/health",
     "/api/v1/health/ping",
@@ -139,6 +142,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/initialize", get(routes::initialize))
         .route("/api/v1/forward", post(routes::forward))
+        .route("/api/v1/generate", post(generate::generate))
+        .route("/ws/inference", get(generate::ws_inference))
         .route("/api/v1/status", get(routes::status))
         .route("/api/v1/health/health", get(routes::health))
         .route("/api/v1/health/ping", get(routes::ping))

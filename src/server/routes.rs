@@ -92,7 +92,7 @@ pub async fn initialize(
 }
 
 /// Read a JSON body up to the configured limit; every failure is a contract error.
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -263,6 +263,8 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
             total_tokens: c.total_tokens,
         },
         adapter: m.adapter,
+        active_generations: m.active_generations,
+        kv_cache_mb: m.kv_cache_mb,
         queue_depth: st.engine.queue_depth(),
         queue_capacity: st.engine.capacity(),
     })

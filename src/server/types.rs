@@ -148,6 +148,9 @@ pub struct StatusResponse {
     pub performance_stats: PerformanceStats,
     /// Extension: the adapter in use.
     pub adapter: Option<AdapterDetails>,
+    /// Extension: generations running and the device memory their KV caches hold (MiB).
+    pub active_generations: usize,
+    pub kv_cache_mb: f64,
     /// Extension: requests waiting or running in the engine, and its capacity.
     pub queue_depth: usize,
     pub queue_capacity: usize,

@@ -2,6 +2,8 @@
 //! planted outliers. A missing adapter fails the test (never a silent skip).
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};

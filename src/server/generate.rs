@@ -1,0 +1,412 @@
+//! Text generation over HTTP (`POST /api/v1/generate`, whole result or Server-Sent
+//! Events) and WebSocket (`/ws/inference`). Both share the engine queue with
+//! `/forward`; a client that goes away cancels its generation.
+
+use std::convert::Infallible;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedReceiver;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::routes::{json_body, MAX_TEXT_CHARS};
+use super::AppState;
+use crate::engine::{GenEvent, GenerateRequest, GenerateResult};
+use crate::error::Error;
+use crate::model::sampling::SamplingParams;
+
+/// Generation parameters, for `POST /api/v1/generate` and `inference` WebSocket messages.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateBody {
+    /// The prompt, 1..=10000 characters (`prompt` is accepted as an alias).
+    #[serde(alias = "prompt")]
+    #[schema(example = "Deep learning is")]
+    pub text: String,
+    /// 1..=4096 new tokens; bounded by the model's context.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: i64,
+    /// 0 = greedy; up to 10.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens; 0 = no limit.
+    #[serde(default = "default_top_k")]
+    pub top_k: i64,
+    /// Nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1].
+    #[serde(default = "default_top_p")]
+    pub top_p: f64,
+    /// Same seed, same text. Default: a fresh seed per request.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Up to 16 strings; generation ends before the first one that appears.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// HTTP: stream Server-Sent Events (also with `Accept: text/event-stream`).
+    /// WebSocket: send one `token` message per token before `complete`.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+fn default_max_new_tokens() -> i64 {
+    32
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_top_k() -> i64 {
+    50
+}
+fn default_top_p() -> f64 {
+    1.0
+}
+
+impl GenerateBody {
+    /// Check every rule; the error names the field.
+    pub fn validate(&self) -> Result<GenerateRequest, ApiError> {
+        if self.text.is_empty() {
+            return Err(ApiError::invalid("input text must not be empty"));
+        }
+        let chars = self.text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid(format!(
+                "text has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
+            )));
+        }
+        if !(1..=4096).contains(&self.max_new_tokens) {
+            return Err(ApiError::invalid(format!(
+                "max_new_tokens ({}) must be between 1 and 4096",
+                self.max_new_tokens
+            )));
+        }
+        if !(0.0..=10.0).contains(&self.temperature) {
+            return Err(ApiError::invalid(format!(
+                "temperature ({}) must be between 0 and 10",
+                self.temperature
+            )));
+        }
+        if !(0..=100_000).contains(&self.top_k) {
+            return Err(ApiError::invalid(format!(
+                "top_k ({}) must be between 0 and 100000",
+                self.top_k
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(ApiError::invalid(format!(
+                "top_p ({}) must be in (0, 1]",
+                self.top_p
+            )));
+        }
+        if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+            return Err(ApiError::invalid(
+                "stop: at most 16 strings of 1 to 256 bytes",
+            ));
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        Ok(GenerateRequest {
+            prompt: self.text.clone(),
+            max_new_tokens: self.max_new_tokens as usize,
+            sampling: SamplingParams {
+                temperature: self.temperature as f32,
+                top_k: self.top_k as usize,
+                top_p: self.top_p as f32,
+                seed,
+            },
+            stop: self.stop.clone(),
+        })
+    }
+}
+
+/// `complete` result, as JSON for `POST /api/v1/generate` without streaming.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerateResponse {
+    pub success: bool,
+    /// The generated text (the prompt is not repeated).
+    pub text: String,
+    /// Tokens generated.
+    pub tokens: usize,
+    pub token_ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// length, stop or end_of_text.
+    pub finish_reason: String,
+    /// Seconds.
+    pub processing_time: f64,
+    pub prefill_time: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+impl From<GenerateResult> for GenerateResponse {
+    fn from(r: GenerateResult) -> Self {
+        GenerateResponse {
+            success: true,
+            finish_reason: serde_json::to_value(r.finish_reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            text: r.text,
+            tokens: r.tokens,
+            token_ids: r.token_ids,
+            prompt_tokens: r.prompt_tokens,
+            processing_time: r.processing_time,
+            prefill_time: r.prefill_time,
+            decode_tokens_per_second: r.decode_tokens_per_second,
+        }
+    }
+}
+
+/// The JSON of one streamed event (SSE `data:` and WebSocket text frames alike).
+pub fn event_json(ev: &GenEvent) -> serde_json::Value {
+    match ev {
+        GenEvent::Token {
+            index,
+            token_id,
+            text,
+        } => {
+            serde_json::json!({"type": "token", "token": text, "token_id": token_id, "index": index})
+        }
+        GenEvent::Complete(r) => {
+            serde_json::json!({"type": "complete", "result": GenerateResponse::from(r.clone())})
+        }
+        GenEvent::Error(e) => {
+            serde_json::json!({"type": "error", "error": e.to_string(), "error_code": e.code()})
+        }
+    }
+}
+
+/// Generate text: the whole result as JSON, or Server-Sent Events (`token` events,
+/// then one `complete` or `error`) with `stream: true` or `Accept: text/event-stream`.
+#[utoipa::path(post, path = "/api/v1/generate", tag = "generation", request_body = GenerateBody,
+    responses(
+        (status = 200, description = "JSON result, or a text/event-stream of `token` events then `complete` (each `data:` is a JSON object with `type`)", body = GenerateResponse),
+        (status = 400, description = "INVALID_INPUT, SEQUENCE_TOO_LONG or MODEL_NOT_INITIALIZED", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full (Retry-After)", body = ErrorBody)))]
+pub async fn generate(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let b: GenerateBody = json_body(body, st.config.max_body_bytes).await?;
+    let wants_sse = b.stream
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    let req = b.validate()?;
+    let mut rx = st.engine.generate(req)?;
+    // Wait for the first event so that errors before any token are HTTP errors.
+    let first = rx
+        .recv()
+        .await
+        .ok_or_else(|| ApiError::from(Error::Unavailable("the engine stopped".into())))?;
+    if let GenEvent::Error(e) = first {
+        return Err(e.into());
+    }
+    if !wants_sse {
+        let mut ev = first;
+        loop {
+            match ev {
+                GenEvent::Complete(r) => return Ok(Json(GenerateResponse::from(r)).into_response()),
+                GenEvent::Error(e) => return Err(e.into()),
+                GenEvent::Token { .. } => {}
+            }
+            ev = rx
+                .recv()
+                .await
+                .ok_or_else(|| ApiError::from(Error::Unavailable("the engine stopped".into())))?;
+        }
+    }
+    let stream = sse_stream(first, rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn sse_event(ev: &GenEvent) -> Event {
+    let name = match ev {
+        GenEvent::Token { .. } => "token",
+        GenEvent::Complete(_) => "complete",
+        GenEvent::Error(_) => "error",
+    };
+    Event::default()
+        .event(name)
+        .data(event_json(ev).to_string())
+}
+
+fn sse_stream(
+    first: GenEvent,
+    rx: UnboundedReceiver<GenEvent>,
+) -> impl futures_core::Stream<Item = Result<Event, Infallible>> {
+    // state: (pending first event, receiver, finished)
+    futures_util::stream::unfold(
+        (Some(first), rx, false),
+        |(first, mut rx, finished)| async move {
+            if finished {
+                return None;
+            }
+            let ev = match first {
+                Some(ev) => ev,
+                None => rx.recv().await?,
+            };
+            let last = !matches!(ev, GenEvent::Token { .. });
+            Some((Ok(sse_event(&ev)), (None, rx, last)))
+        },
+    )
+}
+
+/// WebSocket `/ws/inference`: `{"type": "inference", "text": ..., "stream": true, ...}`
+/// starts a generation; `{"type": "cancel"}` stops it. The server answers `token`,
+/// `complete` and `error` messages; a bad message gets an `error` and the connection
+/// stays usable for the next request.
+pub async fn ws_inference(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| ws_session(st, socket))
+}
+
+async fn send_json(socket: &mut WebSocket, v: serde_json::Value) -> bool {
+    socket
+        .send(Message::Text(v.to_string().into()))
+        .await
+        .is_ok()
+}
+
+fn ws_error(detail: impl Into<String>, code: &str) -> serde_json::Value {
+    serde_json::json!({"type": "error", "error": detail.into(), "error_code": code})
+}
+
+enum Incoming {
+    Inference(Box<GenerateBody>),
+    Cancel,
+    Bad(String),
+    Closed,
+    Ignore,
+}
+
+fn parse_incoming(msg: Option<Result<Message, axum::Error>>) -> Incoming {
+    let text = match msg {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Incoming::Closed,
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+            Ok(t) => t,
+            Err(_) => return Incoming::Bad("binary messages must be UTF-8 JSON".into()),
+        },
+        Some(Ok(_)) => return Incoming::Ignore, // ping/pong
+    };
+    let mut v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return Incoming::Bad(format!("message is not valid JSON: {e}")),
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return Incoming::Bad("message must be a JSON object with a `type`".into());
+    };
+    let ty = obj.remove("type");
+    match ty.as_ref().and_then(|t| t.as_str()) {
+        Some("inference") => match serde_path_to_error::deserialize::<_, GenerateBody>(v) {
+            Ok(b) => Incoming::Inference(Box::new(b)),
+            Err(e) => {
+                let path = e.path().to_string();
+                Incoming::Bad(format!("invalid field `{path}`: {}", e.into_inner()))
+            }
+        },
+        Some("cancel") => Incoming::Cancel,
+        Some(other) => Incoming::Bad(format!(
+            "unknown message type `{other}`: use `inference` or `cancel`"
+        )),
+        None => Incoming::Bad("message has no `type`: use `inference` or `cancel`".into()),
+    }
+}
+
+async fn ws_session(st: AppState, mut socket: WebSocket) {
+    loop {
+        let body = match parse_incoming(socket.recv().await) {
+            Incoming::Closed => return,
+            Incoming::Ignore => continue,
+            Incoming::Cancel => {
+                if !send_json(
+                    &mut socket,
+                    ws_error(
+                        "nothing to cancel: no generation is running",
+                        "INVALID_INPUT",
+                    ),
+                )
+                .await
+                {
+                    return;
+                }
+                continue;
+            }
+            Incoming::Bad(detail) => {
+                if !send_json(&mut socket, ws_error(detail, "INVALID_INPUT")).await {
+                    return;
+                }
+                continue;
+            }
+            Incoming::Inference(b) => b,
+        };
+        let stream = body.stream;
+        let req = match body.validate() {
+            Ok(r) => r,
+            Err(e) => {
+                if !send_json(&mut socket, ws_error(e.detail, e.code)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut rx = match st.engine.generate(req) {
+            Ok(rx) => rx,
+            Err(e) => {
+                if !send_json(&mut socket, ws_error(e.to_string(), e.code())).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        // Relay events; meanwhile listen for `cancel` and for the client going away.
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else {
+                        let _ = send_json(&mut socket, ws_error("the engine stopped", "SERVICE_UNAVAILABLE")).await;
+                        break;
+                    };
+                    let last = !matches!(ev, GenEvent::Token { .. });
+                    if (stream || last) && !send_json(&mut socket, event_json(&ev)).await {
+                        return; // dropping rx cancels the generation
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                msg = socket.recv() => match parse_incoming(msg) {
+                    Incoming::Closed => return,
+                    Incoming::Ignore => {}
+                    Incoming::Cancel => {
+                        drop(rx);
+                        if !send_json(&mut socket, ws_error("generation cancelled by the client", "CANCELLED")).await {
+                            return;
+                        }
+                        break;
+                    }
+                    Incoming::Inference(_) => {
+                        if !send_json(&mut socket, ws_error("a generation is already running on this connection: wait for `complete` or send `cancel`", "INVALID_INPUT")).await {
+                            return;
+                        }
+                    }
+                    Incoming::Bad(detail) => {
+                        if !send_json(&mut socket, ws_error(detail, "INVALID_INPUT")).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
