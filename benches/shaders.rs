@@ -482,6 +482,37 @@ impl Bench {
         );
     }
 
+    /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
+    fn decode(&mut self, model: &Model, prompt: usize, steps: usize) {
+        let ids: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+        let mut session = model.session(prompt + steps + 1).unwrap();
+        let t0 = Instant::now();
+        let mut logits = model.extend(&mut session, &ids).unwrap();
+        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut step_ms = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let next = wgformer::model::sampling::argmax(&logits);
+            let t = Instant::now();
+            logits = model.extend(&mut session, &[next]).unwrap();
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let ms = median(step_ms);
+        self.report("gpt2_prefill", format!("GPT-2 small T={prompt}"), prefill_ms, 2.0 * prompt as f64 * model.parameter_count as f64, "GFLOP/s", None, "");
+        if !self.json {
+            println!("{:<19} {:<26} {:10.3} ms/token {:7.2} tokens/s", "gpt2_decode", format!("GPT-2 small at {prompt}..{}", prompt + steps), ms, 1e3 / ms);
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_decode".into(),
+            shape: format!("GPT-2 small at {prompt}..{}", prompt + steps),
+            gpu_ms: ms,
+            rate: 1e3 / ms,
+            unit: "tokens/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: None,
+        });
+    }
+
     fn end_to_end(&mut self, model: &Model, t: usize) {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
         model.forward(&ids, 5, false).unwrap();
@@ -596,6 +627,7 @@ fn main() {
         for t in [16, 128] {
             b.end_to_end(&model, t);
         }
+        b.decode(&model, 64, 64);
     }
     if b.json {
         let out = serde_json::json!({"adapter": b.ctx.details, "results": b.rows});

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU baseline for docs/benchmarks.md: PyTorch eager forward of GPT-2 small
+"""CPU baseline for docs/benchmarks.md: PyTorch eager forward and KV-cache generate of GPT-2 small
 (random weights, vocabulary padded to 50304 as wgformer's default) at T = 16 and 128,
 two threads, median of repeated runs. Needs torch + transformers (not in CI).
 
@@ -28,3 +28,19 @@ for t in (16, 128):
             model(ids)
             times.append(time.perf_counter() - s)
     print(f"pytorch eager forward T={t}: median {statistics.median(times) * 1e3:.1f} ms")
+
+# generate with the KV cache: 64-token prompt, 64 greedy new tokens
+ids = torch.randint(0, 50257, (1, 64))
+with torch.no_grad():
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+    runs = []
+    for _ in range(3):
+        s = time.perf_counter()
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=0)
+        runs.append(time.perf_counter() - s)
+    s = time.perf_counter()
+    model(ids)
+    prefill = time.perf_counter() - s
+total = statistics.median(runs)
+print(f"pytorch generate 64 new tokens after a 64-token prompt: {total:.2f} s, "
+      f"{64 / total:.1f} tokens/s overall, {63 / max(total - prefill, 1e-9):.1f} tokens/s after the prefill ({prefill * 1e3:.0f} ms)")
