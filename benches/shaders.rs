@@ -357,6 +357,83 @@ impl Bench {
         );
     }
 
+    fn matvec_bt(&mut self, k: usize, n: usize) {
+        let x = rand_vec(k, 14);
+        let w = rand_vec(n * k, 15);
+        let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k * 4) as u64);
+        let wt = buffers::RowChunked::upload(&self.ctx, "w", &w, k, chunk);
+        let xb = buffers::upload(&self.ctx, "x", &x);
+        let outs: Vec<_> = wt
+            .chunks
+            .iter()
+            .map(|ch| buffers::storage(&self.ctx, "out", ch.rows))
+            .collect();
+        let ops: Vec<KernelOp> = wt
+            .chunks
+            .iter()
+            .zip(&outs)
+            .map(|(ch, o)| {
+                wgformer::kernels::matvec_bt::matvec_bt_op(&self.ctx, &self.pl, &xb, &ch.buffer, o)
+            })
+            .collect();
+        let got = wgformer::kernels::matvec_bt::run_matvec_bt(
+            &self.ctx,
+            &self.pl,
+            &x,
+            &w[..wt.chunks[0].rows * k],
+            wt.chunks[0].rows,
+            k,
+            0,
+        )
+        .unwrap();
+        self.check(
+            "matvec_bt",
+            &got,
+            &reference::matmul::matmul_bt(&x, &w[..wt.chunks[0].rows * k], 1, wt.chunks[0].rows, k),
+        );
+        let gpu = self.time_gpu(&|pass| {
+            for (op, ch) in ops.iter().zip(&wt.chunks) {
+                wgformer::kernels::matvec_bt::encode_matvec_bt(
+                    &self.ctx.queue,
+                    pass,
+                    &self.pl,
+                    op,
+                    ch.rows,
+                    k,
+                    0,
+                );
+            }
+        });
+        let mut c = vec![0.0f32; n];
+        let cpu = self.time_cpu(&mut || unsafe {
+            matrixmultiply::sgemm(
+                1,
+                k,
+                n,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        });
+        self.report(
+            "matvec_bt",
+            format!("1x{k} · ({n}x{k})ᵀ"),
+            gpu,
+            (k * n * 4) as f64,
+            "GB/s",
+            Some(cpu),
+            "sgemm",
+        );
+    }
+
     fn layer_norm(&mut self, t: usize, c: usize) {
         let x = rand_vec(t * c, 8);
         let (w, b) = (rand_vec(c, 9), rand_vec(c, 10));
@@ -484,7 +561,9 @@ impl Bench {
 
     /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
     fn decode(&mut self, model: &Model, prompt: usize, steps: usize) {
-        let ids: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+        let ids: Vec<u32> = (0..prompt as u32)
+            .map(|i| (i * 7919 + 13) % 50257)
+            .collect();
         let mut session = model.session(prompt + steps + 1).unwrap();
         let t0 = Instant::now();
         let mut logits = model.extend(&mut session, &ids).unwrap();
@@ -497,9 +576,23 @@ impl Bench {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let ms = median(step_ms);
-        self.report("gpt2_prefill", format!("GPT-2 small T={prompt}"), prefill_ms, 2.0 * prompt as f64 * model.parameter_count as f64, "GFLOP/s", None, "");
+        self.report(
+            "gpt2_prefill",
+            format!("GPT-2 small T={prompt}"),
+            prefill_ms,
+            2.0 * prompt as f64 * model.parameter_count as f64,
+            "GFLOP/s",
+            None,
+            "",
+        );
         if !self.json {
-            println!("{:<19} {:<26} {:10.3} ms/token {:7.2} tokens/s", "gpt2_decode", format!("GPT-2 small at {prompt}..{}", prompt + steps), ms, 1e3 / ms);
+            println!(
+                "{:<19} {:<26} {:10.3} ms/token {:7.2} tokens/s",
+                "gpt2_decode",
+                format!("GPT-2 small at {prompt}..{}", prompt + steps),
+                ms,
+                1e3 / ms
+            );
         }
         self.rows.push(Row {
             kernel: "gpt2_decode".into(),
@@ -596,6 +689,7 @@ fn main() {
         b.matvec(c, 3 * c);
         b.matvec(c, 4 * c);
         b.matvec(4 * c, c);
+        b.matvec_bt(c, v);
     }
     if b.wants("layer_norm") {
         for &t in ts {

@@ -20,7 +20,7 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     all
 }
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
 };
 use wgformer::reference;
 
@@ -342,5 +342,23 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
             .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
             .collect();
         assert_close("cached entropy", &ent, &want_ent_rows, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn matvec_bt_one_row_of_many() {
+    let g = gpu();
+    for &(rows, row, n, k) in &[(1, 0, 5, 8), (7, 6, 131, 64), (3, 1, 1000, 768)] {
+        let a = rand_vec(rows * k, 23, 1.0);
+        let b = rand_vec(n * k, 24, 1.0);
+        let got = matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, &a, &b, n, k, row).unwrap();
+        let want = reference::matmul::matmul_bt(&a[row * k..(row + 1) * k], &b, 1, n, k);
+        assert_close(
+            &format!("matvec_bt row {row} n {n} k {k}"),
+            &got,
+            &want,
+            1e-4,
+            1e-4,
+        );
     }
 }

@@ -4,7 +4,7 @@
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::gpu::SHADERS;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, row_norm,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
 };
 
 fn module(name: &str) -> naga::Module {

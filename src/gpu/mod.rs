@@ -26,6 +26,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_bt_subgroup.wgsl"),
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
+    ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),

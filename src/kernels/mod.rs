@@ -9,6 +9,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_bt;
 pub mod matvec;
+pub mod matvec_bt;
 pub mod row_norm;
 
 use crate::error::Result;

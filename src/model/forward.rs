@@ -15,6 +15,7 @@ use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
 use crate::kernels::matvec::matvec_op;
+use crate::kernels::matvec_bt::matvec_bt_op;
 use crate::kernels::row_norm::{encode_row_norm, row_norm_op};
 
 /// One of the most likely next tokens.
@@ -104,6 +105,13 @@ pub(super) fn bind_ops(
             .iter()
             .zip(&a.logits)
             .map(|(ch, out)| matmul_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
+            .collect(),
+        lm_head_one: w
+            .wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
             .collect(),
         decode: w
             .blocks

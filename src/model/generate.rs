@@ -12,8 +12,8 @@ use crate::kernels::embedding::encode_embedding;
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::encode_layer_norm;
 use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
-use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::encode_matvec;
+use crate::kernels::matvec_bt::encode_matvec_bt;
 use crate::kernels::KernelOp;
 
 /// Per-layer keys and values of one generation, `[rows, C]` each.
@@ -154,8 +154,8 @@ impl Model {
                 }
                 encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, cfg.bias);
                 // logits of the last new token only
-                for (op, ch) in ops.lm_head.iter().zip(&self.weights.wte.chunks) {
-                    encode_matmul_bt(q, pass, pl, op, 1, ch.rows, c, t - 1);
+                for (op, ch) in ops.lm_head_one.iter().zip(&self.weights.wte.chunks) {
+                    encode_matvec_bt(q, pass, pl, op, ch.rows, c, t - 1);
                 }
             }
             let mut at = 0u64;

@@ -86,6 +86,8 @@ pub struct Ops {
     pub lm_head: Vec<KernelOp>,
     /// The matrix-vector dispatches of one-token decode steps.
     pub decode: Vec<DecodeOps>,
+    /// LM head for one position (per wte chunk): the last prompt token, decode steps.
+    pub lm_head_one: Vec<KernelOp>,
 }
 
 /// One block's linears on the matrix-vector path (T = 1).

@@ -1,0 +1,69 @@
+//! LM head for one position (`shaders/matvec_bt.wgsl`): `out[N] = a[row] · b[N, K]ᵀ`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{submit_pass, KernelOp};
+use crate::error::Result;
+use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+
+/// Mirrors `MatvecBtParams` in the WGSL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MatvecBtParams {
+    pub n: u32,
+    pub k4: u32,
+    pub a_row0: u32,
+    pub _pad: u32,
+}
+
+/// Op: bindings a, b (a row chunk of wte), out.
+pub fn matvec_bt_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MatvecBtParams>(ctx, pipelines, "matvec_bt", &[a, b, out])
+}
+
+/// Record `out[n] = a[a_row0, :k] · b[n, k]ᵀ`.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_matvec_bt(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    n: usize,
+    k: usize,
+    a_row0: usize,
+) {
+    let p = MatvecBtParams {
+        n: n as u32,
+        k4: (k / 4) as u32,
+        a_row0: a_row0 as u32,
+        _pad: 0,
+    };
+    let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
+    op.encode(queue, pass, pipelines, &p, (gx, 1, 1));
+}
+
+/// Upload, run, read back `out[N]` for row `a_row0` of `a [rows, K]`.
+pub fn run_matvec_bt(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    k: usize,
+    a_row0: usize,
+) -> Result<Vec<f32>> {
+    let ab = buffers::upload(ctx, "a", a);
+    let bb = buffers::upload(ctx, "b", b);
+    let out = buffers::storage(ctx, "out", n);
+    let op = matvec_bt_op(ctx, pipelines, &ab, &bb, &out);
+    submit_pass(ctx, "matvec_bt", |pass| {
+        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0)
+    })?;
+    buffers::read_floats(ctx, &out, 0, n)
+}
