@@ -106,6 +106,12 @@ fn uniform_structs_match_rust_twins() {
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4]
     );
     check_twin!(
+        "matvec_bt",
+        MatvecBtParams,
+        matvec_bt::MatvecBtParams,
+        [n, k4, a_row0]
+    );
+    check_twin!(
         "kv_store",
         KvStoreParams,
         kv_store::KvStoreParams,
