@@ -487,6 +487,7 @@ impl Bench {
                 c,
                 nh,
                 attention::KvLayout::fused(c),
+                0,
             )
         });
         let cpu = (t <= 128).then(|| {
@@ -505,6 +506,66 @@ impl Bench {
             cpu,
             "cpu ref",
         );
+    }
+
+    /// Block-sparse attention (blocks of 32, local window 4, 1 global block) next to
+    /// dense causal attention on the same input, in the same run.
+    fn sparse_attention(&mut self, t: usize, c: usize, nh: usize) {
+        use wgformer::model::sparse::BlockLayout;
+        let layout = BlockLayout::new(t.max(32), 32, 4, 1, 0);
+        let qkv = rand_vec(t * 3 * c, 16);
+        let small_t = t.min(96);
+        let small = BlockLayout::new(small_t.max(32), 32, 2, 1, 0);
+        let (got, _) = attention::run_sparse_attention(
+            &self.ctx,
+            &self.pl,
+            &qkv[..small_t * 3 * c],
+            c,
+            nh,
+            &small,
+        )
+        .unwrap();
+        let (want, _) =
+            reference::attention::attention_masked(&qkv[..small_t * 3 * c], c, nh, |i, j| {
+                small.allows(i, j)
+            });
+        self.check("sparse_attention", &got, &want);
+        let (qb, ob, eb) = (
+            buffers::upload(&self.ctx, "qkv", &qkv),
+            buffers::storage(&self.ctx, "out", t * c),
+            buffers::storage(&self.ctx, "ent", nh * t),
+        );
+        let (ro, cols) = layout.upload(&self.ctx);
+        let sparse = attention::sparse_attention_op(
+            &self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb, &ro, &cols,
+        );
+        let dense = attention::attention_op(&self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb);
+        let kv = attention::KvLayout::fused(c);
+        let sparse_ms = self.time_gpu(&|pass| {
+            attention::encode_attention(&self.ctx.queue, pass, &self.pl, &sparse, t, c, nh, kv, 32)
+        });
+        let dense_ms = self.time_gpu(&|pass| {
+            attention::encode_attention(&self.ctx.queue, pass, &self.pl, &dense, t, c, nh, kv, 0)
+        });
+        let density = layout.density(t);
+        let flops = 4.0 * (t * (t + 1) / 2) as f64 * c as f64 * layout.causal_density(t);
+        self.report(
+            "sparse_attention",
+            format!("T={t} density {:.0}%", density * 100.0),
+            sparse_ms,
+            flops,
+            "GFLOP/s",
+            None,
+            "",
+        );
+        if !self.json {
+            println!(
+                "{:<19} {:<26} dense {dense_ms:.3} ms, sparse {sparse_ms:.3} ms: {:.2}x faster",
+                "",
+                "",
+                dense_ms / sparse_ms
+            );
+        }
     }
 
     fn embedding(&mut self, t: usize, v: usize, c: usize) {
@@ -699,6 +760,11 @@ fn main() {
     if b.wants("attention") {
         for &t in ts {
             b.attention(t, c, nh);
+        }
+    }
+    if b.wants("sparse_attention") {
+        for &t in ts {
+            b.sparse_attention(t, c, nh);
         }
     }
     if b.wants("embedding") {

@@ -17,7 +17,7 @@ struct AttentionParams {
     kv_stride4: u32, // vec4s between consecutive rows of k and v
     k_off4: u32,     // vec4 offset of head 0 in a row of k
     v_off4: u32,     // vec4 offset of head 0 in a row of v
-    _pad0: u32,
+    block: u32,      // block size of sparse_attention.wgsl (unused here)
     _pad1: u32,
     _pad2: u32,
 }

@@ -70,6 +70,14 @@ pub struct ModelConfig {
     pub tokenizer: Option<String>,
     /// Extension: element type on the device.
     pub dtype: Dtype,
+    /// Extension (block-sparse attention): tokens per block.
+    pub sparse_block_size: usize,
+    /// Extension: each query block sees the last `sparse_local_blocks` key blocks (itself included).
+    pub sparse_local_blocks: usize,
+    /// Extension: and the first `sparse_global_blocks` blocks of the sequence.
+    pub sparse_global_blocks: usize,
+    /// Extension: and every block whose distance is a multiple of this (0 = none).
+    pub sparse_stride: usize,
 }
 
 impl Default for ModelConfig {
@@ -94,6 +102,10 @@ impl Default for ModelConfig {
             checkpoint: None,
             tokenizer: None,
             dtype: Dtype::Float32,
+            sparse_block_size: 32,
+            sparse_local_blocks: 4,
+            sparse_global_blocks: 1,
+            sparse_stride: 0,
         }
     }
 }
@@ -193,9 +205,15 @@ impl ModelConfig {
                 self.context_size
             )));
         }
-        if self.use_sparse_attention {
+        if self.sparse_block_size == 0 || self.sparse_block_size > 65536 {
+            return Err(Error::Config(format!(
+                "sparse_block_size ({}) must be between 1 and 65536",
+                self.sparse_block_size
+            )));
+        }
+        if self.sparse_local_blocks == 0 {
             return Err(Error::Config(
-                "use_sparse_attention: block-sparse attention is not available in this build yet"
+                "sparse_local_blocks (0) must be at least 1: every query block attends to itself"
                     .into(),
             ));
         }

@@ -362,3 +362,56 @@ fn matvec_bt_one_row_of_many() {
         );
     }
 }
+
+#[test]
+fn sparse_attention_with_every_causal_block_equals_dense() {
+    let g = gpu();
+    for &(t, c, nh, block) in &[(1, 16, 2, 4), (37, 32, 4, 8), (64, 48, 3, 16)] {
+        let qkv = rand_vec(t * 3 * c, 25, 1.5);
+        let layout = wgformer::model::sparse::BlockLayout::dense_causal(t.max(block), block);
+        let (out, ent) =
+            attention::run_sparse_attention(&g.ctx, &g.pipelines, &qkv, c, nh, &layout).unwrap();
+        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        assert_close(
+            &format!("sparse=dense t{t} block{block}"),
+            &out,
+            &want_out,
+            1e-4,
+            1e-4,
+        );
+        assert_close("sparse=dense entropy", &ent, &want_ent, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn sparse_attention_matches_masked_reference() {
+    use wgformer::model::sparse::BlockLayout;
+    let g = gpu();
+    let (c, nh) = (32, 2);
+    for (t, layout) in [
+        (70, BlockLayout::new(70, 8, 2, 1, 0)),
+        (64, BlockLayout::new(64, 4, 1, 2, 3)),
+        (33, BlockLayout::new(40, 5, 1, 0, 0)),
+        (
+            50,
+            BlockLayout::from_rule(64, 8, |qb, kb| qb == kb || (qb + kb) % 3 == 0),
+        ),
+    ] {
+        let qkv = rand_vec(t * 3 * c, 26, 1.5);
+        let (out, ent) =
+            attention::run_sparse_attention(&g.ctx, &g.pipelines, &qkv, c, nh, &layout).unwrap();
+        let (want_out, want_ent) =
+            reference::attention::attention_masked(&qkv, c, nh, |i, j| layout.allows(i, j));
+        assert_close(
+            &format!("sparse t{t} {layout:?}"),
+            &out,
+            &want_out,
+            1e-4,
+            1e-4,
+        );
+        assert_close("sparse entropy", &ent, &want_ent, 1e-4, 1e-4);
+        // and it differs from dense where the layout drops blocks
+        let (dense, _) = reference::attention::attention(&qkv, c, nh);
+        assert!(out.iter().zip(&dense).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+}

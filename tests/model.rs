@@ -224,3 +224,41 @@ fn default_model_builds_with_exact_parameter_count() {
     assert!(total > 0.0 && total <= 1.0 + 1e-5);
     let _ = Arc::strong_count(&m.ctx);
 }
+
+#[test]
+fn sparse_attention_model_matches_reference() {
+    // 40 tokens in blocks of 4: local window 2, 1 global block, stride 3
+    let cfg = small(serde_json::json!({
+        "use_sparse_attention": true, "sparse_block_size": 4, "sparse_local_blocks": 2,
+        "sparse_global_blocks": 1, "sparse_stride": 3
+    }));
+    check_against_reference(cfg.clone(), None, 40);
+    check_against_reference(cfg, None, 7);
+}
+
+#[test]
+fn sparse_attention_generation_steps_match_forward() {
+    let g = gpu();
+    let cfg = small(
+        serde_json::json!({"use_sparse_attention": true, "sparse_block_size": 4, "sparse_local_blocks": 1, "sparse_global_blocks": 1}),
+    );
+    let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let all = ids(20, 97);
+    let mut s = m.session(20).unwrap();
+    m.extend(&mut s, &all[..6]).unwrap();
+    for n in 7..=20 {
+        let step = m.extend(&mut s, &all[n - 1..n]).unwrap();
+        let full = m.forward_logits(&all[..n]).unwrap();
+        assert_close(
+            &format!("sparse step {n}"),
+            &step,
+            &full[(n - 1) * 97..],
+            1e-4,
+            1e-4,
+        );
+    }
+    let out = m.forward(&all, 1, true).unwrap();
+    let l0 = &out.capture.unwrap().layers[0];
+    assert_eq!(l0.sparse_block_size, Some(4));
+    assert!(l0.sparse_density.unwrap() < 0.5);
+}

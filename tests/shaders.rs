@@ -112,6 +112,12 @@ fn uniform_structs_match_rust_twins() {
         [n, k4, a_row0]
     );
     check_twin!(
+        "sparse_attention",
+        AttentionParams,
+        attention::AttentionParams,
+        [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block]
+    );
+    check_twin!(
         "kv_store",
         KvStoreParams,
         kv_store::KvStoreParams,

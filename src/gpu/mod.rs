@@ -28,6 +28,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "sparse_attention",
+        include_str!("../../shaders/sparse_attention.wgsl"),
+    ),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
 ];

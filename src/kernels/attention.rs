@@ -19,7 +19,9 @@ pub struct AttentionParams {
     pub kv_stride4: u32,
     pub k_off4: u32,
     pub v_off4: u32,
-    pub _pad: [u32; 3],
+    /// Tokens per block (sparse_attention only).
+    pub block: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Where keys and values live, in floats: row stride, offsets of K and V in a row,
@@ -68,7 +70,30 @@ pub fn attention_op(
     KernelOp::new::<AttentionParams>(ctx, pipelines, "attention", &[qkv, k, v, out, entropy])
 }
 
-/// Record causal attention of `t` queries over keys laid out as `kv`, `nh` heads, width `c`.
+/// Block-sparse op: the bindings of [`attention_op`] plus the CSR layout
+/// (`row_offsets` `[query blocks + 1]`, `cols` `[listed blocks]`, both u32).
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_attention_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    entropy: &wgpu::Buffer,
+    row_offsets: &wgpu::Buffer,
+    cols: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<AttentionParams>(
+        ctx,
+        pipelines,
+        "sparse_attention",
+        &[qkv, k, v, out, entropy, row_offsets, cols],
+    )
+}
+
+/// Record causal attention of `t` queries over keys laid out as `kv`, `nh` heads, width
+/// `c`; `block` is the layout's block size for a sparse op (ignored by the dense one).
 #[allow(clippy::too_many_arguments)]
 pub fn encode_attention(
     queue: &wgpu::Queue,
@@ -79,6 +104,7 @@ pub fn encode_attention(
     c: usize,
     nh: usize,
     kv: KvLayout,
+    block: usize,
 ) {
     let hs = c / nh;
     let p = AttentionParams {
@@ -91,7 +117,8 @@ pub fn encode_attention(
         kv_stride4: (kv.stride / 4) as u32,
         k_off4: (kv.k_off / 4) as u32,
         v_off4: (kv.v_off / 4) as u32,
-        _pad: [0; 3],
+        block: block.max(1) as u32,
+        _pad: [0; 2],
     };
     let gx = t.div_ceil(WORKGROUP as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
@@ -120,6 +147,7 @@ pub fn run_attention(
             c,
             nh,
             KvLayout::fused(c),
+            0,
         )
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
@@ -159,6 +187,41 @@ pub fn run_attention_cached(
             c,
             nh,
             KvLayout::cache(c, pos),
+            0,
+        )
+    })?;
+    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
+    let e = r.pop().unwrap_or_default();
+    let o = r.pop().unwrap_or_default();
+    Ok((o, e))
+}
+
+/// Upload, run block-sparse attention with `layout`, read back `(out[T, C], entropy[NH, T])`.
+pub fn run_sparse_attention(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &[f32],
+    c: usize,
+    nh: usize,
+    layout: &crate::model::sparse::BlockLayout,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let t = qkv.len() / (3 * c);
+    let qkvb = buffers::upload(ctx, "qkv", qkv);
+    let out = buffers::storage(ctx, "out", t * c);
+    let ent = buffers::storage(ctx, "entropy", nh * t);
+    let (ro, cols) = layout.upload(ctx);
+    let op = sparse_attention_op(ctx, pipelines, &qkvb, &qkvb, &qkvb, &out, &ent, &ro, &cols);
+    submit_pass(ctx, "sparse_attention", |pass| {
+        encode_attention(
+            &ctx.queue,
+            pass,
+            pipelines,
+            &op,
+            t,
+            c,
+            nh,
+            KvLayout::fused(c),
+            layout.block,
         )
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Activations, BlockOps, DecodeOps, DeviceWeights, Model, Ops};
+use super::{Activations, BlockOps, DecodeOps, DeviceWeights, Model, Ops, SparseAttention};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
-use crate::kernels::attention::{attention_op, encode_attention, KvLayout};
+use crate::kernels::attention::{attention_op, encode_attention, sparse_attention_op, KvLayout};
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
@@ -34,6 +34,9 @@ pub struct LayerCapture {
     /// Mean and max over positions of ‖x‖₂ of the residual stream after the block.
     pub residual_norm_mean: f32,
     pub residual_norm_max: f32,
+    /// Block-sparse layers: the layout's block size and density over this sequence.
+    pub sparse_block_size: Option<usize>,
+    pub sparse_density: Option<f64>,
 }
 
 /// What `capture_data` asks for.
@@ -64,6 +67,7 @@ pub(super) fn bind_ops(
     pl: &Pipelines,
     w: &DeviceWeights,
     a: &Activations,
+    sparse: Option<&SparseAttention>,
 ) -> Ops {
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
@@ -74,7 +78,20 @@ pub(super) fn bind_ops(
         .map(|(b, ent)| BlockOps {
             ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: matmul_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
-            attn: attention_op(ctx, pl, &a.qkv, &a.qkv, &a.qkv, &a.att, ent),
+            attn: match sparse {
+                Some(sp) => sparse_attention_op(
+                    ctx,
+                    pl,
+                    &a.qkv,
+                    &a.qkv,
+                    &a.qkv,
+                    &a.att,
+                    ent,
+                    &sp.row_offsets,
+                    &sp.cols,
+                ),
+                None => attention_op(ctx, pl, &a.qkv, &a.qkv, &a.qkv, &a.att, ent),
+            },
             c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             c_fc: matmul_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
@@ -174,7 +191,17 @@ impl Model {
             // x = x + attn(ln_1(x))
             encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
             encode_matmul(q, pass, pl, &blk.c_attn, t, 3 * c, c, b);
-            encode_attention(q, pass, pl, &blk.attn, t, c, nh, KvLayout::fused(c));
+            encode_attention(
+                q,
+                pass,
+                pl,
+                &blk.attn,
+                t,
+                c,
+                nh,
+                KvLayout::fused(c),
+                self.attention_block(),
+            );
             encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.)))
             encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
@@ -253,6 +280,8 @@ impl Model {
                                 .collect(),
                             residual_norm_mean: mean(row),
                             residual_norm_max: row.iter().cloned().fold(0.0, f32::max),
+                            sparse_block_size: self.sparse.as_ref().map(|s| s.layout.block),
+                            sparse_density: self.sparse.as_ref().map(|s| s.layout.density(t)),
                         }
                     })
                     .collect(),

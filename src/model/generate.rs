@@ -7,7 +7,7 @@
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
-use crate::kernels::attention::{attention_op, encode_attention, KvLayout};
+use crate::kernels::attention::{attention_op, encode_attention, sparse_attention_op, KvLayout};
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::encode_layer_norm;
@@ -61,7 +61,22 @@ impl Model {
                 .map(|l| kv_store_op(&self.ctx, pl, &a.qkv, &k[l], &v[l]))
                 .collect();
             let attn = (0..nl)
-                .map(|l| attention_op(&self.ctx, pl, &a.qkv, &k[l], &v[l], &a.att, &a.entropy[l]))
+                .map(|l| match &self.sparse {
+                    Some(sp) => sparse_attention_op(
+                        &self.ctx,
+                        pl,
+                        &a.qkv,
+                        &k[l],
+                        &v[l],
+                        &a.att,
+                        &a.entropy[l],
+                        &sp.row_offsets,
+                        &sp.cols,
+                    ),
+                    None => {
+                        attention_op(&self.ctx, pl, &a.qkv, &k[l], &v[l], &a.att, &a.entropy[l])
+                    }
+                })
                 .collect();
             Ok(Session {
                 cache: KvCache { k, v, rows },
@@ -137,6 +152,7 @@ impl Model {
                         c,
                         nh,
                         KvLayout::cache(c, pos),
+                        self.attention_block(),
                     );
                     if t == 1 {
                         encode_matvec(q, pass, pl, &dec.c_proj, c, c, b | ACCUMULATE);

@@ -4,6 +4,7 @@
 pub mod forward;
 pub mod generate;
 pub mod sampling;
+pub mod sparse;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -98,8 +99,17 @@ pub struct DecodeOps {
     pub fc_proj: KernelOp,
 }
 
+/// The block-sparse layout of a model and its device copy.
+pub struct SparseAttention {
+    pub layout: sparse::BlockLayout,
+    pub row_offsets: wgpu::Buffer,
+    pub cols: wgpu::Buffer,
+}
+
 /// A built model: config, device, weights, activations and prepared dispatches.
 pub struct Model {
+    /// Present when `use_sparse_attention`.
+    pub sparse: Option<SparseAttention>,
     pub config: ModelConfig,
     pub ctx: Arc<GpuContext>,
     pub pipelines: Arc<Pipelines>,
@@ -131,6 +141,11 @@ pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<C
 }
 
 impl Model {
+    /// Block size for the attention dispatches: the sparse layout's, or 0 (dense).
+    pub fn attention_block(&self) -> usize {
+        self.sparse.as_ref().map_or(0, |s| s.layout.block)
+    }
+
     /// Build a model from an effective config on `ctx`. With `checkpoint` the weights
     /// come from the file, else from the seeded initialisation.
     pub fn build(
@@ -244,7 +259,22 @@ impl Model {
                 config.vocab_size + config.n_layer * nh * ctxlen + (config.n_layer + 1) * ctxlen,
             ),
         };
-        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act);
+        let sparse = config.use_sparse_attention.then(|| {
+            let layout = sparse::BlockLayout::new(
+                ctxlen,
+                config.sparse_block_size,
+                config.sparse_local_blocks,
+                config.sparse_global_blocks,
+                config.sparse_stride,
+            );
+            let (row_offsets, cols) = layout.upload(&ctx);
+            SparseAttention {
+                layout,
+                row_offsets,
+                cols,
+            }
+        });
+        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act, sparse.as_ref());
         let device_bytes = weights.wte.bytes()
             + weights.wpe.size()
             + weights.ln_f_w.size()
@@ -297,6 +327,7 @@ impl Model {
                 .map(|b| b.size())
                 .sum::<u64>();
         Ok(Model {
+            sparse,
             parameter_count: config.parameter_count(),
             config,
             ctx,

@@ -3,6 +3,16 @@
 /// `qkv [T, 3C]` → `(out [T, C], entropy [NH, T])`; scores scaled by 1/√HS,
 /// softmax with the row max subtracted, entropy in nats.
 pub fn attention(qkv: &[f32], c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
+    attention_masked(qkv, c, nh, |i, j| j <= i)
+}
+
+/// Attention where query `i` sees key `j` only when `allow(i, j)` (block-sparse layouts).
+pub fn attention_masked(
+    qkv: &[f32],
+    c: usize,
+    nh: usize,
+    allow: impl Fn(usize, usize) -> bool,
+) -> (Vec<f32>, Vec<f32>) {
     let t = qkv.len() / (3 * c);
     let hs = c / nh;
     let scale = 1.0 / (hs as f64).sqrt();
@@ -11,8 +21,10 @@ pub fn attention(qkv: &[f32], c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
     let at = |row: usize, col: usize| qkv[row * 3 * c + col] as f64;
     for h in 0..nh {
         for i in 0..t {
-            let scores: Vec<f64> = (0..=i)
-                .map(|j| {
+            let keys: Vec<usize> = (0..t).filter(|&j| allow(i, j)).collect();
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
                     (0..hs)
                         .map(|d| at(i, h * hs + d) * at(j, c + h * hs + d))
                         .sum::<f64>()
@@ -31,8 +43,8 @@ pub fn attention(qkv: &[f32], c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
             for d in 0..hs {
                 let v: f64 = probs
                     .iter()
-                    .enumerate()
-                    .map(|(j, p)| p * at(j, 2 * c + h * hs + d))
+                    .zip(&keys)
+                    .map(|(p, &j)| p * at(j, 2 * c + h * hs + d))
                     .sum();
                 out[i * c + h * hs + d] = v as f32;
             }

@@ -3,7 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::{attention::attention, embedding::embedding, layer_norm::layer_norm, matmul};
+use super::{
+    attention::{attention, attention_masked},
+    embedding::embedding,
+    layer_norm::layer_norm,
+    matmul,
+};
 use crate::config::ModelConfig;
 
 /// Full logits `[T, V]` for `ids`.
@@ -25,7 +30,18 @@ pub fn forward(cfg: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) ->
             c,
             false,
         );
-        let (att, _) = attention(&qkv, c, cfg.n_head);
+        let (att, _) = if cfg.use_sparse_attention {
+            let layout = crate::model::sparse::BlockLayout::new(
+                cfg.context_size,
+                cfg.sparse_block_size,
+                cfg.sparse_local_blocks,
+                cfg.sparse_global_blocks,
+                cfg.sparse_stride,
+            );
+            attention_masked(&qkv, c, cfg.n_head, |i, j| layout.allows(i, j))
+        } else {
+            attention(&qkv, c, cfg.n_head)
+        };
         x = matmul::matmul(
             &att,
             must(&p("attn.c_proj.weight")),

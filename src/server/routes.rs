@@ -175,6 +175,8 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                     mean_entropy: l.attention_entropy.iter().sum::<f32>()
                         / l.attention_entropy.len().max(1) as f32,
                     head_entropy: l.attention_entropy.clone(),
+                    block_size: l.sparse_block_size,
+                    block_density: l.sparse_density,
                 },
                 residual: ResidualCapture {
                     norm_mean: l.residual_norm_mean,

@@ -63,6 +63,13 @@ pub struct AttentionCapture {
     pub head_entropy: Vec<f32>,
     /// Extension: mean of head_entropy.
     pub mean_entropy: f32,
+    /// Extension, block-sparse layers: tokens per block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    /// Extension, block-sparse layers: listed (query block, key block) pairs over all
+    /// pairs of this sequence (1.0 = every pair; causal dense ≈ 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_density: Option<f64>,
 }
 
 /// Extension: the residual stream after the block.

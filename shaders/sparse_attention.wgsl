@@ -1,0 +1,91 @@
+// Block-sparse causal multi-head attention: the same as attention.wgsl, but query t
+// (absolute position pos + t, in query block qb = (pos + t) / block) visits only the
+// key blocks listed for qb in a CSR layout (row_offsets[qb] .. row_offsets[qb + 1] into
+// cols), so the work grows with the number of listed blocks, not with T². Inside a
+// block, keys after the query are masked (causality holds everywhere). Online softmax
+// across blocks; entropy of each attention row to entropy[h, t].
+
+struct AttentionParams {
+    t: u32,          // query tokens
+    c4: u32,         // C / 4
+    hs4: u32,        // head size / 4
+    nh: u32,         // heads
+    scale: f32,      // 1 / sqrt(head size)
+    pos: u32,        // absolute position of query 0
+    kv_stride4: u32, // vec4s between consecutive rows of k and v
+    k_off4: u32,     // vec4 offset of head 0 in a row of k
+    v_off4: u32,     // vec4 offset of head 0 in a row of v
+    block: u32,      // tokens per block
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+const MAX_HS4: u32 = 32u; // head size ≤ 128
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
+@group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+@group(0) @binding(6) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1]
+@group(0) @binding(7) var<storage, read> cols: array<u32>;             // [listed blocks]
+
+@compute @workgroup_size(WG)
+fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = gid.x;
+    let h = wid.y;
+    if (t >= p.t) {
+        return;
+    }
+    let stride = 3u * p.c4;
+    let hs4 = p.hs4;
+    let qo = t * stride + h * hs4;
+    var q: array<vec4<f32>, MAX_HS4>;
+    var acc: array<vec4<f32>, MAX_HS4>;
+    for (var d = 0u; d < hs4; d++) {
+        q[d] = qkv[qo + d] * p.scale;
+        acc[d] = vec4<f32>(0.0);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    let qpos = p.pos + t;
+    let qb = qpos / p.block;
+    for (var idx = row_offsets[qb]; idx < row_offsets[qb + 1u]; idx++) {
+        let kb = cols[idx];
+        let j0 = kb * p.block;
+        let j1 = min(j0 + p.block, qpos + 1u);
+        for (var j = j0; j < j1; j++) {
+            let ko = j * p.kv_stride4 + p.k_off4 + h * hs4;
+            var s4 = vec4<f32>(0.0);
+            for (var d = 0u; d < hs4; d++) {
+                s4 += q[d] * k[ko + d];
+            }
+            let s = s4.x + s4.y + s4.z + s4.w;
+            if (s > m) {
+                let corr = exp(m - s);
+                l *= corr;
+                ws *= corr;
+                for (var d = 0u; d < hs4; d++) {
+                    acc[d] *= corr;
+                }
+                m = s;
+            }
+            let e = exp(s - m);
+            l += e;
+            ws += e * s;
+            let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
+            for (var d = 0u; d < hs4; d++) {
+                acc[d] += e * v[vo + d];
+            }
+        }
+    }
+    let inv = 1.0 / l;
+    let oo = t * p.c4 + h * hs4;
+    for (var d = 0u; d < hs4; d++) {
+        out[oo + d] = acc[d] * inv;
+    }
+    entropy[h * p.t + t] = m + log(l) - ws * inv;
+}
