@@ -33,6 +33,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/sparse_attention.wgsl"),
     ),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
+    ("moe_gate", include_str!("../../shaders/moe_gate.wgsl")),
+    ("moe_route", include_str!("../../shaders/moe_route.wgsl")),
+    ("moe_matmul", include_str!("../../shaders/moe_matmul.wgsl")),
+    ("moe_combine", include_str!("../../shaders/moe_combine.wgsl")),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
 ];
 

@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod matmul_bt;
 pub mod matvec;
 pub mod matvec_bt;
+pub mod moe;
 pub mod row_norm;
 
 use crate::error::Result;

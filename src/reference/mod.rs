@@ -8,6 +8,7 @@ pub mod kv_store;
 pub mod layer_norm;
 pub mod matmul;
 pub mod model;
+pub mod moe;
 pub mod row_norm;
 
 /// Element-wise comparison with tolerance `atol + rtol·|reference|`.

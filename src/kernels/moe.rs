@@ -1,0 +1,193 @@
+//! Mixture-of-Experts kernels: gating (`moe_gate.wgsl`), routing into a grouped row
+//! list (`moe_route.wgsl`), the grouped expert matmul (`moe_matmul.wgsl`) and the
+//! weighted combine with the residual add (`moe_combine.wgsl`). The expert matmuls run
+//! over T·K rows (plus at most 15 padding rows per expert), so their cost grows with
+//! K·T, not with E·T.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{submit_pass, KernelOp};
+use crate::error::Result;
+use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines, WORKGROUP};
+
+/// Rows each expert's segment is padded to (the route shader's `PAD`).
+pub const SEGMENT_PAD: usize = 16;
+/// Rows per workgroup of the grouped matmul (its `TM`).
+pub const TILE_ROWS: usize = 8;
+/// Largest number of experts the gate keeps in registers.
+pub const MAX_EXPERTS: usize = 64;
+
+/// Flags of the grouped matmul (bias 1 and GELU 2 as in matmul).
+pub const RELU: u32 = 4;
+pub const GATHER: u32 = 8;
+pub const SILU: u32 = 16;
+
+/// Rows of the grouped list for `t` tokens: T·K assignments plus padding.
+pub fn grouped_rows(t: usize, e: usize, k: usize) -> usize {
+    t * k + e * (SEGMENT_PAD - 1)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MoeGateParams {
+    pub t: u32,
+    pub e: u32,
+    pub e4: u32,
+    pub k: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MoeRouteParams {
+    pub t: u32,
+    pub e: u32,
+    pub k: u32,
+    pub rows: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MoeMatmulParams {
+    pub rows: u32,
+    pub n4: u32,
+    pub k4: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MoeCombineParams {
+    pub t: u32,
+    pub c4: u32,
+    pub k: u32,
+    pub _pad: u32,
+}
+
+/// Gate op: bindings logits `[T, E4]`, probs `[T, E]`, sel_e `[T, K]` (u32), sel_w `[T, K]`.
+pub fn moe_gate_op(ctx: &GpuContext, pl: &Pipelines, logits: &wgpu::Buffer, probs: &wgpu::Buffer, sel_e: &wgpu::Buffer, sel_w: &wgpu::Buffer) -> KernelOp {
+    KernelOp::new::<MoeGateParams>(ctx, pl, "moe_gate", &[logits, probs, sel_e, sel_w])
+}
+
+/// Record the gate for `t` tokens over `e` experts, choosing `k`.
+pub fn encode_moe_gate(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, e: usize, k: usize) {
+    let p = MoeGateParams { t: t as u32, e: e as u32, e4: e.div_ceil(4) as u32 * 4, k: k as u32 };
+    let (x, _) = grid_1d(t);
+    op.encode(queue, pass, pl, &p, (x, 1, 1));
+}
+
+/// Route op: bindings sel_e, probs, row_token, row_expert, slot, stats.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_route_op(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    sel_e: &wgpu::Buffer,
+    probs: &wgpu::Buffer,
+    row_token: &wgpu::Buffer,
+    row_expert: &wgpu::Buffer,
+    slot: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MoeRouteParams>(ctx, pl, "moe_route", &[sel_e, probs, row_token, row_expert, slot, stats])
+}
+
+/// Record the routing of `t` tokens.
+pub fn encode_moe_route(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, e: usize, k: usize) {
+    let p = MoeRouteParams { t: t as u32, e: e as u32, k: k as u32, rows: grouped_rows(t, e, k) as u32 };
+    op.encode(queue, pass, pl, &p, (e.div_ceil(WORKGROUP as usize) as u32, 1, 1));
+}
+
+/// Grouped matmul op: bindings a, w `[E, K, N]`, bias `[E, N]`, out, row_token, row_expert.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_matmul_op(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    a: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    row_token: &wgpu::Buffer,
+    row_expert: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MoeMatmulParams>(ctx, pl, "moe_matmul", &[a, w, bias, out, row_token, row_expert])
+}
+
+/// Record the grouped matmul over `rows` rows, `[K] → [N]` per row.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_moe_matmul(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, rows: usize, n: usize, k: usize, flags: u32) {
+    let p = MoeMatmulParams { rows: rows as u32, n4: (n / 4) as u32, k4: (k / 4) as u32, flags };
+    let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
+    let gy = rows.div_ceil(TILE_ROWS) as u32;
+    op.encode(queue, pass, pl, &p, (gx, gy, 1));
+}
+
+/// Combine op: bindings y `[rows, C]`, sel_w, slot, x `[T, C]` (accumulated into).
+pub fn moe_combine_op(ctx: &GpuContext, pl: &Pipelines, y: &wgpu::Buffer, sel_w: &wgpu::Buffer, slot: &wgpu::Buffer, x: &wgpu::Buffer) -> KernelOp {
+    KernelOp::new::<MoeCombineParams>(ctx, pl, "moe_combine", &[y, sel_w, slot, x])
+}
+
+/// Record `x[t] += Σ_i sel_w[t, i] · y[slot[t, i]]`.
+pub fn encode_moe_combine(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, c: usize, k: usize) {
+    let p = MoeCombineParams { t: t as u32, c4: (c / 4) as u32, k: k as u32, _pad: 0 };
+    let (x, y) = grid_1d(t * c / 4);
+    op.encode(queue, pass, pl, &p, (x, y, 1));
+}
+
+/// Upload, gate, read back `(probs [T, E], sel_e [T, K], sel_w [T, K])`.
+pub fn run_moe_gate(ctx: &GpuContext, pl: &Pipelines, logits: &[f32], e: usize, k: usize) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
+    let e4 = e.div_ceil(4) * 4;
+    let t = logits.len() / e4;
+    let lb = buffers::upload(ctx, "logits", logits);
+    let (pb, sb, wb) = (buffers::storage(ctx, "probs", t * e), buffers::storage(ctx, "sel_e", t * k), buffers::storage(ctx, "sel_w", t * k));
+    let op = moe_gate_op(ctx, pl, &lb, &pb, &sb, &wb);
+    submit_pass(ctx, "moe_gate", |pass| encode_moe_gate(&ctx.queue, pass, pl, &op, t, e, k))?;
+    let r = buffers::read_many(ctx, &[(&pb, 0, t * e), (&sb, 0, t * k), (&wb, 0, t * k)])?;
+    Ok((r[0].clone(), r[1].iter().map(|x| x.to_bits()).collect(), r[2].clone()))
+}
+
+/// The whole MoE MLP on the device for host inputs: gate over `router_logits [T, E4]`,
+/// route, expert fc (`w1 [E, C, H]`, `b1 [E, H]`) with `act_flag`, expert proj
+/// (`w2 [E, H, C]`, `b2 [E, C]`), combine into `x [T, C]`. Returns `(x, stats [2E + 1])`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_moe_mlp(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    x: &[f32],
+    ln: &[f32],
+    router_logits: &[f32],
+    w1: &[f32],
+    b1: &[f32],
+    w2: &[f32],
+    b2: &[f32],
+    e: usize,
+    k: usize,
+    c: usize,
+    h: usize,
+    act_flag: u32,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let t = x.len() / c;
+    let rows = grouped_rows(t, e, k);
+    let up = |n: &str, d: &[f32]| buffers::upload(ctx, n, d);
+    let (xb, lnb, lb) = (up("x", x), up("ln", ln), up("logits", router_logits));
+    let (w1b, b1b, w2b, b2b) = (up("w1", w1), up("b1", b1), up("w2", w2), up("b2", b2));
+    let st = |n: &str, f: usize| buffers::storage(ctx, n, f);
+    let (probs, sel_e, sel_w, slot) = (st("probs", t * e), st("sel_e", t * k), st("sel_w", t * k), st("slot", t * k));
+    let (row_token, row_expert, stats) = (st("row_token", rows), st("row_expert", rows), st("stats", 2 * e + 1));
+    let (hid, y) = (st("hidden", rows * h), st("y", rows * c));
+    let gate = moe_gate_op(ctx, pl, &lb, &probs, &sel_e, &sel_w);
+    let route = moe_route_op(ctx, pl, &sel_e, &probs, &row_token, &row_expert, &slot, &stats);
+    let fc = moe_matmul_op(ctx, pl, &lnb, &w1b, &b1b, &hid, &row_token, &row_expert);
+    let proj = moe_matmul_op(ctx, pl, &hid, &w2b, &b2b, &y, &row_token, &row_expert);
+    let comb = moe_combine_op(ctx, pl, &y, &sel_w, &slot, &xb);
+    submit_pass(ctx, "moe", |pass| {
+        let q = &ctx.queue;
+        encode_moe_gate(q, pass, pl, &gate, t, e, k);
+        encode_moe_route(q, pass, pl, &route, t, e, k);
+        encode_moe_matmul(q, pass, pl, &fc, rows, h, c, 1 | GATHER | act_flag);
+        encode_moe_matmul(q, pass, pl, &proj, rows, c, h, 1);
+        encode_moe_combine(q, pass, pl, &comb, t, c, k);
+    })?;
+    let mut r = buffers::read_many(ctx, &[(&xb, 0, t * c), (&stats, 0, 2 * e + 1)])?;
+    let s = r.pop().unwrap_or_default();
+    Ok((r.pop().unwrap_or_default(), s))
+}
+
