@@ -217,10 +217,11 @@ impl ModelConfig {
                     .into(),
             ));
         }
-        if self.use_moe {
-            return Err(Error::Config(
-                "use_moe: Mixture-of-Experts layers are not available in this build yet".into(),
-            ));
+        if self.moe_num_experts > 64 {
+            return Err(Error::Config(format!(
+                "moe_num_experts ({}) must be at most 64",
+                self.moe_num_experts
+            )));
         }
         Ok(())
     }
@@ -232,7 +233,12 @@ impl ModelConfig {
         let b = usize::from(self.bias);
         let ln = c + b * c;
         let attn = c * 3 * c + b * 3 * c + c * c + b * c;
-        let mlp = c * h + b * h + h * c + b * c;
+        let mlp = if self.use_moe {
+            let e = self.moe_num_experts;
+            c * e + e * (c * h + b * h + h * c + b * c)
+        } else {
+            c * h + b * h + h * c + b * c
+        };
         let block = 2 * ln + attn + mlp;
         self.vocab_size * c + self.context_size * c + self.n_layer * block + ln
     }

@@ -262,3 +262,105 @@ fn sparse_attention_generation_steps_match_forward() {
     assert_eq!(l0.sparse_block_size, Some(4));
     assert!(l0.sparse_density.unwrap() < 0.5);
 }
+
+#[test]
+fn moe_model_matches_reference() {
+    for extra in [
+        serde_json::json!({"use_moe": true, "moe_num_experts": 4, "moe_top_k": 2}),
+        serde_json::json!({"use_moe": true, "moe_num_experts": 6, "moe_top_k": 1, "moe_activation": "relu", "bias": false}),
+        serde_json::json!({"use_moe": true, "moe_num_experts": 3, "moe_top_k": 3, "moe_activation": "silu",
+                           "use_sparse_attention": true, "sparse_block_size": 4, "sparse_local_blocks": 2}),
+    ] {
+        let cfg = small(extra.clone());
+        check_against_reference(cfg.clone(), None, 23);
+        check_against_reference(cfg, None, 1);
+    }
+}
+
+#[test]
+fn moe_capture_and_generation() {
+    let g = gpu();
+    let cfg = small(
+        serde_json::json!({"use_moe": true, "moe_num_experts": 4, "moe_top_k": 2, "use_sparse_attention": true, "sparse_block_size": 8}),
+    );
+    let m = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let all = ids(18, 97);
+    let out = m.forward(&all, 3, true).unwrap();
+    for l in out.capture.unwrap().layers {
+        let moe = l.moe.unwrap();
+        assert_eq!(moe.expert_usage.len(), 4);
+        assert!((moe.expert_usage.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(moe.load_balance_loss >= 0.0 && moe.load_balance_loss <= 4.0 + 1e-4);
+    }
+    // incremental steps with MoE layers equal the full forward
+    let mut s = m.session(18).unwrap();
+    m.extend(&mut s, &all[..5]).unwrap();
+    for n in 6..=18 {
+        let step = m.extend(&mut s, &all[n - 1..n]).unwrap();
+        let full = m.forward_logits(&all[..n]).unwrap();
+        assert_close(
+            &format!("moe step {n}"),
+            &step,
+            &full[(n - 1) * 97..],
+            1e-4,
+            1e-4,
+        );
+    }
+    // parameter count includes router and experts
+    let (c, h, e) = (32usize, 128usize, 4usize);
+    let dense = small(serde_json::json!({})).parameter_count();
+    let mlp = c * h + h + h * c + c;
+    assert_eq!(cfg.parameter_count(), dense + 2 * (c * e + e * mlp - mlp));
+}
+
+#[test]
+fn moe_checkpoint_round_trip() {
+    let g = gpu();
+    let cfg = small(serde_json::json!({"use_moe": true, "moe_num_experts": 5, "moe_top_k": 2}));
+    let w = host_weights(&cfg, &WeightSource::Seeded(cfg.seed)).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgformer-moe-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("moe.safetensors");
+    let specs = wgformer::model::weights::tensor_specs(&cfg);
+    assert!(specs
+        .iter()
+        .any(|s| s.name == "h.0.mlp.experts.c_fc.weight" && s.shape == vec![5, 32, 128]));
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.shape.clone(),
+                bytemuck::cast_slice(&w[&s.name]).to_vec(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    // use_moe and the number of experts come from the file
+    let (resolved, ckpt) = resolve_config(
+        serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4, "moe_top_k": 2}),
+    )
+    .unwrap();
+    assert!(resolved.use_moe);
+    assert_eq!(resolved.moe_num_experts, 5);
+    let a = Model::build(resolved, ckpt, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let b = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let x = ids(9, 97);
+    assert_eq!(a.forward_logits(&x).unwrap(), b.forward_logits(&x).unwrap());
+    let e = resolve_config(serde_json::json!({"checkpoint": path.to_str().unwrap(), "n_head": 4, "moe_num_experts": 8})).err().unwrap();
+    assert!(
+        e.to_string().contains("moe_num_experts (8) disagrees"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -10,13 +10,27 @@ use wgformer::reference;
 
 fn padded(logits: &[f32], e: usize) -> Vec<f32> {
     let e4 = e.div_ceil(4) * 4;
-    logits.chunks(e).flat_map(|r| { let mut v = r.to_vec(); v.resize(e4, 0.0); v }).collect()
+    logits
+        .chunks(e)
+        .flat_map(|r| {
+            let mut v = r.to_vec();
+            v.resize(e4, 0.0);
+            v
+        })
+        .collect()
 }
 
 #[test]
 fn gate_matches_reference_including_ties_and_extreme_k() {
     let g = gpu();
-    for &(t, e, k) in &[(5, 8, 2), (9, 8, 1), (4, 8, 8), (7, 6, 3), (3, 64, 4), (2, 1, 1)] {
+    for &(t, e, k) in &[
+        (5, 8, 2),
+        (9, 8, 1),
+        (4, 8, 8),
+        (7, 6, 3),
+        (3, 64, 4),
+        (2, 1, 1),
+    ] {
         let mut logits = rand_vec(t * e, 30 + e as u64, 2.0);
         // ties: token 0 has all-equal logits, token 1 two equal maxima
         logits[..e].iter_mut().for_each(|v| *v = 0.5);
@@ -24,12 +38,20 @@ fn gate_matches_reference_including_ties_and_extreme_k() {
             logits[e] = 3.0;
             logits[e + 2] = 3.0;
         }
-        let (probs, sel, w) = moe::run_moe_gate(&g.ctx, &g.pipelines, &padded(&logits, e), e, k).unwrap();
+        let (probs, sel, w) =
+            moe::run_moe_gate(&g.ctx, &g.pipelines, &padded(&logits, e), e, k).unwrap();
         for ti in 0..t {
             let (rp, rc, rw) = reference::moe::gate(&logits[ti * e..(ti + 1) * e], k);
             let rp: Vec<f32> = rp.iter().map(|&x| x as f32).collect();
             assert_close("probs", &probs[ti * e..(ti + 1) * e], &rp, 1e-6, 1e-5);
-            assert_eq!(sel[ti * k..(ti + 1) * k].iter().map(|&x| x as usize).collect::<Vec<_>>(), rc, "token {ti} e {e} k {k}");
+            assert_eq!(
+                sel[ti * k..(ti + 1) * k]
+                    .iter()
+                    .map(|&x| x as usize)
+                    .collect::<Vec<_>>(),
+                rc,
+                "token {ti} e {e} k {k}"
+            );
             let rw: Vec<f32> = rw.iter().map(|&x| x as f32).collect();
             assert_close("weights", &w[ti * k..(ti + 1) * k], &rw, 1e-6, 1e-5);
             let s: f32 = w[ti * k..(ti + 1) * k].iter().sum();
@@ -59,22 +81,52 @@ fn moe_mlp_matches_reference() {
         let x = rand_vec(t * c, 40, 1.0);
         let ln = rand_vec(t * c, 41, 1.0);
         let router = rand_vec(c * e, 42, 1.0);
-        let w1: Vec<Vec<f32>> = (0..e).map(|i| rand_vec(c * h, 50 + i as u64, 0.3)).collect();
-        let b1: Vec<Option<Vec<f32>>> = (0..e).map(|i| Some(rand_vec(h, 60 + i as u64, 0.1))).collect();
-        let w2: Vec<Vec<f32>> = (0..e).map(|i| rand_vec(h * c, 70 + i as u64, 0.3)).collect();
-        let b2: Vec<Option<Vec<f32>>> = (0..e).map(|i| Some(rand_vec(c, 80 + i as u64, 0.1))).collect();
+        let w1: Vec<Vec<f32>> = (0..e)
+            .map(|i| rand_vec(c * h, 50 + i as u64, 0.3))
+            .collect();
+        let b1: Vec<Option<Vec<f32>>> = (0..e)
+            .map(|i| Some(rand_vec(h, 60 + i as u64, 0.1)))
+            .collect();
+        let w2: Vec<Vec<f32>> = (0..e)
+            .map(|i| rand_vec(h * c, 70 + i as u64, 0.3))
+            .collect();
+        let b2: Vec<Option<Vec<f32>>> = (0..e)
+            .map(|i| Some(rand_vec(c, 80 + i as u64, 0.1)))
+            .collect();
         let logits = reference::matmul::matmul(&ln, &router, None, None, t, e, c, false);
-        let (want, usage, loss) = reference::moe::moe_mlp(&x, &ln, &router, &w1, &b1, &w2, &b2, k, act, c);
+        let (want, usage, loss) =
+            reference::moe::moe_mlp(&x, &ln, &router, &w1, &b1, &w2, &b2, k, act, c);
         let flat = |v: &[Vec<f32>]| v.concat();
-        let flat_b = |v: &[Option<Vec<f32>>]| v.iter().flat_map(|b| b.clone().unwrap()).collect::<Vec<f32>>();
+        let flat_b = |v: &[Option<Vec<f32>>]| {
+            v.iter()
+                .flat_map(|b| b.clone().unwrap())
+                .collect::<Vec<f32>>()
+        };
         let (got, stats) = moe::run_moe_mlp(
-            &g.ctx, &g.pipelines, &x, &ln, &padded(&logits, e), &flat(&w1), &flat_b(&b1), &flat(&w2), &flat_b(&b2), e, k, c, h, flag,
+            &g.ctx,
+            &g.pipelines,
+            &x,
+            &ln,
+            &padded(&logits, e),
+            &flat(&w1),
+            &flat_b(&b1),
+            &flat(&w2),
+            &flat_b(&b2),
+            e,
+            k,
+            c,
+            h,
+            flag,
         )
         .unwrap();
         assert_close(&format!("moe t{t} e{e} k{k}"), &got, &want, 1e-4, 1e-4);
         let usage: Vec<f32> = usage.iter().map(|&u| u as f32).collect();
         assert_close("expert_usage", &stats[..e], &usage, 1e-6, 1e-5);
         assert!((stats[..e].iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!((stats[2 * e] as f64 - loss).abs() < 1e-4 * loss.max(1.0), "loss {} vs {loss}", stats[2 * e]);
+        assert!(
+            (stats[2 * e] as f64 - loss).abs() < 1e-4 * loss.max(1.0),
+            "loss {} vs {loss}",
+            stats[2 * e]
+        );
     }
 }

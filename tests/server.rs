@@ -524,3 +524,44 @@ fn sigterm_drains_the_request_in_flight() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sparse_and_moe_show_in_capture() {
+    let s = Server::start(8, 1 << 20).await;
+    let mut cfg = small();
+    cfg["n_layer"] = json!(2);
+    cfg["use_moe"] = json!(true);
+    cfg["moe_num_experts"] = json!(4);
+    cfg["use_sparse_attention"] = json!(true);
+    cfg["sparse_block_size"] = json!(4);
+    cfg["sparse_local_blocks"] = json!(1);
+    cfg["sparse_global_blocks"] = json!(0);
+    let (code, b) = init(&s, &cfg).await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["config"]["sparse_block_size"], 4);
+    let (code, r) = forward(&s, json!({"text": "one two three four five six seven eight nine ten eleven twelve", "capture_data": true})).await;
+    assert_eq!(code, 200, "{r}");
+    for layer in r["captured_data"]["layers"].as_array().unwrap() {
+        let usage: Vec<f64> = layer["moe"]["expert_usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(usage.len(), 4);
+        assert!((usage.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+        let loss = layer["moe"]["load_balance_loss"].as_f64().unwrap();
+        assert!((0.0..=4.0001).contains(&loss));
+        assert_eq!(layer["attention"]["block_size"], 4);
+        assert!(layer["attention"]["block_density"].as_f64().unwrap() < 0.5);
+    }
+    let (_, st) = get(&s, "/api/v1/status").await;
+    let c = 32usize;
+    let (h, e) = (4 * c, 4usize);
+    let dense_mlp = c * h + h + h * c + c;
+    let want = 50304 * c
+        + 64 * c
+        + 2 * (4 * c + c * 3 * c + 3 * c + c * c + c + c * e + e * dense_mlp)
+        + 2 * c;
+    assert_eq!(st["model_info"]["total_parameters"], want);
+}

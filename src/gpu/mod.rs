@@ -36,7 +36,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("moe_gate", include_str!("../../shaders/moe_gate.wgsl")),
     ("moe_route", include_str!("../../shaders/moe_route.wgsl")),
     ("moe_matmul", include_str!("../../shaders/moe_matmul.wgsl")),
-    ("moe_combine", include_str!("../../shaders/moe_combine.wgsl")),
+    (
+        "moe_combine",
+        include_str!("../../shaders/moe_combine.wgsl"),
+    ),
     ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
 ];
 

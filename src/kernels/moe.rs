@@ -64,13 +64,33 @@ pub struct MoeCombineParams {
 }
 
 /// Gate op: bindings logits `[T, E4]`, probs `[T, E]`, sel_e `[T, K]` (u32), sel_w `[T, K]`.
-pub fn moe_gate_op(ctx: &GpuContext, pl: &Pipelines, logits: &wgpu::Buffer, probs: &wgpu::Buffer, sel_e: &wgpu::Buffer, sel_w: &wgpu::Buffer) -> KernelOp {
+pub fn moe_gate_op(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    logits: &wgpu::Buffer,
+    probs: &wgpu::Buffer,
+    sel_e: &wgpu::Buffer,
+    sel_w: &wgpu::Buffer,
+) -> KernelOp {
     KernelOp::new::<MoeGateParams>(ctx, pl, "moe_gate", &[logits, probs, sel_e, sel_w])
 }
 
 /// Record the gate for `t` tokens over `e` experts, choosing `k`.
-pub fn encode_moe_gate(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, e: usize, k: usize) {
-    let p = MoeGateParams { t: t as u32, e: e as u32, e4: e.div_ceil(4) as u32 * 4, k: k as u32 };
+pub fn encode_moe_gate(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pl: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    e: usize,
+    k: usize,
+) {
+    let p = MoeGateParams {
+        t: t as u32,
+        e: e as u32,
+        e4: e.div_ceil(4) as u32 * 4,
+        k: k as u32,
+    };
     let (x, _) = grid_1d(t);
     op.encode(queue, pass, pl, &p, (x, 1, 1));
 }
@@ -87,13 +107,37 @@ pub fn moe_route_op(
     slot: &wgpu::Buffer,
     stats: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MoeRouteParams>(ctx, pl, "moe_route", &[sel_e, probs, row_token, row_expert, slot, stats])
+    KernelOp::new::<MoeRouteParams>(
+        ctx,
+        pl,
+        "moe_route",
+        &[sel_e, probs, row_token, row_expert, slot, stats],
+    )
 }
 
 /// Record the routing of `t` tokens.
-pub fn encode_moe_route(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, e: usize, k: usize) {
-    let p = MoeRouteParams { t: t as u32, e: e as u32, k: k as u32, rows: grouped_rows(t, e, k) as u32 };
-    op.encode(queue, pass, pl, &p, (e.div_ceil(WORKGROUP as usize) as u32, 1, 1));
+pub fn encode_moe_route(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pl: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    e: usize,
+    k: usize,
+) {
+    let p = MoeRouteParams {
+        t: t as u32,
+        e: e as u32,
+        k: k as u32,
+        rows: grouped_rows(t, e, k) as u32,
+    };
+    op.encode(
+        queue,
+        pass,
+        pl,
+        &p,
+        (e.div_ceil(WORKGROUP as usize) as u32, 1, 1),
+    );
 }
 
 /// Grouped matmul op: bindings a, w `[E, K, N]`, bias `[E, N]`, out, row_token, row_expert.
@@ -108,40 +152,95 @@ pub fn moe_matmul_op(
     row_token: &wgpu::Buffer,
     row_expert: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MoeMatmulParams>(ctx, pl, "moe_matmul", &[a, w, bias, out, row_token, row_expert])
+    KernelOp::new::<MoeMatmulParams>(
+        ctx,
+        pl,
+        "moe_matmul",
+        &[a, w, bias, out, row_token, row_expert],
+    )
 }
 
 /// Record the grouped matmul over `rows` rows, `[K] → [N]` per row.
 #[allow(clippy::too_many_arguments)]
-pub fn encode_moe_matmul(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, rows: usize, n: usize, k: usize, flags: u32) {
-    let p = MoeMatmulParams { rows: rows as u32, n4: (n / 4) as u32, k4: (k / 4) as u32, flags };
+pub fn encode_moe_matmul(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pl: &Pipelines,
+    op: &KernelOp,
+    rows: usize,
+    n: usize,
+    k: usize,
+    flags: u32,
+) {
+    let p = MoeMatmulParams {
+        rows: rows as u32,
+        n4: (n / 4) as u32,
+        k4: (k / 4) as u32,
+        flags,
+    };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
     let gy = rows.div_ceil(TILE_ROWS) as u32;
     op.encode(queue, pass, pl, &p, (gx, gy, 1));
 }
 
 /// Combine op: bindings y `[rows, C]`, sel_w, slot, x `[T, C]` (accumulated into).
-pub fn moe_combine_op(ctx: &GpuContext, pl: &Pipelines, y: &wgpu::Buffer, sel_w: &wgpu::Buffer, slot: &wgpu::Buffer, x: &wgpu::Buffer) -> KernelOp {
+pub fn moe_combine_op(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    y: &wgpu::Buffer,
+    sel_w: &wgpu::Buffer,
+    slot: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+) -> KernelOp {
     KernelOp::new::<MoeCombineParams>(ctx, pl, "moe_combine", &[y, sel_w, slot, x])
 }
 
 /// Record `x[t] += Σ_i sel_w[t, i] · y[slot[t, i]]`.
-pub fn encode_moe_combine(queue: &wgpu::Queue, pass: &mut wgpu::ComputePass<'_>, pl: &Pipelines, op: &KernelOp, t: usize, c: usize, k: usize) {
-    let p = MoeCombineParams { t: t as u32, c4: (c / 4) as u32, k: k as u32, _pad: 0 };
+pub fn encode_moe_combine(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pl: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    c: usize,
+    k: usize,
+) {
+    let p = MoeCombineParams {
+        t: t as u32,
+        c4: (c / 4) as u32,
+        k: k as u32,
+        _pad: 0,
+    };
     let (x, y) = grid_1d(t * c / 4);
     op.encode(queue, pass, pl, &p, (x, y, 1));
 }
 
 /// Upload, gate, read back `(probs [T, E], sel_e [T, K], sel_w [T, K])`.
-pub fn run_moe_gate(ctx: &GpuContext, pl: &Pipelines, logits: &[f32], e: usize, k: usize) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
+pub fn run_moe_gate(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    logits: &[f32],
+    e: usize,
+    k: usize,
+) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
     let e4 = e.div_ceil(4) * 4;
     let t = logits.len() / e4;
     let lb = buffers::upload(ctx, "logits", logits);
-    let (pb, sb, wb) = (buffers::storage(ctx, "probs", t * e), buffers::storage(ctx, "sel_e", t * k), buffers::storage(ctx, "sel_w", t * k));
+    let (pb, sb, wb) = (
+        buffers::storage(ctx, "probs", t * e),
+        buffers::storage(ctx, "sel_e", t * k),
+        buffers::storage(ctx, "sel_w", t * k),
+    );
     let op = moe_gate_op(ctx, pl, &lb, &pb, &sb, &wb);
-    submit_pass(ctx, "moe_gate", |pass| encode_moe_gate(&ctx.queue, pass, pl, &op, t, e, k))?;
+    submit_pass(ctx, "moe_gate", |pass| {
+        encode_moe_gate(&ctx.queue, pass, pl, &op, t, e, k)
+    })?;
     let r = buffers::read_many(ctx, &[(&pb, 0, t * e), (&sb, 0, t * k), (&wb, 0, t * k)])?;
-    Ok((r[0].clone(), r[1].iter().map(|x| x.to_bits()).collect(), r[2].clone()))
+    Ok((
+        r[0].clone(),
+        r[1].iter().map(|x| x.to_bits()).collect(),
+        r[2].clone(),
+    ))
 }
 
 /// The whole MoE MLP on the device for host inputs: gate over `router_logits [T, E4]`,
@@ -170,11 +269,29 @@ pub fn run_moe_mlp(
     let (xb, lnb, lb) = (up("x", x), up("ln", ln), up("logits", router_logits));
     let (w1b, b1b, w2b, b2b) = (up("w1", w1), up("b1", b1), up("w2", w2), up("b2", b2));
     let st = |n: &str, f: usize| buffers::storage(ctx, n, f);
-    let (probs, sel_e, sel_w, slot) = (st("probs", t * e), st("sel_e", t * k), st("sel_w", t * k), st("slot", t * k));
-    let (row_token, row_expert, stats) = (st("row_token", rows), st("row_expert", rows), st("stats", 2 * e + 1));
+    let (probs, sel_e, sel_w, slot) = (
+        st("probs", t * e),
+        st("sel_e", t * k),
+        st("sel_w", t * k),
+        st("slot", t * k),
+    );
+    let (row_token, row_expert, stats) = (
+        st("row_token", rows),
+        st("row_expert", rows),
+        st("stats", 2 * e + 1),
+    );
     let (hid, y) = (st("hidden", rows * h), st("y", rows * c));
     let gate = moe_gate_op(ctx, pl, &lb, &probs, &sel_e, &sel_w);
-    let route = moe_route_op(ctx, pl, &sel_e, &probs, &row_token, &row_expert, &slot, &stats);
+    let route = moe_route_op(
+        ctx,
+        pl,
+        &sel_e,
+        &probs,
+        &row_token,
+        &row_expert,
+        &slot,
+        &stats,
+    );
     let fc = moe_matmul_op(ctx, pl, &lnb, &w1b, &b1b, &hid, &row_token, &row_expert);
     let proj = moe_matmul_op(ctx, pl, &hid, &w2b, &b2b, &y, &row_token, &row_expert);
     let comb = moe_combine_op(ctx, pl, &y, &sel_w, &slot, &xb);
@@ -190,4 +307,3 @@ pub fn run_moe_mlp(
     let s = r.pop().unwrap_or_default();
     Ok((r.pop().unwrap_or_default(), s))
 }
-

@@ -6,7 +6,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Activations, BlockOps, DecodeOps, DeviceWeights, Model, Ops, SparseAttention};
+use super::{
+    Activations, BlockOps, DecodeOps, DeviceWeights, MlpOps, MlpWeights, Model, Ops,
+    SparseAttention,
+};
+use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{attention_op, encode_attention, sparse_attention_op, KvLayout};
@@ -14,8 +18,13 @@ use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
+use crate::kernels::matvec::encode_matvec;
 use crate::kernels::matvec::matvec_op;
 use crate::kernels::matvec_bt::matvec_bt_op;
+use crate::kernels::moe::{
+    encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
+    moe_combine_op, moe_gate_op, moe_matmul_op, moe_route_op, GATHER, RELU, SILU,
+};
 use crate::kernels::row_norm::{encode_row_norm, row_norm_op};
 
 /// One of the most likely next tokens.
@@ -37,6 +46,17 @@ pub struct LayerCapture {
     /// Block-sparse layers: the layout's block size and density over this sequence.
     pub sparse_block_size: Option<usize>,
     pub sparse_density: Option<f64>,
+    /// MoE layers: routing statistics of this forward.
+    pub moe: Option<MoeCapture>,
+}
+
+/// Routing statistics of one MoE layer, computed on the device.
+#[derive(Clone, Debug, Serialize)]
+pub struct MoeCapture {
+    /// Share of the token→expert assignments that went to each expert (sums to 1).
+    pub expert_usage: Vec<f32>,
+    /// E · Σᵢ fᵢ · Pᵢ (1 = balanced, E = everything on one expert).
+    pub load_balance_loss: f32,
 }
 
 /// What `capture_data` asks for.
@@ -75,7 +95,8 @@ pub(super) fn bind_ops(
         .blocks
         .iter()
         .zip(&a.entropy)
-        .map(|(b, ent)| BlockOps {
+        .enumerate()
+        .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: matmul_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
             attn: match sparse {
@@ -94,15 +115,67 @@ pub(super) fn bind_ops(
             },
             c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
-            c_fc: matmul_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
-            fc_proj: matmul_op(
-                ctx,
-                pl,
-                &a.hidden,
-                &b.fc_proj_w,
-                &or_dummy(&b.fc_proj_b),
-                &a.x,
-            ),
+            mlp: match (&b.mlp, &a.moe) {
+                (
+                    MlpWeights::Moe {
+                        router,
+                        fc_w,
+                        fc_b,
+                        fc_proj_w,
+                        fc_proj_b,
+                    },
+                    Some(m),
+                ) => MlpOps::Moe {
+                    router: matmul_op(ctx, pl, &a.ln, router, &a.dummy, &m.router_logits),
+                    gate: moe_gate_op(ctx, pl, &m.router_logits, &m.probs, &m.sel_e, &m.sel_w),
+                    route: moe_route_op(
+                        ctx,
+                        pl,
+                        &m.sel_e,
+                        &m.probs,
+                        &m.row_token,
+                        &m.row_expert,
+                        &m.slot,
+                        &m.stats[l],
+                    ),
+                    fc: moe_matmul_op(
+                        ctx,
+                        pl,
+                        &a.ln,
+                        fc_w,
+                        &or_dummy(fc_b),
+                        &m.hidden,
+                        &m.row_token,
+                        &m.row_expert,
+                    ),
+                    proj: moe_matmul_op(
+                        ctx,
+                        pl,
+                        &m.hidden,
+                        fc_proj_w,
+                        &or_dummy(fc_proj_b),
+                        &m.out,
+                        &m.row_token,
+                        &m.row_expert,
+                    ),
+                    combine: moe_combine_op(ctx, pl, &m.out, &m.sel_w, &m.slot, &a.x),
+                },
+                (
+                    MlpWeights::Dense {
+                        fc_w,
+                        fc_b,
+                        fc_proj_w,
+                        fc_proj_b,
+                    },
+                    _,
+                ) => MlpOps::Dense {
+                    c_fc: matmul_op(ctx, pl, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
+                    fc_proj: matmul_op(ctx, pl, &a.hidden, fc_proj_w, &or_dummy(fc_proj_b), &a.x),
+                },
+                (MlpWeights::Moe { .. }, None) => {
+                    unreachable!("MoE weights come with MoE activations")
+                }
+            },
             norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         })
         .collect();
@@ -136,15 +209,18 @@ pub(super) fn bind_ops(
             .map(|b| DecodeOps {
                 c_attn: matvec_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
                 c_proj: matvec_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
-                c_fc: matvec_op(ctx, pl, &a.ln, &b.fc_w, &or_dummy(&b.fc_b), &a.hidden),
-                fc_proj: matvec_op(
-                    ctx,
-                    pl,
-                    &a.hidden,
-                    &b.fc_proj_w,
-                    &or_dummy(&b.fc_proj_b),
-                    &a.x,
-                ),
+                mlp: match &b.mlp {
+                    MlpWeights::Dense {
+                        fc_w,
+                        fc_b,
+                        fc_proj_w,
+                        fc_proj_b,
+                    } => Some((
+                        matvec_op(ctx, pl, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
+                        matvec_op(ctx, pl, &a.hidden, fc_proj_w, &or_dummy(fc_proj_b), &a.x),
+                    )),
+                    MlpWeights::Moe { .. } => None,
+                },
             })
             .collect(),
     }
@@ -175,10 +251,61 @@ impl Model {
         Ok(())
     }
 
+    /// Record `x += mlp(ln)` of block `l` for `t` tokens (ln_2 already applied). With
+    /// `one_token` a dense MLP takes the matrix-vector path.
+    pub(super) fn encode_mlp(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        l: usize,
+        t: usize,
+        one_token: bool,
+    ) {
+        let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
+        let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
+        let b = if cfg.bias { BIAS } else { 0 };
+        match (&self.ops.blocks[l].mlp, &self.ops.decode[l].mlp) {
+            (MlpOps::Dense { .. }, Some((fc, proj))) if one_token => {
+                encode_matvec(q, pass, pl, fc, h, c, b | GELU);
+                encode_matvec(q, pass, pl, proj, c, h, b | ACCUMULATE);
+            }
+            (MlpOps::Dense { c_fc, fc_proj }, _) => {
+                encode_matmul(q, pass, pl, c_fc, t, h, c, b | GELU);
+                encode_matmul(q, pass, pl, fc_proj, t, c, h, b | ACCUMULATE);
+            }
+            (
+                MlpOps::Moe {
+                    router,
+                    gate,
+                    route,
+                    fc,
+                    proj,
+                    combine,
+                },
+                _,
+            ) => {
+                // probabilities over experts, top-k, tokens grouped per expert, the
+                // experts' MLPs over the grouped rows, weighted sum back into x
+                let (e, k) = (cfg.moe_num_experts, cfg.moe_top_k);
+                let rows = grouped_rows(t, e, k);
+                let act = match cfg.moe_activation {
+                    Activation::Gelu => GELU,
+                    Activation::Relu => RELU,
+                    Activation::Silu => SILU,
+                };
+                encode_matmul(q, pass, pl, router, t, e.div_ceil(4) * 4, c, 0);
+                encode_moe_gate(q, pass, pl, gate, t, e, k);
+                encode_moe_route(q, pass, pl, route, t, e, k);
+                encode_moe_matmul(q, pass, pl, fc, rows, h, c, b | GATHER | act);
+                encode_moe_matmul(q, pass, pl, proj, rows, c, h, b);
+                encode_moe_combine(q, pass, pl, combine, t, c, k);
+            }
+        }
+    }
+
     /// Record the whole forward of `t` tokens (ids already written) into `pass`.
     fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>, t: usize) {
         let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
-        let (c, h, nh, bias) = (cfg.n_embed, cfg.ffn_hidden(), cfg.n_head, cfg.bias);
+        let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
 
@@ -203,10 +330,9 @@ impl Model {
                 self.attention_block(),
             );
             encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
-            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.)))
+            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
             encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
-            encode_matmul(q, pass, pl, &blk.c_fc, t, h, c, b | GELU);
-            encode_matmul(q, pass, pl, &blk.fc_proj, t, c, h, b | ACCUMULATE);
+            self.encode_mlp(pass, l, t, false);
             encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte
@@ -256,7 +382,16 @@ impl Model {
                     at += (nh * t * 4) as u64;
                 }
                 enc.copy_buffer_to_buffer(&self.act.norms, 0, rb, at, ((nl + 1) * t * 4) as u64);
+                at += ((nl + 1) * t * 4) as u64;
                 floats += nl * nh * t + (nl + 1) * t;
+                if let Some(m) = &self.act.moe {
+                    let per = (2 * cfg.moe_num_experts + 1) * 4;
+                    for s in &m.stats {
+                        enc.copy_buffer_to_buffer(s, 0, rb, at, per as u64);
+                        at += per as u64;
+                    }
+                    floats += nl * (2 * cfg.moe_num_experts + 1);
+                }
             }
             self.ctx.queue.submit([enc.finish()]);
             buffers::map_read(&self.ctx, rb, floats)
@@ -264,7 +399,9 @@ impl Model {
         let top = top_k_softmax(&values[..v], top_k);
         let capture = capture.then(|| {
             let ent = &values[v..v + nl * nh * t];
-            let norms = &values[v + nl * nh * t..];
+            let norms = &values[v + nl * nh * t..v + nl * nh * t + (nl + 1) * t];
+            let moe_stats = &values[v + nl * nh * t + (nl + 1) * t..];
+            let e = cfg.moe_num_experts;
             let mean = |xs: &[f32]| {
                 xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32
             };
@@ -282,6 +419,13 @@ impl Model {
                             residual_norm_max: row.iter().cloned().fold(0.0, f32::max),
                             sparse_block_size: self.sparse.as_ref().map(|s| s.layout.block),
                             sparse_density: self.sparse.as_ref().map(|s| s.layout.density(t)),
+                            moe: self.act.moe.as_ref().map(|_| {
+                                let st = &moe_stats[l * (2 * e + 1)..(l + 1) * (2 * e + 1)];
+                                MoeCapture {
+                                    expert_usage: st[..e].to_vec(),
+                                    load_balance_loss: st[2 * e],
+                                }
+                            }),
                         }
                     })
                     .collect(),

@@ -11,7 +11,7 @@ use crate::kernels::attention::{attention_op, encode_attention, sparse_attention
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::encode_layer_norm;
-use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS};
 use crate::kernels::matvec::encode_matvec;
 use crate::kernels::matvec_bt::encode_matvec_bt;
 use crate::kernels::KernelOp;
@@ -114,7 +114,7 @@ impl Model {
         let t = ids.len();
         let pos = session.pos;
         let cfg = &self.config;
-        let (c, h, nh, v) = (cfg.n_embed, cfg.ffn_hidden(), cfg.n_head, cfg.vocab_size);
+        let (c, nh, v) = (cfg.n_embed, cfg.n_head, cfg.vocab_size);
         let b = if cfg.bias { BIAS } else { 0 };
         let logits = self.ctx.scoped("decode step", || {
             let (q, pl, ops) = (&self.ctx.queue, &*self.pipelines, &self.ops);
@@ -160,13 +160,7 @@ impl Model {
                         encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
                     }
                     encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, cfg.bias);
-                    if t == 1 {
-                        encode_matvec(q, pass, pl, &dec.c_fc, h, c, b | GELU);
-                        encode_matvec(q, pass, pl, &dec.fc_proj, c, h, b | ACCUMULATE);
-                    } else {
-                        encode_matmul(q, pass, pl, &blk.c_fc, t, h, c, b | GELU);
-                        encode_matmul(q, pass, pl, &blk.fc_proj, t, c, h, b | ACCUMULATE);
-                    }
+                    self.encode_mlp(pass, l, t, t == 1);
                 }
                 encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, cfg.bias);
                 // logits of the last new token only

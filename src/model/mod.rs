@@ -17,22 +17,73 @@ use crate::gpu::{GpuContext, Pipelines};
 use crate::kernels::KernelOp;
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
-pub use forward::{Capture, ForwardOutput, LayerCapture, TokenProb};
+pub use forward::{Capture, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 
 /// Device buffers of one transformer block (HF names in comments).
 pub struct BlockWeights {
-    pub ln_1_w: wgpu::Buffer,            // ln_1.weight [C]
-    pub ln_1_b: Option<wgpu::Buffer>,    // ln_1.bias [C]
-    pub attn_w: wgpu::Buffer,            // attn.c_attn.weight [C, 3C]
-    pub attn_b: Option<wgpu::Buffer>,    // attn.c_attn.bias [3C]
-    pub proj_w: wgpu::Buffer,            // attn.c_proj.weight [C, C]
-    pub proj_b: Option<wgpu::Buffer>,    // attn.c_proj.bias [C]
-    pub ln_2_w: wgpu::Buffer,            // ln_2.weight [C]
-    pub ln_2_b: Option<wgpu::Buffer>,    // ln_2.bias [C]
-    pub fc_w: wgpu::Buffer,              // mlp.c_fc.weight [C, H]
-    pub fc_b: Option<wgpu::Buffer>,      // mlp.c_fc.bias [H]
-    pub fc_proj_w: wgpu::Buffer,         // mlp.c_proj.weight [H, C]
-    pub fc_proj_b: Option<wgpu::Buffer>, // mlp.c_proj.bias [C]
+    pub ln_1_w: wgpu::Buffer,         // ln_1.weight [C]
+    pub ln_1_b: Option<wgpu::Buffer>, // ln_1.bias [C]
+    pub attn_w: wgpu::Buffer,         // attn.c_attn.weight [C, 3C]
+    pub attn_b: Option<wgpu::Buffer>, // attn.c_attn.bias [3C]
+    pub proj_w: wgpu::Buffer,         // attn.c_proj.weight [C, C]
+    pub proj_b: Option<wgpu::Buffer>, // attn.c_proj.bias [C]
+    pub ln_2_w: wgpu::Buffer,         // ln_2.weight [C]
+    pub ln_2_b: Option<wgpu::Buffer>, // ln_2.bias [C]
+    pub mlp: MlpWeights,
+}
+
+/// The MLP of a block: dense (GPT-2) or Mixture-of-Experts.
+pub enum MlpWeights {
+    Dense {
+        fc_w: wgpu::Buffer,              // mlp.c_fc.weight [C, H]
+        fc_b: Option<wgpu::Buffer>,      // mlp.c_fc.bias [H]
+        fc_proj_w: wgpu::Buffer,         // mlp.c_proj.weight [H, C]
+        fc_proj_b: Option<wgpu::Buffer>, // mlp.c_proj.bias [C]
+    },
+    Moe {
+        router: wgpu::Buffer,       // mlp.router.weight [C, E], columns padded to E4
+        fc_w: wgpu::Buffer,         // mlp.experts.c_fc.weight [E, C, H]
+        fc_b: Option<wgpu::Buffer>, // mlp.experts.c_fc.bias [E, H]
+        fc_proj_w: wgpu::Buffer,    // mlp.experts.c_proj.weight [E, H, C]
+        fc_proj_b: Option<wgpu::Buffer>, // mlp.experts.c_proj.bias [E, C]
+    },
+}
+
+impl MlpWeights {
+    fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        match self {
+            MlpWeights::Dense {
+                fc_w,
+                fc_b,
+                fc_proj_w,
+                fc_proj_b,
+            } => [
+                Some(fc_w),
+                fc_b.as_ref(),
+                Some(fc_proj_w),
+                fc_proj_b.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            MlpWeights::Moe {
+                router,
+                fc_w,
+                fc_b,
+                fc_proj_w,
+                fc_proj_b,
+            } => [
+                Some(router),
+                Some(fc_w),
+                fc_b.as_ref(),
+                Some(fc_proj_w),
+                fc_proj_b.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
 }
 
 /// Every weight on the device.
@@ -62,8 +113,24 @@ pub struct Activations {
     pub norms: wgpu::Buffer,
     /// always-bound stand-in for absent biases
     pub dummy: wgpu::Buffer,
+    /// Mixture-of-Experts scratch (when `use_moe`).
+    pub moe: Option<MoeActivations>,
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
+}
+
+/// Buffers of the MoE layers, shared by all layers (stats per layer).
+pub struct MoeActivations {
+    pub router_logits: wgpu::Buffer, // [context, E4]
+    pub probs: wgpu::Buffer,         // [context, E]
+    pub sel_e: wgpu::Buffer,         // [context, K] u32
+    pub sel_w: wgpu::Buffer,         // [context, K]
+    pub slot: wgpu::Buffer,          // [context, K] u32
+    pub row_token: wgpu::Buffer,     // [rows] u32
+    pub row_expert: wgpu::Buffer,    // [rows] u32
+    pub hidden: wgpu::Buffer,        // [rows, H]
+    pub out: wgpu::Buffer,           // [rows, C]
+    pub stats: Vec<wgpu::Buffer>,    // per layer [2E + 1]: usage, mean probability, loss
 }
 
 /// The prepared dispatches of one block.
@@ -73,9 +140,25 @@ pub struct BlockOps {
     pub attn: KernelOp,
     pub c_proj: KernelOp,
     pub ln_2: KernelOp,
-    pub c_fc: KernelOp,
-    pub fc_proj: KernelOp,
+    pub mlp: MlpOps,
     pub norm: KernelOp,
+}
+
+/// The MLP dispatches of a block.
+#[allow(clippy::large_enum_variant)] // one per block, built once
+pub enum MlpOps {
+    Dense {
+        c_fc: KernelOp,
+        fc_proj: KernelOp,
+    },
+    Moe {
+        router: KernelOp,
+        gate: KernelOp,
+        route: KernelOp,
+        fc: KernelOp,
+        proj: KernelOp,
+        combine: KernelOp,
+    },
 }
 
 /// Every dispatch of a forward, bound once at build.
@@ -91,12 +174,12 @@ pub struct Ops {
     pub lm_head_one: Vec<KernelOp>,
 }
 
-/// One block's linears on the matrix-vector path (T = 1).
+/// One block's linears on the matrix-vector path (T = 1); MoE layers keep their
+/// grouped path, which already scales with the tokens.
 pub struct DecodeOps {
     pub c_attn: KernelOp,
     pub c_proj: KernelOp,
-    pub c_fc: KernelOp,
-    pub fc_proj: KernelOp,
+    pub mlp: Option<(KernelOp, KernelOp)>,
 }
 
 /// The block-sparse layout of a model and its device copy.
@@ -191,9 +274,25 @@ impl Model {
         let mut wte = None;
         let mut map: HashMap<String, wgpu::Buffer> = HashMap::new();
         let mut parameter_bytes = 0u64;
+        let e = config.moe_num_experts;
+        let e4 = e.div_ceil(4) * 4;
         for (i, spec) in specs.iter().enumerate() {
-            let values = source.values(spec, i)?;
+            let mut values = source.values(spec, i)?;
             parameter_bytes += (values.len() * 4) as u64;
+            if spec.name.ends_with("mlp.router.weight") && e4 != e {
+                // pad the router's columns to a multiple of 4 for the vec4 matmul
+                values = values
+                    .chunks(e)
+                    .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, e4 - e)))
+                    .collect();
+            }
+            if spec.name.contains("mlp.experts.") && (values.len() * 4) as u64 > max_bind {
+                return Err(Error::Config(format!(
+                    "{} ({} bytes) exceeds the adapter's binding limit ({max_bind} bytes): use fewer experts or a smaller width",
+                    spec.name,
+                    values.len() * 4
+                )));
+            }
             if spec.name == "wte.weight" {
                 wte = Some(RowChunked::upload(&ctx, "wte", &values, c, rows_per_chunk));
             } else {
@@ -220,10 +319,28 @@ impl Model {
                 proj_b: take(&p("attn.c_proj.bias")),
                 ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
                 ln_2_b: take(&p("ln_2.bias")),
-                fc_w: need(take(&p("mlp.c_fc.weight")), "mlp.c_fc.weight")?,
-                fc_b: take(&p("mlp.c_fc.bias")),
-                fc_proj_w: need(take(&p("mlp.c_proj.weight")), "mlp.c_proj.weight")?,
-                fc_proj_b: take(&p("mlp.c_proj.bias")),
+                mlp: if config.use_moe {
+                    MlpWeights::Moe {
+                        router: need(take(&p("mlp.router.weight")), "mlp.router.weight")?,
+                        fc_w: need(
+                            take(&p("mlp.experts.c_fc.weight")),
+                            "mlp.experts.c_fc.weight",
+                        )?,
+                        fc_b: take(&p("mlp.experts.c_fc.bias")),
+                        fc_proj_w: need(
+                            take(&p("mlp.experts.c_proj.weight")),
+                            "mlp.experts.c_proj.weight",
+                        )?,
+                        fc_proj_b: take(&p("mlp.experts.c_proj.bias")),
+                    }
+                } else {
+                    MlpWeights::Dense {
+                        fc_w: need(take(&p("mlp.c_fc.weight")), "mlp.c_fc.weight")?,
+                        fc_b: take(&p("mlp.c_fc.bias")),
+                        fc_proj_w: need(take(&p("mlp.c_proj.weight")), "mlp.c_proj.weight")?,
+                        fc_proj_b: take(&p("mlp.c_proj.bias")),
+                    }
+                },
             });
         }
         let weights = DeviceWeights {
@@ -256,8 +373,30 @@ impl Model {
             readback: buffers::staging(
                 &ctx,
                 "readback",
-                config.vocab_size + config.n_layer * nh * ctxlen + (config.n_layer + 1) * ctxlen,
+                config.vocab_size
+                    + config.n_layer * nh * ctxlen
+                    + (config.n_layer + 1) * ctxlen
+                    + config.n_layer * (2 * e + 1),
             ),
+            moe: config.use_moe.then(|| {
+                let k = config.moe_top_k;
+                let rows = crate::kernels::moe::grouped_rows(ctxlen, e, k);
+                let st = |n: &str, f: usize| buffers::storage(&ctx, n, f);
+                MoeActivations {
+                    router_logits: st("moe router logits", ctxlen * e4),
+                    probs: st("moe probs", ctxlen * e),
+                    sel_e: st("moe sel_e", ctxlen * k),
+                    sel_w: st("moe sel_w", ctxlen * k),
+                    slot: st("moe slot", ctxlen * k),
+                    row_token: st("moe row_token", rows),
+                    row_expert: st("moe row_expert", rows),
+                    hidden: st("moe hidden", rows * h),
+                    out: st("moe out", rows * c),
+                    stats: (0..config.n_layer)
+                        .map(|_| st("moe stats", 2 * e + 1))
+                        .collect(),
+                }
+            }),
         };
         let sparse = config.use_sparse_attention.then(|| {
             let layout = sparse::BlockLayout::new(
@@ -275,38 +414,39 @@ impl Model {
             }
         });
         let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act, sparse.as_ref());
+        let block_bytes = |b: &BlockWeights| -> u64 {
+            [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
+                .iter()
+                .map(|x| x.size())
+                .sum::<u64>()
+                + [&b.ln_1_b, &b.attn_b, &b.proj_b, &b.ln_2_b]
+                    .iter()
+                    .map(|x| x.as_ref().map_or(0, |x| x.size()))
+                    .sum::<u64>()
+                + b.mlp.buffers().iter().map(|x| x.size()).sum::<u64>()
+        };
+        let moe_bytes = act.moe.as_ref().map_or(0, |m| {
+            [
+                &m.router_logits,
+                &m.probs,
+                &m.sel_e,
+                &m.sel_w,
+                &m.slot,
+                &m.row_token,
+                &m.row_expert,
+                &m.hidden,
+                &m.out,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum::<u64>()
+                + m.stats.iter().map(|b| b.size()).sum::<u64>()
+        });
         let device_bytes = weights.wte.bytes()
             + weights.wpe.size()
             + weights.ln_f_w.size()
             + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
-            + weights
-                .blocks
-                .iter()
-                .map(|b| {
-                    [
-                        &b.ln_1_w,
-                        &b.attn_w,
-                        &b.proj_w,
-                        &b.ln_2_w,
-                        &b.fc_w,
-                        &b.fc_proj_w,
-                    ]
-                    .iter()
-                    .map(|x| x.size())
-                    .sum::<u64>()
-                        + [
-                            &b.ln_1_b,
-                            &b.attn_b,
-                            &b.proj_b,
-                            &b.ln_2_b,
-                            &b.fc_b,
-                            &b.fc_proj_b,
-                        ]
-                        .iter()
-                        .map(|x| x.as_ref().map_or(0, |x| x.size()))
-                        .sum::<u64>()
-                })
-                .sum::<u64>()
+            + weights.blocks.iter().map(block_bytes).sum::<u64>()
             + [
                 &act.ids,
                 &act.x,
@@ -325,7 +465,8 @@ impl Model {
                 .iter()
                 .chain(&act.entropy)
                 .map(|b| b.size())
-                .sum::<u64>();
+                .sum::<u64>()
+            + moe_bytes;
         Ok(Model {
             sparse,
             parameter_count: config.parameter_count(),

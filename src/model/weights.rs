@@ -76,17 +76,47 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         if cfg.bias {
             add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
         }
-        add(format!("{p}mlp.c_fc.weight"), vec![c, h], Init::Normal(std));
-        if cfg.bias {
-            add(format!("{p}mlp.c_fc.bias"), vec![h], Init::Zeros);
-        }
-        add(
-            format!("{p}mlp.c_proj.weight"),
-            vec![h, c],
-            Init::Normal(proj_std),
-        );
-        if cfg.bias {
-            add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
+        if cfg.use_moe {
+            // Our MoE layout: a router and every expert's weights stacked on a leading E axis.
+            let e = cfg.moe_num_experts;
+            add(
+                format!("{p}mlp.router.weight"),
+                vec![c, e],
+                Init::Normal(std),
+            );
+            add(
+                format!("{p}mlp.experts.c_fc.weight"),
+                vec![e, c, h],
+                Init::Normal(std),
+            );
+            if cfg.bias {
+                add(format!("{p}mlp.experts.c_fc.bias"), vec![e, h], Init::Zeros);
+            }
+            add(
+                format!("{p}mlp.experts.c_proj.weight"),
+                vec![e, h, c],
+                Init::Normal(proj_std),
+            );
+            if cfg.bias {
+                add(
+                    format!("{p}mlp.experts.c_proj.bias"),
+                    vec![e, c],
+                    Init::Zeros,
+                );
+            }
+        } else {
+            add(format!("{p}mlp.c_fc.weight"), vec![c, h], Init::Normal(std));
+            if cfg.bias {
+                add(format!("{p}mlp.c_fc.bias"), vec![h], Init::Zeros);
+            }
+            add(
+                format!("{p}mlp.c_proj.weight"),
+                vec![h, c],
+                Init::Normal(proj_std),
+            );
+            if cfg.bias {
+                add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
+            }
         }
     }
     add("ln_f.weight".into(), vec![c], Init::Ones);
@@ -194,7 +224,32 @@ impl Checkpoint {
         let n_layer = (0..)
             .take_while(|l| shapes.contains_key(&format!("h.{l}.ln_1.weight")))
             .count();
-        let fc = get("h.0.mlp.c_fc.weight")?;
+        let moe = shapes.get("h.0.mlp.experts.c_fc.weight").cloned();
+        let fc = match &moe {
+            Some(s) if s.len() == 3 => vec![s[1], s[2]],
+            _ => get("h.0.mlp.c_fc.weight")?,
+        };
+        if let Some(s) = &moe {
+            let e = s[0];
+            for (key, given_v, found) in [
+                ("use_moe", cfg.use_moe as usize, 1usize),
+                ("moe_num_experts", cfg.moe_num_experts, e),
+            ] {
+                if given.iter().any(|g| g == key) && given_v != found {
+                    return Err(Error::Checkpoint(format!(
+                        "config {key} ({given_v}) disagrees with the checkpoint ({found}) in {}",
+                        self.path
+                    )));
+                }
+            }
+            cfg.use_moe = true;
+            cfg.moe_num_experts = e;
+        } else if cfg.use_moe {
+            return Err(Error::Checkpoint(format!(
+                "use_moe is set but {} has no MoE weights (h.N.mlp.experts.*)",
+                self.path
+            )));
+        }
         let found = [
             ("vocab_size", wte[0]),
             ("n_embed", wte[1]),
@@ -331,9 +386,11 @@ mod tests {
 
     #[test]
     fn spec_count_equals_parameter_count() {
-        for bias in [true, false] {
+        for (bias, use_moe) in [(true, false), (false, false), (true, true), (false, true)] {
             let cfg = ModelConfig {
                 bias,
+                use_moe,
+                moe_num_experts: 3,
                 ..ModelConfig::default()
             };
             let n: usize = tensor_specs(&cfg).iter().map(|s| s.numel()).sum();

@@ -53,6 +53,35 @@ pub fn forward(cfg: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) ->
             false,
         );
         let ln2 = layer_norm(&x, must(&p("ln_2.weight")), get(&p("ln_2.bias")), c);
+        if cfg.use_moe {
+            let e = cfg.moe_num_experts;
+            let split = |n: &str| -> Vec<Vec<f32>> {
+                must(&p(n))
+                    .chunks(must(&p(n)).len() / e)
+                    .map(|x| x.to_vec())
+                    .collect()
+            };
+            let split_opt = |n: &str| -> Vec<Option<Vec<f32>>> {
+                match get(&p(n)) {
+                    Some(v) => v.chunks(v.len() / e).map(|x| Some(x.to_vec())).collect(),
+                    None => vec![None; e],
+                }
+            };
+            let (out, _, _) = super::moe::moe_mlp(
+                &x,
+                &ln2,
+                must(&p("mlp.router.weight")),
+                &split("mlp.experts.c_fc.weight"),
+                &split_opt("mlp.experts.c_fc.bias"),
+                &split("mlp.experts.c_proj.weight"),
+                &split_opt("mlp.experts.c_proj.bias"),
+                cfg.moe_top_k,
+                cfg.moe_activation,
+                c,
+            );
+            x = out;
+            continue;
+        }
         let hid = matmul::matmul(
             &ln2,
             must(&p("mlp.c_fc.weight")),

@@ -51,7 +51,11 @@ pub fn moe_mlp(
     for ti in 0..t {
         let row = &ln[ti * c..(ti + 1) * c];
         let logits: Vec<f32> = (0..e)
-            .map(|j| (0..c).map(|i| row[i] as f64 * router[i * e + j] as f64).sum::<f64>() as f32)
+            .map(|j| {
+                (0..c)
+                    .map(|i| row[i] as f64 * router[i * e + j] as f64)
+                    .sum::<f64>() as f32
+            })
             .collect();
         let (probs, chosen, weights) = gate(&logits, k);
         for j in 0..e {
@@ -61,7 +65,9 @@ pub fn moe_mlp(
             counts[ex] += 1;
             let hid: Vec<f64> = (0..h)
                 .map(|o| {
-                    let s: f64 = (0..c).map(|i| row[i] as f64 * w1[ex][i * h + o] as f64).sum();
+                    let s: f64 = (0..c)
+                        .map(|i| row[i] as f64 * w1[ex][i * h + o] as f64)
+                        .sum();
                     activate(act, s + b1[ex].as_ref().map_or(0.0, |b| b[o] as f64))
                 })
                 .collect();

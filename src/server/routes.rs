@@ -178,6 +178,10 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                     block_size: l.sparse_block_size,
                     block_density: l.sparse_density,
                 },
+                moe: l.moe.as_ref().map(|m| MoeCaptureBody {
+                    expert_usage: m.expert_usage.clone(),
+                    load_balance_loss: m.load_balance_loss,
+                }),
                 residual: ResidualCapture {
                     norm_mean: l.residual_norm_mean,
                     norm_max: l.residual_norm_max,

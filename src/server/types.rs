@@ -81,10 +81,23 @@ pub struct ResidualCapture {
     pub norm_max: f32,
 }
 
+/// Present only when `use_moe`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MoeCaptureBody {
+    /// Share of this forward's token→expert assignments that went to expert i (sums to 1).
+    pub expert_usage: Vec<f32>,
+    /// E · Σᵢ fᵢ · Pᵢ with fᵢ = expert_usage[i] and Pᵢ the mean router probability of
+    /// expert i: 1.0 when perfectly balanced, E when everything goes to one expert.
+    pub load_balance_loss: f32,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LayerCaptureBody {
     pub layer_idx: usize,
     pub attention: AttentionCapture,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeCaptureBody>,
+    /// Extension.
     pub residual: ResidualCapture,
 }
 
