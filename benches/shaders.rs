@@ -789,6 +789,66 @@ fn main() {
         }
         b.decode(&model, 64, 64);
     }
+    if b.wants("moe") {
+        // MoE (E = 8, k = 2) against a dense model with the same active parameters
+        // per token (MLP width 2 · 4 · C = 8 · C), 2 layers of GPT-2-small width.
+        let ctx = std::sync::Arc::new(GpuContext::new(&device).expect("no adapter"));
+        let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+        let build = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"n_layer": 2, "seed": 3});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            Model::build(
+                ModelConfig::from_value(v).unwrap(),
+                None,
+                ctx.clone(),
+                pl.clone(),
+            )
+            .expect("model")
+        };
+        let moe = build(serde_json::json!({"use_moe": true, "moe_num_experts": 8, "moe_top_k": 2}));
+        let dense = build(serde_json::json!({"ffn_hidden_multiplier": 8}));
+        for t in [16, 128] {
+            let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+            let time = |m: &Model| {
+                m.forward(&ids, 5, false).unwrap();
+                median(
+                    (0..5)
+                        .map(|_| m.forward(&ids, 5, false).unwrap().seconds * 1e3)
+                        .collect(),
+                )
+            };
+            let (moe_ms, dense_ms) = (time(&moe), time(&dense));
+            let flops = 2.0 * t as f64 * dense.parameter_count as f64;
+            b.report(
+                "moe_fwd",
+                format!("E=8 k=2 2 layers T={t}"),
+                moe_ms,
+                flops,
+                "GFLOP/s",
+                None,
+                "",
+            );
+            b.report(
+                "dense_fwd",
+                format!("MLP 8C 2 layers T={t}"),
+                dense_ms,
+                flops,
+                "GFLOP/s",
+                None,
+                "",
+            );
+            if !b.json {
+                println!(
+                    "{:<19} {:<26} MoE / dense with the same active parameters: {:.2}x",
+                    "",
+                    "",
+                    moe_ms / dense_ms
+                );
+            }
+        }
+    }
     if b.json {
         let out = serde_json::json!({"adapter": b.ctx.details, "results": b.rows});
         println!("{}", serde_json::to_string_pretty(&out).unwrap());

@@ -102,24 +102,40 @@ fn moe_mlp_matches_reference() {
                 .flat_map(|b| b.clone().unwrap())
                 .collect::<Vec<f32>>()
         };
-        let (got, stats) = moe::run_moe_mlp(
-            &g.ctx,
-            &g.pipelines,
-            &x,
-            &ln,
-            &padded(&logits, e),
-            &flat(&w1),
-            &flat_b(&b1),
-            &flat(&w2),
-            &flat_b(&b2),
-            e,
-            k,
-            c,
-            h,
-            flag,
-        )
-        .unwrap();
-        assert_close(&format!("moe t{t} e{e} k{k}"), &got, &want, 1e-4, 1e-4);
+        let variants: Vec<&'static str> = ["moe_matmul", "moe_matmul_subgroup"]
+            .into_iter()
+            .filter(|v| g.pipelines.has(v))
+            .collect();
+        assert!(variants.contains(&"moe_matmul"));
+        let mut stats = Vec::new();
+        for variant in variants {
+            let (got, st) = moe::run_moe_mlp(
+                &g.ctx,
+                &g.pipelines,
+                &x,
+                &ln,
+                &padded(&logits, e),
+                &flat(&w1),
+                &flat_b(&b1),
+                &flat(&w2),
+                &flat_b(&b2),
+                e,
+                k,
+                c,
+                h,
+                flag,
+                variant,
+            )
+            .unwrap();
+            assert_close(
+                &format!("{variant} t{t} e{e} k{k}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            stats = st;
+        }
         let usage: Vec<f32> = usage.iter().map(|&u| u as f32).collect();
         assert_close("expert_usage", &stats[..e], &usage, 1e-6, 1e-5);
         assert!((stats[..e].iter().sum::<f32>() - 1.0).abs() < 1e-5);

@@ -4,7 +4,7 @@
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::gpu::SHADERS;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, row_norm,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -116,6 +116,31 @@ fn uniform_structs_match_rust_twins() {
         AttentionParams,
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block]
+    );
+    check_twin!("moe_gate", MoeGateParams, moe::MoeGateParams, [t, e, e4, k]);
+    check_twin!(
+        "moe_route",
+        MoeRouteParams,
+        moe::MoeRouteParams,
+        [t, e, k, rows]
+    );
+    check_twin!(
+        "moe_matmul",
+        MoeMatmulParams,
+        moe::MoeMatmulParams,
+        [rows, n4, k4, flags]
+    );
+    check_twin!(
+        "moe_matmul_subgroup",
+        MoeMatmulParams,
+        moe::MoeMatmulParams,
+        [rows, n4, k4, flags]
+    );
+    check_twin!(
+        "moe_combine",
+        MoeCombineParams,
+        moe::MoeCombineParams,
+        [t, c4, k]
     );
     check_twin!(
         "kv_store",

@@ -37,6 +37,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("moe_route", include_str!("../../shaders/moe_route.wgsl")),
     ("moe_matmul", include_str!("../../shaders/moe_matmul.wgsl")),
     (
+        "moe_matmul_subgroup",
+        include_str!("../../shaders/moe_matmul_subgroup.wgsl"),
+    ),
+    (
         "moe_combine",
         include_str!("../../shaders/moe_combine.wgsl"),
     ),

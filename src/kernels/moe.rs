@@ -12,8 +12,6 @@ use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines, WORKGROUP};
 
 /// Rows each expert's segment is padded to (the route shader's `PAD`).
 pub const SEGMENT_PAD: usize = 16;
-/// Rows per workgroup of the grouped matmul (its `TM`).
-pub const TILE_ROWS: usize = 8;
 /// Largest number of experts the gate keeps in registers.
 pub const MAX_EXPERTS: usize = 64;
 
@@ -152,12 +150,33 @@ pub fn moe_matmul_op(
     row_token: &wgpu::Buffer,
     row_expert: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MoeMatmulParams>(
+    moe_matmul_variant_op(
         ctx,
         pl,
-        "moe_matmul",
-        &[a, w, bias, out, row_token, row_expert],
+        pl.best("moe_matmul"),
+        a,
+        w,
+        bias,
+        out,
+        row_token,
+        row_expert,
     )
+}
+
+/// Grouped matmul op with an explicit variant (`moe_matmul` or `moe_matmul_subgroup`).
+#[allow(clippy::too_many_arguments)]
+pub fn moe_matmul_variant_op(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    variant: &'static str,
+    a: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    row_token: &wgpu::Buffer,
+    row_expert: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MoeMatmulParams>(ctx, pl, variant, &[a, w, bias, out, row_token, row_expert])
 }
 
 /// Record the grouped matmul over `rows` rows, `[K] → [N]` per row.
@@ -179,7 +198,7 @@ pub fn encode_moe_matmul(
         flags,
     };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
-    let gy = rows.div_ceil(TILE_ROWS) as u32;
+    let gy = rows.div_ceil(super::matmul::tile_rows(op.name)) as u32;
     op.encode(queue, pass, pl, &p, (gx, gy, 1));
 }
 
@@ -262,6 +281,7 @@ pub fn run_moe_mlp(
     c: usize,
     h: usize,
     act_flag: u32,
+    variant: &'static str,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = x.len() / c;
     let rows = grouped_rows(t, e, k);
@@ -292,8 +312,28 @@ pub fn run_moe_mlp(
         &slot,
         &stats,
     );
-    let fc = moe_matmul_op(ctx, pl, &lnb, &w1b, &b1b, &hid, &row_token, &row_expert);
-    let proj = moe_matmul_op(ctx, pl, &hid, &w2b, &b2b, &y, &row_token, &row_expert);
+    let fc = moe_matmul_variant_op(
+        ctx,
+        pl,
+        variant,
+        &lnb,
+        &w1b,
+        &b1b,
+        &hid,
+        &row_token,
+        &row_expert,
+    );
+    let proj = moe_matmul_variant_op(
+        ctx,
+        pl,
+        variant,
+        &hid,
+        &w2b,
+        &b2b,
+        &y,
+        &row_token,
+        &row_expert,
+    );
     let comb = moe_combine_op(ctx, pl, &y, &sel_w, &slot, &xb);
     submit_pass(ctx, "moe", |pass| {
         let q = &ctx.queue;
