@@ -195,25 +195,28 @@ impl Engine {
         self.capacity
     }
 
+    /// Put `job` on the queue, or refuse at once when it is full.
+    fn enqueue(&self, job: Job) -> Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.try_send(job).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            Error::Unavailable(match e {
+                TrySendError::Full(_) => format!(
+                    "the engine queue is full ({} waiting); retry shortly",
+                    self.capacity
+                ),
+                TrySendError::Disconnected(_) => "the engine has stopped".into(),
+            })
+        })
+    }
+
     fn submit<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
     ) -> Result<oneshot::Receiver<Result<T>>> {
         let (tx, rx) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(make(tx)) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(Error::Unavailable(match e {
-                    TrySendError::Full(_) => format!(
-                        "the engine queue is full ({} waiting); retry shortly",
-                        self.capacity
-                    ),
-                    TrySendError::Disconnected(_) => "the engine has stopped".into(),
-                }))
-            }
-        }
+        self.enqueue(make(tx))?;
+        Ok(rx)
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
@@ -237,20 +240,26 @@ impl Engine {
     /// returned channel. Dropping the receiver cancels the generation.
     pub fn generate(&self, req: GenerateRequest) -> Result<mpsc::UnboundedReceiver<GenEvent>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(Job::Generate(req, tx)) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(Error::Unavailable(match e {
-                    TrySendError::Full(_) => format!(
-                        "the engine queue is full ({} waiting); retry shortly",
-                        self.capacity
-                    ),
-                    TrySendError::Disconnected(_) => "the engine has stopped".into(),
-                }))
-            }
-        }
+        self.enqueue(Job::Generate(req, tx))?;
+        Ok(rx)
+    }
+
+    /// What is loaded (a copy; never waits for the queue).
+    pub fn model_snapshot(&self) -> ModelSnapshot {
+        self.state
+            .model
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Inference counters (a copy).
+    pub fn counters(&self) -> Counters {
+        self.state
+            .counters
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// Blocking variants for code outside an async runtime.

@@ -124,6 +124,30 @@ pub fn encode_attention(
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
 }
 
+/// Run `op` (bound to `out` and `ent`) for `t` queries and read back `(out, entropy)`.
+#[allow(clippy::too_many_arguments)]
+fn run_bound(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    make_op: impl FnOnce(&wgpu::Buffer, &wgpu::Buffer) -> KernelOp,
+    t: usize,
+    c: usize,
+    nh: usize,
+    kv: KvLayout,
+    block: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let out = buffers::storage(ctx, "out", t * c);
+    let ent = buffers::storage(ctx, "entropy", nh * t);
+    let op = make_op(&out, &ent);
+    submit_pass(ctx, op.name, |pass| {
+        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, kv, block)
+    })?;
+    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
+    let e = r.pop().unwrap_or_default();
+    let o = r.pop().unwrap_or_default();
+    Ok((o, e))
+}
+
 /// Upload, run, read back `(out[T, C], entropy[NH, T])`.
 pub fn run_attention(
     ctx: &GpuContext,
@@ -133,33 +157,16 @@ pub fn run_attention(
     nh: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
-    let qkvb = buffers::upload(ctx, "qkv", qkv);
-    let out = buffers::storage(ctx, "out", t * c);
-    let ent = buffers::storage(ctx, "entropy", nh * t);
-    let op = attention_op(ctx, pipelines, &qkvb, &qkvb, &qkvb, &out, &ent);
-    submit_pass(ctx, "attention", |pass| {
-        encode_attention(
-            &ctx.queue,
-            pass,
-            pipelines,
-            &op,
-            t,
-            c,
-            nh,
-            KvLayout::fused(c),
-            0,
-        )
-    })?;
-    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
-    let e = r.pop().unwrap_or_default();
-    let o = r.pop().unwrap_or_default();
-    Ok((o, e))
+    let q = buffers::upload(ctx, "qkv", qkv);
+    let make =
+        |out: &wgpu::Buffer, ent: &wgpu::Buffer| attention_op(ctx, pipelines, &q, &q, &q, out, ent);
+    run_bound(ctx, pipelines, make, t, c, nh, KvLayout::fused(c), 0)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Upload, run with keys and values in separate cache buffers, read back
 /// `(out[T, C], entropy[NH, T])`: queries `qkv [T, 3C]` at positions `pos..pos + T`,
 /// caches `[rows, C]` holding at least `pos + T` rows.
+#[allow(clippy::too_many_arguments)]
 pub fn run_attention_cached(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -171,29 +178,12 @@ pub fn run_attention_cached(
     nh: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
-    let qkvb = buffers::upload(ctx, "qkv", qkv);
-    let kb = buffers::upload(ctx, "k_cache", k_cache);
-    let vb = buffers::upload(ctx, "v_cache", v_cache);
-    let out = buffers::storage(ctx, "out", t * c);
-    let ent = buffers::storage(ctx, "entropy", nh * t);
-    let op = attention_op(ctx, pipelines, &qkvb, &kb, &vb, &out, &ent);
-    submit_pass(ctx, "attention", |pass| {
-        encode_attention(
-            &ctx.queue,
-            pass,
-            pipelines,
-            &op,
-            t,
-            c,
-            nh,
-            KvLayout::cache(c, pos),
-            0,
-        )
-    })?;
-    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
-    let e = r.pop().unwrap_or_default();
-    let o = r.pop().unwrap_or_default();
-    Ok((o, e))
+    let q = buffers::upload(ctx, "qkv", qkv);
+    let k = buffers::upload(ctx, "k_cache", k_cache);
+    let v = buffers::upload(ctx, "v_cache", v_cache);
+    let make =
+        |out: &wgpu::Buffer, ent: &wgpu::Buffer| attention_op(ctx, pipelines, &q, &k, &v, out, ent);
+    run_bound(ctx, pipelines, make, t, c, nh, KvLayout::cache(c, pos), 0)
 }
 
 /// Upload, run block-sparse attention with `layout`, read back `(out[T, C], entropy[NH, T])`.
@@ -206,26 +196,19 @@ pub fn run_sparse_attention(
     layout: &crate::model::sparse::BlockLayout,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
-    let qkvb = buffers::upload(ctx, "qkv", qkv);
-    let out = buffers::storage(ctx, "out", t * c);
-    let ent = buffers::storage(ctx, "entropy", nh * t);
+    let q = buffers::upload(ctx, "qkv", qkv);
     let (ro, cols) = layout.upload(ctx);
-    let op = sparse_attention_op(ctx, pipelines, &qkvb, &qkvb, &qkvb, &out, &ent, &ro, &cols);
-    submit_pass(ctx, "sparse_attention", |pass| {
-        encode_attention(
-            &ctx.queue,
-            pass,
-            pipelines,
-            &op,
-            t,
-            c,
-            nh,
-            KvLayout::fused(c),
-            layout.block,
-        )
-    })?;
-    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
-    let e = r.pop().unwrap_or_default();
-    let o = r.pop().unwrap_or_default();
-    Ok((o, e))
+    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
+        sparse_attention_op(ctx, pipelines, &q, &q, &q, out, ent, &ro, &cols)
+    };
+    run_bound(
+        ctx,
+        pipelines,
+        make,
+        t,
+        c,
+        nh,
+        KvLayout::fused(c),
+        layout.block,
+    )
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::routes::{json_body, MAX_TEXT_CHARS};
+use super::routes::{json_body, validate_text};
 use super::AppState;
 use crate::engine::{GenEvent, GenerateRequest, GenerateResult};
 use crate::error::Error;
@@ -69,15 +69,7 @@ fn default_top_p() -> f64 {
 impl GenerateBody {
     /// Check every rule; the error names the field.
     pub fn validate(&self) -> Result<GenerateRequest, ApiError> {
-        if self.text.is_empty() {
-            return Err(ApiError::invalid("input text must not be empty"));
-        }
-        let chars = self.text.chars().count();
-        if chars > MAX_TEXT_CHARS {
-            return Err(ApiError::invalid(format!(
-                "text has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
-            )));
-        }
+        validate_text(&self.text)?;
         if !(1..=4096).contains(&self.max_new_tokens) {
             return Err(ApiError::invalid(format!(
                 "max_new_tokens ({}) must be between 1 and 4096",

@@ -121,16 +121,22 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
-    if b.text.is_empty() {
+/// The `text` rule shared by /forward, /generate and WebSocket requests: 1..=10000 characters.
+pub(crate) fn validate_text(text: &str) -> Result<(), ApiError> {
+    if text.is_empty() {
         return Err(ApiError::invalid("input text must not be empty"));
     }
-    let chars = b.text.chars().count();
+    let chars = text.chars().count();
     if chars > MAX_TEXT_CHARS {
         return Err(ApiError::invalid(format!(
             "text has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
         )));
     }
+    Ok(())
+}
+
+fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
+    validate_text(&b.text)?;
     if let Some(n) = b.max_length {
         if !(1..=MAX_LENGTH).contains(&n) {
             return Err(ApiError::invalid(format!(
@@ -234,20 +240,8 @@ pub async fn forward(
 /// Model state, config, size, performance counters.
 #[utoipa::path(get, path = "/api/v1/status", tag = "model", responses((status = 200, body = StatusResponse)))]
 pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
-    let m = st
-        .engine
-        .state
-        .model
-        .read()
-        .map(|m| m.clone())
-        .unwrap_or_default();
-    let c = st
-        .engine
-        .state
-        .counters
-        .read()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let m = st.engine.model_snapshot();
+    let c = st.engine.counters();
     let initialized = m.config.is_some();
     Json(StatusResponse {
         initialized,
@@ -290,13 +284,7 @@ fn grade(percent: f64, degraded: f64, unhealthy: f64) -> &'static str {
 #[utoipa::path(get, path = "/api/v1/health/health", tag = "health",
     responses((status = 200, body = HealthResponse), (status = 503, description = "a check is unhealthy", body = HealthResponse)))]
 pub async fn health(State(st): State<AppState>) -> Response {
-    let m = st
-        .engine
-        .state
-        .model
-        .read()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let m = st.engine.model_snapshot();
     let (mem, disk) = tokio::task::spawn_blocking(super::host_figures)
         .await
         .unwrap_or_default();
@@ -378,13 +366,7 @@ pub async fn ping() -> Json<PingResponse> {
 #[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
     responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, or the device was lost", body = ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
-    let m = st
-        .engine
-        .state
-        .model
-        .read()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let m = st.engine.model_snapshot();
     if m.device_lost {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -412,13 +394,7 @@ pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, Ap
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let m = st
-        .engine
-        .state
-        .model
-        .read()
-        .map(|m| m.clone())
-        .unwrap_or_default();
+    let m = st.engine.model_snapshot();
     let text = st.metrics.render(
         st.engine.queue_depth(),
         m.device_memory_mb * (1u64 << 20) as f64,
