@@ -2,8 +2,8 @@
 """Bounded loopback load test of the wgformer HTTP service (standard library only).
 
 Starts `target/release/wgformer serve --port 0` with a model config, warms it up,
-then sends N mixed requests (forward with and without capture, status, health,
-ping, metrics, bad input) from C concurrent clients, all to 127.0.0.1, and reports
+then sends N mixed requests (forward with and without capture, generation as JSON and
+as Server-Sent Events, status, health, ping, metrics, bad input) from C concurrent clients, all to 127.0.0.1, and reports
 errors, latency percentiles and the server's resident memory before and after.
 It stops by itself: the request count is fixed and every request has a timeout.
 
@@ -33,7 +33,11 @@ def rss_mb(pid):
 
 def call(base, i):
     """The i-th request of the mix: (expected status, method, path, body)."""
-    kind = i % 10
+    kind = i % 12
+    if kind == 10:
+        return 200, "POST", "/api/v1/generate", {"text": f"Story {i}:", "max_new_tokens": 4, "seed": i}
+    if kind == 11:
+        return 200, "POST", "/api/v1/generate", {"text": "Stream this", "max_new_tokens": 3, "stream": True}
     if kind in (0, 1, 2, 3):
         return 200, "POST", "/api/v1/forward", {"text": f"Request number {i} asks the model something.", "top_k": 5}
     if kind == 4:
@@ -75,8 +79,8 @@ def main():
     try:
         line = srv.stdout.readline()
         base = line.strip().rsplit(" ", 1)[-1]
-        # warm-up: every kind once, twice
-        for i in range(20):
+        # warm-up: every kind twice
+        for i in range(24):
             send(base, *call(base, i)[1:])
         before = rss_mb(srv.pid)
         lat, errors, lock = [], [], threading.Lock()
