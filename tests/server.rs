@@ -44,6 +44,11 @@ async fn before_initialize() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn initialize_forward_status_flow() {
     let s = Server::start(8, 1 << 20).await;
+    let mut cfg = small();
+    cfg["device"] = json!("cpu");
+    let (code, body) = init(&s, &cfg).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["config"]["device"], "cpu");
     let (code, body) = init(&s, &small()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["success"], true);
@@ -193,6 +198,26 @@ async fn config_errors_keep_the_old_model() {
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.unwrap();
     assert_error(400, &body, 400, "CONFIG_ERROR");
+    // no hardware adapter in CI: "gpu" is a clear CONFIG_ERROR, "cpu" builds on the software one
+    let has_gpu = wgformer::gpu::list_adapters().iter().any(|a| {
+        matches!(
+            a.details.device_type.as_str(),
+            "DiscreteGpu" | "IntegratedGpu" | "VirtualGpu"
+        )
+    });
+    if !has_gpu {
+        let mut cfg = small();
+        cfg["device"] = json!("gpu");
+        let (code, body) = init(&s, &cfg).await;
+        assert_error(code, &body, 400, "CONFIG_ERROR");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("no adapter matches"),
+            "{body}"
+        );
+    }
     // the old model still serves
     let (code, st) = get(&s, "/api/v1/status").await;
     assert_eq!((code, st["config"]["n_embed"].as_u64()), (200, Some(32)));
