@@ -125,7 +125,7 @@ impl Bench {
                 _ => String::new(),
             };
             println!(
-                "{:<19} {:<26} {:10.3} ms {:9.2} {:<7} {}",
+                "{:<26} {:<26} {:10.3} ms {:9.2} {:<7} {}",
                 row.kernel, row.shape, row.gpu_ms, row.rate, row.unit, cpu_txt
             );
         }
@@ -467,29 +467,7 @@ impl Bench {
     fn attention(&mut self, t: usize, c: usize, nh: usize) {
         let qkv = rand_vec(t * 3 * c, 11);
         let small_t = t.min(64);
-        let (got, _) =
-            attention::run_attention(&self.ctx, &self.pl, &qkv[..small_t * 3 * c], c, nh).unwrap();
         let (want, _) = reference::attention::attention(&qkv[..small_t * 3 * c], c, nh);
-        self.check("attention", &got, &want);
-        let (qb, ob, eb) = (
-            buffers::upload(&self.ctx, "qkv", &qkv),
-            buffers::storage(&self.ctx, "out", t * c),
-            buffers::storage(&self.ctx, "ent", nh * t),
-        );
-        let op = attention::attention_op(&self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb);
-        let gpu = self.time_gpu(&|pass| {
-            attention::encode_attention(
-                &self.ctx.queue,
-                pass,
-                &self.pl,
-                &op,
-                t,
-                c,
-                nh,
-                attention::KvLayout::fused(c),
-                0,
-            )
-        });
         let cpu = (t <= 128).then(|| {
             self.time_cpu(&mut || {
                 std::hint::black_box(reference::attention::attention(&qkv, c, nh));
@@ -497,15 +475,37 @@ impl Bench {
         });
         // q·k and p·v over the causal half
         let flops = 4.0 * (t * (t + 1) / 2) as f64 * c as f64;
-        self.report(
-            "attention",
-            format!("T={t} C={c} NH={nh}"),
-            gpu,
-            flops,
-            "GFLOP/s",
-            cpu,
-            "cpu ref",
+        let (qb, ob, eb) = (
+            buffers::upload(&self.ctx, "qkv", &qkv),
+            buffers::storage(&self.ctx, "out", t * c),
+            buffers::storage(&self.ctx, "ent", nh * t),
         );
+        for variant in self.variants("attention") {
+            let (got, _) = attention::run_attention(
+                &self.ctx,
+                &self.pl,
+                variant,
+                &qkv[..small_t * 3 * c],
+                c,
+                nh,
+            )
+            .unwrap();
+            self.check(variant, &got, &want);
+            let op = attention::attention_op(&self.ctx, &self.pl, variant, &qb, &qb, &qb, &ob, &eb);
+            let kv = attention::KvLayout::fused(c);
+            let gpu = self.time_gpu(&|pass| {
+                attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh, kv, 0)
+            });
+            self.report(
+                variant,
+                format!("T={t} C={c} NH={nh}"),
+                gpu,
+                flops,
+                "GFLOP/s",
+                cpu,
+                "cpu ref",
+            );
+        }
     }
 
     /// Block-sparse attention (blocks of 32, local window 4, 1 global block) next to
@@ -516,9 +516,12 @@ impl Bench {
         let qkv = rand_vec(t * 3 * c, 16);
         let small_t = t.min(96);
         let small = BlockLayout::new(small_t.max(32), 32, 2, 1, 0);
+        let sparse_variant = attention::sparse_attention_variant(&self.ctx, &self.pl, c / nh, 32);
+        let dense_variant = attention::attention_variant(&self.pl, c / nh);
         let (got, _) = attention::run_sparse_attention(
             &self.ctx,
             &self.pl,
+            sparse_variant,
             &qkv[..small_t * 3 * c],
             c,
             nh,
@@ -537,9 +540,19 @@ impl Bench {
         );
         let (ro, cols) = layout.upload(&self.ctx);
         let sparse = attention::sparse_attention_op(
-            &self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb, &ro, &cols,
+            &self.ctx,
+            &self.pl,
+            sparse_variant,
+            &qb,
+            &qb,
+            &qb,
+            &ob,
+            &eb,
+            &ro,
+            &cols,
         );
-        let dense = attention::attention_op(&self.ctx, &self.pl, &qb, &qb, &qb, &ob, &eb);
+        let dense =
+            attention::attention_op(&self.ctx, &self.pl, dense_variant, &qb, &qb, &qb, &ob, &eb);
         let kv = attention::KvLayout::fused(c);
         let sparse_ms = self.time_gpu(&|pass| {
             attention::encode_attention(&self.ctx.queue, pass, &self.pl, &sparse, t, c, nh, kv, 32)
@@ -550,7 +563,7 @@ impl Bench {
         let density = layout.density(t);
         let flops = 4.0 * (t * (t + 1) / 2) as f64 * c as f64 * layout.causal_density(t);
         self.report(
-            "sparse_attention",
+            sparse_variant,
             format!("T={t} density {:.0}%", density * 100.0),
             sparse_ms,
             flops,
@@ -560,7 +573,7 @@ impl Bench {
         );
         if !self.json {
             println!(
-                "{:<19} {:<26} dense {dense_ms:.3} ms, sparse {sparse_ms:.3} ms: {:.2}x faster",
+                "{:<26} {:<26} {dense_variant} {dense_ms:.3} ms, {sparse_variant} {sparse_ms:.3} ms: sparse {:.2}x faster",
                 "",
                 "",
                 dense_ms / sparse_ms
@@ -648,7 +661,7 @@ impl Bench {
         );
         if !self.json {
             println!(
-                "{:<19} {:<26} {:10.3} ms/token {:7.2} tokens/s",
+                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s",
                 "gpt2_decode",
                 format!("GPT-2 small at {prompt}..{}", prompt + steps),
                 ms,
@@ -722,7 +735,7 @@ fn main() {
             b.ctx.details.driver_info
         );
         println!(
-            "{:<19} {:<26} {:>13} {:>17} CPU, same run",
+            "{:<26} {:<26} {:>13} {:>17} CPU, same run",
             "kernel", "shape", "adapter", "rate"
         );
     }
@@ -841,7 +854,7 @@ fn main() {
             );
             if !b.json {
                 println!(
-                    "{:<19} {:<26} MoE / dense with the same active parameters: {:.2}x",
+                    "{:<26} {:<26} MoE / dense with the same active parameters: {:.2}x",
                     "",
                     "",
                     moe_ms / dense_ms

@@ -228,52 +228,6 @@ fn embedding_more_than_65535_workgroups() {
 }
 
 #[test]
-fn attention_causal_with_entropy() {
-    let g = gpu();
-    for &(t, c, nh) in &[
-        (1, 16, 2),
-        (5, 32, 4),
-        (70, 64, 4),
-        (33, 48, 3),
-        (20, 256, 2),
-    ] {
-        let qkv = rand_vec(t * 3 * c, 18, 1.5);
-        let (out, ent) = attention::run_attention(&g.ctx, &g.pipelines, &qkv, c, nh).unwrap();
-        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        assert_close(
-            &format!("attention out t{t} c{c} nh{nh}"),
-            &out,
-            &want_out,
-            1e-4,
-            1e-4,
-        );
-        assert_close(
-            &format!("attention entropy t{t} c{c} nh{nh}"),
-            &ent,
-            &want_ent,
-            1e-4,
-            1e-4,
-        );
-    }
-}
-
-#[test]
-fn attention_is_causal() {
-    // Changing a later token must not change earlier outputs.
-    let g = gpu();
-    let (t, c, nh) = (12, 32, 2);
-    let qkv = rand_vec(t * 3 * c, 19, 1.0);
-    let mut changed = qkv.clone();
-    for v in &mut changed[(t - 1) * 3 * c..] {
-        *v += 1.0;
-    }
-    let (a, _) = attention::run_attention(&g.ctx, &g.pipelines, &qkv, c, nh).unwrap();
-    let (b, _) = attention::run_attention(&g.ctx, &g.pipelines, &changed, c, nh).unwrap();
-    assert_eq!(a[..(t - 1) * c], b[..(t - 1) * c]);
-    assert_ne!(a[(t - 1) * c..], b[(t - 1) * c..]);
-}
-
-#[test]
 fn row_norm_matches_reference() {
     let g = gpu();
     let (t, c) = (67, 40);
@@ -310,42 +264,6 @@ fn kv_store_appends_rows() {
 }
 
 #[test]
-fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
-    // The last `t` queries of a sequence, attending to cached keys/values of every
-    // earlier position, give the same rows as attention over the whole sequence.
-    let g = gpu();
-    for &(total, t, c, nh) in &[(9, 1, 32, 4), (20, 5, 64, 2), (40, 40, 48, 3)] {
-        let qkv = rand_vec(total * 3 * c, 22, 1.5);
-        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
-        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, 0);
-        let pos = total - t;
-        let (out, ent) = attention::run_attention_cached(
-            &g.ctx,
-            &g.pipelines,
-            &qkv[pos * 3 * c..],
-            &kc,
-            &vc,
-            pos,
-            c,
-            nh,
-        )
-        .unwrap();
-        assert_close(
-            &format!("cached attention total {total} t {t}"),
-            &out,
-            &want_out[pos * c..],
-            1e-4,
-            1e-4,
-        );
-        let want_ent_rows: Vec<f32> = (0..nh)
-            .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
-            .collect();
-        assert_close("cached entropy", &ent, &want_ent_rows, 1e-4, 1e-4);
-    }
-}
-
-#[test]
 fn matvec_bt_one_row_of_many() {
     let g = gpu();
     for &(rows, row, n, k) in &[(1, 0, 5, 8), (7, 6, 131, 64), (3, 1, 1000, 768)] {
@@ -363,23 +281,167 @@ fn matvec_bt_one_row_of_many() {
     }
 }
 
+/// The attention kernels compiled for this adapter that apply to head size `hs`
+/// (the subgroup variants only run head size 64).
+fn attention_variants(sparse: bool, hs: usize) -> Vec<&'static str> {
+    let g = gpu();
+    let (base, sub) = if sparse {
+        ("sparse_attention", "sparse_attention_subgroup")
+    } else {
+        ("attention", "attention_subgroup")
+    };
+    let mut v = vec![base];
+    if hs == 64 && g.pipelines.has(sub) {
+        v.push(sub);
+    }
+    v
+}
+
+#[test]
+fn attention_causal_with_entropy() {
+    let g = gpu();
+    for &(t, c, nh) in &[
+        (1, 16, 2),
+        (5, 32, 4),
+        (70, 64, 4),
+        (33, 48, 3),
+        (20, 256, 2),
+        (1, 128, 2),
+        (5, 64, 1),
+        (37, 192, 3),
+        (70, 128, 2),
+    ] {
+        let qkv = rand_vec(t * 3 * c, 18, 1.5);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        for variant in attention_variants(false, c / nh) {
+            let (out, ent) =
+                attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
+            assert_close(
+                &format!("{variant} out t{t} c{c} nh{nh}"),
+                &out,
+                &want_out,
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{variant} entropy t{t} c{c} nh{nh}"),
+                &ent,
+                &want_ent,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+    assert!(attention_variants(false, 64).len() == 2 || !g.pipelines.has("attention_subgroup"));
+}
+
+#[test]
+fn attention_is_causal() {
+    // Changing a later token must not change earlier outputs.
+    let g = gpu();
+    let (t, c, nh) = (12, 128, 2);
+    let qkv = rand_vec(t * 3 * c, 19, 1.0);
+    let mut changed = qkv.clone();
+    for v in &mut changed[(t - 1) * 3 * c..] {
+        *v += 1.0;
+    }
+    for variant in attention_variants(false, 64) {
+        let (a, _) = attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
+        let (b, _) =
+            attention::run_attention(&g.ctx, &g.pipelines, variant, &changed, c, nh).unwrap();
+        assert_eq!(a[..(t - 1) * c], b[..(t - 1) * c], "{variant}");
+        assert_ne!(a[(t - 1) * c..], b[(t - 1) * c..], "{variant}");
+    }
+}
+
+#[test]
+fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
+    // The last `t` queries of a sequence, attending to cached keys/values of every
+    // earlier position, give the same rows as attention over the whole sequence.
+    let g = gpu();
+    for &(total, t, c, nh) in &[
+        (9, 1, 32, 4),
+        (20, 5, 64, 2),
+        (40, 40, 48, 3),
+        (23, 1, 128, 2),
+        (30, 11, 64, 1),
+        (17, 17, 192, 3),
+    ] {
+        let qkv = rand_vec(total * 3 * c, 22, 1.5);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
+        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, 0);
+        let pos = total - t;
+        let want_ent_rows: Vec<f32> = (0..nh)
+            .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
+            .collect();
+        for variant in attention_variants(false, c / nh) {
+            let (out, ent) = attention::run_attention_cached(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &qkv[pos * 3 * c..],
+                &kc,
+                &vc,
+                pos,
+                c,
+                nh,
+            )
+            .unwrap();
+            assert_close(
+                &format!("{variant} cached total {total} t {t}"),
+                &out,
+                &want_out[pos * c..],
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &format!("{variant} cached entropy"),
+                &ent,
+                &want_ent_rows,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
 #[test]
 fn sparse_attention_with_every_causal_block_equals_dense() {
     let g = gpu();
-    for &(t, c, nh, block) in &[(1, 16, 2, 4), (37, 32, 4, 8), (64, 48, 3, 16)] {
+    for &(t, c, nh, block) in &[
+        (1, 16, 2, 4),
+        (37, 32, 4, 8),
+        (64, 48, 3, 16),
+        (45, 128, 2, 8),
+        (70, 64, 1, 32),
+    ] {
         let qkv = rand_vec(t * 3 * c, 25, 1.5);
         let layout = wgformer::model::sparse::BlockLayout::dense_causal(t.max(block), block);
-        let (out, ent) =
-            attention::run_sparse_attention(&g.ctx, &g.pipelines, &qkv, c, nh, &layout).unwrap();
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        assert_close(
-            &format!("sparse=dense t{t} block{block}"),
-            &out,
-            &want_out,
-            1e-4,
-            1e-4,
-        );
-        assert_close("sparse=dense entropy", &ent, &want_ent, 1e-4, 1e-4);
+        for variant in attention_variants(true, c / nh) {
+            if variant.ends_with("_subgroup") && block % g.ctx.subgroup_max_size as usize != 0 {
+                continue;
+            }
+            let (out, ent) = attention::run_sparse_attention(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &qkv,
+                c,
+                nh,
+                &layout,
+            )
+            .unwrap();
+            assert_close(
+                &format!("{variant}=dense t{t} block{block}"),
+                &out,
+                &want_out,
+                1e-4,
+                1e-4,
+            );
+            assert_close("sparse=dense entropy", &ent, &want_ent, 1e-4, 1e-4);
+        }
     }
 }
 
@@ -387,31 +449,49 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
 fn sparse_attention_matches_masked_reference() {
     use wgformer::model::sparse::BlockLayout;
     let g = gpu();
-    let (c, nh) = (32, 2);
-    for (t, layout) in [
-        (70, BlockLayout::new(70, 8, 2, 1, 0)),
-        (64, BlockLayout::new(64, 4, 1, 2, 3)),
-        (33, BlockLayout::new(40, 5, 1, 0, 0)),
+    for (t, c, nh, layout) in [
+        (70, 32, 2, BlockLayout::new(70, 8, 2, 1, 0)),
+        (64, 32, 2, BlockLayout::new(64, 4, 1, 2, 3)),
+        (33, 32, 2, BlockLayout::new(40, 5, 1, 0, 0)),
         (
             50,
+            32,
+            2,
             BlockLayout::from_rule(64, 8, |qb, kb| qb == kb || (qb + kb) % 3 == 0),
         ),
+        (90, 128, 2, BlockLayout::new(96, 8, 2, 1, 3)),
+        (61, 64, 1, BlockLayout::new(64, 16, 1, 1, 0)),
     ] {
         let qkv = rand_vec(t * 3 * c, 26, 1.5);
-        let (out, ent) =
-            attention::run_sparse_attention(&g.ctx, &g.pipelines, &qkv, c, nh, &layout).unwrap();
         let (want_out, want_ent) =
             reference::attention::attention_masked(&qkv, c, nh, |i, j| layout.allows(i, j));
-        assert_close(
-            &format!("sparse t{t} {layout:?}"),
-            &out,
-            &want_out,
-            1e-4,
-            1e-4,
-        );
-        assert_close("sparse entropy", &ent, &want_ent, 1e-4, 1e-4);
-        // and it differs from dense where the layout drops blocks
         let (dense, _) = reference::attention::attention(&qkv, c, nh);
-        assert!(out.iter().zip(&dense).any(|(a, b)| (a - b).abs() > 1e-3));
+        for variant in attention_variants(true, c / nh) {
+            if variant.ends_with("_subgroup")
+                && layout.block % g.ctx.subgroup_max_size as usize != 0
+            {
+                continue;
+            }
+            let (out, ent) = attention::run_sparse_attention(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &qkv,
+                c,
+                nh,
+                &layout,
+            )
+            .unwrap();
+            assert_close(
+                &format!("{variant} t{t} {layout:?}"),
+                &out,
+                &want_out,
+                1e-4,
+                1e-4,
+            );
+            assert_close("sparse entropy", &ent, &want_ent, 1e-4, 1e-4);
+            // and it differs from dense where the layout drops blocks
+            assert!(out.iter().zip(&dense).any(|(a, b)| (a - b).abs() > 1e-3));
+        }
     }
 }

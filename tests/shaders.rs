@@ -142,6 +142,19 @@ fn uniform_structs_match_rust_twins() {
         moe::MoeCombineParams,
         [t, c4, k]
     );
+    for shader in ["attention_subgroup", "sparse_attention_subgroup"] {
+        let (size, offsets) = layout(shader, "AttentionParams");
+        assert_eq!(
+            size as usize,
+            std::mem::size_of::<attention::AttentionParams>(),
+            "{shader}"
+        );
+        assert_eq!(
+            offsets[9] as usize,
+            std::mem::offset_of!(attention::AttentionParams, block),
+            "{shader}"
+        );
+    }
     check_twin!(
         "kv_store",
         KvStoreParams,

@@ -142,6 +142,8 @@ pub struct GpuContext {
     /// Caps the binding size below the adapter's limit (tests use it to exercise
     /// the splitting of large tensors at small shapes).
     pub binding_cap: Option<u64>,
+    /// Largest subgroup the adapter may run (1 when unknown).
+    pub subgroup_max_size: u32,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -233,6 +235,7 @@ impl GpuContext {
             limits,
             features,
             binding_cap: None,
+            subgroup_max_size: info.subgroup_max_size.max(1),
             lost,
             lost_reason,
             uncaptured,

@@ -29,8 +29,16 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     (
+        "attention_subgroup",
+        include_str!("../../shaders/attention_subgroup.wgsl"),
+    ),
+    (
         "sparse_attention",
         include_str!("../../shaders/sparse_attention.wgsl"),
+    ),
+    (
+        "sparse_attention_subgroup",
+        include_str!("../../shaders/sparse_attention_subgroup.wgsl"),
     ),
     ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
     ("moe_gate", include_str!("../../shaders/moe_gate.wgsl")),

@@ -56,18 +56,46 @@ impl KvLayout {
     }
 }
 
+/// The dense kernel for this device and head size: the subgroup variant (head size 64,
+/// subgroups of at least 8 lanes) or the portable one.
+pub fn attention_variant(pipelines: &Pipelines, head_size: usize) -> &'static str {
+    if head_size == 64 && pipelines.has("attention_subgroup") {
+        "attention_subgroup"
+    } else {
+        "attention"
+    }
+}
+
+/// The block-sparse kernel for this device, head size and block size (the subgroup
+/// variant needs blocks that are a multiple of the subgroup size).
+pub fn sparse_attention_variant(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    head_size: usize,
+    block: usize,
+) -> &'static str {
+    let sg = ctx.subgroup_max_size.max(1) as usize;
+    if head_size == 64 && block % sg == 0 && pipelines.has("sparse_attention_subgroup") {
+        "sparse_attention_subgroup"
+    } else {
+        "sparse_attention"
+    }
+}
+
 /// Op: bindings qkv `[T, 3C]` (queries), k, v (the same qkv, or cache buffers),
-/// out `[T, C]`, entropy `[NH, T]`.
+/// out `[T, C]`, entropy `[NH, T]`. `variant`: `attention` or `attention_subgroup`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &wgpu::Buffer,
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     entropy: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<AttentionParams>(ctx, pipelines, "attention", &[qkv, k, v, out, entropy])
+    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &[qkv, k, v, out, entropy])
 }
 
 /// Block-sparse op: the bindings of [`attention_op`] plus the CSR layout
@@ -76,6 +104,7 @@ pub fn attention_op(
 pub fn sparse_attention_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &wgpu::Buffer,
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
@@ -87,7 +116,7 @@ pub fn sparse_attention_op(
     KernelOp::new::<AttentionParams>(
         ctx,
         pipelines,
-        "sparse_attention",
+        variant,
         &[qkv, k, v, out, entropy, row_offsets, cols],
     )
 }
@@ -152,14 +181,16 @@ fn run_bound(
 pub fn run_attention(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &[f32],
     c: usize,
     nh: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
     let q = buffers::upload(ctx, "qkv", qkv);
-    let make =
-        |out: &wgpu::Buffer, ent: &wgpu::Buffer| attention_op(ctx, pipelines, &q, &q, &q, out, ent);
+    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
+        attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent)
+    };
     run_bound(ctx, pipelines, make, t, c, nh, KvLayout::fused(c), 0)
 }
 
@@ -170,6 +201,7 @@ pub fn run_attention(
 pub fn run_attention_cached(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
@@ -181,8 +213,9 @@ pub fn run_attention_cached(
     let q = buffers::upload(ctx, "qkv", qkv);
     let k = buffers::upload(ctx, "k_cache", k_cache);
     let v = buffers::upload(ctx, "v_cache", v_cache);
-    let make =
-        |out: &wgpu::Buffer, ent: &wgpu::Buffer| attention_op(ctx, pipelines, &q, &k, &v, out, ent);
+    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
+        attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent)
+    };
     run_bound(ctx, pipelines, make, t, c, nh, KvLayout::cache(c, pos), 0)
 }
 
@@ -190,6 +223,7 @@ pub fn run_attention_cached(
 pub fn run_sparse_attention(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &[f32],
     c: usize,
     nh: usize,
@@ -199,7 +233,7 @@ pub fn run_sparse_attention(
     let q = buffers::upload(ctx, "qkv", qkv);
     let (ro, cols) = layout.upload(ctx);
     let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        sparse_attention_op(ctx, pipelines, &q, &q, &q, out, ent, &ro, &cols)
+        sparse_attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent, &ro, &cols)
     };
     run_bound(
         ctx,

@@ -13,7 +13,9 @@ use super::{
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
-use crate::kernels::attention::{attention_op, encode_attention, sparse_attention_op, KvLayout};
+use crate::kernels::attention::{
+    attention_op, attention_variant, encode_attention, sparse_attention_op, KvLayout,
+};
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
@@ -88,6 +90,7 @@ pub(super) fn bind_ops(
     w: &DeviceWeights,
     a: &Activations,
     sparse: Option<&SparseAttention>,
+    hs: usize,
 ) -> Ops {
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
@@ -103,6 +106,7 @@ pub(super) fn bind_ops(
                 Some(sp) => sparse_attention_op(
                     ctx,
                     pl,
+                    sp.variant,
                     &a.qkv,
                     &a.qkv,
                     &a.qkv,
@@ -111,7 +115,16 @@ pub(super) fn bind_ops(
                     &sp.row_offsets,
                     &sp.cols,
                 ),
-                None => attention_op(ctx, pl, &a.qkv, &a.qkv, &a.qkv, &a.att, ent),
+                None => attention_op(
+                    ctx,
+                    pl,
+                    attention_variant(pl, hs),
+                    &a.qkv,
+                    &a.qkv,
+                    &a.qkv,
+                    &a.att,
+                    ent,
+                ),
             },
             c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),

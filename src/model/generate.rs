@@ -7,7 +7,9 @@
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
-use crate::kernels::attention::{attention_op, encode_attention, sparse_attention_op, KvLayout};
+use crate::kernels::attention::{
+    attention_op, attention_variant, encode_attention, sparse_attention_op, KvLayout,
+};
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::encode_layer_norm;
@@ -37,6 +39,7 @@ pub struct Session {
     pub pos: usize,
     kv_store: Vec<KernelOp>,
     attn: Vec<KernelOp>,
+    attn_unaligned: Option<Vec<KernelOp>>,
 }
 
 impl Model {
@@ -60,25 +63,41 @@ impl Model {
             let kv_store = (0..nl)
                 .map(|l| kv_store_op(&self.ctx, pl, &a.qkv, &k[l], &v[l]))
                 .collect();
-            let attn = (0..nl)
-                .map(|l| match &self.sparse {
-                    Some(sp) => sparse_attention_op(
-                        &self.ctx,
-                        pl,
-                        &a.qkv,
-                        &k[l],
-                        &v[l],
-                        &a.att,
-                        &a.entropy[l],
-                        &sp.row_offsets,
-                        &sp.cols,
-                    ),
-                    None => {
-                        attention_op(&self.ctx, pl, &a.qkv, &k[l], &v[l], &a.att, &a.entropy[l])
-                    }
-                })
-                .collect();
+            let bind = |l: usize, variant: &'static str| match &self.sparse {
+                Some(sp) => sparse_attention_op(
+                    &self.ctx,
+                    pl,
+                    variant,
+                    &a.qkv,
+                    &k[l],
+                    &v[l],
+                    &a.att,
+                    &a.entropy[l],
+                    &sp.row_offsets,
+                    &sp.cols,
+                ),
+                None => attention_op(
+                    &self.ctx,
+                    pl,
+                    variant,
+                    &a.qkv,
+                    &k[l],
+                    &v[l],
+                    &a.att,
+                    &a.entropy[l],
+                ),
+            };
+            let best = match &self.sparse {
+                Some(sp) => sp.variant,
+                None => attention_variant(pl, self.config.head_size()),
+            };
+            let attn = (0..nl).map(|l| bind(l, best)).collect();
+            // The sparse subgroup kernel needs the queries of a subgroup in one block;
+            // several tokens added at an unaligned position take the portable kernel.
+            let attn_unaligned = (best == "sparse_attention_subgroup")
+                .then(|| (0..nl).map(|l| bind(l, "sparse_attention")).collect());
             Ok(Session {
+                attn_unaligned,
                 cache: KvCache { k, v, rows },
                 pos: 0,
                 kv_store,
@@ -116,6 +135,11 @@ impl Model {
         let cfg = &self.config;
         let (c, nh, v) = (cfg.n_embed, cfg.n_head, cfg.vocab_size);
         let b = if cfg.bias { BIAS } else { 0 };
+        let sg = self.ctx.subgroup_max_size.max(1) as usize;
+        let attn_ops: &[KernelOp] = match &session.attn_unaligned {
+            Some(ops) if t > 1 && pos % sg != 0 => ops,
+            _ => &session.attn,
+        };
         let logits = self.ctx.scoped("decode step", || {
             let (q, pl, ops) = (&self.ctx.queue, &*self.pipelines, &self.ops);
             q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
@@ -147,7 +171,7 @@ impl Model {
                         q,
                         pass,
                         pl,
-                        &session.attn[l],
+                        attn_ops.get(l).unwrap_or(&session.attn[l]),
                         t,
                         c,
                         nh,

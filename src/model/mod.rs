@@ -185,6 +185,8 @@ pub struct DecodeOps {
 /// The block-sparse layout of a model and its device copy.
 pub struct SparseAttention {
     pub layout: sparse::BlockLayout,
+    /// The kernel variant chosen for this device, head size and block size.
+    pub variant: &'static str,
     pub row_offsets: wgpu::Buffer,
     pub cols: wgpu::Buffer,
 }
@@ -407,13 +409,27 @@ impl Model {
                 config.sparse_stride,
             );
             let (row_offsets, cols) = layout.upload(&ctx);
+            let variant = crate::kernels::attention::sparse_attention_variant(
+                &ctx,
+                &pipelines,
+                config.head_size(),
+                layout.block,
+            );
             SparseAttention {
                 layout,
+                variant,
                 row_offsets,
                 cols,
             }
         });
-        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act, sparse.as_ref());
+        let ops = forward::bind_ops(
+            &ctx,
+            &pipelines,
+            &weights,
+            &act,
+            sparse.as_ref(),
+            config.head_size(),
+        );
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
