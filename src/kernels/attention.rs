@@ -75,7 +75,7 @@ pub fn sparse_attention_variant(
     block: usize,
 ) -> &'static str {
     let sg = ctx.subgroup_max_size.max(1) as usize;
-    if head_size == 64 && block % sg == 0 && pipelines.has("sparse_attention_subgroup") {
+    if head_size == 64 && block.is_multiple_of(sg) && pipelines.has("sparse_attention_subgroup") {
         "sparse_attention_subgroup"
     } else {
         "sparse_attention"

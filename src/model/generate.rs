@@ -137,7 +137,7 @@ impl Model {
         let b = if cfg.bias { BIAS } else { 0 };
         let sg = self.ctx.subgroup_max_size.max(1) as usize;
         let attn_ops: &[KernelOp] = match &session.attn_unaligned {
-            Some(ops) if t > 1 && pos % sg != 0 => ops,
+            Some(ops) if t > 1 && !pos.is_multiple_of(sg) => ops,
             _ => &session.attn,
         };
         let logits = self.ctx.scoped("decode step", || {
