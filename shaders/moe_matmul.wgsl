@@ -44,7 +44,9 @@ fn activate(x: vec4<f32>) -> vec4<f32> {
 fn moe_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let col = gid.x;
     let row0 = wid.y * TM;
-    if (row0 >= p.rows) {
+    // Segments are [assignments | padding] and a tile never spans two: a tile whose
+    // first row is padding is padding throughout, and the whole workgroup leaves.
+    if (row0 >= p.rows || row_token[row0] == INVALID) {
         return;
     }
     let n4 = p.n4;

@@ -58,8 +58,10 @@ fn moe_matmul_subgroup(
 ) {
     let col = gid.x;
     let row0 = wid.y * TM;
-    if (row0 >= p.rows) {
-        return; // the whole workgroup leaves together
+    // Segments are [assignments | padding] and a tile never spans two: a tile whose
+    // first row is padding is padding throughout, and the whole workgroup leaves.
+    if (row0 >= p.rows || row_token[row0] == INVALID) {
+        return;
     }
     let n4 = p.n4;
     let k4 = p.k4;
