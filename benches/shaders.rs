@@ -223,6 +223,65 @@ impl Bench {
                 "sgemm",
             );
         }
+        // the same with half-float weights (dtype float16)
+        let (packed, rounded) = (
+            wgformer::model::weights::pack_f16(&b),
+            wgformer::model::weights::round_to_f16(&b),
+        );
+        let half_variants: Vec<&'static str> = ["matmul_f16", "matmul_f16_subgroup"]
+            .into_iter()
+            .filter(|v| self.pl.has(v))
+            .collect();
+        for variant in half_variants {
+            let got = matmul::run_matmul(
+                &self.ctx,
+                &self.pl,
+                variant,
+                &a[..rows * k],
+                &packed,
+                Some(&bias),
+                None,
+                rows,
+                n,
+                k,
+                matmul::BIAS,
+            )
+            .unwrap();
+            self.check(
+                variant,
+                &got,
+                &reference::matmul::matmul(
+                    &a[..rows * k],
+                    &rounded,
+                    Some(&bias),
+                    None,
+                    rows,
+                    n,
+                    k,
+                    false,
+                ),
+            );
+            let (ab, bb, biasb) = (
+                buffers::upload(&self.ctx, "a", &a),
+                buffers::upload(&self.ctx, "b", &packed),
+                buffers::upload(&self.ctx, "bias", &bias),
+            );
+            let out = buffers::storage(&self.ctx, "out", m * n);
+            let op =
+                matmul::matmul_variant_op(&self.ctx, &self.pl, variant, &ab, &bb, &biasb, &out);
+            let gpu = self.time_gpu(&|pass| {
+                matmul::encode_matmul(&self.ctx.queue, pass, &self.pl, &op, m, n, k, matmul::BIAS)
+            });
+            self.report(
+                variant,
+                format!("{m}x{k} · {k}x{n}"),
+                gpu,
+                2.0 * (m * n * k) as f64,
+                "GFLOP/s",
+                Some(cpu),
+                "sgemm",
+            );
+        }
     }
 
     fn matmul_bt(&mut self, m: usize, k: usize, n: usize) {
@@ -313,7 +372,8 @@ impl Bench {
     fn matvec(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 6);
         let w: Vec<f32> = rand_vec(k * n, 7).iter().map(|v| v * 0.05).collect();
-        let got = matvec::run_matvec(&self.ctx, &self.pl, &x, &w, None, None, n, k, 0).unwrap();
+        let got =
+            matvec::run_matvec(&self.ctx, &self.pl, "matvec", &x, &w, None, None, n, k, 0).unwrap();
         self.check(
             "matvec",
             &got,
@@ -355,8 +415,42 @@ impl Bench {
             Some(cpu),
             "sgemm",
         );
+        let packed = wgformer::model::weights::pack_f16(&w);
+        let got = matvec::run_matvec(
+            &self.ctx,
+            &self.pl,
+            "matvec_f16",
+            &x,
+            &packed,
+            None,
+            None,
+            n,
+            k,
+            0,
+        )
+        .unwrap();
+        let rounded = wgformer::model::weights::round_to_f16(&w);
+        self.check(
+            "matvec_f16",
+            &got,
+            &reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false),
+        );
+        let wb16 = buffers::upload(&self.ctx, "w16", &packed);
+        let op16 =
+            matvec::matvec_variant_op(&self.ctx, &self.pl, "matvec_f16", &xb, &wb16, &xb, &out);
+        let gpu16 = self.time_gpu(&|pass| {
+            matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op16, n, k, 0)
+        });
+        self.report(
+            "matvec_f16",
+            format!("1x{k} · {k}x{n}"),
+            gpu16,
+            (k * n * 2) as f64,
+            "GB/s",
+            Some(cpu),
+            "sgemm",
+        );
     }
-
     fn matvec_bt(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 14);
         let w = rand_vec(n * k, 15);
@@ -634,7 +728,7 @@ impl Bench {
     }
 
     /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
-    fn decode(&mut self, model: &Model, prompt: usize, steps: usize) {
+    fn decode(&mut self, model: &Model, prompt: usize, steps: usize, tag: &str) {
         let ids: Vec<u32> = (0..prompt as u32)
             .map(|i| (i * 7919 + 13) % 50257)
             .collect();
@@ -652,7 +746,7 @@ impl Bench {
         let ms = median(step_ms);
         self.report(
             "gpt2_prefill",
-            format!("GPT-2 small T={prompt}"),
+            format!("GPT-2 small{tag} T={prompt}"),
             prefill_ms,
             2.0 * prompt as f64 * model.parameter_count as f64,
             "GFLOP/s",
@@ -663,14 +757,14 @@ impl Bench {
             println!(
                 "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s",
                 "gpt2_decode",
-                format!("GPT-2 small at {prompt}..{}", prompt + steps),
+                format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
                 ms,
                 1e3 / ms
             );
         }
         self.rows.push(Row {
             kernel: "gpt2_decode".into(),
-            shape: format!("GPT-2 small at {prompt}..{}", prompt + steps),
+            shape: format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
             gpu_ms: ms,
             rate: 1e3 / ms,
             unit: "tokens/s",
@@ -680,7 +774,7 @@ impl Bench {
         });
     }
 
-    fn end_to_end(&mut self, model: &Model, t: usize) {
+    fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
         model.forward(&ids, 5, false).unwrap();
         let runs = if self.quick { 3 } else { 5 };
@@ -692,7 +786,7 @@ impl Bench {
         let flops = 2.0 * t as f64 * model.parameter_count as f64;
         self.report(
             "gpt2_fwd",
-            format!("GPT-2 small T={t}"),
+            format!("GPT-2 small{tag} T={t}"),
             ms,
             flops,
             "GFLOP/s",
@@ -789,7 +883,8 @@ fn main() {
         let ctx = std::sync::Arc::new(GpuContext::new(&device).expect("no adapter"));
         let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
         let start = Instant::now();
-        let model = Model::build(ModelConfig::default(), None, ctx, pl).expect("model");
+        let model =
+            Model::build(ModelConfig::default(), None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {
             println!(
                 "built GPT-2 small ({} parameters) in {:.2} s",
@@ -798,9 +893,20 @@ fn main() {
             );
         }
         for t in [16, 128] {
-            b.end_to_end(&model, t);
+            b.end_to_end(&model, t, "");
         }
-        b.decode(&model, 64, 64);
+        b.decode(&model, 64, 64, "");
+        drop(model);
+        // the same model with half-float linear weights (dtype float16)
+        let cfg = ModelConfig {
+            dtype: wgformer::config::Dtype::Float16,
+            ..ModelConfig::default()
+        };
+        let half = Model::build(cfg, None, ctx, pl).expect("model");
+        for t in [16, 128] {
+            b.end_to_end(&half, t, " f16");
+        }
+        b.decode(&half, 64, 64, " f16");
     }
     if b.wants("moe") {
         // MoE (E = 8, k = 2) against a dense model with the same active parameters

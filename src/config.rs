@@ -32,6 +32,10 @@ pub enum DeviceChoice {
 pub enum Dtype {
     #[serde(rename = "float32")]
     Float32,
+    /// The blocks' linear weights stored as IEEE half floats (embeddings, layer norms
+    /// and biases stay f32; arithmetic is f32).
+    #[serde(rename = "float16")]
+    Float16,
 }
 
 /// The model configuration. Field order is the order clients see in the echo.
@@ -215,6 +219,11 @@ impl ModelConfig {
             return Err(Error::Config(
                 "sparse_local_blocks (0) must be at least 1: every query block attends to itself"
                     .into(),
+            ));
+        }
+        if self.dtype == Dtype::Float16 && self.use_moe {
+            return Err(Error::Config(
+                "dtype float16 is not available with use_moe yet: use float32".into(),
             ));
         }
         if self.moe_num_experts > 64 {

@@ -145,6 +145,7 @@ fn matvec_matches_reference() {
         let got = matvec::run_matvec(
             &g.ctx,
             &g.pipelines,
+            "matvec",
             &x,
             &w,
             Some(&bias),
@@ -159,6 +160,7 @@ fn matvec_matches_reference() {
         let got = matvec::run_matvec(
             &g.ctx,
             &g.pipelines,
+            "matvec",
             &x,
             &w,
             None,
@@ -493,5 +495,60 @@ fn sparse_attention_matches_masked_reference() {
             // and it differs from dense where the layout drops blocks
             assert!(out.iter().zip(&dense).any(|(a, b)| (a - b).abs() > 1e-3));
         }
+    }
+}
+
+#[test]
+fn half_weight_variants_match_reference_on_rounded_weights() {
+    use wgformer::model::weights::{pack_f16, round_to_f16};
+    let g = gpu();
+    let mut variants = vec!["matmul_f16"];
+    if g.pipelines.has("matmul_f16_subgroup") {
+        variants.push("matmul_f16_subgroup");
+    }
+    for &(m, n, k) in &[(1, 4, 4), (9, 68, 20), (17, 260, 36), (64, 256, 128)] {
+        let a = rand_vec(m * k, 31, 1.0);
+        let b = rand_vec(k * n, 32, 0.5);
+        let bias = rand_vec(n, 33, 0.5);
+        let init = rand_vec(m * n, 34, 1.0);
+        let (packed, rounded) = (pack_f16(&b), round_to_f16(&b));
+        for &variant in &variants {
+            let got = matmul::run_matmul(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &a,
+                &packed,
+                Some(&bias),
+                Some(&init),
+                m,
+                n,
+                k,
+                matmul::BIAS | matmul::ACCUMULATE,
+            )
+            .unwrap();
+            let want =
+                reference::matmul::matmul(&a, &rounded, Some(&bias), Some(&init), m, n, k, false);
+            assert_close(&format!("{variant} {m}x{n}x{k}"), &got, &want, 1e-4, 1e-4);
+            // and it is not the f32 result: the weights really are rounded
+            let exact = reference::matmul::matmul(&a, &b, Some(&bias), Some(&init), m, n, k, false);
+            assert!(m * n < 64 || got.iter().zip(&exact).any(|(x, y)| x != y));
+        }
+        let x = &a[..k];
+        let got = matvec::run_matvec(
+            &g.ctx,
+            &g.pipelines,
+            "matvec_f16",
+            x,
+            &packed,
+            Some(&bias),
+            None,
+            n,
+            k,
+            matmul::BIAS | matmul::GELU,
+        )
+        .unwrap();
+        let want = reference::matmul::matmul(x, &rounded, Some(&bias), None, 1, n, k, true);
+        assert_close(&format!("matvec_f16 {n}x{k}"), &got, &want, 1e-4, 1e-4);
     }
 }

@@ -34,7 +34,15 @@ fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize)
     let model = Model::build(cfg.clone(), None, ctx, pl).unwrap();
     let ids = ids(t, cfg.vocab_size as u32);
     let got = model.forward_logits(&ids).unwrap();
-    let w = host_weights(&cfg, &WeightSource::Seeded(cfg.seed)).unwrap();
+    let mut w = host_weights(&cfg, &WeightSource::Seeded(cfg.seed)).unwrap();
+    if cfg.dtype == wgformer::config::Dtype::Float16 {
+        // the reference computes with the same half-precision weights
+        for (name, values) in w.iter_mut() {
+            if wgformer::model::weights::stored_as_f16(name) {
+                *values = wgformer::model::weights::round_to_f16(values);
+            }
+        }
+    }
     let want = reference::model::forward(&cfg, &w, &ids);
     assert_close(&format!("logits {cfg:?}"), &got, &want, 1e-4, 1e-4);
     // top-k of the last row agrees with the reference softmax
@@ -363,4 +371,51 @@ fn moe_checkpoint_round_trip() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn float16_weights_match_reference_and_halve_their_memory() {
+    let g = gpu();
+    let cfg = small(serde_json::json!({"dtype": "float16"}));
+    check_against_reference(cfg.clone(), None, 17);
+    check_against_reference(
+        small(
+            serde_json::json!({"dtype": "float16", "use_sparse_attention": true, "sparse_block_size": 8}),
+        ),
+        None,
+        30,
+    );
+    let half = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let full = Model::build(
+        small(serde_json::json!({})),
+        None,
+        g.ctx.clone(),
+        g.pipelines.clone(),
+    )
+    .unwrap();
+    assert_eq!(half.parameter_count, full.parameter_count);
+    // 2 layers of (C·3C + C·C + C·H + H·C) weights at 2 bytes instead of 4
+    let (c, h) = (32u64, 128u64);
+    assert_eq!(
+        full.parameter_bytes - half.parameter_bytes,
+        2 * 2 * (c * 3 * c + c * c + c * h + h * c)
+    );
+    // decode steps with half weights equal the forward of the same model
+    let all = ids(12, 97);
+    let mut s = half.session(12).unwrap();
+    half.extend(&mut s, &all[..4]).unwrap();
+    for n in 5..=12 {
+        let step = half.extend(&mut s, &all[n - 1..n]).unwrap();
+        let fwd = half.forward_logits(&all[..n]).unwrap();
+        assert_close(
+            &format!("f16 step {n}"),
+            &step,
+            &fwd[(n - 1) * 97..],
+            1e-4,
+            1e-4,
+        );
+    }
+    let e = ModelConfig::from_value(serde_json::json!({"dtype": "float16", "use_moe": true}))
+        .unwrap_err();
+    assert!(e.to_string().contains("float16"), "{e}");
 }

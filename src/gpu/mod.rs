@@ -26,6 +26,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_bt_subgroup.wgsl"),
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
+    ("matvec_f16", include_str!("../../shaders/matvec_f16.wgsl")),
+    ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
+    (
+        "matmul_f16_subgroup",
+        include_str!("../../shaders/matmul_f16_subgroup.wgsl"),
+    ),
     ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     (

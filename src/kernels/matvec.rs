@@ -26,7 +26,20 @@ pub fn matvec_op(
     bias: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MatvecParams>(ctx, pipelines, "matvec", &[x, w, bias, out])
+    matvec_variant_op(ctx, pipelines, "matvec", x, w, bias, out)
+}
+
+/// Op with an explicit variant: `matvec`, or `matvec_f16` for half-float weights.
+pub fn matvec_variant_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<MatvecParams>(ctx, pipelines, variant, &[x, w, bias, out])
 }
 
 /// Record `out[n] (=|+=) act(x[k] · w[k, n] + bias)`.
@@ -54,6 +67,7 @@ pub fn encode_matvec(
 pub fn run_matvec(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -69,7 +83,7 @@ pub fn run_matvec(
         Some(o) => buffers::upload(ctx, "out", o),
         None => buffers::storage(ctx, "out", n),
     };
-    let op = matvec_op(ctx, pipelines, &xb, &wb, &bb, &out);
+    let op = matvec_variant_op(ctx, pipelines, variant, &xb, &wb, &bb, &out);
     submit_pass(ctx, "matvec", |pass| {
         encode_matvec(&ctx.queue, pass, pipelines, &op, n, k, flags)
     })?;

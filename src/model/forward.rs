@@ -18,10 +18,10 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
-use crate::kernels::matmul::{encode_matmul, matmul_op, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
 use crate::kernels::matvec::encode_matvec;
-use crate::kernels::matvec::matvec_op;
+use crate::kernels::matvec::matvec_variant_op;
 use crate::kernels::matvec_bt::matvec_bt_op;
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
@@ -91,7 +91,14 @@ pub(super) fn bind_ops(
     a: &Activations,
     sparse: Option<&SparseAttention>,
     hs: usize,
+    half_weights: bool,
 ) -> Ops {
+    // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
+    let (lin, vec) = if half_weights {
+        (pl.best("matmul_f16"), "matvec_f16")
+    } else {
+        (pl.best("matmul"), "matvec")
+    };
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     let blocks = w
@@ -101,7 +108,7 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            c_attn: matmul_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
+            c_attn: matmul_variant_op(ctx, pl, lin, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
             attn: match sparse {
                 Some(sp) => sparse_attention_op(
                     ctx,
@@ -126,7 +133,7 @@ pub(super) fn bind_ops(
                     ent,
                 ),
             },
-            c_proj: matmul_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
+            c_proj: matmul_variant_op(ctx, pl, lin, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
             ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {
                 (
@@ -182,8 +189,16 @@ pub(super) fn bind_ops(
                     },
                     _,
                 ) => MlpOps::Dense {
-                    c_fc: matmul_op(ctx, pl, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
-                    fc_proj: matmul_op(ctx, pl, &a.hidden, fc_proj_w, &or_dummy(fc_proj_b), &a.x),
+                    c_fc: matmul_variant_op(ctx, pl, lin, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
+                    fc_proj: matmul_variant_op(
+                        ctx,
+                        pl,
+                        lin,
+                        &a.hidden,
+                        fc_proj_w,
+                        &or_dummy(fc_proj_b),
+                        &a.x,
+                    ),
                 },
                 (MlpWeights::Moe { .. }, None) => {
                     unreachable!("MoE weights come with MoE activations")
@@ -220,8 +235,24 @@ pub(super) fn bind_ops(
             .blocks
             .iter()
             .map(|b| DecodeOps {
-                c_attn: matvec_op(ctx, pl, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
-                c_proj: matvec_op(ctx, pl, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
+                c_attn: matvec_variant_op(
+                    ctx,
+                    pl,
+                    vec,
+                    &a.ln,
+                    &b.attn_w,
+                    &or_dummy(&b.attn_b),
+                    &a.qkv,
+                ),
+                c_proj: matvec_variant_op(
+                    ctx,
+                    pl,
+                    vec,
+                    &a.att,
+                    &b.proj_w,
+                    &or_dummy(&b.proj_b),
+                    &a.x,
+                ),
                 mlp: match &b.mlp {
                     MlpWeights::Dense {
                         fc_w,
@@ -229,8 +260,16 @@ pub(super) fn bind_ops(
                         fc_proj_w,
                         fc_proj_b,
                     } => Some((
-                        matvec_op(ctx, pl, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
-                        matvec_op(ctx, pl, &a.hidden, fc_proj_w, &or_dummy(fc_proj_b), &a.x),
+                        matvec_variant_op(ctx, pl, vec, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
+                        matvec_variant_op(
+                            ctx,
+                            pl,
+                            vec,
+                            &a.hidden,
+                            fc_proj_w,
+                            &or_dummy(fc_proj_b),
+                            &a.x,
+                        ),
                     )),
                     MlpWeights::Moe { .. } => None,
                 },

@@ -278,8 +278,12 @@ impl Model {
         let mut parameter_bytes = 0u64;
         let e = config.moe_num_experts;
         let e4 = e.div_ceil(4) * 4;
+        let half = config.dtype == crate::config::Dtype::Float16;
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
+            if half && weights::stored_as_f16(&spec.name) {
+                values = weights::pack_f16(&values);
+            }
             parameter_bytes += (values.len() * 4) as u64;
             if spec.name.ends_with("mlp.router.weight") && e4 != e {
                 // pad the router's columns to a multiple of 4 for the vec4 matmul
@@ -429,6 +433,7 @@ impl Model {
             &act,
             sparse.as_ref(),
             config.head_size(),
+            config.dtype == crate::config::Dtype::Float16,
         );
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]

@@ -328,8 +328,73 @@ impl Checkpoint {
     }
 }
 
+/// Whether tensor `name` is stored as half floats when `dtype` is float16: the linear
+/// weights of the blocks (not embeddings, layer norms, biases or MoE weights).
+pub fn stored_as_f16(name: &str) -> bool {
+    [
+        ".attn.c_attn.weight",
+        ".attn.c_proj.weight",
+        ".mlp.c_fc.weight",
+        ".mlp.c_proj.weight",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
+        && !name.contains(".experts.")
+}
+
+/// IEEE single → half, rounding to nearest even (overflow to ±inf, NaN kept).
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let frac = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if frac != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        // subnormal: shift the mantissa (with its implicit 1) into place, round to even
+        let m = frac | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = rem > mid || (rem == mid && half & 1 == 1);
+        return sign | (half + round as u32) as u16;
+    }
+    let half = ((e as u32) << 10) | (frac >> 13);
+    let rem = frac & 0x1fff;
+    let round = rem > 0x1000 || (rem == 0x1000 && half & 1 == 1);
+    sign | (half + round as u32) as u16
+}
+
+/// `values` rounded to half precision (what a float16 model computes with).
+pub fn round_to_f16(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect()
+}
+
+/// Pack pairs of values as half floats in one 32-bit word (first value in the low
+/// half, as WGSL's unpack2x16float reads it); the words are returned bit-cast to f32
+/// for upload.
+pub fn pack_f16(values: &[f32]) -> Vec<f32> {
+    values
+        .chunks(2)
+        .map(|p| {
+            let lo = f32_to_f16(p[0]) as u32;
+            let hi = p.get(1).map_or(0, |&v| f32_to_f16(v)) as u32;
+            f32::from_bits(lo | (hi << 16))
+        })
+        .collect()
+}
+
 /// IEEE half → single.
-fn f16_to_f32(h: u16) -> f32 {
+pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
@@ -416,6 +481,35 @@ mod tests {
         let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
         assert!(mean.abs() < 1e-4, "mean {mean}");
         assert!((var.sqrt() - 0.02).abs() < 1e-4, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn f32_to_f16_rounds_to_nearest_even() {
+        for (x, h) in [
+            (1.0f32, 0x3c00u16),
+            (-2.0, 0xc000),
+            (65504.0, 0x7bff),
+            (1e6, 0x7c00),
+            (0.0, 0),
+            (2f32.powi(-24), 1),
+            (2f32.powi(-25), 0),
+        ] {
+            assert_eq!(f32_to_f16(x), h, "{x}");
+        }
+        // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties to even (1.0)
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        for i in 0..2000 {
+            let x = (i as f32 - 1000.0) * 0.0137;
+            let back = f16_to_f32(f32_to_f16(x));
+            assert!(
+                (back - x).abs() <= x.abs() * 2f32.powi(-11) + 1e-7,
+                "{x} -> {back}"
+            );
+        }
+        let packed = pack_f16(&[1.0, -2.0, 0.5]);
+        assert_eq!(packed[0].to_bits(), 0xc000_3c00);
+        assert_eq!(packed[1].to_bits(), 0x0000_3800);
     }
 
     #[test]

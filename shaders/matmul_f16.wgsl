@@ -1,0 +1,101 @@
+// Weights stored as IEEE half floats, two per u32 (`dtype: "float16"`): the same kernel
+// as matmul.wgsl with each vec4 of `b` loaded as a vec2<u32> and unpacked with
+// unpack2x16float, so a weight costs half a 32-bit load. Arithmetic stays f32.
+// out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias[N])
+// b is stored [in, out] as in GPT-2 checkpoints. Epilogue flags:
+//   bit 0: add bias, bit 1: GELU (tanh form), bit 2: accumulate into out (residual add).
+// Register blocking: each invocation computes 8 rows × 4 columns (one vec4). All
+// invocations of a workgroup share the same rows, so the loads of `a` are uniform
+// (cheap on SIMD-over-lanes CPUs such as lavapipe) and each load of `b` feeds 8 FMAs.
+
+struct MatmulParams {
+    m: u32,     // rows of a and out
+    n4: u32,    // N / 4
+    k4: u32,    // K / 4
+    flags: u32,
+}
+
+override WG: u32 = 64u;
+const TM: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
+@group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;      // [K, N] as f16 pairs
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+
+fn half4(v: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+fn gelu(x: vec4<f32>) -> vec4<f32> {
+    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = gid.x;
+    let row0 = wid.y * TM;
+    let n4 = p.n4;
+    let k4 = p.k4;
+    let colc = min(col, n4 - 1u);
+    var rows: array<u32, 8>;
+    for (var r = 0u; r < TM; r++) {
+        rows[r] = min(row0 + r, p.m - 1u) * k4;
+    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var k = 0u; k < k4; k++) {
+        let bi = 4u * k * n4 + colc;
+        let b0 = half4(b[bi]);
+        let b1 = half4(b[bi + n4]);
+        let b2 = half4(b[bi + 2u * n4]);
+        let b3 = half4(b[bi + 3u * n4]);
+        var av = a[rows[0] + k];
+        acc0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[1] + k];
+        acc1 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[2] + k];
+        acc2 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[3] + k];
+        acc3 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[4] + k];
+        acc4 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[5] + k];
+        acc5 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[6] + k];
+        acc6 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        av = a[rows[7] + k];
+        acc7 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+    }
+    if (col >= n4) {
+        return;
+    }
+    let accs = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+    var bv = vec4<f32>(0.0);
+    if ((p.flags & 1u) != 0u) {
+        bv = bias[col];
+    }
+    for (var r = 0u; r < TM; r++) {
+        let row = row0 + r;
+        if (row >= p.m) {
+            return;
+        }
+        var v = accs[r] + bv;
+        if ((p.flags & 2u) != 0u) {
+            v = gelu(v);
+        }
+        let o = row * n4 + col;
+        if ((p.flags & 4u) != 0u) {
+            v += out[o];
+        }
+        out[o] = v;
+    }
+}
