@@ -221,11 +221,6 @@ impl ModelConfig {
                     .into(),
             ));
         }
-        if self.dtype == Dtype::Float16 && self.use_moe {
-            return Err(Error::Config(
-                "dtype float16 is not available with use_moe yet: use float32".into(),
-            ));
-        }
         if self.moe_num_experts > 64 {
             return Err(Error::Config(format!(
                 "moe_num_experts ({}) must be at most 64",

@@ -146,3 +146,59 @@ fn moe_mlp_matches_reference() {
         );
     }
 }
+
+#[test]
+fn half_float_experts_match_reference_on_rounded_weights() {
+    use wgformer::model::weights::{pack_f16, round_to_f16};
+    let g = gpu();
+    let (t, e, k, c, h) = (19, 4, 2, 16, 32);
+    let x = rand_vec(t * c, 90, 1.0);
+    let ln = rand_vec(t * c, 91, 1.0);
+    let router = rand_vec(c * e, 92, 1.0);
+    let w1: Vec<Vec<f32>> = (0..e)
+        .map(|i| rand_vec(c * h, 93 + i as u64, 0.3))
+        .collect();
+    let w2: Vec<Vec<f32>> = (0..e)
+        .map(|i| rand_vec(h * c, 97 + i as u64, 0.3))
+        .collect();
+    let b1: Vec<Option<Vec<f32>>> = (0..e)
+        .map(|i| Some(rand_vec(h, 101 + i as u64, 0.1)))
+        .collect();
+    let b2: Vec<Option<Vec<f32>>> = (0..e)
+        .map(|i| Some(rand_vec(c, 105 + i as u64, 0.1)))
+        .collect();
+    let r1: Vec<Vec<f32>> = w1.iter().map(|w| round_to_f16(w)).collect();
+    let r2: Vec<Vec<f32>> = w2.iter().map(|w| round_to_f16(w)).collect();
+    let logits = reference::matmul::matmul(&ln, &router, None, None, t, e, c, false);
+    let (want, _, _) =
+        reference::moe::moe_mlp(&x, &ln, &router, &r1, &b1, &r2, &b2, k, Activation::Gelu, c);
+    let bias = |v: &[Option<Vec<f32>>]| {
+        v.iter()
+            .flat_map(|b| b.clone().unwrap())
+            .collect::<Vec<f32>>()
+    };
+    for variant in ["moe_matmul_f16", "moe_matmul_f16_subgroup"]
+        .into_iter()
+        .filter(|v| g.pipelines.has(v))
+    {
+        let (got, _) = moe::run_moe_mlp(
+            &g.ctx,
+            &g.pipelines,
+            &x,
+            &ln,
+            &padded(&logits, e),
+            &pack_f16(&w1.concat()),
+            &bias(&b1),
+            &pack_f16(&w2.concat()),
+            &bias(&b2),
+            e,
+            k,
+            c,
+            h,
+            2,
+            variant,
+        )
+        .unwrap();
+        assert_close(variant, &got, &want, 1e-4, 1e-4);
+    }
+}

@@ -136,6 +136,24 @@ fn uniform_structs_match_rust_twins() {
         moe::MoeMatmulParams,
         [rows, n4, k4, flags]
     );
+    for shader in ["matmul_f16", "matmul_f16_subgroup"] {
+        let (size, _) = layout(shader, "MatmulParams");
+        assert_eq!(
+            size as usize,
+            std::mem::size_of::<matmul::MatmulParams>(),
+            "{shader}"
+        );
+    }
+    for shader in ["moe_matmul_f16", "moe_matmul_f16_subgroup"] {
+        let (size, _) = layout(shader, "MoeMatmulParams");
+        assert_eq!(
+            size as usize,
+            std::mem::size_of::<moe::MoeMatmulParams>(),
+            "{shader}"
+        );
+    }
+    let (size, _) = layout("matvec_f16", "MatvecParams");
+    assert_eq!(size as usize, std::mem::size_of::<matvec::MatvecParams>());
     check_twin!(
         "moe_combine",
         MoeCombineParams,

@@ -55,6 +55,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/moe_matmul_subgroup.wgsl"),
     ),
     (
+        "moe_matmul_f16",
+        include_str!("../../shaders/moe_matmul_f16.wgsl"),
+    ),
+    (
+        "moe_matmul_f16_subgroup",
+        include_str!("../../shaders/moe_matmul_f16_subgroup.wgsl"),
+    ),
+    (
         "moe_combine",
         include_str!("../../shaders/moe_combine.wgsl"),
     ),

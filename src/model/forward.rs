@@ -25,7 +25,7 @@ use crate::kernels::matvec::matvec_variant_op;
 use crate::kernels::matvec_bt::matvec_bt_op;
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
-    moe_combine_op, moe_gate_op, moe_matmul_op, moe_route_op, GATHER, RELU, SILU,
+    moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op, GATHER, RELU, SILU,
 };
 use crate::kernels::row_norm::{encode_row_norm, row_norm_op};
 
@@ -94,10 +94,14 @@ pub(super) fn bind_ops(
     half_weights: bool,
 ) -> Ops {
     // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
-    let (lin, vec) = if half_weights {
-        (pl.best("matmul_f16"), "matvec_f16")
+    let (lin, vec, moe_lin) = if half_weights {
+        (
+            pl.best("matmul_f16"),
+            "matvec_f16",
+            pl.best("moe_matmul_f16"),
+        )
     } else {
-        (pl.best("matmul"), "matvec")
+        (pl.best("matmul"), "matvec", pl.best("moe_matmul"))
     };
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
@@ -158,9 +162,10 @@ pub(super) fn bind_ops(
                         &m.slot,
                         &m.stats[l],
                     ),
-                    fc: moe_matmul_op(
+                    fc: moe_matmul_variant_op(
                         ctx,
                         pl,
+                        moe_lin,
                         &a.ln,
                         fc_w,
                         &or_dummy(fc_b),
@@ -168,9 +173,10 @@ pub(super) fn bind_ops(
                         &m.row_token,
                         &m.row_expert,
                     ),
-                    proj: moe_matmul_op(
+                    proj: moe_matmul_variant_op(
                         ctx,
                         pl,
+                        moe_lin,
                         &m.hidden,
                         fc_proj_w,
                         &or_dummy(fc_proj_b),
