@@ -173,72 +173,29 @@ impl Bench {
                 1,
             )
         });
-        for variant in self.variants("matmul") {
-            let got = matmul::run_matmul(
-                &self.ctx,
-                &self.pl,
-                variant,
-                &a[..rows * k],
-                &b,
-                Some(&bias),
-                None,
-                rows,
-                n,
-                k,
-                matmul::BIAS,
-            )
-            .unwrap();
-            self.check(
-                variant,
-                &got,
-                &reference::matmul::matmul(
-                    &a[..rows * k],
-                    &b,
-                    Some(&bias),
-                    None,
-                    rows,
-                    n,
-                    k,
-                    false,
-                ),
-            );
-            let (ab, bb, biasb) = (
-                buffers::upload(&self.ctx, "a", &a),
-                buffers::upload(&self.ctx, "b", &b),
-                buffers::upload(&self.ctx, "bias", &bias),
-            );
-            let out = buffers::storage(&self.ctx, "out", m * n);
-            let op =
-                matmul::matmul_variant_op(&self.ctx, &self.pl, variant, &ab, &bb, &biasb, &out);
-            let gpu = self.time_gpu(&|pass| {
-                matmul::encode_matmul(&self.ctx.queue, pass, &self.pl, &op, m, n, k, matmul::BIAS)
-            });
-            self.report(
-                variant,
-                format!("{m}x{k} · {k}x{n}"),
-                gpu,
-                2.0 * (m * n * k) as f64,
-                "GFLOP/s",
-                Some(cpu),
-                "sgemm",
-            );
-        }
-        // the same with half-float weights (dtype float16)
+        // f32 weights, then the same as half floats (dtype float16): the reference runs
+        // on the weights each variant actually sees
         let (packed, rounded) = (
             wgformer::model::weights::pack_f16(&b),
             wgformer::model::weights::round_to_f16(&b),
         );
-        let half_variants: Vec<&'static str> = ["matmul_f16", "matmul_f16_subgroup"]
+        let mut cases: Vec<(&'static str, &[f32], &[f32])> = self
+            .variants("matmul")
             .into_iter()
-            .filter(|v| self.pl.has(v))
+            .map(|v| (v, &b[..], &b[..]))
             .collect();
-        for variant in half_variants {
+        for v in ["matmul_f16", "matmul_f16_subgroup"] {
+            if self.pl.has(v) {
+                cases.push((v, &packed, &rounded));
+            }
+        }
+        for (variant, stored, seen) in cases {
             let got = matmul::run_matmul(
                 &self.ctx,
                 &self.pl,
                 variant,
                 &a[..rows * k],
-                &packed,
+                stored,
                 Some(&bias),
                 None,
                 rows,
@@ -247,23 +204,20 @@ impl Bench {
                 matmul::BIAS,
             )
             .unwrap();
-            self.check(
-                variant,
-                &got,
-                &reference::matmul::matmul(
-                    &a[..rows * k],
-                    &rounded,
-                    Some(&bias),
-                    None,
-                    rows,
-                    n,
-                    k,
-                    false,
-                ),
+            let want = reference::matmul::matmul(
+                &a[..rows * k],
+                seen,
+                Some(&bias),
+                None,
+                rows,
+                n,
+                k,
+                false,
             );
+            self.check(variant, &got, &want);
             let (ab, bb, biasb) = (
                 buffers::upload(&self.ctx, "a", &a),
-                buffers::upload(&self.ctx, "b", &packed),
+                buffers::upload(&self.ctx, "b", stored),
                 buffers::upload(&self.ctx, "bias", &bias),
             );
             let out = buffers::storage(&self.ctx, "out", m * n);

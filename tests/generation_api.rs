@@ -12,14 +12,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn generate(s: &Server, body: Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url("/api/v1/generate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap())
+    post(s, "/api/v1/generate", body).await
 }
 
 /// Parse an SSE body into (event name, JSON data) pairs.

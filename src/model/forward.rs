@@ -361,7 +361,8 @@ impl Model {
     }
 
     /// Record the whole forward of `t` tokens (ids already written) into `pass`.
-    fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>, t: usize) {
+    /// With `capture`, the residual-stream norms are recorded too (capture only).
+    fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, capture: bool) {
         let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
@@ -371,7 +372,9 @@ impl Model {
         for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
             encode_embedding(q, pass, pl, op, t, c, ch.row_start, ch.rows, 0);
         }
-        encode_row_norm(q, pass, pl, &ops.embed_norm, t, c, 0);
+        if capture {
+            encode_row_norm(q, pass, pl, &ops.embed_norm, t, c, 0);
+        }
         for (l, blk) in ops.blocks.iter().enumerate() {
             // x = x + attn(ln_1(x))
             encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
@@ -391,7 +394,9 @@ impl Model {
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
             encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
             self.encode_mlp(pass, l, t, false);
-            encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
+            if capture {
+                encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
+            }
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte
         encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
@@ -423,7 +428,7 @@ impl Model {
                     label: Some("forward"),
                     timestamp_writes: None,
                 });
-                self.encode_forward(&mut pass, t);
+                self.encode_forward(&mut pass, t, capture);
             }
             // Copies into the staging buffer: last-row logits, then capture data.
             let rb = &self.act.readback;

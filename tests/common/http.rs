@@ -66,15 +66,15 @@ pub async fn get(s: &Server, path: &str) -> (u16, Value) {
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn forward(s: &Server, body: Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url("/api/v1/forward"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+/// POST `body` as JSON to `path`; (status, JSON answer).
+pub async fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = client().post(s.url(path)).json(&body).send().await.unwrap();
     let code = r.status().as_u16();
     (code, r.json().await.unwrap())
+}
+
+pub async fn forward(s: &Server, body: Value) -> (u16, Value) {
+    post(s, "/api/v1/forward", body).await
 }
 
 pub async fn init(s: &Server, cfg: &Value) -> (u16, Value) {
