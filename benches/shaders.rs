@@ -370,40 +370,33 @@ impl Bench {
             "sgemm",
         );
         let packed = wgformer::model::weights::pack_f16(&w);
-        let got = matvec::run_matvec(
-            &self.ctx,
-            &self.pl,
-            "matvec_f16",
-            &x,
-            &packed,
-            None,
-            None,
-            n,
-            k,
-            0,
-        )
-        .unwrap();
         let rounded = wgformer::model::weights::round_to_f16(&w);
-        self.check(
-            "matvec_f16",
-            &got,
-            &reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false),
-        );
+        let want = reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false);
         let wb16 = buffers::upload(&self.ctx, "w16", &packed);
-        let op16 =
-            matvec::matvec_variant_op(&self.ctx, &self.pl, "matvec_f16", &xb, &wb16, &xb, &out);
-        let gpu16 = self.time_gpu(&|pass| {
-            matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op16, n, k, 0)
-        });
-        self.report(
-            "matvec_f16",
-            format!("1x{k} · {k}x{n}"),
-            gpu16,
-            (k * n * 2) as f64,
-            "GB/s",
-            Some(cpu),
-            "sgemm",
-        );
+        for variant in ["matvec_f16", "matvec_f16_subgroup"] {
+            if !self.pl.has(variant) {
+                continue;
+            }
+            let got = matvec::run_matvec(
+                &self.ctx, &self.pl, variant, &x, &packed, None, None, n, k, 0,
+            )
+            .unwrap();
+            self.check(variant, &got, &want);
+            let op16 =
+                matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb16, &xb, &out);
+            let gpu16 = self.time_gpu(&|pass| {
+                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op16, n, k, 0)
+            });
+            self.report(
+                variant,
+                format!("1x{k} · {k}x{n}"),
+                gpu16,
+                (k * n * 2) as f64,
+                "GB/s",
+                Some(cpu),
+                "sgemm",
+            );
+        }
     }
     fn matvec_bt(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 14);

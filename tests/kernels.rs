@@ -506,7 +506,15 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
     if g.pipelines.has("matmul_f16_subgroup") {
         variants.push("matmul_f16_subgroup");
     }
-    for &(m, n, k) in &[(1, 4, 4), (9, 68, 20), (17, 260, 36), (64, 256, 128)] {
+    let shapes = [
+        (1, 4, 4),
+        (9, 68, 20),
+        (17, 260, 36),
+        (64, 256, 128),
+        (1, 8, 4),
+        (3, 72, 36),
+    ];
+    for &(m, n, k) in &shapes {
         let a = rand_vec(m * k, 31, 1.0);
         let b = rand_vec(k * n, 32, 0.5);
         let bias = rand_vec(n, 33, 0.5);
@@ -535,20 +543,32 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
             assert!(m * n < 64 || got.iter().zip(&exact).any(|(x, y)| x != y));
         }
         let x = &a[..k];
-        let got = matvec::run_matvec(
-            &g.ctx,
-            &g.pipelines,
-            "matvec_f16",
-            x,
-            &packed,
-            Some(&bias),
-            None,
-            n,
-            k,
-            matmul::BIAS | matmul::GELU,
-        )
-        .unwrap();
-        let want = reference::matmul::matmul(x, &rounded, Some(&bias), None, 1, n, k, true);
-        assert_close(&format!("matvec_f16 {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        let init = &init[..n];
+        let want = reference::matmul::matmul(x, &rounded, Some(&bias), Some(init), 1, n, k, true);
+        // the subgroup variant takes 8 outputs per invocation (n % 8 == 0)
+        let mut vec_variants = vec!["matvec_f16"];
+        if matvec::best_f16_variant(&g.pipelines, n) != "matvec_f16" {
+            vec_variants.push("matvec_f16_subgroup");
+        }
+        for variant in vec_variants {
+            let got = matvec::run_matvec(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                x,
+                &packed,
+                Some(&bias),
+                Some(init),
+                n,
+                k,
+                matmul::BIAS | matmul::GELU | matmul::ACCUMULATE,
+            )
+            .unwrap();
+            assert_close(&format!("{variant} {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        }
     }
+    assert!(
+        !g.pipelines.has("matvec_f16_subgroup")
+            || matvec::best_f16_variant(&g.pipelines, 72) == "matvec_f16_subgroup"
+    );
 }

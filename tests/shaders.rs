@@ -152,8 +152,14 @@ fn uniform_structs_match_rust_twins() {
             "{shader}"
         );
     }
-    let (size, _) = layout("matvec_f16", "MatvecParams");
-    assert_eq!(size as usize, std::mem::size_of::<matvec::MatvecParams>());
+    for shader in ["matvec_f16", "matvec_f16_subgroup"] {
+        let (size, _) = layout(shader, "MatvecParams");
+        assert_eq!(
+            size as usize,
+            std::mem::size_of::<matvec::MatvecParams>(),
+            "{shader}"
+        );
+    }
     check_twin!(
         "moe_combine",
         MoeCombineParams,

@@ -27,6 +27,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
     ("matvec_f16", include_str!("../../shaders/matvec_f16.wgsl")),
+    (
+        "matvec_f16_subgroup",
+        include_str!("../../shaders/matvec_f16_subgroup.wgsl"),
+    ),
     ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
     (
         "matmul_f16_subgroup",
@@ -82,10 +86,23 @@ pub fn needs_subgroups(name: &str) -> bool {
 /// Workgroup size used for every kernel (the `WG` override constant).
 pub const WORKGROUP: u32 = 32;
 
-/// Compiled compute pipelines keyed by kernel name. Built once per device; every
-/// pipeline uses an automatic layout with one bind group.
+/// Workgroup size kernel `name` is compiled with on a device whose subgroups have at
+/// most `subgroup_max` lanes: [`WORKGROUP`], except the subgroup matrix-vector kernels,
+/// which run one subgroup per workgroup (their rows are few, so on a CPU adapter
+/// smaller workgroups spread a one-token step over more cores).
+pub fn workgroup_for(name: &str, subgroup_max: u32) -> u32 {
+    if name.starts_with("matvec") && name.ends_with("_subgroup") {
+        subgroup_max.clamp(8, 256)
+    } else {
+        WORKGROUP
+    }
+}
+
+/// Compiled compute pipelines keyed by kernel name, with the workgroup size each was
+/// compiled with. Built once per device; every pipeline uses an automatic layout with
+/// one bind group.
 pub struct Pipelines {
-    map: HashMap<&'static str, wgpu::ComputePipeline>,
+    map: HashMap<&'static str, (wgpu::ComputePipeline, u32)>,
 }
 
 impl Pipelines {
@@ -105,7 +122,8 @@ impl Pipelines {
                         label: Some(name),
                         source: wgpu::ShaderSource::Wgsl((*src).into()),
                     });
-                let constants = [("WG", WORKGROUP as f64)];
+                let wg = workgroup_for(name, ctx.subgroup_max_size);
+                let constants = [("WG", wg as f64)];
                 let pipeline =
                     ctx.device
                         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -119,7 +137,7 @@ impl Pipelines {
                             },
                             cache: None,
                         });
-                map.insert(*name, pipeline);
+                map.insert(*name, (pipeline, wg));
             }
             Ok(Pipelines { map })
         })
@@ -141,7 +159,12 @@ impl Pipelines {
 
     /// The pipeline of kernel `name` (a name from [`SHADERS`]).
     pub fn get(&self, name: &str) -> &wgpu::ComputePipeline {
-        &self.map[name]
+        &self.map[name].0
+    }
+
+    /// The workgroup size kernel `name` was compiled with.
+    pub fn workgroup(&self, name: &str) -> u32 {
+        self.map[name].1
     }
 
     /// A bind group for kernel `name` with `buffers` at bindings 0, 1, ...

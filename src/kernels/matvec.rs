@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, GpuContext, Pipelines};
 
 /// Mirrors `MatvecParams` in the WGSL.
 #[repr(C)]
@@ -15,6 +15,25 @@ pub struct MatvecParams {
     pub k4: u32,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// Outputs computed by one invocation of `variant`.
+fn outputs_per_invocation(variant: &str) -> usize {
+    if variant == "matvec_f16_subgroup" {
+        8
+    } else {
+        4
+    }
+}
+
+/// The fastest half-float-weight variant for `n` outputs on this device:
+/// `matvec_f16_subgroup` needs subgroups and `n % 8 == 0`.
+pub fn best_f16_variant(pipelines: &Pipelines, n: usize) -> &'static str {
+    if n.is_multiple_of(8) && pipelines.has("matvec_f16_subgroup") {
+        "matvec_f16_subgroup"
+    } else {
+        "matvec_f16"
+    }
 }
 
 /// Op: bindings x, w, bias (any buffer when unused), out.
@@ -29,7 +48,8 @@ pub fn matvec_op(
     matvec_variant_op(ctx, pipelines, "matvec", x, w, bias, out)
 }
 
-/// Op with an explicit variant: `matvec`, or `matvec_f16` for half-float weights.
+/// Op with an explicit variant: `matvec`, or `matvec_f16` / `matvec_f16_subgroup` for
+/// half-float weights.
 pub fn matvec_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -58,8 +78,8 @@ pub fn encode_matvec(
         flags,
         _pad: 0,
     };
-    let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, 1, 1));
+    let gx = (n / outputs_per_invocation(op.name)).div_ceil(pipelines.workgroup(op.name) as usize);
+    op.encode(queue, pass, pipelines, &p, (gx as u32, 1, 1));
 }
 
 /// Upload, run, read back `out[N]`.

@@ -10,7 +10,7 @@ use super::{
     Activations, BlockOps, DecodeOps, DeviceWeights, MlpOps, MlpWeights, Model, Ops,
     SparseAttention,
 };
-use crate::config::Activation;
+use crate::config::{Activation, Dtype, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{
@@ -21,7 +21,7 @@ use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
 use crate::kernels::matvec::encode_matvec;
-use crate::kernels::matvec::matvec_variant_op;
+use crate::kernels::matvec::{best_f16_variant, matvec_variant_op};
 use crate::kernels::matvec_bt::matvec_bt_op;
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
@@ -90,18 +90,24 @@ pub(super) fn bind_ops(
     w: &DeviceWeights,
     a: &Activations,
     sparse: Option<&SparseAttention>,
-    hs: usize,
-    half_weights: bool,
+    cfg: &ModelConfig,
 ) -> Ops {
+    let hs = cfg.head_size();
+    let half_weights = cfg.dtype == Dtype::Float16;
+    let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
     // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
-    let (lin, vec, moe_lin) = if half_weights {
-        (
-            pl.best("matmul_f16"),
-            "matvec_f16",
-            pl.best("moe_matmul_f16"),
-        )
+    let (lin, moe_lin) = if half_weights {
+        (pl.best("matmul_f16"), pl.best("moe_matmul_f16"))
     } else {
-        (pl.best("matmul"), "matvec", pl.best("moe_matmul"))
+        (pl.best("matmul"), pl.best("moe_matmul"))
+    };
+    // matrix-vector kernel for a linear with `n` outputs
+    let vec = |n: usize| {
+        if half_weights {
+            best_f16_variant(pl, n)
+        } else {
+            "matvec"
+        }
     };
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
@@ -244,7 +250,7 @@ pub(super) fn bind_ops(
                 c_attn: matvec_variant_op(
                     ctx,
                     pl,
-                    vec,
+                    vec(3 * c),
                     &a.ln,
                     &b.attn_w,
                     &or_dummy(&b.attn_b),
@@ -253,7 +259,7 @@ pub(super) fn bind_ops(
                 c_proj: matvec_variant_op(
                     ctx,
                     pl,
-                    vec,
+                    vec(c),
                     &a.att,
                     &b.proj_w,
                     &or_dummy(&b.proj_b),
@@ -266,11 +272,19 @@ pub(super) fn bind_ops(
                         fc_proj_w,
                         fc_proj_b,
                     } => Some((
-                        matvec_variant_op(ctx, pl, vec, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
                         matvec_variant_op(
                             ctx,
                             pl,
-                            vec,
+                            vec(hidden),
+                            &a.ln,
+                            fc_w,
+                            &or_dummy(fc_b),
+                            &a.hidden,
+                        ),
+                        matvec_variant_op(
+                            ctx,
+                            pl,
+                            vec(c),
                             &a.hidden,
                             fc_proj_w,
                             &or_dummy(fc_proj_b),

@@ -426,15 +426,7 @@ impl Model {
                 cols,
             }
         });
-        let ops = forward::bind_ops(
-            &ctx,
-            &pipelines,
-            &weights,
-            &act,
-            sparse.as_ref(),
-            config.head_size(),
-            config.dtype == crate::config::Dtype::Float16,
-        );
+        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act, sparse.as_ref(), &config);
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
