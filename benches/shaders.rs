@@ -12,7 +12,9 @@ use std::time::Instant;
 use serde::Serialize;
 use wgformer::config::{DeviceChoice, ModelConfig};
 use wgformer::gpu::{buffers, GpuContext, Pipelines};
-use wgformer::kernels::{attention, embedding, layer_norm, matmul, matmul_bt, matvec, KernelOp};
+use wgformer::kernels::{
+    attention, embedding, layer_norm, matmul, matmul_bt, matvec, matvec_bt, KernelOp,
+};
 use wgformer::model::Model;
 use wgformer::reference;
 
@@ -48,6 +50,26 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
         })
         .collect()
+}
+
+/// Weights as kernel `variant` stores them, and as its reference must see them:
+/// `*_f16` variants read packed half floats, so the reference gets rounded values.
+fn stored_and_seen(variant: &str, w: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    use wgformer::model::weights::{pack_f16, round_to_f16};
+    if variant.contains("_f16") {
+        (pack_f16(w), round_to_f16(w))
+    } else {
+        (w.to_vec(), w.to_vec())
+    }
+}
+
+/// Bytes a weight takes in memory for kernel `variant`.
+fn words_bytes(variant: &str) -> usize {
+    if variant.contains("_f16") {
+        2
+    } else {
+        4
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -263,19 +285,24 @@ impl Bench {
             )
         });
         let ab = buffers::upload(&self.ctx, "a", &a);
-        let bt = buffers::RowChunked::upload(&self.ctx, "b", &b, k, chunk);
-        let outs: Vec<_> = bt
-            .chunks
-            .iter()
-            .map(|ch| buffers::storage(&self.ctx, "out", m * ch.rows))
-            .collect();
-        for variant in self.variants("matmul_bt") {
+        // f32 wte, then half floats (dtype float16): the reference sees rounded weights
+        let mut variants = self.variants("matmul_bt");
+        variants.extend(self.variants("matmul_bt_f16"));
+        for variant in variants {
+            let (stored, seen) = stored_and_seen(variant, &b);
+            let words = wgformer::kernels::words_per_row(variant, k);
+            let bt = buffers::RowChunked::upload(&self.ctx, "b", &stored, words, chunk);
+            let outs: Vec<_> = bt
+                .chunks
+                .iter()
+                .map(|ch| buffers::storage(&self.ctx, "out", m * ch.rows))
+                .collect();
             let got = matmul_bt::run_matmul_bt(
                 &self.ctx,
                 &self.pl,
                 variant,
                 &a[..rows * k],
-                &b,
+                &stored,
                 rows,
                 n,
                 k,
@@ -285,7 +312,7 @@ impl Bench {
             self.check(
                 variant,
                 &got,
-                &reference::matmul::matmul_bt(&a[..rows * k], &b, rows, n, k),
+                &reference::matmul::matmul_bt(&a[..rows * k], &seen, rows, n, k),
             );
             let ops: Vec<KernelOp> = bt
                 .chunks
@@ -369,8 +396,7 @@ impl Bench {
             Some(cpu),
             "sgemm",
         );
-        let packed = wgformer::model::weights::pack_f16(&w);
-        let rounded = wgformer::model::weights::round_to_f16(&w);
+        let (packed, rounded) = stored_and_seen("matvec_f16", &w);
         let want = reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false);
         let wb16 = buffers::upload(&self.ctx, "w16", &packed);
         for variant in ["matvec_f16", "matvec_f16_subgroup"] {
@@ -402,49 +428,7 @@ impl Bench {
         let x = rand_vec(k, 14);
         let w = rand_vec(n * k, 15);
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k * 4) as u64);
-        let wt = buffers::RowChunked::upload(&self.ctx, "w", &w, k, chunk);
         let xb = buffers::upload(&self.ctx, "x", &x);
-        let outs: Vec<_> = wt
-            .chunks
-            .iter()
-            .map(|ch| buffers::storage(&self.ctx, "out", ch.rows))
-            .collect();
-        let ops: Vec<KernelOp> = wt
-            .chunks
-            .iter()
-            .zip(&outs)
-            .map(|(ch, o)| {
-                wgformer::kernels::matvec_bt::matvec_bt_op(&self.ctx, &self.pl, &xb, &ch.buffer, o)
-            })
-            .collect();
-        let got = wgformer::kernels::matvec_bt::run_matvec_bt(
-            &self.ctx,
-            &self.pl,
-            &x,
-            &w[..wt.chunks[0].rows * k],
-            wt.chunks[0].rows,
-            k,
-            0,
-        )
-        .unwrap();
-        self.check(
-            "matvec_bt",
-            &got,
-            &reference::matmul::matmul_bt(&x, &w[..wt.chunks[0].rows * k], 1, wt.chunks[0].rows, k),
-        );
-        let gpu = self.time_gpu(&|pass| {
-            for (op, ch) in ops.iter().zip(&wt.chunks) {
-                wgformer::kernels::matvec_bt::encode_matvec_bt(
-                    &self.ctx.queue,
-                    pass,
-                    &self.pl,
-                    op,
-                    ch.rows,
-                    k,
-                    0,
-                );
-            }
-        });
         let mut c = vec![0.0f32; n];
         let cpu = self.time_cpu(&mut || unsafe {
             matrixmultiply::sgemm(
@@ -464,15 +448,58 @@ impl Bench {
                 1,
             )
         });
-        self.report(
-            "matvec_bt",
-            format!("1x{k} · ({n}x{k})ᵀ"),
-            gpu,
-            (k * n * 4) as f64,
-            "GB/s",
-            Some(cpu),
-            "sgemm",
-        );
+        for variant in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
+            if !self.pl.has(variant) {
+                continue;
+            }
+            let (stored, seen) = stored_and_seen(variant, &w);
+            let words = wgformer::kernels::words_per_row(variant, k);
+            let wt = buffers::RowChunked::upload(&self.ctx, "w", &stored, words, chunk);
+            let outs: Vec<_> = wt
+                .chunks
+                .iter()
+                .map(|ch| buffers::storage(&self.ctx, "out", ch.rows))
+                .collect();
+            let ops: Vec<KernelOp> = wt
+                .chunks
+                .iter()
+                .zip(&outs)
+                .map(|(ch, o)| {
+                    matvec_bt::matvec_bt_op(&self.ctx, &self.pl, variant, &xb, &ch.buffer, o)
+                })
+                .collect();
+            let rows = wt.chunks[0].rows;
+            let got = matvec_bt::run_matvec_bt(
+                &self.ctx,
+                &self.pl,
+                variant,
+                &x,
+                &stored[..rows * words],
+                rows,
+                k,
+                0,
+            )
+            .unwrap();
+            self.check(
+                variant,
+                &got,
+                &reference::matmul::matmul_bt(&x, &seen[..rows * k], 1, rows, k),
+            );
+            let gpu = self.time_gpu(&|pass| {
+                for (op, ch) in ops.iter().zip(&wt.chunks) {
+                    matvec_bt::encode_matvec_bt(&self.ctx.queue, pass, &self.pl, op, ch.rows, k, 0);
+                }
+            });
+            self.report(
+                variant,
+                format!("1x{k} · ({n}x{k})ᵀ"),
+                gpu,
+                (k * n * words_bytes(variant)) as f64,
+                "GB/s",
+                Some(cpu),
+                "sgemm",
+            );
+        }
     }
 
     fn layer_norm(&mut self, t: usize, c: usize) {
@@ -628,7 +655,8 @@ impl Bench {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % v as u32).collect();
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (c * 4) as u64);
         let got =
-            embedding::run_embedding(&self.ctx, &self.pl, &ids, &wte, &wpe, c, chunk).unwrap();
+            embedding::run_embedding(&self.ctx, &self.pl, "embedding", &ids, &wte, &wpe, c, chunk)
+                .unwrap();
         self.check(
             "embedding",
             &got,
@@ -643,7 +671,17 @@ impl Bench {
         let ops: Vec<_> = wt
             .chunks
             .iter()
-            .map(|ch| embedding::embedding_op(&self.ctx, &self.pl, &idb, &ch.buffer, &pb, &ob))
+            .map(|ch| {
+                embedding::embedding_op(
+                    &self.ctx,
+                    &self.pl,
+                    "embedding",
+                    &idb,
+                    &ch.buffer,
+                    &pb,
+                    &ob,
+                )
+            })
             .collect();
         let gpu = self.time_gpu(&|pass| {
             for (op, ch) in ops.iter().zip(&wt.chunks) {

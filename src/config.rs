@@ -32,8 +32,9 @@ pub enum DeviceChoice {
 pub enum Dtype {
     #[serde(rename = "float32")]
     Float32,
-    /// The blocks' linear weights stored as IEEE half floats (embeddings, layer norms
-    /// and biases stay f32; arithmetic is f32).
+    /// The blocks' linear weights and the token embedding (the tied LM head) stored as
+    /// IEEE half floats (position embedding, layer norms and biases stay f32;
+    /// arithmetic is f32).
     #[serde(rename = "float16")]
     Float16,
 }

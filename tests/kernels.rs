@@ -19,6 +19,17 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     eprintln!("{base} variants under test: {all:?}");
     all
 }
+/// Weights as kernel `variant` stores them, and as its reference must see them:
+/// `*_f16` variants read packed half floats, so the reference gets rounded values.
+fn stored_and_seen(variant: &str, w: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    use wgformer::model::weights::{pack_f16, round_to_f16};
+    if variant.contains("_f16") {
+        (pack_f16(w), round_to_f16(w))
+    } else {
+        (w.to_vec(), w.to_vec())
+    }
+}
+
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
 };
@@ -118,11 +129,24 @@ fn matmul_bt_chunked_and_odd_widths() {
     ] {
         let a = rand_vec(m * k, 5, 1.0);
         let b = rand_vec(n * k, 6, 1.0);
-        let want = reference::matmul::matmul_bt(&a, &b, m, n, k);
-        for variant in variants("matmul_bt") {
-            let got =
-                matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk)
-                    .unwrap();
+        for variant in variants("matmul_bt")
+            .into_iter()
+            .chain(variants("matmul_bt_f16"))
+        {
+            let (stored, seen) = stored_and_seen(variant, &b);
+            let want = reference::matmul::matmul_bt(&a, &seen, m, n, k);
+            let got = matmul_bt::run_matmul_bt(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &a,
+                &stored,
+                m,
+                n,
+                k,
+                chunk,
+            )
+            .unwrap();
             assert_close(
                 &format!("{variant} {m}x{n}x{k} chunk {chunk}"),
                 &got,
@@ -208,11 +232,23 @@ fn embedding_across_chunks() {
     let wte = rand_vec(v * c, 14, 1.0);
     let wpe = rand_vec(ctxlen * c, 15, 1.0);
     let ids: Vec<u32> = vec![0, 49, 7, 8, 23, 24, 25, 3, 48, 12, 0, 31, 44];
-    let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
-    for chunk in [4, 8, 24, 1000] {
-        let got =
-            embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, chunk).unwrap();
-        assert_close(&format!("embedding chunk {chunk}"), &got, &want, 1e-6, 0.0);
+    for variant in ["embedding", "embedding_f16"] {
+        let (stored, seen) = stored_and_seen(variant, &wte);
+        let want = reference::embedding::embedding(&ids, &seen, &wpe, c, 0);
+        for chunk in [4, 8, 24, 1000] {
+            let got = embedding::run_embedding(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &ids,
+                &stored,
+                &wpe,
+                c,
+                chunk,
+            )
+            .unwrap();
+            assert_close(&format!("{variant} chunk {chunk}"), &got, &want, 1e-6, 0.0);
+        }
     }
 }
 
@@ -224,7 +260,9 @@ fn embedding_more_than_65535_workgroups() {
     let wte = rand_vec(v * c, 16, 1.0);
     let wpe = rand_vec(t * c, 17, 1.0);
     let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7) % v as u32).collect();
-    let got = embedding::run_embedding(&g.ctx, &g.pipelines, &ids, &wte, &wpe, c, 1000).unwrap();
+    let got =
+        embedding::run_embedding(&g.ctx, &g.pipelines, "embedding", &ids, &wte, &wpe, c, 1000)
+            .unwrap();
     let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
     assert_close("embedding 65536 workgroups", &got, &want, 1e-6, 0.0);
 }
@@ -268,18 +306,32 @@ fn kv_store_appends_rows() {
 #[test]
 fn matvec_bt_one_row_of_many() {
     let g = gpu();
-    for &(rows, row, n, k) in &[(1, 0, 5, 8), (7, 6, 131, 64), (3, 1, 1000, 768)] {
+    for &(rows, row, n, k) in &[
+        (1, 0, 5, 8),
+        (7, 6, 131, 64),
+        (3, 1, 1000, 768),
+        (2, 1, 37, 72),
+    ] {
         let a = rand_vec(rows * k, 23, 1.0);
         let b = rand_vec(n * k, 24, 1.0);
-        let got = matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, &a, &b, n, k, row).unwrap();
-        let want = reference::matmul::matmul_bt(&a[row * k..(row + 1) * k], &b, 1, n, k);
-        assert_close(
-            &format!("matvec_bt row {row} n {n} k {k}"),
-            &got,
-            &want,
-            1e-4,
-            1e-4,
-        );
+        let mut vs = vec!["matvec_bt", "matvec_bt_f16"];
+        if matvec_bt::best_f16_variant(&g.pipelines, k) != "matvec_bt_f16" {
+            vs.push("matvec_bt_f16_subgroup");
+        }
+        for variant in vs {
+            let (stored, seen) = stored_and_seen(variant, &b);
+            let got =
+                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &stored, n, k, row)
+                    .unwrap();
+            let want = reference::matmul::matmul_bt(&a[row * k..(row + 1) * k], &seen, 1, n, k);
+            assert_close(
+                &format!("{variant} row {row} n {n} k {k}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
     }
 }
 

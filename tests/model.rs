@@ -394,11 +394,11 @@ fn float16_weights_match_reference_and_halve_their_memory() {
     )
     .unwrap();
     assert_eq!(half.parameter_count, full.parameter_count);
-    // 2 layers of (C·3C + C·C + C·H + H·C) weights at 2 bytes instead of 4
-    let (c, h) = (32u64, 128u64);
+    // wte (V·C) and 2 layers of (C·3C + C·C + C·H + H·C) weights at 2 bytes instead of 4
+    let (v, c, h) = (97u64, 32u64, 128u64);
     assert_eq!(
         full.parameter_bytes - half.parameter_bytes,
-        2 * 2 * (c * 3 * c + c * c + c * h + h * c)
+        2 * (v * c + 2 * (c * 3 * c + c * c + c * h + h * c))
     );
     // decode steps with half weights equal the forward of the same model
     let all = ids(12, 97);

@@ -57,12 +57,14 @@ macro_rules! check_twin {
 
 #[test]
 fn uniform_structs_match_rust_twins() {
-    check_twin!(
-        "embedding",
-        EmbeddingParams,
-        embedding::EmbeddingParams,
-        [t, c4, row_start, rows, pos_offset]
-    );
+    for shader in ["embedding", "embedding_f16"] {
+        check_twin!(
+            shader,
+            EmbeddingParams,
+            embedding::EmbeddingParams,
+            [t, c4, row_start, rows, pos_offset]
+        );
+    }
     check_twin!(
         "layer_norm",
         LayerNormParams,
@@ -81,18 +83,19 @@ fn uniform_structs_match_rust_twins() {
         matmul::MatmulParams,
         [m, n4, k4, flags]
     );
-    check_twin!(
-        "matmul_bt_subgroup",
-        MatmulBtParams,
-        matmul_bt::MatmulBtParams,
-        [m, n, k4, a_row0]
-    );
-    check_twin!(
+    for shader in [
         "matmul_bt",
-        MatmulBtParams,
-        matmul_bt::MatmulBtParams,
-        [m, n, k4, a_row0]
-    );
+        "matmul_bt_subgroup",
+        "matmul_bt_f16",
+        "matmul_bt_f16_subgroup",
+    ] {
+        check_twin!(
+            shader,
+            MatmulBtParams,
+            matmul_bt::MatmulBtParams,
+            [m, n, k4, a_row0]
+        );
+    }
     check_twin!(
         "matvec",
         MatvecParams,
@@ -105,12 +108,14 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4]
     );
-    check_twin!(
-        "matvec_bt",
-        MatvecBtParams,
-        matvec_bt::MatvecBtParams,
-        [n, k4, a_row0]
-    );
+    for shader in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
+        check_twin!(
+            shader,
+            MatvecBtParams,
+            matvec_bt::MatvecBtParams,
+            [n, k4, a_row0]
+        );
+    }
     check_twin!(
         "sparse_attention",
         AttentionParams,

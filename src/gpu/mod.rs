@@ -37,6 +37,26 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_f16_subgroup.wgsl"),
     ),
     ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
+    (
+        "matvec_bt_f16",
+        include_str!("../../shaders/matvec_bt_f16.wgsl"),
+    ),
+    (
+        "matvec_bt_f16_subgroup",
+        include_str!("../../shaders/matvec_bt_f16_subgroup.wgsl"),
+    ),
+    (
+        "matmul_bt_f16",
+        include_str!("../../shaders/matmul_bt_f16.wgsl"),
+    ),
+    (
+        "matmul_bt_f16_subgroup",
+        include_str!("../../shaders/matmul_bt_f16_subgroup.wgsl"),
+    ),
+    (
+        "embedding_f16",
+        include_str!("../../shaders/embedding_f16.wgsl"),
+    ),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     (
         "attention_subgroup",

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, KernelOp};
+use super::{submit_pass, words_per_row, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
 
@@ -18,16 +18,18 @@ pub struct EmbeddingParams {
     pub _pad: [u32; 3],
 }
 
-/// Op over one wte chunk: bindings ids, wte chunk, wpe, out.
+/// Op over one wte chunk: bindings ids, wte chunk, wpe, out. `variant` is `embedding`,
+/// or `embedding_f16` for a half-float wte.
 pub fn embedding_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     ids: &wgpu::Buffer,
     wte_chunk: &wgpu::Buffer,
     wpe: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<EmbeddingParams>(ctx, pipelines, "embedding", &[ids, wte_chunk, wpe, out])
+    KernelOp::new::<EmbeddingParams>(ctx, pipelines, variant, &[ids, wte_chunk, wpe, out])
 }
 
 /// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start + rows)`.
@@ -56,9 +58,11 @@ pub fn encode_embedding(
 }
 
 /// Upload, run, read back: `out[T, C]`. `rows_per_chunk` splits wte as the model would.
+#[allow(clippy::too_many_arguments)]
 pub fn run_embedding(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     ids: &[u32],
     wte: &[f32],
     wpe: &[f32],
@@ -67,13 +71,18 @@ pub fn run_embedding(
 ) -> Result<Vec<f32>> {
     let t = ids.len();
     let ids_buf = buffers::upload(ctx, "ids", bytemuck::cast_slice(ids));
-    let wte = buffers::RowChunked::upload(ctx, "wte", wte, c, rows_per_chunk);
+    let wte =
+        buffers::RowChunked::upload(ctx, "wte", wte, words_per_row(variant, c), rows_per_chunk);
     let wpe_buf = buffers::upload(ctx, "wpe", wpe);
     let out = buffers::storage(ctx, "out", t * c);
     let ops: Vec<_> = wte
         .chunks
         .iter()
-        .map(|ch| embedding_op(ctx, pipelines, &ids_buf, &ch.buffer, &wpe_buf, &out))
+        .map(|ch| {
+            embedding_op(
+                ctx, pipelines, variant, &ids_buf, &ch.buffer, &wpe_buf, &out,
+            )
+        })
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {

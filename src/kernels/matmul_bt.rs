@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::tile_rows;
-use super::{submit_pass, KernelOp};
+use super::{submit_pass, words_per_row, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
 
@@ -28,7 +28,8 @@ pub fn matmul_bt_op(
     matmul_bt_variant_op(ctx, pipelines, pipelines.best("matmul_bt"), a, b, out)
 }
 
-/// Op with an explicit variant (`matmul_bt` or `matmul_bt_subgroup`), for the bench.
+/// Op with an explicit variant: `matmul_bt` or `matmul_bt_subgroup`, or their `_f16`
+/// twins for a half-float wte.
 pub fn matmul_bt_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -78,7 +79,7 @@ pub fn run_matmul_bt(
     rows_per_chunk: usize,
 ) -> Result<Vec<f32>> {
     let ab = buffers::upload(ctx, "a", a);
-    let bt = buffers::RowChunked::upload(ctx, "b", b, k, rows_per_chunk);
+    let bt = buffers::RowChunked::upload(ctx, "b", b, words_per_row(variant, k), rows_per_chunk);
     let outs: Vec<_> = bt
         .chunks
         .iter()

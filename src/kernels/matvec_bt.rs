@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, GpuContext, Pipelines};
 
 /// Mirrors `MatvecBtParams` in the WGSL.
 #[repr(C)]
@@ -16,15 +16,27 @@ pub struct MatvecBtParams {
     pub _pad: u32,
 }
 
-/// Op: bindings a, b (a row chunk of wte), out.
+/// The fastest half-float-wte variant for rows of `k` values on this device:
+/// `matvec_bt_f16_subgroup` needs subgroups and `k % 8 == 0`.
+pub fn best_f16_variant(pipelines: &Pipelines, k: usize) -> &'static str {
+    if k.is_multiple_of(8) && pipelines.has("matvec_bt_f16_subgroup") {
+        "matvec_bt_f16_subgroup"
+    } else {
+        "matvec_bt_f16"
+    }
+}
+
+/// Op: bindings a, b (a row chunk of wte), out. `variant` is `matvec_bt`, or
+/// `matvec_bt_f16` / `matvec_bt_f16_subgroup` for a half-float wte.
 pub fn matvec_bt_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<MatvecBtParams>(ctx, pipelines, "matvec_bt", &[a, b, out])
+    KernelOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
 /// Record `out[n] = a[a_row0, :k] · b[n, k]ᵀ`.
@@ -44,14 +56,16 @@ pub fn encode_matvec_bt(
         a_row0: a_row0 as u32,
         _pad: 0,
     };
-    let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
+    let gx = n.div_ceil(4 * pipelines.workgroup(op.name) as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, 1, 1));
 }
 
 /// Upload, run, read back `out[N]` for row `a_row0` of `a [rows, K]`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_matvec_bt(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     a: &[f32],
     b: &[f32],
     n: usize,
@@ -61,7 +75,7 @@ pub fn run_matvec_bt(
     let ab = buffers::upload(ctx, "a", a);
     let bb = buffers::upload(ctx, "b", b);
     let out = buffers::storage(ctx, "out", n);
-    let op = matvec_bt_op(ctx, pipelines, &ab, &bb, &out);
+    let op = matvec_bt_op(ctx, pipelines, variant, &ab, &bb, &out);
     submit_pass(ctx, "matvec_bt", |pass| {
         encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0)
     })?;

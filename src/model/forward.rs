@@ -19,10 +19,10 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
-use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_op};
+use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
 use crate::kernels::matvec::encode_matvec;
 use crate::kernels::matvec::{best_f16_variant, matvec_variant_op};
-use crate::kernels::matvec_bt::matvec_bt_op;
+use crate::kernels::matvec_bt::{self, matvec_bt_op};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
     moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op, GATHER, RELU, SILU,
@@ -96,10 +96,23 @@ pub(super) fn bind_ops(
     let half_weights = cfg.dtype == Dtype::Float16;
     let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
     // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
-    let (lin, moe_lin) = if half_weights {
-        (pl.best("matmul_f16"), pl.best("moe_matmul_f16"))
+    // kernels reading wte (embedding, LM head) and the blocks' linears
+    let (embed, lm_head, lm_head_one, lin, moe_lin) = if half_weights {
+        (
+            "embedding_f16",
+            pl.best("matmul_bt_f16"),
+            matvec_bt::best_f16_variant(pl, c),
+            pl.best("matmul_f16"),
+            pl.best("moe_matmul_f16"),
+        )
     } else {
-        (pl.best("matmul"), pl.best("moe_matmul"))
+        (
+            "embedding",
+            pl.best("matmul_bt"),
+            "matvec_bt",
+            pl.best("matmul"),
+            pl.best("moe_matmul"),
+        )
     };
     // matrix-vector kernel for a linear with `n` outputs
     let vec = |n: usize| {
@@ -224,7 +237,7 @@ pub(super) fn bind_ops(
             .wte
             .chunks
             .iter()
-            .map(|ch| embedding_op(ctx, pl, &a.ids, &ch.buffer, &w.wpe, &a.x))
+            .map(|ch| embedding_op(ctx, pl, embed, &a.ids, &ch.buffer, &w.wpe, &a.x))
             .collect(),
         embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         blocks,
@@ -234,14 +247,14 @@ pub(super) fn bind_ops(
             .chunks
             .iter()
             .zip(&a.logits)
-            .map(|(ch, out)| matmul_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
+            .map(|(ch, out)| matmul_bt_variant_op(ctx, pl, lm_head, &a.ln, &ch.buffer, out))
             .collect(),
         lm_head_one: w
             .wte
             .chunks
             .iter()
             .zip(&a.logits)
-            .map(|(ch, out)| matvec_bt_op(ctx, pl, &a.ln, &ch.buffer, out))
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_one, &a.ln, &ch.buffer, out))
             .collect(),
         decode: w
             .blocks

@@ -300,7 +300,14 @@ impl Model {
                 )));
             }
             if spec.name == "wte.weight" {
-                wte = Some(RowChunked::upload(&ctx, "wte", &values, c, rows_per_chunk));
+                let cols = if half { c.div_ceil(2) } else { c };
+                wte = Some(RowChunked::upload(
+                    &ctx,
+                    "wte",
+                    &values,
+                    cols,
+                    rows_per_chunk,
+                ));
             } else {
                 map.insert(
                     spec.name.clone(),

@@ -329,19 +329,20 @@ impl Checkpoint {
 }
 
 /// Whether tensor `name` is stored as half floats when `dtype` is float16: the linear
-/// weights of the blocks, experts included (not embeddings, layer norms, biases or
-/// routers).
+/// weights of the blocks, experts included, and the token embedding (also the tied LM
+/// head); not the position embedding, layer norms, biases or routers.
 pub fn stored_as_f16(name: &str) -> bool {
-    [
-        ".attn.c_attn.weight",
-        ".attn.c_proj.weight",
-        ".mlp.c_fc.weight",
-        ".mlp.c_proj.weight",
-        ".mlp.experts.c_fc.weight",
-        ".mlp.experts.c_proj.weight",
-    ]
-    .iter()
-    .any(|s| name.ends_with(s))
+    name == "wte.weight"
+        || [
+            ".attn.c_attn.weight",
+            ".attn.c_proj.weight",
+            ".mlp.c_fc.weight",
+            ".mlp.c_proj.weight",
+            ".mlp.experts.c_fc.weight",
+            ".mlp.experts.c_proj.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
 }
 
 /// IEEE single → half, rounding to nearest even (overflow to ±inf, NaN kept).

@@ -1,0 +1,41 @@
+// Half-float wte (`dtype: "float16"`): the same kernel as embedding.wgsl with each vec4
+// of the wte row loaded as a vec2<u32> (two IEEE halves per word) and unpacked with
+// unpack2x16float. wpe and the output stay f32.
+
+struct EmbeddingParams {
+    t: u32,          // tokens
+    c4: u32,         // C / 4
+    row_start: u32,  // first vocabulary row held by this wte chunk
+    rows: u32,       // rows in this chunk
+    pos_offset: u32, // position of the first token (KV-cache decode)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: EmbeddingParams;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;          // [T]
+@group(0) @binding(2) var<storage, read> wte: array<vec2<u32>>;    // [rows, C] as f16 pairs
+@group(0) @binding(3) var<storage, read> wpe: array<vec4<f32>>;    // [context, C]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [T, C]
+
+fn half4(v: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+@compute @workgroup_size(WG)
+fn embedding_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.t * p.c4) {
+        return;
+    }
+    let t = i / p.c4;
+    let c = i % p.c4;
+    let id = ids[t];
+    if (id < p.row_start || id >= p.row_start + p.rows) {
+        return;
+    }
+    out[i] = half4(wte[(id - p.row_start) * p.c4 + c]) + wpe[(p.pos_offset + t) * p.c4 + c];
+}

@@ -1,0 +1,63 @@
+// Half-float wte (`dtype: "float16"`): the same kernel as matmul_bt.wgsl (the tied LM
+// head, out[M, N] = a[M, K] · b[N, K]ᵀ) with each vec4 of `b` loaded as a vec2<u32>
+// and unpacked with unpack2x16float, so a weight costs half a 32-bit load. Arithmetic
+// stays f32.
+
+struct MatmulBtParams {
+    m: u32,  // rows of a and out
+    n: u32,  // rows of b = columns of out
+    k4: u32, // K / 4
+    a_row0: u32, // row of `a` that output row 0 reads (last-position logits)
+}
+
+override WG: u32 = 64u;
+const TM: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: MatmulBtParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + M, K]
+@group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;     // [N, K] as f16 pairs
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
+
+fn half4(v: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_bt_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col0 = gid.x * 4u;
+    let row0 = wid.y * TM;
+    let k4 = p.k4;
+    let last = p.n - 1u;
+    let b0 = min(col0, last) * k4;
+    let b1 = min(col0 + 1u, last) * k4;
+    let b2 = min(col0 + 2u, last) * k4;
+    let b3 = min(col0 + 3u, last) * k4;
+    var acc: array<vec4<f32>, 8>;
+    var rows: array<u32, 8>;
+    for (var r = 0u; r < TM; r++) {
+        rows[r] = (p.a_row0 + min(row0 + r, p.m - 1u)) * k4;
+        acc[r] = vec4<f32>(0.0);
+    }
+    for (var k = 0u; k < k4; k++) {
+        let w0 = half4(b[b0 + k]);
+        let w1 = half4(b[b1 + k]);
+        let w2 = half4(b[b2 + k]);
+        let w3 = half4(b[b3 + k]);
+        for (var r = 0u; r < TM; r++) {
+            let x = a[rows[r] + k];
+            acc[r] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));
+        }
+    }
+    for (var r = 0u; r < TM; r++) {
+        let row = row0 + r;
+        if (row >= p.m) {
+            return;
+        }
+        let o = row * p.n + col0;
+        let v = acc[r];
+        if (col0 < p.n) { out[o] = v.x; }
+        if (col0 + 1u < p.n) { out[o + 1u] = v.y; }
+        if (col0 + 2u < p.n) { out[o + 2u] = v.z; }
+        if (col0 + 3u < p.n) { out[o + 3u] = v.w; }
+    }
+}
