@@ -197,27 +197,17 @@ impl Bench {
         });
         // f32 weights, then the same as half floats (dtype float16): the reference runs
         // on the weights each variant actually sees
-        let (packed, rounded) = (
-            wgformer::model::weights::pack_f16(&b),
-            wgformer::model::weights::round_to_f16(&b),
-        );
-        let mut cases: Vec<(&'static str, &[f32], &[f32])> = self
-            .variants("matmul")
-            .into_iter()
-            .map(|v| (v, &b[..], &b[..]))
-            .collect();
-        for v in ["matmul_f16", "matmul_f16_subgroup"] {
-            if self.pl.has(v) {
-                cases.push((v, &packed, &rounded));
-            }
-        }
-        for (variant, stored, seen) in cases {
+        let mut variants = self.variants("matmul");
+        variants.extend(self.variants("matmul_f16"));
+        for variant in variants {
+            let (_, seen) = stored_and_seen(variant, &b);
+            let seen = &seen[..];
             let got = matmul::run_matmul(
                 &self.ctx,
                 &self.pl,
                 variant,
                 &a[..rows * k],
-                stored,
+                &b,
                 Some(&bias),
                 None,
                 rows,
@@ -239,7 +229,7 @@ impl Bench {
             self.check(variant, &got, &want);
             let (ab, bb, biasb) = (
                 buffers::upload(&self.ctx, "a", &a),
-                buffers::upload(&self.ctx, "b", stored),
+                buffers::upload(&self.ctx, "b", &matmul::store_weights(variant, &b, k, n)),
                 buffers::upload(&self.ctx, "bias", &bias),
             );
             let out = buffers::storage(&self.ctx, "out", m * n);
@@ -362,7 +352,7 @@ impl Bench {
         );
         let (xb, wb, out) = (
             buffers::upload(&self.ctx, "x", &x),
-            buffers::upload(&self.ctx, "w", &w),
+            buffers::upload(&self.ctx, "w", &matmul::store_weights("matvec", &w, k, n)),
             buffers::storage(&self.ctx, "out", n),
         );
         let op = matvec::matvec_op(&self.ctx, &self.pl, &xb, &wb, &xb, &out);
@@ -396,17 +386,19 @@ impl Bench {
             Some(cpu),
             "sgemm",
         );
-        let (packed, rounded) = stored_and_seen("matvec_f16", &w);
+        let (_, rounded) = stored_and_seen("matvec_f16", &w);
         let want = reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false);
-        let wb16 = buffers::upload(&self.ctx, "w16", &packed);
+        let wb16 = buffers::upload(
+            &self.ctx,
+            "w16",
+            &matmul::store_weights("matvec_f16", &w, k, n),
+        );
         for variant in ["matvec_f16", "matvec_f16_subgroup"] {
             if !self.pl.has(variant) {
                 continue;
             }
-            let got = matvec::run_matvec(
-                &self.ctx, &self.pl, variant, &x, &packed, None, None, n, k, 0,
-            )
-            .unwrap();
+            let got = matvec::run_matvec(&self.ctx, &self.pl, variant, &x, &w, None, None, n, k, 0)
+                .unwrap();
             self.check(variant, &got, &want);
             let op16 =
                 matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb16, &xb, &out);

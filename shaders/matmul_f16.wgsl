@@ -8,11 +8,19 @@
 // invocations of a workgroup share the same rows, so the loads of `a` are uniform
 // (cheap on SIMD-over-lanes CPUs such as lavapipe) and each load of `b` feeds 8 FMAs.
 
+// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
+// then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
+
 struct MatmulParams {
     m: u32,     // rows of a and out
     n4: u32,    // N / 4
     k4: u32,    // K / 4
     flags: u32,
+    p4: u32,    // panel width of b / 4 (see above)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -40,6 +48,8 @@ fn matmul_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     let n4 = p.n4;
     let k4 = p.k4;
     let colc = min(col, n4 - 1u);
+    let p4 = p.p4;
+    let base = (colc / p4) * (4u * k4 * p4) + colc % p4; // this column's panel
     var rows: array<u32, 8>;
     for (var r = 0u; r < TM; r++) {
         rows[r] = min(row0 + r, p.m - 1u) * k4;
@@ -53,11 +63,11 @@ fn matmul_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     var acc6 = vec4<f32>(0.0);
     var acc7 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let bi = 4u * k * n4 + colc;
+        let bi = base + 4u * k * p4;
         let b0 = half4(b[bi]);
-        let b1 = half4(b[bi + n4]);
-        let b2 = half4(b[bi + 2u * n4]);
-        let b3 = half4(b[bi + 3u * n4]);
+        let b1 = half4(b[bi + p4]);
+        let b2 = half4(b[bi + 2u * p4]);
+        let b3 = half4(b[bi + 3u * p4]);
         var av = a[rows[0] + k];
         acc0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
         av = a[rows[1] + k];

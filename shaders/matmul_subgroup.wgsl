@@ -8,11 +8,19 @@
 // The accumulators are separate variables, not an array: llvmpipe keeps dynamically
 // indexed arrays in memory.
 
+// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
+// then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
+
 struct MatmulParams {
     m: u32,
     n4: u32,
     k4: u32,
     flags: u32,
+    p4: u32,    // panel width of b / 4 (see above)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -58,6 +66,8 @@ fn matmul_subgroup(
     // Every lane runs the loop (broadcasts need the whole subgroup); out-of-range
     // columns and rows read clamped addresses and are not stored.
     let colc = min(col, n4 - 1u);
+    let p4 = p.p4;
+    let base = (colc / p4) * (4u * k4 * p4) + colc % p4; // this column's panel
     let ra = min(row0 + (lane & 7u), p.m - 1u) * k4;
     let rb = min(row0 + 8u + (lane & 7u), p.m - 1u) * k4;
     var c0 = vec4<f32>(0.0);
@@ -77,11 +87,11 @@ fn matmul_subgroup(
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let bi = 4u * k * n4 + colc;
+        let bi = base + 4u * k * p4;
         let b0 = b[bi];
-        let b1 = b[bi + n4];
-        let b2 = b[bi + 2u * n4];
-        let b3 = b[bi + 3u * n4];
+        let b1 = b[bi + p4];
+        let b2 = b[bi + 2u * p4];
+        let b3 = b[bi + 3u * p4];
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -2,11 +2,15 @@
 // Same epilogue flags as matmul (bit 0 bias, bit 1 GELU, bit 2 accumulate).
 // One invocation per output vec4; the loads of x are uniform.
 
+// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
+// then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
+
 struct MatvecParams {
     n4: u32,
     k4: u32,
     flags: u32,
-    _pad: u32,
+    p4: u32, // panel width of w / 4
 }
 
 override WG: u32 = 64u;
@@ -29,11 +33,13 @@ fn matvec(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let n4 = p.n4;
+    let p4 = p.p4;
+    let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < p.k4; k++) {
         let xv = x[k];
-        let bi = 4u * k * n4 + col;
-        acc += xv.x * w[bi] + xv.y * w[bi + n4] + xv.z * w[bi + 2u * n4] + xv.w * w[bi + 3u * n4];
+        let bi = base + 4u * k * p4;
+        acc += xv.x * w[bi] + xv.y * w[bi + p4] + xv.z * w[bi + 2u * p4] + xv.w * w[bi + 3u * p4];
     }
     if ((p.flags & 1u) != 0u) {
         acc += bias[col];

@@ -8,11 +8,15 @@
 // runs it with one subgroup per workgroup (WG = the adapter's subgroup size), which
 // keeps both cores of a CPU adapter busy at N = 768.
 
+// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
+// then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
+
 struct MatvecParams {
     n4: u32,
     k4: u32,
     flags: u32,
-    _pad: u32,
+    p4: u32, // panel width of w / 4
 }
 
 override WG: u32 = 64u;
@@ -62,6 +66,8 @@ fn matvec_f16_subgroup(
     // Every lane runs the loop (broadcasts need the whole subgroup); out-of-range
     // columns read a clamped address and are not stored, rows past K are zero in x.
     let colc = min(col, n8 - 1u);
+    let p8 = p.p4 / 2u;
+    let base = (colc / p8) * (4u * k4 * p8) + colc % p8; // this column's panel
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     for (var k8 = 0u; k8 < k4; k8 += 8u) {
@@ -69,81 +75,81 @@ fn matvec_f16_subgroup(
         let xl = select(vec4<f32>(0.0), x[min(kl, k4 - 1u)], kl < k4);
         {
             let xv = subgroupBroadcast(xl, 0u);
-            let bi = 4u * min(k8 + 0u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 0u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 1u);
-            let bi = 4u * min(k8 + 1u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 1u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 2u);
-            let bi = 4u * min(k8 + 2u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 2u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 3u);
-            let bi = 4u * min(k8 + 3u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 3u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 4u);
-            let bi = 4u * min(k8 + 4u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 4u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 5u);
-            let bi = 4u * min(k8 + 5u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 5u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 6u);
-            let bi = 4u * min(k8 + 6u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 6u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }
         {
             let xv = subgroupBroadcast(xl, 7u);
-            let bi = 4u * min(k8 + 7u, k4 - 1u) * n8 + colc;
+            let bi = base + 4u * min(k8 + 7u, k4 - 1u) * p8;
             let w0 = w[bi];
-            let w1 = w[bi + n8];
-            let w2 = w[bi + 2u * n8];
-            let w3 = w[bi + 3u * n8];
+            let w1 = w[bi + p8];
+            let w2 = w[bi + 2u * p8];
+            let w3 = w[bi + 3u * p8];
             lo += xv.x * low(w0) + xv.y * low(w1) + xv.z * low(w2) + xv.w * low(w3);
             hi += xv.x * high(w0) + xv.y * high(w1) + xv.z * high(w2) + xv.w * high(w3);
         }

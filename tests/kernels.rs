@@ -552,7 +552,7 @@ fn sparse_attention_matches_masked_reference() {
 
 #[test]
 fn half_weight_variants_match_reference_on_rounded_weights() {
-    use wgformer::model::weights::{pack_f16, round_to_f16};
+    use wgformer::model::weights::round_to_f16;
     let g = gpu();
     let mut variants = vec!["matmul_f16"];
     if g.pipelines.has("matmul_f16_subgroup") {
@@ -571,14 +571,14 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
         let b = rand_vec(k * n, 32, 0.5);
         let bias = rand_vec(n, 33, 0.5);
         let init = rand_vec(m * n, 34, 1.0);
-        let (packed, rounded) = (pack_f16(&b), round_to_f16(&b));
+        let rounded = round_to_f16(&b);
         for &variant in &variants {
             let got = matmul::run_matmul(
                 &g.ctx,
                 &g.pipelines,
                 variant,
                 &a,
-                &packed,
+                &b,
                 Some(&bias),
                 Some(&init),
                 m,
@@ -608,7 +608,7 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
                 &g.pipelines,
                 variant,
                 x,
-                &packed,
+                &b,
                 Some(&bias),
                 Some(init),
                 n,

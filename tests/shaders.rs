@@ -75,13 +75,13 @@ fn uniform_structs_match_rust_twins() {
         "matmul",
         MatmulParams,
         matmul::MatmulParams,
-        [m, n4, k4, flags]
+        [m, n4, k4, flags, p4]
     );
     check_twin!(
         "matmul_subgroup",
         MatmulParams,
         matmul::MatmulParams,
-        [m, n4, k4, flags]
+        [m, n4, k4, flags, p4]
     );
     for shader in [
         "matmul_bt",
@@ -100,7 +100,7 @@ fn uniform_structs_match_rust_twins() {
         "matvec",
         MatvecParams,
         matvec::MatvecParams,
-        [n4, k4, flags]
+        [n4, k4, flags, p4]
     );
     check_twin!(
         "attention",

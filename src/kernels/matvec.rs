@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::matmul::{panel_width, store_weights};
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines};
@@ -14,7 +15,7 @@ pub struct MatvecParams {
     pub n4: u32,
     pub k4: u32,
     pub flags: u32,
-    pub _pad: u32,
+    pub p4: u32,
 }
 
 /// Outputs computed by one invocation of `variant`.
@@ -76,13 +77,13 @@ pub fn encode_matvec(
         n4: (n / 4) as u32,
         k4: (k / 4) as u32,
         flags,
-        _pad: 0,
+        p4: (panel_width(n) / 4) as u32,
     };
     let gx = (n / outputs_per_invocation(op.name)).div_ceil(pipelines.workgroup(op.name) as usize);
     op.encode(queue, pass, pipelines, &p, (gx as u32, 1, 1));
 }
 
-/// Upload, run, read back `out[N]`.
+/// Upload (`w` row-major, stored as `variant` reads it), run, read back `out[N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matvec(
     ctx: &GpuContext,
@@ -97,7 +98,7 @@ pub fn run_matvec(
     flags: u32,
 ) -> Result<Vec<f32>> {
     let xb = buffers::upload(ctx, "x", x);
-    let wb = buffers::upload(ctx, "w", w);
+    let wb = buffers::upload(ctx, "w", &store_weights(variant, w, k, n));
     let bb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
     let out = match out_init {
         Some(o) => buffers::upload(ctx, "out", o),

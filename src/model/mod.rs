@@ -14,6 +14,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::buffers::{self, RowChunked};
 use crate::gpu::{GpuContext, Pipelines};
+use crate::kernels::matmul::to_panels;
 use crate::kernels::KernelOp;
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
@@ -281,16 +282,22 @@ impl Model {
         let half = config.dtype == crate::config::Dtype::Float16;
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
+            if weights::stored_in_panels(&spec.name) {
+                values = to_panels(&values, spec.shape[0], spec.shape[1]);
+            }
             if half && weights::stored_as_f16(&spec.name) {
                 values = weights::pack_f16(&values);
             }
             parameter_bytes += (values.len() * 4) as u64;
-            if spec.name.ends_with("mlp.router.weight") && e4 != e {
+            if spec.name.ends_with("mlp.router.weight") {
                 // pad the router's columns to a multiple of 4 for the vec4 matmul
-                values = values
-                    .chunks(e)
-                    .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, e4 - e)))
-                    .collect();
+                if e4 != e {
+                    values = values
+                        .chunks(e)
+                        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, e4 - e)))
+                        .collect();
+                }
+                values = to_panels(&values, c, e4);
             }
             if spec.name.contains("mlp.experts.") && (values.len() * 4) as u64 > max_bind {
                 return Err(Error::Config(format!(

@@ -328,6 +328,20 @@ impl Checkpoint {
     }
 }
 
+/// Whether tensor `name` is a block's linear weight `[K, N]` read by the matmul and
+/// matrix-vector kernels, which take it in column panels
+/// ([`crate::kernels::matmul::to_panels`]); the experts' weights stay row-major.
+pub fn stored_in_panels(name: &str) -> bool {
+    [
+        ".attn.c_attn.weight",
+        ".attn.c_proj.weight",
+        ".mlp.c_fc.weight",
+        ".mlp.c_proj.weight",
+    ]
+    .iter()
+    .any(|s| name.ends_with(s))
+}
+
 /// Whether tensor `name` is stored as half floats when `dtype` is float16: the linear
 /// weights of the blocks, experts included, and the token embedding (also the tied LM
 /// head); not the position embedding, layer norms, biases or routers.
