@@ -52,14 +52,13 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Weights as kernel `variant` stores them, and as its reference must see them:
-/// `*_f16` variants read packed half floats, so the reference gets rounded values.
-fn stored_and_seen(variant: &str, w: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    use wgformer::model::weights::{pack_f16, round_to_f16};
+/// Weights as the reference must see them for kernel `variant`: `*_f16` variants read
+/// half floats, so the reference gets rounded values.
+fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
     if variant.contains("_f16") {
-        (pack_f16(w), round_to_f16(w))
+        wgformer::model::weights::round_to_f16(w)
     } else {
-        (w.to_vec(), w.to_vec())
+        w.to_vec()
     }
 }
 
@@ -200,8 +199,7 @@ impl Bench {
         let mut variants = self.variants("matmul");
         variants.extend(self.variants("matmul_f16"));
         for variant in variants {
-            let (_, seen) = stored_and_seen(variant, &b);
-            let seen = &seen[..];
+            let seen = &seen_by(variant, &b)[..];
             let got = matmul::run_matmul(
                 &self.ctx,
                 &self.pl,
@@ -279,9 +277,8 @@ impl Bench {
         let mut variants = self.variants("matmul_bt");
         variants.extend(self.variants("matmul_bt_f16"));
         for variant in variants {
-            let (stored, seen) = stored_and_seen(variant, &b);
-            let words = wgformer::kernels::words_per_row(variant, k);
-            let bt = buffers::RowChunked::upload(&self.ctx, "b", &stored, words, chunk);
+            let seen = seen_by(variant, &b);
+            let bt = matmul_bt::upload_wte(&self.ctx, variant, &b, n, k, chunk);
             let outs: Vec<_> = bt
                 .chunks
                 .iter()
@@ -292,7 +289,7 @@ impl Bench {
                 &self.pl,
                 variant,
                 &a[..rows * k],
-                &stored,
+                &b,
                 rows,
                 n,
                 k,
@@ -386,7 +383,7 @@ impl Bench {
             Some(cpu),
             "sgemm",
         );
-        let (_, rounded) = stored_and_seen("matvec_f16", &w);
+        let rounded = seen_by("matvec_f16", &w);
         let want = reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false);
         let wb16 = buffers::upload(
             &self.ctx,
@@ -444,9 +441,8 @@ impl Bench {
             if !self.pl.has(variant) {
                 continue;
             }
-            let (stored, seen) = stored_and_seen(variant, &w);
-            let words = wgformer::kernels::words_per_row(variant, k);
-            let wt = buffers::RowChunked::upload(&self.ctx, "w", &stored, words, chunk);
+            let seen = seen_by(variant, &w);
+            let wt = matmul_bt::upload_wte(&self.ctx, variant, &w, n, k, chunk);
             let outs: Vec<_> = wt
                 .chunks
                 .iter()
@@ -466,7 +462,7 @@ impl Bench {
                 &self.pl,
                 variant,
                 &x,
-                &stored[..rows * words],
+                &w[..rows * k],
                 rows,
                 k,
                 0,

@@ -18,6 +18,18 @@ const TM: u32 = 8u;
 @group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;     // [N, K] as f16 pairs
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
+// wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
+// and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
+// reads side by side lie side by side in memory. Start of `row`, in units of 4 values:
+fn row_base(row: u32, k4: u32) -> u32 {
+    return (row / 32u) * ((k4 + 1u) / 2u) * 64u + (row % 32u) * 2u;
+}
+
+// Columns 4k .. 4k + 3 of a row, from its start, in units of 4 values.
+fn col_step(k: u32) -> u32 {
+    return (k / 2u) * 64u + (k % 2u);
+}
+
 fn half4(v: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
@@ -28,10 +40,10 @@ fn matmul_bt_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
     let row0 = wid.y * TM;
     let k4 = p.k4;
     let last = p.n - 1u;
-    let b0 = min(col0, last) * k4;
-    let b1 = min(col0 + 1u, last) * k4;
-    let b2 = min(col0 + 2u, last) * k4;
-    let b3 = min(col0 + 3u, last) * k4;
+    let b0 = row_base(min(col0, last), k4);
+    let b1 = row_base(min(col0 + 1u, last), k4);
+    let b2 = row_base(min(col0 + 2u, last), k4);
+    let b3 = row_base(min(col0 + 3u, last), k4);
     var acc: array<vec4<f32>, 8>;
     var rows: array<u32, 8>;
     for (var r = 0u; r < TM; r++) {
@@ -39,10 +51,10 @@ fn matmul_bt_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
         acc[r] = vec4<f32>(0.0);
     }
     for (var k = 0u; k < k4; k++) {
-        let w0 = half4(b[b0 + k]);
-        let w1 = half4(b[b1 + k]);
-        let w2 = half4(b[b2 + k]);
-        let w3 = half4(b[b3 + k]);
+        let w0 = half4(b[b0 + col_step(k)]);
+        let w1 = half4(b[b1 + col_step(k)]);
+        let w2 = half4(b[b2 + col_step(k)]);
+        let w3 = half4(b[b3 + col_step(k)]);
         for (var r = 0u; r < TM; r++) {
             let x = a[rows[r] + k];
             acc[r] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));

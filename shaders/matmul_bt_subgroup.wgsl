@@ -18,6 +18,18 @@ const TM: u32 = 16u;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
+// wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
+// and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
+// reads side by side lie side by side in memory. Start of `row`, in units of 4 values:
+fn row_base(row: u32, k4: u32) -> u32 {
+    return (row / 32u) * ((k4 + 1u) / 2u) * 64u + (row % 32u) * 2u;
+}
+
+// Columns 4k .. 4k + 3 of a row, from its start, in units of 4 values.
+fn col_step(k: u32) -> u32 {
+    return (k / 2u) * 64u + (k % 2u);
+}
+
 fn store(row: u32, col0: u32, v: vec4<f32>) {
     let o = row * p.n + col0;
     if (col0 < p.n) { out[o] = v.x; }
@@ -36,10 +48,10 @@ fn matmul_bt_subgroup(
     let row0 = wid.y * TM;
     let k4 = p.k4;
     let last = p.n - 1u;
-    let w0 = min(col0, last) * k4;
-    let w1 = min(col0 + 1u, last) * k4;
-    let w2 = min(col0 + 2u, last) * k4;
-    let w3 = min(col0 + 3u, last) * k4;
+    let w0 = row_base(min(col0, last), k4);
+    let w1 = row_base(min(col0 + 1u, last), k4);
+    let w2 = row_base(min(col0 + 2u, last), k4);
+    let w3 = row_base(min(col0 + 3u, last), k4);
     let ra = (p.a_row0 + min(row0 + (lane & 7u), p.m - 1u)) * k4;
     let rb = (p.a_row0 + min(row0 + 8u + (lane & 7u), p.m - 1u)) * k4;
     var c0 = vec4<f32>(0.0);
@@ -59,10 +71,10 @@ fn matmul_bt_subgroup(
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let b0 = b[w0 + k];
-        let b1 = b[w1 + k];
-        let b2 = b[w2 + k];
-        let b3 = b[w3 + k];
+        let b0 = b[w0 + col_step(k)];
+        let b1 = b[w1 + col_step(k)];
+        let b2 = b[w2 + col_step(k)];
+        let b3 = b[w3 + col_step(k)];
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -16,6 +16,18 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [N]
 
+// wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
+// and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
+// reads side by side lie side by side in memory. Start of `row`, in units of 4 values:
+fn row_base(row: u32, k4: u32) -> u32 {
+    return (row / 32u) * ((k4 + 1u) / 2u) * 64u + (row % 32u) * 2u;
+}
+
+// Columns 4k .. 4k + 3 of a row, from its start, in units of 4 values.
+fn col_step(k: u32) -> u32 {
+    return (k / 2u) * 64u + (k % 2u);
+}
+
 @compute @workgroup_size(WG)
 fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col0 = gid.x * 4u;
@@ -24,15 +36,15 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let k4 = p.k4;
     let last = p.n - 1u;
-    let w0 = min(col0, last) * k4;
-    let w1 = min(col0 + 1u, last) * k4;
-    let w2 = min(col0 + 2u, last) * k4;
-    let w3 = min(col0 + 3u, last) * k4;
+    let w0 = row_base(min(col0, last), k4);
+    let w1 = row_base(min(col0 + 1u, last), k4);
+    let w2 = row_base(min(col0 + 2u, last), k4);
+    let w3 = row_base(min(col0 + 3u, last), k4);
     let xo = p.a_row0 * k4;
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let x = a[xo + k];
-        acc += vec4<f32>(dot(x, b[w0 + k]), dot(x, b[w1 + k]), dot(x, b[w2 + k]), dot(x, b[w3 + k]));
+        acc += vec4<f32>(dot(x, b[w0 + col_step(k)]), dot(x, b[w1 + col_step(k)]), dot(x, b[w2 + col_step(k)]), dot(x, b[w3 + col_step(k)]));
     }
     out[col0] = acc.x;
     if (col0 + 1u < p.n) { out[col0 + 1u] = acc.y; }

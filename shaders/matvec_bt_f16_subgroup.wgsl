@@ -22,6 +22,13 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [N]
 
 // Values 0..3 and 4..7 of 8 packed halves.
+// wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
+// and every 8 columns, the 8 values of each row of the group. Start of `row`, in units
+// of 8 values (one vec4<u32>); column block kk of the row is at + kk * 32.
+fn row_base8(row: u32, k8: u32) -> u32 {
+    return (row / 32u) * k8 * 32u + row % 32u;
+}
+
 fn low(v: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
@@ -40,10 +47,10 @@ fn matvec_bt_f16_subgroup(
     let last = p.n - 1u;
     // Every lane runs the loop (broadcasts need the whole subgroup); out-of-range
     // outputs read clamped rows and are not stored, steps past K read zeros of `a`.
-    let w0 = min(col0, last) * k8;
-    let w1 = min(col0 + 1u, last) * k8;
-    let w2 = min(col0 + 2u, last) * k8;
-    let w3 = min(col0 + 3u, last) * k8;
+    let w0 = row_base8(min(col0, last), k8);
+    let w1 = row_base8(min(col0 + 1u, last), k8);
+    let w2 = row_base8(min(col0 + 2u, last), k8);
+    let w3 = row_base8(min(col0 + 3u, last), k8);
     let xo = p.a_row0 * p.k4;
     var acc = vec4<f32>(0.0);
     for (var kb = 0u; kb < k8; kb += 8u) {
@@ -55,10 +62,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 0u);
             let x1 = subgroupBroadcast(xl1, 0u);
             let kk = min(kb + 0u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -70,10 +77,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 1u);
             let x1 = subgroupBroadcast(xl1, 1u);
             let kk = min(kb + 1u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -85,10 +92,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 2u);
             let x1 = subgroupBroadcast(xl1, 2u);
             let kk = min(kb + 2u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -100,10 +107,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 3u);
             let x1 = subgroupBroadcast(xl1, 3u);
             let kk = min(kb + 3u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -115,10 +122,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 4u);
             let x1 = subgroupBroadcast(xl1, 4u);
             let kk = min(kb + 4u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -130,10 +137,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 5u);
             let x1 = subgroupBroadcast(xl1, 5u);
             let kk = min(kb + 5u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -145,10 +152,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 6u);
             let x1 = subgroupBroadcast(xl1, 6u);
             let kk = min(kb + 6u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),
@@ -160,10 +167,10 @@ fn matvec_bt_f16_subgroup(
             let x0 = subgroupBroadcast(xl0, 7u);
             let x1 = subgroupBroadcast(xl1, 7u);
             let kk = min(kb + 7u, k8 - 1u);
-            let b0 = b[w0 + kk];
-            let b1 = b[w1 + kk];
-            let b2 = b[w2 + kk];
-            let b3 = b[w3 + kk];
+            let b0 = b[w0 + kk * 32u];
+            let b1 = b[w1 + kk * 32u];
+            let b2 = b[w2 + kk * 32u];
+            let b3 = b[w3 + kk * 32u];
             acc += vec4<f32>(
                 dot(x0, low(b0)) + dot(x1, high(b0)),
                 dot(x0, low(b1)) + dot(x1, high(b1)),

@@ -19,14 +19,14 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     eprintln!("{base} variants under test: {all:?}");
     all
 }
-/// Weights as kernel `variant` stores them, and as its reference must see them:
-/// `*_f16` variants read packed half floats, so the reference gets rounded values.
-fn stored_and_seen(variant: &str, w: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    use wgformer::model::weights::{pack_f16, round_to_f16};
+/// Weights as the reference must see them for kernel `variant`: `*_f16` variants read
+/// half floats, so the reference gets rounded values. (The `run_*` helpers take
+/// row-major f32 weights and store them as the kernel reads them.)
+fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
     if variant.contains("_f16") {
-        (pack_f16(w), round_to_f16(w))
+        wgformer::model::weights::round_to_f16(w)
     } else {
-        (w.to_vec(), w.to_vec())
+        w.to_vec()
     }
 }
 
@@ -133,20 +133,11 @@ fn matmul_bt_chunked_and_odd_widths() {
             .into_iter()
             .chain(variants("matmul_bt_f16"))
         {
-            let (stored, seen) = stored_and_seen(variant, &b);
+            let seen = seen_by(variant, &b);
             let want = reference::matmul::matmul_bt(&a, &seen, m, n, k);
-            let got = matmul_bt::run_matmul_bt(
-                &g.ctx,
-                &g.pipelines,
-                variant,
-                &a,
-                &stored,
-                m,
-                n,
-                k,
-                chunk,
-            )
-            .unwrap();
+            let got =
+                matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk)
+                    .unwrap();
             assert_close(
                 &format!("{variant} {m}x{n}x{k} chunk {chunk}"),
                 &got,
@@ -233,20 +224,12 @@ fn embedding_across_chunks() {
     let wpe = rand_vec(ctxlen * c, 15, 1.0);
     let ids: Vec<u32> = vec![0, 49, 7, 8, 23, 24, 25, 3, 48, 12, 0, 31, 44];
     for variant in ["embedding", "embedding_f16"] {
-        let (stored, seen) = stored_and_seen(variant, &wte);
+        let seen = seen_by(variant, &wte);
         let want = reference::embedding::embedding(&ids, &seen, &wpe, c, 0);
         for chunk in [4, 8, 24, 1000] {
-            let got = embedding::run_embedding(
-                &g.ctx,
-                &g.pipelines,
-                variant,
-                &ids,
-                &stored,
-                &wpe,
-                c,
-                chunk,
-            )
-            .unwrap();
+            let got =
+                embedding::run_embedding(&g.ctx, &g.pipelines, variant, &ids, &wte, &wpe, c, chunk)
+                    .unwrap();
             assert_close(&format!("{variant} chunk {chunk}"), &got, &want, 1e-6, 0.0);
         }
     }
@@ -319,10 +302,9 @@ fn matvec_bt_one_row_of_many() {
             vs.push("matvec_bt_f16_subgroup");
         }
         for variant in vs {
-            let (stored, seen) = stored_and_seen(variant, &b);
+            let seen = seen_by(variant, &b);
             let got =
-                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &stored, n, k, row)
-                    .unwrap();
+                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &b, n, k, row).unwrap();
             let want = reference::matmul::matmul_bt(&a[row * k..(row + 1) * k], &seen, 1, n, k);
             assert_close(
                 &format!("{variant} row {row} n {n} k {k}"),

@@ -219,6 +219,42 @@ impl RowChunked {
         RowChunked { rows, cols, chunks }
     }
 
+    /// Upload `data`, `words_per_row` words per stored row, of which the first `rows` rows
+    /// are real and the rest padding up to a multiple of `rows_per_chunk`'s granularity:
+    /// chunks of `rows_per_chunk` rows, the last one holding the remaining real rows
+    /// (its `rows`) and the padding after them (in its buffer).
+    pub fn upload_padded(
+        ctx: &GpuContext,
+        label: &str,
+        data: &[f32],
+        words_per_row: usize,
+        rows: usize,
+        rows_per_chunk: usize,
+    ) -> Self {
+        let stored_rows = data.len() / words_per_row;
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < rows {
+            let n = rows_per_chunk.min(rows - start);
+            let end = (start + rows_per_chunk).min(stored_rows);
+            chunks.push(Chunk {
+                buffer: upload(
+                    ctx,
+                    &format!("{label}[{start}..{}]", start + n),
+                    &data[start * words_per_row..end * words_per_row],
+                ),
+                row_start: start,
+                rows: n,
+            });
+            start += n;
+        }
+        RowChunked {
+            rows,
+            cols: words_per_row,
+            chunks,
+        }
+    }
+
     /// Bytes held on the device.
     pub fn bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.buffer.size()).sum()

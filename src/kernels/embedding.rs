@@ -2,7 +2,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, words_per_row, KernelOp};
+use super::matmul_bt::upload_wte;
+use super::{submit_pass, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
 
@@ -71,8 +72,7 @@ pub fn run_embedding(
 ) -> Result<Vec<f32>> {
     let t = ids.len();
     let ids_buf = buffers::upload(ctx, "ids", bytemuck::cast_slice(ids));
-    let wte =
-        buffers::RowChunked::upload(ctx, "wte", wte, words_per_row(variant, c), rows_per_chunk);
+    let wte = upload_wte(ctx, variant, wte, wte.len() / c, c, rows_per_chunk);
     let wpe_buf = buffers::upload(ctx, "wpe", wpe);
     let out = buffers::storage(ctx, "out", t * c);
     let ops: Vec<_> = wte

@@ -3,9 +3,73 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::tile_rows;
-use super::{submit_pass, words_per_row, KernelOp};
+use super::{submit_pass, KernelOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+
+/// Rows per group in wte's layout ([`to_row_groups`]).
+pub const ROW_GROUP: usize = 32;
+
+/// `w [rows, k]` (wte) in the layout the LM-head and embedding kernels read: for every
+/// group of [`ROW_GROUP`] rows and every 8 columns, the 8 values of each row of the group
+/// (rows padded to a multiple of the group, columns to a multiple of 8, with zeros).
+/// The 32 rows a subgroup reads side by side then lie side by side in memory: a
+/// one-token LM head on lavapipe is about a third faster than over row-major wte.
+/// The result is `[padded rows, padded k]`-sized, row groups in order, so a chunk of
+/// whole groups is a contiguous slice.
+pub fn to_row_groups(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let (k8, groups) = (k.div_ceil(8), rows.div_ceil(ROW_GROUP));
+    let mut out = vec![0.0; groups * ROW_GROUP * k8 * 8];
+    for (r, row) in w.chunks_exact(k).take(rows).enumerate() {
+        let (g, rr) = (r / ROW_GROUP, r % ROW_GROUP);
+        for (c8, vals) in row.chunks(8).enumerate() {
+            let at = ((g * k8 + c8) * ROW_GROUP + rr) * 8;
+            out[at..at + vals.len()].copy_from_slice(vals);
+        }
+    }
+    out
+}
+
+/// wte `[rows, k]` as kernel `variant` reads it: in row groups, packed as half floats
+/// for the `*_f16` variants. One stored row is [`wte_words_per_row`] words.
+pub fn store_wte(variant: &str, w: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let grouped = to_row_groups(w, rows, k);
+    if variant.contains("_f16") {
+        crate::model::weights::pack_f16(&grouped)
+    } else {
+        grouped
+    }
+}
+
+/// 32-bit words per stored row of wte for kernel `variant` (columns padded to 8).
+pub fn wte_words_per_row(variant: &str, k: usize) -> usize {
+    let padded = k.div_ceil(8) * 8;
+    if variant.contains("_f16") {
+        padded / 2
+    } else {
+        padded
+    }
+}
+
+/// wte `[rows, k]` uploaded for kernel `variant` in chunks of whole row groups, each
+/// holding at most `rows_per_chunk` rows (rounded down to whole groups, at least one).
+pub fn upload_wte(
+    ctx: &GpuContext,
+    variant: &str,
+    w: &[f32],
+    rows: usize,
+    k: usize,
+    rows_per_chunk: usize,
+) -> buffers::RowChunked {
+    buffers::RowChunked::upload_padded(
+        ctx,
+        "wte",
+        &store_wte(variant, w, rows, k),
+        wte_words_per_row(variant, k),
+        rows,
+        (rows_per_chunk / ROW_GROUP * ROW_GROUP).max(ROW_GROUP),
+    )
+}
 
 /// Mirrors `MatmulBtParams` in the WGSL.
 #[repr(C)]
@@ -64,8 +128,9 @@ pub fn encode_matmul_bt(
     op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
 }
 
-/// Upload, run `variant`, read back `out[M, N]`; `b` is split into row chunks of
-/// `rows_per_chunk` as the model splits wte, and the result is reassembled.
+/// Upload, run `variant`, read back `out[M, N]`; `b` (row-major) is stored as the
+/// model stores wte, in chunks of `rows_per_chunk` rows (rounded down to row groups),
+/// and the result is reassembled.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul_bt(
     ctx: &GpuContext,
@@ -79,7 +144,7 @@ pub fn run_matmul_bt(
     rows_per_chunk: usize,
 ) -> Result<Vec<f32>> {
     let ab = buffers::upload(ctx, "a", a);
-    let bt = buffers::RowChunked::upload(ctx, "b", b, words_per_row(variant, k), rows_per_chunk);
+    let bt = upload_wte(ctx, variant, b, n, k, rows_per_chunk);
     let outs: Vec<_> = bt
         .chunks
         .iter()
@@ -112,4 +177,29 @@ pub fn run_matmul_bt(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_groups_interleave_rows_by_eight_columns_and_pad() {
+        // 40 rows (a full group and 8 rows of a second), 12 columns (padded to 16)
+        let (rows, k) = (40, 12);
+        let w: Vec<f32> = (0..rows * k).map(|i| i as f32 + 1.0).collect();
+        let g = to_row_groups(&w, rows, k);
+        assert_eq!(g.len(), 2 * ROW_GROUP * 16);
+        for r in 0..rows {
+            for c in 0..k {
+                let at = (((r / 32) * 2 + c / 8) * 32 + r % 32) * 8 + c % 8;
+                assert_eq!(g[at], w[r * k + c], "row {r} col {c}");
+            }
+        }
+        // everything else is zero padding
+        let nonzero = g.iter().filter(|v| **v != 0.0).count();
+        assert_eq!(nonzero, rows * k);
+        assert_eq!(wte_words_per_row("matvec_bt", 12), 16);
+        assert_eq!(wte_words_per_row("matvec_bt_f16", 12), 8);
+    }
 }

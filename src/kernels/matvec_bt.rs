@@ -73,7 +73,7 @@ pub fn run_matvec_bt(
     a_row0: usize,
 ) -> Result<Vec<f32>> {
     let ab = buffers::upload(ctx, "a", a);
-    let bb = buffers::upload(ctx, "b", b);
+    let bb = buffers::upload(ctx, "b", &super::matmul_bt::store_wte(variant, b, n, k));
     let out = buffers::storage(ctx, "out", n);
     let op = matvec_bt_op(ctx, pipelines, variant, &ab, &bb, &out);
     submit_pass(ctx, "matvec_bt", |pass| {

@@ -53,16 +53,6 @@ impl KernelOp {
     }
 }
 
-/// 32-bit words per row of a weight matrix with `k` values per row, as kernel
-/// `variant` reads it: `*_f16` variants take two half floats per word.
-pub fn words_per_row(variant: &str, k: usize) -> usize {
-    if variant.contains("_f16") {
-        k.div_ceil(2)
-    } else {
-        k
-    }
-}
-
 /// Record `f` into one compute pass, submit once, and wait (inside an error scope).
 pub fn submit_pass(
     ctx: &GpuContext,

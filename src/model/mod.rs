@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::buffers::{self, RowChunked};
 use crate::gpu::{GpuContext, Pipelines};
 use crate::kernels::matmul::to_panels;
+use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
 use crate::kernels::KernelOp;
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
@@ -263,7 +264,10 @@ impl Model {
         // Row chunks of wte: each chunk, and the logits chunk [context, rows] it
         // produces, must fit one storage binding.
         let max_bind = ctx.max_binding_bytes();
-        let rows_per_chunk = buffers::rows_per_binding(max_bind, (c.max(ctxlen) * 4) as u64);
+        let row_bytes = (c.div_ceil(8) * 8).max(ctxlen) * 4;
+        let rows_per_chunk = (buffers::rows_per_binding(max_bind, row_bytes as u64) / ROW_GROUP
+            * ROW_GROUP)
+            .max(ROW_GROUP);
         for (what, bytes) in [("qkv", ctxlen * 3 * c * 4), ("MLP hidden", ctxlen * h * 4)] {
             if bytes as u64 > max_bind {
                 return Err(Error::Config(format!(
@@ -282,6 +286,21 @@ impl Model {
         let half = config.dtype == crate::config::Dtype::Float16;
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
+            if spec.name == "wte.weight" {
+                // in row groups, and half floats with dtype float16 (the variant names
+                // only pick the precision)
+                let precision = if half { "embedding_f16" } else { "embedding" };
+                parameter_bytes += (values.len() * if half { 2 } else { 4 }) as u64;
+                wte = Some(upload_wte(
+                    &ctx,
+                    precision,
+                    &values,
+                    values.len() / c,
+                    c,
+                    rows_per_chunk,
+                ));
+                continue;
+            }
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
             }
@@ -306,21 +325,10 @@ impl Model {
                     values.len() * 4
                 )));
             }
-            if spec.name == "wte.weight" {
-                let cols = if half { c.div_ceil(2) } else { c };
-                wte = Some(RowChunked::upload(
-                    &ctx,
-                    "wte",
-                    &values,
-                    cols,
-                    rows_per_chunk,
-                ));
-            } else {
-                map.insert(
-                    spec.name.clone(),
-                    buffers::upload(&ctx, &spec.name, &values),
-                );
-            }
+            map.insert(
+                spec.name.clone(),
+                buffers::upload(&ctx, &spec.name, &values),
+            );
         }
         let wte = wte.ok_or_else(|| Error::Config("wte.weight missing".into()))?;
         let mut take = |n: &str| map.remove(n);
