@@ -7,11 +7,18 @@
 // segment (segments are padded to 16 rows), so the weights it reads are one expert's.
 // Flags: 1 bias, 2 GELU, 4 ReLU, 16 SiLU, 8 gather rows of `a` by token.
 
+// Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P panels
+// of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
+
 struct MoeMatmulParams {
     rows: u32, // rows of the grouped list
     n4: u32,   // N / 4
     k4: u32,   // K / 4
     flags: u32,
+    p4: u32,   // panel width of each expert's matrix / 4
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -53,7 +60,9 @@ fn moe_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     let k4 = p.k4;
     let colc = min(col, n4 - 1u);
     let e = row_expert[row0];
-    let wbase = e * k4 * 4u * n4;
+    let p4 = p.p4;
+    // this expert's matrix, this column's panel
+    let wbase = e * k4 * 4u * n4 + (colc / p4) * (4u * k4 * p4) + colc % p4;
     var src: array<u32, 8>;
     for (var r = 0u; r < TM; r++) {
         let row = min(row0 + r, p.rows - 1u);
@@ -75,11 +84,11 @@ fn moe_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     var acc6 = vec4<f32>(0.0);
     var acc7 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let bi = wbase + 4u * k * n4 + colc;
+        let bi = wbase + 4u * k * p4;
         let b0 = w[bi];
-        let b1 = w[bi + n4];
-        let b2 = w[bi + 2u * n4];
-        let b3 = w[bi + 3u * n4];
+        let b1 = w[bi + p4];
+        let b2 = w[bi + 2u * p4];
+        let b3 = w[bi + 3u * p4];
         var av = a[src[0] + k];
         acc0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
         av = a[src[1] + k];

@@ -7,11 +7,18 @@
 // rows s and s + 8 (gathered by token when flag 8 is set) and every lane takes the 16
 // rows from those two loads with subgroupBroadcast, as matmul_subgroup.wgsl does.
 
+// Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P panels
+// of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
+
 struct MoeMatmulParams {
     rows: u32, // rows of the grouped list
     n4: u32,   // N / 4
     k4: u32,   // K / 4
     flags: u32,
+    p4: u32,   // panel width of each expert's matrix / 4
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -74,7 +81,9 @@ fn moe_matmul_f16_subgroup(
     let k4 = p.k4;
     let colc = min(col, n4 - 1u);
     let e = row_expert[row0];
-    let wbase = e * k4 * 4u * n4;
+    let p4 = p.p4;
+    // this expert's matrix, this column's panel
+    let wbase = e * k4 * 4u * n4 + (colc / p4) * (4u * k4 * p4) + colc % p4;
     let ra = source(row0 + (lane & 7u));
     let rb = source(row0 + 8u + (lane & 7u));
     var c0 = vec4<f32>(0.0);
@@ -94,11 +103,11 @@ fn moe_matmul_f16_subgroup(
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let bi = wbase + 4u * k * n4 + colc;
+        let bi = wbase + 4u * k * p4;
         let b0 = half4(w[bi]);
-        let b1 = half4(w[bi + n4]);
-        let b2 = half4(w[bi + 2u * n4]);
-        let b3 = half4(w[bi + 3u * n4]);
+        let b1 = half4(w[bi + p4]);
+        let b2 = half4(w[bi + 2u * p4]);
+        let b3 = half4(w[bi + 3u * p4]);
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -149,9 +149,10 @@ fn moe_mlp_matches_reference() {
 
 #[test]
 fn half_float_experts_match_reference_on_rounded_weights() {
-    use wgformer::model::weights::{pack_f16, round_to_f16};
+    use wgformer::model::weights::round_to_f16;
     let g = gpu();
-    let (t, e, k, c, h) = (19, 4, 2, 16, 32);
+    // h = 128: the experts' fc matrices are stored as two 64-column panels
+    let (t, e, k, c, h) = (19, 4, 2, 16, 128);
     let x = rand_vec(t * c, 90, 1.0);
     let ln = rand_vec(t * c, 91, 1.0);
     let router = rand_vec(c * e, 92, 1.0);
@@ -187,9 +188,9 @@ fn half_float_experts_match_reference_on_rounded_weights() {
             &x,
             &ln,
             &padded(&logits, e),
-            &pack_f16(&w1.concat()),
+            &w1.concat(),
             &bias(&b1),
-            &pack_f16(&w2.concat()),
+            &w2.concat(),
             &bias(&b2),
             e,
             k,

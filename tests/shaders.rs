@@ -133,13 +133,13 @@ fn uniform_structs_match_rust_twins() {
         "moe_matmul",
         MoeMatmulParams,
         moe::MoeMatmulParams,
-        [rows, n4, k4, flags]
+        [rows, n4, k4, flags, p4]
     );
     check_twin!(
         "moe_matmul_subgroup",
         MoeMatmulParams,
         moe::MoeMatmulParams,
-        [rows, n4, k4, flags]
+        [rows, n4, k4, flags, p4]
     );
     for shader in ["matmul_f16", "matmul_f16_subgroup"] {
         let (size, _) = layout(shader, "MatmulParams");

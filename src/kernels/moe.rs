@@ -50,6 +50,23 @@ pub struct MoeMatmulParams {
     pub n4: u32,
     pub k4: u32,
     pub flags: u32,
+    pub p4: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Experts' weights `w [E, K, N]` as kernel `variant` reads them: each expert's matrix
+/// in column panels ([`super::matmul::to_panels`]), packed as half floats for the
+/// `*_f16` variants.
+pub fn store_experts(variant: &str, w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let panels: Vec<f32> = w
+        .chunks_exact(k * n)
+        .flat_map(|m| super::matmul::to_panels(m, k, n))
+        .collect();
+    if variant.contains("_f16") {
+        crate::model::weights::pack_f16(&panels)
+    } else {
+        panels
+    }
 }
 
 #[repr(C)]
@@ -196,6 +213,8 @@ pub fn encode_moe_matmul(
         n4: (n / 4) as u32,
         k4: (k / 4) as u32,
         flags,
+        p4: (super::matmul::panel_width(n) / 4) as u32,
+        _pad: [0; 3],
     };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
     let gy = rows.div_ceil(super::matmul::tile_rows(op.name)) as u32;
@@ -265,6 +284,7 @@ pub fn run_moe_gate(
 /// The whole MoE MLP on the device for host inputs: gate over `router_logits [T, E4]`,
 /// route, expert fc (`w1 [E, C, H]`, `b1 [E, H]`) with `act_flag`, expert proj
 /// (`w2 [E, H, C]`, `b2 [E, C]`), combine into `x [T, C]`. Returns `(x, stats [2E + 1])`.
+/// The weights are row-major f32 and stored as kernel `variant` reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn run_moe_mlp(
     ctx: &GpuContext,
@@ -287,7 +307,11 @@ pub fn run_moe_mlp(
     let rows = grouped_rows(t, e, k);
     let up = |n: &str, d: &[f32]| buffers::upload(ctx, n, d);
     let (xb, lnb, lb) = (up("x", x), up("ln", ln), up("logits", router_logits));
-    let (w1b, b1b, w2b, b2b) = (up("w1", w1), up("b1", b1), up("w2", w2), up("b2", b2));
+    let (w1b, w2b) = (
+        up("w1", &store_experts(variant, w1, c, h)),
+        up("w2", &store_experts(variant, w2, h, c)),
+    );
+    let (b1b, b2b) = (up("b1", b1), up("b2", b2));
     let st = |n: &str, f: usize| buffers::storage(ctx, n, f);
     let (probs, sel_e, sel_w, slot) = (
         st("probs", t * e),

@@ -304,6 +304,11 @@ impl Model {
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
             }
+            if spec.name.contains(".mlp.experts.") && spec.name.ends_with(".weight") {
+                // [E, K, N]: each expert's matrix in panels
+                let (k, n) = (spec.shape[1], spec.shape[2]);
+                values = crate::kernels::moe::store_experts("f32", &values, k, n);
+            }
             if half && weights::stored_as_f16(&spec.name) {
                 values = weights::pack_f16(&values);
             }

@@ -330,7 +330,8 @@ impl Checkpoint {
 
 /// Whether tensor `name` is a block's linear weight `[K, N]` read by the matmul and
 /// matrix-vector kernels, which take it in column panels
-/// ([`crate::kernels::matmul::to_panels`]); the experts' weights stay row-major.
+/// ([`crate::kernels::matmul::to_panels`]); the experts' `[E, K, N]` weights are stored
+/// in panels expert by expert ([`crate::kernels::moe::store_experts`]).
 pub fn stored_in_panels(name: &str) -> bool {
     [
         ".attn.c_attn.weight",
