@@ -67,12 +67,7 @@ pub fn to_panels(b: &[f32], k: usize, n: usize) -> Vec<f32> {
 /// Weights `b [K, N]` as kernel `variant` reads them: in panels, and packed as half
 /// floats for the `*_f16` variants.
 pub fn store_weights(variant: &str, b: &[f32], k: usize, n: usize) -> Vec<f32> {
-    let panels = to_panels(b, k, n);
-    if variant.contains("_f16") {
-        crate::model::weights::pack_f16(&panels)
-    } else {
-        panels
-    }
+    super::in_precision_of(variant, to_panels(b, k, n))
 }
 
 /// Op with the best variant for the device: bindings a, b, bias (any buffer when unused), out.

@@ -33,12 +33,7 @@ pub fn to_row_groups(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
 /// wte `[rows, k]` as kernel `variant` reads it: in row groups, packed as half floats
 /// for the `*_f16` variants. One stored row is [`wte_words_per_row`] words.
 pub fn store_wte(variant: &str, w: &[f32], rows: usize, k: usize) -> Vec<f32> {
-    let grouped = to_row_groups(w, rows, k);
-    if variant.contains("_f16") {
-        crate::model::weights::pack_f16(&grouped)
-    } else {
-        grouped
-    }
+    super::in_precision_of(variant, to_row_groups(w, rows, k))
 }
 
 /// 32-bit words per stored row of wte for kernel `variant` (columns padded to 8).

@@ -53,6 +53,16 @@ impl KernelOp {
     }
 }
 
+/// Weight values in the precision kernel `variant` reads: packed as half floats (two
+/// per 32-bit word) for the `*_f16` variants, else as they are.
+pub fn in_precision_of(variant: &str, values: Vec<f32>) -> Vec<f32> {
+    if variant.contains("_f16") {
+        crate::model::weights::pack_f16(&values)
+    } else {
+        values
+    }
+}
+
 /// Record `f` into one compute pass, submit once, and wait (inside an error scope).
 pub fn submit_pass(
     ctx: &GpuContext,

@@ -62,11 +62,7 @@ pub fn store_experts(variant: &str, w: &[f32], k: usize, n: usize) -> Vec<f32> {
         .chunks_exact(k * n)
         .flat_map(|m| super::matmul::to_panels(m, k, n))
         .collect();
-    if variant.contains("_f16") {
-        crate::model::weights::pack_f16(&panels)
-    } else {
-        panels
-    }
+    super::in_precision_of(variant, panels)
 }
 
 #[repr(C)]
