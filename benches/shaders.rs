@@ -340,21 +340,6 @@ impl Bench {
     fn matvec(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 6);
         let w: Vec<f32> = rand_vec(k * n, 7).iter().map(|v| v * 0.05).collect();
-        let got =
-            matvec::run_matvec(&self.ctx, &self.pl, "matvec", &x, &w, None, None, n, k, 0).unwrap();
-        self.check(
-            "matvec",
-            &got,
-            &reference::matmul::matmul(&x, &w, None, None, 1, n, k, false),
-        );
-        let (xb, wb, out) = (
-            buffers::upload(&self.ctx, "x", &x),
-            buffers::upload(&self.ctx, "w", &matmul::store_weights("matvec", &w, k, n)),
-            buffers::storage(&self.ctx, "out", n),
-        );
-        let op = matvec::matvec_op(&self.ctx, &self.pl, &xb, &wb, &xb, &out);
-        let gpu = self
-            .time_gpu(&|pass| matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, n, k, 0));
         let mut c = vec![0.0f32; n];
         let cpu = self.time_cpu(&mut || unsafe {
             matrixmultiply::sgemm(
@@ -374,45 +359,42 @@ impl Bench {
                 1,
             )
         });
-        self.report(
+        let (xb, out) = (
+            buffers::upload(&self.ctx, "x", &x),
+            buffers::storage(&self.ctx, "out", n),
+        );
+        // f32 weights, then half floats (dtype float16)
+        for variant in [
             "matvec",
-            format!("1x{k} · {k}x{n}"),
-            gpu,
-            (k * n * 4) as f64,
-            "GB/s",
-            Some(cpu),
-            "sgemm",
-        );
-        let rounded = seen_by("matvec_f16", &w);
-        let want = reference::matmul::matmul(&x, &rounded, None, None, 1, n, k, false);
-        let wb16 = buffers::upload(
-            &self.ctx,
-            "w16",
-            &matmul::store_weights("matvec_f16", &w, k, n),
-        );
-        for variant in ["matvec_f16", "matvec_f16_subgroup"] {
+            "matvec_subgroup",
+            "matvec_f16",
+            "matvec_f16_subgroup",
+        ] {
             if !self.pl.has(variant) {
                 continue;
             }
             let got = matvec::run_matvec(&self.ctx, &self.pl, variant, &x, &w, None, None, n, k, 0)
                 .unwrap();
+            let want =
+                reference::matmul::matmul(&x, &seen_by(variant, &w), None, None, 1, n, k, false);
             self.check(variant, &got, &want);
-            let op16 =
-                matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb16, &xb, &out);
-            let gpu16 = self.time_gpu(&|pass| {
-                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op16, n, k, 0)
+            let wb = buffers::upload(&self.ctx, "w", &matmul::store_weights(variant, &w, k, n));
+            let op = matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb, &xb, &out);
+            let gpu = self.time_gpu(&|pass| {
+                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, n, k, 0)
             });
             self.report(
                 variant,
                 format!("1x{k} · {k}x{n}"),
-                gpu16,
-                (k * n * 2) as f64,
+                gpu,
+                (k * n * words_bytes(variant)) as f64,
                 "GB/s",
                 Some(cpu),
                 "sgemm",
             );
         }
     }
+
     fn matvec_bt(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 14);
         let w = rand_vec(n * k, 15);
@@ -437,7 +419,12 @@ impl Bench {
                 1,
             )
         });
-        for variant in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
+        for variant in [
+            "matvec_bt",
+            "matvec_bt_subgroup",
+            "matvec_bt_f16",
+            "matvec_bt_f16_subgroup",
+        ] {
             if !self.pl.has(variant) {
                 continue;
             }

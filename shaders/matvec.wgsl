@@ -2,7 +2,7 @@
 // Same epilogue flags as matmul (bit 0 bias, bit 1 GELU, bit 2 accumulate).
 // One invocation per output vec4; the loads of x are uniform.
 
-// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// w is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
 // then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
 

@@ -8,7 +8,7 @@
 // runs it with one subgroup per workgroup (WG = the adapter's subgroup size), which
 // keeps both cores of a CPU adapter busy at N = 768.
 
-// b is stored in column panels: N / P panels of P columns, each [K, P] row-major
+// w is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
 // then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
 

@@ -152,41 +152,43 @@ fn matmul_bt_chunked_and_odd_widths() {
 #[test]
 fn matvec_matches_reference() {
     let g = gpu();
-    for &(n, k) in &[(4, 4), (68, 20), (300, 64), (1024, 256)] {
+    for &(n, k) in &[(4, 4), (68, 20), (300, 64), (1024, 256), (72, 36)] {
         let x = rand_vec(k, 7, 1.0);
         let w = rand_vec(k * n, 8, 0.5);
         let bias = rand_vec(n, 9, 0.5);
         let init = rand_vec(n, 10, 1.0);
-        let got = matvec::run_matvec(
-            &g.ctx,
-            &g.pipelines,
-            "matvec",
-            &x,
-            &w,
-            Some(&bias),
-            None,
-            n,
-            k,
-            matmul::BIAS | matmul::GELU,
-        )
-        .unwrap();
-        let want = reference::matmul::matmul(&x, &w, Some(&bias), None, 1, n, k, true);
-        assert_close(&format!("matvec gelu {n}x{k}"), &got, &want, 1e-4, 1e-4);
-        let got = matvec::run_matvec(
-            &g.ctx,
-            &g.pipelines,
-            "matvec",
-            &x,
-            &w,
-            None,
-            Some(&init),
-            n,
-            k,
-            matmul::ACCUMULATE,
-        )
-        .unwrap();
-        let want = reference::matmul::matmul(&x, &w, None, Some(&init), 1, n, k, false);
-        assert_close(&format!("matvec acc {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        for variant in variants("matvec") {
+            let got = matvec::run_matvec(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &x,
+                &w,
+                Some(&bias),
+                None,
+                n,
+                k,
+                matmul::BIAS | matmul::GELU,
+            )
+            .unwrap();
+            let want = reference::matmul::matmul(&x, &w, Some(&bias), None, 1, n, k, true);
+            assert_close(&format!("{variant} gelu {n}x{k}"), &got, &want, 1e-4, 1e-4);
+            let got = matvec::run_matvec(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &x,
+                &w,
+                None,
+                Some(&init),
+                n,
+                k,
+                matmul::ACCUMULATE,
+            )
+            .unwrap();
+            let want = reference::matmul::matmul(&x, &w, None, Some(&init), 1, n, k, false);
+            assert_close(&format!("{variant} acc {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        }
     }
 }
 
@@ -297,7 +299,8 @@ fn matvec_bt_one_row_of_many() {
     ] {
         let a = rand_vec(rows * k, 23, 1.0);
         let b = rand_vec(n * k, 24, 1.0);
-        let mut vs = vec!["matvec_bt", "matvec_bt_f16"];
+        let mut vs = variants("matvec_bt");
+        vs.push("matvec_bt_f16");
         if matvec_bt::best_f16_variant(&g.pipelines, k) != "matvec_bt_f16" {
             vs.push("matvec_bt_f16_subgroup");
         }

@@ -37,20 +37,8 @@ pub fn best_f16_variant(pipelines: &Pipelines, n: usize) -> &'static str {
     }
 }
 
-/// Op: bindings x, w, bias (any buffer when unused), out.
-pub fn matvec_op(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-) -> KernelOp {
-    matvec_variant_op(ctx, pipelines, "matvec", x, w, bias, out)
-}
-
-/// Op with an explicit variant: `matvec`, or `matvec_f16` / `matvec_f16_subgroup` for
-/// half-float weights.
+/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec` /
+/// `matvec_subgroup`, or `matvec_f16` / `matvec_f16_subgroup` for half-float weights.
 pub fn matvec_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
