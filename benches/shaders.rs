@@ -364,12 +364,7 @@ impl Bench {
             buffers::storage(&self.ctx, "out", n),
         );
         // f32 weights, then half floats (dtype float16)
-        for variant in [
-            "matvec",
-            "matvec_subgroup",
-            "matvec_f16",
-            "matvec_f16_subgroup",
-        ] {
+        for variant in ["matvec", "matvec_f16", "matvec_f16_subgroup"] {
             if !self.pl.has(variant) {
                 continue;
             }
@@ -419,12 +414,7 @@ impl Bench {
                 1,
             )
         });
-        for variant in [
-            "matvec_bt",
-            "matvec_bt_subgroup",
-            "matvec_bt_f16",
-            "matvec_bt_f16_subgroup",
-        ] {
+        for variant in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
             if !self.pl.has(variant) {
                 continue;
             }

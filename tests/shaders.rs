@@ -108,12 +108,7 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4]
     );
-    for shader in [
-        "matvec_bt",
-        "matvec_bt_subgroup",
-        "matvec_bt_f16",
-        "matvec_bt_f16_subgroup",
-    ] {
+    for shader in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
         check_twin!(
             shader,
             MatvecBtParams,
@@ -162,7 +157,7 @@ fn uniform_structs_match_rust_twins() {
             "{shader}"
         );
     }
-    for shader in ["matvec_subgroup", "matvec_f16", "matvec_f16_subgroup"] {
+    for shader in ["matvec_f16", "matvec_f16_subgroup"] {
         let (size, _) = layout(shader, "MatvecParams");
         assert_eq!(
             size as usize,

@@ -26,10 +26,6 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_bt_subgroup.wgsl"),
     ),
     ("matvec", include_str!("../../shaders/matvec.wgsl")),
-    (
-        "matvec_subgroup",
-        include_str!("../../shaders/matvec_subgroup.wgsl"),
-    ),
     ("matvec_f16", include_str!("../../shaders/matvec_f16.wgsl")),
     (
         "matvec_f16_subgroup",
@@ -41,10 +37,6 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_f16_subgroup.wgsl"),
     ),
     ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
-    (
-        "matvec_bt_subgroup",
-        include_str!("../../shaders/matvec_bt_subgroup.wgsl"),
-    ),
     (
         "matvec_bt_f16",
         include_str!("../../shaders/matvec_bt_f16.wgsl"),

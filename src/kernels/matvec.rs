@@ -37,8 +37,8 @@ pub fn best_f16_variant(pipelines: &Pipelines, n: usize) -> &'static str {
     }
 }
 
-/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec` /
-/// `matvec_subgroup`, or `matvec_f16` / `matvec_f16_subgroup` for half-float weights.
+/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec`, or
+/// `matvec_f16` / `matvec_f16_subgroup` for half-float weights.
 pub fn matvec_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,

@@ -109,7 +109,7 @@ pub(super) fn bind_ops(
         (
             "embedding",
             pl.best("matmul_bt"),
-            pl.best("matvec_bt"),
+            "matvec_bt",
             pl.best("matmul"),
             pl.best("moe_matmul"),
         )
@@ -119,7 +119,7 @@ pub(super) fn bind_ops(
         if half_weights {
             best_f16_variant(pl, n)
         } else {
-            pl.best("matvec")
+            "matvec"
         }
     };
     let or_dummy =
