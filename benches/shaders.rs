@@ -52,19 +52,11 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Weights as the reference must see them for kernel `variant`: `*_f16` variants read
-/// half floats, so the reference gets rounded values.
-fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
-    if variant.contains("_f16") {
-        wgformer::model::weights::round_to_f16(w)
-    } else {
-        w.to_vec()
-    }
-}
+use reference::seen_by;
 
 /// Bytes a weight takes in memory for kernel `variant`.
 fn words_bytes(variant: &str) -> usize {
-    if variant.contains("_f16") {
+    if wgformer::kernels::half_precision(variant) {
         2
     } else {
         4
@@ -628,7 +620,7 @@ impl Bench {
             &reference::embedding::embedding(&ids, &wte, &wpe, c, 0),
         );
         let idb = buffers::upload(&self.ctx, "ids", bytemuck::cast_slice(&ids));
-        let wt = buffers::RowChunked::upload(&self.ctx, "wte", &wte, c, chunk);
+        let wt = matmul_bt::upload_wte(&self.ctx, "embedding", &wte, v, c, chunk);
         let (pb, ob) = (
             buffers::upload(&self.ctx, "wpe", &wpe),
             buffers::storage(&self.ctx, "out", t * c),

@@ -19,16 +19,9 @@ fn variants(base: &'static str) -> Vec<&'static str> {
     eprintln!("{base} variants under test: {all:?}");
     all
 }
-/// Weights as the reference must see them for kernel `variant`: `*_f16` variants read
-/// half floats, so the reference gets rounded values. (The `run_*` helpers take
-/// row-major f32 weights and store them as the kernel reads them.)
-fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
-    if variant.contains("_f16") {
-        wgformer::model::weights::round_to_f16(w)
-    } else {
-        w.to_vec()
-    }
-}
+// The `run_*` helpers take row-major f32 weights and store them as the kernel reads
+// them; the reference sees what the kernel sees.
+use wgformer::reference::seen_by;
 
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,

@@ -195,30 +195,6 @@ impl RowChunked {
         RowChunked { rows, cols, chunks }
     }
 
-    /// Upload `data` (`rows * cols` floats) split into chunks of at most `rows_per_chunk` rows.
-    pub fn upload(
-        ctx: &GpuContext,
-        label: &str,
-        data: &[f32],
-        cols: usize,
-        rows_per_chunk: usize,
-    ) -> Self {
-        let rows = data.len() / cols;
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        while start < rows {
-            let n = rows_per_chunk.min(rows - start);
-            let part = &data[start * cols..(start + n) * cols];
-            chunks.push(Chunk {
-                buffer: upload(ctx, &format!("{label}[{start}..{}]", start + n), part),
-                row_start: start,
-                rows: n,
-            });
-            start += n;
-        }
-        RowChunked { rows, cols, chunks }
-    }
-
     /// Upload `data`, `words_per_row` words per stored row, of which the first `rows` rows
     /// are real and the rest padding up to a multiple of `rows_per_chunk`'s granularity:
     /// chunks of `rows_per_chunk` rows, the last one holding the remaining real rows

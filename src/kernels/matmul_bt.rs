@@ -39,7 +39,7 @@ pub fn store_wte(variant: &str, w: &[f32], rows: usize, k: usize) -> Vec<f32> {
 /// 32-bit words per stored row of wte for kernel `variant` (columns padded to 8).
 pub fn wte_words_per_row(variant: &str, k: usize) -> usize {
     let padded = k.div_ceil(8) * 8;
-    if variant.contains("_f16") {
+    if super::half_precision(variant) {
         padded / 2
     } else {
         padded

@@ -53,10 +53,15 @@ impl KernelOp {
     }
 }
 
+/// Whether kernel `variant` reads its weights as half floats (the `*_f16` variants).
+pub fn half_precision(variant: &str) -> bool {
+    variant.contains("_f16")
+}
+
 /// Weight values in the precision kernel `variant` reads: packed as half floats (two
 /// per 32-bit word) for the `*_f16` variants, else as they are.
 pub fn in_precision_of(variant: &str, values: Vec<f32>) -> Vec<f32> {
-    if variant.contains("_f16") {
+    if half_precision(variant) {
         crate::model::weights::pack_f16(&values)
     } else {
         values

@@ -58,11 +58,14 @@ pub struct MoeMatmulParams {
 /// in column panels ([`super::matmul::to_panels`]), packed as half floats for the
 /// `*_f16` variants.
 pub fn store_experts(variant: &str, w: &[f32], k: usize, n: usize) -> Vec<f32> {
-    let panels: Vec<f32> = w
-        .chunks_exact(k * n)
+    super::in_precision_of(variant, experts_to_panels(w, k, n))
+}
+
+/// `w [E, K, N]` with each expert's matrix in column panels.
+pub fn experts_to_panels(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    w.chunks_exact(k * n)
         .flat_map(|m| super::matmul::to_panels(m, k, n))
-        .collect();
-    super::in_precision_of(variant, panels)
+        .collect()
 }
 
 #[repr(C)]

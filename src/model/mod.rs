@@ -307,7 +307,7 @@ impl Model {
             if spec.name.contains(".mlp.experts.") && spec.name.ends_with(".weight") {
                 // [E, K, N]: each expert's matrix in panels
                 let (k, n) = (spec.shape[1], spec.shape[2]);
-                values = crate::kernels::moe::store_experts("f32", &values, k, n);
+                values = crate::kernels::moe::experts_to_panels(&values, k, n);
             }
             if half && weights::stored_as_f16(&spec.name) {
                 values = weights::pack_f16(&values);

@@ -11,6 +11,16 @@ pub mod model;
 pub mod moe;
 pub mod row_norm;
 
+/// Weights as the reference must see them for kernel `variant`: the `*_f16` variants
+/// read half floats, so the reference gets the values rounded to half precision.
+pub fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
+    if crate::kernels::half_precision(variant) {
+        crate::model::weights::round_to_f16(w)
+    } else {
+        w.to_vec()
+    }
+}
+
 /// Element-wise comparison with tolerance `atol + rtol·|reference|`.
 /// On failure the message lists the first mismatches, the max diff and the count.
 pub fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Result<(), String> {
