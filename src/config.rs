@@ -115,6 +115,53 @@ impl Default for ModelConfig {
     }
 }
 
+/// Device memory a config needs, by part (bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u128,
+    /// Activation buffers sized for the full context.
+    pub activations: u128,
+    /// KV caches of the generations that may run at once.
+    pub kv_cache: u128,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u128 {
+        self.weights + self.activations + self.kv_cache
+    }
+
+    /// `Err(Config)` naming the figures when the total exceeds `budget`.
+    pub fn check(&self, budget: u64) -> Result<()> {
+        if self.total() <= budget as u128 {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "this config needs about {} of device memory (weights {}, activations {}, KV cache {}), more than the memory budget of {} (--max-model-bytes): make the model smaller",
+            human_bytes(self.total()),
+            human_bytes(self.weights),
+            human_bytes(self.activations),
+            human_bytes(self.kv_cache),
+            human_bytes(budget as u128)
+        )))
+    }
+}
+
+/// `1234567` → `"1.2 MB (1234567 bytes)"`.
+pub fn human_bytes(b: u128) -> String {
+    let units = ["bytes", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut x = b as f64;
+    let mut u = 0;
+    while x >= 1000.0 && u + 1 < units.len() {
+        x /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{x:.1} {} ({b} bytes)", units[u])
+    }
+}
+
 /// Largest head size the attention kernel keeps in registers.
 pub const MAX_HEAD_SIZE: usize = 128;
 
@@ -231,21 +278,70 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Number of learned parameters (tied embedding counted once).
-    pub fn parameter_count(&self) -> usize {
-        let c = self.n_embed;
-        let h = self.ffn_hidden();
-        let b = usize::from(self.bias);
+    /// Bytes this config needs on the device, computed before anything is allocated
+    /// (exact arithmetic in u128, so absurd configs give absurd figures, not overflows).
+    /// `generations`: KV caches of this many full-context generations at once.
+    pub fn memory_estimate(&self, generations: usize) -> MemoryEstimate {
+        let n = |x: usize| x as u128;
+        let (v, t, l, nh) = (
+            n(self.vocab_size),
+            n(self.context_size),
+            n(self.n_layer),
+            n(self.n_head),
+        );
+        let c = n(self.n_embed);
+        let h = n(self.ffn_hidden_multiplier) * c;
+        let (e, k) = (n(self.moe_num_experts), n(self.moe_top_k));
+        let half = self.dtype == Dtype::Float16;
+        // weights: wte and the blocks' linear weights are halved with float16
+        let wide = if half { 2 } else { 4 };
+        let mlp_linear = if self.use_moe {
+            e * 2 * c * h
+        } else {
+            2 * c * h
+        };
+        let linear = l * (4 * c * c + mlp_linear);
+        let params = self.parameter_count_wide();
+        let weights = (v * c + linear) * wide + (params - v * c - linear) * 4;
+        // activations at the full context (model/mod.rs `Activations`)
+        let mut act = t * (1 + 6 * c + h) // ids, x, ln, qkv, att, hidden
+            + t * v // logits
+            + l * nh * t + (l + 1) * t // entropies, residual norms
+            + v + l * nh * t + (l + 1) * t + l * (2 * e + 1); // readback
+        if self.use_moe {
+            let rows = t * k + e * 16;
+            act += t * (e + 4 + e + 3 * k) + rows * (2 + h + c) + l * (2 * e + 1);
+        }
+        let activations = act * 4;
+        let kv_cache = n(generations) * 2 * l * t * c * 4;
+        MemoryEstimate {
+            weights,
+            activations,
+            kv_cache,
+        }
+    }
+
+    /// [`ModelConfig::parameter_count`] without overflow.
+    fn parameter_count_wide(&self) -> u128 {
+        let n = |x: usize| x as u128;
+        let c = n(self.n_embed);
+        let h = n(self.ffn_hidden_multiplier) * c;
+        let b = n(usize::from(self.bias));
         let ln = c + b * c;
         let attn = c * 3 * c + b * 3 * c + c * c + b * c;
         let mlp = if self.use_moe {
-            let e = self.moe_num_experts;
+            let e = n(self.moe_num_experts);
             c * e + e * (c * h + b * h + h * c + b * c)
         } else {
             c * h + b * h + h * c + b * c
         };
         let block = 2 * ln + attn + mlp;
-        self.vocab_size * c + self.context_size * c + self.n_layer * block + ln
+        n(self.vocab_size) * c + n(self.context_size) * c + n(self.n_layer) * block + ln
+    }
+
+    /// Number of learned parameters (tied embedding counted once).
+    pub fn parameter_count(&self) -> usize {
+        usize::try_from(self.parameter_count_wide()).unwrap_or(usize::MAX)
     }
 }
 

@@ -4,20 +4,23 @@
 //! one and swaps it in only when the build succeeded.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{DeviceChoice, ModelConfig};
 use crate::error::{Error, Result};
+use crate::files::FileAccess;
 use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
 use crate::model::generate::Session;
 use crate::model::sampling::{Sampler, SamplingParams};
-use crate::model::{resolve_config, Capture, Model};
+use crate::model::{resolve_config_with, Capture, Model};
 use crate::tokenizer::Tokenizer;
 
 /// A forward request, as the engine needs it.
@@ -127,17 +130,175 @@ pub struct Counters {
     pub last_inference_time: f64,
 }
 
+/// What the engine thread is doing now, for the watchdog.
+#[derive(Clone, Copy, Debug)]
+struct Busy {
+    what: &'static str,
+    since: Instant,
+    deadline: Instant,
+}
+
 /// Shared, readable without waiting for the queue.
-#[derive(Default)]
 pub struct EngineState {
     pub model: RwLock<ModelSnapshot>,
     pub counters: RwLock<Counters>,
+    /// Requests accepted and not yet started (forwards, initializes, generations
+    /// waiting for a slot).
+    waiting: AtomicUsize,
+    /// Generations running.
+    running: AtomicUsize,
+    /// Milliseconds since `born` at the engine loop's last turn.
+    heartbeat_ms: AtomicU64,
+    born: Instant,
+    busy: Mutex<Option<Busy>>,
+    /// Loads given up on: their deadline passed.
+    pub timeouts: AtomicU64,
+}
+
+impl Default for EngineState {
+    fn default() -> Self {
+        EngineState {
+            model: RwLock::default(),
+            counters: RwLock::default(),
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            heartbeat_ms: AtomicU64::new(0),
+            born: Instant::now(),
+            busy: Mutex::new(None),
+            timeouts: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How long past its deadline one piece of work may run before the engine counts as
+/// stalled; how long the idle loop may go without a turn.
+const STALL_GRACE: Duration = Duration::from_secs(10);
+/// The idle engine loop wakes this often to look at the stop flag.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+impl EngineState {
+    fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn set_busy(&self, what: &'static str, deadline: Instant) {
+        if let Ok(mut b) = self.busy.lock() {
+            *b = Some(Busy {
+                what,
+                since: Instant::now(),
+                deadline,
+            });
+        }
+    }
+
+    fn clear_busy(&self) {
+        if let Ok(mut b) = self.busy.lock() {
+            *b = None;
+        }
+        self.beat();
+    }
+
+    /// Why the engine looks stuck, or `None` when it makes progress: one piece of
+    /// work past its deadline (plus a grace), or a loop that stopped turning.
+    pub fn stalled(&self) -> Option<String> {
+        let now = Instant::now();
+        if let Some(b) = self.busy.lock().ok().and_then(|b| *b) {
+            if now > b.deadline + STALL_GRACE {
+                return Some(format!(
+                    "the engine has been working on one {} for {:.0} s, past its deadline",
+                    b.what,
+                    (now - b.since).as_secs_f64()
+                ));
+            }
+            return None;
+        }
+        let since = self.seconds_since_progress();
+        (since > STALL_GRACE.as_secs_f64()).then(|| {
+            format!(
+                "the engine loop has not turned for {since:.0} s (the engine thread may have died)"
+            )
+        })
+    }
+
+    /// Seconds since the engine last finished a piece of work or idled.
+    pub fn seconds_since_progress(&self) -> f64 {
+        let beat = Duration::from_millis(self.heartbeat_ms.load(Ordering::SeqCst));
+        (self.born.elapsed().saturating_sub(beat)).as_secs_f64()
+    }
 }
 
 enum Job {
-    Initialize(serde_json::Value, oneshot::Sender<Result<ModelConfig>>),
-    Forward(ForwardRequest, oneshot::Sender<Result<ForwardReply>>),
-    Generate(GenerateRequest, mpsc::UnboundedSender<GenEvent>),
+    Initialize {
+        config: serde_json::Value,
+        access: FileAccess,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<ModelConfig>>,
+    },
+    Forward(
+        ForwardRequest,
+        Instant,
+        oneshot::Sender<Result<ForwardReply>>,
+    ),
+    Generate(GenerateRequest, Instant, mpsc::UnboundedSender<GenEvent>),
+}
+
+/// How the engine is run (the server's flags).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Requests that may wait; more are refused at once.
+    pub queue_capacity: usize,
+    /// Device memory a model may need (`None`: what the adapter reports).
+    pub max_model_bytes: Option<u64>,
+    /// Where client configs may name checkpoints and tokenizers (`None`: nowhere).
+    pub models_dir: Option<PathBuf>,
+    /// Deadline of a forward or a generation, from the moment it is queued.
+    pub request_timeout: Duration,
+    /// Deadline of building a model.
+    pub load_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            queue_capacity: 64,
+            max_model_bytes: None,
+            models_dir: None,
+            request_timeout: Duration::from_secs(120),
+            load_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Stops and joins the engine thread when the last [`Engine`] handle goes, so the
+/// device is torn down on that thread before the process exits.
+struct Lifetime {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    finished: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Lifetime {
+    /// Ask the thread to stop and wait up to `limit` for it; true when it ended.
+    fn stop(&self, limit: Duration) -> bool {
+        self.stop.store(true, Ordering::SeqCst);
+        let ended = match self.finished.lock().ok().and_then(|mut f| f.take()) {
+            Some(rx) => !matches!(rx.recv_timeout(limit), Err(RecvTimeoutError::Timeout)),
+            None => true,
+        };
+        if ended {
+            if let Some(h) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+                let _ = h.join();
+            }
+        }
+        ended
+    }
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(60));
+    }
 }
 
 /// Handle to the engine thread; cheap to clone.
@@ -145,8 +306,9 @@ enum Job {
 pub struct Engine {
     tx: SyncSender<Job>,
     pub state: Arc<EngineState>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
+    options: Arc<EngineOptions>,
+    access: FileAccess,
+    lifetime: Arc<Lifetime>,
 }
 
 struct Loaded {
@@ -166,47 +328,97 @@ struct DeviceSlot {
 }
 
 impl Engine {
-    /// Start the engine thread with a queue of `capacity` waiting requests.
+    /// Start the engine thread with a queue of `capacity` waiting requests and the
+    /// default options.
     pub fn start(capacity: usize) -> Engine {
-        let capacity = capacity.max(1);
-        let (tx, rx) = sync_channel(capacity);
-        let state = Arc::new(EngineState::default());
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (s, q) = (state.clone(), queued.clone());
-        std::thread::Builder::new()
-            .name("wgformer-engine".into())
-            .spawn(move || run(rx, s, q))
-            .expect("spawn engine thread");
-        Engine {
-            tx,
-            state,
-            queued,
-            capacity,
-        }
+        Self::with_options(EngineOptions {
+            queue_capacity: capacity,
+            ..EngineOptions::default()
+        })
+        .expect("default engine options")
     }
 
-    /// Requests waiting or running.
+    /// Start the engine thread. Fails when the models directory cannot be opened.
+    pub fn with_options(options: EngineOptions) -> std::io::Result<Engine> {
+        let capacity = options.queue_capacity.max(1);
+        let access = FileAccess::models_dir(options.models_dir.as_deref())?;
+        // Admission is counted in `waiting`; the channel only needs room for that many.
+        let (tx, rx) = sync_channel(capacity);
+        let state = Arc::new(EngineState::default());
+        state.beat();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (s, st, budget) = (state.clone(), stop.clone(), options.max_model_bytes);
+        let thread = std::thread::Builder::new()
+            .name("wgformer-engine".into())
+            .spawn(move || {
+                run(rx, s, st, budget);
+                let _ = done_tx.send(());
+            })?;
+        Ok(Engine {
+            tx,
+            state,
+            options: Arc::new(EngineOptions {
+                queue_capacity: capacity,
+                ..options
+            }),
+            access,
+            lifetime: Arc::new(Lifetime {
+                stop,
+                thread: Mutex::new(Some(thread)),
+                finished: Mutex::new(Some(done_rx)),
+            }),
+        })
+    }
+
+    /// Stop the engine: the work in hand ends, the device is dropped on the engine
+    /// thread. Waits up to `limit`; false when the thread did not end in time.
+    pub fn shutdown(&self, limit: Duration) -> bool {
+        self.lifetime.stop(limit)
+    }
+
+    /// Requests accepted and not yet started.
     pub fn queue_depth(&self) -> usize {
-        self.queued.load(Ordering::SeqCst)
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Generations running now.
+    pub fn running(&self) -> usize {
+        self.state.running.load(Ordering::SeqCst)
     }
 
     /// Maximum waiting requests.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.options.queue_capacity
     }
 
-    /// Put `job` on the queue, or refuse at once when it is full.
+    /// The options the engine runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Put `job` on the queue, or refuse at once when `capacity` requests wait.
     fn enqueue(&self, job: Job) -> Result<()> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        self.tx.try_send(job).map_err(|e| {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            Error::Unavailable(match e {
-                TrySendError::Full(_) => format!(
-                    "the engine queue is full ({} waiting); retry shortly",
-                    self.capacity
-                ),
-                TrySendError::Disconnected(_) => "the engine has stopped".into(),
+        let cap = self.capacity();
+        let full = || {
+            Error::Unavailable(format!(
+                "the engine queue is full ({cap} waiting); retry shortly"
+            ))
+        };
+        self.state
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap).then_some(n + 1)
             })
+            .map_err(|_| full())?;
+        self.tx.try_send(job).map_err(|e| {
+            self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+            match e {
+                TrySendError::Full(_) => full(),
+                TrySendError::Disconnected(_) => {
+                    Error::Unavailable("the engine has stopped".into())
+                }
+            }
         })
     }
 
@@ -219,29 +431,54 @@ impl Engine {
         Ok(rx)
     }
 
-    async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-        rx.await
-            .map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+    /// The answer, or `Timeout` when `deadline` passes first (the engine then drops
+    /// the work when it reaches it).
+    async fn wait<T>(rx: oneshot::Receiver<Result<T>>, deadline: Instant, what: &str) -> Result<T> {
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(r) => {
+                r.map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+            }
+            Err(_) => Err(timeout_error(what)),
+        }
     }
 
-    /// Build a model from a config object and swap it in; the old one serves on failure.
+    fn deadline(&self, load: bool) -> Instant {
+        Instant::now()
+            + if load {
+                self.options.load_timeout
+            } else {
+                self.options.request_timeout
+            }
+    }
+
+    /// Build a model from a client's config object and swap it in; the old one serves
+    /// on failure. Checkpoints and tokenizers come from the models directory only.
     pub async fn initialize(&self, config: serde_json::Value) -> Result<ModelConfig> {
-        let rx = self.submit(|tx| Job::Initialize(config, tx))?;
-        Self::wait(rx).await
+        let deadline = self.deadline(true);
+        let access = self.access.clone();
+        let rx = self.submit(|reply| Job::Initialize {
+            config,
+            access,
+            deadline,
+            reply,
+        })?;
+        Self::wait(rx, deadline, "loading the model").await
     }
 
     /// Run a forward on the loaded model.
     pub async fn forward(&self, req: ForwardRequest) -> Result<ForwardReply> {
-        let rx = self.submit(|tx| Job::Forward(req, tx))?;
-        Self::wait(rx).await
+        let deadline = self.deadline(false);
+        let rx = self.submit(|tx| Job::Forward(req, deadline, tx))?;
+        Self::wait(rx, deadline, "the forward").await
     }
 
     /// Start a generation; its tokens, then its result (or an error), arrive on the
-    /// returned channel. Dropping the receiver cancels the generation.
-    pub fn generate(&self, req: GenerateRequest) -> Result<mpsc::UnboundedReceiver<GenEvent>> {
+    /// returned stream. Dropping the stream cancels the generation.
+    pub fn generate(&self, req: GenerateRequest) -> Result<GenStream> {
+        let deadline = self.deadline(false);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.enqueue(Job::Generate(req, tx))?;
-        Ok(rx)
+        self.enqueue(Job::Generate(req, deadline, tx))?;
+        Ok(GenStream { rx, deadline })
     }
 
     /// What is loaded (a copy; never waits for the queue).
@@ -262,18 +499,49 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Blocking variants for code outside an async runtime.
+    /// Build the operator's model (any checkpoint path) outside an async runtime.
     pub fn initialize_blocking(&self, config: serde_json::Value) -> Result<ModelConfig> {
-        let rx = self.submit(|tx| Job::Initialize(config, tx))?;
+        let deadline = self.deadline(true);
+        let rx = self.submit(|reply| Job::Initialize {
+            config,
+            access: FileAccess::Any,
+            deadline,
+            reply,
+        })?;
         rx.blocking_recv()
             .map_err(|_| Error::Unavailable("engine stopped".into()))?
     }
 
     /// See [`Engine::forward`].
     pub fn forward_blocking(&self, req: ForwardRequest) -> Result<ForwardReply> {
-        let rx = self.submit(|tx| Job::Forward(req, tx))?;
+        let deadline = self.deadline(false);
+        let rx = self.submit(|tx| Job::Forward(req, deadline, tx))?;
         rx.blocking_recv()
             .map_err(|_| Error::Unavailable("engine stopped".into()))?
+    }
+}
+
+fn timeout_error(what: &str) -> Error {
+    Error::Timeout(format!(
+        "{what} did not finish within the server's deadline (--request-timeout / --load-timeout); retry later or ask for less work"
+    ))
+}
+
+/// The events of one generation, ending with `Timeout` when its deadline passes
+/// (plus a grace for the engine to say so itself).
+pub struct GenStream {
+    rx: mpsc::UnboundedReceiver<GenEvent>,
+    deadline: Instant,
+}
+
+impl GenStream {
+    /// The next event; `None` once the engine dropped the generation.
+    pub async fn recv(&mut self) -> Option<GenEvent> {
+        let limit = self.deadline + STALL_GRACE;
+        match tokio::time::timeout_at(limit.into(), self.rx.recv()).await {
+            Ok(ev) => ev,
+            Err(_) => Some(GenEvent::Error(timeout_error("the generation"))),
+        }
     }
 }
 
@@ -292,40 +560,44 @@ struct Active {
     events: mpsc::UnboundedSender<GenEvent>,
     started: Instant,
     prefill_time: f64,
+    deadline: Instant,
+}
+
+/// A generation accepted and waiting for a slot.
+struct Waiting {
+    req: GenerateRequest,
+    deadline: Instant,
+    events: mpsc::UnboundedSender<GenEvent>,
 }
 
 struct Worker {
     state: Arc<EngineState>,
-    queued: Arc<AtomicUsize>,
+    /// `--max-model-bytes`, when the operator set it.
+    budget: Option<u64>,
     loaded: Option<Arc<Loaded>>,
     slot: Option<DeviceSlot>,
     active: Vec<Active>,
-    waiting: VecDeque<(GenerateRequest, mpsc::UnboundedSender<GenEvent>)>,
+    waiting: VecDeque<Waiting>,
 }
 
-fn run(rx: Receiver<Job>, state: Arc<EngineState>, queued: Arc<AtomicUsize>) {
+fn run(rx: Receiver<Job>, state: Arc<EngineState>, stop: Arc<AtomicBool>, budget: Option<u64>) {
     let mut w = Worker {
         state,
-        queued,
+        budget,
         loaded: None,
         slot: None,
         active: Vec::new(),
         waiting: VecDeque::new(),
     };
-    loop {
+    while !stop.load(Ordering::SeqCst) {
+        w.state.beat();
         // Fairness: with generations running, take at most one queued request between
-        // rounds of generation steps; otherwise sleep until a request arrives.
-        let job = if w.active.is_empty() && w.waiting.is_empty() {
-            match rx.recv() {
-                Ok(j) => Some(j),
-                Err(_) => return,
-            }
-        } else {
-            match rx.try_recv() {
-                Ok(j) => Some(j),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => return,
-            }
+        // rounds of generation steps; otherwise wait (a tick at a time) for a request.
+        let idle = w.active.is_empty() && w.waiting.is_empty();
+        let job = match rx.recv_timeout(if idle { IDLE_TICK } else { Duration::ZERO }) {
+            Ok(j) => Some(j),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         if let Some(job) = job {
             w.handle(job);
@@ -333,18 +605,59 @@ fn run(rx: Receiver<Job>, state: Arc<EngineState>, queued: Arc<AtomicUsize>) {
         w.admit();
         w.step_all();
     }
+    w.teardown();
 }
 
 impl Worker {
-    fn done(&self) {
-        self.queued.fetch_sub(1, Ordering::SeqCst);
+    /// A request that waited has started (or was answered).
+    fn started(&self) {
+        self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// End every generation, wait for the device, then drop the models and the
+    /// device here, on the engine thread, before the process exits.
+    fn teardown(&mut self) {
+        let stopping = || Error::Unavailable("the service is shutting down".into());
+        for a in self.active.drain(..) {
+            let _ = a.events.send(GenEvent::Error(stopping()));
+        }
+        for wt in self.waiting.drain(..) {
+            let _ = wt.events.send(GenEvent::Error(stopping()));
+        }
+        if let Some(s) = &self.slot {
+            let _ = s.ctx.wait_idle();
+        }
+        drop(self.loaded.take());
+        drop(self.slot.take());
+        tracing::info!("engine stopped; device released");
     }
 
     fn handle(&mut self, job: Job) {
         match job {
-            Job::Initialize(cfg, reply) => {
+            Job::Initialize {
+                config,
+                access,
+                deadline,
+                reply,
+            } => {
+                self.started();
+                if Instant::now() > deadline || reply.is_closed() {
+                    let _ = reply.send(Err(timeout_error("loading the model")));
+                    return;
+                }
+                self.state.set_busy("model load", deadline);
                 let started = Instant::now();
-                let r = match build(cfg, &mut self.slot) {
+                let built = build(config, &access, self.budget, &mut self.slot);
+                self.state.clear_busy();
+                let built = match built {
+                    Ok(_) if Instant::now() > deadline => {
+                        // The caller was answered TIMEOUT; do not swap in behind its back.
+                        self.state.timeouts.fetch_add(1, Ordering::SeqCst);
+                        Err(timeout_error("loading the model"))
+                    }
+                    other => other,
+                };
+                let r = match built {
                     Ok(new) => {
                         let cfg = new.model.config.clone();
                         tracing::info!(params = new.model.parameter_count, adapter = %new.model.ctx.details.label(),
@@ -361,13 +674,19 @@ impl Worker {
                     }
                 };
                 let _ = reply.send(r);
-                self.done();
             }
-            Job::Forward(req, reply) => {
+            Job::Forward(req, deadline, reply) => {
+                self.started();
+                if Instant::now() > deadline || reply.is_closed() {
+                    let _ = reply.send(Err(timeout_error("the forward")));
+                    return;
+                }
+                self.state.set_busy("forward", deadline);
                 let r = match &self.loaded {
                     None => Err(Error::ModelNotInitialized),
                     Some(l) => forward(l, &req),
                 };
+                self.state.clear_busy();
                 if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
                     c.total_inferences += 1;
                     c.total_tokens += out.tokens as u64;
@@ -378,10 +697,13 @@ impl Worker {
                     self.note_device_loss(e);
                 }
                 let _ = reply.send(r);
-                self.done();
             }
-            Job::Generate(req, events) => {
-                self.waiting.push_back((req, events));
+            Job::Generate(req, deadline, events) => {
+                self.waiting.push_back(Waiting {
+                    req,
+                    deadline,
+                    events,
+                });
             }
         }
     }
@@ -398,18 +720,29 @@ impl Worker {
     /// run the prompt.
     fn admit(&mut self) {
         while self.active.len() < MAX_ACTIVE_GENERATIONS {
-            let Some((req, events)) = self.waiting.pop_front() else {
+            let Some(wt) = self.waiting.pop_front() else {
                 break;
             };
-            if events.is_closed() {
-                self.done();
+            self.started();
+            if wt.events.is_closed() {
                 continue;
             }
-            match self.start(req, events.clone()) {
-                Ok(a) => self.active.push(a),
+            if Instant::now() > wt.deadline {
+                let _ = wt
+                    .events
+                    .send(GenEvent::Error(timeout_error("the generation")));
+                continue;
+            }
+            self.state.set_busy("generation prefill", wt.deadline);
+            let r = self.start(wt.req, wt.deadline, wt.events.clone());
+            self.state.clear_busy();
+            match r {
+                Ok(a) => {
+                    self.state.running.fetch_add(1, Ordering::SeqCst);
+                    self.active.push(a)
+                }
                 Err(e) => {
-                    let _ = events.send(GenEvent::Error(e));
-                    self.done();
+                    let _ = wt.events.send(GenEvent::Error(e));
                 }
             }
         }
@@ -419,6 +752,7 @@ impl Worker {
     fn start(
         &self,
         req: GenerateRequest,
+        deadline: Instant,
         events: mpsc::UnboundedSender<GenEvent>,
     ) -> Result<Active> {
         let loaded = self.loaded.clone().ok_or(Error::ModelNotInitialized)?;
@@ -452,6 +786,7 @@ impl Worker {
             events,
             started,
             prefill_time,
+            deadline,
         })
     }
 
@@ -467,26 +802,36 @@ impl Worker {
                     tokens = a.generated.len(),
                     "generation cancelled by the client"
                 );
-                self.done();
                 continue;
             }
-            match step(&mut a) {
+            if Instant::now() > a.deadline {
+                tracing::warn!(tokens = a.generated.len(), "generation past its deadline");
+                let _ = a
+                    .events
+                    .send(GenEvent::Error(timeout_error("the generation")));
+                continue;
+            }
+            self.state.set_busy("generation step", a.deadline);
+            let r = step(&mut a);
+            self.state.clear_busy();
+            match r {
                 Ok(None) => keep.push(a),
                 Ok(Some(result)) => {
                     if let Ok(mut c) = self.state.counters.write() {
                         c.total_tokens += (result.prompt_tokens + result.tokens) as u64;
                     }
                     let _ = a.events.send(GenEvent::Complete(result));
-                    self.done();
                 }
                 Err(e) => {
                     self.note_device_loss(&e);
                     let _ = a.events.send(GenEvent::Error(e));
-                    self.done();
                 }
             }
         }
         self.active = keep;
+        self.state
+            .running
+            .store(self.active.len(), Ordering::SeqCst);
         self.publish_generations();
     }
 
@@ -609,17 +954,33 @@ fn publish(state: &EngineState, m: &Model) {
     }
 }
 
-fn build(cfg: serde_json::Value, slot: &mut Option<DeviceSlot>) -> Result<Loaded> {
-    let (config, checkpoint) = resolve_config(cfg)?;
-    let tokenizer = Tokenizer::load(config.tokenizer.as_deref())?;
+/// Build a model: open (or reuse) the device, check the config's memory against the
+/// budget before anything is allocated, read the files it names under `access`.
+fn build(
+    value: serde_json::Value,
+    access: &FileAccess,
+    budget: Option<u64>,
+    slot: &mut Option<DeviceSlot>,
+) -> Result<Loaded> {
+    if !value.is_object() {
+        return Err(Error::Config(
+            "config must be a JSON object of config keys".into(),
+        ));
+    }
+    let device: DeviceChoice = match value.get("device") {
+        None | Some(serde_json::Value::Null) => DeviceChoice::Auto,
+        Some(d) => {
+            serde_json::from_value(d.clone()).map_err(|e| Error::Config(format!("device: {e}")))?
+        }
+    };
     let reuse = slot
         .as_ref()
-        .is_some_and(|s| s.choice == config.device && !s.ctx.is_lost());
+        .is_some_and(|s| s.choice == device && !s.ctx.is_lost());
     if !reuse {
-        let ctx = Arc::new(GpuContext::new(&config.device)?);
+        let ctx = Arc::new(GpuContext::new(&device)?);
         let pipelines = Arc::new(Pipelines::new(&ctx)?);
         *slot = Some(DeviceSlot {
-            choice: config.device.clone(),
+            choice: device,
             ctx,
             pipelines,
         });
@@ -627,6 +988,19 @@ fn build(cfg: serde_json::Value, slot: &mut Option<DeviceSlot>) -> Result<Loaded
     let s = slot
         .as_ref()
         .ok_or_else(|| Error::NoAdapter("no device".into()))?;
+    let budget = budget.unwrap_or_else(|| s.ctx.default_memory_budget());
+    let (config, checkpoint) = resolve_config_with(value, access, budget)?;
+    config
+        .memory_estimate(MAX_ACTIVE_GENERATIONS)
+        .check(budget)?;
+    let tokenizer = match config.tokenizer.as_deref() {
+        None => Tokenizer::gpt2()?,
+        Some(name) => {
+            let path = access.resolve("tokenizer", name)?;
+            let bytes = access.read("tokenizer", name, &path, budget.min(MAX_TOKENIZER_BYTES))?;
+            Tokenizer::from_bytes(&bytes, name)?
+        }
+    };
     let model = Model::build(config, checkpoint, s.ctx.clone(), s.pipelines.clone())?;
     let end_of_text = tokenizer.token_id("<|endoftext|>");
     Ok(Loaded {
@@ -635,6 +1009,9 @@ fn build(cfg: serde_json::Value, slot: &mut Option<DeviceSlot>) -> Result<Loaded
         end_of_text,
     })
 }
+
+/// Largest tokenizer.json read (GPT-2's is 2 MB; the largest public ones ~30 MB).
+const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 
 fn forward(l: &Loaded, req: &ForwardRequest) -> Result<ForwardReply> {
     if req.text.is_empty() {

@@ -50,6 +50,10 @@ pub enum Error {
     #[error("engine unavailable: {0}")]
     Unavailable(String),
 
+    /// Work on the engine passed its deadline.
+    #[error("deadline exceeded: {0}")]
+    Timeout(String),
+
     /// File system and other I/O.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -64,6 +68,7 @@ impl Error {
             Error::SequenceTooLong { .. } => "SEQUENCE_TOO_LONG",
             Error::ModelNotInitialized => "MODEL_NOT_INITIALIZED",
             Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Error::Timeout(_) => "TIMEOUT",
             Error::Gpu { .. } | Error::OutOfMemory(_) | Error::DeviceLost(_) | Error::Io(_) => {
                 "INFERENCE_ERROR"
             }

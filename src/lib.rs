@@ -24,6 +24,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

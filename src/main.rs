@@ -1,10 +1,13 @@
 //! `wgformer` command line. `serve` runs the HTTP service; `info` lists the adapters
 //! wgpu sees. Every flag is also an environment variable `WGFORMER_*`.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use wgformer::engine::Engine;
-use wgformer::server::{self, AppState, ServerConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wgformer::engine::{Engine, EngineOptions};
+use wgformer::server::{self, AppState, RateLimit, ServerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -26,31 +29,110 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service.
-    Serve {
-        /// Address to bind.
-        #[arg(long, env = "WGFORMER_HOST", default_value = "127.0.0.1")]
-        host: String,
-        /// Port to bind (0: any free port; the bound address is printed).
-        #[arg(long, env = "WGFORMER_PORT", default_value_t = 8000)]
-        port: u16,
-        /// Build this model at start-up: a JSON object, or @path of a JSON file.
-        #[arg(long, env = "WGFORMER_CONFIG")]
-        config: Option<String>,
-        /// Largest accepted request body in bytes.
-        #[arg(long, env = "WGFORMER_MAX_BODY_BYTES", default_value_t = 1 << 20)]
-        max_body_bytes: usize,
-        /// Requests that may wait for the engine; more are answered 503 with Retry-After.
-        #[arg(long, env = "WGFORMER_QUEUE_DEPTH", default_value_t = 64)]
-        queue_depth: usize,
-        /// Log filter (tracing EnvFilter syntax), e.g. info or wgformer=debug.
-        #[arg(long, env = "WGFORMER_LOG", default_value = "info")]
-        log_level: String,
-        /// Log format.
-        #[arg(long, env = "WGFORMER_LOG_FORMAT", value_enum, default_value = "text")]
-        log_format: LogFormat,
-    },
+    Serve(Box<ServeArgs>),
     /// List the adapters wgpu sees, with their limits and features (JSON).
     Info,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "WGFORMER_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind (0: any free port; the bound address is printed).
+    #[arg(long, env = "WGFORMER_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Build this model at start-up: a JSON object, or @path of a JSON file. Being
+    /// the operator's own, it may name any checkpoint or tokenizer path.
+    #[arg(long, env = "WGFORMER_CONFIG")]
+    config: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "WGFORMER_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Largest accepted request header section in bytes (431 beyond).
+    #[arg(long, env = "WGFORMER_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    max_header_bytes: usize,
+    /// Requests that may wait for the engine; more are answered 503 with Retry-After.
+    #[arg(long, env = "WGFORMER_QUEUE_DEPTH", default_value_t = 64)]
+    queue_depth: usize,
+    /// Device memory a model may need, in bytes (weights, activations at the full
+    /// context, KV caches); larger configs are refused with CONFIG_ERROR. Default:
+    /// the adapter's device-local memory, or the host's available memory for
+    /// software adapters.
+    #[arg(long, env = "WGFORMER_MAX_MODEL_BYTES")]
+    max_model_bytes: Option<u64>,
+    /// Directory that configs sent to /initialize may name checkpoints and
+    /// tokenizers in (relative names only). Without it, clients may name no files.
+    #[arg(long, env = "WGFORMER_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// Seconds a forward or generation may take from being queued (504 TIMEOUT).
+    #[arg(long, env = "WGFORMER_REQUEST_TIMEOUT", default_value_t = 120.0)]
+    request_timeout: f64,
+    /// Seconds building a model may take (504 TIMEOUT).
+    #[arg(long, env = "WGFORMER_LOAD_TIMEOUT", default_value_t = 600.0)]
+    load_timeout: f64,
+    /// Seconds a request's header section may take to arrive.
+    #[arg(long, env = "WGFORMER_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a request's body may take to arrive (408).
+    #[arg(long, env = "WGFORMER_BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Seconds a connection or WebSocket may sit idle before it is closed.
+    #[arg(long, env = "WGFORMER_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Open connections; more are answered 503 and closed.
+    #[arg(long, env = "WGFORMER_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Open WebSocket sessions; more are answered 503.
+    #[arg(long, env = "WGFORMER_MAX_WEBSOCKETS", default_value_t = 256)]
+    max_websockets: usize,
+    /// Seconds requests in flight get after SIGTERM/SIGINT before the process exits.
+    #[arg(long, env = "WGFORMER_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    shutdown_timeout: f64,
+    /// API key required as `Authorization: Bearer <key>` (repeatable; the variable
+    /// takes a comma-separated list). None: no key needed.
+    #[arg(
+        long = "api-key",
+        env = "WGFORMER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// With API keys, /metrics needs a key too.
+    #[arg(long, env = "WGFORMER_METRICS_REQUIRE_KEY")]
+    metrics_require_key: bool,
+    /// Requests (and generated tokens) per second per API key, or per client address
+    /// without keys; 429 RATE_LIMITED beyond. None: no limit.
+    #[arg(long, env = "WGFORMER_RATE_LIMIT")]
+    rate_limit: Option<f64>,
+    /// Burst of the rate limit (default: twice the rate, at least 1).
+    #[arg(long, env = "WGFORMER_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<f64>,
+    /// Host names served (comma-separated; `*` = any). Default: the loopback names
+    /// when bound to loopback, any host otherwise.
+    #[arg(long, env = "WGFORMER_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Option<Vec<String>>,
+    /// Origin allowed to call the service from a browser on another site (CORS;
+    /// repeatable, `*` = any). None: CORS off and cross-site browser requests refused.
+    #[arg(
+        long = "cors-origin",
+        env = "WGFORMER_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or wgformer=debug.
+    #[arg(long, env = "WGFORMER_LOG", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "WGFORMER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} must be a positive number of seconds, not {s}"))
 }
 
 fn init_logs(level: &str, format: LogFormat) {
@@ -73,53 +155,89 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&adapters)?);
             Ok(())
         }
-        Command::Serve {
-            host,
-            port,
-            config,
-            max_body_bytes,
-            queue_depth,
-            log_level,
-            log_format,
-        } => {
-            init_logs(&log_level, log_format);
-            let server_config = ServerConfig {
-                max_body_bytes,
-                ..ServerConfig::default()
-            };
-            tracing::info!(?server_config, queue_depth, "limits");
-            let engine = Engine::start(queue_depth);
-            if let Some(c) = config {
-                let text = match c.strip_prefix('@') {
-                    Some(path) => std::fs::read_to_string(path)
-                        .with_context(|| format!("reading config file {path}"))?,
-                    None => c,
-                };
-                let value: serde_json::Value =
-                    serde_json::from_str(&text).context("--config is not valid JSON")?;
-                let cfg = engine
-                    .initialize_blocking(value)
-                    .context("building the start-up model")?;
-                tracing::info!(params = cfg.parameter_count(), "start-up model ready");
-            }
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-                    .await
-                    .with_context(|| format!("binding {host}:{port}"))?;
-                let addr = listener.local_addr()?;
-                // Tests and scripts read this line to find a port chosen with --port 0.
-                println!("wgformer listening on http://{addr}");
-                tracing::info!(%addr, "listening");
-                server::serve(
-                    listener,
-                    AppState::new(engine, server_config),
-                    server::shutdown_signal(),
-                )
-                .await?;
-                tracing::info!("stopped");
-                anyhow::Ok(())
-            })
-        }
+        Command::Serve(a) => serve(*a),
     }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    init_logs(&a.log_level, a.log_format);
+    let rate_limit = match a.rate_limit {
+        None => None,
+        Some(r) if r.is_finite() && r > 0.0 => Some(RateLimit {
+            per_second: r,
+            burst: a.rate_limit_burst.unwrap_or((2.0 * r).max(1.0)).max(1.0),
+        }),
+        Some(r) => anyhow::bail!("--rate-limit must be a positive number, not {r}"),
+    };
+    let engine = Engine::with_options(EngineOptions {
+        queue_capacity: a.queue_depth,
+        max_model_bytes: a.max_model_bytes,
+        models_dir: a.models_dir.clone(),
+        request_timeout: seconds("request-timeout", a.request_timeout)?,
+        load_timeout: seconds("load-timeout", a.load_timeout)?,
+    })
+    .with_context(|| format!("opening --models-dir {:?}", a.models_dir))?;
+    tracing::info!(options = ?engine.options(), "engine");
+    if let Some(c) = &a.config {
+        let text = match c.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {path}"))?,
+            None => c.clone(),
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).context("--config is not valid JSON")?;
+        let cfg = engine
+            .initialize_blocking(value)
+            .context("building the start-up model")?;
+        tracing::info!(params = cfg.parameter_count(), "start-up model ready");
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let shutdown_timeout = seconds("shutdown-timeout", a.shutdown_timeout)?;
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        let allowed_hosts = match &a.allowed_hosts {
+            Some(list) if list.iter().any(|h| h == "*") => None,
+            Some(list) => Some(list.clone()),
+            None => server::default_allowed_hosts(&addr),
+        };
+        let server_config = ServerConfig {
+            max_body_bytes: a.max_body_bytes,
+            max_header_bytes: a.max_header_bytes,
+            header_timeout: seconds("header-timeout", a.header_timeout)?,
+            body_timeout: seconds("body-timeout", a.body_timeout)?,
+            idle_timeout: seconds("idle-timeout", a.idle_timeout)?,
+            max_connections: a.max_connections.max(1),
+            max_websockets: a.max_websockets,
+            shutdown_timeout,
+            api_keys: a.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            metrics_require_key: a.metrics_require_key,
+            rate_limit,
+            allowed_hosts,
+            cors_origins: a.cors_origins.clone(),
+            ..ServerConfig::default()
+        };
+        // the keys themselves are never logged
+        tracing::info!(api_keys = server_config.api_keys.len(), limits = ?ServerConfig { api_keys: Vec::new(), ..server_config.clone() }, "server");
+        // Tests and scripts read this line to find a port chosen with --port 0.
+        println!("wgformer listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+        server::serve(
+            listener,
+            AppState::new(engine.clone(), server_config),
+            server::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    });
+    // Connections still open past the shutdown deadline are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // The device is released on the engine thread before the process exits.
+    if !engine.shutdown(shutdown_timeout) {
+        tracing::warn!("the engine did not stop within the shutdown timeout");
+    }
+    tracing::info!("stopped");
+    result
 }

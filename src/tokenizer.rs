@@ -30,6 +30,13 @@ impl Tokenizer {
         Ok(Tokenizer { inner })
     }
 
+    /// A Hugging Face `tokenizer.json` from its bytes; `name` names it in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Config(format!("tokenizer {name:?} cannot be loaded: {e}")))?;
+        Ok(Tokenizer { inner })
+    }
+
     /// The bundled tokenizer, or the file at `path` when given.
     pub fn load(path: Option<&str>) -> Result<Self> {
         match path {

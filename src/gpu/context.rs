@@ -62,12 +62,61 @@ pub struct AdapterReport {
     pub shader_f16: bool,
 }
 
-fn new_instance() -> wgpu::Instance {
+/// An instance of `backends` (`WGPU_BACKEND`, when set, decides instead). Resource
+/// creation fails with an out-of-memory error past 95 % of the budget the driver
+/// reports (where it reports one), rather than the driver failing later.
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     if std::env::var_os("WGPU_BACKEND").is_none() {
-        desc.backends = wgpu::Backends::all();
+        desc.backends = backends;
     }
+    desc.memory_budget_thresholds = wgpu::MemoryBudgetThresholds {
+        for_resource_creation: Some(95),
+        for_device_loss: None,
+    };
     wgpu::Instance::new(desc)
+}
+
+/// The best adapter of `backends` for `choice`.
+fn best_adapter(backends: wgpu::Backends, choice: &DeviceChoice) -> Option<wgpu::Adapter> {
+    let instance = new_instance(backends);
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    adapters.retain(|a| matches_choice(&a.get_info(), choice));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters.into_iter().next()
+}
+
+/// Bytes of device-local memory the adapter reports (Vulkan memory heaps); wgpu
+/// itself does not expose it.
+#[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
+fn device_local_bytes(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: the hal adapter is only read (memory properties of its physical device)
+    // while the guard keeps it alive.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let props = unsafe {
+        hal.shared_instance()
+            .raw_instance()
+            .get_physical_device_memory_properties(hal.raw_physical_device())
+    };
+    let total: u64 = props
+        .memory_heaps_as_slice()
+        .iter()
+        .filter(|h| h.flags.contains(ash::vk::MemoryHeapFlags::DEVICE_LOCAL))
+        .map(|h| h.size)
+        .sum();
+    (total > 0).then_some(total)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "android")))]
+fn device_local_bytes(_adapter: &wgpu::Adapter) -> Option<u64> {
+    None
+}
+
+/// Host memory available now (bytes).
+pub fn host_available_bytes() -> u64 {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    sys.available_memory()
 }
 
 fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
@@ -109,7 +158,7 @@ fn matches_choice(info: &wgpu::AdapterInfo, choice: &DeviceChoice) -> bool {
 
 /// Every adapter wgpu sees, with limits and features.
 pub fn list_adapters() -> Vec<AdapterReport> {
-    let instance = new_instance();
+    let instance = new_instance(wgpu::Backends::all());
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     adapters
         .iter()
@@ -144,6 +193,8 @@ pub struct GpuContext {
     pub binding_cap: Option<u64>,
     /// Largest subgroup the adapter may run (1 when unknown).
     pub subgroup_max_size: u32,
+    /// Device-local memory the adapter reports (bytes), where it reports it.
+    pub device_memory: Option<u64>,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -151,12 +202,29 @@ pub struct GpuContext {
 
 impl GpuContext {
     /// Pick an adapter for `choice` and open a device with the adapter's own limits.
+    /// Only the backend that serves is opened: Vulkan/Metal/Dx12 first, GL (EGL) only
+    /// when asked for or when it offers a better adapter than the primary backends.
     pub fn new(choice: &DeviceChoice) -> Result<Self> {
-        let instance = new_instance();
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        adapters.retain(|a| matches_choice(&a.get_info(), choice));
-        adapters.sort_by_key(|a| rank(&a.get_info()));
-        let adapter = adapters.into_iter().next().ok_or_else(|| {
+        let primary = if *choice == DeviceChoice::Gl {
+            None
+        } else {
+            best_adapter(wgpu::Backends::PRIMARY, choice)
+        };
+        let hardware = primary.as_ref().is_some_and(|a| is_hardware(&a.get_info()));
+        let may_use_gl = matches!(
+            choice,
+            DeviceChoice::Auto | DeviceChoice::Gpu | DeviceChoice::Cpu | DeviceChoice::Gl
+        );
+        let adapter = if hardware || !may_use_gl {
+            primary
+        } else {
+            match (primary, best_adapter(wgpu::Backends::SECONDARY, choice)) {
+                (Some(p), Some(g)) if rank(&g.get_info()) < rank(&p.get_info()) => Some(g),
+                (Some(p), _) => Some(p),
+                (None, g) => g,
+            }
+        };
+        let adapter = adapter.ok_or_else(|| {
             let seen: Vec<String> = list_adapters()
                 .iter()
                 .map(|r| format!("{} ({})", r.details.label(), r.details.device_type))
@@ -225,6 +293,11 @@ impl GpuContext {
             }
         });
         let details = AdapterDetails::from_info(&info);
+        let device_memory = if info.backend == wgpu::Backend::Vulkan {
+            device_local_bytes(&adapter)
+        } else {
+            None
+        };
         tracing::info!(adapter = %details.label(), device_type = %details.device_type,
             driver = %details.driver, max_binding = limits.max_storage_buffer_binding_size,
             "GPU device opened");
@@ -236,6 +309,7 @@ impl GpuContext {
             features,
             binding_cap: None,
             subgroup_max_size: info.subgroup_max_size.max(1),
+            device_memory,
             lost,
             lost_reason,
             uncaptured,
@@ -249,6 +323,16 @@ impl GpuContext {
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size);
         self.binding_cap.map_or(limit, |cap| cap.min(limit))
+    }
+
+    /// The default memory budget of a model on this device: the device-local memory
+    /// the adapter reports; for software adapters (and where nothing is reported) the
+    /// host's available memory, which is where their buffers live.
+    pub fn default_memory_budget(&self) -> u64 {
+        match self.device_memory {
+            Some(bytes) if !self.details.is_software() => bytes,
+            _ => host_available_bytes(),
+        }
     }
 
     /// Whether the adapter has lost the device.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::files::FileAccess;
 use crate::gpu::buffers::{self, RowChunked};
 use crate::gpu::{GpuContext, Pipelines};
 use crate::kernels::matmul::to_panels;
@@ -209,8 +210,19 @@ pub struct Model {
 }
 
 /// Resolve a user config (a JSON object) into the effective config: defaults filled,
-/// checkpoint shapes applied for keys not given, validated.
+/// checkpoint shapes applied for keys not given, validated. Any checkpoint path is
+/// accepted (the operator's and the tests' use); see [`resolve_config_with`].
 pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<Checkpoint>)> {
+    resolve_config_with(value, &FileAccess::Any, u64::MAX)
+}
+
+/// [`resolve_config`] with the checkpoint named under `access`'s rules and at most
+/// `max_bytes` long (checked before it is read).
+pub fn resolve_config_with(
+    value: serde_json::Value,
+    access: &FileAccess,
+    max_bytes: u64,
+) -> Result<(ModelConfig, Option<Checkpoint>)> {
     let given: Vec<String> = value
         .as_object()
         .map(|o| o.keys().cloned().collect())
@@ -221,8 +233,10 @@ pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<C
     }
     let mut cfg: ModelConfig =
         serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))?;
-    let path = cfg.checkpoint.clone().unwrap_or_default();
-    let ckpt = Checkpoint::open(&path)?;
+    let name = cfg.checkpoint.clone().unwrap_or_default();
+    let path = access.resolve("checkpoint", &name)?;
+    let bytes = access.read("checkpoint", &name, &path, max_bytes)?;
+    let ckpt = Checkpoint::from_bytes(bytes, &name)?;
     ckpt.resolve_config(&mut cfg, &given)?;
     Ok((cfg, Some(ckpt)))
 }

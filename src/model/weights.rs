@@ -7,6 +7,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::files::{try_filled, try_vec_with_capacity};
 
 /// How a tensor is initialised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,13 +132,13 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
 const INIT_BLOCK: usize = 1 << 20;
 
 /// The values of tensor number `index` for `seed`: the same on every machine.
-pub fn init_tensor(spec: &TensorSpec, index: usize, seed: u64) -> Vec<f32> {
+pub fn init_tensor(spec: &TensorSpec, index: usize, seed: u64) -> Result<Vec<f32>> {
     let n = spec.numel();
-    match spec.init {
-        Init::Zeros => vec![0.0; n],
-        Init::Ones => vec![1.0; n],
+    Ok(match spec.init {
+        Init::Zeros => try_filled(n, 0.0, &spec.name)?,
+        Init::Ones => try_filled(n, 1.0, &spec.name)?,
         Init::Normal(std) => {
-            let mut out = vec![0.0f32; n];
+            let mut out = try_filled(n, 0.0f32, &spec.name)?;
             let normal = Normal::new(0.0f32, std).expect("std is positive and finite");
             let threads = std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -164,12 +165,13 @@ pub fn init_tensor(spec: &TensorSpec, index: usize, seed: u64) -> Vec<f32> {
             });
             out
         }
-    }
+    })
 }
 
 /// A `.safetensors` checkpoint in the Hugging Face GPT-2 layout, read into memory.
 pub struct Checkpoint {
     bytes: Vec<u8>,
+    /// How errors name the file (the client's name when a client gave it).
     path: String,
 }
 
@@ -184,9 +186,15 @@ fn ignored(name: &str) -> bool {
 }
 
 impl Checkpoint {
+    /// Read the checkpoint at `path` (any path: the operator's or a test's).
     pub fn open(path: &str) -> Result<Self> {
         let bytes = std::fs::read(path)
             .map_err(|e| Error::Checkpoint(format!("cannot read checkpoint {path}: {e}")))?;
+        Self::from_bytes(bytes, path)
+    }
+
+    /// A checkpoint from its bytes; `path` names it in errors.
+    pub fn from_bytes(bytes: Vec<u8>, path: &str) -> Result<Self> {
         safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             Error::Checkpoint(format!("{path} is not a valid safetensors file: {e}"))
         })?;
@@ -304,26 +312,27 @@ impl Checkpoint {
         }
         let data = view.data();
         use safetensors::Dtype;
-        let out = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
+        let mut out = try_vec_with_capacity(spec.numel(), &spec.name)?;
+        match view.dtype() {
+            Dtype::F32 => out.extend(
+                data.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Dtype::F16 => out.extend(
+                data.chunks_exact(2)
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+            ),
+            Dtype::BF16 => out.extend(
+                data.chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
+            ),
             other => {
                 return Err(Error::Checkpoint(format!(
                     "{}: tensor {} has dtype {other:?}; F32, F16 and BF16 are supported",
                     self.path, spec.name
                 )))
             }
-        };
+        }
         Ok(out)
     }
 }
@@ -444,7 +453,7 @@ impl WeightSource {
     /// Values of tensor `index` (its place in [`tensor_specs`]).
     pub fn values(&self, spec: &TensorSpec, index: usize) -> Result<Vec<f32>> {
         match self {
-            WeightSource::Seeded(seed) => Ok(init_tensor(spec, index, *seed)),
+            WeightSource::Seeded(seed) => init_tensor(spec, index, *seed),
             WeightSource::Checkpoint(c) => c.load(spec),
         }
     }
@@ -488,10 +497,10 @@ mod tests {
             shape: vec![3, 1 << 19],
             init: Init::Normal(0.02),
         };
-        let a = init_tensor(&spec, 5, 7);
-        let b = init_tensor(&spec, 5, 7);
-        let c = init_tensor(&spec, 5, 8);
-        let d = init_tensor(&spec, 6, 7);
+        let a = init_tensor(&spec, 5, 7).unwrap();
+        let b = init_tensor(&spec, 5, 7).unwrap();
+        let c = init_tensor(&spec, 5, 8).unwrap();
+        let d = init_tensor(&spec, 6, 7).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -15,7 +15,10 @@ pub struct ErrorBody {
     pub detail: String,
     /// MODEL_NOT_INITIALIZED, INVALID_INPUT, SEQUENCE_TOO_LONG, INFERENCE_ERROR,
     /// CONFIG_ERROR, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE,
-    /// SERVICE_UNAVAILABLE, TIMEOUT.
+    /// SERVICE_UNAVAILABLE, TIMEOUT (504: the work passed its deadline),
+    /// REQUEST_TIMEOUT (408: the body did not arrive in time), UNAUTHORIZED (401),
+    /// FORBIDDEN (403: Host not served, cross-site request), RATE_LIMITED (429),
+    /// HEADERS_TOO_LARGE (431), URI_TOO_LONG (414).
     #[schema(example = "INVALID_INPUT")]
     pub error_code: String,
     /// RFC 3339 UTC.
@@ -28,6 +31,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Seconds for `Retry-After` (429 and 503 say 1 when not set).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -36,7 +41,14 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Answer with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn invalid(detail: impl Into<String>) -> Self {
@@ -55,6 +67,7 @@ impl From<Error> for ApiError {
             | Error::SequenceTooLong { .. }
             | Error::ModelNotInitialized => StatusCode::BAD_REQUEST,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Gpu { .. } | Error::OutOfMemory(_) | Error::DeviceLost(_) | Error::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -71,11 +84,11 @@ impl IntoResponse for ApiError {
             timestamp: time::now(),
         };
         let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE
-            || self.status == StatusCode::TOO_MANY_REQUESTS
-        {
+        let busy = self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS;
+        if let Some(secs) = self.retry_after.or(busy.then_some(1)) {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

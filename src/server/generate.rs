@@ -5,19 +5,20 @@
 use std::convert::Infallible;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedReceiver;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::Client;
+use super::listen::Held;
 use super::routes::{json_body, validate_text};
 use super::AppState;
-use crate::engine::{GenEvent, GenerateRequest, GenerateResult};
+use crate::engine::{GenEvent, GenStream, GenerateRequest, GenerateResult};
 use crate::error::Error;
 use crate::model::sampling::SamplingParams;
 
@@ -183,10 +184,12 @@ pub fn event_json(ev: &GenEvent) -> serde_json::Value {
         (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full (Retry-After)", body = ErrorBody)))]
 pub async fn generate(
     State(st): State<AppState>,
+    client: Option<Extension<Client>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let b: GenerateBody = json_body(body, st.config.max_body_bytes).await?;
+    let client = client.map(|Extension(c)| c);
+    let b: GenerateBody = json_body(&st, body).await?;
     let wants_sse = b.stream
         || headers
             .get(header::ACCEPT)
@@ -206,7 +209,10 @@ pub async fn generate(
         let mut ev = first;
         loop {
             match ev {
-                GenEvent::Complete(r) => return Ok(Json(GenerateResponse::from(r)).into_response()),
+                GenEvent::Complete(r) => {
+                    st.charge_tokens(client.as_ref(), r.tokens);
+                    return Ok(Json(GenerateResponse::from(r)).into_response());
+                }
                 GenEvent::Error(e) => return Err(e.into()),
                 GenEvent::Token { .. } => {}
             }
@@ -216,7 +222,7 @@ pub async fn generate(
                 .ok_or_else(|| ApiError::from(Error::Unavailable("the engine stopped".into())))?;
         }
     }
-    let stream = sse_stream(first, rx);
+    let stream = sse_stream(first, rx, st, client);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -233,23 +239,33 @@ fn sse_event(ev: &GenEvent) -> Event {
         .data(event_json(ev).to_string())
 }
 
+/// The SSE events of a generation; each token is charged to the client's rate limit
+/// as it goes out.
 fn sse_stream(
     first: GenEvent,
-    rx: UnboundedReceiver<GenEvent>,
+    rx: GenStream,
+    st: AppState,
+    client: Option<Client>,
 ) -> impl futures_core::Stream<Item = Result<Event, Infallible>> {
     // state: (pending first event, receiver, finished)
     futures_util::stream::unfold(
         (Some(first), rx, false),
-        |(first, mut rx, finished)| async move {
-            if finished {
-                return None;
+        move |(first, mut rx, finished)| {
+            let (st, client) = (st.clone(), client.clone());
+            async move {
+                if finished {
+                    return None;
+                }
+                let ev = match first {
+                    Some(ev) => ev,
+                    None => rx.recv().await?,
+                };
+                let last = !matches!(ev, GenEvent::Token { .. });
+                if !last {
+                    st.charge_tokens(client.as_ref(), 1);
+                }
+                Some((Ok(sse_event(&ev)), (None, rx, last)))
             }
-            let ev = match first {
-                Some(ev) => ev,
-                None => rx.recv().await?,
-            };
-            let last = !matches!(ev, GenEvent::Token { .. });
-            Some((Ok(sse_event(&ev)), (None, rx, last)))
         },
     )
 }
@@ -257,9 +273,32 @@ fn sse_stream(
 /// WebSocket `/ws/inference`: `{"type": "inference", "text": ..., "stream": true, ...}`
 /// starts a generation; `{"type": "cancel"}` stops it. The server answers `token`,
 /// `complete` and `error` messages; a bad message gets an `error` and the connection
-/// stays usable for the next request.
-pub async fn ws_inference(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| ws_session(st, socket))
+/// stays usable for the next request. At most `max_websockets` sessions are open;
+/// a session with no generation running and no message for `idle_timeout` is closed.
+/// Browsers that pass the API key as the subprotocol `bearer.<key>` also offer
+/// `wgformer`, which the server selects.
+pub async fn ws_inference(
+    State(st): State<AppState>,
+    client: Option<Extension<Client>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(held) = Held::try_new(&st.websockets, st.config.max_websockets) else {
+        return ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            format!(
+                "too many WebSocket sessions open ({}); retry shortly",
+                st.config.max_websockets
+            ),
+        )
+        .into_response();
+    };
+    let client = client.map(|Extension(c)| c);
+    ws.protocols(["wgformer"])
+        .on_upgrade(move |socket| async move {
+            ws_session(st, client, socket).await;
+            drop(held);
+        })
 }
 
 async fn send_json(socket: &mut WebSocket, v: serde_json::Value) -> bool {
@@ -315,9 +354,22 @@ fn parse_incoming(msg: Option<Result<Message, axum::Error>>) -> Incoming {
     }
 }
 
-async fn ws_session(st: AppState, mut socket: WebSocket) {
+async fn ws_session(st: AppState, client: Option<Client>, mut socket: WebSocket) {
+    let idle = st.config.idle_timeout;
     loop {
-        let body = match parse_incoming(socket.recv().await) {
+        let Ok(msg) = tokio::time::timeout(idle, socket.recv()).await else {
+            let _ = send_json(
+                &mut socket,
+                ws_error(
+                    format!("closing: no message for {} s", idle.as_secs_f64()),
+                    "TIMEOUT",
+                ),
+            )
+            .await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        };
+        let body = match parse_incoming(msg) {
             Incoming::Closed => return,
             Incoming::Ignore => continue,
             Incoming::Cancel => {
@@ -370,6 +422,9 @@ async fn ws_session(st: AppState, mut socket: WebSocket) {
                         break;
                     };
                     let last = !matches!(ev, GenEvent::Token { .. });
+                    if !last {
+                        st.charge_tokens(client.as_ref(), 1);
+                    }
                     if (stream || last) && !send_json(&mut socket, event_json(&ev)).await {
                         return; // dropping rx cancels the generation
                     }

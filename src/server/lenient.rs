@@ -6,13 +6,17 @@
 //! percent-encodes those bytes in the query of each request line and passes
 //! everything else through unchanged: headers, bodies (by Content-Length or chunked
 //! framing) and, after an `Upgrade` request, the rest of the connection.
+//!
+//! The same stream records when bytes last moved (the idle timeout of
+//! `listen.rs`) and gives the heads hyper writes by itself for unparseable requests
+//! (400, 414, 431 with an empty body) the contract's JSON error body.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Longest request line or header line we rewrite; longer input passes through.
 const MAX_LINE: usize = 64 * 1024;
@@ -199,12 +203,125 @@ impl Rewriter {
     }
 }
 
-/// A TCP stream whose reads go through a [`Rewriter`].
+/// What the connection's idle watch needs: when bytes last moved, and how many
+/// requests are being answered.
+#[derive(Debug)]
+pub struct Activity {
+    born: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    pub in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            born: std::time::Instant::now(),
+            last_ms: Default::default(),
+            in_flight: Default::default(),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(
+            self.born.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Time since bytes last moved, when no request is being answered.
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_ms.load(Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
+    }
+}
+
+/// The head hyper writes by itself for a request it cannot parse: a 4xx status line,
+/// `content-length: 0`, `date` and perhaps `connection: close`, nothing else (our own
+/// errors always carry a JSON body). Returns the status.
+fn automatic_error_head(buf: &[u8]) -> Option<u16> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()?
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()?;
+    if !(400..500).contains(&status) {
+        return None;
+    }
+    let mut rest: Vec<String> = lines
+        .map(|l| l.to_ascii_lowercase())
+        .filter(|l| l != "connection: close")
+        .collect();
+    rest.sort();
+    (rest.len() == 2 && rest[0] == "content-length: 0" && rest[1].starts_with("date:"))
+        .then_some(status)
+}
+
+/// The contract's error envelope for a status hyper answered by itself.
+fn enveloped(status: u16) -> Vec<u8> {
+    let (reason, code, detail) = match status {
+        431 => (
+            "Request Header Fields Too Large",
+            "HEADERS_TOO_LARGE",
+            "the request's header section is too large",
+        ),
+        414 => (
+            "URI Too Long",
+            "URI_TOO_LONG",
+            "the request target is too long",
+        ),
+        _ => (
+            "Bad Request",
+            "INVALID_INPUT",
+            "the HTTP request could not be parsed (request line or a header is malformed)",
+        ),
+    };
+    let body = serde_json::json!({
+        "detail": detail,
+        "error_code": code,
+        "timestamp": super::time::now(),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A TCP stream whose reads go through a [`Rewriter`], whose traffic is recorded in
+/// an [`Activity`], and whose automatic (bodiless) error answers get the error body.
 pub struct LenientStream {
     inner: TcpStream,
     rewriter: Rewriter,
     pending: Vec<u8>,
     at: usize,
+    activity: std::sync::Arc<Activity>,
+    /// A replacement head being written, and how much of it is out.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl LenientStream {
+    pub fn new(inner: TcpStream, activity: std::sync::Arc<Activity>) -> Self {
+        activity.touch();
+        LenientStream {
+            inner,
+            rewriter: Rewriter::default(),
+            pending: Vec::new(),
+            at: 0,
+            activity,
+            replacing: None,
+        }
+    }
 }
 
 impl AsyncRead for LenientStream {
@@ -230,6 +347,7 @@ impl AsyncRead for LenientStream {
                     if rb.filled().is_empty() {
                         return Poll::Ready(Ok(())); // EOF
                     }
+                    this.activity.touch();
                     this.rewriter.feed(rb.filled(), &mut this.pending);
                 }
                 other => return other,
@@ -244,7 +362,30 @@ impl AsyncWrite for LenientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.replacing.is_none() {
+            if let Some(status) = automatic_error_head(buf) {
+                this.replacing = Some((enveloped(status), 0));
+            }
+        }
+        if let Some((bytes, at)) = &mut this.replacing {
+            // Write the whole replacement, then report the original head as written.
+            while *at < bytes.len() {
+                match Pin::new(&mut this.inner).poll_write(cx, &bytes[*at..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => *at += n,
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    other => return other,
+                }
+            }
+            this.replacing = None;
+            this.activity.touch();
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
@@ -254,45 +395,21 @@ impl AsyncWrite for LenientStream {
     }
 }
 
-/// A TCP listener that yields [`LenientStream`]s, for `axum::serve`.
-pub struct LenientListener(pub TcpListener);
-
-impl axum::serve::Listener for LenientListener {
-    type Io = LenientStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((s, addr)) => {
-                    let _ = s.set_nodelay(true);
-                    return (
-                        LenientStream {
-                            inner: s,
-                            rewriter: Rewriter::default(),
-                            pending: Vec::new(),
-                            at: 0,
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::Rewriter;
+    use super::{automatic_error_head, Rewriter};
+
+    #[test]
+    fn only_hyper_automatic_heads_are_replaced() {
+        let auto = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Fri, 27 Nov 2026 08:00:00 GMT\r\n\r\n";
+        assert_eq!(automatic_error_head(auto), Some(431));
+        let auto = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Fri, 27 Nov 2026 08:24:02 GMT\r\n\r\n";
+        assert_eq!(automatic_error_head(auto), Some(400));
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 80\r\ndate: x\r\n\r\n";
+        assert_eq!(automatic_error_head(ours), None);
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(automatic_error_head(ok), None);
+    }
 
     fn run(chunks: &[&[u8]]) -> String {
         let mut r = Rewriter::default();

@@ -17,6 +17,26 @@ struct Inner {
     forward_count: u64,
     forward_sum: f64,
     tokens: u64,
+    refused_connections: u64,
+}
+
+/// Gauges read at render time.
+#[derive(Clone, Debug, Default)]
+pub struct Gauges {
+    pub queue_depth: usize,
+    pub running_generations: usize,
+    pub device_memory_bytes: f64,
+    pub model_loaded: bool,
+    pub engine_stalled: bool,
+    pub engine_seconds_since_progress: f64,
+    pub open_connections: usize,
+    pub open_websockets: usize,
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} gauge");
+    let _ = writeln!(s, "{name} {value}");
 }
 
 /// Process-wide counters, rendered on `GET /metrics`.
@@ -49,13 +69,15 @@ impl Metrics {
         }
     }
 
+    /// Count a connection refused because the connection cap was reached.
+    pub fn refused_connection(&self) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.refused_connections += 1;
+        }
+    }
+
     /// The exposition text, with the gauges passed in.
-    pub fn render(
-        &self,
-        queue_depth: usize,
-        device_memory_bytes: f64,
-        model_loaded: bool,
-    ) -> String {
+    pub fn render(&self, g: &Gauges) -> String {
         let m = match self.inner.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
@@ -96,19 +118,62 @@ impl Metrics {
         let _ = writeln!(s, "wgformer_tokens_processed_total {}", m.tokens);
         let _ = writeln!(
             s,
-            "# HELP wgformer_queue_depth Requests waiting or running in the engine."
+            "# HELP wgformer_refused_connections_total Connections refused at the connection cap."
         );
-        let _ = writeln!(s, "# TYPE wgformer_queue_depth gauge");
-        let _ = writeln!(s, "wgformer_queue_depth {queue_depth}");
+        let _ = writeln!(s, "# TYPE wgformer_refused_connections_total counter");
         let _ = writeln!(
             s,
-            "# HELP wgformer_device_memory_bytes Device buffers held by the engine."
+            "wgformer_refused_connections_total {}",
+            m.refused_connections
         );
-        let _ = writeln!(s, "# TYPE wgformer_device_memory_bytes gauge");
-        let _ = writeln!(s, "wgformer_device_memory_bytes {device_memory_bytes}");
-        let _ = writeln!(s, "# HELP wgformer_model_loaded 1 when a model is loaded.");
-        let _ = writeln!(s, "# TYPE wgformer_model_loaded gauge");
-        let _ = writeln!(s, "wgformer_model_loaded {}", u8::from(model_loaded));
+        gauge(
+            &mut s,
+            "wgformer_queue_depth",
+            "Requests accepted by the engine and not yet started.",
+            g.queue_depth,
+        );
+        gauge(
+            &mut s,
+            "wgformer_running_generations",
+            "Generations running on the engine.",
+            g.running_generations,
+        );
+        gauge(
+            &mut s,
+            "wgformer_device_memory_bytes",
+            "Device buffers held by the engine.",
+            g.device_memory_bytes,
+        );
+        gauge(
+            &mut s,
+            "wgformer_model_loaded",
+            "1 when a model is loaded.",
+            u8::from(g.model_loaded),
+        );
+        gauge(
+            &mut s,
+            "wgformer_engine_stalled",
+            "1 when the engine makes no progress (work past its deadline, or a dead loop).",
+            u8::from(g.engine_stalled),
+        );
+        gauge(
+            &mut s,
+            "wgformer_engine_seconds_since_progress",
+            "Seconds since the engine last finished a piece of work or idled.",
+            g.engine_seconds_since_progress,
+        );
+        gauge(
+            &mut s,
+            "wgformer_open_connections",
+            "HTTP connections open.",
+            g.open_connections,
+        );
+        gauge(
+            &mut s,
+            "wgformer_open_websockets",
+            "WebSocket sessions open.",
+            g.open_websockets,
+        );
         s
     }
 }

@@ -4,15 +4,17 @@
 
 pub mod error;
 pub mod generate;
+pub mod guard;
 pub mod lenient;
+pub mod listen;
 pub mod metrics;
 pub mod routes;
 pub mod time;
 pub mod types;
 
-use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, StatusCode};
@@ -20,33 +22,73 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 
 use crate::engine::Engine;
 use error::ApiError;
+pub use guard::{default_allowed_hosts, RateLimit, RateLimiter};
+pub use listen::serve;
 
 /// Limits and thresholds of the service (logged at start-up).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest accepted header section (431 beyond).
+    pub max_header_bytes: usize,
     /// Host memory use (%) at which health turns degraded / unhealthy.
     pub memory_degraded_percent: f64,
     pub memory_unhealthy_percent: f64,
     /// Disk use (%) of the data directory at which health turns degraded / unhealthy.
     pub disk_degraded_percent: f64,
     pub disk_unhealthy_percent: f64,
+    /// A request's header section must arrive within this.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this (408 otherwise).
+    pub body_timeout: Duration,
+    /// A connection (or WebSocket) with no traffic and no request being answered
+    /// for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open WebSocket sessions; more are answered 503.
+    pub max_websockets: usize,
+    /// After a shutdown signal, requests in flight get this long to finish.
+    pub shutdown_timeout: Duration,
+    /// Accepted API keys (`Authorization: Bearer`); empty = no key needed.
+    pub api_keys: Vec<String>,
+    /// `/metrics` needs a key too (when keys are configured).
+    pub metrics_require_key: bool,
+    /// Per-client rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// `Host` names served; `None` = any.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins allowed cross-site (CORS); `*` = any; empty = CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 1 << 20,
+            max_header_bytes: 64 << 10,
             memory_degraded_percent: 90.0,
             memory_unhealthy_percent: 98.0,
             disk_degraded_percent: 90.0,
             disk_unhealthy_percent: 98.0,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_websockets: 256,
+            shutdown_timeout: Duration::from_secs(30),
+            api_keys: Vec::new(),
+            metrics_require_key: false,
+            rate_limit: None,
+            allowed_hosts: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -57,6 +99,10 @@ pub struct AppState {
     pub engine: Engine,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// Open connections and WebSocket sessions.
+    pub connections: Arc<AtomicUsize>,
+    pub websockets: Arc<AtomicUsize>,
 }
 
 impl AppState {
@@ -64,7 +110,10 @@ impl AppState {
         AppState {
             engine,
             metrics: Arc::default(),
+            limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
             config: Arc::new(config),
+            connections: Arc::default(),
+            websockets: Arc::default(),
         }
     }
 }
@@ -104,6 +153,7 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // sanitized by guard::sanitize_request_id, so safe to log as is
     let id = req
         .headers()
         .get("x-request-id")
@@ -132,14 +182,17 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .unwrap_or("unmatched");
     let status = resp.status().as_u16();
     st.metrics.request(method.as_str(), route, status);
-    tracing::info!(request_id = %id, %method, %path, status, ms = start.elapsed().as_secs_f64() * 1e3, "request");
+    tracing::info!(request_id = ?id, method = ?method.as_str(), path = ?path, status, ms = start.elapsed().as_secs_f64() * 1e3, "request");
     resp
 }
 
-/// The whole application.
+/// The whole application. Layers, outermost first: request id (a client's kept only
+/// when well-formed), logging and metrics, CORS (when configured), the guard (Host,
+/// cross-site, API key, rate limit), the routes.
 pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let cors = cors_layer(&state.config.cors_origins);
+    let routes = Router::new()
         .route("/api/v1/initialize", get(routes::initialize))
         .route("/api/v1/forward", post(routes::forward))
         .route("/api/v1/generate", post(generate::generate))
@@ -152,21 +205,45 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(routes::docs))
         .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
+    let routes = match cors {
+        Some(c) => routes.layer(c),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::map_request(guard::sanitize_request_id))
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves, then finish the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(lenient::LenientListener(listener), router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+/// CORS for the configured origins; `None` (no CORS headers) when there are none.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -92,11 +92,25 @@ pub async fn initialize(
 }
 
 /// Read a JSON body up to the configured limit; every failure is a contract error.
+/// The body must arrive within `config.body_timeout` (408 otherwise).
 pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    st: &AppState,
     body: Body,
-    limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let (limit, wait) = (st.config.max_body_bytes, st.config.body_timeout);
+    let read = tokio::time::timeout(wait, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} s",
+                    wait.as_secs_f64()
+                ),
+            )
+        })?;
+    let bytes: Bytes = read.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
@@ -214,7 +228,7 @@ pub async fn forward(
     body: Body,
 ) -> Result<Json<ForwardResponse>, ApiError> {
     let started = std::time::Instant::now();
-    let b: ForwardBody = json_body(body, st.config.max_body_bytes).await?;
+    let b: ForwardBody = json_body(&st, body).await?;
     let req = validate(&b)?;
     let r = st.engine.forward(req).await?;
     st.metrics.forward(r.seconds, r.tokens);
@@ -267,6 +281,7 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
         kv_cache_mb: m.kv_cache_mb,
         queue_depth: st.engine.queue_depth(),
         queue_capacity: st.engine.capacity(),
+        engine_stalled: st.engine.state.stalled(),
     })
 }
 
@@ -282,15 +297,16 @@ fn grade(percent: f64, degraded: f64, unhealthy: f64) -> &'static str {
 
 /// Service health: model, host memory, disk of the data directory.
 #[utoipa::path(get, path = "/api/v1/health/health", tag = "health",
-    responses((status = 200, body = HealthResponse), (status = 503, description = "a check is unhealthy", body = HealthResponse)))]
+    responses((status = 200, body = HealthResponse), (status = 503, description = "a check is unhealthy (device lost, engine stalled, host memory or disk)", body = HealthResponse)))]
 pub async fn health(State(st): State<AppState>) -> Response {
     let m = st.engine.model_snapshot();
     let (mem, disk) = tokio::task::spawn_blocking(super::host_figures)
         .await
         .unwrap_or_default();
     let cfg = &st.config;
+    let stalled = st.engine.state.stalled();
     let model = ModelCheck {
-        status: if m.device_lost {
+        status: if m.device_lost || stalled.is_some() {
             "unhealthy"
         } else if m.config.is_some() {
             "healthy"
@@ -300,6 +316,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
         .into(),
         initialized: m.config.is_some(),
         device: m.adapter.as_ref().map(|a| a.label()),
+        engine_stalled: stalled,
     };
     let memory = MemoryCheck {
         status: grade(
@@ -364,9 +381,16 @@ pub async fn ping() -> Json<PingResponse> {
 
 /// Readiness for load balancers: 200 once a model is loaded and the device is healthy.
 #[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
-    responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, or the device was lost", body = ErrorBody)))]
+    responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, the device was lost, or the engine is stalled", body = ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     let m = st.engine.model_snapshot();
+    if let Some(why) = st.engine.state.stalled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            format!("the engine is not making progress: {why}"),
+        ));
+    }
     if m.device_lost {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -395,11 +419,16 @@ pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, Ap
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let m = st.engine.model_snapshot();
-    let text = st.metrics.render(
-        st.engine.queue_depth(),
-        m.device_memory_mb * (1u64 << 20) as f64,
-        m.config.is_some(),
-    );
+    let text = st.metrics.render(&super::metrics::Gauges {
+        queue_depth: st.engine.queue_depth(),
+        running_generations: st.engine.running(),
+        device_memory_bytes: m.device_memory_mb * (1u64 << 20) as f64,
+        model_loaded: m.config.is_some(),
+        engine_stalled: st.engine.state.stalled().is_some(),
+        engine_seconds_since_progress: st.engine.state.seconds_since_progress(),
+        open_connections: st.connections.load(std::sync::atomic::Ordering::SeqCst),
+        open_websockets: st.websockets.load(std::sync::atomic::Ordering::SeqCst),
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -171,17 +171,25 @@ pub struct StatusResponse {
     /// Extension: generations running and the device memory their KV caches hold (MiB).
     pub active_generations: usize,
     pub kv_cache_mb: f64,
-    /// Extension: requests waiting or running in the engine, and its capacity.
+    /// Extension: requests accepted and not yet started (never above
+    /// `queue_capacity`; running generations are `active_generations`).
     pub queue_depth: usize,
     pub queue_capacity: usize,
+    /// Extension: why the engine looks stuck; absent while it makes progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_stalled: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelCheck {
-    /// healthy, not_initialized or unhealthy (device lost).
+    /// healthy, not_initialized or unhealthy (device lost, engine stalled).
     pub status: String,
     pub initialized: bool,
     pub device: Option<String>,
+    /// Extension: why the engine looks stuck (work past its deadline, or a loop that
+    /// stopped turning); absent while it makes progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_stalled: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,0 +1,348 @@
+//! Who may call the service, from where, and how often: the `Host` allow-list,
+//! refusal of cross-site browser requests, API keys, rate limits, request ids.
+//! One middleware ([`guard`]) applies them in that order, before any handler.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The rate limit: `per_second` units refill a bucket of `burst`; a request costs
+/// one unit and each generated token one more.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// Per-client token buckets that may go into debt.
+///
+/// Written here rather than taken from `governor`: generated tokens are charged
+/// after the fact (a generation's length is known only at its end), so a bucket must
+/// be able to go below zero and make the client wait off the debt; governor's GCRA
+/// refuses a cost it cannot cover instead of recording it, and never admits a cost
+/// above the burst.
+pub struct RateLimiter {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    units: f64,
+    at: Instant,
+}
+
+/// Buckets kept before full (idle) ones are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(limit: RateLimit) -> Self {
+        RateLimiter {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_bucket<T>(&self, client: &str, f: impl FnOnce(&mut Bucket, &RateLimit) -> T) -> T {
+        let now = Instant::now();
+        let l = self.limit;
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_BUCKETS && !map.contains_key(client) {
+            map.retain(|_, b| {
+                b.units + now.duration_since(b.at).as_secs_f64() * l.per_second < l.burst
+            });
+        }
+        let b = map.entry(client.to_string()).or_insert(Bucket {
+            units: l.burst,
+            at: now,
+        });
+        b.units = (b.units + now.duration_since(b.at).as_secs_f64() * l.per_second).min(l.burst);
+        b.at = now;
+        f(b, &l)
+    }
+
+    /// Take one unit for a request, or say how long to wait for it.
+    pub fn take(&self, client: &str) -> Result<(), Duration> {
+        self.with_bucket(client, |b, l| {
+            if b.units >= 1.0 {
+                b.units -= 1.0;
+                Ok(())
+            } else {
+                Err(Duration::from_secs_f64((1.0 - b.units) / l.per_second))
+            }
+        })
+    }
+
+    /// Charge `units` after the fact (generated tokens); the bucket may go into debt.
+    pub fn charge(&self, client: &str, units: f64) {
+        self.with_bucket(client, |b, _| b.units -= units);
+    }
+}
+
+/// Who a request is charged to: `key:<n>` (the n-th API key) or the client address.
+#[derive(Clone, Debug)]
+pub struct Client(pub String);
+
+impl AppState {
+    /// Charge generated tokens to the client's rate limit (no-op without a limit).
+    pub fn charge_tokens(&self, client: Option<&Client>, tokens: usize) {
+        if let (Some(l), Some(c)) = (&self.limiter, client) {
+            l.charge(&c.0, tokens as f64);
+        }
+    }
+}
+
+/// `Host` names served when bound to `addr`: the loopback names when bound to
+/// loopback (so a web page cannot reach the service through DNS rebinding); `None`
+/// (any host) when bound elsewhere.
+pub fn default_allowed_hosts(addr: &SocketAddr) -> Option<Vec<String>> {
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let own = match addr.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    if !hosts.contains(&own) {
+        hosts.push(own);
+    }
+    Some(hosts)
+}
+
+/// The host part of a `Host` value, lower case, without port or trailing dot.
+fn host_name(value: &str) -> String {
+    let v = value.trim().to_ascii_lowercase();
+    let name = if v.starts_with('[') {
+        v.split_inclusive(']').next().unwrap_or("").to_string()
+    } else {
+        v.rsplit_once(':').map_or(v.clone(), |(h, _)| h.to_string())
+    };
+    name.trim_end_matches('.').to_string()
+}
+
+/// Whether a request id may be echoed and logged as given.
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Drop an `X-Request-Id` that is not `[A-Za-z0-9._:-]{1,128}`; the next layer then
+/// makes one.
+pub async fn sanitize_request_id(mut req: Request) -> Request {
+    let ok = req
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().is_ok_and(valid_request_id));
+    if ok == Some(false) {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// Routes that stay open without a key: health for load balancers, and `/metrics`
+/// unless `--metrics-require-key`.
+fn open_route(path: &str, metrics_require_key: bool) -> bool {
+    path.starts_with("/api/v1/health/") || (path == "/metrics" && !metrics_require_key)
+}
+
+/// The key a request presents: `Authorization: Bearer <key>`; on the WebSocket
+/// route also a subprotocol `bearer.<key>` or the query parameter `api_key`
+/// (browsers cannot set headers on a WebSocket).
+fn presented_key(req: &Request) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, key) = v.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| key.trim().to_string());
+    }
+    if req.uri().path() != "/ws/inference" {
+        return None;
+    }
+    let from_protocol = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(String::from));
+    from_protocol.or_else(|| {
+        req.uri().query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "api_key").then(|| v.to_string())
+        })
+    })
+}
+
+/// Index of the configured key equal to `given`, compared in constant time (every
+/// key is compared; only a length difference shows in the timing).
+fn key_index(keys: &[String], given: &str) -> Option<usize> {
+    let mut found = None;
+    for (i, k) in keys.iter().enumerate() {
+        if bool::from(k.as_bytes().ct_eq(given.as_bytes())) {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+fn forbidden(detail: String) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail).into_response()
+}
+
+/// Whether a browser `Origin` may call the service cross-site.
+pub fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        Some(o) => origins.iter().any(|a| a == "*" || a == o),
+        None => false,
+    }
+}
+
+/// The checks every request passes before its handler.
+pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let cfg = &st.config;
+    // 1. Host allow-list (HTTP/2 carries it in the URI's authority)
+    if let Some(hosts) = &cfg.allowed_hosts {
+        let given = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let name = host_name(&given);
+        if !hosts.iter().any(|h| host_name(h) == name) {
+            let shown: String = given.chars().take(100).collect();
+            return forbidden(format!(
+                "Host {shown:?} is not served here: use one of [{}] or ask the operator to add it (--allowed-hosts)",
+                hosts.join(", ")
+            ));
+        }
+    }
+    // 2. Cross-site browser requests (curl and SDKs send no Sec-Fetch-Site)
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if !origin_allowed(&cfg.cors_origins, origin) {
+            return forbidden(
+                "cross-site browser requests are refused unless their origin is allowed (--cors-origin)"
+                    .into(),
+            );
+        }
+    }
+    let path = req.uri().path().to_string();
+    let open = open_route(&path, cfg.metrics_require_key) || req.method() == Method::OPTIONS;
+    // 3. API keys
+    let mut client = None;
+    if !cfg.api_keys.is_empty() && !open {
+        match presented_key(&req).and_then(|k| key_index(&cfg.api_keys, &k)) {
+            Some(i) => client = Some(format!("key:{i}")),
+            None => {
+                let mut resp = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "a valid API key is required: send `Authorization: Bearer <key>` (WebSocket: also the subprotocol `bearer.<key>` or `?api_key=<key>`)",
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            }
+        }
+    }
+    // 4. Rate limit, per key or per client address
+    if let Some(limiter) = &st.limiter {
+        if !open {
+            let who = client.unwrap_or_else(|| {
+                req.extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()))
+            });
+            if let Err(wait) = limiter.take(&who) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    format!("rate limit reached ({} requests or generated tokens per second, burst {}): retry in {secs} s", limiter.limit.per_second, limiter.limit.burst),
+                )
+                .retry_after(secs)
+                .into_response();
+            }
+            req.extensions_mut().insert(Client(who));
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id("abc-DEF_1.2:3"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("a=b"));
+        assert!(!valid_request_id("\"x\""));
+        assert!(!valid_request_id(&"a".repeat(129)));
+        assert!(valid_request_id(&"a".repeat(128)));
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("LocalHost:8000"), "localhost");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("example.com."), "example.com");
+        let d = default_allowed_hosts(&"127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(d.contains(&"localhost".to_string()));
+        assert!(default_allowed_hosts(&"0.0.0.0:9".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn keys_compare_whole() {
+        let keys = vec!["alpha".to_string(), "beta".to_string()];
+        assert_eq!(key_index(&keys, "beta"), Some(1));
+        assert_eq!(key_index(&keys, "bet"), None);
+        assert_eq!(key_index(&keys, "betaa"), None);
+        assert_eq!(key_index(&keys, ""), None);
+    }
+
+    #[test]
+    fn buckets_refill_and_go_into_debt() {
+        let l = RateLimiter::new(RateLimit {
+            per_second: 1000.0,
+            burst: 2.0,
+        });
+        assert!(l.take("a").is_ok());
+        assert!(l.take("a").is_ok());
+        assert!(l.take("a").is_err());
+        assert!(l.take("b").is_ok(), "clients have their own buckets");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(l.take("a").is_ok(), "refilled");
+        l.charge("a", 1000.0);
+        let wait = l.take("a").unwrap_err();
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+    }
+}

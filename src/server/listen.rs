@@ -1,0 +1,167 @@
+//! The accept loop: one task per connection with a header-read timeout, an idle
+//! timeout, a cap on open connections, and graceful shutdown with a deadline after
+//! which the remaining connections are dropped and `serve` returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use super::lenient::{Activity, LenientStream};
+use super::{router, AppState};
+
+/// Counts a live item (connection, WebSocket) while held.
+pub struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    /// Hold one of `count` if fewer than `max` are held.
+    pub fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Held(count.clone()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A request being answered on a connection (the idle timeout waits for it).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answer a connection over the cap with 503 and close it.
+async fn refuse(mut tcp: TcpStream) {
+    let body = serde_json::json!({
+        "detail": "too many open connections: retry shortly",
+        "error_code": "SERVICE_UNAVAILABLE",
+        "timestamp": super::time::now(),
+    })
+    .to_string();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(resp.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+/// Serve until `shutdown` resolves; then finish the requests in flight for at most
+/// the configured shutdown timeout, drop what remains, and return.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cfg = state.config.clone();
+    let app = router(state.clone());
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let check = (cfg.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(held) = Held::try_new(&state.connections, cfg.max_connections) else {
+            state.metrics.refused_connection();
+            tokio::spawn(refuse(tcp));
+            continue;
+        };
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(LenientStream::new(tcp, activity.clone()));
+        let (app, act) = (app.clone(), activity.clone());
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(remote));
+            let busy = InFlight::new(&act);
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req.map(Body::new)).await;
+                drop(busy);
+                resp
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+        let conn = graceful.watch(conn);
+        let idle = cfg.idle_timeout;
+        tokio::spawn(async move {
+            let _held = held;
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(check);
+            loop {
+                tokio::select! {
+                    _ = &mut conn => break,
+                    _ = tick.tick() => {
+                        if activity.idle_for().is_some_and(|d| d >= idle) {
+                            break; // dropping the connection closes it
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let open = state.connections.load(Ordering::SeqCst);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(cfg.shutdown_timeout) => {
+            tracing::warn!(
+                open = state.connections.load(Ordering::SeqCst),
+                was_open = open,
+                "shutdown deadline passed; closing the remaining connections"
+            );
+        }
+    }
+    Ok(())
+}
