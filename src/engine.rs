@@ -1044,3 +1044,52 @@ fn forward(l: &Loaded, req: &ForwardRequest) -> Result<ForwardReply> {
         device_memory_mb: l.model.device_bytes as f64 / (1u64 << 20) as f64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_flags_work_past_its_deadline_and_a_dead_loop() {
+        let s = EngineState::default();
+        s.beat();
+        assert!(s.stalled().is_none());
+        s.set_busy("forward", Instant::now() + Duration::from_secs(5));
+        assert!(s.stalled().is_none(), "within its deadline");
+        s.set_busy(
+            "forward",
+            Instant::now() - STALL_GRACE - Duration::from_secs(1),
+        );
+        assert!(s.stalled().unwrap().contains("forward"));
+        s.clear_busy();
+        assert!(s.stalled().is_none());
+        // a loop that stopped turning a minute ago
+        let old = EngineState {
+            born: Instant::now() - Duration::from_secs(60),
+            ..EngineState::default()
+        };
+        assert!(old.stalled().unwrap().contains("not turned"));
+        assert!(old.seconds_since_progress() >= 59.0);
+    }
+
+    #[test]
+    fn the_queue_refuses_past_capacity_and_the_thread_joins() {
+        let e = Engine::start(2);
+        let cfg = || ForwardRequest {
+            text: "x".into(),
+            max_length: None,
+            top_k: 1,
+            capture: false,
+        };
+        // no model: each forward is answered at once; depth never passes capacity
+        for _ in 0..4 {
+            let _ = e.forward_blocking(cfg());
+            assert!(e.queue_depth() <= e.capacity());
+        }
+        assert!(e.shutdown(Duration::from_secs(10)));
+        assert!(matches!(
+            e.forward_blocking(cfg()),
+            Err(Error::Unavailable(_))
+        ));
+    }
+}

@@ -28,25 +28,31 @@ use crate::model::sampling::SamplingParams;
 pub struct GenerateBody {
     /// The prompt, 1..=10000 characters (`prompt` is accepted as an alias).
     #[serde(alias = "prompt")]
-    #[schema(example = "Deep learning is")]
+    #[schema(example = "Deep learning is", min_length = 1, max_length = 10000)]
     pub text: String,
     /// 1..=4096 new tokens; bounded by the model's context.
     #[serde(default = "default_max_new_tokens")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_new_tokens: i64,
     /// 0 = greedy; up to 10.
     #[serde(default = "default_temperature")]
+    #[schema(minimum = 0, maximum = 10)]
     pub temperature: f64,
     /// Sample among the k most likely tokens; 0 = no limit.
     #[serde(default = "default_top_k")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub top_k: i64,
     /// Nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1].
     #[serde(default = "default_top_p")]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: f64,
-    /// Same seed, same text. Default: a fresh seed per request.
+    /// Same seed, same text (0..=2^63-1). Default: a fresh seed per request.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 9223372036854775807i64)]
     pub seed: Option<u64>,
-    /// Up to 16 strings; generation ends before the first one that appears.
+    /// Up to 16 strings of 1 to 256 bytes; generation ends before the first one that appears.
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub stop: Vec<String>,
     /// HTTP: stream Server-Sent Events (also with `Accept: text/event-stream`).
     /// WebSocket: send one `token` message per token before `complete`.
@@ -93,6 +99,13 @@ impl GenerateBody {
             return Err(ApiError::invalid(format!(
                 "top_p ({}) must be in (0, 1]",
                 self.top_p
+            )));
+        }
+        if self.seed.is_some_and(|s| s > i64::MAX as u64) {
+            return Err(ApiError::invalid(format!(
+                "seed ({}) must be between 0 and {} (a signed 64-bit integer)",
+                self.seed.unwrap_or_default(),
+                i64::MAX
             )));
         }
         if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
@@ -179,9 +192,13 @@ pub fn event_json(ev: &GenEvent) -> serde_json::Value {
 /// then one `complete` or `error`) with `stream: true` or `Accept: text/event-stream`.
 #[utoipa::path(post, path = "/api/v1/generate", tag = "generation", request_body = GenerateBody,
     responses(
-        (status = 200, description = "JSON result, or a text/event-stream of `token` events then `complete` (each `data:` is a JSON object with `type`)", body = GenerateResponse),
+        (status = 200, description = "The whole result as JSON; with `stream: true` or `Accept: text/event-stream`, Server-Sent Events: `event: token` (data `{\"type\":\"token\",\"token\",\"token_id\",\"index\"}`) per token, then one `event: complete` (data `{\"type\":\"complete\",\"result\": GenerateResponse}`) or `event: error` (data `{\"type\":\"error\",\"error\",\"error_code\"}`)",
+            content((GenerateResponse = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "INVALID_INPUT, SEQUENCE_TOO_LONG or MODEL_NOT_INITIALIZED", body = ErrorBody),
-        (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full (Retry-After)", body = ErrorBody)))]
+        (status = 401, description = "UNAUTHORIZED: API key missing or wrong", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (Retry-After)", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE: engine queue full (Retry-After)", body = ErrorBody),
+        (status = 504, description = "TIMEOUT: the generation did not start or finish within the server's deadline", body = ErrorBody)))]
 pub async fn generate(
     State(st): State<AppState>,
     client: Option<Extension<Client>>,

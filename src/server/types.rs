@@ -12,16 +12,18 @@ use crate::gpu::AdapterDetails;
 #[serde(deny_unknown_fields)]
 pub struct ForwardBody {
     /// 1..=10000 characters.
-    #[schema(example = "Deep learning is")]
+    #[schema(example = "Deep learning is", min_length = 1, max_length = 10000)]
     pub text: String,
     /// Return intermediate data.
     #[serde(default)]
     pub capture_data: bool,
     /// 1..=4096: keep at most this many tokens (the first ones).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_length: Option<i64>,
     /// Extension, 0..=100: next-token predictions to return.
     #[serde(default = "default_top_k")]
+    #[schema(minimum = 0, maximum = 100)]
     pub top_k: i64,
 }
 

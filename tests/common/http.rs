@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wgformer::engine::Engine;
+use wgformer::engine::{Engine, EngineOptions};
 use wgformer::server::{self, AppState, ServerConfig};
 
 /// A small model: width 32, one layer, GPT-2 vocabulary, 64 positions.
@@ -21,15 +21,24 @@ pub struct Server {
 
 impl Server {
     pub async fn start(queue_depth: usize, max_body_bytes: usize) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState::new(
-            Engine::start(queue_depth),
+        Self::with(
             ServerConfig {
                 max_body_bytes,
                 ..ServerConfig::default()
             },
-        );
+            EngineOptions {
+                queue_capacity: queue_depth,
+                ..EngineOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// A server with these limits and engine options.
+    pub async fn with(config: ServerConfig, options: EngineOptions) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(Engine::with_options(options).unwrap(), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server::serve(listener, state, async {
             let _ = rx.await;
@@ -105,11 +114,18 @@ pub fn assert_error(code: u16, body: &Value, want_code: u16, want_error: &str) {
 
 /// Send raw bytes, return (status, body).
 pub fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    raw_bytes(addr, request.as_bytes())
+}
+
+/// Send raw bytes (need not be UTF-8), return (status, body); (0, "") when the
+/// server closed the connection without an answer.
+pub fn raw_bytes(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.write_all(request).unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).to_string();
     let status = text
         .split(' ')
         .nth(1)

@@ -1,0 +1,543 @@
+//! Hostile input and shared deployments: one regression test per defect of the
+//! hardening issue. Absurd configs and bad model files are refused without taking the
+//! engine down; slow clients are timed out; keys, rate limits, the Host allow-list
+//! and the cross-site rule hold; request ids are sanitised; the HTTP layer's own
+//! errors carry the contract's body.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::http::*;
+use serde_json::{json, Value};
+use wgformer::engine::EngineOptions;
+use wgformer::server::{RateLimit, ServerConfig};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/hf-gpt2-tiny/model.safetensors"
+);
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("wgformer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn forward_ok(s: &Server) {
+    let (code, body) = forward(s, json!({"text": "still serving"})).await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn absurd_configs_are_refused_before_allocation() {
+    let s = Server::start(8, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    for cfg in [
+        json!({"vocab_size": 2147483648u64}),
+        json!({"n_layer": 1000000}),
+        json!({"ffn_hidden_multiplier": 1u64 << 40}),
+        json!({"context_size": 65536, "n_embed": 4096, "n_head": 32}),
+        json!({"use_moe": true, "moe_num_experts": 64, "n_embed": 8192, "n_head": 64}),
+    ] {
+        let started = Instant::now();
+        let (code, body) = init(&s, &cfg).await;
+        assert_error(code, &body, 400, "CONFIG_ERROR");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("memory budget"), "{cfg}: {detail}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{cfg}");
+        forward_ok(&s).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_budget_flag_bounds_what_builds() {
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            max_model_bytes: Some(4 << 20),
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    let (code, body) = init(&s, &small()).await;
+    assert_error(code, &body, 400, "CONFIG_ERROR");
+    assert!(
+        body["detail"].as_str().unwrap().contains("4.2 MB"),
+        "{body}"
+    );
+    let tiny =
+        json!({"vocab_size": 512, "n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 32});
+    assert_eq!(init(&s, &tiny).await.0, 200);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_files_only_from_the_models_dir() {
+    let dir = temp_dir("models");
+    std::fs::copy(FIXTURE, dir.join("tiny.safetensors")).unwrap();
+    std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("escape")).unwrap();
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            models_dir: Some(dir.clone()),
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let mut details = Vec::new();
+    for name in [
+        "fifo",
+        "zero",
+        "escape",
+        "missing.safetensors",
+        "a-directory",
+        "../tiny.safetensors",
+        "/dev/zero",
+        FIXTURE,
+    ] {
+        for key in ["checkpoint", "tokenizer"] {
+            let started = Instant::now();
+            let cfg = if key == "checkpoint" {
+                json!({ key: name, "n_head": 4 })
+            } else {
+                let mut c = small();
+                c[key] = json!(name);
+                c
+            };
+            let (code, body) = init(&s, &cfg).await;
+            assert_error(code, &body, 400, "CONFIG_ERROR");
+            let d = body["detail"].as_str().unwrap().to_string();
+            assert!(d.contains("is not available"), "{name}: {d}");
+            assert!(
+                !d.contains(dir.to_str().unwrap()),
+                "server path leaked: {d}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+            details.push(d.replace(name, "NAME"));
+        }
+        forward_ok(&s).await;
+    }
+    // one answer whatever the reason: nothing tells which paths exist
+    details.sort();
+    details.dedup();
+    assert_eq!(details.len(), 2, "{details:?}");
+    // a checkpoint inside the directory loads
+    let (code, body) = init(&s, &json!({"checkpoint": "tiny.safetensors", "n_head": 4})).await;
+    assert_eq!(code, 200, "{body}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_models_dir_clients_name_no_files() {
+    let s = Server::start(8, 1 << 20).await;
+    let (code, body) = init(&s, &json!({"checkpoint": FIXTURE, "n_head": 4})).await;
+    assert_error(code, &body, 400, "CONFIG_ERROR");
+    assert!(body["detail"].as_str().unwrap().contains("not available"));
+}
+
+/// Read what the server sends until it closes (or `limit` passes).
+fn read_all(s: &mut std::net::TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (String::from_utf8_lossy(&out).to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_timed_out() {
+    let s = Server::with(
+        ServerConfig {
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(800),
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        // a partial header
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /api/v1/health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .unwrap();
+        let (text, took) = read_all(&mut c, Duration::from_secs(20));
+        assert!(took < Duration::from_secs(5), "held {took:?}: {text}");
+        // a Content-Length longer than the body: 408 in the error envelope
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"POST /api/v1/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"text\":")
+            .unwrap();
+        let (text, took) = read_all(&mut c, Duration::from_secs(20));
+        assert!(took < Duration::from_secs(5), "held {took:?}");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"error_code\":\"REQUEST_TIMEOUT\""), "{text}");
+        // an idle keep-alive connection is closed
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /api/v1/health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let (text, took) = read_all(&mut c, Duration::from_secs(20));
+        assert!(text.contains("PONG"), "{text}");
+        assert!(took < Duration::from_secs(5), "idle held {took:?}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_and_websocket_caps() {
+    let s = Server::with(
+        ServerConfig {
+            max_connections: 2,
+            max_websockets: 1,
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let a = std::net::TcpStream::connect(addr).unwrap();
+        let b = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let (text, _) = read_all(&mut c, Duration::from_secs(10));
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("SERVICE_UNAVAILABLE"), "{text}");
+        drop((a, b));
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("ws://{}/ws/inference", s.addr);
+    let (_first, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let e = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("503"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_keys_guard_every_route_but_health() {
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["k-one".into(), "k-two".into()],
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let c = client();
+    for (auth, want) in [
+        (None, 401),
+        (Some("Bearer nope"), 401),
+        (Some("Bearer k-on"), 401),
+        (Some("Basic k-one"), 401),
+        (Some("Bearer k-two"), 200),
+    ] {
+        let mut r = c.get(s.url("/api/v1/status"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let r = r.send().await.unwrap();
+        let code = r.status().as_u16();
+        if code == 401 {
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        }
+        let body: Value = r.json().await.unwrap();
+        if want == 401 {
+            assert_error(code, &body, 401, "UNAUTHORIZED");
+        } else {
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    for open in ["/api/v1/health/ping", "/api/v1/health/health", "/metrics"] {
+        let code = c.get(s.url(open)).send().await.unwrap().status().as_u16();
+        assert_ne!(code, 401, "{open}");
+    }
+    for closed in ["/openapi.json", "/docs", "/api/v1/initialize", "/nope"] {
+        let code = c.get(s.url(closed)).send().await.unwrap().status().as_u16();
+        assert_eq!(code, 401, "{closed}");
+    }
+    // WebSocket: header, subprotocol or query parameter
+    let url = format!("ws://{}/ws/inference", s.addr);
+    let e = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    assert!(
+        tokio_tungstenite::connect_async(format!("{url}?api_key=k-one"))
+            .await
+            .is_ok()
+    );
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "wgformer, bearer.k-two".parse().unwrap(),
+    );
+    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "wgformer");
+
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["k".into()],
+            metrics_require_key: true,
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    assert_eq!(get(&s, "/metrics").await.0, 401);
+    assert_eq!(get(&s, "/api/v1/health/ping").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_count_requests_and_generated_tokens() {
+    let s = Server::with(
+        ServerConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 0.5,
+                burst: 3.0,
+            }),
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    // burst 3: the init took one, a generation of 4 tokens takes one and then 4
+    let (code, body) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "a", "max_new_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let r = client().get(s.url("/api/v1/status")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 2, "the token debt is waited off: {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_error(429, &body, 429, "RATE_LIMITED");
+    // health stays open for load balancers
+    assert_eq!(get(&s, "/api/v1/health/ping").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_allow_list_and_cross_site_refusal() {
+    let s = Server::with(
+        ServerConfig {
+            allowed_hosts: wgformer::server::default_allowed_hosts(
+                &"127.0.0.1:8000".parse().unwrap(),
+            ),
+            cors_origins: vec!["http://app.example".into()],
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let c = client();
+    // DNS rebinding: the attacker's name in Host
+    let r = c
+        .get(s.url("/api/v1/status"))
+        .header("host", "attacker.example:8000")
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_error(code, &r.json().await.unwrap(), 403, "FORBIDDEN");
+    let r = c
+        .get(s.url("/api/v1/status"))
+        .header("host", "localhost:8000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // a browser's cross-site request from an unknown page
+    let r = c
+        .post(s.url("/api/v1/forward"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body(r#"{"text": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_error(code, &r.json().await.unwrap(), 403, "FORBIDDEN");
+    // ... and from the allowed origin, with CORS headers
+    let r = c
+        .get(s.url("/api/v1/status"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    // curl and SDKs send no Sec-Fetch-Site and are unaffected
+    assert_eq!(get(&s, "/api/v1/status").await.0, 200);
+    // CORS is off by default
+    let plain = Server::start(8, 1 << 20).await;
+    let r = c
+        .get(plain.url("/api/v1/status"))
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_are_sanitised() {
+    let s = Server::start(8, 1 << 20).await;
+    let c = client();
+    for (given, kept) in [
+        ("abc-123.x:y_z", true),
+        ("a b", false),
+        ("k=v other=1", false),
+        ("\"quoted\"", false),
+    ] {
+        let r = c
+            .get(s.url("/api/v1/health/ping"))
+            .header("x-request-id", given)
+            .send()
+            .await
+            .unwrap();
+        let echoed = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(echoed == given, kept, "{given} → {echoed}");
+        assert!(echoed.len() <= 128);
+    }
+    let long = "a".repeat(8192);
+    let r = c
+        .get(s.url("/api/v1/health/ping"))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], long.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_layer_errors_carry_the_envelope() {
+    let s = Server::start(8, 1 << 20).await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let (code, body) = raw_request(addr, "GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_error(code, &v, 400, "INVALID_INPUT");
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(200_000)
+        );
+        let (code, body) = raw_request(addr, &big);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_error(code, &v, 431, "HEADERS_TOO_LARGE");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_past_its_deadline_is_answered_504() {
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            request_timeout: Duration::from_nanos(1),
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let (code, body) = forward(&s, json!({"text": "late"})).await;
+    assert_error(code, &body, 504, "TIMEOUT");
+    let (code, body) = post(&s, "/api/v1/generate", json!({"text": "late"})).await;
+    assert_error(code, &body, 504, "TIMEOUT");
+    // the engine is not stalled by it
+    let (code, h) = get(&s, "/api/v1/health/ready").await;
+    assert_eq!(code, 200, "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_depth_never_exceeds_capacity() {
+    let s = std::sync::Arc::new(Server::start(2, 1 << 20).await);
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                &s,
+                "/api/v1/generate",
+                json!({"text": format!("n{i}"), "max_new_tokens": 8}),
+            )
+            .await
+            .0
+        }));
+    }
+    for _ in 0..20 {
+        let (_, st) = get(&s, "/api/v1/status").await;
+        let (d, c) = (
+            st["queue_depth"].as_u64().unwrap(),
+            st["queue_capacity"].as_u64().unwrap(),
+        );
+        assert!(d <= c, "{st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        let code = t.await.unwrap();
+        assert!(code == 200 || code == 503, "{code}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_states_the_bounds() {
+    let s = Server::start(8, 1 << 20).await;
+    let (_, doc) = get(&s, "/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    let f = &schemas["ForwardBody"]["properties"];
+    assert_eq!(f["max_length"]["minimum"], 1, "{f}");
+    assert_eq!(f["max_length"]["maximum"], 4096);
+    assert_eq!(f["top_k"]["maximum"], 100);
+    let g = &schemas["GenerateBody"]["properties"];
+    assert_eq!(g["max_new_tokens"]["minimum"], 1, "{g}");
+    assert!(g["top_p"]["exclusiveMinimum"].is_number(), "{g}");
+    assert_eq!(g["seed"]["minimum"], 0, "{g}");
+    let gen = &doc["paths"]["/api/v1/generate"]["post"]["responses"]["200"]["content"];
+    assert!(gen.get("text/event-stream").is_some(), "{gen}");
+    // seeds are what the schema says: 0..=i64::MAX
+    assert_eq!(g["seed"]["maximum"], i64::MAX, "{g}");
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let (code, body) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "a", "max_new_tokens": 1, "seed": 1u64 << 63}),
+    )
+    .await;
+    assert_error(code, &body, 400, "INVALID_INPUT");
+    let (code, body) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "a", "max_new_tokens": 1, "seed": i64::MAX}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}
