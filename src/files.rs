@@ -142,8 +142,8 @@ pub fn try_filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
 mod tests {
     use super::*;
 
-    fn dir() -> (PathBuf, FileAccess) {
-        let d = std::env::temp_dir().join(format!("wgformer-files-{}", std::process::id()));
+    fn dir(test: &str) -> (PathBuf, FileAccess) {
+        let d = std::env::temp_dir().join(format!("wgformer-{test}-{}", std::process::id()));
         std::fs::create_dir_all(d.join("sub")).unwrap();
         std::fs::write(d.join("sub/a.bin"), b"abc").unwrap();
         let access = FileAccess::models_dir(Some(&d)).unwrap();
@@ -152,20 +152,23 @@ mod tests {
 
     #[test]
     fn names_inside_the_directory_only() {
-        let (d, access) = dir();
+        let (d, access) = dir("names");
         let p = access.resolve("checkpoint", "sub/a.bin").unwrap();
         assert_eq!(
             access.read("checkpoint", "sub/a.bin", &p, 10).unwrap(),
             b"abc"
         );
-        let outside = d.parent().unwrap().join("wgformer-outside-file");
+        let outside = d
+            .parent()
+            .unwrap()
+            .join(format!("wgformer-outside-{}", std::process::id()));
         std::fs::write(&outside, b"secret").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(&outside, d.join("link")).ok();
         for bad in [
             "",
             "/etc/passwd",
-            "../wgformer-outside-file",
+            &format!("../wgformer-outside-{}", std::process::id()),
             "sub/../sub/a.bin",
             "missing.bin",
             "link",
@@ -192,7 +195,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_fifo_is_refused_without_blocking() {
-        let (d, access) = dir();
+        let (d, access) = dir("fifo");
         let fifo = d.join("fifo");
         let _ = std::fs::remove_file(&fifo);
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
