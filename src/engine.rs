@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::files::FileAccess;
 use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
 use crate::model::generate::Session;
-use crate::model::sampling::{Sampler, SamplingParams};
+use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
 use crate::model::{resolve_config_with, Capture, Model};
 use crate::tokenizer::Tokenizer;
 
@@ -57,11 +57,39 @@ pub struct ForwardReply {
 #[derive(Clone, Debug)]
 pub struct GenerateRequest {
     pub prompt: String,
-    /// Bounded by the context: at most `context_size - prompt tokens`.
+    /// The prompt as token ids (then `prompt` is ignored).
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Bounded by the context: at most `context_size - prompt tokens`; 0 runs the
+    /// prompt only (scoring with `prompt_logprobs`).
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     /// Generation ends when the text contains one of these (it is cut before it).
     pub stop: Vec<String>,
+    /// Each token's logprob with this many alternatives (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Send [`GenEvent::Prompt`] first, with the prompt tokens' logprobs and this many
+    /// alternatives each (`None`: no such event).
+    pub prompt_logprobs: Option<usize>,
+}
+
+impl GenerateRequest {
+    /// A request for `prompt` with these parameters and no logprobs.
+    pub fn new(
+        prompt: String,
+        max_new_tokens: usize,
+        sampling: SamplingParams,
+        stop: Vec<String>,
+    ) -> Self {
+        GenerateRequest {
+            prompt,
+            prompt_ids: None,
+            max_new_tokens,
+            sampling,
+            stop,
+            logprobs: None,
+            prompt_logprobs: None,
+        }
+    }
 }
 
 /// Why a generation ended.
@@ -102,14 +130,34 @@ pub enum GenEvent {
         index: usize,
         token_id: u32,
         text: String,
+        /// When the request asked for logprobs.
+        logprob: Option<TokenLogprob>,
+    },
+    /// Before the first token, when the request asked for `prompt_logprobs`: the
+    /// prompt's ids and, for each but the first, its logprob given those before it.
+    Prompt {
+        ids: Vec<u32>,
+        logprobs: Vec<Option<TokenLogprob>>,
     },
     Complete(GenerateResult),
     Error(Error),
 }
 
+impl GenEvent {
+    /// `Complete` or `Error`: nothing follows.
+    pub fn is_final(&self) -> bool {
+        matches!(self, GenEvent::Complete(_) | GenEvent::Error(_))
+    }
+}
+
 /// What is loaded, for `/status` and health.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ModelSnapshot {
+    /// Name clients use for the model (OpenAI `model`): the checkpoint's file stem, or
+    /// `wgformer` for seeded weights.
+    pub model_id: String,
+    /// When it was built (Unix seconds).
+    pub created: u64,
     pub config: Option<ModelConfig>,
     pub adapter: Option<AdapterDetails>,
     pub total_parameters: usize,
@@ -141,6 +189,8 @@ struct Busy {
 /// Shared, readable without waiting for the queue.
 pub struct EngineState {
     pub model: RwLock<ModelSnapshot>,
+    /// The loaded model's tokenizer, for work that needs no device.
+    pub tokenizer: RwLock<Option<Arc<Tokenizer>>>,
     pub counters: RwLock<Counters>,
     /// Requests accepted and not yet started (forwards, initializes, generations
     /// waiting for a slot).
@@ -159,6 +209,7 @@ impl Default for EngineState {
     fn default() -> Self {
         EngineState {
             model: RwLock::default(),
+            tokenizer: RwLock::default(),
             counters: RwLock::default(),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
@@ -313,7 +364,7 @@ pub struct Engine {
 
 struct Loaded {
     model: Model,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
     end_of_text: Option<u32>,
 }
 
@@ -490,6 +541,11 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The loaded model's tokenizer (no queue: tokenizing needs no device).
+    pub fn tokenizer(&self) -> Option<Arc<Tokenizer>> {
+        self.state.tokenizer.read().ok().and_then(|t| t.clone())
+    }
+
     /// Inference counters (a copy).
     pub fn counters(&self) -> Counters {
         self.state
@@ -664,7 +720,7 @@ impl Worker {
                             seconds = started.elapsed().as_secs_f64(), "model built");
                         // Generations in progress keep their (old) model until they end.
                         drop(self.loaded.take());
-                        publish(&self.state, &new.model);
+                        publish(&self.state, &new);
                         self.loaded = Some(Arc::new(new));
                         Ok(cfg)
                     }
@@ -757,10 +813,13 @@ impl Worker {
     ) -> Result<Active> {
         let loaded = self.loaded.clone().ok_or(Error::ModelNotInitialized)?;
         let started = Instant::now();
-        if req.prompt.is_empty() {
+        let ids = match &req.prompt_ids {
+            Some(ids) => ids.clone(),
+            None => loaded.tokenizer.encode(&req.prompt)?,
+        };
+        if ids.is_empty() {
             return Err(Error::InvalidInput("input text must not be empty".into()));
         }
-        let ids = loaded.tokenizer.encode(&req.prompt)?;
         let ctx_len = loaded.model.config.context_size;
         if ids.len() >= ctx_len {
             return Err(Error::SequenceTooLong {
@@ -769,7 +828,19 @@ impl Worker {
             });
         }
         loaded.model.check_ids(&ids)?;
-        let max_new = req.max_new_tokens.min(ctx_len - ids.len()).max(1);
+        if let Some(k) = req.prompt_logprobs {
+            let v = loaded.model.config.vocab_size;
+            let logits = loaded.model.forward_logits(&ids)?;
+            let mut lps = vec![None];
+            lps.extend(
+                (1..ids.len()).map(|i| Some(token_logprob(&logits[(i - 1) * v..i * v], ids[i], k))),
+            );
+            let _ = events.send(GenEvent::Prompt {
+                ids: ids.clone(),
+                logprobs: lps,
+            });
+        }
+        let max_new = req.max_new_tokens.min(ctx_len - ids.len());
         let mut session = loaded.model.session(ids.len() + max_new)?;
         let logits = loaded.model.extend(&mut session, &ids)?;
         let prefill_time = started.elapsed().as_secs_f64();
@@ -873,9 +944,30 @@ fn showable(text: &str, stop: &[String]) -> usize {
     end
 }
 
+impl Active {
+    fn result(&self, text: String, finish_reason: FinishReason) -> GenerateResult {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let decode_time = (elapsed - self.prefill_time).max(1e-9);
+        GenerateResult {
+            text,
+            tokens: self.generated.len(),
+            token_ids: self.generated.clone(),
+            prompt_tokens: self.prompt_tokens,
+            finish_reason,
+            processing_time: elapsed,
+            prefill_time: self.prefill_time,
+            decode_tokens_per_second: (self.generated.len().saturating_sub(1)) as f64 / decode_time,
+        }
+    }
+}
+
 /// Sample one token, stream it, and either finish or run it through the model.
 fn step(a: &mut Active) -> Result<Option<GenerateResult>> {
+    if a.max_new == 0 {
+        return Ok(Some(a.result(String::new(), FinishReason::Length)));
+    }
     let next = a.sampler.sample(&a.logits);
+    let logprob = a.req.logprobs.map(|k| token_logprob(&a.logits, next, k));
     a.generated.push(next);
     let tok = &a.loaded.tokenizer;
     let text = tok.decode(&a.generated)?;
@@ -920,28 +1012,35 @@ fn step(a: &mut Active) -> Result<Option<GenerateResult>> {
         index: a.generated.len() - 1,
         token_id: next,
         text: piece,
+        logprob,
     });
     if let Some(reason) = finish {
-        let elapsed = a.started.elapsed().as_secs_f64();
-        let decode_time = (elapsed - a.prefill_time).max(1e-9);
-        return Ok(Some(GenerateResult {
-            text: final_text,
-            tokens: a.generated.len(),
-            token_ids: a.generated.clone(),
-            prompt_tokens: a.prompt_tokens,
-            finish_reason: reason,
-            processing_time: elapsed,
-            prefill_time: a.prefill_time,
-            decode_tokens_per_second: (a.generated.len().saturating_sub(1)) as f64 / decode_time,
-        }));
+        return Ok(Some(a.result(final_text, reason)));
     }
     a.logits = a.loaded.model.extend(&mut a.session, &[next])?;
     Ok(None)
 }
 
-fn publish(state: &EngineState, m: &Model) {
+fn publish(state: &EngineState, l: &Loaded) {
+    let m = &l.model;
+    if let Ok(mut t) = state.tokenizer.write() {
+        *t = Some(l.tokenizer.clone());
+    }
+    let model_id = m
+        .config
+        .checkpoint
+        .as_deref()
+        .and_then(|c| std::path::Path::new(c).file_stem())
+        .map_or_else(
+            || "wgformer".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
     if let Ok(mut s) = state.model.write() {
         *s = ModelSnapshot {
+            model_id,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             config: Some(m.config.clone()),
             adapter: Some(m.ctx.details.clone()),
             total_parameters: m.parameter_count,
@@ -1005,7 +1104,7 @@ fn build(
     let end_of_text = tokenizer.token_id("<|endoftext|>");
     Ok(Loaded {
         model,
-        tokenizer,
+        tokenizer: Arc::new(tokenizer),
         end_of_text,
     })
 }

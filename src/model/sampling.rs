@@ -83,6 +83,35 @@ impl Sampler {
     }
 }
 
+/// A token's log-probability under the model (log-softmax of the raw logits, before
+/// temperature and filters) and the most likely alternatives at its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// `(token id, logprob)`, most likely first, ties to the lower id.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// [`TokenLogprob`] of `token` under `logits`, with `alternatives` alternatives.
+pub fn token_logprob(logits: &[f32], token: u32, alternatives: usize) -> TokenLogprob {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_sum = logits
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln();
+    let lp = |i: usize| (logits[i] as f64 - max - log_sum) as f32;
+    TokenLogprob {
+        logprob: logits
+            .get(token as usize)
+            .map_or(f32::NEG_INFINITY, |_| lp(token as usize)),
+        top: crate::model::forward::top_k_softmax(logits, alternatives)
+            .into_iter()
+            .map(|t| (t.token_id, lp(t.token_id as usize)))
+            .collect(),
+    }
+}
+
 /// Index of the largest logit, ties to the lower index.
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -97,6 +126,19 @@ pub fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logprobs_are_a_log_softmax() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let t = token_logprob(&logits, 2, 3);
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        assert!((t.logprob as f64 - (2.0 - z.ln())).abs() < 1e-6);
+        assert_eq!(t.top.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        let total: f64 = (0..4)
+            .map(|i| (token_logprob(&logits, i, 0).logprob as f64).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {

@@ -33,7 +33,13 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds for `Retry-After` (429 and 503 say 1 when not set).
     pub retry_after: Option<u64>,
+    /// The request field at fault, when one is (the OpenAI error shape names it).
+    pub param: Option<String>,
 }
+
+/// The request field an error response is about, carried to the `/v1` error shape.
+#[derive(Clone, Debug)]
+pub struct ErrorParam(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
@@ -42,7 +48,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            param: None,
         }
+    }
+
+    /// Name the request field at fault.
+    pub fn param(mut self, field: impl Into<String>) -> Self {
+        self.param = Some(field.into());
+        self
     }
 
     /// Answer with `Retry-After: secs`.
@@ -84,6 +97,9 @@ impl IntoResponse for ApiError {
             timestamp: time::now(),
         };
         let mut resp = (self.status, Json(body)).into_response();
+        if let Some(p) = self.param {
+            resp.extensions_mut().insert(ErrorParam(p));
+        }
         let busy = self.status == StatusCode::SERVICE_UNAVAILABLE
             || self.status == StatusCode::TOO_MANY_REQUESTS;
         if let Some(secs) = self.retry_after.or(busy.then_some(1)) {

@@ -118,17 +118,17 @@ impl GenerateBody {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
-        Ok(GenerateRequest {
-            prompt: self.text.clone(),
-            max_new_tokens: self.max_new_tokens as usize,
-            sampling: SamplingParams {
+        Ok(GenerateRequest::new(
+            self.text.clone(),
+            self.max_new_tokens as usize,
+            SamplingParams {
                 temperature: self.temperature as f32,
                 top_k: self.top_k as usize,
                 top_p: self.top_p as f32,
                 seed,
             },
-            stop: self.stop.clone(),
-        })
+            self.stop.clone(),
+        ))
     }
 }
 
@@ -176,9 +176,11 @@ pub fn event_json(ev: &GenEvent) -> serde_json::Value {
             index,
             token_id,
             text,
+            ..
         } => {
             serde_json::json!({"type": "token", "token": text, "token_id": token_id, "index": index})
         }
+        GenEvent::Prompt { ids, .. } => serde_json::json!({"type": "prompt", "token_ids": ids}),
         GenEvent::Complete(r) => {
             serde_json::json!({"type": "complete", "result": GenerateResponse::from(r.clone())})
         }
@@ -231,7 +233,7 @@ pub async fn generate(
                     return Ok(Json(GenerateResponse::from(r)).into_response());
                 }
                 GenEvent::Error(e) => return Err(e.into()),
-                GenEvent::Token { .. } => {}
+                GenEvent::Token { .. } | GenEvent::Prompt { .. } => {}
             }
             ev = rx
                 .recv()
@@ -248,6 +250,7 @@ pub async fn generate(
 fn sse_event(ev: &GenEvent) -> Event {
     let name = match ev {
         GenEvent::Token { .. } => "token",
+        GenEvent::Prompt { .. } => "prompt",
         GenEvent::Complete(_) => "complete",
         GenEvent::Error(_) => "error",
     };
@@ -277,8 +280,8 @@ fn sse_stream(
                     Some(ev) => ev,
                     None => rx.recv().await?,
                 };
-                let last = !matches!(ev, GenEvent::Token { .. });
-                if !last {
+                let last = ev.is_final();
+                if matches!(ev, GenEvent::Token { .. }) {
                     st.charge_tokens(client.as_ref(), 1);
                 }
                 Some((Ok(sse_event(&ev)), (None, rx, last)))
@@ -438,8 +441,8 @@ async fn ws_session(st: AppState, client: Option<Client>, mut socket: WebSocket)
                         let _ = send_json(&mut socket, ws_error("the engine stopped", "SERVICE_UNAVAILABLE")).await;
                         break;
                     };
-                    let last = !matches!(ev, GenEvent::Token { .. });
-                    if !last {
+                    let last = ev.is_final();
+                    if matches!(ev, GenEvent::Token { .. }) {
                         st.charge_tokens(client.as_ref(), 1);
                     }
                     if (stream || last) && !send_json(&mut socket, event_json(&ev)).await {

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod lenient;
 pub mod listen;
 pub mod metrics;
+pub mod openai;
 pub mod routes;
 pub mod time;
 pub mod types;
@@ -121,9 +122,11 @@ impl AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
-    paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics),
+    paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
+        openai::models, openai::model, openai::completions, openai::tokenize, openai::detokenize),
     components(schemas(error::ErrorBody, crate::config::ModelConfig)),
-    tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"))
+    tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"),
+        (name = "openai", description = "OpenAI-compatible API (the `openai` SDKs work unchanged); errors on /v1 routes are `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`"))
 )]
 struct ApiDoc;
 
@@ -145,10 +148,36 @@ const ROUTES: &[&str] = &[
     "/metrics",
     "/openapi.json",
     "/docs",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/tokenize",
+    "/v1/detokenize",
 ];
 
-/// Logs one line per request, counts it, and gives axum's own bodiless errors
-/// (405) the contract's error body.
+/// Gives axum's own bodiless 405 the contract's error body.
+async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().get(header::CONTENT_TYPE).is_some()
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut resp = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {path}: the Allow header and /openapi.json list its methods"),
+    )
+    .into_response();
+    if let Some(a) = allow {
+        resp.headers_mut().insert(header::ALLOW, a);
+    }
+    resp
+}
+
+/// Logs one line per request and counts it.
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
@@ -160,21 +189,7 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
-    let mut resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && resp.headers().get(header::CONTENT_TYPE).is_none()
-    {
-        let allow = resp.headers().get(header::ALLOW).cloned();
-        resp = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            format!("{method} is not allowed on {path}: the Allow header and /openapi.json list its methods"),
-        )
-        .into_response();
-        if let Some(a) = allow {
-            resp.headers_mut().insert(header::ALLOW, a);
-        }
-    }
+    let resp = next.run(req).await;
     let route = ROUTES
         .iter()
         .find(|r| **r == path)
@@ -187,8 +202,9 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
 }
 
 /// The whole application. Layers, outermost first: request id (a client's kept only
-/// when well-formed), logging and metrics, CORS (when configured), the guard (Host,
-/// cross-site, API key, rate limit), the routes.
+/// when well-formed), logging and metrics, the error bodies (the OpenAI shape on `/v1`
+/// over 405's body), CORS (when configured), the guard (Host, cross-site, API key,
+/// rate limit), the routes.
 pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let cors = cors_layer(&state.config.cors_origins);
@@ -204,6 +220,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(routes::docs))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{model}", get(openai::model))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/tokenize", post(openai::tokenize))
+        .route("/v1/detokenize", post(openai::detokenize))
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     let routes = match cors {
@@ -211,6 +232,8 @@ pub fn router(state: AppState) -> Router {
         None => routes,
     };
     routes
+        .layer(middleware::from_fn(method_not_allowed))
+        .layer(middleware::from_fn(openai::openai_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))

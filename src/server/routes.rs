@@ -126,13 +126,31 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
+        let field = e.path().iter().next().map(|s| s.to_string());
         let inner = e.into_inner();
         if path == "." {
-            ApiError::invalid(format!("invalid request body: {inner}"))
+            let err = ApiError::invalid(format!("invalid request body: {inner}"));
+            // a missing or unknown field is named in serde's message
+            match missing_field(&inner.to_string()) {
+                Some(f) => err.param(f),
+                None => err,
+            }
         } else {
-            ApiError::invalid(format!("invalid field `{path}`: {inner}"))
+            let err = ApiError::invalid(format!("invalid field `{path}`: {inner}"));
+            match field {
+                Some(f) => err.param(f),
+                None => err,
+            }
         }
     })
+}
+
+/// The field serde names in "missing field `x`" / "unknown field `x`".
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg
+        .strip_prefix("missing field `")
+        .or_else(|| msg.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(String::from)
 }
 
 /// The `text` rule shared by /forward, /generate and WebSocket requests: 1..=10000 characters.

@@ -1,0 +1,822 @@
+//! The OpenAI-compatible API under `/v1`: models, completions (whole or streamed),
+//! and llama.cpp's tokenize / detokenize. Completions run through the same engine
+//! path as `/api/v1/generate` (same sampler, same stop rule); errors take the OpenAI
+//! shape `{"error": {"message", "type", "param", "code"}}` ([`openai_errors`]).
+//! Unknown request fields are ignored, as the SDKs send extra ones.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorParam};
+use super::guard::Client;
+use super::routes::json_body;
+use super::AppState;
+use crate::engine::{FinishReason, GenEvent, GenStream, GenerateRequest, ModelSnapshot};
+use crate::error::Error;
+use crate::model::sampling::{SamplingParams, TokenLogprob};
+use crate::tokenizer::Tokenizer;
+
+/// Most choices one request may ask for (prompts × n).
+pub const MAX_CHOICES: usize = 64;
+/// Most alternatives per token (`logprobs`).
+pub const MAX_LOGPROBS: i64 = 5;
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// The checkpoint's file stem, or `wgformer` for seeded weights.
+    pub id: String,
+    /// "model"
+    pub object: &'static str,
+    /// Unix seconds of the build.
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// "list"
+    pub object: &'static str,
+    pub data: Vec<ModelEntry>,
+}
+
+fn entry(m: &ModelSnapshot) -> ModelEntry {
+    ModelEntry {
+        id: m.model_id.clone(),
+        object: "model",
+        created: m.created,
+        owned_by: "wgformer",
+    }
+}
+
+/// The loaded model as one entry; an empty list when none is loaded.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList)))]
+pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
+    let m = st.engine.model_snapshot();
+    Json(ModelList {
+        object: "list",
+        data: m.config.is_some().then(|| entry(&m)).into_iter().collect(),
+    })
+}
+
+fn model_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MODEL_NOT_FOUND",
+        format!("the model `{name}` is not loaded here: GET /v1/models names the one that is"),
+    )
+    .param("model")
+}
+
+/// One model by id.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "model id")),
+    responses((status = 200, body = ModelEntry), (status = 404, description = "not loaded")))]
+pub async fn model(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelEntry>, ApiError> {
+    let m = st.engine.model_snapshot();
+    if m.config.is_none() || m.model_id != id {
+        return Err(model_not_found(&id));
+    }
+    Ok(Json(entry(&m)))
+}
+
+/// `stream_options` of a completion request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` (and no choices) before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `POST /v1/completions`. Unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompletionBody {
+    /// Must name the loaded model (`GET /v1/models`); may be omitted.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A string, an array of strings (one choice per prompt), an array of token ids,
+    /// or an array of such arrays.
+    #[schema(value_type = Object)]
+    pub prompt: Value,
+    /// New tokens per choice (default 16); 0 with `echo` scores the prompt only.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 4096)]
+    pub max_tokens: Option<i64>,
+    /// 0..=2; 0 = greedy (default 1).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    /// (0, 1] (default 1).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    /// Extension: sample among the k most likely tokens (default 0 = no limit).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000)]
+    pub top_k: Option<i64>,
+    /// Choices per prompt (default 1); prompts × n ≤ 64.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
+    pub n: Option<i64>,
+    /// A string or up to 4 strings; the text ends before the first one that appears.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub stop: Option<Value>,
+    /// Same seed, same text; choice j of a prompt uses seed + j.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9223372036854775807i64)]
+    pub seed: Option<i64>,
+    /// 0..=5: each token's logprob and this many most likely alternatives.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 5)]
+    pub logprobs: Option<i64>,
+    /// Put the prompt before the completion (with `logprobs`, the prompt tokens'
+    /// logprobs too).
+    #[serde(default)]
+    pub echo: Option<bool>,
+    /// Server-Sent Events: a chunk per token, then `data: [DONE]`.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Accepted and ignored.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Legacy-completions logprobs of one choice.
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
+pub struct Logprobs {
+    pub tokens: Vec<String>,
+    /// `null` for the first prompt token (nothing precedes it).
+    pub token_logprobs: Vec<Option<f32>>,
+    /// Most likely alternatives (token text → logprob), the chosen token included.
+    #[schema(value_type = Vec<Object>)]
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
+    /// Byte offset of each token in the choice's `text`.
+    pub text_offset: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Choice {
+    pub text: String,
+    pub index: usize,
+    pub logprobs: Option<Logprobs>,
+    /// "stop" or "length" (`null` in stream chunks before the last).
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Completion {
+    pub id: String,
+    /// "text_completion"
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// A prompt as given.
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+fn bad(param: &str, detail: impl Into<String>) -> ApiError {
+    ApiError::invalid(detail).param(param)
+}
+
+fn token_ids(v: &[Value]) -> Option<Vec<u32>> {
+    v.iter()
+        .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+        .collect()
+}
+
+fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
+    let shape = "prompt must be a string, an array of strings, an array of token ids, or an array of arrays of token ids";
+    let prompts = match v {
+        Value::String(s) => vec![Prompt::Text(s.clone())],
+        Value::Array(items) if items.iter().all(Value::is_string) && !items.is_empty() => items
+            .iter()
+            .map(|s| Prompt::Text(s.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        Value::Array(items) if items.iter().all(Value::is_number) && !items.is_empty() => {
+            vec![Prompt::Ids(
+                token_ids(items).ok_or_else(|| bad("prompt", shape))?,
+            )]
+        }
+        Value::Array(items) if items.iter().all(Value::is_array) && !items.is_empty() => items
+            .iter()
+            .map(|a| {
+                let ids = a.as_array().and_then(|a| token_ids(a));
+                ids.map(Prompt::Ids).ok_or_else(|| bad("prompt", shape))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad("prompt", shape)),
+    };
+    for p in &prompts {
+        let empty = match p {
+            Prompt::Text(s) => s.is_empty(),
+            Prompt::Ids(ids) => ids.is_empty(),
+        };
+        if empty {
+            return Err(bad("prompt", "a prompt must not be empty"));
+        }
+        if let Prompt::Text(s) = p {
+            super::routes::validate_text(s).map_err(|e| e.param("prompt"))?;
+        }
+    }
+    Ok(prompts)
+}
+
+fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
+    let rule = "stop must be a string or an array of at most 4 strings of 1 to 256 bytes";
+    let stops = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad("stop", rule))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("stop", rule)),
+    };
+    if stops.len() > 4 || stops.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(bad("stop", rule));
+    }
+    Ok(stops)
+}
+
+/// What one completion request asks of each choice.
+struct Plan {
+    model: String,
+    prompts: Vec<Prompt>,
+    n: usize,
+    max_tokens: usize,
+    sampling: SamplingParams,
+    stop: Vec<String>,
+    logprobs: Option<usize>,
+    echo: bool,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
+    match (&b.model, m.config.is_some()) {
+        (Some(name), true) if *name != m.model_id => return Err(model_not_found(name)),
+        (Some(name), false) => return Err(model_not_found(name)),
+        (None, false) => return Err(Error::ModelNotInitialized.into()),
+        _ => {}
+    }
+    let prompts = parse_prompts(&b.prompt)?;
+    let max_tokens = b.max_tokens.unwrap_or(16);
+    if !(0..=4096).contains(&max_tokens) {
+        return Err(bad(
+            "max_tokens",
+            format!("max_tokens ({max_tokens}) must be between 0 and 4096"),
+        ));
+    }
+    let echo = b.echo.unwrap_or(false);
+    if max_tokens == 0 && !echo {
+        return Err(bad(
+            "max_tokens",
+            "max_tokens 0 is only useful with echo (scoring the prompt)",
+        ));
+    }
+    let temperature = b.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(bad(
+            "temperature",
+            format!("temperature ({temperature}) must be between 0 and 2"),
+        ));
+    }
+    let top_p = b.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad("top_p", format!("top_p ({top_p}) must be in (0, 1]")));
+    }
+    let top_k = b.top_k.unwrap_or(0);
+    if !(0..=100_000).contains(&top_k) {
+        return Err(bad(
+            "top_k",
+            format!("top_k ({top_k}) must be between 0 and 100000"),
+        ));
+    }
+    let n = b.n.unwrap_or(1);
+    if n < 1 || (n as u64).saturating_mul(prompts.len() as u64) > MAX_CHOICES as u64 {
+        return Err(bad(
+            "n",
+            format!("n ({n}) must be at least 1, and prompts × n at most {MAX_CHOICES}"),
+        ));
+    }
+    let logprobs = match b.logprobs {
+        None => None,
+        Some(k) if (0..=MAX_LOGPROBS).contains(&k) => Some(k as usize),
+        Some(k) => {
+            return Err(bad(
+                "logprobs",
+                format!("logprobs ({k}) must be between 0 and {MAX_LOGPROBS}"),
+            ))
+        }
+    };
+    let seed = match b.seed {
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        Some(s) if s >= 0 => s as u64,
+        Some(s) => return Err(bad("seed", format!("seed ({s}) must not be negative"))),
+    };
+    Ok(Plan {
+        model: m.model_id.clone(),
+        prompts,
+        n: n as usize,
+        max_tokens: max_tokens as usize,
+        sampling: SamplingParams {
+            temperature: temperature as f32,
+            top_k: top_k as usize,
+            top_p: top_p as f32,
+            seed,
+        },
+        stop: parse_stop(&b.stop)?,
+        logprobs,
+        echo,
+        stream: b.stream.unwrap_or(false),
+        include_usage: b.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}
+
+/// Builds one choice from its generation's events.
+struct ChoiceBuilder {
+    index: usize,
+    tokenizer: Arc<Tokenizer>,
+    /// Alternatives per token, when logprobs were asked for.
+    logprobs: Option<usize>,
+    /// Bytes of text before the generated part (the prompt, with echo).
+    base: usize,
+    generated: Vec<u32>,
+    text: String,
+    lp: Logprobs,
+    prompt_tokens: usize,
+    finish: Option<&'static str>,
+}
+
+fn piece(t: &Tokenizer, id: u32) -> String {
+    t.decode(&[id]).unwrap_or_default()
+}
+
+impl ChoiceBuilder {
+    fn top(&self, l: &TokenLogprob, chosen: u32) -> BTreeMap<String, f32> {
+        let mut m: BTreeMap<String, f32> = l
+            .top
+            .iter()
+            .map(|&(id, lp)| (piece(&self.tokenizer, id), lp))
+            .collect();
+        m.entry(piece(&self.tokenizer, chosen)).or_insert(l.logprob);
+        m
+    }
+
+    /// The text a stream chunk carries for `ev`, its logprobs, and whether the choice ended.
+    fn apply(&mut self, ev: GenEvent) -> Result<(String, Option<Logprobs>), Error> {
+        let mut chunk_lp = Logprobs::default();
+        let text = match ev {
+            GenEvent::Prompt { ids, logprobs } => {
+                let t = self.tokenizer.clone();
+                let prompt = t.decode(&ids)?;
+                for (i, (id, l)) in ids.iter().zip(&logprobs).enumerate() {
+                    chunk_lp.tokens.push(piece(&t, *id));
+                    chunk_lp.text_offset.push(t.decode(&ids[..i])?.len());
+                    chunk_lp.token_logprobs.push(l.as_ref().map(|l| l.logprob));
+                    chunk_lp
+                        .top_logprobs
+                        .push(l.as_ref().map(|l| self.top(l, *id)));
+                }
+                self.base = prompt.len();
+                prompt
+            }
+            GenEvent::Token {
+                token_id,
+                text,
+                logprob,
+                ..
+            } => {
+                if let Some(l) = &logprob {
+                    let offset = self.base + self.tokenizer.decode(&self.generated)?.len();
+                    chunk_lp.tokens.push(piece(&self.tokenizer, token_id));
+                    chunk_lp.text_offset.push(offset);
+                    chunk_lp.token_logprobs.push(Some(l.logprob));
+                    chunk_lp.top_logprobs.push(Some(self.top(l, token_id)));
+                }
+                self.generated.push(token_id);
+                text
+            }
+            GenEvent::Complete(r) => {
+                self.prompt_tokens = r.prompt_tokens;
+                self.finish = Some(match r.finish_reason {
+                    FinishReason::Length => "length",
+                    FinishReason::Stop | FinishReason::EndOfText => "stop",
+                });
+                String::new()
+            }
+            GenEvent::Error(e) => return Err(e),
+        };
+        self.text.push_str(&text);
+        let lp = self.logprobs.map(|_| {
+            let all = &mut self.lp;
+            all.tokens.extend(chunk_lp.tokens.iter().cloned());
+            all.token_logprobs
+                .extend(chunk_lp.token_logprobs.iter().cloned());
+            all.top_logprobs
+                .extend(chunk_lp.top_logprobs.iter().cloned());
+            all.text_offset.extend(chunk_lp.text_offset.iter().cloned());
+            chunk_lp
+        });
+        Ok((text, lp))
+    }
+
+    fn choice(&self) -> Choice {
+        Choice {
+            text: self.text.clone(),
+            index: self.index,
+            logprobs: self.logprobs.map(|_| self.lp.clone()),
+            finish_reason: self.finish,
+        }
+    }
+}
+
+/// A generation and the builder of its choice.
+struct Running {
+    stream: GenStream,
+    builder: ChoiceBuilder,
+    /// The prompt text to put first (echo without prompt logprobs).
+    echo_text: Option<String>,
+}
+
+fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
+    let tokenizer = st
+        .engine
+        .tokenizer()
+        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let mut out = Vec::with_capacity(p.prompts.len() * p.n);
+    for (pi, prompt) in p.prompts.iter().enumerate() {
+        for j in 0..p.n {
+            let (text, ids) = match prompt {
+                Prompt::Text(s) => (s.clone(), None),
+                Prompt::Ids(ids) => (String::new(), Some(ids.clone())),
+            };
+            let mut req = GenerateRequest::new(
+                text.clone(),
+                p.max_tokens,
+                SamplingParams {
+                    seed: p.sampling.seed.wrapping_add(j as u64),
+                    ..p.sampling.clone()
+                },
+                p.stop.clone(),
+            );
+            req.prompt_ids = ids.clone();
+            req.logprobs = p.logprobs;
+            // with echo + logprobs the engine reports the prompt (ids and logprobs)
+            req.prompt_logprobs = (p.echo && p.logprobs.is_some()).then(|| p.logprobs.unwrap_or(0));
+            let echo_text = match (p.echo && p.logprobs.is_none(), &ids) {
+                (false, _) => None,
+                (true, None) => Some(text),
+                (true, Some(ids)) => Some(tokenizer.decode(ids).map_err(ApiError::from)?),
+            };
+            // dropping the streams started so far cancels them
+            let stream = st.engine.generate(req)?;
+            out.push(Running {
+                stream,
+                builder: ChoiceBuilder {
+                    index: pi * p.n + j,
+                    tokenizer: tokenizer.clone(),
+                    logprobs: p.logprobs,
+                    base: echo_text.as_ref().map_or(0, |t| t.len()),
+                    generated: Vec::new(),
+                    text: String::new(),
+                    lp: Logprobs::default(),
+                    prompt_tokens: 0,
+                    finish: None,
+                },
+                echo_text,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn completion_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("cmpl-{nanos:x}")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Usage from `(choice index, prompt tokens, completion tokens)` of every choice:
+/// prompt tokens counted once per prompt (its choice 0), completion tokens per choice.
+fn usage(choices: &[(usize, usize, usize)], n: usize) -> Usage {
+    let prompt_tokens = choices
+        .iter()
+        .filter(|(i, _, _)| i % n == 0)
+        .map(|(_, p, _)| p)
+        .sum();
+    let completion_tokens = choices.iter().map(|(_, _, c)| c).sum();
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    }
+}
+
+impl ChoiceBuilder {
+    fn counts(&self) -> (usize, usize, usize) {
+        (self.index, self.prompt_tokens, self.generated.len())
+    }
+}
+
+/// Complete the prompts: the whole result as JSON, or Server-Sent Events.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = CompletionBody,
+    responses(
+        (status = 200, description = "A completion; with `stream: true`, Server-Sent Events: one `data: {completion chunk}` per token (`choices[0].finish_reason` null until the last), with `stream_options.include_usage` a chunk with `usage` and no choices, then `data: [DONE]`",
+            content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "invalid parameter (`error.param` names it)"),
+        (status = 404, description = "`model` is not the loaded model"),
+        (status = 429, description = "rate limited"),
+        (status = 503, description = "engine queue full"),
+        (status = 504, description = "deadline passed")))]
+pub async fn completions(
+    State(st): State<AppState>,
+    client: Option<Extension<Client>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let client = client.map(|Extension(c)| c);
+    let b: CompletionBody = json_body(&st, body).await?;
+    let p = plan(b, &st.engine.model_snapshot())?;
+    let running = start_all(&st, &p)?;
+    let (id, created) = (completion_id(), now_secs());
+    if p.stream {
+        return Ok(stream_completion(st, client, p, running, id, created));
+    }
+    let mut builders = Vec::with_capacity(running.len());
+    for mut r in running {
+        if let Some(t) = r.echo_text.take() {
+            r.builder.text.push_str(&t);
+        }
+        loop {
+            let ev =
+                r.stream.recv().await.ok_or_else(|| {
+                    ApiError::from(Error::Unavailable("the engine stopped".into()))
+                })?;
+            let last = ev.is_final();
+            r.builder.apply(ev)?;
+            if last {
+                break;
+            }
+        }
+        st.charge_tokens(client.as_ref(), r.builder.generated.len());
+        builders.push(r.builder);
+    }
+    let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
+    Ok(Json(Completion {
+        id,
+        object: "text_completion",
+        created,
+        model: p.model,
+        usage: Some(usage(&counts, p.n)),
+        choices: builders.iter().map(ChoiceBuilder::choice).collect(),
+    })
+    .into_response())
+}
+
+fn chunk(id: &str, created: u64, model: &str, choices: Vec<Choice>, usage: Option<Usage>) -> Event {
+    let c = Completion {
+        id: id.to_string(),
+        object: "text_completion",
+        created,
+        model: model.to_string(),
+        choices,
+        usage,
+    };
+    Event::default().data(serde_json::to_string(&c).unwrap_or_default())
+}
+
+fn stream_completion(
+    st: AppState,
+    client: Option<Client>,
+    p: Plan,
+    running: Vec<Running>,
+    id: String,
+    created: u64,
+) -> Response {
+    let totals: Arc<Mutex<Vec<(usize, usize, usize)>>> = Arc::default(); // (index, prompt, completion)
+    let model = p.model.clone();
+    let per_choice = running.into_iter().map(|r| {
+        let (id, model, st, client, totals) = (
+            id.clone(),
+            model.clone(),
+            st.clone(),
+            client.clone(),
+            totals.clone(),
+        );
+        let state = (Some(r), false);
+        futures_util::stream::unfold(state, move |(r, done)| {
+            let (id, model, st, client, totals) = (
+                id.clone(),
+                model.clone(),
+                st.clone(),
+                client.clone(),
+                totals.clone(),
+            );
+            async move {
+                let mut r = r?;
+                if done {
+                    return None;
+                }
+                if let Some(text) = r.echo_text.take() {
+                    let c = Choice {
+                        text,
+                        index: r.builder.index,
+                        logprobs: None,
+                        finish_reason: None,
+                    };
+                    return Some((chunk(&id, created, &model, vec![c], None), (Some(r), false)));
+                }
+                let ev = r.stream.recv().await?;
+                let is_token = matches!(ev, GenEvent::Token { .. });
+                let last = ev.is_final();
+                let event = match r.builder.apply(ev) {
+                    Ok((text, logprobs)) => {
+                        if is_token {
+                            st.charge_tokens(client.as_ref(), 1);
+                        }
+                        if last {
+                            if let Ok(mut t) = totals.lock() {
+                                t.push(r.builder.counts());
+                            }
+                        }
+                        let c = Choice {
+                            text,
+                            index: r.builder.index,
+                            logprobs,
+                            finish_reason: r.builder.finish,
+                        };
+                        chunk(&id, created, &model, vec![c], None)
+                    }
+                    Err(e) => {
+                        let api = ApiError::from(e);
+                        Event::default().data(
+                            openai_error_json(api.status, &api.detail, api.code, None).to_string(),
+                        )
+                    }
+                };
+                Some((event, (Some(r), last)))
+            }
+        })
+        .boxed()
+    });
+    let per_choice: Vec<_> = per_choice.collect();
+    let n = p.n;
+    let include_usage = p.include_usage;
+    let tail = futures_util::stream::once(async move {
+        let t = totals.lock().map(|t| t.clone()).unwrap_or_default();
+        let u = usage(&t, n);
+        futures_util::stream::iter(
+            include_usage
+                .then(|| chunk(&id, created, &model, Vec::new(), Some(u)))
+                .into_iter()
+                .chain(std::iter::once(Event::default().data("[DONE]"))),
+        )
+    })
+    .flatten();
+    let events = futures_util::stream::select_all(per_choice)
+        .chain(tail)
+        .map(Ok::<_, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `POST /v1/tokenize` (llama.cpp's shape).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenizeBody {
+    /// The text.
+    pub content: String,
+    /// Also return each token's text.
+    #[serde(default)]
+    pub with_pieces: bool,
+}
+
+/// `POST /v1/detokenize`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DetokenizeBody {
+    pub tokens: Vec<u32>,
+}
+
+fn loaded_tokenizer(st: &AppState) -> Result<Arc<Tokenizer>, ApiError> {
+    st.engine
+        .tokenizer()
+        .ok_or_else(|| Error::ModelNotInitialized.into())
+}
+
+/// Text → token ids with the loaded model's tokenizer.
+#[utoipa::path(post, path = "/v1/tokenize", tag = "openai", request_body = TokenizeBody,
+    responses((status = 200, description = "`{\"tokens\": [ids]}`, or with `with_pieces` `{\"tokens\": [{\"id\", \"piece\"}]}`")))]
+pub async fn tokenize(State(st): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let b: TokenizeBody = json_body(&st, body).await?;
+    let t = loaded_tokenizer(&st)?;
+    let ids = t.encode(&b.content)?;
+    Ok(Json(if b.with_pieces {
+        json!({"tokens": ids.iter().map(|&id| json!({"id": id, "piece": piece(&t, id)})).collect::<Vec<_>>()})
+    } else {
+        json!({ "tokens": ids })
+    }))
+}
+
+/// Token ids → text.
+#[utoipa::path(post, path = "/v1/detokenize", tag = "openai", request_body = DetokenizeBody,
+    responses((status = 200, description = "`{\"content\": text}`")))]
+pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let b: DetokenizeBody = json_body(&st, body).await?;
+    let t = loaded_tokenizer(&st)?;
+    let v = t.vocab_size();
+    if let Some(bad_id) = b.tokens.iter().find(|&&id| id as usize >= v) {
+        return Err(bad(
+            "tokens",
+            format!("token {bad_id} is outside the vocabulary ({v} tokens)"),
+        ));
+    }
+    Ok(Json(json!({ "content": t.decode(&b.tokens)? })))
+}
+
+fn openai_error_json(
+    status: StatusCode,
+    message: &str,
+    code: &str,
+    param: Option<String>,
+) -> Value {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code.to_ascii_lowercase()}})
+}
+
+/// On `/v1` routes, every error answer (the handlers', the guard's, 404, 405, 413 …)
+/// is turned from the contract's envelope into the OpenAI error shape.
+pub async fn openai_errors(req: Request, next: Next) -> Response {
+    let on_v1 = req.uri().path() == "/v1" || req.uri().path().starts_with("/v1/");
+    let resp = next.run(req).await;
+    if !on_v1 || resp.status().is_success() || resp.status().is_informational() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let message = v["detail"].as_str().unwrap_or("request failed");
+    let code = v["error_code"].as_str().unwrap_or("error");
+    let param = parts.extensions.get::<ErrorParam>().map(|p| p.0.clone());
+    let out = openai_error_json(parts.status, message, code, param).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(out))
+}

@@ -1,0 +1,493 @@
+//! The OpenAI-compatible API against a real server: the wire format of every field,
+//! streaming chunk order and `[DONE]`, the error shape, prompts × n, logprobs, echo,
+//! and greedy completions equal to `/api/v1/generate`'s text.
+
+mod common;
+
+use common::http::*;
+use serde_json::{json, Value};
+use wgformer::engine::EngineOptions;
+use wgformer::server::ServerConfig;
+
+async fn server() -> Server {
+    let s = Server::start(32, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    s
+}
+
+async fn complete(s: &Server, body: Value) -> (u16, Value) {
+    post(s, "/v1/completions", body).await
+}
+
+/// `{"error": {"message", "type", "param", "code"}}` with this status and code.
+fn assert_openai_error(code: u16, body: &Value, want: u16, want_code: &str, param: Option<&str>) {
+    assert_eq!(code, want, "{body}");
+    let e = &body["error"];
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(e["type"].is_string(), "{body}");
+    assert_eq!(e["code"], want_code, "{body}");
+    assert_eq!(e["param"], param.map_or(Value::Null, Value::from), "{body}");
+    assert!(
+        body.get("detail").is_none(),
+        "contract envelope leaked: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn models_list_and_lookup() {
+    let s = Server::start(8, 1 << 20).await;
+    let (code, v) = get(&s, "/v1/models").await;
+    assert_eq!((code, &v["object"]), (200, &json!("list")));
+    assert_eq!(v["data"], json!([]));
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let (_, v) = get(&s, "/v1/models").await;
+    let m = &v["data"][0];
+    assert_eq!(m["id"], "wgformer");
+    assert_eq!(m["object"], "model");
+    assert_eq!(m["owned_by"], "wgformer");
+    assert!(m["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(get(&s, "/v1/models/wgformer").await.0, 200);
+    let (code, v) = get(&s, "/v1/models/gpt-4").await;
+    assert_openai_error(code, &v, 404, "model_not_found", Some("model"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn greedy_completion_equals_generate() {
+    let s = server().await;
+    for prompt in ["Deep learning is", "The quick brown fox"] {
+        let (code, g) = post(
+            &s,
+            "/api/v1/generate",
+            json!({"text": prompt, "max_new_tokens": 12, "temperature": 0}),
+        )
+        .await;
+        assert_eq!(code, 200, "{g}");
+        let (code, c) = complete(
+            &s,
+            json!({"model": "wgformer", "prompt": prompt, "max_tokens": 12, "temperature": 0}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c}");
+        assert_eq!(c["object"], "text_completion");
+        assert!(c["id"].as_str().unwrap().starts_with("cmpl-"));
+        assert_eq!(c["model"], "wgformer");
+        assert!(c["created"].as_u64().is_some());
+        let ch = &c["choices"][0];
+        assert_eq!(ch["text"], g["text"], "{prompt}");
+        assert_eq!(ch["index"], 0);
+        assert_eq!(ch["logprobs"], Value::Null);
+        assert_eq!(ch["finish_reason"], "length");
+        let u = &c["usage"];
+        assert_eq!(u["prompt_tokens"], g["prompt_tokens"]);
+        assert_eq!(u["completion_tokens"], 12);
+        assert_eq!(
+            u["total_tokens"].as_u64(),
+            Some(u["prompt_tokens"].as_u64().unwrap() + 12)
+        );
+        // the same prompt as token ids gives the same text
+        let (_, ids) = post(&s, "/v1/tokenize", json!({ "content": prompt })).await;
+        let (code, c2) = complete(
+            &s,
+            json!({"prompt": ids["tokens"], "max_tokens": 12, "temperature": 0, "unknown_sdk_field": 1}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c2}");
+        assert_eq!(c2["choices"][0]["text"], g["text"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prompts_times_n_and_seeds() {
+    let s = server().await;
+    let body = json!({"prompt": ["one", "two", "three"], "n": 2, "max_tokens": 5,
+        "temperature": 1.0, "seed": 11});
+    let (code, a) = complete(&s, body.clone()).await;
+    assert_eq!(code, 200, "{a}");
+    let choices = a["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 6);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+    }
+    assert_eq!(a["usage"]["completion_tokens"], 30);
+    let (_, b) = complete(&s, body).await;
+    assert_eq!(a["choices"], b["choices"], "same seed, same choices");
+    // choice j of a prompt uses seed + j: choice 1 of prompt 0 = choice 0 with seed 12
+    let (_, c) = complete(
+        &s,
+        json!({"prompt": "one", "max_tokens": 5, "temperature": 1.0, "seed": 12}),
+    )
+    .await;
+    assert_eq!(c["choices"][0]["text"], a["choices"][1]["text"]);
+    // prompt tokens are counted once per prompt
+    let (_, one) = complete(&s, json!({"prompt": "one", "max_tokens": 1})).await;
+    let (_, many) = complete(&s, json!({"prompt": "one", "n": 3, "max_tokens": 1})).await;
+    assert_eq!(
+        one["usage"]["prompt_tokens"],
+        many["usage"]["prompt_tokens"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_strings_end_the_choice() {
+    let s = server().await;
+    let (_, free) = complete(
+        &s,
+        json!({"prompt": "Deep learning is", "max_tokens": 10, "temperature": 0}),
+    )
+    .await;
+    let text = free["choices"][0]["text"].as_str().unwrap().to_string();
+    // stop at the third generated token's text
+    let (_, lp) = complete(
+        &s,
+        json!({"prompt": "Deep learning is", "max_tokens": 10, "temperature": 0, "logprobs": 0}),
+    )
+    .await;
+    let third = lp["choices"][0]["logprobs"]["tokens"][2]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": "Deep learning is", "max_tokens": 10, "temperature": 0, "stop": [third.clone(), "zzzz"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let ch = &c["choices"][0];
+    assert_eq!(ch["finish_reason"], "stop");
+    let cut = &text[..text.find(&third).unwrap()];
+    assert_eq!(ch["text"], cut, "full: {text:?}, stop: {third:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logprobs_are_sensible() {
+    let s = server().await;
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": "Hello there", "max_tokens": 6, "temperature": 0, "logprobs": 3}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let ch = &c["choices"][0];
+    let lp = &ch["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 6);
+    let text = ch["text"].as_str().unwrap();
+    let mut last = 0;
+    for i in 0..6 {
+        let l = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!(l <= 0.0 && l.is_finite(), "{l}");
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert!((3..=4).contains(&top.len()), "{top:?}");
+        // greedy: the chosen token is the most likely one
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!((best - l).abs() < 1e-5, "chosen {l}, best {best}");
+        let total: f64 = top.values().map(|v| v.as_f64().unwrap().exp()).sum();
+        assert!(total <= 1.0 + 1e-4, "{total}");
+        // offsets rise and point at the token's text
+        let off = lp["text_offset"][i].as_u64().unwrap() as usize;
+        assert!(off >= last);
+        last = off;
+        let tok = tokens[i].as_str().unwrap();
+        if !tok.contains('\u{FFFD}') {
+            assert!(text[off..].starts_with(tok), "{text:?} at {off}: {tok:?}");
+        }
+    }
+    let (code, e) = complete(&s, json!({"prompt": "x", "logprobs": 6})).await;
+    assert_openai_error(code, &e, 400, "invalid_input", Some("logprobs"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn echo_and_scoring() {
+    let s = server().await;
+    let prompt = "The cat sat on the mat";
+    let (_, g) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 4, "temperature": 0, "echo": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(
+        c["choices"][0]["text"].as_str().unwrap(),
+        format!("{prompt}{}", g["choices"][0]["text"].as_str().unwrap())
+    );
+    // scoring: echo + logprobs + max_tokens 0
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 1}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let ch = &c["choices"][0];
+    assert_eq!(ch["text"], prompt);
+    let lp = &ch["logprobs"];
+    let n = c["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n);
+    assert_eq!(lp["token_logprobs"][0], Value::Null);
+    assert_eq!(lp["top_logprobs"][0], Value::Null);
+    assert_eq!(lp["text_offset"][0], 0);
+    for i in 1..n {
+        let l = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!(l < 0.0 && l.is_finite());
+    }
+    let joined: String = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(joined, prompt);
+    assert_eq!(c["usage"]["completion_tokens"], 0);
+    // the prompt logprobs continue into the generated ones
+    let (_, c) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 2, "temperature": 0, "echo": true, "logprobs": 0}),
+    )
+    .await;
+    assert_eq!(
+        c["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        n + 2
+    );
+    let (code, e) = complete(&s, json!({"prompt": prompt, "max_tokens": 0})).await;
+    assert_openai_error(code, &e, 400, "invalid_input", Some("max_tokens"));
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_chunks_then_done() {
+    let s = server().await;
+    let (_, whole) = complete(
+        &s,
+        json!({"prompt": ["Once upon", "In a"], "max_tokens": 5, "temperature": 0}),
+    )
+    .await;
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .json(
+            &json!({"prompt": ["Once upon", "In a"], "max_tokens": 5, "temperature": 0,
+            "stream": true, "stream_options": {"include_usage": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"], whole["usage"]);
+    let mut texts = [String::new(), String::new()];
+    let mut finished = [false, false];
+    let mut tokens = [0, 0];
+    for c in &chunks[..chunks.len() - 1] {
+        assert_eq!(c["object"], "text_completion");
+        assert_eq!(c["id"], chunks[0]["id"], "one id for the whole stream");
+        let ch = &c["choices"][0];
+        let i = ch["index"].as_u64().unwrap() as usize;
+        assert!(!finished[i], "a chunk after the choice's last one");
+        texts[i].push_str(ch["text"].as_str().unwrap());
+        match ch["finish_reason"].as_str() {
+            Some(r) => {
+                assert_eq!(r, "length");
+                finished[i] = true;
+            }
+            None => tokens[i] += 1,
+        }
+    }
+    assert_eq!(finished, [true, true]);
+    assert_eq!(tokens, [5, 5], "one chunk per token");
+    for i in 0..2 {
+        assert_eq!(texts[i], whole["choices"][i]["text"].as_str().unwrap());
+    }
+    // without include_usage: no usage chunk
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "x", "max_tokens": 2, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let data = sse_data(&r.text().await.unwrap());
+    assert_eq!(data.len(), 4, "{data:?}");
+    assert!(data.iter().all(|d| !d.contains("\"usage\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_take_the_openai_shape() {
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["sk-test".into()],
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let c = client();
+    let post_key = |body: Value| {
+        c.post(s.url("/v1/completions"))
+            .header("authorization", "Bearer sk-test")
+            .json(&body)
+            .send()
+    };
+    // no model yet
+    let r = post_key(json!({"prompt": "x"})).await.unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(
+        code,
+        &r.json().await.unwrap(),
+        400,
+        "model_not_initialized",
+        None,
+    );
+    let r = c
+        .get(s.url("/api/v1/initialize"))
+        .header("authorization", "Bearer sk-test")
+        .query(&[("config", small().to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for (body, param) in [
+        (json!({"prompt": "x", "max_tokens": "many"}), "max_tokens"),
+        (json!({"prompt": "x", "max_tokens": -1}), "max_tokens"),
+        (json!({"prompt": "x", "temperature": 3}), "temperature"),
+        (json!({"prompt": "x", "top_p": 0}), "top_p"),
+        (json!({"prompt": "x", "n": 0}), "n"),
+        (json!({"prompt": ["a", "b"], "n": 40}), "n"),
+        (
+            json!({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}),
+            "stop",
+        ),
+        (json!({"prompt": "x", "stop": 3}), "stop"),
+        (json!({"prompt": "x", "seed": -2}), "seed"),
+        (json!({"prompt": ""}), "prompt"),
+        (json!({"prompt": [1, "a"]}), "prompt"),
+        (json!({"prompt": {"a": 1}}), "prompt"),
+        (json!({"max_tokens": 3}), "prompt"),
+    ] {
+        let r = post_key(body.clone()).await.unwrap();
+        let code = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_openai_error(code, &v, 400, "invalid_input", Some(param));
+    }
+    let r = post_key(json!({"model": "gpt-4", "prompt": "x"}))
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(
+        code,
+        &r.json().await.unwrap(),
+        404,
+        "model_not_found",
+        Some("model"),
+    );
+    // a token outside the vocabulary
+    let r = post_key(json!({"prompt": [99999999]})).await.unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(code, &r.json().await.unwrap(), 400, "invalid_input", None);
+    // malformed JSON, no key, unknown route, wrong method: same shape
+    let r = c
+        .post(s.url("/v1/completions"))
+        .header("authorization", "Bearer sk-test")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(code, &r.json().await.unwrap(), 400, "invalid_input", None);
+    let r = c
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(code, &r.json().await.unwrap(), 401, "unauthorized", None);
+    let r = c
+        .get(s.url("/v1/chat/nothing"))
+        .header("authorization", "Bearer sk-test")
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(code, &r.json().await.unwrap(), 404, "not_found", None);
+    let r = c
+        .get(s.url("/v1/completions"))
+        .header("authorization", "Bearer sk-test")
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert_openai_error(
+        code,
+        &r.json().await.unwrap(),
+        405,
+        "method_not_allowed",
+        None,
+    );
+    // the v1 contract routes keep their own envelope
+    let r = c.get(s.url("/api/v1/status")).send().await.unwrap();
+    let code = r.status().as_u16();
+    assert_error(code, &r.json().await.unwrap(), 401, "UNAUTHORIZED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_is_503_in_the_openai_shape() {
+    let s = Server::start(1, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    // 8 choices on a queue of 1: the second is refused, the first cancelled
+    let (code, v) = complete(&s, json!({"prompt": "x", "n": 8, "max_tokens": 4})).await;
+    assert_openai_error(code, &v, 503, "service_unavailable", None);
+    let (code, _) = complete(&s, json!({"prompt": "x", "max_tokens": 1})).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokenize_and_detokenize() {
+    let s = Server::start(8, 1 << 20).await;
+    let (code, v) = post(&s, "/v1/tokenize", json!({"content": "hi"})).await;
+    assert_openai_error(code, &v, 400, "model_not_initialized", None);
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let (code, v) = post(&s, "/v1/tokenize", json!({"content": "Hello world"})).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["tokens"], json!([15496, 995]));
+    let (_, v) = post(
+        &s,
+        "/v1/tokenize",
+        json!({"content": "Hello world", "with_pieces": true}),
+    )
+    .await;
+    assert_eq!(v["tokens"][1], json!({"id": 995, "piece": " world"}));
+    let (code, v) = post(&s, "/v1/detokenize", json!({"tokens": [15496, 995]})).await;
+    assert_eq!((code, v), (200, json!({"content": "Hello world"})));
+    let (code, v) = post(&s, "/v1/detokenize", json!({"tokens": [60000]})).await;
+    assert_openai_error(code, &v, 400, "invalid_input", Some("tokens"));
+}
