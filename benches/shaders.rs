@@ -147,12 +147,7 @@ impl Bench {
 
     /// Compiled variants of kernel `base` (portable first).
     fn variants(&self, base: &'static str) -> Vec<&'static str> {
-        wgformer::gpu::SHADERS
-            .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| *n == base || n.strip_suffix("_subgroup") == Some(base))
-            .filter(|n| self.pl.has(n))
-            .collect()
+        self.pl.variants(base)
     }
 
     fn check(&self, name: &str, got: &[f32], want: &[f32]) {
@@ -356,7 +351,13 @@ impl Bench {
             buffers::storage(&self.ctx, "out", n),
         );
         // f32 weights, then half floats (dtype float16)
-        for variant in ["matvec", "matvec_f16", "matvec_f16_subgroup"] {
+        for variant in [
+            "matvec",
+            "matvec_splitk",
+            "matvec_f16",
+            "matvec_f16_subgroup",
+            "matvec_f16_splitk",
+        ] {
             if !self.pl.has(variant) {
                 continue;
             }
@@ -462,31 +463,35 @@ impl Bench {
     fn layer_norm(&mut self, t: usize, c: usize) {
         let x = rand_vec(t * c, 8);
         let (w, b) = (rand_vec(c, 9), rand_vec(c, 10));
-        let got = layer_norm::run_layer_norm(&self.ctx, &self.pl, &x, &w, Some(&b), c).unwrap();
         let want = reference::layer_norm::layer_norm(&x, &w, Some(&b), c);
-        self.check("layer_norm", &got, &want);
+        let cpu = self.time_cpu(&mut || {
+            std::hint::black_box(reference::layer_norm::layer_norm(&x, &w, Some(&b), c));
+        });
         let (xb, wb, bb, yb) = (
             buffers::upload(&self.ctx, "x", &x),
             buffers::upload(&self.ctx, "w", &w),
             buffers::upload(&self.ctx, "b", &b),
             buffers::storage(&self.ctx, "y", t * c),
         );
-        let op = layer_norm::layer_norm_op(&self.ctx, &self.pl, &xb, &wb, &bb, &yb);
-        let gpu = self.time_gpu(&|pass| {
-            layer_norm::encode_layer_norm(&self.ctx.queue, pass, &self.pl, &op, t, c, true)
-        });
-        let cpu = self.time_cpu(&mut || {
-            std::hint::black_box(reference::layer_norm::layer_norm(&x, &w, Some(&b), c));
-        });
-        self.report(
-            "layer_norm",
-            format!("T={t} C={c}"),
-            gpu,
-            (2 * t * c * 4) as f64,
-            "GB/s",
-            Some(cpu),
-            "cpu ref",
-        );
+        // the software kernel, then the hardware one (one workgroup per row)
+        for variant in self.variants("layer_norm") {
+            let got = layer_norm::run_layer_norm(&self.ctx, &self.pl, variant, &x, &w, Some(&b), c)
+                .unwrap();
+            self.check(variant, &got, &want);
+            let op = layer_norm::layer_norm_op(&self.ctx, &self.pl, variant, &xb, &wb, &bb, &yb);
+            let gpu = self.time_gpu(&|pass| {
+                layer_norm::encode_layer_norm(&self.ctx.queue, pass, &self.pl, &op, t, c, true)
+            });
+            self.report(
+                variant,
+                format!("T={t} C={c}"),
+                gpu,
+                (2 * t * c * 4) as f64,
+                "GB/s",
+                Some(cpu),
+                "cpu ref",
+            );
+        }
     }
 
     fn attention(&mut self, t: usize, c: usize, nh: usize) {

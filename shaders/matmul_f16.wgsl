@@ -36,11 +36,6 @@ fn half4(v: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
 
-fn gelu(x: vec4<f32>) -> vec4<f32> {
-    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
-}
-
 @compute @workgroup_size(WG)
 fn matmul_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let col = gid.x;

@@ -39,11 +39,6 @@ fn half4(v: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
 
-fn gelu(x: vec4<f32>) -> vec4<f32> {
-    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
-}
-
 // Epilogue for one output vec4: bias, GELU, residual accumulate.
 fn store(row: u32, col: u32, acc: vec4<f32>) {
     var v = acc;

@@ -32,11 +32,6 @@ const TM: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
 
-fn gelu(x: vec4<f32>) -> vec4<f32> {
-    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
-}
-
 // Epilogue for one output vec4: bias, GELU, residual accumulate.
 fn store(row: u32, col: u32, acc: vec4<f32>) {
     var v = acc;

@@ -36,11 +36,6 @@ fn high(v: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
 }
 
-fn gelu(x: vec4<f32>) -> vec4<f32> {
-    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
-}
-
 fn store(col: u32, v: vec4<f32>) {
     var acc = v;
     if ((p.flags & 1u) != 0u) {

@@ -39,6 +39,28 @@ pub enum Dtype {
     Float16,
 }
 
+/// Which kernel class serves the model: `auto` picks by adapter (hardware kernels on
+/// GPUs, software kernels on lavapipe, llvmpipe, WARP); the other two force a class
+/// (every kernel of both classes is correct on every adapter; only speed differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    Auto,
+    Software,
+    Hardware,
+}
+
+impl KernelChoice {
+    /// Whether the hardware kernels serve, on an adapter that is (or is not) software.
+    pub fn hardware(self, software_adapter: bool) -> bool {
+        match self {
+            KernelChoice::Auto => !software_adapter,
+            KernelChoice::Software => false,
+            KernelChoice::Hardware => true,
+        }
+    }
+}
+
 /// The model configuration. Field order is the order clients see in the echo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -75,6 +97,8 @@ pub struct ModelConfig {
     pub tokenizer: Option<String>,
     /// Extension: element type on the device.
     pub dtype: Dtype,
+    /// Extension: kernel class (`auto`, `software`, `hardware`).
+    pub kernels: KernelChoice,
     /// Extension (block-sparse attention): tokens per block.
     pub sparse_block_size: usize,
     /// Extension: each query block sees the last `sparse_local_blocks` key blocks (itself included).
@@ -107,6 +131,7 @@ impl Default for ModelConfig {
             checkpoint: None,
             tokenizer: None,
             dtype: Dtype::Float32,
+            kernels: KernelChoice::Auto,
             sparse_block_size: 32,
             sparse_local_blocks: 4,
             sparse_global_blocks: 1,
@@ -386,6 +411,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("moe_top_k (9)"), "{e}");
+        let e = ModelConfig::from_json(r#"{"kernels": "fast"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fast") && e.contains("hardware"), "{e}");
         let e = ModelConfig::from_json(r#"{"moe_activation": "tanh"}"#)
             .unwrap_err()
             .to_string();
@@ -421,6 +450,7 @@ mod tests {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert_eq!(v["moe_activation"], "gelu");
+        assert_eq!(v["kernels"], "auto");
         assert_eq!(v["device"], "auto");
         assert!(v["moe_dropout"].is_null());
     }

@@ -11,6 +11,10 @@ use wgformer::model::{resolve_config, Model};
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-tiny");
 
 fn fixture_model() -> (Model, serde_json::Value) {
+    fixture_model_with("auto")
+}
+
+fn fixture_model_with(kernels: &str) -> (Model, serde_json::Value) {
     let g = gpu();
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/fixture.json")).unwrap())
@@ -18,6 +22,7 @@ fn fixture_model() -> (Model, serde_json::Value) {
     let (cfg, ckpt) = resolve_config(serde_json::json!({
         "checkpoint": format!("{DIR}/model.safetensors"),
         "n_head": meta["config"]["n_head"],
+        "kernels": kernels,
     }))
     .unwrap();
     (
@@ -65,7 +70,13 @@ fn each_step_equals_the_full_forward_of_its_prefix() {
 
 #[test]
 fn greedy_generation_equals_transformers() {
-    let (model, meta) = fixture_model();
+    for kernels in ["software", "hardware"] {
+        greedy_generation_equals_transformers_with(kernels);
+    }
+}
+
+fn greedy_generation_equals_transformers_with(kernels: &str) {
+    let (model, meta) = fixture_model_with(kernels);
     let prompt = ids(&meta["greedy_prompt"]);
     let want = ids(&meta["greedy_ids"]);
     let mut s = model.session(prompt.len() + want.len()).unwrap();
@@ -83,9 +94,20 @@ fn greedy_generation_equals_transformers() {
 
 #[test]
 fn seeded_model_steps_match_forward_with_wide_heads() {
+    for kernels in ["software", "hardware"] {
+        for dtype in ["float32", "float16"] {
+            seeded_steps_match_forward(kernels, dtype);
+        }
+    }
+}
+
+/// Decode steps (matrix-vector path: split-K kernels with hardware kernels) equal the
+/// full forward (matmul path) of the same prefix.
+fn seeded_steps_match_forward(kernels: &str, dtype: &str) {
     let g = gpu();
     let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
-        "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64, "bias": false, "seed": 5
+        "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64, "bias": false, "seed": 5,
+        "kernels": kernels, "dtype": dtype
     }))
     .unwrap();
     let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
@@ -96,6 +118,12 @@ fn seeded_model_steps_match_forward_with_wide_heads() {
     for n in 8..=12 {
         let step = model.extend(&mut s, &all[n - 1..n]).unwrap();
         let full = model.forward_logits(&all[..n]).unwrap();
-        assert_close(&format!("n={n}"), &step, &full[(n - 1) * 300..], 1e-4, 1e-4);
+        assert_close(
+            &format!("{kernels} {dtype} n={n}"),
+            &step,
+            &full[(n - 1) * 300..],
+            1e-4,
+            1e-4,
+        );
     }
 }

@@ -10,6 +10,13 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-t
 
 #[test]
 fn logits_match_transformers() {
+    // with the kernels for software adapters and with the GPU-shaped ones
+    for kernels in ["software", "hardware"] {
+        logits_match_transformers_with(kernels);
+    }
+}
+
+fn logits_match_transformers_with(kernels: &str) {
     let g = gpu();
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/fixture.json")).unwrap())
@@ -24,6 +31,7 @@ fn logits_match_transformers() {
     let (cfg, ckpt) = resolve_config(serde_json::json!({
         "checkpoint": format!("{DIR}/model.safetensors"),
         "n_head": meta["config"]["n_head"],
+        "kernels": kernels,
     }))
     .unwrap();
     assert_eq!(
@@ -46,5 +54,11 @@ fn logits_match_transformers() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    assert_close("logits vs transformers", &got, &want, 1e-4, 1e-4);
+    assert_close(
+        &format!("logits vs transformers, {kernels} kernels"),
+        &got,
+        &want,
+        1e-4,
+        1e-4,
+    );
 }

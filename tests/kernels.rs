@@ -9,12 +9,7 @@ use common::{assert_close, gpu, rand_vec};
 /// The variants of `base` compiled for the test adapter (the portable one always).
 fn variants(base: &'static str) -> Vec<&'static str> {
     let g = gpu();
-    let all: Vec<&'static str> = wgformer::gpu::SHADERS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| *n == base || n.strip_suffix("_subgroup") == Some(base))
-        .filter(|n| g.pipelines.has(n))
-        .collect();
+    let all = g.pipelines.variants(base);
     assert!(all.contains(&base));
     eprintln!("{base} variants under test: {all:?}");
     all
@@ -188,26 +183,31 @@ fn matvec_matches_reference() {
 #[test]
 fn layer_norm_with_and_without_bias() {
     let g = gpu();
-    for &(t, c) in &[(1, 4), (3, 64), (65, 768), (130, 36)] {
+    for &(t, c) in &[(1, 4), (3, 64), (65, 768), (130, 36), (2, 1028), (1, 3076)] {
         let x = rand_vec(t * c, 11, 3.0);
         let w = rand_vec(c, 12, 1.0);
         let b = rand_vec(c, 13, 1.0);
-        let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, Some(&b), c).unwrap();
-        assert_close(
-            &format!("layer_norm {t}x{c}"),
-            &got,
-            &reference::layer_norm::layer_norm(&x, &w, Some(&b), c),
-            1e-4,
-            1e-4,
-        );
-        let got = layer_norm::run_layer_norm(&g.ctx, &g.pipelines, &x, &w, None, c).unwrap();
-        assert_close(
-            &format!("layer_norm nobias {t}x{c}"),
-            &got,
-            &reference::layer_norm::layer_norm(&x, &w, None, c),
-            1e-4,
-            1e-4,
-        );
+        for variant in variants("layer_norm") {
+            let got =
+                layer_norm::run_layer_norm(&g.ctx, &g.pipelines, variant, &x, &w, Some(&b), c)
+                    .unwrap();
+            assert_close(
+                &format!("{variant} {t}x{c}"),
+                &got,
+                &reference::layer_norm::layer_norm(&x, &w, Some(&b), c),
+                1e-4,
+                1e-4,
+            );
+            let got =
+                layer_norm::run_layer_norm(&g.ctx, &g.pipelines, variant, &x, &w, None, c).unwrap();
+            assert_close(
+                &format!("{variant} nobias {t}x{c}"),
+                &got,
+                &reference::layer_norm::layer_norm(&x, &w, None, c),
+                1e-4,
+                1e-4,
+            );
+        }
     }
 }
 
@@ -576,7 +576,7 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
         let init = &init[..n];
         let want = reference::matmul::matmul(x, &rounded, Some(&bias), Some(init), 1, n, k, true);
         // the subgroup variant takes 8 outputs per invocation (n % 8 == 0)
-        let mut vec_variants = vec!["matvec_f16"];
+        let mut vec_variants = vec!["matvec_f16", "matvec_f16_splitk"];
         if matvec::best_f16_variant(&g.pipelines, n) != "matvec_f16" {
             vec_variants.push("matvec_f16_subgroup");
         }

@@ -1,28 +1,40 @@
-//! Every shader parses and validates with naga (no GPU needed), has an entry point
-//! named after its op, and its uniform struct has the size and offsets of the Rust twin.
+//! Every kernel's composed source (preludes + body) parses and validates with naga
+//! (no GPU needed) and has its entry point, and its uniform struct has the size and
+//! offsets of the Rust twin.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgformer::gpu::SHADERS;
+use wgformer::gpu::KERNELS;
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, row_norm,
 };
 
 fn module(name: &str) -> naga::Module {
     let src = wgformer::gpu::shader_source(name).unwrap();
-    naga::front::wgsl::parse_str(src)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)))
+    naga::front::wgsl::parse_str(&src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)))
 }
 
 #[test]
 fn every_shader_validates_and_names_its_entry_point() {
-    for (name, src) in SHADERS {
+    for k in KERNELS {
+        let (name, src) = (k.name, k.source());
         let m = module(name);
         Validator::new(ValidationFlags::all(), Capabilities::all())
             .validate(&m)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
         assert!(
-            m.entry_points.iter().any(|e| e.name == *name),
-            "{name}: no entry point named {name}"
+            m.entry_points.iter().any(|e| e.name == k.entry),
+            "{name}: no entry point named {}",
+            k.entry
+        );
+        // a precision twin shares its body (and entry point) with the kernel it is named after
+        assert!(
+            k.entry == k.name
+                || KERNELS
+                    .iter()
+                    .any(|o| o.name == k.entry && o.body == k.body),
+            "{name}: entry point {} is named after neither the kernel nor its body's kernel",
+            k.entry
         );
         assert!(
             m.overrides
@@ -65,12 +77,14 @@ fn uniform_structs_match_rust_twins() {
             [t, c4, row_start, rows, pos_offset]
         );
     }
-    check_twin!(
-        "layer_norm",
-        LayerNormParams,
-        layer_norm::LayerNormParams,
-        [t, c4, has_bias, eps]
-    );
+    for shader in ["layer_norm", "layer_norm_workgroup"] {
+        check_twin!(
+            shader,
+            LayerNormParams,
+            layer_norm::LayerNormParams,
+            [t, c4, has_bias, eps]
+        );
+    }
     check_twin!(
         "matmul",
         MatmulParams,
@@ -157,7 +171,12 @@ fn uniform_structs_match_rust_twins() {
             "{shader}"
         );
     }
-    for shader in ["matvec_f16", "matvec_f16_subgroup"] {
+    for shader in [
+        "matvec_f16",
+        "matvec_f16_subgroup",
+        "matvec_splitk",
+        "matvec_f16_splitk",
+    ] {
         let (size, _) = layout(shader, "MatvecParams");
         assert_eq!(
             size as usize,

@@ -11,110 +11,270 @@ pub use context::{list_adapters, AdapterDetails, AdapterReport, GpuContext};
 
 use crate::error::Result;
 
-/// The WGSL sources, one op per file; the entry point is named after the op.
-pub const SHADERS: &[(&str, &str)] = &[
-    ("embedding", include_str!("../../shaders/embedding.wgsl")),
-    ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
-    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+/// Which adapters a kernel is shaped for (design.md, 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelClass {
+    /// Serves every adapter (no GPU-shaped twin yet).
+    Any,
+    /// Shaped for software adapters (lavapipe: one invocation walks a row, no
+    /// barriers); a hardware twin exists.
+    Software,
+    /// Shaped for hardware GPUs (workgroup reductions, coalesced loads).
+    Hardware,
+}
+
+/// How a kernel reads its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// Packed IEEE half floats (`dtype: "float16"`).
+    F16,
+}
+
+/// The workgroup size a kernel is compiled with (its `WG` override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workgroup {
+    /// [`WORKGROUP`].
+    Standard,
+    /// One subgroup (the subgroup matrix-vector kernels: their rows are few, so on a
+    /// CPU adapter smaller workgroups spread a one-token step over more cores).
+    Subgroup,
+    /// A fixed size (the workgroup-reduction kernels).
+    Fixed(u32),
+}
+
+/// One compiled kernel: its WGSL body, the preludes prepended to it, and what it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// The pipeline's key; variant names are what the model code selects.
+    pub name: &'static str,
+    /// The op it implements (the portable variant's name): its CPU reference and
+    /// golden tests are the op's.
+    pub op: &'static str,
+    /// Entry point in `body`, named after the op or the technique.
+    pub entry: &'static str,
+    pub body: &'static str,
+    /// Files of `shaders/lib/` prepended at pipeline creation, in order.
+    pub preludes: &'static [&'static str],
+    /// Needs the SUBGROUP feature (subgroups of at least 8 lanes).
+    pub subgroups: bool,
+    pub class: KernelClass,
+    pub precision: Precision,
+    pub workgroup: Workgroup,
+}
+
+impl Kernel {
+    const fn new(name: &'static str, body: &'static str) -> Kernel {
+        Kernel {
+            name,
+            op: name,
+            entry: name,
+            body,
+            preludes: &[],
+            subgroups: false,
+            class: KernelClass::Any,
+            precision: Precision::F32,
+            workgroup: Workgroup::Standard,
+        }
+    }
+    /// A variant of `op`.
+    const fn of(mut self, op: &'static str) -> Kernel {
+        self.op = op;
+        self
+    }
+    const fn entry(mut self, entry: &'static str) -> Kernel {
+        self.entry = entry;
+        self
+    }
+    const fn with(mut self, preludes: &'static [&'static str]) -> Kernel {
+        self.preludes = preludes;
+        self
+    }
+    /// A subgroup variant (implies the feature).
+    const fn subgroup(mut self) -> Kernel {
+        self.subgroups = true;
+        self
+    }
+    const fn class(mut self, class: KernelClass) -> Kernel {
+        self.class = class;
+        self
+    }
+    const fn half(mut self) -> Kernel {
+        self.precision = Precision::F16;
+        self
+    }
+    const fn workgroup(mut self, w: Workgroup) -> Kernel {
+        self.workgroup = w;
+        self
+    }
+
+    /// The source handed to the compiler: the preludes, then the body.
+    pub fn source(&self) -> String {
+        let mut s = String::new();
+        for p in self.preludes {
+            s.push_str(prelude(p));
+            s.push('\n');
+        }
+        s.push_str(self.body);
+        s
+    }
+}
+
+/// The shared pieces in `shaders/lib/`.
+pub const PRELUDES: &[(&str, &str)] = &[
+    ("gelu", include_str!("../../shaders/lib/gelu.wgsl")),
     (
-        "matmul_subgroup",
-        include_str!("../../shaders/matmul_subgroup.wgsl"),
-    ),
-    ("matmul_bt", include_str!("../../shaders/matmul_bt.wgsl")),
-    (
-        "matmul_bt_subgroup",
-        include_str!("../../shaders/matmul_bt_subgroup.wgsl"),
-    ),
-    ("matvec", include_str!("../../shaders/matvec.wgsl")),
-    ("matvec_f16", include_str!("../../shaders/matvec_f16.wgsl")),
-    (
-        "matvec_f16_subgroup",
-        include_str!("../../shaders/matvec_f16_subgroup.wgsl"),
-    ),
-    ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
-    (
-        "matmul_f16_subgroup",
-        include_str!("../../shaders/matmul_f16_subgroup.wgsl"),
-    ),
-    ("matvec_bt", include_str!("../../shaders/matvec_bt.wgsl")),
-    (
-        "matvec_bt_f16",
-        include_str!("../../shaders/matvec_bt_f16.wgsl"),
+        "weights_f32",
+        include_str!("../../shaders/lib/weights_f32.wgsl"),
     ),
     (
-        "matvec_bt_f16_subgroup",
-        include_str!("../../shaders/matvec_bt_f16_subgroup.wgsl"),
+        "weights_f16",
+        include_str!("../../shaders/lib/weights_f16.wgsl"),
     ),
-    (
-        "matmul_bt_f16",
-        include_str!("../../shaders/matmul_bt_f16.wgsl"),
-    ),
-    (
-        "matmul_bt_f16_subgroup",
-        include_str!("../../shaders/matmul_bt_f16_subgroup.wgsl"),
-    ),
-    (
-        "embedding_f16",
-        include_str!("../../shaders/embedding_f16.wgsl"),
-    ),
-    ("attention", include_str!("../../shaders/attention.wgsl")),
-    (
-        "attention_subgroup",
-        include_str!("../../shaders/attention_subgroup.wgsl"),
-    ),
-    (
-        "sparse_attention",
-        include_str!("../../shaders/sparse_attention.wgsl"),
-    ),
-    (
-        "sparse_attention_subgroup",
-        include_str!("../../shaders/sparse_attention_subgroup.wgsl"),
-    ),
-    ("kv_store", include_str!("../../shaders/kv_store.wgsl")),
-    ("moe_gate", include_str!("../../shaders/moe_gate.wgsl")),
-    ("moe_route", include_str!("../../shaders/moe_route.wgsl")),
-    ("moe_matmul", include_str!("../../shaders/moe_matmul.wgsl")),
-    (
-        "moe_matmul_subgroup",
-        include_str!("../../shaders/moe_matmul_subgroup.wgsl"),
-    ),
-    (
-        "moe_matmul_f16",
-        include_str!("../../shaders/moe_matmul_f16.wgsl"),
-    ),
-    (
-        "moe_matmul_f16_subgroup",
-        include_str!("../../shaders/moe_matmul_f16_subgroup.wgsl"),
-    ),
-    (
-        "moe_combine",
-        include_str!("../../shaders/moe_combine.wgsl"),
-    ),
-    ("row_norm", include_str!("../../shaders/row_norm.wgsl")),
 ];
 
-/// Source of the shader named `name`.
-pub fn shader_source(name: &str) -> Option<&'static str> {
-    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+fn prelude(name: &str) -> &'static str {
+    PRELUDES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, s)| *s)
 }
 
-/// Kernel variants that need the SUBGROUP feature (subgroups of at least 8 lanes).
-pub fn needs_subgroups(name: &str) -> bool {
-    name.ends_with("_subgroup")
+macro_rules! wgsl {
+    ($file:literal) => {
+        include_str!(concat!("../../shaders/", $file, ".wgsl"))
+    };
 }
 
-/// Workgroup size used for every kernel (the `WG` override constant).
+const F32_WEIGHTS: &[&str] = &["weights_f32", "gelu"];
+const F16_WEIGHTS: &[&str] = &["weights_f16", "gelu"];
+const GELU: &[&str] = &["gelu"];
+use KernelClass::{Hardware, Software};
+
+/// Every kernel: the typed table the pipelines, the model's variant choice, the tests
+/// and the bench read (one op per WGSL file; variants that differ only in the weight
+/// type share the file and differ in their prelude).
+pub const KERNELS: &[Kernel] = &[
+    Kernel::new("embedding", wgsl!("embedding")),
+    Kernel::new("embedding_f16", wgsl!("embedding_f16"))
+        .of("embedding")
+        .half(),
+    Kernel::new("layer_norm", wgsl!("layer_norm")).class(Software),
+    Kernel::new("layer_norm_workgroup", wgsl!("layer_norm_workgroup"))
+        .of("layer_norm")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul", wgsl!("matmul")).with(GELU),
+    Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
+        .of("matmul")
+        .with(GELU)
+        .subgroup(),
+    Kernel::new("matmul_f16", wgsl!("matmul_f16"))
+        .of("matmul")
+        .with(GELU)
+        .half(),
+    Kernel::new("matmul_f16_subgroup", wgsl!("matmul_f16_subgroup"))
+        .of("matmul")
+        .with(GELU)
+        .subgroup()
+        .half(),
+    Kernel::new("matmul_bt", wgsl!("matmul_bt")),
+    Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
+        .of("matmul_bt")
+        .subgroup(),
+    Kernel::new("matmul_bt_f16", wgsl!("matmul_bt_f16"))
+        .of("matmul_bt")
+        .half(),
+    Kernel::new("matmul_bt_f16_subgroup", wgsl!("matmul_bt_f16_subgroup"))
+        .of("matmul_bt")
+        .subgroup()
+        .half(),
+    Kernel::new("matvec", wgsl!("matvec"))
+        .with(F32_WEIGHTS)
+        .class(Software),
+    Kernel::new("matvec_f16", wgsl!("matvec"))
+        .of("matvec")
+        .entry("matvec")
+        .with(F16_WEIGHTS)
+        .class(Software)
+        .half(),
+    Kernel::new("matvec_f16_subgroup", wgsl!("matvec_f16_subgroup"))
+        .of("matvec")
+        .with(GELU)
+        .subgroup()
+        .class(Software)
+        .half()
+        .workgroup(Workgroup::Subgroup),
+    Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
+        .of("matvec")
+        .with(F32_WEIGHTS)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
+        .of("matvec")
+        .entry("matvec_splitk")
+        .with(F16_WEIGHTS)
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_bt", wgsl!("matvec_bt")),
+    Kernel::new("matvec_bt_f16", wgsl!("matvec_bt_f16"))
+        .of("matvec_bt")
+        .half(),
+    Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
+        .of("matvec_bt")
+        .subgroup()
+        .half()
+        .workgroup(Workgroup::Subgroup),
+    Kernel::new("attention", wgsl!("attention")),
+    Kernel::new("attention_subgroup", wgsl!("attention_subgroup"))
+        .of("attention")
+        .subgroup(),
+    Kernel::new("sparse_attention", wgsl!("sparse_attention")),
+    Kernel::new(
+        "sparse_attention_subgroup",
+        wgsl!("sparse_attention_subgroup"),
+    )
+    .of("sparse_attention")
+    .subgroup(),
+    Kernel::new("kv_store", wgsl!("kv_store")),
+    Kernel::new("moe_gate", wgsl!("moe_gate")),
+    Kernel::new("moe_route", wgsl!("moe_route")),
+    Kernel::new("moe_matmul", wgsl!("moe_matmul")),
+    Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
+        .of("moe_matmul")
+        .subgroup(),
+    Kernel::new("moe_matmul_f16", wgsl!("moe_matmul_f16"))
+        .of("moe_matmul")
+        .half(),
+    Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_f16_subgroup"))
+        .of("moe_matmul")
+        .subgroup()
+        .half(),
+    Kernel::new("moe_combine", wgsl!("moe_combine")),
+    Kernel::new("row_norm", wgsl!("row_norm")),
+];
+
+/// The table entry of kernel `name`.
+pub fn kernel(name: &str) -> Option<&'static Kernel> {
+    KERNELS.iter().find(|k| k.name == name)
+}
+
+/// The composed source of kernel `name` (preludes, then its body).
+pub fn shader_source(name: &str) -> Option<String> {
+    kernel(name).map(Kernel::source)
+}
+
+/// Workgroup size used by the standard kernels (the `WG` override constant).
 pub const WORKGROUP: u32 = 32;
 
-/// Workgroup size kernel `name` is compiled with on a device whose subgroups have at
-/// most `subgroup_max` lanes: [`WORKGROUP`], except the subgroup matrix-vector kernels,
-/// which run one subgroup per workgroup (their rows are few, so on a CPU adapter
-/// smaller workgroups spread a one-token step over more cores).
-pub fn workgroup_for(name: &str, subgroup_max: u32) -> u32 {
-    if name.starts_with("matvec") && name.ends_with("_subgroup") {
-        subgroup_max.clamp(8, 256)
-    } else {
-        WORKGROUP
+/// The workgroup size `k` is compiled with on a device whose subgroups have at most
+/// `subgroup_max` lanes.
+pub fn workgroup_for(k: &Kernel, subgroup_max: u32) -> u32 {
+    match k.workgroup {
+        Workgroup::Standard => WORKGROUP,
+        Workgroup::Subgroup => subgroup_max.clamp(8, 256),
+        Workgroup::Fixed(n) => n,
     }
 }
 
@@ -132,17 +292,18 @@ impl Pipelines {
             let mut map = HashMap::new();
             let subgroups = ctx.features.contains(wgpu::Features::SUBGROUP)
                 && std::env::var_os("WGFORMER_PORTABLE_KERNELS").is_none();
-            for (name, src) in SHADERS {
-                if needs_subgroups(name) && !subgroups {
+            for k in KERNELS {
+                if k.subgroups && !subgroups {
                     continue;
                 }
+                let name = k.name;
                 let module = ctx
                     .device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl((*src).into()),
+                        source: wgpu::ShaderSource::Wgsl(k.source().into()),
                     });
-                let wg = workgroup_for(name, ctx.subgroup_max_size);
+                let wg = workgroup_for(k, ctx.subgroup_max_size);
                 let constants = [("WG", wg as f64)];
                 let pipeline =
                     ctx.device
@@ -150,14 +311,14 @@ impl Pipelines {
                             label: Some(name),
                             layout: None,
                             module: &module,
-                            entry_point: Some(name),
+                            entry_point: Some(k.entry),
                             compilation_options: wgpu::PipelineCompilationOptions {
                                 constants: &constants,
                                 zero_initialize_workgroup_memory: false,
                             },
                             cache: None,
                         });
-                map.insert(*name, (pipeline, wg));
+                map.insert(name, (pipeline, wg));
             }
             Ok(Pipelines { map })
         })
@@ -168,16 +329,39 @@ impl Pipelines {
         self.map.contains_key(name)
     }
 
-    /// `name`'s subgroup variant when the device has it, else `name` (the portable kernel).
+    /// `name`'s subgroup twin (same op, class and precision) when the device has it,
+    /// else `name` (the portable kernel).
     pub fn best(&self, name: &'static str) -> &'static str {
-        SHADERS
+        let Some(base) = kernel(name) else {
+            return name;
+        };
+        KERNELS
             .iter()
-            .map(|(n, _)| *n)
-            .find(|n| n.strip_suffix("_subgroup") == Some(name) && self.has(n))
-            .unwrap_or(name)
+            .find(|k| {
+                k.subgroups
+                    && k.op == base.op
+                    && k.class == base.class
+                    && k.precision == base.precision
+                    && self.has(k.name)
+            })
+            .map_or(name, |k| k.name)
     }
 
-    /// The pipeline of kernel `name` (a name from [`SHADERS`]).
+    /// The compiled kernels of `name`'s op with `name`'s weight precision (subgroup
+    /// and hardware variants alike), `name` first: what the tests and the bench check
+    /// against one reference.
+    pub fn variants(&self, name: &str) -> Vec<&'static str> {
+        let Some(base) = kernel(name) else {
+            return Vec::new();
+        };
+        KERNELS
+            .iter()
+            .filter(|k| k.op == base.op && k.precision == base.precision && self.has(k.name))
+            .map(|k| k.name)
+            .collect()
+    }
+
+    /// The pipeline of kernel `name` (a name from [`KERNELS`]).
     pub fn get(&self, name: &str) -> &wgpu::ComputePipeline {
         &self.map[name].0
     }
@@ -209,7 +393,13 @@ impl Pipelines {
 /// Workgroups for `n` invocations in 1-D, folded into (x, y) so that neither
 /// exceeds 65,535; shaders rebuild the index as `gid.x + gid.y * nwg.x * WG`.
 pub fn grid_1d(n: usize) -> (u32, u32) {
-    let groups = n.div_ceil(WORKGROUP as usize).max(1);
+    grid_groups(n.div_ceil(WORKGROUP as usize))
+}
+
+/// `groups` workgroups folded into (x, y) so that neither exceeds 65,535; shaders
+/// rebuild the index as `wg.x + wg.y * nwg.x` and skip indices past the end.
+pub fn grid_groups(groups: usize) -> (u32, u32) {
+    let groups = groups.max(1);
     if groups <= 65535 {
         (groups as u32, 1)
     } else {

@@ -1,10 +1,12 @@
-//! Layer norm (`shaders/layer_norm.wgsl`), eps 1e-5, bias optional.
+//! Layer norm, eps 1e-5, bias optional: `layer_norm` (software adapters: one
+//! invocation per row) and `layer_norm_workgroup` (hardware GPUs: one workgroup per
+//! row, reduced in workgroup memory).
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, grid_groups, GpuContext, Pipelines};
 
 /// GPT-2's layer-norm epsilon.
 pub const EPS: f32 = 1e-5;
@@ -19,16 +21,18 @@ pub struct LayerNormParams {
     pub eps: f32,
 }
 
-/// Op: bindings x, weight, bias (any buffer when there is none), y.
+/// Op of `variant` (`layer_norm` or `layer_norm_workgroup`): bindings x, weight, bias
+/// (any buffer when there is none), y.
 pub fn layer_norm_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     x: &wgpu::Buffer,
     weight: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<LayerNormParams>(ctx, pipelines, "layer_norm", &[x, weight, bias, y])
+    KernelOp::new::<LayerNormParams>(ctx, pipelines, variant, &[x, weight, bias, y])
 }
 
 /// Record a layer norm over `t` rows of width `c`.
@@ -47,14 +51,19 @@ pub fn encode_layer_norm(
         has_bias: u32::from(has_bias),
         eps: EPS,
     };
-    let (x, _) = grid_1d(t);
-    op.encode(queue, pass, pipelines, &p, (x, 1, 1));
+    let groups = match op.name {
+        // one workgroup per row, folded so that neither dimension exceeds 65,535
+        "layer_norm_workgroup" => grid_groups(t),
+        _ => grid_1d(t),
+    };
+    op.encode(queue, pass, pipelines, &p, (groups.0, groups.1, 1));
 }
 
-/// Upload, run, read back `y[T, C]`.
+/// Upload, run `variant`, read back `y[T, C]`.
 pub fn run_layer_norm(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
@@ -65,7 +74,7 @@ pub fn run_layer_norm(
     let wb = buffers::upload(ctx, "weight", weight);
     let bb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
     let yb = buffers::storage(ctx, "y", t * c);
-    let op = layer_norm_op(ctx, pipelines, &xb, &wb, &bb, &yb);
+    let op = layer_norm_op(ctx, pipelines, variant, &xb, &wb, &bb, &yb);
     submit_pass(ctx, "layer_norm", |pass| {
         encode_layer_norm(&ctx.queue, pass, pipelines, &op, t, c, bias.is_some())
     })?;

@@ -9,7 +9,7 @@ use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
 
 /// Rows computed by one invocation (the shader's `TM`), by kernel variant.
 pub fn tile_rows(kernel: &str) -> usize {
-    if kernel.ends_with("_subgroup") {
+    if crate::gpu::kernel(kernel).is_some_and(|k| k.subgroups) {
         16
     } else {
         8

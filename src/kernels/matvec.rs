@@ -18,12 +18,27 @@ pub struct MatvecParams {
     pub p4: u32,
 }
 
-/// Outputs computed by one invocation of `variant`.
-fn outputs_per_invocation(variant: &str) -> usize {
-    if variant == "matvec_f16_subgroup" {
-        8
-    } else {
-        4
+/// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
+pub const SPLITK_COLS4: usize = 4;
+
+/// Workgroups of `variant` for `n` outputs when compiled with `wg` lanes.
+fn workgroups(variant: &str, n: usize, wg: usize) -> usize {
+    match variant {
+        "matvec_splitk" | "matvec_f16_splitk" => (n / 4).div_ceil(SPLITK_COLS4),
+        "matvec_f16_subgroup" => (n / 8).div_ceil(wg),
+        _ => (n / 4).div_ceil(wg),
+    }
+}
+
+/// The matrix-vector kernel for `n` outputs: the split-K kernels on hardware GPUs,
+/// else the software ones (`matvec`, or for half floats the fastest of
+/// [`best_f16_variant`]).
+pub fn variant_for(pipelines: &Pipelines, hardware: bool, half: bool, n: usize) -> &'static str {
+    match (hardware, half) {
+        (true, false) => "matvec_splitk",
+        (true, true) => "matvec_f16_splitk",
+        (false, false) => "matvec",
+        (false, true) => best_f16_variant(pipelines, n),
     }
 }
 
@@ -37,8 +52,9 @@ pub fn best_f16_variant(pipelines: &Pipelines, n: usize) -> &'static str {
     }
 }
 
-/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec`, or
-/// `matvec_f16` / `matvec_f16_subgroup` for half-float weights.
+/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec` /
+/// `matvec_splitk`, or `matvec_f16` / `matvec_f16_subgroup` / `matvec_f16_splitk` for
+/// half-float weights.
 pub fn matvec_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -67,7 +83,7 @@ pub fn encode_matvec(
         flags,
         p4: (panel_width(n) / 4) as u32,
     };
-    let gx = (n / outputs_per_invocation(op.name)).div_ceil(pipelines.workgroup(op.name) as usize);
+    let gx = workgroups(op.name, n, pipelines.workgroup(op.name) as usize);
     op.encode(queue, pass, pipelines, &p, (gx as u32, 1, 1));
 }
 

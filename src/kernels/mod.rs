@@ -53,9 +53,9 @@ impl KernelOp {
     }
 }
 
-/// Whether kernel `variant` reads its weights as half floats (the `*_f16` variants).
+/// Whether kernel `variant` reads its weights as half floats (the table's precision).
 pub fn half_precision(variant: &str) -> bool {
-    variant.contains("_f16")
+    crate::gpu::kernel(variant).is_some_and(|k| k.precision == crate::gpu::Precision::F16)
 }
 
 /// Weight values in the precision kernel `variant` reads: packed as half floats (two

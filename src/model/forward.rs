@@ -20,8 +20,7 @@ use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
-use crate::kernels::matvec::encode_matvec;
-use crate::kernels::matvec::{best_f16_variant, matvec_variant_op};
+use crate::kernels::matvec::{self, encode_matvec, matvec_variant_op};
 use crate::kernels::matvec_bt::{self, matvec_bt_op};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
@@ -94,7 +93,14 @@ pub(super) fn bind_ops(
 ) -> Ops {
     let hs = cfg.head_size();
     let half_weights = cfg.dtype == Dtype::Float16;
+    let hardware = cfg.kernels.hardware(ctx.details.is_software());
     let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
+    // kernels with a GPU-shaped twin: layer norm and the matrix-vector products
+    let ln = if hardware {
+        "layer_norm_workgroup"
+    } else {
+        "layer_norm"
+    };
     // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
     // kernels reading wte (embedding, LM head) and the blocks' linears
     let (embed, lm_head, lm_head_one, lin, moe_lin) = if half_weights {
@@ -115,13 +121,7 @@ pub(super) fn bind_ops(
         )
     };
     // matrix-vector kernel for a linear with `n` outputs
-    let vec = |n: usize| {
-        if half_weights {
-            best_f16_variant(pl, n)
-        } else {
-            "matvec"
-        }
-    };
+    let vec = |n: usize| matvec::variant_for(pl, hardware, half_weights, n);
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     let blocks = w
@@ -130,7 +130,7 @@ pub(super) fn bind_ops(
         .zip(&a.entropy)
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
-            ln_1: layer_norm_op(ctx, pl, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
+            ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: matmul_variant_op(ctx, pl, lin, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
             attn: match sparse {
                 Some(sp) => sparse_attention_op(
@@ -157,7 +157,7 @@ pub(super) fn bind_ops(
                 ),
             },
             c_proj: matmul_variant_op(ctx, pl, lin, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
-            ln_2: layer_norm_op(ctx, pl, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
+            ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {
                 (
                     MlpWeights::Moe {
@@ -241,7 +241,7 @@ pub(super) fn bind_ops(
             .collect(),
         embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         blocks,
-        ln_f: layer_norm_op(ctx, pl, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),
+        ln_f: layer_norm_op(ctx, pl, ln, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),
         lm_head: w
             .wte
             .chunks

@@ -1,0 +1,6 @@
+// GELU, tanh approximation (GPT-2's), on a vec4; the argument of tanh is clamped so
+// that large inputs cannot overflow to NaN.
+fn gelu(x: vec4<f32>) -> vec4<f32> {
+    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
+}

@@ -1,0 +1,6 @@
+// Weights as f32: `W` is one stored vec4 of weights, `load_w4` reads it as f32.
+alias W = vec4<f32>;
+
+fn load_w4(v: W) -> vec4<f32> {
+    return v;
+}

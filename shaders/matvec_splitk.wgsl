@@ -1,0 +1,75 @@
+// Matrix-vector product for hardware GPUs (one-token steps):
+// out[N] (=|+=) act(x[K] · w[K, N] + bias[N]), epilogue flags as matmul (bit 0 bias,
+// bit 1 GELU, bit 2 accumulate). Preludes: gelu, and the weight type `W` / `load_w4`
+// (f32, or packed half floats for `matvec_f16_splitk`).
+//
+// A workgroup owns COLS4 vec4 columns and splits the K rows across its WG / COLS4
+// lane groups: the COLS4 lanes of a group read adjacent vec4s of one weight row (one
+// coalesced segment), group g walks rows g, g + groups, ..., and the partial sums meet
+// in workgroup memory. N / (4 · COLS4) workgroups: 48 for N = 768, enough to spread a
+// decode step's reads over the GPU, where `matvec` (one lane per output vec4 walking
+// all of K) leaves most of it idle.
+//
+// w is stored in column panels as for `matvec`: N / P panels of P columns, each
+// [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
+
+struct MatvecParams {
+    n4: u32,
+    k4: u32,
+    flags: u32,
+    p4: u32, // panel width of w / 4
+}
+
+// WG a power of two, at most 256 (the size of `part`); COLS4 a power of two dividing
+// WG and 16 (so a workgroup's columns lie in one panel).
+override WG: u32 = 256u;
+override COLS4: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> p: MatvecParams;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [K]
+@group(0) @binding(2) var<storage, read> w: array<W>;               // [K, N]
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [N]
+
+var<workgroup> part: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(WG)
+fn matvec_splitk(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let c = lid % COLS4;
+    let g = lid / COLS4;
+    let groups = WG / COLS4;
+    let col = wg.x * COLS4 + c;
+    let live = col < p.n4;
+    let p4 = p.p4;
+    var acc = vec4<f32>(0.0);
+    if (live) {
+        let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
+        for (var r = g; r < 4u * p.k4; r += groups) {
+            acc += x[r / 4u][r % 4u] * load_w4(w[base + r * p4]);
+        }
+    }
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var s = groups / 2u; s > 0u; s = s / 2u) {
+        if (g < s) {
+            part[lid] += part[lid + s * COLS4];
+        }
+        workgroupBarrier();
+    }
+    if (g == 0u && live) {
+        var o = part[c];
+        if ((p.flags & 1u) != 0u) {
+            o += bias[col];
+        }
+        if ((p.flags & 2u) != 0u) {
+            o = gelu(o);
+        }
+        if ((p.flags & 4u) != 0u) {
+            o += out[col];
+        }
+        out[col] = o;
+    }
+}
