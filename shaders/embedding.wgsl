@@ -1,6 +1,8 @@
 // Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[pos_offset + t, :].
 // wte may be split into row chunks (bound windows); each dispatch covers one chunk
 // and writes only the tokens whose id falls inside [row_start, row_start + rows).
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `embedding_f16`, which is this file with the f16 prelude.
 
 struct EmbeddingParams {
     t: u32,          // tokens
@@ -17,7 +19,7 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: EmbeddingParams;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;          // [T]
-@group(0) @binding(2) var<storage, read> wte: array<vec4<f32>>;    // [rows, C]
+@group(0) @binding(2) var<storage, read> wte: array<W>;    // [rows, C]
 @group(0) @binding(3) var<storage, read> wpe: array<vec4<f32>>;    // [context, C]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [T, C]
 
@@ -45,5 +47,5 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (id < p.row_start || id >= p.row_start + p.rows) {
         return;
     }
-    out[i] = wte[row_base(id - p.row_start, p.c4) + col_step(c)] + wpe[(p.pos_offset + t) * p.c4 + c];
+    out[i] = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]) + wpe[(p.pos_offset + t) * p.c4 + c];
 }

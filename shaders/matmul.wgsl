@@ -4,6 +4,8 @@
 // Register blocking: each invocation computes 8 rows × 4 columns (one vec4). All
 // invocations of a workgroup share the same rows, so the loads of `a` are uniform
 // (cheap on SIMD-over-lanes CPUs such as lavapipe) and each load of `b` feeds 8 FMAs.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `matmul_f16`, which is this file with the f16 prelude.
 
 // b is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
@@ -25,7 +27,7 @@ const TM: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;       // [K, N]
+@group(0) @binding(2) var<storage, read> b: array<W>;      // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
 
@@ -52,10 +54,10 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     var acc7 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let bi = base + 4u * k * p4;
-        let b0 = b[bi];
-        let b1 = b[bi + p4];
-        let b2 = b[bi + 2u * p4];
-        let b3 = b[bi + 3u * p4];
+        let b0 = load_w4(b[bi]);
+        let b1 = load_w4(b[bi + p4]);
+        let b2 = load_w4(b[bi + 2u * p4]);
+        let b3 = load_w4(b[bi + 3u * p4]);
         var av = a[rows[0] + k];
         acc0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
         av = a[rows[1] + k];

@@ -1,6 +1,8 @@
 // out[M, N] = a[M, K] · b[N, K]ᵀ: the tied LM head (x · wteᵀ). b may be one row chunk
 // of wte; out is the matching chunk of the logits. Each invocation computes 8 rows ×
 // 4 columns; rows are shared by the workgroup (uniform loads of `a`).
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `matmul_bt_f16`, which is this file with the f16 prelude.
 
 struct MatmulBtParams {
     m: u32,  // rows of a and out
@@ -14,7 +16,7 @@ const TM: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: MatmulBtParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + M, K]
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
+@group(0) @binding(2) var<storage, read> b: array<W>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
@@ -46,10 +48,10 @@ fn matmul_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
         acc[r] = vec4<f32>(0.0);
     }
     for (var k = 0u; k < k4; k++) {
-        let w0 = b[b0 + col_step(k)];
-        let w1 = b[b1 + col_step(k)];
-        let w2 = b[b2 + col_step(k)];
-        let w3 = b[b3 + col_step(k)];
+        let w0 = load_w4(b[b0 + col_step(k)]);
+        let w1 = load_w4(b[b1 + col_step(k)]);
+        let w2 = load_w4(b[b2 + col_step(k)]);
+        let w3 = load_w4(b[b3 + col_step(k)]);
         for (var r = 0u; r < TM; r++) {
             let x = a[rows[r] + k];
             acc[r] += vec4<f32>(dot(x, w0), dot(x, w1), dot(x, w2), dot(x, w3));

@@ -2,6 +2,8 @@
 // the tied LM head. Each invocation computes 16 rows × 4 columns; rows of `a` are loaded
 // once per subgroup (lanes s and s + 8) and shared with subgroupBroadcast, as in
 // matmul_subgroup.wgsl. Needs subgroups of at least 8 lanes.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `matmul_bt_f16_subgroup`, which is this file with the f16 prelude.
 
 struct MatmulBtParams {
     m: u32,  // rows of a and out
@@ -15,7 +17,7 @@ const TM: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: MatmulBtParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + M, K]
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
+@group(0) @binding(2) var<storage, read> b: array<W>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [M, N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
@@ -71,10 +73,10 @@ fn matmul_bt_subgroup(
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let b0 = b[w0 + col_step(k)];
-        let b1 = b[w1 + col_step(k)];
-        let b2 = b[w2 + col_step(k)];
-        let b3 = b[w3 + col_step(k)];
+        let b0 = load_w4(b[w0 + col_step(k)]);
+        let b1 = load_w4(b[w1 + col_step(k)]);
+        let b2 = load_w4(b[w2 + col_step(k)]);
+        let b3 = load_w4(b[w3 + col_step(k)]);
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -7,6 +7,8 @@
 // Needs subgroups of at least 8 lanes (lavapipe: 8 or 16; NVIDIA 32; AMD 32/64).
 // The accumulators are separate variables, not an array: llvmpipe keeps dynamically
 // indexed arrays in memory.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `matmul_f16_subgroup`, which is this file with the f16 prelude.
 
 // b is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
@@ -28,7 +30,7 @@ const TM: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;       // [K, N]
+@group(0) @binding(2) var<storage, read> b: array<W>;      // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
 
@@ -83,10 +85,10 @@ fn matmul_subgroup(
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let bi = base + 4u * k * p4;
-        let b0 = b[bi];
-        let b1 = b[bi + p4];
-        let b2 = b[bi + 2u * p4];
-        let b3 = b[bi + 3u * p4];
+        let b0 = load_w4(b[bi]);
+        let b1 = load_w4(b[bi + p4]);
+        let b2 = load_w4(b[bi + 2u * p4]);
+        let b3 = load_w4(b[bi + 3u * p4]);
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -1,6 +1,8 @@
 // LM head for one position: out[N] = a[a_row0, :] · b[N, K]ᵀ (b is a row chunk of wte).
 // One invocation per 4 outputs: each step loads one vec4 of `a` (uniform) and one of
 // each of 4 rows of `b`. Used for the last position of prefill and every decode step.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `matvec_bt_f16`, which is this file with the f16 prelude.
 
 struct MatvecBtParams {
     n: u32,      // rows of b = outputs
@@ -13,7 +15,7 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: MatvecBtParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + 1, K]
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // [N, K]
+@group(0) @binding(2) var<storage, read> b: array<W>;     // [N, K]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
@@ -44,7 +46,7 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let x = a[xo + k];
-        acc += vec4<f32>(dot(x, b[w0 + col_step(k)]), dot(x, b[w1 + col_step(k)]), dot(x, b[w2 + col_step(k)]), dot(x, b[w3 + col_step(k)]));
+        acc += vec4<f32>(dot(x, load_w4(b[w0 + col_step(k)])), dot(x, load_w4(b[w1 + col_step(k)])), dot(x, load_w4(b[w2 + col_step(k)])), dot(x, load_w4(b[w3 + col_step(k)])));
     }
     out[col0] = acc.x;
     if (col0 + 1u < p.n) { out[col0 + 1u] = acc.y; }

@@ -6,6 +6,8 @@
 // invocation computes 8 rows × 4 columns; a workgroup's 8 rows lie in one expert's
 // segment (segments are padded to 16 rows), so the weights it reads are one expert's.
 // Flags: 1 bias, 2 GELU, 4 ReLU, 16 SiLU, 8 gather rows of `a` by token.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `moe_matmul_f16`, which is this file with the f16 prelude.
 
 // Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P panels
 // of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
@@ -27,7 +29,7 @@ const INVALID: u32 = 0xFFFFFFFFu;
 
 @group(0) @binding(0) var<uniform> p: MoeMatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;        // [T or rows, K]
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;        // [E, K, N]
+@group(0) @binding(2) var<storage, read> w: array<W>;        // [E, K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;     // [E, N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [rows, N]
 @group(0) @binding(5) var<storage, read> row_token: array<u32>;      // [rows]
@@ -85,10 +87,10 @@ fn moe_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     var acc7 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let bi = wbase + 4u * k * p4;
-        let b0 = w[bi];
-        let b1 = w[bi + p4];
-        let b2 = w[bi + 2u * p4];
-        let b3 = w[bi + 3u * p4];
+        let b0 = load_w4(w[bi]);
+        let b1 = load_w4(w[bi + p4]);
+        let b2 = load_w4(w[bi + 2u * p4]);
+        let b3 = load_w4(w[bi + 3u * p4]);
         var av = a[src[0] + k];
         acc0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
         av = a[src[1] + k];

@@ -3,6 +3,8 @@
 // one expert's segment (segments are padded to 16 rows). Lane s of each subgroup loads
 // rows s and s + 8 (gathered by token when flag 8 is set) and every lane takes the 16
 // rows from those two loads with subgroupBroadcast, as matmul_subgroup.wgsl does.
+// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
+// packed half floats in `moe_matmul_f16_subgroup`, which is this file with the f16 prelude.
 
 // Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P panels
 // of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
@@ -24,7 +26,7 @@ const INVALID: u32 = 0xFFFFFFFFu;
 
 @group(0) @binding(0) var<uniform> p: MoeMatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;        // [T or rows, K]
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;        // [E, K, N]
+@group(0) @binding(2) var<storage, read> w: array<W>;        // [E, K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;     // [E, N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [rows, N]
 @group(0) @binding(5) var<storage, read> row_token: array<u32>;      // [rows]
@@ -97,10 +99,10 @@ fn moe_matmul_subgroup(
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let bi = wbase + 4u * k * p4;
-        let b0 = w[bi];
-        let b1 = w[bi + p4];
-        let b2 = w[bi + 2u * p4];
-        let b3 = w[bi + 3u * p4];
+        let b0 = load_w4(w[bi]);
+        let b1 = load_w4(w[bi + p4]);
+        let b2 = load_w4(w[bi + 2u * p4]);
+        let b3 = load_w4(w[bi + 3u * p4]);
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);

@@ -148,6 +148,8 @@ macro_rules! wgsl {
 
 const F32_WEIGHTS: &[&str] = &["weights_f32", "gelu"];
 const F16_WEIGHTS: &[&str] = &["weights_f16", "gelu"];
+const F32_ONLY: &[&str] = &["weights_f32"];
+const F16_ONLY: &[&str] = &["weights_f16"];
 const GELU: &[&str] = &["gelu"];
 use KernelClass::{Hardware, Software};
 
@@ -155,38 +157,47 @@ use KernelClass::{Hardware, Software};
 /// and the bench read (one op per WGSL file; variants that differ only in the weight
 /// type share the file and differ in their prelude).
 pub const KERNELS: &[Kernel] = &[
-    Kernel::new("embedding", wgsl!("embedding")),
-    Kernel::new("embedding_f16", wgsl!("embedding_f16"))
+    Kernel::new("embedding", wgsl!("embedding")).with(F32_ONLY),
+    Kernel::new("embedding_f16", wgsl!("embedding"))
         .of("embedding")
+        .entry("embedding")
+        .with(F16_ONLY)
         .half(),
     Kernel::new("layer_norm", wgsl!("layer_norm")).class(Software),
     Kernel::new("layer_norm_workgroup", wgsl!("layer_norm_workgroup"))
         .of("layer_norm")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matmul", wgsl!("matmul")).with(GELU),
+    Kernel::new("matmul", wgsl!("matmul")).with(F32_WEIGHTS),
     Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
         .of("matmul")
-        .with(GELU)
+        .with(F32_WEIGHTS)
         .subgroup(),
-    Kernel::new("matmul_f16", wgsl!("matmul_f16"))
+    Kernel::new("matmul_f16", wgsl!("matmul"))
         .of("matmul")
-        .with(GELU)
+        .entry("matmul")
+        .with(F16_WEIGHTS)
         .half(),
-    Kernel::new("matmul_f16_subgroup", wgsl!("matmul_f16_subgroup"))
+    Kernel::new("matmul_f16_subgroup", wgsl!("matmul_subgroup"))
         .of("matmul")
-        .with(GELU)
+        .entry("matmul_subgroup")
+        .with(F16_WEIGHTS)
         .subgroup()
         .half(),
-    Kernel::new("matmul_bt", wgsl!("matmul_bt")),
+    Kernel::new("matmul_bt", wgsl!("matmul_bt")).with(F32_ONLY),
     Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
         .of("matmul_bt")
+        .with(F32_ONLY)
         .subgroup(),
-    Kernel::new("matmul_bt_f16", wgsl!("matmul_bt_f16"))
+    Kernel::new("matmul_bt_f16", wgsl!("matmul_bt"))
         .of("matmul_bt")
+        .entry("matmul_bt")
+        .with(F16_ONLY)
         .half(),
-    Kernel::new("matmul_bt_f16_subgroup", wgsl!("matmul_bt_f16_subgroup"))
+    Kernel::new("matmul_bt_f16_subgroup", wgsl!("matmul_bt_subgroup"))
         .of("matmul_bt")
+        .entry("matmul_bt_subgroup")
+        .with(F16_ONLY)
         .subgroup()
         .half(),
     Kernel::new("matvec", wgsl!("matvec"))
@@ -217,9 +228,11 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_bt", wgsl!("matvec_bt")),
-    Kernel::new("matvec_bt_f16", wgsl!("matvec_bt_f16"))
+    Kernel::new("matvec_bt", wgsl!("matvec_bt")).with(F32_ONLY),
+    Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
         .of("matvec_bt")
+        .entry("matvec_bt")
+        .with(F16_ONLY)
         .half(),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
@@ -240,15 +253,20 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),
-    Kernel::new("moe_matmul", wgsl!("moe_matmul")),
+    Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(F32_ONLY),
     Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
         .of("moe_matmul")
+        .with(F32_ONLY)
         .subgroup(),
-    Kernel::new("moe_matmul_f16", wgsl!("moe_matmul_f16"))
+    Kernel::new("moe_matmul_f16", wgsl!("moe_matmul"))
         .of("moe_matmul")
+        .entry("moe_matmul")
+        .with(F16_ONLY)
         .half(),
-    Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_f16_subgroup"))
+    Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_subgroup"))
         .of("moe_matmul")
+        .entry("moe_matmul_subgroup")
+        .with(F16_ONLY)
         .subgroup()
         .half(),
     Kernel::new("moe_combine", wgsl!("moe_combine")),
