@@ -96,6 +96,76 @@ impl Bench {
         median((0..batches).map(|_| run(reps) / reps as f64).collect())
     }
 
+    /// Like `time_gpu` for commands outside a compute pass (buffer copies).
+    fn time_encoder(&self, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> f64 {
+        let run = |reps: usize| {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            for _ in 0..reps {
+                record(&mut enc);
+            }
+            let t = Instant::now();
+            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.wait_idle().expect("GPU wait");
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let once = run(1);
+        let reps = ((200.0 / once.max(0.01)) as usize).clamp(1, 50);
+        let batches = if self.quick { 3 } else { 5 };
+        median((0..batches).map(|_| run(reps) / reps as f64).collect())
+    }
+
+    /// The limits the kernel rows stand next to: a device-to-device copy (the memory
+    /// bandwidth a read-once kernel can approach) and the cost of one dependent
+    /// dispatch inside a pass (what fusing saves).
+    fn rooflines(&mut self) {
+        let bytes = (64usize << 20).min(self.ctx.max_binding_bytes() as usize / 4 * 4);
+        let src = buffers::storage(&self.ctx, "copy src", bytes / 4);
+        let dst = buffers::storage(&self.ctx, "copy dst", bytes / 4);
+        let ms =
+            self.time_encoder(&|enc| enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes as u64));
+        // read + write
+        self.report(
+            "device_copy",
+            format!("{} MiB", bytes >> 20),
+            ms,
+            (2 * bytes) as f64,
+            "GB/s",
+            None,
+            "",
+        );
+        let (x, w, b, y) = (
+            buffers::upload(&self.ctx, "x", &[1.0; 4]),
+            buffers::upload(&self.ctx, "w", &[1.0; 4]),
+            buffers::upload(&self.ctx, "b", &[0.0; 4]),
+            buffers::storage(&self.ctx, "y", 4),
+        );
+        let op = layer_norm::layer_norm_op(&self.ctx, &self.pl, "layer_norm", &x, &w, &b, &y);
+        let n = 200;
+        let ms = self.time_gpu(&|pass| {
+            for _ in 0..n {
+                layer_norm::encode_layer_norm(&self.ctx.queue, pass, &self.pl, &op, 1, 4, true)
+            }
+        });
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.4} ms per dispatch ({n} dependent tiny dispatches in one pass)",
+                "dispatch",
+                "layer_norm T=1 C=4",
+                ms / n as f64
+            );
+        }
+        self.rows.push(Row {
+            kernel: "dispatch".into(),
+            shape: "layer_norm T=1 C=4".into(),
+            gpu_ms: ms / n as f64,
+            rate: n as f64 / ms * 1e3,
+            unit: "dispatches/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: None,
+        });
+    }
+
     fn time_cpu(&self, f: &mut dyn FnMut()) -> f64 {
         f();
         let runs = if self.quick { 1 } else { 3 };
@@ -691,6 +761,10 @@ impl Bench {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let ms = median(step_ms);
+        let before = wgformer::gpu::dispatch_count();
+        let next = wgformer::model::sampling::argmax(&logits);
+        model.extend(&mut session, &[next]).unwrap();
+        let dispatches = wgformer::gpu::dispatch_count() - before;
         self.report(
             "gpt2_prefill",
             format!("GPT-2 small{tag} T={prompt}"),
@@ -702,7 +776,7 @@ impl Bench {
         );
         if !self.json {
             println!(
-                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s",
+                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s  {dispatches} dispatches/step",
                 "gpt2_decode",
                 format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
                 ms,
@@ -731,6 +805,16 @@ impl Bench {
                 .collect(),
         );
         let flops = 2.0 * t as f64 * model.parameter_count as f64;
+        let before = wgformer::gpu::dispatch_count();
+        model.forward(&ids, 5, false).unwrap();
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {} dispatches",
+                "gpt2_fwd",
+                format!("GPT-2 small{tag} T={t}"),
+                wgformer::gpu::dispatch_count() - before
+            );
+        }
         self.report(
             "gpt2_fwd",
             format!("GPT-2 small{tag} T={t}"),
@@ -786,6 +870,9 @@ fn main() {
     } else {
         &[1, 16, 128, 1024]
     };
+    if b.wants("roofline") {
+        b.rooflines();
+    }
     if b.wants("matmul") {
         b.matmul(1024, 1024, 1024);
         for &t in ts {

@@ -33,6 +33,7 @@ fn matmul_plain_bias_gelu_accumulate() {
         (17, 260, 36),
         (64, 256, 128),
         (128, 96, 64),
+        (70, 192, 100),
     ] {
         let a = rand_vec(m * k, 1, 1.0);
         let b = rand_vec(k * n, 2, 0.5);
@@ -532,7 +533,7 @@ fn sparse_attention_matches_masked_reference() {
 fn half_weight_variants_match_reference_on_rounded_weights() {
     use wgformer::model::weights::round_to_f16;
     let g = gpu();
-    let mut variants = vec!["matmul_f16"];
+    let mut variants = vec!["matmul_f16", "matmul_f16_tiled"];
     if g.pipelines.has("matmul_f16_subgroup") {
         variants.push("matmul_f16_subgroup");
     }

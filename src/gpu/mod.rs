@@ -184,6 +184,18 @@ pub const KERNELS: &[Kernel] = &[
         .with(F16_WEIGHTS)
         .subgroup()
         .half(),
+    Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
+        .of("matmul")
+        .with(F32_WEIGHTS)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul_f16_tiled", wgsl!("matmul_tiled"))
+        .of("matmul")
+        .entry("matmul_tiled")
+        .with(F16_WEIGHTS)
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matmul_bt", wgsl!("matmul_bt")).with(F32_ONLY),
     Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
         .of("matmul_bt")
@@ -426,6 +438,13 @@ pub fn grid_groups(groups: usize) -> (u32, u32) {
     }
 }
 
+static DISPATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Dispatches recorded by this process so far (the bench counts a step's with it).
+pub fn dispatch_count() -> u64 {
+    DISPATCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Record one dispatch into `pass`.
 pub fn dispatch(
     pass: &mut wgpu::ComputePass<'_>,
@@ -434,6 +453,7 @@ pub fn dispatch(
     bind: &wgpu::BindGroup,
     groups: (u32, u32, u32),
 ) {
+    DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     pass.set_pipeline(pipelines.get(name));
     pass.set_bind_group(0, bind, &[]);
     pass.dispatch_workgroups(groups.0, groups.1, groups.2);

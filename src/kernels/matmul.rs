@@ -82,7 +82,18 @@ pub fn matmul_op(
     matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), a, b, bias, out)
 }
 
-/// Op with an explicit variant (`matmul` or `matmul_subgroup`), for the bench.
+/// The matmul for the blocks' linears: the tiled kernels on hardware GPUs, else the
+/// best software kernel for the device.
+pub fn variant_for(pipelines: &Pipelines, hardware: bool, half: bool) -> &'static str {
+    match (hardware, half) {
+        (true, false) => "matmul_tiled",
+        (true, true) => "matmul_f16_tiled",
+        (false, false) => pipelines.best("matmul"),
+        (false, true) => pipelines.best("matmul_f16"),
+    }
+}
+
+/// Op with an explicit variant (any kernel of the matmul op), for the model and the bench.
 pub fn matmul_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -115,8 +126,14 @@ pub fn encode_matmul(
         p4: (panel_width(n) / 4) as u32,
         _pad: [0; 3],
     };
-    let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
-    let gy = m.div_ceil(tile_rows(op.name)) as u32;
+    let (gx, gy) = match op.name {
+        // 64 × 64 tiles of out
+        "matmul_tiled" | "matmul_f16_tiled" => (n.div_ceil(64) as u32, m.div_ceil(64) as u32),
+        _ => (
+            (n / 4).div_ceil(WORKGROUP as usize) as u32,
+            m.div_ceil(tile_rows(op.name)) as u32,
+        ),
+    };
     op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
 }
 

@@ -108,7 +108,7 @@ pub(super) fn bind_ops(
             "embedding_f16",
             pl.best("matmul_bt_f16"),
             matvec_bt::best_f16_variant(pl, c),
-            pl.best("matmul_f16"),
+            crate::kernels::matmul::variant_for(pl, hardware, true),
             pl.best("moe_matmul_f16"),
         )
     } else {
@@ -116,7 +116,7 @@ pub(super) fn bind_ops(
             "embedding",
             pl.best("matmul_bt"),
             "matvec_bt",
-            pl.best("matmul"),
+            crate::kernels::matmul::variant_for(pl, hardware, false),
             pl.best("moe_matmul"),
         )
     };

@@ -1,0 +1,121 @@
+// out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias[N]) for hardware GPUs, epilogue flags as
+// `matmul` (bit 0 bias, bit 1 GELU, bit 2 accumulate). Preludes: gelu, and the weight
+// type `W` / `load_w4` (f32, or packed half floats for `matmul_f16_tiled`).
+//
+// Workgroup-memory tiling with register blocking: a workgroup of 256 lanes computes a
+// 64 × 64 tile of out. For each step of 16 along K it stages a 64 × 16 tile of `a`
+// and a 16 × 64 tile of `b` in workgroup memory (each lane loads one vec4 of each:
+// adjacent lanes read adjacent vec4s, so the loads coalesce), then every lane
+// multiplies 4 rows × 4 columns (one vec4) out of the staged tiles, so each staged
+// value feeds 4 (a) or 16 (b) FMAs. The software kernel `matmul` instead has every
+// lane stream its own column of `b` from memory.
+//
+// b is stored in column panels as for `matmul`: N / P panels of P columns, each
+// [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
+
+struct MatmulParams {
+    m: u32,     // rows of a and out
+    n4: u32,    // N / 4
+    k4: u32,    // K / 4
+    flags: u32,
+    p4: u32,    // panel width of b / 4
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// The tile shape below assumes 256 lanes.
+override WG: u32 = 256u;
+const BM: u32 = 64u;  // rows of the tile
+const BN4: u32 = 16u; // vec4 columns of the tile (64 columns)
+const BK: u32 = 16u;  // K step (4 vec4)
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
+@group(0) @binding(2) var<storage, read> b: array<W>;               // [K, N]
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+
+var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q
+var<workgroup> tb: array<vec4<f32>, 256>; // [BK][BN4]: k-row r, column c at r * 16 + c
+
+@compute @workgroup_size(WG)
+fn matmul_tiled(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let row0 = wg.y * BM;
+    let col0 = wg.x * BN4;
+    let k4 = p.k4;
+    let p4 = p.p4;
+    // what this lane stages: a row r / k-quad q of `a`, a k-row kr / column cq of `b`
+    let ar = lid / 4u;
+    let aq = lid % 4u;
+    let br = lid / BN4;
+    let bc = lid % BN4;
+    let bcol = col0 + bc;
+    let bcol_c = min(bcol, p.n4 - 1u);
+    let bbase = (bcol_c / p4) * (4u * k4 * p4) + bcol_c % p4; // this column's panel
+    let arow = row0 + ar;
+    // what this lane computes: rows tr * 4 .. + 4, vec4 column tc of the tile
+    let tr = lid / BN4;
+    let tc = lid % BN4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var kt = 0u; kt < k4 * 4u; kt += BK) {
+        // stage (zeros past the edges of M, N and K)
+        let kq = kt / 4u + aq;
+        var av = vec4<f32>(0.0);
+        if (arow < p.m && kq < k4) {
+            av = a[arow * k4 + kq];
+        }
+        ta[lid] = av;
+        let krow = kt + br;
+        var bv = vec4<f32>(0.0);
+        if (bcol < p.n4 && krow < k4 * 4u) {
+            bv = load_w4(b[bbase + krow * p4]);
+        }
+        tb[lid] = bv;
+        workgroupBarrier();
+        for (var q = 0u; q < BK / 4u; q++) {
+            let b0 = tb[(q * 4u) * BN4 + tc];
+            let b1 = tb[(q * 4u + 1u) * BN4 + tc];
+            let b2 = tb[(q * 4u + 2u) * BN4 + tc];
+            let b3 = tb[(q * 4u + 3u) * BN4 + tc];
+            var x = ta[(tr * 4u) * 4u + q];
+            acc0 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+            x = ta[(tr * 4u + 1u) * 4u + q];
+            acc1 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+            x = ta[(tr * 4u + 2u) * 4u + q];
+            acc2 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+            x = ta[(tr * 4u + 3u) * 4u + q];
+            acc3 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+        }
+        workgroupBarrier();
+    }
+    let col = col0 + tc;
+    if (col >= p.n4) {
+        return;
+    }
+    var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + tr * 4u + i;
+        if (row >= p.m) {
+            break;
+        }
+        var o = accs[i];
+        if ((p.flags & 1u) != 0u) {
+            o += bias[col];
+        }
+        if ((p.flags & 2u) != 0u) {
+            o = gelu(o);
+        }
+        let at = row * p.n4 + col;
+        if ((p.flags & 4u) != 0u) {
+            o += out[at];
+        }
+        out[at] = o;
+    }
+}
