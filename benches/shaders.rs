@@ -617,7 +617,7 @@ impl Bench {
         let small_t = t.min(96);
         let small = BlockLayout::new(small_t.max(32), 32, 2, 1, 0);
         let sparse_variant = attention::sparse_attention_variant(&self.ctx, &self.pl, c / nh, 32);
-        let dense_variant = attention::attention_variant(&self.pl, c / nh);
+        let dense_variant = attention::attention_variant(&self.pl, c / nh, false);
         let (got, _) = attention::run_sparse_attention(
             &self.ctx,
             &self.pl,

@@ -255,6 +255,10 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("attention_subgroup", wgsl!("attention_subgroup"))
         .of("attention")
         .subgroup(),
+    Kernel::new("attention_tiled", wgsl!("attention_tiled"))
+        .of("attention")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(64)),
     Kernel::new("sparse_attention", wgsl!("sparse_attention")),
     Kernel::new(
         "sparse_attention_subgroup",

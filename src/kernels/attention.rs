@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, GpuContext, Pipelines};
 
 /// Mirrors `AttentionParams` in the WGSL.
 #[repr(C)]
@@ -56,10 +56,13 @@ impl KvLayout {
     }
 }
 
-/// The dense kernel for this device and head size: the subgroup variant (head size 64,
-/// subgroups of at least 8 lanes) or the portable one.
-pub fn attention_variant(pipelines: &Pipelines, head_size: usize) -> &'static str {
-    if head_size == 64 && pipelines.has("attention_subgroup") {
+/// The dense kernel for this device and head size: with hardware kernels the tiled
+/// (flash-style) one; else the subgroup variant (head size 64, subgroups of at least 8
+/// lanes) or the portable one.
+pub fn attention_variant(pipelines: &Pipelines, head_size: usize, hardware: bool) -> &'static str {
+    if hardware {
+        "attention_tiled"
+    } else if head_size == 64 && pipelines.has("attention_subgroup") {
         "attention_subgroup"
     } else {
         "attention"
@@ -149,7 +152,8 @@ pub fn encode_attention(
         block: block.max(1) as u32,
         _pad: [0; 2],
     };
-    let gx = t.div_ceil(WORKGROUP as usize) as u32;
+    // one query per lane (the tiled kernel: a block of queries per workgroup)
+    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
 }
 

@@ -148,7 +148,7 @@ pub(super) fn bind_ops(
                 None => attention_op(
                     ctx,
                     pl,
-                    attention_variant(pl, hs),
+                    attention_variant(pl, hs, hardware),
                     &a.qkv,
                     &a.qkv,
                     &a.qkv,

@@ -89,7 +89,7 @@ impl Model {
             };
             let best = match &self.sparse {
                 Some(sp) => sp.variant,
-                None => attention_variant(pl, self.config.head_size()),
+                None => attention_variant(pl, self.config.head_size(), self.hardware_kernels),
             };
             let attn = (0..nl).map(|l| bind(l, best)).collect();
             // The sparse subgroup kernel needs the queries of a subgroup in one block;

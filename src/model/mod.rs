@@ -207,6 +207,8 @@ pub struct Model {
     pub parameter_count: usize,
     pub parameter_bytes: u64,
     pub device_bytes: u64,
+    /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).
+    pub hardware_kernels: bool,
 }
 
 /// Resolve a user config (a JSON object) into the effective config: defaults filled,
@@ -523,6 +525,7 @@ impl Model {
             + moe_bytes;
         Ok(Model {
             sparse,
+            hardware_kernels: config.kernels.hardware(ctx.details.is_software()),
             parameter_count: config.parameter_count(),
             config,
             ctx,
