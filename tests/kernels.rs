@@ -610,3 +610,13 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
             || matvec::best_f16_variant(&g.pipelines, 72) == "matvec_f16_subgroup"
     );
 }
+
+/// The self-test that guards the tensor-core kernel (which CI cannot run) passes the
+/// matmul kernels this adapter has, so a failure on a GPU means the kernel is wrong.
+#[test]
+fn matmul_self_test_passes_correct_kernels() {
+    let g = gpu();
+    for variant in ["matmul", "matmul_tiled", "matmul_f16", "matmul_f16_tiled"] {
+        matmul::self_test(&g.ctx, &g.pipelines, variant).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

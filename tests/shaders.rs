@@ -85,12 +85,14 @@ fn uniform_structs_match_rust_twins() {
             [t, c4, has_bias, eps]
         );
     }
-    check_twin!(
-        "matmul",
-        MatmulParams,
-        matmul::MatmulParams,
-        [m, n4, k4, flags, p4]
-    );
+    for shader in ["matmul", "matmul_tiled", "matmul_coop"] {
+        check_twin!(
+            shader,
+            MatmulParams,
+            matmul::MatmulParams,
+            [m, n4, k4, flags, p4]
+        );
+    }
     check_twin!(
         "matmul_subgroup",
         MatmulParams,
@@ -115,6 +117,12 @@ fn uniform_structs_match_rust_twins() {
         MatvecParams,
         matvec::MatvecParams,
         [n4, k4, flags, p4]
+    );
+    check_twin!(
+        "attention_tiled",
+        AttentionParams,
+        attention::AttentionParams,
+        [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block]
     );
     check_twin!(
         "attention",
@@ -215,4 +223,45 @@ fn uniform_structs_match_rust_twins() {
         row_norm::RowNormParams,
         [t, c4, offset]
     );
+}
+
+/// The tensor-core kernel cannot run on the CI's software adapter (no cooperative
+/// matrices): its translation to SPIR-V, what the Vulkan driver receives, is checked
+/// here instead.
+#[test]
+fn cooperative_matrix_kernel_translates_to_spirv() {
+    let k = wgformer::gpu::kernel("matmul_coop").unwrap();
+    assert!(k.cooperative);
+    let src = k.source();
+    assert!(
+        src.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"),
+        "{src}"
+    );
+    let m = module(k.name);
+    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&m)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+    // the pipeline's override constants resolved, as wgpu does before translating
+    let mut constants = naga::back::PipelineConstants::default();
+    constants.insert("WG".to_string(), 128.0);
+    let (m, info) = naga::back::pipeline_constants::process_overrides(
+        &m,
+        &info,
+        Some((naga::ShaderStage::Compute, k.entry)),
+        &constants,
+    )
+    .expect("overrides");
+    let words = naga::back::spv::write_vec(&m, &info, &naga::back::spv::Options::default(), None)
+        .expect("SPIR-V translation");
+    assert_eq!(words[0], 0x0723_0203, "SPIR-V magic number");
+    // the cooperative-matrix instructions made it through
+    let has_op = |op: u32| words.iter().any(|w| w & 0xffff == op);
+    for (name, op) in [
+        ("OpTypeCooperativeMatrixKHR", 4456),
+        ("OpCooperativeMatrixLoadKHR", 4457),
+        ("OpCooperativeMatrixStoreKHR", 4458),
+        ("OpCooperativeMatrixMulAddKHR", 4459),
+    ] {
+        assert!(has_op(op), "no {name} in the SPIR-V");
+    }
 }

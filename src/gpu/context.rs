@@ -195,6 +195,9 @@ pub struct GpuContext {
     pub subgroup_max_size: u32,
     /// Device-local memory the adapter reports (bytes), where it reports it.
     pub device_memory: Option<u64>,
+    /// Cooperative matrices (16×16×16 f16 × f16 + f32) and f16 in shaders were enabled:
+    /// the tensor-core matmul can be compiled.
+    pub cooperative_matrix: bool,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -258,11 +261,33 @@ impl GpuContext {
         if adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8 {
             features |= wgpu::Features::SUBGROUP;
         }
+        // Tensor cores through cooperative matrices: 16×16×16 with f16 inputs and f32
+        // accumulators, on subgroups of exactly 32 lanes (the kernel's layout).
+        let coop_features =
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        let cooperative_matrix = adapter.features().contains(coop_features)
+            && info.subgroup_min_size == 32
+            && info.subgroup_max_size == 32
+            && adapter.cooperative_matrix_properties().iter().any(|p| {
+                (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            })
+            && std::env::var_os("WGFORMER_NO_COOPERATIVE_MATRIX").is_none();
+        let experimental = if cooperative_matrix {
+            features |= coop_features;
+            // SAFETY: wgpu's experimental cooperative-matrix support is used only by
+            // matmul_coop, which must pass a self-test against the CPU reference
+            // before it serves (Pipelines::new).
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgformer"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -310,6 +335,7 @@ impl GpuContext {
             binding_cap: None,
             subgroup_max_size: info.subgroup_max_size.max(1),
             device_memory,
+            cooperative_matrix,
             lost,
             lost_reason,
             uncaptured,

@@ -58,6 +58,9 @@ pub struct Kernel {
     pub preludes: &'static [&'static str],
     /// Needs the SUBGROUP feature (subgroups of at least 8 lanes).
     pub subgroups: bool,
+    /// Needs cooperative matrices (16×16×16, f16 inputs, f32 accumulators) and f16 in
+    /// shaders ([`GpuContext::cooperative_matrix`]).
+    pub cooperative: bool,
     pub class: KernelClass,
     pub precision: Precision,
     pub workgroup: Workgroup,
@@ -72,6 +75,7 @@ impl Kernel {
             body,
             preludes: &[],
             subgroups: false,
+            cooperative: false,
             class: KernelClass::Any,
             precision: Precision::F32,
             workgroup: Workgroup::Standard,
@@ -95,6 +99,10 @@ impl Kernel {
         self.subgroups = true;
         self
     }
+    const fn cooperative(mut self) -> Kernel {
+        self.cooperative = true;
+        self
+    }
     const fn class(mut self, class: KernelClass) -> Kernel {
         self.class = class;
         self
@@ -108,14 +116,23 @@ impl Kernel {
         self
     }
 
-    /// The source handed to the compiler: the preludes, then the body.
+    /// The source handed to the compiler: the body's `enable` directives (WGSL wants
+    /// them first), the preludes, then the rest of the body.
     pub fn source(&self) -> String {
+        let is_enable = |l: &&str| l.trim_start().starts_with("enable ");
         let mut s = String::new();
+        for l in self.body.lines().filter(is_enable) {
+            s.push_str(l);
+            s.push('\n');
+        }
         for p in self.preludes {
             s.push_str(prelude(p));
             s.push('\n');
         }
-        s.push_str(self.body);
+        for l in self.body.lines().filter(|l| !is_enable(l)) {
+            s.push_str(l);
+            s.push('\n');
+        }
         s
     }
 }
@@ -196,6 +213,13 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul_coop", wgsl!("matmul_coop"))
+        .of("matmul")
+        .with(GELU)
+        .class(Hardware)
+        .half()
+        .cooperative()
+        .workgroup(Workgroup::Fixed(128)),
     Kernel::new("matmul_bt", wgsl!("matmul_bt")).with(F32_ONLY),
     Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
         .of("matmul_bt")
@@ -327,7 +351,7 @@ impl Pipelines {
             let subgroups = ctx.features.contains(wgpu::Features::SUBGROUP)
                 && std::env::var_os("WGFORMER_PORTABLE_KERNELS").is_none();
             for k in KERNELS {
-                if k.subgroups && !subgroups {
+                if (k.subgroups && !subgroups) || (k.cooperative && !ctx.cooperative_matrix) {
                     continue;
                 }
                 let name = k.name;
@@ -355,6 +379,17 @@ impl Pipelines {
                 map.insert(name, (pipeline, wg));
             }
             Ok(Pipelines { map })
+        })
+        .map(|mut pl| {
+            // A tensor-core kernel serves only after it matched the CPU reference here:
+            // its results cannot be checked on the CI's software adapter.
+            if pl.has("matmul_coop") {
+                if let Err(e) = crate::kernels::matmul::self_test(ctx, &pl, "matmul_coop") {
+                    tracing::warn!(error = %e, "matmul_coop failed its self-test; the tiled kernel serves instead");
+                    pl.map.remove("matmul_coop");
+                }
+            }
+            pl
         })
     }
 

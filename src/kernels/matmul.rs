@@ -82,10 +82,13 @@ pub fn matmul_op(
     matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), a, b, bias, out)
 }
 
-/// The matmul for the blocks' linears: the tiled kernels on hardware GPUs, else the
-/// best software kernel for the device.
+/// The matmul for the blocks' linears: on hardware GPUs the tensor-core kernel for
+/// half-float weights where the adapter has cooperative matrices (and the kernel passed
+/// its self-test), else the tiled kernels; on software adapters the best software
+/// kernel for the device.
 pub fn variant_for(pipelines: &Pipelines, hardware: bool, half: bool) -> &'static str {
     match (hardware, half) {
+        (true, true) if pipelines.has("matmul_coop") => "matmul_coop",
         (true, false) => "matmul_tiled",
         (true, true) => "matmul_f16_tiled",
         (false, false) => pipelines.best("matmul"),
@@ -128,7 +131,9 @@ pub fn encode_matmul(
     };
     let (gx, gy) = match op.name {
         // 64 × 64 tiles of out
-        "matmul_tiled" | "matmul_f16_tiled" => (n.div_ceil(64) as u32, m.div_ceil(64) as u32),
+        "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop" => {
+            (n.div_ceil(64) as u32, m.div_ceil(64) as u32)
+        }
         _ => (
             (n / 4).div_ceil(WORKGROUP as usize) as u32,
             m.div_ceil(tile_rows(op.name)) as u32,
@@ -165,6 +170,50 @@ pub fn run_matmul(
         encode_matmul(&ctx.queue, pass, pipelines, &op, m, n, k, flags)
     })?;
     buffers::read_floats(ctx, &out, 0, m * n)
+}
+
+/// Check kernel `variant` against the CPU reference on the device at hand (odd shapes,
+/// every epilogue flag). Its inputs are taken at the kernel's precision: half-float
+/// weights, and for the tensor-core kernel half-float activations too.
+pub fn self_test(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+) -> std::result::Result<(), String> {
+    use crate::model::weights::round_to_f16;
+    let (m, n, k) = (70, 192, 100);
+    let seq = |len: usize, seed: u32| -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    };
+    let (a, b, bias, init) = (seq(m * k, 1), seq(k * n, 2), seq(n, 3), seq(m * n, 4));
+    let got = run_matmul(
+        ctx,
+        pipelines,
+        variant,
+        &a,
+        &b,
+        Some(&bias),
+        Some(&init),
+        m,
+        n,
+        k,
+        BIAS | GELU | ACCUMULATE,
+    )
+    .map_err(|e| e.to_string())?;
+    let half = super::half_precision(variant);
+    let b_seen = if half { round_to_f16(&b) } else { b.clone() };
+    let a_seen = if variant == "matmul_coop" {
+        round_to_f16(&a)
+    } else {
+        a.clone()
+    };
+    let want =
+        crate::reference::matmul::matmul(&a_seen, &b_seen, Some(&bias), Some(&init), m, n, k, true);
+    crate::reference::compare(variant, &got, &want, 1e-3, 1e-3)
 }
 
 #[cfg(test)]

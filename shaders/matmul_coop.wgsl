@@ -1,0 +1,144 @@
+// out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias[N]) on tensor cores, for half-float
+// weights (`dtype: "float16"`) on adapters with cooperative matrices
+// (Features::EXPERIMENTAL_COOPERATIVE_MATRIX, 16×16×16 f16 inputs with f32
+// accumulators, subgroups of 32 lanes). Epilogue flags as `matmul`; preludes: gelu.
+//
+// A workgroup of four subgroups computes a 64 × 64 tile of out. For each step of 16
+// along K the lanes stage a 64 × 16 tile of `a` (rounded to f16, as cuBLAS's fp16
+// GEMM takes its inputs) and a 16 × 64 tile of `b` in workgroup memory; each subgroup
+// then multiplies its 32 × 32 quarter as 2 × 2 blocks of coop_mat16x16 with f32
+// accumulators. The accumulators go through workgroup memory to the epilogue.
+// b is stored in column panels of packed halves as for `matmul_f16`.
+// (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
+
+enable f16;
+enable wgpu_cooperative_matrix;
+
+struct MatmulParams {
+    m: u32,     // rows of a and out
+    n4: u32,    // N / 4
+    k4: u32,    // K / 4
+    flags: u32,
+    p4: u32,    // panel width of b / 4
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Four subgroups of 32 lanes.
+override WG: u32 = 128u;
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
+@group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;       // [K, N] as f16 pairs
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+
+var<workgroup> sa: array<f16, 1024>; // [64][16] row-major
+var<workgroup> sb: array<f16, 1024>; // [16][64] row-major
+var<workgroup> sc: array<f32, 4096>; // [64][64] row-major
+
+@compute @workgroup_size(WG)
+fn matmul_coop(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let row0 = wg.y * 64u;
+    let col40 = wg.x * 16u; // first vec4 column of the tile
+    let sg = lid / 32u;
+    let r0 = (sg / 2u) * 32u; // this subgroup's quarter
+    let c0 = (sg % 2u) * 32u;
+    // accumulators start from zeros in workgroup memory
+    for (var i = lid; i < 4096u; i += WG) {
+        sc[i] = 0.0;
+    }
+    workgroupBarrier();
+    let z00 = r0 * 64u + c0;
+    let z01 = r0 * 64u + c0 + 16u;
+    let z10 = (r0 + 16u) * 64u + c0;
+    let z11 = (r0 + 16u) * 64u + c0 + 16u;
+    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z00], 64u);
+    var c01 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z01], 64u);
+    var c10 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z10], 64u);
+    var c11 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z11], 64u);
+    let ar = lid / 2u;
+    let ak = (lid % 2u) * 8u;
+    let arow = row0 + ar;
+    for (var kt = 0u; kt < 4u * p.k4; kt += 16u) {
+        // stage a: each lane 8 values of one row
+        for (var i = 0u; i < 2u; i++) {
+            let kq = (kt + ak) / 4u + i;
+            var v = vec4<f32>(0.0);
+            if (arow < p.m && kq < p.k4) {
+                v = a[arow * p.k4 + kq];
+            }
+            let o = ar * 16u + ak + i * 4u;
+            sa[o] = f16(v.x);
+            sa[o + 1u] = f16(v.y);
+            sa[o + 2u] = f16(v.z);
+            sa[o + 3u] = f16(v.w);
+        }
+        // stage b: each lane 2 vec4s (of halves) of the 16 × 64 tile
+        for (var i = 0u; i < 2u; i++) {
+            let e = lid + i * WG;
+            let kr = e / 16u;
+            let c4 = e % 16u;
+            let col4 = col40 + c4;
+            let krow = kt + kr;
+            var w = vec2<u32>(0u);
+            if (col4 < p.n4 && krow < 4u * p.k4) {
+                let base = (col4 / p.p4) * (4u * p.k4 * p.p4) + col4 % p.p4;
+                w = b[base + krow * p.p4];
+            }
+            let lo = unpack2x16float(w.x);
+            let hi = unpack2x16float(w.y);
+            let o = kr * 64u + c4 * 4u;
+            sb[o] = f16(lo.x);
+            sb[o + 1u] = f16(lo.y);
+            sb[o + 2u] = f16(hi.x);
+            sb[o + 3u] = f16(hi.y);
+        }
+        workgroupBarrier();
+        let ao0 = r0 * 16u;
+        let ao1 = (r0 + 16u) * 16u;
+        let bo0 = c0;
+        let bo1 = c0 + 16u;
+        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao0], 16u);
+        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao1], 16u);
+        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo0], 64u);
+        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo1], 64u);
+        c00 = coopMultiplyAdd(a0, b0, c00);
+        c01 = coopMultiplyAdd(a0, b1, c01);
+        c10 = coopMultiplyAdd(a1, b0, c10);
+        c11 = coopMultiplyAdd(a1, b1, c11);
+        workgroupBarrier();
+    }
+    coopStoreT(c00, &sc[z00], 64u);
+    coopStoreT(c01, &sc[z01], 64u);
+    coopStoreT(c10, &sc[z10], 64u);
+    coopStoreT(c11, &sc[z11], 64u);
+    workgroupBarrier();
+    // epilogue: 1024 vec4s of the tile, 8 per lane
+    for (var i = 0u; i < 8u; i++) {
+        let e = lid + i * WG;
+        let r = e / 16u;
+        let c4 = e % 16u;
+        let row = row0 + r;
+        let col = col40 + c4;
+        if (row < p.m && col < p.n4) {
+            let so = r * 64u + c4 * 4u;
+            var o = vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
+            if ((p.flags & 1u) != 0u) {
+                o += bias[col];
+            }
+            if ((p.flags & 2u) != 0u) {
+                o = gelu(o);
+            }
+            let at = row * p.n4 + col;
+            if ((p.flags & 4u) != 0u) {
+                o += out[at];
+            }
+            out[at] = o;
+        }
+    }
+}
