@@ -616,8 +616,11 @@ impl Bench {
         let qkv = rand_vec(t * 3 * c, 16);
         let small_t = t.min(96);
         let small = BlockLayout::new(small_t.max(32), 32, 2, 1, 0);
-        let sparse_variant = attention::sparse_attention_variant(&self.ctx, &self.pl, c / nh, 32);
-        let dense_variant = attention::attention_variant(&self.pl, c / nh, false);
+        // the kernels `kernels: "auto"` picks on this adapter
+        let hardware = !self.ctx.details.is_software();
+        let sparse_variant =
+            attention::sparse_attention_variant(&self.ctx, &self.pl, c / nh, 32, hardware);
+        let dense_variant = attention::attention_variant(&self.pl, c / nh, hardware);
         let (got, _) = attention::run_sparse_attention(
             &self.ctx,
             &self.pl,
@@ -960,45 +963,58 @@ fn main() {
             )
             .expect("model")
         };
-        let moe = build(serde_json::json!({"use_moe": true, "moe_num_experts": 8, "moe_top_k": 2}));
-        let dense = build(serde_json::json!({"ffn_hidden_multiplier": 8}));
-        for t in [16, 128] {
-            let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
-            let time = |m: &Model| {
-                m.forward(&ids, 5, false).unwrap();
-                median(
-                    (0..5)
-                        .map(|_| m.forward(&ids, 5, false).unwrap().seconds * 1e3)
-                        .collect(),
-                )
+        // GPT-2-small width, and a narrow model (n_embed 256) where fixed costs weigh more
+        for (c, nh) in [(768, 12), (256, 4)] {
+            let width = serde_json::json!({"n_embed": c, "n_head": nh});
+            let with = |extra: serde_json::Value| {
+                let mut v = width.clone();
+                for (k, x) in extra.as_object().unwrap() {
+                    v[k] = x.clone();
+                }
+                v
             };
-            let (moe_ms, dense_ms) = (time(&moe), time(&dense));
-            let flops = 2.0 * t as f64 * dense.parameter_count as f64;
-            b.report(
-                "moe_fwd",
-                format!("E=8 k=2 2 layers T={t}"),
-                moe_ms,
-                flops,
-                "GFLOP/s",
-                None,
-                "",
-            );
-            b.report(
-                "dense_fwd",
-                format!("MLP 8C 2 layers T={t}"),
-                dense_ms,
-                flops,
-                "GFLOP/s",
-                None,
-                "",
-            );
-            if !b.json {
-                println!(
-                    "{:<26} {:<26} MoE / dense with the same active parameters: {:.2}x",
+            let moe = build(with(
+                serde_json::json!({"use_moe": true, "moe_num_experts": 8, "moe_top_k": 2}),
+            ));
+            let dense = build(with(serde_json::json!({"ffn_hidden_multiplier": 8})));
+            for t in [16, 128] {
+                let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+                let time = |m: &Model| {
+                    m.forward(&ids, 5, false).unwrap();
+                    median(
+                        (0..5)
+                            .map(|_| m.forward(&ids, 5, false).unwrap().seconds * 1e3)
+                            .collect(),
+                    )
+                };
+                let (moe_ms, dense_ms) = (time(&moe), time(&dense));
+                let flops = 2.0 * t as f64 * dense.parameter_count as f64;
+                b.report(
+                    "moe_fwd",
+                    format!("E=8 k=2 C={c} T={t}"),
+                    moe_ms,
+                    flops,
+                    "GFLOP/s",
+                    None,
                     "",
-                    "",
-                    moe_ms / dense_ms
                 );
+                b.report(
+                    "dense_fwd",
+                    format!("MLP 8C C={c} T={t}"),
+                    dense_ms,
+                    flops,
+                    "GFLOP/s",
+                    None,
+                    "",
+                );
+                if !b.json {
+                    println!(
+                        "{:<26} {:<26} MoE / dense with the same active parameters: {:.2}x",
+                        "",
+                        "",
+                        moe_ms / dense_ms
+                    );
+                }
             }
         }
     }

@@ -96,18 +96,20 @@ fn greedy_generation_equals_transformers_with(kernels: &str) {
 fn seeded_model_steps_match_forward_with_wide_heads() {
     for kernels in ["software", "hardware"] {
         for dtype in ["float32", "float16"] {
-            seeded_steps_match_forward(kernels, dtype);
+            seeded_steps_match_forward(kernels, dtype, false);
         }
+        seeded_steps_match_forward(kernels, "float32", true);
     }
 }
 
 /// Decode steps (matrix-vector path: split-K kernels with hardware kernels) equal the
 /// full forward (matmul path) of the same prefix.
-fn seeded_steps_match_forward(kernels: &str, dtype: &str) {
+fn seeded_steps_match_forward(kernels: &str, dtype: &str, sparse: bool) {
     let g = gpu();
     let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
         "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64, "bias": false, "seed": 5,
-        "kernels": kernels, "dtype": dtype
+        "kernels": kernels, "dtype": dtype,
+        "use_sparse_attention": sparse, "sparse_block_size": 4, "sparse_local_blocks": 1, "sparse_global_blocks": 1
     }))
     .unwrap();
     let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
@@ -119,7 +121,7 @@ fn seeded_steps_match_forward(kernels: &str, dtype: &str) {
         let step = model.extend(&mut s, &all[n - 1..n]).unwrap();
         let full = model.forward_logits(&all[..n]).unwrap();
         assert_close(
-            &format!("{kernels} {dtype} n={n}"),
+            &format!("{kernels} {dtype} sparse {sparse} n={n}"),
             &step,
             &full[(n - 1) * 300..],
             1e-4,

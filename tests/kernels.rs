@@ -327,9 +327,11 @@ fn attention_variants(sparse: bool, hs: usize) -> Vec<&'static str> {
     if hs == 64 && g.pipelines.has(sub) {
         v.push(sub);
     }
-    if !sparse {
-        v.push("attention_tiled");
-    }
+    v.push(if sparse {
+        "sparse_attention_tiled"
+    } else {
+        "attention_tiled"
+    });
     v
 }
 

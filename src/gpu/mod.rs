@@ -290,6 +290,10 @@ pub const KERNELS: &[Kernel] = &[
     )
     .of("sparse_attention")
     .subgroup(),
+    Kernel::new("sparse_attention_tiled", wgsl!("sparse_attention_tiled"))
+        .of("sparse_attention")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(64)),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),

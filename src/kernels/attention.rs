@@ -69,16 +69,23 @@ pub fn attention_variant(pipelines: &Pipelines, head_size: usize, hardware: bool
     }
 }
 
-/// The block-sparse kernel for this device, head size and block size (the subgroup
-/// variant needs blocks that are a multiple of the subgroup size).
+/// The block-sparse kernel for this device, head size and block size: with hardware
+/// kernels the tiled one; else the subgroup variant (blocks a multiple of the subgroup
+/// size) or the portable one.
 pub fn sparse_attention_variant(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     head_size: usize,
     block: usize,
+    hardware: bool,
 ) -> &'static str {
     let sg = ctx.subgroup_max_size.max(1) as usize;
-    if head_size == 64 && block.is_multiple_of(sg) && pipelines.has("sparse_attention_subgroup") {
+    if hardware {
+        "sparse_attention_tiled"
+    } else if head_size == 64
+        && block.is_multiple_of(sg)
+        && pipelines.has("sparse_attention_subgroup")
+    {
         "sparse_attention_subgroup"
     } else {
         "sparse_attention"

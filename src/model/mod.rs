@@ -461,6 +461,7 @@ impl Model {
                 &pipelines,
                 config.head_size(),
                 layout.block,
+                config.kernels.hardware(ctx.details.is_software()),
             );
             SparseAttention {
                 layout,
