@@ -6,24 +6,10 @@
 // One invocation per (query t, head h), online (streaming) softmax in f32 with the
 // running max subtracted. Also writes the entropy of each attention row, in nats,
 // to entropy[h, t] for capture.
-
-struct AttentionParams {
-    t: u32,          // query tokens
-    c4: u32,         // C / 4
-    hs4: u32,        // head size / 4
-    nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
-    pos: u32,        // absolute position of query 0
-    kv_stride4: u32, // vec4s between consecutive rows of k and v
-    k_off4: u32,     // vec4 offset of head 0 in a row of k
-    v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // block size of sparse_attention.wgsl (unused here)
-    _pad1: u32,
-    _pad2: u32,
-}
+// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
+// online softmax (online_start / online_add / online_entropy).
 
 override WG: u32 = 64u;
-const MAX_HS4: u32 = 32u; // head size ≤ 128
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
@@ -48,9 +34,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
         q[d] = qkv[qo + d] * p.scale;
         acc[d] = vec4<f32>(0.0);
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    var sm = online_start();
     for (var j = 0u; j <= p.pos + t; j++) {
         let ko = j * p.kv_stride4 + p.k_off4 + h * hs4;
         var s4 = vec4<f32>(0.0);
@@ -58,27 +42,22 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
             s4 += q[d] * k[ko + d];
         }
         let s = s4.x + s4.y + s4.z + s4.w;
-        if (s > m) {
-            let corr = exp(m - s);
-            l *= corr;
-            ws *= corr;
+        let w = online_add(&sm, s);
+        if (w.x != 1.0) {
             for (var d = 0u; d < hs4; d++) {
-                acc[d] *= corr;
+                acc[d] *= w.x;
             }
-            m = s;
         }
-        let e = exp(s - m);
-        l += e;
-        ws += e * s;
+        let e = w.y;
         let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
             acc[d] += e * v[vo + d];
         }
     }
-    let inv = 1.0 / l;
+    let inv = 1.0 / sm.l;
     let oo = t * p.c4 + h * hs4;
     for (var d = 0u; d < hs4; d++) {
         out[oo + d] = acc[d] * inv;
     }
-    entropy[h * p.t + t] = m + log(l) - ws * inv;
+    entropy[h * p.t + t] = online_entropy(sm);
 }

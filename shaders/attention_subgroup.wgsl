@@ -5,21 +5,8 @@
 // loading the whole row (on lavapipe each storage load is a per-lane scalar loop).
 // Keys after a lane's own query are masked for that lane. q and the accumulator are
 // separate variables: llvmpipe keeps dynamically indexed arrays in memory.
-
-struct AttentionParams {
-    t: u32,          // query tokens
-    c4: u32,         // C / 4
-    hs4: u32,        // head size / 4 (16)
-    nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
-    pos: u32,        // absolute position of query 0
-    kv_stride4: u32, // vec4s between consecutive rows of k and v
-    k_off4: u32,     // vec4 offset of head 0 in a row of k
-    v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // tokens per block (sparse only)
-    _pad1: u32,
-    _pad2: u32,
-}
+// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
+// online softmax (online_start / online_add / online_entropy).
 
 override WG: u32 = 64u;
 

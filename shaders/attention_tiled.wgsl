@@ -6,25 +6,11 @@
 // adjacent vec4s), wait, and every lane folds the tile into its online softmax (f32,
 // running max subtracted). Each key and value is read from memory once per block of
 // queries instead of once per query, which makes long prompts compute-bound.
-
-struct AttentionParams {
-    t: u32,          // query tokens
-    c4: u32,         // C / 4
-    hs4: u32,        // head size / 4
-    nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
-    pos: u32,        // absolute position of query 0
-    kv_stride4: u32, // vec4s between consecutive rows of k and v
-    k_off4: u32,     // vec4 offset of head 0 in a row of k
-    v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // unused here
-    _pad1: u32,
-    _pad2: u32,
-}
+// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
+// online softmax (online_start / online_add / online_entropy).
 
 override WG: u32 = 64u;   // queries per workgroup
 const BKV: u32 = 16u;     // keys per tile
-const MAX_HS4: u32 = 32u; // head size ≤ 128
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
@@ -55,9 +41,7 @@ fn attention_tiled(
             acc[d] = vec4<f32>(0.0);
         }
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    var sm = online_start();
     // keys 0 ..= pos + the block's last query
     let last = p.pos + min(q0 + WG, p.t) - 1u;
     let mine = p.pos + t; // the last key this lane's query sees
@@ -86,18 +70,13 @@ fn attention_tiled(
                     s4 += q[d] * tk[jj * hs4 + d];
                 }
                 let s = s4.x + s4.y + s4.z + s4.w;
-                if (s > m) {
-                    let corr = exp(m - s);
-                    l *= corr;
-                    ws *= corr;
+                let w = online_add(&sm, s);
+                if (w.x != 1.0) {
                     for (var d = 0u; d < hs4; d++) {
-                        acc[d] *= corr;
+                        acc[d] *= w.x;
                     }
-                    m = s;
                 }
-                let e = exp(s - m);
-                l += e;
-                ws += e * s;
+                let e = w.y;
                 for (var d = 0u; d < hs4; d++) {
                     acc[d] += e * tv[jj * hs4 + d];
                 }
@@ -106,11 +85,11 @@ fn attention_tiled(
         workgroupBarrier();
     }
     if (live) {
-        let inv = 1.0 / l;
+        let inv = 1.0 / sm.l;
         let oo = t * p.c4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
             out[oo + d] = acc[d] * inv;
         }
-        entropy[h * p.t + t] = m + log(l) - ws * inv;
+        entropy[h * p.t + t] = online_entropy(sm);
     }
 }

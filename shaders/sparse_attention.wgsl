@@ -4,24 +4,10 @@
 // cols), so the work grows with the number of listed blocks, not with T². Inside a
 // block, keys after the query are masked (causality holds everywhere). Online softmax
 // across blocks; entropy of each attention row to entropy[h, t].
-
-struct AttentionParams {
-    t: u32,          // query tokens
-    c4: u32,         // C / 4
-    hs4: u32,        // head size / 4
-    nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
-    pos: u32,        // absolute position of query 0
-    kv_stride4: u32, // vec4s between consecutive rows of k and v
-    k_off4: u32,     // vec4 offset of head 0 in a row of k
-    v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // tokens per block
-    _pad1: u32,
-    _pad2: u32,
-}
+// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
+// online softmax (online_start / online_add / online_entropy).
 
 override WG: u32 = 64u;
-const MAX_HS4: u32 = 32u; // head size ≤ 128
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
@@ -48,9 +34,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
         q[d] = qkv[qo + d] * p.scale;
         acc[d] = vec4<f32>(0.0);
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    var sm = online_start();
     let qpos = p.pos + t;
     let qb = qpos / p.block;
     for (var idx = row_offsets[qb]; idx < row_offsets[qb + 1u]; idx++) {
@@ -64,28 +48,23 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
                 s4 += q[d] * k[ko + d];
             }
             let s = s4.x + s4.y + s4.z + s4.w;
-            if (s > m) {
-                let corr = exp(m - s);
-                l *= corr;
-                ws *= corr;
+            let w = online_add(&sm, s);
+            if (w.x != 1.0) {
                 for (var d = 0u; d < hs4; d++) {
-                    acc[d] *= corr;
+                    acc[d] *= w.x;
                 }
-                m = s;
             }
-            let e = exp(s - m);
-            l += e;
-            ws += e * s;
+            let e = w.y;
             let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
             for (var d = 0u; d < hs4; d++) {
                 acc[d] += e * v[vo + d];
             }
         }
     }
-    let inv = 1.0 / l;
+    let inv = 1.0 / sm.l;
     let oo = t * p.c4 + h * hs4;
     for (var d = 0u; d < hs4; d++) {
         out[oo + d] = acc[d] * inv;
     }
-    entropy[h * p.t + t] = m + log(l) - ws * inv;
+    entropy[h * p.t + t] = online_entropy(sm);
 }

@@ -6,25 +6,11 @@
 // query block lists (online softmax, entropy as the other kernels). A tile that no
 // query of the workgroup lists is neither loaded nor visited, so the work follows the
 // layout's density.
-
-struct AttentionParams {
-    t: u32,          // query tokens
-    c4: u32,         // C / 4
-    hs4: u32,        // head size / 4
-    nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
-    pos: u32,        // absolute position of query 0
-    kv_stride4: u32, // vec4s between consecutive rows of k and v
-    k_off4: u32,     // vec4 offset of head 0 in a row of k
-    v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // tokens per block
-    _pad1: u32,
-    _pad2: u32,
-}
+// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
+// online softmax (online_start / online_add / online_entropy).
 
 override WG: u32 = 64u;   // queries per workgroup
 const BKV: u32 = 16u;     // keys per tile
-const MAX_HS4: u32 = 32u; // head size ≤ 128
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
@@ -64,9 +50,7 @@ fn sparse_attention_tiled(
         next = row_offsets[qb];
         end = row_offsets[qb + 1u];
     }
-    var m = -3.0e38;
-    var l = 0.0;
-    var ws = 0.0; // Σ e^(s - m) · s, for the entropy
+    var sm = online_start();
     let last = p.pos + min(q0 + WG, p.t) - 1u;
     for (var j0 = 0u; j0 <= last; j0 += BKV) {
         // does any query of the workgroup list a key block of this tile?
@@ -116,18 +100,13 @@ fn sparse_attention_tiled(
                     s4 += q[d] * tk[jj * hs4 + d];
                 }
                 let s = s4.x + s4.y + s4.z + s4.w;
-                if (s > m) {
-                    let corr = exp(m - s);
-                    l *= corr;
-                    ws *= corr;
+                let w = online_add(&sm, s);
+                if (w.x != 1.0) {
                     for (var d = 0u; d < hs4; d++) {
-                        acc[d] *= corr;
+                        acc[d] *= w.x;
                     }
-                    m = s;
                 }
-                let e = exp(s - m);
-                l += e;
-                ws += e * s;
+                let e = w.y;
                 for (var d = 0u; d < hs4; d++) {
                     acc[d] += e * tv[jj * hs4 + d];
                 }
@@ -136,11 +115,11 @@ fn sparse_attention_tiled(
         workgroupBarrier();
     }
     if (live) {
-        let inv = 1.0 / l;
+        let inv = 1.0 / sm.l;
         let oo = t * p.c4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
             out[oo + d] = acc[d] * inv;
         }
-        entropy[h * p.t + t] = m + log(l) - ws * inv;
+        entropy[h * p.t + t] = online_entropy(sm);
     }
 }

@@ -45,6 +45,19 @@ fn every_shader_validates_and_names_its_entry_point() {
     }
 }
 
+#[test]
+fn every_prelude_a_kernel_names_exists() {
+    for k in KERNELS {
+        for p in k.preludes {
+            assert!(
+                wgformer::gpu::PRELUDES.iter().any(|(n, _)| n == p),
+                "{}: no prelude {p} in shaders/lib",
+                k.name
+            );
+        }
+    }
+}
+
 /// (size, member offsets) of the struct named `ty` in shader `name`.
 fn layout(name: &str, ty: &str) -> (u32, Vec<u32>) {
     let m = module(name);

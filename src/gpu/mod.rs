@@ -148,6 +148,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "weights_f16",
         include_str!("../../shaders/lib/weights_f16.wgsl"),
     ),
+    ("attention", include_str!("../../shaders/lib/attention.wgsl")),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -168,6 +169,7 @@ const F16_WEIGHTS: &[&str] = &["weights_f16", "gelu"];
 const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
 const GELU: &[&str] = &["gelu"];
+const ATTENTION: &[&str] = &["attention"];
 use KernelClass::{Hardware, Software};
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
@@ -275,22 +277,26 @@ pub const KERNELS: &[Kernel] = &[
         .subgroup()
         .half()
         .workgroup(Workgroup::Subgroup),
-    Kernel::new("attention", wgsl!("attention")),
+    Kernel::new("attention", wgsl!("attention")).with(ATTENTION),
     Kernel::new("attention_subgroup", wgsl!("attention_subgroup"))
+        .with(ATTENTION)
         .of("attention")
         .subgroup(),
     Kernel::new("attention_tiled", wgsl!("attention_tiled"))
+        .with(ATTENTION)
         .of("attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("sparse_attention", wgsl!("sparse_attention")),
+    Kernel::new("sparse_attention", wgsl!("sparse_attention")).with(ATTENTION),
     Kernel::new(
         "sparse_attention_subgroup",
         wgsl!("sparse_attention_subgroup"),
     )
+    .with(ATTENTION)
     .of("sparse_attention")
     .subgroup(),
     Kernel::new("sparse_attention_tiled", wgsl!("sparse_attention_tiled"))
+        .with(ATTENTION)
         .of("sparse_attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),

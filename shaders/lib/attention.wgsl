@@ -1,0 +1,52 @@
+// What the attention kernels share: their uniform, the head-size bound, and the online
+// (streaming) softmax over a query's keys in f32 with the running max subtracted.
+
+struct AttentionParams {
+    t: u32,          // query tokens
+    c4: u32,         // C / 4
+    hs4: u32,        // head size / 4
+    nh: u32,         // heads
+    scale: f32,      // 1 / sqrt(head size)
+    pos: u32,        // absolute position of query 0
+    kv_stride4: u32, // vec4s between consecutive rows of k and v
+    k_off4: u32,     // vec4 offset of head 0 in a row of k
+    v_off4: u32,     // vec4 offset of head 0 in a row of v
+    block: u32,      // tokens per block (block-sparse kernels)
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const MAX_HS4: u32 = 32u; // head size ≤ 128
+
+// Running max m of the scores, normaliser l = Σ e^(s - m), and ws = Σ e^(s - m) · s
+// (for the entropy of the attention row).
+struct Online {
+    m: f32,
+    l: f32,
+    ws: f32,
+}
+
+fn online_start() -> Online {
+    return Online(-3.0e38, 0.0, 0.0);
+}
+
+// Fold score `s` in. Returns (the factor the output accumulated so far must be scaled
+// by, 1 unless the max moved; the weight of this key's value).
+fn online_add(o: ptr<function, Online>, s: f32) -> vec2<f32> {
+    var corr = 1.0;
+    if (s > (*o).m) {
+        corr = exp((*o).m - s);
+        (*o).l *= corr;
+        (*o).ws *= corr;
+        (*o).m = s;
+    }
+    let e = exp(s - (*o).m);
+    (*o).l += e;
+    (*o).ws += e * s;
+    return vec2<f32>(corr, e);
+}
+
+// Entropy (nats) of the attention row: log l + m - ws / l.
+fn online_entropy(o: Online) -> f32 {
+    return o.m + log(o.l) - o.ws / o.l;
+}
