@@ -148,7 +148,14 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "weights_f16",
         include_str!("../../shaders/lib/weights_f16.wgsl"),
     ),
-    ("attention", include_str!("../../shaders/lib/attention.wgsl")),
+    (
+        "attention",
+        include_str!("../../shaders/lib/attention.wgsl"),
+    ),
+    (
+        "attention_tiles",
+        include_str!("../../shaders/lib/attention_tiles.wgsl"),
+    ),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -170,6 +177,7 @@ const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
 const GELU: &[&str] = &["gelu"];
 const ATTENTION: &[&str] = &["attention"];
+const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
 use KernelClass::{Hardware, Software};
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
@@ -283,7 +291,7 @@ pub const KERNELS: &[Kernel] = &[
         .of("attention")
         .subgroup(),
     Kernel::new("attention_tiled", wgsl!("attention_tiled"))
-        .with(ATTENTION)
+        .with(ATTENTION_TILES)
         .of("attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
@@ -296,7 +304,7 @@ pub const KERNELS: &[Kernel] = &[
     .of("sparse_attention")
     .subgroup(),
     Kernel::new("sparse_attention_tiled", wgsl!("sparse_attention_tiled"))
-        .with(ATTENTION)
+        .with(ATTENTION_TILES)
         .of("sparse_attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
