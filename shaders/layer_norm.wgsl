@@ -1,12 +1,6 @@
 // Layer norm over the last axis: y = (x - mean) / sqrt(var + eps) * weight + bias.
 // One invocation per row; two passes over the row in vec4 steps.
-
-struct LayerNormParams {
-    t: u32,        // rows
-    c4: u32,       // C / 4
-    has_bias: u32, // 0: bias is ignored (bias: false models)
-    eps: f32,
-}
+// The uniform `LayerNormParams` comes from the prelude shaders/lib/layer_norm_params.wgsl.
 
 override WG: u32 = 64u;
 

@@ -4,13 +4,7 @@
 // of x - mean (two passes, as the software kernel `layer_norm`, so both agree to
 // rounding). The software kernel walks a whole row in one invocation, which on a GPU
 // leaves all but a few lanes idle (0.34 ms a call on an H200 at T = 1).
-
-struct LayerNormParams {
-    t: u32,        // rows
-    c4: u32,       // C / 4
-    has_bias: u32, // 0: bias is ignored (bias: false models)
-    eps: f32,
-}
+// The uniform `LayerNormParams` comes from the prelude shaders/lib/layer_norm_params.wgsl.
 
 // A power of two, at most 256 (the size of `red`).
 override WG: u32 = 256u;

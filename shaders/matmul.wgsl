@@ -10,17 +10,7 @@
 // b is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
 // then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
-
-struct MatmulParams {
-    m: u32,     // rows of a and out
-    n4: u32,    // N / 4
-    k4: u32,    // K / 4
-    flags: u32,
-    p4: u32,    // panel width of b / 4 (see above)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 override WG: u32 = 64u;
 const TM: u32 = 8u;

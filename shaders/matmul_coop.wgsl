@@ -10,20 +10,10 @@
 // accumulators. The accumulators go through workgroup memory to the epilogue.
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
+// The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 enable f16;
 enable wgpu_cooperative_matrix;
-
-struct MatmulParams {
-    m: u32,     // rows of a and out
-    n4: u32,    // N / 4
-    k4: u32,    // K / 4
-    flags: u32,
-    p4: u32,    // panel width of b / 4
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
 
 // Four subgroups of 32 lanes.
 override WG: u32 = 128u;

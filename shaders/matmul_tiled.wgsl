@@ -12,17 +12,7 @@
 //
 // b is stored in column panels as for `matmul`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
-
-struct MatmulParams {
-    m: u32,     // rows of a and out
-    n4: u32,    // N / 4
-    k4: u32,    // K / 4
-    flags: u32,
-    p4: u32,    // panel width of b / 4
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 // The tile shape below assumes 256 lanes.
 override WG: u32 = 256u;

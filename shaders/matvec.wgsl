@@ -7,13 +7,7 @@
 // w is stored in column panels: N / P panels of P columns, each [K, P] row-major
 // (P = 64 when N % 64 == 0, else P = N, which is plain row-major [K, N]). A workgroup
 // then walks K through contiguous memory, which the CPU's prefetchers follow; p4 = P / 4.
-
-struct MatvecParams {
-    n4: u32,
-    k4: u32,
-    flags: u32,
-    p4: u32, // panel width of w / 4
-}
+// The uniform `MatvecParams` comes from the prelude shaders/lib/matvec_params.wgsl.
 
 override WG: u32 = 64u;
 

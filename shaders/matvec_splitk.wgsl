@@ -12,13 +12,7 @@
 //
 // w is stored in column panels as for `matvec`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
-
-struct MatvecParams {
-    n4: u32,
-    k4: u32,
-    flags: u32,
-    p4: u32, // panel width of w / 4
-}
+// The uniform `MatvecParams` comes from the prelude shaders/lib/matvec_params.wgsl.
 
 // WG a power of two, at most 256 (the size of `part`); COLS4 a power of two dividing
 // WG and 16 (so a workgroup's columns lie in one panel).

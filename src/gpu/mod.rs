@@ -156,6 +156,18 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "attention_tiles",
         include_str!("../../shaders/lib/attention_tiles.wgsl"),
     ),
+    (
+        "matmul_params",
+        include_str!("../../shaders/lib/matmul_params.wgsl"),
+    ),
+    (
+        "matvec_params",
+        include_str!("../../shaders/lib/matvec_params.wgsl"),
+    ),
+    (
+        "layer_norm_params",
+        include_str!("../../shaders/lib/layer_norm_params.wgsl"),
+    ),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -171,11 +183,15 @@ macro_rules! wgsl {
     };
 }
 
-const F32_WEIGHTS: &[&str] = &["weights_f32", "gelu"];
-const F16_WEIGHTS: &[&str] = &["weights_f16", "gelu"];
+const MATMUL_F32: &[&str] = &["matmul_params", "weights_f32", "gelu"];
+const MATMUL_F16: &[&str] = &["matmul_params", "weights_f16", "gelu"];
+const MATVEC_F32: &[&str] = &["matvec_params", "weights_f32", "gelu"];
+const MATVEC_F16: &[&str] = &["matvec_params", "weights_f16", "gelu"];
+const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "gelu"];
+const MATMUL_COOP: &[&str] = &["matmul_params", "gelu"];
+const LAYER_NORM: &[&str] = &["layer_norm_params"];
 const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
-const GELU: &[&str] = &["gelu"];
 const ATTENTION: &[&str] = &["attention"];
 const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
 use KernelClass::{Hardware, Software};
@@ -190,42 +206,45 @@ pub const KERNELS: &[Kernel] = &[
         .entry("embedding")
         .with(F16_ONLY)
         .half(),
-    Kernel::new("layer_norm", wgsl!("layer_norm")).class(Software),
+    Kernel::new("layer_norm", wgsl!("layer_norm"))
+        .with(LAYER_NORM)
+        .class(Software),
     Kernel::new("layer_norm_workgroup", wgsl!("layer_norm_workgroup"))
+        .with(LAYER_NORM)
         .of("layer_norm")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matmul", wgsl!("matmul")).with(F32_WEIGHTS),
+    Kernel::new("matmul", wgsl!("matmul")).with(MATMUL_F32),
     Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
+        .with(MATMUL_F32)
         .of("matmul")
-        .with(F32_WEIGHTS)
         .subgroup(),
     Kernel::new("matmul_f16", wgsl!("matmul"))
+        .with(MATMUL_F16)
         .of("matmul")
         .entry("matmul")
-        .with(F16_WEIGHTS)
         .half(),
     Kernel::new("matmul_f16_subgroup", wgsl!("matmul_subgroup"))
+        .with(MATMUL_F16)
         .of("matmul")
         .entry("matmul_subgroup")
-        .with(F16_WEIGHTS)
         .subgroup()
         .half(),
     Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
+        .with(MATMUL_F32)
         .of("matmul")
-        .with(F32_WEIGHTS)
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matmul_f16_tiled", wgsl!("matmul_tiled"))
+        .with(MATMUL_F16)
         .of("matmul")
         .entry("matmul_tiled")
-        .with(F16_WEIGHTS)
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matmul_coop", wgsl!("matmul_coop"))
+        .with(MATMUL_COOP)
         .of("matmul")
-        .with(GELU)
         .class(Hardware)
         .half()
         .cooperative()
@@ -247,30 +266,30 @@ pub const KERNELS: &[Kernel] = &[
         .subgroup()
         .half(),
     Kernel::new("matvec", wgsl!("matvec"))
-        .with(F32_WEIGHTS)
+        .with(MATVEC_F32)
         .class(Software),
     Kernel::new("matvec_f16", wgsl!("matvec"))
+        .with(MATVEC_F16)
         .of("matvec")
         .entry("matvec")
-        .with(F16_WEIGHTS)
         .class(Software)
         .half(),
     Kernel::new("matvec_f16_subgroup", wgsl!("matvec_f16_subgroup"))
+        .with(MATVEC_SUBGROUP)
         .of("matvec")
-        .with(GELU)
         .subgroup()
         .class(Software)
         .half()
         .workgroup(Workgroup::Subgroup),
     Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
+        .with(MATVEC_F32)
         .of("matvec")
-        .with(F32_WEIGHTS)
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
+        .with(MATVEC_F16)
         .of("matvec")
         .entry("matvec_splitk")
-        .with(F16_WEIGHTS)
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),

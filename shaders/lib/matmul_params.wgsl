@@ -1,0 +1,11 @@
+// The uniform of the matmul kernels: out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias).
+struct MatmulParams {
+    m: u32,     // rows of a and out
+    n4: u32,    // N / 4
+    k4: u32,    // K / 4
+    flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate
+    p4: u32,    // panel width of b / 4 (P = 64 when N % 64 == 0, else N)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
