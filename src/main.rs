@@ -221,13 +221,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         };
         // the keys themselves are never logged
         tracing::info!(api_keys = server_config.api_keys.len(), limits = ?ServerConfig { api_keys: Vec::new(), ..server_config.clone() }, "server");
+        // handlers first: a signal right after the announcement must drain, not kill
+        let shutdown = server::shutdown_signal();
         // Tests and scripts read this line to find a port chosen with --port 0.
         println!("wgformer listening on http://{addr}");
         tracing::info!(%addr, "listening");
         server::serve(
             listener,
             AppState::new(engine.clone(), server_config),
-            server::shutdown_signal(),
+            shutdown,
         )
         .await?;
         anyhow::Ok(())

@@ -307,7 +307,7 @@ async fn rate_limits_count_requests_and_generated_tokens() {
     let s = Server::with(
         ServerConfig {
             rate_limit: Some(RateLimit {
-                per_second: 0.5,
+                per_second: 0.1,
                 burst: 3.0,
             }),
             ..ServerConfig::default()
