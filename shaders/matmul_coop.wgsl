@@ -1,7 +1,7 @@
 // out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias[N]) on tensor cores, for half-float
 // weights (`dtype: "float16"`) on adapters with cooperative matrices
 // (Features::EXPERIMENTAL_COOPERATIVE_MATRIX, 16×16×16 f16 inputs with f32
-// accumulators, subgroups of 32 lanes). Epilogue flags as `matmul`; preludes: gelu.
+// accumulators, subgroups of 32 lanes). Epilogue flags as `matmul` (prelude `epilogue`); preludes: gelu.
 //
 // A workgroup of four subgroups computes a 64 × 64 tile of out. For each step of 16
 // along K the lanes stage a 64 × 16 tile of `a` (rounded to f16, as cuBLAS's fp16
@@ -117,18 +117,8 @@ fn matmul_coop(
         let col = col40 + c4;
         if (row < p.m && col < p.n4) {
             let so = r * 64u + c4 * 4u;
-            var o = vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
-            if ((p.flags & 1u) != 0u) {
-                o += bias[col];
-            }
-            if ((p.flags & 2u) != 0u) {
-                o = gelu(o);
-            }
-            let at = row * p.n4 + col;
-            if ((p.flags & 4u) != 0u) {
-                o += out[at];
-            }
-            out[at] = o;
+            let o = vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
+            store_epilogue(o, col, row * p.n4 + col);
         }
     }
 }

@@ -95,17 +95,6 @@ fn matmul_tiled(
         if (row >= p.m) {
             break;
         }
-        var o = accs[i];
-        if ((p.flags & 1u) != 0u) {
-            o += bias[col];
-        }
-        if ((p.flags & 2u) != 0u) {
-            o = gelu(o);
-        }
-        let at = row * p.n4 + col;
-        if ((p.flags & 4u) != 0u) {
-            o += out[at];
-        }
-        out[at] = o;
+        store_epilogue(accs[i], col, row * p.n4 + col);
     }
 }

@@ -54,16 +54,6 @@ fn matvec_splitk(
         workgroupBarrier();
     }
     if (g == 0u && live) {
-        var o = part[c];
-        if ((p.flags & 1u) != 0u) {
-            o += bias[col];
-        }
-        if ((p.flags & 2u) != 0u) {
-            o = gelu(o);
-        }
-        if ((p.flags & 4u) != 0u) {
-            o += out[col];
-        }
-        out[col] = o;
+        store_epilogue(part[c], col, col);
     }
 }

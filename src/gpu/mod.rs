@@ -168,6 +168,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "layer_norm_params",
         include_str!("../../shaders/lib/layer_norm_params.wgsl"),
     ),
+    ("epilogue", include_str!("../../shaders/lib/epilogue.wgsl")),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -183,12 +184,12 @@ macro_rules! wgsl {
     };
 }
 
-const MATMUL_F32: &[&str] = &["matmul_params", "weights_f32", "gelu"];
-const MATMUL_F16: &[&str] = &["matmul_params", "weights_f16", "gelu"];
-const MATVEC_F32: &[&str] = &["matvec_params", "weights_f32", "gelu"];
-const MATVEC_F16: &[&str] = &["matvec_params", "weights_f16", "gelu"];
+const MATMUL_F32: &[&str] = &["matmul_params", "weights_f32", "gelu", "epilogue"];
+const MATMUL_F16: &[&str] = &["matmul_params", "weights_f16", "gelu", "epilogue"];
+const MATVEC_F32: &[&str] = &["matvec_params", "weights_f32", "gelu", "epilogue"];
+const MATVEC_F16: &[&str] = &["matvec_params", "weights_f16", "gelu", "epilogue"];
 const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "gelu"];
-const MATMUL_COOP: &[&str] = &["matmul_params", "gelu"];
+const MATMUL_COOP: &[&str] = &["matmul_params", "gelu", "epilogue"];
 const LAYER_NORM: &[&str] = &["layer_norm_params"];
 const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
