@@ -439,7 +439,7 @@ impl Bench {
             let wb = buffers::upload(&self.ctx, "w", &matmul::store_weights(variant, &w, k, n));
             let op = matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb, &xb, &out);
             let gpu = self.time_gpu(&|pass| {
-                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, n, k, 0)
+                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, 1, n, k, 0)
             });
             self.report(
                 variant,
@@ -506,6 +506,7 @@ impl Bench {
                 rows,
                 k,
                 0,
+                1,
             )
             .unwrap();
             self.check(
@@ -515,7 +516,16 @@ impl Bench {
             );
             let gpu = self.time_gpu(&|pass| {
                 for (op, ch) in ops.iter().zip(&wt.chunks) {
-                    matvec_bt::encode_matvec_bt(&self.ctx.queue, pass, &self.pl, op, ch.rows, k, 0);
+                    matvec_bt::encode_matvec_bt(
+                        &self.ctx.queue,
+                        pass,
+                        &self.pl,
+                        op,
+                        ch.rows,
+                        k,
+                        0,
+                        1,
+                    );
                 }
             });
             self.report(
@@ -689,15 +699,26 @@ impl Bench {
         let wpe = rand_vec(1024 * c, 13);
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % v as u32).collect();
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (c * 4) as u64);
-        let got =
-            embedding::run_embedding(&self.ctx, &self.pl, "embedding", &ids, &wte, &wpe, c, chunk)
-                .unwrap();
+        let pos: Vec<u32> = (0..t as u32).collect();
+        let got = embedding::run_embedding(
+            &self.ctx,
+            &self.pl,
+            "embedding",
+            &ids,
+            &pos,
+            &wte,
+            &wpe,
+            c,
+            chunk,
+        )
+        .unwrap();
         self.check(
             "embedding",
             &got,
             &reference::embedding::embedding(&ids, &wte, &wpe, c, 0),
         );
         let idb = buffers::upload(&self.ctx, "ids", bytemuck::cast_slice(&ids));
+        let posb = buffers::upload(&self.ctx, "positions", bytemuck::cast_slice(&pos));
         let wt = matmul_bt::upload_wte(&self.ctx, "embedding", &wte, v, c, chunk);
         let (pb, ob) = (
             buffers::upload(&self.ctx, "wpe", &wpe),
@@ -715,6 +736,7 @@ impl Bench {
                     &ch.buffer,
                     &pb,
                     &ob,
+                    &posb,
                 )
             })
             .collect();
@@ -729,7 +751,6 @@ impl Bench {
                     c,
                     ch.row_start,
                     ch.rows,
-                    0,
                 );
             }
         });
@@ -752,7 +773,7 @@ impl Bench {
         let ids: Vec<u32> = (0..prompt as u32)
             .map(|i| (i * 7919 + 13) % 50257)
             .collect();
-        let mut session = model.session(prompt + steps + 1).unwrap();
+        let mut session = model.kv_reserve(prompt + steps + 1).unwrap().unwrap();
         let t0 = Instant::now();
         let mut logits = model.extend(&mut session, &ids).unwrap();
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;

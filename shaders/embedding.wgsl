@@ -1,4 +1,5 @@
-// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[pos_offset + t, :].
+// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[positions[t], :].
+// Positions are per row: 0 .. T in a forward, each generation's own in a decode batch.
 // wte may be split into row chunks (bound windows); each dispatch covers one chunk
 // and writes only the tokens whose id falls inside [row_start, row_start + rows).
 // Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
@@ -9,8 +10,8 @@ struct EmbeddingParams {
     c4: u32,         // C / 4
     row_start: u32,  // first vocabulary row held by this wte chunk
     rows: u32,       // rows in this chunk
-    pos_offset: u32, // position of the first token (KV-cache decode)
     _pad0: u32,
+    _pad3: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -22,6 +23,7 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> wte: array<W>;    // [rows, C]
 @group(0) @binding(3) var<storage, read> wpe: array<vec4<f32>>;    // [context, C]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [T, C]
+@group(0) @binding(5) var<storage, read> positions: array<u32>;    // [T]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
 // and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
@@ -47,5 +49,5 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (id < p.row_start || id >= p.row_start + p.rows) {
         return;
     }
-    out[i] = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]) + wpe[(p.pos_offset + t) * p.c4 + c];
+    out[i] = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]) + wpe[positions[t] * p.c4 + c];
 }

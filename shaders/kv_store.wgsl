@@ -1,19 +1,21 @@
-// Append the keys and values of T new tokens to a generation's KV cache:
-//   k_cache[pos + t, :] = qkv[t, C : 2C],  v_cache[pos + t, :] = qkv[t, 2C : 3C]
+// Append the keys and values of T new rows to the paged KV pool: row t goes to pool
+// row slots[t] (its sequence's page for that position, chosen on the host):
+//   k_pool[slots[t], :] = qkv[t, C : 2C],  v_pool[slots[t], :] = qkv[t, 2C : 3C]
 
 struct KvStoreParams {
-    t: u32,   // new tokens
-    c4: u32,  // C / 4
-    pos: u32, // cache row of the first new token
-    _pad: u32,
+    t: u32,  // new rows
+    c4: u32, // C / 4
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: KvStoreParams;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;           // [T, 3C]
-@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<f32>>;  // [context, C]
-@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<f32>>;  // [context, C]
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;          // [T, 3C]
+@group(0) @binding(2) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, C]
+@group(0) @binding(3) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, C]
+@group(0) @binding(4) var<storage, read> slots: array<u32>;              // [T]
 
 @compute @workgroup_size(WG)
 fn kv_store(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -24,7 +26,7 @@ fn kv_store(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let t = i / p.c4;
     let c = i % p.c4;
     let src = t * 3u * p.c4 + p.c4 + c;
-    let dst = (p.pos + t) * p.c4 + c;
-    k_cache[dst] = qkv[src];
-    v_cache[dst] = qkv[src + p.c4];
+    let dst = slots[t] * p.c4 + c;
+    k_pool[dst] = qkv[src];
+    v_pool[dst] = qkv[src + p.c4];
 }

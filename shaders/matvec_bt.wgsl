@@ -1,22 +1,17 @@
-// LM head for one position: out[N] = a[a_row0, :] · b[N, K]ᵀ (b is a row chunk of wte).
-// One invocation per 4 outputs: each step loads one vec4 of `a` (uniform) and one of
-// each of 4 rows of `b`. Used for the last position of prefill and every decode step.
+// LM head for the rows of a decode step (and the last position of a prefill):
+//   out[r, N] = a[a_row0 + r, :] · b[N, K]ᵀ (b is a row chunk of wte), r < R.
+// One invocation per 4 outputs and MR rows (workgroup y): each step loads one vec4 of
+// each of 4 rows of `b` once for the MR rows, and their vec4s of `a` (uniform).
+// Preludes: matvec_bt_params, batch_rows (MR).
 // Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
 // packed half floats in `matvec_bt_f16`, which is this file with the f16 prelude.
-
-struct MatvecBtParams {
-    n: u32,      // rows of b = outputs
-    k4: u32,     // K / 4
-    a_row0: u32, // row of `a` to multiply
-    _pad: u32,
-}
 
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: MatvecBtParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + 1, K]
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + R, K]
 @group(0) @binding(2) var<storage, read> b: array<W>;     // [N, K]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [N]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [R, N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
 // and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
@@ -31,7 +26,7 @@ fn col_step(k: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
     let col0 = gid.x * 4u;
     if (col0 >= p.n) {
         return;
@@ -42,14 +37,26 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w1 = row_base(min(col0 + 1u, last), k4);
     let w2 = row_base(min(col0 + 2u, last), k4);
     let w3 = row_base(min(col0 + 3u, last), k4);
-    let xo = p.a_row0 * k4;
-    var acc = vec4<f32>(0.0);
-    for (var k = 0u; k < k4; k++) {
-        let x = a[xo + k];
-        acc += vec4<f32>(dot(x, load_w4(b[w0 + col_step(k)])), dot(x, load_w4(b[w1 + col_step(k)])), dot(x, load_w4(b[w2 + col_step(k)])), dot(x, load_w4(b[w3 + col_step(k)])));
+    let r0 = wg.y * MR;
+    var xo: array<u32, MR>;
+    var acc: array<vec4<f32>, MR>;
+    for (var i = 0u; i < MR; i++) {
+        xo[i] = (p.a_row0 + min(r0 + i, p.rows - 1u)) * k4;
+        acc[i] = vec4<f32>(0.0);
     }
-    out[col0] = acc.x;
-    if (col0 + 1u < p.n) { out[col0 + 1u] = acc.y; }
-    if (col0 + 2u < p.n) { out[col0 + 2u] = acc.z; }
-    if (col0 + 3u < p.n) { out[col0 + 3u] = acc.w; }
+    for (var k = 0u; k < k4; k++) {
+        let b0 = load_w4(b[w0 + col_step(k)]);
+        let b1 = load_w4(b[w1 + col_step(k)]);
+        let b2 = load_w4(b[w2 + col_step(k)]);
+        let b3 = load_w4(b[w3 + col_step(k)]);
+        for (var i = 0u; i < MR; i++) {
+            let x = a[xo[i] + k];
+            acc[i] += vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));
+        }
+    }
+    for (var i = 0u; i < MR; i++) {
+        if (r0 + i < p.rows) {
+            store4(acc[i], (r0 + i) * p.n, col0);
+        }
+    }
 }

@@ -1,5 +1,7 @@
-// Matrix-vector product for hardware GPUs (one-token steps):
-// out[N] (=|+=) act(x[K] · w[K, N] + bias[N]), epilogue flags as matmul (bit 0 bias,
+// Matrix-vector product for hardware GPUs (decode steps):
+// out[R, N] (=|+=) act(x[R, K] · w[K, N] + bias[N]) for the R rows of a batch, one row
+// per workgroup y (the weights of a row's workgroups are read again from L2 by the
+// next rows'), epilogue flags as matmul (bit 0 bias,
 // bit 1 GELU, bit 2 accumulate). Preludes: gelu, and the weight type `W` / `load_w4`
 // (f32, or packed half floats for `matvec_f16_splitk`).
 //
@@ -20,10 +22,10 @@ override WG: u32 = 256u;
 override COLS4: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: MatvecParams;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [K]
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [R, K]
 @group(0) @binding(2) var<storage, read> w: array<W>;               // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [N]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [R, N]
 
 var<workgroup> part: array<vec4<f32>, 256>;
 
@@ -38,11 +40,12 @@ fn matvec_splitk(
     let col = wg.x * COLS4 + c;
     let live = col < p.n4;
     let p4 = p.p4;
+    let xo = wg.y * p.k4;
     var acc = vec4<f32>(0.0);
     if (live) {
         let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
         for (var r = g; r < 4u * p.k4; r += groups) {
-            acc += x[r / 4u][r % 4u] * load_w4(w[base + r * p4]);
+            acc += x[xo + r / 4u][r % 4u] * load_w4(w[base + r * p4]);
         }
     }
     part[lid] = acc;
@@ -54,6 +57,6 @@ fn matvec_splitk(
         workgroupBarrier();
     }
     if (g == 0u && live) {
-        store_epilogue(part[c], col, col);
+        store_epilogue(part[c], col, wg.y * p.n4 + col);
     }
 }

@@ -18,9 +18,10 @@ use crate::config::{DeviceChoice, ModelConfig};
 use crate::error::{Error, Result};
 use crate::files::FileAccess;
 use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
-use crate::model::generate::Session;
+use crate::model::kv_pool::{page_bytes, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
-use crate::model::{resolve_config_with, Capture, Model};
+use crate::model::{resolve_config_with, Capture, Model, ServeShape};
+use crate::stats::{Histogram, BATCH, SECONDS};
 use crate::tokenizer::Tokenizer;
 
 /// A forward request, as the engine needs it.
@@ -203,6 +204,53 @@ pub struct EngineState {
     busy: Mutex<Option<Busy>>,
     /// Loads given up on: their deadline passed.
     pub timeouts: AtomicU64,
+    /// The scheduler's figures.
+    pub sched: Mutex<SchedStats>,
+}
+
+/// What the scheduler does, for `/status` and `/metrics`.
+#[derive(Clone, Debug)]
+pub struct SchedStats {
+    /// Generations per decode step.
+    pub batch_size: Histogram,
+    /// Seconds from accepting a generation to admitting it.
+    pub queue_wait: Histogram,
+    pub decode_steps: u64,
+    pub decode_seconds: f64,
+    pub prefill_chunks: u64,
+    /// Generations in the last decode step.
+    pub current_batch: usize,
+    pub decoding: usize,
+    pub prefilling: usize,
+    /// Generations accepted and waiting for a batch place or KV pages.
+    pub waiting: usize,
+    pub kv_pages: usize,
+    pub kv_pages_used: usize,
+    /// Pages free and not promised to admitted generations.
+    pub kv_pages_available: usize,
+    pub kv_page_positions: usize,
+    pub kv_pool_bytes: u64,
+}
+
+impl Default for SchedStats {
+    fn default() -> Self {
+        SchedStats {
+            batch_size: Histogram::new(BATCH),
+            queue_wait: Histogram::new(SECONDS),
+            decode_steps: 0,
+            decode_seconds: 0.0,
+            prefill_chunks: 0,
+            current_batch: 0,
+            decoding: 0,
+            prefilling: 0,
+            waiting: 0,
+            kv_pages: 0,
+            kv_pages_used: 0,
+            kv_pages_available: 0,
+            kv_page_positions: 0,
+            kv_pool_bytes: 0,
+        }
+    }
 }
 
 impl Default for EngineState {
@@ -217,6 +265,7 @@ impl Default for EngineState {
             born: Instant::now(),
             busy: Mutex::new(None),
             timeouts: AtomicU64::new(0),
+            sched: Mutex::default(),
         }
     }
 }
@@ -307,6 +356,13 @@ pub struct EngineOptions {
     pub request_timeout: Duration,
     /// Deadline of building a model.
     pub load_timeout: Duration,
+    /// Most generations admitted at once, all of which share each decode step.
+    pub max_batch: usize,
+    /// Device bytes of the paged KV cache (`None`: a share of the memory budget, see
+    /// [`kv_pool_pages`]).
+    pub kv_pool_bytes: Option<u64>,
+    /// Prompt tokens prefilled per engine step, between decode steps.
+    pub prefill_chunk: usize,
 }
 
 impl Default for EngineOptions {
@@ -317,6 +373,9 @@ impl Default for EngineOptions {
             models_dir: None,
             request_timeout: Duration::from_secs(120),
             load_timeout: Duration::from_secs(600),
+            max_batch: 16,
+            kv_pool_bytes: None,
+            prefill_chunk: 256,
         }
     }
 }
@@ -368,9 +427,6 @@ struct Loaded {
     end_of_text: Option<u32>,
 }
 
-/// Generations that run at once; more wait their turn.
-const MAX_ACTIVE_GENERATIONS: usize = 4;
-
 /// Device + pipelines kept across rebuilds for the same device choice.
 struct DeviceSlot {
     choice: DeviceChoice,
@@ -399,20 +455,23 @@ impl Engine {
         state.beat();
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let (s, st, budget) = (state.clone(), stop.clone(), options.max_model_bytes);
+        let options = Arc::new(EngineOptions {
+            queue_capacity: capacity,
+            max_batch: options.max_batch.max(1),
+            prefill_chunk: options.prefill_chunk.max(1),
+            ..options
+        });
+        let (s, st, o) = (state.clone(), stop.clone(), options.clone());
         let thread = std::thread::Builder::new()
             .name("wgformer-engine".into())
             .spawn(move || {
-                run(rx, s, st, budget);
+                run(rx, s, st, o);
                 let _ = done_tx.send(());
             })?;
         Ok(Engine {
             tx,
             state,
-            options: Arc::new(EngineOptions {
-                queue_capacity: capacity,
-                ..options
-            }),
+            options,
             access,
             lifetime: Arc::new(Lifetime {
                 stop,
@@ -601,45 +660,59 @@ impl GenStream {
     }
 }
 
-/// A generation in progress.
+/// A generation admitted: its prompt is being prefilled (chunk by chunk) or it
+/// decodes, one token per engine step, in the batch of every decoding generation.
 struct Active {
     loaded: Arc<Loaded>,
-    session: Session,
+    kv: SeqKv,
     sampler: Sampler,
     req: GenerateRequest,
-    prompt_tokens: usize,
+    /// The prompt; `prefilled` of it are in the KV cache.
+    prompt: Vec<u32>,
+    prefilled: usize,
     max_new: usize,
     generated: Vec<u32>,
     /// Bytes of the text already streamed.
     emitted: usize,
-    logits: Vec<f32>,
+    /// Logits after the last token in the cache, to sample from (None while the
+    /// prompt is prefilled, or while the sampled token waits for its decode step).
+    logits: Option<Vec<f32>>,
+    /// The token sampled and streamed, to run through the model next step.
+    next: Option<u32>,
     events: mpsc::UnboundedSender<GenEvent>,
     started: Instant,
     prefill_time: f64,
     deadline: Instant,
 }
 
-/// A generation accepted and waiting for a slot.
+/// A generation accepted and waiting for a slot (a batch place and KV pages).
 struct Waiting {
     req: GenerateRequest,
     deadline: Instant,
     events: mpsc::UnboundedSender<GenEvent>,
+    queued: Instant,
+    /// The prompt tokenized and checked (kept while the pool is full).
+    prompt: Option<Vec<u32>>,
 }
 
 struct Worker {
     state: Arc<EngineState>,
-    /// `--max-model-bytes`, when the operator set it.
-    budget: Option<u64>,
+    options: Arc<EngineOptions>,
     loaded: Option<Arc<Loaded>>,
     slot: Option<DeviceSlot>,
     active: Vec<Active>,
     waiting: VecDeque<Waiting>,
 }
 
-fn run(rx: Receiver<Job>, state: Arc<EngineState>, stop: Arc<AtomicBool>, budget: Option<u64>) {
+fn run(
+    rx: Receiver<Job>,
+    state: Arc<EngineState>,
+    stop: Arc<AtomicBool>,
+    options: Arc<EngineOptions>,
+) {
     let mut w = Worker {
         state,
-        budget,
+        options,
         loaded: None,
         slot: None,
         active: Vec::new(),
@@ -647,8 +720,8 @@ fn run(rx: Receiver<Job>, state: Arc<EngineState>, stop: Arc<AtomicBool>, budget
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
-        // Fairness: with generations running, take at most one queued request between
-        // rounds of generation steps; otherwise wait (a tick at a time) for a request.
+        // With generations running, take at most one queued request between steps;
+        // otherwise wait (a tick at a time) for a request.
         let idle = w.active.is_empty() && w.waiting.is_empty();
         let job = match rx.recv_timeout(if idle { IDLE_TICK } else { Duration::ZERO }) {
             Ok(j) => Some(j),
@@ -659,7 +732,11 @@ fn run(rx: Receiver<Job>, state: Arc<EngineState>, stop: Arc<AtomicBool>, budget
             w.handle(job);
         }
         w.admit();
-        w.step_all();
+        w.step();
+        if w.active.is_empty() && !w.waiting.is_empty() {
+            // the pool is held by nothing and still refuses: wait for a job rather than spin
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     w.teardown();
 }
@@ -703,7 +780,7 @@ impl Worker {
                 }
                 self.state.set_busy("model load", deadline);
                 let started = Instant::now();
-                let built = build(config, &access, self.budget, &mut self.slot);
+                let built = build(config, &access, &self.options, &mut self.slot);
                 self.state.clear_busy();
                 let built = match built {
                     Ok(_) if Instant::now() > deadline => {
@@ -717,6 +794,7 @@ impl Worker {
                     Ok(new) => {
                         let cfg = new.model.config.clone();
                         tracing::info!(params = new.model.parameter_count, adapter = %new.model.ctx.details.label(),
+                            kv_pool_pages = new.model.kv.pages, max_batch = new.model.max_batch,
                             seconds = started.elapsed().as_secs_f64(), "model built");
                         // Generations in progress keep their (old) model until they end.
                         drop(self.loaded.take());
@@ -730,6 +808,7 @@ impl Worker {
                     }
                 };
                 let _ = reply.send(r);
+                self.publish_generations();
             }
             Job::Forward(req, deadline, reply) => {
                 self.started();
@@ -759,6 +838,8 @@ impl Worker {
                     req,
                     deadline,
                     events,
+                    queued: Instant::now(),
+                    prompt: None,
                 });
             }
         }
@@ -772,31 +853,79 @@ impl Worker {
         }
     }
 
-    /// Start waiting generations while there is room: tokenize, allocate the cache,
-    /// run the prompt.
+    /// Admit waiting generations, first come first served, while the batch has room
+    /// and the KV pool can promise their pages; the first that does not fit waits
+    /// (and those behind it) until generations end.
     fn admit(&mut self) {
-        while self.active.len() < MAX_ACTIVE_GENERATIONS {
-            let Some(wt) = self.waiting.pop_front() else {
-                break;
-            };
-            self.started();
+        while let Some(wt) = self.waiting.front_mut() {
             if wt.events.is_closed() {
+                self.waiting.pop_front();
+                self.started();
                 continue;
             }
             if Instant::now() > wt.deadline {
                 let _ = wt
                     .events
                     .send(GenEvent::Error(timeout_error("the generation")));
+                self.waiting.pop_front();
+                self.started();
                 continue;
             }
+            let Some(loaded) = self.loaded.clone() else {
+                let _ = wt.events.send(GenEvent::Error(Error::ModelNotInitialized));
+                self.waiting.pop_front();
+                self.started();
+                continue;
+            };
+            if self.active.len() >= loaded.model.max_batch {
+                break;
+            }
+            let prompt = match wt.prompt.take() {
+                Some(p) => Ok(p),
+                None => prompt_ids(&loaded, &wt.req),
+            };
+            let reserved = prompt.and_then(|ids| {
+                let max_new = wt
+                    .req
+                    .max_new_tokens
+                    .min(loaded.model.config.context_size - ids.len());
+                let kv = loaded.model.kv_reserve(ids.len() + max_new)?;
+                Ok((ids, max_new, kv))
+            });
+            let (ids, max_new, kv) = match reserved {
+                Err(e) => {
+                    let _ = wt.events.send(GenEvent::Error(e));
+                    self.waiting.pop_front();
+                    self.started();
+                    continue;
+                }
+                Ok((ids, _, None)) => {
+                    // the pool cannot promise the pages yet: wait for generations to end
+                    wt.prompt = Some(ids);
+                    break;
+                }
+                Ok((ids, max_new, Some(kv))) => (ids, max_new, kv),
+            };
+            let Some(wt) = self.waiting.pop_front() else {
+                break;
+            };
+            self.started();
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.queue_wait.observe(wt.queued.elapsed().as_secs_f64());
+            }
             self.state.set_busy("generation prefill", wt.deadline);
-            let r = self.start(wt.req, wt.deadline, wt.events.clone());
+            let r = self.start(
+                loaded,
+                wt.req,
+                ids,
+                max_new,
+                kv,
+                wt.deadline,
+                wt.events.clone(),
+            );
             self.state.clear_busy();
             match r {
-                Ok(a) => {
-                    self.state.running.fetch_add(1, Ordering::SeqCst);
-                    self.active.push(a)
-                }
+                Ok(a) => self.active.push(a),
                 Err(e) => {
                     let _ = wt.events.send(GenEvent::Error(e));
                 }
@@ -805,29 +934,17 @@ impl Worker {
         self.publish_generations();
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
+        loaded: Arc<Loaded>,
         req: GenerateRequest,
+        ids: Vec<u32>,
+        max_new: usize,
+        kv: SeqKv,
         deadline: Instant,
         events: mpsc::UnboundedSender<GenEvent>,
     ) -> Result<Active> {
-        let loaded = self.loaded.clone().ok_or(Error::ModelNotInitialized)?;
-        let started = Instant::now();
-        let ids = match &req.prompt_ids {
-            Some(ids) => ids.clone(),
-            None => loaded.tokenizer.encode(&req.prompt)?,
-        };
-        if ids.is_empty() {
-            return Err(Error::InvalidInput("input text must not be empty".into()));
-        }
-        let ctx_len = loaded.model.config.context_size;
-        if ids.len() >= ctx_len {
-            return Err(Error::SequenceTooLong {
-                len: ids.len(),
-                max: ctx_len - 1,
-            });
-        }
-        loaded.model.check_ids(&ids)?;
         if let Some(k) = req.prompt_logprobs {
             let v = loaded.model.config.vocab_size;
             let logits = loaded.model.forward_logits(&ids)?;
@@ -840,32 +957,33 @@ impl Worker {
                 logprobs: lps,
             });
         }
-        let max_new = req.max_new_tokens.min(ctx_len - ids.len());
-        let mut session = loaded.model.session(ids.len() + max_new)?;
-        let logits = loaded.model.extend(&mut session, &ids)?;
-        let prefill_time = started.elapsed().as_secs_f64();
         Ok(Active {
             sampler: Sampler::new(req.sampling.clone()),
-            prompt_tokens: ids.len(),
             max_new,
             loaded,
-            session,
+            kv,
             req,
+            prompt: ids,
+            prefilled: 0,
             generated: Vec::new(),
             emitted: 0,
-            logits,
+            logits: None,
+            next: None,
             events,
-            started,
-            prefill_time,
+            started: Instant::now(),
+            prefill_time: 0.0,
             deadline,
         })
     }
 
-    /// One token for every active generation.
-    fn step_all(&mut self) {
+    /// One engine step: every generation with logits samples and streams its next
+    /// token; the decoding generations run their tokens through the model together
+    /// (one batch per model); then one chunk of the oldest prompt still prefilling.
+    fn step(&mut self) {
         if self.active.is_empty() {
             return;
         }
+        // sample, stream, finish
         let mut keep = Vec::with_capacity(self.active.len());
         for mut a in std::mem::take(&mut self.active) {
             if a.events.is_closed() {
@@ -882,41 +1000,188 @@ impl Worker {
                     .send(GenEvent::Error(timeout_error("the generation")));
                 continue;
             }
-            self.state.set_busy("generation step", a.deadline);
-            let r = step(&mut a);
-            self.state.clear_busy();
-            match r {
+            match sample(&mut a) {
                 Ok(None) => keep.push(a),
-                Ok(Some(result)) => {
-                    if let Ok(mut c) = self.state.counters.write() {
-                        c.total_tokens += (result.prompt_tokens + result.tokens) as u64;
-                    }
-                    let _ = a.events.send(GenEvent::Complete(result));
-                }
+                Ok(Some(result)) => self.finish(&a, result),
                 Err(e) => {
-                    self.note_device_loss(&e);
                     let _ = a.events.send(GenEvent::Error(e));
                 }
             }
         }
         self.active = keep;
+        self.decode();
+        self.prefill();
         self.state
             .running
             .store(self.active.len(), Ordering::SeqCst);
         self.publish_generations();
     }
 
-    fn publish_generations(&self) {
-        if let Ok(mut m) = self.state.model.write() {
-            m.active_generations = self.active.len();
-            m.kv_cache_mb = self
-                .active
+    fn finish(&self, a: &Active, result: GenerateResult) {
+        if let Ok(mut c) = self.state.counters.write() {
+            c.total_tokens += (result.prompt_tokens + result.tokens) as u64;
+        }
+        let _ = a.events.send(GenEvent::Complete(result));
+    }
+
+    /// The batched decode step(s): every generation holding a sampled token.
+    fn decode(&mut self) {
+        let mut ready: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].next.is_some())
+            .collect();
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        while let Some(&first) = ready.first() {
+            // one batch per model (a reload leaves running generations on the old one)
+            let model = self.active[first].loaded.clone();
+            let cap = model.model.max_batch;
+            let (batch, rest): (Vec<usize>, Vec<usize>) = ready
                 .iter()
-                .map(|a| a.session.cache.bytes())
-                .sum::<u64>() as f64
-                / (1u64 << 20) as f64;
+                .partition(|&&i| Arc::ptr_eq(&self.active[i].loaded, &model));
+            ready = rest;
+            for group in batch.chunks(cap) {
+                let deadline = group
+                    .iter()
+                    .map(|&i| self.active[i].deadline)
+                    .max()
+                    .unwrap_or_else(Instant::now);
+                self.state.set_busy("decode step", deadline);
+                let started = Instant::now();
+                let mut rows: Vec<(&mut SeqKv, u32)> = Vec::with_capacity(group.len());
+                let mut picked: Vec<&mut Active> = self
+                    .active
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| group.contains(i))
+                    .map(|(_, a)| a)
+                    .collect();
+                for a in picked.iter_mut() {
+                    let id = a.next.unwrap_or(0);
+                    rows.push((&mut a.kv, id));
+                }
+                let r = model.model.decode(&mut rows);
+                drop(rows);
+                self.state.clear_busy();
+                match r {
+                    Ok(logits) => {
+                        for (a, l) in picked.iter_mut().zip(logits) {
+                            a.next = None;
+                            a.logits = Some(l);
+                        }
+                        if let Ok(mut s) = self.state.sched.lock() {
+                            s.batch_size.observe(group.len() as f64);
+                            s.decode_steps += 1;
+                            s.decode_seconds += started.elapsed().as_secs_f64();
+                            s.current_batch = group.len();
+                        }
+                    }
+                    Err(e) => {
+                        self.note_device_loss(&e);
+                        failed.extend(group.iter().map(|&i| (i, e.duplicate())));
+                    }
+                }
+            }
+        }
+        self.drop_failed(failed);
+    }
+
+    /// One chunk of the oldest generation still prefilling.
+    fn prefill(&mut self) {
+        let chunk = self.options.prefill_chunk.max(1);
+        let Some(i) = self
+            .active
+            .iter()
+            .position(|a| a.prefilled < a.prompt.len())
+        else {
+            return;
+        };
+        let a = &mut self.active[i];
+        let end = (a.prefilled + chunk).min(a.prompt.len());
+        let last = end == a.prompt.len();
+        self.state.set_busy("generation prefill", a.deadline);
+        let started = Instant::now();
+        let r = a
+            .loaded
+            .model
+            .prefill(&mut a.kv, &a.prompt[a.prefilled..end], last);
+        self.state.clear_busy();
+        match r {
+            Ok(logits) => {
+                a.prefilled = end;
+                a.prefill_time += started.elapsed().as_secs_f64();
+                if last {
+                    a.logits = logits;
+                }
+                if let Ok(mut s) = self.state.sched.lock() {
+                    s.prefill_chunks += 1;
+                }
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                self.drop_failed(vec![(i, e)]);
+            }
         }
     }
+
+    /// End the generations at these indices with their errors.
+    fn drop_failed(&mut self, mut failed: Vec<(usize, Error)>) {
+        failed.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, e) in failed {
+            let a = self.active.remove(i);
+            let _ = a.events.send(GenEvent::Error(e));
+        }
+    }
+
+    fn publish_generations(&self) {
+        let (mut pages, mut used, mut available, mut bytes, mut page) = (0, 0, 0, 0u64, 0);
+        if let Some(l) = &self.loaded {
+            let st = l.model.kv.stats();
+            (pages, used, available, bytes, page) =
+                (st.pages, st.used, st.available, st.bytes, st.page);
+        }
+        let decoding = self
+            .active
+            .iter()
+            .filter(|a| a.prefilled == a.prompt.len())
+            .count();
+        if let Ok(mut m) = self.state.model.write() {
+            m.active_generations = self.active.len();
+            m.kv_cache_mb =
+                (used as u64 * bytes / pages.max(1) as u64) as f64 / (1u64 << 20) as f64;
+        }
+        if let Ok(mut s) = self.state.sched.lock() {
+            s.kv_pages = pages;
+            s.kv_pages_used = used;
+            s.kv_pages_available = available;
+            s.kv_page_positions = page;
+            s.kv_pool_bytes = bytes;
+            s.decoding = decoding;
+            s.prefilling = self.active.len() - decoding;
+            s.waiting = self.waiting.len();
+            if decoding == 0 {
+                s.current_batch = 0;
+            }
+        }
+    }
+}
+
+/// The prompt's token ids, checked against the model (not empty, room for a token).
+fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u32>> {
+    let ids = match &req.prompt_ids {
+        Some(ids) => ids.clone(),
+        None => loaded.tokenizer.encode(&req.prompt)?,
+    };
+    if ids.is_empty() {
+        return Err(Error::InvalidInput("input text must not be empty".into()));
+    }
+    let ctx_len = loaded.model.config.context_size;
+    if ids.len() >= ctx_len {
+        return Err(Error::SequenceTooLong {
+            len: ids.len(),
+            max: ctx_len - 1,
+        });
+    }
+    loaded.model.check_ids(&ids)?;
+    Ok(ids)
 }
 
 /// The byte length of the longest prefix of `text` that may be shown: it must not end
@@ -952,7 +1217,7 @@ impl Active {
             text,
             tokens: self.generated.len(),
             token_ids: self.generated.clone(),
-            prompt_tokens: self.prompt_tokens,
+            prompt_tokens: self.prompt.len(),
             finish_reason,
             processing_time: elapsed,
             prefill_time: self.prefill_time,
@@ -961,13 +1226,17 @@ impl Active {
     }
 }
 
-/// Sample one token, stream it, and either finish or run it through the model.
-fn step(a: &mut Active) -> Result<Option<GenerateResult>> {
+/// With logits in hand: sample one token, stream it, and either finish or queue it
+/// for the next decode step.
+fn sample(a: &mut Active) -> Result<Option<GenerateResult>> {
+    let Some(logits) = a.logits.take() else {
+        return Ok(None);
+    };
     if a.max_new == 0 {
         return Ok(Some(a.result(String::new(), FinishReason::Length)));
     }
-    let next = a.sampler.sample(&a.logits);
-    let logprob = a.req.logprobs.map(|k| token_logprob(&a.logits, next, k));
+    let next = a.sampler.sample(&logits);
+    let logprob = a.req.logprobs.map(|k| token_logprob(&logits, next, k));
     a.generated.push(next);
     let tok = &a.loaded.tokenizer;
     let text = tok.decode(&a.generated)?;
@@ -1017,7 +1286,7 @@ fn step(a: &mut Active) -> Result<Option<GenerateResult>> {
     if let Some(reason) = finish {
         return Ok(Some(a.result(final_text, reason)));
     }
-    a.logits = a.loaded.model.extend(&mut a.session, &[next])?;
+    a.next = Some(next);
     Ok(None)
 }
 
@@ -1058,7 +1327,7 @@ fn publish(state: &EngineState, l: &Loaded) {
 fn build(
     value: serde_json::Value,
     access: &FileAccess,
-    budget: Option<u64>,
+    options: &EngineOptions,
     slot: &mut Option<DeviceSlot>,
 ) -> Result<Loaded> {
     if !value.is_object() {
@@ -1087,11 +1356,18 @@ fn build(
     let s = slot
         .as_ref()
         .ok_or_else(|| Error::NoAdapter("no device".into()))?;
-    let budget = budget.unwrap_or_else(|| s.ctx.default_memory_budget());
+    let budget = options
+        .max_model_bytes
+        .unwrap_or_else(|| s.ctx.default_memory_budget());
     let (config, checkpoint) = resolve_config_with(value, access, budget)?;
-    config
-        .memory_estimate(MAX_ACTIVE_GENERATIONS)
-        .check(budget)?;
+    let pages = kv_pool_pages(&config, options, budget);
+    let mut estimate = config.memory_estimate(0);
+    estimate.kv_cache = pages as u128 * page_bytes(config.n_layer, config.n_embed) as u128;
+    estimate.check(budget)?;
+    let shape = ServeShape {
+        kv_pages: pages,
+        max_batch: options.max_batch,
+    };
     let tokenizer = match config.tokenizer.as_deref() {
         None => Tokenizer::gpt2()?,
         Some(name) => {
@@ -1100,13 +1376,38 @@ fn build(
             Tokenizer::from_bytes(&bytes, name)?
         }
     };
-    let model = Model::build(config, checkpoint, s.ctx.clone(), s.pipelines.clone())?;
+    let model = Model::build_with(
+        config,
+        checkpoint,
+        s.ctx.clone(),
+        s.pipelines.clone(),
+        shape,
+    )?;
     let end_of_text = tokenizer.token_id("<|endoftext|>");
     Ok(Loaded {
         model,
         tokenizer: Arc::new(tokenizer),
         end_of_text,
     })
+}
+
+/// Pages of the KV pool for `config`: `--kv-pool-bytes` when set; else room for
+/// `max_batch` full-context generations, but at most half of what the budget leaves
+/// after the weights and activations, and at least one full-context generation.
+pub fn kv_pool_pages(config: &ModelConfig, options: &EngineOptions, budget: u64) -> usize {
+    let per_page = page_bytes(config.n_layer, config.n_embed).max(1) as u128;
+    let full = config.context_size.div_ceil(PAGE) as u128;
+    let pages = match options.kv_pool_bytes {
+        Some(b) => b as u128 / per_page,
+        None => {
+            let e = config.memory_estimate(0);
+            let left = (budget as u128).saturating_sub(e.weights + e.activations);
+            (options.max_batch as u128 * full)
+                .min(left / 2 / per_page)
+                .max(full)
+        }
+    };
+    pages.clamp(1, u32::MAX as u128) as usize
 }
 
 /// Largest tokenizer.json read (GPT-2's is 2 MB; the largest public ones ~30 MB).

@@ -60,6 +60,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error for another party (a failed batch step fails each of its
+    /// generations); I/O errors keep their kind and text.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Config(s) => Error::Config(s.clone()),
+            Error::InvalidInput(s) => Error::InvalidInput(s.clone()),
+            Error::SequenceTooLong { len, max } => Error::SequenceTooLong {
+                len: *len,
+                max: *max,
+            },
+            Error::ModelNotInitialized => Error::ModelNotInitialized,
+            Error::NoAdapter(s) => Error::NoAdapter(s.clone()),
+            Error::Gpu { context, message } => Error::Gpu {
+                context: context.clone(),
+                message: message.clone(),
+            },
+            Error::OutOfMemory(s) => Error::OutOfMemory(s.clone()),
+            Error::DeviceLost(s) => Error::DeviceLost(s.clone()),
+            Error::Checkpoint(s) => Error::Checkpoint(s.clone()),
+            Error::Tokenizer(s) => Error::Tokenizer(s.clone()),
+            Error::Unavailable(s) => Error::Unavailable(s.clone()),
+            Error::Timeout(s) => Error::Timeout(s.clone()),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
     /// Stable upper-case name of the category, used as `error_code` by the server.
     pub fn code(&self) -> &'static str {
         match self {

@@ -30,6 +30,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod server;
+pub mod stats;
 pub mod tokenizer;
 
 pub use config::ModelConfig;

@@ -55,6 +55,20 @@ struct ServeArgs {
     /// Requests that may wait for the engine; more are answered 503 with Retry-After.
     #[arg(long, env = "WGFORMER_QUEUE_DEPTH", default_value_t = 64)]
     queue_depth: usize,
+    /// Generations that run at once, sharing each decode step (continuous batching);
+    /// more wait in the queue.
+    #[arg(long, env = "WGFORMER_MAX_BATCH", default_value_t = 16)]
+    max_batch: usize,
+    /// Device bytes of the paged KV cache, shared by all generations. Default: room
+    /// for --max-batch full-context generations, at most half of the memory budget
+    /// left after the weights and activations. A generation is admitted only when the
+    /// pool can hold its prompt and max_new_tokens; until then it waits in the queue.
+    #[arg(long, env = "WGFORMER_KV_POOL_BYTES")]
+    kv_pool_bytes: Option<u64>,
+    /// Prompt tokens prefilled per engine step, interleaved with the decode steps of
+    /// the running generations (a long prompt does not stall their streams).
+    #[arg(long, env = "WGFORMER_PREFILL_CHUNK", default_value_t = 256)]
+    prefill_chunk: usize,
     /// Device memory a model may need, in bytes (weights, activations at the full
     /// context, KV caches); larger configs are refused with CONFIG_ERROR. Default:
     /// the adapter's device-local memory, or the host's available memory for
@@ -159,6 +173,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn positive(flag: &str, n: usize) -> anyhow::Result<usize> {
+    if n == 0 {
+        anyhow::bail!("--{flag} must be at least 1");
+    }
+    Ok(n)
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     init_logs(&a.log_level, a.log_format);
     let rate_limit = match a.rate_limit {
@@ -175,6 +196,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         models_dir: a.models_dir.clone(),
         request_timeout: seconds("request-timeout", a.request_timeout)?,
         load_timeout: seconds("load-timeout", a.load_timeout)?,
+        max_batch: positive("max-batch", a.max_batch)?,
+        kv_pool_bytes: a.kv_pool_bytes,
+        prefill_chunk: positive("prefill-chunk", a.prefill_chunk)?,
     })
     .with_context(|| format!("opening --models-dir {:?}", a.models_dir))?;
     tracing::info!(options = ?engine.options(), "engine");

@@ -44,7 +44,7 @@ fn each_step_equals_the_full_forward_of_its_prefix() {
     let (model, meta) = fixture_model();
     let all = ids(&meta["input_ids"]);
     let v = model.config.vocab_size;
-    let mut s = model.session(all.len()).unwrap();
+    let mut s = model.kv_reserve(all.len()).unwrap().unwrap();
     // prefill 5 tokens (matmul path), then one token at a time (matrix-vector path)
     let mut got = vec![model.extend(&mut s, &all[..5]).unwrap()];
     for &id in &all[5..] {
@@ -61,7 +61,12 @@ fn each_step_equals_the_full_forward_of_its_prefix() {
             1e-4,
         );
     }
-    // the cache is full: one more is an error, not a panic
+    // the generation cannot grow past its pages (its reservation rounded up to whole
+    // pages) nor past the context: one more is an error, not a panic
+    let room = s.room().min(model.config.context_size - s.len());
+    if room > 0 {
+        model.extend(&mut s, &vec![1; room]).unwrap();
+    }
     assert_eq!(
         model.extend(&mut s, &[1]).unwrap_err().code(),
         "SEQUENCE_TOO_LONG"
@@ -79,7 +84,10 @@ fn greedy_generation_equals_transformers_with(kernels: &str) {
     let (model, meta) = fixture_model_with(kernels);
     let prompt = ids(&meta["greedy_prompt"]);
     let want = ids(&meta["greedy_ids"]);
-    let mut s = model.session(prompt.len() + want.len()).unwrap();
+    let mut s = model
+        .kv_reserve(prompt.len() + want.len())
+        .unwrap()
+        .unwrap();
     let mut logits = model.extend(&mut s, &prompt).unwrap();
     let mut got = Vec::new();
     for _ in 0..want.len() {
@@ -114,7 +122,7 @@ fn seeded_steps_match_forward(kernels: &str, dtype: &str, sparse: bool) {
     .unwrap();
     let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let all: Vec<u32> = (0..12).map(|i| (i * 53 + 7) % 300).collect();
-    let mut s = model.session(32).unwrap();
+    let mut s = model.kv_reserve(32).unwrap().unwrap();
     model.extend(&mut s, &all[..1]).unwrap();
     model.extend(&mut s, &all[1..7]).unwrap();
     for n in 8..=12 {

@@ -142,41 +142,60 @@ fn matmul_bt_chunked_and_odd_widths() {
 fn matvec_matches_reference() {
     let g = gpu();
     for &(n, k) in &[(4, 4), (68, 20), (300, 64), (1024, 256), (72, 36)] {
-        let x = rand_vec(k, 7, 1.0);
-        let w = rand_vec(k * n, 8, 0.5);
-        let bias = rand_vec(n, 9, 0.5);
-        let init = rand_vec(n, 10, 1.0);
-        for variant in variants("matvec") {
-            let got = matvec::run_matvec(
-                &g.ctx,
-                &g.pipelines,
-                variant,
-                &x,
-                &w,
-                Some(&bias),
-                None,
-                n,
-                k,
-                matmul::BIAS | matmul::GELU,
-            )
-            .unwrap();
-            let want = reference::matmul::matmul(&x, &w, Some(&bias), None, 1, n, k, true);
-            assert_close(&format!("{variant} gelu {n}x{k}"), &got, &want, 1e-4, 1e-4);
-            let got = matvec::run_matvec(
-                &g.ctx,
-                &g.pipelines,
-                variant,
-                &x,
-                &w,
-                None,
-                Some(&init),
-                n,
-                k,
-                matmul::ACCUMULATE,
-            )
-            .unwrap();
-            let want = reference::matmul::matmul(&x, &w, None, Some(&init), 1, n, k, false);
-            assert_close(&format!("{variant} acc {n}x{k}"), &got, &want, 1e-4, 1e-4);
+        for rows in [1, 3, 6] {
+            let x = rand_vec(rows * k, 7, 1.0);
+            let w = rand_vec(k * n, 8, 0.5);
+            let bias = rand_vec(n, 9, 0.5);
+            let init = rand_vec(rows * n, 10, 1.0);
+            for variant in variants("matvec") {
+                let run = |x: &[f32], bias: Option<&[f32]>, init: Option<&[f32]>, flags| {
+                    matvec::run_matvec(
+                        &g.ctx,
+                        &g.pipelines,
+                        variant,
+                        x,
+                        &w,
+                        bias,
+                        init,
+                        n,
+                        k,
+                        flags,
+                    )
+                    .unwrap()
+                };
+                let got = run(&x, Some(&bias), None, matmul::BIAS | matmul::GELU);
+                let want = reference::matmul::matmul(&x, &w, Some(&bias), None, rows, n, k, true);
+                assert_close(
+                    &format!("{variant} gelu {rows}x{n}x{k}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
+                // each row is the same number alone as in the batch (batch invariance)
+                for r in 0..rows {
+                    let alone = run(
+                        &x[r * k..(r + 1) * k],
+                        Some(&bias),
+                        None,
+                        matmul::BIAS | matmul::GELU,
+                    );
+                    assert_eq!(
+                        alone,
+                        got[r * n..(r + 1) * n],
+                        "{variant} row {r} of {rows}"
+                    );
+                }
+                let got = run(&x, None, Some(&init), matmul::ACCUMULATE);
+                let want = reference::matmul::matmul(&x, &w, None, Some(&init), rows, n, k, false);
+                assert_close(
+                    &format!("{variant} acc {rows}x{n}x{k}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
+            }
         }
     }
 }
@@ -223,9 +242,19 @@ fn embedding_across_chunks() {
         let seen = seen_by(variant, &wte);
         let want = reference::embedding::embedding(&ids, &seen, &wpe, c, 0);
         for chunk in [4, 8, 24, 1000] {
-            let got =
-                embedding::run_embedding(&g.ctx, &g.pipelines, variant, &ids, &wte, &wpe, c, chunk)
-                    .unwrap();
+            let pos: Vec<u32> = (0..ids.len() as u32).collect();
+            let got = embedding::run_embedding(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &ids,
+                &pos,
+                &wte,
+                &wpe,
+                c,
+                chunk,
+            )
+            .unwrap();
             assert_close(&format!("{variant} chunk {chunk}"), &got, &want, 1e-6, 0.0);
         }
     }
@@ -239,11 +268,50 @@ fn embedding_more_than_65535_workgroups() {
     let wte = rand_vec(v * c, 16, 1.0);
     let wpe = rand_vec(t * c, 17, 1.0);
     let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7) % v as u32).collect();
-    let got =
-        embedding::run_embedding(&g.ctx, &g.pipelines, "embedding", &ids, &wte, &wpe, c, 1000)
-            .unwrap();
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let got = embedding::run_embedding(
+        &g.ctx,
+        &g.pipelines,
+        "embedding",
+        &ids,
+        &pos,
+        &wte,
+        &wpe,
+        c,
+        1000,
+    )
+    .unwrap();
     let want = reference::embedding::embedding(&ids, &wte, &wpe, c, 0);
     assert_close("embedding 65536 workgroups", &got, &want, 1e-6, 0.0);
+}
+
+#[test]
+fn embedding_at_each_rows_own_position() {
+    // a decode batch: every row at its generation's position
+    let g = gpu();
+    let (v, c, ctxlen) = (50, 12, 20);
+    let wte = rand_vec(v * c, 14, 1.0);
+    let wpe = rand_vec(ctxlen * c, 15, 1.0);
+    let ids: Vec<u32> = vec![3, 49, 7, 0];
+    let pos: Vec<u32> = vec![19, 0, 5, 5];
+    let got = embedding::run_embedding(
+        &g.ctx,
+        &g.pipelines,
+        "embedding",
+        &ids,
+        &pos,
+        &wte,
+        &wpe,
+        c,
+        1000,
+    )
+    .unwrap();
+    let want: Vec<f32> = ids
+        .iter()
+        .zip(&pos)
+        .flat_map(|(&id, &p)| reference::embedding::embedding(&[id], &wte, &wpe, c, p as usize))
+        .collect();
+    assert_close("embedding positions", &got, &want, 1e-6, 0.0);
 }
 
 #[test]
@@ -271,27 +339,30 @@ fn gelu_reference_known_values() {
 }
 
 #[test]
-fn kv_store_appends_rows() {
+fn kv_store_writes_rows_to_their_slots() {
     let g = gpu();
-    let (t, c, pos, rows) = (3, 16, 5, 10);
-    let qkv = rand_vec(t * 3 * c, 21, 1.0);
-    let (k, v) = kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, c, pos, rows).unwrap();
+    let (c, rows) = (16, 40);
+    let slots = [17u32, 3, 39, 18];
+    let qkv = rand_vec(slots.len() * 3 * c, 21, 1.0);
+    let (k, v) = kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, c, &slots, rows).unwrap();
     let (mut wk, mut wv) = (vec![0.0; rows * c], vec![0.0; rows * c]);
-    reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, c, pos);
+    reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, c, &slots);
     assert_eq!(k, wk);
     assert_eq!(v, wv);
+    assert!(k[17 * c..18 * c].iter().any(|&x| x != 0.0));
 }
 
 #[test]
-fn matvec_bt_one_row_of_many() {
+fn matvec_bt_rows_of_many() {
     let g = gpu();
-    for &(rows, row, n, k) in &[
-        (1, 0, 5, 8),
-        (7, 6, 131, 64),
-        (3, 1, 1000, 768),
-        (2, 1, 37, 72),
+    for &(total, row0, rows, n, k) in &[
+        (1, 0, 1, 5, 8),
+        (7, 6, 1, 131, 64),
+        (3, 1, 2, 1000, 768),
+        (9, 2, 7, 37, 72),
+        (6, 0, 6, 64, 16),
     ] {
-        let a = rand_vec(rows * k, 23, 1.0);
+        let a = rand_vec(total * k, 23, 1.0);
         let b = rand_vec(n * k, 24, 1.0);
         let mut vs = variants("matvec_bt");
         vs.push("matvec_bt_f16");
@@ -301,10 +372,121 @@ fn matvec_bt_one_row_of_many() {
         for variant in vs {
             let seen = seen_by(variant, &b);
             let got =
-                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &b, n, k, row).unwrap();
-            let want = reference::matmul::matmul_bt(&a[row * k..(row + 1) * k], &seen, 1, n, k);
+                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &b, n, k, row0, rows)
+                    .unwrap();
+            let want =
+                reference::matmul::matmul_bt(&a[row0 * k..(row0 + rows) * k], &seen, rows, n, k);
             assert_close(
-                &format!("{variant} row {row} n {n} k {k}"),
+                &format!("{variant} rows {row0}+{rows} n {n} k {k}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            // each row is the same number alone as in the batch (batch invariance)
+            for r in 0..rows {
+                let alone = matvec_bt::run_matvec_bt(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &a,
+                    &b,
+                    n,
+                    k,
+                    row0 + r,
+                    1,
+                )
+                .unwrap();
+                assert_eq!(
+                    alone,
+                    got[r * n..(r + 1) * n],
+                    "{variant} row {r} of {rows}"
+                );
+            }
+        }
+    }
+}
+
+/// A paged pool holding the keys and values of `lens.len()` sequences: each sequence
+/// gets a random qkv, its rows scattered over pages in a shuffled order.
+struct PagedCase {
+    qkv: Vec<Vec<f32>>,
+    k_pool: Vec<f32>,
+    v_pool: Vec<f32>,
+    tables: Vec<Vec<u32>>,
+}
+
+fn paged_case(lens: &[usize], c: usize, page: usize, seed: u64) -> PagedCase {
+    let pages: usize = lens.iter().map(|l| l.div_ceil(page)).sum::<usize>() + 2;
+    // a fixed shuffle of the pages: 0, 2, 4, ..., then 1, 3, ...
+    let mut order: Vec<u32> = (0..pages as u32).filter(|p| p % 2 == 0).collect();
+    order.extend((0..pages as u32).filter(|p| p % 2 == 1));
+    let mut next = order.into_iter();
+    let (mut k_pool, mut v_pool) = (vec![0.0; pages * page * c], vec![0.0; pages * page * c]);
+    let mut qkv = Vec::new();
+    let mut tables = Vec::new();
+    for (i, &len) in lens.iter().enumerate() {
+        let q = rand_vec(len * 3 * c, seed + i as u64, 1.5);
+        let table: Vec<u32> = (0..len.div_ceil(page))
+            .map(|_| next.next().unwrap())
+            .collect();
+        let slots: Vec<u32> = (0..len)
+            .map(|j| table[j / page] * page as u32 + (j % page) as u32)
+            .collect();
+        reference::kv_store::kv_store(&q, &mut k_pool, &mut v_pool, c, &slots);
+        qkv.push(q);
+        tables.push(table);
+    }
+    PagedCase {
+        qkv,
+        k_pool,
+        v_pool,
+        tables,
+    }
+}
+
+#[test]
+fn paged_attention_rows_of_different_sequences() {
+    // A decode batch: the last row of each sequence, each over its own pages, equals
+    // attention over that sequence alone; dense and block-sparse.
+    let g = gpu();
+    for &(c, nh, page) in &[(32, 4, 16), (64, 1, 4), (128, 2, 16), (48, 3, 8)] {
+        let lens = [1, 17, 40, 5, 33];
+        let case = paged_case(&lens, c, page, 31);
+        for sparse in [false, true] {
+            let layout = wgformer::model::sparse::BlockLayout::new(64, 4, 2, 1, 3);
+            let mut q = Vec::new();
+            let mut rows = Vec::new();
+            let mut flat = Vec::new();
+            let mut want = Vec::new();
+            for (s, &len) in lens.iter().enumerate() {
+                let qs = &case.qkv[s];
+                q.extend_from_slice(&qs[(len - 1) * 3 * c..len * 3 * c]);
+                rows.push([flat.len() as u32, (len - 1) as u32]);
+                flat.extend_from_slice(&case.tables[s]);
+                let (out, _) = if sparse {
+                    reference::attention::attention_masked(qs, c, nh, |i, j| layout.allows(i, j))
+                } else {
+                    reference::attention::attention(qs, c, nh)
+                };
+                want.extend_from_slice(&out[(len - 1) * c..len * c]);
+            }
+            let got = attention::run_attention_paged(
+                &g.ctx,
+                &g.pipelines,
+                &q,
+                &case.k_pool,
+                &case.v_pool,
+                &rows,
+                &flat,
+                page,
+                c,
+                nh,
+                sparse.then_some(&layout),
+            )
+            .unwrap();
+            assert_close(
+                &format!("paged c{c} nh{nh} page{page} sparse {sparse}"),
                 &got,
                 &want,
                 1e-4,
@@ -312,6 +494,33 @@ fn matvec_bt_one_row_of_many() {
             );
         }
     }
+}
+
+#[test]
+fn paged_attention_prefill_chunk_of_one_sequence() {
+    // Rows 12..30 of one sequence (a prefill chunk after 12 cached positions) equal the
+    // same rows of attention over the whole sequence.
+    let g = gpu();
+    let (c, nh, page, len) = (64, 2, 16, 30);
+    let case = paged_case(&[len], c, page, 77);
+    let qs = &case.qkv[0];
+    let rows: Vec<[u32; 2]> = (12..len as u32).map(|p| [0, p]).collect();
+    let got = attention::run_attention_paged(
+        &g.ctx,
+        &g.pipelines,
+        &qs[12 * 3 * c..],
+        &case.k_pool,
+        &case.v_pool,
+        &rows,
+        &case.tables[0],
+        page,
+        c,
+        nh,
+        None,
+    )
+    .unwrap();
+    let (want, _) = reference::attention::attention(qs, c, nh);
+    assert_close("paged prefill chunk", &got, &want[12 * c..], 1e-4, 1e-4);
 }
 
 /// The attention kernels compiled for this adapter that apply to head size `hs`
@@ -412,7 +621,8 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
         let qkv = rand_vec(total * 3 * c, 22, 1.5);
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
         let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
-        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, 0);
+        let all: Vec<u32> = (0..total as u32).collect();
+        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, &all);
         let pos = total - t;
         let want_ent_rows: Vec<f32> = (0..nh)
             .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())

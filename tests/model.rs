@@ -252,7 +252,7 @@ fn sparse_attention_generation_steps_match_forward() {
     );
     let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let all = ids(20, 97);
-    let mut s = m.session(20).unwrap();
+    let mut s = m.kv_reserve(20).unwrap().unwrap();
     m.extend(&mut s, &all[..6]).unwrap();
     for n in 7..=20 {
         let step = m.extend(&mut s, &all[n - 1..n]).unwrap();
@@ -301,7 +301,7 @@ fn moe_capture_and_generation() {
         assert!(moe.load_balance_loss >= 0.0 && moe.load_balance_loss <= 4.0 + 1e-4);
     }
     // incremental steps with MoE layers equal the full forward
-    let mut s = m.session(18).unwrap();
+    let mut s = m.kv_reserve(18).unwrap().unwrap();
     m.extend(&mut s, &all[..5]).unwrap();
     for n in 6..=18 {
         let step = m.extend(&mut s, &all[n - 1..n]).unwrap();
@@ -402,7 +402,7 @@ fn float16_weights_match_reference_and_halve_their_memory() {
     );
     // decode steps with half weights equal the forward of the same model
     let all = ids(12, 97);
-    let mut s = half.session(12).unwrap();
+    let mut s = half.kv_reserve(12).unwrap().unwrap();
     half.extend(&mut s, &all[..4]).unwrap();
     for n in 5..=12 {
         let step = half.extend(&mut s, &all[n - 1..n]).unwrap();

@@ -87,7 +87,7 @@ fn uniform_structs_match_rust_twins() {
             shader,
             EmbeddingParams,
             embedding::EmbeddingParams,
-            [t, c4, row_start, rows, pos_offset]
+            [t, c4, row_start, rows]
         );
     }
     for shader in ["layer_norm", "layer_norm_workgroup"] {
@@ -129,7 +129,13 @@ fn uniform_structs_match_rust_twins() {
         "matvec",
         MatvecParams,
         matvec::MatvecParams,
-        [n4, k4, flags, p4]
+        [n4, k4, flags, p4, rows]
+    );
+    check_twin!(
+        "attention_paged",
+        AttentionParams,
+        attention::AttentionParams,
+        [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block, page]
     );
     check_twin!(
         "attention_tiled",
@@ -148,7 +154,7 @@ fn uniform_structs_match_rust_twins() {
             shader,
             MatvecBtParams,
             matvec_bt::MatvecBtParams,
-            [n, k4, a_row0]
+            [n, k4, a_row0, rows]
         );
     }
     check_twin!(
@@ -224,12 +230,7 @@ fn uniform_structs_match_rust_twins() {
             "{shader}"
         );
     }
-    check_twin!(
-        "kv_store",
-        KvStoreParams,
-        kv_store::KvStoreParams,
-        [t, c4, pos]
-    );
+    check_twin!("kv_store", KvStoreParams, kv_store::KvStoreParams, [t, c4]);
     check_twin!(
         "row_norm",
         RowNormParams,

@@ -11,8 +11,8 @@ struct AttentionParams {
     kv_stride4: u32, // vec4s between consecutive rows of k and v
     k_off4: u32,     // vec4 offset of head 0 in a row of k
     v_off4: u32,     // vec4 offset of head 0 in a row of v
-    block: u32,      // tokens per block (block-sparse kernels)
-    _pad1: u32,
+    block: u32,      // tokens per block (block-sparse kernels; 0 = dense in attention_paged)
+    page: u32,       // positions per page of the KV pool (attention_paged)
     _pad2: u32,
 }
 

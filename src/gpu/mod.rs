@@ -165,6 +165,14 @@ pub const PRELUDES: &[(&str, &str)] = &[
         include_str!("../../shaders/lib/matvec_params.wgsl"),
     ),
     (
+        "matvec_bt_params",
+        include_str!("../../shaders/lib/matvec_bt_params.wgsl"),
+    ),
+    (
+        "batch_rows",
+        include_str!("../../shaders/lib/batch_rows.wgsl"),
+    ),
+    (
         "layer_norm_params",
         include_str!("../../shaders/lib/layer_norm_params.wgsl"),
     ),
@@ -186,9 +194,24 @@ macro_rules! wgsl {
 
 const MATMUL_F32: &[&str] = &["matmul_params", "weights_f32", "gelu", "epilogue"];
 const MATMUL_F16: &[&str] = &["matmul_params", "weights_f16", "gelu", "epilogue"];
-const MATVEC_F32: &[&str] = &["matvec_params", "weights_f32", "gelu", "epilogue"];
-const MATVEC_F16: &[&str] = &["matvec_params", "weights_f16", "gelu", "epilogue"];
-const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "gelu"];
+const MATVEC_F32: &[&str] = &[
+    "matvec_params",
+    "batch_rows",
+    "weights_f32",
+    "gelu",
+    "epilogue",
+];
+const MATVEC_F16: &[&str] = &[
+    "matvec_params",
+    "batch_rows",
+    "weights_f16",
+    "gelu",
+    "epilogue",
+];
+const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "batch_rows", "gelu", "epilogue"];
+const MATVEC_BT_F32: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f32"];
+const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f16"];
+const MATVEC_BT_SUBGROUP: &[&str] = &["matvec_bt_params", "batch_rows"];
 const MATMUL_COOP: &[&str] = &["matmul_params", "gelu", "epilogue"];
 const LAYER_NORM: &[&str] = &["layer_norm_params"];
 const F32_ONLY: &[&str] = &["weights_f32"];
@@ -294,14 +317,15 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_bt", wgsl!("matvec_bt")).with(F32_ONLY),
+    Kernel::new("matvec_bt", wgsl!("matvec_bt")).with(MATVEC_BT_F32),
     Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
         .of("matvec_bt")
         .entry("matvec_bt")
-        .with(F16_ONLY)
+        .with(MATVEC_BT_F16)
         .half(),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
+        .with(MATVEC_BT_SUBGROUP)
         .subgroup()
         .half()
         .workgroup(Workgroup::Subgroup),
@@ -328,6 +352,7 @@ pub const KERNELS: &[Kernel] = &[
         .of("sparse_attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_paged", wgsl!("attention_paged")).with(ATTENTION),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),

@@ -21,7 +21,9 @@ pub struct AttentionParams {
     pub v_off4: u32,
     /// Tokens per block (sparse_attention only).
     pub block: u32,
-    pub _pad: [u32; 2],
+    /// Positions per page of the KV pool (attention_paged only).
+    pub page: u32,
+    pub _pad: u32,
 }
 
 /// Where keys and values live, in floats: row stride, offsets of K and V in a row,
@@ -157,7 +159,8 @@ pub fn encode_attention(
         k_off4: (kv.k_off / 4) as u32,
         v_off4: (kv.v_off / 4) as u32,
         block: block.max(1) as u32,
-        _pad: [0; 2],
+        page: 0,
+        _pad: 0,
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
@@ -256,4 +259,100 @@ pub fn run_sparse_attention(
         KvLayout::fused(c),
         layout.block,
     )
+}
+
+/// Op of the paged kernel (`attention_paged`): queries `qkv [T, 3C]`, the layer's pools
+/// `[pool rows, C]`, out `[T, C]`, per-row `(table offset, position)` pairs, the page
+/// tables, and the sparse layout's CSR (`row_offsets`, `cols`; any buffer when dense).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_paged_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &wgpu::Buffer,
+    k_pool: &wgpu::Buffer,
+    v_pool: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    rows: &wgpu::Buffer,
+    tables: &wgpu::Buffer,
+    row_offsets: &wgpu::Buffer,
+    cols: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<AttentionParams>(
+        ctx,
+        pipelines,
+        "attention_paged",
+        &[qkv, k_pool, v_pool, out, rows, tables, row_offsets, cols],
+    )
+}
+
+/// Record attention of `t` rows over the paged pool with pages of `page` positions;
+/// `block` is the sparse layout's block size, 0 when dense.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_attention_paged(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    c: usize,
+    nh: usize,
+    page: usize,
+    block: usize,
+) {
+    let hs = c / nh;
+    let p = AttentionParams {
+        t: t as u32,
+        c4: (c / 4) as u32,
+        hs4: (hs / 4) as u32,
+        nh: nh as u32,
+        scale: 1.0 / (hs as f32).sqrt(),
+        pos: 0,
+        kv_stride4: (c / 4) as u32,
+        k_off4: 0,
+        v_off4: 0,
+        block: block as u32,
+        page: page as u32,
+        _pad: 0,
+    };
+    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
+    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+}
+
+/// Upload, run the paged kernel, read back `out[T, C]`: queries `qkv [T, 3C]`, pools
+/// `[pool rows, C]` with pages of `page` positions, per-row `(table offset, position)`,
+/// the page tables, and an optional sparse layout.
+#[allow(clippy::too_many_arguments)]
+pub fn run_attention_paged(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &[f32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    rows: &[[u32; 2]],
+    tables: &[u32],
+    page: usize,
+    c: usize,
+    nh: usize,
+    layout: Option<&crate::model::sparse::BlockLayout>,
+) -> Result<Vec<f32>> {
+    let t = rows.len();
+    let q = buffers::upload(ctx, "qkv", qkv);
+    let k = buffers::upload(ctx, "k_pool", k_pool);
+    let v = buffers::upload(ctx, "v_pool", v_pool);
+    let rb = buffers::upload(ctx, "rows", bytemuck::cast_slice(rows));
+    let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(tables));
+    let out = buffers::storage(ctx, "out", t * c);
+    let (ro, cols) = match layout {
+        Some(l) => l.upload(ctx),
+        None => (
+            buffers::storage(ctx, "row_offsets", 4),
+            buffers::storage(ctx, "cols", 4),
+        ),
+    };
+    let op = attention_paged_op(ctx, pipelines, &q, &k, &v, &out, &rb, &tb, &ro, &cols);
+    let block = layout.map_or(0, |l| l.block);
+    submit_pass(ctx, op.name, |pass| {
+        encode_attention_paged(&ctx.queue, pass, pipelines, &op, t, c, nh, page, block)
+    })?;
+    buffers::read_floats(ctx, &out, 0, t * c)
 }

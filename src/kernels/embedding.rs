@@ -15,12 +15,11 @@ pub struct EmbeddingParams {
     pub c4: u32,
     pub row_start: u32,
     pub rows: u32,
-    pub pos_offset: u32,
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 4],
 }
 
-/// Op over one wte chunk: bindings ids, wte chunk, wpe, out. `variant` is `embedding`,
-/// or `embedding_f16` for a half-float wte.
+/// Op over one wte chunk: bindings ids, wte chunk, wpe, out, positions (u32 per row).
+/// `variant` is `embedding`, or `embedding_f16` for a half-float wte.
 pub fn embedding_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -29,8 +28,14 @@ pub fn embedding_op(
     wte_chunk: &wgpu::Buffer,
     wpe: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    positions: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<EmbeddingParams>(ctx, pipelines, variant, &[ids, wte_chunk, wpe, out])
+    KernelOp::new::<EmbeddingParams>(
+        ctx,
+        pipelines,
+        variant,
+        &[ids, wte_chunk, wpe, out, positions],
+    )
 }
 
 /// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start + rows)`.
@@ -44,27 +49,27 @@ pub fn encode_embedding(
     c: usize,
     row_start: usize,
     rows: usize,
-    pos_offset: usize,
 ) {
     let p = EmbeddingParams {
         t: t as u32,
         c4: (c / 4) as u32,
         row_start: row_start as u32,
         rows: rows as u32,
-        pos_offset: pos_offset as u32,
-        _pad: [0; 3],
+        _pad: [0; 4],
     };
     let (x, y) = grid_1d(t * c / 4);
     op.encode(queue, pass, pipelines, &p, (x, y, 1));
 }
 
-/// Upload, run, read back: `out[T, C]`. `rows_per_chunk` splits wte as the model would.
+/// Upload, run, read back: `out[T, C]` for tokens `ids` at `positions`.
+/// `rows_per_chunk` splits wte as the model would.
 #[allow(clippy::too_many_arguments)]
 pub fn run_embedding(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
     ids: &[u32],
+    positions: &[u32],
     wte: &[f32],
     wpe: &[f32],
     c: usize,
@@ -74,29 +79,20 @@ pub fn run_embedding(
     let ids_buf = buffers::upload(ctx, "ids", bytemuck::cast_slice(ids));
     let wte = upload_wte(ctx, variant, wte, wte.len() / c, c, rows_per_chunk);
     let wpe_buf = buffers::upload(ctx, "wpe", wpe);
+    let pos_buf = buffers::upload(ctx, "positions", bytemuck::cast_slice(positions));
     let out = buffers::storage(ctx, "out", t * c);
     let ops: Vec<_> = wte
         .chunks
         .iter()
         .map(|ch| {
             embedding_op(
-                ctx, pipelines, variant, &ids_buf, &ch.buffer, &wpe_buf, &out,
+                ctx, pipelines, variant, &ids_buf, &ch.buffer, &wpe_buf, &out, &pos_buf,
             )
         })
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {
-            encode_embedding(
-                &ctx.queue,
-                pass,
-                pipelines,
-                op,
-                t,
-                c,
-                ch.row_start,
-                ch.rows,
-                0,
-            );
+            encode_embedding(&ctx.queue, pass, pipelines, op, t, c, ch.row_start, ch.rows);
         }
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

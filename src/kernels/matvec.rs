@@ -1,5 +1,6 @@
-//! One-token matrix-vector path (`shaders/matvec.wgsl`):
-//! `out[N] (=|+=) act(x[K] · w[K, N] + bias)`, same epilogue flags as matmul.
+//! Decode-step matrix-vector path (`shaders/matvec.wgsl`): for the R rows of a batch
+//! (one per generation), `out[R, N] (=|+=) act(x[R, K] · w[K, N] + bias)`, same
+//! epilogue flags as matmul. A row's numbers do not depend on R.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -16,7 +17,12 @@ pub struct MatvecParams {
     pub k4: u32,
     pub flags: u32,
     pub p4: u32,
+    pub rows: u32,
+    pub _pad: [u32; 3],
 }
+
+/// Rows one invocation of the software kernels carries (`MR` in the WGSL).
+pub const MR: usize = 4;
 
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
 pub const SPLITK_COLS4: usize = 4;
@@ -67,12 +73,14 @@ pub fn matvec_variant_op(
     KernelOp::new::<MatvecParams>(ctx, pipelines, variant, &[x, w, bias, out])
 }
 
-/// Record `out[n] (=|+=) act(x[k] · w[k, n] + bias)`.
+/// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_matvec(
     queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
     pipelines: &Pipelines,
     op: &KernelOp,
+    rows: usize,
     n: usize,
     k: usize,
     flags: u32,
@@ -82,12 +90,20 @@ pub fn encode_matvec(
         k4: (k / 4) as u32,
         flags,
         p4: (panel_width(n) / 4) as u32,
+        rows: rows as u32,
+        _pad: [0; 3],
     };
     let gx = workgroups(op.name, n, pipelines.workgroup(op.name) as usize);
-    op.encode(queue, pass, pipelines, &p, (gx as u32, 1, 1));
+    // the split-K kernels take one row per workgroup row, the others MR
+    let gy = match op.name {
+        "matvec_splitk" | "matvec_f16_splitk" => rows,
+        _ => rows.div_ceil(MR),
+    };
+    op.encode(queue, pass, pipelines, &p, (gx as u32, gy as u32, 1));
 }
 
-/// Upload (`w` row-major, stored as `variant` reads it), run, read back `out[N]`.
+/// Upload (`w` row-major, stored as `variant` reads it), run, read back `out[R, N]`
+/// for the `x.len() / k` rows of `x`.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matvec(
     ctx: &GpuContext,
@@ -101,16 +117,17 @@ pub fn run_matvec(
     k: usize,
     flags: u32,
 ) -> Result<Vec<f32>> {
+    let rows = (x.len() / k).max(1);
     let xb = buffers::upload(ctx, "x", x);
     let wb = buffers::upload(ctx, "w", &store_weights(variant, w, k, n));
     let bb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
     let out = match out_init {
         Some(o) => buffers::upload(ctx, "out", o),
-        None => buffers::storage(ctx, "out", n),
+        None => buffers::storage(ctx, "out", rows * n),
     };
     let op = matvec_variant_op(ctx, pipelines, variant, &xb, &wb, &bb, &out);
     submit_pass(ctx, "matvec", |pass| {
-        encode_matvec(&ctx.queue, pass, pipelines, &op, n, k, flags)
+        encode_matvec(&ctx.queue, pass, pipelines, &op, rows, n, k, flags)
     })?;
-    buffers::read_floats(ctx, &out, 0, n)
+    buffers::read_floats(ctx, &out, 0, rows * n)
 }

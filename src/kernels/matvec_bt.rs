@@ -1,4 +1,5 @@
-//! LM head for one position (`shaders/matvec_bt.wgsl`): `out[N] = a[row] · b[N, K]ᵀ`.
+//! LM head for the rows of a decode step (`shaders/matvec_bt.wgsl`):
+//! `out[r, N] = a[row0 + r] · b[N, K]ᵀ`; a row's numbers do not depend on R.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -13,7 +14,7 @@ pub struct MatvecBtParams {
     pub n: u32,
     pub k4: u32,
     pub a_row0: u32,
-    pub _pad: u32,
+    pub rows: u32,
 }
 
 /// The fastest half-float-wte variant for rows of `k` values on this device:
@@ -39,7 +40,7 @@ pub fn matvec_bt_op(
     KernelOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
-/// Record `out[n] = a[a_row0, :k] · b[n, k]ᵀ`.
+/// Record `out[r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_matvec_bt(
     queue: &wgpu::Queue,
@@ -49,18 +50,20 @@ pub fn encode_matvec_bt(
     n: usize,
     k: usize,
     a_row0: usize,
+    rows: usize,
 ) {
     let p = MatvecBtParams {
         n: n as u32,
         k4: (k / 4) as u32,
         a_row0: a_row0 as u32,
-        _pad: 0,
+        rows: rows as u32,
     };
     let gx = n.div_ceil(4 * pipelines.workgroup(op.name) as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, 1, 1));
+    let gy = rows.div_ceil(super::matvec::MR) as u32;
+    op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
 }
 
-/// Upload, run, read back `out[N]` for row `a_row0` of `a [rows, K]`.
+/// Upload, run, read back `out[R, N]` for rows `a_row0 .. a_row0 + R` of `a [.., K]`.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matvec_bt(
     ctx: &GpuContext,
@@ -71,13 +74,14 @@ pub fn run_matvec_bt(
     n: usize,
     k: usize,
     a_row0: usize,
+    rows: usize,
 ) -> Result<Vec<f32>> {
     let ab = buffers::upload(ctx, "a", a);
     let bb = buffers::upload(ctx, "b", &super::matmul_bt::store_wte(variant, b, n, k));
-    let out = buffers::storage(ctx, "out", n);
+    let out = buffers::storage(ctx, "out", rows * n);
     let op = matvec_bt_op(ctx, pipelines, variant, &ab, &bb, &out);
     submit_pass(ctx, "matvec_bt", |pass| {
-        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0)
+        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0, rows)
     })?;
-    buffers::read_floats(ctx, &out, 0, n)
+    buffers::read_floats(ctx, &out, 0, rows * n)
 }

@@ -6,22 +6,24 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::kv_pool::{KvPool, PAGE};
 use super::{
-    Activations, BlockOps, DecodeOps, DeviceWeights, MlpOps, MlpWeights, Model, Ops,
-    SparseAttention,
+    Activations, BlockOps, DeviceWeights, Linear, MlpOps, MlpWeights, Model, Ops, SparseAttention,
 };
 use crate::config::{Activation, Dtype, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{
-    attention_op, attention_variant, encode_attention, sparse_attention_op, KvLayout,
+    attention_op, attention_paged_op, attention_variant, encode_attention, encode_attention_paged,
+    sparse_attention_op, KvLayout,
 };
 use crate::kernels::embedding::{embedding_op, encode_embedding};
+use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
 use crate::kernels::matvec::{self, encode_matvec, matvec_variant_op};
-use crate::kernels::matvec_bt::{self, matvec_bt_op};
+use crate::kernels::matvec_bt::{self, encode_matvec_bt, matvec_bt_op};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows,
     moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op, GATHER, RELU, SILU,
@@ -82,12 +84,14 @@ pub struct ForwardOutput {
     pub seconds: f64,
 }
 
-/// Bind every dispatch of the forward once, at model build.
+/// Bind every dispatch once, at model build: the forward's, and the generation
+/// steps' (the same modules, with the matrix-vector kernels and the paged KV pool).
 pub(super) fn bind_ops(
     ctx: &GpuContext,
     pl: &Pipelines,
     w: &DeviceWeights,
     a: &Activations,
+    kv: &KvPool,
     sparse: Option<&SparseAttention>,
     cfg: &ModelConfig,
 ) -> Ops {
@@ -101,9 +105,9 @@ pub(super) fn bind_ops(
     } else {
         "layer_norm"
     };
-    // kernels of the blocks' linears: f32 weights, or half floats (dtype float16)
-    // kernels reading wte (embedding, LM head) and the blocks' linears
-    let (embed, lm_head, lm_head_one, lin, moe_lin) = if half_weights {
+    // kernels reading wte (embedding, LM head) and the blocks' linears: f32 weights,
+    // or half floats (dtype float16)
+    let (embed, lm_head, lm_head_rows, lin, moe_lin) = if half_weights {
         (
             "embedding_f16",
             pl.best("matmul_bt_f16"),
@@ -120,10 +124,35 @@ pub(super) fn bind_ops(
             pl.best("moe_matmul"),
         )
     };
-    // matrix-vector kernel for a linear with `n` outputs
-    let vec = |n: usize| matvec::variant_for(pl, hardware, half_weights, n);
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
+    // a linear x[., k] -> out[., n] with both row paths
+    let linear = |x: &wgpu::Buffer,
+                  wt: &wgpu::Buffer,
+                  b: &Option<wgpu::Buffer>,
+                  out: &wgpu::Buffer,
+                  n: usize,
+                  k: usize| {
+        let bias = or_dummy(b);
+        Linear {
+            matmul: matmul_variant_op(ctx, pl, lin, x, wt, &bias, out),
+            matvec: matvec_variant_op(
+                ctx,
+                pl,
+                matvec::variant_for(pl, hardware, half_weights, n),
+                x,
+                wt,
+                &bias,
+                out,
+            ),
+            n,
+            k,
+        }
+    };
+    let (ro, cols) = match sparse {
+        Some(sp) => (&sp.row_offsets, &sp.cols),
+        None => (&a.dummy, &a.dummy),
+    };
     let blocks = w
         .blocks
         .iter()
@@ -131,7 +160,7 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            c_attn: matmul_variant_op(ctx, pl, lin, &a.ln, &b.attn_w, &or_dummy(&b.attn_b), &a.qkv),
+            c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
             attn: match sparse {
                 Some(sp) => sparse_attention_op(
                     ctx,
@@ -156,7 +185,20 @@ pub(super) fn bind_ops(
                     ent,
                 ),
             },
-            c_proj: matmul_variant_op(ctx, pl, lin, &a.att, &b.proj_w, &or_dummy(&b.proj_b), &a.x),
+            kv_store: kv_store_op(ctx, pl, &a.qkv, &kv.k[l], &kv.v[l], &a.kv_slots),
+            attn_paged: attention_paged_op(
+                ctx,
+                pl,
+                &a.qkv,
+                &kv.k[l],
+                &kv.v[l],
+                &a.att,
+                &a.kv_rows,
+                &a.kv_tables,
+                ro,
+                cols,
+            ),
+            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, c),
             ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {
                 (
@@ -214,16 +256,8 @@ pub(super) fn bind_ops(
                     },
                     _,
                 ) => MlpOps::Dense {
-                    c_fc: matmul_variant_op(ctx, pl, lin, &a.ln, fc_w, &or_dummy(fc_b), &a.hidden),
-                    fc_proj: matmul_variant_op(
-                        ctx,
-                        pl,
-                        lin,
-                        &a.hidden,
-                        fc_proj_w,
-                        &or_dummy(fc_proj_b),
-                        &a.x,
-                    ),
+                    c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, hidden, c),
+                    fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
                 },
                 (MlpWeights::Moe { .. }, None) => {
                     unreachable!("MoE weights come with MoE activations")
@@ -237,7 +271,18 @@ pub(super) fn bind_ops(
             .wte
             .chunks
             .iter()
-            .map(|ch| embedding_op(ctx, pl, embed, &a.ids, &ch.buffer, &w.wpe, &a.x))
+            .map(|ch| {
+                embedding_op(
+                    ctx,
+                    pl,
+                    embed,
+                    &a.ids,
+                    &ch.buffer,
+                    &w.wpe,
+                    &a.x,
+                    &a.positions,
+                )
+            })
             .collect(),
         embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         blocks,
@@ -249,65 +294,54 @@ pub(super) fn bind_ops(
             .zip(&a.logits)
             .map(|(ch, out)| matmul_bt_variant_op(ctx, pl, lm_head, &a.ln, &ch.buffer, out))
             .collect(),
-        lm_head_one: w
+        lm_head_rows: w
             .wte
             .chunks
             .iter()
             .zip(&a.logits)
-            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_one, &a.ln, &ch.buffer, out))
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
             .collect(),
-        decode: w
-            .blocks
-            .iter()
-            .map(|b| DecodeOps {
-                c_attn: matvec_variant_op(
-                    ctx,
-                    pl,
-                    vec(3 * c),
-                    &a.ln,
-                    &b.attn_w,
-                    &or_dummy(&b.attn_b),
-                    &a.qkv,
-                ),
-                c_proj: matvec_variant_op(
-                    ctx,
-                    pl,
-                    vec(c),
-                    &a.att,
-                    &b.proj_w,
-                    &or_dummy(&b.proj_b),
-                    &a.x,
-                ),
-                mlp: match &b.mlp {
-                    MlpWeights::Dense {
-                        fc_w,
-                        fc_b,
-                        fc_proj_w,
-                        fc_proj_b,
-                    } => Some((
-                        matvec_variant_op(
-                            ctx,
-                            pl,
-                            vec(hidden),
-                            &a.ln,
-                            fc_w,
-                            &or_dummy(fc_b),
-                            &a.hidden,
-                        ),
-                        matvec_variant_op(
-                            ctx,
-                            pl,
-                            vec(c),
-                            &a.hidden,
-                            fc_proj_w,
-                            &or_dummy(fc_proj_b),
-                            &a.x,
-                        ),
-                    )),
-                    MlpWeights::Moe { .. } => None,
-                },
-            })
-            .collect(),
+    }
+}
+
+/// How the rows of a step reach the linears: the matmul (a forward, a prefill chunk)
+/// or the matrix-vector kernels (a decode step, one row per generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowPath {
+    Matmul,
+    Matvec,
+}
+
+/// Where a step's keys and values live and which logits it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StepKind {
+    /// A forward: attention within the rows, logits of every row, statistics with
+    /// `capture`.
+    Forward { capture: bool },
+    /// A generation step: the rows' keys and values go to the pool (rows, slots and
+    /// tables already written), attention reads it; logits of `logit_rows` rows from
+    /// row `first_logit_row`.
+    Paged {
+        first_logit_row: usize,
+        logit_rows: usize,
+    },
+}
+
+impl Linear {
+    /// Record `out (=|+=) act(x · w + bias)` for `t` rows along `path`.
+    pub(super) fn encode(
+        &self,
+        m: &Model,
+        pass: &mut wgpu::ComputePass<'_>,
+        t: usize,
+        path: RowPath,
+        flags: u32,
+    ) {
+        let (q, pl) = (&m.ctx.queue, &*m.pipelines);
+        match path {
+            RowPath::Matmul => encode_matmul(q, pass, pl, &self.matmul, t, self.n, self.k, flags),
+            RowPath::Matvec => encode_matvec(q, pass, pl, &self.matvec, t, self.n, self.k, flags),
+        }
     }
 }
 
@@ -336,38 +370,24 @@ impl Model {
         Ok(())
     }
 
-    /// Record `x += mlp(ln)` of block `l` for `t` tokens (ln_2 already applied). With
-    /// `one_token` a dense MLP takes the matrix-vector path.
-    pub(super) fn encode_mlp(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        l: usize,
-        t: usize,
-        one_token: bool,
-    ) {
+    /// Record `x += mlp(ln)` of block `l` for `t` rows (ln_2 already applied).
+    fn encode_mlp(&self, pass: &mut wgpu::ComputePass<'_>, l: usize, t: usize, path: RowPath) {
         let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
         let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
         let b = if cfg.bias { BIAS } else { 0 };
-        match (&self.ops.blocks[l].mlp, &self.ops.decode[l].mlp) {
-            (MlpOps::Dense { .. }, Some((fc, proj))) if one_token => {
-                encode_matvec(q, pass, pl, fc, h, c, b | GELU);
-                encode_matvec(q, pass, pl, proj, c, h, b | ACCUMULATE);
+        match &self.ops.blocks[l].mlp {
+            MlpOps::Dense { c_fc, fc_proj } => {
+                c_fc.encode(self, pass, t, path, b | GELU);
+                fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
             }
-            (MlpOps::Dense { c_fc, fc_proj }, _) => {
-                encode_matmul(q, pass, pl, c_fc, t, h, c, b | GELU);
-                encode_matmul(q, pass, pl, fc_proj, t, c, h, b | ACCUMULATE);
-            }
-            (
-                MlpOps::Moe {
-                    router,
-                    gate,
-                    route,
-                    fc,
-                    proj,
-                    combine,
-                },
-                _,
-            ) => {
+            MlpOps::Moe {
+                router,
+                gate,
+                route,
+                fc,
+                proj,
+                combine,
+            } => {
                 // probabilities over experts, top-k, tokens grouped per expert, the
                 // experts' MLPs over the grouped rows, weighted sum back into x
                 let (e, k) = (cfg.moe_num_experts, cfg.moe_top_k);
@@ -387,17 +407,25 @@ impl Model {
         }
     }
 
-    /// Record the whole forward of `t` tokens (ids already written) into `pass`.
-    /// With `capture`, the residual-stream norms are recorded too (capture only).
-    fn encode_forward(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, capture: bool) {
+    /// Record one traversal of the model for `t` rows (ids and positions already
+    /// written): the forward, a prefill chunk and a (batched) decode step are this same
+    /// code, differing in the row path of the linears and in where keys and values live.
+    pub(super) fn encode_step(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        t: usize,
+        path: RowPath,
+        kind: StepKind,
+    ) {
         let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
+        let capture = kind == StepKind::Forward { capture: true };
 
         // x = wte(idx) + wpe(pos)
         for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-            encode_embedding(q, pass, pl, op, t, c, ch.row_start, ch.rows, 0);
+            encode_embedding(q, pass, pl, op, t, c, ch.row_start, ch.rows);
         }
         if capture {
             encode_row_norm(q, pass, pl, &ops.embed_norm, t, c, 0);
@@ -405,31 +433,68 @@ impl Model {
         for (l, blk) in ops.blocks.iter().enumerate() {
             // x = x + attn(ln_1(x))
             encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
-            encode_matmul(q, pass, pl, &blk.c_attn, t, 3 * c, c, b);
-            encode_attention(
-                q,
-                pass,
-                pl,
-                &blk.attn,
-                t,
-                c,
-                nh,
-                KvLayout::fused(c),
-                self.attention_block(),
-            );
-            encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
+            blk.c_attn.encode(self, pass, t, path, b);
+            match kind {
+                StepKind::Forward { .. } => encode_attention(
+                    q,
+                    pass,
+                    pl,
+                    &blk.attn,
+                    t,
+                    c,
+                    nh,
+                    KvLayout::fused(c),
+                    self.attention_block(),
+                ),
+                StepKind::Paged { .. } => {
+                    encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
+                    encode_attention_paged(
+                        q,
+                        pass,
+                        pl,
+                        &blk.attn_paged,
+                        t,
+                        c,
+                        nh,
+                        PAGE,
+                        self.attention_block(),
+                    );
+                }
+            }
+            blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
             encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, bias);
-            self.encode_mlp(pass, l, t, false);
+            self.encode_mlp(pass, l, t, path);
             if capture {
                 encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
             }
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte
         encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
-        for (op, ch) in ops.lm_head.iter().zip(&self.weights.wte.chunks) {
-            encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
+        let chunks = &self.weights.wte.chunks;
+        match kind {
+            StepKind::Forward { .. } => {
+                for (op, ch) in ops.lm_head.iter().zip(chunks) {
+                    encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
+                }
+            }
+            StepKind::Paged {
+                first_logit_row,
+                logit_rows,
+            } => {
+                for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
+                    encode_matvec_bt(q, pass, pl, op, ch.rows, c, first_logit_row, logit_rows);
+                }
+            }
         }
+    }
+
+    /// Write the positions `0 .. t` of a forward.
+    fn write_positions(&self, t: usize) {
+        let pos: Vec<u32> = (0..t as u32).collect();
+        self.ctx
+            .queue
+            .write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&pos));
     }
 
     /// Run the forward on `ids` with one submission; read back the last position's
@@ -444,6 +509,7 @@ impl Model {
             self.ctx
                 .queue
                 .write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+            self.write_positions(t);
             let mut enc = self
                 .ctx
                 .device
@@ -455,7 +521,7 @@ impl Model {
                     label: Some("forward"),
                     timestamp_writes: None,
                 });
-                self.encode_forward(&mut pass, t, capture);
+                self.encode_step(&mut pass, t, RowPath::Matmul, StepKind::Forward { capture });
             }
             // Copies into the staging buffer: last-row logits, then capture data.
             let rb = &self.act.readback;

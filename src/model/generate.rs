@@ -1,126 +1,151 @@
-//! Incremental decoding with a KV cache on the device. A [`Session`] owns the cache
-//! of one generation (bounded by the context size): `extend` runs the new tokens
-//! through the model at their positions, appends their keys and values to the
-//! cache, and reads back only the logits of the last new token. One token uses the
-//! matrix-vector path; several (the prompt) the matmul path.
+//! Generation steps over the paged KV cache ([`super::kv_pool`]). Both go through the
+//! model's one traversal ([`Model::encode_step`]):
+//!
+//! - [`Model::prefill`]: a chunk of one generation's prompt at its next positions, on
+//!   the matmul path; keys and values are stored, and the logits of the last row are
+//!   read back when asked (the final chunk).
+//! - [`Model::decode`]: one new token for each of up to `max_batch` generations, each
+//!   at its own position and attending to its own pages, on the matrix-vector path;
+//!   the logits of every row are read back.
+//!
+//! Every kernel computes a row by the same code whatever the rows around it, so a
+//! generation's tokens are the same alone or in any batch.
 
+use super::forward::{RowPath, StepKind};
+use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
-use crate::kernels::attention::{
-    attention_op, attention_variant, encode_attention, sparse_attention_op, KvLayout,
-};
-use crate::kernels::embedding::encode_embedding;
-use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
-use crate::kernels::layer_norm::encode_layer_norm;
-use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS};
-use crate::kernels::matvec::encode_matvec;
-use crate::kernels::matvec_bt::encode_matvec_bt;
-use crate::kernels::KernelOp;
 
-/// Per-layer keys and values of one generation, `[rows, C]` each.
-pub struct KvCache {
-    pub k: Vec<wgpu::Buffer>,
-    pub v: Vec<wgpu::Buffer>,
-    pub rows: usize,
-}
-
-impl KvCache {
-    /// Device bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.k.iter().chain(&self.v).map(|b| b.size()).sum()
-    }
-}
-
-/// One generation's state on the device.
-pub struct Session {
-    pub cache: KvCache,
-    /// Tokens already in the cache.
-    pub pos: usize,
-    kv_store: Vec<KernelOp>,
-    attn: Vec<KernelOp>,
-    attn_unaligned: Option<Vec<KernelOp>>,
+/// One row of a step: the token, its generation's pages, and where it goes.
+struct Row {
+    id: u32,
+    /// Offset of its generation's page table in the step's tables.
+    table: u32,
+    pos: u32,
+    slot: u32,
 }
 
 impl Model {
-    /// A session whose cache holds `rows` positions (at most the context size).
-    pub fn session(&self, rows: usize) -> Result<Session> {
-        let rows = rows.clamp(1, self.config.context_size);
-        let (c, nl) = (self.config.n_embed, self.config.n_layer);
-        if (rows * c * 4) as u64 > self.ctx.max_binding_bytes() {
-            return Err(Error::Config(format!(
-                "a KV cache of {rows} positions exceeds the adapter's binding limit"
+    /// A generation's pages for up to `positions` positions, or `None` while the pool
+    /// cannot promise them.
+    pub fn kv_reserve(&self, positions: usize) -> Result<Option<SeqKv>> {
+        if positions > self.config.context_size {
+            return Err(Error::SequenceTooLong {
+                len: positions,
+                max: self.config.context_size,
+            });
+        }
+        if !self.kv.fits(positions) {
+            return Err(Error::Unavailable(format!(
+                "the KV pool ({} positions) cannot hold a generation of {positions} positions: ask for fewer tokens or raise --kv-pool-bytes",
+                self.kv.pages * super::kv_pool::PAGE
             )));
         }
-        self.ctx.scoped("KV cache allocation", || {
-            let k: Vec<_> = (0..nl)
-                .map(|l| buffers::storage(&self.ctx, &format!("k_cache[{l}]"), rows * c))
-                .collect();
-            let v: Vec<_> = (0..nl)
-                .map(|l| buffers::storage(&self.ctx, &format!("v_cache[{l}]"), rows * c))
-                .collect();
-            let (pl, a) = (&*self.pipelines, &self.act);
-            let kv_store = (0..nl)
-                .map(|l| kv_store_op(&self.ctx, pl, &a.qkv, &k[l], &v[l]))
-                .collect();
-            let bind = |l: usize, variant: &'static str| match &self.sparse {
-                Some(sp) => sparse_attention_op(
-                    &self.ctx,
-                    pl,
-                    variant,
-                    &a.qkv,
-                    &k[l],
-                    &v[l],
-                    &a.att,
-                    &a.entropy[l],
-                    &sp.row_offsets,
-                    &sp.cols,
-                ),
-                None => attention_op(
-                    &self.ctx,
-                    pl,
-                    variant,
-                    &a.qkv,
-                    &k[l],
-                    &v[l],
-                    &a.att,
-                    &a.entropy[l],
-                ),
-            };
-            let best = match &self.sparse {
-                Some(sp) => sp.variant,
-                None => attention_variant(pl, self.config.head_size(), self.hardware_kernels),
-            };
-            let attn = (0..nl).map(|l| bind(l, best)).collect();
-            // The sparse subgroup kernel needs the queries of a subgroup in one block;
-            // several tokens added at an unaligned position take the portable kernel.
-            let attn_unaligned = (best == "sparse_attention_subgroup")
-                .then(|| (0..nl).map(|l| bind(l, "sparse_attention")).collect());
-            Ok(Session {
-                attn_unaligned,
-                cache: KvCache { k, v, rows },
-                pos: 0,
-                kv_store,
-                attn,
-            })
-        })
+        Ok(self.kv.reserve(positions))
     }
 
-    /// Run `ids` at positions `session.pos ..`, append them to the cache, and return
-    /// the logits `[V]` after the last of them.
-    pub fn extend(&self, session: &mut Session, ids: &[u32]) -> Result<Vec<f32>> {
+    /// One generation alone: several tokens are a prefill chunk (matmul path), one a
+    /// decode step (matrix-vector path); returns the logits `[V]` after the last.
+    pub fn extend(&self, kv: &mut SeqKv, ids: &[u32]) -> Result<Vec<f32>> {
+        match ids {
+            [id] if !kv.is_empty() => {
+                let mut out = self.decode(&mut [(kv, *id)])?;
+                out.pop()
+                    .ok_or_else(|| Error::InvalidInput("no logits".into()))
+            }
+            _ => Ok(self.prefill(kv, ids, true)?.unwrap_or_default()),
+        }
+    }
+
+    /// Run `ids` (a chunk of a prompt) at positions `kv.len() ..`, store their keys and
+    /// values, and with `logits` return the logits `[V]` after the last of them.
+    pub fn prefill(&self, kv: &mut SeqKv, ids: &[u32], logits: bool) -> Result<Option<Vec<f32>>> {
         if ids.is_empty() {
             return Err(Error::InvalidInput(
                 "nothing to extend the sequence with".into(),
             ));
         }
-        let end = session.pos + ids.len();
-        if end > session.cache.rows {
+        self.check_tokens(ids)?;
+        let pos = kv.len();
+        self.check_room(pos + ids.len())?;
+        let slots = kv.slots(ids.len())?;
+        let rows: Vec<Row> = ids
+            .iter()
+            .zip(slots)
+            .enumerate()
+            .map(|(i, (&id, slot))| Row {
+                id,
+                table: 0,
+                pos: (pos + i) as u32,
+                slot,
+            })
+            .collect();
+        let t = rows.len();
+        let kind = StepKind::Paged {
+            first_logit_row: t - 1,
+            logit_rows: usize::from(logits),
+        };
+        let out = self.run_rows(&rows, kv.table(), RowPath::Matmul, kind)?;
+        kv.advance(t);
+        Ok(logits.then_some(out))
+    }
+
+    /// One token for each generation of `batch` (`(pages, token)` pairs, at most
+    /// `max_batch`): returns the logits `[V]` of each, in order.
+    pub fn decode(&self, batch: &mut [(&mut SeqKv, u32)]) -> Result<Vec<Vec<f32>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if batch.len() > self.max_batch {
+            return Err(Error::InvalidInput(format!(
+                "a decode step takes at most {} generations",
+                self.max_batch
+            )));
+        }
+        let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
+        self.check_tokens(&ids)?;
+        let mut tables = Vec::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        for (kv, _) in batch.iter() {
+            self.check_room(kv.len() + 1)?;
+        }
+        for (kv, id) in batch.iter_mut() {
+            let pos = kv.len();
+            let slot = kv.slots(1)?[0];
+            rows.push(Row {
+                id: *id,
+                table: tables.len() as u32,
+                pos: pos as u32,
+                slot,
+            });
+            tables.extend_from_slice(kv.table());
+        }
+        let b = rows.len();
+        let kind = StepKind::Paged {
+            first_logit_row: 0,
+            logit_rows: b,
+        };
+        let flat = self.run_rows(&rows, &tables, RowPath::Matvec, kind)?;
+        for (kv, _) in batch.iter_mut() {
+            kv.advance(1);
+        }
+        let v = self.config.vocab_size;
+        Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// A generation may hold at most the context's positions.
+    fn check_room(&self, len: usize) -> Result<()> {
+        if len > self.config.context_size {
             return Err(Error::SequenceTooLong {
-                len: end,
-                max: session.cache.rows,
+                len,
+                max: self.config.context_size,
             });
         }
+        Ok(())
+    }
+
+    fn check_tokens(&self, ids: &[u32]) -> Result<()> {
         if let Some(&id) = ids
             .iter()
             .find(|&&id| id as usize >= self.config.vocab_size)
@@ -130,78 +155,74 @@ impl Model {
                 self.config.vocab_size
             )));
         }
-        let t = ids.len();
-        let pos = session.pos;
-        let cfg = &self.config;
-        let (c, nh, v) = (cfg.n_embed, cfg.n_head, cfg.vocab_size);
-        let b = if cfg.bias { BIAS } else { 0 };
-        let sg = self.ctx.subgroup_max_size.max(1) as usize;
-        let attn_ops: &[KernelOp] = match &session.attn_unaligned {
-            Some(ops) if t > 1 && !pos.is_multiple_of(sg) => ops,
-            _ => &session.attn,
+        Ok(())
+    }
+
+    /// Write the step's rows, run the traversal, read back the logits of `kind`'s rows
+    /// (`[rows, V]`).
+    fn run_rows(
+        &self,
+        rows: &[Row],
+        tables: &[u32],
+        path: RowPath,
+        kind: StepKind,
+    ) -> Result<Vec<f32>> {
+        let t = rows.len();
+        if t > self.config.context_size {
+            return Err(Error::SequenceTooLong {
+                len: t,
+                max: self.config.context_size,
+            });
+        }
+        let StepKind::Paged { logit_rows, .. } = kind else {
+            return Err(Error::InvalidInput("not a generation step".into()));
         };
-        let logits = self.ctx.scoped("decode step", || {
-            let (q, pl, ops) = (&self.ctx.queue, &*self.pipelines, &self.ops);
-            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        let v = self.config.vocab_size;
+        self.ctx.scoped("generation step", || {
+            let q = &self.ctx.queue;
+            let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();
+            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
+            let meta: Vec<[u32; 2]> = rows.iter().map(|r| [r.table, r.pos]).collect();
+            let slots: Vec<u32> = rows.iter().map(|r| r.slot).collect();
+            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(&ids));
+            q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&pos));
+            q.write_buffer(&self.act.kv_rows, 0, bytemuck::cast_slice(&meta));
+            q.write_buffer(&self.act.kv_slots, 0, bytemuck::cast_slice(&slots));
+            if !tables.is_empty() {
+                q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
+            }
             let mut enc = self
                 .ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("decode"),
+                    label: Some("generation step"),
                 });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("decode"),
+                    label: Some("generation step"),
                     timestamp_writes: None,
                 });
-                let pass = &mut pass;
-                for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-                    encode_embedding(q, pass, pl, op, t, c, ch.row_start, ch.rows, pos);
-                }
-                for (l, blk) in ops.blocks.iter().enumerate() {
-                    let dec = &ops.decode[l];
-                    encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, cfg.bias);
-                    if t == 1 {
-                        encode_matvec(q, pass, pl, &dec.c_attn, 3 * c, c, b);
-                    } else {
-                        encode_matmul(q, pass, pl, &blk.c_attn, t, 3 * c, c, b);
-                    }
-                    encode_kv_store(q, pass, pl, &session.kv_store[l], t, c, pos);
-                    encode_attention(
-                        q,
-                        pass,
-                        pl,
-                        attn_ops.get(l).unwrap_or(&session.attn[l]),
-                        t,
-                        c,
-                        nh,
-                        KvLayout::cache(c, pos),
-                        self.attention_block(),
-                    );
-                    if t == 1 {
-                        encode_matvec(q, pass, pl, &dec.c_proj, c, c, b | ACCUMULATE);
-                    } else {
-                        encode_matmul(q, pass, pl, &blk.c_proj, t, c, c, b | ACCUMULATE);
-                    }
-                    encode_layer_norm(q, pass, pl, &blk.ln_2, t, c, cfg.bias);
-                    self.encode_mlp(pass, l, t, t == 1);
-                }
-                encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, cfg.bias);
-                // logits of the last new token only
-                for (op, ch) in ops.lm_head_one.iter().zip(&self.weights.wte.chunks) {
-                    encode_matvec_bt(q, pass, pl, op, ch.rows, c, t - 1);
-                }
+                self.encode_step(&mut pass, t, path, kind);
             }
+            // logits rows [R, chunk] of every wte chunk, gathered to [R, V]
             let mut at = 0u64;
             for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                let bytes = (ch.rows * 4) as u64;
+                let bytes = (logit_rows * ch.rows * 4) as u64;
                 enc.copy_buffer_to_buffer(buf, 0, &self.act.readback, at, bytes);
                 at += bytes;
             }
             q.submit([enc.finish()]);
-            buffers::map_read(&self.ctx, &self.act.readback, v)
-        })?;
-        session.pos = end;
-        Ok(logits)
+            let parts = buffers::map_read(&self.ctx, &self.act.readback, logit_rows * v)?;
+            let mut out = vec![0.0; logit_rows * v];
+            let mut off = 0;
+            for ch in &self.weights.wte.chunks {
+                for r in 0..logit_rows {
+                    out[r * v + ch.row_start..r * v + ch.row_start + ch.rows]
+                        .copy_from_slice(&parts[off + r * ch.rows..off + (r + 1) * ch.rows]);
+                }
+                off += logit_rows * ch.rows;
+            }
+            Ok(out)
+        })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod forward;
 pub mod generate;
+pub mod kv_pool;
 pub mod sampling;
 pub mod sparse;
 pub mod weights;
@@ -102,7 +103,16 @@ pub struct DeviceWeights {
 
 /// Activation buffers, sized for the full context once per model.
 pub struct Activations {
-    pub ids: wgpu::Buffer,    // [context] u32
+    pub ids: wgpu::Buffer, // [context] u32
+    /// position of each row [context] u32 (0.. in a forward, each generation's own
+    /// in a decode batch)
+    pub positions: wgpu::Buffer,
+    /// paged steps: per row (page-table offset, position) [context] vec2<u32>, the
+    /// pool row each new row's keys and values go to [context] u32, and the page
+    /// tables of the step's generations [max_batch · pages per context] u32
+    pub kv_rows: wgpu::Buffer,
+    pub kv_slots: wgpu::Buffer,
+    pub kv_tables: wgpu::Buffer,
     pub x: wgpu::Buffer,      // residual stream [context, C]
     pub ln: wgpu::Buffer,     // layer-norm output [context, C]
     pub qkv: wgpu::Buffer,    // [context, 3C]
@@ -136,12 +146,27 @@ pub struct MoeActivations {
     pub stats: Vec<wgpu::Buffer>,    // per layer [2E + 1]: usage, mean probability, loss
 }
 
+/// A linear layer's two dispatches over the same buffers: the matmul for the rows of
+/// a forward or a prefill chunk, the matrix-vector kernel for the rows of a decode
+/// step (one per generation; a row's numbers do not depend on how many there are).
+pub struct Linear {
+    pub matmul: KernelOp,
+    pub matvec: KernelOp,
+    /// Outputs and inputs.
+    pub n: usize,
+    pub k: usize,
+}
+
 /// The prepared dispatches of one block.
 pub struct BlockOps {
     pub ln_1: KernelOp,
-    pub c_attn: KernelOp,
+    pub c_attn: Linear,
+    /// Attention within the rows of a forward (keys and values in qkv).
     pub attn: KernelOp,
-    pub c_proj: KernelOp,
+    /// Generation steps: store the rows' keys and values in the pool, attend over it.
+    pub kv_store: KernelOp,
+    pub attn_paged: KernelOp,
+    pub c_proj: Linear,
     pub ln_2: KernelOp,
     pub mlp: MlpOps,
     pub norm: KernelOp,
@@ -151,9 +176,10 @@ pub struct BlockOps {
 #[allow(clippy::large_enum_variant)] // one per block, built once
 pub enum MlpOps {
     Dense {
-        c_fc: KernelOp,
-        fc_proj: KernelOp,
+        c_fc: Linear,
+        fc_proj: Linear,
     },
+    /// The grouped expert path, which scales with the rows on every step.
     Moe {
         router: KernelOp,
         gate: KernelOp,
@@ -170,19 +196,10 @@ pub struct Ops {
     pub embed_norm: KernelOp,
     pub blocks: Vec<BlockOps>,
     pub ln_f: KernelOp,
+    /// LM head over every row (per wte chunk): forwards.
     pub lm_head: Vec<KernelOp>,
-    /// The matrix-vector dispatches of one-token decode steps.
-    pub decode: Vec<DecodeOps>,
-    /// LM head for one position (per wte chunk): the last prompt token, decode steps.
-    pub lm_head_one: Vec<KernelOp>,
-}
-
-/// One block's linears on the matrix-vector path (T = 1); MoE layers keep their
-/// grouped path, which already scales with the tokens.
-pub struct DecodeOps {
-    pub c_attn: KernelOp,
-    pub c_proj: KernelOp,
-    pub mlp: Option<(KernelOp, KernelOp)>,
+    /// LM head for chosen rows (per wte chunk): a prefill's last row, decode rows.
+    pub lm_head_rows: Vec<KernelOp>,
 }
 
 /// The block-sparse layout of a model and its device copy.
@@ -209,6 +226,28 @@ pub struct Model {
     pub device_bytes: u64,
     /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).
     pub hardware_kernels: bool,
+    /// Keys and values of the generations, in pages.
+    pub kv: kv_pool::KvPool,
+    /// Most generations one decode step takes.
+    pub max_batch: usize,
+}
+
+/// What a model serves generations with: the KV pool and the largest decode batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeShape {
+    /// Pages of the KV pool ([`kv_pool::PAGE`] positions each).
+    pub kv_pages: usize,
+    pub max_batch: usize,
+}
+
+impl ServeShape {
+    /// Room for `generations` full-context generations, batches of `max_batch`.
+    pub fn for_generations(config: &ModelConfig, generations: usize, max_batch: usize) -> Self {
+        ServeShape {
+            kv_pages: generations * config.context_size.div_ceil(kv_pool::PAGE),
+            max_batch: max_batch.max(1),
+        }
+    }
 }
 
 /// Resolve a user config (a JSON object) into the effective config: defaults filled,
@@ -250,12 +289,26 @@ impl Model {
     }
 
     /// Build a model from an effective config on `ctx`. With `checkpoint` the weights
-    /// come from the file, else from the seeded initialisation.
+    /// come from the file, else from the seeded initialisation. Generations get a KV
+    /// pool for 4 full-context generations and batches of up to 16 (the service sizes
+    /// both with [`Model::build_with`]).
     pub fn build(
         config: ModelConfig,
         checkpoint: Option<Checkpoint>,
         ctx: Arc<GpuContext>,
         pipelines: Arc<Pipelines>,
+    ) -> Result<Model> {
+        let shape = ServeShape::for_generations(&config, 4, 16);
+        Self::build_with(config, checkpoint, ctx, pipelines, shape)
+    }
+
+    /// [`Model::build`] with the KV pool and batch size given.
+    pub fn build_with(
+        config: ModelConfig,
+        checkpoint: Option<Checkpoint>,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+        shape: ServeShape,
     ) -> Result<Model> {
         config.validate()?;
         let source = match checkpoint {
@@ -264,7 +317,7 @@ impl Model {
         };
         let c2 = ctx.clone();
         ctx.scoped("model build", move || {
-            Self::build_inner(config, &source, c2, pipelines)
+            Self::build_inner(config, &source, c2, pipelines, shape)
         })
     }
 
@@ -273,6 +326,7 @@ impl Model {
         source: &WeightSource,
         ctx: Arc<GpuContext>,
         pipelines: Arc<Pipelines>,
+        shape: ServeShape,
     ) -> Result<Model> {
         let c = config.n_embed;
         let ctxlen = config.context_size;
@@ -401,8 +455,18 @@ impl Model {
         };
 
         let nh = config.n_head;
+        let kv = kv_pool::KvPool::new(&ctx, config.n_layer, c, shape.kv_pages)?;
+        let max_batch = shape.max_batch.clamp(1, ctxlen);
         let act = Activations {
             ids: buffers::storage(&ctx, "ids", ctxlen),
+            positions: buffers::storage(&ctx, "positions", ctxlen),
+            kv_rows: buffers::storage(&ctx, "kv rows", 2 * ctxlen),
+            kv_slots: buffers::storage(&ctx, "kv slots", ctxlen),
+            kv_tables: buffers::storage(
+                &ctx,
+                "kv tables",
+                max_batch * ctxlen.div_ceil(kv_pool::PAGE),
+            ),
             x: buffers::storage(&ctx, "x", ctxlen * c),
             ln: buffers::storage(&ctx, "ln", ctxlen * c),
             qkv: buffers::storage(&ctx, "qkv", ctxlen * 3 * c),
@@ -422,7 +486,7 @@ impl Model {
             readback: buffers::staging(
                 &ctx,
                 "readback",
-                config.vocab_size
+                config.vocab_size * max_batch
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
@@ -470,7 +534,15 @@ impl Model {
                 cols,
             }
         });
-        let ops = forward::bind_ops(&ctx, &pipelines, &weights, &act, sparse.as_ref(), &config);
+        let ops = forward::bind_ops(
+            &ctx,
+            &pipelines,
+            &weights,
+            &act,
+            &kv,
+            sparse.as_ref(),
+            &config,
+        );
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
@@ -506,6 +578,10 @@ impl Model {
             + weights.blocks.iter().map(block_bytes).sum::<u64>()
             + [
                 &act.ids,
+                &act.positions,
+                &act.kv_rows,
+                &act.kv_slots,
+                &act.kv_tables,
                 &act.x,
                 &act.ln,
                 &act.qkv,
@@ -523,8 +599,11 @@ impl Model {
                 .chain(&act.entropy)
                 .map(|b| b.size())
                 .sum::<u64>()
-            + moe_bytes;
+            + moe_bytes
+            + kv.pages as u64 * kv.page_bytes;
         Ok(Model {
+            kv,
+            max_batch,
             sparse,
             hardware_kernels: config.kernels.hardware(ctx.details.is_software()),
             parameter_count: config.parameter_count(),

@@ -1,0 +1,82 @@
+// Causal multi-head attention over the paged KV cache (the generation path). Keys and
+// values of every generation live in pages of PAGE positions taken from one pool; query
+// row t of this step belongs to one generation: rows[t] = (offset of its page table in
+// `tables`, its absolute position), and key j of that generation is at pool row
+//   tables[offset + j / PAGE] * PAGE + j % PAGE.
+// The rows of a step may belong to different generations (a batched decode step) or to
+// one (a prefill chunk: consecutive positions, one table); each row is computed alone,
+// by the same code, so its numbers do not depend on the rows around it.
+//   out[t, h] = Σ_{j ≤ pos_t} softmax_j(q_t · k_j / sqrt(HS)) v_j
+// With p.block > 0 the block-sparse layout restricts the keys: query block
+// qb = pos_t / block visits the key blocks listed in cols[row_offsets[qb] ..
+// row_offsets[qb + 1]], keys after the query masked, as in sparse_attention.wgsl.
+// One invocation per (row, head); online softmax in f32 (prelude `attention`).
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
+@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(3) var<storage, read> v_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
+@group(0) @binding(5) var<storage, read> rows: array<vec2<u32>>;       // [T] (table, pos)
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // pages of each row's sequence
+@group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
+@group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
+
+@compute @workgroup_size(WG)
+fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = gid.x;
+    let h = wid.y;
+    if (t >= p.t) {
+        return;
+    }
+    let hs4 = p.hs4;
+    let qo = t * 3u * p.c4 + h * hs4;
+    var q: array<vec4<f32>, MAX_HS4>;
+    var acc: array<vec4<f32>, MAX_HS4>;
+    for (var d = 0u; d < hs4; d++) {
+        q[d] = qkv[qo + d] * p.scale;
+        acc[d] = vec4<f32>(0.0);
+    }
+    let table = rows[t].x;
+    let qpos = rows[t].y;
+    let sparse = p.block > 0u;
+    let qb = select(0u, qpos / max(p.block, 1u), sparse);
+    // dense: one range of keys 0 ..= qpos; sparse: one range per listed key block
+    let first = select(0u, row_offsets[qb], sparse);
+    let ranges = select(1u, row_offsets[qb + 1u] - first, sparse);
+    var sm = online_start();
+    for (var r = 0u; r < ranges; r++) {
+        var j0 = 0u;
+        var j1 = qpos + 1u;
+        if (sparse) {
+            j0 = cols[first + r] * p.block;
+            j1 = min(j0 + p.block, qpos + 1u);
+        }
+        for (var j = j0; j < j1; j++) {
+            let row = tables[table + j / p.page] * p.page + j % p.page;
+            let ko = row * p.c4 + h * hs4;
+            var s4 = vec4<f32>(0.0);
+            for (var d = 0u; d < hs4; d++) {
+                s4 += q[d] * k_pool[ko + d];
+            }
+            let s = s4.x + s4.y + s4.z + s4.w;
+            let w = online_add(&sm, s);
+            if (w.x != 1.0) {
+                for (var d = 0u; d < hs4; d++) {
+                    acc[d] *= w.x;
+                }
+            }
+            let e = w.y;
+            for (var d = 0u; d < hs4; d++) {
+                acc[d] += e * v_pool[ko + d];
+            }
+        }
+    }
+    let inv = 1.0 / sm.l;
+    let oo = t * p.c4 + h * hs4;
+    for (var d = 0u; d < hs4; d++) {
+        out[oo + d] = acc[d] * inv;
+    }
+}
