@@ -218,6 +218,10 @@ pub struct SchedStats {
     pub decode_steps: u64,
     pub decode_seconds: f64,
     pub prefill_chunks: u64,
+    /// Tokens sampled and streamed, all generations.
+    pub generated_tokens: u64,
+    /// (when, tokens) of the recent engine steps, for a current tokens/s.
+    recent: VecDeque<(Instant, usize)>,
     /// Generations in the last decode step.
     pub current_batch: usize,
     pub decoding: usize,
@@ -232,6 +236,36 @@ pub struct SchedStats {
     pub kv_pool_bytes: u64,
 }
 
+/// The window of [`SchedStats::tokens_per_second`].
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+impl SchedStats {
+    fn tokens(&mut self, n: usize) {
+        let now = Instant::now();
+        self.generated_tokens += n as u64;
+        self.recent.push_back((now, n));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Tokens generated per second over the last 10 s, all generations together.
+    pub fn tokens_per_second(&self) -> f64 {
+        let now = Instant::now();
+        let n: usize = self
+            .recent
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / RATE_WINDOW.as_secs_f64()
+    }
+}
+
 impl Default for SchedStats {
     fn default() -> Self {
         SchedStats {
@@ -240,6 +274,8 @@ impl Default for SchedStats {
             decode_steps: 0,
             decode_seconds: 0.0,
             prefill_chunks: 0,
+            generated_tokens: 0,
+            recent: VecDeque::new(),
             current_batch: 0,
             decoding: 0,
             prefilling: 0,
@@ -361,7 +397,8 @@ pub struct EngineOptions {
     /// Device bytes of the paged KV cache (`None`: a share of the memory budget, see
     /// [`kv_pool_pages`]).
     pub kv_pool_bytes: Option<u64>,
-    /// Prompt tokens prefilled per engine step, between decode steps.
+    /// Prompt tokens prefilled per engine step, between decode steps (one long
+    /// prompt in chunks of this, or several short ones).
     pub prefill_chunk: usize,
 }
 
@@ -495,6 +532,14 @@ impl Engine {
     /// Generations running now.
     pub fn running(&self) -> usize {
         self.state.running.load(Ordering::SeqCst)
+    }
+
+    /// The scheduler's figures now.
+    pub fn sched(&self) -> SchedStats {
+        match self.state.sched.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// Maximum waiting requests.
@@ -720,8 +765,8 @@ fn run(
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
-        // With generations running, take at most one queued request between steps;
-        // otherwise wait (a tick at a time) for a request.
+        // With generations running, do not wait for requests between steps; otherwise
+        // wait (a tick at a time) for one.
         let idle = w.active.is_empty() && w.waiting.is_empty();
         let job = match rx.recv_timeout(if idle { IDLE_TICK } else { Duration::ZERO }) {
             Ok(j) => Some(j),
@@ -729,7 +774,15 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if let Some(job) = job {
+            let mut heavy = !matches!(job, Job::Generate(..));
             w.handle(job);
+            // generations only join the waiting line: take all that arrived, so they
+            // start in the same step; at most one forward or load between steps
+            while !heavy {
+                let Ok(job) = rx.try_recv() else { break };
+                heavy = !matches!(job, Job::Generate(..));
+                w.handle(job);
+            }
         }
         w.admit();
         w.step();
@@ -985,6 +1038,7 @@ impl Worker {
         }
         // sample, stream, finish
         let mut keep = Vec::with_capacity(self.active.len());
+        let mut sampled = 0;
         for mut a in std::mem::take(&mut self.active) {
             if a.events.is_closed() {
                 tracing::info!(
@@ -1000,7 +1054,10 @@ impl Worker {
                     .send(GenEvent::Error(timeout_error("the generation")));
                 continue;
             }
-            match sample(&mut a) {
+            let before = a.generated.len();
+            let r = sample(&mut a);
+            sampled += a.generated.len() - before;
+            match r {
                 Ok(None) => keep.push(a),
                 Ok(Some(result)) => self.finish(&a, result),
                 Err(e) => {
@@ -1009,6 +1066,11 @@ impl Worker {
             }
         }
         self.active = keep;
+        if sampled > 0 {
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.tokens(sampled);
+            }
+        }
         self.decode();
         self.prefill();
         self.state
@@ -1084,40 +1146,44 @@ impl Worker {
         self.drop_failed(failed);
     }
 
-    /// One chunk of the oldest generation still prefilling.
+    /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
+    /// long prompt takes several steps; several short ones share one).
     fn prefill(&mut self) {
-        let chunk = self.options.prefill_chunk.max(1);
-        let Some(i) = self
-            .active
-            .iter()
-            .position(|a| a.prefilled < a.prompt.len())
-        else {
-            return;
-        };
-        let a = &mut self.active[i];
-        let end = (a.prefilled + chunk).min(a.prompt.len());
-        let last = end == a.prompt.len();
-        self.state.set_busy("generation prefill", a.deadline);
-        let started = Instant::now();
-        let r = a
-            .loaded
-            .model
-            .prefill(&mut a.kv, &a.prompt[a.prefilled..end], last);
-        self.state.clear_busy();
-        match r {
-            Ok(logits) => {
-                a.prefilled = end;
-                a.prefill_time += started.elapsed().as_secs_f64();
-                if last {
-                    a.logits = logits;
+        let mut budget = self.options.prefill_chunk.max(1);
+        while budget > 0 {
+            let Some(i) = self
+                .active
+                .iter()
+                .position(|a| a.prefilled < a.prompt.len())
+            else {
+                return;
+            };
+            let a = &mut self.active[i];
+            let end = (a.prefilled + budget).min(a.prompt.len());
+            budget -= end - a.prefilled;
+            let last = end == a.prompt.len();
+            self.state.set_busy("generation prefill", a.deadline);
+            let started = Instant::now();
+            let r = a
+                .loaded
+                .model
+                .prefill(&mut a.kv, &a.prompt[a.prefilled..end], last);
+            self.state.clear_busy();
+            match r {
+                Ok(logits) => {
+                    a.prefilled = end;
+                    a.prefill_time += started.elapsed().as_secs_f64();
+                    if last {
+                        a.logits = logits;
+                    }
+                    if let Ok(mut s) = self.state.sched.lock() {
+                        s.prefill_chunks += 1;
+                    }
                 }
-                if let Ok(mut s) = self.state.sched.lock() {
-                    s.prefill_chunks += 1;
+                Err(e) => {
+                    self.note_device_loss(&e);
+                    self.drop_failed(vec![(i, e)]);
                 }
-            }
-            Err(e) => {
-                self.note_device_loss(&e);
-                self.drop_failed(vec![(i, e)]);
             }
         }
     }

@@ -20,6 +20,7 @@ pub struct EmbeddingParams {
 
 /// Op over one wte chunk: bindings ids, wte chunk, wpe, out, positions (u32 per row).
 /// `variant` is `embedding`, or `embedding_f16` for a half-float wte.
+#[allow(clippy::too_many_arguments)]
 pub fn embedding_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,

@@ -37,8 +37,8 @@ impl Model {
             });
         }
         if !self.kv.fits(positions) {
-            return Err(Error::Unavailable(format!(
-                "the KV pool ({} positions) cannot hold a generation of {positions} positions: ask for fewer tokens or raise --kv-pool-bytes",
+            return Err(Error::InvalidInput(format!(
+                "the KV pool ({} positions) cannot hold a generation of {positions} positions (prompt + max_new_tokens): ask for fewer tokens, or the operator can raise --kv-pool-bytes",
                 self.kv.pages * super::kv_pool::PAGE
             )));
         }

@@ -61,13 +61,22 @@ fn lock(m: &Mutex<Pages>) -> MutexGuard<'_, Pages> {
 impl KvPool {
     /// Allocate `pages` pages for `n_layer` layers of width `c`.
     pub fn new(ctx: &GpuContext, n_layer: usize, c: usize, pages: usize) -> Result<KvPool> {
-        let pages = pages.max(1);
-        if (pages * PAGE * c * 4) as u64 > ctx.max_binding_bytes() {
+        // each layer's pool is one binding: at most as many pages as one holds
+        let per_binding = (ctx.max_binding_bytes() / (PAGE * c * 4) as u64) as usize;
+        if per_binding == 0 {
             return Err(Error::Config(format!(
-                "a KV pool of {pages} pages of {PAGE} positions exceeds the adapter's binding limit ({} bytes per layer): set a smaller --kv-pool-bytes",
+                "one KV page ({PAGE} positions of width {c}) exceeds the adapter's binding limit ({} bytes)",
                 ctx.max_binding_bytes()
             )));
         }
+        if pages > per_binding {
+            tracing::warn!(
+                pages,
+                per_binding,
+                "the KV pool is limited to what one binding per layer holds"
+            );
+        }
+        let pages = pages.clamp(1, per_binding);
         let rows = pages * PAGE * c;
         let k = (0..n_layer)
             .map(|l| buffers::storage(ctx, &format!("k_pool[{l}]"), rows))

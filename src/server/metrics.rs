@@ -5,19 +5,25 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-/// Upper bounds (seconds) of the forward latency histogram.
-const BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+use crate::engine::SchedStats;
+use crate::stats::{Histogram, SECONDS};
 
-#[derive(Default)]
 struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
-    forward_buckets: [u64; BUCKETS.len()],
-    forward_count: u64,
-    forward_sum: f64,
+    forward: Histogram,
     tokens: u64,
     refused_connections: u64,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            requests: BTreeMap::new(),
+            forward: Histogram::new(SECONDS),
+            tokens: 0,
+            refused_connections: 0,
+        }
+    }
 }
 
 /// Gauges read at render time.
@@ -31,11 +37,19 @@ pub struct Gauges {
     pub engine_seconds_since_progress: f64,
     pub open_connections: usize,
     pub open_websockets: usize,
+    /// The scheduler: batches, queue waits, tokens, the KV pool.
+    pub sched: SchedStats,
 }
 
 fn gauge(s: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(s, "# HELP {name} {help}");
     let _ = writeln!(s, "# TYPE {name} gauge");
+    let _ = writeln!(s, "{name} {value}");
+}
+
+fn counter(s: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} counter");
     let _ = writeln!(s, "{name} {value}");
 }
 
@@ -58,13 +72,7 @@ impl Metrics {
     /// Record one forward of `tokens` tokens that took `seconds`.
     pub fn forward(&self, seconds: f64, tokens: usize) {
         if let Ok(mut m) = self.inner.lock() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    m.forward_buckets[i] += 1;
-                }
-            }
-            m.forward_count += 1;
-            m.forward_sum += seconds;
+            m.forward.observe(seconds);
             m.tokens += tokens as u64;
         }
     }
@@ -91,25 +99,11 @@ impl Metrics {
         for ((method, route, status), n) in &m.requests {
             let _ = writeln!(s, "wgformer_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
         }
-        let _ = writeln!(
-            s,
-            "# HELP wgformer_forward_seconds Forward pass latency on the engine."
+        m.forward.render(
+            &mut s,
+            "wgformer_forward_seconds",
+            "Forward pass latency on the engine.",
         );
-        let _ = writeln!(s, "# TYPE wgformer_forward_seconds histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "wgformer_forward_seconds_bucket{{le=\"{b}\"}} {}",
-                m.forward_buckets[i]
-            );
-        }
-        let _ = writeln!(
-            s,
-            "wgformer_forward_seconds_bucket{{le=\"+Inf\"}} {}",
-            m.forward_count
-        );
-        let _ = writeln!(s, "wgformer_forward_seconds_sum {}", m.forward_sum);
-        let _ = writeln!(s, "wgformer_forward_seconds_count {}", m.forward_count);
         let _ = writeln!(
             s,
             "# HELP wgformer_tokens_processed_total Tokens that went through the model."
@@ -173,6 +167,74 @@ impl Metrics {
             "wgformer_open_websockets",
             "WebSocket sessions open.",
             g.open_websockets,
+        );
+        let b = &g.sched;
+        b.batch_size.render(
+            &mut s,
+            "wgformer_decode_batch_size",
+            "Generations sharing each decode step.",
+        );
+        b.queue_wait.render(
+            &mut s,
+            "wgformer_generation_queue_wait_seconds",
+            "Seconds from accepting a generation to admitting it (batch place and KV pages).",
+        );
+        counter(
+            &mut s,
+            "wgformer_generated_tokens_total",
+            "Tokens generated, all generations.",
+            b.generated_tokens,
+        );
+        counter(
+            &mut s,
+            "wgformer_decode_steps_total",
+            "Batched decode steps run.",
+            b.decode_steps,
+        );
+        counter(
+            &mut s,
+            "wgformer_prefill_chunks_total",
+            "Prompt chunks prefilled.",
+            b.prefill_chunks,
+        );
+        gauge(
+            &mut s,
+            "wgformer_generation_tokens_per_second",
+            "Tokens generated per second over the last 10 s, all generations together.",
+            b.tokens_per_second(),
+        );
+        gauge(
+            &mut s,
+            "wgformer_current_batch_size",
+            "Generations in the last decode step.",
+            b.current_batch,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP wgformer_kv_pool_pages Pages of the paged KV cache, by state (used: holding keys and values; free)."
+        );
+        let _ = writeln!(s, "# TYPE wgformer_kv_pool_pages gauge");
+        let _ = writeln!(
+            s,
+            "wgformer_kv_pool_pages{{state=\"used\"}} {}",
+            b.kv_pages_used
+        );
+        let _ = writeln!(
+            s,
+            "wgformer_kv_pool_pages{{state=\"free\"}} {}",
+            b.kv_pages - b.kv_pages_used
+        );
+        gauge(
+            &mut s,
+            "wgformer_kv_pool_pages_available",
+            "Free KV pages not promised to admitted generations.",
+            b.kv_pages_available,
+        );
+        gauge(
+            &mut s,
+            "wgformer_kv_pool_bytes",
+            "Device bytes of the paged KV cache.",
+            b.kv_pool_bytes,
         );
         s
     }

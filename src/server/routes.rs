@@ -300,7 +300,34 @@ pub async fn status(State(st): State<AppState>) -> Json<StatusResponse> {
         queue_depth: st.engine.queue_depth(),
         queue_capacity: st.engine.capacity(),
         engine_stalled: st.engine.state.stalled(),
+        batching: batching_status(&st),
     })
+}
+
+fn batching_status(st: &AppState) -> BatchingStatus {
+    let s = st.engine.sched();
+    let o = st.engine.options();
+    BatchingStatus {
+        max_batch: o.max_batch,
+        current_batch: s.current_batch,
+        decoding: s.decoding,
+        prefilling: s.prefilling,
+        prefill_chunk: o.prefill_chunk,
+        waiting: s.waiting,
+        decode_steps: s.decode_steps,
+        mean_batch_size: s.batch_size.mean(),
+        mean_queue_wait_seconds: s.queue_wait.mean(),
+        tokens_per_second: s.tokens_per_second(),
+        generated_tokens: s.generated_tokens,
+        kv_pool: KvPoolStatus {
+            pages: s.kv_pages,
+            page_positions: s.kv_page_positions,
+            pages_used: s.kv_pages_used,
+            pages_free: s.kv_pages - s.kv_pages_used,
+            pages_available: s.kv_pages_available,
+            bytes: s.kv_pool_bytes,
+        },
+    }
 }
 
 fn grade(percent: f64, degraded: f64, unhealthy: f64) -> &'static str {
@@ -446,6 +473,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         engine_seconds_since_progress: st.engine.state.seconds_since_progress(),
         open_connections: st.connections.load(std::sync::atomic::Ordering::SeqCst),
         open_websockets: st.websockets.load(std::sync::atomic::Ordering::SeqCst),
+        sched: st.engine.sched(),
     });
     (
         [(

@@ -180,6 +180,47 @@ pub struct StatusResponse {
     /// Extension: why the engine looks stuck; absent while it makes progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_stalled: Option<String>,
+    /// Extension: continuous batching and the paged KV cache.
+    pub batching: BatchingStatus,
+}
+
+/// What the scheduler does now (extension of `/status`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchingStatus {
+    /// Most generations admitted at once (`--max-batch`); all share each decode step.
+    pub max_batch: usize,
+    /// Generations in the last decode step (0 when none decodes).
+    pub current_batch: usize,
+    /// Generations decoding, and prefilling their prompt (in chunks of `prefill_chunk`).
+    pub decoding: usize,
+    pub prefilling: usize,
+    pub prefill_chunk: usize,
+    /// Generations accepted and waiting for a batch place or KV pages.
+    pub waiting: usize,
+    pub decode_steps: u64,
+    /// Mean generations per decode step since start.
+    pub mean_batch_size: f64,
+    /// Mean seconds from accepting a generation to admitting it.
+    pub mean_queue_wait_seconds: f64,
+    /// Tokens generated per second over the last 10 s, all generations together.
+    pub tokens_per_second: f64,
+    pub generated_tokens: u64,
+    pub kv_pool: KvPoolStatus,
+}
+
+/// The paged KV cache of the loaded model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KvPoolStatus {
+    pub pages: usize,
+    /// Positions per page.
+    pub page_positions: usize,
+    /// Pages holding some generation's keys and values.
+    pub pages_used: usize,
+    pub pages_free: usize,
+    /// Free pages not promised to admitted generations (a generation is admitted
+    /// when its prompt + max_new_tokens fit these).
+    pub pages_available: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

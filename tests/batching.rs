@@ -1,0 +1,284 @@
+//! Continuous batching and the paged KV cache, on the engine: a generation's tokens are
+//! the same alone or in a batch (greedy and seeded sampling, prompts of different
+//! lengths, joining and leaving mid-batch, chunked prefill, block-sparse, MoE and half
+//! weights); cancellation frees its pages; a pool that fills up makes generations wait
+//! and a full queue refuses.
+
+use std::time::Duration;
+
+use wgformer::engine::{Engine, EngineOptions, FinishReason, GenEvent, GenerateRequest};
+use wgformer::model::sampling::SamplingParams;
+
+fn engine(options: EngineOptions, extra: serde_json::Value) -> Engine {
+    let e = Engine::with_options(options).unwrap();
+    let mut cfg = serde_json::json!({
+        "vocab_size": 300, "context_size": 64, "n_layer": 2, "n_head": 2, "n_embed": 64,
+        "seed": 11
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    e.initialize_blocking(cfg).unwrap();
+    e
+}
+
+fn prompt(i: usize) -> Vec<u32> {
+    // lengths 1 ..= 31, different tokens
+    (0..1 + (i * 7) % 31)
+        .map(|j| ((i * 31 + j * 17 + 3) % 300) as u32)
+        .collect()
+}
+
+fn request(i: usize, max_new: usize, sampled: bool) -> GenerateRequest {
+    let sampling = if sampled {
+        SamplingParams {
+            temperature: 0.9,
+            top_k: 0,
+            top_p: 0.95,
+            seed: 1000 + i as u64,
+        }
+    } else {
+        SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        }
+    };
+    let mut r = GenerateRequest::new(String::new(), max_new, sampling, Vec::new());
+    r.prompt_ids = Some(prompt(i));
+    r
+}
+
+/// The generated ids of a stream, and the tokens seen before `Complete`.
+async fn collect(mut s: wgformer::engine::GenStream) -> Vec<u32> {
+    let mut ids = Vec::new();
+    while let Some(ev) = s.recv().await {
+        match ev {
+            GenEvent::Token { token_id, .. } => ids.push(token_id),
+            GenEvent::Complete(r) => {
+                assert_eq!(r.token_ids, ids);
+                assert_eq!(r.finish_reason, FinishReason::Length);
+                return ids;
+            }
+            GenEvent::Error(e) => panic!("generation failed: {e}"),
+            GenEvent::Prompt { .. } => {}
+        }
+    }
+    panic!("stream ended without a result");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Each request run alone, one after the other.
+fn alone(e: &Engine, reqs: &[GenerateRequest]) -> Vec<Vec<u32>> {
+    rt().block_on(async {
+        let mut out = Vec::new();
+        for r in reqs {
+            out.push(collect(e.generate(r.clone()).unwrap()).await);
+        }
+        out
+    })
+}
+
+/// All requests at once; the ones after `join_late` start once the first ones have
+/// streamed a few tokens.
+fn together(e: &Engine, reqs: &[GenerateRequest], join_late: usize) -> Vec<Vec<u32>> {
+    rt().block_on(async {
+        let mut handles = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            if i == join_late {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            handles.push(tokio::spawn(collect(e.generate(r.clone()).unwrap())));
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    })
+}
+
+fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
+    let e = engine(
+        EngineOptions {
+            max_batch: 16,
+            prefill_chunk: 64,
+            ..EngineOptions::default()
+        },
+        extra.clone(),
+    );
+    // different prompt lengths and lengths of output: generations leave the batch at
+    // different steps; the last four join while the others run
+    let reqs: Vec<_> = (0..16)
+        .map(|i| request(i, 4 + i % 5 * 3, sampled))
+        .collect();
+    let one = alone(&e, &reqs);
+    let before = e.sched().batch_size;
+    let many = together(&e, &reqs, 12);
+    for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+        assert_eq!(
+            a, b,
+            "{extra} sampled {sampled}: request {i} alone vs batched"
+        );
+    }
+    let after = settled(&e).batch_size;
+    let mean = (after.sum - before.sum) / (after.count - before.count) as f64;
+    assert!(
+        mean > 4.0,
+        "the generations did share decode steps (mean batch {mean})"
+    );
+}
+
+/// The scheduler's figures once every generation has left and its pages came back
+/// (the engine publishes them after the step that ended the last one).
+fn settled(e: &Engine) -> wgformer::engine::SchedStats {
+    for _ in 0..200 {
+        let s = e.sched();
+        if s.kv_pages_used == 0 && e.running() == 0 {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pages still held: {:?}", e.sched().kv_pages_used);
+}
+
+#[test]
+fn greedy_and_seeded_outputs_are_the_same_alone_and_in_a_batch() {
+    assert_same_alone_and_batched(serde_json::json!({}), false);
+    assert_same_alone_and_batched(serde_json::json!({}), true);
+}
+
+#[test]
+fn batch_invariance_holds_for_sparse_moe_and_half_weights() {
+    for extra in [
+        serde_json::json!({"use_sparse_attention": true, "sparse_block_size": 4, "sparse_local_blocks": 2, "sparse_global_blocks": 1}),
+        serde_json::json!({"use_moe": true, "moe_num_experts": 4, "moe_top_k": 2}),
+        serde_json::json!({"dtype": "float16"}),
+        serde_json::json!({"kernels": "hardware"}),
+    ] {
+        assert_same_alone_and_batched(extra, false);
+    }
+}
+
+#[test]
+fn chunked_prefill_gives_the_tokens_of_a_whole_prefill() {
+    let whole = engine(EngineOptions::default(), serde_json::json!({}));
+    let chunked = engine(
+        EngineOptions {
+            prefill_chunk: 3,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({}),
+    );
+    let reqs: Vec<_> = (0..6).map(|i| request(i * 5 + 4, 6, false)).collect();
+    assert_eq!(alone(&whole, &reqs), alone(&chunked, &reqs));
+    assert!(chunked.sched().prefill_chunks > whole.sched().prefill_chunks);
+}
+
+#[test]
+fn a_cancelled_generation_leaves_the_batch_and_returns_its_pages() {
+    let e = engine(EngineOptions::default(), serde_json::json!({}));
+    let reqs: Vec<_> = (0..4).map(|i| request(i, 30, false)).collect();
+    let want = alone(&e, &reqs);
+    rt().block_on(async {
+        let mut streams: Vec<_> = reqs
+            .iter()
+            .map(|r| e.generate(r.clone()).unwrap())
+            .collect();
+        // two tokens of the first, then hang up on it
+        let mut first = streams.remove(0);
+        let mut n = 0;
+        while n < 2 {
+            if let Some(GenEvent::Token { .. }) = first.recv().await {
+                n += 1;
+            }
+        }
+        drop(first);
+        for (i, s) in streams.into_iter().enumerate() {
+            assert_eq!(collect(s).await, want[i + 1], "request {}", i + 1);
+        }
+    });
+    // the engine notices the hang-up at its next step
+    settled(&e);
+}
+
+#[test]
+fn a_full_pool_makes_generations_wait_and_a_full_queue_refuses() {
+    // pages for two generations of 16 + 32 positions (3 pages of 16 positions each):
+    // the others wait in the queue until pages come back
+    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64);
+    let e = engine(
+        EngineOptions {
+            kv_pool_bytes: Some(6 * page_bytes),
+            queue_capacity: 2,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({}),
+    );
+    let reqs: Vec<_> = (0..4)
+        .map(|i| {
+            let mut r = request(i, 32, false);
+            r.prompt_ids = Some((0..16).map(|j| (i * 41 + j * 3) as u32).collect());
+            r
+        })
+        .collect();
+    let want = alone(&e, &reqs);
+    rt().block_on(async {
+        let mut handles = Vec::new();
+        for r in &reqs[..2] {
+            handles.push(tokio::spawn(collect(e.generate(r.clone()).unwrap())));
+        }
+        while e.running() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // the pool is promised to the two running: these two wait in the queue
+        for r in &reqs[2..] {
+            handles.push(tokio::spawn(collect(e.generate(r.clone()).unwrap())));
+        }
+        assert_eq!(e.queue_depth(), 2);
+        // past the queue: refused at once
+        let err = e.generate(reqs[0].clone()).err().expect("queue full");
+        assert_eq!(err.code(), "SERVICE_UNAVAILABLE");
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), want[i], "request {i}");
+        }
+    });
+    let s = settled(&e);
+    assert!(s.batch_size.mean() <= 2.0, "at most two ran at once");
+    assert!(s.queue_wait.count >= 8);
+}
+
+#[test]
+fn a_generation_the_pool_can_never_hold_is_refused_with_what_to_do() {
+    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64);
+    let e = engine(
+        EngineOptions {
+            kv_pool_bytes: Some(2 * page_bytes),
+            ..EngineOptions::default()
+        },
+        serde_json::json!({}),
+    );
+    let mut big = request(1, 40, false);
+    big.prompt_ids = Some(vec![5; 3]);
+    let err = rt()
+        .block_on(async {
+            let mut s = e.generate(big).unwrap();
+            loop {
+                match s.recv().await {
+                    Some(GenEvent::Error(e)) => return Some(e),
+                    Some(GenEvent::Complete(_)) | None => return None,
+                    _ => {}
+                }
+            }
+        })
+        .expect("refused");
+    assert_eq!(err.code(), "INVALID_INPUT");
+    assert!(err.to_string().contains("--kv-pool-bytes"), "{err}");
+    // one that fits still runs
+    assert_eq!(alone(&e, &[request(2, 8, false)])[0].len(), 8);
+}

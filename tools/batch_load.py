@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Continuous batching under load (standard library only, loopback, bounded).
+
+Starts `target/release/wgformer serve --port 0` with a model config (default: GPT-2
+small shapes, seeded weights, dtype float16), then
+
+1. for 1, 4, 8 and 16 concurrent clients (--clients): each client sends --requests
+   greedy generations of --new-tokens tokens one after the other, streamed over SSE;
+   reports aggregate tokens/s, its ratio to one client, and percentiles of the time to
+   first token and of the whole request;
+2. time to first token of a 64-token prompt alone, and while --join-batch generations
+   are running (it joins their batch), and the ratio.
+
+It stops by itself: request counts are fixed and every request has a timeout.
+
+    cargo build --release
+    python3 tools/batch_load.py [--clients 1,4,8,16] [--requests 2] [--config JSON]
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+TIMEOUT = 900
+
+
+def start(binary, config, extra):
+    p = subprocess.Popen(
+        [binary, "serve", "--port", "0", "--config", config, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={"XDG_RUNTIME_DIR": "/tmp", "PATH": "/usr/bin:/bin"},
+    )
+    for line in p.stdout:
+        if "listening on" in line:
+            addr = line.strip().split("listening on")[-1].strip().split()[0]
+            return p, "http://" + addr.replace("http://", "")
+    raise SystemExit("the service did not start")
+
+
+def stream(base, body):
+    """POST a streamed generation; returns (seconds to first token, seconds in all, tokens)."""
+    req = urllib.request.Request(
+        base + "/api/v1/generate",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    t0 = time.perf_counter()
+    first = None
+    tokens = 0
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+        event = None
+        for raw in r:
+            line = raw.decode().strip()
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                if event == "token":
+                    tokens += 1
+                    if first is None:
+                        first = time.perf_counter() - t0
+                elif event == "error":
+                    raise RuntimeError(line)
+                elif event == "complete":
+                    break
+    return first or float("nan"), time.perf_counter() - t0, tokens
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def load(base, clients, requests, new_tokens):
+    lat, ttft, tokens = [], [], []
+    lock = threading.Lock()
+
+    def client(c):
+        for r in range(requests):
+            body = {
+                "text": f"Client {c} request {r} says" + " the" * 24,
+                "max_new_tokens": new_tokens,
+                "temperature": 0,
+            }
+            f, t, n = stream(base, body)
+            with lock:
+                lat.append(t)
+                ttft.append(f)
+                tokens.append(n)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "tokens": sum(tokens),
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(sum(tokens) / wall, 2),
+        "ttft_p50_s": round(pct(ttft, 0.5), 3),
+        "ttft_p90_s": round(pct(ttft, 0.9), 3),
+        "latency_p50_s": round(pct(lat, 0.5), 3),
+        "latency_p90_s": round(pct(lat, 0.9), 3),
+        "latency_max_s": round(max(lat), 3),
+    }
+
+
+def metric(base, name):
+    with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def join_ttft(base, running, new_tokens):
+    """TTFT of a 64-token prompt alone, then joining `running` generations."""
+    prompt = {"text": "word " * 63, "max_new_tokens": 4, "temperature": 0}
+    alone = statistics.median(stream(base, prompt)[0] for _ in range(3))
+    done = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: done.append(
+                stream(base, {"text": f"Background {i} says the", "max_new_tokens": new_tokens, "temperature": 0})
+            )
+        )
+        for i in range(running)
+    ]
+    for t in threads:
+        t.start()
+    # wait until they all decode together
+    deadline = time.time() + TIMEOUT
+    while metric(base, "wgformer_current_batch_size") < running and time.time() < deadline:
+        time.sleep(0.05)
+    joined = stream(base, prompt)[0]
+    for t in threads:
+        t.join()
+    return {"running": running, "ttft_alone_s": round(alone, 3), "ttft_joining_s": round(joined, 3),
+            "ratio": round(joined / alone, 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", default="target/release/wgformer")
+    ap.add_argument("--config", default='{"dtype": "float16"}')
+    ap.add_argument("--clients", default="1,4,8,16")
+    ap.add_argument("--requests", type=int, default=1, help="generations per client")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--join-batch", type=int, default=8)
+    ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
+    a = ap.parse_args()
+    proc, base = start(a.binary, a.config, a.serve_args.split())
+    try:
+        stream(base, {"text": "warm up", "max_new_tokens": 2, "temperature": 0})
+        rows = []
+        for n in [int(x) for x in a.clients.split(",")]:
+            row = load(base, n, a.requests, a.new_tokens)
+            rows.append(row)
+            row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
+            print(json.dumps({"what": "batch_load", **row}), flush=True)
+        if a.join_batch:
+            print(json.dumps({"what": "join_ttft", **join_ttft(base, a.join_batch, 4 * a.new_tokens)}), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
