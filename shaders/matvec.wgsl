@@ -1,9 +1,9 @@
 // Matrix-vector path for decode steps: out[R, N] (=|+=) act(x[R, K] · w[K, N] + bias[N])
 // for the R rows of a batch (R = 1 for one generation). Same epilogue flags as matmul
 // (bit 0 bias, bit 1 GELU, bit 2 accumulate). One invocation per output vec4 and group
-// of MR rows (workgroup y): each weight vec4 is loaded once for the MR rows, and the
-// loads of x are uniform. Rows past R compute on a clamped row and are not stored.
-// Preludes: matvec_params (MatvecParams, MR), the weight type `W` / `load_w4` (f32, or
+// of up to MR rows (workgroup y): each weight vec4 is loaded once for the group's rows,
+// and the loads of x are uniform.
+// Preludes: matvec_params, batch_rows (MR), the weight type `W` / `load_w4` (f32, or
 // half floats for `matvec_f16`: this file with each vec4 of `w` loaded as two packed
 // words), gelu, epilogue.
 
@@ -27,10 +27,9 @@ fn matvec(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     }
     let p4 = p.p4;
     let r0 = wg.y * MR;
-    var xo: array<u32, MR>;
+    let nr = min(MR, p.rows - r0);
     var acc: array<vec4<f32>, MR>;
-    for (var i = 0u; i < MR; i++) {
-        xo[i] = min(r0 + i, p.rows - 1u) * p.k4;
+    for (var i = 0u; i < nr; i++) {
         acc[i] = vec4<f32>(0.0);
     }
     let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
@@ -40,14 +39,12 @@ fn matvec(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         let w1 = load_w4(w[bi + p4]);
         let w2 = load_w4(w[bi + 2u * p4]);
         let w3 = load_w4(w[bi + 3u * p4]);
-        for (var i = 0u; i < MR; i++) {
-            let xv = x[xo[i] + k];
+        for (var i = 0u; i < nr; i++) {
+            let xv = x[(r0 + i) * p.k4 + k];
             acc[i] += xv.x * w0 + xv.y * w1 + xv.z * w2 + xv.w * w3;
         }
     }
-    for (var i = 0u; i < MR; i++) {
-        if (r0 + i < p.rows) {
-            store_epilogue(acc[i], col, (r0 + i) * p.n4 + col);
-        }
+    for (var i = 0u; i < nr; i++) {
+        store_epilogue(acc[i], col, (r0 + i) * p.n4 + col);
     }
 }

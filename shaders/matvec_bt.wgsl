@@ -1,7 +1,8 @@
 // LM head for the rows of a decode step (and the last position of a prefill):
 //   out[r, N] = a[a_row0 + r, :] · b[N, K]ᵀ (b is a row chunk of wte), r < R.
-// One invocation per 4 outputs and MR rows (workgroup y): each step loads one vec4 of
-// each of 4 rows of `b` once for the MR rows, and their vec4s of `a` (uniform).
+// One invocation per 4 outputs and up to MR rows (workgroup y): each step loads one
+// vec4 of each of 4 rows of `b` once for the group's rows, and their vec4s of `a`
+// (uniform).
 // Preludes: matvec_bt_params, batch_rows (MR).
 // Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
 // packed half floats in `matvec_bt_f16`, which is this file with the f16 prelude.
@@ -38,10 +39,9 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     let w2 = row_base(min(col0 + 2u, last), k4);
     let w3 = row_base(min(col0 + 3u, last), k4);
     let r0 = wg.y * MR;
-    var xo: array<u32, MR>;
+    let nr = min(MR, p.rows - r0);
     var acc: array<vec4<f32>, MR>;
-    for (var i = 0u; i < MR; i++) {
-        xo[i] = (p.a_row0 + min(r0 + i, p.rows - 1u)) * k4;
+    for (var i = 0u; i < nr; i++) {
         acc[i] = vec4<f32>(0.0);
     }
     for (var k = 0u; k < k4; k++) {
@@ -49,14 +49,12 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
         let b1 = load_w4(b[w1 + col_step(k)]);
         let b2 = load_w4(b[w2 + col_step(k)]);
         let b3 = load_w4(b[w3 + col_step(k)]);
-        for (var i = 0u; i < MR; i++) {
-            let x = a[xo[i] + k];
+        for (var i = 0u; i < nr; i++) {
+            let x = a[(p.a_row0 + r0 + i) * k4 + k];
             acc[i] += vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));
         }
     }
-    for (var i = 0u; i < MR; i++) {
-        if (r0 + i < p.rows) {
-            store4(acc[i], (r0 + i) * p.n, col0);
-        }
+    for (var i = 0u; i < nr; i++) {
+        store4(acc[i], (r0 + i) * p.n, col0);
     }
 }

@@ -142,7 +142,7 @@ fn matmul_bt_chunked_and_odd_widths() {
 fn matvec_matches_reference() {
     let g = gpu();
     for &(n, k) in &[(4, 4), (68, 20), (300, 64), (1024, 256), (72, 36)] {
-        for rows in [1, 3, 6] {
+        for rows in [1, 5, 18] {
             let x = rand_vec(rows * k, 7, 1.0);
             let w = rand_vec(k * n, 8, 0.5);
             let bias = rand_vec(n, 9, 0.5);
@@ -361,6 +361,7 @@ fn matvec_bt_rows_of_many() {
         (3, 1, 2, 1000, 768),
         (9, 2, 7, 37, 72),
         (6, 0, 6, 64, 16),
+        (20, 1, 18, 40, 32),
     ] {
         let a = rand_vec(total * k, 23, 1.0);
         let b = rand_vec(n * k, 24, 1.0);

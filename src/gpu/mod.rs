@@ -208,6 +208,8 @@ const MATVEC_F16: &[&str] = &[
     "gelu",
     "epilogue",
 ];
+const SPLITK_F32: &[&str] = &["matvec_params", "weights_f32", "gelu", "epilogue"];
+const SPLITK_F16: &[&str] = &["matvec_params", "weights_f16", "gelu", "epilogue"];
 const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "batch_rows", "gelu", "epilogue"];
 const MATVEC_BT_F32: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f32"];
 const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f16"];
@@ -306,12 +308,12 @@ pub const KERNELS: &[Kernel] = &[
         .half()
         .workgroup(Workgroup::Subgroup),
     Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_F32)
+        .with(SPLITK_F32)
         .of("matvec")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_F16)
+        .with(SPLITK_F16)
         .of("matvec")
         .entry("matvec_splitk")
         .class(Hardware)

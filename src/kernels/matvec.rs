@@ -21,8 +21,11 @@ pub struct MatvecParams {
     pub _pad: [u32; 3],
 }
 
-/// Rows one invocation of the software kernels carries (`MR` in the WGSL).
-pub const MR: usize = 4;
+/// Rows one invocation of the software kernels carries (`MR` in
+/// `shaders/lib/batch_rows.wgsl`).
+pub const MR: usize = 16;
+/// Rows one workgroup of the split-K kernels carries (`SR` in the WGSL).
+pub const SPLITK_ROWS: usize = 4;
 
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
 pub const SPLITK_COLS4: usize = 4;
@@ -94,9 +97,8 @@ pub fn encode_matvec(
         _pad: [0; 3],
     };
     let gx = workgroups(op.name, n, pipelines.workgroup(op.name) as usize);
-    // the split-K kernels take one row per workgroup row, the others MR
     let gy = match op.name {
-        "matvec_splitk" | "matvec_f16_splitk" => rows,
+        "matvec_splitk" | "matvec_f16_splitk" => rows.div_ceil(SPLITK_ROWS),
         _ => rows.div_ceil(MR),
     };
     op.encode(queue, pass, pipelines, &p, (gx as u32, gy as u32, 1));
