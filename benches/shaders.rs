@@ -488,7 +488,7 @@ impl Bench {
                 .iter()
                 .map(|ch| buffers::storage(&self.ctx, "out", ch.rows))
                 .collect();
-            let ops: Vec<KernelOp> = wt
+            let ops: Vec<_> = wt
                 .chunks
                 .iter()
                 .zip(&outs)

@@ -1,18 +1,23 @@
 // LM head for the rows of a decode step (and the last position of a prefill):
-//   out[r, N] = a[a_row0 + r, :] · b[N, K]ᵀ (b is a row chunk of wte), r < R.
-// One invocation per 4 outputs and up to MR rows (workgroup y): each step loads one
-// vec4 of each of 4 rows of `b` once for the group's rows, and their vec4s of `a`
-// (uniform).
-// Preludes: matvec_bt_params, batch_rows (MR).
-// Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
-// packed half floats in `matvec_bt_f16`, which is this file with the f16 prelude.
+//   out[out_row0 + r, N] = a[a_row0 + r, :] · b[N, K]ᵀ (b is a row chunk of wte).
+// One invocation per 4 outputs: each step loads one vec4 of each of 4 rows of `b`
+// once for its ROWS rows, and their vec4s of `a` (uniform).
+// ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
+// in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
+// rows ROWS · workgroup y ..; the host covers a batch
+// with groups of 8, then 4, then single rows. Every row is computed by the same
+// expression (`row_dot`) in every variant, so its numbers do not depend on the batch.
+// Preludes: matvec_bt_params (MatvecBtParams, store4), the weight type `W` / `load_w4`
+// (f32 here, packed half floats in `matvec_bt_f16`, which is this file with the f16
+// prelude).
 
 override WG: u32 = 64u;
+override ROWS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: MatvecBtParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + R, K]
 @group(0) @binding(2) var<storage, read> b: array<W>;     // [N, K]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [R, N]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [out_row0 + R, N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
 // and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
@@ -24,6 +29,11 @@ fn row_base(row: u32, k4: u32) -> u32 {
 // Columns 4k .. 4k + 3 of a row, from its start, in units of 4 values.
 fn col_step(k: u32) -> u32 {
     return (k / 2u) * 64u + (k % 2u);
+}
+
+// One row's step along K: its 4 values against the 4 rows of b.
+fn row_dot(x: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));
 }
 
 @compute @workgroup_size(WG)
@@ -38,23 +48,45 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     let w1 = row_base(min(col0 + 1u, last), k4);
     let w2 = row_base(min(col0 + 2u, last), k4);
     let w3 = row_base(min(col0 + 3u, last), k4);
-    let r0 = wg.y * MR;
-    let nr = min(MR, p.rows - r0);
-    var acc: array<vec4<f32>, MR>;
-    for (var i = 0u; i < nr; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    let a0 = p.a_row0 + wg.y * ROWS;
+    let o0 = p.out_row0 + wg.y * ROWS;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
         let b0 = load_w4(b[w0 + col_step(k)]);
         let b1 = load_w4(b[w1 + col_step(k)]);
         let b2 = load_w4(b[w2 + col_step(k)]);
         let b3 = load_w4(b[w3 + col_step(k)]);
-        for (var i = 0u; i < nr; i++) {
-            let x = a[(p.a_row0 + r0 + i) * k4 + k];
-            acc[i] += vec4<f32>(dot(x, b0), dot(x, b1), dot(x, b2), dot(x, b3));
+        let xk = a0 * k4 + k;
+        c0 += row_dot(a[xk + 0u * k4], b0, b1, b2, b3);
+        if (ROWS > 1u) {
+            c1 += row_dot(a[xk + 1u * k4], b0, b1, b2, b3);
+            c2 += row_dot(a[xk + 2u * k4], b0, b1, b2, b3);
+            c3 += row_dot(a[xk + 3u * k4], b0, b1, b2, b3);
+        }
+        if (ROWS > 4u) {
+            c4 += row_dot(a[xk + 4u * k4], b0, b1, b2, b3);
+            c5 += row_dot(a[xk + 5u * k4], b0, b1, b2, b3);
+            c6 += row_dot(a[xk + 6u * k4], b0, b1, b2, b3);
+            c7 += row_dot(a[xk + 7u * k4], b0, b1, b2, b3);
         }
     }
-    for (var i = 0u; i < nr; i++) {
-        store4(acc[i], (r0 + i) * p.n, col0);
+    store4(c0, (o0 + 0u) * p.n, col0);
+    if (ROWS > 1u) {
+        store4(c1, (o0 + 1u) * p.n, col0);
+        store4(c2, (o0 + 2u) * p.n, col0);
+        store4(c3, (o0 + 3u) * p.n, col0);
+    }
+    if (ROWS > 4u) {
+        store4(c4, (o0 + 4u) * p.n, col0);
+        store4(c5, (o0 + 5u) * p.n, col0);
+        store4(c6, (o0 + 6u) * p.n, col0);
+        store4(c7, (o0 + 7u) * p.n, col0);
     }
 }

@@ -1,20 +1,26 @@
 // Subgroup variant of matvec_bt_f16 (LM head for decode rows, half-float wte):
-//   out[r, N] = a[a_row0 + r] · b[N, K]ᵀ, same bindings and params.
-// Each invocation computes 4 outputs of up to MR rows (workgroup y) from one vec4<u32>
-// load (8 halves) per row of `b` and step of 8 along K; lane s of a subgroup loads the 8
-// values of `a` for step kb + s of each row, which every lane then takes with
-// subgroupBroadcast. On lavapipe every storage load is a scalar loop over the lanes,
-// so this halves the loads per weight against matvec_bt_f16, drops the per-lane
-// reloads of `a`, and shares each weight load among the rows of the batch. Needs
-// K % 8 == 0 and subgroups of at least 8 lanes; the host runs one subgroup per
-// workgroup. Preludes: matvec_bt_params (MatvecBtParams, store4), batch_rows (MR).
+//   out[out_row0 + r, N] = a[a_row0 + r] · b[N, K]ᵀ, same bindings and params.
+// Each invocation computes 4 outputs from one vec4<u32> load (8 halves) per row of `b`
+// and step of 8 along K; lane s of a subgroup loads the 8 values of `a` for step kb + s
+// of each row, which every lane then takes with subgroupBroadcast. On lavapipe every
+// storage load is a scalar loop over the lanes, so this halves the loads per weight
+// against matvec_bt_f16, drops the per-lane reloads of `a`, and shares each weight load
+// (and its unpacking) among the invocation's rows.
+// ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
+// in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
+// rows ROWS · workgroup y ..; the host covers a batch
+// with groups of 8, then 4, then single rows. Every row is computed by the same
+// expression (`row_dot8`) in every variant, so its numbers do not depend on the batch.
+// Needs K % 8 == 0 and subgroups of at least 8 lanes; the host runs one subgroup per
+// workgroup. Preludes: matvec_bt_params (MatvecBtParams, store4).
 
 override WG: u32 = 64u;
+override ROWS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: MatvecBtParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // [a_row0 + R, K]
 @group(0) @binding(2) var<storage, read> b: array<vec4<u32>>;     // [N, K] as f16 pairs
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [R, N]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [out_row0 + R, N]
 
 // wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
 // and every 8 columns, the 8 values of each row of the group. Start of `row`, in units
@@ -32,6 +38,16 @@ fn high(v: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
 }
 
+// One row's step of 8 along K: its values (x0, x1) against 4 rows of b.
+fn row_dot8(x0: vec4<f32>, x1: vec4<f32>, b0: vec4<u32>, b1: vec4<u32>, b2: vec4<u32>, b3: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(
+        dot(x0, low(b0)) + dot(x1, high(b0)),
+        dot(x0, low(b1)) + dot(x1, high(b1)),
+        dot(x0, low(b2)) + dot(x1, high(b2)),
+        dot(x0, low(b3)) + dot(x1, high(b3)),
+    );
+}
+
 @compute @workgroup_size(WG)
 fn matvec_bt_f16_subgroup(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -41,26 +57,60 @@ fn matvec_bt_f16_subgroup(
     let col0 = gid.x * 4u;
     let k8 = p.k4 / 2u;
     let last = p.n - 1u;
-    let r0 = wg.y * MR;
-    let nr = min(MR, p.rows - r0);
     // Every lane runs the loop (broadcasts need the whole subgroup); out-of-range
     // outputs read clamped rows and are not stored, steps past K read zeros of `a`.
     let w0 = row_base8(min(col0, last), k8);
     let w1 = row_base8(min(col0 + 1u, last), k8);
     let w2 = row_base8(min(col0 + 2u, last), k8);
     let w3 = row_base8(min(col0 + 3u, last), k8);
-    var acc: array<vec4<f32>, MR>;
-    var xl0: array<vec4<f32>, MR>;
-    var xl1: array<vec4<f32>, MR>;
-    for (var i = 0u; i < nr; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    let a0 = p.a_row0 + wg.y * ROWS;
+    let o0 = p.out_row0 + wg.y * ROWS;
+    var xa0 = vec4<f32>(0.0);
+    var xb0 = vec4<f32>(0.0);
+    var c0 = vec4<f32>(0.0);
+    var xa1 = vec4<f32>(0.0);
+    var xb1 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var xa2 = vec4<f32>(0.0);
+    var xb2 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var xa3 = vec4<f32>(0.0);
+    var xb3 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    var xa4 = vec4<f32>(0.0);
+    var xb4 = vec4<f32>(0.0);
+    var c4 = vec4<f32>(0.0);
+    var xa5 = vec4<f32>(0.0);
+    var xb5 = vec4<f32>(0.0);
+    var c5 = vec4<f32>(0.0);
+    var xa6 = vec4<f32>(0.0);
+    var xb6 = vec4<f32>(0.0);
+    var c6 = vec4<f32>(0.0);
+    var xa7 = vec4<f32>(0.0);
+    var xb7 = vec4<f32>(0.0);
+    var c7 = vec4<f32>(0.0);
     for (var kb = 0u; kb < k8; kb += 8u) {
         let s = kb + (lane & 7u);
-        for (var i = 0u; i < nr; i++) {
-            let g = (p.a_row0 + r0 + i) * p.k4 + 2u * min(s, k8 - 1u);
-            xl0[i] = select(vec4<f32>(0.0), a[g], s < k8);
-            xl1[i] = select(vec4<f32>(0.0), a[g + 1u], s < k8);
+        let g = a0 * p.k4 + 2u * min(s, k8 - 1u);
+        xa0 = select(vec4<f32>(0.0), a[g + 0u * p.k4], s < k8);
+        xb0 = select(vec4<f32>(0.0), a[g + 0u * p.k4 + 1u], s < k8);
+        if (ROWS > 1u) {
+            xa1 = select(vec4<f32>(0.0), a[g + 1u * p.k4], s < k8);
+            xb1 = select(vec4<f32>(0.0), a[g + 1u * p.k4 + 1u], s < k8);
+            xa2 = select(vec4<f32>(0.0), a[g + 2u * p.k4], s < k8);
+            xb2 = select(vec4<f32>(0.0), a[g + 2u * p.k4 + 1u], s < k8);
+            xa3 = select(vec4<f32>(0.0), a[g + 3u * p.k4], s < k8);
+            xb3 = select(vec4<f32>(0.0), a[g + 3u * p.k4 + 1u], s < k8);
+        }
+        if (ROWS > 4u) {
+            xa4 = select(vec4<f32>(0.0), a[g + 4u * p.k4], s < k8);
+            xb4 = select(vec4<f32>(0.0), a[g + 4u * p.k4 + 1u], s < k8);
+            xa5 = select(vec4<f32>(0.0), a[g + 5u * p.k4], s < k8);
+            xb5 = select(vec4<f32>(0.0), a[g + 5u * p.k4 + 1u], s < k8);
+            xa6 = select(vec4<f32>(0.0), a[g + 6u * p.k4], s < k8);
+            xb6 = select(vec4<f32>(0.0), a[g + 6u * p.k4 + 1u], s < k8);
+            xa7 = select(vec4<f32>(0.0), a[g + 7u * p.k4], s < k8);
+            xb7 = select(vec4<f32>(0.0), a[g + 7u * p.k4 + 1u], s < k8);
         }
         {
             let kk = min(kb + 0u, k8 - 1u) * 32u;
@@ -68,15 +118,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 0u);
-                let x1 = subgroupBroadcast(xl1[i], 0u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 0u), subgroupBroadcast(xb0, 0u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 0u), subgroupBroadcast(xb1, 0u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 0u), subgroupBroadcast(xb2, 0u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 0u), subgroupBroadcast(xb3, 0u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 0u), subgroupBroadcast(xb4, 0u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 0u), subgroupBroadcast(xb5, 0u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 0u), subgroupBroadcast(xb6, 0u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 0u), subgroupBroadcast(xb7, 0u), b0, b1, b2, b3);
             }
         }
         {
@@ -85,15 +137,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 1u);
-                let x1 = subgroupBroadcast(xl1[i], 1u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 1u), subgroupBroadcast(xb0, 1u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 1u), subgroupBroadcast(xb1, 1u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 1u), subgroupBroadcast(xb2, 1u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 1u), subgroupBroadcast(xb3, 1u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 1u), subgroupBroadcast(xb4, 1u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 1u), subgroupBroadcast(xb5, 1u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 1u), subgroupBroadcast(xb6, 1u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 1u), subgroupBroadcast(xb7, 1u), b0, b1, b2, b3);
             }
         }
         {
@@ -102,15 +156,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 2u);
-                let x1 = subgroupBroadcast(xl1[i], 2u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 2u), subgroupBroadcast(xb0, 2u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 2u), subgroupBroadcast(xb1, 2u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 2u), subgroupBroadcast(xb2, 2u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 2u), subgroupBroadcast(xb3, 2u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 2u), subgroupBroadcast(xb4, 2u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 2u), subgroupBroadcast(xb5, 2u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 2u), subgroupBroadcast(xb6, 2u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 2u), subgroupBroadcast(xb7, 2u), b0, b1, b2, b3);
             }
         }
         {
@@ -119,15 +175,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 3u);
-                let x1 = subgroupBroadcast(xl1[i], 3u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 3u), subgroupBroadcast(xb0, 3u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 3u), subgroupBroadcast(xb1, 3u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 3u), subgroupBroadcast(xb2, 3u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 3u), subgroupBroadcast(xb3, 3u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 3u), subgroupBroadcast(xb4, 3u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 3u), subgroupBroadcast(xb5, 3u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 3u), subgroupBroadcast(xb6, 3u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 3u), subgroupBroadcast(xb7, 3u), b0, b1, b2, b3);
             }
         }
         {
@@ -136,15 +194,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 4u);
-                let x1 = subgroupBroadcast(xl1[i], 4u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 4u), subgroupBroadcast(xb0, 4u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 4u), subgroupBroadcast(xb1, 4u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 4u), subgroupBroadcast(xb2, 4u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 4u), subgroupBroadcast(xb3, 4u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 4u), subgroupBroadcast(xb4, 4u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 4u), subgroupBroadcast(xb5, 4u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 4u), subgroupBroadcast(xb6, 4u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 4u), subgroupBroadcast(xb7, 4u), b0, b1, b2, b3);
             }
         }
         {
@@ -153,15 +213,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 5u);
-                let x1 = subgroupBroadcast(xl1[i], 5u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 5u), subgroupBroadcast(xb0, 5u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 5u), subgroupBroadcast(xb1, 5u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 5u), subgroupBroadcast(xb2, 5u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 5u), subgroupBroadcast(xb3, 5u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 5u), subgroupBroadcast(xb4, 5u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 5u), subgroupBroadcast(xb5, 5u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 5u), subgroupBroadcast(xb6, 5u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 5u), subgroupBroadcast(xb7, 5u), b0, b1, b2, b3);
             }
         }
         {
@@ -170,15 +232,17 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 6u);
-                let x1 = subgroupBroadcast(xl1[i], 6u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 6u), subgroupBroadcast(xb0, 6u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 6u), subgroupBroadcast(xb1, 6u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 6u), subgroupBroadcast(xb2, 6u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 6u), subgroupBroadcast(xb3, 6u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 6u), subgroupBroadcast(xb4, 6u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 6u), subgroupBroadcast(xb5, 6u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 6u), subgroupBroadcast(xb6, 6u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 6u), subgroupBroadcast(xb7, 6u), b0, b1, b2, b3);
             }
         }
         {
@@ -187,19 +251,30 @@ fn matvec_bt_f16_subgroup(
             let b1 = b[w1 + kk];
             let b2 = b[w2 + kk];
             let b3 = b[w3 + kk];
-            for (var i = 0u; i < nr; i++) {
-                let x0 = subgroupBroadcast(xl0[i], 7u);
-                let x1 = subgroupBroadcast(xl1[i], 7u);
-                acc[i] += vec4<f32>(
-                    dot(x0, low(b0)) + dot(x1, high(b0)),
-                    dot(x0, low(b1)) + dot(x1, high(b1)),
-                    dot(x0, low(b2)) + dot(x1, high(b2)),
-                    dot(x0, low(b3)) + dot(x1, high(b3)),
-                );
+            c0 += row_dot8(subgroupBroadcast(xa0, 7u), subgroupBroadcast(xb0, 7u), b0, b1, b2, b3);
+            if (ROWS > 1u) {
+                c1 += row_dot8(subgroupBroadcast(xa1, 7u), subgroupBroadcast(xb1, 7u), b0, b1, b2, b3);
+                c2 += row_dot8(subgroupBroadcast(xa2, 7u), subgroupBroadcast(xb2, 7u), b0, b1, b2, b3);
+                c3 += row_dot8(subgroupBroadcast(xa3, 7u), subgroupBroadcast(xb3, 7u), b0, b1, b2, b3);
+            }
+            if (ROWS > 4u) {
+                c4 += row_dot8(subgroupBroadcast(xa4, 7u), subgroupBroadcast(xb4, 7u), b0, b1, b2, b3);
+                c5 += row_dot8(subgroupBroadcast(xa5, 7u), subgroupBroadcast(xb5, 7u), b0, b1, b2, b3);
+                c6 += row_dot8(subgroupBroadcast(xa6, 7u), subgroupBroadcast(xb6, 7u), b0, b1, b2, b3);
+                c7 += row_dot8(subgroupBroadcast(xa7, 7u), subgroupBroadcast(xb7, 7u), b0, b1, b2, b3);
             }
         }
     }
-    for (var i = 0u; i < nr; i++) {
-        store4(acc[i], (r0 + i) * p.n, col0);
+    store4(c0, (o0 + 0u) * p.n, col0);
+    if (ROWS > 1u) {
+        store4(c1, (o0 + 1u) * p.n, col0);
+        store4(c2, (o0 + 2u) * p.n, col0);
+        store4(c3, (o0 + 3u) * p.n, col0);
+    }
+    if (ROWS > 4u) {
+        store4(c4, (o0 + 4u) * p.n, col0);
+        store4(c5, (o0 + 5u) * p.n, col0);
+        store4(c6, (o0 + 6u) * p.n, col0);
+        store4(c7, (o0 + 7u) * p.n, col0);
     }
 }

@@ -52,8 +52,10 @@ fn matvec_splitk(
         let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
         for (var r = g; r < 4u * p.k4; r += groups) {
             let wv = load_w4(w[base + r * p4]);
-            for (var i = 0u; i < nr; i++) {
-                acc[i] += x[(r0 + i) * p.k4 + r / 4u][r % 4u] * wv;
+            for (var i = 0u; i < SR; i++) {
+                if (i < nr) {
+                    acc[i] += x[(r0 + i) * p.k4 + r / 4u][r % 4u] * wv;
+                }
             }
         }
     }
@@ -63,15 +65,19 @@ fn matvec_splitk(
     workgroupBarrier();
     for (var s = groups / 2u; s > 0u; s = s / 2u) {
         if (g < s) {
-            for (var i = 0u; i < nr; i++) {
-                part[lid * SR + i] += part[(lid + s * COLS4) * SR + i];
+            for (var i = 0u; i < SR; i++) {
+                if (i < nr) {
+                    part[lid * SR + i] += part[(lid + s * COLS4) * SR + i];
+                }
             }
         }
         workgroupBarrier();
     }
     if (g == 0u && live) {
-        for (var i = 0u; i < nr; i++) {
-            store_epilogue(part[c * SR + i], col, (r0 + i) * p.n4 + col);
+        for (var i = 0u; i < SR; i++) {
+            if (i < nr) {
+                store_epilogue(part[c * SR + i], col, (r0 + i) * p.n4 + col);
+            }
         }
     }
 }

@@ -129,7 +129,7 @@ fn uniform_structs_match_rust_twins() {
         "matvec",
         MatvecParams,
         matvec::MatvecParams,
-        [n4, k4, flags, p4, rows]
+        [n4, k4, flags, p4, rows, row0]
     );
     check_twin!(
         "attention_paged",
@@ -154,7 +154,7 @@ fn uniform_structs_match_rust_twins() {
             shader,
             MatvecBtParams,
             matvec_bt::MatvecBtParams,
-            [n, k4, a_row0, rows]
+            [n, k4, a_row0, out_row0]
         );
     }
     check_twin!(

@@ -1,10 +1,10 @@
 // The uniform of the LM-head matrix-vector kernels (`matvec_bt*`):
-//   out[r, N] = a[a_row0 + r, :] · b[N, K]ᵀ for the R rows r of a decode step.
+//   out[out_row0 + r, N] = a[a_row0 + r, :] · b[N, K]ᵀ for the rows r of a dispatch.
 struct MatvecBtParams {
-    n: u32,      // rows of b = outputs
-    k4: u32,     // K / 4
-    a_row0: u32, // first row of `a` to multiply
-    rows: u32,   // R
+    n: u32,        // rows of b = outputs
+    k4: u32,       // K / 4
+    a_row0: u32,   // first row of `a` of this dispatch
+    out_row0: u32, // its row of `out`
 }
 
 // Store outputs col0 .. col0 + 3 (those below N) of the row starting at `at` (the

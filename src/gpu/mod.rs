@@ -64,7 +64,15 @@ pub struct Kernel {
     pub class: KernelClass,
     pub precision: Precision,
     pub workgroup: Workgroup,
+    /// Declares `override ROWS` (rows of a decode batch per invocation): compiled once
+    /// per value of [`BATCH_ROWS`].
+    pub batch_rows: bool,
 }
+
+/// The `ROWS` values the decode-batch kernels are compiled with: a batch of R rows is
+/// dispatched as groups of 8, then 4, then single rows (each row computed by the same
+/// expression in every variant).
+pub const BATCH_ROWS: [u32; 3] = [8, 4, 1];
 
 impl Kernel {
     const fn new(name: &'static str, body: &'static str) -> Kernel {
@@ -79,7 +87,13 @@ impl Kernel {
             class: KernelClass::Any,
             precision: Precision::F32,
             workgroup: Workgroup::Standard,
+            batch_rows: false,
         }
+    }
+    /// Compiled for each of [`BATCH_ROWS`] (`override ROWS`).
+    const fn batch(mut self) -> Kernel {
+        self.batch_rows = true;
+        self
     }
     /// A variant of `op`.
     const fn of(mut self, op: &'static str) -> Kernel {
@@ -169,10 +183,6 @@ pub const PRELUDES: &[(&str, &str)] = &[
         include_str!("../../shaders/lib/matvec_bt_params.wgsl"),
     ),
     (
-        "batch_rows",
-        include_str!("../../shaders/lib/batch_rows.wgsl"),
-    ),
-    (
         "layer_norm_params",
         include_str!("../../shaders/lib/layer_norm_params.wgsl"),
     ),
@@ -194,26 +204,12 @@ macro_rules! wgsl {
 
 const MATMUL_F32: &[&str] = &["matmul_params", "weights_f32", "gelu", "epilogue"];
 const MATMUL_F16: &[&str] = &["matmul_params", "weights_f16", "gelu", "epilogue"];
-const MATVEC_F32: &[&str] = &[
-    "matvec_params",
-    "batch_rows",
-    "weights_f32",
-    "gelu",
-    "epilogue",
-];
-const MATVEC_F16: &[&str] = &[
-    "matvec_params",
-    "batch_rows",
-    "weights_f16",
-    "gelu",
-    "epilogue",
-];
-const SPLITK_F32: &[&str] = &["matvec_params", "weights_f32", "gelu", "epilogue"];
-const SPLITK_F16: &[&str] = &["matvec_params", "weights_f16", "gelu", "epilogue"];
-const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "batch_rows", "gelu", "epilogue"];
-const MATVEC_BT_F32: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f32"];
-const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "batch_rows", "weights_f16"];
-const MATVEC_BT_SUBGROUP: &[&str] = &["matvec_bt_params", "batch_rows"];
+const MATVEC_F32: &[&str] = &["matvec_params", "weights_f32", "gelu", "epilogue"];
+const MATVEC_F16: &[&str] = &["matvec_params", "weights_f16", "gelu", "epilogue"];
+const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "gelu", "epilogue"];
+const MATVEC_BT_F32: &[&str] = &["matvec_bt_params", "weights_f32"];
+const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "weights_f16"];
+const MATVEC_BT_SUBGROUP: &[&str] = &["matvec_bt_params"];
 const MATMUL_COOP: &[&str] = &["matmul_params", "gelu", "epilogue"];
 const LAYER_NORM: &[&str] = &["layer_norm_params"];
 const F32_ONLY: &[&str] = &["weights_f32"];
@@ -293,41 +289,48 @@ pub const KERNELS: &[Kernel] = &[
         .half(),
     Kernel::new("matvec", wgsl!("matvec"))
         .with(MATVEC_F32)
-        .class(Software),
+        .class(Software)
+        .batch(),
     Kernel::new("matvec_f16", wgsl!("matvec"))
         .with(MATVEC_F16)
         .of("matvec")
         .entry("matvec")
         .class(Software)
-        .half(),
+        .half()
+        .batch(),
     Kernel::new("matvec_f16_subgroup", wgsl!("matvec_f16_subgroup"))
         .with(MATVEC_SUBGROUP)
         .of("matvec")
         .subgroup()
         .class(Software)
         .half()
-        .workgroup(Workgroup::Subgroup),
+        .workgroup(Workgroup::Subgroup)
+        .batch(),
     Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
-        .with(SPLITK_F32)
+        .with(MATVEC_F32)
         .of("matvec")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
-        .with(SPLITK_F16)
+        .with(MATVEC_F16)
         .of("matvec")
         .entry("matvec_splitk")
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_bt", wgsl!("matvec_bt")).with(MATVEC_BT_F32),
+    Kernel::new("matvec_bt", wgsl!("matvec_bt"))
+        .with(MATVEC_BT_F32)
+        .batch(),
     Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
         .of("matvec_bt")
         .entry("matvec_bt")
         .with(MATVEC_BT_F16)
-        .half(),
+        .half()
+        .batch(),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
         .with(MATVEC_BT_SUBGROUP)
+        .batch()
         .subgroup()
         .half()
         .workgroup(Workgroup::Subgroup),
@@ -401,11 +404,11 @@ pub fn workgroup_for(k: &Kernel, subgroup_max: u32) -> u32 {
     }
 }
 
-/// Compiled compute pipelines keyed by kernel name, with the workgroup size each was
-/// compiled with. Built once per device; every pipeline uses an automatic layout with
-/// one bind group.
+/// Compiled compute pipelines keyed by kernel name and `ROWS` (1 for kernels without
+/// it), with the workgroup size each was compiled with. Built once per device; every
+/// pipeline uses an automatic layout with one bind group.
 pub struct Pipelines {
-    map: HashMap<&'static str, (wgpu::ComputePipeline, u32)>,
+    map: HashMap<(&'static str, u32), (wgpu::ComputePipeline, u32)>,
 }
 
 impl Pipelines {
@@ -427,21 +430,27 @@ impl Pipelines {
                         source: wgpu::ShaderSource::Wgsl(k.source().into()),
                     });
                 let wg = workgroup_for(k, ctx.subgroup_max_size);
-                let constants = [("WG", wg as f64)];
-                let pipeline =
-                    ctx.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(name),
-                            layout: None,
-                            module: &module,
-                            entry_point: Some(k.entry),
-                            compilation_options: wgpu::PipelineCompilationOptions {
-                                constants: &constants,
-                                zero_initialize_workgroup_memory: false,
-                            },
-                            cache: None,
-                        });
-                map.insert(name, (pipeline, wg));
+                let rows: &[u32] = if k.batch_rows { &BATCH_ROWS } else { &[1] };
+                for &r in rows {
+                    let mut constants = vec![("WG", wg as f64)];
+                    if k.batch_rows {
+                        constants.push(("ROWS", r as f64));
+                    }
+                    let pipeline =
+                        ctx.device
+                            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                                label: Some(name),
+                                layout: None,
+                                module: &module,
+                                entry_point: Some(k.entry),
+                                compilation_options: wgpu::PipelineCompilationOptions {
+                                    constants: &constants,
+                                    zero_initialize_workgroup_memory: false,
+                                },
+                                cache: None,
+                            });
+                    map.insert((name, r), (pipeline, wg));
+                }
             }
             Ok(Pipelines { map })
         })
@@ -451,7 +460,7 @@ impl Pipelines {
             if pl.has("matmul_coop") {
                 if let Err(e) = crate::kernels::matmul::self_test(ctx, &pl, "matmul_coop") {
                     tracing::warn!(error = %e, "matmul_coop failed its self-test; the tiled kernel serves instead");
-                    pl.map.remove("matmul_coop");
+                    pl.map.remove(&("matmul_coop", 1));
                 }
             }
             pl
@@ -460,7 +469,7 @@ impl Pipelines {
 
     /// Whether kernel `name` was compiled for this device.
     pub fn has(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.map.keys().any(|(n, r)| *n == name && *r == 1)
     }
 
     /// `name`'s subgroup twin (same op, class and precision) when the device has it,
@@ -495,19 +504,35 @@ impl Pipelines {
             .collect()
     }
 
-    /// The pipeline of kernel `name` (a name from [`KERNELS`]).
-    pub fn get(&self, name: &str) -> &wgpu::ComputePipeline {
-        &self.map[name].0
+    fn entry(&self, name: &str, rows: u32) -> &(wgpu::ComputePipeline, u32) {
+        self.map
+            .iter()
+            .find(|((n, r), _)| *n == name && *r == rows)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("kernel {name} (ROWS {rows}) was not compiled"))
+    }
+
+    /// The pipeline of kernel `name` (a name from [`KERNELS`]) compiled with `ROWS`
+    /// = `rows` (1 for kernels without it).
+    pub fn get(&self, name: &str, rows: u32) -> &wgpu::ComputePipeline {
+        &self.entry(name, rows).0
     }
 
     /// The workgroup size kernel `name` was compiled with.
     pub fn workgroup(&self, name: &str) -> u32 {
-        self.map[name].1
+        self.entry(name, 1).1
     }
 
-    /// A bind group for kernel `name` with `buffers` at bindings 0, 1, ...
-    pub fn bind(&self, ctx: &GpuContext, name: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        let layout = self.get(name).get_bind_group_layout(0);
+    /// A bind group for kernel `name` (its `rows` pipeline) with `buffers` at
+    /// bindings 0, 1, ...
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        name: &str,
+        rows: u32,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let layout = self.get(name, rows).get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -553,12 +578,12 @@ pub fn dispatch_count() -> u64 {
 pub fn dispatch(
     pass: &mut wgpu::ComputePass<'_>,
     pipelines: &Pipelines,
-    name: &str,
+    (name, rows): (&str, u32),
     bind: &wgpu::BindGroup,
     groups: (u32, u32, u32),
 ) {
     DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    pass.set_pipeline(pipelines.get(name));
+    pass.set_pipeline(pipelines.get(name, rows));
     pass.set_bind_group(0, bind, &[]);
     pass.dispatch_workgroups(groups.0, groups.1, groups.2);
 }

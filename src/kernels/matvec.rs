@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{panel_width, store_weights};
-use super::{submit_pass, KernelOp};
+use super::{submit_pass, RowsOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines};
 
@@ -18,12 +18,10 @@ pub struct MatvecParams {
     pub flags: u32,
     pub p4: u32,
     pub rows: u32,
-    pub _pad: [u32; 3],
+    pub row0: u32,
+    pub _pad: [u32; 2],
 }
 
-/// Rows one invocation of the software kernels carries (`MR` in
-/// `shaders/lib/batch_rows.wgsl`).
-pub const MR: usize = 16;
 /// Rows one workgroup of the split-K kernels carries (`SR` in the WGSL).
 pub const SPLITK_ROWS: usize = 4;
 
@@ -72,8 +70,8 @@ pub fn matvec_variant_op(
     w: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     out: &wgpu::Buffer,
-) -> KernelOp {
-    KernelOp::new::<MatvecParams>(ctx, pipelines, variant, &[x, w, bias, out])
+) -> RowsOp {
+    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &[x, w, bias, out])
 }
 
 /// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.
@@ -82,26 +80,31 @@ pub fn encode_matvec(
     queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
     pipelines: &Pipelines,
-    op: &KernelOp,
+    op: &RowsOp,
     rows: usize,
     n: usize,
     k: usize,
     flags: u32,
 ) {
-    let p = MatvecParams {
-        n4: (n / 4) as u32,
-        k4: (k / 4) as u32,
-        flags,
-        p4: (panel_width(n) / 4) as u32,
-        rows: rows as u32,
-        _pad: [0; 3],
-    };
     let gx = workgroups(op.name, n, pipelines.workgroup(op.name) as usize);
-    let gy = match op.name {
-        "matvec_splitk" | "matvec_f16_splitk" => rows.div_ceil(SPLITK_ROWS),
-        _ => rows.div_ceil(MR),
-    };
-    op.encode(queue, pass, pipelines, &p, (gx as u32, gy as u32, 1));
+    for (o, row0, groups) in op.cover(rows) {
+        let p = MatvecParams {
+            n4: (n / 4) as u32,
+            k4: (k / 4) as u32,
+            flags,
+            p4: (panel_width(n) / 4) as u32,
+            rows: groups as u32,
+            row0: row0 as u32,
+            _pad: [0; 2],
+        };
+        // the split-K kernels take SPLITK_ROWS rows a workgroup row, the others o.rows
+        let gy = if op.takes_any_rows() {
+            groups.div_ceil(SPLITK_ROWS)
+        } else {
+            groups
+        };
+        o.encode(queue, pass, pipelines, &p, (gx as u32, gy as u32, 1));
+    }
 }
 
 /// Upload (`w` row-major, stored as `variant` reads it), run, read back `out[R, N]`

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, KernelOp};
+use super::{submit_pass, RowsOp};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, Pipelines};
 
@@ -14,7 +14,7 @@ pub struct MatvecBtParams {
     pub n: u32,
     pub k4: u32,
     pub a_row0: u32,
-    pub rows: u32,
+    pub out_row0: u32,
 }
 
 /// The fastest half-float-wte variant for rows of `k` values on this device:
@@ -36,8 +36,8 @@ pub fn matvec_bt_op(
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
-) -> KernelOp {
-    KernelOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
+) -> RowsOp {
+    RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
 /// Record `out[r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
@@ -46,21 +46,22 @@ pub fn encode_matvec_bt(
     queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
     pipelines: &Pipelines,
-    op: &KernelOp,
+    op: &RowsOp,
     n: usize,
     k: usize,
     a_row0: usize,
     rows: usize,
 ) {
-    let p = MatvecBtParams {
-        n: n as u32,
-        k4: (k / 4) as u32,
-        a_row0: a_row0 as u32,
-        rows: rows as u32,
-    };
     let gx = n.div_ceil(4 * pipelines.workgroup(op.name) as usize) as u32;
-    let gy = rows.div_ceil(super::matvec::MR) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
+    for (o, row0, groups) in op.cover(rows) {
+        let p = MatvecBtParams {
+            n: n as u32,
+            k4: (k / 4) as u32,
+            a_row0: (a_row0 + row0) as u32,
+            out_row0: row0 as u32,
+        };
+        o.encode(queue, pass, pipelines, &p, (gx, groups as u32, 1));
+    }
 }
 
 /// Upload, run, read back `out[R, N]` for rows `a_row0 .. a_row0 + R` of `a [.., K]`.

@@ -20,6 +20,8 @@ use crate::gpu::{buffers, dispatch, GpuContext, Pipelines};
 /// Built once (at model build); each forward writes the uniform and records it.
 pub struct KernelOp {
     pub name: &'static str,
+    /// The `ROWS` its pipeline was compiled with (1 unless a decode-batch kernel).
+    pub rows: u32,
     bind: wgpu::BindGroup,
     params: wgpu::Buffer,
 }
@@ -32,11 +34,27 @@ impl KernelOp {
         name: &'static str,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
+        Self::with_rows::<P>(ctx, pipelines, name, 1, buffers)
+    }
+
+    /// [`KernelOp::new`] for the pipeline of `name` compiled with `ROWS` = `rows`.
+    pub fn with_rows<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipelines: &Pipelines,
+        name: &'static str,
+        rows: u32,
+        buffers: &[&wgpu::Buffer],
+    ) -> Self {
         let params = buffers::uniform::<P>(ctx, name);
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
-        let bind = pipelines.bind(ctx, name, &all);
-        KernelOp { name, bind, params }
+        let bind = pipelines.bind(ctx, name, rows, &all);
+        KernelOp {
+            name,
+            rows,
+            bind,
+            params,
+        }
     }
 
     /// Write `params` (applied at the next submit) and record the dispatch.
@@ -49,7 +67,63 @@ impl KernelOp {
         groups: (u32, u32, u32),
     ) {
         queue.write_buffer(&self.params, 0, bytemuck::bytes_of(params));
-        dispatch(pass, pipelines, self.name, &self.bind, groups);
+        dispatch(pass, pipelines, (self.name, self.rows), &self.bind, groups);
+    }
+}
+
+/// The dispatches of one decode-batch kernel over the same buffers: one op per `ROWS`
+/// the kernel is compiled with ([`crate::gpu::BATCH_ROWS`]), or the one op of a kernel
+/// that takes any number of rows itself (the split-K kernels).
+pub struct RowsOp {
+    pub name: &'static str,
+    ops: Vec<KernelOp>,
+}
+
+impl RowsOp {
+    /// Bind `buffers` for every `ROWS` variant of `name`.
+    pub fn new<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipelines: &Pipelines,
+        name: &'static str,
+        buffers: &[&wgpu::Buffer],
+    ) -> Self {
+        let batch = crate::gpu::kernel(name).is_some_and(|k| k.batch_rows);
+        let rows: &[u32] = if batch {
+            &crate::gpu::BATCH_ROWS
+        } else {
+            &[1]
+        };
+        RowsOp {
+            name,
+            ops: rows
+                .iter()
+                .map(|&r| KernelOp::with_rows::<P>(ctx, pipelines, name, r, buffers))
+                .collect(),
+        }
+    }
+
+    /// Whether the kernel takes any number of rows in one dispatch.
+    pub fn takes_any_rows(&self) -> bool {
+        self.ops.len() == 1
+    }
+
+    /// The dispatches covering `rows` rows: `(op, first row, workgroup rows)` with
+    /// `op.rows` rows per workgroup row: groups of 8, then 4, then single rows.
+    pub fn cover(&self, rows: usize) -> Vec<(&KernelOp, usize, usize)> {
+        if self.takes_any_rows() {
+            return vec![(&self.ops[0], 0, rows)];
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for op in &self.ops {
+            let r = op.rows as usize;
+            let groups = (rows - at) / r;
+            if groups > 0 {
+                out.push((op, at, groups));
+                at += groups * r;
+            }
+        }
+        out
     }
 }
 

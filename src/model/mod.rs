@@ -18,7 +18,7 @@ use crate::gpu::buffers::{self, RowChunked};
 use crate::gpu::{GpuContext, Pipelines};
 use crate::kernels::matmul::to_panels;
 use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
-use crate::kernels::KernelOp;
+use crate::kernels::{KernelOp, RowsOp};
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
 pub use forward::{Capture, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
@@ -151,7 +151,7 @@ pub struct MoeActivations {
 /// step (one per generation; a row's numbers do not depend on how many there are).
 pub struct Linear {
     pub matmul: KernelOp,
-    pub matvec: KernelOp,
+    pub matvec: RowsOp,
     /// Outputs and inputs.
     pub n: usize,
     pub k: usize,
@@ -199,7 +199,7 @@ pub struct Ops {
     /// LM head over every row (per wte chunk): forwards.
     pub lm_head: Vec<KernelOp>,
     /// LM head for chosen rows (per wte chunk): a prefill's last row, decode rows.
-    pub lm_head_rows: Vec<KernelOp>,
+    pub lm_head_rows: Vec<RowsOp>,
 }
 
 /// The block-sparse layout of a model and its device copy.
