@@ -601,7 +601,8 @@ impl Bench {
             )
             .unwrap();
             self.check(variant, &got, &want);
-            let op = attention::attention_op(&self.ctx, &self.pl, variant, &qb, &qb, &qb, &ob, &eb);
+            let op =
+                attention::attention_op(&self.ctx, &self.pl, variant, &qb, &qb, &qb, &ob, &eb, &eb);
             let kv = attention::KvLayout::fused(c);
             let gpu = self.time_gpu(&|pass| {
                 attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh, kv, 0)
@@ -663,9 +664,19 @@ impl Bench {
             &eb,
             &ro,
             &cols,
+            &eb,
         );
-        let dense =
-            attention::attention_op(&self.ctx, &self.pl, dense_variant, &qb, &qb, &qb, &ob, &eb);
+        let dense = attention::attention_op(
+            &self.ctx,
+            &self.pl,
+            dense_variant,
+            &qb,
+            &qb,
+            &qb,
+            &ob,
+            &eb,
+            &eb,
+        );
         let kv = attention::KvLayout::fused(c);
         let sparse_ms = self.time_gpu(&|pass| {
             attention::encode_attention(&self.ctx.queue, pass, &self.pl, &sparse, t, c, nh, kv, 32)
@@ -819,6 +830,69 @@ impl Bench {
         });
     }
 
+    /// `b` generations of `prompt` tokens each, then `steps` batched decode steps (each
+    /// generation one token a step); tokens/s of all together, and the ratio to one.
+    fn decode_batch(&mut self, model: &Model, b: usize, prompt: usize, steps: usize, tag: &str) {
+        let mut seqs: Vec<_> = (0..b)
+            .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
+            .collect();
+        let mut next = Vec::with_capacity(b);
+        for (i, kv) in seqs.iter_mut().enumerate() {
+            let ids: Vec<u32> = (0..prompt as u32)
+                .map(|j| (j * 7919 + 13 + i as u32 * 101) % 50257)
+                .collect();
+            let logits = model.prefill(kv, &ids, true).unwrap().unwrap();
+            next.push(wgformer::model::sampling::argmax(&logits));
+        }
+        let mut step_ms = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let mut rows: Vec<_> = seqs
+                .iter_mut()
+                .zip(&next)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let t = Instant::now();
+            let logits = model.decode(&mut rows).unwrap();
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            next = logits
+                .iter()
+                .map(|l| wgformer::model::sampling::argmax(l))
+                .collect();
+        }
+        let ms = median(step_ms);
+        let rate = b as f64 * 1e3 / ms;
+        let one = self
+            .rows
+            .iter()
+            .rev()
+            .find(|r| r.kernel == "gpt2_decode" && r.shape.contains(&format!("small{tag} at")))
+            .map(|r| r.rate);
+        let shape = format!("GPT-2 small{tag} B={b} at {prompt}..{}", prompt + steps);
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}",
+                "gpt2_decode_batch",
+                shape,
+                ms,
+                rate,
+                one.map_or(String::new(), |o| format!(
+                    "{:.2}x one generation",
+                    rate / o
+                ))
+            );
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_decode_batch".into(),
+            shape,
+            gpu_ms: ms,
+            rate,
+            unit: "tokens/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: one.map(|o| rate / o),
+        });
+    }
+
     fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
         model.forward(&ids, 5, false).unwrap();
@@ -954,6 +1028,9 @@ fn main() {
             b.end_to_end(&model, t, "");
         }
         b.decode(&model, 64, 64, "");
+        for n in [4, 8, 16] {
+            b.decode_batch(&model, n, 64, 16, "");
+        }
         drop(model);
         // the same model with half-float linear weights (dtype float16)
         let cfg = ModelConfig {
@@ -965,6 +1042,9 @@ fn main() {
             b.end_to_end(&half, t, " f16");
         }
         b.decode(&half, 64, 64, " f16");
+        for n in [4, 8, 16] {
+            b.decode_batch(&half, n, 64, 16, " f16");
+        }
     }
     if b.wants("moe") {
         // MoE (E = 8, k = 2) against a dense model with the same active parameters

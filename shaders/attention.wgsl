@@ -17,6 +17,7 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -36,7 +37,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     }
     var sm = online_start();
     for (var j = 0u; j <= p.pos + t; j++) {
-        let ko = j * p.kv_stride4 + p.k_off4 + h * hs4;
+        let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * hs4;
         var s4 = vec4<f32>(0.0);
         for (var d = 0u; d < hs4; d++) {
             s4 += q[d] * k[ko + d];
@@ -49,7 +50,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
             }
         }
         let e = w.y;
-        let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
+        let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
             acc[d] += e * v[vo + d];
         }

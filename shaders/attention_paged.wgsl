@@ -55,8 +55,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             j1 = min(j0 + p.block, qpos + 1u);
         }
         for (var j = j0; j < j1; j++) {
-            let row = tables[table + j / p.page] * p.page + j % p.page;
-            let ko = row * p.c4 + h * hs4;
+            let ko = kv_row(table, j) * p.c4 + h * hs4;
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
                 s4 += q[d] * k_pool[ko + d];

@@ -16,6 +16,7 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 @compute @workgroup_size(WG)
 fn attention_subgroup(
@@ -74,8 +75,8 @@ fn attention_subgroup(
     var ws = 0.0;
     let j_last = p.pos + t_last;
     for (var j = 0u; j <= j_last; j++) {
-        let ko = j * p.kv_stride4 + p.k_off4 + h * 16u;
-        let vo = j * p.kv_stride4 + p.v_off4 + h * 16u;
+        let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * 16u;
+        let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * 16u;
         let kx = k[ko + (lane & 7u)];
         let ky = k[ko + 8u + (lane & 7u)];
         let vx = v[vo + (lane & 7u)];

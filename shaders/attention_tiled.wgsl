@@ -17,6 +17,7 @@ override WG: u32 = 64u; // queries per workgroup
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 @compute @workgroup_size(WG)
 fn attention_tiled(

@@ -17,6 +17,7 @@ override WG: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 @group(0) @binding(6) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1]
 @group(0) @binding(7) var<storage, read> cols: array<u32>;             // [listed blocks]
+@group(0) @binding(8) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 @compute @workgroup_size(WG)
 fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -42,7 +43,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
         let j0 = kb * p.block;
         let j1 = min(j0 + p.block, qpos + 1u);
         for (var j = j0; j < j1; j++) {
-            let ko = j * p.kv_stride4 + p.k_off4 + h * hs4;
+            let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * hs4;
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
                 s4 += q[d] * k[ko + d];
@@ -55,7 +56,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
                 }
             }
             let e = w.y;
-            let vo = j * p.kv_stride4 + p.v_off4 + h * hs4;
+            let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * hs4;
             for (var d = 0u; d < hs4; d++) {
                 acc[d] += e * v[vo + d];
             }

@@ -21,6 +21,7 @@ override WG: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 @group(0) @binding(6) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1]
 @group(0) @binding(7) var<storage, read> cols: array<u32>;             // [listed blocks]
+@group(0) @binding(8) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 @compute @workgroup_size(WG)
 fn sparse_attention_subgroup(
@@ -83,8 +84,8 @@ fn sparse_attention_subgroup(
         let j0 = cols[idx] * p.block;
         let j1 = min(j0 + p.block, j_last + 1u);
         for (var j = j0; j < j1; j++) {
-            let ko = j * p.kv_stride4 + p.k_off4 + h * 16u;
-            let vo = j * p.kv_stride4 + p.v_off4 + h * 16u;
+            let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * 16u;
+            let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * 16u;
             let kx = k[ko + (lane & 7u)];
             let ky = k[ko + 8u + (lane & 7u)];
             let vx = v[vo + (lane & 7u)];

@@ -19,6 +19,7 @@ override WG: u32 = 64u; // queries per workgroup
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 @group(0) @binding(6) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1]
 @group(0) @binding(7) var<storage, read> cols: array<u32>;             // [listed blocks]
+@group(0) @binding(8) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)
 
 var<workgroup> wanted: atomic<u32>; // some query of the workgroup lists a key of this tile
 

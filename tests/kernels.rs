@@ -498,6 +498,54 @@ fn paged_attention_rows_of_different_sequences() {
 }
 
 #[test]
+fn forward_attention_kernels_read_a_paged_prefill_chunk() {
+    // every dense and block-sparse kernel of the forward, reading one sequence's keys
+    // and values through its page table (a prefill chunk at rows 16..40, and one at an
+    // unaligned start), equals attention over the whole sequence
+    let g = gpu();
+    let (c, nh, page, len) = (128, 2, 16, 40);
+    let case = paged_case(&[len], c, page, 78);
+    let qs = &case.qkv[0];
+    let layout = wgformer::model::sparse::BlockLayout::new(64, 8, 2, 1, 3);
+    for sparse in [false, true] {
+        let (want, _) = if sparse {
+            reference::attention::attention_masked(qs, c, nh, |i, j| layout.allows(i, j))
+        } else {
+            reference::attention::attention(qs, c, nh)
+        };
+        for variant in attention_variants(sparse, c / nh) {
+            for start in [16, 13] {
+                if variant == "sparse_attention_subgroup" && start % 8 != 0 {
+                    continue; // the model gives unaligned chunks to the portable kernel
+                }
+                let got = attention::run_attention_paged_chunk(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &qs[start * 3 * c..],
+                    &case.k_pool,
+                    &case.v_pool,
+                    &case.tables[0],
+                    start,
+                    page,
+                    c,
+                    nh,
+                    sparse.then_some(&layout),
+                )
+                .unwrap();
+                assert_close(
+                    &format!("{variant} paged chunk from {start}"),
+                    &got,
+                    &want[start * c..],
+                    1e-4,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn paged_attention_prefill_chunk_of_one_sequence() {
     // Rows 12..30 of one sequence (a prefill chunk after 12 cached positions) equal the
     // same rows of attention over the whole sequence.

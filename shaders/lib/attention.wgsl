@@ -18,6 +18,16 @@ struct AttentionParams {
 
 const MAX_HS4: u32 = 32u; // head size ≤ 128
 
+// Row of key j in k and v: j itself (p.page == 0: a forward's qkv, or a contiguous
+// cache), or, in the paged KV pool, row j % page of the sequence's page j / page, whose
+// page table starts at `table` in `tables` (every attention kernel declares `tables`).
+fn kv_row(table: u32, j: u32) -> u32 {
+    if (p.page == 0u) {
+        return j;
+    }
+    return tables[table + j / p.page] * p.page + j % p.page;
+}
+
 // Running max m of the scores, normaliser l = Σ e^(s - m), and ws = Σ e^(s - m) · s
 // (for the entropy of the attention row).
 struct Online {

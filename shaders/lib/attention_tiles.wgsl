@@ -36,8 +36,8 @@ fn stage_tile(j0: u32, last: u32, h: u32, lid: u32, lanes: u32) {
         var kv = vec4<f32>(0.0);
         var vv = vec4<f32>(0.0);
         if (j <= last) {
-            kv = k[j * p.kv_stride4 + p.k_off4 + h * hs4 + d];
-            vv = v[j * p.kv_stride4 + p.v_off4 + h * hs4 + d];
+            kv = k[kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * hs4 + d];
+            vv = v[kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * hs4 + d];
         }
         tk[i] = kv;
         tv[i] = vv;

@@ -34,6 +34,9 @@ pub struct KvLayout {
     pub stride: usize,
     pub k_off: usize,
     pub v_off: usize,
+    /// Positions per page when keys and values live in the paged pool (row `j` at
+    /// `tables[j / page] * page + j % page`), 0 when row `j` is row `j`.
+    pub page: usize,
 }
 
 impl KvLayout {
@@ -44,6 +47,7 @@ impl KvLayout {
             stride: 3 * c,
             k_off: c,
             v_off: 2 * c,
+            page: 0,
         }
     }
 
@@ -54,6 +58,16 @@ impl KvLayout {
             stride: c,
             k_off: 0,
             v_off: 0,
+            page: 0,
+        }
+    }
+
+    /// One sequence's keys and values in the paged pool (`[pool rows, C]` each, its
+    /// page table bound as `tables`, pages of `page` positions); queries start at `pos`.
+    pub fn paged(c: usize, pos: usize, page: usize) -> Self {
+        KvLayout {
+            page,
+            ..Self::cache(c, pos)
         }
     }
 }
@@ -94,8 +108,9 @@ pub fn sparse_attention_variant(
     }
 }
 
-/// Op: bindings qkv `[T, 3C]` (queries), k, v (the same qkv, or cache buffers),
-/// out `[T, C]`, entropy `[NH, T]`. `variant`: `attention` or `attention_subgroup`.
+/// Op: bindings qkv `[T, 3C]` (queries), k, v (the same qkv, cache buffers, or the
+/// paged pool), out `[T, C]`, entropy `[NH, T]`, the page table (any buffer unless the
+/// layout is paged). `variant`: `attention`, `attention_subgroup` or `attention_tiled`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_op(
     ctx: &GpuContext,
@@ -106,12 +121,14 @@ pub fn attention_op(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     entropy: &wgpu::Buffer,
+    tables: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &[qkv, k, v, out, entropy])
+    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &[qkv, k, v, out, entropy, tables])
 }
 
-/// Block-sparse op: the bindings of [`attention_op`] plus the CSR layout
-/// (`row_offsets` `[query blocks + 1]`, `cols` `[listed blocks]`, both u32).
+/// Block-sparse op: the bindings of [`attention_op`] but with the CSR layout
+/// (`row_offsets` `[query blocks + 1]`, `cols` `[listed blocks]`, both u32) before the
+/// page table.
 #[allow(clippy::too_many_arguments)]
 pub fn sparse_attention_op(
     ctx: &GpuContext,
@@ -124,12 +141,13 @@ pub fn sparse_attention_op(
     entropy: &wgpu::Buffer,
     row_offsets: &wgpu::Buffer,
     cols: &wgpu::Buffer,
+    tables: &wgpu::Buffer,
 ) -> KernelOp {
     KernelOp::new::<AttentionParams>(
         ctx,
         pipelines,
         variant,
-        &[qkv, k, v, out, entropy, row_offsets, cols],
+        &[qkv, k, v, out, entropy, row_offsets, cols, tables],
     )
 }
 
@@ -159,7 +177,7 @@ pub fn encode_attention(
         k_off4: (kv.k_off / 4) as u32,
         v_off4: (kv.v_off / 4) as u32,
         block: block.max(1) as u32,
-        page: 0,
+        page: kv.page as u32,
         _pad: 0,
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
@@ -202,8 +220,9 @@ pub fn run_attention(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let t = qkv.len() / (3 * c);
     let q = buffers::upload(ctx, "qkv", qkv);
+    let none = buffers::storage(ctx, "tables", 1);
     let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent)
+        attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent, &none)
     };
     run_bound(ctx, pipelines, make, t, c, nh, KvLayout::fused(c), 0)
 }
@@ -227,8 +246,9 @@ pub fn run_attention_cached(
     let q = buffers::upload(ctx, "qkv", qkv);
     let k = buffers::upload(ctx, "k_cache", k_cache);
     let v = buffers::upload(ctx, "v_cache", v_cache);
+    let none = buffers::storage(ctx, "tables", 1);
     let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent)
+        attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent, &none)
     };
     run_bound(ctx, pipelines, make, t, c, nh, KvLayout::cache(c, pos), 0)
 }
@@ -246,8 +266,11 @@ pub fn run_sparse_attention(
     let t = qkv.len() / (3 * c);
     let q = buffers::upload(ctx, "qkv", qkv);
     let (ro, cols) = layout.upload(ctx);
+    let none = buffers::storage(ctx, "tables", 1);
     let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        sparse_attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent, &ro, &cols)
+        sparse_attention_op(
+            ctx, pipelines, variant, &q, &q, &q, out, ent, &ro, &cols, &none,
+        )
     };
     run_bound(
         ctx,
@@ -355,4 +378,50 @@ pub fn run_attention_paged(
         encode_attention_paged(&ctx.queue, pass, pipelines, &op, t, c, nh, page, block)
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)
+}
+
+/// Upload, run `variant` (a dense or block-sparse kernel of the forward) over one
+/// sequence's keys and values in a paged pool, read back `out[T, C]`: queries
+/// `qkv [T, 3C]` at positions `pos ..`, the sequence's page `table`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_attention_paged_chunk(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    qkv: &[f32],
+    k_pool: &[f32],
+    v_pool: &[f32],
+    table: &[u32],
+    pos: usize,
+    page: usize,
+    c: usize,
+    nh: usize,
+    layout: Option<&crate::model::sparse::BlockLayout>,
+) -> Result<Vec<f32>> {
+    let t = qkv.len() / (3 * c);
+    let q = buffers::upload(ctx, "qkv", qkv);
+    let k = buffers::upload(ctx, "k_pool", k_pool);
+    let v = buffers::upload(ctx, "v_pool", v_pool);
+    let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(table));
+    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| match layout {
+        Some(l) => {
+            let (ro, cols) = l.upload(ctx);
+            sparse_attention_op(
+                ctx, pipelines, variant, &q, &k, &v, out, ent, &ro, &cols, &tb,
+            )
+        }
+        None => attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent, &tb),
+    };
+    let block = layout.map_or(0, |l| l.block);
+    let (out, _) = run_bound(
+        ctx,
+        pipelines,
+        make,
+        t,
+        c,
+        nh,
+        KvLayout::paged(c, pos, page),
+        block,
+    )?;
+    Ok(out)
 }

@@ -88,11 +88,7 @@ impl RowsOp {
         buffers: &[&wgpu::Buffer],
     ) -> Self {
         let batch = crate::gpu::kernel(name).is_some_and(|k| k.batch_rows);
-        let rows: &[u32] = if batch {
-            &crate::gpu::BATCH_ROWS
-        } else {
-            &[1]
-        };
+        let rows: &[u32] = if batch { &crate::gpu::BATCH_ROWS } else { &[1] };
         RowsOp {
             name,
             ops: rows

@@ -153,6 +153,34 @@ pub(super) fn bind_ops(
         Some(sp) => (&sp.row_offsets, &sp.cols),
         None => (&a.dummy, &a.dummy),
     };
+    // the attention of a forward and of a prefill chunk (keys and values in qkv, or in
+    // the pool through the page table): the kernel this adapter and layout get
+    let best_attention = match sparse {
+        Some(sp) => sp.variant,
+        None => attention_variant(pl, hs, hardware),
+    };
+    let attn_op = |ent: &wgpu::Buffer,
+                   k: &wgpu::Buffer,
+                   v: &wgpu::Buffer,
+                   tables: &wgpu::Buffer,
+                   variant: &'static str| {
+        match sparse {
+            Some(sp) => sparse_attention_op(
+                ctx,
+                pl,
+                variant,
+                &a.qkv,
+                k,
+                v,
+                &a.att,
+                ent,
+                &sp.row_offsets,
+                &sp.cols,
+                tables,
+            ),
+            None => attention_op(ctx, pl, variant, &a.qkv, k, v, &a.att, ent, tables),
+        }
+    };
     let blocks = w
         .blocks
         .iter()
@@ -161,30 +189,12 @@ pub(super) fn bind_ops(
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
-            attn: match sparse {
-                Some(sp) => sparse_attention_op(
-                    ctx,
-                    pl,
-                    sp.variant,
-                    &a.qkv,
-                    &a.qkv,
-                    &a.qkv,
-                    &a.att,
-                    ent,
-                    &sp.row_offsets,
-                    &sp.cols,
-                ),
-                None => attention_op(
-                    ctx,
-                    pl,
-                    attention_variant(pl, hs, hardware),
-                    &a.qkv,
-                    &a.qkv,
-                    &a.qkv,
-                    &a.att,
-                    ent,
-                ),
-            },
+            attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
+            attn_prefill: attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention),
+            // the sparse subgroup kernel needs a subgroup's queries in one block: chunks
+            // starting off a subgroup boundary take the portable kernel
+            attn_prefill_unaligned: (best_attention == "sparse_attention_subgroup")
+                .then(|| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention")),
             kv_store: kv_store_op(ctx, pl, &a.qkv, &kv.k[l], &kv.v[l], &a.kv_slots),
             attn_paged: attention_paged_op(
                 ctx,
@@ -320,10 +330,14 @@ pub(super) enum StepKind {
     Forward { capture: bool },
     /// A generation step: the rows' keys and values go to the pool (rows, slots and
     /// tables already written), attention reads it; logits of `logit_rows` rows from
-    /// row `first_logit_row`.
+    /// row `first_logit_row`. `chunk_pos`: the rows are a prefill chunk of one
+    /// sequence from this position (its page table first in the tables), attended by
+    /// the forward's kernel through the page table; else rows of any sequences
+    /// (`attention_paged`).
     Paged {
         first_logit_row: usize,
         logit_rows: usize,
+        chunk_pos: Option<usize>,
     },
 }
 
@@ -446,19 +460,39 @@ impl Model {
                     KvLayout::fused(c),
                     self.attention_block(),
                 ),
-                StepKind::Paged { .. } => {
+                StepKind::Paged { chunk_pos, .. } => {
                     encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
-                    encode_attention_paged(
-                        q,
-                        pass,
-                        pl,
-                        &blk.attn_paged,
-                        t,
-                        c,
-                        nh,
-                        PAGE,
-                        self.attention_block(),
-                    );
+                    match chunk_pos {
+                        Some(pos) => {
+                            let sg = self.ctx.subgroup_max_size.max(1) as usize;
+                            let op = match &blk.attn_prefill_unaligned {
+                                Some(op) if !pos.is_multiple_of(sg) => op,
+                                _ => &blk.attn_prefill,
+                            };
+                            encode_attention(
+                                q,
+                                pass,
+                                pl,
+                                op,
+                                t,
+                                c,
+                                nh,
+                                KvLayout::paged(c, pos, PAGE),
+                                self.attention_block(),
+                            )
+                        }
+                        None => encode_attention_paged(
+                            q,
+                            pass,
+                            pl,
+                            &blk.attn_paged,
+                            t,
+                            c,
+                            nh,
+                            PAGE,
+                            self.attention_block(),
+                        ),
+                    }
                 }
             }
             blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
@@ -481,6 +515,7 @@ impl Model {
             StepKind::Paged {
                 first_logit_row,
                 logit_rows,
+                ..
             } => {
                 for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
                     encode_matvec_bt(q, pass, pl, op, ch.rows, c, first_logit_row, logit_rows);

@@ -85,6 +85,7 @@ impl Model {
         let kind = StepKind::Paged {
             first_logit_row: t - 1,
             logit_rows: usize::from(logits),
+            chunk_pos: Some(pos),
         };
         let out = self.run_rows(&rows, kv.table(), RowPath::Matmul, kind)?;
         kv.advance(t);
@@ -125,6 +126,7 @@ impl Model {
         let kind = StepKind::Paged {
             first_logit_row: 0,
             logit_rows: b,
+            chunk_pos: None,
         };
         let flat = self.run_rows(&rows, &tables, RowPath::Matvec, kind)?;
         for (kv, _) in batch.iter_mut() {

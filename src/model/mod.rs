@@ -163,6 +163,10 @@ pub struct BlockOps {
     pub c_attn: Linear,
     /// Attention within the rows of a forward (keys and values in qkv).
     pub attn: KernelOp,
+    /// The same kernel over one sequence's pages (a prefill chunk), and the portable
+    /// sparse kernel for chunks off a subgroup boundary (sparse subgroup kernel only).
+    pub attn_prefill: KernelOp,
+    pub attn_prefill_unaligned: Option<KernelOp>,
     /// Generation steps: store the rows' keys and values in the pool, attend over it.
     pub kv_store: KernelOp,
     pub attn_paged: KernelOp,
