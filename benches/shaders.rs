@@ -784,6 +784,11 @@ impl Bench {
         let ids: Vec<u32> = (0..prompt as u32)
             .map(|i| (i * 7919 + 13) % 50257)
             .collect();
+        // the pool's pages are zeroed by wgpu on their first use: once per model, not
+        // per request, so outside the timing
+        let mut warm = model.kv_reserve(prompt).unwrap().unwrap();
+        model.prefill(&mut warm, &ids, true).unwrap();
+        drop(warm);
         let mut session = model.kv_reserve(prompt + steps + 1).unwrap().unwrap();
         let t0 = Instant::now();
         let mut logits = model.extend(&mut session, &ids).unwrap();

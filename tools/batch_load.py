@@ -76,14 +76,14 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def load(base, clients, requests, new_tokens):
+def load(base, clients, requests, new_tokens, words):
     lat, ttft, tokens = [], [], []
     lock = threading.Lock()
 
     def client(c):
         for r in range(requests):
             body = {
-                "text": f"Client {c} request {r} says" + " the" * 24,
+                "text": f"Client {c} request {r} says" + " the" * words,
                 "max_new_tokens": new_tokens,
                 "temperature": 0,
             }
@@ -156,6 +156,7 @@ def main():
     ap.add_argument("--requests", type=int, default=1, help="generations per client")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--join-batch", type=int, default=8)
+    ap.add_argument("--prompt-words", type=int, default=24, help="' the' repeated after 'Client c request r says'")
     ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
     a = ap.parse_args()
     proc, base = start(a.binary, a.config, a.serve_args.split())
@@ -163,10 +164,10 @@ def main():
         stream(base, {"text": "warm up", "max_new_tokens": 2, "temperature": 0})
         rows = []
         for n in [int(x) for x in a.clients.split(",")]:
-            row = load(base, n, a.requests, a.new_tokens)
+            row = load(base, n, a.requests, a.new_tokens, a.prompt_words)
             rows.append(row)
             row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
-            print(json.dumps({"what": "batch_load", **row}), flush=True)
+            print(json.dumps({"what": "batch_load", "prompt_words": a.prompt_words, **row}), flush=True)
         if a.join_batch:
             print(json.dumps({"what": "join_ttft", **join_ttft(base, a.join_batch, 4 * a.new_tokens)}), flush=True)
     finally:
