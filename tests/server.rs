@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::http::*;
 use serde_json::{json, Value};
+use wgformer::engine::EngineOptions;
+use wgformer::server::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn before_initialize() {
@@ -597,4 +599,83 @@ async fn sparse_and_moe_show_in_capture() {
         + 2 * (4 * c + c * 3 * c + 3 * c + c * c + c + c * e + e * dense_mlp)
         + 2 * c;
     assert_eq!(st["model_info"]["total_parameters"], want);
+}
+
+#[tokio::test]
+async fn status_and_metrics_report_batching_and_the_kv_pool() {
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            max_batch: 6,
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    let (code, _) = init(&s, &small()).await;
+    assert_eq!(code, 200);
+    // four generations at once share decode steps
+    let url = s.url("/api/v1/generate");
+    let gens: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let r = client()
+                    .post(url)
+                    .json(&serde_json::json!({"text": format!("Client {i} says"), "max_new_tokens": 12, "temperature": 0}))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for g in gens {
+        let (code, body) = g.await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body["tokens"].as_u64().unwrap() >= 1, "{body}");
+    }
+    let (code, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(code, 200);
+    let b = &st["batching"];
+    assert_eq!(b["max_batch"], 6, "{st}");
+    assert_eq!(b["prefill_chunk"], 256);
+    assert!(b["decode_steps"].as_u64().unwrap() >= 1, "{b}");
+    assert!(b["generated_tokens"].as_u64().unwrap() >= 4, "{b}");
+    assert!(b["mean_batch_size"].as_f64().unwrap() >= 1.0, "{b}");
+    let pool = &b["kv_pool"];
+    // default pool: room for max_batch full contexts (64 positions: 4 pages each)
+    assert_eq!(pool["pages"], 24, "{pool}");
+    assert_eq!(pool["page_positions"], 16);
+    assert!(pool["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        pool["pages_used"].as_u64().unwrap() + pool["pages_free"].as_u64().unwrap(),
+        24
+    );
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "# TYPE wgformer_decode_batch_size histogram",
+        "wgformer_decode_batch_size_bucket{le=\"+Inf\"}",
+        "# TYPE wgformer_generation_queue_wait_seconds histogram",
+        "wgformer_generation_queue_wait_seconds_count 4",
+        "wgformer_generation_tokens_per_second ",
+        "wgformer_kv_pool_pages{state=\"used\"}",
+        "wgformer_kv_pool_pages{state=\"free\"}",
+        "wgformer_kv_pool_pages_available ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let generated: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wgformer_generated_tokens_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(generated >= 4.0);
 }
