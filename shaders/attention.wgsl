@@ -28,7 +28,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     }
     let stride = 3u * p.c4;
     let hs4 = p.hs4;
-    let qo = t * stride + h * hs4;
+    let qo = (p.t0 + t) * stride + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
     for (var d = 0u; d < hs4; d++) {
@@ -37,7 +37,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     }
     var sm = online_start();
     for (var j = 0u; j <= p.pos + t; j++) {
-        let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * hs4;
+        let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * hs4;
         var s4 = vec4<f32>(0.0);
         for (var d = 0u; d < hs4; d++) {
             s4 += q[d] * k[ko + d];
@@ -50,13 +50,13 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
             }
         }
         let e = w.y;
-        let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * hs4;
+        let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + h * hs4;
         for (var d = 0u; d < hs4; d++) {
             acc[d] += e * v[vo + d];
         }
     }
     let inv = 1.0 / sm.l;
-    let oo = t * p.c4 + h * hs4;
+    let oo = (p.t0 + t) * p.c4 + h * hs4;
     for (var d = 0u; d < hs4; d++) {
         out[oo + d] = acc[d] * inv;
     }

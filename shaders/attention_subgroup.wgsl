@@ -37,7 +37,7 @@ fn attention_subgroup(
     let tq = min(t, p.t - 1u);
     let t_last = min(t0 + sg - 1u, p.t - 1u);
     let qpos = p.pos + tq;
-    let qo = tq * 3u * p.c4 + h * 16u;
+    let qo = (p.t0 + tq) * 3u * p.c4 + h * 16u;
     let q0 = qkv[qo + 0u] * p.scale;
     let q1 = qkv[qo + 1u] * p.scale;
     let q2 = qkv[qo + 2u] * p.scale;
@@ -75,8 +75,8 @@ fn attention_subgroup(
     var ws = 0.0;
     let j_last = p.pos + t_last;
     for (var j = 0u; j <= j_last; j++) {
-        let ko = kv_row(0u, j) * p.kv_stride4 + p.k_off4 + h * 16u;
-        let vo = kv_row(0u, j) * p.kv_stride4 + p.v_off4 + h * 16u;
+        let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * 16u;
+        let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + h * 16u;
         let kx = k[ko + (lane & 7u)];
         let ky = k[ko + 8u + (lane & 7u)];
         let vx = v[vo + (lane & 7u)];
@@ -163,7 +163,7 @@ fn attention_subgroup(
         return;
     }
     let inv = 1.0 / l;
-    let oo = t * p.c4 + h * 16u;
+    let oo = (p.t0 + t) * p.c4 + h * 16u;
     out[oo + 0u] = a0 * inv;
     out[oo + 1u] = a1 * inv;
     out[oo + 2u] = a2 * inv;

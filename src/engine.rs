@@ -18,6 +18,7 @@ use crate::config::{DeviceChoice, ModelConfig};
 use crate::error::{Error, Result};
 use crate::files::FileAccess;
 use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
+use crate::model::forward::MAX_PREFILL_PARTS;
 use crate::model::kv_pool::{page_bytes, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
 use crate::model::{resolve_config_with, Capture, Model, ServeShape};
@@ -1147,43 +1148,65 @@ impl Worker {
     }
 
     /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
-    /// long prompt takes several steps; several short ones share one).
+    /// long prompt takes several steps; several short ones share one traversal, up to
+    /// `MAX_PREFILL_PARTS` of one model).
     fn prefill(&mut self) {
+        let Some(first) = self
+            .active
+            .iter()
+            .position(|a| a.prefilled < a.prompt.len())
+        else {
+            return;
+        };
+        let model = self.active[first].loaded.clone();
         let mut budget = self.options.prefill_chunk.max(1);
-        while budget > 0 {
-            let Some(i) = self
-                .active
-                .iter()
-                .position(|a| a.prefilled < a.prompt.len())
-            else {
-                return;
-            };
-            let a = &mut self.active[i];
-            let end = (a.prefilled + budget).min(a.prompt.len());
-            budget -= end - a.prefilled;
-            let last = end == a.prompt.len();
-            self.state.set_busy("generation prefill", a.deadline);
-            let started = Instant::now();
-            let r = a
-                .loaded
-                .model
-                .prefill(&mut a.kv, &a.prompt[a.prefilled..end], last);
-            self.state.clear_busy();
-            match r {
-                Ok(logits) => {
+        // (index, end of this chunk)
+        let mut picked: Vec<(usize, usize)> = Vec::new();
+        for (i, a) in self.active.iter().enumerate() {
+            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
+                break;
+            }
+            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, &model) {
+                let end = (a.prefilled + budget).min(a.prompt.len());
+                budget -= end - a.prefilled;
+                picked.push((i, end));
+            }
+        }
+        let deadline = picked
+            .iter()
+            .map(|&(i, _)| self.active[i].deadline)
+            .max()
+            .unwrap_or_else(Instant::now);
+        self.state.set_busy("generation prefill", deadline);
+        let started = Instant::now();
+        let mut parts: Vec<(&mut SeqKv, &[u32], bool)> = Vec::with_capacity(picked.len());
+        for (i, a) in self.active.iter_mut().enumerate() {
+            if let Some(&(_, end)) = picked.iter().find(|(j, _)| *j == i) {
+                let last = end == a.prompt.len();
+                parts.push((&mut a.kv, &a.prompt[a.prefilled..end], last));
+            }
+        }
+        let r = model.model.prefill_many(&mut parts);
+        drop(parts);
+        self.state.clear_busy();
+        let seconds = started.elapsed().as_secs_f64();
+        match r {
+            Ok(logits) => {
+                for (&(i, end), l) in picked.iter().zip(logits) {
+                    let a = &mut self.active[i];
                     a.prefilled = end;
-                    a.prefill_time += started.elapsed().as_secs_f64();
-                    if last {
-                        a.logits = logits;
-                    }
-                    if let Ok(mut s) = self.state.sched.lock() {
-                        s.prefill_chunks += 1;
+                    a.prefill_time += seconds;
+                    if end == a.prompt.len() {
+                        a.logits = l;
                     }
                 }
-                Err(e) => {
-                    self.note_device_loss(&e);
-                    self.drop_failed(vec![(i, e)]);
+                if let Ok(mut s) = self.state.sched.lock() {
+                    s.prefill_chunks += picked.len() as u64;
                 }
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                self.drop_failed(picked.iter().map(|&(i, _)| (i, e.duplicate())).collect());
             }
         }
     }

@@ -135,7 +135,7 @@ fn uniform_structs_match_rust_twins() {
         "attention_paged",
         AttentionParams,
         attention::AttentionParams,
-        [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block, page]
+        [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block, page, t0, table0]
     );
     check_twin!(
         "attention_tiled",

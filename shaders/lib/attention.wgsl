@@ -12,7 +12,11 @@ struct AttentionParams {
     k_off4: u32,     // vec4 offset of head 0 in a row of k
     v_off4: u32,     // vec4 offset of head 0 in a row of v
     block: u32,      // tokens per block (block-sparse kernels; 0 = dense in attention_paged)
-    page: u32,       // positions per page of the KV pool (attention_paged)
+    page: u32,       // positions per page of the paged KV pool (0: keys at row j)
+    t0: u32,         // row of query 0 in qkv and out (one prompt among a prefill's)
+    table0: u32,     // start of the sequence's page table in `tables`
+    _pad0: u32,
+    _pad1: u32,
     _pad2: u32,
 }
 

@@ -21,9 +21,12 @@ pub struct AttentionParams {
     pub v_off4: u32,
     /// Tokens per block (sparse_attention only).
     pub block: u32,
-    /// Positions per page of the KV pool (attention_paged only).
+    /// Positions per page of the paged KV pool (0: keys at row j).
     pub page: u32,
-    pub _pad: u32,
+    /// Row of query 0 in qkv and out; start of the page table in `tables`.
+    pub t0: u32,
+    pub table0: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Where keys and values live, in floats: row stride, offsets of K and V in a row,
@@ -35,8 +38,11 @@ pub struct KvLayout {
     pub k_off: usize,
     pub v_off: usize,
     /// Positions per page when keys and values live in the paged pool (row `j` at
-    /// `tables[j / page] * page + j % page`), 0 when row `j` is row `j`.
+    /// `tables[table0 + j / page] * page + j % page`), 0 when row `j` is row `j`.
     pub page: usize,
+    pub table0: usize,
+    /// Row of query 0 in qkv and out (one prompt's rows among a prefill's).
+    pub row0: usize,
 }
 
 impl KvLayout {
@@ -48,6 +54,8 @@ impl KvLayout {
             k_off: c,
             v_off: 2 * c,
             page: 0,
+            table0: 0,
+            row0: 0,
         }
     }
 
@@ -59,6 +67,8 @@ impl KvLayout {
             k_off: 0,
             v_off: 0,
             page: 0,
+            table0: 0,
+            row0: 0,
         }
     }
 
@@ -68,6 +78,15 @@ impl KvLayout {
         KvLayout {
             page,
             ..Self::cache(c, pos)
+        }
+    }
+
+    /// The queries at rows `row0 ..` of qkv (and out), the page table at `table0`.
+    pub fn at(self, row0: usize, table0: usize) -> Self {
+        KvLayout {
+            row0,
+            table0,
+            ..self
         }
     }
 }
@@ -178,7 +197,9 @@ pub fn encode_attention(
         v_off4: (kv.v_off / 4) as u32,
         block: block.max(1) as u32,
         page: kv.page as u32,
-        _pad: 0,
+        t0: kv.row0 as u32,
+        table0: kv.table0 as u32,
+        _pad: [0; 3],
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
@@ -335,7 +356,9 @@ pub fn encode_attention_paged(
         v_off4: 0,
         block: block as u32,
         page: page as u32,
-        _pad: 0,
+        t0: 0,
+        table0: 0,
+        _pad: [0; 3],
     };
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));

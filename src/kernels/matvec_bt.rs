@@ -40,7 +40,7 @@ pub fn matvec_bt_op(
     RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
 }
 
-/// Record `out[r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
+/// Record `out[out_row0 + r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_matvec_bt(
     queue: &wgpu::Queue,
@@ -51,6 +51,7 @@ pub fn encode_matvec_bt(
     k: usize,
     a_row0: usize,
     rows: usize,
+    out_row0: usize,
 ) {
     let gx = n.div_ceil(4 * pipelines.workgroup(op.name) as usize) as u32;
     for (o, row0, groups) in op.cover(rows) {
@@ -58,7 +59,7 @@ pub fn encode_matvec_bt(
             n: n as u32,
             k4: (k / 4) as u32,
             a_row0: (a_row0 + row0) as u32,
-            out_row0: row0 as u32,
+            out_row0: (out_row0 + row0) as u32,
         };
         o.encode(queue, pass, pipelines, &p, (gx, groups as u32, 1));
     }
@@ -82,7 +83,7 @@ pub fn run_matvec_bt(
     let out = buffers::storage(ctx, "out", rows * n);
     let op = matvec_bt_op(ctx, pipelines, variant, &ab, &bb, &out);
     submit_pass(ctx, "matvec_bt", |pass| {
-        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0, rows)
+        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0, rows, 0)
     })?;
     buffers::read_floats(ctx, &out, 0, rows * n)
 }

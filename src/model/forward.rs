@@ -190,11 +190,16 @@ pub(super) fn bind_ops(
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
             attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
-            attn_prefill: attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention),
+            attn_prefill: (0..MAX_PREFILL_PARTS)
+                .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention))
+                .collect(),
             // the sparse subgroup kernel needs a subgroup's queries in one block: chunks
             // starting off a subgroup boundary take the portable kernel
-            attn_prefill_unaligned: (best_attention == "sparse_attention_subgroup")
-                .then(|| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention")),
+            attn_prefill_unaligned: (best_attention == "sparse_attention_subgroup").then(|| {
+                (0..MAX_PREFILL_PARTS)
+                    .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention"))
+                    .collect()
+            }),
             kv_store: kv_store_op(ctx, pl, &a.qkv, &kv.k[l], &kv.v[l], &a.kv_slots),
             attn_paged: attention_paged_op(
                 ctx,
@@ -311,6 +316,16 @@ pub(super) fn bind_ops(
             .zip(&a.logits)
             .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
             .collect(),
+        lm_head_prefill: (0..MAX_PREFILL_PARTS)
+            .map(|_| {
+                w.wte
+                    .chunks
+                    .iter()
+                    .zip(&a.logits)
+                    .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
+                    .collect()
+            })
+            .collect(),
     }
 }
 
@@ -322,24 +337,37 @@ pub(super) enum RowPath {
     Matvec,
 }
 
+/// One prompt's rows in a prefill step: rows `row0 .. row0 + rows` of the step, at
+/// positions `pos ..` of its sequence, whose page table starts at `table0` in the
+/// step's tables; with `logits`, the logits of its last row are read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ChunkRows {
+    pub row0: usize,
+    pub rows: usize,
+    pub pos: usize,
+    pub table0: usize,
+    pub logits: bool,
+}
+
 /// Where a step's keys and values live and which logits it computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum StepKind {
+pub(super) enum StepKind<'a> {
     /// A forward: attention within the rows, logits of every row, statistics with
     /// `capture`.
     Forward { capture: bool },
-    /// A generation step: the rows' keys and values go to the pool (rows, slots and
-    /// tables already written), attention reads it; logits of `logit_rows` rows from
-    /// row `first_logit_row`. `chunk_pos`: the rows are a prefill chunk of one
-    /// sequence from this position (its page table first in the tables), attended by
-    /// the forward's kernel through the page table; else rows of any sequences
-    /// (`attention_paged`).
-    Paged {
-        first_logit_row: usize,
-        logit_rows: usize,
-        chunk_pos: Option<usize>,
-    },
+    /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
+    /// written): their keys and values go to the pool, each prompt is attended by the
+    /// forward's kernel through its page table, the logits of each last row asked for
+    /// are gathered to rows 0.. of the logits.
+    Prefill(&'a [ChunkRows]),
+    /// A decode step: one row per generation, each attending to its own pages
+    /// (`attention_paged`); the logits of every row.
+    Decode,
 }
+
+/// Prompts one prefill step takes at most (each has its own attention and LM-head
+/// dispatches, bound once).
+pub const MAX_PREFILL_PARTS: usize = 8;
 
 impl Linear {
     /// Record `out (=|+=) act(x · w + bias)` for `t` rows along `path`.
@@ -435,7 +463,7 @@ impl Model {
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
-        let capture = kind == StepKind::Forward { capture: true };
+        let capture = matches!(kind, StepKind::Forward { capture: true });
 
         // x = wte(idx) + wpe(pos)
         for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
@@ -460,39 +488,40 @@ impl Model {
                     KvLayout::fused(c),
                     self.attention_block(),
                 ),
-                StepKind::Paged { chunk_pos, .. } => {
+                StepKind::Prefill(parts) => {
                     encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
-                    match chunk_pos {
-                        Some(pos) => {
-                            let sg = self.ctx.subgroup_max_size.max(1) as usize;
-                            let op = match &blk.attn_prefill_unaligned {
-                                Some(op) if !pos.is_multiple_of(sg) => op,
-                                _ => &blk.attn_prefill,
-                            };
-                            encode_attention(
-                                q,
-                                pass,
-                                pl,
-                                op,
-                                t,
-                                c,
-                                nh,
-                                KvLayout::paged(c, pos, PAGE),
-                                self.attention_block(),
-                            )
-                        }
-                        None => encode_attention_paged(
+                    let sg = self.ctx.subgroup_max_size.max(1) as usize;
+                    for (i, part) in parts.iter().enumerate() {
+                        let op = match &blk.attn_prefill_unaligned {
+                            Some(ops) if !part.pos.is_multiple_of(sg) => &ops[i],
+                            _ => &blk.attn_prefill[i],
+                        };
+                        encode_attention(
                             q,
                             pass,
                             pl,
-                            &blk.attn_paged,
-                            t,
+                            op,
+                            part.rows,
                             c,
                             nh,
-                            PAGE,
+                            KvLayout::paged(c, part.pos, PAGE).at(part.row0, part.table0),
                             self.attention_block(),
-                        ),
+                        );
                     }
+                }
+                StepKind::Decode => {
+                    encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
+                    encode_attention_paged(
+                        q,
+                        pass,
+                        pl,
+                        &blk.attn_paged,
+                        t,
+                        c,
+                        nh,
+                        PAGE,
+                        self.attention_block(),
+                    );
                 }
             }
             blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
@@ -512,13 +541,17 @@ impl Model {
                     encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
                 }
             }
-            StepKind::Paged {
-                first_logit_row,
-                logit_rows,
-                ..
-            } => {
+            StepKind::Prefill(parts) => {
+                for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
+                    for (op, ch) in ops.lm_head_prefill[j].iter().zip(chunks) {
+                        let last = part.row0 + part.rows - 1;
+                        encode_matvec_bt(q, pass, pl, op, ch.rows, c, last, 1, j);
+                    }
+                }
+            }
+            StepKind::Decode => {
                 for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
-                    encode_matvec_bt(q, pass, pl, op, ch.rows, c, first_logit_row, logit_rows);
+                    encode_matvec_bt(q, pass, pl, op, ch.rows, c, 0, t, 0);
                 }
             }
         }

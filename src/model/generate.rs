@@ -11,7 +11,7 @@
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
 
-use super::forward::{RowPath, StepKind};
+use super::forward::{ChunkRows, RowPath, StepKind, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
@@ -61,35 +61,78 @@ impl Model {
     /// Run `ids` (a chunk of a prompt) at positions `kv.len() ..`, store their keys and
     /// values, and with `logits` return the logits `[V]` after the last of them.
     pub fn prefill(&self, kv: &mut SeqKv, ids: &[u32], logits: bool) -> Result<Option<Vec<f32>>> {
-        if ids.is_empty() {
-            return Err(Error::InvalidInput(
-                "nothing to extend the sequence with".into(),
-            ));
+        let mut out = self.prefill_many(&mut [(kv, ids, logits)])?;
+        Ok(out.pop().flatten())
+    }
+
+    /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts in one traversal (`(pages, ids,
+    /// logits)` each, different generations): each prompt's rows are attended by the
+    /// same kernel as alone, so its numbers do not depend on the others. Returns, per
+    /// part, the logits `[V]` after its last token when asked.
+    pub fn prefill_many(
+        &self,
+        parts: &mut [(&mut SeqKv, &[u32], bool)],
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        if parts.is_empty() || parts.len() > MAX_PREFILL_PARTS {
+            return Err(Error::InvalidInput(format!(
+                "a prefill step takes 1 to {MAX_PREFILL_PARTS} prompts"
+            )));
         }
-        self.check_tokens(ids)?;
-        let pos = kv.len();
-        self.check_room(pos + ids.len())?;
-        let slots = kv.slots(ids.len())?;
-        let rows: Vec<Row> = ids
-            .iter()
-            .zip(slots)
-            .enumerate()
-            .map(|(i, (&id, slot))| Row {
-                id,
-                table: 0,
-                pos: (pos + i) as u32,
-                slot,
-            })
-            .collect();
-        let t = rows.len();
-        let kind = StepKind::Paged {
-            first_logit_row: t - 1,
-            logit_rows: usize::from(logits),
-            chunk_pos: Some(pos),
-        };
-        let out = self.run_rows(&rows, kv.table(), RowPath::Matmul, kind)?;
-        kv.advance(t);
-        Ok(logits.then_some(out))
+        for (kv, ids, _) in parts.iter() {
+            if ids.is_empty() {
+                return Err(Error::InvalidInput(
+                    "nothing to extend the sequence with".into(),
+                ));
+            }
+            self.check_tokens(ids)?;
+            self.check_room(kv.len() + ids.len())?;
+        }
+        let mut rows = Vec::new();
+        let mut tables = Vec::new();
+        let mut chunks = Vec::with_capacity(parts.len());
+        for (kv, ids, logits) in parts.iter_mut() {
+            let pos = kv.len();
+            let slots = kv.slots(ids.len())?;
+            chunks.push(ChunkRows {
+                row0: rows.len(),
+                rows: ids.len(),
+                pos,
+                table0: tables.len(),
+                logits: *logits,
+            });
+            rows.extend(
+                ids.iter()
+                    .zip(slots)
+                    .enumerate()
+                    .map(|(i, (&id, slot))| Row {
+                        id,
+                        table: tables.len() as u32,
+                        pos: (pos + i) as u32,
+                        slot,
+                    }),
+            );
+            tables.extend_from_slice(kv.table());
+        }
+        let wanted = chunks.iter().filter(|c| c.logits).count();
+        let flat = self.run_rows(
+            &rows,
+            &tables,
+            RowPath::Matmul,
+            StepKind::Prefill(&chunks),
+            wanted,
+        )?;
+        let v = self.config.vocab_size;
+        let mut logits = flat.chunks(v);
+        let mut out = Vec::with_capacity(parts.len());
+        for ((kv, ids, want), _) in parts.iter_mut().zip(&chunks) {
+            kv.advance(ids.len());
+            out.push(if *want {
+                logits.next().map(<[f32]>::to_vec)
+            } else {
+                None
+            });
+        }
+        Ok(out)
     }
 
     /// One token for each generation of `batch` (`(pages, token)` pairs, at most
@@ -123,12 +166,7 @@ impl Model {
             tables.extend_from_slice(kv.table());
         }
         let b = rows.len();
-        let kind = StepKind::Paged {
-            first_logit_row: 0,
-            logit_rows: b,
-            chunk_pos: None,
-        };
-        let flat = self.run_rows(&rows, &tables, RowPath::Matvec, kind)?;
+        let flat = self.run_rows(&rows, &tables, RowPath::Matvec, StepKind::Decode, b)?;
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
@@ -160,14 +198,15 @@ impl Model {
         Ok(())
     }
 
-    /// Write the step's rows, run the traversal, read back the logits of `kind`'s rows
-    /// (`[rows, V]`).
+    /// Write the step's rows, run the traversal, read back the `logit_rows` rows of
+    /// logits `kind` computes (`[logit_rows, V]`).
     fn run_rows(
         &self,
         rows: &[Row],
         tables: &[u32],
         path: RowPath,
         kind: StepKind,
+        logit_rows: usize,
     ) -> Result<Vec<f32>> {
         let t = rows.len();
         if t > self.config.context_size {
@@ -176,9 +215,6 @@ impl Model {
                 max: self.config.context_size,
             });
         }
-        let StepKind::Paged { logit_rows, .. } = kind else {
-            return Err(Error::InvalidInput("not a generation step".into()));
-        };
         let v = self.config.vocab_size;
         self.ctx.scoped("generation step", || {
             let q = &self.ctx.queue;

@@ -163,10 +163,11 @@ pub struct BlockOps {
     pub c_attn: Linear,
     /// Attention within the rows of a forward (keys and values in qkv).
     pub attn: KernelOp,
-    /// The same kernel over one sequence's pages (a prefill chunk), and the portable
-    /// sparse kernel for chunks off a subgroup boundary (sparse subgroup kernel only).
-    pub attn_prefill: KernelOp,
-    pub attn_prefill_unaligned: Option<KernelOp>,
+    /// The same kernel over a sequence's pages (one per prompt of a prefill step), and
+    /// the portable sparse kernel for chunks off a subgroup boundary (sparse subgroup
+    /// kernel only).
+    pub attn_prefill: Vec<KernelOp>,
+    pub attn_prefill_unaligned: Option<Vec<KernelOp>>,
     /// Generation steps: store the rows' keys and values in the pool, attend over it.
     pub kv_store: KernelOp,
     pub attn_paged: KernelOp,
@@ -202,8 +203,10 @@ pub struct Ops {
     pub ln_f: KernelOp,
     /// LM head over every row (per wte chunk): forwards.
     pub lm_head: Vec<KernelOp>,
-    /// LM head for chosen rows (per wte chunk): a prefill's last row, decode rows.
+    /// LM head for the rows of a decode step (per wte chunk).
     pub lm_head_rows: Vec<RowsOp>,
+    /// LM head for the last row of each prompt of a prefill step ([prompt][chunk]).
+    pub lm_head_prefill: Vec<Vec<RowsOp>>,
 }
 
 /// The block-sparse layout of a model and its device copy.
@@ -469,7 +472,7 @@ impl Model {
             kv_tables: buffers::storage(
                 &ctx,
                 "kv tables",
-                max_batch * ctxlen.div_ceil(kv_pool::PAGE),
+                max_batch.max(forward::MAX_PREFILL_PARTS) * ctxlen.div_ceil(kv_pool::PAGE),
             ),
             x: buffers::storage(&ctx, "x", ctxlen * c),
             ln: buffers::storage(&ctx, "ln", ctxlen * c),
@@ -490,7 +493,7 @@ impl Model {
             readback: buffers::staging(
                 &ctx,
                 "readback",
-                config.vocab_size * max_batch
+                config.vocab_size * max_batch.max(forward::MAX_PREFILL_PARTS)
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
