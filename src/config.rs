@@ -146,7 +146,7 @@ pub struct MemoryEstimate {
     pub weights: u128,
     /// Activation buffers sized for the full context.
     pub activations: u128,
-    /// KV caches of the generations that may run at once.
+    /// The paged KV cache (all generations).
     pub kv_cache: u128,
 }
 
@@ -305,8 +305,8 @@ impl ModelConfig {
 
     /// Bytes this config needs on the device, computed before anything is allocated
     /// (exact arithmetic in u128, so absurd configs give absurd figures, not overflows).
-    /// `generations`: KV caches of this many full-context generations at once.
-    pub fn memory_estimate(&self, generations: usize) -> MemoryEstimate {
+    /// `kv_pool`: bytes of the paged KV cache the model is built with.
+    pub fn memory_estimate(&self, kv_pool: u128) -> MemoryEstimate {
         let n = |x: usize| x as u128;
         let (v, t, l, nh) = (
             n(self.vocab_size),
@@ -338,11 +338,10 @@ impl ModelConfig {
             act += t * (e + 4 + e + 3 * k) + rows * (2 + h + c) + l * (2 * e + 1);
         }
         let activations = act * 4;
-        let kv_cache = n(generations) * 2 * l * t * c * 4;
         MemoryEstimate {
             weights,
             activations,
-            kv_cache,
+            kv_cache: kv_pool,
         }
     }
 

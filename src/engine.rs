@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::files::FileAccess;
 use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
 use crate::model::forward::MAX_PREFILL_PARTS;
-use crate::model::kv_pool::{page_bytes, SeqKv, PAGE};
+use crate::model::kv_pool::{page_bytes, PoolStats, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
 use crate::model::{resolve_config_with, Capture, Model, ServeShape};
 use crate::stats::{Histogram, BATCH, SECONDS};
@@ -229,12 +229,8 @@ pub struct SchedStats {
     pub prefilling: usize,
     /// Generations accepted and waiting for a batch place or KV pages.
     pub waiting: usize,
-    pub kv_pages: usize,
-    pub kv_pages_used: usize,
-    /// Pages free and not promised to admitted generations.
-    pub kv_pages_available: usize,
-    pub kv_page_positions: usize,
-    pub kv_pool_bytes: u64,
+    /// The loaded model's KV pool (zeros before a model is loaded).
+    pub kv: PoolStats,
 }
 
 /// The window of [`SchedStats::tokens_per_second`].
@@ -281,11 +277,7 @@ impl Default for SchedStats {
             decoding: 0,
             prefilling: 0,
             waiting: 0,
-            kv_pages: 0,
-            kv_pages_used: 0,
-            kv_pages_available: 0,
-            kv_page_positions: 0,
-            kv_pool_bytes: 0,
+            kv: PoolStats::default(),
         }
     }
 }
@@ -1221,12 +1213,10 @@ impl Worker {
     }
 
     fn publish_generations(&self) {
-        let (mut pages, mut used, mut available, mut bytes, mut page) = (0, 0, 0, 0u64, 0);
-        if let Some(l) = &self.loaded {
-            let st = l.model.kv.stats();
-            (pages, used, available, bytes, page) =
-                (st.pages, st.used, st.available, st.bytes, st.page);
-        }
+        let kv = self
+            .loaded
+            .as_ref()
+            .map_or_else(PoolStats::default, |l| l.model.kv.stats());
         let decoding = self
             .active
             .iter()
@@ -1235,14 +1225,10 @@ impl Worker {
         if let Ok(mut m) = self.state.model.write() {
             m.active_generations = self.active.len();
             m.kv_cache_mb =
-                (used as u64 * bytes / pages.max(1) as u64) as f64 / (1u64 << 20) as f64;
+                (kv.used as u64 * kv.bytes / kv.pages.max(1) as u64) as f64 / (1u64 << 20) as f64;
         }
         if let Ok(mut s) = self.state.sched.lock() {
-            s.kv_pages = pages;
-            s.kv_pages_used = used;
-            s.kv_pages_available = available;
-            s.kv_page_positions = page;
-            s.kv_pool_bytes = bytes;
+            s.kv = kv;
             s.decoding = decoding;
             s.prefilling = self.active.len() - decoding;
             s.waiting = self.waiting.len();
@@ -1450,9 +1436,9 @@ fn build(
         .unwrap_or_else(|| s.ctx.default_memory_budget());
     let (config, checkpoint) = resolve_config_with(value, access, budget)?;
     let pages = kv_pool_pages(&config, options, budget);
-    let mut estimate = config.memory_estimate(0);
-    estimate.kv_cache = pages as u128 * page_bytes(config.n_layer, config.n_embed) as u128;
-    estimate.check(budget)?;
+    config
+        .memory_estimate(pages as u128 * page_bytes(config.n_layer, config.n_embed) as u128)
+        .check(budget)?;
     let shape = ServeShape {
         kv_pages: pages,
         max_batch: options.max_batch,

@@ -139,12 +139,12 @@ fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
 fn settled(e: &Engine) -> wgformer::engine::SchedStats {
     for _ in 0..200 {
         let s = e.sched();
-        if s.kv_pages_used == 0 && e.running() == 0 {
+        if s.kv.used == 0 && e.running() == 0 {
             return s;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("pages still held: {:?}", e.sched().kv_pages_used);
+    panic!("pages still held: {:?}", e.sched().kv.used);
 }
 
 #[test]

@@ -365,6 +365,17 @@ pub(super) enum StepKind<'a> {
     Decode,
 }
 
+impl StepKind<'_> {
+    /// The row path of the linears: the matmul for a forward's and a prompt's rows, the
+    /// matrix-vector kernels for a decode step's.
+    pub(super) fn path(&self) -> RowPath {
+        match self {
+            StepKind::Decode => RowPath::Matvec,
+            StepKind::Forward { .. } | StepKind::Prefill(_) => RowPath::Matmul,
+        }
+    }
+}
+
 /// Prompts one prefill step takes at most (each has its own attention and LM-head
 /// dispatches, bound once).
 pub const MAX_PREFILL_PARTS: usize = 8;
@@ -451,19 +462,15 @@ impl Model {
 
     /// Record one traversal of the model for `t` rows (ids and positions already
     /// written): the forward, a prefill chunk and a (batched) decode step are this same
-    /// code, differing in the row path of the linears and in where keys and values live.
-    pub(super) fn encode_step(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        t: usize,
-        path: RowPath,
-        kind: StepKind,
-    ) {
+    /// code, differing in the row path of the linears ([`StepKind::path`]) and in where
+    /// keys and values live.
+    pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
         let (q, pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
         let capture = matches!(kind, StepKind::Forward { capture: true });
+        let path = kind.path();
 
         // x = wte(idx) + wpe(pos)
         for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
@@ -589,7 +596,7 @@ impl Model {
                     label: Some("forward"),
                     timestamp_writes: None,
                 });
-                self.encode_step(&mut pass, t, RowPath::Matmul, StepKind::Forward { capture });
+                self.encode_step(&mut pass, t, StepKind::Forward { capture });
             }
             // Copies into the staging buffer: last-row logits, then capture data.
             let rb = &self.act.readback;

@@ -11,7 +11,7 @@
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
 
-use super::forward::{ChunkRows, RowPath, StepKind, MAX_PREFILL_PARTS};
+use super::forward::{ChunkRows, StepKind, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
@@ -114,13 +114,7 @@ impl Model {
             tables.extend_from_slice(kv.table());
         }
         let wanted = chunks.iter().filter(|c| c.logits).count();
-        let flat = self.run_rows(
-            &rows,
-            &tables,
-            RowPath::Matmul,
-            StepKind::Prefill(&chunks),
-            wanted,
-        )?;
+        let flat = self.run_rows(&rows, &tables, StepKind::Prefill(&chunks), wanted)?;
         let v = self.config.vocab_size;
         let mut logits = flat.chunks(v);
         let mut out = Vec::with_capacity(parts.len());
@@ -166,7 +160,7 @@ impl Model {
             tables.extend_from_slice(kv.table());
         }
         let b = rows.len();
-        let flat = self.run_rows(&rows, &tables, RowPath::Matvec, StepKind::Decode, b)?;
+        let flat = self.run_rows(&rows, &tables, StepKind::Decode, b)?;
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
@@ -204,7 +198,6 @@ impl Model {
         &self,
         rows: &[Row],
         tables: &[u32],
-        path: RowPath,
         kind: StepKind,
         logit_rows: usize,
     ) -> Result<Vec<f32>> {
@@ -240,7 +233,7 @@ impl Model {
                     label: Some("generation step"),
                     timestamp_writes: None,
                 });
-                self.encode_step(&mut pass, t, path, kind);
+                self.encode_step(&mut pass, t, kind);
             }
             // logits rows [R, chunk] of every wte chunk, gathered to [R, V]
             let mut at = 0u64;

@@ -214,27 +214,23 @@ impl Metrics {
             "# HELP wgformer_kv_pool_pages Pages of the paged KV cache, by state (used: holding keys and values; free)."
         );
         let _ = writeln!(s, "# TYPE wgformer_kv_pool_pages gauge");
-        let _ = writeln!(
-            s,
-            "wgformer_kv_pool_pages{{state=\"used\"}} {}",
-            b.kv_pages_used
-        );
+        let _ = writeln!(s, "wgformer_kv_pool_pages{{state=\"used\"}} {}", b.kv.used);
         let _ = writeln!(
             s,
             "wgformer_kv_pool_pages{{state=\"free\"}} {}",
-            b.kv_pages - b.kv_pages_used
+            b.kv.pages - b.kv.used
         );
         gauge(
             &mut s,
             "wgformer_kv_pool_pages_available",
             "Free KV pages not promised to admitted generations.",
-            b.kv_pages_available,
+            b.kv.available,
         );
         gauge(
             &mut s,
             "wgformer_kv_pool_bytes",
             "Device bytes of the paged KV cache.",
-            b.kv_pool_bytes,
+            b.kv.bytes,
         );
         s
     }

@@ -320,12 +320,12 @@ fn batching_status(st: &AppState) -> BatchingStatus {
         tokens_per_second: s.tokens_per_second(),
         generated_tokens: s.generated_tokens,
         kv_pool: KvPoolStatus {
-            pages: s.kv_pages,
-            page_positions: s.kv_page_positions,
-            pages_used: s.kv_pages_used,
-            pages_free: s.kv_pages - s.kv_pages_used,
-            pages_available: s.kv_pages_available,
-            bytes: s.kv_pool_bytes,
+            pages: s.kv.pages,
+            page_positions: s.kv.page,
+            pages_used: s.kv.used,
+            pages_free: s.kv.pages - s.kv.used,
+            pages_available: s.kv.available,
+            bytes: s.kv.bytes,
         },
     }
 }
