@@ -90,7 +90,12 @@ impl Bench {
             self.ctx.wait_idle().expect("GPU wait");
             t.elapsed().as_secs_f64() * 1e3
         };
-        let once = run(1); // warm-up (and pipeline first use)
+        // Warm-up (and pipeline first use) inside an error scope: a dispatch the device
+        // rejects must stop the bench, not be timed as 0 ms.
+        let once = self
+            .ctx
+            .scoped("bench dispatch", || Ok(run(1)))
+            .expect("the timed commands are valid");
         let reps = ((200.0 / once.max(0.01)) as usize).clamp(1, 50);
         let batches = if self.quick { 3 } else { 5 };
         median((0..batches).map(|_| run(reps) / reps as f64).collect())
@@ -416,9 +421,11 @@ impl Bench {
                 1,
             )
         });
+        // room for a decode batch of BATCH rows (the rows past the first are x again)
+        let xs: Vec<f32> = (0..BATCH).flat_map(|_| x.iter().copied()).collect();
         let (xb, out) = (
-            buffers::upload(&self.ctx, "x", &x),
-            buffers::storage(&self.ctx, "out", n),
+            buffers::upload(&self.ctx, "x", &xs),
+            buffers::storage(&self.ctx, "out", BATCH * n),
         );
         // f32 weights, then half floats (dtype float16)
         for variant in [
@@ -438,18 +445,20 @@ impl Bench {
             self.check(variant, &got, &want);
             let wb = buffers::upload(&self.ctx, "w", &matmul::store_weights(variant, &w, k, n));
             let op = matvec::matvec_variant_op(&self.ctx, &self.pl, variant, &xb, &wb, &xb, &out);
-            let gpu = self.time_gpu(&|pass| {
-                matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, 1, n, k, 0)
-            });
-            self.report(
-                variant,
-                format!("1x{k} · {k}x{n}"),
-                gpu,
-                (k * n * words_bytes(variant)) as f64,
-                "GB/s",
-                Some(cpu),
-                "sgemm",
-            );
+            for rows in [1, BATCH] {
+                let gpu = self.time_gpu(&|pass| {
+                    matvec::encode_matvec(&self.ctx.queue, pass, &self.pl, &op, rows, n, k, 0)
+                });
+                self.report(
+                    variant,
+                    format!("{rows}x{k} · {k}x{n}"),
+                    gpu,
+                    (k * n * words_bytes(variant)) as f64,
+                    "GB/s (weights)",
+                    (rows == 1).then_some(cpu),
+                    "sgemm",
+                );
+            }
         }
     }
 
@@ -457,7 +466,8 @@ impl Bench {
         let x = rand_vec(k, 14);
         let w = rand_vec(n * k, 15);
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k * 4) as u64);
-        let xb = buffers::upload(&self.ctx, "x", &x);
+        let xs: Vec<f32> = (0..BATCH).flat_map(|_| x.iter().copied()).collect();
+        let xb = buffers::upload(&self.ctx, "x", &xs);
         let mut c = vec![0.0f32; n];
         let cpu = self.time_cpu(&mut || unsafe {
             matrixmultiply::sgemm(
@@ -486,7 +496,7 @@ impl Bench {
             let outs: Vec<_> = wt
                 .chunks
                 .iter()
-                .map(|ch| buffers::storage(&self.ctx, "out", ch.rows))
+                .map(|ch| buffers::storage(&self.ctx, "out", BATCH * ch.rows))
                 .collect();
             let ops: Vec<_> = wt
                 .chunks
@@ -514,30 +524,32 @@ impl Bench {
                 &got,
                 &reference::matmul::matmul_bt(&x, &seen[..rows * k], 1, rows, k),
             );
-            let gpu = self.time_gpu(&|pass| {
-                for (op, ch) in ops.iter().zip(&wt.chunks) {
-                    matvec_bt::encode_matvec_bt(
-                        &self.ctx.queue,
-                        pass,
-                        &self.pl,
-                        op,
-                        ch.rows,
-                        k,
-                        0,
-                        1,
-                        0,
-                    );
-                }
-            });
-            self.report(
-                variant,
-                format!("1x{k} · ({n}x{k})ᵀ"),
-                gpu,
-                (k * n * words_bytes(variant)) as f64,
-                "GB/s",
-                Some(cpu),
-                "sgemm",
-            );
+            for b in [1, BATCH] {
+                let gpu = self.time_gpu(&|pass| {
+                    for (op, ch) in ops.iter().zip(&wt.chunks) {
+                        matvec_bt::encode_matvec_bt(
+                            &self.ctx.queue,
+                            pass,
+                            &self.pl,
+                            op,
+                            ch.rows,
+                            k,
+                            0,
+                            b,
+                            0,
+                        );
+                    }
+                });
+                self.report(
+                    variant,
+                    format!("{b}x{k} · ({n}x{k})ᵀ"),
+                    gpu,
+                    (k * n * words_bytes(variant)) as f64,
+                    "GB/s (weights)",
+                    (b == 1).then_some(cpu),
+                    "sgemm",
+                );
+            }
         }
     }
 
@@ -591,6 +603,7 @@ impl Bench {
             buffers::storage(&self.ctx, "out", t * c),
             buffers::storage(&self.ctx, "ent", nh * t),
         );
+        let tables = buffers::storage(&self.ctx, "tables", 1);
         for variant in self.variants("attention") {
             let (got, _) = attention::run_attention(
                 &self.ctx,
@@ -602,8 +615,9 @@ impl Bench {
             )
             .unwrap();
             self.check(variant, &got, &want);
-            let op =
-                attention::attention_op(&self.ctx, &self.pl, variant, &qb, &qb, &qb, &ob, &eb, &eb);
+            let op = attention::attention_op(
+                &self.ctx, &self.pl, variant, &qb, &qb, &qb, &ob, &eb, &tables,
+            );
             let kv = attention::KvLayout::fused(c);
             let gpu = self.time_gpu(&|pass| {
                 attention::encode_attention(&self.ctx.queue, pass, &self.pl, &op, t, c, nh, kv, 0)
@@ -654,6 +668,7 @@ impl Bench {
             buffers::storage(&self.ctx, "ent", nh * t),
         );
         let (ro, cols) = layout.upload(&self.ctx);
+        let tables = buffers::storage(&self.ctx, "tables", 1);
         let sparse = attention::sparse_attention_op(
             &self.ctx,
             &self.pl,
@@ -665,7 +680,7 @@ impl Bench {
             &eb,
             &ro,
             &cols,
-            &eb,
+            &tables,
         );
         let dense = attention::attention_op(
             &self.ctx,
@@ -676,7 +691,7 @@ impl Bench {
             &qb,
             &ob,
             &eb,
-            &eb,
+            &tables,
         );
         let kv = attention::KvLayout::fused(c);
         let sparse_ms = self.time_gpu(&|pass| {
@@ -930,6 +945,9 @@ impl Bench {
         );
     }
 }
+
+/// Rows of the batched matrix-vector rows (a full decode batch).
+const BATCH: usize = 16;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

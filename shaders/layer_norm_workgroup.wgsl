@@ -4,9 +4,10 @@
 // of x - mean (two passes, as the software kernel `layer_norm`, so both agree to
 // rounding). The software kernel walks a whole row in one invocation, which on a GPU
 // leaves all but a few lanes idle (0.34 ms a call on an H200 at T = 1).
-// The uniform `LayerNormParams` comes from the prelude shaders/lib/layer_norm_params.wgsl.
+// Preludes: `LayerNormParams` (shaders/lib/layer_norm_params.wgsl) and `workgroup_sum`
+// (shaders/lib/workgroup_reduce.wgsl).
 
-// A power of two, at most 256 (the size of `red`).
+// A power of two, at most 256 (the prelude's `red`).
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: LayerNormParams;
@@ -14,23 +15,6 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>; // [C]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;   // [C] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>; // [T, C]
-
-var<workgroup> red: array<f32, 256>;
-
-// The sum of `v` over the workgroup, returned to every lane.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(WG)
 fn layer_norm_workgroup(

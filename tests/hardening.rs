@@ -46,7 +46,12 @@ async fn absurd_configs_are_refused_before_allocation() {
         let (code, body) = init(&s, &cfg).await;
         assert_error(code, &body, 400, "CONFIG_ERROR");
         let detail = body["detail"].as_str().unwrap();
-        assert!(detail.contains("memory budget"), "{cfg}: {detail}");
+        // refused by the memory budget, or on an adapter whose memory would hold it,
+        // by its binding limit (an H200 for the 65536-position context)
+        assert!(
+            detail.contains("memory budget") || detail.contains("binding limit"),
+            "{cfg}: {detail}"
+        );
         assert!(started.elapsed() < Duration::from_secs(20), "{cfg}");
         forward_ok(&s).await;
     }

@@ -450,12 +450,27 @@ fn paged_case(lens: &[usize], c: usize, page: usize, seed: u64) -> PagedCase {
 fn paged_attention_rows_of_different_sequences() {
     // A decode batch: the last row of each sequence, each over its own pages, equals
     // attention over that sequence alone; dense and block-sparse.
+    // Software and hardware kernels; the last shape's long sequence takes the
+    // workgroup kernel through several chunks of keys.
     let g = gpu();
-    for &(c, nh, page) in &[(32, 4, 16), (64, 1, 4), (128, 2, 16), (48, 3, 8)] {
-        let lens = [1, 17, 40, 5, 33];
+    for &(c, nh, page, long) in &[
+        (32, 4, 16, 40),
+        (64, 1, 4, 40),
+        (128, 2, 16, 40),
+        (48, 3, 8, 40),
+        (128, 1, 16, 40),
+        (64, 2, 16, 1100),
+    ] {
+        let lens = [1, 17, long, 5, 33];
         let case = paged_case(&lens, c, page, 31);
-        for sparse in [false, true] {
-            let layout = wgformer::model::sparse::BlockLayout::new(64, 4, 2, 1, 3);
+        for (sparse, variant) in [false, true].into_iter().flat_map(|s| {
+            g.pipelines
+                .variants("attention_paged")
+                .into_iter()
+                .map(move |v| (s, v))
+        }) {
+            let layout =
+                wgformer::model::sparse::BlockLayout::new(long.next_multiple_of(64), 4, 2, 1, 3);
             let mut q = Vec::new();
             let mut rows = Vec::new();
             let mut flat = Vec::new();
@@ -475,6 +490,7 @@ fn paged_attention_rows_of_different_sequences() {
             let got = attention::run_attention_paged(
                 &g.ctx,
                 &g.pipelines,
+                variant,
                 &q,
                 &case.k_pool,
                 &case.v_pool,
@@ -487,7 +503,7 @@ fn paged_attention_rows_of_different_sequences() {
             )
             .unwrap();
             assert_close(
-                &format!("paged c{c} nh{nh} page{page} sparse {sparse}"),
+                &format!("{variant} c{c} nh{nh} page{page} sparse {sparse}"),
                 &got,
                 &want,
                 1e-4,
@@ -515,7 +531,8 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
         };
         for variant in attention_variants(sparse, c / nh) {
             for start in [16, 13] {
-                if variant == "sparse_attention_subgroup" && start % 8 != 0 {
+                let sg = g.ctx.subgroup_max_size.max(1) as usize;
+                if variant == "sparse_attention_subgroup" && start % sg != 0 {
                     continue; // the model gives unaligned chunks to the portable kernel
                 }
                 let got = attention::run_attention_paged_chunk(
@@ -554,22 +571,31 @@ fn paged_attention_prefill_chunk_of_one_sequence() {
     let case = paged_case(&[len], c, page, 77);
     let qs = &case.qkv[0];
     let rows: Vec<[u32; 2]> = (12..len as u32).map(|p| [0, p]).collect();
-    let got = attention::run_attention_paged(
-        &g.ctx,
-        &g.pipelines,
-        &qs[12 * 3 * c..],
-        &case.k_pool,
-        &case.v_pool,
-        &rows,
-        &case.tables[0],
-        page,
-        c,
-        nh,
-        None,
-    )
-    .unwrap();
     let (want, _) = reference::attention::attention(qs, c, nh);
-    assert_close("paged prefill chunk", &got, &want[12 * c..], 1e-4, 1e-4);
+    for variant in g.pipelines.variants("attention_paged") {
+        let got = attention::run_attention_paged(
+            &g.ctx,
+            &g.pipelines,
+            variant,
+            &qs[12 * 3 * c..],
+            &case.k_pool,
+            &case.v_pool,
+            &rows,
+            &case.tables[0],
+            page,
+            c,
+            nh,
+            None,
+        )
+        .unwrap();
+        assert_close(
+            &format!("{variant} prefill chunk"),
+            &got,
+            &want[12 * c..],
+            1e-4,
+            1e-4,
+        );
+    }
 }
 
 /// The attention kernels compiled for this adapter that apply to head size `hs`

@@ -18,6 +18,7 @@ It stops by itself: request counts are fixed and every request has a timeout.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def start(binary, config, extra):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={"XDG_RUNTIME_DIR": "/tmp", "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "/tmp")},
     )
     for line in p.stdout:
         if "listening on" in line:

@@ -187,6 +187,10 @@ pub const PRELUDES: &[(&str, &str)] = &[
         include_str!("../../shaders/lib/layer_norm_params.wgsl"),
     ),
     ("epilogue", include_str!("../../shaders/lib/epilogue.wgsl")),
+    (
+        "workgroup_reduce",
+        include_str!("../../shaders/lib/workgroup_reduce.wgsl"),
+    ),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -212,10 +216,12 @@ const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "weights_f16"];
 const MATVEC_BT_SUBGROUP: &[&str] = &["matvec_bt_params"];
 const MATMUL_COOP: &[&str] = &["matmul_params", "gelu", "epilogue"];
 const LAYER_NORM: &[&str] = &["layer_norm_params"];
+const LAYER_NORM_WG: &[&str] = &["layer_norm_params", "workgroup_reduce"];
 const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
 const ATTENTION: &[&str] = &["attention"];
 const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
+const ATTENTION_WG: &[&str] = &["attention", "workgroup_reduce"];
 use KernelClass::{Hardware, Software};
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
@@ -232,7 +238,7 @@ pub const KERNELS: &[Kernel] = &[
         .with(LAYER_NORM)
         .class(Software),
     Kernel::new("layer_norm_workgroup", wgsl!("layer_norm_workgroup"))
-        .with(LAYER_NORM)
+        .with(LAYER_NORM_WG)
         .of("layer_norm")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
@@ -357,7 +363,17 @@ pub const KERNELS: &[Kernel] = &[
         .of("sparse_attention")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("attention_paged", wgsl!("attention_paged")).with(ATTENTION),
+    Kernel::new("attention_paged", wgsl!("attention_paged"))
+        .with(ATTENTION)
+        .class(Software),
+    Kernel::new(
+        "attention_paged_workgroup",
+        wgsl!("attention_paged_workgroup"),
+    )
+    .with(ATTENTION_WG)
+    .of("attention_paged")
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(64)),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),

@@ -202,8 +202,15 @@ pub fn encode_attention(
         _pad: [0; 3],
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
-    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+    // the software kernel takes a row a lane, its hardware twin a row a workgroup
+    let per_workgroup =
+        crate::gpu::kernel(op.name).is_some_and(|k| k.class == crate::gpu::KernelClass::Hardware);
+    let gx = if per_workgroup {
+        t
+    } else {
+        t.div_ceil(pipelines.workgroup(op.name) as usize)
+    };
+    op.encode(queue, pass, pipelines, &p, (gx as u32, nh as u32, 1));
 }
 
 /// Run `op` (bound to `out` and `ent`) for `t` queries and read back `(out, entropy)`.
@@ -305,13 +312,14 @@ pub fn run_sparse_attention(
     )
 }
 
-/// Op of the paged kernel (`attention_paged`): queries `qkv [T, 3C]`, the layer's pools
+/// Op of a paged kernel (`variant` of op `attention_paged`): queries `qkv [T, 3C]`, the layer's pools
 /// `[pool rows, C]`, out `[T, C]`, per-row `(table offset, position)` pairs, the page
 /// tables, and the sparse layout's CSR (`row_offsets`, `cols`; any buffer when dense).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_paged_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &wgpu::Buffer,
     k_pool: &wgpu::Buffer,
     v_pool: &wgpu::Buffer,
@@ -324,7 +332,7 @@ pub fn attention_paged_op(
     KernelOp::new::<AttentionParams>(
         ctx,
         pipelines,
-        "attention_paged",
+        variant,
         &[qkv, k_pool, v_pool, out, rows, tables, row_offsets, cols],
     )
 }
@@ -360,8 +368,15 @@ pub fn encode_attention_paged(
         table0: 0,
         _pad: [0; 3],
     };
-    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+    // the software kernel takes a row a lane, its hardware twin a row a workgroup
+    let per_workgroup =
+        crate::gpu::kernel(op.name).is_some_and(|k| k.class == crate::gpu::KernelClass::Hardware);
+    let gx = if per_workgroup {
+        t
+    } else {
+        t.div_ceil(pipelines.workgroup(op.name) as usize)
+    };
+    op.encode(queue, pass, pipelines, &p, (gx as u32, nh as u32, 1));
 }
 
 /// Upload, run the paged kernel, read back `out[T, C]`: queries `qkv [T, 3C]`, pools
@@ -371,6 +386,7 @@ pub fn encode_attention_paged(
 pub fn run_attention_paged(
     ctx: &GpuContext,
     pipelines: &Pipelines,
+    variant: &'static str,
     qkv: &[f32],
     k_pool: &[f32],
     v_pool: &[f32],
@@ -395,7 +411,9 @@ pub fn run_attention_paged(
             buffers::storage(ctx, "cols", 4),
         ),
     };
-    let op = attention_paged_op(ctx, pipelines, &q, &k, &v, &out, &rb, &tb, &ro, &cols);
+    let op = attention_paged_op(
+        ctx, pipelines, variant, &q, &k, &v, &out, &rb, &tb, &ro, &cols,
+    );
     let block = layout.map_or(0, |l| l.block);
     submit_pass(ctx, op.name, |pass| {
         encode_attention_paged(&ctx.queue, pass, pipelines, &op, t, c, nh, page, block)

@@ -99,11 +99,12 @@ pub(super) fn bind_ops(
     let half_weights = cfg.dtype == Dtype::Float16;
     let hardware = cfg.kernels.hardware(ctx.details.is_software());
     let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
-    // kernels with a GPU-shaped twin: layer norm and the matrix-vector products
-    let ln = if hardware {
-        "layer_norm_workgroup"
+    // kernels with a GPU-shaped twin: layer norm, the decode attention and the
+    // matrix-vector products
+    let (ln, paged) = if hardware {
+        ("layer_norm_workgroup", "attention_paged_workgroup")
     } else {
-        "layer_norm"
+        ("layer_norm", "attention_paged")
     };
     // kernels reading wte (embedding, LM head) and the blocks' linears: f32 weights,
     // or half floats (dtype float16)
@@ -204,6 +205,7 @@ pub(super) fn bind_ops(
             attn_paged: attention_paged_op(
                 ctx,
                 pl,
+                paged,
                 &a.qkv,
                 &kv.k[l],
                 &kv.v[l],

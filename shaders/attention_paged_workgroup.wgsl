@@ -1,0 +1,128 @@
+// GPU-shaped twin of attention_paged.wgsl (same bindings, params and results up to
+// rounding): one workgroup per (row, head) instead of one invocation. The software
+// kernel walks a row's keys in one lane, which on a GPU is a chain of dependent loads
+// per key (an H200 spent ~5 µs per key and layer, most of a decode step at a few
+// hundred positions). Here the keys are taken CHUNK at a time:
+//   1. lane i scores keys i, i + WG, … of the chunk (q · k over the head, q staged in
+//      workgroup memory) into `score`;
+//   2. the workgroup reduces the chunk's max, the lanes turn scores into e^(s - m),
+//      the workgroup reduces their sum (prelude `workgroup_reduce`);
+//   3. lane d accumulates dimensions d, d + WG, … of Σ e_j v_j over the chunk's keys
+//      (consecutive lanes read consecutive floats of a value row).
+// Across chunks the softmax is online (running max m and normaliser l), in f32.
+// Block-sparse (p.block > 0): the walk visits the listed key blocks of the query's
+// block; key i of the walk is at block cols[first + i / block], keys after the query
+// masked, as in attention_paged.wgsl.
+// A row's numbers depend only on its own keys: the same in any batch.
+
+override WG: u32 = 64u;
+const CHUNK: u32 = 512u;
+const MAX_HS: u32 = 128u; // MAX_HS4 * 4
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
+@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(3) var<storage, read> v_pool: array<f32>;           // [pool rows, C]
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;        // [T, C]
+@group(0) @binding(5) var<storage, read> rows: array<vec2<u32>>;       // [T] (table, pos)
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // pages of each row's sequence
+@group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
+@group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
+
+var<workgroup> q: array<vec4<f32>, MAX_HS4>;
+var<workgroup> score: array<f32, CHUNK>;
+var<workgroup> walk: u32;
+
+const MASKED: f32 = -3.0e38;
+
+// Key of step i of the walk (see the header).
+fn walk_key(i: u32, first: u32) -> u32 {
+    if (p.block == 0u) {
+        return i;
+    }
+    return cols[first + i / p.block] * p.block + i % p.block;
+}
+
+@compute @workgroup_size(WG)
+fn attention_paged_workgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = wid.x; // one workgroup row per query row: t < p.t
+    let h = wid.y;
+    let hs4 = p.hs4;
+    let hs = hs4 * 4u;
+    let table = rows[t].x;
+    let qpos = rows[t].y;
+    let sparse = p.block > 0u;
+    let qb = select(0u, qpos / max(p.block, 1u), sparse);
+    let first = select(0u, row_offsets[qb], sparse);
+    if (lid == 0u) {
+        walk = select(qpos + 1u, (row_offsets[qb + 1u] - first) * p.block, sparse);
+    }
+    let qo = t * 3u * p.c4 + h * hs4;
+    for (var d = lid; d < hs4; d += WG) {
+        q[d] = qkv[qo + d] * p.scale;
+    }
+    let n = workgroupUniformLoad(&walk); // also makes q visible to every lane
+    // this lane's dimensions of the output: lid + WG * a, a < MAX_HS / WG
+    var acc = array<f32, 2>(0.0, 0.0); // MAX_HS / WG with WG = 64
+    var m = MASKED;
+    var l = 0.0;
+    for (var c0 = 0u; c0 < n; c0 += CHUNK) {
+        let len = min(CHUNK, n - c0);
+        // 1. scores
+        var top = MASKED;
+        for (var i = lid; i < len; i += WG) {
+            let j = walk_key(c0 + i, first);
+            var s = MASKED;
+            if (j <= qpos) {
+                let ko = kv_row(table, j) * p.c4 + h * hs4;
+                var s4 = vec4<f32>(0.0);
+                for (var d = 0u; d < hs4; d++) {
+                    s4 += q[d] * k_pool[ko + d];
+                }
+                s = s4.x + s4.y + s4.z + s4.w;
+            }
+            score[i] = s;
+            top = max(top, s);
+        }
+        // 2. weights
+        let m_new = max(m, workgroup_max(lid, top));
+        let corr = exp(m - m_new);
+        var part = 0.0;
+        for (var i = lid; i < len; i += WG) {
+            let s = score[i];
+            let e = select(exp(s - m_new), 0.0, s == MASKED);
+            score[i] = e;
+            part += e;
+        }
+        l = l * corr + workgroup_sum(lid, part);
+        m = m_new;
+        // 3. values
+        for (var a = 0u; a < 2u; a++) {
+            acc[a] *= corr;
+        }
+        for (var i = 0u; i < len; i++) {
+            let e = score[i];
+            if (e == 0.0) {
+                continue;
+            }
+            let vo = kv_row(table, walk_key(c0 + i, first)) * p.c4 * 4u + h * hs;
+            for (var a = 0u; a < 2u; a++) {
+                let d = lid + a * WG;
+                if (d < hs) {
+                    acc[a] += e * v_pool[vo + d];
+                }
+            }
+        }
+        workgroupBarrier(); // every lane done with `score` before the next chunk
+    }
+    let oo = t * p.c4 * 4u + h * hs;
+    for (var a = 0u; a < 2u; a++) {
+        let d = lid + a * WG;
+        if (d < hs) {
+            out[oo + d] = acc[a] / l;
+        }
+    }
+}
