@@ -217,8 +217,12 @@ pub struct SchedStats {
     /// Seconds from accepting a generation to admitting it.
     pub queue_wait: Histogram,
     pub decode_steps: u64,
+    /// Seconds in decode steps (the model's step, read-back included).
     pub decode_seconds: f64,
     pub prefill_chunks: u64,
+    /// Prefill traversals (each takes up to `MAX_PREFILL_PARTS` chunks) and their seconds.
+    pub prefill_steps: u64,
+    pub prefill_seconds: f64,
     /// Tokens sampled and streamed, all generations.
     pub generated_tokens: u64,
     /// (when, tokens) of the recent engine steps, for a current tokens/s.
@@ -271,6 +275,8 @@ impl Default for SchedStats {
             decode_steps: 0,
             decode_seconds: 0.0,
             prefill_chunks: 0,
+            prefill_steps: 0,
+            prefill_seconds: 0.0,
             generated_tokens: 0,
             recent: VecDeque::new(),
             current_batch: 0,
@@ -1194,6 +1200,8 @@ impl Worker {
                 }
                 if let Ok(mut s) = self.state.sched.lock() {
                     s.prefill_chunks += picked.len() as u64;
+                    s.prefill_steps += 1;
+                    s.prefill_seconds += seconds;
                 }
             }
             Err(e) => {

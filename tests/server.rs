@@ -678,4 +678,18 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         .parse()
         .unwrap();
     assert!(generated >= 4.0);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // the engine's time in decode steps and prefill traversals: both ran
+    assert!(value("wgformer_decode_seconds_total ") > 0.0);
+    assert!(value("wgformer_prefill_steps_total ") >= 1.0);
+    assert!(value("wgformer_prefill_seconds_total ") > 0.0);
+    assert!(value("wgformer_prefill_chunks_total ") >= value("wgformer_prefill_steps_total "));
 }

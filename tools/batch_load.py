@@ -77,8 +77,29 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+ENGINE = [
+    "wgformer_decode_steps_total",
+    "wgformer_decode_seconds_total",
+    "wgformer_prefill_steps_total",
+    "wgformer_prefill_seconds_total",
+    "wgformer_generated_tokens_total",
+]
+
+
+def engine_figures(base):
+    with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ENGINE:
+            out[name] = float(value)
+    return out
+
+
 def load(base, clients, requests, new_tokens, words):
     lat, ttft, tokens = [], [], []
+    before = engine_figures(base)
     lock = threading.Lock()
 
     def client(c):
@@ -101,6 +122,9 @@ def load(base, clients, requests, new_tokens, words):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    after = engine_figures(base)
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ENGINE}
+    steps = max(d["wgformer_decode_steps_total"], 1)
     return {
         "clients": clients,
         "requests": len(lat),
@@ -112,6 +136,14 @@ def load(base, clients, requests, new_tokens, words):
         "latency_p50_s": round(pct(lat, 0.5), 3),
         "latency_p90_s": round(pct(lat, 0.9), 3),
         "latency_max_s": round(max(lat), 3),
+        # where the engine's time went: decode steps (mean rows a step, ms a step) and
+        # prefill traversals; the rest of the wall time is outside the model's steps
+        "decode_steps": int(d["wgformer_decode_steps_total"]),
+        "rows_per_step": round(d["wgformer_generated_tokens_total"] / steps, 2),
+        "ms_per_step": round(1e3 * d["wgformer_decode_seconds_total"] / steps, 3),
+        "prefill_steps": int(d["wgformer_prefill_steps_total"]),
+        "prefill_s": round(d["wgformer_prefill_seconds_total"], 3),
+        "decode_s": round(d["wgformer_decode_seconds_total"], 3),
     }
 
 

@@ -7,7 +7,7 @@ struct MatvecParams {
     k4: u32,
     flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate
     p4: u32,    // panel width of w / 4
-    rows: u32,  // R (the split-K kernels: rows of the dispatch)
+    rows: u32,  // workgroup rows of this dispatch (ROWS rows each)
     row0: u32,  // first row of this dispatch (the ROWS kernels)
     _pad0: u32,
     _pad1: u32,

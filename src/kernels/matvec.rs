@@ -22,9 +22,6 @@ pub struct MatvecParams {
     pub _pad: [u32; 2],
 }
 
-/// Rows one workgroup of the split-K kernels carries (`SR` in the WGSL).
-pub const SPLITK_ROWS: usize = 4;
-
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
 pub const SPLITK_COLS4: usize = 4;
 
@@ -97,13 +94,7 @@ pub fn encode_matvec(
             row0: row0 as u32,
             _pad: [0; 2],
         };
-        // the split-K kernels take SPLITK_ROWS rows a workgroup row, the others o.rows
-        let gy = if op.takes_any_rows() {
-            groups.div_ceil(SPLITK_ROWS)
-        } else {
-            groups
-        };
-        o.encode(queue, pass, pipelines, &p, (gx as u32, gy as u32, 1));
+        o.encode(queue, pass, pipelines, &p, (gx as u32, groups as u32, 1));
     }
 }
 

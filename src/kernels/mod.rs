@@ -72,8 +72,8 @@ impl KernelOp {
 }
 
 /// The dispatches of one decode-batch kernel over the same buffers: one op per `ROWS`
-/// the kernel is compiled with ([`crate::gpu::BATCH_ROWS`]), or the one op of a kernel
-/// that takes any number of rows itself (the split-K kernels).
+/// the kernel is compiled with ([`crate::gpu::BATCH_ROWS`]; one op with `ROWS` = 1 for
+/// a kernel without the constant).
 pub struct RowsOp {
     pub name: &'static str,
     ops: Vec<KernelOp>,
@@ -98,17 +98,9 @@ impl RowsOp {
         }
     }
 
-    /// Whether the kernel takes any number of rows in one dispatch.
-    pub fn takes_any_rows(&self) -> bool {
-        self.ops.len() == 1
-    }
-
     /// The dispatches covering `rows` rows: `(op, first row, workgroup rows)` with
     /// `op.rows` rows per workgroup row: groups of 8, then 4, then single rows.
     pub fn cover(&self, rows: usize) -> Vec<(&KernelOp, usize, usize)> {
-        if self.takes_any_rows() {
-            return vec![(&self.ops[0], 0, rows)];
-        }
         let mut out = Vec::new();
         let mut at = 0;
         for op in &self.ops {

@@ -380,7 +380,7 @@ impl StepKind<'_> {
 
 /// Prompts one prefill step takes at most (each has its own attention and LM-head
 /// dispatches, bound once).
-pub const MAX_PREFILL_PARTS: usize = 8;
+pub const MAX_PREFILL_PARTS: usize = 16;
 
 impl Linear {
     /// Record `out (=|+=) act(x · w + bias)` for `t` rows along `path`.

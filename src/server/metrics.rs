@@ -193,9 +193,27 @@ impl Metrics {
         );
         counter(
             &mut s,
+            "wgformer_decode_seconds_total",
+            "Seconds in decode steps (the model's step and its read-back).",
+            b.decode_seconds,
+        );
+        counter(
+            &mut s,
             "wgformer_prefill_chunks_total",
             "Prompt chunks prefilled.",
             b.prefill_chunks,
+        );
+        counter(
+            &mut s,
+            "wgformer_prefill_steps_total",
+            "Prefill traversals (each prefills up to 16 prompt chunks together).",
+            b.prefill_steps,
+        );
+        counter(
+            &mut s,
+            "wgformer_prefill_seconds_total",
+            "Seconds in prefill traversals.",
+            b.prefill_seconds,
         );
         gauge(
             &mut s,
