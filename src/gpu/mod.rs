@@ -316,16 +316,14 @@ pub const KERNELS: &[Kernel] = &[
         .with(MATVEC_F32)
         .of("matvec")
         .class(Hardware)
-        .workgroup(Workgroup::Fixed(256))
-        .batch(),
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
         .with(MATVEC_F16)
         .of("matvec")
         .entry("matvec_splitk")
         .class(Hardware)
         .half()
-        .workgroup(Workgroup::Fixed(256))
-        .batch(),
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_bt", wgsl!("matvec_bt"))
         .with(MATVEC_BT_F32)
         .batch(),
