@@ -112,13 +112,7 @@ pub(super) fn bind_ops(
         (
             "embedding_f16",
             pl.best("matmul_bt_f16"),
-            // the subgroup LM head is lavapipe's fastest; on an H200 the plain one
-            // reads the half-float wte at 894 GB/s against 411
-            if hardware {
-                "matvec_bt_f16"
-            } else {
-                matvec_bt::best_f16_variant(pl, c)
-            },
+            matvec_bt::best_f16_variant(pl, c),
             crate::kernels::matmul::variant_for(pl, hardware, true),
             pl.best("moe_matmul_f16"),
         )
