@@ -914,6 +914,62 @@ impl Bench {
         });
     }
 
+    /// `n` forwards of `t` tokens each (no statistics): one after the other, then all in
+    /// one shared traversal (`Model::forward_many`); forwards/s of each, and the ratio.
+    fn forwards_shared(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let texts: Vec<Vec<u32>> = (0..n)
+            .map(|i| {
+                (0..t as u32)
+                    .map(|j| (j * 7919 + 13 + i as u32 * 101) % 50257)
+                    .collect()
+            })
+            .collect();
+        let batch: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
+        model.forward_many(&batch).unwrap();
+        let runs = if self.quick { 3 } else { 5 };
+        let apart = median(
+            (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    for ids in &texts {
+                        model.forward(ids, 5, false).unwrap();
+                    }
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let together = median(
+            (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    model.forward_many(&batch).unwrap();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.3} ms one by one, {:.3} ms shared: {:.2}x forwards/s",
+                "gpt2_fwd_shared",
+                shape,
+                apart,
+                together,
+                apart / together
+            );
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_fwd_shared".into(),
+            shape,
+            gpu_ms: together,
+            rate: n as f64 * 1e3 / together,
+            unit: "forwards/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: Some(apart / together),
+        });
+    }
+
     fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
         let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
         model.forward(&ids, 5, false).unwrap();
@@ -1051,6 +1107,7 @@ fn main() {
         for t in [16, 128] {
             b.end_to_end(&model, t, "");
         }
+        b.forwards_shared(&model, 8, 16, "");
         b.decode(&model, 64, 64, "");
         for n in [4, 8, 16] {
             b.decode_batch(&model, n, 64, 16, "");
@@ -1065,6 +1122,7 @@ fn main() {
         for t in [16, 128] {
             b.end_to_end(&half, t, " f16");
         }
+        b.forwards_shared(&half, 8, 16, " f16");
         b.decode(&half, 64, 64, " f16");
         for n in [4, 8, 16] {
             b.decode_batch(&half, n, 64, 16, " f16");

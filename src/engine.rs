@@ -216,6 +216,8 @@ pub struct SchedStats {
     pub batch_size: Histogram,
     /// Seconds from accepting a generation to admitting it.
     pub queue_wait: Histogram,
+    /// Forwards per traversal (forwards that arrive together share one).
+    pub forward_batch_size: Histogram,
     pub decode_steps: u64,
     /// Seconds in decode steps (the model's step, read-back included).
     pub decode_seconds: f64,
@@ -272,6 +274,7 @@ impl Default for SchedStats {
         SchedStats {
             batch_size: Histogram::new(BATCH),
             queue_wait: Histogram::new(SECONDS),
+            forward_batch_size: Histogram::new(BATCH),
             decode_steps: 0,
             decode_seconds: 0.0,
             prefill_chunks: 0,
@@ -773,15 +776,25 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if let Some(job) = job {
-            let mut heavy = !matches!(job, Job::Generate(..));
-            w.handle(job);
-            // generations only join the waiting line: take all that arrived, so they
-            // start in the same step; at most one forward or load between steps
-            while !heavy {
-                let Ok(job) = rx.try_recv() else { break };
-                heavy = !matches!(job, Job::Generate(..));
-                w.handle(job);
+            // Generations only join the waiting line: take all that arrived, so they
+            // start in the same step. Forwards that arrived together run together
+            // (sharing traversals); at most one group of forwards or one load between
+            // steps.
+            let mut forwards = Vec::new();
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Generate(..) => w.handle(job),
+                    Job::Forward(req, deadline, reply) => forwards.push((req, deadline, reply)),
+                    other => {
+                        w.forwards(std::mem::take(&mut forwards));
+                        w.handle(other);
+                        break;
+                    }
+                }
+                next = rx.try_recv().ok();
             }
+            w.forwards(forwards);
         }
         w.admit();
         w.step();
@@ -862,18 +875,93 @@ impl Worker {
                 let _ = reply.send(r);
                 self.publish_generations();
             }
-            Job::Forward(req, deadline, reply) => {
-                self.started();
-                if Instant::now() > deadline || reply.is_closed() {
-                    let _ = reply.send(Err(timeout_error("the forward")));
-                    return;
+            Job::Forward(req, deadline, reply) => self.forwards(vec![(req, deadline, reply)]),
+            Job::Generate(req, deadline, events) => {
+                self.waiting.push_back(Waiting {
+                    req,
+                    deadline,
+                    events,
+                    queued: Instant::now(),
+                    prompt: None,
+                });
+            }
+        }
+    }
+
+    /// Forwards that arrived together: those without statistics share traversals
+    /// (up to `MAX_PREFILL_PARTS` texts and the context's tokens each), the others run
+    /// alone. Every reply is the forward's own (the same numbers as alone).
+    fn forwards(&mut self, jobs: Vec<QueuedForward>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut live = Vec::with_capacity(jobs.len());
+        for (req, deadline, reply) in jobs {
+            self.started();
+            if Instant::now() > deadline || reply.is_closed() {
+                let _ = reply.send(Err(timeout_error("the forward")));
+            } else {
+                live.push((req, deadline, reply));
+            }
+        }
+        let Some(l) = self.loaded.clone() else {
+            for (_, _, reply) in live {
+                let _ = reply.send(Err(Error::ModelNotInitialized));
+            }
+            return;
+        };
+        // tokenize; a text that fails answers at once
+        let mut ready: Vec<(Vec<u32>, QueuedForward)> = Vec::with_capacity(live.len());
+        for job in live {
+            match forward_ids(&l, &job.0) {
+                Ok(ids) => ready.push((ids, job)),
+                Err(e) => {
+                    let _ = job.2.send(Err(e));
                 }
-                self.state.set_busy("forward", deadline);
-                let r = match &self.loaded {
-                    None => Err(Error::ModelNotInitialized),
-                    Some(l) => forward(l, &req),
-                };
-                self.state.clear_busy();
+            }
+        }
+        let (shared, single): (Vec<_>, Vec<_>) =
+            ready.into_iter().partition(|(_, (req, _, _))| !req.capture);
+        let mut groups: Vec<Vec<(Vec<u32>, QueuedForward)>> =
+            single.into_iter().map(|j| vec![j]).collect();
+        let context = l.model.config.context_size;
+        for job in shared {
+            let fits = groups.last().is_some_and(|g| {
+                !g[0].1 .0.capture
+                    && g.len() < MAX_PREFILL_PARTS
+                    && g.iter().map(|(ids, _)| ids.len()).sum::<usize>() + job.0.len() <= context
+            });
+            match groups.last_mut() {
+                Some(g) if fits => g.push(job),
+                _ => groups.push(vec![job]),
+            }
+        }
+        for group in groups {
+            let deadline = group
+                .iter()
+                .map(|(_, (_, d, _))| *d)
+                .max()
+                .unwrap_or_else(Instant::now);
+            self.state.set_busy("forward", deadline);
+            let results = if group.len() == 1 {
+                let (ids, (req, _, _)) = &group[0];
+                vec![l.model.forward(ids, req.top_k, req.capture)]
+            } else {
+                let batch: Vec<(&[u32], usize)> = group
+                    .iter()
+                    .map(|(ids, (req, _, _))| (ids.as_slice(), req.top_k))
+                    .collect();
+                match l.model.forward_many(&batch) {
+                    Ok(outs) => outs.into_iter().map(Ok).collect(),
+                    Err(e) => group.iter().map(|_| Err(e.duplicate())).collect(),
+                }
+            };
+            self.state.clear_busy();
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.forward_batch_size.observe(group.len() as f64);
+            }
+            for ((_, (_, _, reply)), out) in group.into_iter().zip(results) {
+                let r = out.and_then(|o| forward_reply(&l, o));
                 if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
                     c.total_inferences += 1;
                     c.total_tokens += out.tokens as u64;
@@ -884,15 +972,6 @@ impl Worker {
                     self.note_device_loss(e);
                 }
                 let _ = reply.send(r);
-            }
-            Job::Generate(req, deadline, events) => {
-                self.waiting.push_back(Waiting {
-                    req,
-                    deadline,
-                    events,
-                    queued: Instant::now(),
-                    prompt: None,
-                });
             }
         }
     }
@@ -1496,7 +1575,15 @@ pub fn kv_pool_pages(config: &ModelConfig, options: &EngineOptions, budget: u64)
 /// Largest tokenizer.json read (GPT-2's is 2 MB; the largest public ones ~30 MB).
 const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 
-fn forward(l: &Loaded, req: &ForwardRequest) -> Result<ForwardReply> {
+/// A forward waiting in the engine: the request, its deadline, where the reply goes.
+type QueuedForward = (
+    ForwardRequest,
+    Instant,
+    oneshot::Sender<Result<ForwardReply>>,
+);
+
+/// The token ids of a forward's text (truncated to `max_length`).
+fn forward_ids(l: &Loaded, req: &ForwardRequest) -> Result<Vec<u32>> {
     if req.text.is_empty() {
         return Err(Error::InvalidInput("input text must not be empty".into()));
     }
@@ -1504,7 +1591,11 @@ fn forward(l: &Loaded, req: &ForwardRequest) -> Result<ForwardReply> {
     if let Some(n) = req.max_length {
         ids.truncate(n);
     }
-    let out = l.model.forward(&ids, req.top_k, req.capture)?;
+    Ok(ids)
+}
+
+/// The reply of a forward from the model's output.
+fn forward_reply(l: &Loaded, out: crate::model::ForwardOutput) -> Result<ForwardReply> {
     let top = out
         .top
         .iter()

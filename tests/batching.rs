@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use wgformer::engine::{Engine, EngineOptions, FinishReason, GenEvent, GenerateRequest};
+use wgformer::engine::{
+    Engine, EngineOptions, FinishReason, ForwardRequest, GenEvent, GenerateRequest,
+};
 use wgformer::model::sampling::SamplingParams;
 
 fn engine(options: EngineOptions, extra: serde_json::Value) -> Engine {
@@ -281,4 +283,76 @@ fn a_generation_the_pool_can_never_hold_is_refused_with_what_to_do() {
     assert!(err.to_string().contains("--kv-pool-bytes"), "{err}");
     // one that fits still runs
     assert_eq!(alone(&e, &[request(2, 8, false)])[0].len(), 8);
+}
+
+#[test]
+fn forwards_that_arrive_together_share_a_traversal() {
+    // Forwards sent at once by several clients run together (the engine takes all that
+    // arrived and runs those without statistics in one traversal); each answer is the
+    // one it gets alone. A forward with statistics runs alone beside them.
+    let e = engine(
+        EngineOptions::default(),
+        serde_json::json!({"vocab_size": 50304, "n_embed": 32}),
+    );
+    let texts = [
+        "The cat",
+        "A much longer sentence about the sea and the sky above it",
+        "Hi",
+        "one two three four five",
+        "x",
+        "Numbers: 1, 2, 3",
+    ];
+    let req = |text: &str, capture: bool| ForwardRequest {
+        text: text.into(),
+        max_length: None,
+        top_k: 5,
+        capture,
+    };
+    let alone: Vec<_> = texts
+        .iter()
+        .map(|t| e.forward_blocking(req(t, false)).unwrap())
+        .collect();
+    let captured = e.forward_blocking(req(texts[1], true)).unwrap();
+    let before = e.sched().forward_batch_size;
+    let rounds = 4;
+    for _ in 0..rounds {
+        let start = std::sync::Barrier::new(texts.len() + 1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let (e, start) = (&e, &start);
+                    // the last client asks for statistics: it runs alone
+                    let capture = i == texts.len() - 1;
+                    s.spawn(move || {
+                        start.wait();
+                        (i, e.forward_blocking(req(t, capture)).unwrap())
+                    })
+                })
+                .collect();
+            start.wait();
+            for h in handles {
+                let (i, got) = h.join().unwrap();
+                let want = &alone[i];
+                let ids = |r: &wgformer::engine::ForwardReply| {
+                    r.top
+                        .iter()
+                        .map(|p| (p.token_id, p.probability))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(ids(&got), ids(want), "text {i}");
+                assert_eq!(got.tokens, want.tokens);
+                assert_eq!(got.capture.is_some(), i == texts.len() - 1);
+            }
+        });
+    }
+    assert!(captured.capture.is_some());
+    let after = e.sched().forward_batch_size;
+    let (traversals, forwards) = (after.count - before.count, after.sum - before.sum);
+    assert_eq!(forwards as usize, rounds * texts.len());
+    assert!(
+        traversals < forwards as u64,
+        "{traversals} traversals for {forwards} forwards: none shared"
+    );
 }

@@ -422,3 +422,48 @@ fn float16_weights_match_reference_and_halve_their_memory() {
         21,
     );
 }
+
+#[test]
+fn forwards_sharing_a_traversal_equal_each_alone() {
+    // Texts of different lengths run together (one traversal, one submission) give each
+    // text's predictions bit for bit as alone: dense, block-sparse, MoE, half weights,
+    // hardware kernels.
+    let g = gpu();
+    for extra in [
+        serde_json::json!({}),
+        serde_json::json!({"use_sparse_attention": true, "sparse_block_size": 8}),
+        serde_json::json!({"use_moe": true, "moe_num_experts": 4, "moe_top_k": 2}),
+        serde_json::json!({"dtype": "float16"}),
+        serde_json::json!({"kernels": "hardware"}),
+    ] {
+        let cfg = small(extra.clone());
+        let model = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let texts: Vec<Vec<u32>> = [1usize, 7, 13, 3, 9]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                (0..n as u32)
+                    .map(|j| (j * 13 + i as u32 * 29 + 1) % 97)
+                    .collect()
+            })
+            .collect();
+        let alone: Vec<_> = texts
+            .iter()
+            .map(|ids| model.forward(ids, 5, false).unwrap().top)
+            .collect();
+        let batch: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
+        let together = model.forward_many(&batch).unwrap();
+        for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(t.tokens, texts[i].len());
+            assert_eq!(a, &t.top, "{extra}: text {i}");
+        }
+        // the shared forward is a traversal of 33 rows, not a 33-token sequence: the
+        // context (40) bounds the rows, and 16 texts the dispatches
+        let long = vec![1u32; 30];
+        let too_long: Vec<(&[u32], usize)> = vec![(&long, 1), (&texts[2], 1)];
+        assert!(model.forward_many(&too_long).is_err());
+        let many: Vec<(&[u32], usize)> = (0..17).map(|_| (texts[0].as_slice(), 1)).collect();
+        assert!(model.forward_many(&many).is_err());
+        assert!(model.forward_many(&[]).is_err());
+    }
+}

@@ -663,6 +663,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         "# TYPE wgformer_decode_batch_size histogram",
         "wgformer_decode_batch_size_bucket{le=\"+Inf\"}",
         "# TYPE wgformer_generation_queue_wait_seconds histogram",
+        "# TYPE wgformer_forward_batch_size histogram",
         "wgformer_generation_queue_wait_seconds_count 4",
         "wgformer_generation_tokens_per_second ",
         "wgformer_kv_pool_pages{state=\"used\"}",

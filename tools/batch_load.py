@@ -9,7 +9,11 @@ small shapes, seeded weights, dtype float16), then
    reports aggregate tokens/s, its ratio to one client, and percentiles of the time to
    first token and of the whole request;
 2. time to first token of a 64-token prompt alone, and while --join-batch generations
-   are running (it joins their batch), and the ratio.
+   are running (it joins their batch), and the ratio;
+
+or, with --forward-clients 1,8: that many clients each sending --forward-requests
+forwards (no statistics) one after the other; forwards/s, latency percentiles, and
+forwards per traversal (forwards that arrive together share one).
 
 It stops by itself: request counts are fixed and every request has a timeout.
 
@@ -147,6 +151,52 @@ def load(base, clients, requests, new_tokens, words):
     }
 
 
+def forward_load(base, clients, requests, words):
+    """`clients` clients each sending `requests` forwards one after the other."""
+    lat = []
+    lock = threading.Lock()
+
+    def forward_batch():
+        with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
+            text = r.read().decode()
+        got = {}
+        for line in text.splitlines():
+            for k in ("sum", "count"):
+                if line.startswith(f"wgformer_forward_batch_size_{k} "):
+                    got[k] = float(line.split()[1])
+        return got.get("sum", 0.0), got.get("count", 0.0)
+
+    def client(c):
+        for r in range(requests):
+            body = json.dumps({"text": f"Client {c} request {r} says" + " the" * words, "top_k": 5}).encode()
+            req = urllib.request.Request(base + "/api/v1/forward", data=body, headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                resp.read()
+            with lock:
+                lat.append(time.perf_counter() - t0)
+
+    s0, n0 = forward_batch()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    s1, n1 = forward_batch()
+    return {
+        "what": "forward_load",
+        "clients": clients,
+        "requests": len(lat),
+        "wall_s": round(wall, 3),
+        "forwards_per_s": round(len(lat) / wall, 2),
+        "latency_p50_s": round(pct(lat, 0.5), 4),
+        "latency_p90_s": round(pct(lat, 0.9), 4),
+        "forwards_per_traversal": round((s1 - s0) / max(n1 - n0, 1), 2),
+    }
+
+
 def metric(base, name):
     with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
         for line in r.read().decode().splitlines():
@@ -191,10 +241,20 @@ def main():
     ap.add_argument("--join-batch", type=int, default=8)
     ap.add_argument("--prompt-words", type=int, default=24, help="' the' repeated after 'Client c request r says'")
     ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
+    ap.add_argument("--forward-clients", default="", help="e.g. 1,8: concurrent /forward clients (no generations)")
+    ap.add_argument("--forward-requests", type=int, default=8, help="forwards per client")
     a = ap.parse_args()
     proc, base = start(a.binary, a.config, a.serve_args.split())
     try:
         stream(base, {"text": "warm up", "max_new_tokens": 2, "temperature": 0})
+        if a.forward_clients:
+            first = None
+            for n in [int(x) for x in a.forward_clients.split(",")]:
+                row = forward_load(base, n, a.forward_requests, a.prompt_words)
+                first = first or row
+                row["vs_one_client"] = round(row["forwards_per_s"] / first["forwards_per_s"], 2)
+                print(json.dumps(row), flush=True)
+            return
         rows = []
         for n in [int(x) for x in a.clients.split(",")]:
             row = load(base, n, a.requests, a.new_tokens, a.prompt_words)

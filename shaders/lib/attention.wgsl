@@ -22,12 +22,14 @@ struct AttentionParams {
 
 const MAX_HS4: u32 = 32u; // head size ≤ 128
 
-// Row of key j in k and v: j itself (p.page == 0: a forward's qkv, or a contiguous
-// cache), or, in the paged KV pool, row j % page of the sequence's page j / page, whose
-// page table starts at `table` in `tables` (every attention kernel declares `tables`).
+// Row of key j in k and v: row `table` + j when p.page == 0 (a forward's qkv, where
+// `table` is the row of the forward's first token among several forwards sharing a
+// traversal, else 0; or a contiguous cache), or, in the paged KV pool, row j % page
+// of the sequence's page j / page, whose page table starts at `table` in `tables`
+// (every attention kernel declares `tables`).
 fn kv_row(table: u32, j: u32) -> u32 {
     if (p.page == 0u) {
-        return j;
+        return table + j;
     }
     return tables[table + j / p.page] * p.page + j % p.page;
 }

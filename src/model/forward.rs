@@ -191,6 +191,9 @@ pub(super) fn bind_ops(
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
             c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
             attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
+            attn_parts: (0..MAX_PREFILL_PARTS)
+                .map(|_| attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention))
+                .collect(),
             attn_prefill: (0..MAX_PREFILL_PARTS)
                 .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention))
                 .collect(),
@@ -357,6 +360,10 @@ pub(super) enum StepKind<'a> {
     /// A forward: attention within the rows, logits of every row, statistics with
     /// `capture`.
     Forward { capture: bool },
+    /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
+    /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
+    /// row, as a forward alone.
+    Forwards(&'a [ChunkRows]),
     /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
     /// written): their keys and values go to the pool, each prompt is attended by the
     /// forward's kernel through its page table, the logits of each last row asked for
@@ -373,7 +380,9 @@ impl StepKind<'_> {
     pub(super) fn path(&self) -> RowPath {
         match self {
             StepKind::Decode => RowPath::Matvec,
-            StepKind::Forward { .. } | StepKind::Prefill(_) => RowPath::Matmul,
+            StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill(_) => {
+                RowPath::Matmul
+            }
         }
     }
 }
@@ -497,6 +506,21 @@ impl Model {
                     KvLayout::fused(c),
                     self.attention_block(),
                 ),
+                StepKind::Forwards(parts) => {
+                    for (op, part) in blk.attn_parts.iter().zip(parts.iter()) {
+                        encode_attention(
+                            q,
+                            pass,
+                            pl,
+                            op,
+                            part.rows,
+                            c,
+                            nh,
+                            KvLayout::fused(c).at(part.row0, part.row0),
+                            self.attention_block(),
+                        );
+                    }
+                }
                 StepKind::Prefill(parts) => {
                     encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
@@ -545,7 +569,7 @@ impl Model {
         encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
         let chunks = &self.weights.wte.chunks;
         match kind {
-            StepKind::Forward { .. } => {
+            StepKind::Forward { .. } | StepKind::Forwards(_) => {
                 for (op, ch) in ops.lm_head.iter().zip(chunks) {
                     encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
                 }
@@ -574,9 +598,95 @@ impl Model {
             .write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&pos));
     }
 
+    /// Several forwards without statistics (`(ids, top_k)` each) in one traversal and
+    /// one submission: the rows of each follow the previous one's, each attends within
+    /// its own rows at positions from 0, the LM head runs over every row as for a
+    /// forward alone, and the last row of each is read back. Every kernel computes a row
+    /// by the same expression whatever rows surround it, so each result equals the
+    /// forward alone. At most [`MAX_PREFILL_PARTS`] forwards and the context's tokens
+    /// together (the activations' rows).
+    pub fn forward_many(&self, batch: &[(&[u32], usize)]) -> Result<Vec<ForwardOutput>> {
+        if batch.is_empty() || batch.len() > MAX_PREFILL_PARTS {
+            return Err(Error::InvalidInput(format!(
+                "a shared forward takes 1 to {MAX_PREFILL_PARTS} texts"
+            )));
+        }
+        for (ids, _) in batch {
+            self.check_ids(ids)?;
+        }
+        let t: usize = batch.iter().map(|(ids, _)| ids.len()).sum();
+        if t > self.config.context_size {
+            return Err(Error::SequenceTooLong {
+                len: t,
+                max: self.config.context_size,
+            });
+        }
+        let start = Instant::now();
+        let mut ids_all = Vec::with_capacity(t);
+        let mut positions = Vec::with_capacity(t);
+        let mut parts = Vec::with_capacity(batch.len());
+        for (ids, _) in batch {
+            parts.push(ChunkRows {
+                row0: ids_all.len(),
+                rows: ids.len(),
+                pos: 0,
+                table0: 0,
+                logits: true,
+            });
+            ids_all.extend_from_slice(ids);
+            positions.extend(0..ids.len() as u32);
+        }
+        let v = self.config.vocab_size;
+        let values = self.ctx.scoped("forward", || {
+            let q = &self.ctx.queue;
+            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(&ids_all));
+            q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&positions));
+            let mut enc = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("forwards"),
+                });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forwards"),
+                    timestamp_writes: None,
+                });
+                self.encode_step(&mut pass, t, StepKind::Forwards(&parts));
+            }
+            // the last row's logits of forward j to rows j of the staging buffer
+            let rb = &self.act.readback;
+            for (j, part) in parts.iter().enumerate() {
+                let last = (part.row0 + part.rows - 1) as u64;
+                for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                    let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
+                    enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
+                }
+            }
+            q.submit([enc.finish()]);
+            buffers::map_read(&self.ctx, rb, batch.len() * v)
+        })?;
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(batch
+            .iter()
+            .zip(values.chunks(v))
+            .map(|((ids, top_k), logits)| ForwardOutput {
+                tokens: ids.len(),
+                vocab: v,
+                top: top_k_softmax(logits, *top_k),
+                capture: None,
+                seconds,
+            })
+            .collect())
+    }
+
     /// Run the forward on `ids` with one submission; read back the last position's
     /// logits (for the `top_k` predictions) and, with `capture`, the statistics.
     pub fn forward(&self, ids: &[u32], top_k: usize, capture: bool) -> Result<ForwardOutput> {
+        if !capture {
+            let mut one = self.forward_many(&[(ids, top_k)])?;
+            return Ok(one.remove(0));
+        }
         self.check_ids(ids)?;
         let start = Instant::now();
         let t = ids.len();

@@ -161,8 +161,10 @@ pub struct Linear {
 pub struct BlockOps {
     pub ln_1: KernelOp,
     pub c_attn: Linear,
-    /// Attention within the rows of a forward (keys and values in qkv).
+    /// Attention within the rows of a forward (keys and values in qkv), and one per
+    /// forward of a traversal several forwards share.
     pub attn: KernelOp,
+    pub attn_parts: Vec<KernelOp>,
     /// The same kernel over a sequence's pages (one per prompt of a prefill step), and
     /// the portable sparse kernel for chunks off a subgroup boundary (sparse subgroup
     /// kernel only).

@@ -174,6 +174,11 @@ impl Metrics {
             "wgformer_decode_batch_size",
             "Generations sharing each decode step.",
         );
+        b.forward_batch_size.render(
+            &mut s,
+            "wgformer_forward_batch_size",
+            "Forwards sharing each traversal (forwards that arrive together run together).",
+        );
         b.queue_wait.render(
             &mut s,
             "wgformer_generation_queue_wait_seconds",
