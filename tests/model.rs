@@ -467,3 +467,51 @@ fn forwards_sharing_a_traversal_equal_each_alone() {
         assert!(model.forward_many(&[]).is_err());
     }
 }
+
+#[test]
+fn long_sequence_decode_steps_match_forward() {
+    // Decode steps at positions past 1,000 (a pool of well over a thousand rows per
+    // layer) equal the forward's logits at those positions.
+    let g = gpu();
+    let cfg = small(serde_json::json!({"context_size": 1200, "n_head": 1, "n_embed": 64}));
+    let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let all = ids(1103, 97);
+    let mut s = m.kv_reserve(1103).unwrap().unwrap();
+    m.extend(&mut s, &all[..1100]).unwrap();
+    for n in 1101..=1103 {
+        let step = m.extend(&mut s, &all[n - 1..n]).unwrap();
+        let full = m.forward_logits(&all[..n]).unwrap();
+        assert_close(
+            &format!("step {n}"),
+            &step,
+            &full[(n - 1) * 97..],
+            1e-3,
+            1e-3,
+        );
+    }
+    // the same step batched with short sequences (lanes of one workgroup walking 1,100
+    // keys beside lanes walking a few) gives every row its logits alone
+    let lens = [1usize, 17, 1103, 5, 33];
+    let mut seqs: Vec<_> = lens
+        .iter()
+        .map(|&n| {
+            let mut kv = m.kv_reserve(n + 1).unwrap().unwrap();
+            m.extend(&mut kv, &all[..n]).unwrap();
+            kv
+        })
+        .collect();
+    let mut rows: Vec<_> = seqs.iter_mut().map(|kv| (kv, 7u32)).collect();
+    let batched = m.decode(&mut rows).unwrap();
+    for (&n, got) in lens.iter().zip(&batched) {
+        let mut with = all[..n].to_vec();
+        with.push(7);
+        let full = m.forward_logits(&with).unwrap();
+        assert_close(
+            &format!("batched row at {n}"),
+            got,
+            &full[n * 97..],
+            1e-3,
+            1e-3,
+        );
+    }
+}
