@@ -76,6 +76,17 @@ def stream(base, body):
     return first or float("nan"), time.perf_counter() - t0, tokens
 
 
+def run_clients(clients, client):
+    """Run `client(c)` for c < clients in threads, all at once; seconds until all end."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -119,13 +130,7 @@ def load(base, clients, requests, new_tokens, words):
                 ttft.append(f)
                 tokens.append(n)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_clients(clients, client)
     after = engine_figures(base)
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ENGINE}
     steps = max(d["wgformer_decode_steps_total"], 1)
@@ -177,13 +182,7 @@ def forward_load(base, clients, requests, words):
                 lat.append(time.perf_counter() - t0)
 
     s0, n0 = forward_batch()
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_clients(clients, client)
     s1, n1 = forward_batch()
     return {
         "what": "forward_load",

@@ -202,15 +202,8 @@ pub fn encode_attention(
         _pad: [0; 3],
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
-    // the software kernel takes a row a lane, its hardware twin a row a workgroup
-    let per_workgroup =
-        crate::gpu::kernel(op.name).is_some_and(|k| k.class == crate::gpu::KernelClass::Hardware);
-    let gx = if per_workgroup {
-        t
-    } else {
-        t.div_ceil(pipelines.workgroup(op.name) as usize)
-    };
-    op.encode(queue, pass, pipelines, &p, (gx as u32, nh as u32, 1));
+    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
+    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
 }
 
 /// Run `op` (bound to `out` and `ent`) for `t` queries and read back `(out, entropy)`.

@@ -590,12 +590,34 @@ impl Model {
         }
     }
 
-    /// Write the positions `0 .. t` of a forward.
-    fn write_positions(&self, t: usize) {
-        let pos: Vec<u32> = (0..t as u32).collect();
-        self.ctx
-            .queue
-            .write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&pos));
+    /// A step's one submission: write its ids and positions, record the traversal of
+    /// its rows as `kind`, let `copy` add the copies into the staging buffer (it returns
+    /// the floats they fill), submit and read those back. Call inside an error scope.
+    pub(super) fn submit_step(
+        &self,
+        label: &str,
+        ids: &[u32],
+        positions: &[u32],
+        kind: StepKind,
+        copy: impl FnOnce(&mut wgpu::CommandEncoder) -> usize,
+    ) -> Result<Vec<f32>> {
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(positions));
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            self.encode_step(&mut pass, ids.len(), kind);
+        }
+        let floats = copy(&mut enc);
+        q.submit([enc.finish()]);
+        buffers::map_read(&self.ctx, &self.act.readback, floats)
     }
 
     /// Several forwards without statistics (`(ids, top_k)` each) in one traversal and
@@ -638,33 +660,24 @@ impl Model {
         }
         let v = self.config.vocab_size;
         let values = self.ctx.scoped("forward", || {
-            let q = &self.ctx.queue;
-            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(&ids_all));
-            q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&positions));
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("forwards"),
-                });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("forwards"),
-                    timestamp_writes: None,
-                });
-                self.encode_step(&mut pass, t, StepKind::Forwards(&parts));
-            }
-            // the last row's logits of forward j to rows j of the staging buffer
-            let rb = &self.act.readback;
-            for (j, part) in parts.iter().enumerate() {
-                let last = (part.row0 + part.rows - 1) as u64;
-                for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                    let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
-                    enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
-                }
-            }
-            q.submit([enc.finish()]);
-            buffers::map_read(&self.ctx, rb, batch.len() * v)
+            self.submit_step(
+                "forwards",
+                &ids_all,
+                &positions,
+                StepKind::Forwards(&parts),
+                |enc| {
+                    // the last row's logits of forward j to row j of the staging buffer
+                    let rb = &self.act.readback;
+                    for (j, part) in parts.iter().enumerate() {
+                        let last = (part.row0 + part.rows - 1) as u64;
+                        for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                            let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
+                            enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
+                        }
+                    }
+                    batch.len() * v
+                },
+            )
         })?;
         let seconds = start.elapsed().as_secs_f64();
         Ok(batch
@@ -684,6 +697,7 @@ impl Model {
     /// logits (for the `top_k` predictions) and, with `capture`, the statistics.
     pub fn forward(&self, ids: &[u32], top_k: usize, capture: bool) -> Result<ForwardOutput> {
         if !capture {
+            // the traversal several forwards share, with one text
             let mut one = self.forward_many(&[(ids, top_k)])?;
             return Ok(one.remove(0));
         }
@@ -692,52 +706,52 @@ impl Model {
         let t = ids.len();
         let cfg = &self.config;
         let (v, nh, nl) = (cfg.vocab_size, cfg.n_head, cfg.n_layer);
+        let positions: Vec<u32> = (0..t as u32).collect();
         let values = self.ctx.scoped("forward", || {
-            self.ctx
-                .queue
-                .write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
-            self.write_positions(t);
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("forward"),
-                });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("forward"),
-                    timestamp_writes: None,
-                });
-                self.encode_step(&mut pass, t, StepKind::Forward { capture });
-            }
-            // Copies into the staging buffer: last-row logits, then capture data.
-            let rb = &self.act.readback;
-            let mut at = 0u64;
-            for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                let bytes = (ch.rows * 4) as u64;
-                enc.copy_buffer_to_buffer(buf, ((t - 1) * ch.rows * 4) as u64, rb, at, bytes);
-                at += bytes;
-            }
-            let mut floats = v;
-            if capture {
-                for e in &self.act.entropy {
-                    enc.copy_buffer_to_buffer(e, 0, rb, at, (nh * t * 4) as u64);
-                    at += (nh * t * 4) as u64;
-                }
-                enc.copy_buffer_to_buffer(&self.act.norms, 0, rb, at, ((nl + 1) * t * 4) as u64);
-                at += ((nl + 1) * t * 4) as u64;
-                floats += nl * nh * t + (nl + 1) * t;
-                if let Some(m) = &self.act.moe {
-                    let per = (2 * cfg.moe_num_experts + 1) * 4;
-                    for s in &m.stats {
-                        enc.copy_buffer_to_buffer(s, 0, rb, at, per as u64);
-                        at += per as u64;
+            self.submit_step(
+                "forward",
+                ids,
+                &positions,
+                StepKind::Forward { capture },
+                |enc| {
+                    // last-row logits, then the statistics
+                    let rb = &self.act.readback;
+                    let mut at = 0u64;
+                    for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                        let bytes = (ch.rows * 4) as u64;
+                        enc.copy_buffer_to_buffer(
+                            buf,
+                            ((t - 1) * ch.rows * 4) as u64,
+                            rb,
+                            at,
+                            bytes,
+                        );
+                        at += bytes;
                     }
-                    floats += nl * (2 * cfg.moe_num_experts + 1);
-                }
-            }
-            self.ctx.queue.submit([enc.finish()]);
-            buffers::map_read(&self.ctx, rb, floats)
+                    for e in &self.act.entropy {
+                        enc.copy_buffer_to_buffer(e, 0, rb, at, (nh * t * 4) as u64);
+                        at += (nh * t * 4) as u64;
+                    }
+                    enc.copy_buffer_to_buffer(
+                        &self.act.norms,
+                        0,
+                        rb,
+                        at,
+                        ((nl + 1) * t * 4) as u64,
+                    );
+                    at += ((nl + 1) * t * 4) as u64;
+                    let mut floats = v + nl * nh * t + (nl + 1) * t;
+                    if let Some(m) = &self.act.moe {
+                        let per = (2 * cfg.moe_num_experts + 1) * 4;
+                        for s in &m.stats {
+                            enc.copy_buffer_to_buffer(s, 0, rb, at, per as u64);
+                            at += per as u64;
+                        }
+                        floats += nl * (2 * cfg.moe_num_experts + 1);
+                    }
+                    floats
+                },
+            )
         })?;
         let top = top_k_softmax(&values[..v], top_k);
         let capture = capture.then(|| {

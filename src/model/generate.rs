@@ -15,7 +15,6 @@ use super::forward::{ChunkRows, StepKind, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
-use crate::gpu::buffers;
 
 /// One row of a step: the token, its generation's pages, and where it goes.
 struct Row {
@@ -215,35 +214,21 @@ impl Model {
             let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
             let meta: Vec<[u32; 2]> = rows.iter().map(|r| [r.table, r.pos]).collect();
             let slots: Vec<u32> = rows.iter().map(|r| r.slot).collect();
-            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(&ids));
-            q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(&pos));
             q.write_buffer(&self.act.kv_rows, 0, bytemuck::cast_slice(&meta));
             q.write_buffer(&self.act.kv_slots, 0, bytemuck::cast_slice(&slots));
             if !tables.is_empty() {
                 q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
             }
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("generation step"),
-                });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("generation step"),
-                    timestamp_writes: None,
-                });
-                self.encode_step(&mut pass, t, kind);
-            }
-            // logits rows [R, chunk] of every wte chunk, gathered to [R, V]
-            let mut at = 0u64;
-            for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                let bytes = (logit_rows * ch.rows * 4) as u64;
-                enc.copy_buffer_to_buffer(buf, 0, &self.act.readback, at, bytes);
-                at += bytes;
-            }
-            q.submit([enc.finish()]);
-            let parts = buffers::map_read(&self.ctx, &self.act.readback, logit_rows * v)?;
+            let parts = self.submit_step("generation step", &ids, &pos, kind, |enc| {
+                // logits rows [R, chunk] of every wte chunk, gathered to [R, V]
+                let mut at = 0u64;
+                for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                    let bytes = (logit_rows * ch.rows * 4) as u64;
+                    enc.copy_buffer_to_buffer(buf, 0, &self.act.readback, at, bytes);
+                    at += bytes;
+                }
+                logit_rows * v
+            })?;
             let mut out = vec![0.0; logit_rows * v];
             let mut off = 0;
             for ch in &self.weights.wte.chunks {
