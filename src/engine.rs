@@ -42,10 +42,22 @@ pub struct Prediction {
     pub probability: f32,
 }
 
+/// A token of a forward's text: its id, its text, and the bytes `start .. end` of the
+/// request's text it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenInfo {
+    pub id: u32,
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// The result of a forward.
 #[derive(Clone, Debug)]
 pub struct ForwardReply {
     pub tokens: usize,
+    /// The tokens of the text that went through the model.
+    pub token_list: Vec<TokenInfo>,
     pub vocab: usize,
     pub n_embed: usize,
     pub n_head: usize,
@@ -911,45 +923,46 @@ impl Worker {
             return;
         };
         // tokenize; a text that fails answers at once
-        let mut ready: Vec<(Vec<u32>, QueuedForward)> = Vec::with_capacity(live.len());
+        let mut ready: Vec<TokenizedForward> = Vec::with_capacity(live.len());
         for job in live {
-            match forward_ids(&l, &job.0) {
-                Ok(ids) => ready.push((ids, job)),
+            match forward_tokens(&l, &job.0) {
+                Ok(tokens) => ready.push(TokenizedForward {
+                    ids: tokens.iter().map(|t| t.id).collect(),
+                    tokens,
+                    job,
+                }),
                 Err(e) => {
                     let _ = job.2.send(Err(e));
                 }
             }
         }
-        let (shared, single): (Vec<_>, Vec<_>) =
-            ready.into_iter().partition(|(_, (req, _, _))| !req.capture);
-        let mut groups: Vec<Vec<(Vec<u32>, QueuedForward)>> =
-            single.into_iter().map(|j| vec![j]).collect();
+        let (shared, single): (Vec<_>, Vec<_>) = ready.into_iter().partition(|f| !f.job.0.capture);
+        let mut groups: Vec<Vec<TokenizedForward>> = single.into_iter().map(|f| vec![f]).collect();
         let context = l.model.config.context_size;
-        for job in shared {
+        for f in shared {
             let fits = groups.last().is_some_and(|g| {
-                !g[0].1 .0.capture
+                !g[0].job.0.capture
                     && g.len() < MAX_PREFILL_PARTS
-                    && g.iter().map(|(ids, _)| ids.len()).sum::<usize>() + job.0.len() <= context
+                    && g.iter().map(|f| f.ids.len()).sum::<usize>() + f.ids.len() <= context
             });
             match groups.last_mut() {
-                Some(g) if fits => g.push(job),
-                _ => groups.push(vec![job]),
+                Some(g) if fits => g.push(f),
+                _ => groups.push(vec![f]),
             }
         }
         for group in groups {
             let deadline = group
                 .iter()
-                .map(|(_, (_, d, _))| *d)
+                .map(|f| f.job.1)
                 .max()
                 .unwrap_or_else(Instant::now);
             self.state.set_busy("forward", deadline);
-            let results = if group.len() == 1 {
-                let (ids, (req, _, _)) = &group[0];
-                vec![l.model.forward(ids, req.top_k, req.capture)]
+            let results = if let [f] = group.as_slice() {
+                vec![l.model.forward(&f.ids, f.job.0.top_k, f.job.0.capture)]
             } else {
                 let batch: Vec<(&[u32], usize)> = group
                     .iter()
-                    .map(|(ids, (req, _, _))| (ids.as_slice(), req.top_k))
+                    .map(|f| (f.ids.as_slice(), f.job.0.top_k))
                     .collect();
                 match l.model.forward_many(&batch) {
                     Ok(outs) => outs.into_iter().map(Ok).collect(),
@@ -960,8 +973,8 @@ impl Worker {
             if let Ok(mut s) = self.state.sched.lock() {
                 s.forward_batch_size.observe(group.len() as f64);
             }
-            for ((_, (_, _, reply)), out) in group.into_iter().zip(results) {
-                let r = out.and_then(|o| forward_reply(&l, o));
+            for (f, out) in group.into_iter().zip(results) {
+                let r = out.and_then(|o| forward_reply(&l, o, f.tokens));
                 if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
                     c.total_inferences += 1;
                     c.total_tokens += out.tokens as u64;
@@ -971,7 +984,7 @@ impl Worker {
                 if let Err(e) = &r {
                     self.note_device_loss(e);
                 }
-                let _ = reply.send(r);
+                let _ = f.job.2.send(r);
             }
         }
     }
@@ -1582,20 +1595,47 @@ type QueuedForward = (
     oneshot::Sender<Result<ForwardReply>>,
 );
 
-/// The token ids of a forward's text (truncated to `max_length`).
-fn forward_ids(l: &Loaded, req: &ForwardRequest) -> Result<Vec<u32>> {
+/// A forward with its text tokenized.
+struct TokenizedForward {
+    ids: Vec<u32>,
+    tokens: Vec<TokenInfo>,
+    job: QueuedForward,
+}
+
+/// The tokens of a forward's text (truncated to `max_length`).
+fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<TokenInfo>> {
     if req.text.is_empty() {
         return Err(Error::InvalidInput("input text must not be empty".into()));
     }
-    let mut ids = l.tokenizer.encode(&req.text)?;
+    let mut spans = l.tokenizer.encode_spans(&req.text)?;
     if let Some(n) = req.max_length {
-        ids.truncate(n);
+        spans.truncate(n);
     }
-    Ok(ids)
+    spans
+        .into_iter()
+        .map(|s| {
+            // the bytes it came from; a token holding part of a character (byte-level
+            // BPE) names the whole character's bytes, so its own text is decoded
+            let text = match req.text.get(s.start..s.end) {
+                Some(t) if l.tokenizer.encode(t).is_ok_and(|ids| ids == [s.id]) => t.to_string(),
+                _ => l.tokenizer.decode(&[s.id])?,
+            };
+            Ok(TokenInfo {
+                id: s.id,
+                text,
+                start: s.start,
+                end: s.end,
+            })
+        })
+        .collect()
 }
 
-/// The reply of a forward from the model's output.
-fn forward_reply(l: &Loaded, out: crate::model::ForwardOutput) -> Result<ForwardReply> {
+/// The reply of a forward from the model's output and the tokens that went in.
+fn forward_reply(
+    l: &Loaded,
+    out: crate::model::ForwardOutput,
+    token_list: Vec<TokenInfo>,
+) -> Result<ForwardReply> {
     let top = out
         .top
         .iter()
@@ -1609,6 +1649,7 @@ fn forward_reply(l: &Loaded, out: crate::model::ForwardOutput) -> Result<Forward
         .collect::<Result<Vec<_>>>()?;
     Ok(ForwardReply {
         tokens: out.tokens,
+        token_list,
         vocab: out.vocab,
         n_embed: l.model.config.n_embed,
         n_head: l.model.config.n_head,

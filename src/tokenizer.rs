@@ -10,6 +10,14 @@ pub const GPT2_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/gpt2-tokenizer.
 /// GPT-2's end-of-text token.
 pub const END_OF_TEXT: u32 = 50256;
 
+/// A token of a text and the bytes `start .. end` of the text it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenSpan {
+    pub id: u32,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// A loaded tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -53,6 +61,20 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
+    /// The tokens of `text` (no special tokens added) with the byte range of `text`
+    /// each came from.
+    pub fn encode_spans(&self, text: &str) -> Result<Vec<TokenSpan>> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(e.get_ids()
+            .iter()
+            .zip(e.get_offsets())
+            .map(|(&id, &(start, end))| TokenSpan { id, start, end })
+            .collect())
+    }
+
     /// Text of `ids`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
@@ -68,5 +90,47 @@ impl Tokenizer {
     /// Number of ids the tokenizer can produce (added tokens included).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_byte_ranges_that_cover_the_text() {
+        let t = Tokenizer::gpt2().unwrap();
+        let text = "Hello wörld, naïve café — 42!";
+        let spans = t.encode_spans(text).unwrap();
+        let ids: Vec<u32> = spans.iter().map(|s| s.id).collect();
+        assert_eq!(ids, t.encode(text).unwrap());
+        assert_eq!(spans[0].start, 0);
+        assert_eq!(spans.last().unwrap().end, text.len());
+        for w in spans.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "{w:?}");
+        }
+        // a character split over several byte-level tokens: each of them names the
+        // character's bytes (ranges stay on character boundaries, in order)
+        let crab = "a 🦀 b";
+        let spans = t.encode_spans(crab).unwrap();
+        assert_eq!(spans.last().unwrap().end, crab.len());
+        for w in spans.windows(2) {
+            assert!(w[0].start <= w[1].start && w[0].end <= w[1].end, "{w:?}");
+        }
+        for s in &spans {
+            assert!(
+                crab.is_char_boundary(s.start) && crab.is_char_boundary(s.end),
+                "{s:?}"
+            );
+        }
+        // a word's token includes its leading space
+        let hello = t.encode_spans("Hello world").unwrap();
+        assert_eq!(
+            hello
+                .iter()
+                .map(|s| &"Hello world"[s.start..s.end])
+                .collect::<Vec<_>>(),
+            ["Hello", " world"]
+        );
     }
 }

@@ -172,6 +172,41 @@ async fn initialize_forward_status_flow() {
     assert!(metrics.contains("wgformer_http_requests_total{method=\"POST\",route=\"/api/v1/forward\",status=\"200\"} 3"), "{metrics}");
     assert!(metrics.contains("wgformer_forward_seconds_count 3"));
     assert!(metrics.contains("wgformer_tokens_processed_total 8"));
+
+    // tokens: id, text, byte range of the request's text; truncated with max_length
+    let text = "Hello wörld, naïve 🦀 end";
+    let (code, r) = forward(&s, json!({"text": text, "top_k": 1})).await;
+    assert_eq!(code, 200, "{r}");
+    let tokens = r["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len() as u64, r["sequence_length"].as_u64().unwrap());
+    assert_eq!(
+        tokens[0],
+        json!({"id": 15496, "text": "Hello", "start": 0, "end": 5})
+    );
+    assert_eq!(tokens.last().unwrap()["text"], " end");
+    assert_eq!(
+        tokens.last().unwrap()["end"].as_u64().unwrap() as usize,
+        text.len()
+    );
+    let mut end = 0;
+    for t in tokens {
+        let (a, b) = (
+            t["start"].as_u64().unwrap() as usize,
+            t["end"].as_u64().unwrap() as usize,
+        );
+        assert!(a <= b && b <= text.len() && b >= end, "{t}");
+        end = b;
+        // a whole-character token's text is the text's bytes
+        if text[a..b].chars().count() > 0 && t["text"].as_str().unwrap() != "\u{fffd}" {
+            assert!(
+                text[a..b] == *t["text"].as_str().unwrap() || text[a..b].contains('🦀'),
+                "{t}"
+            );
+        }
+    }
+    let (_, r) = forward(&s, json!({"text": text, "max_length": 2})).await;
+    assert_eq!(r["tokens"].as_array().unwrap().len(), 2);
+    assert_eq!(r["tokens"][1]["text"], " w");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

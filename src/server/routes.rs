@@ -266,6 +266,16 @@ pub async fn forward(
                 probability: p.probability,
             })
             .collect(),
+        tokens: r
+            .token_list
+            .iter()
+            .map(|t| TokenBody {
+                id: t.id,
+                text: t.text.clone(),
+                start: t.start,
+                end: t.end,
+            })
+            .collect(),
     }))
 }
 

@@ -131,6 +131,19 @@ pub struct ForwardResponse {
     pub processing_time: f64,
     /// Extension: most likely next tokens after the last position, most likely first.
     pub top_predictions: Vec<TopPrediction>,
+    /// Extension: the tokens that went through the model, in order.
+    pub tokens: Vec<TokenBody>,
+}
+
+/// A token of the request's text: id, its text, and the byte range `start .. end` of
+/// the request's `text` it came from (a character split over several byte-level tokens
+/// gives each of them the character's range).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenBody {
+    pub id: u32,
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
