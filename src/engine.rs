@@ -32,6 +32,25 @@ pub struct ForwardRequest {
     pub max_length: Option<usize>,
     pub top_k: usize,
     pub capture: bool,
+    /// The attention weights to return (implies `capture`).
+    pub attention: Option<AttentionSelect>,
+}
+
+/// Which attention weights a forward returns: layers and heads (`None`: all), each in
+/// the order asked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttentionSelect {
+    pub layers: Option<Vec<usize>>,
+    pub heads: Option<Vec<usize>>,
+}
+
+/// The attention weights of one layer: `weights[i]` is head `heads[i]`'s
+/// `[query][key]` matrix.
+#[derive(Clone, Debug)]
+pub struct LayerAttention {
+    pub layer: usize,
+    pub heads: Vec<usize>,
+    pub weights: Vec<Vec<Vec<f32>>>,
 }
 
 /// A next-token prediction with its decoded text.
@@ -63,6 +82,11 @@ pub struct ForwardReply {
     pub n_head: usize,
     pub top: Vec<Prediction>,
     pub capture: Option<Capture>,
+    /// With `capture_attention`: the chosen layers' weights.
+    pub attention: Vec<LayerAttention>,
+    /// Block-sparse models with `capture_attention`: for each query block of the
+    /// text, the key blocks it attends to.
+    pub listed_blocks: Option<Vec<Vec<usize>>>,
     pub seconds: f64,
     pub device_memory_mb: f64,
 }
@@ -936,12 +960,12 @@ impl Worker {
                 }
             }
         }
-        let (shared, single): (Vec<_>, Vec<_>) = ready.into_iter().partition(|f| !f.job.0.capture);
+        let (shared, single): (Vec<_>, Vec<_>) = ready.into_iter().partition(|f| f.job.0.shared());
         let mut groups: Vec<Vec<TokenizedForward>> = single.into_iter().map(|f| vec![f]).collect();
         let context = l.model.config.context_size;
         for f in shared {
             let fits = groups.last().is_some_and(|g| {
-                !g[0].job.0.capture
+                g[0].job.0.shared()
                     && g.len() < MAX_PREFILL_PARTS
                     && g.iter().map(|f| f.ids.len()).sum::<usize>() + f.ids.len() <= context
             });
@@ -958,14 +982,14 @@ impl Worker {
                 .unwrap_or_else(Instant::now);
             self.state.set_busy("forward", deadline);
             let results = if let [f] = group.as_slice() {
-                vec![l.model.forward(&f.ids, f.job.0.top_k, f.job.0.capture)]
+                vec![forward_alone(&l, &f.ids, &f.job.0)]
             } else {
                 let batch: Vec<(&[u32], usize)> = group
                     .iter()
                     .map(|f| (f.ids.as_slice(), f.job.0.top_k))
                     .collect();
                 match l.model.forward_many(&batch) {
-                    Ok(outs) => outs.into_iter().map(Ok).collect(),
+                    Ok(outs) => outs.into_iter().map(|o| Ok((o, Vec::new()))).collect(),
                     Err(e) => group.iter().map(|_| Err(e.duplicate())).collect(),
                 }
             };
@@ -974,7 +998,8 @@ impl Worker {
                 s.forward_batch_size.observe(group.len() as f64);
             }
             for (f, out) in group.into_iter().zip(results) {
-                let r = out.and_then(|o| forward_reply(&l, o, f.tokens));
+                let r =
+                    out.and_then(|(o, weights)| forward_reply(&l, o, f.tokens, weights, &f.job.0));
                 if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
                     c.total_inferences += 1;
                     c.total_tokens += out.tokens as u64;
@@ -1630,12 +1655,93 @@ fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<TokenInfo>> {
         .collect()
 }
 
-/// The reply of a forward from the model's output and the tokens that went in.
+impl ForwardRequest {
+    /// Whether it may share a traversal with other forwards (no statistics asked).
+    fn shared(&self) -> bool {
+        !self.capture && self.attention.is_none()
+    }
+}
+
+/// A forward run alone: with statistics (and the chosen layers' attention weights,
+/// `[NH, T, T]` each) when asked.
+fn forward_alone(
+    l: &Loaded,
+    ids: &[u32],
+    req: &ForwardRequest,
+) -> Result<(crate::model::ForwardOutput, Vec<Vec<f32>>)> {
+    let cfg = &l.model.config;
+    let Some(sel) = &req.attention else {
+        return Ok((l.model.forward(ids, req.top_k, req.capture)?, Vec::new()));
+    };
+    if let Some(&h) = sel.heads.iter().flatten().find(|&&h| h >= cfg.n_head) {
+        return Err(Error::InvalidInput(format!(
+            "capture_attention head {h} does not exist (the model has {} heads, 0..{})",
+            cfg.n_head,
+            cfg.n_head - 1
+        )));
+    }
+    let layers: Vec<usize> = match &sel.layers {
+        Some(ls) => ls.clone(),
+        None => (0..cfg.n_layer).collect(),
+    };
+    l.model.forward_captured(ids, req.top_k, &layers)
+}
+
+/// The reply of a forward from the model's output, the tokens that went in and the
+/// attention weights asked for (`[NH, T, T]` per chosen layer).
 fn forward_reply(
     l: &Loaded,
     out: crate::model::ForwardOutput,
     token_list: Vec<TokenInfo>,
+    weights: Vec<Vec<f32>>,
+    req: &ForwardRequest,
 ) -> Result<ForwardReply> {
+    let cfg = &l.model.config;
+    let t = out.tokens;
+    let attention = match &req.attention {
+        None => Vec::new(),
+        Some(sel) => {
+            let layers: Vec<usize> = match &sel.layers {
+                Some(ls) => ls.clone(),
+                None => (0..cfg.n_layer).collect(),
+            };
+            let heads: Vec<usize> = match &sel.heads {
+                Some(hs) => hs.clone(),
+                None => (0..cfg.n_head).collect(),
+            };
+            layers
+                .into_iter()
+                .zip(&weights)
+                .map(|(layer, w)| LayerAttention {
+                    layer,
+                    heads: heads.clone(),
+                    weights: heads
+                        .iter()
+                        .map(|&h| {
+                            (0..t)
+                                .map(|q| w[(h * t + q) * t..(h * t + q + 1) * t].to_vec())
+                                .collect()
+                        })
+                        .collect(),
+                })
+                .collect()
+        }
+    };
+    let listed_blocks = match (&req.attention, &l.model.sparse) {
+        (Some(_), Some(sp)) => {
+            let b = sp.layout.block;
+            Some(
+                (0..t.div_ceil(b))
+                    .map(|qb| {
+                        (0..=qb)
+                            .filter(|&kb| sp.layout.allows(qb * b, kb * b))
+                            .collect()
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
     let top = out
         .top
         .iter()
@@ -1655,6 +1761,8 @@ fn forward_reply(
         n_head: l.model.config.n_head,
         top,
         capture: out.capture,
+        attention,
+        listed_blocks,
         seconds: out.seconds,
         device_memory_mb: l.model.device_bytes as f64 / (1u64 << 20) as f64,
     })
@@ -1691,6 +1799,7 @@ mod tests {
     fn the_queue_refuses_past_capacity_and_the_thread_joins() {
         let e = Engine::start(2);
         let cfg = || ForwardRequest {
+            attention: None,
             text: "x".into(),
             max_length: None,
             top_k: 1,

@@ -307,6 +307,7 @@ fn forwards_that_arrive_together_share_a_traversal() {
         max_length: None,
         top_k: 5,
         capture,
+        attention: None,
     };
     let alone: Vec<_> = texts
         .iter()

@@ -907,3 +907,57 @@ fn matmul_self_test_passes_correct_kernels() {
         matmul::self_test(&g.ctx, &g.pipelines, variant).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
+    let g = gpu();
+    for &(t, c, nh) in &[(1, 16, 2), (7, 32, 4), (33, 64, 2)] {
+        let qkv = rand_vec(t * 3 * c, 41 + t as u64, 1.5);
+        let layout = wgformer::model::sparse::BlockLayout::new(64, 4, 1, 1, 3);
+        for sparse in [false, true] {
+            let got = attention::run_attention_weights(
+                &g.ctx,
+                &g.pipelines,
+                &qkv,
+                c,
+                nh,
+                sparse.then_some(&layout),
+            )
+            .unwrap();
+            let allow = |i: usize, j: usize| j <= i && (!sparse || layout.allows(i, j));
+            let want = reference::attention::weights_masked(&qkv, c, nh, allow);
+            assert_close(
+                &format!("weights t{t} sparse {sparse}"),
+                &got,
+                &want,
+                1e-5,
+                1e-4,
+            );
+            for h in 0..nh {
+                for i in 0..t {
+                    let row = &got[(h * t + i) * t..(h * t + i + 1) * t];
+                    let sum: f32 = row.iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-5, "row ({h}, {i}) sums to {sum}");
+                    for (j, &w) in row.iter().enumerate() {
+                        if !allow(i, j) {
+                            assert_eq!(w, 0.0, "({h}, {i}, {j}) outside the keys it sees");
+                        }
+                    }
+                }
+            }
+            // the weights times V are the forward's attention output
+            let (out, _) = reference::attention::attention_masked(&qkv, c, nh, allow);
+            let hs = c / nh;
+            for h in 0..nh {
+                for i in 0..t {
+                    for d in 0..hs {
+                        let v: f32 = (0..t)
+                            .map(|j| got[(h * t + i) * t + j] * qkv[j * 3 * c + 2 * c + h * hs + d])
+                            .sum();
+                        assert!((v - out[i * c + h * hs + d]).abs() < 1e-4);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -515,3 +515,71 @@ fn long_sequence_decode_steps_match_forward() {
         );
     }
 }
+
+#[test]
+fn attention_weights_of_a_forward_are_what_its_attention_used() {
+    // The weights captured in the pass are causal softmax rows (0 outside the listed
+    // blocks of a block-sparse layer), and their entropy is the entropy the forward's
+    // attention kernel measured on the same rows.
+    let g = gpu();
+    for extra in [
+        serde_json::json!({}),
+        serde_json::json!({"use_sparse_attention": true, "sparse_block_size": 4, "sparse_local_blocks": 1, "sparse_global_blocks": 1}),
+        serde_json::json!({"kernels": "hardware"}),
+    ] {
+        let cfg = small(extra.clone());
+        let (nh, nl) = (cfg.n_head, cfg.n_layer);
+        let m = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let t = 19;
+        let ids = ids(t, 97);
+        let (out, weights) = m.forward_captured(&ids, 3, &[1, 0]).unwrap();
+        assert_eq!(weights.len(), 2);
+        // the logits are the forward's without weights
+        assert_eq!(out.top, m.forward(&ids, 3, true).unwrap().top, "{extra}");
+        let cap = out.capture.unwrap();
+        for (w, layer) in weights.iter().zip([1, 0]) {
+            assert_eq!(w.len(), nh * t * t);
+            for h in 0..nh {
+                let mut entropy = 0.0f64;
+                for i in 0..t {
+                    let row = &w[(h * t + i) * t..(h * t + i + 1) * t];
+                    let sum: f32 = row.iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-5, "{extra}: row sums to {sum}");
+                    for (j, &p) in row.iter().enumerate() {
+                        let seen =
+                            j <= i && m.sparse.as_ref().is_none_or(|s| s.layout.allows(i, j));
+                        if !seen {
+                            assert_eq!(p, 0.0, "{extra}: ({layer}, {h}, {i}, {j})");
+                        }
+                    }
+                    entropy -= row
+                        .iter()
+                        .filter(|&&p| p > 0.0)
+                        .map(|&p| p as f64 * (p as f64).ln())
+                        .sum::<f64>();
+                }
+                let want = cap.layers[layer].attention_entropy[h] as f64;
+                assert!(
+                    (entropy / t as f64 - want).abs() < 1e-4,
+                    "{extra}: layer {layer} head {h}: {} against {want}",
+                    entropy / t as f64
+                );
+            }
+        }
+        assert!(m.forward_captured(&ids, 3, &[nl]).is_err());
+    }
+    // T x T is bounded
+    let m = Model::build(
+        small(serde_json::json!({"context_size": 300})),
+        None,
+        g.ctx.clone(),
+        g.pipelines.clone(),
+    )
+    .unwrap();
+    let err = m
+        .forward_captured(&ids(257, 97), 1, &[0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("256"), "{err}");
+    assert!(m.forward_captured(&ids(256, 97), 1, &[0]).is_ok());
+}

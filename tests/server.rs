@@ -625,6 +625,26 @@ async fn sparse_and_moe_show_in_capture() {
         assert_eq!(layer["attention"]["block_size"], 4);
         assert!(layer["attention"]["block_density"].as_f64().unwrap() < 0.5);
     }
+    // attention weights of a block-sparse layer: the listed blocks (local only: each
+    // query block sees its own), 0 outside them
+    let (code, r) = forward(&s, json!({"text": "one two three four five six seven eight nine ten eleven twelve", "capture_attention": {"layers": [0]}})).await;
+    assert_eq!(code, 200, "{r}");
+    let att = &r["captured_data"]["layers"][0]["attention"];
+    let t = r["sequence_length"].as_u64().unwrap() as usize;
+    let listed = att["listed_blocks"].as_array().unwrap();
+    assert_eq!(listed.len(), t.div_ceil(4));
+    for (qb, blocks) in listed.iter().enumerate() {
+        assert_eq!(blocks, &json!([qb]));
+    }
+    for head in att["weights"].as_array().unwrap() {
+        for (i, row) in head.as_array().unwrap().iter().enumerate() {
+            for (j, p) in row.as_array().unwrap().iter().enumerate() {
+                if j / 4 != i / 4 || j > i {
+                    assert_eq!(p.as_f64().unwrap(), 0.0, "({i}, {j})");
+                }
+            }
+        }
+    }
     let (_, st) = get(&s, "/api/v1/status").await;
     let c = 32usize;
     let (h, e) = (4 * c, 4usize);
@@ -728,4 +748,93 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
     assert!(value("wgformer_prefill_steps_total ") >= 1.0);
     assert!(value("wgformer_prefill_seconds_total ") > 0.0);
     assert!(value("wgformer_prefill_chunks_total ") >= value("wgformer_prefill_steps_total "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capture_attention_returns_the_weights() {
+    let s = Server::start(8, 1 << 20).await;
+    let cfg = json!({"n_layer": 2, "n_embed": 32, "n_head": 2, "context_size": 300, "seed": 3});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let text = "The quick brown fox jumps over the lazy dog";
+    let (code, r) = forward(&s, json!({"text": text, "capture_attention": true})).await;
+    assert_eq!(code, 200, "{r}");
+    let t = r["sequence_length"].as_u64().unwrap() as usize;
+    let layers = r["captured_data"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    let all = &layers[1]["attention"];
+    assert_eq!(all["heads"], json!([0, 1]));
+    let w = all["weights"].as_array().unwrap();
+    assert_eq!(w.len(), 2);
+    for head in w {
+        let rows = head.as_array().unwrap();
+        assert_eq!(rows.len(), t);
+        for (i, row) in rows.iter().enumerate() {
+            let row: Vec<f64> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(row.len(), t);
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+            assert!(row[i + 1..].iter().all(|&p| p == 0.0), "causal");
+        }
+    }
+    // chosen layers and heads, in the order asked; the others carry no weights
+    let (code, r2) = forward(
+        &s,
+        json!({"text": text, "capture_attention": {"layers": [1], "heads": [1, 0]}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r2}");
+    let l2 = &r2["captured_data"]["layers"];
+    assert!(l2[0]["attention"].get("weights").is_none());
+    assert_eq!(l2[1]["attention"]["heads"], json!([1, 0]));
+    assert_eq!(l2[1]["attention"]["weights"][0], w[1]);
+    assert_eq!(l2[1]["attention"]["weights"][1], w[0]);
+    // without the field: no weights
+    let (_, r3) = forward(&s, json!({"text": text, "capture_data": true})).await;
+    assert!(r3["captured_data"]["layers"][0]["attention"]
+        .get("weights")
+        .is_none());
+    // errors name what to change
+    let long = "word ".repeat(270);
+    for (body, needle) in [
+        (
+            json!({"text": text, "capture_attention": "yes"}),
+            "capture_attention must be",
+        ),
+        (
+            json!({"text": text, "capture_attention": {"layers": [2]}}),
+            "layer 2",
+        ),
+        (
+            json!({"text": text, "capture_attention": {"heads": [5]}}),
+            "head 5",
+        ),
+        (
+            json!({"text": text, "capture_attention": {"layer": [0]}}),
+            "unknown key",
+        ),
+        (
+            json!({"text": text, "capture_attention": {"heads": []}}),
+            "1 to 1024",
+        ),
+        (
+            json!({"text": text, "capture_attention": {"heads": [-1]}}),
+            "integers",
+        ),
+        (json!({"text": long, "capture_attention": true}), "256"),
+    ] {
+        let (code, e) = forward(&s, body.clone()).await;
+        assert_error(code, &e, 400, "INVALID_INPUT");
+        assert!(
+            e["detail"].as_str().unwrap().contains(needle),
+            "{body}: {e}"
+        );
+    }
+    // the long text with max_length fits
+    let (code, _) = forward(&s, json!({"text": long, "capture_attention": {"layers": [0], "heads": [0]}, "max_length": 256})).await;
+    assert_eq!(code, 200);
+    assert_eq!(forward(&s, json!({"text": "still serving"})).await.0, 200);
 }

@@ -15,7 +15,7 @@ struct AttentionParams {
     page: u32,       // positions per page of the paged KV pool (0: keys at row j)
     t0: u32,         // row of query 0 in qkv and out (one prompt among a prefill's)
     table0: u32,     // start of the sequence's page table in `tables`
-    _pad0: u32,
+    w0: u32,         // attention_weights: float offset of this layer's [NH, T, T] in `w`
     _pad1: u32,
     _pad2: u32,
 }

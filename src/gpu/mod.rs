@@ -374,6 +374,7 @@ pub const KERNELS: &[Kernel] = &[
     .of("attention_paged")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),

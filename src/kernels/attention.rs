@@ -26,7 +26,9 @@ pub struct AttentionParams {
     /// Row of query 0 in qkv and out; start of the page table in `tables`.
     pub t0: u32,
     pub table0: u32,
-    pub _pad: [u32; 3],
+    /// `attention_weights`: float offset of the layer's `[NH, T, T]` in its output.
+    pub w0: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Where keys and values live, in floats: row stride, offsets of K and V in a row,
@@ -199,7 +201,8 @@ pub fn encode_attention(
         page: kv.page as u32,
         t0: kv.row0 as u32,
         table0: kv.table0 as u32,
-        _pad: [0; 3],
+        w0: 0,
+        _pad: [0; 2],
     };
     // one query per lane (the tiled kernel: a block of queries per workgroup)
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
@@ -359,7 +362,8 @@ pub fn encode_attention_paged(
         page: page as u32,
         t0: 0,
         table0: 0,
-        _pad: [0; 3],
+        w0: 0,
+        _pad: [0; 2],
     };
     // the software kernel takes a row a lane, its hardware twin a row a workgroup
     let per_workgroup =
@@ -458,4 +462,89 @@ pub fn run_attention_paged_chunk(
         block,
     )?;
     Ok(out)
+}
+
+/// Op of `attention_weights`: a forward's `qkv [T, 3C]`, the weights buffer (each
+/// captured layer's `[NH, T, T]` at its offset), the sparse layout's CSR (any buffer
+/// when dense), and a page-table buffer the prelude declares (unused).
+pub fn attention_weights_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    row_offsets: &wgpu::Buffer,
+    cols: &wgpu::Buffer,
+    tables: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<AttentionParams>(
+        ctx,
+        pipelines,
+        "attention_weights",
+        &[qkv, weights, row_offsets, cols, tables],
+    )
+}
+
+/// Record the attention weights of a forward of `t` tokens (keys in its fused qkv) to
+/// floats `w0 ..` of the op's weights buffer; `block` the sparse block size, 0 dense.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_attention_weights(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    t: usize,
+    c: usize,
+    nh: usize,
+    block: usize,
+    w0: usize,
+) {
+    let hs = c / nh;
+    let kv = KvLayout::fused(c);
+    let p = AttentionParams {
+        t: t as u32,
+        c4: (c / 4) as u32,
+        hs4: (hs / 4) as u32,
+        nh: nh as u32,
+        scale: 1.0 / (hs as f32).sqrt(),
+        pos: 0,
+        kv_stride4: (kv.stride / 4) as u32,
+        k_off4: (kv.k_off / 4) as u32,
+        v_off4: (kv.v_off / 4) as u32,
+        block: block as u32,
+        page: 0,
+        t0: 0,
+        table0: 0,
+        w0: w0 as u32,
+        _pad: [0; 2],
+    };
+    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
+    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+}
+
+/// Upload `qkv [T, 3C]`, run `attention_weights`, read back `[NH, T, T]`.
+pub fn run_attention_weights(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    qkv: &[f32],
+    c: usize,
+    nh: usize,
+    layout: Option<&crate::model::sparse::BlockLayout>,
+) -> Result<Vec<f32>> {
+    let t = qkv.len() / (3 * c);
+    let q = buffers::upload(ctx, "qkv", qkv);
+    let w = buffers::storage(ctx, "attention weights", nh * t * t);
+    let none = buffers::storage(ctx, "tables", 1);
+    let (ro, cols) = match layout {
+        Some(l) => l.upload(ctx),
+        None => (
+            buffers::storage(ctx, "row_offsets", 4),
+            buffers::storage(ctx, "cols", 4),
+        ),
+    };
+    let op = attention_weights_op(ctx, pipelines, &q, &w, &ro, &cols, &none);
+    let block = layout.map_or(0, |l| l.block);
+    submit_pass(ctx, op.name, |pass| {
+        encode_attention_weights(&ctx.queue, pass, pipelines, &op, t, c, nh, block, 0)
+    })?;
+    buffers::read_floats(ctx, &w, 0, nh * t * t)
 }

@@ -14,8 +14,8 @@ use crate::config::{Activation, Dtype, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{
-    attention_op, attention_paged_op, attention_variant, encode_attention, encode_attention_paged,
-    sparse_attention_op, KvLayout,
+    attention_op, attention_paged_op, attention_variant, attention_weights_op, encode_attention,
+    encode_attention_paged, encode_attention_weights, sparse_attention_op, KvLayout,
 };
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
@@ -354,12 +354,23 @@ pub(super) struct ChunkRows {
     pub logits: bool,
 }
 
+/// An `attention_weights` dispatch of a captured forward: after the qkv of `layer`,
+/// its `[NH, T, T]` to float `w0` of the op's weights buffer.
+pub(super) struct AttentionTap {
+    pub layer: usize,
+    pub op: crate::kernels::KernelOp,
+    pub w0: usize,
+}
+
 /// Where a step's keys and values live and which logits it computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(super) enum StepKind<'a> {
     /// A forward: attention within the rows, logits of every row, statistics with
-    /// `capture`.
-    Forward { capture: bool },
+    /// `capture`, the attention weights of the `taps`' layers.
+    Forward {
+        capture: bool,
+        taps: &'a [AttentionTap],
+    },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
     /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
     /// row, as a forward alone.
@@ -386,6 +397,10 @@ impl StepKind<'_> {
         }
     }
 }
+
+/// Tokens a forward may have when its attention weights (`T x T` per head and layer)
+/// are asked for.
+pub const MAX_ATTENTION_TOKENS: usize = 256;
 
 /// Prompts one prefill step takes at most (each has its own attention and LM-head
 /// dispatches, bound once).
@@ -480,7 +495,10 @@ impl Model {
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
-        let capture = matches!(kind, StepKind::Forward { capture: true });
+        let (capture, taps) = match kind {
+            StepKind::Forward { capture, taps } => (capture, taps),
+            _ => (false, &[][..]),
+        };
         let path = kind.path();
 
         // x = wte(idx) + wpe(pos)
@@ -494,6 +512,10 @@ impl Model {
             // x = x + attn(ln_1(x))
             encode_layer_norm(q, pass, pl, &blk.ln_1, t, c, bias);
             blk.c_attn.encode(self, pass, t, path, b);
+            for tap in taps.iter().filter(|tap| tap.layer == l) {
+                let block = self.attention_block();
+                encode_attention_weights(q, pass, pl, &tap.op, t, c, nh, block, tap.w0);
+            }
             match kind {
                 StepKind::Forward { .. } => encode_attention(
                     q,
@@ -701,60 +723,115 @@ impl Model {
             let mut one = self.forward_many(&[(ids, top_k)])?;
             return Ok(one.remove(0));
         }
+        Ok(self.forward_captured(ids, top_k, &[])?.0)
+    }
+
+    /// A forward with its statistics and the attention weights `[NH, T, T]` of each
+    /// layer in `attention_layers` (computed in the same pass from the layer's q and k:
+    /// the matrix its attention multiplies V by), for at most [`MAX_ATTENTION_TOKENS`]
+    /// tokens when any is asked for.
+    pub fn forward_captured(
+        &self,
+        ids: &[u32],
+        top_k: usize,
+        attention_layers: &[usize],
+    ) -> Result<(ForwardOutput, Vec<Vec<f32>>)> {
         self.check_ids(ids)?;
         let start = Instant::now();
         let t = ids.len();
         let cfg = &self.config;
         let (v, nh, nl) = (cfg.vocab_size, cfg.n_head, cfg.n_layer);
-        let positions: Vec<u32> = (0..t as u32).collect();
-        let values = self.ctx.scoped("forward", || {
-            self.submit_step(
-                "forward",
-                ids,
-                &positions,
-                StepKind::Forward { capture },
-                |enc| {
-                    // last-row logits, then the statistics
-                    let rb = &self.act.readback;
-                    let mut at = 0u64;
-                    for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                        let bytes = (ch.rows * 4) as u64;
-                        enc.copy_buffer_to_buffer(
-                            buf,
-                            ((t - 1) * ch.rows * 4) as u64,
-                            rb,
-                            at,
-                            bytes,
-                        );
-                        at += bytes;
-                    }
-                    for e in &self.act.entropy {
-                        enc.copy_buffer_to_buffer(e, 0, rb, at, (nh * t * 4) as u64);
-                        at += (nh * t * 4) as u64;
-                    }
-                    enc.copy_buffer_to_buffer(
-                        &self.act.norms,
-                        0,
-                        rb,
-                        at,
-                        ((nl + 1) * t * 4) as u64,
-                    );
-                    at += ((nl + 1) * t * 4) as u64;
-                    let mut floats = v + nl * nh * t + (nl + 1) * t;
-                    if let Some(m) = &self.act.moe {
-                        let per = (2 * cfg.moe_num_experts + 1) * 4;
-                        for s in &m.stats {
-                            enc.copy_buffer_to_buffer(s, 0, rb, at, per as u64);
-                            at += per as u64;
-                        }
-                        floats += nl * (2 * cfg.moe_num_experts + 1);
-                    }
-                    floats
-                },
+        if !attention_layers.is_empty() && t > MAX_ATTENTION_TOKENS {
+            return Err(Error::InvalidInput(format!(
+                "capture_attention returns T x T weights for at most {MAX_ATTENTION_TOKENS} tokens; this text has {t}: shorten it or set max_length"
+            )));
+        }
+        if let Some(&l) = attention_layers.iter().find(|&&l| l >= nl) {
+            return Err(Error::InvalidInput(format!(
+                "capture_attention layer {l} does not exist (the model has {nl} layers, 0..{})",
+                nl - 1
+            )));
+        }
+        let per_layer = nh * t * t;
+        let weights = (!attention_layers.is_empty()).then(|| {
+            buffers::storage(
+                &self.ctx,
+                "attention weights",
+                attention_layers.len() * per_layer,
             )
+        });
+        let taps: Vec<AttentionTap> = match &weights {
+            None => Vec::new(),
+            Some(w) => {
+                let (ro, cols) = match &self.sparse {
+                    Some(sp) => (&sp.row_offsets, &sp.cols),
+                    None => (&self.act.dummy, &self.act.dummy),
+                };
+                attention_layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &layer)| AttentionTap {
+                        layer,
+                        op: attention_weights_op(
+                            &self.ctx,
+                            &self.pipelines,
+                            &self.act.qkv,
+                            w,
+                            ro,
+                            cols,
+                            &self.act.kv_tables,
+                        ),
+                        w0: i * per_layer,
+                    })
+                    .collect()
+            }
+        };
+        let positions: Vec<u32> = (0..t as u32).collect();
+        let kind = StepKind::Forward {
+            capture: true,
+            taps: &taps,
+        };
+        let (values, attention) = self.ctx.scoped("forward", || {
+            let values = self.submit_step("forward", ids, &positions, kind, |enc| {
+                // last-row logits, then the statistics
+                let rb = &self.act.readback;
+                let mut at = 0u64;
+                for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                    let bytes = (ch.rows * 4) as u64;
+                    enc.copy_buffer_to_buffer(buf, ((t - 1) * ch.rows * 4) as u64, rb, at, bytes);
+                    at += bytes;
+                }
+                for e in &self.act.entropy {
+                    enc.copy_buffer_to_buffer(e, 0, rb, at, (nh * t * 4) as u64);
+                    at += (nh * t * 4) as u64;
+                }
+                enc.copy_buffer_to_buffer(&self.act.norms, 0, rb, at, ((nl + 1) * t * 4) as u64);
+                at += ((nl + 1) * t * 4) as u64;
+                let mut floats = v + nl * nh * t + (nl + 1) * t;
+                if let Some(m) = &self.act.moe {
+                    let per = (2 * cfg.moe_num_experts + 1) * 4;
+                    for s in &m.stats {
+                        enc.copy_buffer_to_buffer(s, 0, rb, at, per as u64);
+                        at += per as u64;
+                    }
+                    floats += nl * (2 * cfg.moe_num_experts + 1);
+                }
+                floats
+            })?;
+            // the weights are read after the step's submission (their own map)
+            let attention = match &weights {
+                Some(w) => {
+                    buffers::read_floats(&self.ctx, w, 0, attention_layers.len() * per_layer)?
+                        .chunks(per_layer)
+                        .map(<[f32]>::to_vec)
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            Ok((values, attention))
         })?;
         let top = top_k_softmax(&values[..v], top_k);
-        let capture = capture.then(|| {
+        let capture = Some({
             let ent = &values[v..v + nl * nh * t];
             let norms = &values[v + nl * nh * t..v + nl * nh * t + (nl + 1) * t];
             let moe_stats = &values[v + nl * nh * t + (nl + 1) * t..];
@@ -788,13 +865,16 @@ impl Model {
                     .collect(),
             }
         });
-        Ok(ForwardOutput {
-            tokens: t,
-            vocab: v,
-            top,
-            capture,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        Ok((
+            ForwardOutput {
+                tokens: t,
+                vocab: v,
+                top,
+                capture,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+            attention,
+        ))
     }
 
     /// The full logits `[T, V]` (tests and tools; responses never need them all).

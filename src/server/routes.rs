@@ -9,7 +9,7 @@ use axum::Json;
 use super::error::{ApiError, ErrorBody};
 use super::types::*;
 use super::{time, AppState};
-use crate::engine::{ForwardReply, ForwardRequest};
+use crate::engine::{AttentionSelect, ForwardReply, ForwardRequest};
 
 /// Longest accepted `text`, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
@@ -182,17 +182,67 @@ fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
             b.top_k
         )));
     }
+    let attention = attention_choice(b.capture_attention.as_ref())?;
     Ok(ForwardRequest {
         text: b.text.clone(),
         max_length: b.max_length.map(|n| n as usize),
         top_k: b.top_k as usize,
-        capture: b.capture_data,
+        capture: b.capture_data || attention.is_some(),
+        attention,
     })
+}
+
+/// `capture_attention`: absent, `false`, `true` or `{"layers": [..], "heads": [..]}`.
+fn attention_choice(v: Option<&serde_json::Value>) -> Result<Option<AttentionSelect>, ApiError> {
+    use serde_json::Value;
+    let wrong = || {
+        ApiError::invalid(
+            "capture_attention must be true, false, or {\"layers\": [layer indices], \"heads\": [head indices]}",
+        )
+    };
+    let list = |key: &str, v: Option<&Value>| -> Result<Option<Vec<usize>>, ApiError> {
+        let Some(v) = v else { return Ok(None) };
+        let items = v.as_array().ok_or_else(wrong)?;
+        if items.is_empty() || items.len() > 1024 {
+            return Err(ApiError::invalid(format!(
+                "capture_attention.{key} must list 1 to 1024 indices"
+            )));
+        }
+        items
+            .iter()
+            .map(|x| {
+                x.as_u64().map(|n| n as usize).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "capture_attention.{key} holds {x}: indices are integers from 0"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    };
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(AttentionSelect::default())),
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| *k != "layers" && *k != "heads") {
+                return Err(ApiError::invalid(format!(
+                    "capture_attention has an unknown key {k:?}: it takes \"layers\" and \"heads\""
+                )));
+            }
+            Ok(Some(AttentionSelect {
+                layers: list("layers", o.get("layers"))?,
+                heads: list("heads", o.get("heads"))?,
+            }))
+        }
+        Some(_) => Err(wrong()),
+    }
 }
 
 fn captured(r: &ForwardReply) -> Option<CapturedData> {
     let cap = r.capture.as_ref()?;
     let t = r.tokens;
+    // a layer asked twice gets the weights once
+    let chosen = |layer: usize| r.attention.iter().find(|a| a.layer == layer);
     let tensor = |shape: Vec<usize>| TensorInfo {
         shape,
         dtype: "torch.float32".into(),
@@ -215,6 +265,9 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                     head_entropy: l.attention_entropy.clone(),
                     block_size: l.sparse_block_size,
                     block_density: l.sparse_density,
+                    heads: chosen(l.layer_idx).map(|a| a.heads.clone()),
+                    weights: chosen(l.layer_idx).map(|a| a.weights.clone()),
+                    listed_blocks: chosen(l.layer_idx).and(r.listed_blocks.clone()),
                 },
                 moe: l.moe.as_ref().map(|m| MoeCaptureBody {
                     expert_usage: m.expert_usage.clone(),

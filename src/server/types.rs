@@ -25,6 +25,13 @@ pub struct ForwardBody {
     #[serde(default = "default_top_k")]
     #[schema(minimum = 0, maximum = 100)]
     pub top_k: i64,
+    /// Extension: return attention weights in `captured_data.layers[i].attention.weights`
+    /// (`[head][query][key]`): `true` for every layer and head, or
+    /// `{"layers": [..], "heads": [..]}` (either may be left out: all), each in the order
+    /// asked. Implies `capture_data`; at most 256 tokens.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"layers": [0], "heads": [0, 1]}))]
+    pub capture_attention: Option<serde_json::Value>,
 }
 
 fn default_top_k() -> i64 {
@@ -72,6 +79,19 @@ pub struct AttentionCapture {
     /// pairs of this sequence (1.0 = every pair; causal dense ≈ 0.5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_density: Option<f64>,
+    /// Extension, with `capture_attention` (chosen layers): the heads of `weights`, in
+    /// the order asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Vec<usize>>,
+    /// Extension, with `capture_attention` (chosen layers): `[head][query][key]`
+    /// softmax weights; 0 after the query and, in block-sparse layers, outside the
+    /// listed blocks (`listed_blocks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<Vec<Vec<f32>>>>,
+    /// Extension, block-sparse layers with `capture_attention`: for each query block of
+    /// the text, the key blocks it attends to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed_blocks: Option<Vec<Vec<usize>>>,
 }
 
 /// Extension: the residual stream after the block.
