@@ -31,6 +31,31 @@ pub struct AttentionParams {
     pub _pad: [u32; 2],
 }
 
+impl AttentionParams {
+    /// The uniform of `t` queries over keys laid out as `kv`, `nh` heads, width `c`,
+    /// sparse block size `block` (0: dense, where the kernels read it as such).
+    fn new(t: usize, c: usize, nh: usize, kv: KvLayout, block: usize) -> Self {
+        let hs = c / nh;
+        AttentionParams {
+            t: t as u32,
+            c4: (c / 4) as u32,
+            hs4: (hs / 4) as u32,
+            nh: nh as u32,
+            scale: 1.0 / (hs as f32).sqrt(),
+            pos: kv.pos as u32,
+            kv_stride4: (kv.stride / 4) as u32,
+            k_off4: (kv.k_off / 4) as u32,
+            v_off4: (kv.v_off / 4) as u32,
+            block: block as u32,
+            page: kv.page as u32,
+            t0: kv.row0 as u32,
+            table0: kv.table0 as u32,
+            w0: 0,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Where keys and values live, in floats: row stride, offsets of K and V in a row,
 /// and the absolute position of query 0.
 #[derive(Clone, Copy, Debug)]
@@ -186,24 +211,8 @@ pub fn encode_attention(
     kv: KvLayout,
     block: usize,
 ) {
-    let hs = c / nh;
-    let p = AttentionParams {
-        t: t as u32,
-        c4: (c / 4) as u32,
-        hs4: (hs / 4) as u32,
-        nh: nh as u32,
-        scale: 1.0 / (hs as f32).sqrt(),
-        pos: kv.pos as u32,
-        kv_stride4: (kv.stride / 4) as u32,
-        k_off4: (kv.k_off / 4) as u32,
-        v_off4: (kv.v_off / 4) as u32,
-        block: block.max(1) as u32,
-        page: kv.page as u32,
-        t0: kv.row0 as u32,
-        table0: kv.table0 as u32,
-        w0: 0,
-        _pad: [0; 2],
-    };
+    // the dense kernels ignore the block size, the sparse ones divide by it
+    let p = AttentionParams::new(t, c, nh, kv, block.max(1));
     // one query per lane (the tiled kernel: a block of queries per workgroup)
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
@@ -347,24 +356,7 @@ pub fn encode_attention_paged(
     page: usize,
     block: usize,
 ) {
-    let hs = c / nh;
-    let p = AttentionParams {
-        t: t as u32,
-        c4: (c / 4) as u32,
-        hs4: (hs / 4) as u32,
-        nh: nh as u32,
-        scale: 1.0 / (hs as f32).sqrt(),
-        pos: 0,
-        kv_stride4: (c / 4) as u32,
-        k_off4: 0,
-        v_off4: 0,
-        block: block as u32,
-        page: page as u32,
-        t0: 0,
-        table0: 0,
-        w0: 0,
-        _pad: [0; 2],
-    };
+    let p = AttentionParams::new(t, c, nh, KvLayout::paged(c, 0, page), block);
     // the software kernel takes a row a lane, its hardware twin a row a workgroup
     let per_workgroup =
         crate::gpu::kernel(op.name).is_some_and(|k| k.class == crate::gpu::KernelClass::Hardware);
@@ -498,24 +490,9 @@ pub fn encode_attention_weights(
     block: usize,
     w0: usize,
 ) {
-    let hs = c / nh;
-    let kv = KvLayout::fused(c);
     let p = AttentionParams {
-        t: t as u32,
-        c4: (c / 4) as u32,
-        hs4: (hs / 4) as u32,
-        nh: nh as u32,
-        scale: 1.0 / (hs as f32).sqrt(),
-        pos: 0,
-        kv_stride4: (kv.stride / 4) as u32,
-        k_off4: (kv.k_off / 4) as u32,
-        v_off4: (kv.v_off / 4) as u32,
-        block: block as u32,
-        page: 0,
-        t0: 0,
-        table0: 0,
         w0: w0 as u32,
-        _pad: [0; 2],
+        ..AttentionParams::new(t, c, nh, KvLayout::fused(c), block)
     };
     let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
     op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
