@@ -222,6 +222,7 @@ const F16_ONLY: &[&str] = &["weights_f16"];
 const ATTENTION: &[&str] = &["attention"];
 const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
 const ATTENTION_WG: &[&str] = &["attention", "workgroup_reduce"];
+const WORKGROUP_REDUCE: &[&str] = &["workgroup_reduce"];
 use KernelClass::{Hardware, Software};
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
@@ -376,6 +377,10 @@ pub const KERNELS: &[Kernel] = &[
     .workgroup(Workgroup::Fixed(64)),
     Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION),
     Kernel::new("kv_store", wgsl!("kv_store")),
+    Kernel::new("copy_rows", wgsl!("copy_rows")),
+    Kernel::new("top_k_rows", wgsl!("top_k_rows"))
+        .with(WORKGROUP_REDUCE)
+        .workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")),
     Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(F32_ONLY),

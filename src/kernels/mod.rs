@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod kv_store;
+pub mod logit_lens;
 pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_bt;

@@ -1,0 +1,173 @@
+//! The logit lens of a captured forward: `copy_rows` (the residual stream after each
+//! layer into a buffer, and back, inside the pass) and `top_k_rows` (the k largest
+//! logits of each row of a wte chunk and the row's log-sum-exp).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{submit_pass, KernelOp};
+use crate::error::Result;
+use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+
+/// Mirrors `CopyParams` in the WGSL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct CopyParams {
+    pub n4: u32,
+    pub src0: u32,
+    pub dst0: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `TopKParams` in the WGSL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct TopKParams {
+    pub rows: u32,
+    pub n: u32,
+    pub k: u32,
+    pub row_start: u32,
+    pub out0: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Largest k `top_k_rows` takes (its per-lane lists).
+pub const MAX_LENS_K: usize = 20;
+
+/// Op: bindings src, dst.
+pub fn copy_rows_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<CopyParams>(ctx, pipelines, "copy_rows", &[src, dst])
+}
+
+/// Record `dst[dst0 + i] = src[src0 + i]` for `n` floats (offsets and `n` multiples
+/// of 4).
+pub fn encode_copy_rows(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    n: usize,
+    src0: usize,
+    dst0: usize,
+) {
+    let p = CopyParams {
+        n4: (n / 4) as u32,
+        src0: (src0 / 4) as u32,
+        dst0: (dst0 / 4) as u32,
+        _pad: 0,
+    };
+    let (x, y) = grid_1d(n / 4);
+    op.encode(queue, pass, pipelines, &p, (x, y, 1));
+}
+
+/// Op: bindings x (a chunk of logits `[R, N]`), out.
+pub fn top_k_rows_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<TopKParams>(ctx, pipelines, "top_k_rows", &[x, out])
+}
+
+/// Record the `k` largest values (ids from `row_start`) and the log-sum-exp of each of
+/// `rows` rows of `n` values, to `out[out0 + r (2k + 1) ..]`.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_top_k_rows(
+    queue: &wgpu::Queue,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipelines: &Pipelines,
+    op: &KernelOp,
+    rows: usize,
+    n: usize,
+    k: usize,
+    row_start: usize,
+    out0: usize,
+) {
+    let p = TopKParams {
+        rows: rows as u32,
+        n: n as u32,
+        k: k.clamp(1, MAX_LENS_K) as u32,
+        row_start: row_start as u32,
+        out0: out0 as u32,
+        _pad: [0; 3],
+    };
+    op.encode(queue, pass, pipelines, &p, (rows as u32, 1, 1));
+}
+
+/// One row's result: `(id, value)` of the k largest, best first (ids past the chunk
+/// left out), and the log-sum-exp.
+pub type TopK = (Vec<(u32, f32)>, f32);
+
+/// Parse `rows` results of `top_k_rows` with this `k`.
+pub fn parse_top_k(out: &[f32], rows: usize, k: usize) -> Vec<TopK> {
+    (0..rows)
+        .map(|r| {
+            let o = &out[r * (2 * k + 1)..(r + 1) * (2 * k + 1)];
+            let best = (0..k)
+                .map(|i| (o[2 * i].to_bits(), o[2 * i + 1]))
+                .filter(|&(id, _)| id != u32::MAX)
+                .collect();
+            (best, o[2 * k])
+        })
+        .collect()
+}
+
+/// CPU reference of `top_k_rows` for one row.
+pub fn top_k_reference(row: &[f32], k: usize, row_start: usize) -> TopK {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    (
+        idx.into_iter()
+            .take(k)
+            .map(|i| ((row_start + i) as u32, row[i]))
+            .collect(),
+        (max + sum.ln()) as f32,
+    )
+}
+
+/// Upload `x [R, N]`, run `top_k_rows`, parse the results.
+pub fn run_top_k_rows(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    row_start: usize,
+) -> Result<Vec<TopK>> {
+    let rows = x.len() / n;
+    let xb = buffers::upload(ctx, "x", x);
+    let out = buffers::storage(ctx, "top k", rows * (2 * k + 1));
+    let op = top_k_rows_op(ctx, pipelines, &xb, &out);
+    submit_pass(ctx, "top_k_rows", |pass| {
+        encode_top_k_rows(&ctx.queue, pass, pipelines, &op, rows, n, k, row_start, 0)
+    })?;
+    let got = buffers::read_floats(ctx, &out, 0, rows * (2 * k + 1))?;
+    Ok(parse_top_k(&got, rows, k))
+}
+
+/// Upload `src`, copy `n` floats from `src0` into a zeroed buffer of `len` at `dst0`,
+/// read it back.
+pub fn run_copy_rows(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    src: &[f32],
+    len: usize,
+    n: usize,
+    src0: usize,
+    dst0: usize,
+) -> Result<Vec<f32>> {
+    let s = buffers::upload(ctx, "src", src);
+    let d = buffers::storage(ctx, "dst", len);
+    let op = copy_rows_op(ctx, pipelines, &s, &d);
+    submit_pass(ctx, "copy_rows", |pass| {
+        encode_copy_rows(&ctx.queue, pass, pipelines, &op, n, src0, dst0)
+    })?;
+    buffers::read_floats(ctx, &d, 0, len)
+}
