@@ -21,7 +21,7 @@ use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
 use crate::model::forward::MAX_PREFILL_PARTS;
 use crate::model::kv_pool::{page_bytes, PoolStats, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
-use crate::model::{resolve_config_with, Capture, Model, ServeShape};
+use crate::model::{resolve_config_with, Capture, CapturedForward, Model, ServeShape};
 use crate::stats::{Histogram, BATCH, SECONDS};
 use crate::tokenizer::Tokenizer;
 
@@ -34,6 +34,8 @@ pub struct ForwardRequest {
     pub capture: bool,
     /// The attention weights to return (implies `capture`).
     pub attention: Option<AttentionSelect>,
+    /// Return the logit lens, `top_k` tokens per layer and position (implies `capture`).
+    pub logit_lens: bool,
 }
 
 /// Which attention weights a forward returns: layers and heads (`None`: all), each in
@@ -87,6 +89,8 @@ pub struct ForwardReply {
     /// Block-sparse models with `capture_attention`: for each query block of the
     /// text, the key blocks it attends to.
     pub listed_blocks: Option<Vec<Vec<usize>>>,
+    /// With `logit_lens`: `[layer][position]` the most likely tokens, best first.
+    pub logit_lens: Option<Vec<Vec<Vec<Prediction>>>>,
     pub seconds: f64,
     pub device_memory_mb: f64,
 }
@@ -989,7 +993,16 @@ impl Worker {
                     .map(|f| (f.ids.as_slice(), f.job.0.top_k))
                     .collect();
                 match l.model.forward_many(&batch) {
-                    Ok(outs) => outs.into_iter().map(|o| Ok((o, Vec::new()))).collect(),
+                    Ok(outs) => outs
+                        .into_iter()
+                        .map(|output| {
+                            Ok(CapturedForward {
+                                output,
+                                attention: Vec::new(),
+                                logit_lens: Vec::new(),
+                            })
+                        })
+                        .collect(),
                     Err(e) => group.iter().map(|_| Err(e.duplicate())).collect(),
                 }
             };
@@ -998,8 +1011,7 @@ impl Worker {
                 s.forward_batch_size.observe(group.len() as f64);
             }
             for (f, out) in group.into_iter().zip(results) {
-                let r =
-                    out.and_then(|(o, weights)| forward_reply(&l, o, f.tokens, weights, &f.job.0));
+                let r = out.and_then(|o| forward_reply(&l, o, f.tokens, &f.job.0));
                 if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
                     c.total_inferences += 1;
                     c.total_tokens += out.tokens as u64;
@@ -1658,20 +1670,24 @@ fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<TokenInfo>> {
 impl ForwardRequest {
     /// Whether it may share a traversal with other forwards (no statistics asked).
     fn shared(&self) -> bool {
-        !self.capture && self.attention.is_none()
+        !self.capture && self.attention.is_none() && !self.logit_lens
     }
 }
 
 /// A forward run alone: with statistics (and the chosen layers' attention weights,
 /// `[NH, T, T]` each) when asked.
-fn forward_alone(
-    l: &Loaded,
-    ids: &[u32],
-    req: &ForwardRequest,
-) -> Result<(crate::model::ForwardOutput, Vec<Vec<f32>>)> {
+fn forward_alone(l: &Loaded, ids: &[u32], req: &ForwardRequest) -> Result<CapturedForward> {
     let cfg = &l.model.config;
+    let lens_k = if req.logit_lens { req.top_k.max(1) } else { 0 };
     let Some(sel) = &req.attention else {
-        return Ok((l.model.forward(ids, req.top_k, req.capture)?, Vec::new()));
+        if lens_k > 0 {
+            return l.model.forward_captured(ids, req.top_k, &[], lens_k);
+        }
+        return Ok(CapturedForward {
+            output: l.model.forward(ids, req.top_k, req.capture)?,
+            attention: Vec::new(),
+            logit_lens: Vec::new(),
+        });
     };
     if let Some(&h) = sel.heads.iter().flatten().find(|&&h| h >= cfg.n_head) {
         return Err(Error::InvalidInput(format!(
@@ -1684,19 +1700,49 @@ fn forward_alone(
         Some(ls) => ls.clone(),
         None => (0..cfg.n_layer).collect(),
     };
-    l.model.forward_captured(ids, req.top_k, &layers)
+    l.model.forward_captured(ids, req.top_k, &layers, lens_k)
 }
 
 /// The reply of a forward from the model's output, the tokens that went in and the
 /// attention weights asked for (`[NH, T, T]` per chosen layer).
 fn forward_reply(
     l: &Loaded,
-    out: crate::model::ForwardOutput,
+    captured: CapturedForward,
     token_list: Vec<TokenInfo>,
-    weights: Vec<Vec<f32>>,
     req: &ForwardRequest,
 ) -> Result<ForwardReply> {
+    let CapturedForward {
+        output: out,
+        attention: weights,
+        logit_lens,
+    } = captured;
     let cfg = &l.model.config;
+    let predictions = |tops: &[crate::model::TokenProb]| -> Result<Vec<Prediction>> {
+        tops.iter()
+            .map(|p| {
+                Ok(Prediction {
+                    token_id: p.token_id,
+                    token: l.tokenizer.decode(&[p.token_id])?,
+                    probability: p.probability,
+                })
+            })
+            .collect()
+    };
+    let logit_lens = if req.logit_lens {
+        Some(
+            logit_lens
+                .iter()
+                .map(|layer| {
+                    layer
+                        .iter()
+                        .map(|pos| predictions(pos))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )
+    } else {
+        None
+    };
     let t = out.tokens;
     let attention = match &req.attention {
         None => Vec::new(),
@@ -1763,6 +1809,7 @@ fn forward_reply(
         capture: out.capture,
         attention,
         listed_blocks,
+        logit_lens,
         seconds: out.seconds,
         device_memory_mb: l.model.device_bytes as f64 / (1u64 << 20) as f64,
     })
@@ -1800,6 +1847,7 @@ mod tests {
         let e = Engine::start(2);
         let cfg = || ForwardRequest {
             attention: None,
+            logit_lens: false,
             text: "x".into(),
             max_length: None,
             top_k: 1,

@@ -308,6 +308,7 @@ fn forwards_that_arrive_together_share_a_traversal() {
         top_k: 5,
         capture,
         attention: None,
+        logit_lens: false,
     };
     let alone: Vec<_> = texts
         .iter()

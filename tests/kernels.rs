@@ -966,7 +966,12 @@ fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
 fn top_k_rows_and_copy_rows_match_reference() {
     let g = gpu();
     use wgformer::kernels::logit_lens::{run_copy_rows, run_top_k_rows, top_k_reference};
-    for &(rows, n, k, start) in &[(3, 100, 5, 0), (2, 1000, 20, 300), (4, 7, 10, 5), (1, 64, 1, 0)] {
+    for &(rows, n, k, start) in &[
+        (3, 100, 5, 0),
+        (2, 1000, 20, 300),
+        (4, 7, 10, 5),
+        (1, 64, 1, 0),
+    ] {
         let mut x = rand_vec(rows * n, 51 + n as u64, 3.0);
         // ties: equal values rank by the lower id
         x[1] = x[0];
@@ -977,7 +982,10 @@ fn top_k_rows_and_copy_rows_match_reference() {
         for (r, (best, lse)) in got.iter().enumerate() {
             let (want, want_lse) = top_k_reference(&x[r * n..(r + 1) * n], k, start);
             assert_eq!(best, &want, "row {r} of {rows}x{n}, k {k}");
-            assert!((lse - want_lse).abs() < 1e-4 * want_lse.abs().max(1.0), "{lse} {want_lse}");
+            assert!(
+                (lse - want_lse).abs() < 1e-4 * want_lse.abs().max(1.0),
+                "{lse} {want_lse}"
+            );
         }
     }
     let src = rand_vec(64, 9, 1.0);

@@ -532,7 +532,8 @@ fn attention_weights_of_a_forward_are_what_its_attention_used() {
         let m = Model::build(cfg.clone(), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
         let t = 19;
         let ids = ids(t, 97);
-        let (out, weights) = m.forward_captured(&ids, 3, &[1, 0]).unwrap();
+        let cf = m.forward_captured(&ids, 3, &[1, 0], 0).unwrap();
+        let (out, weights) = (cf.output, cf.attention);
         assert_eq!(weights.len(), 2);
         // the logits are the forward's without weights
         assert_eq!(out.top, m.forward(&ids, 3, true).unwrap().top, "{extra}");
@@ -566,7 +567,7 @@ fn attention_weights_of_a_forward_are_what_its_attention_used() {
                 );
             }
         }
-        assert!(m.forward_captured(&ids, 3, &[nl]).is_err());
+        assert!(m.forward_captured(&ids, 3, &[nl], 0).is_err());
     }
     // T x T is bounded
     let m = Model::build(
@@ -577,9 +578,69 @@ fn attention_weights_of_a_forward_are_what_its_attention_used() {
     )
     .unwrap();
     let err = m
-        .forward_captured(&ids(257, 97), 1, &[0])
+        .forward_captured(&ids(257, 97), 1, &[0], 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("256"), "{err}");
-    assert!(m.forward_captured(&ids(256, 97), 1, &[0]).is_ok());
+    assert!(m.forward_captured(&ids(256, 97), 1, &[0], 0).is_ok());
+}
+
+#[test]
+fn logit_lens_last_layer_is_the_forward_and_chunks_merge() {
+    // The lens of the last layer is the model's own next-token distribution at every
+    // position (top-k ids and probabilities of the full logits), also when the LM head
+    // is split over several wte chunks (a small binding limit); earlier layers give
+    // probability-sorted lists.
+    for cap in [None, Some(4096)] {
+        let g = cap.map(|c| new_gpu(Some(c)));
+        let (ctx, pl) = match &g {
+            Some(g) => (g.ctx.clone(), g.pipelines.clone()),
+            None => (gpu().ctx.clone(), gpu().pipelines.clone()),
+        };
+        // a 4 KiB binding cap splits wte (97 x 32 floats) and the logits into windows
+        let cfg = small(serde_json::json!({"context_size": 8}));
+        let (v, nl) = (cfg.vocab_size, cfg.n_layer);
+        let m = Model::build(cfg, None, ctx, pl).unwrap();
+        if cap.is_some() {
+            assert!(
+                m.weights.wte.chunks.len() > 1,
+                "the binding limit splits wte"
+            );
+        }
+        let t = 8;
+        let ids = ids(t, 97);
+        let k = 4;
+        let cf = m.forward_captured(&ids, k, &[], k).unwrap();
+        assert_eq!(cf.logit_lens.len(), nl);
+        let logits = m.forward_logits(&ids).unwrap();
+        for pos in 0..t {
+            let want = wgformer::model::forward::top_k_softmax(&logits[pos * v..(pos + 1) * v], k);
+            let got = &cf.logit_lens[nl - 1][pos];
+            assert_eq!(
+                got.iter().map(|p| p.token_id).collect::<Vec<_>>(),
+                want.iter().map(|p| p.token_id).collect::<Vec<_>>(),
+                "position {pos}"
+            );
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a.probability - b.probability).abs() < 1e-5, "{a:?} {b:?}");
+            }
+        }
+        // top_predictions: the same tokens; probabilities to the rounding of the
+        // normaliser (log-sum-exp in f32 on the device, the sum in f64 on the host)
+        for (a, b) in cf.output.top.iter().zip(&cf.logit_lens[nl - 1][t - 1]) {
+            assert_eq!(a.token_id, b.token_id);
+            assert!((a.probability - b.probability).abs() <= 1e-6 * a.probability.max(1e-3));
+        }
+        for layer in &cf.logit_lens {
+            assert_eq!(layer.len(), t);
+            for tops in layer {
+                assert_eq!(tops.len(), k);
+                assert!(tops
+                    .windows(2)
+                    .all(|w| w[0].probability >= w[1].probability));
+                let sum: f32 = tops.iter().map(|p| p.probability).sum();
+                assert!(sum <= 1.0 + 1e-5 && tops[0].probability > 0.0);
+            }
+        }
+    }
 }

@@ -838,3 +838,65 @@ async fn capture_attention_returns_the_weights() {
     assert_eq!(code, 200);
     assert_eq!(forward(&s, json!({"text": "still serving"})).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
+    let s = Server::start(8, 1 << 20).await;
+    let cfg = json!({"n_layer": 3, "n_embed": 32, "n_head": 2, "context_size": 300, "seed": 5});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let text = "The quick brown fox jumps";
+    let (code, r) = forward(
+        &s,
+        json!({"text": text, "capture_logit_lens": true, "top_k": 3}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let t = r["sequence_length"].as_u64().unwrap() as usize;
+    let lens = r["captured_data"]["logit_lens"].as_array().unwrap();
+    assert_eq!(lens.len(), 3);
+    for layer in lens {
+        let positions = layer.as_array().unwrap();
+        assert_eq!(positions.len(), t);
+        for tops in positions {
+            let tops = tops.as_array().unwrap();
+            assert_eq!(tops.len(), 3);
+            assert!(tops[0]["token"].is_string() && tops[0]["token_id"].is_u64());
+        }
+    }
+    // the last layer at the last position: the model's own prediction
+    let last: Vec<u64> = lens[2][t - 1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["token_id"].as_u64().unwrap())
+        .collect();
+    let top: Vec<u64> = r["top_predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["token_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(last, top);
+    // without it: no lens
+    let (_, r) = forward(&s, json!({"text": text, "capture_data": true})).await;
+    assert!(r["captured_data"].get("logit_lens").is_none());
+    let long = "word ".repeat(270);
+    for (body, needle) in [
+        (
+            json!({"text": text, "capture_logit_lens": true, "top_k": 0}),
+            "between 1 and 20",
+        ),
+        (
+            json!({"text": text, "capture_logit_lens": true, "top_k": 21}),
+            "between 1 and 20",
+        ),
+        (json!({"text": long, "capture_logit_lens": true}), "256"),
+    ] {
+        let (code, e) = forward(&s, body.clone()).await;
+        assert_error(code, &e, 400, "INVALID_INPUT");
+        assert!(
+            e["detail"].as_str().unwrap().contains(needle),
+            "{body}: {e}"
+        );
+    }
+}

@@ -5,8 +5,8 @@
 pub mod attention;
 pub mod embedding;
 pub mod kv_store;
-pub mod logit_lens;
 pub mod layer_norm;
+pub mod logit_lens;
 pub mod matmul;
 pub mod matmul_bt;
 pub mod matvec;

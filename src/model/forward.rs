@@ -20,6 +20,9 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
+use crate::kernels::logit_lens::{
+    copy_rows_op, encode_copy_rows, encode_top_k_rows, parse_top_k, top_k_rows_op, MAX_LENS_K,
+};
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
 use crate::kernels::matvec::{self, encode_matvec, matvec_variant_op};
@@ -68,6 +71,16 @@ pub struct Capture {
     /// Mean ‖x‖₂ of the embedding output (token + position) over positions.
     pub embedding_norm_mean: f32,
     pub layers: Vec<LayerCapture>,
+}
+
+/// A captured forward: its output (with statistics), the attention weights asked for
+/// (`[NH, T, T]` per layer, in the order asked) and the logit lens (`[layer][position]`
+/// the most likely tokens, best first; empty when not asked).
+#[derive(Clone, Debug)]
+pub struct CapturedForward {
+    pub output: ForwardOutput,
+    pub attention: Vec<Vec<f32>>,
+    pub logit_lens: Vec<Vec<Vec<TokenProb>>>,
 }
 
 /// Result of one forward.
@@ -362,14 +375,28 @@ pub(super) struct AttentionTap {
     pub w0: usize,
 }
 
+/// The logit lens of a captured forward: the residual stream after each layer saved
+/// (`save[l]`: x to `lens` at layer l's rows), then, after the forward's own logits,
+/// each layer's rows put back in x (`restore[l]`), through the final layer norm and
+/// the LM head, and the `k` best of each row taken per wte chunk (`top[l][chunk]`, to
+/// `out`). The last layer goes last: x and the logits end as the forward's own.
+pub(super) struct LensTaps {
+    pub k: usize,
+    pub save: Vec<crate::kernels::KernelOp>,
+    pub restore: Vec<crate::kernels::KernelOp>,
+    pub top: Vec<Vec<crate::kernels::KernelOp>>,
+    pub out: wgpu::Buffer,
+}
+
 /// Where a step's keys and values live and which logits it computes.
 #[derive(Clone, Copy)]
 pub(super) enum StepKind<'a> {
     /// A forward: attention within the rows, logits of every row, statistics with
-    /// `capture`, the attention weights of the `taps`' layers.
+    /// `capture`, the attention weights of the `taps`' layers, the logit lens.
     Forward {
         capture: bool,
         taps: &'a [AttentionTap],
+        lens: Option<&'a LensTaps>,
     },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
     /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
@@ -399,8 +426,8 @@ impl StepKind<'_> {
 }
 
 /// Tokens a forward may have when its attention weights (`T x T` per head and layer)
-/// are asked for.
-pub const MAX_ATTENTION_TOKENS: usize = 256;
+/// or its logit lens are asked for.
+pub const MAX_CAPTURE_TOKENS: usize = 256;
 
 /// Prompts one prefill step takes at most (each has its own attention and LM-head
 /// dispatches, bound once).
@@ -495,9 +522,13 @@ impl Model {
         let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
         let b = if bias { BIAS } else { 0 };
         let ops = &self.ops;
-        let (capture, taps) = match kind {
-            StepKind::Forward { capture, taps } => (capture, taps),
-            _ => (false, &[][..]),
+        let (capture, taps, lens) = match kind {
+            StepKind::Forward {
+                capture,
+                taps,
+                lens,
+            } => (capture, taps, lens),
+            _ => (false, &[][..], None),
         };
         let path = kind.path();
 
@@ -586,6 +617,9 @@ impl Model {
             if capture {
                 encode_row_norm(q, pass, pl, &blk.norm, t, c, (l + 1) * t);
             }
+            if let Some(lens) = lens {
+                encode_copy_rows(q, pass, pl, &lens.save[l], t * c, 0, l * t * c);
+            }
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte
         encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
@@ -594,6 +628,28 @@ impl Model {
             StepKind::Forward { .. } | StepKind::Forwards(_) => {
                 for (op, ch) in ops.lm_head.iter().zip(chunks) {
                     encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
+                }
+                if let Some(lens) = lens {
+                    let per = t * (2 * lens.k + 1);
+                    for (l, tops) in lens.top.iter().enumerate() {
+                        encode_copy_rows(q, pass, pl, &lens.restore[l], t * c, l * t * c, 0);
+                        encode_layer_norm(q, pass, pl, &ops.ln_f, t, c, bias);
+                        for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
+                            encode_matmul_bt(q, pass, pl, op, t, ch.rows, c, 0);
+                            let out0 = (l * chunks.len() + i) * per;
+                            encode_top_k_rows(
+                                q,
+                                pass,
+                                pl,
+                                &tops[i],
+                                t,
+                                ch.rows,
+                                lens.k,
+                                ch.row_start,
+                                out0,
+                            );
+                        }
+                    }
                 }
             }
             StepKind::Prefill(parts) => {
@@ -723,29 +779,71 @@ impl Model {
             let mut one = self.forward_many(&[(ids, top_k)])?;
             return Ok(one.remove(0));
         }
-        Ok(self.forward_captured(ids, top_k, &[])?.0)
+        Ok(self.forward_captured(ids, top_k, &[], 0)?.output)
     }
 
-    /// A forward with its statistics and the attention weights `[NH, T, T]` of each
-    /// layer in `attention_layers` (computed in the same pass from the layer's q and k:
-    /// the matrix its attention multiplies V by), for at most [`MAX_ATTENTION_TOKENS`]
-    /// tokens when any is asked for.
+    /// A forward with its statistics, the attention weights `[NH, T, T]` of each layer
+    /// in `attention_layers` (computed in the same pass from the layer's q and k: the
+    /// matrix its attention multiplies V by) and, with `lens_k` > 0, the logit lens:
+    /// for each layer and position the `lens_k` most likely tokens of the residual
+    /// stream after that layer read through the final layer norm and the LM head. At
+    /// most [`MAX_CAPTURE_TOKENS`] tokens when either is asked for.
     pub fn forward_captured(
         &self,
         ids: &[u32],
         top_k: usize,
         attention_layers: &[usize],
-    ) -> Result<(ForwardOutput, Vec<Vec<f32>>)> {
+        lens_k: usize,
+    ) -> Result<CapturedForward> {
         self.check_ids(ids)?;
         let start = Instant::now();
         let t = ids.len();
         let cfg = &self.config;
-        let (v, nh, nl) = (cfg.vocab_size, cfg.n_head, cfg.n_layer);
-        if !attention_layers.is_empty() && t > MAX_ATTENTION_TOKENS {
+        let (v, c, nh, nl) = (cfg.vocab_size, cfg.n_embed, cfg.n_head, cfg.n_layer);
+        if (!attention_layers.is_empty() || lens_k > 0) && t > MAX_CAPTURE_TOKENS {
+            let what = if attention_layers.is_empty() {
+                "capture_logit_lens returns a layer x position table"
+            } else {
+                "capture_attention returns T x T weights"
+            };
             return Err(Error::InvalidInput(format!(
-                "capture_attention returns T x T weights for at most {MAX_ATTENTION_TOKENS} tokens; this text has {t}: shorten it or set max_length"
+                "{what} for at most {MAX_CAPTURE_TOKENS} tokens; this text has {t}: shorten it or set max_length"
             )));
         }
+        if lens_k > MAX_LENS_K {
+            return Err(Error::InvalidInput(format!(
+                "capture_logit_lens lists at most {MAX_LENS_K} tokens per layer and position; top_k is {lens_k}"
+            )));
+        }
+        let chunks = &self.weights.wte.chunks;
+        let lens = (lens_k > 0).then(|| {
+            let saved = buffers::storage(&self.ctx, "logit lens rows", nl * t * c);
+            let out = buffers::storage(
+                &self.ctx,
+                "logit lens",
+                nl * chunks.len() * t * (2 * lens_k + 1),
+            );
+            let (ctx, pl) = (&self.ctx, &*self.pipelines);
+            LensTaps {
+                k: lens_k,
+                save: (0..nl)
+                    .map(|_| copy_rows_op(ctx, pl, &self.act.x, &saved))
+                    .collect(),
+                restore: (0..nl)
+                    .map(|_| copy_rows_op(ctx, pl, &saved, &self.act.x))
+                    .collect(),
+                top: (0..nl)
+                    .map(|_| {
+                        self.act
+                            .logits
+                            .iter()
+                            .map(|lg| top_k_rows_op(ctx, pl, lg, &out))
+                            .collect()
+                    })
+                    .collect(),
+                out,
+            }
+        });
         if let Some(&l) = attention_layers.iter().find(|&&l| l >= nl) {
             return Err(Error::InvalidInput(format!(
                 "capture_attention layer {l} does not exist (the model has {nl} layers, 0..{})",
@@ -790,8 +888,9 @@ impl Model {
         let kind = StepKind::Forward {
             capture: true,
             taps: &taps,
+            lens: lens.as_ref(),
         };
-        let (values, attention) = self.ctx.scoped("forward", || {
+        let (values, attention, lens_rows) = self.ctx.scoped("forward", || {
             let values = self.submit_step("forward", ids, &positions, kind, |enc| {
                 // last-row logits, then the statistics
                 let rb = &self.act.readback;
@@ -828,8 +927,53 @@ impl Model {
                 }
                 None => Vec::new(),
             };
-            Ok((values, attention))
+            let lens_rows = match &lens {
+                Some(lens) => {
+                    let n = nl * chunks.len() * t * (2 * lens_k + 1);
+                    buffers::read_floats(&self.ctx, &lens.out, 0, n)?
+                }
+                None => Vec::new(),
+            };
+            Ok((values, attention, lens_rows))
         })?;
+        // the chunks' candidates of each (layer, position) merged: the k best overall,
+        // probabilities against the log-sum-exp over every chunk
+        let logit_lens: Vec<Vec<Vec<TokenProb>>> = if lens_k == 0 {
+            Vec::new()
+        } else {
+            let parsed = parse_top_k(&lens_rows, nl * chunks.len() * t, lens_k);
+            (0..nl)
+                .map(|l| {
+                    (0..t)
+                        .map(|pos| {
+                            let parts: Vec<_> = (0..chunks.len())
+                                .map(|i| &parsed[(l * chunks.len() + i) * t + pos])
+                                .collect();
+                            let top = parts
+                                .iter()
+                                .map(|(_, lse)| *lse as f64)
+                                .fold(f64::NEG_INFINITY, f64::max);
+                            let lse = top
+                                + parts
+                                    .iter()
+                                    .map(|(_, x)| (*x as f64 - top).exp())
+                                    .sum::<f64>()
+                                    .ln();
+                            let mut best: Vec<(u32, f32)> =
+                                parts.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+                            best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                            best.truncate(lens_k);
+                            best.into_iter()
+                                .map(|(id, x)| TokenProb {
+                                    token_id: id,
+                                    probability: (x as f64 - lse).exp() as f32,
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect()
+        };
         let top = top_k_softmax(&values[..v], top_k);
         let capture = Some({
             let ent = &values[v..v + nl * nh * t];
@@ -865,8 +1009,8 @@ impl Model {
                     .collect(),
             }
         });
-        Ok((
-            ForwardOutput {
+        Ok(CapturedForward {
+            output: ForwardOutput {
                 tokens: t,
                 vocab: v,
                 top,
@@ -874,7 +1018,8 @@ impl Model {
                 seconds: start.elapsed().as_secs_f64(),
             },
             attention,
-        ))
+            logit_lens,
+        })
     }
 
     /// The full logits `[T, V]` (tests and tools; responses never need them all).

@@ -21,7 +21,7 @@ use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
 use crate::kernels::{KernelOp, RowsOp};
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
-pub use forward::{Capture, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
+pub use forward::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 
 /// Device buffers of one transformer block (HF names in comments).
 pub struct BlockWeights {

@@ -10,6 +10,7 @@ use super::error::{ApiError, ErrorBody};
 use super::types::*;
 use super::{time, AppState};
 use crate::engine::{AttentionSelect, ForwardReply, ForwardRequest};
+use crate::kernels::logit_lens::MAX_LENS_K;
 
 /// Longest accepted `text`, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
@@ -183,12 +184,19 @@ fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
         )));
     }
     let attention = attention_choice(b.capture_attention.as_ref())?;
+    if b.capture_logit_lens && !(1..=MAX_LENS_K as i64).contains(&b.top_k) {
+        return Err(ApiError::invalid(format!(
+            "capture_logit_lens lists top_k tokens per layer and position: top_k ({}) must be between 1 and {MAX_LENS_K}",
+            b.top_k
+        )));
+    }
     Ok(ForwardRequest {
         text: b.text.clone(),
         max_length: b.max_length.map(|n| n as usize),
         top_k: b.top_k as usize,
-        capture: b.capture_data || attention.is_some(),
+        capture: b.capture_data || attention.is_some() || b.capture_logit_lens,
         attention,
+        logit_lens: b.capture_logit_lens,
     })
 }
 
@@ -248,6 +256,25 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
         dtype: "torch.float32".into(),
     };
     Some(CapturedData {
+        logit_lens: r.logit_lens.as_ref().map(|layers| {
+            layers
+                .iter()
+                .map(|positions| {
+                    positions
+                        .iter()
+                        .map(|tops| {
+                            tops.iter()
+                                .map(|p| TopPrediction {
+                                    token_id: p.token_id,
+                                    token: p.token.clone(),
+                                    probability: p.probability,
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect()
+        }),
         embeddings: EmbeddingCapture {
             token_embeddings: tensor(vec![1, t, r.n_embed]),
             position_embeddings: tensor(vec![1, t, r.n_embed]),

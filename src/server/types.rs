@@ -32,6 +32,11 @@ pub struct ForwardBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>, example = json!({"layers": [0], "heads": [0, 1]}))]
     pub capture_attention: Option<serde_json::Value>,
+    /// Extension: return `captured_data.logit_lens`, `[layer][position]` the `top_k`
+    /// (1..=20) most likely tokens of the residual stream after each layer through the
+    /// final layer norm and the LM head. Implies `capture_data`; at most 256 tokens.
+    #[serde(default)]
+    pub capture_logit_lens: bool,
 }
 
 fn default_top_k() -> i64 {
@@ -136,6 +141,11 @@ pub struct CapturedData {
     pub embeddings: EmbeddingCapture,
     pub layers: Vec<LayerCaptureBody>,
     pub performance: PerformanceCapture,
+    /// Extension, with `capture_logit_lens`: `[layer][position]` the `top_k` most likely
+    /// next tokens of the residual stream after that layer read through the final layer
+    /// norm and the LM head (the last layer's last position is `top_predictions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_lens: Option<Vec<Vec<Vec<TopPrediction>>>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
