@@ -105,6 +105,23 @@ async fn http_generation_json_and_sse() {
         assert_eq!(done["type"], "complete");
         assert_eq!(done["result"]["text"], text.as_str());
         assert_eq!(done["result"]["tokens"], 5);
+        assert!(events[0].1.get("probability").is_none());
+    }
+
+    // probabilities: each token event carries the token's probability; greedy picks
+    // the most likely token, whose probability is at least 1 / V
+    let body = json!({"text": "Deep learning is", "max_new_tokens": 4, "temperature": 0, "stream": true, "probabilities": true});
+    let r = client()
+        .post(s.url("/api/v1/generate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&r.text().await.unwrap());
+    assert_eq!(events.len(), 5, "{events:?}");
+    for (_, data) in &events[..4] {
+        let p = data["probability"].as_f64().unwrap();
+        assert!(p > 1.0 / 50304.0 && p <= 1.0, "{data}");
     }
 
     // errors

@@ -900,3 +900,55 @@ async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_explorer_page_is_served_self_contained() {
+    let s = Server::start(8, 1 << 20).await;
+    for path in ["/", "/explorer"] {
+        let r = client().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/html"), "{ct}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+        let html = r.text().await.unwrap();
+        // every asset inline: no script, style, font or image from elsewhere (the one
+        // link is an empty data: icon, so the browser asks for no favicon)
+        let html = html.replacen(r#"<link rel="icon" href="data:,">"#, "", 1);
+        for needle in [
+            "src=\"http",
+            "href=\"http",
+            "@import",
+            "url(http",
+            "<link",
+            "src=\"//",
+        ] {
+            assert!(!html.contains(needle), "{path} loads {needle}");
+        }
+        // the panels, and only routes this server has
+        for id in [
+            "model-panel",
+            "forward-panel",
+            "generate-panel",
+            "heatmap",
+            "topk",
+            "lens",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+        for route in [
+            "/api/v1/status",
+            "/api/v1/initialize",
+            "/api/v1/forward",
+            "/ws/inference",
+        ] {
+            assert!(html.contains(route), "{route}");
+        }
+    }
+}

@@ -58,6 +58,10 @@ pub struct GenerateBody {
     /// WebSocket: send one `token` message per token before `complete`.
     #[serde(default)]
     pub stream: bool,
+    /// Extension: each streamed `token` event also carries `probability`, the
+    /// token's probability under the model before sampling (temperature 1).
+    #[serde(default)]
+    pub probabilities: bool,
 }
 
 fn default_max_new_tokens() -> i64 {
@@ -118,7 +122,7 @@ impl GenerateBody {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
-        Ok(GenerateRequest::new(
+        let mut req = GenerateRequest::new(
             self.text.clone(),
             self.max_new_tokens as usize,
             SamplingParams {
@@ -128,7 +132,11 @@ impl GenerateBody {
                 seed,
             },
             self.stop.clone(),
-        ))
+        );
+        if self.probabilities {
+            req.logprobs = Some(0);
+        }
+        Ok(req)
     }
 }
 
@@ -176,9 +184,13 @@ pub fn event_json(ev: &GenEvent) -> serde_json::Value {
             index,
             token_id,
             text,
-            ..
+            logprob,
         } => {
-            serde_json::json!({"type": "token", "token": text, "token_id": token_id, "index": index})
+            let mut v = serde_json::json!({"type": "token", "token": text, "token_id": token_id, "index": index});
+            if let Some(lp) = logprob {
+                v["probability"] = serde_json::json!(lp.logprob.exp());
+            }
+            v
         }
         GenEvent::Prompt { ids, .. } => serde_json::json!({"type": "prompt", "token_ids": ids}),
         GenEvent::Complete(r) => {

@@ -149,6 +149,8 @@ const ROUTES: &[&str] = &[
     "/metrics",
     "/openapi.json",
     "/docs",
+    "/",
+    "/explorer",
     "/v1/models",
     "/v1/completions",
     "/v1/tokenize",
@@ -221,6 +223,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .route("/docs", get(routes::docs))
+        .route("/", get(routes::explorer))
+        .route("/explorer", get(routes::explorer))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{model}", get(openai::model))
         .route("/v1/completions", post(openai::completions))

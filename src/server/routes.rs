@@ -590,6 +590,19 @@ pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }
 
+/// The explorer (`/`, `/explorer`): one self-contained page (plain SVG, no external
+/// fonts or scripts) drawing forwards, attention, expert routing, the logit lens and
+/// streamed generations from this API.
+pub async fn explorer() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+        )],
+        Html(include_str!("explorer.html")),
+    )
+}
+
 /// Unknown path.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
