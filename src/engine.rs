@@ -46,6 +46,20 @@ pub struct AttentionSelect {
     pub heads: Option<Vec<usize>>,
 }
 
+impl AttentionSelect {
+    /// The layers asked for, all `n_layer` when none were named.
+    pub fn layers(&self, n_layer: usize) -> Vec<usize> {
+        self.layers
+            .clone()
+            .unwrap_or_else(|| (0..n_layer).collect())
+    }
+
+    /// The heads asked for, all `n_head` when none were named.
+    pub fn heads(&self, n_head: usize) -> Vec<usize> {
+        self.heads.clone().unwrap_or_else(|| (0..n_head).collect())
+    }
+}
+
 /// The attention weights of one layer: `weights[i]` is head `heads[i]`'s
 /// `[query][key]` matrix.
 #[derive(Clone, Debug)]
@@ -1644,17 +1658,18 @@ fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<TokenInfo>> {
     if req.text.is_empty() {
         return Err(Error::InvalidInput("input text must not be empty".into()));
     }
-    let mut spans = l.tokenizer.encode_spans(&req.text)?;
-    if let Some(n) = req.max_length {
-        spans.truncate(n);
-    }
-    spans
-        .into_iter()
-        .map(|s| {
-            // the bytes it came from; a token holding part of a character (byte-level
-            // BPE) names the whole character's bytes, so its own text is decoded
+    let spans = l.tokenizer.encode_spans(&req.text)?;
+    let n = req.max_length.map_or(spans.len(), |n| n.min(spans.len()));
+    (0..n)
+        .map(|i| {
+            let s = spans[i];
+            // its own bytes: the text's; a character byte-level BPE split over several
+            // tokens gives each of them the character's range (shared with a
+            // neighbour), so such a token's own text is decoded
+            let shared = (i > 0 && spans[i - 1].end > s.start)
+                || spans.get(i + 1).is_some_and(|next| next.start < s.end);
             let text = match req.text.get(s.start..s.end) {
-                Some(t) if l.tokenizer.encode(t).is_ok_and(|ids| ids == [s.id]) => t.to_string(),
+                Some(t) if !shared => t.to_string(),
                 _ => l.tokenizer.decode(&[s.id])?,
             };
             Ok(TokenInfo {
@@ -1674,32 +1689,32 @@ impl ForwardRequest {
     }
 }
 
-/// A forward run alone: with statistics (and the chosen layers' attention weights,
-/// `[NH, T, T]` each) when asked.
+/// A forward run alone: with statistics, the chosen layers' attention weights
+/// (`[NH, T, T]` each) and the logit lens when asked.
 fn forward_alone(l: &Loaded, ids: &[u32], req: &ForwardRequest) -> Result<CapturedForward> {
-    let cfg = &l.model.config;
-    let lens_k = if req.logit_lens { req.top_k.max(1) } else { 0 };
-    let Some(sel) = &req.attention else {
-        if lens_k > 0 {
-            return l.model.forward_captured(ids, req.top_k, &[], lens_k);
-        }
+    if req.shared() {
         return Ok(CapturedForward {
-            output: l.model.forward(ids, req.top_k, req.capture)?,
+            output: l.model.forward(ids, req.top_k, false)?,
             attention: Vec::new(),
             logit_lens: Vec::new(),
         });
-    };
-    if let Some(&h) = sel.heads.iter().flatten().find(|&&h| h >= cfg.n_head) {
+    }
+    let cfg = &l.model.config;
+    let lens_k = if req.logit_lens { req.top_k.max(1) } else { 0 };
+    let sel = req.attention.as_ref();
+    if let Some(&h) = sel
+        .and_then(|s| s.heads.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|&&h| h >= cfg.n_head)
+    {
         return Err(Error::InvalidInput(format!(
             "capture_attention head {h} does not exist (the model has {} heads, 0..{})",
             cfg.n_head,
             cfg.n_head - 1
         )));
     }
-    let layers: Vec<usize> = match &sel.layers {
-        Some(ls) => ls.clone(),
-        None => (0..cfg.n_layer).collect(),
-    };
+    let layers = sel.map_or_else(Vec::new, |s| s.layers(cfg.n_layer));
     l.model.forward_captured(ids, req.top_k, &layers, lens_k)
 }
 
@@ -1747,15 +1762,8 @@ fn forward_reply(
     let attention = match &req.attention {
         None => Vec::new(),
         Some(sel) => {
-            let layers: Vec<usize> = match &sel.layers {
-                Some(ls) => ls.clone(),
-                None => (0..cfg.n_layer).collect(),
-            };
-            let heads: Vec<usize> = match &sel.heads {
-                Some(hs) => hs.clone(),
-                None => (0..cfg.n_head).collect(),
-            };
-            layers
+            let heads = sel.heads(cfg.n_head);
+            sel.layers(cfg.n_layer)
                 .into_iter()
                 .zip(&weights)
                 .map(|(layer, w)| LayerAttention {

@@ -309,30 +309,27 @@ async fn forward_errors() {
         b["detail"],
         "input length 100 exceeds the model's maximum length 64"
     );
-    for (body, needle) in [
-        (json!({"text": 5}), "`text`"),
-        (
-            json!({"text": "a", "capture_data": "yes"}),
-            "`capture_data`",
-        ),
-        (json!({"text": "a", "max_length": 0}), "max_length (0)"),
-        (
-            json!({"text": "a", "max_length": 5000}),
-            "max_length (5000)",
-        ),
-        (json!({"text": "a", "top_k": 101}), "top_k (101)"),
-        (json!({"text": "a", "top_k": -1}), "top_k (-1)"),
-        (json!({"capture_data": true}), "missing field `text`"),
-        (json!({"text": "a", "bogus": 1}), "bogus"),
-        (json!(["text"]), "invalid"),
-    ] {
-        let (code, b) = forward(&s, body.clone()).await;
-        assert_error(code, &b, 400, "INVALID_INPUT");
-        assert!(
-            b["detail"].as_str().unwrap().contains(needle),
-            "{body} -> {b}"
-        );
-    }
+    assert_forward_refused(
+        &s,
+        [
+            (json!({"text": 5}), "`text`"),
+            (
+                json!({"text": "a", "capture_data": "yes"}),
+                "`capture_data`",
+            ),
+            (json!({"text": "a", "max_length": 0}), "max_length (0)"),
+            (
+                json!({"text": "a", "max_length": 5000}),
+                "max_length (5000)",
+            ),
+            (json!({"text": "a", "top_k": 101}), "top_k (101)"),
+            (json!({"text": "a", "top_k": -1}), "top_k (-1)"),
+            (json!({"capture_data": true}), "missing field `text`"),
+            (json!({"text": "a", "bogus": 1}), "bogus"),
+            (json!(["text"]), "invalid"),
+        ],
+    )
+    .await;
     let (code, b) = forward(&s, json!({"text": "a".repeat(10_001)})).await;
     assert_error(code, &b, 400, "INVALID_INPUT");
     // malformed JSON, no content type
@@ -799,40 +796,37 @@ async fn capture_attention_returns_the_weights() {
         .is_none());
     // errors name what to change
     let long = "word ".repeat(270);
-    for (body, needle) in [
-        (
-            json!({"text": text, "capture_attention": "yes"}),
-            "capture_attention must be",
-        ),
-        (
-            json!({"text": text, "capture_attention": {"layers": [2]}}),
-            "layer 2",
-        ),
-        (
-            json!({"text": text, "capture_attention": {"heads": [5]}}),
-            "head 5",
-        ),
-        (
-            json!({"text": text, "capture_attention": {"layer": [0]}}),
-            "unknown key",
-        ),
-        (
-            json!({"text": text, "capture_attention": {"heads": []}}),
-            "1 to 1024",
-        ),
-        (
-            json!({"text": text, "capture_attention": {"heads": [-1]}}),
-            "integers",
-        ),
-        (json!({"text": long, "capture_attention": true}), "256"),
-    ] {
-        let (code, e) = forward(&s, body.clone()).await;
-        assert_error(code, &e, 400, "INVALID_INPUT");
-        assert!(
-            e["detail"].as_str().unwrap().contains(needle),
-            "{body}: {e}"
-        );
-    }
+    assert_forward_refused(
+        &s,
+        [
+            (
+                json!({"text": text, "capture_attention": "yes"}),
+                "capture_attention must be",
+            ),
+            (
+                json!({"text": text, "capture_attention": {"layers": [2]}}),
+                "layer 2",
+            ),
+            (
+                json!({"text": text, "capture_attention": {"heads": [5]}}),
+                "head 5",
+            ),
+            (
+                json!({"text": text, "capture_attention": {"layer": [0]}}),
+                "unknown key",
+            ),
+            (
+                json!({"text": text, "capture_attention": {"heads": []}}),
+                "1 to 1024",
+            ),
+            (
+                json!({"text": text, "capture_attention": {"heads": [-1]}}),
+                "integers",
+            ),
+            (json!({"text": long, "capture_attention": true}), "256"),
+        ],
+    )
+    .await;
     // the long text with max_length fits
     let (code, _) = forward(&s, json!({"text": long, "capture_attention": {"layers": [0], "heads": [0]}, "max_length": 256})).await;
     assert_eq!(code, 200);
@@ -881,24 +875,21 @@ async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
     let (_, r) = forward(&s, json!({"text": text, "capture_data": true})).await;
     assert!(r["captured_data"].get("logit_lens").is_none());
     let long = "word ".repeat(270);
-    for (body, needle) in [
-        (
-            json!({"text": text, "capture_logit_lens": true, "top_k": 0}),
-            "between 1 and 20",
-        ),
-        (
-            json!({"text": text, "capture_logit_lens": true, "top_k": 21}),
-            "between 1 and 20",
-        ),
-        (json!({"text": long, "capture_logit_lens": true}), "256"),
-    ] {
-        let (code, e) = forward(&s, body.clone()).await;
-        assert_error(code, &e, 400, "INVALID_INPUT");
-        assert!(
-            e["detail"].as_str().unwrap().contains(needle),
-            "{body}: {e}"
-        );
-    }
+    assert_forward_refused(
+        &s,
+        [
+            (
+                json!({"text": text, "capture_logit_lens": true, "top_k": 0}),
+                "between 1 and 20",
+            ),
+            (
+                json!({"text": text, "capture_logit_lens": true, "top_k": 21}),
+                "between 1 and 20",
+            ),
+            (json!({"text": long, "capture_logit_lens": true}), "256"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -950,5 +941,18 @@ async fn the_explorer_page_is_served_self_contained() {
         ] {
             assert!(html.contains(route), "{route}");
         }
+    }
+}
+
+/// Each body sent to `/forward` is refused: 400 `INVALID_INPUT` whose detail names
+/// what to change.
+async fn assert_forward_refused<const N: usize>(s: &Server, cases: [(Value, &str); N]) {
+    for (body, needle) in cases {
+        let (code, e) = forward(s, body.clone()).await;
+        assert_error(code, &e, 400, "INVALID_INPUT");
+        assert!(
+            e["detail"].as_str().unwrap().contains(needle),
+            "{body} -> {e}"
+        );
     }
 }
