@@ -851,9 +851,19 @@ impl Bench {
         });
     }
 
-    /// `b` generations of `prompt` tokens each, then `steps` batched decode steps (each
-    /// generation one token a step); tokens/s of all together, and the ratio to one.
-    fn decode_batch(&mut self, model: &Model, b: usize, prompt: usize, steps: usize, tag: &str) {
+    /// `b` generations of `prompt` tokens each, then `steps` batched greedy decode
+    /// steps (each generation one token a step; the token picked from logits read back,
+    /// or with `argmax` by the device); tokens/s of all together, and the ratio to one.
+    fn decode_batch(
+        &mut self,
+        model: &Model,
+        b: usize,
+        prompt: usize,
+        steps: usize,
+        argmax: bool,
+        tag: &str,
+    ) {
+        use wgformer::model::{sampling, NextToken, Readback};
         let mut seqs: Vec<_> = (0..b)
             .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
             .collect();
@@ -863,8 +873,16 @@ impl Bench {
                 .map(|j| (j * 7919 + 13 + i as u32 * 101) % 50257)
                 .collect();
             let logits = model.prefill(kv, &ids, true).unwrap().unwrap();
-            next.push(wgformer::model::sampling::argmax(&logits));
+            next.push(sampling::argmax(&logits));
         }
+        let want = vec![
+            if argmax {
+                Readback::Argmax
+            } else {
+                Readback::Logits
+            };
+            b
+        ];
         let mut step_ms = Vec::with_capacity(steps);
         for _ in 0..steps {
             let mut rows: Vec<_> = seqs
@@ -872,13 +890,18 @@ impl Bench {
                 .zip(&next)
                 .map(|(kv, &id)| (kv, id))
                 .collect();
+            // the step and the host's part of picking the tokens
             let t = Instant::now();
-            let logits = model.decode(&mut rows).unwrap();
-            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            next = logits
-                .iter()
-                .map(|l| wgformer::model::sampling::argmax(l))
+            next = model
+                .decode_select(&mut rows, &want)
+                .unwrap()
+                .into_iter()
+                .map(|n| match n {
+                    NextToken::Logits(l) => sampling::argmax(&l),
+                    NextToken::Argmax(id) => id,
+                })
                 .collect();
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let ms = median(step_ms);
         let rate = b as f64 * 1e3 / ms;
@@ -888,7 +911,11 @@ impl Bench {
             .rev()
             .find(|r| r.kernel == "gpt2_decode" && r.shape.contains(&format!("small{tag} at")))
             .map(|r| r.rate);
-        let shape = format!("GPT-2 small{tag} B={b} at {prompt}..{}", prompt + steps);
+        let how = if argmax { " argmax" } else { "" };
+        let shape = format!(
+            "GPT-2 small{tag} B={b}{how} at {prompt}..{}",
+            prompt + steps
+        );
         if !self.json {
             println!(
                 "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}",
@@ -1110,7 +1137,10 @@ fn main() {
         b.forwards_shared(&model, 8, 16, "");
         b.decode(&model, 64, 64, "");
         for n in [4, 8, 16] {
-            b.decode_batch(&model, n, 64, 16, "");
+            b.decode_batch(&model, n, 64, 16, false, "");
+        }
+        for n in [8, 16] {
+            b.decode_batch(&model, n, 64, 16, true, "");
         }
         drop(model);
         // the same model with half-float linear weights (dtype float16)
@@ -1125,7 +1155,10 @@ fn main() {
         b.forwards_shared(&half, 8, 16, " f16");
         b.decode(&half, 64, 64, " f16");
         for n in [4, 8, 16] {
-            b.decode_batch(&half, n, 64, 16, " f16");
+            b.decode_batch(&half, n, 64, 16, false, " f16");
+        }
+        for n in [8, 16] {
+            b.decode_batch(&half, n, 64, 16, true, " f16");
         }
     }
     if b.wants("moe") {

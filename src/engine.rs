@@ -21,7 +21,9 @@ use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
 use crate::model::forward::MAX_PREFILL_PARTS;
 use crate::model::kv_pool::{page_bytes, PoolStats, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
-use crate::model::{resolve_config_with, Capture, CapturedForward, Model, ServeShape};
+use crate::model::{
+    resolve_config_with, Capture, CapturedForward, Model, NextToken, Readback, ServeShape,
+};
 use crate::stats::{Histogram, BATCH, SECONDS};
 use crate::tokenizer::Tokenizer;
 
@@ -775,9 +777,10 @@ struct Active {
     generated: Vec<u32>,
     /// Bytes of the text already streamed.
     emitted: usize,
-    /// Logits after the last token in the cache, to sample from (None while the
-    /// prompt is prefilled, or while the sampled token waits for its decode step).
-    logits: Option<Vec<f32>>,
+    /// Logits after the last token in the cache to sample from, or for a greedy row
+    /// the token the device picked (None while the prompt is prefilled, or while the
+    /// sampled token waits for its decode step).
+    logits: Option<NextToken>,
     /// The token sampled and streamed, to run through the model next step.
     next: Option<u32>,
     events: mpsc::UnboundedSender<GenEvent>,
@@ -1258,11 +1261,12 @@ impl Worker {
                     .filter(|(i, _)| group.contains(i))
                     .map(|(_, a)| a)
                     .collect();
+                let want: Vec<Readback> = picked.iter().map(|a| a.readback()).collect();
                 for a in picked.iter_mut() {
                     let id = a.next.unwrap_or(0);
                     rows.push((&mut a.kv, id));
                 }
-                let r = model.model.decode(&mut rows);
+                let r = model.model.decode_select(&mut rows, &want);
                 drop(rows);
                 self.state.clear_busy();
                 match r {
@@ -1338,7 +1342,7 @@ impl Worker {
                     a.prefilled = end;
                     a.prefill_time += seconds;
                     if end == a.prompt.len() {
-                        a.logits = l;
+                        a.logits = l.map(NextToken::Logits);
                     }
                 }
                 if let Ok(mut s) = self.state.sched.lock() {
@@ -1436,6 +1440,17 @@ fn showable(text: &str, stop: &[String]) -> usize {
 }
 
 impl Active {
+    /// What its next decode step reads back: only the device's argmax for a greedy
+    /// generation without logprobs on a model that picks it there, else the logits.
+    fn readback(&self) -> Readback {
+        let greedy = self.req.sampling.temperature <= 0.0 && self.req.logprobs.is_none();
+        if greedy && self.loaded.model.argmax_on_device {
+            Readback::Argmax
+        } else {
+            Readback::Logits
+        }
+    }
+
     fn result(&self, text: String, finish_reason: FinishReason) -> GenerateResult {
         let elapsed = self.started.elapsed().as_secs_f64();
         let decode_time = (elapsed - self.prefill_time).max(1e-9);
@@ -1455,14 +1470,23 @@ impl Active {
 /// With logits in hand: sample one token, stream it, and either finish or queue it
 /// for the next decode step.
 fn sample(a: &mut Active) -> Result<Option<GenerateResult>> {
-    let Some(logits) = a.logits.take() else {
+    let Some(from) = a.logits.take() else {
         return Ok(None);
     };
     if a.max_new == 0 {
         return Ok(Some(a.result(String::new(), FinishReason::Length)));
     }
-    let next = a.sampler.sample(&logits);
-    let logprob = a.req.logprobs.map(|k| token_logprob(&logits, next, k));
+    let (next, logprob) = match from {
+        NextToken::Logits(logits) => {
+            let next = a.sampler.sample(&logits);
+            (
+                next,
+                a.req.logprobs.map(|k| token_logprob(&logits, next, k)),
+            )
+        }
+        // a greedy row without logprobs (`Active::readback`)
+        NextToken::Argmax(id) => (id, None),
+    };
     a.generated.push(next);
     let tok = &a.loaded.tokenizer;
     let text = tok.decode(&a.generated)?;

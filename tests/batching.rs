@@ -168,6 +168,32 @@ fn batch_invariance_holds_for_sparse_moe_and_half_weights() {
 }
 
 #[test]
+fn greedy_tokens_picked_on_the_device_are_those_of_the_logits() {
+    // With the GPU-shaped kernels a greedy generation's decode steps take its token
+    // from the device's argmax (its logits are not read back); asking for logprobs
+    // reads the logits and picks on the host: the same tokens, alone and batched.
+    let e = engine(
+        EngineOptions {
+            max_batch: 16,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({"kernels": "hardware"}),
+    );
+    let reqs: Vec<_> = (0..6).map(|i| request(i, 7, false)).collect();
+    let with_logprobs: Vec<_> = reqs
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.logprobs = Some(0);
+            r
+        })
+        .collect();
+    let device = together(&e, &reqs, reqs.len());
+    assert_eq!(device, together(&e, &with_logprobs, reqs.len()));
+    assert_eq!(device[..2], alone(&e, &with_logprobs[..2])[..]);
+}
+
+#[test]
 fn chunked_prefill_gives_the_tokens_of_a_whole_prefill() {
     let whole = engine(EngineOptions::default(), serde_json::json!({}));
     let chunked = engine(

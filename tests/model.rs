@@ -644,3 +644,107 @@ fn logit_lens_last_layer_is_the_forward_and_chunks_merge() {
         }
     }
 }
+
+#[test]
+fn decode_rows_read_back_their_logits_or_the_devices_argmax() {
+    // A decode step gives each row what it asked for: its logits (bit for bit those of
+    // a step reading every row's logits), or only the id of its largest logit, picked
+    // on the device (the host's argmax of those logits), also with wte split over
+    // bindings (the chunks' bests merged) and with the GPU-shaped kernels.
+    use wgformer::model::sampling::argmax;
+    use wgformer::model::{NextToken, Readback};
+    for (cap, extra) in [
+        (None, serde_json::json!({"context_size": 8})),
+        (Some(8192), serde_json::json!({"context_size": 8})),
+        (
+            None,
+            serde_json::json!({"context_size": 8, "kernels": "hardware", "dtype": "float16"}),
+        ),
+    ] {
+        let g = cap.map(|c| new_gpu(Some(c)));
+        let (ctx, pl) = match &g {
+            Some(g) => (g.ctx.clone(), g.pipelines.clone()),
+            None => (gpu().ctx.clone(), gpu().pipelines.clone()),
+        };
+        let cfg = small(extra.clone());
+        let shape = wgformer::model::ServeShape::for_generations(&cfg, 12, 16);
+        let m = Model::build_with(cfg, None, ctx, pl, shape).unwrap();
+        if cap.is_some() {
+            assert!(
+                m.weights.wte.chunks.len() > 1,
+                "the binding limit splits wte"
+            );
+        }
+        // an 8 KiB binding cap splits wte (97 x 32 floats) and the logits into two
+        // windows, and leaves room for 4 pages of keys and values: 2 generations a copy
+        let lens: &[usize] = if cap.is_some() {
+            &[3, 1]
+        } else {
+            &[3, 2, 1, 4, 2]
+        };
+        let want: Vec<Readback> = (0..lens.len())
+            .map(|i| {
+                if i % 2 == 0 {
+                    Readback::Argmax
+                } else {
+                    Readback::Logits
+                }
+            })
+            .collect();
+        // two copies of the same generations: one reads every row's logits, the
+        // other what `want` says
+        let start = || -> (Vec<_>, Vec<u32>) {
+            lens.iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let mut kv = m.kv_reserve(n + 3).unwrap().unwrap();
+                    let l = m.extend(&mut kv, &ids(n + i, 97)[i..]).unwrap();
+                    (kv, argmax(&l))
+                })
+                .unzip()
+        };
+        let (mut all, mut next_all) = start();
+        let (mut sel, mut next_sel) = start();
+        for step in 0..3 {
+            let mut rows: Vec<_> = all
+                .iter_mut()
+                .zip(&next_all)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let logits = m.decode(&mut rows).unwrap();
+            let mut rows: Vec<_> = sel
+                .iter_mut()
+                .zip(&next_sel)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let got = m.decode_select(&mut rows, &want).unwrap();
+            assert_eq!(got.len(), lens.len());
+            next_all = logits.iter().map(|l| argmax(l)).collect();
+            next_sel = Vec::new();
+            for (r, (g, l)) in got.iter().zip(&logits).enumerate() {
+                match (want[r], g) {
+                    (Readback::Logits, NextToken::Logits(x)) => {
+                        assert_eq!(x, l, "{extra} cap {cap:?} step {step} row {r}: logits");
+                        next_sel.push(argmax(x));
+                    }
+                    (Readback::Argmax, NextToken::Argmax(id)) => {
+                        assert_eq!(
+                            *id,
+                            argmax(l),
+                            "{extra} cap {cap:?} step {step} row {r}: argmax"
+                        );
+                        next_sel.push(*id);
+                    }
+                    other => panic!("row {r} asked {:?}, got {other:?}", want[r]),
+                }
+            }
+            assert_eq!(next_sel, next_all);
+        }
+        // one readback per row
+        drop((all, sel));
+        let mut kv = m.kv_reserve(8).unwrap().unwrap();
+        m.extend(&mut kv, &[1, 2]).unwrap();
+        let err = m.decode_select(&mut [(&mut kv, 3)], &[]).unwrap_err();
+        assert!(err.to_string().contains("readbacks"), "{err}");
+    }
+}

@@ -334,6 +334,11 @@ pub(super) fn bind_ops(
             .zip(&a.logits)
             .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
             .collect(),
+        top1: a
+            .logits
+            .iter()
+            .map(|lg| top_k_rows_op(ctx, pl, lg, &a.top1))
+            .collect(),
         lm_head_prefill: (0..MAX_PREFILL_PARTS)
             .map(|_| {
                 w.wte
@@ -408,8 +413,10 @@ pub(super) enum StepKind<'a> {
     /// are gathered to rows 0.. of the logits.
     Prefill(&'a [ChunkRows]),
     /// A decode step: one row per generation, each attending to its own pages
-    /// (`attention_paged`); the logits of every row.
-    Decode,
+    /// (`attention_paged`); the logits of every row, and with `argmax` each row's
+    /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk, to
+    /// `top1`), so greedy rows need not read their logits back.
+    Decode { argmax: bool },
 }
 
 impl StepKind<'_> {
@@ -417,7 +424,7 @@ impl StepKind<'_> {
     /// matrix-vector kernels for a decode step's.
     pub(super) fn path(&self) -> RowPath {
         match self {
-            StepKind::Decode => RowPath::Matvec,
+            StepKind::Decode { .. } => RowPath::Matvec,
             StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill(_) => {
                 RowPath::Matmul
             }
@@ -595,7 +602,7 @@ impl Model {
                         );
                     }
                 }
-                StepKind::Decode => {
+                StepKind::Decode { .. } => {
                     encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
                     encode_attention_paged(
                         q,
@@ -660,9 +667,14 @@ impl Model {
                     }
                 }
             }
-            StepKind::Decode => {
+            StepKind::Decode { argmax } => {
                 for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
                     encode_matvec_bt(q, pass, pl, op, ch.rows, c, 0, t, 0);
+                }
+                if argmax {
+                    for (i, (op, ch)) in ops.top1.iter().zip(chunks).enumerate() {
+                        encode_top_k_rows(q, pass, pl, op, t, ch.rows, 1, ch.row_start, i * t * 3);
+                    }
                 }
             }
         }

@@ -6,7 +6,8 @@
 //!   read back when asked (the final chunk).
 //! - [`Model::decode`]: one new token for each of up to `max_batch` generations, each
 //!   at its own position and attending to its own pages, on the matrix-vector path;
-//!   the logits of every row are read back.
+//!   the logits of every row are read back, or for greedy rows only the id of the
+//!   largest logit, taken on the device ([`Model::decode_select`]).
 //!
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
@@ -15,6 +16,23 @@ use super::forward::{ChunkRows, StepKind, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
+use crate::kernels::logit_lens::{parse_top_k, TopK};
+
+/// What a decode step reads back for one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readback {
+    /// Its logits `[V]`: to sample from, or for log-probabilities.
+    Logits,
+    /// Only the id of its largest logit, taken on the device: all a greedy row needs.
+    Argmax,
+}
+
+/// A decode row's result, as [`Readback`] asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NextToken {
+    Logits(Vec<f32>),
+    Argmax(u32),
+}
 
 /// One row of a step: the token, its generation's pages, and where it goes.
 struct Row {
@@ -23,6 +41,31 @@ struct Row {
     table: u32,
     pos: u32,
     slot: u32,
+}
+
+/// Each of `t` rows' largest logit from the `top_k_rows` (k = 1) results of every wte
+/// chunk (`[chunks, t, 3]`): chunks hold ids in increasing order, so a later chunk
+/// wins only with a larger value and ties go to the lower id, as in
+/// [`super::sampling::argmax`]. A row with no value above the kernel's floor (all
+/// `-inf` or NaN) gets id 0, as there. Empty when `top1` is (no argmax asked).
+pub fn argmax_rows(top1: &[f32], t: usize, chunks: usize) -> Vec<u32> {
+    if top1.len() < chunks * t * 3 {
+        return Vec::new();
+    }
+    let best: Vec<Vec<TopK>> = (0..chunks)
+        .map(|i| parse_top_k(&top1[i * t * 3..], t, 1))
+        .collect();
+    (0..t)
+        .map(|r| {
+            let mut top: Option<(u32, f32)> = None;
+            for (id, v) in best.iter().filter_map(|b| b[r].0.first().copied()) {
+                if top.is_none_or(|(_, tv)| v > tv) {
+                    top = Some((id, v));
+                }
+            }
+            top.map_or(0, |(id, _)| id)
+        })
+        .collect()
 }
 
 impl Model {
@@ -112,18 +155,13 @@ impl Model {
             );
             tables.extend_from_slice(kv.table());
         }
-        let wanted = chunks.iter().filter(|c| c.logits).count();
-        let flat = self.run_rows(&rows, &tables, StepKind::Prefill(&chunks), wanted)?;
-        let v = self.config.vocab_size;
-        let mut logits = flat.chunks(v);
+        let wanted: Vec<usize> = (0..chunks.iter().filter(|c| c.logits).count()).collect();
+        let (logits, _) = self.run_rows(&rows, &tables, StepKind::Prefill(&chunks), &wanted)?;
+        let mut logits = logits.into_iter();
         let mut out = Vec::with_capacity(parts.len());
         for ((kv, ids, want), _) in parts.iter_mut().zip(&chunks) {
             kv.advance(ids.len());
-            out.push(if *want {
-                logits.next().map(<[f32]>::to_vec)
-            } else {
-                None
-            });
+            out.push(if *want { logits.next() } else { None });
         }
         Ok(out)
     }
@@ -131,6 +169,27 @@ impl Model {
     /// One token for each generation of `batch` (`(pages, token)` pairs, at most
     /// `max_batch`): returns the logits `[V]` of each, in order.
     pub fn decode(&self, batch: &mut [(&mut SeqKv, u32)]) -> Result<Vec<Vec<f32>>> {
+        let want = vec![Readback::Logits; batch.len()];
+        Ok(self
+            .decode_select(batch, &want)?
+            .into_iter()
+            .map(|n| match n {
+                NextToken::Logits(l) => l,
+                NextToken::Argmax(_) => unreachable!("every row asked for its logits"),
+            })
+            .collect())
+    }
+
+    /// [`Model::decode`], reading back for each row what `want` says: its logits, or
+    /// only the id of its largest logit, taken on the device (a greedy row then moves
+    /// 3 floats per wte chunk to the host instead of `V`). The logits are the same
+    /// either way, and so is the token: ties go to the lower id, as in
+    /// [`super::sampling::argmax`].
+    pub fn decode_select(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+    ) -> Result<Vec<NextToken>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -138,6 +197,13 @@ impl Model {
             return Err(Error::InvalidInput(format!(
                 "a decode step takes at most {} generations",
                 self.max_batch
+            )));
+        }
+        if want.len() != batch.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} rows but {} readbacks asked",
+                batch.len(),
+                want.len()
             )));
         }
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
@@ -158,13 +224,24 @@ impl Model {
             });
             tables.extend_from_slice(kv.table());
         }
-        let b = rows.len();
-        let flat = self.run_rows(&rows, &tables, StepKind::Decode, b)?;
+        let argmax = want.contains(&Readback::Argmax);
+        let read: Vec<usize> = (0..rows.len())
+            .filter(|&r| want[r] == Readback::Logits)
+            .collect();
+        let (logits, top1) = self.run_rows(&rows, &tables, StepKind::Decode { argmax }, &read)?;
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
-        let v = self.config.vocab_size;
-        Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
+        let top = argmax_rows(&top1, rows.len(), self.weights.wte.chunks.len());
+        let mut logits = logits.into_iter();
+        Ok(want
+            .iter()
+            .enumerate()
+            .map(|(r, w)| match w {
+                Readback::Logits => NextToken::Logits(logits.next().unwrap_or_default()),
+                Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
+            })
+            .collect())
     }
 
     /// A generation may hold at most the context's positions.
@@ -191,15 +268,16 @@ impl Model {
         Ok(())
     }
 
-    /// Write the step's rows, run the traversal, read back the `logit_rows` rows of
-    /// logits `kind` computes (`[logit_rows, V]`).
+    /// Write the step's rows, run the traversal, read back the logits of the rows
+    /// `read` (`[V]` each) and, for a decode step with `argmax`, the `top1` results
+    /// (`[chunks, rows, 3]`).
     fn run_rows(
         &self,
         rows: &[Row],
         tables: &[u32],
         kind: StepKind,
-        logit_rows: usize,
-    ) -> Result<Vec<f32>> {
+        read: &[usize],
+    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
         let t = rows.len();
         if t > self.config.context_size {
             return Err(Error::SequenceTooLong {
@@ -208,6 +286,11 @@ impl Model {
             });
         }
         let v = self.config.vocab_size;
+        let chunks = &self.weights.wte.chunks;
+        let top_floats = match kind {
+            StepKind::Decode { argmax: true } => chunks.len() * t * 3,
+            _ => 0,
+        };
         self.ctx.scoped("generation step", || {
             let q = &self.ctx.queue;
             let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();
@@ -220,25 +303,70 @@ impl Model {
                 q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
             }
             let parts = self.submit_step("generation step", &ids, &pos, kind, |enc| {
-                // logits rows [R, chunk] of every wte chunk, gathered to [R, V]
+                let rb = &self.act.readback;
                 let mut at = 0u64;
-                for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                    let bytes = (logit_rows * ch.rows * 4) as u64;
-                    enc.copy_buffer_to_buffer(buf, 0, &self.act.readback, at, bytes);
-                    at += bytes;
+                if top_floats > 0 {
+                    enc.copy_buffer_to_buffer(&self.act.top1, 0, rb, 0, top_floats as u64 * 4);
+                    at = top_floats as u64 * 4;
                 }
-                logit_rows * v
+                // the rows asked for, of every wte chunk's logits [R, chunk], runs of
+                // consecutive rows in one copy
+                for (buf, ch) in self.act.logits.iter().zip(chunks) {
+                    let row_bytes = (ch.rows * 4) as u64;
+                    let mut i = 0;
+                    while i < read.len() {
+                        let mut j = i + 1;
+                        while j < read.len() && read[j] == read[j - 1] + 1 {
+                            j += 1;
+                        }
+                        let bytes = (j - i) as u64 * row_bytes;
+                        enc.copy_buffer_to_buffer(buf, read[i] as u64 * row_bytes, rb, at, bytes);
+                        at += bytes;
+                        i = j;
+                    }
+                }
+                top_floats + read.len() * v
             })?;
-            let mut out = vec![0.0; logit_rows * v];
-            let mut off = 0;
-            for ch in &self.weights.wte.chunks {
-                for r in 0..logit_rows {
-                    out[r * v + ch.row_start..r * v + ch.row_start + ch.rows]
-                        .copy_from_slice(&parts[off + r * ch.rows..off + (r + 1) * ch.rows]);
+            let mut out = vec![vec![0.0; v]; read.len()];
+            let mut off = top_floats;
+            for ch in chunks {
+                for row in out.iter_mut() {
+                    row[ch.row_start..ch.row_start + ch.rows]
+                        .copy_from_slice(&parts[off..off + ch.rows]);
+                    off += ch.rows;
                 }
-                off += logit_rows * ch.rows;
             }
-            Ok(out)
+            Ok((out, parts[..top_floats].to_vec()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax_rows;
+
+    /// `[chunks, t, 3]` results from `(id, value)` per chunk and row (`None`: the
+    /// kernel found nothing above its floor).
+    fn results(per_chunk: &[Vec<Option<(u32, f32)>>]) -> Vec<f32> {
+        per_chunk
+            .iter()
+            .flatten()
+            .flat_map(|b| match b {
+                Some((id, v)) => [f32::from_bits(*id), *v, 0.0],
+                None => [f32::from_bits(u32::MAX), -3.4e38, 0.0],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_merge_to_the_first_largest_id() {
+        let top1 = results(&[
+            vec![Some((3, 1.0)), Some((7, 2.0)), None, Some((1, 0.5))],
+            vec![Some((40, 1.5)), Some((35, 2.0)), None, Some((33, 0.25))],
+        ]);
+        // larger in the later chunk; a tie keeps the earlier (lower) id; nothing
+        // found anywhere gives 0; the earlier chunk's larger value stays
+        assert_eq!(argmax_rows(&top1, 4, 2), vec![40, 7, 0, 1]);
+        assert!(argmax_rows(&[], 4, 2).is_empty());
     }
 }

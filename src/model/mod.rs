@@ -22,6 +22,7 @@ use crate::kernels::{KernelOp, RowsOp};
 use weights::{tensor_specs, Checkpoint, WeightSource};
 
 pub use forward::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
+pub use generate::{NextToken, Readback};
 
 /// Device buffers of one transformer block (HF names in comments).
 pub struct BlockWeights {
@@ -128,6 +129,9 @@ pub struct Activations {
     pub dummy: wgpu::Buffer,
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
+    /// the largest logit of each row of a decode step per wte chunk: (id, value,
+    /// log-sum-exp) [chunks, max_batch, 3]
+    pub top1: wgpu::Buffer,
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
 }
@@ -207,6 +211,8 @@ pub struct Ops {
     pub lm_head: Vec<KernelOp>,
     /// LM head for the rows of a decode step (per wte chunk).
     pub lm_head_rows: Vec<RowsOp>,
+    /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
+    pub top1: Vec<KernelOp>,
     /// LM head for the last row of each prompt of a prefill step ([prompt][chunk]).
     pub lm_head_prefill: Vec<Vec<RowsOp>>,
 }
@@ -235,6 +241,9 @@ pub struct Model {
     pub device_bytes: u64,
     /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).
     pub hardware_kernels: bool,
+    /// Greedy decode rows take their token from the device's argmax
+    /// ([`Readback::Argmax`]) rather than reading their logits back.
+    pub argmax_on_device: bool,
     /// Keys and values of the generations, in pages.
     pub kv: kv_pool::KvPool,
     /// Most generations one decode step takes.
@@ -492,10 +501,12 @@ impl Model {
                 .collect(),
             norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
             dummy: buffers::storage(&ctx, "dummy", 4),
+            top1: buffers::storage(&ctx, "top1", 3 * max_batch * weights.wte.chunks.len()),
             readback: buffers::staging(
                 &ctx,
                 "readback",
                 config.vocab_size * max_batch.max(forward::MAX_PREFILL_PARTS)
+                    + 3 * max_batch * weights.wte.chunks.len()
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
@@ -610,11 +621,13 @@ impl Model {
                 .sum::<u64>()
             + moe_bytes
             + kv.pages as u64 * kv.page_bytes;
+        let hardware_kernels = config.kernels.hardware(ctx.details.is_software());
         Ok(Model {
             kv,
             max_batch,
             sparse,
-            hardware_kernels: config.kernels.hardware(ctx.details.is_software()),
+            hardware_kernels,
+            argmax_on_device: hardware_kernels,
             parameter_count: config.parameter_count(),
             config,
             ctx,
