@@ -40,46 +40,118 @@ impl Sampler {
         Sampler { params, rng }
     }
 
-    /// Pick the next token from `logits`.
+    /// Pick the next token from `logits`: among the `top_k` most likely (all with
+    /// 0), the smallest set reaching `top_p` in rank order, drawn with probabilities
+    /// `softmax(logits / temperature)`. Ranks (larger logit first, ties to the lower
+    /// id) are sorted only as far as the draw walks ([`Ranked`]): a few hundred ids
+    /// for a peaked distribution, not the whole vocabulary.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature <= 0.0 {
+        if self.params.temperature <= 0.0 || logits.is_empty() {
             return argmax(logits);
         }
-        let mut idx: Vec<usize> = (0..logits.len()).collect();
-        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if self.params.top_k > 0 {
-            idx.truncate(self.params.top_k.max(1));
-        }
+        let n = logits.len();
+        let k = match self.params.top_k {
+            0 => n,
+            k => k.min(n),
+        };
         let inv_t = 1.0 / self.params.temperature as f64;
-        let max = logits[idx[0]] as f64;
-        let mut probs: Vec<f64> = idx
-            .iter()
-            .map(|&i| ((logits[i] as f64 - max) * inv_t).exp())
-            .collect();
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
-        if self.params.top_p < 1.0 {
+        let mut ranked = Ranked::new(logits, k);
+        let max = logits[ranked.at(0)] as f64;
+        // every id's weight once when every id is a candidate
+        let all: Vec<f64> = if k < n {
+            Vec::new()
+        } else {
+            logits
+                .iter()
+                .map(|&x| ((x as f64 - max) * inv_t).exp())
+                .collect()
+        };
+        let weight = |i: usize| match all.get(i) {
+            Some(&w) => w,
+            None => ((logits[i] as f64 - max) * inv_t).exp(),
+        };
+        // the normalizer: over the k candidates in rank order, or over every id in id
+        // order (no sort needed)
+        let total: f64 = if k < n {
+            (0..k).map(|j| weight(ranked.at(j))).sum()
+        } else {
+            all.iter().sum()
+        };
+        let prob = |i: usize| weight(i) / total;
+        // the nucleus: the first ranks whose probabilities reach top_p
+        let (keep, kept) = if self.params.top_p < 1.0 {
             let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                cum += p;
+            let mut keep = k;
+            for j in 0..k {
+                cum += prob(ranked.at(j));
                 if cum >= self.params.top_p as f64 {
-                    keep = i + 1;
+                    keep = j + 1;
                     break;
                 }
             }
-            probs.truncate(keep);
-            idx.truncate(keep);
-        }
-        let total: f64 = probs.iter().sum();
-        let mut r = self.rng.random::<f64>() * total;
-        for (p, &i) in probs.iter().zip(&idx) {
-            if r < *p {
+            (keep, (0..keep).map(|j| prob(ranked.at(j))).sum::<f64>())
+        } else if k < n {
+            (k, (0..k).map(|j| prob(ranked.at(j))).sum::<f64>())
+        } else {
+            (n, (0..n).map(prob).sum::<f64>())
+        };
+        let mut r = self.rng.random::<f64>() * kept;
+        for j in 0..keep {
+            let i = ranked.at(j);
+            let p = prob(i);
+            if r < p {
                 return i as u32;
             }
             r -= p;
         }
-        idx[probs.len() - 1] as u32
+        ranked.at(keep - 1) as u32
+    }
+}
+
+/// The `k` highest-ranked ids of `logits` (larger logit first, ties to the lower id),
+/// sorted lazily: [`Ranked::at`] sorts blocks of growing size as ranks are asked for
+/// (select the block's members, then sort only them), so the order of the first ranks
+/// costs O(V) rather than a sort of every id.
+struct Ranked<'a> {
+    logits: &'a [f32],
+    /// ids; the first `sorted` in rank order, the rest below them and unordered
+    idx: Vec<usize>,
+    sorted: usize,
+}
+
+impl<'a> Ranked<'a> {
+    fn new(logits: &'a [f32], k: usize) -> Self {
+        let mut r = Ranked {
+            logits,
+            idx: (0..logits.len()).collect(),
+            sorted: 0,
+        };
+        if k < r.idx.len() {
+            let by_rank = r.by_rank();
+            r.idx.select_nth_unstable_by(k - 1, by_rank);
+            r.idx.truncate(k);
+        }
+        r
+    }
+
+    fn by_rank(&self) -> impl Fn(&usize, &usize) -> std::cmp::Ordering + 'a {
+        let l = self.logits;
+        move |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]).then(a.cmp(b))
+    }
+
+    /// The id at rank `j` (< k).
+    fn at(&mut self, j: usize) -> usize {
+        while j >= self.sorted {
+            let by_rank = self.by_rank();
+            let rest = &mut self.idx[self.sorted..];
+            let block = (3 * self.sorted).max(64).min(rest.len());
+            if block < rest.len() {
+                rest.select_nth_unstable_by(block - 1, &by_rank);
+            }
+            rest[..block].sort_by(&by_rank);
+            self.sorted += block;
+        }
+        self.idx[j]
     }
 }
 
@@ -138,6 +210,87 @@ mod tests {
             .map(|i| (token_logprob(&logits, i, 0).logprob as f64).exp())
             .sum();
         assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    /// The sampler spelled with a full sort of every id by rank (the normalizer and the
+    /// nucleus summed in the same orders as [`Sampler::sample`]).
+    fn sample_by_full_sort(p: &SamplingParams, rng: &mut ChaCha8Rng, logits: &[f32]) -> u32 {
+        let n = logits.len();
+        let k = if p.top_k == 0 { n } else { p.top_k.min(n) };
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        idx.truncate(k);
+        let (max, inv_t) = (logits[idx[0]] as f64, 1.0 / p.temperature as f64);
+        let w = |i: usize| ((logits[i] as f64 - max) * inv_t).exp();
+        let total: f64 = if k < n {
+            idx.iter().map(|&i| w(i)).sum()
+        } else {
+            (0..n).map(w).sum()
+        };
+        let mut probs: Vec<f64> = idx.iter().map(|&i| w(i) / total).collect();
+        let kept = if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            let keep = probs
+                .iter()
+                .position(|q| {
+                    cum += q;
+                    cum >= p.top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+            idx.truncate(keep);
+            probs.iter().sum::<f64>()
+        } else if k < n {
+            probs.iter().sum::<f64>()
+        } else {
+            (0..n).map(|i| w(i) / total).sum::<f64>()
+        };
+        let mut r = rng.random::<f64>() * kept;
+        for (q, &i) in probs.iter().zip(&idx) {
+            if r < *q {
+                return i as u32;
+            }
+            r -= q;
+        }
+        idx[probs.len() - 1] as u32
+    }
+
+    #[test]
+    fn selecting_the_top_k_chooses_as_the_full_sort() {
+        // many tied logits (17 distinct values) and a vocabulary-sized row
+        let tied: Vec<f32> = (0..300).map(|i| ((i * 37) % 17) as f32 * 0.4).collect();
+        let wide: Vec<f32> = (0..50257u32)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 10007) as f32 * 1e-3)
+            .collect();
+        // a language model's row: a few likely ids, a long tail
+        let peaked: Vec<f32> = wide.iter().map(|x| x * 3.0).collect();
+        for logits in [&tied, &wide, &peaked] {
+            for (top_k, top_p, temperature) in [
+                (0, 1.0, 1.0),
+                (1, 1.0, 1.0),
+                (5, 1.0, 0.7),
+                (50, 0.9, 1.3),
+                (17, 0.5, 1.0),
+                (logits.len(), 1.0, 1.0),
+                (logits.len() + 10, 0.95, 0.8),
+            ] {
+                let p = SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed: 9,
+                };
+                let mut s = Sampler::new(p.clone());
+                let mut rng = ChaCha8Rng::seed_from_u64(9);
+                for draw in 0..40 {
+                    assert_eq!(
+                        s.sample(logits),
+                        sample_by_full_sort(&p, &mut rng, logits),
+                        "{p:?} draw {draw}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
