@@ -1304,7 +1304,12 @@ impl Worker {
             return;
         };
         let model = self.active[first].loaded.clone();
-        let mut budget = self.options.prefill_chunk.max(1);
+        // a step's rows live in activations sized for the model's context
+        let mut budget = self
+            .options
+            .prefill_chunk
+            .min(model.model.config.context_size)
+            .max(1);
         // (index, end of this chunk)
         let mut picked: Vec<(usize, usize)> = Vec::new();
         for (i, a) in self.active.iter().enumerate() {

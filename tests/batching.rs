@@ -194,6 +194,30 @@ fn greedy_tokens_picked_on_the_device_are_those_of_the_logits() {
 }
 
 #[test]
+fn prompts_longer_together_than_the_context_prefill_in_several_steps() {
+    // A prefill step's rows fit the model's activations (its context), whatever
+    // --prefill-chunk says: 8 prompts of 31 tokens arriving together (248 rows) with a
+    // chunk of 1024 on a 64-position model run in steps of at most 64 rows.
+    let e = engine(
+        EngineOptions {
+            max_batch: 16,
+            prefill_chunk: 1024,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({}),
+    );
+    let reqs: Vec<_> = (0..8)
+        .map(|i| {
+            let mut r = request(i, 3, false);
+            r.prompt_ids = Some((0..31).map(|j| ((i * 13 + j * 7) % 300) as u32).collect());
+            r
+        })
+        .collect();
+    let many = together(&e, &reqs, reqs.len());
+    assert_eq!(many, alone(&e, &reqs));
+}
+
+#[test]
 fn chunked_prefill_gives_the_tokens_of_a_whole_prefill() {
     let whole = engine(EngineOptions::default(), serde_json::json!({}));
     let chunked = engine(
