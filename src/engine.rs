@@ -281,6 +281,10 @@ pub struct SchedStats {
     /// Prefill traversals (each takes up to `MAX_PREFILL_PARTS` chunks) and their seconds.
     pub prefill_steps: u64,
     pub prefill_seconds: f64,
+    /// Seconds the engine loop spent working (jobs taken, generations admitted,
+    /// sampled, streamed and stepped); less the decode and prefill seconds, the host's
+    /// share of serving.
+    pub busy_seconds: f64,
     /// Tokens sampled and streamed, all generations.
     pub generated_tokens: u64,
     /// (when, tokens) of the recent engine steps, for a current tokens/s.
@@ -336,6 +340,7 @@ impl Default for SchedStats {
             prefill_chunks: 0,
             prefill_steps: 0,
             prefill_seconds: 0.0,
+            busy_seconds: 0.0,
             generated_tokens: 0,
             recent: VecDeque::new(),
             current_batch: 0,
@@ -832,6 +837,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let busy = (job.is_some() || !idle).then(Instant::now);
         if let Some(job) = job {
             // Generations only join the waiting line: take all that arrived, so they
             // start in the same step. Forwards that arrived together run together
@@ -855,6 +861,11 @@ fn run(
         }
         w.admit();
         w.step();
+        if let Some(t) = busy {
+            if let Ok(mut s) = w.state.sched.lock() {
+                s.busy_seconds += t.elapsed().as_secs_f64();
+            }
+        }
         if w.active.is_empty() && !w.waiting.is_empty() {
             // the pool is held by nothing and still refuses: wait for a job rather than spin
             std::thread::sleep(Duration::from_millis(1));

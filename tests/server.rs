@@ -745,6 +745,11 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
     assert!(value("wgformer_prefill_steps_total ") >= 1.0);
     assert!(value("wgformer_prefill_seconds_total ") > 0.0);
     assert!(value("wgformer_prefill_chunks_total ") >= value("wgformer_prefill_steps_total "));
+    // the loop's working time holds the model's steps and the host's work around them
+    assert!(
+        value("wgformer_engine_busy_seconds_total ")
+            >= value("wgformer_decode_seconds_total ") + value("wgformer_prefill_seconds_total ")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -98,6 +98,7 @@ ENGINE = [
     "wgformer_prefill_steps_total",
     "wgformer_prefill_seconds_total",
     "wgformer_generated_tokens_total",
+    "wgformer_engine_busy_seconds_total",
 ]
 
 
@@ -153,6 +154,13 @@ def load(base, clients, requests, new_tokens, words):
         "prefill_steps": int(d["wgformer_prefill_steps_total"]),
         "prefill_s": round(d["wgformer_prefill_seconds_total"], 3),
         "decode_s": round(d["wgformer_decode_seconds_total"], 3),
+        # the engine loop's host work around the steps (sampling, streaming, admitting)
+        "host_s": round(
+            d["wgformer_engine_busy_seconds_total"]
+            - d["wgformer_decode_seconds_total"]
+            - d["wgformer_prefill_seconds_total"],
+            3,
+        ),
     }
 
 

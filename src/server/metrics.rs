@@ -220,6 +220,12 @@ impl Metrics {
             "Seconds in prefill traversals.",
             b.prefill_seconds,
         );
+        counter(
+            &mut s,
+            "wgformer_engine_busy_seconds_total",
+            "Seconds the engine loop worked (model steps and the host's work around them: admitting, sampling, streaming); less the decode and prefill seconds, the host's share.",
+            b.busy_seconds,
+        );
         gauge(
             &mut s,
             "wgformer_generation_tokens_per_second",
