@@ -1,12 +1,15 @@
 // The k largest values of each row of x [R, N] and the row's log-sum-exp (the logit
 // lens: rows of logits over the vocabulary ids row_start .. row_start + N, one chunk
-// of wte). For row r, at o = out0 + r (2k + 1):
+// of wte; a decode step's greedy rows: k = 1). The row is taken in windows of `span`
+// columns (workgroup y; span = N for one), each window's result at
+// o = out0 + (y R + r) (2k + 1):
 //   out[o + 2i] = bitcast id of the i-th largest (ties: the lower id first),
-//   out[o + 2i + 1] = its value,   out[o + 2k] = log Σ_j exp(x[r, j]).
-// One workgroup per row: each lane keeps the k best of its strided share, sorted; the
-// workgroup reduces the max and the sum of exponentials (prelude `workgroup_reduce`);
-// then k rounds take the best head among the lanes' lists (a tree over lanes).
-// A chunk with fewer than k values fills the rest with id 0xffffffff.
+//   out[o + 2i + 1] = its value,   out[o + 2k] = log Σ_j exp(x[r, j]) over the window.
+// One workgroup per row and window: each lane keeps the k best of its strided share,
+// sorted; the workgroup reduces the max and the sum of exponentials (prelude
+// `workgroup_reduce`); then k rounds take the best head among the lanes' lists (a tree
+// over lanes). The host merges windows (and wte chunks) in id order.
+// A window with fewer than k values fills the rest with id 0xffffffff.
 
 struct TopKParams {
     rows: u32,
@@ -14,9 +17,9 @@ struct TopKParams {
     k: u32, // at most MAXK
     row_start: u32,
     out0: u32,
+    span: u32, // columns per window (workgroup y)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 override WG: u32 = 64u; // at most 64 (the `best_*` arrays)
@@ -39,8 +42,10 @@ fn before(v: f32, i: u32, w: f32, j: u32) -> bool {
 
 @compute @workgroup_size(WG)
 fn top_k_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let r = wg.x; // one workgroup per row: r < p.rows
+    let r = wg.x; // a workgroup per row and window: r < p.rows
     let base = r * p.n;
+    let c0 = wg.y * p.span;
+    let c1 = min(c0 + p.span, p.n);
     let k = p.k;
     var lv: array<f32, MAXK>;
     var li: array<u32, MAXK>;
@@ -49,7 +54,7 @@ fn top_k_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         li[i] = NONE;
     }
     var m = LOW;
-    for (var j = lid; j < p.n; j += WG) {
+    for (var j = c0 + lid; j < c1; j += WG) {
         let v = x[base + j];
         let id = p.row_start + j;
         m = max(m, v);
@@ -66,11 +71,11 @@ fn top_k_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     }
     let top = workgroup_max(lid, m);
     var s = 0.0;
-    for (var j = lid; j < p.n; j += WG) {
+    for (var j = c0 + lid; j < c1; j += WG) {
         s += exp(x[base + j] - top);
     }
     let lse = top + log(workgroup_sum(lid, s));
-    let o = p.out0 + r * (2u * k + 1u);
+    let o = p.out0 + (wg.y * p.rows + r) * (2u * k + 1u);
     var head = 0u;
     for (var round = 0u; round < k; round++) {
         best_v[lid] = select(LOW, lv[min(head, MAXK - 1u)], head < k);

@@ -966,11 +966,15 @@ fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
 fn top_k_rows_and_copy_rows_match_reference() {
     let g = gpu();
     use wgformer::kernels::logit_lens::{run_copy_rows, run_top_k_rows, top_k_reference};
-    for &(rows, n, k, start) in &[
-        (3, 100, 5, 0),
-        (2, 1000, 20, 300),
-        (4, 7, 10, 5),
-        (1, 64, 1, 0),
+    // (rows, n, k, first id, window): whole rows, and rows in windows (the last one
+    // short) as a decode step's argmax takes them
+    for &(rows, n, k, start, span) in &[
+        (3, 100, 5, 0, 100),
+        (2, 1000, 20, 300, 1000),
+        (4, 7, 10, 5, 7),
+        (1, 64, 1, 0, 64),
+        (5, 1000, 1, 40, 96),
+        (3, 250, 3, 0, 100),
     ] {
         let mut x = rand_vec(rows * n, 51 + n as u64, 3.0);
         // ties: equal values rank by the lower id
@@ -978,10 +982,18 @@ fn top_k_rows_and_copy_rows_match_reference() {
         if rows > 1 {
             x[n + 2] = x[n + 1];
         }
-        let got = run_top_k_rows(&g.ctx, &g.pipelines, &x, n, k, start).unwrap();
-        for (r, (best, lse)) in got.iter().enumerate() {
-            let (want, want_lse) = top_k_reference(&x[r * n..(r + 1) * n], k, start);
-            assert_eq!(best, &want, "row {r} of {rows}x{n}, k {k}");
+        let got = run_top_k_rows(&g.ctx, &g.pipelines, &x, n, k, start, span).unwrap();
+        let windows = n.div_ceil(span);
+        assert_eq!(got.len(), windows * rows);
+        for (i, (best, lse)) in got.iter().enumerate() {
+            let (w, r) = (i / rows, i % rows);
+            let cols = w * span..((w + 1) * span).min(n);
+            let (want, want_lse) = top_k_reference(
+                &x[r * n + cols.start..r * n + cols.end],
+                k,
+                start + cols.start,
+            );
+            assert_eq!(best, &want, "row {r} window {w} of {rows}x{n}, k {k}");
             assert!(
                 (lse - want_lse).abs() < 1e-4 * want_lse.abs().max(1.0),
                 "{lse} {want_lse}"

@@ -649,12 +649,18 @@ fn logit_lens_last_layer_is_the_forward_and_chunks_merge() {
 fn decode_rows_read_back_their_logits_or_the_devices_argmax() {
     // A decode step gives each row what it asked for: its logits (bit for bit those of
     // a step reading every row's logits), or only the id of its largest logit, picked
-    // on the device (the host's argmax of those logits), also with wte split over
-    // bindings (the chunks' bests merged) and with the GPU-shaped kernels.
+    // on the device (the host's argmax of those logits), also with rows taken in
+    // several windows and wte split over bindings (the windows' and chunks' bests
+    // merged) and with the GPU-shaped kernels.
     use wgformer::model::sampling::argmax;
     use wgformer::model::{NextToken, Readback};
     for (cap, extra) in [
         (None, serde_json::json!({"context_size": 8})),
+        // rows of 5,000 logits: the argmax takes them in 3 windows
+        (
+            None,
+            serde_json::json!({"context_size": 8, "vocab_size": 5000}),
+        ),
         (Some(8192), serde_json::json!({"context_size": 8})),
         (
             None,

@@ -27,7 +27,8 @@ pub struct TopKParams {
     pub k: u32,
     pub row_start: u32,
     pub out0: u32,
-    pub _pad: [u32; 3],
+    pub span: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Largest k `top_k_rows` takes (its per-lane lists).
@@ -75,7 +76,8 @@ pub fn top_k_rows_op(
 }
 
 /// Record the `k` largest values (ids from `row_start`) and the log-sum-exp of each of
-/// `rows` rows of `n` values, to `out[out0 + r (2k + 1) ..]`.
+/// `rows` rows of `n` values, in windows of `span` columns (`n` for one), to
+/// `out[out0 + (window · rows + r) (2k + 1) ..]`: [`top_k_windows`] results in all.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_top_k_rows(
     queue: &wgpu::Queue,
@@ -87,16 +89,30 @@ pub fn encode_top_k_rows(
     k: usize,
     row_start: usize,
     out0: usize,
+    span: usize,
 ) {
+    let span = span.clamp(1, n.max(1));
     let p = TopKParams {
         rows: rows as u32,
         n: n as u32,
         k: k.clamp(1, MAX_LENS_K) as u32,
         row_start: row_start as u32,
         out0: out0 as u32,
-        _pad: [0; 3],
+        span: span as u32,
+        _pad: [0; 2],
     };
-    op.encode(queue, pass, pipelines, &p, (rows as u32, 1, 1));
+    op.encode(
+        queue,
+        pass,
+        pipelines,
+        &p,
+        (rows as u32, top_k_windows(n, span) as u32, 1),
+    );
+}
+
+/// Windows of `span` columns a row of `n` values is taken in.
+pub fn top_k_windows(n: usize, span: usize) -> usize {
+    n.div_ceil(span.clamp(1, n.max(1))).max(1)
 }
 
 /// One row's result: `(id, value)` of the k largest, best first (ids past the chunk
@@ -132,7 +148,8 @@ pub fn top_k_reference(row: &[f32], k: usize, row_start: usize) -> TopK {
     )
 }
 
-/// Upload `x [R, N]`, run `top_k_rows`, parse the results.
+/// Upload `x [R, N]`, run `top_k_rows` in windows of `span` columns, parse the
+/// results (`[window][row]`, flat).
 pub fn run_top_k_rows(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -140,16 +157,28 @@ pub fn run_top_k_rows(
     n: usize,
     k: usize,
     row_start: usize,
+    span: usize,
 ) -> Result<Vec<TopK>> {
-    let rows = x.len() / n;
+    let results = x.len() / n * top_k_windows(n, span);
     let xb = buffers::upload(ctx, "x", x);
-    let out = buffers::storage(ctx, "top k", rows * (2 * k + 1));
+    let out = buffers::storage(ctx, "top k", results * (2 * k + 1));
     let op = top_k_rows_op(ctx, pipelines, &xb, &out);
     submit_pass(ctx, "top_k_rows", |pass| {
-        encode_top_k_rows(&ctx.queue, pass, pipelines, &op, rows, n, k, row_start, 0)
+        encode_top_k_rows(
+            &ctx.queue,
+            pass,
+            pipelines,
+            &op,
+            x.len() / n,
+            n,
+            k,
+            row_start,
+            0,
+            span,
+        )
     })?;
-    let got = buffers::read_floats(ctx, &out, 0, rows * (2 * k + 1))?;
-    Ok(parse_top_k(&got, rows, k))
+    let got = buffers::read_floats(ctx, &out, 0, results * (2 * k + 1))?;
+    Ok(parse_top_k(&got, results, k))
 }
 
 /// Upload `src`, copy `n` floats from `src0` into a zeroed buffer of `len` at `dst0`,

@@ -21,7 +21,8 @@ use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
 use crate::kernels::layer_norm::{encode_layer_norm, layer_norm_op};
 use crate::kernels::logit_lens::{
-    copy_rows_op, encode_copy_rows, encode_top_k_rows, parse_top_k, top_k_rows_op, MAX_LENS_K,
+    copy_rows_op, encode_copy_rows, encode_top_k_rows, parse_top_k, top_k_rows_op, top_k_windows,
+    MAX_LENS_K,
 };
 use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
@@ -414,8 +415,9 @@ pub(super) enum StepKind<'a> {
     Prefill(&'a [ChunkRows]),
     /// A decode step: one row per generation, each attending to its own pages
     /// (`attention_paged`); the logits of every row, and with `argmax` each row's
-    /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk, to
-    /// `top1`), so greedy rows need not read their logits back.
+    /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk in
+    /// windows of [`ARGMAX_SPAN`], to `top1`), so greedy rows need not read their
+    /// logits back.
     Decode { argmax: bool },
 }
 
@@ -435,6 +437,10 @@ impl StepKind<'_> {
 /// Tokens a forward may have when its attention weights (`T x T` per head and layer)
 /// or its logit lens are asked for.
 pub const MAX_CAPTURE_TOKENS: usize = 256;
+
+/// Logits one workgroup of a decode step's argmax takes (`top_k_rows` windows): a
+/// row of GPT-2's 50,257 is taken by 25 workgroups, not one.
+pub const ARGMAX_SPAN: usize = 2048;
 
 /// Prompts one prefill step takes at most (each has its own attention and LM-head
 /// dispatches, bound once).
@@ -654,6 +660,7 @@ impl Model {
                                 lens.k,
                                 ch.row_start,
                                 out0,
+                                ch.rows,
                             );
                         }
                     }
@@ -672,8 +679,11 @@ impl Model {
                     encode_matvec_bt(q, pass, pl, op, ch.rows, c, 0, t, 0);
                 }
                 if argmax {
-                    for (i, (op, ch)) in ops.top1.iter().zip(chunks).enumerate() {
-                        encode_top_k_rows(q, pass, pl, op, t, ch.rows, 1, ch.row_start, i * t * 3);
+                    let mut out0 = 0;
+                    for (op, ch) in ops.top1.iter().zip(chunks) {
+                        let (n, span) = (ch.rows, ARGMAX_SPAN);
+                        encode_top_k_rows(q, pass, pl, op, t, n, 1, ch.row_start, out0, span);
+                        out0 += top_k_windows(n, span) * t * 3;
                     }
                 }
             }

@@ -12,11 +12,11 @@
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
 
-use super::forward::{ChunkRows, StepKind, MAX_PREFILL_PARTS};
+use super::forward::{ChunkRows, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
 use super::Model;
 use crate::error::{Error, Result};
-use crate::kernels::logit_lens::{parse_top_k, TopK};
+use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};
 
 /// What a decode step reads back for one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,16 +43,16 @@ struct Row {
     slot: u32,
 }
 
-/// Each of `t` rows' largest logit from the `top_k_rows` (k = 1) results of every wte
-/// chunk (`[chunks, t, 3]`): chunks hold ids in increasing order, so a later chunk
-/// wins only with a larger value and ties go to the lower id, as in
+/// Each of `t` rows' largest logit from the `top_k_rows` (k = 1) results of every
+/// window of every wte chunk (`[windows, t, 3]`): windows hold ids in increasing order,
+/// so a later window wins only with a larger value and ties go to the lower id, as in
 /// [`super::sampling::argmax`]. A row with no value above the kernel's floor (all
 /// `-inf` or NaN) gets id 0, as there. Empty when `top1` is (no argmax asked).
-pub fn argmax_rows(top1: &[f32], t: usize, chunks: usize) -> Vec<u32> {
-    if top1.len() < chunks * t * 3 {
+pub fn argmax_rows(top1: &[f32], t: usize, windows: usize) -> Vec<u32> {
+    if top1.len() < windows * t * 3 {
         return Vec::new();
     }
-    let best: Vec<Vec<TopK>> = (0..chunks)
+    let best: Vec<Vec<TopK>> = (0..windows)
         .map(|i| parse_top_k(&top1[i * t * 3..], t, 1))
         .collect();
     (0..t)
@@ -232,7 +232,7 @@ impl Model {
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
-        let top = argmax_rows(&top1, rows.len(), self.weights.wte.chunks.len());
+        let top = argmax_rows(&top1, rows.len(), self.argmax_windows());
         let mut logits = logits.into_iter();
         Ok(want
             .iter()
@@ -242,6 +242,17 @@ impl Model {
                 Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
             })
             .collect())
+    }
+
+    /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
+    /// together (in id order).
+    fn argmax_windows(&self) -> usize {
+        self.weights
+            .wte
+            .chunks
+            .iter()
+            .map(|ch| top_k_windows(ch.rows, ARGMAX_SPAN))
+            .sum()
     }
 
     /// A generation may hold at most the context's positions.
@@ -270,7 +281,7 @@ impl Model {
 
     /// Write the step's rows, run the traversal, read back the logits of the rows
     /// `read` (`[V]` each) and, for a decode step with `argmax`, the `top1` results
-    /// (`[chunks, rows, 3]`).
+    /// (`[windows, rows, 3]`).
     fn run_rows(
         &self,
         rows: &[Row],
@@ -288,7 +299,7 @@ impl Model {
         let v = self.config.vocab_size;
         let chunks = &self.weights.wte.chunks;
         let top_floats = match kind {
-            StepKind::Decode { argmax: true } => chunks.len() * t * 3,
+            StepKind::Decode { argmax: true } => self.argmax_windows() * t * 3,
             _ => 0,
         };
         self.ctx.scoped("generation step", || {

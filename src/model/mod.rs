@@ -129,8 +129,8 @@ pub struct Activations {
     pub dummy: wgpu::Buffer,
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
-    /// the largest logit of each row of a decode step per wte chunk: (id, value,
-    /// log-sum-exp) [chunks, max_batch, 3]
+    /// the largest logit of each row of a decode step per window of a wte chunk
+    /// (`forward::ARGMAX_SPAN`): (id, value, log-sum-exp) [windows, rows, 3]
     pub top1: wgpu::Buffer,
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
@@ -475,6 +475,13 @@ impl Model {
         let nh = config.n_head;
         let kv = kv_pool::KvPool::new(&ctx, config.n_layer, c, shape.kv_pages)?;
         let max_batch = shape.max_batch.clamp(1, ctxlen);
+        // windows of the decode step's argmax over every wte chunk
+        let argmax_windows: usize = weights
+            .wte
+            .chunks
+            .iter()
+            .map(|ch| crate::kernels::logit_lens::top_k_windows(ch.rows, forward::ARGMAX_SPAN))
+            .sum();
         let act = Activations {
             ids: buffers::storage(&ctx, "ids", ctxlen),
             positions: buffers::storage(&ctx, "positions", ctxlen),
@@ -501,12 +508,12 @@ impl Model {
                 .collect(),
             norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
             dummy: buffers::storage(&ctx, "dummy", 4),
-            top1: buffers::storage(&ctx, "top1", 3 * max_batch * weights.wte.chunks.len()),
+            top1: buffers::storage(&ctx, "top1", 3 * max_batch * argmax_windows),
             readback: buffers::staging(
                 &ctx,
                 "readback",
                 config.vocab_size * max_batch.max(forward::MAX_PREFILL_PARTS)
-                    + 3 * max_batch * weights.wte.chunks.len()
+                    + 3 * max_batch * argmax_windows
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
