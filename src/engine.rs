@@ -25,7 +25,7 @@ use crate::model::{
     resolve_config_with, Capture, CapturedForward, Model, NextToken, Readback, ServeShape,
 };
 use crate::stats::{Histogram, BATCH, SECONDS};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{TextStream, Tokenizer};
 
 /// A forward request, as the engine needs it.
 #[derive(Clone, Debug)]
@@ -782,6 +782,10 @@ struct Active {
     generated: Vec<u32>,
     /// Bytes of the text already streamed.
     emitted: usize,
+    /// The generated tokens' text, decoded a token at a time.
+    text: TextStream,
+    /// Bytes of that text already searched for stop strings.
+    searched: usize,
     /// Logits after the last token in the cache to sample from, or for a greedy row
     /// the token the device picked (None while the prompt is prefilled, or while the
     /// sampled token waits for its decode step).
@@ -1176,6 +1180,8 @@ impl Worker {
             prefilled: 0,
             generated: Vec::new(),
             emitted: 0,
+            text: TextStream::default(),
+            searched: 0,
             logits: None,
             next: None,
             events,
@@ -1504,14 +1510,25 @@ fn sample(a: &mut Active) -> Result<Option<GenerateResult>> {
         NextToken::Argmax(id) => (id, None),
     };
     a.generated.push(next);
-    let tok = &a.loaded.tokenizer;
-    let text = tok.decode(&a.generated)?;
+    let loaded = a.loaded.clone();
+    let tok = &loaded.tokenizer;
+    tok.stream_step(&mut a.text, &a.generated)?;
+    let text = a.text.text();
+    // stop strings: only the text new since the last search (and the bytes before it
+    // a stop string could start in) is searched
     let stop_at = a
         .req
         .stop
         .iter()
-        .filter_map(|s| text.find(s.as_str()))
+        .filter_map(|s| {
+            let mut from = a.searched.saturating_sub(s.len().saturating_sub(1));
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            text[from..].find(s.as_str()).map(|i| from + i)
+        })
         .min();
+    a.searched = text.len();
     let eot = a.loaded.end_of_text == Some(next);
     let finish = if stop_at.is_some() {
         Some(FinishReason::Stop)
@@ -1522,25 +1539,24 @@ fn sample(a: &mut Active) -> Result<Option<GenerateResult>> {
     } else {
         None
     };
-    // The final text drops a stop string (and what follows) and the end-of-text token.
-    let final_text = match (stop_at, eot) {
-        (Some(i), _) => text[..i].to_string(),
-        (None, true) => tok.decode(&a.generated[..a.generated.len() - 1])?,
-        _ => text.clone(),
-    };
-    let show = if finish.is_some() {
-        final_text.len().max(a.emitted)
+    // The final text drops a stop string (and what follows) and the end-of-text token;
+    // it holds every token's bytes (a character left incomplete as U+FFFD).
+    let (show, piece, final_text) = if finish.is_some() {
+        let final_text = match (stop_at, eot) {
+            (Some(i), _) => text[..i].to_string(),
+            (None, true) => tok.decode(&a.generated[..a.generated.len() - 1])?,
+            _ => tok.stream_finish(&a.text)?,
+        };
+        let show = final_text.len().max(a.emitted);
+        let piece = final_text.get(a.emitted..show).unwrap_or("").to_string();
+        (show, piece, final_text)
     } else {
-        showable(&text, &a.req.stop)
-    };
-    let piece = if show > a.emitted {
-        final_text
-            .get(a.emitted..show)
-            .or_else(|| text.get(a.emitted..show))
+        let show = showable(text, &a.req.stop);
+        let piece = text
+            .get(a.emitted..show.max(a.emitted))
             .unwrap_or("")
-            .to_string()
-    } else {
-        String::new()
+            .to_string();
+        (show, piece, String::new())
     };
     a.emitted = a.emitted.max(show);
     let _ = a.events.send(GenEvent::Token {

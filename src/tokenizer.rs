@@ -18,6 +18,27 @@ pub struct TokenSpan {
     pub end: usize,
 }
 
+/// A generation's text, decoded as its tokens come: each token decodes a window of the
+/// last few tokens (the tokenizers crate's stream decoding: left context for decoders
+/// whose pieces depend on it, and bytes of a character split over tokens held back
+/// until it is whole), not the whole generation again, so a token costs the same at
+/// position 10 and at 1,000.
+#[derive(Debug, Default)]
+pub struct TextStream {
+    text: String,
+    /// the window: tokens whose text is `prefix`, and those after it not yet shown
+    ids: Vec<u32>,
+    prefix: String,
+    prefix_index: usize,
+}
+
+impl TextStream {
+    /// The text of the tokens so far, less bytes of a character not yet complete.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// A loaded tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -82,6 +103,45 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
+    /// Add the last of `generated` (every token so far) to `stream`'s text. Should the
+    /// window's decoding not extend what it showed (a decoder that rewrites earlier
+    /// text), the text is decoded whole and the window starts again.
+    pub fn stream_step(&self, stream: &mut TextStream, generated: &[u32]) -> Result<()> {
+        let Some(&id) = generated.last() else {
+            return Ok(());
+        };
+        let step = tokenizers::tokenizer::step_decode_stream(
+            &self.inner,
+            vec![id],
+            false,
+            &mut stream.ids,
+            &mut stream.prefix,
+            &mut stream.prefix_index,
+        );
+        match step {
+            Ok(Some(piece)) => stream.text.push_str(&piece),
+            Ok(None) => {}
+            Err(_) => {
+                *stream = TextStream {
+                    text: self.decode(generated)?,
+                    ..TextStream::default()
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of every token of `stream`, held-back bytes included (as replacement
+    /// characters where a character stays incomplete): what decoding them all gives.
+    pub fn stream_finish(&self, stream: &TextStream) -> Result<String> {
+        let window = self.decode(&stream.ids)?;
+        let mut text = stream.text.clone();
+        if let Some(rest) = window.strip_prefix(stream.prefix.as_str()) {
+            text.push_str(rest);
+        }
+        Ok(text)
+    }
+
     /// Id of a token given by its text, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -96,6 +156,37 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_text_is_the_text_of_every_token() {
+        // characters split over byte-level tokens (accents, CJK, an emoji), spaces,
+        // the end-of-text token; cut anywhere, the streamed text is the decoding of
+        // every token with an incomplete last character held back, and finished it
+        // is exactly that decoding
+        let t = Tokenizer::gpt2().unwrap();
+        let mut ids = t
+            .encode("Naïve café — 日本語のテキスト 🎉🎉 done.\n  x")
+            .unwrap();
+        ids.push(END_OF_TEXT);
+        ids.extend(t.encode(" ünïcödé").unwrap());
+        // single bytes of a multi-byte character, alone and repeated
+        let bytes: Vec<u32> = t.encode("🎉").unwrap();
+        assert!(bytes.len() > 1, "the emoji takes several tokens");
+        ids.extend(&bytes[..1]);
+        ids.extend(&bytes);
+        let mut s = TextStream::default();
+        for n in 1..=ids.len() {
+            t.stream_step(&mut s, &ids[..n]).unwrap();
+            let whole = t.decode(&ids[..n]).unwrap();
+            let shown = s.text();
+            assert!(whole.starts_with(shown), "{n}: {shown:?} vs {whole:?}");
+            assert!(!shown.ends_with('\u{FFFD}'));
+            if !whole.ends_with('\u{FFFD}') {
+                assert_eq!(shown, whole, "nothing held back after {n} tokens");
+            }
+            assert_eq!(t.stream_finish(&s).unwrap(), whole, "after {n} tokens");
+        }
+    }
 
     #[test]
     fn spans_are_byte_ranges_that_cover_the_text() {
