@@ -450,8 +450,8 @@ fn paged_case(lens: &[usize], c: usize, page: usize, seed: u64) -> PagedCase {
 fn paged_attention_rows_of_different_sequences() {
     // A decode batch: the last row of each sequence, each over its own pages, equals
     // attention over that sequence alone; dense and block-sparse.
-    // Software and hardware kernels; the last shape's long sequence takes the
-    // workgroup kernel through several chunks of keys.
+    // Software and hardware kernels; the long sequences take the workgroup kernel
+    // through several chunks of keys.
     let g = gpu();
     for &(c, nh, page, long) in &[
         (32, 4, 16, 40),
@@ -460,6 +460,10 @@ fn paged_attention_rows_of_different_sequences() {
         (48, 3, 8, 40),
         (128, 1, 16, 40),
         (64, 2, 16, 1100),
+        // the longest rows llvmpipe's loop limit allows for heads of 128 and 64
+        // (`gpu::context::llvmpipe_max_context`; past ~1.4x these it cut them short)
+        (128, 1, 16, 674),
+        (64, 1, 16, 1336),
     ] {
         let lens = [1, 17, long, 5, 33];
         let case = paged_case(&lens, c, page, 31);

@@ -754,3 +754,41 @@ fn decode_rows_read_back_their_logits_or_the_devices_argmax() {
         assert!(err.to_string().contains("readbacks"), "{err}");
     }
 }
+
+#[test]
+fn llvmpipe_refuses_contexts_its_loop_limit_would_cut_short() {
+    // llvmpipe stops a shader invocation's loops once it has run 65,535 iterations in
+    // all, silently: a long row's attention then came out wrong (heads of 128
+    // dimensions from ~960 keys). A context that could get there is refused, saying
+    // what fits; the longest allowed one is right at its last position, forward and
+    // decode step.
+    use wgformer::gpu::context::llvmpipe_max_context;
+    let g = gpu();
+    if !g.ctx.details.is_llvmpipe() {
+        eprintln!(
+            "not llvmpipe ({}): no loop limit to check",
+            g.ctx.details.label()
+        );
+        return;
+    }
+    let max = llvmpipe_max_context(128);
+    let cfg = |n: usize| {
+        small(serde_json::json!({"n_embed": 128, "n_head": 1, "n_layer": 1, "context_size": n}))
+    };
+    let err = Model::build(cfg(max + 1), None, g.ctx.clone(), g.pipelines.clone())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("llvmpipe") && err.contains(&format!("at most {max} positions")),
+        "{err}"
+    );
+    check_against_reference(cfg(max), None, max);
+    let m = Model::build(cfg(max), None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let all = ids(max, 97);
+    let mut s = m.kv_reserve(max).unwrap().unwrap();
+    m.extend(&mut s, &all[..max - 1]).unwrap();
+    let step = m.extend(&mut s, &all[max - 1..]).unwrap();
+    let full = m.forward_logits(&all).unwrap();
+    assert_close("last position", &step, &full[(max - 1) * 97..], 1e-3, 1e-3);
+}

@@ -45,6 +45,30 @@ impl AdapterDetails {
     pub fn is_software(&self) -> bool {
         self.device_type == "Cpu"
     }
+
+    /// Mesa's llvmpipe (lavapipe on Vulkan), whose shaders stop their loops after
+    /// [`LLVMPIPE_LOOP_ITERATIONS`].
+    pub fn is_llvmpipe(&self) -> bool {
+        self.is_software() && (self.name.contains("llvmpipe") || self.driver.contains("llvmpipe"))
+    }
+}
+
+/// llvmpipe ends every loop of a shader invocation once the invocation has run this
+/// many loop iterations, all its loops together (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`,
+/// "shared between every loop"), without an error: what the invocation computes after
+/// that is wrong. The attention kernels are the ones whose loops can get there: see
+/// [`llvmpipe_max_context`].
+pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65_535;
+
+/// The longest context whose attention stays within [`LLVMPIPE_LOOP_ITERATIONS`] for
+/// heads of `head_size`: a row's attention walks its keys with loops over the head's
+/// vec4s inside (scores, rescale, accumulate), at most `3 · HS/4 + 1` iterations a key
+/// and `3 · HS/4` more. On lavapipe the paged attention is right at this bound and
+/// wrong past ~1.4× it (head size 128: right at 670 keys, wrong at 960; head size 64:
+/// right at 1,330, wrong at 1,900).
+pub fn llvmpipe_max_context(head_size: usize) -> usize {
+    let hs4 = head_size.div_ceil(4).max(1);
+    (LLVMPIPE_LOOP_ITERATIONS - 3 * hs4) / (3 * hs4 + 1)
 }
 
 /// Limits and features worth printing for an adapter.

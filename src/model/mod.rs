@@ -364,6 +364,16 @@ impl Model {
             }
         }
 
+        // llvmpipe would cut the attention's loops short past this context, silently
+        let hs = config.head_size();
+        let max_ctx = crate::gpu::context::llvmpipe_max_context(hs);
+        if ctx.details.is_llvmpipe() && ctxlen > max_ctx {
+            return Err(Error::Config(format!(
+                "context_size ({ctxlen}) is too long for heads of {hs} dimensions on llvmpipe (this software adapter), which stops a shader's loops after {} iterations: at most {max_ctx} positions with this head size; use a shorter context, more heads for the same n_embed, or a GPU",
+                crate::gpu::context::LLVMPIPE_LOOP_ITERATIONS
+            )));
+        }
+
         // Upload tensor by tensor; the host copy of each is dropped right after.
         let specs = tensor_specs(&config);
         let mut wte = None;
