@@ -1,12 +1,18 @@
-// Mixture-of-Experts routing, one invocation per expert e. Builds the grouped row list
-// the expert matmuls run over: the token→expert assignments of expert e occupy rows
-// start_e .. start_e + count_e, and each expert's segment is padded to a multiple of 16
-// rows (so every row tile of the expert matmul has a single expert). Padding rows
-// and the rows after the last segment are marked invalid (token 0xFFFFFFFF).
+// Mixture-of-Experts routing, one invocation per expert e, all experts in one
+// workgroup (E ≤ 64 = WG). Builds the grouped row list the expert matmuls run over: the
+// token→expert assignments of expert e occupy rows start_e .. start_e + count_e, and
+// each expert's segment is padded to a multiple of 16 rows (so every row tile of the
+// expert matmul has a single expert). Padding rows and the rows after the last
+// segment are marked invalid (token 0xFFFFFFFF).
 //   row_token[r]  = token of row r       row_expert[r] = expert of row r
 //   slot[t, i]    = row of token t's i-th chosen expert
-// Invocation 0 also writes the statistics: stats[e] = f_e (share of assignments),
-// stats[E + e] = P_e (mean router probability), stats[2E] = E · Σ f_e · P_e.
+// Statistics: stats[e] = f_e (share of assignments), stats[E + e] = P_e (mean router
+// probability), each by its expert's invocation; stats[2E] = E · Σ f_e · P_e by
+// invocation 0.
+// Each invocation walks the assignments twice and the tokens once, sharing its count
+// through workgroup memory: linear in T, as llvmpipe needs (it stops a shader's loops
+// after 65,535 iterations in all; counting every earlier expert's assignments again,
+// as this kernel once did, got there with 64 experts from ~520 tokens).
 
 struct MoeRouteParams {
     t: u32,    // tokens
@@ -27,59 +33,62 @@ const INVALID: u32 = 0xFFFFFFFFu;
 @group(0) @binding(5) var<storage, read_write> slot: array<u32>;       // [T, K]
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;      // [2E + 1]
 
-fn count_of(e: u32) -> u32 {
-    var n = 0u;
-    for (var i = 0u; i < p.t * p.k; i++) {
-        if (sel_e[i] == e) {
-            n++;
-        }
-    }
-    return n;
-}
+var<workgroup> counts: array<u32, 64>;
+var<workgroup> products: array<f32, 64>;
 
 @compute @workgroup_size(WG)
-fn moe_route(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let e = gid.x;
-    if (e >= p.e) {
-        return;
-    }
-    var start = 0u;
-    for (var x = 0u; x < e; x++) {
-        start += (count_of(x) + PAD - 1u) / PAD * PAD;
-    }
+fn moe_route(@builtin(local_invocation_index) e: u32) {
+    let live = e < p.e;
     var n = 0u;
-    for (var i = 0u; i < p.t * p.k; i++) {
-        if (sel_e[i] == e) {
-            row_token[start + n] = i / p.k;
-            row_expert[start + n] = e;
-            slot[i] = start + n;
-            n++;
+    if (live) {
+        for (var i = 0u; i < p.t * p.k; i++) {
+            if (sel_e[i] == e) {
+                n++;
+            }
         }
+        counts[e] = n;
     }
-    let end = start + (n + PAD - 1u) / PAD * PAD;
-    for (var r = start + n; r < end; r++) {
-        row_token[r] = INVALID;
-        row_expert[r] = e;
-    }
-    if (e == p.e - 1u) {
-        for (var r = end; r < p.rows; r++) {
+    workgroupBarrier();
+    var start = 0u;
+    if (live) {
+        for (var x = 0u; x < e; x++) {
+            start += (counts[x] + PAD - 1u) / PAD * PAD;
+        }
+        var at = 0u;
+        for (var i = 0u; i < p.t * p.k; i++) {
+            if (sel_e[i] == e) {
+                row_token[start + at] = i / p.k;
+                row_expert[start + at] = e;
+                slot[i] = start + at;
+                at++;
+            }
+        }
+        let end = start + (n + PAD - 1u) / PAD * PAD;
+        for (var r = start + n; r < end; r++) {
             row_token[r] = INVALID;
-            row_expert[r] = 0u;
+            row_expert[r] = e;
         }
+        if (e == p.e - 1u) {
+            for (var r = end; r < p.rows; r++) {
+                row_token[r] = INVALID;
+                row_expert[r] = 0u;
+            }
+        }
+        let f = f32(n) / f32(p.t * p.k);
+        var pm = 0.0;
+        for (var t = 0u; t < p.t; t++) {
+            pm += probs[t * p.e + e];
+        }
+        pm /= f32(p.t);
+        stats[e] = f;
+        stats[p.e + e] = pm;
+        products[e] = f * pm;
     }
+    workgroupBarrier();
     if (e == 0u) {
         var loss = 0.0;
-        let assignments = f32(p.t * p.k);
         for (var x = 0u; x < p.e; x++) {
-            let f = f32(count_of(x)) / assignments;
-            var pm = 0.0;
-            for (var t = 0u; t < p.t; t++) {
-                pm += probs[t * p.e + x];
-            }
-            pm /= f32(p.t);
-            stats[x] = f;
-            stats[p.e + x] = pm;
-            loss += f * pm;
+            loss += products[x];
         }
         stats[2u * p.e] = f32(p.e) * loss;
     }

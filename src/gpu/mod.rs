@@ -382,7 +382,7 @@ pub const KERNELS: &[Kernel] = &[
         .with(WORKGROUP_REDUCE)
         .workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
-    Kernel::new("moe_route", wgsl!("moe_route")),
+    Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(F32_ONLY),
     Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
         .of("moe_matmul")

@@ -150,7 +150,8 @@ pub fn encode_moe_route(
         pass,
         pl,
         &p,
-        (e.div_ceil(WORKGROUP as usize) as u32, 1, 1),
+        // every expert in one workgroup of 64 (the config allows at most 64)
+        (1, 1, 1),
     );
 }
 
