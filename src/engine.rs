@@ -1346,14 +1346,16 @@ impl Worker {
             .unwrap_or_else(Instant::now);
         self.state.set_busy("generation prefill", deadline);
         let started = Instant::now();
-        let mut parts: Vec<(&mut SeqKv, &[u32], bool)> = Vec::with_capacity(picked.len());
+        let mut parts: Vec<(&mut SeqKv, &[u32], Option<Readback>)> =
+            Vec::with_capacity(picked.len());
         for (i, a) in self.active.iter_mut().enumerate() {
             if let Some(&(_, end)) = picked.iter().find(|(j, _)| *j == i) {
-                let last = end == a.prompt.len();
-                parts.push((&mut a.kv, &a.prompt[a.prefilled..end], last));
+                // the prompt's last chunk reads what its first token needs
+                let want = (end == a.prompt.len()).then(|| a.readback());
+                parts.push((&mut a.kv, &a.prompt[a.prefilled..end], want));
             }
         }
-        let r = model.model.prefill_many(&mut parts);
+        let r = model.model.prefill_select(&mut parts);
         drop(parts);
         self.state.clear_busy();
         let seconds = started.elapsed().as_secs_f64();
@@ -1364,7 +1366,7 @@ impl Worker {
                     a.prefilled = end;
                     a.prefill_time += seconds;
                     if end == a.prompt.len() {
-                        a.logits = l.map(NextToken::Logits);
+                        a.logits = l;
                     }
                 }
                 if let Ok(mut s) = self.state.sched.lock() {
@@ -1462,8 +1464,9 @@ fn showable(text: &str, stop: &[String]) -> usize {
 }
 
 impl Active {
-    /// What its next decode step reads back: only the device's argmax for a greedy
-    /// generation without logprobs on a model that picks it there, else the logits.
+    /// What its next step (its prompt's last chunk, or a decode step) reads back: only
+    /// the device's argmax for a greedy generation without logprobs on a model that
+    /// picks it there, else the logits.
     fn readback(&self) -> Readback {
         let greedy = self.req.sampling.temperature <= 0.0 && self.req.logprobs.is_none();
         if greedy && self.loaded.model.argmax_on_device {

@@ -792,3 +792,62 @@ fn llvmpipe_refuses_contexts_its_loop_limit_would_cut_short() {
     let full = m.forward_logits(&all).unwrap();
     assert_close("last position", &step, &full[(max - 1) * 97..], 1e-3, 1e-3);
 }
+
+#[test]
+fn prefill_parts_read_back_their_logits_or_the_devices_argmax() {
+    // A prefill step's prompts that end in it get what they ask for after their last
+    // token (logits bit for bit, or the argmax of those logits taken on the device);
+    // a chunk before its prompt's end gets nothing. Rows of 5,000 logits (3 windows);
+    // both kernel classes.
+    use wgformer::model::sampling::argmax;
+    use wgformer::model::{NextToken, Readback};
+    let g = gpu();
+    for extra in [
+        serde_json::json!({"context_size": 32, "vocab_size": 5000}),
+        serde_json::json!({"context_size": 32, "vocab_size": 5000, "kernels": "hardware"}),
+    ] {
+        let cfg = small(extra.clone());
+        let shape = wgformer::model::ServeShape::for_generations(&cfg, 8, 16);
+        let m = Model::build_with(cfg, None, g.ctx.clone(), g.pipelines.clone(), shape).unwrap();
+        let prompts: Vec<Vec<u32>> = (0..4).map(|i| ids(3 + 2 * i, 97)[i..].to_vec()).collect();
+        let want = [
+            Some(Readback::Argmax),
+            Some(Readback::Logits),
+            None,
+            Some(Readback::Argmax),
+        ];
+        let mut kv_a: Vec<_> = (0..4).map(|_| m.kv_reserve(16).unwrap().unwrap()).collect();
+        let mut kv_b: Vec<_> = (0..4).map(|_| m.kv_reserve(16).unwrap().unwrap()).collect();
+        let mut all: Vec<_> = kv_a
+            .iter_mut()
+            .zip(&prompts)
+            .map(|(kv, p)| (kv, p.as_slice(), true))
+            .collect();
+        let logits = m.prefill_many(&mut all).unwrap();
+        let mut sel: Vec<_> = kv_b
+            .iter_mut()
+            .zip(&prompts)
+            .zip(want)
+            .map(|((kv, p), w)| (kv, p.as_slice(), w))
+            .collect();
+        let got = m.prefill_select(&mut sel).unwrap();
+        for (i, (g, l)) in got.iter().zip(&logits).enumerate() {
+            let l = l.as_ref().unwrap();
+            match (want[i], g) {
+                (Some(Readback::Logits), Some(NextToken::Logits(x))) => {
+                    assert_eq!(x, l, "{extra} part {i}")
+                }
+                (Some(Readback::Argmax), Some(NextToken::Argmax(id))) => {
+                    assert_eq!(*id, argmax(l), "{extra} part {i}")
+                }
+                (None, None) => {}
+                other => panic!("part {i} asked {:?}, got {other:?}", want[i]),
+            }
+        }
+        // the prompts are in the cache either way: the next steps agree
+        assert_eq!(
+            kv_a.iter().map(|k| k.len()).collect::<Vec<_>>(),
+            kv_b.iter().map(|k| k.len()).collect::<Vec<_>>()
+        );
+    }
+}

@@ -411,8 +411,12 @@ pub(super) enum StepKind<'a> {
     /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
     /// written): their keys and values go to the pool, each prompt is attended by the
     /// forward's kernel through its page table, the logits of each last row asked for
-    /// are gathered to rows 0.. of the logits.
-    Prefill(&'a [ChunkRows]),
+    /// are gathered to rows 0.. of the logits; with `argmax`, their largest logits
+    /// are taken on the device as in a decode step.
+    Prefill {
+        parts: &'a [ChunkRows],
+        argmax: bool,
+    },
     /// A decode step: one row per generation, each attending to its own pages
     /// (`attention_paged`); the logits of every row, and with `argmax` each row's
     /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk in
@@ -427,7 +431,7 @@ impl StepKind<'_> {
     pub(super) fn path(&self) -> RowPath {
         match self {
             StepKind::Decode { .. } => RowPath::Matvec,
-            StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill(_) => {
+            StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill { .. } => {
                 RowPath::Matmul
             }
         }
@@ -587,7 +591,7 @@ impl Model {
                         );
                     }
                 }
-                StepKind::Prefill(parts) => {
+                StepKind::Prefill { parts, .. } => {
                     encode_kv_store(q, pass, pl, &blk.kv_store, t, c);
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
@@ -666,12 +670,17 @@ impl Model {
                     }
                 }
             }
-            StepKind::Prefill(parts) => {
+            StepKind::Prefill { parts, argmax } => {
+                let mut wanted = 0;
                 for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
                     for (op, ch) in ops.lm_head_prefill[j].iter().zip(chunks) {
                         let last = part.row0 + part.rows - 1;
                         encode_matvec_bt(q, pass, pl, op, ch.rows, c, last, 1, j);
                     }
+                    wanted = j + 1;
+                }
+                if argmax {
+                    self.encode_argmax(pass, wanted);
                 }
             }
             StepKind::Decode { argmax } => {
@@ -679,14 +688,21 @@ impl Model {
                     encode_matvec_bt(q, pass, pl, op, ch.rows, c, 0, t, 0);
                 }
                 if argmax {
-                    let mut out0 = 0;
-                    for (op, ch) in ops.top1.iter().zip(chunks) {
-                        let (n, span) = (ch.rows, ARGMAX_SPAN);
-                        encode_top_k_rows(q, pass, pl, op, t, n, 1, ch.row_start, out0, span);
-                        out0 += top_k_windows(n, span) * t * 3;
-                    }
+                    self.encode_argmax(pass, t);
                 }
             }
+        }
+    }
+
+    /// Record the largest logit of each of logits rows `0 .. rows`, per window of
+    /// [`ARGMAX_SPAN`] of every wte chunk, to `top1` (`[windows, rows, 3]`).
+    fn encode_argmax(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
+        let (q, pl) = (&self.ctx.queue, &*self.pipelines);
+        let mut out0 = 0;
+        for (op, ch) in self.ops.top1.iter().zip(&self.weights.wte.chunks) {
+            let (n, span) = (ch.rows, ARGMAX_SPAN);
+            encode_top_k_rows(q, pass, pl, op, rows, n, 1, ch.row_start, out0, span);
+            out0 += top_k_windows(n, span) * rows * 3;
         }
     }
 

@@ -115,6 +115,27 @@ impl Model {
         &self,
         parts: &mut [(&mut SeqKv, &[u32], bool)],
     ) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut select: Vec<(&mut SeqKv, &[u32], Option<Readback>)> = parts
+            .iter_mut()
+            .map(|(kv, ids, logits)| (&mut **kv, *ids, logits.then_some(Readback::Logits)))
+            .collect();
+        Ok(self
+            .prefill_select(&mut select)?
+            .into_iter()
+            .map(|n| match n {
+                Some(NextToken::Logits(l)) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// [`Model::prefill_many`], each part saying what to read back after its last
+    /// token (`None`: nothing, a chunk before the prompt's end): its logits, or the id
+    /// of the largest, taken on the device as in [`Model::decode_select`].
+    pub fn prefill_select(
+        &self,
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<Vec<Option<NextToken>>> {
         if parts.is_empty() || parts.len() > MAX_PREFILL_PARTS {
             return Err(Error::InvalidInput(format!(
                 "a prefill step takes 1 to {MAX_PREFILL_PARTS} prompts"
@@ -132,7 +153,7 @@ impl Model {
         let mut rows = Vec::new();
         let mut tables = Vec::new();
         let mut chunks = Vec::with_capacity(parts.len());
-        for (kv, ids, logits) in parts.iter_mut() {
+        for (kv, ids, want) in parts.iter_mut() {
             let pos = kv.len();
             let slots = kv.slots(ids.len())?;
             chunks.push(ChunkRows {
@@ -140,7 +161,7 @@ impl Model {
                 rows: ids.len(),
                 pos,
                 table0: tables.len(),
-                logits: *logits,
+                logits: want.is_some(),
             });
             rows.extend(
                 ids.iter()
@@ -155,15 +176,45 @@ impl Model {
             );
             tables.extend_from_slice(kv.table());
         }
-        let wanted: Vec<usize> = (0..chunks.iter().filter(|c| c.logits).count()).collect();
-        let (logits, _) = self.run_rows(&rows, &tables, StepKind::Prefill(&chunks), &wanted)?;
-        let mut logits = logits.into_iter();
+        // the parts asking, in order, are logits rows 0..: read the logits of those
+        // that want them, the device's argmax for the others
+        let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
+        let argmax = asked.contains(&Readback::Argmax);
+        let read: Vec<usize> = (0..asked.len())
+            .filter(|&j| asked[j] == Readback::Logits)
+            .collect();
+        let kind = StepKind::Prefill {
+            parts: &chunks,
+            argmax,
+        };
+        let (logits, top1) = self.run_rows(&rows, &tables, kind, &read)?;
+        let mut next = self.next_tokens(&asked, logits, &top1).into_iter();
         let mut out = Vec::with_capacity(parts.len());
-        for ((kv, ids, want), _) in parts.iter_mut().zip(&chunks) {
+        for (kv, ids, want) in parts.iter_mut() {
             kv.advance(ids.len());
-            out.push(if *want { logits.next() } else { None });
+            out.push(want.and_then(|_| next.next()));
         }
         Ok(out)
+    }
+
+    /// Each asked row's result from a step's read-back: the logits rows read (in
+    /// order) and the argmax results of every asked row (`[windows, rows, 3]`).
+    fn next_tokens(
+        &self,
+        asked: &[Readback],
+        logits: Vec<Vec<f32>>,
+        top1: &[f32],
+    ) -> Vec<NextToken> {
+        let top = argmax_rows(top1, asked.len(), self.argmax_windows());
+        let mut logits = logits.into_iter();
+        asked
+            .iter()
+            .enumerate()
+            .map(|(r, w)| match w {
+                Readback::Logits => NextToken::Logits(logits.next().unwrap_or_default()),
+                Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
+            })
+            .collect()
     }
 
     /// One token for each generation of `batch` (`(pages, token)` pairs, at most
@@ -232,16 +283,7 @@ impl Model {
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
-        let top = argmax_rows(&top1, rows.len(), self.argmax_windows());
-        let mut logits = logits.into_iter();
-        Ok(want
-            .iter()
-            .enumerate()
-            .map(|(r, w)| match w {
-                Readback::Logits => NextToken::Logits(logits.next().unwrap_or_default()),
-                Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
-            })
-            .collect())
+        Ok(self.next_tokens(want, logits, &top1))
     }
 
     /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
@@ -298,10 +340,17 @@ impl Model {
         }
         let v = self.config.vocab_size;
         let chunks = &self.weights.wte.chunks;
-        let top_floats = match kind {
-            StepKind::Decode { argmax: true } => self.argmax_windows() * t * 3,
+        // the argmax results: of every row of a decode step, of each asking prompt's
+        // last row of a prefill step
+        let top_rows = match kind {
+            StepKind::Decode { argmax: true } => t,
+            StepKind::Prefill {
+                parts,
+                argmax: true,
+            } => parts.iter().filter(|p| p.logits).count(),
             _ => 0,
         };
+        let top_floats = self.argmax_windows() * top_rows * 3;
         self.ctx.scoped("generation step", || {
             let q = &self.ctx.queue;
             let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();

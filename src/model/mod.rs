@@ -129,8 +129,9 @@ pub struct Activations {
     pub dummy: wgpu::Buffer,
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
-    /// the largest logit of each row of a decode step per window of a wte chunk
-    /// (`forward::ARGMAX_SPAN`): (id, value, log-sum-exp) [windows, rows, 3]
+    /// the largest logit of each row of a decode step (or of each prompt's last row
+    /// of a prefill step) per window of a wte chunk (`forward::ARGMAX_SPAN`): (id,
+    /// value, log-sum-exp) [windows, rows, 3]
     pub top1: wgpu::Buffer,
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
@@ -485,7 +486,9 @@ impl Model {
         let nh = config.n_head;
         let kv = kv_pool::KvPool::new(&ctx, config.n_layer, c, shape.kv_pages)?;
         let max_batch = shape.max_batch.clamp(1, ctxlen);
-        // windows of the decode step's argmax over every wte chunk
+        // rows (a decode step's, a prefill step's last rows) and windows of the argmax
+        // over every wte chunk
+        let argmax_rows = max_batch.max(forward::MAX_PREFILL_PARTS);
         let argmax_windows: usize = weights
             .wte
             .chunks
@@ -518,12 +521,12 @@ impl Model {
                 .collect(),
             norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
             dummy: buffers::storage(&ctx, "dummy", 4),
-            top1: buffers::storage(&ctx, "top1", 3 * max_batch * argmax_windows),
+            top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
             readback: buffers::staging(
                 &ctx,
                 "readback",
                 config.vocab_size * max_batch.max(forward::MAX_PREFILL_PARTS)
-                    + 3 * max_batch * argmax_windows
+                    + 3 * argmax_rows * argmax_windows
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
