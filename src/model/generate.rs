@@ -18,7 +18,7 @@ use super::Model;
 use crate::error::{Error, Result};
 use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};
 
-/// What a decode step reads back for one row.
+/// What a step reads back for one of its rows (a decode row, a prompt's last row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readback {
     /// Its logits `[V]`: to sample from, or for log-probabilities.
@@ -27,7 +27,7 @@ pub enum Readback {
     Argmax,
 }
 
-/// A decode row's result, as [`Readback`] asked.
+/// A row's result, as [`Readback`] asked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NextToken {
     Logits(Vec<f32>),
@@ -41,6 +41,15 @@ struct Row {
     table: u32,
     pos: u32,
     slot: u32,
+}
+
+/// Whether any row of `asked` wants the device's argmax, and the rows that read their
+/// logits.
+fn readback_plan(asked: &[Readback]) -> (bool, Vec<usize>) {
+    let read = (0..asked.len())
+        .filter(|&r| asked[r] == Readback::Logits)
+        .collect();
+    (asked.contains(&Readback::Argmax), read)
 }
 
 /// Each of `t` rows' largest logit from the `top_k_rows` (k = 1) results of every
@@ -179,10 +188,7 @@ impl Model {
         // the parts asking, in order, are logits rows 0..: read the logits of those
         // that want them, the device's argmax for the others
         let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
-        let argmax = asked.contains(&Readback::Argmax);
-        let read: Vec<usize> = (0..asked.len())
-            .filter(|&j| asked[j] == Readback::Logits)
-            .collect();
+        let (argmax, read) = readback_plan(&asked);
         let kind = StepKind::Prefill {
             parts: &chunks,
             argmax,
@@ -275,10 +281,7 @@ impl Model {
             });
             tables.extend_from_slice(kv.table());
         }
-        let argmax = want.contains(&Readback::Argmax);
-        let read: Vec<usize> = (0..rows.len())
-            .filter(|&r| want[r] == Readback::Logits)
-            .collect();
+        let (argmax, read) = readback_plan(want);
         let (logits, top1) = self.run_rows(&rows, &tables, StepKind::Decode { argmax }, &read)?;
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
