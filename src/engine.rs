@@ -789,7 +789,7 @@ struct Active {
     /// Logits after the last token in the cache to sample from, or for a greedy row
     /// the token the device picked (None while the prompt is prefilled, or while the
     /// sampled token waits for its decode step).
-    logits: Option<NextToken>,
+    next_from: Option<NextToken>,
     /// The token sampled and streamed, to run through the model next step.
     next: Option<u32>,
     events: mpsc::UnboundedSender<GenEvent>,
@@ -1182,7 +1182,7 @@ impl Worker {
             emitted: 0,
             text: TextStream::default(),
             searched: 0,
-            logits: None,
+            next_from: None,
             next: None,
             events,
             started: Instant::now(),
@@ -1290,7 +1290,7 @@ impl Worker {
                     Ok(logits) => {
                         for (a, l) in picked.iter_mut().zip(logits) {
                             a.next = None;
-                            a.logits = Some(l);
+                            a.next_from = Some(l);
                         }
                         if let Ok(mut s) = self.state.sched.lock() {
                             s.batch_size.observe(group.len() as f64);
@@ -1366,7 +1366,7 @@ impl Worker {
                     a.prefilled = end;
                     a.prefill_time += seconds;
                     if end == a.prompt.len() {
-                        a.logits = l;
+                        a.next_from = l;
                     }
                 }
                 if let Ok(mut s) = self.state.sched.lock() {
@@ -1495,7 +1495,7 @@ impl Active {
 /// With logits in hand: sample one token, stream it, and either finish or queue it
 /// for the next decode step.
 fn sample(a: &mut Active) -> Result<Option<GenerateResult>> {
-    let Some(from) = a.logits.take() else {
+    let Some(from) = a.next_from.take() else {
         return Ok(None);
     };
     if a.max_new == 0 {
