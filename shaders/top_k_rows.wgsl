@@ -4,7 +4,8 @@
 // columns (workgroup y; span = N for one), each window's result at
 // o = out0 + (y R + r) (2k + 1):
 //   out[o + 2i] = bitcast id of the i-th largest (ties: the lower id first),
-//   out[o + 2i + 1] = its value,   out[o + 2k] = log Σ_j exp(x[r, j]) over the window.
+//   out[o + 2i + 1] = its value,   out[o + 2k] = log Σ_j exp(x[r, j]) over the window
+//   (0 when p.lse is 0: an argmax needs no normaliser).
 // One workgroup per row and window: each lane keeps the k best of its strided share,
 // sorted; the workgroup reduces the max and the sum of exponentials (prelude
 // `workgroup_reduce`); then k rounds take the best head among the lanes' lists (a tree
@@ -18,7 +19,7 @@ struct TopKParams {
     row_start: u32,
     out0: u32,
     span: u32, // columns per window (workgroup y)
-    _pad0: u32,
+    lse: u32,  // 0: skip the log-sum-exp (an argmax), written as 0
     _pad1: u32,
 }
 
@@ -69,12 +70,15 @@ fn top_k_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             li[at] = id;
         }
     }
-    let top = workgroup_max(lid, m);
-    var s = 0.0;
-    for (var j = c0 + lid; j < c1; j += WG) {
-        s += exp(x[base + j] - top);
+    var lse = 0.0;
+    if (p.lse != 0u) {
+        let top = workgroup_max(lid, m);
+        var s = 0.0;
+        for (var j = c0 + lid; j < c1; j += WG) {
+            s += exp(x[base + j] - top);
+        }
+        lse = top + log(workgroup_sum(lid, s));
     }
-    let lse = top + log(workgroup_sum(lid, s));
     let o = p.out0 + (wg.y * p.rows + r) * (2u * k + 1u);
     var head = 0u;
     for (var round = 0u; round < k; round++) {

@@ -986,22 +986,27 @@ fn top_k_rows_and_copy_rows_match_reference() {
         if rows > 1 {
             x[n + 2] = x[n + 1];
         }
-        let got = run_top_k_rows(&g.ctx, &g.pipelines, &x, n, k, start, span).unwrap();
-        let windows = n.div_ceil(span);
-        assert_eq!(got.len(), windows * rows);
-        for (i, (best, lse)) in got.iter().enumerate() {
-            let (w, r) = (i / rows, i % rows);
-            let cols = w * span..((w + 1) * span).min(n);
-            let (want, want_lse) = top_k_reference(
-                &x[r * n + cols.start..r * n + cols.end],
-                k,
-                start + cols.start,
-            );
-            assert_eq!(best, &want, "row {r} window {w} of {rows}x{n}, k {k}");
-            assert!(
-                (lse - want_lse).abs() < 1e-4 * want_lse.abs().max(1.0),
-                "{lse} {want_lse}"
-            );
+        // with the log-sum-exp (the lens), and without (an argmax: written as 0)
+        for with_lse in [true, false] {
+            let got =
+                run_top_k_rows(&g.ctx, &g.pipelines, &x, n, k, start, span, with_lse).unwrap();
+            let windows = n.div_ceil(span);
+            assert_eq!(got.len(), windows * rows);
+            for (i, (best, lse)) in got.iter().enumerate() {
+                let (w, r) = (i / rows, i % rows);
+                let cols = w * span..((w + 1) * span).min(n);
+                let (want, want_lse) = top_k_reference(
+                    &x[r * n + cols.start..r * n + cols.end],
+                    k,
+                    start + cols.start,
+                );
+                assert_eq!(best, &want, "row {r} window {w} of {rows}x{n}, k {k}");
+                let want_lse = if with_lse { want_lse } else { 0.0 };
+                assert!(
+                    (lse - want_lse).abs() < 1e-4 * want_lse.abs().max(1.0),
+                    "{lse} {want_lse}"
+                );
+            }
         }
     }
     let src = rand_vec(64, 9, 1.0);

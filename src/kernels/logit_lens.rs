@@ -28,7 +28,9 @@ pub struct TopKParams {
     pub row_start: u32,
     pub out0: u32,
     pub span: u32,
-    pub _pad: [u32; 2],
+    /// 0: skip the log-sum-exp (written as 0)
+    pub lse: u32,
+    pub _pad: u32,
 }
 
 /// Largest k `top_k_rows` takes (its per-lane lists).
@@ -75,9 +77,10 @@ pub fn top_k_rows_op(
     KernelOp::new::<TopKParams>(ctx, pipelines, "top_k_rows", &[x, out])
 }
 
-/// Record the `k` largest values (ids from `row_start`) and the log-sum-exp of each of
-/// `rows` rows of `n` values, in windows of `span` columns (`n` for one), to
-/// `out[out0 + (window · rows + r) (2k + 1) ..]`: [`top_k_windows`] results in all.
+/// Record the `k` largest values (ids from `row_start`) and, with `lse`, the
+/// log-sum-exp of each of `rows` rows of `n` values, in windows of `span` columns (`n`
+/// for one), to `out[out0 + (window · rows + r) (2k + 1) ..]`: [`top_k_windows`]
+/// results in all.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_top_k_rows(
     queue: &wgpu::Queue,
@@ -90,6 +93,7 @@ pub fn encode_top_k_rows(
     row_start: usize,
     out0: usize,
     span: usize,
+    lse: bool,
 ) {
     let span = span.clamp(1, n.max(1));
     let p = TopKParams {
@@ -99,7 +103,8 @@ pub fn encode_top_k_rows(
         row_start: row_start as u32,
         out0: out0 as u32,
         span: span as u32,
-        _pad: [0; 2],
+        lse: lse as u32,
+        _pad: 0,
     };
     op.encode(
         queue,
@@ -148,8 +153,8 @@ pub fn top_k_reference(row: &[f32], k: usize, row_start: usize) -> TopK {
     )
 }
 
-/// Upload `x [R, N]`, run `top_k_rows` in windows of `span` columns, parse the
-/// results (`[window][row]`, flat).
+/// Upload `x [R, N]`, run `top_k_rows` in windows of `span` columns (with the
+/// log-sum-exp when `lse`), parse the results (`[window][row]`, flat).
 pub fn run_top_k_rows(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -158,6 +163,7 @@ pub fn run_top_k_rows(
     k: usize,
     row_start: usize,
     span: usize,
+    lse: bool,
 ) -> Result<Vec<TopK>> {
     let results = x.len() / n * top_k_windows(n, span);
     let xb = buffers::upload(ctx, "x", x);
@@ -175,6 +181,7 @@ pub fn run_top_k_rows(
             row_start,
             0,
             span,
+            lse,
         )
     })?;
     let got = buffers::read_floats(ctx, &out, 0, results * (2 * k + 1))?;

@@ -665,6 +665,7 @@ impl Model {
                                 ch.row_start,
                                 out0,
                                 ch.rows,
+                                true,
                             );
                         }
                     }
@@ -701,7 +702,7 @@ impl Model {
         let mut out0 = 0;
         for (op, ch) in self.ops.top1.iter().zip(&self.weights.wte.chunks) {
             let (n, span) = (ch.rows, ARGMAX_SPAN);
-            encode_top_k_rows(q, pass, pl, op, rows, n, 1, ch.row_start, out0, span);
+            encode_top_k_rows(q, pass, pl, op, rows, n, 1, ch.row_start, out0, span, false);
             out0 += top_k_windows(n, span) * rows * 3;
         }
     }
