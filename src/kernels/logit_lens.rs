@@ -155,6 +155,7 @@ pub fn top_k_reference(row: &[f32], k: usize, row_start: usize) -> TopK {
 
 /// Upload `x [R, N]`, run `top_k_rows` in windows of `span` columns (with the
 /// log-sum-exp when `lse`), parse the results (`[window][row]`, flat).
+#[allow(clippy::too_many_arguments)]
 pub fn run_top_k_rows(
     ctx: &GpuContext,
     pipelines: &Pipelines,
