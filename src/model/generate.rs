@@ -43,6 +43,15 @@ struct Row {
     slot: u32,
 }
 
+/// Windows of [`ARGMAX_SPAN`] logits the argmax takes the rows of these wte chunks in,
+/// all chunks together (in id order): the `top1` results per row.
+pub(super) fn argmax_windows(chunks: &[crate::gpu::buffers::Chunk]) -> usize {
+    chunks
+        .iter()
+        .map(|ch| top_k_windows(ch.rows, ARGMAX_SPAN))
+        .sum()
+}
+
 /// Whether any row of `asked` wants the device's argmax, and the rows that read their
 /// logits.
 fn readback_plan(asked: &[Readback]) -> (bool, Vec<usize>) {
@@ -292,12 +301,7 @@ impl Model {
     /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
     /// together (in id order).
     fn argmax_windows(&self) -> usize {
-        self.weights
-            .wte
-            .chunks
-            .iter()
-            .map(|ch| top_k_windows(ch.rows, ARGMAX_SPAN))
-            .sum()
+        argmax_windows(&self.weights.wte.chunks)
     }
 
     /// A generation may hold at most the context's positions.

@@ -489,12 +489,7 @@ impl Model {
         // rows (a decode step's, a prefill step's last rows) and windows of the argmax
         // over every wte chunk
         let argmax_rows = max_batch.max(forward::MAX_PREFILL_PARTS);
-        let argmax_windows: usize = weights
-            .wte
-            .chunks
-            .iter()
-            .map(|ch| crate::kernels::logit_lens::top_k_windows(ch.rows, forward::ARGMAX_SPAN))
-            .sum();
+        let argmax_windows = generate::argmax_windows(&weights.wte.chunks);
         let act = Activations {
             ids: buffers::storage(&ctx, "ids", ctxlen),
             positions: buffers::storage(&ctx, "positions", ctxlen),
