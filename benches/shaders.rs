@@ -274,6 +274,7 @@ impl Bench {
                 n,
                 k,
                 matmul::BIAS,
+                true,
             )
             .unwrap();
             let want = reference::matmul::matmul(
@@ -293,20 +294,49 @@ impl Bench {
                 buffers::upload(&self.ctx, "bias", &bias),
             );
             let out = buffers::storage(&self.ctx, "out", m * n);
-            let op =
-                matmul::matmul_variant_op(&self.ctx, &self.pl, variant, &ab, &bb, &biasb, &out);
-            let gpu = self.time_gpu(&|pass| {
-                matmul::encode_matmul(&self.ctx.queue, pass, &self.pl, &op, m, n, k, matmul::BIAS)
-            });
-            self.report(
-                variant,
-                format!("{m}x{k} · {k}x{n}"),
-                gpu,
-                2.0 * (m * n * k) as f64,
-                "GFLOP/s",
-                Some(cpu),
-                "sgemm",
-            );
+            // the tiled kernels as the model runs them: K split across workgroups up
+            // to a prefill chunk's rows, and also whole for comparison
+            let split = matmul::splits_k(variant) && m <= matmul::SPLIT_MAX_ROWS;
+            let part = buffers::storage(&self.ctx, "part", matmul::split_floats(n, k, m));
+            let ways: &[(usize, &str)] = if split {
+                &[(0, ""), (m, " split-K")]
+            } else {
+                &[(0, "")]
+            };
+            for &(rows, how) in ways {
+                let op = matmul::matmul_split_op(
+                    &self.ctx,
+                    &self.pl,
+                    variant,
+                    &ab,
+                    &bb,
+                    &biasb,
+                    &out,
+                    Some(&part),
+                    rows,
+                );
+                let gpu = self.time_gpu(&|pass| {
+                    matmul::encode_matmul(
+                        &self.ctx.queue,
+                        pass,
+                        &self.pl,
+                        &op,
+                        m,
+                        n,
+                        k,
+                        matmul::BIAS,
+                    )
+                });
+                self.report(
+                    &format!("{variant}{how}"),
+                    format!("{m}x{k} · {k}x{n}"),
+                    gpu,
+                    2.0 * (m * n * k) as f64,
+                    "GFLOP/s",
+                    Some(cpu),
+                    "sgemm",
+                );
+            }
         }
     }
 

@@ -10,6 +10,13 @@
 // value feeds 4 (a) or 16 (b) FMAs. The software kernel `matmul` instead has every
 // lane stream its own column of `b` from memory.
 //
+// K is walked in slices of p.ks (a multiple of BK, fixed by the weight's shape): each
+// slice is summed from zero, and the slice sums are added in order. With p.split the
+// K slices go to workgroups z = 0, 1, ... (a small grid, e.g. a prefill chunk of 16
+// rows, gets the GPU's width): each writes its slice sum to `part` and
+// `matmul_split_sum` adds them in the same order and applies the epilogue. Either way
+// a row's numbers are the same expression, split or not, whatever its batch.
+//
 // b is stored in column panels as for `matmul`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
@@ -25,6 +32,7 @@ const BK: u32 = 16u;  // K step (4 vec4)
 @group(0) @binding(2) var<storage, read> b: array<W>;               // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+@group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>; // [slices, M, N]
 
 var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q
 var<workgroup> tb: array<vec4<f32>, 256>; // [BK][BN4]: k-row r, column c at r * 16 + c
@@ -50,51 +58,74 @@ fn matmul_tiled(
     // what this lane computes: rows tr * 4 .. + 4, vec4 column tc of the tile
     let tr = lid / BN4;
     let tc = lid % BN4;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var kt = 0u; kt < k4 * 4u; kt += BK) {
-        // stage (zeros past the edges of M, N and K)
-        let kq = kt / 4u + aq;
-        var av = vec4<f32>(0.0);
-        if (arow < p.m && kq < k4) {
-            av = a[arow * k4 + kq];
+    // the K slices of this workgroup: all of them, or slice z of a split
+    let ks = p.ks;
+    var k_lo = 0u;
+    var k_hi = k4 * 4u;
+    if (p.split != 0u) {
+        k_lo = wg.z * ks;
+        k_hi = min(k_lo + ks, k_hi);
+    }
+    var tot0 = vec4<f32>(0.0);
+    var tot1 = vec4<f32>(0.0);
+    var tot2 = vec4<f32>(0.0);
+    var tot3 = vec4<f32>(0.0);
+    for (var s0 = k_lo; s0 < k_hi; s0 += ks) {
+        var acc0 = vec4<f32>(0.0);
+        var acc1 = vec4<f32>(0.0);
+        var acc2 = vec4<f32>(0.0);
+        var acc3 = vec4<f32>(0.0);
+        let s1 = min(s0 + ks, k_hi);
+        for (var kt = s0; kt < s1; kt += BK) {
+            // stage (zeros past the edges of M, N and K)
+            let kq = kt / 4u + aq;
+            var av = vec4<f32>(0.0);
+            if (arow < p.m && kq < k4) {
+                av = a[arow * k4 + kq];
+            }
+            ta[lid] = av;
+            let krow = kt + br;
+            var bv = vec4<f32>(0.0);
+            if (bcol < p.n4 && krow < k4 * 4u) {
+                bv = load_w4(b[bbase + krow * p4]);
+            }
+            tb[lid] = bv;
+            workgroupBarrier();
+            for (var q = 0u; q < BK / 4u; q++) {
+                let b0 = tb[(q * 4u) * BN4 + tc];
+                let b1 = tb[(q * 4u + 1u) * BN4 + tc];
+                let b2 = tb[(q * 4u + 2u) * BN4 + tc];
+                let b3 = tb[(q * 4u + 3u) * BN4 + tc];
+                var x = ta[(tr * 4u) * 4u + q];
+                acc0 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+                x = ta[(tr * 4u + 1u) * 4u + q];
+                acc1 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+                x = ta[(tr * 4u + 2u) * 4u + q];
+                acc2 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+                x = ta[(tr * 4u + 3u) * 4u + q];
+                acc3 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
+            }
+            workgroupBarrier();
         }
-        ta[lid] = av;
-        let krow = kt + br;
-        var bv = vec4<f32>(0.0);
-        if (bcol < p.n4 && krow < k4 * 4u) {
-            bv = load_w4(b[bbase + krow * p4]);
-        }
-        tb[lid] = bv;
-        workgroupBarrier();
-        for (var q = 0u; q < BK / 4u; q++) {
-            let b0 = tb[(q * 4u) * BN4 + tc];
-            let b1 = tb[(q * 4u + 1u) * BN4 + tc];
-            let b2 = tb[(q * 4u + 2u) * BN4 + tc];
-            let b3 = tb[(q * 4u + 3u) * BN4 + tc];
-            var x = ta[(tr * 4u) * 4u + q];
-            acc0 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
-            x = ta[(tr * 4u + 1u) * 4u + q];
-            acc1 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
-            x = ta[(tr * 4u + 2u) * 4u + q];
-            acc2 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
-            x = ta[(tr * 4u + 3u) * 4u + q];
-            acc3 += x.x * b0 + x.y * b1 + x.z * b2 + x.w * b3;
-        }
-        workgroupBarrier();
+        tot0 += acc0;
+        tot1 += acc1;
+        tot2 += acc2;
+        tot3 += acc3;
     }
     let col = col0 + tc;
     if (col >= p.n4) {
         return;
     }
-    var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    var tots = array<vec4<f32>, 4>(tot0, tot1, tot2, tot3);
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + tr * 4u + i;
         if (row >= p.m) {
             break;
         }
-        store_epilogue(accs[i], col, row * p.n4 + col);
+        if (p.split != 0u) {
+            part[(wg.z * p.m + row) * p.n4 + col] = tots[i];
+        } else {
+            store_epilogue(tots[i], col, row * p.n4 + col);
+        }
     }
 }

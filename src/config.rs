@@ -337,6 +337,17 @@ impl ModelConfig {
             let rows = t * k + e * 16;
             act += t * (e + 4 + e + 3 * k) + rows * (2 + h + c) + l * (2 * e + 1);
         }
+        // the split tiled matmuls' scratch (GPU kernels; counted on every adapter)
+        let split_rows = n(crate::kernels::matmul::SPLIT_MAX_ROWS).min(t);
+        act += [(3 * c, c), (c, c), (h, c), (c, h)]
+            .iter()
+            .map(|&(o, i)| {
+                let wide = |x: u128| usize::try_from(x).unwrap_or(usize::MAX).min(usize::MAX / 4);
+                let slices = crate::kernels::matmul::k_slices(wide(o), wide(i)).1;
+                n(slices) * split_rows * o
+            })
+            .max()
+            .unwrap_or(0);
         let activations = act * 4;
         MemoryEstimate {
             weights,

@@ -34,6 +34,11 @@ fn matmul_plain_bias_gelu_accumulate() {
         (64, 256, 128),
         (128, 96, 64),
         (70, 192, 100),
+        // K in several slices (the tiled kernels split it): ragged last slice, K not
+        // a multiple of 16, GPT-2's MLP projection at a prefill chunk's size
+        (40, 72, 1000),
+        (5, 8, 300),
+        (16, 768, 3072),
     ] {
         let a = rand_vec(m * k, 1, 1.0);
         let b = rand_vec(k * n, 2, 0.5);
@@ -53,28 +58,36 @@ fn matmul_plain_bias_gelu_accumulate() {
         ];
         for variant in variants("matmul") {
             for (flags, bias, init, gelu) in cases {
-                let got = matmul::run_matmul(
-                    &g.ctx,
-                    &g.pipelines,
-                    variant,
-                    &a,
-                    &b,
-                    bias,
-                    init,
-                    m,
-                    n,
-                    k,
-                    flags,
-                )
-                .unwrap();
                 let want = reference::matmul::matmul(&a, &b, bias, init, m, n, k, gelu);
-                assert_close(
-                    &format!("{variant} {m}x{n}x{k} flags {flags}"),
-                    &got,
-                    &want,
-                    1e-4,
-                    1e-4,
-                );
+                let splits: &[bool] = if matmul::splits_k(variant) {
+                    &[false, true]
+                } else {
+                    &[false]
+                };
+                for &split in splits {
+                    let got = matmul::run_matmul(
+                        &g.ctx,
+                        &g.pipelines,
+                        variant,
+                        &a,
+                        &b,
+                        bias,
+                        init,
+                        m,
+                        n,
+                        k,
+                        flags,
+                        split,
+                    )
+                    .unwrap();
+                    assert_close(
+                        &format!("{variant} {m}x{n}x{k} flags {flags} split {split}"),
+                        &got,
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
             }
         }
     }
@@ -99,11 +112,69 @@ fn matmul_detects_a_wrong_answer() {
         n,
         k,
         0,
+        false,
     )
     .unwrap();
     let mut want = reference::matmul::matmul(&a, &b, None, None, m, n, k, false);
     want[5] += 0.01;
     assert!(reference::compare("perturbed", &got, &want, 1e-4, 1e-4).is_err());
+}
+
+/// A tiled matmul's rows are the same numbers, bit for bit, whether its step splits K
+/// across workgroups (a prefill chunk) or not (a long forward): the unsplit kernel adds
+/// the same K slices' sums in the same order. So a prompt prefilled alone or among
+/// others, split or not, gives the same keys, values and tokens.
+#[test]
+fn tiled_matmul_split_k_is_bit_identical_to_unsplit() {
+    let g = gpu();
+    let tiled: Vec<&str> = variants("matmul")
+        .into_iter()
+        .chain(variants("matmul_f16"))
+        .filter(|v| matmul::splits_k(v))
+        .collect();
+    assert!(
+        !tiled.is_empty(),
+        "the tiled kernels compile on every adapter"
+    );
+    for &(m, n, k) in &[(16, 768, 3072), (7, 72, 1000), (33, 2304, 768)] {
+        let (_, slices) = matmul::k_slices(n, k);
+        assert!(slices > 1, "{n}x{k} must have several slices");
+        let a = rand_vec(m * k, 11, 1.0);
+        let b = rand_vec(k * n, 12, 0.5);
+        let bias = rand_vec(n, 13, 0.5);
+        let init = rand_vec(m * n, 14, 1.0);
+        for &variant in &tiled {
+            let flags = matmul::BIAS | matmul::GELU | matmul::ACCUMULATE;
+            let run = |split| {
+                matmul::run_matmul(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &a,
+                    &b,
+                    Some(&bias),
+                    Some(&init),
+                    m,
+                    n,
+                    k,
+                    flags,
+                    split,
+                )
+                .unwrap()
+            };
+            let (split, whole) = (run(true), run(false));
+            let differ = split
+                .iter()
+                .zip(&whole)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{variant} {m}x{n}x{k}: {differ} values differ");
+            let seen = seen_by(variant, &b);
+            let want =
+                reference::matmul::matmul(&a, &seen, Some(&bias), Some(&init), m, n, k, true);
+            assert_close(&format!("{variant} {m}x{n}x{k}"), &split, &want, 1e-4, 1e-4);
+        }
+    }
 }
 
 #[test]
@@ -862,6 +933,7 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
                 n,
                 k,
                 matmul::BIAS | matmul::ACCUMULATE,
+                true,
             )
             .unwrap();
             let want =

@@ -469,6 +469,33 @@ fn forwards_sharing_a_traversal_equal_each_alone() {
 }
 
 #[test]
+fn rows_are_the_same_whether_the_tiled_matmuls_split_k_or_not() {
+    // The GPU-shaped linears split K across workgroups for steps of up to
+    // SPLIT_MAX_ROWS rows and not beyond; the first rows of a long forward (whole K)
+    // equal a short forward of those rows (split) bit for bit, f32 and half weights.
+    let g = gpu();
+    let long = wgformer::kernels::matmul::SPLIT_MAX_ROWS + 24;
+    for dtype in ["float32", "float16"] {
+        let cfg = small(serde_json::json!({
+            "kernels": "hardware", "dtype": dtype, "n_embed": 64, "context_size": long
+        }));
+        let (c, v) = (cfg.n_embed, cfg.vocab_size);
+        assert!(wgformer::kernels::matmul::k_slices(c, 4 * c).1 > 1);
+        let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let all = ids(long, v as u32);
+        let short = 24;
+        let whole = m.forward_logits(&all).unwrap();
+        let split = m.forward_logits(&all[..short]).unwrap();
+        let differ = split
+            .iter()
+            .zip(&whole[..short * v])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{dtype}: {differ} logits differ");
+    }
+}
+
+#[test]
 fn long_sequence_decode_steps_match_forward() {
     // Decode steps at positions past 1,000 (a pool of well over a thousand rows per
     // layer) equal the forward's logits at those positions.

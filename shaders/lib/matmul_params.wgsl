@@ -5,7 +5,7 @@ struct MatmulParams {
     k4: u32,    // K / 4
     flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate
     p4: u32,    // panel width of b / 4 (P = 64 when N % 64 == 0, else N)
+    ks: u32,    // K slice of the tiled kernels (a multiple of 16; fixed per weight shape)
+    split: u32, // tiled kernels: 1 = slice z per workgroup z into `part`, 0 = all slices
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }

@@ -214,7 +214,8 @@ const MATVEC_SUBGROUP: &[&str] = &["matvec_params", "gelu", "epilogue"];
 const MATVEC_BT_F32: &[&str] = &["matvec_bt_params", "weights_f32"];
 const MATVEC_BT_F16: &[&str] = &["matvec_bt_params", "weights_f16"];
 const MATVEC_BT_SUBGROUP: &[&str] = &["matvec_bt_params"];
-const MATMUL_COOP: &[&str] = &["matmul_params", "gelu", "epilogue"];
+// the matmul kernels without a weight type: tensor cores, the split-K sum
+const MATMUL_UNTYPED: &[&str] = &["matmul_params", "gelu", "epilogue"];
 const LAYER_NORM: &[&str] = &["layer_norm_params"];
 const LAYER_NORM_WG: &[&str] = &["layer_norm_params", "workgroup_reduce"];
 const F32_ONLY: &[&str] = &["weights_f32"];
@@ -271,8 +272,11 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul_split_sum", wgsl!("matmul_split_sum"))
+        .with(MATMUL_UNTYPED)
+        .class(Hardware),
     Kernel::new("matmul_coop", wgsl!("matmul_coop"))
-        .with(MATMUL_COOP)
+        .with(MATMUL_UNTYPED)
         .of("matmul")
         .class(Hardware)
         .half()

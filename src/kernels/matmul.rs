@@ -30,7 +30,46 @@ pub struct MatmulParams {
     pub k4: u32,
     pub flags: u32,
     pub p4: u32,
-    pub _pad: [u32; 3],
+    pub ks: u32,
+    pub split: u32,
+    pub _pad: u32,
+}
+
+/// Rows up to which the tiled kernels split K across workgroups (a prefill chunk, a
+/// short forward): their 64 × 64 tiles alone would leave most of a GPU idle (16 rows
+/// of 3072 → 768 are 12 workgroups).
+pub const SPLIT_MAX_ROWS: usize = 256;
+
+/// Workgroups a split aims at for one 64-row tile of out.
+const SPLIT_TARGET: usize = 256;
+
+/// Whether `variant` walks K in slices that it can split across workgroups.
+pub fn splits_k(variant: &str) -> bool {
+    matches!(variant, "matmul_tiled" | "matmul_f16_tiled")
+}
+
+/// The K slices of the tiled kernels for a `[k, n]` weight: (slice length, a multiple
+/// of 16 of at least 64, and count). Fixed by the shape alone, so a row's sums are
+/// the same whether or not its step splits.
+pub fn k_slices(n: usize, k: usize) -> (usize, usize) {
+    let want = SPLIT_TARGET.div_ceil(n.div_ceil(64));
+    let count = want.clamp(1, (k / 64).max(1));
+    let len = k.div_ceil(count).div_ceil(16) * 16;
+    (len, k.div_ceil(len))
+}
+
+/// Floats of the scratch a split of `rows` rows of a `[k, n]` weight fills.
+pub fn split_floats(n: usize, k: usize, rows: usize) -> usize {
+    k_slices(n, k).1 * rows * n
+}
+
+/// A matmul's dispatches: the kernel, and for the tiled kernels the sum of a split-K
+/// step (`matmul_split_sum`) over the scratch bound to both, which holds the slices of
+/// up to `split_rows` rows (0: never split).
+pub struct MatmulOp {
+    pub op: KernelOp,
+    sum: Option<KernelOp>,
+    split_rows: usize,
 }
 
 /// Columns per panel of a weight matrix with `n` columns when `n` is a multiple of it.
@@ -78,7 +117,7 @@ pub fn matmul_op(
     b: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     out: &wgpu::Buffer,
-) -> KernelOp {
+) -> MatmulOp {
     matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), a, b, bias, out)
 }
 
@@ -96,7 +135,7 @@ pub fn variant_for(pipelines: &Pipelines, hardware: bool, half: bool) -> &'stati
     }
 }
 
-/// Op with an explicit variant (any kernel of the matmul op), for the model and the bench.
+/// Op with an explicit variant (any kernel of the matmul op), never splitting K.
 pub fn matmul_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -105,45 +144,94 @@ pub fn matmul_variant_op(
     b: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     out: &wgpu::Buffer,
-) -> KernelOp {
-    KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out])
+) -> MatmulOp {
+    let none = splits_k(variant).then(|| buffers::storage(ctx, "split scratch", 4));
+    matmul_split_op(ctx, pipelines, variant, a, b, bias, out, none.as_ref(), 0)
 }
 
-/// Record `out[m, n] (=|+=) act(a[m, k] · b[k, n] + bias)`.
+/// Op with an explicit variant whose tiled kernels split K for steps of up to
+/// `split_rows` rows through `part` (at least [`split_floats`] of them; a tiled kernel
+/// binds it whether or not it splits). Other variants take neither.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_split_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    part: Option<&wgpu::Buffer>,
+    split_rows: usize,
+) -> MatmulOp {
+    match part.filter(|_| splits_k(variant)) {
+        Some(part) => MatmulOp {
+            op: KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out, part]),
+            sum: (split_rows > 0).then(|| {
+                KernelOp::new::<MatmulParams>(
+                    ctx,
+                    pipelines,
+                    "matmul_split_sum",
+                    &[part, bias, out],
+                )
+            }),
+            split_rows,
+        },
+        None => MatmulOp {
+            op: KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out]),
+            sum: None,
+            split_rows: 0,
+        },
+    }
+}
+
+/// Record `out[m, n] (=|+=) act(a[m, k] · b[k, n] + bias)`: with K split across
+/// workgroups and summed by a second dispatch when the op can split `m` rows and the
+/// weight has more than one K slice.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_matmul(
     queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
     pipelines: &Pipelines,
-    op: &KernelOp,
+    op: &MatmulOp,
     m: usize,
     n: usize,
     k: usize,
     flags: u32,
 ) {
+    let (ks, slices) = k_slices(n, k);
+    let sum = op.sum.as_ref().filter(|_| slices > 1 && m <= op.split_rows);
     let p = MatmulParams {
         m: m as u32,
         n4: (n / 4) as u32,
         k4: (k / 4) as u32,
         flags,
         p4: (panel_width(n) / 4) as u32,
-        _pad: [0; 3],
+        ks: ks as u32,
+        split: u32::from(sum.is_some()),
+        _pad: 0,
     };
-    let (gx, gy) = match op.name {
+    let (gx, gy) = match op.op.name {
         // 64 × 64 tiles of out
         "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop" => {
             (n.div_ceil(64) as u32, m.div_ceil(64) as u32)
         }
         _ => (
             (n / 4).div_ceil(WORKGROUP as usize) as u32,
-            m.div_ceil(tile_rows(op.name)) as u32,
+            m.div_ceil(tile_rows(op.op.name)) as u32,
         ),
     };
-    op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
+    let gz = if sum.is_some() { slices as u32 } else { 1 };
+    op.op.encode(queue, pass, pipelines, &p, (gx, gy, gz));
+    if let Some(sum) = sum {
+        let (sx, sy) = crate::gpu::grid_1d(m * n / 4);
+        sum.encode(queue, pass, pipelines, &p, (sx, sy, 1));
+    }
 }
 
 /// Upload (`b` row-major, stored as `variant` reads it), run `variant`, read back.
-/// `out_init` is the prior content of `out` (for ACCUMULATE).
+/// `out_init` is the prior content of `out` (for ACCUMULATE). With `split`, a tiled
+/// kernel splits K as a prefill chunk's rows do (when the shape has several slices).
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
     ctx: &GpuContext,
@@ -157,6 +245,7 @@ pub fn run_matmul(
     n: usize,
     k: usize,
     flags: u32,
+    split: bool,
 ) -> Result<Vec<f32>> {
     let ab = buffers::upload(ctx, "a", a);
     let bb = buffers::upload(ctx, "b", &store_weights(variant, b, k, n));
@@ -165,7 +254,19 @@ pub fn run_matmul(
         Some(o) => buffers::upload(ctx, "out", o),
         None => buffers::storage(ctx, "out", m * n),
     };
-    let op = matmul_variant_op(ctx, pipelines, variant, &ab, &bb, &biasb, &out);
+    let part = buffers::storage(ctx, "split scratch", split_floats(n, k, m).max(4));
+    let rows = if split { m } else { 0 };
+    let op = matmul_split_op(
+        ctx,
+        pipelines,
+        variant,
+        &ab,
+        &bb,
+        &biasb,
+        &out,
+        Some(&part),
+        rows,
+    );
     submit_pass(ctx, "matmul", |pass| {
         encode_matmul(&ctx.queue, pass, pipelines, &op, m, n, k, flags)
     })?;
@@ -202,6 +303,7 @@ pub fn self_test(
         n,
         k,
         BIAS | GELU | ACCUMULATE,
+        false,
     )
     .map_err(|e| e.to_string())?;
     let half = super::half_precision(variant);

@@ -24,7 +24,7 @@ use crate::kernels::logit_lens::{
     copy_rows_op, encode_copy_rows, encode_top_k_rows, parse_top_k, top_k_rows_op, top_k_windows,
     MAX_LENS_K,
 };
-use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_variant_op, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul::{encode_matmul, matmul_op, matmul_split_op, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::{encode_matmul_bt, matmul_bt_variant_op};
 use crate::kernels::matvec::{self, encode_matvec, matvec_variant_op};
 use crate::kernels::matvec_bt::{self, encode_matvec_bt, matvec_bt_op};
@@ -150,7 +150,17 @@ pub(super) fn bind_ops(
                   k: usize| {
         let bias = or_dummy(b);
         Linear {
-            matmul: matmul_variant_op(ctx, pl, lin, x, wt, &bias, out),
+            matmul: matmul_split_op(
+                ctx,
+                pl,
+                lin,
+                x,
+                wt,
+                &bias,
+                out,
+                Some(&a.split),
+                a.split_rows,
+            ),
             matvec: matvec_variant_op(
                 ctx,
                 pl,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::files::FileAccess;
 use crate::gpu::buffers::{self, RowChunked};
 use crate::gpu::{GpuContext, Pipelines};
-use crate::kernels::matmul::to_panels;
+use crate::kernels::matmul::{self, to_panels, MatmulOp};
 use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
 use crate::kernels::{KernelOp, RowsOp};
 use weights::{tensor_specs, Checkpoint, WeightSource};
@@ -127,6 +127,11 @@ pub struct Activations {
     pub norms: wgpu::Buffer,
     /// always-bound stand-in for absent biases
     pub dummy: wgpu::Buffer,
+    /// the K slices' sums of a split tiled matmul (`kernels::matmul`), shared by the
+    /// linears, for steps of up to `split_rows` rows (0 and a stand-in when the
+    /// linears' kernel does not split)
+    pub split: wgpu::Buffer,
+    pub split_rows: usize,
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
     /// the largest logit of each row of a decode step (or of each prompt's last row
@@ -155,7 +160,7 @@ pub struct MoeActivations {
 /// a forward or a prefill chunk, the matrix-vector kernel for the rows of a decode
 /// step (one per generation; a row's numbers do not depend on how many there are).
 pub struct Linear {
-    pub matmul: KernelOp,
+    pub matmul: MatmulOp,
     pub matvec: RowsOp,
     /// Outputs and inputs.
     pub n: usize,
@@ -193,7 +198,7 @@ pub enum MlpOps {
     },
     /// The grouped expert path, which scales with the rows on every step.
     Moe {
-        router: KernelOp,
+        router: MatmulOp,
         gate: KernelOp,
         route: KernelOp,
         fc: KernelOp,
@@ -267,6 +272,32 @@ impl ServeShape {
             max_batch: max_batch.max(1),
         }
     }
+}
+
+/// The rows of a step whose tiled matmuls split K and the floats of the scratch they
+/// fill (`Activations::split`): on adapters whose linears take the tiled kernels, up
+/// to [`matmul::SPLIT_MAX_ROWS`] rows (at most the context, and what one binding
+/// holds); else none, and a stand-in of 4 floats.
+fn split_scratch(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> (usize, usize) {
+    let hardware = cfg.kernels.hardware(ctx.details.is_software());
+    let lin = matmul::variant_for(pl, hardware, cfg.dtype == crate::config::Dtype::Float16);
+    if !matmul::splits_k(lin) {
+        return (0, 4);
+    }
+    let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
+    // (n, k) of the blocks' linears on the tiled kernels (MoE experts have their own)
+    let mut shapes = vec![(3 * c, c), (c, c)];
+    if !cfg.use_moe {
+        shapes.extend([(h, c), (c, h)]);
+    }
+    let per_row = shapes
+        .iter()
+        .map(|&(n, k)| matmul::split_floats(n, k, 1))
+        .max()
+        .unwrap_or(1);
+    let fits = (ctx.max_binding_bytes() / (per_row as u64 * 4)) as usize;
+    let rows = matmul::SPLIT_MAX_ROWS.min(cfg.context_size).min(fits);
+    (rows, (rows * per_row).max(4))
 }
 
 /// Resolve a user config (a JSON object) into the effective config: defaults filled,
@@ -490,6 +521,7 @@ impl Model {
         // over every wte chunk
         let argmax_rows = max_batch.max(forward::MAX_PREFILL_PARTS);
         let argmax_windows = generate::argmax_windows(&weights.wte.chunks);
+        let (split_rows, split_floats) = split_scratch(&config, &ctx, &pipelines);
         let act = Activations {
             ids: buffers::storage(&ctx, "ids", ctxlen),
             positions: buffers::storage(&ctx, "positions", ctxlen),
@@ -516,6 +548,8 @@ impl Model {
                 .collect(),
             norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
             dummy: buffers::storage(&ctx, "dummy", 4),
+            split: buffers::storage(&ctx, "split scratch", split_floats),
+            split_rows,
             top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
             readback: buffers::staging(
                 &ctx,

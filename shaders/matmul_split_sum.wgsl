@@ -1,0 +1,29 @@
+// The second pass of a split-K `matmul_tiled` (p.split = 1): out[M, N] (=|+=)
+// act(Σ_z part[z] + bias[N]) with the K slices' sums added in order from zero, as the
+// unsplit kernel adds them, then the epilogue (flags as `matmul`). One lane per vec4
+// of out. Preludes: matmul_params, gelu, epilogue.
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;    // [slices, M, N]
+@group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+
+override WG: u32 = 64u;
+
+@compute @workgroup_size(WG)
+fn matmul_split_sum(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    let size = p.m * p.n4;
+    if (i >= size) {
+        return;
+    }
+    let slices = (4u * p.k4 + p.ks - 1u) / p.ks;
+    var t = vec4<f32>(0.0);
+    for (var z = 0u; z < slices; z++) {
+        t += part[z * size + i];
+    }
+    store_epilogue(t, i % p.n4, i);
+}
