@@ -7,7 +7,11 @@
 // along K the lanes stage a 64 × 16 tile of `a` (rounded to f16, as cuBLAS's fp16
 // GEMM takes its inputs) and a 16 × 64 tile of `b` in workgroup memory; each subgroup
 // then multiplies its 32 × 32 quarter as 2 × 2 blocks of coop_mat16x16 with f32
-// accumulators. The accumulators go through workgroup memory to the epilogue.
+// accumulators. K is walked in slices of p.ks (as `matmul_tiled`: each slice from zero
+// accumulators, the slice sums added in order, kept per lane after a pass through
+// workgroup memory); with p.split workgroup z takes slice z alone and writes its sum
+// to `part` for `matmul_split_sum`, so a row's numbers are the same split or not.
+// The sums go to the epilogue.
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
@@ -23,6 +27,7 @@ override WG: u32 = 128u;
 @group(0) @binding(2) var<storage, read> b: array<vec2<u32>>;       // [K, N] as f16 pairs
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+@group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>; // [slices, M, N]
 
 var<workgroup> sa: array<f16, 1024>; // [64][16] row-major
 var<workgroup> sb: array<f16, 1024>; // [16][64] row-major
@@ -47,78 +52,97 @@ fn matmul_coop(
     let z01 = r0 * 64u + c0 + 16u;
     let z10 = (r0 + 16u) * 64u + c0;
     let z11 = (r0 + 16u) * 64u + c0 + 16u;
-    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z00], 64u);
-    var c01 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z01], 64u);
-    var c10 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z10], 64u);
-    var c11 = coopLoadT<coop_mat16x16<f32, C>>(&sc[z11], 64u);
+    let zero = coopLoadT<coop_mat16x16<f32, C>>(&sc[z00], 64u);
     let ar = lid / 2u;
     let ak = (lid % 2u) * 8u;
     let arow = row0 + ar;
-    for (var kt = 0u; kt < 4u * p.k4; kt += 16u) {
-        // stage a: each lane 8 values of one row
-        for (var i = 0u; i < 2u; i++) {
-            let kq = (kt + ak) / 4u + i;
-            var v = vec4<f32>(0.0);
-            if (arow < p.m && kq < p.k4) {
-                v = a[arow * p.k4 + kq];
+    // the K slices of this workgroup: all of them, or slice z of a split
+    let ks = p.ks;
+    var k_lo = 0u;
+    var k_hi = 4u * p.k4;
+    if (p.split != 0u) {
+        k_lo = wg.z * ks;
+        k_hi = min(k_lo + ks, k_hi);
+    }
+    // this lane's 8 vec4s of the tile (vec4 e = lid + i · WG: row e / 16, column e % 16)
+    var tot = array<vec4<f32>, 8>();
+    for (var s0 = k_lo; s0 < k_hi; s0 += ks) {
+        var c00 = zero;
+        var c01 = zero;
+        var c10 = zero;
+        var c11 = zero;
+        let s1 = min(s0 + ks, k_hi);
+        for (var kt = s0; kt < s1; kt += 16u) {
+            // stage a: each lane 8 values of one row
+            for (var i = 0u; i < 2u; i++) {
+                let kq = (kt + ak) / 4u + i;
+                var v = vec4<f32>(0.0);
+                if (arow < p.m && kq < p.k4) {
+                    v = a[arow * p.k4 + kq];
+                }
+                let o = ar * 16u + ak + i * 4u;
+                sa[o] = f16(v.x);
+                sa[o + 1u] = f16(v.y);
+                sa[o + 2u] = f16(v.z);
+                sa[o + 3u] = f16(v.w);
             }
-            let o = ar * 16u + ak + i * 4u;
-            sa[o] = f16(v.x);
-            sa[o + 1u] = f16(v.y);
-            sa[o + 2u] = f16(v.z);
-            sa[o + 3u] = f16(v.w);
-        }
-        // stage b: each lane 2 vec4s (of halves) of the 16 × 64 tile
-        for (var i = 0u; i < 2u; i++) {
-            let e = lid + i * WG;
-            let kr = e / 16u;
-            let c4 = e % 16u;
-            let col4 = col40 + c4;
-            let krow = kt + kr;
-            var w = vec2<u32>(0u);
-            if (col4 < p.n4 && krow < 4u * p.k4) {
-                let base = (col4 / p.p4) * (4u * p.k4 * p.p4) + col4 % p.p4;
-                w = b[base + krow * p.p4];
+            // stage b: each lane 2 vec4s (of halves) of the 16 × 64 tile
+            for (var i = 0u; i < 2u; i++) {
+                let e = lid + i * WG;
+                let kr = e / 16u;
+                let c4 = e % 16u;
+                let col4 = col40 + c4;
+                let krow = kt + kr;
+                var w = vec2<u32>(0u);
+                if (col4 < p.n4 && krow < 4u * p.k4) {
+                    let base = (col4 / p.p4) * (4u * p.k4 * p.p4) + col4 % p.p4;
+                    w = b[base + krow * p.p4];
+                }
+                let lo = unpack2x16float(w.x);
+                let hi = unpack2x16float(w.y);
+                let o = kr * 64u + c4 * 4u;
+                sb[o] = f16(lo.x);
+                sb[o + 1u] = f16(lo.y);
+                sb[o + 2u] = f16(hi.x);
+                sb[o + 3u] = f16(hi.y);
             }
-            let lo = unpack2x16float(w.x);
-            let hi = unpack2x16float(w.y);
-            let o = kr * 64u + c4 * 4u;
-            sb[o] = f16(lo.x);
-            sb[o + 1u] = f16(lo.y);
-            sb[o + 2u] = f16(hi.x);
-            sb[o + 3u] = f16(hi.y);
+            workgroupBarrier();
+            let ao0 = r0 * 16u;
+            let ao1 = (r0 + 16u) * 16u;
+            let bo0 = c0;
+            let bo1 = c0 + 16u;
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao0], 16u);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao1], 16u);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo0], 64u);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo1], 64u);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+            workgroupBarrier();
         }
+        coopStoreT(c00, &sc[z00], 64u);
+        coopStoreT(c01, &sc[z01], 64u);
+        coopStoreT(c10, &sc[z10], 64u);
+        coopStoreT(c11, &sc[z11], 64u);
         workgroupBarrier();
-        let ao0 = r0 * 16u;
-        let ao1 = (r0 + 16u) * 16u;
-        let bo0 = c0;
-        let bo1 = c0 + 16u;
-        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao0], 16u);
-        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&sa[ao1], 16u);
-        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo0], 64u);
-        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&sb[bo1], 64u);
-        c00 = coopMultiplyAdd(a0, b0, c00);
-        c01 = coopMultiplyAdd(a0, b1, c01);
-        c10 = coopMultiplyAdd(a1, b0, c10);
-        c11 = coopMultiplyAdd(a1, b1, c11);
+        for (var i = 0u; i < 8u; i++) {
+            let so = ((lid + i * WG) / 16u) * 64u + ((lid + i * WG) % 16u) * 4u;
+            tot[i] += vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
+        }
         workgroupBarrier();
     }
-    coopStoreT(c00, &sc[z00], 64u);
-    coopStoreT(c01, &sc[z01], 64u);
-    coopStoreT(c10, &sc[z10], 64u);
-    coopStoreT(c11, &sc[z11], 64u);
-    workgroupBarrier();
-    // epilogue: 1024 vec4s of the tile, 8 per lane
+    // epilogue (or the slice's sum): 1024 vec4s of the tile, 8 per lane
     for (var i = 0u; i < 8u; i++) {
         let e = lid + i * WG;
-        let r = e / 16u;
-        let c4 = e % 16u;
-        let row = row0 + r;
-        let col = col40 + c4;
+        let row = row0 + e / 16u;
+        let col = col40 + e % 16u;
         if (row < p.m && col < p.n4) {
-            let so = r * 64u + c4 * 4u;
-            let o = vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
-            store_epilogue(o, col, row * p.n4 + col);
+            if (p.split != 0u) {
+                part[(wg.z * p.m + row) * p.n4 + col] = tot[i];
+            } else {
+                store_epilogue(tot[i], col, row * p.n4 + col);
+            }
         }
     }
 }

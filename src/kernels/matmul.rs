@@ -45,8 +45,12 @@ const SPLIT_TARGET: usize = 256;
 
 /// Whether `variant` walks K in slices that it can split across workgroups.
 pub fn splits_k(variant: &str) -> bool {
-    matches!(variant, "matmul_tiled" | "matmul_f16_tiled")
+    matches!(variant, "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop")
 }
+
+/// The shortest K slice of the tensor-core kernel, whose slice sums pass through
+/// workgroup memory (a store and two barriers a slice).
+const COOP_MIN_SLICE: usize = 256;
 
 /// The K slices of the tiled kernels for a `[k, n]` weight: (slice length, a multiple
 /// of 16 of at least 64, and count). Fixed by the shape alone, so a row's sums are
@@ -58,7 +62,19 @@ pub fn k_slices(n: usize, k: usize) -> (usize, usize) {
     (len, k.div_ceil(len))
 }
 
-/// Floats of the scratch a split of `rows` rows of a `[k, n]` weight fills.
+/// [`k_slices`] as kernel `variant` walks them: the tensor-core kernel's are at least
+/// [`COOP_MIN_SLICE`] long (so never more of them).
+pub fn variant_slices(variant: &str, n: usize, k: usize) -> (usize, usize) {
+    let (len, count) = k_slices(n, k);
+    if variant == "matmul_coop" && len < COOP_MIN_SLICE {
+        (COOP_MIN_SLICE, k.div_ceil(COOP_MIN_SLICE))
+    } else {
+        (len, count)
+    }
+}
+
+/// Floats of the scratch a split of `rows` rows of a `[k, n]` weight fills (with any
+/// variant).
 pub fn split_floats(n: usize, k: usize, rows: usize) -> usize {
     k_slices(n, k).1 * rows * n
 }
@@ -199,7 +215,7 @@ pub fn encode_matmul(
     k: usize,
     flags: u32,
 ) {
-    let (ks, slices) = k_slices(n, k);
+    let (ks, slices) = variant_slices(op.op.name, n, k);
     let sum = op.sum.as_ref().filter(|_| slices > 1 && m <= op.split_rows);
     let p = MatmulParams {
         m: m as u32,
@@ -274,15 +290,16 @@ pub fn run_matmul(
 }
 
 /// Check kernel `variant` against the CPU reference on the device at hand (odd shapes,
-/// every epilogue flag). Its inputs are taken at the kernel's precision: half-float
-/// weights, and for the tensor-core kernel half-float activations too.
+/// every epilogue flag; for a kernel that splits K, a K of several slices split and
+/// whole, which must agree bit for bit). Its inputs are taken at the kernel's
+/// precision: half-float weights, and for the tensor-core kernel half-float
+/// activations too.
 pub fn self_test(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
 ) -> std::result::Result<(), String> {
     use crate::model::weights::round_to_f16;
-    let (m, n, k) = (70, 192, 100);
     let seq = |len: usize, seed: u32| -> Vec<f32> {
         (0..len as u32)
             .map(|i| {
@@ -290,32 +307,59 @@ pub fn self_test(
             })
             .collect()
     };
-    let (a, b, bias, init) = (seq(m * k, 1), seq(k * n, 2), seq(n, 3), seq(m * n, 4));
-    let got = run_matmul(
-        ctx,
-        pipelines,
-        variant,
-        &a,
-        &b,
-        Some(&bias),
-        Some(&init),
-        m,
-        n,
-        k,
-        BIAS | GELU | ACCUMULATE,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
-    let half = super::half_precision(variant);
-    let b_seen = if half { round_to_f16(&b) } else { b.clone() };
-    let a_seen = if variant == "matmul_coop" {
-        round_to_f16(&a)
-    } else {
-        a.clone()
-    };
-    let want =
-        crate::reference::matmul::matmul(&a_seen, &b_seen, Some(&bias), Some(&init), m, n, k, true);
-    crate::reference::compare(variant, &got, &want, 1e-3, 1e-3)
+    for (m, n, k) in [(70, 192, 100), (40, 128, 1000)] {
+        let (a, b, bias, init) = (seq(m * k, 1), seq(k * n, 2), seq(n, 3), seq(m * n, 4));
+        let run = |split| {
+            run_matmul(
+                ctx,
+                pipelines,
+                variant,
+                &a,
+                &b,
+                Some(&bias),
+                Some(&init),
+                m,
+                n,
+                k,
+                BIAS | GELU | ACCUMULATE,
+                split,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let got = run(false)?;
+        let half = super::half_precision(variant);
+        let b_seen = if half { round_to_f16(&b) } else { b.clone() };
+        let a_seen = if variant == "matmul_coop" {
+            round_to_f16(&a)
+        } else {
+            a.clone()
+        };
+        let want = crate::reference::matmul::matmul(
+            &a_seen,
+            &b_seen,
+            Some(&bias),
+            Some(&init),
+            m,
+            n,
+            k,
+            true,
+        );
+        crate::reference::compare(variant, &got, &want, 1e-3, 1e-3)?;
+        if splits_k(variant) && variant_slices(variant, n, k).1 > 1 {
+            let split = run(true)?;
+            let differ = split
+                .iter()
+                .zip(&got)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            if differ > 0 {
+                return Err(format!(
+                    "{variant} {m}x{n}x{k}: {differ} values differ between split and whole K"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
