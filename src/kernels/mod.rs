@@ -25,6 +25,9 @@ pub struct KernelOp {
     pub rows: u32,
     bind: wgpu::BindGroup,
     params: wgpu::Buffer,
+    /// The bytes last written to `params`: a step that records the op with the same
+    /// parameters as the last one (most ops of consecutive decode steps) skips the write.
+    written: std::sync::Mutex<Vec<u8>>,
 }
 
 impl KernelOp {
@@ -55,10 +58,13 @@ impl KernelOp {
             rows,
             bind,
             params,
+            written: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// Write `params` (applied at the next submit) and record the dispatch.
+    /// Write `params` (applied at the next submit) unless they are what the buffer
+    /// already holds, and record the dispatch. An op is recorded at most once per
+    /// submission (a second write would overwrite the first for both dispatches).
     pub fn encode<P: bytemuck::Pod>(
         &self,
         queue: &wgpu::Queue,
@@ -67,7 +73,13 @@ impl KernelOp {
         params: &P,
         groups: (u32, u32, u32),
     ) {
-        queue.write_buffer(&self.params, 0, bytemuck::bytes_of(params));
+        let bytes = bytemuck::bytes_of(params);
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if written.as_slice() != bytes {
+            queue.write_buffer(&self.params, 0, bytes);
+            written.clear();
+            written.extend_from_slice(bytes);
+        }
         dispatch(pass, pipelines, (self.name, self.rows), &self.bind, groups);
     }
 }
