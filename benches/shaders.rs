@@ -297,7 +297,12 @@ impl Bench {
             // the tiled kernels as the model runs them: K split across workgroups up
             // to a prefill chunk's rows, and also whole for comparison
             let split = matmul::splits_k(variant) && m <= matmul::SPLIT_MAX_ROWS;
-            let part = buffers::storage(&self.ctx, "part", matmul::split_floats(n, k, m));
+            let part_floats = if split {
+                matmul::split_floats(n, k, m)
+            } else {
+                4
+            };
+            let part = buffers::storage(&self.ctx, "part", part_floats);
             let ways: &[(usize, &str)] = if split {
                 &[(0, ""), (m, " split-K")]
             } else {
