@@ -163,11 +163,7 @@ fn tiled_matmul_split_k_is_bit_identical_to_unsplit() {
                 .unwrap()
             };
             let (split, whole) = (run(true), run(false));
-            let differ = split
-                .iter()
-                .zip(&whole)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+            let differ = reference::bits_differ(&split, &whole);
             assert_eq!(differ, 0, "{variant} {m}x{n}x{k}: {differ} values differ");
             let seen = seen_by(variant, &b);
             let want =

@@ -347,11 +347,7 @@ pub fn self_test(
         crate::reference::compare(variant, &got, &want, 1e-3, 1e-3)?;
         if splits_k(variant) && variant_slices(variant, n, k).1 > 1 {
             let split = run(true)?;
-            let differ = split
-                .iter()
-                .zip(&got)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+            let differ = crate::reference::bits_differ(&split, &got);
             if differ > 0 {
                 return Err(format!(
                     "{variant} {m}x{n}x{k}: {differ} values differ between split and whole K"

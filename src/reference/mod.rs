@@ -21,6 +21,17 @@ pub fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
     }
 }
 
+/// How many values of `a` and `b` differ in their bits (and by how much the lengths
+/// differ): 0 when one computation gave exactly the other's numbers.
+pub fn bits_differ(a: &[f32], b: &[f32]) -> usize {
+    let same = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() == y.to_bits())
+        .count();
+    a.len().max(b.len()) - same
+}
+
 /// Element-wise comparison with tolerance `atol + rtol·|reference|`.
 /// On failure the message lists the first mismatches, the max diff and the count.
 pub fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Result<(), String> {
@@ -56,5 +67,19 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> R
             got.len(),
             bad.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bits_differ;
+
+    #[test]
+    fn bits_differ_counts_every_value_not_identical() {
+        assert_eq!(bits_differ(&[1.0, 2.0, f32::NAN], &[1.0, 2.0, f32::NAN]), 0);
+        // equal as numbers, not in their bits; one ulp apart; a missing value
+        assert_eq!(bits_differ(&[0.0, 1.0], &[-0.0, 1.0]), 1);
+        assert_eq!(bits_differ(&[1.0], &[f32::from_bits(1.0f32.to_bits() + 1)]), 1);
+        assert_eq!(bits_differ(&[1.0, 2.0], &[1.0]), 1);
     }
 }
