@@ -44,7 +44,8 @@ impl Sampler {
     /// 0), the smallest set reaching `top_p` in rank order, drawn with probabilities
     /// `softmax(logits / temperature)`. Ranks (larger logit first, ties to the lower
     /// id) are sorted only as far as the draw walks ([`Ranked`]): a few hundred ids
-    /// for a peaked distribution, not the whole vocabulary.
+    /// for a peaked distribution, not the whole vocabulary; with neither filter the
+    /// draw needs no ranks and walks the ids in order.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature <= 0.0 || logits.is_empty() {
             return argmax(logits);
@@ -55,6 +56,9 @@ impl Sampler {
             k => k.min(n),
         };
         let inv_t = 1.0 / self.params.temperature as f64;
+        if k == n && self.params.top_p >= 1.0 {
+            return self.draw_in_id_order(logits, inv_t);
+        }
         let mut ranked = Ranked::new(logits, k);
         let max = logits[ranked.at(0)] as f64;
         // every id's weight once when every id is a candidate
@@ -105,6 +109,34 @@ impl Sampler {
             r -= p;
         }
         ranked.at(keep - 1) as u32
+    }
+}
+
+impl Sampler {
+    /// The draw when every id is a candidate and nothing is cut (no `top_k`, `top_p`
+    /// 1: the OpenAI API's defaults): no ranks are needed, so the weights are walked in
+    /// id order, one pass over the row (the same distribution as a walk in rank order).
+    fn draw_in_id_order(&mut self, logits: &[f32], inv_t: f64) -> u32 {
+        // weights in f32 (each within f32's precision of its value; an f64 exp of
+        // every id costs several times more), summed in f64
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let inv_t = inv_t as f32;
+        let weights: Vec<f32> = logits.iter().map(|&x| ((x - max) * inv_t).exp()).collect();
+        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+        let mut r = self.rng.random::<f64>() * total;
+        let mut last = argmax(logits);
+        for (i, &w) in weights.iter().enumerate() {
+            let w = w as f64;
+            if w > 0.0 {
+                if r < w {
+                    return i as u32;
+                }
+                r -= w;
+                last = i as u32;
+            }
+        }
+        // rounding left r at or past the last weight
+        last
     }
 }
 
@@ -245,6 +277,19 @@ mod tests {
         } else {
             (0..n).map(|i| w(i) / total).sum::<f64>()
         };
+        if k == n && p.top_p >= 1.0 {
+            // no filter: the draw walks the weights (f32) in id order
+            let max = logits[idx[0]];
+            let w32 = |i: usize| ((logits[i] - max) * inv_t as f32).exp() as f64;
+            let mut r = rng.random::<f64>() * (0..n).map(w32).sum::<f64>();
+            for i in 0..n {
+                if r < w32(i) {
+                    return i as u32;
+                }
+                r -= w32(i);
+            }
+            return (0..n).rev().find(|&i| w32(i) > 0.0).unwrap_or(0) as u32;
+        }
         let mut r = rng.random::<f64>() * kept;
         for (q, &i) in probs.iter().zip(&idx) {
             if r < *q {
@@ -289,6 +334,47 @@ mod tests {
                         "{p:?} draw {draw}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_with_and_without_filters() {
+        // frequencies of 40,000 draws against softmax(logits / T) (renormalized over
+        // what top_k keeps): the id-order walk (no filter) and the rank-order walk
+        let logits = [0.5f32, 2.0, -1.0, 1.5, 2.0, 0.0];
+        for (top_k, temperature) in [(0, 1.0f32), (0, 0.6), (3, 1.0)] {
+            let mut order: Vec<usize> = (0..6).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            let kept = if top_k == 0 { 6 } else { top_k };
+            let w: Vec<f64> = (0..6)
+                .map(|i| {
+                    if order[..kept].contains(&i) {
+                        ((logits[i] / temperature) as f64).exp()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let z: f64 = w.iter().sum();
+            let mut s = Sampler::new(SamplingParams {
+                temperature,
+                top_k,
+                top_p: 1.0,
+                seed: 5,
+            });
+            let draws = 40_000;
+            let mut count = [0usize; 6];
+            for _ in 0..draws {
+                count[s.sample(&logits) as usize] += 1;
+            }
+            for i in 0..6 {
+                let f = count[i] as f64 / draws as f64;
+                assert!(
+                    (f - w[i] / z).abs() < 0.01,
+                    "top_k {top_k} T {temperature}: id {i} drawn {f}, probability {}",
+                    w[i] / z
+                );
             }
         }
     }

@@ -79,7 +79,10 @@ mod tests {
         assert_eq!(bits_differ(&[1.0, 2.0, f32::NAN], &[1.0, 2.0, f32::NAN]), 0);
         // equal as numbers, not in their bits; one ulp apart; a missing value
         assert_eq!(bits_differ(&[0.0, 1.0], &[-0.0, 1.0]), 1);
-        assert_eq!(bits_differ(&[1.0], &[f32::from_bits(1.0f32.to_bits() + 1)]), 1);
+        assert_eq!(
+            bits_differ(&[1.0], &[f32::from_bits(1.0f32.to_bits() + 1)]),
+            1
+        );
         assert_eq!(bits_differ(&[1.0, 2.0], &[1.0]), 1);
     }
 }
