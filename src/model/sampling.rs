@@ -40,99 +40,66 @@ impl Sampler {
         Sampler { params, rng }
     }
 
-    /// Pick the next token from `logits`: among the `top_k` most likely (all with
-    /// 0), the smallest set reaching `top_p` in rank order, drawn with probabilities
-    /// `softmax(logits / temperature)`. Ranks (larger logit first, ties to the lower
-    /// id) are sorted only as far as the draw walks ([`Ranked`]): a few hundred ids
-    /// for a peaked distribution, not the whole vocabulary; with neither filter the
-    /// draw needs no ranks and walks the ids in order.
+    /// Pick the next token from `logits`: among the `top_k` most likely (all with 0),
+    /// the smallest set reaching `top_p` in rank order (larger logit first, ties to the
+    /// lower id), drawn with probabilities `softmax(logits / temperature)` by a walk
+    /// over the kept ids in id order. Nothing is sorted whole: the `top_k` are
+    /// selected, and the nucleus is found by summing the weights of logit buckets from
+    /// the top, sorting only the bucket it ends in ([`nucleus`]).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature <= 0.0 || logits.is_empty() {
             return argmax(logits);
         }
         let n = logits.len();
-        let k = match self.params.top_k {
-            0 => n,
-            k => k.min(n),
-        };
-        let inv_t = 1.0 / self.params.temperature as f64;
-        if k == n && self.params.top_p >= 1.0 {
-            return self.draw_in_id_order(logits, inv_t);
+        // the candidates in id order: every id, or the top_k (their ids and logits)
+        let (ids, cand): (Option<Vec<u32>>, std::borrow::Cow<[f32]>) =
+            if self.params.top_k > 0 && self.params.top_k < n {
+                let mut ids: Vec<u32> = (0..n as u32).collect();
+                ids.select_nth_unstable_by(self.params.top_k - 1, |a, b| {
+                    logits[*b as usize]
+                        .total_cmp(&logits[*a as usize])
+                        .then(a.cmp(b))
+                });
+                ids.truncate(self.params.top_k);
+                ids.sort_unstable();
+                let cand = ids.iter().map(|&i| logits[i as usize]).collect();
+                (Some(ids), std::borrow::Cow::Owned(cand))
+            } else {
+                (None, std::borrow::Cow::Borrowed(logits))
+            };
+        // their weights in f32 (each within f32's precision; an f64 exp of every id
+        // costs several times more), sums in f64
+        let max = cand.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let inv_t = 1.0 / self.params.temperature;
+        let weights: Vec<f32> = cand.iter().map(|&x| ((x - max) * inv_t).exp()).collect();
+        let keep =
+            (self.params.top_p < 1.0).then(|| nucleus(&cand, &weights, self.params.top_p as f64));
+        let j = self.draw(&weights, keep.as_deref());
+        match (j, &ids) {
+            (Some(j), Some(ids)) => ids[j],
+            (Some(j), None) => j as u32,
+            (None, _) => argmax(logits),
         }
-        let mut ranked = Ranked::new(logits, k);
-        let max = logits[ranked.at(0)] as f64;
-        // every id's weight once when every id is a candidate
-        let all: Vec<f64> = if k < n {
-            Vec::new()
-        } else {
-            logits
-                .iter()
-                .map(|&x| ((x as f64 - max) * inv_t).exp())
-                .collect()
-        };
-        let weight = |i: usize| match all.get(i) {
-            Some(&w) => w,
-            None => ((logits[i] as f64 - max) * inv_t).exp(),
-        };
-        // the normalizer: over the k candidates in rank order, or over every id in id
-        // order (no sort needed)
-        let total: f64 = if k < n {
-            (0..k).map(|j| weight(ranked.at(j))).sum()
-        } else {
-            all.iter().sum()
-        };
-        let prob = |i: usize| weight(i) / total;
-        // the nucleus: the first ranks whose probabilities reach top_p
-        let (keep, kept) = if self.params.top_p < 1.0 {
-            let mut cum = 0.0;
-            let mut keep = k;
-            for j in 0..k {
-                cum += prob(ranked.at(j));
-                if cum >= self.params.top_p as f64 {
-                    keep = j + 1;
-                    break;
-                }
-            }
-            (keep, (0..keep).map(|j| prob(ranked.at(j))).sum::<f64>())
-        } else if k < n {
-            (k, (0..k).map(|j| prob(ranked.at(j))).sum::<f64>())
-        } else {
-            (n, (0..n).map(prob).sum::<f64>())
-        };
-        let mut r = self.rng.random::<f64>() * kept;
-        for j in 0..keep {
-            let i = ranked.at(j);
-            let p = prob(i);
-            if r < p {
-                return i as u32;
-            }
-            r -= p;
-        }
-        ranked.at(keep - 1) as u32
     }
-}
 
-impl Sampler {
-    /// The draw when every id is a candidate and nothing is cut (no `top_k`, `top_p`
-    /// 1: the OpenAI API's defaults): no ranks are needed, so the weights are walked in
-    /// id order, one pass over the row (the same distribution as a walk in rank order).
-    fn draw_in_id_order(&mut self, logits: &[f32], inv_t: f64) -> u32 {
-        // weights in f32 (each within f32's precision of its value; an f64 exp of
-        // every id costs several times more), summed in f64
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let inv_t = inv_t as f32;
-        let weights: Vec<f32> = logits.iter().map(|&x| ((x - max) * inv_t).exp()).collect();
-        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+    /// Draw a candidate (its index, walking them in id order; those `keep` marks, or
+    /// all) with probability proportional to its weight; None if every weight is 0.
+    fn draw(&mut self, weights: &[f32], keep: Option<&[bool]>) -> Option<usize> {
+        let kept = |j: usize| keep.is_none_or(|k| k[j]);
+        let total: f64 = (0..weights.len())
+            .filter(|&j| kept(j))
+            .map(|j| weights[j] as f64)
+            .sum();
         let mut r = self.rng.random::<f64>() * total;
-        let mut last = argmax(logits);
-        for (i, &w) in weights.iter().enumerate() {
+        let mut last = None;
+        for (j, &w) in weights.iter().enumerate() {
             let w = w as f64;
-            if w > 0.0 {
+            if w > 0.0 && kept(j) {
                 if r < w {
-                    return i as u32;
+                    return Some(j);
                 }
                 r -= w;
-                last = i as u32;
+                last = Some(j);
             }
         }
         // rounding left r at or past the last weight
@@ -140,51 +107,78 @@ impl Sampler {
     }
 }
 
-/// The `k` highest-ranked ids of `logits` (larger logit first, ties to the lower id),
-/// sorted lazily: [`Ranked::at`] sorts blocks of growing size as ranks are asked for
-/// (select the block's members, then sort only them), so the order of the first ranks
-/// costs O(V) rather than a sort of every id.
-struct Ranked<'a> {
-    logits: &'a [f32],
-    /// ids; the first `sorted` in rank order, the rest below them and unordered
-    idx: Vec<usize>,
-    sorted: usize,
-}
+/// Logit buckets [`nucleus`] sums the weights of.
+const BUCKETS: usize = 2048;
 
-impl<'a> Ranked<'a> {
-    fn new(logits: &'a [f32], k: usize) -> Self {
-        let mut r = Ranked {
-            logits,
-            idx: (0..logits.len()).collect(),
-            sorted: 0,
-        };
-        if k < r.idx.len() {
-            let by_rank = r.by_rank();
-            r.idx.select_nth_unstable_by(k - 1, by_rank);
-            r.idx.truncate(k);
+/// Which candidates (their `logits` and `weights`, in id order) form the nucleus: the
+/// first in rank order (larger logit first, ties to the lower id) whose weights reach
+/// `top_p` of the total. The candidates are spread over [`BUCKETS`] buckets of equal
+/// logit width (rank order is bucket order, and within a bucket logit order); bucket
+/// sums are added from the top until the next would reach the target, and only the
+/// bucket where it is reached is sorted and walked one by one. The total and the bucket
+/// sums are f64, each in id order.
+fn nucleus(logits: &[f32], weights: &[f32], top_p: f64) -> Vec<bool> {
+    let total: f64 = weights.iter().map(|&w| w as f64).sum();
+    let target = top_p * total;
+    let (lo, hi) = logits
+        .iter()
+        .cloned()
+        .filter(|x| x.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+    let scale = if hi > lo {
+        (BUCKETS - 1) as f32 / (hi - lo)
+    } else {
+        0.0
+    };
+    // bucket of each id, highest BUCKETS - 1 (a float-to-int cast saturates, NaN to 0:
+    // non-finite logits land at either end), and each bucket's weight
+    let mut sums = vec![0.0f64; BUCKETS];
+    let of: Vec<u16> = logits
+        .iter()
+        .zip(weights)
+        .map(|(&x, &w)| {
+            let b = (((x - lo) * scale) as usize).min(BUCKETS - 1);
+            sums[b] += w as f64;
+            b as u16
+        })
+        .collect();
+    let mut cum = 0.0;
+    let mut edge = None;
+    for b in (0..BUCKETS).rev() {
+        if cum + sums[b] >= target {
+            edge = Some(b);
+            break;
         }
-        r
+        cum += sums[b];
     }
-
-    fn by_rank(&self) -> impl Fn(&usize, &usize) -> std::cmp::Ordering + 'a {
-        let l = self.logits;
-        move |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]).then(a.cmp(b))
-    }
-
-    /// The id at rank `j` (< k).
-    fn at(&mut self, j: usize) -> usize {
-        while j >= self.sorted {
-            let by_rank = self.by_rank();
-            let rest = &mut self.idx[self.sorted..];
-            let block = (3 * self.sorted).max(64).min(rest.len());
-            if block < rest.len() {
-                rest.select_nth_unstable_by(block - 1, &by_rank);
+    // (rounding can leave the bucket sums short of a target next to the total: all in)
+    let Some(edge) = edge else {
+        return vec![true; logits.len()];
+    };
+    // the edge bucket's ids in rank order, until the target is reached
+    let edge = edge as u16;
+    let mut members = Vec::new();
+    let mut keep: Vec<bool> = of
+        .iter()
+        .enumerate()
+        .map(|(j, &b)| {
+            if b == edge {
+                members.push(j);
             }
-            rest[..block].sort_by(&by_rank);
-            self.sorted += block;
+            b > edge
+        })
+        .collect();
+    members.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    for j in members {
+        keep[j] = true;
+        cum += weights[j] as f64;
+        if cum >= target {
+            break;
         }
-        self.idx[j]
     }
+    keep
 }
 
 /// A token's log-probability under the model (log-softmax of the raw logits, before
@@ -244,60 +238,45 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-6);
     }
 
-    /// The sampler spelled with a full sort of every id by rank (the normalizer and the
-    /// nucleus summed in the same orders as [`Sampler::sample`]).
+    /// The sampler spelled with a full sort of every id by rank: the `top_k` first
+    /// ranks, the nucleus by a cumulative sum in rank order, then the same draw (weights
+    /// in f32, sums in f64, a walk over the kept ids in id order).
     fn sample_by_full_sort(p: &SamplingParams, rng: &mut ChaCha8Rng, logits: &[f32]) -> u32 {
         let n = logits.len();
         let k = if p.top_k == 0 { n } else { p.top_k.min(n) };
         let mut idx: Vec<usize> = (0..n).collect();
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         idx.truncate(k);
-        let (max, inv_t) = (logits[idx[0]] as f64, 1.0 / p.temperature as f64);
-        let w = |i: usize| ((logits[i] as f64 - max) * inv_t).exp();
-        let total: f64 = if k < n {
-            idx.iter().map(|&i| w(i)).sum()
-        } else {
-            (0..n).map(w).sum()
-        };
-        let mut probs: Vec<f64> = idx.iter().map(|&i| w(i) / total).collect();
-        let kept = if p.top_p < 1.0 {
+        let (max, inv_t) = (logits[idx[0]], 1.0 / p.temperature);
+        let w = |i: usize| ((logits[i] - max) * inv_t).exp() as f64;
+        let mut by_id = idx.clone();
+        by_id.sort_unstable();
+        let total: f64 = by_id.iter().map(|&i| w(i)).sum();
+        if p.top_p < 1.0 {
             let mut cum = 0.0;
-            let keep = probs
+            let keep = idx
                 .iter()
-                .position(|q| {
-                    cum += q;
-                    cum >= p.top_p as f64
+                .position(|&i| {
+                    cum += w(i);
+                    cum >= p.top_p as f64 * total
                 })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
+                .map_or(idx.len(), |j| j + 1);
             idx.truncate(keep);
-            probs.iter().sum::<f64>()
-        } else if k < n {
-            probs.iter().sum::<f64>()
-        } else {
-            (0..n).map(|i| w(i) / total).sum::<f64>()
-        };
-        if k == n && p.top_p >= 1.0 {
-            // no filter: the draw walks the weights (f32) in id order
-            let max = logits[idx[0]];
-            let w32 = |i: usize| ((logits[i] - max) * inv_t as f32).exp() as f64;
-            let mut r = rng.random::<f64>() * (0..n).map(w32).sum::<f64>();
-            for i in 0..n {
-                if r < w32(i) {
+            by_id = idx.clone();
+            by_id.sort_unstable();
+        }
+        let mut r = rng.random::<f64>() * by_id.iter().map(|&i| w(i)).sum::<f64>();
+        let mut last = 0;
+        for &i in &by_id {
+            if w(i) > 0.0 {
+                if r < w(i) {
                     return i as u32;
                 }
-                r -= w32(i);
+                r -= w(i);
+                last = i;
             }
-            return (0..n).rev().find(|&i| w32(i) > 0.0).unwrap_or(0) as u32;
         }
-        let mut r = rng.random::<f64>() * kept;
-        for (q, &i) in probs.iter().zip(&idx) {
-            if r < *q {
-                return i as u32;
-            }
-            r -= q;
-        }
-        idx[probs.len() - 1] as u32
+        last as u32
     }
 
     #[test]
@@ -375,6 +354,55 @@ mod tests {
                     "top_k {top_k} T {temperature}: id {i} drawn {f}, probability {}",
                     w[i] / z
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_nucleus_is_the_first_ranks_reaching_top_p() {
+        // nucleus() (bucket sums, one bucket sorted) against a cumulative sum over a full
+        // sort by rank: rows with ties, a wide range, -inf, one value only
+        let mut rows: Vec<Vec<f32>> = vec![
+            (0..5000)
+                .map(|i| ((i as u32).wrapping_mul(2654435761) >> 9) as f32 * 1e-5)
+                .collect(),
+            (0..3000).map(|i| ((i * 37) % 17) as f32 * 0.4).collect(),
+            (0..2000)
+                .map(|i| ((i as u32).wrapping_mul(40503) % 997) as f32 * 0.05 - 20.0)
+                .collect(),
+            vec![1.5; 300],
+        ];
+        rows[2][7] = f32::NEG_INFINITY;
+        rows[2][1999] = 40.0;
+        for logits in &rows {
+            let ids: Vec<u32> = (0..logits.len() as u32).collect();
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+            let total: f64 = weights.iter().map(|&w| w as f64).sum();
+            let mut order = ids.clone();
+            order.sort_by(|&a, &b| {
+                logits[b as usize]
+                    .total_cmp(&logits[a as usize])
+                    .then(a.cmp(&b))
+            });
+            for top_p in [1e-6, 0.1, 0.5, 0.9, 0.95, 0.999] {
+                let mut want = vec![false; ids.len()];
+                let mut cum = 0.0;
+                for &i in &order {
+                    want[i as usize] = true;
+                    cum += weights[i as usize] as f64;
+                    if cum >= top_p * total {
+                        break;
+                    }
+                }
+                let got = nucleus(logits, &weights, top_p);
+                assert_eq!(
+                    got.iter().filter(|&&k| k).count(),
+                    want.iter().filter(|&&k| k).count(),
+                    "{} ids, top_p {top_p}",
+                    logits.len()
+                );
+                assert_eq!(got, want, "{} ids, top_p {top_p}", logits.len());
             }
         }
     }
