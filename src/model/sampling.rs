@@ -192,20 +192,18 @@ pub struct TokenLogprob {
 
 /// [`TokenLogprob`] of `token` under `logits`, with `alternatives` alternatives.
 pub fn token_logprob(logits: &[f32], token: u32, alternatives: usize) -> TokenLogprob {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let log_sum = logits
-        .iter()
-        .map(|&x| (x as f64 - max).exp())
-        .sum::<f64>()
-        .ln();
+    use crate::model::forward::{exp_sum, top_k_ids};
+    // one log-sum-exp for the token and its alternatives
+    let (max, sum) = exp_sum(logits);
+    let log_sum = sum.ln();
     let lp = |i: usize| (logits[i] as f64 - max - log_sum) as f32;
     TokenLogprob {
         logprob: logits
             .get(token as usize)
             .map_or(f32::NEG_INFINITY, |_| lp(token as usize)),
-        top: crate::model::forward::top_k_softmax(logits, alternatives)
+        top: top_k_ids(logits, alternatives)
             .into_iter()
-            .map(|t| (t.token_id, lp(t.token_id as usize)))
+            .map(|i| (i as u32, lp(i)))
             .collect(),
     }
 }
@@ -405,6 +403,19 @@ mod tests {
                 assert_eq!(got, want, "{} ids, top_p {top_p}", logits.len());
             }
         }
+    }
+
+    #[test]
+    fn top_ids_rank_ties_to_the_lower_id_and_the_sum_is_a_softmax_normalizer() {
+        use crate::model::forward::{exp_sum, top_k_ids};
+        let logits = [1.0f32, 3.0, 3.0, 2.0, f32::NEG_INFINITY];
+        assert_eq!(top_k_ids(&logits, 3), vec![1, 2, 3]);
+        assert_eq!(top_k_ids(&logits, 9), vec![1, 2, 3, 0, 4]);
+        assert!(top_k_ids(&logits, 0).is_empty());
+        let (max, sum) = exp_sum(&logits);
+        assert_eq!(max, 3.0);
+        let want: f64 = logits.iter().map(|&x| (x as f64 - 3.0).exp()).sum();
+        assert!((sum - want).abs() < 1e-6 * want, "{sum} vs {want}");
     }
 
     #[test]
