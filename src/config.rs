@@ -339,15 +339,12 @@ impl ModelConfig {
         }
         // the split tiled matmuls' scratch (GPU kernels; counted on every adapter)
         let split_rows = n(crate::kernels::matmul::SPLIT_MAX_ROWS).min(t);
-        act += [(3 * c, c), (c, c), (h, c), (c, h)]
-            .iter()
-            .map(|&(o, i)| {
-                let wide = |x: u128| usize::try_from(x).unwrap_or(usize::MAX).min(usize::MAX / 4);
-                let slices = crate::kernels::matmul::k_slices(wide(o), wide(i)).1;
-                n(slices) * split_rows * o
-            })
-            .max()
-            .unwrap_or(0);
+        act += split_rows
+            * crate::kernels::matmul::split_row_floats(
+                self.n_embed,
+                self.n_embed.saturating_mul(self.ffn_hidden_multiplier),
+                !self.use_moe,
+            );
         let activations = act * 4;
         MemoryEstimate {
             weights,

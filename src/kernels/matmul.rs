@@ -43,7 +43,8 @@ pub const SPLIT_MAX_ROWS: usize = 256;
 /// Workgroups a split aims at for one 64-row tile of out.
 const SPLIT_TARGET: usize = 256;
 
-/// Whether `variant` walks K in slices that it can split across workgroups.
+/// Whether `variant` is one of the 64 × 64 tile kernels, which walk K in slices that
+/// they can split across workgroups.
 pub fn splits_k(variant: &str) -> bool {
     matches!(variant, "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop")
 }
@@ -77,6 +78,22 @@ pub fn variant_slices(variant: &str, n: usize, k: usize) -> (usize, usize) {
 /// variant).
 pub fn split_floats(n: usize, k: usize, rows: usize) -> usize {
     k_slices(n, k).1 * rows * n
+}
+
+/// Floats a row of a split step needs in the scratch the blocks' linears share (width
+/// `c`, MLP hidden `h`; the MLP's linears only when dense: MoE experts have their own
+/// kernel). In u128, for the memory estimate of any config.
+pub fn split_row_floats(c: usize, h: usize, dense_mlp: bool) -> u128 {
+    let mut shapes = vec![(3 * c as u128, c as u128), (c as u128, c as u128)];
+    if dense_mlp {
+        shapes.extend([(h as u128, c as u128), (c as u128, h as u128)]);
+    }
+    let fit = |x: u128| usize::try_from(x).unwrap_or(usize::MAX).min(usize::MAX / 4);
+    shapes
+        .iter()
+        .map(|&(n, k)| k_slices(fit(n), fit(k)).1 as u128 * n)
+        .max()
+        .unwrap_or(1)
 }
 
 /// A matmul's dispatches: the kernel, and for the tiled kernels the sum of a split-K
@@ -227,15 +244,14 @@ pub fn encode_matmul(
         split: u32::from(sum.is_some()),
         _pad: 0,
     };
-    let (gx, gy) = match op.op.name {
+    let (gx, gy) = if splits_k(op.op.name) {
         // 64 × 64 tiles of out
-        "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop" => {
-            (n.div_ceil(64) as u32, m.div_ceil(64) as u32)
-        }
-        _ => (
+        (n.div_ceil(64) as u32, m.div_ceil(64) as u32)
+    } else {
+        (
             (n / 4).div_ceil(WORKGROUP as usize) as u32,
             m.div_ceil(tile_rows(op.op.name)) as u32,
-        ),
+        )
     };
     let gz = if sum.is_some() { slices as u32 } else { 1 };
     op.op.encode(queue, pass, pipelines, &p, (gx, gy, gz));

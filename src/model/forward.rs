@@ -1121,14 +1121,24 @@ pub fn exp_sum(logits: &[f32]) -> (f64, f64) {
 /// The ids of the `k` largest logits, largest first, ties to the lower id (selected,
 /// then only those sorted).
 pub fn top_k_ids(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut idx = top_k_unordered(logits, k);
+    idx.sort_by(|a, b| by_rank(logits, *a, *b));
+    idx
+}
+
+/// The ids of the `k` largest logits (ties to the lower id), in no particular order.
+pub fn top_k_unordered(logits: &[f32], k: usize) -> Vec<usize> {
     let k = k.min(logits.len());
     if k == 0 {
         return Vec::new();
     }
     let mut idx: Vec<usize> = (0..logits.len()).collect();
-    let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
-    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.select_nth_unstable_by(k - 1, |a, b| by_rank(logits, *a, *b));
     idx.truncate(k);
-    idx.sort_by(cmp);
     idx
+}
+
+/// Rank order of ids `a` and `b`: the larger logit first, ties to the lower id.
+pub fn by_rank(logits: &[f32], a: usize, b: usize) -> std::cmp::Ordering {
+    logits[b].total_cmp(&logits[a]).then(a.cmp(&b))
 }

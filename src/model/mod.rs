@@ -284,17 +284,13 @@ fn split_scratch(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> (usize,
     if !matmul::splits_k(lin) {
         return (0, 4);
     }
-    let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
-    // (n, k) of the blocks' linears on the tiled kernels (MoE experts have their own)
-    let mut shapes = vec![(3 * c, c), (c, c)];
-    if !cfg.use_moe {
-        shapes.extend([(h, c), (c, h)]);
-    }
-    let per_row = shapes
-        .iter()
-        .map(|&(n, k)| matmul::split_floats(n, k, 1))
-        .max()
-        .unwrap_or(1);
+    let per_row = usize::try_from(matmul::split_row_floats(
+        cfg.n_embed,
+        cfg.ffn_hidden(),
+        !cfg.use_moe,
+    ))
+    .unwrap_or(usize::MAX / 4)
+    .max(1);
     let fits = (ctx.max_binding_bytes() / (per_row as u64 * 4)) as usize;
     let rows = matmul::SPLIT_MAX_ROWS.min(cfg.context_size).min(fits);
     (rows, (rows * per_row).max(4))

@@ -4,6 +4,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::model::forward::{by_rank, exp_sum, top_k_ids, top_k_unordered};
+
 /// How to pick the next token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -52,17 +54,11 @@ impl Sampler {
         }
         let n = logits.len();
         // the candidates in id order: every id, or the top_k (their ids and logits)
-        let (ids, cand): (Option<Vec<u32>>, std::borrow::Cow<[f32]>) =
+        let (ids, cand): (Option<Vec<usize>>, std::borrow::Cow<[f32]>) =
             if self.params.top_k > 0 && self.params.top_k < n {
-                let mut ids: Vec<u32> = (0..n as u32).collect();
-                ids.select_nth_unstable_by(self.params.top_k - 1, |a, b| {
-                    logits[*b as usize]
-                        .total_cmp(&logits[*a as usize])
-                        .then(a.cmp(b))
-                });
-                ids.truncate(self.params.top_k);
+                let mut ids = top_k_unordered(logits, self.params.top_k);
                 ids.sort_unstable();
-                let cand = ids.iter().map(|&i| logits[i as usize]).collect();
+                let cand = ids.iter().map(|&i| logits[i]).collect();
                 (Some(ids), std::borrow::Cow::Owned(cand))
             } else {
                 (None, std::borrow::Cow::Borrowed(logits))
@@ -76,7 +72,7 @@ impl Sampler {
             (self.params.top_p < 1.0).then(|| nucleus(&cand, &weights, self.params.top_p as f64));
         let j = self.draw(&weights, keep.as_deref());
         match (j, &ids) {
-            (Some(j), Some(ids)) => ids[j],
+            (Some(j), Some(ids)) => ids[j] as u32,
             (Some(j), None) => j as u32,
             (None, _) => argmax(logits),
         }
@@ -170,7 +166,7 @@ fn nucleus(logits: &[f32], weights: &[f32], top_p: f64) -> Vec<bool> {
             b > edge
         })
         .collect();
-    members.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    members.sort_unstable_by(|&a, &b| by_rank(logits, a, b));
     for j in members {
         keep[j] = true;
         cum += weights[j] as f64;
@@ -192,7 +188,6 @@ pub struct TokenLogprob {
 
 /// [`TokenLogprob`] of `token` under `logits`, with `alternatives` alternatives.
 pub fn token_logprob(logits: &[f32], token: u32, alternatives: usize) -> TokenLogprob {
-    use crate::model::forward::{exp_sum, top_k_ids};
     // one log-sum-exp for the token and its alternatives
     let (max, sum) = exp_sum(logits);
     let log_sum = sum.ln();
@@ -407,7 +402,6 @@ mod tests {
 
     #[test]
     fn top_ids_rank_ties_to_the_lower_id_and_the_sum_is_a_softmax_normalizer() {
-        use crate::model::forward::{exp_sum, top_k_ids};
         let logits = [1.0f32, 3.0, 3.0, 2.0, f32::NEG_INFINITY];
         assert_eq!(top_k_ids(&logits, 3), vec![1, 2, 3]);
         assert_eq!(top_k_ids(&logits, 9), vec![1, 2, 3, 0, 4]);
