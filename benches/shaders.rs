@@ -669,6 +669,82 @@ impl Bench {
         }
     }
 
+    /// Decode attention over the paged KV pool: `rows` generations (pages of 16
+    /// positions, interleaved in the pool as a batch leaves them), each one query at
+    /// position `pos` over its own keys; every variant checked against the reference
+    /// when `pos` is short enough for it.
+    fn decode_attention(&mut self, rows: usize, pos: usize, c: usize, nh: usize) {
+        const PAGE: usize = 16;
+        let len = pos + 1;
+        let pages = len.div_ceil(PAGE);
+        let (mut k_pool, mut v_pool) = (
+            vec![0.0; rows * pages * PAGE * c],
+            vec![0.0; rows * pages * PAGE * c],
+        );
+        let (mut q, mut want, mut tables, mut row_of) = (vec![], vec![], vec![], vec![]);
+        for r in 0..rows {
+            let qkv = rand_vec(len * 3 * c, 40 + r as u64);
+            // generation r has pages r, r + rows, r + 2 rows, ...
+            let table: Vec<u32> = (0..pages).map(|i| (i * rows + r) as u32).collect();
+            let slots: Vec<u32> = (0..len)
+                .map(|j| table[j / PAGE] * PAGE as u32 + (j % PAGE) as u32)
+                .collect();
+            reference::kv_store::kv_store(&qkv, &mut k_pool, &mut v_pool, c, &slots);
+            q.extend_from_slice(&qkv[pos * 3 * c..]);
+            if len <= 128 {
+                want.extend_from_slice(&reference::attention::attention(&qkv, c, nh).0[pos * c..]);
+            }
+            row_of.push([tables.len() as u32, pos as u32]);
+            tables.extend(table);
+        }
+        let flops = 4.0 * (rows * len * c) as f64;
+        let bufs = [
+            buffers::upload(&self.ctx, "q", &q),
+            buffers::upload(&self.ctx, "k_pool", &k_pool),
+            buffers::upload(&self.ctx, "v_pool", &v_pool),
+            buffers::storage(&self.ctx, "out", rows * c),
+            buffers::upload(&self.ctx, "rows", bytemuck::cast_slice(&row_of)),
+            buffers::upload(&self.ctx, "tables", bytemuck::cast_slice(&tables)),
+            buffers::storage(&self.ctx, "unused", 4),
+        ];
+        let [qb, kb, vb, ob, rb, tb, none] = &bufs;
+        for variant in self.variants("attention_paged") {
+            if !want.is_empty() {
+                let got = attention::run_attention_paged(
+                    &self.ctx, &self.pl, variant, &q, &k_pool, &v_pool, &row_of, &tables, PAGE, c,
+                    nh, None,
+                )
+                .unwrap();
+                self.check(variant, &got, &want);
+            }
+            let op = attention::attention_paged_op(
+                &self.ctx, &self.pl, variant, qb, kb, vb, ob, rb, tb, none, none,
+            );
+            let gpu = self.time_gpu(&|pass| {
+                attention::encode_attention_paged(
+                    &self.ctx.queue,
+                    pass,
+                    &self.pl,
+                    &op,
+                    rows,
+                    c,
+                    nh,
+                    PAGE,
+                    0,
+                )
+            });
+            self.report(
+                variant,
+                format!("{rows} rows at {pos} C={c} NH={nh}"),
+                gpu,
+                flops,
+                "GFLOP/s",
+                None,
+                "",
+            );
+        }
+    }
+
     /// Block-sparse attention (blocks of 32, local window 4, 1 global block) next to
     /// dense causal attention on the same input, in the same run.
     fn sparse_attention(&mut self, t: usize, c: usize, nh: usize) {
@@ -1141,6 +1217,13 @@ fn main() {
     if b.wants("attention") {
         for &t in ts {
             b.attention(t, c, nh);
+        }
+    }
+    if b.wants("attention_paged") {
+        for rows in [1, BATCH / 2, BATCH] {
+            for pos in [64, 512] {
+                b.decode_attention(rows, pos, c, nh);
+            }
         }
     }
     if b.wants("sparse_attention") {

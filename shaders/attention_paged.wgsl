@@ -7,9 +7,8 @@
 // one (a prefill chunk: consecutive positions, one table); each row is computed alone,
 // by the same code, so its numbers do not depend on the rows around it.
 //   out[t, h] = Σ_{j ≤ pos_t} softmax_j(q_t · k_j / sqrt(HS)) v_j
-// With p.block > 0 the block-sparse layout restricts the keys: query block
-// qb = pos_t / block visits the key blocks listed in cols[row_offsets[qb] ..
-// row_offsets[qb + 1]], keys after the query masked, as in sparse_attention.wgsl.
+// With p.block > 0 the block-sparse layout restricts the keys to the blocks listed for
+// the query's block, keys after the query masked (prelude `paged_walk`).
 // One invocation per (row, head); online softmax in f32 (prelude `attention`).
 
 override WG: u32 = 64u;
@@ -41,20 +40,11 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
     }
     let table = rows[t].x;
     let qpos = rows[t].y;
-    let sparse = p.block > 0u;
-    let qb = select(0u, qpos / max(p.block, 1u), sparse);
-    // dense: one range of keys 0 ..= qpos; sparse: one range per listed key block
-    let first = select(0u, row_offsets[qb], sparse);
-    let ranges = select(1u, row_offsets[qb + 1u] - first, sparse);
+    let keys = walk_of(qpos);
     var sm = online_start();
-    for (var r = 0u; r < ranges; r++) {
-        var j0 = 0u;
-        var j1 = qpos + 1u;
-        if (sparse) {
-            j0 = cols[first + r] * p.block;
-            j1 = min(j0 + p.block, qpos + 1u);
-        }
-        for (var j = j0; j < j1; j++) {
+    for (var i = 0u; i < keys.len; i++) {
+        let j = walk_key(keys, i);
+        if (j <= qpos) {
             let ko = kv_row(table, j) * p.c4 + h * hs4;
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {

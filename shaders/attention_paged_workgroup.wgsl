@@ -11,8 +11,7 @@
 //      (consecutive lanes read consecutive floats of a value row).
 // Across chunks the softmax is online (running max m and normaliser l), in f32.
 // Block-sparse (p.block > 0): the walk visits the listed key blocks of the query's
-// block; key i of the walk is at block cols[first + i / block], keys after the query
-// masked, as in attention_paged.wgsl.
+// block (prelude `paged_walk`), keys after the query masked.
 // A row's numbers depend only on its own keys: the same in any batch.
 
 override WG: u32 = 64u;
@@ -35,14 +34,6 @@ var<workgroup> walk: u32;
 
 const MASKED: f32 = -3.0e38;
 
-// Key of step i of the walk (see the header).
-fn walk_key(i: u32, first: u32) -> u32 {
-    if (p.block == 0u) {
-        return i;
-    }
-    return cols[first + i / p.block] * p.block + i % p.block;
-}
-
 @compute @workgroup_size(WG)
 fn attention_paged_workgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -54,11 +45,9 @@ fn attention_paged_workgroup(
     let hs = hs4 * 4u;
     let table = rows[t].x;
     let qpos = rows[t].y;
-    let sparse = p.block > 0u;
-    let qb = select(0u, qpos / max(p.block, 1u), sparse);
-    let first = select(0u, row_offsets[qb], sparse);
+    let keys = walk_of(qpos); // prelude `paged_walk`
     if (lid == 0u) {
-        walk = select(qpos + 1u, (row_offsets[qb + 1u] - first) * p.block, sparse);
+        walk = keys.len;
     }
     let qo = t * 3u * p.c4 + h * hs4;
     for (var d = lid; d < hs4; d += WG) {
@@ -74,7 +63,7 @@ fn attention_paged_workgroup(
         // 1. scores
         var top = MASKED;
         for (var i = lid; i < len; i += WG) {
-            let j = walk_key(c0 + i, first);
+            let j = walk_key(keys, c0 + i);
             var s = MASKED;
             if (j <= qpos) {
                 let ko = kv_row(table, j) * p.c4 + h * hs4;
@@ -108,7 +97,7 @@ fn attention_paged_workgroup(
             if (e == 0.0) {
                 continue;
             }
-            let vo = kv_row(table, walk_key(c0 + i, first)) * p.c4 * 4u + h * hs;
+            let vo = kv_row(table, walk_key(keys, c0 + i)) * p.c4 * 4u + h * hs;
             for (var a = 0u; a < 2u; a++) {
                 let d = lid + a * WG;
                 if (d < hs) {

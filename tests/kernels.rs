@@ -535,8 +535,7 @@ fn paged_attention_rows_of_different_sequences() {
         let lens = [1, 17, long, 5, 33];
         let case = paged_case(&lens, c, page, 31);
         for (sparse, variant) in [false, true].into_iter().flat_map(|s| {
-            g.pipelines
-                .variants("attention_paged")
+            attention_variants("attention_paged", c / nh)
                 .into_iter()
                 .map(move |v| (s, v))
         }) {
@@ -600,7 +599,14 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
         } else {
             reference::attention::attention(qs, c, nh)
         };
-        for variant in attention_variants(sparse, c / nh) {
+        for variant in attention_variants(
+            if sparse {
+                "sparse_attention"
+            } else {
+                "attention"
+            },
+            c / nh,
+        ) {
             for start in [16, 13] {
                 let sg = g.ctx.subgroup_max_size.max(1) as usize;
                 if variant == "sparse_attention_subgroup" && start % sg != 0 {
@@ -636,58 +642,49 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
 #[test]
 fn paged_attention_prefill_chunk_of_one_sequence() {
     // Rows 12..30 of one sequence (a prefill chunk after 12 cached positions) equal the
-    // same rows of attention over the whole sequence.
+    // same rows of attention over the whole sequence; heads of 32 and 64.
     let g = gpu();
-    let (c, nh, page, len) = (64, 2, 16, 30);
-    let case = paged_case(&[len], c, page, 77);
-    let qs = &case.qkv[0];
-    let rows: Vec<[u32; 2]> = (12..len as u32).map(|p| [0, p]).collect();
-    let (want, _) = reference::attention::attention(qs, c, nh);
-    for variant in g.pipelines.variants("attention_paged") {
-        let got = attention::run_attention_paged(
-            &g.ctx,
-            &g.pipelines,
-            variant,
-            &qs[12 * 3 * c..],
-            &case.k_pool,
-            &case.v_pool,
-            &rows,
-            &case.tables[0],
-            page,
-            c,
-            nh,
-            None,
-        )
-        .unwrap();
-        assert_close(
-            &format!("{variant} prefill chunk"),
-            &got,
-            &want[12 * c..],
-            1e-4,
-            1e-4,
-        );
+    for (c, nh, page, len) in [(64, 2, 16, 30), (128, 2, 8, 30)] {
+        let case = paged_case(&[len], c, page, 77);
+        let qs = &case.qkv[0];
+        let rows: Vec<[u32; 2]> = (12..len as u32).map(|p| [0, p]).collect();
+        let (want, _) = reference::attention::attention(qs, c, nh);
+        for variant in attention_variants("attention_paged", c / nh) {
+            let got = attention::run_attention_paged(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &qs[12 * 3 * c..],
+                &case.k_pool,
+                &case.v_pool,
+                &rows,
+                &case.tables[0],
+                page,
+                c,
+                nh,
+                None,
+            )
+            .unwrap();
+            assert_close(
+                &format!("{variant} prefill chunk, heads of {}", c / nh),
+                &got,
+                &want[12 * c..],
+                1e-4,
+                1e-4,
+            );
+        }
     }
 }
 
-/// The attention kernels compiled for this adapter that apply to head size `hs`
-/// (the subgroup variants only run head size 64).
-fn attention_variants(sparse: bool, hs: usize) -> Vec<&'static str> {
-    let g = gpu();
-    let (base, sub) = if sparse {
-        ("sparse_attention", "sparse_attention_subgroup")
-    } else {
-        ("attention", "attention_subgroup")
-    };
-    let mut v = vec![base];
-    if hs == 64 && g.pipelines.has(sub) {
-        v.push(sub);
-    }
-    v.push(if sparse {
-        "sparse_attention_tiled"
-    } else {
-        "attention_tiled"
-    });
-    v
+/// The kernels of attention op `op` compiled for this adapter that apply to head size
+/// `hs` (the subgroup variants only run head size 64), the portable one first.
+fn attention_variants(op: &str, hs: usize) -> Vec<&'static str> {
+    gpu()
+        .pipelines
+        .variants(op)
+        .into_iter()
+        .filter(|v| hs == 64 || !v.ends_with("_subgroup"))
+        .collect()
 }
 
 #[test]
@@ -706,7 +703,7 @@ fn attention_causal_with_entropy() {
     ] {
         let qkv = rand_vec(t * 3 * c, 18, 1.5);
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        for variant in attention_variants(false, c / nh) {
+        for variant in attention_variants("attention", c / nh) {
             let (out, ent) =
                 attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
             assert_close(
@@ -727,7 +724,7 @@ fn attention_causal_with_entropy() {
     }
     // head size 64 also runs the subgroup kernel where the adapter has subgroups
     assert!(
-        attention_variants(false, 64).contains(&"attention_subgroup")
+        attention_variants("attention", 64).contains(&"attention_subgroup")
             || !g.pipelines.has("attention_subgroup")
     );
 }
@@ -742,7 +739,7 @@ fn attention_is_causal() {
     for v in &mut changed[(t - 1) * 3 * c..] {
         *v += 1.0;
     }
-    for variant in attention_variants(false, 64) {
+    for variant in attention_variants("attention", 64) {
         let (a, _) = attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
         let (b, _) =
             attention::run_attention(&g.ctx, &g.pipelines, variant, &changed, c, nh).unwrap();
@@ -773,7 +770,7 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
         let want_ent_rows: Vec<f32> = (0..nh)
             .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
             .collect();
-        for variant in attention_variants(false, c / nh) {
+        for variant in attention_variants("attention", c / nh) {
             let (out, ent) = attention::run_attention_cached(
                 &g.ctx,
                 &g.pipelines,
@@ -817,7 +814,7 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
         let qkv = rand_vec(t * 3 * c, 25, 1.5);
         let layout = wgformer::model::sparse::BlockLayout::dense_causal(t.max(block), block);
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
-        for variant in attention_variants(true, c / nh) {
+        for variant in attention_variants("sparse_attention", c / nh) {
             if variant.ends_with("_subgroup") && block % g.ctx.subgroup_max_size as usize != 0 {
                 continue;
             }
@@ -864,7 +861,7 @@ fn sparse_attention_matches_masked_reference() {
         let (want_out, want_ent) =
             reference::attention::attention_masked(&qkv, c, nh, |i, j| layout.allows(i, j));
         let (dense, _) = reference::attention::attention(&qkv, c, nh);
-        for variant in attention_variants(true, c / nh) {
+        for variant in attention_variants("sparse_attention", c / nh) {
             if variant.ends_with("_subgroup")
                 && layout.block % g.ctx.subgroup_max_size as usize != 0
             {

@@ -191,6 +191,10 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "workgroup_reduce",
         include_str!("../../shaders/lib/workgroup_reduce.wgsl"),
     ),
+    (
+        "paged_walk",
+        include_str!("../../shaders/lib/paged_walk.wgsl"),
+    ),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -222,7 +226,9 @@ const F32_ONLY: &[&str] = &["weights_f32"];
 const F16_ONLY: &[&str] = &["weights_f16"];
 const ATTENTION: &[&str] = &["attention"];
 const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
-const ATTENTION_WG: &[&str] = &["attention", "workgroup_reduce"];
+// the paged (generation) attention kernels: which keys a row walks
+const ATTENTION_PAGED: &[&str] = &["attention", "paged_walk"];
+const ATTENTION_PAGED_WG: &[&str] = &["attention", "paged_walk", "workgroup_reduce"];
 const WORKGROUP_REDUCE: &[&str] = &["workgroup_reduce"];
 use KernelClass::{Hardware, Software};
 
@@ -369,13 +375,22 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .workgroup(Workgroup::Fixed(64)),
     Kernel::new("attention_paged", wgsl!("attention_paged"))
-        .with(ATTENTION)
+        .with(ATTENTION_PAGED)
         .class(Software),
+    Kernel::new(
+        "attention_paged_subgroup",
+        wgsl!("attention_paged_subgroup"),
+    )
+    .with(ATTENTION_PAGED)
+    .of("attention_paged")
+    .class(Software)
+    .subgroup()
+    .workgroup(Workgroup::Subgroup),
     Kernel::new(
         "attention_paged_workgroup",
         wgsl!("attention_paged_workgroup"),
     )
-    .with(ATTENTION_WG)
+    .with(ATTENTION_PAGED_WG)
     .of("attention_paged")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(64)),

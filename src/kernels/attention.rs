@@ -131,6 +131,23 @@ pub fn attention_variant(pipelines: &Pipelines, head_size: usize, hardware: bool
     }
 }
 
+/// The decode (paged) attention kernel for this device and head size: with hardware
+/// kernels the workgroup one; else the subgroup variant (head size 64) or the portable
+/// one.
+pub fn paged_attention_variant(
+    pipelines: &Pipelines,
+    head_size: usize,
+    hardware: bool,
+) -> &'static str {
+    if hardware {
+        "attention_paged_workgroup"
+    } else if head_size == 64 && pipelines.has("attention_paged_subgroup") {
+        "attention_paged_subgroup"
+    } else {
+        "attention_paged"
+    }
+}
+
 /// The block-sparse kernel for this device, head size and block size: with hardware
 /// kernels the tiled one; else the subgroup variant (blocks a multiple of the subgroup
 /// size) or the portable one.
@@ -357,9 +374,9 @@ pub fn encode_attention_paged(
     block: usize,
 ) {
     let p = AttentionParams::new(t, c, nh, KvLayout::paged(c, 0, page), block);
-    // the software kernel takes a row a lane, its hardware twin a row a workgroup
-    let per_workgroup =
-        crate::gpu::kernel(op.name).is_some_and(|k| k.class == crate::gpu::KernelClass::Hardware);
+    // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
+    // workgroup
+    let per_workgroup = crate::gpu::kernel(op.name).is_some_and(|k| k.name != k.op);
     let gx = if per_workgroup {
         t
     } else {

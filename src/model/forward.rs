@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext, Pipelines};
 use crate::kernels::attention::{
     attention_op, attention_paged_op, attention_variant, attention_weights_op, encode_attention,
-    encode_attention_paged, encode_attention_weights, sparse_attention_op, KvLayout,
+    encode_attention_paged, encode_attention_weights, paged_attention_variant, sparse_attention_op,
+    KvLayout,
 };
 use crate::kernels::embedding::{embedding_op, encode_embedding};
 use crate::kernels::kv_store::{encode_kv_store, kv_store_op};
@@ -115,11 +116,12 @@ pub(super) fn bind_ops(
     let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
     // kernels with a GPU-shaped twin: layer norm, the decode attention and the
     // matrix-vector products
-    let (ln, paged) = if hardware {
-        ("layer_norm_workgroup", "attention_paged_workgroup")
+    let ln = if hardware {
+        "layer_norm_workgroup"
     } else {
-        ("layer_norm", "attention_paged")
+        "layer_norm"
     };
+    let paged = paged_attention_variant(pl, hs, hardware);
     // kernels reading wte (embedding, LM head) and the blocks' linears: f32 weights,
     // or half floats (dtype float16)
     let (embed, lm_head, lm_head_rows, lin, moe_lin) = if half_weights {

@@ -1,0 +1,151 @@
+// Subgroup variant of attention_paged.wgsl for head size 64 on software adapters (same
+// bindings, params and results up to rounding): one subgroup per (row, head) instead
+// of one invocation, so a lone decode row fills the lanes that attention_paged leaves
+// idle (on lavapipe a storage load costs every lane of the SIMD vector, active or
+// not). The walk (prelude `paged_walk`) takes CHUNK = 8 keys a step:
+//   1. lane i < 8 takes key i of the chunk: its pool row (page table), and its score
+//      q · k over the whole head, q held by every lane in separate variables
+//      (llvmpipe keeps arrays indexed by a variable in memory);
+//   2. the chunk's max (subgroupMax) moves the running max m, lane i computes
+//      e_i = e^(s_i - m) and the normaliser grows by their subgroupAdd;
+//   3. lane s < 8 adds Σ_i e_i v_i over vec4s s and s + 8 of the head, e_i and the
+//      key's row taken with subgroupBroadcast.
+// Across chunks the softmax is online, in f32 (as attention_paged_workgroup). Each K
+// and V row is loaded once. Needs subgroups of at least 8 lanes (lanes past 8 idle);
+// the host runs one subgroup per workgroup (WG = the adapter's subgroup size). A row's
+// numbers depend only on its own keys: the same in any batch.
+
+override WG: u32 = 8u;
+const CHUNK: u32 = 8u;
+const MASKED: f32 = -3.0e38;
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
+@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(3) var<storage, read> v_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
+@group(0) @binding(5) var<storage, read> rows: array<vec2<u32>>;       // [T] (table, pos)
+@group(0) @binding(6) var<storage, read> tables: array<u32>;           // pages of each row's sequence
+@group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
+@group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
+
+@compute @workgroup_size(WG)
+fn attention_paged_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let t = wid.x; // one workgroup per query row: t < p.t
+    let h = wid.y;
+    let head = h * 16u;
+    let qo = t * 3u * p.c4 + head;
+    let q0 = qkv[qo + 0u] * p.scale;
+    let q1 = qkv[qo + 1u] * p.scale;
+    let q2 = qkv[qo + 2u] * p.scale;
+    let q3 = qkv[qo + 3u] * p.scale;
+    let q4 = qkv[qo + 4u] * p.scale;
+    let q5 = qkv[qo + 5u] * p.scale;
+    let q6 = qkv[qo + 6u] * p.scale;
+    let q7 = qkv[qo + 7u] * p.scale;
+    let q8 = qkv[qo + 8u] * p.scale;
+    let q9 = qkv[qo + 9u] * p.scale;
+    let q10 = qkv[qo + 10u] * p.scale;
+    let q11 = qkv[qo + 11u] * p.scale;
+    let q12 = qkv[qo + 12u] * p.scale;
+    let q13 = qkv[qo + 13u] * p.scale;
+    let q14 = qkv[qo + 14u] * p.scale;
+    let q15 = qkv[qo + 15u] * p.scale;
+    let ld = lane & 7u; // this lane's vec4s of the output: ld and ld + 8
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    let table = rows[t].x;
+    let qpos = rows[t].y;
+    let keys = walk_of(qpos);
+    var m = MASKED;
+    var l = 0.0;
+    for (var c0 = 0u; c0 < keys.len; c0 += CHUNK) {
+        // 1. lane i < CHUNK: key c0 + i (masked: past the walk, or after the query)
+        let i = c0 + min(lane, CHUNK - 1u);
+        let j = walk_key(keys, min(i, keys.len - 1u));
+        let live = lane < CHUNK && i < keys.len && j <= qpos;
+        let ko = kv_row(table, min(j, qpos)) * p.c4 + head;
+        var s4 = q0 * k_pool[ko];
+        s4 += q1 * k_pool[ko + 1u];
+        s4 += q2 * k_pool[ko + 2u];
+        s4 += q3 * k_pool[ko + 3u];
+        s4 += q4 * k_pool[ko + 4u];
+        s4 += q5 * k_pool[ko + 5u];
+        s4 += q6 * k_pool[ko + 6u];
+        s4 += q7 * k_pool[ko + 7u];
+        s4 += q8 * k_pool[ko + 8u];
+        s4 += q9 * k_pool[ko + 9u];
+        s4 += q10 * k_pool[ko + 10u];
+        s4 += q11 * k_pool[ko + 11u];
+        s4 += q12 * k_pool[ko + 12u];
+        s4 += q13 * k_pool[ko + 13u];
+        s4 += q14 * k_pool[ko + 14u];
+        s4 += q15 * k_pool[ko + 15u];
+        let s = select(MASKED, s4.x + s4.y + s4.z + s4.w, live);
+        // 2. weights
+        let m_new = max(m, subgroupMax(s));
+        let corr = exp(m - m_new);
+        let e = select(0.0, exp(s - m_new), live);
+        l = l * corr + subgroupAdd(e);
+        m = m_new;
+        a0 *= corr;
+        a1 *= corr;
+        // 3. values
+        {
+            let vo = subgroupBroadcast(ko, 0u) + ld;
+            let ei = subgroupBroadcast(e, 0u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 1u) + ld;
+            let ei = subgroupBroadcast(e, 1u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 2u) + ld;
+            let ei = subgroupBroadcast(e, 2u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 3u) + ld;
+            let ei = subgroupBroadcast(e, 3u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 4u) + ld;
+            let ei = subgroupBroadcast(e, 4u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 5u) + ld;
+            let ei = subgroupBroadcast(e, 5u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 6u) + ld;
+            let ei = subgroupBroadcast(e, 6u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+        {
+            let vo = subgroupBroadcast(ko, 7u) + ld;
+            let ei = subgroupBroadcast(e, 7u);
+            a0 += ei * v_pool[vo];
+            a1 += ei * v_pool[vo + 8u];
+        }
+    }
+    if (lane < 8u) {
+        let oo = t * p.c4 + head + ld;
+        out[oo] = a0 / l;
+        out[oo + 8u] = a1 / l;
+    }
+}

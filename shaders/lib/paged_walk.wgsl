@@ -1,0 +1,25 @@
+// The keys a row of the paged attention kernels walks (prelude of the kernels that
+// declare `row_offsets` and `cols`). Dense (p.block == 0): keys 0 ..= qpos. Block-sparse:
+// the key blocks listed for the query's block qb = qpos / block, cols[row_offsets[qb] ..
+// row_offsets[qb + 1]]; key i of the walk is in block cols[first + i / block], and keys
+// after the query (in the query's own block) are for the caller to mask.
+struct Walk {
+    first: u32, // the walk's first entry in cols (sparse)
+    len: u32,   // keys in the walk, masked ones included
+}
+
+fn walk_of(qpos: u32) -> Walk {
+    if (p.block == 0u) {
+        return Walk(0u, qpos + 1u);
+    }
+    let qb = qpos / p.block;
+    let first = row_offsets[qb];
+    return Walk(first, (row_offsets[qb + 1u] - first) * p.block);
+}
+
+fn walk_key(w: Walk, i: u32) -> u32 {
+    if (p.block == 0u) {
+        return i;
+    }
+    return cols[w.first + i / p.block] * p.block + i % p.block;
+}
