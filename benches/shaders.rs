@@ -1052,6 +1052,67 @@ impl Bench {
         });
     }
 
+    /// `n` prompts of `t` tokens each prefilled into fresh sequences (the first token
+    /// picked by the device): one after the other, then all in one traversal
+    /// (`Model::prefill_select`, as the engine takes prompts arriving together); ms of
+    /// each, and the ratio.
+    fn prefill_batch(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        use wgformer::model::Readback;
+        let texts: Vec<Vec<u32>> = (0..n)
+            .map(|i| {
+                (0..t as u32)
+                    .map(|j| (j * 7919 + 29 + i as u32 * 131) % 50257)
+                    .collect()
+            })
+            .collect();
+        let run = |together: bool| {
+            let mut seqs: Vec<_> = (0..n)
+                .map(|_| model.kv_reserve(t).unwrap().unwrap())
+                .collect();
+            let t0 = Instant::now();
+            if together {
+                let mut parts: Vec<_> = seqs
+                    .iter_mut()
+                    .zip(&texts)
+                    .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
+                    .collect();
+                model.prefill_select(&mut parts).unwrap();
+            } else {
+                for (kv, ids) in seqs.iter_mut().zip(&texts) {
+                    model
+                        .prefill_select(&mut [(kv, ids.as_slice(), Some(Readback::Argmax))])
+                        .unwrap();
+                }
+            }
+            t0.elapsed().as_secs_f64() * 1e3
+        };
+        run(true);
+        let runs = if self.quick { 3 } else { 5 };
+        let apart = median((0..runs).map(|_| run(false)).collect());
+        let together = median((0..runs).map(|_| run(true)).collect());
+        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.3} ms one by one, {:.3} ms together: {:.2}x prompts/s",
+                "gpt2_prefill_batch",
+                shape,
+                apart,
+                together,
+                apart / together
+            );
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_prefill_batch".into(),
+            shape,
+            gpu_ms: together,
+            rate: n as f64 * 1e3 / together,
+            unit: "prompts/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: Some(apart / together),
+        });
+    }
+
     /// `n` forwards of `t` tokens each (no statistics): one after the other, then all in
     /// one shared traversal (`Model::forward_many`); forwards/s of each, and the ratio.
     fn forwards_shared(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
@@ -1253,6 +1314,7 @@ fn main() {
             b.end_to_end(&model, t, "");
         }
         b.forwards_shared(&model, 8, 16, "");
+        b.prefill_batch(&model, 8, 32, "");
         b.decode(&model, 64, 64, "");
         for n in [4, 8, 16] {
             b.decode_batch(&model, n, 64, 16, false, "");
@@ -1271,6 +1333,7 @@ fn main() {
             b.end_to_end(&half, t, " f16");
         }
         b.forwards_shared(&half, 8, 16, " f16");
+        b.prefill_batch(&half, 8, 32, " f16");
         b.decode(&half, 64, 64, " f16");
         for n in [4, 8, 16] {
             b.decode_batch(&half, n, 64, 16, false, " f16");

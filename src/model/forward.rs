@@ -352,15 +352,16 @@ pub(super) fn bind_ops(
             .iter()
             .map(|lg| top_k_rows_op(ctx, pl, lg, &a.top1))
             .collect(),
-        lm_head_prefill: (0..MAX_PREFILL_PARTS)
-            .map(|_| {
-                w.wte
-                    .chunks
-                    .iter()
-                    .zip(&a.logits)
-                    .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
-                    .collect()
-            })
+        // the prompts' last rows gathered into `att`, free once the blocks are done
+        last_rows: (0..MAX_PREFILL_PARTS)
+            .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
+            .collect(),
+        lm_head_last: w
+            .wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.att, &ch.buffer, out))
             .collect(),
     }
 }
@@ -684,13 +685,18 @@ impl Model {
                 }
             }
             StepKind::Prefill { parts, argmax } => {
+                // the last row of prompt j to row j, then the LM head over those rows
+                // in one dispatch (a row's logits are the same in any batch)
                 let mut wanted = 0;
                 for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
-                    for (op, ch) in ops.lm_head_prefill[j].iter().zip(chunks) {
-                        let last = part.row0 + part.rows - 1;
-                        encode_matvec_bt(q, pass, pl, op, ch.rows, c, last, 1, j);
-                    }
+                    let last = part.row0 + part.rows - 1;
+                    encode_copy_rows(q, pass, pl, &ops.last_rows[j], c, last * c, j * c);
                     wanted = j + 1;
+                }
+                if wanted > 0 {
+                    for (op, ch) in ops.lm_head_last.iter().zip(chunks) {
+                        encode_matvec_bt(q, pass, pl, op, ch.rows, c, 0, wanted, 0);
+                    }
                 }
                 if argmax {
                     self.encode_argmax(pass, wanted);

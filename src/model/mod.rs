@@ -219,8 +219,11 @@ pub struct Ops {
     pub lm_head_rows: Vec<RowsOp>,
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
-    /// LM head for the last row of each prompt of a prefill step ([prompt][chunk]).
-    pub lm_head_prefill: Vec<Vec<RowsOp>>,
+    /// The last row of each prompt of a prefill step to row `prompt` of `att`
+    /// (one op a prompt: a pass's dispatches of one op share its uniform).
+    pub last_rows: Vec<KernelOp>,
+    /// LM head over those rows (per wte chunk).
+    pub lm_head_last: Vec<RowsOp>,
 }
 
 /// The block-sparse layout of a model and its device copy.
