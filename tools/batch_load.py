@@ -5,7 +5,8 @@ Starts `target/release/wgformer serve --port 0` with a model config (default: GP
 small shapes, seeded weights, dtype float16), then
 
 1. for 1, 4, 8 and 16 concurrent clients (--clients): each client sends --requests
-   greedy generations of --new-tokens tokens one after the other, streamed over SSE;
+   generations of --new-tokens tokens one after the other (greedy, or as --sampling
+   says), streamed over SSE;
    reports aggregate tokens/s, its ratio to one client, and percentiles of the time to
    first token and of the whole request;
 2. time to first token of a 64-token prompt alone, and while --join-batch generations
@@ -113,7 +114,7 @@ def engine_figures(base):
     return out
 
 
-def load(base, clients, requests, new_tokens, words):
+def load(base, clients, requests, new_tokens, words, sampling):
     lat, ttft, tokens = [], [], []
     before = engine_figures(base)
     lock = threading.Lock()
@@ -123,7 +124,7 @@ def load(base, clients, requests, new_tokens, words):
             body = {
                 "text": f"Client {c} request {r} says" + " the" * words,
                 "max_new_tokens": new_tokens,
-                "temperature": 0,
+                **sampling,
             }
             f, t, n = stream(base, body)
             with lock:
@@ -248,6 +249,11 @@ def main():
     ap.add_argument("--join-batch", type=int, default=8)
     ap.add_argument("--prompt-words", type=int, default=24, help="' the' repeated after 'Client c request r says'")
     ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
+    ap.add_argument(
+        "--sampling",
+        default='{"temperature": 0}',
+        help='generation parameters of the load\'s requests, e.g. \'{"temperature": 0.8, "top_p": 0.9, "seed": 1}\'',
+    )
     ap.add_argument("--forward-clients", default="", help="e.g. 1,8: concurrent /forward clients (no generations)")
     ap.add_argument("--forward-requests", type=int, default=8, help="forwards per client")
     a = ap.parse_args()
@@ -264,10 +270,10 @@ def main():
             return
         rows = []
         for n in [int(x) for x in a.clients.split(",")]:
-            row = load(base, n, a.requests, a.new_tokens, a.prompt_words)
+            row = load(base, n, a.requests, a.new_tokens, a.prompt_words, json.loads(a.sampling))
             rows.append(row)
             row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
-            print(json.dumps({"what": "batch_load", "prompt_words": a.prompt_words, **row}), flush=True)
+            print(json.dumps({"what": "batch_load", "prompt_words": a.prompt_words, "sampling": json.loads(a.sampling), **row}), flush=True)
         if a.join_batch:
             print(json.dumps({"what": "join_ttft", **join_ttft(base, a.join_batch, 4 * a.new_tokens)}), flush=True)
     finally:
