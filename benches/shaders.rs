@@ -39,6 +39,18 @@ struct Bench {
     rows: Vec<Row>,
 }
 
+/// `n` texts of `t` GPT-2 token ids: id j of text i is (7919 j + base + salt i) mod
+/// the vocabulary.
+fn token_texts(n: usize, t: usize, base: u32, salt: u32) -> Vec<Vec<u32>> {
+    (0..n as u32)
+        .map(|i| {
+            (0..t as u32)
+                .map(|j| (j * 7919 + base + i * salt) % 50257)
+                .collect()
+        })
+        .collect()
+}
+
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     // xorshift: cheap, deterministic, in [-1, 1)
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -908,9 +920,7 @@ impl Bench {
 
     /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
     fn decode(&mut self, model: &Model, prompt: usize, steps: usize, tag: &str) {
-        let ids: Vec<u32> = (0..prompt as u32)
-            .map(|i| (i * 7919 + 13) % 50257)
-            .collect();
+        let ids = token_texts(1, prompt, 13, 0).remove(0);
         // the pool's pages are zeroed by wgpu on their first use: once per model, not
         // per request, so outside the timing
         let mut warm = model.kv_reserve(prompt).unwrap().unwrap();
@@ -979,10 +989,7 @@ impl Bench {
             .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
             .collect();
         let mut next = Vec::with_capacity(b);
-        for (i, kv) in seqs.iter_mut().enumerate() {
-            let ids: Vec<u32> = (0..prompt as u32)
-                .map(|j| (j * 7919 + 13 + i as u32 * 101) % 50257)
-                .collect();
+        for (kv, ids) in seqs.iter_mut().zip(token_texts(b, prompt, 13, 101)) {
             let logits = model.prefill(kv, &ids, true).unwrap().unwrap();
             next.push(sampling::argmax(&logits));
         }
@@ -1058,13 +1065,7 @@ impl Bench {
     /// each, and the ratio.
     fn prefill_batch(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
         use wgformer::model::Readback;
-        let texts: Vec<Vec<u32>> = (0..n)
-            .map(|i| {
-                (0..t as u32)
-                    .map(|j| (j * 7919 + 29 + i as u32 * 131) % 50257)
-                    .collect()
-            })
-            .collect();
+        let texts = token_texts(n, t, 29, 131);
         let run = |together: bool| {
             let mut seqs: Vec<_> = (0..n)
                 .map(|_| model.kv_reserve(t).unwrap().unwrap())
@@ -1091,22 +1092,32 @@ impl Bench {
         let apart = median((0..runs).map(|_| run(false)).collect());
         let together = median((0..runs).map(|_| run(true)).collect());
         let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        self.report_together("gpt2_prefill_batch", shape, n, "prompts/s", apart, together);
+    }
+
+    /// Print and record `n` items taking `apart` ms one by one and `together` ms in
+    /// one go: the rate together, and the ratio.
+    fn report_together(
+        &mut self,
+        kernel: &str,
+        shape: String,
+        n: usize,
+        unit: &'static str,
+        apart: f64,
+        together: f64,
+    ) {
         if !self.json {
             println!(
-                "{:<26} {:<26} {:10.3} ms one by one, {:.3} ms together: {:.2}x prompts/s",
-                "gpt2_prefill_batch",
-                shape,
-                apart,
-                together,
+                "{kernel:<26} {shape:<26} {apart:10.3} ms one by one, {together:.3} ms together: {:.2}x {unit}",
                 apart / together
             );
         }
         self.rows.push(Row {
-            kernel: "gpt2_prefill_batch".into(),
+            kernel: kernel.into(),
             shape,
             gpu_ms: together,
             rate: n as f64 * 1e3 / together,
-            unit: "prompts/s",
+            unit,
             cpu_ms: None,
             cpu: "",
             speedup_vs_cpu: Some(apart / together),
@@ -1116,13 +1127,7 @@ impl Bench {
     /// `n` forwards of `t` tokens each (no statistics): one after the other, then all in
     /// one shared traversal (`Model::forward_many`); forwards/s of each, and the ratio.
     fn forwards_shared(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
-        let texts: Vec<Vec<u32>> = (0..n)
-            .map(|i| {
-                (0..t as u32)
-                    .map(|j| (j * 7919 + 13 + i as u32 * 101) % 50257)
-                    .collect()
-            })
-            .collect();
+        let texts = token_texts(n, t, 13, 101);
         let batch: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
         model.forward_many(&batch).unwrap();
         let runs = if self.quick { 3 } else { 5 };
@@ -1147,30 +1152,11 @@ impl Bench {
                 .collect(),
         );
         let shape = format!("GPT-2 small{tag} {n} x T={t}");
-        if !self.json {
-            println!(
-                "{:<26} {:<26} {:10.3} ms one by one, {:.3} ms shared: {:.2}x forwards/s",
-                "gpt2_fwd_shared",
-                shape,
-                apart,
-                together,
-                apart / together
-            );
-        }
-        self.rows.push(Row {
-            kernel: "gpt2_fwd_shared".into(),
-            shape,
-            gpu_ms: together,
-            rate: n as f64 * 1e3 / together,
-            unit: "forwards/s",
-            cpu_ms: None,
-            cpu: "",
-            speedup_vs_cpu: Some(apart / together),
-        });
+        self.report_together("gpt2_fwd_shared", shape, n, "forwards/s", apart, together);
     }
 
     fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
-        let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+        let ids = token_texts(1, t, 13, 0).remove(0);
         model.forward(&ids, 5, false).unwrap();
         let runs = if self.quick { 3 } else { 5 };
         let ms = median(

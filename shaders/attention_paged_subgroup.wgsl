@@ -29,6 +29,13 @@ const MASKED: f32 = -3.0e38;
 @group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
 @group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
 
+// a0 += e · vec4 `vo` of the V pool, a1 += e · the vec4 8 further (this lane's vec4s
+// of the key's value row).
+fn add_value(a0: ptr<function, vec4<f32>>, a1: ptr<function, vec4<f32>>, e: f32, vo: u32) {
+    *a0 += e * v_pool[vo];
+    *a1 += e * v_pool[vo + 8u];
+}
+
 @compute @workgroup_size(WG)
 fn attention_paged_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -94,54 +101,14 @@ fn attention_paged_subgroup(
         a0 *= corr;
         a1 *= corr;
         // 3. values
-        {
-            let vo = subgroupBroadcast(ko, 0u) + ld;
-            let ei = subgroupBroadcast(e, 0u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 1u) + ld;
-            let ei = subgroupBroadcast(e, 1u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 2u) + ld;
-            let ei = subgroupBroadcast(e, 2u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 3u) + ld;
-            let ei = subgroupBroadcast(e, 3u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 4u) + ld;
-            let ei = subgroupBroadcast(e, 4u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 5u) + ld;
-            let ei = subgroupBroadcast(e, 5u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 6u) + ld;
-            let ei = subgroupBroadcast(e, 6u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
-        {
-            let vo = subgroupBroadcast(ko, 7u) + ld;
-            let ei = subgroupBroadcast(e, 7u);
-            a0 += ei * v_pool[vo];
-            a1 += ei * v_pool[vo + 8u];
-        }
+        add_value(&a0, &a1, subgroupBroadcast(e, 0u), subgroupBroadcast(ko, 0u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 1u), subgroupBroadcast(ko, 1u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 2u), subgroupBroadcast(ko, 2u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 3u), subgroupBroadcast(ko, 3u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 4u), subgroupBroadcast(ko, 4u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 5u), subgroupBroadcast(ko, 5u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 6u), subgroupBroadcast(ko, 6u) + ld);
+        add_value(&a0, &a1, subgroupBroadcast(e, 7u), subgroupBroadcast(ko, 7u) + ld);
     }
     if (lane < 8u) {
         let oo = t * p.c4 + head + ld;

@@ -312,6 +312,15 @@ pub(super) fn bind_ops(
             norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         })
         .collect();
+    // the matrix-vector LM head (per wte chunk) over rows of `rows`
+    let lm_head_over = |rows: &wgpu::Buffer| -> Vec<_> {
+        w.wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, rows, &ch.buffer, out))
+            .collect()
+    };
     Ops {
         embedding: w
             .wte
@@ -340,13 +349,7 @@ pub(super) fn bind_ops(
             .zip(&a.logits)
             .map(|(ch, out)| matmul_bt_variant_op(ctx, pl, lm_head, &a.ln, &ch.buffer, out))
             .collect(),
-        lm_head_rows: w
-            .wte
-            .chunks
-            .iter()
-            .zip(&a.logits)
-            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.ln, &ch.buffer, out))
-            .collect(),
+        lm_head_rows: lm_head_over(&a.ln),
         top1: a
             .logits
             .iter()
@@ -356,13 +359,7 @@ pub(super) fn bind_ops(
         last_rows: (0..MAX_PREFILL_PARTS)
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
             .collect(),
-        lm_head_last: w
-            .wte
-            .chunks
-            .iter()
-            .zip(&a.logits)
-            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, &a.att, &ch.buffer, out))
-            .collect(),
+        lm_head_last: lm_head_over(&a.att),
     }
 }
 
