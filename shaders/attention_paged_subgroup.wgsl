@@ -12,8 +12,9 @@
 //      key's row taken with subgroupBroadcast.
 // Across chunks the softmax is online, in f32 (as attention_paged_workgroup). Each K
 // and V row is loaded once. Needs subgroups of at least 8 lanes (lanes past 8 idle);
-// the host runs one subgroup per workgroup (WG = the adapter's subgroup size). A row's
-// numbers depend only on its own keys: the same in any batch.
+// the host runs one subgroup per workgroup (WG = the adapter's subgroup size); should a
+// workgroup hold several subgroups, each computes the whole row and they store the same
+// numbers. A row's numbers depend only on its own keys: the same in any batch.
 
 override WG: u32 = 8u;
 const CHUNK: u32 = 8u;

@@ -1534,9 +1534,13 @@ fn pick_tokens(active: &mut [Active]) {
     }
     let per = rows.len().div_ceil(threads);
     std::thread::scope(|s| {
-        for chunk in rows.chunks_mut(per) {
+        let mut chunks = rows.chunks_mut(per);
+        let here = chunks.next();
+        for chunk in chunks {
             s.spawn(move || chunk.iter_mut().for_each(|a| a.pick()));
         }
+        // the first share on this thread, while the others run
+        here.into_iter().flatten().for_each(|a| a.pick());
     });
 }
 
