@@ -1525,9 +1525,10 @@ fn pick_tokens(active: &mut [Active]) {
         .iter_mut()
         .filter(|a| a.max_new > 0 && matches!(a.next_from, Some(NextToken::Logits(_))))
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rows.len());
+    // the cores, asked once (the standard library reads the cgroup's quota each time)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(rows.len());
     if threads <= 1 {
         rows.iter_mut().for_each(|a| a.pick());
         return;

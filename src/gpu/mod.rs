@@ -195,6 +195,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
         "paged_walk",
         include_str!("../../shaders/lib/paged_walk.wgsl"),
     ),
+    ("query64", include_str!("../../shaders/lib/query64.wgsl")),
 ];
 
 fn prelude(name: &str) -> &'static str {
@@ -229,6 +230,9 @@ const ATTENTION_TILES: &[&str] = &["attention", "attention_tiles"];
 // the paged (generation) attention kernels: which keys a row walks
 const ATTENTION_PAGED: &[&str] = &["attention", "paged_walk"];
 const ATTENTION_PAGED_WG: &[&str] = &["attention", "paged_walk", "workgroup_reduce"];
+// the subgroup kernels (head size 64): their query in separate variables
+const ATTENTION_SUBGROUP: &[&str] = &["attention", "query64"];
+const ATTENTION_PAGED_SUBGROUP: &[&str] = &["attention", "paged_walk", "query64"];
 const WORKGROUP_REDUCE: &[&str] = &["workgroup_reduce"];
 use KernelClass::{Hardware, Software};
 
@@ -353,7 +357,7 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Subgroup),
     Kernel::new("attention", wgsl!("attention")).with(ATTENTION),
     Kernel::new("attention_subgroup", wgsl!("attention_subgroup"))
-        .with(ATTENTION)
+        .with(ATTENTION_SUBGROUP)
         .of("attention")
         .subgroup(),
     Kernel::new("attention_tiled", wgsl!("attention_tiled"))
@@ -366,7 +370,7 @@ pub const KERNELS: &[Kernel] = &[
         "sparse_attention_subgroup",
         wgsl!("sparse_attention_subgroup"),
     )
-    .with(ATTENTION)
+    .with(ATTENTION_SUBGROUP)
     .of("sparse_attention")
     .subgroup(),
     Kernel::new("sparse_attention_tiled", wgsl!("sparse_attention_tiled"))
@@ -381,7 +385,7 @@ pub const KERNELS: &[Kernel] = &[
         "attention_paged_subgroup",
         wgsl!("attention_paged_subgroup"),
     )
-    .with(ATTENTION_PAGED)
+    .with(ATTENTION_PAGED_SUBGROUP)
     .of("attention_paged")
     .class(Software)
     .subgroup()
