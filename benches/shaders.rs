@@ -1095,6 +1095,105 @@ impl Bench {
         self.report_together("gpt2_prefill_batch", shape, n, "prompts/s", apart, together);
     }
 
+    /// Where one traversal's time goes on this device, kernel by kernel (timestamps
+    /// around every dispatch, `gpu::profile`): a decode step of 1 and of `b` rows at
+    /// 64 positions (reading back what the engine would: the device's argmax where the
+    /// model picks greedy tokens there), and one prefill traversal of `b` prompts of 34
+    /// tokens (the shape of `conc.py`'s prompts). Prints each traversal's total and its
+    /// largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
+    fn profile_steps(&mut self, model: &Model, b: usize, tag: &str) {
+        use wgformer::gpu::profile;
+        use wgformer::model::Readback;
+        let ctx = model.ctx.clone();
+        if !profile::available(&ctx) {
+            if !self.json {
+                println!("gpt2_profile: the adapter has no timestamps inside passes");
+            }
+            return;
+        }
+        let want = if model.argmax_on_device {
+            Readback::Argmax
+        } else {
+            Readback::Logits
+        };
+        let (prompt, steps) = (64, 3);
+        let mut runs = Vec::new();
+        for rows in [1, b] {
+            let mut seqs: Vec<_> = (0..rows)
+                .map(|_| model.kv_reserve(prompt + steps).unwrap().unwrap())
+                .collect();
+            for (kv, ids) in seqs.iter_mut().zip(token_texts(rows, prompt, 13, 101)) {
+                model.prefill(kv, &ids, true).unwrap();
+            }
+            let mut last = None;
+            // the last of a few steps (the first ones warm the pool's pages)
+            for _ in 0..steps {
+                let mut batch: Vec<_> = seqs.iter_mut().map(|kv| (kv, 464u32)).collect();
+                let wants = vec![want; rows];
+                let (_, p) =
+                    profile::profile(&ctx, || model.decode_select(&mut batch, &wants)).unwrap();
+                last = Some(p);
+            }
+            runs.push((format!("decode B={rows} at {prompt}"), last.unwrap()));
+        }
+        let texts = token_texts(b, 34, 29, 131);
+        let mut last = None;
+        for _ in 0..2 {
+            let mut seqs: Vec<_> = (0..b)
+                .map(|_| model.kv_reserve(34).unwrap().unwrap())
+                .collect();
+            let mut parts: Vec<_> = seqs
+                .iter_mut()
+                .zip(&texts)
+                .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
+                .collect();
+            let (_, p) = profile::profile(&ctx, || model.prefill_select(&mut parts)).unwrap();
+            last = Some(p);
+        }
+        runs.push((format!("prefill {b} x T=34"), last.unwrap()));
+        for (what, p) in runs {
+            let total = p.total_ms();
+            let shape = format!("GPT-2 small{tag} {what}");
+            if !self.json {
+                println!(
+                    "{:<26} {:<30} {:10.3} ms in {} dispatches{}",
+                    "gpt2_profile",
+                    shape,
+                    total,
+                    p.dispatches.len(),
+                    if p.unrecorded > 0 {
+                        format!(" ({} more not timed)", p.unrecorded)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            for k in p.by_kernel().into_iter().take(8) {
+                let kernel = format!(
+                    "{} R{} {}x{}x{} ({}x)",
+                    k.kernel, k.rows, k.groups.0, k.groups.1, k.groups.2, k.count
+                );
+                if !self.json {
+                    println!(
+                        "    {kernel:<52} {:9.3} ms {:5.1} %",
+                        k.ms,
+                        100.0 * k.ms / total.max(1e-9)
+                    );
+                }
+                self.rows.push(Row {
+                    kernel: "gpt2_profile".into(),
+                    shape: format!("{shape}: {kernel}"),
+                    gpu_ms: k.ms,
+                    rate: k.ms / total.max(1e-9),
+                    unit: "share",
+                    cpu_ms: None,
+                    cpu: "",
+                    speedup_vs_cpu: None,
+                });
+            }
+        }
+    }
+
     /// Print and record `n` items taking `apart` ms one by one and `together` ms in
     /// one go: the rate together, and the ratio.
     fn report_together(
@@ -1326,6 +1425,21 @@ fn main() {
         }
         for n in [8, 16] {
             b.decode_batch(&half, n, 64, 16, true, " f16");
+        }
+    }
+    if b.wants("gpt2_profile") {
+        let ctx = std::sync::Arc::new(GpuContext::new(&device).expect("no adapter"));
+        let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+        for (dtype, tag) in [
+            (wgformer::config::Dtype::Float32, ""),
+            (wgformer::config::Dtype::Float16, " f16"),
+        ] {
+            let cfg = ModelConfig {
+                dtype,
+                ..ModelConfig::default()
+            };
+            let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+            b.profile_steps(&model, BATCH, tag);
         }
     }
     if b.wants("moe") {

@@ -1079,3 +1079,81 @@ fn top_k_rows_and_copy_rows_match_reference() {
     assert!(got[..32].iter().all(|&v| v == 0.0));
     assert_eq!(&got[32..48], &src[8..24]);
 }
+
+/// `gpu::profile` times every dispatch its thread records while armed (two
+/// timestamps each), in order, with its kernel and grid; the work itself runs as
+/// without it; a nested profile is refused; dispatches past its capacity run untimed.
+#[test]
+fn profile_times_each_dispatch_of_its_thread() {
+    use std::time::Instant;
+    use wgformer::gpu::{buffers, profile};
+    use wgformer::kernels::logit_lens::{copy_rows_op, encode_copy_rows};
+    use wgformer::kernels::submit_pass;
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    if !profile::available(ctx) {
+        assert_ne!(
+            ctx.details.device_type, "Cpu",
+            "lavapipe has timestamps inside passes"
+        );
+        eprintln!("no timestamps inside passes on this adapter: skipped");
+        return;
+    }
+    let n = 1 << 16;
+    let src_values = rand_vec(n, 7, 1.0);
+    let src = buffers::upload(ctx, "src", &src_values);
+    let dst = buffers::storage(ctx, "dst", 2 * n);
+    // one op a dispatch: an op's parameters are one uniform, written at encoding
+    let (op, quarter) = (
+        copy_rows_op(ctx, pl, &src, &dst),
+        copy_rows_op(ctx, pl, &src, &dst),
+    );
+    let t0 = Instant::now();
+    let ((), p) = profile::profile(ctx, || {
+        submit_pass(ctx, "profiled", |pass| {
+            encode_copy_rows(&ctx.queue, pass, pl, &op, n, 0, 0);
+            encode_copy_rows(&ctx.queue, pass, pl, &quarter, n / 4, 0, n);
+        })
+    })
+    .unwrap();
+    let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(p.dispatches.len(), 2, "{p:?}");
+    assert_eq!(p.unrecorded, 0);
+    for d in &p.dispatches {
+        assert_eq!(d.kernel, "copy_rows");
+        assert!(d.ms > 0.0 && d.ms.is_finite(), "{d:?}");
+    }
+    let workgroups = |d: &profile::DispatchTime| d.groups.0 * d.groups.1 * d.groups.2;
+    assert!(
+        workgroups(&p.dispatches[0]) > workgroups(&p.dispatches[1]),
+        "{p:?}"
+    );
+    assert!(
+        p.total_ms() <= wall_ms,
+        "{} ms timed in {wall_ms} ms",
+        p.total_ms()
+    );
+    assert_eq!(p.by_kernel().len(), 2, "two grids");
+    let out = buffers::read_floats(ctx, &dst, 0, n + n / 4).unwrap();
+    assert!(out[..n] == src_values[..], "the profiled copy ran");
+    assert!(out[n..] == src_values[..n / 4], "the profiled copy ran");
+
+    // nested: refused, and the outer recorder is disarmed afterwards
+    let nested = profile::profile(ctx, || profile::profile(ctx, || Ok(())).map(|_| ()));
+    assert!(nested.is_err());
+    let ((), empty) = profile::profile(ctx, || Ok(())).unwrap();
+    assert!(empty.dispatches.is_empty());
+
+    // past the capacity: the rest run, counted but not timed
+    let many = profile::MAX_DISPATCHES as usize + 3;
+    let ((), p) = profile::profile(ctx, || {
+        submit_pass(ctx, "many", |pass| {
+            for i in 0..many {
+                encode_copy_rows(&ctx.queue, pass, pl, &op, 4, 4 * (i % 4), 0);
+            }
+        })
+    })
+    .unwrap();
+    assert_eq!(p.dispatches.len(), profile::MAX_DISPATCHES as usize);
+    assert_eq!(p.unrecorded, 3);
+}

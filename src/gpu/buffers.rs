@@ -130,11 +130,24 @@ pub fn staging(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
 
 /// Wait for the queue, map the first `floats` of a staging buffer, copy them out, unmap.
 pub fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+    map_with(ctx, staging, (floats.max(1) * 4) as u64, |bytes| {
+        bytemuck::cast_slice::<u8, f32>(bytes)[..floats].to_vec()
+    })
+}
+
+/// Map the first `bytes` of mappable `staging` (after the work submitted so far) and
+/// return `f` of them.
+pub fn map_with<T>(
+    ctx: &GpuContext,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
     let err = |m: String| Error::Gpu {
         context: "readback".into(),
         message: m,
     };
-    let slice = staging.slice(..(floats.max(1) * 4) as u64);
+    let slice = staging.slice(..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -144,7 +157,7 @@ pub fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer, floats: usize) -> Resu
         .map_err(|_| err("map callback dropped".into()))?
         .map_err(|e| err(e.to_string()))?;
     let view = slice.get_mapped_range().map_err(|e| err(e.to_string()))?;
-    let out = bytemuck::cast_slice::<u8, f32>(&view)[..floats].to_vec();
+    let out = f(&view);
     drop(view);
     staging.unmap();
     Ok(out)

@@ -268,6 +268,12 @@ impl GpuContext {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Per-dispatch times for `gpu::profile` (the bench's `profile` rows).
+        if adapter.features().contains(
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ) {
+            features |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        }
         // On unified memory (lavapipe, integrated GPUs) weights are written straight into
         // their buffers instead of through a staging copy.
         let unified = matches!(

@@ -4,6 +4,7 @@
 
 pub mod buffers;
 pub mod context;
+pub mod profile;
 
 use std::collections::HashMap;
 
@@ -630,5 +631,7 @@ pub fn dispatch(
     DISPATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     pass.set_pipeline(pipelines.get(name, rows));
     pass.set_bind_group(0, bind, &[]);
-    pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    profile::around(pass, name, rows, groups, |pass| {
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2)
+    });
 }
