@@ -10,7 +10,7 @@ small shapes, seeded weights, dtype float16), then
    reports aggregate tokens/s, its ratio to one client, and percentiles of the time to
    first token and of the whole request;
 2. time to first token of a 64-token prompt alone, and while --join-batch generations
-   are running (it joins their batch), and the ratio;
+   are running (it joins their batch), medians of three each, and the ratio;
 
 or, with --forward-clients 1,8: that many clients each sending --forward-requests
 forwards (no statistics) one after the other; forwards/s, latency percentiles, and
@@ -19,7 +19,7 @@ forwards per traversal (forwards that arrive together share one).
 It stops by itself: request counts are fixed and every request has a timeout.
 
     cargo build --release
-    python3 tools/batch_load.py [--clients 1,4,8,16] [--requests 2] [--config JSON]
+    python3 tools/batch_load.py [--clients 1,4,8,16] [--requests 2] [--rounds 3] [--config JSON]
 """
 import argparse
 import json
@@ -228,15 +228,20 @@ def join_ttft(base, running, new_tokens):
     ]
     for t in threads:
         t.start()
-    # wait until they all decode together
+    # three joins, each once they all decode together (the median, like `alone`)
+    joins = []
     deadline = time.time() + TIMEOUT
-    while metric(base, "wgformer_current_batch_size") < running and time.time() < deadline:
-        time.sleep(0.05)
-    joined = stream(base, prompt)[0]
+    for _ in range(3):
+        while metric(base, "wgformer_current_batch_size") < running and time.time() < deadline:
+            time.sleep(0.05)
+        if len(done) > 0:
+            break  # the batch has begun to finish: later joins would not join 'running'
+        joins.append(stream(base, prompt)[0])
     for t in threads:
         t.join()
+    joined = statistics.median(joins)
     return {"running": running, "ttft_alone_s": round(alone, 3), "ttft_joining_s": round(joined, 3),
-            "ratio": round(joined / alone, 2)}
+            "joins": len(joins), "ratio": round(joined / alone, 2)}
 
 
 def main():
@@ -246,6 +251,14 @@ def main():
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--requests", type=int, default=1, help="generations per client")
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the sweep over --clients; with more than one, a summary per client count: "
+        "median tokens/s and the median of each round's ratio to one client (a round's "
+        "counts run back to back, so a ratio does not straddle the machine's slow and fast spells)",
+    )
     ap.add_argument("--join-batch", type=int, default=8)
     ap.add_argument("--prompt-words", type=int, default=24, help="' the' repeated after 'Client c request r says'")
     ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
@@ -268,12 +281,29 @@ def main():
                 row["vs_one_client"] = round(row["forwards_per_s"] / first["forwards_per_s"], 2)
                 print(json.dumps(row), flush=True)
             return
-        rows = []
-        for n in [int(x) for x in a.clients.split(",")]:
-            row = load(base, n, a.requests, a.new_tokens, a.prompt_words, json.loads(a.sampling))
-            rows.append(row)
-            row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
-            print(json.dumps({"what": "batch_load", "prompt_words": a.prompt_words, "sampling": json.loads(a.sampling), **row}), flush=True)
+        counts = [int(x) for x in a.clients.split(",")]
+        by_count = {n: [] for n in counts}
+        for r in range(max(a.rounds, 1)):
+            rows = []
+            for n in counts:
+                row = load(base, n, a.requests, a.new_tokens, a.prompt_words, json.loads(a.sampling))
+                rows.append(row)
+                row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
+                by_count[n].append(row)
+                extra = {"round": r + 1} if a.rounds > 1 else {}
+                print(json.dumps({"what": "batch_load", **extra, "prompt_words": a.prompt_words,
+                                  "sampling": json.loads(a.sampling), **row}), flush=True)
+        if a.rounds > 1:
+            for n in counts:
+                rs = by_count[n]
+                ratios = [x["vs_one_client"] for x in rs]
+                print(json.dumps({
+                    "what": "batch_load_rounds", "clients": n, "rounds": len(rs),
+                    "tokens_per_s_median": round(statistics.median(x["tokens_per_s"] for x in rs), 2),
+                    "ms_per_step_median": round(statistics.median(x["ms_per_step"] for x in rs), 3),
+                    "vs_one_client_median": round(statistics.median(ratios), 2),
+                    "vs_one_client_min": min(ratios), "vs_one_client_max": max(ratios),
+                }), flush=True)
         if a.join_batch:
             print(json.dumps({"what": "join_ttft", **join_ttft(base, a.join_batch, 4 * a.new_tokens)}), flush=True)
     finally:
