@@ -1082,7 +1082,8 @@ fn top_k_rows_and_copy_rows_match_reference() {
 
 /// `gpu::profile` times every dispatch its thread records while armed (two
 /// timestamps each), in order, with its kernel and grid; the work itself runs as
-/// without it; a nested profile is refused; dispatches past its capacity run untimed.
+/// without it; a nested profile is refused, and neither an error nor a panic leaves a
+/// profile armed; dispatches past its capacity run untimed.
 #[test]
 fn profile_times_each_dispatch_of_its_thread() {
     use std::time::Instant;
@@ -1141,6 +1142,15 @@ fn profile_times_each_dispatch_of_its_thread() {
     // nested: refused, and the outer recorder is disarmed afterwards
     let nested = profile::profile(ctx, || profile::profile(ctx, || Ok(())).map(|_| ()));
     assert!(nested.is_err());
+    let ((), empty) = profile::profile(ctx, || Ok(())).unwrap();
+    assert!(empty.dispatches.is_empty());
+    // a closure that unwinds leaves nothing armed either
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        profile::profile(ctx, || -> wgformer::error::Result<()> {
+            panic!("inside a profile")
+        })
+    }));
+    assert!(unwound.is_err());
     let ((), empty) = profile::profile(ctx, || Ok(())).unwrap();
     assert!(empty.dispatches.is_empty());
 

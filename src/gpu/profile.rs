@@ -161,10 +161,19 @@ pub fn profile<R>(ctx: &GpuContext, f: impl FnOnce() -> Result<R>) -> Result<(R,
             message: "a profile is already being recorded on this thread".into(),
         });
     }
+    // disarmed when `f` returns or unwinds
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            ARMED.with(|armed| armed.borrow_mut().take());
+        }
+    }
+    let disarm = Disarm;
     let result = f();
     let rec = ARMED
         .with(|armed| armed.borrow_mut().take())
         .expect("armed above");
+    drop(disarm);
     let value = result?;
     let n = 2 * rec.labels.len() as u32;
     let mut dispatches = Vec::with_capacity(rec.labels.len());
