@@ -1100,7 +1100,7 @@ impl Bench {
     /// 64 positions (reading back what the engine would: the device's argmax where the
     /// model picks greedy tokens there), and one prefill traversal of `b` prompts of 34
     /// tokens (the shape of `conc.py`'s prompts). Prints each traversal's total and its
-    /// largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
+    /// 12 largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
     fn profile_steps(&mut self, model: &Model, b: usize, tag: &str) {
         use wgformer::gpu::profile;
         use wgformer::model::Readback;
@@ -1168,7 +1168,7 @@ impl Bench {
                     }
                 );
             }
-            for k in p.by_kernel().into_iter().take(8) {
+            for k in p.by_kernel().into_iter().take(12) {
                 let kernel = format!(
                     "{} R{} {}x{}x{} ({}x)",
                     k.kernel, k.rows, k.groups.0, k.groups.1, k.groups.2, k.count
