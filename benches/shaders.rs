@@ -1168,6 +1168,16 @@ impl Bench {
                     }
                 );
             }
+            self.rows.push(Row {
+                kernel: "gpt2_profile".into(),
+                shape: format!("{shape}: all kernels"),
+                gpu_ms: total,
+                rate: p.dispatches.len() as f64,
+                unit: "dispatches",
+                cpu_ms: None,
+                cpu: "",
+                speedup_vs_cpu: None,
+            });
             for k in p.by_kernel().into_iter().take(12) {
                 let kernel = format!(
                     "{} R{} {}x{}x{} ({}x)",
