@@ -3,7 +3,7 @@
 //! answers 503), never a panic. An initialize builds the new model next to the old
 //! one and swaps it in only when the build succeeded.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{DeviceChoice, ModelConfig};
 use crate::error::{Error, Result};
 use crate::files::FileAccess;
-use crate::gpu::{AdapterDetails, GpuContext, Pipelines};
+use crate::gpu::{profile, AdapterDetails, GpuContext, Pipelines};
 use crate::model::forward::MAX_PREFILL_PARTS;
 use crate::model::kv_pool::{page_bytes, PoolStats, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
@@ -297,6 +297,17 @@ pub struct SchedStats {
     pub waiting: usize,
     /// The loaded model's KV pool (zeros before a model is loaded).
     pub kv: PoolStats,
+    /// Device time by (traversal kind, kernel) over the profiled traversals
+    /// (`EngineOptions::profile_every`), and how many of each kind were profiled.
+    pub kernels: BTreeMap<(&'static str, String), KernelTime>,
+    pub profiled_steps: BTreeMap<&'static str, u64>,
+}
+
+/// Dispatches of one kernel in the profiled traversals, and their device seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KernelTime {
+    pub dispatches: u64,
+    pub seconds: f64,
 }
 
 /// The window of [`SchedStats::tokens_per_second`].
@@ -327,6 +338,16 @@ impl SchedStats {
             .sum();
         n as f64 / RATE_WINDOW.as_secs_f64()
     }
+
+    /// Add a profiled traversal of kind `step` (its dispatches' device times).
+    fn profiled(&mut self, step: &'static str, p: &profile::Profile) {
+        *self.profiled_steps.entry(step).or_default() += 1;
+        for d in &p.dispatches {
+            let k = self.kernels.entry((step, d.kernel.clone())).or_default();
+            k.dispatches += 1;
+            k.seconds += d.ms / 1e3;
+        }
+    }
 }
 
 impl Default for SchedStats {
@@ -348,6 +369,8 @@ impl Default for SchedStats {
             prefilling: 0,
             waiting: 0,
             kv: PoolStats::default(),
+            kernels: BTreeMap::new(),
+            profiled_steps: BTreeMap::new(),
         }
     }
 }
@@ -463,6 +486,11 @@ pub struct EngineOptions {
     /// Prompt tokens prefilled per engine step, between decode steps (one long
     /// prompt in chunks of this, or several short ones).
     pub prefill_chunk: usize,
+    /// Time every dispatch of one model traversal (decode step or prefill) in this
+    /// many with device timestamps (`gpu::profile`) and add the kernels' device time to
+    /// the scheduler's figures (`/metrics`); 0: never. Adapters without timestamps
+    /// inside passes are not profiled.
+    pub profile_every: u64,
 }
 
 impl Default for EngineOptions {
@@ -476,6 +504,7 @@ impl Default for EngineOptions {
             max_batch: 16,
             kv_pool_bytes: None,
             prefill_chunk: 256,
+            profile_every: 0,
         }
     }
 }
@@ -818,6 +847,30 @@ struct Worker {
     slot: Option<DeviceSlot>,
     active: Vec<Active>,
     waiting: VecDeque<Waiting>,
+    /// Model traversals run (decode steps and prefills), for `profile_every`.
+    traversals: u64,
+}
+
+/// Run one model traversal `f` of kind `step`; every `every`-th one (0: never) with
+/// each dispatch timed, its kernels' device time added to the scheduler's figures.
+/// Profiling never fails the traversal: timestamps that cannot be read are skipped.
+fn traverse<T>(
+    state: &EngineState,
+    every: u64,
+    seen: &mut u64,
+    ctx: &GpuContext,
+    step: &'static str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    *seen += 1;
+    if every == 0 || !(*seen - 1).is_multiple_of(every) || !profile::available(ctx) {
+        return f();
+    }
+    let (value, p) = profile::profile(ctx, f)?;
+    if let Ok(mut s) = state.sched.lock() {
+        s.profiled(step, &p);
+    }
+    Ok(value)
 }
 
 fn run(
@@ -833,6 +886,7 @@ fn run(
         slot: None,
         active: Vec::new(),
         waiting: VecDeque::new(),
+        traversals: 0,
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
@@ -1288,7 +1342,15 @@ impl Worker {
                     let id = a.next.unwrap_or(0);
                     rows.push((&mut a.kv, id));
                 }
-                let r = model.model.decode_select(&mut rows, &want);
+                let every = self.options.profile_every;
+                let r = traverse(
+                    &self.state,
+                    every,
+                    &mut self.traversals,
+                    &model.model.ctx,
+                    "decode",
+                    || model.model.decode_select(&mut rows, &want),
+                );
                 drop(rows);
                 self.state.clear_busy();
                 match r {
@@ -1360,7 +1422,15 @@ impl Worker {
                 parts.push((&mut a.kv, &a.prompt[a.prefilled..end], want));
             }
         }
-        let r = model.model.prefill_select(&mut parts);
+        let every = self.options.profile_every;
+        let r = traverse(
+            &self.state,
+            every,
+            &mut self.traversals,
+            &model.model.ctx,
+            "prefill",
+            || model.model.prefill_select(&mut parts),
+        );
         drop(parts);
         self.state.clear_busy();
         let seconds = started.elapsed().as_secs_f64();

@@ -69,6 +69,12 @@ struct ServeArgs {
     /// the running generations (a long prompt does not stall their streams).
     #[arg(long, env = "WGFORMER_PREFILL_CHUNK", default_value_t = 256)]
     prefill_chunk: usize,
+    /// Time every dispatch of one model traversal (a decode step or a prefill) in N
+    /// with device timestamps and add each kernel's device seconds to /metrics
+    /// (`wgformer_kernel_seconds_total{step, kernel}`); 0: never. Needs timestamps
+    /// inside compute passes (Vulkan adapters, lavapipe included).
+    #[arg(long, env = "WGFORMER_PROFILE_EVERY", default_value_t = 0)]
+    profile_every: u64,
     /// Device memory a model may need, in bytes (weights, activations at the full
     /// context, KV caches); larger configs are refused with CONFIG_ERROR. Default:
     /// the adapter's device-local memory, or the host's available memory for
@@ -199,6 +205,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         max_batch: positive("max-batch", a.max_batch)?,
         kv_pool_bytes: a.kv_pool_bytes,
         prefill_chunk: positive("prefill-chunk", a.prefill_chunk)?,
+        profile_every: a.profile_every,
     })
     .with_context(|| format!("opening --models-dir {:?}", a.models_dir))?;
     tracing::info!(options = ?engine.options(), "engine");

@@ -408,3 +408,75 @@ fn forwards_that_arrive_together_share_a_traversal() {
         "{traversals} traversals for {forwards} forwards: none shared"
     );
 }
+
+#[test]
+fn profiled_traversals_time_their_kernels_and_change_no_token() {
+    // Every traversal (every second one) timed dispatch by dispatch: the same tokens
+    // as without, each profiled traversal counted by kind, its kernels' device time in
+    // the scheduler's figures and in /metrics. (Needs timestamps inside passes, which
+    // lavapipe and the Vulkan GPUs have.)
+    let reqs: Vec<_> = (0..4).map(|i| request(i, 5, i % 2 == 1)).collect();
+    let plain = engine(EngineOptions::default(), serde_json::json!({}));
+    let want = together(&plain, &reqs, 4);
+    assert!(
+        settled(&plain).kernels.is_empty(),
+        "not asked: not profiled"
+    );
+    for every in [1, 2] {
+        let e = engine(
+            EngineOptions {
+                profile_every: every,
+                ..EngineOptions::default()
+            },
+            serde_json::json!({}),
+        );
+        assert_eq!(together(&e, &reqs, 4), want, "profiled every {every}");
+        let s = settled(&e);
+        let traversals = s.decode_steps + s.prefill_steps;
+        let profiled: u64 = s.profiled_steps.values().sum();
+        assert_eq!(
+            profiled,
+            traversals.div_ceil(every),
+            "{:?}",
+            s.profiled_steps
+        );
+        if every == 1 {
+            assert_eq!(s.profiled_steps.get("decode"), Some(&s.decode_steps));
+            assert_eq!(s.profiled_steps.get("prefill"), Some(&s.prefill_steps));
+        }
+        for step in ["decode", "prefill"] {
+            let norms = s.kernels[&(step, "layer_norm".to_string())];
+            // two blocks' two norms and the final one, each traversal
+            assert_eq!(norms.dispatches, 5 * s.profiled_steps[step], "{step}");
+            let total: f64 = s
+                .kernels
+                .iter()
+                .filter(|((k, _), _)| *k == step)
+                .map(|(_, t)| t.seconds)
+                .sum();
+            assert!(
+                norms.seconds > 0.0 && total > norms.seconds,
+                "{step}: {total}"
+            );
+            let busy = if step == "decode" {
+                s.decode_seconds
+            } else {
+                s.prefill_seconds
+            };
+            assert!(total <= busy, "{step}: {total} s timed in {busy} s");
+        }
+        let text = wgformer::server::metrics::Metrics::default().render(
+            &wgformer::server::metrics::Gauges {
+                sched: s.clone(),
+                ..Default::default()
+            },
+        );
+        for line in [
+            "wgformer_kernel_seconds_total{step=\"decode\",kernel=\"layer_norm\"} ",
+            "wgformer_kernel_dispatches_total{step=\"prefill\",kernel=\"layer_norm\"} ",
+            "wgformer_profiled_steps_total{step=\"decode\"} ",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}

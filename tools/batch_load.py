@@ -114,9 +114,43 @@ def engine_figures(base):
     return out
 
 
-def load(base, clients, requests, new_tokens, words, sampling):
+def kernel_figures(base):
+    """Device seconds by (step, kernel) and profiled steps by kind, from /metrics (the
+    server's --profile-every)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=60) as r:
+        text = r.read().decode()
+    seconds, steps = {}, {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name not in ("wgformer_kernel_seconds_total", "wgformer_profiled_steps_total"):
+            continue
+        labels, _, value = rest.partition("} ")
+        kv = dict(part.split("=", 1) for part in labels.split(","))
+        kv = {k: v.strip('"') for k, v in kv.items()}
+        if name == "wgformer_profiled_steps_total":
+            steps[kv["step"]] = float(value)
+        else:
+            seconds[(kv["step"], kv["kernel"])] = float(value)
+    return seconds, steps
+
+
+def kernel_share(before, after):
+    """The largest kernels between two kernel_figures: ms per profiled traversal."""
+    (s0, n0), (s1, n1) = before, after
+    steps = {k: n1.get(k, 0) - n0.get(k, 0) for k in n1}
+    rows = []
+    for key, v in s1.items():
+        d = v - s0.get(key, 0.0)
+        if d > 0 and steps.get(key[0], 0) > 0:
+            rows.append((d, f"{key[0]}/{key[1]}", round(1e3 * d / steps[key[0]], 3)))
+    rows.sort(reverse=True)
+    return {"profiled_steps": steps, "ms_per_profiled_step": {name: ms for _, name, ms in rows[:10]}}
+
+
+def load(base, clients, requests, new_tokens, words, sampling, kernels=False):
     lat, ttft, tokens = [], [], []
     before = engine_figures(base)
+    kernels_before = kernel_figures(base) if kernels else None
     lock = threading.Lock()
 
     def client(c):
@@ -136,6 +170,7 @@ def load(base, clients, requests, new_tokens, words, sampling):
     after = engine_figures(base)
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ENGINE}
     steps = max(d["wgformer_decode_steps_total"], 1)
+    extra = {"kernels": kernel_share(kernels_before, kernel_figures(base))} if kernels else {}
     return {
         "clients": clients,
         "requests": len(lat),
@@ -162,6 +197,7 @@ def load(base, clients, requests, new_tokens, words, sampling):
             - d["wgformer_prefill_seconds_total"],
             3,
         ),
+        **extra,
     }
 
 
@@ -263,6 +299,13 @@ def main():
     ap.add_argument("--prompt-words", type=int, default=24, help="' the' repeated after 'Client c request r says'")
     ap.add_argument("--serve-args", default="", help="extra flags for wgformer serve")
     ap.add_argument(
+        "--profile-every",
+        type=int,
+        default=0,
+        help="serve with --profile-every N and report each load's largest kernels "
+        "(ms of device time per profiled traversal, by decode / prefill)",
+    )
+    ap.add_argument(
         "--sampling",
         default='{"temperature": 0}',
         help='generation parameters of the load\'s requests, e.g. \'{"temperature": 0.8, "top_p": 0.9, "seed": 1}\'',
@@ -270,7 +313,8 @@ def main():
     ap.add_argument("--forward-clients", default="", help="e.g. 1,8: concurrent /forward clients (no generations)")
     ap.add_argument("--forward-requests", type=int, default=8, help="forwards per client")
     a = ap.parse_args()
-    proc, base = start(a.binary, a.config, a.serve_args.split())
+    serve = a.serve_args.split() + (["--profile-every", str(a.profile_every)] if a.profile_every else [])
+    proc, base = start(a.binary, a.config, serve)
     try:
         stream(base, {"text": "warm up", "max_new_tokens": 2, "temperature": 0})
         if a.forward_clients:
@@ -286,7 +330,8 @@ def main():
         for r in range(max(a.rounds, 1)):
             rows = []
             for n in counts:
-                row = load(base, n, a.requests, a.new_tokens, a.prompt_words, json.loads(a.sampling))
+                row = load(base, n, a.requests, a.new_tokens, a.prompt_words, json.loads(a.sampling),
+                           kernels=a.profile_every > 0)
                 rows.append(row)
                 row["vs_one_client"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
                 by_count[n].append(row)

@@ -130,7 +130,10 @@ pub(super) fn around(
 }
 
 /// Run `f` (which encodes, submits and waits for its work on this thread) with every
-/// dispatch timed; returns its result and the times.
+/// dispatch timed; returns its result and the times. Errors are `f`'s (or a profile
+/// already armed on this thread, or an adapter without the feature, before `f` runs);
+/// timestamps that cannot be read after `f` succeeded leave the profile empty, every
+/// dispatch counted in [`Profile::unrecorded`].
 pub fn profile<R>(ctx: &GpuContext, f: impl FnOnce() -> Result<R>) -> Result<(R, Profile)> {
     if !available(ctx) {
         return Err(Error::Gpu {
@@ -175,6 +178,23 @@ pub fn profile<R>(ctx: &GpuContext, f: impl FnOnce() -> Result<R>) -> Result<(R,
         .expect("armed above");
     drop(disarm);
     let value = result?;
+    let recorded = rec.labels.len();
+    let profile = match read_times(ctx, rec) {
+        Ok(p) => p,
+        Err(e) => {
+            // the work itself succeeded: its value is the caller's either way
+            tracing::warn!(error = %e, "dispatch timestamps could not be read");
+            Profile {
+                dispatches: Vec::new(),
+                unrecorded: recorded,
+            }
+        }
+    };
+    Ok((value, profile))
+}
+
+/// Resolve and read back a recorder's timestamps: each dispatch's time.
+fn read_times(ctx: &GpuContext, rec: Recorder) -> Result<Profile> {
     let n = 2 * rec.labels.len() as u32;
     let mut dispatches = Vec::with_capacity(rec.labels.len());
     if n > 0 {
@@ -215,13 +235,10 @@ pub fn profile<R>(ctx: &GpuContext, f: impl FnOnce() -> Result<R>) -> Result<(R,
             });
         }
     }
-    Ok((
-        value,
-        Profile {
-            dispatches,
-            unrecorded: rec.unrecorded,
-        },
-    ))
+    Ok(Profile {
+        dispatches,
+        unrecorded: rec.unrecorded,
+    })
 }
 
 #[cfg(test)]

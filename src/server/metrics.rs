@@ -261,6 +261,38 @@ impl Metrics {
             "Device bytes of the paged KV cache.",
             b.kv.bytes,
         );
+        // device time by kernel, in the traversals profiled (--profile-every)
+        let _ = writeln!(
+            s,
+            "# HELP wgformer_profiled_steps_total Model traversals whose dispatches were timed (--profile-every), by kind."
+        );
+        let _ = writeln!(s, "# TYPE wgformer_profiled_steps_total counter");
+        for (step, n) in &b.profiled_steps {
+            let _ = writeln!(s, "wgformer_profiled_steps_total{{step=\"{step}\"}} {n}");
+        }
+        for (name, help, seconds) in [
+            (
+                "wgformer_kernel_seconds_total",
+                "Device seconds of each kernel in the profiled traversals, by traversal kind.",
+                true,
+            ),
+            (
+                "wgformer_kernel_dispatches_total",
+                "Dispatches of each kernel in the profiled traversals, by traversal kind.",
+                false,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} counter");
+            for ((step, kernel), t) in &b.kernels {
+                let label = format!("{{step=\"{step}\",kernel=\"{kernel}\"}}");
+                if seconds {
+                    let _ = writeln!(s, "{name}{label} {}", t.seconds);
+                } else {
+                    let _ = writeln!(s, "{name}{label} {}", t.dispatches);
+                }
+            }
+        }
         s
     }
 }
