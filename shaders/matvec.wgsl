@@ -5,7 +5,8 @@
 // ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
 // in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
 // rows r0 .. r0 + ROWS with r0 = row0 + ROWS · workgroup y; the host covers a batch
-// with groups of 8, then 4, then single rows. Every row is computed by the same
+// with groups of 8 and one group of 4 or 8 over its end (`RowsOp::cover`: rows past
+// the batch are computed, never stored), or single rows. Every row is computed by the same
 // expression (`row_fma`) in every variant, so its numbers do not depend on the batch.
 // Preludes: matvec_params, the weight type `W` / `load_w4` (f32, or half floats for
 // `matvec_f16`: this file with each vec4 of `w` loaded as two packed words), gelu,
@@ -67,16 +68,16 @@ fn matvec(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             c7 += row_fma(x[xk + 7u * k4], w0, w1, w2, w3);
         }
     }
-    store_epilogue(c0, col, (r0 + 0u) * p.n4 + col);
+    store_row(c0, col, r0 + 0u);
     if (ROWS > 1u) {
-        store_epilogue(c1, col, (r0 + 1u) * p.n4 + col);
-        store_epilogue(c2, col, (r0 + 2u) * p.n4 + col);
-        store_epilogue(c3, col, (r0 + 3u) * p.n4 + col);
+        store_row(c1, col, r0 + 1u);
+        store_row(c2, col, r0 + 2u);
+        store_row(c3, col, r0 + 3u);
     }
     if (ROWS > 4u) {
-        store_epilogue(c4, col, (r0 + 4u) * p.n4 + col);
-        store_epilogue(c5, col, (r0 + 5u) * p.n4 + col);
-        store_epilogue(c6, col, (r0 + 6u) * p.n4 + col);
-        store_epilogue(c7, col, (r0 + 7u) * p.n4 + col);
+        store_row(c4, col, r0 + 4u);
+        store_row(c5, col, r0 + 5u);
+        store_row(c6, col, r0 + 6u);
+        store_row(c7, col, r0 + 7u);
     }
 }

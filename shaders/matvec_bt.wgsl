@@ -5,7 +5,8 @@
 // ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
 // in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
 // rows ROWS · workgroup y ..; the host covers a batch
-// with groups of 8, then 4, then single rows. Every row is computed by the same
+// with groups of 8 and one group of 4 or 8 over its end (`RowsOp::cover`: rows past
+// the batch are computed, never stored), or single rows. Every row is computed by the same
 // expression (`row_dot`) in every variant, so its numbers do not depend on the batch.
 // Preludes: matvec_bt_params (MatvecBtParams, store4), the weight type `W` / `load_w4`
 // (f32 here, packed half floats in `matvec_bt_f16`, which is this file with the f16
@@ -49,7 +50,6 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     let w2 = row_base(min(col0 + 2u, last), k4);
     let w3 = row_base(min(col0 + 3u, last), k4);
     let a0 = p.a_row0 + wg.y * ROWS;
-    let o0 = p.out_row0 + wg.y * ROWS;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -77,16 +77,16 @@ fn matvec_bt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
             c7 += row_dot(a[xk + 7u * k4], b0, b1, b2, b3);
         }
     }
-    store4(c0, (o0 + 0u) * p.n, col0);
+    store4(c0, wg.y * ROWS + 0u, col0);
     if (ROWS > 1u) {
-        store4(c1, (o0 + 1u) * p.n, col0);
-        store4(c2, (o0 + 2u) * p.n, col0);
-        store4(c3, (o0 + 3u) * p.n, col0);
+        store4(c1, wg.y * ROWS + 1u, col0);
+        store4(c2, wg.y * ROWS + 2u, col0);
+        store4(c3, wg.y * ROWS + 3u, col0);
     }
     if (ROWS > 4u) {
-        store4(c4, (o0 + 4u) * p.n, col0);
-        store4(c5, (o0 + 5u) * p.n, col0);
-        store4(c6, (o0 + 6u) * p.n, col0);
-        store4(c7, (o0 + 7u) * p.n, col0);
+        store4(c4, wg.y * ROWS + 4u, col0);
+        store4(c5, wg.y * ROWS + 5u, col0);
+        store4(c6, wg.y * ROWS + 6u, col0);
+        store4(c7, wg.y * ROWS + 7u, col0);
     }
 }

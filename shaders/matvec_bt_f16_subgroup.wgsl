@@ -9,7 +9,8 @@
 // ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
 // in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
 // rows ROWS · workgroup y ..; the host covers a batch
-// with groups of 8, then 4, then single rows. Every row is computed by the same
+// with groups of 8 and one group of 4 or 8 over its end (`RowsOp::cover`: rows past
+// the batch are computed, never stored), or single rows. Every row is computed by the same
 // expression (`row_dot8`) in every variant, so its numbers do not depend on the batch.
 // Needs K % 8 == 0 and subgroups of at least 8 lanes; the host runs one subgroup per
 // workgroup. Preludes: matvec_bt_params (MatvecBtParams, store4).
@@ -64,7 +65,6 @@ fn matvec_bt_f16_subgroup(
     let w2 = row_base8(min(col0 + 2u, last), k8);
     let w3 = row_base8(min(col0 + 3u, last), k8);
     let a0 = p.a_row0 + wg.y * ROWS;
-    let o0 = p.out_row0 + wg.y * ROWS;
     var xa0 = vec4<f32>(0.0);
     var xb0 = vec4<f32>(0.0);
     var c0 = vec4<f32>(0.0);
@@ -265,16 +265,16 @@ fn matvec_bt_f16_subgroup(
             }
         }
     }
-    store4(c0, (o0 + 0u) * p.n, col0);
+    store4(c0, wg.y * ROWS + 0u, col0);
     if (ROWS > 1u) {
-        store4(c1, (o0 + 1u) * p.n, col0);
-        store4(c2, (o0 + 2u) * p.n, col0);
-        store4(c3, (o0 + 3u) * p.n, col0);
+        store4(c1, wg.y * ROWS + 1u, col0);
+        store4(c2, wg.y * ROWS + 2u, col0);
+        store4(c3, wg.y * ROWS + 3u, col0);
     }
     if (ROWS > 4u) {
-        store4(c4, (o0 + 4u) * p.n, col0);
-        store4(c5, (o0 + 5u) * p.n, col0);
-        store4(c6, (o0 + 6u) * p.n, col0);
-        store4(c7, (o0 + 7u) * p.n, col0);
+        store4(c4, wg.y * ROWS + 4u, col0);
+        store4(c5, wg.y * ROWS + 5u, col0);
+        store4(c6, wg.y * ROWS + 6u, col0);
+        store4(c7, wg.y * ROWS + 7u, col0);
     }
 }

@@ -9,7 +9,8 @@
 // ROWS (an override: 1, 4 or 8, `gpu::BATCH_ROWS`) rows of the batch per invocation,
 // in separate accumulators (llvmpipe keeps arrays indexed by a variable in memory),
 // rows r0 .. r0 + ROWS with r0 = row0 + ROWS · workgroup y; the host covers a batch
-// with groups of 8, then 4, then single rows. Every row is computed by the same
+// with groups of 8 and one group of 4 or 8 over its end (`RowsOp::cover`: rows past
+// the batch are computed, never stored), or single rows. Every row is computed by the same
 // expression (`row_step`) in every variant, so its numbers do not depend on the batch.
 // Needs N % 8 == 0 and subgroups of at least 8 lanes; the host runs it with one
 // subgroup per workgroup (WG = the adapter's subgroup size), which keeps both cores of
@@ -389,24 +390,24 @@ fn matvec_f16_subgroup(
     if (col >= n8) {
         return;
     }
-    store_epilogue(lo0, 2u * col, (r0 + 0u) * p.n4 + 2u * col);
-    store_epilogue(hi0, 2u * col + 1u, (r0 + 0u) * p.n4 + 2u * col + 1u);
+    store_row(lo0, 2u * col, r0 + 0u);
+    store_row(hi0, 2u * col + 1u, r0 + 0u);
     if (ROWS > 1u) {
-        store_epilogue(lo1, 2u * col, (r0 + 1u) * p.n4 + 2u * col);
-        store_epilogue(hi1, 2u * col + 1u, (r0 + 1u) * p.n4 + 2u * col + 1u);
-        store_epilogue(lo2, 2u * col, (r0 + 2u) * p.n4 + 2u * col);
-        store_epilogue(hi2, 2u * col + 1u, (r0 + 2u) * p.n4 + 2u * col + 1u);
-        store_epilogue(lo3, 2u * col, (r0 + 3u) * p.n4 + 2u * col);
-        store_epilogue(hi3, 2u * col + 1u, (r0 + 3u) * p.n4 + 2u * col + 1u);
+        store_row(lo1, 2u * col, r0 + 1u);
+        store_row(hi1, 2u * col + 1u, r0 + 1u);
+        store_row(lo2, 2u * col, r0 + 2u);
+        store_row(hi2, 2u * col + 1u, r0 + 2u);
+        store_row(lo3, 2u * col, r0 + 3u);
+        store_row(hi3, 2u * col + 1u, r0 + 3u);
     }
     if (ROWS > 4u) {
-        store_epilogue(lo4, 2u * col, (r0 + 4u) * p.n4 + 2u * col);
-        store_epilogue(hi4, 2u * col + 1u, (r0 + 4u) * p.n4 + 2u * col + 1u);
-        store_epilogue(lo5, 2u * col, (r0 + 5u) * p.n4 + 2u * col);
-        store_epilogue(hi5, 2u * col + 1u, (r0 + 5u) * p.n4 + 2u * col + 1u);
-        store_epilogue(lo6, 2u * col, (r0 + 6u) * p.n4 + 2u * col);
-        store_epilogue(hi6, 2u * col + 1u, (r0 + 6u) * p.n4 + 2u * col + 1u);
-        store_epilogue(lo7, 2u * col, (r0 + 7u) * p.n4 + 2u * col);
-        store_epilogue(hi7, 2u * col + 1u, (r0 + 7u) * p.n4 + 2u * col + 1u);
+        store_row(lo4, 2u * col, r0 + 4u);
+        store_row(hi4, 2u * col + 1u, r0 + 4u);
+        store_row(lo5, 2u * col, r0 + 5u);
+        store_row(hi5, 2u * col + 1u, r0 + 5u);
+        store_row(lo6, 2u * col, r0 + 6u);
+        store_row(hi6, 2u * col + 1u, r0 + 6u);
+        store_row(lo7, 2u * col, r0 + 7u);
+        store_row(hi7, 2u * col + 1u, r0 + 7u);
     }
 }

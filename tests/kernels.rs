@@ -1167,3 +1167,104 @@ fn profile_times_each_dispatch_of_its_thread() {
     assert_eq!(p.dispatches.len(), profile::MAX_DISPATCHES as usize);
     assert_eq!(p.unrecorded, 3);
 }
+
+/// A batch covered by a `ROWS` group past its end (7 rows as one group of 8, 3 as one
+/// of 4, 18 as 8 + 8 + a group of 4): the batch's rows match the reference, rows past
+/// it are computed from whatever lies there (NaN here) and never stored — not in the
+/// matrix-vector products (with the accumulating epilogue too) nor in the LM head
+/// (at row offsets of `a` and `out`).
+#[test]
+fn matvec_groups_past_the_batch_store_nothing() {
+    use wgformer::gpu::buffers;
+    use wgformer::kernels::submit_pass;
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    let (n, k, pad) = (72, 40, 8);
+    const SENTINEL: f32 = 12345.0;
+    for rows in [1, 2, 3, 5, 6, 7, 9, 18] {
+        let mut x = rand_vec((rows + pad) * k, 31, 1.0);
+        x[rows * k..].fill(f32::NAN);
+        let w = rand_vec(k * n, 32, 0.5);
+        let init = rand_vec(rows * n, 33, 1.0);
+        for variant in variants("matvec") {
+            let xb = buffers::upload(ctx, "x", &x);
+            let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+            let mut out0 = init.clone();
+            out0.extend(std::iter::repeat_n(SENTINEL, pad * n));
+            let out = buffers::upload(ctx, "out", &out0);
+            let op = matvec::matvec_variant_op(ctx, pl, variant, &xb, &wb, &wb, &out);
+            submit_pass(ctx, "matvec", |pass| {
+                matvec::encode_matvec(&ctx.queue, pass, pl, &op, rows, n, k, matmul::ACCUMULATE)
+            })
+            .unwrap();
+            let got = buffers::read_floats(ctx, &out, 0, (rows + pad) * n).unwrap();
+            let seen = seen_by(variant, &w);
+            let want = reference::matmul::matmul(
+                &x[..rows * k],
+                &seen,
+                None,
+                Some(&init),
+                rows,
+                n,
+                k,
+                false,
+            );
+            assert_close(
+                &format!("{variant} {rows} rows"),
+                &got[..rows * n],
+                &want,
+                1e-4,
+                1e-4,
+            );
+            assert!(
+                got[rows * n..].iter().all(|&v| v == SENTINEL),
+                "{variant}: {rows} rows wrote past the batch"
+            );
+        }
+        let mut vs = variants("matvec_bt");
+        vs.push("matvec_bt_f16");
+        if matvec_bt::best_f16_variant(pl, k) != "matvec_bt_f16" {
+            vs.push("matvec_bt_f16_subgroup");
+        }
+        let (a_row0, out_row0) = (1, 2);
+        let mut a = rand_vec((a_row0 + rows + pad) * k, 34, 1.0);
+        a[(a_row0 + rows) * k..].fill(f32::NAN);
+        let b = rand_vec(n * k, 35, 1.0);
+        for variant in vs {
+            let ab = buffers::upload(ctx, "a", &a);
+            let bb = buffers::upload(
+                ctx,
+                "b",
+                &wgformer::kernels::matmul_bt::store_wte(variant, &b, n, k),
+            );
+            let total = out_row0 + rows + pad;
+            let out = buffers::upload(ctx, "out", &vec![SENTINEL; total * n]);
+            let op = matvec_bt::matvec_bt_op(ctx, pl, variant, &ab, &bb, &out);
+            submit_pass(ctx, "matvec_bt", |pass| {
+                matvec_bt::encode_matvec_bt(&ctx.queue, pass, pl, &op, n, k, a_row0, rows, out_row0)
+            })
+            .unwrap();
+            let got = buffers::read_floats(ctx, &out, 0, total * n).unwrap();
+            let seen = seen_by(variant, &b);
+            let want = reference::matmul::matmul_bt(
+                &a[a_row0 * k..(a_row0 + rows) * k],
+                &seen,
+                rows,
+                n,
+                k,
+            );
+            let (lo, hi) = (out_row0 * n, (out_row0 + rows) * n);
+            assert_close(
+                &format!("{variant} {rows} rows"),
+                &got[lo..hi],
+                &want,
+                1e-4,
+                1e-4,
+            );
+            assert!(
+                got[..lo].iter().chain(&got[hi..]).all(|&v| v == SENTINEL),
+                "{variant}: {rows} rows wrote outside the batch"
+            );
+        }
+    }
+}

@@ -5,11 +5,20 @@ struct MatvecBtParams {
     k4: u32,       // K / 4
     a_row0: u32,   // first row of `a` of this dispatch
     out_row0: u32, // its row of `out`
+    rows: u32,     // rows of the batch from a_row0 on: a ROWS group past them computes
+                   // those rows and does not store them
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
-// Store outputs col0 .. col0 + 3 (those below N) of the row starting at `at` (the
-// kernel declares `p` and `out`).
-fn store4(v: vec4<f32>, at: u32, col0: u32) {
+// Store outputs col0 .. col0 + 3 (those below N) of row `r` of this dispatch (the kernel
+// declares `p` and `out`), unless the row is past the batch.
+fn store4(v: vec4<f32>, r: u32, col0: u32) {
+    if (r >= p.rows) {
+        return;
+    }
+    let at = (p.out_row0 + r) * p.n;
     if (col0 < p.n) { out[at + col0] = v.x; }
     if (col0 + 1u < p.n) { out[at + col0 + 1u] = v.y; }
     if (col0 + 2u < p.n) { out[at + col0 + 2u] = v.z; }

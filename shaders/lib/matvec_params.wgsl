@@ -9,6 +9,14 @@ struct MatvecParams {
     p4: u32,    // panel width of w / 4
     rows: u32,  // workgroup rows of this dispatch (ROWS rows each)
     row0: u32,  // first row of this dispatch (the ROWS kernels)
-    _pad0: u32,
+    row_end: u32, // rows from here on are past the batch: computed, never stored
     _pad1: u32,
+}
+
+// Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue),
+// unless the row is past the batch (a ROWS group that covers the batch's end).
+fn store_row(acc: vec4<f32>, col: u32, r: u32) {
+    if (r < p.row_end) {
+        store_epilogue(acc, col, r * p.n4 + col);
+    }
 }

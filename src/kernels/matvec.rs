@@ -19,7 +19,10 @@ pub struct MatvecParams {
     pub p4: u32,
     pub rows: u32,
     pub row0: u32,
-    pub _pad: [u32; 2],
+    /// The batch's end: a `ROWS` group that passes it computes those rows and does
+    /// not store them.
+    pub row_end: u32,
+    pub _pad: u32,
 }
 
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
@@ -92,7 +95,8 @@ pub fn encode_matvec(
             p4: (panel_width(n) / 4) as u32,
             rows: groups as u32,
             row0: row0 as u32,
-            _pad: [0; 2],
+            row_end: rows as u32,
+            _pad: 0,
         };
         o.encode(queue, pass, pipelines, &p, (gx as u32, groups as u32, 1));
     }

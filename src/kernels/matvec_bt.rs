@@ -15,6 +15,10 @@ pub struct MatvecBtParams {
     pub k4: u32,
     pub a_row0: u32,
     pub out_row0: u32,
+    /// Rows of the batch from `a_row0` on (a `ROWS` group past them stores nothing
+    /// there).
+    pub rows: u32,
+    pub _pad: [u32; 3],
 }
 
 /// The fastest half-float-wte variant for rows of `k` values on this device:
@@ -60,6 +64,8 @@ pub fn encode_matvec_bt(
             k4: (k / 4) as u32,
             a_row0: (a_row0 + row0) as u32,
             out_row0: (out_row0 + row0) as u32,
+            rows: (rows - row0) as u32,
+            _pad: [0; 3],
         };
         o.encode(queue, pass, pipelines, &p, (gx, groups as u32, 1));
     }
