@@ -1250,8 +1250,12 @@ impl Worker {
     }
 
     /// One engine step: every generation with logits samples and streams its next
-    /// token; the decoding generations run their tokens through the model together
-    /// (one batch per model); then one chunk of the oldest prompt still prefilling.
+    /// token; then one prefill traversal (chunks of the oldest prompts still
+    /// prefilling); then the decoding generations run their tokens through the model
+    /// together (one batch per model). Prefill first: a prompt admitted between steps
+    /// is prefilled before the running batch's next decode step, not after it, so a
+    /// generation joining a batch waits for one traversal less; the running ones do the
+    /// same work in the same rotation (a prefill between two of their decode steps).
     fn step(&mut self) {
         if self.active.is_empty() {
             return;
@@ -1292,8 +1296,8 @@ impl Worker {
                 s.tokens(sampled);
             }
         }
-        self.decode();
         self.prefill();
+        self.decode();
         self.state
             .running
             .store(self.active.len(), Ordering::SeqCst);
