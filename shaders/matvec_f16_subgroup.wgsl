@@ -51,6 +51,12 @@ fn row_step(xv: vec4<f32>, w0: vec4<u32>, w1: vec4<u32>, w2: vec4<u32>, w3: vec4
     );
 }
 
+// Outputs 8 col .. 8 col + 7 of batch row `r` (not stored past the batch).
+fn store_pair(lo: vec4<f32>, hi: vec4<f32>, col: u32, r: u32) {
+    store_row(lo, 2u * col, r);
+    store_row(hi, 2u * col + 1u, r);
+}
+
 @compute @workgroup_size(WG)
 fn matvec_f16_subgroup(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -390,24 +396,16 @@ fn matvec_f16_subgroup(
     if (col >= n8) {
         return;
     }
-    store_row(lo0, 2u * col, r0 + 0u);
-    store_row(hi0, 2u * col + 1u, r0 + 0u);
+    store_pair(lo0, hi0, col, r0 + 0u);
     if (ROWS > 1u) {
-        store_row(lo1, 2u * col, r0 + 1u);
-        store_row(hi1, 2u * col + 1u, r0 + 1u);
-        store_row(lo2, 2u * col, r0 + 2u);
-        store_row(hi2, 2u * col + 1u, r0 + 2u);
-        store_row(lo3, 2u * col, r0 + 3u);
-        store_row(hi3, 2u * col + 1u, r0 + 3u);
+        store_pair(lo1, hi1, col, r0 + 1u);
+        store_pair(lo2, hi2, col, r0 + 2u);
+        store_pair(lo3, hi3, col, r0 + 3u);
     }
     if (ROWS > 4u) {
-        store_row(lo4, 2u * col, r0 + 4u);
-        store_row(hi4, 2u * col + 1u, r0 + 4u);
-        store_row(lo5, 2u * col, r0 + 5u);
-        store_row(hi5, 2u * col + 1u, r0 + 5u);
-        store_row(lo6, 2u * col, r0 + 6u);
-        store_row(hi6, 2u * col + 1u, r0 + 6u);
-        store_row(lo7, 2u * col, r0 + 7u);
-        store_row(hi7, 2u * col + 1u, r0 + 7u);
+        store_pair(lo4, hi4, col, r0 + 4u);
+        store_pair(lo5, hi5, col, r0 + 5u);
+        store_pair(lo6, hi6, col, r0 + 6u);
+        store_pair(lo7, hi7, col, r0 + 7u);
     }
 }

@@ -261,6 +261,8 @@ pub struct EngineState {
     busy: Mutex<Option<Busy>>,
     /// Loads given up on: their deadline passed.
     pub timeouts: AtomicU64,
+    /// Model traversals run (decode steps and prefills), for `profile_every`.
+    traversals: AtomicU64,
     /// The scheduler's figures.
     pub sched: Mutex<SchedStats>,
 }
@@ -387,6 +389,7 @@ impl Default for EngineState {
             born: Instant::now(),
             busy: Mutex::new(None),
             timeouts: AtomicU64::new(0),
+            traversals: AtomicU64::new(0),
             sched: Mutex::default(),
         }
     }
@@ -847,8 +850,6 @@ struct Worker {
     slot: Option<DeviceSlot>,
     active: Vec<Active>,
     waiting: VecDeque<Waiting>,
-    /// Model traversals run (decode steps and prefills), for `profile_every`.
-    traversals: u64,
 }
 
 /// Run one model traversal `f` of kind `step`; every `every`-th one (0: never) with
@@ -857,13 +858,12 @@ struct Worker {
 fn traverse<T>(
     state: &EngineState,
     every: u64,
-    seen: &mut u64,
     ctx: &GpuContext,
     step: &'static str,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    *seen += 1;
-    if every == 0 || !(*seen - 1).is_multiple_of(every) || !profile::available(ctx) {
+    let seen = state.traversals.fetch_add(1, Ordering::Relaxed);
+    if every == 0 || !seen.is_multiple_of(every) || !profile::available(ctx) {
         return f();
     }
     let (value, p) = profile::profile(ctx, f)?;
@@ -886,7 +886,6 @@ fn run(
         slot: None,
         active: Vec::new(),
         waiting: VecDeque::new(),
-        traversals: 0,
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
@@ -1346,15 +1345,10 @@ impl Worker {
                     let id = a.next.unwrap_or(0);
                     rows.push((&mut a.kv, id));
                 }
-                let every = self.options.profile_every;
-                let r = traverse(
-                    &self.state,
-                    every,
-                    &mut self.traversals,
-                    &model.model.ctx,
-                    "decode",
-                    || model.model.decode_select(&mut rows, &want),
-                );
+                let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+                let r = traverse(&self.state, every, ctx, "decode", || {
+                    model.model.decode_select(&mut rows, &want)
+                });
                 drop(rows);
                 self.state.clear_busy();
                 match r {
@@ -1426,15 +1420,10 @@ impl Worker {
                 parts.push((&mut a.kv, &a.prompt[a.prefilled..end], want));
             }
         }
-        let every = self.options.profile_every;
-        let r = traverse(
-            &self.state,
-            every,
-            &mut self.traversals,
-            &model.model.ctx,
-            "prefill",
-            || model.model.prefill_select(&mut parts),
-        );
+        let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        let r = traverse(&self.state, every, ctx, "prefill", || {
+            model.model.prefill_select(&mut parts)
+        });
         drop(parts);
         self.state.clear_busy();
         let seconds = started.elapsed().as_secs_f64();
