@@ -1169,7 +1169,8 @@ fn profile_times_each_dispatch_of_its_thread() {
 }
 
 /// A batch covered by a `ROWS` group past its end (7 rows as one group of 8, 3 as one
-/// of 4, 18 as 8 + 8 + a group of 4): the batch's rows match the reference, rows past
+/// of 4, 13 as two groups of 8, 18 as 8 + 8 + a group of 4): the batch's rows match the
+/// reference, rows past
 /// it are computed from whatever lies there (NaN here) and never stored — not in the
 /// matrix-vector products (with the accumulating epilogue too) nor in the LM head
 /// (at row offsets of `a` and `out`).
@@ -1181,7 +1182,7 @@ fn matvec_groups_past_the_batch_store_nothing() {
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
     let (n, k, pad) = (72, 40, 8);
     const SENTINEL: f32 = 12345.0;
-    for rows in [1, 2, 3, 5, 6, 7, 9, 18] {
+    for rows in [1, 2, 3, 5, 6, 7, 9, 13, 15, 18] {
         let mut x = rand_vec((rows + pad) * k, 31, 1.0);
         x[rows * k..].fill(f32::NAN);
         let w = rand_vec(k * n, 32, 0.5);

@@ -131,6 +131,10 @@ impl RowsOp {
         if rest > 0 {
             let fits = self.ops.iter().rev().find(|o| o.rows as usize >= rest);
             match fits {
+                // one more group of the largest: the same op, so the same dispatch (an
+                // op's parameters are one uniform: two dispatches of it in one pass
+                // would both run with the last one's)
+                Some(op) if std::ptr::eq(op, big) && full > 0 => out[0].2 += 1,
                 Some(op) if op.rows > 1 => out.push((op, full * r, 1)),
                 _ => {
                     let one = self.ops.last().expect("an op");
