@@ -18,10 +18,7 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
 @group(0) @binding(3) var<storage, read> v_pool: array<vec4<f32>>;     // [pool rows, C]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
-@group(0) @binding(5) var<storage, read> rows: array<vec2<u32>>;       // [T] (table, pos)
-@group(0) @binding(6) var<storage, read> tables: array<u32>;           // pages of each row's sequence
-@group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
-@group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
+// bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
 @compute @workgroup_size(WG)
 fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

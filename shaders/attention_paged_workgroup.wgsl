@@ -23,10 +23,7 @@ const MAX_HS: u32 = 128u; // MAX_HS4 * 4
 @group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
 @group(0) @binding(3) var<storage, read> v_pool: array<f32>;           // [pool rows, C]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;        // [T, C]
-@group(0) @binding(5) var<storage, read> rows: array<vec2<u32>>;       // [T] (table, pos)
-@group(0) @binding(6) var<storage, read> tables: array<u32>;           // pages of each row's sequence
-@group(0) @binding(7) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1] (sparse)
-@group(0) @binding(8) var<storage, read> cols: array<u32>;             // [listed blocks] (sparse)
+// bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
 var<workgroup> q: array<vec4<f32>, MAX_HS4>;
 var<workgroup> score: array<f32, CHUNK>;

@@ -129,17 +129,19 @@ impl RowsOp {
         }
         let rest = rows - full * r;
         if rest > 0 {
-            let fits = self.ops.iter().rev().find(|o| o.rows as usize >= rest);
-            match fits {
-                // one more group of the largest: the same op, so the same dispatch (an
-                // op's parameters are one uniform: two dispatches of it in one pass
-                // would both run with the last one's)
-                Some(op) if std::ptr::eq(op, big) && full > 0 => out[0].2 += 1,
-                Some(op) if op.rows > 1 => out.push((op, full * r, 1)),
-                _ => {
-                    let one = self.ops.last().expect("an op");
-                    out.push((one, full * r, rest.div_ceil(one.rows as usize)));
-                }
+            // the smallest `ROWS` that holds the rest (the largest always does)
+            let op = self
+                .ops
+                .iter()
+                .rev()
+                .find(|o| o.rows as usize >= rest)
+                .unwrap_or(big);
+            let groups = rest.div_ceil(op.rows as usize);
+            match out.first_mut() {
+                // the same op extends its dispatch: an op's parameters are one uniform,
+                // so two dispatches of it in one pass would both run with the last one's
+                Some(first) if std::ptr::eq(first.0, op) => first.2 += groups,
+                _ => out.push((op, full * r, groups)),
             }
         }
         out

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use crate::engine::SchedStats;
+use crate::engine::{KernelTime, SchedStats};
 use crate::stats::{Histogram, SECONDS};
 
 struct Inner {
@@ -270,27 +270,28 @@ impl Metrics {
         for (step, n) in &b.profiled_steps {
             let _ = writeln!(s, "wgformer_profiled_steps_total{{step=\"{step}\"}} {n}");
         }
-        for (name, help, seconds) in [
+        let seconds = |t: &KernelTime| t.seconds;
+        let dispatches = |t: &KernelTime| t.dispatches as f64;
+        for (name, help, value) in [
             (
                 "wgformer_kernel_seconds_total",
                 "Device seconds of each kernel in the profiled traversals, by traversal kind.",
-                true,
+                &seconds as &dyn Fn(&KernelTime) -> f64,
             ),
             (
                 "wgformer_kernel_dispatches_total",
                 "Dispatches of each kernel in the profiled traversals, by traversal kind.",
-                false,
+                &dispatches,
             ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");
             for ((step, kernel), t) in &b.kernels {
-                let label = format!("{{step=\"{step}\",kernel=\"{kernel}\"}}");
-                if seconds {
-                    let _ = writeln!(s, "{name}{label} {}", t.seconds);
-                } else {
-                    let _ = writeln!(s, "{name}{label} {}", t.dispatches);
-                }
+                let _ = writeln!(
+                    s,
+                    "{name}{{step=\"{step}\",kernel=\"{kernel}\"}} {}",
+                    value(t)
+                );
             }
         }
         s
