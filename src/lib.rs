@@ -30,6 +30,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod server;
+pub mod sparse;
 pub mod stats;
 pub mod tokenizer;
 

@@ -3,7 +3,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::GpuContext;
+use super::context::GpuContext;
 use crate::error::{Error, Result};
 
 /// Usage of every tensor buffer: bound as storage, copyable both ways.

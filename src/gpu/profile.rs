@@ -19,7 +19,7 @@
 use std::cell::RefCell;
 
 use super::buffers;
-use super::GpuContext;
+use super::context::GpuContext;
 use crate::error::{Error, Result};
 
 /// The device must have been opened with inside-pass timestamps.

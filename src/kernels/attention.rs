@@ -2,9 +2,21 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines};
+use crate::gpu::{buffers, GpuContext};
+use crate::sparse::BlockLayout;
+
+/// A block layout's `(row_offsets, cols)` as device buffers (the sparse kernels'
+/// bindings).
+pub fn upload_layout(ctx: &GpuContext, layout: &BlockLayout) -> (wgpu::Buffer, wgpu::Buffer) {
+    let cast = |v: &[u32]| -> Vec<f32> { v.iter().map(|&x| f32::from_bits(x)).collect() };
+    (
+        buffers::upload(ctx, "sparse row_offsets", &cast(&layout.row_offsets)),
+        buffers::upload(ctx, "sparse cols", &cast(&layout.cols)),
+    )
+}
 
 /// Mirrors `AttentionParams` in the WGSL.
 #[repr(C)]
@@ -171,56 +183,42 @@ pub fn sparse_attention_variant(
     }
 }
 
-/// Op: bindings qkv `[T, 3C]` (queries), k, v (the same qkv, cache buffers, or the
-/// paged pool), out `[T, C]`, entropy `[NH, T]`, the page table (any buffer unless the
-/// layout is paged). `variant`: `attention`, `attention_subgroup` or `attention_tiled`.
-#[allow(clippy::too_many_arguments)]
+/// The buffers an attention kernel binds after its parameters: queries `qkv [T, 3C]`,
+/// keys and values (the same qkv, cache buffers, or a paged pool), out `[T, C]`,
+/// entropy `[NH, T]`, the page table (any buffer unless the layout is paged), and for
+/// the block-sparse kernels the CSR layout (`row_offsets` `[query blocks + 1]`, `cols`
+/// `[listed blocks]`, both u32), bound before the page table.
+pub struct AttentionBuffers<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub entropy: &'a wgpu::Buffer,
+    pub tables: &'a wgpu::Buffer,
+    /// `(row_offsets, cols)` for a block-sparse `variant`.
+    pub sparse: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// Op of a forward's attention: `variant` of op `attention` (`attention`,
+/// `attention_subgroup`, `attention_tiled`) or, with `b.sparse`, of `sparse_attention`.
 pub fn attention_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    qkv: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    entropy: &wgpu::Buffer,
-    tables: &wgpu::Buffer,
+    b: &AttentionBuffers,
 ) -> KernelOp {
-    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &[qkv, k, v, out, entropy, tables])
-}
-
-/// Block-sparse op: the bindings of [`attention_op`] but with the CSR layout
-/// (`row_offsets` `[query blocks + 1]`, `cols` `[listed blocks]`, both u32) before the
-/// page table.
-#[allow(clippy::too_many_arguments)]
-pub fn sparse_attention_op(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    variant: &'static str,
-    qkv: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    entropy: &wgpu::Buffer,
-    row_offsets: &wgpu::Buffer,
-    cols: &wgpu::Buffer,
-    tables: &wgpu::Buffer,
-) -> KernelOp {
-    KernelOp::new::<AttentionParams>(
-        ctx,
-        pipelines,
-        variant,
-        &[qkv, k, v, out, entropy, row_offsets, cols, tables],
-    )
+    let mut bind = vec![b.qkv, b.k, b.v, b.out, b.entropy];
+    if let Some((row_offsets, cols)) = b.sparse {
+        bind.extend([row_offsets, cols]);
+    }
+    bind.push(b.tables);
+    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &bind)
 }
 
 /// Record causal attention of `t` queries over keys laid out as `kv`, `nh` heads, width
 /// `c`; `block` is the layout's block size for a sparse op (ignored by the dense one).
-#[allow(clippy::too_many_arguments)]
 pub fn encode_attention(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -231,141 +229,168 @@ pub fn encode_attention(
     // the dense kernels ignore the block size, the sparse ones divide by it
     let p = AttentionParams::new(t, c, nh, kv, block.max(1));
     // one query per lane (the tiled kernel: a block of queries per workgroup)
-    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+    let gx = t.div_ceil(op.workgroup as usize) as u32;
+    op.encode(pass, &p, (gx, nh as u32, 1));
 }
 
-/// Run `op` (bound to `out` and `ent`) for `t` queries and read back `(out, entropy)`.
-#[allow(clippy::too_many_arguments)]
-fn run_bound(
+/// An attention problem on the host, for the `run_*` helpers (the tests and the bench):
+/// queries `qkv [T, 3C]` of `nh` heads, and where the keys and values are.
+#[derive(Clone, Copy)]
+pub struct HostAttention<'a> {
+    pub qkv: &'a [f32],
+    pub c: usize,
+    pub nh: usize,
+    /// Keys and values `[rows, C]` apart from `qkv` (a cache, or a paged pool); `None`:
+    /// the keys and values of `qkv`.
+    pub kv: Option<(&'a [f32], &'a [f32])>,
+    /// Position of the first query.
+    pub pos: usize,
+    /// A paged pool's page table and positions per page.
+    pub paged: Option<(&'a [u32], usize)>,
+    pub layout: Option<&'a BlockLayout>,
+}
+
+impl<'a> HostAttention<'a> {
+    /// Causal attention within `qkv`.
+    pub fn new(qkv: &'a [f32], c: usize, nh: usize) -> Self {
+        HostAttention {
+            qkv,
+            c,
+            nh,
+            kv: None,
+            pos: 0,
+            paged: None,
+            layout: None,
+        }
+    }
+
+    /// Over keys and values in cache buffers `[rows, C]`, queries at `pos ..`.
+    pub fn cached(self, k: &'a [f32], v: &'a [f32], pos: usize) -> Self {
+        HostAttention {
+            kv: Some((k, v)),
+            pos,
+            ..self
+        }
+    }
+
+    /// Over a paged pool `[pool rows, C]` with pages of `page` positions listed in
+    /// `table`, queries at `pos ..`.
+    pub fn paged(
+        self,
+        k: &'a [f32],
+        v: &'a [f32],
+        table: &'a [u32],
+        page: usize,
+        pos: usize,
+    ) -> Self {
+        HostAttention {
+            paged: Some((table, page)),
+            ..self.cached(k, v, pos)
+        }
+    }
+
+    /// With a block-sparse layout (a `sparse_attention` variant), or dense (`None`).
+    pub fn layout(self, layout: Option<&'a BlockLayout>) -> Self {
+        HostAttention { layout, ..self }
+    }
+
+    fn t(&self) -> usize {
+        self.qkv.len() / (3 * self.c)
+    }
+
+    fn block(&self) -> usize {
+        self.layout.map_or(0, |l| l.block)
+    }
+}
+
+/// Upload `h`, run `variant` (a kernel of op `attention` or `sparse_attention`), read
+/// back `(out[T, C], entropy[NH, T])`.
+pub fn run_attention(
     ctx: &GpuContext,
     pipelines: &Pipelines,
-    make_op: impl FnOnce(&wgpu::Buffer, &wgpu::Buffer) -> KernelOp,
-    t: usize,
-    c: usize,
-    nh: usize,
-    kv: KvLayout,
-    block: usize,
+    variant: &'static str,
+    h: &HostAttention,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (t, c, nh) = (h.t(), h.c, h.nh);
+    let q = buffers::upload(ctx, "qkv", h.qkv);
+    let (k, v) = match h.kv {
+        Some((k, v)) => (buffers::upload(ctx, "k", k), buffers::upload(ctx, "v", v)),
+        None => (q.clone(), q.clone()),
+    };
+    let tables = match h.paged {
+        Some((table, _)) => buffers::upload(ctx, "tables", bytemuck::cast_slice(table)),
+        None => buffers::storage(ctx, "tables", 1),
+    };
+    let sparse = h.layout.map(|l| upload_layout(ctx, l));
     let out = buffers::storage(ctx, "out", t * c);
-    let ent = buffers::storage(ctx, "entropy", nh * t);
-    let op = make_op(&out, &ent);
+    let entropy = buffers::storage(ctx, "entropy", nh * t);
+    let bufs = AttentionBuffers {
+        qkv: &q,
+        k: &k,
+        v: &v,
+        out: &out,
+        entropy: &entropy,
+        tables: &tables,
+        sparse: sparse.as_ref().map(|(r, c)| (r, c)),
+    };
+    let op = attention_op(ctx, pipelines, variant, &bufs);
+    let kv = match (h.kv, h.paged) {
+        (_, Some((_, page))) => KvLayout::paged(c, h.pos, page),
+        (Some(_), None) => KvLayout::cache(c, h.pos),
+        (None, None) => KvLayout::fused(c),
+    };
     submit_pass(ctx, op.name, |pass| {
-        encode_attention(&ctx.queue, pass, pipelines, &op, t, c, nh, kv, block)
+        encode_attention(pass, &op, t, c, nh, kv, h.block())
     })?;
-    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&ent, 0, nh * t)])?;
+    let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&entropy, 0, nh * t)])?;
     let e = r.pop().unwrap_or_default();
     let o = r.pop().unwrap_or_default();
     Ok((o, e))
 }
 
-/// Upload, run, read back `(out[T, C], entropy[NH, T])`.
-pub fn run_attention(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    variant: &'static str,
-    qkv: &[f32],
-    c: usize,
-    nh: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let t = qkv.len() / (3 * c);
-    let q = buffers::upload(ctx, "qkv", qkv);
-    let none = buffers::storage(ctx, "tables", 1);
-    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        attention_op(ctx, pipelines, variant, &q, &q, &q, out, ent, &none)
-    };
-    run_bound(ctx, pipelines, make, t, c, nh, KvLayout::fused(c), 0)
+/// The buffers a paged (generation) attention kernel binds after its parameters:
+/// queries `qkv [T, 3C]`, the layer's pools `[pool rows, C]`, out `[T, C]`, per-row
+/// `(table offset, position)` pairs, the page tables, and the sparse layout's CSR
+/// (`row_offsets`, `cols`; any buffer when dense).
+pub struct PagedBuffers<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub k_pool: &'a wgpu::Buffer,
+    pub v_pool: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub rows: &'a wgpu::Buffer,
+    pub tables: &'a wgpu::Buffer,
+    pub row_offsets: &'a wgpu::Buffer,
+    pub cols: &'a wgpu::Buffer,
 }
 
-/// Upload, run with keys and values in separate cache buffers, read back
-/// `(out[T, C], entropy[NH, T])`: queries `qkv [T, 3C]` at positions `pos..pos + T`,
-/// caches `[rows, C]` holding at least `pos + T` rows.
-#[allow(clippy::too_many_arguments)]
-pub fn run_attention_cached(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    variant: &'static str,
-    qkv: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    pos: usize,
-    c: usize,
-    nh: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let t = qkv.len() / (3 * c);
-    let q = buffers::upload(ctx, "qkv", qkv);
-    let k = buffers::upload(ctx, "k_cache", k_cache);
-    let v = buffers::upload(ctx, "v_cache", v_cache);
-    let none = buffers::storage(ctx, "tables", 1);
-    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent, &none)
-    };
-    run_bound(ctx, pipelines, make, t, c, nh, KvLayout::cache(c, pos), 0)
-}
-
-/// Upload, run block-sparse attention with `layout`, read back `(out[T, C], entropy[NH, T])`.
-pub fn run_sparse_attention(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    variant: &'static str,
-    qkv: &[f32],
-    c: usize,
-    nh: usize,
-    layout: &crate::model::sparse::BlockLayout,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let t = qkv.len() / (3 * c);
-    let q = buffers::upload(ctx, "qkv", qkv);
-    let (ro, cols) = layout.upload(ctx);
-    let none = buffers::storage(ctx, "tables", 1);
-    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| {
-        sparse_attention_op(
-            ctx, pipelines, variant, &q, &q, &q, out, ent, &ro, &cols, &none,
-        )
-    };
-    run_bound(
-        ctx,
-        pipelines,
-        make,
-        t,
-        c,
-        nh,
-        KvLayout::fused(c),
-        layout.block,
-    )
-}
-
-/// Op of a paged kernel (`variant` of op `attention_paged`): queries `qkv [T, 3C]`, the layer's pools
-/// `[pool rows, C]`, out `[T, C]`, per-row `(table offset, position)` pairs, the page
-/// tables, and the sparse layout's CSR (`row_offsets`, `cols`; any buffer when dense).
-#[allow(clippy::too_many_arguments)]
+/// Op of a paged kernel (`variant` of op `attention_paged`).
 pub fn attention_paged_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    qkv: &wgpu::Buffer,
-    k_pool: &wgpu::Buffer,
-    v_pool: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    rows: &wgpu::Buffer,
-    tables: &wgpu::Buffer,
-    row_offsets: &wgpu::Buffer,
-    cols: &wgpu::Buffer,
+    b: &PagedBuffers,
 ) -> KernelOp {
     KernelOp::new::<AttentionParams>(
         ctx,
         pipelines,
         variant,
-        &[qkv, k_pool, v_pool, out, rows, tables, row_offsets, cols],
+        &[
+            b.qkv,
+            b.k_pool,
+            b.v_pool,
+            b.out,
+            b.rows,
+            b.tables,
+            b.row_offsets,
+            b.cols,
+        ],
     )
 }
 
 /// Record attention of `t` rows over the paged pool with pages of `page` positions;
 /// `block` is the sparse layout's block size, 0 when dense.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_attention_paged(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -376,101 +401,62 @@ pub fn encode_attention_paged(
     let p = AttentionParams::new(t, c, nh, KvLayout::paged(c, 0, page), block);
     // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
     // workgroup
-    let per_workgroup = crate::gpu::kernel(op.name).is_some_and(|k| k.name != k.op);
+    let per_workgroup = crate::kernels::kernel(op.name).is_some_and(|k| k.name != k.op);
     let gx = if per_workgroup {
         t
     } else {
-        t.div_ceil(pipelines.workgroup(op.name) as usize)
+        t.div_ceil(op.workgroup as usize)
     };
-    op.encode(queue, pass, pipelines, &p, (gx as u32, nh as u32, 1));
+    op.encode(pass, &p, (gx as u32, nh as u32, 1));
 }
 
-/// Upload, run the paged kernel, read back `out[T, C]`: queries `qkv [T, 3C]`, pools
-/// `[pool rows, C]` with pages of `page` positions, per-row `(table offset, position)`,
-/// the page tables, and an optional sparse layout.
-#[allow(clippy::too_many_arguments)]
+/// Upload, run the paged kernel `variant`, read back `out[T, C]`: one query row of
+/// `h.qkv` per entry of `rows` (`(table offset, position)`), keys and values in
+/// `h`'s paged pool (its table holding every row's pages), `h`'s optional layout.
 pub fn run_attention_paged(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    qkv: &[f32],
-    k_pool: &[f32],
-    v_pool: &[f32],
+    h: &HostAttention,
     rows: &[[u32; 2]],
-    tables: &[u32],
-    page: usize,
-    c: usize,
-    nh: usize,
-    layout: Option<&crate::model::sparse::BlockLayout>,
 ) -> Result<Vec<f32>> {
-    let t = rows.len();
-    let q = buffers::upload(ctx, "qkv", qkv);
+    let (t, c) = (rows.len(), h.c);
+    let ((k_pool, v_pool), (tables, page)) = match (h.kv, h.paged) {
+        (Some(kv), Some(paged)) => (kv, paged),
+        _ => {
+            return Err(crate::error::Error::InvalidInput(
+                "run_attention_paged needs a paged pool (HostAttention::paged)".into(),
+            ))
+        }
+    };
+    let q = buffers::upload(ctx, "qkv", h.qkv);
     let k = buffers::upload(ctx, "k_pool", k_pool);
     let v = buffers::upload(ctx, "v_pool", v_pool);
     let rb = buffers::upload(ctx, "rows", bytemuck::cast_slice(rows));
     let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(tables));
     let out = buffers::storage(ctx, "out", t * c);
-    let (ro, cols) = match layout {
-        Some(l) => l.upload(ctx),
+    let (ro, cols) = match h.layout {
+        Some(l) => upload_layout(ctx, l),
         None => (
             buffers::storage(ctx, "row_offsets", 4),
             buffers::storage(ctx, "cols", 4),
         ),
     };
-    let op = attention_paged_op(
-        ctx, pipelines, variant, &q, &k, &v, &out, &rb, &tb, &ro, &cols,
-    );
-    let block = layout.map_or(0, |l| l.block);
+    let bufs = PagedBuffers {
+        qkv: &q,
+        k_pool: &k,
+        v_pool: &v,
+        out: &out,
+        rows: &rb,
+        tables: &tb,
+        row_offsets: &ro,
+        cols: &cols,
+    };
+    let op = attention_paged_op(ctx, pipelines, variant, &bufs);
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_paged(&ctx.queue, pass, pipelines, &op, t, c, nh, page, block)
+        encode_attention_paged(pass, &op, t, c, h.nh, page, h.block())
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)
-}
-
-/// Upload, run `variant` (a dense or block-sparse kernel of the forward) over one
-/// sequence's keys and values in a paged pool, read back `out[T, C]`: queries
-/// `qkv [T, 3C]` at positions `pos ..`, the sequence's page `table`.
-#[allow(clippy::too_many_arguments)]
-pub fn run_attention_paged_chunk(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    variant: &'static str,
-    qkv: &[f32],
-    k_pool: &[f32],
-    v_pool: &[f32],
-    table: &[u32],
-    pos: usize,
-    page: usize,
-    c: usize,
-    nh: usize,
-    layout: Option<&crate::model::sparse::BlockLayout>,
-) -> Result<Vec<f32>> {
-    let t = qkv.len() / (3 * c);
-    let q = buffers::upload(ctx, "qkv", qkv);
-    let k = buffers::upload(ctx, "k_pool", k_pool);
-    let v = buffers::upload(ctx, "v_pool", v_pool);
-    let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(table));
-    let make = |out: &wgpu::Buffer, ent: &wgpu::Buffer| match layout {
-        Some(l) => {
-            let (ro, cols) = l.upload(ctx);
-            sparse_attention_op(
-                ctx, pipelines, variant, &q, &k, &v, out, ent, &ro, &cols, &tb,
-            )
-        }
-        None => attention_op(ctx, pipelines, variant, &q, &k, &v, out, ent, &tb),
-    };
-    let block = layout.map_or(0, |l| l.block);
-    let (out, _) = run_bound(
-        ctx,
-        pipelines,
-        make,
-        t,
-        c,
-        nh,
-        KvLayout::paged(c, pos, page),
-        block,
-    )?;
-    Ok(out)
 }
 
 /// Op of `attention_weights`: a forward's `qkv [T, 3C]`, the weights buffer (each
@@ -495,11 +481,8 @@ pub fn attention_weights_op(
 
 /// Record the attention weights of a forward of `t` tokens (keys in its fused qkv) to
 /// floats `w0 ..` of the op's weights buffer; `block` the sparse block size, 0 dense.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_attention_weights(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -511,8 +494,8 @@ pub fn encode_attention_weights(
         w0: w0 as u32,
         ..AttentionParams::new(t, c, nh, KvLayout::fused(c), block)
     };
-    let gx = t.div_ceil(pipelines.workgroup(op.name) as usize) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, nh as u32, 1));
+    let gx = t.div_ceil(op.workgroup as usize) as u32;
+    op.encode(pass, &p, (gx, nh as u32, 1));
 }
 
 /// Upload `qkv [T, 3C]`, run `attention_weights`, read back `[NH, T, T]`.
@@ -522,14 +505,14 @@ pub fn run_attention_weights(
     qkv: &[f32],
     c: usize,
     nh: usize,
-    layout: Option<&crate::model::sparse::BlockLayout>,
+    layout: Option<&BlockLayout>,
 ) -> Result<Vec<f32>> {
     let t = qkv.len() / (3 * c);
     let q = buffers::upload(ctx, "qkv", qkv);
     let w = buffers::storage(ctx, "attention weights", nh * t * t);
     let none = buffers::storage(ctx, "tables", 1);
     let (ro, cols) = match layout {
-        Some(l) => l.upload(ctx),
+        Some(l) => upload_layout(ctx, l),
         None => (
             buffers::storage(ctx, "row_offsets", 4),
             buffers::storage(ctx, "cols", 4),
@@ -538,7 +521,7 @@ pub fn run_attention_weights(
     let op = attention_weights_op(ctx, pipelines, &q, &w, &ro, &cols, &none);
     let block = layout.map_or(0, |l| l.block);
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_weights(&ctx.queue, pass, pipelines, &op, t, c, nh, block, 0)
+        encode_attention_weights(pass, &op, t, c, nh, block, 0)
     })?;
     buffers::read_floats(ctx, &w, 0, nh * t * t)
 }

@@ -3,9 +3,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul_bt::upload_wte;
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, GpuContext};
 
 /// Mirrors `EmbeddingParams` in the WGSL.
 #[repr(C)]
@@ -40,11 +41,8 @@ pub fn embedding_op(
 }
 
 /// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start + rows)`.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_embedding(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -59,7 +57,7 @@ pub fn encode_embedding(
         _pad: [0; 4],
     };
     let (x, y) = grid_1d(t * c / 4);
-    op.encode(queue, pass, pipelines, &p, (x, y, 1));
+    op.encode(pass, &p, (x, y, 1));
 }
 
 /// Upload, run, read back: `out[T, C]` for tokens `ids` at `positions`.
@@ -93,7 +91,7 @@ pub fn run_embedding(
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {
-            encode_embedding(&ctx.queue, pass, pipelines, op, t, c, ch.row_start, ch.rows);
+            encode_embedding(pass, op, t, c, ch.row_start, ch.rows);
         }
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

@@ -2,9 +2,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, GpuContext};
 
 /// Mirrors `KvStoreParams` in the WGSL.
 #[repr(C)]
@@ -28,21 +29,14 @@ pub fn kv_store_op(
 }
 
 /// Record the copy of the keys and values of `t` new rows to their pool rows.
-pub fn encode_kv_store(
-    queue: &wgpu::Queue,
-    pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
-    op: &KernelOp,
-    t: usize,
-    c: usize,
-) {
+pub fn encode_kv_store(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, t: usize, c: usize) {
     let p = KvStoreParams {
         t: t as u32,
         c4: (c / 4) as u32,
         _pad: [0; 2],
     };
     let (x, y) = grid_1d(t * c / 4);
-    op.encode(queue, pass, pipelines, &p, (x, y, 1));
+    op.encode(pass, &p, (x, y, 1));
 }
 
 /// Upload, run, read back `(k_pool, v_pool)` of `rows` rows (initially zero) after
@@ -61,9 +55,7 @@ pub fn run_kv_store(
     let vb = buffers::storage(ctx, "v_pool", rows * c);
     let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(slots));
     let op = kv_store_op(ctx, pipelines, &qkvb, &kb, &vb, &sb);
-    submit_pass(ctx, "kv_store", |pass| {
-        encode_kv_store(&ctx.queue, pass, pipelines, &op, t, c)
-    })?;
+    submit_pass(ctx, "kv_store", |pass| encode_kv_store(pass, &op, t, c))?;
     let mut r = buffers::read_many(ctx, &[(&kb, 0, rows * c), (&vb, 0, rows * c)])?;
     let v = r.pop().unwrap_or_default();
     let k = r.pop().unwrap_or_default();

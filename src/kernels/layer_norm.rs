@@ -4,9 +4,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, grid_groups, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, grid_groups, GpuContext};
 
 /// GPT-2's layer-norm epsilon.
 pub const EPS: f32 = 1e-5;
@@ -37,9 +38,7 @@ pub fn layer_norm_op(
 
 /// Record a layer norm over `t` rows of width `c`.
 pub fn encode_layer_norm(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -56,7 +55,7 @@ pub fn encode_layer_norm(
         "layer_norm_workgroup" => grid_groups(t),
         _ => grid_1d(t),
     };
-    op.encode(queue, pass, pipelines, &p, (groups.0, groups.1, 1));
+    op.encode(pass, &p, (groups.0, groups.1, 1));
 }
 
 /// Upload, run `variant`, read back `y[T, C]`.
@@ -76,7 +75,7 @@ pub fn run_layer_norm(
     let yb = buffers::storage(ctx, "y", t * c);
     let op = layer_norm_op(ctx, pipelines, variant, &xb, &wb, &bb, &yb);
     submit_pass(ctx, "layer_norm", |pass| {
-        encode_layer_norm(&ctx.queue, pass, pipelines, &op, t, c, bias.is_some())
+        encode_layer_norm(pass, &op, t, c, bias.is_some())
     })?;
     buffers::read_floats(ctx, &yb, 0, t * c)
 }

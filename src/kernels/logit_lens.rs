@@ -4,9 +4,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, GpuContext};
 
 /// Mirrors `CopyParams` in the WGSL.
 #[repr(C)]
@@ -49,9 +50,7 @@ pub fn copy_rows_op(
 /// Record `dst[dst0 + i] = src[src0 + i]` for `n` floats (offsets and `n` multiples
 /// of 4).
 pub fn encode_copy_rows(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     n: usize,
     src0: usize,
@@ -64,7 +63,7 @@ pub fn encode_copy_rows(
         _pad: 0,
     };
     let (x, y) = grid_1d(n / 4);
-    op.encode(queue, pass, pipelines, &p, (x, y, 1));
+    op.encode(pass, &p, (x, y, 1));
 }
 
 /// Op: bindings x (a chunk of logits `[R, N]`), out.
@@ -83,9 +82,7 @@ pub fn top_k_rows_op(
 /// results in all.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_top_k_rows(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     rows: usize,
     n: usize,
@@ -106,13 +103,7 @@ pub fn encode_top_k_rows(
         lse: lse as u32,
         _pad: 0,
     };
-    op.encode(
-        queue,
-        pass,
-        pipelines,
-        &p,
-        (rows as u32, top_k_windows(n, span) as u32, 1),
-    );
+    op.encode(pass, &p, (rows as u32, top_k_windows(n, span) as u32, 1));
 }
 
 /// Windows of `span` columns a row of `n` values is taken in.
@@ -171,19 +162,7 @@ pub fn run_top_k_rows(
     let out = buffers::storage(ctx, "top k", results * (2 * k + 1));
     let op = top_k_rows_op(ctx, pipelines, &xb, &out);
     submit_pass(ctx, "top_k_rows", |pass| {
-        encode_top_k_rows(
-            &ctx.queue,
-            pass,
-            pipelines,
-            &op,
-            x.len() / n,
-            n,
-            k,
-            row_start,
-            0,
-            span,
-            lse,
-        )
+        encode_top_k_rows(pass, &op, x.len() / n, n, k, row_start, 0, span, lse)
     })?;
     let got = buffers::read_floats(ctx, &out, 0, results * (2 * k + 1))?;
     Ok(parse_top_k(&got, results, k))
@@ -204,7 +183,7 @@ pub fn run_copy_rows(
     let d = buffers::storage(ctx, "dst", len);
     let op = copy_rows_op(ctx, pipelines, &s, &d);
     submit_pass(ctx, "copy_rows", |pass| {
-        encode_copy_rows(&ctx.queue, pass, pipelines, &op, n, src0, dst0)
+        encode_copy_rows(pass, &op, n, src0, dst0)
     })?;
     buffers::read_floats(ctx, &d, 0, len)
 }

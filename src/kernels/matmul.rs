@@ -3,13 +3,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, KernelOp};
+use super::Pipelines;
+use super::{submit_pass, HostProduct, KernelOp, LinearBuffers};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, GpuContext, WORKGROUP};
 
 /// Rows computed by one invocation (the shader's `TM`), by kernel variant.
 pub fn tile_rows(kernel: &str) -> usize {
-    if crate::gpu::kernel(kernel).is_some_and(|k| k.subgroups) {
+    if crate::kernels::kernel(kernel).is_some_and(|k| k.subgroups) {
         16
     } else {
         8
@@ -143,15 +144,8 @@ pub fn store_weights(variant: &str, b: &[f32], k: usize, n: usize) -> Vec<f32> {
 }
 
 /// Op with the best variant for the device: bindings a, b, bias (any buffer when unused), out.
-pub fn matmul_op(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-) -> MatmulOp {
-    matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), a, b, bias, out)
+pub fn matmul_op(ctx: &GpuContext, pipelines: &Pipelines, b: &LinearBuffers) -> MatmulOp {
+    matmul_variant_op(ctx, pipelines, pipelines.best("matmul"), b)
 }
 
 /// The matmul for the blocks' linears: on hardware GPUs the tensor-core kernel for
@@ -173,32 +167,31 @@ pub fn matmul_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    b: &LinearBuffers,
 ) -> MatmulOp {
     let none = splits_k(variant).then(|| buffers::storage(ctx, "split scratch", 4));
-    matmul_split_op(ctx, pipelines, variant, a, b, bias, out, none.as_ref(), 0)
+    matmul_split_op(ctx, pipelines, variant, b, none.as_ref().map(|n| (n, 0)))
 }
 
 /// Op with an explicit variant whose tiled kernels split K for steps of up to
-/// `split_rows` rows through `part` (at least [`split_floats`] of them; a tiled kernel
-/// binds it whether or not it splits). Other variants take neither.
-#[allow(clippy::too_many_arguments)]
+/// `split_rows` rows through `part` (`split`: `(part, split_rows)`; at least
+/// [`split_floats`] floats; a tiled kernel binds it whether or not it splits). Other
+/// variants take neither.
 pub fn matmul_split_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    part: Option<&wgpu::Buffer>,
-    split_rows: usize,
+    io: &LinearBuffers,
+    split: Option<(&wgpu::Buffer, usize)>,
 ) -> MatmulOp {
-    match part.filter(|_| splits_k(variant)) {
-        Some(part) => MatmulOp {
+    let LinearBuffers {
+        x: a,
+        w: b,
+        bias,
+        out,
+    } = *io;
+    match split.filter(|_| splits_k(variant)) {
+        Some((part, split_rows)) => MatmulOp {
             op: KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out, part]),
             sum: (split_rows > 0).then(|| {
                 KernelOp::new::<MatmulParams>(
@@ -221,11 +214,8 @@ pub fn matmul_split_op(
 /// Record `out[m, n] (=|+=) act(a[m, k] · b[k, n] + bias)`: with K split across
 /// workgroups and summed by a second dispatch when the op can split `m` rows and the
 /// weight has more than one K slice.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_matmul(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &MatmulOp,
     m: usize,
     n: usize,
@@ -254,53 +244,47 @@ pub fn encode_matmul(
         )
     };
     let gz = if sum.is_some() { slices as u32 } else { 1 };
-    op.op.encode(queue, pass, pipelines, &p, (gx, gy, gz));
+    op.op.encode(pass, &p, (gx, gy, gz));
     if let Some(sum) = sum {
         let (sx, sy) = crate::gpu::grid_1d(m * n / 4);
-        sum.encode(queue, pass, pipelines, &p, (sx, sy, 1));
+        sum.encode(pass, &p, (sx, sy, 1));
     }
 }
 
-/// Upload (`b` row-major, stored as `variant` reads it), run `variant`, read back.
-/// `out_init` is the prior content of `out` (for ACCUMULATE). With `split`, a tiled
-/// kernel splits K as a prefill chunk's rows do (when the shape has several slices).
-#[allow(clippy::too_many_arguments)]
+/// Upload `p` (its weights `[K, N]` stored as `variant` reads them), run `variant`,
+/// read back `out[M, N]`. With `split`, a tiled kernel splits K as a prefill chunk's
+/// rows do (when the shape has several slices).
 pub fn run_matmul(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    out_init: Option<&[f32]>,
-    m: usize,
-    n: usize,
-    k: usize,
-    flags: u32,
+    p: &HostProduct,
     split: bool,
 ) -> Result<Vec<f32>> {
-    let ab = buffers::upload(ctx, "a", a);
-    let bb = buffers::upload(ctx, "b", &store_weights(variant, b, k, n));
-    let biasb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
-    let out = match out_init {
+    let (m, n, k) = (p.rows(), p.n, p.k);
+    let x = buffers::upload(ctx, "a", p.x);
+    let w = buffers::upload(ctx, "b", &store_weights(variant, p.w, k, n));
+    let bias = buffers::upload(ctx, "bias", p.bias.unwrap_or(&[0.0; 4]));
+    let out = match p.out_init {
         Some(o) => buffers::upload(ctx, "out", o),
         None => buffers::storage(ctx, "out", m * n),
     };
     let part = buffers::storage(ctx, "split scratch", split_floats(n, k, m).max(4));
-    let rows = if split { m } else { 0 };
+    let io = LinearBuffers {
+        x: &x,
+        w: &w,
+        bias: &bias,
+        out: &out,
+    };
     let op = matmul_split_op(
         ctx,
         pipelines,
         variant,
-        &ab,
-        &bb,
-        &biasb,
-        &out,
-        Some(&part),
-        rows,
+        &io,
+        Some((&part, if split { m } else { 0 })),
     );
     submit_pass(ctx, "matmul", |pass| {
-        encode_matmul(&ctx.queue, pass, pipelines, &op, m, n, k, flags)
+        encode_matmul(pass, &op, m, n, k, p.flags)
     })?;
     buffers::read_floats(ctx, &out, 0, m * n)
 }
@@ -315,7 +299,7 @@ pub fn self_test(
     pipelines: &Pipelines,
     variant: &'static str,
 ) -> std::result::Result<(), String> {
-    use crate::model::weights::round_to_f16;
+    use crate::gpu::f16::round_to_f16;
     let seq = |len: usize, seed: u32| -> Vec<f32> {
         (0..len as u32)
             .map(|i| {
@@ -330,14 +314,11 @@ pub fn self_test(
                 ctx,
                 pipelines,
                 variant,
-                &a,
-                &b,
-                Some(&bias),
-                Some(&init),
-                m,
-                n,
-                k,
-                BIAS | GELU | ACCUMULATE,
+                &HostProduct::new(&a, &b, n, k).epilogue(
+                    Some(&bias),
+                    Some(&init),
+                    BIAS | GELU | ACCUMULATE,
+                ),
                 split,
             )
             .map_err(|e| e.to_string())

@@ -3,9 +3,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::tile_rows;
-use super::{submit_pass, KernelOp};
+use super::Pipelines;
+use super::{submit_pass, HostProduct, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, GpuContext, WORKGROUP};
 
 /// Rows per group in wte's layout ([`to_row_groups`]).
 pub const ROW_GROUP: usize = 32;
@@ -101,11 +102,8 @@ pub fn matmul_bt_variant_op(
 }
 
 /// Record `out[m, n] = a[a_row0 .. a_row0 + m, k] · b[n, k]ᵀ`.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_matmul_bt(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     m: usize,
     n: usize,
@@ -120,26 +118,22 @@ pub fn encode_matmul_bt(
     };
     let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
     let gy = m.div_ceil(tile_rows(op.name)) as u32;
-    op.encode(queue, pass, pipelines, &p, (gx, gy, 1));
+    op.encode(pass, &p, (gx, gy, 1));
 }
 
-/// Upload, run `variant`, read back `out[M, N]`; `b` (row-major) is stored as the
-/// model stores wte, in chunks of `rows_per_chunk` rows (rounded down to row groups),
-/// and the result is reassembled.
-#[allow(clippy::too_many_arguments)]
+/// Upload, run `variant`, read back `out[M, N]` of `p.x · p.w^T`; `p.w` (`[N, K]`) is
+/// stored as the model stores wte, in chunks of `rows_per_chunk` rows (rounded down to
+/// row groups), and the result is reassembled.
 pub fn run_matmul_bt(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    a: &[f32],
-    b: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
+    p: &HostProduct,
     rows_per_chunk: usize,
 ) -> Result<Vec<f32>> {
-    let ab = buffers::upload(ctx, "a", a);
-    let bt = upload_wte(ctx, variant, b, n, k, rows_per_chunk);
+    let (m, n, k) = (p.rows(), p.n, p.k);
+    let ab = buffers::upload(ctx, "a", p.x);
+    let bt = upload_wte(ctx, variant, p.w, n, k, rows_per_chunk);
     let outs: Vec<_> = bt
         .chunks
         .iter()
@@ -153,7 +147,7 @@ pub fn run_matmul_bt(
         .collect();
     submit_pass(ctx, "matmul_bt", |pass| {
         for (op, ch) in ops.iter().zip(&bt.chunks) {
-            encode_matmul_bt(&ctx.queue, pass, pipelines, op, m, ch.rows, k, 0);
+            encode_matmul_bt(pass, op, m, ch.rows, k, 0);
         }
     })?;
     let parts = buffers::read_many(

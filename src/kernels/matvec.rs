@@ -5,9 +5,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{panel_width, store_weights};
-use super::{submit_pass, RowsOp};
+use super::Pipelines;
+use super::{submit_pass, HostProduct, LinearBuffers, RowsOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines};
+use crate::gpu::{buffers, GpuContext};
 
 /// Mirrors `MatvecParams` in the WGSL.
 #[repr(C)]
@@ -59,34 +60,27 @@ pub fn best_f16_variant(pipelines: &Pipelines, n: usize) -> &'static str {
     }
 }
 
-/// Op: bindings x, w, bias (any buffer when unused), out, for `variant`: `matvec` /
-/// `matvec_splitk`, or `matvec_f16` / `matvec_f16_subgroup` / `matvec_f16_splitk` for
-/// half-float weights.
+/// Op for `variant`: `matvec` / `matvec_splitk`, or `matvec_f16` /
+/// `matvec_f16_subgroup` / `matvec_f16_splitk` for half-float weights.
 pub fn matvec_variant_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    io: &LinearBuffers,
 ) -> RowsOp {
-    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &[x, w, bias, out])
+    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &[io.x, io.w, io.bias, io.out])
 }
 
 /// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_matvec(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &RowsOp,
     rows: usize,
     n: usize,
     k: usize,
     flags: u32,
 ) {
-    let gx = workgroups(op.name, n, pipelines.workgroup(op.name) as usize);
+    let gx = workgroups(op.name, n, op.workgroup as usize);
     for (o, row0, groups) in op.cover(rows) {
         let p = MatvecParams {
             n4: (n / 4) as u32,
@@ -98,36 +92,35 @@ pub fn encode_matvec(
             row_end: rows as u32,
             _pad: 0,
         };
-        o.encode(queue, pass, pipelines, &p, (gx as u32, groups as u32, 1));
+        o.encode(pass, &p, (gx as u32, groups as u32, 1));
     }
 }
 
-/// Upload (`w` row-major, stored as `variant` reads it), run, read back `out[R, N]`
-/// for the `x.len() / k` rows of `x`.
-#[allow(clippy::too_many_arguments)]
+/// Upload `p` (its weights `[K, N]` stored as `variant` reads them), run, read back
+/// `out[R, N]` for the R rows of `p.x`.
 pub fn run_matvec(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    out_init: Option<&[f32]>,
-    n: usize,
-    k: usize,
-    flags: u32,
+    p: &HostProduct,
 ) -> Result<Vec<f32>> {
-    let rows = (x.len() / k).max(1);
-    let xb = buffers::upload(ctx, "x", x);
-    let wb = buffers::upload(ctx, "w", &store_weights(variant, w, k, n));
-    let bb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
-    let out = match out_init {
+    let (rows, n, k) = (p.rows(), p.n, p.k);
+    let x = buffers::upload(ctx, "x", p.x);
+    let w = buffers::upload(ctx, "w", &store_weights(variant, p.w, k, n));
+    let bias = buffers::upload(ctx, "bias", p.bias.unwrap_or(&[0.0; 4]));
+    let out = match p.out_init {
         Some(o) => buffers::upload(ctx, "out", o),
         None => buffers::storage(ctx, "out", rows * n),
     };
-    let op = matvec_variant_op(ctx, pipelines, variant, &xb, &wb, &bb, &out);
+    let io = LinearBuffers {
+        x: &x,
+        w: &w,
+        bias: &bias,
+        out: &out,
+    };
+    let op = matvec_variant_op(ctx, pipelines, variant, &io);
     submit_pass(ctx, "matvec", |pass| {
-        encode_matvec(&ctx.queue, pass, pipelines, &op, rows, n, k, flags)
+        encode_matvec(pass, &op, rows, n, k, p.flags)
     })?;
     buffers::read_floats(ctx, &out, 0, rows * n)
 }

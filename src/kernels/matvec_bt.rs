@@ -3,9 +3,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, RowsOp};
+use super::Pipelines;
+use super::{submit_pass, HostProduct, RowsOp};
 use crate::error::Result;
-use crate::gpu::{buffers, GpuContext, Pipelines};
+use crate::gpu::{buffers, GpuContext};
 
 /// Mirrors `MatvecBtParams` in the WGSL.
 #[repr(C)]
@@ -45,11 +46,8 @@ pub fn matvec_bt_op(
 }
 
 /// Record `out[out_row0 + r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_matvec_bt(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &RowsOp,
     n: usize,
     k: usize,
@@ -57,7 +55,7 @@ pub fn encode_matvec_bt(
     rows: usize,
     out_row0: usize,
 ) {
-    let gx = n.div_ceil(4 * pipelines.workgroup(op.name) as usize) as u32;
+    let gx = n.div_ceil(4 * op.workgroup as usize) as u32;
     for (o, row0, groups) in op.cover(rows) {
         let p = MatvecBtParams {
             n: n as u32,
@@ -67,29 +65,27 @@ pub fn encode_matvec_bt(
             rows: (rows - row0) as u32,
             _pad: [0; 3],
         };
-        o.encode(queue, pass, pipelines, &p, (gx, groups as u32, 1));
+        o.encode(pass, &p, (gx, groups as u32, 1));
     }
 }
 
-/// Upload, run, read back `out[R, N]` for rows `a_row0 .. a_row0 + R` of `a [.., K]`.
-#[allow(clippy::too_many_arguments)]
+/// Upload, run, read back `out[R, N]` of `p.w [N, K]` times rows `a_row0 .. a_row0 + R`
+/// of `p.x [.., K]`.
 pub fn run_matvec_bt(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    k: usize,
+    p: &HostProduct,
     a_row0: usize,
     rows: usize,
 ) -> Result<Vec<f32>> {
-    let ab = buffers::upload(ctx, "a", a);
-    let bb = buffers::upload(ctx, "b", &super::matmul_bt::store_wte(variant, b, n, k));
+    let (n, k) = (p.n, p.k);
+    let ab = buffers::upload(ctx, "a", p.x);
+    let bb = buffers::upload(ctx, "b", &super::matmul_bt::store_wte(variant, p.w, n, k));
     let out = buffers::storage(ctx, "out", rows * n);
     let op = matvec_bt_op(ctx, pipelines, variant, &ab, &bb, &out);
     submit_pass(ctx, "matvec_bt", |pass| {
-        encode_matvec_bt(&ctx.queue, pass, pipelines, &op, n, k, a_row0, rows, 0)
+        encode_matvec_bt(pass, &op, n, k, a_row0, rows, 0)
     })?;
     buffers::read_floats(ctx, &out, 0, rows * n)
 }

@@ -1,8 +1,11 @@
-//! One file per op: the `#[repr(C)]` params mirroring the WGSL uniform, an
+//! The kernels: the catalogue ([`catalogue`]: every kernel as typed data), its
+//! compilation for a device ([`Pipelines`]), and one file per op: the `#[repr(C)]`
+//! params mirroring the WGSL uniform, an `*_op` fn that binds buffers once, an
 //! `encode_*` fn that records a dispatch (and never submits), and a `run_*` fn that
 //! uploads host data, submits, waits and reads back (tests and the bench use it).
 
 pub mod attention;
+pub mod catalogue;
 pub mod embedding;
 pub mod kv_store;
 pub mod layer_norm;
@@ -12,17 +15,26 @@ pub mod matmul_bt;
 pub mod matvec;
 pub mod matvec_bt;
 pub mod moe;
+mod pipelines;
 pub mod row_norm;
 
-use crate::error::Result;
-use crate::gpu::{buffers, dispatch, GpuContext, Pipelines};
+pub use catalogue::{kernel, shader_source, KernelClass, Precision, BATCH_ROWS, KERNELS};
+pub use pipelines::Pipelines;
 
-/// One prepared dispatch of a kernel: its bind group and its own uniform buffer.
-/// Built once (at model build); each forward writes the uniform and records it.
+use crate::error::Result;
+use crate::gpu::{buffers, dispatch, GpuContext};
+
+/// One prepared dispatch of a kernel: its pipeline, its bind group and its own
+/// uniform buffer. Built once (at model build); each forward writes the uniform and
+/// records it.
 pub struct KernelOp {
     pub name: &'static str,
     /// The `ROWS` its pipeline was compiled with (1 unless a decode-batch kernel).
     pub rows: u32,
+    /// The workgroup size its pipeline was compiled with.
+    pub workgroup: u32,
+    pipeline: wgpu::ComputePipeline,
+    queue: wgpu::Queue,
     bind: wgpu::BindGroup,
     params: wgpu::Buffer,
     /// The bytes last written to `params`: a step that records the op with the same
@@ -52,10 +64,27 @@ impl KernelOp {
         let params = buffers::uniform::<P>(ctx, name);
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
-        let bind = pipelines.bind(ctx, name, rows, &all);
+        let pipeline = pipelines.get(name, rows).clone();
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = all
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &layout,
+            entries: &entries,
+        });
         KernelOp {
             name,
             rows,
+            workgroup: pipelines.workgroup(name),
+            pipeline,
+            queue: ctx.queue.clone(),
             bind,
             params,
             written: std::sync::Mutex::new(Vec::new()),
@@ -67,28 +96,34 @@ impl KernelOp {
     /// submission (a second write would overwrite the first for both dispatches).
     pub fn encode<P: bytemuck::Pod>(
         &self,
-        queue: &wgpu::Queue,
         pass: &mut wgpu::ComputePass<'_>,
-        pipelines: &Pipelines,
         params: &P,
         groups: (u32, u32, u32),
     ) {
         let bytes = bytemuck::bytes_of(params);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         if written.as_slice() != bytes {
-            queue.write_buffer(&self.params, 0, bytes);
+            self.queue.write_buffer(&self.params, 0, bytes);
             written.clear();
             written.extend_from_slice(bytes);
         }
-        dispatch(pass, pipelines, (self.name, self.rows), &self.bind, groups);
+        dispatch(
+            pass,
+            &self.pipeline,
+            (self.name, self.rows),
+            &self.bind,
+            groups,
+        );
     }
 }
 
 /// The dispatches of one decode-batch kernel over the same buffers: one op per `ROWS`
-/// the kernel is compiled with ([`crate::gpu::BATCH_ROWS`]; one op with `ROWS` = 1 for
+/// the kernel is compiled with ([`BATCH_ROWS`]; one op with `ROWS` = 1 for
 /// a kernel without the constant).
 pub struct RowsOp {
     pub name: &'static str,
+    /// The workgroup size its pipelines were compiled with.
+    pub workgroup: u32,
     ops: Vec<KernelOp>,
 }
 
@@ -100,10 +135,11 @@ impl RowsOp {
         name: &'static str,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
-        let batch = crate::gpu::kernel(name).is_some_and(|k| k.batch_rows);
-        let rows: &[u32] = if batch { &crate::gpu::BATCH_ROWS } else { &[1] };
+        let batch = kernel(name).is_some_and(|k| k.batch_rows);
+        let rows: &[u32] = if batch { &BATCH_ROWS } else { &[1] };
         RowsOp {
             name,
+            workgroup: pipelines.workgroup(name),
             ops: rows
                 .iter()
                 .map(|&r| KernelOp::with_rows::<P>(ctx, pipelines, name, r, buffers))
@@ -148,18 +184,90 @@ impl RowsOp {
     }
 }
 
+/// The buffers of a linear layer's kernels (matmul, matrix-vector, grouped MoE
+/// matmul): input `x [rows, K]`, weights `w` stored as the variant reads them,
+/// `bias [N]` (any buffer when unused), output `out [rows, N]`.
+#[derive(Clone, Copy)]
+pub struct LinearBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub w: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+}
+
+/// A matrix product on the host, for the `run_*` helpers (the tests and the bench):
+/// `x [M, K]` (M = `x.len() / k`) times weights of `n` outputs (`[K, N]` for the matmul
+/// and matrix-vector kernels, `[N, K]` for the `_bt` ones), and for the kernels with
+/// the epilogue a bias, the output's prior content (for `ACCUMULATE`) and the flags.
+#[derive(Clone, Copy)]
+pub struct HostProduct<'a> {
+    pub x: &'a [f32],
+    pub w: &'a [f32],
+    pub n: usize,
+    pub k: usize,
+    pub bias: Option<&'a [f32]>,
+    pub out_init: Option<&'a [f32]>,
+    pub flags: u32,
+}
+
+impl<'a> HostProduct<'a> {
+    /// `x · w` with no bias, a fresh output and no flags.
+    pub fn new(x: &'a [f32], w: &'a [f32], n: usize, k: usize) -> Self {
+        HostProduct {
+            x,
+            w,
+            n,
+            k,
+            bias: None,
+            out_init: None,
+            flags: 0,
+        }
+    }
+
+    /// With the epilogue: `bias`, the output's prior content, the flags.
+    pub fn epilogue(
+        self,
+        bias: Option<&'a [f32]>,
+        out_init: Option<&'a [f32]>,
+        flags: u32,
+    ) -> Self {
+        HostProduct {
+            bias,
+            out_init,
+            flags,
+            ..self
+        }
+    }
+
+    /// Rows of `x` (at least 1).
+    pub fn rows(&self) -> usize {
+        (self.x.len() / self.k.max(1)).max(1)
+    }
+}
+
 /// Whether kernel `variant` reads its weights as half floats (the table's precision).
 pub fn half_precision(variant: &str) -> bool {
-    crate::gpu::kernel(variant).is_some_and(|k| k.precision == crate::gpu::Precision::F16)
+    kernel(variant).is_some_and(|k| k.precision == Precision::F16)
 }
 
 /// Weight values in the precision kernel `variant` reads: packed as half floats (two
 /// per 32-bit word) for the `*_f16` variants, else as they are.
 pub fn in_precision_of(variant: &str, values: Vec<f32>) -> Vec<f32> {
     if half_precision(variant) {
-        crate::model::weights::pack_f16(&values)
+        crate::gpu::f16::pack_f16(&values)
     } else {
         values
+    }
+}
+
+/// Weights as the CPU reference must see them for kernel `variant`: the `*_f16`
+/// variants read half floats, so the reference gets the values rounded to half
+/// precision.
+pub fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
+    if half_precision(variant) {
+        crate::gpu::f16::round_to_f16(w)
+    } else {
+        w.to_vec()
     }
 }
 

@@ -6,9 +6,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{submit_pass, KernelOp};
+use super::Pipelines;
+use super::{submit_pass, KernelOp, LinearBuffers};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines, WORKGROUP};
+use crate::gpu::{buffers, grid_1d, GpuContext, WORKGROUP};
 
 /// Rows each expert's segment is padded to (the route shader's `PAD`).
 pub const SEGMENT_PAD: usize = 16;
@@ -91,9 +92,7 @@ pub fn moe_gate_op(
 
 /// Record the gate for `t` tokens over `e` experts, choosing `k`.
 pub fn encode_moe_gate(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pl: &Pipelines,
     op: &KernelOp,
     t: usize,
     e: usize,
@@ -106,7 +105,7 @@ pub fn encode_moe_gate(
         k: k as u32,
     };
     let (x, _) = grid_1d(t);
-    op.encode(queue, pass, pl, &p, (x, 1, 1));
+    op.encode(pass, &p, (x, 1, 1));
 }
 
 /// Route op: bindings sel_e, probs, row_token, row_expert, slot, stats.
@@ -131,9 +130,7 @@ pub fn moe_route_op(
 
 /// Record the routing of `t` tokens.
 pub fn encode_moe_route(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pl: &Pipelines,
     op: &KernelOp,
     t: usize,
     e: usize,
@@ -146,62 +143,33 @@ pub fn encode_moe_route(
         rows: grouped_rows(t, e, k) as u32,
     };
     op.encode(
-        queue,
         pass,
-        pl,
         &p,
         // every expert in one workgroup of 64 (the config allows at most 64)
         (1, 1, 1),
     );
 }
 
-/// Grouped matmul op: bindings a, w `[E, K, N]`, bias `[E, N]`, out, row_token, row_expert.
-#[allow(clippy::too_many_arguments)]
-pub fn moe_matmul_op(
-    ctx: &GpuContext,
-    pl: &Pipelines,
-    a: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    row_token: &wgpu::Buffer,
-    row_expert: &wgpu::Buffer,
-) -> KernelOp {
-    moe_matmul_variant_op(
-        ctx,
-        pl,
-        pl.best("moe_matmul"),
-        a,
-        w,
-        bias,
-        out,
-        row_token,
-        row_expert,
-    )
-}
-
-/// Grouped matmul op with an explicit variant (`moe_matmul` or `moe_matmul_subgroup`).
-#[allow(clippy::too_many_arguments)]
+/// Grouped matmul op for `variant` (of op `moe_matmul`): the linear's buffers (weights
+/// `[E, K, N]`, bias `[E, N]`) and the routed rows' `(row_token, row_expert)`.
 pub fn moe_matmul_variant_op(
     ctx: &GpuContext,
     pl: &Pipelines,
     variant: &'static str,
-    a: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    row_token: &wgpu::Buffer,
-    row_expert: &wgpu::Buffer,
+    io: &LinearBuffers,
+    (row_token, row_expert): (&wgpu::Buffer, &wgpu::Buffer),
 ) -> KernelOp {
-    KernelOp::new::<MoeMatmulParams>(ctx, pl, variant, &[a, w, bias, out, row_token, row_expert])
+    KernelOp::new::<MoeMatmulParams>(
+        ctx,
+        pl,
+        variant,
+        &[io.x, io.w, io.bias, io.out, row_token, row_expert],
+    )
 }
 
 /// Record the grouped matmul over `rows` rows, `[K] → [N]` per row.
-#[allow(clippy::too_many_arguments)]
 pub fn encode_moe_matmul(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pl: &Pipelines,
     op: &KernelOp,
     rows: usize,
     n: usize,
@@ -218,7 +186,7 @@ pub fn encode_moe_matmul(
     };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
     let gy = rows.div_ceil(super::matmul::tile_rows(op.name)) as u32;
-    op.encode(queue, pass, pl, &p, (gx, gy, 1));
+    op.encode(pass, &p, (gx, gy, 1));
 }
 
 /// Combine op: bindings y `[rows, C]`, sel_w, slot, x `[T, C]` (accumulated into).
@@ -235,9 +203,7 @@ pub fn moe_combine_op(
 
 /// Record `x[t] += Σ_i sel_w[t, i] · y[slot[t, i]]`.
 pub fn encode_moe_combine(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pl: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -250,7 +216,7 @@ pub fn encode_moe_combine(
         _pad: 0,
     };
     let (x, y) = grid_1d(t * c / 4);
-    op.encode(queue, pass, pl, &p, (x, y, 1));
+    op.encode(pass, &p, (x, y, 1));
 }
 
 /// Upload, gate, read back `(probs [T, E], sel_e [T, K], sel_w [T, K])`.
@@ -270,9 +236,7 @@ pub fn run_moe_gate(
         buffers::storage(ctx, "sel_w", t * k),
     );
     let op = moe_gate_op(ctx, pl, &lb, &pb, &sb, &wb);
-    submit_pass(ctx, "moe_gate", |pass| {
-        encode_moe_gate(&ctx.queue, pass, pl, &op, t, e, k)
-    })?;
+    submit_pass(ctx, "moe_gate", |pass| encode_moe_gate(pass, &op, t, e, k))?;
     let r = buffers::read_many(ctx, &[(&pb, 0, t * e), (&sb, 0, t * k), (&wb, 0, t * k)])?;
     Ok((
         r[0].clone(),
@@ -281,28 +245,49 @@ pub fn run_moe_gate(
     ))
 }
 
-/// The whole MoE MLP on the device for host inputs: gate over `router_logits [T, E4]`,
-/// route, expert fc (`w1 [E, C, H]`, `b1 [E, H]`) with `act_flag`, expert proj
-/// (`w2 [E, H, C]`, `b2 [E, C]`), combine into `x [T, C]`. Returns `(x, stats [2E + 1])`.
-/// The weights are row-major f32 and stored as kernel `variant` reads them.
-#[allow(clippy::too_many_arguments)]
+/// A MoE MLP on the host, for [`run_moe_mlp`]: the residual `x [T, C]`, its
+/// normalised rows `ln [T, C]`, the router's logits `[T, E4]`, the experts' fc
+/// (`w1 [E, C, H]`, `b1 [E, H]`) and proj (`w2 [E, H, C]`, `b2 [E, C]`), row-major f32;
+/// `e` experts of which `k` serve each token; the fc's activation flag.
+#[derive(Clone, Copy)]
+pub struct HostMoe<'a> {
+    pub x: &'a [f32],
+    pub ln: &'a [f32],
+    pub router_logits: &'a [f32],
+    pub w1: &'a [f32],
+    pub b1: &'a [f32],
+    pub w2: &'a [f32],
+    pub b2: &'a [f32],
+    pub e: usize,
+    pub k: usize,
+    pub c: usize,
+    pub h: usize,
+    pub act_flag: u32,
+}
+
+/// The whole MoE MLP of `m` on the device: gate, route, expert fc, expert proj, combine
+/// into `x`, with the weights stored as kernel `variant` reads them. Returns
+/// `(x, stats [2E + 1])`.
 pub fn run_moe_mlp(
     ctx: &GpuContext,
     pl: &Pipelines,
-    x: &[f32],
-    ln: &[f32],
-    router_logits: &[f32],
-    w1: &[f32],
-    b1: &[f32],
-    w2: &[f32],
-    b2: &[f32],
-    e: usize,
-    k: usize,
-    c: usize,
-    h: usize,
-    act_flag: u32,
     variant: &'static str,
+    m: &HostMoe,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    let HostMoe {
+        x,
+        ln,
+        router_logits,
+        w1,
+        b1,
+        w2,
+        b2,
+        e,
+        k,
+        c,
+        h,
+        act_flag,
+    } = *m;
     let t = x.len() / c;
     let rows = grouped_rows(t, e, k);
     let up = |n: &str, d: &[f32]| buffers::upload(ctx, n, d);
@@ -336,36 +321,28 @@ pub fn run_moe_mlp(
         &slot,
         &stats,
     );
-    let fc = moe_matmul_variant_op(
-        ctx,
-        pl,
-        variant,
-        &lnb,
-        &w1b,
-        &b1b,
-        &hid,
-        &row_token,
-        &row_expert,
-    );
-    let proj = moe_matmul_variant_op(
-        ctx,
-        pl,
-        variant,
-        &hid,
-        &w2b,
-        &b2b,
-        &y,
-        &row_token,
-        &row_expert,
-    );
+    let rows_of = (&row_token, &row_expert);
+    let fc_io = LinearBuffers {
+        x: &lnb,
+        w: &w1b,
+        bias: &b1b,
+        out: &hid,
+    };
+    let fc = moe_matmul_variant_op(ctx, pl, variant, &fc_io, rows_of);
+    let proj_io = LinearBuffers {
+        x: &hid,
+        w: &w2b,
+        bias: &b2b,
+        out: &y,
+    };
+    let proj = moe_matmul_variant_op(ctx, pl, variant, &proj_io, rows_of);
     let comb = moe_combine_op(ctx, pl, &y, &sel_w, &slot, &xb);
     submit_pass(ctx, "moe", |pass| {
-        let q = &ctx.queue;
-        encode_moe_gate(q, pass, pl, &gate, t, e, k);
-        encode_moe_route(q, pass, pl, &route, t, e, k);
-        encode_moe_matmul(q, pass, pl, &fc, rows, h, c, 1 | GATHER | act_flag);
-        encode_moe_matmul(q, pass, pl, &proj, rows, c, h, 1);
-        encode_moe_combine(q, pass, pl, &comb, t, c, k);
+        encode_moe_gate(pass, &gate, t, e, k);
+        encode_moe_route(pass, &route, t, e, k);
+        encode_moe_matmul(pass, &fc, rows, h, c, 1 | GATHER | act_flag);
+        encode_moe_matmul(pass, &proj, rows, c, h, 1);
+        encode_moe_combine(pass, &comb, t, c, k);
     })?;
     let mut r = buffers::read_many(ctx, &[(&xb, 0, t * c), (&stats, 0, 2 * e + 1)])?;
     let s = r.pop().unwrap_or_default();

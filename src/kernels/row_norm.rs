@@ -2,9 +2,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::Pipelines;
 use super::{submit_pass, KernelOp};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, Pipelines};
+use crate::gpu::{buffers, grid_1d, GpuContext};
 
 /// Mirrors `RowNormParams` in the WGSL.
 #[repr(C)]
@@ -28,9 +29,7 @@ pub fn row_norm_op(
 
 /// Record `out[offset + t] = ‖x[t, :]‖₂` for `t` rows.
 pub fn encode_row_norm(
-    queue: &wgpu::Queue,
     pass: &mut wgpu::ComputePass<'_>,
-    pipelines: &Pipelines,
     op: &KernelOp,
     t: usize,
     c: usize,
@@ -43,7 +42,7 @@ pub fn encode_row_norm(
         _pad: 0,
     };
     let (x, _) = grid_1d(t);
-    op.encode(queue, pass, pipelines, &p, (x, 1, 1));
+    op.encode(pass, &p, (x, 1, 1));
 }
 
 /// Upload, run, read back the `T` norms.
@@ -57,8 +56,6 @@ pub fn run_row_norm(
     let xb = buffers::upload(ctx, "x", x);
     let out = buffers::storage(ctx, "norms", t);
     let op = row_norm_op(ctx, pipelines, &xb, &out);
-    submit_pass(ctx, "row_norm", |pass| {
-        encode_row_norm(&ctx.queue, pass, pipelines, &op, t, c, 0)
-    })?;
+    submit_pass(ctx, "row_norm", |pass| encode_row_norm(pass, &op, t, c, 0))?;
     buffers::read_floats(ctx, &out, 0, t)
 }

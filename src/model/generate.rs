@@ -12,8 +12,8 @@
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
 
-use super::forward::{ChunkRows, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
 use super::kv_pool::SeqKv;
+use super::step::{ChunkRows, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::forward::{by_rank, exp_sum, top_k_ids, top_k_unordered};
+use super::logits::{by_rank, exp_sum, top_k_ids, top_k_unordered};
 
 /// How to pick the next token.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +30,14 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Whether the next token is the argmax (temperature 0): the one place this is
+    /// decided (the sampler, and the engine's choice of the device's argmax).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
 /// A seeded sampler.
 pub struct Sampler {
     params: SamplingParams,
@@ -49,7 +57,7 @@ impl Sampler {
     /// selected, and the nucleus is found by summing the weights of logit buckets from
     /// the top, sorting only the bucket it ends in ([`nucleus`]).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.temperature <= 0.0 || logits.is_empty() {
+        if self.params.is_greedy() || logits.is_empty() {
             return argmax(logits);
         }
         let n = logits.len();

@@ -320,11 +320,11 @@ impl Checkpoint {
             ),
             Dtype::F16 => out.extend(
                 data.chunks_exact(2)
-                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
             Dtype::BF16 => out.extend(
                 data.chunks_exact(2)
-                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
             other => {
                 return Err(Error::Checkpoint(format!(
@@ -367,80 +367,6 @@ pub fn stored_as_f16(name: &str) -> bool {
         ]
         .iter()
         .any(|s| name.ends_with(s))
-}
-
-/// IEEE single → half, rounding to nearest even (overflow to ±inf, NaN kept).
-pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let frac = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if frac != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        // subnormal: shift the mantissa (with its implicit 1) into place, round to even
-        let m = frac | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = m >> shift;
-        let rem = m & ((1 << shift) - 1);
-        let mid = 1 << (shift - 1);
-        let round = rem > mid || (rem == mid && half & 1 == 1);
-        return sign | (half + round as u32) as u16;
-    }
-    let half = ((e as u32) << 10) | (frac >> 13);
-    let rem = frac & 0x1fff;
-    let round = rem > 0x1000 || (rem == 0x1000 && half & 1 == 1);
-    sign | (half + round as u32) as u16
-}
-
-/// `values` rounded to half precision (what a float16 model computes with).
-pub fn round_to_f16(values: &[f32]) -> Vec<f32> {
-    values.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect()
-}
-
-/// Pack pairs of values as half floats in one 32-bit word (first value in the low
-/// half, as WGSL's unpack2x16float reads it); the words are returned bit-cast to f32
-/// for upload.
-pub fn pack_f16(values: &[f32]) -> Vec<f32> {
-    values
-        .chunks(2)
-        .map(|p| {
-            let lo = f32_to_f16(p[0]) as u32;
-            let hi = p.get(1).map_or(0, |&v| f32_to_f16(v)) as u32;
-            f32::from_bits(lo | (hi << 16))
-        })
-        .collect()
-}
-
-/// IEEE half → single.
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match exp {
-        0 if frac == 0 => sign,
-        0 => {
-            // subnormal: normalise
-            let mut e = 127 - 15 + 1;
-            let mut f = frac;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
-        }
-        0x1f => sign | 0x7f80_0000 | (frac << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// Where the values of each tensor come from.
@@ -508,42 +434,5 @@ mod tests {
         let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
         assert!(mean.abs() < 1e-4, "mean {mean}");
         assert!((var.sqrt() - 0.02).abs() < 1e-4, "std {}", var.sqrt());
-    }
-
-    #[test]
-    fn f32_to_f16_rounds_to_nearest_even() {
-        for (x, h) in [
-            (1.0f32, 0x3c00u16),
-            (-2.0, 0xc000),
-            (65504.0, 0x7bff),
-            (1e6, 0x7c00),
-            (0.0, 0),
-            (2f32.powi(-24), 1),
-            (2f32.powi(-25), 0),
-        ] {
-            assert_eq!(f32_to_f16(x), h, "{x}");
-        }
-        // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties to even (1.0)
-        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
-        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
-        for i in 0..2000 {
-            let x = (i as f32 - 1000.0) * 0.0137;
-            let back = f16_to_f32(f32_to_f16(x));
-            assert!(
-                (back - x).abs() <= x.abs() * 2f32.powi(-11) + 1e-7,
-                "{x} -> {back}"
-            );
-        }
-        let packed = pack_f16(&[1.0, -2.0, 0.5]);
-        assert_eq!(packed[0].to_bits(), 0xc000_3c00);
-        assert_eq!(packed[1].to_bits(), 0x0000_3800);
-    }
-
-    #[test]
-    fn f16_conversion() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
     }
 }

@@ -11,16 +11,6 @@ pub mod model;
 pub mod moe;
 pub mod row_norm;
 
-/// Weights as the reference must see them for kernel `variant`: the `*_f16` variants
-/// read half floats, so the reference gets the values rounded to half precision.
-pub fn seen_by(variant: &str, w: &[f32]) -> Vec<f32> {
-    if crate::kernels::half_precision(variant) {
-        crate::model::weights::round_to_f16(w)
-    } else {
-        w.to_vec()
-    }
-}
-
 /// How many values of `a` and `b` differ in their bits (and by how much the lengths
 /// differ): 0 when one computation gave exactly the other's numbers.
 pub fn bits_differ(a: &[f32], b: &[f32]) -> usize {

@@ -31,7 +31,7 @@ pub fn forward(cfg: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) ->
             false,
         );
         let (att, _) = if cfg.use_sparse_attention {
-            let layout = crate::model::sparse::BlockLayout::new(
+            let layout = crate::sparse::BlockLayout::new(
                 cfg.context_size,
                 cfg.sparse_block_size,
                 cfg.sparse_local_blocks,

@@ -15,12 +15,12 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::guard::Client;
-use super::listen::Held;
+use super::limits::Held;
+use super::params;
 use super::routes::{json_body, validate_text};
-use super::AppState;
+use super::state::AppState;
 use crate::engine::{GenEvent, GenStream, GenerateRequest, GenerateResult};
 use crate::error::Error;
-use crate::model::sampling::SamplingParams;
 
 /// Generation parameters, for `POST /api/v1/generate` and `inference` WebSocket messages.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,58 +81,18 @@ impl GenerateBody {
     /// Check every rule; the error names the field.
     pub fn validate(&self) -> Result<GenerateRequest, ApiError> {
         validate_text(&self.text)?;
-        if !(1..=4096).contains(&self.max_new_tokens) {
-            return Err(ApiError::invalid(format!(
-                "max_new_tokens ({}) must be between 1 and 4096",
-                self.max_new_tokens
-            )));
-        }
-        if !(0.0..=10.0).contains(&self.temperature) {
-            return Err(ApiError::invalid(format!(
-                "temperature ({}) must be between 0 and 10",
-                self.temperature
-            )));
-        }
-        if !(0..=100_000).contains(&self.top_k) {
-            return Err(ApiError::invalid(format!(
-                "top_k ({}) must be between 0 and 100000",
-                self.top_k
-            )));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(ApiError::invalid(format!(
-                "top_p ({}) must be in (0, 1]",
-                self.top_p
-            )));
-        }
-        if self.seed.is_some_and(|s| s > i64::MAX as u64) {
-            return Err(ApiError::invalid(format!(
-                "seed ({}) must be between 0 and {} (a signed 64-bit integer)",
-                self.seed.unwrap_or_default(),
-                i64::MAX
-            )));
-        }
-        if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
-            return Err(ApiError::invalid(
-                "stop: at most 16 strings of 1 to 256 bytes",
-            ));
-        }
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-        let mut req = GenerateRequest::new(
-            self.text.clone(),
-            self.max_new_tokens as usize,
-            SamplingParams {
-                temperature: self.temperature as f32,
-                top_k: self.top_k as usize,
-                top_p: self.top_p as f32,
-                seed,
+        let c = params::check(
+            params::Requested {
+                max_tokens: self.max_new_tokens,
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed.map(i128::from),
+                stop: self.stop.clone(),
             },
-            self.stop.clone(),
-        );
+            &params::V1,
+        )?;
+        let mut req = GenerateRequest::new(self.text.clone(), c.max_tokens, c.sampling, c.stop);
         if self.probabilities {
             req.logprobs = Some(0);
         }

@@ -2,10 +2,7 @@
 //! refusal of cross-site browser requests, API keys, rate limits, request ids.
 //! One middleware ([`guard`]) applies them in that order, before any handler.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -14,80 +11,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
-
-/// The rate limit: `per_second` units refill a bucket of `burst`; a request costs
-/// one unit and each generated token one more.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    pub per_second: f64,
-    pub burst: f64,
-}
-
-/// Per-client token buckets that may go into debt.
-///
-/// Written here rather than taken from `governor`: generated tokens are charged
-/// after the fact (a generation's length is known only at its end), so a bucket must
-/// be able to go below zero and make the client wait off the debt; governor's GCRA
-/// refuses a cost it cannot cover instead of recording it, and never admits a cost
-/// above the burst.
-pub struct RateLimiter {
-    limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    units: f64,
-    at: Instant,
-}
-
-/// Buckets kept before full (idle) ones are dropped.
-const MAX_BUCKETS: usize = 10_000;
-
-impl RateLimiter {
-    pub fn new(limit: RateLimit) -> Self {
-        RateLimiter {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn with_bucket<T>(&self, client: &str, f: impl FnOnce(&mut Bucket, &RateLimit) -> T) -> T {
-        let now = Instant::now();
-        let l = self.limit;
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_BUCKETS && !map.contains_key(client) {
-            map.retain(|_, b| {
-                b.units + now.duration_since(b.at).as_secs_f64() * l.per_second < l.burst
-            });
-        }
-        let b = map.entry(client.to_string()).or_insert(Bucket {
-            units: l.burst,
-            at: now,
-        });
-        b.units = (b.units + now.duration_since(b.at).as_secs_f64() * l.per_second).min(l.burst);
-        b.at = now;
-        f(b, &l)
-    }
-
-    /// Take one unit for a request, or say how long to wait for it.
-    pub fn take(&self, client: &str) -> Result<(), Duration> {
-        self.with_bucket(client, |b, l| {
-            if b.units >= 1.0 {
-                b.units -= 1.0;
-                Ok(())
-            } else {
-                Err(Duration::from_secs_f64((1.0 - b.units) / l.per_second))
-            }
-        })
-    }
-
-    /// Charge `units` after the fact (generated tokens); the bucket may go into debt.
-    pub fn charge(&self, client: &str, units: f64) {
-        self.with_bucket(client, |b, _| b.units -= units);
-    }
-}
+use super::state::AppState;
 
 /// Who a request is charged to: `key:<n>` (the n-th API key) or the client address.
 #[derive(Clone, Debug)]
@@ -284,7 +208,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 return ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "RATE_LIMITED",
-                    format!("rate limit reached ({} requests or generated tokens per second, burst {}): retry in {secs} s", limiter.limit.per_second, limiter.limit.burst),
+                    format!("rate limit reached ({} requests or generated tokens per second, burst {}): retry in {secs} s", limiter.limit().per_second, limiter.limit().burst),
                 )
                 .retry_after(secs)
                 .into_response();
@@ -327,22 +251,5 @@ mod tests {
         assert_eq!(key_index(&keys, "bet"), None);
         assert_eq!(key_index(&keys, "betaa"), None);
         assert_eq!(key_index(&keys, ""), None);
-    }
-
-    #[test]
-    fn buckets_refill_and_go_into_debt() {
-        let l = RateLimiter::new(RateLimit {
-            per_second: 1000.0,
-            burst: 2.0,
-        });
-        assert!(l.take("a").is_ok());
-        assert!(l.take("a").is_ok());
-        assert!(l.take("a").is_err());
-        assert!(l.take("b").is_ok(), "clients have their own buckets");
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(l.take("a").is_ok(), "refilled");
-        l.charge("a", 1000.0);
-        let wait = l.take("a").unwrap_err();
-        assert!(wait > Duration::from_millis(900), "{wait:?}");
     }
 }

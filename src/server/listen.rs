@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,29 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use super::app::router;
 use super::lenient::{Activity, LenientStream};
-use super::{router, AppState};
-
-/// Counts a live item (connection, WebSocket) while held.
-pub struct Held(Arc<AtomicUsize>);
-
-impl Held {
-    /// Hold one of `count` if fewer than `max` are held.
-    pub fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Held> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Held(count.clone()))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+use super::limits::Held;
+use super::state::AppState;
 
 /// A request being answered on a connection (the idle timeout waits for it).
 struct InFlight(Arc<Activity>);

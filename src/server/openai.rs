@@ -22,8 +22,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorParam};
 use super::guard::Client;
+use super::params;
 use super::routes::json_body;
-use super::AppState;
+use super::state::AppState;
 use crate::engine::{FinishReason, GenEvent, GenStream, GenerateRequest, ModelSnapshot};
 use crate::error::Error;
 use crate::model::sampling::{SamplingParams, TokenLogprob};
@@ -254,11 +255,12 @@ fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
     Ok(prompts)
 }
 
+/// `stop` as a list (a string is a list of one); the rules are [`params::check`]'s.
 fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
-    let rule = "stop must be a string or an array of at most 4 strings of 1 to 256 bytes";
-    let stops = match v {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
+    let rule = params::OPENAI.stop_rule;
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(a)) => a
             .iter()
             .map(|s| {
@@ -266,13 +268,9 @@ fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
                     .map(String::from)
                     .ok_or_else(|| bad("stop", rule))
             })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("stop", rule)),
-    };
-    if stops.len() > 4 || stops.iter().any(|s| s.is_empty() || s.len() > 256) {
-        return Err(bad("stop", rule));
+            .collect(),
+        Some(_) => Err(bad("stop", rule)),
     }
-    Ok(stops)
 }
 
 /// What one completion request asks of each choice.
@@ -297,36 +295,22 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
         _ => {}
     }
     let prompts = parse_prompts(&b.prompt)?;
-    let max_tokens = b.max_tokens.unwrap_or(16);
-    if !(0..=4096).contains(&max_tokens) {
-        return Err(bad(
-            "max_tokens",
-            format!("max_tokens ({max_tokens}) must be between 0 and 4096"),
-        ));
-    }
     let echo = b.echo.unwrap_or(false);
-    if max_tokens == 0 && !echo {
+    let checked = params::check(
+        params::Requested {
+            max_tokens: b.max_tokens.unwrap_or(16),
+            temperature: b.temperature.unwrap_or(1.0),
+            top_k: b.top_k.unwrap_or(0),
+            top_p: b.top_p.unwrap_or(1.0),
+            seed: b.seed.map(i128::from),
+            stop: parse_stop(&b.stop)?,
+        },
+        &params::OPENAI,
+    )?;
+    if checked.max_tokens == 0 && !echo {
         return Err(bad(
             "max_tokens",
             "max_tokens 0 is only useful with echo (scoring the prompt)",
-        ));
-    }
-    let temperature = b.temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(bad(
-            "temperature",
-            format!("temperature ({temperature}) must be between 0 and 2"),
-        ));
-    }
-    let top_p = b.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(bad("top_p", format!("top_p ({top_p}) must be in (0, 1]")));
-    }
-    let top_k = b.top_k.unwrap_or(0);
-    if !(0..=100_000).contains(&top_k) {
-        return Err(bad(
-            "top_k",
-            format!("top_k ({top_k}) must be between 0 and 100000"),
         ));
     }
     let n = b.n.unwrap_or(1);
@@ -346,25 +330,13 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
             ))
         }
     };
-    let seed = match b.seed {
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        Some(s) if s >= 0 => s as u64,
-        Some(s) => return Err(bad("seed", format!("seed ({s}) must not be negative"))),
-    };
     Ok(Plan {
         model: m.model_id.clone(),
         prompts,
         n: n as usize,
-        max_tokens: max_tokens as usize,
-        sampling: SamplingParams {
-            temperature: temperature as f32,
-            top_k: top_k as usize,
-            top_p: top_p as f32,
-            seed,
-        },
-        stop: parse_stop(&b.stop)?,
+        max_tokens: checked.max_tokens,
+        sampling: checked.sampling,
+        stop: checked.stop,
         logprobs,
         echo,
         stream: b.stream.unwrap_or(false),

@@ -7,8 +7,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
+use super::state::AppState;
+use super::time;
 use super::types::*;
-use super::{time, AppState};
 use crate::engine::{AttentionSelect, ForwardReply, ForwardRequest};
 use crate::kernels::logit_lens::MAX_LENS_K;
 
@@ -435,7 +436,7 @@ fn grade(percent: f64, degraded: f64, unhealthy: f64) -> &'static str {
     responses((status = 200, body = HealthResponse), (status = 503, description = "a check is unhealthy (device lost, engine stalled, host memory or disk)", body = HealthResponse)))]
 pub async fn health(State(st): State<AppState>) -> Response {
     let m = st.engine.model_snapshot();
-    let (mem, disk) = tokio::task::spawn_blocking(super::host_figures)
+    let (mem, disk) = tokio::task::spawn_blocking(super::state::host_figures)
         .await
         .unwrap_or_default();
     let cfg = &st.config;

@@ -1,7 +1,7 @@
 //! Logits from a checkpoint written by Hugging Face `transformers` match the logits
 //! `transformers` itself computed (fixture made by tools/make_hf_fixture.py).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu};
 use wgformer::model::{resolve_config, Model};

@@ -1,7 +1,7 @@
 //! A bounded fuzz of the request bodies and configs (proptest): no input gets a
 //! 5xx, every error has the contract's body, and the model keeps serving.
 
-mod common;
+use crate::common;
 
 use common::http::*;
 use proptest::prelude::*;

@@ -4,7 +4,7 @@
 //! and the cross-site rule hold; request ids are sanitised; the HTTP layer's own
 //! errors carry the contract's body.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

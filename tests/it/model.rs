@@ -1,7 +1,7 @@
 //! Whole-model golden tests: the device forward against the CPU reference forward,
 //! the seeded init, chunked embeddings, checkpoint round trips and bad input.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize)
         // the reference computes with the same half-precision weights
         for (name, values) in w.iter_mut() {
             if wgformer::model::weights::stored_as_f16(name) {
-                *values = wgformer::model::weights::round_to_f16(values);
+                *values = wgformer::gpu::f16::round_to_f16(values);
             }
         }
     }
@@ -49,7 +49,7 @@ fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize)
     let out = model.forward(&ids, 5, true).unwrap();
     let v = cfg.vocab_size;
     let last = &want[(t - 1) * v..];
-    let ref_top = wgformer::model::forward::top_k_softmax(last, 5);
+    let ref_top = wgformer::model::logits::top_k_softmax(last, 5);
     assert_eq!(
         out.top.iter().map(|p| p.token_id).collect::<Vec<_>>(),
         ref_top.iter().map(|p| p.token_id).collect::<Vec<_>>()
@@ -637,7 +637,7 @@ fn logit_lens_last_layer_is_the_forward_and_chunks_merge() {
         assert_eq!(cf.logit_lens.len(), nl);
         let logits = m.forward_logits(&ids).unwrap();
         for pos in 0..t {
-            let want = wgformer::model::forward::top_k_softmax(&logits[pos * v..(pos + 1) * v], k);
+            let want = wgformer::model::logits::top_k_softmax(&logits[pos * v..(pos + 1) * v], k);
             let got = &cf.logit_lens[nl - 1][pos];
             assert_eq!(
                 got.iter().map(|p| p.token_id).collect::<Vec<_>>(),

@@ -2,7 +2,7 @@
 //! streaming chunk order and `[DONE]`, the error shape, prompts × n, logprobs, echo,
 //! and greedy completions equal to `/api/v1/generate`'s text.
 
-mod common;
+use crate::common;
 
 use common::http::*;
 use serde_json::{json, Value};

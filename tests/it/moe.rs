@@ -1,7 +1,7 @@
 //! Mixture-of-Experts kernels against the CPU reference: gating edge cases (ties,
 //! k = 1, k = E), the whole MoE MLP, usage and load-balance statistics.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, rand_vec};
 use wgformer::config::Activation;
@@ -117,19 +117,21 @@ fn moe_mlp_matches_reference() {
             let (got, st) = moe::run_moe_mlp(
                 &g.ctx,
                 &g.pipelines,
-                &x,
-                &ln,
-                &padded(&logits, e),
-                &flat(&w1),
-                &flat_b(&b1),
-                &flat(&w2),
-                &flat_b(&b2),
-                e,
-                k,
-                c,
-                h,
-                flag,
                 variant,
+                &moe::HostMoe {
+                    x: &x,
+                    ln: &ln,
+                    router_logits: &padded(&logits, e),
+                    w1: &flat(&w1),
+                    b1: &flat_b(&b1),
+                    w2: &flat(&w2),
+                    b2: &flat_b(&b2),
+                    e,
+                    k,
+                    c,
+                    h,
+                    act_flag: flag,
+                },
             )
             .unwrap();
             assert_close(
@@ -154,7 +156,7 @@ fn moe_mlp_matches_reference() {
 
 #[test]
 fn half_float_experts_match_reference_on_rounded_weights() {
-    use wgformer::model::weights::round_to_f16;
+    use wgformer::gpu::f16::round_to_f16;
     let g = gpu();
     // h = 128: the experts' fc matrices are stored as two 64-column panels
     let (t, e, k, c, h) = (19, 4, 2, 16, 128);
@@ -190,19 +192,21 @@ fn half_float_experts_match_reference_on_rounded_weights() {
         let (got, _) = moe::run_moe_mlp(
             &g.ctx,
             &g.pipelines,
-            &x,
-            &ln,
-            &padded(&logits, e),
-            &w1.concat(),
-            &bias(&b1),
-            &w2.concat(),
-            &bias(&b2),
-            e,
-            k,
-            c,
-            h,
-            2,
             variant,
+            &moe::HostMoe {
+                x: &x,
+                ln: &ln,
+                router_logits: &padded(&logits, e),
+                w1: &w1.concat(),
+                b1: &bias(&b1),
+                w2: &w2.concat(),
+                b2: &bias(&b2),
+                e,
+                k,
+                c,
+                h,
+                act_flag: 2,
+            },
         )
         .unwrap();
         assert_close(variant, &got, &want, 1e-4, 1e-4);

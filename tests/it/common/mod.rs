@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgformer::config::DeviceChoice;
-use wgformer::gpu::{GpuContext, Pipelines};
+use wgformer::gpu::GpuContext;
+use wgformer::kernels::Pipelines;
 
 pub struct Gpu {
     pub ctx: Arc<GpuContext>,

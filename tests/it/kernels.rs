@@ -2,7 +2,7 @@
 //! edge shapes (T = 1, sizes that are not multiples of the workgroup or the tile,
 //! more than 65,535 workgroups, chunked bindings).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu, rand_vec};
 
@@ -16,7 +16,7 @@ fn variants(base: &'static str) -> Vec<&'static str> {
 }
 // The `run_*` helpers take row-major f32 weights and store them as the kernel reads
 // them; the reference sees what the kernel sees.
-use wgformer::reference::seen_by;
+use wgformer::kernels::seen_by;
 
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
@@ -69,14 +69,8 @@ fn matmul_plain_bias_gelu_accumulate() {
                         &g.ctx,
                         &g.pipelines,
                         variant,
-                        &a,
-                        &b,
-                        bias,
-                        init,
-                        m,
-                        n,
-                        k,
-                        flags,
+                        &wgformer::kernels::HostProduct::new(&a, &b, n, k)
+                            .epilogue(bias, init, flags),
                         split,
                     )
                     .unwrap();
@@ -104,14 +98,7 @@ fn matmul_detects_a_wrong_answer() {
         &g.ctx,
         &g.pipelines,
         "matmul",
-        &a,
-        &b,
-        None,
-        None,
-        m,
-        n,
-        k,
-        0,
+        &wgformer::kernels::HostProduct::new(&a, &b, n, k),
         false,
     )
     .unwrap();
@@ -150,14 +137,11 @@ fn tiled_matmul_split_k_is_bit_identical_to_unsplit() {
                     &g.ctx,
                     &g.pipelines,
                     variant,
-                    &a,
-                    &b,
-                    Some(&bias),
-                    Some(&init),
-                    m,
-                    n,
-                    k,
-                    flags,
+                    &wgformer::kernels::HostProduct::new(&a, &b, n, k).epilogue(
+                        Some(&bias),
+                        Some(&init),
+                        flags,
+                    ),
                     split,
                 )
                 .unwrap()
@@ -191,9 +175,14 @@ fn matmul_bt_chunked_and_odd_widths() {
         {
             let seen = seen_by(variant, &b);
             let want = reference::matmul::matmul_bt(&a, &seen, m, n, k);
-            let got =
-                matmul_bt::run_matmul_bt(&g.ctx, &g.pipelines, variant, &a, &b, m, n, k, chunk)
-                    .unwrap();
+            let got = matmul_bt::run_matmul_bt(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &wgformer::kernels::HostProduct::new(&a, &b, n, k),
+                chunk,
+            )
+            .unwrap();
             assert_close(
                 &format!("{variant} {m}x{n}x{k} chunk {chunk}"),
                 &got,
@@ -220,13 +209,8 @@ fn matvec_matches_reference() {
                         &g.ctx,
                         &g.pipelines,
                         variant,
-                        x,
-                        &w,
-                        bias,
-                        init,
-                        n,
-                        k,
-                        flags,
+                        &wgformer::kernels::HostProduct::new(x, &w, n, k)
+                            .epilogue(bias, init, flags),
                     )
                     .unwrap()
                 };
@@ -439,9 +423,15 @@ fn matvec_bt_rows_of_many() {
         }
         for variant in vs {
             let seen = seen_by(variant, &b);
-            let got =
-                matvec_bt::run_matvec_bt(&g.ctx, &g.pipelines, variant, &a, &b, n, k, row0, rows)
-                    .unwrap();
+            let got = matvec_bt::run_matvec_bt(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &wgformer::kernels::HostProduct::new(&a, &b, n, k),
+                row0,
+                rows,
+            )
+            .unwrap();
             let want =
                 reference::matmul::matmul_bt(&a[row0 * k..(row0 + rows) * k], &seen, rows, n, k);
             assert_close(
@@ -457,10 +447,7 @@ fn matvec_bt_rows_of_many() {
                     &g.ctx,
                     &g.pipelines,
                     variant,
-                    &a,
-                    &b,
-                    n,
-                    k,
+                    &wgformer::kernels::HostProduct::new(&a, &b, n, k),
                     row0 + r,
                     1,
                 )
@@ -539,8 +526,7 @@ fn paged_attention_rows_of_different_sequences() {
                 .into_iter()
                 .map(move |v| (s, v))
         }) {
-            let layout =
-                wgformer::model::sparse::BlockLayout::new(long.next_multiple_of(64), 4, 2, 1, 3);
+            let layout = wgformer::sparse::BlockLayout::new(long.next_multiple_of(64), 4, 2, 1, 3);
             let mut q = Vec::new();
             let mut rows = Vec::new();
             let mut flat = Vec::new();
@@ -561,15 +547,10 @@ fn paged_attention_rows_of_different_sequences() {
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &q,
-                &case.k_pool,
-                &case.v_pool,
+                &attention::HostAttention::new(&q, c, nh)
+                    .paged(&case.k_pool, &case.v_pool, &flat, page, 0)
+                    .layout(sparse.then_some(&layout)),
                 &rows,
-                &flat,
-                page,
-                c,
-                nh,
-                sparse.then_some(&layout),
             )
             .unwrap();
             assert_close(
@@ -592,7 +573,7 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
     let (c, nh, page, len) = (128, 2, 16, 40);
     let case = paged_case(&[len], c, page, 78);
     let qs = &case.qkv[0];
-    let layout = wgformer::model::sparse::BlockLayout::new(64, 8, 2, 1, 3);
+    let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
     for sparse in [false, true] {
         let (want, _) = if sparse {
             reference::attention::attention_masked(qs, c, nh, |i, j| layout.allows(i, j))
@@ -612,20 +593,15 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
                 if variant == "sparse_attention_subgroup" && start % sg != 0 {
                     continue; // the model gives unaligned chunks to the portable kernel
                 }
-                let got = attention::run_attention_paged_chunk(
+                let got = attention::run_attention(
                     &g.ctx,
                     &g.pipelines,
                     variant,
-                    &qs[start * 3 * c..],
-                    &case.k_pool,
-                    &case.v_pool,
-                    &case.tables[0],
-                    start,
-                    page,
-                    c,
-                    nh,
-                    sparse.then_some(&layout),
+                    &attention::HostAttention::new(&qs[start * 3 * c..], c, nh)
+                        .paged(&case.k_pool, &case.v_pool, &case.tables[0], page, start)
+                        .layout(sparse.then_some(&layout)),
                 )
+                .map(|(out, _)| out)
                 .unwrap();
                 assert_close(
                     &format!("{variant} paged chunk from {start}"),
@@ -654,15 +630,14 @@ fn paged_attention_prefill_chunk_of_one_sequence() {
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &qs[12 * 3 * c..],
-                &case.k_pool,
-                &case.v_pool,
+                &attention::HostAttention::new(&qs[12 * 3 * c..], c, nh).paged(
+                    &case.k_pool,
+                    &case.v_pool,
+                    &case.tables[0],
+                    page,
+                    0,
+                ),
                 &rows,
-                &case.tables[0],
-                page,
-                c,
-                nh,
-                None,
             )
             .unwrap();
             assert_close(
@@ -704,8 +679,13 @@ fn attention_causal_with_entropy() {
         let qkv = rand_vec(t * 3 * c, 18, 1.5);
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
         for variant in attention_variants("attention", c / nh) {
-            let (out, ent) =
-                attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
+            let (out, ent) = attention::run_attention(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &attention::HostAttention::new(&qkv, c, nh),
+            )
+            .unwrap();
             assert_close(
                 &format!("{variant} out t{t} c{c} nh{nh}"),
                 &out,
@@ -740,9 +720,20 @@ fn attention_is_causal() {
         *v += 1.0;
     }
     for variant in attention_variants("attention", 64) {
-        let (a, _) = attention::run_attention(&g.ctx, &g.pipelines, variant, &qkv, c, nh).unwrap();
-        let (b, _) =
-            attention::run_attention(&g.ctx, &g.pipelines, variant, &changed, c, nh).unwrap();
+        let (a, _) = attention::run_attention(
+            &g.ctx,
+            &g.pipelines,
+            variant,
+            &attention::HostAttention::new(&qkv, c, nh),
+        )
+        .unwrap();
+        let (b, _) = attention::run_attention(
+            &g.ctx,
+            &g.pipelines,
+            variant,
+            &attention::HostAttention::new(&changed, c, nh),
+        )
+        .unwrap();
         assert_eq!(a[..(t - 1) * c], b[..(t - 1) * c], "{variant}");
         assert_ne!(a[(t - 1) * c..], b[(t - 1) * c..], "{variant}");
     }
@@ -771,16 +762,11 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
             .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
             .collect();
         for variant in attention_variants("attention", c / nh) {
-            let (out, ent) = attention::run_attention_cached(
+            let (out, ent) = attention::run_attention(
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &qkv[pos * 3 * c..],
-                &kc,
-                &vc,
-                pos,
-                c,
-                nh,
+                &attention::HostAttention::new(&qkv[pos * 3 * c..], c, nh).cached(&kc, &vc, pos),
             )
             .unwrap();
             assert_close(
@@ -812,20 +798,17 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
         (70, 64, 1, 32),
     ] {
         let qkv = rand_vec(t * 3 * c, 25, 1.5);
-        let layout = wgformer::model::sparse::BlockLayout::dense_causal(t.max(block), block);
+        let layout = wgformer::sparse::BlockLayout::dense_causal(t.max(block), block);
         let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
         for variant in attention_variants("sparse_attention", c / nh) {
             if variant.ends_with("_subgroup") && block % g.ctx.subgroup_max_size as usize != 0 {
                 continue;
             }
-            let (out, ent) = attention::run_sparse_attention(
+            let (out, ent) = attention::run_attention(
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &qkv,
-                c,
-                nh,
-                &layout,
+                &attention::HostAttention::new(&qkv, c, nh).layout(Some(&layout)),
             )
             .unwrap();
             assert_close(
@@ -842,7 +825,7 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
 
 #[test]
 fn sparse_attention_matches_masked_reference() {
-    use wgformer::model::sparse::BlockLayout;
+    use wgformer::sparse::BlockLayout;
     let g = gpu();
     for (t, c, nh, layout) in [
         (70, 32, 2, BlockLayout::new(70, 8, 2, 1, 0)),
@@ -867,14 +850,11 @@ fn sparse_attention_matches_masked_reference() {
             {
                 continue;
             }
-            let (out, ent) = attention::run_sparse_attention(
+            let (out, ent) = attention::run_attention(
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &qkv,
-                c,
-                nh,
-                &layout,
+                &attention::HostAttention::new(&qkv, c, nh).layout(Some(&layout)),
             )
             .unwrap();
             assert_close(
@@ -893,7 +873,7 @@ fn sparse_attention_matches_masked_reference() {
 
 #[test]
 fn half_weight_variants_match_reference_on_rounded_weights() {
-    use wgformer::model::weights::round_to_f16;
+    use wgformer::gpu::f16::round_to_f16;
     let g = gpu();
     let mut variants = vec!["matmul_f16", "matmul_f16_tiled"];
     if g.pipelines.has("matmul_f16_subgroup") {
@@ -918,14 +898,11 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                &a,
-                &b,
-                Some(&bias),
-                Some(&init),
-                m,
-                n,
-                k,
-                matmul::BIAS | matmul::ACCUMULATE,
+                &wgformer::kernels::HostProduct::new(&a, &b, n, k).epilogue(
+                    Some(&bias),
+                    Some(&init),
+                    matmul::BIAS | matmul::ACCUMULATE,
+                ),
                 true,
             )
             .unwrap();
@@ -949,13 +926,11 @@ fn half_weight_variants_match_reference_on_rounded_weights() {
                 &g.ctx,
                 &g.pipelines,
                 variant,
-                x,
-                &b,
-                Some(&bias),
-                Some(init),
-                n,
-                k,
-                matmul::BIAS | matmul::GELU | matmul::ACCUMULATE,
+                &wgformer::kernels::HostProduct::new(x, &b, n, k).epilogue(
+                    Some(&bias),
+                    Some(init),
+                    matmul::BIAS | matmul::GELU | matmul::ACCUMULATE,
+                ),
             )
             .unwrap();
             assert_close(&format!("{variant} {n}x{k}"), &got, &want, 1e-4, 1e-4);
@@ -982,7 +957,7 @@ fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
     let g = gpu();
     for &(t, c, nh) in &[(1, 16, 2), (7, 32, 4), (33, 64, 2)] {
         let qkv = rand_vec(t * 3 * c, 41 + t as u64, 1.5);
-        let layout = wgformer::model::sparse::BlockLayout::new(64, 4, 1, 1, 3);
+        let layout = wgformer::sparse::BlockLayout::new(64, 4, 1, 1, 3);
         for sparse in [false, true] {
             let got = attention::run_attention_weights(
                 &g.ctx,
@@ -1112,8 +1087,8 @@ fn profile_times_each_dispatch_of_its_thread() {
     let t0 = Instant::now();
     let ((), p) = profile::profile(ctx, || {
         submit_pass(ctx, "profiled", |pass| {
-            encode_copy_rows(&ctx.queue, pass, pl, &op, n, 0, 0);
-            encode_copy_rows(&ctx.queue, pass, pl, &quarter, n / 4, 0, n);
+            encode_copy_rows(pass, &op, n, 0, 0);
+            encode_copy_rows(pass, &quarter, n / 4, 0, n);
         })
     })
     .unwrap();
@@ -1159,7 +1134,7 @@ fn profile_times_each_dispatch_of_its_thread() {
     let ((), p) = profile::profile(ctx, || {
         submit_pass(ctx, "many", |pass| {
             for i in 0..many {
-                encode_copy_rows(&ctx.queue, pass, pl, &op, 4, 4 * (i % 4), 0);
+                encode_copy_rows(pass, &op, 4, 4 * (i % 4), 0);
             }
         })
     })
@@ -1193,9 +1168,19 @@ fn matvec_groups_past_the_batch_store_nothing() {
             let mut out0 = init.clone();
             out0.extend(std::iter::repeat_n(SENTINEL, pad * n));
             let out = buffers::upload(ctx, "out", &out0);
-            let op = matvec::matvec_variant_op(ctx, pl, variant, &xb, &wb, &wb, &out);
+            let op = matvec::matvec_variant_op(
+                ctx,
+                pl,
+                variant,
+                &wgformer::kernels::LinearBuffers {
+                    x: &xb,
+                    w: &wb,
+                    bias: &wb,
+                    out: &out,
+                },
+            );
             submit_pass(ctx, "matvec", |pass| {
-                matvec::encode_matvec(&ctx.queue, pass, pl, &op, rows, n, k, matmul::ACCUMULATE)
+                matvec::encode_matvec(pass, &op, rows, n, k, matmul::ACCUMULATE)
             })
             .unwrap();
             let got = buffers::read_floats(ctx, &out, 0, (rows + pad) * n).unwrap();
@@ -1242,7 +1227,7 @@ fn matvec_groups_past_the_batch_store_nothing() {
             let out = buffers::upload(ctx, "out", &vec![SENTINEL; total * n]);
             let op = matvec_bt::matvec_bt_op(ctx, pl, variant, &ab, &bb, &out);
             submit_pass(ctx, "matvec_bt", |pass| {
-                matvec_bt::encode_matvec_bt(&ctx.queue, pass, pl, &op, n, k, a_row0, rows, out_row0)
+                matvec_bt::encode_matvec_bt(pass, &op, n, k, a_row0, rows, out_row0)
             })
             .unwrap();
             let got = buffers::read_floats(ctx, &out, 0, total * n).unwrap();

@@ -2,7 +2,7 @@
 //! prefix, and greedy generation on the Hugging Face fixture equals what
 //! `transformers` generated greedily (ids committed with the fixture).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, gpu};
 use wgformer::model::sampling::argmax;

@@ -1,7 +1,7 @@
 //! HTTP contract tests: the real server on a loopback port chosen by the OS, spoken
 //! to by a real HTTP client (and raw TCP where a client would encode what curl does not).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

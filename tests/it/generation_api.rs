@@ -2,7 +2,7 @@
 //! clients on loopback: tokens then `complete`, seeds, cancel, bad messages, prompts
 //! longer than the context, and clients that disconnect mid-stream.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! SIGTERM every time (the device is dropped on the engine thread before the process
 //! exits), and within the shutdown deadline even with a slow client attached.
 
-#![cfg(unix)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -3,13 +3,14 @@
 //! offsets of the Rust twin.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgformer::gpu::KERNELS;
+use wgformer::kernels::catalogue::prelude;
+use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, row_norm,
 };
 
 fn module(name: &str) -> naga::Module {
-    let src = wgformer::gpu::shader_source(name).unwrap();
+    let src = wgformer::kernels::shader_source(name).unwrap();
     naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)))
 }
@@ -46,15 +47,24 @@ fn every_shader_validates_and_names_its_entry_point() {
 }
 
 #[test]
-fn every_prelude_a_kernel_names_exists() {
-    for k in KERNELS {
-        for p in k.preludes {
-            assert!(
-                wgformer::gpu::PRELUDES.iter().any(|(n, _)| n == p),
-                "{}: no prelude {p} in shaders/lib",
-                k.name
-            );
-        }
+fn every_file_in_shaders_lib_is_a_prelude() {
+    // a kernel names its preludes by constant (a typo does not compile); this checks
+    // the other direction: no file in shaders/lib is left out of the table
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/lib");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".wgsl").map(str::to_owned))
+        .collect();
+    files.sort();
+    let mut table: Vec<String> = prelude::ALL.iter().map(|p| p.name.to_owned()).collect();
+    table.sort();
+    assert_eq!(files, table);
+    for p in prelude::ALL {
+        let used = KERNELS
+            .iter()
+            .any(|k| k.preludes.iter().any(|q| q.name == p.name));
+        assert!(used, "prelude {} is prepended to no kernel", p.name);
     }
 }
 
@@ -242,7 +252,7 @@ fn uniform_structs_match_rust_twins() {
 /// Every kernel's composed source translated to SPIR-V, as wgpu does for Vulkan (its
 /// override constants resolved first). Kernels the CI adapter skips (the tensor-core
 /// one: lavapipe has no cooperative matrices) are only checked here.
-fn spirv(k: &wgformer::gpu::Kernel) -> Vec<u32> {
+fn spirv(k: &wgformer::kernels::catalogue::Kernel) -> Vec<u32> {
     let src = k.source();
     let m = module(k.name);
     let info = Validator::new(ValidationFlags::all(), Capabilities::all())
@@ -273,7 +283,7 @@ fn every_kernel_translates_to_spirv() {
 /// matrices): its SPIR-V, what the Vulkan driver receives, is checked here instead.
 #[test]
 fn cooperative_matrix_kernel_translates_to_spirv() {
-    let k = wgformer::gpu::kernel("matmul_coop").unwrap();
+    let k = wgformer::kernels::kernel("matmul_coop").unwrap();
     assert!(k.cooperative);
     let src = k.source();
     assert!(

@@ -7,7 +7,7 @@
 //! (tokens arrive before `complete`), cancels a generation, and finds no error in the
 //! page. With `WGFORMER_SCREENSHOTS=DIR` it writes a screenshot of each panel there.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

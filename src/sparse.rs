@@ -1,4 +1,5 @@
-//! Block-sparse attention layouts: which key blocks each query block attends to,
+//! Block-sparse attention layouts (plain data, below the kernels that read them and
+//! the references that check them): which key blocks each query block attends to,
 //! stored compactly (CSR: row offsets + key-block indices).
 //!
 //! Query block `qb` attends to key block `kb ≤ qb` when any of these holds:
@@ -9,8 +10,6 @@
 //!
 //! Causality holds everywhere: `kb ≤ qb` always, and inside a block keys after the
 //! query are masked by the kernel.
-
-use crate::gpu::{buffers, GpuContext};
 
 /// A CSR block layout over `n_blocks` query blocks of `block` tokens.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,15 +84,6 @@ impl BlockLayout {
             return 0.0;
         }
         self.row_offsets[nb] as f64 / (nb * (nb + 1) / 2) as f64
-    }
-
-    /// `(row_offsets, cols)` as device buffers.
-    pub fn upload(&self, ctx: &GpuContext) -> (wgpu::Buffer, wgpu::Buffer) {
-        let cast = |v: &[u32]| -> Vec<f32> { v.iter().map(|&x| f32::from_bits(x)).collect() };
-        (
-            buffers::upload(ctx, "sparse row_offsets", &cast(&self.row_offsets)),
-            buffers::upload(ctx, "sparse cols", &cast(&self.cols)),
-        )
     }
 }
 

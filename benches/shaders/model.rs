@@ -1,0 +1,530 @@
+//! Model-step rows: GPT-2 small's forward, prefill, decode (alone and batched),
+//! shared forwards, kernel-by-kernel profiles of a traversal, and MoE against a dense
+//! model with the same active parameters.
+
+use std::time::Instant;
+
+use crate::harness::*;
+use wgformer::config::{DeviceChoice, ModelConfig};
+use wgformer::gpu::GpuContext;
+use wgformer::kernels::Pipelines;
+use wgformer::model::Model;
+
+impl Bench {
+    /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
+    pub(crate) fn decode(&mut self, model: &Model, prompt: usize, steps: usize, tag: &str) {
+        let ids = token_texts(1, prompt, 13, 0).remove(0);
+        // the pool's pages are zeroed by wgpu on their first use: once per model, not
+        // per request, so outside the timing
+        let mut warm = model.kv_reserve(prompt).unwrap().unwrap();
+        model.prefill(&mut warm, &ids, true).unwrap();
+        drop(warm);
+        let mut session = model.kv_reserve(prompt + steps + 1).unwrap().unwrap();
+        let t0 = Instant::now();
+        let mut logits = model.extend(&mut session, &ids).unwrap();
+        let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut step_ms = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let next = wgformer::model::sampling::argmax(&logits);
+            let t = Instant::now();
+            logits = model.extend(&mut session, &[next]).unwrap();
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let ms = median(step_ms);
+        let before = wgformer::gpu::dispatch_count();
+        let next = wgformer::model::sampling::argmax(&logits);
+        model.extend(&mut session, &[next]).unwrap();
+        let dispatches = wgformer::gpu::dispatch_count() - before;
+        self.report(
+            "gpt2_prefill",
+            format!("GPT-2 small{tag} T={prompt}"),
+            prefill_ms,
+            2.0 * prompt as f64 * model.parameter_count as f64,
+            "GFLOP/s",
+            None,
+            "",
+        );
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s  {dispatches} dispatches/step",
+                "gpt2_decode",
+                format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
+                ms,
+                1e3 / ms
+            );
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_decode".into(),
+            shape: format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
+            gpu_ms: ms,
+            rate: 1e3 / ms,
+            unit: "tokens/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: None,
+        });
+    }
+
+    /// `b` generations of `prompt` tokens each, then `steps` batched greedy decode
+    /// steps (each generation one token a step; the token picked from logits read back,
+    /// or with `argmax` by the device); tokens/s of all together, and the ratio to one.
+    pub(crate) fn decode_batch(
+        &mut self,
+        model: &Model,
+        b: usize,
+        prompt: usize,
+        steps: usize,
+        argmax: bool,
+        tag: &str,
+    ) {
+        use wgformer::model::{sampling, NextToken, Readback};
+        let mut seqs: Vec<_> = (0..b)
+            .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
+            .collect();
+        let mut next = Vec::with_capacity(b);
+        for (kv, ids) in seqs.iter_mut().zip(token_texts(b, prompt, 13, 101)) {
+            let logits = model.prefill(kv, &ids, true).unwrap().unwrap();
+            next.push(sampling::argmax(&logits));
+        }
+        let want = vec![
+            if argmax {
+                Readback::Argmax
+            } else {
+                Readback::Logits
+            };
+            b
+        ];
+        let mut step_ms = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let mut rows: Vec<_> = seqs
+                .iter_mut()
+                .zip(&next)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            // the step and the host's part of picking the tokens
+            let t = Instant::now();
+            next = model
+                .decode_select(&mut rows, &want)
+                .unwrap()
+                .into_iter()
+                .map(|n| match n {
+                    NextToken::Logits(l) => sampling::argmax(&l),
+                    NextToken::Argmax(id) => id,
+                })
+                .collect();
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let ms = median(step_ms);
+        let rate = b as f64 * 1e3 / ms;
+        let one = self
+            .rows
+            .iter()
+            .rev()
+            .find(|r| r.kernel == "gpt2_decode" && r.shape.contains(&format!("small{tag} at")))
+            .map(|r| r.rate);
+        let how = if argmax { " argmax" } else { "" };
+        let shape = format!(
+            "GPT-2 small{tag} B={b}{how} at {prompt}..{}",
+            prompt + steps
+        );
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}",
+                "gpt2_decode_batch",
+                shape,
+                ms,
+                rate,
+                one.map_or(String::new(), |o| format!(
+                    "{:.2}x one generation",
+                    rate / o
+                ))
+            );
+        }
+        self.rows.push(Row {
+            kernel: "gpt2_decode_batch".into(),
+            shape,
+            gpu_ms: ms,
+            rate,
+            unit: "tokens/s",
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: one.map(|o| rate / o),
+        });
+    }
+
+    /// `n` prompts of `t` tokens each prefilled into fresh sequences (the first token
+    /// picked by the device): one after the other, then all in one traversal
+    /// (`Model::prefill_select`, as the engine takes prompts arriving together); ms of
+    /// each, and the ratio.
+    pub(crate) fn prefill_batch(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        use wgformer::model::Readback;
+        let texts = token_texts(n, t, 29, 131);
+        let run = |together: bool| {
+            let mut seqs: Vec<_> = (0..n)
+                .map(|_| model.kv_reserve(t).unwrap().unwrap())
+                .collect();
+            let t0 = Instant::now();
+            if together {
+                let mut parts: Vec<_> = seqs
+                    .iter_mut()
+                    .zip(&texts)
+                    .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
+                    .collect();
+                model.prefill_select(&mut parts).unwrap();
+            } else {
+                for (kv, ids) in seqs.iter_mut().zip(&texts) {
+                    model
+                        .prefill_select(&mut [(kv, ids.as_slice(), Some(Readback::Argmax))])
+                        .unwrap();
+                }
+            }
+            t0.elapsed().as_secs_f64() * 1e3
+        };
+        run(true);
+        let runs = if self.quick { 3 } else { 5 };
+        let apart = median((0..runs).map(|_| run(false)).collect());
+        let together = median((0..runs).map(|_| run(true)).collect());
+        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        self.report_together("gpt2_prefill_batch", shape, n, "prompts/s", apart, together);
+    }
+
+    /// Where one traversal's time goes on this device, kernel by kernel (timestamps
+    /// around every dispatch, `gpu::profile`): a decode step of 1 and of `b` rows at
+    /// 64 positions (reading back what the engine would: the device's argmax where the
+    /// model picks greedy tokens there), and one prefill traversal of `b` prompts of 34
+    /// tokens (the shape of `conc.py`'s prompts). Prints each traversal's total and its
+    /// 12 largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
+    pub(crate) fn profile_steps(&mut self, model: &Model, b: usize, tag: &str) {
+        use wgformer::gpu::profile;
+        use wgformer::model::Readback;
+        let ctx = model.ctx.clone();
+        if !profile::available(&ctx) {
+            if !self.json {
+                println!("gpt2_profile: the adapter has no timestamps inside passes");
+            }
+            return;
+        }
+        let want = if model.argmax_on_device {
+            Readback::Argmax
+        } else {
+            Readback::Logits
+        };
+        let (prompt, steps) = (64, 3);
+        let mut runs = Vec::new();
+        for rows in [1, b] {
+            let mut seqs: Vec<_> = (0..rows)
+                .map(|_| model.kv_reserve(prompt + steps).unwrap().unwrap())
+                .collect();
+            for (kv, ids) in seqs.iter_mut().zip(token_texts(rows, prompt, 13, 101)) {
+                model.prefill(kv, &ids, true).unwrap();
+            }
+            let mut last = None;
+            // the last of a few steps (the first ones warm the pool's pages)
+            for _ in 0..steps {
+                let mut batch: Vec<_> = seqs.iter_mut().map(|kv| (kv, 464u32)).collect();
+                let wants = vec![want; rows];
+                let (_, p) =
+                    profile::profile(&ctx, || model.decode_select(&mut batch, &wants)).unwrap();
+                last = Some(p);
+            }
+            runs.push((format!("decode B={rows} at {prompt}"), last.unwrap()));
+        }
+        let texts = token_texts(b, 34, 29, 131);
+        let mut last = None;
+        for _ in 0..2 {
+            let mut seqs: Vec<_> = (0..b)
+                .map(|_| model.kv_reserve(34).unwrap().unwrap())
+                .collect();
+            let mut parts: Vec<_> = seqs
+                .iter_mut()
+                .zip(&texts)
+                .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
+                .collect();
+            let (_, p) = profile::profile(&ctx, || model.prefill_select(&mut parts)).unwrap();
+            last = Some(p);
+        }
+        runs.push((format!("prefill {b} x T=34"), last.unwrap()));
+        for (what, p) in runs {
+            let total = p.total_ms();
+            let shape = format!("GPT-2 small{tag} {what}");
+            if !self.json {
+                println!(
+                    "{:<26} {:<30} {:10.3} ms in {} dispatches{}",
+                    "gpt2_profile",
+                    shape,
+                    total,
+                    p.dispatches.len(),
+                    if p.unrecorded > 0 {
+                        format!(" ({} more not timed)", p.unrecorded)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            self.rows.push(Row {
+                kernel: "gpt2_profile".into(),
+                shape: format!("{shape}: all kernels"),
+                gpu_ms: total,
+                rate: p.dispatches.len() as f64,
+                unit: "dispatches",
+                cpu_ms: None,
+                cpu: "",
+                speedup_vs_cpu: None,
+            });
+            for k in p.by_kernel().into_iter().take(12) {
+                let kernel = format!(
+                    "{} R{} {}x{}x{} ({}x)",
+                    k.kernel, k.rows, k.groups.0, k.groups.1, k.groups.2, k.count
+                );
+                if !self.json {
+                    println!(
+                        "    {kernel:<52} {:9.3} ms {:5.1} %",
+                        k.ms,
+                        100.0 * k.ms / total.max(1e-9)
+                    );
+                }
+                self.rows.push(Row {
+                    kernel: "gpt2_profile".into(),
+                    shape: format!("{shape}: {kernel}"),
+                    gpu_ms: k.ms,
+                    rate: k.ms / total.max(1e-9),
+                    unit: "share",
+                    cpu_ms: None,
+                    cpu: "",
+                    speedup_vs_cpu: None,
+                });
+            }
+        }
+    }
+
+    /// Print and record `n` items taking `apart` ms one by one and `together` ms in
+    /// one go: the rate together, and the ratio.
+    pub(crate) fn report_together(
+        &mut self,
+        kernel: &str,
+        shape: String,
+        n: usize,
+        unit: &'static str,
+        apart: f64,
+        together: f64,
+    ) {
+        if !self.json {
+            println!(
+                "{kernel:<26} {shape:<26} {apart:10.3} ms one by one, {together:.3} ms together: {:.2}x {unit}",
+                apart / together
+            );
+        }
+        self.rows.push(Row {
+            kernel: kernel.into(),
+            shape,
+            gpu_ms: together,
+            rate: n as f64 * 1e3 / together,
+            unit,
+            cpu_ms: None,
+            cpu: "",
+            speedup_vs_cpu: Some(apart / together),
+        });
+    }
+
+    /// `n` forwards of `t` tokens each (no statistics): one after the other, then all in
+    /// one shared traversal (`Model::forward_many`); forwards/s of each, and the ratio.
+    pub(crate) fn forwards_shared(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let texts = token_texts(n, t, 13, 101);
+        let batch: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
+        model.forward_many(&batch).unwrap();
+        let runs = if self.quick { 3 } else { 5 };
+        let apart = median(
+            (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    for ids in &texts {
+                        model.forward(ids, 5, false).unwrap();
+                    }
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let together = median(
+            (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    model.forward_many(&batch).unwrap();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        self.report_together("gpt2_fwd_shared", shape, n, "forwards/s", apart, together);
+    }
+
+    pub(crate) fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
+        let ids = token_texts(1, t, 13, 0).remove(0);
+        model.forward(&ids, 5, false).unwrap();
+        let runs = if self.quick { 3 } else { 5 };
+        let ms = median(
+            (0..runs)
+                .map(|_| model.forward(&ids, 5, false).unwrap().seconds * 1e3)
+                .collect(),
+        );
+        let flops = 2.0 * t as f64 * model.parameter_count as f64;
+        let before = wgformer::gpu::dispatch_count();
+        model.forward(&ids, 5, false).unwrap();
+        if !self.json {
+            println!(
+                "{:<26} {:<26} {} dispatches",
+                "gpt2_fwd",
+                format!("GPT-2 small{tag} T={t}"),
+                wgformer::gpu::dispatch_count() - before
+            );
+        }
+        self.report(
+            "gpt2_fwd",
+            format!("GPT-2 small{tag} T={t}"),
+            ms,
+            flops,
+            "GFLOP/s",
+            None,
+            "",
+        );
+    }
+}
+
+/// GPT-2 small in f32 and f16: forwards at T = 16 and 128, shared forwards, a batched
+/// prefill, decode alone and in batches of 4, 8 and 16 (greedy and sampled).
+pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    let start = Instant::now();
+    let model = Model::build(ModelConfig::default(), None, ctx.clone(), pl.clone()).expect("model");
+    if !b.json {
+        println!(
+            "built GPT-2 small ({} parameters) in {:.2} s",
+            model.parameter_count,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    for t in [16, 128] {
+        b.end_to_end(&model, t, "");
+    }
+    b.forwards_shared(&model, 8, 16, "");
+    b.prefill_batch(&model, 8, 32, "");
+    b.decode(&model, 64, 64, "");
+    for n in [4, 8, 16] {
+        b.decode_batch(&model, n, 64, 16, false, "");
+    }
+    for n in [8, 16] {
+        b.decode_batch(&model, n, 64, 16, true, "");
+    }
+    drop(model);
+    // the same model with half-float linear weights (dtype float16)
+    let cfg = ModelConfig {
+        dtype: wgformer::config::Dtype::Float16,
+        ..ModelConfig::default()
+    };
+    let half = Model::build(cfg, None, ctx, pl).expect("model");
+    for t in [16, 128] {
+        b.end_to_end(&half, t, " f16");
+    }
+    b.forwards_shared(&half, 8, 16, " f16");
+    b.prefill_batch(&half, 8, 32, " f16");
+    b.decode(&half, 64, 64, " f16");
+    for n in [4, 8, 16] {
+        b.decode_batch(&half, n, 64, 16, false, " f16");
+    }
+    for n in [8, 16] {
+        b.decode_batch(&half, n, 64, 16, true, " f16");
+    }
+}
+
+/// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
+/// prefill traversal, f32 and f16.
+pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    for (dtype, tag) in [
+        (wgformer::config::Dtype::Float32, ""),
+        (wgformer::config::Dtype::Float16, " f16"),
+    ] {
+        let cfg = ModelConfig {
+            dtype,
+            ..ModelConfig::default()
+        };
+        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+        b.profile_steps(&model, BATCH, tag);
+    }
+}
+
+/// MoE (E = 8, k = 2) against a dense model with the same active parameters per token.
+pub(crate) fn moe(b: &mut Bench, device: &DeviceChoice) {
+    // MoE (E = 8, k = 2) against a dense model with the same active parameters
+    // per token (MLP width 2 · 4 · C = 8 · C), 2 layers of GPT-2-small width.
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    let build = |extra: serde_json::Value| {
+        let mut v = serde_json::json!({"n_layer": 2, "seed": 3});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        Model::build(
+            ModelConfig::from_value(v).unwrap(),
+            None,
+            ctx.clone(),
+            pl.clone(),
+        )
+        .expect("model")
+    };
+    // GPT-2-small width, and a narrow model (n_embed 256) where fixed costs weigh more
+    for (c, nh) in [(768, 12), (256, 4)] {
+        let width = serde_json::json!({"n_embed": c, "n_head": nh});
+        let with = |extra: serde_json::Value| {
+            let mut v = width.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        let moe = build(with(
+            serde_json::json!({"use_moe": true, "moe_num_experts": 8, "moe_top_k": 2}),
+        ));
+        let dense = build(with(serde_json::json!({"ffn_hidden_multiplier": 8})));
+        for t in [16, 128] {
+            let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7919 + 13) % 50257).collect();
+            let time = |m: &Model| {
+                m.forward(&ids, 5, false).unwrap();
+                median(
+                    (0..5)
+                        .map(|_| m.forward(&ids, 5, false).unwrap().seconds * 1e3)
+                        .collect(),
+                )
+            };
+            let (moe_ms, dense_ms) = (time(&moe), time(&dense));
+            let flops = 2.0 * t as f64 * dense.parameter_count as f64;
+            b.report(
+                "moe_fwd",
+                format!("E=8 k=2 C={c} T={t}"),
+                moe_ms,
+                flops,
+                "GFLOP/s",
+                None,
+                "",
+            );
+            b.report(
+                "dense_fwd",
+                format!("MLP 8C C={c} T={t}"),
+                dense_ms,
+                flops,
+                "GFLOP/s",
+                None,
+                "",
+            );
+            if !b.json {
+                println!(
+                    "{:<26} {:<26} MoE / dense with the same active parameters: {:.2}x",
+                    "",
+                    "",
+                    moe_ms / dense_ms
+                );
+            }
+        }
+    }
+}

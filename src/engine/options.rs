@@ -1,0 +1,48 @@
+//! How the engine is run: the server's flags that reach the engine thread.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the engine is run (the server's flags).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Requests that may wait; more are refused at once.
+    pub queue_capacity: usize,
+    /// Device memory a model may need (`None`: what the adapter reports).
+    pub max_model_bytes: Option<u64>,
+    /// Where client configs may name checkpoints and tokenizers (`None`: nowhere).
+    pub models_dir: Option<PathBuf>,
+    /// Deadline of a forward or a generation, from the moment it is queued.
+    pub request_timeout: Duration,
+    /// Deadline of building a model.
+    pub load_timeout: Duration,
+    /// Most generations admitted at once, all of which share each decode step.
+    pub max_batch: usize,
+    /// Device bytes of the paged KV cache (`None`: a share of the memory budget, see
+    /// [`super::kv_pool_pages`]).
+    pub kv_pool_bytes: Option<u64>,
+    /// Prompt tokens prefilled per engine step, between decode steps (one long
+    /// prompt in chunks of this, or several short ones).
+    pub prefill_chunk: usize,
+    /// Time every dispatch of one model traversal (decode step or prefill) in this
+    /// many with device timestamps (`gpu::profile`) and add the kernels' device time to
+    /// the scheduler's figures (`/metrics`); 0: never. Adapters without timestamps
+    /// inside passes are not profiled.
+    pub profile_every: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            queue_capacity: 64,
+            max_model_bytes: None,
+            models_dir: None,
+            request_timeout: Duration::from_secs(120),
+            load_timeout: Duration::from_secs(600),
+            max_batch: 16,
+            kv_pool_bytes: None,
+            prefill_chunk: 256,
+            profile_every: 0,
+        }
+    }
+}

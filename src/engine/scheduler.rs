@@ -1,0 +1,662 @@
+//! The worker loop on the engine thread: admit waiting generations, prefill prompts in
+//! chunks, run one batched decode step for every decoding generation, run forwards.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::forwards::{
+    forward_alone, forward_reply, forward_tokens, QueuedForward, TokenizedForward,
+};
+use super::generation::{advance, pick_tokens, prompt_ids, Active, Waiting};
+use super::load::{build, publish, DeviceSlot, Loaded};
+use super::options::EngineOptions;
+use super::requests::Job;
+use super::requests::{GenEvent, GenerateResult};
+use super::state::timeout_error;
+use super::state::{EngineState, IDLE_TICK};
+use crate::error::{Error, Result};
+use crate::gpu::{profile, GpuContext};
+use crate::model::kv_pool::{PoolStats, SeqKv};
+use crate::model::sampling::{token_logprob, Sampler};
+use crate::model::MAX_PREFILL_PARTS;
+use crate::model::{CapturedForward, Readback};
+use crate::tokenizer::TextStream;
+
+pub(super) struct Worker {
+    pub(super) state: Arc<EngineState>,
+    pub(super) options: Arc<EngineOptions>,
+    pub(super) loaded: Option<Arc<Loaded>>,
+    pub(super) slot: Option<DeviceSlot>,
+    pub(super) active: Vec<Active>,
+    pub(super) waiting: VecDeque<Waiting>,
+}
+
+/// Run one model traversal `f` of kind `step`; every `every`-th one (0: never) with
+/// each dispatch timed, its kernels' device time added to the scheduler's figures.
+/// Profiling never fails the traversal: timestamps that cannot be read are skipped.
+pub(super) fn traverse<T>(
+    state: &EngineState,
+    every: u64,
+    ctx: &GpuContext,
+    step: &'static str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let seen = state.traversals.fetch_add(1, Ordering::Relaxed);
+    if every == 0 || !seen.is_multiple_of(every) || !profile::available(ctx) {
+        return f();
+    }
+    let (value, p) = profile::profile(ctx, f)?;
+    if let Ok(mut s) = state.sched.lock() {
+        s.profiled(step, &p);
+    }
+    Ok(value)
+}
+
+pub(super) fn run(
+    rx: Receiver<Job>,
+    state: Arc<EngineState>,
+    stop: Arc<AtomicBool>,
+    options: Arc<EngineOptions>,
+) {
+    let mut w = Worker {
+        state,
+        options,
+        loaded: None,
+        slot: None,
+        active: Vec::new(),
+        waiting: VecDeque::new(),
+    };
+    while !stop.load(Ordering::SeqCst) {
+        w.state.beat();
+        // With generations running, do not wait for requests between steps; otherwise
+        // wait (a tick at a time) for one.
+        let idle = w.active.is_empty() && w.waiting.is_empty();
+        let job = match rx.recv_timeout(if idle { IDLE_TICK } else { Duration::ZERO }) {
+            Ok(j) => Some(j),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let busy = (job.is_some() || !idle).then(Instant::now);
+        if let Some(job) = job {
+            // Generations only join the waiting line: take all that arrived, so they
+            // start in the same step. Forwards that arrived together run together
+            // (sharing traversals); at most one group of forwards or one load between
+            // steps.
+            let mut forwards = Vec::new();
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Generate(..) => w.handle(job),
+                    Job::Forward(req, deadline, reply) => forwards.push((req, deadline, reply)),
+                    other => {
+                        w.forwards(std::mem::take(&mut forwards));
+                        w.handle(other);
+                        break;
+                    }
+                }
+                next = rx.try_recv().ok();
+            }
+            w.forwards(forwards);
+        }
+        w.admit();
+        w.step();
+        if let Some(t) = busy {
+            if let Ok(mut s) = w.state.sched.lock() {
+                s.busy_seconds += t.elapsed().as_secs_f64();
+            }
+        }
+        if w.active.is_empty() && !w.waiting.is_empty() {
+            // the pool is held by nothing and still refuses: wait for a job rather than spin
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    w.teardown();
+}
+
+impl Worker {
+    /// A request that waited has started (or was answered).
+    pub(super) fn started(&self) {
+        self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// End every generation, wait for the device, then drop the models and the
+    /// device here, on the engine thread, before the process exits.
+    pub(super) fn teardown(&mut self) {
+        let stopping = || Error::Unavailable("the service is shutting down".into());
+        for a in self.active.drain(..) {
+            let _ = a.events.send(GenEvent::Error(stopping()));
+        }
+        for wt in self.waiting.drain(..) {
+            let _ = wt.events.send(GenEvent::Error(stopping()));
+        }
+        if let Some(s) = &self.slot {
+            let _ = s.ctx.wait_idle();
+        }
+        drop(self.loaded.take());
+        drop(self.slot.take());
+        tracing::info!("engine stopped; device released");
+    }
+
+    pub(super) fn handle(&mut self, job: Job) {
+        match job {
+            Job::Initialize {
+                config,
+                access,
+                deadline,
+                reply,
+            } => {
+                self.started();
+                if Instant::now() > deadline || reply.is_closed() {
+                    let _ = reply.send(Err(timeout_error("loading the model")));
+                    return;
+                }
+                self.state.set_busy("model load", deadline);
+                let started = Instant::now();
+                let built = build(config, &access, &self.options, &mut self.slot);
+                self.state.clear_busy();
+                let built = match built {
+                    Ok(_) if Instant::now() > deadline => {
+                        // The caller was answered TIMEOUT; do not swap in behind its back.
+                        self.state.timeouts.fetch_add(1, Ordering::SeqCst);
+                        Err(timeout_error("loading the model"))
+                    }
+                    other => other,
+                };
+                let r = match built {
+                    Ok(new) => {
+                        let cfg = new.model.config.clone();
+                        tracing::info!(params = new.model.parameter_count, adapter = %new.model.ctx.details.label(),
+                            kv_pool_pages = new.model.kv.pages, max_batch = new.model.max_batch,
+                            seconds = started.elapsed().as_secs_f64(), "model built");
+                        // Generations in progress keep their (old) model until they end.
+                        drop(self.loaded.take());
+                        publish(&self.state, &new);
+                        self.loaded = Some(Arc::new(new));
+                        Ok(cfg)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "initialize failed; the previous model stays in service");
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(r);
+                self.publish_generations();
+            }
+            Job::Forward(req, deadline, reply) => self.forwards(vec![(req, deadline, reply)]),
+            Job::Generate(req, deadline, events) => {
+                self.waiting.push_back(Waiting {
+                    req,
+                    deadline,
+                    events,
+                    queued: Instant::now(),
+                    prompt: None,
+                });
+            }
+        }
+    }
+
+    /// Forwards that arrived together: those without statistics share traversals
+    /// (up to `MAX_PREFILL_PARTS` texts and the context's tokens each), the others run
+    /// alone. Every reply is the forward's own (the same numbers as alone).
+    pub(super) fn forwards(&mut self, jobs: Vec<QueuedForward>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut live = Vec::with_capacity(jobs.len());
+        for (req, deadline, reply) in jobs {
+            self.started();
+            if Instant::now() > deadline || reply.is_closed() {
+                let _ = reply.send(Err(timeout_error("the forward")));
+            } else {
+                live.push((req, deadline, reply));
+            }
+        }
+        let Some(l) = self.loaded.clone() else {
+            for (_, _, reply) in live {
+                let _ = reply.send(Err(Error::ModelNotInitialized));
+            }
+            return;
+        };
+        // tokenize; a text that fails answers at once
+        let mut ready: Vec<TokenizedForward> = Vec::with_capacity(live.len());
+        for job in live {
+            match forward_tokens(&l, &job.0) {
+                Ok(tokens) => ready.push(TokenizedForward {
+                    ids: tokens.iter().map(|t| t.id).collect(),
+                    tokens,
+                    job,
+                }),
+                Err(e) => {
+                    let _ = job.2.send(Err(e));
+                }
+            }
+        }
+        let (shared, single): (Vec<_>, Vec<_>) = ready.into_iter().partition(|f| f.job.0.shared());
+        let mut groups: Vec<Vec<TokenizedForward>> = single.into_iter().map(|f| vec![f]).collect();
+        let context = l.model.config.context_size;
+        for f in shared {
+            let fits = groups.last().is_some_and(|g| {
+                g[0].job.0.shared()
+                    && g.len() < MAX_PREFILL_PARTS
+                    && g.iter().map(|f| f.ids.len()).sum::<usize>() + f.ids.len() <= context
+            });
+            match groups.last_mut() {
+                Some(g) if fits => g.push(f),
+                _ => groups.push(vec![f]),
+            }
+        }
+        for group in groups {
+            let deadline = group
+                .iter()
+                .map(|f| f.job.1)
+                .max()
+                .unwrap_or_else(Instant::now);
+            self.state.set_busy("forward", deadline);
+            let results = if let [f] = group.as_slice() {
+                vec![forward_alone(&l, &f.ids, &f.job.0)]
+            } else {
+                let batch: Vec<(&[u32], usize)> = group
+                    .iter()
+                    .map(|f| (f.ids.as_slice(), f.job.0.top_k))
+                    .collect();
+                match l.model.forward_many(&batch) {
+                    Ok(outs) => outs
+                        .into_iter()
+                        .map(|output| {
+                            Ok(CapturedForward {
+                                output,
+                                attention: Vec::new(),
+                                logit_lens: Vec::new(),
+                            })
+                        })
+                        .collect(),
+                    Err(e) => group.iter().map(|_| Err(e.duplicate())).collect(),
+                }
+            };
+            self.state.clear_busy();
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.forward_batch_size.observe(group.len() as f64);
+            }
+            for (f, out) in group.into_iter().zip(results) {
+                let r = out.and_then(|o| forward_reply(&l, o, f.tokens, &f.job.0));
+                if let (Ok(out), Ok(mut c)) = (&r, self.state.counters.write()) {
+                    c.total_inferences += 1;
+                    c.total_tokens += out.tokens as u64;
+                    c.total_time += out.seconds;
+                    c.last_inference_time = out.seconds;
+                }
+                if let Err(e) = &r {
+                    self.note_device_loss(e);
+                }
+                let _ = f.job.2.send(r);
+            }
+        }
+    }
+
+    pub(super) fn note_device_loss(&self, e: &Error) {
+        if let (Some(l), Error::DeviceLost(_)) = (&self.loaded, e) {
+            if let Ok(mut m) = self.state.model.write() {
+                m.device_lost = l.model.ctx.is_lost();
+            }
+        }
+    }
+
+    /// Admit waiting generations, first come first served, while the batch has room
+    /// and the KV pool can promise their pages; the first that does not fit waits
+    /// (and those behind it) until generations end.
+    pub(super) fn admit(&mut self) {
+        while let Some(wt) = self.waiting.front_mut() {
+            if wt.events.is_closed() {
+                self.waiting.pop_front();
+                self.started();
+                continue;
+            }
+            if Instant::now() > wt.deadline {
+                let _ = wt
+                    .events
+                    .send(GenEvent::Error(timeout_error("the generation")));
+                self.waiting.pop_front();
+                self.started();
+                continue;
+            }
+            let Some(loaded) = self.loaded.clone() else {
+                let _ = wt.events.send(GenEvent::Error(Error::ModelNotInitialized));
+                self.waiting.pop_front();
+                self.started();
+                continue;
+            };
+            if self.active.len() >= loaded.model.max_batch {
+                break;
+            }
+            let prompt = match wt.prompt.take() {
+                Some(p) => Ok(p),
+                None => prompt_ids(&loaded, &wt.req),
+            };
+            let reserved = prompt.and_then(|ids| {
+                // the one clamp of max_new_tokens: what the context holds after the prompt
+                let room = loaded.model.config.context_size - ids.len();
+                wt.req.max_new_tokens = wt.req.max_new_tokens.min(room);
+                let kv = loaded.model.kv_reserve(ids.len() + wt.req.max_new_tokens)?;
+                Ok((ids, kv))
+            });
+            let (ids, kv) = match reserved {
+                Err(e) => {
+                    let _ = wt.events.send(GenEvent::Error(e));
+                    self.waiting.pop_front();
+                    self.started();
+                    continue;
+                }
+                Ok((ids, None)) => {
+                    // the pool cannot promise the pages yet: wait for generations to end
+                    wt.prompt = Some(ids);
+                    break;
+                }
+                Ok((ids, Some(kv))) => (ids, kv),
+            };
+            let Some(wt) = self.waiting.pop_front() else {
+                break;
+            };
+            self.started();
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.queue_wait.observe(wt.queued.elapsed().as_secs_f64());
+            }
+            self.state.set_busy("generation prefill", wt.deadline);
+            let events = wt.events.clone();
+            let r = self.start(loaded, wt, ids, kv);
+            self.state.clear_busy();
+            match r {
+                Ok(a) => self.active.push(a),
+                Err(e) => {
+                    let _ = events.send(GenEvent::Error(e));
+                }
+            }
+        }
+        self.publish_generations();
+    }
+
+    pub(super) fn start(
+        &self,
+        loaded: Arc<Loaded>,
+        wt: Waiting,
+        ids: Vec<u32>,
+        kv: SeqKv,
+    ) -> Result<Active> {
+        let Waiting {
+            req,
+            deadline,
+            events,
+            ..
+        } = wt;
+        if let Some(k) = req.prompt_logprobs {
+            let v = loaded.model.config.vocab_size;
+            let logits = loaded.model.forward_logits(&ids)?;
+            let mut lps = vec![None];
+            lps.extend(
+                (1..ids.len()).map(|i| Some(token_logprob(&logits[(i - 1) * v..i * v], ids[i], k))),
+            );
+            let _ = events.send(GenEvent::Prompt {
+                ids: ids.clone(),
+                logprobs: lps,
+            });
+        }
+        Ok(Active {
+            sampler: Sampler::new(req.sampling.clone()),
+            loaded,
+            kv,
+            req,
+            prompt: ids,
+            prefilled: 0,
+            generated: Vec::new(),
+            emitted: 0,
+            text: TextStream::default(),
+            searched: 0,
+            next_from: None,
+            picked: None,
+            next: None,
+            events,
+            started: Instant::now(),
+            prefill_time: 0.0,
+            deadline,
+        })
+    }
+
+    /// One engine step: every generation with logits samples and streams its next
+    /// token; then one prefill traversal (chunks of the oldest prompts still
+    /// prefilling); then the decoding generations run their tokens through the model
+    /// together (one batch per model). Prefill first: a prompt admitted between steps
+    /// is prefilled before the running batch's next decode step, not after it, so a
+    /// generation joining a batch waits for one traversal less; the running ones do the
+    /// same work in the same rotation (a prefill between two of their decode steps).
+    pub(super) fn step(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
+        // sample (the rows with logits in parallel), stream, finish
+        pick_tokens(&mut self.active);
+        let mut keep = Vec::with_capacity(self.active.len());
+        let mut sampled = 0;
+        for mut a in std::mem::take(&mut self.active) {
+            if a.events.is_closed() {
+                tracing::info!(
+                    tokens = a.generated.len(),
+                    "generation cancelled by the client"
+                );
+                continue;
+            }
+            if Instant::now() > a.deadline {
+                tracing::warn!(tokens = a.generated.len(), "generation past its deadline");
+                let _ = a
+                    .events
+                    .send(GenEvent::Error(timeout_error("the generation")));
+                continue;
+            }
+            let before = a.generated.len();
+            let r = advance(&mut a);
+            sampled += a.generated.len() - before;
+            match r {
+                Ok(None) => keep.push(a),
+                Ok(Some(result)) => self.finish(&a, result),
+                Err(e) => {
+                    let _ = a.events.send(GenEvent::Error(e));
+                }
+            }
+        }
+        self.active = keep;
+        if sampled > 0 {
+            if let Ok(mut s) = self.state.sched.lock() {
+                s.tokens(sampled);
+            }
+        }
+        self.prefill();
+        self.decode();
+        self.state
+            .running
+            .store(self.active.len(), Ordering::SeqCst);
+        self.publish_generations();
+    }
+
+    pub(super) fn finish(&self, a: &Active, result: GenerateResult) {
+        if let Ok(mut c) = self.state.counters.write() {
+            c.total_tokens += (result.prompt_tokens + result.tokens) as u64;
+        }
+        let _ = a.events.send(GenEvent::Complete(result));
+    }
+
+    /// The batched decode step(s): every generation holding a sampled token.
+    pub(super) fn decode(&mut self) {
+        let mut ready: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].next.is_some())
+            .collect();
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        while let Some(&first) = ready.first() {
+            // one batch per model (a reload leaves running generations on the old one)
+            let model = self.active[first].loaded.clone();
+            let cap = model.model.max_batch;
+            let (batch, rest): (Vec<usize>, Vec<usize>) = ready
+                .iter()
+                .partition(|&&i| Arc::ptr_eq(&self.active[i].loaded, &model));
+            ready = rest;
+            for group in batch.chunks(cap) {
+                let deadline = group
+                    .iter()
+                    .map(|&i| self.active[i].deadline)
+                    .max()
+                    .unwrap_or_else(Instant::now);
+                self.state.set_busy("decode step", deadline);
+                let started = Instant::now();
+                let mut rows: Vec<(&mut SeqKv, u32)> = Vec::with_capacity(group.len());
+                let mut picked: Vec<&mut Active> = self
+                    .active
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| group.contains(i))
+                    .map(|(_, a)| a)
+                    .collect();
+                let want: Vec<Readback> = picked.iter().map(|a| a.readback()).collect();
+                for a in picked.iter_mut() {
+                    let id = a.next.unwrap_or(0);
+                    rows.push((&mut a.kv, id));
+                }
+                let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+                let r = traverse(&self.state, every, ctx, "decode", || {
+                    model.model.decode_select(&mut rows, &want)
+                });
+                drop(rows);
+                self.state.clear_busy();
+                match r {
+                    Ok(logits) => {
+                        for (a, l) in picked.iter_mut().zip(logits) {
+                            a.next = None;
+                            a.next_from = Some(l);
+                        }
+                        if let Ok(mut s) = self.state.sched.lock() {
+                            s.batch_size.observe(group.len() as f64);
+                            s.decode_steps += 1;
+                            s.decode_seconds += started.elapsed().as_secs_f64();
+                            s.current_batch = group.len();
+                        }
+                    }
+                    Err(e) => {
+                        self.note_device_loss(&e);
+                        failed.extend(group.iter().map(|&i| (i, e.duplicate())));
+                    }
+                }
+            }
+        }
+        self.drop_failed(failed);
+    }
+
+    /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
+    /// long prompt takes several steps; several short ones share one traversal, up to
+    /// `MAX_PREFILL_PARTS` of one model).
+    pub(super) fn prefill(&mut self) {
+        let Some(first) = self
+            .active
+            .iter()
+            .position(|a| a.prefilled < a.prompt.len())
+        else {
+            return;
+        };
+        let model = self.active[first].loaded.clone();
+        // a step's rows live in activations sized for the model's context
+        let mut budget = self
+            .options
+            .prefill_chunk
+            .min(model.model.config.context_size)
+            .max(1);
+        // (index, end of this chunk)
+        let mut picked: Vec<(usize, usize)> = Vec::new();
+        for (i, a) in self.active.iter().enumerate() {
+            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
+                break;
+            }
+            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, &model) {
+                let end = (a.prefilled + budget).min(a.prompt.len());
+                budget -= end - a.prefilled;
+                picked.push((i, end));
+            }
+        }
+        let deadline = picked
+            .iter()
+            .map(|&(i, _)| self.active[i].deadline)
+            .max()
+            .unwrap_or_else(Instant::now);
+        self.state.set_busy("generation prefill", deadline);
+        let started = Instant::now();
+        let mut parts: Vec<(&mut SeqKv, &[u32], Option<Readback>)> =
+            Vec::with_capacity(picked.len());
+        for (i, a) in self.active.iter_mut().enumerate() {
+            if let Some(&(_, end)) = picked.iter().find(|(j, _)| *j == i) {
+                // the prompt's last chunk reads what its first token needs
+                let want = (end == a.prompt.len()).then(|| a.readback());
+                parts.push((&mut a.kv, &a.prompt[a.prefilled..end], want));
+            }
+        }
+        let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        let r = traverse(&self.state, every, ctx, "prefill", || {
+            model.model.prefill_select(&mut parts)
+        });
+        drop(parts);
+        self.state.clear_busy();
+        let seconds = started.elapsed().as_secs_f64();
+        match r {
+            Ok(logits) => {
+                for (&(i, end), l) in picked.iter().zip(logits) {
+                    let a = &mut self.active[i];
+                    a.prefilled = end;
+                    a.prefill_time += seconds;
+                    if end == a.prompt.len() {
+                        a.next_from = l;
+                    }
+                }
+                if let Ok(mut s) = self.state.sched.lock() {
+                    s.prefill_chunks += picked.len() as u64;
+                    s.prefill_steps += 1;
+                    s.prefill_seconds += seconds;
+                }
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                self.drop_failed(picked.iter().map(|&(i, _)| (i, e.duplicate())).collect());
+            }
+        }
+    }
+
+    /// End the generations at these indices with their errors.
+    pub(super) fn drop_failed(&mut self, mut failed: Vec<(usize, Error)>) {
+        failed.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        for (i, e) in failed {
+            let a = self.active.remove(i);
+            let _ = a.events.send(GenEvent::Error(e));
+        }
+    }
+
+    pub(super) fn publish_generations(&self) {
+        let kv = self
+            .loaded
+            .as_ref()
+            .map_or_else(PoolStats::default, |l| l.model.kv.stats());
+        let decoding = self
+            .active
+            .iter()
+            .filter(|a| a.prefilled == a.prompt.len())
+            .count();
+        if let Ok(mut m) = self.state.model.write() {
+            m.active_generations = self.active.len();
+            m.kv_cache_mb =
+                (kv.used as u64 * kv.bytes / kv.pages.max(1) as u64) as f64 / (1u64 << 20) as f64;
+        }
+        if let Ok(mut s) = self.state.sched.lock() {
+            s.kv = kv;
+            s.decoding = decoding;
+            s.prefilling = self.active.len() - decoding;
+            s.waiting = self.waiting.len();
+            if decoding == 0 {
+                s.current_batch = 0;
+            }
+        }
+    }
+}

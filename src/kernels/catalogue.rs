@@ -1,0 +1,464 @@
+//! The kernel catalogue: every kernel as typed data (its WGSL body, the preludes
+//! prepended to it, the op it implements, its adapter class, weight precision and
+//! workgroup size). The pipelines, the model's variant choice, the tests and the bench
+//! all read this one table.
+
+/// Which adapters a kernel is shaped for (design.md, 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelClass {
+    /// Serves every adapter (no GPU-shaped twin yet).
+    Any,
+    /// Shaped for software adapters (lavapipe: one invocation walks a row, no
+    /// barriers); a hardware twin exists.
+    Software,
+    /// Shaped for hardware GPUs (workgroup reductions, coalesced loads).
+    Hardware,
+}
+
+/// How a kernel reads its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// Packed IEEE half floats (`dtype: "float16"`).
+    F16,
+}
+
+/// The workgroup size a kernel is compiled with (its `WG` override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workgroup {
+    /// [`crate::gpu::WORKGROUP`].
+    Standard,
+    /// One subgroup (the subgroup matrix-vector kernels: their rows are few, so on a
+    /// CPU adapter smaller workgroups spread a one-token step over more cores).
+    Subgroup,
+    /// A fixed size (the workgroup-reduction kernels).
+    Fixed(u32),
+}
+
+/// One compiled kernel: its WGSL body, the preludes prepended to it, and what it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// The pipeline's key; variant names are what the model code selects.
+    pub name: &'static str,
+    /// The op it implements (the portable variant's name): its CPU reference and
+    /// golden tests are the op's.
+    pub op: &'static str,
+    /// Entry point in `body`, named after the op or the technique.
+    pub entry: &'static str,
+    pub body: &'static str,
+    /// Files of `shaders/lib/` prepended at pipeline creation, in order.
+    pub preludes: &'static [Prelude],
+    /// Needs the SUBGROUP feature (subgroups of at least 8 lanes).
+    pub subgroups: bool,
+    /// Needs cooperative matrices (16×16×16, f16 inputs, f32 accumulators) and f16 in
+    /// shaders ([`GpuContext::cooperative_matrix`]).
+    pub cooperative: bool,
+    pub class: KernelClass,
+    pub precision: Precision,
+    pub workgroup: Workgroup,
+    /// Declares `override ROWS` (rows of a decode batch per invocation): compiled once
+    /// per value of [`BATCH_ROWS`].
+    pub batch_rows: bool,
+}
+
+/// The `ROWS` values the decode-batch kernels are compiled with: a batch of R rows is
+/// dispatched as groups of 8, then 4, then single rows (each row computed by the same
+/// expression in every variant).
+pub const BATCH_ROWS: [u32; 3] = [8, 4, 1];
+
+impl Kernel {
+    const fn new(name: &'static str, body: &'static str) -> Kernel {
+        Kernel {
+            name,
+            op: name,
+            entry: name,
+            body,
+            preludes: &[],
+            subgroups: false,
+            cooperative: false,
+            class: KernelClass::Any,
+            precision: Precision::F32,
+            workgroup: Workgroup::Standard,
+            batch_rows: false,
+        }
+    }
+    /// Compiled for each of [`BATCH_ROWS`] (`override ROWS`).
+    const fn batch(mut self) -> Kernel {
+        self.batch_rows = true;
+        self
+    }
+    /// A variant of `op`.
+    const fn of(mut self, op: &'static str) -> Kernel {
+        self.op = op;
+        self
+    }
+    const fn entry(mut self, entry: &'static str) -> Kernel {
+        self.entry = entry;
+        self
+    }
+    const fn with(mut self, preludes: &'static [Prelude]) -> Kernel {
+        self.preludes = preludes;
+        self
+    }
+    /// A subgroup variant (implies the feature).
+    const fn subgroup(mut self) -> Kernel {
+        self.subgroups = true;
+        self
+    }
+    const fn cooperative(mut self) -> Kernel {
+        self.cooperative = true;
+        self
+    }
+    const fn class(mut self, class: KernelClass) -> Kernel {
+        self.class = class;
+        self
+    }
+    const fn half(mut self) -> Kernel {
+        self.precision = Precision::F16;
+        self
+    }
+    const fn workgroup(mut self, w: Workgroup) -> Kernel {
+        self.workgroup = w;
+        self
+    }
+
+    /// The source handed to the compiler: the body's `enable` directives (WGSL wants
+    /// them first), the preludes, then the rest of the body.
+    pub fn source(&self) -> String {
+        let is_enable = |l: &&str| l.trim_start().starts_with("enable ");
+        let mut s = String::new();
+        for l in self.body.lines().filter(is_enable) {
+            s.push_str(l);
+            s.push('\n');
+        }
+        for p in self.preludes {
+            s.push_str(p.source);
+            s.push('\n');
+        }
+        for l in self.body.lines().filter(|l| !is_enable(l)) {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// A shared piece of WGSL in `shaders/lib/`, prepended to the kernels that name it.
+/// Named by a constant (not a string), so a misspelt prelude does not compile.
+#[derive(Clone, Copy, Debug)]
+pub struct Prelude {
+    /// The file's stem in `shaders/lib/`.
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! preludes {
+    ($($(#[$doc:meta])* $konst:ident = $file:literal;)*) => {
+        $($(#[$doc])* pub const $konst: Prelude = Prelude {
+            name: $file,
+            source: include_str!(concat!("../../shaders/lib/", $file, ".wgsl")),
+        };)*
+        /// Every prelude (`shaders/lib/` holds exactly these files).
+        pub const ALL: &[Prelude] = &[$($konst),*];
+    };
+}
+
+/// The preludes, by name: `prelude::GELU`, `prelude::ATTENTION`, ...
+pub mod prelude {
+    use super::Prelude;
+
+    preludes! {
+        /// GELU (tanh approximation), as GPT-2 computes it.
+        GELU = "gelu";
+        /// How an f32 weight is loaded (`load_w`, `load_w4`).
+        WEIGHTS_F32 = "weights_f32";
+        /// How a packed half-float weight is loaded.
+        WEIGHTS_F16 = "weights_f16";
+        /// `AttentionParams`, the KV layouts, the online softmax.
+        ATTENTION = "attention";
+        /// The tiled (hardware) attention kernels' shared tiles.
+        ATTENTION_TILES = "attention_tiles";
+        /// `MatmulParams`.
+        MATMUL_PARAMS = "matmul_params";
+        /// `MatvecParams` and `store_row`.
+        MATVEC_PARAMS = "matvec_params";
+        /// `MatvecBtParams` and `store4`.
+        MATVEC_BT_PARAMS = "matvec_bt_params";
+        /// `LayerNormParams`.
+        LAYER_NORM_PARAMS = "layer_norm_params";
+        /// The matmul epilogue: bias, activation, accumulate.
+        EPILOGUE = "epilogue";
+        /// Sums and maxima across a workgroup.
+        WORKGROUP_REDUCE = "workgroup_reduce";
+        /// The paged attention kernels' walk bindings (rows, tables, row offsets, cols).
+        PAGED_WALK = "paged_walk";
+        /// A head-64 query held in sixteen vec4 variables (the subgroup attention kernels).
+        QUERY64 = "query64";
+    }
+}
+
+macro_rules! wgsl {
+    ($file:literal) => {
+        include_str!(concat!("../../shaders/", $file, ".wgsl"))
+    };
+}
+
+const MATMUL_F32: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+];
+const MATMUL_F16: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+];
+const MATVEC_F32: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+];
+const MATVEC_F16: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+];
+const MATVEC_SUBGROUP: &[Prelude] = &[prelude::MATVEC_PARAMS, prelude::GELU, prelude::EPILOGUE];
+const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F32];
+const MATVEC_BT_F16: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F16];
+const MATVEC_BT_SUBGROUP: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
+// the matmul kernels without a weight type: tensor cores, the split-K sum
+const MATMUL_UNTYPED: &[Prelude] = &[prelude::MATMUL_PARAMS, prelude::GELU, prelude::EPILOGUE];
+const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
+const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
+const F32_ONLY: &[Prelude] = &[prelude::WEIGHTS_F32];
+const F16_ONLY: &[Prelude] = &[prelude::WEIGHTS_F16];
+const ATTENTION: &[Prelude] = &[prelude::ATTENTION];
+const ATTENTION_TILES: &[Prelude] = &[prelude::ATTENTION, prelude::ATTENTION_TILES];
+// the paged (generation) attention kernels: which keys a row walks
+const ATTENTION_PAGED: &[Prelude] = &[prelude::ATTENTION, prelude::PAGED_WALK];
+const ATTENTION_PAGED_WG: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::PAGED_WALK,
+    prelude::WORKGROUP_REDUCE,
+];
+// the subgroup kernels (head size 64): their query in separate variables
+const ATTENTION_SUBGROUP: &[Prelude] = &[prelude::ATTENTION, prelude::QUERY64];
+const ATTENTION_PAGED_SUBGROUP: &[Prelude] =
+    &[prelude::ATTENTION, prelude::PAGED_WALK, prelude::QUERY64];
+const REDUCE: &[Prelude] = &[prelude::WORKGROUP_REDUCE];
+use KernelClass::{Hardware, Software};
+
+/// Every kernel: the typed table the pipelines, the model's variant choice, the tests
+/// and the bench read (one op per WGSL file; variants that differ only in the weight
+/// type share the file and differ in their prelude).
+pub const KERNELS: &[Kernel] = &[
+    Kernel::new("embedding", wgsl!("embedding")).with(F32_ONLY),
+    Kernel::new("embedding_f16", wgsl!("embedding"))
+        .of("embedding")
+        .entry("embedding")
+        .with(F16_ONLY)
+        .half(),
+    Kernel::new("layer_norm", wgsl!("layer_norm"))
+        .with(LAYER_NORM)
+        .class(Software),
+    Kernel::new("layer_norm_workgroup", wgsl!("layer_norm_workgroup"))
+        .with(LAYER_NORM_WG)
+        .of("layer_norm")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul", wgsl!("matmul")).with(MATMUL_F32),
+    Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
+        .with(MATMUL_F32)
+        .of("matmul")
+        .subgroup(),
+    Kernel::new("matmul_f16", wgsl!("matmul"))
+        .with(MATMUL_F16)
+        .of("matmul")
+        .entry("matmul")
+        .half(),
+    Kernel::new("matmul_f16_subgroup", wgsl!("matmul_subgroup"))
+        .with(MATMUL_F16)
+        .of("matmul")
+        .entry("matmul_subgroup")
+        .subgroup()
+        .half(),
+    Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
+        .with(MATMUL_F32)
+        .of("matmul")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul_f16_tiled", wgsl!("matmul_tiled"))
+        .with(MATMUL_F16)
+        .of("matmul")
+        .entry("matmul_tiled")
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matmul_split_sum", wgsl!("matmul_split_sum"))
+        .with(MATMUL_UNTYPED)
+        .class(Hardware),
+    Kernel::new("matmul_coop", wgsl!("matmul_coop"))
+        .with(MATMUL_UNTYPED)
+        .of("matmul")
+        .class(Hardware)
+        .half()
+        .cooperative()
+        .workgroup(Workgroup::Fixed(128)),
+    Kernel::new("matmul_bt", wgsl!("matmul_bt")).with(F32_ONLY),
+    Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
+        .of("matmul_bt")
+        .with(F32_ONLY)
+        .subgroup(),
+    Kernel::new("matmul_bt_f16", wgsl!("matmul_bt"))
+        .of("matmul_bt")
+        .entry("matmul_bt")
+        .with(F16_ONLY)
+        .half(),
+    Kernel::new("matmul_bt_f16_subgroup", wgsl!("matmul_bt_subgroup"))
+        .of("matmul_bt")
+        .entry("matmul_bt_subgroup")
+        .with(F16_ONLY)
+        .subgroup()
+        .half(),
+    Kernel::new("matvec", wgsl!("matvec"))
+        .with(MATVEC_F32)
+        .class(Software)
+        .batch(),
+    Kernel::new("matvec_f16", wgsl!("matvec"))
+        .with(MATVEC_F16)
+        .of("matvec")
+        .entry("matvec")
+        .class(Software)
+        .half()
+        .batch(),
+    Kernel::new("matvec_f16_subgroup", wgsl!("matvec_f16_subgroup"))
+        .with(MATVEC_SUBGROUP)
+        .of("matvec")
+        .subgroup()
+        .class(Software)
+        .half()
+        .workgroup(Workgroup::Subgroup)
+        .batch(),
+    Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
+        .with(MATVEC_F32)
+        .of("matvec")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
+        .with(MATVEC_F16)
+        .of("matvec")
+        .entry("matvec_splitk")
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_bt", wgsl!("matvec_bt"))
+        .with(MATVEC_BT_F32)
+        .batch(),
+    Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
+        .of("matvec_bt")
+        .entry("matvec_bt")
+        .with(MATVEC_BT_F16)
+        .half()
+        .batch(),
+    Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
+        .of("matvec_bt")
+        .with(MATVEC_BT_SUBGROUP)
+        .batch()
+        .subgroup()
+        .half()
+        .workgroup(Workgroup::Subgroup),
+    Kernel::new("attention", wgsl!("attention")).with(ATTENTION),
+    Kernel::new("attention_subgroup", wgsl!("attention_subgroup"))
+        .with(ATTENTION_SUBGROUP)
+        .of("attention")
+        .subgroup(),
+    Kernel::new("attention_tiled", wgsl!("attention_tiled"))
+        .with(ATTENTION_TILES)
+        .of("attention")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("sparse_attention", wgsl!("sparse_attention")).with(ATTENTION),
+    Kernel::new(
+        "sparse_attention_subgroup",
+        wgsl!("sparse_attention_subgroup"),
+    )
+    .with(ATTENTION_SUBGROUP)
+    .of("sparse_attention")
+    .subgroup(),
+    Kernel::new("sparse_attention_tiled", wgsl!("sparse_attention_tiled"))
+        .with(ATTENTION_TILES)
+        .of("sparse_attention")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_paged", wgsl!("attention_paged"))
+        .with(ATTENTION_PAGED)
+        .class(Software),
+    Kernel::new(
+        "attention_paged_subgroup",
+        wgsl!("attention_paged_subgroup"),
+    )
+    .with(ATTENTION_PAGED_SUBGROUP)
+    .of("attention_paged")
+    .class(Software)
+    .subgroup()
+    .workgroup(Workgroup::Subgroup),
+    Kernel::new(
+        "attention_paged_workgroup",
+        wgsl!("attention_paged_workgroup"),
+    )
+    .with(ATTENTION_PAGED_WG)
+    .of("attention_paged")
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION),
+    Kernel::new("kv_store", wgsl!("kv_store")),
+    Kernel::new("copy_rows", wgsl!("copy_rows")),
+    Kernel::new("top_k_rows", wgsl!("top_k_rows"))
+        .with(REDUCE)
+        .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("moe_gate", wgsl!("moe_gate")),
+    Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
+    Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(F32_ONLY),
+    Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
+        .of("moe_matmul")
+        .with(F32_ONLY)
+        .subgroup(),
+    Kernel::new("moe_matmul_f16", wgsl!("moe_matmul"))
+        .of("moe_matmul")
+        .entry("moe_matmul")
+        .with(F16_ONLY)
+        .half(),
+    Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_subgroup"))
+        .of("moe_matmul")
+        .entry("moe_matmul_subgroup")
+        .with(F16_ONLY)
+        .subgroup()
+        .half(),
+    Kernel::new("moe_combine", wgsl!("moe_combine")),
+    Kernel::new("row_norm", wgsl!("row_norm")),
+];
+
+/// The table entry of kernel `name`.
+pub fn kernel(name: &str) -> Option<&'static Kernel> {
+    KERNELS.iter().find(|k| k.name == name)
+}
+
+/// The composed source of kernel `name` (preludes, then its body).
+pub fn shader_source(name: &str) -> Option<String> {
+    kernel(name).map(Kernel::source)
+}
+
+/// The workgroup size `k` is compiled with on a device whose subgroups have at most
+/// `subgroup_max` lanes.
+pub fn workgroup_for(k: &Kernel, subgroup_max: u32) -> u32 {
+    match k.workgroup {
+        Workgroup::Standard => crate::gpu::WORKGROUP,
+        Workgroup::Subgroup => subgroup_max.clamp(8, 256),
+        Workgroup::Fixed(n) => n,
+    }
+}

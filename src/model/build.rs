@@ -1,0 +1,684 @@
+//! Building a model on the device: weights uploaded tensor by tensor (seeded or from a
+//! checkpoint), activations sized once for the full context, and every dispatch bound
+//! once ([`bind_ops`]) so that a step only writes uniforms and records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::weights::{tensor_specs, Checkpoint, WeightSource};
+use crate::kernels::matmul::{self, to_panels};
+use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
+use crate::kernels::LinearBuffers;
+
+use super::kv_pool::KvPool;
+use super::{
+    generate, kv_pool, weights, Activations, BlockOps, BlockWeights, DeviceWeights, Linear, MlpOps,
+    MlpWeights, Model, MoeActivations, Ops, ServeShape, SparseAttention, MAX_PREFILL_PARTS,
+};
+use crate::config::{Dtype, ModelConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{buffers, GpuContext};
+use crate::kernels::attention::{
+    attention_op, attention_paged_op, attention_variant, paged_attention_variant, AttentionBuffers,
+    PagedBuffers,
+};
+use crate::kernels::embedding::embedding_op;
+use crate::kernels::kv_store::kv_store_op;
+use crate::kernels::layer_norm::layer_norm_op;
+use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
+use crate::kernels::matmul::{matmul_op, matmul_split_op};
+use crate::kernels::matmul_bt::matmul_bt_variant_op;
+use crate::kernels::matvec::{self, matvec_variant_op};
+use crate::kernels::matvec_bt::{self, matvec_bt_op};
+use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
+use crate::kernels::row_norm::row_norm_op;
+use crate::kernels::Pipelines;
+
+/// The rows of a step whose tiled matmuls split K and the floats of the scratch they
+/// fill (`Activations::split`): on adapters whose linears take the tiled kernels, up
+/// to [`matmul::SPLIT_MAX_ROWS`] rows (at most the context, and what one binding
+/// holds); else none, and a stand-in of 4 floats.
+fn split_scratch(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> (usize, usize) {
+    let hardware = cfg.kernels.hardware(ctx.details.is_software());
+    let lin = matmul::variant_for(pl, hardware, cfg.dtype == crate::config::Dtype::Float16);
+    if !matmul::splits_k(lin) {
+        return (0, 4);
+    }
+    let per_row = usize::try_from(matmul::split_row_floats(
+        cfg.n_embed,
+        cfg.ffn_hidden(),
+        !cfg.use_moe,
+    ))
+    .unwrap_or(usize::MAX / 4)
+    .max(1);
+    let fits = (ctx.max_binding_bytes() / (per_row as u64 * 4)) as usize;
+    let rows = matmul::SPLIT_MAX_ROWS.min(cfg.context_size).min(fits);
+    (rows, (rows * per_row).max(4))
+}
+
+impl Model {
+    /// Build a model from an effective config on `ctx`. With `checkpoint` the weights
+    /// come from the file, else from the seeded initialisation. Generations get a KV
+    /// pool for 4 full-context generations and batches of up to 16 (the service sizes
+    /// both with [`Model::build_with`]).
+    pub fn build(
+        config: ModelConfig,
+        checkpoint: Option<Checkpoint>,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+    ) -> Result<Model> {
+        let shape = ServeShape::for_generations(&config, 4, 16);
+        Self::build_with(config, checkpoint, ctx, pipelines, shape)
+    }
+
+    /// [`Model::build`] with the KV pool and batch size given.
+    pub fn build_with(
+        config: ModelConfig,
+        checkpoint: Option<Checkpoint>,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+        shape: ServeShape,
+    ) -> Result<Model> {
+        config.validate()?;
+        let source = match checkpoint {
+            Some(c) => WeightSource::Checkpoint(c),
+            None => WeightSource::Seeded(config.seed),
+        };
+        let c2 = ctx.clone();
+        ctx.scoped("model build", move || {
+            Self::build_inner(config, &source, c2, pipelines, shape)
+        })
+    }
+
+    fn build_inner(
+        config: ModelConfig,
+        source: &WeightSource,
+        ctx: Arc<GpuContext>,
+        pipelines: Arc<Pipelines>,
+        shape: ServeShape,
+    ) -> Result<Model> {
+        let c = config.n_embed;
+        let ctxlen = config.context_size;
+        let h = config.ffn_hidden();
+        // Row chunks of wte: each chunk, and the logits chunk [context, rows] it
+        // produces, must fit one storage binding.
+        let max_bind = ctx.max_binding_bytes();
+        let row_bytes = (c.div_ceil(8) * 8).max(ctxlen) * 4;
+        let rows_per_chunk = (buffers::rows_per_binding(max_bind, row_bytes as u64) / ROW_GROUP
+            * ROW_GROUP)
+            .max(ROW_GROUP);
+        for (what, bytes) in [("qkv", ctxlen * 3 * c * 4), ("MLP hidden", ctxlen * h * 4)] {
+            if bytes as u64 > max_bind {
+                return Err(Error::Config(format!(
+                    "context_size ({ctxlen}) is too large for this adapter: the {what} activation ({bytes} bytes) exceeds its binding limit ({max_bind} bytes)"
+                )));
+            }
+        }
+
+        // llvmpipe would cut the attention's loops short past this context, silently
+        let hs = config.head_size();
+        let max_ctx = crate::gpu::context::llvmpipe_max_context(hs);
+        if ctx.details.is_llvmpipe() && ctxlen > max_ctx {
+            return Err(Error::Config(format!(
+                "context_size ({ctxlen}) is too long for heads of {hs} dimensions on llvmpipe (this software adapter), which stops a shader's loops after {} iterations: at most {max_ctx} positions with this head size; use a shorter context, more heads for the same n_embed, or a GPU",
+                crate::gpu::context::LLVMPIPE_LOOP_ITERATIONS
+            )));
+        }
+
+        // Upload tensor by tensor; the host copy of each is dropped right after.
+        let specs = tensor_specs(&config);
+        let mut wte = None;
+        let mut map: HashMap<String, wgpu::Buffer> = HashMap::new();
+        let mut parameter_bytes = 0u64;
+        let e = config.moe_num_experts;
+        let e4 = e.div_ceil(4) * 4;
+        let half = config.dtype == crate::config::Dtype::Float16;
+        for (i, spec) in specs.iter().enumerate() {
+            let mut values = source.values(spec, i)?;
+            if spec.name == "wte.weight" {
+                // in row groups, and half floats with dtype float16 (the variant names
+                // only pick the precision)
+                let precision = if half { "embedding_f16" } else { "embedding" };
+                parameter_bytes += (values.len() * if half { 2 } else { 4 }) as u64;
+                wte = Some(upload_wte(
+                    &ctx,
+                    precision,
+                    &values,
+                    values.len() / c,
+                    c,
+                    rows_per_chunk,
+                ));
+                continue;
+            }
+            if weights::stored_in_panels(&spec.name) {
+                values = to_panels(&values, spec.shape[0], spec.shape[1]);
+            }
+            if spec.name.contains(".mlp.experts.") && spec.name.ends_with(".weight") {
+                // [E, K, N]: each expert's matrix in panels
+                let (k, n) = (spec.shape[1], spec.shape[2]);
+                values = crate::kernels::moe::experts_to_panels(&values, k, n);
+            }
+            if half && weights::stored_as_f16(&spec.name) {
+                values = crate::gpu::f16::pack_f16(&values);
+            }
+            parameter_bytes += (values.len() * 4) as u64;
+            if spec.name.ends_with("mlp.router.weight") {
+                // pad the router's columns to a multiple of 4 for the vec4 matmul
+                if e4 != e {
+                    values = values
+                        .chunks(e)
+                        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, e4 - e)))
+                        .collect();
+                }
+                values = to_panels(&values, c, e4);
+            }
+            if spec.name.contains("mlp.experts.") && (values.len() * 4) as u64 > max_bind {
+                return Err(Error::Config(format!(
+                    "{} ({} bytes) exceeds the adapter's binding limit ({max_bind} bytes): use fewer experts or a smaller width",
+                    spec.name,
+                    values.len() * 4
+                )));
+            }
+            map.insert(
+                spec.name.clone(),
+                buffers::upload(&ctx, &spec.name, &values),
+            );
+        }
+        let wte = wte.ok_or_else(|| Error::Config("wte.weight missing".into()))?;
+        let mut take = |n: &str| map.remove(n);
+        let need = |b: Option<wgpu::Buffer>, n: &str| {
+            b.ok_or_else(|| Error::Checkpoint(format!("{n} missing")))
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            let p = |s: &str| format!("h.{l}.{s}");
+            blocks.push(BlockWeights {
+                ln_1_w: need(take(&p("ln_1.weight")), "ln_1.weight")?,
+                ln_1_b: take(&p("ln_1.bias")),
+                attn_w: need(take(&p("attn.c_attn.weight")), "c_attn.weight")?,
+                attn_b: take(&p("attn.c_attn.bias")),
+                proj_w: need(take(&p("attn.c_proj.weight")), "attn.c_proj.weight")?,
+                proj_b: take(&p("attn.c_proj.bias")),
+                ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
+                ln_2_b: take(&p("ln_2.bias")),
+                mlp: if config.use_moe {
+                    MlpWeights::Moe {
+                        router: need(take(&p("mlp.router.weight")), "mlp.router.weight")?,
+                        fc_w: need(
+                            take(&p("mlp.experts.c_fc.weight")),
+                            "mlp.experts.c_fc.weight",
+                        )?,
+                        fc_b: take(&p("mlp.experts.c_fc.bias")),
+                        fc_proj_w: need(
+                            take(&p("mlp.experts.c_proj.weight")),
+                            "mlp.experts.c_proj.weight",
+                        )?,
+                        fc_proj_b: take(&p("mlp.experts.c_proj.bias")),
+                    }
+                } else {
+                    MlpWeights::Dense {
+                        fc_w: need(take(&p("mlp.c_fc.weight")), "mlp.c_fc.weight")?,
+                        fc_b: take(&p("mlp.c_fc.bias")),
+                        fc_proj_w: need(take(&p("mlp.c_proj.weight")), "mlp.c_proj.weight")?,
+                        fc_proj_b: take(&p("mlp.c_proj.bias")),
+                    }
+                },
+            });
+        }
+        let weights = DeviceWeights {
+            wte,
+            wpe: need(take("wpe.weight"), "wpe.weight")?,
+            blocks,
+            ln_f_w: need(take("ln_f.weight"), "ln_f.weight")?,
+            ln_f_b: take("ln_f.bias"),
+        };
+
+        let nh = config.n_head;
+        let kv = kv_pool::KvPool::new(&ctx, config.n_layer, c, shape.kv_pages)?;
+        let max_batch = shape.max_batch.clamp(1, ctxlen);
+        // rows (a decode step's, a prefill step's last rows) and windows of the argmax
+        // over every wte chunk
+        let argmax_rows = max_batch.max(MAX_PREFILL_PARTS);
+        let argmax_windows = generate::argmax_windows(&weights.wte.chunks);
+        let (split_rows, split_floats) = split_scratch(&config, &ctx, &pipelines);
+        let act = Activations {
+            ids: buffers::storage(&ctx, "ids", ctxlen),
+            positions: buffers::storage(&ctx, "positions", ctxlen),
+            kv_rows: buffers::storage(&ctx, "kv rows", 2 * ctxlen),
+            kv_slots: buffers::storage(&ctx, "kv slots", ctxlen),
+            kv_tables: buffers::storage(
+                &ctx,
+                "kv tables",
+                max_batch.max(MAX_PREFILL_PARTS) * ctxlen.div_ceil(kv_pool::PAGE),
+            ),
+            x: buffers::storage(&ctx, "x", ctxlen * c),
+            ln: buffers::storage(&ctx, "ln", ctxlen * c),
+            qkv: buffers::storage(&ctx, "qkv", ctxlen * 3 * c),
+            att: buffers::storage(&ctx, "att", ctxlen * c),
+            hidden: buffers::storage(&ctx, "hidden", ctxlen * h),
+            logits: weights
+                .wte
+                .chunks
+                .iter()
+                .map(|ch| buffers::storage(&ctx, "logits", ctxlen * ch.rows))
+                .collect(),
+            entropy: (0..config.n_layer)
+                .map(|_| buffers::storage(&ctx, "entropy", nh * ctxlen))
+                .collect(),
+            norms: buffers::storage(&ctx, "norms", (config.n_layer + 1) * ctxlen),
+            dummy: buffers::storage(&ctx, "dummy", 4),
+            split: buffers::storage(&ctx, "split scratch", split_floats),
+            split_rows,
+            top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
+            readback: buffers::staging(
+                &ctx,
+                "readback",
+                config.vocab_size * max_batch.max(MAX_PREFILL_PARTS)
+                    + 3 * argmax_rows * argmax_windows
+                    + config.n_layer * nh * ctxlen
+                    + (config.n_layer + 1) * ctxlen
+                    + config.n_layer * (2 * e + 1),
+            ),
+            moe: config.use_moe.then(|| {
+                let k = config.moe_top_k;
+                let rows = crate::kernels::moe::grouped_rows(ctxlen, e, k);
+                let st = |n: &str, f: usize| buffers::storage(&ctx, n, f);
+                MoeActivations {
+                    router_logits: st("moe router logits", ctxlen * e4),
+                    probs: st("moe probs", ctxlen * e),
+                    sel_e: st("moe sel_e", ctxlen * k),
+                    sel_w: st("moe sel_w", ctxlen * k),
+                    slot: st("moe slot", ctxlen * k),
+                    row_token: st("moe row_token", rows),
+                    row_expert: st("moe row_expert", rows),
+                    hidden: st("moe hidden", rows * h),
+                    out: st("moe out", rows * c),
+                    stats: (0..config.n_layer)
+                        .map(|_| st("moe stats", 2 * e + 1))
+                        .collect(),
+                }
+            }),
+        };
+        let sparse = config.use_sparse_attention.then(|| {
+            let layout = crate::sparse::BlockLayout::new(
+                ctxlen,
+                config.sparse_block_size,
+                config.sparse_local_blocks,
+                config.sparse_global_blocks,
+                config.sparse_stride,
+            );
+            let (row_offsets, cols) = crate::kernels::attention::upload_layout(&ctx, &layout);
+            let variant = crate::kernels::attention::sparse_attention_variant(
+                &ctx,
+                &pipelines,
+                config.head_size(),
+                layout.block,
+                config.kernels.hardware(ctx.details.is_software()),
+            );
+            SparseAttention {
+                layout,
+                variant,
+                row_offsets,
+                cols,
+            }
+        });
+        let ops = bind_ops(
+            &ctx,
+            &pipelines,
+            &weights,
+            &act,
+            &kv,
+            sparse.as_ref(),
+            &config,
+        );
+        let block_bytes = |b: &BlockWeights| -> u64 {
+            [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
+                .iter()
+                .map(|x| x.size())
+                .sum::<u64>()
+                + [&b.ln_1_b, &b.attn_b, &b.proj_b, &b.ln_2_b]
+                    .iter()
+                    .map(|x| x.as_ref().map_or(0, |x| x.size()))
+                    .sum::<u64>()
+                + b.mlp.buffers().iter().map(|x| x.size()).sum::<u64>()
+        };
+        let moe_bytes = act.moe.as_ref().map_or(0, |m| {
+            [
+                &m.router_logits,
+                &m.probs,
+                &m.sel_e,
+                &m.sel_w,
+                &m.slot,
+                &m.row_token,
+                &m.row_expert,
+                &m.hidden,
+                &m.out,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum::<u64>()
+                + m.stats.iter().map(|b| b.size()).sum::<u64>()
+        });
+        let device_bytes = weights.wte.bytes()
+            + weights.wpe.size()
+            + weights.ln_f_w.size()
+            + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
+            + weights.blocks.iter().map(block_bytes).sum::<u64>()
+            + [
+                &act.ids,
+                &act.positions,
+                &act.kv_rows,
+                &act.kv_slots,
+                &act.kv_tables,
+                &act.x,
+                &act.ln,
+                &act.qkv,
+                &act.att,
+                &act.hidden,
+                &act.norms,
+                &act.dummy,
+            ]
+            .iter()
+            .map(|b| b.size())
+            .sum::<u64>()
+            + act
+                .logits
+                .iter()
+                .chain(&act.entropy)
+                .map(|b| b.size())
+                .sum::<u64>()
+            + moe_bytes
+            + kv.pages as u64 * kv.page_bytes;
+        let hardware_kernels = config.kernels.hardware(ctx.details.is_software());
+        Ok(Model {
+            kv,
+            max_batch,
+            sparse,
+            hardware_kernels,
+            argmax_on_device: hardware_kernels,
+            parameter_count: config.parameter_count(),
+            config,
+            ctx,
+            pipelines,
+            weights,
+            act,
+            ops,
+            parameter_bytes,
+            device_bytes,
+        })
+    }
+}
+
+/// Bind every dispatch once, at model build: the forward's, and the generation
+/// steps' (the same modules, with the matrix-vector kernels and the paged KV pool).
+pub(super) fn bind_ops(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    w: &DeviceWeights,
+    a: &Activations,
+    kv: &KvPool,
+    sparse: Option<&SparseAttention>,
+    cfg: &ModelConfig,
+) -> Ops {
+    let hs = cfg.head_size();
+    let half_weights = cfg.dtype == Dtype::Float16;
+    let hardware = cfg.kernels.hardware(ctx.details.is_software());
+    let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
+    // kernels with a GPU-shaped twin: layer norm, the decode attention and the
+    // matrix-vector products
+    let ln = if hardware {
+        "layer_norm_workgroup"
+    } else {
+        "layer_norm"
+    };
+    let paged = paged_attention_variant(pl, hs, hardware);
+    // kernels reading wte (embedding, LM head) and the blocks' linears: f32 weights,
+    // or half floats (dtype float16)
+    let (embed, lm_head, lm_head_rows, lin, moe_lin) = if half_weights {
+        (
+            "embedding_f16",
+            pl.best("matmul_bt_f16"),
+            matvec_bt::best_f16_variant(pl, c),
+            crate::kernels::matmul::variant_for(pl, hardware, true),
+            pl.best("moe_matmul_f16"),
+        )
+    } else {
+        (
+            "embedding",
+            pl.best("matmul_bt"),
+            "matvec_bt",
+            crate::kernels::matmul::variant_for(pl, hardware, false),
+            pl.best("moe_matmul"),
+        )
+    };
+    let or_dummy =
+        |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
+    // a linear x[., k] -> out[., n] with both row paths
+    let linear = |x: &wgpu::Buffer,
+                  wt: &wgpu::Buffer,
+                  b: &Option<wgpu::Buffer>,
+                  out: &wgpu::Buffer,
+                  n: usize,
+                  k: usize| {
+        let bias = or_dummy(b);
+        Linear {
+            matmul: matmul_split_op(
+                ctx,
+                pl,
+                lin,
+                &LinearBuffers {
+                    x,
+                    w: wt,
+                    bias: &bias,
+                    out,
+                },
+                Some(&a.split).map(|part| (part, a.split_rows)),
+            ),
+            matvec: matvec_variant_op(
+                ctx,
+                pl,
+                matvec::variant_for(pl, hardware, half_weights, n),
+                &LinearBuffers {
+                    x,
+                    w: wt,
+                    bias: &bias,
+                    out,
+                },
+            ),
+            n,
+            k,
+        }
+    };
+    let (ro, cols) = match sparse {
+        Some(sp) => (&sp.row_offsets, &sp.cols),
+        None => (&a.dummy, &a.dummy),
+    };
+    // the attention of a forward and of a prefill chunk (keys and values in qkv, or in
+    // the pool through the page table): the kernel this adapter and layout get
+    let best_attention = match sparse {
+        Some(sp) => sp.variant,
+        None => attention_variant(pl, hs, hardware),
+    };
+    let attn_op = |ent: &wgpu::Buffer,
+                   k: &wgpu::Buffer,
+                   v: &wgpu::Buffer,
+                   tables: &wgpu::Buffer,
+                   variant: &'static str| {
+        let bufs = AttentionBuffers {
+            qkv: &a.qkv,
+            k,
+            v,
+            out: &a.att,
+            entropy: ent,
+            tables,
+            sparse: sparse.map(|sp| (&sp.row_offsets, &sp.cols)),
+        };
+        attention_op(ctx, pl, variant, &bufs)
+    };
+    let blocks = w
+        .blocks
+        .iter()
+        .zip(&a.entropy)
+        .enumerate()
+        .map(|(l, (b, ent))| BlockOps {
+            ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
+            c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
+            attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
+            attn_parts: (0..MAX_PREFILL_PARTS)
+                .map(|_| attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention))
+                .collect(),
+            attn_prefill: (0..MAX_PREFILL_PARTS)
+                .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention))
+                .collect(),
+            // the sparse subgroup kernel needs a subgroup's queries in one block: chunks
+            // starting off a subgroup boundary take the portable kernel
+            attn_prefill_unaligned: (best_attention == "sparse_attention_subgroup").then(|| {
+                (0..MAX_PREFILL_PARTS)
+                    .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention"))
+                    .collect()
+            }),
+            kv_store: kv_store_op(ctx, pl, &a.qkv, &kv.k[l], &kv.v[l], &a.kv_slots),
+            attn_paged: attention_paged_op(
+                ctx,
+                pl,
+                paged,
+                &PagedBuffers {
+                    qkv: &a.qkv,
+                    k_pool: &kv.k[l],
+                    v_pool: &kv.v[l],
+                    out: &a.att,
+                    rows: &a.kv_rows,
+                    tables: &a.kv_tables,
+                    row_offsets: ro,
+                    cols,
+                },
+            ),
+            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, c),
+            ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
+            mlp: match (&b.mlp, &a.moe) {
+                (
+                    MlpWeights::Moe {
+                        router,
+                        fc_w,
+                        fc_b,
+                        fc_proj_w,
+                        fc_proj_b,
+                    },
+                    Some(m),
+                ) => MlpOps::Moe {
+                    router: matmul_op(
+                        ctx,
+                        pl,
+                        &LinearBuffers {
+                            x: &a.ln,
+                            w: router,
+                            bias: &a.dummy,
+                            out: &m.router_logits,
+                        },
+                    ),
+                    gate: moe_gate_op(ctx, pl, &m.router_logits, &m.probs, &m.sel_e, &m.sel_w),
+                    route: moe_route_op(
+                        ctx,
+                        pl,
+                        &m.sel_e,
+                        &m.probs,
+                        &m.row_token,
+                        &m.row_expert,
+                        &m.slot,
+                        &m.stats[l],
+                    ),
+                    fc: moe_matmul_variant_op(
+                        ctx,
+                        pl,
+                        moe_lin,
+                        &LinearBuffers {
+                            x: &a.ln,
+                            w: fc_w,
+                            bias: &or_dummy(fc_b),
+                            out: &m.hidden,
+                        },
+                        (&m.row_token, &m.row_expert),
+                    ),
+                    proj: moe_matmul_variant_op(
+                        ctx,
+                        pl,
+                        moe_lin,
+                        &LinearBuffers {
+                            x: &m.hidden,
+                            w: fc_proj_w,
+                            bias: &or_dummy(fc_proj_b),
+                            out: &m.out,
+                        },
+                        (&m.row_token, &m.row_expert),
+                    ),
+                    combine: moe_combine_op(ctx, pl, &m.out, &m.sel_w, &m.slot, &a.x),
+                },
+                (
+                    MlpWeights::Dense {
+                        fc_w,
+                        fc_b,
+                        fc_proj_w,
+                        fc_proj_b,
+                    },
+                    _,
+                ) => MlpOps::Dense {
+                    c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, hidden, c),
+                    fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                },
+                (MlpWeights::Moe { .. }, None) => {
+                    unreachable!("MoE weights come with MoE activations")
+                }
+            },
+            norm: row_norm_op(ctx, pl, &a.x, &a.norms),
+        })
+        .collect();
+    // the matrix-vector LM head (per wte chunk) over rows of `rows`
+    let lm_head_over = |rows: &wgpu::Buffer| -> Vec<_> {
+        w.wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, rows, &ch.buffer, out))
+            .collect()
+    };
+    Ops {
+        embedding: w
+            .wte
+            .chunks
+            .iter()
+            .map(|ch| {
+                embedding_op(
+                    ctx,
+                    pl,
+                    embed,
+                    &a.ids,
+                    &ch.buffer,
+                    &w.wpe,
+                    &a.x,
+                    &a.positions,
+                )
+            })
+            .collect(),
+        embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
+        blocks,
+        ln_f: layer_norm_op(ctx, pl, ln, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),
+        lm_head: w
+            .wte
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| matmul_bt_variant_op(ctx, pl, lm_head, &a.ln, &ch.buffer, out))
+            .collect(),
+        lm_head_rows: lm_head_over(&a.ln),
+        top1: a
+            .logits
+            .iter()
+            .map(|lg| top_k_rows_op(ctx, pl, lg, &a.top1))
+            .collect(),
+        // the prompts' last rows gathered into `att`, free once the blocks are done
+        last_rows: (0..MAX_PREFILL_PARTS)
+            .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
+            .collect(),
+        lm_head_last: lm_head_over(&a.att),
+    }
+}

@@ -1,0 +1,382 @@
+//! One model traversal on the device: how rows reach the linears (matmul or
+//! matrix-vector), the kinds of step (forward, prefill chunk, decode batch), the
+//! encoders that record every dispatch of a block into one compute pass, and the
+//! submission that reads back only what the step needs.
+
+use super::kv_pool::PAGE;
+use super::{Linear, MlpOps, Model};
+use crate::config::Activation;
+use crate::error::Result;
+use crate::gpu::buffers;
+use crate::kernels::attention::{
+    encode_attention, encode_attention_paged, encode_attention_weights, KvLayout,
+};
+use crate::kernels::embedding::encode_embedding;
+use crate::kernels::kv_store::encode_kv_store;
+use crate::kernels::layer_norm::encode_layer_norm;
+use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
+use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul_bt::encode_matmul_bt;
+use crate::kernels::matvec::encode_matvec;
+use crate::kernels::matvec_bt::encode_matvec_bt;
+use crate::kernels::moe::{
+    encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
+    RELU, SILU,
+};
+use crate::kernels::row_norm::encode_row_norm;
+
+/// How the rows of a step reach the linears: the matmul (a forward, a prefill chunk)
+/// or the matrix-vector kernels (a decode step, one row per generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowPath {
+    Matmul,
+    Matvec,
+}
+
+/// One prompt's rows in a prefill step: rows `row0 .. row0 + rows` of the step, at
+/// positions `pos ..` of its sequence, whose page table starts at `table0` in the
+/// step's tables; with `logits`, the logits of its last row are read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ChunkRows {
+    pub row0: usize,
+    pub rows: usize,
+    pub pos: usize,
+    pub table0: usize,
+    pub logits: bool,
+}
+
+/// An `attention_weights` dispatch of a captured forward: after the qkv of `layer`,
+/// its `[NH, T, T]` to float `w0` of the op's weights buffer.
+pub(super) struct AttentionTap {
+    pub layer: usize,
+    pub op: crate::kernels::KernelOp,
+    pub w0: usize,
+}
+
+/// The logit lens of a captured forward: the residual stream after each layer saved
+/// (`save[l]`: x to `lens` at layer l's rows), then, after the forward's own logits,
+/// each layer's rows put back in x (`restore[l]`), through the final layer norm and
+/// the LM head, and the `k` best of each row taken per wte chunk (`top[l][chunk]`, to
+/// `out`). The last layer goes last: x and the logits end as the forward's own.
+pub(super) struct LensTaps {
+    pub k: usize,
+    pub save: Vec<crate::kernels::KernelOp>,
+    pub restore: Vec<crate::kernels::KernelOp>,
+    pub top: Vec<Vec<crate::kernels::KernelOp>>,
+    pub out: wgpu::Buffer,
+}
+
+/// Where a step's keys and values live and which logits it computes.
+#[derive(Clone, Copy)]
+pub(super) enum StepKind<'a> {
+    /// A forward: attention within the rows, logits of every row, statistics with
+    /// `capture`, the attention weights of the `taps`' layers, the logit lens.
+    Forward {
+        capture: bool,
+        taps: &'a [AttentionTap],
+        lens: Option<&'a LensTaps>,
+    },
+    /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
+    /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
+    /// row, as a forward alone.
+    Forwards(&'a [ChunkRows]),
+    /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
+    /// written): their keys and values go to the pool, each prompt is attended by the
+    /// forward's kernel through its page table, the logits of each last row asked for
+    /// are gathered to rows 0.. of the logits; with `argmax`, their largest logits
+    /// are taken on the device as in a decode step.
+    Prefill {
+        parts: &'a [ChunkRows],
+        argmax: bool,
+    },
+    /// A decode step: one row per generation, each attending to its own pages
+    /// (`attention_paged`); the logits of every row, and with `argmax` each row's
+    /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk in
+    /// windows of [`ARGMAX_SPAN`], to `top1`), so greedy rows need not read their
+    /// logits back.
+    Decode { argmax: bool },
+}
+
+impl StepKind<'_> {
+    /// The row path of the linears: the matmul for a forward's and a prompt's rows, the
+    /// matrix-vector kernels for a decode step's.
+    pub(super) fn path(&self) -> RowPath {
+        match self {
+            StepKind::Decode { .. } => RowPath::Matvec,
+            StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill { .. } => {
+                RowPath::Matmul
+            }
+        }
+    }
+}
+
+/// Tokens a forward may have when its attention weights (`T x T` per head and layer)
+/// or its logit lens are asked for.
+pub const MAX_CAPTURE_TOKENS: usize = 256;
+
+/// Logits one workgroup of a decode step's argmax takes (`top_k_rows` windows): a
+/// row of GPT-2's 50,257 is taken by 25 workgroups, not one.
+pub const ARGMAX_SPAN: usize = 2048;
+
+/// Prompts one prefill step takes at most (each has its own attention and LM-head
+/// dispatches, bound once).
+pub const MAX_PREFILL_PARTS: usize = 16;
+
+impl Linear {
+    /// Record `out (=|+=) act(x · w + bias)` for `t` rows along `path`.
+    pub(super) fn encode(
+        &self,
+        m: &Model,
+        pass: &mut wgpu::ComputePass<'_>,
+        t: usize,
+        path: RowPath,
+        flags: u32,
+    ) {
+        let (_q, _pl) = (&m.ctx.queue, &*m.pipelines);
+        match path {
+            RowPath::Matmul => encode_matmul(pass, &self.matmul, t, self.n, self.k, flags),
+            RowPath::Matvec => encode_matvec(pass, &self.matvec, t, self.n, self.k, flags),
+        }
+    }
+}
+
+impl Model {
+    /// Record `x += mlp(ln)` of block `l` for `t` rows (ln_2 already applied).
+    fn encode_mlp(&self, pass: &mut wgpu::ComputePass<'_>, l: usize, t: usize, path: RowPath) {
+        let (_q, _pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
+        let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
+        let b = if cfg.bias { BIAS } else { 0 };
+        match &self.ops.blocks[l].mlp {
+            MlpOps::Dense { c_fc, fc_proj } => {
+                c_fc.encode(self, pass, t, path, b | GELU);
+                fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
+            }
+            MlpOps::Moe {
+                router,
+                gate,
+                route,
+                fc,
+                proj,
+                combine,
+            } => {
+                // probabilities over experts, top-k, tokens grouped per expert, the
+                // experts' MLPs over the grouped rows, weighted sum back into x
+                let (e, k) = (cfg.moe_num_experts, cfg.moe_top_k);
+                let rows = grouped_rows(t, e, k);
+                let act = match cfg.moe_activation {
+                    Activation::Gelu => GELU,
+                    Activation::Relu => RELU,
+                    Activation::Silu => SILU,
+                };
+                encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
+                encode_moe_gate(pass, gate, t, e, k);
+                encode_moe_route(pass, route, t, e, k);
+                encode_moe_matmul(pass, fc, rows, h, c, b | GATHER | act);
+                encode_moe_matmul(pass, proj, rows, c, h, b);
+                encode_moe_combine(pass, combine, t, c, k);
+            }
+        }
+    }
+
+    /// Record one traversal of the model for `t` rows (ids and positions already
+    /// written): the forward, a prefill chunk and a (batched) decode step are this same
+    /// code, differing in the row path of the linears ([`StepKind::path`]) and in where
+    /// keys and values live.
+    pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
+        let (_q, _pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
+        let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
+        let b = if bias { BIAS } else { 0 };
+        let ops = &self.ops;
+        let (capture, taps, lens) = match kind {
+            StepKind::Forward {
+                capture,
+                taps,
+                lens,
+            } => (capture, taps, lens),
+            _ => (false, &[][..], None),
+        };
+        let path = kind.path();
+
+        // x = wte(idx) + wpe(pos)
+        for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
+            encode_embedding(pass, op, t, c, ch.row_start, ch.rows);
+        }
+        if capture {
+            encode_row_norm(pass, &ops.embed_norm, t, c, 0);
+        }
+        for (l, blk) in ops.blocks.iter().enumerate() {
+            // x = x + attn(ln_1(x))
+            encode_layer_norm(pass, &blk.ln_1, t, c, bias);
+            blk.c_attn.encode(self, pass, t, path, b);
+            for tap in taps.iter().filter(|tap| tap.layer == l) {
+                let block = self.attention_block();
+                encode_attention_weights(pass, &tap.op, t, c, nh, block, tap.w0);
+            }
+            match kind {
+                StepKind::Forward { .. } => encode_attention(
+                    pass,
+                    &blk.attn,
+                    t,
+                    c,
+                    nh,
+                    KvLayout::fused(c),
+                    self.attention_block(),
+                ),
+                StepKind::Forwards(parts) => {
+                    for (op, part) in blk.attn_parts.iter().zip(parts.iter()) {
+                        encode_attention(
+                            pass,
+                            op,
+                            part.rows,
+                            c,
+                            nh,
+                            KvLayout::fused(c).at(part.row0, part.row0),
+                            self.attention_block(),
+                        );
+                    }
+                }
+                StepKind::Prefill { parts, .. } => {
+                    encode_kv_store(pass, &blk.kv_store, t, c);
+                    let sg = self.ctx.subgroup_max_size.max(1) as usize;
+                    for (i, part) in parts.iter().enumerate() {
+                        let op = match &blk.attn_prefill_unaligned {
+                            Some(ops) if !part.pos.is_multiple_of(sg) => &ops[i],
+                            _ => &blk.attn_prefill[i],
+                        };
+                        encode_attention(
+                            pass,
+                            op,
+                            part.rows,
+                            c,
+                            nh,
+                            KvLayout::paged(c, part.pos, PAGE).at(part.row0, part.table0),
+                            self.attention_block(),
+                        );
+                    }
+                }
+                StepKind::Decode { .. } => {
+                    encode_kv_store(pass, &blk.kv_store, t, c);
+                    encode_attention_paged(
+                        pass,
+                        &blk.attn_paged,
+                        t,
+                        c,
+                        nh,
+                        PAGE,
+                        self.attention_block(),
+                    );
+                }
+            }
+            blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
+            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
+            encode_layer_norm(pass, &blk.ln_2, t, c, bias);
+            self.encode_mlp(pass, l, t, path);
+            if capture {
+                encode_row_norm(pass, &blk.norm, t, c, (l + 1) * t);
+            }
+            if let Some(lens) = lens {
+                encode_copy_rows(pass, &lens.save[l], t * c, 0, l * t * c);
+            }
+        }
+        // logits = lm_head(ln_f(x)), lm_head tied to wte
+        encode_layer_norm(pass, &ops.ln_f, t, c, bias);
+        let chunks = &self.weights.wte.chunks;
+        match kind {
+            StepKind::Forward { .. } | StepKind::Forwards(_) => {
+                for (op, ch) in ops.lm_head.iter().zip(chunks) {
+                    encode_matmul_bt(pass, op, t, ch.rows, c, 0);
+                }
+                if let Some(lens) = lens {
+                    let per = t * (2 * lens.k + 1);
+                    for (l, tops) in lens.top.iter().enumerate() {
+                        encode_copy_rows(pass, &lens.restore[l], t * c, l * t * c, 0);
+                        encode_layer_norm(pass, &ops.ln_f, t, c, bias);
+                        for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
+                            encode_matmul_bt(pass, op, t, ch.rows, c, 0);
+                            let out0 = (l * chunks.len() + i) * per;
+                            encode_top_k_rows(
+                                pass,
+                                &tops[i],
+                                t,
+                                ch.rows,
+                                lens.k,
+                                ch.row_start,
+                                out0,
+                                ch.rows,
+                                true,
+                            );
+                        }
+                    }
+                }
+            }
+            StepKind::Prefill { parts, argmax } => {
+                // the last row of prompt j to row j, then the LM head over those rows
+                // in one dispatch (a row's logits are the same in any batch)
+                let mut wanted = 0;
+                for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
+                    let last = part.row0 + part.rows - 1;
+                    encode_copy_rows(pass, &ops.last_rows[j], c, last * c, j * c);
+                    wanted = j + 1;
+                }
+                if wanted > 0 {
+                    for (op, ch) in ops.lm_head_last.iter().zip(chunks) {
+                        encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
+                    }
+                }
+                if argmax {
+                    self.encode_argmax(pass, wanted);
+                }
+            }
+            StepKind::Decode { argmax } => {
+                for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
+                    encode_matvec_bt(pass, op, ch.rows, c, 0, t, 0);
+                }
+                if argmax {
+                    self.encode_argmax(pass, t);
+                }
+            }
+        }
+    }
+
+    /// Record the largest logit of each of logits rows `0 .. rows`, per window of
+    /// [`ARGMAX_SPAN`] of every wte chunk, to `top1` (`[windows, rows, 3]`).
+    fn encode_argmax(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
+        let (_q, _pl) = (&self.ctx.queue, &*self.pipelines);
+        let mut out0 = 0;
+        for (op, ch) in self.ops.top1.iter().zip(&self.weights.wte.chunks) {
+            let (n, span) = (ch.rows, ARGMAX_SPAN);
+            encode_top_k_rows(pass, op, rows, n, 1, ch.row_start, out0, span, false);
+            out0 += top_k_windows(n, span) * rows * 3;
+        }
+    }
+
+    /// A step's one submission: write its ids and positions, record the traversal of
+    /// its rows as `kind`, let `copy` add the copies into the staging buffer (it returns
+    /// the floats they fill), submit and read those back. Call inside an error scope.
+    pub(super) fn submit_step(
+        &self,
+        label: &str,
+        ids: &[u32],
+        positions: &[u32],
+        kind: StepKind,
+        copy: impl FnOnce(&mut wgpu::CommandEncoder) -> usize,
+    ) -> Result<Vec<f32>> {
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(positions));
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            self.encode_step(&mut pass, ids.len(), kind);
+        }
+        let floats = copy(&mut enc);
+        q.submit([enc.finish()]);
+        buffers::map_read(&self.ctx, &self.act.readback, floats)
+    }
+}

@@ -1,0 +1,172 @@
+//! The router: every route with its method, the layers around them (request ids,
+//! timeouts, keys, rate limits, CORS, metrics), the 405 answer and the OpenAPI document.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+
+use super::error::ApiError;
+use super::state::AppState;
+use super::{error, generate, guard, openai, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
+    paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
+        openai::models, openai::model, openai::completions, openai::tokenize, openai::detokenize),
+    components(schemas(error::ErrorBody, crate::config::ModelConfig)),
+    tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"),
+        (name = "openai", description = "OpenAI-compatible API (the `openai` SDKs work unchanged); errors on /v1 routes are `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`"))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the service.
+pub fn api_doc() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Routes the metrics label requests with (anything else is "unmatched").
+const ROUTES: &[&str] = &[
+    "/api/v1/initialize",
+    "/api/v1/forward",
+    "/api/v1/generate",
+    "/ws/inference",
+    "/api/v1/status",
+    "/api/v1/health/health",
+    "/api/v1/health/ping",
+    "/api/v1/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/",
+    "/explorer",
+    "/v1/models",
+    "/v1/completions",
+    "/v1/tokenize",
+    "/v1/detokenize",
+];
+
+/// Gives axum's own bodiless 405 the contract's error body.
+async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().get(header::CONTENT_TYPE).is_some()
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut resp = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {path}: the Allow header and /openapi.json list its methods"),
+    )
+    .into_response();
+    if let Some(a) = allow {
+        resp.headers_mut().insert(header::ALLOW, a);
+    }
+    resp
+}
+
+/// Logs one line per request and counts it.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    // sanitized by guard::sanitize_request_id, so safe to log as is
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let resp = next.run(req).await;
+    let route = ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("unmatched");
+    let status = resp.status().as_u16();
+    st.metrics.request(method.as_str(), route, status);
+    tracing::info!(request_id = ?id, method = ?method.as_str(), path = ?path, status, ms = start.elapsed().as_secs_f64() * 1e3, "request");
+    resp
+}
+
+/// The whole application. Layers, outermost first: request id (a client's kept only
+/// when well-formed), logging and metrics, the error bodies (the OpenAI shape on `/v1`
+/// over 405's body), CORS (when configured), the guard (Host, cross-site, API key,
+/// rate limit), the routes.
+pub fn router(state: AppState) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let cors = cors_layer(&state.config.cors_origins);
+    let routes = Router::new()
+        .route("/api/v1/initialize", get(routes::initialize))
+        .route("/api/v1/forward", post(routes::forward))
+        .route("/api/v1/generate", post(generate::generate))
+        .route("/ws/inference", get(generate::ws_inference))
+        .route("/api/v1/status", get(routes::status))
+        .route("/api/v1/health/health", get(routes::health))
+        .route("/api/v1/health/ping", get(routes::ping))
+        .route("/api/v1/health/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/docs", get(routes::docs))
+        .route("/", get(routes::explorer))
+        .route("/explorer", get(routes::explorer))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{model}", get(openai::model))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/tokenize", post(openai::tokenize))
+        .route("/v1/detokenize", post(openai::detokenize))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
+    let routes = match cors {
+        Some(c) => routes.layer(c),
+        None => routes,
+    };
+    routes
+        .layer(middleware::from_fn(method_not_allowed))
+        .layer(middleware::from_fn(openai::openai_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::map_request(guard::sanitize_request_id))
+        .with_state(state)
+}
+
+/// CORS for the configured origins; `None` (no CORS headers) when there are none.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}

@@ -1,0 +1,270 @@
+//! The one validator of generation parameters. `/api/v1/generate` (and the WebSocket's
+//! `inference` messages) and `/v1/completions` ask for the same things with their own
+//! names, defaults and limits; each API's limits are a named [`Limits`] constant, the
+//! rules and their error messages are written once, and so is the default seed.
+
+use super::error::ApiError;
+use crate::model::sampling::SamplingParams;
+
+/// What one API allows.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The name of the new-token count in this API (`max_new_tokens`, `max_tokens`).
+    pub tokens_field: &'static str,
+    /// Fewest new tokens (0: the prompt alone may be scored).
+    pub min_tokens: i64,
+    pub max_tokens: i64,
+    pub max_temperature: f64,
+    /// Most stop strings.
+    pub max_stops: usize,
+    /// How a rejected `stop` is described.
+    pub stop_rule: &'static str,
+}
+
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
+/// Largest `top_k`.
+pub const MAX_TOP_K: i64 = 100_000;
+
+/// `/api/v1/generate` and the WebSocket's `inference` messages.
+pub const V1: Limits = Limits {
+    tokens_field: "max_new_tokens",
+    min_tokens: 1,
+    max_tokens: 4096,
+    max_temperature: 10.0,
+    max_stops: 16,
+    stop_rule: "stop: at most 16 strings of 1 to 256 bytes",
+};
+
+/// `/v1/completions` (OpenAI's bounds: temperature up to 2, four stop strings).
+pub const OPENAI: Limits = Limits {
+    tokens_field: "max_tokens",
+    min_tokens: 0,
+    max_tokens: 4096,
+    max_temperature: 2.0,
+    max_stops: 4,
+    stop_rule: "stop must be a string or an array of at most 4 strings of 1 to 256 bytes",
+};
+
+/// The parameters as a request gave them (after each API's own defaults).
+#[derive(Clone, Debug)]
+pub struct Requested {
+    pub max_tokens: i64,
+    pub temperature: f64,
+    pub top_k: i64,
+    pub top_p: f64,
+    /// `None`: a fresh seed ([`default_seed`]).
+    pub seed: Option<i128>,
+    pub stop: Vec<String>,
+}
+
+/// The parameters checked: new tokens, the sampler's parameters, the stop strings.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+/// A seed for a request that gave none: the clock's nanoseconds.
+pub fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn bad(field: &str, detail: impl Into<String>) -> ApiError {
+    ApiError::invalid(detail).param(field)
+}
+
+/// Check every rule of `limits`; the error names the field (`detail` and `param`).
+pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
+    let field = limits.tokens_field;
+    if !(limits.min_tokens..=limits.max_tokens).contains(&r.max_tokens) {
+        return Err(bad(
+            field,
+            format!(
+                "{field} ({}) must be between {} and {}",
+                r.max_tokens, limits.min_tokens, limits.max_tokens
+            ),
+        ));
+    }
+    if !(0.0..=limits.max_temperature).contains(&r.temperature) {
+        return Err(bad(
+            "temperature",
+            format!(
+                "temperature ({}) must be between 0 and {}",
+                r.temperature, limits.max_temperature
+            ),
+        ));
+    }
+    if !(0..=MAX_TOP_K).contains(&r.top_k) {
+        return Err(bad(
+            "top_k",
+            format!("top_k ({}) must be between 0 and {MAX_TOP_K}", r.top_k),
+        ));
+    }
+    if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+        return Err(bad(
+            "top_p",
+            format!("top_p ({}) must be in (0, 1]", r.top_p),
+        ));
+    }
+    let seed = match r.seed {
+        None => default_seed(),
+        Some(s) if (0..=i64::MAX as i128).contains(&s) => s as u64,
+        Some(s) => {
+            return Err(bad(
+                "seed",
+                format!(
+                    "seed ({s}) must be between 0 and {} (a signed 64-bit integer)",
+                    i64::MAX
+                ),
+            ))
+        }
+    };
+    if r.stop.len() > limits.max_stops
+        || r.stop
+            .iter()
+            .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+    {
+        return Err(bad("stop", limits.stop_rule));
+    }
+    Ok(Checked {
+        max_tokens: r.max_tokens as usize,
+        sampling: SamplingParams {
+            temperature: r.temperature as f32,
+            top_k: r.top_k as usize,
+            top_p: r.top_p as f32,
+            seed,
+        },
+        stop: r.stop,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Requested {
+        Requested {
+            max_tokens: 8,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: Some(7),
+            stop: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_api_has_its_bounds() {
+        let zero = Requested {
+            max_tokens: 0,
+            ..base()
+        };
+        assert!(check(zero.clone(), &OPENAI).is_ok());
+        let e = check(zero, &V1).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_new_tokens"));
+        assert!(e.detail.contains("between 1 and 4096"), "{}", e.detail);
+        let hot = Requested {
+            temperature: 5.0,
+            ..base()
+        };
+        assert!(check(hot.clone(), &V1).is_ok());
+        assert_eq!(
+            check(hot, &OPENAI).unwrap_err().param.as_deref(),
+            Some("temperature")
+        );
+        let stops = Requested {
+            stop: vec!["a".into(); 5],
+            ..base()
+        };
+        assert!(check(stops.clone(), &V1).is_ok());
+        assert_eq!(check(stops, &OPENAI).unwrap_err().detail, OPENAI.stop_rule);
+    }
+
+    #[test]
+    fn shared_rules_name_their_field() {
+        for (r, field) in [
+            (
+                Requested {
+                    top_k: -1,
+                    ..base()
+                },
+                "top_k",
+            ),
+            (
+                Requested {
+                    top_k: MAX_TOP_K + 1,
+                    ..base()
+                },
+                "top_k",
+            ),
+            (
+                Requested {
+                    top_p: 0.0,
+                    ..base()
+                },
+                "top_p",
+            ),
+            (
+                Requested {
+                    top_p: 1.5,
+                    ..base()
+                },
+                "top_p",
+            ),
+            (
+                Requested {
+                    seed: Some(-1),
+                    ..base()
+                },
+                "seed",
+            ),
+            (
+                Requested {
+                    seed: Some(i64::MAX as i128 + 1),
+                    ..base()
+                },
+                "seed",
+            ),
+            (
+                Requested {
+                    stop: vec![String::new()],
+                    ..base()
+                },
+                "stop",
+            ),
+            (
+                Requested {
+                    stop: vec!["x".repeat(MAX_STOP_BYTES + 1)],
+                    ..base()
+                },
+                "stop",
+            ),
+        ] {
+            for limits in [&V1, &OPENAI] {
+                let e = check(r.clone(), limits).unwrap_err();
+                assert_eq!(e.param.as_deref(), Some(field), "{}", e.detail);
+                assert_eq!(e.code, "INVALID_INPUT");
+            }
+        }
+    }
+
+    #[test]
+    fn a_given_seed_is_kept_and_a_missing_one_drawn() {
+        let c = check(base(), &V1).unwrap();
+        assert_eq!(c.sampling.seed, 7);
+        assert_eq!(c.max_tokens, 8);
+        let c = check(
+            Requested {
+                seed: None,
+                ..base()
+            },
+            &OPENAI,
+        )
+        .unwrap();
+        assert_ne!(c.sampling.seed, 0);
+    }
+}

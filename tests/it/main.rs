@@ -1,0 +1,32 @@
+//! The integration tests, one binary (matklad's layout): wgpu, naga, tokenizers, axum
+//! and reqwest are linked once, and the kernel and model tests share one adapter and
+//! one compiled kernel table (`common::gpu`). A module per area:
+//!
+//! | module | what it tests |
+//! |---|---|
+//! | `kernels`, `moe`, `shaders` | every kernel against its CPU reference; WGSL validation |
+//! | `model`, `generate`, `hf_fixture`, `tokenizer` | the model on the device, KV-cache decoding, a `transformers` checkpoint |
+//! | `batching` | the engine: continuous batching, the paged KV pool |
+//! | `server`, `generation_api`, `openai`, `hardening`, `fuzz` | the HTTP service on loopback |
+//! | `explorer`, `lifecycle` | the page in Chromium; the binary's start and stop |
+//!
+//! Filter by module as usual: `cargo test --release --test it kernels::`.
+
+mod common;
+
+mod batching;
+mod explorer;
+mod fuzz;
+mod generate;
+mod generation_api;
+mod hardening;
+mod hf_fixture;
+mod kernels;
+#[cfg(unix)]
+mod lifecycle;
+mod model;
+mod moe;
+mod openai;
+mod server;
+mod shaders;
+mod tokenizer;
