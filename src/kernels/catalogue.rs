@@ -194,6 +194,12 @@ pub mod prelude {
         PAGED_WALK = "paged_walk";
         /// A head-64 query held in sixteen vec4 variables (the subgroup attention kernels).
         QUERY64 = "query64";
+        /// The subgroup walk over keys of the forward's head-64 attention kernels.
+        KEYS64 = "keys64";
+        /// 16 rows × a vec4 of columns by subgroup broadcasts (the subgroup matmuls).
+        TILE16_SUBGROUP = "tile16_subgroup";
+        /// The grouped expert matmuls' params, bindings, row sources and store.
+        MOE_MATMUL = "moe_matmul";
     }
 }
 
@@ -247,10 +253,38 @@ const ATTENTION_PAGED_WG: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
 ];
 // the subgroup kernels (head size 64): their query in separate variables
-const ATTENTION_SUBGROUP: &[Prelude] = &[prelude::ATTENTION, prelude::QUERY64];
+const ATTENTION_SUBGROUP: &[Prelude] = &[prelude::ATTENTION, prelude::QUERY64, prelude::KEYS64];
 const ATTENTION_PAGED_SUBGROUP: &[Prelude] =
     &[prelude::ATTENTION, prelude::PAGED_WALK, prelude::QUERY64];
 const REDUCE: &[Prelude] = &[prelude::WORKGROUP_REDUCE];
+const MATMUL_SUBGROUP_F32: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::TILE16_SUBGROUP,
+];
+const MATMUL_SUBGROUP_F16: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::TILE16_SUBGROUP,
+];
+const MOE_MATMUL_F32: &[Prelude] = &[prelude::WEIGHTS_F32, prelude::GELU, prelude::MOE_MATMUL];
+const MOE_MATMUL_F16: &[Prelude] = &[prelude::WEIGHTS_F16, prelude::GELU, prelude::MOE_MATMUL];
+const MOE_MATMUL_SUBGROUP_F32: &[Prelude] = &[
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::MOE_MATMUL,
+    prelude::TILE16_SUBGROUP,
+];
+const MOE_MATMUL_SUBGROUP_F16: &[Prelude] = &[
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::MOE_MATMUL,
+    prelude::TILE16_SUBGROUP,
+];
 use KernelClass::{Hardware, Software};
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
@@ -273,7 +307,7 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matmul", wgsl!("matmul")).with(MATMUL_F32),
     Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
-        .with(MATMUL_F32)
+        .with(MATMUL_SUBGROUP_F32)
         .of("matmul")
         .subgroup(),
     Kernel::new("matmul_f16", wgsl!("matmul"))
@@ -282,7 +316,7 @@ pub const KERNELS: &[Kernel] = &[
         .entry("matmul")
         .half(),
     Kernel::new("matmul_f16_subgroup", wgsl!("matmul_subgroup"))
-        .with(MATMUL_F16)
+        .with(MATMUL_SUBGROUP_F16)
         .of("matmul")
         .entry("matmul_subgroup")
         .subgroup()
@@ -423,20 +457,20 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
-    Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(F32_ONLY),
+    Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(MOE_MATMUL_F32),
     Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
         .of("moe_matmul")
-        .with(F32_ONLY)
+        .with(MOE_MATMUL_SUBGROUP_F32)
         .subgroup(),
     Kernel::new("moe_matmul_f16", wgsl!("moe_matmul"))
         .of("moe_matmul")
         .entry("moe_matmul")
-        .with(F16_ONLY)
+        .with(MOE_MATMUL_F16)
         .half(),
     Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_subgroup"))
         .of("moe_matmul")
         .entry("moe_matmul_subgroup")
-        .with(F16_ONLY)
+        .with(MOE_MATMUL_SUBGROUP_F16)
         .subgroup()
         .half(),
     Kernel::new("moe_combine", wgsl!("moe_combine")),

@@ -1,0 +1,86 @@
+// What the grouped expert matmuls (moe_matmul, moe_matmul_subgroup) share: the
+// params, the bindings, and how a grouped row finds its source row and is stored.
+//   out[r, :] = act(a[src(r), :] · w[e(r)] + bias[e(r)])   for valid rows r
+// where e(r) = row_expert[r], w holds every expert's [K, N] matrix one after another,
+// and src(r) = row_token[r] when gathering token rows (flag 8), else r. Rows with
+// token 0xFFFFFFFF are padding: computed on clamped inputs, never stored. A
+// workgroup's rows lie in one expert's segment (segments are padded to 16 rows), so
+// the weights it reads are one expert's.
+// Flags: 1 bias, 2 GELU, 4 ReLU, 16 SiLU, 8 gather rows of `a` by token.
+// Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P
+// panels of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
+// Weights are `W` read through `load_w4` (a weights prelude); GELU from prelude `gelu`.
+
+struct MoeMatmulParams {
+    rows: u32, // rows of the grouped list
+    n4: u32,   // N / 4
+    k4: u32,   // K / 4
+    flags: u32,
+    p4: u32,   // panel width of each expert's matrix / 4
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const INVALID: u32 = 0xFFFFFFFFu;
+
+@group(0) @binding(0) var<uniform> p: MoeMatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;        // [T or rows, K]
+@group(0) @binding(2) var<storage, read> w: array<W>;                // [E, K, N]
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;     // [E, N] (or a dummy)
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [rows, N]
+@group(0) @binding(5) var<storage, read> row_token: array<u32>;      // [rows]
+@group(0) @binding(6) var<storage, read> row_expert: array<u32>;     // [rows]
+
+fn activate(x: vec4<f32>) -> vec4<f32> {
+    if ((p.flags & 2u) != 0u) {
+        return gelu(x);
+    }
+    if ((p.flags & 4u) != 0u) {
+        return max(x, vec4<f32>(0.0));
+    }
+    if ((p.flags & 16u) != 0u) {
+        return x / (1.0 + exp(-x));
+    }
+    return x;
+}
+
+// Whether the tile of rows from `row0` is padding throughout (segments are
+// [assignments | padding] and a tile never spans two: a tile whose first row is
+// padding is padding throughout, and the whole workgroup leaves).
+fn moe_tile_is_padding(row0: u32) -> bool {
+    return row0 >= p.rows || row_token[row0] == INVALID;
+}
+
+// Row of `a` that grouped row `r` reads, times K/4.
+fn source(r: u32) -> u32 {
+    let row = min(r, p.rows - 1u);
+    var s = row;
+    if ((p.flags & 8u) != 0u) {
+        s = row_token[row];
+        if (s == INVALID) {
+            s = 0u;
+        }
+    }
+    return s * p.k4;
+}
+
+// The first weight vec4 of expert `e`'s matrix in the panel of column `colc`.
+fn expert_panel(e: u32, colc: u32) -> u32 {
+    return e * p.k4 * 4u * p.n4 + (colc / p.p4) * (4u * p.k4 * p.p4) + colc % p.p4;
+}
+
+// The bias of expert `e` for column `col` (0 without flag 1).
+fn expert_bias(e: u32, col: u32) -> vec4<f32> {
+    if ((p.flags & 1u) != 0u) {
+        return bias[e * p.n4 + col];
+    }
+    return vec4<f32>(0.0);
+}
+
+// Store grouped row `row`'s product `v` (bias added) unless it is padding.
+fn moe_store(row: u32, col: u32, v: vec4<f32>) {
+    if (row_token[row] != INVALID) {
+        out[row * p.n4 + col] = activate(v);
+    }
+}
