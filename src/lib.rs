@@ -1,14 +1,14 @@
 //! # wgformer
 //!
 //! A GPT-2-shaped transformer that runs on any GPU through wgpu with hand-written
-//! WGSL compute shaders, served over HTTP. On machines without a GPU the same shaders
-//! run on a software Vulkan adapter (Mesa lavapipe).
+//! WGSL compute shaders, served over HTTP with continuous batching. On machines
+//! without a GPU the same shaders run on a software Vulkan adapter (Mesa lavapipe).
 //!
 //! ## Shape vocabulary
 //!
 //! | name | meaning |
 //! |---|---|
-//! | B | batch (always 1 here) |
+//! | B | rows of a decode step, one per generation (a forward has one) |
 //! | T | tokens in the sequence (≤ `context_size`) |
 //! | C | width of the residual stream (`n_embed`) |
 //! | NH | attention heads (`n_head`) |
@@ -20,6 +20,10 @@
 //!
 //! Data flows one way: request → engine thread → kernels recorded into one command
 //! encoder → one submit → read back the few numbers the response needs.
+//!
+//! Layers, each importing only from those below it (`tests/it/layers.rs` checks):
+//! [`server`] > [`engine`] > [`model`] > [`kernels`] > [`reference`] > [`gpu`] >
+//! [`config`], [`error`], [`sparse`], [`files`], [`tokenizer`], [`stats`].
 
 pub mod config;
 pub mod engine;

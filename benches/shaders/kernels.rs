@@ -3,7 +3,7 @@
 //! and reported next to the same operation on the CPU.
 
 use crate::harness::*;
-use wgformer::gpu::buffers;
+use wgformer::gpu::buffers::{self, RowChunked};
 use wgformer::kernels::seen_by;
 use wgformer::kernels::{
     attention, embedding, layer_norm, matmul, matmul_bt, matvec, matvec_bt, KernelOp,
@@ -170,37 +170,14 @@ impl Bench {
         let b = rand_vec(n * k, 5);
         let rows = m.min(4);
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k.max(m) * 4) as u64);
-        let mut c = vec![0.0f32; m * n];
-        let cpu = self.time_cpu(&mut || unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                1,
-                k as isize,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        });
+        let cpu = self.sgemm_bt_ms(&a, &b, m, n, k);
         let ab = buffers::upload(&self.ctx, "a", &a);
         // f32 wte, then half floats (dtype float16): the reference sees rounded weights
         let mut variants = self.variants("matmul_bt");
         variants.extend(self.variants("matmul_bt_f16"));
         for variant in variants {
             let seen = seen_by(variant, &b);
-            let bt = matmul_bt::upload_wte(&self.ctx, variant, &b, n, k, chunk);
-            let outs: Vec<_> = bt
-                .chunks
-                .iter()
-                .map(|ch| buffers::storage(&self.ctx, "out", m * ch.rows))
-                .collect();
+            let (bt, outs) = self.wte_with_outputs(variant, &b, (n, k), chunk, m);
             let got = matmul_bt::run_matmul_bt(
                 &self.ctx,
                 &self.pl,
@@ -323,36 +300,13 @@ impl Bench {
         let chunk = buffers::rows_per_binding(self.ctx.max_binding_bytes(), (k * 4) as u64);
         let xs: Vec<f32> = (0..BATCH).flat_map(|_| x.iter().copied()).collect();
         let xb = buffers::upload(&self.ctx, "x", &xs);
-        let mut c = vec![0.0f32; n];
-        let cpu = self.time_cpu(&mut || unsafe {
-            matrixmultiply::sgemm(
-                1,
-                k,
-                n,
-                1.0,
-                x.as_ptr(),
-                k as isize,
-                1,
-                w.as_ptr(),
-                1,
-                k as isize,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        });
+        let cpu = self.sgemm_bt_ms(&x, &w, 1, n, k);
         for variant in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
             if !self.pl.has(variant) {
                 continue;
             }
             let seen = seen_by(variant, &w);
-            let wt = matmul_bt::upload_wte(&self.ctx, variant, &w, n, k, chunk);
-            let outs: Vec<_> = wt
-                .chunks
-                .iter()
-                .map(|ch| buffers::storage(&self.ctx, "out", BATCH * ch.rows))
-                .collect();
+            let (wt, outs) = self.wte_with_outputs(variant, &w, (n, k), chunk, BATCH);
             let ops: Vec<_> = wt
                 .chunks
                 .iter()
@@ -713,5 +667,49 @@ impl Bench {
             Some(cpu),
             "cpu ref",
         );
+    }
+}
+
+/// What the LM-head rows (`matmul_bt`, `matvec_bt`) share: the CPU's time for
+/// `a [m, k] · w [n, k]ᵀ`, and wte stored as kernel `variant` reads it with an output
+/// buffer of `rows` rows per chunk.
+impl Bench {
+    fn sgemm_bt_ms(&self, a: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> f64 {
+        let mut c = vec![0.0f32; m * n];
+        self.time_cpu(&mut || unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        })
+    }
+
+    fn wte_with_outputs(
+        &self,
+        variant: &str,
+        w: &[f32],
+        (n, k): (usize, usize),
+        chunk: usize,
+        rows: usize,
+    ) -> (RowChunked, Vec<wgpu::Buffer>) {
+        let wt = matmul_bt::upload_wte(&self.ctx, variant, w, n, k, chunk);
+        let outs = wt
+            .chunks
+            .iter()
+            .map(|ch| buffers::storage(&self.ctx, "out", rows * ch.rows))
+            .collect();
+        (wt, outs)
     }
 }

@@ -394,45 +394,36 @@ impl Bench {
 pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
-    let start = Instant::now();
-    let model = Model::build(ModelConfig::default(), None, ctx.clone(), pl.clone()).expect("model");
-    if !b.json {
-        println!(
-            "built GPT-2 small ({} parameters) in {:.2} s",
-            model.parameter_count,
-            start.elapsed().as_secs_f64()
-        );
-    }
-    for t in [16, 128] {
-        b.end_to_end(&model, t, "");
-    }
-    b.forwards_shared(&model, 8, 16, "");
-    b.prefill_batch(&model, 8, 32, "");
-    b.decode(&model, 64, 64, "");
-    for n in [4, 8, 16] {
-        b.decode_batch(&model, n, 64, 16, false, "");
-    }
-    for n in [8, 16] {
-        b.decode_batch(&model, n, 64, 16, true, "");
-    }
-    drop(model);
-    // the same model with half-float linear weights (dtype float16)
-    let cfg = ModelConfig {
-        dtype: wgformer::config::Dtype::Float16,
-        ..ModelConfig::default()
-    };
-    let half = Model::build(cfg, None, ctx, pl).expect("model");
-    for t in [16, 128] {
-        b.end_to_end(&half, t, " f16");
-    }
-    b.forwards_shared(&half, 8, 16, " f16");
-    b.prefill_batch(&half, 8, 32, " f16");
-    b.decode(&half, 64, 64, " f16");
-    for n in [4, 8, 16] {
-        b.decode_batch(&half, n, 64, 16, false, " f16");
-    }
-    for n in [8, 16] {
-        b.decode_batch(&half, n, 64, 16, true, " f16");
+    // f32, then the same model with half-float linear weights (dtype float16)
+    for (dtype, tag) in [
+        (wgformer::config::Dtype::Float32, ""),
+        (wgformer::config::Dtype::Float16, " f16"),
+    ] {
+        let cfg = ModelConfig {
+            dtype,
+            ..ModelConfig::default()
+        };
+        let start = Instant::now();
+        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+        if !b.json {
+            println!(
+                "built GPT-2 small{tag} ({} parameters) in {:.2} s",
+                model.parameter_count,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        for t in [16, 128] {
+            b.end_to_end(&model, t, tag);
+        }
+        b.forwards_shared(&model, 8, 16, tag);
+        b.prefill_batch(&model, 8, 32, tag);
+        b.decode(&model, 64, 64, tag);
+        for n in [4, 8, 16] {
+            b.decode_batch(&model, n, 64, 16, false, tag);
+        }
+        for n in [8, 16] {
+            b.decode_batch(&model, n, 64, 16, true, tag);
+        }
     }
 }
 

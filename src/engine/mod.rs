@@ -5,9 +5,10 @@
 //!
 //! | file | its job |
 //! |---|---|
-//! | `mod.rs` | the handle ([`Engine`]), its jobs and options, the generation stream |
-//! | `requests.rs` | request, reply and event types |
-//! | `state.rs` | shared state: what is loaded, counters, watchdog, scheduler statistics |
+//! | `mod.rs` | the handle ([`Engine`]) and the generation stream |
+//! | `requests.rs` | request, reply and event types; the jobs of the engine thread |
+//! | `options.rs` | how the engine is run (the server's flags) |
+//! | `state.rs` | shared state: what is loaded, counters, watchdog and deadlines, scheduler statistics |
 //! | `scheduler.rs` | the worker loop: admit, prefill, decode, forwards |
 //! | `generation.rs` | active generations: token picking, streaming, stop strings |
 //! | `load.rs` | building and publishing a model, KV pool sizing |

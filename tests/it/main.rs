@@ -9,6 +9,7 @@
 //! | `batching` | the engine: continuous batching, the paged KV pool |
 //! | `server`, `generation_api`, `openai`, `hardening`, `fuzz` | the HTTP service on loopback |
 //! | `explorer`, `lifecycle` | the page in Chromium; the binary's start and stop |
+//! | `layers` | the house rules of `src/`: no import up the layers, no import circle |
 //!
 //! Filter by module as usual: `cargo test --release --test it kernels::`.
 
@@ -22,6 +23,7 @@ mod generation_api;
 mod hardening;
 mod hf_fixture;
 mod kernels;
+mod layers;
 #[cfg(unix)]
 mod lifecycle;
 mod model;
