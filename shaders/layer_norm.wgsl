@@ -1,5 +1,6 @@
-// Layer norm over the last axis: y = (x - mean) / sqrt(var + eps) * weight + bias.
-// One invocation per row; two passes over the row in vec4 steps.
+// Layer norm over the last axis: y = (x - mean) / sqrt(var + eps) * weight + bias, or
+// RMSNorm (flag NORM_RMS: the mean is taken as 0). One invocation per row; two passes
+// over the row in vec4 steps (one for RMSNorm).
 // The uniform `LayerNormParams` comes from the prelude shaders/lib/layer_norm_params.wgsl.
 
 override WG: u32 = 64u;
@@ -18,11 +19,14 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let base = row * p.c4;
     let n = f32(p.c4 * 4u);
-    var s = vec4<f32>(0.0);
-    for (var c = 0u; c < p.c4; c++) {
-        s += x[base + c];
+    var mean = 0.0;
+    if ((p.flags & NORM_RMS) == 0u) {
+        var s = vec4<f32>(0.0);
+        for (var c = 0u; c < p.c4; c++) {
+            s += x[base + c];
+        }
+        mean = (s.x + s.y + s.z + s.w) / n;
     }
-    let mean = (s.x + s.y + s.z + s.w) / n;
     var v = vec4<f32>(0.0);
     for (var c = 0u; c < p.c4; c++) {
         let d = x[base + c] - mean;
@@ -31,7 +35,7 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rstd = inverseSqrt((v.x + v.y + v.z + v.w) / n + p.eps);
     for (var c = 0u; c < p.c4; c++) {
         var o = (x[base + c] - mean) * rstd * weight[c];
-        if (p.has_bias != 0u) {
+        if ((p.flags & NORM_BIAS) != 0u) {
             o += bias[c];
         }
         y[base + c] = o;

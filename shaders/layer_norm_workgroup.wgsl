@@ -1,4 +1,5 @@
-// Layer norm for hardware GPUs: y = (x - mean) / sqrt(var + eps) * weight + bias.
+// Layer norm for hardware GPUs: y = (x - mean) / sqrt(var + eps) * weight + bias, or
+// RMSNorm (flag NORM_RMS: the mean is taken as 0 and its pass skipped).
 // One workgroup per row: every lane sums a strided share of the row's vec4s and the
 // shares meet in workgroup memory (a tree), first for the mean, then for the variance
 // of x - mean (two passes, as the software kernel `layer_norm`, so both agree to
@@ -28,11 +29,15 @@ fn layer_norm_workgroup(
     }
     let base = row * p.c4;
     let n = f32(p.c4 * 4u);
-    var s = vec4<f32>(0.0);
-    for (var c = lid; c < p.c4; c += WG) {
-        s += x[base + c];
+    var mean = 0.0;
+    if ((p.flags & NORM_RMS) == 0u) {
+        // p is uniform: every lane of the workgroup takes this branch or none
+        var s = vec4<f32>(0.0);
+        for (var c = lid; c < p.c4; c += WG) {
+            s += x[base + c];
+        }
+        mean = workgroup_sum(lid, s.x + s.y + s.z + s.w) / n;
     }
-    let mean = workgroup_sum(lid, s.x + s.y + s.z + s.w) / n;
     var v = vec4<f32>(0.0);
     for (var c = lid; c < p.c4; c += WG) {
         let d = x[base + c] - mean;
@@ -41,7 +46,7 @@ fn layer_norm_workgroup(
     let rstd = inverseSqrt(workgroup_sum(lid, v.x + v.y + v.z + v.w) / n + p.eps);
     for (var c = lid; c < p.c4; c += WG) {
         var o = (x[base + c] - mean) * rstd * weight[c];
-        if (p.has_bias != 0u) {
+        if ((p.flags & NORM_BIAS) != 0u) {
             o += bias[c];
         }
         y[base + c] = o;

@@ -40,7 +40,7 @@ impl Bench {
         let n = 200;
         let ms = self.time_gpu(&|pass| {
             for _ in 0..n {
-                layer_norm::encode_layer_norm(pass, &op, 1, 4, true)
+                layer_norm::encode_layer_norm(pass, &op, 1, 4, layer_norm::Norm::layer(true))
             }
         });
         if !self.json {
@@ -368,7 +368,9 @@ impl Bench {
                 .unwrap();
             self.check(variant, &got, &want);
             let op = layer_norm::layer_norm_op(&self.ctx, &self.pl, variant, &xb, &wb, &bb, &yb);
-            let gpu = self.time_gpu(&|pass| layer_norm::encode_layer_norm(pass, &op, t, c, true));
+            let gpu = self.time_gpu(&|pass| {
+                layer_norm::encode_layer_norm(pass, &op, t, c, layer_norm::Norm::layer(true))
+            });
             self.report(
                 variant,
                 format!("T={t} C={c}"),

@@ -475,6 +475,8 @@ pub const KERNELS: &[Kernel] = &[
         .half(),
     Kernel::new("moe_combine", wgsl!("moe_combine")),
     Kernel::new("row_norm", wgsl!("row_norm")),
+    Kernel::new("rotary", wgsl!("rotary")),
+    Kernel::new("swiglu", wgsl!("swiglu")),
 ];
 
 /// The table entry of kernel `name`.

@@ -1,6 +1,7 @@
-//! Layer norm, eps 1e-5, bias optional: `layer_norm` (software adapters: one
-//! invocation per row) and `layer_norm_workgroup` (hardware GPUs: one workgroup per
-//! row, reduced in workgroup memory).
+//! The norms over a row: LayerNorm (GPT-2: eps 1e-5, bias optional) and RMSNorm
+//! (Llama-family: no mean, no bias, the checkpoint's eps), one kernel pair for both:
+//! `layer_norm` (software adapters: one invocation per row) and `layer_norm_workgroup`
+//! (hardware GPUs: one workgroup per row, reduced in workgroup memory).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -12,14 +13,54 @@ use crate::gpu::{buffers, grid_1d, grid_groups, GpuContext};
 /// GPT-2's layer-norm epsilon.
 pub const EPS: f32 = 1e-5;
 
+/// Flag: add the bias.
+pub const NORM_BIAS: u32 = 1;
+/// Flag: RMSNorm (no mean subtracted).
+pub const NORM_RMS: u32 = 2;
+
 /// Mirrors `LayerNormParams` in the WGSL.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct LayerNormParams {
     pub t: u32,
     pub c4: u32,
-    pub has_bias: u32,
+    /// [`NORM_BIAS`] | [`NORM_RMS`].
+    pub flags: u32,
     pub eps: f32,
+}
+
+/// Which norm a row gets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Norm {
+    /// RMSNorm (else LayerNorm).
+    pub rms: bool,
+    /// Add the bias (LayerNorm of models with biases).
+    pub bias: bool,
+    pub eps: f32,
+}
+
+impl Norm {
+    /// GPT-2's LayerNorm (eps 1e-5), with or without bias.
+    pub fn layer(bias: bool) -> Self {
+        Norm {
+            rms: false,
+            bias,
+            eps: EPS,
+        }
+    }
+
+    /// RMSNorm with the checkpoint's epsilon (`rms_norm_eps`).
+    pub fn rms(eps: f32) -> Self {
+        Norm {
+            rms: true,
+            bias: false,
+            eps,
+        }
+    }
+
+    fn flags(self) -> u32 {
+        (if self.bias { NORM_BIAS } else { 0 }) | (if self.rms { NORM_RMS } else { 0 })
+    }
 }
 
 /// Op of `variant` (`layer_norm` or `layer_norm_workgroup`): bindings x, weight, bias
@@ -36,19 +77,19 @@ pub fn layer_norm_op(
     KernelOp::new::<LayerNormParams>(ctx, pipelines, variant, &[x, weight, bias, y])
 }
 
-/// Record a layer norm over `t` rows of width `c`.
+/// Record `norm` over `t` rows of width `c`.
 pub fn encode_layer_norm(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     c: usize,
-    has_bias: bool,
+    norm: Norm,
 ) {
     let p = LayerNormParams {
         t: t as u32,
         c4: (c / 4) as u32,
-        has_bias: u32::from(has_bias),
-        eps: EPS,
+        flags: norm.flags(),
+        eps: norm.eps,
     };
     let groups = match op.name {
         // one workgroup per row, folded so that neither dimension exceeds 65,535
@@ -58,7 +99,8 @@ pub fn encode_layer_norm(
     op.encode(pass, &p, (groups.0, groups.1, 1));
 }
 
-/// Upload, run `variant`, read back `y[T, C]`.
+/// Upload, run `variant` as GPT-2's LayerNorm (with `bias` when given), read back
+/// `y[T, C]`.
 pub fn run_layer_norm(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -68,6 +110,47 @@ pub fn run_layer_norm(
     bias: Option<&[f32]>,
     c: usize,
 ) -> Result<Vec<f32>> {
+    run_norm(
+        ctx,
+        pipelines,
+        variant,
+        (x, c),
+        weight,
+        bias,
+        Norm::layer(bias.is_some()),
+    )
+}
+
+/// Upload, run `variant` as RMSNorm with `eps`, read back `y[T, C]`.
+pub fn run_rms_norm(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    x: &[f32],
+    weight: &[f32],
+    c: usize,
+    eps: f32,
+) -> Result<Vec<f32>> {
+    run_norm(
+        ctx,
+        pipelines,
+        variant,
+        (x, c),
+        weight,
+        None,
+        Norm::rms(eps),
+    )
+}
+
+fn run_norm(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    (x, c): (&[f32], usize),
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    norm: Norm,
+) -> Result<Vec<f32>> {
     let t = x.len() / c;
     let xb = buffers::upload(ctx, "x", x);
     let wb = buffers::upload(ctx, "weight", weight);
@@ -75,7 +158,7 @@ pub fn run_layer_norm(
     let yb = buffers::storage(ctx, "y", t * c);
     let op = layer_norm_op(ctx, pipelines, variant, &xb, &wb, &bb, &yb);
     submit_pass(ctx, "layer_norm", |pass| {
-        encode_layer_norm(pass, &op, t, c, bias.is_some())
+        encode_layer_norm(pass, &op, t, c, norm)
     })?;
     buffers::read_floats(ctx, &yb, 0, t * c)
 }

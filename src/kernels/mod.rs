@@ -16,7 +16,9 @@ pub mod matvec;
 pub mod matvec_bt;
 pub mod moe;
 mod pipelines;
+pub mod rotary;
 pub mod row_norm;
+pub mod swiglu;
 
 pub use catalogue::{kernel, shader_source, KernelClass, Precision, BATCH_ROWS, KERNELS};
 pub use pipelines::Pipelines;

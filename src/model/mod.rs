@@ -14,6 +14,7 @@
 //! | `kv_pool.rs` | the paged KV cache's page tables |
 //! | `weights.rs` | tensor specs, seeded init, safetensors checkpoints |
 //! | `memory.rs` | the memory estimate, checked before anything is allocated |
+//! | `rope.rs` | rotary embedding frequencies (default, linear, llama3) and cos / sin tables |
 
 mod build;
 pub mod forward;
@@ -22,6 +23,7 @@ pub mod kv_pool;
 pub mod logits;
 pub mod memory;
 pub mod output;
+pub mod rope;
 pub mod sampling;
 mod step;
 pub mod weights;

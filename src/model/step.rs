@@ -13,7 +13,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::kv_store::encode_kv_store;
-use crate::kernels::layer_norm::encode_layer_norm;
+use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
 use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::encode_matmul_bt;
@@ -206,7 +206,7 @@ impl Model {
         }
         for (l, blk) in ops.blocks.iter().enumerate() {
             // x = x + attn(ln_1(x))
-            encode_layer_norm(pass, &blk.ln_1, t, c, bias);
+            encode_layer_norm(pass, &blk.ln_1, t, c, Norm::layer(bias));
             blk.c_attn.encode(self, pass, t, path, b);
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
@@ -269,7 +269,7 @@ impl Model {
             }
             blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
-            encode_layer_norm(pass, &blk.ln_2, t, c, bias);
+            encode_layer_norm(pass, &blk.ln_2, t, c, Norm::layer(bias));
             self.encode_mlp(pass, l, t, path);
             if capture {
                 encode_row_norm(pass, &blk.norm, t, c, (l + 1) * t);
@@ -279,7 +279,7 @@ impl Model {
             }
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte
-        encode_layer_norm(pass, &ops.ln_f, t, c, bias);
+        encode_layer_norm(pass, &ops.ln_f, t, c, Norm::layer(bias));
         let chunks = &self.weights.wte.chunks;
         match kind {
             StepKind::Forward { .. } | StepKind::Forwards(_) => {
@@ -290,7 +290,7 @@ impl Model {
                     let per = t * (2 * lens.k + 1);
                     for (l, tops) in lens.top.iter().enumerate() {
                         encode_copy_rows(pass, &lens.restore[l], t * c, l * t * c, 0);
-                        encode_layer_norm(pass, &ops.ln_f, t, c, bias);
+                        encode_layer_norm(pass, &ops.ln_f, t, c, Norm::layer(bias));
                         for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
                             encode_matmul_bt(pass, op, t, ch.rows, c, 0);
                             let out0 = (l * chunks.len() + i) * per;

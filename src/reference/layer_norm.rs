@@ -17,3 +17,19 @@ pub fn layer_norm(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: usize) -> 
     }
     out
 }
+
+/// RMSNorm of each row of `x [T, C]` (Llama's `LlamaRMSNorm`):
+/// `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(x: &[f32], weight: &[f32], c: usize, eps: f64) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (ms + eps).sqrt();
+        out.extend(
+            row.iter()
+                .zip(weight)
+                .map(|(&v, &w)| (v as f64 * rstd * w as f64) as f32),
+        );
+    }
+    out
+}

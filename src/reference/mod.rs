@@ -9,7 +9,9 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod model;
 pub mod moe;
+pub mod rotary;
 pub mod row_norm;
+pub mod swiglu;
 
 /// How many values of `a` and `b` differ in their bits (and by how much the lengths
 /// differ): 0 when one computation gave exactly the other's numbers.

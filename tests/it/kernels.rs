@@ -19,7 +19,8 @@ fn variants(base: &'static str) -> Vec<&'static str> {
 use wgformer::kernels::seen_by;
 
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, rotary,
+    row_norm, swiglu,
 };
 use wgformer::reference;
 
@@ -247,6 +248,119 @@ fn matvec_matches_reference() {
                     1e-4,
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn rotary_rotates_query_and_key_heads_half_split() {
+    use wgformer::model::rope::{inv_freq, rope_table, RopeScaling};
+    let g = gpu();
+    // (query heads, key-value heads, head size, rows): grouped-query layouts, heads of
+    // 32 / 64 / 128, one row, rows past a workgroup
+    for &(nh, nkv, hs, t) in &[
+        (4, 2, 64, 1),
+        (4, 4, 32, 7),
+        (6, 2, 128, 70),
+        (12, 4, 64, 33),
+    ] {
+        let row = (nh + 2 * nkv) * hs;
+        let x = rand_vec(t * row, 31, 1.0);
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
+        let (cos, sin) = rope_table(&inv_freq(hs, 500_000.0, scaling), 512);
+        // a decode batch's rows each at its own position (not sorted, one repeated)
+        let positions: Vec<u32> = (0..t as u32).map(|r| (r * 37 + 5) % 512).collect();
+        let got = rotary::run_rotary(
+            &g.ctx,
+            &g.pipelines,
+            (&x, row),
+            (nh + nkv, hs),
+            (&cos, &sin),
+            &positions,
+        )
+        .unwrap();
+        let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
+        let name = format!("rotary nh {nh} nkv {nkv} hs {hs} t {t}");
+        assert_close(&name, &got, &want, 1e-6, 1e-5);
+        // the values (after the key heads) are untouched
+        for r in 0..t {
+            let v = r * row + (nh + nkv) * hs..(r + 1) * row;
+            assert_eq!(&got[v.clone()], &x[v], "{name}: values changed");
+        }
+        // rotating pairs (i, i + 1) instead of (i, i + HS/2) would not pass
+        let mut interleaved = x.clone();
+        for (r, &pos) in positions.iter().enumerate() {
+            for h in 0..nh + nkv {
+                for i in 0..hs / 2 {
+                    let (c, s) = (
+                        cos[pos as usize * hs / 2 + i],
+                        sin[pos as usize * hs / 2 + i],
+                    );
+                    let at = r * row + h * hs + 2 * i;
+                    let (a, b) = (x[at], x[at + 1]);
+                    interleaved[at] = a * c - b * s;
+                    interleaved[at + 1] = b * c + a * s;
+                }
+            }
+        }
+        assert!(reference::compare(&name, &got, &interleaved, 1e-6, 1e-5).is_err());
+    }
+}
+
+#[test]
+fn swiglu_gates_the_up_half_with_silu_of_the_gate_half() {
+    let g = gpu();
+    // one row; rows past a workgroup and H not a multiple of the workgroup; large gate
+    // values (silu's tails: e^-g overflows to inf for g < -88 and gives -0)
+    for &(t, h) in &[(1, 4), (9, 44), (70, 2048)] {
+        let mut gu = rand_vec(t * 2 * h, 41, 4.0);
+        gu[0] = -120.0;
+        gu[1] = 95.0;
+        let got = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h).unwrap();
+        let want = reference::swiglu::swiglu(&gu, h);
+        assert_close(&format!("swiglu {t}x{h}"), &got, &want, 1e-6, 1e-5);
+        // gate and up swapped would not pass
+        let swapped: Vec<f32> = gu
+            .chunks(2 * h)
+            .flat_map(|r| r[h..].iter().chain(&r[..h]).copied().collect::<Vec<_>>())
+            .collect();
+        let wrong = reference::swiglu::swiglu(&swapped, h);
+        assert!(reference::compare("swapped", &got, &wrong, 1e-6, 1e-5).is_err());
+    }
+}
+
+#[test]
+fn rms_norm_on_both_kernel_classes() {
+    // RMSNorm is the norm kernels with flag NORM_RMS: no mean subtracted, no bias; rows
+    // with a large mean show that none is (a LayerNorm of them would differ)
+    let g = gpu();
+    for &(t, c, eps) in &[
+        (1, 4, 1e-5),
+        (3, 64, 1e-6),
+        (65, 768, 1e-5),
+        (130, 36, 1e-6),
+        (2, 2048, 1e-5),
+    ] {
+        let x: Vec<f32> = rand_vec(t * c, 21, 2.0).iter().map(|v| v + 1.5).collect();
+        let w = rand_vec(c, 22, 1.0);
+        let want = reference::layer_norm::rms_norm(&x, &w, c, eps as f64);
+        let layer = reference::layer_norm::layer_norm(&x, &w, None, c);
+        assert!(want.iter().zip(&layer).any(|(a, b)| (a - b).abs() > 0.1));
+        for variant in variants("layer_norm") {
+            let got =
+                layer_norm::run_rms_norm(&g.ctx, &g.pipelines, variant, &x, &w, c, eps).unwrap();
+            assert_close(
+                &format!("{variant} rms {t}x{c} eps {eps}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }

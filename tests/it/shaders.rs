@@ -6,7 +6,8 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::kernels::catalogue::prelude;
 use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, row_norm,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, rotary,
+    row_norm, swiglu,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -100,12 +101,19 @@ fn uniform_structs_match_rust_twins() {
             [t, c4, row_start, rows]
         );
     }
+    check_twin!("swiglu", SwigluParams, swiglu::SwigluParams, [t, h4]);
+    check_twin!(
+        "rotary",
+        RotaryParams,
+        rotary::RotaryParams,
+        [t, row4, heads, half4]
+    );
     for shader in ["layer_norm", "layer_norm_workgroup"] {
         check_twin!(
             shader,
             LayerNormParams,
             layer_norm::LayerNormParams,
-            [t, c4, has_bias, eps]
+            [t, c4, flags, eps]
         );
     }
     for shader in ["matmul", "matmul_tiled", "matmul_coop"] {
