@@ -14,9 +14,11 @@
 //! | `kv_pool.rs` | the paged KV cache's page tables |
 //! | `weights.rs` | tensor specs, seeded init, safetensors checkpoints |
 //! | `memory.rs` | the memory estimate, checked before anything is allocated |
+//! | `family.rs` | a model family as data, read from a Hugging Face `config.json` |
 //! | `rope.rs` | rotary embedding frequencies (default, linear, llama3) and cos / sin tables |
 
 mod build;
+pub mod family;
 pub mod forward;
 pub mod generate;
 pub mod kv_pool;

@@ -1,0 +1,525 @@
+//! A model family as data: what a Hugging Face `config.json` says about the blocks
+//! (norm, positions, attention heads, biases, MLP or MoE, sliding window, tied head),
+//! for the families the service loads. Both config layouts real directories carry are
+//! read: transformers 4 (`rope_theta`, `rope_scaling` with `type` or `rope_type`) and
+//! transformers 5 (`rope_parameters`). Errors are `Error::Config` naming the key.
+
+use serde_json::{Map, Value};
+
+use super::rope::RopeScaling;
+use crate::error::{Error, Result};
+
+/// The `architectures` the service loads, with the family each is.
+pub const SUPPORTED: &[(&str, Family)] = &[
+    ("GPT2LMHeadModel", Family::Gpt2),
+    ("LlamaForCausalLM", Family::Llama),
+    ("Qwen2ForCausalLM", Family::Qwen2),
+    ("MistralForCausalLM", Family::Mistral),
+    ("MixtralForCausalLM", Family::Mixtral),
+    ("Qwen2MoeForCausalLM", Family::Qwen2Moe),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Gpt2,
+    Llama,
+    Qwen2,
+    Mistral,
+    Mixtral,
+    Qwen2Moe,
+}
+
+/// The norm of every block and of the final layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormKind {
+    /// LayerNorm with weight and bias (`layer_norm_epsilon`).
+    Layer { eps: f32 },
+    /// RMSNorm with weight only (`rms_norm_eps`).
+    Rms { eps: f32 },
+}
+
+/// How positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Positions {
+    /// A learned table added to the embedding (GPT-2's wpe).
+    Learned,
+    /// Rotary embedding of queries and keys, half-split.
+    Rotary { theta: f32, scaling: RopeScaling },
+}
+
+/// The MLP of a block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mlp {
+    /// `c_proj(gelu(c_fc(x)))` (GPT-2).
+    Gelu { hidden: usize },
+    /// `down(silu(gate(x)) · up(x))` (Llama).
+    SwiGlu { hidden: usize },
+}
+
+/// A Mixture-of-Experts MLP (SwiGLU experts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moe {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Each expert's hidden width.
+    pub hidden: usize,
+    /// Renormalise the chosen experts' softmax weights to sum to 1 (Mixtral always;
+    /// Qwen2-MoE's `norm_topk_prob`).
+    pub norm_topk_prob: bool,
+    /// Qwen2-MoE: a shared expert of this hidden width, gated by a sigmoid.
+    pub shared_expert_hidden: Option<usize>,
+    /// Qwen2-MoE: layer l is MoE when `(l + 1) % decoder_sparse_step == 0` and it is not
+    /// in `mlp_only_layers` (those take the dense MLP of `Architecture::mlp`).
+    pub decoder_sparse_step: usize,
+    pub mlp_only_layers: Vec<usize>,
+}
+
+/// Everything about a model's shape that its `config.json` decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Architecture {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention); `n_head` when absent.
+    pub n_kv_head: usize,
+    /// Head size; `hidden_size / n_head` when absent.
+    pub head_dim: usize,
+    pub max_positions: usize,
+    pub norm: NormKind,
+    pub positions: Positions,
+    /// Biases on the q, k and v projections (Qwen2: always; Llama: `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the attention's output projection.
+    pub o_bias: bool,
+    /// Biases on the MLP's projections.
+    pub mlp_bias: bool,
+    pub mlp: Mlp,
+    pub moe: Option<Moe>,
+    /// Keys older than this many positions are masked (Mistral's `sliding_window`).
+    pub sliding_window: Option<usize>,
+    /// The LM head is the embedding (`tie_word_embeddings`).
+    pub tied_head: bool,
+}
+
+impl Architecture {
+    /// Whether block `layer` has the MoE MLP.
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| {
+            (layer + 1).is_multiple_of(m.decoder_sparse_step.max(1))
+                && !m.mlp_only_layers.contains(&layer)
+        })
+    }
+}
+
+fn bad(detail: String) -> Error {
+    Error::Config(format!("config.json: {detail}"))
+}
+
+/// Reads the keys of one config object, naming the one at fault.
+struct Keys<'a>(&'a Map<String, Value>);
+
+impl Keys<'_> {
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| bad(format!("{key} must be a non-negative integer, not {v}"))),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| bad(format!("{key} is missing")))
+    }
+    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| bad(format!("{key} must be a number, not {v}"))),
+        }
+    }
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad(format!("{key} must be true or false, not {v}"))),
+        }
+    }
+}
+
+/// The family of `config.json`'s `architectures` (or, without it, its `model_type`).
+fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
+    let supported = || {
+        SUPPORTED
+            .iter()
+            .map(|(a, _)| *a)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(archs) = cfg.get("architectures").and_then(Value::as_array) {
+        let names: Vec<&str> = archs.iter().filter_map(Value::as_str).collect();
+        return names
+            .iter()
+            .find_map(|n| SUPPORTED.iter().find(|(a, _)| a == n).map(|(_, f)| *f))
+            .ok_or_else(|| {
+                bad(format!(
+                    "architectures {names:?}: not one this service runs (supported: {})",
+                    supported()
+                ))
+            });
+    }
+    let by_type = [
+        ("gpt2", Family::Gpt2),
+        ("llama", Family::Llama),
+        ("qwen2", Family::Qwen2),
+        ("mistral", Family::Mistral),
+        ("mixtral", Family::Mixtral),
+        ("qwen2_moe", Family::Qwen2Moe),
+    ];
+    let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
+    by_type
+        .iter()
+        .find(|(n, _)| *n == t)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            bad(format!(
+                "neither architectures nor a known model_type ({t:?}): supported: {}",
+                supported()
+            ))
+        })
+}
+
+/// `rope_theta` and the scaling, from `rope_parameters` (transformers 5) or
+/// `rope_theta` + `rope_scaling` (transformers 4; `type` or `rope_type`).
+fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
+    let empty = Map::new();
+    let params = cfg.get("rope_parameters").and_then(Value::as_object);
+    let scaling = params
+        .or_else(|| cfg.get("rope_scaling").and_then(Value::as_object))
+        .unwrap_or(&empty);
+    let theta = match params {
+        Some(p) => Keys(p).f32_or("rope_theta", Keys(cfg).f32_or("rope_theta", 10_000.0)?)?,
+        None => Keys(cfg).f32_or("rope_theta", 10_000.0)?,
+    };
+    let k = Keys(scaling);
+    let kind = scaling
+        .get("rope_type")
+        .or_else(|| scaling.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: k.f32_or("factor", 1.0)?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: k.f32_or("factor", 8.0)?,
+            low_freq_factor: k.f32_or("low_freq_factor", 1.0)?,
+            high_freq_factor: k.f32_or("high_freq_factor", 4.0)?,
+            original_max_position_embeddings: k.usize("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(bad(format!(
+                "rope type {other:?} is not supported (default, linear, llama3)"
+            )))
+        }
+    };
+    Ok(Positions::Rotary { theta, scaling })
+}
+
+/// Read a Hugging Face `config.json`.
+pub fn from_hf_config(text: &str) -> Result<Architecture> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let cfg = value
+        .as_object()
+        .ok_or_else(|| bad("must be a JSON object".into()))?;
+    let family = family_of(cfg)?;
+    let k = Keys(cfg);
+    if family == Family::Gpt2 {
+        let hidden_size = k.usize("n_embd")?;
+        let n_head = k.usize("n_head")?;
+        return Ok(Architecture {
+            family,
+            vocab_size: k.usize("vocab_size")?,
+            hidden_size,
+            n_layer: k.usize("n_layer")?,
+            n_head,
+            n_kv_head: n_head,
+            head_dim: hidden_size / n_head.max(1),
+            max_positions: k.usize("n_positions")?,
+            norm: NormKind::Layer {
+                eps: k.f32_or("layer_norm_epsilon", 1e-5)?,
+            },
+            positions: Positions::Learned,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            mlp: Mlp::Gelu {
+                hidden: k.usize_opt("n_inner")?.unwrap_or(4 * hidden_size),
+            },
+            moe: None,
+            sliding_window: None,
+            tied_head: k.bool_or("tie_word_embeddings", true)?,
+        });
+    }
+    let hidden_size = k.usize("hidden_size")?;
+    let n_head = k.usize("num_attention_heads")?;
+    if n_head == 0 {
+        return Err(bad("num_attention_heads must be positive".into()));
+    }
+    let n_kv_head = k.usize_opt("num_key_value_heads")?.unwrap_or(n_head);
+    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+        return Err(bad(format!(
+            "num_attention_heads ({n_head}) must be a multiple of num_key_value_heads ({n_kv_head})"
+        )));
+    }
+    let attention_bias = k.bool_or("attention_bias", false)?;
+    let qwen = matches!(family, Family::Qwen2 | Family::Qwen2Moe);
+    let intermediate = k.usize("intermediate_size")?;
+    let moe = match family {
+        Family::Mixtral => Some(Moe {
+            experts: k.usize("num_local_experts")?,
+            top_k: k.usize("num_experts_per_tok")?,
+            hidden: intermediate,
+            norm_topk_prob: true,
+            shared_expert_hidden: None,
+            decoder_sparse_step: 1,
+            mlp_only_layers: Vec::new(),
+        }),
+        Family::Qwen2Moe => Some(Moe {
+            experts: k.usize("num_experts")?,
+            top_k: k.usize("num_experts_per_tok")?,
+            hidden: k.usize("moe_intermediate_size")?,
+            norm_topk_prob: k.bool_or("norm_topk_prob", false)?,
+            shared_expert_hidden: k
+                .usize_opt("shared_expert_intermediate_size")?
+                .filter(|&h| h > 0),
+            decoder_sparse_step: k.usize_opt("decoder_sparse_step")?.unwrap_or(1).max(1),
+            mlp_only_layers: match cfg.get("mlp_only_layers") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_u64().map(|n| n as usize))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("mlp_only_layers must list layer numbers".into()))?,
+                Some(v) => return Err(bad(format!("mlp_only_layers must be a list, not {v}"))),
+            },
+        }),
+        _ => None,
+    };
+    if let Some(m) = &moe {
+        if m.top_k == 0 || m.top_k > m.experts {
+            return Err(bad(format!(
+                "num_experts_per_tok ({}) must be between 1 and the number of experts ({})",
+                m.top_k, m.experts
+            )));
+        }
+    }
+    // Mistral masks keys past the window; Qwen2 only with use_sliding_window
+    let sliding_window = match family {
+        Family::Mistral | Family::Mixtral => k.usize_opt("sliding_window")?,
+        Family::Qwen2 | Family::Qwen2Moe if k.bool_or("use_sliding_window", false)? => {
+            k.usize_opt("sliding_window")?
+        }
+        _ => None,
+    };
+    Ok(Architecture {
+        family,
+        vocab_size: k.usize("vocab_size")?,
+        hidden_size,
+        n_layer: k.usize("num_hidden_layers")?,
+        n_head,
+        n_kv_head,
+        head_dim: k.usize_opt("head_dim")?.unwrap_or(hidden_size / n_head),
+        max_positions: k.usize("max_position_embeddings")?,
+        norm: NormKind::Rms {
+            eps: k.f32_or("rms_norm_eps", 1e-6)?,
+        },
+        positions: rotary(cfg)?,
+        qkv_bias: qwen || attention_bias,
+        o_bias: !qwen && attention_bias,
+        mlp_bias: k.bool_or("mlp_bias", false)?,
+        mlp: Mlp::SwiGlu {
+            hidden: intermediate,
+        },
+        moe,
+        sliding_window,
+        tied_head: k.bool_or("tie_word_embeddings", false)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// meta-llama/Llama-3.2-1B-Instruct's config.json (as published; transformers 4
+    /// layout, llama3 rope scaling, tied head, grouped-query attention).
+    const LLAMA_3_2_1B: &str = r#"{
+        "architectures": ["LlamaForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": 128001,
+        "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
+        "initializer_range": 0.02, "intermediate_size": 8192,
+        "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+        "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256}"#;
+
+    /// Qwen/Qwen1.5-MoE-A2.7B's shape (qwen2_moe: 60 experts, 4 a token, a shared
+    /// expert, no renormalisation).
+    const QWEN_MOE: &str = r#"{
+        "architectures": ["Qwen2MoeForCausalLM"], "decoder_sparse_step": 1,
+        "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 5632,
+        "max_position_embeddings": 8192, "max_window_layers": 21, "model_type": "qwen2_moe",
+        "moe_intermediate_size": 1408, "norm_topk_prob": false, "num_attention_heads": 16,
+        "num_experts": 60, "num_experts_per_tok": 4, "num_hidden_layers": 24,
+        "num_key_value_heads": 16, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+        "shared_expert_intermediate_size": 5632, "sliding_window": 32768,
+        "tie_word_embeddings": false, "use_sliding_window": false, "vocab_size": 151936}"#;
+
+    #[test]
+    fn llama_3_2_reads_as_published() {
+        let a = from_hf_config(LLAMA_3_2_1B).unwrap();
+        assert_eq!(a.family, Family::Llama);
+        assert_eq!(
+            (a.hidden_size, a.n_layer, a.n_head, a.n_kv_head, a.head_dim),
+            (2048, 16, 32, 8, 64)
+        );
+        assert_eq!(a.norm, NormKind::Rms { eps: 1e-5 });
+        assert_eq!(
+            a.positions,
+            Positions::Rotary {
+                theta: 500_000.0,
+                scaling: RopeScaling::Llama3 {
+                    factor: 32.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 8192,
+                },
+            }
+        );
+        assert_eq!(a.mlp, Mlp::SwiGlu { hidden: 8192 });
+        assert!(a.tied_head && !a.qkv_bias && !a.o_bias && !a.mlp_bias);
+        assert_eq!((a.moe, a.sliding_window), (None, None));
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_read_the_same() {
+        let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
+        let o = v.as_object_mut().unwrap();
+        let mut params = o.remove("rope_scaling").unwrap();
+        params["rope_theta"] = o.remove("rope_theta").unwrap();
+        o.insert("rope_parameters".into(), params);
+        let a = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(a, from_hf_config(LLAMA_3_2_1B).unwrap());
+        // `type` (older transformers 4) as well as `rope_type`; linear scaling
+        let linear = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 128,
+            "max_position_embeddings": 256, "vocab_size": 100,
+            "rope_scaling": {"type": "linear", "factor": 2.0}}"#;
+        let a = from_hf_config(linear).unwrap();
+        assert_eq!(
+            a.positions,
+            Positions::Rotary {
+                theta: 10_000.0,
+                scaling: RopeScaling::Linear { factor: 2.0 }
+            }
+        );
+        // absent keys take transformers' defaults
+        assert_eq!((a.n_kv_head, a.head_dim, a.tied_head), (4, 16, false));
+    }
+
+    #[test]
+    fn qwen2_biases_mistral_window_and_the_moe_families() {
+        let qwen = r#"{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 896,
+            "num_attention_heads": 14, "num_key_value_heads": 2, "num_hidden_layers": 24,
+            "intermediate_size": 4864, "max_position_embeddings": 32768, "vocab_size": 151936,
+            "rope_theta": 1000000.0, "sliding_window": 32768, "use_sliding_window": false,
+            "tie_word_embeddings": true, "rms_norm_eps": 1e-06}"#;
+        let a = from_hf_config(qwen).unwrap();
+        assert!(a.qkv_bias && !a.o_bias, "Qwen2: biases on q, k, v only");
+        assert_eq!((a.head_dim, a.sliding_window), (64, None));
+        let mistral = r#"{"architectures": ["MistralForCausalLM"], "hidden_size": 4096,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 32,
+            "intermediate_size": 14336, "max_position_embeddings": 32768, "vocab_size": 32000,
+            "sliding_window": 4096}"#;
+        assert_eq!(from_hf_config(mistral).unwrap().sliding_window, Some(4096));
+        let no_window = mistral.replace("\"sliding_window\": 4096", "\"sliding_window\": null");
+        assert_eq!(from_hf_config(&no_window).unwrap().sliding_window, None);
+        let mixtral = mistral
+            .replace("MistralForCausalLM", "MixtralForCausalLM")
+            .replace(
+                "\"sliding_window\": 4096",
+                "\"num_local_experts\": 8, \"num_experts_per_tok\": 2",
+            );
+        let m = from_hf_config(&mixtral).unwrap().moe.unwrap();
+        assert_eq!(
+            (m.experts, m.top_k, m.hidden, m.norm_topk_prob),
+            (8, 2, 14336, true)
+        );
+        let q = from_hf_config(QWEN_MOE).unwrap();
+        let m = q.moe.clone().unwrap();
+        assert_eq!((m.experts, m.top_k, m.hidden), (60, 4, 1408));
+        assert_eq!(
+            (m.norm_topk_prob, m.shared_expert_hidden),
+            (false, Some(5632))
+        );
+        assert!((0..24).all(|l| q.is_moe_layer(l)));
+        let sparse = QWEN_MOE.replace(
+            "\"decoder_sparse_step\": 1",
+            "\"decoder_sparse_step\": 2, \"mlp_only_layers\": [3]",
+        );
+        let s = from_hf_config(&sparse).unwrap();
+        let moe_layers: Vec<usize> = (0..8).filter(|&l| s.is_moe_layer(l)).collect();
+        assert_eq!(moe_layers, [1, 5, 7]);
+    }
+
+    #[test]
+    fn gpt2_reads_as_todays_model() {
+        let gpt2 = r#"{"architectures": ["GPT2LMHeadModel"], "n_embd": 768, "n_head": 12,
+            "n_layer": 12, "n_positions": 1024, "vocab_size": 50257,
+            "layer_norm_epsilon": 1e-05}"#;
+        let a = from_hf_config(gpt2).unwrap();
+        assert_eq!(a.family, Family::Gpt2);
+        assert_eq!(
+            (a.head_dim, a.mlp, a.positions),
+            (64, Mlp::Gelu { hidden: 3072 }, Positions::Learned)
+        );
+        assert!(a.tied_head && a.qkv_bias && a.o_bias && a.mlp_bias);
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let err = |text: &str| from_hf_config(text).unwrap_err().to_string();
+        let e = err(r#"{"architectures": ["BertModel"]}"#);
+        assert!(
+            e.contains("BertModel") && e.contains("LlamaForCausalLM"),
+            "{e}"
+        );
+        assert!(err("{not json").contains("not valid JSON"));
+        let e = err(&LLAMA_3_2_1B.replace("\"num_hidden_layers\": 16, ", ""));
+        assert!(e.contains("num_hidden_layers is missing"), "{e}");
+        let e = err(&LLAMA_3_2_1B.replace("\"llama3\"", "\"yarn\""));
+        assert!(e.contains("yarn"), "{e}");
+        let e =
+            err(&LLAMA_3_2_1B.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5"));
+        assert!(e.contains("multiple of num_key_value_heads"), "{e}");
+        let e = err(&QWEN_MOE.replace("\"num_experts_per_tok\": 4", "\"num_experts_per_tok\": 61"));
+        assert!(e.contains("num_experts_per_tok (61)"), "{e}");
+        let e = err(&LLAMA_3_2_1B.replace("\"hidden_size\": 2048", "\"hidden_size\": \"big\""));
+        assert!(
+            e.contains("hidden_size must be a non-negative integer"),
+            "{e}"
+        );
+    }
+}
