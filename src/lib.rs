@@ -22,7 +22,7 @@
 //! encoder → one submit → read back the few numbers the response needs.
 //!
 //! Layers, each importing only from those below it (`tests/it/layers.rs` checks):
-//! [`server`] > [`engine`] > [`model`] > [`kernels`] > [`reference`] > [`gpu`] >
+//! [`server`] > [`engine`] > [`model`] > [`kernels`] > [`reference`](mod@reference) > [`gpu`] >
 //! [`config`], [`error`], [`sparse`], [`files`], [`tokenizer`], [`stats`].
 
 pub mod config;

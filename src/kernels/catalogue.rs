@@ -51,7 +51,7 @@ pub struct Kernel {
     /// Needs the SUBGROUP feature (subgroups of at least 8 lanes).
     pub subgroups: bool,
     /// Needs cooperative matrices (16×16×16, f16 inputs, f32 accumulators) and f16 in
-    /// shaders ([`GpuContext::cooperative_matrix`]).
+    /// shaders ([`crate::gpu::GpuContext::cooperative_matrix`]).
     pub cooperative: bool,
     pub class: KernelClass,
     pub precision: Precision,
