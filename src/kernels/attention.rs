@@ -401,7 +401,7 @@ pub fn encode_attention_paged(
     let p = AttentionParams::new(t, c, nh, KvLayout::paged(c, 0, page), block);
     // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
     // workgroup
-    let per_workgroup = crate::kernels::kernel(op.name).is_some_and(|k| k.name != k.op);
+    let per_workgroup = op.kernel.name != op.kernel.op;
     let gx = if per_workgroup {
         t
     } else {

@@ -3,14 +3,15 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::catalogue::Kernel;
 use super::Pipelines;
 use super::{submit_pass, HostProduct, KernelOp, LinearBuffers};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext, WORKGROUP};
 
 /// Rows computed by one invocation (the shader's `TM`), by kernel variant.
-pub fn tile_rows(kernel: &str) -> usize {
-    if crate::kernels::kernel(kernel).is_some_and(|k| k.subgroups) {
+pub fn tile_rows(kernel: &Kernel) -> usize {
+    if kernel.subgroups {
         16
     } else {
         8
@@ -240,7 +241,7 @@ pub fn encode_matmul(
     } else {
         (
             (n / 4).div_ceil(WORKGROUP as usize) as u32,
-            m.div_ceil(tile_rows(op.op.name)) as u32,
+            m.div_ceil(tile_rows(op.op.kernel)) as u32,
         )
     };
     let gz = if sum.is_some() { slices as u32 } else { 1 };

@@ -117,7 +117,7 @@ pub fn encode_matmul_bt(
         a_row0: a_row0 as u32,
     };
     let gx = n.div_ceil(4 * WORKGROUP as usize) as u32;
-    let gy = m.div_ceil(tile_rows(op.name)) as u32;
+    let gy = m.div_ceil(tile_rows(op.kernel)) as u32;
     op.encode(pass, &p, (gx, gy, 1));
 }
 

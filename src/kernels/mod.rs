@@ -31,6 +31,8 @@ use crate::gpu::{buffers, dispatch, GpuContext};
 /// records it.
 pub struct KernelOp {
     pub name: &'static str,
+    /// Its catalogue entry, looked up once at build (not on every dispatch).
+    pub kernel: &'static catalogue::Kernel,
     /// The `ROWS` its pipeline was compiled with (1 unless a decode-batch kernel).
     pub rows: u32,
     /// The workgroup size its pipeline was compiled with.
@@ -67,6 +69,7 @@ impl KernelOp {
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
         let pipeline = pipelines.get(name, rows).clone();
+        let entry = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the catalogue"));
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = all
             .iter()
@@ -83,6 +86,7 @@ impl KernelOp {
         });
         KernelOp {
             name,
+            kernel: entry,
             rows,
             workgroup: pipelines.workgroup(name),
             pipeline,

@@ -185,7 +185,7 @@ pub fn encode_moe_matmul(
         _pad: [0; 3],
     };
     let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
-    let gy = rows.div_ceil(super::matmul::tile_rows(op.name)) as u32;
+    let gy = rows.div_ceil(super::matmul::tile_rows(op.kernel)) as u32;
     op.encode(pass, &p, (gx, gy, 1));
 }
 

@@ -149,7 +149,7 @@ fn imports(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
             for (child_path, f) in &modules {
                 if child_path.len() == me.len() + 1 && child_path[..me.len()] == me[..] {
                     let name = &child_path[me.len()];
-                    if paths_after(&text, name).iter().any(|_| true) {
+                    if !paths_after(&text, name).is_empty() {
                         deps.insert(f.clone());
                     }
                 }
