@@ -105,20 +105,41 @@ fn imports(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
     let mut graph = BTreeMap::new();
     for (file, src) in files {
         let me = module_path(file);
-        let parent = me[..me.len().saturating_sub(1)].to_vec();
         let mut deps = BTreeSet::new();
+        // inline modules (`pub mod prelude {`) open a scope `super` and `self` start from
+        let mut inline: Vec<(String, i64)> = Vec::new();
+        let mut depth: i64 = 0;
         // code before the test module; a `//!` or `//` line is not code
         let code = src.split("#[cfg(test)]\nmod ").next().unwrap_or("");
         let mut block = String::new();
         for line in code.lines() {
             let t = line.trim_start();
-            if t.starts_with("//")
-                || t.starts_with("pub use")
-                || t.starts_with("mod ")
-                || t.starts_with("pub mod ")
-            {
+            if t.starts_with("//") {
                 continue;
             }
+            let opens = t.matches('{').count() as i64;
+            let closes = t.matches('}').count() as i64;
+            let inline_mod = t
+                .strip_prefix("pub mod ")
+                .or_else(|| t.strip_prefix("mod "))
+                .and_then(|r| r.strip_suffix('{'))
+                .map(|name| name.trim().to_string());
+            if let Some(name) = inline_mod {
+                inline.push((name, depth));
+            }
+            depth += opens - closes;
+            while inline.last().is_some_and(|(_, d)| depth <= *d) {
+                inline.pop();
+            }
+            if t.starts_with("pub use") || t.starts_with("mod ") || t.starts_with("pub mod ") {
+                continue;
+            }
+            let scope: Vec<String> = me
+                .iter()
+                .cloned()
+                .chain(inline.iter().map(|(n, _)| n.clone()))
+                .collect();
+            let parent = scope[..scope.len().saturating_sub(1)].to_vec();
             // a `use` may span lines: join it up to its `;`
             if !block.is_empty() || t.starts_with("use ") || t.starts_with("pub(crate) use") {
                 block.push_str(t);
@@ -135,7 +156,7 @@ fn imports(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
             for (prefix, base) in [
                 ("crate", Vec::new()),
                 ("super", parent.clone()),
-                ("self", me.clone()),
+                ("self", scope.clone()),
             ] {
                 for p in paths_after(&text, prefix) {
                     let mut full = base.clone();
@@ -279,6 +300,10 @@ fn the_checks_catch_a_circle_and_an_upward_import() {
         ),
         ("engine/scheduler.rs", "use super::{options::EngineOptions, Job};\n"),
         ("engine/options.rs", "pub struct EngineOptions;\n"),
+        (
+            "kernels/catalogue.rs",
+            "pub struct Prelude;\npub mod prelude {\n    use super::Prelude;\n}\n",
+        ),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
