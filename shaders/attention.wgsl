@@ -1,8 +1,9 @@
-// Causal multi-head self-attention. Queries come from a fused qkv buffer [T, 3C]
-// (q | k | v); keys and values from `k` and `v`, which are either that same qkv buffer
-// (a forward pass: stride 3C, offsets C and 2C) or the KV cache of a generation
-// (stride C, offset 0, rows 0 .. pos + T). Query t sits at absolute position pos + t:
-//   out[t, h] = Σ_{j ≤ pos + t} softmax_j(q_t · k_j / sqrt(HS)) v_j
+// Causal multi-head self-attention. Queries come from a fused qkv buffer (q | k | v:
+// NH query heads, NKV key heads, NKV value heads a row); keys and values from `k` and
+// `v`, which are either that same qkv buffer (a forward pass) or the KV cache of a
+// generation (rows of NKV heads, rows 0 .. pos + T). Query t sits at absolute position
+// pos + t; query head h reads key/value head h / (NH / NKV) (grouped-query attention):
+//   out[t, h] = Σ_{j ≤ pos + t, in the window} softmax_j(q_t · k_j / sqrt(HS)) v_j
 // One invocation per (query t, head h), online (streaming) softmax in f32 with the
 // running max subtracted. Also writes the entropy of each attention row, in nats,
 // to entropy[h, t] for capture.
@@ -26,7 +27,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     if (t >= p.t) {
         return;
     }
-    let stride = 3u * p.c4;
+    let stride = qkv_stride4();
     let hs4 = p.hs4;
     let qo = (p.t0 + t) * stride + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
@@ -36,8 +37,9 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
         acc[d] = vec4<f32>(0.0);
     }
     var sm = online_start();
-    for (var j = 0u; j <= p.pos + t; j++) {
-        let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * hs4;
+    let kvh = kv_head4(h);
+    for (var j = first_key(p.pos + t); j <= p.pos + t; j++) {
+        let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kvh;
         var s4 = vec4<f32>(0.0);
         for (var d = 0u; d < hs4; d++) {
             s4 += q[d] * k[ko + d];
@@ -50,7 +52,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
             }
         }
         let e = w.y;
-        let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + h * hs4;
+        let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kvh;
         for (var d = 0u; d < hs4; d++) {
             acc[d] += e * v[vo + d];
         }

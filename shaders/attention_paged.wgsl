@@ -28,7 +28,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
         return;
     }
     let hs4 = p.hs4;
-    let qo = t * 3u * p.c4 + h * hs4;
+    let qo = t * qkv_stride4() + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
     for (var d = 0u; d < hs4; d++) {
@@ -41,8 +41,8 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
     var sm = online_start();
     for (var i = 0u; i < keys.len; i++) {
         let j = walk_key(keys, i);
-        if (j <= qpos) {
-            let ko = kv_row(table, j) * p.c4 + h * hs4;
+        if (sees(qpos, j)) {
+            let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
                 s4 += q[d] * k_pool[ko + d];

@@ -42,7 +42,7 @@ fn attention_paged_subgroup(
     let t = wid.x; // one workgroup per query row: t < p.t
     let h = wid.y;
     let head = h * 16u;
-    let qo = t * 3u * p.c4 + head;
+    let qo = t * qkv_stride4() + head;
     let q = load_query64(qo); // prelude `query64`
     let ld = lane & 7u; // this lane's vec4s of the output: ld and ld + 8
     var a0 = vec4<f32>(0.0);
@@ -56,8 +56,8 @@ fn attention_paged_subgroup(
         // 1. lane i < CHUNK: key c0 + i (masked: past the walk, or after the query)
         let i = c0 + min(lane, CHUNK - 1u);
         let j = walk_key(keys, min(i, keys.len - 1u));
-        let live = lane < CHUNK && i < keys.len && j <= qpos;
-        let ko = kv_row(table, min(j, qpos)) * p.c4 + head;
+        let live = lane < CHUNK && i < keys.len && sees(qpos, j);
+        let ko = kv_row(table, min(j, qpos)) * pool_stride4() + kv_head4(h);
         var s4 = q.v0 * k_pool[ko];
         s4 += q.v1 * k_pool[ko + 1u];
         s4 += q.v2 * k_pool[ko + 2u];

@@ -46,7 +46,7 @@ fn attention_paged_workgroup(
     if (lid == 0u) {
         walk = keys.len;
     }
-    let qo = t * 3u * p.c4 + h * hs4;
+    let qo = t * qkv_stride4() + h * hs4;
     for (var d = lid; d < hs4; d += WG) {
         q[d] = qkv[qo + d] * p.scale;
     }
@@ -62,8 +62,8 @@ fn attention_paged_workgroup(
         for (var i = lid; i < len; i += WG) {
             let j = walk_key(keys, c0 + i);
             var s = MASKED;
-            if (j <= qpos) {
-                let ko = kv_row(table, j) * p.c4 + h * hs4;
+            if (sees(qpos, j)) {
+                let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
                 var s4 = vec4<f32>(0.0);
                 for (var d = 0u; d < hs4; d++) {
                     s4 += q[d] * k_pool[ko + d];
@@ -94,7 +94,7 @@ fn attention_paged_workgroup(
             if (e == 0.0) {
                 continue;
             }
-            let vo = kv_row(table, walk_key(keys, c0 + i)) * p.c4 * 4u + h * hs;
+            let vo = (kv_row(table, walk_key(keys, c0 + i)) * pool_stride4() + kv_head4(h)) * 4u;
             for (var a = 0u; a < 2u; a++) {
                 let d = lid + a * WG;
                 if (d < hs) {

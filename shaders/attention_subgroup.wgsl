@@ -33,13 +33,14 @@ fn attention_subgroup(
     let tq = min(t, p.t - 1u);
     let t_last = min(t0 + sg - 1u, p.t - 1u);
     let qpos = p.pos + tq;
-    let qo = (p.t0 + tq) * 3u * p.c4 + h * 16u;
+    let qo = (p.t0 + tq) * qkv_stride4() + h * 16u;
     let q = load_query64(qo); // prelude `query64`
     var acc = keys64_start(); // prelude `keys64`
     let j_last = p.pos + t_last;
-    for (var j = 0u; j <= j_last; j++) {
-        let row = kv_row(p.table0, j) * p.kv_stride4 + h * 16u;
-        acc = keys64_add(acc, q, row + p.k_off4, row + p.v_off4, lane, j <= qpos);
+    let kvh = kv_head4(h);
+    for (var j = first_key(p.pos + t0); j <= j_last; j++) {
+        let row = kv_row(p.table0, j) * p.kv_stride4 + kvh;
+        acc = keys64_add(acc, q, row + p.k_off4, row + p.v_off4, lane, sees(qpos, j));
     }
     if (!valid) {
         return;

@@ -29,15 +29,18 @@ fn attention_tiled(
     let t = q0 + lid;
     let live = t < p.t;
     var qs = query_start(min(t, p.t - 1u), h);
-    // keys 0 ..= pos + the block's last query
+    // keys from the first query's window ..= pos + the block's last query
     let last = p.pos + min(q0 + WG, p.t) - 1u;
     let mine = p.pos + t; // the last key this lane's query sees
-    for (var j0 = 0u; j0 <= last; j0 += BKV) {
+    let oldest = first_key(mine); // and the first
+    for (var j0 = first_key(p.pos + q0); j0 <= last; j0 += BKV) {
         stage_tile(j0, last, h, lid, WG);
         workgroupBarrier();
         if (live) {
             for (var jj = 0u; jj < BKV && j0 + jj <= mine; jj++) {
-                fold_staged(&qs, jj);
+                if (j0 + jj >= oldest) {
+                    fold_staged(&qs, jj);
+                }
             }
         }
         workgroupBarrier();

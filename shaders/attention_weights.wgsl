@@ -18,7 +18,7 @@ override WG: u32 = 64u;
 
 // Whether query t attends to key j.
 fn attends(t: u32, j: u32) -> bool {
-    if (j > t) {
+    if (!sees(t, j)) {
         return false;
     }
     if (p.block == 0u) {
@@ -42,13 +42,13 @@ fn attention_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
         return;
     }
     let hs4 = p.hs4;
-    let qo = (p.t0 + t) * 3u * p.c4 + h * hs4;
+    let qo = (p.t0 + t) * qkv_stride4() + h * hs4;
     let row = p.w0 + (h * p.t + t) * p.t;
     var m = -3.0e38;
     for (var j = 0u; j < p.t; j++) {
         var s = 0.0;
         if (attends(t, j)) {
-            let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * hs4;
+            let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h);
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
                 s4 += (qkv[qo + d] * p.scale) * qkv[ko + d];

@@ -1,4 +1,6 @@
-// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[positions[t], :].
+// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[positions[t], :], or
+// the token embedding alone for models without a learned position table (p.learned 0:
+// the rotary families, whose positions enter in the attention).
 // Positions are per row: 0 .. T in a forward, each generation's own in a decode batch.
 // wte may be split into row chunks (bound windows); each dispatch covers one chunk
 // and writes only the tokens whose id falls inside [row_start, row_start + rows).
@@ -10,7 +12,7 @@ struct EmbeddingParams {
     c4: u32,         // C / 4
     row_start: u32,  // first vocabulary row held by this wte chunk
     rows: u32,       // rows in this chunk
-    _pad0: u32,
+    learned: u32,    // 1: add the learned position embedding wpe
     _pad3: u32,
     _pad1: u32,
     _pad2: u32,
@@ -49,5 +51,9 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (id < p.row_start || id >= p.row_start + p.rows) {
         return;
     }
-    out[i] = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]) + wpe[positions[t] * p.c4 + c];
+    var e = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]);
+    if (p.learned != 0u) {
+        e += wpe[positions[t] * p.c4 + c];
+    }
+    out[i] = e;
 }

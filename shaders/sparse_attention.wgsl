@@ -26,7 +26,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
     if (t >= p.t) {
         return;
     }
-    let stride = 3u * p.c4;
+    let stride = qkv_stride4();
     let hs4 = p.hs4;
     let qo = (p.t0 + t) * stride + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
@@ -40,10 +40,10 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
     let qb = qpos / p.block;
     for (var idx = row_offsets[qb]; idx < row_offsets[qb + 1u]; idx++) {
         let kb = cols[idx];
-        let j0 = kb * p.block;
-        let j1 = min(j0 + p.block, qpos + 1u);
+        let j0 = max(kb * p.block, first_key(qpos));
+        let j1 = min(kb * p.block + p.block, qpos + 1u);
         for (var j = j0; j < j1; j++) {
-            let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * hs4;
+            let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h);
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
                 s4 += q[d] * k[ko + d];
@@ -56,7 +56,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
                 }
             }
             let e = w.y;
-            let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + h * hs4;
+            let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h);
             for (var d = 0u; d < hs4; d++) {
                 acc[d] += e * v[vo + d];
             }

@@ -38,7 +38,7 @@ fn sparse_attention_subgroup(
     let tq = min(t, p.t - 1u);
     let t_last = min(t0 + sg - 1u, p.t - 1u);
     let qpos = p.pos + tq;
-    let qo = (p.t0 + tq) * 3u * p.c4 + h * 16u;
+    let qo = (p.t0 + tq) * qkv_stride4() + h * 16u;
     let q = load_query64(qo); // prelude `query64`
     var acc = keys64_start(); // prelude `keys64`
     let qb = (p.pos + t0) / p.block;
@@ -47,8 +47,8 @@ fn sparse_attention_subgroup(
         let j0 = cols[idx] * p.block;
         let j1 = min(j0 + p.block, j_last + 1u);
         for (var j = j0; j < j1; j++) {
-            let row = kv_row(p.table0, j) * p.kv_stride4 + h * 16u;
-            acc = keys64_add(acc, q, row + p.k_off4, row + p.v_off4, lane, j <= qpos);
+            let row = kv_row(p.table0, j) * p.kv_stride4 + kv_head4(h);
+            acc = keys64_add(acc, q, row + p.k_off4, row + p.v_off4, lane, sees(qpos, j));
         }
     }
     if (!valid) {

@@ -67,7 +67,7 @@ fn sparse_attention_tiled(
                 while (next < end && cols[next] < kb) {
                     next++;
                 }
-                if (next < end && cols[next] == kb) {
+                if (next < end && cols[next] == kb && sees(mine, j0 + jj)) {
                     fold_staged(&qs, jj);
                 }
             }

@@ -14,6 +14,112 @@ pub enum Activation {
     Silu,
 }
 
+/// The model family: the block every layer is (see `model::family` for what each
+/// differs in). `gpt2` is the v1 contract's model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// LayerNorm, learned positions, GELU MLP (`GPT2LMHeadModel`).
+    #[default]
+    Gpt2,
+    /// RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP
+    /// (`LlamaForCausalLM`: Llama 2/3, SmolLM).
+    Llama,
+    /// The Llama block with biases on q, k and v (`Qwen2ForCausalLM`).
+    Qwen2,
+    /// The Llama block with a sliding attention window (`MistralForCausalLM`).
+    Mistral,
+    /// Mistral's block with a Mixture-of-Experts MLP (`MixtralForCausalLM`).
+    Mixtral,
+    /// Qwen2's block with a Mixture-of-Experts MLP and a shared expert
+    /// (`Qwen2MoeForCausalLM`).
+    Qwen2Moe,
+}
+
+impl Family {
+    /// The families whose blocks are Llama-shaped (RMSNorm, rotary, SwiGLU).
+    pub fn llama_like(self) -> bool {
+        self != Family::Gpt2
+    }
+}
+
+/// How the rotary inverse frequencies are scaled for contexts longer than training's
+/// (`rope_scaling` / `rope_parameters` of a Hugging Face config, by `rope_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "rope_type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// `default`: no scaling.
+    #[default]
+    #[serde(rename = "default")]
+    None,
+    /// Every inverse frequency divided by `factor`.
+    Linear { factor: f32 },
+    /// Llama 3.1 / 3.2: low frequencies divided by `factor`, high ones kept, the band
+    /// between blended smoothly.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// The shape of a block's attention: query heads, key/value heads (grouped-query
+/// attention when fewer), head size, and the sliding window (keys older than `window`
+/// positions are masked; 0 = none). A qkv row is the `nh` query heads, then `nkv` key
+/// heads, then `nkv` value heads; query head `h` reads key/value head
+/// `h / (nh / nkv)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub nh: usize,
+    pub nkv: usize,
+    pub hs: usize,
+    pub window: usize,
+}
+
+impl Heads {
+    /// Multi-head attention of `nh` heads over width `c`, no window (GPT-2).
+    pub fn mha(c: usize, nh: usize) -> Self {
+        Heads {
+            nh,
+            nkv: nh,
+            hs: c / nh,
+            window: 0,
+        }
+    }
+
+    /// With `nkv` key/value heads.
+    pub fn grouped(self, nkv: usize) -> Self {
+        Heads { nkv, ..self }
+    }
+
+    /// With a sliding window of `window` positions (0: none).
+    pub fn window(self, window: usize) -> Self {
+        Heads { window, ..self }
+    }
+
+    /// Floats of the queries (and of the attention's output) in a row.
+    pub fn q_width(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    /// Floats of the keys (or of the values) in a row.
+    pub fn kv_width(&self) -> usize {
+        self.nkv * self.hs
+    }
+
+    /// Floats in a row of the fused qkv.
+    pub fn qkv_width(&self) -> usize {
+        self.q_width() + 2 * self.kv_width()
+    }
+
+    /// Whether the query at position `i` sees the key at position `j`: causal, and
+    /// within the window.
+    pub fn sees(&self, i: usize, j: usize) -> bool {
+        j <= i && (self.window == 0 || i - j < self.window)
+    }
+}
+
 /// Where the model runs: `auto`, `gpu`, `cpu` or a backend name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +205,33 @@ pub struct ModelConfig {
     pub dtype: Dtype,
     /// Extension: kernel class (`auto`, `software`, `hardware`).
     pub kernels: KernelChoice,
+    /// Extension: the model family (`gpt2`, `llama`, `qwen2`, `mistral`, …); with
+    /// `model` the directory's `config.json` decides it.
+    pub architecture: Family,
+    /// Extension: a Hugging Face model directory (`config.json`, safetensors weights,
+    /// `tokenizer.json`, …) that decides every dimension.
+    pub model: Option<String>,
+    /// Extension (Llama families): key/value heads of grouped-query attention
+    /// (default: `n_head`).
+    pub n_kv_head: Option<usize>,
+    /// Extension: head size (default: `n_embed / n_head`).
+    pub head_dim: Option<usize>,
+    /// Extension: MLP hidden width (default: `ffn_hidden_multiplier · n_embed`).
+    pub intermediate_size: Option<usize>,
+    /// Extension (rotary families): the base of the rotary frequencies.
+    pub rope_theta: f32,
+    /// Extension (rotary families): `{"rope_type": "default" | "linear" | "llama3", …}`.
+    pub rope_scaling: RopeScaling,
+    /// Extension: the norms' epsilon (`layer_norm_epsilon`, `rms_norm_eps`).
+    pub norm_eps: f32,
+    /// Extension: keys older than this many positions are masked (Mistral).
+    pub sliding_window: Option<usize>,
+    /// Extension: the LM head is the token embedding (`false`: an `lm_head` of its own).
+    pub tie_word_embeddings: bool,
+    /// Extension (Llama families): biases on q, k and v only (Qwen2: default `true`;
+    /// others: `bias`, which for these families is Llama's `attention_bias`: q, k, v
+    /// and o).
+    pub qkv_bias: Option<bool>,
     /// Extension (block-sparse attention): tokens per block.
     pub sparse_block_size: usize,
     /// Extension: each query block sees the last `sparse_local_blocks` key blocks (itself included).
@@ -132,6 +265,17 @@ impl Default for ModelConfig {
             tokenizer: None,
             dtype: Dtype::Float32,
             kernels: KernelChoice::Auto,
+            architecture: Family::Gpt2,
+            model: None,
+            n_kv_head: None,
+            head_dim: None,
+            intermediate_size: None,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            norm_eps: 1e-5,
+            sliding_window: None,
+            tie_word_embeddings: true,
+            qkv_bias: None,
             sparse_block_size: 32,
             sparse_local_blocks: 4,
             sparse_global_blocks: 1,
@@ -175,20 +319,100 @@ impl ModelConfig {
                 "config must be a JSON object of config keys".into(),
             ));
         }
-        let cfg: ModelConfig =
+        let bias_given = value.get("bias").is_some();
+        let mut cfg: ModelConfig =
             serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))?;
+        cfg.family_defaults(bias_given);
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Head size HS = C / NH.
-    pub fn head_size(&self) -> usize {
-        self.n_embed / self.n_head
+    /// Defaults that depend on the family: the Llama families have no biases unless
+    /// asked (`bias` defaults to `true` for GPT-2 only).
+    pub fn family_defaults(&mut self, bias_given: bool) {
+        if self.architecture.llama_like() && !bias_given {
+            self.bias = false;
+        }
     }
 
-    /// MLP hidden width.
+    /// Head size HS: `head_dim`, else C / NH.
+    pub fn head_size(&self) -> usize {
+        self.head_dim.unwrap_or(self.n_embed / self.n_head.max(1))
+    }
+
+    /// Key/value heads: `n_kv_head`, else `n_head`.
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// The attention's heads, head size and window.
+    pub fn heads(&self) -> Heads {
+        Heads {
+            nh: self.n_head,
+            nkv: self.kv_heads(),
+            hs: self.head_size(),
+            window: self.sliding_window.unwrap_or(0),
+        }
+    }
+
+    /// MLP hidden width: `intermediate_size`, else `ffn_hidden_multiplier · n_embed`.
     pub fn ffn_hidden(&self) -> usize {
-        self.ffn_hidden_multiplier * self.n_embed
+        self.intermediate_size
+            .unwrap_or(self.ffn_hidden_multiplier.saturating_mul(self.n_embed))
+    }
+
+    /// Floats of a row the MLP's first projection writes: gate and up (SwiGLU), or
+    /// the hidden width.
+    pub fn ffn_first_width(&self) -> usize {
+        if self.architecture.llama_like() {
+            2 * self.ffn_hidden()
+        } else {
+            self.ffn_hidden()
+        }
+    }
+
+    /// `(outputs, inputs)` of a block's linears that take the tiled matmul: qkv, the
+    /// attention's output projection, and with a dense MLP its two projections (exact
+    /// arithmetic, for the memory estimate).
+    pub fn linear_shapes(&self) -> Vec<(u128, u128)> {
+        let n = |x: usize| x as u128;
+        let hd = self.heads();
+        let c = n(self.n_embed);
+        let h = self
+            .intermediate_size
+            .map_or(n(self.ffn_hidden_multiplier) * c, n);
+        let first = if self.architecture.llama_like() {
+            2 * h
+        } else {
+            h
+        };
+        let mut shapes = vec![(n(hd.qkv_width()), c), (c, n(hd.q_width()))];
+        if !self.use_moe {
+            shapes.extend([(first, c), (c, h)]);
+        }
+        shapes
+    }
+
+    /// Biases on q, k and v.
+    pub fn has_qkv_bias(&self) -> bool {
+        match self.architecture {
+            Family::Gpt2 => self.bias,
+            Family::Qwen2 | Family::Qwen2Moe => self.qkv_bias.unwrap_or(true),
+            _ => self.qkv_bias.unwrap_or(self.bias),
+        }
+    }
+
+    /// A bias on the attention's output projection.
+    pub fn has_o_bias(&self) -> bool {
+        match self.architecture {
+            Family::Qwen2 | Family::Qwen2Moe => false,
+            _ => self.bias,
+        }
+    }
+
+    /// Biases on the MLP's projections and the norms (GPT-2 with `bias`).
+    pub fn has_mlp_bias(&self) -> bool {
+        !self.architecture.llama_like() && self.bias
     }
 
     /// Check every rule; the error names the key and the rule.
@@ -208,7 +432,7 @@ impl ModelConfig {
                 return Err(Error::Config(format!("{key} ({v}) must be positive")));
             }
         }
-        if !self.n_embed.is_multiple_of(self.n_head) {
+        if self.head_dim.is_none() && !self.n_embed.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!(
                 "n_embed ({}) must be divisible by n_head ({})",
                 self.n_embed, self.n_head
@@ -221,10 +445,68 @@ impl ModelConfig {
             )));
         }
         let hs = self.head_size();
-        if !hs.is_multiple_of(4) || hs > MAX_HEAD_SIZE {
+        let hs_rule = if self.architecture.llama_like() { 8 } else { 4 };
+        if hs == 0 || !hs.is_multiple_of(hs_rule) || hs > MAX_HEAD_SIZE {
+            let what = if self.head_dim.is_some() {
+                "head_dim"
+            } else {
+                "head size n_embed/n_head"
+            };
             return Err(Error::Config(format!(
-                "head size n_embed/n_head ({hs}) must be a multiple of 4 and at most {MAX_HEAD_SIZE}"
+                "{what} ({hs}) must be a multiple of {hs_rule} and at most {MAX_HEAD_SIZE}{}",
+                if hs_rule == 8 {
+                    " (rotary pairs are loaded as vec4s)"
+                } else {
+                    ""
+                }
             )));
+        }
+        let nkv = self.kv_heads();
+        if nkv == 0 || !self.n_head.is_multiple_of(nkv) {
+            return Err(Error::Config(format!(
+                "n_head ({}) must be a multiple of n_kv_head ({nkv})",
+                self.n_head
+            )));
+        }
+        if nkv != self.n_head && !self.architecture.llama_like() {
+            return Err(Error::Config(format!(
+                "n_kv_head ({nkv}) differs from n_head ({}): grouped-query attention is for the Llama families (architecture \"llama\", …), not gpt2",
+                self.n_head
+            )));
+        }
+        let hidden = self.ffn_hidden();
+        if hidden == 0 || !hidden.is_multiple_of(4) {
+            return Err(Error::Config(format!(
+                "intermediate_size ({hidden}) must be a positive multiple of 4"
+            )));
+        }
+        if self.sliding_window == Some(0) {
+            return Err(Error::Config(
+                "sliding_window (0) must be at least 1, or null for none".into(),
+            ));
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return Err(Error::Config(format!(
+                "norm_eps ({}) must be in (0, 1)",
+                self.norm_eps
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(Error::Config(format!(
+                "rope_theta ({}) must be a number above 1",
+                self.rope_theta
+            )));
+        }
+        if matches!(self.architecture, Family::Mixtral | Family::Qwen2Moe) {
+            return Err(Error::Config(format!(
+                "architecture {:?}: the Mixture-of-Experts Llama families are not served yet (gpt2 with use_moe, llama, qwen2 and mistral are)",
+                serde_json::to_value(self.architecture).unwrap_or_default()
+            )));
+        }
+        if self.use_moe && self.architecture.llama_like() {
+            return Err(Error::Config(
+                "use_moe is for gpt2 blocks; the Llama families' MoE is architecture mixtral or qwen2_moe".into(),
+            ));
         }
         if self.moe_top_k > self.moe_num_experts {
             return Err(Error::Config(format!(
@@ -276,18 +558,44 @@ impl ModelConfig {
     pub(crate) fn parameter_count_wide(&self) -> u128 {
         let n = |x: usize| x as u128;
         let c = n(self.n_embed);
-        let h = n(self.ffn_hidden_multiplier) * c;
-        let b = n(usize::from(self.bias));
-        let ln = c + b * c;
-        let attn = c * 3 * c + b * 3 * c + c * c + b * c;
+        let h = self
+            .intermediate_size
+            .map_or(n(self.ffn_hidden_multiplier) * c, n);
+        let first = if self.architecture.llama_like() {
+            2 * h
+        } else {
+            h
+        };
+        let hd = self.heads();
+        let (q, kv) = (n(hd.q_width()), n(hd.kv_width()));
+        let qkv = q + 2 * kv;
+        let bias = |on: bool| n(usize::from(on));
+        let (bn, bqkv, bo, bm) = (
+            bias(self.has_mlp_bias()),
+            bias(self.has_qkv_bias()),
+            bias(self.has_o_bias()),
+            bias(self.has_mlp_bias()),
+        );
+        let ln = c + bn * c;
+        let attn = c * qkv + bqkv * qkv + q * c + bo * c;
         let mlp = if self.use_moe {
             let e = n(self.moe_num_experts);
-            c * e + e * (c * h + b * h + h * c + b * c)
+            c * e + e * (c * first + bm * first + h * c + bm * c)
         } else {
-            c * h + b * h + h * c + b * c
+            c * first + bm * first + h * c + bm * c
         };
         let block = 2 * ln + attn + mlp;
-        n(self.vocab_size) * c + n(self.context_size) * c + n(self.n_layer) * block + ln
+        let positions = if self.architecture.llama_like() {
+            0
+        } else {
+            n(self.context_size) * c
+        };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            n(self.vocab_size) * c
+        };
+        n(self.vocab_size) * c + positions + head + n(self.n_layer) * block + ln
     }
 
     /// Number of learned parameters (tied embedding counted once).

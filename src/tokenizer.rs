@@ -42,6 +42,12 @@ impl TextStream {
 /// A loaded tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Apply the tokenizer's post-processor (its special tokens) as `transformers`'
+    /// `AutoTokenizer(text)` does: on for model directories, off for a bare
+    /// tokenizer.json (GPT-2's adds none).
+    add_special: bool,
+    /// Make sure the ids start with this BOS (`add_bos_token`), never twice.
+    bos: Option<u32>,
 }
 
 impl Tokenizer {
@@ -49,21 +55,40 @@ impl Tokenizer {
     pub fn gpt2() -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(GPT2_TOKENIZER_JSON)
             .map_err(|e| Error::Tokenizer(format!("bundled tokenizer: {e}")))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::plain(inner))
+    }
+
+    fn plain(inner: tokenizers::Tokenizer) -> Self {
+        Tokenizer {
+            inner,
+            add_special: false,
+            bos: None,
+        }
+    }
+
+    /// As a model directory's tokenizer: special tokens added by its post-processor,
+    /// and `bos` first when `tokenizer_config.json` says `add_bos_token` (`false` there
+    /// turns the special tokens off).
+    pub fn with_special_tokens(self, add_bos: Option<bool>, bos: Option<u32>) -> Self {
+        Tokenizer {
+            add_special: add_bos != Some(false),
+            bos: if add_bos == Some(true) { bos } else { None },
+            ..self
+        }
     }
 
     /// A Hugging Face `tokenizer.json` at `path`.
     pub fn from_file(path: &str) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Config(format!("tokenizer: cannot load {path}: {e}")))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::plain(inner))
     }
 
     /// A Hugging Face `tokenizer.json` from its bytes; `name` names it in errors.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Config(format!("tokenizer {name:?} cannot be loaded: {e}")))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::plain(inner))
     }
 
     /// The bundled tokenizer, or the file at `path` when given.
@@ -74,26 +99,38 @@ impl Tokenizer {
         }
     }
 
-    /// Token ids of `text` (no special tokens added).
+    /// Token ids of `text`, with the special tokens the model's tokenizer adds (a model
+    /// directory's BOS; none for GPT-2's).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        Ok(self.encode_spans(text)?.iter().map(|s| s.id).collect())
     }
 
-    /// The tokens of `text` (no special tokens added) with the byte range of `text`
-    /// each came from.
+    /// The tokens of `text` (special tokens as [`Tokenizer::encode`]) with the byte
+    /// range of `text` each came from (an added BOS: the empty range at 0).
     pub fn encode_spans(&self, text: &str) -> Result<Vec<TokenSpan>> {
         let e = self
             .inner
-            .encode(text, false)
+            .encode(text, self.add_special)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(e.get_ids()
+        let mut spans: Vec<TokenSpan> = e
+            .get_ids()
             .iter()
             .zip(e.get_offsets())
             .map(|(&id, &(start, end))| TokenSpan { id, start, end })
-            .collect())
+            .collect();
+        if let Some(bos) = self.bos {
+            if spans.first().map(|s| s.id) != Some(bos) {
+                spans.insert(
+                    0,
+                    TokenSpan {
+                        id: bos,
+                        start: 0,
+                        end: 0,
+                    },
+                );
+            }
+        }
+        Ok(spans)
     }
 
     /// Text of `ids`.

@@ -3,6 +3,7 @@
 //! and reported next to the same operation on the CPU.
 
 use crate::harness::*;
+use wgformer::config::Heads;
 use wgformer::gpu::buffers::{self, RowChunked};
 use wgformer::kernels::seen_by;
 use wgformer::kernels::{
@@ -386,10 +387,10 @@ impl Bench {
     pub(crate) fn attention(&mut self, t: usize, c: usize, nh: usize) {
         let qkv = rand_vec(t * 3 * c, 11);
         let small_t = t.min(64);
-        let (want, _) = reference::attention::attention(&qkv[..small_t * 3 * c], c, nh);
+        let (want, _) = reference::attention::attention(&qkv[..small_t * 3 * c], Heads::mha(c, nh));
         let cpu = (t <= 128).then(|| {
             self.time_cpu(&mut || {
-                std::hint::black_box(reference::attention::attention(&qkv, c, nh));
+                std::hint::black_box(reference::attention::attention(&qkv, Heads::mha(c, nh)));
             })
         });
         // q·k and p·v over the causal half
@@ -423,9 +424,10 @@ impl Bench {
                     sparse: None,
                 },
             );
-            let kv = attention::KvLayout::fused(c);
-            let gpu =
-                self.time_gpu(&|pass| attention::encode_attention(pass, &op, t, c, nh, kv, 0));
+            let kv = attention::KvLayout::fused(Heads::mha(c, nh));
+            let gpu = self.time_gpu(&|pass| {
+                attention::encode_attention(pass, &op, t, Heads::mha(c, nh), kv, 0)
+            });
             self.report(
                 variant,
                 format!("T={t} C={c} NH={nh}"),
@@ -458,10 +460,12 @@ impl Bench {
             let slots: Vec<u32> = (0..len)
                 .map(|j| table[j / PAGE] * PAGE as u32 + (j % PAGE) as u32)
                 .collect();
-            reference::kv_store::kv_store(&qkv, &mut k_pool, &mut v_pool, c, &slots);
+            reference::kv_store::kv_store(&qkv, &mut k_pool, &mut v_pool, Heads::mha(c, 1), &slots);
             q.extend_from_slice(&qkv[pos * 3 * c..]);
             if len <= 128 {
-                want.extend_from_slice(&reference::attention::attention(&qkv, c, nh).0[pos * c..]);
+                want.extend_from_slice(
+                    &reference::attention::attention(&qkv, Heads::mha(c, nh)).0[pos * c..],
+                );
             }
             row_of.push([tables.len() as u32, pos as u32]);
             tables.extend(table);
@@ -506,7 +510,7 @@ impl Bench {
                 },
             );
             let gpu = self.time_gpu(&|pass| {
-                attention::encode_attention_paged(pass, &op, rows, c, nh, PAGE, 0)
+                attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), PAGE, 0)
             });
             self.report(
                 variant,
@@ -540,10 +544,11 @@ impl Bench {
             &attention::HostAttention::new(&qkv[..small_t * 3 * c], c, nh).layout(Some(&small)),
         )
         .unwrap();
-        let (want, _) =
-            reference::attention::attention_masked(&qkv[..small_t * 3 * c], c, nh, |i, j| {
-                small.allows(i, j)
-            });
+        let (want, _) = reference::attention::attention_masked(
+            &qkv[..small_t * 3 * c],
+            Heads::mha(c, nh),
+            |i, j| small.allows(i, j),
+        );
         self.check("sparse_attention", &got, &want);
         let (qb, ob, eb) = (
             buffers::upload(&self.ctx, "qkv", &qkv),
@@ -580,11 +585,13 @@ impl Bench {
                 sparse: None,
             },
         );
-        let kv = attention::KvLayout::fused(c);
-        let sparse_ms =
-            self.time_gpu(&|pass| attention::encode_attention(pass, &sparse, t, c, nh, kv, 32));
-        let dense_ms =
-            self.time_gpu(&|pass| attention::encode_attention(pass, &dense, t, c, nh, kv, 0));
+        let kv = attention::KvLayout::fused(Heads::mha(c, nh));
+        let sparse_ms = self.time_gpu(&|pass| {
+            attention::encode_attention(pass, &sparse, t, Heads::mha(c, nh), kv, 32)
+        });
+        let dense_ms = self.time_gpu(&|pass| {
+            attention::encode_attention(pass, &dense, t, Heads::mha(c, nh), kv, 0)
+        });
         let density = layout.density(t);
         let flops = 4.0 * (t * (t + 1) / 2) as f64 * c as f64 * layout.causal_density(t);
         self.report(
@@ -619,7 +626,7 @@ impl Bench {
             &ids,
             &pos,
             &wte,
-            &wpe,
+            Some(&wpe),
             c,
             chunk,
         )
@@ -654,7 +661,7 @@ impl Bench {
             .collect();
         let gpu = self.time_gpu(&|pass| {
             for (op, ch) in ops.iter().zip(&wt.chunks) {
-                embedding::encode_embedding(pass, op, t, c, ch.row_start, ch.rows);
+                embedding::encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), true);
             }
         });
         let cpu = self.time_cpu(&mut || {

@@ -3,7 +3,7 @@
 
 struct AttentionParams {
     t: u32,          // query tokens
-    c4: u32,         // C / 4
+    c4: u32,         // vec4s of the queries (and of the output) in a row: NH · HS / 4
     hs4: u32,        // head size / 4
     nh: u32,         // heads
     scale: f32,      // 1 / sqrt(head size)
@@ -16,11 +16,41 @@ struct AttentionParams {
     t0: u32,         // row of query 0 in qkv and out (one prompt among a prefill's)
     table0: u32,     // start of the sequence's page table in `tables`
     w0: u32,         // attention_weights: float offset of this layer's [NH, T, T] in `w`
-    _pad1: u32,
-    _pad2: u32,
+    nkv: u32,        // key/value heads (grouped-query attention when < nh)
+    window: u32,     // sliding window: keys older than this many positions masked (0 = none)
 }
 
 const MAX_HS4: u32 = 32u; // head size ≤ 128
+
+// vec4s in a row of a fused qkv: the NH query heads, then NKV key heads, then NKV value
+// heads.
+fn qkv_stride4() -> u32 {
+    return p.c4 + 2u * p.nkv * p.hs4;
+}
+
+// vec4s in a row of the paged KV pool (one layer's keys, or values): NKV heads.
+fn pool_stride4() -> u32 {
+    return p.nkv * p.hs4;
+}
+
+// vec4 offset, in a row of keys or values, of the head query head h reads: its group's
+// (NH / NKV query heads share one key/value head).
+fn kv_head4(h: u32) -> u32 {
+    return (h / (p.nh / p.nkv)) * p.hs4;
+}
+
+// The first key a query at position qpos sees: 0, or the oldest of its sliding window.
+fn first_key(qpos: u32) -> u32 {
+    if (p.window == 0u || qpos < p.window) {
+        return 0u;
+    }
+    return qpos + 1u - p.window;
+}
+
+// Whether the query at position qpos sees the key at position j: causal, in the window.
+fn sees(qpos: u32, j: u32) -> bool {
+    return j <= qpos && j >= first_key(qpos);
+}
 
 // Row of key j in k and v: row `table` + j when p.page == 0 (a forward's qkv, where
 // `table` is the row of the forward's first token among several forwards sharing a

@@ -17,7 +17,7 @@ struct Query {
 
 fn query_start(t: u32, h: u32) -> Query {
     var qs: Query;
-    let qo = (p.t0 + t) * 3u * p.c4 + h * p.hs4;
+    let qo = (p.t0 + t) * qkv_stride4() + h * p.hs4;
     for (var d = 0u; d < p.hs4; d++) {
         qs.q[d] = qkv[qo + d] * p.scale;
         qs.acc[d] = vec4<f32>(0.0);
@@ -36,8 +36,8 @@ fn stage_tile(j0: u32, last: u32, h: u32, lid: u32, lanes: u32) {
         var kv = vec4<f32>(0.0);
         var vv = vec4<f32>(0.0);
         if (j <= last) {
-            kv = k[kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + h * hs4 + d];
-            vv = v[kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + h * hs4 + d];
+            kv = k[kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h) + d];
+            vv = v[kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h) + d];
         }
         tk[i] = kv;
         tv[i] = vv;

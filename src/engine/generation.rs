@@ -211,7 +211,7 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
         })
         .min();
     a.searched = text.len();
-    let eot = a.loaded.end_of_text == Some(next);
+    let eot = a.loaded.end_ids.contains(&next);
     let finish = if stop_at.is_some() {
         Some(FinishReason::Stop)
     } else if eot {

@@ -11,13 +11,17 @@ use crate::files::FileAccess;
 use crate::gpu::GpuContext;
 use crate::kernels::Pipelines;
 use crate::model::kv_pool::{page_bytes, PAGE};
+use crate::model::weights::WeightFiles;
 use crate::model::{resolve_config_with, Model, ServeShape};
 use crate::tokenizer::Tokenizer;
 
 pub(super) struct Loaded {
     pub(super) model: Model,
     pub(super) tokenizer: Arc<Tokenizer>,
-    pub(super) end_of_text: Option<u32>,
+    /// Tokens that end a generation: the tokenizer's end of text (GPT-2's
+    /// `<|endoftext|>`, a directory's `eos_token`) and `generation_config.json`'s
+    /// `eos_token_id`s.
+    pub(super) end_ids: Vec<u32>,
 }
 
 /// Device + pipelines kept across rebuilds for the same device choice.
@@ -99,19 +103,34 @@ pub(super) fn build(
     let (config, checkpoint) = resolve_config_with(value, access, budget)?;
     let pages = kv_pool_pages(&config, options, budget);
     config
-        .memory_estimate(pages as u128 * page_bytes(config.n_layer, config.n_embed) as u128)
+        .memory_estimate(
+            pages as u128 * page_bytes(config.n_layer, config.heads().kv_width()) as u128,
+        )
         .check(budget)?;
     let shape = ServeShape {
         kv_pages: pages,
         max_batch: options.max_batch,
     };
-    let tokenizer = match config.tokenizer.as_deref() {
-        None => Tokenizer::gpt2()?,
-        Some(name) => {
+    let dir = match &checkpoint {
+        Some(WeightFiles::Directory(d)) => Some(d),
+        _ => None,
+    };
+    let from_dir = match dir {
+        Some(d) if config.tokenizer.is_none() => d.load_tokenizer(MAX_TOKENIZER_BYTES)?,
+        _ => None,
+    };
+    let tokenizer = match (config.tokenizer.as_deref(), from_dir) {
+        (Some(name), _) => {
             let path = access.resolve("tokenizer", name)?;
             let bytes = access.read("tokenizer", name, &path, budget.min(MAX_TOKENIZER_BYTES))?;
             Tokenizer::from_bytes(&bytes, name)?
         }
+        (None, Some(t)) => t,
+        (None, None) => Tokenizer::gpt2()?,
+    };
+    let end_ids = match dir {
+        Some(d) => d.end_ids(&tokenizer),
+        None => tokenizer.token_id("<|endoftext|>").into_iter().collect(),
     };
     let model = Model::build_with(
         config,
@@ -120,11 +139,10 @@ pub(super) fn build(
         s.pipelines.clone(),
         shape,
     )?;
-    let end_of_text = tokenizer.token_id("<|endoftext|>");
     Ok(Loaded {
         model,
         tokenizer: Arc::new(tokenizer),
-        end_of_text,
+        end_ids,
     })
 }
 
@@ -132,7 +150,7 @@ pub(super) fn build(
 /// `max_batch` full-context generations, but at most half of what the budget leaves
 /// after the weights and activations, and at least one full-context generation.
 pub fn kv_pool_pages(config: &ModelConfig, options: &EngineOptions, budget: u64) -> usize {
-    let per_page = page_bytes(config.n_layer, config.n_embed).max(1) as u128;
+    let per_page = page_bytes(config.n_layer, config.heads().kv_width()).max(1) as u128;
     let full = config.context_size.div_ceil(PAGE) as u128;
     let pages = match options.kv_pool_bytes {
         Some(b) => b as u128 / per_page,

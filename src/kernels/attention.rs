@@ -1,9 +1,11 @@
-//! Causal multi-head attention with per-row entropy (`shaders/attention.wgsl`).
+//! Causal multi-head attention with per-row entropy (`shaders/attention.wgsl` and its
+//! variants), grouped-query heads and a sliding window as [`Heads`] says.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::Pipelines;
 use super::{submit_pass, KernelOp};
+pub use crate::config::Heads;
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};
 use crate::sparse::BlockLayout;
@@ -40,19 +42,20 @@ pub struct AttentionParams {
     pub table0: u32,
     /// `attention_weights`: float offset of the layer's `[NH, T, T]` in its output.
     pub w0: u32,
-    pub _pad: [u32; 2],
+    pub nkv: u32,
+    pub window: u32,
 }
 
 impl AttentionParams {
-    /// The uniform of `t` queries over keys laid out as `kv`, `nh` heads, width `c`,
-    /// sparse block size `block` (0: dense, where the kernels read it as such).
-    fn new(t: usize, c: usize, nh: usize, kv: KvLayout, block: usize) -> Self {
-        let hs = c / nh;
+    /// The uniform of `t` queries of `heads` over keys laid out as `kv`, sparse block
+    /// size `block` (0: dense, where the kernels read it as such).
+    fn new(t: usize, heads: Heads, kv: KvLayout, block: usize) -> Self {
+        let hs = heads.hs;
         AttentionParams {
             t: t as u32,
-            c4: (c / 4) as u32,
+            c4: (heads.q_width() / 4) as u32,
             hs4: (hs / 4) as u32,
-            nh: nh as u32,
+            nh: heads.nh as u32,
             scale: 1.0 / (hs as f32).sqrt(),
             pos: kv.pos as u32,
             kv_stride4: (kv.stride / 4) as u32,
@@ -63,7 +66,8 @@ impl AttentionParams {
             t0: kv.row0 as u32,
             table0: kv.table0 as u32,
             w0: 0,
-            _pad: [0; 2],
+            nkv: heads.nkv as u32,
+            window: heads.window as u32,
         }
     }
 }
@@ -86,23 +90,23 @@ pub struct KvLayout {
 
 impl KvLayout {
     /// Keys and values inside the fused qkv buffer of the same pass.
-    pub fn fused(c: usize) -> Self {
+    pub fn fused(heads: Heads) -> Self {
         KvLayout {
             pos: 0,
-            stride: 3 * c,
-            k_off: c,
-            v_off: 2 * c,
+            stride: heads.qkv_width(),
+            k_off: heads.q_width(),
+            v_off: heads.q_width() + heads.kv_width(),
             page: 0,
             table0: 0,
             row0: 0,
         }
     }
 
-    /// A generation's KV cache (`[context, C]` each); queries start at `pos`.
-    pub fn cache(c: usize, pos: usize) -> Self {
+    /// A generation's KV cache (`[context, KV]` each); queries start at `pos`.
+    pub fn cache(heads: Heads, pos: usize) -> Self {
         KvLayout {
             pos,
-            stride: c,
+            stride: heads.kv_width(),
             k_off: 0,
             v_off: 0,
             page: 0,
@@ -111,12 +115,12 @@ impl KvLayout {
         }
     }
 
-    /// One sequence's keys and values in the paged pool (`[pool rows, C]` each, its
+    /// One sequence's keys and values in the paged pool (`[pool rows, KV]` each, its
     /// page table bound as `tables`, pages of `page` positions); queries start at `pos`.
-    pub fn paged(c: usize, pos: usize, page: usize) -> Self {
+    pub fn paged(heads: Heads, pos: usize, page: usize) -> Self {
         KvLayout {
             page,
-            ..Self::cache(c, pos)
+            ..Self::cache(heads, pos)
         }
     }
 
@@ -183,8 +187,8 @@ pub fn sparse_attention_variant(
     }
 }
 
-/// The buffers an attention kernel binds after its parameters: queries `qkv [T, 3C]`,
-/// keys and values (the same qkv, cache buffers, or a paged pool), out `[T, C]`,
+/// The buffers an attention kernel binds after its parameters: queries `qkv [T, Q + 2 KV]`,
+/// keys and values (the same qkv, cache buffers, or a paged pool), out `[T, Q]`,
 /// entropy `[NH, T]`, the page table (any buffer unless the layout is paged), and for
 /// the block-sparse kernels the CSR layout (`row_offsets` `[query blocks + 1]`, `cols`
 /// `[listed blocks]`, both u32), bound before the page table.
@@ -215,32 +219,30 @@ pub fn attention_op(
     KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &bind)
 }
 
-/// Record causal attention of `t` queries over keys laid out as `kv`, `nh` heads, width
-/// `c`; `block` is the layout's block size for a sparse op (ignored by the dense one).
+/// Record causal attention of `t` queries of `heads` over keys laid out as `kv`;
+/// `block` is the layout's block size for a sparse op (ignored by the dense one).
 pub fn encode_attention(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
-    c: usize,
-    nh: usize,
+    heads: Heads,
     kv: KvLayout,
     block: usize,
 ) {
     // the dense kernels ignore the block size, the sparse ones divide by it
-    let p = AttentionParams::new(t, c, nh, kv, block.max(1));
+    let p = AttentionParams::new(t, heads, kv, block.max(1));
     // one query per lane (the tiled kernel: a block of queries per workgroup)
     let gx = t.div_ceil(op.workgroup as usize) as u32;
-    op.encode(pass, &p, (gx, nh as u32, 1));
+    op.encode(pass, &p, (gx, heads.nh as u32, 1));
 }
 
 /// An attention problem on the host, for the `run_*` helpers (the tests and the bench):
-/// queries `qkv [T, 3C]` of `nh` heads, and where the keys and values are.
+/// queries `qkv [T, Q + 2 KV]` of `heads`, and where the keys and values are.
 #[derive(Clone, Copy)]
 pub struct HostAttention<'a> {
     pub qkv: &'a [f32],
-    pub c: usize,
-    pub nh: usize,
-    /// Keys and values `[rows, C]` apart from `qkv` (a cache, or a paged pool); `None`:
+    pub heads: Heads,
+    /// Keys and values `[rows, KV]` apart from `qkv` (a cache, or a paged pool); `None`:
     /// the keys and values of `qkv`.
     pub kv: Option<(&'a [f32], &'a [f32])>,
     /// Position of the first query.
@@ -251,12 +253,16 @@ pub struct HostAttention<'a> {
 }
 
 impl<'a> HostAttention<'a> {
-    /// Causal attention within `qkv`.
+    /// Causal multi-head attention of `nh` heads over width `c` within `qkv`.
     pub fn new(qkv: &'a [f32], c: usize, nh: usize) -> Self {
+        Self::with_heads(qkv, Heads::mha(c, nh))
+    }
+
+    /// Causal attention of `heads` (grouped-query, windowed) within `qkv`.
+    pub fn with_heads(qkv: &'a [f32], heads: Heads) -> Self {
         HostAttention {
             qkv,
-            c,
-            nh,
+            heads,
             kv: None,
             pos: 0,
             paged: None,
@@ -264,7 +270,7 @@ impl<'a> HostAttention<'a> {
         }
     }
 
-    /// Over keys and values in cache buffers `[rows, C]`, queries at `pos ..`.
+    /// Over keys and values in cache buffers `[rows, KV]`, queries at `pos ..`.
     pub fn cached(self, k: &'a [f32], v: &'a [f32], pos: usize) -> Self {
         HostAttention {
             kv: Some((k, v)),
@@ -273,7 +279,7 @@ impl<'a> HostAttention<'a> {
         }
     }
 
-    /// Over a paged pool `[pool rows, C]` with pages of `page` positions listed in
+    /// Over a paged pool `[pool rows, KV]` with pages of `page` positions listed in
     /// `table`, queries at `pos ..`.
     pub fn paged(
         self,
@@ -295,7 +301,7 @@ impl<'a> HostAttention<'a> {
     }
 
     fn t(&self) -> usize {
-        self.qkv.len() / (3 * self.c)
+        self.qkv.len() / self.heads.qkv_width()
     }
 
     fn block(&self) -> usize {
@@ -304,14 +310,15 @@ impl<'a> HostAttention<'a> {
 }
 
 /// Upload `h`, run `variant` (a kernel of op `attention` or `sparse_attention`), read
-/// back `(out[T, C], entropy[NH, T])`.
+/// back `(out[T, Q], entropy[NH, T])`.
 pub fn run_attention(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
     h: &HostAttention,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (t, c, nh) = (h.t(), h.c, h.nh);
+    let (t, heads) = (h.t(), h.heads);
+    let (c, nh) = (heads.q_width(), heads.nh);
     let q = buffers::upload(ctx, "qkv", h.qkv);
     let (k, v) = match h.kv {
         Some((k, v)) => (buffers::upload(ctx, "k", k), buffers::upload(ctx, "v", v)),
@@ -335,12 +342,12 @@ pub fn run_attention(
     };
     let op = attention_op(ctx, pipelines, variant, &bufs);
     let kv = match (h.kv, h.paged) {
-        (_, Some((_, page))) => KvLayout::paged(c, h.pos, page),
-        (Some(_), None) => KvLayout::cache(c, h.pos),
-        (None, None) => KvLayout::fused(c),
+        (_, Some((_, page))) => KvLayout::paged(heads, h.pos, page),
+        (Some(_), None) => KvLayout::cache(heads, h.pos),
+        (None, None) => KvLayout::fused(heads),
     };
     submit_pass(ctx, op.name, |pass| {
-        encode_attention(pass, &op, t, c, nh, kv, h.block())
+        encode_attention(pass, &op, t, heads, kv, h.block())
     })?;
     let mut r = buffers::read_many(ctx, &[(&out, 0, t * c), (&entropy, 0, nh * t)])?;
     let e = r.pop().unwrap_or_default();
@@ -349,7 +356,7 @@ pub fn run_attention(
 }
 
 /// The buffers a paged (generation) attention kernel binds after its parameters:
-/// queries `qkv [T, 3C]`, the layer's pools `[pool rows, C]`, out `[T, C]`, per-row
+/// queries `qkv [T, Q + 2 KV]`, the layer's pools `[pool rows, KV]`, out `[T, Q]`, per-row
 /// `(table offset, position)` pairs, the page tables, and the sparse layout's CSR
 /// (`row_offsets`, `cols`; any buffer when dense).
 pub struct PagedBuffers<'a> {
@@ -387,18 +394,17 @@ pub fn attention_paged_op(
     )
 }
 
-/// Record attention of `t` rows over the paged pool with pages of `page` positions;
-/// `block` is the sparse layout's block size, 0 when dense.
+/// Record attention of `t` rows of `heads` over the paged pool with pages of `page`
+/// positions; `block` is the sparse layout's block size, 0 when dense.
 pub fn encode_attention_paged(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
-    c: usize,
-    nh: usize,
+    heads: Heads,
     page: usize,
     block: usize,
 ) {
-    let p = AttentionParams::new(t, c, nh, KvLayout::paged(c, 0, page), block);
+    let p = AttentionParams::new(t, heads, KvLayout::paged(heads, 0, page), block);
     // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
     // workgroup
     let per_workgroup = op.kernel.name != op.kernel.op;
@@ -407,10 +413,10 @@ pub fn encode_attention_paged(
     } else {
         t.div_ceil(op.workgroup as usize)
     };
-    op.encode(pass, &p, (gx as u32, nh as u32, 1));
+    op.encode(pass, &p, (gx as u32, heads.nh as u32, 1));
 }
 
-/// Upload, run the paged kernel `variant`, read back `out[T, C]`: one query row of
+/// Upload, run the paged kernel `variant`, read back `out[T, Q]`: one query row of
 /// `h.qkv` per entry of `rows` (`(table offset, position)`), keys and values in
 /// `h`'s paged pool (its table holding every row's pages), `h`'s optional layout.
 pub fn run_attention_paged(
@@ -420,7 +426,7 @@ pub fn run_attention_paged(
     h: &HostAttention,
     rows: &[[u32; 2]],
 ) -> Result<Vec<f32>> {
-    let (t, c) = (rows.len(), h.c);
+    let (t, c) = (rows.len(), h.heads.q_width());
     let ((k_pool, v_pool), (tables, page)) = match (h.kv, h.paged) {
         (Some(kv), Some(paged)) => (kv, paged),
         _ => {
@@ -454,12 +460,12 @@ pub fn run_attention_paged(
     };
     let op = attention_paged_op(ctx, pipelines, variant, &bufs);
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_paged(pass, &op, t, c, h.nh, page, h.block())
+        encode_attention_paged(pass, &op, t, h.heads, page, h.block())
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)
 }
 
-/// Op of `attention_weights`: a forward's `qkv [T, 3C]`, the weights buffer (each
+/// Op of `attention_weights`: a forward's `qkv [T, Q + 2 KV]`, the weights buffer (each
 /// captured layer's `[NH, T, T]` at its offset), the sparse layout's CSR (any buffer
 /// when dense), and a page-table buffer the prelude declares (unused).
 pub fn attention_weights_op(
@@ -479,35 +485,34 @@ pub fn attention_weights_op(
     )
 }
 
-/// Record the attention weights of a forward of `t` tokens (keys in its fused qkv) to
-/// floats `w0 ..` of the op's weights buffer; `block` the sparse block size, 0 dense.
+/// Record the attention weights of a forward of `t` tokens of `heads` (keys in its
+/// fused qkv) to floats `w0 ..` of the op's weights buffer; `block` the sparse block
+/// size, 0 dense.
 pub fn encode_attention_weights(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
-    c: usize,
-    nh: usize,
+    heads: Heads,
     block: usize,
     w0: usize,
 ) {
     let p = AttentionParams {
         w0: w0 as u32,
-        ..AttentionParams::new(t, c, nh, KvLayout::fused(c), block)
+        ..AttentionParams::new(t, heads, KvLayout::fused(heads), block)
     };
     let gx = t.div_ceil(op.workgroup as usize) as u32;
-    op.encode(pass, &p, (gx, nh as u32, 1));
+    op.encode(pass, &p, (gx, heads.nh as u32, 1));
 }
 
-/// Upload `qkv [T, 3C]`, run `attention_weights`, read back `[NH, T, T]`.
+/// Upload `qkv [T, Q + 2 KV]`, run `attention_weights`, read back `[NH, T, T]`.
 pub fn run_attention_weights(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     qkv: &[f32],
-    c: usize,
-    nh: usize,
+    heads: Heads,
     layout: Option<&BlockLayout>,
 ) -> Result<Vec<f32>> {
-    let t = qkv.len() / (3 * c);
+    let (t, nh) = (qkv.len() / heads.qkv_width(), heads.nh);
     let q = buffers::upload(ctx, "qkv", qkv);
     let w = buffers::storage(ctx, "attention weights", nh * t * t);
     let none = buffers::storage(ctx, "tables", 1);
@@ -521,7 +526,7 @@ pub fn run_attention_weights(
     let op = attention_weights_op(ctx, pipelines, &q, &w, &ro, &cols, &none);
     let block = layout.map_or(0, |l| l.block);
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_weights(pass, &op, t, c, nh, block, 0)
+        encode_attention_weights(pass, &op, t, heads, block, 0)
     })?;
     buffers::read_floats(ctx, &w, 0, nh * t * t)
 }

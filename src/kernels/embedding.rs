@@ -16,10 +16,13 @@ pub struct EmbeddingParams {
     pub c4: u32,
     pub row_start: u32,
     pub rows: u32,
-    pub _pad: [u32; 4],
+    /// 1: add the learned position embedding.
+    pub learned: u32,
+    pub _pad: [u32; 3],
 }
 
-/// Op over one wte chunk: bindings ids, wte chunk, wpe, out, positions (u32 per row).
+/// Op over one wte chunk: bindings ids, wte chunk, wpe (any buffer without learned
+/// positions), out, positions (u32 per row).
 /// `variant` is `embedding`, or `embedding_f16` for a half-float wte.
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_op(
@@ -40,28 +43,30 @@ pub fn embedding_op(
     )
 }
 
-/// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start + rows)`.
+/// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start
+/// + rows)`, plus their learned positions when `learned`.
 pub fn encode_embedding(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     c: usize,
-    row_start: usize,
-    rows: usize,
+    (row_start, rows): (usize, usize),
+    learned: bool,
 ) {
     let p = EmbeddingParams {
         t: t as u32,
         c4: (c / 4) as u32,
         row_start: row_start as u32,
         rows: rows as u32,
-        _pad: [0; 4],
+        learned: u32::from(learned),
+        _pad: [0; 3],
     };
     let (x, y) = grid_1d(t * c / 4);
     op.encode(pass, &p, (x, y, 1));
 }
 
-/// Upload, run, read back: `out[T, C]` for tokens `ids` at `positions`.
-/// `rows_per_chunk` splits wte as the model would.
+/// Upload, run, read back: `out[T, C]` for tokens `ids` at `positions` (the position
+/// table `wpe`, or none). `rows_per_chunk` splits wte as the model would.
 #[allow(clippy::too_many_arguments)]
 pub fn run_embedding(
     ctx: &GpuContext,
@@ -70,14 +75,14 @@ pub fn run_embedding(
     ids: &[u32],
     positions: &[u32],
     wte: &[f32],
-    wpe: &[f32],
+    wpe: Option<&[f32]>,
     c: usize,
     rows_per_chunk: usize,
 ) -> Result<Vec<f32>> {
     let t = ids.len();
     let ids_buf = buffers::upload(ctx, "ids", bytemuck::cast_slice(ids));
     let wte = upload_wte(ctx, variant, wte, wte.len() / c, c, rows_per_chunk);
-    let wpe_buf = buffers::upload(ctx, "wpe", wpe);
+    let wpe_buf = buffers::upload(ctx, "wpe", wpe.unwrap_or(&[0.0; 4]));
     let pos_buf = buffers::upload(ctx, "positions", bytemuck::cast_slice(positions));
     let out = buffers::storage(ctx, "out", t * c);
     let ops: Vec<_> = wte
@@ -91,7 +96,7 @@ pub fn run_embedding(
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {
-            encode_embedding(pass, op, t, c, ch.row_start, ch.rows);
+            encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), wpe.is_some());
         }
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

@@ -4,6 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::Pipelines;
 use super::{submit_pass, KernelOp};
+use crate::config::Heads;
 use crate::error::Result;
 use crate::gpu::{buffers, grid_1d, GpuContext};
 
@@ -12,11 +13,13 @@ use crate::gpu::{buffers, grid_1d, GpuContext};
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct KvStoreParams {
     pub t: u32,
-    pub c4: u32,
-    pub _pad: [u32; 2],
+    pub kv4: u32,
+    pub q4: u32,
+    pub _pad1: u32,
 }
 
-/// Op: bindings qkv `[T, 3C]`, k_pool, v_pool `[pool rows, C]`, slots `[T]` u32.
+/// Op: bindings qkv `[T, Q + 2 KV]`, k_pool, v_pool `[pool rows, KV]`, slots `[T]` u32
+/// (Q, KV: the floats of the query and of the key heads in a row, [`Heads`]).
 pub fn kv_store_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -29,13 +32,14 @@ pub fn kv_store_op(
 }
 
 /// Record the copy of the keys and values of `t` new rows to their pool rows.
-pub fn encode_kv_store(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, t: usize, c: usize) {
+pub fn encode_kv_store(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, t: usize, heads: Heads) {
     let p = KvStoreParams {
         t: t as u32,
-        c4: (c / 4) as u32,
-        _pad: [0; 2],
+        kv4: (heads.kv_width() / 4) as u32,
+        q4: (heads.q_width() / 4) as u32,
+        _pad1: 0,
     };
-    let (x, y) = grid_1d(t * c / 4);
+    let (x, y) = grid_1d(t * heads.kv_width() / 4);
     op.encode(pass, &p, (x, y, 1));
 }
 
@@ -45,17 +49,18 @@ pub fn run_kv_store(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     qkv: &[f32],
-    c: usize,
+    heads: Heads,
     slots: &[u32],
     rows: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let t = qkv.len() / (3 * c);
+    let t = qkv.len() / heads.qkv_width();
+    let c = heads.kv_width();
     let qkvb = buffers::upload(ctx, "qkv", qkv);
     let kb = buffers::storage(ctx, "k_pool", rows * c);
     let vb = buffers::storage(ctx, "v_pool", rows * c);
     let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(slots));
     let op = kv_store_op(ctx, pipelines, &qkvb, &kb, &vb, &sb);
-    submit_pass(ctx, "kv_store", |pass| encode_kv_store(pass, &op, t, c))?;
+    submit_pass(ctx, "kv_store", |pass| encode_kv_store(pass, &op, t, heads))?;
     let mut r = buffers::read_many(ctx, &[(&kb, 0, rows * c), (&vb, 0, rows * c)])?;
     let v = r.pop().unwrap_or_default();
     let k = r.pop().unwrap_or_default();

@@ -85,11 +85,7 @@ pub fn split_floats(n: usize, k: usize, rows: usize) -> usize {
 /// Floats a row of a split step needs in the scratch the blocks' linears share (width
 /// `c`, MLP hidden `h`; the MLP's linears only when dense: MoE experts have their own
 /// kernel). In u128, for the memory estimate of any config.
-pub fn split_row_floats(c: usize, h: usize, dense_mlp: bool) -> u128 {
-    let mut shapes = vec![(3 * c as u128, c as u128), (c as u128, c as u128)];
-    if dense_mlp {
-        shapes.extend([(h as u128, c as u128), (c as u128, h as u128)]);
-    }
+pub fn split_row_floats(shapes: &[(u128, u128)]) -> u128 {
     let fit = |x: u128| usize::try_from(x).unwrap_or(usize::MAX).min(usize::MAX / 4);
     shapes
         .iter()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::weights::{tensor_specs, Checkpoint, WeightSource};
+use super::weights::{tensor_specs, WeightFiles, WeightSource};
 use crate::kernels::matmul::{self, to_panels};
 use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
 use crate::kernels::LinearBuffers;
@@ -31,7 +31,9 @@ use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_variant_op};
 use crate::kernels::matvec_bt::{self, matvec_bt_op};
 use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
+use crate::kernels::rotary::rotary_op;
 use crate::kernels::row_norm::row_norm_op;
+use crate::kernels::swiglu::swiglu_op;
 use crate::kernels::Pipelines;
 
 /// The rows of a step whose tiled matmuls split K and the floats of the scratch they
@@ -44,13 +46,9 @@ fn split_scratch(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> (usize,
     if !matmul::splits_k(lin) {
         return (0, 4);
     }
-    let per_row = usize::try_from(matmul::split_row_floats(
-        cfg.n_embed,
-        cfg.ffn_hidden(),
-        !cfg.use_moe,
-    ))
-    .unwrap_or(usize::MAX / 4)
-    .max(1);
+    let per_row = usize::try_from(matmul::split_row_floats(&cfg.linear_shapes()))
+        .unwrap_or(usize::MAX / 4)
+        .max(1);
     let fits = (ctx.max_binding_bytes() / (per_row as u64 * 4)) as usize;
     let rows = matmul::SPLIT_MAX_ROWS.min(cfg.context_size).min(fits);
     (rows, (rows * per_row).max(4))
@@ -63,7 +61,7 @@ impl Model {
     /// both with [`Model::build_with`]).
     pub fn build(
         config: ModelConfig,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Option<WeightFiles>,
         ctx: Arc<GpuContext>,
         pipelines: Arc<Pipelines>,
     ) -> Result<Model> {
@@ -74,14 +72,15 @@ impl Model {
     /// [`Model::build`] with the KV pool and batch size given.
     pub fn build_with(
         config: ModelConfig,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Option<WeightFiles>,
         ctx: Arc<GpuContext>,
         pipelines: Arc<Pipelines>,
         shape: ServeShape,
     ) -> Result<Model> {
         config.validate()?;
         let source = match checkpoint {
-            Some(c) => WeightSource::Checkpoint(c),
+            Some(WeightFiles::Checkpoint(c)) => WeightSource::Checkpoint(c),
+            Some(WeightFiles::Directory(d)) => WeightSource::Directory(d),
             None => WeightSource::Seeded(config.seed),
         };
         let c2 = ctx.clone();
@@ -100,6 +99,8 @@ impl Model {
         let c = config.n_embed;
         let ctxlen = config.context_size;
         let h = config.ffn_hidden();
+        let heads = config.heads();
+        let (qkv_w, first_w) = (heads.qkv_width(), config.ffn_first_width());
         // Row chunks of wte: each chunk, and the logits chunk [context, rows] it
         // produces, must fit one storage binding.
         let max_bind = ctx.max_binding_bytes();
@@ -107,7 +108,10 @@ impl Model {
         let rows_per_chunk = (buffers::rows_per_binding(max_bind, row_bytes as u64) / ROW_GROUP
             * ROW_GROUP)
             .max(ROW_GROUP);
-        for (what, bytes) in [("qkv", ctxlen * 3 * c * 4), ("MLP hidden", ctxlen * h * 4)] {
+        for (what, bytes) in [
+            ("qkv", ctxlen * qkv_w * 4),
+            ("MLP hidden", ctxlen * first_w * 4),
+        ] {
             if bytes as u64 > max_bind {
                 return Err(Error::Config(format!(
                     "context_size ({ctxlen}) is too large for this adapter: the {what} activation ({bytes} bytes) exceeds its binding limit ({max_bind} bytes)"
@@ -128,6 +132,7 @@ impl Model {
         // Upload tensor by tensor; the host copy of each is dropped right after.
         let specs = tensor_specs(&config);
         let mut wte = None;
+        let mut head = None;
         let mut map: HashMap<String, wgpu::Buffer> = HashMap::new();
         let mut parameter_bytes = 0u64;
         let e = config.moe_num_experts;
@@ -135,19 +140,24 @@ impl Model {
         let half = config.dtype == crate::config::Dtype::Float16;
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
-            if spec.name == "wte.weight" {
+            if spec.name == "wte.weight" || spec.name == "lm_head.weight" {
                 // in row groups, and half floats with dtype float16 (the variant names
-                // only pick the precision)
+                // only pick the precision); an untied head chunked as wte
                 let precision = if half { "embedding_f16" } else { "embedding" };
                 parameter_bytes += (values.len() * if half { 2 } else { 4 }) as u64;
-                wte = Some(upload_wte(
+                let chunked = upload_wte(
                     &ctx,
                     precision,
                     &values,
                     values.len() / c,
                     c,
                     rows_per_chunk,
-                ));
+                );
+                if spec.name == "wte.weight" {
+                    wte = Some(chunked);
+                } else {
+                    head = Some(chunked);
+                }
                 continue;
             }
             if weights::stored_in_panels(&spec.name) {
@@ -225,16 +235,26 @@ impl Model {
                 },
             });
         }
+        let rope = config.architecture.llama_like().then(|| {
+            let f = super::rope::inv_freq(heads.hs, config.rope_theta, config.rope_scaling);
+            let (cos, sin) = super::rope::rope_table(&f, ctxlen);
+            (
+                buffers::upload(&ctx, "rope cos", &cos),
+                buffers::upload(&ctx, "rope sin", &sin),
+            )
+        });
         let weights = DeviceWeights {
             wte,
-            wpe: need(take("wpe.weight"), "wpe.weight")?,
+            wpe: take("wpe.weight"),
             blocks,
             ln_f_w: need(take("ln_f.weight"), "ln_f.weight")?,
             ln_f_b: take("ln_f.bias"),
+            head,
+            rope,
         };
 
         let nh = config.n_head;
-        let kv = kv_pool::KvPool::new(&ctx, config.n_layer, c, shape.kv_pages)?;
+        let kv = kv_pool::KvPool::new(&ctx, config.n_layer, heads.kv_width(), shape.kv_pages)?;
         let max_batch = shape.max_batch.clamp(1, ctxlen);
         // rows (a decode step's, a prefill step's last rows) and windows of the argmax
         // over every wte chunk
@@ -253,11 +273,15 @@ impl Model {
             ),
             x: buffers::storage(&ctx, "x", ctxlen * c),
             ln: buffers::storage(&ctx, "ln", ctxlen * c),
-            qkv: buffers::storage(&ctx, "qkv", ctxlen * 3 * c),
-            att: buffers::storage(&ctx, "att", ctxlen * c),
-            hidden: buffers::storage(&ctx, "hidden", ctxlen * h),
+            qkv: buffers::storage(&ctx, "qkv", ctxlen * qkv_w),
+            att: buffers::storage(&ctx, "att", ctxlen * heads.q_width().max(c)),
+            hidden: buffers::storage(&ctx, "hidden", ctxlen * first_w),
+            gated: config
+                .architecture
+                .llama_like()
+                .then(|| buffers::storage(&ctx, "gated", ctxlen * h)),
             logits: weights
-                .wte
+                .lm_head()
                 .chunks
                 .iter()
                 .map(|ch| buffers::storage(&ctx, "logits", ctxlen * ch.rows))
@@ -360,7 +384,12 @@ impl Model {
                 + m.stats.iter().map(|b| b.size()).sum::<u64>()
         });
         let device_bytes = weights.wte.bytes()
-            + weights.wpe.size()
+            + weights.head.as_ref().map_or(0, |h| h.bytes())
+            + weights.wpe.as_ref().map_or(0, |b| b.size())
+            + weights
+                .rope
+                .as_ref()
+                .map_or(0, |(c, s)| c.size() + s.size())
             + weights.ln_f_w.size()
             + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
             + weights.blocks.iter().map(block_bytes).sum::<u64>()
@@ -375,6 +404,7 @@ impl Model {
                 &act.qkv,
                 &act.att,
                 &act.hidden,
+                act.gated.as_ref().unwrap_or(&act.dummy),
                 &act.norms,
                 &act.dummy,
             ]
@@ -424,6 +454,7 @@ pub(super) fn bind_ops(
     let half_weights = cfg.dtype == Dtype::Float16;
     let hardware = cfg.kernels.hardware(ctx.details.is_software());
     let (c, hidden) = (cfg.n_embed, cfg.ffn_hidden());
+    let heads = cfg.heads();
     // kernels with a GPU-shaped twin: layer norm, the decode attention and the
     // matrix-vector products
     let ln = if hardware {
@@ -522,7 +553,11 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, 3 * c, c),
+            c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, heads.qkv_width(), c),
+            rotary: w
+                .rope
+                .as_ref()
+                .map(|(cos, sin)| rotary_op(ctx, pl, &a.qkv, (cos, sin), &a.positions)),
             attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
                 .map(|_| attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention))
@@ -553,7 +588,7 @@ pub(super) fn bind_ops(
                     cols,
                 },
             ),
-            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, c),
+            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, heads.q_width()),
             ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {
                 (
@@ -621,9 +656,18 @@ pub(super) fn bind_ops(
                         fc_proj_b,
                     },
                     _,
-                ) => MlpOps::Dense {
-                    c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, hidden, c),
-                    fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                ) => match &a.gated {
+                    // SwiGLU: gate | up, then the gated hidden into the down projection
+                    Some(gated) => MlpOps::Dense {
+                        c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, 2 * hidden, c),
+                        swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated)),
+                        fc_proj: linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                    },
+                    None => MlpOps::Dense {
+                        c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, hidden, c),
+                        swiglu: None,
+                        fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                    },
                 },
                 (MlpWeights::Moe { .. }, None) => {
                     unreachable!("MoE weights come with MoE activations")
@@ -634,7 +678,7 @@ pub(super) fn bind_ops(
         .collect();
     // the matrix-vector LM head (per wte chunk) over rows of `rows`
     let lm_head_over = |rows: &wgpu::Buffer| -> Vec<_> {
-        w.wte
+        w.lm_head()
             .chunks
             .iter()
             .zip(&a.logits)
@@ -653,7 +697,7 @@ pub(super) fn bind_ops(
                     embed,
                     &a.ids,
                     &ch.buffer,
-                    &w.wpe,
+                    w.wpe.as_ref().unwrap_or(&a.dummy),
                     &a.x,
                     &a.positions,
                 )
@@ -663,7 +707,7 @@ pub(super) fn bind_ops(
         blocks,
         ln_f: layer_norm_op(ctx, pl, ln, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),
         lm_head: w
-            .wte
+            .lm_head()
             .chunks
             .iter()
             .zip(&a.logits)

@@ -19,15 +19,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Qwen2MoeForCausalLM", Family::Qwen2Moe),
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Gpt2,
-    Llama,
-    Qwen2,
-    Mistral,
-    Mixtral,
-    Qwen2Moe,
-}
+pub use crate::config::Family;
 
 /// The norm of every block and of the final layer.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -49,7 +49,8 @@ pub struct KvPool {
     alloc: Arc<Mutex<Pages>>,
 }
 
-/// Bytes of one page of `n_layer` layers of width `c` (keys and values, f32).
+/// Bytes of one page of `n_layer` layers of width `c` (the key heads' width; keys and
+/// values, f32).
 pub fn page_bytes(n_layer: usize, c: usize) -> u64 {
     (2 * n_layer * PAGE * c * 4) as u64
 }

@@ -50,21 +50,30 @@ impl ModelConfig {
             n(self.n_head),
         );
         let c = n(self.n_embed);
-        let h = n(self.ffn_hidden_multiplier) * c;
+        let h = self
+            .intermediate_size
+            .map_or(n(self.ffn_hidden_multiplier) * c, n);
+        let hd = self.heads();
+        let (q, qkv) = (n(hd.q_width()), n(hd.qkv_width()));
+        let llama = self.architecture.llama_like();
+        let first = if llama { 2 * h } else { h };
         let (e, k) = (n(self.moe_num_experts), n(self.moe_top_k));
         let half = self.dtype == Dtype::Float16;
-        // weights: wte and the blocks' linear weights are halved with float16
+        // weights: the embedding, an untied head and the blocks' linear weights are
+        // halved with float16
         let wide = if half { 2 } else { 4 };
         let mlp_linear = if self.use_moe {
             e * 2 * c * h
         } else {
-            2 * c * h
+            c * first + h * c
         };
-        let linear = l * (4 * c * c + mlp_linear);
+        let linear = l * (c * qkv + q * c + mlp_linear);
+        let embeddings = v * c * if self.tie_word_embeddings { 1 } else { 2 };
         let params = self.parameter_count_wide();
-        let weights = (v * c + linear) * wide + (params - v * c - linear) * 4;
+        let weights = (embeddings + linear) * wide + (params - embeddings - linear) * 4;
         // activations at the full context (model/mod.rs `Activations`)
-        let mut act = t * (1 + 6 * c + h) // ids, x, ln, qkv, att, hidden
+        let gated = if llama { h } else { 0 };
+        let mut act = t * (1 + 2 * c + qkv + q + first + gated) // ids, x, ln, qkv, att, hidden
             + t * v // logits
             + l * nh * t + (l + 1) * t // entropies, residual norms
             + v + l * nh * t + (l + 1) * t + l * (2 * e + 1); // readback
@@ -74,12 +83,10 @@ impl ModelConfig {
         }
         // the split tiled matmuls' scratch (GPU kernels; counted on every adapter)
         let split_rows = n(SPLIT_MAX_ROWS).min(t);
-        act += split_rows
-            * split_row_floats(
-                self.n_embed,
-                self.n_embed.saturating_mul(self.ffn_hidden_multiplier),
-                !self.use_moe,
-            );
+        act += split_rows * split_row_floats(&self.linear_shapes());
+        if llama {
+            act += 2 * t * n(hd.hs / 2); // the rotary cos / sin tables
+        }
         let activations = act * 4;
         MemoryEstimate {
             weights,

@@ -1,5 +1,6 @@
-//! The GPT-2 model on the device: config → weights (seeded init or safetensors)
-//! → one-submission forward. Weights live on the device only. This file holds the
+//! The model on the device — GPT-2, or a Llama-family block (RMSNorm, rotary
+//! positions, grouped-query attention, SwiGLU) — config → weights (seeded init, a
+//! safetensors checkpoint, or a Hugging Face directory) → one-submission forward. Weights live on the device only. This file holds the
 //! model's types; each job has its own file:
 //!
 //! | file | its job |
@@ -15,9 +16,11 @@
 //! | `weights.rs` | tensor specs, seeded init, safetensors checkpoints |
 //! | `memory.rs` | the memory estimate, checked before anything is allocated |
 //! | `family.rs` | a model family as data, read from a Hugging Face `config.json` |
+//! | `directory.rs` | a Hugging Face model directory: configs, shards, tensors by name |
 //! | `rope.rs` | rotary embedding frequencies (default, linear, llama3) and cos / sin tables |
 
 mod build;
+pub mod directory;
 pub mod family;
 pub mod forward;
 pub mod generate;
@@ -40,13 +43,14 @@ use crate::gpu::GpuContext;
 use crate::kernels::matmul::MatmulOp;
 use crate::kernels::Pipelines;
 use crate::kernels::{KernelOp, RowsOp};
-use weights::Checkpoint;
+use weights::{Checkpoint, WeightFiles};
 
 pub use generate::{NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 pub use step::{ARGMAX_SPAN, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS};
 
-/// Device buffers of one transformer block (HF names in comments).
+/// Device buffers of one transformer block (GPT-2's HF names in comments; a Llama
+/// block's q/k/v are `attn_w` side by side, gate/up `fc_w`, down `fc_proj_w`).
 pub struct BlockWeights {
     pub ln_1_w: wgpu::Buffer,         // ln_1.weight [C]
     pub ln_1_b: Option<wgpu::Buffer>, // ln_1.bias [C]
@@ -117,11 +121,22 @@ impl MlpWeights {
 pub struct DeviceWeights {
     /// wte.weight [V, C], split into bound windows when larger than one binding.
     pub wte: RowChunked,
-    /// wpe.weight [context, C]
-    pub wpe: wgpu::Buffer,
+    /// wpe.weight [context, C] (learned positions only)
+    pub wpe: Option<wgpu::Buffer>,
     pub blocks: Vec<BlockWeights>,
     pub ln_f_w: wgpu::Buffer,
     pub ln_f_b: Option<wgpu::Buffer>,
+    /// lm_head.weight [V, C] when the head is not tied to wte (chunked as wte).
+    pub head: Option<RowChunked>,
+    /// Rotary cos and sin tables `[context, HS/2]` (rotary families).
+    pub rope: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl DeviceWeights {
+    /// The LM head: its own weights, or the tied embedding.
+    pub fn lm_head(&self) -> &RowChunked {
+        self.head.as_ref().unwrap_or(&self.wte)
+    }
 }
 
 /// Activation buffers, sized for the full context once per model.
@@ -138,9 +153,11 @@ pub struct Activations {
     pub kv_tables: wgpu::Buffer,
     pub x: wgpu::Buffer,      // residual stream [context, C]
     pub ln: wgpu::Buffer,     // layer-norm output [context, C]
-    pub qkv: wgpu::Buffer,    // [context, 3C]
-    pub att: wgpu::Buffer,    // attention output [context, C]
-    pub hidden: wgpu::Buffer, // MLP hidden [context, H]
+    pub qkv: wgpu::Buffer,    // [context, Q + 2 KV] (GPT-2: 3C)
+    pub att: wgpu::Buffer,    // attention output [context, max(Q, C)]
+    pub hidden: wgpu::Buffer, // MLP hidden [context, H] (SwiGLU: gate | up [context, 2H])
+    /// SwiGLU's gated hidden [context, H] (Llama families).
+    pub gated: Option<wgpu::Buffer>,
     /// logits [context, V] as column chunks matching wte's row chunks.
     pub logits: Vec<wgpu::Buffer>,
     /// per-layer attention entropy [NH, T]
@@ -193,6 +210,8 @@ pub struct Linear {
 pub struct BlockOps {
     pub ln_1: KernelOp,
     pub c_attn: Linear,
+    /// Rotary positions on the queries and keys of qkv (rotary families).
+    pub rotary: Option<KernelOp>,
     /// Attention within the rows of a forward (keys and values in qkv), and one per
     /// forward of a traversal several forwards share.
     pub attn: KernelOp,
@@ -216,6 +235,8 @@ pub struct BlockOps {
 pub enum MlpOps {
     Dense {
         c_fc: Linear,
+        /// SwiGLU between the two (Llama families): gate | up → gated.
+        swiglu: Option<KernelOp>,
         fc_proj: Linear,
     },
     /// The grouped expert path, which scales with the rows on every step.
@@ -300,35 +321,53 @@ impl ServeShape {
 }
 
 /// Resolve a user config (a JSON object) into the effective config: defaults filled,
-/// checkpoint shapes applied for keys not given, validated. Any checkpoint path is
-/// accepted (the operator's and the tests' use); see [`resolve_config_with`].
-pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<Checkpoint>)> {
+/// checkpoint or model-directory shapes applied for keys not given, validated. Any
+/// path is accepted (the operator's and the tests' use); see [`resolve_config_with`].
+pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<WeightFiles>)> {
     resolve_config_with(value, &FileAccess::Any, u64::MAX)
 }
 
-/// [`resolve_config`] with the checkpoint named under `access`'s rules and at most
-/// `max_bytes` long (checked before it is read).
+/// [`resolve_config`] with the checkpoint or model directory named under `access`'s
+/// rules, a checkpoint at most `max_bytes` long (checked before it is read).
 pub fn resolve_config_with(
     value: serde_json::Value,
     access: &FileAccess,
     max_bytes: u64,
-) -> Result<(ModelConfig, Option<Checkpoint>)> {
+) -> Result<(ModelConfig, Option<WeightFiles>)> {
     let given: Vec<String> = value
         .as_object()
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
-    let has_checkpoint = value.get("checkpoint").is_some_and(|v| !v.is_null());
-    if !has_checkpoint {
+    let named = |key: &str| value.get(key).is_some_and(|v| !v.is_null());
+    let (has_checkpoint, has_model) = (named("checkpoint"), named("model"));
+    if has_checkpoint && has_model {
+        return Err(Error::Config(
+            "checkpoint and model both name weights: give one (model: a Hugging Face directory; checkpoint: a GPT-2 safetensors file)".into(),
+        ));
+    }
+    if !has_checkpoint && !has_model {
         return Ok((ModelConfig::from_value(value)?, None));
+    }
+    if !value.is_object() {
+        return Err(Error::Config(
+            "config must be a JSON object of config keys".into(),
+        ));
     }
     let mut cfg: ModelConfig =
         serde_json::from_value(value).map_err(|e| Error::Config(e.to_string()))?;
+    if has_model {
+        let name = cfg.model.clone().unwrap_or_default();
+        let path = access.resolve("model", &name)?;
+        let dir = directory::ModelDir::open(&name, &path)?;
+        dir.apply(&mut cfg, &given)?;
+        return Ok((cfg, Some(WeightFiles::Directory(Box::new(dir)))));
+    }
     let name = cfg.checkpoint.clone().unwrap_or_default();
     let path = access.resolve("checkpoint", &name)?;
     let bytes = access.read("checkpoint", &name, &path, max_bytes)?;
     let ckpt = Checkpoint::from_bytes(bytes, &name)?;
     ckpt.resolve_config(&mut cfg, &given)?;
-    Ok((cfg, Some(ckpt)))
+    Ok((cfg, Some(WeightFiles::Checkpoint(ckpt))))
 }
 
 impl Model {

@@ -4,22 +4,7 @@
 //! `rotary` kernel reads, computed once per model in f32 as `LlamaRotaryEmbedding` does
 //! (angle = inv_freq · position in f32, then its cos and sin).
 
-/// How the inverse frequencies are scaled for contexts longer than training's.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RopeScaling {
-    /// `rope_type: "default"` (or no `rope_scaling`).
-    None,
-    /// `rope_type: "linear"`: every inverse frequency divided by `factor`.
-    Linear { factor: f32 },
-    /// `rope_type: "llama3"` (Llama 3.1 / 3.2): low frequencies divided by `factor`,
-    /// high ones kept, the band between blended smoothly.
-    Llama3 {
-        factor: f32,
-        low_freq_factor: f32,
-        high_freq_factor: f32,
-        original_max_position_embeddings: usize,
-    },
-}
+pub use crate::config::RopeScaling;
 
 /// The `head_dim / 2` inverse frequencies: `1 / theta^(2i / head_dim)` in f32 (as
 /// `_compute_default_rope_parameters`), then scaled.

@@ -23,7 +23,9 @@ use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
     RELU, SILU,
 };
+use crate::kernels::rotary::encode_rotary;
 use crate::kernels::row_norm::encode_row_norm;
+use crate::kernels::swiglu::encode_swiglu;
 
 /// How the rows of a step reach the linears: the matmul (a forward, a prefill chunk)
 /// or the matrix-vector kernels (a decode step, one row per generation).
@@ -141,14 +143,42 @@ impl Linear {
 }
 
 impl Model {
+    /// The norm of every block and of the final layer: RMSNorm for the Llama families,
+    /// LayerNorm (with bias when the model has biases) for GPT-2.
+    pub(super) fn norm(&self) -> Norm {
+        let cfg = &self.config;
+        if cfg.architecture.llama_like() {
+            Norm::rms(cfg.norm_eps)
+        } else {
+            Norm {
+                eps: cfg.norm_eps,
+                ..Norm::layer(cfg.bias)
+            }
+        }
+    }
+
     /// Record `x += mlp(ln)` of block `l` for `t` rows (ln_2 already applied).
     fn encode_mlp(&self, pass: &mut wgpu::ComputePass<'_>, l: usize, t: usize, path: RowPath) {
-        let (_q, _pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
+        let cfg = &self.config;
         let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
-        let b = if cfg.bias { BIAS } else { 0 };
+        let b = if cfg.has_mlp_bias() { BIAS } else { 0 };
         match &self.ops.blocks[l].mlp {
-            MlpOps::Dense { c_fc, fc_proj } => {
+            MlpOps::Dense {
+                c_fc,
+                swiglu: None,
+                fc_proj,
+            } => {
                 c_fc.encode(self, pass, t, path, b | GELU);
+                fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
+            }
+            MlpOps::Dense {
+                c_fc,
+                swiglu: Some(swiglu),
+                fc_proj,
+            } => {
+                // down(silu(gate(x)) · up(x)): gate | up in one matmul
+                c_fc.encode(self, pass, t, path, b);
+                encode_swiglu(pass, swiglu, t, h);
                 fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
             }
             MlpOps::Moe {
@@ -183,9 +213,12 @@ impl Model {
     /// code, differing in the row path of the linears ([`StepKind::path`]) and in where
     /// keys and values live.
     pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
-        let (_q, _pl, cfg) = (&self.ctx.queue, &*self.pipelines, &self.config);
-        let (c, nh, bias) = (cfg.n_embed, cfg.n_head, cfg.bias);
-        let b = if bias { BIAS } else { 0 };
+        let cfg = &self.config;
+        let (c, heads) = (cfg.n_embed, cfg.heads());
+        let (qkv_w, norm) = (heads.qkv_width(), self.norm());
+        let qkv_b = if cfg.has_qkv_bias() { BIAS } else { 0 };
+        let o_b = if cfg.has_o_bias() { BIAS } else { 0 };
+        let learned = self.weights.wpe.is_some();
         let ops = &self.ops;
         let (capture, taps, lens) = match kind {
             StepKind::Forward {
@@ -197,29 +230,31 @@ impl Model {
         };
         let path = kind.path();
 
-        // x = wte(idx) + wpe(pos)
+        // x = wte(idx) + wpe(pos) (the rotary families: wte(idx))
         for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-            encode_embedding(pass, op, t, c, ch.row_start, ch.rows);
+            encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), learned);
         }
         if capture {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
         for (l, blk) in ops.blocks.iter().enumerate() {
-            // x = x + attn(ln_1(x))
-            encode_layer_norm(pass, &blk.ln_1, t, c, Norm::layer(bias));
-            blk.c_attn.encode(self, pass, t, path, b);
+            // x = x + attn(ln_1(x)), rotary positions on q and k
+            encode_layer_norm(pass, &blk.ln_1, t, c, norm);
+            blk.c_attn.encode(self, pass, t, path, qkv_b);
+            if let Some(rotary) = &blk.rotary {
+                encode_rotary(pass, rotary, t, qkv_w, heads.nh + heads.nkv, heads.hs);
+            }
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
-                encode_attention_weights(pass, &tap.op, t, c, nh, block, tap.w0);
+                encode_attention_weights(pass, &tap.op, t, heads, block, tap.w0);
             }
             match kind {
                 StepKind::Forward { .. } => encode_attention(
                     pass,
                     &blk.attn,
                     t,
-                    c,
-                    nh,
-                    KvLayout::fused(c),
+                    heads,
+                    KvLayout::fused(heads),
                     self.attention_block(),
                 ),
                 StepKind::Forwards(parts) => {
@@ -228,15 +263,14 @@ impl Model {
                             pass,
                             op,
                             part.rows,
-                            c,
-                            nh,
-                            KvLayout::fused(c).at(part.row0, part.row0),
+                            heads,
+                            KvLayout::fused(heads).at(part.row0, part.row0),
                             self.attention_block(),
                         );
                     }
                 }
                 StepKind::Prefill { parts, .. } => {
-                    encode_kv_store(pass, &blk.kv_store, t, c);
+                    encode_kv_store(pass, &blk.kv_store, t, heads);
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {
@@ -247,29 +281,27 @@ impl Model {
                             pass,
                             op,
                             part.rows,
-                            c,
-                            nh,
-                            KvLayout::paged(c, part.pos, PAGE).at(part.row0, part.table0),
+                            heads,
+                            KvLayout::paged(heads, part.pos, PAGE).at(part.row0, part.table0),
                             self.attention_block(),
                         );
                     }
                 }
                 StepKind::Decode { .. } => {
-                    encode_kv_store(pass, &blk.kv_store, t, c);
+                    encode_kv_store(pass, &blk.kv_store, t, heads);
                     encode_attention_paged(
                         pass,
                         &blk.attn_paged,
                         t,
-                        c,
-                        nh,
+                        heads,
                         PAGE,
                         self.attention_block(),
                     );
                 }
             }
-            blk.c_proj.encode(self, pass, t, path, b | ACCUMULATE);
-            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), or the MoE of the block
-            encode_layer_norm(pass, &blk.ln_2, t, c, Norm::layer(bias));
+            blk.c_proj.encode(self, pass, t, path, o_b | ACCUMULATE);
+            // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), SwiGLU, or the MoE
+            encode_layer_norm(pass, &blk.ln_2, t, c, norm);
             self.encode_mlp(pass, l, t, path);
             if capture {
                 encode_row_norm(pass, &blk.norm, t, c, (l + 1) * t);
@@ -278,8 +310,8 @@ impl Model {
                 encode_copy_rows(pass, &lens.save[l], t * c, 0, l * t * c);
             }
         }
-        // logits = lm_head(ln_f(x)), lm_head tied to wte
-        encode_layer_norm(pass, &ops.ln_f, t, c, Norm::layer(bias));
+        // logits = lm_head(ln_f(x)), lm_head tied to wte or its own
+        encode_layer_norm(pass, &ops.ln_f, t, c, norm);
         let chunks = &self.weights.wte.chunks;
         match kind {
             StepKind::Forward { .. } | StepKind::Forwards(_) => {
@@ -290,7 +322,7 @@ impl Model {
                     let per = t * (2 * lens.k + 1);
                     for (l, tops) in lens.top.iter().enumerate() {
                         encode_copy_rows(pass, &lens.restore[l], t * c, l * t * c, 0);
-                        encode_layer_norm(pass, &ops.ln_f, t, c, Norm::layer(bias));
+                        encode_layer_norm(pass, &ops.ln_f, t, c, norm);
                         for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
                             encode_matmul_bt(pass, op, t, ch.rows, c, 0);
                             let out0 = (l * chunks.len() + i) * per;

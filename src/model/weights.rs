@@ -1,5 +1,8 @@
-//! The parameter tensors of a GPT-2 model, in Hugging Face names: their shapes,
-//! the seeded deterministic initialisation, and loading from a `.safetensors` file.
+//! The parameter tensors of a model under our canonical names (GPT-2's Hugging Face
+//! names; the Llama families' q/k/v and gate/up projections fused, every linear as
+//! `[in, out]`): their shapes, the seeded deterministic initialisation, and loading
+//! from a `.safetensors` file or a Hugging Face model directory
+//! ([`super::directory::ModelDir`] maps their names to ours).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +38,9 @@ impl TensorSpec {
 /// Every learned tensor of the model, in a fixed order (this order also numbers the
 /// random streams of the initialisation, so it must not change).
 pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
+    if cfg.architecture.llama_like() {
+        return llama_specs(cfg);
+    }
     let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
     let std = 0.02f32;
     let proj_std = 0.02 / (2.0 * cfg.n_layer as f32).sqrt();
@@ -124,6 +130,71 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
     if cfg.bias {
         add("ln_f.bias".into(), vec![c], Init::Zeros);
     }
+    if !cfg.tie_word_embeddings {
+        add(
+            "lm_head.weight".into(),
+            vec![cfg.vocab_size, c],
+            Init::Normal(std),
+        );
+    }
+    specs
+}
+
+/// The tensors of a Llama-family model under our names: `attn.c_attn` is q, k and v
+/// side by side (`[C, Q + 2 KV]`), `mlp.c_fc` gate and up (`[C, 2H]`), `mlp.c_proj`
+/// the down projection; RMSNorm weights only; no position table.
+fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
+    let (c, h, heads) = (cfg.n_embed, cfg.ffn_hidden(), cfg.heads());
+    let std = 0.02f32;
+    let mut specs = Vec::new();
+    let mut add =
+        |name: String, shape: Vec<usize>, init: Init| specs.push(TensorSpec { name, shape, init });
+    add(
+        "wte.weight".into(),
+        vec![cfg.vocab_size, c],
+        Init::Normal(std),
+    );
+    for l in 0..cfg.n_layer {
+        let p = format!("h.{l}.");
+        add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
+        let qkv = heads.qkv_width();
+        add(
+            format!("{p}attn.c_attn.weight"),
+            vec![c, qkv],
+            Init::Normal(std),
+        );
+        if cfg.has_qkv_bias() {
+            add(format!("{p}attn.c_attn.bias"), vec![qkv], Init::Zeros);
+        }
+        let q = heads.q_width();
+        add(
+            format!("{p}attn.c_proj.weight"),
+            vec![q, c],
+            Init::Normal(std),
+        );
+        if cfg.has_o_bias() {
+            add(format!("{p}attn.c_proj.bias"), vec![c], Init::Zeros);
+        }
+        add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
+        add(
+            format!("{p}mlp.c_fc.weight"),
+            vec![c, 2 * h],
+            Init::Normal(std),
+        );
+        add(
+            format!("{p}mlp.c_proj.weight"),
+            vec![h, c],
+            Init::Normal(std),
+        );
+    }
+    add("ln_f.weight".into(), vec![c], Init::Ones);
+    if !cfg.tie_word_embeddings {
+        add(
+            "lm_head.weight".into(),
+            vec![cfg.vocab_size, c],
+            Init::Normal(std),
+        );
+    }
     specs
 }
 
@@ -183,6 +254,37 @@ fn canonical(name: &str) -> &str {
 /// Buffers and heads that are not learned weights of the transformer.
 fn ignored(name: &str) -> bool {
     name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name == "lm_head.weight"
+}
+
+/// Convert safetensors data of `dtype` (F32, F16 or BF16) to f32 values appended to
+/// `out`; `what` names the tensor in the error.
+pub fn extend_f32(
+    out: &mut Vec<f32>,
+    dtype: safetensors::Dtype,
+    data: &[u8],
+    what: &str,
+) -> Result<()> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => out.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        other => {
+            return Err(Error::Checkpoint(format!(
+                "{what} has dtype {other:?}; F32, F16 and BF16 are supported"
+            )))
+        }
+    }
+    Ok(())
 }
 
 impl Checkpoint {
@@ -310,29 +412,9 @@ impl Checkpoint {
                 spec.shape
             )));
         }
-        let data = view.data();
-        use safetensors::Dtype;
         let mut out = try_vec_with_capacity(spec.numel(), &spec.name)?;
-        match view.dtype() {
-            Dtype::F32 => out.extend(
-                data.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-            Dtype::F16 => out.extend(
-                data.chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
-            Dtype::BF16 => out.extend(
-                data.chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
-            other => {
-                return Err(Error::Checkpoint(format!(
-                    "{}: tensor {} has dtype {other:?}; F32, F16 and BF16 are supported",
-                    self.path, spec.name
-                )))
-            }
-        }
+        let what = format!("{}: tensor {}", self.path, spec.name);
+        extend_f32(&mut out, view.dtype(), view.data(), &what)?;
         Ok(out)
     }
 }
@@ -357,6 +439,7 @@ pub fn stored_in_panels(name: &str) -> bool {
 /// head); not the position embedding, layer norms, biases or routers.
 pub fn stored_as_f16(name: &str) -> bool {
     name == "wte.weight"
+        || name == "lm_head.weight"
         || [
             ".attn.c_attn.weight",
             ".attn.c_proj.weight",
@@ -369,10 +452,18 @@ pub fn stored_as_f16(name: &str) -> bool {
         .any(|s| name.ends_with(s))
 }
 
+/// The files a model's weights are read from: a single safetensors checkpoint in the
+/// GPT-2 layout, or a Hugging Face model directory.
+pub enum WeightFiles {
+    Checkpoint(Checkpoint),
+    Directory(Box<super::directory::ModelDir>),
+}
+
 /// Where the values of each tensor come from.
 pub enum WeightSource {
     Seeded(u64),
     Checkpoint(Checkpoint),
+    Directory(Box<super::directory::ModelDir>),
 }
 
 impl WeightSource {
@@ -381,6 +472,7 @@ impl WeightSource {
         match self {
             WeightSource::Seeded(seed) => init_tensor(spec, index, *seed),
             WeightSource::Checkpoint(c) => c.load(spec),
+            WeightSource::Directory(d) => d.load(spec),
         }
     }
 }

@@ -38,9 +38,9 @@ pub fn forward(cfg: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) ->
                 cfg.sparse_global_blocks,
                 cfg.sparse_stride,
             );
-            attention_masked(&qkv, c, cfg.n_head, |i, j| layout.allows(i, j))
+            attention_masked(&qkv, cfg.heads(), |i, j| layout.allows(i, j))
         } else {
-            attention(&qkv, c, cfg.n_head)
+            attention(&qkv, cfg.heads())
         };
         x = matmul::matmul(
             &att,

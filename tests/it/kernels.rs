@@ -18,6 +18,7 @@ fn variants(base: &'static str) -> Vec<&'static str> {
 // them; the reference sees what the kernel sees.
 use wgformer::kernels::seen_by;
 
+use wgformer::config::Heads;
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, rotary,
     row_norm, swiglu,
@@ -415,7 +416,7 @@ fn embedding_across_chunks() {
                 &ids,
                 &pos,
                 &wte,
-                &wpe,
+                Some(&wpe),
                 c,
                 chunk,
             )
@@ -441,7 +442,7 @@ fn embedding_more_than_65535_workgroups() {
         &ids,
         &pos,
         &wte,
-        &wpe,
+        Some(&wpe),
         c,
         1000,
     )
@@ -466,7 +467,7 @@ fn embedding_at_each_rows_own_position() {
         &ids,
         &pos,
         &wte,
-        &wpe,
+        Some(&wpe),
         c,
         1000,
     )
@@ -509,9 +510,10 @@ fn kv_store_writes_rows_to_their_slots() {
     let (c, rows) = (16, 40);
     let slots = [17u32, 3, 39, 18];
     let qkv = rand_vec(slots.len() * 3 * c, 21, 1.0);
-    let (k, v) = kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, c, &slots, rows).unwrap();
+    let (k, v) =
+        kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, Heads::mha(c, 1), &slots, rows).unwrap();
     let (mut wk, mut wv) = (vec![0.0; rows * c], vec![0.0; rows * c]);
-    reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, c, &slots);
+    reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, Heads::mha(c, 1), &slots);
     assert_eq!(k, wk);
     assert_eq!(v, wv);
     assert!(k[17 * c..18 * c].iter().any(|&x| x != 0.0));
@@ -602,7 +604,7 @@ fn paged_case(lens: &[usize], c: usize, page: usize, seed: u64) -> PagedCase {
         let slots: Vec<u32> = (0..len)
             .map(|j| table[j / page] * page as u32 + (j % page) as u32)
             .collect();
-        reference::kv_store::kv_store(&q, &mut k_pool, &mut v_pool, c, &slots);
+        reference::kv_store::kv_store(&q, &mut k_pool, &mut v_pool, Heads::mha(c, 1), &slots);
         qkv.push(q);
         tables.push(table);
     }
@@ -651,9 +653,11 @@ fn paged_attention_rows_of_different_sequences() {
                 rows.push([flat.len() as u32, (len - 1) as u32]);
                 flat.extend_from_slice(&case.tables[s]);
                 let (out, _) = if sparse {
-                    reference::attention::attention_masked(qs, c, nh, |i, j| layout.allows(i, j))
+                    reference::attention::attention_masked(qs, Heads::mha(c, nh), |i, j| {
+                        layout.allows(i, j)
+                    })
                 } else {
-                    reference::attention::attention(qs, c, nh)
+                    reference::attention::attention(qs, Heads::mha(c, nh))
                 };
                 want.extend_from_slice(&out[(len - 1) * c..len * c]);
             }
@@ -690,9 +694,11 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
     let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
     for sparse in [false, true] {
         let (want, _) = if sparse {
-            reference::attention::attention_masked(qs, c, nh, |i, j| layout.allows(i, j))
+            reference::attention::attention_masked(qs, Heads::mha(c, nh), |i, j| {
+                layout.allows(i, j)
+            })
         } else {
-            reference::attention::attention(qs, c, nh)
+            reference::attention::attention(qs, Heads::mha(c, nh))
         };
         for variant in attention_variants(
             if sparse {
@@ -738,7 +744,7 @@ fn paged_attention_prefill_chunk_of_one_sequence() {
         let case = paged_case(&[len], c, page, 77);
         let qs = &case.qkv[0];
         let rows: Vec<[u32; 2]> = (12..len as u32).map(|p| [0, p]).collect();
-        let (want, _) = reference::attention::attention(qs, c, nh);
+        let (want, _) = reference::attention::attention(qs, Heads::mha(c, nh));
         for variant in attention_variants("attention_paged", c / nh) {
             let got = attention::run_attention_paged(
                 &g.ctx,
@@ -791,7 +797,7 @@ fn attention_causal_with_entropy() {
         (70, 128, 2),
     ] {
         let qkv = rand_vec(t * 3 * c, 18, 1.5);
-        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         for variant in attention_variants("attention", c / nh) {
             let (out, ent) = attention::run_attention(
                 &g.ctx,
@@ -867,10 +873,10 @@ fn attention_over_a_kv_cache_equals_attention_over_the_whole_sequence() {
         (17, 17, 192, 3),
     ] {
         let qkv = rand_vec(total * 3 * c, 22, 1.5);
-        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         let (mut kc, mut vc) = (vec![0.0; (total + 3) * c], vec![0.0; (total + 3) * c]);
         let all: Vec<u32> = (0..total as u32).collect();
-        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, c, &all);
+        reference::kv_store::kv_store(&qkv, &mut kc, &mut vc, Heads::mha(c, 1), &all);
         let pos = total - t;
         let want_ent_rows: Vec<f32> = (0..nh)
             .flat_map(|h| want_ent[h * total + pos..(h + 1) * total].to_vec())
@@ -913,7 +919,7 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
     ] {
         let qkv = rand_vec(t * 3 * c, 25, 1.5);
         let layout = wgformer::sparse::BlockLayout::dense_causal(t.max(block), block);
-        let (want_out, want_ent) = reference::attention::attention(&qkv, c, nh);
+        let (want_out, want_ent) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         for variant in attention_variants("sparse_attention", c / nh) {
             if variant.ends_with("_subgroup") && block % g.ctx.subgroup_max_size as usize != 0 {
                 continue;
@@ -956,8 +962,10 @@ fn sparse_attention_matches_masked_reference() {
     ] {
         let qkv = rand_vec(t * 3 * c, 26, 1.5);
         let (want_out, want_ent) =
-            reference::attention::attention_masked(&qkv, c, nh, |i, j| layout.allows(i, j));
-        let (dense, _) = reference::attention::attention(&qkv, c, nh);
+            reference::attention::attention_masked(&qkv, Heads::mha(c, nh), |i, j| {
+                layout.allows(i, j)
+            });
+        let (dense, _) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         for variant in attention_variants("sparse_attention", c / nh) {
             if variant.ends_with("_subgroup")
                 && layout.block % g.ctx.subgroup_max_size as usize != 0
@@ -1077,13 +1085,12 @@ fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
                 &g.ctx,
                 &g.pipelines,
                 &qkv,
-                c,
-                nh,
+                Heads::mha(c, nh),
                 sparse.then_some(&layout),
             )
             .unwrap();
             let allow = |i: usize, j: usize| j <= i && (!sparse || layout.allows(i, j));
-            let want = reference::attention::weights_masked(&qkv, c, nh, allow);
+            let want = reference::attention::weights_masked(&qkv, Heads::mha(c, nh), allow);
             assert_close(
                 &format!("weights t{t} sparse {sparse}"),
                 &got,
@@ -1104,7 +1111,7 @@ fn attention_weights_match_reference_and_are_causal_rows_summing_to_one() {
                 }
             }
             // the weights times V are the forward's attention output
-            let (out, _) = reference::attention::attention_masked(&qkv, c, nh, allow);
+            let (out, _) = reference::attention::attention_masked(&qkv, Heads::mha(c, nh), allow);
             let hs = c / nh;
             for h in 0..nh {
                 for i in 0..t {
@@ -1365,6 +1372,98 @@ fn matvec_groups_past_the_batch_store_nothing() {
                 got[..lo].iter().chain(&got[hi..]).all(|&v| v == SENTINEL),
                 "{variant}: {rows} rows wrote outside the batch"
             );
+        }
+    }
+}
+
+#[test]
+fn grouped_query_attention_with_a_window_matches_reference() {
+    // Query heads sharing key/value heads (NH 8 over NKV 2 and 1), a sliding window
+    // shorter than the sequence: every forward, block-sparse, paged and weights kernel
+    // of this adapter equals the reference, heads of 64 (the subgroup kernels) and 16.
+    let g = gpu();
+    let t = 40;
+    for &(nh, nkv, hs, window) in &[(8, 2, 64, 0), (8, 2, 64, 7), (4, 1, 16, 9), (2, 2, 16, 3)] {
+        let heads = Heads {
+            nh,
+            nkv,
+            hs,
+            window,
+        };
+        let (q, kv) = (heads.q_width(), heads.kv_width());
+        let qkv = rand_vec(t * heads.qkv_width(), (nh * 31 + window) as u64, 0.5);
+        let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
+        for sparse in [false, true] {
+            let allow = |i: usize, j: usize| heads.sees(i, j) && (!sparse || layout.allows(i, j));
+            let (want, want_ent) = reference::attention::attention_masked(&qkv, heads, allow);
+            let op = if sparse {
+                "sparse_attention"
+            } else {
+                "attention"
+            };
+            let sg = g.ctx.subgroup_max_size.max(1) as usize;
+            for variant in attention_variants(op, hs) {
+                if variant == "sparse_attention_subgroup" && !layout.block.is_multiple_of(sg) {
+                    continue; // a subgroup's queries must share a block
+                }
+                let (got, ent) = attention::run_attention(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &attention::HostAttention::with_heads(&qkv, heads)
+                        .layout(sparse.then_some(&layout)),
+                )
+                .unwrap();
+                let what = format!("{variant} nh{nh} nkv{nkv} hs{hs} window{window}");
+                assert_close(&what, &got, &want, 1e-4, 1e-4);
+                assert_close(&format!("{what} entropy"), &ent, &want_ent, 1e-4, 1e-4);
+            }
+            let w = attention::run_attention_weights(
+                &g.ctx,
+                &g.pipelines,
+                &qkv,
+                heads,
+                sparse.then_some(&layout),
+            )
+            .unwrap();
+            let want_w = reference::attention::weights_masked(&qkv, heads, allow);
+            assert_close(
+                &format!("weights nh{nh} nkv{nkv} window{window}"),
+                &w,
+                &want_w,
+                1e-5,
+                1e-4,
+            );
+            // the same sequence in a paged pool (kv_store writes it), each row decoded
+            let page = 16;
+            let pages = t.div_ceil(page);
+            let table: Vec<u32> = (0..pages as u32).rev().collect();
+            let slots: Vec<u32> = (0..t)
+                .map(|j| table[j / page] * page as u32 + (j % page) as u32)
+                .collect();
+            let (k_pool, v_pool) =
+                kv_store::run_kv_store(&g.ctx, &g.pipelines, &qkv, heads, &slots, pages * page)
+                    .unwrap();
+            let (mut wk, mut wv) = (vec![0.0; pages * page * kv], vec![0.0; pages * page * kv]);
+            reference::kv_store::kv_store(&qkv, &mut wk, &mut wv, heads, &slots);
+            assert_eq!((&k_pool, &v_pool), (&wk, &wv), "kv_store nkv{nkv}");
+            let rows: Vec<[u32; 2]> = (0..t as u32).map(|j| [0, j]).collect();
+            for variant in attention_variants("attention_paged", hs) {
+                let got = attention::run_attention_paged(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &attention::HostAttention::with_heads(&qkv, heads)
+                        .paged(&k_pool, &v_pool, &table, page, 0)
+                        .layout(sparse.then_some(&layout)),
+                    &rows,
+                )
+                .unwrap();
+                let what =
+                    format!("{variant} nh{nh} nkv{nkv} hs{hs} window{window} sparse {sparse}");
+                assert_close(&what, &got, &want, 1e-4, 1e-4);
+            }
+            assert_eq!(want.len(), t * q);
         }
     }
 }

@@ -17,6 +17,7 @@ mod common;
 
 mod batching;
 mod explorer;
+mod families;
 mod fuzz;
 mod generate;
 mod generation_api;

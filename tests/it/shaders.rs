@@ -248,7 +248,12 @@ fn uniform_structs_match_rust_twins() {
             "{shader}"
         );
     }
-    check_twin!("kv_store", KvStoreParams, kv_store::KvStoreParams, [t, c4]);
+    check_twin!(
+        "kv_store",
+        KvStoreParams,
+        kv_store::KvStoreParams,
+        [t, kv4, q4]
+    );
     check_twin!(
         "row_norm",
         RowNormParams,

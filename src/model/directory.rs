@@ -1,0 +1,645 @@
+//! A Hugging Face model directory: `config.json` (the family and every dimension),
+//! weights as `model.safetensors` or shards listed by `model.safetensors.index.json`,
+//! `tokenizer.json`, `tokenizer_config.json` (BOS / EOS tokens, `add_bos_token`) and
+//! `generation_config.json` (`eos_token_id`). Only the safetensors headers are read
+//! when the directory is opened; each tensor's bytes are read when the build asks for
+//! it ([`ModelDir::load`]) and dropped once it is on the device, so loading never
+//! holds more than one tensor on the host. Errors name the directory as the client
+//! gave it and the file or tensor at fault, never a server path.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+use super::family::{self, Architecture, Family, Mlp, NormKind, Positions};
+use super::weights::{extend_f32, TensorSpec};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::files::{try_vec_with_capacity, FileAccess};
+use crate::tokenizer::Tokenizer;
+
+/// Largest JSON file of a directory read (configs, the shard index).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+/// Largest safetensors header read.
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// A Hugging Face tensor that is part of one of ours, with the shape it must have.
+type Part = (String, Vec<usize>);
+
+/// One tensor of a shard: where its bytes are.
+#[derive(Clone, Debug)]
+struct Entry {
+    shard: usize,
+    dtype: Option<safetensors::Dtype>,
+    dtype_name: String,
+    shape: Vec<usize>,
+    /// Byte range in the shard file.
+    begin: u64,
+    end: u64,
+}
+
+struct Shard {
+    /// The file's name inside the directory (for errors).
+    name: String,
+    file: std::fs::File,
+}
+
+/// An opened model directory: its architecture, where each tensor is, the tokenizer
+/// files and the stop tokens.
+pub struct ModelDir {
+    /// The directory as the client named it.
+    pub name: String,
+    pub arch: Architecture,
+    shards: Vec<Shard>,
+    tensors: HashMap<String, Entry>,
+    /// Bytes of the weight files.
+    pub weight_bytes: u64,
+    /// `tokenizer.json`, when the directory has one.
+    pub tokenizer: Option<PathBuf>,
+    pub special: SpecialTokens,
+}
+
+/// What `tokenizer_config.json` and `generation_config.json` say about special tokens.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecialTokens {
+    /// `add_bos_token` (absent: the tokenizer's own post-processor decides).
+    pub add_bos: Option<bool>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// `generation_config.json`'s `eos_token_id` (an int or a list), and its
+    /// `bos_token_id`.
+    pub eos_ids: Vec<u32>,
+    pub bos_id: Option<u32>,
+}
+
+fn bad(dir: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Config(format!("model {dir:?}: {detail}"))
+}
+
+/// A file name inside the directory: relative, no `..`, and (symbolic links
+/// resolved) still inside it.
+fn inside(root: &Path, dir: &str, name: &str) -> Result<PathBuf> {
+    let rel = Path::new(name);
+    let plain = !name.is_empty()
+        && !name.contains('\0')
+        && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    let outside = || {
+        bad(
+            dir,
+            format!("{name:?} is not a file inside the model directory"),
+        )
+    };
+    if !plain {
+        return Err(outside());
+    }
+    let full = root.join(rel);
+    match full.canonicalize() {
+        Ok(c) if c.starts_with(root) => Ok(c),
+        Ok(_) => Err(outside()),
+        Err(_) => Err(bad(dir, format!("{name} is missing"))),
+    }
+}
+
+fn read_json(root: &Path, dir: &str, name: &str, required: bool) -> Result<Option<Value>> {
+    let path = root.join(name);
+    if !path.exists() {
+        return if required {
+            Err(bad(dir, format!("{name} is missing")))
+        } else {
+            Ok(None)
+        };
+    }
+    let path = inside(root, dir, name)?;
+    let len = std::fs::metadata(&path)
+        .map_err(|e| bad(dir, format!("cannot read {name}: {}", e.kind())))?
+        .len();
+    if len > MAX_JSON_BYTES {
+        return Err(bad(
+            dir,
+            format!("{name} has {len} bytes, more than a config holds"),
+        ));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad(dir, format!("cannot read {name}: {}", e.kind())))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| bad(dir, format!("{name} is not valid JSON: {e}")))
+}
+
+/// A token written as a string or as an object with `content`.
+fn token_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, buf, at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn dtype_of(name: &str) -> Option<(safetensors::Dtype, u64)> {
+    use safetensors::Dtype;
+    match name {
+        "F32" => Some((Dtype::F32, 4)),
+        "F16" => Some((Dtype::F16, 2)),
+        "BF16" => Some((Dtype::BF16, 2)),
+        _ => None,
+    }
+}
+
+/// Read a shard's header: every tensor's dtype, shape and byte range, checked against
+/// the file's length.
+fn read_header(
+    dir: &str,
+    shard: usize,
+    name: &str,
+    file: &std::fs::File,
+) -> Result<Vec<(String, Entry)>> {
+    let fail = |why: String| {
+        bad(
+            dir,
+            format!("{name} is not a valid safetensors file: {why}"),
+        )
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| fail(e.kind().to_string()))?
+        .len();
+    let mut n8 = [0u8; 8];
+    read_at(file, &mut n8, 0).map_err(|_| fail("shorter than its header".into()))?;
+    let n = u64::from_le_bytes(n8);
+    if n > MAX_HEADER_BYTES || 8 + n > len {
+        return Err(fail(format!("a header of {n} bytes in a file of {len}")));
+    }
+    let mut header = try_vec_with_capacity::<u8>(n as usize, "safetensors header")?;
+    header.resize(n as usize, 0);
+    read_at(file, &mut header, 8).map_err(|e| fail(e.kind().to_string()))?;
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_slice(&header).map_err(|e| fail(format!("header: {e}")))?;
+    let data0 = 8 + n;
+    let mut out = Vec::with_capacity(map.len());
+    for (tensor, info) in map {
+        if tensor == "__metadata__" {
+            continue;
+        }
+        let dtype_name = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let shape: Option<Vec<usize>> = info
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
+        let offsets: Option<Vec<u64>> = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Err(fail(format!(
+                "tensor {tensor} has no shape or data_offsets"
+            )));
+        };
+        let [b, e] = offsets[..] else {
+            return Err(fail(format!(
+                "tensor {tensor}: data_offsets must be two numbers"
+            )));
+        };
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let dtype = dtype_of(&dtype_name);
+        let sized = match (numel, dtype) {
+            (Some(numel), Some((_, size))) => numel.checked_mul(size) == Some(e.wrapping_sub(b)),
+            _ => true, // an unsupported dtype is reported if the tensor is asked for
+        };
+        if e < b || data0 + e > len || !sized {
+            return Err(fail(format!(
+                "tensor {tensor}: bytes {b}..{e} do not fit its shape {shape:?} ({dtype_name}) in the file"
+            )));
+        }
+        out.push((
+            tensor,
+            Entry {
+                shard,
+                dtype: dtype.map(|d| d.0),
+                dtype_name,
+                shape,
+                begin: data0 + b,
+                end: data0 + e,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+impl ModelDir {
+    /// Open the directory at `root` (resolved by the caller under the file-access
+    /// rules), which the client called `name`: read its configs and the headers of its
+    /// weight files.
+    pub fn open(name: &str, root: &Path) -> Result<ModelDir> {
+        let dir = name;
+        let root = root
+            .canonicalize()
+            .map_err(|_| bad(dir, "is not a model directory"))?;
+        if !root.is_dir() {
+            return Err(bad(
+                dir,
+                "is not a directory (name a Hugging Face model directory)",
+            ));
+        }
+        let config = read_json(&root, dir, "config.json", true)?.unwrap_or_default();
+        let arch = family::from_hf_config(&config.to_string())
+            .map_err(|e| bad(dir, e.to_string().trim_start_matches("invalid config: ")))?;
+
+        // weight files: the index's shards, or model.safetensors
+        let mut files: Vec<String> = Vec::new();
+        let mut expected: HashMap<String, String> = HashMap::new();
+        if let Some(index) = read_json(&root, dir, "model.safetensors.index.json", false)? {
+            let map = index
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| bad(dir, "model.safetensors.index.json has no weight_map"))?;
+            for (tensor, file) in map {
+                let file = file.as_str().ok_or_else(|| {
+                    bad(
+                        dir,
+                        format!("model.safetensors.index.json: {tensor} names no file"),
+                    )
+                })?;
+                if !files.iter().any(|f| f == file) {
+                    files.push(file.to_string());
+                }
+                expected.insert(tensor.clone(), file.to_string());
+            }
+        } else if root.join("model.safetensors").exists() {
+            files.push("model.safetensors".into());
+        } else {
+            return Err(bad(
+                dir,
+                "has no weights: model.safetensors or model.safetensors.index.json with its shards",
+            ));
+        }
+        let mut shards = Vec::with_capacity(files.len());
+        let mut tensors = HashMap::new();
+        let mut weight_bytes = 0u64;
+        for (i, f) in files.iter().enumerate() {
+            let path = inside(&root, dir, f)?;
+            let file = std::fs::File::open(&path)
+                .map_err(|e| bad(dir, format!("cannot read {f}: {}", e.kind())))?;
+            weight_bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+            for (tensor, entry) in read_header(dir, i, f, &file)? {
+                tensors.insert(tensor, entry);
+            }
+            shards.push(Shard {
+                name: f.clone(),
+                file,
+            });
+        }
+        for (tensor, file) in &expected {
+            match tensors.get(tensor) {
+                Some(e) if shards[e.shard].name == *file => {}
+                _ => {
+                    return Err(bad(
+                        dir,
+                        format!("model.safetensors.index.json puts {tensor} in {file}, which does not hold it"),
+                    ))
+                }
+            }
+        }
+
+        let tokenizer_config = read_json(&root, dir, "tokenizer_config.json", false)?;
+        let generation = read_json(&root, dir, "generation_config.json", false)?;
+        let tc = tokenizer_config.as_ref();
+        let special = SpecialTokens {
+            add_bos: tc
+                .and_then(|t| t.get("add_bos_token"))
+                .and_then(Value::as_bool),
+            bos_token: token_string(tc.and_then(|t| t.get("bos_token"))),
+            eos_token: token_string(tc.and_then(|t| t.get("eos_token"))),
+            eos_ids: token_ids(generation.as_ref().and_then(|g| g.get("eos_token_id"))),
+            bos_id: token_ids(generation.as_ref().and_then(|g| g.get("bos_token_id")))
+                .first()
+                .copied(),
+        };
+        let tokenizer = root
+            .join("tokenizer.json")
+            .exists()
+            .then(|| inside(&root, dir, "tokenizer.json"))
+            .transpose()?;
+        Ok(ModelDir {
+            name: name.to_string(),
+            arch,
+            shards,
+            tensors,
+            weight_bytes,
+            tokenizer,
+            special,
+        })
+    }
+
+    /// Fill `cfg` from the directory's architecture. Keys the client gave (`given`)
+    /// must agree with it (a `CONFIG_ERROR` names both values), except the service's
+    /// own options; `context_size`, when given, caps the directory's positions.
+    pub fn apply(&self, cfg: &mut ModelConfig, given: &[String]) -> Result<()> {
+        let a = &self.arch;
+        if a.moe.is_some() {
+            return Err(bad(
+                &self.name,
+                format!(
+                    "{:?} is a Mixture-of-Experts family, which this version does not serve yet (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM are)",
+                    a.family
+                ),
+            ));
+        }
+        if a.mlp_bias && a.family != Family::Gpt2 {
+            return Err(bad(&self.name, "mlp_bias is not supported"));
+        }
+        let hidden = match a.mlp {
+            Mlp::Gelu { hidden } | Mlp::SwiGlu { hidden } => hidden,
+        };
+        let (eps, learned) = match (a.norm, a.positions) {
+            (NormKind::Layer { eps } | NormKind::Rms { eps }, Positions::Learned) => (eps, true),
+            (NormKind::Layer { eps } | NormKind::Rms { eps }, Positions::Rotary { .. }) => {
+                (eps, false)
+            }
+        };
+        let cap = if given.iter().any(|g| g == "context_size") {
+            if cfg.context_size > a.max_positions {
+                return Err(bad(
+                    &self.name,
+                    format!(
+                        "context_size ({}) exceeds the model's positions ({})",
+                        cfg.context_size, a.max_positions
+                    ),
+                ));
+            }
+            cfg.context_size
+        } else if learned {
+            a.max_positions
+        } else {
+            // rotary families: up to the service's default context unless asked
+            a.max_positions.min(DEFAULT_ROTARY_CONTEXT)
+        };
+        let dims: [(&str, usize, usize); 5] = [
+            ("vocab_size", cfg.vocab_size, a.vocab_size),
+            ("n_layer", cfg.n_layer, a.n_layer),
+            ("n_head", cfg.n_head, a.n_head),
+            ("n_embed", cfg.n_embed, a.hidden_size),
+            ("context_size", cfg.context_size, cap),
+        ];
+        for (key, mine, theirs) in dims {
+            if given.iter().any(|g| g == key) && mine != theirs {
+                return Err(bad(
+                    &self.name,
+                    format!("config {key} ({mine}) disagrees with the directory's ({theirs})"),
+                ));
+            }
+        }
+        let family_given = given.iter().any(|g| g == "architecture");
+        if family_given && cfg.architecture != a.family {
+            return Err(bad(
+                &self.name,
+                format!(
+                    "config architecture ({:?}) disagrees with the directory's ({:?})",
+                    cfg.architecture, a.family
+                ),
+            ));
+        }
+        cfg.architecture = a.family;
+        cfg.vocab_size = a.vocab_size;
+        cfg.n_layer = a.n_layer;
+        cfg.n_head = a.n_head;
+        cfg.n_embed = a.hidden_size;
+        cfg.context_size = cap;
+        cfg.n_kv_head = (a.n_kv_head != a.n_head).then_some(a.n_kv_head);
+        cfg.head_dim = (a.head_dim * a.n_head != a.hidden_size).then_some(a.head_dim);
+        cfg.intermediate_size = Some(hidden);
+        if a.family == Family::Gpt2 && hidden % a.hidden_size == 0 {
+            cfg.intermediate_size = None;
+            cfg.ffn_hidden_multiplier = hidden / a.hidden_size;
+        }
+        cfg.norm_eps = eps;
+        if let Positions::Rotary { theta, scaling } = a.positions {
+            cfg.rope_theta = theta;
+            cfg.rope_scaling = scaling;
+        }
+        cfg.sliding_window = a.sliding_window;
+        cfg.tie_word_embeddings = a.tied_head;
+        cfg.bias = if a.family == Family::Gpt2 {
+            self.tensor("h.0.attn.c_attn.bias").is_some()
+                || self.tensor("transformer.h.0.attn.c_attn.bias").is_some()
+        } else {
+            a.o_bias
+        };
+        cfg.qkv_bias = a.family.llama_like().then_some(a.qkv_bias);
+        cfg.use_moe = false;
+        cfg.validate().map_err(|e| {
+            bad(
+                &self.name,
+                e.to_string().trim_start_matches("invalid config: "),
+            )
+        })
+    }
+
+    /// The directory's `tokenizer.json` (none without one), adding special tokens as
+    /// `AutoTokenizer(text)` does: the post-processor's, and the BOS when
+    /// `add_bos_token` says so, never twice.
+    pub fn load_tokenizer(&self, max_bytes: u64) -> Result<Option<Tokenizer>> {
+        let Some(path) = &self.tokenizer else {
+            return Ok(None);
+        };
+        let name = format!("{}/tokenizer.json", self.name);
+        let bytes = FileAccess::Any.read("tokenizer", &name, path, max_bytes)?;
+        let t = Tokenizer::from_bytes(&bytes, &name)?;
+        let bos = self
+            .special
+            .bos_token
+            .as_deref()
+            .and_then(|b| t.token_id(b))
+            .or(self.special.bos_id);
+        Ok(Some(t.with_special_tokens(self.special.add_bos, bos)))
+    }
+
+    /// The tokens that end a generation: the tokenizer's `eos_token` and
+    /// `generation_config.json`'s `eos_token_id`s, each once.
+    pub fn end_ids(&self, tokenizer: &Tokenizer) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .special
+            .eos_token
+            .as_deref()
+            .and_then(|e| tokenizer.token_id(e))
+            .into_iter()
+            .chain(self.special.eos_ids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn tensor(&self, name: &str) -> Option<&Entry> {
+        self.tensors.get(name)
+    }
+
+    /// The Hugging Face tensors our tensor `spec` is made of, each with the shape it
+    /// must have, and whether their rows (stacked) are transposed into ours: the
+    /// Llama families store linears `[out, in]`, ours are `[in, out]`.
+    fn plan(&self, spec: &TensorSpec) -> Result<(Vec<Part>, bool)> {
+        let name = spec.name.as_str();
+        if self.arch.family == Family::Gpt2 {
+            let found = [name.to_string(), format!("transformer.{name}")]
+                .into_iter()
+                .find(|n| self.tensors.contains_key(n))
+                .unwrap_or_else(|| name.to_string());
+            return Ok((vec![(found, spec.shape.clone())], false));
+        }
+        let a = &self.arch;
+        let (q, kv) = (a.n_head * a.head_dim, a.n_kv_head * a.head_dim);
+        let one = |n: &str| Ok((vec![(n.to_string(), spec.shape.clone())], false));
+        match name {
+            "wte.weight" => return one("model.embed_tokens.weight"),
+            "ln_f.weight" => return one("model.norm.weight"),
+            "lm_head.weight" => return one("lm_head.weight"),
+            _ => {}
+        }
+        let (layer, rest) = name
+            .strip_prefix("h.")
+            .and_then(|r| r.split_once('.'))
+            .ok_or_else(|| bad(&self.name, format!("no tensor for {name}")))?;
+        let p = format!("model.layers.{layer}.");
+        let c = a.hidden_size;
+        let hidden = spec.shape.last().copied().unwrap_or(0) / 2;
+        let parts = |names: &[(&str, Vec<usize>)]| -> Vec<Part> {
+            names
+                .iter()
+                .map(|(n, s)| (format!("{p}{n}"), s.clone()))
+                .collect()
+        };
+        Ok(match rest {
+            "ln_1.weight" => (parts(&[("input_layernorm.weight", vec![c])]), false),
+            "ln_2.weight" => (
+                parts(&[("post_attention_layernorm.weight", vec![c])]),
+                false,
+            ),
+            "attn.c_attn.weight" => (
+                parts(&[
+                    ("self_attn.q_proj.weight", vec![q, c]),
+                    ("self_attn.k_proj.weight", vec![kv, c]),
+                    ("self_attn.v_proj.weight", vec![kv, c]),
+                ]),
+                true,
+            ),
+            "attn.c_attn.bias" => (
+                parts(&[
+                    ("self_attn.q_proj.bias", vec![q]),
+                    ("self_attn.k_proj.bias", vec![kv]),
+                    ("self_attn.v_proj.bias", vec![kv]),
+                ]),
+                false,
+            ),
+            "attn.c_proj.weight" => (parts(&[("self_attn.o_proj.weight", vec![c, q])]), true),
+            "attn.c_proj.bias" => (parts(&[("self_attn.o_proj.bias", vec![c])]), false),
+            "mlp.c_fc.weight" => (
+                parts(&[
+                    ("mlp.gate_proj.weight", vec![hidden, c]),
+                    ("mlp.up_proj.weight", vec![hidden, c]),
+                ]),
+                true,
+            ),
+            "mlp.c_proj.weight" => {
+                let h = spec.shape[0];
+                (parts(&[("mlp.down_proj.weight", vec![c, h])]), true)
+            }
+            _ => return Err(bad(&self.name, format!("no tensor for {name}"))),
+        })
+    }
+
+    /// The values of our tensor `spec` (f32, whatever the file stores), read from the
+    /// weight files now: its Hugging Face parts stacked, transposed where ours is the
+    /// transpose.
+    pub fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        let (parts, transpose) = self.plan(spec)?;
+        let mut out = try_vec_with_capacity::<f32>(spec.numel(), &spec.name)?;
+        for (name, shape) in &parts {
+            let e = self
+                .tensor(name)
+                .ok_or_else(|| bad(&self.name, format!("tensor {name} is missing")))?;
+            if &e.shape != shape {
+                return Err(bad(
+                    &self.name,
+                    format!(
+                        "tensor {name} has shape {:?}, the config needs {shape:?}",
+                        e.shape
+                    ),
+                ));
+            }
+            let shard = &self.shards[e.shard];
+            let dtype = e.dtype.ok_or_else(|| {
+                bad(
+                    &self.name,
+                    format!(
+                        "tensor {name} has dtype {}; F32, F16 and BF16 are supported",
+                        e.dtype_name
+                    ),
+                )
+            })?;
+            let len = (e.end - e.begin) as usize;
+            let mut bytes = try_vec_with_capacity::<u8>(len, name)?;
+            bytes.resize(len, 0);
+            read_at(&shard.file, &mut bytes, e.begin).map_err(|err| {
+                bad(
+                    &self.name,
+                    format!("cannot read {}: {}", shard.name, err.kind()),
+                )
+            })?;
+            extend_f32(&mut out, dtype, &bytes, &format!("tensor {name}"))?;
+        }
+        if transpose {
+            // stacked [out, in] rows → ours [in, out]
+            let cols = spec.shape[0];
+            let rows = out.len() / cols.max(1);
+            let mut t = try_vec_with_capacity::<f32>(out.len(), &spec.name)?;
+            t.resize(out.len(), 0.0);
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = out[r * cols + c];
+                }
+            }
+            out = t;
+        }
+        Ok(out)
+    }
+}
+
+/// Positions a rotary model gets when the client names no `context_size` (the
+/// activations are sized for the full context once; Llama 3.2's 131,072 would not fit).
+pub const DEFAULT_ROTARY_CONTEXT: usize = 4096;

@@ -1,0 +1,322 @@
+//! The Llama families from Hugging Face model directories (tools/make_family_fixtures.py):
+//! tokenization, next-token logits and greedy generation equal what `transformers`
+//! computed, with both kernel classes; bad directories get errors that name the
+//! problem.
+
+use crate::common;
+
+use common::{assert_close, gpu};
+use wgformer::model::directory::ModelDir;
+use wgformer::model::sampling::argmax;
+use wgformer::model::weights::WeightFiles;
+use wgformer::model::{resolve_config, Model};
+
+const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
+
+fn meta(family: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(format!("{FAMILIES}/{family}/fixture.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn build(family: &str, extra: serde_json::Value) -> Model {
+    let g = gpu();
+    let mut config = serde_json::json!({"model": format!("{FAMILIES}/{family}")});
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let (cfg, files) = resolve_config(config).unwrap();
+    Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap()
+}
+
+fn hf_logits(family: &str) -> Vec<f32> {
+    let bytes = std::fs::read(format!("{FAMILIES}/{family}/logits.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn directories_decide_the_architecture() {
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/llama")})).unwrap();
+    assert_eq!(cfg.architecture, wgformer::config::Family::Llama);
+    assert_eq!((cfg.n_head, cfg.kv_heads(), cfg.head_size()), (4, 2, 16));
+    assert_eq!(
+        (cfg.n_embed, cfg.ffn_hidden(), cfg.vocab_size),
+        (64, 96, 300)
+    );
+    assert!(!cfg.tie_word_embeddings && !cfg.bias);
+    assert!(matches!(
+        cfg.rope_scaling,
+        wgformer::config::RopeScaling::Llama3 { .. }
+    ));
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/qwen2")})).unwrap();
+    assert!(cfg.has_qkv_bias() && !cfg.has_o_bias() && cfg.tie_word_embeddings);
+    assert_eq!(
+        cfg.rope_scaling,
+        wgformer::config::RopeScaling::Linear { factor: 2.0 }
+    );
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/mistral")})).unwrap();
+    assert_eq!((cfg.sliding_window, cfg.kv_heads()), (Some(8), 1));
+    assert_eq!(cfg.rope_theta, 500.0);
+}
+
+#[test]
+fn tokenization_equals_auto_tokenizer() {
+    for family in ["llama", "qwen2", "mistral"] {
+        let m = meta(family);
+        let dir = ModelDir::open(
+            family,
+            std::path::Path::new(&format!("{FAMILIES}/{family}")),
+        )
+        .unwrap();
+        let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+        let got = tok.encode(m["text"].as_str().unwrap()).unwrap();
+        assert_eq!(got, ids(&m["input_ids"]), "{family}");
+        // the BOS is added once, by the tokenizer or by add_bos_token, never twice
+        let bos_first = got[0] == 0 && got[1] != 0;
+        assert_eq!(bos_first, family != "qwen2", "{family}");
+        // the stop set: the tokenizer's eos and generation_config's eos ids
+        let end = dir.end_ids(&tok);
+        assert_eq!(
+            end,
+            if family == "llama" {
+                vec![1, 2]
+            } else {
+                vec![1]
+            },
+            "{family}"
+        );
+    }
+}
+
+#[test]
+fn logits_match_transformers_for_every_family() {
+    for family in ["llama", "qwen2", "mistral"] {
+        let want = hf_logits(family);
+        let input = ids(&meta(family)["input_ids"]);
+        for kernels in ["software", "hardware"] {
+            let model = build(family, serde_json::json!({"kernels": kernels}));
+            let got = model.forward_logits(&input).unwrap();
+            assert_close(
+                &format!("{family} logits vs transformers, {kernels} kernels"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_equals_transformers_for_every_family() {
+    for family in ["llama", "qwen2", "mistral"] {
+        let m = meta(family);
+        let (prompt, want) = (ids(&m["greedy_prompt"]), ids(&m["greedy_ids"]));
+        for kernels in ["software", "hardware"] {
+            let model = build(family, serde_json::json!({"kernels": kernels}));
+            let mut s = model
+                .kv_reserve(prompt.len() + want.len())
+                .unwrap()
+                .unwrap();
+            let mut logits = model.extend(&mut s, &prompt).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..want.len() {
+                let next = argmax(&logits);
+                got.push(next);
+                logits = model.extend(&mut s, &[next]).unwrap();
+            }
+            assert_eq!(got, want, "{family}, {kernels} kernels");
+        }
+    }
+}
+
+#[test]
+fn decode_steps_equal_the_forward_past_the_sliding_window() {
+    // Mistral's window (8) is shorter than the text: the paged decode kernels mask
+    // the keys the forward's kernels mask
+    for kernels in ["software", "hardware"] {
+        let model = build("mistral", serde_json::json!({"kernels": kernels}));
+        let all = ids(&meta("mistral")["input_ids"])[..20].to_vec();
+        let v = model.config.vocab_size;
+        let full = model.forward_logits(&all).unwrap();
+        let mut s = model.kv_reserve(all.len()).unwrap().unwrap();
+        model.extend(&mut s, &all[..3]).unwrap();
+        for (i, &id) in all.iter().enumerate().skip(3) {
+            let step = model.extend(&mut s, &[id]).unwrap();
+            assert_close(
+                &format!("mistral step {i}, {kernels}"),
+                &step,
+                &full[i * v..(i + 1) * v],
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn float16_weights_stay_close() {
+    let want = hf_logits("llama");
+    let input = ids(&meta("llama")["input_ids"]);
+    let model = build("llama", serde_json::json!({"dtype": "float16"}));
+    let got = model.forward_logits(&input).unwrap();
+    assert_close("llama float16 logits", &got, &want, 2e-2, 2e-2);
+}
+
+fn dir_error(files: &[(&str, &str)], copy: &[&str]) -> String {
+    let d = std::env::temp_dir().join(format!(
+        "wgformer-family-{}-{}",
+        std::process::id(),
+        files.first().map_or("none", |f| f.0).replace('/', "_")
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for name in copy {
+        std::fs::copy(format!("{FAMILIES}/llama/{name}"), d.join(name)).unwrap();
+    }
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let access = wgformer::files::FileAccess::models_dir(Some(d.parent().unwrap())).unwrap();
+    let name = d.file_name().unwrap().to_str().unwrap().to_string();
+    let r =
+        wgformer::model::resolve_config_with(serde_json::json!({"model": name}), &access, u64::MAX);
+    let e = match r {
+        Ok(_) => String::from("no error"),
+        Err(e) => {
+            assert_eq!(e.code(), "CONFIG_ERROR", "{e}");
+            e.to_string()
+        }
+    };
+    assert!(
+        !e.contains(d.parent().unwrap().to_str().unwrap()),
+        "a server path in {e}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+    e
+}
+
+#[test]
+fn bad_directories_get_errors_naming_the_problem() {
+    let shards = [
+        "model.safetensors.index.json",
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+    ];
+    let e = dir_error(
+        &[(
+            "config.json",
+            r#"{"architectures": ["GPTNeoXForCausalLM"]}"#,
+        )],
+        &[],
+    );
+    assert!(
+        e.contains("GPTNeoXForCausalLM") && e.contains("LlamaForCausalLM"),
+        "{e}"
+    );
+    let e = dir_error(&[("config.json", "{not json")], &[]);
+    assert!(
+        e.contains("config.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
+    let e = dir_error(&[], &shards);
+    assert!(e.contains("config.json is missing"), "{e}");
+    let config = std::fs::read_to_string(format!("{FAMILIES}/llama/config.json")).unwrap();
+    let e = dir_error(&[("config.json", &config)], &[]);
+    assert!(e.contains("has no weights"), "{e}");
+    let e = dir_error(
+        &[
+            ("config.json", &config),
+            (
+                "model.safetensors.index.json",
+                r#"{"weight_map": {"lm_head.weight": "../secret.safetensors"}}"#,
+            ),
+        ],
+        &[],
+    );
+    assert!(e.contains("not a file inside the model directory"), "{e}");
+    // a tensor missing, and one of the wrong shape: the build names it
+    let g = gpu();
+    for (edit, want) in [
+        (
+            config.replace("\"intermediate_size\": 96", "\"intermediate_size\": 128"),
+            "mlp.gate_proj.weight has shape [96, 64], the config needs [128, 64]",
+        ),
+        (
+            config.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+            "tensor model.layers.2.input_layernorm.weight is missing",
+        ),
+    ] {
+        let d = std::env::temp_dir().join(format!("wgformer-family-shape-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for name in shards {
+            std::fs::copy(format!("{FAMILIES}/llama/{name}"), d.join(name)).unwrap();
+        }
+        std::fs::write(d.join("config.json"), edit).unwrap();
+        let (cfg, files) =
+            resolve_config(serde_json::json!({"model": d.to_str().unwrap()})).unwrap();
+        assert!(matches!(files, Some(WeightFiles::Directory(_))));
+        let e = Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    // a v1 key that contradicts the directory names both values
+    let e = resolve_config(serde_json::json!({"model": format!("{FAMILIES}/llama"), "n_layer": 3}))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("n_layer (3)") && e.contains("(2)"), "{e}");
+}
+
+#[test]
+fn seeded_llama_models_build_and_decode_like_their_forward() {
+    let g = gpu();
+    for arch in ["llama", "qwen2", "mistral"] {
+        let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+            "architecture": arch, "vocab_size": 128, "context_size": 32, "n_layer": 2,
+            "n_head": 4, "n_kv_head": 2, "n_embed": 64, "intermediate_size": 96,
+            "sliding_window": if arch == "mistral" { serde_json::json!(5) } else { serde_json::Value::Null },
+            "tie_word_embeddings": arch != "mistral", "seed": 3,
+        }))
+        .unwrap();
+        let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let all: Vec<u32> = (0..12).map(|i| (i * 7 + 3) % 128).collect();
+        let full = m.forward_logits(&all).unwrap();
+        let mut s = m.kv_reserve(all.len()).unwrap().unwrap();
+        let mut last = m.extend(&mut s, &all[..4]).unwrap();
+        for &id in &all[4..] {
+            last = m.extend(&mut s, &[id]).unwrap();
+        }
+        assert_close(
+            &format!("seeded {arch}"),
+            &last,
+            &full[11 * 128..],
+            1e-4,
+            1e-4,
+        );
+        assert!(m.parameter_count > 0);
+    }
+}

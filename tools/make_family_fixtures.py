@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Write the Hugging Face model-directory fixtures of tests/it/families.rs.
+
+One tiny random-weight model per family, built and saved by `transformers` itself
+(`save_pretrained`), with a tiny byte-level BPE tokenizer trained here, and the numbers
+`transformers` computes for them: the ids `AutoTokenizer` gives a fixed text, the f32
+logits of those ids, and the ids `generate` picks greedily.
+
+  llama    GQA (4 heads, 2 KV heads), head_dim 16, llama3 rope scaling, untied head,
+           bf16 weights in 3 shards with an index, transformers-5 config layout,
+           BOS added by the tokenizer, generation_config eos a list
+  qwen2    q/k/v biases, tied head, linear rope scaling written as transformers 4 did
+           (`rope_theta` + `rope_scaling` with `type`), f32 weights, no BOS
+  mistral  sliding window of 8 (shorter than the text), GQA, f16 weights,
+           transformers-4 layout (`rope_theta`, no scaling)
+
+The weights are rounded to the dtype they are stored in before the reference numbers
+are computed (in f32), so a loader that converts them exactly reproduces the logits.
+
+Run (needs torch + transformers + tokenizers; CI never runs this):
+    python3 -m venv /tmp/pyenv && /tmp/pyenv/bin/pip install torch transformers
+    /tmp/pyenv/bin/python tools/make_family_fixtures.py tests/fixtures/families
+"""
+import json
+import os
+import shutil
+import sys
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. Tiny models of every family "
+    "speak the same bytes: attention, rotary positions, grouped heads."
+)
+CORPUS = [TEXT, "Hello world! Transformers run on GPUs, and on CPUs too."] * 4
+
+
+def train_tokenizer(bos: bool) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Random norms and biases, so that every path of the block matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+            elif "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+
+
+def round_to(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+
+
+def to_transformers4(path: str, scaling) -> None:
+    """Rewrite config.json in the transformers-4 layout: `rope_theta` at the top and
+    `rope_scaling` with `type` (or none) instead of `rope_parameters`."""
+    cfg_path = os.path.join(path, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    params = cfg.pop("rope_parameters", None) or {}
+    cfg["rope_theta"] = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    cfg["rope_scaling"] = scaling
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
+          layout4=None) -> None:
+    path = os.path.join(out, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    torch.manual_seed(abs(hash(name)) % 1000)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    perturb(model)
+    round_to(model, dtype)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.to(dtype).save_pretrained(path, **kw)
+    model.to(torch.float32)
+    if layout4 is not None:
+        to_transformers4(path, layout4 if layout4 != "none" else None)
+    # generation_config.json with the eos ids (an int or a list)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 0, "eos_token_id": eos_ids}, f, indent=2)
+
+    tok = train_tokenizer(bos)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token={"content": "</s>", "special": True}["content"],
+    )
+    fast.save_pretrained(path)
+    tc_path = os.path.join(path, "tokenizer_config.json")
+    with open(tc_path) as f:
+        tc = json.load(f)
+    tc["add_bos_token"] = bos
+    # one of the two spellings of a special token: an object with `content`
+    tc["eos_token"] = {"__type": "AddedToken", "content": "</s>", "lstrip": False,
+                       "normalized": False,
+                       "rstrip": False, "single_word": False, "special": True}
+    with open(tc_path, "w") as f:
+        json.dump(tc, f, indent=2)
+
+    auto = AutoTokenizer.from_pretrained(path)
+    ids = auto(TEXT)["input_ids"]
+    assert len(ids) <= config.max_position_embeddings
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        logits = reloaded(input_ids).logits.float()[0].contiguous()
+        prompt = input_ids[:, :8]
+        generated = reloaded.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            pad_token_id=1,
+        )
+    save_file({"logits": logits}, os.path.join(path, "logits.safetensors"))
+    meta = {
+        "text": TEXT,
+        "input_ids": ids,
+        "greedy_prompt": prompt[0].tolist(),
+        "greedy_ids": generated[0, prompt.shape[1]:].tolist(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
+    with open(os.path.join(path, "fixture.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(name, len(ids), "tokens", sorted(os.listdir(path)))
+
+
+def main(out: str) -> None:
+    common = dict(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    build(
+        out,
+        "llama",
+        LlamaConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+        ),
+        torch.bfloat16,
+        bos=True,
+        eos_ids=[1, 2],
+        shard="100KB",
+    )
+    build(
+        out,
+        "qwen2",
+        Qwen2Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+        ),
+        torch.float32,
+        bos=False,
+        eos_ids=1,
+        layout4={"type": "linear", "factor": 2.0},
+    )
+    build(
+        out,
+        "mistral",
+        MistralConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            sliding_window=8,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+        ),
+        torch.float16,
+        bos=True,
+        eos_ids=1,
+        layout4="none",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/families")
