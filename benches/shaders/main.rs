@@ -138,6 +138,9 @@ fn main() {
     if b.wants("gpt2_fwd") {
         model::gpt2_fwd(&mut b, &device);
     }
+    if b.wants("llama_vs_gpt2") {
+        model::llama_vs_gpt2(&mut b, &device);
+    }
     if b.wants("gpt2_profile") {
         model::gpt2_profile(&mut b, &device);
     }

@@ -427,6 +427,28 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
     }
 }
 
+/// A Llama-shaped model with GPT-2 small's width and depth (768, 12 layers, 12 query
+/// heads over 4 key/value heads, SwiGLU 2048, RMSNorm, rotary, tied head) against
+/// GPT-2 small, both f16, in the same run: the forward at T = 128 and decode steps.
+pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    let f16 = serde_json::json!({"dtype": "float16"});
+    let llama = serde_json::json!({
+        "dtype": "float16", "architecture": "llama", "n_kv_head": 4,
+        "intermediate_size": 2048, "rope_theta": 500000.0,
+    });
+    for (value, tag) in [(f16, " gpt2"), (llama, " llama")] {
+        let cfg = ModelConfig::from_value(value).expect("config");
+        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+        if !b.json {
+            println!("built{tag} ({} parameters)", model.parameter_count);
+        }
+        b.end_to_end(&model, 128, tag);
+        b.decode(&model, 64, 32, tag);
+    }
+}
+
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
 /// prefill traversal, f32 and f16.
 pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {

@@ -11,7 +11,7 @@ use crate::files::FileAccess;
 use crate::gpu::GpuContext;
 use crate::kernels::Pipelines;
 use crate::model::kv_pool::{page_bytes, PAGE};
-use crate::model::weights::WeightFiles;
+use crate::model::source::WeightFiles;
 use crate::model::{resolve_config_with, Model, ServeShape};
 use crate::tokenizer::Tokenizer;
 

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::weights::{tensor_specs, WeightFiles, WeightSource};
+use super::source::{WeightFiles, WeightSource};
+use super::weights::tensor_specs;
 use crate::kernels::matmul::{self, to_panels};
 use crate::kernels::matmul_bt::{upload_wte, ROW_GROUP};
 use crate::kernels::LinearBuffers;

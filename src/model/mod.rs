@@ -14,6 +14,7 @@
 //! | `sampling.rs` | the sampler: temperature, top-k, top-p, seeds, logprobs |
 //! | `kv_pool.rs` | the paged KV cache's page tables |
 //! | `weights.rs` | tensor specs, seeded init, safetensors checkpoints |
+//! | `source.rs` | where the weights come from: seeded, a checkpoint, a directory |
 //! | `memory.rs` | the memory estimate, checked before anything is allocated |
 //! | `family.rs` | a model family as data, read from a Hugging Face `config.json` |
 //! | `directory.rs` | a Hugging Face model directory: configs, shards, tensors by name |
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod output;
 pub mod rope;
 pub mod sampling;
+pub mod source;
 mod step;
 pub mod weights;
 
@@ -43,7 +45,8 @@ use crate::gpu::GpuContext;
 use crate::kernels::matmul::MatmulOp;
 use crate::kernels::Pipelines;
 use crate::kernels::{KernelOp, RowsOp};
-use weights::{Checkpoint, WeightFiles};
+use source::WeightFiles;
+use weights::Checkpoint;
 
 pub use generate::{NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};

@@ -452,44 +452,6 @@ pub fn stored_as_f16(name: &str) -> bool {
         .any(|s| name.ends_with(s))
 }
 
-/// The files a model's weights are read from: a single safetensors checkpoint in the
-/// GPT-2 layout, or a Hugging Face model directory.
-pub enum WeightFiles {
-    Checkpoint(Checkpoint),
-    Directory(Box<super::directory::ModelDir>),
-}
-
-/// Where the values of each tensor come from.
-pub enum WeightSource {
-    Seeded(u64),
-    Checkpoint(Checkpoint),
-    Directory(Box<super::directory::ModelDir>),
-}
-
-impl WeightSource {
-    /// Values of tensor `index` (its place in [`tensor_specs`]).
-    pub fn values(&self, spec: &TensorSpec, index: usize) -> Result<Vec<f32>> {
-        match self {
-            WeightSource::Seeded(seed) => init_tensor(spec, index, *seed),
-            WeightSource::Checkpoint(c) => c.load(spec),
-            WeightSource::Directory(d) => d.load(spec),
-        }
-    }
-}
-
-/// All weights on the host, by name (tests and the CPU reference forward only: the
-/// model itself keeps no host copy).
-pub fn host_weights(
-    cfg: &ModelConfig,
-    source: &WeightSource,
-) -> Result<std::collections::HashMap<String, Vec<f32>>> {
-    tensor_specs(cfg)
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Ok((s.name.clone(), source.values(s, i)?)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

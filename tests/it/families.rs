@@ -8,7 +8,7 @@ use crate::common;
 use common::{assert_close, gpu};
 use wgformer::model::directory::ModelDir;
 use wgformer::model::sampling::argmax;
-use wgformer::model::weights::WeightFiles;
+use wgformer::model::source::WeightFiles;
 use wgformer::model::{resolve_config, Model};
 
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{assert_close, gpu, new_gpu};
 use wgformer::config::ModelConfig;
-use wgformer::model::weights::{host_weights, WeightSource};
+use wgformer::model::source::{host_weights, WeightSource};
 use wgformer::model::{resolve_config, Model};
 use wgformer::reference;
 
