@@ -36,11 +36,18 @@ pub(super) fn publish(state: &EngineState, l: &Loaded) {
     if let Ok(mut t) = state.tokenizer.write() {
         *t = Some(l.tokenizer.clone());
     }
+    // a model directory's name, a checkpoint's file stem, or the service's name
     let model_id = m
         .config
-        .checkpoint
+        .model
         .as_deref()
-        .and_then(|c| std::path::Path::new(c).file_stem())
+        .and_then(|d| std::path::Path::new(d).file_name())
+        .or_else(|| {
+            m.config
+                .checkpoint
+                .as_deref()
+                .and_then(|c| std::path::Path::new(c).file_stem())
+        })
         .map_or_else(
             || "wgformer".to_string(),
             |s| s.to_string_lossy().into_owned(),

@@ -320,3 +320,32 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
         assert!(m.parameter_count > 0);
     }
 }
+
+#[test]
+fn captures_work_for_a_windowed_grouped_query_model() {
+    // the explorer's forward on Mistral: attention weights per query head, masked
+    // outside the window, rows summing to 1; the logit lens's last layer is the
+    // forward's own prediction; statistics per query head
+    let model = build("mistral", serde_json::json!({}));
+    let input = ids(&meta("mistral")["input_ids"])[..20].to_vec();
+    let out = model.forward_captured(&input, 5, &[1], 3).unwrap();
+    let (nh, t) = (model.config.n_head, input.len());
+    let w = &out.attention[0];
+    assert_eq!(w.len(), nh * t * t);
+    for h in 0..nh {
+        for i in 0..t {
+            let row = &w[(h * t + i) * t..(h * t + i + 1) * t];
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "head {h} row {i} sums to {sum}");
+            for (j, &p) in row.iter().enumerate() {
+                if j > i || i - j >= 8 {
+                    assert_eq!(p, 0.0, "head {h} query {i} key {j} is outside the window");
+                }
+            }
+        }
+    }
+    let last = &out.logit_lens[1][t - 1];
+    assert_eq!(last[0].token_id, out.output.top[0].token_id);
+    let cap = out.output.capture.as_ref().unwrap();
+    assert_eq!(cap.layers[0].attention_entropy.len(), nh);
+}
