@@ -13,6 +13,9 @@ logits of those ids, and the ids `generate` picks greedily.
            (`rope_theta` + `rope_scaling` with `type`), f32 weights, no BOS
   mistral  sliding window of 8 (shorter than the text), GQA, f16 weights,
            transformers-4 layout (`rope_theta`, no scaling)
+  mixtral  4 SwiGLU experts, top-2 renormalised, GQA, bf16, untied head
+  qwen2_moe  4 experts top-2 without renormalisation (norm_topk_prob false), a shared
+           expert behind a sigmoid gate, layer 1 dense (mlp_only_layers), q/k/v biases
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
@@ -24,6 +27,7 @@ Run (needs torch + transformers + tokenizers; CI never runs this):
 import json
 import os
 import shutil
+import zlib
 import sys
 
 import torch
@@ -34,8 +38,10 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     MistralConfig,
+    MixtralConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen2MoeConfig,
 )
 
 TEXT = (
@@ -98,7 +104,7 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
-    torch.manual_seed(abs(hash(name)) % 1000)
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     perturb(model)
     round_to(model, dtype)
@@ -226,6 +232,46 @@ def main(out: str) -> None:
         bos=True,
         eos_ids=1,
         layout4="none",
+    )
+    build(
+        out,
+        "mixtral",
+        MixtralConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=None,
+            tie_word_embeddings=False,
+            router_jitter_noise=0.0,
+        ),
+        torch.bfloat16,
+        bos=True,
+        eos_ids=1,
+    )
+    moe = dict(common)
+    moe.pop("intermediate_size")
+    build(
+        out,
+        "qwen2_moe",
+        Qwen2MoeConfig(
+            **moe,
+            intermediate_size=96,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=48,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[1],
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
+        ),
+        torch.float32,
+        bos=False,
+        eos_ids=[1],
     )
 
 
