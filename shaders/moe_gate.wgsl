@@ -1,13 +1,18 @@
 // Mixture-of-Experts gating, one invocation per token:
 //   probs[t, :] = softmax(logits[t, :E])            (max subtracted)
 //   sel_e[t, :K] = the K most likely experts, most likely first (ties: lower index)
-//   sel_w[t, :K] = their probabilities renormalised over the K chosen
+//   sel_w[t, :K] = their probabilities, renormalised over the K chosen when p.renorm
+//                  (Mixtral, GPT-2 MoE; Qwen2-MoE's norm_topk_prob)
 
 struct MoeGateParams {
     t: u32,  // tokens
     e: u32,  // experts (E ≤ 64)
     e4: u32, // row stride of logits (E rounded up to 4)
     k: u32,  // experts per token
+    renorm: u32, // 1: the chosen weights sum to 1
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -55,7 +60,9 @@ fn moe_gate(@builtin(global_invocation_id) gid: vec3<u32>) {
         chosen_sum += best_p;
         pr[best] = -1.0;
     }
-    for (var j = 0u; j < p.k; j++) {
-        sel_w[t * p.k + j] /= chosen_sum;
+    if (p.renorm != 0u) {
+        for (var j = 0u; j < p.k; j++) {
+            sel_w[t * p.k + j] /= chosen_sum;
+        }
     }
 }

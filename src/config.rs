@@ -120,6 +120,27 @@ impl Heads {
     }
 }
 
+/// The MLP widths of a config in exact arithmetic ([`ModelConfig::widths`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Widths {
+    pub dense: u128,
+    pub expert: u128,
+    pub shared: u128,
+    /// SwiGLU MLPs: the first projection writes gate and up.
+    pub swiglu: bool,
+}
+
+impl Widths {
+    /// Floats the first projection of an MLP of hidden width `h` writes a row.
+    pub fn first(&self, h: u128) -> u128 {
+        if self.swiglu {
+            2 * h
+        } else {
+            h
+        }
+    }
+}
+
 /// Where the model runs: `auto`, `gpu`, `cpu` or a backend name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -232,6 +253,18 @@ pub struct ModelConfig {
     /// others: `bias`, which for these families is Llama's `attention_bias`: q, k, v
     /// and o).
     pub qkv_bias: Option<bool>,
+    /// Extension (MoE): each expert's hidden width (default: the MLP's).
+    pub moe_intermediate_size: Option<usize>,
+    /// Extension (MoE): renormalise the chosen experts' probabilities to sum to 1
+    /// (Mixtral and GPT-2 MoE: true; Qwen2-MoE's `norm_topk_prob`, default false there).
+    pub moe_norm_topk_prob: bool,
+    /// Extension (MoE, Qwen2-MoE): a shared expert of this hidden width every token
+    /// takes, scaled by a sigmoid gate.
+    pub moe_shared_expert_size: Option<usize>,
+    /// Extension (MoE): layer l has the MoE MLP when (l + 1) is a multiple of this and
+    /// it is not in `moe_mlp_only_layers` (those keep the dense MLP).
+    pub moe_decoder_sparse_step: usize,
+    pub moe_mlp_only_layers: Vec<usize>,
     /// Extension (block-sparse attention): tokens per block.
     pub sparse_block_size: usize,
     /// Extension: each query block sees the last `sparse_local_blocks` key blocks (itself included).
@@ -276,6 +309,11 @@ impl Default for ModelConfig {
             sliding_window: None,
             tie_word_embeddings: true,
             qkv_bias: None,
+            moe_intermediate_size: None,
+            moe_norm_topk_prob: true,
+            moe_shared_expert_size: None,
+            moe_decoder_sparse_step: 1,
+            moe_mlp_only_layers: Vec::new(),
             sparse_block_size: 32,
             sparse_local_blocks: 4,
             sparse_global_blocks: 1,
@@ -319,10 +357,24 @@ impl ModelConfig {
                 "config must be a JSON object of config keys".into(),
             ));
         }
-        let bias_given = value.get("bias").is_some();
+        let given = |k: &str| value.get(k).is_some();
+        let (bias_given, moe_given, norm_given) =
+            (given("bias"), given("use_moe"), given("moe_norm_topk_prob"));
         let mut cfg: ModelConfig =
             serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))?;
         cfg.family_defaults(bias_given);
+        if matches!(cfg.architecture, Family::Mixtral | Family::Qwen2Moe) {
+            if moe_given && !cfg.use_moe {
+                return Err(Error::Config(format!(
+                    "use_moe (false) contradicts architecture {:?}, a Mixture-of-Experts family",
+                    cfg.architecture
+                )));
+            }
+            cfg.use_moe = true;
+            if cfg.architecture == Family::Qwen2Moe && !norm_given {
+                cfg.moe_norm_topk_prob = false;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -361,6 +413,41 @@ impl ModelConfig {
             .unwrap_or(self.ffn_hidden_multiplier.saturating_mul(self.n_embed))
     }
 
+    /// Whether block `layer` has the Mixture-of-Experts MLP.
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        self.use_moe
+            && (layer + 1).is_multiple_of(self.moe_decoder_sparse_step.max(1))
+            && !self.moe_mlp_only_layers.contains(&layer)
+    }
+
+    /// MoE layers among the blocks (exact, without walking them).
+    pub fn moe_layer_count(&self) -> usize {
+        if !self.use_moe {
+            return 0;
+        }
+        let step = self.moe_decoder_sparse_step.max(1);
+        let mut only: Vec<usize> = self
+            .moe_mlp_only_layers
+            .iter()
+            .copied()
+            .filter(|&l| l < self.n_layer && (l + 1).is_multiple_of(step))
+            .collect();
+        only.sort_unstable();
+        only.dedup();
+        self.n_layer / step - only.len()
+    }
+
+    /// Whether some block keeps the dense MLP.
+    pub fn has_dense_layers(&self) -> bool {
+        self.moe_layer_count() < self.n_layer
+    }
+
+    /// Each expert's hidden width.
+    pub fn moe_hidden(&self) -> usize {
+        self.moe_intermediate_size
+            .unwrap_or_else(|| self.ffn_hidden())
+    }
+
     /// Floats of a row the MLP's first projection writes: gate and up (SwiGLU), or
     /// the hidden width.
     pub fn ffn_first_width(&self) -> usize {
@@ -378,17 +465,13 @@ impl ModelConfig {
         let n = |x: usize| x as u128;
         let hd = self.heads();
         let c = n(self.n_embed);
-        let h = self
-            .intermediate_size
-            .map_or(n(self.ffn_hidden_multiplier) * c, n);
-        let first = if self.architecture.llama_like() {
-            2 * h
-        } else {
-            h
-        };
+        let w = self.widths();
         let mut shapes = vec![(n(hd.qkv_width()), c), (c, n(hd.q_width()))];
-        if !self.use_moe {
-            shapes.extend([(first, c), (c, h)]);
+        if self.has_dense_layers() {
+            shapes.extend([(w.first(w.dense), c), (c, w.dense)]);
+        }
+        if w.shared > 0 {
+            shapes.extend([(w.first(w.shared), c), (c, w.shared), (4, c)]);
         }
         shapes
     }
@@ -497,15 +580,26 @@ impl ModelConfig {
                 self.rope_theta
             )));
         }
-        if matches!(self.architecture, Family::Mixtral | Family::Qwen2Moe) {
-            return Err(Error::Config(format!(
-                "architecture {:?}: the Mixture-of-Experts Llama families are not served yet (gpt2 with use_moe, llama, qwen2 and mistral are)",
-                serde_json::to_value(self.architecture).unwrap_or_default()
-            )));
+        for (key, width) in [
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("moe_shared_expert_size", self.moe_shared_expert_size),
+        ] {
+            if let Some(w) = width {
+                if w == 0 || !w.is_multiple_of(4) {
+                    return Err(Error::Config(format!(
+                        "{key} ({w}) must be a positive multiple of 4"
+                    )));
+                }
+            }
         }
-        if self.use_moe && self.architecture.llama_like() {
+        if self.moe_decoder_sparse_step == 0 {
             return Err(Error::Config(
-                "use_moe is for gpt2 blocks; the Llama families' MoE is architecture mixtral or qwen2_moe".into(),
+                "moe_decoder_sparse_step (0) must be at least 1".into(),
+            ));
+        }
+        if self.moe_shared_expert_size.is_some() && !self.architecture.llama_like() {
+            return Err(Error::Config(
+                "moe_shared_expert_size is for the Llama families' SwiGLU experts (architecture qwen2_moe)".into(),
             ));
         }
         if self.moe_top_k > self.moe_num_experts {
@@ -558,14 +652,7 @@ impl ModelConfig {
     pub(crate) fn parameter_count_wide(&self) -> u128 {
         let n = |x: usize| x as u128;
         let c = n(self.n_embed);
-        let h = self
-            .intermediate_size
-            .map_or(n(self.ffn_hidden_multiplier) * c, n);
-        let first = if self.architecture.llama_like() {
-            2 * h
-        } else {
-            h
-        };
+        let w = self.widths();
         let hd = self.heads();
         let (q, kv) = (n(hd.q_width()), n(hd.kv_width()));
         let qkv = q + 2 * kv;
@@ -578,13 +665,15 @@ impl ModelConfig {
         );
         let ln = c + bn * c;
         let attn = c * qkv + bqkv * qkv + q * c + bo * c;
-        let mlp = if self.use_moe {
-            let e = n(self.moe_num_experts);
-            c * e + e * (c * first + bm * first + h * c + bm * c)
-        } else {
-            c * first + bm * first + h * c + bm * c
-        };
-        let block = 2 * ln + attn + mlp;
+        // an MLP of hidden width h: its first projection writes `first(h)` floats
+        let mlp = |h: u128| c * w.first(h) + bm * w.first(h) + h * c + bm * c;
+        let e = n(self.moe_num_experts);
+        let shared = if w.shared > 0 { mlp(w.shared) + c } else { 0 };
+        let moe = c * e + e * mlp(w.expert) + shared;
+        let moe_layers = n(self.moe_layer_count());
+        let blocks = n(self.n_layer) * (2 * ln + attn)
+            + moe_layers * moe
+            + (n(self.n_layer) - moe_layers) * mlp(w.dense);
         let positions = if self.architecture.llama_like() {
             0
         } else {
@@ -595,7 +684,22 @@ impl ModelConfig {
         } else {
             n(self.vocab_size) * c
         };
-        n(self.vocab_size) * c + positions + head + n(self.n_layer) * block + ln
+        n(self.vocab_size) * c + positions + head + blocks + ln
+    }
+
+    /// The MLP widths in exact arithmetic: the dense MLP's, each expert's and the
+    /// shared expert's (0: none).
+    pub(crate) fn widths(&self) -> Widths {
+        let n = |x: usize| x as u128;
+        let dense = self
+            .intermediate_size
+            .map_or(n(self.ffn_hidden_multiplier) * n(self.n_embed), n);
+        Widths {
+            dense,
+            expert: self.moe_intermediate_size.map_or(dense, n),
+            shared: self.moe_shared_expert_size.map_or(0, n),
+            swiglu: self.architecture.llama_like(),
+        }
     }
 
     /// Number of learned parameters (tied embedding counted once).

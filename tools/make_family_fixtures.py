@@ -145,14 +145,17 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     with torch.no_grad():
         logits = reloaded(input_ids).logits.float()[0].contiguous()
         prompt = input_ids[:, :8]
+        # 12 greedy tokens whatever they are: no eos stops (nor is masked: min_new_tokens
+        # would forbid the eos ids, which argmax may pick)
+        reloaded.generation_config.eos_token_id = None
         generated = reloaded.generate(
             prompt,
             attention_mask=torch.ones_like(prompt),
             max_new_tokens=12,
-            min_new_tokens=12,
             do_sample=False,
             pad_token_id=1,
         )
+        assert generated.shape[1] == prompt.shape[1] + 12
     save_file({"logits": logits}, os.path.join(path, "logits.safetensors"))
     meta = {
         "text": TEXT,

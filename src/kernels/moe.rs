@@ -33,6 +33,8 @@ pub struct MoeGateParams {
     pub e: u32,
     pub e4: u32,
     pub k: u32,
+    pub renorm: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -90,19 +92,22 @@ pub fn moe_gate_op(
     KernelOp::new::<MoeGateParams>(ctx, pl, "moe_gate", &[logits, probs, sel_e, sel_w])
 }
 
-/// Record the gate for `t` tokens over `e` experts, choosing `k`.
+/// Record the gate for `t` tokens over `e` experts, choosing `k`, their weights
+/// renormalised to sum to 1 when `renorm`.
 pub fn encode_moe_gate(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
-    e: usize,
-    k: usize,
+    (e, k): (usize, usize),
+    renorm: bool,
 ) {
     let p = MoeGateParams {
         t: t as u32,
         e: e as u32,
         e4: e.div_ceil(4) as u32 * 4,
         k: k as u32,
+        renorm: u32::from(renorm),
+        _pad: [0; 3],
     };
     let (x, _) = grid_1d(t);
     op.encode(pass, &p, (x, 1, 1));
@@ -224,8 +229,8 @@ pub fn run_moe_gate(
     ctx: &GpuContext,
     pl: &Pipelines,
     logits: &[f32],
-    e: usize,
-    k: usize,
+    (e, k): (usize, usize),
+    renorm: bool,
 ) -> Result<(Vec<f32>, Vec<u32>, Vec<f32>)> {
     let e4 = e.div_ceil(4) * 4;
     let t = logits.len() / e4;
@@ -236,7 +241,9 @@ pub fn run_moe_gate(
         buffers::storage(ctx, "sel_w", t * k),
     );
     let op = moe_gate_op(ctx, pl, &lb, &pb, &sb, &wb);
-    submit_pass(ctx, "moe_gate", |pass| encode_moe_gate(pass, &op, t, e, k))?;
+    submit_pass(ctx, "moe_gate", |pass| {
+        encode_moe_gate(pass, &op, t, (e, k), renorm)
+    })?;
     let r = buffers::read_many(ctx, &[(&pb, 0, t * e), (&sb, 0, t * k), (&wb, 0, t * k)])?;
     Ok((
         r[0].clone(),
@@ -338,7 +345,7 @@ pub fn run_moe_mlp(
     let proj = moe_matmul_variant_op(ctx, pl, variant, &proj_io, rows_of);
     let comb = moe_combine_op(ctx, pl, &y, &sel_w, &slot, &xb);
     submit_pass(ctx, "moe", |pass| {
-        encode_moe_gate(pass, &gate, t, e, k);
+        encode_moe_gate(pass, &gate, t, (e, k), true);
         encode_moe_route(pass, &route, t, e, k);
         encode_moe_matmul(pass, &fc, rows, h, c, 1 | GATHER | act_flag);
         encode_moe_matmul(pass, &proj, rows, c, h, 1);

@@ -1,5 +1,6 @@
 //! SwiGLU (`shaders/swiglu.wgsl`): `silu(gate) · up` over rows of a fused gate/up
-//! projection `[T, 2H]` (gate first), as the Llama family's MLP.
+//! projection `[T, 2H]` (gate first), as the Llama family's MLP; optionally each row
+//! scaled by the sigmoid of a per-row gate logit (Qwen2-MoE's shared expert).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -14,42 +15,66 @@ use crate::gpu::{buffers, grid_1d, GpuContext};
 pub struct SwigluParams {
     pub t: u32,
     pub h4: u32,
-    pub _pad: [u32; 2],
+    /// [`SCALED`].
+    pub flags: u32,
+    pub _pad: u32,
 }
 
-/// Op: bindings gate_up `[T, 2H]`, out `[T, H]`.
+/// Flag: scale each row by the sigmoid of its gate logit (`gate[t * 4]`).
+pub const SCALED: u32 = 1;
+
+/// Op: bindings gate_up `[T, 2H]`, out `[T, H]`, and the per-row gate logits `[T, 4]`
+/// a scaled op reads (`None`: any buffer, the op is never scaled).
 pub fn swiglu_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     gate_up: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    gate: Option<&wgpu::Buffer>,
 ) -> KernelOp {
-    KernelOp::new::<SwigluParams>(ctx, pipelines, "swiglu", &[gate_up, out])
+    KernelOp::new::<SwigluParams>(
+        ctx,
+        pipelines,
+        "swiglu",
+        &[gate_up, out, gate.unwrap_or(gate_up)],
+    )
 }
 
 /// Record `out[t, j] = silu(gate_up[t, j]) · gate_up[t, H + j]` for `t` rows, `h` a
-/// multiple of 4.
-pub fn encode_swiglu(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, t: usize, h: usize) {
+/// multiple of 4; with `scaled`, times `sigmoid(gate[t * 4])`.
+pub fn encode_swiglu(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &KernelOp,
+    t: usize,
+    h: usize,
+    scaled: bool,
+) {
     let p = SwigluParams {
         t: t as u32,
         h4: (h / 4) as u32,
-        _pad: [0; 2],
+        flags: if scaled { SCALED } else { 0 },
+        _pad: 0,
     };
     let (gx, gy) = grid_1d(t * h / 4);
     op.encode(pass, &p, (gx, gy, 1));
 }
 
-/// Upload `gate_up [T, 2H]`, run, read back `out [T, H]`.
+/// Upload `gate_up [T, 2H]` (and the gate logits `[T, 4]` of a scaled run), run, read
+/// back `out [T, H]`.
 pub fn run_swiglu(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     gate_up: &[f32],
     h: usize,
+    gate: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
     let t = gate_up.len() / (2 * h);
     let gb = buffers::upload(ctx, "gate_up", gate_up);
     let out = buffers::storage(ctx, "out", t * h);
-    let op = swiglu_op(ctx, pipelines, &gb, &out);
-    submit_pass(ctx, "swiglu", |pass| encode_swiglu(pass, &op, t, h))?;
+    let sb = gate.map(|g| buffers::upload(ctx, "gate", g));
+    let op = swiglu_op(ctx, pipelines, &gb, &out, sb.as_ref());
+    submit_pass(ctx, "swiglu", |pass| {
+        encode_swiglu(pass, &op, t, h, gate.is_some())
+    })?;
     buffers::read_floats(ctx, &out, 0, t * h)
 }

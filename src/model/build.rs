@@ -14,7 +14,8 @@ use crate::kernels::LinearBuffers;
 use super::kv_pool::KvPool;
 use super::{
     generate, kv_pool, weights, Activations, BlockOps, BlockWeights, DeviceWeights, Linear, MlpOps,
-    MlpWeights, Model, MoeActivations, Ops, ServeShape, SparseAttention, MAX_PREFILL_PARTS,
+    MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps, SharedExpertWeights,
+    SparseAttention, MAX_PREFILL_PARTS,
 };
 use crate::config::{Dtype, ModelConfig};
 use crate::error::{Error, Result};
@@ -101,7 +102,15 @@ impl Model {
         let ctxlen = config.context_size;
         let h = config.ffn_hidden();
         let heads = config.heads();
-        let (qkv_w, first_w) = (heads.qkv_width(), config.ffn_first_width());
+        let llama = config.architecture.llama_like();
+        // the MLP buffers of the rows hold the widest of the dense MLP and the shared
+        // expert (Qwen2-MoE)
+        let shared_h = config.moe_shared_expert_size.unwrap_or(0);
+        let (qkv_w, first_w) = (
+            heads.qkv_width(),
+            config.ffn_first_width().max(2 * shared_h),
+        );
+        let gated_w = h.max(shared_h);
         // Row chunks of wte: each chunk, and the logits chunk [context, rows] it
         // produces, must fit one storage binding.
         let max_bind = ctx.max_binding_bytes();
@@ -137,7 +146,6 @@ impl Model {
         let mut map: HashMap<String, wgpu::Buffer> = HashMap::new();
         let mut parameter_bytes = 0u64;
         let e = config.moe_num_experts;
-        let e4 = e.div_ceil(4) * 4;
         let half = config.dtype == crate::config::Dtype::Float16;
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
@@ -173,15 +181,21 @@ impl Model {
                 values = crate::gpu::f16::pack_f16(&values);
             }
             parameter_bytes += (values.len() * 4) as u64;
-            if spec.name.ends_with("mlp.router.weight") {
-                // pad the router's columns to a multiple of 4 for the vec4 matmul
-                if e4 != e {
+            if weights::padded_gate(&spec.name) {
+                // pad a gate's columns to a multiple of 4 for the vec4 matmul
+                let cols = spec.shape[1];
+                let cols4 = cols.div_ceil(4) * 4;
+                if cols4 != cols {
                     values = values
-                        .chunks(e)
-                        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, e4 - e)))
+                        .chunks(cols)
+                        .flat_map(|r| {
+                            r.iter()
+                                .copied()
+                                .chain(std::iter::repeat_n(0.0, cols4 - cols))
+                        })
                         .collect();
                 }
-                values = to_panels(&values, c, e4);
+                values = to_panels(&values, c, cols4);
             }
             if spec.name.contains("mlp.experts.") && (values.len() * 4) as u64 > max_bind {
                 return Err(Error::Config(format!(
@@ -212,8 +226,22 @@ impl Model {
                 proj_b: take(&p("attn.c_proj.bias")),
                 ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
                 ln_2_b: take(&p("ln_2.bias")),
-                mlp: if config.use_moe {
+                mlp: if config.is_moe_layer(l) {
                     MlpWeights::Moe {
+                        shared: match take(&p("mlp.shared.c_fc.weight")) {
+                            Some(fc_w) => Some(SharedExpertWeights {
+                                fc_w,
+                                proj_w: need(
+                                    take(&p("mlp.shared.c_proj.weight")),
+                                    "mlp.shared.c_proj.weight",
+                                )?,
+                                gate_w: need(
+                                    take(&p("mlp.shared.gate.weight")),
+                                    "mlp.shared.gate.weight",
+                                )?,
+                            }),
+                            None => None,
+                        },
                         router: need(take(&p("mlp.router.weight")), "mlp.router.weight")?,
                         fc_w: need(
                             take(&p("mlp.experts.c_fc.weight")),
@@ -277,10 +305,7 @@ impl Model {
             qkv: buffers::storage(&ctx, "qkv", ctxlen * qkv_w),
             att: buffers::storage(&ctx, "att", ctxlen * heads.q_width().max(c)),
             hidden: buffers::storage(&ctx, "hidden", ctxlen * first_w),
-            gated: config
-                .architecture
-                .llama_like()
-                .then(|| buffers::storage(&ctx, "gated", ctxlen * h)),
+            gated: llama.then(|| buffers::storage(&ctx, "gated", ctxlen * gated_w)),
             logits: weights
                 .lm_head()
                 .chunks
@@ -306,9 +331,13 @@ impl Model {
             ),
             moe: config.use_moe.then(|| {
                 let k = config.moe_top_k;
+                let e4 = e.div_ceil(4) * 4;
+                let he = config.moe_hidden();
                 let rows = crate::kernels::moe::grouped_rows(ctxlen, e, k);
                 let st = |n: &str, f: usize| buffers::storage(&ctx, n, f);
                 MoeActivations {
+                    gated: llama.then(|| st("moe gated", rows * he)),
+                    shared_gate: st("moe shared gate", if shared_h > 0 { ctxlen * 4 } else { 4 }),
                     router_logits: st("moe router logits", ctxlen * e4),
                     probs: st("moe probs", ctxlen * e),
                     sel_e: st("moe sel_e", ctxlen * k),
@@ -316,7 +345,7 @@ impl Model {
                     slot: st("moe slot", ctxlen * k),
                     row_token: st("moe row_token", rows),
                     row_expert: st("moe row_expert", rows),
-                    hidden: st("moe hidden", rows * h),
+                    hidden: st("moe hidden", rows * if llama { 2 * he } else { he }),
                     out: st("moe out", rows * c),
                     stats: (0..config.n_layer)
                         .map(|_| st("moe stats", 2 * e + 1))
@@ -383,6 +412,8 @@ impl Model {
             .map(|b| b.size())
             .sum::<u64>()
                 + m.stats.iter().map(|b| b.size()).sum::<u64>()
+                + m.gated.as_ref().map_or(0, |b| b.size())
+                + m.shared_gate.size()
         });
         let device_bytes = weights.wte.bytes()
             + weights.head.as_ref().map_or(0, |h| h.bytes())
@@ -599,9 +630,32 @@ pub(super) fn bind_ops(
                         fc_b,
                         fc_proj_w,
                         fc_proj_b,
+                        shared,
                     },
                     Some(m),
                 ) => MlpOps::Moe {
+                    swiglu: m
+                        .gated
+                        .as_ref()
+                        .map(|gated| swiglu_op(ctx, pl, &m.hidden, gated, None)),
+                    shared: shared.as_ref().zip(a.gated.as_ref()).map(|(s, gated)| {
+                        let hs = cfg.moe_shared_expert_size.unwrap_or(0);
+                        SharedExpertOps {
+                            c_fc: linear(&a.ln, &s.fc_w, &None, &a.hidden, 2 * hs, c),
+                            gate: matmul_op(
+                                ctx,
+                                pl,
+                                &LinearBuffers {
+                                    x: &a.ln,
+                                    w: &s.gate_w,
+                                    bias: &a.dummy,
+                                    out: &m.shared_gate,
+                                },
+                            ),
+                            swiglu: swiglu_op(ctx, pl, &a.hidden, gated, Some(&m.shared_gate)),
+                            fc_proj: linear(gated, &s.proj_w, &None, &a.x, c, hs),
+                        }
+                    }),
                     router: matmul_op(
                         ctx,
                         pl,
@@ -640,7 +694,7 @@ pub(super) fn bind_ops(
                         pl,
                         moe_lin,
                         &LinearBuffers {
-                            x: &m.hidden,
+                            x: m.gated.as_ref().unwrap_or(&m.hidden),
                             w: fc_proj_w,
                             bias: &or_dummy(fc_proj_b),
                             out: &m.out,
@@ -661,7 +715,7 @@ pub(super) fn bind_ops(
                     // SwiGLU: gate | up, then the gated hidden into the down projection
                     Some(gated) => MlpOps::Dense {
                         c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, 2 * hidden, c),
-                        swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated)),
+                        swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden),
                     },
                     None => MlpOps::Dense {

@@ -372,15 +372,6 @@ impl ModelDir {
     /// own options; `context_size`, when given, caps the directory's positions.
     pub fn apply(&self, cfg: &mut ModelConfig, given: &[String]) -> Result<()> {
         let a = &self.arch;
-        if a.moe.is_some() {
-            return Err(bad(
-                &self.name,
-                format!(
-                    "{:?} is a Mixture-of-Experts family, which this version does not serve yet (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM are)",
-                    a.family
-                ),
-            ));
-        }
         if a.mlp_bias && a.family != Family::Gpt2 {
             return Err(bad(&self.name, "mlp_bias is not supported"));
         }
@@ -410,12 +401,27 @@ impl ModelDir {
             // rotary families: up to the service's default context unless asked
             a.max_positions.min(DEFAULT_ROTARY_CONTEXT)
         };
-        let dims: [(&str, usize, usize); 5] = [
+        let dims: [(&str, usize, usize); 8] = [
             ("vocab_size", cfg.vocab_size, a.vocab_size),
             ("n_layer", cfg.n_layer, a.n_layer),
             ("n_head", cfg.n_head, a.n_head),
             ("n_embed", cfg.n_embed, a.hidden_size),
             ("context_size", cfg.context_size, cap),
+            (
+                "use_moe",
+                usize::from(cfg.use_moe),
+                usize::from(a.moe.is_some()),
+            ),
+            (
+                "moe_num_experts",
+                cfg.moe_num_experts,
+                a.moe.as_ref().map_or(cfg.moe_num_experts, |m| m.experts),
+            ),
+            (
+                "moe_top_k",
+                cfg.moe_top_k,
+                a.moe.as_ref().map_or(cfg.moe_top_k, |m| m.top_k),
+            ),
         ];
         for (key, mine, theirs) in dims {
             if given.iter().any(|g| g == key) && mine != theirs {
@@ -462,7 +468,16 @@ impl ModelDir {
             a.o_bias
         };
         cfg.qkv_bias = a.family.llama_like().then_some(a.qkv_bias);
-        cfg.use_moe = false;
+        cfg.use_moe = a.moe.is_some();
+        if let Some(m) = &a.moe {
+            cfg.moe_num_experts = m.experts;
+            cfg.moe_top_k = m.top_k;
+            cfg.moe_intermediate_size = Some(m.hidden);
+            cfg.moe_norm_topk_prob = m.norm_topk_prob;
+            cfg.moe_shared_expert_size = m.shared_expert_hidden;
+            cfg.moe_decoder_sparse_step = m.decoder_sparse_step;
+            cfg.moe_mlp_only_layers = m.mlp_only_layers.clone();
+        }
         cfg.validate().map_err(|e| {
             bad(
                 &self.name,
@@ -510,25 +525,37 @@ impl ModelDir {
         self.tensors.get(name)
     }
 
-    /// The Hugging Face tensors our tensor `spec` is made of, each with the shape it
-    /// must have, and whether their rows (stacked) are transposed into ours: the
-    /// Llama families store linears `[out, in]`, ours are `[in, out]`.
-    fn plan(&self, spec: &TensorSpec) -> Result<(Vec<Part>, bool)> {
+    /// The Hugging Face tensors our tensor `spec` is made of, in groups: each group's
+    /// parts (each with the shape it must have) are stacked row-wise and, when the
+    /// group says so, transposed (the Llama families store linears `[out, in]`, ours
+    /// are `[in, out]`); the groups follow one another (experts on a leading axis).
+    fn plan(&self, spec: &TensorSpec) -> Result<Vec<Group>> {
         let name = spec.name.as_str();
+        let one = |n: String, shape: Vec<usize>, transpose: bool| {
+            Ok(vec![Group {
+                parts: vec![(n, shape)],
+                transpose,
+            }])
+        };
         if self.arch.family == Family::Gpt2 {
             let found = [name.to_string(), format!("transformer.{name}")]
                 .into_iter()
                 .find(|n| self.tensors.contains_key(n))
                 .unwrap_or_else(|| name.to_string());
-            return Ok((vec![(found, spec.shape.clone())], false));
+            return one(found, spec.shape.clone(), false);
         }
         let a = &self.arch;
         let (q, kv) = (a.n_head * a.head_dim, a.n_kv_head * a.head_dim);
-        let one = |n: &str| Ok((vec![(n.to_string(), spec.shape.clone())], false));
         match name {
-            "wte.weight" => return one("model.embed_tokens.weight"),
-            "ln_f.weight" => return one("model.norm.weight"),
-            "lm_head.weight" => return one("lm_head.weight"),
+            "wte.weight" => {
+                return one(
+                    "model.embed_tokens.weight".into(),
+                    spec.shape.clone(),
+                    false,
+                )
+            }
+            "ln_f.weight" => return one("model.norm.weight".into(), spec.shape.clone(), false),
+            "lm_head.weight" => return one("lm_head.weight".into(), spec.shape.clone(), false),
             _ => {}
         }
         let (layer, rest) = name
@@ -537,107 +564,182 @@ impl ModelDir {
             .ok_or_else(|| bad(&self.name, format!("no tensor for {name}")))?;
         let p = format!("model.layers.{layer}.");
         let c = a.hidden_size;
-        let hidden = spec.shape.last().copied().unwrap_or(0) / 2;
-        let parts = |names: &[(&str, Vec<usize>)]| -> Vec<Part> {
-            names
+        // a group of linears [out, in] stacked and transposed into ours
+        let linears = |names: &[(String, usize)]| Group {
+            parts: names
                 .iter()
-                .map(|(n, s)| (format!("{p}{n}"), s.clone()))
-                .collect()
+                .map(|(n, out)| (format!("{p}{n}"), vec![*out, c]))
+                .collect(),
+            transpose: true,
+        };
+        let plain = |n: &str, shape: Vec<usize>| Group {
+            parts: vec![(format!("{p}{n}"), shape)],
+            transpose: false,
+        };
+        let down = |n: String, h: usize| Group {
+            parts: vec![(format!("{p}{n}"), vec![c, h])],
+            transpose: true,
+        };
+        // where the MoE block keeps its router and experts, and their projections' names
+        let mixtral = a.family == Family::Mixtral;
+        let (moe, router, [gate, up, down_name]) = if mixtral {
+            (
+                "block_sparse_moe",
+                "block_sparse_moe.gate.weight",
+                ["w1", "w3", "w2"],
+            )
+        } else {
+            (
+                "mlp",
+                "mlp.gate.weight",
+                ["gate_proj", "up_proj", "down_proj"],
+            )
+        };
+        let experts = a.moe.as_ref().map_or(0, |m| m.experts);
+        let swiglu = |prefix: &str, h: usize| {
+            linears(&[
+                (format!("{prefix}{gate}.weight"), h),
+                (format!("{prefix}{up}.weight"), h),
+            ])
         };
         Ok(match rest {
-            "ln_1.weight" => (parts(&[("input_layernorm.weight", vec![c])]), false),
-            "ln_2.weight" => (
-                parts(&[("post_attention_layernorm.weight", vec![c])]),
-                false,
-            ),
-            "attn.c_attn.weight" => (
-                parts(&[
-                    ("self_attn.q_proj.weight", vec![q, c]),
-                    ("self_attn.k_proj.weight", vec![kv, c]),
-                    ("self_attn.v_proj.weight", vec![kv, c]),
-                ]),
-                true,
-            ),
-            "attn.c_attn.bias" => (
-                parts(&[
-                    ("self_attn.q_proj.bias", vec![q]),
-                    ("self_attn.k_proj.bias", vec![kv]),
-                    ("self_attn.v_proj.bias", vec![kv]),
-                ]),
-                false,
-            ),
-            "attn.c_proj.weight" => (parts(&[("self_attn.o_proj.weight", vec![c, q])]), true),
-            "attn.c_proj.bias" => (parts(&[("self_attn.o_proj.bias", vec![c])]), false),
-            "mlp.c_fc.weight" => (
-                parts(&[
-                    ("mlp.gate_proj.weight", vec![hidden, c]),
-                    ("mlp.up_proj.weight", vec![hidden, c]),
-                ]),
-                true,
-            ),
-            "mlp.c_proj.weight" => {
-                let h = spec.shape[0];
-                (parts(&[("mlp.down_proj.weight", vec![c, h])]), true)
+            "ln_1.weight" => vec![plain("input_layernorm.weight", vec![c])],
+            "ln_2.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
+            "attn.c_attn.weight" => vec![linears(&[
+                ("self_attn.q_proj.weight".into(), q),
+                ("self_attn.k_proj.weight".into(), kv),
+                ("self_attn.v_proj.weight".into(), kv),
+            ])],
+            "attn.c_attn.bias" => vec![Group {
+                parts: [("q", q), ("k", kv), ("v", kv)]
+                    .iter()
+                    .map(|(x, n)| (format!("{p}self_attn.{x}_proj.bias"), vec![*n]))
+                    .collect(),
+                transpose: false,
+            }],
+            "attn.c_proj.weight" => vec![down("self_attn.o_proj.weight".into(), q)],
+            "attn.c_proj.bias" => vec![plain("self_attn.o_proj.bias", vec![c])],
+            "mlp.c_fc.weight" => vec![linears(&[
+                ("mlp.gate_proj.weight".into(), spec.shape[1] / 2),
+                ("mlp.up_proj.weight".into(), spec.shape[1] / 2),
+            ])],
+            "mlp.c_proj.weight" => vec![down("mlp.down_proj.weight".into(), spec.shape[0])],
+            "mlp.router.weight" => vec![Group {
+                parts: vec![(format!("{p}{router}"), vec![experts, c])],
+                transpose: true,
+            }],
+            "mlp.experts.c_fc.weight" => (0..experts)
+                .map(|e| swiglu(&format!("{moe}.experts.{e}."), spec.shape[2] / 2))
+                .collect(),
+            "mlp.experts.c_proj.weight" => (0..experts)
+                .map(|e| {
+                    down(
+                        format!("{moe}.experts.{e}.{down_name}.weight"),
+                        spec.shape[1],
+                    )
+                })
+                .collect(),
+            "mlp.shared.c_fc.weight" => vec![linears(&[
+                (
+                    "mlp.shared_expert.gate_proj.weight".into(),
+                    spec.shape[1] / 2,
+                ),
+                ("mlp.shared_expert.up_proj.weight".into(), spec.shape[1] / 2),
+            ])],
+            "mlp.shared.c_proj.weight" => {
+                vec![down(
+                    "mlp.shared_expert.down_proj.weight".into(),
+                    spec.shape[0],
+                )]
             }
+            "mlp.shared.gate.weight" => vec![Group {
+                parts: vec![(format!("{p}mlp.shared_expert_gate.weight"), vec![1, c])],
+                transpose: true,
+            }],
             _ => return Err(bad(&self.name, format!("no tensor for {name}"))),
         })
     }
 
-    /// The values of our tensor `spec` (f32, whatever the file stores), read from the
-    /// weight files now: its Hugging Face parts stacked, transposed where ours is the
-    /// transpose.
-    pub fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
-        let (parts, transpose) = self.plan(spec)?;
-        let mut out = try_vec_with_capacity::<f32>(spec.numel(), &spec.name)?;
-        for (name, shape) in &parts {
-            let e = self
-                .tensor(name)
-                .ok_or_else(|| bad(&self.name, format!("tensor {name} is missing")))?;
-            if &e.shape != shape {
-                return Err(bad(
-                    &self.name,
-                    format!(
-                        "tensor {name} has shape {:?}, the config needs {shape:?}",
-                        e.shape
-                    ),
-                ));
-            }
-            let shard = &self.shards[e.shard];
-            let dtype = e.dtype.ok_or_else(|| {
-                bad(
-                    &self.name,
-                    format!(
-                        "tensor {name} has dtype {}; F32, F16 and BF16 are supported",
-                        e.dtype_name
-                    ),
-                )
-            })?;
-            let len = (e.end - e.begin) as usize;
-            let mut bytes = try_vec_with_capacity::<u8>(len, name)?;
-            bytes.resize(len, 0);
-            read_at(&shard.file, &mut bytes, e.begin).map_err(|err| {
-                bad(
-                    &self.name,
-                    format!("cannot read {}: {}", shard.name, err.kind()),
-                )
-            })?;
-            extend_f32(&mut out, dtype, &bytes, &format!("tensor {name}"))?;
+    /// The f32 values of one Hugging Face tensor, checked against `shape`.
+    fn read(&self, (name, shape): &Part, out: &mut Vec<f32>) -> Result<()> {
+        let e = self
+            .tensor(name)
+            .ok_or_else(|| bad(&self.name, format!("tensor {name} is missing")))?;
+        if &e.shape != shape {
+            return Err(bad(
+                &self.name,
+                format!(
+                    "tensor {name} has shape {:?}, the config needs {shape:?}",
+                    e.shape
+                ),
+            ));
         }
-        if transpose {
-            // stacked [out, in] rows → ours [in, out]
-            let cols = spec.shape[0];
-            let rows = out.len() / cols.max(1);
-            let mut t = try_vec_with_capacity::<f32>(out.len(), &spec.name)?;
-            t.resize(out.len(), 0.0);
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = out[r * cols + c];
-                }
+        let shard = &self.shards[e.shard];
+        let dtype = e.dtype.ok_or_else(|| {
+            bad(
+                &self.name,
+                format!(
+                    "tensor {name} has dtype {}; F32, F16 and BF16 are supported",
+                    e.dtype_name
+                ),
+            )
+        })?;
+        let len = (e.end - e.begin) as usize;
+        let mut bytes = try_vec_with_capacity::<u8>(len, name)?;
+        bytes.resize(len, 0);
+        read_at(&shard.file, &mut bytes, e.begin).map_err(|err| {
+            bad(
+                &self.name,
+                format!("cannot read {}: {}", shard.name, err.kind()),
+            )
+        })?;
+        extend_f32(out, dtype, &bytes, &format!("tensor {name}"))
+    }
+
+    /// The values of our tensor `spec` (f32, whatever the file stores), read from the
+    /// weight files now ([`ModelDir::plan`]).
+    pub fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        let mut out = try_vec_with_capacity::<f32>(spec.numel(), &spec.name)?;
+        for group in self.plan(spec)? {
+            let mut part = Vec::new();
+            for p in &group.parts {
+                self.read(p, &mut part)?;
             }
-            out = t;
+            if group.transpose {
+                // stacked [out, in] rows → ours [in, out]
+                let cols = group.parts[0].1.last().copied().unwrap_or(1).max(1);
+                let rows = part.len() / cols;
+                let start = out.len();
+                out.resize(start + part.len(), 0.0);
+                let t = &mut out[start..];
+                for r in 0..rows {
+                    for c in 0..cols {
+                        t[c * rows + r] = part[r * cols + c];
+                    }
+                }
+            } else {
+                out.extend_from_slice(&part);
+            }
+        }
+        if out.len() != spec.numel() {
+            return Err(bad(
+                &self.name,
+                format!(
+                    "{} holds {} values, the config needs {:?}",
+                    spec.name,
+                    out.len(),
+                    spec.shape
+                ),
+            ));
         }
         Ok(out)
     }
+}
+
+/// Hugging Face tensors stacked into (part of) one of ours ([`ModelDir::plan`]).
+struct Group {
+    parts: Vec<Part>,
+    transpose: bool,
 }
 
 /// Positions a rotary model gets when the client names no `context_size` (the

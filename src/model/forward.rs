@@ -318,40 +318,43 @@ impl Model {
                 .collect()
         };
         let top = top_k_softmax(&values[..v], top_k);
-        let capture = Some({
-            let ent = &values[v..v + nl * nh * t];
-            let norms = &values[v + nl * nh * t..v + nl * nh * t + (nl + 1) * t];
-            let moe_stats = &values[v + nl * nh * t + (nl + 1) * t..];
-            let e = cfg.moe_num_experts;
-            let mean = |xs: &[f32]| {
-                xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32
-            };
-            Capture {
-                embedding_norm_mean: mean(&norms[..t]),
-                layers: (0..nl)
-                    .map(|l| {
-                        let row = &norms[(l + 1) * t..(l + 2) * t];
-                        LayerCapture {
-                            layer_idx: l,
-                            attention_entropy: (0..nh)
-                                .map(|hd| mean(&ent[(l * nh + hd) * t..(l * nh + hd + 1) * t]))
-                                .collect(),
-                            residual_norm_mean: mean(row),
-                            residual_norm_max: row.iter().cloned().fold(0.0, f32::max),
-                            sparse_block_size: self.sparse.as_ref().map(|s| s.layout.block),
-                            sparse_density: self.sparse.as_ref().map(|s| s.layout.density(t)),
-                            moe: self.act.moe.as_ref().map(|_| {
-                                let st = &moe_stats[l * (2 * e + 1)..(l + 1) * (2 * e + 1)];
-                                MoeCapture {
-                                    expert_usage: st[..e].to_vec(),
-                                    load_balance_loss: st[2 * e],
-                                }
-                            }),
-                        }
-                    })
-                    .collect(),
-            }
-        });
+        let capture =
+            Some({
+                let ent = &values[v..v + nl * nh * t];
+                let norms = &values[v + nl * nh * t..v + nl * nh * t + (nl + 1) * t];
+                let moe_stats = &values[v + nl * nh * t + (nl + 1) * t..];
+                let e = cfg.moe_num_experts;
+                let mean = |xs: &[f32]| {
+                    xs.iter().map(|&x| x as f64).sum::<f64>() as f32 / xs.len().max(1) as f32
+                };
+                Capture {
+                    embedding_norm_mean: mean(&norms[..t]),
+                    layers: (0..nl)
+                        .map(|l| {
+                            let row = &norms[(l + 1) * t..(l + 2) * t];
+                            LayerCapture {
+                                layer_idx: l,
+                                attention_entropy: (0..nh)
+                                    .map(|hd| mean(&ent[(l * nh + hd) * t..(l * nh + hd + 1) * t]))
+                                    .collect(),
+                                residual_norm_mean: mean(row),
+                                residual_norm_max: row.iter().cloned().fold(0.0, f32::max),
+                                sparse_block_size: self.sparse.as_ref().map(|s| s.layout.block),
+                                sparse_density: self.sparse.as_ref().map(|s| s.layout.density(t)),
+                                moe: self.act.moe.as_ref().filter(|_| cfg.is_moe_layer(l)).map(
+                                    |_| {
+                                        let st = &moe_stats[l * (2 * e + 1)..(l + 1) * (2 * e + 1)];
+                                        MoeCapture {
+                                            expert_usage: st[..e].to_vec(),
+                                            load_balance_loss: st[2 * e],
+                                        }
+                                    },
+                                ),
+                            }
+                        })
+                        .collect(),
+                }
+            });
         Ok(CapturedForward {
             output: ForwardOutput {
                 tokens: t,

@@ -50,36 +50,39 @@ impl ModelConfig {
             n(self.n_head),
         );
         let c = n(self.n_embed);
-        let h = self
-            .intermediate_size
-            .map_or(n(self.ffn_hidden_multiplier) * c, n);
+        let w = self.widths();
         let hd = self.heads();
         let (q, qkv) = (n(hd.q_width()), n(hd.qkv_width()));
         let llama = self.architecture.llama_like();
-        let first = if llama { 2 * h } else { h };
         let (e, k) = (n(self.moe_num_experts), n(self.moe_top_k));
+        let moe_layers = n(self.moe_layer_count());
         let half = self.dtype == Dtype::Float16;
-        // weights: the embedding, an untied head and the blocks' linear weights are
-        // halved with float16
+        // weights: the embedding, an untied head and the blocks' linear weights
+        // (experts and a shared expert included) are halved with float16
         let wide = if half { 2 } else { 4 };
-        let mlp_linear = if self.use_moe {
-            e * 2 * c * h
-        } else {
-            c * first + h * c
-        };
-        let linear = l * (c * qkv + q * c + mlp_linear);
+        let mlp = |h: u128| c * w.first(h) + h * c;
+        let moe_mlp = e * mlp(w.expert) + if w.shared > 0 { mlp(w.shared) } else { 0 };
+        let linear = l * (c * qkv + q * c) + moe_layers * moe_mlp + (l - moe_layers) * mlp(w.dense);
         let embeddings = v * c * if self.tie_word_embeddings { 1 } else { 2 };
         let params = self.parameter_count_wide();
         let weights = (embeddings + linear) * wide + (params - embeddings - linear) * 4;
-        // activations at the full context (model/mod.rs `Activations`)
-        let gated = if llama { h } else { 0 };
-        let mut act = t * (1 + 2 * c + qkv + q + first + gated) // ids, x, ln, qkv, att, hidden
+        // activations at the full context (model/mod.rs `Activations`): the MLP
+        // buffers hold the widest of the dense MLP and the shared expert
+        let (first, gated) = (
+            w.first(w.dense).max(w.first(w.shared)),
+            if llama { w.dense.max(w.shared) } else { 0 },
+        );
+        let mut act = t * (1 + 2 * c + qkv + q.max(c) + first + gated) // ids, x, ln, qkv, att, hidden
             + t * v // logits
             + l * nh * t + (l + 1) * t // entropies, residual norms
             + v + l * nh * t + (l + 1) * t + l * (2 * e + 1); // readback
         if self.use_moe {
             let rows = t * k + e * 16;
-            act += t * (e + 4 + e + 3 * k) + rows * (2 + h + c) + l * (2 * e + 1);
+            let expert_gated = if llama { w.expert } else { 0 };
+            act += t * (e + 4 + e + 3 * k)
+                + rows * (2 + w.first(w.expert) + expert_gated + c)
+                + l * (2 * e + 1)
+                + 4 * t; // the shared expert's gate
         }
         // the split tiled matmuls' scratch (GPU kernels; counted on every adapter)
         let split_rows = n(SPLIT_MAX_ROWS).min(t);

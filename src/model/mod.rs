@@ -76,11 +76,20 @@ pub enum MlpWeights {
     },
     Moe {
         router: wgpu::Buffer,       // mlp.router.weight [C, E], columns padded to E4
-        fc_w: wgpu::Buffer,         // mlp.experts.c_fc.weight [E, C, H]
+        fc_w: wgpu::Buffer,         // mlp.experts.c_fc.weight [E, C, H] (SwiGLU: 2H)
         fc_b: Option<wgpu::Buffer>, // mlp.experts.c_fc.bias [E, H]
         fc_proj_w: wgpu::Buffer,    // mlp.experts.c_proj.weight [E, H, C]
         fc_proj_b: Option<wgpu::Buffer>, // mlp.experts.c_proj.bias [E, C]
+        /// Qwen2-MoE's shared expert.
+        shared: Option<SharedExpertWeights>,
     },
+}
+
+/// A shared expert every token takes, scaled by a sigmoid gate (Qwen2-MoE).
+pub struct SharedExpertWeights {
+    pub fc_w: wgpu::Buffer,   // mlp.shared.c_fc.weight [C, 2Hs] (gate | up)
+    pub proj_w: wgpu::Buffer, // mlp.shared.c_proj.weight [Hs, C]
+    pub gate_w: wgpu::Buffer, // mlp.shared.gate.weight [C, 1], columns padded to 4
 }
 
 impl MlpWeights {
@@ -106,12 +115,16 @@ impl MlpWeights {
                 fc_b,
                 fc_proj_w,
                 fc_proj_b,
+                shared,
             } => [
                 Some(router),
                 Some(fc_w),
                 fc_b.as_ref(),
                 Some(fc_proj_w),
                 fc_proj_b.as_ref(),
+                shared.as_ref().map(|s| &s.fc_w),
+                shared.as_ref().map(|s| &s.proj_w),
+                shared.as_ref().map(|s| &s.gate_w),
             ]
             .into_iter()
             .flatten()
@@ -193,9 +206,13 @@ pub struct MoeActivations {
     pub slot: wgpu::Buffer,          // [context, K] u32
     pub row_token: wgpu::Buffer,     // [rows] u32
     pub row_expert: wgpu::Buffer,    // [rows] u32
-    pub hidden: wgpu::Buffer,        // [rows, H]
-    pub out: wgpu::Buffer,           // [rows, C]
-    pub stats: Vec<wgpu::Buffer>,    // per layer [2E + 1]: usage, mean probability, loss
+    pub hidden: wgpu::Buffer,        // [rows, H] (SwiGLU experts: gate | up [rows, 2H])
+    /// SwiGLU experts' gated hidden [rows, H].
+    pub gated: Option<wgpu::Buffer>,
+    /// The shared expert's gate logits [context, 4] (Qwen2-MoE).
+    pub shared_gate: wgpu::Buffer,
+    pub out: wgpu::Buffer,        // [rows, C]
+    pub stats: Vec<wgpu::Buffer>, // per layer [2E + 1]: usage, mean probability, loss
 }
 
 /// A linear layer's two dispatches over the same buffers: the matmul for the rows of
@@ -248,9 +265,21 @@ pub enum MlpOps {
         gate: KernelOp,
         route: KernelOp,
         fc: KernelOp,
+        /// SwiGLU experts: gate | up → gated, between fc and proj.
+        swiglu: Option<KernelOp>,
         proj: KernelOp,
         combine: KernelOp,
+        shared: Option<SharedExpertOps>,
     },
+}
+
+/// A shared expert's dispatches: gate | up, its sigmoid gate's logit, the scaled
+/// SwiGLU, and the down projection added to x.
+pub struct SharedExpertOps {
+    pub c_fc: Linear,
+    pub gate: MatmulOp,
+    pub swiglu: KernelOp,
+    pub fc_proj: Linear,
 }
 
 /// Every dispatch of a forward, bound once at build.

@@ -178,7 +178,7 @@ impl Model {
             } => {
                 // down(silu(gate(x)) · up(x)): gate | up in one matmul
                 c_fc.encode(self, pass, t, path, b);
-                encode_swiglu(pass, swiglu, t, h);
+                encode_swiglu(pass, swiglu, t, h, false);
                 fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
             }
             MlpOps::Moe {
@@ -186,12 +186,15 @@ impl Model {
                 gate,
                 route,
                 fc,
+                swiglu,
                 proj,
                 combine,
+                shared,
             } => {
                 // probabilities over experts, top-k, tokens grouped per expert, the
-                // experts' MLPs over the grouped rows, weighted sum back into x
-                let (e, k) = (cfg.moe_num_experts, cfg.moe_top_k);
+                // experts' MLPs over the grouped rows (SwiGLU experts: gate | up, then
+                // the gated rows), weighted sum back into x
+                let (e, k, he) = (cfg.moe_num_experts, cfg.moe_top_k, cfg.moe_hidden());
                 let rows = grouped_rows(t, e, k);
                 let act = match cfg.moe_activation {
                     Activation::Gelu => GELU,
@@ -199,11 +202,25 @@ impl Model {
                     Activation::Silu => SILU,
                 };
                 encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
-                encode_moe_gate(pass, gate, t, e, k);
+                encode_moe_gate(pass, gate, t, (e, k), cfg.moe_norm_topk_prob);
                 encode_moe_route(pass, route, t, e, k);
-                encode_moe_matmul(pass, fc, rows, h, c, b | GATHER | act);
-                encode_moe_matmul(pass, proj, rows, c, h, b);
+                match swiglu {
+                    Some(sw) => {
+                        encode_moe_matmul(pass, fc, rows, 2 * he, c, b | GATHER);
+                        encode_swiglu(pass, sw, rows, he, false);
+                    }
+                    None => encode_moe_matmul(pass, fc, rows, he, c, b | GATHER | act),
+                }
+                encode_moe_matmul(pass, proj, rows, c, he, b);
                 encode_moe_combine(pass, combine, t, c, k);
+                // x += sigmoid(ln · w_gate) · down(silu(gate(ln)) · up(ln)) (Qwen2-MoE)
+                if let Some(sh) = shared {
+                    let hs = cfg.moe_shared_expert_size.unwrap_or(0);
+                    sh.c_fc.encode(self, pass, t, path, 0);
+                    encode_matmul(pass, &sh.gate, t, 4, c, 0);
+                    encode_swiglu(pass, &sh.swiglu, t, hs, true);
+                    sh.fc_proj.encode(self, pass, t, path, ACCUMULATE);
+                }
             }
         }
     }

@@ -83,7 +83,7 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         if cfg.bias {
             add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
         }
-        if cfg.use_moe {
+        if cfg.is_moe_layer(l) {
             // Our MoE layout: a router and every expert's weights stacked on a leading E axis.
             let e = cfg.moe_num_experts;
             add(
@@ -176,16 +176,54 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
             add(format!("{p}attn.c_proj.bias"), vec![c], Init::Zeros);
         }
         add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
-        add(
-            format!("{p}mlp.c_fc.weight"),
-            vec![c, 2 * h],
-            Init::Normal(std),
-        );
-        add(
-            format!("{p}mlp.c_proj.weight"),
-            vec![h, c],
-            Init::Normal(std),
-        );
+        if cfg.is_moe_layer(l) {
+            // a router, every expert's gate|up and down stacked on a leading E axis,
+            // and a shared expert with its sigmoid gate (Qwen2-MoE)
+            let (e, he) = (cfg.moe_num_experts, cfg.moe_hidden());
+            add(
+                format!("{p}mlp.router.weight"),
+                vec![c, e],
+                Init::Normal(std),
+            );
+            add(
+                format!("{p}mlp.experts.c_fc.weight"),
+                vec![e, c, 2 * he],
+                Init::Normal(std),
+            );
+            add(
+                format!("{p}mlp.experts.c_proj.weight"),
+                vec![e, he, c],
+                Init::Normal(std),
+            );
+            if let Some(hs) = cfg.moe_shared_expert_size {
+                add(
+                    format!("{p}mlp.shared.c_fc.weight"),
+                    vec![c, 2 * hs],
+                    Init::Normal(std),
+                );
+                add(
+                    format!("{p}mlp.shared.c_proj.weight"),
+                    vec![hs, c],
+                    Init::Normal(std),
+                );
+                add(
+                    format!("{p}mlp.shared.gate.weight"),
+                    vec![c, 1],
+                    Init::Normal(std),
+                );
+            }
+        } else {
+            add(
+                format!("{p}mlp.c_fc.weight"),
+                vec![c, 2 * h],
+                Init::Normal(std),
+            );
+            add(
+                format!("{p}mlp.c_proj.weight"),
+                vec![h, c],
+                Init::Normal(std),
+            );
+        }
     }
     add("ln_f.weight".into(), vec![c], Init::Ones);
     if !cfg.tie_word_embeddings {
@@ -429,6 +467,8 @@ pub fn stored_in_panels(name: &str) -> bool {
         ".attn.c_proj.weight",
         ".mlp.c_fc.weight",
         ".mlp.c_proj.weight",
+        ".mlp.shared.c_fc.weight",
+        ".mlp.shared.c_proj.weight",
     ]
     .iter()
     .any(|s| name.ends_with(s))
@@ -447,9 +487,17 @@ pub fn stored_as_f16(name: &str) -> bool {
             ".mlp.c_proj.weight",
             ".mlp.experts.c_fc.weight",
             ".mlp.experts.c_proj.weight",
+            ".mlp.shared.c_fc.weight",
+            ".mlp.shared.c_proj.weight",
         ]
         .iter()
         .any(|s| name.ends_with(s))
+}
+
+/// Whether tensor `name` is a gate `[C, N]` whose columns are padded to a multiple of
+/// 4 for the vec4 matmul (the MoE router, the shared expert's gate).
+pub fn padded_gate(name: &str) -> bool {
+    name.ends_with(".mlp.router.weight") || name.ends_with(".mlp.shared.gate.weight")
 }
 
 #[cfg(test)]

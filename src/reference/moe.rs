@@ -5,7 +5,7 @@ use crate::config::Activation;
 
 /// Softmax over `logits` (max subtracted), the `k` most likely experts (ties to the lower
 /// index), their probabilities renormalised over the chosen: `(probs, chosen, weights)`.
-pub fn gate(logits: &[f32], k: usize) -> (Vec<f64>, Vec<usize>, Vec<f64>) {
+pub fn gate(logits: &[f32], k: usize, renorm: bool) -> (Vec<f64>, Vec<usize>, Vec<f64>) {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
     let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
     let sum: f64 = exps.iter().sum();
@@ -13,7 +13,11 @@ pub fn gate(logits: &[f32], k: usize) -> (Vec<f64>, Vec<usize>, Vec<f64>) {
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     let chosen: Vec<usize> = order[..k].to_vec();
-    let total: f64 = chosen.iter().map(|&i| probs[i]).sum();
+    let total: f64 = if renorm {
+        chosen.iter().map(|&i| probs[i]).sum()
+    } else {
+        1.0
+    };
     let weights = chosen.iter().map(|&i| probs[i] / total).collect();
     (probs, chosen, weights)
 }
@@ -57,7 +61,7 @@ pub fn moe_mlp(
                     .sum::<f64>() as f32
             })
             .collect();
-        let (probs, chosen, weights) = gate(&logits, k);
+        let (probs, chosen, weights) = gate(&logits, k, true);
         for j in 0..e {
             mean_p[j] += probs[j] / t as f64;
         }

@@ -12,3 +12,13 @@ pub fn swiglu(gate_up: &[f32], h: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// [`swiglu`] with row `t` scaled by `sigmoid(gate[t * 4])` (a shared expert's gate).
+pub fn swiglu_scaled(gate_up: &[f32], h: usize, gate: &[f32]) -> Vec<f32> {
+    let mut out = swiglu(gate_up, h);
+    for (t, row) in out.chunks_mut(h).enumerate() {
+        let s = 1.0 / (1.0 + (-(gate[t * 4] as f64)).exp());
+        row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+    }
+    out
+}

@@ -13,6 +13,9 @@ use wgformer::model::{resolve_config, Model};
 
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
+/// The fixture directories, one a family.
+const ALL: [&str; 5] = ["llama", "qwen2", "mistral", "mixtral", "qwen2_moe"];
+
 fn meta(family: &str) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(format!("{FAMILIES}/{family}/fixture.json")).unwrap(),
@@ -75,11 +78,30 @@ fn directories_decide_the_architecture() {
         resolve_config(serde_json::json!({"model": format!("{FAMILIES}/mistral")})).unwrap();
     assert_eq!((cfg.sliding_window, cfg.kv_heads()), (Some(8), 1));
     assert_eq!(cfg.rope_theta, 500.0);
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/mixtral")})).unwrap();
+    assert!(cfg.use_moe && cfg.moe_norm_topk_prob);
+    assert_eq!(
+        (cfg.moe_num_experts, cfg.moe_top_k, cfg.moe_hidden()),
+        (4, 2, 96)
+    );
+    assert!((0..2).all(|l| cfg.is_moe_layer(l)));
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/qwen2_moe")})).unwrap();
+    assert!(cfg.use_moe && !cfg.moe_norm_topk_prob && cfg.has_qkv_bias());
+    assert_eq!(
+        (cfg.moe_hidden(), cfg.moe_shared_expert_size),
+        (32, Some(48))
+    );
+    assert!(
+        cfg.is_moe_layer(0) && !cfg.is_moe_layer(1),
+        "mlp_only_layers [1]"
+    );
 }
 
 #[test]
 fn tokenization_equals_auto_tokenizer() {
-    for family in ["llama", "qwen2", "mistral"] {
+    for family in ALL {
         let m = meta(family);
         let dir = ModelDir::open(
             family,
@@ -91,7 +113,7 @@ fn tokenization_equals_auto_tokenizer() {
         assert_eq!(got, ids(&m["input_ids"]), "{family}");
         // the BOS is added once, by the tokenizer or by add_bos_token, never twice
         let bos_first = got[0] == 0 && got[1] != 0;
-        assert_eq!(bos_first, family != "qwen2", "{family}");
+        assert_eq!(bos_first, !family.starts_with("qwen2"), "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
         assert_eq!(
@@ -108,7 +130,7 @@ fn tokenization_equals_auto_tokenizer() {
 
 #[test]
 fn logits_match_transformers_for_every_family() {
-    for family in ["llama", "qwen2", "mistral"] {
+    for family in ALL {
         let want = hf_logits(family);
         let input = ids(&meta(family)["input_ids"]);
         for kernels in ["software", "hardware"] {
@@ -127,7 +149,7 @@ fn logits_match_transformers_for_every_family() {
 
 #[test]
 fn greedy_generation_equals_transformers_for_every_family() {
-    for family in ["llama", "qwen2", "mistral"] {
+    for family in ALL {
         let m = meta(family);
         let (prompt, want) = (ids(&m["greedy_prompt"]), ids(&m["greedy_ids"]));
         for kernels in ["software", "hardware"] {
@@ -294,14 +316,26 @@ fn bad_directories_get_errors_naming_the_problem() {
 #[test]
 fn seeded_llama_models_build_and_decode_like_their_forward() {
     let g = gpu();
-    for arch in ["llama", "qwen2", "mistral"] {
-        let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+    for arch in ["llama", "qwen2", "mistral", "mixtral", "qwen2_moe"] {
+        let mut value = serde_json::json!({
             "architecture": arch, "vocab_size": 128, "context_size": 32, "n_layer": 2,
             "n_head": 4, "n_kv_head": 2, "n_embed": 64, "intermediate_size": 96,
             "sliding_window": if arch == "mistral" { serde_json::json!(5) } else { serde_json::Value::Null },
             "tie_word_embeddings": arch != "mistral", "seed": 3,
-        }))
-        .unwrap();
+            "moe_num_experts": 4, "moe_top_k": 2,
+        });
+        if arch == "qwen2_moe" {
+            value["moe_intermediate_size"] = 32.into();
+            value["moe_shared_expert_size"] = 48.into();
+            value["moe_mlp_only_layers"] = serde_json::json!([1]);
+        }
+        let cfg = wgformer::ModelConfig::from_value(value).unwrap();
+        assert_eq!(
+            cfg.use_moe,
+            arch.ends_with("moe") || arch == "mixtral",
+            "{arch}"
+        );
+        assert_eq!(cfg.moe_norm_topk_prob, arch != "qwen2_moe", "{arch}");
         let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
         let all: Vec<u32> = (0..12).map(|i| (i * 7 + 3) % 128).collect();
         let full = m.forward_logits(&all).unwrap();
@@ -348,4 +382,17 @@ fn captures_work_for_a_windowed_grouped_query_model() {
     assert_eq!(last[0].token_id, out.output.top[0].token_id);
     let cap = out.output.capture.as_ref().unwrap();
     assert_eq!(cap.layers[0].attention_entropy.len(), nh);
+}
+
+#[test]
+fn moe_captures_report_routing_in_the_moe_layers_only() {
+    // Qwen2-MoE: layer 0 routes over 4 experts, layer 1 is dense (mlp_only_layers)
+    let model = build("qwen2_moe", serde_json::json!({}));
+    let input = ids(&meta("qwen2_moe")["input_ids"])[..16].to_vec();
+    let out = model.forward_captured(&input, 3, &[], 0).unwrap();
+    let cap = out.output.capture.unwrap();
+    let moe = cap.layers[0].moe.as_ref().expect("layer 0 is MoE");
+    assert!(cap.layers[1].moe.is_none(), "layer 1 is dense");
+    let used: f32 = moe.expert_usage.iter().sum();
+    assert!((used - 1.0).abs() < 1e-4, "usage shares sum to {used}");
 }

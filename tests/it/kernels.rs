@@ -322,9 +322,21 @@ fn swiglu_gates_the_up_half_with_silu_of_the_gate_half() {
         let mut gu = rand_vec(t * 2 * h, 41, 4.0);
         gu[0] = -120.0;
         gu[1] = 95.0;
-        let got = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h).unwrap();
+        let got = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, None).unwrap();
         let want = reference::swiglu::swiglu(&gu, h);
         assert_close(&format!("swiglu {t}x{h}"), &got, &want, 1e-6, 1e-5);
+        // scaled by each row's sigmoid gate (a shared expert's), which must matter
+        let gate = rand_vec(t * 4, 43, 3.0);
+        let scaled = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, Some(&gate)).unwrap();
+        let want_scaled = reference::swiglu::swiglu_scaled(&gu, h, &gate);
+        assert_close(
+            &format!("scaled swiglu {t}x{h}"),
+            &scaled,
+            &want_scaled,
+            1e-6,
+            1e-5,
+        );
+        assert!(reference::compare("unscaled", &scaled, &want, 1e-6, 1e-5).is_err());
         // gate and up swapped would not pass
         let swapped: Vec<f32> = gu
             .chunks(2 * h)

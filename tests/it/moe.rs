@@ -39,9 +39,23 @@ fn gate_matches_reference_including_ties_and_extreme_k() {
             logits[e + 2] = 3.0;
         }
         let (probs, sel, w) =
-            moe::run_moe_gate(&g.ctx, &g.pipelines, &padded(&logits, e), e, k).unwrap();
+            moe::run_moe_gate(&g.ctx, &g.pipelines, &padded(&logits, e), (e, k), true).unwrap();
+        // without renormalisation (Qwen2-MoE's norm_topk_prob false) the weights are
+        // the chosen experts' probabilities themselves
+        let (_, raw_sel, raw_w) =
+            moe::run_moe_gate(&g.ctx, &g.pipelines, &padded(&logits, e), (e, k), false).unwrap();
+        assert_eq!(raw_sel, sel);
         for ti in 0..t {
-            let (rp, rc, rw) = reference::moe::gate(&logits[ti * e..(ti + 1) * e], k);
+            let (_, _, rw_raw) = reference::moe::gate(&logits[ti * e..(ti + 1) * e], k, false);
+            let rw_raw: Vec<f32> = rw_raw.iter().map(|&x| x as f32).collect();
+            assert_close(
+                "raw weights",
+                &raw_w[ti * k..(ti + 1) * k],
+                &rw_raw,
+                1e-6,
+                1e-5,
+            );
+            let (rp, rc, rw) = reference::moe::gate(&logits[ti * e..(ti + 1) * e], k, true);
             let rp: Vec<f32> = rp.iter().map(|&x| x as f32).collect();
             assert_close("probs", &probs[ti * e..(ti + 1) * e], &rp, 1e-6, 1e-5);
             assert_eq!(

@@ -101,7 +101,7 @@ fn uniform_structs_match_rust_twins() {
             [t, c4, row_start, rows]
         );
     }
-    check_twin!("swiglu", SwigluParams, swiglu::SwigluParams, [t, h4]);
+    check_twin!("swiglu", SwigluParams, swiglu::SwigluParams, [t, h4, flags]);
     check_twin!(
         "rotary",
         RotaryParams,
@@ -181,7 +181,12 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block]
     );
-    check_twin!("moe_gate", MoeGateParams, moe::MoeGateParams, [t, e, e4, k]);
+    check_twin!(
+        "moe_gate",
+        MoeGateParams,
+        moe::MoeGateParams,
+        [t, e, e4, k, renorm]
+    );
     check_twin!(
         "moe_route",
         MoeRouteParams,
