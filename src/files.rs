@@ -28,7 +28,7 @@ const MAX_ECHO: usize = 200;
 fn not_available(key: &str, name: &str) -> Error {
     let shown: String = name.chars().take(MAX_ECHO).collect();
     Error::Config(format!(
-        "{key} {shown:?} is not available: name a regular file inside the server's models directory (a relative name without `..`; the operator sets --models-dir)"
+        "{key} {shown:?} is not available: name a regular file (a model directory for `model`) inside the server's models directory (a relative name without `..`; the operator sets --models-dir)"
     ))
 }
 
@@ -44,6 +44,21 @@ impl FileAccess {
     /// Whether errors may name the path (the operator's own files).
     fn trusted(&self) -> bool {
         matches!(self, FileAccess::Any)
+    }
+
+    /// A model directory named `name` (resolved to `path`) that is not a directory:
+    /// for clients the same refusal as every other, so that nothing tells which paths
+    /// exist.
+    pub fn require_dir(&self, key: &str, name: &str, path: &Path) -> Result<()> {
+        if path.is_dir() {
+            Ok(())
+        } else if self.trusted() {
+            Err(Error::Config(format!(
+                "{key} {name:?} is not a directory: name a Hugging Face model directory"
+            )))
+        } else {
+            Err(not_available(key, name))
+        }
     }
 
     /// The file config key `key` names with `name`.

@@ -390,6 +390,7 @@ pub fn resolve_config_with(
     if has_model {
         let name = cfg.model.clone().unwrap_or_default();
         let path = access.resolve("model", &name)?;
+        access.require_dir("model", &name, &path)?;
         let dir = directory::ModelDir::open(&name, &path)?;
         dir.apply(&mut cfg, &given)?;
         return Ok((cfg, Some(WeightFiles::Directory(Box::new(dir)))));

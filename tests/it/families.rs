@@ -396,3 +396,87 @@ fn moe_captures_report_routing_in_the_moe_layers_only() {
     let used: f32 = moe.expert_usage.iter().sum();
     assert!((used - 1.0).abs() < 1e-4, "usage shares sum to {used}");
 }
+
+/// Copy fixture directory `family` into `models` (a models directory).
+fn copy_family(models: &std::path::Path, family: &str) {
+    let to = models.join(family);
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(format!("{FAMILIES}/{family}")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
+    use common::http::*;
+    use serde_json::json;
+    let models = std::env::temp_dir().join(format!("wgformer-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    copy_family(&models, "mixtral");
+    copy_family(&models, "llama");
+    let s = Server::with(
+        wgformer::server::ServerConfig::default(),
+        wgformer::engine::EngineOptions {
+            models_dir: Some(models.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // errors name the directory as the client gave it, never the server's path
+    for (name, want) in [
+        ("nothing-here", "is not available"),
+        ("../mixtral", "is not available"),
+        ("llama/config.json", "is not available"),
+    ] {
+        let (code, body) = init(&s, &json!({"model": name})).await;
+        assert_error(code, &body, 400, "CONFIG_ERROR");
+        let d = body["detail"].as_str().unwrap();
+        assert!(d.contains(want), "{name}: {d}");
+        assert!(!d.contains(models.to_str().unwrap()), "server path in {d}");
+    }
+    let (code, body) = init(&s, &json!({"model": "mixtral", "n_layer": 3})).await;
+    assert_error(code, &body, 400, "CONFIG_ERROR");
+    assert!(
+        body["detail"].as_str().unwrap().contains("n_layer (3)"),
+        "{body}"
+    );
+
+    let (code, body) = init(&s, &json!({"model": "mixtral"})).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = get(&s, "/api/v1/status").await;
+    assert_eq!(status["config"]["architecture"], "mixtral", "{status}");
+    assert_eq!(status["config"]["moe_num_experts"], 4);
+    let (_, models_list) = get(&s, "/v1/models").await;
+    assert_eq!(models_list["data"][0]["id"], "mixtral", "{models_list}");
+
+    // the fixture's greedy continuation reaches the eos id (1) after 9 tokens: the
+    // completion stops there with finish_reason stop
+    let m = meta("mixtral");
+    let dir = ModelDir::open("mixtral", &models.join("mixtral")).unwrap();
+    let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+    let prompt_ids = ids(&m["greedy_prompt"]);
+    let prompt = tok.decode(&prompt_ids[1..]).unwrap();
+    assert_eq!(
+        tok.encode(&prompt).unwrap(),
+        prompt_ids,
+        "the prompt round-trips"
+    );
+    let greedy = ids(&m["greedy_ids"]);
+    let eos_at = greedy.iter().position(|&t| t == 1).unwrap();
+    let (code, body) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop", "{body}");
+    assert_eq!(
+        choice["text"].as_str().unwrap(),
+        tok.decode(&greedy[..eos_at]).unwrap()
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], prompt_ids.len());
+    std::fs::remove_dir_all(&models).ok();
+}
