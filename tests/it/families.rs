@@ -480,3 +480,18 @@ async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
     assert_eq!(body["usage"]["prompt_tokens"], prompt_ids.len());
     std::fs::remove_dir_all(&models).ok();
 }
+
+#[test]
+fn the_explorer_presets_are_valid_configs() {
+    // every preset of the explorer's model list, the family ones included, is a config
+    // the service accepts
+    let page = include_str!("../../src/server/explorer.html");
+    let mut n = 0;
+    for part in page.split("<option value='").skip(1) {
+        let value = &part[..part.find('\'').unwrap()];
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        wgformer::ModelConfig::from_value(v).unwrap_or_else(|e| panic!("{value}: {e}"));
+        n += 1;
+    }
+    assert!(n >= 6, "{n} presets");
+}
