@@ -188,6 +188,7 @@ pub(super) fn forward_reply(
         vocab: out.vocab,
         n_embed: l.model.config.n_embed,
         n_head: l.model.config.n_head,
+        n_kv_head: Some(l.model.config.kv_heads()).filter(|&k| k != l.model.config.n_head),
         top,
         capture: out.capture,
         attention,

@@ -83,6 +83,8 @@ pub struct ForwardReply {
     pub vocab: usize,
     pub n_embed: usize,
     pub n_head: usize,
+    /// Key/value heads when fewer than the query heads (grouped-query attention).
+    pub n_kv_head: Option<usize>,
     pub top: Vec<Prediction>,
     pub capture: Option<Capture>,
     /// With `capture_attention`: the chosen layers' weights.

@@ -288,6 +288,7 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                 layer_idx: l.layer_idx,
                 attention: AttentionCapture {
                     attn_weights_shape: vec![1, r.n_head, t, t],
+                    n_kv_head: r.n_kv_head,
                     mean_entropy: l.attention_entropy.iter().sum::<f32>()
                         / l.attention_entropy.len().max(1) as f32,
                     head_entropy: l.attention_entropy.clone(),

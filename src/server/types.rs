@@ -72,6 +72,11 @@ pub struct EmbeddingCapture {
 pub struct AttentionCapture {
     /// [batch, n_head, tokens, tokens]
     pub attn_weights_shape: Vec<usize>,
+    /// Extension, grouped-query models: the key/value heads the query heads share
+    /// (query head h reads key/value head h / (n_head / n_kv_head)); weights and
+    /// entropies are per query head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_kv_head: Option<usize>,
     /// Extension: per head, the mean over query positions of the entropy (nats) of its
     /// attention distribution; 0 = attends to one token, ln(t+1) = uniform over t+1 keys.
     pub head_entropy: Vec<f32>,

@@ -449,6 +449,22 @@ async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
     assert_eq!(status["config"]["moe_num_experts"], 4);
     let (_, models_list) = get(&s, "/v1/models").await;
     assert_eq!(models_list["data"][0]["id"], "mixtral", "{models_list}");
+    // the explorer's forward: weights per query head, the shared key/value heads
+    // named, routing statistics per MoE layer
+    let (code, r) = forward(
+        &s,
+        json!({"text": "Tiny models", "capture_data": true, "capture_attention": {"layers": [1]}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let layer = &r["captured_data"]["layers"][1];
+    assert_eq!(layer["attention"]["n_kv_head"], 2, "{layer}");
+    assert_eq!(layer["attention"]["attn_weights_shape"][1], 4);
+    assert_eq!(
+        layer["moe"]["expert_usage"].as_array().unwrap().len(),
+        4,
+        "{layer}"
+    );
 
     // the fixture's greedy continuation reaches the eos id (1) after 9 tokens: the
     // completion stops there with finish_reason stop
@@ -494,4 +510,58 @@ fn the_explorer_presets_are_valid_configs() {
         n += 1;
     }
     assert!(n >= 6, "{n} presets");
+}
+
+#[test]
+fn a_family_decode_row_is_the_same_alone_and_batched() {
+    // grouped-query heads, a window, SwiGLU experts grouped per expert across the
+    // batch's rows: row 0's logits are bit for bit the same in batches of 1 to 6
+    use wgformer::model::{NextToken, Readback, ServeShape};
+    let g = gpu();
+    for family in ["mistral", "mixtral", "qwen2_moe"] {
+        let (cfg, files) =
+            resolve_config(serde_json::json!({"model": format!("{FAMILIES}/{family}")})).unwrap();
+        let shape = ServeShape::for_generations(&cfg, 8, 8);
+        let model =
+            Model::build_with(cfg, files, g.ctx.clone(), g.pipelines.clone(), shape).unwrap();
+        let text = ids(&meta(family)["input_ids"]);
+        let run = |b: usize| -> Vec<Vec<u32>> {
+            let mut seqs: Vec<_> = (0..b)
+                .map(|_| model.kv_reserve(40).unwrap().unwrap())
+                .collect();
+            let mut next = Vec::new();
+            for (i, kv) in seqs.iter_mut().enumerate() {
+                let n = if i == 0 { 11 } else { 2 + (i * 5) % 13 };
+                let prompt = &text[i..i + n];
+                next.push(argmax(&model.prefill(kv, prompt, true).unwrap().unwrap()));
+            }
+            let mut first_row = Vec::new();
+            for _ in 0..4 {
+                let mut rows: Vec<_> = seqs
+                    .iter_mut()
+                    .zip(&next)
+                    .map(|(kv, &id)| (kv, id))
+                    .collect();
+                let logits: Vec<Vec<f32>> = model
+                    .decode_select(&mut rows, &vec![Readback::Logits; b])
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| match n {
+                        NextToken::Logits(l) => l,
+                        NextToken::Argmax(_) => unreachable!("logits asked"),
+                    })
+                    .collect();
+                first_row.push(logits[0].iter().map(|v| v.to_bits()).collect());
+                next = logits.iter().map(|l| argmax(l)).collect();
+            }
+            first_row
+        };
+        let alone = run(1);
+        for b in 2..=6 {
+            assert!(
+                run(b) == alone,
+                "{family}: row 0 in a batch of {b} differs from alone"
+            );
+        }
+    }
 }
