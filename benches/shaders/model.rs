@@ -13,6 +13,7 @@ use wgformer::model::Model;
 impl Bench {
     /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
     pub(crate) fn decode(&mut self, model: &Model, prompt: usize, steps: usize, tag: &str) {
+        let name = model_name(model);
         let ids = token_texts(1, prompt, 13, 0).remove(0);
         // the pool's pages are zeroed by wgpu on their first use: once per model, not
         // per request, so outside the timing
@@ -37,7 +38,7 @@ impl Bench {
         let dispatches = wgformer::gpu::dispatch_count() - before;
         self.report(
             "gpt2_prefill",
-            format!("GPT-2 small{tag} T={prompt}"),
+            format!("{name}{tag} T={prompt}"),
             prefill_ms,
             2.0 * prompt as f64 * model.parameter_count as f64,
             "GFLOP/s",
@@ -48,14 +49,14 @@ impl Bench {
             println!(
                 "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s  {dispatches} dispatches/step",
                 "gpt2_decode",
-                format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
+                format!("{name}{tag} at {prompt}..{}", prompt + steps),
                 ms,
                 1e3 / ms
             );
         }
         self.rows.push(Row {
             kernel: "gpt2_decode".into(),
-            shape: format!("GPT-2 small{tag} at {prompt}..{}", prompt + steps),
+            shape: format!("{name}{tag} at {prompt}..{}", prompt + steps),
             gpu_ms: ms,
             rate: 1e3 / ms,
             unit: "tokens/s",
@@ -77,6 +78,7 @@ impl Bench {
         argmax: bool,
         tag: &str,
     ) {
+        let name = model_name(model);
         use wgformer::model::{sampling, NextToken, Readback};
         let mut seqs: Vec<_> = (0..b)
             .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
@@ -123,10 +125,7 @@ impl Bench {
             .find(|r| r.kernel == "gpt2_decode" && r.shape.contains(&format!("small{tag} at")))
             .map(|r| r.rate);
         let how = if argmax { " argmax" } else { "" };
-        let shape = format!(
-            "GPT-2 small{tag} B={b}{how} at {prompt}..{}",
-            prompt + steps
-        );
+        let shape = format!("{name}{tag} B={b}{how} at {prompt}..{}", prompt + steps);
         if !self.json {
             println!(
                 "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}",
@@ -157,6 +156,7 @@ impl Bench {
     /// (`Model::prefill_select`, as the engine takes prompts arriving together); ms of
     /// each, and the ratio.
     pub(crate) fn prefill_batch(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let name = model_name(model);
         use wgformer::model::Readback;
         let texts = token_texts(n, t, 29, 131);
         let run = |together: bool| {
@@ -184,7 +184,7 @@ impl Bench {
         let runs = if self.quick { 3 } else { 5 };
         let apart = median((0..runs).map(|_| run(false)).collect());
         let together = median((0..runs).map(|_| run(true)).collect());
-        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        let shape = format!("{name}{tag} {n} x T={t}");
         self.report_together("gpt2_prefill_batch", shape, n, "prompts/s", apart, together);
     }
 
@@ -195,6 +195,7 @@ impl Bench {
     /// tokens (the shape of `conc.py`'s prompts). Prints each traversal's total and its
     /// 12 largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
     pub(crate) fn profile_steps(&mut self, model: &Model, b: usize, tag: &str) {
+        let name = model_name(model);
         use wgformer::gpu::profile;
         use wgformer::model::Readback;
         let ctx = model.ctx.clone();
@@ -246,7 +247,7 @@ impl Bench {
         runs.push((format!("prefill {b} x T=34"), last.unwrap()));
         for (what, p) in runs {
             let total = p.total_ms();
-            let shape = format!("GPT-2 small{tag} {what}");
+            let shape = format!("{name}{tag} {what}");
             if !self.json {
                 println!(
                     "{:<26} {:<30} {:10.3} ms in {} dispatches{}",
@@ -329,6 +330,7 @@ impl Bench {
     /// `n` forwards of `t` tokens each (no statistics): one after the other, then all in
     /// one shared traversal (`Model::forward_many`); forwards/s of each, and the ratio.
     pub(crate) fn forwards_shared(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let name = model_name(model);
         let texts = token_texts(n, t, 13, 101);
         let batch: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
         model.forward_many(&batch).unwrap();
@@ -353,11 +355,12 @@ impl Bench {
                 })
                 .collect(),
         );
-        let shape = format!("GPT-2 small{tag} {n} x T={t}");
+        let shape = format!("{name}{tag} {n} x T={t}");
         self.report_together("gpt2_fwd_shared", shape, n, "forwards/s", apart, together);
     }
 
     pub(crate) fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
+        let name = model_name(model);
         let ids = token_texts(1, t, 13, 0).remove(0);
         model.forward(&ids, 5, false).unwrap();
         let runs = if self.quick { 3 } else { 5 };
@@ -373,19 +376,35 @@ impl Bench {
             println!(
                 "{:<26} {:<26} {} dispatches",
                 "gpt2_fwd",
-                format!("GPT-2 small{tag} T={t}"),
+                format!("{name}{tag} T={t}"),
                 wgformer::gpu::dispatch_count() - before
             );
         }
         self.report(
             "gpt2_fwd",
-            format!("GPT-2 small{tag} T={t}"),
+            format!("{name}{tag} T={t}"),
             ms,
             flops,
             "GFLOP/s",
             None,
             "",
         );
+    }
+}
+
+/// How the rows name a model: GPT-2 small, or its family and shape.
+fn model_name(model: &Model) -> String {
+    let c = &model.config;
+    if c.architecture.llama_like() {
+        let arch = serde_json::to_value(c.architecture).unwrap_or_default();
+        format!(
+            "{} {}x{}",
+            arch.as_str().unwrap_or("llama"),
+            c.n_embed,
+            c.n_layer
+        )
+    } else {
+        "GPT-2 small".into()
     }
 }
 
@@ -430,6 +449,10 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
 /// A Llama-shaped model with GPT-2 small's width and depth (768, 12 layers, 12 query
 /// heads over 4 key/value heads, SwiGLU 2048, RMSNorm, rotary, tied head) against
 /// GPT-2 small, both f16, in the same run: the forward at T = 128 and decode steps.
+/// Then, on hardware adapters (or when asked by name), a Llama-3.2-1B-shaped seeded
+/// model in f16 (2048 wide, 16 layers, 32 query heads over 8 key/value heads, SwiGLU
+/// 8192, vocabulary 128,256, tied, llama3 rope): prefill T = 512 and decode, the
+/// figures `pt_gpu_more.py` measures for PyTorch on the same card.
 pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
@@ -438,15 +461,40 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
         "dtype": "float16", "architecture": "llama", "n_kv_head": 4,
         "intermediate_size": 2048, "rope_theta": 500000.0,
     });
-    for (value, tag) in [(f16, " gpt2"), (llama, " llama")] {
+    for value in [f16, llama] {
         let cfg = ModelConfig::from_value(value).expect("config");
         let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {
-            println!("built{tag} ({} parameters)", model.parameter_count);
+            let name = model_name(&model);
+            println!("built {name} f16 ({} parameters)", model.parameter_count);
         }
-        b.end_to_end(&model, 128, tag);
-        b.decode(&model, 64, 32, tag);
+        b.end_to_end(&model, 128, " f16");
+        b.decode(&model, 64, 32, " f16");
     }
+    // the 1B shape: minutes a step on a software adapter, so only on GPUs unless asked
+    let asked = b.filter.as_deref().is_some_and(|f| f.contains("llama_1b"));
+    if ctx.details.is_software() && !asked {
+        return;
+    }
+    let cfg = ModelConfig::from_value(serde_json::json!({
+        "dtype": "float16", "architecture": "llama", "vocab_size": 128256,
+        "n_embed": 2048, "n_layer": 16, "n_head": 32, "n_kv_head": 8,
+        "intermediate_size": 8192, "context_size": 1024, "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    }))
+    .expect("config");
+    let start = Instant::now();
+    let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+    if !b.json {
+        println!(
+            "built llama_1b f16 ({} parameters) in {:.1} s",
+            model.parameter_count,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    b.end_to_end(&model, 512, " f16 (llama_1b)");
+    b.decode(&model, 64, 64, " f16 (llama_1b)");
 }
 
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
