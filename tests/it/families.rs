@@ -565,3 +565,33 @@ fn a_family_decode_row_is_the_same_alone_and_batched() {
         }
     }
 }
+
+#[test]
+fn a_gpt2_directory_loads_as_its_checkpoint_does() {
+    // GPT2LMHeadModel as a directory: config.json decides n_head (a bare checkpoint
+    // cannot say it), the logits are transformers' own
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-tiny");
+    let g = gpu();
+    let (cfg, files) = resolve_config(serde_json::json!({"model": dir})).unwrap();
+    assert_eq!(cfg.architecture, wgformer::config::Family::Gpt2);
+    assert_eq!(
+        (cfg.n_head, cfg.n_embed, cfg.context_size, cfg.vocab_size),
+        (4, 64, 64, 256)
+    );
+    assert!(cfg.bias && cfg.tie_word_embeddings);
+    let model = Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/fixture.json")).unwrap())
+            .unwrap();
+    let got = model.forward_logits(&ids(&m["input_ids"])).unwrap();
+    let bytes = std::fs::read(format!("{dir}/logits.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_close("gpt2 directory logits", &got, &want, 1e-4, 1e-4);
+}
