@@ -7,7 +7,6 @@ use crate::common;
 
 use common::{assert_close, gpu};
 use wgformer::model::directory::ModelDir;
-use wgformer::model::sampling::argmax;
 use wgformer::model::source::WeightFiles;
 use wgformer::model::{resolve_config, Model};
 
@@ -24,11 +23,7 @@ fn meta(family: &str) -> serde_json::Value {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::json_ids(v)
 }
 
 fn build(family: &str, extra: serde_json::Value) -> Model {
@@ -154,17 +149,7 @@ fn greedy_generation_equals_transformers_for_every_family() {
         let (prompt, want) = (ids(&m["greedy_prompt"]), ids(&m["greedy_ids"]));
         for kernels in ["software", "hardware"] {
             let model = build(family, serde_json::json!({"kernels": kernels}));
-            let mut s = model
-                .kv_reserve(prompt.len() + want.len())
-                .unwrap()
-                .unwrap();
-            let mut logits = model.extend(&mut s, &prompt).unwrap();
-            let mut got = Vec::new();
-            for _ in 0..want.len() {
-                let next = argmax(&logits);
-                got.push(next);
-                logits = model.extend(&mut s, &[next]).unwrap();
-            }
+            let got = common::greedy(&model, &prompt, want.len());
             assert_eq!(got, want, "{family}, {kernels} kernels");
         }
     }
@@ -516,7 +501,7 @@ fn the_explorer_presets_are_valid_configs() {
 fn a_family_decode_row_is_the_same_alone_and_batched() {
     // grouped-query heads, a window, SwiGLU experts grouped per expert across the
     // batch's rows: row 0's logits are bit for bit the same in batches of 1 to 6
-    use wgformer::model::{NextToken, Readback, ServeShape};
+    use wgformer::model::ServeShape;
     let g = gpu();
     for family in ["mistral", "mixtral", "qwen2_moe"] {
         let (cfg, files) =
@@ -525,37 +510,11 @@ fn a_family_decode_row_is_the_same_alone_and_batched() {
         let model =
             Model::build_with(cfg, files, g.ctx.clone(), g.pipelines.clone(), shape).unwrap();
         let text = ids(&meta(family)["input_ids"]);
-        let run = |b: usize| -> Vec<Vec<u32>> {
-            let mut seqs: Vec<_> = (0..b)
-                .map(|_| model.kv_reserve(40).unwrap().unwrap())
-                .collect();
-            let mut next = Vec::new();
-            for (i, kv) in seqs.iter_mut().enumerate() {
-                let n = if i == 0 { 11 } else { 2 + (i * 5) % 13 };
-                let prompt = &text[i..i + n];
-                next.push(argmax(&model.prefill(kv, prompt, true).unwrap().unwrap()));
-            }
-            let mut first_row = Vec::new();
-            for _ in 0..4 {
-                let mut rows: Vec<_> = seqs
-                    .iter_mut()
-                    .zip(&next)
-                    .map(|(kv, &id)| (kv, id))
-                    .collect();
-                let logits: Vec<Vec<f32>> = model
-                    .decode_select(&mut rows, &vec![Readback::Logits; b])
-                    .unwrap()
-                    .into_iter()
-                    .map(|n| match n {
-                        NextToken::Logits(l) => l,
-                        NextToken::Argmax(_) => unreachable!("logits asked"),
-                    })
-                    .collect();
-                first_row.push(logits[0].iter().map(|v| v.to_bits()).collect());
-                next = logits.iter().map(|l| argmax(l)).collect();
-            }
-            first_row
+        let prompt = |i: usize| -> Vec<u32> {
+            let n = if i == 0 { 11 } else { 2 + (i * 5) % 13 };
+            text[i..i + n].to_vec()
         };
+        let run = |b: usize| common::first_row_bits(&model, b, 4, prompt);
         let alone = run(1);
         for b in 2..=6 {
             assert!(

@@ -5,7 +5,6 @@
 use crate::common;
 
 use common::{assert_close, gpu};
-use wgformer::model::sampling::argmax;
 use wgformer::model::{resolve_config, Model};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf-gpt2-tiny");
@@ -32,11 +31,7 @@ fn fixture_model_with(kernels: &str) -> (Model, serde_json::Value) {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::json_ids(v)
 }
 
 #[test]
@@ -84,20 +79,7 @@ fn greedy_generation_equals_transformers_with(kernels: &str) {
     let (model, meta) = fixture_model_with(kernels);
     let prompt = ids(&meta["greedy_prompt"]);
     let want = ids(&meta["greedy_ids"]);
-    let mut s = model
-        .kv_reserve(prompt.len() + want.len())
-        .unwrap()
-        .unwrap();
-    let mut logits = model.extend(&mut s, &prompt).unwrap();
-    let mut got = Vec::new();
-    for _ in 0..want.len() {
-        let next = argmax(&logits);
-        got.push(next);
-        if got.len() < want.len() {
-            logits = model.extend(&mut s, &[next]).unwrap();
-        }
-    }
-    assert_eq!(got, want);
+    assert_eq!(common::greedy(&model, &prompt, want.len()), want);
 }
 
 #[test]

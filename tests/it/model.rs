@@ -881,46 +881,20 @@ fn prefill_parts_read_back_their_logits_or_the_devices_argmax() {
 /// positions.
 #[test]
 fn a_decode_row_is_the_same_in_batches_of_every_size() {
-    use wgformer::model::{sampling::argmax, NextToken, Readback, ServeShape};
+    use wgformer::model::ServeShape;
     let g = gpu();
     for dtype in ["float32", "float16"] {
         let cfg = small(serde_json::json!({ "dtype": dtype }));
         let shape = ServeShape::for_generations(&cfg, 16, 16);
         let model =
             Model::build_with(cfg, None, g.ctx.clone(), g.pipelines.clone(), shape).unwrap();
-        let run = |b: usize| -> Vec<Vec<u32>> {
-            let mut seqs: Vec<_> = (0..b)
-                .map(|_| model.kv_reserve(24).unwrap().unwrap())
-                .collect();
-            let mut next = Vec::new();
-            for (i, kv) in seqs.iter_mut().enumerate() {
-                let n = if i == 0 { 3 } else { 1 + (i * 7) % 17 };
-                let prompt: Vec<u32> = (0..n)
-                    .map(|j| ((j * 17 + i * 31 + 5) % 97) as u32)
-                    .collect();
-                next.push(argmax(&model.prefill(kv, &prompt, true).unwrap().unwrap()));
-            }
-            let mut first_row = Vec::new();
-            for _ in 0..3 {
-                let mut rows: Vec<_> = seqs
-                    .iter_mut()
-                    .zip(&next)
-                    .map(|(kv, &id)| (kv, id))
-                    .collect();
-                let logits: Vec<Vec<f32>> = model
-                    .decode_select(&mut rows, &vec![Readback::Logits; b])
-                    .unwrap()
-                    .into_iter()
-                    .map(|n| match n {
-                        NextToken::Logits(l) => l,
-                        NextToken::Argmax(_) => unreachable!("logits asked"),
-                    })
-                    .collect();
-                first_row.push(logits[0].iter().map(|v| v.to_bits()).collect());
-                next = logits.iter().map(|l| argmax(l)).collect();
-            }
-            first_row
+        let prompt = |i: usize| -> Vec<u32> {
+            let n = if i == 0 { 3 } else { 1 + (i * 7) % 17 };
+            (0..n)
+                .map(|j| ((j * 17 + i * 31 + 5) % 97) as u32)
+                .collect()
         };
+        let run = |b: usize| common::first_row_bits(&model, b, 3, prompt);
         let alone = run(1);
         for b in 2..=16 {
             assert!(

@@ -71,3 +71,75 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64)
         panic!("{msg}");
     }
 }
+
+/// The ids of a JSON list of token ids (a fixture's).
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// `n` tokens picked greedily after `prompt`, one KV-cache step each.
+pub fn greedy(model: &wgformer::model::Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    use wgformer::model::sampling::argmax;
+    let mut s = model.kv_reserve(prompt.len() + n).unwrap().unwrap();
+    let mut logits = model.extend(&mut s, prompt).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let next = argmax(&logits);
+        got.push(next);
+        if got.len() < n {
+            logits = model.extend(&mut s, &[next]).unwrap();
+        }
+    }
+    got
+}
+
+/// Row 0's logits (as bits) over `steps` decode steps of a batch of `b` generations,
+/// generation i prefilled with `prompt(i)` and then fed its own greedy picks: what a
+/// row computes must not depend on the rows beside it.
+pub fn first_row_bits(
+    model: &wgformer::model::Model,
+    b: usize,
+    steps: usize,
+    prompt: impl Fn(usize) -> Vec<u32>,
+) -> Vec<Vec<u32>> {
+    use wgformer::model::sampling::argmax;
+    use wgformer::model::{NextToken, Readback};
+    let mut seqs: Vec<_> = (0..b)
+        .map(|i| {
+            model
+                .kv_reserve(prompt(i).len() + steps + 1)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let mut next = Vec::new();
+    for (i, kv) in seqs.iter_mut().enumerate() {
+        next.push(argmax(
+            &model.prefill(kv, &prompt(i), true).unwrap().unwrap(),
+        ));
+    }
+    let mut first_row = Vec::new();
+    for _ in 0..steps {
+        let mut rows: Vec<_> = seqs
+            .iter_mut()
+            .zip(&next)
+            .map(|(kv, &id)| (kv, id))
+            .collect();
+        let logits: Vec<Vec<f32>> = model
+            .decode_select(&mut rows, &vec![Readback::Logits; b])
+            .unwrap()
+            .into_iter()
+            .map(|n| match n {
+                NextToken::Logits(l) => l,
+                NextToken::Argmax(_) => unreachable!("logits asked"),
+            })
+            .collect();
+        first_row.push(logits[0].iter().map(|v| v.to_bits()).collect());
+        next = logits.iter().map(|l| argmax(l)).collect();
+    }
+    first_row
+}
