@@ -5,7 +5,11 @@
 // load each tile of keys and values into workgroup memory together (adjacent lanes,
 // adjacent vec4s), wait, and every lane folds the tile into its online softmax (f32,
 // running max subtracted). Each key and value is read from memory once per block of
-// queries instead of once per query, which makes long prompts compute-bound.
+// queries instead of once per query, which makes long prompts compute-bound. With
+// grouped-query heads (G = NH / NKV query heads a key/value head) the workgroup takes
+// the G heads of one key/value head for a block of WG / G queries (lane = query · G +
+// head in the group), so each staged key and value serves the whole group: the grid is
+// ceil(T / (WG / G)) × NKV.
 // Preludes `attention` (AttentionParams, MAX_HS4, the online softmax) and
 // `attention_tiles` (the staged tile, Query, query_start / fold_staged / query_finish).
 
@@ -24,13 +28,15 @@ fn attention_tiled(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
-    let q0 = wg.x * WG;
-    let h = wg.y;
-    let t = q0 + lid;
-    let live = t < p.t;
+    let g = group_size();
+    let per = WG / g; // queries per workgroup
+    let q0 = wg.x * per;
+    let h = wg.y * g + lid % g; // this lane's query head, in the workgroup's group
+    let t = q0 + lid / g;
+    let live = lid < per * g && t < p.t;
     var qs = query_start(min(t, p.t - 1u), h);
     // keys from the first query's window ..= pos + the block's last query
-    let last = p.pos + min(q0 + WG, p.t) - 1u;
+    let last = p.pos + min(q0 + per, p.t) - 1u;
     let mine = p.pos + t; // the last key this lane's query sees
     let oldest = first_key(mine); // and the first
     for (var j0 = first_key(p.pos + q0); j0 <= last; j0 += BKV) {

@@ -1,7 +1,8 @@
 // Block-sparse causal multi-head attention for hardware GPUs: the same inputs, outputs
 // and layout as `sparse_attention` (query t at absolute position pos + t, in query
 // block qb, sees the key blocks listed for qb in the CSR layout, in ascending order),
-// tiled like `attention_tiled`: a workgroup takes WG queries of one head, walks the keys
+// tiled like `attention_tiled`: a workgroup takes WG queries of one head (WG / G queries
+// of the G query heads of one key/value head with grouped-query heads), walks the keys
 // in tiles of BKV staged in workgroup memory, and each lane folds in the keys its
 // query block lists (online softmax, entropy as the other kernels). A tile that no
 // query of the workgroup lists is neither loaded nor visited, so the work follows the
@@ -28,10 +29,13 @@ fn sparse_attention_tiled(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
-    let q0 = wg.x * WG;
-    let h = wg.y;
-    let t = q0 + lid;
-    let live = t < p.t;
+    // a key/value head's G query heads together, as attention_tiled
+    let g = group_size();
+    let per = WG / g; // queries per workgroup
+    let q0 = wg.x * per;
+    let h = wg.y * g + lid % g;
+    let t = q0 + lid / g;
+    let live = lid < per * g && t < p.t;
     var qs = query_start(min(t, p.t - 1u), h);
     let mine = p.pos + t; // the last key this lane's query sees
     // this lane's listed key blocks: cols[next .. end], ascending
@@ -42,7 +46,7 @@ fn sparse_attention_tiled(
         next = row_offsets[qb];
         end = row_offsets[qb + 1u];
     }
-    let last = p.pos + min(q0 + WG, p.t) - 1u;
+    let last = p.pos + min(q0 + per, p.t) - 1u;
     for (var j0 = 0u; j0 <= last; j0 += BKV) {
         if (lid == 0u) {
             atomicStore(&wanted, 0u);

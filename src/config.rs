@@ -551,6 +551,12 @@ impl ModelConfig {
                 self.n_head
             )));
         }
+        if self.n_head / nkv > 64 {
+            return Err(Error::Config(format!(
+                "n_head / n_kv_head ({} / {nkv}) must be at most 64 query heads a key/value head",
+                self.n_head
+            )));
+        }
         if nkv != self.n_head && !self.architecture.llama_like() {
             return Err(Error::Config(format!(
                 "n_kv_head ({nkv}) differs from n_head ({}): grouped-query attention is for the Llama families (architecture \"llama\", …), not gpt2",

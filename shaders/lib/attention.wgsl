@@ -33,10 +33,15 @@ fn pool_stride4() -> u32 {
     return p.nkv * p.hs4;
 }
 
+// Query heads per key/value head (grouped-query attention; 1 for multi-head).
+fn group_size() -> u32 {
+    return p.nh / p.nkv;
+}
+
 // vec4 offset, in a row of keys or values, of the head query head h reads: its group's
 // (NH / NKV query heads share one key/value head).
 fn kv_head4(h: u32) -> u32 {
-    return (h / (p.nh / p.nkv)) * p.hs4;
+    return (h / group_size()) * p.hs4;
 }
 
 // The first key a query at position qpos sees: 0, or the oldest of its sliding window.

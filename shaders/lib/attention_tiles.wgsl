@@ -26,8 +26,8 @@ fn query_start(t: u32, h: u32) -> Query {
     return qs;
 }
 
-// Keys j0 .. j0 + BKV (zeros past `last`) of head h into tk / tv, `lanes` lanes sharing
-// the loads (adjacent lanes, adjacent vec4s).
+// Keys j0 .. j0 + BKV (zeros past `last`) of the key/value head query head h reads into
+// tk / tv, `lanes` lanes sharing the loads (adjacent lanes, adjacent vec4s).
 fn stage_tile(j0: u32, last: u32, h: u32, lid: u32, lanes: u32) {
     let hs4 = p.hs4;
     for (var i = lid; i < BKV * hs4; i += lanes) {

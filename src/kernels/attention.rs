@@ -231,9 +231,16 @@ pub fn encode_attention(
 ) {
     // the dense kernels ignore the block size, the sparse ones divide by it
     let p = AttentionParams::new(t, heads, kv, block.max(1));
-    // one query per lane (the tiled kernel: a block of queries per workgroup)
-    let gx = t.div_ceil(op.workgroup as usize) as u32;
-    op.encode(pass, &p, (gx, heads.nh as u32, 1));
+    // one query per lane (the tiled kernels: a block of queries per workgroup); a
+    // grouped kernel's workgroup takes a key/value head's G query heads together
+    let (per_group, groups) = if op.kernel.kv_grouped {
+        let g = heads.nh / heads.nkv;
+        (op.workgroup as usize / g, heads.nkv)
+    } else {
+        (op.workgroup as usize, heads.nh)
+    };
+    let gx = t.div_ceil(per_group.max(1)) as u32;
+    op.encode(pass, &p, (gx, groups as u32, 1));
 }
 
 /// An attention problem on the host, for the `run_*` helpers (the tests and the bench):

@@ -59,6 +59,11 @@ pub struct Kernel {
     /// Declares `override ROWS` (rows of a decode batch per invocation): compiled once
     /// per value of [`BATCH_ROWS`].
     pub batch_rows: bool,
+    /// An attention kernel whose workgroup takes the query heads of one key/value head
+    /// together, so that each key and value is loaded once for its group: the grid is
+    /// blocks of `workgroup / G` queries × NKV (G = NH / NKV), not blocks of
+    /// `workgroup` queries × NH.
+    pub kv_grouped: bool,
 }
 
 /// The `ROWS` values the decode-batch kernels are compiled with: a batch of R rows is
@@ -80,7 +85,13 @@ impl Kernel {
             precision: Precision::F32,
             workgroup: Workgroup::Standard,
             batch_rows: false,
+            kv_grouped: false,
         }
+    }
+    /// Takes a key/value head's query heads together ([`Kernel::kv_grouped`]).
+    const fn kv_grouped(mut self) -> Kernel {
+        self.kv_grouped = true;
+        self
     }
     /// Compiled for each of [`BATCH_ROWS`] (`override ROWS`).
     const fn batch(mut self) -> Kernel {
@@ -415,7 +426,8 @@ pub const KERNELS: &[Kernel] = &[
         .with(ATTENTION_TILES)
         .of("attention")
         .class(Hardware)
-        .workgroup(Workgroup::Fixed(64)),
+        .workgroup(Workgroup::Fixed(64))
+        .kv_grouped(),
     Kernel::new("sparse_attention", wgsl!("sparse_attention")).with(ATTENTION),
     Kernel::new(
         "sparse_attention_subgroup",
@@ -428,7 +440,8 @@ pub const KERNELS: &[Kernel] = &[
         .with(ATTENTION_TILES)
         .of("sparse_attention")
         .class(Hardware)
-        .workgroup(Workgroup::Fixed(64)),
+        .workgroup(Workgroup::Fixed(64))
+        .kv_grouped(),
     Kernel::new("attention_paged", wgsl!("attention_paged"))
         .with(ATTENTION_PAGED)
         .class(Software),
