@@ -25,6 +25,7 @@
 //! [`server`] > [`engine`] > [`model`] > [`kernels`] > [`reference`](mod@reference) > [`gpu`] >
 //! [`config`], [`error`], [`sparse`], [`files`], [`tokenizer`], [`stats`].
 
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod error;

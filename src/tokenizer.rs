@@ -48,6 +48,8 @@ pub struct Tokenizer {
     add_special: bool,
     /// Make sure the ids start with this BOS (`add_bos_token`), never twice.
     bos: Option<u32>,
+    /// The model's chat templates (model directories that carry one).
+    chat: Option<std::sync::Arc<crate::chat::ChatTemplates>>,
 }
 
 impl Tokenizer {
@@ -63,7 +65,27 @@ impl Tokenizer {
             inner,
             add_special: false,
             bos: None,
+            chat: None,
         }
+    }
+
+    /// With the model's chat templates.
+    pub fn with_chat(self, chat: Option<std::sync::Arc<crate::chat::ChatTemplates>>) -> Self {
+        Tokenizer { chat, ..self }
+    }
+
+    /// The model's chat templates, if it has any.
+    pub fn chat(&self) -> Option<&crate::chat::ChatTemplates> {
+        self.chat.as_deref()
+    }
+
+    /// Token ids of `text` with no special tokens added: a rendered chat template
+    /// already holds them (its BOS included), so they are not added a second time.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// As a model directory's tokenizer: special tokens added by its post-processor,

@@ -56,7 +56,8 @@ pub(super) struct Waiting {
     pub(super) prompt: Option<Vec<u32>>,
 }
 
-/// The prompt's token ids, checked against the model (not empty, room for a token).
+/// The prompt's token ids, checked against the model (not empty, room for a token; a
+/// prompt that only scores itself, `max_new_tokens` 0, may fill the whole context).
 pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u32>> {
     let ids = match &req.prompt_ids {
         Some(ids) => ids.clone(),
@@ -66,10 +67,15 @@ pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u
         return Err(Error::InvalidInput("input text must not be empty".into()));
     }
     let ctx_len = loaded.model.config.context_size;
-    if ids.len() >= ctx_len {
+    let max = if req.max_new_tokens == 0 {
+        ctx_len
+    } else {
+        ctx_len - 1
+    };
+    if ids.len() > max {
         return Err(Error::SequenceTooLong {
             len: ids.len(),
-            max: ctx_len - 1,
+            max,
         });
     }
     loaded.model.check_ids(&ids)?;

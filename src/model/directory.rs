@@ -58,6 +58,9 @@ pub struct ModelDir {
     /// `tokenizer.json`, when the directory has one.
     pub tokenizer: Option<PathBuf>,
     pub special: SpecialTokens,
+    /// The chat templates (`(name, source)`): `chat_template.jinja`, else
+    /// `tokenizer_config.json`'s `chat_template`.
+    pub chat_templates: Vec<(String, String)>,
 }
 
 /// What `tokenizer_config.json` and `generation_config.json` say about special tokens.
@@ -351,6 +354,20 @@ impl ModelDir {
                 .first()
                 .copied(),
         };
+        let jinja = match root.join("chat_template.jinja").exists() {
+            true => {
+                let path = inside(&root, dir, "chat_template.jinja")?;
+                Some(std::fs::read_to_string(path).map_err(|e| {
+                    bad(
+                        dir,
+                        format!("cannot read chat_template.jinja: {}", e.kind()),
+                    )
+                })?)
+            }
+            false => None,
+        };
+        let chat_templates = crate::chat::templates_of(jinja, tc)
+            .map_err(|e| bad(dir, format!("tokenizer_config.json: {e}")))?;
         let tokenizer = root
             .join("tokenizer.json")
             .exists()
@@ -364,6 +381,7 @@ impl ModelDir {
             weight_bytes,
             tokenizer,
             special,
+            chat_templates,
         })
     }
 
@@ -502,7 +520,27 @@ impl ModelDir {
             .as_deref()
             .and_then(|b| t.token_id(b))
             .or(self.special.bos_id);
-        Ok(Some(t.with_special_tokens(self.special.add_bos, bos)))
+        // a template that does not compile is the load's error, named
+        let chat = match self.chat_templates.is_empty() {
+            true => None,
+            false => Some(
+                crate::chat::ChatTemplates::new(
+                    self.chat_templates.clone(),
+                    self.special.bos_token.clone(),
+                    self.special.eos_token.clone(),
+                )
+                .map_err(|e| {
+                    bad(
+                        &self.name,
+                        e.to_string().trim_start_matches("invalid config: "),
+                    )
+                })?,
+            ),
+        };
+        Ok(Some(
+            t.with_special_tokens(self.special.add_bos, bos)
+                .with_chat(chat),
+        ))
     }
 
     /// The tokens that end a generation: the tokenizer's `eos_token` and

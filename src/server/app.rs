@@ -15,13 +15,15 @@ use utoipa::OpenApi;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{error, generate, guard, openai, routes};
+use super::{chat, error, generate, guard, openai, routes};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
-        openai::models, openai::model, openai::completions, openai::tokenize, openai::detokenize),
+        openai::models, openai::model, openai::completions, chat::chat_completions,
+        openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
+        chat::tokenizer_info),
     components(schemas(error::ErrorBody, crate::config::ModelConfig)),
     tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"),
         (name = "openai", description = "OpenAI-compatible API (the `openai` SDKs work unchanged); errors on /v1 routes are `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`"))
@@ -50,8 +52,12 @@ const ROUTES: &[&str] = &[
     "/explorer",
     "/v1/models",
     "/v1/completions",
+    "/v1/chat/completions",
     "/v1/tokenize",
     "/v1/detokenize",
+    "/tokenize",
+    "/detokenize",
+    "/tokenizer_info",
 ];
 
 /// Gives axum's own bodiless 405 the contract's error body.
@@ -125,8 +131,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{model}", get(openai::model))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))
+        .route("/tokenize", post(chat::vllm_tokenize))
+        .route("/detokenize", post(chat::vllm_detokenize))
+        .route("/tokenizer_info", get(chat::tokenizer_info))
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
     let routes = match cors {

@@ -3,6 +3,7 @@
 //! Handlers never touch the GPU: they await the engine thread.
 
 mod app;
+pub mod chat;
 pub mod error;
 pub mod generate;
 pub mod guard;

@@ -38,13 +38,18 @@ pub const MAX_LOGPROBS: i64 = 5;
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelEntry {
-    /// The checkpoint's file stem, or `wgformer` for seeded weights.
+    /// The model directory's name, the checkpoint's file stem, or `wgformer` for
+    /// seeded weights.
     pub id: String,
     /// "model"
     pub object: &'static str,
     /// Unix seconds of the build.
     pub created: u64,
     pub owned_by: &'static str,
+    /// The context length in tokens (prompt and completion together), as vLLM names it.
+    pub max_model_len: usize,
+    /// The same, as some OpenAI-style clients read it.
+    pub context_length: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,11 +60,14 @@ pub struct ModelList {
 }
 
 fn entry(m: &ModelSnapshot) -> ModelEntry {
+    let context = m.config.as_ref().map_or(0, |c| c.context_size);
     ModelEntry {
         id: m.model_id.clone(),
         object: "model",
         created: m.created,
         owned_by: "wgformer",
+        max_model_len: context,
+        context_length: context,
     }
 }
 
@@ -203,12 +211,12 @@ pub struct Completion {
 }
 
 /// A prompt as given.
-enum Prompt {
+pub(super) enum Prompt {
     Text(String),
     Ids(Vec<u32>),
 }
 
-fn bad(param: &str, detail: impl Into<String>) -> ApiError {
+pub(super) fn bad(param: &str, detail: impl Into<String>) -> ApiError {
     ApiError::invalid(detail).param(param)
 }
 
@@ -256,7 +264,7 @@ fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
 }
 
 /// `stop` as a list (a string is a list of one); the rules are [`params::check`]'s.
-fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
+pub(super) fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
     let rule = params::OPENAI.stop_rule;
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -274,26 +282,31 @@ fn parse_stop(v: &Option<Value>) -> Result<Vec<String>, ApiError> {
 }
 
 /// What one completion request asks of each choice.
-struct Plan {
-    model: String,
-    prompts: Vec<Prompt>,
-    n: usize,
-    max_tokens: usize,
-    sampling: SamplingParams,
-    stop: Vec<String>,
-    logprobs: Option<usize>,
-    echo: bool,
-    stream: bool,
-    include_usage: bool,
+pub(super) struct Plan {
+    pub(super) model: String,
+    pub(super) prompts: Vec<Prompt>,
+    pub(super) n: usize,
+    pub(super) max_tokens: usize,
+    pub(super) sampling: SamplingParams,
+    pub(super) stop: Vec<String>,
+    pub(super) logprobs: Option<usize>,
+    pub(super) echo: bool,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+}
+
+/// The loaded model is the one a request names (or it names none).
+pub(super) fn check_model(name: &Option<String>, m: &ModelSnapshot) -> Result<(), ApiError> {
+    match (name, m.config.is_some()) {
+        (Some(name), true) if *name != m.model_id => Err(model_not_found(name)),
+        (Some(name), false) => Err(model_not_found(name)),
+        (None, false) => Err(Error::ModelNotInitialized.into()),
+        _ => Ok(()),
+    }
 }
 
 fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
-    match (&b.model, m.config.is_some()) {
-        (Some(name), true) if *name != m.model_id => return Err(model_not_found(name)),
-        (Some(name), false) => return Err(model_not_found(name)),
-        (None, false) => return Err(Error::ModelNotInitialized.into()),
-        _ => {}
-    }
+    check_model(&b.model, m)?;
     let prompts = parse_prompts(&b.prompt)?;
     let echo = b.echo.unwrap_or(false);
     let checked = params::check(
@@ -314,10 +327,19 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
         ));
     }
     let n = b.n.unwrap_or(1);
-    if n < 1 || (n as u64).saturating_mul(prompts.len() as u64) > MAX_CHOICES as u64 {
+    if n < 1 {
+        return Err(bad("n", format!("n ({n}) must be at least 1")));
+    }
+    let choices = (n as u64).saturating_mul(prompts.len() as u64);
+    if choices > MAX_CHOICES as u64 {
+        // name what is over the limit: the prompts when n is 1
+        let param = if n == 1 { "prompt" } else { "n" };
         return Err(bad(
-            "n",
-            format!("n ({n}) must be at least 1, and prompts × n at most {MAX_CHOICES}"),
+            param,
+            format!(
+                "{} prompts × n ({n}) = {choices} choices, more than the {MAX_CHOICES} one request may ask for: send fewer prompts or a smaller n",
+                prompts.len()
+            ),
         ));
     }
     let logprobs = match b.logprobs {
@@ -345,21 +367,23 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
 }
 
 /// Builds one choice from its generation's events.
-struct ChoiceBuilder {
-    index: usize,
+pub(super) struct ChoiceBuilder {
+    pub(super) index: usize,
     tokenizer: Arc<Tokenizer>,
     /// Alternatives per token, when logprobs were asked for.
     logprobs: Option<usize>,
     /// Bytes of text before the generated part (the prompt, with echo).
     base: usize,
-    generated: Vec<u32>,
-    text: String,
+    pub(super) generated: Vec<u32>,
+    pub(super) text: String,
     lp: Logprobs,
+    /// Each generated token's logprob as the engine gave it (the chat shape's source).
+    pub(super) raw: Vec<(u32, TokenLogprob)>,
     prompt_tokens: usize,
-    finish: Option<&'static str>,
+    pub(super) finish: Option<&'static str>,
 }
 
-fn piece(t: &Tokenizer, id: u32) -> String {
+pub(super) fn piece(t: &Tokenizer, id: u32) -> String {
     t.decode(&[id]).unwrap_or_default()
 }
 
@@ -375,7 +399,7 @@ impl ChoiceBuilder {
     }
 
     /// The text a stream chunk carries for `ev`, its logprobs, and whether the choice ended.
-    fn apply(&mut self, ev: GenEvent) -> Result<(String, Option<Logprobs>), Error> {
+    pub(super) fn apply(&mut self, ev: GenEvent) -> Result<(String, Option<Logprobs>), Error> {
         let mut chunk_lp = Logprobs::default();
         let text = match ev {
             GenEvent::Prompt { ids, logprobs } => {
@@ -404,6 +428,7 @@ impl ChoiceBuilder {
                     chunk_lp.text_offset.push(offset);
                     chunk_lp.token_logprobs.push(Some(l.logprob));
                     chunk_lp.top_logprobs.push(Some(self.top(l, token_id)));
+                    self.raw.push((token_id, l.clone()));
                 }
                 self.generated.push(token_id);
                 text
@@ -443,25 +468,48 @@ impl ChoiceBuilder {
 }
 
 /// A generation and the builder of its choice.
-struct Running {
-    stream: GenStream,
-    builder: ChoiceBuilder,
+pub(super) struct Running {
+    pub(super) stream: GenStream,
+    pub(super) builder: ChoiceBuilder,
     /// The prompt text to put first (echo without prompt logprobs).
     echo_text: Option<String>,
 }
 
-fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
+pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
     let tokenizer = st
         .engine
         .tokenizer()
         .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let context = st
+        .engine
+        .model_snapshot()
+        .config
+        .map_or(0, |c| c.context_size);
     let mut out = Vec::with_capacity(p.prompts.len() * p.n);
     for (pi, prompt) in p.prompts.iter().enumerate() {
+        // as OpenAI and vLLM: a prompt and its new tokens must fit the context (a
+        // 400 naming both), not be cut short quietly
+        let (text, ids) = match prompt {
+            Prompt::Text(s) => (s.clone(), tokenizer.encode(s).map_err(ApiError::from)?),
+            Prompt::Ids(ids) => (String::new(), ids.clone()),
+        };
+        if p.max_tokens > 0 && ids.len() + p.max_tokens > context {
+            return Err(bad(
+                "max_tokens",
+                format!(
+                    "prompt {pi} is {} tokens and max_tokens {}: {} in all, more than the model's context of {context} tokens; ask for at most {} new tokens",
+                    ids.len(),
+                    p.max_tokens,
+                    ids.len() + p.max_tokens,
+                    context.saturating_sub(ids.len())
+                ),
+            ));
+        }
+        let ids = match prompt {
+            Prompt::Text(_) => None,
+            Prompt::Ids(_) => Some(ids),
+        };
         for j in 0..p.n {
-            let (text, ids) = match prompt {
-                Prompt::Text(s) => (s.clone(), None),
-                Prompt::Ids(ids) => (String::new(), Some(ids.clone())),
-            };
             let mut req = GenerateRequest::new(
                 text.clone(),
                 p.max_tokens,
@@ -477,7 +525,7 @@ fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
             req.prompt_logprobs = (p.echo && p.logprobs.is_some()).then(|| p.logprobs.unwrap_or(0));
             let echo_text = match (p.echo && p.logprobs.is_none(), &ids) {
                 (false, _) => None,
-                (true, None) => Some(text),
+                (true, None) => Some(text.clone()),
                 (true, Some(ids)) => Some(tokenizer.decode(ids).map_err(ApiError::from)?),
             };
             // dropping the streams started so far cancels them
@@ -492,6 +540,7 @@ fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
                     generated: Vec::new(),
                     text: String::new(),
                     lp: Logprobs::default(),
+                    raw: Vec::new(),
                     prompt_tokens: 0,
                     finish: None,
                 },
@@ -502,14 +551,14 @@ fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
     Ok(out)
 }
 
-fn completion_id() -> String {
+pub(super) fn completion_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("cmpl-{nanos:x}")
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -517,7 +566,7 @@ fn now_secs() -> u64 {
 
 /// Usage from `(choice index, prompt tokens, completion tokens)` of every choice:
 /// prompt tokens counted once per prompt (its choice 0), completion tokens per choice.
-fn usage(choices: &[(usize, usize, usize)], n: usize) -> Usage {
+pub(super) fn usage(choices: &[(usize, usize, usize)], n: usize) -> Usage {
     let prompt_tokens = choices
         .iter()
         .filter(|(i, _, _)| i % n == 0)
@@ -532,7 +581,7 @@ fn usage(choices: &[(usize, usize, usize)], n: usize) -> Usage {
 }
 
 impl ChoiceBuilder {
-    fn counts(&self) -> (usize, usize, usize) {
+    pub(super) fn counts(&self) -> (usize, usize, usize) {
         (self.index, self.prompt_tokens, self.generated.len())
     }
 }
@@ -751,7 +800,7 @@ pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<V
     Ok(Json(json!({ "content": t.decode(&b.tokens)? })))
 }
 
-fn openai_error_json(
+pub(super) fn openai_error_json(
     status: StatusCode,
     message: &str,
     code: &str,

@@ -42,8 +42,8 @@ pub const OPENAI: Limits = Limits {
     min_tokens: 0,
     max_tokens: 4096,
     max_temperature: 2.0,
-    max_stops: 4,
-    stop_rule: "stop must be a string or an array of at most 4 strings of 1 to 256 bytes",
+    max_stops: 32,
+    stop_rule: "stop must be a string or an array of at most 32 strings of 1 to 256 bytes",
 };
 
 /// The parameters as a request gave them (after each API's own defaults).
@@ -176,12 +176,19 @@ mod tests {
             check(hot, &OPENAI).unwrap_err().param.as_deref(),
             Some("temperature")
         );
-        let stops = Requested {
-            stop: vec!["a".into(); 5],
+        // OpenAI caps stop at 4; this API takes 32, so that clients adding an eos text
+        // to a task's own stops are not refused
+        let stops = |n: usize| Requested {
+            stop: vec!["a".into(); n],
             ..base()
         };
-        assert!(check(stops.clone(), &V1).is_ok());
-        assert_eq!(check(stops, &OPENAI).unwrap_err().detail, OPENAI.stop_rule);
+        assert!(check(stops(16), &V1).is_ok());
+        assert_eq!(check(stops(17), &V1).unwrap_err().detail, V1.stop_rule);
+        assert!(check(stops(32), &OPENAI).is_ok());
+        assert_eq!(
+            check(stops(33), &OPENAI).unwrap_err().detail,
+            OPENAI.stop_rule
+        );
     }
 
     #[test]

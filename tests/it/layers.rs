@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["gpu"],
     &["config", "sparse", "files", "tokenizer", "stats"],
+    &["chat"],
     &["error"],
 ];
 

@@ -16,6 +16,7 @@
 mod common;
 
 mod batching;
+mod chat;
 mod explorer;
 mod families;
 mod fuzz;

@@ -381,10 +381,9 @@ async fn errors_take_the_openai_shape() {
         (json!({"prompt": "x", "top_p": 0}), "top_p"),
         (json!({"prompt": "x", "n": 0}), "n"),
         (json!({"prompt": ["a", "b"], "n": 40}), "n"),
-        (
-            json!({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}),
-            "stop",
-        ),
+        (json!({"prompt": "x", "stop": vec!["a"; 33]}), "stop"),
+        (json!({"prompt": vec!["a"; 65]}), "prompt"),
+        (json!({"prompt": "x", "max_tokens": 100000}), "max_tokens"),
         (json!({"prompt": "x", "stop": 3}), "stop"),
         (json!({"prompt": "x", "seed": -2}), "seed"),
         (json!({"prompt": ""}), "prompt"),

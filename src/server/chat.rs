@@ -1,0 +1,718 @@
+//! `POST /v1/chat/completions`: the conversation laid out by the model's own chat
+//! template ([`crate::chat`]), tokenized without adding special tokens a second time,
+//! then generated through the same engine path as `/v1/completions` (continuous
+//! batching, the rate limit charging tokens, deadlines, cancellation on disconnect).
+//! Answers in the chat shape, whole or streamed: a role delta first, content deltas,
+//! the finish reason, a usage chunk with `stream_options.include_usage`, `[DONE]`.
+//! Tool calls in the generated text are not parsed out (the text is the content).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::guard::Client;
+use super::openai::{
+    bad, check_model, completion_id, now_secs, openai_error_json, parse_stop, piece, start_all,
+    usage, ChoiceBuilder, Plan, Prompt, Running, StreamOptions, Usage,
+};
+use super::params;
+use super::routes::json_body;
+use super::state::AppState;
+use crate::chat::RenderOptions;
+use crate::engine::{GenEvent, ModelSnapshot};
+use crate::error::Error;
+use crate::tokenizer::Tokenizer;
+
+/// Most alternatives per token (`top_logprobs`), OpenAI's bound.
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+
+/// `POST /v1/chat/completions`. Unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatBody {
+    /// Must name the loaded model (`GET /v1/models`); may be omitted.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation: `{"role": "system" | "user" | "assistant" | "tool", "content":
+    /// a string or an array of `{"type": "text", "text"}` parts}`; other fields
+    /// (`name`, `tool_calls`, `tool_call_id`) reach the template as given.
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Value,
+    /// New tokens per choice (default: the rest of the context, at most 4096);
+    /// `max_completion_tokens` takes precedence.
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+    /// 0..=2; 0 = greedy (default 1).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// (0, 1] (default 1).
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Extension: sample among the k most likely tokens (default 0 = no limit).
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    /// Choices (default 1, at most 64).
+    #[serde(default)]
+    pub n: Option<i64>,
+    /// A string or up to 32 strings; the text ends before the first that appears.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub stop: Option<Value>,
+    /// Same seed, same text; choice j uses seed + j.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Not applied: 0 (or absent) only; anything else is a 400.
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    /// Each generated token's logprob, with `top_logprobs` (0..=20) alternatives.
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
+    /// Server-Sent Events: `chat.completion.chunk`s, then `data: [DONE]`.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Passed to the chat template as `tools` (its `tool_use` template when it has
+    /// one); tool calls are not parsed out of the reply.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Option<Value>,
+    /// `"none"` or `"auto"`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub tool_choice: Option<Value>,
+    /// `{"type": "text"}` only.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub response_format: Option<Value>,
+    /// Accepted and ignored.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// An assistant message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatMessage {
+    /// "assistant"
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// One alternative of a token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    /// The token's UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One generated token's logprob, chat shape.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ContentLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    /// The most likely alternatives, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatLogprobs {
+    pub content: Vec<ContentLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ChatMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    /// "stop" or "length".
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    /// "chat.completion"
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// The message text of `content`: a string, or text parts joined by newlines.
+fn content_text(i: usize, content: &Value) -> Result<Value, ApiError> {
+    let param = format!("messages[{i}].content");
+    match content {
+        Value::String(_) | Value::Null => Ok(content.clone()),
+        Value::Array(parts) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, p) in parts.iter().enumerate() {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => texts.push(t),
+                    (Some("text"), None) => {
+                        return Err(bad(&param, format!("part {j} has type text but no text")))
+                    }
+                    (Some(other), _) => {
+                        return Err(bad(
+                            &param,
+                            format!("part {j} has type {other:?}: only text parts are supported"),
+                        ))
+                    }
+                    (None, _) => return Err(bad(&param, format!("part {j} has no type"))),
+                }
+            }
+            Ok(Value::String(texts.join("\n")))
+        }
+        _ => Err(bad(
+            &param,
+            "content must be a string or an array of text parts",
+        )),
+    }
+}
+
+/// The messages as the template gets them: roles checked, content as text.
+fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("messages", "messages must be an array of messages"))?;
+    if list.is_empty() {
+        return Err(bad("messages", "messages must not be empty"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let obj = m
+            .as_object()
+            .ok_or_else(|| bad(&format!("messages[{i}]"), "a message must be an object"))?;
+        let role = obj.get("role").and_then(Value::as_str).unwrap_or("");
+        if !["system", "user", "assistant", "tool"].contains(&role) {
+            return Err(bad(
+                &format!("messages[{i}].role"),
+                format!("role {role:?} is not one of system, user, assistant, tool"),
+            ));
+        }
+        let mut msg: Map<String, Value> = obj.clone();
+        let content = content_text(i, obj.get("content").unwrap_or(&Value::Null))?;
+        if let Value::String(s) = &content {
+            super::routes::validate_text(s)
+                .map_err(|e| e.param(format!("messages[{i}].content")))?;
+        } else if role != "assistant" {
+            return Err(bad(
+                &format!("messages[{i}].content"),
+                "content is required (only an assistant's tool-call message may omit it)",
+            ));
+        }
+        msg.insert("content".into(), content);
+        out.push(Value::Object(msg));
+    }
+    Ok(Value::Array(out))
+}
+
+/// The plan of a chat request: the conversation rendered and tokenized, the
+/// generation parameters checked.
+fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan, usize), ApiError> {
+    check_model(&b.model, m)?;
+    for (name, v) in [
+        ("presence_penalty", b.presence_penalty),
+        ("frequency_penalty", b.frequency_penalty),
+    ] {
+        if v.is_some_and(|v| v != 0.0) {
+            return Err(bad(
+                name,
+                format!("{name} is not applied by this server: send 0 or leave it out"),
+            ));
+        }
+    }
+    if let Some(f) = &b.response_format {
+        if f.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(bad(
+                "response_format",
+                "response_format {\"type\": \"text\"} is the only one supported",
+            ));
+        }
+    }
+    match &b.tool_choice {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "none" || s == "auto" => {}
+        Some(_) => {
+            return Err(bad(
+                "tool_choice",
+                "tool_choice \"none\" and \"auto\" are supported (tool calls are not parsed out of the reply)",
+            ))
+        }
+    }
+    if let Some(t) = &b.tools {
+        if !t.is_array() {
+            return Err(bad("tools", "tools must be an array of tools"));
+        }
+    }
+    let messages = messages_for_template(&b.messages)?;
+    let chat = tokenizer.chat().ok_or_else(|| {
+        bad(
+            "messages",
+            "the loaded model has no chat template (chat_template.jinja or tokenizer_config.json's chat_template): use /v1/completions",
+        )
+    })?;
+    let text = chat
+        .render(
+            &messages,
+            &RenderOptions {
+                add_generation_prompt: true,
+                tools: b.tools.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| ApiError::from(e).param("messages"))?;
+    let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
+    let context = m.config.as_ref().map_or(0, |c| c.context_size);
+    if ids.len() >= context {
+        return Err(ApiError::from(Error::SequenceTooLong {
+            len: ids.len(),
+            max: context,
+        })
+        .param("messages"));
+    }
+    let room = (context - ids.len()) as i64;
+    let asked = b.max_completion_tokens.or(b.max_tokens);
+    let max_tokens = asked.unwrap_or(room.min(params::OPENAI.max_tokens));
+    if asked.is_some_and(|t| t > room) {
+        let name = if b.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        return Err(bad(
+            name,
+            format!(
+                "the conversation is {} tokens and the context {context}: at most {room} new tokens fit, {} were asked",
+                ids.len(),
+                asked.unwrap_or(0)
+            ),
+        ));
+    }
+    let checked = params::check(
+        params::Requested {
+            max_tokens,
+            temperature: b.temperature.unwrap_or(1.0),
+            top_k: b.top_k.unwrap_or(0),
+            top_p: b.top_p.unwrap_or(1.0),
+            seed: b.seed.map(i128::from),
+            stop: parse_stop(&b.stop)?,
+        },
+        &params::OPENAI,
+    )?;
+    if checked.max_tokens == 0 {
+        return Err(bad(
+            "max_tokens",
+            "a chat completion needs at least 1 new token",
+        ));
+    }
+    let n = b.n.unwrap_or(1);
+    if !(1..=super::openai::MAX_CHOICES as i64).contains(&n) {
+        return Err(bad(
+            "n",
+            format!(
+                "n ({n}) must be between 1 and {}",
+                super::openai::MAX_CHOICES
+            ),
+        ));
+    }
+    let logprobs = match (b.logprobs.unwrap_or(false), b.top_logprobs) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(bad("top_logprobs", "top_logprobs needs logprobs: true"));
+        }
+        (true, k) => {
+            let k = k.unwrap_or(0);
+            if !(0..=MAX_TOP_LOGPROBS).contains(&k) {
+                return Err(bad(
+                    "top_logprobs",
+                    format!("top_logprobs ({k}) must be between 0 and {MAX_TOP_LOGPROBS}"),
+                ));
+            }
+            Some(k as usize)
+        }
+    };
+    let prompt_tokens = ids.len();
+    Ok((
+        Plan {
+            model: m.model_id.clone(),
+            prompts: vec![Prompt::Ids(ids)],
+            n: n as usize,
+            max_tokens: checked.max_tokens,
+            sampling: checked.sampling,
+            stop: checked.stop,
+            logprobs,
+            echo: false,
+            stream: b.stream.unwrap_or(false),
+            include_usage: b.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        },
+        prompt_tokens,
+    ))
+}
+
+fn content_logprob(
+    t: &Tokenizer,
+    id: u32,
+    l: &crate::model::sampling::TokenLogprob,
+    k: usize,
+) -> ContentLogprob {
+    let token = piece(t, id);
+    ContentLogprob {
+        bytes: token.as_bytes().to_vec(),
+        token,
+        logprob: l.logprob,
+        top_logprobs: l
+            .top
+            .iter()
+            .take(k)
+            .map(|&(alt, lp)| {
+                let token = piece(t, alt);
+                TopLogprob {
+                    bytes: token.as_bytes().to_vec(),
+                    token,
+                    logprob: lp,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn chat_id() -> String {
+    completion_id().replacen("cmpl-", "chatcmpl-", 1)
+}
+
+/// Chat: the conversation through the model's chat template, the reply as JSON or
+/// Server-Sent Events.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatBody,
+    responses(
+        (status = 200, description = "A chat completion; with `stream: true`, Server-Sent Events of `chat.completion.chunk`s: per choice a first delta with the role, content deltas, a last one with `finish_reason`; with `stream_options.include_usage` a chunk with `usage` and no choices; then `data: [DONE]`",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "invalid parameter (`error.param` names it), a model without a chat template, or the template's own refusal (`raise_exception`, its words)"),
+        (status = 404, description = "`model` is not the loaded model"),
+        (status = 429, description = "rate limited"),
+        (status = 503, description = "engine queue full"),
+        (status = 504, description = "deadline passed")))]
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    client: Option<Extension<Client>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let client = client.map(|Extension(c)| c);
+    let b: ChatBody = json_body(&st, body).await?;
+    let tokenizer = st
+        .engine
+        .tokenizer()
+        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let (p, _) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
+    let running = start_all(&st, &p)?;
+    let (id, created) = (chat_id(), now_secs());
+    if p.stream {
+        return Ok(stream_chat(st, client, p, running, tokenizer, id, created));
+    }
+    let mut builders = Vec::with_capacity(running.len());
+    for mut r in running {
+        loop {
+            let ev =
+                r.stream.recv().await.ok_or_else(|| {
+                    ApiError::from(Error::Unavailable("the engine stopped".into()))
+                })?;
+            let last = ev.is_final();
+            r.builder.apply(ev)?;
+            if last {
+                break;
+            }
+        }
+        st.charge_tokens(client.as_ref(), r.builder.generated.len());
+        builders.push(r.builder);
+    }
+    let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
+    let k = p.logprobs;
+    Ok(Json(ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model: p.model,
+        usage: usage(&counts, p.n),
+        choices: builders
+            .iter()
+            .map(|b| ChatChoice {
+                index: b.index,
+                message: ChatMessage {
+                    role: "assistant",
+                    content: b.text.clone(),
+                },
+                logprobs: k.map(|k| ChatLogprobs {
+                    content: b
+                        .raw
+                        .iter()
+                        .map(|(id, l)| content_logprob(&tokenizer, *id, l, k))
+                        .collect(),
+                }),
+                finish_reason: b.finish,
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+fn chunk_event(id: &str, created: u64, model: &str, choices: Value, usage: Option<Usage>) -> Event {
+    let mut c = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    });
+    if let Some(u) = usage {
+        c["usage"] = serde_json::to_value(u).unwrap_or_default();
+    }
+    Event::default().data(c.to_string())
+}
+
+/// The stream of a chat completion: per choice, the role delta, one content delta per
+/// token (with its logprobs when asked), the finish reason; then usage and `[DONE]`.
+fn stream_chat(
+    st: AppState,
+    client: Option<Client>,
+    p: Plan,
+    running: Vec<Running>,
+    tokenizer: Arc<Tokenizer>,
+    id: String,
+    created: u64,
+) -> Response {
+    let totals: Arc<Mutex<Vec<(usize, usize, usize)>>> = Arc::default();
+    let model = p.model.clone();
+    let k = p.logprobs;
+    let per_choice = running.into_iter().map(|r| {
+        let (id, model, st, client, totals, tokenizer) = (
+            id.clone(),
+            model.clone(),
+            st.clone(),
+            client.clone(),
+            totals.clone(),
+            tokenizer.clone(),
+        );
+        // (the generation, whether the role went out, whether it ended)
+        futures_util::stream::unfold((Some(r), false, false), move |(r, started, done)| {
+            let (id, model, st, client, totals, tokenizer) = (
+                id.clone(),
+                model.clone(),
+                st.clone(),
+                client.clone(),
+                totals.clone(),
+                tokenizer.clone(),
+            );
+            async move {
+                let mut r = r?;
+                if done {
+                    return None;
+                }
+                let index = r.builder.index;
+                if !started {
+                    let c = json!([{"index": index, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": null, "finish_reason": null}]);
+                    return Some((
+                        chunk_event(&id, created, &model, c, None),
+                        (Some(r), true, false),
+                    ));
+                }
+                let ev = r.stream.recv().await?;
+                let is_token = matches!(ev, GenEvent::Token { .. });
+                let last = ev.is_final();
+                let before = r.builder.raw.len();
+                let event = match r.builder.apply(ev) {
+                    Ok((text, _)) => {
+                        if is_token {
+                            st.charge_tokens(client.as_ref(), 1);
+                        }
+                        if last {
+                            if let Ok(mut t) = totals.lock() {
+                                t.push(r.builder.counts());
+                            }
+                        }
+                        let logprobs = match k {
+                            Some(k) if r.builder.raw.len() > before => {
+                                json!({"content": r.builder.raw[before..]
+                                .iter()
+                                .map(|(id, l)| content_logprob(&tokenizer, *id, l, k))
+                                .collect::<Vec<_>>()})
+                            }
+                            _ => Value::Null,
+                        };
+                        let delta = if last {
+                            json!({})
+                        } else {
+                            json!({"content": text})
+                        };
+                        let c = json!([{"index": index, "delta": delta, "logprobs": logprobs,
+                                        "finish_reason": r.builder.finish}]);
+                        chunk_event(&id, created, &model, c, None)
+                    }
+                    Err(e) => {
+                        let api = ApiError::from(e);
+                        Event::default().data(
+                            openai_error_json(api.status, &api.detail, api.code, None).to_string(),
+                        )
+                    }
+                };
+                Some((event, (Some(r), true, last)))
+            }
+        })
+        .boxed()
+    });
+    let per_choice: Vec<_> = per_choice.collect();
+    let (n, include_usage) = (p.n, p.include_usage);
+    let tail = futures_util::stream::once(async move {
+        let t = totals.lock().map(|t| t.clone()).unwrap_or_default();
+        let u = usage(&t, n);
+        futures_util::stream::iter(
+            include_usage
+                .then(|| chunk_event(&id, created, &model, json!([]), Some(u)))
+                .into_iter()
+                .chain(std::iter::once(Event::default().data("[DONE]"))),
+        )
+    })
+    .flatten();
+    let events = futures_util::stream::select_all(per_choice)
+        .chain(tail)
+        .map(Ok::<_, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `POST /tokenize` (vLLM's shape): a prompt, or chat messages through the template.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VllmTokenizeBody {
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Text to tokenize.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Or a conversation, rendered with the chat template (generation prompt added).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Option<Value>,
+    /// Add the tokenizer's special tokens (default true for a prompt; a rendered
+    /// conversation holds its own).
+    #[serde(default)]
+    pub add_special_tokens: Option<bool>,
+}
+
+/// `POST /detokenize` (vLLM's shape).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VllmDetokenizeBody {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub tokens: Vec<u32>,
+}
+
+fn loaded(st: &AppState, model: &Option<String>) -> Result<(Arc<Tokenizer>, usize), ApiError> {
+    let m = st.engine.model_snapshot();
+    check_model(model, &m)?;
+    let t = st
+        .engine
+        .tokenizer()
+        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    Ok((t, m.config.map_or(0, |c| c.context_size)))
+}
+
+/// Token ids of a prompt or a conversation, with the context length.
+#[utoipa::path(post, path = "/tokenize", tag = "openai", request_body = VllmTokenizeBody,
+    responses((status = 200, description = "`{\"tokens\": [ids], \"count\", \"max_model_len\"}`"),
+        (status = 400, description = "neither or both of prompt and messages; no chat template")))]
+pub async fn vllm_tokenize(
+    State(st): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let b: VllmTokenizeBody = json_body(&st, body).await?;
+    let (t, context) = loaded(&st, &b.model)?;
+    let tokens = match (&b.prompt, &b.messages) {
+        (Some(p), None) => {
+            if b.add_special_tokens.unwrap_or(true) {
+                t.encode(p)?
+            } else {
+                t.encode_plain(p)?
+            }
+        }
+        (None, Some(m)) => {
+            let chat = t
+                .chat()
+                .ok_or_else(|| bad("messages", "the loaded model has no chat template"))?;
+            let text = chat
+                .render(
+                    &messages_for_template(m)?,
+                    &RenderOptions {
+                        add_generation_prompt: true,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| ApiError::from(e).param("messages"))?;
+            if b.add_special_tokens.unwrap_or(false) {
+                t.encode(&text)?
+            } else {
+                t.encode_plain(&text)?
+            }
+        }
+        _ => return Err(bad("prompt", "give either prompt or messages")),
+    };
+    Ok(Json(
+        json!({"count": tokens.len(), "max_model_len": context, "tokens": tokens}),
+    ))
+}
+
+/// Text of token ids.
+#[utoipa::path(post, path = "/detokenize", tag = "openai", request_body = VllmDetokenizeBody,
+    responses((status = 200, description = "`{\"prompt\": text}`"),
+        (status = 400, description = "an id outside the vocabulary")))]
+pub async fn vllm_detokenize(
+    State(st): State<AppState>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let b: VllmDetokenizeBody = json_body(&st, body).await?;
+    let (t, _) = loaded(&st, &b.model)?;
+    let v = t.vocab_size();
+    if let Some(id) = b.tokens.iter().find(|&&id| id as usize >= v) {
+        return Err(bad(
+            "tokens",
+            format!("token {id} is outside the vocabulary ({v} tokens)"),
+        ));
+    }
+    Ok(Json(json!({ "prompt": t.decode(&b.tokens)? })))
+}
+
+/// What the tokenizer is: its special tokens, vocabulary, context, chat template.
+#[utoipa::path(get, path = "/tokenizer_info", tag = "openai",
+    responses((status = 200, description = "`{\"bos_token\", \"eos_token\", \"vocab_size\", \"max_model_len\", \"chat_template\"}` (null where the model has none)")))]
+pub async fn tokenizer_info(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (t, context) = loaded(&st, &None)?;
+    let chat = t.chat();
+    Ok(Json(json!({
+        "bos_token": chat.map(|c| c.bos_token.clone()).filter(|s| !s.is_empty()),
+        "eos_token": chat.map(|c| c.eos_token.clone()).filter(|s| !s.is_empty()),
+        "vocab_size": t.vocab_size(),
+        "max_model_len": context,
+        "chat_template": chat.map(|c| c.source("default")),
+    })))
+}

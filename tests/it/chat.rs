@@ -1,0 +1,346 @@
+//! Chat templates render as `transformers`' `apply_chat_template` does (published
+//! templates, tools/make_chat_fixtures.py), and `/v1/chat/completions` serves them:
+//! whole and streamed, with logprobs, its error cases.
+
+use crate::common;
+
+use common::http::*;
+use serde_json::{json, Value};
+use wgformer::chat::{ChatTemplates, RenderOptions};
+use wgformer::model::directory::ModelDir;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/chat/templates.json"
+);
+const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
+
+#[test]
+fn published_templates_render_as_transformers_does() {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    let dir = ModelDir::open("llama", std::path::Path::new(&format!("{FAMILIES}/llama"))).unwrap();
+    let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+    let mut checked = 0;
+    for t in fixture["templates"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let templates = ChatTemplates::new(
+            vec![("default".into(), t["template"].as_str().unwrap().into())],
+            t["bos_token"].as_str().map(String::from),
+            t["eos_token"].as_str().map(String::from),
+        )
+        .unwrap();
+        for case in t["cases"].as_array().unwrap() {
+            let what = format!(
+                "{name}: {} (generation prompt {})",
+                case["title"], case["add_generation_prompt"]
+            );
+            let opts = RenderOptions {
+                add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
+                tools: Some(case["tools"].clone()).filter(|t| !t.is_null()),
+                extra: case["extra"].as_object().unwrap().clone(),
+            };
+            let got = templates.render(&case["messages"], &opts);
+            match (case.get("text"), got) {
+                (Some(want), Ok(text)) => {
+                    assert_eq!(text, want.as_str().unwrap(), "{what}");
+                    let ids: Vec<u32> = common::json_ids(&case["ids"]);
+                    assert_eq!(tok.encode_plain(&text).unwrap(), ids, "{what}: token ids");
+                }
+                (None, Err(e)) => {
+                    assert_eq!(e.code(), "INVALID_INPUT", "{what}");
+                    let words = case["error"].as_str().unwrap();
+                    if words.starts_with("Conversation roles") {
+                        assert!(e.to_string().contains(words), "{what}: {e}");
+                    }
+                }
+                (Some(_), Err(e)) => panic!("{what}: transformers rendered it, we failed: {e}"),
+                (None, Ok(text)) => panic!("{what}: transformers refused, we rendered {text:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked} cases");
+}
+
+/// A models directory with the llama fixture and, under `chat`, the same with
+/// Mixtral's template in its tokenizer_config.json (short enough for the fixture's
+/// 128 positions; its `<s>` is the fixture tokenizer's BOS).
+fn models_dir(tag: &str) -> std::path::PathBuf {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    let mixtral = &fixture["templates"][1];
+    assert_eq!(mixtral["name"], "mixtral");
+    let template = mixtral["template"].as_str().unwrap().to_string();
+    let models = std::env::temp_dir().join(format!("wgformer-chat-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    for name in ["plain", "chat"] {
+        let to = models.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(format!("{FAMILIES}/llama")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+    let tc_path = models.join("chat/tokenizer_config.json");
+    let mut tc: Value = serde_json::from_str(&std::fs::read_to_string(&tc_path).unwrap()).unwrap();
+    tc["chat_template"] = Value::String(template);
+    std::fs::write(&tc_path, tc.to_string()).unwrap();
+    models
+}
+
+async fn chat(s: &Server, body: Value) -> (u16, Value) {
+    post(s, "/v1/chat/completions", body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_completions_follow_the_template() {
+    let models = models_dir("api");
+    let s = Server::with(
+        wgformer::server::ServerConfig::default(),
+        wgformer::engine::EngineOptions {
+            models_dir: Some(models.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // a model without a template: 400 naming it
+    assert_eq!(init(&s, &json!({"model": "plain"})).await.0, 200);
+    let (code, body) = chat(&s, json!({"messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no chat template"),
+        "{body}"
+    );
+
+    assert_eq!(init(&s, &json!({"model": "chat"})).await.0, 200);
+    let messages = json!([
+        {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]},
+    ]);
+    let (code, body) = chat(
+        &s,
+        json!({"messages": messages, "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 3}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let content = choice["message"]["content"].as_str().unwrap().to_string();
+    let lp = choice["logprobs"]["content"].as_array().unwrap();
+    assert!(!lp.is_empty() && lp.len() <= 6, "{choice}");
+    for t in lp {
+        assert_eq!(t["top_logprobs"].as_array().unwrap().len(), 3, "{t}");
+        let bytes: Vec<u8> = t["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(bytes, t["token"].as_str().unwrap().as_bytes());
+    }
+    let prompt_tokens = body["usage"]["prompt_tokens"].as_u64().unwrap();
+
+    // greedy chat equals /v1/completions on the rendered prompt's token ids
+    let dir = ModelDir::open("chat", &models.join("chat")).unwrap();
+    let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+    let rendered = tok
+        .chat()
+        .unwrap()
+        .render(
+            &json!([{"role": "user", "content": "Hello\nthere"}]),
+            &RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        rendered.starts_with("<s>[INST] Hello\nthere [/INST]"),
+        "{rendered}"
+    );
+    let ids = tok.encode_plain(&rendered).unwrap();
+    assert_eq!(ids.len() as u64, prompt_tokens);
+    assert!(
+        ids[0] == 0 && ids[1] != 0,
+        "the template writes the BOS, added once: {ids:?}"
+    );
+    let (code, plain) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": ids, "max_tokens": 6, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{plain}");
+    assert_eq!(plain["choices"][0]["text"].as_str().unwrap(), content);
+
+    // streamed: a role delta first, content deltas, the finish reason, usage, [DONE];
+    // the content equals the whole reply
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(
+            &json!({"messages": messages, "max_tokens": 6, "temperature": 0, "stream": true,
+                      "stream_options": {"include_usage": true}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, content);
+    let finish = &chunks[chunks.len() - 2]["choices"][0];
+    assert_eq!(finish["finish_reason"], choice["finish_reason"]);
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], prompt_tokens);
+
+    // n with a seed: reproducible
+    let sampled =
+        json!({"messages": messages, "max_tokens": 5, "n": 2, "seed": 7, "temperature": 1.0});
+    let (_, a) = chat(&s, sampled.clone()).await;
+    let (_, b) = chat(&s, sampled).await;
+    assert_eq!(a["choices"], b["choices"]);
+    assert_eq!(a["choices"].as_array().unwrap().len(), 2);
+
+    // errors name the parameter
+    for (body, param) in [
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}),
+            "presence_penalty",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 100000}),
+            "max_completion_tokens",
+        ),
+    ] {
+        let (code, r) = chat(&s, body.clone()).await;
+        assert_eq!(code, 400, "{body}: {r}");
+        assert_eq!(r["error"]["param"], param, "{body}: {r}");
+    }
+    // the template's own refusal reaches the client in its words, as a 400
+    let (code, r) = chat(
+        &s,
+        json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    )
+    .await;
+    assert_eq!(code, 400, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Conversation roles must alternate"),
+        "{r}"
+    );
+    // vLLM's tokenizer endpoints: a conversation through the template, a prompt,
+    // back to text; what the tokenizer is; the context length in /v1/models
+    let (code, r) = post(&s, "/tokenize", json!({"messages": messages})).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(common::json_ids(&r["tokens"]), ids);
+    assert_eq!(
+        (r["count"].as_u64(), r["max_model_len"].as_u64()),
+        (Some(ids.len() as u64), Some(128))
+    );
+    let (_, r) = post(&s, "/tokenize", json!({"prompt": "Hello"})).await;
+    assert_eq!(r["tokens"][0], 0, "a prompt gets the tokenizer's BOS: {r}");
+    let (code, r) = post(&s, "/detokenize", json!({"tokens": ids})).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["prompt"], rendered.as_str());
+    assert_eq!(
+        post(&s, "/detokenize", json!({"tokens": [999999]})).await.0,
+        400
+    );
+    assert_eq!(post(&s, "/tokenize", json!({})).await.0, 400);
+    let (_, info) = get(&s, "/tokenizer_info").await;
+    assert_eq!(
+        (info["bos_token"].as_str(), info["eos_token"].as_str()),
+        (Some("<s>"), Some("</s>"))
+    );
+    assert!(
+        info["chat_template"].as_str().unwrap().contains("[INST]"),
+        "{info}"
+    );
+    let (_, m) = get(&s, "/v1/models").await;
+    assert_eq!(
+        (
+            m["data"][0]["max_model_len"].as_u64(),
+            m["data"][0]["context_length"].as_u64()
+        ),
+        (Some(128), Some(128))
+    );
+    // a completion whose prompt and new tokens overflow the context: 400, not cut short
+    let (code, r) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": ids, "max_tokens": 128}),
+    )
+    .await;
+    assert_eq!(code, 400, "{r}");
+    assert_eq!(r["error"]["param"], "max_tokens");
+    // a prompt of exactly the context scores itself (max_tokens 0 with echo)
+    let full: Vec<u32> = (0..128).map(|i| 3 + (i % 50)).collect();
+    let (code, r) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": full, "max_tokens": 0, "echo": true, "logprobs": 1}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        r["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        128
+    );
+    // and the service still serves
+    assert_eq!(
+        chat(
+            &s,
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2})
+        )
+        .await
+        .0,
+        200
+    );
+    std::fs::remove_dir_all(&models).ok();
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Write tests/fixtures/chat/templates.json: published chat templates and what
+`transformers`' `apply_chat_template` makes of a set of conversations with them (the
+text, the token ids with the llama family fixture's tokenizer, or the template's error).
+
+Origins of the templates (kept verbatim as published; see each entry's `origin`):
+  - meta-llama/Llama-3.2-1B-Instruct's chat_template, as llama.cpp's
+    convert_hf_to_gguf.py printed it from the model's tokenizer_config.json (quoted in
+    a public repository's conversion log, found with the search tool)
+  - mistralai/Mixtral-8x7B-Instruct-v0.1, Qwen/Qwen1.5-72B-Chat and
+    deepseek-ai/deepseek-coder-33b-instruct: as vendored by huggingface/huggingface.js,
+    packages/jinja/test/e2e.test.js (commit 029db6baefd46bedd8900dd2ba4aa1eb03a9ef3d)
+
+Run (needs transformers; CI never runs this):
+    /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
+"""
+import json
+import sys
+
+from transformers import AutoTokenizer
+from transformers.utils.chat_template_utils import render_jinja_template
+
+LLAMA_3_2 = r'''{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+'''
+
+MIXTRAL = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+
+QWEN_1_5 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content']}}{% if (loop.last and add_generation_prompt) or not loop.last %}{{ '<|im_end|>' + '\n'}}{% endif %}{% endfor %}{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+
+DEEPSEEK_CODER = "{% if not add_generation_prompt is defined %}\n{% set add_generation_prompt = false %}\n{% endif %}\n{%- set ns = namespace(found=false) -%}\n{%- for message in messages -%}\n    {%- if message['role'] == 'system' -%}\n        {%- set ns.found = true -%}\n    {%- endif -%}\n{%- endfor -%}\n{{bos_token}}{%- if not ns.found -%}\n{{'You are an AI programming assistant, utilizing the Deepseek Coder model, developed by Deepseek Company, and you only answer questions related to computer science. For politically sensitive questions, security and privacy issues, and other non-computer science questions, you will refuse to answer\\n'}}\n{%- endif %}\n{%- for message in messages %}\n    {%- if message['role'] == 'system' %}\n{{ message['content'] }}\n    {%- else %}\n        {%- if message['role'] == 'user' %}\n{{'### Instruction:\\n' + message['content'] + '\\n'}}\n        {%- else %}\n{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n{% if add_generation_prompt %}\n{{'### Response:'}}\n{% endif %}"
+
+TEMPLATES = [
+    ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
+     "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
+    ("mixtral", MIXTRAL, "<s>", "</s>",
+     "mistralai/Mixtral-8x7B-Instruct-v0.1, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
+    ("qwen1.5", QWEN_1_5, "<s>", "</s>",
+     "Qwen/Qwen1.5-72B-Chat, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
+    ("deepseek-coder", DEEPSEEK_CODER, "<｜begin▁of▁sentence｜>", "<|EOT|>",
+     "deepseek-ai/deepseek-coder-33b-instruct, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
+]
+
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city, °C",
+        "parameters": {"type": "object",
+                       "properties": {"city": {"type": "string", "description": "e.g. Zürich"},
+                                      "days": {"type": "integer", "minimum": 1}},
+                       "required": ["city"]},
+    },
+}]
+
+CONVERSATIONS = [
+    ("one user turn", [{"role": "user", "content": "Hello, who are you?"}], None),
+    ("system and turns", [
+        {"role": "system", "content": "  You answer briefly.  "},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ], None),
+    ("non-ascii", [{"role": "user", "content": "Grüße aus Zürich, 東京 🚀 — ça va?"}], None),
+    ("tools", [{"role": "user", "content": "Weather in Zürich tomorrow?"}], TOOLS),
+    ("tool result", [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "18 °C, sunny"},
+    ], TOOLS),
+    ("two users in a row", [
+        {"role": "user", "content": "Hi"},
+        {"role": "user", "content": "Hi again"},
+    ], None),
+]
+
+
+def main(out: str) -> None:
+    tok = AutoTokenizer.from_pretrained("tests/fixtures/families/llama")
+    entries = []
+    for name, template, bos, eos, origin in TEMPLATES:
+        cases = []
+        for title, messages, tools in CONVERSATIONS:
+            for gen in (True, False):
+                case = {"title": title, "messages": messages, "tools": tools,
+                        "add_generation_prompt": gen, "extra": {"date_string": "26 Jul 2024"}}
+                try:
+                    rendered, _ = render_jinja_template(
+                        conversations=[messages], tools=tools, chat_template=template,
+                        add_generation_prompt=gen, bos_token=bos, eos_token=eos,
+                        date_string="26 Jul 2024")
+                    text = rendered[0]
+                    case["text"] = text
+                    case["ids"] = tok(text, add_special_tokens=False)["input_ids"]
+                except Exception as e:  # the template's own refusal, or a render error
+                    case["error"] = str(e)
+                cases.append(case)
+        entries.append({"name": name, "origin": origin, "template": template,
+                        "bos_token": bos, "eos_token": eos, "cases": cases})
+        print(name, sum("text" in c for c in cases), "rendered,",
+              sum("error" in c for c in cases), "refused")
+    with open(out, "w") as f:
+        json.dump({"transformers": __import__("transformers").__version__,
+                   "templates": entries}, f, indent=1, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/chat/templates.json")
