@@ -85,6 +85,10 @@ struct ServeArgs {
     /// tokenizers in (relative names only). Without it, clients may name no files.
     #[arg(long, env = "WGFORMER_MODELS_DIR")]
     models_dir: Option<PathBuf>,
+    /// The model id clients see in /v1/models and name in requests (default: the
+    /// model directory's name, the checkpoint's file stem, or "wgformer").
+    #[arg(long, env = "WGFORMER_SERVED_MODEL_NAME")]
+    served_model_name: Option<String>,
     /// Seconds a forward or generation may take from being queued (504 TIMEOUT).
     #[arg(long, env = "WGFORMER_REQUEST_TIMEOUT", default_value_t = 120.0)]
     request_timeout: f64,
@@ -206,6 +210,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         kv_pool_bytes: a.kv_pool_bytes,
         prefill_chunk: positive("prefill-chunk", a.prefill_chunk)?,
         profile_every: a.profile_every,
+        served_model_name: a.served_model_name.clone(),
     })
     .with_context(|| format!("opening --models-dir {:?}", a.models_dir))?;
     tracing::info!(options = ?engine.options(), "engine");

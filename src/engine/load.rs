@@ -31,12 +31,14 @@ pub(super) struct DeviceSlot {
     pub(super) pipelines: Arc<Pipelines>,
 }
 
-pub(super) fn publish(state: &EngineState, l: &Loaded) {
+pub(super) fn publish(state: &EngineState, l: &Loaded, served_name: Option<&str>) {
     let m = &l.model;
     if let Ok(mut t) = state.tokenizer.write() {
         *t = Some(l.tokenizer.clone());
     }
-    // a model directory's name, a checkpoint's file stem, or the service's name
+    // the operator's name, a model directory's name, a checkpoint's file stem, or the
+    // service's name
+    let named = served_name.map(str::to_string);
     let model_id = m
         .config
         .model
@@ -52,6 +54,7 @@ pub(super) fn publish(state: &EngineState, l: &Loaded) {
             || "wgformer".to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
+    let model_id = named.unwrap_or(model_id);
     if let Ok(mut s) = state.model.write() {
         *s = ModelSnapshot {
             model_id,

@@ -29,6 +29,9 @@ pub struct EngineOptions {
     /// the scheduler's figures (`/metrics`); 0: never. Adapters without timestamps
     /// inside passes are not profiled.
     pub profile_every: u64,
+    /// The model id clients see and name (`/v1/models`, `model` in requests); `None`:
+    /// the model directory's name, the checkpoint's file stem, or `wgformer`.
+    pub served_model_name: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +46,7 @@ impl Default for EngineOptions {
             kv_pool_bytes: None,
             prefill_chunk: 256,
             profile_every: 0,
+            served_model_name: None,
         }
     }
 }

@@ -173,7 +173,7 @@ impl Worker {
                             seconds = started.elapsed().as_secs_f64(), "model built");
                         // Generations in progress keep their (old) model until they end.
                         drop(self.loaded.take());
-                        publish(&self.state, &new);
+                        publish(&self.state, &new, self.options.served_model_name.as_deref());
                         self.loaded = Some(Arc::new(new));
                         Ok(cfg)
                     }

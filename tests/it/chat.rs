@@ -84,6 +84,13 @@ fn models_dir(tag: &str) -> std::path::PathBuf {
     let mut tc: Value = serde_json::from_str(&std::fs::read_to_string(&tc_path).unwrap()).unwrap();
     tc["chat_template"] = Value::String(template);
     std::fs::write(&tc_path, tc.to_string()).unwrap();
+    // and one whose template does not compile: the load's error
+    std::fs::create_dir_all(models.join("broken")).unwrap();
+    for f in std::fs::read_dir(models.join("chat")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), models.join("broken").join(f.file_name())).unwrap();
+    }
+    std::fs::write(models.join("broken/chat_template.jinja"), "{% if %}oops").unwrap();
     models
 }
 
@@ -98,10 +105,21 @@ async fn chat_completions_follow_the_template() {
         wgformer::server::ServerConfig::default(),
         wgformer::engine::EngineOptions {
             models_dir: Some(models.clone()),
+            served_model_name: Some("my-chat".into()),
             ..Default::default()
         },
     )
     .await;
+    // a template that does not compile: CONFIG_ERROR at load time, naming it
+    let (code, body) = init(&s, &json!({"model": "broken"})).await;
+    assert_error(code, &body, 400, "CONFIG_ERROR");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not compile"),
+        "{body}"
+    );
     // a model without a template: 400 naming it
     assert_eq!(init(&s, &json!({"model": "plain"})).await.0, 200);
     let (code, body) = chat(&s, json!({"messages": [{"role": "user", "content": "Hi"}]})).await;
@@ -300,6 +318,22 @@ async fn chat_completions_follow_the_template() {
         "{info}"
     );
     let (_, m) = get(&s, "/v1/models").await;
+    assert_eq!(m["data"][0]["id"], "my-chat", "--served-model-name: {m}");
+    assert_eq!(
+        chat(&s, json!({"model": "llama", "messages": messages}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        chat(
+            &s,
+            json!({"model": "my-chat", "messages": messages, "max_tokens": 1})
+        )
+        .await
+        .0,
+        200
+    );
     assert_eq!(
         (
             m["data"][0]["max_model_len"].as_u64(),
