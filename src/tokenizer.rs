@@ -201,6 +201,32 @@ impl Tokenizer {
         Ok(text)
     }
 
+    /// The raw bytes token `id` stands for (OpenAI's logprob `bytes`): through the
+    /// byte-level alphabet for byte-level BPE tokenizers (GPT-2, Llama 3, Qwen), a byte
+    /// fallback token `<0xHH>` as its byte, `▁` as a space for SentencePiece ones; a
+    /// token holding part of a multi-byte character gives just its bytes.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(tok) = self.inner.id_to_token(id) else {
+            return Vec::new();
+        };
+        if tok.len() == 6 && tok.starts_with("<0x") && tok.ends_with('>') {
+            if let Ok(b) = u8::from_str_radix(&tok[3..5], 16) {
+                return vec![b];
+            }
+        }
+        let byte_level = matches!(
+            self.inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
+        if byte_level {
+            let table = byte_level_inverse();
+            if let Some(bytes) = tok.chars().map(|c| table.get(&c).copied()).collect() {
+                return bytes;
+            }
+        }
+        tok.replace('\u{2581}', " ").into_bytes()
+    }
+
     /// Id of a token given by its text, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -212,8 +238,43 @@ impl Tokenizer {
     }
 }
 
+/// GPT-2's byte-level alphabet inverted: the char each byte is written as → the byte
+/// (printable bytes stand for themselves, the others for U+0100 onwards in order).
+fn byte_level_inverse() -> &'static std::collections::HashMap<char, u8> {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, u8>> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable =
+            |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+        let mut next = 0x100u32;
+        (0..=255u8)
+            .map(|b| {
+                let c = if printable(b) {
+                    char::from(b)
+                } else {
+                    let c = char::from_u32(next).unwrap_or('\u{FFFD}');
+                    next += 1;
+                    c
+                };
+                (c, b)
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_bytes_are_the_raw_bytes_of_byte_level_tokens() {
+        // GPT-2: "é" is two tokens of one byte each, " the" one token with its space
+        let t = Tokenizer::gpt2().unwrap();
+        let ids = t.encode("é the").unwrap();
+        let bytes: Vec<u8> = ids.iter().flat_map(|&id| t.token_bytes(id)).collect();
+        assert_eq!(bytes, "é the".as_bytes());
+        assert!(ids.iter().any(|&id| t.token_bytes(id) == b" the"));
+    }
+
     use super::*;
 
     #[test]

@@ -379,7 +379,7 @@ fn content_logprob(
 ) -> ContentLogprob {
     let token = piece(t, id);
     ContentLogprob {
-        bytes: token.as_bytes().to_vec(),
+        bytes: t.token_bytes(id),
         token,
         logprob: l.logprob,
         top_logprobs: l
@@ -389,7 +389,7 @@ fn content_logprob(
             .map(|&(alt, lp)| {
                 let token = piece(t, alt);
                 TopLogprob {
-                    bytes: token.as_bytes().to_vec(),
+                    bytes: t.token_bytes(alt),
                     token,
                     logprob: lp,
                 }
