@@ -1,5 +1,6 @@
 //! `wgformer` command line. `serve` runs the HTTP service; `info` lists the adapters
-//! wgpu sees. Every flag is also an environment variable `WGFORMER_*`.
+//! wgpu sees; `probe` asks a URL of the service for a 2xx (a container's health check
+//! without curl). Every flag is also an environment variable `WGFORMER_*`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,18 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// List the adapters wgpu sees, with their limits and features (JSON).
     Info,
+    /// GET a URL of the service: exit 0 on a 2xx answer, 1 otherwise (a container's
+    /// HEALTHCHECK, e.g. `wgformer probe http://127.0.0.1:8000/api/v1/health/ready`).
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// `http://host:port/path` (plain HTTP, as the service speaks).
+    url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
 }
 
 #[derive(Args)]
@@ -85,6 +98,11 @@ struct ServeArgs {
     /// tokenizers in (relative names only). Without it, clients may name no files.
     #[arg(long, env = "WGFORMER_MODELS_DIR")]
     models_dir: Option<PathBuf>,
+    /// Refuse to start without a hardware adapter (a GPU pod must not quietly serve
+    /// from lavapipe): the adapters found and the Vulkan ICD variables are reported and
+    /// the process exits with status 2.
+    #[arg(long, env = "WGFORMER_REQUIRE_HARDWARE")]
+    require_hardware: bool,
     /// The model id clients see in /v1/models and name in requests (default: the
     /// model directory's name, the checkpoint's file stem, or "wgformer").
     #[arg(long, env = "WGFORMER_SERVED_MODEL_NAME")]
@@ -180,7 +198,80 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(a) => serve(*a),
+        Command::Probe(p) => {
+            let code = match probe(&p.url, p.timeout) {
+                Ok(status) if (200..300).contains(&status) => 0,
+                Ok(status) => {
+                    eprintln!("{}: HTTP {status}", p.url);
+                    1
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", p.url);
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
     }
+}
+
+/// GET `url` (`http://host[:port]/path`) and return the status code.
+fn probe(url: &str, timeout: f64) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .context("the URL must start with http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let timeout = Duration::from_secs_f64(timeout.max(0.001));
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .context("no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: wgformer-probe\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("not an HTTP answer")?;
+    Ok(status)
+}
+
+/// The adapters found and the Vulkan loader's ICD variables, for the start-up log and
+/// `--require-hardware`'s refusal.
+fn adapters_and_icds() -> (Vec<wgformer::gpu::AdapterReport>, String) {
+    let adapters = wgformer::gpu::list_adapters();
+    let icds = [
+        "VK_DRIVER_FILES",
+        "VK_ICD_FILENAMES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{k}={}",
+            std::env::var(k).unwrap_or_else(|_| "(unset)".into())
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ");
+    (adapters, icds)
 }
 
 fn positive(flag: &str, n: usize) -> anyhow::Result<usize> {
@@ -192,6 +283,18 @@ fn positive(flag: &str, n: usize) -> anyhow::Result<usize> {
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     init_logs(&a.log_level, a.log_format);
+    let (adapters, icds) = adapters_and_icds();
+    let found: Vec<String> = adapters
+        .iter()
+        .map(|r| format!("{} ({})", r.details.label(), r.details.device_type))
+        .collect();
+    tracing::info!(adapters = ?found, icd = %icds, "adapters");
+    if a.require_hardware && adapters.iter().all(|r| r.details.is_software()) {
+        eprintln!(
+            "wgformer: --require-hardware: no hardware adapter; found {found:?}; {icds}. On NVIDIA in a container the Vulkan ICD needs NVIDIA_DRIVER_CAPABILITIES to include graphics (or mount the host's nvidia_icd.json and set VK_ICD_FILENAMES)"
+        );
+        std::process::exit(2);
+    }
     let rate_limit = match a.rate_limit {
         None => None,
         Some(r) if r.is_finite() && r > 0.0 => Some(RateLimit {

@@ -251,6 +251,16 @@ impl Metrics {
         );
         gauge(
             &mut s,
+            "wgformer_kv_cache_utilization",
+            "Share of the KV pool's pages in use, 0 to 1 (the Gateway API Inference Extension's KV-cache signal).",
+            if b.kv.pages == 0 {
+                0.0
+            } else {
+                b.kv.used as f64 / b.kv.pages as f64
+            },
+        );
+        gauge(
+            &mut s,
             "wgformer_kv_pool_pages_available",
             "Free KV pages not promised to admitted generations.",
             b.kv.available,

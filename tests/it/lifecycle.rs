@@ -101,3 +101,64 @@ fn shutdown_deadline_holds_with_a_slow_client() {
     assert_eq!(code, 0);
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+#[test]
+fn probe_answers_as_a_health_check() {
+    // `wgformer probe URL`: 0 on a 2xx, 1 on another status or no answer — what a
+    // container's HEALTHCHECK runs, with no curl in the image
+    let (mut child, addr) = start(&[]);
+    let probe = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_wgformer"))
+            .args(["probe", &format!("http://{addr}{path}"), "--timeout", "30"])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !probe("/api/v1/health/ready").status.success() {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(probe("/api/v1/health/ping").status.success());
+    let missing = probe("/no/such/path");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("HTTP 404"));
+    let (code, _) = terminate(&mut child);
+    assert_eq!(code, 0);
+    // nothing listening any more: 1, promptly
+    let gone = probe("/api/v1/health/ready");
+    assert_eq!(gone.status.code(), Some(1));
+}
+
+#[test]
+fn require_hardware_refuses_a_software_adapter() {
+    // --require-hardware: on a machine with only software adapters (lavapipe) the
+    // process says what it found and exits 2; with a GPU it starts as usual
+    let hardware = wgformer::gpu::list_adapters()
+        .iter()
+        .any(|a| !a.details.is_software());
+    if hardware {
+        let (mut child, addr) = start(&["--require-hardware"]);
+        assert!(ping(&addr).starts_with("HTTP/1.1 200"));
+        assert_eq!(terminate(&mut child).0, 0);
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wgformer"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--require-hardware",
+            "--config",
+            TINY,
+        ])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no hardware adapter") && err.contains("VK_ICD_FILENAMES"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it must not start listening");
+}

@@ -721,6 +721,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         "wgformer_kv_pool_pages{state=\"used\"}",
         "wgformer_kv_pool_pages{state=\"free\"}",
         "wgformer_kv_pool_pages_available ",
+        "wgformer_kv_cache_utilization ",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
@@ -740,6 +741,15 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
             .parse()
             .unwrap()
     };
+    // the KV-cache share an inference gateway routes on: used / all pages
+    let used = value("wgformer_kv_pool_pages{state=\"used\"} ");
+    let free = value("wgformer_kv_pool_pages{state=\"free\"} ");
+    let utilization = value("wgformer_kv_cache_utilization ");
+    assert!(
+        (utilization - used / (used + free)).abs() < 1e-9,
+        "{utilization}"
+    );
+    assert!((0.0..=1.0).contains(&utilization));
     // the engine's time in decode steps and prefill traversals: both ran
     assert!(value("wgformer_decode_seconds_total ") > 0.0);
     assert!(value("wgformer_prefill_steps_total ") >= 1.0);
