@@ -162,3 +162,121 @@ fn require_hardware_refuses_a_software_adapter() {
     );
     assert!(out.stdout.is_empty(), "it must not start listening");
 }
+
+/// `key: value` pairs of the ConfigMap's `data` (our own file: one pair a line).
+fn configmap_data(path: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let data = text.split("\ndata:\n").nth(1).expect("a data section");
+    data.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.trim().split_once(": "))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_deployment_environment_serves_and_drains() {
+    // The release binary with exactly the Deployment's environment (the ConfigMap's
+    // data and the container's `env` values; the port and the model made local) is
+    // probed as the kubelet would, then SIGTERM arrives during a stream: the stream
+    // ends cleanly and the process exits 0 within terminationGracePeriodSeconds.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let deployment =
+        std::fs::read_to_string(format!("{root}/deploy/k8s/base/deployment.yaml")).unwrap();
+    let mut env = configmap_data(&format!("{root}/deploy/k8s/base/configmap.yaml"));
+    let lines: Vec<&str> = deployment.lines().map(str::trim).collect();
+    for w in lines.windows(2) {
+        if let (Some(name), Some(value)) =
+            (w[0].strip_prefix("- name: "), w[1].strip_prefix("value: "))
+        {
+            env.push((name.to_string(), value.trim_matches('"').to_string()));
+        }
+    }
+    let grace: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("terminationGracePeriodSeconds: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let probes: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("path: "))
+        .filter(|p| p.starts_with("/api/"))
+        .collect();
+    assert_eq!(probes.len(), 3, "startup, readiness and liveness paths");
+    let families = format!("{root}/tests/fixtures/families");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgformer"));
+    cmd.args(["serve", "--port", "0"]).env_clear();
+    for (k, v) in &env {
+        let v = match k.as_str() {
+            "WGFORMER_HOST" => "127.0.0.1".to_string(),
+            "WGFORMER_MODELS_DIR" => families.clone(),
+            // the model made local: the fixture directory in place of the volume's
+            "WGFORMER_CONFIG" => v.replace("/models/SmolLM2-135M", &format!("{families}/llama")),
+            "XDG_RUNTIME_DIR" => std::env::temp_dir().to_string_lossy().into_owned(),
+            _ => v.clone(),
+        };
+        cmd.env(k, v);
+    }
+    assert!(env.iter().any(|(k, _)| k == "WGFORMER_CONFIG"));
+    let mut child = cmd
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("wgformer listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let get = |path: &str| -> String {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.37\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for path in &probes {
+        while !get(path).starts_with("HTTP/1.1 200") {
+            assert!(Instant::now() < deadline, "{path} never answered 200");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // a stream in progress when SIGTERM arrives
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = r#"{"prompt": "The quick brown fox", "max_tokens": 80, "stream": true}"#;
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let (code, took) = terminate(&mut child);
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the stream ended cleanly: {rest:?}"
+    );
+    assert_eq!(code, 0);
+    assert!(
+        took < Duration::from_secs(grace),
+        "took {took:?}, grace {grace} s"
+    );
+}
