@@ -501,3 +501,46 @@ async fn tokenize_and_detokenize() {
     let (code, v) = post(&s, "/v1/detokenize", json!({"tokens": [60000]})).await;
     assert_openai_error(code, &v, 400, "invalid_input", Some("tokens"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scored_token_has_the_logprob_it_was_generated_with() {
+    // echo logprobs are aligned: score prompt + the greedy token with echo, and the
+    // last scored logprob is the one the token had when it was generated (a shift by
+    // one position, token i scored from row i instead of i - 1, fails this)
+    let s = server().await;
+    let prompt = "The cat sat on the mat";
+    let (code, g) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{g}");
+    let token = g["choices"][0]["text"].as_str().unwrap().to_string();
+    let generated = g["choices"][0]["logprobs"]["token_logprobs"][0]
+        .as_f64()
+        .unwrap();
+    let (code, t) = post(&s, "/v1/tokenize", json!({"content": prompt})).await;
+    assert_eq!(code, 200, "{t}");
+    let mut ids = common::json_ids(&t["tokens"]);
+    let (_, tok) = post(&s, "/v1/tokenize", json!({"content": token})).await;
+    let token_ids = common::json_ids(&tok["tokens"]);
+    assert_eq!(token_ids.len(), 1, "one token: {token:?}");
+    ids.push(token_ids[0]);
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": ids, "max_tokens": 0, "echo": true, "logprobs": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let scored = c["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(
+        (scored - generated).abs() < 1e-3,
+        "scored {scored}, generated with {generated}"
+    );
+}
