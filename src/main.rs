@@ -317,6 +317,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("opening --models-dir {:?}", a.models_dir))?;
     tracing::info!(options = ?engine.options(), "engine");
+    let runtime = tokio::runtime::Runtime::new()?;
     if let Some(c) = &a.config {
         let text = match c.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
@@ -325,12 +326,31 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         };
         let value: serde_json::Value =
             serde_json::from_str(&text).context("--config is not valid JSON")?;
+        // A SIGTERM or SIGINT during the start-up build ends the process at once with
+        // status 0: nothing is served yet, and an orchestrator stops pods that are still
+        // loading (the handlers are installed before the build starts).
+        let during_build = {
+            let _in_runtime = runtime.enter();
+            let signal = server::shutdown_signal();
+            runtime.spawn(async move {
+                signal.await;
+                eprintln!("wgformer: signal during the start-up build: exiting");
+                #[cfg(unix)]
+                // SAFETY: ends the process without running destructors or atexit
+                // handlers while the engine thread may be inside the driver
+                unsafe {
+                    libc::_exit(0)
+                };
+                #[cfg(not(unix))]
+                std::process::exit(0);
+            })
+        };
         let cfg = engine
             .initialize_blocking(value)
             .context("building the start-up model")?;
+        during_build.abort();
         tracing::info!(params = cfg.parameter_count(), "start-up model ready");
     }
-    let runtime = tokio::runtime::Runtime::new()?;
     let shutdown_timeout = seconds("shutdown-timeout", a.shutdown_timeout)?;
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))

@@ -100,6 +100,16 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     body: Body,
 ) -> Result<T, ApiError> {
     let (limit, wait) = (st.config.max_body_bytes, st.config.body_timeout);
+    // a declared Content-Length over the limit is refused at once: the body is not
+    // read (nor `100 Continue` sent) and the client does not wait for the body timeout
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    if declared > limit as u64 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body of {declared} bytes exceeds the limit of {limit} bytes"),
+        ));
+    }
     let read = tokio::time::timeout(wait, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {

@@ -353,6 +353,26 @@ async fn forward_errors() {
     let code = r.status().as_u16();
     let b: Value = r.json().await.unwrap();
     assert_error(code, &b, 413, "PAYLOAD_TOO_LARGE");
+    // a declared Content-Length over the limit: 413 at once, no `100 Continue`, no
+    // wait for a body that is never sent
+    let addr = s.addr;
+    let started = std::time::Instant::now();
+    let (code, text) = tokio::task::spawn_blocking(move || {
+        raw_request(
+            addr,
+            "POST /api/v1/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 413, "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.contains("PAYLOAD_TOO_LARGE"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // unknown path, wrong method
     let (code, b) = get(&s, "/api/v1/nope").await;
     assert_error(code, &b, 404, "NOT_FOUND");
