@@ -386,6 +386,16 @@ async fn ws_session(st: AppState, client: Option<Client>, mut socket: WebSocket)
             }
             Incoming::Inference(b) => b,
         };
+        // each message that starts work takes from the client's bucket, as an HTTP
+        // request does (the upgrade itself took one)
+        if let Err(e) = st.take_request(client.as_ref()) {
+            let mut msg = ws_error(e.detail, e.code);
+            msg["retry_after"] = serde_json::json!(e.retry_after);
+            if !send_json(&mut socket, msg).await {
+                return;
+            }
+            continue;
+        }
         let stream = body.stream;
         let req = match body.validate() {
             Ok(r) => r,

@@ -17,7 +17,31 @@ use super::state::AppState;
 #[derive(Clone, Debug)]
 pub struct Client(pub String);
 
+/// The refusal of a client whose bucket is empty: 429 `RATE_LIMITED` with the wait.
+fn rate_limited(limiter: &super::limits::RateLimiter, wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        format!(
+            "rate limit reached ({} requests or generated tokens per second, burst {}): retry in {secs} s",
+            limiter.limit().per_second,
+            limiter.limit().burst
+        ),
+    )
+    .retry_after(secs)
+}
+
 impl AppState {
+    /// Take one request's unit from the client's bucket (a WebSocket message that
+    /// starts work, as an HTTP request does at the guard); no-op without a limit.
+    pub fn take_request(&self, client: Option<&Client>) -> Result<(), ApiError> {
+        match (&self.limiter, client) {
+            (Some(l), Some(c)) => l.take(&c.0).map_err(|wait| rate_limited(l, wait)),
+            _ => Ok(()),
+        }
+    }
+
     /// Charge generated tokens to the client's rate limit (no-op without a limit).
     pub fn charge_tokens(&self, client: Option<&Client>, tokens: usize) {
         if let (Some(l), Some(c)) = (&self.limiter, client) {
@@ -204,14 +228,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
                     .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()))
             });
             if let Err(wait) = limiter.take(&who) {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RATE_LIMITED",
-                    format!("rate limit reached ({} requests or generated tokens per second, burst {}): retry in {secs} s", limiter.limit().per_second, limiter.limit().burst),
-                )
-                .retry_after(secs)
-                .into_response();
+                return rate_limited(limiter, wait).into_response();
             }
             req.extensions_mut().insert(Client(who));
         }

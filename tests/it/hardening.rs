@@ -344,6 +344,62 @@ async fn rate_limits_count_requests_and_generated_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_messages_take_from_the_rate_limit() {
+    // each inference message takes from the client's bucket, as an HTTP request does:
+    // with a burst of 4 and 0.1 a second, the upgrade and a generation of 8 tokens
+    // leave the bucket in debt, and the next message is refused with the wait
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::with(
+        ServerConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 0.1,
+                burst: 4.0,
+            }),
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let url = format!("ws://{}/ws/inference", s.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let msg = json!({"type": "inference", "text": "a", "max_new_tokens": 8, "temperature": 0})
+        .to_string();
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        ws.send(Message::Text(msg.clone().into())).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("the session ended")
+            };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("complete") => {
+                    outcomes.push("complete".to_string());
+                    break;
+                }
+                Some("error") => {
+                    outcomes.push(v["error_code"].as_str().unwrap().to_string());
+                    if v["error_code"] == "RATE_LIMITED" {
+                        assert!(v["retry_after"].as_u64().unwrap() >= 1, "{v}");
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(outcomes[0], "complete", "{outcomes:?}");
+    assert!(
+        outcomes[1..].iter().all(|o| o == "RATE_LIMITED"),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn host_allow_list_and_cross_site_refusal() {
     let s = Server::with(
         ServerConfig {
