@@ -485,13 +485,39 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
         .model_snapshot()
         .config
         .map_or(0, |c| c.context_size);
-    let mut out = Vec::with_capacity(p.prompts.len() * p.n);
+    // a request that could never be admitted is a 400 naming the limit, not a 503 to
+    // retry forever
+    let choices = p.prompts.len() * p.n;
+    let capacity = st.engine.options().queue_capacity;
+    if choices > capacity {
+        let param = if p.n == 1 { "prompt" } else { "n" };
+        return Err(bad(
+            param,
+            format!(
+                "{choices} choices (prompts × n) are more than this server's queue holds ({capacity}, --queue-depth): send fewer prompts or a smaller n"
+            ),
+        ));
+    }
+    let vocab = tokenizer.vocab_size();
+    let mut out = Vec::with_capacity(choices);
     for (pi, prompt) in p.prompts.iter().enumerate() {
         // as OpenAI and vLLM: a prompt and its new tokens must fit the context (a
         // 400 naming both), not be cut short quietly
         let (text, ids) = match prompt {
             Prompt::Text(s) => (s.clone(), tokenizer.encode(s).map_err(ApiError::from)?),
-            Prompt::Ids(ids) => (String::new(), ids.clone()),
+            Prompt::Ids(ids) => {
+                // one rule with /v1/detokenize: ids the tokenizer has (a model's
+                // vocabulary may be padded past it)
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(bad(
+                        "prompt",
+                        format!(
+                            "token {id} is outside the tokenizer's vocabulary ({vocab} tokens)"
+                        ),
+                    ));
+                }
+                (String::new(), ids.clone())
+            }
         };
         if p.max_tokens > 0 && ids.len() + p.max_tokens > context {
             return Err(bad(

@@ -410,7 +410,13 @@ async fn errors_take_the_openai_shape() {
     // a token outside the vocabulary
     let r = post_key(json!({"prompt": [99999999]})).await.unwrap();
     let code = r.status().as_u16();
-    assert_openai_error(code, &r.json().await.unwrap(), 400, "invalid_input", None);
+    assert_openai_error(
+        code,
+        &r.json().await.unwrap(),
+        400,
+        "invalid_input",
+        Some("prompt"),
+    );
     // malformed JSON, no key, unknown route, wrong method: same shape
     let r = c
         .post(s.url("/v1/completions"))
@@ -460,24 +466,69 @@ async fn errors_take_the_openai_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_is_503_in_the_openai_shape() {
-    let s = Server::start(1, 1 << 20).await;
-    assert_eq!(init(&s, &small()).await.0, 200);
-    // 8 choices on a queue of 1: the second is refused, the first cancelled
-    let (code, v) = complete(&s, json!({"prompt": "x", "n": 8, "max_tokens": 4})).await;
-    assert_openai_error(code, &v, 503, "service_unavailable", None);
-    // the refused request's choices leave the queue once the engine drops them: a
-    // client that honours Retry-After gets through (bounded wait)
-    let mut code = 0;
-    for _ in 0..100 {
-        code = complete(&s, json!({"prompt": "x", "max_tokens": 1}))
-            .await
-            .0;
-        if code != 503 {
-            break;
+    // one generation runs (max_batch 1), two choices wait (queue 2): the next request
+    // finds the queue full and gets 503 in the OpenAI shape with Retry-After
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            queue_capacity: 2,
+            max_batch: 1,
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    let cfg = json!({"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 512});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let long = {
+        let url = s.url("/v1/completions");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .json(&json!({"prompt": "x", "max_tokens": 500, "temperature": 0}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // wait (bounded) until the long generation runs, then until two choices wait
+    let until = |field: &'static str, want: u64| {
+        let s = &s;
+        async move {
+            for _ in 0..500 {
+                let (_, st) = get(s, "/api/v1/status").await;
+                if st[field].as_u64().unwrap_or(0) >= want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            panic!("{field} never reached {want}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(code, 200);
+    };
+    until("active_generations", 1).await;
+    let waiting = {
+        let url = s.url("/v1/completions");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .json(&json!({"prompt": "x", "n": 2, "max_tokens": 1}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    until("queue_depth", 2).await;
+    let r = client()
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": "x", "max_tokens": 1}))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_openai_error(code, &v, 503, "service_unavailable", None);
+    assert_eq!(long.await.unwrap().unwrap(), 200);
+    assert_eq!(waiting.await.unwrap().unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -542,5 +593,47 @@ async fn a_scored_token_has_the_logprob_it_was_generated_with() {
     assert!(
         (scored - generated).abs() < 1e-3,
         "scored {scored}, generated with {generated}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_that_can_never_be_admitted_are_400() {
+    // more choices than the queue holds: a 400 naming the limit, not a 503 forever;
+    // prompt ids past the tokenizer's vocabulary (GPT-2's 50257, the model padded to
+    // 50304) are refused as /v1/detokenize refuses them
+    let s = Server::start(4, 1 << 20).await;
+    assert_eq!(
+        init(
+            &s,
+            &json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64})
+        )
+        .await
+        .0,
+        200
+    );
+    let (code, r) = complete(
+        &s,
+        json!({"prompt": ["a", "b", "c", "d", "e"], "max_tokens": 1}),
+    )
+    .await;
+    assert_openai_error(code, &r, 400, "invalid_input", Some("prompt"));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--queue-depth"),
+        "{r}"
+    );
+    let (code, r) = complete(&s, json!({"prompt": "a", "n": 5, "max_tokens": 1})).await;
+    assert_openai_error(code, &r, 400, "invalid_input", Some("n"));
+    let (code, _) = complete(&s, json!({"prompt": "a", "n": 4, "max_tokens": 1})).await;
+    assert_eq!(code, 200);
+    let (code, r) = complete(&s, json!({"prompt": [50300], "max_tokens": 1})).await;
+    assert_openai_error(code, &r, 400, "invalid_input", Some("prompt"));
+    assert_eq!(
+        post(&s, "/v1/detokenize", json!({"tokens": [50300]}))
+            .await
+            .0,
+        400
     );
 }
