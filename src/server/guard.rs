@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -200,7 +200,10 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
         }
     }
     let path = req.uri().path().to_string();
-    let open = open_route(&path, cfg.metrics_require_key) || req.method() == Method::OPTIONS;
+    // OPTIONS is not open: a CORS preflight from an allowed origin is answered by the
+    // CORS layer outside this guard, and any other OPTIONS needs the key like every
+    // method (so routes cannot be enumerated without one)
+    let open = open_route(&path, cfg.metrics_require_key);
     // 3. API keys
     let mut client = None;
     if !cfg.api_keys.is_empty() && !open {

@@ -602,3 +602,150 @@ async fn openapi_states_the_bounds() {
     .await;
     assert_eq!(code, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_generation_bound_holds_at_its_edge_on_both_apis() {
+    // one table: each parameter at its limit is accepted, one step past it is a 400
+    // naming the field, on /api/v1/generate and on /v1/completions
+    let s = Server::start(16, 1 << 20).await;
+    let cfg = json!({"n_layer": 1, "n_embed": 32, "n_head": 2, "context_size": 64, "seed": 3});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let long = "s".repeat(256);
+    let too_long = "s".repeat(257);
+    let v1_stops: Vec<String> = (0..16).map(|i| format!("q{i}")).collect();
+    let v1_too_many: Vec<String> = (0..17).map(|i| format!("q{i}")).collect();
+    let oa_stops: Vec<String> = (0..32).map(|i| format!("q{i}")).collect();
+    let oa_too_many: Vec<String> = (0..33).map(|i| format!("q{i}")).collect();
+    // (field, ok value, bad value) per API
+    let v1: Vec<(&str, Value, Value)> = vec![
+        ("temperature", json!(10.0), json!(10.01)),
+        ("temperature", json!(0.0), json!(-0.01)),
+        ("top_k", json!(100000), json!(100001)),
+        ("top_p", json!(1.0), json!(1.0001)),
+        ("top_p", json!(0.0001), json!(0.0)),
+        ("seed", json!(i64::MAX), json!(-1)),
+        ("max_new_tokens", json!(1), json!(0)),
+        ("stop", json!(v1_stops), json!(v1_too_many)),
+        ("stop", json!([long]), json!([too_long])),
+    ];
+    for (field, ok, bad) in &v1 {
+        for (value, want_ok) in [(ok, true), (bad, false)] {
+            let mut body = json!({"text": "a", "max_new_tokens": 1});
+            body[*field] = value.clone();
+            let (code, r) = post(&s, "/api/v1/generate", body).await;
+            if want_ok {
+                assert_eq!(code, 200, "/generate {field}={value}: {r}");
+            } else {
+                assert_error(code, &r, 400, "INVALID_INPUT");
+                assert!(
+                    r["detail"].as_str().unwrap().contains(*field),
+                    "{field}: {r}"
+                );
+            }
+        }
+    }
+    let openai: Vec<(&str, Value, Value)> = vec![
+        ("temperature", json!(2.0), json!(2.01)),
+        ("top_k", json!(100000), json!(100001)),
+        ("top_p", json!(1.0), json!(1.0001)),
+        ("seed", json!(i64::MAX), json!(-1)),
+        ("n", json!(16), json!(0)),
+        ("logprobs", json!(5), json!(6)),
+        ("stop", json!(oa_stops), json!(oa_too_many)),
+        ("stop", json!([long]), json!([too_long])),
+    ];
+    for (field, ok, bad) in &openai {
+        for (value, want_ok) in [(ok, true), (bad, false)] {
+            let mut body = json!({"prompt": "a", "max_tokens": 1});
+            body[*field] = value.clone();
+            let (code, r) = post(&s, "/v1/completions", body).await;
+            if want_ok {
+                assert_eq!(code, 200, "/v1/completions {field}={value}: {r}");
+            } else {
+                assert_eq!(code, 400, "/v1/completions {field}={value}: {r}");
+                assert_eq!(r["error"]["param"], *field, "{r}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_and_method_needs_the_key() {
+    // with API keys, every route the service has (and any other path) answers 401 to
+    // every method without a key, OPTIONS included, so nothing can be enumerated;
+    // only the health routes and /metrics (unless --metrics-require-key) stay open
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["k".into()],
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let c = client();
+    let open = [
+        "/api/v1/health/health",
+        "/api/v1/health/ping",
+        "/api/v1/health/ready",
+        "/metrics",
+    ];
+    let (_, doc) = {
+        let r = c
+            .get(s.url("/openapi.json"))
+            .header("authorization", "Bearer k")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|p| p.replace("{model}", "wgformer"))
+        .collect();
+    paths.extend(["/", "/explorer", "/docs", "/ws/inference", "/no/such/route"].map(String::from));
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
+    for path in &paths {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        for m in methods {
+            let r = c
+                .request(m.parse().unwrap(), s.url(path))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{m} {path} without a key");
+        }
+    }
+    // a CORS preflight from an allowed origin still gets through (browsers send no
+    // key on preflights): the CORS layer answers it before the key check
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["k".into()],
+            cors_origins: vec!["http://app.example".into()],
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let r = c
+        .request("OPTIONS".parse().unwrap(), s.url("/api/v1/generate"))
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+}
