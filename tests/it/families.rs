@@ -412,6 +412,8 @@ async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
     for (name, want) in [
         ("nothing-here", "is not available"),
         ("../mixtral", "is not available"),
+        // inside the directory once resolved, but `..` is refused by its own rule
+        ("llama/../mixtral", "is not available"),
         ("llama/config.json", "is not available"),
     ] {
         let (code, body) = init(&s, &json!({"model": name})).await;

@@ -1479,3 +1479,33 @@ fn grouped_query_attention_with_a_window_matches_reference() {
         }
     }
 }
+
+#[test]
+fn layer_norm_of_low_variance_rows_depends_on_epsilon() {
+    // rows whose variance is about the epsilon (1e-5) and a constant row: an epsilon
+    // of 1e-6 instead of 1e-5 changes these outputs by tens of percent, so this case
+    // catches it at kernel level (random rows of variance ~9 do not)
+    let g = gpu();
+    let (t, c) = (4, 64);
+    let mut x = rand_vec(t * c, 21, 0.003);
+    x[..c].iter_mut().for_each(|v| *v = 0.25); // variance 0
+    let w = rand_vec(c, 22, 1.0);
+    let b = rand_vec(c, 23, 1.0);
+    let want = reference::layer_norm::layer_norm(&x, &w, Some(&b), c);
+    for variant in variants("layer_norm") {
+        let got =
+            layer_norm::run_layer_norm(&g.ctx, &g.pipelines, variant, &x, &w, Some(&b), c).unwrap();
+        assert_close(&format!("{variant} low variance"), &got, &want, 1e-4, 1e-4);
+    }
+    // the case is sensitive: the reference with an epsilon ten times smaller differs
+    let var = |row: &[f32]| {
+        let m = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+        row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / c as f64
+    };
+    let v = var(&x[c..2 * c]);
+    let ratio = ((v + 1e-5) / (v + 1e-6)).sqrt();
+    assert!(
+        ratio > 1.2,
+        "variance {v}: an epsilon of 1e-6 changes the scale by {ratio}"
+    );
+}
