@@ -22,8 +22,8 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::guard::Client;
 use super::openai::{
-    bad, check_model, completion_id, now_secs, openai_error_json, parse_stop, piece, start_all,
-    usage, ChoiceBuilder, Plan, Prompt, Running, StreamOptions, Usage,
+    bad, check_model, collect_all, completion_id, now_secs, openai_error_json, parse_stop, piece,
+    start_all, usage, ChoiceBuilder, Plan, Prompt, Running, StreamOptions, Usage,
 };
 use super::params;
 use super::routes::json_body;
@@ -430,22 +430,7 @@ pub async fn chat_completions(
     if p.stream {
         return Ok(stream_chat(st, client, p, running, tokenizer, id, created));
     }
-    let mut builders = Vec::with_capacity(running.len());
-    for mut r in running {
-        loop {
-            let ev =
-                r.stream.recv().await.ok_or_else(|| {
-                    ApiError::from(Error::Unavailable("the engine stopped".into()))
-                })?;
-            let last = ev.is_final();
-            r.builder.apply(ev)?;
-            if last {
-                break;
-            }
-        }
-        st.charge_tokens(client.as_ref(), r.builder.generated.len());
-        builders.push(r.builder);
-    }
+    let builders = collect_all(&st, client.as_ref(), running).await?;
     let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
     let k = p.logprobs;
     Ok(Json(ChatCompletion {

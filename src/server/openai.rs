@@ -531,10 +531,8 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
                 ),
             ));
         }
-        let ids = match prompt {
-            Prompt::Text(_) => None,
-            Prompt::Ids(_) => Some(ids),
-        };
+        // the engine gets the ids counted here (a text prompt is tokenized once)
+        let given_ids = matches!(prompt, Prompt::Ids(_));
         for j in 0..p.n {
             let mut req = GenerateRequest::new(
                 text.clone(),
@@ -545,14 +543,14 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
                 },
                 p.stop.clone(),
             );
-            req.prompt_ids = ids.clone();
+            req.prompt_ids = Some(ids.clone());
             req.logprobs = p.logprobs;
             // with echo + logprobs the engine reports the prompt (ids and logprobs)
             req.prompt_logprobs = (p.echo && p.logprobs.is_some()).then(|| p.logprobs.unwrap_or(0));
-            let echo_text = match (p.echo && p.logprobs.is_none(), &ids) {
+            let echo_text = match (p.echo && p.logprobs.is_none(), given_ids) {
                 (false, _) => None,
-                (true, None) => Some(text.clone()),
-                (true, Some(ids)) => Some(tokenizer.decode(ids).map_err(ApiError::from)?),
+                (true, false) => Some(text.clone()),
+                (true, true) => Some(tokenizer.decode(&ids).map_err(ApiError::from)?),
             };
             // dropping the streams started so far cancels them
             let stream = st.engine.generate(req)?;
@@ -635,6 +633,26 @@ pub async fn completions(
     if p.stream {
         return Ok(stream_completion(st, client, p, running, id, created));
     }
+    let builders = collect_all(&st, client.as_ref(), running).await?;
+    let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
+    Ok(Json(Completion {
+        id,
+        object: "text_completion",
+        created,
+        model: p.model,
+        usage: Some(usage(&counts, p.n)),
+        choices: builders.iter().map(ChoiceBuilder::choice).collect(),
+    })
+    .into_response())
+}
+
+/// Every choice's generation to its end (a whole, not streamed, answer), its tokens
+/// charged to the client's rate limit: the builders, in order.
+pub(super) async fn collect_all(
+    st: &AppState,
+    client: Option<&Client>,
+    running: Vec<Running>,
+) -> Result<Vec<ChoiceBuilder>, ApiError> {
     let mut builders = Vec::with_capacity(running.len());
     for mut r in running {
         if let Some(t) = r.echo_text.take() {
@@ -651,19 +669,10 @@ pub async fn completions(
                 break;
             }
         }
-        st.charge_tokens(client.as_ref(), r.builder.generated.len());
+        st.charge_tokens(client, r.builder.generated.len());
         builders.push(r.builder);
     }
-    let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
-    Ok(Json(Completion {
-        id,
-        object: "text_completion",
-        created,
-        model: p.model,
-        usage: Some(usage(&counts, p.n)),
-        choices: builders.iter().map(ChoiceBuilder::choice).collect(),
-    })
-    .into_response())
+    Ok(builders)
 }
 
 fn chunk(id: &str, created: u64, model: &str, choices: Vec<Choice>, usage: Option<Usage>) -> Event {
