@@ -396,12 +396,8 @@ impl ModelDir {
         let hidden = match a.mlp {
             Mlp::Gelu { hidden } | Mlp::SwiGlu { hidden } => hidden,
         };
-        let (eps, learned) = match (a.norm, a.positions) {
-            (NormKind::Layer { eps } | NormKind::Rms { eps }, Positions::Learned) => (eps, true),
-            (NormKind::Layer { eps } | NormKind::Rms { eps }, Positions::Rotary { .. }) => {
-                (eps, false)
-            }
-        };
+        let (NormKind::Layer { eps } | NormKind::Rms { eps }) = a.norm;
+        let learned = a.positions == Positions::Learned;
         let cap = if given.iter().any(|g| g == "context_size") {
             if cfg.context_size > a.max_positions {
                 return Err(bad(
