@@ -46,9 +46,14 @@ pub enum Error {
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
 
-    /// The engine is shutting down or its queue is full.
+    /// The engine's queue is full or it has stopped.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+
+    /// The service is draining for shutdown: it takes no new work, and at the
+    /// shutdown deadline ends the work still in hand with this error.
+    #[error("the service is shutting down: {0}")]
+    ShuttingDown(String),
 
     /// Work on the engine passed its deadline.
     #[error("deadline exceeded: {0}")]
@@ -81,6 +86,7 @@ impl Error {
             Error::Checkpoint(s) => Error::Checkpoint(s.clone()),
             Error::Tokenizer(s) => Error::Tokenizer(s.clone()),
             Error::Unavailable(s) => Error::Unavailable(s.clone()),
+            Error::ShuttingDown(s) => Error::ShuttingDown(s.clone()),
             Error::Timeout(s) => Error::Timeout(s.clone()),
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
@@ -94,6 +100,7 @@ impl Error {
             Error::SequenceTooLong { .. } => "SEQUENCE_TOO_LONG",
             Error::ModelNotInitialized => "MODEL_NOT_INITIALIZED",
             Error::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Error::ShuttingDown(_) => "SHUTTING_DOWN",
             Error::Timeout(_) => "TIMEOUT",
             Error::Gpu { .. } | Error::OutOfMemory(_) | Error::DeviceLost(_) | Error::Io(_) => {
                 "INFERENCE_ERROR"

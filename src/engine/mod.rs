@@ -28,7 +28,7 @@ pub use requests::{
     AttentionSelect, FinishReason, ForwardReply, ForwardRequest, GenEvent, GenerateRequest,
     GenerateResult, LayerAttention, Prediction, TokenInfo,
 };
-pub use state::{Counters, EngineState, KernelTime, ModelSnapshot, SchedStats};
+pub use state::{Counters, EngineState, KernelTime, ModelSnapshot, Phase, SchedStats};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -141,6 +141,34 @@ impl Engine {
         self.lifetime.stop(limit)
     }
 
+    /// Start draining for shutdown: new work is refused with `SHUTTING_DOWN`, the
+    /// generations waiting for a place are answered so at the scheduler's next turn,
+    /// the running ones go on.
+    pub fn drain(&self) {
+        self.state.phase.send_if_modified(|p| {
+            let was = *p;
+            *p = (*p).max(Phase::Draining);
+            *p != was
+        });
+    }
+
+    /// The shutdown deadline passed: every wait on the engine (a generation's
+    /// stream, a forward, a load) ends now with `SHUTTING_DOWN`, so each client gets
+    /// a last message before its connection closes.
+    pub fn close(&self) {
+        self.state.phase.send_replace(Phase::Closing);
+    }
+
+    /// Serving, draining or closing.
+    pub fn phase(&self) -> Phase {
+        *self.state.phase.borrow()
+    }
+
+    /// Changes of [`Engine::phase`], for sessions that must react to them.
+    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.state.phase.subscribe()
+    }
+
     /// Requests accepted and not yet started.
     pub fn queue_depth(&self) -> usize {
         self.state.waiting.load(Ordering::SeqCst)
@@ -171,6 +199,9 @@ impl Engine {
 
     /// Put `job` on the queue, or refuse at once when `capacity` requests wait.
     fn enqueue(&self, job: Job) -> Result<()> {
+        if self.phase() != Phase::Serving {
+            return Err(shutting_down());
+        }
         let cap = self.capacity();
         let full = || {
             Error::Unavailable(format!(
@@ -204,13 +235,22 @@ impl Engine {
     }
 
     /// The answer, or `Timeout` when `deadline` passes first (the engine then drops
-    /// the work when it reaches it).
-    async fn wait<T>(rx: oneshot::Receiver<Result<T>>, deadline: Instant, what: &str) -> Result<T> {
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(r) => {
-                r.map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
-            }
-            Err(_) => Err(timeout_error(what)),
+    /// the work when it reaches it), or `ShuttingDown` at the shutdown deadline.
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T>>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<T> {
+        let mut phase = self.watch_phase();
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), rx) => match r {
+                Ok(r) => r.map_err(|_| {
+                    Error::Unavailable("the engine stopped before answering".into())
+                })?,
+                Err(_) => Err(timeout_error(what)),
+            },
+            _ = closing(&mut phase) => Err(shutting_down()),
         }
     }
 
@@ -234,14 +274,14 @@ impl Engine {
             deadline,
             reply,
         })?;
-        Self::wait(rx, deadline, "loading the model").await
+        self.wait(rx, deadline, "loading the model").await
     }
 
     /// Run a forward on the loaded model.
     pub async fn forward(&self, req: ForwardRequest) -> Result<ForwardReply> {
         let deadline = self.deadline(false);
         let rx = self.submit(|tx| Job::Forward(req, deadline, tx))?;
-        Self::wait(rx, deadline, "the forward").await
+        self.wait(rx, deadline, "the forward").await
     }
 
     /// Start a generation; its tokens, then its result (or an error), arrive on the
@@ -250,7 +290,11 @@ impl Engine {
         let deadline = self.deadline(false);
         let (tx, rx) = mpsc::unbounded_channel();
         self.enqueue(Job::Generate(req, deadline, tx))?;
-        Ok(GenStream { rx, deadline })
+        Ok(GenStream {
+            rx,
+            deadline,
+            phase: self.watch_phase(),
+        })
     }
 
     /// What is loaded (a copy; never waits for the queue).
@@ -298,21 +342,45 @@ impl Engine {
     }
 }
 
+/// The error of work ended by the shutdown.
+pub fn shutting_down() -> Error {
+    Error::ShuttingDown("retry on another replica or after the restart".into())
+}
+
+/// Resolves once the phase is `Closing` (never, if its sender is gone).
+async fn closing(phase: &mut watch::Receiver<Phase>) {
+    if phase.wait_for(|p| *p == Phase::Closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The events of one generation, ending with `Timeout` when its deadline passes
-/// (plus a grace for the engine to say so itself).
+/// (plus a grace for the engine to say so itself), or with `ShuttingDown` at the
+/// shutdown deadline.
 pub struct GenStream {
     rx: mpsc::UnboundedReceiver<GenEvent>,
     deadline: Instant,
+    phase: watch::Receiver<Phase>,
 }
 
 impl GenStream {
-    /// The next event; `None` once the engine dropped the generation.
+    /// The next event; `None` once the engine dropped the generation. After a final
+    /// event, `None`.
     pub async fn recv(&mut self) -> Option<GenEvent> {
         let limit = self.deadline + STALL_GRACE;
-        match tokio::time::timeout_at(limit.into(), self.rx.recv()).await {
-            Ok(ev) => ev,
-            Err(_) => Some(GenEvent::Error(timeout_error("the generation"))),
+        let ev = tokio::select! {
+            biased; // at the deadline, the error before any token still buffered
+            _ = closing(&mut self.phase) => Some(GenEvent::Error(shutting_down())),
+            r = tokio::time::timeout_at(limit.into(), self.rx.recv()) => match r {
+                Ok(ev) => ev,
+                Err(_) => Some(GenEvent::Error(timeout_error("the generation"))),
+            },
+        };
+        if ev.as_ref().is_some_and(GenEvent::is_final) {
+            // nothing follows a final event; the engine drops the generation
+            self.rx.close();
         }
+        ev
     }
 }
 

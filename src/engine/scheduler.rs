@@ -15,8 +15,9 @@ use super::load::{build, publish, DeviceSlot, Loaded};
 use super::options::EngineOptions;
 use super::requests::Job;
 use super::requests::{GenEvent, GenerateResult};
+use super::shutting_down;
 use super::state::timeout_error;
-use super::state::{EngineState, IDLE_TICK};
+use super::state::{EngineState, Phase, IDLE_TICK};
 use crate::error::{Error, Result};
 use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
@@ -125,12 +126,11 @@ impl Worker {
     /// End every generation, wait for the device, then drop the models and the
     /// device here, on the engine thread, before the process exits.
     pub(super) fn teardown(&mut self) {
-        let stopping = || Error::Unavailable("the service is shutting down".into());
         for a in self.active.drain(..) {
-            let _ = a.events.send(GenEvent::Error(stopping()));
+            let _ = a.events.send(GenEvent::Error(shutting_down()));
         }
         for wt in self.waiting.drain(..) {
-            let _ = wt.events.send(GenEvent::Error(stopping()));
+            let _ = wt.events.send(GenEvent::Error(shutting_down()));
         }
         if let Some(s) = &self.slot {
             let _ = s.ctx.wait_idle();
@@ -308,6 +308,13 @@ impl Worker {
     /// and the KV pool can promise their pages; the first that does not fit waits
     /// (and those behind it) until generations end.
     pub(super) fn admit(&mut self) {
+        if *self.state.phase.borrow() != Phase::Serving {
+            // draining: what has not started will not; its client hears so now
+            for wt in self.waiting.drain(..) {
+                let _ = wt.events.send(GenEvent::Error(shutting_down()));
+                self.state.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         while let Some(wt) = self.waiting.front_mut() {
             if wt.events.is_closed() {
                 self.waiting.pop_front();

@@ -51,8 +51,20 @@ pub(super) struct Busy {
     pub(super) deadline: Instant,
 }
 
+/// Where the service is in its life. Draining: no new work is taken and waiting
+/// generations are answered `SHUTTING_DOWN`; running ones go on. Closing: the
+/// shutdown deadline passed; every wait on the engine ends with `SHUTTING_DOWN` now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
+
 /// Shared, readable without waiting for the queue.
 pub struct EngineState {
+    /// Serving, draining or closing; waits subscribe to it.
+    pub(super) phase: tokio::sync::watch::Sender<Phase>,
     pub model: RwLock<ModelSnapshot>,
     /// The loaded model's tokenizer, for work that needs no device.
     pub tokenizer: RwLock<Option<Arc<Tokenizer>>>,
@@ -187,6 +199,7 @@ impl Default for SchedStats {
 impl Default for EngineState {
     fn default() -> Self {
         EngineState {
+            phase: tokio::sync::watch::Sender::new(Phase::Serving),
             model: RwLock::default(),
             tokenizer: RwLock::default(),
             counters: RwLock::default(),

@@ -15,7 +15,8 @@ pub struct ErrorBody {
     pub detail: String,
     /// MODEL_NOT_INITIALIZED, INVALID_INPUT, SEQUENCE_TOO_LONG, INFERENCE_ERROR,
     /// CONFIG_ERROR, NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE,
-    /// SERVICE_UNAVAILABLE, TIMEOUT (504: the work passed its deadline),
+    /// SERVICE_UNAVAILABLE, SHUTTING_DOWN (503: the service is draining; another
+    /// replica can take the request), TIMEOUT (504: the work passed its deadline),
     /// REQUEST_TIMEOUT (408: the body did not arrive in time), UNAUTHORIZED (401),
     /// FORBIDDEN (403: Host not served, cross-site request), RATE_LIMITED (429),
     /// HEADERS_TOO_LARGE (431), URI_TOO_LONG (414).
@@ -79,7 +80,7 @@ impl From<Error> for ApiError {
             | Error::Tokenizer(_)
             | Error::SequenceTooLong { .. }
             | Error::ModelNotInitialized => StatusCode::BAD_REQUEST,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Gpu { .. } | Error::OutOfMemory(_) | Error::DeviceLost(_) | Error::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -19,7 +19,7 @@ use super::limits::Held;
 use super::params;
 use super::routes::{json_body, validate_text};
 use super::state::AppState;
-use crate::engine::{GenEvent, GenStream, GenerateRequest, GenerateResult};
+use crate::engine::{GenEvent, GenStream, GenerateRequest, GenerateResult, Phase};
 use crate::error::Error;
 
 /// Generation parameters, for `POST /api/v1/generate` and `inference` WebSocket messages.
@@ -268,7 +268,9 @@ fn sse_stream(
 /// stays usable for the next request. At most `max_websockets` sessions are open;
 /// a session with no generation running and no message for `idle_timeout` is closed.
 /// Browsers that pass the API key as the subprotocol `bearer.<key>` also offer
-/// `wgformer`, which the server selects.
+/// `wgformer`, which the server selects. On shutdown a running generation goes on to
+/// `complete` (or, at the shutdown deadline, an `error` with `SHUTTING_DOWN`), then
+/// the session is closed with 1001 (going away); an idle session is closed at once.
 pub async fn ws_inference(
     State(st): State<AppState>,
     client: Option<Extension<Client>>,
@@ -346,10 +348,28 @@ fn parse_incoming(msg: Option<Result<Message, axum::Error>>) -> Incoming {
     }
 }
 
+/// Close with 1001: the server is going away (shutting down).
+async fn going_away(socket: &mut WebSocket) {
+    let frame = axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::AWAY,
+        reason: "the service is shutting down".into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
 async fn ws_session(st: AppState, client: Option<Client>, mut socket: WebSocket) {
     let idle = st.config.idle_timeout;
+    let mut phase = st.engine.watch_phase();
     loop {
-        let Ok(msg) = tokio::time::timeout(idle, socket.recv()).await else {
+        if *phase.borrow_and_update() != Phase::Serving {
+            going_away(&mut socket).await;
+            return;
+        }
+        let msg = tokio::select! {
+            m = tokio::time::timeout(idle, socket.recv()) => m,
+            _ = phase.changed() => continue, // looked at above
+        };
+        let Ok(msg) = msg else {
             let _ = send_json(
                 &mut socket,
                 ws_error(

@@ -133,16 +133,61 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let open = state.connections.load(Ordering::SeqCst);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(cfg.shutdown_timeout) => {
-            tracing::warn!(
-                open = state.connections.load(Ordering::SeqCst),
-                was_open = open,
-                "shutdown deadline passed; closing the remaining connections"
-            );
-        }
-    }
+    drain(&state, graceful, cfg.shutdown_timeout).await;
     Ok(())
+}
+
+/// After the deadline, how long the remaining clients get to receive their last
+/// message (an SSE `error` event, a 503, a WebSocket close) before they are dropped.
+const LAST_WORDS: Duration = Duration::from_secs(2);
+
+/// Drain: the engine refuses new work and answers what waits (`SHUTTING_DOWN`);
+/// running requests and WebSocket generations go on to their end for up to `limit`.
+/// Past it, the engine ends every wait with `SHUTTING_DOWN`, so each client still
+/// connected gets a last message, and after [`LAST_WORDS`] what remains is dropped.
+async fn drain(state: &AppState, graceful: GracefulShutdown, limit: Duration) {
+    state.engine.drain();
+    let open = || {
+        (
+            state.connections.load(Ordering::SeqCst),
+            state.websockets.load(Ordering::SeqCst),
+        )
+    };
+    let was = open();
+    // HTTP connections finish their requests and close; upgraded WebSocket sessions
+    // are not connections to hyper any more, so they are counted apart.
+    let conns = tokio::spawn(graceful.shutdown());
+    let until = |end: tokio::time::Instant| {
+        let conns = &conns;
+        async move {
+            loop {
+                if conns.is_finished() && state.websockets.load(Ordering::SeqCst) == 0 {
+                    return true;
+                }
+                if tokio::time::Instant::now() >= end {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    if until(tokio::time::Instant::now() + limit).await {
+        tracing::info!(connections = was.0, websockets = was.1, "drained");
+        return;
+    }
+    let (c, w) = open();
+    tracing::warn!(
+        connections = c,
+        websockets = w,
+        "shutdown deadline passed: ending the remaining requests with SHUTTING_DOWN"
+    );
+    state.engine.close();
+    if !until(tokio::time::Instant::now() + LAST_WORDS).await {
+        let (c, w) = open();
+        tracing::warn!(
+            connections = c,
+            websockets = w,
+            "closing the connections that remain"
+        );
+    }
 }

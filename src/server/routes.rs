@@ -528,9 +528,12 @@ pub async fn ping() -> Json<PingResponse> {
 
 /// Readiness for load balancers: 200 once a model is loaded and the device is healthy.
 #[utoipa::path(get, path = "/api/v1/health/ready", tag = "health",
-    responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, the device was lost, or the engine is stalled", body = ErrorBody)))]
+    responses((status = 200, body = ReadyResponse), (status = 503, description = "no model, the device was lost, the engine is stalled, or the service is shutting down", body = ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     let m = st.engine.model_snapshot();
+    if st.engine.phase() != crate::engine::Phase::Serving {
+        return Err(crate::engine::shutting_down().into());
+    }
     if let Some(why) = st.engine.state.stalled() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -33,4 +33,5 @@ mod moe;
 mod openai;
 mod server;
 mod shaders;
+mod shutdown;
 mod tokenizer;

@@ -17,6 +17,7 @@ pub fn small() -> Value {
 pub struct Server {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
@@ -40,13 +41,33 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(Engine::with_options(options).unwrap(), config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::serve(listener, state, async {
+        let task = tokio::spawn(server::serve(listener, state, async {
             let _ = rx.await;
         }));
         Server {
             addr,
             stop: Some(tx),
+            task: Some(task),
         }
+    }
+
+    /// Send the shutdown signal (what SIGTERM does in the binary).
+    pub fn signal(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait until `serve` has returned, at most `limit`; how long it took.
+    pub async fn stopped(&mut self, limit: Duration) -> Duration {
+        let t = std::time::Instant::now();
+        let task = self.task.take().expect("serve is running");
+        tokio::time::timeout(limit, task)
+            .await
+            .expect("serve returned in time")
+            .expect("serve did not panic")
+            .expect("serve succeeded");
+        t.elapsed()
     }
 
     pub fn url(&self, path: &str) -> String {
