@@ -45,6 +45,7 @@ use crate::tokenizer::Tokenizer;
 
 use requests::Job;
 use scheduler::run;
+pub use state::shutting_down;
 use state::{timeout_error, STALL_GRACE};
 
 /// Stops and joins the engine thread when the last [`Engine`] handle goes, so the
@@ -340,11 +341,6 @@ impl Engine {
         rx.blocking_recv()
             .map_err(|_| Error::Unavailable("engine stopped".into()))?
     }
-}
-
-/// The error of work ended by the shutdown.
-pub fn shutting_down() -> Error {
-    Error::ShuttingDown("retry on another replica or after the restart".into())
 }
 
 /// Resolves once the phase is `Closing` (never, if its sender is gone).

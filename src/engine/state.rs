@@ -273,6 +273,11 @@ impl EngineState {
     }
 }
 
+/// The error of work ended by the shutdown.
+pub fn shutting_down() -> Error {
+    Error::ShuttingDown("retry on another replica or after the restart".into())
+}
+
 /// The error of work that passed its deadline.
 pub(super) fn timeout_error(what: &str) -> Error {
     Error::Timeout(format!(

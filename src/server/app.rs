@@ -180,3 +180,22 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .max_age(Duration::from_secs(600)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_post_route_takes_json_and_is_listed_for_the_content_type_check() {
+        let doc = super::api_doc();
+        let mut posts: Vec<&str> = doc
+            .paths
+            .paths
+            .iter()
+            .filter(|(_, item)| item.post.is_some())
+            .map(|(p, _)| p.as_str())
+            .collect();
+        posts.sort();
+        let mut listed = super::guard::JSON_ROUTES.to_vec();
+        listed.sort();
+        assert_eq!(posts, listed);
+    }
+}

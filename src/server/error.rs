@@ -18,7 +18,8 @@ pub struct ErrorBody {
     /// SERVICE_UNAVAILABLE, SHUTTING_DOWN (503: the service is draining; another
     /// replica can take the request), TIMEOUT (504: the work passed its deadline),
     /// REQUEST_TIMEOUT (408: the body did not arrive in time), UNAUTHORIZED (401),
-    /// FORBIDDEN (403: Host not served, cross-site request), RATE_LIMITED (429),
+    /// FORBIDDEN (403: Host not served, a browser request from another origin),
+    /// UNSUPPORTED_MEDIA_TYPE (415: a POST body not sent as JSON), RATE_LIMITED (429),
     /// HEADERS_TOO_LARGE (431), URI_TOO_LONG (414).
     #[schema(example = "INVALID_INPUT")]
     pub error_code: String,

@@ -1,6 +1,7 @@
 //! Who may call the service, from where, and how often: the `Host` allow-list,
-//! refusal of cross-site browser requests, API keys, rate limits, request ids.
-//! One middleware ([`guard`]) applies them in that order, before any handler.
+//! refusal of browser requests from other origins, API keys, JSON bodies only, rate
+//! limits, request ids. One middleware ([`guard`]) applies them in that order, before
+//! any handler.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -161,6 +162,86 @@ pub fn origin_allowed(origins: &[String], origin: Option<&str>) -> bool {
     }
 }
 
+/// Whether `origin` (`scheme://host[:port]`) is the origin this request was sent to:
+/// its host and port are the request's `Host` (a TLS proxy in front changes only the
+/// scheme). An opaque origin (`null`) is no one's.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let norm = |s: &str| s.trim().trim_end_matches('/').to_ascii_lowercase();
+    norm(authority) == norm(host)
+}
+
+/// Pages a browser may open from a link on another site (what they load comes back
+/// from their own origin, so it passes the origin check).
+const PAGES: &[&str] = &["/", "/explorer", "/docs"];
+
+/// Why a browser request from another origin is refused, or `None` when it may go
+/// on. Clients that are not browsers send neither `Origin` nor `Sec-Fetch-Site` and
+/// always pass; a page of this service sends its own origin.
+fn foreign_origin(req: &Request, allowed: &[String]) -> Option<String> {
+    let h = req.headers();
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let fetch_site = h
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match h.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null")) {
+        Some(o) if same_origin(o, host.as_deref()) || origin_allowed(allowed, Some(o)) => None,
+        Some(o) => {
+            let shown: String = o.chars().take(100).collect();
+            Some(format!(
+                "requests from the origin {shown:?} are refused: only pages of this service, and origins the operator allows (--cors-origin), may call it from a browser"
+            ))
+        }
+        // no Origin: a navigation (a link, a form GET) from another site or another
+        // origin of this site may open a page, and nothing else
+        None if matches!(fetch_site.as_str(), "cross-site" | "same-site")
+            && !PAGES.contains(&req.uri().path()) =>
+        {
+            Some(
+                "browser requests from another site are refused unless their origin is allowed (--cors-origin)"
+                    .into(),
+            )
+        }
+        None => None,
+    }
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`,
+/// any parameters).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|s| s.ends_with("+json"))
+}
+
+/// Routes whose POST body is a JSON object.
+pub const JSON_ROUTES: &[&str] = &[
+    "/api/v1/forward",
+    "/api/v1/generate",
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/tokenize",
+    "/v1/detokenize",
+    "/tokenize",
+    "/detokenize",
+];
+
 /// The checks every request passes before its handler.
 pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let cfg = &st.config;
@@ -182,22 +263,10 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             ));
         }
     }
-    // 2. Cross-site browser requests (curl and SDKs send no Sec-Fetch-Site)
-    let cross_site = req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    if cross_site {
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        if !origin_allowed(&cfg.cors_origins, origin) {
-            return forbidden(
-                "cross-site browser requests are refused unless their origin is allowed (--cors-origin)"
-                    .into(),
-            );
-        }
+    // 2. Browser requests from other origins, WebSocket upgrades included (curl and
+    // SDKs send no Origin)
+    if let Some(why) = foreign_origin(&req, &cfg.cors_origins) {
+        return forbidden(why);
     }
     let path = req.uri().path().to_string();
     // OPTIONS is not open: a CORS preflight from an allowed origin is answered by the
@@ -222,7 +291,28 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             }
         }
     }
-    // 4. Rate limit, per key or per client address
+    // 4. JSON bodies only: a form or text/plain POST (what a page on another site can
+    // send without a CORS preflight) never reaches a handler
+    if req.method() == axum::http::Method::POST && JSON_ROUTES.contains(&path.as_str()) {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("?"));
+        if !ct.is_some_and(is_json) {
+            let given = ct.map_or("none".to_string(), |c| {
+                format!("{:?}", c.chars().take(100).collect::<String>())
+            });
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                format!(
+                    "the body must be JSON: send `Content-Type: application/json` (given: {given})"
+                ),
+            )
+            .into_response();
+        }
+    }
+    // 5. Rate limit, per key or per client address
     if let Some(limiter) = &st.limiter {
         if !open {
             let who = client.unwrap_or_else(|| {
@@ -262,6 +352,26 @@ mod tests {
         let d = default_allowed_hosts(&"127.0.0.1:9".parse().unwrap()).unwrap();
         assert!(d.contains(&"localhost".to_string()));
         assert!(default_allowed_hosts(&"0.0.0.0:9".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn origins_and_content_types() {
+        assert!(same_origin("http://127.0.0.1:8000", Some("127.0.0.1:8000")));
+        assert!(same_origin("https://Example.com", Some("example.com")));
+        assert!(!same_origin(
+            "http://localhost:3000",
+            Some("localhost:8000")
+        ));
+        assert!(!same_origin("http://localhost", Some("localhost:8000")));
+        assert!(!same_origin("null", Some("localhost:8000")));
+        assert!(!same_origin("http://a", None));
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/vnd.api+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json("multipart/form-data; boundary=x"));
+        assert!(!is_json("text/json+x"));
     }
 
     #[test]

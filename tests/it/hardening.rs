@@ -749,3 +749,91 @@ async fn every_route_and_method_needs_the_key() {
         "http://app.example"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_requests_from_other_origins_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    // CORS off: only pages of this service may drive it from a browser
+    let s = Server::start(8, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let c = client();
+    let own = format!("http://{}", s.addr);
+    let status = |origin: Option<&str>, site: Option<&str>, path: &str| {
+        let mut r = c.get(s.url(path));
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(f) = site {
+            r = r.header("sec-fetch-site", f);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let code = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (code, text)
+        }
+    };
+    // another origin of the same site (another localhost port) cannot swap the model
+    let swap =
+        "/api/v1/initialize?config=%7B%22n_layer%22%3A1%2C%22n_embed%22%3A16%2C%22n_head%22%3A2%7D";
+    for (origin, site) in [
+        (Some("http://localhost:3000"), Some("same-site")),
+        (Some("http://localhost:3000"), None),
+        (Some("null"), None),
+        (None, Some("same-site")),
+        (None, Some("cross-site")),
+    ] {
+        let (code, text) = status(origin, site, swap).await;
+        assert_eq!(code, 403, "{origin:?} {site:?}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_error(code, &v, 403, "FORBIDDEN");
+    }
+    let (_, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(st["config"]["n_embed"], 32, "the model was not swapped");
+    // a text/plain POST (a CORS simple request) from a foreign origin does not run
+    let r = c
+        .post(s.url("/api/v1/generate"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body(r#"{"text": "x", "max_new_tokens": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // a WebSocket upgrade from a foreign origin, no Sec-Fetch headers, does not open
+    let mut req = format!("ws://{}/ws/inference", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("the upgrade opened: {:?}", other.map(|(_, r)| r.status())),
+    }
+    // the service's own pages: same origin passes everywhere, WebSocket included
+    assert_eq!(
+        status(Some(&own), Some("same-origin"), "/api/v1/status")
+            .await
+            .0,
+        200
+    );
+    let mut req = format!("ws://{}/ws/inference", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", own.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    let r = c
+        .post(s.url("/api/v1/forward"))
+        .header("origin", own.as_str())
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // a link from another site may open a page (not an API route)
+    assert_eq!(status(None, Some("cross-site"), "/").await.0, 200);
+    // clients that are not browsers are unaffected
+    assert_eq!(status(None, None, swap).await.0, 200);
+}

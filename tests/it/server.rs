@@ -332,9 +332,10 @@ async fn forward_errors() {
     .await;
     let (code, b) = forward(&s, json!({"text": "a".repeat(10_001)})).await;
     assert_error(code, &b, 400, "INVALID_INPUT");
-    // malformed JSON, no content type
+    // malformed JSON
     let r = client()
         .post(s.url("/api/v1/forward"))
+        .header("content-type", "application/json")
         .body("{\"text\": ")
         .send()
         .await
@@ -343,6 +344,23 @@ async fn forward_errors() {
     let b: Value = r.json().await.unwrap();
     assert_error(code, &b, 400, "INVALID_INPUT");
     assert!(b["detail"].as_str().unwrap().contains("not valid JSON"));
+    // a body not declared as JSON (no type, a form, text/plain: what a page on another
+    // site can send without a preflight) is 415, whatever it holds
+    for ct in [
+        None,
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+    ] {
+        let mut r = client().post(s.url("/api/v1/forward"));
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let r = r.body("{\"text\": \"x\"}").send().await.unwrap();
+        let code = r.status().as_u16();
+        let b: Value = r.json().await.unwrap();
+        assert_error(code, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
+        assert!(b["detail"].as_str().unwrap().contains("application/json"));
+    }
     // body over the limit
     let r = client()
         .post(s.url("/api/v1/forward"))
