@@ -5,7 +5,9 @@
 //! `config` both work, so connections are read through [`Rewriter`], which
 //! percent-encodes those bytes in the query of each request line and passes
 //! everything else through unchanged: headers, bodies (by Content-Length or chunked
-//! framing) and, after an `Upgrade` request, the rest of the connection.
+//! framing) and, after an `Upgrade` request, the rest of the connection. A
+//! connection that opens with HTTP/2's preface (h2c with prior knowledge) is binary
+//! framing, not lines: it passes through whole.
 //!
 //! The same stream records when bytes last moved (the idle timeout of
 //! `listen.rs`) and gives the heads hyper writes by itself for unparseable requests
@@ -20,6 +22,19 @@ use tokio::net::TcpStream;
 
 /// Longest request line or header line we rewrite; longer input passes through.
 const MAX_LINE: usize = 64 * 1024;
+
+/// The first line of HTTP/2's connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+#[derive(Debug)]
+enum Opening {
+    /// Nothing read yet.
+    Fresh,
+    /// The first bytes match the HTTP/2 preface so far.
+    Preface(usize),
+    /// HTTP/1 (or the preface was whole and has been passed on).
+    Decided,
+}
 
 #[derive(Debug)]
 enum State {
@@ -41,6 +56,7 @@ enum State {
 pub struct Rewriter {
     state: State,
     line: Vec<u8>,
+    opening: Opening,
 }
 
 impl Default for Rewriter {
@@ -48,6 +64,7 @@ impl Default for Rewriter {
         Rewriter {
             state: State::RequestLine,
             line: Vec::new(),
+            opening: Opening::Fresh,
         }
     }
 }
@@ -88,6 +105,28 @@ fn header_value<'a>(line: &'a [u8], name: &str) -> Option<&'a str> {
 impl Rewriter {
     /// Rewrite `input` (the next bytes read from the client) into `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if !matches!(self.opening, Opening::Decided) {
+            // does the connection open with the HTTP/2 preface? (it may come in pieces)
+            let seen = match self.opening {
+                Opening::Preface(n) => n,
+                _ => 0,
+            };
+            let n = (H2_PREFACE.len() - seen).min(input.len());
+            if input[..n] == H2_PREFACE[seen..seen + n] {
+                if seen + n == H2_PREFACE.len() {
+                    self.state = State::Passthrough;
+                    self.opening = Opening::Decided;
+                    out.append(&mut self.line);
+                    out.extend_from_slice(input);
+                } else {
+                    // hold nothing back: the rewriter passes request lines on whole
+                    self.opening = Opening::Preface(seen + n);
+                    self.line.extend_from_slice(input);
+                }
+                return;
+            }
+            self.opening = Opening::Decided;
+        }
         let mut i = 0;
         while i < input.len() {
             match &mut self.state {
@@ -453,6 +492,25 @@ mod tests {
         assert_eq!(
             run(&[format!("{req1}{req2}").as_bytes()]),
             format!("{req1}GET /q?%22x%22 HTTP/1.1\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn http2_prior_knowledge_passes_through() {
+        // the preface, then binary frames with no line ends, in pieces
+        let frames: &[u8] =
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00\"q\x00";
+        for cut in [1, 5, 16, 20, frames.len()] {
+            let mut rw = Rewriter::default();
+            let mut out = Vec::new();
+            rw.feed(&frames[..cut], &mut out);
+            rw.feed(&frames[cut..], &mut out);
+            assert_eq!(out, frames, "cut at {cut}");
+        }
+        // a request line that only starts like the preface is HTTP/1 as before
+        assert_eq!(
+            run(&[b"PR", b"IX /a?x=\"1\" HTTP/1.1\r\n\r\n"]),
+            "PRIX /a?x=%221%22 HTTP/1.1\r\n\r\n"
         );
     }
 

@@ -837,3 +837,52 @@ async fn browser_requests_from_other_origins_are_refused() {
     // clients that are not browsers are unaffected
     assert_eq!(status(None, None, swap).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_with_prior_knowledge_is_served() {
+    // h2c (`curl --http2-prior-knowledge`): the connection opens with HTTP/2's preface
+    // and is answered in HTTP/2, a JSON POST and a stream included
+    let s = Server::start(8, 1 << 20).await;
+    assert_eq!(init(&s, &small()).await.0, 200);
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<axum::body::Body>();
+    let send = |req: http::Request<axum::body::Body>| {
+        let h2 = h2.clone();
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(30), h2.request(req))
+                .await
+                .expect("an HTTP/2 answer within 30 s")
+                .unwrap();
+            assert_eq!(r.version(), http::Version::HTTP_2);
+            let code = r.status().as_u16();
+            let body = axum::body::to_bytes(axum::body::Body::new(r.into_body()), 1 << 20)
+                .await
+                .unwrap();
+            (code, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    let get = http::Request::get(s.url("/api/v1/health/ping"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (code, body) = send(get).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("PONG"));
+    let post = http::Request::post(s.url("/api/v1/generate"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            r#"{"text": "Two", "max_new_tokens": 3, "stream": true}"#,
+        ))
+        .unwrap();
+    let (code, body) = send(post).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("event: complete"), "{body}");
+    // errors keep their envelope
+    let bad = http::Request::post(s.url("/api/v1/forward"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(r#"{"text": ""}"#))
+        .unwrap();
+    let (code, body) = send(bad).await;
+    assert_eq!(code, 400);
+    assert!(body.contains("INVALID_INPUT"));
+}
