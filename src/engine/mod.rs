@@ -105,9 +105,12 @@ impl Engine {
         let capacity = options.queue_capacity.max(1);
         let access = FileAccess::models_dir(options.models_dir.as_deref())?;
         // Admission is counted in `waiting`; the channel only needs room for that many.
-        let (tx, rx) = sync_channel(capacity);
+        let (tx, rx) = sync_channel(capacity + options.max_batch.max(1));
         let state = Arc::new(EngineState::default());
         state.beat();
+        state
+            .free_places
+            .store(options.max_batch.max(1), Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let options = Arc::new(EngineOptions {
@@ -170,9 +173,24 @@ impl Engine {
         self.state.phase.subscribe()
     }
 
-    /// Requests accepted and not yet started.
+    /// Generations the scheduler could start at once (see `EngineState::free_places`).
+    fn free_places(&self) -> usize {
+        self.state.free_places.load(Ordering::SeqCst)
+    }
+
+    /// Requests accepted that wait for more than a free batch place (a burst is
+    /// accepted into the free places and the queue at once, before the engine thread
+    /// has started any of it): never above [`Engine::capacity`].
     pub fn queue_depth(&self) -> usize {
-        self.state.waiting.load(Ordering::SeqCst)
+        self.state
+            .waiting
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.free_places())
+    }
+
+    /// The most generations taken at once: `max_batch` running + `capacity` waiting.
+    pub fn admission_limit(&self) -> usize {
+        self.options.max_batch + self.capacity()
     }
 
     /// Generations running now.
@@ -198,21 +216,24 @@ impl Engine {
         &self.options
     }
 
-    /// Put `job` on the queue, or refuse at once when `capacity` requests wait.
+    /// Put `job` on the queue, or refuse at once when the free batch places and the
+    /// `capacity` places of the queue are taken.
     fn enqueue(&self, job: Job) -> Result<()> {
         if self.phase() != Phase::Serving {
             return Err(shutting_down());
         }
         let cap = self.capacity();
+        let room = cap + self.free_places();
         let full = || {
             Error::Unavailable(format!(
-                "the engine queue is full ({cap} waiting); retry shortly"
+                "the engine queue is full ({cap} waiting, {} running); retry shortly",
+                self.running()
             ))
         };
         self.state
             .waiting
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < cap).then_some(n + 1)
+                (n < room).then_some(n + 1)
             })
             .map_err(|_| full())?;
         self.tx.try_send(job).map_err(|e| {

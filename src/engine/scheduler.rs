@@ -380,6 +380,12 @@ impl Worker {
                 }
             }
         }
+        let free = match (&self.loaded, self.waiting.is_empty()) {
+            (Some(l), true) => l.model.max_batch.saturating_sub(self.active.len()),
+            (Some(_), false) => 0, // the first in line waits for a place or for pages
+            (None, _) => self.options.max_batch, // answered at once
+        };
+        self.state.free_places.store(free, Ordering::SeqCst);
         self.publish_generations();
     }
 

@@ -74,6 +74,10 @@ pub struct EngineState {
     pub(super) waiting: AtomicUsize,
     /// Generations running.
     pub(super) running: AtomicUsize,
+    /// Generations the scheduler could start now (batch places free and nothing held
+    /// back by the KV pool), as of its last turn: admission takes that many beyond
+    /// the queue's capacity.
+    pub(super) free_places: AtomicUsize,
     /// Milliseconds since `born` at the engine loop's last turn.
     pub(super) heartbeat_ms: AtomicU64,
     pub(super) born: Instant,
@@ -205,6 +209,7 @@ impl Default for EngineState {
             counters: RwLock::default(),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            free_places: AtomicUsize::new(0),
             heartbeat_ms: AtomicU64::new(0),
             born: Instant::now(),
             busy: Mutex::new(None),

@@ -488,13 +488,13 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
     // a request that could never be admitted is a 400 naming the limit, not a 503 to
     // retry forever
     let choices = p.prompts.len() * p.n;
-    let capacity = st.engine.options().queue_capacity;
+    let capacity = st.engine.admission_limit();
     if choices > capacity {
         let param = if p.n == 1 { "prompt" } else { "n" };
         return Err(bad(
             param,
             format!(
-                "{choices} choices (prompts × n) are more than this server's queue holds ({capacity}, --queue-depth): send fewer prompts or a smaller n"
+                "{choices} choices (prompts × n) are more than this server takes at once ({capacity}: --max-batch running + --queue-depth waiting): send fewer prompts or a smaller n"
             ),
         ));
     }

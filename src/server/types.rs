@@ -221,8 +221,8 @@ pub struct StatusResponse {
     /// Extension: generations running and the device memory their KV caches hold (MiB).
     pub active_generations: usize,
     pub kv_cache_mb: f64,
-    /// Extension: requests accepted and not yet started (never above
-    /// `queue_capacity`; running generations are `active_generations`).
+    /// Extension: requests accepted that wait for more than a free batch place
+    /// (never above `queue_capacity`; running generations are `active_generations`).
     pub queue_depth: usize,
     pub queue_capacity: usize,
     /// Extension: why the engine looks stuck; absent while it makes progress.

@@ -292,6 +292,14 @@ fn a_full_pool_makes_generations_wait_and_a_full_queue_refuses() {
         for r in &reqs[2..] {
             handles.push(tokio::spawn(collect(e.generate(r.clone()).unwrap())));
         }
+        // once the scheduler has seen them held back, the free batch places no
+        // longer count as room
+        for _ in 0..2000 {
+            if e.queue_depth() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(e.queue_depth(), 2);
         // past the queue: refused at once
         let err = e.generate(reqs[0].clone()).err().expect("queue full");

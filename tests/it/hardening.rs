@@ -886,3 +886,54 @@ async fn http2_with_prior_knowledge_is_served() {
     assert_eq!(code, 400);
     assert!(body.contains("INVALID_INPUT"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_is_admitted_up_to_max_batch_plus_queue_depth() {
+    // max-batch 4 + queue-depth 8: a burst of 14 arriving together, before any of it
+    // has started, is 12 admitted and 2 refused (503), not 8 + whatever started first
+    let s = std::sync::Arc::new(
+        Server::with(
+            ServerConfig::default(),
+            EngineOptions {
+                queue_capacity: 8,
+                max_batch: 4,
+                ..EngineOptions::default()
+            },
+        )
+        .await,
+    );
+    let cfg = json!({"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 512});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(14));
+    let tasks: Vec<_> = (0..14)
+        .map(|i| {
+            let (s, start) = (s.clone(), start.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let req = c.post(s.url("/api/v1/generate")).json(
+                    &json!({"text": format!("burst {i}"), "max_new_tokens": 300, "temperature": 0}),
+                );
+                start.wait().await;
+                req.send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    // meanwhile /status never shows more waiting than the queue holds
+    let mut deepest = 0;
+    for _ in 0..20 {
+        let (_, st) = get(&s, "/api/v1/status").await;
+        let d = st["queue_depth"].as_u64().unwrap();
+        assert!(d <= 8, "{st}");
+        deepest = deepest.max(d);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort();
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    let refused = codes.iter().filter(|c| **c == 503).count();
+    assert_eq!((ok, refused), (12, 2), "{codes:?}");
+    assert_eq!(deepest, 8, "the queue filled");
+}

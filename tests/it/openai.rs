@@ -598,10 +598,19 @@ async fn a_scored_token_has_the_logprob_it_was_generated_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_that_can_never_be_admitted_are_400() {
-    // more choices than the queue holds: a 400 naming the limit, not a 503 forever;
+    // more choices than the server takes at once (max batch + queue): a 400 naming
+    // the limit, not a 503 forever;
     // prompt ids past the tokenizer's vocabulary (GPT-2's 50257, the model padded to
     // 50304) are refused as /v1/detokenize refuses them
-    let s = Server::start(4, 1 << 20).await;
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            queue_capacity: 4,
+            max_batch: 2,
+            ..EngineOptions::default()
+        },
+    )
+    .await;
     assert_eq!(
         init(
             &s,
@@ -613,7 +622,7 @@ async fn requests_that_can_never_be_admitted_are_400() {
     );
     let (code, r) = complete(
         &s,
-        json!({"prompt": ["a", "b", "c", "d", "e"], "max_tokens": 1}),
+        json!({"prompt": ["a", "b", "c", "d", "e", "f", "g"], "max_tokens": 1}),
     )
     .await;
     assert_openai_error(code, &r, 400, "invalid_input", Some("prompt"));
@@ -624,9 +633,9 @@ async fn requests_that_can_never_be_admitted_are_400() {
             .contains("--queue-depth"),
         "{r}"
     );
-    let (code, r) = complete(&s, json!({"prompt": "a", "n": 5, "max_tokens": 1})).await;
+    let (code, r) = complete(&s, json!({"prompt": "a", "n": 7, "max_tokens": 1})).await;
     assert_openai_error(code, &r, 400, "invalid_input", Some("n"));
-    let (code, _) = complete(&s, json!({"prompt": "a", "n": 4, "max_tokens": 1})).await;
+    let (code, _) = complete(&s, json!({"prompt": "a", "n": 6, "max_tokens": 1})).await;
     assert_eq!(code, 200);
     let (code, r) = complete(&s, json!({"prompt": [50300], "max_tokens": 1})).await;
     assert_openai_error(code, &r, 400, "invalid_input", Some("prompt"));
