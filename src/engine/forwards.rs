@@ -56,7 +56,7 @@ pub(super) fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<Tok
 impl ForwardRequest {
     /// Whether it may share a traversal with other forwards (no statistics asked).
     pub(super) fn shared(&self) -> bool {
-        !self.capture && self.attention.is_none() && !self.logit_lens
+        !self.capture && self.attention.is_none() && self.logit_lens == 0
     }
 }
 
@@ -75,7 +75,7 @@ pub(super) fn forward_alone(
         });
     }
     let cfg = &l.model.config;
-    let lens_k = if req.logit_lens { req.top_k.max(1) } else { 0 };
+    let lens_k = req.logit_lens;
     let sel = req.attention.as_ref();
     if let Some(&h) = sel
         .and_then(|s| s.heads.as_ref())
@@ -118,7 +118,7 @@ pub(super) fn forward_reply(
             })
             .collect()
     };
-    let logit_lens = if req.logit_lens {
+    let logit_lens = if req.logit_lens > 0 {
         Some(
             logit_lens
                 .iter()

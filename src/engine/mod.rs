@@ -433,7 +433,7 @@ mod tests {
         let e = Engine::start(2);
         let cfg = || ForwardRequest {
             attention: None,
-            logit_lens: false,
+            logit_lens: 0,
             text: "x".into(),
             max_length: None,
             top_k: 1,

@@ -21,8 +21,9 @@ pub struct ForwardRequest {
     pub capture: bool,
     /// The attention weights to return (implies `capture`).
     pub attention: Option<AttentionSelect>,
-    /// Return the logit lens, `top_k` tokens per layer and position (implies `capture`).
-    pub logit_lens: bool,
+    /// Return the logit lens with this many tokens per layer and position (0: no
+    /// lens; implies `capture`).
+    pub logit_lens: usize,
 }
 
 /// Which attention weights a forward returns: layers and heads (`None`: all), each in

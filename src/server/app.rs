@@ -24,7 +24,7 @@ use super::{chat, error, generate, guard, openai, routes};
         openai::models, openai::model, openai::completions, chat::chat_completions,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
         chat::tokenizer_info),
-    components(schemas(error::ErrorBody, crate::config::ModelConfig)),
+    components(schemas(error::ErrorBody, openai::OpenAiErrorBody, crate::config::ModelConfig)),
     tags((name = "model"), (name = "generation", description = "POST /api/v1/generate, and the WebSocket /ws/inference (messages: inference, cancel → token, complete, error)"), (name = "health"), (name = "operations"),
         (name = "openai", description = "OpenAI-compatible API (the `openai` SDKs work unchanged); errors on /v1 routes are `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`"))
 )]
@@ -32,7 +32,142 @@ struct ApiDoc;
 
 /// The OpenAPI document of the service.
 pub fn api_doc() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    common_responses(&mut doc);
+    event_streams_are_text(&mut doc);
+    tokenize_needs_prompt_or_messages(&mut doc);
+    doc
+}
+
+/// The answers any operation may give besides its own (the guard's, the body
+/// reader's, overload), each with its error body: the contract's envelope, or
+/// OpenAI's shape on `/v1` routes.
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    const ANY: &[(&str, &str)] = &[
+        (
+            "403",
+            "FORBIDDEN: Host not served, or a browser request from another origin",
+        ),
+        ("429", "RATE_LIMITED (Retry-After)"),
+        (
+            "503",
+            "SERVICE_UNAVAILABLE (queue full, too many connections) or SHUTTING_DOWN (Retry-After)",
+        ),
+    ];
+    const BODY: &[(&str, &str)] = &[
+        ("400", "INVALID_INPUT: the body is not a JSON object of this schema, or a value is out of its range"),
+        ("408", "REQUEST_TIMEOUT: the body did not arrive within --body-timeout"),
+        ("413", "PAYLOAD_TOO_LARGE: body over --max-body-bytes"),
+        ("415", "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json"),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let body = if path.starts_with("/v1/") {
+            "OpenAiErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        let content = Content::new(Some(Ref::from_schema_name(body)));
+        for (op, post) in [(&mut item.get, false), (&mut item.post, true)] {
+            let Some(op) = op.as_mut() else { continue };
+            let extra = ANY.iter().chain(if post { BODY } else { &[] });
+            for (status, what) in extra {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(*what)
+                            .content("application/json", content.clone())
+                            .build()
+                            .into()
+                    });
+            }
+        }
+    }
+}
+
+/// Server-Sent Events are described in words (each operation's 200 says what its
+/// events hold): a stream is text whose `data:` lines are JSON (or `[DONE]`), not one
+/// JSON value of the 200's schema.
+fn event_streams_are_text(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for resp in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = resp {
+                    if let Some(c) = r.content.get_mut("text/event-stream") {
+                        c.schema = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /tokenize` takes a `prompt` or `messages`: say so in its schema.
+fn tokenize_needs_prompt_or_messages(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema};
+    use utoipa::openapi::RefOr;
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(original)) = components.schemas.remove("VllmTokenizeBody") else {
+        return;
+    };
+    let either = AnyOfBuilder::new()
+        .item(ObjectBuilder::new().required("prompt"))
+        .item(ObjectBuilder::new().required("messages"));
+    let schema = AllOfBuilder::new().item(original).item(either).build();
+    components
+        .schemas
+        .insert("VllmTokenizeBody".into(), RefOr::T(Schema::AllOf(schema)));
+}
+
+/// The document as this server answers: with API keys configured, bearer
+/// authentication is declared for every operation but the open ones (health, and
+/// `/metrics` unless `--metrics-require-key`).
+pub fn api_doc_for(config: &super::state::ServerConfig) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    let mut doc = api_doc();
+    if config.api_keys.is_empty() {
+        return doc;
+    }
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    doc.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = guard::open_route(path, config.metrics_require_key);
+        let body = if path.starts_with("/v1/") {
+            "OpenAiErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            if open {
+                op.security = Some(vec![SecurityRequirement::default()]);
+                continue;
+            }
+            op.responses.responses.entry("401".into()).or_insert_with(|| {
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("UNAUTHORIZED: the API key is missing or wrong (WWW-Authenticate: Bearer)")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name(body))),
+                    )
+                    .build()
+                    .into()
+            });
+        }
+    }
+    doc
 }
 
 /// Routes the metrics label requests with (anything else is "unmatched").

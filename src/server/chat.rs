@@ -45,32 +45,39 @@ pub struct ChatBody {
     /// The conversation: `{"role": "system" | "user" | "assistant" | "tool", "content":
     /// a string or an array of `{"type": "text", "text"}` parts}`; other fields
     /// (`name`, `tool_calls`, `tool_call_id`) reach the template as given.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<super::types::ChatMessageIn>, min_items = 1)]
     pub messages: Value,
     /// New tokens per choice (default: the rest of the context, at most 4096);
     /// `max_completion_tokens` takes precedence.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_tokens: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub max_completion_tokens: Option<i64>,
     /// 0..=2; 0 = greedy (default 1).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// (0, 1] (default 1).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Extension: sample among the k most likely tokens (default 0 = no limit).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub top_k: Option<i64>,
     /// Choices (default 1, at most 64).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 1, maximum = 64)]
     pub n: Option<i64>,
     /// A string or up to 32 strings; the text ends before the first that appears.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<super::types::StopStrings>)]
     pub stop: Option<Value>,
     /// Same seed, same text; choice j uses seed + j.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 0, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
     /// Not applied: 0 (or absent) only; anything else is a 400.
     #[serde(default)]
@@ -80,7 +87,8 @@ pub struct ChatBody {
     /// Each generated token's logprob, with `top_logprobs` (0..=20) alternatives.
     #[serde(default)]
     pub logprobs: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
     /// Server-Sent Events: `chat.completion.chunk`s, then `data: [DONE]`.
     #[serde(default)]
@@ -94,11 +102,11 @@ pub struct ChatBody {
     pub tools: Option<Value>,
     /// `"none"` or `"auto"`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<super::types::ToolChoice>)]
     pub tool_choice: Option<Value>,
     /// `{"type": "text"}` only.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<super::types::ResponseFormat>)]
     pub response_format: Option<Value>,
     /// Accepted and ignored.
     #[serde(default)]
@@ -597,7 +605,7 @@ pub struct VllmTokenizeBody {
     pub prompt: Option<String>,
     /// Or a conversation, rendered with the chat template (generation prompt added).
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Option<Vec<super::types::ChatMessageIn>>, min_items = 1)]
     pub messages: Option<Value>,
     /// Add the tokenizer's special tokens (default true for a prompt; a rendered
     /// conversation holds its own).
@@ -610,6 +618,7 @@ pub struct VllmTokenizeBody {
 pub struct VllmDetokenizeBody {
     #[serde(default)]
     pub model: Option<String>,
+    #[serde(deserialize_with = "params::int::ids")]
     pub tokens: Vec<u32>,
 }
 
@@ -626,7 +635,8 @@ fn loaded(st: &AppState, model: &Option<String>) -> Result<(Arc<Tokenizer>, usiz
 /// Token ids of a prompt or a conversation, with the context length.
 #[utoipa::path(post, path = "/tokenize", tag = "openai", request_body = VllmTokenizeBody,
     responses((status = 200, description = "`{\"tokens\": [ids], \"count\", \"max_model_len\"}`"),
-        (status = 400, description = "neither or both of prompt and messages; no chat template")))]
+        (status = 400, description = "neither or both of prompt and messages; no chat template"),
+        (status = 404, description = "MODEL_NOT_FOUND: `model` is not the loaded model")))]
 pub async fn vllm_tokenize(
     State(st): State<AppState>,
     body: Body,
@@ -670,7 +680,8 @@ pub async fn vllm_tokenize(
 /// Text of token ids.
 #[utoipa::path(post, path = "/detokenize", tag = "openai", request_body = VllmDetokenizeBody,
     responses((status = 200, description = "`{\"prompt\": text}`"),
-        (status = 400, description = "an id outside the vocabulary")))]
+        (status = 400, description = "an id outside the vocabulary"),
+        (status = 404, description = "MODEL_NOT_FOUND: `model` is not the loaded model")))]
 pub async fn vllm_detokenize(
     State(st): State<AppState>,
     body: Body,

@@ -31,7 +31,10 @@ pub struct GenerateBody {
     #[schema(example = "Deep learning is", min_length = 1, max_length = 10000)]
     pub text: String,
     /// 1..=4096 new tokens; bounded by the model's context.
-    #[serde(default = "default_max_new_tokens")]
+    #[serde(
+        default = "default_max_new_tokens",
+        deserialize_with = "params::int::i64"
+    )]
     #[schema(minimum = 1, maximum = 4096)]
     pub max_new_tokens: i64,
     /// 0 = greedy; up to 10.
@@ -39,7 +42,7 @@ pub struct GenerateBody {
     #[schema(minimum = 0, maximum = 10)]
     pub temperature: f64,
     /// Sample among the k most likely tokens; 0 = no limit.
-    #[serde(default = "default_top_k")]
+    #[serde(default = "default_top_k", deserialize_with = "params::int::i64")]
     #[schema(minimum = 0, maximum = 100000)]
     pub top_k: i64,
     /// Nucleus sampling: the smallest set of tokens whose probability reaches p, in (0, 1].
@@ -47,12 +50,12 @@ pub struct GenerateBody {
     #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: f64,
     /// Same seed, same text (0..=2^63-1). Default: a fresh seed per request.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_u64")]
     #[schema(minimum = 0, maximum = 9223372036854775807i64)]
     pub seed: Option<u64>,
-    /// Up to 16 strings of 1 to 256 bytes; generation ends before the first one that appears.
+    /// Up to 16 strings of 1 to 256 characters; generation ends before the first one that appears.
     #[serde(default)]
-    #[schema(max_items = 16)]
+    #[schema(max_items = 16, value_type = Vec<super::types::StopText>)]
     pub stop: Vec<String>,
     /// HTTP: stream Server-Sent Events (also with `Accept: text/event-stream`).
     /// WebSocket: send one `token` message per token before `complete`.

@@ -106,7 +106,7 @@ pub async fn sanitize_request_id(mut req: Request) -> Request {
 
 /// Routes that stay open without a key: health for load balancers, and `/metrics`
 /// unless `--metrics-require-key`.
-fn open_route(path: &str, metrics_require_key: bool) -> bool {
+pub(super) fn open_route(path: &str, metrics_require_key: bool) -> bool {
     path.starts_with("/api/v1/health/") || (path == "/metrics" && !metrics_require_key)
 }
 

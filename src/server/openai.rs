@@ -121,10 +121,10 @@ pub struct CompletionBody {
     pub model: Option<String>,
     /// A string, an array of strings (one choice per prompt), an array of token ids,
     /// or an array of such arrays.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::types::PromptInput)]
     pub prompt: Value,
     /// New tokens per choice (default 16); 0 with `echo` scores the prompt only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 4096)]
     pub max_tokens: Option<i64>,
     /// 0..=2; 0 = greedy (default 1).
@@ -136,23 +136,23 @@ pub struct CompletionBody {
     #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Extension: sample among the k most likely tokens (default 0 = no limit).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 100000)]
     pub top_k: Option<i64>,
     /// Choices per prompt (default 1); prompts × n ≤ 64.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 1, maximum = 64)]
     pub n: Option<i64>,
     /// A string or up to 4 strings; the text ends before the first one that appears.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<super::types::StopStrings>)]
     pub stop: Option<Value>,
     /// Same seed, same text; choice j of a prompt uses seed + j.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
     /// 0..=5: each token's logprob and this many most likely alternatives.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 5)]
     pub logprobs: Option<i64>,
     /// Put the prompt before the completion (with `logprobs`, the prompt tokens'
@@ -796,6 +796,7 @@ pub struct TokenizeBody {
 /// `POST /v1/detokenize`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DetokenizeBody {
+    #[serde(deserialize_with = "params::int::ids")]
     pub tokens: Vec<u32>,
 }
 
@@ -833,6 +834,26 @@ pub async fn detokenize(State(st): State<AppState>, body: Body) -> Result<Json<V
         ));
     }
     Ok(Json(json!({ "content": t.decode(&b.tokens)? })))
+}
+
+/// The body of every error on `/v1` routes (OpenAI's shape).
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiError,
+}
+
+/// What went wrong, in OpenAI's words.
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiError {
+    pub message: String,
+    /// invalid_request_error, authentication_error, permission_error,
+    /// not_found_error, rate_limit_error, server_error.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// The contract's `error_code`, lower case.
+    pub code: String,
 }
 
 pub(super) fn openai_error_json(

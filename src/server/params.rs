@@ -6,6 +6,82 @@
 use super::error::ApiError;
 use crate::model::sampling::SamplingParams;
 
+/// Integer request fields take what JSON Schema calls an integer — `73` and `73.0`
+/// alike, any number without a fractional part — so the OpenAPI document and the
+/// parser agree. For `#[serde(deserialize_with = ...)]`.
+pub mod int {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    fn whole<E: Error>(v: serde_json::Value) -> Result<i128, E> {
+        let n = match &v {
+            serde_json::Value::Number(n) => n,
+            other => {
+                return Err(E::custom(format!(
+                    "invalid type: {}, expected an integer",
+                    kind(other)
+                )))
+            }
+        };
+        if let Some(i) = n.as_i64() {
+            return Ok(i128::from(i));
+        }
+        if let Some(u) = n.as_u64() {
+            return Ok(i128::from(u));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1.8e19 => Ok(f as i128),
+            _ => Err(E::custom(format!(
+                "invalid value: {n}, expected an integer"
+            ))),
+        }
+    }
+
+    fn kind(v: &serde_json::Value) -> &'static str {
+        match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "boolean",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::Object(_) => "object",
+        }
+    }
+
+    fn narrow<T: TryFrom<i128>, E: Error>(i: i128) -> Result<T, E> {
+        T::try_from(i).map_err(|_| E::custom(format!("{i} is out of range")))
+    }
+
+    /// A required (or defaulted) `i64`.
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        narrow(whole(serde_json::Value::deserialize(d)?)?)
+    }
+
+    /// An optional `i64` (`null` is absent).
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(None),
+            v => narrow(whole(v)?).map(Some),
+        }
+    }
+
+    /// Token ids (`u32`).
+    pub fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+        Vec::<serde_json::Value>::deserialize(d)?
+            .into_iter()
+            .map(|v| narrow(whole(v)?))
+            .collect()
+    }
+
+    /// An optional `u64` (`null` is absent).
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(None),
+            v => narrow(whole(v)?).map(Some),
+        }
+    }
+}
+
 /// What one API allows.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -21,8 +97,8 @@ pub struct Limits {
     pub stop_rule: &'static str,
 }
 
-/// Longest stop string, in bytes.
-pub const MAX_STOP_BYTES: usize = 256;
+/// Longest stop string, in characters (what the OpenAPI `maxLength` counts).
+pub const MAX_STOP_CHARS: usize = 256;
 /// Largest `top_k`.
 pub const MAX_TOP_K: i64 = 100_000;
 
@@ -33,7 +109,7 @@ pub const V1: Limits = Limits {
     max_tokens: 4096,
     max_temperature: 10.0,
     max_stops: 16,
-    stop_rule: "stop: at most 16 strings of 1 to 256 bytes",
+    stop_rule: "stop: at most 16 strings of 1 to 256 characters",
 };
 
 /// `/v1/completions` (OpenAI's bounds: temperature up to 2, four stop strings).
@@ -43,7 +119,7 @@ pub const OPENAI: Limits = Limits {
     max_tokens: 4096,
     max_temperature: 2.0,
     max_stops: 32,
-    stop_rule: "stop must be a string or an array of at most 32 strings of 1 to 256 bytes",
+    stop_rule: "stop must be a string or an array of at most 32 strings of 1 to 256 characters",
 };
 
 /// The parameters as a request gave them (after each API's own defaults).
@@ -126,7 +202,7 @@ pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
     if r.stop.len() > limits.max_stops
         || r.stop
             .iter()
-            .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+            .any(|s| s.is_empty() || s.chars().count() > MAX_STOP_CHARS)
     {
         return Err(bad("stop", limits.stop_rule));
     }
@@ -245,7 +321,7 @@ mod tests {
             ),
             (
                 Requested {
-                    stop: vec!["x".repeat(MAX_STOP_BYTES + 1)],
+                    stop: vec!["x".repeat(MAX_STOP_CHARS + 1)],
                     ..base()
                 },
                 "stop",

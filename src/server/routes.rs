@@ -56,7 +56,7 @@ fn form_decode(s: &str) -> Result<String, ApiError> {
 
 /// Build (or rebuild) the model from a config.
 #[utoipa::path(get, path = "/api/v1/initialize", tag = "model",
-    params(("config" = Option<String>, Query, description = "JSON object with any subset of the config keys (raw or percent-encoded)")),
+    params(("config" = Option<String>, Query, min_length = 1, description = "JSON object with any subset of the config keys (raw or percent-encoded); leave the parameter out for every default")),
     responses(
         (status = 200, body = InitializeResponse),
         (status = 400, description = "CONFIG_ERROR: invalid config; the previous model stays in service", body = ErrorBody),
@@ -195,10 +195,10 @@ fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
         )));
     }
     let attention = attention_choice(b.capture_attention.as_ref())?;
-    if b.capture_logit_lens && !(1..=MAX_LENS_K as i64).contains(&b.top_k) {
+    if !(1..=MAX_LENS_K as i64).contains(&b.logit_lens_top_k) {
         return Err(ApiError::invalid(format!(
-            "capture_logit_lens lists top_k tokens per layer and position: top_k ({}) must be between 1 and {MAX_LENS_K}",
-            b.top_k
+            "logit_lens_top_k ({}) must be between 1 and {MAX_LENS_K}",
+            b.logit_lens_top_k
         )));
     }
     Ok(ForwardRequest {
@@ -207,7 +207,11 @@ fn validate(b: &ForwardBody) -> Result<ForwardRequest, ApiError> {
         top_k: b.top_k as usize,
         capture: b.capture_data || attention.is_some() || b.capture_logit_lens,
         attention,
-        logit_lens: b.capture_logit_lens,
+        logit_lens: if b.capture_logit_lens {
+            b.logit_lens_top_k as usize
+        } else {
+            0
+        },
     })
 }
 
@@ -220,7 +224,9 @@ fn attention_choice(v: Option<&serde_json::Value>) -> Result<Option<AttentionSel
         )
     };
     let list = |key: &str, v: Option<&Value>| -> Result<Option<Vec<usize>>, ApiError> {
-        let Some(v) = v else { return Ok(None) };
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(None); // absent or null: all of them
+        };
         let items = v.as_array().ok_or_else(wrong)?;
         if items.is_empty() || items.len() > 1024 {
             return Err(ApiError::invalid(format!(
@@ -591,8 +597,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 /// The OpenAPI 3 document.
-pub async fn openapi() -> Response {
-    let doc = super::api_doc();
+pub async fn openapi(State(st): State<AppState>) -> Response {
+    let doc = super::app::api_doc_for(&st.config);
     (
         [(header::CONTENT_TYPE, "application/json")],
         doc.to_json().unwrap_or_default(),

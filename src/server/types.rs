@@ -18,11 +18,14 @@ pub struct ForwardBody {
     #[serde(default)]
     pub capture_data: bool,
     /// 1..=4096: keep at most this many tokens (the first ones).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::server::params::int::opt_i64")]
     #[schema(minimum = 1, maximum = 4096)]
     pub max_length: Option<i64>,
     /// Extension, 0..=100: next-token predictions to return.
-    #[serde(default = "default_top_k")]
+    #[serde(
+        default = "default_top_k",
+        deserialize_with = "crate::server::params::int::i64"
+    )]
     #[schema(minimum = 0, maximum = 100)]
     pub top_k: i64,
     /// Extension: return attention weights in `captured_data.layers[i].attention.weights`
@@ -30,17 +33,203 @@ pub struct ForwardBody {
     /// `{"layers": [..], "heads": [..]}` (either may be left out: all), each in the order
     /// asked. Implies `capture_data`; at most 256 tokens.
     #[serde(default)]
-    #[schema(value_type = Option<Object>, example = json!({"layers": [0], "heads": [0, 1]}))]
+    #[schema(value_type = Option<AttentionChoice>, example = json!({"layers": [0], "heads": [0, 1]}))]
     pub capture_attention: Option<serde_json::Value>,
-    /// Extension: return `captured_data.logit_lens`, `[layer][position]` the `top_k`
-    /// (1..=20) most likely tokens of the residual stream after each layer through the
-    /// final layer norm and the LM head. Implies `capture_data`; at most 256 tokens.
+    /// Extension: return `captured_data.logit_lens`, `[layer][position]` the
+    /// `logit_lens_top_k` most likely tokens of the residual stream after each layer
+    /// through the final layer norm and the LM head. Implies `capture_data`; at most
+    /// 256 tokens.
     #[serde(default)]
     pub capture_logit_lens: bool,
+    /// Extension, 1..=20 (default 5): tokens per layer and position of the logit lens.
+    #[serde(
+        default = "default_lens_top_k",
+        deserialize_with = "crate::server::params::int::i64"
+    )]
+    #[schema(minimum = 1, maximum = 20)]
+    pub logit_lens_top_k: i64,
 }
 
 fn default_top_k() -> i64 {
     5
+}
+
+fn default_lens_top_k() -> i64 {
+    5
+}
+
+/// What `capture_attention` takes (the OpenAPI schema; the handler reads the value).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum AttentionChoice {
+    /// `true`: every layer and head; `false`: none.
+    All(bool),
+    Chosen(AttentionSelection),
+}
+
+/// Chosen layers and heads (either left out: all of them).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AttentionSelection {
+    #[schema(min_items = 1, max_items = 1024)]
+    layers: Option<Vec<u32>>,
+    #[schema(min_items = 1, max_items = 1024)]
+    heads: Option<Vec<u32>>,
+}
+
+// The OpenAPI schemas of fields the handlers read as JSON values (never built).
+
+/// Schemas written out with utoipa's builders, for values the derive cannot bound.
+mod bounded {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    pub fn text(min: usize, max: Option<usize>) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(min))
+            .max_length(max)
+    }
+
+    pub fn id() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(u32::MAX))
+    }
+
+    pub fn list(items: impl Into<RefOr<Schema>>, min: usize, max: Option<usize>) -> ArrayBuilder {
+        ArrayBuilder::new()
+            .items(items.into())
+            .min_items(Some(min))
+            .max_items(max)
+    }
+}
+
+/// Declares a schema-only type whose schema is `$build`.
+macro_rules! schema_only {
+    ($(#[$doc:meta])* $name:ident = $build:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $build.build().into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+schema_only!(
+    /// A stop string: 1 to 256 characters.
+    StopText = bounded::text(1, Some(256))
+);
+schema_only!(
+    /// At most 32 stop strings.
+    StopList = bounded::list(bounded::text(1, Some(256)).build(), 0, Some(32))
+);
+schema_only!(
+    /// A prompt text (not empty).
+    PromptText = bounded::text(1, None)
+);
+schema_only!(
+    /// Prompt texts, one choice each.
+    PromptTexts = bounded::list(bounded::text(1, None).build(), 1, None)
+);
+schema_only!(
+    /// Prompt token ids.
+    PromptIds = bounded::list(bounded::id().build(), 1, None)
+);
+schema_only!(
+    /// Lists of prompt token ids, one choice each.
+    PromptIdLists = bounded::list(
+        bounded::list(bounded::id().build(), 1, None).build(),
+        1,
+        None
+    )
+);
+
+/// Stop strings as the OpenAI APIs take them: one, or a list of at most 32.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum StopStrings {
+    One(StopText),
+    Many(StopList),
+}
+
+/// A completion prompt: a string, strings (one choice each), token ids, or lists of
+/// token ids; none of them empty.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PromptInput {
+    Text(PromptText),
+    Texts(PromptTexts),
+    Ids(PromptIds),
+    IdLists(PromptIdLists),
+}
+
+/// A chat message: a role and its content (other fields reach the template as given).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessageIn {
+    role: ChatRole,
+    /// Required but for an assistant's message with `tool_calls`.
+    content: ChatContent,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A string, or text parts (joined by newlines).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ChatContent {
+    Text(String),
+    Parts(Vec<TextPart>),
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TextPart {
+    #[schema(rename = "type")]
+    kind: PartKind,
+    text: String,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PartKind {
+    Text,
+}
+
+/// `{"type": "text"}`, the one response format served.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResponseFormat {
+    #[schema(rename = "type")]
+    kind: PartKind,
+}
+
+/// Tool calls are not parsed out of replies: `none` or `auto`.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ToolChoice {
+    None,
+    Auto,
 }
 
 /// A next-token prediction.

@@ -366,7 +366,7 @@ fn forwards_that_arrive_together_share_a_traversal() {
         top_k: 5,
         capture,
         attention: None,
-        logit_lens: false,
+        logit_lens: 0,
     };
     let alone: Vec<_> = texts
         .iter()

@@ -31,6 +31,7 @@ mod lifecycle;
 mod model;
 mod moe;
 mod openai;
+mod schema;
 mod server;
 mod shaders;
 mod shutdown;

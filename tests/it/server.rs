@@ -894,7 +894,7 @@ async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
     let text = "The quick brown fox jumps";
     let (code, r) = forward(
         &s,
-        json!({"text": text, "capture_logit_lens": true, "top_k": 3}),
+        json!({"text": text, "capture_logit_lens": true, "logit_lens_top_k": 3, "top_k": 3}),
     )
     .await;
     assert_eq!(code, 200, "{r}");
@@ -924,6 +924,21 @@ async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
         .map(|p| p["token_id"].as_u64().unwrap())
         .collect();
     assert_eq!(last, top);
+    // the lens has its own k: the forward's top_k (0..=100) does not bound it
+    let (code, r) = forward(
+        &s,
+        json!({"text": text, "capture_logit_lens": true, "top_k": 50}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["top_predictions"].as_array().unwrap().len(), 50);
+    assert_eq!(
+        r["captured_data"]["logit_lens"][0][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     // without it: no lens
     let (_, r) = forward(&s, json!({"text": text, "capture_data": true})).await;
     assert!(r["captured_data"].get("logit_lens").is_none());
@@ -932,11 +947,11 @@ async fn capture_logit_lens_reads_each_layer_through_the_lm_head() {
         &s,
         [
             (
-                json!({"text": text, "capture_logit_lens": true, "top_k": 0}),
+                json!({"text": text, "capture_logit_lens": true, "logit_lens_top_k": 0}),
                 "between 1 and 20",
             ),
             (
-                json!({"text": text, "capture_logit_lens": true, "top_k": 21}),
+                json!({"text": text, "capture_logit_lens": true, "logit_lens_top_k": 21}),
                 "between 1 and 20",
             ),
             (json!({"text": long, "capture_logit_lens": true}), "256"),
