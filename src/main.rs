@@ -125,6 +125,14 @@ struct ServeArgs {
     /// Open connections; more are answered 503 and closed.
     #[arg(long, env = "WGFORMER_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Open connections from one client address (0: no cap); more are answered 503
+    /// and closed. Behind a proxy every client has the proxy's address: raise it.
+    #[arg(
+        long,
+        env = "WGFORMER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
     /// Open WebSocket sessions; more are answered 503.
     #[arg(long, env = "WGFORMER_MAX_WEBSOCKETS", default_value_t = 256)]
     max_websockets: usize,
@@ -369,6 +377,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             body_timeout: seconds("body-timeout", a.body_timeout)?,
             idle_timeout: seconds("idle-timeout", a.idle_timeout)?,
             max_connections: a.max_connections.max(1),
+            max_connections_per_address: a.max_connections_per_address,
             max_websockets: a.max_websockets,
             shutdown_timeout,
             api_keys: a.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),

@@ -105,6 +105,45 @@ impl Drop for Held {
     }
 }
 
+/// Open connections per client address, so that one client cannot hold every
+/// connection the server allows.
+#[derive(Debug, Default)]
+pub struct PerAddress(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One connection of an address, given back on drop.
+pub struct HeldAddress(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    /// Hold one of the `max` connections `ip` may have open (0: no cap), or `None`.
+    pub fn try_hold(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<HeldAddress> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HeldAddress(self.clone(), ip))
+    }
+
+    /// Connections `ip` has open.
+    pub fn open(&self, ip: std::net::IpAddr) -> usize {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HeldAddress {
+    fn drop(&mut self) {
+        let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1); // the map holds only addresses with connections
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +163,27 @@ mod tests {
         l.charge("a", 1000.0);
         let wait = l.take("a").unwrap_err();
         assert!(wait > Duration::from_millis(900), "{wait:?}");
+    }
+
+    #[test]
+    fn each_address_holds_at_most_its_share() {
+        let p = Arc::new(PerAddress::default());
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let one = p.try_hold(a, 2).unwrap();
+        let two = p.try_hold(a, 2).unwrap();
+        assert!(p.try_hold(a, 2).is_none());
+        assert!(
+            p.try_hold(b, 2).is_some(),
+            "another address has its own share"
+        );
+        drop(one);
+        let three = p.try_hold(a, 2).unwrap();
+        drop((two, three));
+        assert_eq!(p.open(a), 0);
+        assert!(
+            p.0.lock().unwrap().is_empty(),
+            "nothing kept for closed addresses"
+        );
+        assert!(p.try_hold(a, 0).is_some(), "0: no cap");
     }
 }

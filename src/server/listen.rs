@@ -39,10 +39,10 @@ impl Drop for InFlight {
     }
 }
 
-/// Answer a connection over the cap with 503 and close it.
-async fn refuse(mut tcp: TcpStream) {
+/// Answer a connection over a cap with 503 and close it.
+async fn refuse(mut tcp: TcpStream, detail: &'static str) {
     let body = serde_json::json!({
-        "detail": "too many open connections: retry shortly",
+        "detail": detail,
         "error_code": "SERVICE_UNAVAILABLE",
         "timestamp": super::time::now(),
     })
@@ -96,7 +96,18 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let Some(held) = Held::try_new(&state.connections, cfg.max_connections) else {
             state.metrics.refused_connection();
-            tokio::spawn(refuse(tcp));
+            tokio::spawn(refuse(tcp, "too many open connections: retry shortly"));
+            continue;
+        };
+        let Some(held_address) = state
+            .per_address
+            .try_hold(remote.ip(), cfg.max_connections_per_address)
+        else {
+            state.metrics.refused_connection();
+            tokio::spawn(refuse(
+                tcp,
+                "too many open connections from your address (--max-connections-per-address): close some or retry shortly",
+            ));
             continue;
         };
         let activity = Arc::new(Activity::default());
@@ -117,7 +128,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         let idle = cfg.idle_timeout;
         tokio::spawn(async move {
-            let _held = held;
+            let _held = (held, held_address);
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(check);
             loop {

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Open connections; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one client address (0: no cap); more are answered 503.
+    pub max_connections_per_address: usize,
     /// Open WebSocket sessions; more are answered 503.
     pub max_websockets: usize,
     /// After a shutdown signal, requests in flight get this long to finish.
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_address: 256,
             max_websockets: 256,
             shutdown_timeout: Duration::from_secs(30),
             api_keys: Vec::new(),
@@ -80,6 +83,8 @@ pub struct AppState {
     pub limiter: Option<Arc<RateLimiter>>,
     /// Open connections and WebSocket sessions.
     pub connections: Arc<AtomicUsize>,
+    /// Open connections by client address.
+    pub per_address: Arc<super::limits::PerAddress>,
     pub websockets: Arc<AtomicUsize>,
 }
 
@@ -91,6 +96,7 @@ impl AppState {
             limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
             config: Arc::new(config),
             connections: Arc::default(),
+            per_address: Arc::default(),
             websockets: Arc::default(),
         }
     }

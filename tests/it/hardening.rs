@@ -230,6 +230,39 @@ async fn connection_and_websocket_caps() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("503"), "{e}");
+
+    // one address cannot hold every connection: past its share it is refused while
+    // the server still has room, and its share comes back as it closes connections
+    let s = Server::with(
+        ServerConfig {
+            max_connections: 100,
+            max_connections_per_address: 2,
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let a = std::net::TcpStream::connect(addr).unwrap();
+        let _b = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let (text, _) = read_all(&mut c, Duration::from_secs(10));
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("from your address"), "{text}");
+        drop(a);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut d = std::net::TcpStream::connect(addr).unwrap();
+        d.write_all(
+            b"GET /api/v1/health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let (text, _) = read_all(&mut d, Duration::from_secs(10));
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
