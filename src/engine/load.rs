@@ -25,6 +25,7 @@ pub(super) struct Loaded {
 }
 
 /// Device + pipelines kept across rebuilds for the same device choice.
+#[derive(Clone)]
 pub(super) struct DeviceSlot {
     pub(super) choice: DeviceChoice,
     pub(super) ctx: Arc<GpuContext>,

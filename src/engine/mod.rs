@@ -1,7 +1,8 @@
 //! The engine: the one thread that owns the GPU device and the model. Requests arrive
 //! on a bounded queue with a oneshot reply; a full queue is refused at once (the server
 //! answers 503), never a panic. An initialize builds the new model next to the old
-//! one and swaps it in only when the build succeeded.
+//! one, on its own thread while the old one keeps serving, and swaps it in only when
+//! the build succeeded.
 //!
 //! | file | its job |
 //! |---|---|

@@ -16,7 +16,7 @@ use super::options::EngineOptions;
 use super::requests::Job;
 use super::requests::{GenEvent, GenerateResult};
 use super::state::{shutting_down, timeout_error};
-use super::state::{EngineState, Phase, IDLE_TICK};
+use super::state::{EngineState, Phase, BUILD_TICK, IDLE_TICK};
 use crate::error::{Error, Result};
 use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
@@ -32,6 +32,26 @@ pub(super) struct Worker {
     pub(super) slot: Option<DeviceSlot>,
     pub(super) active: Vec<Active>,
     pub(super) waiting: VecDeque<Waiting>,
+    /// The model being built beside the one serving, and the loads waiting for it.
+    pub(super) building: Option<Building>,
+    pub(super) loads: VecDeque<Load>,
+}
+
+/// An initialize: its config, where its files may come from, its deadline and reply.
+pub(super) struct Load {
+    config: serde_json::Value,
+    access: crate::files::FileAccess,
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<Result<crate::config::ModelConfig>>,
+}
+
+/// A build running on its own thread while the engine keeps serving the old model
+/// (streams keep flowing); its result is swapped in at a turn of the loop.
+pub(super) struct Building {
+    result: Receiver<(Result<Loaded>, Option<DeviceSlot>)>,
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<Result<crate::config::ModelConfig>>,
+    started: Instant,
 }
 
 /// Run one model traversal `f` of kind `step`; every `every`-th one (0: never) with
@@ -68,13 +88,20 @@ pub(super) fn run(
         slot: None,
         active: Vec::new(),
         waiting: VecDeque::new(),
+        building: None,
+        loads: VecDeque::new(),
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
         // With generations running, do not wait for requests between steps; otherwise
         // wait (a tick at a time) for one.
         let idle = w.active.is_empty() && w.waiting.is_empty();
-        let job = match rx.recv_timeout(if idle { IDLE_TICK } else { Duration::ZERO }) {
+        let wait = match (idle, w.building.is_some()) {
+            (false, _) => Duration::ZERO,
+            (true, true) => BUILD_TICK, // nothing to step: look at the build often
+            (true, false) => IDLE_TICK,
+        };
+        let job = match rx.recv_timeout(wait) {
             Ok(j) => Some(j),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
@@ -101,6 +128,7 @@ pub(super) fn run(
             }
             w.forwards(forwards);
         }
+        w.finish_build();
         w.admit();
         w.step();
         if let Some(t) = busy {
@@ -125,6 +153,15 @@ impl Worker {
     /// End every generation, wait for the device, then drop the models and the
     /// device here, on the engine thread, before the process exits.
     pub(super) fn teardown(&mut self) {
+        // a build in progress finishes (its device handles are dropped here, on the
+        // engine thread); its caller and those waiting to load hear the service stops
+        if let Some(b) = self.building.take() {
+            let _ = b.result.recv_timeout(Duration::from_secs(60));
+            let _ = b.reply.send(Err(shutting_down()));
+        }
+        for l in self.loads.drain(..) {
+            let _ = l.reply.send(Err(shutting_down()));
+        }
         for a in self.active.drain(..) {
             let _ = a.events.send(GenEvent::Error(shutting_down()));
         }
@@ -148,41 +185,13 @@ impl Worker {
                 reply,
             } => {
                 self.started();
-                if Instant::now() > deadline || reply.is_closed() {
-                    let _ = reply.send(Err(timeout_error("loading the model")));
-                    return;
-                }
-                self.state.set_busy("model load", deadline);
-                let started = Instant::now();
-                let built = build(config, &access, &self.options, &mut self.slot);
-                self.state.clear_busy();
-                let built = match built {
-                    Ok(_) if Instant::now() > deadline => {
-                        // The caller was answered TIMEOUT; do not swap in behind its back.
-                        self.state.timeouts.fetch_add(1, Ordering::SeqCst);
-                        Err(timeout_error("loading the model"))
-                    }
-                    other => other,
-                };
-                let r = match built {
-                    Ok(new) => {
-                        let cfg = new.model.config.clone();
-                        tracing::info!(params = new.model.parameter_count, adapter = %new.model.ctx.details.label(),
-                            kv_pool_pages = new.model.kv.pages, max_batch = new.model.max_batch,
-                            seconds = started.elapsed().as_secs_f64(), "model built");
-                        // Generations in progress keep their (old) model until they end.
-                        drop(self.loaded.take());
-                        publish(&self.state, &new, self.options.served_model_name.as_deref());
-                        self.loaded = Some(Arc::new(new));
-                        Ok(cfg)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "initialize failed; the previous model stays in service");
-                        Err(e)
-                    }
-                };
-                let _ = reply.send(r);
-                self.publish_generations();
+                self.loads.push_back(Load {
+                    config,
+                    access,
+                    deadline,
+                    reply,
+                });
+                self.start_build();
             }
             Job::Forward(req, deadline, reply) => self.forwards(vec![(req, deadline, reply)]),
             Job::Generate(req, deadline, events) => {
@@ -195,6 +204,91 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// Start the next waiting load on its own thread, unless one is building. The
+    /// model serving now stays in service (and in memory) until the new one is built:
+    /// the memory budget already counts both, as a build never dropped the old model
+    /// first.
+    fn start_build(&mut self) {
+        while self.building.is_none() {
+            let Some(l) = self.loads.pop_front() else {
+                return;
+            };
+            if Instant::now() > l.deadline || l.reply.is_closed() {
+                let _ = l.reply.send(Err(timeout_error("loading the model")));
+                continue;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (options, mut slot) = (self.options.clone(), self.slot.clone());
+            let (config, access) = (l.config, l.access);
+            let spawned = std::thread::Builder::new()
+                .name("wgformer-build".into())
+                .spawn(move || {
+                    let built = build(config, &access, &options, &mut slot);
+                    let _ = tx.send((built, slot));
+                });
+            match spawned {
+                Ok(_) => {
+                    self.building = Some(Building {
+                        result: rx,
+                        deadline: l.deadline,
+                        reply: l.reply,
+                        started: Instant::now(),
+                    })
+                }
+                Err(e) => {
+                    let _ = l.reply.send(Err(Error::Io(e)));
+                }
+            }
+        }
+    }
+
+    /// Swap in a finished build (or report its failure), then start the next load.
+    pub(super) fn finish_build(&mut self) {
+        let Some(b) = &self.building else { return };
+        let (built, slot) = match b.result.try_recv() {
+            Ok(r) => r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => (
+                Err(Error::Unavailable(
+                    "the model build stopped unexpectedly".into(),
+                )),
+                self.slot.clone(),
+            ),
+        };
+        let Some(b) = self.building.take() else {
+            return;
+        };
+        self.slot = slot;
+        let built = match built {
+            Ok(_) if Instant::now() > b.deadline => {
+                // The caller was answered TIMEOUT; do not swap in behind its back.
+                self.state.timeouts.fetch_add(1, Ordering::SeqCst);
+                Err(timeout_error("loading the model"))
+            }
+            other => other,
+        };
+        let r = match built {
+            Ok(new) => {
+                let cfg = new.model.config.clone();
+                tracing::info!(params = new.model.parameter_count, adapter = %new.model.ctx.details.label(),
+                    kv_pool_pages = new.model.kv.pages, max_batch = new.model.max_batch,
+                    seconds = b.started.elapsed().as_secs_f64(), "model built");
+                // Generations in progress keep their (old) model until they end.
+                drop(self.loaded.take());
+                publish(&self.state, &new, self.options.served_model_name.as_deref());
+                self.loaded = Some(Arc::new(new));
+                Ok(cfg)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "initialize failed; the previous model stays in service");
+                Err(e)
+            }
+        };
+        let _ = b.reply.send(r);
+        self.publish_generations();
+        self.start_build();
     }
 
     /// Forwards that arrived together: those without statistics share traversals

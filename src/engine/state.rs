@@ -225,6 +225,8 @@ impl Default for EngineState {
 pub(super) const STALL_GRACE: Duration = Duration::from_secs(10);
 /// The idle engine loop wakes this often to look at the stop flag.
 pub(super) const IDLE_TICK: Duration = Duration::from_millis(100);
+/// With nothing to step but a model building, the loop looks at the build this often.
+pub(super) const BUILD_TICK: Duration = Duration::from_millis(2);
 
 impl EngineState {
     pub(super) fn beat(&self) {

@@ -124,6 +124,15 @@ fn tokenize_needs_prompt_or_messages(doc: &mut utoipa::openapi::OpenApi) {
         .insert("VllmTokenizeBody".into(), RefOr::T(Schema::AllOf(schema)));
 }
 
+/// `GET /openapi.json`: the OpenAPI 3 document as this server answers.
+async fn openapi_json(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        api_doc_for(&st.config).to_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
 /// The document as this server answers: with API keys configured, bearer
 /// authentication is declared for every operation but the open ones (health, and
 /// `/metrics` unless `--metrics-require-key`).
@@ -259,7 +268,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/health/ping", get(routes::ping))
         .route("/api/v1/health/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route("/openapi.json", get(openapi_json))
         .route("/docs", get(routes::docs))
         .route("/", get(routes::explorer))
         .route("/explorer", get(routes::explorer))

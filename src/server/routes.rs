@@ -596,16 +596,6 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The OpenAPI 3 document.
-pub async fn openapi(State(st): State<AppState>) -> Response {
-    let doc = super::app::api_doc_for(&st.config);
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        doc.to_json().unwrap_or_default(),
-    )
-        .into_response()
-}
-
 /// A self-contained page that renders /openapi.json and sends requests (no network needed).
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))

@@ -336,3 +336,53 @@ async fn forwards_are_served_while_a_generation_runs() {
         "forward waited {forward_time:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_keep_flowing_while_another_model_builds() {
+    // the new model is built beside the serving one (on its own thread): a stream
+    // running meanwhile gets tokens during the build, then the swap happens
+    let s = Server::start(16, 1 << 20).await;
+    let small = json!({"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 1024});
+    assert_eq!(init(&s, &small).await.0, 200);
+    let r = client()
+        .post(s.url("/api/v1/generate"))
+        .json(&json!({"text": "Streams", "max_new_tokens": 1000, "stream": true, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            let mut body = r.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let n = String::from_utf8_lossy(&chunk.unwrap())
+                    .matches("event: token")
+                    .count();
+                let now = std::time::Instant::now();
+                arrivals.lock().unwrap().extend(std::iter::repeat_n(now, n));
+            }
+        })
+    };
+    // a model that takes a while to build on a software adapter
+    let big = json!({"n_layer": 4, "n_embed": 512, "n_head": 8, "context_size": 256});
+    let t0 = std::time::Instant::now();
+    let (code, _) = init(&s, &big).await;
+    let t1 = std::time::Instant::now();
+    assert_eq!(code, 200);
+    reader.await.unwrap();
+    let during = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t > t0 + (t1 - t0) / 10 && **t < t1)
+        .count();
+    assert!(
+        during >= 5,
+        "{during} tokens arrived during the {:?} build",
+        t1 - t0
+    );
+    let (_, st) = get(&s, "/api/v1/status").await;
+    assert_eq!(st["config"]["n_embed"], 512, "the new model was swapped in");
+}

@@ -459,51 +459,63 @@ async fn concurrent_forwards_during_initialize() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_queue_answers_503_with_retry_after() {
-    let s = std::sync::Arc::new(Server::start(1, 1 << 20).await);
-    assert_eq!(init(&s, &small()).await.0, 200);
-    // A slow initialize occupies the engine; forwards beyond the queue are refused.
-    let slow = {
-        let s = s.clone();
-        tokio::spawn(async move { init(&s, &json!({"n_layer": 4, "seed": 9})).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = client()
-                .post(s.url("/api/v1/forward"))
-                .json(&json!({"text": "hi"}))
+    // one generation runs (max batch 1), one waits (queue 1): a forward finds no room
+    let s = Server::with(
+        ServerConfig::default(),
+        EngineOptions {
+            queue_capacity: 1,
+            max_batch: 1,
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    let cfg = json!({"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 512});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let generation = |text: &'static str| {
+        let url = s.url("/api/v1/generate");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .json(&json!({"text": text, "max_new_tokens": 400}))
                 .send()
                 .await
-                .unwrap();
-            let retry = r
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_string());
-            let code = r.status().as_u16();
-            let body: Value = r.json().await.unwrap();
-            (code, retry, body)
-        }));
-    }
-    let mut refused = 0;
-    for t in tasks {
-        let (code, retry, body) = t.await.unwrap();
-        match code {
-            200 => {}
-            503 => {
-                refused += 1;
-                assert_eq!(retry.as_deref(), Some("1"));
-                assert_eq!(body["error_code"], "SERVICE_UNAVAILABLE");
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let until = |field: &'static str| {
+        let s = &s;
+        async move {
+            for _ in 0..1000 {
+                let (_, st) = get(s, "/api/v1/status").await;
+                if st[field].as_u64().unwrap_or(0) >= 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            other => panic!("unexpected {other}: {body}"),
+            panic!("{field} never reached 1");
         }
-    }
-    assert!(
-        refused >= 1,
-        "a queue of 1 must refuse some of 4 concurrent forwards"
+    };
+    let running = generation("runs");
+    until("active_generations").await;
+    let waiting = generation("waits");
+    until("queue_depth").await;
+    let r = client()
+        .post(s.url("/api/v1/forward"))
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
     );
-    assert_eq!(slow.await.unwrap().0, 200);
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_error(code, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(running.await.unwrap(), 200);
+    assert_eq!(waiting.await.unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
