@@ -273,12 +273,23 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     // CORS layer outside this guard, and any other OPTIONS needs the key like every
     // method (so routes cannot be enumerated without one)
     let open = open_route(&path, cfg.metrics_require_key);
+    let address = || {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()))
+    };
     // 3. API keys
     let mut client = None;
     if !cfg.api_keys.is_empty() && !open {
         match presented_key(&req).and_then(|k| key_index(&cfg.api_keys, &k)) {
             Some(i) => client = Some(format!("key:{i}")),
             None => {
+                // guessing keys costs what a request costs, from the address's bucket
+                if let Some(limiter) = &st.limiter {
+                    if let Err(wait) = limiter.take(&address()) {
+                        return rate_limited(limiter, wait).into_response();
+                    }
+                }
                 let mut resp = ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
@@ -315,11 +326,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     // 5. Rate limit, per key or per client address
     if let Some(limiter) = &st.limiter {
         if !open {
-            let who = client.unwrap_or_else(|| {
-                req.extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()))
-            });
+            let who = client.unwrap_or_else(address);
             if let Err(wait) = limiter.take(&who) {
                 return rate_limited(limiter, wait).into_response();
             }

@@ -970,3 +970,41 @@ async fn a_burst_is_admitted_up_to_max_batch_plus_queue_depth() {
     assert_eq!((ok, refused), (12, 2), "{codes:?}");
     assert_eq!(deepest, 8, "the queue filled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guessing_api_keys_takes_from_the_rate_limit() {
+    // wrong keys cost what a request costs, from the address's bucket: after the
+    // burst, guesses get 429 with the wait instead of another 401 to learn from
+    let s = Server::with(
+        ServerConfig {
+            api_keys: vec!["k-one".into()],
+            rate_limit: Some(RateLimit {
+                per_second: 0.1,
+                burst: 3.0,
+            }),
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+    )
+    .await;
+    let c = client();
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let r = c
+            .get(s.url("/api/v1/status"))
+            .header("authorization", format!("Bearer guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes, [401, 401, 401, 429, 429]);
+    // the key's own bucket is untouched
+    let r = c
+        .get(s.url("/api/v1/status"))
+        .header("authorization", "Bearer k-one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
