@@ -72,6 +72,7 @@ pub(super) fn forward_alone(
             output: l.model.forward(ids, req.top_k, false)?,
             attention: Vec::new(),
             logit_lens: Vec::new(),
+            next_token_ranks: Vec::new(),
         });
     }
     let cfg = &l.model.config;
@@ -105,6 +106,7 @@ pub(super) fn forward_reply(
         output: out,
         attention: weights,
         logit_lens,
+        next_token_ranks,
     } = captured;
     let cfg = &l.model.config;
     let predictions = |tops: &[crate::model::TokenProb]| -> Result<Vec<Prediction>> {
@@ -194,6 +196,7 @@ pub(super) fn forward_reply(
         attention,
         listed_blocks,
         logit_lens,
+        next_token_ranks,
         seconds: out.seconds,
         device_memory_mb: l.model.device_bytes as f64 / (1u64 << 20) as f64,
     })

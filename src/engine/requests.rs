@@ -95,6 +95,9 @@ pub struct ForwardReply {
     pub listed_blocks: Option<Vec<Vec<usize>>>,
     /// With `logit_lens`: `[layer][position]` the most likely tokens, best first.
     pub logit_lens: Option<Vec<Vec<Vec<Prediction>>>>,
+    /// With statistics: `(rank, logprob)` of each position's actual next token under
+    /// the final logits (with the lens, `[layer][position]`, the last the final one).
+    pub next_token_ranks: Vec<Vec<(usize, f32)>>,
     pub seconds: f64,
     pub device_memory_mb: f64,
 }

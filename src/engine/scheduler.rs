@@ -363,6 +363,7 @@ impl Worker {
                                 output,
                                 attention: Vec::new(),
                                 logit_lens: Vec::new(),
+                                next_token_ranks: Vec::new(),
                             })
                         })
                         .collect(),

@@ -468,6 +468,10 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("top_k_rows", wgsl!("top_k_rows"))
         .with(REDUCE)
         .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("token_target", wgsl!("token_target")),
+    Kernel::new("token_rank", wgsl!("token_rank"))
+        .with(REDUCE)
+        .workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(MOE_MATMUL_F32),

@@ -19,6 +19,7 @@ mod pipelines;
 pub mod rotary;
 pub mod row_norm;
 pub mod swiglu;
+pub mod token_rank;
 
 pub use catalogue::{kernel, shader_source, KernelClass, Precision, BATCH_ROWS, KERNELS};
 pub use pipelines::Pipelines;

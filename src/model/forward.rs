@@ -8,13 +8,14 @@ use std::time::Instant;
 use super::logits::top_k_softmax;
 use super::output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 use super::step::{
-    AttentionTap, ChunkRows, LensTaps, StepKind, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS,
+    AttentionTap, ChunkRows, LensTaps, RankTaps, StepKind, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS,
 };
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
 use crate::kernels::attention::attention_weights_op;
 use crate::kernels::logit_lens::{copy_rows_op, parse_top_k, top_k_rows_op, MAX_LENS_K};
+use crate::kernels::token_rank::{merge_ranks, token_rank_op, token_target_op, NO_TARGET};
 
 impl Model {
     /// Reject ids the model cannot embed and sequences longer than the context.
@@ -227,11 +228,38 @@ impl Model {
                     .collect()
             }
         };
+        // the actual next token of each row (the last row has none), ranked under the
+        // final logits or, with the lens, under every layer's
+        let rank_layers = if lens.is_some() { nl } else { 1 };
+        let ranks = {
+            let targets: Vec<u32> = ids[1..].iter().copied().chain([NO_TARGET]).collect();
+            let targets = buffers::upload(&self.ctx, "next tokens", bytemuck::cast_slice(&targets));
+            let tv = buffers::storage(&self.ctx, "next-token logits", rank_layers * t);
+            let out = buffers::storage(
+                &self.ctx,
+                "next-token ranks",
+                rank_layers * chunks.len() * t * 2,
+            );
+            let (ctx, pl) = (&self.ctx, &*self.pipelines);
+            let per_layer = |f: &dyn Fn(&wgpu::Buffer) -> crate::kernels::KernelOp| {
+                (0..rank_layers)
+                    .map(|_| self.act.logits.iter().map(f).collect())
+                    .collect()
+            };
+            RankTaps {
+                target: per_layer(&|lg| token_target_op(ctx, pl, &targets, lg, &tv)),
+                rank: per_layer(&|lg| token_rank_op(ctx, pl, &targets, lg, &tv, &out)),
+                tv,
+                out,
+                _targets: targets,
+            }
+        };
         let positions: Vec<u32> = (0..t as u32).collect();
         let kind = StepKind::Forward {
             capture: true,
             taps: &taps,
             lens: lens.as_ref(),
+            ranks: Some(&ranks),
         };
         let (values, attention, lens_rows) = self.ctx.scoped("forward", || {
             let values = self.submit_step("forward", ids, &positions, kind, |enc| {
@@ -277,8 +305,24 @@ impl Model {
                 }
                 None => Vec::new(),
             };
-            Ok((values, attention, lens_rows))
+            let per = chunks.len() * t * 2;
+            let counts = buffers::read_floats(&self.ctx, &ranks.out, 0, rank_layers * per)?;
+            let tvs = buffers::read_floats(&self.ctx, &ranks.tv, 0, rank_layers * t)?;
+            let next_token_ranks = (0..rank_layers)
+                .map(|l| {
+                    let mut r = merge_ranks(
+                        &counts[l * per..(l + 1) * per],
+                        &tvs[l * t..(l + 1) * t],
+                        t,
+                        chunks.len(),
+                    );
+                    r.truncate(t - 1); // the last position has no next token here
+                    r
+                })
+                .collect::<Vec<_>>();
+            Ok((values, attention, (lens_rows, next_token_ranks)))
         })?;
+        let (lens_rows, next_token_ranks) = lens_rows;
         // the chunks' candidates of each (layer, position) merged: the k best overall,
         // probabilities against the log-sum-exp over every chunk
         let logit_lens: Vec<Vec<Vec<TokenProb>>> = if lens_k == 0 {
@@ -365,6 +409,7 @@ impl Model {
             },
             attention,
             logit_lens,
+            next_token_ranks,
         })
     }
 

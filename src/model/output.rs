@@ -51,6 +51,10 @@ pub struct CapturedForward {
     pub output: ForwardOutput,
     pub attention: Vec<Vec<f32>>,
     pub logit_lens: Vec<Vec<Vec<TokenProb>>>,
+    /// `(rank, logprob)` of each position's actual next token (T − 1 of them): under
+    /// the final logits, or with the logit lens under each layer's (`[layer][position]`,
+    /// the last layer the final one). Computed on the device.
+    pub next_token_ranks: Vec<Vec<(usize, f32)>>,
 }
 
 /// Result of one forward.

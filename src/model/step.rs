@@ -26,6 +26,7 @@ use crate::kernels::moe::{
 use crate::kernels::rotary::encode_rotary;
 use crate::kernels::row_norm::encode_row_norm;
 use crate::kernels::swiglu::encode_swiglu;
+use crate::kernels::token_rank::{encode_token_rank, encode_token_target};
 
 /// How the rows of a step reach the linears: the matmul (a forward, a prefill chunk)
 /// or the matrix-vector kernels (a decode step, one row per generation).
@@ -68,6 +69,39 @@ pub(super) struct LensTaps {
     pub out: wgpu::Buffer,
 }
 
+/// The actual next token's log-probability and rank under the final logits or, with
+/// the logit lens, under each layer's (`target[l][chunk]`, `rank[l][chunk]`; l over
+/// the lens's layers, or the one final): target logits to `tv` (`[l][row]`), each
+/// chunk's count and log-sum-exp to `out` (`[l][chunk][row][2]`).
+pub(super) struct RankTaps {
+    pub target: Vec<Vec<crate::kernels::KernelOp>>,
+    pub rank: Vec<Vec<crate::kernels::KernelOp>>,
+    pub tv: wgpu::Buffer,
+    pub out: wgpu::Buffer,
+    /// Each row's next token (the last row: none); bound by the ops, held with them.
+    pub _targets: wgpu::Buffer,
+}
+
+impl RankTaps {
+    /// Record layer `l`'s ranks from the logits now in the LM head's chunks (every
+    /// chunk's target logit first: a chunk counts against a logit another may hold).
+    fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        l: usize,
+        t: usize,
+        chunks: &[buffers::Chunk],
+    ) {
+        for (op, ch) in self.target[l].iter().zip(chunks) {
+            encode_token_target(pass, op, t, ch.rows, ch.row_start, l * t);
+        }
+        for (i, (op, ch)) in self.rank[l].iter().zip(chunks).enumerate() {
+            let out0 = (l * chunks.len() + i) * t * 2;
+            encode_token_rank(pass, op, t, ch.rows, ch.row_start, l * t, out0);
+        }
+    }
+}
+
 /// Where a step's keys and values live and which logits it computes.
 #[derive(Clone, Copy)]
 pub(super) enum StepKind<'a> {
@@ -77,6 +111,7 @@ pub(super) enum StepKind<'a> {
         capture: bool,
         taps: &'a [AttentionTap],
         lens: Option<&'a LensTaps>,
+        ranks: Option<&'a RankTaps>,
     },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
     /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
@@ -237,13 +272,14 @@ impl Model {
         let o_b = if cfg.has_o_bias() { BIAS } else { 0 };
         let learned = self.weights.wpe.is_some();
         let ops = &self.ops;
-        let (capture, taps, lens) = match kind {
+        let (capture, taps, lens, ranks) = match kind {
             StepKind::Forward {
                 capture,
                 taps,
                 lens,
-            } => (capture, taps, lens),
-            _ => (false, &[][..], None),
+                ranks,
+            } => (capture, taps, lens, ranks),
+            _ => (false, &[][..], None, None),
         };
         let path = kind.path();
 
@@ -335,6 +371,9 @@ impl Model {
                 for (op, ch) in ops.lm_head.iter().zip(chunks) {
                     encode_matmul_bt(pass, op, t, ch.rows, c, 0);
                 }
+                if let (Some(r), None) = (ranks, lens) {
+                    r.encode(pass, 0, t, chunks);
+                }
                 if let Some(lens) = lens {
                     let per = t * (2 * lens.k + 1);
                     for (l, tops) in lens.top.iter().enumerate() {
@@ -354,6 +393,9 @@ impl Model {
                                 ch.rows,
                                 true,
                             );
+                        }
+                        if let Some(r) = ranks {
+                            r.encode(pass, l, t, chunks);
                         }
                     }
                 }

@@ -12,6 +12,7 @@ pub mod moe;
 pub mod rotary;
 pub mod row_norm;
 pub mod swiglu;
+pub mod token_rank;
 
 /// How many values of `a` and `b` differ in their bits (and by how much the lengths
 /// differ): 0 when one computation gave exactly the other's numbers.

@@ -328,6 +328,28 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
             forward_time: r.seconds,
             memory_usage: r.device_memory_mb,
         },
+        token_logprobs: r
+            .next_token_ranks
+            .last()
+            .map(|scores| {
+                scores
+                    .iter()
+                    .zip(r.token_list.iter().skip(1))
+                    .map(|(&(rank, logprob), tok)| NextTokenScore {
+                        token_id: tok.id,
+                        token: tok.text.clone(),
+                        logprob,
+                        rank,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        logit_lens_ranks: r.logit_lens.as_ref().map(|_| {
+            r.next_token_ranks
+                .iter()
+                .map(|layer| layer.iter().map(|&(rank, _)| rank).collect())
+                .collect()
+        }),
     })
 }
 

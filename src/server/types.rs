@@ -340,6 +340,24 @@ pub struct CapturedData {
     /// norm and the LM head (the last layer's last position is `top_predictions`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_lens: Option<Vec<Vec<Vec<TopPrediction>>>>,
+    /// Extension: for each position but the last, the actual next token of the text,
+    /// its log-probability under the model and its rank (0: the model's first choice),
+    /// computed on the device (T − 1 entries; −logprob is the per-token loss).
+    pub token_logprobs: Vec<NextTokenScore>,
+    /// Extension, with `capture_logit_lens`: `[layer][position]` the rank of the actual
+    /// next token under that layer's lens (the "correct-token lens"; T − 1 a layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logit_lens_ranks: Option<Vec<Vec<usize>>>,
+}
+
+/// The actual next token at a position: how likely the model found it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextTokenScore {
+    pub token_id: u32,
+    pub token: String,
+    pub logprob: f32,
+    /// Tokens the model ranked before it (0: its first choice).
+    pub rank: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

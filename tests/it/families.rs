@@ -556,3 +556,51 @@ fn a_gpt2_directory_loads_as_its_checkpoint_does() {
         .collect();
     assert_close("gpt2 directory logits", &got, &want, 1e-4, 1e-4);
 }
+
+#[test]
+fn per_token_loss_matches_transformers_for_every_family() {
+    // each position's actual next token: its log-probability and rank under the
+    // model, computed on the device, against transformers' logits of the same text;
+    // with the logit lens, the last layer's ranks are the final ones
+    use wgformer::reference::token_rank::token_rank;
+    for family in ALL {
+        let want = hf_logits(family);
+        let input = ids(&meta(family)["input_ids"]);
+        let model = build(family, serde_json::json!({}));
+        let (t, v) = (input.len(), model.config.vocab_size);
+        for lens in [0, 3] {
+            let out = model.forward_captured(&input, 1, &[], lens).unwrap();
+            let layers = if lens > 0 { model.config.n_layer } else { 1 };
+            assert_eq!(out.next_token_ranks.len(), layers);
+            let last = out.next_token_ranks.last().unwrap();
+            assert_eq!(last.len(), t - 1);
+            let mut ranks_differ = 0;
+            for (i, &(rank, lp)) in last.iter().enumerate() {
+                let row = &want[i * v..(i + 1) * v];
+                let (want_rank, want_lp) = token_rank(row, input[i + 1] as usize);
+                assert!(
+                    (lp as f64 - want_lp).abs() < 1e-3,
+                    "{family} position {i}: logprob {lp} vs transformers {want_lp}"
+                );
+                // a near tie may order differently at 1e-5 of the logits' rounding
+                if rank != want_rank {
+                    ranks_differ += 1;
+                }
+            }
+            assert!(ranks_differ <= 1, "{family}: {ranks_differ} ranks differ");
+            if lens > 0 {
+                // a rank-0 token under the lens is that layer's lens top-1
+                for (l, layer) in out.next_token_ranks.iter().enumerate() {
+                    for (i, &(rank, _)) in layer.iter().enumerate() {
+                        let top = out.logit_lens[l][i][0].token_id;
+                        assert_eq!(
+                            rank == 0,
+                            top == input[i + 1],
+                            "{family} layer {l} position {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1509,3 +1509,35 @@ fn layer_norm_of_low_variance_rows_depends_on_epsilon() {
         "variance {v}: an epsilon of 1e-6 changes the scale by {ratio}"
     );
 }
+
+#[test]
+fn token_rank_matches_reference() {
+    // each row's target: its rank (ties after the lower id) and log-probability, with
+    // the logits whole and split into chunks (as wte chunks split the vocabulary; the
+    // last chunk short); a row with no target is left out by the host
+    let g = gpu();
+    use wgformer::kernels::token_rank::run_token_rank;
+    use wgformer::reference::token_rank::token_rank;
+    // more rows than a workgroup takes
+    let (rows, v) = (70, 1000);
+    let mut x = rand_vec(rows * v, 77, 4.0);
+    let mut targets: Vec<u32> = vec![0, 999, 500, 17, 333, 640];
+    targets.extend((6..rows as u32).map(|r| (r * 37) % v as u32));
+    // a tie with a lower id (rank one more) and with a higher id (no change)
+    x[2 * v + 499] = x[2 * v + 500];
+    x[3 * v + 18] = x[3 * v + 17];
+    // the model's first choice
+    x[4 * v + 333] = 40.0;
+    for chunk in [v, 300, 64] {
+        let got = run_token_rank(&g.ctx, &g.pipelines, &x, v, chunk, &targets).unwrap();
+        for (r, &(rank, lp)) in got.iter().enumerate() {
+            let (want_rank, want_lp) = token_rank(&x[r * v..(r + 1) * v], targets[r] as usize);
+            assert_eq!(rank, want_rank, "row {r}, chunks of {chunk}");
+            assert!(
+                (lp as f64 - want_lp).abs() < 1e-4 * want_lp.abs().max(1.0),
+                "row {r}, chunks of {chunk}: {lp} vs {want_lp}"
+            );
+        }
+        assert_eq!(got[4].0, 0);
+    }
+}

@@ -1036,3 +1036,53 @@ async fn assert_forward_refused<const N: usize>(s: &Server, cases: [(Value, &str
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_captures_each_tokens_loss_and_its_rank_by_layer() {
+    // `captured_data.token_logprobs` (on the device) agrees with the host's scoring of
+    // the same prompt (`/v1/completions` with echo); with the lens, each layer's rank
+    // of the actual next token, the last layer's equal to the final one
+    let s = Server::start(8, 1 << 20).await;
+    let cfg = json!({"n_layer": 3, "n_embed": 32, "n_head": 2, "context_size": 64, "seed": 11});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let text = "The quick brown fox jumps over the lazy dog";
+    let (code, r) = forward(&s, json!({"text": text, "capture_logit_lens": true})).await;
+    assert_eq!(code, 200, "{r}");
+    let t = r["sequence_length"].as_u64().unwrap() as usize;
+    let cd = &r["captured_data"];
+    let scores = cd["token_logprobs"].as_array().unwrap();
+    assert_eq!(scores.len(), t - 1);
+    for (i, sc) in scores.iter().enumerate() {
+        assert_eq!(sc["token_id"], r["tokens"][i + 1]["id"], "{sc}");
+        assert!(sc["logprob"].as_f64().unwrap() < 0.0);
+    }
+    let ranks = cd["logit_lens_ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 3);
+    for (i, sc) in scores.iter().enumerate() {
+        assert_eq!(ranks[2][i], sc["rank"], "position {i}");
+    }
+    let (_, echo) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": text, "max_tokens": 0, "echo": true, "logprobs": 0}),
+    )
+    .await;
+    let host = &echo["choices"][0]["logprobs"]["token_logprobs"];
+    for (i, sc) in scores.iter().enumerate() {
+        let (dev, cpu) = (
+            sc["logprob"].as_f64().unwrap(),
+            host[i + 1].as_f64().unwrap(),
+        );
+        assert!((dev - cpu).abs() < 1e-3, "position {i}: {dev} vs {cpu}");
+    }
+    // without the lens, no ranks by layer; the scores are there with capture_data
+    let (_, r) = forward(&s, json!({"text": text, "capture_data": true})).await;
+    assert!(r["captured_data"].get("logit_lens_ranks").is_none());
+    assert_eq!(
+        r["captured_data"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        t - 1
+    );
+}

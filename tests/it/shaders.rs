@@ -7,7 +7,7 @@ use wgformer::kernels::catalogue::prelude;
 use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, rotary,
-    row_norm, swiglu,
+    row_norm, swiglu, token_rank,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -102,6 +102,18 @@ fn uniform_structs_match_rust_twins() {
         );
     }
     check_twin!("swiglu", SwigluParams, swiglu::SwigluParams, [t, h4, flags]);
+    check_twin!(
+        "token_target",
+        TargetParams,
+        token_rank::TargetParams,
+        [rows, n, row_start, tv0]
+    );
+    check_twin!(
+        "token_rank",
+        RankParams,
+        token_rank::RankParams,
+        [rows, n, row_start, tv0, out0]
+    );
     check_twin!(
         "rotary",
         RotaryParams,
