@@ -340,8 +340,9 @@ impl Model {
                     shared_gate: st("moe shared gate", if shared_h > 0 { ctxlen * 4 } else { 4 }),
                     router_logits: st("moe router logits", ctxlen * e4),
                     probs: st("moe probs", ctxlen * e),
-                    sel_e: st("moe sel_e", ctxlen * k),
-                    sel_w: st("moe sel_w", ctxlen * k),
+                    // whole vec4s, so a capture copies a forward's rows in the pass
+                    sel_e: st("moe sel_e", (ctxlen * k).div_ceil(4) * 4),
+                    sel_w: st("moe sel_w", (ctxlen * k).div_ceil(4) * 4),
                     slot: st("moe slot", ctxlen * k),
                     row_token: st("moe row_token", rows),
                     row_expert: st("moe row_expert", rows),

@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::logits::top_k_softmax;
 use super::output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 use super::step::{
-    AttentionTap, ChunkRows, LensTaps, RankTaps, StepKind, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS,
+    AttentionTap, ChunkRows, LensTaps, RankTaps, RoutingTaps, StepKind, MAX_CAPTURE_TOKENS,
+    MAX_PREFILL_PARTS,
 };
 use super::Model;
 use crate::error::{Error, Result};
@@ -254,12 +255,38 @@ impl Model {
                 _targets: targets,
             }
         };
+        // each token's experts and gate weights, in the MoE layers
+        let moe_layers: Vec<usize> = (0..nl).filter(|&l| cfg.is_moe_layer(l)).collect();
+        let k = cfg.moe_top_k;
+        let routing = self
+            .act
+            .moe
+            .as_ref()
+            .filter(|_| !moe_layers.is_empty())
+            .map(|m| {
+                let stride = (t * k).div_ceil(4) * 4;
+                let out = buffers::storage(&self.ctx, "routing", 2 * moe_layers.len() * stride);
+                let (ctx, pl) = (&self.ctx, &*self.pipelines);
+                RoutingTaps {
+                    ids: moe_layers
+                        .iter()
+                        .map(|_| copy_rows_op(ctx, pl, &m.sel_e, &out))
+                        .collect(),
+                    weights: moe_layers
+                        .iter()
+                        .map(|_| copy_rows_op(ctx, pl, &m.sel_w, &out))
+                        .collect(),
+                    stride,
+                    out,
+                }
+            });
         let positions: Vec<u32> = (0..t as u32).collect();
         let kind = StepKind::Forward {
             capture: true,
             taps: &taps,
             lens: lens.as_ref(),
             ranks: Some(&ranks),
+            routing: routing.as_ref(),
         };
         let (values, attention, lens_rows) = self.ctx.scoped("forward", || {
             let values = self.submit_step("forward", ids, &positions, kind, |enc| {
@@ -320,9 +347,27 @@ impl Model {
                     r
                 })
                 .collect::<Vec<_>>();
-            Ok((values, attention, (lens_rows, next_token_ranks)))
+            let routed = match &routing {
+                Some(r) => {
+                    buffers::read_floats(&self.ctx, &r.out, 0, 2 * moe_layers.len() * r.stride)?
+                }
+                None => Vec::new(),
+            };
+            Ok((values, attention, (lens_rows, next_token_ranks, routed)))
         })?;
-        let (lens_rows, next_token_ranks) = lens_rows;
+        let (lens_rows, next_token_ranks, routed) = lens_rows;
+        // per MoE layer, per token: (expert, weight) as the model combined them
+        let routing_of = |i: usize| -> Vec<Vec<(u32, f32)>> {
+            let stride = (t * k).div_ceil(4) * 4;
+            let (ids, ws) = (&routed[2 * i * stride..], &routed[(2 * i + 1) * stride..]);
+            (0..t)
+                .map(|tok| {
+                    (0..k)
+                        .map(|j| (ids[tok * k + j].to_bits(), ws[tok * k + j]))
+                        .collect()
+                })
+                .collect()
+        };
         // the chunks' candidates of each (layer, position) merged: the k best overall,
         // probabilities against the log-sum-exp over every chunk
         let logit_lens: Vec<Vec<Vec<TokenProb>>> = if lens_k == 0 {
@@ -391,6 +436,11 @@ impl Model {
                                         MoeCapture {
                                             expert_usage: st[..e].to_vec(),
                                             load_balance_loss: st[2 * e],
+                                            routing: moe_layers
+                                                .iter()
+                                                .position(|&m| m == l)
+                                                .map(routing_of)
+                                                .unwrap_or_default(),
                                         }
                                     },
                                 ),

@@ -33,6 +33,9 @@ pub struct MoeCapture {
     pub expert_usage: Vec<f32>,
     /// E · Σᵢ fᵢ · Pᵢ (1 = balanced, E = everything on one expert).
     pub load_balance_loss: f32,
+    /// Each token's chosen experts and gate weights (renormalised as the model uses
+    /// them), best first: `[token][k]` of (expert, weight).
+    pub routing: Vec<Vec<(u32, f32)>>,
 }
 
 /// What `capture_data` asks for.

@@ -102,6 +102,17 @@ impl RankTaps {
     }
 }
 
+/// Each token's chosen experts and their gate weights in the MoE layers of a captured
+/// forward, copied after each MoE layer's gate (`ids[i]`, `weights[i]` for the i-th
+/// MoE layer) to `out`: per MoE layer, the ids then the weights, each `stride` floats
+/// (T·K rounded up to whole vec4s).
+pub(super) struct RoutingTaps {
+    pub ids: Vec<crate::kernels::KernelOp>,
+    pub weights: Vec<crate::kernels::KernelOp>,
+    pub stride: usize,
+    pub out: wgpu::Buffer,
+}
+
 /// Where a step's keys and values live and which logits it computes.
 #[derive(Clone, Copy)]
 pub(super) enum StepKind<'a> {
@@ -112,6 +123,7 @@ pub(super) enum StepKind<'a> {
         taps: &'a [AttentionTap],
         lens: Option<&'a LensTaps>,
         ranks: Option<&'a RankTaps>,
+        routing: Option<&'a RoutingTaps>,
     },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
     /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
@@ -272,14 +284,15 @@ impl Model {
         let o_b = if cfg.has_o_bias() { BIAS } else { 0 };
         let learned = self.weights.wpe.is_some();
         let ops = &self.ops;
-        let (capture, taps, lens, ranks) = match kind {
+        let (capture, taps, lens, ranks, routing) = match kind {
             StepKind::Forward {
                 capture,
                 taps,
                 lens,
                 ranks,
-            } => (capture, taps, lens, ranks),
-            _ => (false, &[][..], None, None),
+                routing,
+            } => (capture, taps, lens, ranks, routing),
+            _ => (false, &[][..], None, None, None),
         };
         let path = kind.path();
 
@@ -356,6 +369,12 @@ impl Model {
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), SwiGLU, or the MoE
             encode_layer_norm(pass, &blk.ln_2, t, c, norm);
             self.encode_mlp(pass, l, t, path);
+            if let Some(r) = routing.filter(|_| cfg.is_moe_layer(l)) {
+                // the i-th MoE layer: the layers before it that route
+                let i = (0..l).filter(|&j| cfg.is_moe_layer(j)).count();
+                encode_copy_rows(pass, &r.ids[i], r.stride, 0, 2 * i * r.stride);
+                encode_copy_rows(pass, &r.weights[i], r.stride, 0, (2 * i + 1) * r.stride);
+            }
             if capture {
                 encode_row_norm(pass, &blk.norm, t, c, (l + 1) * t);
             }

@@ -317,6 +317,14 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                 moe: l.moe.as_ref().map(|m| MoeCaptureBody {
                     expert_usage: m.expert_usage.clone(),
                     load_balance_loss: m.load_balance_loss,
+                    routing: m
+                        .routing
+                        .iter()
+                        .map(|picks| TokenRouting {
+                            experts: picks.iter().map(|p| p.0).collect(),
+                            weights: picks.iter().map(|p| p.1).collect(),
+                        })
+                        .collect(),
                 }),
                 residual: ResidualCapture {
                     norm_mean: l.residual_norm_mean,

@@ -310,6 +310,17 @@ pub struct MoeCaptureBody {
     /// E · Σᵢ fᵢ · Pᵢ with fᵢ = expert_usage[i] and Pᵢ the mean router probability of
     /// expert i: 1.0 when perfectly balanced, E when everything goes to one expert.
     pub load_balance_loss: f32,
+    /// Extension: for each token, the experts it was routed to (most likely first) and
+    /// their gate weights as the model combined them (renormalised over the chosen when
+    /// the model does so).
+    pub routing: Vec<TokenRouting>,
+}
+
+/// One token's route through an MoE layer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenRouting {
+    pub experts: Vec<u32>,
+    pub weights: Vec<f32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

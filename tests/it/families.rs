@@ -604,3 +604,45 @@ fn per_token_loss_matches_transformers_for_every_family() {
         }
     }
 }
+
+#[test]
+fn moe_routing_per_token_is_what_the_layer_combined() {
+    // each token's experts (distinct, most likely first) and gate weights: renormalised
+    // to 1 for Mixtral, raw softmax shares (below 1) for Qwen2-MoE without
+    // norm_topk_prob; counted over the tokens they are the layer's expert usage
+    for (family, renorm) in [("mixtral", true), ("qwen2_moe", false)] {
+        let model = build(family, serde_json::json!({}));
+        let (e, k) = (model.config.moe_num_experts, model.config.moe_top_k);
+        let input = ids(&meta(family)["input_ids"])[..21].to_vec();
+        let out = model.forward_captured(&input, 3, &[], 0).unwrap();
+        let cap = out.output.capture.unwrap();
+        for layer in cap.layers.iter().filter(|l| l.moe.is_some()) {
+            let moe = layer.moe.as_ref().unwrap();
+            assert_eq!(moe.routing.len(), input.len(), "{family}");
+            let mut counts = vec![0usize; e];
+            for (tok, picks) in moe.routing.iter().enumerate() {
+                assert_eq!(picks.len(), k);
+                let sum: f32 = picks.iter().map(|p| p.1).sum();
+                if renorm {
+                    assert!((sum - 1.0).abs() < 1e-5, "{family} token {tok}: {sum}");
+                } else {
+                    assert!(sum > 0.0 && sum < 1.0, "{family} token {tok}: {sum}");
+                }
+                for w in picks.windows(2) {
+                    assert!(w[0].1 >= w[1].1 && w[0].0 != w[1].0, "{family} {picks:?}");
+                }
+                for &(x, _) in picks {
+                    counts[x as usize] += 1;
+                }
+            }
+            let n = (input.len() * k) as f32;
+            for (x, &c) in counts.iter().enumerate() {
+                assert!(
+                    (c as f32 / n - moe.expert_usage[x]).abs() < 1e-6,
+                    "{family} layer {} expert {x}",
+                    layer.layer_idx
+                );
+            }
+        }
+    }
+}
