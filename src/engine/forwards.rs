@@ -143,17 +143,38 @@ pub(super) fn forward_reply(
             sel.layers(cfg.n_layer)
                 .into_iter()
                 .zip(&weights)
-                .map(|(layer, w)| LayerAttention {
-                    layer,
-                    heads: heads.clone(),
-                    weights: heads
-                        .iter()
-                        .map(|&h| {
-                            (0..t)
-                                .map(|q| w[(h * t + q) * t..(h * t + q + 1) * t].to_vec())
-                                .collect()
-                        })
-                        .collect(),
+                .map(|(layer, w)| {
+                    let row = |h: usize, q: usize| &w[(h * t + q) * t..(h * t + q + 1) * t];
+                    if sel.half {
+                        // the causal triangle as f16 bytes: half the numbers, 2 bytes each
+                        let mut bytes = Vec::with_capacity(heads.len() * t * (t + 1));
+                        for &h in &heads {
+                            for q in 0..t {
+                                for &x in &row(h, q)[..=q] {
+                                    bytes.extend_from_slice(&half::f16::from_f32(x).to_le_bytes());
+                                }
+                            }
+                        }
+                        use base64::Engine as _;
+                        LayerAttention {
+                            layer,
+                            heads: heads.clone(),
+                            weights: Vec::new(),
+                            weights_f16: Some(
+                                base64::engine::general_purpose::STANDARD.encode(bytes),
+                            ),
+                        }
+                    } else {
+                        LayerAttention {
+                            layer,
+                            heads: heads.clone(),
+                            weights: heads
+                                .iter()
+                                .map(|&h| (0..t).map(|q| row(h, q).to_vec()).collect())
+                                .collect(),
+                            weights_f16: None,
+                        }
+                    }
                 })
                 .collect()
         }

@@ -32,6 +32,8 @@ pub struct ForwardRequest {
 pub struct AttentionSelect {
     pub layers: Option<Vec<usize>>,
     pub heads: Option<Vec<usize>>,
+    /// Send the weights as f16 bytes (base64), each row's keys up to the query only.
+    pub half: bool,
 }
 
 impl AttentionSelect {
@@ -54,7 +56,11 @@ impl AttentionSelect {
 pub struct LayerAttention {
     pub layer: usize,
     pub heads: Vec<usize>,
+    /// Empty when sent as f16.
     pub weights: Vec<Vec<Vec<f32>>>,
+    /// The same weights as f16, little-endian, base64: for each head in order, for
+    /// each query q, keys 0..=q (the causal triangle; T(T+1)/2 values a head).
+    pub weights_f16: Option<String>,
 }
 
 /// A next-token prediction with its decoded text.

@@ -249,14 +249,28 @@ fn attention_choice(v: Option<&serde_json::Value>) -> Result<Option<AttentionSel
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
         Some(Value::Bool(true)) => Ok(Some(AttentionSelect::default())),
         Some(Value::Object(o)) => {
-            if let Some(k) = o.keys().find(|k| *k != "layers" && *k != "heads") {
+            if let Some(k) = o
+                .keys()
+                .find(|k| !["layers", "heads", "format"].contains(&k.as_str()))
+            {
                 return Err(ApiError::invalid(format!(
-                    "capture_attention has an unknown key {k:?}: it takes \"layers\" and \"heads\""
+                    "capture_attention has an unknown key {k:?}: it takes \"layers\", \"heads\" and \"format\""
                 )));
             }
+            let half = match o.get("format") {
+                None | Some(Value::Null) => false,
+                Some(Value::String(f)) if f == "json" => false,
+                Some(Value::String(f)) if f == "f16" => true,
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "capture_attention.format is {other}: use \"json\" (nested arrays) or \"f16\" (base64 f16 of each row's keys up to the query)"
+                    )))
+                }
+            };
             Ok(Some(AttentionSelect {
                 layers: list("layers", o.get("layers"))?,
                 heads: list("heads", o.get("heads"))?,
+                half,
             }))
         }
         Some(_) => Err(wrong()),
@@ -311,7 +325,10 @@ fn captured(r: &ForwardReply) -> Option<CapturedData> {
                     block_size: l.sparse_block_size,
                     block_density: l.sparse_density,
                     heads: chosen(l.layer_idx).map(|a| a.heads.clone()),
-                    weights: chosen(l.layer_idx).map(|a| a.weights.clone()),
+                    weights: chosen(l.layer_idx)
+                        .filter(|a| a.weights_f16.is_none())
+                        .map(|a| a.weights.clone()),
+                    weights_f16: chosen(l.layer_idx).and_then(|a| a.weights_f16.clone()),
                     listed_blocks: chosen(l.layer_idx).and(r.listed_blocks.clone()),
                 },
                 moe: l.moe.as_ref().map(|m| MoeCaptureBody {

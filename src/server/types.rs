@@ -68,7 +68,8 @@ pub enum AttentionChoice {
     Chosen(AttentionSelection),
 }
 
-/// Chosen layers and heads (either left out: all of them).
+/// Chosen layers and heads (either left out: all of them), and how the weights are
+/// sent: `json` nested arrays (the default) or `f16` (`weights_f16`, base64).
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -77,6 +78,15 @@ pub struct AttentionSelection {
     layers: Option<Vec<u32>>,
     #[schema(min_items = 1, max_items = 1024)]
     heads: Option<Vec<u32>>,
+    format: Option<AttentionFormat>,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum AttentionFormat {
+    Json,
+    F16,
 }
 
 // The OpenAPI schemas of fields the handlers read as JSON values (never built).
@@ -287,6 +297,11 @@ pub struct AttentionCapture {
     /// listed blocks (`listed_blocks`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<Vec<Vec<f32>>>>,
+    /// Extension, with `capture_attention.format: "f16"` instead of `weights`: the same
+    /// weights as little-endian f16, base64; for each head of `heads` in order, for each
+    /// query q, keys 0..=q (T(T+1)/2 values a head: the causal triangle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights_f16: Option<String>,
     /// Extension, block-sparse layers with `capture_attention`: for each query block of
     /// the text, the key blocks it attends to.
     #[serde(skip_serializing_if = "Option::is_none")]

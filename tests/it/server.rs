@@ -1086,3 +1086,67 @@ async fn forward_captures_each_tokens_loss_and_its_rank_by_layer() {
         t - 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attention_can_be_sent_as_f16_triangles() {
+    // every layer and head of a text in one compact answer: f16, the causal triangle,
+    // base64; equal to the JSON weights to f16's rounding, and a fraction of the size
+    use base64::Engine as _;
+    let s = Server::start(8, 1 << 20).await;
+    let cfg = json!({"n_layer": 2, "n_embed": 32, "n_head": 2, "context_size": 64, "seed": 4});
+    assert_eq!(init(&s, &cfg).await.0, 200);
+    let text = "one two three four five six seven eight nine ten";
+    let (code, plain) = forward(&s, json!({"text": text, "capture_attention": true})).await;
+    assert_eq!(code, 200);
+    let (code, half) = forward(
+        &s,
+        json!({"text": text, "capture_attention": {"format": "f16"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{half}");
+    let t = plain["sequence_length"].as_u64().unwrap() as usize;
+    for l in 0..2 {
+        let a = &half["captured_data"]["layers"][l]["attention"];
+        assert!(a.get("weights").is_none(), "f16 replaces the nested arrays");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a["weights_f16"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            bytes.len(),
+            2 * 2 * t * (t + 1) / 2,
+            "two heads of T(T+1)/2 halves"
+        );
+        let vals: Vec<f32> = bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        let w = &plain["captured_data"]["layers"][l]["attention"]["weights"];
+        let mut at = 0;
+        for h in 0..2 {
+            for q in 0..t {
+                for k in 0..=q {
+                    let want = w[h][q][k].as_f64().unwrap() as f32;
+                    assert!(
+                        (vals[at] - want).abs() <= 1e-3 * want.max(1e-3),
+                        "layer {l} head {h} q {q} k {k}"
+                    );
+                    at += 1;
+                }
+            }
+        }
+    }
+    let size = |r: &Value, key: &str| -> usize {
+        (0..2)
+            .map(|l| r["captured_data"]["layers"][l]["attention"][key].to_string().len())
+            .sum()
+    };
+    let (plain_len, half_len) = (size(&plain, "weights"), size(&half, "weights_f16"));
+    assert!(half_len * 4 < plain_len, "{half_len} vs {plain_len} bytes");
+    let (code, r) = forward(
+        &s,
+        json!({"text": text, "capture_attention": {"format": "f32"}}),
+    )
+    .await;
+    assert_error(code, &r, 400, "INVALID_INPUT");
+    assert!(r["detail"].as_str().unwrap().contains("f16"));
+}
