@@ -133,6 +133,10 @@ where
     }
 }
 
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
 async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -166,6 +170,8 @@ async fn the_explorer_works_in_a_real_browser() {
     c.execute(
         "window.__errors = []; window.addEventListener('error', (e) => window.__errors.push(String(e.message)));
          const ce = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); ce(...a); };
+         window.__forwards = 0; const F = window.fetch;
+         window.fetch = (u, o) => { if (String(u).includes('/api/v1/forward')) window.__forwards++; return F(u, o); };
          window.__events = []; const WS = window.WebSocket;
          window.WebSocket = function (u, p) { const w = new WS(u, p); w.addEventListener('message', (m) => window.__events.push(JSON.parse(m.data).type)); return w; };",
         vec![],
@@ -188,15 +194,23 @@ async fn the_explorer_works_in_a_real_browser() {
     set(&c, "fk", "4").await;
     click(&c, "run").await;
     until("the heatmap", 60, || async {
-        count(&c, "#heatmap rect.cell").await > 0
+        js(
+            &c,
+            "return document.getElementById('heatmap').dataset.t || ''",
+        )
+        .await
+            != json!("")
     })
     .await;
     let t = count(&c, "#tokens span").await;
     assert!(t > 5, "{t} tokens");
-    assert_eq!(count(&c, "#heatmap rect.cell").await, t * t);
+    assert_eq!(
+        js(&c, "return +document.getElementById('heatmap').dataset.t").await,
+        json!(t)
+    );
     assert_eq!(count(&c, "#topk rect.bar").await, 4);
     assert_eq!(
-        count(&c, "#heads figure").await,
+        count(&c, "#heads button").await,
         2,
         "small multiples: one per head"
     );
@@ -205,7 +219,82 @@ async fn the_explorer_works_in_a_real_browser() {
         1 + 2,
         "logit lens: header and one row per layer"
     );
+    assert_eq!(
+        count(&c, "#overview tr").await,
+        1 + 2 * 2,
+        "layers x heads overview"
+    );
     assert_eq!(text(&c, "forward-error").await, "");
+    // per-token loss: every chip but the first says how likely it was
+    let titles = js(
+        &c,
+        "return [...document.querySelectorAll('#tokens span')].map((s) => s.title)",
+    )
+    .await;
+    let titles: Vec<String> = serde_json::from_value(titles).unwrap();
+    assert!(
+        titles[1..]
+            .iter()
+            .all(|s| s.contains("log p =") && s.contains("rank")),
+        "{titles:?}"
+    );
+
+    // switching head and layer redraws from the data in hand: no forward is sent
+    let forwards = js(&c, "return window.__forwards").await;
+    let heads = c.find_all(Locator::Css("#heads button")).await.unwrap();
+    heads[1].click().await.unwrap();
+    assert_eq!(js(&c, "return document.querySelector('#heads button[aria-pressed=true]').getAttribute('aria-label')").await, json!("head 1"));
+    c.find(Locator::Id("flayer"))
+        .await
+        .unwrap()
+        .select_by_value("1")
+        .await
+        .unwrap();
+    until("layer 1", 30, || async {
+        js(
+            &c,
+            "return document.querySelectorAll('#overview tr.sel[data-l=\"1\"]').length",
+        )
+        .await
+            == json!(1)
+    })
+    .await;
+    assert_eq!(
+        js(&c, "return window.__forwards").await,
+        forwards,
+        "a switch sent a forward"
+    );
+    // the keyboard: Enter on a head keeps the focus there and marks the head
+    let heads = c.find_all(Locator::Css("#heads button")).await.unwrap();
+    heads[0].send_keys("\u{E007}").await.unwrap();
+    assert_eq!(
+        js(
+            &c,
+            "return document.activeElement.getAttribute('aria-label')"
+        )
+        .await,
+        json!("head 0")
+    );
+    assert_eq!(js(&c, "return document.querySelector('#heads button[aria-pressed=true]').getAttribute('aria-label')").await, json!("head 0"));
+
+    // characters split over byte-level tokens show as themselves, never U+FFFD
+    set(&c, "ftext", "na\u{ef}ve caf\u{e9} \u{1F600} ok").await;
+    click(&c, "run").await;
+    until("the new tokens", 60, || async {
+        js(&c, "return document.getElementById('tokens').textContent")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .contains("caf")
+    })
+    .await;
+    let chips = js(&c, "return document.getElementById('tokens').textContent").await;
+    let chips = chips.as_str().unwrap();
+    assert!(
+        chips.contains('\u{e9}') && chips.contains('\u{1F600}') && !chips.contains('\u{FFFD}'),
+        "{chips:?}"
+    );
+
     // an error as the API words it
     set(&c, "ftext", "").await;
     click(&c, "run").await;
@@ -222,6 +311,158 @@ async fn the_explorer_works_in_a_real_browser() {
         ),
         "{logged:?}"
     );
+
+    // 256 tokens: the page never grows wider than the window (at 1280 and 800 px);
+    // the time to draw the heatmap and to switch head are the page's own figures
+    set(
+        &c,
+        "config",
+        r#"{"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 256}"#,
+    )
+    .await;
+    click(&c, "init").await;
+    until("the 256 context", 60, || async {
+        text(&c, "model-info").await.contains("context 256")
+    })
+    .await;
+    assert_eq!(
+        count(&c, "#tokens span").await,
+        0,
+        "no result of the previous model stays"
+    );
+    set(&c, "ftext", &format!("word{}", " word".repeat(255))).await;
+    for width in [1280, 800] {
+        c.set_window_size(width, 2000).await.unwrap();
+        click(&c, "run").await;
+        until("256 tokens", 120, || async {
+            js(
+                &c,
+                "return document.getElementById('heatmap').dataset.t || ''",
+            )
+            .await
+                == json!("256")
+        })
+        .await;
+        let (scroll, inner) = (
+            js(&c, "return document.documentElement.scrollWidth").await,
+            js(&c, "return window.innerWidth").await,
+        );
+        assert!(
+            scroll.as_u64() <= inner.as_u64(),
+            "at {width} px the page is {scroll} px wide in a {inner} px window"
+        );
+        let forwards = js(&c, "return window.__forwards").await;
+        let t0 = js(&c, "const t = performance.now(); document.querySelectorAll('#heads button')[1].click(); return performance.now() - t").await;
+        assert_eq!(js(&c, "return window.__forwards").await, forwards);
+        let timings = js(&c, "return window.__explorer.timings").await;
+        eprintln!("explorer at {width} px, T = 256: {timings}, head switch {t0} ms");
+        if let (Some(dir), 1280) = (std::env::var_os("WGFORMER_SCREENSHOTS"), width) {
+            let png = c
+                .find(Locator::Id("forward-panel"))
+                .await
+                .unwrap()
+                .screenshot()
+                .await
+                .unwrap();
+            std::fs::write(
+                std::path::Path::new(&dir).join("explorer-forward-256.png"),
+                png,
+            )
+            .unwrap();
+        }
+        c.execute("document.getElementById('heatmap').dataset.t = ''", vec![])
+            .await
+            .unwrap();
+    }
+    c.set_window_size(1280, 2000).await.unwrap();
+
+    // a Mixture-of-Experts model: routing per token; then a dense one: no MoE panel left
+    c.find(Locator::Id("preset"))
+        .await
+        .unwrap()
+        .select_by_label("Mixture of Experts (4 layers)")
+        .await
+        .unwrap();
+    click(&c, "init").await;
+    until("the MoE model", 120, || async {
+        text(&c, "model-info").await.contains("Mixture of Experts")
+    })
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.getElementById('heatmap').dataset.t ?? ''"
+        )
+        .await,
+        json!("")
+    );
+    set(&c, "ftext", "Experts route each token").await;
+    click(&c, "run").await;
+    until("the routing", 120, || async {
+        count(&c, "#routing rect.route").await > 0
+    })
+    .await;
+    let t = count(&c, "#tokens span").await;
+    assert_eq!(
+        count(&c, "#routing rect.route").await,
+        2 * t,
+        "top-2 experts a token"
+    );
+    assert_eq!(
+        js(&c, "return document.getElementById('moe-box').hidden").await,
+        json!(false)
+    );
+    c.find(Locator::Id("preset"))
+        .await
+        .unwrap()
+        .select_by_label("Tiny (2 layers)")
+        .await
+        .unwrap();
+    click(&c, "init").await;
+    until("the tiny model", 60, || async {
+        text(&c, "model-info")
+            .await
+            .contains("layers 2, heads 2, width 64, context 128")
+    })
+    .await;
+    assert_eq!(
+        js(&c, "return document.getElementById('moe-box').hidden").await,
+        json!(true)
+    );
+    assert_eq!(count(&c, "#tokens span").await, 0);
+    assert_eq!(count(&c, "#lens tr").await, 0);
+    // induction: random words said twice; the overview scores every head on them
+    click(&c, "repeat").await;
+    until("the induction scores", 60, || async {
+        js(
+            &c,
+            "return window.__explorer.fwd && window.__explorer.fwd.repeatLen || 0",
+        )
+        .await
+            != json!(0)
+    })
+    .await;
+    let t = count(&c, "#tokens span").await;
+    assert_eq!(
+        js(&c, "return window.__explorer.fwd.repeatLen").await,
+        json!(t / 2)
+    );
+    let scores = js(&c, "return [...document.querySelectorAll('#overview tr[data-l] td:last-child')].map((td) => td.textContent)").await;
+    let scores: Vec<String> = serde_json::from_value(scores).unwrap();
+    assert_eq!(scores.len(), 4);
+    assert!(
+        scores
+            .iter()
+            .all(|s| s.parse::<f64>().is_ok_and(|x| (0.0..=1.0).contains(&x))),
+        "{scores:?}"
+    );
+    // an empty config is an error, not GPT-2 small
+    set(&c, "config", " ").await;
+    click(&c, "init").await;
+    until("the empty-config error", 10, || async {
+        text(&c, "model-error").await.contains("empty")
+    })
+    .await;
 
     // generate panel: tokens stream in before `complete`
     set(&c, "gtext", "Once upon a time").await;

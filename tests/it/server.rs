@@ -1137,7 +1137,11 @@ async fn attention_can_be_sent_as_f16_triangles() {
     }
     let size = |r: &Value, key: &str| -> usize {
         (0..2)
-            .map(|l| r["captured_data"]["layers"][l]["attention"][key].to_string().len())
+            .map(|l| {
+                r["captured_data"]["layers"][l]["attention"][key]
+                    .to_string()
+                    .len()
+            })
             .sum()
     };
     let (plain_len, half_len) = (size(&plain, "weights"), size(&half, "weights_f16"));
