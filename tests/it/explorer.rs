@@ -264,6 +264,14 @@ async fn the_explorer_works_in_a_real_browser() {
         forwards,
         "a switch sent a forward"
     );
+    // step-through: the slider moves the layer; the lens row and norm bar follow
+    c.execute("const s = document.getElementById('fslider'); s.value = 0; s.dispatchEvent(new Event('input'))", vec![]).await.unwrap();
+    until("layer 0", 30, || async {
+        js(&c, "return document.getElementById('flayer').value").await == json!("0")
+    })
+    .await;
+    until("the lens row", 30, || async { js(&c, "return [...document.querySelectorAll('#lens tr')].findIndex((tr) => tr.classList.contains('sel'))").await == json!(1) }).await;
+    assert_eq!(js(&c, "return window.__forwards").await, forwards);
     // the keyboard: Enter on a head keeps the focus there and marks the head
     let heads = c.find_all(Locator::Css("#heads button")).await.unwrap();
     heads[0].send_keys("\u{E007}").await.unwrap();
