@@ -264,6 +264,29 @@ async fn the_explorer_works_in_a_real_browser() {
         forwards,
         "a switch sent a forward"
     );
+    // a brush zooms into a rectangle of queries and keys; a double-click shows it all
+    c.execute(
+        "const c = document.getElementById('heatmap'), r = c.getBoundingClientRect(), d = c.dataset;
+         const at = (type, q, k) => c.dispatchEvent(new MouseEvent(type, { bubbles: true,
+           clientX: r.left + +d.pad + (k + 0.5) * +d.cell, clientY: r.top + +d.pad + (q + 0.5) * +d.cell }));
+         at('mousedown', 2, 1); at('mousemove', 4, 3); at('mouseup', 4, 3);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(js(&c, "const d = document.getElementById('heatmap').dataset; return [+d.q0, +d.k0, +d.nq, +d.nk]").await, json!([2, 1, 3, 3]));
+    c.execute("document.getElementById('heatmap').dispatchEvent(new MouseEvent('dblclick', { bubbles: true }))", vec![]).await.unwrap();
+    assert_eq!(
+        js(&c, "return +document.getElementById('heatmap').dataset.nq").await,
+        json!(t)
+    );
+    // lens values from the keyboard: a focused cell reads out its tokens
+    c.execute("document.querySelector('#lens td').focus()", vec![])
+        .await
+        .unwrap();
+    assert!(text(&c, "lens-readout")
+        .await
+        .starts_with("layer 0, position 0:"));
     // step-through: the slider moves the layer; the lens row and norm bar follow
     c.execute("const s = document.getElementById('fslider'); s.value = 0; s.dispatchEvent(new Event('input'))", vec![]).await.unwrap();
     until("layer 0", 30, || async {
