@@ -6,15 +6,13 @@
 //! the finish reason, a usage chunk with `stream_options.include_usage`, `[DONE]`.
 //! Tool calls in the generated text are not parsed out (the text is the content).
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -22,14 +20,15 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::guard::Client;
 use super::openai::{
-    bad, check_model, collect_all, completion_id, now_secs, openai_error_json, parse_stop, piece,
-    start_all, usage, ChoiceBuilder, Plan, Prompt, Running, StreamOptions, Usage,
+    bad, check_model, collect_all, completion_id, now_secs, parse_stop, piece, start_all,
+    stream_choices, usage, ChoiceBuilder, ChoiceEvents, Logprobs, Plan, Prompt, Running,
+    StreamOptions, Usage,
 };
 use super::params;
 use super::routes::json_body;
 use super::state::AppState;
 use crate::chat::RenderOptions;
-use crate::engine::{GenEvent, ModelSnapshot};
+use crate::engine::ModelSnapshot;
 use crate::error::Error;
 use crate::tokenizer::Tokenizer;
 
@@ -485,6 +484,56 @@ fn chunk_event(id: &str, created: u64, model: &str, choices: Value, usage: Optio
 
 /// The stream of a chat completion: per choice, the role delta, one content delta per
 /// token (with its logprobs when asked), the finish reason; then usage and `[DONE]`.
+/// The chat completion chunks: the role first, then content deltas with the chat
+/// shape's logprobs, the finish reason last.
+struct ChatEvents {
+    id: String,
+    created: u64,
+    model: String,
+    tokenizer: Arc<Tokenizer>,
+    /// Alternatives per token, when logprobs were asked for.
+    logprobs: Option<usize>,
+}
+
+impl ChoiceEvents for ChatEvents {
+    fn opening(&self, r: &mut Running) -> Option<Event> {
+        let c = json!([{"index": r.builder.index, "delta": {"role": "assistant", "content": ""},
+                        "logprobs": null, "finish_reason": null}]);
+        Some(chunk_event(&self.id, self.created, &self.model, c, None))
+    }
+
+    fn event(
+        &self,
+        r: &Running,
+        text: String,
+        _: Option<Logprobs>,
+        raw_from: usize,
+        last: bool,
+    ) -> Event {
+        let logprobs = match self.logprobs {
+            Some(k) if r.builder.raw.len() > raw_from => {
+                json!({"content": r.builder.raw[raw_from..]
+                .iter()
+                .map(|(id, l)| content_logprob(&self.tokenizer, *id, l, k))
+                .collect::<Vec<_>>()})
+            }
+            _ => Value::Null,
+        };
+        let delta = if last {
+            json!({})
+        } else {
+            json!({"content": text})
+        };
+        let c = json!([{"index": r.builder.index, "delta": delta, "logprobs": logprobs,
+                        "finish_reason": r.builder.finish}]);
+        chunk_event(&self.id, self.created, &self.model, c, None)
+    }
+
+    fn usage(&self, u: Usage) -> Event {
+        chunk_event(&self.id, self.created, &self.model, json!([]), Some(u))
+    }
+}
+
 fn stream_chat(
     st: AppState,
     client: Option<Client>,
@@ -494,105 +543,14 @@ fn stream_chat(
     id: String,
     created: u64,
 ) -> Response {
-    let totals: Arc<Mutex<Vec<(usize, usize, usize)>>> = Arc::default();
-    let model = p.model.clone();
-    let k = p.logprobs;
-    let per_choice = running.into_iter().map(|r| {
-        let (id, model, st, client, totals, tokenizer) = (
-            id.clone(),
-            model.clone(),
-            st.clone(),
-            client.clone(),
-            totals.clone(),
-            tokenizer.clone(),
-        );
-        // (the generation, whether the role went out, whether it ended)
-        futures_util::stream::unfold((Some(r), false, false), move |(r, started, done)| {
-            let (id, model, st, client, totals, tokenizer) = (
-                id.clone(),
-                model.clone(),
-                st.clone(),
-                client.clone(),
-                totals.clone(),
-                tokenizer.clone(),
-            );
-            async move {
-                let mut r = r?;
-                if done {
-                    return None;
-                }
-                let index = r.builder.index;
-                if !started {
-                    let c = json!([{"index": index, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": null, "finish_reason": null}]);
-                    return Some((
-                        chunk_event(&id, created, &model, c, None),
-                        (Some(r), true, false),
-                    ));
-                }
-                let ev = r.stream.recv().await?;
-                let is_token = matches!(ev, GenEvent::Token { .. });
-                let last = ev.is_final();
-                let before = r.builder.raw.len();
-                let event = match r.builder.apply(ev) {
-                    Ok((text, _)) => {
-                        if is_token {
-                            st.charge_tokens(client.as_ref(), 1);
-                        }
-                        if last {
-                            if let Ok(mut t) = totals.lock() {
-                                t.push(r.builder.counts());
-                            }
-                        }
-                        let logprobs = match k {
-                            Some(k) if r.builder.raw.len() > before => {
-                                json!({"content": r.builder.raw[before..]
-                                .iter()
-                                .map(|(id, l)| content_logprob(&tokenizer, *id, l, k))
-                                .collect::<Vec<_>>()})
-                            }
-                            _ => Value::Null,
-                        };
-                        let delta = if last {
-                            json!({})
-                        } else {
-                            json!({"content": text})
-                        };
-                        let c = json!([{"index": index, "delta": delta, "logprobs": logprobs,
-                                        "finish_reason": r.builder.finish}]);
-                        chunk_event(&id, created, &model, c, None)
-                    }
-                    Err(e) => {
-                        let api = ApiError::from(e);
-                        Event::default().data(
-                            openai_error_json(api.status, &api.detail, api.code, None).to_string(),
-                        )
-                    }
-                };
-                Some((event, (Some(r), true, last)))
-            }
-        })
-        .boxed()
+    let draw = Arc::new(ChatEvents {
+        id,
+        created,
+        model: p.model.clone(),
+        tokenizer,
+        logprobs: p.logprobs,
     });
-    let per_choice: Vec<_> = per_choice.collect();
-    let (n, include_usage) = (p.n, p.include_usage);
-    let tail = futures_util::stream::once(async move {
-        let t = totals.lock().map(|t| t.clone()).unwrap_or_default();
-        let u = usage(&t, n);
-        futures_util::stream::iter(
-            include_usage
-                .then(|| chunk_event(&id, created, &model, json!([]), Some(u)))
-                .into_iter()
-                .chain(std::iter::once(Event::default().data("[DONE]"))),
-        )
-    })
-    .flatten();
-    let events = futures_util::stream::select_all(per_choice)
-        .chain(tail)
-        .map(Ok::<_, Infallible>);
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    stream_choices(st, client, running, p.n, p.include_usage, draw)
 }
 
 /// `POST /tokenize` (vLLM's shape): a prompt, or chat messages through the template.

@@ -687,89 +687,93 @@ fn chunk(id: &str, created: u64, model: &str, choices: Vec<Choice>, usage: Optio
     Event::default().data(serde_json::to_string(&c).unwrap_or_default())
 }
 
-fn stream_completion(
+/// How one API draws a streamed choice: the event it opens with (if any), the event of
+/// each applied generation event, the usage chunk.
+pub(super) trait ChoiceEvents: Send + Sync + 'static {
+    /// Before the first generation event (completions: the echoed prompt; chat: the
+    /// assistant role).
+    fn opening(&self, r: &mut Running) -> Option<Event>;
+    /// After `r.builder` applied an event: its new text and logprobs, the builder's raw
+    /// logprobs from `raw_from` on are the event's, `last` when it ended the choice.
+    fn event(
+        &self,
+        r: &Running,
+        text: String,
+        logprobs: Option<Logprobs>,
+        raw_from: usize,
+        last: bool,
+    ) -> Event;
+    /// The chunk with `usage` (and no choices).
+    fn usage(&self, u: Usage) -> Event;
+}
+
+/// Stream every choice's generation as Server-Sent Events, interleaved as tokens come,
+/// each token charged to the client's rate limit; then the usage chunk when asked and
+/// `data: [DONE]`. An error ends its choice with an error chunk in the OpenAI shape.
+pub(super) fn stream_choices(
     st: AppState,
     client: Option<Client>,
-    p: Plan,
     running: Vec<Running>,
-    id: String,
-    created: u64,
+    n: usize,
+    include_usage: bool,
+    draw: Arc<dyn ChoiceEvents>,
 ) -> Response {
     let totals: Arc<Mutex<Vec<(usize, usize, usize)>>> = Arc::default(); // (index, prompt, completion)
-    let model = p.model.clone();
-    let per_choice = running.into_iter().map(|r| {
-        let (id, model, st, client, totals) = (
-            id.clone(),
-            model.clone(),
-            st.clone(),
-            client.clone(),
-            totals.clone(),
-        );
-        let state = (Some(r), false);
-        futures_util::stream::unfold(state, move |(r, done)| {
-            let (id, model, st, client, totals) = (
-                id.clone(),
-                model.clone(),
-                st.clone(),
-                client.clone(),
-                totals.clone(),
-            );
-            async move {
-                let mut r = r?;
-                if done {
-                    return None;
-                }
-                if let Some(text) = r.echo_text.take() {
-                    let c = Choice {
-                        text,
-                        index: r.builder.index,
-                        logprobs: None,
-                        finish_reason: None,
-                    };
-                    return Some((chunk(&id, created, &model, vec![c], None), (Some(r), false)));
-                }
-                let ev = r.stream.recv().await?;
-                let is_token = matches!(ev, GenEvent::Token { .. });
-                let last = ev.is_final();
-                let event = match r.builder.apply(ev) {
-                    Ok((text, logprobs)) => {
-                        if is_token {
-                            st.charge_tokens(client.as_ref(), 1);
+    let per_choice: Vec<_> = running
+        .into_iter()
+        .map(|r| {
+            let (st, client, totals, draw) =
+                (st.clone(), client.clone(), totals.clone(), draw.clone());
+            // (the generation, whether it opened, whether it ended)
+            futures_util::stream::unfold((Some(r), false, false), move |(r, opened, done)| {
+                let (st, client, totals, draw) =
+                    (st.clone(), client.clone(), totals.clone(), draw.clone());
+                async move {
+                    let mut r = r?;
+                    if done {
+                        return None;
+                    }
+                    if !opened {
+                        if let Some(ev) = draw.opening(&mut r) {
+                            return Some((ev, (Some(r), true, false)));
                         }
-                        if last {
-                            if let Ok(mut t) = totals.lock() {
-                                t.push(r.builder.counts());
+                    }
+                    let ev = r.stream.recv().await?;
+                    let is_token = matches!(ev, GenEvent::Token { .. });
+                    let last = ev.is_final();
+                    let raw_from = r.builder.raw.len();
+                    let event = match r.builder.apply(ev) {
+                        Ok((text, logprobs)) => {
+                            if is_token {
+                                st.charge_tokens(client.as_ref(), 1);
                             }
+                            if last {
+                                if let Ok(mut t) = totals.lock() {
+                                    t.push(r.builder.counts());
+                                }
+                            }
+                            draw.event(&r, text, logprobs, raw_from, last)
                         }
-                        let c = Choice {
-                            text,
-                            index: r.builder.index,
-                            logprobs,
-                            finish_reason: r.builder.finish,
-                        };
-                        chunk(&id, created, &model, vec![c], None)
-                    }
-                    Err(e) => {
-                        let api = ApiError::from(e);
-                        Event::default().data(
-                            openai_error_json(api.status, &api.detail, api.code, None).to_string(),
-                        )
-                    }
-                };
-                Some((event, (Some(r), last)))
-            }
+                        Err(e) => {
+                            let api = ApiError::from(e);
+                            Event::default().data(
+                                openai_error_json(api.status, &api.detail, api.code, None)
+                                    .to_string(),
+                            )
+                        }
+                    };
+                    Some((event, (Some(r), true, last)))
+                }
+            })
+            .boxed()
         })
-        .boxed()
-    });
-    let per_choice: Vec<_> = per_choice.collect();
-    let n = p.n;
-    let include_usage = p.include_usage;
+        .collect();
     let tail = futures_util::stream::once(async move {
         let t = totals.lock().map(|t| t.clone()).unwrap_or_default();
         let u = usage(&t, n);
         futures_util::stream::iter(
             include_usage
-                .then(|| chunk(&id, created, &model, Vec::new(), Some(u)))
+                .then(|| draw.usage(u))
                 .into_iter()
                 .chain(std::iter::once(Event::default().data("[DONE]"))),
         )
@@ -781,6 +785,63 @@ fn stream_completion(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The legacy completion chunks.
+struct CompletionEvents {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ChoiceEvents for CompletionEvents {
+    fn opening(&self, r: &mut Running) -> Option<Event> {
+        let text = r.echo_text.take()?;
+        let c = Choice {
+            text,
+            index: r.builder.index,
+            logprobs: None,
+            finish_reason: None,
+        };
+        Some(chunk(&self.id, self.created, &self.model, vec![c], None))
+    }
+
+    fn event(
+        &self,
+        r: &Running,
+        text: String,
+        logprobs: Option<Logprobs>,
+        _: usize,
+        _: bool,
+    ) -> Event {
+        let c = Choice {
+            text,
+            index: r.builder.index,
+            logprobs,
+            finish_reason: r.builder.finish,
+        };
+        chunk(&self.id, self.created, &self.model, vec![c], None)
+    }
+
+    fn usage(&self, u: Usage) -> Event {
+        chunk(&self.id, self.created, &self.model, Vec::new(), Some(u))
+    }
+}
+
+fn stream_completion(
+    st: AppState,
+    client: Option<Client>,
+    p: Plan,
+    running: Vec<Running>,
+    id: String,
+    created: u64,
+) -> Response {
+    let draw = Arc::new(CompletionEvents {
+        id,
+        created,
+        model: p.model.clone(),
+    });
+    stream_choices(st, client, running, p.n, p.include_usage, draw)
 }
 
 /// `POST /v1/tokenize` (llama.cpp's shape).
