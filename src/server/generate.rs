@@ -277,6 +277,7 @@ fn sse_stream(
 pub async fn ws_inference(
     State(st): State<AppState>,
     client: Option<Extension<Client>>,
+    slots: Option<Extension<super::limits::ConnectionSlots>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(held) = Held::try_new(&st.websockets, st.config.max_websockets) else {
@@ -291,10 +292,12 @@ pub async fn ws_inference(
         .into_response();
     };
     let client = client.map(|Extension(c)| c);
+    // the session keeps the connection's place in the connection caps while it is open
+    let connection = slots.and_then(|Extension(s)| s.take());
     ws.protocols(["wgformer"])
         .on_upgrade(move |socket| async move {
             ws_session(st, client, socket).await;
-            drop(held);
+            drop((held, connection));
         })
 }
 

@@ -132,6 +132,24 @@ impl PerAddress {
     }
 }
 
+/// What a connection holds of the connection cap and of its address's share. A
+/// WebSocket session takes them when its connection is upgraded (hyper lets go of an
+/// upgraded connection), so an open session keeps counting against both; otherwise
+/// they are given back when the connection ends.
+#[derive(Clone)]
+pub struct ConnectionSlots(Arc<Mutex<Option<(Held, HeldAddress)>>>);
+
+impl ConnectionSlots {
+    pub fn new(held: Held, address: HeldAddress) -> Self {
+        ConnectionSlots(Arc::new(Mutex::new(Some((held, address)))))
+    }
+
+    /// The slots, for a session that outlives the connection's task (once).
+    pub fn take(&self) -> Option<(Held, HeldAddress)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 impl Drop for HeldAddress {
     fn drop(&mut self) {
         let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());

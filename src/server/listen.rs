@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use super::app::router;
 use super::lenient::{Activity, LenientStream};
-use super::limits::Held;
+use super::limits::{ConnectionSlots, Held};
 use super::state::AppState;
 
 /// A request being answered on a connection (the idle timeout waits for it).
@@ -112,10 +112,12 @@ pub async fn serve(
         };
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(LenientStream::new(tcp, activity.clone()));
-        let (app, act) = (app.clone(), activity.clone());
+        let slots = ConnectionSlots::new(held, held_address);
+        let (app, act, conn_slots) = (app.clone(), activity.clone(), slots.clone());
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(remote));
+            req.extensions_mut().insert(conn_slots.clone());
             let busy = InFlight::new(&act);
             let app = app.clone();
             async move {
@@ -128,7 +130,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         let idle = cfg.idle_timeout;
         tokio::spawn(async move {
-            let _held = (held, held_address);
+            let _held = slots;
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(check);
             loop {

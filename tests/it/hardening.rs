@@ -263,6 +263,24 @@ async fn connection_and_websocket_caps() {
     })
     .await
     .unwrap();
+    // open WebSocket sessions keep their connection's place in the caps
+    let url = format!("ws://{}/ws/inference", s.addr);
+    let (one, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (two, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = s.addr;
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        read_all(&mut c, Duration::from_secs(10)).0
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("from your address"), "{refused}");
+    drop((one, two));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
