@@ -39,11 +39,34 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The answers any operation may give besides its own (the guard's, the body
-/// reader's, overload), each with its error body: the contract's envelope, or
-/// OpenAI's shape on `/v1` routes.
-fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+/// Document the error answer `status` of `path`'s operation `op`, unless it is
+/// documented already: its body is the contract's envelope, or OpenAI's shape on
+/// `/v1` routes.
+fn document_error(op: &mut utoipa::openapi::path::Operation, path: &str, status: &str, what: &str) {
     use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    let body = if path.starts_with("/v1/") {
+        "OpenAiErrorBody"
+    } else {
+        "ErrorBody"
+    };
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name(body))),
+                )
+                .build()
+                .into()
+        });
+}
+
+/// The answers any operation may give besides its own (the guard's, the body
+/// reader's, overload).
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
     const ANY: &[(&str, &str)] = &[
         (
             "403",
@@ -62,26 +85,10 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
         ("415", "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json"),
     ];
     for (path, item) in doc.paths.paths.iter_mut() {
-        let body = if path.starts_with("/v1/") {
-            "OpenAiErrorBody"
-        } else {
-            "ErrorBody"
-        };
-        let content = Content::new(Some(Ref::from_schema_name(body)));
         for (op, post) in [(&mut item.get, false), (&mut item.post, true)] {
             let Some(op) = op.as_mut() else { continue };
-            let extra = ANY.iter().chain(if post { BODY } else { &[] });
-            for (status, what) in extra {
-                op.responses
-                    .responses
-                    .entry(status.to_string())
-                    .or_insert_with(|| {
-                        ResponseBuilder::new()
-                            .description(*what)
-                            .content("application/json", content.clone())
-                            .build()
-                            .into()
-                    });
+            for (status, what) in ANY.iter().chain(if post { BODY } else { &[] }) {
+                document_error(op, path, status, what);
             }
         }
     }
@@ -154,26 +161,17 @@ pub fn api_doc_for(config: &super::state::ServerConfig) -> utoipa::openapi::Open
     )]);
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = guard::open_route(path, config.metrics_require_key);
-        let body = if path.starts_with("/v1/") {
-            "OpenAiErrorBody"
-        } else {
-            "ErrorBody"
-        };
         for op in [&mut item.get, &mut item.post].into_iter().flatten() {
             if open {
                 op.security = Some(vec![SecurityRequirement::default()]);
                 continue;
             }
-            op.responses.responses.entry("401".into()).or_insert_with(|| {
-                utoipa::openapi::ResponseBuilder::new()
-                    .description("UNAUTHORIZED: the API key is missing or wrong (WWW-Authenticate: Bearer)")
-                    .content(
-                        "application/json",
-                        utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name(body))),
-                    )
-                    .build()
-                    .into()
-            });
+            document_error(
+                op,
+                path,
+                "401",
+                "UNAUTHORIZED: the API key is missing or wrong (WWW-Authenticate: Bearer)",
+            );
         }
     }
     doc

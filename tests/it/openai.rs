@@ -491,20 +491,7 @@ async fn a_full_queue_is_503_in_the_openai_shape() {
         })
     };
     // wait (bounded) until the long generation runs, then until two choices wait
-    let until = |field: &'static str, want: u64| {
-        let s = &s;
-        async move {
-            for _ in 0..500 {
-                let (_, st) = get(s, "/api/v1/status").await;
-                if st[field].as_u64().unwrap_or(0) >= want {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            panic!("{field} never reached {want}");
-        }
-    };
-    until("active_generations", 1).await;
+    until_status(&s, "active_generations", 1).await;
     let waiting = {
         let url = s.url("/v1/completions");
         tokio::spawn(async move {
@@ -516,7 +503,7 @@ async fn a_full_queue_is_503_in_the_openai_shape() {
                 .map(|r| r.status().as_u16())
         })
     };
-    until("queue_depth", 2).await;
+    until_status(&s, "queue_depth", 2).await;
     let r = client()
         .post(s.url("/v1/completions"))
         .json(&json!({"prompt": "x", "max_tokens": 1}))

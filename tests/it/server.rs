@@ -484,23 +484,10 @@ async fn full_queue_answers_503_with_retry_after() {
                 .as_u16()
         })
     };
-    let until = |field: &'static str| {
-        let s = &s;
-        async move {
-            for _ in 0..1000 {
-                let (_, st) = get(s, "/api/v1/status").await;
-                if st[field].as_u64().unwrap_or(0) >= 1 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("{field} never reached 1");
-        }
-    };
     let running = generation("runs");
-    until("active_generations").await;
+    until_status(&s, "active_generations", 1).await;
     let waiting = generation("waits");
-    until("queue_depth").await;
+    until_status(&s, "queue_depth", 1).await;
     let r = client()
         .post(s.url("/api/v1/forward"))
         .json(&json!({"text": "hi"}))

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wgformer::engine::EngineOptions;
 use wgformer::server::ServerConfig;
 
-use crate::common::http::{client, get, init, Server};
+use crate::common::http::{client, init, until_status as until, Server};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -37,18 +37,6 @@ async fn server(shutdown: Duration) -> Server {
     let cfg = json!({"n_layer": 2, "n_embed": 64, "n_head": 2, "context_size": 1024});
     assert_eq!(init(&s, &cfg).await.0, 200);
     s
-}
-
-/// Poll `/status` (bounded) until `field` reaches `want`.
-async fn until(s: &Server, field: &str, want: u64) {
-    for _ in 0..1000 {
-        let (_, st) = get(s, "/api/v1/status").await;
-        if st[field].as_u64().unwrap_or(0) >= want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{field} never reached {want}");
 }
 
 /// A WebSocket streaming a generation of `n` tokens, its first token received.

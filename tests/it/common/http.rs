@@ -83,6 +83,18 @@ impl Drop for Server {
     }
 }
 
+/// Poll `/api/v1/status` (bounded, 5 s) until `field` reaches at least `want`.
+pub async fn until_status(s: &Server, field: &str, want: u64) {
+    for _ in 0..1000 {
+        let (_, st) = get(s, "/api/v1/status").await;
+        if st[field].as_u64().unwrap_or(0) >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{field} never reached {want}");
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
