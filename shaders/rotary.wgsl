@@ -7,12 +7,20 @@
 // in a forward, each generation's own in a decode batch). cos and sin come from tables
 // `[positions, HS/2]` the host computed once per model (the angles in f32 as Hugging
 // Face computes them, whatever the scaling). One invocation per (row, head, 4 pairs).
+// With p.store (a prefill chunk or a decode step), the rotated keys and the values
+// also go to the paged KV pool, row t's to pool row slots[t] (the kv_store kernel's
+// work): the invocations of key head j store its 4 pairs of keys and the same vec4s of
+// value head j.
 
 struct RotaryParams {
     t: u32,      // rows
     row4: u32,   // vec4s in a row of qkv
     heads: u32,  // rotated heads per row (query heads + key heads)
     half4: u32,  // HS / 8: vec4s in half a head
+    store: u32,  // 1: keys and values to the pool as well
+    q_heads: u32, // the query heads before the key heads
+    kv4: u32,    // vec4s of a pool row (the key heads; as many value heads follow them)
+    _pad1: u32,
 }
 
 override WG: u32 = 64u;
@@ -22,6 +30,9 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> cos_table: array<vec4<f32>>; // [positions, HS/2]
 @group(0) @binding(3) var<storage, read> sin_table: array<vec4<f32>>; // [positions, HS/2]
 @group(0) @binding(4) var<storage, read> positions: array<u32>;       // [T]
+@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(7) var<storage, read> slots: array<u32>;              // [T] (or a dummy)
 
 @compute @workgroup_size(WG)
 fn rotary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -40,6 +51,18 @@ fn rotary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let s = sin_table[at];
     let x1 = qkv[lo];
     let x2 = qkv[hi];
-    qkv[lo] = x1 * c - x2 * s;
-    qkv[hi] = x2 * c + x1 * s;
+    let r1 = x1 * c - x2 * s;
+    let r2 = x2 * c + x1 * s;
+    qkv[lo] = r1;
+    qkv[hi] = r2;
+    if (p.store != 0u && head >= p.q_heads) {
+        // key head j's vec4s i and i + half4, and value head j's, at the row's pool row
+        let j = (head - p.q_heads) * 2u * p.half4 + i;
+        let dst = slots[row] * p.kv4 + j;
+        k_pool[dst] = r1;
+        k_pool[dst + p.half4] = r2;
+        let v = row * p.row4 + p.q_heads * 2u * p.half4 + p.kv4 + j;
+        v_pool[dst] = qkv[v];
+        v_pool[dst + p.half4] = qkv[v + p.half4];
+    }
 }

@@ -5,18 +5,40 @@
 struct MatvecParams {
     n4: u32,
     k4: u32,
-    flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate
+    flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate, bit 3 KV_STORE
     p4: u32,    // panel width of w / 4
     rows: u32,  // workgroup rows of this dispatch (ROWS rows each)
     row0: u32,  // first row of this dispatch (the ROWS kernels)
     row_end: u32, // rows from here on are past the batch: computed, never stored
+    kv_q4: u32, // KV_STORE: vec4s of the queries before the keys in a row of out
+    kv4: u32,   // KV_STORE: vec4s of a pool row (the keys; the values follow them in out)
+    norm: u32,  // the kernels with a norm prologue: NORM_* flags (0: x as it is)
+    eps: f32,   // the norm's epsilon
     _pad1: u32,
 }
 
+// Flag: the output is a qkv projection of a decode step; its keys and values also go
+// to the paged KV pool, row r's to pool row slots[r] (the kv_store kernel's work done
+// in the epilogue, for models without rotary positions).
+const KV_STORE: u32 = 8u;
+
+@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(7) var<storage, read> slots: array<u32>;              // [R] (or a dummy)
+
 // Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue),
-// unless the row is past the batch (a ROWS group that covers the batch's end).
+// unless the row is past the batch (a ROWS group that covers the batch's end); with
+// KV_STORE, a key or value vec4 also to its pool row.
 fn store_row(acc: vec4<f32>, col: u32, r: u32) {
     if (r < p.row_end) {
-        store_epilogue(acc, col, r * p.n4 + col);
+        let o = store_epilogue(acc, col, r * p.n4 + col);
+        if ((p.flags & KV_STORE) != 0u && col >= p.kv_q4) {
+            let c = col - p.kv_q4;
+            if (c < p.kv4) {
+                k_pool[slots[r] * p.kv4 + c] = o;
+            } else if (c < 2u * p.kv4) {
+                v_pool[slots[r] * p.kv4 + c - p.kv4] = o;
+            }
+        }
     }
 }

@@ -245,6 +245,21 @@ const MATVEC_F16: &[Prelude] = &[
     prelude::EPILOGUE,
 ];
 const MATVEC_SUBGROUP: &[Prelude] = &[prelude::MATVEC_PARAMS, prelude::GELU, prelude::EPILOGUE];
+// the hardware matrix-vector kernels: their norm prologue reduces across the workgroup
+const MATVEC_SPLITK_F32: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::WORKGROUP_REDUCE,
+];
+const MATVEC_SPLITK_F16: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::WORKGROUP_REDUCE,
+];
 const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F32];
 const MATVEC_BT_F16: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F16];
 const MATVEC_BT_SUBGROUP: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
@@ -390,12 +405,12 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Subgroup)
         .batch(),
     Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_F32)
+        .with(MATVEC_SPLITK_F32)
         .of("matvec")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_F16)
+        .with(MATVEC_SPLITK_F16)
         .of("matvec")
         .entry("matvec_splitk")
         .class(Hardware)

@@ -4,6 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::layer_norm::Norm;
 use super::matmul::{panel_width, store_weights};
 use super::Pipelines;
 use super::{submit_pass, HostProduct, LinearBuffers, RowsOp};
@@ -23,7 +24,50 @@ pub struct MatvecParams {
     /// The batch's end: a `ROWS` group that passes it computes those rows and does
     /// not store them.
     pub row_end: u32,
+    /// [`KV_STORE`]: vec4s of the queries before the keys in a row of `out`.
+    pub kv_q4: u32,
+    /// [`KV_STORE`]: vec4s of a pool row.
+    pub kv4: u32,
+    /// The norm prologue's flags ([`fuses_norm`] kernels; 0: x as it is).
+    pub norm: u32,
+    pub eps: f32,
     pub _pad: u32,
+}
+
+/// Epilogue flag (with the matmul's [`super::matmul::BIAS`], `GELU`, `ACCUMULATE`): the
+/// output is a decode step's qkv projection whose keys and values also go to the paged
+/// KV pool (`k_pool`, `v_pool` at each row's `slots` entry), in place of `kv_store`.
+pub const KV_STORE: u32 = 8;
+
+/// What a matrix-vector product does besides `x · w` and its epilogue: store the keys
+/// and values of a qkv projection in the pool (`(Q, KV)`: the floats of the queries
+/// and of the keys in a row), and normalise x on the way in (the hardware kernels,
+/// [`fuses_norm`]; x is then the residual stream and the op binds the norm's weights).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fusion {
+    pub kv: Option<(usize, usize)>,
+    pub norm: Option<Norm>,
+}
+
+/// The pool buffers and slots a qkv projection stores to, and the norm's weight and
+/// bias a normalising op reads (any buffer where unused; `None` binds `dummy`).
+#[derive(Clone, Copy, Default)]
+pub struct FusionBuffers<'a> {
+    pub kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    pub norm: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// Whether `variant` has the norm prologue (the hardware kernels: one workgroup a row
+/// and output block, which takes the row's statistics across its lanes).
+pub fn fuses_norm(variant: &str) -> bool {
+    matches!(variant, "matvec_splitk" | "matvec_f16_splitk")
+}
+
+/// The norm prologue's flags in `MatvecParams.norm`.
+fn norm_flags(norm: Option<Norm>) -> u32 {
+    norm.map_or(0, |n| {
+        1 | (if n.rms { 2 } else { 0 }) | (if n.bias { 4 } else { 0 })
+    })
 }
 
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
@@ -68,7 +112,29 @@ pub fn matvec_variant_op(
     variant: &'static str,
     io: &LinearBuffers,
 ) -> RowsOp {
-    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &[io.x, io.w, io.bias, io.out])
+    matvec_fused_op(ctx, pipelines, variant, io, FusionBuffers::default())
+}
+
+/// [`matvec_variant_op`] with the buffers of its fusions (`dummy` where there are none:
+/// the kernels bind the pool and, with the norm prologue, the norm's weights always).
+pub fn matvec_fused_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    io: &LinearBuffers,
+    fused: FusionBuffers,
+) -> RowsOp {
+    // stand-ins: one written (the pool's two bindings), one read (a buffer may not be
+    // bound both ways in one dispatch)
+    let written = buffers::storage(ctx, "matvec pool stand-in", 4);
+    let read = buffers::storage(ctx, "matvec stand-in", 4);
+    let (k, v, slots) = fused.kv.unwrap_or((&written, &written, &read));
+    let mut all = vec![io.x, io.w, io.bias, io.out, k, v, slots];
+    if fuses_norm(variant) {
+        let (g, b) = fused.norm.unwrap_or((&read, &read));
+        all.extend([g, b]);
+    }
+    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)
 }
 
 /// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.
@@ -80,16 +146,36 @@ pub fn encode_matvec(
     k: usize,
     flags: u32,
 ) {
+    encode_matvec_fused(pass, op, rows, n, k, flags, Fusion::default())
+}
+
+/// [`encode_matvec`] with `fusion` (its norm only on a [`fuses_norm`] kernel's op bound
+/// with the norm's weights; its KV store only on an op bound with the pool).
+pub fn encode_matvec_fused(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &RowsOp,
+    rows: usize,
+    n: usize,
+    k: usize,
+    flags: u32,
+    fusion: Fusion,
+) {
+    debug_assert!(fusion.norm.is_none() || fuses_norm(op.name));
     let gx = workgroups(op.name, n, op.workgroup as usize);
+    let (kv_q4, kv4) = fusion.kv.map_or((0, 0), |(q, kv)| (q / 4, kv / 4));
     for (o, row0, groups) in op.cover(rows) {
         let p = MatvecParams {
             n4: (n / 4) as u32,
             k4: (k / 4) as u32,
-            flags,
+            flags: flags | if fusion.kv.is_some() { KV_STORE } else { 0 },
             p4: (panel_width(n) / 4) as u32,
             rows: groups as u32,
             row0: row0 as u32,
             row_end: rows as u32,
+            kv_q4: kv_q4 as u32,
+            kv4: kv4 as u32,
+            norm: norm_flags(fusion.norm),
+            eps: fusion.norm.map_or(0.0, |n| n.eps),
             _pad: 0,
         };
         o.encode(pass, &p, (gx as u32, groups as u32, 1));

@@ -18,22 +18,35 @@ pub struct RotaryParams {
     pub row4: u32,
     pub heads: u32,
     pub half4: u32,
+    pub store: u32,
+    pub q_heads: u32,
+    pub kv4: u32,
+    pub _pad1: u32,
 }
 
 /// Op: bindings qkv `[T, row]` (rotated in place), the cos and sin tables
-/// `[positions, HS/2]`, the rows' positions `[T]` (u32).
+/// `[positions, HS/2]`, the rows' positions `[T]` (u32), and where a step stores the
+/// keys and values (`(k_pool, v_pool, slots)`; `None`: a forward's op, never storing).
 pub fn rotary_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     qkv: &wgpu::Buffer,
     (cos, sin): (&wgpu::Buffer, &wgpu::Buffer),
     positions: &wgpu::Buffer,
+    pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
 ) -> KernelOp {
-    KernelOp::new::<RotaryParams>(ctx, pipelines, "rotary", &[qkv, cos, sin, positions])
+    // stand-ins: one written (the pool's two bindings), one read
+    let written = buffers::storage(ctx, "rotary pool stand-in", 4);
+    let read = buffers::storage(ctx, "rotary slots stand-in", 4);
+    let (k, v, slots) = pool.unwrap_or((&written, &written, &read));
+    let all = [qkv, cos, sin, positions, k, v, slots];
+    KernelOp::new::<RotaryParams>(ctx, pipelines, "rotary", &all)
 }
 
 /// Record the rotation of the first `heads` heads (of `hs` dimensions, a multiple of 8)
-/// of `t` rows of `row` floats.
+/// of `t` rows of `row` floats; with `store = Some(q_heads)` (an op bound with the
+/// pool), the rotated key heads (those after the `q_heads` query heads) and the value
+/// heads after them go to each row's pool row as well.
 pub fn encode_rotary(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
@@ -41,12 +54,18 @@ pub fn encode_rotary(
     row: usize,
     heads: usize,
     hs: usize,
+    store: Option<usize>,
 ) {
+    let q_heads = store.unwrap_or(heads);
     let p = RotaryParams {
         t: t as u32,
         row4: (row / 4) as u32,
         heads: heads as u32,
         half4: (hs / 8) as u32,
+        store: store.is_some() as u32,
+        q_heads: q_heads as u32,
+        kv4: ((heads - q_heads.min(heads)) * hs / 4) as u32,
+        _pad1: 0,
     };
     let (gx, gy) = grid_1d(t * heads * hs / 8);
     op.encode(pass, &p, (gx, gy, 1));
@@ -67,9 +86,9 @@ pub fn run_rotary(
     let cb = buffers::upload(ctx, "rope cos", cos);
     let sb = buffers::upload(ctx, "rope sin", sin);
     let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(positions));
-    let op = rotary_op(ctx, pipelines, &xb, (&cb, &sb), &pb);
+    let op = rotary_op(ctx, pipelines, &xb, (&cb, &sb), &pb, None);
     submit_pass(ctx, "rotary", |pass| {
-        encode_rotary(pass, &op, t, row, heads, hs)
+        encode_rotary(pass, &op, t, row, heads, hs, None)
     })?;
     buffers::read_floats(ctx, &xb, 0, t * row)
 }

@@ -30,7 +30,7 @@ use crate::kernels::layer_norm::layer_norm_op;
 use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
 use crate::kernels::matmul::{matmul_op, matmul_split_op};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
-use crate::kernels::matvec::{self, matvec_variant_op};
+use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_op};
 use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
 use crate::kernels::rotary::rotary_op;
@@ -517,42 +517,74 @@ pub(super) fn bind_ops(
     };
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
-    // a linear x[., k] -> out[., n] with both row paths
+    // a linear x[., k] -> out[., n] with both row paths; `kv`: a qkv projection whose
+    // decode steps store the keys and values (`(k_pool, v_pool)` of its layer); `norm`:
+    // the norm (weight, bias) before it, which the hardware matrix-vector kernels fold
+    // in (their op `normed` reads the residual stream instead of `x`)
+    let fused_linear =
+        |x: &wgpu::Buffer,
+         wt: &wgpu::Buffer,
+         b: &Option<wgpu::Buffer>,
+         out: &wgpu::Buffer,
+         (n, k): (usize, usize),
+         kv: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+         norm: Option<(&wgpu::Buffer, &Option<wgpu::Buffer>)>| {
+            let bias = or_dummy(b);
+            let variant = matvec::variant_for(pl, hardware, half_weights, n);
+            let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
+            let normed = norm.filter(|_| matvec::fuses_norm(variant)).map(|(g, nb)| {
+                let nb = or_dummy(nb);
+                let io = LinearBuffers {
+                    x: &a.x,
+                    w: wt,
+                    bias: &bias,
+                    out,
+                };
+                let fused = FusionBuffers {
+                    kv: pool,
+                    norm: Some((g, &nb)),
+                };
+                matvec_fused_op(ctx, pl, variant, &io, fused)
+            });
+            Linear {
+                matmul: matmul_split_op(
+                    ctx,
+                    pl,
+                    lin,
+                    &LinearBuffers {
+                        x,
+                        w: wt,
+                        bias: &bias,
+                        out,
+                    },
+                    Some(&a.split).map(|part| (part, a.split_rows)),
+                ),
+                matvec: matvec_fused_op(
+                    ctx,
+                    pl,
+                    variant,
+                    &LinearBuffers {
+                        x,
+                        w: wt,
+                        bias: &bias,
+                        out,
+                    },
+                    FusionBuffers {
+                        kv: pool,
+                        norm: None,
+                    },
+                ),
+                normed,
+                n,
+                k,
+            }
+        };
     let linear = |x: &wgpu::Buffer,
                   wt: &wgpu::Buffer,
                   b: &Option<wgpu::Buffer>,
                   out: &wgpu::Buffer,
                   n: usize,
-                  k: usize| {
-        let bias = or_dummy(b);
-        Linear {
-            matmul: matmul_split_op(
-                ctx,
-                pl,
-                lin,
-                &LinearBuffers {
-                    x,
-                    w: wt,
-                    bias: &bias,
-                    out,
-                },
-                Some(&a.split).map(|part| (part, a.split_rows)),
-            ),
-            matvec: matvec_variant_op(
-                ctx,
-                pl,
-                matvec::variant_for(pl, hardware, half_weights, n),
-                &LinearBuffers {
-                    x,
-                    w: wt,
-                    bias: &bias,
-                    out,
-                },
-            ),
-            n,
-            k,
-        }
-    };
+                  k: usize| fused_linear(x, wt, b, out, (n, k), None, None);
     let (ro, cols) = match sparse {
         Some(sp) => (&sp.row_offsets, &sp.cols),
         None => (&a.dummy, &a.dummy),
@@ -586,11 +618,21 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            c_attn: linear(&a.ln, &b.attn_w, &b.attn_b, &a.qkv, heads.qkv_width(), c),
-            rotary: w
-                .rope
-                .as_ref()
-                .map(|(cos, sin)| rotary_op(ctx, pl, &a.qkv, (cos, sin), &a.positions)),
+            // decode steps store the keys and values in the qkv projection's epilogue,
+            // or (rotary families) in the rotary kernel after it
+            c_attn: fused_linear(
+                &a.ln,
+                &b.attn_w,
+                &b.attn_b,
+                &a.qkv,
+                (heads.qkv_width(), c),
+                w.rope.is_none().then_some((&kv.k[l], &kv.v[l])),
+                Some((&b.ln_1_w, &b.ln_1_b)),
+            ),
+            rotary: w.rope.as_ref().map(|(cos, sin)| {
+                let pool = (&kv.k[l], &kv.v[l], &a.kv_slots);
+                rotary_op(ctx, pl, &a.qkv, (cos, sin), &a.positions, Some(pool))
+            }),
             attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
                 .map(|_| attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention))
@@ -715,12 +757,28 @@ pub(super) fn bind_ops(
                 ) => match &a.gated {
                     // SwiGLU: gate | up, then the gated hidden into the down projection
                     Some(gated) => MlpOps::Dense {
-                        c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, 2 * hidden, c),
+                        c_fc: fused_linear(
+                            &a.ln,
+                            fc_w,
+                            fc_b,
+                            &a.hidden,
+                            (2 * hidden, c),
+                            None,
+                            Some((&b.ln_2_w, &b.ln_2_b)),
+                        ),
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden),
                     },
                     None => MlpOps::Dense {
-                        c_fc: linear(&a.ln, fc_w, fc_b, &a.hidden, hidden, c),
+                        c_fc: fused_linear(
+                            &a.ln,
+                            fc_w,
+                            fc_b,
+                            &a.hidden,
+                            (hidden, c),
+                            None,
+                            Some((&b.ln_2_w, &b.ln_2_b)),
+                        ),
                         swiglu: None,
                         fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
                     },

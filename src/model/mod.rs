@@ -221,6 +221,10 @@ pub struct MoeActivations {
 pub struct Linear {
     pub matmul: MatmulOp,
     pub matvec: RowsOp,
+    /// The matrix-vector kernel reading the residual stream with the norm before this
+    /// linear folded in (hardware kernels, for the linears right after a norm: a decode
+    /// step then skips the norm's dispatch).
+    pub normed: Option<RowsOp>,
     /// Outputs and inputs.
     pub n: usize,
     pub k: usize,

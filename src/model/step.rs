@@ -17,7 +17,7 @@ use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
 use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::encode_matmul_bt;
-use crate::kernels::matvec::encode_matvec;
+use crate::kernels::matvec::{encode_matvec_fused, Fusion};
 use crate::kernels::matvec_bt::encode_matvec_bt;
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
@@ -175,17 +175,45 @@ impl Linear {
     /// Record `out (=|+=) act(x · w + bias)` for `t` rows along `path`.
     pub(super) fn encode(
         &self,
-        m: &Model,
         pass: &mut wgpu::ComputePass<'_>,
         t: usize,
         path: RowPath,
         flags: u32,
     ) {
-        let (_q, _pl) = (&m.ctx.queue, &*m.pipelines);
-        match path {
-            RowPath::Matmul => encode_matmul(pass, &self.matmul, t, self.n, self.k, flags),
-            RowPath::Matvec => encode_matvec(pass, &self.matvec, t, self.n, self.k, flags),
+        self.encode_fused(pass, t, path, flags, Fusion::default());
+    }
+
+    /// [`Linear::encode`] with the matrix-vector path's `fusion`: its norm through the
+    /// `normed` op (the residual stream in, the norm before this linear folded in),
+    /// its KV store through an op bound with the pool (a qkv projection).
+    fn encode_fused(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        t: usize,
+        path: RowPath,
+        flags: u32,
+        fusion: Fusion,
+    ) {
+        let (n, k) = (self.n, self.k);
+        match (path, &self.normed) {
+            (RowPath::Matmul, _) => encode_matmul(pass, &self.matmul, t, n, k, flags),
+            (RowPath::Matvec, Some(op)) if fusion.norm.is_some() => {
+                encode_matvec_fused(pass, op, t, n, k, flags, fusion)
+            }
+            (RowPath::Matvec, _) => {
+                let fusion = Fusion {
+                    norm: None,
+                    ..fusion
+                };
+                encode_matvec_fused(pass, &self.matvec, t, n, k, flags, fusion)
+            }
         }
+    }
+
+    /// The norm this linear folds in on `path`: `norm` when its decode steps read the
+    /// residual stream through the `normed` op, else `None` (the norm is dispatched).
+    fn folds(&self, path: RowPath, norm: Norm) -> Option<Norm> {
+        (path == RowPath::Matvec && self.normed.is_some()).then_some(norm)
     }
 }
 
@@ -204,19 +232,32 @@ impl Model {
         }
     }
 
-    /// Record `x += mlp(ln)` of block `l` for `t` rows (ln_2 already applied).
+    /// Record `x += mlp(ln_2(x))` of block `l` for `t` rows: ln_2 dispatched, or folded
+    /// into the up projection of a decode step (the hardware kernels, a dense MLP).
     fn encode_mlp(&self, pass: &mut wgpu::ComputePass<'_>, l: usize, t: usize, path: RowPath) {
         let cfg = &self.config;
         let (c, h) = (cfg.n_embed, cfg.ffn_hidden());
         let b = if cfg.has_mlp_bias() { BIAS } else { 0 };
-        match &self.ops.blocks[l].mlp {
+        let blk = &self.ops.blocks[l];
+        let folded = match &blk.mlp {
+            MlpOps::Dense { c_fc, .. } => c_fc.folds(path, self.norm()),
+            MlpOps::Moe { .. } => None,
+        };
+        if folded.is_none() {
+            encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
+        }
+        let up = Fusion {
+            kv: None,
+            norm: folded,
+        };
+        match &blk.mlp {
             MlpOps::Dense {
                 c_fc,
                 swiglu: None,
                 fc_proj,
             } => {
-                c_fc.encode(self, pass, t, path, b | GELU);
-                fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
+                c_fc.encode_fused(pass, t, path, b | GELU, up);
+                fc_proj.encode(pass, t, path, b | ACCUMULATE);
             }
             MlpOps::Dense {
                 c_fc,
@@ -224,9 +265,9 @@ impl Model {
                 fc_proj,
             } => {
                 // down(silu(gate(x)) · up(x)): gate | up in one matmul
-                c_fc.encode(self, pass, t, path, b);
+                c_fc.encode_fused(pass, t, path, b, up);
                 encode_swiglu(pass, swiglu, t, h, false);
-                fc_proj.encode(self, pass, t, path, b | ACCUMULATE);
+                fc_proj.encode(pass, t, path, b | ACCUMULATE);
             }
             MlpOps::Moe {
                 router,
@@ -263,10 +304,10 @@ impl Model {
                 // x += sigmoid(ln · w_gate) · down(silu(gate(ln)) · up(ln)) (Qwen2-MoE)
                 if let Some(sh) = shared {
                     let hs = cfg.moe_shared_expert_size.unwrap_or(0);
-                    sh.c_fc.encode(self, pass, t, path, 0);
+                    sh.c_fc.encode(pass, t, path, 0);
                     encode_matmul(pass, &sh.gate, t, 4, c, 0);
                     encode_swiglu(pass, &sh.swiglu, t, hs, true);
-                    sh.fc_proj.encode(self, pass, t, path, ACCUMULATE);
+                    sh.fc_proj.encode(pass, t, path, ACCUMULATE);
                 }
             }
         }
@@ -303,12 +344,35 @@ impl Model {
         if capture {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
+        // a prefill chunk's and a decode step's keys and values go to the pool: from
+        // the rotary kernel (rotary families), else from a decode step's qkv epilogue or
+        // (a prefill chunk's matmul) the kv_store kernel
+        let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
+        let rotary_stores = pooled && self.weights.rope.is_some();
+        let kv_in_epilogue = pooled && !rotary_stores && path == RowPath::Matvec;
         for (l, blk) in ops.blocks.iter().enumerate() {
-            // x = x + attn(ln_1(x)), rotary positions on q and k
-            encode_layer_norm(pass, &blk.ln_1, t, c, norm);
-            blk.c_attn.encode(self, pass, t, path, qkv_b);
+            // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
+            // folded into the qkv projection of a decode step (hardware kernels)
+            let folded = blk.c_attn.folds(path, norm);
+            if folded.is_none() {
+                encode_layer_norm(pass, &blk.ln_1, t, c, norm);
+            }
+            let qkv = Fusion {
+                kv: kv_in_epilogue.then_some((heads.q_width(), heads.kv_width())),
+                norm: folded,
+            };
+            blk.c_attn.encode_fused(pass, t, path, qkv_b, qkv);
             if let Some(rotary) = &blk.rotary {
-                encode_rotary(pass, rotary, t, qkv_w, heads.nh + heads.nkv, heads.hs);
+                let store = rotary_stores.then_some(heads.nh);
+                encode_rotary(
+                    pass,
+                    rotary,
+                    t,
+                    qkv_w,
+                    heads.nh + heads.nkv,
+                    heads.hs,
+                    store,
+                );
             }
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
@@ -336,7 +400,9 @@ impl Model {
                     }
                 }
                 StepKind::Prefill { parts, .. } => {
-                    encode_kv_store(pass, &blk.kv_store, t, heads);
+                    if !rotary_stores {
+                        encode_kv_store(pass, &blk.kv_store, t, heads);
+                    }
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {
@@ -354,7 +420,6 @@ impl Model {
                     }
                 }
                 StepKind::Decode { .. } => {
-                    encode_kv_store(pass, &blk.kv_store, t, heads);
                     encode_attention_paged(
                         pass,
                         &blk.attn_paged,
@@ -365,9 +430,8 @@ impl Model {
                     );
                 }
             }
-            blk.c_proj.encode(self, pass, t, path, o_b | ACCUMULATE);
+            blk.c_proj.encode(pass, t, path, o_b | ACCUMULATE);
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), SwiGLU, or the MoE
-            encode_layer_norm(pass, &blk.ln_2, t, c, norm);
             self.encode_mlp(pass, l, t, path);
             if let Some(r) = routing.filter(|_| cfg.is_moe_layer(l)) {
                 // the i-th MoE layer: the layers before it that route

@@ -5,6 +5,7 @@
 //! | module | what it tests |
 //! |---|---|
 //! | `kernels`, `moe`, `shaders` | every kernel against its CPU reference; WGSL validation |
+//! | `fusions` | a decode step's fused dispatches against the kernels they replace; its dispatch count |
 //! | `model`, `generate`, `hf_fixture`, `tokenizer` | the model on the device, KV-cache decoding, a `transformers` checkpoint |
 //! | `batching` | the engine: continuous batching, the paged KV pool |
 //! | `server`, `generation_api`, `openai`, `hardening`, `fuzz` | the HTTP service on loopback |
@@ -19,6 +20,7 @@ mod batching;
 mod chat;
 mod explorer;
 mod families;
+mod fusions;
 mod fuzz;
 mod generate;
 mod generation_api;

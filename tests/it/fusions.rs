@@ -1,0 +1,328 @@
+//! The fused dispatches of a decode step against the kernels they replace: a qkv
+//! projection that stores its keys and values in the pool (`kv_store`), the rotary
+//! kernel doing the same for the rotary families, the hardware matrix-vector kernels'
+//! norm prologue (`layer_norm_workgroup`, then the product), and the dispatches a
+//! step takes with each kernel class.
+
+use crate::common;
+
+use common::{assert_close, gpu, rand_vec};
+use wgformer::config::Heads;
+use wgformer::gpu::buffers;
+use wgformer::kernels::layer_norm::{self, Norm};
+use wgformer::kernels::matvec::{self, Fusion, FusionBuffers};
+use wgformer::kernels::{matmul, rotary, seen_by, submit_pass, LinearBuffers};
+use wgformer::model::Model;
+use wgformer::reference;
+
+/// Every matrix-vector kernel compiled here, f32 and half-float weights.
+fn matvec_variants() -> Vec<&'static str> {
+    let pl = &gpu().pipelines;
+    let mut all = pl.variants("matvec");
+    all.extend(pl.variants("matvec_f16"));
+    all
+}
+
+/// Distinct pool rows for `t` rows out of `pool` (a decode batch's generations each
+/// write their own page's row), not in order.
+fn slots(t: usize, pool: usize) -> Vec<u32> {
+    (0..t).map(|r| ((r * 7 + 3) % pool) as u32).collect()
+}
+
+#[test]
+fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    // grouped-query heads: Q = 4 · 8, KV = 2 · 8 (n = 64), and GPT-2's even split
+    for (heads, k) in [
+        (
+            Heads {
+                nh: 4,
+                nkv: 2,
+                hs: 8,
+                window: 0,
+            },
+            24,
+        ),
+        (
+            Heads {
+                nh: 3,
+                nkv: 3,
+                hs: 16,
+                window: 0,
+            },
+            40,
+        ),
+    ] {
+        let n = heads.qkv_width();
+        let pool = 16;
+        for rows in [1, 5, 9] {
+            let x = rand_vec(rows * k, 41, 1.0);
+            let w = rand_vec(k * n, 42, 0.5);
+            let bias = rand_vec(n, 43, 0.5);
+            let slots = slots(rows, pool);
+            for variant in matvec_variants() {
+                let name = format!("{variant} {heads:?} {rows} rows");
+                let xb = buffers::upload(ctx, "x", &x);
+                let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+                let bb = buffers::upload(ctx, "bias", &bias);
+                let out = buffers::storage(ctx, "out", rows * n);
+                let kp = buffers::storage(ctx, "k_pool", pool * heads.kv_width());
+                let vp = buffers::storage(ctx, "v_pool", pool * heads.kv_width());
+                let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
+                let io = LinearBuffers {
+                    x: &xb,
+                    w: &wb,
+                    bias: &bb,
+                    out: &out,
+                };
+                let fused = FusionBuffers {
+                    kv: Some((&kp, &vp, &sb)),
+                    norm: None,
+                };
+                let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
+                let fusion = Fusion {
+                    kv: Some((heads.q_width(), heads.kv_width())),
+                    norm: None,
+                };
+                submit_pass(ctx, "matvec", |pass| {
+                    matvec::encode_matvec_fused(pass, &op, rows, n, k, matmul::BIAS, fusion)
+                })
+                .unwrap();
+                let c = heads.kv_width();
+                let mut got = buffers::read_many(
+                    ctx,
+                    &[(&out, 0, rows * n), (&kp, 0, pool * c), (&vp, 0, pool * c)],
+                )
+                .unwrap();
+                let (v_got, k_got, qkv) =
+                    (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+                let want = reference::matmul::matmul(
+                    &x,
+                    &seen_by(variant, &w),
+                    Some(&bias),
+                    None,
+                    rows,
+                    n,
+                    k,
+                    false,
+                );
+                assert_close(&name, &qkv, &want, 1e-4, 1e-4);
+                // the pool holds exactly the projection's keys and values at the rows'
+                // slots (what kv_store would copy), every other row untouched
+                let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
+                reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, heads, &slots);
+                assert_eq!(k_got, k_want, "{name}: keys in the pool");
+                assert_eq!(v_got, v_want, "{name}: values in the pool");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
+    use wgformer::config::RopeScaling;
+    use wgformer::model::rope::{inv_freq, rope_table};
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    for (nh, nkv, hs, t) in [(4, 2, 16, 1), (6, 2, 32, 5), (4, 4, 64, 3)] {
+        let heads = Heads {
+            nh,
+            nkv,
+            hs,
+            window: 0,
+        };
+        let row = heads.qkv_width();
+        let c = heads.kv_width();
+        let pool = 12;
+        let x = rand_vec(t * row, 44, 1.0);
+        let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
+        let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
+        let slots = slots(t, pool);
+        let qkv = buffers::upload(ctx, "qkv", &x);
+        let cb = buffers::upload(ctx, "cos", &cos);
+        let sb = buffers::upload(ctx, "sin", &sin);
+        let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
+        let kp = buffers::storage(ctx, "k_pool", pool * c);
+        let vp = buffers::storage(ctx, "v_pool", pool * c);
+        let slb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
+        let op = rotary::rotary_op(ctx, pl, &qkv, (&cb, &sb), &pb, Some((&kp, &vp, &slb)));
+        submit_pass(ctx, "rotary", |pass| {
+            rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some(nh))
+        })
+        .unwrap();
+        let mut got = buffers::read_many(
+            ctx,
+            &[(&qkv, 0, t * row), (&kp, 0, pool * c), (&vp, 0, pool * c)],
+        )
+        .unwrap();
+        let (v_got, k_got, rotated) = (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+        let name = format!("rotary store nh {nh} nkv {nkv} hs {hs} t {t}");
+        let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
+        assert_close(&name, &rotated, &want, 1e-6, 1e-5);
+        // the pool holds the rotated keys and the values, as kv_store after the rotation
+        let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
+        reference::kv_store::kv_store(&rotated, &mut k_want, &mut v_want, heads, &slots);
+        assert_eq!(k_got, k_want, "{name}: keys in the pool");
+        assert_eq!(v_got, v_want, "{name}: values in the pool");
+    }
+}
+
+#[test]
+fn the_norm_prologue_equals_the_norm_then_the_product() {
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    let fusing: Vec<_> = matvec_variants()
+        .into_iter()
+        .filter(|v| matvec::fuses_norm(v))
+        .collect();
+    assert!(
+        fusing.len() >= 2,
+        "the hardware kernels (f32 and f16) fold the norm: {fusing:?}"
+    );
+    for (n, k) in [(64, 48), (72, 1024), (768, 192)] {
+        for rows in [1, 3] {
+            // a residual stream with a mean far from 0 (the LayerNorm's first pass
+            // matters), the norm's weights around 1
+            let x: Vec<f32> = rand_vec(rows * k, 45, 2.0)
+                .iter()
+                .map(|v| v + 3.0)
+                .collect();
+            let gw: Vec<f32> = rand_vec(k, 46, 0.3).iter().map(|v| v + 1.0).collect();
+            let gb = rand_vec(k, 47, 0.5);
+            let w = rand_vec(k * n, 48, 0.5);
+            let bias = rand_vec(n, 49, 0.5);
+            for norm in [Norm::layer(true), Norm::layer(false), Norm::rms(1e-6)] {
+                let normed = if norm.rms {
+                    reference::layer_norm::rms_norm(&x, &gw, k, norm.eps as f64)
+                } else {
+                    let b = norm.bias.then_some(&gb[..]);
+                    reference::layer_norm::layer_norm(&x, &gw, b, k)
+                };
+                for &variant in &fusing {
+                    let name = format!("{variant} {norm:?} {rows}x{n}x{k}");
+                    let xb = buffers::upload(ctx, "x", &x);
+                    let gb_ = buffers::upload(ctx, "norm w", &gw);
+                    let bb_ = buffers::upload(ctx, "norm b", &gb);
+                    let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+                    let biasb = buffers::upload(ctx, "bias", &bias);
+                    let ln = buffers::storage(ctx, "ln", rows * k);
+                    let fused_out = buffers::storage(ctx, "fused", rows * n);
+                    let plain_out = buffers::storage(ctx, "plain", rows * n);
+                    let fused_op = matvec::matvec_fused_op(
+                        ctx,
+                        pl,
+                        variant,
+                        &LinearBuffers {
+                            x: &xb,
+                            w: &wb,
+                            bias: &biasb,
+                            out: &fused_out,
+                        },
+                        FusionBuffers {
+                            kv: None,
+                            norm: Some((&gb_, &bb_)),
+                        },
+                    );
+                    let plain_op = matvec::matvec_variant_op(
+                        ctx,
+                        pl,
+                        variant,
+                        &LinearBuffers {
+                            x: &ln,
+                            w: &wb,
+                            bias: &biasb,
+                            out: &plain_out,
+                        },
+                    );
+                    let ln_op = layer_norm::layer_norm_op(
+                        ctx,
+                        pl,
+                        "layer_norm_workgroup",
+                        &xb,
+                        &gb_,
+                        &bb_,
+                        &ln,
+                    );
+                    let flags = matmul::BIAS | matmul::GELU;
+                    let fusion = Fusion {
+                        kv: None,
+                        norm: Some(norm),
+                    };
+                    submit_pass(ctx, "norm fusion", |pass| {
+                        matvec::encode_matvec_fused(pass, &fused_op, rows, n, k, flags, fusion);
+                        layer_norm::encode_layer_norm(pass, &ln_op, rows, k, norm);
+                        matvec::encode_matvec(pass, &plain_op, rows, n, k, flags);
+                    })
+                    .unwrap();
+                    let got = buffers::read_floats(ctx, &fused_out, 0, rows * n).unwrap();
+                    let plain = buffers::read_floats(ctx, &plain_out, 0, rows * n).unwrap();
+                    let want = reference::matmul::matmul(
+                        &normed,
+                        &seen_by(variant, &w),
+                        Some(&bias),
+                        None,
+                        rows,
+                        n,
+                        k,
+                        true,
+                    );
+                    assert_close(&name, &got, &want, 1e-4, 1e-4);
+                    // the same statistics as the norm kernel's, so the same numbers as
+                    // the two dispatches (to the compiler's rounding)
+                    assert_close(&format!("{name} against unfused"), &got, &plain, 1e-6, 1e-6);
+                }
+            }
+        }
+    }
+}
+
+/// A decode step's dispatches on a GPT-2-shaped model of `layers` blocks (`(logits
+/// read back, argmax on the device)`): recorded by the profiler on this thread only.
+fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> usize {
+    let g = gpu();
+    let mut value = serde_json::json!({
+        "vocab_size": 256, "context_size": 32, "n_layer": 3, "n_head": 2, "n_embed": 64,
+        "seed": 9, "kernels": kernels, "dtype": dtype,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    let cfg = wgformer::ModelConfig::from_value(value).unwrap();
+    let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    let mut s = model.kv_reserve(8).unwrap().unwrap();
+    model.extend(&mut s, &[1, 2, 3]).unwrap();
+    let (_, profile) = wgformer::gpu::profile::profile(&g.ctx, || {
+        model.decode_select(&mut [(&mut s, 4)], &[wgformer::model::Readback::Argmax])
+    })
+    .unwrap();
+    profile.dispatches.len()
+}
+
+#[test]
+fn a_decode_step_takes_the_fused_dispatches() {
+    if !wgformer::gpu::profile::available(&gpu().ctx) {
+        eprintln!("no timestamps inside passes on this adapter: dispatches not counted");
+        return;
+    }
+    // per block: GPT-2 with the hardware kernels: qkv (ln_1 folded in, keys and values
+    // to the pool), attention, output projection (+ residual), up projection (ln_2
+    // folded in, GELU), down projection (+ residual) = 5; the software kernels keep
+    // the two norms = 7. Around the blocks: embedding, ln_f, LM head, argmax.
+    for dtype in ["float32", "float16"] {
+        let hw = decode_dispatches("hardware", dtype, serde_json::json!({}));
+        let sw = decode_dispatches("software", dtype, serde_json::json!({}));
+        assert_eq!(hw, 3 * 5 + 4, "GPT-2 {dtype}, hardware kernels");
+        assert_eq!(sw, 3 * 7 + 4, "GPT-2 {dtype}, software kernels");
+    }
+    // a Llama block: qkv (RMSNorm folded in), rotary (storing the keys and values),
+    // attention, output projection, gate | up (RMSNorm folded in), SwiGLU, down = 7
+    // with the hardware kernels; the software ones keep the two norms = 9
+    let llama =
+        serde_json::json!({"architecture": "llama", "n_kv_head": 1, "intermediate_size": 128});
+    assert_eq!(
+        decode_dispatches("hardware", "float32", llama.clone()),
+        3 * 7 + 4
+    );
+    assert_eq!(decode_dispatches("software", "float32", llama), 3 * 9 + 4);
+}
