@@ -10,6 +10,16 @@ use wgformer::gpu::GpuContext;
 use wgformer::kernels::Pipelines;
 use wgformer::model::Model;
 
+/// How a batched decode step's tokens are picked: greedy from the logits read back,
+/// the device's argmax, the host's sampler over the logits read back, the device's draw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Pick {
+    HostGreedy,
+    DeviceArgmax,
+    HostSample,
+    DeviceSample,
+}
+
 impl Bench {
     /// Prefill a `prompt`-token prompt into a KV cache, then `steps` greedy one-token steps.
     pub(crate) fn decode(&mut self, model: &Model, prompt: usize, steps: usize, tag: &str) {
@@ -66,20 +76,24 @@ impl Bench {
         });
     }
 
-    /// `b` generations of `prompt` tokens each, then `steps` batched greedy decode
-    /// steps (each generation one token a step; the token picked from logits read back,
-    /// or with `argmax` by the device); tokens/s of all together, and the ratio to one.
+    /// `b` generations of `prompt` tokens each, then `steps` batched decode steps (each
+    /// generation one token a step) picking as `pick` says; tokens/s of all together,
+    /// and the ratio to one.
     pub(crate) fn decode_batch(
         &mut self,
         model: &Model,
         b: usize,
         prompt: usize,
         steps: usize,
-        argmax: bool,
+        pick: Pick,
         tag: &str,
     ) {
         let name = model_name(model);
         use wgformer::model::{sampling, NextToken, Readback};
+        let sampler = sampling::Sampler::new(sampling::SamplingParams {
+            seed: 7,
+            ..Default::default()
+        });
         let mut seqs: Vec<_> = (0..b)
             .map(|_| model.kv_reserve(prompt + steps + 1).unwrap().unwrap())
             .collect();
@@ -88,16 +102,16 @@ impl Bench {
             let logits = model.prefill(kv, &ids, true).unwrap().unwrap();
             next.push(sampling::argmax(&logits));
         }
-        let want = vec![
-            if argmax {
-                Readback::Argmax
-            } else {
-                Readback::Logits
-            };
-            b
-        ];
         let mut step_ms = Vec::with_capacity(steps);
-        for _ in 0..steps {
+        for s in 0..steps {
+            let want = vec![
+                match pick {
+                    Pick::HostGreedy | Pick::HostSample => Readback::Logits,
+                    Pick::DeviceArgmax => Readback::Argmax,
+                    Pick::DeviceSample => Readback::Sample(sampler.draw(s as u64).into()),
+                };
+                b
+            ];
             let mut rows: Vec<_> = seqs
                 .iter_mut()
                 .zip(&next)
@@ -110,8 +124,11 @@ impl Bench {
                 .unwrap()
                 .into_iter()
                 .map(|n| match n {
+                    NextToken::Logits(l) if pick == Pick::HostSample => {
+                        sampler.sample(&l, s as u64)
+                    }
                     NextToken::Logits(l) => sampling::argmax(&l),
-                    NextToken::Argmax(id) => id,
+                    NextToken::Argmax(id) | NextToken::Sampled(id) => id,
                 })
                 .collect();
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -124,7 +141,12 @@ impl Bench {
             .rev()
             .find(|r| r.kernel == "gpt2_decode" && r.shape.contains(&format!("small{tag} at")))
             .map(|r| r.rate);
-        let how = if argmax { " argmax" } else { "" };
+        let how = match pick {
+            Pick::HostGreedy => "",
+            Pick::DeviceArgmax => " argmax",
+            Pick::HostSample => " sampled on host",
+            Pick::DeviceSample => " sampled on device",
+        };
         let shape = format!("{name}{tag} B={b}{how} at {prompt}..{}", prompt + steps);
         if !self.json {
             println!(
@@ -438,10 +460,15 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
         b.prefill_batch(&model, 8, 32, tag);
         b.decode(&model, 64, 64, tag);
         for n in [4, 8, 16] {
-            b.decode_batch(&model, n, 64, 16, false, tag);
+            b.decode_batch(&model, n, 64, 16, Pick::HostGreedy, tag);
         }
         for n in [8, 16] {
-            b.decode_batch(&model, n, 64, 16, true, tag);
+            b.decode_batch(&model, n, 64, 16, Pick::DeviceArgmax, tag);
+        }
+        // sampled rows (top_k 50, temperature 1): the host's sampler over logits read
+        // back, against the device's draw reading back ids
+        for pick in [Pick::HostSample, Pick::DeviceSample] {
+            b.decode_batch(&model, 16, 64, 16, pick, tag);
         }
     }
 }

@@ -108,13 +108,19 @@ pub(super) fn showable(text: &str, stop: &[String]) -> usize {
 }
 
 impl Active {
-    /// What its next step (its prompt's last chunk, or a decode step) reads back: only
-    /// the device's argmax for a greedy generation without logprobs on a model that
-    /// picks it there, else the logits.
+    /// What its next step (its prompt's last chunk, or a decode step) reads back, for a
+    /// generation without logprobs on a model that picks tokens on the device: only the
+    /// device's argmax (greedy), or only the id of the device's draw (sampled, draw
+    /// number `generated.len()`); else the logits.
     pub(super) fn readback(&self) -> Readback {
-        let greedy = self.req.sampling.is_greedy() && self.req.logprobs.is_none();
-        if greedy && self.loaded.model.argmax_on_device {
+        let model = &self.loaded.model;
+        let greedy = self.req.sampling.is_greedy();
+        let only_ids = self.req.logprobs.is_none();
+        if only_ids && greedy && model.argmax_on_device {
             Readback::Argmax
+        } else if only_ids && !greedy && model.sample_on_device {
+            let draw = self.sampler.draw(self.generated.len() as u64);
+            Readback::Sample(draw.into())
         } else {
             Readback::Logits
         }
@@ -128,12 +134,12 @@ impl Active {
         }
         self.picked = match self.next_from.take() {
             Some(NextToken::Logits(logits)) => {
-                let next = self.sampler.sample(&logits);
+                let next = self.sampler.sample(&logits, self.generated.len() as u64);
                 let logprob = self.req.logprobs.map(|k| token_logprob(&logits, next, k));
                 Some((next, logprob))
             }
-            // a greedy row without logprobs (`Active::readback`)
-            Some(NextToken::Argmax(id)) => Some((id, None)),
+            // a row without logprobs (`Active::readback`)
+            Some(NextToken::Argmax(id) | NextToken::Sampled(id)) => Some((id, None)),
             None => None,
         };
     }

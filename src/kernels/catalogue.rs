@@ -508,6 +508,9 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("moe_combine", wgsl!("moe_combine")),
     Kernel::new("row_norm", wgsl!("row_norm")),
     Kernel::new("rotary", wgsl!("rotary")),
+    Kernel::new("sample_rows", wgsl!("sample_rows"))
+        .with(&[prelude::WORKGROUP_REDUCE])
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("swiglu", wgsl!("swiglu")),
 ];
 

@@ -18,6 +18,7 @@ pub mod moe;
 mod pipelines;
 pub mod rotary;
 pub mod row_norm;
+pub mod sample;
 pub mod swiglu;
 pub mod token_rank;
 

@@ -35,6 +35,7 @@ use crate::kernels::matvec_bt::{self, matvec_bt_op};
 use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
 use crate::kernels::rotary::rotary_op;
 use crate::kernels::row_norm::row_norm_op;
+use crate::kernels::sample::sample_op;
 use crate::kernels::swiglu::swiglu_op;
 use crate::kernels::Pipelines;
 
@@ -320,11 +321,14 @@ impl Model {
             split: buffers::storage(&ctx, "split scratch", split_floats),
             split_rows,
             top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
+            sample_specs: buffers::storage(&ctx, "sample specs", 4 * argmax_rows),
+            picked: buffers::storage(&ctx, "picked", argmax_rows),
             readback: buffers::staging(
                 &ctx,
                 "readback",
                 config.vocab_size * max_batch.max(MAX_PREFILL_PARTS)
                     + 3 * argmax_rows * argmax_windows
+                    + argmax_rows
                     + config.n_layer * nh * ctxlen
                     + (config.n_layer + 1) * ctxlen
                     + config.n_layer * (2 * e + 1),
@@ -459,6 +463,7 @@ impl Model {
             sparse,
             hardware_kernels,
             argmax_on_device: hardware_kernels,
+            sample_on_device: hardware_kernels && ops.sample.is_some(),
             parameter_count: config.parameter_count(),
             config,
             ctx,
@@ -833,6 +838,10 @@ pub(super) fn bind_ops(
             .iter()
             .map(|lg| top_k_rows_op(ctx, pl, lg, &a.top1))
             .collect(),
+        sample: match a.logits.as_slice() {
+            [logits] => Some(sample_op(ctx, pl, logits, &a.sample_specs, &a.picked)),
+            _ => None,
+        },
         // the prompts' last rows gathered into `att`, free once the blocks are done
         last_rows: (0..MAX_PREFILL_PARTS)
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))

@@ -17,14 +17,19 @@ use super::step::{ChunkRows, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};
+use crate::kernels::sample::SampleSpec;
 
 /// What a step reads back for one of its rows (a decode row, a prompt's last row).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Readback {
     /// Its logits `[V]`: to sample from, or for log-probabilities.
     Logits,
     /// Only the id of its largest logit, taken on the device: all a greedy row needs.
     Argmax,
+    /// Only the id drawn on the device by this draw (`sample_rows`, as the host
+    /// sampler would draw it): a sampled row without logprobs, on a model that
+    /// [`super::Model::sample_on_device`].
+    Sample(SampleSpec),
 }
 
 /// A row's result, as [`Readback`] asked.
@@ -32,6 +37,7 @@ pub enum Readback {
 pub enum NextToken {
     Logits(Vec<f32>),
     Argmax(u32),
+    Sampled(u32),
 }
 
 /// One row of a step: the token, its generation's pages, and where it goes.
@@ -52,13 +58,41 @@ pub(super) fn argmax_windows(chunks: &[crate::gpu::buffers::Chunk]) -> usize {
         .sum()
 }
 
-/// Whether any row of `asked` wants the device's argmax, and the rows that read their
-/// logits.
-fn readback_plan(asked: &[Readback]) -> (bool, Vec<usize>) {
+/// What a step's rows `asked` need of the device: its argmax (any row), each row's
+/// draw (`SampleSpec::SKIP` for rows not drawn; empty when none is), and the rows that
+/// read their logits.
+struct Plan {
+    argmax: bool,
+    specs: Vec<SampleSpec>,
+    read: Vec<usize>,
+}
+
+/// What a step read back ([`Plan`]): the logits rows read, the argmax results, the
+/// ids drawn.
+struct StepOut {
+    logits: Vec<Vec<f32>>,
+    top1: Vec<f32>,
+    picked: Vec<u32>,
+}
+
+fn readback_plan(asked: &[Readback]) -> Plan {
     let read = (0..asked.len())
         .filter(|&r| asked[r] == Readback::Logits)
         .collect();
-    (asked.contains(&Readback::Argmax), read)
+    let sampled = asked.iter().any(|a| matches!(a, Readback::Sample(_)));
+    let specs = asked
+        .iter()
+        .filter(|_| sampled)
+        .map(|a| match a {
+            Readback::Sample(spec) => *spec,
+            _ => SampleSpec::SKIP,
+        })
+        .collect();
+    Plan {
+        argmax: asked.contains(&Readback::Argmax),
+        specs,
+        read,
+    }
 }
 
 /// Each of `t` rows' largest logit from the `top_k_rows` (k = 1) results of every
@@ -197,13 +231,14 @@ impl Model {
         // the parts asking, in order, are logits rows 0..: read the logits of those
         // that want them, the device's argmax for the others
         let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
-        let (argmax, read) = readback_plan(&asked);
+        let plan = readback_plan(&asked);
         let kind = StepKind::Prefill {
             parts: &chunks,
-            argmax,
+            argmax: plan.argmax,
+            sample: !plan.specs.is_empty(),
         };
-        let (logits, top1) = self.run_rows(&rows, &tables, kind, &read)?;
-        let mut next = self.next_tokens(&asked, logits, &top1).into_iter();
+        let out = self.run_rows(&rows, &tables, kind, &plan)?;
+        let mut next = self.next_tokens(&asked, out).into_iter();
         let mut out = Vec::with_capacity(parts.len());
         for (kv, ids, want) in parts.iter_mut() {
             kv.advance(ids.len());
@@ -213,21 +248,18 @@ impl Model {
     }
 
     /// Each asked row's result from a step's read-back: the logits rows read (in
-    /// order) and the argmax results of every asked row (`[windows, rows, 3]`).
-    fn next_tokens(
-        &self,
-        asked: &[Readback],
-        logits: Vec<Vec<f32>>,
-        top1: &[f32],
-    ) -> Vec<NextToken> {
-        let top = argmax_rows(top1, asked.len(), self.argmax_windows());
-        let mut logits = logits.into_iter();
+    /// order), the argmax results of every asked row (`[windows, rows, 3]`) and the
+    /// ids drawn for every asked row.
+    fn next_tokens(&self, asked: &[Readback], out: StepOut) -> Vec<NextToken> {
+        let top = argmax_rows(&out.top1, asked.len(), self.argmax_windows());
+        let mut logits = out.logits.into_iter();
         asked
             .iter()
             .enumerate()
             .map(|(r, w)| match w {
                 Readback::Logits => NextToken::Logits(logits.next().unwrap_or_default()),
                 Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
+                Readback::Sample(_) => NextToken::Sampled(out.picked.get(r).copied().unwrap_or(0)),
             })
             .collect()
     }
@@ -241,7 +273,9 @@ impl Model {
             .into_iter()
             .map(|n| match n {
                 NextToken::Logits(l) => l,
-                NextToken::Argmax(_) => unreachable!("every row asked for its logits"),
+                NextToken::Argmax(_) | NextToken::Sampled(_) => {
+                    unreachable!("every row asked for its logits")
+                }
             })
             .collect())
     }
@@ -290,12 +324,16 @@ impl Model {
             });
             tables.extend_from_slice(kv.table());
         }
-        let (argmax, read) = readback_plan(want);
-        let (logits, top1) = self.run_rows(&rows, &tables, StepKind::Decode { argmax }, &read)?;
+        let plan = readback_plan(want);
+        let kind = StepKind::Decode {
+            argmax: plan.argmax,
+            sample: !plan.specs.is_empty(),
+        };
+        let out = self.run_rows(&rows, &tables, kind, &plan)?;
         for (kv, _) in batch.iter_mut() {
             kv.advance(1);
         }
-        Ok(self.next_tokens(want, logits, &top1))
+        Ok(self.next_tokens(want, out))
     }
 
     /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
@@ -328,16 +366,17 @@ impl Model {
         Ok(())
     }
 
-    /// Write the step's rows, run the traversal, read back the logits of the rows
-    /// `read` (`[V]` each) and, for a decode step with `argmax`, the `top1` results
-    /// (`[windows, rows, 3]`).
+    /// Write the step's rows, run the traversal, read back what `plan` asks: the logits
+    /// of the rows `plan.read` (`[V]` each), with `argmax` the `top1` results (`[windows,
+    /// rows, 3]`), with specs the ids drawn (one per asked row).
     fn run_rows(
         &self,
         rows: &[Row],
         tables: &[u32],
         kind: StepKind,
-        read: &[usize],
-    ) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        plan: &Plan,
+    ) -> Result<StepOut> {
+        let read = &plan.read;
         let t = rows.len();
         if t > self.config.context_size {
             return Err(Error::SequenceTooLong {
@@ -350,14 +389,21 @@ impl Model {
         // the argmax results: of every row of a decode step, of each asking prompt's
         // last row of a prefill step
         let top_rows = match kind {
-            StepKind::Decode { argmax: true } => t,
+            StepKind::Decode { argmax: true, .. } => t,
             StepKind::Prefill {
                 parts,
                 argmax: true,
+                ..
             } => parts.iter().filter(|p| p.logits).count(),
             _ => 0,
         };
         let top_floats = self.argmax_windows() * top_rows * 3;
+        let drawn = plan.specs.len();
+        if drawn > 0 && self.ops.sample.is_none() {
+            return Err(Error::InvalidInput(
+                "this model cannot draw on the device (its logits span several bindings): read the logits back".into(),
+            ));
+        }
         self.ctx.scoped("generation step", || {
             let q = &self.ctx.queue;
             let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();
@@ -369,12 +415,20 @@ impl Model {
             if !tables.is_empty() {
                 q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
             }
+            if drawn > 0 {
+                let specs = bytemuck::cast_slice(&plan.specs);
+                q.write_buffer(&self.act.sample_specs, 0, specs);
+            }
             let parts = self.submit_step("generation step", &ids, &pos, kind, |enc| {
                 let rb = &self.act.readback;
                 let mut at = 0u64;
                 if top_floats > 0 {
                     enc.copy_buffer_to_buffer(&self.act.top1, 0, rb, 0, top_floats as u64 * 4);
                     at = top_floats as u64 * 4;
+                }
+                if drawn > 0 {
+                    enc.copy_buffer_to_buffer(&self.act.picked, 0, rb, at, drawn as u64 * 4);
+                    at += drawn as u64 * 4;
                 }
                 // the rows asked for, of every wte chunk's logits [R, chunk], runs of
                 // consecutive rows in one copy
@@ -392,10 +446,10 @@ impl Model {
                         i = j;
                     }
                 }
-                top_floats + read.len() * v
+                top_floats + drawn + read.len() * v
             })?;
             let mut out = vec![vec![0.0; v]; read.len()];
-            let mut off = top_floats;
+            let mut off = top_floats + drawn;
             for ch in chunks {
                 for row in out.iter_mut() {
                     row[ch.row_start..ch.row_start + ch.rows]
@@ -403,7 +457,14 @@ impl Model {
                     off += ch.rows;
                 }
             }
-            Ok((out, parts[..top_floats].to_vec()))
+            Ok(StepOut {
+                logits: out,
+                top1: parts[..top_floats].to_vec(),
+                picked: parts[top_floats..top_floats + drawn]
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .collect(),
+            })
         })
     }
 }

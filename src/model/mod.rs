@@ -193,6 +193,10 @@ pub struct Activations {
     /// of a prefill step) per window of a wte chunk ([`ARGMAX_SPAN`]): (id,
     /// value, log-sum-exp) [windows, rows, 3]
     pub top1: wgpu::Buffer,
+    /// The draw of each sampled row of those rows ([`Readback::Sample`]: a
+    /// `kernels::sample::SampleSpec` each) and the id the device drew (u32).
+    pub sample_specs: wgpu::Buffer,
+    pub picked: wgpu::Buffer,
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
 }
@@ -298,6 +302,9 @@ pub struct Ops {
     pub lm_head_rows: Vec<RowsOp>,
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
+    /// The draw of sampled rows over the logits (`sample_rows`), when the LM head's
+    /// logits are one buffer (a vocabulary in one binding).
+    pub sample: Option<KernelOp>,
     /// The last row of each prompt of a prefill step to row `prompt` of `att`
     /// (one op a prompt: a pass's dispatches of one op share its uniform).
     pub last_rows: Vec<KernelOp>,
@@ -332,6 +339,9 @@ pub struct Model {
     /// Greedy decode rows take their token from the device's argmax
     /// ([`Readback::Argmax`]) rather than reading their logits back.
     pub argmax_on_device: bool,
+    /// Sampled rows without logprobs take their token from the device's draw
+    /// ([`Readback::Sample`]): the hardware kernels, logits in one binding.
+    pub sample_on_device: bool,
     /// Keys and values of the generations, in pages.
     pub kv: kv_pool::KvPool,
     /// Most generations one decode step takes.

@@ -1,19 +1,23 @@
 //! Next-token sampling with the parameters clients know from Hugging Face `generate`
-//! and OpenAI-style servers: temperature (0 = greedy), top-k, top-p, seed.
-
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+//! and OpenAI-style servers: temperature (0 = greedy), top-k, top-p, seed. The same
+//! draw runs on the host (here) and on the device (`kernels::sample`, for rows that
+//! read back no logits); both follow `reference::sample`, and both take their random
+//! number from [`uniform`]: a counter-based generator keyed by the seed and the
+//! token's index in the generation, so a seeded generation's tokens do not depend on
+//! where or with what else it ran.
 
 use super::logits::{by_rank, exp_sum, top_k_ids, top_k_unordered};
+pub use crate::reference::sample::Draw;
 
 /// How to pick the next token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     /// 0 = greedy (argmax, ties to the lower id).
     pub temperature: f32,
-    /// Keep the k most likely tokens; 0 = no limit.
+    /// Keep the k most likely tokens (and any tied with the k-th); 0 = no limit.
     pub top_k: usize,
-    /// Keep the smallest set whose probability reaches p; 1 = no limit.
+    /// Keep the most likely tokens whose probability reaches p (and any tied with the
+    /// last); 1 = no limit.
     pub top_p: f32,
     /// Same seed, same choices.
     pub seed: u64,
@@ -38,34 +42,66 @@ impl SamplingParams {
     }
 }
 
-/// A seeded sampler.
+/// splitmix64's finalizer: a bijection of u64 whose output bits each depend on every
+/// input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The uniform number in [0, 1) of draw `counter` under `seed` (24 bits: what an f32
+/// holds exactly, on the host and the device alike): a hash of the pair, so any draw
+/// is computed without the ones before it.
+pub fn uniform(seed: u64, counter: u64) -> f32 {
+    let z = mix(mix(seed).wrapping_add(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
+/// A seeded sampler: its draws are numbered (the token's index in the generation).
 pub struct Sampler {
     params: SamplingParams,
-    rng: ChaCha8Rng,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
-        let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Sampler { params, rng }
+        Sampler { params }
     }
 
-    /// Pick the next token from `logits`: among the `top_k` most likely (all with 0),
-    /// the smallest set reaching `top_p` in rank order (larger logit first, ties to the
-    /// lower id), drawn with probabilities `softmax(logits / temperature)` by a walk
-    /// over the kept ids in id order. Nothing is sorted whole: the `top_k` are
-    /// selected, and the nucleus is found by summing the weights of logit buckets from
-    /// the top, sorting only the bucket it ends in ([`nucleus`]).
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    /// Draw `counter`'s parameters, for the host or the device.
+    pub fn draw(&self, counter: u64) -> Draw {
+        let p = &self.params;
+        Draw {
+            inv_t: 1.0 / p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            u: uniform(p.seed, counter),
+        }
+    }
+
+    /// Pick token number `counter` from `logits`, as `reference::sample` does: among
+    /// the `top_k` most likely (all with 0), the most likely reaching `top_p`, drawn
+    /// with probabilities `softmax(logits / temperature)` by a walk over the kept ids in
+    /// id order. Nothing is sorted whole: the `top_k` are selected, and the nucleus is
+    /// found by summing the weights of logit buckets from the top, sorting only the
+    /// bucket it ends in ([`nucleus`]).
+    pub fn sample(&self, logits: &[f32], counter: u64) -> u32 {
         if self.params.is_greedy() || logits.is_empty() {
             return argmax(logits);
         }
+        let d = self.draw(counter);
         let n = logits.len();
-        // the candidates in id order: every id, or the top_k (their ids and logits)
+        // the candidates in id order: every id, or those at or above the top_k-th
         let (ids, cand): (Option<Vec<usize>>, std::borrow::Cow<[f32]>) =
-            if self.params.top_k > 0 && self.params.top_k < n {
-                let mut ids = top_k_unordered(logits, self.params.top_k);
-                ids.sort_unstable();
+            if d.top_k > 0 && d.top_k < n {
+                let tau = top_k_unordered(logits, d.top_k)
+                    .into_iter()
+                    .map(|i| logits[i])
+                    .min_by(|a, b| a.total_cmp(b))
+                    .unwrap_or(f32::NEG_INFINITY);
+                let ids: Vec<usize> = (0..n)
+                    .filter(|&i| logits[i].total_cmp(&tau).is_ge())
+                    .collect();
                 let cand = ids.iter().map(|&i| logits[i]).collect();
                 (Some(ids), std::borrow::Cow::Owned(cand))
             } else {
@@ -74,49 +110,48 @@ impl Sampler {
         // their weights in f32 (each within f32's precision; an f64 exp of every id
         // costs several times more), sums in f64
         let max = cand.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let inv_t = 1.0 / self.params.temperature;
-        let weights: Vec<f32> = cand.iter().map(|&x| ((x - max) * inv_t).exp()).collect();
-        let keep =
-            (self.params.top_p < 1.0).then(|| nucleus(&cand, &weights, self.params.top_p as f64));
-        let j = self.draw(&weights, keep.as_deref());
+        let weights: Vec<f32> = cand.iter().map(|&x| ((x - max) * d.inv_t).exp()).collect();
+        let keep = (d.top_p < 1.0).then(|| nucleus(&cand, &weights, d.top_p as f64));
+        let j = walk(&weights, keep.as_deref(), d.u);
         match (j, &ids) {
             (Some(j), Some(ids)) => ids[j] as u32,
             (Some(j), None) => j as u32,
             (None, _) => argmax(logits),
         }
     }
+}
 
-    /// Draw a candidate (its index, walking them in id order; those `keep` marks, or
-    /// all) with probability proportional to its weight; None if every weight is 0.
-    fn draw(&mut self, weights: &[f32], keep: Option<&[bool]>) -> Option<usize> {
-        let kept = |j: usize| keep.is_none_or(|k| k[j]);
-        let total: f64 = (0..weights.len())
-            .filter(|&j| kept(j))
-            .map(|j| weights[j] as f64)
-            .sum();
-        let mut r = self.rng.random::<f64>() * total;
-        let mut last = None;
-        for (j, &w) in weights.iter().enumerate() {
-            let w = w as f64;
-            if w > 0.0 && kept(j) {
-                if r < w {
-                    return Some(j);
-                }
-                r -= w;
-                last = Some(j);
+/// Draw a candidate (its index, walking them in id order; those `keep` marks, or all)
+/// with probability proportional to its weight, `u` in [0, 1); None if every weight
+/// is 0.
+fn walk(weights: &[f32], keep: Option<&[bool]>, u: f32) -> Option<usize> {
+    let kept = |j: usize| keep.is_none_or(|k| k[j]);
+    let total: f64 = (0..weights.len())
+        .filter(|&j| kept(j))
+        .map(|j| weights[j] as f64)
+        .sum();
+    let mut r = u as f64 * total;
+    let mut last = None;
+    for (j, &w) in weights.iter().enumerate() {
+        let w = w as f64;
+        if w > 0.0 && kept(j) {
+            if r < w {
+                return Some(j);
             }
+            r -= w;
+            last = Some(j);
         }
-        // rounding left r at or past the last weight
-        last
     }
+    // rounding left r at or past the last weight
+    last
 }
 
 /// Logit buckets [`nucleus`] sums the weights of.
 const BUCKETS: usize = 2048;
 
 /// Which candidates (their `logits` and `weights`, in id order) form the nucleus: the
-/// first in rank order (larger logit first, ties to the lower id) whose weights reach
-/// `top_p` of the total. The candidates are spread over [`BUCKETS`] buckets of equal
+/// first in rank order (larger logit first) whose weights reach `top_p` of the total,
+/// and any tied with the last of them. The candidates are spread over [`BUCKETS`] buckets of equal
 /// logit width (rank order is bucket order, and within a bucket logit order); bucket
 /// sums are added from the top until the next would reach the target, and only the
 /// bucket where it is reached is sorted and walked one by one. The total and the bucket
@@ -151,7 +186,9 @@ fn nucleus(logits: &[f32], weights: &[f32], top_p: f64) -> Vec<bool> {
     let mut cum = 0.0;
     let mut edge = None;
     for b in (0..BUCKETS).rev() {
-        if cum + sums[b] >= target {
+        // (a bucket without weight never holds the edge: with top_p 0 the edge is the
+        // first id with a weight)
+        if sums[b] > 0.0 && cum + sums[b] >= target {
             edge = Some(b);
             break;
         }
@@ -175,11 +212,16 @@ fn nucleus(logits: &[f32], weights: &[f32], top_p: f64) -> Vec<bool> {
         })
         .collect();
     members.sort_unstable_by(|&a, &b| by_rank(logits, a, b));
+    let mut last: Option<f32> = None;
     for j in members {
+        // past the target, only the ids tied with the last one taken
+        if last.is_some_and(|x| logits[j].total_cmp(&x).is_lt()) {
+            break;
+        }
         keep[j] = true;
         cum += weights[j] as f64;
-        if cum >= target {
-            break;
+        if last.is_none() && cum > 0.0 && cum >= target {
+            last = Some(logits[j]);
         }
     }
     keep
@@ -239,63 +281,33 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-6);
     }
 
-    /// The sampler spelled with a full sort of every id by rank: the `top_k` first
-    /// ranks, the nucleus by a cumulative sum in rank order, then the same draw (weights
-    /// in f32, sums in f64, a walk over the kept ids in id order).
-    fn sample_by_full_sort(p: &SamplingParams, rng: &mut ChaCha8Rng, logits: &[f32]) -> u32 {
-        let n = logits.len();
-        let k = if p.top_k == 0 { n } else { p.top_k.min(n) };
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        idx.truncate(k);
-        let (max, inv_t) = (logits[idx[0]], 1.0 / p.temperature);
-        let w = |i: usize| ((logits[i] - max) * inv_t).exp() as f64;
-        let mut by_id = idx.clone();
-        by_id.sort_unstable();
-        let total: f64 = by_id.iter().map(|&i| w(i)).sum();
-        if p.top_p < 1.0 {
-            let mut cum = 0.0;
-            let keep = idx
-                .iter()
-                .position(|&i| {
-                    cum += w(i);
-                    cum >= p.top_p as f64 * total
-                })
-                .map_or(idx.len(), |j| j + 1);
-            idx.truncate(keep);
-            by_id = idx.clone();
-            by_id.sort_unstable();
-        }
-        let mut r = rng.random::<f64>() * by_id.iter().map(|&i| w(i)).sum::<f64>();
-        let mut last = 0;
-        for &i in &by_id {
-            if w(i) > 0.0 {
-                if r < w(i) {
-                    return i as u32;
-                }
-                r -= w(i);
-                last = i;
-            }
-        }
-        last as u32
-    }
-
-    #[test]
-    fn selecting_the_top_k_chooses_as_the_full_sort() {
-        // many tied logits (17 distinct values) and a vocabulary-sized row
+    /// Rows for the sampler: many tied logits (17 distinct values), a vocabulary-sized
+    /// row, a language model's (a few likely ids, a long tail), -inf and one value only.
+    fn rows() -> Vec<Vec<f32>> {
         let tied: Vec<f32> = (0..300).map(|i| ((i * 37) % 17) as f32 * 0.4).collect();
         let wide: Vec<f32> = (0..50257u32)
             .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 10007) as f32 * 1e-3)
             .collect();
-        // a language model's row: a few likely ids, a long tail
         let peaked: Vec<f32> = wide.iter().map(|x| x * 3.0).collect();
-        for logits in [&tied, &wide, &peaked] {
+        let mut odd: Vec<f32> = (0..2000)
+            .map(|i| ((i as u32).wrapping_mul(40503) % 997) as f32 * 0.05 - 20.0)
+            .collect();
+        odd[7] = f32::NEG_INFINITY;
+        odd[1999] = 40.0;
+        vec![tied, wide, peaked, odd, vec![1.5; 300]]
+    }
+
+    #[test]
+    fn the_sampler_draws_as_the_reference() {
+        for logits in &rows() {
             for (top_k, top_p, temperature) in [
                 (0, 1.0, 1.0),
                 (1, 1.0, 1.0),
                 (5, 1.0, 0.7),
                 (50, 0.9, 1.3),
                 (17, 0.5, 1.0),
+                (0, 0.3, 0.9),
+                (0, 0.0, 1.0),
                 (logits.len(), 1.0, 1.0),
                 (logits.len() + 10, 0.95, 0.8),
             ] {
@@ -305,17 +317,30 @@ mod tests {
                     top_p,
                     seed: 9,
                 };
-                let mut s = Sampler::new(p.clone());
-                let mut rng = ChaCha8Rng::seed_from_u64(9);
+                let s = Sampler::new(p.clone());
                 for draw in 0..40 {
-                    assert_eq!(
-                        s.sample(logits),
-                        sample_by_full_sort(&p, &mut rng, logits),
-                        "{p:?} draw {draw}"
-                    );
+                    let want = crate::reference::sample::sample(logits, s.draw(draw));
+                    assert_eq!(s.sample(logits, draw), want, "{p:?} draw {draw}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn uniform_numbers_are_uniform_and_keyed_by_seed_and_counter() {
+        // 16 bins of 64k draws, and neighbouring seeds and counters unrelated
+        let mut bins = [0usize; 16];
+        for c in 0..65536 {
+            let u = uniform(7, c);
+            assert!((0.0..1.0).contains(&u));
+            bins[(u * 16.0) as usize] += 1;
+        }
+        for b in bins {
+            assert!((b as f64 / 4096.0 - 1.0).abs() < 0.05, "{bins:?}");
+        }
+        assert_ne!(uniform(7, 0), uniform(8, 0));
+        assert_ne!(uniform(7, 0), uniform(7, 1));
+        assert_eq!(uniform(7, 5), uniform(7, 5));
     }
 
     #[test]
@@ -337,7 +362,7 @@ mod tests {
                 })
                 .collect();
             let z: f64 = w.iter().sum();
-            let mut s = Sampler::new(SamplingParams {
+            let s = Sampler::new(SamplingParams {
                 temperature,
                 top_k,
                 top_p: 1.0,
@@ -345,8 +370,8 @@ mod tests {
             });
             let draws = 40_000;
             let mut count = [0usize; 6];
-            for _ in 0..draws {
-                count[s.sample(&logits) as usize] += 1;
+            for c in 0..draws {
+                count[s.sample(&logits, c) as usize] += 1;
             }
             for i in 0..6 {
                 let f = count[i] as f64 / draws as f64;
@@ -360,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn the_nucleus_is_the_first_ranks_reaching_top_p() {
+    fn the_nucleus_is_the_first_ranks_reaching_top_p_and_their_ties() {
         // nucleus() (bucket sums, one bucket sorted) against a cumulative sum over a full
         // sort by rank: rows with ties, a wide range, -inf, one value only
         let mut rows: Vec<Vec<f32>> = vec![
@@ -387,13 +412,19 @@ mod tests {
                     .then(a.cmp(&b))
             });
             for top_p in [1e-6, 0.1, 0.5, 0.9, 0.95, 0.999] {
+                // the first ranks reaching top_p, and the ids tied with the last
                 let mut want = vec![false; ids.len()];
                 let mut cum = 0.0;
+                let mut edge = None;
                 for &i in &order {
+                    let x = logits[i as usize];
+                    if edge.is_some_and(|e: f32| x.total_cmp(&e).is_lt()) {
+                        break;
+                    }
                     want[i as usize] = true;
                     cum += weights[i as usize] as f64;
-                    if cum >= top_p * total {
-                        break;
+                    if edge.is_none() && cum >= top_p * total {
+                        edge = Some(x);
                     }
                 }
                 let got = nucleus(logits, &weights, top_p);
@@ -423,11 +454,11 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
-        let mut s = Sampler::new(SamplingParams {
+        let s = Sampler::new(SamplingParams {
             temperature: 0.0,
             ..Default::default()
         });
-        assert_eq!(s.sample(&[0.0, 1.0, 5.0]), 2);
+        assert_eq!(s.sample(&[0.0, 1.0, 5.0], 0), 2);
     }
 
     #[test]
@@ -440,37 +471,36 @@ mod tests {
             seed: 42,
         };
         let a: Vec<u32> = {
-            let mut s = Sampler::new(p.clone());
-            (0..50).map(|_| s.sample(&logits)).collect()
+            let s = Sampler::new(p.clone());
+            (0..50).map(|c| s.sample(&logits, c)).collect()
         };
         let b: Vec<u32> = {
-            let mut s = Sampler::new(p.clone());
-            (0..50).map(|_| s.sample(&logits)).collect()
+            let s = Sampler::new(p.clone());
+            (0..50).map(|c| s.sample(&logits, c)).collect()
         };
         assert_eq!(a, b);
         let c: Vec<u32> = {
-            let mut s = Sampler::new(SamplingParams {
+            let s = Sampler::new(SamplingParams {
                 seed: 43,
                 ..p.clone()
             });
-            (0..50).map(|_| s.sample(&logits)).collect()
+            (0..50).map(|c| s.sample(&logits, c)).collect()
         };
         assert_ne!(a, c);
-        // top_k = 3: only the three largest logits (16 · 0.3 at i ≡ 16 mod 17 …)
-        let mut order: Vec<usize> = (0..100).collect();
-        order.sort_by(|&x, &y| logits[y].total_cmp(&logits[x]).then(x.cmp(&y)));
-        let allowed: Vec<u32> = order[..3].iter().map(|&i| i as u32).collect();
-        let mut s = Sampler::new(SamplingParams {
+        // top_k = 3: the three largest logits (16 · 0.3 at 37 i ≡ 16 mod 17: ids 11,
+        // 28, 45, 62, 79, 96, all tied, so all six)
+        let allowed: Vec<u32> = vec![11, 28, 45, 62, 79, 96];
+        let s = Sampler::new(SamplingParams {
             top_k: 3,
             ..p.clone()
         });
-        for _ in 0..200 {
-            assert!(allowed.contains(&s.sample(&logits)));
-        }
-        // top_p tiny: only the most likely token
-        let mut s = Sampler::new(SamplingParams { top_p: 1e-6, ..p });
-        for _ in 0..50 {
-            assert_eq!(s.sample(&logits), order[0] as u32);
+        let drawn: std::collections::BTreeSet<u32> =
+            (0..400).map(|c| s.sample(&logits, c)).collect();
+        assert_eq!(drawn.into_iter().collect::<Vec<_>>(), allowed);
+        // top_p tiny: only the most likely tokens (the six tied)
+        let s = Sampler::new(SamplingParams { top_p: 1e-6, ..p });
+        for c in 0..50 {
+            assert!(allowed.contains(&s.sample(&logits, c)));
         }
     }
 }

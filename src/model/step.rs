@@ -25,6 +25,7 @@ use crate::kernels::moe::{
 };
 use crate::kernels::rotary::encode_rotary;
 use crate::kernels::row_norm::encode_row_norm;
+use crate::kernels::sample::encode_sample;
 use crate::kernels::swiglu::encode_swiglu;
 use crate::kernels::token_rank::{encode_token_rank, encode_token_target};
 
@@ -137,13 +138,15 @@ pub(super) enum StepKind<'a> {
     Prefill {
         parts: &'a [ChunkRows],
         argmax: bool,
+        sample: bool,
     },
     /// A decode step: one row per generation, each attending to its own pages
     /// (`attention_paged`); the logits of every row, and with `argmax` each row's
     /// largest logit taken on the device (`top_k_rows` with k = 1 per wte chunk in
     /// windows of [`ARGMAX_SPAN`], to `top1`), so greedy rows need not read their
-    /// logits back.
-    Decode { argmax: bool },
+    /// logits back; with `sample`, each row's draw (its spec in `sample_specs`) taken
+    /// on the device (`sample_rows`, to `picked`).
+    Decode { argmax: bool, sample: bool },
 }
 
 impl StepKind<'_> {
@@ -483,7 +486,11 @@ impl Model {
                     }
                 }
             }
-            StepKind::Prefill { parts, argmax } => {
+            StepKind::Prefill {
+                parts,
+                argmax,
+                sample,
+            } => {
                 // the last row of prompt j to row j, then the LM head over those rows
                 // in one dispatch (a row's logits are the same in any batch)
                 let mut wanted = 0;
@@ -500,13 +507,19 @@ impl Model {
                 if argmax {
                     self.encode_argmax(pass, wanted);
                 }
+                if sample {
+                    self.encode_draws(pass, wanted);
+                }
             }
-            StepKind::Decode { argmax } => {
+            StepKind::Decode { argmax, sample } => {
                 for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
                     encode_matvec_bt(pass, op, ch.rows, c, 0, t, 0);
                 }
                 if argmax {
                     self.encode_argmax(pass, t);
+                }
+                if sample {
+                    self.encode_draws(pass, t);
                 }
             }
         }
@@ -521,6 +534,15 @@ impl Model {
             let (n, span) = (ch.rows, ARGMAX_SPAN);
             encode_top_k_rows(pass, op, rows, n, 1, ch.row_start, out0, span, false);
             out0 += top_k_windows(n, span) * rows * 3;
+        }
+    }
+
+    /// Record the device's draw for logits rows `0 .. rows` (those whose spec in
+    /// `sample_specs` asks for one; the logits in one buffer, else nothing is drawn and
+    /// the caller refused the rows).
+    fn encode_draws(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
+        if let Some(op) = &self.ops.sample {
+            encode_sample(pass, op, rows, self.config.vocab_size);
         }
     }
 

@@ -11,6 +11,7 @@ pub mod model;
 pub mod moe;
 pub mod rotary;
 pub mod row_norm;
+pub mod sample;
 pub mod swiglu;
 pub mod token_rank;
 

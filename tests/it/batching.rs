@@ -165,6 +165,44 @@ fn batch_invariance_holds_for_sparse_moe_and_half_weights() {
     ] {
         assert_same_alone_and_batched(extra, false);
     }
+    // sampled rows drawn on the device (the hardware kernels)
+    assert_same_alone_and_batched(serde_json::json!({"kernels": "hardware"}), true);
+}
+
+#[test]
+fn sampled_tokens_drawn_on_the_device_are_those_of_the_host_sampler() {
+    // With the GPU-shaped kernels a sampled generation without logprobs reads back only
+    // the id the device drew (`sample_rows`); asking for logprobs reads the logits and
+    // draws on the host with the same numbered random draws: the same tokens, with
+    // top-p, with top-k, and with both.
+    let e = engine(
+        EngineOptions {
+            max_batch: 16,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({"kernels": "hardware"}),
+    );
+    let reqs: Vec<_> = (0..6)
+        .map(|i| {
+            let mut r = request(i, 9, true);
+            r.sampling.top_k = [0, 5, 40][i % 3];
+            r.sampling.top_p = [0.9, 1.0, 0.8][i % 3];
+            r
+        })
+        .collect();
+    let with_logprobs: Vec<_> = reqs
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.logprobs = Some(0);
+            r
+        })
+        .collect();
+    let device = together(&e, &reqs, reqs.len());
+    assert_eq!(device, together(&e, &with_logprobs, reqs.len()));
+    assert_eq!(device[..2], alone(&e, &with_logprobs[..2])[..]);
+    // and the draws differ between seeds
+    assert_ne!(device[0], alone(&e, &[request(9, 9, true)])[0]);
 }
 
 #[test]

@@ -326,3 +326,83 @@ fn a_decode_step_takes_the_fused_dispatches() {
     );
     assert_eq!(decode_dispatches("software", "float32", llama), 3 * 9 + 4);
 }
+
+/// A decode step's draw on the device (`Readback::Sample`) is the host sampler's draw
+/// from that step's logits, row by row in a batch, with both kernel classes (the model
+/// serves the device's draw with the hardware ones).
+#[test]
+fn a_decode_step_draws_on_the_device_as_the_host_samples() {
+    use wgformer::model::sampling::{Sampler, SamplingParams};
+    use wgformer::model::{NextToken, Readback};
+    let g = gpu();
+    for kernels in ["software", "hardware"] {
+        let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+            "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64,
+            "seed": 13, "kernels": kernels,
+        }))
+        .unwrap();
+        let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        assert_eq!(model.sample_on_device, kernels == "hardware");
+        let samplers: Vec<Sampler> = (0..4)
+            .map(|i| {
+                Sampler::new(SamplingParams {
+                    temperature: [1.0, 0.7, 1.3, 0.9][i],
+                    top_k: [0, 10, 0, 40][i],
+                    top_p: [1.0, 1.0, 0.8, 0.9][i],
+                    seed: 77 + i as u64,
+                })
+            })
+            .collect();
+        // the same four generations twice: one reads its logits, one its draws
+        let mut host: Vec<_> = (0..4)
+            .map(|_| model.kv_reserve(16).unwrap().unwrap())
+            .collect();
+        let mut dev: Vec<_> = (0..4)
+            .map(|_| model.kv_reserve(16).unwrap().unwrap())
+            .collect();
+        for (i, (h, d)) in host.iter_mut().zip(dev.iter_mut()).enumerate() {
+            let ids: Vec<u32> = (0..3 + i as u32).map(|j| (j * 41 + 5) % 300).collect();
+            model.extend(h, &ids).unwrap();
+            model.extend(d, &ids).unwrap();
+        }
+        let mut next = vec![7u32; 4];
+        for step in 0..6u64 {
+            let mut rows: Vec<_> = host
+                .iter_mut()
+                .zip(&next)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let logits = model
+                .decode_select(&mut rows, &[Readback::Logits; 4])
+                .unwrap();
+            let want: Vec<u32> = logits
+                .iter()
+                .zip(&samplers)
+                .map(|(n, s)| match n {
+                    NextToken::Logits(l) => s.sample(l, step),
+                    other => panic!("logits asked, got {other:?}"),
+                })
+                .collect();
+            let asks: Vec<Readback> = samplers
+                .iter()
+                .map(|s| Readback::Sample(s.draw(step).into()))
+                .collect();
+            let mut rows: Vec<_> = dev
+                .iter_mut()
+                .zip(&next)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let got: Vec<u32> = model
+                .decode_select(&mut rows, &asks)
+                .unwrap()
+                .into_iter()
+                .map(|n| match n {
+                    NextToken::Sampled(id) => id,
+                    other => panic!("a draw asked, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, want, "{kernels} step {step}");
+            next = got;
+        }
+    }
+}

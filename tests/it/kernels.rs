@@ -1541,3 +1541,64 @@ fn token_rank_matches_reference() {
         assert_eq!(got[4].0, 0);
     }
 }
+
+/// The device's draw (`sample_rows`) against `reference::sample`: rows with ties, a
+/// language model's shape (a few likely ids, a long tail), -inf, one value only; top-k,
+/// top-p, both, neither; rows not drawn are left alone. Sums are f32 on the device and
+/// f64 in the reference, so a draw may differ only where its number falls within
+/// rounding of a boundary: none of these does.
+#[test]
+fn sample_rows_draws_as_the_reference() {
+    use wgformer::kernels::sample;
+    use wgformer::reference::sample::{kept, Draw};
+    let g = gpu();
+    let v = 5000;
+    let tied: Vec<f32> = (0..v).map(|i| ((i * 37) % 17) as f32 * 0.4).collect();
+    let tail: Vec<f32> = rand_vec(v, 51, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if i % 997 == 3 { 8.0 + x } else { 2.0 * x })
+        .collect();
+    let mut odd = rand_vec(v, 52, 4.0);
+    odd[7] = f32::NEG_INFINITY;
+    odd[4999] = 30.0;
+    let flat = vec![1.5; v];
+    let rows = [tied, tail, odd, flat];
+    let logits: Vec<f32> = rows.iter().flatten().copied().collect();
+    let mut checked = 0;
+    for (top_k, top_p, temperature) in [
+        (0, 1.0, 1.0),
+        (1, 1.0, 1.0),
+        (50, 1.0, 0.7),
+        (50, 0.9, 1.3),
+        (0, 0.5, 1.0),
+        (0, 0.0, 1.0),
+        (17, 0.95, 2.0),
+        (v, 1.0, 1.0),
+    ] {
+        for u in [0.0, 0.131_71, 0.500_13, 0.770_93, 0.999_91] {
+            let draw = Draw {
+                inv_t: 1.0 / temperature,
+                top_k,
+                top_p,
+                u,
+            };
+            // every row drawn, and the same rows with every other one skipped
+            let all = vec![Some(draw); rows.len()];
+            let some: Vec<_> = (0..rows.len())
+                .map(|r| (r % 2 == 0).then_some(draw))
+                .collect();
+            let got = sample::run_sample(&g.ctx, &g.pipelines, &logits, v, &all).unwrap();
+            let part = sample::run_sample(&g.ctx, &g.pipelines, &logits, v, &some).unwrap();
+            for (r, row) in rows.iter().enumerate() {
+                let want = wgformer::reference::sample::sample(row, draw);
+                let name = format!("row {r} {draw:?}");
+                assert_eq!(got[r], want, "{name} (kept {})", kept(row, draw).len());
+                let alone = if r % 2 == 0 { want } else { u32::MAX };
+                assert_eq!(part[r], alone, "{name}, every other row skipped");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 8 * 5 * 4);
+}

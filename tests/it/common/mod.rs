@@ -135,7 +135,7 @@ pub fn first_row_bits(
             .into_iter()
             .map(|n| match n {
                 NextToken::Logits(l) => l,
-                NextToken::Argmax(_) => unreachable!("logits asked"),
+                NextToken::Argmax(_) | NextToken::Sampled(_) => unreachable!("logits asked"),
             })
             .collect();
         first_row.push(logits[0].iter().map(|v| v.to_bits()).collect());

@@ -1,0 +1,170 @@
+// The next token of each row of logits, drawn on the device (one workgroup a row), as
+// `reference::sample` and the host sampler (`model::sampling`) draw it:
+//   1. top-k (0 < k < V): the ids at or above the k-th largest logit (ties kept);
+//   2. weights w = exp((logit - max) · inv_t);
+//   3. top-p (< 1): of those, the ids at or above the first logit in rank order where
+//      the cumulative weight reaches top_p of their total (ties kept);
+//   4. r = u · (the kept weights' sum), walked over the kept ids in id order.
+// "At or above" is f32's total order, here as integer keys (`key`): the k-th largest
+// key and the top-p edge are found by bisection over the 32 key bits, each step one
+// pass over the row counting (or summing the weights of) the keys at or above a
+// candidate, reduced across the workgroup (prelude `workgroup_reduce`). The draw: lane
+// i sums the kept weights of its contiguous share of ids, a scan gives each share its
+// offset, and the lane whose share holds r walks it. Sums are f32 (the host's are f64:
+// a draw can differ where r or the top-p edge falls within rounding of a boundary).
+// A row's spec with inv_t = 0 is not drawn here (its `picked` is left as it is).
+
+struct SampleParams {
+    rows: u32,
+    v: u32, // logits per row
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Spec {
+    inv_t: f32, // 1 / temperature; 0: not drawn here
+    top_k: u32, // 0: no limit
+    top_p: f32, // 1: no limit
+    u: f32,     // the row's uniform number in [0, 1)
+}
+
+// A power of two, at most 256 (the prelude's `red`, and `scan`).
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: SampleParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;       // [rows, V]
+@group(0) @binding(2) var<storage, read> specs: array<Spec>;       // [rows]
+@group(0) @binding(3) var<storage, read_write> picked: array<u32>; // [rows]
+
+var<workgroup> spec_w: Spec;
+var<workgroup> scan: array<f32, 256>;
+
+// f32's total order as unsigned integers (Rust's `total_cmp`).
+fn key(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    if ((b & 0x80000000u) != 0u) {
+        return ~b;
+    }
+    return b | 0x80000000u;
+}
+
+// How many ids of the row at `base` have a key at or above `t`.
+fn count_from(base: u32, lid: u32, t: u32) -> f32 {
+    var c = 0.0;
+    for (var i = lid; i < p.v; i += WG) {
+        if (key(logits[base + i]) >= t) {
+            c += 1.0;
+        }
+    }
+    return workgroup_sum(lid, c);
+}
+
+// The weights of the ids with a key at or above `t`.
+fn weight_from(base: u32, lid: u32, t: u32, m: f32, inv_t: f32) -> f32 {
+    var s = 0.0;
+    for (var i = lid; i < p.v; i += WG) {
+        let x = logits[base + i];
+        if (key(x) >= t) {
+            s += exp((x - m) * inv_t);
+        }
+    }
+    return workgroup_sum(lid, s);
+}
+
+@compute @workgroup_size(WG)
+fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.x;
+    if (lid == 0u) {
+        spec_w = specs[min(row, p.rows - 1u)];
+    }
+    let s = workgroupUniformLoad(&spec_w);
+    if (row >= p.rows || s.inv_t <= 0.0) {
+        return;
+    }
+    let base = row * p.v;
+    var mx = -3.0e38;
+    for (var i = lid; i < p.v; i += WG) {
+        mx = max(mx, logits[base + i]);
+    }
+    let m = workgroup_max(lid, mx);
+    // 1. the largest key with at least k ids at or above it
+    var tk = 0u;
+    if (s.top_k > 0u && s.top_k < p.v) {
+        for (var bit = 0u; bit < 32u; bit++) {
+            let cand = tk | (0x80000000u >> bit);
+            if (count_from(base, lid, cand) >= f32(s.top_k)) {
+                tk = cand;
+            }
+        }
+    }
+    // 3. the largest key (of those kept) whose ids at or above it weigh top_p of all
+    var tp = tk;
+    if (s.top_p < 1.0) {
+        let goal = s.top_p * weight_from(base, lid, tk, m, s.inv_t);
+        var t = 0u;
+        for (var bit = 0u; bit < 32u; bit++) {
+            let cand = t | (0x80000000u >> bit);
+            let w = weight_from(base, lid, max(cand, tk), m, s.inv_t);
+            if (w > 0.0 && w >= goal) {
+                t = cand;
+            }
+        }
+        tp = max(t, tk);
+    }
+    // 4. this lane's share of ids, its kept weight, the shares' offsets (a scan)
+    let span = (p.v + WG - 1u) / WG;
+    let lo = min(lid * span, p.v);
+    let hi = min(lo + span, p.v);
+    var own = 0.0;
+    for (var i = lo; i < hi; i++) {
+        let x = logits[base + i];
+        if (key(x) >= tp) {
+            own += exp((x - m) * s.inv_t);
+        }
+    }
+    scan[lid] = own;
+    workgroupBarrier();
+    for (var d = 1u; d < WG; d *= 2u) {
+        var add = 0.0;
+        if (lid >= d) {
+            add = scan[lid - d];
+        }
+        workgroupBarrier();
+        scan[lid] += add;
+        workgroupBarrier();
+    }
+    let incl = scan[lid];
+    var excl = 0.0;
+    if (lid > 0u) {
+        excl = scan[lid - 1u];
+    }
+    let total = scan[WG - 1u];
+    let r = s.u * total;
+    // past the total (rounding): the last share with a weight takes its last id
+    var with_weight = -1.0;
+    if (own > 0.0) {
+        with_weight = f32(lid);
+    }
+    let last_share = workgroup_max(lid, with_weight);
+    let holds = own > 0.0 && excl <= r && r < incl;
+    let past = !(r < total) && f32(lid) == last_share;
+    if (holds || past) {
+        var left = r - excl;
+        var last = lo;
+        for (var i = lo; i < hi; i++) {
+            let x = logits[base + i];
+            if (key(x) >= tp) {
+                let w = exp((x - m) * s.inv_t);
+                if (w > 0.0) {
+                    if (left < w) {
+                        picked[row] = i;
+                        return;
+                    }
+                    left -= w;
+                    last = i;
+                }
+            }
+        }
+        picked[row] = last;
+    }
+}

@@ -1,0 +1,71 @@
+//! The next-token draw from a row of logits, spelled with a full sort: the semantics
+//! of the host sampler (`model::sampling`) and of the `sample_rows` kernel.
+//!
+//! 1. top-k (0 < k < V): every id whose logit is at or above the k-th largest (ties at
+//!    the edge all kept); else every id;
+//! 2. weights `exp((logit - max) · inv_t)` in f32 (max over the row), sums in f64;
+//! 3. top-p (< 1): of those, every id whose logit is at or above the first one in rank
+//!    order (larger logit first) at which the cumulative weight reaches top_p of their
+//!    total (again ties at the edge all kept);
+//! 4. the draw: `u · (the kept weights' sum)` walked over the kept ids in id order.
+//!
+//! "At or above" is f32's total order (`total_cmp`), which is the order of the
+//! kernel's integer keys.
+
+/// One row's draw: `1 / temperature`, top-k (0: no limit), top-p (1: no limit), and
+/// its uniform number in [0, 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    pub inv_t: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub u: f32,
+}
+
+/// The ids kept by top-k and top-p, in rank order, with their weights.
+pub fn kept(logits: &[f32], d: Draw) -> Vec<(usize, f64)> {
+    let n = logits.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let Some(&top) = order.first() else {
+        return Vec::new();
+    };
+    let max = logits[top];
+    let at_or_above = |tau: f32| move |&i: &usize| logits[i].total_cmp(&tau).is_ge();
+    if d.top_k > 0 && d.top_k < n {
+        let tau = logits[order[d.top_k - 1]];
+        order.retain(at_or_above(tau));
+    }
+    let w = |i: usize| ((logits[i] - max) * d.inv_t).exp() as f64;
+    if d.top_p < 1.0 {
+        let total: f64 = order.iter().map(|&i| w(i)).sum();
+        let target = d.top_p as f64 * total;
+        let mut cum = 0.0;
+        if let Some(&edge) = order.iter().find(|&&i| {
+            cum += w(i);
+            cum > 0.0 && cum >= target
+        }) {
+            order.retain(at_or_above(logits[edge]));
+        }
+    }
+    order.into_iter().map(|i| (i, w(i))).collect()
+}
+
+/// The id drawn (the last kept id with a weight when rounding leaves the walk short;
+/// 0 for an empty row).
+pub fn sample(logits: &[f32], d: Draw) -> u32 {
+    let mut kept = kept(logits, d);
+    kept.sort_unstable_by_key(|&(i, _)| i);
+    let mut r = d.u as f64 * kept.iter().map(|&(_, w)| w).sum::<f64>();
+    let mut last = 0;
+    for (i, w) in kept {
+        if w > 0.0 {
+            if r < w {
+                return i as u32;
+            }
+            r -= w;
+            last = i;
+        }
+    }
+    last as u32
+}
