@@ -35,6 +35,7 @@ impl Bench {
         let mut logits = model.extend(&mut session, &ids).unwrap();
         let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut step_ms = Vec::with_capacity(steps);
+        let host0 = host_times(model);
         for _ in 0..steps {
             let next = wgformer::model::sampling::argmax(&logits);
             let t = Instant::now();
@@ -42,6 +43,7 @@ impl Bench {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let ms = median(step_ms);
+        let host = host_line(model, &host0);
         let before = wgformer::gpu::dispatch_count();
         let next = wgformer::model::sampling::argmax(&logits);
         model.extend(&mut session, &[next]).unwrap();
@@ -57,7 +59,7 @@ impl Bench {
         );
         if !self.json {
             println!(
-                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s  {dispatches} dispatches/step",
+                "{:<26} {:<26} {:10.3} ms/token {:7.2} tokens/s  {dispatches} dispatches/step, {host}",
                 "gpt2_decode",
                 format!("{name}{tag} at {prompt}..{}", prompt + steps),
                 ms,
@@ -103,6 +105,7 @@ impl Bench {
             next.push(sampling::argmax(&logits));
         }
         let mut step_ms = Vec::with_capacity(steps);
+        let host0 = host_times(model);
         for s in 0..steps {
             let want = vec![
                 match pick {
@@ -135,6 +138,7 @@ impl Bench {
         }
         let ms = median(step_ms);
         let rate = b as f64 * 1e3 / ms;
+        let host = host_line(model, &host0);
         let one = self
             .rows
             .iter()
@@ -150,7 +154,7 @@ impl Bench {
         let shape = format!("{name}{tag} B={b}{how} at {prompt}..{}", prompt + steps);
         if !self.json {
             println!(
-                "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}",
+                "{:<26} {:<26} {:10.3} ms/step  {:7.2} tokens/s  {}, {host}",
                 "gpt2_decode_batch",
                 shape,
                 ms,
@@ -412,6 +416,24 @@ impl Bench {
             "",
         );
     }
+}
+
+fn host_times(model: &Model) -> wgformer::model::HostTimes {
+    *model.host_times.lock().unwrap()
+}
+
+/// The host's share of the steps since `before`: recording and submitting a step's
+/// dispatches (per step), against the wait for the device and the read-back.
+fn host_line(model: &Model, before: &wgformer::model::HostTimes) -> String {
+    let t = host_times(model).since(before);
+    let n = t.steps.max(1) as f64;
+    format!(
+        "host {:.0}% (record {:.3} ms, submit {:.3} ms, wait {:.3} ms a step)",
+        100.0 * t.host_share(),
+        1e3 * t.record_s / n,
+        1e3 * t.submit_s / n,
+        1e3 * t.wait_s / n
+    )
 }
 
 /// How the rows name a model: GPT-2 small, or its family and shape.

@@ -628,9 +628,11 @@ impl Worker {
                     rows.push((&mut a.kv, id));
                 }
                 let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+                let host0 = host_seconds(&model.model);
                 let r = traverse(&self.state, every, ctx, "decode", || {
                     model.model.decode_select(&mut rows, &want)
                 });
+                let host = host_seconds(&model.model) - host0;
                 drop(rows);
                 self.state.clear_busy();
                 match r {
@@ -643,6 +645,7 @@ impl Worker {
                             s.batch_size.observe(group.len() as f64);
                             s.decode_steps += 1;
                             s.decode_seconds += started.elapsed().as_secs_f64();
+                            s.step_host_seconds += host;
                             s.current_batch = group.len();
                         }
                     }
@@ -703,9 +706,11 @@ impl Worker {
             }
         }
         let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        let host0 = host_seconds(&model.model);
         let r = traverse(&self.state, every, ctx, "prefill", || {
             model.model.prefill_select(&mut parts)
         });
+        let host = host_seconds(&model.model) - host0;
         drop(parts);
         self.state.clear_busy();
         let seconds = started.elapsed().as_secs_f64();
@@ -723,6 +728,7 @@ impl Worker {
                     s.prefill_chunks += picked.len() as u64;
                     s.prefill_steps += 1;
                     s.prefill_seconds += seconds;
+                    s.step_host_seconds += host;
                 }
             }
             Err(e) => {
@@ -766,4 +772,10 @@ impl Worker {
             }
         }
     }
+}
+
+/// Seconds the host has spent recording and submitting `model`'s steps.
+fn host_seconds(model: &crate::model::Model) -> f64 {
+    let t = *model.host_times.lock().unwrap_or_else(|e| e.into_inner());
+    t.record_s + t.submit_s
 }

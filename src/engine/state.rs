@@ -106,6 +106,9 @@ pub struct SchedStats {
     /// Prefill traversals (each takes up to `MAX_PREFILL_PARTS` chunks) and their seconds.
     pub prefill_steps: u64,
     pub prefill_seconds: f64,
+    /// Of the decode and prefill seconds, those the host spent recording and submitting
+    /// the steps' dispatches (the rest: the device's work and the read-back).
+    pub step_host_seconds: f64,
     /// Seconds the engine loop spent working (jobs taken, generations admitted,
     /// sampled, streamed and stepped); less the decode and prefill seconds, the host's
     /// share of serving.
@@ -186,6 +189,7 @@ impl Default for SchedStats {
             prefill_chunks: 0,
             prefill_steps: 0,
             prefill_seconds: 0.0,
+            step_host_seconds: 0.0,
             busy_seconds: 0.0,
             generated_tokens: 0,
             recent: VecDeque::new(),

@@ -460,6 +460,7 @@ impl Model {
         Ok(Model {
             kv,
             max_batch,
+            host_times: Default::default(),
             sparse,
             hardware_kernels,
             argmax_on_device: hardware_kernels,

@@ -321,8 +321,40 @@ pub struct SparseAttention {
     pub cols: wgpu::Buffer,
 }
 
+/// Where the steps' time went on the host side of the device, summed over the steps
+/// (`Model::host_times`): recording a traversal's dispatches, submitting them, and
+/// waiting for the device and the read-back. The first two are the host's share: what
+/// a GPU waits on between steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostTimes {
+    pub steps: u64,
+    pub record_s: f64,
+    pub submit_s: f64,
+    pub wait_s: f64,
+}
+
+impl HostTimes {
+    /// The steps and times since `before`.
+    pub fn since(&self, before: &HostTimes) -> HostTimes {
+        HostTimes {
+            steps: self.steps - before.steps,
+            record_s: self.record_s - before.record_s,
+            submit_s: self.submit_s - before.submit_s,
+            wait_s: self.wait_s - before.wait_s,
+        }
+    }
+
+    /// The host's share (recording and submitting) of the steps' time.
+    pub fn host_share(&self) -> f64 {
+        let host = self.record_s + self.submit_s;
+        host / (host + self.wait_s).max(1e-12)
+    }
+}
+
 /// A built model: config, device, weights, activations and prepared dispatches.
 pub struct Model {
+    /// The host's times of its steps so far.
+    pub host_times: std::sync::Mutex<HostTimes>,
     /// Present when `use_sparse_attention`.
     pub sparse: Option<SparseAttention>,
     pub config: ModelConfig,

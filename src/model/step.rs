@@ -557,6 +557,7 @@ impl Model {
         kind: StepKind,
         copy: impl FnOnce(&mut wgpu::CommandEncoder) -> usize,
     ) -> Result<Vec<f32>> {
+        let t0 = std::time::Instant::now();
         let q = &self.ctx.queue;
         q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
         q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(positions));
@@ -572,7 +573,16 @@ impl Model {
             self.encode_step(&mut pass, ids.len(), kind);
         }
         let floats = copy(&mut enc);
-        q.submit([enc.finish()]);
-        buffers::map_read(&self.ctx, &self.act.readback, floats)
+        let recorded = enc.finish();
+        let t1 = std::time::Instant::now();
+        q.submit([recorded]);
+        let t2 = std::time::Instant::now();
+        let out = buffers::map_read(&self.ctx, &self.act.readback, floats);
+        let mut times = self.host_times.lock().unwrap_or_else(|e| e.into_inner());
+        times.steps += 1;
+        times.record_s += (t1 - t0).as_secs_f64();
+        times.submit_s += (t2 - t1).as_secs_f64();
+        times.wait_s += t2.elapsed().as_secs_f64();
+        out
     }
 }

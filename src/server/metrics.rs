@@ -222,6 +222,12 @@ impl Metrics {
         );
         counter(
             &mut s,
+            "wgformer_step_host_seconds_total",
+            "Of the decode and prefill seconds, those the host spent recording and submitting the steps' dispatches (the rest: the device's work and the read-back).",
+            b.step_host_seconds,
+        );
+        counter(
+            &mut s,
             "wgformer_engine_busy_seconds_total",
             "Seconds the engine loop worked (model steps and the host's work around them: admitting, sampling, streaming); less the decode and prefill seconds, the host's share.",
             b.busy_seconds,

@@ -792,6 +792,15 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
     assert!(value("wgformer_prefill_steps_total ") >= 1.0);
     assert!(value("wgformer_prefill_seconds_total ") > 0.0);
     assert!(value("wgformer_prefill_chunks_total ") >= value("wgformer_prefill_steps_total "));
+    // of those, the host's recording and submitting of the steps' dispatches
+    let host = value("wgformer_step_host_seconds_total ");
+    assert!(
+        host > 0.0
+            && host
+                < value("wgformer_decode_seconds_total ")
+                    + value("wgformer_prefill_seconds_total "),
+        "{host}"
+    );
     // the loop's working time holds the model's steps and the host's work around them
     assert!(
         value("wgformer_engine_busy_seconds_total ")
