@@ -7,8 +7,8 @@
 // the most independent work and leaves no idle rows for one generation. Epilogue flags
 // as matmul (bit 0 bias, bit 1 GELU, bit 2 accumulate), and KV_STORE (matvec_params).
 // Preludes: matvec_params, the weight type `W` / `load_w4` (f32, or packed half floats
-// for `matvec_f16_splitk`), gelu, epilogue, workgroup_reduce. Each row is computed by
-// the same code, so its numbers do not depend on its batch.
+// for `matvec_f16_splitk`), gelu, epilogue, workgroup_reduce, norm_prologue. Each row is
+// computed by the same code, so its numbers do not depend on its batch.
 //
 // A workgroup owns COLS4 vec4 columns and splits the K rows across its WG / COLS4
 // lane groups: the COLS4 lanes of a group read adjacent vec4s of one weight row (one
@@ -20,12 +20,8 @@
 // w is stored in column panels as for `matvec`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
 //
-// With p.norm, x is the residual stream and the row is normalised on the way in (the
-// norm before a projection folded into it): LayerNorm (x - mean) / sqrt(var + eps) · g
-// (+ b), or RMSNorm x / sqrt(mean(x²) + eps) · g. Each workgroup takes its row's
-// statistics as `layer_norm_workgroup` does (the same strided shares and tree, WG =
-// 256 both, so the same mean and rstd) and applies them to each x it reads; a decode
-// step then has no norm dispatch and no `ln` round trip. Prelude: workgroup_reduce.
+// With p.norm, the norm before the projection is folded in (prelude norm_prologue: x is
+// the residual stream, normalised on the way in).
 
 // WG a power of two, at most 256 (the size of `part`); COLS4 a power of two dividing
 // WG and 16 (so a workgroup's columns lie in one panel).
@@ -40,11 +36,6 @@ override COLS4: u32 = 4u;
 // bindings 5-7 (the KV pool and slots): prelude matvec_params
 @group(0) @binding(8) var<storage, read> norm_w: array<vec4<f32>>;  // [K] (p.norm; or a dummy)
 @group(0) @binding(9) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS; or a dummy)
-
-// p.norm: normalise x (LayerNorm unless NORM_RMS), add the norm's bias (NORM_BIAS).
-const NORM_ON: u32 = 1u;
-const NORM_RMS: u32 = 2u;
-const NORM_BIAS: u32 = 4u;
 
 var<workgroup> part: array<vec4<f32>, 256>;
 
@@ -61,36 +52,12 @@ fn matvec_splitk(
     let p4 = p.p4;
     let row = p.row0 + wg.y;
     let xr = row * p.k4;
-    // the row's norm statistics (p is uniform: the whole workgroup or none)
-    var mean = 0.0;
-    var rstd = 1.0;
-    if ((p.norm & NORM_ON) != 0u) {
-        let n = f32(p.k4 * 4u);
-        if ((p.norm & NORM_RMS) == 0u) {
-            var s = vec4<f32>(0.0);
-            for (var c4 = lid; c4 < p.k4; c4 += WG) {
-                s += x[xr + c4];
-            }
-            mean = workgroup_sum(lid, s.x + s.y + s.z + s.w) / n;
-        }
-        var v = vec4<f32>(0.0);
-        for (var c4 = lid; c4 < p.k4; c4 += WG) {
-            let d = x[xr + c4] - mean;
-            v += d * d;
-        }
-        rstd = inverseSqrt(workgroup_sum(lid, v.x + v.y + v.z + v.w) / n + p.eps);
-    }
+    let st = norm_stats(xr, p.k4, lid); // prelude norm_prologue
     var acc = vec4<f32>(0.0);
     if (live) {
         let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
         for (var r = g; r < 4u * p.k4; r += groups) {
-            var xv = x[xr + r / 4u][r % 4u];
-            if ((p.norm & NORM_ON) != 0u) {
-                xv = (xv - mean) * rstd * norm_w[r / 4u][r % 4u];
-                if ((p.norm & NORM_BIAS) != 0u) {
-                    xv += norm_b[r / 4u][r % 4u];
-                }
-            }
+            let xv = norm4(x[xr + r / 4u], r / 4u, st)[r % 4u];
             acc += xv * load_w4(w[base + r * p4]);
         }
     }

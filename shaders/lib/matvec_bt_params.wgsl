@@ -7,9 +7,9 @@ struct MatvecBtParams {
     out_row0: u32, // its row of `out`
     rows: u32,     // rows of the batch from a_row0 on: a ROWS group past them computes
                    // those rows and does not store them
+    norm: u32,     // the kernels with a norm prologue: NORM_* flags (0: a as it is)
+    eps: f32,      // the norm's epsilon
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 // Store outputs col0 .. col0 + 3 (those below N) of row `r` of this dispatch (the kernel

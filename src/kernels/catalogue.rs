@@ -201,6 +201,8 @@ pub mod prelude {
         EPILOGUE = "epilogue";
         /// Sums and maxima across a workgroup.
         WORKGROUP_REDUCE = "workgroup_reduce";
+        /// The norm before a projection folded into its kernel (`norm_stats`, `norm4`).
+        NORM_PROLOGUE = "norm_prologue";
         /// The paged attention kernels' walk bindings (rows, tables, row offsets, cols).
         PAGED_WALK = "paged_walk";
         /// A head-64 query held in sixteen vec4 variables (the subgroup attention kernels).
@@ -252,6 +254,7 @@ const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
 ];
 const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
@@ -259,6 +262,20 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+];
+// the hardware LM head: row groups of wte, the final norm folded in
+const MATVEC_BT_GROUPS_F32: &[Prelude] = &[
+    prelude::MATVEC_BT_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+];
+const MATVEC_BT_GROUPS_F16: &[Prelude] = &[
+    prelude::MATVEC_BT_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
 ];
 const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F32];
 const MATVEC_BT_F16: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F16];
@@ -418,16 +435,31 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_bt", wgsl!("matvec_bt"))
         .with(MATVEC_BT_F32)
+        .class(Software)
         .batch(),
     Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
         .of("matvec_bt")
         .entry("matvec_bt")
         .with(MATVEC_BT_F16)
+        .class(Software)
         .half()
         .batch(),
+    Kernel::new("matvec_bt_groups", wgsl!("matvec_bt_groups"))
+        .of("matvec_bt")
+        .with(MATVEC_BT_GROUPS_F32)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_bt_f16_groups", wgsl!("matvec_bt_groups"))
+        .of("matvec_bt")
+        .entry("matvec_bt_groups")
+        .with(MATVEC_BT_GROUPS_F16)
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
         .with(MATVEC_BT_SUBGROUP)
+        .class(Software)
         .batch()
         .subgroup()
         .half()

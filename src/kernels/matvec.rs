@@ -63,8 +63,9 @@ pub fn fuses_norm(variant: &str) -> bool {
     matches!(variant, "matvec_splitk" | "matvec_f16_splitk")
 }
 
-/// The norm prologue's flags in `MatvecParams.norm`.
-fn norm_flags(norm: Option<Norm>) -> u32 {
+/// The norm prologue's flags (`MatvecParams.norm`, `MatvecBtParams.norm`: prelude
+/// `norm_prologue`).
+pub(super) fn norm_flags(norm: Option<Norm>) -> u32 {
     norm.map_or(0, |n| {
         1 | (if n.rms { 2 } else { 0 }) | (if n.bias { 4 } else { 0 })
     })

@@ -1,8 +1,11 @@
-//! LM head for the rows of a decode step (`shaders/matvec_bt.wgsl`):
+//! LM head for the rows of a decode step (`shaders/matvec_bt.wgsl`, and for hardware
+//! GPUs `shaders/matvec_bt_groups.wgsl`, which can fold the final norm in):
 //! `out[r, N] = a[row0 + r] · b[N, K]ᵀ`; a row's numbers do not depend on R.
 
 use bytemuck::{Pod, Zeroable};
 
+use super::layer_norm::Norm;
+use super::matvec::norm_flags;
 use super::Pipelines;
 use super::{submit_pass, HostProduct, RowsOp};
 use crate::error::Result;
@@ -19,7 +22,27 @@ pub struct MatvecBtParams {
     /// Rows of the batch from `a_row0` on (a `ROWS` group past them stores nothing
     /// there).
     pub rows: u32,
-    pub _pad: [u32; 3],
+    /// The norm prologue's flags ([`fuses_norm`] kernels; 0: `a` as it is).
+    pub norm: u32,
+    pub eps: f32,
+    pub _pad: u32,
+}
+
+/// Whether `variant` is a hardware LM head (a workgroup per 32 rows of wte) with the
+/// norm prologue.
+pub fn fuses_norm(variant: &str) -> bool {
+    matches!(variant, "matvec_bt_groups" | "matvec_bt_f16_groups")
+}
+
+/// The LM head for decode rows: the hardware kernel on hardware GPUs, else the
+/// software one (for a half-float wte the fastest of [`best_f16_variant`]).
+pub fn variant_for(pipelines: &Pipelines, hardware: bool, half: bool, k: usize) -> &'static str {
+    match (hardware, half) {
+        (true, false) => "matvec_bt_groups",
+        (true, true) => "matvec_bt_f16_groups",
+        (false, false) => "matvec_bt",
+        (false, true) => best_f16_variant(pipelines, k),
+    }
 }
 
 /// The fastest half-float-wte variant for rows of `k` values on this device:
@@ -42,7 +65,25 @@ pub fn matvec_bt_op(
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> RowsOp {
-    RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &[a, b, out])
+    matvec_bt_fused_op(ctx, pipelines, variant, (a, b, out), None)
+}
+
+/// [`matvec_bt_op`] with the final norm's (weight, bias) for a [`fuses_norm`] kernel
+/// (its `a` is then the residual stream; stand-ins where there is no norm).
+pub fn matvec_bt_fused_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    (a, b, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+) -> RowsOp {
+    let mut all = vec![a, b, out];
+    let stand_in = buffers::storage(ctx, "LM head stand-in", 4);
+    if fuses_norm(variant) {
+        let (g, nb) = norm.unwrap_or((&stand_in, &stand_in));
+        all.extend([g, nb]);
+    }
+    RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &all)
 }
 
 /// Record `out[out_row0 + r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.
@@ -55,7 +96,24 @@ pub fn encode_matvec_bt(
     rows: usize,
     out_row0: usize,
 ) {
-    let gx = n.div_ceil(4 * op.workgroup as usize) as u32;
+    encode_matvec_bt_normed(pass, op, (n, k), (a_row0, rows, out_row0), None)
+}
+
+/// [`encode_matvec_bt`] with `norm` over each row of `a` first (a [`fuses_norm`]
+/// kernel's op bound with the norm's weights).
+pub fn encode_matvec_bt_normed(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &RowsOp,
+    (n, k): (usize, usize),
+    (a_row0, rows, out_row0): (usize, usize, usize),
+    norm: Option<Norm>,
+) {
+    debug_assert!(norm.is_none() || fuses_norm(op.name));
+    let gx = if fuses_norm(op.name) {
+        n.div_ceil(32) as u32
+    } else {
+        n.div_ceil(4 * op.workgroup as usize) as u32
+    };
     for (o, row0, groups) in op.cover(rows) {
         let p = MatvecBtParams {
             n: n as u32,
@@ -63,7 +121,9 @@ pub fn encode_matvec_bt(
             a_row0: (a_row0 + row0) as u32,
             out_row0: (out_row0 + row0) as u32,
             rows: (rows - row0) as u32,
-            _pad: [0; 3],
+            norm: norm_flags(norm),
+            eps: norm.map_or(0.0, |n| n.eps),
+            _pad: 0,
         };
         o.encode(pass, &p, (gx, groups as u32, 1));
     }

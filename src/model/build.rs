@@ -31,7 +31,7 @@ use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
 use crate::kernels::matmul::{matmul_op, matmul_split_op};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
-use crate::kernels::matvec_bt::{self, matvec_bt_op};
+use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
 use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
 use crate::kernels::rotary::rotary_op;
 use crate::kernels::row_norm::row_norm_op;
@@ -504,11 +504,11 @@ pub(super) fn bind_ops(
     let paged = paged_attention_variant(pl, hs, hardware);
     // kernels reading wte (embedding, LM head) and the blocks' linears: f32 weights,
     // or half floats (dtype float16)
-    let (embed, lm_head, lm_head_rows, lin, moe_lin) = if half_weights {
+    let lm_head_rows = matvec_bt::variant_for(pl, hardware, half_weights, c);
+    let (embed, lm_head, lin, moe_lin) = if half_weights {
         (
             "embedding_f16",
             pl.best("matmul_bt_f16"),
-            matvec_bt::best_f16_variant(pl, c),
             crate::kernels::matmul::variant_for(pl, hardware, true),
             pl.best("moe_matmul_f16"),
         )
@@ -516,7 +516,6 @@ pub(super) fn bind_ops(
         (
             "embedding",
             pl.best("matmul_bt"),
-            "matvec_bt",
             crate::kernels::matmul::variant_for(pl, hardware, false),
             pl.best("moe_matmul"),
         )
@@ -805,6 +804,20 @@ pub(super) fn bind_ops(
             .map(|(ch, out)| matvec_bt_op(ctx, pl, lm_head_rows, rows, &ch.buffer, out))
             .collect()
     };
+    // the hardware LM head over the residual stream with ln_f folded in (decode steps)
+    let ln_f_b = or_dummy(&w.ln_f_b);
+    let lm_head_normed = matvec_bt::fuses_norm(lm_head_rows).then(|| {
+        w.lm_head()
+            .chunks
+            .iter()
+            .zip(&a.logits)
+            .map(|(ch, out)| {
+                let io = (&a.x, &ch.buffer, out);
+                let norm = Some((&w.ln_f_w, &ln_f_b));
+                matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm)
+            })
+            .collect()
+    });
     Ops {
         embedding: w
             .wte
@@ -834,6 +847,7 @@ pub(super) fn bind_ops(
             .map(|(ch, out)| matmul_bt_variant_op(ctx, pl, lm_head, &a.ln, &ch.buffer, out))
             .collect(),
         lm_head_rows: lm_head_over(&a.ln),
+        lm_head_normed,
         top1: a
             .logits
             .iter()

@@ -300,6 +300,8 @@ pub struct Ops {
     pub lm_head: Vec<KernelOp>,
     /// LM head for the rows of a decode step (per wte chunk).
     pub lm_head_rows: Vec<RowsOp>,
+    /// The same over the residual stream with ln_f folded in (the hardware kernels).
+    pub lm_head_normed: Option<Vec<RowsOp>>,
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
     /// The draw of sampled rows over the logits (`sample_rows`), when the LM head's

@@ -18,7 +18,7 @@ use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_wind
 use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
-use crate::kernels::matvec_bt::encode_matvec_bt;
+use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
     RELU, SILU,
@@ -449,8 +449,15 @@ impl Model {
                 encode_copy_rows(pass, &lens.save[l], t * c, 0, l * t * c);
             }
         }
-        // logits = lm_head(ln_f(x)), lm_head tied to wte or its own
-        encode_layer_norm(pass, &ops.ln_f, t, c, norm);
+        // logits = lm_head(ln_f(x)), lm_head tied to wte or its own; a decode step's
+        // hardware LM head folds ln_f in
+        let lm_head_normed = match kind {
+            StepKind::Decode { .. } => ops.lm_head_normed.as_ref(),
+            _ => None,
+        };
+        if lm_head_normed.is_none() {
+            encode_layer_norm(pass, &ops.ln_f, t, c, norm);
+        }
         let chunks = &self.weights.wte.chunks;
         match kind {
             StepKind::Forward { .. } | StepKind::Forwards(_) => {
@@ -512,8 +519,18 @@ impl Model {
                 }
             }
             StepKind::Decode { argmax, sample } => {
-                for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
-                    encode_matvec_bt(pass, op, ch.rows, c, 0, t, 0);
+                match lm_head_normed {
+                    Some(normed) => {
+                        for (op, ch) in normed.iter().zip(chunks) {
+                            let rows = (0, t, 0);
+                            encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, Some(norm));
+                        }
+                    }
+                    None => {
+                        for (op, ch) in ops.lm_head_rows.iter().zip(chunks) {
+                            encode_matvec_bt(pass, op, ch.rows, c, 0, t, 0);
+                        }
+                    }
                 }
                 if argmax {
                     self.encode_argmax(pass, t);

@@ -277,6 +277,74 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
     }
 }
 
+/// The hardware LM head's norm prologue: ln_f folded into the product with wte (row
+/// groups), against `layer_norm_workgroup` then the same kernel, and the reference.
+#[test]
+fn the_lm_head_folds_the_final_norm() {
+    use wgformer::kernels::{matmul_bt, matvec_bt};
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    for variant in ["matvec_bt_groups", "matvec_bt_f16_groups"] {
+        assert!(matvec_bt::fuses_norm(variant));
+        // K not a multiple of 8 (a half block of 8 at the end), N not of 32
+        for (n, k, rows) in [(300, 64, 1), (75, 36, 3), (1000, 768, 2)] {
+            let x: Vec<f32> = rand_vec(rows * k, 61, 2.0)
+                .iter()
+                .map(|v| v - 1.5)
+                .collect();
+            let gw: Vec<f32> = rand_vec(k, 62, 0.3).iter().map(|v| v + 1.0).collect();
+            let gb = rand_vec(k, 63, 0.5);
+            let wte = rand_vec(n * k, 64, 1.0);
+            for norm in [Norm::layer(true), Norm::rms(1e-5)] {
+                let normed = if norm.rms {
+                    reference::layer_norm::rms_norm(&x, &gw, k, norm.eps as f64)
+                } else {
+                    reference::layer_norm::layer_norm(&x, &gw, Some(&gb), k)
+                };
+                let name = format!("{variant} {norm:?} {rows}x{n}x{k}");
+                let xb = buffers::upload(ctx, "x", &x);
+                let gwb = buffers::upload(ctx, "norm w", &gw);
+                let gbb = buffers::upload(ctx, "norm b", &gb);
+                let wb = buffers::upload(ctx, "wte", &matmul_bt::store_wte(variant, &wte, n, k));
+                let ln = buffers::storage(ctx, "ln", rows * k);
+                let fused = buffers::storage(ctx, "fused", rows * n);
+                let plain = buffers::storage(ctx, "plain", rows * n);
+                let io = (&xb, &wb, &fused);
+                let fused_op =
+                    matvec_bt::matvec_bt_fused_op(ctx, pl, variant, io, Some((&gwb, &gbb)));
+                let plain_op = matvec_bt::matvec_bt_op(ctx, pl, variant, &ln, &wb, &plain);
+                let ln_op = layer_norm::layer_norm_op(
+                    ctx,
+                    pl,
+                    "layer_norm_workgroup",
+                    &xb,
+                    &gwb,
+                    &gbb,
+                    &ln,
+                );
+                submit_pass(ctx, "lm head norm", |pass| {
+                    matvec_bt::encode_matvec_bt_normed(
+                        pass,
+                        &fused_op,
+                        (n, k),
+                        (0, rows, 0),
+                        Some(norm),
+                    );
+                    layer_norm::encode_layer_norm(pass, &ln_op, rows, k, norm);
+                    matvec_bt::encode_matvec_bt(pass, &plain_op, n, k, 0, rows, 0);
+                })
+                .unwrap();
+                let got = buffers::read_floats(ctx, &fused, 0, rows * n).unwrap();
+                let two = buffers::read_floats(ctx, &plain, 0, rows * n).unwrap();
+                let want =
+                    reference::matmul::matmul_bt(&normed, &seen_by(variant, &wte), rows, n, k);
+                assert_close(&name, &got, &want, 1e-4, 1e-4);
+                assert_close(&format!("{name} against unfused"), &got, &two, 1e-6, 1e-6);
+            }
+        }
+    }
+}
+
 /// A decode step's dispatches on a GPT-2-shaped model of `layers` blocks (`(logits
 /// read back, argmax on the device)`): recorded by the profiler on this thread only.
 fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> usize {
@@ -308,11 +376,12 @@ fn a_decode_step_takes_the_fused_dispatches() {
     // per block: GPT-2 with the hardware kernels: qkv (ln_1 folded in, keys and values
     // to the pool), attention, output projection (+ residual), up projection (ln_2
     // folded in, GELU), down projection (+ residual) = 5; the software kernels keep
-    // the two norms = 7. Around the blocks: embedding, ln_f, LM head, argmax.
+    // the two norms = 7. Around the blocks: embedding, LM head (ln_f folded in with
+    // the hardware kernels), argmax.
     for dtype in ["float32", "float16"] {
         let hw = decode_dispatches("hardware", dtype, serde_json::json!({}));
         let sw = decode_dispatches("software", dtype, serde_json::json!({}));
-        assert_eq!(hw, 3 * 5 + 4, "GPT-2 {dtype}, hardware kernels");
+        assert_eq!(hw, 3 * 5 + 3, "GPT-2 {dtype}, hardware kernels");
         assert_eq!(sw, 3 * 7 + 4, "GPT-2 {dtype}, software kernels");
     }
     // a Llama block: qkv (RMSNorm folded in), rotary (storing the keys and values),
@@ -322,7 +391,7 @@ fn a_decode_step_takes_the_fused_dispatches() {
         serde_json::json!({"architecture": "llama", "n_kv_head": 1, "intermediate_size": 128});
     assert_eq!(
         decode_dispatches("hardware", "float32", llama.clone()),
-        3 * 7 + 4
+        3 * 7 + 3
     );
     assert_eq!(decode_dispatches("software", "float32", llama), 3 * 9 + 4);
 }

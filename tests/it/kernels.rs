@@ -531,6 +531,17 @@ fn kv_store_writes_rows_to_their_slots() {
     assert!(k[17 * c..18 * c].iter().any(|&x| x != 0.0));
 }
 
+/// Every LM-head kernel compiled here for rows of `k` values: f32 and half-float wte,
+/// software and hardware (the subgroup kernel needs `k % 8 == 0`).
+fn lm_head_variants(k: usize) -> Vec<&'static str> {
+    let pl = &gpu().pipelines;
+    let mut vs = variants("matvec_bt");
+    vs.extend(pl.variants("matvec_bt_f16"));
+    vs.retain(|&v| v != "matvec_bt_f16_subgroup" || matvec_bt::best_f16_variant(pl, k) == v);
+    assert!(vs.contains(&"matvec_bt_groups") && vs.contains(&"matvec_bt_f16_groups"));
+    vs
+}
+
 #[test]
 fn matvec_bt_rows_of_many() {
     let g = gpu();
@@ -544,12 +555,7 @@ fn matvec_bt_rows_of_many() {
     ] {
         let a = rand_vec(total * k, 23, 1.0);
         let b = rand_vec(n * k, 24, 1.0);
-        let mut vs = variants("matvec_bt");
-        vs.push("matvec_bt_f16");
-        if matvec_bt::best_f16_variant(&g.pipelines, k) != "matvec_bt_f16" {
-            vs.push("matvec_bt_f16_subgroup");
-        }
-        for variant in vs {
+        for variant in lm_head_variants(k) {
             let seen = seen_by(variant, &b);
             let got = matvec_bt::run_matvec_bt(
                 &g.ctx,
@@ -1340,11 +1346,7 @@ fn matvec_groups_past_the_batch_store_nothing() {
                 "{variant}: {rows} rows wrote past the batch"
             );
         }
-        let mut vs = variants("matvec_bt");
-        vs.push("matvec_bt_f16");
-        if matvec_bt::best_f16_variant(pl, k) != "matvec_bt_f16" {
-            vs.push("matvec_bt_f16_subgroup");
-        }
+        let vs = lm_head_variants(k);
         let (a_row0, out_row0) = (1, 2);
         let mut a = rand_vec((a_row0 + rows + pad) * k, 34, 1.0);
         a[(a_row0 + rows) * k..].fill(f32::NAN);
