@@ -79,9 +79,11 @@ struct ServeArgs {
     #[arg(long, env = "WGFORMER_KV_POOL_BYTES")]
     kv_pool_bytes: Option<u64>,
     /// Prompt tokens prefilled per engine step, interleaved with the decode steps of
-    /// the running generations (a long prompt does not stall their streams).
-    #[arg(long, env = "WGFORMER_PREFILL_CHUNK", default_value_t = 256)]
-    prefill_chunk: usize,
+    /// the running generations (a long prompt does not stall their streams). Default:
+    /// 1024 with the GPU-shaped kernels (prompts arriving together share a traversal),
+    /// 256 on a software adapter.
+    #[arg(long, env = "WGFORMER_PREFILL_CHUNK")]
+    prefill_chunk: Option<usize>,
     /// Time every dispatch of one model traversal (a decode step or a prefill) in N
     /// with device timestamps and add each kernel's device seconds to /metrics
     /// (`wgformer_kernel_seconds_total{step, kernel}`); 0: never. Needs timestamps
@@ -319,7 +321,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         load_timeout: seconds("load-timeout", a.load_timeout)?,
         max_batch: positive("max-batch", a.max_batch)?,
         kv_pool_bytes: a.kv_pool_bytes,
-        prefill_chunk: positive("prefill-chunk", a.prefill_chunk)?,
+        prefill_chunk: a
+            .prefill_chunk
+            .map(|c| positive("prefill-chunk", c))
+            .transpose()?,
         profile_every: a.profile_every,
         served_model_name: a.served_model_name.clone(),
     })

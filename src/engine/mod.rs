@@ -117,7 +117,7 @@ impl Engine {
         let options = Arc::new(EngineOptions {
             queue_capacity: capacity,
             max_batch: options.max_batch.max(1),
-            prefill_chunk: options.prefill_chunk.max(1),
+            prefill_chunk: options.prefill_chunk.map(|c| c.max(1)),
             ..options
         });
         let (s, st, o) = (state.clone(), stop.clone(), options.clone());

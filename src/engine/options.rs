@@ -22,8 +22,9 @@ pub struct EngineOptions {
     /// [`super::kv_pool_pages`]).
     pub kv_pool_bytes: Option<u64>,
     /// Prompt tokens prefilled per engine step, between decode steps (one long
-    /// prompt in chunks of this, or several short ones).
-    pub prefill_chunk: usize,
+    /// prompt in chunks of this, or several short ones); `None`: [`PREFILL_CHUNK_GPU`]
+    /// with the GPU-shaped kernels, [`PREFILL_CHUNK_CPU`] on a software adapter.
+    pub prefill_chunk: Option<usize>,
     /// Time every dispatch of one model traversal (decode step or prefill) in this
     /// many with device timestamps (`gpu::profile`) and add the kernels' device time to
     /// the scheduler's figures (`/metrics`); 0: never. Adapters without timestamps
@@ -32,6 +33,28 @@ pub struct EngineOptions {
     /// The model id clients see and name (`/v1/models`, `model` in requests); `None`:
     /// the model directory's name, the checkpoint's file stem, or `wgformer`.
     pub served_model_name: Option<String>,
+}
+
+/// The prefill chunk on a software adapter: a prefill step there is compute-bound,
+/// and 256 tokens keep the running streams' pauses short.
+pub const PREFILL_CHUNK_CPU: usize = 256;
+
+/// The prefill chunk with the GPU-shaped kernels: a GPU's matmuls are latency-bound at
+/// small T (on an H200 a T = 16 forward took 8.8 ms, T = 128 13.2 ms), so a larger
+/// chunk takes more prompts arriving together in one traversal.
+pub const PREFILL_CHUNK_GPU: usize = 1024;
+
+impl EngineOptions {
+    /// The prompt tokens one prefill step takes for a model with (or without) the
+    /// GPU-shaped kernels.
+    pub fn prefill_chunk_for(&self, hardware_kernels: bool) -> usize {
+        let auto = if hardware_kernels {
+            PREFILL_CHUNK_GPU
+        } else {
+            PREFILL_CHUNK_CPU
+        };
+        self.prefill_chunk.unwrap_or(auto).max(1)
+    }
 }
 
 impl Default for EngineOptions {
@@ -44,7 +67,7 @@ impl Default for EngineOptions {
             load_timeout: Duration::from_secs(600),
             max_batch: 16,
             kv_pool_bytes: None,
-            prefill_chunk: 256,
+            prefill_chunk: None,
             profile_every: 0,
             served_model_name: None,
         }

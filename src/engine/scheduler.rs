@@ -278,6 +278,9 @@ impl Worker {
                 // Generations in progress keep their (old) model until they end.
                 drop(self.loaded.take());
                 publish(&self.state, &new, self.options.served_model_name.as_deref());
+                if let Ok(mut s) = self.state.sched.lock() {
+                    s.prefill_chunk = self.options.prefill_chunk_for(new.model.hardware_kernels);
+                }
                 self.loaded = Some(Arc::new(new));
                 Ok(cfg)
             }
@@ -674,7 +677,7 @@ impl Worker {
         // a step's rows live in activations sized for the model's context
         let mut budget = self
             .options
-            .prefill_chunk
+            .prefill_chunk_for(model.model.hardware_kernels)
             .min(model.model.config.context_size)
             .max(1);
         // (index, end of this chunk)

@@ -106,6 +106,9 @@ pub struct SchedStats {
     /// Prefill traversals (each takes up to `MAX_PREFILL_PARTS` chunks) and their seconds.
     pub prefill_steps: u64,
     pub prefill_seconds: f64,
+    /// Prompt tokens a prefill step takes for the loaded model (`--prefill-chunk`, or
+    /// the adapter's default; 0 before a model is loaded).
+    pub prefill_chunk: usize,
     /// Of the decode and prefill seconds, those the host spent recording and submitting
     /// the steps' dispatches (the rest: the device's work and the read-back).
     pub step_host_seconds: f64,
@@ -190,6 +193,7 @@ impl Default for SchedStats {
             prefill_steps: 0,
             prefill_seconds: 0.0,
             step_host_seconds: 0.0,
+            prefill_chunk: 0,
             busy_seconds: 0.0,
             generated_tokens: 0,
             recent: VecDeque::new(),

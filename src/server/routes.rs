@@ -467,7 +467,10 @@ fn batching_status(st: &AppState) -> BatchingStatus {
         current_batch: s.current_batch,
         decoding: s.decoding,
         prefilling: s.prefilling,
-        prefill_chunk: o.prefill_chunk,
+        prefill_chunk: match s.prefill_chunk {
+            0 => o.prefill_chunk_for(false),
+            loaded => loaded,
+        },
         waiting: s.waiting,
         decode_steps: s.decode_steps,
         mean_batch_size: s.batch_size.mean(),

@@ -109,7 +109,7 @@ fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
     let e = engine(
         EngineOptions {
             max_batch: 16,
-            prefill_chunk: 64,
+            prefill_chunk: Some(64),
             ..EngineOptions::default()
         },
         extra.clone(),
@@ -201,6 +201,9 @@ fn sampled_tokens_drawn_on_the_device_are_those_of_the_host_sampler() {
     let device = together(&e, &reqs, reqs.len());
     assert_eq!(device, together(&e, &with_logprobs, reqs.len()));
     assert_eq!(device[..2], alone(&e, &with_logprobs[..2])[..]);
+    // the GPU-shaped kernels prefill in larger chunks by default (a software adapter's
+    // 256: `server::status_and_metrics_report_batching_and_the_kv_pool`)
+    assert_eq!(e.sched().prefill_chunk, 1024);
     // and the draws differ between seeds
     assert_ne!(device[0], alone(&e, &[request(9, 9, true)])[0]);
 }
@@ -239,7 +242,7 @@ fn prompts_longer_together_than_the_context_prefill_in_several_steps() {
     let e = engine(
         EngineOptions {
             max_batch: 16,
-            prefill_chunk: 1024,
+            prefill_chunk: Some(1024),
             ..EngineOptions::default()
         },
         serde_json::json!({}),
@@ -260,7 +263,7 @@ fn chunked_prefill_gives_the_tokens_of_a_whole_prefill() {
     let whole = engine(EngineOptions::default(), serde_json::json!({}));
     let chunked = engine(
         EngineOptions {
-            prefill_chunk: 3,
+            prefill_chunk: Some(3),
             ..EngineOptions::default()
         },
         serde_json::json!({}),
