@@ -91,6 +91,15 @@ impl Bench {
         tag: &str,
     ) {
         let name = model_name(model);
+        if pick == Pick::DeviceSample && model.ops.sample.is_none() {
+            if !self.json {
+                println!(
+                    "{:<26} {name}{tag} B={b}: no draw on the device (the logits span several bindings)",
+                    "gpt2_decode_batch"
+                );
+            }
+            return;
+        }
         use wgformer::model::{sampling, NextToken, Readback};
         let sampler = sampling::Sampler::new(sampling::SamplingParams {
             seed: 7,

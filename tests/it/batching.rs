@@ -190,17 +190,7 @@ fn sampled_tokens_drawn_on_the_device_are_those_of_the_host_sampler() {
             r
         })
         .collect();
-    let with_logprobs: Vec<_> = reqs
-        .iter()
-        .cloned()
-        .map(|mut r| {
-            r.logprobs = Some(0);
-            r
-        })
-        .collect();
-    let device = together(&e, &reqs, reqs.len());
-    assert_eq!(device, together(&e, &with_logprobs, reqs.len()));
-    assert_eq!(device[..2], alone(&e, &with_logprobs[..2])[..]);
+    let device = picked_on_the_device_as_on_the_host(&e, &reqs);
     // the GPU-shaped kernels prefill in larger chunks by default (a software adapter's
     // 256: `server::status_and_metrics_report_batching_and_the_kv_pool`)
     assert_eq!(e.sched().prefill_chunk, 1024);
@@ -221,6 +211,13 @@ fn greedy_tokens_picked_on_the_device_are_those_of_the_logits() {
         serde_json::json!({"kernels": "hardware"}),
     );
     let reqs: Vec<_> = (0..6).map(|i| request(i, 7, false)).collect();
+    picked_on_the_device_as_on_the_host(&e, &reqs);
+}
+
+/// `reqs` together (their tokens picked on the device: no logprobs asked) give the
+/// tokens of the same requests asking for logprobs (their logits read back, picked on
+/// the host), together and alone; the device's tokens.
+fn picked_on_the_device_as_on_the_host(e: &Engine, reqs: &[GenerateRequest]) -> Vec<Vec<u32>> {
     let with_logprobs: Vec<_> = reqs
         .iter()
         .cloned()
@@ -229,9 +226,10 @@ fn greedy_tokens_picked_on_the_device_are_those_of_the_logits() {
             r
         })
         .collect();
-    let device = together(&e, &reqs, reqs.len());
-    assert_eq!(device, together(&e, &with_logprobs, reqs.len()));
-    assert_eq!(device[..2], alone(&e, &with_logprobs[..2])[..]);
+    let device = together(e, reqs, reqs.len());
+    assert_eq!(device, together(e, &with_logprobs, reqs.len()));
+    assert_eq!(device[..2], alone(e, &with_logprobs[..2])[..]);
+    device
 }
 
 #[test]
