@@ -20,6 +20,10 @@ const TM: u32 = 8u;
 @group(0) @binding(2) var<storage, read> b: array<W>;      // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
+// the KV pool (prelude epilogue's KV_STORE: a qkv projection's keys and values)
+@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a stand-in)
+@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a stand-in)
+@group(0) @binding(7) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -87,5 +91,6 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             v += out[o];
         }
         out[o] = v;
+        store_kv(v, col, row); // prelude epilogue
     }
 }

@@ -17,28 +17,16 @@ struct MatvecParams {
     _pad1: u32,
 }
 
-// Flag: the output is a qkv projection of a decode step; its keys and values also go
-// to the paged KV pool, row r's to pool row slots[r] (the kv_store kernel's work done
-// in the epilogue, for models without rotary positions).
-const KV_STORE: u32 = 8u;
-
+// the KV pool (prelude epilogue's KV_STORE)
 @group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(7) var<storage, read> slots: array<u32>;              // [R] (or a dummy)
 
-// Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue),
-// unless the row is past the batch (a ROWS group that covers the batch's end); with
-// KV_STORE, a key or value vec4 also to its pool row.
+// Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue,
+// KV_STORE included), unless the row is past the batch (a ROWS group that covers the
+// batch's end).
 fn store_row(acc: vec4<f32>, col: u32, r: u32) {
     if (r < p.row_end) {
-        let o = store_epilogue(acc, col, r * p.n4 + col);
-        if ((p.flags & KV_STORE) != 0u && col >= p.kv_q4) {
-            let c = col - p.kv_q4;
-            if (c < p.kv4) {
-                k_pool[slots[r] * p.kv4 + c] = o;
-            } else if (c < 2u * p.kv4) {
-                v_pool[slots[r] * p.kv4 + c - p.kv4] = o;
-            }
-        }
+        store_epilogue(acc, col, r * p.n4 + col);
     }
 }

@@ -22,6 +22,9 @@ pub fn tile_rows(kernel: &Kernel) -> usize {
 pub const BIAS: u32 = 1;
 pub const GELU: u32 = 2;
 pub const ACCUMULATE: u32 = 4;
+/// Epilogue flag: also store a qkv projection's keys and values in the KV pool
+/// (prelude `epilogue`; the same bit in the matrix-vector kernels).
+pub const KV_STORE: u32 = 8;
 
 /// Mirrors `MatmulParams` in the WGSL.
 #[repr(C)]
@@ -34,7 +37,11 @@ pub struct MatmulParams {
     pub p4: u32,
     pub ks: u32,
     pub split: u32,
-    pub _pad: u32,
+    /// `KV_STORE` (`matvec::KV_STORE`): vec4s of the queries before the keys in a row.
+    pub kv_q4: u32,
+    /// `KV_STORE`: vec4s of a pool row.
+    pub kv4: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Rows up to which the tiled kernels split K across workgroups (a prefill chunk, a
@@ -181,27 +188,41 @@ pub fn matmul_split_op(
     io: &LinearBuffers,
     split: Option<(&wgpu::Buffer, usize)>,
 ) -> MatmulOp {
+    matmul_pool_op(ctx, pipelines, variant, io, split, None)
+}
+
+/// [`matmul_split_op`] for a qkv projection whose steps can store their keys and
+/// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without).
+pub fn matmul_pool_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    io: &LinearBuffers,
+    split: Option<(&wgpu::Buffer, usize)>,
+    pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
+) -> MatmulOp {
     let LinearBuffers {
         x: a,
         w: b,
         bias,
         out,
     } = *io;
+    // stand-ins: one written (the pool's two bindings), one read
+    let written = buffers::storage(ctx, "matmul pool stand-in", 4);
+    let read = buffers::storage(ctx, "matmul slots stand-in", 4);
+    let (k, v, slots) = pool.unwrap_or((&written, &written, &read));
+    let op = |name: &'static str, bufs: &[&wgpu::Buffer]| {
+        let all: Vec<&wgpu::Buffer> = bufs.iter().copied().chain([k, v, slots]).collect();
+        KernelOp::new::<MatmulParams>(ctx, pipelines, name, &all)
+    };
     match split.filter(|_| splits_k(variant)) {
         Some((part, split_rows)) => MatmulOp {
-            op: KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out, part]),
-            sum: (split_rows > 0).then(|| {
-                KernelOp::new::<MatmulParams>(
-                    ctx,
-                    pipelines,
-                    "matmul_split_sum",
-                    &[part, bias, out],
-                )
-            }),
+            op: op(variant, &[a, b, bias, out, part]),
+            sum: (split_rows > 0).then(|| op("matmul_split_sum", &[part, bias, out])),
             split_rows,
         },
         None => MatmulOp {
-            op: KernelOp::new::<MatmulParams>(ctx, pipelines, variant, &[a, b, bias, out]),
+            op: op(variant, &[a, b, bias, out]),
             sum: None,
             split_rows: 0,
         },
@@ -219,7 +240,22 @@ pub fn encode_matmul(
     k: usize,
     flags: u32,
 ) {
+    encode_matmul_kv(pass, op, (m, n, k), flags, None)
+}
+
+/// [`encode_matmul`] of a qkv projection that also stores its keys and values in the
+/// pool (`kv`: the floats of the queries and of the keys in a row; an op bound with
+/// the pool, [`matmul_pool_op`]).
+pub fn encode_matmul_kv(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &MatmulOp,
+    (m, n, k): (usize, usize, usize),
+    flags: u32,
+    kv: Option<(usize, usize)>,
+) {
     let (ks, slices) = variant_slices(op.op.name, n, k);
+    let (kv_q4, kv4) = kv.map_or((0, 0), |(q, c)| (q / 4, c / 4));
+    let flags = flags | if kv.is_some() { KV_STORE } else { 0 };
     let sum = op.sum.as_ref().filter(|_| slices > 1 && m <= op.split_rows);
     let p = MatmulParams {
         m: m as u32,
@@ -229,7 +265,9 @@ pub fn encode_matmul(
         p4: (panel_width(n) / 4) as u32,
         ks: ks as u32,
         split: u32::from(sum.is_some()),
-        _pad: 0,
+        kv_q4: kv_q4 as u32,
+        kv4: kv4 as u32,
+        _pad: [0; 2],
     };
     let (gx, gy) = if splits_k(op.op.name) {
         // 64 × 64 tiles of out

@@ -34,10 +34,10 @@ pub struct MatvecParams {
     pub _pad: u32,
 }
 
-/// Epilogue flag (with the matmul's [`super::matmul::BIAS`], `GELU`, `ACCUMULATE`): the
-/// output is a decode step's qkv projection whose keys and values also go to the paged
-/// KV pool (`k_pool`, `v_pool` at each row's `slots` entry), in place of `kv_store`.
-pub const KV_STORE: u32 = 8;
+/// Epilogue flag: the output is a qkv projection whose keys and values also go to the
+/// paged KV pool (`k_pool`, `v_pool` at each row's `slots` entry), in place of
+/// `kv_store` (prelude `epilogue`, shared with the matmul kernels).
+pub use super::matmul::KV_STORE;
 
 /// What a matrix-vector product does besides `x · w` and its epilogue: store the keys
 /// and values of a qkv projection in the pool (`(Q, KV)`: the floats of the queries

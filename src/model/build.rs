@@ -25,10 +25,9 @@ use crate::kernels::attention::{
     PagedBuffers,
 };
 use crate::kernels::embedding::embedding_op;
-use crate::kernels::kv_store::kv_store_op;
 use crate::kernels::layer_norm::layer_norm_op;
 use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
-use crate::kernels::matmul::{matmul_op, matmul_split_op};
+use crate::kernels::matmul::{matmul_op, matmul_pool_op};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
@@ -552,7 +551,7 @@ pub(super) fn bind_ops(
                 matvec_fused_op(ctx, pl, variant, &io, fused)
             });
             Linear {
-                matmul: matmul_split_op(
+                matmul: matmul_pool_op(
                     ctx,
                     pl,
                     lin,
@@ -563,6 +562,7 @@ pub(super) fn bind_ops(
                         out,
                     },
                     Some(&a.split).map(|part| (part, a.split_rows)),
+                    pool,
                 ),
                 matvec: matvec_fused_op(
                     ctx,
@@ -652,7 +652,6 @@ pub(super) fn bind_ops(
                     .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention"))
                     .collect()
             }),
-            kv_store: kv_store_op(ctx, pl, &a.qkv, &kv.k[l], &kv.v[l], &a.kv_slots),
             attn_paged: attention_paged_op(
                 ctx,
                 pl,

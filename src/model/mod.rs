@@ -249,8 +249,8 @@ pub struct BlockOps {
     /// kernel only).
     pub attn_prefill: Vec<KernelOp>,
     pub attn_prefill_unaligned: Option<Vec<KernelOp>>,
-    /// Generation steps: store the rows' keys and values in the pool, attend over it.
-    pub kv_store: KernelOp,
+    /// Decode steps: attention over each row's pages (the qkv projection's epilogue
+    /// or the rotary kernel stored the new keys and values).
     pub attn_paged: KernelOp,
     pub c_proj: Linear,
     pub ln_2: KernelOp,

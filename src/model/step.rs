@@ -12,10 +12,9 @@ use crate::kernels::attention::{
     encode_attention, encode_attention_paged, encode_attention_weights, KvLayout,
 };
 use crate::kernels::embedding::encode_embedding;
-use crate::kernels::kv_store::encode_kv_store;
 use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
-use crate::kernels::matmul::{encode_matmul, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul::{encode_matmul, encode_matmul_kv, ACCUMULATE, BIAS, GELU};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -199,7 +198,9 @@ impl Linear {
     ) {
         let (n, k) = (self.n, self.k);
         match (path, &self.normed) {
-            (RowPath::Matmul, _) => encode_matmul(pass, &self.matmul, t, n, k, flags),
+            (RowPath::Matmul, _) => {
+                encode_matmul_kv(pass, &self.matmul, (t, n, k), flags, fusion.kv)
+            }
             (RowPath::Matvec, Some(op)) if fusion.norm.is_some() => {
                 encode_matvec_fused(pass, op, t, n, k, flags, fusion)
             }
@@ -348,11 +349,10 @@ impl Model {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
         // a prefill chunk's and a decode step's keys and values go to the pool: from
-        // the rotary kernel (rotary families), else from a decode step's qkv epilogue or
-        // (a prefill chunk's matmul) the kv_store kernel
+        // the rotary kernel (rotary families), else from the qkv projection's epilogue
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
         let rotary_stores = pooled && self.weights.rope.is_some();
-        let kv_in_epilogue = pooled && !rotary_stores && path == RowPath::Matvec;
+        let kv_in_epilogue = pooled && !rotary_stores;
         for (l, blk) in ops.blocks.iter().enumerate() {
             // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
             // folded into the qkv projection of a decode step (hardware kernels)
@@ -403,9 +403,6 @@ impl Model {
                     }
                 }
                 StepKind::Prefill { parts, .. } => {
-                    if !rotary_stores {
-                        encode_kv_store(pass, &blk.kv_store, t, heads);
-                    }
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {

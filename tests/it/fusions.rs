@@ -120,6 +120,104 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
 }
 
 #[test]
+fn a_prefill_chunks_qkv_matmul_stores_its_keys_and_values_in_the_pool() {
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    let mut variants = pl.variants("matmul");
+    variants.extend(pl.variants("matmul_f16"));
+    // K of several slices, so the tiled kernels split it (the store then happens in
+    // matmul_split_sum) and run it whole
+    for (heads, k) in [
+        (
+            Heads {
+                nh: 4,
+                nkv: 2,
+                hs: 8,
+                window: 0,
+            },
+            24,
+        ),
+        (
+            Heads {
+                nh: 2,
+                nkv: 2,
+                hs: 16,
+                window: 0,
+            },
+            1000,
+        ),
+    ] {
+        let n = heads.qkv_width();
+        let c = heads.kv_width();
+        let pool = 40;
+        for rows in [1, 7, 33] {
+            let x = rand_vec(rows * k, 71, 1.0);
+            let w = rand_vec(k * n, 72, 0.3);
+            let bias = rand_vec(n, 73, 0.5);
+            let slots = slots(rows, pool);
+            for &variant in &variants {
+                for split in [false, true] {
+                    let name = format!("{variant} {heads:?} {rows} rows split {split}");
+                    let xb = buffers::upload(ctx, "x", &x);
+                    let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+                    let bb = buffers::upload(ctx, "bias", &bias);
+                    let out = buffers::storage(ctx, "out", rows * n);
+                    let part =
+                        buffers::storage(ctx, "part", matmul::split_floats(n, k, rows).max(4));
+                    let kp = buffers::storage(ctx, "k_pool", pool * c);
+                    let vp = buffers::storage(ctx, "v_pool", pool * c);
+                    let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
+                    let io = LinearBuffers {
+                        x: &xb,
+                        w: &wb,
+                        bias: &bb,
+                        out: &out,
+                    };
+                    let split_rows = if split { rows } else { 0 };
+                    let op = matmul::matmul_pool_op(
+                        ctx,
+                        pl,
+                        variant,
+                        &io,
+                        Some((&part, split_rows)),
+                        Some((&kp, &vp, &sb)),
+                    );
+                    let kv = Some((heads.q_width(), c));
+                    submit_pass(ctx, "matmul", |pass| {
+                        matmul::encode_matmul_kv(pass, &op, (rows, n, k), matmul::BIAS, kv)
+                    })
+                    .unwrap();
+                    let mut got = buffers::read_many(
+                        ctx,
+                        &[(&out, 0, rows * n), (&kp, 0, pool * c), (&vp, 0, pool * c)],
+                    )
+                    .unwrap();
+                    let (v_got, k_got, qkv) =
+                        (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+                    // the tensor-core kernel takes its activations in half precision too
+                    let tol = if variant == "matmul_coop" { 2e-2 } else { 1e-4 };
+                    let want = reference::matmul::matmul(
+                        &x,
+                        &seen_by(variant, &w),
+                        Some(&bias),
+                        None,
+                        rows,
+                        n,
+                        k,
+                        false,
+                    );
+                    assert_close(&name, &qkv, &want, tol, tol);
+                    let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
+                    reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, heads, &slots);
+                    assert_eq!(k_got, k_want, "{name}: keys in the pool");
+                    assert_eq!(v_got, v_want, "{name}: values in the pool");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
     use wgformer::config::RopeScaling;
     use wgformer::model::rope::{inv_freq, rope_table};
@@ -345,9 +443,10 @@ fn the_lm_head_folds_the_final_norm() {
     }
 }
 
-/// A decode step's dispatches on a GPT-2-shaped model of `layers` blocks (`(logits
-/// read back, argmax on the device)`): recorded by the profiler on this thread only.
-fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> usize {
+/// The dispatches of a prefill chunk of 5 tokens (its first token by the device's
+/// argmax) and of the decode step after it, on a 3-block model (GPT-2-shaped unless
+/// `extra` says otherwise): recorded by the profiler on this thread only.
+fn step_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> (usize, usize) {
     let g = gpu();
     let mut value = serde_json::json!({
         "vocab_size": 256, "context_size": 32, "n_layer": 3, "n_head": 2, "n_embed": 64,
@@ -359,12 +458,21 @@ fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> us
     let cfg = wgformer::ModelConfig::from_value(value).unwrap();
     let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
     let mut s = model.kv_reserve(8).unwrap().unwrap();
-    model.extend(&mut s, &[1, 2, 3]).unwrap();
-    let (_, profile) = wgformer::gpu::profile::profile(&g.ctx, || {
-        model.decode_select(&mut [(&mut s, 4)], &[wgformer::model::Readback::Argmax])
+    let argmax = wgformer::model::Readback::Argmax;
+    let ids: &[u32] = &[1, 2, 3, 4, 5];
+    let (_, prefill) = wgformer::gpu::profile::profile(&g.ctx, || {
+        model.prefill_select(&mut [(&mut s, ids, Some(argmax))])
     })
     .unwrap();
-    profile.dispatches.len()
+    let (_, decode) = wgformer::gpu::profile::profile(&g.ctx, || {
+        model.decode_select(&mut [(&mut s, 6)], &[argmax])
+    })
+    .unwrap();
+    (prefill.dispatches.len(), decode.dispatches.len())
+}
+
+fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> usize {
+    step_dispatches(kernels, dtype, extra).1
 }
 
 #[test]
@@ -393,7 +501,18 @@ fn a_decode_step_takes_the_fused_dispatches() {
         decode_dispatches("hardware", "float32", llama.clone()),
         3 * 7 + 3
     );
-    assert_eq!(decode_dispatches("software", "float32", llama), 3 * 9 + 4);
+    assert_eq!(
+        decode_dispatches("software", "float32", llama.clone()),
+        3 * 9 + 4
+    );
+    // a prefill chunk (software kernels: no split sums): a GPT-2 block is ln_1, qkv
+    // (keys and values to the pool), attention, output projection, ln_2, up, down = 7;
+    // a Llama block adds rotary (storing the keys and values) and SwiGLU = 9. Around
+    // the blocks: embedding, ln_f, the last row gathered, LM head, argmax.
+    let gpt2 = step_dispatches("software", "float32", serde_json::json!({})).0;
+    assert_eq!(gpt2, 3 * 7 + 5, "GPT-2 prefill");
+    let llama = step_dispatches("software", "float32", llama).0;
+    assert_eq!(llama, 3 * 9 + 5, "Llama prefill");
 }
 
 /// A decode step's draw on the device (`Readback::Sample`) is the host sampler's draw
