@@ -13,12 +13,16 @@
 // offset, and the lane whose share holds r walks it. Sums are f32 (the host's are f64:
 // a draw can differ where r or the top-p edge falls within rounding of a boundary).
 // A row's spec with inv_t = 0 is not drawn here (its `picked` is left as it is).
+// The logits come as the LM head writes them: up to 4 column chunks of the vocabulary
+// (`[rows, n_c]` each, `logits0` .. `logits3`; a vocabulary larger than one binding),
+// read through `logit`.
 
 struct SampleParams {
     rows: u32,
-    v: u32, // logits per row
+    v: u32, // logits per row, all chunks
+    _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
+    n: vec4<u32>, // columns of each chunk (0 past the last)
 }
 
 struct Spec {
@@ -32,9 +36,12 @@ struct Spec {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: SampleParams;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;       // [rows, V]
-@group(0) @binding(2) var<storage, read> specs: array<Spec>;       // [rows]
-@group(0) @binding(3) var<storage, read_write> picked: array<u32>; // [rows]
+@group(0) @binding(1) var<storage, read> specs: array<Spec>;       // [rows]
+@group(0) @binding(2) var<storage, read_write> picked: array<u32>; // [rows]
+@group(0) @binding(3) var<storage, read> logits0: array<f32>;      // [rows, n.x]
+@group(0) @binding(4) var<storage, read> logits1: array<f32>;      // [rows, n.y] (or a stand-in)
+@group(0) @binding(5) var<storage, read> logits2: array<f32>;      // [rows, n.z] (or a stand-in)
+@group(0) @binding(6) var<storage, read> logits3: array<f32>;      // [rows, n.w] (or a stand-in)
 
 var<workgroup> spec_w: Spec;
 var<workgroup> scan: array<f32, 256>;
@@ -48,11 +55,29 @@ fn key(x: f32) -> u32 {
     return b | 0x80000000u;
 }
 
-// How many ids of the row at `base` have a key at or above `t`.
-fn count_from(base: u32, lid: u32, t: u32) -> f32 {
+// Logit `i` of row `row`, from the chunk that holds it.
+fn logit(row: u32, i: u32) -> f32 {
+    var j = i;
+    if (j < p.n.x) {
+        return logits0[row * p.n.x + j];
+    }
+    j -= p.n.x;
+    if (j < p.n.y) {
+        return logits1[row * p.n.y + j];
+    }
+    j -= p.n.y;
+    if (j < p.n.z) {
+        return logits2[row * p.n.z + j];
+    }
+    j -= p.n.z;
+    return logits3[row * p.n.w + j];
+}
+
+// How many ids of row `row` have a key at or above `t`.
+fn count_from(row: u32, lid: u32, t: u32) -> f32 {
     var c = 0.0;
     for (var i = lid; i < p.v; i += WG) {
-        if (key(logits[base + i]) >= t) {
+        if (key(logit(row, i)) >= t) {
             c += 1.0;
         }
     }
@@ -60,10 +85,10 @@ fn count_from(base: u32, lid: u32, t: u32) -> f32 {
 }
 
 // The weights of the ids with a key at or above `t`.
-fn weight_from(base: u32, lid: u32, t: u32, m: f32, inv_t: f32) -> f32 {
+fn weight_from(row: u32, lid: u32, t: u32, m: f32, inv_t: f32) -> f32 {
     var s = 0.0;
     for (var i = lid; i < p.v; i += WG) {
-        let x = logits[base + i];
+        let x = logit(row, i);
         if (key(x) >= t) {
             s += exp((x - m) * inv_t);
         }
@@ -81,10 +106,9 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     if (row >= p.rows || s.inv_t <= 0.0) {
         return;
     }
-    let base = row * p.v;
     var mx = -3.0e38;
     for (var i = lid; i < p.v; i += WG) {
-        mx = max(mx, logits[base + i]);
+        mx = max(mx, logit(row, i));
     }
     let m = workgroup_max(lid, mx);
     // 1. the largest key with at least k ids at or above it
@@ -92,7 +116,7 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     if (s.top_k > 0u && s.top_k < p.v) {
         for (var bit = 0u; bit < 32u; bit++) {
             let cand = tk | (0x80000000u >> bit);
-            if (count_from(base, lid, cand) >= f32(s.top_k)) {
+            if (count_from(row, lid, cand) >= f32(s.top_k)) {
                 tk = cand;
             }
         }
@@ -100,11 +124,11 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     // 3. the largest key (of those kept) whose ids at or above it weigh top_p of all
     var tp = tk;
     if (s.top_p < 1.0) {
-        let goal = s.top_p * weight_from(base, lid, tk, m, s.inv_t);
+        let goal = s.top_p * weight_from(row, lid, tk, m, s.inv_t);
         var t = 0u;
         for (var bit = 0u; bit < 32u; bit++) {
             let cand = t | (0x80000000u >> bit);
-            let w = weight_from(base, lid, max(cand, tk), m, s.inv_t);
+            let w = weight_from(row, lid, max(cand, tk), m, s.inv_t);
             if (w > 0.0 && w >= goal) {
                 t = cand;
             }
@@ -117,7 +141,7 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     let hi = min(lo + span, p.v);
     var own = 0.0;
     for (var i = lo; i < hi; i++) {
-        let x = logits[base + i];
+        let x = logit(row, i);
         if (key(x) >= tp) {
             own += exp((x - m) * s.inv_t);
         }
@@ -152,7 +176,7 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         var left = r - excl;
         var last = lo;
         for (var i = lo; i < hi; i++) {
-            let x = logits[base + i];
+            let x = logit(row, i);
             if (key(x) >= tp) {
                 let w = exp((x - m) * s.inv_t);
                 if (w > 0.0) {

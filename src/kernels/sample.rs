@@ -16,9 +16,13 @@ use crate::reference::sample::Draw;
 pub struct SampleParams {
     pub rows: u32,
     pub v: u32,
-    pub _pad1: u32,
-    pub _pad2: u32,
+    pub _pad: [u32; 2],
+    /// Columns of each logits chunk (0 past the last).
+    pub n: [u32; 4],
 }
+
+/// Logits chunks (bindings) the kernel reads a row from at most.
+pub const MAX_CHUNKS: usize = 4;
 
 /// Mirrors `Spec` in the WGSL: one row's draw (`inv_t` 0: not drawn on the device).
 #[repr(C)]
@@ -51,35 +55,50 @@ impl From<Draw> for SampleSpec {
     }
 }
 
-/// Op: bindings logits `[rows, V]`, the rows' specs `[rows]`, picked ids `[rows]` (u32).
+/// Op: bindings the rows' specs `[rows]`, picked ids `[rows]` (u32), then the logits
+/// as column chunks of the vocabulary (`[rows, n_c]` each, 1 to [`MAX_CHUNKS`]).
 pub fn sample_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
-    logits: &wgpu::Buffer,
+    logits: &[&wgpu::Buffer],
     specs: &wgpu::Buffer,
     picked: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<SampleParams>(ctx, pipelines, "sample_rows", &[logits, specs, picked])
+    assert!((1..=MAX_CHUNKS).contains(&logits.len()));
+    let stand_in = buffers::storage(ctx, "logits stand-in", 4);
+    let mut all = vec![specs, picked];
+    all.extend((0..MAX_CHUNKS).map(|c| logits.get(c).copied().unwrap_or(&stand_in)));
+    KernelOp::new::<SampleParams>(ctx, pipelines, "sample_rows", &all)
 }
 
-/// Record the draw of rows `0 .. rows` of `v` logits each (one workgroup a row).
-pub fn encode_sample(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, rows: usize, v: usize) {
+/// Record the draw of rows `0 .. rows` whose logits are chunks of `widths` columns
+/// (one workgroup a row).
+pub fn encode_sample(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &KernelOp,
+    rows: usize,
+    widths: &[usize],
+) {
+    let mut n = [0u32; MAX_CHUNKS];
+    for (c, &w) in widths.iter().take(MAX_CHUNKS).enumerate() {
+        n[c] = w as u32;
+    }
     let p = SampleParams {
         rows: rows as u32,
-        v: v as u32,
-        _pad1: 0,
-        _pad2: 0,
+        v: widths.iter().sum::<usize>() as u32,
+        _pad: [0; 2],
+        n,
     };
     op.encode(pass, &p, (rows as u32, 1, 1));
 }
 
-/// Upload `logits [rows, v]`, draw each row by its `draws` entry (`None`: not drawn),
-/// read back the ids (`u32::MAX` where not drawn).
+/// Upload `logits [rows, v]` as column chunks of at most `chunk` columns (as an LM head
+/// over a vocabulary larger than a binding writes them), draw each row by its `draws`
+/// entry (`None`: not drawn), read back the ids (`u32::MAX` where not drawn).
 pub fn run_sample(
     ctx: &GpuContext,
     pipelines: &Pipelines,
-    logits: &[f32],
-    v: usize,
+    (logits, v, chunk): (&[f32], usize, usize),
     draws: &[Option<Draw>],
 ) -> Result<Vec<u32>> {
     let rows = draws.len();
@@ -87,12 +106,28 @@ pub fn run_sample(
         .iter()
         .map(|d| d.map_or(SampleSpec::SKIP, SampleSpec::from))
         .collect();
-    let lb = buffers::upload(ctx, "logits", logits);
+    let widths: Vec<usize> = (0..v)
+        .step_by(chunk.max(1))
+        .map(|c0| chunk.min(v - c0))
+        .collect();
+    let chunks: Vec<wgpu::Buffer> = widths
+        .iter()
+        .scan(0, |c0, &w| {
+            let part: Vec<f32> = (0..rows)
+                .flat_map(|r| logits[r * v + *c0..r * v + *c0 + w].iter().copied())
+                .collect();
+            *c0 += w;
+            Some(buffers::upload(ctx, "logits", &part))
+        })
+        .collect();
     let sb = buffers::upload(ctx, "specs", bytemuck::cast_slice(&specs));
     let none = vec![f32::from_bits(u32::MAX); rows];
     let pb = buffers::upload(ctx, "picked", &none);
-    let op = sample_op(ctx, pipelines, &lb, &sb, &pb);
-    submit_pass(ctx, "sample_rows", |pass| encode_sample(pass, &op, rows, v))?;
+    let refs: Vec<&wgpu::Buffer> = chunks.iter().collect();
+    let op = sample_op(ctx, pipelines, &refs, &sb, &pb);
+    submit_pass(ctx, "sample_rows", |pass| {
+        encode_sample(pass, &op, rows, &widths)
+    })?;
     let ids = buffers::read_floats(ctx, &pb, 0, rows)?;
     Ok(ids.into_iter().map(f32::to_bits).collect())
 }

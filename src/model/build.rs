@@ -852,10 +852,11 @@ pub(super) fn bind_ops(
             .iter()
             .map(|lg| top_k_rows_op(ctx, pl, lg, &a.top1))
             .collect(),
-        sample: match a.logits.as_slice() {
-            [logits] => Some(sample_op(ctx, pl, logits, &a.sample_specs, &a.picked)),
-            _ => None,
-        },
+        // (a vocabulary in more chunks than the kernel reads samples on the host)
+        sample: (a.logits.len() <= crate::kernels::sample::MAX_CHUNKS).then(|| {
+            let chunks: Vec<&wgpu::Buffer> = a.logits.iter().collect();
+            sample_op(ctx, pl, &chunks, &a.sample_specs, &a.picked)
+        }),
         // the prompts' last rows gathered into `att`, free once the blocks are done
         last_rows: (0..MAX_PREFILL_PARTS)
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))

@@ -401,7 +401,7 @@ impl Model {
         let drawn = plan.specs.len();
         if drawn > 0 && self.ops.sample.is_none() {
             return Err(Error::InvalidInput(
-                "this model cannot draw on the device (its logits span several bindings): read the logits back".into(),
+                "this model cannot draw on the device (its logits span more bindings than the kernel reads): read the logits back".into(),
             ));
         }
         self.ctx.scoped("generation step", || {

@@ -305,7 +305,7 @@ pub struct Ops {
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
     /// The draw of sampled rows over the logits (`sample_rows`), when the LM head's
-    /// logits are one buffer (a vocabulary in one binding).
+    /// logits are at most `kernels::sample::MAX_CHUNKS` buffers.
     pub sample: Option<KernelOp>,
     /// The last row of each prompt of a prefill step to row `prompt` of `att`
     /// (one op a prompt: a pass's dispatches of one op share its uniform).
@@ -374,7 +374,7 @@ pub struct Model {
     /// ([`Readback::Argmax`]) rather than reading their logits back.
     pub argmax_on_device: bool,
     /// Sampled rows without logprobs take their token from the device's draw
-    /// ([`Readback::Sample`]): the hardware kernels, logits in one binding.
+    /// ([`Readback::Sample`]): the hardware kernels, logits in at most 4 bindings.
     pub sample_on_device: bool,
     /// Keys and values of the generations, in pages.
     pub kv: kv_pool::KvPool,

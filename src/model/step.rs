@@ -552,11 +552,18 @@ impl Model {
     }
 
     /// Record the device's draw for logits rows `0 .. rows` (those whose spec in
-    /// `sample_specs` asks for one; the logits in one buffer, else nothing is drawn and
-    /// the caller refused the rows).
+    /// `sample_specs` asks for one; logits in more chunks than the kernel reads: nothing
+    /// is drawn, and the caller refused the rows).
     fn encode_draws(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
         if let Some(op) = &self.ops.sample {
-            encode_sample(pass, op, rows, self.config.vocab_size);
+            let widths: Vec<usize> = self
+                .weights
+                .lm_head()
+                .chunks
+                .iter()
+                .map(|c| c.rows)
+                .collect();
+            encode_sample(pass, op, rows, &widths);
         }
     }
 

@@ -522,15 +522,23 @@ fn a_decode_step_takes_the_fused_dispatches() {
 fn a_decode_step_draws_on_the_device_as_the_host_samples() {
     use wgformer::model::sampling::{Sampler, SamplingParams};
     use wgformer::model::{NextToken, Readback};
-    let g = gpu();
-    for kernels in ["software", "hardware"] {
+    // both classes; and a 16 KiB binding cap, which cuts wte and the logits into 3
+    // chunks the kernel reads a row across
+    let capped = common::new_gpu(Some(16384));
+    for (kernels, g, width) in [
+        ("software", gpu(), 64),
+        ("hardware", gpu(), 64),
+        ("hardware", &capped, 32),
+    ] {
         let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
-            "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": 64,
+            "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 2, "n_embed": width,
             "seed": 13, "kernels": kernels,
         }))
         .unwrap();
         let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
         assert_eq!(model.sample_on_device, kernels == "hardware");
+        let chunks = model.weights.lm_head().chunks.len();
+        assert_eq!(chunks > 1, width == 32, "{chunks} chunks");
         let samplers: Vec<Sampler> = (0..4)
             .map(|i| {
                 Sampler::new(SamplingParams {
@@ -589,7 +597,7 @@ fn a_decode_step_draws_on_the_device_as_the_host_samples() {
                     other => panic!("a draw asked, got {other:?}"),
                 })
                 .collect();
-            assert_eq!(got, want, "{kernels} step {step}");
+            assert_eq!(got, want, "{kernels} {chunks} chunks, step {step}");
             next = got;
         }
     }
