@@ -1,8 +1,8 @@
-//! The fused dispatches of a decode step against the kernels they replace: a qkv
-//! projection that stores its keys and values in the pool (`kv_store`), the rotary
-//! kernel doing the same for the rotary families, the hardware matrix-vector kernels'
-//! norm prologue (`layer_norm_workgroup`, then the product), and the dispatches a
-//! step takes with each kernel class.
+//! The fused dispatches of a step against the kernels they replace: a qkv projection
+//! (matrix-vector or matmul) that stores its keys and values in the pool (`kv_store`),
+//! the rotary kernel doing the same for the rotary families, the hardware kernels'
+//! norm prologue (`layer_norm_workgroup`, then the product), the device's draw against
+//! the host's sampler, and the dispatches a step takes with each kernel class.
 
 use crate::common;
 
@@ -23,195 +23,131 @@ fn matvec_variants() -> Vec<&'static str> {
     all
 }
 
-/// Distinct pool rows for `t` rows out of `pool` (a decode batch's generations each
-/// write their own page's row), not in order.
-fn slots(t: usize, pool: usize) -> Vec<u32> {
-    (0..t).map(|r| ((r * 7 + 3) % pool) as u32).collect()
+/// A KV pool of `rows` rows and the pool rows a step's `t` rows store to (distinct,
+/// not in order: a batch's generations each write their own page's row): the buffers a
+/// fused store writes, and the check that they hold what `kv_store` would copy.
+struct Pool {
+    heads: Heads,
+    rows: usize,
+    slots: Vec<u32>,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    s: wgpu::Buffer,
+}
+
+impl Pool {
+    fn new(heads: Heads, rows: usize, t: usize) -> Pool {
+        let ctx = &gpu().ctx;
+        let slots: Vec<u32> = (0..t).map(|r| ((r * 7 + 3) % rows) as u32).collect();
+        Pool {
+            heads,
+            rows,
+            k: buffers::storage(ctx, "k_pool", rows * heads.kv_width()),
+            v: buffers::storage(ctx, "v_pool", rows * heads.kv_width()),
+            s: buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots)),
+            slots,
+        }
+    }
+
+    fn bind(&self) -> (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer) {
+        (&self.k, &self.v, &self.s)
+    }
+
+    /// Read back the step's qkv rows in `out` and the pool; the pool must hold exactly
+    /// those rows' keys and values at their slots, every other row untouched. The qkv
+    /// rows.
+    fn read_checked(&self, out: &wgpu::Buffer, name: &str) -> Vec<f32> {
+        let (t, c) = (self.slots.len(), self.heads.kv_width());
+        let ranges = [
+            (out, 0, t * self.heads.qkv_width()),
+            (&self.k, 0, self.rows * c),
+            (&self.v, 0, self.rows * c),
+        ];
+        let mut got = buffers::read_many(&gpu().ctx, &ranges).unwrap();
+        let (v_got, k_got, qkv) = (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+        let (mut k_want, mut v_want) = (vec![0.0; self.rows * c], vec![0.0; self.rows * c]);
+        reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, self.heads, &self.slots);
+        assert_eq!(k_got, k_want, "{name}: keys in the pool");
+        assert_eq!(v_got, v_want, "{name}: values in the pool");
+        qkv
+    }
 }
 
 #[test]
 fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
     let g = gpu();
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    // grouped-query heads: Q = 4 · 8, KV = 2 · 8 (n = 64), and GPT-2's even split
+    let mut matmuls = pl.variants("matmul");
+    matmuls.extend(pl.variants("matmul_f16"));
+    let heads = |nh, nkv, hs| Heads {
+        nh,
+        nkv,
+        hs,
+        window: 0,
+    };
+    // grouped-query heads and GPT-2's even split; a K of several slices, so the tiled
+    // matmuls split it (the store then happens in matmul_split_sum) or run it whole
     for (heads, k) in [
-        (
-            Heads {
-                nh: 4,
-                nkv: 2,
-                hs: 8,
-                window: 0,
-            },
-            24,
-        ),
-        (
-            Heads {
-                nh: 3,
-                nkv: 3,
-                hs: 16,
-                window: 0,
-            },
-            40,
-        ),
+        (heads(4, 2, 8), 24),
+        (heads(3, 3, 16), 40),
+        (heads(2, 2, 16), 1000),
     ] {
         let n = heads.qkv_width();
-        let pool = 16;
-        for rows in [1, 5, 9] {
+        let kv = Some((heads.q_width(), heads.kv_width()));
+        for rows in [1, 7, 33] {
             let x = rand_vec(rows * k, 41, 1.0);
-            let w = rand_vec(k * n, 42, 0.5);
+            let w = rand_vec(k * n, 42, 0.3);
             let bias = rand_vec(n, 43, 0.5);
-            let slots = slots(rows, pool);
-            for variant in matvec_variants() {
-                let name = format!("{variant} {heads:?} {rows} rows");
+            // (kernel, split K): the decode steps' matrix-vector kernels, the prefill
+            // chunks' matmuls
+            let cases = matvec_variants().into_iter().map(|v| (v, None)).chain(
+                matmuls
+                    .iter()
+                    .flat_map(|&v| [(v, Some(false)), (v, Some(true))]),
+            );
+            for (variant, split) in cases {
+                let name = format!("{variant} {heads:?} {rows} rows split {split:?}");
+                let pool = Pool::new(heads, 40, rows);
                 let xb = buffers::upload(ctx, "x", &x);
                 let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
                 let bb = buffers::upload(ctx, "bias", &bias);
                 let out = buffers::storage(ctx, "out", rows * n);
-                let kp = buffers::storage(ctx, "k_pool", pool * heads.kv_width());
-                let vp = buffers::storage(ctx, "v_pool", pool * heads.kv_width());
-                let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
+                let part = buffers::storage(ctx, "part", matmul::split_floats(n, k, rows).max(4));
                 let io = LinearBuffers {
                     x: &xb,
                     w: &wb,
                     bias: &bb,
                     out: &out,
                 };
-                let fused = FusionBuffers {
-                    kv: Some((&kp, &vp, &sb)),
-                    norm: None,
-                };
-                let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
-                let fusion = Fusion {
-                    kv: Some((heads.q_width(), heads.kv_width())),
-                    norm: None,
-                };
-                submit_pass(ctx, "matvec", |pass| {
-                    matvec::encode_matvec_fused(pass, &op, rows, n, k, matmul::BIAS, fusion)
-                })
-                .unwrap();
-                let c = heads.kv_width();
-                let mut got = buffers::read_many(
-                    ctx,
-                    &[(&out, 0, rows * n), (&kp, 0, pool * c), (&vp, 0, pool * c)],
-                )
-                .unwrap();
-                let (v_got, k_got, qkv) =
-                    (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
-                let want = reference::matmul::matmul(
-                    &x,
-                    &seen_by(variant, &w),
-                    Some(&bias),
-                    None,
-                    rows,
-                    n,
-                    k,
-                    false,
-                );
-                assert_close(&name, &qkv, &want, 1e-4, 1e-4);
-                // the pool holds exactly the projection's keys and values at the rows'
-                // slots (what kv_store would copy), every other row untouched
-                let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
-                reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, heads, &slots);
-                assert_eq!(k_got, k_want, "{name}: keys in the pool");
-                assert_eq!(v_got, v_want, "{name}: values in the pool");
-            }
-        }
-    }
-}
-
-#[test]
-fn a_prefill_chunks_qkv_matmul_stores_its_keys_and_values_in_the_pool() {
-    let g = gpu();
-    let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    let mut variants = pl.variants("matmul");
-    variants.extend(pl.variants("matmul_f16"));
-    // K of several slices, so the tiled kernels split it (the store then happens in
-    // matmul_split_sum) and run it whole
-    for (heads, k) in [
-        (
-            Heads {
-                nh: 4,
-                nkv: 2,
-                hs: 8,
-                window: 0,
-            },
-            24,
-        ),
-        (
-            Heads {
-                nh: 2,
-                nkv: 2,
-                hs: 16,
-                window: 0,
-            },
-            1000,
-        ),
-    ] {
-        let n = heads.qkv_width();
-        let c = heads.kv_width();
-        let pool = 40;
-        for rows in [1, 7, 33] {
-            let x = rand_vec(rows * k, 71, 1.0);
-            let w = rand_vec(k * n, 72, 0.3);
-            let bias = rand_vec(n, 73, 0.5);
-            let slots = slots(rows, pool);
-            for &variant in &variants {
-                for split in [false, true] {
-                    let name = format!("{variant} {heads:?} {rows} rows split {split}");
-                    let xb = buffers::upload(ctx, "x", &x);
-                    let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
-                    let bb = buffers::upload(ctx, "bias", &bias);
-                    let out = buffers::storage(ctx, "out", rows * n);
-                    let part =
-                        buffers::storage(ctx, "part", matmul::split_floats(n, k, rows).max(4));
-                    let kp = buffers::storage(ctx, "k_pool", pool * c);
-                    let vp = buffers::storage(ctx, "v_pool", pool * c);
-                    let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
-                    let io = LinearBuffers {
-                        x: &xb,
-                        w: &wb,
-                        bias: &bb,
-                        out: &out,
-                    };
-                    let split_rows = if split { rows } else { 0 };
-                    let op = matmul::matmul_pool_op(
-                        ctx,
-                        pl,
-                        variant,
-                        &io,
-                        Some((&part, split_rows)),
-                        Some((&kp, &vp, &sb)),
-                    );
-                    let kv = Some((heads.q_width(), c));
-                    submit_pass(ctx, "matmul", |pass| {
-                        matmul::encode_matmul_kv(pass, &op, (rows, n, k), matmul::BIAS, kv)
-                    })
-                    .unwrap();
-                    let mut got = buffers::read_many(
-                        ctx,
-                        &[(&out, 0, rows * n), (&kp, 0, pool * c), (&vp, 0, pool * c)],
-                    )
-                    .unwrap();
-                    let (v_got, k_got, qkv) =
-                        (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
-                    // the tensor-core kernel takes its activations in half precision too
-                    let tol = if variant == "matmul_coop" { 2e-2 } else { 1e-4 };
-                    let want = reference::matmul::matmul(
-                        &x,
-                        &seen_by(variant, &w),
-                        Some(&bias),
-                        None,
-                        rows,
-                        n,
-                        k,
-                        false,
-                    );
-                    assert_close(&name, &qkv, &want, tol, tol);
-                    let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
-                    reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, heads, &slots);
-                    assert_eq!(k_got, k_want, "{name}: keys in the pool");
-                    assert_eq!(v_got, v_want, "{name}: values in the pool");
+                match split {
+                    None => {
+                        let fused = FusionBuffers {
+                            kv: Some(pool.bind()),
+                            norm: None,
+                        };
+                        let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
+                        let fusion = Fusion { kv, norm: None };
+                        submit_pass(ctx, "matvec", |pass| {
+                            matvec::encode_matvec_fused(pass, &op, rows, n, k, matmul::BIAS, fusion)
+                        })
+                    }
+                    Some(split) => {
+                        let split = Some((&part, if split { rows } else { 0 }));
+                        let op =
+                            matmul::matmul_pool_op(ctx, pl, variant, &io, split, Some(pool.bind()));
+                        submit_pass(ctx, "matmul", |pass| {
+                            matmul::encode_matmul_kv(pass, &op, (rows, n, k), matmul::BIAS, kv)
+                        })
+                    }
                 }
+                .unwrap();
+                let qkv = pool.read_checked(&out, &name);
+                // the tensor-core kernel takes its activations in half precision too
+                let tol = if variant == "matmul_coop" { 2e-2 } else { 1e-4 };
+                let seen = seen_by(variant, &w);
+                let want =
+                    reference::matmul::matmul(&x, &seen, Some(&bias), None, rows, n, k, false);
+                assert_close(&name, &qkv, &want, tol, tol);
             }
         }
     }
@@ -231,38 +167,24 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
             window: 0,
         };
         let row = heads.qkv_width();
-        let c = heads.kv_width();
-        let pool = 12;
+        let pool = Pool::new(heads, 12, t);
         let x = rand_vec(t * row, 44, 1.0);
         let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
         let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
-        let slots = slots(t, pool);
         let qkv = buffers::upload(ctx, "qkv", &x);
         let cb = buffers::upload(ctx, "cos", &cos);
         let sb = buffers::upload(ctx, "sin", &sin);
         let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
-        let kp = buffers::storage(ctx, "k_pool", pool * c);
-        let vp = buffers::storage(ctx, "v_pool", pool * c);
-        let slb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
-        let op = rotary::rotary_op(ctx, pl, &qkv, (&cb, &sb), &pb, Some((&kp, &vp, &slb)));
+        let op = rotary::rotary_op(ctx, pl, &qkv, (&cb, &sb), &pb, Some(pool.bind()));
         submit_pass(ctx, "rotary", |pass| {
             rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some(nh))
         })
         .unwrap();
-        let mut got = buffers::read_many(
-            ctx,
-            &[(&qkv, 0, t * row), (&kp, 0, pool * c), (&vp, 0, pool * c)],
-        )
-        .unwrap();
-        let (v_got, k_got, rotated) = (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+        // the pool holds the rotated keys and the values, as kv_store after the rotation
         let name = format!("rotary store nh {nh} nkv {nkv} hs {hs} t {t}");
+        let rotated = pool.read_checked(&qkv, &name);
         let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
         assert_close(&name, &rotated, &want, 1e-6, 1e-5);
-        // the pool holds the rotated keys and the values, as kv_store after the rotation
-        let (mut k_want, mut v_want) = (vec![0.0; pool * c], vec![0.0; pool * c]);
-        reference::kv_store::kv_store(&rotated, &mut k_want, &mut v_want, heads, &slots);
-        assert_eq!(k_got, k_want, "{name}: keys in the pool");
-        assert_eq!(v_got, v_want, "{name}: values in the pool");
     }
 }
 
