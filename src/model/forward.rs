@@ -45,12 +45,18 @@ impl Model {
 
     /// Several forwards without statistics (`(ids, top_k)` each) in one traversal and
     /// one submission: the rows of each follow the previous one's, each attends within
-    /// its own rows at positions from 0, the LM head runs over every row as for a
-    /// forward alone, and the last row of each is read back. Every kernel computes a row
-    /// by the same expression whatever rows surround it, so each result equals the
+    /// its own rows at positions from 0, and the LM head runs over the last row of each
+    /// (gathered together, as a prefill's), which is read back. Every kernel computes a
+    /// row by the same expression whatever rows surround it, so each result equals the
     /// forward alone. At most [`MAX_PREFILL_PARTS`] forwards and the context's tokens
     /// together (the activations' rows).
     pub fn forward_many(&self, batch: &[(&[u32], usize)]) -> Result<Vec<ForwardOutput>> {
+        self.forwards(batch, false)
+    }
+
+    /// [`Model::forward_many`]; with `every_row`, the LM head runs over every row (the
+    /// logits stay on the device for [`Model::forward_logits`]).
+    fn forwards(&self, batch: &[(&[u32], usize)], every_row: bool) -> Result<Vec<ForwardOutput>> {
         if batch.is_empty() || batch.len() > MAX_PREFILL_PARTS {
             return Err(Error::InvalidInput(format!(
                 "a shared forward takes 1 to {MAX_PREFILL_PARTS} texts"
@@ -87,12 +93,20 @@ impl Model {
                 "forwards",
                 &ids_all,
                 &positions,
-                StepKind::Forwards(&parts),
+                StepKind::Forwards {
+                    parts: &parts,
+                    every_row,
+                },
                 |enc| {
-                    // the last row's logits of forward j to row j of the staging buffer
+                    // the last row's logits of forward j (logits row j, or its own row
+                    // with every row's) to row j of the staging buffer
                     let rb = &self.act.readback;
                     for (j, part) in parts.iter().enumerate() {
-                        let last = (part.row0 + part.rows - 1) as u64;
+                        let last = if every_row {
+                            (part.row0 + part.rows - 1) as u64
+                        } else {
+                            j as u64
+                        };
                         for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
                             let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
                             enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
@@ -465,7 +479,7 @@ impl Model {
 
     /// The full logits `[T, V]` (tests and tools; responses never need them all).
     pub fn forward_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward(ids, 0, false)?;
+        self.forwards(&[(ids, 0)], true)?;
         let t = ids.len();
         let ranges: Vec<_> = self
             .act

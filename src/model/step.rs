@@ -126,9 +126,13 @@ pub(super) enum StepKind<'a> {
         routing: Option<&'a RoutingTaps>,
     },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
-    /// each attends within its own rows (`row0 ..`, positions from 0); logits of every
-    /// row, as a forward alone.
-    Forwards(&'a [ChunkRows]),
+    /// each attends within its own rows (`row0 ..`, positions from 0); with
+    /// `every_row` the logits of every row (as a forward alone), else only each
+    /// forward's last row's, gathered to rows 0.. of the logits as a prefill's are.
+    Forwards {
+        parts: &'a [ChunkRows],
+        every_row: bool,
+    },
     /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
     /// written): their keys and values go to the pool, each prompt is attended by the
     /// forward's kernel through its page table, the logits of each last row asked for
@@ -154,7 +158,7 @@ impl StepKind<'_> {
     pub(super) fn path(&self) -> RowPath {
         match self {
             StepKind::Decode { .. } => RowPath::Matvec,
-            StepKind::Forward { .. } | StepKind::Forwards(_) | StepKind::Prefill { .. } => {
+            StepKind::Forward { .. } | StepKind::Forwards { .. } | StepKind::Prefill { .. } => {
                 RowPath::Matmul
             }
         }
@@ -390,7 +394,7 @@ impl Model {
                     KvLayout::fused(heads),
                     self.attention_block(),
                 ),
-                StepKind::Forwards(parts) => {
+                StepKind::Forwards { parts, .. } => {
                     for (op, part) in blk.attn_parts.iter().zip(parts.iter()) {
                         encode_attention(
                             pass,
@@ -457,7 +461,13 @@ impl Model {
         }
         let chunks = &self.weights.wte.chunks;
         match kind {
-            StepKind::Forward { .. } | StepKind::Forwards(_) => {
+            StepKind::Forwards {
+                parts,
+                every_row: false,
+            } => {
+                self.encode_last_rows_head(pass, parts);
+            }
+            StepKind::Forward { .. } | StepKind::Forwards { .. } => {
                 for (op, ch) in ops.lm_head.iter().zip(chunks) {
                     encode_matmul_bt(pass, op, t, ch.rows, c, 0);
                 }
@@ -495,19 +505,7 @@ impl Model {
                 argmax,
                 sample,
             } => {
-                // the last row of prompt j to row j, then the LM head over those rows
-                // in one dispatch (a row's logits are the same in any batch)
-                let mut wanted = 0;
-                for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
-                    let last = part.row0 + part.rows - 1;
-                    encode_copy_rows(pass, &ops.last_rows[j], c, last * c, j * c);
-                    wanted = j + 1;
-                }
-                if wanted > 0 {
-                    for (op, ch) in ops.lm_head_last.iter().zip(chunks) {
-                        encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
-                    }
-                }
+                let wanted = self.encode_last_rows_head(pass, parts);
                 if argmax {
                     self.encode_argmax(pass, wanted);
                 }
@@ -537,6 +535,29 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Record the logits of the last row of each part asking for them (`logits`), the
+    /// j-th such to logits row j: the rows gathered into `att`, then the LM head over
+    /// them in one dispatch (a row's logits are the same in any batch). Returns how many.
+    fn encode_last_rows_head(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        parts: &[ChunkRows],
+    ) -> usize {
+        let (c, ops) = (self.config.n_embed, &self.ops);
+        let mut wanted = 0;
+        for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
+            let last = part.row0 + part.rows - 1;
+            encode_copy_rows(pass, &ops.last_rows[j], c, last * c, j * c);
+            wanted = j + 1;
+        }
+        if wanted > 0 {
+            for (op, ch) in ops.lm_head_last.iter().zip(&self.weights.wte.chunks) {
+                encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
+            }
+        }
+        wanted
     }
 
     /// Record the largest logit of each of logits rows `0 .. rows`, per window of

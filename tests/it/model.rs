@@ -57,6 +57,15 @@ fn check_against_reference(cfg: ModelConfig, binding_cap: Option<u64>, t: usize)
     for (a, b) in out.top.iter().zip(&ref_top) {
         assert!((a.probability - b.probability).abs() < 1e-5);
     }
+    // a plain forward runs the LM head over its last row only: the same top-k
+    let plain = model.forward(&ids, 5, false).unwrap();
+    assert_eq!(
+        plain.top.iter().map(|p| p.token_id).collect::<Vec<_>>(),
+        ref_top.iter().map(|p| p.token_id).collect::<Vec<_>>()
+    );
+    for (a, b) in plain.top.iter().zip(&ref_top) {
+        assert!((a.probability - b.probability).abs() < 1e-5, "{a:?} {b:?}");
+    }
     let cap = out.capture.unwrap();
     assert_eq!(cap.layers.len(), cfg.n_layer);
     for l in &cap.layers {
