@@ -170,6 +170,13 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         with_weight = f32(lid);
     }
     let last_share = workgroup_max(lid, with_weight);
+    if (last_share < 0.0) {
+        // no weight anywhere (every logit -inf or NaN): id 0, as the host's argmax
+        if (lid == 0u) {
+            picked[row] = 0u;
+        }
+        return;
+    }
     let holds = own > 0.0 && excl <= r && r < incl;
     let past = !(r < total) && f32(lid) == last_share;
     if (holds || past) {

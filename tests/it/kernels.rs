@@ -1608,4 +1608,14 @@ fn sample_rows_draws_as_the_reference() {
         }
     }
     assert_eq!(checked, 8 * 5 * 4);
+    // a row without a finite logit still gets an id (0), not what `picked` held
+    let dead = vec![f32::NEG_INFINITY; v];
+    let draw = Draw {
+        inv_t: 1.0,
+        top_k: 0,
+        top_p: 0.9,
+        u: 0.5,
+    };
+    let got = sample::run_sample(&g.ctx, &g.pipelines, (&dead, v, v), &[Some(draw)]).unwrap();
+    assert_eq!(got, vec![0]);
 }
