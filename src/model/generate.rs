@@ -6,8 +6,12 @@
 //!   read back when asked (the final chunk).
 //! - [`Model::decode`]: one new token for each of up to `max_batch` generations, each
 //!   at its own position and attending to its own pages, on the matrix-vector path;
-//!   the logits of every row are read back, or for greedy rows only the id of the
-//!   largest logit, taken on the device ([`Model::decode_select`]).
+//!   the logits of every row are read back, or only the id of the token picked on the
+//!   device: the largest logit for greedy rows, the draw for sampled ones
+//!   ([`Model::decode_select`], [`Readback`]).
+//!
+//! The keys and values of both go to the pool from the qkv projection's epilogue (or,
+//! for the rotary families, from the rotary kernel): no step has a copy dispatch.
 //!
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
