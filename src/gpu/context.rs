@@ -225,6 +225,15 @@ pub struct GpuContext {
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    stand_ins: std::sync::OnceLock<StandIns>,
+}
+
+/// Two small storage buffers a kernel binds where an op has nothing to bind (a fused
+/// store's pool, a norm's weights, a logits chunk past the last): one bound for writing,
+/// one for reading, as a dispatch may not bind one buffer both ways.
+pub struct StandIns {
+    pub written: wgpu::Buffer,
+    pub read: wgpu::Buffer,
 }
 
 impl GpuContext {
@@ -369,6 +378,23 @@ impl GpuContext {
             lost,
             lost_reason,
             uncaptured,
+            stand_ins: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The device's [`StandIns`], made on first use.
+    pub fn stand_ins(&self) -> &StandIns {
+        let make = |label| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        self.stand_ins.get_or_init(|| StandIns {
+            written: make("stand-in (written)"),
+            read: make("stand-in (read)"),
         })
     }
 

@@ -207,10 +207,8 @@ pub fn matmul_pool_op(
         bias,
         out,
     } = *io;
-    // stand-ins: one written (the pool's two bindings), one read
-    let written = buffers::storage(ctx, "matmul pool stand-in", 4);
-    let read = buffers::storage(ctx, "matmul slots stand-in", 4);
-    let (k, v, slots) = pool.unwrap_or((&written, &written, &read));
+    let si = ctx.stand_ins();
+    let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
     let op = |name: &'static str, bufs: &[&wgpu::Buffer]| {
         let all: Vec<&wgpu::Buffer> = bufs.iter().copied().chain([k, v, slots]).collect();
         KernelOp::new::<MatmulParams>(ctx, pipelines, name, &all)

@@ -125,14 +125,11 @@ pub fn matvec_fused_op(
     io: &LinearBuffers,
     fused: FusionBuffers,
 ) -> RowsOp {
-    // stand-ins: one written (the pool's two bindings), one read (a buffer may not be
-    // bound both ways in one dispatch)
-    let written = buffers::storage(ctx, "matvec pool stand-in", 4);
-    let read = buffers::storage(ctx, "matvec stand-in", 4);
-    let (k, v, slots) = fused.kv.unwrap_or((&written, &written, &read));
+    let si = ctx.stand_ins();
+    let (k, v, slots) = fused.kv.unwrap_or((&si.written, &si.written, &si.read));
     let mut all = vec![io.x, io.w, io.bias, io.out, k, v, slots];
     if fuses_norm(variant) {
-        let (g, b) = fused.norm.unwrap_or((&read, &read));
+        let (g, b) = fused.norm.unwrap_or((&si.read, &si.read));
         all.extend([g, b]);
     }
     RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)

@@ -78,9 +78,9 @@ pub fn matvec_bt_fused_op(
     norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
 ) -> RowsOp {
     let mut all = vec![a, b, out];
-    let stand_in = buffers::storage(ctx, "LM head stand-in", 4);
+    let read = &ctx.stand_ins().read;
     if fuses_norm(variant) {
-        let (g, nb) = norm.unwrap_or((&stand_in, &stand_in));
+        let (g, nb) = norm.unwrap_or((read, read));
         all.extend([g, nb]);
     }
     RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &all)

@@ -35,10 +35,8 @@ pub fn rotary_op(
     positions: &wgpu::Buffer,
     pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
 ) -> KernelOp {
-    // stand-ins: one written (the pool's two bindings), one read
-    let written = buffers::storage(ctx, "rotary pool stand-in", 4);
-    let read = buffers::storage(ctx, "rotary slots stand-in", 4);
-    let (k, v, slots) = pool.unwrap_or((&written, &written, &read));
+    let si = ctx.stand_ins();
+    let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
     let all = [qkv, cos, sin, positions, k, v, slots];
     KernelOp::new::<RotaryParams>(ctx, pipelines, "rotary", &all)
 }

@@ -65,9 +65,9 @@ pub fn sample_op(
     picked: &wgpu::Buffer,
 ) -> KernelOp {
     assert!((1..=MAX_CHUNKS).contains(&logits.len()));
-    let stand_in = buffers::storage(ctx, "logits stand-in", 4);
+    let read = &ctx.stand_ins().read;
     let mut all = vec![specs, picked];
-    all.extend((0..MAX_CHUNKS).map(|c| logits.get(c).copied().unwrap_or(&stand_in)));
+    all.extend((0..MAX_CHUNKS).map(|c| logits.get(c).copied().unwrap_or(read)));
     KernelOp::new::<SampleParams>(ctx, pipelines, "sample_rows", &all)
 }
 

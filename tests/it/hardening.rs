@@ -197,6 +197,20 @@ async fn slow_clients_are_timed_out() {
     .unwrap();
 }
 
+/// Open `held` connections to `addr`, then one more, which must be answered 503 saying
+/// `why`; the held connections, still open.
+fn refused_past(addr: std::net::SocketAddr, held: usize, why: &str) -> Vec<std::net::TcpStream> {
+    let open: Vec<_> = (0..held)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    let (text, _) = read_all(&mut c, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains(why), "{text}");
+    open
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connection_and_websocket_caps() {
     let s = Server::with(
@@ -210,14 +224,8 @@ async fn connection_and_websocket_caps() {
     .await;
     let addr = s.addr;
     tokio::task::spawn_blocking(move || {
-        let a = std::net::TcpStream::connect(addr).unwrap();
-        let b = std::net::TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        let (text, _) = read_all(&mut c, Duration::from_secs(10));
-        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-        assert!(text.contains("SERVICE_UNAVAILABLE"), "{text}");
-        drop((a, b));
+        let held = refused_past(addr, 2, "SERVICE_UNAVAILABLE");
+        drop(held);
     })
     .await
     .unwrap();
@@ -244,14 +252,8 @@ async fn connection_and_websocket_caps() {
     .await;
     let addr = s.addr;
     tokio::task::spawn_blocking(move || {
-        let a = std::net::TcpStream::connect(addr).unwrap();
-        let _b = std::net::TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        let (text, _) = read_all(&mut c, Duration::from_secs(10));
-        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-        assert!(text.contains("from your address"), "{text}");
-        drop(a);
+        let mut held = refused_past(addr, 2, "from your address");
+        drop(held.remove(0));
         std::thread::sleep(Duration::from_millis(300));
         let mut d = std::net::TcpStream::connect(addr).unwrap();
         d.write_all(
