@@ -522,7 +522,8 @@ pub(super) fn bind_ops(
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     // a linear x[., k] -> out[., n] with both row paths; `kv`: a qkv projection whose
-    // decode steps store the keys and values (`(k_pool, v_pool)` of its layer); `norm`:
+    // prefill chunks and decode steps store the keys and values in its epilogue
+    // (`(k_pool, v_pool)` of its layer); `norm`:
     // the norm (weight, bias) before it, which the hardware matrix-vector kernels fold
     // in (their op `normed` reads the residual stream instead of `x`)
     let fused_linear =
