@@ -12,7 +12,8 @@
 // i sums the kept weights of its contiguous share of ids, a scan gives each share its
 // offset, and the lane whose share holds r walks it. Sums are f32 (the host's are f64:
 // a draw can differ where r or the top-p edge falls within rounding of a boundary).
-// A row's spec with inv_t = 0 is not drawn here (its `picked` is left as it is).
+// A row's spec with inv_t = 0 is not drawn here (its `picked` is left as it is); one
+// with inv_t < 0 is a greedy row: its largest logit's id (`largest`).
 // The logits come as the LM head writes them: up to 4 column chunks of the vocabulary
 // (`[rows, n_c]` each, `logits0` .. `logits3`; a vocabulary larger than one binding),
 // read through `logit`.
@@ -26,7 +27,7 @@ struct SampleParams {
 }
 
 struct Spec {
-    inv_t: f32, // 1 / temperature; 0: not drawn here
+    inv_t: f32, // 1 / temperature; 0: not drawn here; < 0: the largest logit
     top_k: u32, // 0: no limit
     top_p: f32, // 1: no limit
     u: f32,     // the row's uniform number in [0, 1)
@@ -73,6 +74,34 @@ fn logit(row: u32, i: u32) -> f32 {
     return logits3[row * p.n.w + j];
 }
 
+// A greedy row's pick, as `top_k_rows` (k = 1) and the host merge of its windows take
+// it: the largest logit above LOW (NaN and -inf never win), the lowest id of equal
+// ones; none: id 0. Lanes walk their ids in increasing order, so each keeps its first
+// largest; the workgroup takes the largest value, then the lowest id holding it (ids
+// as f32: exact below 2^24).
+const LOW: f32 = -3.4e38;
+
+fn largest(row: u32, lid: u32) {
+    var best = LOW;
+    var at = 0u;
+    for (var i = lid; i < p.v; i += WG) {
+        let x = logit(row, i);
+        if (x > best) {
+            best = x;
+            at = i;
+        }
+    }
+    let m = workgroup_max(lid, best);
+    var mine = -3.0e38;
+    if (best > LOW && best == m) {
+        mine = -f32(at);
+    }
+    let first = -workgroup_max(lid, mine);
+    if (lid == 0u) {
+        picked[row] = select(0u, u32(first), m > LOW);
+    }
+}
+
 // How many ids of row `row` have a key at or above `t`.
 fn count_from(row: u32, lid: u32, t: u32) -> f32 {
     var c = 0.0;
@@ -103,7 +132,11 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         spec_w = specs[min(row, p.rows - 1u)];
     }
     let s = workgroupUniformLoad(&spec_w);
-    if (row >= p.rows || s.inv_t <= 0.0) {
+    if (row >= p.rows || s.inv_t == 0.0) {
+        return;
+    }
+    if (s.inv_t < 0.0) {
+        largest(row, lid);
         return;
     }
     var mx = -3.0e38;

@@ -42,6 +42,14 @@ impl SampleSpec {
         top_p: 1.0,
         u: 0.0,
     };
+
+    /// A greedy row: the id of its largest logit ([`Draw::GREEDY`]).
+    pub const GREEDY: SampleSpec = SampleSpec {
+        inv_t: -1.0,
+        top_k: 1,
+        top_p: 1.0,
+        u: 0.0,
+    };
 }
 
 impl From<Draw> for SampleSpec {

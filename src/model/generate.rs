@@ -79,21 +79,30 @@ struct StepOut {
     picked: Vec<u32>,
 }
 
-fn readback_plan(asked: &[Readback]) -> Plan {
+/// The plan for rows asking `asked`, on a model that can (`draws`) or cannot take
+/// rows' tokens with `sample_rows`: where it can, greedy rows are drawn there too
+/// ([`SampleSpec::GREEDY`], the same id as the argmax), so every id a step picks lands
+/// in `picked`, where the next decode step can take it ([`Model::decode_chain`]).
+fn readback_plan(asked: &[Readback], draws: bool) -> Plan {
     let read = (0..asked.len())
         .filter(|&r| asked[r] == Readback::Logits)
         .collect();
-    let sampled = asked.iter().any(|a| matches!(a, Readback::Sample(_)));
+    let drawn = |a: &Readback| match a {
+        Readback::Sample(_) => true,
+        Readback::Argmax => draws,
+        Readback::Logits => false,
+    };
     let specs = asked
         .iter()
-        .filter(|_| sampled)
+        .filter(|_| asked.iter().any(drawn))
         .map(|a| match a {
             Readback::Sample(spec) => *spec,
+            Readback::Argmax if draws => SampleSpec::GREEDY,
             _ => SampleSpec::SKIP,
         })
         .collect();
     Plan {
-        argmax: asked.contains(&Readback::Argmax),
+        argmax: !draws && asked.contains(&Readback::Argmax),
         specs,
         read,
     }
@@ -235,7 +244,7 @@ impl Model {
         // the parts asking, in order, are logits rows 0..: read the logits of those
         // that want them, the device's argmax for the others
         let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
-        let plan = readback_plan(&asked);
+        let plan = readback_plan(&asked, self.ops.sample.is_some());
         let kind = StepKind::Prefill {
             parts: &chunks,
             argmax: plan.argmax,
@@ -262,6 +271,9 @@ impl Model {
             .enumerate()
             .map(|(r, w)| match w {
                 Readback::Logits => NextToken::Logits(logits.next().unwrap_or_default()),
+                Readback::Argmax if !out.picked.is_empty() => {
+                    NextToken::Argmax(out.picked.get(r).copied().unwrap_or(0))
+                }
                 Readback::Argmax => NextToken::Argmax(top.get(r).copied().unwrap_or(0)),
                 Readback::Sample(_) => NextToken::Sampled(out.picked.get(r).copied().unwrap_or(0)),
             })
@@ -328,7 +340,7 @@ impl Model {
             });
             tables.extend_from_slice(kv.table());
         }
-        let plan = readback_plan(want);
+        let plan = readback_plan(want, self.ops.sample.is_some());
         let kind = StepKind::Decode {
             argmax: plan.argmax,
             sample: !plan.specs.is_empty(),

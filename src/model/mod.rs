@@ -48,7 +48,7 @@ use crate::kernels::{KernelOp, RowsOp};
 use source::WeightFiles;
 use weights::Checkpoint;
 
-pub use generate::{NextToken, Readback};
+pub use generate::{argmax_rows, NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 pub use step::{ARGMAX_SPAN, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS};
 

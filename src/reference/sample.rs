@@ -9,6 +9,8 @@
 //!    total (again ties at the edge all kept);
 //! 4. the draw: `u · (the kept weights' sum)` walked over the kept ids in id order.
 //!
+//! A greedy row ([`Draw::GREEDY`], `inv_t` < 0) takes [`largest`] instead.
+//!
 //! "At or above" is f32's total order (`total_cmp`), which is the order of the
 //! kernel's integer keys.
 
@@ -20,6 +22,32 @@ pub struct Draw {
     pub top_k: usize,
     pub top_p: f32,
     pub u: f32,
+}
+
+impl Draw {
+    /// A greedy row: the largest logit ([`largest`]), drawn by nothing.
+    pub const GREEDY: Draw = Draw {
+        inv_t: -1.0,
+        top_k: 1,
+        top_p: 1.0,
+        u: 0.0,
+    };
+}
+
+/// Values at or below this never win [`largest`] (nor `top_k_rows`).
+pub const LOW: f32 = -3.4e38;
+
+/// A greedy row's token: the id of the largest logit above [`LOW`] (NaN and -inf never
+/// win), the lowest of equal ones; 0 when there is none. The device argmax's
+/// semantics (`top_k_rows` with k = 1, windows merged in id order).
+pub fn largest(logits: &[f32]) -> u32 {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best.map_or(LOW, |b| b.1) {
+            best = Some((i, x));
+        }
+    }
+    best.map_or(0, |b| b.0 as u32)
 }
 
 /// The ids kept by top-k and top-p, in rank order, with their weights.
@@ -54,6 +82,9 @@ pub fn kept(logits: &[f32], d: Draw) -> Vec<(usize, f64)> {
 /// The id drawn (the last kept id with a weight when rounding leaves the walk short;
 /// 0 for an empty row).
 pub fn sample(logits: &[f32], d: Draw) -> u32 {
+    if d.inv_t < 0.0 {
+        return largest(logits);
+    }
     let mut kept = kept(logits, d);
     kept.sort_unstable_by_key(|&(i, _)| i);
     let mut r = d.u as f64 * kept.iter().map(|&(_, w)| w).sum::<f64>();

@@ -1619,3 +1619,74 @@ fn sample_rows_draws_as_the_reference() {
     let got = sample::run_sample(&g.ctx, &g.pipelines, (&dead, v, v), &[Some(draw)]).unwrap();
     assert_eq!(got, vec![0]);
 }
+
+/// Greedy rows of `sample_rows` (the id a decode step chains into the next one) take
+/// the largest logit as the device argmax does: the lowest id of tied maxima, NaN and
+/// -inf never winning, id 0 for a row without a finite logit; across logits chunks,
+/// beside drawn rows; and the reference agrees with the `top_k_rows` merge.
+#[test]
+fn sample_rows_greedy_rows_take_the_largest() {
+    use wgformer::kernels::sample;
+    use wgformer::model::argmax_rows;
+    use wgformer::reference::sample::{largest, Draw};
+    let g = gpu();
+    let v = 3000;
+    let mut tied = vec![0.25f32; v];
+    for i in [2999, 1700, 401] {
+        tied[i] = 9.0; // the lowest of three maxima (in different chunks) wins
+    }
+    let mut nan = rand_vec(v, 61, 2.0);
+    nan[0] = f32::NAN;
+    nan[2000] = f32::NAN;
+    nan[1234] = 50.0;
+    let mut inf = rand_vec(v, 62, 2.0);
+    inf[5] = f32::INFINITY;
+    let dead = vec![f32::NEG_INFINITY; v];
+    let mut late = vec![-1e30f32; v];
+    late[v - 1] = -1e29;
+    let rows = [tied, nan, inf, dead, late, rand_vec(v, 63, 3.0)];
+    let logits: Vec<f32> = rows.iter().flatten().copied().collect();
+    let want: Vec<u32> = rows.iter().map(|r| largest(r)).collect();
+    assert_eq!(&want[..5], &[401, 1234, 5, 0, (v - 1) as u32]);
+    // the device argmax (top_k_rows windows, merged on the host) agrees
+    let top1: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| {
+            let id = largest(r);
+            let hit = r[id as usize] > wgformer::reference::sample::LOW;
+            [
+                f32::from_bits(if hit { id } else { u32::MAX }),
+                r[id as usize],
+                0.0,
+            ]
+        })
+        .collect();
+    assert_eq!(argmax_rows(&top1, rows.len(), 1), want);
+    let greedy = vec![Some(Draw::GREEDY); rows.len()];
+    for chunk in [v, 750] {
+        let got = sample::run_sample(&g.ctx, &g.pipelines, (&logits, v, chunk), &greedy).unwrap();
+        assert_eq!(got, want, "greedy rows, chunks of {chunk}");
+    }
+    // greedy rows beside drawn and skipped ones
+    let drawn = Draw {
+        inv_t: 1.0,
+        top_k: 1,
+        top_p: 1.0,
+        u: 0.3,
+    };
+    let mixed: Vec<_> = (0..rows.len())
+        .map(|r| match r % 3 {
+            0 => Some(Draw::GREEDY),
+            1 => Some(drawn),
+            _ => None,
+        })
+        .collect();
+    let got = sample::run_sample(&g.ctx, &g.pipelines, (&logits, v, v), &mixed).unwrap();
+    for (r, row) in rows.iter().enumerate() {
+        let w = match mixed[r] {
+            Some(d) => wgformer::reference::sample::sample(row, d),
+            None => u32::MAX,
+        };
+        assert_eq!(got[r], w, "row {r} of a mixed step");
+    }
+}
