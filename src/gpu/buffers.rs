@@ -143,6 +143,18 @@ pub fn map_with<T>(
     bytes: u64,
     f: impl FnOnce(&[u8]) -> T,
 ) -> Result<T> {
+    map_after(ctx, staging, bytes, None, f)
+}
+
+/// [`map_with`] after submission `index` only (`None`: all work submitted so far): the
+/// work submitted after it may still be running.
+pub fn map_after<T>(
+    ctx: &GpuContext,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+    index: Option<wgpu::SubmissionIndex>,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
     let err = |m: String| Error::Gpu {
         context: "readback".into(),
         message: m,
@@ -152,7 +164,7 @@ pub fn map_with<T>(
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    ctx.wait_idle()?;
+    ctx.wait_for(index)?;
     rx.recv()
         .map_err(|_| err("map callback dropped".into()))?
         .map_err(|e| err(e.to_string()))?;

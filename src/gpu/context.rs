@@ -476,8 +476,17 @@ impl GpuContext {
 
     /// Block until the queue is idle.
     pub fn wait_idle(&self) -> Result<()> {
+        self.wait_for(None)
+    }
+
+    /// Block until submission `index` is done (`None`: everything submitted so far);
+    /// later submissions may still run.
+    pub fn wait_for(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: index,
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Gpu {
                 context: "poll".into(),

@@ -322,6 +322,8 @@ impl Model {
             top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
             sample_specs: buffers::storage(&ctx, "sample specs", 4 * argmax_rows),
             picked: buffers::storage(&ctx, "picked", argmax_rows),
+            picked_reads: [0, 1]
+                .map(|i| buffers::staging(&ctx, &format!("picked read-back {i}"), argmax_rows)),
             readback: buffers::staging(
                 &ctx,
                 "readback",
@@ -459,6 +461,8 @@ impl Model {
         Ok(Model {
             kv,
             max_batch,
+            steps: Default::default(),
+            reads_held: Default::default(),
             host_times: Default::default(),
             sparse,
             hardware_kernels,

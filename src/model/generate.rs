@@ -17,9 +17,13 @@
 //! generation's tokens are the same alone or in any batch.
 
 use super::kv_pool::SeqKv;
-use super::step::{ChunkRows, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use super::step::{ChunkRows, StepIds, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
 use super::Model;
 use crate::error::{Error, Result};
+use crate::gpu::buffers;
 use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};
 use crate::kernels::sample::SampleSpec;
 
@@ -42,6 +46,34 @@ pub enum NextToken {
     Logits(Vec<f32>),
     Argmax(u32),
     Sampled(u32),
+}
+
+/// A decode step submitted and not yet read back ([`Model::decode_submit`],
+/// [`Model::decode_chain`]): its rows' ids, picked on the device, wait in one of the
+/// model's two small read-back buffers for [`Model::decode_wait`].
+#[derive(Debug)]
+pub struct PendingStep {
+    slot: usize,
+    index: Option<wgpu::SubmissionIndex>,
+    asked: Vec<Readback>,
+    /// Which generation step of the model it was.
+    serial: u64,
+    held: Arc<Mutex<[bool; 2]>>,
+}
+
+impl PendingStep {
+    /// Its rows.
+    pub fn rows(&self) -> usize {
+        self.asked.len()
+    }
+}
+
+impl Drop for PendingStep {
+    /// Its read-back buffer is free again (a later step's copy into it is ordered
+    /// after this one's on the queue).
+    fn drop(&mut self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())[self.slot] = false;
+    }
 }
 
 /// One row of a step: the token, its generation's pages, and where it goes.
@@ -324,32 +356,178 @@ impl Model {
         }
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
         self.check_tokens(&ids)?;
-        let mut tables = Vec::new();
-        let mut rows = Vec::with_capacity(batch.len());
-        for (kv, _) in batch.iter() {
-            self.check_room(kv.len() + 1)?;
-        }
-        for (kv, id) in batch.iter_mut() {
-            let pos = kv.len();
-            let slot = kv.slots(1)?[0];
-            rows.push(Row {
-                id: *id,
-                table: tables.len() as u32,
-                pos: pos as u32,
-                slot,
-            });
-            tables.extend_from_slice(kv.table());
-        }
+        let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
+        let (rows, tables) = self.decode_rows(&mut kvs, &ids)?;
         let plan = readback_plan(want, self.ops.sample.is_some());
         let kind = StepKind::Decode {
             argmax: plan.argmax,
             sample: !plan.specs.is_empty(),
         };
         let out = self.run_rows(&rows, &tables, kind, &plan)?;
-        for (kv, _) in batch.iter_mut() {
+        for kv in kvs.iter_mut() {
             kv.advance(1);
         }
         Ok(self.next_tokens(want, out))
+    }
+
+    /// A decode step's rows (`ids`, one per generation, at its next position) and
+    /// their page tables.
+    fn decode_rows(&self, kvs: &mut [&mut SeqKv], ids: &[u32]) -> Result<(Vec<Row>, Vec<u32>)> {
+        for kv in kvs.iter() {
+            self.check_room(kv.len() + 1)?;
+        }
+        let mut tables = Vec::new();
+        let mut rows = Vec::with_capacity(kvs.len());
+        for (kv, &id) in kvs.iter_mut().zip(ids) {
+            let pos = kv.len();
+            let slot = kv.slots(1)?[0];
+            rows.push(Row {
+                id,
+                table: tables.len() as u32,
+                pos: pos as u32,
+                slot,
+            });
+            tables.extend_from_slice(kv.table());
+        }
+        Ok((rows, tables))
+    }
+
+    /// [`Model::decode_select`] without waiting: submit the step and return at once,
+    /// to read its tokens later with [`Model::decode_wait`] (the host records the next
+    /// step, or streams the last one's tokens, while the device runs this one). Every
+    /// row must be picked on the device ([`Readback::Argmax`] or [`Readback::Sample`]
+    /// on a model that can draw): only ids come back. At most two steps may be in
+    /// flight.
+    pub fn decode_submit(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+    ) -> Result<PendingStep> {
+        let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
+        self.check_tokens(&ids)?;
+        let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
+        self.submit_drawn(&mut kvs, Some(&ids), want)
+    }
+
+    /// The decode step after `after` for the same generations, row for row, submitted
+    /// before `after`'s tokens are read: each row's token is the one `after` picked on
+    /// the device, copied there in queue order, so the host never waits between the
+    /// two. `after` must be this model's last generation step (no prefill or other
+    /// decode step between them). A row whose generation ends with `after`'s token
+    /// wastes its share of this step (its key and value go to a position it holds).
+    pub fn decode_chain(
+        &self,
+        kvs: &mut [&mut SeqKv],
+        want: &[Readback],
+        after: &PendingStep,
+    ) -> Result<PendingStep> {
+        if after.serial != self.steps.load(Ordering::SeqCst) {
+            return Err(Error::InvalidInput(
+                "a chained decode step must follow the model's last generation step".into(),
+            ));
+        }
+        if after.asked.len() != kvs.len() {
+            return Err(Error::InvalidInput(format!(
+                "a chained decode step takes the {} rows of the step before it, not {}",
+                after.asked.len(),
+                kvs.len()
+            )));
+        }
+        self.submit_drawn(kvs, None, want)
+    }
+
+    /// Submit a decode step whose every row is picked on the device: its ids from the
+    /// host, or (`None`) those the last generation step drew.
+    fn submit_drawn(
+        &self,
+        kvs: &mut [&mut SeqKv],
+        ids: Option<&[u32]>,
+        want: &[Readback],
+    ) -> Result<PendingStep> {
+        if kvs.is_empty() || kvs.len() > self.max_batch {
+            return Err(Error::InvalidInput(format!(
+                "a decode step takes 1 to {} generations",
+                self.max_batch
+            )));
+        }
+        if want.len() != kvs.len() || want.contains(&Readback::Logits) || self.ops.sample.is_none()
+        {
+            return Err(Error::InvalidInput(
+                "a decode step in flight reads back only ids picked on the device: one Argmax or Sample per row, on a model that draws".into(),
+            ));
+        }
+        let held = self.reads_held.clone();
+        let slot = {
+            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = h.iter().position(|busy| !busy) else {
+                return Err(Error::InvalidInput(
+                    "two decode steps are already in flight: wait for one".into(),
+                ));
+            };
+            h[slot] = true;
+            slot
+        };
+        let mut pending = PendingStep {
+            slot,
+            index: None,
+            asked: want.to_vec(),
+            serial: 0,
+            held,
+        };
+        let zeros = vec![0; kvs.len()];
+        let (rows, tables) = self.decode_rows(kvs, ids.unwrap_or(&zeros))?;
+        let plan = readback_plan(want, true);
+        let kind = StepKind::Decode {
+            argmax: false,
+            sample: true,
+        };
+        let step_ids = match ids {
+            Some(ids) => StepIds::Host(ids),
+            None => StepIds::Drawn,
+        };
+        let read = &self.act.picked_reads[slot];
+        let index = self.ctx.scoped("decode step", || {
+            self.write_rows(&rows, &tables, &plan);
+            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
+            let (index, _) = self.submit_traversal("decode step", step_ids, &pos, kind, |enc| {
+                enc.copy_buffer_to_buffer(&self.act.picked, 0, read, 0, rows.len() as u64 * 4);
+                rows.len()
+            });
+            Ok(index)
+        })?;
+        for kv in kvs.iter_mut() {
+            kv.advance(1);
+        }
+        pending.index = Some(index);
+        pending.serial = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(pending)
+    }
+
+    /// The tokens of a step [`Model::decode_submit`] or [`Model::decode_chain`]
+    /// submitted, one per row as its `want` asked, once the device is done with it
+    /// (the steps after it may still run).
+    pub fn decode_wait(&self, step: PendingStep) -> Result<Vec<NextToken>> {
+        let t0 = std::time::Instant::now();
+        let rows = step.asked.len();
+        let ids = self.ctx.scoped("decode step read-back", || {
+            buffers::map_after(
+                &self.ctx,
+                &self.act.picked_reads[step.slot],
+                rows as u64 * 4,
+                step.index.clone(),
+                |b| bytemuck::cast_slice::<u8, u32>(b).to_vec(),
+            )
+        })?;
+        self.host_times_add(|t| t.wait_s += t0.elapsed().as_secs_f64());
+        Ok(step
+            .asked
+            .iter()
+            .zip(ids)
+            .map(|(a, id)| match a {
+                Readback::Argmax => NextToken::Argmax(id),
+                _ => NextToken::Sampled(id),
+            })
+            .collect())
     }
 
     /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
@@ -380,6 +558,23 @@ impl Model {
             )));
         }
         Ok(())
+    }
+
+    /// Write a step's rows' page-table offsets, positions and pool slots, its page
+    /// tables and its rows' draws.
+    fn write_rows(&self, rows: &[Row], tables: &[u32], plan: &Plan) {
+        let q = &self.ctx.queue;
+        let meta: Vec<[u32; 2]> = rows.iter().map(|r| [r.table, r.pos]).collect();
+        let slots: Vec<u32> = rows.iter().map(|r| r.slot).collect();
+        q.write_buffer(&self.act.kv_rows, 0, bytemuck::cast_slice(&meta));
+        q.write_buffer(&self.act.kv_slots, 0, bytemuck::cast_slice(&slots));
+        if !tables.is_empty() {
+            q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
+        }
+        if !plan.specs.is_empty() {
+            let specs = bytemuck::cast_slice(&plan.specs);
+            q.write_buffer(&self.act.sample_specs, 0, specs);
+        }
     }
 
     /// Write the step's rows, run the traversal, read back what `plan` asks: the logits
@@ -420,21 +615,12 @@ impl Model {
                 "this model cannot draw on the device (its logits span more bindings than the kernel reads): read the logits back".into(),
             ));
         }
+        // a chained decode step follows only the step it was chained to
+        self.steps.fetch_add(1, Ordering::SeqCst);
         self.ctx.scoped("generation step", || {
-            let q = &self.ctx.queue;
             let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();
             let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
-            let meta: Vec<[u32; 2]> = rows.iter().map(|r| [r.table, r.pos]).collect();
-            let slots: Vec<u32> = rows.iter().map(|r| r.slot).collect();
-            q.write_buffer(&self.act.kv_rows, 0, bytemuck::cast_slice(&meta));
-            q.write_buffer(&self.act.kv_slots, 0, bytemuck::cast_slice(&slots));
-            if !tables.is_empty() {
-                q.write_buffer(&self.act.kv_tables, 0, bytemuck::cast_slice(tables));
-            }
-            if drawn > 0 {
-                let specs = bytemuck::cast_slice(&plan.specs);
-                q.write_buffer(&self.act.sample_specs, 0, specs);
-            }
+            self.write_rows(rows, tables, plan);
             let parts = self.submit_step("generation step", &ids, &pos, kind, |enc| {
                 let rb = &self.act.readback;
                 let mut at = 0u64;

@@ -48,7 +48,7 @@ use crate::kernels::{KernelOp, RowsOp};
 use source::WeightFiles;
 use weights::Checkpoint;
 
-pub use generate::{argmax_rows, NextToken, Readback};
+pub use generate::{argmax_rows, NextToken, PendingStep, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 pub use step::{ARGMAX_SPAN, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS};
 
@@ -197,6 +197,10 @@ pub struct Activations {
     /// `kernels::sample::SampleSpec` each) and the id the device drew (u32).
     pub sample_specs: wgpu::Buffer,
     pub picked: wgpu::Buffer,
+    /// Host-readable ids of a decode step whose every row was picked on the device
+    /// (`picked`, [u32; rows]): two, one per decode step in flight
+    /// ([`generate::PendingStep`]).
+    pub picked_reads: [wgpu::Buffer; 2],
     /// host-readable: last-row logits [V], then entropies and norms when captured
     pub readback: wgpu::Buffer,
 }
@@ -380,6 +384,11 @@ pub struct Model {
     pub kv: kv_pool::KvPool,
     /// Most generations one decode step takes.
     pub max_batch: usize,
+    /// Generation steps submitted (prefill and decode): a chained decode step follows
+    /// the last ([`Model::decode_chain`]).
+    pub(crate) steps: std::sync::atomic::AtomicU64,
+    /// Which of `act.picked_reads` a step in flight holds.
+    pub(crate) reads_held: Arc<std::sync::Mutex<[bool; 2]>>,
 }
 
 /// What a model serves generations with: the KV pool and the largest decode batch.

@@ -599,32 +599,77 @@ impl Model {
         kind: StepKind,
         copy: impl FnOnce(&mut wgpu::CommandEncoder) -> usize,
     ) -> Result<Vec<f32>> {
+        let (index, floats) =
+            self.submit_traversal(label, StepIds::Host(ids), positions, kind, copy);
+        let t0 = std::time::Instant::now();
+        let out = buffers::map_after(
+            &self.ctx,
+            &self.act.readback,
+            (floats.max(1) * 4) as u64,
+            Some(index),
+            |bytes| bytemuck::cast_slice::<u8, f32>(bytes)[..floats].to_vec(),
+        );
+        self.host_times_add(|t| t.wait_s += t0.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Record and submit a step's traversal of `positions.len()` rows (its ids as
+    /// `ids` says), `copy` adding its read-back copies (returning the floats they
+    /// fill); returns the submission, to wait for, and those floats.
+    pub(super) fn submit_traversal(
+        &self,
+        label: &str,
+        ids: StepIds,
+        positions: &[u32],
+        kind: StepKind,
+        copy: impl FnOnce(&mut wgpu::CommandEncoder) -> usize,
+    ) -> (wgpu::SubmissionIndex, usize) {
         let t0 = std::time::Instant::now();
         let q = &self.ctx.queue;
-        q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        let rows = positions.len();
+        if let StepIds::Host(ids) = ids {
+            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        }
         q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(positions));
         let mut enc = self
             .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        if let StepIds::Drawn = ids {
+            // after the previous step's draw, in queue order
+            enc.copy_buffer_to_buffer(&self.act.picked, 0, &self.act.ids, 0, rows as u64 * 4);
+        }
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(label),
                 timestamp_writes: None,
             });
-            self.encode_step(&mut pass, ids.len(), kind);
+            self.encode_step(&mut pass, rows, kind);
         }
         let floats = copy(&mut enc);
         let recorded = enc.finish();
         let t1 = std::time::Instant::now();
-        q.submit([recorded]);
+        let index = q.submit([recorded]);
         let t2 = std::time::Instant::now();
-        let out = buffers::map_read(&self.ctx, &self.act.readback, floats);
-        let mut times = self.host_times.lock().unwrap_or_else(|e| e.into_inner());
-        times.steps += 1;
-        times.record_s += (t1 - t0).as_secs_f64();
-        times.submit_s += (t2 - t1).as_secs_f64();
-        times.wait_s += t2.elapsed().as_secs_f64();
-        out
+        self.host_times_add(|t| {
+            t.steps += 1;
+            t.record_s += (t1 - t0).as_secs_f64();
+            t.submit_s += (t2 - t1).as_secs_f64();
+        });
+        (index, floats)
     }
+
+    /// Add to the host's step times.
+    pub(super) fn host_times_add(&self, f: impl FnOnce(&mut super::HostTimes)) {
+        f(&mut self.host_times.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Where a step's token ids come from.
+#[derive(Clone, Copy)]
+pub(super) enum StepIds<'a> {
+    /// Written by the host.
+    Host(&'a [u32]),
+    /// The ids the model's last generation step drew (`picked`), row for row.
+    Drawn,
 }

@@ -7,7 +7,8 @@
 //! | `kernels`, `moe`, `shaders` | every kernel against its CPU reference; WGSL validation |
 //! | `fusions` | a decode step's fused dispatches against the kernels they replace; its dispatch count |
 //! | `model`, `generate`, `hf_fixture`, `tokenizer` | the model on the device, KV-cache decoding, a `transformers` checkpoint |
-//! | `batching` | the engine: continuous batching, the paged KV pool |
+//! | `pipeline` | decode steps in flight: chained to the one before, read back later |
+//! | `batching` | the engine: continuous batching, the paged KV pool, steps in flight |
 //! | `server`, `generation_api`, `openai`, `hardening`, `fuzz` | the HTTP service on loopback |
 //! | `explorer`, `lifecycle` | the page in Chromium; the binary's start and stop |
 //! | `layers` | the house rules of `src/`: no import up the layers, no import circle |
@@ -33,6 +34,7 @@ mod lifecycle;
 mod model;
 mod moe;
 mod openai;
+mod pipeline;
 mod schema;
 mod server;
 mod shaders;

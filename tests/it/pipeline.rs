@@ -1,0 +1,185 @@
+//! Decode steps in flight: a step submitted without waiting (`Model::decode_submit`)
+//! and the next one chained to it before its tokens are read (`Model::decode_chain`,
+//! the ids the device picked copied in queue order) give the tokens of steps run one
+//! at a time; misuse is refused with an error and leaves the model serving.
+
+use crate::common;
+
+use common::gpu;
+use wgformer::model::kv_pool::SeqKv;
+use wgformer::model::sampling::{Sampler, SamplingParams};
+use wgformer::model::{Model, NextToken, Readback};
+
+fn small_model(kernels: &str) -> Model {
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 64, "n_layer": 2, "n_head": 2, "n_embed": 64,
+        "seed": 21, "kernels": kernels,
+    }))
+    .unwrap();
+    Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap()
+}
+
+/// Rows 0 and 3 greedy, the others sampled with their own settings and seeds.
+fn samplers() -> Vec<Option<Sampler>> {
+    (0..4)
+        .map(|i| {
+            (i % 3 != 0).then(|| {
+                Sampler::new(SamplingParams {
+                    temperature: [1.0, 0.8, 1.2, 1.0][i],
+                    top_k: [0, 20, 0, 0][i],
+                    top_p: [1.0, 1.0, 0.9, 1.0][i],
+                    seed: 40 + i as u64,
+                })
+            })
+        })
+        .collect()
+}
+
+/// What each row reads back for its token number `n`.
+fn asks(samplers: &[Option<Sampler>], n: u64) -> Vec<Readback> {
+    samplers
+        .iter()
+        .map(|s| match s {
+            Some(s) => Readback::Sample(s.draw(n).into()),
+            None => Readback::Argmax,
+        })
+        .collect()
+}
+
+fn ids(tokens: Vec<NextToken>) -> Vec<u32> {
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            NextToken::Argmax(id) | NextToken::Sampled(id) => id,
+            NextToken::Logits(_) => panic!("ids asked, logits read"),
+        })
+        .collect()
+}
+
+/// Four generations with prompts of different lengths, prefilled.
+/// Rows of `kvs` with the first tokens.
+fn pairs(kvs: &mut [SeqKv]) -> Vec<(&mut SeqKv, u32)> {
+    kvs.iter_mut().zip(FIRST).collect()
+}
+
+fn prefilled(model: &Model) -> Vec<SeqKv> {
+    (0..4)
+        .map(|i| {
+            let mut kv = model.kv_reserve(40).unwrap().unwrap();
+            let prompt: Vec<u32> = (0..2 + 3 * i as u32).map(|j| (j * 37 + 11) % 300).collect();
+            model.prefill(&mut kv, &prompt, false).unwrap();
+            kv
+        })
+        .collect()
+}
+
+const FIRST: [u32; 4] = [5, 17, 250, 42];
+const STEPS: u64 = 12;
+
+/// Each row's tokens, one step at a time (submit, wait).
+fn one_at_a_time(model: &Model) -> Vec<Vec<u32>> {
+    let s = samplers();
+    let mut kvs = prefilled(model);
+    let mut next = FIRST.to_vec();
+    let mut out = vec![Vec::new(); 4];
+    for n in 0..STEPS {
+        let mut rows: Vec<_> = kvs
+            .iter_mut()
+            .zip(&next)
+            .map(|(kv, &id)| (kv, id))
+            .collect();
+        next = ids(model.decode_select(&mut rows, &asks(&s, n)).unwrap());
+        out.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
+    }
+    out
+}
+
+/// The same, each step chained to the one before it while that one is in flight.
+fn chained(model: &Model) -> Vec<Vec<u32>> {
+    let s = samplers();
+    let mut kvs = prefilled(model);
+    let mut rows: Vec<_> = pairs(&mut kvs);
+    let mut flight = model.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
+    let mut out = vec![Vec::new(); 4];
+    for n in 1..=STEPS {
+        let ahead = (n < STEPS).then(|| {
+            let mut kvs: Vec<&mut SeqKv> = kvs.iter_mut().collect();
+            model.decode_chain(&mut kvs, &asks(&s, n), &flight).unwrap()
+        });
+        let got = ids(model.decode_wait(flight).unwrap());
+        out.iter_mut().zip(&got).for_each(|(o, &id)| o.push(id));
+        match ahead {
+            Some(a) => flight = a,
+            None => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn chained_decode_steps_give_the_tokens_of_steps_run_one_at_a_time() {
+    let model = small_model("hardware");
+    let want = one_at_a_time(&model);
+    assert_eq!(want[0].len(), STEPS as usize);
+    // a greedy row and the sampled ones do not repeat one token (the chain would
+    // then prove little; a random model's greedy row may, as row 3 does)
+    assert!(
+        want[..3].iter().all(|r| r.iter().any(|&t| t != r[0])),
+        "{want:?}"
+    );
+    assert_eq!(chained(&model), want);
+    // the host's steps were counted, waits included
+    let t = *model.host_times.lock().unwrap();
+    assert!(t.steps >= 2 * STEPS && t.wait_s > 0.0, "{t:?}");
+}
+
+#[test]
+fn a_decode_step_in_flight_refuses_misuse_and_the_model_serves_on() {
+    let model = small_model("hardware");
+    let s = samplers();
+    let mut kvs = prefilled(&model);
+    let (a, b) = kvs.split_at_mut(2);
+    let mut rows: Vec<_> = pairs(a);
+    let first = model.decode_submit(&mut rows, &asks(&s[..2], 0)).unwrap();
+    assert_eq!(first.rows(), 2);
+    // logits cannot come back from a step in flight
+    let err = model
+        .decode_submit(&mut pairs(b), &[Readback::Logits, Readback::Argmax])
+        .unwrap_err();
+    assert_eq!(err.code(), "INVALID_INPUT", "{err}");
+    // a chain takes the rows of the step before it, no more and no fewer
+    let mut three: Vec<&mut SeqKv> = a.iter_mut().chain(b.iter_mut().take(1)).collect();
+    let err = model
+        .decode_chain(&mut three, &asks(&s[..3], 1), &first)
+        .unwrap_err();
+    assert!(err.to_string().contains("2 rows"), "{err}");
+    // a second step in flight, then a third is refused
+    let second = model
+        .decode_submit(&mut pairs(b), &asks(&s[2..], 0))
+        .unwrap();
+    let err = model
+        .decode_submit(&mut pairs(b), &asks(&s[2..], 1))
+        .unwrap_err();
+    assert!(err.to_string().contains("in flight"), "{err}");
+    // `first` is no longer the model's last step: chaining to it would take the ids
+    // `second` drew
+    let mut pair: Vec<&mut SeqKv> = a.iter_mut().collect();
+    let err = model
+        .decode_chain(&mut pair, &asks(&s[..2], 1), &first)
+        .unwrap_err();
+    assert!(err.to_string().contains("last generation step"), "{err}");
+    // both read back, and the model serves a step as before
+    assert_eq!(model.decode_wait(first).unwrap().len(), 2);
+    assert_eq!(model.decode_wait(second).unwrap().len(), 2);
+    let mut rows: Vec<_> = pairs(&mut kvs);
+    let got = model.decode_select(&mut rows, &asks(&s, 1)).unwrap();
+    assert_eq!(got.len(), 4);
+    // a model that cannot draw (its logits in more bindings than the kernel reads)
+    // is the only other refusal; the software class draws as well
+    let soft = small_model("software");
+    let mut kvs = prefilled(&soft);
+    let mut rows: Vec<_> = pairs(&mut kvs);
+    let p = soft.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
+    assert_eq!(soft.decode_wait(p).unwrap().len(), 4);
+}
