@@ -17,6 +17,9 @@ use crate::tokenizer::TextStream;
 /// A generation admitted: its prompt is being prefilled (chunk by chunk) or it
 /// decodes, one token per engine step, in the batch of every decoding generation.
 pub(super) struct Active {
+    /// Which generation it is (the engine's count): a decode step in flight names its
+    /// rows by it.
+    pub(super) serial: u64,
     pub(super) loaded: Arc<Loaded>,
     pub(super) kv: SeqKv,
     pub(super) sampler: Sampler,
@@ -113,13 +116,19 @@ impl Active {
     /// device's argmax (greedy), or only the id of the device's draw (sampled, draw
     /// number `generated.len()`); else the logits.
     pub(super) fn readback(&self) -> Readback {
+        self.readback_for(self.generated.len())
+    }
+
+    /// [`Active::readback`] for its token number `n` (a step chained behind the one
+    /// in flight picks token `generated.len() + 1`).
+    pub(super) fn readback_for(&self, n: usize) -> Readback {
         let model = &self.loaded.model;
         let greedy = self.req.sampling.is_greedy();
         let only_ids = self.req.logprobs.is_none();
         if only_ids && greedy && model.argmax_on_device {
             Readback::Argmax
         } else if only_ids && !greedy && model.sample_on_device {
-            let draw = self.sampler.draw(self.generated.len() as u64);
+            let draw = self.sampler.draw(n as u64);
             Readback::Sample(draw.into())
         } else {
             Readback::Logits

@@ -22,7 +22,7 @@ use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
-use crate::model::{CapturedForward, Readback};
+use crate::model::{CapturedForward, PendingStep, Readback};
 use crate::tokenizer::TextStream;
 
 pub(super) struct Worker {
@@ -35,6 +35,26 @@ pub(super) struct Worker {
     /// The model being built beside the one serving, and the loads waiting for it.
     pub(super) building: Option<Building>,
     pub(super) loads: VecDeque<Load>,
+    /// The decode step submitted and not yet read back, if any.
+    pub(super) in_flight: Option<InFlight>,
+    /// Generations started (their serials).
+    pub(super) started_generations: u64,
+    /// When the last decode step was read back: a step's seconds run from its
+    /// submission or that, the later (steps in flight overlap).
+    pub(super) last_landed: Instant,
+}
+
+/// A decode step on the device, its tokens not yet read: the model, its rows (the
+/// generations' serials, in order), when it was submitted, the host's seconds
+/// recording and submitting it, and whether it was chained to the step before.
+pub(super) struct InFlight {
+    step: PendingStep,
+    model: Arc<Loaded>,
+    rows: Vec<u64>,
+    deadline: Instant,
+    started: Instant,
+    host: f64,
+    chained: bool,
 }
 
 /// An initialize: its config, where its files may come from, its deadline and reply.
@@ -90,12 +110,15 @@ pub(super) fn run(
         waiting: VecDeque::new(),
         building: None,
         loads: VecDeque::new(),
+        in_flight: None,
+        started_generations: 0,
+        last_landed: Instant::now(),
     };
     while !stop.load(Ordering::SeqCst) {
         w.state.beat();
         // With generations running, do not wait for requests between steps; otherwise
         // wait (a tick at a time) for one.
-        let idle = w.active.is_empty() && w.waiting.is_empty();
+        let idle = w.active.is_empty() && w.waiting.is_empty() && w.in_flight.is_none();
         let wait = match (idle, w.building.is_some()) {
             (false, _) => Duration::ZERO,
             (true, true) => BUILD_TICK, // nothing to step: look at the build often
@@ -162,6 +185,7 @@ impl Worker {
         for l in self.loads.drain(..) {
             let _ = l.reply.send(Err(shutting_down()));
         }
+        drop(self.in_flight.take());
         for a in self.active.drain(..) {
             let _ = a.events.send(GenEvent::Error(shutting_down()));
         }
@@ -488,7 +512,7 @@ impl Worker {
     }
 
     pub(super) fn start(
-        &self,
+        &mut self,
         loaded: Arc<Loaded>,
         wt: Waiting,
         ids: Vec<u32>,
@@ -512,7 +536,9 @@ impl Worker {
                 logprobs: lps,
             });
         }
+        self.started_generations += 1;
         Ok(Active {
+            serial: self.started_generations,
             sampler: Sampler::new(req.sampling.clone()),
             loaded,
             kv,
@@ -541,9 +567,14 @@ impl Worker {
     /// generation joining a batch waits for one traversal less; the running ones do the
     /// same work in the same rotation (a prefill between two of their decode steps).
     pub(super) fn step(&mut self) {
-        if self.active.is_empty() {
+        if self.active.is_empty() && self.in_flight.is_none() {
             return;
         }
+        // the next decode step goes in behind the one in flight when the batch goes
+        // on as it is; then the one in flight is read
+        let ahead = self.chain();
+        self.land();
+        self.in_flight = ahead;
         // sample (the rows with logits in parallel), stream, finish
         pick_tokens(&mut self.active);
         let mut keep = Vec::with_capacity(self.active.len());
@@ -575,6 +606,16 @@ impl Worker {
             }
         }
         self.active = keep;
+        if let Some(f) = &self.in_flight {
+            // their token is on the device already, in the step in flight
+            for a in self
+                .active
+                .iter_mut()
+                .filter(|a| f.rows.contains(&a.serial))
+            {
+                a.next = None;
+            }
+        }
         if sampled > 0 {
             if let Ok(mut s) = self.state.sched.lock() {
                 s.tokens(sampled);
@@ -595,7 +636,10 @@ impl Worker {
         let _ = a.events.send(GenEvent::Complete(result));
     }
 
-    /// The batched decode step(s): every generation holding a sampled token.
+    /// The batched decode step(s): every generation holding a sampled token. A lone
+    /// batch whose every row is picked on the device is left in flight: read at the
+    /// next engine step, after the host has submitted the step behind it
+    /// ([`Worker::chain`]); any other batch is run and read here.
     pub(super) fn decode(&mut self) {
         let mut ready: Vec<usize> = (0..self.active.len())
             .filter(|&i| self.active[i].next.is_some())
@@ -609,6 +653,7 @@ impl Worker {
                 .iter()
                 .partition(|&&i| Arc::ptr_eq(&self.active[i].loaded, &model));
             ready = rest;
+            let lone = ready.is_empty() && batch.len() <= cap && self.in_flight.is_none();
             for group in batch.chunks(cap) {
                 let deadline = group
                     .iter()
@@ -626,12 +671,39 @@ impl Worker {
                     .map(|(_, a)| a)
                     .collect();
                 let want: Vec<Readback> = picked.iter().map(|a| a.readback()).collect();
+                let serials: Vec<u64> = picked.iter().map(|a| a.serial).collect();
                 for a in picked.iter_mut() {
-                    let id = a.next.unwrap_or(0);
+                    let id = a.next.take().unwrap_or(0);
                     rows.push((&mut a.kv, id));
                 }
                 let (every, ctx) = (self.options.profile_every, &model.model.ctx);
                 let host0 = host_seconds(&model.model);
+                let stays = lone && model.model.can_draw() && !want.contains(&Readback::Logits);
+                if stays {
+                    let r = traverse(&self.state, every, ctx, "decode", || {
+                        model.model.decode_submit(&mut rows, &want)
+                    });
+                    drop(rows);
+                    self.state.clear_busy();
+                    match r {
+                        Ok(step) => {
+                            self.in_flight = Some(InFlight {
+                                step,
+                                model: model.clone(),
+                                rows: serials,
+                                deadline,
+                                started,
+                                host: host_seconds(&model.model) - host0,
+                                chained: false,
+                            })
+                        }
+                        Err(e) => {
+                            self.note_device_loss(&e);
+                            failed.extend(group.iter().map(|&i| (i, e.duplicate())));
+                        }
+                    }
+                    continue;
+                }
                 let r = traverse(&self.state, every, ctx, "decode", || {
                     model.model.decode_select(&mut rows, &want)
                 });
@@ -641,16 +713,11 @@ impl Worker {
                 match r {
                     Ok(logits) => {
                         for (a, l) in picked.iter_mut().zip(logits) {
-                            a.next = None;
                             a.next_from = Some(l);
                         }
-                        if let Ok(mut s) = self.state.sched.lock() {
-                            s.batch_size.observe(group.len() as f64);
-                            s.decode_steps += 1;
-                            s.decode_seconds += started.elapsed().as_secs_f64();
-                            s.step_host_seconds += host;
-                            s.current_batch = group.len();
-                        }
+                        self.last_landed = Instant::now();
+                        let seconds = started.elapsed().as_secs_f64();
+                        self.decoded(group.len(), seconds, host, false);
                     }
                     Err(e) => {
                         self.note_device_loss(&e);
@@ -660,6 +727,121 @@ impl Worker {
             }
         }
         self.drop_failed(failed);
+    }
+
+    /// Count a decode step of `rows` generations read back: its seconds, the host's.
+    fn decoded(&self, rows: usize, seconds: f64, host: f64, chained: bool) {
+        if let Ok(mut s) = self.state.sched.lock() {
+            s.batch_size.observe(rows as f64);
+            s.decode_steps += 1;
+            s.chained_steps += chained as u64;
+            s.decode_seconds += seconds;
+            s.step_host_seconds += host;
+            s.current_batch = rows;
+        }
+    }
+
+    /// Submit the decode step after the one in flight, before reading that one, when
+    /// the batch goes on as it is: every running generation is a row of that step, in
+    /// order (none joined, ended or prefilling), and each takes its next token on the
+    /// device and still wants one after the token in flight (`max_new_tokens`). The new
+    /// step's rows take the ids the one in flight picks, on the device: the host never
+    /// keeps the device waiting between them. A row whose generation ends with the
+    /// token in flight (a stop string, the end of text) wastes its share of the new
+    /// step. Returns the new step in flight.
+    fn chain(&mut self) -> Option<InFlight> {
+        let f = self.in_flight.as_ref()?;
+        let same_rows = self.active.len() == f.rows.len()
+            && self.active.iter().zip(&f.rows).all(|(a, &s)| a.serial == s);
+        if !same_rows {
+            return None;
+        }
+        let now = Instant::now();
+        let mut want = Vec::with_capacity(f.rows.len());
+        for a in &self.active {
+            // the step in flight picks token `generated.len()`, the new one the next
+            let n = a.generated.len() + 1;
+            let goes_on = a.prefilled == a.prompt.len()
+                && a.next.is_none()
+                && a.next_from.is_none()
+                && a.picked.is_none()
+                && n < a.req.max_new_tokens
+                && !a.events.is_closed()
+                && now < a.deadline;
+            match a.readback_for(n) {
+                Readback::Logits => return None,
+                w if goes_on => want.push(w),
+                _ => return None,
+            }
+        }
+        let model = f.model.clone();
+        let deadline = self.active.iter().map(|a| a.deadline).max()?;
+        let host0 = host_seconds(&model.model);
+        let mut kvs: Vec<&mut SeqKv> = self.active.iter_mut().map(|a| &mut a.kv).collect();
+        let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        self.state.set_busy("decode step", deadline);
+        let r = traverse(&self.state, every, ctx, "decode", || {
+            model.model.decode_chain(&mut kvs, &want, &f.step)
+        });
+        self.state.clear_busy();
+        match r {
+            Ok(step) => Some(InFlight {
+                step,
+                model: model.clone(),
+                rows: f.rows.clone(),
+                deadline,
+                started: now,
+                host: host_seconds(&model.model) - host0,
+                chained: true,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "a decode step could not be chained; the batch steps one at a time");
+                None
+            }
+        }
+    }
+
+    /// Read the decode step in flight: each of its generations still running gets its
+    /// token (one that ended meanwhile has its token dropped).
+    fn land(&mut self) {
+        let Some(InFlight {
+            step,
+            model,
+            rows,
+            deadline,
+            started,
+            host,
+            chained,
+        }) = self.in_flight.take()
+        else {
+            return;
+        };
+        self.state.set_busy("decode step", deadline);
+        let r = model.model.decode_wait(step);
+        self.state.clear_busy();
+        let now = Instant::now();
+        let seconds = now
+            .duration_since(started.max(self.last_landed))
+            .as_secs_f64();
+        self.last_landed = now;
+        match r {
+            Ok(tokens) => {
+                for (serial, t) in rows.iter().zip(tokens) {
+                    if let Some(a) = self.active.iter_mut().find(|a| a.serial == *serial) {
+                        a.next_from = Some(t);
+                    }
+                }
+                self.decoded(rows.len(), seconds, host, chained);
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                let failed = (0..self.active.len())
+                    .filter(|&i| rows.contains(&self.active[i].serial))
+                    .map(|i| (i, e.duplicate()))
+                    .collect();
+                self.drop_failed(failed);
+            }
+        }
     }
 
     /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a

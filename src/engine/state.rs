@@ -100,6 +100,9 @@ pub struct SchedStats {
     /// Forwards per traversal (forwards that arrive together share one).
     pub forward_batch_size: Histogram,
     pub decode_steps: u64,
+    /// Of those, the steps submitted behind the one before while it ran, their
+    /// tokens the ones it picked on the device (`Model::decode_chain`).
+    pub chained_steps: u64,
     /// Seconds in decode steps (the model's step, read-back included).
     pub decode_seconds: f64,
     pub prefill_chunks: u64,
@@ -188,6 +191,7 @@ impl Default for SchedStats {
             queue_wait: Histogram::new(SECONDS),
             forward_batch_size: Histogram::new(BATCH),
             decode_steps: 0,
+            chained_steps: 0,
             decode_seconds: 0.0,
             prefill_chunks: 0,
             prefill_steps: 0,

@@ -370,6 +370,13 @@ impl Model {
         Ok(self.next_tokens(want, out))
     }
 
+    /// Whether the model takes rows' tokens with `sample_rows` (greedy and sampled
+    /// ones): their logits fit the bindings the kernel reads. Only then can a decode
+    /// step stay in flight ([`Model::decode_submit`]).
+    pub fn can_draw(&self) -> bool {
+        self.ops.sample.is_some()
+    }
+
     /// A decode step's rows (`ids`, one per generation, at its next position) and
     /// their page tables.
     fn decode_rows(&self, kvs: &mut [&mut SeqKv], ids: &[u32]) -> Result<(Vec<Row>, Vec<u32>)> {

@@ -198,6 +198,12 @@ impl Metrics {
         );
         counter(
             &mut s,
+            "wgformer_decode_steps_chained_total",
+            "Of the decode steps, those submitted while the step before ran, taking the tokens it picked on the device (the host out of the device's way).",
+            b.chained_steps,
+        );
+        counter(
+            &mut s,
             "wgformer_decode_seconds_total",
             "Seconds in decode steps (the model's step and its read-back).",
             b.decode_seconds,

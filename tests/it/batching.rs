@@ -527,3 +527,74 @@ fn profiled_traversals_time_their_kernels_and_change_no_token() {
         }
     }
 }
+
+/// A stream's result (any finish reason).
+async fn result(mut s: wgformer::engine::GenStream) -> wgformer::engine::GenerateResult {
+    while let Some(ev) = s.recv().await {
+        match ev {
+            GenEvent::Complete(r) => return r,
+            GenEvent::Error(e) => panic!("generation failed: {e}"),
+            _ => {}
+        }
+    }
+    panic!("stream ended without a result");
+}
+
+#[test]
+fn decode_steps_chain_while_the_batch_goes_on() {
+    // With every row's token picked on the device, the engine submits each decode step
+    // behind the one in flight (the ids copied on the device) and reads the earlier
+    // one after: the tokens are those of steps run one at a time (logprobs asked: the
+    // logits read back, nothing in flight), alone and batched; a generation ending on a
+    // stop string while the step after its last token is in flight leaves the others
+    // as they were and returns its pages.
+    let e = engine(
+        EngineOptions {
+            max_batch: 16,
+            ..EngineOptions::default()
+        },
+        serde_json::json!({"kernels": "hardware"}),
+    );
+    let reqs: Vec<_> = (0..5).map(|i| request(i, 12 + 2 * i, i % 2 == 1)).collect();
+    // alone: a generation of n tokens takes its first from the prefill and n - 1
+    // decode steps, each but the first chained to the one before
+    let before = e.sched();
+    let first = alone(&e, &reqs[..1]);
+    let s = settled(&e);
+    assert_eq!(s.decode_steps - before.decode_steps, 11);
+    assert_eq!(s.chained_steps - before.chained_steps, 10);
+    let device = picked_on_the_device_as_on_the_host(&e, &reqs);
+    assert_eq!(device[0], first[0]);
+    assert!(settled(&e).chained_steps > s.chained_steps + 10);
+    // a stop string met mid-generation: the text of tokens 3..5 of the longest one
+    let longest = &reqs[4];
+    let text = rt()
+        .block_on(result(e.generate(longest.clone()).unwrap()))
+        .text;
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() > 8, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cut = text.find(&stop).unwrap();
+    let mut stopped = longest.clone();
+    stopped.stop = vec![stop.clone()];
+    let (got, others) = rt().block_on(async {
+        let h = tokio::spawn(result(e.generate(stopped).unwrap()));
+        let others: Vec<_> = reqs[..4]
+            .iter()
+            .map(|r| tokio::spawn(collect(e.generate(r.clone()).unwrap())))
+            .collect();
+        let mut out = Vec::new();
+        for o in others {
+            out.push(o.await.unwrap());
+        }
+        (h.await.unwrap(), out)
+    });
+    assert_eq!(
+        got.finish_reason,
+        FinishReason::Stop,
+        "{stop:?} in {text:?}"
+    );
+    assert_eq!(got.text, text[..cut], "stopped at {stop:?}");
+    assert_eq!(others, device[..4]);
+    settled(&e);
+}
