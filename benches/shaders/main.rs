@@ -141,6 +141,9 @@ fn main() {
     if b.wants("llama_vs_gpt2") || b.wants("llama_1b") {
         model::llama_vs_gpt2(&mut b, &device);
     }
+    if b.wants("gpt2_chain") {
+        model::gpt2_chain(&mut b, &device);
+    }
     if b.wants("gpt2_profile") {
         model::gpt2_profile(&mut b, &device);
     }

@@ -11,13 +11,16 @@ use wgformer::kernels::Pipelines;
 use wgformer::model::Model;
 
 /// How a batched decode step's tokens are picked: greedy from the logits read back,
-/// the device's argmax, the host's sampler over the logits read back, the device's draw.
+/// the device's argmax, the host's sampler over the logits read back, the device's
+/// draw; or the device's argmax with each step chained to the one before while it
+/// runs (`Model::decode_chain`, as the engine steps a batch that goes on).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Pick {
     HostGreedy,
     DeviceArgmax,
     HostSample,
     DeviceSample,
+    Chained,
 }
 
 impl Bench {
@@ -91,7 +94,7 @@ impl Bench {
         tag: &str,
     ) {
         let name = model_name(model);
-        if pick == Pick::DeviceSample && model.ops.sample.is_none() {
+        if matches!(pick, Pick::DeviceSample | Pick::Chained) && !model.can_draw() {
             if !self.json {
                 println!(
                     "{:<26} {name}{tag} B={b}: no draw on the device (the logits span several bindings)",
@@ -115,11 +118,36 @@ impl Bench {
         }
         let mut step_ms = Vec::with_capacity(steps);
         let host0 = host_times(model);
-        for s in 0..steps {
+        if pick == Pick::Chained {
+            // the time between two steps' tokens coming back: the step, with the host's
+            // work hidden behind the device's
+            let want = vec![Readback::Argmax; b];
+            let mut rows: Vec<_> = seqs
+                .iter_mut()
+                .zip(&next)
+                .map(|(kv, &id)| (kv, id))
+                .collect();
+            let mut flight = model.decode_submit(&mut rows, &want).unwrap();
+            let mut t = Instant::now();
+            for s in 1..=steps {
+                let ahead = (s < steps).then(|| {
+                    let mut kvs: Vec<_> = seqs.iter_mut().collect();
+                    model.decode_chain(&mut kvs, &want, &flight).unwrap()
+                });
+                model.decode_wait(flight).unwrap();
+                step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                t = Instant::now();
+                match ahead {
+                    Some(a) => flight = a,
+                    None => break,
+                }
+            }
+        }
+        for s in (0..steps).filter(|_| pick != Pick::Chained) {
             let want = vec![
                 match pick {
                     Pick::HostGreedy | Pick::HostSample => Readback::Logits,
-                    Pick::DeviceArgmax => Readback::Argmax,
+                    Pick::DeviceArgmax | Pick::Chained => Readback::Argmax,
                     Pick::DeviceSample => Readback::Sample(sampler.draw(s as u64).into()),
                 };
                 b
@@ -159,6 +187,7 @@ impl Bench {
             Pick::DeviceArgmax => " argmax",
             Pick::HostSample => " sampled on host",
             Pick::DeviceSample => " sampled on device",
+            Pick::Chained => " argmax, chained",
         };
         let shape = format!("{name}{tag} B={b}{how} at {prompt}..{}", prompt + steps);
         if !self.json {
@@ -496,6 +525,11 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
         for n in [8, 16] {
             b.decode_batch(&model, n, 64, 16, Pick::DeviceArgmax, tag);
         }
+        // steps chained while the one before runs (the engine's way with a batch that
+        // goes on): one generation, and 16
+        for n in [1, 16] {
+            b.decode_batch(&model, n, 64, 16, Pick::Chained, tag);
+        }
         // sampled rows (top_k 50, temperature 1): the host's sampler over logits read
         // back, against the device's draw reading back ids
         for pick in [Pick::HostSample, Pick::DeviceSample] {
@@ -553,6 +587,41 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
     }
     b.end_to_end(&model, 512, " f16 (llama_1b)");
     b.decode(&model, 64, 64, " f16 (llama_1b)");
+}
+
+/// Decode steps one at a time against steps chained while the one before runs
+/// (`Model::decode_chain`), in one sitting, GPT-2 small f32 and f16 with the adapter's
+/// kernel class: one generation (the host's argmax over the logits read back, the
+/// device's argmax, chained) and 8 (the device's argmax, chained).
+pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    for (dtype, tag) in [
+        (wgformer::config::Dtype::Float32, ""),
+        (wgformer::config::Dtype::Float16, " f16"),
+    ] {
+        let cfg = ModelConfig {
+            dtype,
+            ..ModelConfig::default()
+        };
+        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+        b.decode(&model, 64, 32, tag);
+        for round in 0..2 {
+            // twice, interleaved: the machine's drift shows as the rounds' spread
+            if !b.json {
+                println!("round {round}");
+            }
+            for (n, pick) in [
+                (1, Pick::HostGreedy),
+                (1, Pick::DeviceArgmax),
+                (1, Pick::Chained),
+                (8, Pick::DeviceArgmax),
+                (8, Pick::Chained),
+            ] {
+                b.decode_batch(&model, n, 64, 16, pick, tag);
+            }
+        }
+    }
 }
 
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
