@@ -15,8 +15,8 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
-@group(0) @binding(3) var<storage, read> v_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 // bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
@@ -45,7 +45,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
-                s4 += q[d] * k_pool[ko + d];
+                s4 += q[d] * key4(ko + d);
             }
             let s = s4.x + s4.y + s4.z + s4.w;
             let w = online_add(&sm, s);
@@ -56,7 +56,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             }
             let e = w.y;
             for (var d = 0u; d < hs4; d++) {
-                acc[d] += e * v_pool[ko + d];
+                acc[d] += e * value4(ko + d);
             }
         }
     }

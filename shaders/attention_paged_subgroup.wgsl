@@ -22,16 +22,16 @@ const MASKED: f32 = -3.0e38;
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
-@group(0) @binding(3) var<storage, read> v_pool: array<vec4<f32>>;     // [pool rows, C]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 // bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
 // a0 += e · vec4 `vo` of the V pool, a1 += e · the vec4 8 further (this lane's vec4s
 // of the key's value row).
 fn add_value(a0: ptr<function, vec4<f32>>, a1: ptr<function, vec4<f32>>, e: f32, vo: u32) {
-    *a0 += e * v_pool[vo];
-    *a1 += e * v_pool[vo + 8u];
+    *a0 += e * value4(vo);
+    *a1 += e * value4(vo + 8u);
 }
 
 @compute @workgroup_size(WG)
@@ -58,22 +58,22 @@ fn attention_paged_subgroup(
         let j = walk_key(keys, min(i, keys.len - 1u));
         let live = lane < CHUNK && i < keys.len && sees(qpos, j);
         let ko = kv_row(table, min(j, qpos)) * pool_stride4() + kv_head4(h);
-        var s4 = q.v0 * k_pool[ko];
-        s4 += q.v1 * k_pool[ko + 1u];
-        s4 += q.v2 * k_pool[ko + 2u];
-        s4 += q.v3 * k_pool[ko + 3u];
-        s4 += q.v4 * k_pool[ko + 4u];
-        s4 += q.v5 * k_pool[ko + 5u];
-        s4 += q.v6 * k_pool[ko + 6u];
-        s4 += q.v7 * k_pool[ko + 7u];
-        s4 += q.v8 * k_pool[ko + 8u];
-        s4 += q.v9 * k_pool[ko + 9u];
-        s4 += q.v10 * k_pool[ko + 10u];
-        s4 += q.v11 * k_pool[ko + 11u];
-        s4 += q.v12 * k_pool[ko + 12u];
-        s4 += q.v13 * k_pool[ko + 13u];
-        s4 += q.v14 * k_pool[ko + 14u];
-        s4 += q.v15 * k_pool[ko + 15u];
+        var s4 = q.v0 * key4(ko);
+        s4 += q.v1 * key4(ko + 1u);
+        s4 += q.v2 * key4(ko + 2u);
+        s4 += q.v3 * key4(ko + 3u);
+        s4 += q.v4 * key4(ko + 4u);
+        s4 += q.v5 * key4(ko + 5u);
+        s4 += q.v6 * key4(ko + 6u);
+        s4 += q.v7 * key4(ko + 7u);
+        s4 += q.v8 * key4(ko + 8u);
+        s4 += q.v9 * key4(ko + 9u);
+        s4 += q.v10 * key4(ko + 10u);
+        s4 += q.v11 * key4(ko + 11u);
+        s4 += q.v12 * key4(ko + 12u);
+        s4 += q.v13 * key4(ko + 13u);
+        s4 += q.v14 * key4(ko + 14u);
+        s4 += q.v15 * key4(ko + 15u);
         let s = select(MASKED, s4.x + s4.y + s4.z + s4.w, live);
         // 2. weights
         let m_new = max(m, subgroupMax(s));

@@ -20,8 +20,8 @@ const MAX_HS: u32 = 128u; // MAX_HS4 * 4
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k_pool: array<vec4<f32>>;     // [pool rows, C]
-@group(0) @binding(3) var<storage, read> v_pool: array<f32>;           // [pool rows, C]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;        // [T, C]
 // bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
@@ -66,7 +66,7 @@ fn attention_paged_workgroup(
                 let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
                 var s4 = vec4<f32>(0.0);
                 for (var d = 0u; d < hs4; d++) {
-                    s4 += q[d] * k_pool[ko + d];
+                    s4 += q[d] * key4(ko + d);
                 }
                 s = s4.x + s4.y + s4.z + s4.w;
             }
@@ -98,7 +98,7 @@ fn attention_paged_workgroup(
             for (var a = 0u; a < 2u; a++) {
                 let d = lid + a * WG;
                 if (d < hs) {
-                    acc[a] += e * v_pool[vo + d];
+                    acc[a] += e * value1(vo + d);
                 }
             }
         }

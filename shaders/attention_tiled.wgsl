@@ -17,8 +17,8 @@ override WG: u32 = 64u; // queries per workgroup
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;          // [rows, kv_stride]
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;          // [rows, kv_stride]
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;          // [rows, kv_stride]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 @group(0) @binding(6) var<storage, read> tables: array<u32>;           // page table (paged KV; p.page > 0)

@@ -34,8 +34,8 @@ const BK: u32 = 16u;  // K step (4 vec4)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [M, N]
 @group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>; // [slices, M, N]
 // the KV pool (prelude epilogue's KV_STORE: a qkv projection's keys and values)
-@group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a stand-in)
-@group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a stand-in)
+@group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
+@group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
 
 var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q

@@ -17,7 +17,7 @@ struct RotaryParams {
     row4: u32,   // vec4s in a row of qkv
     heads: u32,  // rotated heads per row (query heads + key heads)
     half4: u32,  // HS / 8: vec4s in half a head
-    store: u32,  // 1: keys and values to the pool as well
+    store: u32,  // 1: keys and values to the pool as well; 2: as half floats (prelude kv_write)
     q_heads: u32, // the query heads before the key heads
     kv4: u32,    // vec4s of a pool row (the key heads; as many value heads follow them)
     _pad1: u32,
@@ -30,8 +30,8 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> cos_table: array<vec4<f32>>; // [positions, HS/2]
 @group(0) @binding(3) var<storage, read> sin_table: array<vec4<f32>>; // [positions, HS/2]
 @group(0) @binding(4) var<storage, read> positions: array<u32>;       // [T]
-@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
-@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(7) var<storage, read> slots: array<u32>;              // [T] (or a dummy)
 
 @compute @workgroup_size(WG)
@@ -59,10 +59,11 @@ fn rotary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         // key head j's vec4s i and i + half4, and value head j's, at the row's pool row
         let j = (head - p.q_heads) * 2u * p.half4 + i;
         let dst = slots[row] * p.kv4 + j;
-        k_pool[dst] = r1;
-        k_pool[dst + p.half4] = r2;
+        let half = p.store == 2u;
+        put_key(dst, r1, half);
+        put_key(dst + p.half4, r2, half);
         let v = row * p.row4 + p.q_heads * 2u * p.half4 + p.kv4 + j;
-        v_pool[dst] = qkv[v];
-        v_pool[dst + p.half4] = qkv[v + p.half4];
+        put_value(dst, qkv[v], half);
+        put_value(dst + p.half4, qkv[v + p.half4], half);
     }
 }

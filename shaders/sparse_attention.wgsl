@@ -11,8 +11,8 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;          // [rows, kv_stride]
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;          // [rows, kv_stride]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;          // [rows, kv_stride]
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;          // [rows, kv_stride]
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [T, C]
 @group(0) @binding(5) var<storage, read_write> entropy: array<f32>;    // [NH, T]
 @group(0) @binding(6) var<storage, read> row_offsets: array<u32>;      // [query blocks + 1]
@@ -46,7 +46,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
             let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h);
             var s4 = vec4<f32>(0.0);
             for (var d = 0u; d < hs4; d++) {
-                s4 += q[d] * k[ko + d];
+                s4 += q[d] * key4(ko + d);
             }
             let s = s4.x + s4.y + s4.z + s4.w;
             let w = online_add(&sm, s);
@@ -58,7 +58,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
             let e = w.y;
             let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h);
             for (var d = 0u; d < hs4; d++) {
-                acc[d] += e * v[vo + d];
+                acc[d] += e * value4(vo + d);
             }
         }
     }

@@ -166,6 +166,18 @@ pub enum Dtype {
     Float16,
 }
 
+/// Element type of the paged KV cache: `auto` follows `dtype` (half floats with
+/// float16 weights); `float16` halves the cache's bytes (twice the positions in the same
+/// `--kv-pool-bytes`) and decode attention's reads, rounding each key and value to a
+/// half float (a forward, which reads its own keys, is unaffected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheDtype {
+    Auto,
+    Float32,
+    Float16,
+}
+
 /// Which kernel class serves the model: `auto` picks by adapter (hardware kernels on
 /// GPUs, software kernels on lavapipe, llvmpipe, WARP); the other two force a class
 /// (every kernel of both classes is correct on every adapter; only speed differs).
@@ -226,6 +238,8 @@ pub struct ModelConfig {
     pub dtype: Dtype,
     /// Extension: kernel class (`auto`, `software`, `hardware`).
     pub kernels: KernelChoice,
+    /// Extension: the KV cache's element type (`auto`, `float32`, `float16`).
+    pub kv_cache_dtype: KvCacheDtype,
     /// Extension: the model family (`gpt2`, `llama`, `qwen2`, `mistral`, …); with
     /// `model` the directory's `config.json` decides it.
     pub architecture: Family,
@@ -298,6 +312,7 @@ impl Default for ModelConfig {
             tokenizer: None,
             dtype: Dtype::Float32,
             kernels: KernelChoice::Auto,
+            kv_cache_dtype: KvCacheDtype::Auto,
             architecture: Family::Gpt2,
             model: None,
             n_kv_head: None,
@@ -398,6 +413,16 @@ impl ModelConfig {
     }
 
     /// The attention's heads, head size and window.
+    /// Whether the paged KV cache holds half floats (`kv_cache_dtype`; `auto`: with
+    /// float16 weights).
+    pub fn kv_half(&self) -> bool {
+        match self.kv_cache_dtype {
+            KvCacheDtype::Auto => self.dtype == Dtype::Float16,
+            KvCacheDtype::Float32 => false,
+            KvCacheDtype::Float16 => true,
+        }
+    }
+
     pub fn heads(&self) -> Heads {
         Heads {
             nh: self.n_head,

@@ -510,7 +510,8 @@ impl Bench {
                 },
             );
             let gpu = self.time_gpu(&|pass| {
-                attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), PAGE, 0)
+                let kv = attention::KvLayout::paged(Heads::mha(c, nh), 0, PAGE);
+                attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), kv, 0)
             });
             self.report(
                 variant,

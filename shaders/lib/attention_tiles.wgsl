@@ -36,8 +36,8 @@ fn stage_tile(j0: u32, last: u32, h: u32, lid: u32, lanes: u32) {
         var kv = vec4<f32>(0.0);
         var vv = vec4<f32>(0.0);
         if (j <= last) {
-            kv = k[kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h) + d];
-            vv = v[kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h) + d];
+            kv = key4(kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h) + d);
+            vv = value4(kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h) + d);
         }
         tk[i] = kv;
         tv[i] = vv;

@@ -41,10 +41,10 @@ fn keys64_start() -> Keys64 {
 // calls it for the same key (the broadcasts need uniform control flow).
 fn keys64_add(acc_in: Keys64, q: Query64, ko: u32, vo: u32, lane: u32, live: bool) -> Keys64 {
     var acc = acc_in;
-    let kx = k[ko + (lane & 7u)];
-    let ky = k[ko + 8u + (lane & 7u)];
-    let vx = v[vo + (lane & 7u)];
-    let vy = v[vo + 8u + (lane & 7u)];
+    let kx = key4(ko + (lane & 7u));
+    let ky = key4(ko + 8u + (lane & 7u));
+    let vx = value4(vo + (lane & 7u));
+    let vy = value4(vo + 8u + (lane & 7u));
     let k0 = subgroupBroadcast(kx, 0u);
     let k1 = subgroupBroadcast(kx, 1u);
     let k2 = subgroupBroadcast(kx, 2u);

@@ -18,8 +18,8 @@ struct MatvecParams {
 }
 
 // the KV pool (prelude epilogue's KV_STORE)
-@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
-@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<f32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(7) var<storage, read> slots: array<u32>;              // [R] (or a dummy)
 
 // Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue,

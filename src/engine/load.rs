@@ -115,7 +115,8 @@ pub(super) fn build(
     let pages = kv_pool_pages(&config, options, budget);
     config
         .memory_estimate(
-            pages as u128 * page_bytes(config.n_layer, config.heads().kv_width()) as u128,
+            pages as u128
+                * page_bytes(config.n_layer, config.heads().kv_width(), config.kv_half()) as u128,
         )
         .check(budget)?;
     let shape = ServeShape {
@@ -161,7 +162,8 @@ pub(super) fn build(
 /// `max_batch` full-context generations, but at most half of what the budget leaves
 /// after the weights and activations, and at least one full-context generation.
 pub fn kv_pool_pages(config: &ModelConfig, options: &EngineOptions, budget: u64) -> usize {
-    let per_page = page_bytes(config.n_layer, config.heads().kv_width()).max(1) as u128;
+    let per_page =
+        page_bytes(config.n_layer, config.heads().kv_width(), config.kv_half()).max(1) as u128;
     let full = config.context_size.div_ceil(PAGE) as u128;
     let pages = match options.kv_pool_bytes {
         Some(b) => b as u128 / per_page,

@@ -44,6 +44,9 @@ pub struct AttentionParams {
     pub w0: u32,
     pub nkv: u32,
     pub window: u32,
+    /// 1: keys and values are the paged pool's half floats.
+    pub kv_half: u32,
+    pub _pad: [u32; 3],
 }
 
 impl AttentionParams {
@@ -68,6 +71,8 @@ impl AttentionParams {
             w0: 0,
             nkv: heads.nkv as u32,
             window: heads.window as u32,
+            kv_half: kv.half as u32,
+            _pad: [0; 3],
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct KvLayout {
     pub table0: usize,
     /// Row of query 0 in qkv and out (one prompt's rows among a prefill's).
     pub row0: usize,
+    /// The keys and values are half floats (a pool of `kv_cache_dtype` float16; the
+    /// layout's floats count them as f32 still).
+    pub half: bool,
 }
 
 impl KvLayout {
@@ -99,6 +107,7 @@ impl KvLayout {
             page: 0,
             table0: 0,
             row0: 0,
+            half: false,
         }
     }
 
@@ -112,6 +121,7 @@ impl KvLayout {
             page: 0,
             table0: 0,
             row0: 0,
+            half: false,
         }
     }
 
@@ -122,6 +132,11 @@ impl KvLayout {
             page,
             ..Self::cache(heads, pos)
         }
+    }
+
+    /// Keys and values stored as half floats (or not).
+    pub fn half(self, half: bool) -> Self {
+        KvLayout { half, ..self }
     }
 
     /// The queries at rows `row0 ..` of qkv (and out), the page table at `table0`.
@@ -257,6 +272,9 @@ pub struct HostAttention<'a> {
     /// A paged pool's page table and positions per page.
     pub paged: Option<(&'a [u32], usize)>,
     pub layout: Option<&'a BlockLayout>,
+    /// The paged pool holds half floats (uploaded rounded and packed, as a pool of
+    /// `kv_cache_dtype` float16 holds them).
+    pub half: bool,
 }
 
 impl<'a> HostAttention<'a> {
@@ -274,6 +292,7 @@ impl<'a> HostAttention<'a> {
             pos: 0,
             paged: None,
             layout: None,
+            half: false,
         }
     }
 
@@ -299,6 +318,20 @@ impl<'a> HostAttention<'a> {
         HostAttention {
             paged: Some((table, page)),
             ..self.cached(k, v, pos)
+        }
+    }
+
+    /// The paged pool as half floats (or not).
+    pub fn half(self, half: bool) -> Self {
+        HostAttention { half, ..self }
+    }
+
+    /// Upload a key or value pool as the kernels read it: f32, or packed half floats.
+    fn upload_pool(&self, ctx: &GpuContext, label: &str, pool: &[f32]) -> wgpu::Buffer {
+        if self.half && self.paged.is_some() {
+            buffers::upload(ctx, label, &crate::gpu::f16::pack_f16(pool))
+        } else {
+            buffers::upload(ctx, label, pool)
         }
     }
 
@@ -328,7 +361,7 @@ pub fn run_attention(
     let (c, nh) = (heads.q_width(), heads.nh);
     let q = buffers::upload(ctx, "qkv", h.qkv);
     let (k, v) = match h.kv {
-        Some((k, v)) => (buffers::upload(ctx, "k", k), buffers::upload(ctx, "v", v)),
+        Some((k, v)) => (h.upload_pool(ctx, "k", k), h.upload_pool(ctx, "v", v)),
         None => (q.clone(), q.clone()),
     };
     let tables = match h.paged {
@@ -349,7 +382,7 @@ pub fn run_attention(
     };
     let op = attention_op(ctx, pipelines, variant, &bufs);
     let kv = match (h.kv, h.paged) {
-        (_, Some((_, page))) => KvLayout::paged(heads, h.pos, page),
+        (_, Some((_, page))) => KvLayout::paged(heads, h.pos, page).half(h.half),
         (Some(_), None) => KvLayout::cache(heads, h.pos),
         (None, None) => KvLayout::fused(heads),
     };
@@ -401,17 +434,18 @@ pub fn attention_paged_op(
     )
 }
 
-/// Record attention of `t` rows of `heads` over the paged pool with pages of `page`
-/// positions; `block` is the sparse layout's block size, 0 when dense.
+/// Record attention of `t` rows of `heads` over the paged pool laid out as `kv`
+/// ([`KvLayout::paged`], f32 or half floats); `block` is the sparse layout's block
+/// size, 0 when dense.
 pub fn encode_attention_paged(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     heads: Heads,
-    page: usize,
+    kv: KvLayout,
     block: usize,
 ) {
-    let p = AttentionParams::new(t, heads, KvLayout::paged(heads, 0, page), block);
+    let p = AttentionParams::new(t, heads, kv, block);
     // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
     // workgroup
     let per_workgroup = op.kernel.name != op.kernel.op;
@@ -443,8 +477,8 @@ pub fn run_attention_paged(
         }
     };
     let q = buffers::upload(ctx, "qkv", h.qkv);
-    let k = buffers::upload(ctx, "k_pool", k_pool);
-    let v = buffers::upload(ctx, "v_pool", v_pool);
+    let k = h.upload_pool(ctx, "k_pool", k_pool);
+    let v = h.upload_pool(ctx, "v_pool", v_pool);
     let rb = buffers::upload(ctx, "rows", bytemuck::cast_slice(rows));
     let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(tables));
     let out = buffers::storage(ctx, "out", t * c);
@@ -467,7 +501,8 @@ pub fn run_attention_paged(
     };
     let op = attention_paged_op(ctx, pipelines, variant, &bufs);
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_paged(pass, &op, t, h.heads, page, h.block())
+        let kv = KvLayout::paged(h.heads, 0, page).half(h.half);
+        encode_attention_paged(pass, &op, t, h.heads, kv, h.block())
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)
 }

@@ -197,8 +197,12 @@ pub mod prelude {
         MATVEC_BT_PARAMS = "matvec_bt_params";
         /// `LayerNormParams`.
         LAYER_NORM_PARAMS = "layer_norm_params";
-        /// The matmul epilogue: bias, activation, accumulate.
+        /// The matmul epilogue: bias, activation, accumulate, the KV store.
         EPILOGUE = "epilogue";
+        /// Stores to the paged KV pool: f32, or half floats (`put_key`, `put_value`).
+        KV_WRITE = "kv_write";
+        /// The attention kernels' key and value loads: f32, or the pool's half floats.
+        KV_READ = "kv_read";
         /// Sums and maxima across a workgroup.
         WORKGROUP_REDUCE = "workgroup_reduce";
         /// The norm before a projection folded into its kernel (`norm_stats`, `norm4`).
@@ -227,32 +231,42 @@ const MATMUL_F32: &[Prelude] = &[
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
 ];
 const MATMUL_F16: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
 ];
 const MATVEC_F32: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
 ];
 const MATVEC_F16: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
 ];
-const MATVEC_SUBGROUP: &[Prelude] = &[prelude::MATVEC_PARAMS, prelude::GELU, prelude::EPILOGUE];
+const MATVEC_SUBGROUP: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+];
 // the hardware matrix-vector kernels: their norm prologue reduces across the workgroup
 const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
 ];
@@ -261,6 +275,7 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
 ];
@@ -281,30 +296,53 @@ const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_
 const MATVEC_BT_F16: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F16];
 const MATVEC_BT_SUBGROUP: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
 // the matmul kernels without a weight type: tensor cores, the split-K sum
-const MATMUL_UNTYPED: &[Prelude] = &[prelude::MATMUL_PARAMS, prelude::GELU, prelude::EPILOGUE];
+const MATMUL_UNTYPED: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
 const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
 const F32_ONLY: &[Prelude] = &[prelude::WEIGHTS_F32];
 const F16_ONLY: &[Prelude] = &[prelude::WEIGHTS_F16];
-const ATTENTION: &[Prelude] = &[prelude::ATTENTION];
-const ATTENTION_TILES: &[Prelude] = &[prelude::ATTENTION, prelude::ATTENTION_TILES];
+// the attention kernels reading keys and values (`k`, `v`), and attention_weights
+const ATTENTION: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ];
+const ATTENTION_WEIGHTS: &[Prelude] = &[prelude::ATTENTION];
+const ATTENTION_TILES: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::ATTENTION_TILES,
+];
 // the paged (generation) attention kernels: which keys a row walks
-const ATTENTION_PAGED: &[Prelude] = &[prelude::ATTENTION, prelude::PAGED_WALK];
+const ATTENTION_PAGED: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ, prelude::PAGED_WALK];
 const ATTENTION_PAGED_WG: &[Prelude] = &[
     prelude::ATTENTION,
+    prelude::KV_READ,
     prelude::PAGED_WALK,
     prelude::WORKGROUP_REDUCE,
 ];
 // the subgroup kernels (head size 64): their query in separate variables
-const ATTENTION_SUBGROUP: &[Prelude] = &[prelude::ATTENTION, prelude::QUERY64, prelude::KEYS64];
-const ATTENTION_PAGED_SUBGROUP: &[Prelude] =
-    &[prelude::ATTENTION, prelude::PAGED_WALK, prelude::QUERY64];
+const ATTENTION_SUBGROUP: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::QUERY64,
+    prelude::KEYS64,
+];
+const ATTENTION_PAGED_SUBGROUP: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::PAGED_WALK,
+    prelude::QUERY64,
+];
 const REDUCE: &[Prelude] = &[prelude::WORKGROUP_REDUCE];
+const KV_WRITE_ONLY: &[Prelude] = &[prelude::KV_WRITE];
 const MATMUL_SUBGROUP_F32: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
     prelude::TILE16_SUBGROUP,
 ];
 const MATMUL_SUBGROUP_F16: &[Prelude] = &[
@@ -312,6 +350,7 @@ const MATMUL_SUBGROUP_F16: &[Prelude] = &[
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
+    prelude::KV_WRITE,
     prelude::TILE16_SUBGROUP,
 ];
 const MOE_MATMUL_F32: &[Prelude] = &[prelude::WEIGHTS_F32, prelude::GELU, prelude::MOE_MATMUL];
@@ -509,7 +548,7 @@ pub const KERNELS: &[Kernel] = &[
     .of("attention_paged")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION),
+    Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION_WEIGHTS),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("copy_rows", wgsl!("copy_rows")),
     Kernel::new("top_k_rows", wgsl!("top_k_rows"))
@@ -539,7 +578,7 @@ pub const KERNELS: &[Kernel] = &[
         .half(),
     Kernel::new("moe_combine", wgsl!("moe_combine")),
     Kernel::new("row_norm", wgsl!("row_norm")),
-    Kernel::new("rotary", wgsl!("rotary")),
+    Kernel::new("rotary", wgsl!("rotary")).with(KV_WRITE_ONLY),
     Kernel::new("sample_rows", wgsl!("sample_rows"))
         .with(&[prelude::WORKGROUP_REDUCE])
         .workgroup(Workgroup::Fixed(256)),

@@ -25,6 +25,8 @@ pub const ACCUMULATE: u32 = 4;
 /// Epilogue flag: also store a qkv projection's keys and values in the KV pool
 /// (prelude `epilogue`; the same bit in the matrix-vector kernels).
 pub const KV_STORE: u32 = 8;
+/// Epilogue flag, with `KV_STORE`: the pool holds half floats (prelude `kv_write`).
+pub const KV_HALF: u32 = 16;
 
 /// Mirrors `MatmulParams` in the WGSL.
 #[repr(C)]

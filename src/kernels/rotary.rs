@@ -42,9 +42,10 @@ pub fn rotary_op(
 }
 
 /// Record the rotation of the first `heads` heads (of `hs` dimensions, a multiple of 8)
-/// of `t` rows of `row` floats; with `store = Some(q_heads)` (an op bound with the
-/// pool), the rotated key heads (those after the `q_heads` query heads) and the value
-/// heads after them go to each row's pool row as well.
+/// of `t` rows of `row` floats; with `store = Some((q_heads, half))` (an op bound with
+/// the pool), the rotated key heads (those after the `q_heads` query heads) and the
+/// value heads after them go to each row's pool row as well (as half floats with
+/// `half`).
 pub fn encode_rotary(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
@@ -52,15 +53,19 @@ pub fn encode_rotary(
     row: usize,
     heads: usize,
     hs: usize,
-    store: Option<usize>,
+    store: Option<(usize, bool)>,
 ) {
-    let q_heads = store.unwrap_or(heads);
+    let q_heads = store.map_or(heads, |s| s.0);
     let p = RotaryParams {
         t: t as u32,
         row4: (row / 4) as u32,
         heads: heads as u32,
         half4: (hs / 8) as u32,
-        store: store.is_some() as u32,
+        store: match store {
+            None => 0,
+            Some((_, false)) => 1,
+            Some((_, true)) => 2,
+        },
         q_heads: q_heads as u32,
         kv4: ((heads - q_heads.min(heads)) * hs / 4) as u32,
         _pad1: 0,

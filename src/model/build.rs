@@ -283,7 +283,13 @@ impl Model {
         };
 
         let nh = config.n_head;
-        let kv = kv_pool::KvPool::new(&ctx, config.n_layer, heads.kv_width(), shape.kv_pages)?;
+        let kv = kv_pool::KvPool::new(
+            &ctx,
+            config.n_layer,
+            heads.kv_width(),
+            shape.kv_pages,
+            config.kv_half(),
+        )?;
         let max_batch = shape.max_batch.clamp(1, ctxlen);
         // rows (a decode step's, a prefill step's last rows) and windows of the argmax
         // over every wte chunk

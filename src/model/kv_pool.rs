@@ -37,6 +37,8 @@ pub struct PoolStats {
     pub page: usize,
     /// Device bytes of the pool (all layers, keys and values).
     pub bytes: u64,
+    /// Keys and values stored as half floats.
+    pub half: bool,
 }
 
 /// The keys and values of every layer, in pages.
@@ -44,15 +46,17 @@ pub struct KvPool {
     pub k: Vec<wgpu::Buffer>,
     pub v: Vec<wgpu::Buffer>,
     pub pages: usize,
+    /// Keys and values stored as half floats (`kv_cache_dtype`).
+    pub half: bool,
     /// Bytes of one page across layers, keys and values.
     pub page_bytes: u64,
     alloc: Arc<Mutex<Pages>>,
 }
 
 /// Bytes of one page of `n_layer` layers of width `c` (the key heads' width; keys and
-/// values, f32).
-pub fn page_bytes(n_layer: usize, c: usize) -> u64 {
-    (2 * n_layer * PAGE * c * 4) as u64
+/// values, f32 or `half` floats).
+pub fn page_bytes(n_layer: usize, c: usize, half: bool) -> u64 {
+    (2 * n_layer * PAGE * c * if half { 2 } else { 4 }) as u64
 }
 
 fn lock(m: &Mutex<Pages>) -> MutexGuard<'_, Pages> {
@@ -60,10 +64,17 @@ fn lock(m: &Mutex<Pages>) -> MutexGuard<'_, Pages> {
 }
 
 impl KvPool {
-    /// Allocate `pages` pages for `n_layer` layers of width `c`.
-    pub fn new(ctx: &GpuContext, n_layer: usize, c: usize, pages: usize) -> Result<KvPool> {
+    /// Allocate `pages` pages for `n_layer` layers of width `c`, f32 or `half` floats.
+    pub fn new(
+        ctx: &GpuContext,
+        n_layer: usize,
+        c: usize,
+        pages: usize,
+        half: bool,
+    ) -> Result<KvPool> {
         // each layer's pool is one binding: at most as many pages as one holds
-        let per_binding = (ctx.max_binding_bytes() / (PAGE * c * 4) as u64) as usize;
+        let page = page_bytes(1, c, half) / 2;
+        let per_binding = (ctx.max_binding_bytes() / page) as usize;
         if per_binding == 0 {
             return Err(Error::Config(format!(
                 "one KV page ({PAGE} positions of width {c}) exceeds the adapter's binding limit ({} bytes)",
@@ -78,18 +89,20 @@ impl KvPool {
             );
         }
         let pages = pages.clamp(1, per_binding);
-        let rows = pages * PAGE * c;
+        // f32s (or pairs of half floats), whole vec4s
+        let floats = (pages * PAGE * c).div_ceil(if half { 8 } else { 4 }) * 4;
         let k = (0..n_layer)
-            .map(|l| buffers::storage(ctx, &format!("k_pool[{l}]"), rows))
+            .map(|l| buffers::storage(ctx, &format!("k_pool[{l}]"), floats))
             .collect();
         let v = (0..n_layer)
-            .map(|l| buffers::storage(ctx, &format!("v_pool[{l}]"), rows))
+            .map(|l| buffers::storage(ctx, &format!("v_pool[{l}]"), floats))
             .collect();
         Ok(KvPool {
             k,
             v,
             pages,
-            page_bytes: page_bytes(n_layer, c),
+            half,
+            page_bytes: page_bytes(n_layer, c, half),
             alloc: Arc::new(Mutex::new(Pages {
                 free: (0..pages as u32).rev().collect(),
                 promised: 0,
@@ -127,6 +140,7 @@ impl KvPool {
             available: a.free.len().saturating_sub(a.promised),
             page: PAGE,
             bytes: self.pages as u64 * self.page_bytes,
+            half: self.half,
         }
     }
 }
@@ -215,6 +229,7 @@ mod tests {
             k: Vec::new(),
             v: Vec::new(),
             pages,
+            half: false,
             page_bytes: 1,
             alloc: Arc::new(Mutex::new(Pages {
                 free: (0..pages as u32).rev().collect(),

@@ -14,7 +14,7 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
-use crate::kernels::matmul::{encode_matmul, encode_matmul_kv, ACCUMULATE, BIAS, GELU};
+use crate::kernels::matmul::{encode_matmul, encode_matmul_kv, ACCUMULATE, BIAS, GELU, KV_HALF};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -357,6 +357,7 @@ impl Model {
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
         let rotary_stores = pooled && self.weights.rope.is_some();
         let kv_in_epilogue = pooled && !rotary_stores;
+        let kv_half = if self.kv.half { KV_HALF } else { 0 };
         for (l, blk) in ops.blocks.iter().enumerate() {
             // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
             // folded into the qkv projection of a decode step (hardware kernels)
@@ -368,9 +369,9 @@ impl Model {
                 kv: kv_in_epilogue.then_some((heads.q_width(), heads.kv_width())),
                 norm: folded,
             };
-            blk.c_attn.encode_fused(pass, t, path, qkv_b, qkv);
+            blk.c_attn.encode_fused(pass, t, path, qkv_b | kv_half, qkv);
             if let Some(rotary) = &blk.rotary {
-                let store = rotary_stores.then_some(heads.nh);
+                let store = rotary_stores.then_some((heads.nh, self.kv.half));
                 encode_rotary(
                     pass,
                     rotary,
@@ -418,7 +419,9 @@ impl Model {
                             op,
                             part.rows,
                             heads,
-                            KvLayout::paged(heads, part.pos, PAGE).at(part.row0, part.table0),
+                            KvLayout::paged(heads, part.pos, PAGE)
+                                .half(self.kv.half)
+                                .at(part.row0, part.table0),
                             self.attention_block(),
                         );
                     }
@@ -429,7 +432,7 @@ impl Model {
                         &blk.attn_paged,
                         t,
                         heads,
-                        PAGE,
+                        KvLayout::paged(heads, 0, PAGE).half(self.kv.half),
                         self.attention_block(),
                     );
                 }

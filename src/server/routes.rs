@@ -484,6 +484,7 @@ fn batching_status(st: &AppState) -> BatchingStatus {
             pages_free: s.kv.pages - s.kv.used,
             pages_available: s.kv.available,
             bytes: s.kv.bytes,
+            dtype: if s.kv.half { "float16" } else { "float32" },
         },
     }
 }

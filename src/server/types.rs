@@ -502,6 +502,9 @@ pub struct KvPoolStatus {
     /// when its prompt + max_new_tokens fit these).
     pub pages_available: usize,
     pub bytes: u64,
+    /// Element type of the keys and values: `float32` or `float16` (the model's
+    /// `kv_cache_dtype`).
+    pub dtype: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

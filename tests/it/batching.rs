@@ -302,7 +302,7 @@ fn a_cancelled_generation_leaves_the_batch_and_returns_its_pages() {
 fn a_full_pool_makes_generations_wait_and_a_full_queue_refuses() {
     // pages for two generations of 16 + 32 positions (3 pages of 16 positions each):
     // the others wait in the queue until pages come back
-    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64);
+    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64, false);
     let e = engine(
         EngineOptions {
             kv_pool_bytes: Some(6 * page_bytes),
@@ -354,7 +354,7 @@ fn a_full_pool_makes_generations_wait_and_a_full_queue_refuses() {
 
 #[test]
 fn a_generation_the_pool_can_never_hold_is_refused_with_what_to_do() {
-    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64);
+    let page_bytes = wgformer::model::kv_pool::page_bytes(2, 64, false);
     let e = engine(
         EngineOptions {
             kv_pool_bytes: Some(2 * page_bytes),
@@ -597,4 +597,24 @@ fn decode_steps_chain_while_the_batch_goes_on() {
     assert_eq!(got.text, text[..cut], "stopped at {stop:?}");
     assert_eq!(others, device[..4]);
     settled(&e);
+}
+
+#[test]
+fn a_half_float_kv_cache_holds_twice_the_pages_in_the_same_bytes() {
+    // --kv-pool-bytes buys pages of the model's kv_cache_dtype: half floats hold twice
+    // the positions; generations run on them alone and batched alike.
+    let bytes = 6 * wgformer::model::kv_pool::page_bytes(2, 64, false);
+    let options = || EngineOptions {
+        kv_pool_bytes: Some(bytes),
+        ..EngineOptions::default()
+    };
+    let full = engine(options(), serde_json::json!({"kv_cache_dtype": "float32"}));
+    let half = engine(options(), serde_json::json!({"kv_cache_dtype": "float16"}));
+    assert_eq!(full.sched().kv.pages, 6);
+    assert_eq!(half.sched().kv.pages, 12);
+    assert!(half.sched().kv.half && !full.sched().kv.half);
+    let reqs: Vec<_> = (0..4).map(|i| request(i, 10, i % 2 == 1)).collect();
+    let one = alone(&half, &reqs);
+    assert_eq!(together(&half, &reqs, 2), one);
+    settled(&half);
 }

@@ -25,10 +25,12 @@ fn matvec_variants() -> Vec<&'static str> {
 
 /// A KV pool of `rows` rows and the pool rows a step's `t` rows store to (distinct,
 /// not in order: a batch's generations each write their own page's row): the buffers a
-/// fused store writes, and the check that they hold what `kv_store` would copy.
+/// fused store writes, and the check that they hold what `kv_store` would copy (as
+/// half floats in a `half` pool).
 struct Pool {
     heads: Heads,
     rows: usize,
+    half: bool,
     slots: Vec<u32>,
     k: wgpu::Buffer,
     v: wgpu::Buffer,
@@ -36,12 +38,13 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(heads: Heads, rows: usize, t: usize) -> Pool {
+    fn new(heads: Heads, rows: usize, t: usize, half: bool) -> Pool {
         let ctx = &gpu().ctx;
         let slots: Vec<u32> = (0..t).map(|r| ((r * 7 + 3) % rows) as u32).collect();
         Pool {
             heads,
             rows,
+            half,
             k: buffers::storage(ctx, "k_pool", rows * heads.kv_width()),
             v: buffers::storage(ctx, "v_pool", rows * heads.kv_width()),
             s: buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots)),
@@ -58,15 +61,35 @@ impl Pool {
     /// rows.
     fn read_checked(&self, out: &wgpu::Buffer, name: &str) -> Vec<f32> {
         let (t, c) = (self.slots.len(), self.heads.kv_width());
+        // a half pool: two half floats a word, in order
+        let words = if self.half {
+            self.rows * c / 2
+        } else {
+            self.rows * c
+        };
         let ranges = [
             (out, 0, t * self.heads.qkv_width()),
-            (&self.k, 0, self.rows * c),
-            (&self.v, 0, self.rows * c),
+            (&self.k, 0, words),
+            (&self.v, 0, words),
         ];
         let mut got = buffers::read_many(&gpu().ctx, &ranges).unwrap();
-        let (v_got, k_got, qkv) = (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
+        let (mut v_got, mut k_got, qkv) =
+            (got.pop().unwrap(), got.pop().unwrap(), got.pop().unwrap());
         let (mut k_want, mut v_want) = (vec![0.0; self.rows * c], vec![0.0; self.rows * c]);
         reference::kv_store::kv_store(&qkv, &mut k_want, &mut v_want, self.heads, &self.slots);
+        if self.half {
+            let unpack = |w: Vec<f32>| -> Vec<f32> {
+                w.iter()
+                    .flat_map(|x| {
+                        let b = x.to_bits();
+                        [b & 0xffff, b >> 16].map(|h| wgformer::gpu::f16::f16_to_f32(h as u16))
+                    })
+                    .collect()
+            };
+            (k_got, v_got) = (unpack(k_got), unpack(v_got));
+            k_want = wgformer::gpu::f16::round_to_f16(&k_want);
+            v_want = wgformer::gpu::f16::round_to_f16(&v_want);
+        }
         assert_eq!(k_got, k_want, "{name}: keys in the pool");
         assert_eq!(v_got, v_want, "{name}: values in the pool");
         qkv
@@ -89,6 +112,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
     // matmuls split it (the store then happens in matmul_split_sum) or run it whole
     for (heads, k) in [
         (heads(4, 2, 8), 24),
+        (heads(2, 1, 4), 24), // an odd number of vec4s a pool row
         (heads(3, 3, 16), 40),
         (heads(2, 2, 16), 1000),
     ] {
@@ -105,9 +129,12 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                     .iter()
                     .flat_map(|&v| [(v, Some(false)), (v, Some(true))]),
             );
+            // a half-float pool with the 7-row steps
+            let half = rows == 7;
+            let flags = matmul::BIAS | if half { matmul::KV_HALF } else { 0 };
             for (variant, split) in cases {
-                let name = format!("{variant} {heads:?} {rows} rows split {split:?}");
-                let pool = Pool::new(heads, 40, rows);
+                let name = format!("{variant} {heads:?} {rows} rows split {split:?} half {half}");
+                let pool = Pool::new(heads, 40, rows, half);
                 let xb = buffers::upload(ctx, "x", &x);
                 let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
                 let bb = buffers::upload(ctx, "bias", &bias);
@@ -128,7 +155,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                         let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
                         let fusion = Fusion { kv, norm: None };
                         submit_pass(ctx, "matvec", |pass| {
-                            matvec::encode_matvec_fused(pass, &op, rows, n, k, matmul::BIAS, fusion)
+                            matvec::encode_matvec_fused(pass, &op, rows, n, k, flags, fusion)
                         })
                     }
                     Some(split) => {
@@ -136,7 +163,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                         let op =
                             matmul::matmul_pool_op(ctx, pl, variant, &io, split, Some(pool.bind()));
                         submit_pass(ctx, "matmul", |pass| {
-                            matmul::encode_matmul_kv(pass, &op, (rows, n, k), matmul::BIAS, kv)
+                            matmul::encode_matmul_kv(pass, &op, (rows, n, k), flags, kv)
                         })
                     }
                 }
@@ -159,7 +186,13 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
     use wgformer::model::rope::{inv_freq, rope_table};
     let g = gpu();
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    for (nh, nkv, hs, t) in [(4, 2, 16, 1), (6, 2, 32, 5), (4, 4, 64, 3)] {
+    for (nh, nkv, hs, t, half) in [
+        (4, 2, 16, 1, false),
+        (6, 2, 32, 5, false),
+        (4, 4, 64, 3, false),
+        (6, 2, 32, 5, true),
+        (2, 2, 8, 3, true),
+    ] {
         let heads = Heads {
             nh,
             nkv,
@@ -167,7 +200,7 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
             window: 0,
         };
         let row = heads.qkv_width();
-        let pool = Pool::new(heads, 12, t);
+        let pool = Pool::new(heads, 12, t, half);
         let x = rand_vec(t * row, 44, 1.0);
         let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
         let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
@@ -177,11 +210,11 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
         let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
         let op = rotary::rotary_op(ctx, pl, &qkv, (&cb, &sb), &pb, Some(pool.bind()));
         submit_pass(ctx, "rotary", |pass| {
-            rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some(nh))
+            rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some((nh, half)))
         })
         .unwrap();
         // the pool holds the rotated keys and the values, as kv_store after the rotation
-        let name = format!("rotary store nh {nh} nkv {nkv} hs {hs} t {t}");
+        let name = format!("rotary store nh {nh} nkv {nkv} hs {hs} t {t} half {half}");
         let rotated = pool.read_checked(&qkv, &name);
         let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
         assert_close(&name, &rotated, &want, 1e-6, 1e-5);

@@ -119,3 +119,54 @@ fn seeded_steps_match_forward(kernels: &str, dtype: &str, sparse: bool) {
         );
     }
 }
+
+/// Decode logits of `all` (prefill 6, then a step a token) and the model's KV page bytes,
+/// for a seeded model of `family` with `kv_cache_dtype`.
+fn steps_with_kv(family: &str, kernels: &str, kv: &str) -> (Vec<Vec<f32>>, u64) {
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 32, "n_layer": 2, "n_head": 4, "n_embed": 64,
+        "seed": 9, "kernels": kernels, "architecture": family,
+        "n_kv_head": if family == "gpt2" { 4 } else { 2 },
+        "kv_cache_dtype": kv,
+    }))
+    .unwrap();
+    let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    assert_eq!(model.kv.half, kv == "float16");
+    let all: Vec<u32> = (0..14).map(|i| (i * 61 + 5) % 300).collect();
+    let mut s = model.kv_reserve(32).unwrap().unwrap();
+    let mut out = vec![model.extend(&mut s, &all[..6]).unwrap()];
+    for &id in &all[6..] {
+        out.push(model.extend(&mut s, &[id]).unwrap());
+    }
+    (out, model.kv.page_bytes)
+}
+
+#[test]
+fn a_half_float_kv_cache_stays_close_to_f32_in_half_the_bytes() {
+    // The KV pool as half floats (written by the qkv epilogue for GPT-2, by the rotary
+    // kernel for Llama; read by the prefill chunk's and the decode steps' attention):
+    // the logits of a prefill and of decode steps stay within half-float rounding of
+    // the f32 pool's, and differ from them (the half floats are read); a page takes
+    // half the bytes.
+    for family in ["gpt2", "llama"] {
+        for kernels in ["software", "hardware"] {
+            let (f32s, f32_page) = steps_with_kv(family, kernels, "float32");
+            let (halves, half_page) = steps_with_kv(family, kernels, "float16");
+            assert_eq!(half_page * 2, f32_page);
+            let name = format!("{family} {kernels}");
+            for (i, (a, b)) in f32s.iter().zip(&halves).enumerate() {
+                assert_close(&format!("{name} step {i}"), b, a, 5e-4, 5e-3);
+            }
+            assert!(
+                f32s.iter().zip(&halves).any(|(a, b)| a != b),
+                "{name}: the half-float pool gave the f32 pool's logits bit for bit"
+            );
+        }
+    }
+    // `auto` follows the weights: float16 weights keep a half-float cache
+    let cfg = |dtype: &str| {
+        wgformer::ModelConfig::from_value(serde_json::json!({"dtype": dtype})).unwrap()
+    };
+    assert!(cfg("float16").kv_half() && !cfg("float32").kv_half());
+}

@@ -754,6 +754,83 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
 }
 
 #[test]
+fn attention_kernels_read_a_half_float_pool() {
+    // A pool of `kv_cache_dtype` float16 (two half floats a word): every paged kernel
+    // (a decode batch's rows) and every forward kernel reading a prefill chunk through
+    // the page table, dense and block-sparse, over keys and values rounded to half
+    // floats, equals attention over those rounded keys and values. Pool rows of an odd
+    // number of vec4s (c = 36) put two rows' halves in one word.
+    let g = gpu();
+    let round = wgformer::gpu::f16::round_to_f16;
+    for (c, nh, page) in [(64, 2, 16), (36, 3, 8), (128, 1, 16)] {
+        let lens = [1, 17, 40, 5];
+        let mut case = paged_case(&lens, c, page, 91);
+        for q in case.qkv.iter_mut() {
+            for row in q.chunks_mut(3 * c) {
+                let kv = round(&row[c..]);
+                row[c..].copy_from_slice(&kv);
+            }
+        }
+        case.k_pool = round(&case.k_pool);
+        case.v_pool = round(&case.v_pool);
+        let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
+        for sparse in [false, true] {
+            let reference = |qs: &[f32]| {
+                if sparse {
+                    reference::attention::attention_masked(qs, Heads::mha(c, nh), |i, j| {
+                        layout.allows(i, j)
+                    })
+                    .0
+                } else {
+                    reference::attention::attention(qs, Heads::mha(c, nh)).0
+                }
+            };
+            let layout = sparse.then_some(&layout);
+            // a decode batch: each sequence's last row over its pages
+            let (mut q, mut rows, mut flat, mut want) = (vec![], vec![], vec![], vec![]);
+            for (s, &len) in lens.iter().enumerate() {
+                let qs = &case.qkv[s];
+                q.extend_from_slice(&qs[(len - 1) * 3 * c..len * 3 * c]);
+                rows.push([flat.len() as u32, (len - 1) as u32]);
+                flat.extend_from_slice(&case.tables[s]);
+                want.extend_from_slice(&reference(qs)[(len - 1) * c..len * c]);
+            }
+            for variant in attention_variants("attention_paged", c / nh) {
+                let h = attention::HostAttention::new(&q, c, nh)
+                    .paged(&case.k_pool, &case.v_pool, &flat, page, 0)
+                    .layout(layout)
+                    .half(true);
+                let got = attention::run_attention_paged(&g.ctx, &g.pipelines, variant, &h, &rows)
+                    .unwrap();
+                let name = format!("{variant} c{c} nh{nh} sparse {sparse}, half pool");
+                assert_close(&name, &got, &want, 1e-4, 1e-4);
+            }
+            // a prefill chunk: rows 13.. of the 40-token sequence
+            let (qs, start) = (&case.qkv[2], 13);
+            let want = reference(qs);
+            let op = if sparse {
+                "sparse_attention"
+            } else {
+                "attention"
+            };
+            for variant in attention_variants(op, c / nh) {
+                let sg = g.ctx.subgroup_max_size.max(1) as usize;
+                if variant == "sparse_attention_subgroup" && start % sg != 0 {
+                    continue; // the model gives unaligned chunks to the portable kernel
+                }
+                let h = attention::HostAttention::new(&qs[start * 3 * c..], c, nh)
+                    .paged(&case.k_pool, &case.v_pool, &case.tables[2], page, start)
+                    .layout(layout)
+                    .half(true);
+                let (got, _) = attention::run_attention(&g.ctx, &g.pipelines, variant, &h).unwrap();
+                let name = format!("{variant} c{c} nh{nh} chunk from {start}, half pool");
+                assert_close(&name, &got, &want[start * c..], 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
 fn paged_attention_prefill_chunk_of_one_sequence() {
     // Rows 12..30 of one sequence (a prefill chunk after 12 cached positions) equal the
     // same rows of attention over the whole sequence; heads of 32 and 64.

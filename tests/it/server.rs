@@ -736,6 +736,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
     assert_eq!(pool["pages"], 24, "{pool}");
     assert_eq!(pool["page_positions"], 16);
     assert!(pool["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(pool["dtype"], "float32", "{pool}");
     assert_eq!(
         pool["pages_used"].as_u64().unwrap() + pool["pages_free"].as_u64().unwrap(),
         24
@@ -758,6 +759,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         "wgformer_kv_pool_pages{state=\"used\"}",
         "wgformer_kv_pool_pages{state=\"free\"}",
         "wgformer_kv_pool_pages_available ",
+        "wgformer_decode_steps_chained_total ",
         "wgformer_kv_cache_utilization ",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
