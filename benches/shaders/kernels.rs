@@ -5,6 +5,7 @@
 use crate::harness::*;
 use wgformer::config::Heads;
 use wgformer::gpu::buffers::{self, RowChunked};
+use wgformer::gpu::f16::pack_f16;
 use wgformer::kernels::seen_by;
 use wgformer::kernels::{
     attention, embedding, layer_norm, matmul, matmul_bt, matvec, matvec_bt, KernelOp,
@@ -415,6 +416,7 @@ impl Bench {
                 &self.pl,
                 variant,
                 &attention::AttentionBuffers {
+                    half: false,
                     qkv: &qb,
                     k: &qb,
                     v: &qb,
@@ -479,10 +481,17 @@ impl Bench {
             buffers::upload(&self.ctx, "rows", bytemuck::cast_slice(&row_of)),
             buffers::upload(&self.ctx, "tables", bytemuck::cast_slice(&tables)),
             buffers::storage(&self.ctx, "unused", 4),
+            // the same pools as half floats (`kv_cache_dtype` float16)
+            buffers::upload(&self.ctx, "k_pool f16", &pack_f16(&k_pool)),
+            buffers::upload(&self.ctx, "v_pool f16", &pack_f16(&v_pool)),
         ];
-        let [qb, kb, vb, ob, rb, tb, none] = &bufs;
-        for variant in self.variants("attention_paged") {
-            if !want.is_empty() {
+        let [qb, kb, vb, ob, rb, tb, none, kh, vh] = &bufs;
+        for (variant, half) in self
+            .variants("attention_paged")
+            .into_iter()
+            .flat_map(|v| [(v, false), (v, true)])
+        {
+            if !want.is_empty() && !half {
                 let got = attention::run_attention_paged(
                     &self.ctx,
                     &self.pl,
@@ -500,22 +509,24 @@ impl Bench {
                 variant,
                 &attention::PagedBuffers {
                     qkv: qb,
-                    k_pool: kb,
-                    v_pool: vb,
+                    k_pool: if half { kh } else { kb },
+                    v_pool: if half { vh } else { vb },
                     out: ob,
                     rows: rb,
                     tables: tb,
                     row_offsets: none,
                     cols: none,
+                    half,
                 },
             );
             let gpu = self.time_gpu(&|pass| {
                 let kv = attention::KvLayout::paged(Heads::mha(c, nh), 0, PAGE);
                 attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), kv, 0)
             });
+            let pool = if half { " f16 pool" } else { "" };
             self.report(
                 variant,
-                format!("{rows} rows at {pos} C={c} NH={nh}"),
+                format!("{rows} rows at {pos} C={c} NH={nh}{pool}"),
                 gpu,
                 flops,
                 "GFLOP/s",
@@ -563,6 +574,7 @@ impl Bench {
             &self.pl,
             sparse_variant,
             &attention::AttentionBuffers {
+                half: false,
                 qkv: &qb,
                 k: &qb,
                 v: &qb,
@@ -577,6 +589,7 @@ impl Bench {
             &self.pl,
             dense_variant,
             &attention::AttentionBuffers {
+                half: false,
                 qkv: &qb,
                 k: &qb,
                 v: &qb,

@@ -493,9 +493,41 @@ fn model_name(model: &Model) -> String {
 /// GPT-2 small in f32 and f16: forwards at T = 16 and 128, shared forwards, a batched
 /// prefill, decode alone and in batches of 4, 8 and 16 (greedy and sampled).
 pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
+    each_gpt2_small(b, device, |b, model, tag| {
+        for t in [16, 128] {
+            b.end_to_end(model, t, tag);
+        }
+        b.forwards_shared(model, 8, 16, tag);
+        b.prefill_batch(model, 8, 32, tag);
+        b.decode(model, 64, 64, tag);
+        for n in [4, 8, 16] {
+            b.decode_batch(model, n, 64, 16, Pick::HostGreedy, tag);
+        }
+        for n in [8, 16] {
+            b.decode_batch(model, n, 64, 16, Pick::DeviceArgmax, tag);
+        }
+        // steps chained while the one before runs (the engine's way with a batch that
+        // goes on): one generation, and 16
+        for n in [1, 16] {
+            b.decode_batch(model, n, 64, 16, Pick::Chained, tag);
+        }
+        // sampled rows (top_k 50, temperature 1): the host's sampler over logits read
+        // back, against the device's draw reading back ids
+        for pick in [Pick::HostSample, Pick::DeviceSample] {
+            b.decode_batch(model, 16, 64, 16, pick, tag);
+        }
+    });
+}
+
+/// GPT-2 small (seeded) on `device`, f32 and then with half-float linear weights (dtype
+/// float16), each built in turn and handed to `f` with its rows' tag.
+fn each_gpt2_small(
+    b: &mut Bench,
+    device: &DeviceChoice,
+    mut f: impl FnMut(&mut Bench, &Model, &str),
+) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
-    // f32, then the same model with half-float linear weights (dtype float16)
     for (dtype, tag) in [
         (wgformer::config::Dtype::Float32, ""),
         (wgformer::config::Dtype::Float16, " f16"),
@@ -513,28 +545,7 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
                 start.elapsed().as_secs_f64()
             );
         }
-        for t in [16, 128] {
-            b.end_to_end(&model, t, tag);
-        }
-        b.forwards_shared(&model, 8, 16, tag);
-        b.prefill_batch(&model, 8, 32, tag);
-        b.decode(&model, 64, 64, tag);
-        for n in [4, 8, 16] {
-            b.decode_batch(&model, n, 64, 16, Pick::HostGreedy, tag);
-        }
-        for n in [8, 16] {
-            b.decode_batch(&model, n, 64, 16, Pick::DeviceArgmax, tag);
-        }
-        // steps chained while the one before runs (the engine's way with a batch that
-        // goes on): one generation, and 16
-        for n in [1, 16] {
-            b.decode_batch(&model, n, 64, 16, Pick::Chained, tag);
-        }
-        // sampled rows (top_k 50, temperature 1): the host's sampler over logits read
-        // back, against the device's draw reading back ids
-        for pick in [Pick::HostSample, Pick::DeviceSample] {
-            b.decode_batch(&model, 16, 64, 16, pick, tag);
-        }
+        f(b, &model, tag);
     }
 }
 
@@ -594,18 +605,8 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
 /// kernel class: one generation (the host's argmax over the logits read back, the
 /// device's argmax, chained) and 8 (the device's argmax, chained).
 pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
-    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
-    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
-    for (dtype, tag) in [
-        (wgformer::config::Dtype::Float32, ""),
-        (wgformer::config::Dtype::Float16, " f16"),
-    ] {
-        let cfg = ModelConfig {
-            dtype,
-            ..ModelConfig::default()
-        };
-        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
-        b.decode(&model, 64, 32, tag);
+    each_gpt2_small(b, device, |b, model, tag| {
+        b.decode(model, 64, 32, tag);
         for round in 0..2 {
             // twice, interleaved: the machine's drift shows as the rounds' spread
             if !b.json {
@@ -618,28 +619,18 @@ pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
                 (8, Pick::DeviceArgmax),
                 (8, Pick::Chained),
             ] {
-                b.decode_batch(&model, n, 64, 16, pick, tag);
+                b.decode_batch(model, n, 64, 16, pick, tag);
             }
         }
-    }
+    });
 }
 
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
 /// prefill traversal, f32 and f16.
 pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {
-    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
-    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
-    for (dtype, tag) in [
-        (wgformer::config::Dtype::Float32, ""),
-        (wgformer::config::Dtype::Float16, " f16"),
-    ] {
-        let cfg = ModelConfig {
-            dtype,
-            ..ModelConfig::default()
-        };
-        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
-        b.profile_steps(&model, BATCH, tag);
-    }
+    each_gpt2_small(b, device, |b, model, tag| {
+        b.profile_steps(model, BATCH, tag)
+    });
 }
 
 /// MoE (E = 8, k = 2) against a dense model with the same active parameters per token.

@@ -18,10 +18,6 @@ struct AttentionParams {
     w0: u32,         // attention_weights: float offset of this layer's [NH, T, T] in `w`
     nkv: u32,        // key/value heads (grouped-query attention when < nh)
     window: u32,     // sliding window: keys older than this many positions masked (0 = none)
-    kv_half: u32,    // 1: the keys and values are the paged pool's half floats (prelude kv_read)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 const MAX_HS4: u32 = 32u; // head size ≤ 128

@@ -313,8 +313,9 @@ impl Worker {
                 Err(e)
             }
         };
-        let _ = b.reply.send(r);
+        // the new pool's figures are published before the caller hears the model is in
         self.publish_generations();
+        let _ = b.reply.send(r);
         self.start_build();
     }
 

@@ -44,9 +44,6 @@ pub struct AttentionParams {
     pub w0: u32,
     pub nkv: u32,
     pub window: u32,
-    /// 1: keys and values are the paged pool's half floats.
-    pub kv_half: u32,
-    pub _pad: [u32; 3],
 }
 
 impl AttentionParams {
@@ -71,8 +68,6 @@ impl AttentionParams {
             w0: 0,
             nkv: heads.nkv as u32,
             window: heads.window as u32,
-            kv_half: kv.half as u32,
-            _pad: [0; 3],
         }
     }
 }
@@ -91,9 +86,6 @@ pub struct KvLayout {
     pub table0: usize,
     /// Row of query 0 in qkv and out (one prompt's rows among a prefill's).
     pub row0: usize,
-    /// The keys and values are half floats (a pool of `kv_cache_dtype` float16; the
-    /// layout's floats count them as f32 still).
-    pub half: bool,
 }
 
 impl KvLayout {
@@ -107,7 +99,6 @@ impl KvLayout {
             page: 0,
             table0: 0,
             row0: 0,
-            half: false,
         }
     }
 
@@ -121,7 +112,6 @@ impl KvLayout {
             page: 0,
             table0: 0,
             row0: 0,
-            half: false,
         }
     }
 
@@ -132,11 +122,6 @@ impl KvLayout {
             page,
             ..Self::cache(heads, pos)
         }
-    }
-
-    /// Keys and values stored as half floats (or not).
-    pub fn half(self, half: bool) -> Self {
-        KvLayout { half, ..self }
     }
 
     /// The queries at rows `row0 ..` of qkv (and out), the page table at `table0`.
@@ -216,6 +201,9 @@ pub struct AttentionBuffers<'a> {
     pub tables: &'a wgpu::Buffer,
     /// `(row_offsets, cols)` for a block-sparse `variant`.
     pub sparse: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// `k` and `v` are a paged pool of half floats (the kernel compiled with
+    /// `KV_HALF`, prelude `kv_read`).
+    pub half: bool,
 }
 
 /// Op of a forward's attention: `variant` of op `attention` (`attention`,
@@ -231,7 +219,7 @@ pub fn attention_op(
         bind.extend([row_offsets, cols]);
     }
     bind.push(b.tables);
-    KernelOp::new::<AttentionParams>(ctx, pipelines, variant, &bind)
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &bind)
 }
 
 /// Record causal attention of `t` queries of `heads` over keys laid out as `kv`;
@@ -379,10 +367,11 @@ pub fn run_attention(
         entropy: &entropy,
         tables: &tables,
         sparse: sparse.as_ref().map(|(r, c)| (r, c)),
+        half: h.half && h.paged.is_some(),
     };
     let op = attention_op(ctx, pipelines, variant, &bufs);
     let kv = match (h.kv, h.paged) {
-        (_, Some((_, page))) => KvLayout::paged(heads, h.pos, page).half(h.half),
+        (_, Some((_, page))) => KvLayout::paged(heads, h.pos, page),
         (Some(_), None) => KvLayout::cache(heads, h.pos),
         (None, None) => KvLayout::fused(heads),
     };
@@ -408,6 +397,8 @@ pub struct PagedBuffers<'a> {
     pub tables: &'a wgpu::Buffer,
     pub row_offsets: &'a wgpu::Buffer,
     pub cols: &'a wgpu::Buffer,
+    /// The pools hold half floats (the kernel compiled with `KV_HALF`).
+    pub half: bool,
 }
 
 /// Op of a paged kernel (`variant` of op `attention_paged`).
@@ -417,10 +408,11 @@ pub fn attention_paged_op(
     variant: &'static str,
     b: &PagedBuffers,
 ) -> KernelOp {
-    KernelOp::new::<AttentionParams>(
+    KernelOp::with_spec::<AttentionParams>(
         ctx,
         pipelines,
         variant,
+        (1, b.half),
         &[
             b.qkv,
             b.k_pool,
@@ -498,10 +490,11 @@ pub fn run_attention_paged(
         tables: &tb,
         row_offsets: &ro,
         cols: &cols,
+        half: h.half,
     };
     let op = attention_paged_op(ctx, pipelines, variant, &bufs);
     submit_pass(ctx, op.name, |pass| {
-        let kv = KvLayout::paged(h.heads, 0, page).half(h.half);
+        let kv = KvLayout::paged(h.heads, 0, page);
         encode_attention_paged(pass, &op, t, h.heads, kv, h.block())
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

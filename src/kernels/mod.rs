@@ -67,10 +67,22 @@ impl KernelOp {
         rows: u32,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
+        Self::with_spec::<P>(ctx, pipelines, name, (rows, false), buffers)
+    }
+
+    /// [`KernelOp::new`] for the pipeline of `name` compiled with `(ROWS, KV_HALF)`
+    /// (`KV_HALF`: a KV reader over a half-float pool, prelude `kv_read`).
+    pub fn with_spec<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipelines: &Pipelines,
+        name: &'static str,
+        (rows, kv_half): (u32, bool),
+        buffers: &[&wgpu::Buffer],
+    ) -> Self {
         let params = buffers::uniform::<P>(ctx, name);
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
-        let pipeline = pipelines.get(name, rows).clone();
+        let pipeline = pipelines.get_spec(name, rows, kv_half).clone();
         let entry = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the catalogue"));
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = all

@@ -12,8 +12,9 @@ use crate::gpu::GpuContext;
 struct Compiled {
     /// The `WG` it was compiled with.
     workgroup: u32,
-    /// `(ROWS, pipeline)`: one entry with `ROWS` = 1 for a kernel without the constant.
-    by_rows: Vec<(u32, wgpu::ComputePipeline)>,
+    /// `(ROWS, KV_HALF, pipeline)`: `ROWS` = 1 for a kernel without the constant;
+    /// `KV_HALF` both ways for the KV readers (prelude `kv_read`), else false.
+    by_rows: Vec<(u32, bool, wgpu::ComputePipeline)>,
 }
 
 /// Compiled compute pipelines keyed by kernel name, each with automatic layout and
@@ -42,12 +43,19 @@ impl Pipelines {
                     });
                 let wg = workgroup_for(k, ctx.subgroup_max_size);
                 let rows: &[u32] = if k.batch_rows { &BATCH_ROWS } else { &[1] };
-                let by_rows = rows
+                let reads_kv = k.preludes.iter().any(|p| p.name == "kv_read");
+                let halves: &[bool] = if reads_kv { &[false, true] } else { &[false] };
+                let specs = rows
                     .iter()
-                    .map(|&r| {
+                    .flat_map(|&r| halves.iter().map(move |&h| (r, h)));
+                let by_rows = specs
+                    .map(|(r, half)| {
                         let mut constants = vec![("WG", wg as f64)];
                         if k.batch_rows {
                             constants.push(("ROWS", r as f64));
+                        }
+                        if reads_kv {
+                            constants.push(("KV_HALF", f64::from(u8::from(half))));
                         }
                         let pipeline =
                             ctx.device
@@ -62,7 +70,7 @@ impl Pipelines {
                                     },
                                     cache: None,
                                 });
-                        (r, pipeline)
+                        (r, half, pipeline)
                     })
                     .collect();
                 map.insert(
@@ -132,12 +140,19 @@ impl Pipelines {
     /// The pipeline of kernel `name` (a name from [`KERNELS`]) compiled with `ROWS`
     /// = `rows` (1 for kernels without it).
     pub fn get(&self, name: &str, rows: u32) -> &wgpu::ComputePipeline {
+        self.get_spec(name, rows, false)
+    }
+
+    /// [`Pipelines::get`] of a KV reader compiled with `KV_HALF` = `kv_half`.
+    pub fn get_spec(&self, name: &str, rows: u32, kv_half: bool) -> &wgpu::ComputePipeline {
         self.compiled(name)
             .by_rows
             .iter()
-            .find(|(r, _)| *r == rows)
-            .map(|(_, p)| p)
-            .unwrap_or_else(|| panic!("kernel {name} was not compiled with ROWS {rows}"))
+            .find(|(r, h, _)| *r == rows && *h == kv_half)
+            .map(|(_, _, p)| p)
+            .unwrap_or_else(|| {
+                panic!("kernel {name} was not compiled with ROWS {rows}, KV_HALF {kv_half}")
+            })
     }
 
     /// The workgroup size kernel `name` was compiled with.

@@ -611,9 +611,9 @@ pub(super) fn bind_ops(
         Some(sp) => sp.variant,
         None => attention_variant(pl, hs, hardware),
     };
+    // `pooled`: k and v are the layer's pool (a prefill chunk's), of the pool's type
     let attn_op = |ent: &wgpu::Buffer,
-                   k: &wgpu::Buffer,
-                   v: &wgpu::Buffer,
+                   (k, v, pooled): (&wgpu::Buffer, &wgpu::Buffer, bool),
                    tables: &wgpu::Buffer,
                    variant: &'static str| {
         let bufs = AttentionBuffers {
@@ -624,6 +624,7 @@ pub(super) fn bind_ops(
             entropy: ent,
             tables,
             sparse: sparse.map(|sp| (&sp.row_offsets, &sp.cols)),
+            half: pooled && kv.half,
         };
         attention_op(ctx, pl, variant, &bufs)
     };
@@ -649,18 +650,32 @@ pub(super) fn bind_ops(
                 let pool = (&kv.k[l], &kv.v[l], &a.kv_slots);
                 rotary_op(ctx, pl, &a.qkv, (cos, sin), &a.positions, Some(pool))
             }),
-            attn: attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention),
+            attn: attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
-                .map(|_| attn_op(ent, &a.qkv, &a.qkv, &a.dummy, best_attention))
+                .map(|_| attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention))
                 .collect(),
             attn_prefill: (0..MAX_PREFILL_PARTS)
-                .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, best_attention))
+                .map(|_| {
+                    attn_op(
+                        ent,
+                        (&kv.k[l], &kv.v[l], true),
+                        &a.kv_tables,
+                        best_attention,
+                    )
+                })
                 .collect(),
             // the sparse subgroup kernel needs a subgroup's queries in one block: chunks
             // starting off a subgroup boundary take the portable kernel
             attn_prefill_unaligned: (best_attention == "sparse_attention_subgroup").then(|| {
                 (0..MAX_PREFILL_PARTS)
-                    .map(|_| attn_op(ent, &kv.k[l], &kv.v[l], &a.kv_tables, "sparse_attention"))
+                    .map(|_| {
+                        attn_op(
+                            ent,
+                            (&kv.k[l], &kv.v[l], true),
+                            &a.kv_tables,
+                            "sparse_attention",
+                        )
+                    })
                     .collect()
             }),
             attn_paged: attention_paged_op(
@@ -676,6 +691,7 @@ pub(super) fn bind_ops(
                     tables: &a.kv_tables,
                     row_offsets: ro,
                     cols,
+                    half: kv.half,
                 },
             ),
             c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, heads.q_width()),

@@ -419,9 +419,7 @@ impl Model {
                             op,
                             part.rows,
                             heads,
-                            KvLayout::paged(heads, part.pos, PAGE)
-                                .half(self.kv.half)
-                                .at(part.row0, part.table0),
+                            KvLayout::paged(heads, part.pos, PAGE).at(part.row0, part.table0),
                             self.attention_block(),
                         );
                     }
@@ -432,7 +430,7 @@ impl Model {
                         &blk.attn_paged,
                         t,
                         heads,
-                        KvLayout::paged(heads, 0, PAGE).half(self.kv.half),
+                        KvLayout::paged(heads, 0, PAGE),
                         self.attention_block(),
                     );
                 }
