@@ -1,8 +1,8 @@
 //! Continuous batching and the paged KV cache, on the engine: a generation's tokens are
 //! the same alone or in a batch (greedy and seeded sampling, prompts of different
 //! lengths, joining and leaving mid-batch, chunked prefill, block-sparse, MoE and half
-//! weights); cancellation frees its pages; a pool that fills up makes generations wait
-//! and a full queue refuses.
+//! weights, a half-float cache, decode steps in flight); cancellation frees its pages; a
+//! pool that fills up makes generations wait and a full queue refuses.
 
 use std::time::Duration;
 
@@ -165,8 +165,13 @@ fn batch_invariance_holds_for_sparse_moe_and_half_weights() {
     ] {
         assert_same_alone_and_batched(extra, false);
     }
-    // sampled rows drawn on the device (the hardware kernels)
+    // sampled rows drawn on the device (the hardware kernels; steps in flight), and a
+    // Llama block over a half-float cache (the rotary kernel writing it)
     assert_same_alone_and_batched(serde_json::json!({"kernels": "hardware"}), true);
+    let llama = serde_json::json!({"kernels": "hardware", "architecture": "llama",
+        "n_kv_head": 1, "kv_cache_dtype": "float16"});
+    assert_same_alone_and_batched(llama.clone(), false);
+    assert_same_alone_and_batched(llama, true);
 }
 
 #[test]
