@@ -759,10 +759,11 @@ fn attention_kernels_read_a_half_float_pool() {
     // (a decode batch's rows) and every forward kernel reading a prefill chunk through
     // the page table, dense and block-sparse, over keys and values rounded to half
     // floats, equals attention over those rounded keys and values. Pool rows of an odd
-    // number of vec4s (c = 36) put two rows' halves in one word.
+    // number of vec4s (c = 36) put two rows' halves in one word; heads of 64 take the
+    // subgroup kernels.
     let g = gpu();
     let round = wgformer::gpu::f16::round_to_f16;
-    for (c, nh, page) in [(64, 2, 16), (36, 3, 8), (128, 1, 16)] {
+    for (c, nh, page) in [(64, 2, 16), (36, 3, 8), (128, 1, 16), (128, 2, 16)] {
         let lens = [1, 17, 40, 5];
         let mut case = paged_case(&lens, c, page, 91);
         for q in case.qkv.iter_mut() {
