@@ -560,9 +560,11 @@ impl Worker {
         })
     }
 
-    /// One engine step: every generation with logits samples and streams its next
-    /// token; then one prefill traversal (chunks of the oldest prompts still
-    /// prefilling); then the decoding generations run their tokens through the model
+    /// One engine step: the decode step in flight, if any, is read (the one after it
+    /// submitted first when the batch goes on as it is, [`Worker::chain`]); every
+    /// generation with logits or a picked id samples and streams its next token; then
+    /// one prefill traversal (chunks of the oldest prompts still prefilling); then the
+    /// decoding generations not already in flight run their tokens through the model
     /// together (one batch per model). Prefill first: a prompt admitted between steps
     /// is prefilled before the running batch's next decode step, not after it, so a
     /// generation joining a batch waits for one traversal less; the running ones do the
