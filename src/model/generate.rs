@@ -10,8 +10,14 @@
 //!   device: the largest logit for greedy rows, the draw for sampled ones
 //!   ([`Model::decode_select`], [`Readback`]).
 //!
+//! - [`Model::decode_submit`], [`Model::decode_chain`], [`Model::decode_wait`]: a
+//!   decode step whose every row is picked on the device, left in flight; the next one
+//!   chained behind it, its ids those the first picked (copied on the device); each
+//!   read back later (the engine's way with a batch that goes on).
+//!
 //! The keys and values of both go to the pool from the qkv projection's epilogue (or,
-//! for the rotary families, from the rotary kernel): no step has a copy dispatch.
+//! for the rotary families, from the rotary kernel): no step has a copy dispatch. The
+//! pool holds f32 or half floats (`kv_cache_dtype`).
 //!
 //! Every kernel computes a row by the same code whatever the rows around it, so a
 //! generation's tokens are the same alone or in any batch.
