@@ -24,7 +24,7 @@ mod scheduler;
 mod state;
 
 pub use load::kv_pool_pages;
-pub use options::EngineOptions;
+pub use options::{EngineOptions, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU};
 pub use requests::{
     AttentionSelect, FinishReason, ForwardReply, ForwardRequest, GenEvent, GenerateRequest,
     GenerateResult, LayerAttention, Prediction, TokenInfo,
