@@ -520,8 +520,7 @@ impl Bench {
                 },
             );
             let gpu = self.time_gpu(&|pass| {
-                let kv = attention::KvLayout::paged(Heads::mha(c, nh), 0, PAGE);
-                attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), kv, 0)
+                attention::encode_attention_paged(pass, &op, rows, Heads::mha(c, nh), PAGE, 0)
             });
             let pool = if half { " f16 pool" } else { "" };
             self.report(

@@ -772,8 +772,7 @@ impl Worker {
                 && !a.events.is_closed()
                 && now < a.deadline;
             match a.readback_for(n) {
-                Readback::Logits => return None,
-                w if goes_on => want.push(w),
+                w if goes_on && w != Readback::Logits => want.push(w),
                 _ => return None,
             }
         }

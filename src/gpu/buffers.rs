@@ -108,7 +108,7 @@ pub fn read_many(
         at += (*len * 4) as u64;
     }
     ctx.queue.submit([enc.finish()]);
-    let all = map_read(ctx, &staging, total)?;
+    let all = map_read(ctx, &staging, total, None)?;
     let mut out = Vec::with_capacity(ranges.len());
     let mut at = 0;
     for (_, _, len) in ranges {
@@ -128,9 +128,15 @@ pub fn staging(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
     })
 }
 
-/// Wait for the queue, map the first `floats` of a staging buffer, copy them out, unmap.
-pub fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
-    map_with(ctx, staging, (floats.max(1) * 4) as u64, |bytes| {
+/// Wait for submission `index` (`None`: the whole queue), map the first `floats` of a
+/// staging buffer, copy them out, unmap.
+pub fn map_read(
+    ctx: &GpuContext,
+    staging: &wgpu::Buffer,
+    floats: usize,
+    index: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<f32>> {
+    map_after(ctx, staging, (floats.max(1) * 4) as u64, index, |bytes| {
         bytemuck::cast_slice::<u8, f32>(bytes)[..floats].to_vec()
     })
 }

@@ -426,18 +426,17 @@ pub fn attention_paged_op(
     )
 }
 
-/// Record attention of `t` rows of `heads` over the paged pool laid out as `kv`
-/// ([`KvLayout::paged`], f32 or half floats); `block` is the sparse layout's block
-/// size, 0 when dense.
+/// Record attention of `t` rows of `heads` over the paged pool with pages of `page`
+/// positions; `block` is the sparse layout's block size, 0 when dense.
 pub fn encode_attention_paged(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     heads: Heads,
-    kv: KvLayout,
+    page: usize,
     block: usize,
 ) {
-    let p = AttentionParams::new(t, heads, kv, block);
+    let p = AttentionParams::new(t, heads, KvLayout::paged(heads, 0, page), block);
     // the portable kernel takes a row a lane, its twins (subgroup, workgroup) a row a
     // workgroup
     let per_workgroup = op.kernel.name != op.kernel.op;
@@ -494,8 +493,7 @@ pub fn run_attention_paged(
     };
     let op = attention_paged_op(ctx, pipelines, variant, &bufs);
     submit_pass(ctx, op.name, |pass| {
-        let kv = KvLayout::paged(h.heads, 0, page);
-        encode_attention_paged(pass, &op, t, h.heads, kv, h.block())
+        encode_attention_paged(pass, &op, t, h.heads, page, h.block())
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)
 }

@@ -85,15 +85,18 @@ pub fn encode_sample(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     rows: usize,
-    widths: &[usize],
+    widths: impl IntoIterator<Item = usize>,
 ) {
-    let mut n = [0u32; MAX_CHUNKS];
-    for (c, &w) in widths.iter().take(MAX_CHUNKS).enumerate() {
-        n[c] = w as u32;
+    let (mut n, mut v) = ([0u32; MAX_CHUNKS], 0);
+    for (c, w) in widths.into_iter().enumerate() {
+        if let Some(nc) = n.get_mut(c) {
+            *nc = w as u32;
+        }
+        v += w;
     }
     let p = SampleParams {
         rows: rows as u32,
-        v: widths.iter().sum::<usize>() as u32,
+        v: v as u32,
         _pad: [0; 2],
         n,
     };
@@ -134,7 +137,7 @@ pub fn run_sample(
     let refs: Vec<&wgpu::Buffer> = chunks.iter().collect();
     let op = sample_op(ctx, pipelines, &refs, &sb, &pb);
     submit_pass(ctx, "sample_rows", |pass| {
-        encode_sample(pass, &op, rows, &widths)
+        encode_sample(pass, &op, rows, widths.iter().copied())
     })?;
     let ids = buffers::read_floats(ctx, &pb, 0, rows)?;
     Ok(ids.into_iter().map(f32::to_bits).collect())

@@ -59,12 +59,11 @@ pub enum NextToken {
 /// model's two small read-back buffers for [`Model::decode_wait`].
 #[derive(Debug)]
 pub struct PendingStep {
-    slot: usize,
-    index: Option<wgpu::SubmissionIndex>,
+    read: ReadSlot,
+    index: wgpu::SubmissionIndex,
     asked: Vec<Readback>,
     /// Which generation step of the model it was.
     serial: u64,
-    held: Arc<Mutex<[bool; 2]>>,
 }
 
 impl PendingStep {
@@ -74,9 +73,29 @@ impl PendingStep {
     }
 }
 
-impl Drop for PendingStep {
-    /// Its read-back buffer is free again (a later step's copy into it is ordered
-    /// after this one's on the queue).
+/// One of the model's two `picked_reads` buffers, held by a step in flight.
+#[derive(Debug)]
+struct ReadSlot {
+    slot: usize,
+    held: Arc<Mutex<[bool; 2]>>,
+}
+
+impl ReadSlot {
+    /// A free buffer of the two, or `None` while two steps are in flight.
+    fn take(held: &Arc<Mutex<[bool; 2]>>) -> Option<ReadSlot> {
+        let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = h.iter().position(|busy| !busy)?;
+        h[slot] = true;
+        Some(ReadSlot {
+            slot,
+            held: held.clone(),
+        })
+    }
+}
+
+impl Drop for ReadSlot {
+    /// The buffer is free again (a later step's copy into it is ordered after this
+    /// one's on the queue).
     fn drop(&mut self) {
         self.held.lock().unwrap_or_else(|e| e.into_inner())[self.slot] = false;
     }
@@ -282,7 +301,7 @@ impl Model {
         // the parts asking, in order, are logits rows 0..: read the logits of those
         // that want them, the device's argmax for the others
         let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
-        let plan = readback_plan(&asked, self.ops.sample.is_some());
+        let plan = readback_plan(&asked, self.can_draw());
         let kind = StepKind::Prefill {
             parts: &chunks,
             argmax: plan.argmax,
@@ -364,7 +383,7 @@ impl Model {
         self.check_tokens(&ids)?;
         let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
         let (rows, tables) = self.decode_rows(&mut kvs, &ids)?;
-        let plan = readback_plan(want, self.ops.sample.is_some());
+        let plan = readback_plan(want, self.can_draw());
         let kind = StepKind::Decode {
             argmax: plan.argmax,
             sample: !plan.specs.is_empty(),
@@ -463,47 +482,31 @@ impl Model {
                 self.max_batch
             )));
         }
-        if want.len() != kvs.len() || want.contains(&Readback::Logits) || self.ops.sample.is_none()
-        {
+        if want.len() != kvs.len() || want.contains(&Readback::Logits) || !self.can_draw() {
             return Err(Error::InvalidInput(
                 "a decode step in flight reads back only ids picked on the device: one Argmax or Sample per row, on a model that draws".into(),
             ));
         }
-        let held = self.reads_held.clone();
-        let slot = {
-            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(slot) = h.iter().position(|busy| !busy) else {
-                return Err(Error::InvalidInput(
-                    "two decode steps are already in flight: wait for one".into(),
-                ));
-            };
-            h[slot] = true;
-            slot
-        };
-        let mut pending = PendingStep {
-            slot,
-            index: None,
-            asked: want.to_vec(),
-            serial: 0,
-            held,
-        };
+        let read = ReadSlot::take(&self.reads_held).ok_or_else(|| {
+            Error::InvalidInput("two decode steps are already in flight: wait for one".into())
+        })?;
         let zeros = vec![0; kvs.len()];
         let (rows, tables) = self.decode_rows(kvs, ids.unwrap_or(&zeros))?;
         let plan = readback_plan(want, true);
         let kind = StepKind::Decode {
-            argmax: false,
-            sample: true,
+            argmax: plan.argmax,
+            sample: !plan.specs.is_empty(),
         };
         let step_ids = match ids {
             Some(ids) => StepIds::Host(ids),
             None => StepIds::Drawn,
         };
-        let read = &self.act.picked_reads[slot];
+        let staging = &self.act.picked_reads[read.slot];
         let index = self.ctx.scoped("decode step", || {
             self.write_rows(&rows, &tables, &plan);
             let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
             let (index, _) = self.submit_traversal("decode step", step_ids, &pos, kind, |enc| {
-                enc.copy_buffer_to_buffer(&self.act.picked, 0, read, 0, rows.len() as u64 * 4);
+                enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, rows.len() as u64 * 4);
                 rows.len()
             });
             Ok(index)
@@ -511,9 +514,12 @@ impl Model {
         for kv in kvs.iter_mut() {
             kv.advance(1);
         }
-        pending.index = Some(index);
-        pending.serial = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(pending)
+        Ok(PendingStep {
+            read,
+            index,
+            asked: want.to_vec(),
+            serial: self.steps.fetch_add(1, Ordering::SeqCst) + 1,
+        })
     }
 
     /// The tokens of a step [`Model::decode_submit`] or [`Model::decode_chain`]
@@ -525,9 +531,9 @@ impl Model {
         let ids = self.ctx.scoped("decode step read-back", || {
             buffers::map_after(
                 &self.ctx,
-                &self.act.picked_reads[step.slot],
+                &self.act.picked_reads[step.read.slot],
                 rows as u64 * 4,
-                step.index.clone(),
+                Some(step.index.clone()),
                 |b| bytemuck::cast_slice::<u8, u32>(b).to_vec(),
             )
         })?;
@@ -623,7 +629,7 @@ impl Model {
         };
         let top_floats = self.argmax_windows() * top_rows * 3;
         let drawn = plan.specs.len();
-        if drawn > 0 && self.ops.sample.is_none() {
+        if drawn > 0 && !self.can_draw() {
             return Err(Error::InvalidInput(
                 "this model cannot draw on the device (its logits span more bindings than the kernel reads): read the logits back".into(),
             ));

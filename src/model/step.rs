@@ -430,7 +430,7 @@ impl Model {
                         &blk.attn_paged,
                         t,
                         heads,
-                        KvLayout::paged(heads, 0, PAGE),
+                        PAGE,
                         self.attention_block(),
                     );
                 }
@@ -578,14 +578,8 @@ impl Model {
     /// is drawn, and the caller refused the rows).
     fn encode_draws(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
         if let Some(op) = &self.ops.sample {
-            let widths: Vec<usize> = self
-                .weights
-                .lm_head()
-                .chunks
-                .iter()
-                .map(|c| c.rows)
-                .collect();
-            encode_sample(pass, op, rows, &widths);
+            let widths = self.weights.lm_head().chunks.iter().map(|c| c.rows);
+            encode_sample(pass, op, rows, widths);
         }
     }
 
@@ -603,13 +597,7 @@ impl Model {
         let (index, floats) =
             self.submit_traversal(label, StepIds::Host(ids), positions, kind, copy);
         let t0 = std::time::Instant::now();
-        let out = buffers::map_after(
-            &self.ctx,
-            &self.act.readback,
-            (floats.max(1) * 4) as u64,
-            Some(index),
-            |bytes| bytemuck::cast_slice::<u8, f32>(bytes)[..floats].to_vec(),
-        );
+        let out = buffers::map_read(&self.ctx, &self.act.readback, floats, Some(index));
         self.host_times_add(|t| t.wait_s += t0.elapsed().as_secs_f64());
         out
     }
