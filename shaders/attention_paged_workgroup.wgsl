@@ -2,21 +2,11 @@
 // rounding): one workgroup per (row, head) instead of one invocation. The software
 // kernel walks a row's keys in one lane, which on a GPU is a chain of dependent loads
 // per key (an H200 spent ~5 µs per key and layer, most of a decode step at a few
-// hundred positions). Here the keys are taken CHUNK at a time:
-//   1. lane i scores keys i, i + WG, … of the chunk (q · k over the head, q staged in
-//      workgroup memory) into `score`;
-//   2. the workgroup reduces the chunk's max, the lanes turn scores into e^(s - m),
-//      the workgroup reduces their sum (prelude `workgroup_reduce`);
-//   3. lane d accumulates dimensions d, d + WG, … of Σ e_j v_j over the chunk's keys
-//      (consecutive lanes read consecutive floats of a value row).
-// Across chunks the softmax is online (running max m and normaliser l), in f32.
-// Block-sparse (p.block > 0): the walk visits the listed key blocks of the query's
-// block (prelude `paged_walk`), keys after the query masked.
+// hundred positions). Here the keys are taken a chunk at a time by the whole
+// workgroup (prelude `attend_workgroup`, shared with `attention_proj`).
 // A row's numbers depend only on its own keys: the same in any batch.
 
 override WG: u32 = 64u;
-const CHUNK: u32 = 512u;
-const MAX_HS: u32 = 128u; // MAX_HS4 * 4
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
@@ -25,12 +15,6 @@ const MAX_HS: u32 = 128u; // MAX_HS4 * 4
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;        // [T, C]
 // bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 
-var<workgroup> q: array<vec4<f32>, MAX_HS4>;
-var<workgroup> score: array<f32, CHUNK>;
-var<workgroup> walk: u32;
-
-const MASKED: f32 = -3.0e38;
-
 @compute @workgroup_size(WG)
 fn attention_paged_workgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -38,77 +22,13 @@ fn attention_paged_workgroup(
 ) {
     let t = wid.x; // one workgroup row per query row: t < p.t
     let h = wid.y;
-    let hs4 = p.hs4;
-    let hs = hs4 * 4u;
-    let table = rows[t].x;
-    let qpos = rows[t].y;
-    let keys = walk_of(qpos); // prelude `paged_walk`
-    if (lid == 0u) {
-        walk = keys.len;
-    }
-    let qo = t * qkv_stride4() + h * hs4;
-    for (var d = lid; d < hs4; d += WG) {
-        q[d] = qkv[qo + d] * p.scale;
-    }
-    let n = workgroupUniformLoad(&walk); // also makes q visible to every lane
-    // this lane's dimensions of the output: lid + WG * a, a < MAX_HS / WG
-    var acc = array<f32, 2>(0.0, 0.0); // MAX_HS / WG with WG = 64
-    var m = MASKED;
-    var l = 0.0;
-    for (var c0 = 0u; c0 < n; c0 += CHUNK) {
-        let len = min(CHUNK, n - c0);
-        // 1. scores
-        var top = MASKED;
-        for (var i = lid; i < len; i += WG) {
-            let j = walk_key(keys, c0 + i);
-            var s = MASKED;
-            if (sees(qpos, j)) {
-                let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
-                var s4 = vec4<f32>(0.0);
-                for (var d = 0u; d < hs4; d++) {
-                    s4 += q[d] * key4(ko + d);
-                }
-                s = s4.x + s4.y + s4.z + s4.w;
-            }
-            score[i] = s;
-            top = max(top, s);
-        }
-        // 2. weights
-        let m_new = max(m, workgroup_max(lid, top));
-        let corr = exp(m - m_new);
-        var part = 0.0;
-        for (var i = lid; i < len; i += WG) {
-            let s = score[i];
-            let e = select(exp(s - m_new), 0.0, s == MASKED);
-            score[i] = e;
-            part += e;
-        }
-        l = l * corr + workgroup_sum(lid, part);
-        m = m_new;
-        // 3. values
-        for (var a = 0u; a < 2u; a++) {
-            acc[a] *= corr;
-        }
-        for (var i = 0u; i < len; i++) {
-            let e = score[i];
-            if (e == 0.0) {
-                continue;
-            }
-            let vo = (kv_row(table, walk_key(keys, c0 + i)) * pool_stride4() + kv_head4(h)) * 4u;
-            for (var a = 0u; a < 2u; a++) {
-                let d = lid + a * WG;
-                if (d < hs) {
-                    acc[a] += e * value1(vo + d);
-                }
-            }
-        }
-        workgroupBarrier(); // every lane done with `score` before the next chunk
-    }
+    let o = attend(t, h, lid);
+    let hs = p.hs4 * 4u;
     let oo = t * p.c4 * 4u + h * hs;
     for (var a = 0u; a < 2u; a++) {
         let d = lid + a * WG;
         if (d < hs) {
-            out[oo + d] = acc[a] / l;
+            out[oo + d] = o[a];
         }
     }
 }

@@ -25,6 +25,11 @@ override WG: u32 = 256u;
 
 var<workgroup> part: array<f32, 256>;
 
+// the norm prologue's statistics are x's
+fn norm_src(i: u32) -> vec4<f32> {
+    return x[i];
+}
+
 @compute @workgroup_size(WG)
 fn matvec_bt_groups(
     @builtin(local_invocation_index) lid: u32,

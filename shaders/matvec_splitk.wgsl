@@ -21,7 +21,11 @@
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
 //
 // With p.norm, the norm before the projection is folded in (prelude norm_prologue: x is
-// the residual stream, normalised on the way in).
+// the residual stream, normalised on the way in). The row comes through `x_begin` /
+// `x_at`: prelude matvec_x reads x as it is; `matvec_staged` / `matvec_f16_staged`
+// (prelude stage_x) read the residual stream with deferred terms (base x + bias + the
+// partial rows `parts`, prelude residual_parts) staged in workgroup memory, and write
+// it whole to `x_out` from the row's first workgroup.
 
 // WG a power of two, at most 256 (the size of `part`); COLS4 a power of two dividing
 // WG and 16 (so a workgroup's columns lie in one panel).
@@ -36,6 +40,10 @@ override COLS4: u32 = 4u;
 // bindings 5-7 (the KV pool and slots): prelude matvec_params
 @group(0) @binding(8) var<storage, read> norm_w: array<vec4<f32>>;  // [K] (p.norm; or a dummy)
 @group(0) @binding(9) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS; or a dummy)
+// the staged variants (prelude stage_x)
+@group(0) @binding(10) var<storage, read> parts: array<vec4<f32>>;  // [R, P, K]
+@group(0) @binding(11) var<storage, read> res_bias: array<vec4<f32>>; // [K] (STAGE_BIAS; or a dummy)
+@group(0) @binding(12) var<storage, read_write> x_out: array<vec4<f32>>; // [R, K]
 
 var<workgroup> part: array<vec4<f32>, 256>;
 
@@ -51,14 +59,12 @@ fn matvec_splitk(
     let live = col < p.n4;
     let p4 = p.p4;
     let row = p.row0 + wg.y;
-    let xr = row * p.k4;
-    let st = norm_stats(xr, p.k4, lid); // prelude norm_prologue
+    let st = x_begin(row, lid, wg.x == 0u); // prelude matvec_x or stage_x
     var acc = vec4<f32>(0.0);
     if (live) {
         let base = (col / p4) * (4u * p.k4 * p4) + col % p4; // this column's panel
         for (var r = g; r < 4u * p.k4; r += groups) {
-            let xv = norm4(x[xr + r / 4u], r / 4u, st)[r % 4u];
-            acc += xv * load_w4(w[base + r * p4]);
+            acc += x_at(row, r, st) * load_w4(w[base + r * p4]);
         }
     }
     part[lid] = acc;

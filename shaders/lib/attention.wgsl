@@ -18,6 +18,10 @@ struct AttentionParams {
     w0: u32,         // attention_weights: float offset of this layer's [NH, T, T] in `w`
     nkv: u32,        // key/value heads (grouped-query attention when < nh)
     window: u32,     // sliding window: keys older than this many positions masked (0 = none)
+    proj_n4: u32,    // attention_proj: vec4s of the output projection's outputs
+    proj_p4: u32,    // attention_proj: its weights' panel width / 4
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const MAX_HS4: u32 = 32u; // head size ≤ 128

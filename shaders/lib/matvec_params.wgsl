@@ -14,7 +14,7 @@ struct MatvecParams {
     kv4: u32,   // KV_STORE: vec4s of a pool row (the keys; the values follow them in out)
     norm: u32,  // the kernels with a norm prologue: NORM_* flags (0: x as it is)
     eps: f32,   // the norm's epsilon
-    _pad1: u32,
+    parts: u32, // the staged kernels: partial rows per row of x (prelude residual_parts)
 }
 
 // the KV pool (prelude epilogue's KV_STORE)

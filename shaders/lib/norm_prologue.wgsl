@@ -4,15 +4,16 @@
 // takes them (the same strided shares and tree, WG = 256 both: the same mean and
 // rstd), then normalises each vec4 of x it reads — LayerNorm (x - mean) · rstd · w
 // (+ b), or RMSNorm x · rstd · w. A decode step then has no norm dispatch and no `ln`
-// round trip. The kernel declares `p` (with `norm` and `eps`), `x`, `norm_w`, `norm_b`
-// and `WG`; prelude workgroup_reduce.
+// round trip. The kernel declares `p` (with `norm` and `eps`), `norm_w`, `norm_b`,
+// `WG` and `norm_src(i)`, vec4 i of what the statistics are taken over (x, or a row
+// staged in workgroup memory: prelude `stage_x`); prelude workgroup_reduce.
 
 // p.norm: normalise x (LayerNorm unless NORM_RMS), add the norm's bias (NORM_BIAS).
 const NORM_ON: u32 = 1u;
 const NORM_RMS: u32 = 2u;
 const NORM_BIAS: u32 = 4u;
 
-// (mean, rstd) of the `k4` vec4s of x from vec4 `xr`; (0, 1) without a norm. Call from
+// (mean, rstd) of the `k4` vec4s of norm_src from vec4 `xr`; (0, 1) without a norm. Call from
 // uniform control flow (it holds barriers).
 fn norm_stats(xr: u32, k4: u32, lid: u32) -> vec2<f32> {
     var mean = 0.0;
@@ -22,13 +23,13 @@ fn norm_stats(xr: u32, k4: u32, lid: u32) -> vec2<f32> {
         if ((p.norm & NORM_RMS) == 0u) {
             var s = vec4<f32>(0.0);
             for (var c = lid; c < k4; c += WG) {
-                s += x[xr + c];
+                s += norm_src(xr + c);
             }
             mean = workgroup_sum(lid, s.x + s.y + s.z + s.w) / n;
         }
         var v = vec4<f32>(0.0);
         for (var c = lid; c < k4; c += WG) {
-            let d = x[xr + c] - mean;
+            let d = norm_src(xr + c) - mean;
             v += d * d;
         }
         rstd = inverseSqrt(workgroup_sum(lid, v.x + v.y + v.z + v.w) / n + p.eps);

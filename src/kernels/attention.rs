@@ -44,12 +44,16 @@ pub struct AttentionParams {
     pub w0: u32,
     pub nkv: u32,
     pub window: u32,
+    /// `attention_proj`: vec4s of the output projection's outputs, its panel width / 4.
+    pub proj_n4: u32,
+    pub proj_p4: u32,
+    pub _pad: [u32; 2],
 }
 
 impl AttentionParams {
     /// The uniform of `t` queries of `heads` over keys laid out as `kv`, sparse block
     /// size `block` (0: dense, where the kernels read it as such).
-    fn new(t: usize, heads: Heads, kv: KvLayout, block: usize) -> Self {
+    pub(super) fn new(t: usize, heads: Heads, kv: KvLayout, block: usize) -> Self {
         let hs = heads.hs;
         AttentionParams {
             t: t as u32,
@@ -68,6 +72,9 @@ impl AttentionParams {
             w0: 0,
             nkv: heads.nkv as u32,
             window: heads.window as u32,
+            proj_n4: 0,
+            proj_p4: 0,
+            _pad: [0; 2],
         }
     }
 }
@@ -332,7 +339,7 @@ impl<'a> HostAttention<'a> {
         self.qkv.len() / self.heads.qkv_width()
     }
 
-    fn block(&self) -> usize {
+    pub(super) fn block(&self) -> usize {
         self.layout.map_or(0, |l| l.block)
     }
 }
@@ -459,43 +466,80 @@ pub fn run_attention_paged(
     rows: &[[u32; 2]],
 ) -> Result<Vec<f32>> {
     let (t, c) = (rows.len(), h.heads.q_width());
-    let ((k_pool, v_pool), (tables, page)) = match (h.kv, h.paged) {
-        (Some(kv), Some(paged)) => (kv, paged),
-        _ => {
-            return Err(crate::error::Error::InvalidInput(
-                "run_attention_paged needs a paged pool (HostAttention::paged)".into(),
-            ))
-        }
-    };
-    let q = buffers::upload(ctx, "qkv", h.qkv);
-    let k = h.upload_pool(ctx, "k_pool", k_pool);
-    let v = h.upload_pool(ctx, "v_pool", v_pool);
-    let rb = buffers::upload(ctx, "rows", bytemuck::cast_slice(rows));
-    let tb = buffers::upload(ctx, "tables", bytemuck::cast_slice(tables));
-    let out = buffers::storage(ctx, "out", t * c);
-    let (ro, cols) = match h.layout {
-        Some(l) => upload_layout(ctx, l),
-        None => (
-            buffers::storage(ctx, "row_offsets", 4),
-            buffers::storage(ctx, "cols", 4),
-        ),
-    };
-    let bufs = PagedBuffers {
-        qkv: &q,
-        k_pool: &k,
-        v_pool: &v,
-        out: &out,
-        rows: &rb,
-        tables: &tb,
-        row_offsets: &ro,
-        cols: &cols,
-        half: h.half,
-    };
-    let op = attention_paged_op(ctx, pipelines, variant, &bufs);
+    let up = PagedUpload::new(ctx, h, rows, t * c)?;
+    let op = attention_paged_op(ctx, pipelines, variant, &up.buffers());
     submit_pass(ctx, op.name, |pass| {
-        encode_attention_paged(pass, &op, t, h.heads, page, h.block())
+        encode_attention_paged(pass, &op, t, h.heads, up.page, h.block())
     })?;
-    buffers::read_floats(ctx, &out, 0, t * c)
+    buffers::read_floats(ctx, &up.out, 0, t * c)
+}
+
+/// The device copies of a paged attention's host data (`run_attention_paged` and the
+/// kernels reading the same bindings), `out` of `out_floats`.
+pub(super) struct PagedUpload {
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    rows: wgpu::Buffer,
+    tables: wgpu::Buffer,
+    row_offsets: wgpu::Buffer,
+    cols: wgpu::Buffer,
+    pub out: wgpu::Buffer,
+    pub page: usize,
+    half: bool,
+}
+
+impl PagedUpload {
+    /// Upload `h` (which must hold a paged pool) and `rows` (`(table offset,
+    /// position)` per query row).
+    pub(super) fn new(
+        ctx: &GpuContext,
+        h: &HostAttention,
+        rows: &[[u32; 2]],
+        out_floats: usize,
+    ) -> Result<Self> {
+        let ((k_pool, v_pool), (tables, page)) = match (h.kv, h.paged) {
+            (Some(kv), Some(paged)) => (kv, paged),
+            _ => {
+                return Err(crate::error::Error::InvalidInput(
+                    "a paged attention kernel needs a paged pool (HostAttention::paged)".into(),
+                ))
+            }
+        };
+        let (row_offsets, cols) = match h.layout {
+            Some(l) => upload_layout(ctx, l),
+            None => (
+                buffers::storage(ctx, "row_offsets", 4),
+                buffers::storage(ctx, "cols", 4),
+            ),
+        };
+        Ok(PagedUpload {
+            q: buffers::upload(ctx, "qkv", h.qkv),
+            k: h.upload_pool(ctx, "k_pool", k_pool),
+            v: h.upload_pool(ctx, "v_pool", v_pool),
+            rows: buffers::upload(ctx, "rows", bytemuck::cast_slice(rows)),
+            tables: buffers::upload(ctx, "tables", bytemuck::cast_slice(tables)),
+            row_offsets,
+            cols,
+            out: buffers::storage(ctx, "out", out_floats),
+            page,
+            half: h.half,
+        })
+    }
+
+    pub(super) fn buffers(&self) -> PagedBuffers<'_> {
+        PagedBuffers {
+            qkv: &self.q,
+            k_pool: &self.k,
+            v_pool: &self.v,
+            out: &self.out,
+            rows: &self.rows,
+            tables: &self.tables,
+            row_offsets: &self.row_offsets,
+            cols: &self.cols,
+            half: self.half,
+        }
+    }
 }
 
 /// Op of `attention_weights`: a forward's `qkv [T, Q + 2 KV]`, the weights buffer (each

@@ -217,6 +217,14 @@ pub mod prelude {
         TILE16_SUBGROUP = "tile16_subgroup";
         /// The grouped expert matmuls' params, bindings, row sources and store.
         MOE_MATMUL = "moe_matmul";
+        /// `matvec_splitk`'s row read from x as it is (`x_begin`, `x_at`).
+        MATVEC_X = "matvec_x";
+        /// The residual stream with deferred partial rows (`residual_at`).
+        RESIDUAL_PARTS = "residual_parts";
+        /// The residual stream's row staged and normalised in workgroup memory.
+        STAGE_X = "stage_x";
+        /// A decode row's attention of one head by a workgroup (`attend`).
+        ATTEND_WORKGROUP = "attend_workgroup";
     }
 }
 
@@ -269,6 +277,7 @@ const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
+    prelude::MATVEC_X,
 ];
 const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
@@ -278,6 +287,47 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
+    prelude::MATVEC_X,
+];
+// the same reading the residual stream with deferred partial rows, staged
+const MATVEC_STAGED_F32: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+    prelude::RESIDUAL_PARTS,
+    prelude::STAGE_X,
+];
+const MATVEC_STAGED_F16: &[Prelude] = &[
+    prelude::MATVEC_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+    prelude::RESIDUAL_PARTS,
+    prelude::STAGE_X,
+];
+// the whole MLP of a decode row, its residual add deferred
+const MLP_PARTIAL_F32: &[Prelude] = &[
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+    prelude::RESIDUAL_PARTS,
+    prelude::STAGE_X,
+];
+const MLP_PARTIAL_F16: &[Prelude] = &[
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_PROLOGUE,
+    prelude::RESIDUAL_PARTS,
+    prelude::STAGE_X,
 ];
 // the hardware LM head: row groups of wte, the final norm folded in
 const MATVEC_BT_GROUPS_F32: &[Prelude] = &[
@@ -321,6 +371,24 @@ const ATTENTION_PAGED_WG: &[Prelude] = &[
     prelude::KV_READ,
     prelude::PAGED_WALK,
     prelude::WORKGROUP_REDUCE,
+    prelude::ATTEND_WORKGROUP,
+];
+// the same with the output projection's partial rows (its weight type)
+const ATTENTION_PROJ_F32: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::PAGED_WALK,
+    prelude::WORKGROUP_REDUCE,
+    prelude::ATTEND_WORKGROUP,
+    prelude::WEIGHTS_F32,
+];
+const ATTENTION_PROJ_F16: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::PAGED_WALK,
+    prelude::WORKGROUP_REDUCE,
+    prelude::ATTEND_WORKGROUP,
+    prelude::WEIGHTS_F16,
 ];
 // the subgroup kernels (head size 64): their query in separate variables
 const ATTENTION_SUBGROUP: &[Prelude] = &[
@@ -472,6 +540,30 @@ pub const KERNELS: &[Kernel] = &[
         .class(Hardware)
         .half()
         .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_staged", wgsl!("matvec_splitk"))
+        .with(MATVEC_STAGED_F32)
+        .entry("matvec_splitk")
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("matvec_f16_staged", wgsl!("matvec_splitk"))
+        .with(MATVEC_STAGED_F16)
+        .of("matvec_staged")
+        .entry("matvec_splitk")
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("mlp_partial", wgsl!("mlp_partial"))
+        .with(MLP_PARTIAL_F32)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("mlp_partial_f16", wgsl!("mlp_partial"))
+        .with(MLP_PARTIAL_F16)
+        .of("mlp_partial")
+        .entry("mlp_partial")
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(256)),
+    Kernel::new("residual_sum", wgsl!("residual_sum")).with(&[prelude::RESIDUAL_PARTS]),
     Kernel::new("matvec_bt", wgsl!("matvec_bt"))
         .with(MATVEC_BT_F32)
         .class(Software)
@@ -548,6 +640,17 @@ pub const KERNELS: &[Kernel] = &[
     .of("attention_paged")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_proj", wgsl!("attention_proj"))
+        .with(ATTENTION_PROJ_F32)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(64)),
+    Kernel::new("attention_proj_f16", wgsl!("attention_proj"))
+        .with(ATTENTION_PROJ_F16)
+        .of("attention_proj")
+        .entry("attention_proj")
+        .class(Hardware)
+        .half()
+        .workgroup(Workgroup::Fixed(64)),
     Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION_WEIGHTS),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("copy_rows", wgsl!("copy_rows")),

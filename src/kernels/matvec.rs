@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::layer_norm::Norm;
 use super::matmul::{panel_width, store_weights};
+use super::partials::{Deferred, HostResidual};
 use super::Pipelines;
 use super::{submit_pass, HostProduct, LinearBuffers, RowsOp};
 use crate::error::Result;
@@ -31,7 +32,8 @@ pub struct MatvecParams {
     /// The norm prologue's flags ([`fuses_norm`] kernels; 0: x as it is).
     pub norm: u32,
     pub eps: f32,
-    pub _pad: u32,
+    /// The staged kernels: partial rows per row of x (prelude `residual_parts`).
+    pub parts: u32,
 }
 
 /// Epilogue flag: the output is a qkv projection whose keys and values also go to the
@@ -47,6 +49,8 @@ pub use super::matmul::KV_STORE;
 pub struct Fusion {
     pub kv: Option<(usize, usize)>,
     pub norm: Option<Norm>,
+    /// The staged kernels ([`stages`]): x is the residual stream with deferred terms.
+    pub deferred: Option<Deferred>,
 }
 
 /// The pool buffers and slots a qkv projection stores to, and the norm's weight and
@@ -55,12 +59,22 @@ pub struct Fusion {
 pub struct FusionBuffers<'a> {
     pub kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
     pub norm: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The staged kernels: the partial rows, the deferred bias, and `x_out`, where the
+    /// row's first workgroup writes the stream whole.
+    pub deferred: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
 /// Whether `variant` has the norm prologue (the hardware kernels: one workgroup a row
 /// and output block, which takes the row's statistics across its lanes).
 pub fn fuses_norm(variant: &str) -> bool {
-    matches!(variant, "matvec_splitk" | "matvec_f16_splitk")
+    matches!(variant, "matvec_splitk" | "matvec_f16_splitk") || stages(variant)
+}
+
+/// Whether `variant` reads the residual stream with deferred terms, staged in
+/// workgroup memory (`matvec_staged`, `matvec_f16_staged`: the qkv projection of the
+/// hardware decode blocks in three dispatches, [`super::partials`]).
+pub fn stages(variant: &str) -> bool {
+    matches!(variant, "matvec_staged" | "matvec_f16_staged")
 }
 
 /// The norm prologue's flags (`MatvecParams.norm`, `MatvecBtParams.norm`: prelude
@@ -77,7 +91,9 @@ pub const SPLITK_COLS4: usize = 4;
 /// Workgroups of `variant` for `n` outputs when compiled with `wg` lanes.
 fn workgroups(variant: &str, n: usize, wg: usize) -> usize {
     match variant {
-        "matvec_splitk" | "matvec_f16_splitk" => (n / 4).div_ceil(SPLITK_COLS4),
+        "matvec_splitk" | "matvec_f16_splitk" | "matvec_staged" | "matvec_f16_staged" => {
+            (n / 4).div_ceil(SPLITK_COLS4)
+        }
         "matvec_f16_subgroup" => (n / 8).div_ceil(wg),
         _ => (n / 4).div_ceil(wg),
     }
@@ -132,6 +148,10 @@ pub fn matvec_fused_op(
         let (g, b) = fused.norm.unwrap_or((&si.read, &si.read));
         all.extend([g, b]);
     }
+    if stages(variant) {
+        let (parts, bias, x_out) = fused.deferred.unwrap_or((&si.read, &si.read, &si.written));
+        all.extend([parts, bias, x_out]);
+    }
     RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)
 }
 
@@ -159,6 +179,8 @@ pub fn encode_matvec_fused(
     fusion: Fusion,
 ) {
     debug_assert!(fusion.norm.is_none() || fuses_norm(op.name));
+    debug_assert!(fusion.deferred.is_none() || stages(op.name));
+    let deferred = fusion.deferred.unwrap_or_default();
     let gx = workgroups(op.name, n, op.workgroup as usize);
     let (kv_q4, kv4) = fusion.kv.map_or((0, 0), |(q, kv)| (q / 4, kv / 4));
     for (o, row0, groups) in op.cover(rows) {
@@ -172,9 +194,9 @@ pub fn encode_matvec_fused(
             row_end: rows as u32,
             kv_q4: kv_q4 as u32,
             kv4: kv4 as u32,
-            norm: norm_flags(fusion.norm),
+            norm: deferred.flags(fusion.norm),
             eps: fusion.norm.map_or(0.0, |n| n.eps),
-            _pad: 0,
+            parts: deferred.parts as u32,
         };
         o.encode(pass, &p, (gx as u32, groups as u32, 1));
     }
@@ -207,4 +229,48 @@ pub fn run_matvec(
         encode_matvec(pass, &op, rows, n, k, p.flags)
     })?;
     buffers::read_floats(ctx, &out, 0, rows * n)
+}
+
+/// Upload, run `variant` of `matvec_staged` over the stream `r` normalised by `norm`
+/// (weight, bias) and `p`'s weights (`p.x` unused), read back `(out [rows, n], the
+/// rows written whole [rows, k])`.
+pub fn run_matvec_staged(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    r: &HostResidual,
+    (norm, norm_w, norm_b): (Norm, &[f32], Option<&[f32]>),
+    p: &HostProduct,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (rows, n, k) = (r.x.len() / r.c, p.n, p.k);
+    let (x, parts, res_bias) = r.upload(ctx);
+    let w = buffers::upload(ctx, "w", &store_weights(variant, p.w, k, n));
+    let bias = buffers::upload(ctx, "bias", p.bias.unwrap_or(&[0.0; 4]));
+    let out = buffers::storage(ctx, "out", rows * n);
+    let x_out = buffers::storage(ctx, "x_out", rows * k);
+    let g = buffers::upload(ctx, "norm_w", norm_w);
+    let nb = buffers::upload(ctx, "norm_b", norm_b.unwrap_or(&[0.0; 4]));
+    let io = LinearBuffers {
+        x: &x,
+        w: &w,
+        bias: &bias,
+        out: &out,
+    };
+    let fused = FusionBuffers {
+        kv: None,
+        norm: Some((&g, &nb)),
+        deferred: Some((&parts, &res_bias, &x_out)),
+    };
+    let op = matvec_fused_op(ctx, pipelines, variant, &io, fused);
+    let fusion = Fusion {
+        kv: None,
+        norm: Some(norm),
+        deferred: Some(r.deferred()),
+    };
+    submit_pass(ctx, variant, |pass| {
+        encode_matvec_fused(pass, &op, rows, n, k, p.flags, fusion)
+    })?;
+    let mut got = buffers::read_many(ctx, &[(&out, 0, rows * n), (&x_out, 0, rows * k)])?;
+    let whole = got.pop().unwrap_or_default();
+    Ok((got.pop().unwrap_or_default(), whole))
 }

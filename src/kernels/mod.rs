@@ -15,6 +15,7 @@ pub mod matmul_bt;
 pub mod matvec;
 pub mod matvec_bt;
 pub mod moe;
+pub mod partials;
 mod pipelines;
 pub mod rotary;
 pub mod row_norm;

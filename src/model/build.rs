@@ -558,6 +558,7 @@ pub(super) fn bind_ops(
                 let fused = FusionBuffers {
                     kv: pool,
                     norm: Some((g, &nb)),
+                    deferred: None,
                 };
                 matvec_fused_op(ctx, pl, variant, &io, fused)
             });
@@ -588,6 +589,7 @@ pub(super) fn bind_ops(
                     FusionBuffers {
                         kv: pool,
                         norm: None,
+                        deferred: None,
                     },
                 ),
                 normed,

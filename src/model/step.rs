@@ -257,6 +257,7 @@ impl Model {
         let up = Fusion {
             kv: None,
             norm: folded,
+            deferred: None,
         };
         match &blk.mlp {
             MlpOps::Dense {
@@ -368,6 +369,7 @@ impl Model {
             let qkv = Fusion {
                 kv: kv_in_epilogue.then_some((heads.q_width(), heads.kv_width())),
                 norm: folded,
+                deferred: None,
             };
             blk.c_attn.encode_fused(pass, t, path, qkv_b | kv_half, qkv);
             if let Some(rotary) = &blk.rotary {

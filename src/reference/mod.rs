@@ -9,6 +9,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod model;
 pub mod moe;
+pub mod partials;
 pub mod rotary;
 pub mod row_norm;
 pub mod sample;

@@ -151,9 +151,13 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                         let fused = FusionBuffers {
                             kv: Some(pool.bind()),
                             norm: None,
+                            deferred: None,
                         };
                         let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
-                        let fusion = Fusion { kv, norm: None };
+                        let fusion = Fusion {
+                            kv,
+                            ..Fusion::default()
+                        };
                         submit_pass(ctx, "matvec", |pass| {
                             matvec::encode_matvec_fused(pass, &op, rows, n, k, flags, fusion)
                         })
@@ -275,6 +279,7 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
                         FusionBuffers {
                             kv: None,
                             norm: Some((&gb_, &bb_)),
+                            deferred: None,
                         },
                     );
                     let plain_op = matvec::matvec_variant_op(
@@ -301,6 +306,7 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
                     let fusion = Fusion {
                         kv: None,
                         norm: Some(norm),
+                        deferred: None,
                     };
                     submit_pass(ctx, "norm fusion", |pass| {
                         matvec::encode_matvec_fused(pass, &fused_op, rows, n, k, flags, fusion);

@@ -34,6 +34,7 @@ mod lifecycle;
 mod model;
 mod moe;
 mod openai;
+mod partials;
 mod pipeline;
 mod schema;
 mod server;
