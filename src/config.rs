@@ -200,6 +200,21 @@ impl KernelChoice {
     }
 }
 
+/// How a decode step's blocks reach the residual stream with the hardware kernels:
+/// `auto` defers the residual adds of attention's output projection and of the MLP's
+/// down projection as partial rows that the next kernel sums (a GPT-2 block in three
+/// dispatches: qkv, attention with its projection, the whole MLP) where the model
+/// allows it (a dense MLP, `n_embed` ≤ 2048, at most 32 heads, a hidden width split
+/// into at most 32 chunks); `per_linear` keeps one dispatch per linear, each adding
+/// its output in its epilogue (a GPT-2 block in five). The software kernels always
+/// take one dispatch per linear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeBlocks {
+    Auto,
+    PerLinear,
+}
+
 /// The model configuration. Field order is the order clients see in the echo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -240,6 +255,9 @@ pub struct ModelConfig {
     pub kernels: KernelChoice,
     /// Extension: the KV cache's element type (`auto`, `float32`, `float16`).
     pub kv_cache_dtype: KvCacheDtype,
+    /// Extension: how the hardware kernels' decode step adds to the residual stream
+    /// (`auto`: deferred partial rows where the model allows; `per_linear`).
+    pub decode_blocks: DecodeBlocks,
     /// Extension: the model family (`gpt2`, `llama`, `qwen2`, `mistral`, …); with
     /// `model` the directory's `config.json` decides it.
     pub architecture: Family,
@@ -313,6 +331,7 @@ impl Default for ModelConfig {
             dtype: Dtype::Float32,
             kernels: KernelChoice::Auto,
             kv_cache_dtype: KvCacheDtype::Auto,
+            decode_blocks: DecodeBlocks::Auto,
             architecture: Family::Gpt2,
             model: None,
             n_kv_head: None,

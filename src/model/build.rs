@@ -13,9 +13,9 @@ use crate::kernels::LinearBuffers;
 
 use super::kv_pool::KvPool;
 use super::{
-    generate, kv_pool, weights, Activations, BlockOps, BlockWeights, DeviceWeights, Linear, MlpOps,
-    MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps, SharedExpertWeights,
-    SparseAttention, MAX_PREFILL_PARTS,
+    generate, kv_pool, partials, weights, Activations, BlockOps, BlockWeights, DeviceWeights,
+    Linear, MlpOps, MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps,
+    SharedExpertWeights, SparseAttention, MAX_PREFILL_PARTS,
 };
 use crate::config::{Dtype, ModelConfig};
 use crate::error::{Error, Result};
@@ -296,7 +296,11 @@ impl Model {
         let argmax_rows = max_batch.max(MAX_PREFILL_PARTS);
         let argmax_windows = generate::argmax_windows(&weights.wte.chunks);
         let (split_rows, split_floats) = split_scratch(&config, &ctx, &pipelines);
+        let deferred =
+            partials::mlp_shape(&config, config.kernels.hardware(ctx.details.is_software()));
         let act = Activations {
+            partials: deferred
+                .map(|s| partials::PartialActivations::new(&ctx, &config, s, max_batch)),
             ids: buffers::storage(&ctx, "ids", ctxlen),
             positions: buffers::storage(&ctx, "positions", ctxlen),
             kv_rows: buffers::storage(&ctx, "kv rows", 2 * ctxlen),
@@ -462,6 +466,7 @@ impl Model {
                 .map(|b| b.size())
                 .sum::<u64>()
             + moe_bytes
+            + act.partials.as_ref().map_or(0, |p| p.bytes())
             + kv.pages as u64 * kv.page_bytes;
         let hardware_kernels = config.kernels.hardware(ctx.details.is_software());
         Ok(Model {
@@ -891,5 +896,18 @@ pub(super) fn bind_ops(
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
             .collect(),
         lm_head_last: lm_head_over(&a.att),
+        partials: partials::mlp_shape(cfg, hardware)
+            .zip(a.partials.as_ref())
+            .map(|(shape, parts)| {
+                let b = partials::PartialBinding {
+                    ctx,
+                    pl,
+                    act: a,
+                    parts,
+                    kv,
+                    sparse: (ro, cols),
+                };
+                partials::bind(&b, w, cfg, shape)
+            }),
     }
 }

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `build.rs` | upload weights, size activations, bind every dispatch once |
 //! | `step.rs` | one traversal: step kinds, the encoders, the submission |
+//! | `partials.rs` | a decode step's blocks with their residual adds deferred (hardware kernels) |
 //! | `forward.rs` | the forward entry points (one, several, captured) |
 //! | `generate.rs` | prefill and decode steps on the paged KV pool |
 //! | `output.rs` | what a forward returns: top-k, captures |
@@ -29,6 +30,7 @@ pub mod kv_pool;
 pub mod logits;
 pub mod memory;
 pub mod output;
+mod partials;
 pub mod rope;
 pub mod sampling;
 pub mod source;
@@ -189,6 +191,8 @@ pub struct Activations {
     pub split_rows: usize,
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
+    /// The deferred decode blocks' scratch (when the model takes them).
+    pub partials: Option<partials::PartialActivations>,
     /// the largest logit of each row of a decode step (or of each prompt's last row
     /// of a prefill step) per window of a wte chunk ([`ARGMAX_SPAN`]): (id,
     /// value, log-sum-exp) [windows, rows, 3]
@@ -316,6 +320,9 @@ pub struct Ops {
     pub last_rows: Vec<KernelOp>,
     /// LM head over those rows (per wte chunk).
     pub lm_head_last: Vec<RowsOp>,
+    /// A decode step's blocks with their residual adds deferred (hardware kernels,
+    /// `decode_blocks` `auto`, where the model allows).
+    pub partials: Option<partials::PartialOps>,
 }
 
 /// The block-sparse layout of a model and its device copy.

@@ -359,7 +359,16 @@ impl Model {
         let rotary_stores = pooled && self.weights.rope.is_some();
         let kv_in_epilogue = pooled && !rotary_stores;
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
+        // a decode step's blocks with their residual adds deferred (hardware kernels)
+        let deferred = match kind {
+            StepKind::Decode { .. } => ops.partials.as_ref(),
+            _ => None,
+        };
         for (l, blk) in ops.blocks.iter().enumerate() {
+            if let Some(d) = deferred {
+                self.encode_block_deferred(pass, d, l, t);
+                continue;
+            }
             // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
             // folded into the qkv projection of a decode step (hardware kernels)
             let folded = blk.c_attn.folds(path, norm);
@@ -452,6 +461,9 @@ impl Model {
             if let Some(lens) = lens {
                 encode_copy_rows(pass, &lens.save[l], t * c, 0, l * t * c);
             }
+        }
+        if let Some(d) = deferred {
+            self.encode_stream_whole(pass, d, t);
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte or its own; a decode step's
         // hardware LM head folds ln_f in

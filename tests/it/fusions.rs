@@ -447,19 +447,32 @@ fn a_decode_step_takes_the_fused_dispatches() {
     // folded in, GELU), down projection (+ residual) = 5; the software kernels keep
     // the two norms = 7. Around the blocks: embedding, LM head (ln_f folded in with
     // the hardware kernels), argmax.
+    // With the residual adds deferred (`decode_blocks` auto, the hardware kernels'
+    // default): qkv (the stream made whole, ln_1 folded in), attention with its output
+    // projection, the whole MLP = 3, and the stream made whole before the LM head.
+    let per_linear = serde_json::json!({"decode_blocks": "per_linear"});
     for dtype in ["float32", "float16"] {
-        let hw = decode_dispatches("hardware", dtype, serde_json::json!({}));
+        let deferred = decode_dispatches("hardware", dtype, serde_json::json!({}));
+        let hw = decode_dispatches("hardware", dtype, per_linear.clone());
         let sw = decode_dispatches("software", dtype, serde_json::json!({}));
+        assert_eq!(deferred, 3 * 3 + 4, "GPT-2 {dtype}, deferred blocks");
         assert_eq!(hw, 3 * 5 + 3, "GPT-2 {dtype}, hardware kernels");
         assert_eq!(sw, 3 * 7 + 4, "GPT-2 {dtype}, software kernels");
     }
     // a Llama block: qkv (RMSNorm folded in), rotary (storing the keys and values),
     // attention, output projection, gate | up (RMSNorm folded in), SwiGLU, down = 7
-    // with the hardware kernels; the software ones keep the two norms = 9
+    // with the hardware kernels (deferred: qkv, rotary, attention with its projection,
+    // MLP = 4); the software ones keep the two norms = 9
     let llama =
         serde_json::json!({"architecture": "llama", "n_kv_head": 1, "intermediate_size": 128});
+    let mut llama_per_linear = llama.clone();
+    llama_per_linear["decode_blocks"] = "per_linear".into();
     assert_eq!(
         decode_dispatches("hardware", "float32", llama.clone()),
+        3 * 4 + 4
+    );
+    assert_eq!(
+        decode_dispatches("hardware", "float32", llama_per_linear),
         3 * 7 + 3
     );
     assert_eq!(
@@ -560,6 +573,65 @@ fn a_decode_step_draws_on_the_device_as_the_host_samples() {
                 .collect();
             assert_eq!(got, want, "{kernels} {chunks} chunks, step {step}");
             next = got;
+        }
+    }
+}
+
+/// Decode logits (prefill 6, then a step a token, 8 steps) of a seeded 3-block model of
+/// `family` with the hardware kernels and `decode_blocks`, weights `dtype`, cache `kv`.
+fn hardware_steps(family: &str, dtype: &str, kv: &str, blocks: &str) -> Vec<Vec<f32>> {
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 64, "n_layer": 3, "n_head": 4, "n_embed": 64,
+        "seed": 5, "kernels": "hardware", "architecture": family, "dtype": dtype,
+        "n_kv_head": if family == "gpt2" { 4 } else { 2 },
+        "kv_cache_dtype": kv, "decode_blocks": blocks,
+    }))
+    .unwrap();
+    let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    assert_eq!(model.ops.partials.is_some(), blocks == "auto");
+    let all: Vec<u32> = (0..14).map(|i| (i * 37 + 11) % 300).collect();
+    let mut s = model.kv_reserve(32).unwrap().unwrap();
+    let mut out = vec![model.extend(&mut s, &all[..6]).unwrap()];
+    for &id in &all[6..] {
+        out.push(model.extend(&mut s, &[id]).unwrap());
+    }
+    out
+}
+
+#[test]
+fn deferred_decode_blocks_equal_one_dispatch_per_linear() {
+    // The decode blocks with their residual adds deferred as partial rows give the
+    // logits of one dispatch per linear within f32 rounding (the sums are grouped
+    // differently, so not bit for bit), for GPT-2 (LayerNorm, biases, GELU) and Llama
+    // (RMSNorm, rotary, grouped-query attention, SwiGLU), f32 and half-float weights and
+    // caches, over 8 steps: the stream carried from block to block (x, x2, the partial
+    // rows) is the stream.
+    for family in ["gpt2", "llama"] {
+        for (dtype, kv) in [
+            ("float32", "float32"),
+            ("float16", "float16"),
+            ("float32", "float16"),
+        ] {
+            let deferred = hardware_steps(family, dtype, kv, "auto");
+            let per_linear = hardware_steps(family, dtype, kv, "per_linear");
+            let name = format!("{family} {dtype} weights, {kv} cache");
+            // the prefill is the same traversal in both
+            assert_eq!(
+                reference::bits_differ(&deferred[0], &per_linear[0]),
+                0,
+                "{name}: prefill"
+            );
+            for (i, (a, b)) in deferred.iter().zip(&per_linear).enumerate().skip(1) {
+                assert_close(&format!("{name} step {i}"), a, b, 1e-4, 1e-4);
+            }
+            assert!(
+                deferred[1..]
+                    .iter()
+                    .zip(&per_linear[1..])
+                    .any(|(a, b)| a != b),
+                "{name}: the deferred blocks gave the per-linear logits bit for bit"
+            );
         }
     }
 }

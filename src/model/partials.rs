@@ -1,0 +1,261 @@
+//! A decode step's blocks with their residual adds deferred (`kernels::partials`; the
+//! hardware kernels, config `decode_blocks` `auto`): a block is the qkv projection
+//! reading the stream whole (`matvec_staged`: x + the previous MLP's partial rows,
+//! ln_1 folded in, keys and values to the pool), the rotary kernel for the rotary
+//! families, attention with each head's share of the output projection
+//! (`attention_proj`), and the whole MLP leaving each chunk's share of the down
+//! projection (`mlp_partial`: x + the heads' partial rows, ln_2 folded in). The stream
+//! alternates between `x` and `x2`: the qkv projection reads `x` and writes it whole to
+//! `x2`, the MLP reads `x2` and writes `x`; after the last block `residual_sum` makes
+//! `x` whole for the LM head. A GPT-2 step is then 3 dispatches a block.
+
+use super::{BlockWeights, DeviceWeights, MlpWeights, Model};
+use crate::config::{DecodeBlocks, ModelConfig};
+use crate::gpu::{buffers, GpuContext};
+use crate::kernels::attention::PagedBuffers;
+use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers};
+use crate::kernels::partials::{
+    attention_proj_op, attention_proj_variant, encode_attention_proj, encode_mlp_partial,
+    encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant, residual_sum_op, staged_variant,
+    Deferred, MlpAct, MlpBuffers, MlpShape, MAX_PARTS, MAX_STAGE,
+};
+use crate::kernels::{KernelOp, LinearBuffers, Pipelines, RowsOp};
+
+/// The MLP shape of a model whose decode steps take the deferred blocks, or `None`
+/// (software kernels, `decode_blocks` `per_linear`, an MoE model, a stream wider than
+/// the staging kernels hold, more heads or hidden chunks than a kernel sums).
+pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
+    let (c, h, heads) = (cfg.n_embed, cfg.ffn_hidden(), cfg.heads());
+    let fits = hardware
+        && cfg.decode_blocks == DecodeBlocks::Auto
+        && !cfg.use_moe
+        && c.is_multiple_of(4)
+        && c <= MAX_STAGE
+        && heads.nh <= MAX_PARTS
+        && heads.hs.is_multiple_of(4)
+        && heads.hs <= 128;
+    let chunk = mlp_chunk(h).filter(|_| fits)?;
+    Some(MlpShape {
+        c,
+        h,
+        chunk,
+        act: if cfg.architecture.llama_like() {
+            MlpAct::SwiGlu
+        } else {
+            MlpAct::Gelu
+        },
+        up_bias: cfg.has_mlp_bias(),
+    })
+}
+
+/// The deferred blocks' scratch: the stream's second buffer and the partial rows of
+/// the heads and of the MLP's chunks, for a decode batch of `max_batch` rows.
+pub struct PartialActivations {
+    pub x2: wgpu::Buffer,
+    pub attn: wgpu::Buffer,
+    pub mlp: wgpu::Buffer,
+}
+
+impl PartialActivations {
+    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: MlpShape, max_batch: usize) -> Self {
+        let c = cfg.n_embed;
+        PartialActivations {
+            x2: buffers::storage(ctx, "x2", max_batch * c),
+            attn: buffers::storage(ctx, "attention partial rows", max_batch * cfg.n_head * c),
+            mlp: buffers::storage(ctx, "mlp partial rows", max_batch * shape.parts() * c),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.x2.size() + self.attn.size() + self.mlp.size()
+    }
+}
+
+/// One block's deferred dispatches.
+pub struct PartialBlockOps {
+    pub qkv: RowsOp,
+    pub attn: KernelOp,
+    pub mlp: KernelOp,
+}
+
+/// Every deferred dispatch of a decode step.
+pub struct PartialOps {
+    pub shape: MlpShape,
+    pub blocks: Vec<PartialBlockOps>,
+    /// x made whole after the last block.
+    pub residual: KernelOp,
+}
+
+/// What a block's deferred dispatches bind besides its weights.
+pub struct PartialBinding<'a> {
+    pub ctx: &'a GpuContext,
+    pub pl: &'a Pipelines,
+    pub act: &'a super::Activations,
+    pub parts: &'a PartialActivations,
+    pub kv: &'a super::kv_pool::KvPool,
+    /// The block-sparse layout's CSR (or stand-ins).
+    pub sparse: (&'a wgpu::Buffer, &'a wgpu::Buffer),
+}
+
+/// Bind the deferred dispatches of every block of `w` (dense MLPs: the caller checked
+/// [`mlp_shape`]).
+pub fn bind(
+    b: &PartialBinding,
+    w: &DeviceWeights,
+    cfg: &ModelConfig,
+    shape: MlpShape,
+) -> PartialOps {
+    let (a, p) = (b.act, b.parts);
+    let half = cfg.dtype == crate::config::Dtype::Float16;
+    let or_dummy = |x: &Option<wgpu::Buffer>| x.clone().unwrap_or_else(|| a.dummy.clone());
+    let down_bias = |blk: &BlockWeights| match &blk.mlp {
+        MlpWeights::Dense { fc_proj_b, .. } => or_dummy(fc_proj_b),
+        MlpWeights::Moe { .. } => unreachable!("deferred blocks have dense MLPs"),
+    };
+    let blocks = w
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(l, blk)| {
+            let MlpWeights::Dense {
+                fc_w,
+                fc_b,
+                fc_proj_w,
+                ..
+            } = &blk.mlp
+            else {
+                unreachable!("deferred blocks have dense MLPs")
+            };
+            // the stream x + the previous block's MLP partial rows (its down bias)
+            let prev_bias = match l {
+                0 => a.dummy.clone(),
+                _ => down_bias(&w.blocks[l - 1]),
+            };
+            let bias = or_dummy(&blk.attn_b);
+            let ln_1_b = or_dummy(&blk.ln_1_b);
+            let io = LinearBuffers {
+                x: &a.x,
+                w: &blk.attn_w,
+                bias: &bias,
+                out: &a.qkv,
+            };
+            let fused = FusionBuffers {
+                kv: w
+                    .rope
+                    .is_none()
+                    .then_some((&b.kv.k[l], &b.kv.v[l], &a.kv_slots)),
+                norm: Some((&blk.ln_1_w, &ln_1_b)),
+                deferred: Some((&p.mlp, &prev_bias, &p.x2)),
+            };
+            let paged = PagedBuffers {
+                qkv: &a.qkv,
+                k_pool: &b.kv.k[l],
+                v_pool: &b.kv.v[l],
+                out: &p.attn,
+                rows: &a.kv_rows,
+                tables: &a.kv_tables,
+                row_offsets: b.sparse.0,
+                cols: b.sparse.1,
+                half: b.kv.half,
+            };
+            let mlp = MlpBuffers {
+                x: &p.x2,
+                parts: &p.attn,
+                res_bias: &or_dummy(&blk.proj_b),
+                x_out: &a.x,
+                norm_w: &blk.ln_2_w,
+                norm_b: &or_dummy(&blk.ln_2_b),
+                w_up: fc_w,
+                b_up: &or_dummy(fc_b),
+                w_down: fc_proj_w,
+                out: &p.mlp,
+            };
+            PartialBlockOps {
+                qkv: matvec_fused_op(b.ctx, b.pl, staged_variant(half), &io, fused),
+                attn: attention_proj_op(
+                    b.ctx,
+                    b.pl,
+                    attention_proj_variant(half),
+                    &paged,
+                    &blk.proj_w,
+                ),
+                mlp: mlp_partial_op(b.ctx, b.pl, mlp_variant(half), &mlp),
+            }
+        })
+        .collect();
+    let last = w.blocks.last().map_or_else(|| a.dummy.clone(), down_bias);
+    PartialOps {
+        shape,
+        blocks,
+        residual: residual_sum_op(b.ctx, b.pl, &a.x, &p.mlp, &last),
+    }
+}
+
+impl Model {
+    /// Record block `l` of a decode step of `t` rows through the deferred dispatches
+    /// (`x` holds the stream's base, and after the first block the previous MLP's
+    /// partial rows are pending).
+    pub(super) fn encode_block_deferred(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        ops: &PartialOps,
+        l: usize,
+        t: usize,
+    ) {
+        use crate::kernels::matmul::{BIAS, KV_HALF};
+        let cfg = &self.config;
+        let (c, heads, norm) = (cfg.n_embed, cfg.heads(), self.norm());
+        let blk = &ops.blocks[l];
+        let pending_mlp = Deferred {
+            parts: if l == 0 { 0 } else { ops.shape.parts() },
+            bias: l > 0 && cfg.has_mlp_bias(),
+        };
+        let rotary = &self.ops.blocks[l].rotary;
+        let qkv = Fusion {
+            kv: rotary
+                .is_none()
+                .then_some((heads.q_width(), heads.kv_width())),
+            norm: Some(norm),
+            deferred: Some(pending_mlp),
+        };
+        let mut flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
+        if self.kv.half {
+            flags |= KV_HALF;
+        }
+        encode_matvec_fused(pass, &blk.qkv, t, heads.qkv_width(), c, flags, qkv);
+        if let Some(op) = rotary {
+            let store = Some((heads.nh, self.kv.half));
+            let w = heads.qkv_width();
+            crate::kernels::rotary::encode_rotary(
+                pass,
+                op,
+                t,
+                w,
+                heads.nh + heads.nkv,
+                heads.hs,
+                store,
+            );
+        }
+        let page = (super::kv_pool::PAGE, self.attention_block());
+        encode_attention_proj(pass, &blk.attn, t, heads, page, c);
+        let pending_heads = Deferred {
+            parts: heads.nh,
+            bias: cfg.has_o_bias(),
+        };
+        encode_mlp_partial(pass, &blk.mlp, t, ops.shape, pending_heads, norm);
+    }
+
+    /// Record x made whole after the last deferred block.
+    pub(super) fn encode_stream_whole(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        ops: &PartialOps,
+        t: usize,
+    ) {
+        let pending = Deferred {
+            parts: ops.shape.parts(),
+            bias: self.config.has_mlp_bias(),
+        };
+        encode_residual_sum(pass, &ops.residual, t, self.config.n_embed, pending);
+    }
+}
