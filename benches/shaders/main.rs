@@ -147,6 +147,9 @@ fn main() {
     if b.wants("gpt2_profile") {
         model::gpt2_profile(&mut b, &device);
     }
+    if b.wants("gpt2_blocks") {
+        model::gpt2_blocks(&mut b, &device);
+    }
     if b.wants("moe") {
         model::moe(&mut b, &device);
     }

@@ -625,6 +625,46 @@ pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
     });
 }
 
+/// GPT-2 small with the hardware kernels (on any adapter): decode steps with the
+/// residual adds deferred (`decode_blocks` auto, 3 dispatches a block) against one
+/// dispatch per linear (5 a block), f32 and f16, in two interleaved rounds: one
+/// generation, and 16 with the device's argmax. Then each one-row step's profile.
+pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    for dtype in ["float32", "float16"] {
+        let models: Vec<(Model, String)> = ["auto", "per_linear"]
+            .into_iter()
+            .map(|blocks| {
+                let cfg = ModelConfig::from_value(serde_json::json!({
+                    "dtype": dtype, "kernels": "hardware", "decode_blocks": blocks,
+                }))
+                .expect("config");
+                let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+                let half = if dtype == "float16" { " f16" } else { "" };
+                let how = if blocks == "auto" {
+                    "deferred"
+                } else {
+                    "per linear"
+                };
+                (model, format!("{half} hw {how}"))
+            })
+            .collect();
+        for round in 0..2 {
+            if !b.json {
+                println!("round {round}");
+            }
+            for (model, tag) in &models {
+                b.decode(model, 64, 32, tag);
+                b.decode_batch(model, 16, 64, 16, Pick::DeviceArgmax, tag);
+            }
+        }
+        for (model, tag) in &models {
+            b.profile_steps(model, BATCH, tag);
+        }
+    }
+}
+
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
 /// prefill traversal, f32 and f16.
 pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {

@@ -162,3 +162,11 @@ fn run_norm(
     })?;
     buffers::read_floats(ctx, &yb, 0, t * c)
 }
+
+/// The norm prologue's flags (`MatvecParams.norm`, `MatvecBtParams.norm`: prelude
+/// `norm_prologue`).
+pub(super) fn norm_flags(norm: Option<Norm>) -> u32 {
+    norm.map_or(0, |n| {
+        1 | (if n.rms { 2 } else { 0 }) | (if n.bias { 4 } else { 0 })
+    })
+}

@@ -77,14 +77,6 @@ pub fn stages(variant: &str) -> bool {
     matches!(variant, "matvec_staged" | "matvec_f16_staged")
 }
 
-/// The norm prologue's flags (`MatvecParams.norm`, `MatvecBtParams.norm`: prelude
-/// `norm_prologue`).
-pub(super) fn norm_flags(norm: Option<Norm>) -> u32 {
-    norm.map_or(0, |n| {
-        1 | (if n.rms { 2 } else { 0 }) | (if n.bias { 4 } else { 0 })
-    })
-}
-
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
 pub const SPLITK_COLS4: usize = 4;
 

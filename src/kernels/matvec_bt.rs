@@ -4,8 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::layer_norm::norm_flags;
 use super::layer_norm::Norm;
-use super::matvec::norm_flags;
 use super::Pipelines;
 use super::{submit_pass, HostProduct, RowsOp};
 use crate::error::Result;

@@ -11,9 +11,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::attention::{AttentionParams, Heads, KvLayout, PagedBuffers};
+use super::layer_norm::norm_flags;
 use super::layer_norm::Norm;
 use super::matmul::{panel_width, store_weights};
-use super::matvec::norm_flags;
 use super::{submit_pass, KernelOp, Pipelines};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};

@@ -192,7 +192,7 @@ pub struct Activations {
     /// Mixture-of-Experts scratch (when `use_moe`).
     pub moe: Option<MoeActivations>,
     /// The deferred decode blocks' scratch (when the model takes them).
-    pub partials: Option<partials::PartialActivations>,
+    pub partials: Option<PartialActivations>,
     /// the largest logit of each row of a decode step (or of each prompt's last row
     /// of a prefill step) per window of a wte chunk ([`ARGMAX_SPAN`]): (id,
     /// value, log-sum-exp) [windows, rows, 3]
@@ -322,7 +322,30 @@ pub struct Ops {
     pub lm_head_last: Vec<RowsOp>,
     /// A decode step's blocks with their residual adds deferred (hardware kernels,
     /// `decode_blocks` `auto`, where the model allows).
-    pub partials: Option<partials::PartialOps>,
+    pub partials: Option<PartialOps>,
+}
+
+/// The deferred decode blocks' scratch (`partials.rs`): the stream's second buffer and the partial rows of
+/// the heads and of the MLP's chunks, for a decode batch of `max_batch` rows.
+pub struct PartialActivations {
+    pub x2: wgpu::Buffer,
+    pub attn: wgpu::Buffer,
+    pub mlp: wgpu::Buffer,
+}
+
+/// One block's deferred dispatches.
+pub struct PartialBlockOps {
+    pub qkv: RowsOp,
+    pub attn: KernelOp,
+    pub mlp: KernelOp,
+}
+
+/// Every deferred dispatch of a decode step.
+pub struct PartialOps {
+    pub shape: crate::kernels::partials::MlpShape,
+    pub blocks: Vec<PartialBlockOps>,
+    /// x made whole after the last block.
+    pub residual: KernelOp,
 }
 
 /// The block-sparse layout of a model and its device copy.

@@ -9,7 +9,9 @@
 //! `x2`, the MLP reads `x2` and writes `x`; after the last block `residual_sum` makes
 //! `x` whole for the LM head. A GPT-2 step is then 3 dispatches a block.
 
-use super::{BlockWeights, DeviceWeights, MlpWeights, Model};
+use super::{
+    BlockWeights, DeviceWeights, MlpWeights, Model, PartialActivations, PartialBlockOps, PartialOps,
+};
 use crate::config::{DecodeBlocks, ModelConfig};
 use crate::gpu::{buffers, GpuContext};
 use crate::kernels::attention::PagedBuffers;
@@ -19,7 +21,7 @@ use crate::kernels::partials::{
     encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant, residual_sum_op, staged_variant,
     Deferred, MlpAct, MlpBuffers, MlpShape, MAX_PARTS, MAX_STAGE,
 };
-use crate::kernels::{KernelOp, LinearBuffers, Pipelines, RowsOp};
+use crate::kernels::{LinearBuffers, Pipelines};
 
 /// The MLP shape of a model whose decode steps take the deferred blocks, or `None`
 /// (software kernels, `decode_blocks` `per_linear`, an MoE model, a stream wider than
@@ -48,14 +50,6 @@ pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
     })
 }
 
-/// The deferred blocks' scratch: the stream's second buffer and the partial rows of
-/// the heads and of the MLP's chunks, for a decode batch of `max_batch` rows.
-pub struct PartialActivations {
-    pub x2: wgpu::Buffer,
-    pub attn: wgpu::Buffer,
-    pub mlp: wgpu::Buffer,
-}
-
 impl PartialActivations {
     pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: MlpShape, max_batch: usize) -> Self {
         let c = cfg.n_embed;
@@ -69,21 +63,6 @@ impl PartialActivations {
     pub fn bytes(&self) -> u64 {
         self.x2.size() + self.attn.size() + self.mlp.size()
     }
-}
-
-/// One block's deferred dispatches.
-pub struct PartialBlockOps {
-    pub qkv: RowsOp,
-    pub attn: KernelOp,
-    pub mlp: KernelOp,
-}
-
-/// Every deferred dispatch of a decode step.
-pub struct PartialOps {
-    pub shape: MlpShape,
-    pub blocks: Vec<PartialBlockOps>,
-    /// x made whole after the last block.
-    pub residual: KernelOp,
 }
 
 /// What a block's deferred dispatches bind besides its weights.

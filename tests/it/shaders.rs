@@ -6,8 +6,8 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::kernels::catalogue::prelude;
 use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe, rotary,
-    row_norm, swiglu, token_rank,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe,
+    partials, rotary, row_norm, swiglu, token_rank,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -179,6 +179,33 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4]
     );
+    check_twin!(
+        "attention_proj",
+        AttentionParams,
+        attention::AttentionParams,
+        [
+            t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block, page, t0, table0, w0,
+            nkv, window, proj_n4, proj_p4
+        ]
+    );
+    check_twin!(
+        "matvec_staged",
+        MatvecParams,
+        matvec::MatvecParams,
+        [n4, k4, flags, p4, rows, row0, row_end, kv_q4, kv4, norm, eps, parts]
+    );
+    check_twin!(
+        "mlp_partial",
+        MlpParams,
+        partials::MlpParams,
+        [k4, parts, norm, eps, flags, h4, chunk4, up_p4, down_p4]
+    );
+    check_twin!(
+        "residual_sum",
+        ResidualParams,
+        partials::ResidualParams,
+        [k4, parts, norm, rows]
+    );
     for shader in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
         check_twin!(
             shader,
@@ -238,6 +265,7 @@ fn uniform_structs_match_rust_twins() {
         "matvec_f16_subgroup",
         "matvec_splitk",
         "matvec_f16_splitk",
+        "matvec_f16_staged",
     ] {
         let (size, _) = layout(shader, "MatvecParams");
         assert_eq!(
