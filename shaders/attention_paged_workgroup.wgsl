@@ -8,10 +8,7 @@
 
 override WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> p: AttentionParams;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;        // [T, 3C]
-@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
-@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;     // [pool rows, C] (prelude kv_read)
+// bindings 0-3 (p, qkv, k, v): prelude attend_workgroup
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;        // [T, C]
 // bindings 5-8 (rows, tables, row_offsets, cols): prelude paged_walk
 

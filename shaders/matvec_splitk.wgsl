@@ -45,8 +45,6 @@ override COLS4: u32 = 4u;
 @group(0) @binding(11) var<storage, read> res_bias: array<vec4<f32>>; // [K] (STAGE_BIAS; or a dummy)
 @group(0) @binding(12) var<storage, read_write> x_out: array<vec4<f32>>; // [R, K]
 
-var<workgroup> part: array<vec4<f32>, 256>;
-
 @compute @workgroup_size(WG)
 fn matvec_splitk(
     @builtin(local_invocation_index) lid: u32,
@@ -67,15 +65,8 @@ fn matvec_splitk(
             acc += x_at(row, r, st) * load_w4(w[base + r * p4]);
         }
     }
-    part[lid] = acc;
-    workgroupBarrier();
-    for (var s = groups / 2u; s > 0u; s = s / 2u) {
-        if (g < s) {
-            part[lid] += part[lid + s * COLS4];
-        }
-        workgroupBarrier();
-    }
+    let sum = sum_groups(lid, COLS4, acc); // prelude splitk_reduce
     if (g == 0u && live) {
-        store_row(part[c], col, row); // prelude matvec_params
+        store_row(sum, col, row); // prelude matvec_params
     }
 }

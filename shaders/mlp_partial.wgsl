@@ -13,7 +13,8 @@
 // w_up `[C, H]` (SwiGLU `[C, 2H]`) and w_down `[H, C]` are stored in column panels as
 // for `matvec` (p.up_p4, p.down_p4: panel widths / 4). Every row is computed by the
 // same code: its numbers do not depend on its batch. Preludes: the weight type `W` /
-// `load_w4`, gelu, workgroup_reduce, norm_prologue, residual_parts, stage_x.
+// `load_w4`, gelu, workgroup_reduce, norm_prologue, residual_parts, stage_x,
+// splitk_reduce.
 
 override WG: u32 = 256u;
 
@@ -49,7 +50,6 @@ const MLP_SWIGLU: u32 = 4u;
 @group(0) @binding(9) var<storage, read> w_down: array<W>;             // [H, C] in panels
 @group(0) @binding(10) var<storage, read_write> out: array<vec4<f32>>; // [R, H / CH, C]
 
-var<workgroup> part: array<vec4<f32>, 256>;
 var<workgroup> hid: array<vec4<f32>, 32>;
 
 @compute @workgroup_size(WG)
@@ -80,16 +80,14 @@ fn mlp_partial(
     for (var r = g; r < 4u * k4; r += groups) {
         acc += x_at(row, r, st) * load_w4(w_up[up_base + r * p.up_p4]);
     }
-    part[lid] = acc;
-    workgroupBarrier();
-    for (var s = groups / 2u; s > 0u; s = s / 2u) {
-        if (g < s) {
-            part[lid] += part[lid + s * cols];
+    let sum = sum_groups(lid, cols, acc); // prelude splitk_reduce
+    workgroupBarrier(); // every lane has read its sum before `part` holds the columns
+    if (g == 0u) {
+        var o = sum;
+        if ((p.flags & MLP_BIAS) != 0u) {
+            o += b_up[col];
         }
-        workgroupBarrier();
-    }
-    if (g == 0u && (p.flags & MLP_BIAS) != 0u) {
-        part[c] += b_up[col];
+        part[c] = o;
     }
     workgroupBarrier();
     if (lid < ch4) {

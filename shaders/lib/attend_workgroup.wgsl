@@ -9,9 +9,14 @@
 //      (consecutive lanes read consecutive floats of a value row).
 // Across chunks the softmax is online (running max m and normaliser l), in f32.
 // Block-sparse (p.block > 0): the walk visits the listed key blocks of the query's
-// block (prelude `paged_walk`), keys after the query masked. WG = 64. The kernel
-// declares the attention bindings (`qkv`, `k`, `v`, prelude paged_walk's); preludes
-// attention, kv_read, paged_walk, workgroup_reduce.
+// block (prelude `paged_walk`), keys after the query masked. WG = 64. Bindings 0-3
+// here; the kernel declares `WG` and binding 4, its output; preludes attention,
+// kv_read, paged_walk (bindings 5-8), workgroup_reduce.
+
+@group(0) @binding(0) var<uniform> p: AttentionParams;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;    // [T, Q + 2 KV]
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;      // [pool rows, KV] (prelude kv_read)
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;      // [pool rows, KV] (prelude kv_read)
 
 const CHUNK: u32 = 512u;
 const MAX_HS: u32 = 128u; // MAX_HS4 * 4

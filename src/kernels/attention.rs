@@ -408,6 +408,22 @@ pub struct PagedBuffers<'a> {
     pub half: bool,
 }
 
+impl PagedBuffers<'_> {
+    /// The buffers in binding order (1 ..).
+    pub fn bindings(&self) -> [&wgpu::Buffer; 8] {
+        [
+            self.qkv,
+            self.k_pool,
+            self.v_pool,
+            self.out,
+            self.rows,
+            self.tables,
+            self.row_offsets,
+            self.cols,
+        ]
+    }
+}
+
 /// Op of a paged kernel (`variant` of op `attention_paged`).
 pub fn attention_paged_op(
     ctx: &GpuContext,
@@ -415,22 +431,7 @@ pub fn attention_paged_op(
     variant: &'static str,
     b: &PagedBuffers,
 ) -> KernelOp {
-    KernelOp::with_spec::<AttentionParams>(
-        ctx,
-        pipelines,
-        variant,
-        (1, b.half),
-        &[
-            b.qkv,
-            b.k_pool,
-            b.v_pool,
-            b.out,
-            b.rows,
-            b.tables,
-            b.row_offsets,
-            b.cols,
-        ],
-    )
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &b.bindings())
 }
 
 /// Record attention of `t` rows of `heads` over the paged pool with pages of `page`

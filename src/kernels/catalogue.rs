@@ -225,6 +225,8 @@ pub mod prelude {
         STAGE_X = "stage_x";
         /// A decode row's attention of one head by a workgroup (`attend`).
         ATTEND_WORKGROUP = "attend_workgroup";
+        /// The split-K sum of the hardware matrix-vector kernels (`sum_groups`).
+        SPLITK_REDUCE = "splitk_reduce";
     }
 }
 
@@ -278,6 +280,7 @@ const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
+    prelude::SPLITK_REDUCE,
 ];
 const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
@@ -288,6 +291,7 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
+    prelude::SPLITK_REDUCE,
 ];
 // the same reading the residual stream with deferred partial rows, staged
 const MATVEC_STAGED_F32: &[Prelude] = &[
@@ -300,6 +304,7 @@ const MATVEC_STAGED_F32: &[Prelude] = &[
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
+    prelude::SPLITK_REDUCE,
 ];
 const MATVEC_STAGED_F16: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
@@ -311,6 +316,7 @@ const MATVEC_STAGED_F16: &[Prelude] = &[
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
+    prelude::SPLITK_REDUCE,
 ];
 // the whole MLP of a decode row, its residual add deferred
 const MLP_PARTIAL_F32: &[Prelude] = &[
@@ -320,6 +326,7 @@ const MLP_PARTIAL_F32: &[Prelude] = &[
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
+    prelude::SPLITK_REDUCE,
 ];
 const MLP_PARTIAL_F16: &[Prelude] = &[
     prelude::WEIGHTS_F16,
@@ -328,6 +335,7 @@ const MLP_PARTIAL_F16: &[Prelude] = &[
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
+    prelude::SPLITK_REDUCE,
 ];
 // the hardware LM head: row groups of wte, the final norm folded in
 const MATVEC_BT_GROUPS_F32: &[Prelude] = &[

@@ -216,23 +216,9 @@ pub fn attention_proj_op(
     b: &PagedBuffers,
     w_o: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::with_spec::<AttentionParams>(
-        ctx,
-        pipelines,
-        variant,
-        (1, b.half),
-        &[
-            b.qkv,
-            b.k_pool,
-            b.v_pool,
-            b.out,
-            b.rows,
-            b.tables,
-            b.row_offsets,
-            b.cols,
-            w_o,
-        ],
-    )
+    let mut all = b.bindings().to_vec();
+    all.push(w_o);
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &all)
 }
 
 /// Record attention of `t` rows of `heads` over the paged pool (pages of `page`
