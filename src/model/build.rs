@@ -299,7 +299,10 @@ impl Model {
         let deferred =
             partials::mlp_shape(&config, config.kernels.hardware(ctx.details.is_software()));
         let act = Activations {
-            partials: deferred.map(|s| super::PartialActivations::new(&ctx, &config, s, max_batch)),
+            partials: deferred.map(|s| {
+                let rows = max_batch.max(partials::PREFILL_ROWS).min(ctxlen);
+                super::PartialActivations::new(&ctx, &config, s, rows)
+            }),
             ids: buffers::storage(&ctx, "ids", ctxlen),
             positions: buffers::storage(&ctx, "positions", ctxlen),
             kv_rows: buffers::storage(&ctx, "kv rows", 2 * ctxlen),

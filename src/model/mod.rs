@@ -331,6 +331,8 @@ pub struct PartialActivations {
     pub x2: wgpu::Buffer,
     pub attn: wgpu::Buffer,
     pub mlp: wgpu::Buffer,
+    /// Rows a step may have (the decode batch's, or a short prefill chunk's).
+    pub rows: usize,
 }
 
 /// One block's deferred dispatches.

@@ -7,7 +7,15 @@
 //! projection (`mlp_partial`: x + the heads' partial rows, ln_2 folded in). The stream
 //! alternates between `x` and `x2`: the qkv projection reads `x` and writes it whole to
 //! `x2`, the MLP reads `x2` and writes `x`; after the last block `residual_sum` makes
-//! `x` whole for the LM head. A GPT-2 step is then 3 dispatches a block.
+//! `x` whole for the LM head. A GPT-2 step is then 3 dispatches a block. A prefill
+//! chunk of at most [`PREFILL_ROWS`] rows takes the same dispatches (each row attends
+//! through its own page table and position, as a decode row does): on a GPU a few rows
+//! are latency-bound, and the split-K matrix-vector kernels took 16 rows of 3072 → 768
+//! in 0.038 ms on the H200 against 0.22 ms for the tiled matmul.
+
+/// Rows a prefill chunk may have to take the deferred blocks (larger chunks take the
+/// matmul, which reads each weight once for many rows).
+pub const PREFILL_ROWS: usize = 64;
 
 use super::{
     BlockWeights, DeviceWeights, MlpWeights, Model, PartialActivations, PartialBlockOps, PartialOps,
@@ -51,12 +59,14 @@ pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
 }
 
 impl PartialActivations {
-    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: MlpShape, max_batch: usize) -> Self {
+    /// Scratch for steps of up to `rows` rows.
+    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: MlpShape, rows: usize) -> Self {
         let c = cfg.n_embed;
         PartialActivations {
-            x2: buffers::storage(ctx, "x2", max_batch * c),
-            attn: buffers::storage(ctx, "attention partial rows", max_batch * cfg.n_head * c),
-            mlp: buffers::storage(ctx, "mlp partial rows", max_batch * shape.parts() * c),
+            x2: buffers::storage(ctx, "x2", rows * c),
+            attn: buffers::storage(ctx, "attention partial rows", rows * cfg.n_head * c),
+            mlp: buffers::storage(ctx, "mlp partial rows", rows * shape.parts() * c),
+            rows,
         }
     }
 

@@ -359,9 +359,16 @@ impl Model {
         let rotary_stores = pooled && self.weights.rope.is_some();
         let kv_in_epilogue = pooled && !rotary_stores;
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
-        // a decode step's blocks with their residual adds deferred (hardware kernels)
+        // a decode step's blocks with their residual adds deferred (hardware kernels),
+        // and a short prefill chunk's
+        let short = self
+            .act
+            .partials
+            .as_ref()
+            .is_some_and(|p| t <= p.rows.min(super::partials::PREFILL_ROWS));
         let deferred = match kind {
             StepKind::Decode { .. } => ops.partials.as_ref(),
+            StepKind::Prefill { .. } if short => ops.partials.as_ref(),
             _ => None,
         };
         for (l, blk) in ops.blocks.iter().enumerate() {
