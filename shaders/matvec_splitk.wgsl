@@ -27,10 +27,10 @@
 // partial rows `parts`, prelude residual_parts) staged in workgroup memory, and write
 // it whole to `x_out` from the row's first workgroup.
 
-// WG a power of two, at most 256 (the size of `part`); COLS4 a power of two dividing
-// WG and 16 (so a workgroup's columns lie in one panel).
+// WG a power of two, at most 256 (the size of `part`); COLS4 (declared by the x
+// source's prelude: 4 reading x, 16 staging the stream, whose sum each workgroup pays
+// for) a power of two dividing WG and 16 (so a workgroup's columns lie in one panel).
 override WG: u32 = 256u;
-override COLS4: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: MatvecParams;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // [R, K]

@@ -629,7 +629,7 @@ pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
 /// residual adds deferred (`decode_blocks` auto, 3 dispatches a block) against one
 /// dispatch per linear (5 a block), f32 and f16, in two interleaved rounds: a prefill
 /// of 64 tokens (deferred: the short-chunk path), one generation, and 16 with the
-/// device's argmax (4 on a CPU adapter). Then each model's step profiles.
+/// device's argmax (4 on a CPU adapter); each model's step profiles first.
 pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
@@ -653,6 +653,9 @@ pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
             .collect();
         // a GPU's batch; a CPU adapter runs these GPU-shaped kernels a few rows at a time
         let rows = if ctx.details.is_software() { 4 } else { BATCH };
+        for (model, tag) in &models {
+            b.profile_steps(model, rows, tag);
+        }
         for round in 0..2 {
             if !b.json {
                 println!("round {round}");
@@ -661,9 +664,6 @@ pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
                 b.decode(model, 64, 32, tag);
                 b.decode_batch(model, rows, 64, 16, Pick::DeviceArgmax, tag);
             }
-        }
-        for (model, tag) in &models {
-            b.profile_steps(model, rows, tag);
         }
     }
 }

@@ -2,6 +2,9 @@
 // applied as each vec4 is read: prelude norm_prologue); its twin `stage_x` reads the
 // residual stream with deferred terms. The kernel declares `p` (with `k4`) and `x`.
 
+// output vec4s a workgroup of `matvec_splitk` computes (`kernels::matvec::SPLITK_COLS4`)
+override COLS4: u32 = 4u;
+
 fn norm_src(i: u32) -> vec4<f32> {
     return x[i];
 }

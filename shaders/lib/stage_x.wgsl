@@ -9,6 +9,11 @@
 
 const MAX_STAGE4: u32 = 512u;
 
+// output vec4s a workgroup of `matvec_staged` computes (`kernels::matvec::STAGED_COLS4`):
+// each workgroup sums the row's partial rows, so fewer, wider workgroups than
+// `matvec_splitk`'s 4 (unused by `mlp_partial`)
+override COLS4: u32 = 16u;
+
 var<workgroup> xs: array<vec4<f32>, MAX_STAGE4>;
 
 fn norm_src(i: u32) -> vec4<f32> {

@@ -80,12 +80,15 @@ pub fn stages(variant: &str) -> bool {
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
 pub const SPLITK_COLS4: usize = 4;
 
+/// The same for the staged kernels (prelude `stage_x`): every workgroup sums the row's
+/// partial rows, so a workgroup takes 4 times the columns.
+pub const STAGED_COLS4: usize = 16;
+
 /// Workgroups of `variant` for `n` outputs when compiled with `wg` lanes.
 fn workgroups(variant: &str, n: usize, wg: usize) -> usize {
     match variant {
-        "matvec_splitk" | "matvec_f16_splitk" | "matvec_staged" | "matvec_f16_staged" => {
-            (n / 4).div_ceil(SPLITK_COLS4)
-        }
+        "matvec_splitk" | "matvec_f16_splitk" => (n / 4).div_ceil(SPLITK_COLS4),
+        "matvec_staged" | "matvec_f16_staged" => (n / 4).div_ceil(STAGED_COLS4),
         "matvec_f16_subgroup" => (n / 8).div_ceil(wg),
         _ => (n / 4).div_ceil(wg),
     }
