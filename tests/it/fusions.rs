@@ -593,6 +593,8 @@ fn hardware_steps(family: &str, dtype: &str, kv: &str, blocks: &str) -> Vec<Vec<
         "seed": 5, "kernels": "hardware", "architecture": family, "dtype": dtype,
         "n_kv_head": if family == "gpt2" { 4 } else { 2 },
         "kv_cache_dtype": kv, "decode_blocks": blocks,
+        // Mistral: a window shorter than the 14 positions
+        "sliding_window": if family == "mistral" { Some(5) } else { None },
     }))
     .unwrap();
     let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
@@ -632,6 +634,15 @@ fn deferred_decode_blocks_equal_one_dispatch_per_linear() {
                     "{name} step {i}: the deferred blocks gave the per-linear logits bit for bit"
                 );
             }
+        }
+    }
+    // Qwen2 (biases on q, k, v only: the deferred bias off, the qkv bias on) and Mistral
+    // (a sliding window in attention_proj's walk)
+    for family in ["qwen2", "mistral"] {
+        let deferred = hardware_steps(family, "float32", "float32", "auto");
+        let per_linear = hardware_steps(family, "float32", "float32", "per_linear");
+        for (i, (a, b)) in deferred.iter().zip(&per_linear).enumerate() {
+            assert_close(&format!("{family} step {i}"), a, b, 1e-4, 1e-4);
         }
     }
 }
