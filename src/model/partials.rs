@@ -13,10 +13,6 @@
 //! are latency-bound, and the split-K matrix-vector kernels took 16 rows of 3072 → 768
 //! in 0.038 ms on the H200 against 0.22 ms for the tiled matmul.
 
-/// Rows a prefill chunk may have to take the deferred blocks (larger chunks take the
-/// matmul, which reads each weight once for many rows).
-pub const PREFILL_ROWS: usize = 64;
-
 use super::{
     BlockWeights, DeviceWeights, MlpWeights, Model, PartialActivations, PartialBlockOps, PartialOps,
 };
@@ -30,6 +26,10 @@ use crate::kernels::partials::{
     Deferred, MlpAct, MlpBuffers, MlpShape, MAX_PARTS, MAX_STAGE,
 };
 use crate::kernels::{LinearBuffers, Pipelines};
+
+/// Rows a prefill chunk may have to take the deferred blocks (larger chunks take the
+/// matmul, which reads each weight once for many rows).
+pub const PREFILL_ROWS: usize = 64;
 
 /// The MLP shape of a model whose decode steps take the deferred blocks, or `None`
 /// (software kernels, `decode_blocks` `per_linear`, an MoE model, a stream wider than

@@ -325,7 +325,9 @@ impl Model {
     /// Record one traversal of the model for `t` rows (ids and positions already
     /// written): the forward, a prefill chunk and a (batched) decode step are this same
     /// code, differing in the row path of the linears ([`StepKind::path`]) and in where
-    /// keys and values live.
+    /// keys and values live. With the hardware kernels a decode step's blocks, and a
+    /// short prefill chunk's, take the deferred dispatches instead (`partials.rs`: three
+    /// a GPT-2 block), then the stream is made whole for the LM head.
     pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
         let cfg = &self.config;
         let (c, heads) = (cfg.n_embed, cfg.heads());
