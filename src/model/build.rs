@@ -898,18 +898,16 @@ pub(super) fn bind_ops(
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
             .collect(),
         lm_head_last: lm_head_over(&a.att),
-        partials: partials::mlp_shape(cfg, hardware)
-            .zip(a.partials.as_ref())
-            .map(|(shape, parts)| {
-                let b = partials::PartialBinding {
-                    ctx,
-                    pl,
-                    act: a,
-                    parts,
-                    kv,
-                    sparse: (ro, cols),
-                };
-                partials::bind(&b, w, cfg, shape)
-            }),
+        partials: a.partials.as_ref().map(|parts| {
+            let b = partials::PartialBinding {
+                ctx,
+                pl,
+                act: a,
+                parts,
+                kv,
+                sparse: (ro, cols),
+            };
+            partials::bind(&b, w, cfg)
+        }),
     }
 }

@@ -333,6 +333,8 @@ pub struct PartialActivations {
     pub mlp: wgpu::Buffer,
     /// Rows a step may have (the decode batch's, or a short prefill chunk's).
     pub rows: usize,
+    /// The MLP the scratch was sized for.
+    pub shape: crate::kernels::partials::MlpShape,
 }
 
 /// One block's deferred dispatches.

@@ -67,6 +67,7 @@ impl PartialActivations {
             attn: buffers::storage(ctx, "attention partial rows", rows * cfg.n_head * c),
             mlp: buffers::storage(ctx, "mlp partial rows", rows * shape.parts() * c),
             rows,
+            shape,
         }
     }
 
@@ -86,15 +87,11 @@ pub struct PartialBinding<'a> {
     pub sparse: (&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
-/// Bind the deferred dispatches of every block of `w` (dense MLPs: the caller checked
-/// [`mlp_shape`]).
-pub fn bind(
-    b: &PartialBinding,
-    w: &DeviceWeights,
-    cfg: &ModelConfig,
-    shape: MlpShape,
-) -> PartialOps {
+/// Bind the deferred dispatches of every block of `w` (dense MLPs: the scratch exists
+/// only where [`mlp_shape`] allowed them).
+pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> PartialOps {
     let (a, p) = (b.act, b.parts);
+    let shape = p.shape;
     let half = cfg.dtype == crate::config::Dtype::Float16;
     let or_dummy = |x: &Option<wgpu::Buffer>| x.clone().unwrap_or_else(|| a.dummy.clone());
     let down_bias = |blk: &BlockWeights| match &blk.mlp {

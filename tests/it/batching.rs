@@ -11,6 +11,15 @@ use wgformer::engine::{
 };
 use wgformer::model::sampling::SamplingParams;
 
+/// An engine with the GPU-shaped kernels and room for 16 generations a step.
+fn hardware_engine() -> Engine {
+    let options = EngineOptions {
+        max_batch: 16,
+        ..EngineOptions::default()
+    };
+    engine(options, serde_json::json!({"kernels": "hardware"}))
+}
+
 fn engine(options: EngineOptions, extra: serde_json::Value) -> Engine {
     let e = Engine::with_options(options).unwrap();
     let mut cfg = serde_json::json!({
@@ -180,13 +189,7 @@ fn sampled_tokens_drawn_on_the_device_are_those_of_the_host_sampler() {
     // the id the device drew (`sample_rows`); asking for logprobs reads the logits and
     // draws on the host with the same numbered random draws: the same tokens, with
     // top-p, with top-k, and with both.
-    let e = engine(
-        EngineOptions {
-            max_batch: 16,
-            ..EngineOptions::default()
-        },
-        serde_json::json!({"kernels": "hardware"}),
-    );
+    let e = hardware_engine();
     let reqs: Vec<_> = (0..6)
         .map(|i| {
             let mut r = request(i, 9, true);
@@ -208,13 +211,7 @@ fn greedy_tokens_picked_on_the_device_are_those_of_the_logits() {
     // With the GPU-shaped kernels a greedy generation's decode steps take its token
     // from the device's argmax (its logits are not read back); asking for logprobs
     // reads the logits and picks on the host: the same tokens, alone and batched.
-    let e = engine(
-        EngineOptions {
-            max_batch: 16,
-            ..EngineOptions::default()
-        },
-        serde_json::json!({"kernels": "hardware"}),
-    );
+    let e = hardware_engine();
     let reqs: Vec<_> = (0..6).map(|i| request(i, 7, false)).collect();
     picked_on_the_device_as_on_the_host(&e, &reqs);
 }
@@ -553,13 +550,7 @@ fn decode_steps_chain_while_the_batch_goes_on() {
     // logits read back, nothing in flight), alone and batched; a generation ending on a
     // stop string while the step after its last token is in flight leaves the others
     // as they were and returns its pages.
-    let e = engine(
-        EngineOptions {
-            max_batch: 16,
-            ..EngineOptions::default()
-        },
-        serde_json::json!({"kernels": "hardware"}),
-    );
+    let e = hardware_engine();
     let reqs: Vec<_> = (0..5).map(|i| request(i, 12 + 2 * i, i % 2 == 1)).collect();
     // alone: a generation of n tokens takes its first from the prefill and n - 1
     // decode steps, each but the first chained to the one before
