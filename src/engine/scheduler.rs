@@ -22,7 +22,7 @@ use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
-use crate::model::{CapturedForward, PendingStep, Readback};
+use crate::model::{CapturedForward, NextToken, PendingStep, Readback};
 use crate::tokenizer::TextStream;
 
 pub(super) struct Worker {
@@ -848,7 +848,11 @@ impl Worker {
 
     /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
     /// long prompt takes several steps; several short ones share one traversal, up to
-    /// `MAX_PREFILL_PARTS` of one model).
+    /// `MAX_PREFILL_PARTS` of one model). On a model whose steps can mix decode rows
+    /// and prompts ([`crate::model::Model::mixed_rows`]), a prompt of at most those
+    /// rows is prefilled as alone it would be, through the deferred blocks, and rides
+    /// on the running generations' decode step ([`Worker::mix`]); a longer one takes
+    /// the matmul with the other long ones, as alone.
     pub(super) fn prefill(&mut self) {
         let Some(first) = self
             .active
@@ -858,6 +862,24 @@ impl Worker {
             return;
         };
         let model = self.active[first].loaded.clone();
+        let Some(limit) = model.model.mixed_rows() else {
+            return self.prefill_traversal(&model, |_| true);
+        };
+        let waits = |a: &Active, short: bool| {
+            a.prefilled < a.prompt.len()
+                && Arc::ptr_eq(&a.loaded, &model)
+                && (a.prompt.len() <= limit) == short
+        };
+        if self.active.iter().any(|a| waits(a, false)) {
+            self.prefill_traversal(&model, |a| a.prompt.len() > limit);
+        }
+        if self.active.iter().any(|a| waits(a, true)) {
+            self.mix(&model, limit);
+        }
+    }
+
+    /// One prefill traversal of `model`'s prompts that `take` says, oldest first.
+    fn prefill_traversal(&mut self, model: &Arc<Loaded>, take: impl Fn(&Active) -> bool) {
         // a step's rows live in activations sized for the model's context
         let mut budget = self
             .options
@@ -870,28 +892,16 @@ impl Worker {
             if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
                 break;
             }
-            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, &model) {
+            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, model) && take(a) {
                 let end = (a.prefilled + budget).min(a.prompt.len());
                 budget -= end - a.prefilled;
                 picked.push((i, end));
             }
         }
-        let deadline = picked
-            .iter()
-            .map(|&(i, _)| self.active[i].deadline)
-            .max()
-            .unwrap_or_else(Instant::now);
-        self.state.set_busy("generation prefill", deadline);
+        self.state
+            .set_busy("generation prefill", self.latest_deadline(&picked));
         let started = Instant::now();
-        let mut parts: Vec<(&mut SeqKv, &[u32], Option<Readback>)> =
-            Vec::with_capacity(picked.len());
-        for (i, a) in self.active.iter_mut().enumerate() {
-            if let Some(&(_, end)) = picked.iter().find(|(j, _)| *j == i) {
-                // the prompt's last chunk reads what its first token needs
-                let want = (end == a.prompt.len()).then(|| a.readback());
-                parts.push((&mut a.kv, &a.prompt[a.prefilled..end], want));
-            }
-        }
+        let (_, mut parts) = step_rows(&mut self.active, &[], &picked);
         let (every, ctx) = (self.options.profile_every, &model.model.ctx);
         let host0 = host_seconds(&model.model);
         let r = traverse(&self.state, every, ctx, "prefill", || {
@@ -903,16 +913,8 @@ impl Worker {
         let seconds = started.elapsed().as_secs_f64();
         match r {
             Ok(logits) => {
-                for (&(i, end), l) in picked.iter().zip(logits) {
-                    let a = &mut self.active[i];
-                    a.prefilled = end;
-                    a.prefill_time += seconds;
-                    if end == a.prompt.len() {
-                        a.next_from = l;
-                    }
-                }
+                self.prefilled(&picked, logits, seconds);
                 if let Ok(mut s) = self.state.sched.lock() {
-                    s.prefill_chunks += picked.len() as u64;
                     s.prefill_steps += 1;
                     s.prefill_seconds += seconds;
                     s.step_host_seconds += host;
@@ -922,6 +924,113 @@ impl Worker {
                 self.note_device_loss(&e);
                 self.drop_failed(picked.iter().map(|&(i, _)| (i, e.duplicate())).collect());
             }
+        }
+    }
+
+    /// A mixed step: the decode step of `model`'s generations holding a sampled token
+    /// and chunks of its short prompts (at most `limit` tokens each), oldest first, in
+    /// one traversal of at most `limit` rows ([`crate::model::Model::mixed_select`]):
+    /// a generation joining a running batch costs the batch no traversal of its own.
+    /// Each row is computed as in a step alone, so the tokens are the same. With no
+    /// room for a prompt beside the decode rows the prompts go alone (the decode rows
+    /// then take their own step).
+    fn mix(&mut self, model: &Arc<Loaded>, limit: usize) {
+        let mut decode: Vec<usize> = (0..self.active.len())
+            .filter(|&i| {
+                self.active[i].next.is_some() && Arc::ptr_eq(&self.active[i].loaded, model)
+            })
+            .collect();
+        if decode.len() >= limit {
+            decode.clear();
+        }
+        let mut budget = limit - decode.len();
+        let mut picked: Vec<(usize, usize)> = Vec::new();
+        for (i, a) in self.active.iter().enumerate() {
+            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
+                break;
+            }
+            let short = a.prompt.len() <= limit;
+            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, model) && short {
+                let end = (a.prefilled + budget).min(a.prompt.len());
+                budget -= end - a.prefilled;
+                picked.push((i, end));
+            }
+        }
+        let deadline = decode
+            .iter()
+            .map(|&i| self.active[i].deadline)
+            .max()
+            .unwrap_or_else(Instant::now)
+            .max(self.latest_deadline(&picked));
+        self.state.set_busy("mixed step", deadline);
+        let started = Instant::now();
+        let want: Vec<Readback> = decode.iter().map(|&i| self.active[i].readback()).collect();
+        let (mut rows, mut parts) = step_rows(&mut self.active, &decode, &picked);
+        let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        let host0 = host_seconds(&model.model);
+        let r = traverse(&self.state, every, ctx, "mixed", || {
+            model.model.mixed_select(&mut rows, &want, &mut parts)
+        });
+        let host = host_seconds(&model.model) - host0;
+        drop((rows, parts));
+        self.state.clear_busy();
+        let seconds = started.elapsed().as_secs_f64();
+        match r {
+            Ok((tokens, logits)) => {
+                for (&i, t) in decode.iter().zip(tokens) {
+                    self.active[i].next_from = Some(t);
+                }
+                self.prefilled(&picked, logits, seconds);
+                if decode.is_empty() {
+                    if let Ok(mut s) = self.state.sched.lock() {
+                        s.prefill_steps += 1;
+                        s.prefill_seconds += seconds;
+                        s.step_host_seconds += host;
+                    }
+                } else {
+                    self.last_landed = Instant::now();
+                    self.decoded(decode.len(), seconds, host, false);
+                    if let Ok(mut s) = self.state.sched.lock() {
+                        s.mixed_steps += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                let mut failed: Vec<_> = picked.iter().map(|&(i, _)| (i, e.duplicate())).collect();
+                failed.extend(decode.iter().map(|&i| (i, e.duplicate())));
+                self.drop_failed(failed);
+            }
+        }
+    }
+
+    /// The latest deadline of the generations at `picked`'s indices (now, if none).
+    fn latest_deadline(&self, picked: &[(usize, usize)]) -> Instant {
+        picked
+            .iter()
+            .map(|&(i, _)| self.active[i].deadline)
+            .max()
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// The prompts at `picked`'s indices prefilled to their chunk's end, in
+    /// `seconds`: a prompt's last chunk leaves what its first token needs.
+    fn prefilled(
+        &mut self,
+        picked: &[(usize, usize)],
+        logits: Vec<Option<NextToken>>,
+        seconds: f64,
+    ) {
+        for (&(i, end), l) in picked.iter().zip(logits) {
+            let a = &mut self.active[i];
+            a.prefilled = end;
+            a.prefill_time += seconds;
+            if end == a.prompt.len() {
+                a.next_from = l;
+            }
+        }
+        if let Ok(mut s) = self.state.sched.lock() {
+            s.prefill_chunks += picked.len() as u64;
         }
     }
 
@@ -965,4 +1074,29 @@ impl Worker {
 fn host_seconds(model: &crate::model::Model) -> f64 {
     let t = *model.host_times.lock().unwrap_or_else(|e| e.into_inner());
     t.record_s + t.submit_s
+}
+
+/// A step's rows: the decode rows of the generations at `decode` (their sampled
+/// tokens taken) and the prompt chunks of those at `picked`, each from its prefilled
+/// tokens to the chunk's end, its last chunk reading back what its first token needs.
+#[allow(clippy::type_complexity)]
+fn step_rows<'a>(
+    active: &'a mut [Active],
+    decode: &[usize],
+    picked: &[(usize, usize)],
+) -> (
+    Vec<(&'a mut SeqKv, u32)>,
+    Vec<(&'a mut SeqKv, &'a [u32], Option<Readback>)>,
+) {
+    let (mut rows, mut parts) = (Vec::new(), Vec::with_capacity(picked.len()));
+    for (i, a) in active.iter_mut().enumerate() {
+        if decode.contains(&i) {
+            let id = a.next.take().unwrap_or(0);
+            rows.push((&mut a.kv, id));
+        } else if let Some(&(_, end)) = picked.iter().find(|(j, _)| *j == i) {
+            let asks = (end == a.prompt.len()).then(|| a.readback());
+            parts.push((&mut a.kv, &a.prompt[a.prefilled..end], asks));
+        }
+    }
+    (rows, parts)
 }

@@ -103,6 +103,9 @@ pub struct SchedStats {
     /// Of those, the steps submitted behind the one before while it ran, their
     /// tokens the ones it picked on the device (`Model::decode_chain`).
     pub chained_steps: u64,
+    /// Of those, the steps that prefilled prompt chunks too (`Model::mixed_select`: a
+    /// generation joining the batch without a traversal of its own).
+    pub mixed_steps: u64,
     /// Seconds in decode steps (the model's step, read-back included).
     pub decode_seconds: f64,
     pub prefill_chunks: u64,
@@ -192,6 +195,7 @@ impl Default for SchedStats {
             forward_batch_size: Histogram::new(BATCH),
             decode_steps: 0,
             chained_steps: 0,
+            mixed_steps: 0,
             decode_seconds: 0.0,
             prefill_chunks: 0,
             prefill_steps: 0,

@@ -841,17 +841,27 @@ pub(super) fn bind_ops(
     };
     // the hardware LM head over the residual stream with ln_f folded in (decode steps)
     let ln_f_b = or_dummy(&w.ln_f_b);
-    let lm_head_normed = matvec_bt::fuses_norm(lm_head_rows).then(|| {
+    let normed_over = |rows: &wgpu::Buffer| -> Vec<_> {
         w.lm_head()
             .chunks
             .iter()
             .zip(&a.logits)
             .map(|(ch, out)| {
-                let io = (&a.x, &ch.buffer, out);
+                let io = (rows, &ch.buffer, out);
                 let norm = Some((&w.ln_f_w, &ln_f_b));
                 matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm)
             })
             .collect()
+    };
+    let normed = matvec_bt::fuses_norm(lm_head_rows);
+    let lm_head_normed = normed.then(|| normed_over(&a.x));
+    // a prefill step's asked rows of x gathered into `att` (free once the blocks are
+    // done): a run of decode rows and one a prompt
+    let gathered = normed.then(|| super::GatheredHead {
+        copies: (0..=MAX_PREFILL_PARTS)
+            .map(|_| copy_rows_op(ctx, pl, &a.x, &a.att))
+            .collect(),
+        head: normed_over(&a.att),
     });
     Ops {
         embedding: w
@@ -898,6 +908,7 @@ pub(super) fn bind_ops(
             .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
             .collect(),
         lm_head_last: lm_head_over(&a.att),
+        gathered,
         partials: a.partials.as_ref().map(|parts| {
             let b = partials::PartialBinding {
                 ctx,

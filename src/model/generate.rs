@@ -258,7 +258,75 @@ impl Model {
         &self,
         parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
     ) -> Result<Vec<Option<NextToken>>> {
-        if parts.is_empty() || parts.len() > MAX_PREFILL_PARTS {
+        if parts.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "a prefill step takes 1 to {MAX_PREFILL_PARTS} prompts"
+            )));
+        }
+        Ok(self.select_rows(&mut [], &[], parts)?.1)
+    }
+
+    /// Rows a step of decode rows and prompt chunks together may have
+    /// ([`Model::mixed_select`]), or `None`: the model's steps cannot mix them (its
+    /// decode steps do not take the deferred blocks: the software kernels,
+    /// `decode_blocks` `per_linear`, a model they do not fit). A prefill step of at
+    /// most these rows takes the same dispatches.
+    pub fn mixed_rows(&self) -> Option<usize> {
+        let p = self.act.partials.as_ref()?;
+        Some(p.rows.min(super::partials::PREFILL_ROWS))
+    }
+
+    /// A decode step and prompt chunks in one traversal: each of `batch`'s
+    /// generations gets its next token as in [`Model::decode_select`] (`want` saying
+    /// what to read back), and each part is extended as in [`Model::prefill_select`].
+    /// Every row takes the deferred blocks' dispatches, which compute a row by the same
+    /// code whatever the rows around it, and the decode step's LM head: a decode row's
+    /// token and a prompt's first token are those of a decode step and of a prefill
+    /// step alone. At most [`Model::mixed_rows`] rows, `max_batch` generations.
+    pub fn mixed_select(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<(Vec<NextToken>, Vec<Option<NextToken>>)> {
+        let Some(limit) = self.mixed_rows() else {
+            return Err(Error::InvalidInput(
+                "this model's steps cannot mix decode rows with prompts (they need the GPU-shaped kernels' deferred blocks): run them as a prefill step and a decode step".into(),
+            ));
+        };
+        let rows = batch.len() + parts.iter().map(|p| p.1.len()).sum::<usize>();
+        if rows == 0 || rows > limit {
+            return Err(Error::InvalidInput(format!(
+                "a mixed step takes 1 to {limit} rows, not {rows}"
+            )));
+        }
+        if batch.len() + parts.len() > self.max_batch {
+            return Err(Error::InvalidInput(format!(
+                "a mixed step takes at most {} generations",
+                self.max_batch
+            )));
+        }
+        if want.len() != batch.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} rows but {} readbacks asked",
+                batch.len(),
+                want.len()
+            )));
+        }
+        self.select_rows(batch, want, parts)
+    }
+
+    /// Run a step of `batch`'s decode rows (first; one a generation, reading back what
+    /// `want` says) and `parts`' prompt chunks, reading back what each part asks after
+    /// its last token.
+    #[allow(clippy::type_complexity)]
+    fn select_rows(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<(Vec<NextToken>, Vec<Option<NextToken>>)> {
+        if parts.len() > MAX_PREFILL_PARTS {
             return Err(Error::InvalidInput(format!(
                 "a prefill step takes 1 to {MAX_PREFILL_PARTS} prompts"
             )));
@@ -272,8 +340,11 @@ impl Model {
             self.check_tokens(ids)?;
             self.check_room(kv.len() + ids.len())?;
         }
-        let mut rows = Vec::new();
-        let mut tables = Vec::new();
+        let decode = batch.len();
+        let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
+        self.check_tokens(&ids)?;
+        let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
+        let (mut rows, mut tables) = self.decode_rows(&mut kvs, &ids)?;
         let mut chunks = Vec::with_capacity(parts.len());
         for (kv, ids, want) in parts.iter_mut() {
             let pos = kv.len();
@@ -298,23 +369,32 @@ impl Model {
             );
             tables.extend_from_slice(kv.table());
         }
-        // the parts asking, in order, are logits rows 0..: read the logits of those
-        // that want them, the device's argmax for the others
-        let asked: Vec<Readback> = parts.iter().filter_map(|p| p.2).collect();
+        // the decode rows, then the parts asking, in order, are logits rows 0..: read
+        // the logits of those that want them, the device's pick for the others
+        let asked: Vec<Readback> = want
+            .iter()
+            .copied()
+            .chain(parts.iter().filter_map(|p| p.2))
+            .collect();
         let plan = readback_plan(&asked, self.can_draw());
         let kind = StepKind::Prefill {
             parts: &chunks,
+            decode,
             argmax: plan.argmax,
             sample: !plan.specs.is_empty(),
         };
         let out = self.run_rows(&rows, &tables, kind, &plan)?;
+        for kv in kvs.iter_mut() {
+            kv.advance(1);
+        }
         let mut next = self.next_tokens(&asked, out).into_iter();
+        let decoded = next.by_ref().take(decode).collect();
         let mut out = Vec::with_capacity(parts.len());
         for (kv, ids, want) in parts.iter_mut() {
             kv.advance(ids.len());
             out.push(want.and_then(|_| next.next()));
         }
-        Ok(out)
+        Ok((decoded, out))
     }
 
     /// Each asked row's result from a step's read-back: the logits rows read (in
@@ -622,9 +702,10 @@ impl Model {
             StepKind::Decode { argmax: true, .. } => t,
             StepKind::Prefill {
                 parts,
+                decode,
                 argmax: true,
                 ..
-            } => parts.iter().filter(|p| p.logits).count(),
+            } => decode + parts.iter().filter(|p| p.logits).count(),
             _ => 0,
         };
         let top_floats = self.argmax_windows() * top_rows * 3;

@@ -320,9 +320,22 @@ pub struct Ops {
     pub last_rows: Vec<KernelOp>,
     /// LM head over those rows (per wte chunk).
     pub lm_head_last: Vec<RowsOp>,
+    /// A prefill step's logits rows through the hardware LM head with ln_f folded in
+    /// (a mixed step's decode rows and the prompts' last rows).
+    pub gathered: Option<GatheredHead>,
     /// A decode step's blocks with their residual adds deferred (hardware kernels,
     /// `decode_blocks` `auto`, where the model allows).
     pub partials: Option<PartialOps>,
+}
+
+/// The rows of a prefill step (or a mixed one: decode rows first) whose logits are
+/// asked for, copied from the residual stream to `att` in runs of consecutive rows (one
+/// op a run: a pass's dispatches of one op share its uniform), and the LM head with
+/// ln_f folded in over them, per wte chunk: the head a decode step takes, so a decode
+/// row's logits are the same in a mixed step as in a decode step.
+pub struct GatheredHead {
+    pub copies: Vec<KernelOp>,
+    pub head: Vec<RowsOp>,
 }
 
 /// The deferred decode blocks' scratch (`partials.rs`): the stream's second buffer and the partial rows of

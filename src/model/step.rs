@@ -137,9 +137,13 @@ pub(super) enum StepKind<'a> {
     /// written): their keys and values go to the pool, each prompt is attended by the
     /// forward's kernel through its page table, the logits of each last row asked for
     /// are gathered to rows 0.. of the logits; with `argmax`, their largest logits
-    /// are taken on the device as in a decode step.
+    /// are taken on the device as in a decode step. A mixed step's first `decode` rows
+    /// are decode rows (one a generation, each with its logits, gathered before the
+    /// prompts'): only on the deferred blocks, where every row takes the same
+    /// dispatches, and with the hardware LM head a decode step takes.
     Prefill {
         parts: &'a [ChunkRows],
+        decode: usize,
         argmax: bool,
         sample: bool,
     },
@@ -480,7 +484,12 @@ impl Model {
             StepKind::Decode { .. } => ops.lm_head_normed.as_ref(),
             _ => None,
         };
-        if lm_head_normed.is_none() {
+        // a prefill step's asked rows through the same head, gathered
+        let gathered = match kind {
+            StepKind::Prefill { .. } => ops.gathered.as_ref(),
+            _ => None,
+        };
+        if lm_head_normed.is_none() && gathered.is_none() {
             encode_layer_norm(pass, &ops.ln_f, t, c, norm);
         }
         let chunks = &self.weights.wte.chunks;
@@ -489,7 +498,7 @@ impl Model {
                 parts,
                 every_row: false,
             } => {
-                self.encode_last_rows_head(pass, parts);
+                self.encode_last_rows_head(pass, 0, parts, None);
             }
             StepKind::Forward { .. } | StepKind::Forwards { .. } => {
                 for (op, ch) in ops.lm_head.iter().zip(chunks) {
@@ -526,10 +535,11 @@ impl Model {
             }
             StepKind::Prefill {
                 parts,
+                decode,
                 argmax,
                 sample,
             } => {
-                let wanted = self.encode_last_rows_head(pass, parts);
+                let wanted = self.encode_last_rows_head(pass, decode, parts, gathered);
                 if argmax {
                     self.encode_argmax(pass, wanted);
                 }
@@ -561,24 +571,48 @@ impl Model {
         }
     }
 
-    /// Record the logits of the last row of each part asking for them (`logits`), the
-    /// j-th such to logits row j: the rows gathered into `att`, then the LM head over
-    /// them in one dispatch (a row's logits are the same in any batch). Returns how many.
+    /// Record the logits of the first `decode` rows and of the last row of each part
+    /// asking for them (`logits`), in that order to logits rows 0..: the rows gathered
+    /// into `att`, then the LM head over them in one dispatch (a row's logits are the
+    /// same in any batch): `gathered`'s, with ln_f folded in (x is gathered), or the
+    /// plain one (after ln_f; no decode rows). Returns how many.
     fn encode_last_rows_head(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
+        decode: usize,
         parts: &[ChunkRows],
+        gathered: Option<&super::GatheredHead>,
     ) -> usize {
         let (c, ops) = (self.config.n_embed, &self.ops);
-        let mut wanted = 0;
-        for (j, part) in parts.iter().filter(|p| p.logits).enumerate() {
-            let last = part.row0 + part.rows - 1;
-            encode_copy_rows(pass, &ops.last_rows[j], c, last * c, j * c);
-            wanted = j + 1;
+        let asked: Vec<usize> = (0..decode)
+            .chain(
+                parts
+                    .iter()
+                    .filter(|p| p.logits)
+                    .map(|p| p.row0 + p.rows - 1),
+            )
+            .collect();
+        let copies = gathered.map_or(&ops.last_rows, |g| &g.copies);
+        let runs = row_runs(&asked);
+        debug_assert!(runs.len() <= copies.len() && (decode == 0 || gathered.is_some()));
+        for (op, (src, dst, n)) in copies.iter().zip(runs) {
+            encode_copy_rows(pass, op, n * c, src * c, dst * c);
         }
+        let wanted = asked.len();
         if wanted > 0 {
-            for (op, ch) in ops.lm_head_last.iter().zip(&self.weights.wte.chunks) {
-                encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
+            let chunks = &self.weights.wte.chunks;
+            match gathered {
+                Some(g) => {
+                    for (op, ch) in g.head.iter().zip(chunks) {
+                        let rows = (0, wanted, 0);
+                        encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, Some(self.norm()));
+                    }
+                }
+                None => {
+                    for (op, ch) in ops.lm_head_last.iter().zip(chunks) {
+                        encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
+                    }
+                }
             }
         }
         wanted
@@ -677,6 +711,19 @@ impl Model {
     }
 }
 
+/// Rows `rows[j]` to rows `j` as runs of consecutive rows: `(first source row, first
+/// destination row, rows)` each.
+pub(super) fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (dst, &src) in rows.iter().enumerate() {
+        match runs.last_mut() {
+            Some((s0, _, n)) if *s0 + *n == src => *n += 1,
+            _ => runs.push((src, dst, 1)),
+        }
+    }
+    runs
+}
+
 /// Where a step's token ids come from.
 #[derive(Clone, Copy)]
 pub(super) enum StepIds<'a> {
@@ -684,4 +731,22 @@ pub(super) enum StepIds<'a> {
     Host(&'a [u32]),
     /// The ids the model's last generation step drew (`picked`), row for row.
     Drawn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_runs;
+
+    #[test]
+    fn asked_rows_are_copied_in_runs_of_consecutive_rows() {
+        assert_eq!(row_runs(&[]), vec![]);
+        // a mixed step: 3 decode rows, prompts ending at rows 9, 10 and 30
+        assert_eq!(
+            row_runs(&[0, 1, 2, 9, 10, 30]),
+            vec![(0, 0, 3), (9, 3, 2), (30, 5, 1)]
+        );
+        assert_eq!(row_runs(&[4]), vec![(4, 0, 1)]);
+        // not a run backwards
+        assert_eq!(row_runs(&[5, 4]), vec![(5, 0, 1), (4, 1, 1)]);
+    }
 }

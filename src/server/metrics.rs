@@ -204,6 +204,12 @@ impl Metrics {
         );
         counter(
             &mut s,
+            "wgformer_decode_steps_mixed_total",
+            "Of the decode steps, those that also prefilled the prompts of generations joining the batch, in the same traversal.",
+            b.mixed_steps,
+        );
+        counter(
+            &mut s,
             "wgformer_decode_seconds_total",
             "Seconds in decode steps (the model's step and its read-back).",
             b.decode_seconds,

@@ -486,12 +486,12 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let gpt2 = step_dispatches("software", "float32", serde_json::json!({})).0;
     assert_eq!(gpt2, 3 * 7 + 5, "GPT-2 prefill");
     // a short prefill chunk with the hardware kernels takes the deferred blocks (3 a
-    // GPT-2 block, 4 a Llama one), then the stream made whole, ln_f, the last row
-    // gathered, LM head, argmax
+    // GPT-2 block, 4 a Llama one), then the stream made whole, the last row gathered,
+    // LM head (ln_f folded in), argmax
     let hw = step_dispatches("hardware", "float32", serde_json::json!({})).0;
-    assert_eq!(hw, 3 * 3 + 6, "GPT-2 prefill, deferred blocks");
+    assert_eq!(hw, 3 * 3 + 5, "GPT-2 prefill, deferred blocks");
     let llama_hw = step_dispatches("hardware", "float32", llama.clone()).0;
-    assert_eq!(llama_hw, 3 * 4 + 6, "Llama prefill, deferred blocks");
+    assert_eq!(llama_hw, 3 * 4 + 5, "Llama prefill, deferred blocks");
     let llama = step_dispatches("software", "float32", llama).0;
     assert_eq!(llama, 3 * 9 + 5, "Llama prefill");
 }
@@ -645,4 +645,140 @@ fn deferred_decode_blocks_equal_one_dispatch_per_linear() {
             assert_close(&format!("{family} step {i}"), a, b, 1e-4, 1e-4);
         }
     }
+}
+
+/// A seeded 3-block model of `family` with the hardware kernels (deferred blocks).
+fn mixing_model(family: &str, kv: &str) -> Model {
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 64, "n_layer": 3, "n_head": 4, "n_embed": 64,
+        "seed": 21, "kernels": "hardware", "architecture": family,
+        "n_kv_head": if family == "gpt2" { 4 } else { 2 }, "kv_cache_dtype": kv,
+    }))
+    .unwrap();
+    Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap()
+}
+
+fn logits(n: wgformer::model::NextToken) -> Vec<f32> {
+    match n {
+        wgformer::model::NextToken::Logits(l) => l,
+        other => panic!("logits asked, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_mixed_step_gives_each_row_the_logits_of_its_steps_alone() {
+    // Decode rows and prompt chunks in one traversal (`mixed_select`: the deferred
+    // blocks, the decode step's LM head over the gathered rows): each generation's
+    // logits, step by step, are bit for bit those of the same generation run alone (a
+    // prefill step, then decode steps), whatever shares its steps: two prompts
+    // prefilled together, a third prompt in two chunks riding on the others' decode
+    // steps, a decode step of all three, a mixed step of decode rows only.
+    use wgformer::model::Readback::Logits;
+    let (pa, pb, pc): (&[u32], &[u32], &[u32]) = (
+        &[5, 17, 230, 4, 99],
+        &[8, 8, 141],
+        &[1, 2, 3, 250, 77, 6, 40],
+    );
+    let (da, db, dc) = ([11u32, 12, 13, 14], [21u32, 22, 23], [31u32]);
+    for (family, kv) in [("gpt2", "float32"), ("llama", "float16")] {
+        let model = mixing_model(family, kv);
+        assert_eq!(model.mixed_rows(), Some(64));
+        // alone: the prompt's logits, then each decode token's
+        let alone = |prompt: &[u32], decode: &[u32]| {
+            let mut s = model.kv_reserve(16).unwrap().unwrap();
+            let mut out = vec![model.extend(&mut s, prompt).unwrap()];
+            out.extend(
+                decode
+                    .iter()
+                    .map(|&id| model.extend(&mut s, &[id]).unwrap()),
+            );
+            out
+        };
+        let want = [alone(pa, &da), alone(pb, &db), alone(pc, &dc)];
+        let [mut a, mut b, mut c] = [0; 3].map(|_| model.kv_reserve(16).unwrap().unwrap());
+        let mut got: [Vec<Vec<f32>>; 3] = Default::default();
+        // a and b prefilled together
+        let first = model
+            .prefill_many(&mut [(&mut a, pa, true), (&mut b, pb, true)])
+            .unwrap();
+        for (g, l) in got.iter_mut().zip(first) {
+            g.push(l.unwrap());
+        }
+        // their first decode rows with c's first chunk, their second with its rest
+        for (i, chunk, asks) in [(0, &pc[..4], None), (1, &pc[4..], Some(Logits))] {
+            let (rows, parts) = model
+                .mixed_select(
+                    &mut [(&mut a, da[i]), (&mut b, db[i])],
+                    &[Logits, Logits],
+                    &mut [(&mut c, chunk, asks)],
+                )
+                .unwrap();
+            for (g, r) in got.iter_mut().zip(rows) {
+                g.push(logits(r));
+            }
+            assert_eq!(parts.len(), 1);
+            if let Some(r) = parts.into_iter().next().unwrap() {
+                got[2].push(logits(r));
+            }
+        }
+        // all three in a decode step
+        let rows = model
+            .decode(&mut [(&mut a, da[2]), (&mut b, db[2]), (&mut c, dc[0])])
+            .unwrap();
+        for (g, l) in got.iter_mut().zip(rows) {
+            g.push(l);
+        }
+        // a mixed step of one decode row
+        let (rows, parts) = model
+            .mixed_select(&mut [(&mut a, da[3])], &[Logits], &mut [])
+            .unwrap();
+        assert!(parts.is_empty());
+        got[0].push(logits(rows.into_iter().next().unwrap()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), w.len(), "{family}: generation {i}'s steps");
+            for (step, (g, w)) in g.iter().zip(w).enumerate() {
+                assert!(
+                    g == w,
+                    "{family}: generation {i}, step {step}: mixed and alone differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_mixed_step_refuses_what_it_cannot_take() {
+    use wgformer::model::Readback::Logits;
+    let model = mixing_model("gpt2", "float32");
+    let mut a = model.kv_reserve(64).unwrap().unwrap();
+    let mut b = model.kv_reserve(64).unwrap().unwrap();
+    model.prefill(&mut a, &[1, 2], false).unwrap();
+    let long: Vec<u32> = vec![7; 64];
+    let err = |r: wgformer::Result<_>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a step it cannot take ran"),
+    };
+    // 1 decode row + 64 prompt rows: more than the 64 rows of a deferred step
+    let e = err(model.mixed_select(&mut [(&mut a, 3)], &[Logits], &mut [(&mut b, &long, None)]));
+    assert!(e.contains("1 to 64 rows, not 65"), "{e}");
+    let e = err(model.mixed_select(&mut [(&mut a, 3)], &[], &mut []));
+    assert!(e.contains("1 rows but 0 readbacks"), "{e}");
+    let e = err(model.mixed_select(&mut [(&mut a, 300)], &[Logits], &mut []));
+    assert!(e.contains("outside the model's vocabulary"), "{e}");
+    // nothing was stored or advanced: the sequence goes on where it was
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 0);
+    // the software kernels' steps cannot mix
+    let g = gpu();
+    let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+        "vocab_size": 300, "context_size": 64, "n_layer": 1, "n_head": 2, "n_embed": 64,
+        "kernels": "software",
+    }))
+    .unwrap();
+    let sw = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    assert_eq!(sw.mixed_rows(), None);
+    let mut s = sw.kv_reserve(8).unwrap().unwrap();
+    let e = err(sw.mixed_select(&mut [], &[], &mut [(&mut s, &[1, 2], Some(Logits))]));
+    assert!(e.contains("cannot mix decode rows with prompts"), "{e}");
 }
