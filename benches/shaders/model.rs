@@ -252,6 +252,57 @@ impl Bench {
         self.report_together("gpt2_prefill_batch", shape, n, "prompts/s", apart, together);
     }
 
+    /// A generation joining `b` running ones (at 64 positions) with a prompt of `t`
+    /// tokens: its prefill step then their decode step, against one mixed step of
+    /// both (`Model::mixed_select`, as the engine takes a short prompt); ms of each
+    /// (medians), and the ratio. Models whose steps cannot mix print a line.
+    pub(crate) fn join_batch(&mut self, model: &Model, b: usize, t: usize, tag: &str) {
+        use wgformer::model::Readback::Argmax;
+        let name = model_name(model);
+        if model.mixed_rows().is_none_or(|limit| b + t > limit) {
+            if !self.json {
+                println!(
+                    "{:<26} {name}{tag} B={b} + T={t}: no mixed step",
+                    "gpt2_join"
+                );
+            }
+            return;
+        }
+        let runs = if self.quick { 3 } else { 5 };
+        let (prompt, rounds) = (64, 2 * runs + 2);
+        let mut seqs: Vec<_> = (0..b)
+            .map(|_| model.kv_reserve(prompt + rounds).unwrap().unwrap())
+            .collect();
+        for (kv, ids) in seqs.iter_mut().zip(token_texts(b, prompt, 13, 101)) {
+            model.prefill(kv, &ids, false).unwrap();
+        }
+        let text = &token_texts(1, t, 29, 131)[0];
+        let want = vec![Argmax; b];
+        let mut join = |mixed: bool| {
+            let mut joiner = model.kv_reserve(t).unwrap().unwrap();
+            let mut rows: Vec<_> = seqs.iter_mut().map(|kv| (kv, 464u32)).collect();
+            let part = (&mut joiner, text.as_slice(), Some(Argmax));
+            let t0 = Instant::now();
+            if mixed {
+                model.mixed_select(&mut rows, &want, &mut [part]).unwrap();
+            } else {
+                model.prefill_select(&mut [part]).unwrap();
+                model.decode_select(&mut rows, &want).unwrap();
+            }
+            t0.elapsed().as_secs_f64() * 1e3
+        };
+        join(false);
+        join(true);
+        let (mut apart, mut together) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            apart.push(join(false));
+            together.push(join(true));
+        }
+        let shape = format!("{name}{tag} B={b} + T={t}");
+        let (apart, together) = (median(apart), median(together));
+        self.report_together("gpt2_join", shape, b + 1, "tokens/s", apart, together);
+    }
+
     /// Where one traversal's time goes on this device, kernel by kernel (timestamps
     /// around every dispatch, `gpu::profile`): a decode step of 1 and of `b` rows at
     /// 64 positions (reading back what the engine would: the device's argmax where the
@@ -628,8 +679,10 @@ pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
 /// GPT-2 small with the hardware kernels (on any adapter): decode steps with the
 /// residual adds deferred (`decode_blocks` auto, 3 dispatches a block) against one
 /// dispatch per linear (5 a block), f32 and f16, in two interleaved rounds: a prefill
-/// of 64 tokens (deferred: the short-chunk path), one generation, and 16 with the
-/// device's argmax (4 on a CPU adapter); each model's step profiles first.
+/// of 64 tokens (deferred: the short-chunk path), one generation, 16 with the
+/// device's argmax (4 on a CPU adapter), and a prompt of 34 tokens joining those 16 (a
+/// mixed step against a prefill step and a decode step); each model's step profiles
+/// first.
 pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
@@ -663,6 +716,7 @@ pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
             for (model, tag) in &models {
                 b.decode(model, 64, 32, tag);
                 b.decode_batch(model, rows, 64, 16, Pick::DeviceArgmax, tag);
+                b.join_batch(model, rows, 34, tag);
             }
         }
     }

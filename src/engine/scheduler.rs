@@ -569,6 +569,8 @@ impl Worker {
     /// is prefilled before the running batch's next decode step, not after it, so a
     /// generation joining a batch waits for one traversal less; the running ones do the
     /// same work in the same rotation (a prefill between two of their decode steps).
+    /// Where the model's steps mix, a short prompt is prefilled *in* that decode step
+    /// ([`Worker::mix`]): one traversal for both.
     pub(super) fn step(&mut self) {
         if self.active.is_empty() && self.in_flight.is_none() {
             return;
@@ -881,23 +883,12 @@ impl Worker {
     /// One prefill traversal of `model`'s prompts that `take` says, oldest first.
     fn prefill_traversal(&mut self, model: &Arc<Loaded>, take: impl Fn(&Active) -> bool) {
         // a step's rows live in activations sized for the model's context
-        let mut budget = self
+        let budget = self
             .options
             .prefill_chunk_for(model.model.hardware_kernels)
             .min(model.model.config.context_size)
             .max(1);
-        // (index, end of this chunk)
-        let mut picked: Vec<(usize, usize)> = Vec::new();
-        for (i, a) in self.active.iter().enumerate() {
-            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
-                break;
-            }
-            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, model) && take(a) {
-                let end = (a.prefilled + budget).min(a.prompt.len());
-                budget -= end - a.prefilled;
-                picked.push((i, end));
-            }
-        }
+        let picked = self.chunks(model, budget, take);
         self.state
             .set_busy("generation prefill", self.latest_deadline(&picked));
         let started = Instant::now();
@@ -943,19 +934,7 @@ impl Worker {
         if decode.len() >= limit {
             decode.clear();
         }
-        let mut budget = limit - decode.len();
-        let mut picked: Vec<(usize, usize)> = Vec::new();
-        for (i, a) in self.active.iter().enumerate() {
-            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
-                break;
-            }
-            let short = a.prompt.len() <= limit;
-            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, model) && short {
-                let end = (a.prefilled + budget).min(a.prompt.len());
-                budget -= end - a.prefilled;
-                picked.push((i, end));
-            }
-        }
+        let picked = self.chunks(model, limit - decode.len(), |a| a.prompt.len() <= limit);
         let deadline = decode
             .iter()
             .map(|&i| self.active[i].deadline)
@@ -1002,6 +981,29 @@ impl Worker {
                 self.drop_failed(failed);
             }
         }
+    }
+
+    /// The next chunks of `model`'s prompts still prefilling that `take` says, oldest
+    /// first, at most `budget` tokens and `MAX_PREFILL_PARTS` chunks in all: (index,
+    /// end of the chunk) each.
+    fn chunks(
+        &self,
+        model: &Arc<Loaded>,
+        mut budget: usize,
+        take: impl Fn(&Active) -> bool,
+    ) -> Vec<(usize, usize)> {
+        let mut picked = Vec::new();
+        for (i, a) in self.active.iter().enumerate() {
+            if budget == 0 || picked.len() == MAX_PREFILL_PARTS {
+                break;
+            }
+            if a.prefilled < a.prompt.len() && Arc::ptr_eq(&a.loaded, model) && take(a) {
+                let end = (a.prefilled + budget).min(a.prompt.len());
+                budget -= end - a.prefilled;
+                picked.push((i, end));
+            }
+        }
+        picked
     }
 
     /// The latest deadline of the generations at `picked`'s indices (now, if none).
@@ -1076,18 +1078,18 @@ fn host_seconds(model: &crate::model::Model) -> f64 {
     t.record_s + t.submit_s
 }
 
+/// A prompt chunk of a step: the generation's pages, the chunk's tokens, and what its
+/// last token reads back (its prompt's last chunk: what the first token needs).
+type PromptChunk<'a> = (&'a mut SeqKv, &'a [u32], Option<Readback>);
+
 /// A step's rows: the decode rows of the generations at `decode` (their sampled
 /// tokens taken) and the prompt chunks of those at `picked`, each from its prefilled
 /// tokens to the chunk's end, its last chunk reading back what its first token needs.
-#[allow(clippy::type_complexity)]
 fn step_rows<'a>(
     active: &'a mut [Active],
     decode: &[usize],
     picked: &[(usize, usize)],
-) -> (
-    Vec<(&'a mut SeqKv, u32)>,
-    Vec<(&'a mut SeqKv, &'a [u32], Option<Readback>)>,
-) {
+) -> (Vec<(&'a mut SeqKv, u32)>, Vec<PromptChunk<'a>>) {
     let (mut rows, mut parts) = (Vec::new(), Vec::with_capacity(picked.len()));
     for (i, a) in active.iter_mut().enumerate() {
         if decode.contains(&i) {

@@ -300,26 +300,13 @@ impl Model {
                 "a mixed step takes 1 to {limit} rows, not {rows}"
             )));
         }
-        if batch.len() + parts.len() > self.max_batch {
-            return Err(Error::InvalidInput(format!(
-                "a mixed step takes at most {} generations",
-                self.max_batch
-            )));
-        }
-        if want.len() != batch.len() {
-            return Err(Error::InvalidInput(format!(
-                "{} rows but {} readbacks asked",
-                batch.len(),
-                want.len()
-            )));
-        }
+        self.check_batch("a mixed step", batch.len() + parts.len(), batch.len(), want)?;
         self.select_rows(batch, want, parts)
     }
 
     /// Run a step of `batch`'s decode rows (first; one a generation, reading back what
     /// `want` says) and `parts`' prompt chunks, reading back what each part asks after
     /// its last token.
-    #[allow(clippy::type_complexity)]
     fn select_rows(
         &self,
         batch: &mut [(&mut SeqKv, u32)],
@@ -446,19 +433,7 @@ impl Model {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if batch.len() > self.max_batch {
-            return Err(Error::InvalidInput(format!(
-                "a decode step takes at most {} generations",
-                self.max_batch
-            )));
-        }
-        if want.len() != batch.len() {
-            return Err(Error::InvalidInput(format!(
-                "{} rows but {} readbacks asked",
-                batch.len(),
-                want.len()
-            )));
-        }
+        self.check_batch("a decode step", batch.len(), batch.len(), want)?;
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
         self.check_tokens(&ids)?;
         let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
@@ -633,6 +608,30 @@ impl Model {
     /// together (in id order).
     fn argmax_windows(&self) -> usize {
         argmax_windows(&self.weights.wte.chunks)
+    }
+
+    /// `step` (named so in the error) takes at most `max_batch` generations, and a
+    /// readback for each of its `rows` decode rows.
+    fn check_batch(
+        &self,
+        step: &str,
+        generations: usize,
+        rows: usize,
+        want: &[Readback],
+    ) -> Result<()> {
+        if generations > self.max_batch {
+            return Err(Error::InvalidInput(format!(
+                "{step} takes at most {} generations",
+                self.max_batch
+            )));
+        }
+        if want.len() != rows {
+            return Err(Error::InvalidInput(format!(
+                "{rows} rows but {} readbacks asked",
+                want.len()
+            )));
+        }
+        Ok(())
     }
 
     /// A generation may hold at most the context's positions.

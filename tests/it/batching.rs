@@ -148,7 +148,10 @@ fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
     // running generations' decode steps; the software kernels' steps never mix
     let mixed = after.mixed_steps - before.mixed_steps;
     if extra["kernels"] == "hardware" {
-        assert!(mixed > 0, "{extra}: no joining prompt rode on a decode step");
+        assert!(
+            mixed > 0,
+            "{extra}: no joining prompt rode on a decode step"
+        );
     } else {
         assert_eq!(mixed, 0, "{extra}: the software kernels' steps mixed");
     }
