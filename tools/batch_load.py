@@ -95,6 +95,7 @@ def pct(xs, q):
 
 ENGINE = [
     "wgformer_decode_steps_total",
+    "wgformer_decode_steps_mixed_total",
     "wgformer_decode_seconds_total",
     "wgformer_prefill_steps_total",
     "wgformer_prefill_seconds_total",
@@ -187,6 +188,9 @@ def load(base, clients, requests, new_tokens, words, sampling, kernels=False):
         "decode_steps": int(d["wgformer_decode_steps_total"]),
         "rows_per_step": round(d["wgformer_generated_tokens_total"] / steps, 2),
         "ms_per_step": round(1e3 * d["wgformer_decode_seconds_total"] / steps, 3),
+        # of the decode steps, those that prefilled joining prompts too (no prefill
+        # traversal of their own)
+        "mixed_steps": int(d["wgformer_decode_steps_mixed_total"]),
         "prefill_steps": int(d["wgformer_prefill_steps_total"]),
         "prefill_s": round(d["wgformer_prefill_seconds_total"], 3),
         "decode_s": round(d["wgformer_decode_seconds_total"], 3),

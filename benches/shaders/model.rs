@@ -259,7 +259,10 @@ impl Bench {
     pub(crate) fn join_batch(&mut self, model: &Model, b: usize, t: usize, tag: &str) {
         use wgformer::model::Readback::Argmax;
         let name = model_name(model);
-        if model.mixed_rows().is_none_or(|limit| b + t > limit) {
+        if model
+            .mixed_rows()
+            .is_none_or(|m| t > m.prompt || b + t > m.total)
+        {
             if !self.json {
                 println!(
                     "{:<26} {name}{tag} B={b} + T={t}: no mixed step",

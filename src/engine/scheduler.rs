@@ -22,7 +22,7 @@ use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
-use crate::model::{CapturedForward, NextToken, PendingStep, Readback};
+use crate::model::{CapturedForward, MixedRows, NextToken, PendingStep, Readback};
 use crate::tokenizer::TextStream;
 
 pub(super) struct Worker {
@@ -851,10 +851,10 @@ impl Worker {
     /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
     /// long prompt takes several steps; several short ones share one traversal, up to
     /// `MAX_PREFILL_PARTS` of one model). On a model whose steps can mix decode rows
-    /// and prompts ([`crate::model::Model::mixed_rows`]), a prompt of at most those
-    /// rows is prefilled as alone it would be, through the deferred blocks, and rides
-    /// on the running generations' decode step ([`Worker::mix`]); a longer one takes
-    /// the matmul with the other long ones, as alone.
+    /// and prompts ([`crate::model::Model::mixed_rows`]), a short prompt (at most its
+    /// `prompt` rows) is prefilled as alone it would be, through the deferred blocks,
+    /// and rides on the running generations' decode step ([`Worker::mix`]); a longer
+    /// one takes the matmul with the other long ones, as alone.
     pub(super) fn prefill(&mut self) {
         let Some(first) = self
             .active
@@ -870,10 +870,10 @@ impl Worker {
         let waits = |a: &Active, short: bool| {
             a.prefilled < a.prompt.len()
                 && Arc::ptr_eq(&a.loaded, &model)
-                && (a.prompt.len() <= limit) == short
+                && (a.prompt.len() <= limit.prompt) == short
         };
         if self.active.iter().any(|a| waits(a, false)) {
-            self.prefill_traversal(&model, |a| a.prompt.len() > limit);
+            self.prefill_traversal(&model, |a| a.prompt.len() > limit.prompt);
         }
         if self.active.iter().any(|a| waits(a, true)) {
             self.mix(&model, limit);
@@ -919,22 +919,24 @@ impl Worker {
     }
 
     /// A mixed step: the decode step of `model`'s generations holding a sampled token
-    /// and chunks of its short prompts (at most `limit` tokens each), oldest first, in
-    /// one traversal of at most `limit` rows ([`crate::model::Model::mixed_select`]):
-    /// a generation joining a running batch costs the batch no traversal of its own.
-    /// Each row is computed as in a step alone, so the tokens are the same. With no
-    /// room for a prompt beside the decode rows the prompts go alone (the decode rows
-    /// then take their own step).
-    fn mix(&mut self, model: &Arc<Loaded>, limit: usize) {
+    /// and chunks of its short prompts (at most `limit.prompt` tokens each), oldest
+    /// first, in one traversal ([`crate::model::Model::mixed_select`]): a generation
+    /// joining a running batch costs the batch no traversal of its own, and its prompt
+    /// (unless the context is smaller than a batch and a short prompt) one step. Each
+    /// row is computed as in a step alone, so the tokens are the same. With no room
+    /// for a prompt beside the decode rows the prompts go alone (the decode rows then
+    /// take their own step).
+    fn mix(&mut self, model: &Arc<Loaded>, limit: MixedRows) {
         let mut decode: Vec<usize> = (0..self.active.len())
             .filter(|&i| {
                 self.active[i].next.is_some() && Arc::ptr_eq(&self.active[i].loaded, model)
             })
             .collect();
-        if decode.len() >= limit {
+        if decode.len() >= limit.total {
             decode.clear();
         }
-        let picked = self.chunks(model, limit - decode.len(), |a| a.prompt.len() <= limit);
+        let budget = limit.prompt.min(limit.total - decode.len());
+        let picked = self.chunks(model, budget, |a| a.prompt.len() <= limit.prompt);
         let deadline = decode
             .iter()
             .map(|&i| self.active[i].deadline)

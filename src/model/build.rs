@@ -300,7 +300,8 @@ impl Model {
             partials::mlp_shape(&config, config.kernels.hardware(ctx.details.is_software()));
         let act = Activations {
             partials: deferred.map(|s| {
-                let rows = max_batch.max(partials::PREFILL_ROWS).min(ctxlen);
+                // a decode batch beside a short prompt's chunk (a mixed step)
+                let rows = (max_batch + partials::PREFILL_ROWS).min(ctxlen);
                 super::PartialActivations::new(&ctx, &config, s, rows)
             }),
             ids: buffers::storage(&ctx, "ids", ctxlen),

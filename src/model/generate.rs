@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::step::{ChunkRows, StepIds, StepKind, ARGMAX_SPAN, MAX_PREFILL_PARTS};
-use super::Model;
+use super::{MixedRows, Model};
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
 use crate::kernels::logit_lens::{parse_top_k, top_k_windows, TopK};
@@ -266,14 +266,17 @@ impl Model {
         Ok(self.select_rows(&mut [], &[], parts)?.1)
     }
 
-    /// Rows a step of decode rows and prompt chunks together may have
+    /// The rows a step of decode rows and prompt chunks together may have
     /// ([`Model::mixed_select`]), or `None`: the model's steps cannot mix them (its
     /// decode steps do not take the deferred blocks: the software kernels,
     /// `decode_blocks` `per_linear`, a model they do not fit). A prefill step of at
-    /// most these rows takes the same dispatches.
-    pub fn mixed_rows(&self) -> Option<usize> {
+    /// most `prompt` rows takes the same dispatches.
+    pub fn mixed_rows(&self) -> Option<MixedRows> {
         let p = self.act.partials.as_ref()?;
-        Some(p.rows.min(super::partials::PREFILL_ROWS))
+        Some(MixedRows {
+            prompt: p.rows.min(super::partials::PREFILL_ROWS),
+            total: p.rows,
+        })
     }
 
     /// A decode step and prompt chunks in one traversal: each of `batch`'s
@@ -282,7 +285,8 @@ impl Model {
     /// Every row takes the deferred blocks' dispatches, which compute a row by the same
     /// code whatever the rows around it, and the decode step's LM head: a decode row's
     /// token and a prompt's first token are those of a decode step and of a prefill
-    /// step alone. At most [`Model::mixed_rows`] rows, `max_batch` generations.
+    /// step alone. At most [`Model::mixed_rows`] rows (prompt rows and in all), and
+    /// `max_batch` generations.
     pub fn mixed_select(
         &self,
         batch: &mut [(&mut SeqKv, u32)],
@@ -294,10 +298,12 @@ impl Model {
                 "this model's steps cannot mix decode rows with prompts (they need the GPU-shaped kernels' deferred blocks): run them as a prefill step and a decode step".into(),
             ));
         };
-        let rows = batch.len() + parts.iter().map(|p| p.1.len()).sum::<usize>();
-        if rows == 0 || rows > limit {
+        let prompt = parts.iter().map(|p| p.1.len()).sum::<usize>();
+        let rows = batch.len() + prompt;
+        if rows == 0 || rows > limit.total || prompt > limit.prompt {
             return Err(Error::InvalidInput(format!(
-                "a mixed step takes 1 to {limit} rows, not {rows}"
+                "a mixed step takes 1 to {} rows, at most {} of them prompt rows; not {rows} with {prompt}",
+                limit.total, limit.prompt
             )));
         }
         self.check_batch("a mixed step", batch.len() + parts.len(), batch.len(), want)?;

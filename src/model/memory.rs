@@ -91,9 +91,10 @@ impl ModelConfig {
             act += 2 * t * n(hd.hs / 2); // the rotary cos / sin tables
         }
         // the deferred decode blocks' scratch (GPU kernels; counted on every adapter) for
-        // steps of up to a short prefill chunk's rows (a larger --max-batch adds rows)
+        // steps of up to a short prefill chunk's rows beside a decode batch of 16 (the
+        // default --max-batch; a larger one adds rows)
         if let Some(s) = super::partials::mlp_shape(self, true) {
-            let rows = n(super::partials::PREFILL_ROWS).min(t);
+            let rows = n(super::partials::PREFILL_ROWS + 16).min(t);
             act += rows * (1 + nh + n(s.parts())) * c;
         }
         let activations = act * 4;

@@ -328,6 +328,17 @@ pub struct Ops {
     pub partials: Option<PartialOps>,
 }
 
+/// The rows a step mixing decode rows and prompt chunks may take
+/// ([`Model::mixed_select`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MixedRows {
+    /// Prompt rows: a prompt of at most these tokens is short (alone, its prefill takes
+    /// the same deferred blocks).
+    pub prompt: usize,
+    /// Rows in all, decode rows included.
+    pub total: usize,
+}
+
 /// The rows of a prefill step (or a mixed one: decode rows first) whose logits are
 /// asked for, copied from the residual stream to `att` in runs of consecutive rows (one
 /// op a run: a pass's dispatches of one op share its uniform), and the LM head with

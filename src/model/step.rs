@@ -367,14 +367,13 @@ impl Model {
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
         // a decode step's blocks with their residual adds deferred (hardware kernels),
         // and a short prefill chunk's
-        let short = self
-            .act
-            .partials
-            .as_ref()
-            .is_some_and(|p| t <= p.rows.min(super::partials::PREFILL_ROWS));
+        let short = |decode: usize| {
+            self.mixed_rows()
+                .is_some_and(|m| t - decode <= m.prompt && t <= m.total)
+        };
         let deferred = match kind {
             StepKind::Decode { .. } => ops.partials.as_ref(),
-            StepKind::Prefill { .. } if short => ops.partials.as_ref(),
+            StepKind::Prefill { decode, .. } if short(decode) => ops.partials.as_ref(),
             _ => None,
         };
         for (l, blk) in ops.blocks.iter().enumerate() {

@@ -12,7 +12,7 @@ use wgformer::gpu::buffers;
 use wgformer::kernels::layer_norm::{self, Norm};
 use wgformer::kernels::matvec::{self, Fusion, FusionBuffers};
 use wgformer::kernels::{matmul, rotary, seen_by, submit_pass, LinearBuffers};
-use wgformer::model::Model;
+use wgformer::model::{MixedRows, Model};
 use wgformer::reference;
 
 /// Every matrix-vector kernel compiled here, f32 and half-float weights.
@@ -651,7 +651,7 @@ fn deferred_decode_blocks_equal_one_dispatch_per_linear() {
 fn mixing_model(family: &str, kv: &str) -> Model {
     let g = gpu();
     let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
-        "vocab_size": 300, "context_size": 64, "n_layer": 3, "n_head": 4, "n_embed": 64,
+        "vocab_size": 300, "context_size": 128, "n_layer": 3, "n_head": 4, "n_embed": 64,
         "seed": 21, "kernels": "hardware", "architecture": family,
         "n_kv_head": if family == "gpt2" { 4 } else { 2 }, "kv_cache_dtype": kv,
     }))
@@ -673,20 +673,30 @@ fn a_mixed_step_gives_each_row_the_logits_of_its_steps_alone() {
     // logits, step by step, are bit for bit those of the same generation run alone (a
     // prefill step, then decode steps), whatever shares its steps: two prompts
     // prefilled together, a third prompt in two chunks riding on the others' decode
-    // steps, a decode step of all three, a mixed step of decode rows only.
+    // steps, a decode step of all three, a prompt of 64 tokens whole beside the three
+    // (67 rows), a mixed step of decode rows only.
     use wgformer::model::Readback::Logits;
     let (pa, pb, pc): (&[u32], &[u32], &[u32]) = (
         &[5, 17, 230, 4, 99],
         &[8, 8, 141],
         &[1, 2, 3, 250, 77, 6, 40],
     );
-    let (da, db, dc) = ([11u32, 12, 13, 14], [21u32, 22, 23], [31u32]);
+    let pd: Vec<u32> = (0..64).map(|i| (i * 53 + 7) % 300).collect();
+    let (da, db, dc) = ([11u32, 12, 13, 14, 15], [21u32, 22, 23, 24], [31u32, 32]);
     for (family, kv) in [("gpt2", "float32"), ("llama", "float16")] {
         let model = mixing_model(family, kv);
-        assert_eq!(model.mixed_rows(), Some(64));
+        // a short prompt's 64 rows beside a decode batch of 16 (the model's max_batch)
+        let rows = MixedRows {
+            prompt: 64,
+            total: 64 + 16,
+        };
+        assert_eq!(model.mixed_rows(), Some(rows));
         // alone: the prompt's logits, then each decode token's
         let alone = |prompt: &[u32], decode: &[u32]| {
-            let mut s = model.kv_reserve(16).unwrap().unwrap();
+            let mut s = model
+                .kv_reserve(prompt.len() + decode.len())
+                .unwrap()
+                .unwrap();
             let mut out = vec![model.extend(&mut s, prompt).unwrap()];
             out.extend(
                 decode
@@ -695,9 +705,15 @@ fn a_mixed_step_gives_each_row_the_logits_of_its_steps_alone() {
             );
             out
         };
-        let want = [alone(pa, &da), alone(pb, &db), alone(pc, &dc)];
+        let want = [
+            alone(pa, &da),
+            alone(pb, &db),
+            alone(pc, &dc),
+            alone(&pd, &[]),
+        ];
         let [mut a, mut b, mut c] = [0; 3].map(|_| model.kv_reserve(16).unwrap().unwrap());
-        let mut got: [Vec<Vec<f32>>; 3] = Default::default();
+        let mut d = model.kv_reserve(64).unwrap().unwrap();
+        let mut got: [Vec<Vec<f32>>; 4] = Default::default();
         // a and b prefilled together
         let first = model
             .prefill_many(&mut [(&mut a, pa, true), (&mut b, pb, true)])
@@ -729,9 +745,21 @@ fn a_mixed_step_gives_each_row_the_logits_of_its_steps_alone() {
         for (g, l) in got.iter_mut().zip(rows) {
             g.push(l);
         }
+        // d's whole prompt beside the three decode rows
+        let (rows, parts) = model
+            .mixed_select(
+                &mut [(&mut a, da[3]), (&mut b, db[3]), (&mut c, dc[1])],
+                &[Logits, Logits, Logits],
+                &mut [(&mut d, &pd, Some(Logits))],
+            )
+            .unwrap();
+        for (g, r) in got.iter_mut().zip(rows) {
+            g.push(logits(r));
+        }
+        got[3].push(logits(parts.into_iter().next().unwrap().unwrap()));
         // a mixed step of one decode row
         let (rows, parts) = model
-            .mixed_select(&mut [(&mut a, da[3])], &[Logits], &mut [])
+            .mixed_select(&mut [(&mut a, da[4])], &[Logits], &mut [])
             .unwrap();
         assert!(parts.is_empty());
         got[0].push(logits(rows.into_iter().next().unwrap()));
@@ -751,17 +779,20 @@ fn a_mixed_step_gives_each_row_the_logits_of_its_steps_alone() {
 fn a_mixed_step_refuses_what_it_cannot_take() {
     use wgformer::model::Readback::Logits;
     let model = mixing_model("gpt2", "float32");
-    let mut a = model.kv_reserve(64).unwrap().unwrap();
-    let mut b = model.kv_reserve(64).unwrap().unwrap();
+    let mut a = model.kv_reserve(80).unwrap().unwrap();
+    let mut b = model.kv_reserve(80).unwrap().unwrap();
     model.prefill(&mut a, &[1, 2], false).unwrap();
-    let long: Vec<u32> = vec![7; 64];
+    let long: Vec<u32> = vec![7; 65];
     let err = |r: wgformer::Result<_>| match r {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a step it cannot take ran"),
     };
-    // 1 decode row + 64 prompt rows: more than the 64 rows of a deferred step
+    // 65 prompt rows: more than a short prompt's 64
     let e = err(model.mixed_select(&mut [(&mut a, 3)], &[Logits], &mut [(&mut b, &long, None)]));
-    assert!(e.contains("1 to 64 rows, not 65"), "{e}");
+    assert!(
+        e.contains("at most 64 of them prompt rows; not 66 with 65"),
+        "{e}"
+    );
     let e = err(model.mixed_select(&mut [(&mut a, 3)], &[], &mut []));
     assert!(e.contains("1 rows but 0 readbacks"), "{e}");
     let e = err(model.mixed_select(&mut [(&mut a, 300)], &[Logits], &mut []));

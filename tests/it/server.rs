@@ -760,6 +760,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         "wgformer_kv_pool_pages{state=\"free\"}",
         "wgformer_kv_pool_pages_available ",
         "wgformer_decode_steps_chained_total ",
+        "wgformer_decode_steps_mixed_total ",
         "wgformer_kv_cache_utilization ",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
