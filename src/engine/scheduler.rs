@@ -22,7 +22,7 @@ use crate::gpu::{profile, GpuContext};
 use crate::model::kv_pool::{PoolStats, SeqKv};
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
-use crate::model::{CapturedForward, MixedRows, NextToken, PendingStep, Readback};
+use crate::model::{CapturedForward, NextToken, PendingStep, Readback};
 use crate::tokenizer::TextStream;
 
 pub(super) struct Worker {
@@ -851,10 +851,14 @@ impl Worker {
     /// Prefill prompts, oldest first, up to `prefill_chunk` tokens in all this step (a
     /// long prompt takes several steps; several short ones share one traversal, up to
     /// `MAX_PREFILL_PARTS` of one model). On a model whose steps can mix decode rows
-    /// and prompts ([`crate::model::Model::mixed_rows`]), a short prompt (at most its
-    /// `prompt` rows) is prefilled as alone it would be, through the deferred blocks,
-    /// and rides on the running generations' decode step ([`Worker::mix`]); a longer
-    /// one takes the matmul with the other long ones, as alone.
+    /// and prompts ([`crate::model::Model::mixed_rows`]), short prompts (at most its
+    /// `prompt` rows each) that fit beside the running generations' decode rows ride
+    /// on their decode step ([`Worker::mix`]), as a generation joining a batch does: a
+    /// short prompt then takes the deferred blocks, as alone; a longer one takes the
+    /// matmul, with the other long ones, as alone. More short prompts than fit (a
+    /// burst of arrivals; or with a decode batch too large for them beside it in a
+    /// context) are prefilled together in one traversal, as on a model that does not
+    /// mix: the matmul, a step of many rows, reads each weight once.
     pub(super) fn prefill(&mut self) {
         let Some(first) = self
             .active
@@ -867,17 +871,26 @@ impl Worker {
         let Some(limit) = model.model.mixed_rows() else {
             return self.prefill_traversal(&model, |_| true);
         };
-        let waits = |a: &Active, short: bool| {
-            a.prefilled < a.prompt.len()
-                && Arc::ptr_eq(&a.loaded, &model)
-                && (a.prompt.len() <= limit.prompt) == short
-        };
-        if self.active.iter().any(|a| waits(a, false)) {
-            self.prefill_traversal(&model, |a| a.prompt.len() > limit.prompt);
+        let ours = |a: &Active| Arc::ptr_eq(&a.loaded, &model);
+        let short = |a: &Active| a.prompt.len() <= limit.prompt;
+        let waiting = |a: &Active| a.prefilled < a.prompt.len() && ours(a);
+        let decode: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].next.is_some() && ours(&self.active[i]))
+            .collect();
+        let short_rows: usize = self
+            .active
+            .iter()
+            .filter(|a| waiting(a) && short(a))
+            .map(|a| a.prompt.len() - a.prefilled)
+            .sum();
+        if short_rows == 0 || short_rows > limit.prompt || decode.len() + short_rows > limit.total {
+            return self.prefill_traversal(&model, |_| true);
         }
-        if self.active.iter().any(|a| waits(a, true)) {
-            self.mix(&model, limit);
+        if self.active.iter().any(|a| waiting(a) && !short(a)) {
+            self.prefill_traversal(&model, |a| !short(a));
         }
+        let picked = self.chunks(&model, limit.prompt, short);
+        self.mix(&model, decode, picked);
     }
 
     /// One prefill traversal of `model`'s prompts that `take` says, oldest first.
@@ -918,25 +931,12 @@ impl Worker {
         }
     }
 
-    /// A mixed step: the decode step of `model`'s generations holding a sampled token
-    /// and chunks of its short prompts (at most `limit.prompt` tokens each), oldest
-    /// first, in one traversal ([`crate::model::Model::mixed_select`]): a generation
-    /// joining a running batch costs the batch no traversal of its own, and its prompt
-    /// (unless the context is smaller than a batch and a short prompt) one step. Each
-    /// row is computed as in a step alone, so the tokens are the same. With no room
-    /// for a prompt beside the decode rows the prompts go alone (the decode rows then
-    /// take their own step).
-    fn mix(&mut self, model: &Arc<Loaded>, limit: MixedRows) {
-        let mut decode: Vec<usize> = (0..self.active.len())
-            .filter(|&i| {
-                self.active[i].next.is_some() && Arc::ptr_eq(&self.active[i].loaded, model)
-            })
-            .collect();
-        if decode.len() >= limit.total {
-            decode.clear();
-        }
-        let budget = limit.prompt.min(limit.total - decode.len());
-        let picked = self.chunks(model, budget, |a| a.prompt.len() <= limit.prompt);
+    /// A mixed step: the decode step of `model`'s generations at `decode` and the
+    /// prompt chunks `picked` (short prompts, whole: [`Worker::prefill`]) in one
+    /// traversal ([`crate::model::Model::mixed_select`]): a generation joining a
+    /// running batch costs the batch no traversal of its own, and its prompt one step.
+    /// Each row is computed as in a step alone, so the tokens are the same.
+    fn mix(&mut self, model: &Arc<Loaded>, decode: Vec<usize>, picked: Vec<(usize, usize)>) {
         let deadline = decode
             .iter()
             .map(|&i| self.active[i].deadline)

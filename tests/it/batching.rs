@@ -144,16 +144,59 @@ fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
         mean > 4.0,
         "the generations did share decode steps (mean batch {mean})"
     );
-    // with the GPU-shaped kernels (deferred blocks) the late prompts ride on the
-    // running generations' decode steps; the software kernels' steps never mix
-    let mixed = after.mixed_steps - before.mixed_steps;
-    if extra["kernels"] == "hardware" {
-        assert!(
-            mixed > 0,
-            "{extra}: no joining prompt rode on a decode step"
+    if extra["kernels"] != "hardware" {
+        assert_eq!(
+            after.mixed_steps, 0,
+            "{extra}: the software kernels' steps mixed"
         );
-    } else {
-        assert_eq!(mixed, 0, "{extra}: the software kernels' steps mixed");
+    }
+}
+
+#[test]
+fn a_short_prompt_joining_a_batch_rides_on_its_decode_step() {
+    // With the GPU-shaped kernels' deferred blocks, a prompt of at most 64 tokens
+    // arriving while generations run is prefilled in their next decode step (a mixed
+    // step): no prefill traversal of its own, and every generation's tokens those of
+    // the generation alone, greedy and sampled.
+    for sampled in [false, true] {
+        let e = hardware_engine();
+        let running: Vec<_> = [0, 9, 1].map(|i| request(i, 40, sampled)).to_vec();
+        let joiner = request(2, 6, sampled);
+        let mut reqs = running.clone();
+        reqs.push(joiner.clone());
+        let want = alone(&e, &reqs);
+        let (got, before, at_join) = rt().block_on(async {
+            let before = e.sched();
+            let handles: Vec<_> = running
+                .iter()
+                .map(|r| tokio::spawn(collect(e.generate(r.clone()).unwrap())))
+                .collect();
+            // the three are decoding
+            while e.sched().decoding < 3 || e.sched().generated_tokens < before.generated_tokens + 3
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let at_join = e.sched();
+            let last = collect(e.generate(joiner.clone()).unwrap()).await;
+            let mut got = Vec::new();
+            for h in handles {
+                got.push(h.await.unwrap());
+            }
+            got.push(last);
+            (got, before, at_join)
+        });
+        assert_eq!(got, want, "sampled {sampled}: alone vs batched");
+        let after = settled(&e);
+        assert!(at_join.prefill_steps > before.prefill_steps);
+        assert_eq!(
+            after.prefill_steps, at_join.prefill_steps,
+            "sampled {sampled}: the joining prompt took a prefill traversal of its own"
+        );
+        assert_eq!(
+            after.mixed_steps - at_join.mixed_steps,
+            1,
+            "sampled {sampled}"
+        );
     }
 }
 
