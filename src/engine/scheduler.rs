@@ -832,6 +832,10 @@ impl Worker {
             Ok(tokens) => {
                 for (serial, t) in rows.iter().zip(tokens) {
                     if let Some(a) = self.active.iter_mut().find(|a| a.serial == *serial) {
+                        if a.generated.is_empty() {
+                            // a prompt's first token (a mixed step in flight)
+                            a.prefill_time += seconds;
+                        }
                         a.next_from = Some(t);
                     }
                 }
@@ -946,6 +950,18 @@ impl Worker {
         self.state.set_busy("mixed step", deadline);
         let started = Instant::now();
         let want: Vec<Readback> = decode.iter().map(|&i| self.active[i].readback()).collect();
+        // every row of the step the batch, its prompts whole and every token picked on
+        // the device: the step stays in flight, the next one chained to it
+        let a = &self.active;
+        let lone = (0..a.len()).all(|i| a[i].next.is_none() || decode.contains(&i));
+        let whole = picked.iter().all(|&(i, end)| end == a[i].prompt.len());
+        let ids_only = !want.contains(&Readback::Logits)
+            && picked
+                .iter()
+                .all(|&(i, _)| a[i].readback() != Readback::Logits);
+        if lone && whole && ids_only && !decode.is_empty() && model.model.can_draw() {
+            return self.mix_in_flight(model, decode, picked, want, (deadline, started));
+        }
         let (mut rows, mut parts) = step_rows(&mut self.active, &decode, &picked);
         let (every, ctx) = (self.options.profile_every, &model.model.ctx);
         let host0 = host_seconds(&model.model);
@@ -975,6 +991,57 @@ impl Worker {
                         s.mixed_steps += 1;
                     }
                 }
+            }
+            Err(e) => {
+                self.note_device_loss(&e);
+                let mut failed: Vec<_> = picked.iter().map(|&(i, _)| (i, e.duplicate())).collect();
+                failed.extend(decode.iter().map(|&i| (i, e.duplicate())));
+                self.drop_failed(failed);
+            }
+        }
+    }
+
+    /// [`Worker::mix`]'s step submitted and left in flight (`Model::mixed_submit`): its
+    /// rows are the decode rows, then the prompts, in the batch's order, so at the next
+    /// turn the decode step after it is chained to it ([`Worker::chain`]) and the
+    /// joining generations' first tokens land with the others' ([`Worker::land`]).
+    fn mix_in_flight(
+        &mut self,
+        model: &Arc<Loaded>,
+        decode: Vec<usize>,
+        picked: Vec<(usize, usize)>,
+        want: Vec<Readback>,
+        (deadline, started): (Instant, Instant),
+    ) {
+        let serials: Vec<u64> = decode
+            .iter()
+            .chain(picked.iter().map(|(i, _)| i))
+            .map(|&i| self.active[i].serial)
+            .collect();
+        let (mut rows, mut parts) = step_rows(&mut self.active, &decode, &picked);
+        let (every, ctx) = (self.options.profile_every, &model.model.ctx);
+        let host0 = host_seconds(&model.model);
+        let r = traverse(&self.state, every, ctx, "mixed", || {
+            model.model.mixed_submit(&mut rows, &want, &mut parts)
+        });
+        drop((rows, parts));
+        self.state.clear_busy();
+        match r {
+            Ok(step) => {
+                // the prompts' time is counted when their first tokens land
+                self.prefilled(&picked, vec![None; picked.len()], 0.0);
+                if let Ok(mut s) = self.state.sched.lock() {
+                    s.mixed_steps += 1;
+                }
+                self.in_flight = Some(InFlight {
+                    step,
+                    model: model.clone(),
+                    rows: serials,
+                    deadline,
+                    started,
+                    host: host_seconds(&model.model) - host0,
+                    chained: false,
+                });
             }
             Err(e) => {
                 self.note_device_loss(&e);

@@ -110,6 +110,43 @@ struct Row {
     slot: u32,
 }
 
+/// A step of decode rows and prompt chunks laid out ([`Model::lay_out`]).
+struct LaidOut {
+    rows: Vec<Row>,
+    tables: Vec<u32>,
+    chunks: Vec<ChunkRows>,
+    /// Its first rows, one a generation, each with its logits.
+    decode: usize,
+    /// What it reads back for each of its logits rows.
+    asked: Vec<Readback>,
+}
+
+impl LaidOut {
+    /// The step kind of its traversal, reading back as `plan` says.
+    fn kind(&self, plan: &Plan) -> StepKind<'_> {
+        StepKind::Prefill {
+            parts: &self.chunks,
+            decode: self.decode,
+            argmax: plan.argmax,
+            sample: !plan.specs.is_empty(),
+        }
+    }
+
+    /// Its sequences hold its rows (once it is submitted).
+    fn advance(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) {
+        for (kv, _) in batch.iter_mut() {
+            kv.advance(1);
+        }
+        for (kv, ids, _) in parts.iter_mut() {
+            kv.advance(ids.len());
+        }
+    }
+}
+
 /// Windows of [`ARGMAX_SPAN`] logits the argmax takes the rows of these wte chunks in,
 /// all chunks together (in id order): the `top1` results per row.
 pub(super) fn argmax_windows(chunks: &[crate::gpu::buffers::Chunk]) -> usize {
@@ -293,21 +330,32 @@ impl Model {
         want: &[Readback],
         parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
     ) -> Result<(Vec<NextToken>, Vec<Option<NextToken>>)> {
+        self.check_mixed(batch.len(), want, parts)?;
+        self.select_rows(batch, want, parts)
+    }
+
+    /// A mixed step of `decode` rows (reading back `want`) and `parts` fits the model.
+    fn check_mixed(
+        &self,
+        decode: usize,
+        want: &[Readback],
+        parts: &[(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<()> {
         let Some(limit) = self.mixed_rows() else {
             return Err(Error::InvalidInput(
                 "this model's steps cannot mix decode rows with prompts (they need the GPU-shaped kernels' deferred blocks): run them as a prefill step and a decode step".into(),
             ));
         };
         let prompt = parts.iter().map(|p| p.1.len()).sum::<usize>();
-        let rows = batch.len() + prompt;
+        let rows = decode + prompt;
         if rows == 0 || rows > limit.total || prompt > limit.prompt {
             return Err(Error::InvalidInput(format!(
                 "a mixed step takes 1 to {} rows, at most {} of them prompt rows; not {rows} with {prompt}",
                 limit.total, limit.prompt
             )));
         }
-        self.check_batch("a mixed step", batch.len() + parts.len(), batch.len(), want)?;
-        self.select_rows(batch, want, parts)
+        self.check_batch("a mixed step", decode + parts.len(), decode, want)?;
+        Ok(())
     }
 
     /// Run a step of `batch`'s decode rows (first; one a generation, reading back what
@@ -319,6 +367,28 @@ impl Model {
         want: &[Readback],
         parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
     ) -> Result<(Vec<NextToken>, Vec<Option<NextToken>>)> {
+        let step = self.lay_out(batch, want, parts)?;
+        let plan = readback_plan(&step.asked, self.can_draw());
+        let out = self.run_rows(&step.rows, &step.tables, step.kind(&plan), &plan)?;
+        step.advance(batch, parts);
+        let mut next = self.next_tokens(&step.asked, out).into_iter();
+        let decoded = next.by_ref().take(batch.len()).collect();
+        let out = parts
+            .iter()
+            .map(|p| p.2.and_then(|_| next.next()))
+            .collect();
+        Ok((decoded, out))
+    }
+
+    /// The rows of a step of `batch`'s decode rows (first) and `parts`' prompt chunks,
+    /// their pool slots taken (the sequences advance once it is submitted), and what
+    /// it reads back: `want`, then each part's ask.
+    fn lay_out(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<LaidOut> {
         if parts.len() > MAX_PREFILL_PARTS {
             return Err(Error::InvalidInput(format!(
                 "a prefill step takes 1 to {MAX_PREFILL_PARTS} prompts"
@@ -333,7 +403,6 @@ impl Model {
             self.check_tokens(ids)?;
             self.check_room(kv.len() + ids.len())?;
         }
-        let decode = batch.len();
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
         self.check_tokens(&ids)?;
         let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
@@ -362,32 +431,19 @@ impl Model {
             );
             tables.extend_from_slice(kv.table());
         }
-        // the decode rows, then the parts asking, in order, are logits rows 0..: read
-        // the logits of those that want them, the device's pick for the others
-        let asked: Vec<Readback> = want
+        // the decode rows, then the parts asking, in order, are logits rows 0..
+        let asked = want
             .iter()
             .copied()
             .chain(parts.iter().filter_map(|p| p.2))
             .collect();
-        let plan = readback_plan(&asked, self.can_draw());
-        let kind = StepKind::Prefill {
-            parts: &chunks,
-            decode,
-            argmax: plan.argmax,
-            sample: !plan.specs.is_empty(),
-        };
-        let out = self.run_rows(&rows, &tables, kind, &plan)?;
-        for kv in kvs.iter_mut() {
-            kv.advance(1);
-        }
-        let mut next = self.next_tokens(&asked, out).into_iter();
-        let decoded = next.by_ref().take(decode).collect();
-        let mut out = Vec::with_capacity(parts.len());
-        for (kv, ids, want) in parts.iter_mut() {
-            kv.advance(ids.len());
-            out.push(want.and_then(|_| next.next()));
-        }
-        Ok((decoded, out))
+        Ok(LaidOut {
+            rows,
+            tables,
+            chunks,
+            decode: batch.len(),
+            asked,
+        })
     }
 
     /// Each asked row's result from a step's read-back: the logits rows read (in
@@ -548,9 +604,7 @@ impl Model {
                 "a decode step in flight reads back only ids picked on the device: one Argmax or Sample per row, on a model that draws".into(),
             ));
         }
-        let read = ReadSlot::take(&self.reads_held).ok_or_else(|| {
-            Error::InvalidInput("two decode steps are already in flight: wait for one".into())
-        })?;
+        let read = self.read_slot()?;
         let zeros = vec![0; kvs.len()];
         let (rows, tables) = self.decode_rows(kvs, ids.unwrap_or(&zeros))?;
         let plan = readback_plan(want, true);
@@ -562,25 +616,95 @@ impl Model {
             Some(ids) => StepIds::Host(ids),
             None => StepIds::Drawn,
         };
-        let staging = &self.act.picked_reads[read.slot];
-        let index = self.ctx.scoped("decode step", || {
-            self.write_rows(&rows, &tables, &plan);
-            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
-            let (index, _) = self.submit_traversal("decode step", step_ids, &pos, kind, |enc| {
-                enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, rows.len() as u64 * 4);
-                rows.len()
-            });
-            Ok(index)
-        })?;
+        let step = self.submit_picked(
+            "decode step",
+            (&rows, &tables),
+            kind,
+            &plan,
+            step_ids,
+            read,
+            want,
+        )?;
         for kv in kvs.iter_mut() {
             kv.advance(1);
         }
+        Ok(step)
+    }
+
+    /// One of the two read-back buffers of steps in flight, or an error while both
+    /// are held.
+    fn read_slot(&self) -> Result<ReadSlot> {
+        ReadSlot::take(&self.reads_held).ok_or_else(|| {
+            Error::InvalidInput("two decode steps are already in flight: wait for one".into())
+        })
+    }
+
+    /// Submit a step whose every asked row (`asked`, in logits-row order) is picked on
+    /// the device, its ids copied to `read`'s buffer, and return it in flight.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_picked(
+        &self,
+        label: &str,
+        (rows, tables): (&[Row], &[u32]),
+        kind: StepKind,
+        plan: &Plan,
+        ids: StepIds,
+        read: ReadSlot,
+        asked: &[Readback],
+    ) -> Result<PendingStep> {
+        let staging = &self.act.picked_reads[read.slot];
+        let picked = asked.len() as u64 * 4;
+        let index = self.ctx.scoped(label, || {
+            self.write_rows(rows, tables, plan);
+            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
+            let (index, _) = self.submit_traversal(label, ids, &pos, kind, |enc| {
+                enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, picked);
+                asked.len()
+            });
+            Ok(index)
+        })?;
         Ok(PendingStep {
             read,
             index,
-            asked: want.to_vec(),
+            asked: asked.to_vec(),
             serial: self.steps.fetch_add(1, Ordering::SeqCst) + 1,
         })
+    }
+
+    /// [`Model::mixed_select`] without waiting, as [`Model::decode_submit`]: every row
+    /// asked (the decode rows, each prompt's last row) must be picked on the device,
+    /// and the returned step's tokens ([`Model::decode_wait`]) are in that order. The
+    /// next decode step of the same generations, in that order, may be chained to it.
+    pub fn mixed_submit(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+    ) -> Result<PendingStep> {
+        self.check_mixed(batch.len(), want, parts)?;
+        let asks = want.iter().chain(parts.iter().filter_map(|p| p.2.as_ref()));
+        if !self.can_draw() || asks.clone().any(|a| *a == Readback::Logits) {
+            return Err(Error::InvalidInput(
+                "a step in flight reads back only ids picked on the device: one Argmax or Sample per asked row, on a model that draws".into(),
+            ));
+        }
+        let read = self.read_slot()?;
+        let step = self.lay_out(batch, want, parts)?;
+        let plan = readback_plan(&step.asked, true);
+        let kind = step.kind(&plan);
+        let layout = (&step.rows[..], &step.tables[..]);
+        let ids: Vec<u32> = step.rows.iter().map(|r| r.id).collect();
+        let pending = self.submit_picked(
+            "mixed step",
+            layout,
+            kind,
+            &plan,
+            StepIds::Host(&ids),
+            read,
+            &step.asked,
+        )?;
+        step.advance(batch, parts);
+        Ok(pending)
     }
 
     /// The tokens of a step [`Model::decode_submit`] or [`Model::decode_chain`]

@@ -183,3 +183,89 @@ fn a_decode_step_in_flight_refuses_misuse_and_the_model_serves_on() {
     let p = soft.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
     assert_eq!(soft.decode_wait(p).unwrap().len(), 4);
 }
+
+/// The prompt of the fourth generation of [`prefilled`], its rows joining the other
+/// three's decode steps.
+fn joiner_prompt() -> Vec<u32> {
+    (0..11).map(|j| (j * 37 + 11) % 300).collect()
+}
+
+#[test]
+fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_apart() {
+    // A generation joining three running ones: its prompt in their decode step (a mixed
+    // step, `Model::mixed_submit`, left in flight) and the next decode steps chained to
+    // it (the joiner's first token copied on the device like the others') give the
+    // tokens of the prompt prefilled alone and every step waited for.
+    let model = small_model("hardware");
+    let s = samplers();
+    let prompt = joiner_prompt();
+    let fresh = |model: &Model| {
+        let mut kvs = prefilled(model);
+        kvs.truncate(3);
+        kvs.push(model.kv_reserve(40).unwrap().unwrap());
+        kvs
+    };
+    // apart: the three's decode step, the prompt's prefill, then steps of all four
+    let mut kvs = fresh(&model);
+    let mut want = vec![Vec::new(); 4];
+    let mut rows: Vec<_> = pairs(&mut kvs[..3]);
+    let mut next = ids(model.decode_select(&mut rows, &asks(&s[..3], 0)).unwrap());
+    let last = &mut kvs[3];
+    let first = model
+        .prefill_select(&mut [(last, &prompt, Some(Readback::Argmax))])
+        .unwrap();
+    next.extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
+    want.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
+    for n in 1..STEPS {
+        let mut rows: Vec<_> = kvs
+            .iter_mut()
+            .zip(&next)
+            .map(|(kv, &id)| (kv, id))
+            .collect();
+        next = ids(model.decode_select(&mut rows, &asks(&s, n)).unwrap());
+        want.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
+    }
+    // together, in flight (the pool holds one world at a time)
+    drop(kvs);
+    let mut kvs = fresh(&model);
+    let (three, last) = kvs.split_at_mut(3);
+    let mut rows: Vec<_> = pairs(three);
+    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Argmax));
+    let mut flight = model
+        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
+        .unwrap();
+    assert_eq!(flight.rows(), 4);
+    let mut got = vec![Vec::new(); 4];
+    for n in 1..=STEPS {
+        let ahead = (n < STEPS).then(|| {
+            let mut kvs: Vec<&mut SeqKv> = kvs.iter_mut().collect();
+            model.decode_chain(&mut kvs, &asks(&s, n), &flight).unwrap()
+        });
+        let ids = ids(model.decode_wait(flight).unwrap());
+        got.iter_mut().zip(&ids).for_each(|(o, &id)| o.push(id));
+        match ahead {
+            Some(a) => flight = a,
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    // a row reading its logits cannot stay in flight; the model serves on
+    drop(kvs);
+    let mut kvs = fresh(&model);
+    let (three, last) = kvs.split_at_mut(3);
+    let mut rows: Vec<_> = pairs(three);
+    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Logits));
+    let e = model
+        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only ids picked on the device"), "{e}");
+    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Argmax));
+    let step = model
+        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
+        .unwrap();
+    assert_eq!(
+        ids(model.decode_wait(step).unwrap()),
+        want.iter().map(|w| w[0]).collect::<Vec<_>>()
+    );
+}
