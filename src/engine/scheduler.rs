@@ -57,6 +57,27 @@ pub(super) struct InFlight {
     chained: bool,
 }
 
+impl InFlight {
+    /// A step submitted (not chained) for the generations `rows`, in its rows' order.
+    fn new(
+        step: PendingStep,
+        model: &Arc<Loaded>,
+        rows: Vec<u64>,
+        (deadline, started): (Instant, Instant),
+        host: f64,
+    ) -> Self {
+        InFlight {
+            step,
+            model: model.clone(),
+            rows,
+            deadline,
+            started,
+            host,
+            chained: false,
+        }
+    }
+}
+
 /// An initialize: its config, where its files may come from, its deadline and reply.
 pub(super) struct Load {
     config: serde_json::Value,
@@ -692,15 +713,9 @@ impl Worker {
                     self.state.clear_busy();
                     match r {
                         Ok(step) => {
-                            self.in_flight = Some(InFlight {
-                                step,
-                                model: model.clone(),
-                                rows: serials,
-                                deadline,
-                                started,
-                                host: host_seconds(&model.model) - host0,
-                                chained: false,
-                            })
+                            let host = host_seconds(&model.model) - host0;
+                            let f = InFlight::new(step, &model, serials, (deadline, started), host);
+                            self.in_flight = Some(f);
                         }
                         Err(e) => {
                             self.note_device_loss(&e);
@@ -992,12 +1007,7 @@ impl Worker {
                     }
                 }
             }
-            Err(e) => {
-                self.note_device_loss(&e);
-                let mut failed: Vec<_> = picked.iter().map(|&(i, _)| (i, e.duplicate())).collect();
-                failed.extend(decode.iter().map(|&i| (i, e.duplicate())));
-                self.drop_failed(failed);
-            }
+            Err(e) => self.fail_rows(&e, &decode, &picked),
         }
     }
 
@@ -1033,23 +1043,19 @@ impl Worker {
                 if let Ok(mut s) = self.state.sched.lock() {
                     s.mixed_steps += 1;
                 }
-                self.in_flight = Some(InFlight {
-                    step,
-                    model: model.clone(),
-                    rows: serials,
-                    deadline,
-                    started,
-                    host: host_seconds(&model.model) - host0,
-                    chained: false,
-                });
+                let host = host_seconds(&model.model) - host0;
+                let f = InFlight::new(step, model, serials, (deadline, started), host);
+                self.in_flight = Some(f);
             }
-            Err(e) => {
-                self.note_device_loss(&e);
-                let mut failed: Vec<_> = picked.iter().map(|&(i, _)| (i, e.duplicate())).collect();
-                failed.extend(decode.iter().map(|&i| (i, e.duplicate())));
-                self.drop_failed(failed);
-            }
+            Err(e) => self.fail_rows(&e, &decode, &picked),
         }
+    }
+
+    /// End the generations of a failed step's decode rows and prompts with `e`.
+    fn fail_rows(&mut self, e: &Error, decode: &[usize], picked: &[(usize, usize)]) {
+        self.note_device_loss(e);
+        let rows = decode.iter().chain(picked.iter().map(|(i, _)| i));
+        self.drop_failed(rows.map(|&i| (i, e.duplicate())).collect());
     }
 
     /// The next chunks of `model`'s prompts still prefilling that `take` says, oldest

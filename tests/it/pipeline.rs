@@ -81,18 +81,30 @@ const STEPS: u64 = 12;
 fn one_at_a_time(model: &Model) -> Vec<Vec<u32>> {
     let s = samplers();
     let mut kvs = prefilled(model);
-    let mut next = FIRST.to_vec();
     let mut out = vec![Vec::new(); 4];
-    for n in 0..STEPS {
+    decode_apart(model, &mut kvs, FIRST.to_vec(), &s, 0..STEPS, &mut out);
+    out
+}
+
+/// Decode steps `steps` of `kvs` from the tokens `next`, each waited for, every row's
+/// tokens pushed to its `out`.
+fn decode_apart(
+    model: &Model,
+    kvs: &mut [SeqKv],
+    mut next: Vec<u32>,
+    s: &[Option<Sampler>],
+    steps: std::ops::Range<u64>,
+    out: &mut [Vec<u32>],
+) {
+    for n in steps {
         let mut rows: Vec<_> = kvs
             .iter_mut()
             .zip(&next)
             .map(|(kv, &id)| (kv, id))
             .collect();
-        next = ids(model.decode_select(&mut rows, &asks(&s, n)).unwrap());
+        next = ids(model.decode_select(&mut rows, &asks(s, n)).unwrap());
         out.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
     }
-    out
 }
 
 /// The same, each step chained to the one before it while that one is in flight.
@@ -100,12 +112,23 @@ fn chained(model: &Model) -> Vec<Vec<u32>> {
     let s = samplers();
     let mut kvs = prefilled(model);
     let mut rows: Vec<_> = pairs(&mut kvs);
-    let mut flight = model.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
-    let mut out = vec![Vec::new(); 4];
+    let flight = model.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
+    chain_from(model, &mut kvs, &s, flight)
+}
+
+/// Each row's tokens from `flight` (a step in flight for `kvs`) and the steps chained
+/// to it, up to [`STEPS`] steps.
+fn chain_from(
+    model: &Model,
+    kvs: &mut [SeqKv],
+    s: &[Option<Sampler>],
+    mut flight: wgformer::model::PendingStep,
+) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); kvs.len()];
     for n in 1..=STEPS {
         let ahead = (n < STEPS).then(|| {
             let mut kvs: Vec<&mut SeqKv> = kvs.iter_mut().collect();
-            model.decode_chain(&mut kvs, &asks(&s, n), &flight).unwrap()
+            model.decode_chain(&mut kvs, &asks(s, n), &flight).unwrap()
         });
         let got = ids(model.decode_wait(flight).unwrap());
         out.iter_mut().zip(&got).for_each(|(o, &id)| o.push(id));
@@ -190,6 +213,21 @@ fn joiner_prompt() -> Vec<u32> {
     (0..11).map(|j| (j * 37 + 11) % 300).collect()
 }
 
+/// The first three of `kvs` decoding their [`FIRST`] tokens and the fourth's prompt
+/// ([`joiner_prompt`], reading back `ask`) in one mixed step left in flight.
+fn join_in_flight(
+    model: &Model,
+    kvs: &mut [SeqKv],
+    s: &[Option<Sampler>],
+    ask: Readback,
+) -> wgformer::Result<wgformer::model::PendingStep> {
+    let prompt = joiner_prompt();
+    let (three, last) = kvs.split_at_mut(3);
+    let mut rows: Vec<_> = pairs(three);
+    let part = (&mut last[0], prompt.as_slice(), Some(ask));
+    model.mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
+}
+
 #[test]
 fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_apart() {
     // A generation joining three running ones: its prompt in their decode step (a mixed
@@ -216,56 +254,21 @@ fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_a
         .unwrap();
     next.extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
     want.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
-    for n in 1..STEPS {
-        let mut rows: Vec<_> = kvs
-            .iter_mut()
-            .zip(&next)
-            .map(|(kv, &id)| (kv, id))
-            .collect();
-        next = ids(model.decode_select(&mut rows, &asks(&s, n)).unwrap());
-        want.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
-    }
+    decode_apart(&model, &mut kvs, next, &s, 1..STEPS, &mut want);
     // together, in flight (the pool holds one world at a time)
     drop(kvs);
     let mut kvs = fresh(&model);
-    let (three, last) = kvs.split_at_mut(3);
-    let mut rows: Vec<_> = pairs(three);
-    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Argmax));
-    let mut flight = model
-        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
-        .unwrap();
+    let flight = join_in_flight(&model, &mut kvs, &s, Readback::Argmax).unwrap();
     assert_eq!(flight.rows(), 4);
-    let mut got = vec![Vec::new(); 4];
-    for n in 1..=STEPS {
-        let ahead = (n < STEPS).then(|| {
-            let mut kvs: Vec<&mut SeqKv> = kvs.iter_mut().collect();
-            model.decode_chain(&mut kvs, &asks(&s, n), &flight).unwrap()
-        });
-        let ids = ids(model.decode_wait(flight).unwrap());
-        got.iter_mut().zip(&ids).for_each(|(o, &id)| o.push(id));
-        match ahead {
-            Some(a) => flight = a,
-            None => break,
-        }
-    }
-    assert_eq!(got, want);
+    assert_eq!(chain_from(&model, &mut kvs, &s, flight), want);
     // a row reading its logits cannot stay in flight; the model serves on
     drop(kvs);
     let mut kvs = fresh(&model);
-    let (three, last) = kvs.split_at_mut(3);
-    let mut rows: Vec<_> = pairs(three);
-    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Logits));
-    let e = model
-        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
+    let e = join_in_flight(&model, &mut kvs, &s, Readback::Logits)
         .unwrap_err()
         .to_string();
     assert!(e.contains("only ids picked on the device"), "{e}");
-    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Argmax));
-    let step = model
-        .mixed_submit(&mut rows, &asks(&s[..3], 0), &mut [part])
-        .unwrap();
-    assert_eq!(
-        ids(model.decode_wait(step).unwrap()),
-        want.iter().map(|w| w[0]).collect::<Vec<_>>()
-    );
+    let step = join_in_flight(&model, &mut kvs, &s, Readback::Argmax).unwrap();
+    let firsts: Vec<u32> = want.iter().map(|w| w[0]).collect();
+    assert_eq!(ids(model.decode_wait(step).unwrap()), firsts);
 }
