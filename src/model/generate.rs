@@ -570,19 +570,24 @@ impl Model {
         want: &[Readback],
         after: &PendingStep,
     ) -> Result<PendingStep> {
+        self.check_chain(after, kvs.len())?;
+        self.submit_drawn(kvs, None, want)
+    }
+
+    /// A step chained to `after` takes its `rows`, row for row, and follows it.
+    fn check_chain(&self, after: &PendingStep, rows: usize) -> Result<()> {
         if after.serial != self.steps.load(Ordering::SeqCst) {
             return Err(Error::InvalidInput(
                 "a chained decode step must follow the model's last generation step".into(),
             ));
         }
-        if after.asked.len() != kvs.len() {
+        if after.asked.len() != rows {
             return Err(Error::InvalidInput(format!(
-                "a chained decode step takes the {} rows of the step before it, not {}",
+                "a chained decode step takes the {} rows of the step before it, not {rows}",
                 after.asked.len(),
-                kvs.len()
             )));
         }
-        self.submit_drawn(kvs, None, want)
+        Ok(())
     }
 
     /// Submit a decode step whose every row is picked on the device: its ids from the
@@ -614,7 +619,7 @@ impl Model {
         };
         let step_ids = match ids {
             Some(ids) => StepIds::Host(ids),
-            None => StepIds::Drawn,
+            None => StepIds::Drawn(&[]),
         };
         let step = self.submit_picked(
             "decode step",
@@ -681,6 +686,35 @@ impl Model {
         want: &[Readback],
         parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
     ) -> Result<PendingStep> {
+        self.submit_mixed(batch, want, parts, false)
+    }
+
+    /// [`Model::mixed_submit`] chained to `after`, as [`Model::decode_chain`]: the decode
+    /// rows are `after`'s generations, row for row, their tokens those `after` picks
+    /// (copied on the device); `parts` are prompts joining them (their ids from the
+    /// host). The next step may be chained to this one in turn, the joiners' rows after
+    /// the others'.
+    pub fn mixed_chain(
+        &self,
+        kvs: &mut [&mut SeqKv],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+        after: &PendingStep,
+    ) -> Result<PendingStep> {
+        self.check_chain(after, kvs.len())?;
+        let mut batch: Vec<(&mut SeqKv, u32)> = kvs.iter_mut().map(|kv| (&mut **kv, 0)).collect();
+        self.submit_mixed(&mut batch, want, parts, true)
+    }
+
+    /// Submit a mixed step whose every asked row is picked on the device; with `drawn`
+    /// its decode rows' ids are those the last generation step picked.
+    fn submit_mixed(
+        &self,
+        batch: &mut [(&mut SeqKv, u32)],
+        want: &[Readback],
+        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+        drawn: bool,
+    ) -> Result<PendingStep> {
         self.check_mixed(batch.len(), want, parts)?;
         let asks = want.iter().chain(parts.iter().filter_map(|p| p.2.as_ref()));
         if !self.can_draw() || asks.clone().any(|a| *a == Readback::Logits) {
@@ -694,15 +728,13 @@ impl Model {
         let kind = step.kind(&plan);
         let layout = (&step.rows[..], &step.tables[..]);
         let ids: Vec<u32> = step.rows.iter().map(|r| r.id).collect();
-        let pending = self.submit_picked(
-            "mixed step",
-            layout,
-            kind,
-            &plan,
-            StepIds::Host(&ids),
-            read,
-            &step.asked,
-        )?;
+        let ids = if drawn {
+            StepIds::Drawn(&ids[step.decode..])
+        } else {
+            StepIds::Host(&ids)
+        };
+        let pending =
+            self.submit_picked("mixed step", layout, kind, &plan, ids, read, &step.asked)?;
         step.advance(batch, parts);
         Ok(pending)
     }

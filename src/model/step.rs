@@ -672,17 +672,22 @@ impl Model {
         let t0 = std::time::Instant::now();
         let q = &self.ctx.queue;
         let rows = positions.len();
-        if let StepIds::Host(ids) = ids {
-            q.write_buffer(&self.act.ids, 0, bytemuck::cast_slice(ids));
+        let (host0, host) = match ids {
+            StepIds::Host(ids) => (0, ids),
+            StepIds::Drawn(rest) => (rows - rest.len(), rest),
+        };
+        if !host.is_empty() {
+            let at = host0 as u64 * 4;
+            q.write_buffer(&self.act.ids, at, bytemuck::cast_slice(host));
         }
         q.write_buffer(&self.act.positions, 0, bytemuck::cast_slice(positions));
         let mut enc = self
             .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        if let StepIds::Drawn = ids {
+        if host0 > 0 {
             // after the previous step's draw, in queue order
-            enc.copy_buffer_to_buffer(&self.act.picked, 0, &self.act.ids, 0, rows as u64 * 4);
+            enc.copy_buffer_to_buffer(&self.act.picked, 0, &self.act.ids, 0, host0 as u64 * 4);
         }
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -728,8 +733,9 @@ pub(super) fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
 pub(super) enum StepIds<'a> {
     /// Written by the host.
     Host(&'a [u32]),
-    /// The ids the model's last generation step drew (`picked`), row for row.
-    Drawn,
+    /// The first rows' ids the model's last generation step drew (`picked`), row for
+    /// row; the rows after them (a chained mixed step's prompts) these, from the host.
+    Drawn(&'a [u32]),
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ fn decode_apart(
     steps: std::ops::Range<u64>,
     out: &mut [Vec<u32>],
 ) {
+    let s = &s[..kvs.len()];
     for n in steps {
         let mut rows: Vec<_> = kvs
             .iter_mut()
@@ -113,19 +114,20 @@ fn chained(model: &Model) -> Vec<Vec<u32>> {
     let mut kvs = prefilled(model);
     let mut rows: Vec<_> = pairs(&mut kvs);
     let flight = model.decode_submit(&mut rows, &asks(&s, 0)).unwrap();
-    chain_from(model, &mut kvs, &s, flight)
+    chain_from(model, &mut kvs, &s, flight, 1)
 }
 
 /// Each row's tokens from `flight` (a step in flight for `kvs`) and the steps chained
-/// to it, up to [`STEPS`] steps.
+/// to it, the first of them step `first`, up to [`STEPS`] steps.
 fn chain_from(
     model: &Model,
     kvs: &mut [SeqKv],
     s: &[Option<Sampler>],
     mut flight: wgformer::model::PendingStep,
+    first: u64,
 ) -> Vec<Vec<u32>> {
     let mut out = vec![Vec::new(); kvs.len()];
-    for n in 1..=STEPS {
+    for n in first..=STEPS {
         let ahead = (n < STEPS).then(|| {
             let mut kvs: Vec<&mut SeqKv> = kvs.iter_mut().collect();
             model.decode_chain(&mut kvs, &asks(s, n), &flight).unwrap()
@@ -260,7 +262,7 @@ fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_a
     let mut kvs = fresh(&model);
     let flight = join_in_flight(&model, &mut kvs, &s, Readback::Argmax).unwrap();
     assert_eq!(flight.rows(), 4);
-    assert_eq!(chain_from(&model, &mut kvs, &s, flight), want);
+    assert_eq!(chain_from(&model, &mut kvs, &s, flight, 1), want);
     // a row reading its logits cannot stay in flight; the model serves on
     drop(kvs);
     let mut kvs = fresh(&model);
@@ -271,4 +273,58 @@ fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_a
     let step = join_in_flight(&model, &mut kvs, &s, Readback::Argmax).unwrap();
     let firsts: Vec<u32> = want.iter().map(|w| w[0]).collect();
     assert_eq!(ids(model.decode_wait(step).unwrap()), firsts);
+}
+
+#[test]
+fn a_joiner_chained_to_the_step_in_flight_gives_the_tokens_of_steps_apart() {
+    // The batch's decode step in flight, and a prompt joining it in the next one, a
+    // mixed step chained to it (`Model::mixed_chain`: the three rows' ids copied on
+    // the device, the prompt's from the host), then decode steps chained in turn: the
+    // tokens of every step waited for, the prompt prefilled alone beside the second.
+    let model = small_model("hardware");
+    let s = samplers();
+    let prompt = joiner_prompt();
+    let fresh = |model: &Model| {
+        let mut kvs = prefilled(model);
+        kvs.truncate(3);
+        kvs.push(model.kv_reserve(40).unwrap().unwrap());
+        kvs
+    };
+    let mut kvs = fresh(&model);
+    let mut want = vec![Vec::new(); 4];
+    decode_apart(
+        &model,
+        &mut kvs[..3],
+        FIRST[..3].to_vec(),
+        &s,
+        0..2,
+        &mut want,
+    );
+    let first = model
+        .prefill_select(&mut [(&mut kvs[3], &prompt, Some(Readback::Argmax))])
+        .unwrap();
+    want[3].extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
+    let next: Vec<u32> = want.iter().map(|w| *w.last().unwrap()).collect();
+    decode_apart(&model, &mut kvs, next, &s, 2..STEPS, &mut want);
+    drop(kvs);
+    let mut kvs = fresh(&model);
+    let mut got = vec![Vec::new(); 4];
+    let mut rows: Vec<_> = pairs(&mut kvs[..3]);
+    let flight = model.decode_submit(&mut rows, &asks(&s[..3], 0)).unwrap();
+    let (three, last) = kvs.split_at_mut(3);
+    let mut three: Vec<&mut SeqKv> = three.iter_mut().collect();
+    let part = (&mut last[0], prompt.as_slice(), Some(Readback::Argmax));
+    let joined = model
+        .mixed_chain(&mut three, &asks(&s[..3], 1), &mut [part], &flight)
+        .unwrap();
+    let step0 = ids(model.decode_wait(flight).unwrap());
+    got.iter_mut().zip(&step0).for_each(|(o, &id)| o.push(id));
+    for (g, rest) in got
+        .iter_mut()
+        .zip(chain_from(&model, &mut kvs, &s, joined, 2))
+    {
+        g.extend(rest);
+    }
+    assert_eq!(got, want);
+    assert_eq!(got[3].len(), STEPS as usize - 1);
 }
