@@ -763,61 +763,116 @@ impl Worker {
 
     /// Submit the decode step after the one in flight, before reading that one, when
     /// the batch goes on as it is: every running generation is a row of that step, in
-    /// order (none joined, ended or prefilling), and each takes its next token on the
-    /// device and still wants one after the token in flight (`max_new_tokens`). The new
-    /// step's rows take the ids the one in flight picks, on the device: the host never
-    /// keeps the device waiting between them. A row whose generation ends with the
-    /// token in flight (a stop string, the end of text) wastes its share of the new
-    /// step. Returns the new step in flight.
+    /// order (none ended or prefilling; generations admitted since may follow them if
+    /// they ride along, [`Worker::joiners_ride`]: their prompts then go in the same
+    /// step, a mixed one), and each takes its next token on the device and still wants
+    /// one after the token in flight (`max_new_tokens`). The new step's rows take the
+    /// ids the one in flight picks, on the device: the host never keeps the device
+    /// waiting between them. A row whose generation ends with the token in flight (a
+    /// stop string, the end of text) wastes its share of the new step. Returns the new
+    /// step in flight.
     fn chain(&mut self) -> Option<InFlight> {
         let f = self.in_flight.as_ref()?;
-        let same_rows = self.active.len() == f.rows.len()
-            && self.active.iter().zip(&f.rows).all(|(a, &s)| a.serial == s);
-        if !same_rows {
+        let n = f.rows.len();
+        let batch_first = self.active.len() >= n
+            && self.active[..n]
+                .iter()
+                .zip(&f.rows)
+                .all(|(a, &s)| a.serial == s);
+        if !batch_first || !self.joiners_ride(&f.model, n) {
             return None;
         }
         let now = Instant::now();
-        let mut want = Vec::with_capacity(f.rows.len());
-        for a in &self.active {
+        let mut want = Vec::with_capacity(n);
+        for a in &self.active[..n] {
             // the step in flight picks token `generated.len()`, the new one the next
-            let n = a.generated.len() + 1;
+            let next = a.generated.len() + 1;
             let goes_on = a.prefilled == a.prompt.len()
                 && a.next.is_none()
                 && a.next_from.is_none()
                 && a.picked.is_none()
-                && n < a.req.max_new_tokens
+                && next < a.req.max_new_tokens
                 && !a.events.is_closed()
                 && now < a.deadline;
-            match a.readback_for(n) {
+            match a.readback_for(next) {
                 w if goes_on && w != Readback::Logits => want.push(w),
                 _ => return None,
             }
         }
         let model = f.model.clone();
         let deadline = self.active.iter().map(|a| a.deadline).max()?;
+        // the joiners' whole prompts (indices among them, and in the batch)
+        let whole: Vec<(usize, usize)> = self.active[n..]
+            .iter()
+            .enumerate()
+            .map(|(j, a)| (j, a.prompt.len()))
+            .collect();
+        let joined: Vec<(usize, usize)> = whole.iter().map(|&(j, end)| (n + j, end)).collect();
+        let rows: Vec<u64> = self.active.iter().map(|a| a.serial).collect();
         let host0 = host_seconds(&model.model);
-        let mut kvs: Vec<&mut SeqKv> = self.active.iter_mut().map(|a| &mut a.kv).collect();
+        let (batch, joiners) = self.active.split_at_mut(n);
+        let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|a| &mut a.kv).collect();
+        let (_, mut parts) = step_rows(joiners, &[], &whole);
         let (every, ctx) = (self.options.profile_every, &model.model.ctx);
         self.state.set_busy("decode step", deadline);
         let r = traverse(&self.state, every, ctx, "decode", || {
-            model.model.decode_chain(&mut kvs, &want, &f.step)
+            if parts.is_empty() {
+                model.model.decode_chain(&mut kvs, &want, &f.step)
+            } else {
+                model
+                    .model
+                    .mixed_chain(&mut kvs, &want, &mut parts, &f.step)
+            }
         });
+        drop((kvs, parts));
         self.state.clear_busy();
         match r {
-            Ok(step) => Some(InFlight {
-                step,
-                model: model.clone(),
-                rows: f.rows.clone(),
-                deadline,
-                started: now,
-                host: host_seconds(&model.model) - host0,
-                chained: true,
-            }),
+            Ok(step) => {
+                if !joined.is_empty() {
+                    // their first tokens, and their time, land with the step
+                    self.prefilled(&joined, vec![None; joined.len()], 0.0);
+                    if let Ok(mut s) = self.state.sched.lock() {
+                        s.mixed_steps += 1;
+                    }
+                }
+                let host = host_seconds(&model.model) - host0;
+                let mut f = InFlight::new(step, &model, rows, (deadline, now), host);
+                f.chained = true;
+                Some(f)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a decode step could not be chained; the batch steps one at a time");
                 None
             }
         }
+    }
+
+    /// Whether the generations after the batch's `n` rows (those the step in flight
+    /// does not hold: generations just admitted) can ride on its chained step: each a
+    /// short prompt of `model` waiting whole, its first token picked on the device,
+    /// all of them beside the batch in one mixed step (at most `MAX_PREFILL_PARTS`).
+    fn joiners_ride(&self, model: &Arc<Loaded>, n: usize) -> bool {
+        let joiners = &self.active[n..];
+        if joiners.is_empty() {
+            return true;
+        }
+        let Some(limit) = model.model.mixed_rows() else {
+            return false;
+        };
+        let rows: usize = joiners.iter().map(|a| a.prompt.len()).sum();
+        let now = Instant::now();
+        joiners.len() <= MAX_PREFILL_PARTS
+            && rows <= limit.prompt
+            && n + rows <= limit.total
+            && joiners.iter().all(|a| {
+                Arc::ptr_eq(&a.loaded, model)
+                    && a.prefilled == 0
+                    && a.generated.is_empty()
+                    && a.req.max_new_tokens > 0
+                    && a.readback() != Readback::Logits
+                    && !a.events.is_closed()
+                    && now < a.deadline
+            })
     }
 
     /// Read the decode step in flight: each of its generations still running gets its
