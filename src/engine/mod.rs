@@ -22,6 +22,7 @@ mod options;
 mod requests;
 mod scheduler;
 mod state;
+mod steps;
 
 pub use load::kv_pool_pages;
 pub use options::{EngineOptions, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU};
