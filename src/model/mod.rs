@@ -24,6 +24,7 @@
 mod build;
 pub mod directory;
 pub mod family;
+mod flight;
 pub mod forward;
 pub mod generate;
 pub mod kv_pool;
@@ -50,7 +51,8 @@ use crate::kernels::{KernelOp, RowsOp};
 use source::WeightFiles;
 use weights::Checkpoint;
 
-pub use generate::{argmax_rows, NextToken, PendingStep, Readback};
+pub use flight::PendingStep;
+pub use generate::{argmax_rows, NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 pub use step::{ARGMAX_SPAN, MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS};
 
