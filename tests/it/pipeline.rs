@@ -215,6 +215,38 @@ fn joiner_prompt() -> Vec<u32> {
     (0..11).map(|j| (j * 37 + 11) % 300).collect()
 }
 
+/// Three generations of [`prefilled`] and a fourth's empty sequence.
+fn three_and_a_joiner(model: &Model) -> Vec<SeqKv> {
+    let mut kvs = prefilled(model);
+    kvs.truncate(3);
+    kvs.push(model.kv_reserve(40).unwrap().unwrap());
+    kvs
+}
+
+/// Each row's tokens, every step waited for: the three's decode steps `0 .. join`, the
+/// fourth's prompt ([`joiner_prompt`]) prefilled alone beside the last of them, then
+/// decode steps of all four up to [`STEPS`].
+fn joined_apart(model: &Model, s: &[Option<Sampler>], join: u64) -> Vec<Vec<u32>> {
+    let mut kvs = three_and_a_joiner(model);
+    let mut want = vec![Vec::new(); 4];
+    decode_apart(
+        model,
+        &mut kvs[..3],
+        FIRST[..3].to_vec(),
+        s,
+        0..join,
+        &mut want,
+    );
+    let prompt = joiner_prompt();
+    let first = model
+        .prefill_select(&mut [(&mut kvs[3], &prompt, Some(Readback::Argmax))])
+        .unwrap();
+    want[3].extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
+    let next: Vec<u32> = want.iter().map(|w| *w.last().unwrap()).collect();
+    decode_apart(model, &mut kvs, next, s, join..STEPS, &mut want);
+    want
+}
+
 /// The first three of `kvs` decoding their [`FIRST`] tokens and the fourth's prompt
 /// ([`joiner_prompt`], reading back `ask`) in one mixed step left in flight.
 fn join_in_flight(
@@ -238,34 +270,15 @@ fn a_mixed_step_in_flight_and_the_steps_chained_to_it_give_the_tokens_of_steps_a
     // tokens of the prompt prefilled alone and every step waited for.
     let model = small_model("hardware");
     let s = samplers();
-    let prompt = joiner_prompt();
-    let fresh = |model: &Model| {
-        let mut kvs = prefilled(model);
-        kvs.truncate(3);
-        kvs.push(model.kv_reserve(40).unwrap().unwrap());
-        kvs
-    };
-    // apart: the three's decode step, the prompt's prefill, then steps of all four
-    let mut kvs = fresh(&model);
-    let mut want = vec![Vec::new(); 4];
-    let mut rows: Vec<_> = pairs(&mut kvs[..3]);
-    let mut next = ids(model.decode_select(&mut rows, &asks(&s[..3], 0)).unwrap());
-    let last = &mut kvs[3];
-    let first = model
-        .prefill_select(&mut [(last, &prompt, Some(Readback::Argmax))])
-        .unwrap();
-    next.extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
-    want.iter_mut().zip(&next).for_each(|(o, &id)| o.push(id));
-    decode_apart(&model, &mut kvs, next, &s, 1..STEPS, &mut want);
-    // together, in flight (the pool holds one world at a time)
-    drop(kvs);
-    let mut kvs = fresh(&model);
+    let want = joined_apart(&model, &s, 1);
+    // together, in flight
+    let mut kvs = three_and_a_joiner(&model);
     let flight = join_in_flight(&model, &mut kvs, &s, Readback::Argmax).unwrap();
     assert_eq!(flight.rows(), 4);
     assert_eq!(chain_from(&model, &mut kvs, &s, flight, 1), want);
     // a row reading its logits cannot stay in flight; the model serves on
     drop(kvs);
-    let mut kvs = fresh(&model);
+    let mut kvs = three_and_a_joiner(&model);
     let e = join_in_flight(&model, &mut kvs, &s, Readback::Logits)
         .unwrap_err()
         .to_string();
@@ -284,30 +297,8 @@ fn a_joiner_chained_to_the_step_in_flight_gives_the_tokens_of_steps_apart() {
     let model = small_model("hardware");
     let s = samplers();
     let prompt = joiner_prompt();
-    let fresh = |model: &Model| {
-        let mut kvs = prefilled(model);
-        kvs.truncate(3);
-        kvs.push(model.kv_reserve(40).unwrap().unwrap());
-        kvs
-    };
-    let mut kvs = fresh(&model);
-    let mut want = vec![Vec::new(); 4];
-    decode_apart(
-        &model,
-        &mut kvs[..3],
-        FIRST[..3].to_vec(),
-        &s,
-        0..2,
-        &mut want,
-    );
-    let first = model
-        .prefill_select(&mut [(&mut kvs[3], &prompt, Some(Readback::Argmax))])
-        .unwrap();
-    want[3].extend(ids(vec![first.into_iter().next().unwrap().unwrap()]));
-    let next: Vec<u32> = want.iter().map(|w| *w.last().unwrap()).collect();
-    decode_apart(&model, &mut kvs, next, &s, 2..STEPS, &mut want);
-    drop(kvs);
-    let mut kvs = fresh(&model);
+    let want = joined_apart(&model, &s, 2);
+    let mut kvs = three_and_a_joiner(&model);
     let mut got = vec![Vec::new(); 4];
     let mut rows: Vec<_> = pairs(&mut kvs[..3]);
     let flight = model.decode_submit(&mut rows, &asks(&s[..3], 0)).unwrap();
