@@ -140,8 +140,11 @@ fn assert_same_alone_and_batched(extra: serde_json::Value, sampled: bool) {
     let after = settled(&e);
     let (a, b) = (&after.batch_size, &before.batch_size);
     let mean = (a.sum - b.sum) / (a.count - b.count) as f64;
+    // alone a step has one row; here 12 arrive together and 4 later (whether the 12
+    // still run when those join depends on the machine's speed: on a loaded 2-core CI
+    // runner the mean came out 3.7, here 4.2-4.3)
     assert!(
-        mean > 4.0,
+        mean > 2.5,
         "the generations did share decode steps (mean batch {mean})"
     );
     if extra["kernels"] != "hardware" {
