@@ -118,11 +118,7 @@ impl Worker {
             ready = rest;
             let lone = ready.is_empty() && batch.len() <= cap && self.in_flight.is_none();
             for group in batch.chunks(cap) {
-                let deadline = group
-                    .iter()
-                    .map(|&i| self.active[i].deadline)
-                    .max()
-                    .unwrap_or_else(Instant::now);
+                let deadline = self.latest_deadline(group.iter().copied());
                 self.state.set_busy("decode step", deadline);
                 let started = Instant::now();
                 let mut rows: Vec<(&mut SeqKv, u32)> = Vec::with_capacity(group.len());
@@ -385,21 +381,27 @@ impl Worker {
         let ours = |a: &Active| Arc::ptr_eq(&a.loaded, &model);
         let short = |a: &Active| a.prompt.len() <= limit.prompt;
         let waiting = |a: &Active| a.prefilled < a.prompt.len() && ours(a);
-        let decode: Vec<usize> = (0..self.active.len())
-            .filter(|&i| self.active[i].next.is_some() && ours(&self.active[i]))
-            .collect();
+        let decoding = self
+            .active
+            .iter()
+            .filter(|a| a.next.is_some() && ours(a))
+            .count();
         let short_rows: usize = self
             .active
             .iter()
             .filter(|a| waiting(a) && short(a))
             .map(|a| a.prompt.len() - a.prefilled)
             .sum();
-        if short_rows == 0 || short_rows > limit.prompt || decode.len() + short_rows > limit.total {
+        if short_rows == 0 || short_rows > limit.prompt || decoding + short_rows > limit.total {
             return self.prefill_traversal(&model, |_| true);
         }
         if self.active.iter().any(|a| waiting(a) && !short(a)) {
             self.prefill_traversal(&model, |a| !short(a));
         }
+        // (indices taken after that traversal, which drops the generations it fails)
+        let decode: Vec<usize> = (0..self.active.len())
+            .filter(|&i| self.active[i].next.is_some() && ours(&self.active[i]))
+            .collect();
         let picked = self.chunks(&model, limit.prompt, short);
         self.mix(&model, decode, picked);
     }
@@ -413,8 +415,10 @@ impl Worker {
             .min(model.model.config.context_size)
             .max(1);
         let picked = self.chunks(model, budget, take);
-        self.state
-            .set_busy("generation prefill", self.latest_deadline(&picked));
+        self.state.set_busy(
+            "generation prefill",
+            self.latest_deadline(picked.iter().map(|p| p.0)),
+        );
         let started = Instant::now();
         let (_, mut parts) = step_rows(&mut self.active, &[], &picked);
         let (every, ctx) = (self.options.profile_every, &model.model.ctx);
@@ -448,12 +452,8 @@ impl Worker {
     /// running batch costs the batch no traversal of its own, and its prompt one step.
     /// Each row is computed as in a step alone, so the tokens are the same.
     fn mix(&mut self, model: &Arc<Loaded>, decode: Vec<usize>, picked: Vec<(usize, usize)>) {
-        let deadline = decode
-            .iter()
-            .map(|&i| self.active[i].deadline)
-            .max()
-            .unwrap_or_else(Instant::now)
-            .max(self.latest_deadline(&picked));
+        let deadline =
+            self.latest_deadline(decode.iter().copied().chain(picked.iter().map(|p| p.0)));
         self.state.set_busy("mixed step", deadline);
         let started = Instant::now();
         let want: Vec<Readback> = decode.iter().map(|&i| self.active[i].readback()).collect();
@@ -573,11 +573,10 @@ impl Worker {
         picked
     }
 
-    /// The latest deadline of the generations at `picked`'s indices (now, if none).
-    fn latest_deadline(&self, picked: &[(usize, usize)]) -> Instant {
-        picked
-            .iter()
-            .map(|&(i, _)| self.active[i].deadline)
+    /// The latest deadline of the generations at these indices (now, if none).
+    fn latest_deadline(&self, rows: impl IntoIterator<Item = usize>) -> Instant {
+        rows.into_iter()
+            .map(|i| self.active[i].deadline)
             .max()
             .unwrap_or_else(Instant::now)
     }

@@ -132,11 +132,14 @@ impl Model {
                 self.max_batch
             )));
         }
-        if want.len() != kvs.len() || want.contains(&Readback::Logits) || !self.can_draw() {
-            return Err(Error::InvalidInput(
-                "a decode step in flight reads back only ids picked on the device: one Argmax or Sample per row, on a model that draws".into(),
-            ));
+        if want.len() != kvs.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} rows but {} readbacks asked",
+                kvs.len(),
+                want.len()
+            )));
         }
+        self.check_ids_only(want.iter())?;
         let read = self.read_slot()?;
         let zeros = vec![0; kvs.len()];
         let (rows, tables) = self.decode_rows(kvs, ids.unwrap_or(&zeros))?;
@@ -162,6 +165,17 @@ impl Model {
             kv.advance(1);
         }
         Ok(step)
+    }
+
+    /// A step left in flight reads back only ids picked on the device: every `asks`
+    /// an Argmax or a Sample, on a model that draws.
+    fn check_ids_only<'a>(&self, mut asks: impl Iterator<Item = &'a Readback>) -> Result<()> {
+        if !self.can_draw() || asks.any(|a| *a == Readback::Logits) {
+            return Err(Error::InvalidInput(
+                "a step in flight reads back only ids picked on the device: one Argmax or Sample per asked row, on a model that draws".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// One of the two read-back buffers of steps in flight, or an error while both
@@ -244,12 +258,7 @@ impl Model {
         drawn: bool,
     ) -> Result<PendingStep> {
         self.check_mixed(batch.len(), want, parts)?;
-        let asks = want.iter().chain(parts.iter().filter_map(|p| p.2.as_ref()));
-        if !self.can_draw() || asks.clone().any(|a| *a == Readback::Logits) {
-            return Err(Error::InvalidInput(
-                "a step in flight reads back only ids picked on the device: one Argmax or Sample per asked row, on a model that draws".into(),
-            ));
-        }
+        self.check_ids_only(want.iter().chain(parts.iter().filter_map(|p| p.2.as_ref())))?;
         let read = self.read_slot()?;
         let step = self.lay_out(batch, want, parts)?;
         let plan = readback_plan(&step.asked, true);

@@ -351,13 +351,14 @@ pub struct GatheredHead {
     pub head: Vec<RowsOp>,
 }
 
-/// The deferred decode blocks' scratch (`partials.rs`): the stream's second buffer and the partial rows of
-/// the heads and of the MLP's chunks, for a decode batch of `max_batch` rows.
+/// The deferred decode blocks' scratch (`partials.rs`): the stream's second buffer and
+/// the partial rows of the heads and of the MLP's chunks, for steps of up to `rows`.
 pub struct PartialActivations {
     pub x2: wgpu::Buffer,
     pub attn: wgpu::Buffer,
     pub mlp: wgpu::Buffer,
-    /// Rows a step may have (the decode batch's, or a short prefill chunk's).
+    /// Rows a step may have: a decode batch of `max_batch` beside a short prompt's
+    /// (a mixed step), at most the context.
     pub rows: usize,
     /// The MLP the scratch was sized for.
     pub shape: crate::kernels::partials::MlpShape,
