@@ -117,6 +117,7 @@ pub(super) fn build(
         .memory_estimate(
             pages as u128
                 * page_bytes(config.n_layer, config.heads().kv_width(), config.kv_half()) as u128,
+            options.max_batch,
         )
         .check(budget)?;
     let shape = ServeShape {
@@ -168,7 +169,7 @@ pub fn kv_pool_pages(config: &ModelConfig, options: &EngineOptions, budget: u64)
     let pages = match options.kv_pool_bytes {
         Some(b) => b as u128 / per_page,
         None => {
-            let e = config.memory_estimate(0);
+            let e = config.memory_estimate(0, options.max_batch);
             let left = (budget as u128).saturating_sub(e.weights + e.activations);
             (options.max_batch as u128 * full)
                 .min(left / 2 / per_page)

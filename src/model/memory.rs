@@ -40,8 +40,9 @@ impl MemoryEstimate {
 impl ModelConfig {
     /// Bytes this config needs on the device, computed before anything is allocated
     /// (exact arithmetic in u128, so absurd configs give absurd figures, not overflows).
-    /// `kv_pool`: bytes of the paged KV cache the model is built with.
-    pub fn memory_estimate(&self, kv_pool: u128) -> MemoryEstimate {
+    /// `kv_pool`: bytes of the paged KV cache the model is built with; `max_batch`: the
+    /// decode rows a step may have (`--max-batch`).
+    pub fn memory_estimate(&self, kv_pool: u128, max_batch: usize) -> MemoryEstimate {
         let n = |x: usize| x as u128;
         let (v, t, l, nh) = (
             n(self.vocab_size),
@@ -91,10 +92,9 @@ impl ModelConfig {
             act += 2 * t * n(hd.hs / 2); // the rotary cos / sin tables
         }
         // the deferred decode blocks' scratch (GPU kernels; counted on every adapter) for
-        // steps of up to a short prefill chunk's rows beside a decode batch of 16 (the
-        // default --max-batch; a larger one adds rows)
+        // steps of up to a short prefill chunk's rows beside a decode batch (build.rs)
         if let Some(s) = super::partials::mlp_shape(self, true) {
-            let rows = n(super::partials::PREFILL_ROWS + 16).min(t);
+            let rows = n(super::partials::PREFILL_ROWS.saturating_add(max_batch)).min(t);
             act += rows * (1 + nh + n(s.parts())) * c;
         }
         let activations = act * 4;
@@ -103,5 +103,24 @@ impl ModelConfig {
             activations,
             kv_cache: kv_pool,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::partials::{mlp_shape, PREFILL_ROWS};
+
+    #[test]
+    fn the_deferred_scratch_grows_with_the_decode_batch() {
+        let cfg = ModelConfig::default(); // GPT-2 small: 12 heads, 24 MLP chunks
+        let s = mlp_shape(&cfg, true).expect("GPT-2 small takes the deferred blocks");
+        let row = (1 + cfg.n_head + s.parts()) as u128 * cfg.n_embed as u128 * 4;
+        let at = |batch| cfg.memory_estimate(0, batch).activations;
+        assert_eq!(at(64) - at(16), 48 * row);
+        // never more rows than the context holds
+        let rows = (cfg.context_size - PREFILL_ROWS) as u128;
+        assert_eq!(at(usize::MAX) - at(0), rows * row);
+        assert_eq!(cfg.memory_estimate(1 << 30, 16).kv_cache, 1 << 30);
     }
 }
