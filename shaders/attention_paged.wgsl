@@ -43,11 +43,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
         let j = walk_key(keys, i);
         if (sees(qpos, j)) {
             let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
-            var s4 = vec4<f32>(0.0);
-            for (var d = 0u; d < hs4; d++) {
-                s4 += q[d] * key4(ko + d);
-            }
-            let s = s4.x + s4.y + s4.z + s4.w;
+            let s = key_dot(&q, ko, hs4);
             let w = online_add(&sm, s);
             if (w.x != 1.0) {
                 for (var d = 0u; d < hs4; d++) {
@@ -55,9 +51,7 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
                 }
             }
             let e = w.y;
-            for (var d = 0u; d < hs4; d++) {
-                acc[d] += e * value4(ko + d);
-            }
+            value_add(&acc, e, ko, hs4);
         }
     }
     let inv = 1.0 / sm.l;

@@ -58,23 +58,7 @@ fn attention_paged_subgroup(
         let j = walk_key(keys, min(i, keys.len - 1u));
         let live = lane < CHUNK && i < keys.len && sees(qpos, j);
         let ko = kv_row(table, min(j, qpos)) * pool_stride4() + kv_head4(h);
-        var s4 = q.v0 * key4(ko);
-        s4 += q.v1 * key4(ko + 1u);
-        s4 += q.v2 * key4(ko + 2u);
-        s4 += q.v3 * key4(ko + 3u);
-        s4 += q.v4 * key4(ko + 4u);
-        s4 += q.v5 * key4(ko + 5u);
-        s4 += q.v6 * key4(ko + 6u);
-        s4 += q.v7 * key4(ko + 7u);
-        s4 += q.v8 * key4(ko + 8u);
-        s4 += q.v9 * key4(ko + 9u);
-        s4 += q.v10 * key4(ko + 10u);
-        s4 += q.v11 * key4(ko + 11u);
-        s4 += q.v12 * key4(ko + 12u);
-        s4 += q.v13 * key4(ko + 13u);
-        s4 += q.v14 * key4(ko + 14u);
-        s4 += q.v15 * key4(ko + 15u);
-        let s = select(MASKED, s4.x + s4.y + s4.z + s4.w, live);
+        let s = select(MASKED, key_dot64(q, ko), live);
         // 2. weights
         let m_new = max(m, subgroupMax(s));
         let corr = exp(m - m_new);

@@ -44,11 +44,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
         let j1 = min(kb * p.block + p.block, qpos + 1u);
         for (var j = j0; j < j1; j++) {
             let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h);
-            var s4 = vec4<f32>(0.0);
-            for (var d = 0u; d < hs4; d++) {
-                s4 += q[d] * key4(ko + d);
-            }
-            let s = s4.x + s4.y + s4.z + s4.w;
+            let s = key_dot(&q, ko, hs4);
             let w = online_add(&sm, s);
             if (w.x != 1.0) {
                 for (var d = 0u; d < hs4; d++) {
@@ -57,9 +53,7 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
             }
             let e = w.y;
             let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h);
-            for (var d = 0u; d < hs4; d++) {
-                acc[d] += e * value4(vo + d);
-            }
+            value_add(&acc, e, vo, hs4);
         }
     }
     let inv = 1.0 / sm.l;

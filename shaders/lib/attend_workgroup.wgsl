@@ -56,8 +56,15 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
             var s = MASKED;
             if (sees(qpos, j)) {
                 let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
+                // q in workgroup memory: key_dot's loop, keys two vec4s a load
                 var s4 = vec4<f32>(0.0);
-                for (var d = 0u; d < hs4; d++) {
+                var d = 0u;
+                for (; d + 1u < hs4; d += 2u) {
+                    let kk = key_pair(ko + d);
+                    s4 += q[d] * kk[0];
+                    s4 += q[d + 1u] * kk[1];
+                }
+                if (d < hs4) {
                     s4 += q[d] * key4(ko + d);
                 }
                 s = s4.x + s4.y + s4.z + s4.w;
