@@ -135,7 +135,9 @@ pub(super) enum StepKind<'a> {
     },
     /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
     /// written): their keys and values go to the pool, each prompt is attended by the
-    /// forward's kernel through its page table, the logits of each last row asked for
+    /// forward's kernel through its page table (with the hardware kernels, a burst of
+    /// short prompts by one dispatch over every row: `Model::burst`), the logits of
+    /// each last row asked for
     /// are gathered to rows 0.. of the logits; with `argmax`, their largest logits
     /// are taken on the device as in a decode step. A mixed step's first `decode` rows
     /// are decode rows (one a generation, each with its logits, gathered before the
@@ -242,6 +244,19 @@ impl Model {
                 ..Norm::layer(cfg.bias)
             }
         }
+    }
+
+    /// A matmul-path prefill step of several short prompts (a burst of clients
+    /// arriving together) whose attention the hardware kernels take in one dispatch
+    /// over every row (`attention_paged_workgroup`, the walk a short prompt's rows take
+    /// alone) instead of one a prompt: on a GPU each of those is a latency-bound
+    /// launch (16 prompts: 16 a block).
+    fn burst(&self, parts: &[ChunkRows]) -> bool {
+        self.hardware_kernels
+            && parts.len() > 1
+            && parts
+                .iter()
+                .all(|p| p.rows <= super::partials::PREFILL_ROWS)
     }
 
     /// Record `x += mlp(ln_2(x))` of block `l` for `t` rows: ln_2 dispatched, or folded
@@ -429,6 +444,18 @@ impl Model {
                             self.attention_block(),
                         );
                     }
+                }
+                StepKind::Prefill { parts, .. } if self.burst(parts) => {
+                    // every row through its own page table and position, in one
+                    // dispatch, as a short prompt's rows are attended alone
+                    encode_attention_paged(
+                        pass,
+                        &blk.attn_paged,
+                        t,
+                        heads,
+                        PAGE,
+                        self.attention_block(),
+                    );
                 }
                 StepKind::Prefill { parts, .. } => {
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;

@@ -2,7 +2,8 @@
 //! (matrix-vector or matmul) that stores its keys and values in the pool (`kv_store`),
 //! the rotary kernel doing the same for the rotary families, the hardware kernels'
 //! norm prologue (`layer_norm_workgroup`, then the product), the device's draw against
-//! the host's sampler, and the dispatches a step takes with each kernel class.
+//! the host's sampler, the dispatches a step takes with each kernel class, steps
+//! mixing decode rows and prompts, and a burst of short prompts' attention.
 
 use crate::common;
 
@@ -812,4 +813,86 @@ fn a_mixed_step_refuses_what_it_cannot_take() {
     let mut s = sw.kv_reserve(8).unwrap().unwrap();
     let e = err(sw.mixed_select(&mut [], &[], &mut [(&mut s, &[1, 2], Some(Logits))]));
     assert!(e.contains("cannot mix decode rows with prompts"), "{e}");
+}
+
+/// A burst of short prompts (each at most a short chunk, more rows in all: the matmul
+/// path) with the hardware kernels: every row attends through its own pages in one
+/// dispatch a block, not one a prompt, and each prompt's logits, and those of the
+/// decode step after it (over the keys the burst stored), are the prompt's forward's
+/// (the same linears; attention rounded apart). The software kernels keep one
+/// dispatch a prompt (each prompt's rows as alone, bit for bit).
+#[test]
+fn a_burst_of_short_prompts_is_attended_in_one_dispatch_a_block() {
+    use wgformer::model::{NextToken, Readback};
+    let g = gpu();
+    let counted = wgformer::gpu::profile::available(&g.ctx);
+    for (family, kv, kernels) in [
+        ("gpt2", "float32", "hardware"),
+        ("llama", "float16", "hardware"),
+        ("mistral", "float32", "hardware"),
+        ("gpt2", "float32", "software"),
+    ] {
+        let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+            "vocab_size": 300, "context_size": 128, "n_layer": 3, "n_head": 4, "n_embed": 64,
+            "seed": 17, "kernels": kernels, "architecture": family, "kv_cache_dtype": kv,
+            "n_kv_head": if family == "gpt2" { 4 } else { 2 },
+            "sliding_window": if family == "mistral" { Some(7) } else { None },
+        }))
+        .unwrap();
+        let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let name = format!("{family} {kernels}, {kv} cache");
+        // 3 prompts of 25-33 tokens: 87 rows
+        let prompts: Vec<Vec<u32>> = (0..3)
+            .map(|p| {
+                (0..25 + 4 * p)
+                    .map(|i| (i * 41 + 7 * p + 3) % 300)
+                    .collect()
+            })
+            .collect();
+        let mut kvs: Vec<_> = (0..3)
+            .map(|_| model.kv_reserve(64).unwrap().unwrap())
+            .collect();
+        let mut parts: Vec<_> = kvs
+            .iter_mut()
+            .zip(&prompts)
+            .map(|(kv, p)| (kv, p.as_slice(), Some(Readback::Logits)))
+            .collect();
+        let (got, profile) =
+            wgformer::gpu::profile::profile(&g.ctx, || model.prefill_select(&mut parts)).unwrap();
+        drop(parts);
+        if counted {
+            let attention = profile
+                .dispatches
+                .iter()
+                .filter(|d| d.kernel.starts_with("attention"))
+                .count();
+            let want = if kernels == "hardware" { 3 } else { 3 * 3 };
+            assert_eq!(attention, want, "{name}: attention dispatches");
+        }
+        let next: Vec<u32> = (0..3).map(|p| (p * 53 + 1) as u32).collect();
+        let mut batch: Vec<_> = kvs
+            .iter_mut()
+            .zip(&next)
+            .map(|(kv, &id)| (kv, id))
+            .collect();
+        let decoded = model
+            .decode_select(&mut batch, &[Readback::Logits; 3])
+            .unwrap();
+        for (p, prompt) in prompts.iter().enumerate() {
+            let v = 300;
+            let mut longer = prompt.clone();
+            longer.push(next[p]);
+            let full = model.forward_logits(&longer).unwrap();
+            let n = prompt.len();
+            let Some(NextToken::Logits(first)) = &got[p] else {
+                panic!("{name}: prompt {p} asked for its logits, got {:?}", got[p]);
+            };
+            let at = |i: usize| &full[i * v..(i + 1) * v];
+            assert_close(&format!("{name} prompt {p}"), first, at(n - 1), 1e-4, 1e-4);
+            let NextToken::Logits(step) = &decoded[p] else {
+                panic!("{name}: logits asked");
+            };
+            assert_close(&format!("{name} prompt {p}, next"), step, at(n), 1e-4, 1e-4);
+        }
+    }
 }
