@@ -14,6 +14,8 @@
 // The sums go to the epilogue.
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
+// With p.norm the norm before the projection is folded into the staging of `a`
+// (prelude norm_tile, as `matmul_tiled`).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 enable f16;
@@ -32,6 +34,9 @@ override WG: u32 = 128u;
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
+// the norm before the projection (p.norm; prelude norm_tile), or stand-ins
+@group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
+@group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
 
 var<workgroup> sa: array<f16, 1024>; // [64][16] row-major
 var<workgroup> sb: array<f16, 1024>; // [16][64] row-major
@@ -60,6 +65,7 @@ fn matmul_coop(
     let ar = lid / 2u;
     let ak = (lid % 2u) * 8u;
     let arow = row0 + ar;
+    let st = tile_row_stats(arow, lid % 2u, 2u, lid); // the 2 lanes staging row ar
     // the K slices of this workgroup: all of them, or slice z of a split
     let ks = p.ks;
     var k_lo = 0u;
@@ -82,7 +88,7 @@ fn matmul_coop(
                 let kq = (kt + ak) / 4u + i;
                 var v = vec4<f32>(0.0);
                 if (arow < p.m && kq < p.k4) {
-                    v = a[arow * p.k4 + kq];
+                    v = norm4(a[arow * p.k4 + kq], kq, st);
                 }
                 let o = ar * 16u + ak + i * 4u;
                 sa[o] = f16(v.x);

@@ -19,6 +19,8 @@
 //
 // b is stored in column panels as for `matmul`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
+// With p.norm the norm before the projection is folded into the staging of `a`, which
+// is then the residual stream (prelude norm_tile).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 // The tile shape below assumes 256 lanes.
@@ -37,6 +39,9 @@ const BK: u32 = 16u;  // K step (4 vec4)
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
+// the norm before the projection (p.norm; prelude norm_tile), or stand-ins
+@group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
+@group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
 
 var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q
 var<workgroup> tb: array<vec4<f32>, 256>; // [BK][BN4]: k-row r, column c at r * 16 + c
@@ -59,6 +64,7 @@ fn matmul_tiled(
     let bcol_c = min(bcol, p.n4 - 1u);
     let bbase = (bcol_c / p4) * (4u * k4 * p4) + bcol_c % p4; // this column's panel
     let arow = row0 + ar;
+    let st = tile_row_stats(arow, aq, 4u, lid); // the 4 lanes staging row ar
     // what this lane computes: rows tr * 4 .. + 4, vec4 column tc of the tile
     let tr = lid / BN4;
     let tc = lid % BN4;
@@ -85,7 +91,7 @@ fn matmul_tiled(
             let kq = kt / 4u + aq;
             var av = vec4<f32>(0.0);
             if (arow < p.m && kq < k4) {
-                av = a[arow * k4 + kq];
+                av = norm4(a[arow * k4 + kq], kq, st);
             }
             ta[lid] = av;
             let krow = kt + br;

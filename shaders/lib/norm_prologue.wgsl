@@ -6,12 +6,8 @@
 // (+ b), or RMSNorm x · rstd · w. A decode step then has no norm dispatch and no `ln`
 // round trip. The kernel declares `p` (with `norm` and `eps`), `norm_w`, `norm_b`,
 // `WG` and `norm_src(i)`, vec4 i of what the statistics are taken over (x, or a row
-// staged in workgroup memory: prelude `stage_x`); prelude workgroup_reduce.
-
-// p.norm: normalise x (LayerNorm unless NORM_RMS), add the norm's bias (NORM_BIAS).
-const NORM_ON: u32 = 1u;
-const NORM_RMS: u32 = 2u;
-const NORM_BIAS: u32 = 4u;
+// staged in workgroup memory: prelude `stage_x`); preludes workgroup_reduce, norm_apply
+// (the flags, `norm4`).
 
 // (mean, rstd) of the `k4` vec4s of norm_src from vec4 `xr`; (0, 1) without a norm. Call from
 // uniform control flow (it holds barriers).
@@ -35,17 +31,4 @@ fn norm_stats(xr: u32, k4: u32, lid: u32) -> vec2<f32> {
         rstd = inverseSqrt(workgroup_sum(lid, v.x + v.y + v.z + v.w) / n + p.eps);
     }
     return vec2<f32>(mean, rstd);
-}
-
-// Vec4 `c4` of the row, `v`, normalised with the statistics `st` (as it is without a
-// norm).
-fn norm4(v: vec4<f32>, c4: u32, st: vec2<f32>) -> vec4<f32> {
-    if ((p.norm & NORM_ON) == 0u) {
-        return v;
-    }
-    var o = (v - st.x) * st.y * norm_w[c4];
-    if ((p.norm & NORM_BIAS) != 0u) {
-        o += norm_b[c4];
-    }
-    return o;
 }

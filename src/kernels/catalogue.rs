@@ -205,8 +205,13 @@ pub mod prelude {
         KV_READ = "kv_read";
         /// Sums and maxima across a workgroup.
         WORKGROUP_REDUCE = "workgroup_reduce";
-        /// The norm before a projection folded into its kernel (`norm_stats`, `norm4`).
+        /// A norm folded into the kernel after it: its flags and `norm4`.
+        NORM_APPLY = "norm_apply";
+        /// The norm's statistics across a workgroup (`norm_stats`: the hardware
+        /// matrix-vector kernels).
         NORM_PROLOGUE = "norm_prologue";
+        /// The norm's statistics of a tiled matmul's rows (`tile_row_stats`).
+        NORM_TILE = "norm_tile";
         /// The paged attention kernels' walk bindings (rows, tables, row offsets, cols).
         PAGED_WALK = "paged_walk";
         /// A head-64 query held in sixteen vec4 variables (the subgroup attention kernels).
@@ -250,6 +255,25 @@ const MATMUL_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
 ];
+// the tiled (hardware) matmuls: the norm before the projection folded into the staging
+const MATMUL_TILED_F32: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F32,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+    prelude::NORM_APPLY,
+    prelude::NORM_TILE,
+];
+const MATMUL_TILED_F16: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::WEIGHTS_F16,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+    prelude::NORM_APPLY,
+    prelude::NORM_TILE,
+];
 const MATVEC_F32: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::WEIGHTS_F32,
@@ -278,6 +302,7 @@ const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
     prelude::SPLITK_REDUCE,
@@ -289,6 +314,7 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
     prelude::SPLITK_REDUCE,
@@ -301,6 +327,7 @@ const MATVEC_STAGED_F32: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
@@ -313,6 +340,7 @@ const MATVEC_STAGED_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
@@ -323,6 +351,7 @@ const MLP_PARTIAL_F32: &[Prelude] = &[
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
@@ -332,6 +361,7 @@ const MLP_PARTIAL_F16: &[Prelude] = &[
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
@@ -342,12 +372,14 @@ const MATVEC_BT_GROUPS_F32: &[Prelude] = &[
     prelude::MATVEC_BT_PARAMS,
     prelude::WEIGHTS_F32,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
 const MATVEC_BT_GROUPS_F16: &[Prelude] = &[
     prelude::MATVEC_BT_PARAMS,
     prelude::WEIGHTS_F16,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
 const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F32];
@@ -359,6 +391,14 @@ const MATMUL_UNTYPED: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
+];
+const MATMUL_COOP: &[Prelude] = &[
+    prelude::MATMUL_PARAMS,
+    prelude::GELU,
+    prelude::EPILOGUE,
+    prelude::KV_WRITE,
+    prelude::NORM_APPLY,
+    prelude::NORM_TILE,
 ];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
 const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
@@ -480,12 +520,12 @@ pub const KERNELS: &[Kernel] = &[
         .subgroup()
         .half(),
     Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
-        .with(MATMUL_F32)
+        .with(MATMUL_TILED_F32)
         .of("matmul")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
     Kernel::new("matmul_f16_tiled", wgsl!("matmul_tiled"))
-        .with(MATMUL_F16)
+        .with(MATMUL_TILED_F16)
         .of("matmul")
         .entry("matmul_tiled")
         .class(Hardware)
@@ -495,7 +535,7 @@ pub const KERNELS: &[Kernel] = &[
         .with(MATMUL_UNTYPED)
         .class(Hardware),
     Kernel::new("matmul_coop", wgsl!("matmul_coop"))
-        .with(MATMUL_UNTYPED)
+        .with(MATMUL_COOP)
         .of("matmul")
         .class(Hardware)
         .half()

@@ -39,6 +39,9 @@ pub struct Norm {
     pub eps: f32,
 }
 
+/// A norm on the host's side of a test helper: the norm, its weight and its bias.
+pub type HostNorm<'a> = (Norm, &'a [f32], Option<&'a [f32]>);
+
 impl Norm {
     /// GPT-2's LayerNorm (eps 1e-5), with or without bias.
     pub fn layer(bias: bool) -> Self {

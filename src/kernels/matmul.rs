@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::catalogue::Kernel;
+use super::layer_norm::{norm_flags, HostNorm, Norm};
 use super::Pipelines;
 use super::{submit_pass, HostProduct, KernelOp, LinearBuffers};
 use crate::error::Result;
@@ -43,7 +44,10 @@ pub struct MatmulParams {
     pub kv_q4: u32,
     /// `KV_STORE`: vec4s of a pool row.
     pub kv4: u32,
-    pub _pad: [u32; 2],
+    /// The norm before the projection folded into the tiled kernels' staging
+    /// ([`fuses_norm`]; flags as the norm prologue's, 0: `a` as it is).
+    pub norm: u32,
+    pub eps: f32,
 }
 
 /// Rows up to which the tiled kernels split K across workgroups (a prefill chunk, a
@@ -58,6 +62,15 @@ const SPLIT_TARGET: usize = 256;
 /// they can split across workgroups.
 pub fn splits_k(variant: &str) -> bool {
     matches!(variant, "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop")
+}
+
+/// The paged KV pool a qkv projection stores to: `(k_pool, v_pool, slots)`.
+pub type PoolBuffers<'a> = (&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer);
+
+/// Whether `variant` can fold the norm before its projection into its staging of `a`
+/// (the tile kernels: prelude `norm_tile`; `a` is then the residual stream).
+pub fn fuses_norm(variant: &str) -> bool {
+    splits_k(variant)
 }
 
 /// The shortest K slice of the tensor-core kernel, whose slice sums pass through
@@ -190,19 +203,24 @@ pub fn matmul_split_op(
     io: &LinearBuffers,
     split: Option<(&wgpu::Buffer, usize)>,
 ) -> MatmulOp {
-    matmul_pool_op(ctx, pipelines, variant, io, split, None)
+    matmul_fused_op(ctx, pipelines, variant, io, split, None, None)
 }
 
 /// [`matmul_split_op`] for a qkv projection whose steps can store their keys and
-/// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without).
-pub fn matmul_pool_op(
+/// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without), and
+/// whose rows `io.x` may be the residual stream, normalised on the way in by the norm
+/// whose `(weight, bias)` is `norm` (a [`fuses_norm`] variant; the tile kernels bind
+/// stand-ins without).
+pub fn matmul_fused_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
     io: &LinearBuffers,
     split: Option<(&wgpu::Buffer, usize)>,
-    pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
+    pool: Option<PoolBuffers>,
+    norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
 ) -> MatmulOp {
+    debug_assert!(norm.is_none() || fuses_norm(variant));
     let LinearBuffers {
         x: a,
         w: b,
@@ -211,8 +229,19 @@ pub fn matmul_pool_op(
     } = *io;
     let si = ctx.stand_ins();
     let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
+    let (norm_w, norm_b) = norm.unwrap_or((&si.read, &si.read));
     let op = |name: &'static str, bufs: &[&wgpu::Buffer]| {
-        let all: Vec<&wgpu::Buffer> = bufs.iter().copied().chain([k, v, slots]).collect();
+        let normed: &[&wgpu::Buffer] = if fuses_norm(name) {
+            &[norm_w, norm_b]
+        } else {
+            &[]
+        };
+        let all: Vec<&wgpu::Buffer> = bufs
+            .iter()
+            .copied()
+            .chain([k, v, slots])
+            .chain(normed.iter().copied())
+            .collect();
         KernelOp::new::<MatmulParams>(ctx, pipelines, name, &all)
     };
     match split.filter(|_| splits_k(variant)) {
@@ -253,6 +282,20 @@ pub fn encode_matmul_kv(
     flags: u32,
     kv: Option<(usize, usize)>,
 ) {
+    encode_matmul_fused(pass, op, (m, n, k), flags, kv, None)
+}
+
+/// [`encode_matmul_kv`] with the norm before the projection folded in (`norm`: an op
+/// of [`matmul_fused_op`] bound with the norm's weights; its rows the residual stream).
+pub fn encode_matmul_fused(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &MatmulOp,
+    (m, n, k): (usize, usize, usize),
+    flags: u32,
+    kv: Option<(usize, usize)>,
+    norm: Option<Norm>,
+) {
+    debug_assert!(norm.is_none() || fuses_norm(op.op.name));
     let (ks, slices) = variant_slices(op.op.name, n, k);
     let (kv_q4, kv4) = kv.map_or((0, 0), |(q, c)| (q / 4, c / 4));
     let flags = flags | if kv.is_some() { KV_STORE } else { 0 };
@@ -267,7 +310,8 @@ pub fn encode_matmul_kv(
         split: u32::from(sum.is_some()),
         kv_q4: kv_q4 as u32,
         kv4: kv4 as u32,
-        _pad: [0; 2],
+        norm: norm_flags(norm),
+        eps: norm.map_or(0.0, |n| n.eps),
     };
     let (gx, gy) = if splits_k(op.op.name) {
         // 64 × 64 tiles of out
@@ -296,6 +340,19 @@ pub fn run_matmul(
     p: &HostProduct,
     split: bool,
 ) -> Result<Vec<f32>> {
+    run_matmul_normed(ctx, pipelines, variant, p, split, None)
+}
+
+/// [`run_matmul`] with `p.x` the residual stream, normalised by `norm` (the norm, its
+/// weight and bias) on the way in: a [`fuses_norm`] variant.
+pub fn run_matmul_normed(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    p: &HostProduct,
+    split: bool,
+    norm: Option<HostNorm>,
+) -> Result<Vec<f32>> {
     let (m, n, k) = (p.rows(), p.n, p.k);
     let x = buffers::upload(ctx, "a", p.x);
     let w = buffers::upload(ctx, "b", &store_weights(variant, p.w, k, n));
@@ -311,15 +368,23 @@ pub fn run_matmul(
         bias: &bias,
         out: &out,
     };
-    let op = matmul_split_op(
+    let norm_bufs = norm.map(|(_, g, b)| {
+        (
+            buffers::upload(ctx, "norm_w", g),
+            buffers::upload(ctx, "norm_b", b.unwrap_or(&[0.0; 4])),
+        )
+    });
+    let op = matmul_fused_op(
         ctx,
         pipelines,
         variant,
         &io,
         Some((&part, if split { m } else { 0 })),
+        None,
+        norm_bufs.as_ref().map(|(g, b)| (g, b)),
     );
     submit_pass(ctx, "matmul", |pass| {
-        encode_matmul(pass, &op, m, n, k, p.flags)
+        encode_matmul_fused(pass, &op, (m, n, k), p.flags, None, norm.map(|n| n.0))
     })?;
     buffers::read_floats(ctx, &out, 0, m * n)
 }

@@ -27,7 +27,7 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::embedding_op;
 use crate::kernels::layer_norm::layer_norm_op;
 use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
-use crate::kernels::matmul::{matmul_op, matmul_pool_op};
+use crate::kernels::matmul::{matmul_fused_op, matmul_op};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
@@ -555,23 +555,35 @@ pub(super) fn bind_ops(
             let bias = or_dummy(b);
             let variant = matvec::variant_for(pl, hardware, half_weights, n);
             let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
-            let normed = norm.filter(|_| matvec::fuses_norm(variant)).map(|(g, nb)| {
-                let nb = or_dummy(nb);
-                let io = LinearBuffers {
-                    x: &a.x,
-                    w: wt,
-                    bias: &bias,
-                    out,
-                };
-                let fused = FusionBuffers {
-                    kv: pool,
-                    norm: Some((g, &nb)),
-                    deferred: None,
-                };
-                matvec_fused_op(ctx, pl, variant, &io, fused)
-            });
+            let split = Some(&a.split).map(|part| (part, a.split_rows));
+            // the residual stream in, the norm folded: the tile matmuls' staging (a
+            // prefill chunk, a forward), the hardware matrix-vector kernels (decode)
+            let norm = norm.map(|(g, nb)| (g, or_dummy(nb)));
+            let stream = LinearBuffers {
+                x: &a.x,
+                w: wt,
+                bias: &bias,
+                out,
+            };
+            let matmul_normed =
+                norm.as_ref()
+                    .filter(|_| matmul::fuses_norm(lin))
+                    .map(|&(g, ref nb)| {
+                        matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)))
+                    });
+            let normed =
+                norm.as_ref()
+                    .filter(|_| matvec::fuses_norm(variant))
+                    .map(|&(g, ref nb)| {
+                        let fused = FusionBuffers {
+                            kv: pool,
+                            norm: Some((g, nb)),
+                            deferred: None,
+                        };
+                        matvec_fused_op(ctx, pl, variant, &stream, fused)
+                    });
             Linear {
-                matmul: matmul_pool_op(
+                matmul: matmul_fused_op(
                     ctx,
                     pl,
                     lin,
@@ -581,9 +593,11 @@ pub(super) fn bind_ops(
                         bias: &bias,
                         out,
                     },
-                    Some(&a.split).map(|part| (part, a.split_rows)),
+                    split,
                     pool,
+                    None,
                 ),
+                matmul_normed,
                 matvec: matvec_fused_op(
                     ctx,
                     pl,

@@ -234,6 +234,10 @@ pub struct MoeActivations {
 /// step (one per generation; a row's numbers do not depend on how many there are).
 pub struct Linear {
     pub matmul: MatmulOp,
+    /// The matmul reading the residual stream with the norm before this linear folded
+    /// into its staging (the tile kernels, for the linears right after a norm: a prefill
+    /// chunk or a forward then skips the norm's dispatch).
+    pub matmul_normed: Option<MatmulOp>,
     pub matvec: RowsOp,
     /// The matrix-vector kernel reading the residual stream with the norm before this
     /// linear folded in (hardware kernels, for the linears right after a norm: a decode

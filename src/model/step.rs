@@ -14,7 +14,7 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
-use crate::kernels::matmul::{encode_matmul, encode_matmul_kv, ACCUMULATE, BIAS, GELU, KV_HALF};
+use crate::kernels::matmul::{encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GELU, KV_HALF};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -195,9 +195,9 @@ impl Linear {
         self.encode_fused(pass, t, path, flags, Fusion::default());
     }
 
-    /// [`Linear::encode`] with the matrix-vector path's `fusion`: its norm through the
-    /// `normed` op (the residual stream in, the norm before this linear folded in),
-    /// its KV store through an op bound with the pool (a qkv projection).
+    /// [`Linear::encode`] with `fusion`: its norm through the `normed` or
+    /// `matmul_normed` op (the residual stream in, the norm before this linear folded
+    /// in), its KV store through an op bound with the pool (a qkv projection).
     fn encode_fused(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -207,14 +207,17 @@ impl Linear {
         fusion: Fusion,
     ) {
         let (n, k) = (self.n, self.k);
-        match (path, &self.normed) {
-            (RowPath::Matmul, _) => {
-                encode_matmul_kv(pass, &self.matmul, (t, n, k), flags, fusion.kv)
+        match (path, &self.normed, &self.matmul_normed) {
+            (RowPath::Matmul, _, Some(op)) if fusion.norm.is_some() => {
+                encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, fusion.norm)
             }
-            (RowPath::Matvec, Some(op)) if fusion.norm.is_some() => {
+            (RowPath::Matmul, _, _) => {
+                encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, fusion.kv, None)
+            }
+            (RowPath::Matvec, Some(op), _) if fusion.norm.is_some() => {
                 encode_matvec_fused(pass, op, t, n, k, flags, fusion)
             }
-            (RowPath::Matvec, _) => {
+            (RowPath::Matvec, _, _) => {
                 let fusion = Fusion {
                     norm: None,
                     ..fusion
@@ -224,10 +227,15 @@ impl Linear {
         }
     }
 
-    /// The norm this linear folds in on `path`: `norm` when its decode steps read the
-    /// residual stream through the `normed` op, else `None` (the norm is dispatched).
+    /// The norm this linear folds in on `path`: `norm` when its steps on that path read
+    /// the residual stream (the `normed` op of the matrix-vector path, `matmul_normed`
+    /// of the matmul's), else `None` (the norm is dispatched).
     fn folds(&self, path: RowPath, norm: Norm) -> Option<Norm> {
-        (path == RowPath::Matvec && self.normed.is_some()).then_some(norm)
+        let folded = match path {
+            RowPath::Matvec => self.normed.is_some(),
+            RowPath::Matmul => self.matmul_normed.is_some(),
+        };
+        folded.then_some(norm)
     }
 }
 

@@ -165,8 +165,15 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                     }
                     Some(split) => {
                         let split = Some((&part, if split { rows } else { 0 }));
-                        let op =
-                            matmul::matmul_pool_op(ctx, pl, variant, &io, split, Some(pool.bind()));
+                        let op = matmul::matmul_fused_op(
+                            ctx,
+                            pl,
+                            variant,
+                            &io,
+                            split,
+                            Some(pool.bind()),
+                            None,
+                        );
                         submit_pass(ctx, "matmul", |pass| {
                             matmul::encode_matmul_kv(pass, &op, (rows, n, k), flags, kv)
                         })
@@ -226,6 +233,60 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
     }
 }
 
+/// The norms a fused kernel is tested with: LayerNorm with and without bias, RMSNorm.
+const NORMS: [Norm; 3] = [
+    Norm {
+        rms: false,
+        bias: true,
+        eps: 1e-5,
+    },
+    Norm {
+        rms: false,
+        bias: false,
+        eps: 1e-5,
+    },
+    Norm {
+        rms: true,
+        bias: false,
+        eps: 1e-6,
+    },
+];
+
+/// A norm folded into a projection, from `seed`: `rows` rows of a residual stream of `k`
+/// with a mean far from 0 (the LayerNorm's first pass matters), the norm's weight
+/// (around 1) and bias, the projection's `[k, n]` weights and bias.
+struct NormCase {
+    x: Vec<f32>,
+    gw: Vec<f32>,
+    gb: Vec<f32>,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl NormCase {
+    fn new(rows: usize, n: usize, k: usize, seed: u64) -> Self {
+        NormCase {
+            x: rand_vec(rows * k, seed, 2.0)
+                .iter()
+                .map(|v| v + 3.0)
+                .collect(),
+            gw: rand_vec(k, seed + 1, 0.3).iter().map(|v| v + 1.0).collect(),
+            gb: rand_vec(k, seed + 2, 0.5),
+            w: rand_vec(k * n, seed + 3, 0.5),
+            bias: rand_vec(n, seed + 4, 0.5),
+        }
+    }
+}
+
+/// Rows `x` of `k` through `norm` (weight `gw`, bias `gb` where it has one), on the CPU.
+fn normed_rows(x: &[f32], norm: Norm, gw: &[f32], gb: &[f32], k: usize) -> Vec<f32> {
+    if norm.rms {
+        reference::layer_norm::rms_norm(x, gw, k, norm.eps as f64)
+    } else {
+        reference::layer_norm::layer_norm(x, gw, norm.bias.then_some(gb), k)
+    }
+}
+
 #[test]
 fn the_norm_prologue_equals_the_norm_then_the_product() {
     let g = gpu();
@@ -240,23 +301,9 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
     );
     for (n, k) in [(64, 48), (72, 1024), (768, 192)] {
         for rows in [1, 3] {
-            // a residual stream with a mean far from 0 (the LayerNorm's first pass
-            // matters), the norm's weights around 1
-            let x: Vec<f32> = rand_vec(rows * k, 45, 2.0)
-                .iter()
-                .map(|v| v + 3.0)
-                .collect();
-            let gw: Vec<f32> = rand_vec(k, 46, 0.3).iter().map(|v| v + 1.0).collect();
-            let gb = rand_vec(k, 47, 0.5);
-            let w = rand_vec(k * n, 48, 0.5);
-            let bias = rand_vec(n, 49, 0.5);
-            for norm in [Norm::layer(true), Norm::layer(false), Norm::rms(1e-6)] {
-                let normed = if norm.rms {
-                    reference::layer_norm::rms_norm(&x, &gw, k, norm.eps as f64)
-                } else {
-                    let b = norm.bias.then_some(&gb[..]);
-                    reference::layer_norm::layer_norm(&x, &gw, b, k)
-                };
+            let NormCase { x, gw, gb, w, bias } = NormCase::new(rows, n, k, 45);
+            for norm in NORMS {
+                let normed = normed_rows(&x, norm, &gw, &gb, k);
                 for &variant in &fusing {
                     let name = format!("{variant} {norm:?} {rows}x{n}x{k}");
                     let xb = buffers::upload(ctx, "x", &x);
@@ -337,6 +384,87 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
     }
 }
 
+/// The tile matmuls (the hardware kernels' prefill chunks and forwards) fold the norm
+/// before a projection into their staging of `a`: against the norm then the product
+/// (CPU reference), LayerNorm with and without bias and RMSNorm, rows and K off the
+/// tile, K split or whole (bit for bit the same), and a row alone the same bit for bit
+/// as in a tile of 70.
+#[test]
+fn the_tile_matmuls_fold_the_norm_into_their_staging() {
+    let g = gpu();
+    let pl = &g.pipelines;
+    let fusing: Vec<_> = [pl.variants("matmul"), pl.variants("matmul_f16")]
+        .concat()
+        .into_iter()
+        .filter(|v| matmul::fuses_norm(v))
+        .collect();
+    assert!(
+        fusing.len() >= 2,
+        "the tile kernels (f32 and f16) fold the norm: {fusing:?}"
+    );
+    for (m, n, k) in [(1, 64, 48), (70, 192, 100), (40, 72, 1000), (130, 96, 64)] {
+        let NormCase { x, gw, gb, w, bias } = NormCase::new(m, n, k, 51);
+        let init = rand_vec(m * n, 56, 1.0);
+        for norm in NORMS {
+            let normed = normed_rows(&x, norm, &gw, &gb, k);
+            for &variant in &fusing {
+                let name = format!("{variant} {norm:?} {m}x{n}x{k}");
+                let seen_a = if variant == "matmul_coop" {
+                    wgformer::gpu::f16::round_to_f16(&normed)
+                } else {
+                    normed.clone()
+                };
+                let tol = if variant == "matmul_coop" { 2e-3 } else { 1e-4 };
+                for (flags, init, gelu) in [
+                    (matmul::BIAS | matmul::GELU, None, true),
+                    (matmul::BIAS | matmul::ACCUMULATE, Some(&init[..]), false),
+                ] {
+                    let run = |x: &[f32], init: Option<&[f32]>, split: bool| {
+                        matmul::run_matmul_normed(
+                            &g.ctx,
+                            &g.pipelines,
+                            variant,
+                            &wgformer::kernels::HostProduct::new(x, &w, n, k).epilogue(
+                                Some(&bias),
+                                init,
+                                flags,
+                            ),
+                            split,
+                            Some((norm, &gw, norm.bias.then_some(&gb[..]))),
+                        )
+                        .unwrap()
+                    };
+                    let got = run(&x, init, false);
+                    let want = reference::matmul::matmul(
+                        &seen_a,
+                        &seen_by(variant, &w),
+                        Some(&bias),
+                        init,
+                        m,
+                        n,
+                        k,
+                        gelu,
+                    );
+                    assert_close(&format!("{name} flags {flags}"), &got, &want, tol, tol);
+                    let split = run(&x, init, true);
+                    assert!(
+                        got == split,
+                        "{name} flags {flags}: split K changed a number"
+                    );
+                    // a row alone: the same numbers as in the tile
+                    let r = m / 2;
+                    let row_init = init.map(|i| &i[r * n..(r + 1) * n]);
+                    let alone = run(&x[r * k..(r + 1) * k], row_init, false);
+                    assert!(
+                        alone[..] == got[r * n..(r + 1) * n],
+                        "{name} flags {flags}: row {r} alone differs from the tile's"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The hardware LM head's norm prologue: ln_f folded into the product with wte (row
 /// groups), against `layer_norm_workgroup` then the same kernel, and the reference.
 #[test]
@@ -407,7 +535,8 @@ fn the_lm_head_folds_the_final_norm() {
 
 /// The dispatches of a prefill chunk of 5 tokens (its first token by the device's
 /// argmax) and of the decode step after it, on a 3-block model (GPT-2-shaped unless
-/// `extra` says otherwise): recorded by the profiler on this thread only.
+/// `extra` says otherwise): recorded by the profiler on this thread only, split-K sums
+/// aside.
 fn step_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> (usize, usize) {
     let g = gpu();
     let mut value = serde_json::json!({
@@ -430,7 +559,14 @@ fn step_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> (usi
         model.decode_select(&mut [(&mut s, 6)], &[argmax])
     })
     .unwrap();
-    (prefill.dispatches.len(), decode.dispatches.len())
+    // a tile matmul's split-K sum is its own dispatch, not counted here
+    let count = |p: &wgformer::gpu::profile::Profile| {
+        p.dispatches
+            .iter()
+            .filter(|d| d.kernel != "matmul_split_sum")
+            .count()
+    };
+    (count(&prefill), count(&decode))
 }
 
 fn decode_dispatches(kernels: &str, dtype: &str, extra: serde_json::Value) -> usize {
@@ -493,8 +629,20 @@ fn a_decode_step_takes_the_fused_dispatches() {
     assert_eq!(hw, 3 * 3 + 5, "GPT-2 prefill, deferred blocks");
     let llama_hw = step_dispatches("hardware", "float32", llama.clone()).0;
     assert_eq!(llama_hw, 3 * 4 + 5, "Llama prefill, deferred blocks");
-    let llama = step_dispatches("software", "float32", llama).0;
-    assert_eq!(llama, 3 * 9 + 5, "Llama prefill");
+    let llama_sw = step_dispatches("software", "float32", llama.clone()).0;
+    assert_eq!(llama_sw, 3 * 9 + 5, "Llama prefill");
+    // the matmul path with the hardware kernels (`per_linear`, or a chunk of more than
+    // 64 rows): the tile matmuls fold ln_1 and ln_2 into qkv and up (5 a GPT-2 block,
+    // 7 a Llama one), the LM head ln_f: embedding, the blocks, the last row gathered,
+    // LM head, argmax
+    let mut llama_per_linear = llama;
+    llama_per_linear["decode_blocks"] = "per_linear".into();
+    for dtype in ["float32", "float16"] {
+        let gpt2 = step_dispatches("hardware", dtype, per_linear.clone()).0;
+        assert_eq!(gpt2, 3 * 5 + 4, "GPT-2 {dtype} prefill, hardware matmuls");
+        let llama = step_dispatches("hardware", dtype, llama_per_linear.clone()).0;
+        assert_eq!(llama, 3 * 7 + 4, "Llama {dtype} prefill, hardware matmuls");
+    }
 }
 
 /// A decode step's draw on the device (`Readback::Sample`) is the host sampler's draw
