@@ -387,8 +387,8 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
 /// The tile matmuls (the hardware kernels' prefill chunks and forwards) fold the norm
 /// before a projection into their staging of `a`: against the norm then the product
 /// (CPU reference), LayerNorm with and without bias and RMSNorm, rows and K off the
-/// tile, K split or whole (bit for bit the same), and a row alone the same bit for bit
-/// as in a tile of 70.
+/// tile, a dimension far out, K split or whole (bit for bit the same), and a row alone
+/// the same bit for bit as in the tile.
 #[test]
 fn the_tile_matmuls_fold_the_norm_into_their_staging() {
     let g = gpu();
@@ -403,7 +403,20 @@ fn the_tile_matmuls_fold_the_norm_into_their_staging() {
         "the tile kernels (f32 and f16) fold the norm: {fusing:?}"
     );
     for (m, n, k) in [(1, 64, 48), (70, 192, 100), (40, 72, 1000), (130, 96, 64)] {
-        let NormCase { x, gw, gb, w, bias } = NormCase::new(m, n, k, 51);
+        let NormCase {
+            mut x,
+            gw,
+            gb,
+            w,
+            bias,
+        } = NormCase::new(m, n, k, 51);
+        if m == 70 {
+            // a dimension far out (GPT-2's residual stream has a few): the variance is
+            // taken in one pass about each row's first value
+            for row in x.chunks_mut(k) {
+                row[7] = -250.0;
+            }
+        }
         let init = rand_vec(m * n, 56, 1.0);
         for norm in NORMS {
             let normed = normed_rows(&x, norm, &gw, &gb, k);
