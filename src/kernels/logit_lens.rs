@@ -16,7 +16,8 @@ pub struct CopyParams {
     pub n4: u32,
     pub src0: u32,
     pub dst0: u32,
-    pub _pad: u32,
+    /// 0: a copy; else a gather of rows of `c4` vec4s.
+    pub c4: u32,
 }
 
 /// Mirrors `TopKParams` in the WGSL.
@@ -37,14 +38,14 @@ pub struct TopKParams {
 /// Largest k `top_k_rows` takes (its per-lane lists).
 pub const MAX_LENS_K: usize = 20;
 
-/// Op: bindings src, dst.
+/// Op: bindings src, dst (the gather list a stand-in).
 pub fn copy_rows_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
 ) -> KernelOp {
-    KernelOp::new::<CopyParams>(ctx, pipelines, "copy_rows", &[src, dst])
+    gather_rows_op(ctx, pipelines, src, dst, &ctx.stand_ins().read)
 }
 
 /// Record `dst[dst0 + i] = src[src0 + i]` for `n` floats (offsets and `n` multiples
@@ -60,9 +61,33 @@ pub fn encode_copy_rows(
         n4: (n / 4) as u32,
         src0: (src0 / 4) as u32,
         dst0: (dst0 / 4) as u32,
-        _pad: 0,
+        c4: 0,
     };
     let (x, y) = grid_1d(n / 4);
+    op.encode(pass, &p, (x, y, 1));
+}
+
+/// Op: bindings src, dst, the list of rows (`u32`s).
+pub fn gather_rows_op(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    rows: &wgpu::Buffer,
+) -> KernelOp {
+    KernelOp::new::<CopyParams>(ctx, pipelines, "copy_rows", &[src, dst, rows])
+}
+
+/// Record `dst` row i = `src` row `rows[i]` for the first `n` rows of the list, rows
+/// of `c` floats (a multiple of 4; an op of [`gather_rows_op`]).
+pub fn encode_gather_rows(pass: &mut wgpu::ComputePass<'_>, op: &KernelOp, n: usize, c: usize) {
+    let p = CopyParams {
+        n4: (n * c / 4) as u32,
+        src0: 0,
+        dst0: 0,
+        c4: (c / 4) as u32,
+    };
+    let (x, y) = grid_1d(n * c / 4);
     op.encode(pass, &p, (x, y, 1));
 }
 
@@ -186,4 +211,22 @@ pub fn run_copy_rows(
         encode_copy_rows(pass, &op, n, src0, dst0)
     })?;
     buffers::read_floats(ctx, &d, 0, len)
+}
+
+/// Upload `src` (rows of `c`), gather its rows `rows` into a buffer, read it back.
+pub fn run_gather_rows(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    src: &[f32],
+    c: usize,
+    rows: &[u32],
+) -> Result<Vec<f32>> {
+    let s = buffers::upload(ctx, "src", src);
+    let d = buffers::storage(ctx, "dst", rows.len() * c);
+    let list = buffers::upload(ctx, "rows", bytemuck::cast_slice(rows));
+    let op = gather_rows_op(ctx, pipelines, &s, &d, &list);
+    submit_pass(ctx, "gather_rows", |pass| {
+        encode_gather_rows(pass, &op, rows.len(), c)
+    })?;
+    buffers::read_floats(ctx, &d, 0, rows.len() * c)
 }

@@ -26,7 +26,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::embedding_op;
 use crate::kernels::layer_norm::layer_norm_op;
-use crate::kernels::logit_lens::{copy_rows_op, top_k_rows_op};
+use crate::kernels::logit_lens::{gather_rows_op, top_k_rows_op};
 use crate::kernels::matmul::{matmul_fused_op, matmul_op};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
@@ -335,6 +335,7 @@ impl Model {
             top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
             sample_specs: buffers::storage(&ctx, "sample specs", 4 * argmax_rows),
             picked: buffers::storage(&ctx, "picked", argmax_rows),
+            gather_list: buffers::storage(&ctx, "gather list", max_batch + MAX_PREFILL_PARTS),
             picked_reads: [0, 1]
                 .map(|i| buffers::staging(&ctx, &format!("picked read-back {i}"), argmax_rows)),
             readback: buffers::staging(
@@ -871,11 +872,9 @@ pub(super) fn bind_ops(
     let normed = matvec_bt::fuses_norm(lm_head_rows);
     let lm_head_normed = normed.then(|| normed_over(&a.x));
     // a prefill step's asked rows of x gathered into `att` (free once the blocks are
-    // done): a run of decode rows and one a prompt
+    // done): decode rows and one a prompt
     let gathered = normed.then(|| super::GatheredHead {
-        copies: (0..=MAX_PREFILL_PARTS)
-            .map(|_| copy_rows_op(ctx, pl, &a.x, &a.att))
-            .collect(),
+        gather: gather_rows_op(ctx, pl, &a.x, &a.att, &a.gather_list),
         head: normed_over(&a.att),
     });
     Ops {
@@ -919,9 +918,7 @@ pub(super) fn bind_ops(
             sample_op(ctx, pl, &chunks, &a.sample_specs, &a.picked)
         }),
         // the prompts' last rows gathered into `att`, free once the blocks are done
-        last_rows: (0..MAX_PREFILL_PARTS)
-            .map(|_| copy_rows_op(ctx, pl, &a.ln, &a.att))
-            .collect(),
+        last_rows: gather_rows_op(ctx, pl, &a.ln, &a.att, &a.gather_list),
         lm_head_last: lm_head_over(&a.att),
         gathered,
         partials: a.partials.as_ref().map(|parts| {

@@ -203,6 +203,10 @@ pub struct Activations {
     /// `kernels::sample::SampleSpec` each) and the id the device drew (u32).
     pub sample_specs: wgpu::Buffer,
     pub picked: wgpu::Buffer,
+    /// The rows a step's LM head takes, gathered to rows 0.. of `att` (`gather_rows`;
+    /// u32, up to `max_batch` + [`MAX_PREFILL_PARTS`]), written as the step is
+    /// recorded (each traversal is its own submission).
+    pub gather_list: wgpu::Buffer,
     /// Host-readable ids of a decode step whose every row was picked on the device
     /// (`picked`, [u32; rows]): two, one per decode step in flight
     /// ([`generate::PendingStep`]).
@@ -321,9 +325,9 @@ pub struct Ops {
     /// The draw of sampled rows over the logits (`sample_rows`), when the LM head's
     /// logits are at most `kernels::sample::MAX_CHUNKS` buffers.
     pub sample: Option<KernelOp>,
-    /// The last row of each prompt of a prefill step to row `prompt` of `att`
-    /// (one op a prompt: a pass's dispatches of one op share its uniform).
-    pub last_rows: Vec<KernelOp>,
+    /// The last row of each prompt of a prefill step (after ln_f) to row `prompt` of
+    /// `att`, in one dispatch (`gather_rows`).
+    pub last_rows: KernelOp,
     /// LM head over those rows (per wte chunk).
     pub lm_head_last: Vec<RowsOp>,
     /// A prefill step's logits rows through the hardware LM head with ln_f folded in
@@ -346,12 +350,11 @@ pub struct MixedRows {
 }
 
 /// The rows of a prefill step (or a mixed one: decode rows first) whose logits are
-/// asked for, copied from the residual stream to `att` in runs of consecutive rows (one
-/// op a run: a pass's dispatches of one op share its uniform), and the LM head with
-/// ln_f folded in over them, per wte chunk: the head a decode step takes, so a decode
-/// row's logits are the same in a mixed step as in a decode step.
+/// asked for, gathered from the residual stream to `att` in one dispatch, and the LM
+/// head with ln_f folded in over them, per wte chunk: the head a decode step takes, so
+/// a decode row's logits are the same in a mixed step as in a decode step.
 pub struct GatheredHead {
-    pub copies: Vec<KernelOp>,
+    pub gather: KernelOp,
     pub head: Vec<RowsOp>,
 }
 

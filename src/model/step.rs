@@ -13,7 +13,9 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::layer_norm::{encode_layer_norm, Norm};
-use crate::kernels::logit_lens::{encode_copy_rows, encode_top_k_rows, top_k_windows};
+use crate::kernels::logit_lens::{
+    encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
+};
 use crate::kernels::matmul::{encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GELU, KV_HALF};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
@@ -607,9 +609,10 @@ impl Model {
 
     /// Record the logits of the first `decode` rows and of the last row of each part
     /// asking for them (`logits`), in that order to logits rows 0..: the rows gathered
-    /// into `att`, then the LM head over them in one dispatch (a row's logits are the
-    /// same in any batch): `gathered`'s, with ln_f folded in (x is gathered), or the
-    /// plain one (after ln_f; no decode rows). Returns how many.
+    /// into `att` (the list written now: each traversal is its own submission), then
+    /// the LM head over them in one dispatch (a row's logits are the same in any
+    /// batch): `gathered`'s, with ln_f folded in (x is gathered), or the plain one
+    /// (after ln_f; no decode rows). Returns how many.
     fn encode_last_rows_head(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -618,22 +621,22 @@ impl Model {
         gathered: Option<&super::GatheredHead>,
     ) -> usize {
         let (c, ops) = (self.config.n_embed, &self.ops);
-        let asked: Vec<usize> = (0..decode)
+        let asked: Vec<u32> = (0..decode)
             .chain(
                 parts
                     .iter()
                     .filter(|p| p.logits)
                     .map(|p| p.row0 + p.rows - 1),
             )
+            .map(|r| r as u32)
             .collect();
-        let copies = gathered.map_or(&ops.last_rows, |g| &g.copies);
-        let runs = row_runs(&asked);
-        debug_assert!(runs.len() <= copies.len() && (decode == 0 || gathered.is_some()));
-        for (op, (src, dst, n)) in copies.iter().zip(runs) {
-            encode_copy_rows(pass, op, n * c, src * c, dst * c);
-        }
+        debug_assert!(decode == 0 || gathered.is_some());
         let wanted = asked.len();
         if wanted > 0 {
+            let list = bytemuck::cast_slice(&asked);
+            self.ctx.queue.write_buffer(&self.act.gather_list, 0, list);
+            let op = gathered.map_or(&ops.last_rows, |g| &g.gather);
+            encode_gather_rows(pass, op, wanted, c);
             let chunks = &self.weights.wte.chunks;
             match gathered {
                 Some(g) => {
@@ -750,19 +753,6 @@ impl Model {
     }
 }
 
-/// Rows `rows[j]` to rows `j` as runs of consecutive rows: `(first source row, first
-/// destination row, rows)` each.
-pub(super) fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
-    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
-    for (dst, &src) in rows.iter().enumerate() {
-        match runs.last_mut() {
-            Some((s0, _, n)) if *s0 + *n == src => *n += 1,
-            _ => runs.push((src, dst, 1)),
-        }
-    }
-    runs
-}
-
 /// Where a step's token ids come from.
 #[derive(Clone, Copy)]
 pub(super) enum StepIds<'a> {
@@ -771,22 +761,4 @@ pub(super) enum StepIds<'a> {
     /// The first rows' ids the model's last generation step drew (`picked`), row for
     /// row; the rows after them (a chained mixed step's prompts) these, from the host.
     Drawn(&'a [u32]),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::row_runs;
-
-    #[test]
-    fn asked_rows_are_copied_in_runs_of_consecutive_rows() {
-        assert_eq!(row_runs(&[]), vec![]);
-        // a mixed step: 3 decode rows, prompts ending at rows 9, 10 and 30
-        assert_eq!(
-            row_runs(&[0, 1, 2, 9, 10, 30]),
-            vec![(0, 0, 3), (9, 3, 2), (30, 5, 1)]
-        );
-        assert_eq!(row_runs(&[4]), vec![(4, 0, 1)]);
-        // not a run backwards
-        assert_eq!(row_runs(&[5, 4]), vec![(5, 0, 1), (4, 1, 1)]);
-    }
 }

@@ -1272,6 +1272,26 @@ fn top_k_rows_and_copy_rows_match_reference() {
     assert_eq!(&got[32..48], &src[8..24]);
 }
 
+#[test]
+fn gather_rows_takes_the_listed_rows_in_list_order() {
+    // a mixed step's asked rows: a run of decode rows, then prompts' last rows, one
+    // listed twice, one before another; rows of 12 and of 768 floats (more than a
+    // workgroup's vec4s)
+    use wgformer::kernels::logit_lens::run_gather_rows;
+    let g = gpu();
+    for c in [12, 768] {
+        let src = rand_vec(40 * c, 61, 1.0);
+        for list in [vec![0u32, 1, 2, 17, 39, 5, 17], vec![33], vec![]] {
+            let got = run_gather_rows(&g.ctx, &g.pipelines, &src, c, &list).unwrap();
+            let want: Vec<f32> = list
+                .iter()
+                .flat_map(|&r| src[r as usize * c..(r as usize + 1) * c].to_vec())
+                .collect();
+            assert_eq!(got, want, "rows {list:?} of {c}");
+        }
+    }
+}
+
 /// `gpu::profile` times every dispatch its thread records while armed (two
 /// timestamps each), in order, with its kernel and grid; the work itself runs as
 /// without it; a nested profile is refused, and neither an error nor a panic leaves a

@@ -6,8 +6,8 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::kernels::catalogue::prelude;
 use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, moe,
-    partials, rotary, row_norm, swiglu, token_rank,
+    attention, embedding, kv_store, layer_norm, logit_lens, matmul, matmul_bt, matvec, matvec_bt,
+    moe, partials, rotary, row_norm, swiglu, token_rank,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -133,7 +133,7 @@ fn uniform_structs_match_rust_twins() {
             shader,
             MatmulParams,
             matmul::MatmulParams,
-            [m, n4, k4, flags, p4]
+            [m, n4, k4, flags, p4, ks, split, kv_q4, kv4, norm, eps]
         );
     }
     check_twin!(
@@ -205,6 +205,12 @@ fn uniform_structs_match_rust_twins() {
         ResidualParams,
         partials::ResidualParams,
         [k4, parts, norm, rows]
+    );
+    check_twin!(
+        "copy_rows",
+        CopyParams,
+        logit_lens::CopyParams,
+        [n4, src0, dst0, c4]
     );
     for shader in ["matvec_bt", "matvec_bt_f16", "matvec_bt_f16_subgroup"] {
         check_twin!(
