@@ -455,19 +455,7 @@ impl Model {
                         );
                     }
                 }
-                StepKind::Prefill { parts, .. } if self.burst(parts) => {
-                    // every row through its own page table and position, in one
-                    // dispatch, as a short prompt's rows are attended alone
-                    encode_attention_paged(
-                        pass,
-                        &blk.attn_paged,
-                        t,
-                        heads,
-                        PAGE,
-                        self.attention_block(),
-                    );
-                }
-                StepKind::Prefill { parts, .. } => {
+                StepKind::Prefill { parts, .. } if !self.burst(parts) => {
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {
@@ -484,7 +472,9 @@ impl Model {
                         );
                     }
                 }
-                StepKind::Decode { .. } => {
+                // every row through its own page table and position, in one dispatch: a
+                // decode step's rows, a burst's (as a short prompt's rows alone)
+                StepKind::Prefill { .. } | StepKind::Decode { .. } => {
                     encode_attention_paged(
                         pass,
                         &blk.attn_paged,
