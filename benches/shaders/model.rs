@@ -309,8 +309,9 @@ impl Bench {
     /// Where one traversal's time goes on this device, kernel by kernel (timestamps
     /// around every dispatch, `gpu::profile`): a decode step of 1 and of `b` rows at
     /// 64 positions (reading back what the engine would: the device's argmax where the
-    /// model picks greedy tokens there), and one prefill traversal of `b` prompts of 34
-    /// tokens (the shape of `conc.py`'s prompts). Prints each traversal's total and its
+    /// model picks greedy tokens there), one prefill traversal of `b` prompts of 34
+    /// tokens (the shape of `conc.py`'s prompts) and one of a chunk of 128 rows (the
+    /// matmul path with any kernels). Prints each traversal's total and its
     /// 12 largest kernels (kernel, `ROWS`, grid, dispatches, ms, share).
     pub(crate) fn profile_steps(&mut self, model: &Model, b: usize, tag: &str) {
         let name = model_name(model);
@@ -348,21 +349,24 @@ impl Bench {
             }
             runs.push((format!("decode B={rows} at {prompt}"), last.unwrap()));
         }
-        let texts = token_texts(b, 34, 29, 131);
-        let mut last = None;
-        for _ in 0..2 {
-            let mut seqs: Vec<_> = (0..b)
-                .map(|_| model.kv_reserve(34).unwrap().unwrap())
-                .collect();
-            let mut parts: Vec<_> = seqs
-                .iter_mut()
-                .zip(&texts)
-                .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
-                .collect();
-            let (_, p) = profile::profile(&ctx, || model.prefill_select(&mut parts)).unwrap();
-            last = Some(p);
+        // b short prompts arriving together (a burst), and one long chunk
+        for (prompts, len) in [(b, 34), (1, 128)] {
+            let texts = token_texts(prompts, len, 29, 131);
+            let mut last = None;
+            for _ in 0..2 {
+                let mut seqs: Vec<_> = (0..prompts)
+                    .map(|_| model.kv_reserve(len).unwrap().unwrap())
+                    .collect();
+                let mut parts: Vec<_> = seqs
+                    .iter_mut()
+                    .zip(&texts)
+                    .map(|(kv, ids)| (kv, ids.as_slice(), Some(Readback::Argmax)))
+                    .collect();
+                let (_, p) = profile::profile(&ctx, || model.prefill_select(&mut parts)).unwrap();
+                last = Some(p);
+            }
+            runs.push((format!("prefill {prompts} x T={len}"), last.unwrap()));
         }
-        runs.push((format!("prefill {b} x T=34"), last.unwrap()));
         for (what, p) in runs {
             let total = p.total_ms();
             let shape = format!("{name}{tag} {what}");
@@ -725,8 +729,8 @@ pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
     }
 }
 
-/// Kernel-by-kernel device times of a decode step (1 and 16 rows) and a 16-prompt
-/// prefill traversal, f32 and f16.
+/// Kernel-by-kernel device times of a decode step (1 and 16 rows), a 16-prompt
+/// prefill traversal and a prefill chunk of 128 rows, f32 and f16.
 pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {
     each_gpt2_small(b, device, |b, model, tag| {
         b.profile_steps(model, BATCH, tag)
