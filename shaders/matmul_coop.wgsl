@@ -14,8 +14,8 @@
 // The sums go to the epilogue.
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
-// With p.norm the norm before the projection is folded into the staging of `a`
-// (prelude norm_tile, as `matmul_tiled`).
+// With p.norm the norm before the projection is folded into the staging of `a`, with
+// GATED SwiGLU before it (prelude stage_tile, as `matmul_tiled`).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 enable f16;
@@ -34,7 +34,7 @@ override WG: u32 = 128u;
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
-// the norm before the projection (p.norm; prelude norm_tile), or stand-ins
+// the norm before the projection (p.norm; prelude stage_tile), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
 @group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
 
@@ -88,7 +88,7 @@ fn matmul_coop(
                 let kq = (kt + ak) / 4u + i;
                 var v = vec4<f32>(0.0);
                 if (arow < p.m && kq < p.k4) {
-                    v = norm4(a[arow * p.k4 + kq], kq, st);
+                    v = stage_a(arow, kq, st);
                 }
                 let o = ar * 16u + ak + i * 4u;
                 sa[o] = f16(v.x);

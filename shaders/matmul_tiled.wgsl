@@ -20,7 +20,7 @@
 // b is stored in column panels as for `matmul`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
 // With p.norm the norm before the projection is folded into the staging of `a`, which
-// is then the residual stream (prelude norm_tile).
+// is then the residual stream; with GATED, SwiGLU before it (prelude stage_tile).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 // The tile shape below assumes 256 lanes.
@@ -39,7 +39,7 @@ const BK: u32 = 16u;  // K step (4 vec4)
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
-// the norm before the projection (p.norm; prelude norm_tile), or stand-ins
+// the norm before the projection (p.norm; prelude stage_tile), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
 @group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
 
@@ -91,7 +91,7 @@ fn matmul_tiled(
             let kq = kt / 4u + aq;
             var av = vec4<f32>(0.0);
             if (arow < p.m && kq < k4) {
-                av = norm4(a[arow * k4 + kq], kq, st);
+                av = stage_a(arow, kq, st);
             }
             ta[lid] = av;
             let krow = kt + br;

@@ -1,7 +1,7 @@
 // A norm folded into the kernel after it: its flags (`p.norm`) and a vec4 of the row
 // normalised with its statistics (`norm4`), shared by the hardware matrix-vector
 // kernels (prelude norm_prologue takes the statistics across the workgroup) and the
-// tiled matmuls (prelude norm_tile: the lanes staging a row take them). The kernel
+// tiled matmuls (prelude stage_tile: the lanes staging a row take them). The kernel
 // declares `p` (with `norm`) and the norm's `norm_w`, `norm_b`.
 
 // p.norm: normalise x (LayerNorm unless NORM_RMS), add the norm's bias (NORM_BIAS).

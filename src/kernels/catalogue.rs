@@ -210,8 +210,8 @@ pub mod prelude {
         /// The norm's statistics across a workgroup (`norm_stats`: the hardware
         /// matrix-vector kernels).
         NORM_PROLOGUE = "norm_prologue";
-        /// The norm's statistics of a tiled matmul's rows (`tile_row_stats`).
-        NORM_TILE = "norm_tile";
+        /// How the tile matmuls stage `a`: normalised (`tile_row_stats`) or gated.
+        STAGE_TILE = "stage_tile";
         /// The paged attention kernels' walk bindings (rows, tables, row offsets, cols).
         PAGED_WALK = "paged_walk";
         /// A head-64 query held in sixteen vec4 variables (the subgroup attention kernels).
@@ -263,7 +263,7 @@ const MATMUL_TILED_F32: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::NORM_APPLY,
-    prelude::NORM_TILE,
+    prelude::STAGE_TILE,
 ];
 const MATMUL_TILED_F16: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
@@ -272,7 +272,7 @@ const MATMUL_TILED_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::NORM_APPLY,
-    prelude::NORM_TILE,
+    prelude::STAGE_TILE,
 ];
 const MATVEC_F32: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
@@ -398,7 +398,7 @@ const MATMUL_COOP: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::NORM_APPLY,
-    prelude::NORM_TILE,
+    prelude::STAGE_TILE,
 ];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
 const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];

@@ -28,6 +28,9 @@ pub const ACCUMULATE: u32 = 4;
 pub const KV_STORE: u32 = 8;
 /// Epilogue flag, with `KV_STORE`: the pool holds half floats (prelude `kv_write`).
 pub const KV_HALF: u32 = 16;
+/// Staging flag of the tile kernels ([`fuses_staging`]): `a` holds gate | up rows of
+/// 2 K, and the product takes silu(gate) · up (SwiGLU folded into the down projection).
+pub const GATED: u32 = 32;
 
 /// Mirrors `MatmulParams` in the WGSL.
 #[repr(C)]
@@ -45,7 +48,7 @@ pub struct MatmulParams {
     /// `KV_STORE`: vec4s of a pool row.
     pub kv4: u32,
     /// The norm before the projection folded into the tiled kernels' staging
-    /// ([`fuses_norm`]; flags as the norm prologue's, 0: `a` as it is).
+    /// ([`fuses_staging`]; flags as the norm prologue's, 0: `a` as it is).
     pub norm: u32,
     pub eps: f32,
 }
@@ -67,9 +70,10 @@ pub fn splits_k(variant: &str) -> bool {
 /// The paged KV pool a qkv projection stores to: `(k_pool, v_pool, slots)`.
 pub type PoolBuffers<'a> = (&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer);
 
-/// Whether `variant` can fold the norm before its projection into its staging of `a`
-/// (the tile kernels: prelude `norm_tile`; `a` is then the residual stream).
-pub fn fuses_norm(variant: &str) -> bool {
+/// Whether `variant` can fold the op before its product into its staging of `a` (the
+/// tile kernels, prelude `stage_tile`): the norm before a projection (`a` is then the
+/// residual stream), or SwiGLU before the down projection ([`GATED`]).
+pub fn fuses_staging(variant: &str) -> bool {
     splits_k(variant)
 }
 
@@ -209,7 +213,7 @@ pub fn matmul_split_op(
 /// [`matmul_split_op`] for a qkv projection whose steps can store their keys and
 /// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without), and
 /// whose rows `io.x` may be the residual stream, normalised on the way in by the norm
-/// whose `(weight, bias)` is `norm` (a [`fuses_norm`] variant; the tile kernels bind
+/// whose `(weight, bias)` is `norm` (a [`fuses_staging`] variant; the tile kernels bind
 /// stand-ins without).
 pub fn matmul_fused_op(
     ctx: &GpuContext,
@@ -220,7 +224,7 @@ pub fn matmul_fused_op(
     pool: Option<PoolBuffers>,
     norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
 ) -> MatmulOp {
-    debug_assert!(norm.is_none() || fuses_norm(variant));
+    debug_assert!(norm.is_none() || fuses_staging(variant));
     let LinearBuffers {
         x: a,
         w: b,
@@ -231,7 +235,7 @@ pub fn matmul_fused_op(
     let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
     let (norm_w, norm_b) = norm.unwrap_or((&si.read, &si.read));
     let op = |name: &'static str, bufs: &[&wgpu::Buffer]| {
-        let normed: &[&wgpu::Buffer] = if fuses_norm(name) {
+        let normed: &[&wgpu::Buffer] = if fuses_staging(name) {
             &[norm_w, norm_b]
         } else {
             &[]
@@ -295,7 +299,7 @@ pub fn encode_matmul_fused(
     kv: Option<(usize, usize)>,
     norm: Option<Norm>,
 ) {
-    debug_assert!(norm.is_none() || fuses_norm(op.op.name));
+    debug_assert!((norm.is_none() && flags & GATED == 0) || fuses_staging(op.op.name));
     let (ks, slices) = variant_slices(op.op.name, n, k);
     let (kv_q4, kv4) = kv.map_or((0, 0), |(q, c)| (q / 4, c / 4));
     let flags = flags | if kv.is_some() { KV_STORE } else { 0 };
@@ -344,7 +348,8 @@ pub fn run_matmul(
 }
 
 /// [`run_matmul`] with `p.x` the residual stream, normalised by `norm` (the norm, its
-/// weight and bias) on the way in: a [`fuses_norm`] variant.
+/// weight and bias) on the way in, or with [`GATED`] in `p.flags` gate | up rows of
+/// 2 K: a [`fuses_staging`] variant.
 pub fn run_matmul_normed(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -353,7 +358,8 @@ pub fn run_matmul_normed(
     split: bool,
     norm: Option<HostNorm>,
 ) -> Result<Vec<f32>> {
-    let (m, n, k) = (p.rows(), p.n, p.k);
+    let gated = p.flags & GATED != 0;
+    let (m, n, k) = (p.rows() / if gated { 2 } else { 1 }, p.n, p.k);
     let x = buffers::upload(ctx, "a", p.x);
     let w = buffers::upload(ctx, "b", &store_weights(variant, p.w, k, n));
     let bias = buffers::upload(ctx, "bias", p.bias.unwrap_or(&[0.0; 4]));

@@ -566,9 +566,9 @@ pub(super) fn bind_ops(
                 bias: &bias,
                 out,
             };
-            let matmul_normed =
+            let matmul_fused =
                 norm.as_ref()
-                    .filter(|_| matmul::fuses_norm(lin))
+                    .filter(|_| matmul::fuses_staging(lin))
                     .map(|&(g, ref nb)| {
                         matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)))
                     });
@@ -598,7 +598,7 @@ pub(super) fn bind_ops(
                     pool,
                     None,
                 ),
-                matmul_normed,
+                matmul_fused,
                 matvec: matvec_fused_op(
                     ctx,
                     pl,
@@ -823,7 +823,20 @@ pub(super) fn bind_ops(
                             Some((&b.ln_2_w, &b.ln_2_b)),
                         ),
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
-                        fc_proj: linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                        fc_proj: Linear {
+                            // the tile matmuls stage silu(gate) · up from gate | up
+                            matmul_fused: matmul::fuses_staging(lin).then(|| {
+                                let io = LinearBuffers {
+                                    x: &a.hidden,
+                                    w: fc_proj_w,
+                                    bias: &or_dummy(fc_proj_b),
+                                    out: &a.x,
+                                };
+                                let split = Some((&a.split, a.split_rows));
+                                matmul_fused_op(ctx, pl, lin, &io, split, None, None)
+                            }),
+                            ..linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden)
+                        },
                     },
                     None => MlpOps::Dense {
                         c_fc: fused_linear(

@@ -238,10 +238,11 @@ pub struct MoeActivations {
 /// step (one per generation; a row's numbers do not depend on how many there are).
 pub struct Linear {
     pub matmul: MatmulOp,
-    /// The matmul reading the residual stream with the norm before this linear folded
-    /// into its staging (the tile kernels, for the linears right after a norm: a prefill
-    /// chunk or a forward then skips the norm's dispatch).
-    pub matmul_normed: Option<MatmulOp>,
+    /// The matmul with the op before this linear folded into its staging (the tile
+    /// kernels): reading the residual stream with the norm folded in (the linears right
+    /// after a norm), or the gate | up rows with SwiGLU folded in (the Llama MLP's down
+    /// projection). A prefill chunk or a forward then skips that op's dispatch.
+    pub matmul_fused: Option<MatmulOp>,
     pub matvec: RowsOp,
     /// The matrix-vector kernel reading the residual stream with the norm before this
     /// linear folded in (hardware kernels, for the linears right after a norm: a decode

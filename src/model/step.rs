@@ -16,7 +16,9 @@ use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{
     encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
 };
-use crate::kernels::matmul::{encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GELU, KV_HALF};
+use crate::kernels::matmul::{
+    encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU, KV_HALF,
+};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -198,7 +200,7 @@ impl Linear {
     }
 
     /// [`Linear::encode`] with `fusion`: its norm through the `normed` or
-    /// `matmul_normed` op (the residual stream in, the norm before this linear folded
+    /// `matmul_fused` op (the residual stream in, the norm before this linear folded
     /// in), its KV store through an op bound with the pool (a qkv projection).
     fn encode_fused(
         &self,
@@ -209,8 +211,8 @@ impl Linear {
         fusion: Fusion,
     ) {
         let (n, k) = (self.n, self.k);
-        match (path, &self.normed, &self.matmul_normed) {
-            (RowPath::Matmul, _, Some(op)) if fusion.norm.is_some() => {
+        match (path, &self.normed, &self.matmul_fused) {
+            (RowPath::Matmul, _, Some(op)) if fusion.norm.is_some() || flags & GATED != 0 => {
                 encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, fusion.norm)
             }
             (RowPath::Matmul, _, _) => {
@@ -229,13 +231,19 @@ impl Linear {
         }
     }
 
+    /// Whether this linear takes SwiGLU's gating in its staging on `path` (a down
+    /// projection's `matmul_fused`, flag [`GATED`]).
+    fn gates(&self, path: RowPath) -> bool {
+        path == RowPath::Matmul && self.matmul_fused.is_some()
+    }
+
     /// The norm this linear folds in on `path`: `norm` when its steps on that path read
-    /// the residual stream (the `normed` op of the matrix-vector path, `matmul_normed`
+    /// the residual stream (the `normed` op of the matrix-vector path, `matmul_fused`
     /// of the matmul's), else `None` (the norm is dispatched).
     fn folds(&self, path: RowPath, norm: Norm) -> Option<Norm> {
         let folded = match path {
             RowPath::Matvec => self.normed.is_some(),
-            RowPath::Matmul => self.matmul_normed.is_some(),
+            RowPath::Matmul => self.matmul_fused.is_some(),
         };
         folded.then_some(norm)
     }
@@ -302,10 +310,15 @@ impl Model {
                 swiglu: Some(swiglu),
                 fc_proj,
             } => {
-                // down(silu(gate(x)) · up(x)): gate | up in one matmul
+                // down(silu(gate(x)) · up(x)): gate | up in one matmul; the tile
+                // matmuls fold SwiGLU into the down projection's staging
                 c_fc.encode_fused(pass, t, path, b, up);
-                encode_swiglu(pass, swiglu, t, h, false);
-                fc_proj.encode(pass, t, path, b | ACCUMULATE);
+                if fc_proj.gates(path) {
+                    fc_proj.encode(pass, t, path, b | ACCUMULATE | GATED);
+                } else {
+                    encode_swiglu(pass, swiglu, t, h, false);
+                    fc_proj.encode(pass, t, path, b | ACCUMULATE);
+                }
             }
             MlpOps::Moe {
                 router,

@@ -384,6 +384,22 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
     }
 }
 
+/// The tile matmul variants compiled here (f32 and half-float weights), which fold the
+/// op before their product into their staging of `a`.
+fn staging_variants() -> Vec<&'static str> {
+    let pl = &gpu().pipelines;
+    let fusing: Vec<_> = [pl.variants("matmul"), pl.variants("matmul_f16")]
+        .concat()
+        .into_iter()
+        .filter(|v| matmul::fuses_staging(v))
+        .collect();
+    assert!(
+        fusing.len() >= 2,
+        "the tile kernels, f32 and f16: {fusing:?}"
+    );
+    fusing
+}
+
 /// The tile matmuls (the hardware kernels' prefill chunks and forwards) fold the norm
 /// before a projection into their staging of `a`: against the norm then the product
 /// (CPU reference), LayerNorm with and without bias and RMSNorm, rows and K off the
@@ -391,17 +407,7 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
 /// the same bit for bit as in the tile.
 #[test]
 fn the_tile_matmuls_fold_the_norm_into_their_staging() {
-    let g = gpu();
-    let pl = &g.pipelines;
-    let fusing: Vec<_> = [pl.variants("matmul"), pl.variants("matmul_f16")]
-        .concat()
-        .into_iter()
-        .filter(|v| matmul::fuses_norm(v))
-        .collect();
-    assert!(
-        fusing.len() >= 2,
-        "the tile kernels (f32 and f16) fold the norm: {fusing:?}"
-    );
+    let (g, fusing) = (gpu(), staging_variants());
     for (m, n, k) in [(1, 64, 48), (70, 192, 100), (40, 72, 1000), (130, 96, 64)] {
         let NormCase {
             mut x,
@@ -474,6 +480,66 @@ fn the_tile_matmuls_fold_the_norm_into_their_staging() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The tile matmuls fold SwiGLU into the down projection's staging (flag `GATED`: `a`
+/// the gate | up rows, 2 K wide): against silu(gate) · up then the product (CPU
+/// reference), rows and K off the tile, K split or whole and a row alone bit for bit.
+#[test]
+fn the_tile_matmuls_fold_swiglu_into_their_staging() {
+    let (g, fusing) = (gpu(), staging_variants());
+    let pl = &g.pipelines;
+    for (m, n, k) in [(1, 64, 48), (70, 96, 100), (40, 72, 1000)] {
+        let gate_up = rand_vec(m * 2 * k, 61, 2.0);
+        let w = rand_vec(k * n, 62, 0.5);
+        let bias = rand_vec(n, 63, 0.5);
+        let init = rand_vec(m * n, 64, 1.0);
+        let gated = reference::swiglu::swiglu(&gate_up, k);
+        let flags = matmul::BIAS | matmul::ACCUMULATE | matmul::GATED;
+        for &variant in &fusing {
+            let name = format!("{variant} SwiGLU {m}x{n}x{k}");
+            let seen_a = if variant == "matmul_coop" {
+                wgformer::gpu::f16::round_to_f16(&gated)
+            } else {
+                gated.clone()
+            };
+            let tol = if variant == "matmul_coop" { 2e-3 } else { 1e-4 };
+            let run = |x: &[f32], init: &[f32], split: bool| {
+                let p = wgformer::kernels::HostProduct::new(x, &w, n, k).epilogue(
+                    Some(&bias),
+                    Some(init),
+                    flags,
+                );
+                matmul::run_matmul_normed(&g.ctx, pl, variant, &p, split, None).unwrap()
+            };
+            let got = run(&gate_up, &init, false);
+            let want = reference::matmul::matmul(
+                &seen_a,
+                &seen_by(variant, &w),
+                Some(&bias),
+                Some(&init),
+                m,
+                n,
+                k,
+                false,
+            );
+            assert_close(&name, &got, &want, tol, tol);
+            assert!(
+                got == run(&gate_up, &init, true),
+                "{name}: split K changed a number"
+            );
+            let r = m / 2;
+            let alone = run(
+                &gate_up[r * 2 * k..(r + 1) * 2 * k],
+                &init[r * n..(r + 1) * n],
+                false,
+            );
+            assert!(
+                alone[..] == got[r * n..(r + 1) * n],
+                "{name}: row {r} alone differs from the tile's"
+            );
         }
     }
 }
@@ -645,16 +711,16 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let llama_sw = step_dispatches("software", "float32", llama.clone()).0;
     assert_eq!(llama_sw, 3 * 9 + 5, "Llama prefill");
     // the matmul path with the hardware kernels (`per_linear`, or a chunk of more than
-    // 64 rows): the tile matmuls fold ln_1 and ln_2 into qkv and up (5 a GPT-2 block,
-    // 7 a Llama one), the LM head ln_f: embedding, the blocks, the last row gathered,
-    // LM head, argmax
+    // 64 rows): the tile matmuls fold ln_1 and ln_2 into qkv and up, and a Llama
+    // block's SwiGLU into down (5 a GPT-2 block, 6 a Llama one: rotary stays), the LM
+    // head ln_f: embedding, the blocks, the last row gathered, LM head, argmax
     let mut llama_per_linear = llama;
     llama_per_linear["decode_blocks"] = "per_linear".into();
     for dtype in ["float32", "float16"] {
         let gpt2 = step_dispatches("hardware", dtype, per_linear.clone()).0;
         assert_eq!(gpt2, 3 * 5 + 4, "GPT-2 {dtype} prefill, hardware matmuls");
         let llama = step_dispatches("hardware", dtype, llama_per_linear.clone()).0;
-        assert_eq!(llama, 3 * 7 + 4, "Llama {dtype} prefill, hardware matmuls");
+        assert_eq!(llama, 3 * 6 + 4, "Llama {dtype} prefill, hardware matmuls");
     }
 }
 

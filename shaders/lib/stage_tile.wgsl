@@ -1,15 +1,27 @@
-// The norm before a projection folded into the tiled matmuls' staging of `a`
-// (`matmul_tiled`, `matmul_coop`; flags `p.norm` as prelude norm_apply): `a` is then the
+// How the tile matmuls (`matmul_tiled`, `matmul_coop`) stage `a` (`stage_a`): as it
+// is, normalised, or gated — the op before the product folded into its staging.
+//
+// The norm before a projection (flags `p.norm` as prelude norm_apply): `a` is then the
 // residual stream, and the `lanes` consecutive lanes that stage a row of the tile first
-// take its statistics and normalise each vec4 they stage (`norm4`). A prefill chunk or
-// a forward then has no norm dispatch and no `ln` round trip. Every workgroup of a
-// column of tiles (and every K slice of a split) takes its rows' statistics again, so
-// they are taken in one pass: strided shares of Σ (x - s) and Σ (x - s)² about the
+// take its statistics (`tile_row_stats`) and normalise each vec4 they stage. A prefill
+// chunk or a forward then has no norm dispatch and no `ln` round trip. Every workgroup
+// of a column of tiles (and every K slice of a split) takes its rows' statistics again,
+// so they are taken in one pass: strided shares of Σ (x - s) and Σ (x - s)² about the
 // row's first value s (the shift keeps the variance's subtraction small for a stream
 // whose mean is far from 0), summed in lane order; rows past the last are skipped. A
 // row's statistics come from its own values by the same lanes and order whatever the
-// rows around it: the same in any batch, split or not. The kernel declares `p` (with
-// `m`, `k4`, `norm`, `eps`), `a`, `norm_w`, `norm_b`, WG ≤ 256; prelude norm_apply.
+// rows around it: the same in any batch, split or not.
+//
+// SwiGLU before the Llama MLP's down projection (flag GATED): `a` is then the up
+// projection's gate | up rows (2 K wide), and the staged value is silu(gate) · up
+// (prelude gelu's `silu_gate`, as the `swiglu` kernel computes it): no SwiGLU dispatch
+// and no gated round trip.
+//
+// The kernel declares `p` (with `m`, `k4`, `flags`, `norm`, `eps`), `a`, `norm_w`,
+// `norm_b`, WG ≤ 256; preludes norm_apply, gelu.
+
+// p.flags: `a` holds gate | up rows; stage silu(gate) · up.
+const GATED: u32 = 32u;
 
 var<workgroup> row_shares: array<vec2<f32>, 256>;
 
@@ -59,4 +71,14 @@ fn tile_row_stats(row: u32, j: u32, lanes: u32, lid: u32) -> vec2<f32> {
     // E[(x - s)²] - (E[x - s])², the mean s + E[x - s]
     let var_ = max(tot.y - tot.x * tot.x, 0.0);
     return vec2<f32>(shift + tot.x, inverseSqrt(var_ + p.eps));
+}
+
+// Vec4 `kq` of row `row` of the product's input as the tile kernels stage it (`st`: the
+// row's `tile_row_stats`).
+fn stage_a(row: u32, kq: u32, st: vec2<f32>) -> vec4<f32> {
+    if ((p.flags & GATED) != 0u) {
+        let r = row * 2u * p.k4;
+        return silu_gate(a[r + kq], a[r + p.k4 + kq]);
+    }
+    return norm4(a[row * p.k4 + kq], kq, st);
 }
