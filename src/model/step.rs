@@ -409,6 +409,8 @@ impl Model {
             self.mixed_rows()
                 .is_some_and(|m| t - decode <= m.prompt && t <= m.total)
         };
+        // a burst's rows attend row by row, as a decode step's (decided once a step)
+        let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
         let deferred = match kind {
             StepKind::Decode { .. } => ops.partials.as_ref(),
             StepKind::Prefill { decode, .. } if short(decode) => ops.partials.as_ref(),
@@ -468,7 +470,7 @@ impl Model {
                         );
                     }
                 }
-                StepKind::Prefill { parts, .. } if !self.burst(parts) => {
+                StepKind::Prefill { parts, .. } if !burst => {
                     let sg = self.ctx.subgroup_max_size.max(1) as usize;
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {
