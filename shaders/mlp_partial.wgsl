@@ -93,7 +93,7 @@ fn mlp_partial(
     if (lid < ch4) {
         var a = part[lid];
         if (swiglu) {
-            a = a / (1.0 + exp(-a)) * part[lid + ch4];
+            a = silu_gate(a, part[lid + ch4]);
         } else if ((p.flags & MLP_GELU) != 0u) {
             a = gelu(a);
         }

@@ -32,7 +32,7 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let j = idx % p.h4;
     let g = gate_up[row * 2u * p.h4 + j];
     let u = gate_up[row * 2u * p.h4 + p.h4 + j];
-    var y = g / (1.0 + exp(-g)) * u;
+    var y = silu_gate(g, u);
     if ((p.flags & SCALED) != 0u) {
         y *= 1.0 / (1.0 + exp(-gate[row * 4u]));
     }

@@ -5,8 +5,13 @@ fn gelu(x: vec4<f32>) -> vec4<f32> {
     return 0.5 * x * (1.0 + tanh(clamp(inner, vec4<f32>(-15.0), vec4<f32>(15.0))));
 }
 
-// SwiGLU's gating of a vec4: silu(g) · u, silu(x) = x / (1 + e^-x) (the `swiglu`
-// kernel's expression).
+// SiLU of a vec4: x / (1 + e^-x) (the Llama families' and the experts' activation).
+fn silu(x: vec4<f32>) -> vec4<f32> {
+    return x / (1.0 + exp(-x));
+}
+
+// SwiGLU's gating of a vec4: silu(g) · u (the `swiglu` kernel, the fused MLP and the
+// tile matmuls' gated staging all take it from here, so their numbers agree).
 fn silu_gate(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> {
-    return g / (1.0 + exp(-g)) * u;
+    return silu(g) * u;
 }

@@ -40,7 +40,7 @@ fn activate(x: vec4<f32>) -> vec4<f32> {
         return max(x, vec4<f32>(0.0));
     }
     if ((p.flags & 16u) != 0u) {
-        return x / (1.0 + exp(-x));
+        return silu(x);
     }
     return x;
 }

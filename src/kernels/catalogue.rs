@@ -179,7 +179,8 @@ pub mod prelude {
     use super::Prelude;
 
     preludes! {
-        /// GELU (tanh approximation), as GPT-2 computes it.
+        /// The activations: GELU (tanh approximation, as GPT-2 computes it), SiLU and
+        /// SwiGLU's gating.
         GELU = "gelu";
         /// How an f32 weight is loaded (`load_w`, `load_w4`).
         WEIGHTS_F32 = "weights_f32";
@@ -733,7 +734,7 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("sample_rows", wgsl!("sample_rows"))
         .with(&[prelude::WORKGROUP_REDUCE])
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("swiglu", wgsl!("swiglu")),
+    Kernel::new("swiglu", wgsl!("swiglu")).with(&[prelude::GELU]),
 ];
 
 /// The table entry of kernel `name`.
