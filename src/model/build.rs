@@ -15,7 +15,7 @@ use super::kv_pool::KvPool;
 use super::{
     generate, kv_pool, partials, weights, Activations, BlockOps, BlockWeights, DeviceWeights,
     Linear, MlpOps, MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps,
-    SharedExpertWeights, SparseAttention, MAX_PREFILL_PARTS,
+    SharedExpertWeights, SparseAttention, Staged, MAX_PREFILL_PARTS,
 };
 use crate::config::{Dtype, ModelConfig};
 use crate::error::{Error, Result};
@@ -566,11 +566,12 @@ pub(super) fn bind_ops(
                 bias: &bias,
                 out,
             };
-            let matmul_fused =
+            let staged =
                 norm.as_ref()
                     .filter(|_| matmul::fuses_staging(lin))
                     .map(|&(g, ref nb)| {
-                        matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)))
+                        let op = matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)));
+                        Staged::Normed(op)
                     });
             let normed =
                 norm.as_ref()
@@ -598,7 +599,7 @@ pub(super) fn bind_ops(
                     pool,
                     None,
                 ),
-                matmul_fused,
+                staged,
                 matvec: matvec_fused_op(
                     ctx,
                     pl,
@@ -825,7 +826,7 @@ pub(super) fn bind_ops(
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: Linear {
                             // the tile matmuls stage silu(gate) · up from gate | up
-                            matmul_fused: matmul::fuses_staging(lin).then(|| {
+                            staged: matmul::fuses_staging(lin).then(|| {
                                 let io = LinearBuffers {
                                     x: &a.hidden,
                                     w: fc_proj_w,
@@ -833,7 +834,7 @@ pub(super) fn bind_ops(
                                     out: &a.x,
                                 };
                                 let split = Some((&a.split, a.split_rows));
-                                matmul_fused_op(ctx, pl, lin, &io, split, None, None)
+                                Staged::Gated(matmul_fused_op(ctx, pl, lin, &io, split, None, None))
                             }),
                             ..linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden)
                         },

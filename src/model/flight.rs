@@ -13,9 +13,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use super::generate::{readback_plan, NextToken, Plan, Readback, Row};
+use super::generate::{advance, readback_plan, LaidOut, NextToken, Plan, Readback};
 use super::kv_pool::SeqKv;
-use super::step::{StepIds, StepKind};
+use super::step::StepIds;
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
@@ -142,25 +142,13 @@ impl Model {
         self.check_ids_only(want.iter())?;
         let read = self.read_slot()?;
         let zeros = vec![0; kvs.len()];
-        let (rows, tables) = self.decode_rows(kvs, ids.unwrap_or(&zeros))?;
+        let step = self.decode_rows(kvs, ids.unwrap_or(&zeros), want)?;
         let plan = readback_plan(want, true);
-        let kind = StepKind::Decode {
-            argmax: plan.argmax,
-            sample: !plan.specs.is_empty(),
-        };
         let step_ids = match ids {
             Some(ids) => StepIds::Host(ids),
             None => StepIds::Drawn(&[]),
         };
-        let step = self.submit_picked(
-            "decode step",
-            (&rows, &tables),
-            kind,
-            &plan,
-            step_ids,
-            read,
-            want,
-        )?;
+        let step = self.submit_picked("decode step", &step, &plan, step_ids, read)?;
         for kv in kvs.iter_mut() {
             kv.advance(1);
         }
@@ -186,34 +174,31 @@ impl Model {
         })
     }
 
-    /// Submit a step whose every asked row (`asked`, in logits-row order) is picked on
-    /// the device, its ids copied to `read`'s buffer, and return it in flight.
-    #[allow(clippy::too_many_arguments)]
+    /// Submit a step whose every asked row (`step.asked`, in logits-row order) is
+    /// picked on the device, its ids copied to `read`'s buffer, and return it in flight.
     fn submit_picked(
         &self,
         label: &str,
-        (rows, tables): (&[Row], &[u32]),
-        kind: StepKind,
+        step: &LaidOut,
         plan: &Plan,
         ids: StepIds,
         read: ReadSlot,
-        asked: &[Readback],
     ) -> Result<PendingStep> {
         let staging = &self.act.picked_reads[read.slot];
-        let picked = asked.len() as u64 * 4;
+        let asked = step.asked.len();
         let index = self.ctx.scoped(label, || {
-            self.write_rows(rows, tables, plan);
-            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
-            let (index, _) = self.submit_traversal(label, ids, &pos, kind, |enc| {
-                enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, picked);
-                asked.len()
+            self.write_rows(step, plan);
+            let kind = step.kind(plan);
+            let (index, _) = self.submit_traversal(label, ids, &step.positions(), kind, |enc| {
+                enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, asked as u64 * 4);
+                asked
             });
             Ok(index)
         })?;
         Ok(PendingStep {
             read,
             index,
-            asked: asked.to_vec(),
+            asked: step.asked.clone(),
             serial: self.steps.fetch_add(1, Ordering::SeqCst) + 1,
         })
     }
@@ -262,17 +247,14 @@ impl Model {
         let read = self.read_slot()?;
         let step = self.lay_out(batch, want, parts)?;
         let plan = readback_plan(&step.asked, true);
-        let kind = step.kind(&plan);
-        let layout = (&step.rows[..], &step.tables[..]);
         let ids: Vec<u32> = step.rows.iter().map(|r| r.id).collect();
         let ids = if drawn {
             StepIds::Drawn(&ids[step.decode..])
         } else {
             StepIds::Host(&ids)
         };
-        let pending =
-            self.submit_picked("mixed step", layout, kind, &plan, ids, read, &step.asked)?;
-        step.advance(batch, parts);
+        let pending = self.submit_picked("mixed step", &step, &plan, ids, read)?;
+        advance(batch, parts);
         Ok(pending)
     }
 

@@ -60,11 +60,14 @@ pub(super) struct Row {
     pub(super) slot: u32,
 }
 
-/// A step of decode rows and prompt chunks laid out ([`Model::lay_out`]).
+/// A step's rows laid out, their pool slots taken: a decode step's
+/// ([`Model::decode_rows`]), or a step of decode rows and prompt chunks
+/// ([`Model::lay_out`]).
 pub(super) struct LaidOut {
     pub(super) rows: Vec<Row>,
     pub(super) tables: Vec<u32>,
-    chunks: Vec<ChunkRows>,
+    /// The prompt chunks after the decode rows: `None` for a decode step.
+    chunks: Option<Vec<ChunkRows>>,
     /// Its first rows, one a generation, each with its logits.
     pub(super) decode: usize,
     /// What it reads back for each of its logits rows.
@@ -74,26 +77,35 @@ pub(super) struct LaidOut {
 impl LaidOut {
     /// The step kind of its traversal, reading back as `plan` says.
     pub(super) fn kind(&self, plan: &Plan) -> StepKind<'_> {
-        StepKind::Prefill {
-            parts: &self.chunks,
-            decode: self.decode,
-            argmax: plan.argmax,
-            sample: !plan.specs.is_empty(),
+        let (argmax, sample) = (plan.argmax, !plan.specs.is_empty());
+        match &self.chunks {
+            None => StepKind::Decode { argmax, sample },
+            Some(parts) => StepKind::Prefill {
+                parts,
+                decode: self.decode,
+                argmax,
+                sample,
+            },
         }
     }
 
-    /// Its sequences hold its rows (once it is submitted).
-    pub(super) fn advance(
-        &self,
-        batch: &mut [(&mut SeqKv, u32)],
-        parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
-    ) {
-        for (kv, _) in batch.iter_mut() {
-            kv.advance(1);
-        }
-        for (kv, ids, _) in parts.iter_mut() {
-            kv.advance(ids.len());
-        }
+    /// Each row's position.
+    pub(super) fn positions(&self) -> Vec<u32> {
+        self.rows.iter().map(|r| r.pos).collect()
+    }
+}
+
+/// The sequences of a step of `batch`'s decode rows and `parts`' prompt chunks hold
+/// its rows (once it is submitted).
+pub(super) fn advance(
+    batch: &mut [(&mut SeqKv, u32)],
+    parts: &mut [(&mut SeqKv, &[u32], Option<Readback>)],
+) {
+    for (kv, _) in batch.iter_mut() {
+        kv.advance(1);
+    }
+    for (kv, ids, _) in parts.iter_mut() {
+        kv.advance(ids.len());
     }
 }
 
@@ -319,8 +331,8 @@ impl Model {
     ) -> Result<(Vec<NextToken>, Vec<Option<NextToken>>)> {
         let step = self.lay_out(batch, want, parts)?;
         let plan = readback_plan(&step.asked, self.can_draw());
-        let out = self.run_rows(&step.rows, &step.tables, step.kind(&plan), &plan)?;
-        step.advance(batch, parts);
+        let out = self.run_rows(&step, &plan)?;
+        advance(batch, parts);
         let mut next = self.next_tokens(&step.asked, out).into_iter();
         let decoded = next.by_ref().take(batch.len()).collect();
         let out = parts
@@ -356,7 +368,11 @@ impl Model {
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
         self.check_tokens(&ids)?;
         let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
-        let (mut rows, mut tables) = self.decode_rows(&mut kvs, &ids)?;
+        let LaidOut {
+            mut rows,
+            mut tables,
+            ..
+        } = self.decode_rows(&mut kvs, &ids, want)?;
         let mut chunks = Vec::with_capacity(parts.len());
         for (kv, ids, want) in parts.iter_mut() {
             let pos = kv.len();
@@ -390,7 +406,7 @@ impl Model {
         Ok(LaidOut {
             rows,
             tables,
-            chunks,
+            chunks: Some(chunks),
             decode: batch.len(),
             asked,
         })
@@ -449,13 +465,9 @@ impl Model {
         let ids: Vec<u32> = batch.iter().map(|(_, id)| *id).collect();
         self.check_tokens(&ids)?;
         let mut kvs: Vec<&mut SeqKv> = batch.iter_mut().map(|(kv, _)| &mut **kv).collect();
-        let (rows, tables) = self.decode_rows(&mut kvs, &ids)?;
+        let step = self.decode_rows(&mut kvs, &ids, want)?;
         let plan = readback_plan(want, self.can_draw());
-        let kind = StepKind::Decode {
-            argmax: plan.argmax,
-            sample: !plan.specs.is_empty(),
-        };
-        let out = self.run_rows(&rows, &tables, kind, &plan)?;
+        let out = self.run_rows(&step, &plan)?;
         for kv in kvs.iter_mut() {
             kv.advance(1);
         }
@@ -469,13 +481,14 @@ impl Model {
         self.ops.sample.is_some()
     }
 
-    /// A decode step's rows (`ids`, one per generation, at its next position) and
-    /// their page tables.
+    /// A decode step's rows (`ids`, one per generation, at its next position, reading
+    /// back what `want` says) and their page tables.
     pub(super) fn decode_rows(
         &self,
         kvs: &mut [&mut SeqKv],
         ids: &[u32],
-    ) -> Result<(Vec<Row>, Vec<u32>)> {
+        want: &[Readback],
+    ) -> Result<LaidOut> {
         for kv in kvs.iter() {
             self.check_room(kv.len() + 1)?;
         }
@@ -492,7 +505,13 @@ impl Model {
             });
             tables.extend_from_slice(kv.table());
         }
-        Ok((rows, tables))
+        Ok(LaidOut {
+            rows,
+            tables,
+            chunks: None,
+            decode: kvs.len(),
+            asked: want.to_vec(),
+        })
     }
 
     /// Windows the decode step's argmax takes every wte chunk's logits in, all chunks
@@ -551,7 +570,8 @@ impl Model {
 
     /// Write a step's rows' page-table offsets, positions and pool slots, its page
     /// tables and its rows' draws.
-    pub(super) fn write_rows(&self, rows: &[Row], tables: &[u32], plan: &Plan) {
+    pub(super) fn write_rows(&self, step: &LaidOut, plan: &Plan) {
+        let (rows, tables) = (&step.rows, &step.tables);
         let q = &self.ctx.queue;
         let meta: Vec<[u32; 2]> = rows.iter().map(|r| [r.table, r.pos]).collect();
         let slots: Vec<u32> = rows.iter().map(|r| r.slot).collect();
@@ -569,13 +589,8 @@ impl Model {
     /// Write the step's rows, run the traversal, read back what `plan` asks: the logits
     /// of the rows `plan.read` (`[V]` each), with `argmax` the `top1` results (`[windows,
     /// rows, 3]`), with specs the ids drawn (one per asked row).
-    fn run_rows(
-        &self,
-        rows: &[Row],
-        tables: &[u32],
-        kind: StepKind,
-        plan: &Plan,
-    ) -> Result<StepOut> {
+    fn run_rows(&self, step: &LaidOut, plan: &Plan) -> Result<StepOut> {
+        let (rows, kind) = (&step.rows, step.kind(plan));
         let read = &plan.read;
         let t = rows.len();
         if t > self.config.context_size {
@@ -609,37 +624,43 @@ impl Model {
         self.steps.fetch_add(1, Ordering::SeqCst);
         self.ctx.scoped("generation step", || {
             let ids: Vec<u32> = rows.iter().map(|r| r.id).collect();
-            let pos: Vec<u32> = rows.iter().map(|r| r.pos).collect();
-            self.write_rows(rows, tables, plan);
-            let parts = self.submit_step("generation step", &ids, &pos, kind, |enc| {
-                let rb = &self.act.readback;
-                let mut at = 0u64;
-                if top_floats > 0 {
-                    enc.copy_buffer_to_buffer(&self.act.top1, 0, rb, 0, top_floats as u64 * 4);
-                    at = top_floats as u64 * 4;
-                }
-                if drawn > 0 {
-                    enc.copy_buffer_to_buffer(&self.act.picked, 0, rb, at, drawn as u64 * 4);
-                    at += drawn as u64 * 4;
-                }
-                // the rows asked for, of every wte chunk's logits [R, chunk], runs of
-                // consecutive rows in one copy
-                for (buf, ch) in self.act.logits.iter().zip(chunks) {
-                    let row_bytes = (ch.rows * 4) as u64;
-                    let mut i = 0;
-                    while i < read.len() {
-                        let mut j = i + 1;
-                        while j < read.len() && read[j] == read[j - 1] + 1 {
-                            j += 1;
-                        }
-                        let bytes = (j - i) as u64 * row_bytes;
-                        enc.copy_buffer_to_buffer(buf, read[i] as u64 * row_bytes, rb, at, bytes);
-                        at += bytes;
-                        i = j;
+            self.write_rows(step, plan);
+            let parts =
+                self.submit_step("generation step", &ids, &step.positions(), kind, |enc| {
+                    let rb = &self.act.readback;
+                    let mut at = 0u64;
+                    if top_floats > 0 {
+                        enc.copy_buffer_to_buffer(&self.act.top1, 0, rb, 0, top_floats as u64 * 4);
+                        at = top_floats as u64 * 4;
                     }
-                }
-                top_floats + drawn + read.len() * v
-            })?;
+                    if drawn > 0 {
+                        enc.copy_buffer_to_buffer(&self.act.picked, 0, rb, at, drawn as u64 * 4);
+                        at += drawn as u64 * 4;
+                    }
+                    // the rows asked for, of every wte chunk's logits [R, chunk], runs of
+                    // consecutive rows in one copy
+                    for (buf, ch) in self.act.logits.iter().zip(chunks) {
+                        let row_bytes = (ch.rows * 4) as u64;
+                        let mut i = 0;
+                        while i < read.len() {
+                            let mut j = i + 1;
+                            while j < read.len() && read[j] == read[j - 1] + 1 {
+                                j += 1;
+                            }
+                            let bytes = (j - i) as u64 * row_bytes;
+                            enc.copy_buffer_to_buffer(
+                                buf,
+                                read[i] as u64 * row_bytes,
+                                rb,
+                                at,
+                                bytes,
+                            );
+                            at += bytes;
+                            i = j;
+                        }
+                    }
+                    top_floats + drawn + read.len() * v
+                })?;
             let mut out = vec![vec![0.0; v]; read.len()];
             let mut off = top_floats + drawn;
             for ch in chunks {

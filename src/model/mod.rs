@@ -239,10 +239,8 @@ pub struct MoeActivations {
 pub struct Linear {
     pub matmul: MatmulOp,
     /// The matmul with the op before this linear folded into its staging (the tile
-    /// kernels): reading the residual stream with the norm folded in (the linears right
-    /// after a norm), or the gate | up rows with SwiGLU folded in (the Llama MLP's down
-    /// projection). A prefill chunk or a forward then skips that op's dispatch.
-    pub matmul_fused: Option<MatmulOp>,
+    /// kernels): a prefill chunk or a forward then skips that op's dispatch.
+    pub staged: Option<Staged>,
     pub matvec: RowsOp,
     /// The matrix-vector kernel reading the residual stream with the norm before this
     /// linear folded in (hardware kernels, for the linears right after a norm: a decode
@@ -251,6 +249,15 @@ pub struct Linear {
     /// Outputs and inputs.
     pub n: usize,
     pub k: usize,
+}
+
+/// A linear's tile matmul with the op before it folded into its staging of `a`.
+pub enum Staged {
+    /// The norm: `a` is the residual stream (the linears right after a norm).
+    Normed(MatmulOp),
+    /// SwiGLU: `a` holds the gate | up rows, staged as silu(gate) · up (the Llama MLP's
+    /// down projection, flag `GATED`).
+    Gated(MatmulOp),
 }
 
 /// The prepared dispatches of one block.

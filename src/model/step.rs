@@ -4,7 +4,7 @@
 //! submission that reads back only what the step needs.
 
 use super::kv_pool::PAGE;
-use super::{Linear, MlpOps, Model};
+use super::{Linear, MlpOps, Model, Staged};
 use crate::config::Activation;
 use crate::error::Result;
 use crate::gpu::buffers;
@@ -199,9 +199,10 @@ impl Linear {
         self.encode_fused(pass, t, path, flags, Fusion::default());
     }
 
-    /// [`Linear::encode`] with `fusion`: its norm through the `normed` or
-    /// `matmul_fused` op (the residual stream in, the norm before this linear folded
-    /// in), its KV store through an op bound with the pool (a qkv projection).
+    /// [`Linear::encode`] with `fusion`: its norm through the `normed` or the
+    /// [`Staged::Normed`] op (the residual stream in, the norm before this linear
+    /// folded in), SwiGLU (flag [`GATED`]) through the [`Staged::Gated`] op, its KV
+    /// store through an op bound with the pool (a qkv projection).
     fn encode_fused(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -211,9 +212,12 @@ impl Linear {
         fusion: Fusion,
     ) {
         let (n, k) = (self.n, self.k);
-        match (path, &self.normed, &self.matmul_fused) {
-            (RowPath::Matmul, _, Some(op)) if fusion.norm.is_some() || flags & GATED != 0 => {
+        match (path, &self.normed, &self.staged) {
+            (RowPath::Matmul, _, Some(Staged::Normed(op))) if fusion.norm.is_some() => {
                 encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, fusion.norm)
+            }
+            (RowPath::Matmul, _, Some(Staged::Gated(op))) if flags & GATED != 0 => {
+                encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, None)
             }
             (RowPath::Matmul, _, _) => {
                 encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, fusion.kv, None)
@@ -232,18 +236,18 @@ impl Linear {
     }
 
     /// Whether this linear takes SwiGLU's gating in its staging on `path` (a down
-    /// projection's `matmul_fused`, flag [`GATED`]).
+    /// projection's [`Staged::Gated`], flag [`GATED`]).
     fn gates(&self, path: RowPath) -> bool {
-        path == RowPath::Matmul && self.matmul_fused.is_some()
+        path == RowPath::Matmul && matches!(self.staged, Some(Staged::Gated(_)))
     }
 
     /// The norm this linear folds in on `path`: `norm` when its steps on that path read
-    /// the residual stream (the `normed` op of the matrix-vector path, `matmul_fused`
-    /// of the matmul's), else `None` (the norm is dispatched).
+    /// the residual stream (the `normed` op of the matrix-vector path,
+    /// [`Staged::Normed`] of the matmul's), else `None` (the norm is dispatched).
     fn folds(&self, path: RowPath, norm: Norm) -> Option<Norm> {
         let folded = match path {
             RowPath::Matvec => self.normed.is_some(),
-            RowPath::Matmul => self.matmul_fused.is_some(),
+            RowPath::Matmul => matches!(self.staged, Some(Staged::Normed(_))),
         };
         folded.then_some(norm)
     }
