@@ -215,6 +215,19 @@ pub enum DecodeBlocks {
     PerLinear,
 }
 
+/// Whether the tile matmuls (the hardware kernels' prefill chunks and forwards) take
+/// the op before a linear in their staging of its input: `auto` folds the norm before
+/// a projection (each tile takes its rows' statistics again as it stages them) and
+/// SwiGLU before the Llama MLP's down projection, a dispatch and a round trip of the
+/// `[T, C]` or `[T, H]` rows fewer each; `separate` keeps both as their own dispatches.
+/// The numbers agree to f32 rounding. The software kernels always keep them separate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatmulFusion {
+    Auto,
+    Separate,
+}
+
 /// The model configuration. Field order is the order clients see in the echo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -258,6 +271,9 @@ pub struct ModelConfig {
     /// Extension: how the hardware kernels' decode step adds to the residual stream
     /// (`auto`: deferred partial rows where the model allows; `per_linear`).
     pub decode_blocks: DecodeBlocks,
+    /// Extension: whether the hardware kernels' tile matmuls fold the norm before a
+    /// projection and SwiGLU into their staging (`auto`; `separate`).
+    pub matmul_fusion: MatmulFusion,
     /// Extension: the model family (`gpt2`, `llama`, `qwen2`, `mistral`, …); with
     /// `model` the directory's `config.json` decides it.
     pub architecture: Family,
@@ -332,6 +348,7 @@ impl Default for ModelConfig {
             kernels: KernelChoice::Auto,
             kv_cache_dtype: KvCacheDtype::Auto,
             decode_blocks: DecodeBlocks::Auto,
+            matmul_fusion: MatmulFusion::Auto,
             architecture: Family::Gpt2,
             model: None,
             n_kv_head: None,

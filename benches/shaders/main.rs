@@ -150,6 +150,9 @@ fn main() {
     if b.wants("gpt2_blocks") {
         model::gpt2_blocks(&mut b, &device);
     }
+    if b.wants("gpt2_staging") {
+        model::gpt2_staging(&mut b, &device);
+    }
     if b.wants("moe") {
         model::moe(&mut b, &device);
     }

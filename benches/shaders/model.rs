@@ -729,6 +729,66 @@ pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
     }
 }
 
+/// The hardware kernels' tile matmuls with the norms (and a Llama block's SwiGLU)
+/// folded into their staging (`matmul_fusion` auto) against those ops dispatched
+/// (`separate`), in two interleaved rounds: GPT-2 small f32 and f16, and an f16
+/// Llama-shaped model of its size; the forward at T = 128 and 512 and a burst of 16
+/// prompts of 34 tokens (4 and T = 128 alone on a software adapter), each model's step
+/// profile first on a GPU (the kernels of a 128-row chunk, the burst).
+pub(crate) fn gpt2_staging(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    let software = ctx.details.is_software();
+    let (ts, burst): (&[usize], usize) = if software {
+        (&[128], 4)
+    } else {
+        (&[128, 512], BATCH)
+    };
+    let llama = serde_json::json!({
+        "dtype": "float16", "architecture": "llama", "n_kv_head": 4,
+        "intermediate_size": 2048, "rope_theta": 500000.0,
+    });
+    let shapes = [
+        (serde_json::json!({"dtype": "float32"}), ""),
+        (serde_json::json!({"dtype": "float16"}), " f16"),
+        (llama, " f16"),
+    ];
+    for (shape, half) in shapes {
+        let models: Vec<(Model, String)> = ["auto", "separate"]
+            .into_iter()
+            .map(|fusion| {
+                let mut value = shape.clone();
+                value["kernels"] = "hardware".into();
+                value["matmul_fusion"] = fusion.into();
+                let cfg = ModelConfig::from_value(value).expect("config");
+                let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+                let how = if fusion == "auto" {
+                    "folded"
+                } else {
+                    "separate"
+                };
+                (model, format!("{half} hw {how}"))
+            })
+            .collect();
+        if !software {
+            for (model, tag) in &models {
+                b.profile_steps(model, BATCH, tag);
+            }
+        }
+        for round in 0..2 {
+            if !b.json {
+                println!("round {round}");
+            }
+            for (model, tag) in &models {
+                for &t in ts {
+                    b.end_to_end(model, t, tag);
+                }
+                b.prefill_batch(model, burst, 34, tag);
+            }
+        }
+    }
+}
+
 /// Kernel-by-kernel device times of a decode step (1 and 16 rows), a 16-prompt
 /// prefill traversal and a prefill chunk of 128 rows, f32 and f16.
 pub(crate) fn gpt2_profile(b: &mut Bench, device: &DeviceChoice) {

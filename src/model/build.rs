@@ -17,7 +17,7 @@ use super::{
     Linear, MlpOps, MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps,
     SharedExpertWeights, SparseAttention, Staged, MAX_PREFILL_PARTS,
 };
-use crate::config::{Dtype, ModelConfig};
+use crate::config::{Dtype, MatmulFusion, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{buffers, GpuContext};
 use crate::kernels::attention::{
@@ -538,6 +538,8 @@ pub(super) fn bind_ops(
             pl.best("moe_matmul"),
         )
     };
+    // the tile matmuls fold the norm before a projection and SwiGLU into their staging
+    let staging = matmul::fuses_staging(lin) && cfg.matmul_fusion == MatmulFusion::Auto;
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     // a linear x[., k] -> out[., n] with both row paths; `kv`: a qkv projection whose
@@ -566,13 +568,10 @@ pub(super) fn bind_ops(
                 bias: &bias,
                 out,
             };
-            let staged =
-                norm.as_ref()
-                    .filter(|_| matmul::fuses_staging(lin))
-                    .map(|&(g, ref nb)| {
-                        let op = matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)));
-                        Staged::Normed(op)
-                    });
+            let staged = norm.as_ref().filter(|_| staging).map(|&(g, ref nb)| {
+                let op = matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)));
+                Staged::Normed(op)
+            });
             let normed =
                 norm.as_ref()
                     .filter(|_| matvec::fuses_norm(variant))
@@ -826,7 +825,7 @@ pub(super) fn bind_ops(
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: Linear {
                             // the tile matmuls stage silu(gate) · up from gate | up
-                            staged: matmul::fuses_staging(lin).then(|| {
+                            staged: staging.then(|| {
                                 let io = LinearBuffers {
                                     x: &a.hidden,
                                     w: fc_proj_w,

@@ -722,6 +722,16 @@ fn a_decode_step_takes_the_fused_dispatches() {
         let llama = step_dispatches("hardware", dtype, llama_per_linear.clone()).0;
         assert_eq!(llama, 3 * 6 + 4, "Llama {dtype} prefill, hardware matmuls");
     }
+    // `matmul_fusion` separate: the two norms and SwiGLU dispatched again on the matmul
+    // path (7 a GPT-2 block, 9 a Llama one), ln_f still in the LM head
+    let mut separate = per_linear;
+    separate["matmul_fusion"] = "separate".into();
+    let mut llama_separate = llama_per_linear;
+    llama_separate["matmul_fusion"] = "separate".into();
+    let gpt2 = step_dispatches("hardware", "float32", separate).0;
+    assert_eq!(gpt2, 3 * 7 + 4, "GPT-2 prefill, matmul_fusion separate");
+    let llama = step_dispatches("hardware", "float32", llama_separate).0;
+    assert_eq!(llama, 3 * 9 + 4, "Llama prefill, matmul_fusion separate");
 }
 
 /// A decode step's draw on the device (`Readback::Sample`) is the host sampler's draw
@@ -871,6 +881,43 @@ fn deferred_decode_blocks_equal_one_dispatch_per_linear() {
         let per_linear = hardware_steps(family, "float32", "float32", "per_linear");
         for (i, (a, b)) in deferred.iter().zip(&per_linear).enumerate() {
             assert_close(&format!("{family} step {i}"), a, b, 1e-4, 1e-4);
+        }
+    }
+}
+
+/// `matmul_fusion` separate (the norms and SwiGLU dispatched) gives the logits of the
+/// norms and SwiGLU folded into the tile matmuls' staging (`auto`), within f32
+/// rounding: a prompt of 70 rows (the matmul path), then two decode steps reading the
+/// keys and values it stored; GPT-2 and Llama, f32 and half-float weights.
+#[test]
+fn matmul_fusion_separate_gives_the_folded_logits() {
+    let g = gpu();
+    let run = |family: &str, dtype: &str, fusion: &str| -> (Model, Vec<Vec<f32>>) {
+        let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+            "vocab_size": 300, "context_size": 96, "n_layer": 2, "n_head": 4, "n_embed": 64,
+            "seed": 8, "kernels": "hardware", "architecture": family, "dtype": dtype,
+            "intermediate_size": if family == "llama" { Some(160) } else { None },
+            "matmul_fusion": fusion,
+        }))
+        .unwrap();
+        let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let ids: Vec<u32> = (0..72).map(|i| (i * 53 + 7) % 300).collect();
+        let mut s = model.kv_reserve(80).unwrap().unwrap();
+        let mut out = vec![model.extend(&mut s, &ids[..70]).unwrap()];
+        for &id in &ids[70..] {
+            out.push(model.extend(&mut s, &[id]).unwrap());
+        }
+        (model, out)
+    };
+    for family in ["gpt2", "llama"] {
+        for dtype in ["float32", "float16"] {
+            let (folded, auto) = run(family, dtype, "auto");
+            let (plain, separate) = run(family, dtype, "separate");
+            let staged = |m: &Model| m.ops.blocks.iter().all(|b| b.c_attn.staged.is_some());
+            assert!(staged(&folded) && !staged(&plain), "{family} {dtype}");
+            for (i, (a, b)) in auto.iter().zip(&separate).enumerate() {
+                assert_close(&format!("{family} {dtype} step {i}"), a, b, 1e-4, 1e-4);
+            }
         }
     }
 }
