@@ -14,8 +14,10 @@
 // The sums go to the epilogue.
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
-// With p.norm the norm before the projection is folded into the staging of `a`, with
-// GATED SwiGLU before it (prelude stage_tile, as `matmul_tiled`).
+// With p.norm the norm before the projection is folded in, with GATED SwiGLU before
+// it (preludes stage_tile, norm_fold, as `matmul_tiled`: the staged (x - s) · g is
+// rounded to f16 as a normalised row would be, so |x · g| must stay within f16's range,
+// as PyTorch's fp16 residual stream must).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 enable f16;
@@ -34,13 +36,14 @@ override WG: u32 = 128u;
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
-// the norm before the projection (p.norm; prelude stage_tile), or stand-ins
+// the norm before the projection (p.norm; preludes stage_tile, norm_fold), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
-@group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
+@group(0) @binding(10) var<storage, read> norm_gw: array<vec4<f32>>; // [N]: g · w
 
 var<workgroup> sa: array<f16, 1024>; // [64][16] row-major
 var<workgroup> sb: array<f16, 1024>; // [16][64] row-major
 var<workgroup> sc: array<f32, 4096>; // [64][64] row-major
+var<workgroup> row_sums: array<vec2<f32>, 64>; // a folded norm's sums of each row
 
 @compute @workgroup_size(WG)
 fn matmul_coop(
@@ -65,7 +68,8 @@ fn matmul_coop(
     let ar = lid / 2u;
     let ak = (lid % 2u) * 8u;
     let arow = row0 + ar;
-    let st = tile_row_stats(arow, lid % 2u, 2u, lid); // the 2 lanes staging row ar
+    let shift = row_shift(arow);
+    let normed = (p.norm & NORM_ON) != 0u;
     // the K slices of this workgroup: all of them, or slice z of a split
     let ks = p.ks;
     var k_lo = 0u;
@@ -76,7 +80,9 @@ fn matmul_coop(
     }
     // this lane's 8 vec4s of the tile (vec4 e = lid + i · WG: row e / 16, column e % 16)
     var tot = array<vec4<f32>, 8>();
+    var sums = vec2<f32>(0.0); // row ar's, the slices' added in order
     for (var s0 = k_lo; s0 < k_hi; s0 += ks) {
+        var share = vec2<f32>(0.0); // this lane's of the slice
         var c00 = zero;
         var c01 = zero;
         var c10 = zero;
@@ -88,7 +94,7 @@ fn matmul_coop(
                 let kq = (kt + ak) / 4u + i;
                 var v = vec4<f32>(0.0);
                 if (arow < p.m && kq < p.k4) {
-                    v = stage_a(arow, kq, st);
+                    v = stage_a(arow, kq, shift, &share);
                 }
                 let o = ar * 16u + ak + i * 4u;
                 sa[o] = f16(v.x);
@@ -141,6 +147,18 @@ fn matmul_coop(
             tot[i] += vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
         }
         workgroupBarrier();
+        if (normed) {
+            sums += row_lanes_sum(lid, 2u, share); // the 2 lanes staging row ar
+        }
+    }
+    if (normed) {
+        if (lid % 2u == 0u) {
+            row_sums[ar] = sums;
+            if (p.split != 0u && wg.x == 0u && arow < p.m) {
+                part[stats_at(wg.z, arow)] = vec4<f32>(sums, 0.0, 0.0);
+            }
+        }
+        workgroupBarrier();
     }
     // epilogue (or the slice's sum): 1024 vec4s of the tile, 8 per lane
     for (var i = 0u; i < 8u; i++) {
@@ -151,7 +169,8 @@ fn matmul_coop(
             if (p.split != 0u) {
                 part[(wg.z * p.m + row) * p.n4 + col] = tot[i];
             } else {
-                store_epilogue(tot[i], col, row * p.n4 + col);
+                let o = norm_fold(tot[i], col, row_sums[e / 16u]);
+                store_epilogue(o, col, row * p.n4 + col);
             }
         }
     }

@@ -1,7 +1,9 @@
 // The second pass of a split-K `matmul_tiled` (p.split = 1): out[M, N] (=|+=)
 // act(Σ_z part[z] + bias[N]) with the K slices' sums added in order from zero, as the
-// unsplit kernel adds them, then the epilogue (flags as `matmul`). One lane per vec4
-// of out. Preludes: matmul_params, gelu, epilogue.
+// unsplit kernel adds them, then a folded norm (p.norm: the slices' sums of the row,
+// added in the same order; prelude norm_fold) and the epilogue (flags as `matmul`).
+// One lane per vec4 of out. Preludes: matmul_params, gelu, epilogue, norm_flags,
+// norm_fold.
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;    // [slices, M, N]
@@ -11,6 +13,7 @@
 @group(0) @binding(4) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(5) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(6) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
+@group(0) @binding(7) var<storage, read> norm_gw: array<vec4<f32>>;      // [N] (p.norm; or a stand-in)
 
 override WG: u32 = 64u;
 
@@ -29,5 +32,11 @@ fn matmul_split_sum(
     for (var z = 0u; z < slices; z++) {
         t += part[z * size + i];
     }
-    store_epilogue(t, i % p.n4, i);
+    var sums = vec2<f32>(0.0);
+    if ((p.norm & NORM_ON) != 0u) {
+        for (var z = 0u; z < slices; z++) {
+            sums += part[stats_at(z, i / p.n4)].xy;
+        }
+    }
+    store_epilogue(norm_fold(t, i % p.n4, sums), i % p.n4, i);
 }

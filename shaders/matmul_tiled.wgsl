@@ -19,8 +19,11 @@
 //
 // b is stored in column panels as for `matmul`: N / P panels of P columns, each
 // [K, P] row-major (P = 64 when N % 64 == 0, else P = N); p4 = P / 4.
-// With p.norm the norm before the projection is folded into the staging of `a`, which
-// is then the residual stream; with GATED, SwiGLU before it (prelude stage_tile).
+// With p.norm the norm before the projection is folded in, `a` then the residual
+// stream (preludes stage_tile, norm_fold: the staging lanes sum each row's statistics
+// as they stage it, the epilogue normalises by linearity; a split's slices write
+// their sums after their products, for `matmul_split_sum`); with GATED, SwiGLU
+// before it (prelude stage_tile).
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 // The tile shape below assumes 256 lanes.
@@ -39,12 +42,13 @@ const BK: u32 = 16u;  // K step (4 vec4)
 @group(0) @binding(6) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(8) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
-// the norm before the projection (p.norm; prelude stage_tile), or stand-ins
+// the norm before the projection (p.norm; preludes stage_tile, norm_fold), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
-@group(0) @binding(10) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS)
+@group(0) @binding(10) var<storage, read> norm_gw: array<vec4<f32>>; // [N]: g · w
 
 var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q
 var<workgroup> tb: array<vec4<f32>, 256>; // [BK][BN4]: k-row r, column c at r * 16 + c
+var<workgroup> row_sums: array<vec2<f32>, 64>; // [BM]: a folded norm's sums of each row
 
 @compute @workgroup_size(WG)
 fn matmul_tiled(
@@ -64,7 +68,8 @@ fn matmul_tiled(
     let bcol_c = min(bcol, p.n4 - 1u);
     let bbase = (bcol_c / p4) * (4u * k4 * p4) + bcol_c % p4; // this column's panel
     let arow = row0 + ar;
-    let st = tile_row_stats(arow, aq, 4u, lid); // the 4 lanes staging row ar
+    let shift = row_shift(arow);
+    let normed = (p.norm & NORM_ON) != 0u;
     // what this lane computes: rows tr * 4 .. + 4, vec4 column tc of the tile
     let tr = lid / BN4;
     let tc = lid % BN4;
@@ -80,7 +85,9 @@ fn matmul_tiled(
     var tot1 = vec4<f32>(0.0);
     var tot2 = vec4<f32>(0.0);
     var tot3 = vec4<f32>(0.0);
+    var sums = vec2<f32>(0.0); // row ar's, the slices' added in order
     for (var s0 = k_lo; s0 < k_hi; s0 += ks) {
+        var share = vec2<f32>(0.0); // this lane's of the slice
         var acc0 = vec4<f32>(0.0);
         var acc1 = vec4<f32>(0.0);
         var acc2 = vec4<f32>(0.0);
@@ -91,7 +98,7 @@ fn matmul_tiled(
             let kq = kt / 4u + aq;
             var av = vec4<f32>(0.0);
             if (arow < p.m && kq < k4) {
-                av = stage_a(arow, kq, st);
+                av = stage_a(arow, kq, shift, &share);
             }
             ta[lid] = av;
             let krow = kt + br;
@@ -121,6 +128,18 @@ fn matmul_tiled(
         tot1 += acc1;
         tot2 += acc2;
         tot3 += acc3;
+        if (normed) {
+            sums += row_lanes_sum(lid, 4u, share); // the 4 lanes staging row ar
+        }
+    }
+    if (normed) {
+        if (aq == 0u) {
+            row_sums[ar] = sums;
+            if (p.split != 0u && wg.x == 0u && arow < p.m) {
+                part[stats_at(wg.z, arow)] = vec4<f32>(sums, 0.0, 0.0);
+            }
+        }
+        workgroupBarrier();
     }
     let col = col0 + tc;
     if (col >= p.n4) {
@@ -135,7 +154,8 @@ fn matmul_tiled(
         if (p.split != 0u) {
             part[(wg.z * p.m + row) * p.n4 + col] = tots[i];
         } else {
-            store_epilogue(tots[i], col, row * p.n4 + col);
+            let o = norm_fold(tots[i], col, row_sums[tr * 4u + i]);
+            store_epilogue(o, col, row * p.n4 + col);
         }
     }
 }

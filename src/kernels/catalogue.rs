@@ -206,12 +206,17 @@ pub mod prelude {
         KV_READ = "kv_read";
         /// Sums and maxima across a workgroup.
         WORKGROUP_REDUCE = "workgroup_reduce";
-        /// A norm folded into the kernel after it: its flags and `norm4`.
+        /// The flags of a norm folded into the kernel after it.
+        NORM_FLAGS = "norm_flags";
+        /// A row normalised with its statistics (`norm4`: the matrix-vector kernels).
         NORM_APPLY = "norm_apply";
+        /// The norm folded into the tile matmuls by linearity (`norm_fold`, `stats_at`).
+        NORM_FOLD = "norm_fold";
         /// The norm's statistics across a workgroup (`norm_stats`: the hardware
         /// matrix-vector kernels).
         NORM_PROLOGUE = "norm_prologue";
-        /// How the tile matmuls stage `a`: normalised (`tile_row_stats`) or gated.
+        /// How the tile matmuls stage `a`: for a folded norm (`row_shift`, the sums of
+        /// `row_lanes_sum`) or gated.
         STAGE_TILE = "stage_tile";
         /// The paged attention kernels' walk bindings (rows, tables, row offsets, cols).
         PAGED_WALK = "paged_walk";
@@ -263,7 +268,8 @@ const MATMUL_TILED_F32: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
-    prelude::NORM_APPLY,
+    prelude::NORM_FLAGS,
+    prelude::NORM_FOLD,
     prelude::STAGE_TILE,
 ];
 const MATMUL_TILED_F16: &[Prelude] = &[
@@ -272,7 +278,8 @@ const MATMUL_TILED_F16: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
-    prelude::NORM_APPLY,
+    prelude::NORM_FLAGS,
+    prelude::NORM_FOLD,
     prelude::STAGE_TILE,
 ];
 const MATVEC_F32: &[Prelude] = &[
@@ -303,6 +310,7 @@ const MATVEC_SPLITK_F32: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
@@ -315,6 +323,7 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::MATVEC_X,
@@ -328,6 +337,7 @@ const MATVEC_STAGED_F32: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
@@ -341,6 +351,7 @@ const MATVEC_STAGED_F16: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
@@ -352,6 +363,7 @@ const MLP_PARTIAL_F32: &[Prelude] = &[
     prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
@@ -362,6 +374,7 @@ const MLP_PARTIAL_F16: &[Prelude] = &[
     prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
@@ -373,6 +386,7 @@ const MATVEC_BT_GROUPS_F32: &[Prelude] = &[
     prelude::MATVEC_BT_PARAMS,
     prelude::WEIGHTS_F32,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
@@ -380,6 +394,7 @@ const MATVEC_BT_GROUPS_F16: &[Prelude] = &[
     prelude::MATVEC_BT_PARAMS,
     prelude::WEIGHTS_F16,
     prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
@@ -392,13 +407,16 @@ const MATMUL_UNTYPED: &[Prelude] = &[
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
+    prelude::NORM_FLAGS,
+    prelude::NORM_FOLD,
 ];
 const MATMUL_COOP: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
-    prelude::NORM_APPLY,
+    prelude::NORM_FLAGS,
+    prelude::NORM_FOLD,
     prelude::STAGE_TILE,
 ];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];

@@ -103,9 +103,10 @@ pub fn variant_slices(variant: &str, n: usize, k: usize) -> (usize, usize) {
 }
 
 /// Floats of the scratch a split of `rows` rows of a `[k, n]` weight fills (with any
-/// variant).
+/// variant): each K slice's products, then each slice's sums of a folded norm (a vec4
+/// a row; prelude norm_fold's `stats_at`).
 pub fn split_floats(n: usize, k: usize, rows: usize) -> usize {
-    k_slices(n, k).1 * rows * n
+    k_slices(n, k).1 * rows * (n + 4)
 }
 
 /// Floats a row of a split step needs in the scratch the blocks' linears share (width
@@ -115,7 +116,7 @@ pub fn split_row_floats(shapes: &[(u128, u128)]) -> u128 {
     let fit = |x: u128| usize::try_from(x).unwrap_or(usize::MAX).min(usize::MAX / 4);
     shapes
         .iter()
-        .map(|&(n, k)| k_slices(fit(n), fit(k)).1 as u128 * n)
+        .map(|&(n, k)| k_slices(fit(n), fit(k)).1 as u128 * (n + 4))
         .max()
         .unwrap_or(1)
 }
@@ -213,8 +214,9 @@ pub fn matmul_split_op(
 /// [`matmul_split_op`] for a qkv projection whose steps can store their keys and
 /// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without), and
 /// whose rows `io.x` may be the residual stream, normalised on the way in by the norm
-/// whose `(weight, bias)` is `norm` (a [`fuses_staging`] variant; the tile kernels bind
-/// stand-ins without).
+/// folded in (a [`fuses_staging`] variant; `norm`: its weight g and `g · w`, and
+/// `io.bias` then the bias with the norm's carried through: [`NormFold`]; the tile
+/// kernels bind stand-ins without).
 pub fn matmul_fused_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
@@ -233,10 +235,12 @@ pub fn matmul_fused_op(
     } = *io;
     let si = ctx.stand_ins();
     let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
-    let (norm_w, norm_b) = norm.unwrap_or((&si.read, &si.read));
+    let (norm_w, norm_gw) = norm.unwrap_or((&si.read, &si.read));
     let op = |name: &'static str, bufs: &[&wgpu::Buffer]| {
         let normed: &[&wgpu::Buffer] = if fuses_staging(name) {
-            &[norm_w, norm_b]
+            &[norm_w, norm_gw]
+        } else if name == "matmul_split_sum" {
+            &[norm_gw]
         } else {
             &[]
         };
@@ -303,6 +307,13 @@ pub fn encode_matmul_fused(
     let (ks, slices) = variant_slices(op.op.name, n, k);
     let (kv_q4, kv4) = kv.map_or((0, 0), |(q, c)| (q / 4, c / 4));
     let flags = flags | if kv.is_some() { KV_STORE } else { 0 };
+    // a folded norm's bias reaches the product through the op's bias (`NormFold`)
+    let flags = flags
+        | if norm.is_some_and(|n| n.bias) {
+            BIAS
+        } else {
+            0
+        };
     let sum = op.sum.as_ref().filter(|_| slices > 1 && m <= op.split_rows);
     let p = MatmulParams {
         m: m as u32,
@@ -331,6 +342,86 @@ pub fn encode_matmul_fused(
     if let Some(sum) = sum {
         let (sx, sy) = crate::gpu::grid_1d(m * n / 4);
         sum.encode(pass, &p, (sx, sy, 1));
+    }
+}
+
+/// What a norm folded into a tile matmul needs of its weights `w` (prelude
+/// norm_fold): `gw = g · w` ([N]; LayerNorm's mean term) and, when the norm has a
+/// bias `b`, `bias = linear bias + b · w` ([N]), the op's bias in place of the
+/// linear's. Taken on the device, once when the model is built, from the weights as
+/// the kernels read them, in f32 (the tensor-core kernel's by `matmul_f16_tiled`,
+/// which reads the same halves).
+pub struct NormFold {
+    pub gw: wgpu::Buffer,
+    pub bias: Option<wgpu::Buffer>,
+}
+
+impl NormFold {
+    /// For the `[k, n]` weight `w` as tile kernel `variant` reads it, the norm's weight
+    /// and bias `(g, b)`, the linear's bias (`None`: none).
+    pub fn new(
+        ctx: &GpuContext,
+        pipelines: &Pipelines,
+        variant: &'static str,
+        (w, n, k): (&wgpu::Buffer, usize, usize),
+        norm: Norm,
+        (g, b): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        bias: Option<&wgpu::Buffer>,
+    ) -> Result<NormFold> {
+        let f32_variant = if variant == "matmul_coop" {
+            "matmul_f16_tiled"
+        } else {
+            variant
+        };
+        let gw = buffers::storage(ctx, "g · w", n);
+        let fold_bias = b.filter(|_| norm.bias).map(|_| {
+            let out = buffers::storage(ctx, "bias + b · w", n);
+            (out, bias)
+        });
+        let unused = &ctx.stand_ins().read;
+        let product = |x: &wgpu::Buffer, out: &wgpu::Buffer| {
+            matmul_variant_op(
+                ctx,
+                pipelines,
+                f32_variant,
+                &LinearBuffers {
+                    x,
+                    w,
+                    bias: unused,
+                    out,
+                },
+            )
+        };
+        let ops = (
+            product(g, &gw),
+            fold_bias.as_ref().map(|(out, _)| product(b.unwrap(), out)),
+        );
+        ctx.scoped("norm fold", || {
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("norm fold"),
+                });
+            if let Some((out, Some(bias))) = &fold_bias {
+                enc.copy_buffer_to_buffer(bias, 0, out, 0, (n * 4) as u64);
+            }
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("norm fold"),
+                    timestamp_writes: None,
+                });
+                encode_matmul(&mut pass, &ops.0, 1, n, k, 0);
+                if let Some(op) = &ops.1 {
+                    encode_matmul(&mut pass, op, 1, n, k, ACCUMULATE);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait_idle()
+        })?;
+        Ok(NormFold {
+            gw,
+            bias: fold_bias.map(|(out, _)| out),
+        })
     }
 }
 
@@ -374,12 +465,31 @@ pub fn run_matmul_normed(
         bias: &bias,
         out: &out,
     };
-    let norm_bufs = norm.map(|(_, g, b)| {
-        (
+    let norm_bufs = norm.map(|(norm, g, b)| {
+        let (g, b) = (
             buffers::upload(ctx, "norm_w", g),
-            buffers::upload(ctx, "norm_b", b.unwrap_or(&[0.0; 4])),
+            b.map(|b| buffers::upload(ctx, "norm_b", b)),
+        );
+        let has_bias = p.bias.is_some().then_some(&bias);
+        NormFold::new(
+            ctx,
+            pipelines,
+            variant,
+            (&w, n, k),
+            norm,
+            (&g, b.as_ref()),
+            has_bias,
         )
+        .map(|fold| (g, fold))
     });
+    let norm_bufs = norm_bufs.transpose()?;
+    let io = LinearBuffers {
+        bias: norm_bufs
+            .as_ref()
+            .and_then(|(_, f)| f.bias.as_ref())
+            .unwrap_or(&bias),
+        ..io
+    };
     let op = matmul_fused_op(
         ctx,
         pipelines,
@@ -387,7 +497,7 @@ pub fn run_matmul_normed(
         &io,
         Some((&part, if split { m } else { 0 })),
         None,
-        norm_bufs.as_ref().map(|(g, b)| (g, b)),
+        norm_bufs.as_ref().map(|(g, f)| (g, &f.gw)),
     );
     submit_pass(ctx, "matmul", |pass| {
         encode_matmul_fused(pass, &op, (m, n, k), p.flags, None, norm.map(|n| n.0))
@@ -448,6 +558,39 @@ pub fn self_test(
             true,
         );
         crate::reference::compare(variant, &got, &want, 1e-3, 1e-3)?;
+        if fuses_staging(variant) {
+            // a LayerNorm with bias folded in (a prefill chunk's qkv and up projections)
+            let (g, nb) = (seq(k, 5), seq(k, 6));
+            let norm = Norm {
+                eps: 1e-5,
+                ..Norm::layer(true)
+            };
+            let got = run_matmul_normed(
+                ctx,
+                pipelines,
+                variant,
+                &HostProduct::new(&a, &b, n, k).epilogue(Some(&bias), Some(&init), BIAS | GELU),
+                false,
+                Some((norm, &g, Some(&nb))),
+            )
+            .map_err(|e| e.to_string())?;
+            let a_seen = if variant == "matmul_coop" {
+                crate::reference::layer_norm::folded_rows_f16(&a, &g, Some(&nb), k, false, 1e-5)
+            } else {
+                crate::reference::layer_norm::layer_norm(&a, &g, Some(&nb), k)
+            };
+            let want = crate::reference::matmul::matmul(
+                &a_seen,
+                &b_seen,
+                Some(&bias),
+                None,
+                m,
+                n,
+                k,
+                true,
+            );
+            crate::reference::compare(&format!("{variant} normed"), &got, &want, 1e-3, 1e-3)?;
+        }
         if splits_k(variant) && variant_slices(variant, n, k).1 > 1 {
             let split = run(true)?;
             let differ = crate::reference::bits_differ(&split, &got);

@@ -27,7 +27,7 @@ use crate::kernels::attention::{
 use crate::kernels::embedding::embedding_op;
 use crate::kernels::layer_norm::layer_norm_op;
 use crate::kernels::logit_lens::{gather_rows_op, top_k_rows_op};
-use crate::kernels::matmul::{matmul_fused_op, matmul_op};
+use crate::kernels::matmul::{matmul_fused_op, matmul_op, NormFold};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
@@ -396,6 +396,7 @@ impl Model {
                 cols,
             }
         });
+        let folds = norm_folds(&ctx, &pipelines, &weights, &config)?;
         let ops = bind_ops(
             &ctx,
             &pipelines,
@@ -404,6 +405,7 @@ impl Model {
             &kv,
             sparse.as_ref(),
             &config,
+            &folds,
         );
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
@@ -496,8 +498,75 @@ impl Model {
     }
 }
 
+/// The tile matmul variant of the blocks' linears when it folds the norm before a
+/// projection and SwiGLU into its staging (the hardware kernels, `matmul_fusion`
+/// auto), else `None`.
+fn staging_variant(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> Option<&'static str> {
+    let hardware = cfg.kernels.hardware(ctx.details.is_software());
+    let lin = matmul::variant_for(pl, hardware, cfg.dtype == Dtype::Float16);
+    (matmul::fuses_staging(lin) && cfg.matmul_fusion == MatmulFusion::Auto).then_some(lin)
+}
+
+/// What the tile matmuls of a block need to fold its norms ([`NormFold`]): its qkv
+/// projection's (ln_1) and its dense up projection's (ln_2).
+pub(super) struct BlockFolds {
+    qkv: Option<NormFold>,
+    up: Option<NormFold>,
+}
+
+/// Each block's [`BlockFolds`], taken on the device from its weights where the tile
+/// matmuls fold the norms ([`staging_variant`]; none elsewhere, nor for MoE MLPs).
+fn norm_folds(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    w: &DeviceWeights,
+    cfg: &ModelConfig,
+) -> Result<Vec<BlockFolds>> {
+    let Some(lin) = staging_variant(cfg, ctx, pl) else {
+        return Ok(w
+            .blocks
+            .iter()
+            .map(|_| BlockFolds {
+                qkv: None,
+                up: None,
+            })
+            .collect());
+    };
+    let norm = super::block_norm(cfg);
+    let (c, qkv_n, up_n) = (cfg.n_embed, cfg.heads().qkv_width(), cfg.ffn_first_width());
+    w.blocks
+        .iter()
+        .map(|b| {
+            let qkv = NormFold::new(
+                ctx,
+                pl,
+                lin,
+                (&b.attn_w, qkv_n, c),
+                norm,
+                (&b.ln_1_w, b.ln_1_b.as_ref()),
+                b.attn_b.as_ref(),
+            )?;
+            let up = match &b.mlp {
+                MlpWeights::Dense { fc_w, fc_b, .. } => Some(NormFold::new(
+                    ctx,
+                    pl,
+                    lin,
+                    (fc_w, up_n, c),
+                    norm,
+                    (&b.ln_2_w, b.ln_2_b.as_ref()),
+                    fc_b.as_ref(),
+                )?),
+                MlpWeights::Moe { .. } => None,
+            };
+            Ok(BlockFolds { qkv: Some(qkv), up })
+        })
+        .collect()
+}
+
 /// Bind every dispatch once, at model build: the forward's, and the generation
 /// steps' (the same modules, with the matrix-vector kernels and the paged KV pool).
+/// `folds`: each block's [`norm_folds`].
+#[allow(clippy::too_many_arguments)]
 pub(super) fn bind_ops(
     ctx: &GpuContext,
     pl: &Pipelines,
@@ -506,6 +575,7 @@ pub(super) fn bind_ops(
     kv: &KvPool,
     sparse: Option<&SparseAttention>,
     cfg: &ModelConfig,
+    folds: &[BlockFolds],
 ) -> Ops {
     let hs = cfg.head_size();
     let half_weights = cfg.dtype == Dtype::Float16;
@@ -539,7 +609,7 @@ pub(super) fn bind_ops(
         )
     };
     // the tile matmuls fold the norm before a projection and SwiGLU into their staging
-    let staging = matmul::fuses_staging(lin) && cfg.matmul_fusion == MatmulFusion::Auto;
+    let staging = staging_variant(cfg, ctx, pl).is_some();
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
     // a linear x[., k] -> out[., n] with both row paths; `kv`: a qkv projection whose
@@ -547,85 +617,90 @@ pub(super) fn bind_ops(
     // (`(k_pool, v_pool)` of its layer); `norm`:
     // the norm (weight, bias) before it, which the hardware matrix-vector kernels fold
     // in (their op `normed` reads the residual stream instead of `x`)
-    let fused_linear =
-        |x: &wgpu::Buffer,
-         wt: &wgpu::Buffer,
-         b: &Option<wgpu::Buffer>,
-         out: &wgpu::Buffer,
-         (n, k): (usize, usize),
-         kv: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
-         norm: Option<(&wgpu::Buffer, &Option<wgpu::Buffer>)>| {
-            let bias = or_dummy(b);
-            let variant = matvec::variant_for(pl, hardware, half_weights, n);
-            let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
-            let split = Some(&a.split).map(|part| (part, a.split_rows));
-            // the residual stream in, the norm folded: the tile matmuls' staging (a
-            // prefill chunk, a forward), the hardware matrix-vector kernels (decode)
-            let norm = norm.map(|(g, nb)| (g, or_dummy(nb)));
-            let stream = LinearBuffers {
-                x: &a.x,
-                w: wt,
-                bias: &bias,
-                out,
-            };
-            let staged = norm.as_ref().filter(|_| staging).map(|&(g, ref nb)| {
-                let op = matmul_fused_op(ctx, pl, lin, &stream, split, pool, Some((g, nb)));
-                Staged::Normed(op)
-            });
-            let normed =
-                norm.as_ref()
-                    .filter(|_| matvec::fuses_norm(variant))
-                    .map(|&(g, ref nb)| {
-                        let fused = FusionBuffers {
-                            kv: pool,
-                            norm: Some((g, nb)),
-                            deferred: None,
-                        };
-                        matvec_fused_op(ctx, pl, variant, &stream, fused)
-                    });
-            Linear {
-                matmul: matmul_fused_op(
-                    ctx,
-                    pl,
-                    lin,
-                    &LinearBuffers {
-                        x,
-                        w: wt,
-                        bias: &bias,
-                        out,
-                    },
-                    split,
-                    pool,
-                    None,
-                ),
-                staged,
-                matvec: matvec_fused_op(
-                    ctx,
-                    pl,
-                    variant,
-                    &LinearBuffers {
-                        x,
-                        w: wt,
-                        bias: &bias,
-                        out,
-                    },
-                    FusionBuffers {
-                        kv: pool,
-                        norm: None,
-                        deferred: None,
-                    },
-                ),
-                normed,
-                n,
-                k,
-            }
+    let fused_linear = |x: &wgpu::Buffer,
+                        wt: &wgpu::Buffer,
+                        b: &Option<wgpu::Buffer>,
+                        out: &wgpu::Buffer,
+                        (n, k): (usize, usize),
+                        kv: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+                        norm: Option<(&wgpu::Buffer, &Option<wgpu::Buffer>)>,
+                        fold: Option<&NormFold>| {
+        let bias = or_dummy(b);
+        let variant = matvec::variant_for(pl, hardware, half_weights, n);
+        let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
+        let split = Some(&a.split).map(|part| (part, a.split_rows));
+        // the residual stream in, the norm folded: the tile matmuls' staging (a
+        // prefill chunk, a forward), the hardware matrix-vector kernels (decode)
+        let norm = norm.map(|(g, nb)| (g, or_dummy(nb)));
+        let stream = LinearBuffers {
+            x: &a.x,
+            w: wt,
+            bias: &bias,
+            out,
         };
+        // the tile matmuls: the norm's bias carried through the weights into the op's
+        let staged = norm.as_ref().zip(fold).map(|(&(g, _), fold)| {
+            let io = LinearBuffers {
+                bias: fold.bias.as_ref().unwrap_or(&bias),
+                ..stream
+            };
+            let op = matmul_fused_op(ctx, pl, lin, &io, split, pool, Some((g, &fold.gw)));
+            Staged::Normed(op)
+        });
+        let normed = norm
+            .as_ref()
+            .filter(|_| matvec::fuses_norm(variant))
+            .map(|&(g, ref nb)| {
+                let fused = FusionBuffers {
+                    kv: pool,
+                    norm: Some((g, nb)),
+                    deferred: None,
+                };
+                matvec_fused_op(ctx, pl, variant, &stream, fused)
+            });
+        Linear {
+            matmul: matmul_fused_op(
+                ctx,
+                pl,
+                lin,
+                &LinearBuffers {
+                    x,
+                    w: wt,
+                    bias: &bias,
+                    out,
+                },
+                split,
+                pool,
+                None,
+            ),
+            staged,
+            matvec: matvec_fused_op(
+                ctx,
+                pl,
+                variant,
+                &LinearBuffers {
+                    x,
+                    w: wt,
+                    bias: &bias,
+                    out,
+                },
+                FusionBuffers {
+                    kv: pool,
+                    norm: None,
+                    deferred: None,
+                },
+            ),
+            normed,
+            n,
+            k,
+        }
+    };
     let linear = |x: &wgpu::Buffer,
                   wt: &wgpu::Buffer,
                   b: &Option<wgpu::Buffer>,
                   out: &wgpu::Buffer,
                   n: usize,
-                  k: usize| fused_linear(x, wt, b, out, (n, k), None, None);
+                  k: usize| fused_linear(x, wt, b, out, (n, k), None, None, None);
     let (ro, cols) = match sparse {
         Some(sp) => (&sp.row_offsets, &sp.cols),
         None => (&a.dummy, &a.dummy),
@@ -670,6 +745,7 @@ pub(super) fn bind_ops(
                 (heads.qkv_width(), c),
                 w.rope.is_none().then_some((&kv.k[l], &kv.v[l])),
                 Some((&b.ln_1_w, &b.ln_1_b)),
+                folds[l].qkv.as_ref(),
             ),
             rotary: w.rope.as_ref().map(|(cos, sin)| {
                 let pool = (&kv.k[l], &kv.v[l], &a.kv_slots);
@@ -821,6 +897,7 @@ pub(super) fn bind_ops(
                             (2 * hidden, c),
                             None,
                             Some((&b.ln_2_w, &b.ln_2_b)),
+                            folds[l].up.as_ref(),
                         ),
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: Linear {
@@ -847,6 +924,7 @@ pub(super) fn bind_ops(
                             (hidden, c),
                             None,
                             Some((&b.ln_2_w, &b.ln_2_b)),
+                            folds[l].up.as_ref(),
                         ),
                         swiglu: None,
                         fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),

@@ -233,6 +233,20 @@ pub struct MoeActivations {
     pub stats: Vec<wgpu::Buffer>, // per layer [2E + 1]: usage, mean probability, loss
 }
 
+/// The norm of every block and of the final layer of `cfg`: RMSNorm for the Llama
+/// families, LayerNorm (with bias when the model has biases) for GPT-2.
+pub(crate) fn block_norm(cfg: &ModelConfig) -> crate::kernels::layer_norm::Norm {
+    use crate::kernels::layer_norm::Norm;
+    if cfg.architecture.llama_like() {
+        Norm::rms(cfg.norm_eps)
+    } else {
+        Norm {
+            eps: cfg.norm_eps,
+            ..Norm::layer(cfg.bias)
+        }
+    }
+}
+
 /// A linear layer's two dispatches over the same buffers: the matmul for the rows of
 /// a forward or a prefill chunk, the matrix-vector kernel for the rows of a decode
 /// step (one per generation; a row's numbers do not depend on how many there are).

@@ -257,15 +257,7 @@ impl Model {
     /// The norm of every block and of the final layer: RMSNorm for the Llama families,
     /// LayerNorm (with bias when the model has biases) for GPT-2.
     pub(super) fn norm(&self) -> Norm {
-        let cfg = &self.config;
-        if cfg.architecture.llama_like() {
-            Norm::rms(cfg.norm_eps)
-        } else {
-            Norm {
-                eps: cfg.norm_eps,
-                ..Norm::layer(cfg.bias)
-            }
-        }
+        super::block_norm(&self.config)
     }
 
     /// A matmul-path prefill step of several short prompts (a burst of clients

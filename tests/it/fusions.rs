@@ -401,7 +401,8 @@ fn staging_variants() -> Vec<&'static str> {
 }
 
 /// The tile matmuls (the hardware kernels' prefill chunks and forwards) fold the norm
-/// before a projection into their staging of `a`: against the norm then the product
+/// before a projection (staging (x - s) · g, summing each row's statistics as they
+/// stage it, normalising by linearity; prelude norm_fold): against the norm then the product
 /// (CPU reference), LayerNorm with and without bias and RMSNorm, rows and K off the
 /// tile, a dimension far out, K split or whole (bit for bit the same), and a row alone
 /// the same bit for bit as in the tile.
@@ -429,7 +430,9 @@ fn the_tile_matmuls_fold_the_norm_into_their_staging() {
             for &variant in &fusing {
                 let name = format!("{variant} {norm:?} {m}x{n}x{k}");
                 let seen_a = if variant == "matmul_coop" {
-                    wgformer::gpu::f16::round_to_f16(&normed)
+                    let b = norm.bias.then_some(&gb[..]);
+                    let eps = norm.eps as f64;
+                    reference::layer_norm::folded_rows_f16(&x, &gw, b, k, norm.rms, eps)
                 } else {
                     normed.clone()
                 };
