@@ -217,7 +217,8 @@ pub enum DecodeBlocks {
 
 /// Whether the tile matmuls (the hardware kernels' prefill chunks and forwards) take
 /// the op before a linear in their staging of its input: `auto` folds the norm before
-/// a projection (each tile takes its rows' statistics again as it stages them) and
+/// a projection (by linearity: the rows' statistics summed from the values the tiles
+/// stage, the epilogue normalising; prelude norm_fold) and
 /// SwiGLU before the Llama MLP's down projection, a dispatch and a round trip of the
 /// `[T, C]` or `[T, H]` rows fewer each; `separate` keeps both as their own dispatches.
 /// The numbers agree to f32 rounding. The software kernels always keep them separate.

@@ -9,6 +9,6 @@ struct MatmulParams {
     split: u32, // tiled kernels: 1 = slice z per workgroup z into `part`, 0 = all slices
     kv_q4: u32, // KV_STORE: vec4s of the queries before the keys in a row of out
     kv4: u32,   // KV_STORE: vec4s of a pool row (the keys; the values follow them in out)
-    norm: u32,  // tiled kernels: the norm before the projection (prelude norm_apply), 0: a as it is
+    norm: u32,  // tiled kernels: the norm before the projection (preludes norm_flags, norm_fold), 0: a as it is
     eps: f32,   // its epsilon
 }

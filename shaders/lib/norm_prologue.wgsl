@@ -6,7 +6,7 @@
 // (+ b), or RMSNorm x · rstd · w. A decode step then has no norm dispatch and no `ln`
 // round trip. The kernel declares `p` (with `norm` and `eps`), `norm_w`, `norm_b`,
 // `WG` and `norm_src(i)`, vec4 i of what the statistics are taken over (x, or a row
-// staged in workgroup memory: prelude `stage_x`); preludes workgroup_reduce, norm_apply
+// staged in workgroup memory: prelude `stage_x`); preludes workgroup_reduce, norm_flags, norm_apply
 // (the flags, `norm4`).
 
 // (mean, rstd) of the `k4` vec4s of norm_src from vec4 `xr`; (0, 1) without a norm. Call from

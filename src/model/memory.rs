@@ -91,6 +91,9 @@ impl ModelConfig {
         if llama {
             act += 2 * t * n(hd.hs / 2); // the rotary cos / sin tables
         }
+        // the tile matmuls' norm folds (GPU kernels, `matmul_fusion` auto; counted on
+        // every adapter): g · w and bias + b · w of each qkv and dense up projection
+        act += 2 * (l * qkv + (l - moe_layers) * w.first(w.dense));
         // the deferred decode blocks' scratch (GPU kernels; counted on every adapter) for
         // steps of up to a short prefill chunk's rows beside a decode batch (build.rs)
         if let Some(s) = super::partials::mlp_shape(self, true) {
