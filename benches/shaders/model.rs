@@ -693,38 +693,59 @@ pub(crate) fn gpt2_chain(b: &mut Bench, device: &DeviceChoice) {
 pub(crate) fn gpt2_blocks(b: &mut Bench, device: &DeviceChoice) {
     let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
     let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
-    for dtype in ["float32", "float16"] {
-        let models: Vec<(Model, String)> = ["auto", "per_linear"]
-            .into_iter()
-            .map(|blocks| {
-                let cfg = ModelConfig::from_value(serde_json::json!({
-                    "dtype": dtype, "kernels": "hardware", "decode_blocks": blocks,
-                }))
-                .expect("config");
-                let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
-                let half = if dtype == "float16" { " f16" } else { "" };
-                let how = if blocks == "auto" {
-                    "deferred"
-                } else {
-                    "per linear"
-                };
-                (model, format!("{half} hw {how}"))
-            })
-            .collect();
+    for (dtype, half) in [("float32", ""), ("float16", " f16")] {
+        let base = serde_json::json!({ "dtype": dtype });
+        let ways = [("auto", "deferred"), ("per_linear", "per linear")];
+        let models = ab_models(&ctx, &pl, &base, "decode_blocks", ways, half);
         // a GPU's batch; a CPU adapter runs these GPU-shaped kernels a few rows at a time
         let rows = if ctx.details.is_software() { 4 } else { BATCH };
         for (model, tag) in &models {
             b.profile_steps(model, rows, tag);
         }
-        for round in 0..2 {
-            if !b.json {
-                println!("round {round}");
-            }
-            for (model, tag) in &models {
-                b.decode(model, 64, 32, tag);
-                b.decode_batch(model, rows, 64, 16, Pick::DeviceArgmax, tag);
-                b.join_batch(model, rows, 34, tag);
-            }
+        interleaved(b, &models, |b, model, tag| {
+            b.decode(model, 64, 32, tag);
+            b.decode_batch(model, rows, 64, 16, Pick::DeviceArgmax, tag);
+            b.join_batch(model, rows, 34, tag);
+        });
+    }
+}
+
+/// `base` with the hardware kernels built once for each of two `ways` of config `key`
+/// (its value, and the word its rows carry after `half`): the pairs an A/B group
+/// times in interleaved rounds (`tools/bench_ab.py` pairs the rows by those words).
+fn ab_models(
+    ctx: &std::sync::Arc<GpuContext>,
+    pl: &std::sync::Arc<Pipelines>,
+    base: &serde_json::Value,
+    key: &str,
+    ways: [(&str, &str); 2],
+    half: &str,
+) -> Vec<(Model, String)> {
+    ways.into_iter()
+        .map(|(value, word)| {
+            let mut cfg = base.clone();
+            cfg["kernels"] = "hardware".into();
+            cfg[key] = value.into();
+            let cfg = ModelConfig::from_value(cfg).expect("config");
+            let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
+            (model, format!("{half} hw {word}"))
+        })
+        .collect()
+}
+
+/// `f` for each of `models` in two interleaved rounds: the machine's drift shows as
+/// the rounds' spread, not as a difference between the models.
+fn interleaved(
+    b: &mut Bench,
+    models: &[(Model, String)],
+    mut f: impl FnMut(&mut Bench, &Model, &str),
+) {
+    for round in 0..2 {
+        if !b.json {
+            println!("round {round}");
+        }
+        for (model, tag) in models {
+            f(b, model, tag);
         }
     }
 }
@@ -753,39 +774,20 @@ pub(crate) fn gpt2_staging(b: &mut Bench, device: &DeviceChoice) {
         (serde_json::json!({"dtype": "float16"}), " f16"),
         (llama, " f16"),
     ];
-    for (shape, half) in shapes {
-        let models: Vec<(Model, String)> = ["auto", "separate"]
-            .into_iter()
-            .map(|fusion| {
-                let mut value = shape.clone();
-                value["kernels"] = "hardware".into();
-                value["matmul_fusion"] = fusion.into();
-                let cfg = ModelConfig::from_value(value).expect("config");
-                let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
-                let how = if fusion == "auto" {
-                    "folded"
-                } else {
-                    "separate"
-                };
-                (model, format!("{half} hw {how}"))
-            })
-            .collect();
+    for (base, half) in shapes {
+        let ways = [("auto", "folded"), ("separate", "separate")];
+        let models = ab_models(&ctx, &pl, &base, "matmul_fusion", ways, half);
         if !software {
             for (model, tag) in &models {
                 b.profile_steps(model, BATCH, tag);
             }
         }
-        for round in 0..2 {
-            if !b.json {
-                println!("round {round}");
+        interleaved(b, &models, |b, model, tag| {
+            for &t in ts {
+                b.end_to_end(model, t, tag);
             }
-            for (model, tag) in &models {
-                for &t in ts {
-                    b.end_to_end(model, t, tag);
-                }
-                b.prefill_batch(model, burst, 34, tag);
-            }
-        }
+            b.prefill_batch(model, burst, 34, tag);
+        });
     }
 }
 
