@@ -15,9 +15,11 @@
 // b is stored in column panels of packed halves as for `matmul_f16`.
 // (naga's SPIR-V writer wants the index of a coopLoad/coopStore pointer in a `let`.)
 // With p.norm the norm before the projection is folded in, with GATED SwiGLU before
-// it (preludes stage_tile, norm_fold, as `matmul_tiled`: the staged (x - s) · g is
-// rounded to f16 as a normalised row would be, so |x · g| must stay within f16's range,
-// as PyTorch's fp16 residual stream must).
+// it (preludes stage_tile, norm_fold, as `matmul_tiled`). A folded norm's staged
+// (x - s) · g is not normalised yet: it goes to f16 times FOLD_SCALE, a power of two
+// (exact both ways), so a residual stream up to ~10⁶ fits where f16 stops at 65,504,
+// and its sums are scaled back before the epilogue; values below ~10⁻³ then lose
+// relative precision as f16 subnormals, an absolute error under 10⁻⁶.
 // The uniform `MatmulParams` comes from the prelude shaders/lib/matmul_params.wgsl.
 
 enable f16;
@@ -25,6 +27,9 @@ enable wgpu_cooperative_matrix;
 
 // Four subgroups of 32 lanes.
 override WG: u32 = 128u;
+
+// The staging scale of a folded norm's (x - s) · g (see above).
+const FOLD_SCALE: f32 = 0.0625;
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // [M, K]
@@ -70,6 +75,7 @@ fn matmul_coop(
     let arow = row0 + ar;
     let shift = row_shift(arow);
     let normed = (p.norm & NORM_ON) != 0u;
+    let scale = select(1.0, FOLD_SCALE, normed);
     // the K slices of this workgroup: all of them, or slice z of a split
     let ks = p.ks;
     var k_lo = 0u;
@@ -94,7 +100,7 @@ fn matmul_coop(
                 let kq = (kt + ak) / 4u + i;
                 var v = vec4<f32>(0.0);
                 if (arow < p.m && kq < p.k4) {
-                    v = stage_a(arow, kq, shift, &share);
+                    v = stage_a(arow, kq, shift, &share) * scale;
                 }
                 let o = ar * 16u + ak + i * 4u;
                 sa[o] = f16(v.x);
@@ -144,7 +150,7 @@ fn matmul_coop(
         workgroupBarrier();
         for (var i = 0u; i < 8u; i++) {
             let so = ((lid + i * WG) / 16u) * 64u + ((lid + i * WG) % 16u) * 4u;
-            tot[i] += vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]);
+            tot[i] += vec4<f32>(sc[so], sc[so + 1u], sc[so + 2u], sc[so + 3u]) / scale;
         }
         workgroupBarrier();
         if (normed) {

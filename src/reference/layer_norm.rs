@@ -35,10 +35,10 @@ pub fn rms_norm(x: &[f32], weight: &[f32], c: usize, eps: f64) -> Vec<f32> {
 }
 
 /// The rows a tensor-core tile matmul's product sees with the norm before it folded
-/// in (prelude norm_fold): it rounds (x - s) · weight to f16 (s the row's first value;
-/// 0 for RMSNorm) and normalises by linearity, so its input is
-/// rstd · (f16((x - s) · weight) - (mean - s) · weight) + bias, row by row (the
-/// statistics in f64; LayerNorm with `eps`, RMSNorm with `rms`).
+/// in (prelude norm_fold): it rounds (x - s) · weight / 16 to f16 (s the row's first
+/// value; 0 for RMSNorm; `matmul_coop`'s FOLD_SCALE) and normalises by linearity, so
+/// its input is rstd · (16 · f16((x - s) · weight / 16) - (mean - s) · weight) + bias,
+/// row by row (the statistics in f64; LayerNorm with `eps`, RMSNorm with `rms`).
 pub fn folded_rows_f16(
     x: &[f32],
     weight: &[f32],
@@ -62,12 +62,12 @@ pub fn folded_rows_f16(
         let staged: Vec<f32> = d
             .iter()
             .zip(weight)
-            .map(|(&v, &w)| (v * w as f64) as f32)
+            .map(|(&v, &w)| (v * w as f64 / 16.0) as f32)
             .collect();
         let staged = crate::gpu::f16::round_to_f16(&staged);
         for (i, (&st, &w)) in staged.iter().zip(weight).enumerate() {
             let b = bias.map_or(0.0, |b| b[i] as f64);
-            out.push((rstd * (st as f64 - centre * w as f64) + b) as f32);
+            out.push((rstd * (16.0 * st as f64 - centre * w as f64) + b) as f32);
         }
     }
     out
