@@ -374,10 +374,10 @@ impl NormFold {
             variant
         };
         let gw = buffers::storage(ctx, "g · w", n);
-        let fold_bias = b.filter(|_| norm.bias).map(|_| {
-            let out = buffers::storage(ctx, "bias + b · w", n);
-            (out, bias)
-        });
+        // the norm's bias b and where bias + b · w goes
+        let fold_bias = b
+            .filter(|_| norm.bias)
+            .map(|b| (b, buffers::storage(ctx, "bias + b · w", n)));
         let unused = &ctx.stand_ins().read;
         let product = |x: &wgpu::Buffer, out: &wgpu::Buffer| {
             matmul_variant_op(
@@ -394,7 +394,7 @@ impl NormFold {
         };
         let ops = (
             product(g, &gw),
-            fold_bias.as_ref().map(|(out, _)| product(b.unwrap(), out)),
+            fold_bias.as_ref().map(|(b, out)| product(b, out)),
         );
         ctx.scoped("norm fold", || {
             let mut enc = ctx
@@ -402,7 +402,7 @@ impl NormFold {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("norm fold"),
                 });
-            if let Some((out, Some(bias))) = &fold_bias {
+            if let (Some((_, out)), Some(bias)) = (&fold_bias, bias) {
                 enc.copy_buffer_to_buffer(bias, 0, out, 0, (n * 4) as u64);
             }
             {
@@ -420,7 +420,7 @@ impl NormFold {
         })?;
         Ok(NormFold {
             gw,
-            bias: fold_bias.map(|(out, _)| out),
+            bias: fold_bias.map(|(_, out)| out),
         })
     }
 }
