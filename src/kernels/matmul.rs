@@ -277,24 +277,13 @@ pub fn encode_matmul(
     k: usize,
     flags: u32,
 ) {
-    encode_matmul_kv(pass, op, (m, n, k), flags, None)
+    encode_matmul_fused(pass, op, (m, n, k), flags, None, None)
 }
 
 /// [`encode_matmul`] of a qkv projection that also stores its keys and values in the
-/// pool (`kv`: the floats of the queries and of the keys in a row; an op bound with
-/// the pool, [`matmul_pool_op`]).
-pub fn encode_matmul_kv(
-    pass: &mut wgpu::ComputePass<'_>,
-    op: &MatmulOp,
-    (m, n, k): (usize, usize, usize),
-    flags: u32,
-    kv: Option<(usize, usize)>,
-) {
-    encode_matmul_fused(pass, op, (m, n, k), flags, kv, None)
-}
-
-/// [`encode_matmul_kv`] with the norm before the projection folded in (`norm`: an op
-/// of [`matmul_fused_op`] bound with the norm's weights; its rows the residual stream).
+/// pool (`kv`: the floats of the queries and of the keys in a row; an op of
+/// [`matmul_fused_op`] bound with the pool), and with the norm before the projection
+/// folded in (`norm`: an op bound with its [`NormFold`]; its rows the residual stream).
 pub fn encode_matmul_fused(
     pass: &mut wgpu::ComputePass<'_>,
     op: &MatmulOp,
@@ -346,8 +335,8 @@ pub fn encode_matmul_fused(
 }
 
 /// What a norm folded into a tile matmul needs of its weights `w` (prelude
-/// norm_fold): `gw = g · w` ([N]; LayerNorm's mean term) and, when the norm has a
-/// bias `b`, `bias = linear bias + b · w` ([N]), the op's bias in place of the
+/// norm_fold): `gw = g · w` (`[N]`; LayerNorm's mean term) and, when the norm has a
+/// bias `b`, `bias = linear bias + b · w` (`[N]`), the op's bias in place of the
 /// linear's. Taken on the device, once when the model is built, from the weights as
 /// the kernels read them, in f32 (the tensor-core kernel's by `matmul_f16_tiled`,
 /// which reads the same halves).

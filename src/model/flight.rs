@@ -148,7 +148,7 @@ impl Model {
             Some(ids) => StepIds::Host(ids),
             None => StepIds::Drawn(&[]),
         };
-        let step = self.submit_picked("decode step", &step, &plan, step_ids, read)?;
+        let step = self.submit_picked("decode step", step, &plan, step_ids, read)?;
         for kv in kvs.iter_mut() {
             kv.advance(1);
         }
@@ -179,7 +179,7 @@ impl Model {
     fn submit_picked(
         &self,
         label: &str,
-        step: &LaidOut,
+        step: LaidOut,
         plan: &Plan,
         ids: StepIds,
         read: ReadSlot,
@@ -187,7 +187,7 @@ impl Model {
         let staging = &self.act.picked_reads[read.slot];
         let asked = step.asked.len();
         let index = self.ctx.scoped(label, || {
-            self.write_rows(step, plan);
+            self.write_rows(&step, plan);
             let kind = step.kind(plan);
             let (index, _) = self.submit_traversal(label, ids, &step.positions(), kind, |enc| {
                 enc.copy_buffer_to_buffer(&self.act.picked, 0, staging, 0, asked as u64 * 4);
@@ -198,7 +198,7 @@ impl Model {
         Ok(PendingStep {
             read,
             index,
-            asked: step.asked.clone(),
+            asked: step.asked,
             serial: self.steps.fetch_add(1, Ordering::SeqCst) + 1,
         })
     }
@@ -253,7 +253,7 @@ impl Model {
         } else {
             StepIds::Host(&ids)
         };
-        let pending = self.submit_picked("mixed step", &step, &plan, ids, read)?;
+        let pending = self.submit_picked("mixed step", step, &plan, ids, read)?;
         advance(batch, parts);
         Ok(pending)
     }

@@ -162,11 +162,11 @@ impl DeviceWeights {
 /// Activation buffers, sized for the full context once per model.
 pub struct Activations {
     pub ids: wgpu::Buffer, // [context] u32
-    /// position of each row [context] u32 (0.. in a forward, each generation's own
+    /// position of each row `[context]` u32 (0.. in a forward, each generation's own
     /// in a decode batch)
     pub positions: wgpu::Buffer,
-    /// paged steps: per row (page-table offset, position) [context] vec2<u32>, the
-    /// pool row each new row's keys and values go to [context] u32, and the page
+    /// paged steps: per row (page-table offset, position) `[context]` `vec2<u32>`, the
+    /// pool row each new row's keys and values go to `[context]` u32, and the page
     /// tables of the step's generations [max_batch · pages per context] u32
     pub kv_rows: wgpu::Buffer,
     pub kv_slots: wgpu::Buffer,
@@ -209,9 +209,9 @@ pub struct Activations {
     pub gather_list: wgpu::Buffer,
     /// Host-readable ids of a decode step whose every row was picked on the device
     /// (`picked`, [u32; rows]): two, one per decode step in flight
-    /// ([`generate::PendingStep`]).
+    /// ([`PendingStep`]).
     pub picked_reads: [wgpu::Buffer; 2],
-    /// host-readable: last-row logits [V], then entropies and norms when captured
+    /// host-readable: last-row logits `[V]`, then entropies and norms when captured
     pub readback: wgpu::Buffer,
 }
 

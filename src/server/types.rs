@@ -322,7 +322,7 @@ pub struct ResidualCapture {
 pub struct MoeCaptureBody {
     /// Share of this forward's token→expert assignments that went to expert i (sums to 1).
     pub expert_usage: Vec<f32>,
-    /// E · Σᵢ fᵢ · Pᵢ with fᵢ = expert_usage[i] and Pᵢ the mean router probability of
+    /// E · Σᵢ fᵢ · Pᵢ with fᵢ = `expert_usage[i]` and Pᵢ the mean router probability of
     /// expert i: 1.0 when perfectly balanced, E when everything goes to one expert.
     pub load_balance_loss: f32,
     /// Extension: for each token, the experts it was routed to (most likely first) and

@@ -175,7 +175,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                             None,
                         );
                         submit_pass(ctx, "matmul", |pass| {
-                            matmul::encode_matmul_kv(pass, &op, (rows, n, k), flags, kv)
+                            matmul::encode_matmul_fused(pass, &op, (rows, n, k), flags, kv, None)
                         })
                     }
                 }
