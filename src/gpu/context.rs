@@ -84,6 +84,37 @@ pub struct AdapterReport {
     pub max_compute_workgroup_storage_size: u32,
     pub timestamp_query: bool,
     pub shader_f16: bool,
+    /// The smallest and largest subgroup the adapter may run.
+    pub subgroup_sizes: [u32; 2],
+    /// Whether the subgroup kernel variants can run (subgroups of at least 8 lanes).
+    pub subgroup_kernels: bool,
+    /// Whether the tensor-core matmul can be compiled (it still serves only after its
+    /// self-test passes on the device).
+    pub cooperative_matrix: bool,
+}
+
+/// Whether `adapter` runs the subgroup kernel variants, which share rows across 8 lanes.
+fn subgroup_kernels(adapter: &wgpu::Adapter) -> bool {
+    adapter.features().contains(wgpu::Features::SUBGROUP)
+        && adapter.get_info().subgroup_min_size >= 8
+}
+
+/// The features tensor cores are reached through.
+const COOPERATIVE_FEATURES: wgpu::Features =
+    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16);
+
+/// Whether `adapter` offers tensor cores the way `matmul_coop` uses them: 16×16×16 with
+/// f16 inputs and f32 accumulators, on subgroups of exactly 32 lanes (the kernel's layout).
+fn cooperative_matrix(adapter: &wgpu::Adapter) -> bool {
+    let info = adapter.get_info();
+    adapter.features().contains(COOPERATIVE_FEATURES)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 /// An instance of `backends` (`WGPU_BACKEND`, when set, decides instead). Resource
@@ -189,8 +220,9 @@ pub fn list_adapters() -> Vec<AdapterReport> {
         .map(|a| {
             let l = a.limits();
             let f = a.features();
+            let info = a.get_info();
             AdapterReport {
-                details: AdapterDetails::from_info(&a.get_info()),
+                details: AdapterDetails::from_info(&info),
                 max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
                 max_buffer_size: l.max_buffer_size,
                 max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
@@ -199,6 +231,9 @@ pub fn list_adapters() -> Vec<AdapterReport> {
                 max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
                 timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
+                subgroup_sizes: [info.subgroup_min_size, info.subgroup_max_size],
+                subgroup_kernels: subgroup_kernels(a),
+                cooperative_matrix: cooperative_matrix(a),
             }
         })
         .collect()
@@ -296,25 +331,13 @@ impl GpuContext {
         {
             features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         }
-        // The subgroup kernel variants share rows across 8 lanes.
-        if adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8 {
+        if subgroup_kernels(&adapter) {
             features |= wgpu::Features::SUBGROUP;
         }
-        // Tensor cores through cooperative matrices: 16×16×16 with f16 inputs and f32
-        // accumulators, on subgroups of exactly 32 lanes (the kernel's layout).
-        let coop_features =
-            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
-        let cooperative_matrix = adapter.features().contains(coop_features)
-            && info.subgroup_min_size == 32
-            && info.subgroup_max_size == 32
-            && adapter.cooperative_matrix_properties().iter().any(|p| {
-                (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-                    && p.ab_type == wgpu::CooperativeScalarType::F16
-                    && p.cr_type == wgpu::CooperativeScalarType::F32
-            })
+        let cooperative_matrix = cooperative_matrix(&adapter)
             && std::env::var_os("WGFORMER_NO_COOPERATIVE_MATRIX").is_none();
         let experimental = if cooperative_matrix {
-            features |= coop_features;
+            features |= COOPERATIVE_FEATURES;
             // SAFETY: wgpu's experimental cooperative-matrix support is used only by
             // matmul_coop, which must pass a self-test against the CPU reference
             // before it serves (Pipelines::new).

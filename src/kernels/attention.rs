@@ -181,17 +181,27 @@ pub fn sparse_attention_variant(
     block: usize,
     hardware: bool,
 ) -> &'static str {
-    let sg = ctx.subgroup_max_size.max(1) as usize;
     if hardware {
         "sparse_attention_tiled"
     } else if head_size == 64
-        && block.is_multiple_of(sg)
+        && runs_chunk(ctx, "sparse_attention_subgroup", block, 0)
         && pipelines.has("sparse_attention_subgroup")
     {
         "sparse_attention_subgroup"
     } else {
         "sparse_attention"
     }
+}
+
+/// Whether attention kernel `variant` can run queries from position `start` over a
+/// block-sparse layout of `block`-token blocks on this device. Only
+/// `sparse_attention_subgroup` cannot run every chunk: a subgroup's queries must share
+/// a query block, so the block and the chunk's start are multiples of the subgroup size
+/// (the largest the device may run: a multiple of it is one of every smaller power of
+/// two).
+pub fn runs_chunk(ctx: &GpuContext, variant: &str, block: usize, start: usize) -> bool {
+    let sg = ctx.subgroup_max_size.max(1) as usize;
+    variant != "sparse_attention_subgroup" || (block.is_multiple_of(sg) && start.is_multiple_of(sg))
 }
 
 /// The buffers an attention kernel binds after its parameters: queries `qkv [T, Q + 2 KV]`,

@@ -9,7 +9,7 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::gpu::buffers;
 use crate::kernels::attention::{
-    encode_attention, encode_attention_paged, encode_attention_weights, KvLayout,
+    encode_attention, encode_attention_paged, encode_attention_weights, runs_chunk, KvLayout,
 };
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::layer_norm::{encode_layer_norm, Norm};
@@ -467,10 +467,19 @@ impl Model {
                     }
                 }
                 StepKind::Prefill { parts, .. } if !burst => {
-                    let sg = self.ctx.subgroup_max_size.max(1) as usize;
+                    let block = self.attention_block();
                     for (i, part) in parts.iter().enumerate() {
                         let op = match &blk.attn_prefill_unaligned {
-                            Some(ops) if !part.pos.is_multiple_of(sg) => &ops[i],
+                            Some(ops)
+                                if !runs_chunk(
+                                    &self.ctx,
+                                    "sparse_attention_subgroup",
+                                    block,
+                                    part.pos,
+                                ) =>
+                            {
+                                &ops[i]
+                            }
                             _ => &blk.attn_prefill[i],
                         };
                         encode_attention(

@@ -727,9 +727,8 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
             c / nh,
         ) {
             for start in [16, 13] {
-                let sg = g.ctx.subgroup_max_size.max(1) as usize;
-                if variant == "sparse_attention_subgroup" && start % sg != 0 {
-                    continue; // the model gives unaligned chunks to the portable kernel
+                if !attention::runs_chunk(&g.ctx, variant, layout.block, start) {
+                    continue; // the model gives such chunks to the portable kernel
                 }
                 let got = attention::run_attention(
                     &g.ctx,
@@ -815,9 +814,8 @@ fn attention_kernels_read_a_half_float_pool() {
                 "attention"
             };
             for variant in attention_variants(op, c / nh) {
-                let sg = g.ctx.subgroup_max_size.max(1) as usize;
-                if variant == "sparse_attention_subgroup" && start % sg != 0 {
-                    continue; // the model gives unaligned chunks to the portable kernel
+                if !attention::runs_chunk(&g.ctx, variant, layout.map_or(0, |l| l.block), start) {
+                    continue; // the model gives such chunks to the portable kernel
                 }
                 let h = attention::HostAttention::new(&qs[start * 3 * c..], c, nh)
                     .paged(&case.k_pool, &case.v_pool, &case.tables[2], page, start)
@@ -1017,7 +1015,7 @@ fn sparse_attention_with_every_causal_block_equals_dense() {
         let layout = wgformer::sparse::BlockLayout::dense_causal(t.max(block), block);
         let (want_out, want_ent) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         for variant in attention_variants("sparse_attention", c / nh) {
-            if variant.ends_with("_subgroup") && block % g.ctx.subgroup_max_size as usize != 0 {
+            if !attention::runs_chunk(&g.ctx, variant, block, 0) {
                 continue;
             }
             let (out, ent) = attention::run_attention(
@@ -1063,9 +1061,7 @@ fn sparse_attention_matches_masked_reference() {
             });
         let (dense, _) = reference::attention::attention(&qkv, Heads::mha(c, nh));
         for variant in attention_variants("sparse_attention", c / nh) {
-            if variant.ends_with("_subgroup")
-                && layout.block % g.ctx.subgroup_max_size as usize != 0
-            {
+            if !attention::runs_chunk(&g.ctx, variant, layout.block, 0) {
                 continue;
             }
             let (out, ent) = attention::run_attention(
@@ -1513,9 +1509,8 @@ fn grouped_query_attention_with_a_window_matches_reference() {
             } else {
                 "attention"
             };
-            let sg = g.ctx.subgroup_max_size.max(1) as usize;
             for variant in attention_variants(op, hs) {
-                if variant == "sparse_attention_subgroup" && !layout.block.is_multiple_of(sg) {
+                if !attention::runs_chunk(&g.ctx, variant, layout.block, 0) {
                     continue; // a subgroup's queries must share a block
                 }
                 let (got, ent) = attention::run_attention(

@@ -163,6 +163,59 @@ fn require_hardware_refuses_a_software_adapter() {
     assert!(out.stdout.is_empty(), "it must not start listening");
 }
 
+#[test]
+fn info_reports_each_adapters_subgroups() {
+    // `wgformer info`: every adapter with its subgroup sizes and whether the subgroup
+    // kernels and the tensor-core matmul can run; lavapipe's subgroups follow its vector
+    // width (tools/test_subgroups.sh relies on it), the subgroup kernels need 8 lanes
+    let info = |bits: &str| -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_wgformer"))
+            .arg("info")
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .env("LP_NATIVE_VECTOR_WIDTH", bits)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let lavapipe = |adapters: &[serde_json::Value]| {
+        adapters
+            .iter()
+            .find(|a| a["backend"] == "Vulkan" && a["driver"] == "llvmpipe")
+            .cloned()
+    };
+    let adapters = info("256");
+    assert!(!adapters.is_empty());
+    for a in &adapters {
+        let sizes = a["subgroup_sizes"].as_array().expect("subgroup_sizes");
+        let (min, max) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+        assert!(min <= max, "{a}");
+        if a["subgroup_kernels"] == true {
+            assert!(min >= 8, "{a}");
+        }
+        if a["cooperative_matrix"] == true {
+            assert_eq!((min, max), (32, 32), "{a}");
+        }
+    }
+    if lavapipe(&adapters).is_none() {
+        return; // a GPU machine without Mesa: nothing to set the width of
+    }
+    for (bits, lanes, kernels) in [("128", 4, false), ("256", 8, true), ("1024", 32, true)] {
+        let a = lavapipe(&info(bits)).unwrap();
+        assert_eq!(
+            a["subgroup_sizes"],
+            serde_json::json!([lanes, lanes]),
+            "{bits}: {a}"
+        );
+        assert_eq!(a["subgroup_kernels"], kernels, "{bits}: {a}");
+        assert_eq!(a["cooperative_matrix"], false, "{a}");
+    }
+}
+
 /// `key: value` pairs of the ConfigMap's `data` (our own file: one pair a line).
 fn configmap_data(path: &str) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap();
