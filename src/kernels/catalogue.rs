@@ -46,8 +46,12 @@ pub struct Kernel {
     /// Entry point in `body`, named after the op or the technique.
     pub entry: &'static str,
     pub body: &'static str,
-    /// Files of `shaders/lib/` prepended at pipeline creation, in order.
+    /// Files of `shaders/lib/` prepended at pipeline creation, in order (after the
+    /// weights prelude of a kernel with [`Kernel::typed_weights`]).
     pub preludes: &'static [Prelude],
+    /// Reads its weights through `load_w` / `load_w4`: prelude `weights_f32` or
+    /// `weights_f16` by its [`Precision`] comes first ([`Kernel::all_preludes`]).
+    pub typed_weights: bool,
     /// Needs the SUBGROUP feature (subgroups of at least 8 lanes).
     pub subgroups: bool,
     /// Needs cooperative matrices (16×16×16, f16 inputs, f32 accumulators) and f16 in
@@ -79,6 +83,7 @@ impl Kernel {
             entry: name,
             body,
             preludes: &[],
+            typed_weights: false,
             subgroups: false,
             cooperative: false,
             class: KernelClass::Any,
@@ -111,6 +116,19 @@ impl Kernel {
         self.preludes = preludes;
         self
     }
+    /// Reads its weights through the weights prelude of its precision.
+    const fn weights(mut self) -> Kernel {
+        self.typed_weights = true;
+        self
+    }
+    /// The half-float twin of an f32 kernel with typed weights: the same file, entry,
+    /// op and preludes, named `name`, reading packed half floats.
+    const fn f16_twin(mut self, name: &'static str) -> Kernel {
+        assert!(self.typed_weights && matches!(self.precision, Precision::F32));
+        self.name = name;
+        self.precision = Precision::F16;
+        self
+    }
     /// A subgroup variant (implies the feature).
     const fn subgroup(mut self) -> Kernel {
         self.subgroups = true;
@@ -133,6 +151,19 @@ impl Kernel {
         self
     }
 
+    /// The preludes prepended to the body, in order: the weights prelude of its
+    /// precision (a kernel with typed weights), then [`Kernel::preludes`].
+    pub fn all_preludes(&self) -> impl Iterator<Item = &'static Prelude> {
+        let weights = match self.precision {
+            Precision::F32 => &prelude::WEIGHTS_F32,
+            Precision::F16 => &prelude::WEIGHTS_F16,
+        };
+        self.typed_weights
+            .then_some(weights)
+            .into_iter()
+            .chain(self.preludes)
+    }
+
     /// The source handed to the compiler: the body's `enable` directives (WGSL wants
     /// them first), the preludes, then the rest of the body.
     pub fn source(&self) -> String {
@@ -142,7 +173,7 @@ impl Kernel {
             s.push_str(l);
             s.push('\n');
         }
-        for p in self.preludes {
+        for p in self.all_preludes() {
             s.push_str(p.source);
             s.push('\n');
         }
@@ -247,24 +278,17 @@ macro_rules! wgsl {
     };
 }
 
-const MATMUL_F32: &[Prelude] = &[
+// The lists below leave out the weight type: a kernel marked `.weights()` gets prelude
+// `weights_f32` or `weights_f16` by its precision (`Kernel::all_preludes`).
+const MATMUL: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-];
-const MATMUL_F16: &[Prelude] = &[
-    prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
 ];
 // the tiled (hardware) matmuls: the norm before the projection folded into the staging
-const MATMUL_TILED_F32: &[Prelude] = &[
+const MATMUL_TILED: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
@@ -272,53 +296,15 @@ const MATMUL_TILED_F32: &[Prelude] = &[
     prelude::NORM_FOLD,
     prelude::STAGE_TILE,
 ];
-const MATMUL_TILED_F16: &[Prelude] = &[
-    prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F16,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_FOLD,
-    prelude::STAGE_TILE,
-];
-const MATVEC_F32: &[Prelude] = &[
-    prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-];
-const MATVEC_F16: &[Prelude] = &[
-    prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F16,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-];
-const MATVEC_SUBGROUP: &[Prelude] = &[
+const MATVEC: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
 ];
 // the hardware matrix-vector kernels: their norm prologue reduces across the workgroup
-const MATVEC_SPLITK_F32: &[Prelude] = &[
+const MATVEC_SPLITK: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-    prelude::WORKGROUP_REDUCE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_APPLY,
-    prelude::NORM_PROLOGUE,
-    prelude::MATVEC_X,
-    prelude::SPLITK_REDUCE,
-];
-const MATVEC_SPLITK_F16: &[Prelude] = &[
-    prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
@@ -330,23 +316,8 @@ const MATVEC_SPLITK_F16: &[Prelude] = &[
     prelude::SPLITK_REDUCE,
 ];
 // the same reading the residual stream with deferred partial rows, staged
-const MATVEC_STAGED_F32: &[Prelude] = &[
+const MATVEC_STAGED: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-    prelude::WORKGROUP_REDUCE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_APPLY,
-    prelude::NORM_PROLOGUE,
-    prelude::RESIDUAL_PARTS,
-    prelude::STAGE_X,
-    prelude::SPLITK_REDUCE,
-];
-const MATVEC_STAGED_F16: &[Prelude] = &[
-    prelude::MATVEC_PARAMS,
-    prelude::WEIGHTS_F16,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
@@ -359,19 +330,7 @@ const MATVEC_STAGED_F16: &[Prelude] = &[
     prelude::SPLITK_REDUCE,
 ];
 // the whole MLP of a decode row, its residual add deferred
-const MLP_PARTIAL_F32: &[Prelude] = &[
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::WORKGROUP_REDUCE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_APPLY,
-    prelude::NORM_PROLOGUE,
-    prelude::RESIDUAL_PARTS,
-    prelude::STAGE_X,
-    prelude::SPLITK_REDUCE,
-];
-const MLP_PARTIAL_F16: &[Prelude] = &[
-    prelude::WEIGHTS_F16,
+const MLP_PARTIAL: &[Prelude] = &[
     prelude::GELU,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
@@ -382,25 +341,14 @@ const MLP_PARTIAL_F16: &[Prelude] = &[
     prelude::SPLITK_REDUCE,
 ];
 // the hardware LM head: row groups of wte, the final norm folded in
-const MATVEC_BT_GROUPS_F32: &[Prelude] = &[
+const MATVEC_BT_GROUPS: &[Prelude] = &[
     prelude::MATVEC_BT_PARAMS,
-    prelude::WEIGHTS_F32,
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
-const MATVEC_BT_GROUPS_F16: &[Prelude] = &[
-    prelude::MATVEC_BT_PARAMS,
-    prelude::WEIGHTS_F16,
-    prelude::WORKGROUP_REDUCE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_APPLY,
-    prelude::NORM_PROLOGUE,
-];
-const MATVEC_BT_F32: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F32];
-const MATVEC_BT_F16: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::WEIGHTS_F16];
-const MATVEC_BT_SUBGROUP: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
+const MATVEC_BT: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
 // the matmul kernels without a weight type: tensor cores, the split-K sum
 const MATMUL_UNTYPED: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
@@ -421,8 +369,6 @@ const MATMUL_COOP: &[Prelude] = &[
 ];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
 const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
-const F32_ONLY: &[Prelude] = &[prelude::WEIGHTS_F32];
-const F16_ONLY: &[Prelude] = &[prelude::WEIGHTS_F16];
 // the attention kernels reading keys and values (`k`, `v`), and attention_weights
 const ATTENTION: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ];
 const ATTENTION_WEIGHTS: &[Prelude] = &[prelude::ATTENTION];
@@ -433,29 +379,13 @@ const ATTENTION_TILES: &[Prelude] = &[
 ];
 // the paged (generation) attention kernels: which keys a row walks
 const ATTENTION_PAGED: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ, prelude::PAGED_WALK];
+// the same by a workgroup, and with the output projection's partial rows (`.weights()`)
 const ATTENTION_PAGED_WG: &[Prelude] = &[
     prelude::ATTENTION,
     prelude::KV_READ,
     prelude::PAGED_WALK,
     prelude::WORKGROUP_REDUCE,
     prelude::ATTEND_WORKGROUP,
-];
-// the same with the output projection's partial rows (its weight type)
-const ATTENTION_PROJ_F32: &[Prelude] = &[
-    prelude::ATTENTION,
-    prelude::KV_READ,
-    prelude::PAGED_WALK,
-    prelude::WORKGROUP_REDUCE,
-    prelude::ATTEND_WORKGROUP,
-    prelude::WEIGHTS_F32,
-];
-const ATTENTION_PROJ_F16: &[Prelude] = &[
-    prelude::ATTENTION,
-    prelude::KV_READ,
-    prelude::PAGED_WALK,
-    prelude::WORKGROUP_REDUCE,
-    prelude::ATTEND_WORKGROUP,
-    prelude::WEIGHTS_F16,
 ];
 // the subgroup kernels (head size 64): their query in separate variables
 const ATTENTION_SUBGROUP: &[Prelude] = &[
@@ -472,48 +402,94 @@ const ATTENTION_PAGED_SUBGROUP: &[Prelude] = &[
 ];
 const REDUCE: &[Prelude] = &[prelude::WORKGROUP_REDUCE];
 const KV_WRITE_ONLY: &[Prelude] = &[prelude::KV_WRITE];
-const MATMUL_SUBGROUP_F32: &[Prelude] = &[
+const MATMUL_SUBGROUP: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F32,
     prelude::GELU,
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::TILE16_SUBGROUP,
 ];
-const MATMUL_SUBGROUP_F16: &[Prelude] = &[
-    prelude::MATMUL_PARAMS,
-    prelude::WEIGHTS_F16,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-    prelude::TILE16_SUBGROUP,
-];
-const MOE_MATMUL_F32: &[Prelude] = &[prelude::WEIGHTS_F32, prelude::GELU, prelude::MOE_MATMUL];
-const MOE_MATMUL_F16: &[Prelude] = &[prelude::WEIGHTS_F16, prelude::GELU, prelude::MOE_MATMUL];
-const MOE_MATMUL_SUBGROUP_F32: &[Prelude] = &[
-    prelude::WEIGHTS_F32,
-    prelude::GELU,
-    prelude::MOE_MATMUL,
-    prelude::TILE16_SUBGROUP,
-];
-const MOE_MATMUL_SUBGROUP_F16: &[Prelude] = &[
-    prelude::WEIGHTS_F16,
-    prelude::GELU,
-    prelude::MOE_MATMUL,
-    prelude::TILE16_SUBGROUP,
-];
+const MOE_MATMUL: &[Prelude] = &[prelude::GELU, prelude::MOE_MATMUL];
+const MOE_MATMUL_SUBGROUP: &[Prelude] =
+    &[prelude::GELU, prelude::MOE_MATMUL, prelude::TILE16_SUBGROUP];
 use KernelClass::{Hardware, Software};
+
+// The f32 kernels whose half-float twin shares their file, entry and preludes
+// (`Kernel::f16_twin`).
+const EMBEDDING_K: Kernel = Kernel::new("embedding", wgsl!("embedding")).weights();
+const MATMUL_K: Kernel = Kernel::new("matmul", wgsl!("matmul"))
+    .with(MATMUL)
+    .weights();
+const MATMUL_SUBGROUP_K: Kernel = Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
+    .with(MATMUL_SUBGROUP)
+    .weights()
+    .of("matmul")
+    .subgroup();
+const MATMUL_TILED_K: Kernel = Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
+    .with(MATMUL_TILED)
+    .weights()
+    .of("matmul")
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(256));
+const MATMUL_BT_K: Kernel = Kernel::new("matmul_bt", wgsl!("matmul_bt")).weights();
+const MATMUL_BT_SUBGROUP_K: Kernel = Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
+    .of("matmul_bt")
+    .weights()
+    .subgroup();
+const MATVEC_K: Kernel = Kernel::new("matvec", wgsl!("matvec"))
+    .with(MATVEC)
+    .weights()
+    .class(Software)
+    .batch();
+const MATVEC_SPLITK_K: Kernel = Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
+    .with(MATVEC_SPLITK)
+    .weights()
+    .of("matvec")
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(256));
+const MATVEC_STAGED_K: Kernel = Kernel::new("matvec_staged", wgsl!("matvec_splitk"))
+    .with(MATVEC_STAGED)
+    .weights()
+    .entry("matvec_splitk")
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(256));
+const MLP_PARTIAL_K: Kernel = Kernel::new("mlp_partial", wgsl!("mlp_partial"))
+    .with(MLP_PARTIAL)
+    .weights()
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(256));
+const MATVEC_BT_K: Kernel = Kernel::new("matvec_bt", wgsl!("matvec_bt"))
+    .with(MATVEC_BT)
+    .weights()
+    .class(Software)
+    .batch();
+const MATVEC_BT_GROUPS_K: Kernel = Kernel::new("matvec_bt_groups", wgsl!("matvec_bt_groups"))
+    .of("matvec_bt")
+    .with(MATVEC_BT_GROUPS)
+    .weights()
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(256));
+const ATTENTION_PROJ_K: Kernel = Kernel::new("attention_proj", wgsl!("attention_proj"))
+    .with(ATTENTION_PAGED_WG)
+    .weights()
+    .class(Hardware)
+    .workgroup(Workgroup::Fixed(64));
+const MOE_MATMUL_K: Kernel = Kernel::new("moe_matmul", wgsl!("moe_matmul"))
+    .with(MOE_MATMUL)
+    .weights();
+const MOE_MATMUL_SUBGROUP_K: Kernel =
+    Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
+        .of("moe_matmul")
+        .with(MOE_MATMUL_SUBGROUP)
+        .weights()
+        .subgroup();
 
 /// Every kernel: the typed table the pipelines, the model's variant choice, the tests
 /// and the bench read (one op per WGSL file; variants that differ only in the weight
-/// type share the file and differ in their prelude).
+/// type share the file and differ in their weights prelude).
 pub const KERNELS: &[Kernel] = &[
-    Kernel::new("embedding", wgsl!("embedding")).with(F32_ONLY),
-    Kernel::new("embedding_f16", wgsl!("embedding"))
-        .of("embedding")
-        .entry("embedding")
-        .with(F16_ONLY)
-        .half(),
+    EMBEDDING_K,
+    EMBEDDING_K.f16_twin("embedding_f16"),
     Kernel::new("layer_norm", wgsl!("layer_norm"))
         .with(LAYER_NORM)
         .class(Software),
@@ -522,34 +498,12 @@ pub const KERNELS: &[Kernel] = &[
         .of("layer_norm")
         .class(Hardware)
         .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matmul", wgsl!("matmul")).with(MATMUL_F32),
-    Kernel::new("matmul_subgroup", wgsl!("matmul_subgroup"))
-        .with(MATMUL_SUBGROUP_F32)
-        .of("matmul")
-        .subgroup(),
-    Kernel::new("matmul_f16", wgsl!("matmul"))
-        .with(MATMUL_F16)
-        .of("matmul")
-        .entry("matmul")
-        .half(),
-    Kernel::new("matmul_f16_subgroup", wgsl!("matmul_subgroup"))
-        .with(MATMUL_SUBGROUP_F16)
-        .of("matmul")
-        .entry("matmul_subgroup")
-        .subgroup()
-        .half(),
-    Kernel::new("matmul_tiled", wgsl!("matmul_tiled"))
-        .with(MATMUL_TILED_F32)
-        .of("matmul")
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matmul_f16_tiled", wgsl!("matmul_tiled"))
-        .with(MATMUL_TILED_F16)
-        .of("matmul")
-        .entry("matmul_tiled")
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(256)),
+    MATMUL_K,
+    MATMUL_SUBGROUP_K,
+    MATMUL_K.f16_twin("matmul_f16"),
+    MATMUL_SUBGROUP_K.f16_twin("matmul_f16_subgroup"),
+    MATMUL_TILED_K,
+    MATMUL_TILED_K.f16_twin("matmul_f16_tiled"),
     Kernel::new("matmul_split_sum", wgsl!("matmul_split_sum"))
         .with(MATMUL_UNTYPED)
         .class(Hardware),
@@ -560,103 +514,34 @@ pub const KERNELS: &[Kernel] = &[
         .half()
         .cooperative()
         .workgroup(Workgroup::Fixed(128)),
-    Kernel::new("matmul_bt", wgsl!("matmul_bt")).with(F32_ONLY),
-    Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
-        .of("matmul_bt")
-        .with(F32_ONLY)
-        .subgroup(),
-    Kernel::new("matmul_bt_f16", wgsl!("matmul_bt"))
-        .of("matmul_bt")
-        .entry("matmul_bt")
-        .with(F16_ONLY)
-        .half(),
-    Kernel::new("matmul_bt_f16_subgroup", wgsl!("matmul_bt_subgroup"))
-        .of("matmul_bt")
-        .entry("matmul_bt_subgroup")
-        .with(F16_ONLY)
-        .subgroup()
-        .half(),
-    Kernel::new("matvec", wgsl!("matvec"))
-        .with(MATVEC_F32)
-        .class(Software)
-        .batch(),
-    Kernel::new("matvec_f16", wgsl!("matvec"))
-        .with(MATVEC_F16)
-        .of("matvec")
-        .entry("matvec")
-        .class(Software)
-        .half()
-        .batch(),
+    MATMUL_BT_K,
+    MATMUL_BT_SUBGROUP_K,
+    MATMUL_BT_K.f16_twin("matmul_bt_f16"),
+    MATMUL_BT_SUBGROUP_K.f16_twin("matmul_bt_f16_subgroup"),
+    MATVEC_K,
+    MATVEC_K.f16_twin("matvec_f16"),
     Kernel::new("matvec_f16_subgroup", wgsl!("matvec_f16_subgroup"))
-        .with(MATVEC_SUBGROUP)
+        .with(MATVEC)
         .of("matvec")
         .subgroup()
         .class(Software)
         .half()
         .workgroup(Workgroup::Subgroup)
         .batch(),
-    Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_SPLITK_F32)
-        .of("matvec")
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_f16_splitk", wgsl!("matvec_splitk"))
-        .with(MATVEC_SPLITK_F16)
-        .of("matvec")
-        .entry("matvec_splitk")
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_staged", wgsl!("matvec_splitk"))
-        .with(MATVEC_STAGED_F32)
-        .entry("matvec_splitk")
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_f16_staged", wgsl!("matvec_splitk"))
-        .with(MATVEC_STAGED_F16)
-        .of("matvec_staged")
-        .entry("matvec_splitk")
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("mlp_partial", wgsl!("mlp_partial"))
-        .with(MLP_PARTIAL_F32)
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("mlp_partial_f16", wgsl!("mlp_partial"))
-        .with(MLP_PARTIAL_F16)
-        .of("mlp_partial")
-        .entry("mlp_partial")
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(256)),
+    MATVEC_SPLITK_K,
+    MATVEC_SPLITK_K.f16_twin("matvec_f16_splitk"),
+    MATVEC_STAGED_K,
+    MATVEC_STAGED_K.f16_twin("matvec_f16_staged"),
+    MLP_PARTIAL_K,
+    MLP_PARTIAL_K.f16_twin("mlp_partial_f16"),
     Kernel::new("residual_sum", wgsl!("residual_sum")).with(&[prelude::RESIDUAL_PARTS]),
-    Kernel::new("matvec_bt", wgsl!("matvec_bt"))
-        .with(MATVEC_BT_F32)
-        .class(Software)
-        .batch(),
-    Kernel::new("matvec_bt_f16", wgsl!("matvec_bt"))
-        .of("matvec_bt")
-        .entry("matvec_bt")
-        .with(MATVEC_BT_F16)
-        .class(Software)
-        .half()
-        .batch(),
-    Kernel::new("matvec_bt_groups", wgsl!("matvec_bt_groups"))
-        .of("matvec_bt")
-        .with(MATVEC_BT_GROUPS_F32)
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(256)),
-    Kernel::new("matvec_bt_f16_groups", wgsl!("matvec_bt_groups"))
-        .of("matvec_bt")
-        .entry("matvec_bt_groups")
-        .with(MATVEC_BT_GROUPS_F16)
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(256)),
+    MATVEC_BT_K,
+    MATVEC_BT_K.f16_twin("matvec_bt_f16"),
+    MATVEC_BT_GROUPS_K,
+    MATVEC_BT_GROUPS_K.f16_twin("matvec_bt_f16_groups"),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
-        .with(MATVEC_BT_SUBGROUP)
+        .with(MATVEC_BT)
         .class(Software)
         .batch()
         .subgroup()
@@ -707,17 +592,8 @@ pub const KERNELS: &[Kernel] = &[
     .of("attention_paged")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("attention_proj", wgsl!("attention_proj"))
-        .with(ATTENTION_PROJ_F32)
-        .class(Hardware)
-        .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("attention_proj_f16", wgsl!("attention_proj"))
-        .with(ATTENTION_PROJ_F16)
-        .of("attention_proj")
-        .entry("attention_proj")
-        .class(Hardware)
-        .half()
-        .workgroup(Workgroup::Fixed(64)),
+    ATTENTION_PROJ_K,
+    ATTENTION_PROJ_K.f16_twin("attention_proj_f16"),
     Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION_WEIGHTS),
     Kernel::new("kv_store", wgsl!("kv_store")),
     Kernel::new("copy_rows", wgsl!("copy_rows")),
@@ -730,22 +606,10 @@ pub const KERNELS: &[Kernel] = &[
         .workgroup(Workgroup::Fixed(64)),
     Kernel::new("moe_gate", wgsl!("moe_gate")),
     Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
-    Kernel::new("moe_matmul", wgsl!("moe_matmul")).with(MOE_MATMUL_F32),
-    Kernel::new("moe_matmul_subgroup", wgsl!("moe_matmul_subgroup"))
-        .of("moe_matmul")
-        .with(MOE_MATMUL_SUBGROUP_F32)
-        .subgroup(),
-    Kernel::new("moe_matmul_f16", wgsl!("moe_matmul"))
-        .of("moe_matmul")
-        .entry("moe_matmul")
-        .with(MOE_MATMUL_F16)
-        .half(),
-    Kernel::new("moe_matmul_f16_subgroup", wgsl!("moe_matmul_subgroup"))
-        .of("moe_matmul")
-        .entry("moe_matmul_subgroup")
-        .with(MOE_MATMUL_SUBGROUP_F16)
-        .subgroup()
-        .half(),
+    MOE_MATMUL_K,
+    MOE_MATMUL_SUBGROUP_K,
+    MOE_MATMUL_K.f16_twin("moe_matmul_f16"),
+    MOE_MATMUL_SUBGROUP_K.f16_twin("moe_matmul_f16_subgroup"),
     Kernel::new("moe_combine", wgsl!("moe_combine")),
     Kernel::new("row_norm", wgsl!("row_norm")),
     Kernel::new("rotary", wgsl!("rotary")).with(KV_WRITE_ONLY),

@@ -43,7 +43,7 @@ impl Pipelines {
                     });
                 let wg = workgroup_for(k, ctx.subgroup_max_size);
                 let rows: &[u32] = if k.batch_rows { &BATCH_ROWS } else { &[1] };
-                let reads_kv = k.preludes.iter().any(|p| p.name == "kv_read");
+                let reads_kv = k.all_preludes().any(|p| p.name == "kv_read");
                 let halves: &[bool] = if reads_kv { &[false, true] } else { &[false] };
                 let specs = rows
                     .iter()

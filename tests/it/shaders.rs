@@ -64,7 +64,7 @@ fn every_file_in_shaders_lib_is_a_prelude() {
     for p in prelude::ALL {
         let used = KERNELS
             .iter()
-            .any(|k| k.preludes.iter().any(|q| q.name == p.name));
+            .any(|k| k.all_preludes().any(|q| q.name == p.name));
         assert!(used, "prelude {} is prepended to no kernel", p.name);
     }
 }
