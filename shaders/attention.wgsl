@@ -8,7 +8,9 @@
 // running max subtracted. Also writes the entropy of each attention row, in nats,
 // to entropy[h, t] for capture.
 // Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
-// online softmax (online_start / online_add / online_entropy).
+// online softmax (online_start / online_add / online_entropy); prelude `attend_row`
+// the row's start, its fold of a key and its end, shared with the other software
+// kernels.
 
 override WG: u32 = 64u;
 
@@ -29,32 +31,15 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     }
     let stride = qkv_stride4();
     let hs4 = p.hs4;
-    let qo = (p.t0 + t) * stride + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
-    for (var d = 0u; d < hs4; d++) {
-        q[d] = qkv[qo + d] * p.scale;
-        acc[d] = vec4<f32>(0.0);
-    }
+    row_start(&q, &acc, (p.t0 + t) * stride + h * hs4, hs4); // prelude `attend_row`
     var sm = online_start();
     let kvh = kv_head4(h);
     for (var j = first_key(p.pos + t); j <= p.pos + t; j++) {
-        let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kvh;
-        let s = key_dot(&q, ko, hs4);
-        let w = online_add(&sm, s);
-        if (w.x != 1.0) {
-            for (var d = 0u; d < hs4; d++) {
-                acc[d] *= w.x;
-            }
-        }
-        let e = w.y;
-        let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kvh;
-        value_add(&acc, e, vo, hs4);
+        let row = kv_row(p.table0, j) * p.kv_stride4 + kvh;
+        row_key(&q, &acc, &sm, row + p.k_off4, row + p.v_off4, hs4);
     }
-    let inv = 1.0 / sm.l;
-    let oo = (p.t0 + t) * p.c4 + h * hs4;
-    for (var d = 0u; d < hs4; d++) {
-        out[oo + d] = acc[d] * inv;
-    }
+    row_finish(&acc, sm, (p.t0 + t) * p.c4 + h * hs4, hs4);
     entropy[h * p.t + t] = online_entropy(sm);
 }

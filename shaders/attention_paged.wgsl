@@ -9,7 +9,8 @@
 //   out[t, h] = Σ_{j ≤ pos_t} softmax_j(q_t · k_j / sqrt(HS)) v_j
 // With p.block > 0 the block-sparse layout restricts the keys to the blocks listed for
 // the query's block, keys after the query masked (prelude `paged_walk`).
-// One invocation per (row, head); online softmax in f32 (prelude `attention`).
+// One invocation per (row, head); online softmax in f32 (prelude `attention`), the row
+// folded in as the forward kernels fold theirs (prelude `attend_row`).
 
 override WG: u32 = 64u;
 
@@ -28,13 +29,9 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
         return;
     }
     let hs4 = p.hs4;
-    let qo = t * qkv_stride4() + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
-    for (var d = 0u; d < hs4; d++) {
-        q[d] = qkv[qo + d] * p.scale;
-        acc[d] = vec4<f32>(0.0);
-    }
+    row_start(&q, &acc, t * qkv_stride4() + h * hs4, hs4); // prelude `attend_row`
     let table = rows[t].x;
     let qpos = rows[t].y;
     let keys = walk_of(qpos);
@@ -43,20 +40,8 @@ fn attention_paged(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
         let j = walk_key(keys, i);
         if (sees(qpos, j)) {
             let ko = kv_row(table, j) * pool_stride4() + kv_head4(h);
-            let s = key_dot(&q, ko, hs4);
-            let w = online_add(&sm, s);
-            if (w.x != 1.0) {
-                for (var d = 0u; d < hs4; d++) {
-                    acc[d] *= w.x;
-                }
-            }
-            let e = w.y;
-            value_add(&acc, e, ko, hs4);
+            row_key(&q, &acc, &sm, ko, ko, hs4);
         }
     }
-    let inv = 1.0 / sm.l;
-    let oo = t * p.c4 + h * hs4;
-    for (var d = 0u; d < hs4; d++) {
-        out[oo + d] = acc[d] * inv;
-    }
+    row_finish(&acc, sm, t * p.c4 + h * hs4, hs4);
 }

@@ -1,7 +1,7 @@
 // Subgroup variant of matmul_bt (same bindings and params): out[M, N] = a[M, K] · b[N, K]ᵀ,
 // the tied LM head. Each invocation computes 16 rows × 4 columns; rows of `a` are loaded
-// once per subgroup (lanes s and s + 8) and shared with subgroupBroadcast, as in
-// matmul_subgroup.wgsl. Needs subgroups of at least 8 lanes.
+// once per subgroup (lanes s and s + 8) and shared with subgroupBroadcast (prelude
+// `tile16_subgroup`, as matmul_subgroup.wgsl). Needs subgroups of at least 8 lanes.
 // Weights are `W` read through `load_w4` (prelude shaders/lib/weights_*.wgsl): f32 here,
 // packed half floats in `matmul_bt_f16_subgroup`, which is this file with the f16 prelude.
 
@@ -40,6 +40,17 @@ fn store(row: u32, col0: u32, v: vec4<f32>) {
     if (col0 + 3u < p.n) { out[o + 3u] = v.w; }
 }
 
+// The weights of a step along K for prelude `tile16_subgroup`: columns 4k .. 4k + 3 of
+// the 4 rows of `b` starting at `at`'s four row starts, each dotted with a row of `a`.
+fn tile_weights(at: vec4<u32>, k: u32) -> Tile4 {
+    let s = col_step(k);
+    return Tile4(load_w4(b[at.x + s]), load_w4(b[at.y + s]), load_w4(b[at.z + s]), load_w4(b[at.w + s]));
+}
+
+fn tile_product(a: vec4<f32>, t: Tile4) -> vec4<f32> {
+    return vec4<f32>(dot(a, t.b0), dot(a, t.b1), dot(a, t.b2), dot(a, t.b3));
+}
+
 @compute @workgroup_size(WG)
 fn matmul_bt_subgroup(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -56,63 +67,7 @@ fn matmul_bt_subgroup(
     let w3 = row_base(min(col0 + 3u, last), k4);
     let ra = (p.a_row0 + min(row0 + (lane & 7u), p.m - 1u)) * k4;
     let rb = (p.a_row0 + min(row0 + 8u + (lane & 7u), p.m - 1u)) * k4;
-    var c0 = vec4<f32>(0.0);
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    var c4 = vec4<f32>(0.0);
-    var c5 = vec4<f32>(0.0);
-    var c6 = vec4<f32>(0.0);
-    var c7 = vec4<f32>(0.0);
-    var c8 = vec4<f32>(0.0);
-    var c9 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c12 = vec4<f32>(0.0);
-    var c13 = vec4<f32>(0.0);
-    var c14 = vec4<f32>(0.0);
-    var c15 = vec4<f32>(0.0);
-    for (var k = 0u; k < k4; k++) {
-        let b0 = load_w4(b[w0 + col_step(k)]);
-        let b1 = load_w4(b[w1 + col_step(k)]);
-        let b2 = load_w4(b[w2 + col_step(k)]);
-        let b3 = load_w4(b[w3 + col_step(k)]);
-        let xa = a[ra + k];
-        let xb = a[rb + k];
-        let a0 = subgroupBroadcast(xa, 0u);
-        c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-        let a1 = subgroupBroadcast(xa, 1u);
-        c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-        let a2 = subgroupBroadcast(xa, 2u);
-        c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-        let a3 = subgroupBroadcast(xa, 3u);
-        c3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
-        let a4 = subgroupBroadcast(xa, 4u);
-        c4 += vec4<f32>(dot(a4, b0), dot(a4, b1), dot(a4, b2), dot(a4, b3));
-        let a5 = subgroupBroadcast(xa, 5u);
-        c5 += vec4<f32>(dot(a5, b0), dot(a5, b1), dot(a5, b2), dot(a5, b3));
-        let a6 = subgroupBroadcast(xa, 6u);
-        c6 += vec4<f32>(dot(a6, b0), dot(a6, b1), dot(a6, b2), dot(a6, b3));
-        let a7 = subgroupBroadcast(xa, 7u);
-        c7 += vec4<f32>(dot(a7, b0), dot(a7, b1), dot(a7, b2), dot(a7, b3));
-        let a8 = subgroupBroadcast(xb, 0u);
-        c8 += vec4<f32>(dot(a8, b0), dot(a8, b1), dot(a8, b2), dot(a8, b3));
-        let a9 = subgroupBroadcast(xb, 1u);
-        c9 += vec4<f32>(dot(a9, b0), dot(a9, b1), dot(a9, b2), dot(a9, b3));
-        let a10 = subgroupBroadcast(xb, 2u);
-        c10 += vec4<f32>(dot(a10, b0), dot(a10, b1), dot(a10, b2), dot(a10, b3));
-        let a11 = subgroupBroadcast(xb, 3u);
-        c11 += vec4<f32>(dot(a11, b0), dot(a11, b1), dot(a11, b2), dot(a11, b3));
-        let a12 = subgroupBroadcast(xb, 4u);
-        c12 += vec4<f32>(dot(a12, b0), dot(a12, b1), dot(a12, b2), dot(a12, b3));
-        let a13 = subgroupBroadcast(xb, 5u);
-        c13 += vec4<f32>(dot(a13, b0), dot(a13, b1), dot(a13, b2), dot(a13, b3));
-        let a14 = subgroupBroadcast(xb, 6u);
-        c14 += vec4<f32>(dot(a14, b0), dot(a14, b1), dot(a14, b2), dot(a14, b3));
-        let a15 = subgroupBroadcast(xb, 7u);
-        c15 += vec4<f32>(dot(a15, b0), dot(a15, b1), dot(a15, b2), dot(a15, b3));
-    }
-    let acc = array<vec4<f32>, 16>(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15);
+    let acc = tile16_subgroup(vec4<u32>(w0, w1, w2, w3), k4, ra, rb); // prelude `tile16_subgroup`
     for (var r = 0u; r < TM; r++) {
         if (row0 + r >= p.m) {
             return;

@@ -40,7 +40,7 @@ fn matmul_subgroup(
     let base = (colc / p4) * (4u * k4 * p4) + colc % p4; // this column's panel
     let ra = min(row0 + (lane & 7u), p.m - 1u) * k4;
     let rb = min(row0 + 8u + (lane & 7u), p.m - 1u) * k4;
-    let acc = tile16_subgroup(base, p4, k4, ra, rb); // prelude `tile16_subgroup`
+    let acc = tile16_subgroup(vec4<u32>(base, p4, 0u, 0u), k4, ra, rb); // prelude `tile16_subgroup`
     if (col >= n4) {
         return;
     }

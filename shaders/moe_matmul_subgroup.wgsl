@@ -23,7 +23,7 @@ fn moe_matmul_subgroup(
     let e = row_expert[row0];
     let ra = source(row0 + (lane & 7u));
     let rb = source(row0 + 8u + (lane & 7u));
-    let acc = tile16_subgroup(expert_panel(e, colc), p.p4, p.k4, ra, rb);
+    let acc = tile16_subgroup(vec4<u32>(expert_panel(e, colc), p.p4, 0u, 0u), p.k4, ra, rb);
     if (col >= p.n4) {
         return;
     }

@@ -4,8 +4,8 @@
 // cols), so the work grows with the number of listed blocks, not with T². Inside a
 // block, keys after the query are masked (causality holds everywhere). Online softmax
 // across blocks; entropy of each attention row to entropy[h, t].
-// Prelude `attention` (shaders/lib/attention.wgsl): AttentionParams, MAX_HS4 and the
-// online softmax (online_start / online_add / online_entropy).
+// Preludes `attention` (AttentionParams, MAX_HS4, the online softmax) and `attend_row`
+// (a row's start, its fold of a key and its end: attention.wgsl's).
 
 override WG: u32 = 64u;
 
@@ -28,13 +28,9 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
     }
     let stride = qkv_stride4();
     let hs4 = p.hs4;
-    let qo = (p.t0 + t) * stride + h * hs4;
     var q: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
-    for (var d = 0u; d < hs4; d++) {
-        q[d] = qkv[qo + d] * p.scale;
-        acc[d] = vec4<f32>(0.0);
-    }
+    row_start(&q, &acc, (p.t0 + t) * stride + h * hs4, hs4); // prelude `attend_row`
     var sm = online_start();
     let qpos = p.pos + t;
     let qb = qpos / p.block;
@@ -43,23 +39,10 @@ fn sparse_attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
         let j0 = max(kb * p.block, first_key(qpos));
         let j1 = min(kb * p.block + p.block, qpos + 1u);
         for (var j = j0; j < j1; j++) {
-            let ko = kv_row(p.table0, j) * p.kv_stride4 + p.k_off4 + kv_head4(h);
-            let s = key_dot(&q, ko, hs4);
-            let w = online_add(&sm, s);
-            if (w.x != 1.0) {
-                for (var d = 0u; d < hs4; d++) {
-                    acc[d] *= w.x;
-                }
-            }
-            let e = w.y;
-            let vo = kv_row(p.table0, j) * p.kv_stride4 + p.v_off4 + kv_head4(h);
-            value_add(&acc, e, vo, hs4);
+            let row = kv_row(p.table0, j) * p.kv_stride4 + kv_head4(h);
+            row_key(&q, &acc, &sm, row + p.k_off4, row + p.v_off4, hs4);
         }
     }
-    let inv = 1.0 / sm.l;
-    let oo = (p.t0 + t) * p.c4 + h * hs4;
-    for (var d = 0u; d < hs4; d++) {
-        out[oo + d] = acc[d] * inv;
-    }
+    row_finish(&acc, sm, (p.t0 + t) * p.c4 + h * hs4, hs4);
     entropy[h * p.t + t] = online_entropy(sm);
 }

@@ -1,17 +1,26 @@
 // 16 rows × one vec4 of columns of a product, for the subgroup matmul kernels (the
-// kernel declares `a: array<vec4<f32>>` and weights `w: array<W>`, read through
-// `load_w4` of a weights prelude). Lane s of the subgroup loads rows s and s + 8 of
-// `a` and every lane takes the 16 rows from those two loads with subgroupBroadcast: on
-// lavapipe each storage load is a scalar loop over the lanes, so this cuts the loads of
-// `a` eightfold. Needs subgroups of at least 8 lanes (lavapipe: 8 or 16; NVIDIA 32; AMD
-// 32/64), and every lane of the subgroup must call it (broadcasts). The accumulators
-// are separate variables inside the loop: llvmpipe keeps dynamically indexed arrays in
-// memory.
+// kernel declares `a: array<vec4<f32>>`, and `tile_weights` / `tile_product`, which say
+// how its weights are laid out: prelude `tile16_panels` for column panels of `w`, or
+// its own). Lane s of the subgroup loads rows s and s + 8 of `a` and every lane takes
+// the 16 rows from those two loads with subgroupBroadcast: on lavapipe each storage
+// load is a scalar loop over the lanes, so this cuts the loads of `a` eightfold. Needs
+// subgroups of at least 8 lanes (lavapipe: 8 or 16; NVIDIA 32; AMD 32/64), and every
+// lane of the subgroup must call it (broadcasts). The accumulators are separate
+// variables inside the loop: llvmpipe keeps dynamically indexed arrays in memory.
+
+// The four weight vec4s one step along K multiplies (loaded through `load_w4`).
+struct Tile4 {
+    b0: vec4<f32>,
+    b1: vec4<f32>,
+    b2: vec4<f32>,
+    b3: vec4<f32>,
+}
 
 // The products of `a`'s rows at vec4 offsets `ra` (this lane's row of the first 8)
-// and `rb` (of the second 8) with the weight column whose panel starts at `wbase`
-// (panels of `p4` vec4s, `k4` vec4s of K).
-fn tile16_subgroup(wbase: u32, p4: u32, k4: u32, ra: u32, rb: u32) -> array<vec4<f32>, 16> {
+// and `rb` (of the second 8) with the weights `tile_weights(at, k)` gives at each of
+// the `k4` steps along K (`at`: where this lane's weight column starts, in the
+// kernel's terms).
+fn tile16_subgroup(at: vec4<u32>, k4: u32, ra: u32, rb: u32) -> array<vec4<f32>, 16> {
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -29,45 +38,41 @@ fn tile16_subgroup(wbase: u32, p4: u32, k4: u32, ra: u32, rb: u32) -> array<vec4
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
     for (var k = 0u; k < k4; k++) {
-        let bi = wbase + 4u * k * p4;
-        let b0 = load_w4(w[bi]);
-        let b1 = load_w4(w[bi + p4]);
-        let b2 = load_w4(w[bi + 2u * p4]);
-        let b3 = load_w4(w[bi + 3u * p4]);
+        let t = tile_weights(at, k);
         let xa = a[ra + k];
         let xb = a[rb + k];
         let a0 = subgroupBroadcast(xa, 0u);
-        c0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
+        c0 += tile_product(a0, t);
         let a1 = subgroupBroadcast(xa, 1u);
-        c1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
+        c1 += tile_product(a1, t);
         let a2 = subgroupBroadcast(xa, 2u);
-        c2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
+        c2 += tile_product(a2, t);
         let a3 = subgroupBroadcast(xa, 3u);
-        c3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
+        c3 += tile_product(a3, t);
         let a4 = subgroupBroadcast(xa, 4u);
-        c4 += a4.x * b0 + a4.y * b1 + a4.z * b2 + a4.w * b3;
+        c4 += tile_product(a4, t);
         let a5 = subgroupBroadcast(xa, 5u);
-        c5 += a5.x * b0 + a5.y * b1 + a5.z * b2 + a5.w * b3;
+        c5 += tile_product(a5, t);
         let a6 = subgroupBroadcast(xa, 6u);
-        c6 += a6.x * b0 + a6.y * b1 + a6.z * b2 + a6.w * b3;
+        c6 += tile_product(a6, t);
         let a7 = subgroupBroadcast(xa, 7u);
-        c7 += a7.x * b0 + a7.y * b1 + a7.z * b2 + a7.w * b3;
+        c7 += tile_product(a7, t);
         let a8 = subgroupBroadcast(xb, 0u);
-        c8 += a8.x * b0 + a8.y * b1 + a8.z * b2 + a8.w * b3;
+        c8 += tile_product(a8, t);
         let a9 = subgroupBroadcast(xb, 1u);
-        c9 += a9.x * b0 + a9.y * b1 + a9.z * b2 + a9.w * b3;
+        c9 += tile_product(a9, t);
         let a10 = subgroupBroadcast(xb, 2u);
-        c10 += a10.x * b0 + a10.y * b1 + a10.z * b2 + a10.w * b3;
+        c10 += tile_product(a10, t);
         let a11 = subgroupBroadcast(xb, 3u);
-        c11 += a11.x * b0 + a11.y * b1 + a11.z * b2 + a11.w * b3;
+        c11 += tile_product(a11, t);
         let a12 = subgroupBroadcast(xb, 4u);
-        c12 += a12.x * b0 + a12.y * b1 + a12.z * b2 + a12.w * b3;
+        c12 += tile_product(a12, t);
         let a13 = subgroupBroadcast(xb, 5u);
-        c13 += a13.x * b0 + a13.y * b1 + a13.z * b2 + a13.w * b3;
+        c13 += tile_product(a13, t);
         let a14 = subgroupBroadcast(xb, 6u);
-        c14 += a14.x * b0 + a14.y * b1 + a14.z * b2 + a14.w * b3;
+        c14 += tile_product(a14, t);
         let a15 = subgroupBroadcast(xb, 7u);
-        c15 += a15.x * b0 + a15.y * b1 + a15.z * b2 + a15.w * b3;
+        c15 += tile_product(a15, t);
     }
     return array<vec4<f32>, 16>(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15);
 }

@@ -257,6 +257,8 @@ pub mod prelude {
         KEYS64 = "keys64";
         /// 16 rows × a vec4 of columns by subgroup broadcasts (the subgroup matmuls).
         TILE16_SUBGROUP = "tile16_subgroup";
+        /// That tile's weights in column panels (`matmul`'s layout).
+        TILE16_PANELS = "tile16_panels";
         /// The grouped expert matmuls' params, bindings, row sources and store.
         MOE_MATMUL = "moe_matmul";
         /// `matvec_splitk`'s row read from x as it is (`x_begin`, `x_at`).
@@ -265,6 +267,9 @@ pub mod prelude {
         RESIDUAL_PARTS = "residual_parts";
         /// The residual stream's row staged and normalised in workgroup memory.
         STAGE_X = "stage_x";
+        /// A query row's attention of one head by one invocation (the software
+        /// kernels: `row_start`, `row_key`, `row_finish`).
+        ATTEND_ROW = "attend_row";
         /// A decode row's attention of one head by a workgroup (`attend`).
         ATTEND_WORKGROUP = "attend_workgroup";
         /// The split-K sum of the hardware matrix-vector kernels (`sum_groups`).
@@ -370,7 +375,7 @@ const MATMUL_COOP: &[Prelude] = &[
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
 const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
 // the attention kernels reading keys and values (`k`, `v`), and attention_weights
-const ATTENTION: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ];
+const ATTENTION: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ, prelude::ATTEND_ROW];
 const ATTENTION_WEIGHTS: &[Prelude] = &[prelude::ATTENTION];
 const ATTENTION_TILES: &[Prelude] = &[
     prelude::ATTENTION,
@@ -378,7 +383,12 @@ const ATTENTION_TILES: &[Prelude] = &[
     prelude::ATTENTION_TILES,
 ];
 // the paged (generation) attention kernels: which keys a row walks
-const ATTENTION_PAGED: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ, prelude::PAGED_WALK];
+const ATTENTION_PAGED: &[Prelude] = &[
+    prelude::ATTENTION,
+    prelude::KV_READ,
+    prelude::PAGED_WALK,
+    prelude::ATTEND_ROW,
+];
 // the same by a workgroup, and with the output projection's partial rows (`.weights()`)
 const ATTENTION_PAGED_WG: &[Prelude] = &[
     prelude::ATTENTION,
@@ -408,10 +418,15 @@ const MATMUL_SUBGROUP: &[Prelude] = &[
     prelude::EPILOGUE,
     prelude::KV_WRITE,
     prelude::TILE16_SUBGROUP,
+    prelude::TILE16_PANELS,
 ];
 const MOE_MATMUL: &[Prelude] = &[prelude::GELU, prelude::MOE_MATMUL];
-const MOE_MATMUL_SUBGROUP: &[Prelude] =
-    &[prelude::GELU, prelude::MOE_MATMUL, prelude::TILE16_SUBGROUP];
+const MOE_MATMUL_SUBGROUP: &[Prelude] = &[
+    prelude::GELU,
+    prelude::MOE_MATMUL,
+    prelude::TILE16_SUBGROUP,
+    prelude::TILE16_PANELS,
+];
 use KernelClass::{Hardware, Software};
 
 // The f32 kernels whose half-float twin shares their file, entry and preludes
@@ -434,6 +449,7 @@ const MATMUL_TILED_K: Kernel = Kernel::new("matmul_tiled", wgsl!("matmul_tiled")
 const MATMUL_BT_K: Kernel = Kernel::new("matmul_bt", wgsl!("matmul_bt")).weights();
 const MATMUL_BT_SUBGROUP_K: Kernel = Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
     .of("matmul_bt")
+    .with(&[prelude::TILE16_SUBGROUP])
     .weights()
     .subgroup();
 const MATVEC_K: Kernel = Kernel::new("matvec", wgsl!("matvec"))
