@@ -27,18 +27,6 @@ override WG: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [T, C]
 @group(0) @binding(5) var<storage, read> positions: array<u32>;    // [T]
 
-// wte is stored in row groups (`kernels::matmul_bt::to_row_groups`): for every 32 rows
-// and every 8 columns, the 8 values of each row of the group, so the rows a subgroup
-// reads side by side lie side by side in memory. Start of `row`, in units of 4 values:
-fn row_base(row: u32, k4: u32) -> u32 {
-    return (row / 32u) * ((k4 + 1u) / 2u) * 64u + (row % 32u) * 2u;
-}
-
-// Columns 4k .. 4k + 3 of a row, from its start, in units of 4 values.
-fn col_step(k: u32) -> u32 {
-    return (k / 2u) * 64u + (k % 2u);
-}
-
 @compute @workgroup_size(WG)
 fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;

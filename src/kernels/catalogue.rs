@@ -49,6 +49,8 @@ pub struct Kernel {
     /// Files of `shaders/lib/` prepended at pipeline creation, in order (after the
     /// weights prelude of a kernel with [`Kernel::typed_weights`]).
     pub preludes: &'static [Prelude],
+    /// More preludes after those: what a variant adds to a shared list.
+    pub extra: &'static [Prelude],
     /// Reads its weights through `load_w` / `load_w4`: prelude `weights_f32` or
     /// `weights_f16` by its [`Precision`] comes first ([`Kernel::all_preludes`]).
     pub typed_weights: bool,
@@ -83,6 +85,7 @@ impl Kernel {
             entry: name,
             body,
             preludes: &[],
+            extra: &[],
             typed_weights: false,
             subgroups: false,
             cooperative: false,
@@ -114,6 +117,16 @@ impl Kernel {
     }
     const fn with(mut self, preludes: &'static [Prelude]) -> Kernel {
         self.preludes = preludes;
+        self
+    }
+    /// `preludes` after [`Kernel::preludes`] (a variant's own).
+    const fn and(mut self, preludes: &'static [Prelude]) -> Kernel {
+        self.extra = preludes;
+        self
+    }
+    /// The same kernel under another name (a variant differing in its preludes).
+    const fn rename(mut self, name: &'static str) -> Kernel {
+        self.name = name;
         self
     }
     /// Reads its weights through the weights prelude of its precision.
@@ -152,7 +165,8 @@ impl Kernel {
     }
 
     /// The preludes prepended to the body, in order: the weights prelude of its
-    /// precision (a kernel with typed weights), then [`Kernel::preludes`].
+    /// precision (a kernel with typed weights), [`Kernel::preludes`], then
+    /// [`Kernel::extra`].
     pub fn all_preludes(&self) -> impl Iterator<Item = &'static Prelude> {
         let weights = match self.precision {
             Precision::F32 => &prelude::WEIGHTS_F32,
@@ -162,6 +176,7 @@ impl Kernel {
             .then_some(weights)
             .into_iter()
             .chain(self.preludes)
+            .chain(self.extra)
     }
 
     /// The source handed to the compiler: the body's `enable` directives (WGSL wants
@@ -265,6 +280,12 @@ pub mod prelude {
         MATVEC_X = "matvec_x";
         /// The residual stream with deferred partial rows (`residual_at`).
         RESIDUAL_PARTS = "residual_parts";
+        /// Its base rows from `x` (`residual_base`).
+        RESIDUAL_X = "residual_x";
+        /// Its base rows from the embedding (the first block of a decode step).
+        RESIDUAL_EMBED = "residual_embed";
+        /// Where a row of wte starts in its row groups (`row_base`, `col_step`).
+        ROW_GROUPS = "row_groups";
         /// The residual stream's row staged and normalised in workgroup memory.
         STAGE_X = "stage_x";
         /// A query row's attention of one head by one invocation (the software
@@ -320,7 +341,8 @@ const MATVEC_SPLITK: &[Prelude] = &[
     prelude::MATVEC_X,
     prelude::SPLITK_REDUCE,
 ];
-// the same reading the residual stream with deferred partial rows, staged
+// the same reading the residual stream with deferred partial rows, staged (its base
+// rows: `.and` prelude residual_x, or residual_embed in the first block)
 const MATVEC_STAGED: &[Prelude] = &[
     prelude::MATVEC_PARAMS,
     prelude::GELU,
@@ -342,6 +364,7 @@ const MLP_PARTIAL: &[Prelude] = &[
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
+    prelude::RESIDUAL_X,
     prelude::STAGE_X,
     prelude::SPLITK_REDUCE,
 ];
@@ -353,7 +376,7 @@ const MATVEC_BT_GROUPS: &[Prelude] = &[
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
 ];
-const MATVEC_BT: &[Prelude] = &[prelude::MATVEC_BT_PARAMS];
+const MATVEC_BT: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::ROW_GROUPS];
 // the matmul kernels without a weight type: tensor cores, the split-K sum
 const MATMUL_UNTYPED: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
@@ -431,7 +454,9 @@ use KernelClass::{Hardware, Software};
 
 // The f32 kernels whose half-float twin shares their file, entry and preludes
 // (`Kernel::f16_twin`).
-const EMBEDDING_K: Kernel = Kernel::new("embedding", wgsl!("embedding")).weights();
+const EMBEDDING_K: Kernel = Kernel::new("embedding", wgsl!("embedding"))
+    .with(&[prelude::ROW_GROUPS])
+    .weights();
 const MATMUL_K: Kernel = Kernel::new("matmul", wgsl!("matmul"))
     .with(MATMUL)
     .weights();
@@ -446,10 +471,12 @@ const MATMUL_TILED_K: Kernel = Kernel::new("matmul_tiled", wgsl!("matmul_tiled")
     .of("matmul")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(256));
-const MATMUL_BT_K: Kernel = Kernel::new("matmul_bt", wgsl!("matmul_bt")).weights();
+const MATMUL_BT_K: Kernel = Kernel::new("matmul_bt", wgsl!("matmul_bt"))
+    .with(&[prelude::ROW_GROUPS])
+    .weights();
 const MATMUL_BT_SUBGROUP_K: Kernel = Kernel::new("matmul_bt_subgroup", wgsl!("matmul_bt_subgroup"))
     .of("matmul_bt")
-    .with(&[prelude::TILE16_SUBGROUP])
+    .with(&[prelude::TILE16_SUBGROUP, prelude::ROW_GROUPS])
     .weights()
     .subgroup();
 const MATVEC_K: Kernel = Kernel::new("matvec", wgsl!("matvec"))
@@ -465,10 +492,15 @@ const MATVEC_SPLITK_K: Kernel = Kernel::new("matvec_splitk", wgsl!("matvec_split
     .workgroup(Workgroup::Fixed(256));
 const MATVEC_STAGED_K: Kernel = Kernel::new("matvec_staged", wgsl!("matvec_splitk"))
     .with(MATVEC_STAGED)
+    .and(&[prelude::RESIDUAL_X])
     .weights()
     .entry("matvec_splitk")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(256));
+const MATVEC_EMBED_STAGED_K: Kernel = MATVEC_STAGED_K
+    .rename("matvec_embed_staged")
+    .and(&[prelude::RESIDUAL_EMBED, prelude::ROW_GROUPS])
+    .of("matvec_staged");
 const MLP_PARTIAL_K: Kernel = Kernel::new("mlp_partial", wgsl!("mlp_partial"))
     .with(MLP_PARTIAL)
     .weights()
@@ -548,16 +580,19 @@ pub const KERNELS: &[Kernel] = &[
     MATVEC_SPLITK_K.f16_twin("matvec_f16_splitk"),
     MATVEC_STAGED_K,
     MATVEC_STAGED_K.f16_twin("matvec_f16_staged"),
+    MATVEC_EMBED_STAGED_K,
+    MATVEC_EMBED_STAGED_K.f16_twin("matvec_f16_embed_staged"),
     MLP_PARTIAL_K,
     MLP_PARTIAL_K.f16_twin("mlp_partial_f16"),
-    Kernel::new("residual_sum", wgsl!("residual_sum")).with(&[prelude::RESIDUAL_PARTS]),
+    Kernel::new("residual_sum", wgsl!("residual_sum"))
+        .with(&[prelude::RESIDUAL_PARTS, prelude::RESIDUAL_X]),
     MATVEC_BT_K,
     MATVEC_BT_K.f16_twin("matvec_bt_f16"),
     MATVEC_BT_GROUPS_K,
     MATVEC_BT_GROUPS_K.f16_twin("matvec_bt_f16_groups"),
     Kernel::new("matvec_bt_f16_subgroup", wgsl!("matvec_bt_f16_subgroup"))
         .of("matvec_bt")
-        .with(MATVEC_BT)
+        .with(&[prelude::MATVEC_BT_PARAMS])
         .class(Software)
         .batch()
         .subgroup()

@@ -62,6 +62,10 @@ pub struct FusionBuffers<'a> {
     /// The staged kernels: the partial rows, the deferred bias, and `x_out`, where the
     /// row's first workgroup writes the stream whole.
     pub deferred: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The staged kernels that take the stream's base from the embedding
+    /// ([`embeds`]): the rows' token ids, their positions and wte (one binding; the
+    /// op's `x` is the position table wpe, or a dummy).
+    pub embed: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
 /// Whether `variant` has the norm prologue (the hardware kernels: one workgroup a row
@@ -74,7 +78,14 @@ pub fn fuses_norm(variant: &str) -> bool {
 /// workgroup memory (`matvec_staged`, `matvec_f16_staged`: the qkv projection of the
 /// hardware decode blocks in three dispatches, [`super::partials`]).
 pub fn stages(variant: &str) -> bool {
-    matches!(variant, "matvec_staged" | "matvec_f16_staged")
+    matches!(variant, "matvec_staged" | "matvec_f16_staged") || embeds(variant)
+}
+
+/// Whether `variant` is a staged kernel whose stream's base is the embedding
+/// (`matvec_embed_staged`, `matvec_f16_embed_staged`: the first block of a decode step
+/// with the embedding folded in, prelude `residual_embed`).
+pub fn embeds(variant: &str) -> bool {
+    matches!(variant, "matvec_embed_staged" | "matvec_f16_embed_staged")
 }
 
 /// Output vec4s one workgroup of the split-K kernels computes (their `COLS4`).
@@ -88,7 +99,7 @@ pub const STAGED_COLS4: usize = 16;
 fn workgroups(variant: &str, n: usize, wg: usize) -> usize {
     match variant {
         "matvec_splitk" | "matvec_f16_splitk" => (n / 4).div_ceil(SPLITK_COLS4),
-        "matvec_staged" | "matvec_f16_staged" => (n / 4).div_ceil(STAGED_COLS4),
+        v if stages(v) => (n / 4).div_ceil(STAGED_COLS4),
         "matvec_f16_subgroup" => (n / 8).div_ceil(wg),
         _ => (n / 4).div_ceil(wg),
     }
@@ -146,6 +157,10 @@ pub fn matvec_fused_op(
     if stages(variant) {
         let (parts, bias, x_out) = fused.deferred.unwrap_or((&si.read, &si.read, &si.written));
         all.extend([parts, bias, x_out]);
+    }
+    if embeds(variant) {
+        let (ids, positions, wte) = fused.embed.unwrap_or((&si.read, &si.read, &si.read));
+        all.extend([ids, positions, wte]);
     }
     RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)
 }
@@ -255,6 +270,7 @@ pub fn run_matvec_staged(
         kv: None,
         norm: Some((&g, &nb)),
         deferred: Some((&parts, &res_bias, &x_out)),
+        embed: None,
     };
     let op = matvec_fused_op(ctx, pipelines, variant, &io, fused);
     let fusion = Fusion {

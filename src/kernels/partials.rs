@@ -24,15 +24,24 @@ use crate::gpu::{buffers, GpuContext};
 pub struct Deferred {
     pub parts: usize,
     pub bias: bool,
+    /// The base is the embedding with learned positions (a staged kernel that
+    /// [`super::matvec::embeds`], over a model with wpe).
+    pub wpe: bool,
 }
 
 /// `STAGE_BIAS` in the norm flags of the staging kernels.
 pub const STAGE_BIAS: u32 = 8;
 
+/// `STAGE_WPE` in the norm flags of the staged kernels reading the embedding
+/// (prelude `residual_embed`).
+pub const STAGE_WPE: u32 = 16;
+
 impl Deferred {
-    /// The staging kernels' norm flags: the norm's, and [`STAGE_BIAS`].
+    /// The staging kernels' norm flags: the norm's, [`STAGE_BIAS`] and [`STAGE_WPE`].
     pub(super) fn flags(self, norm: Option<Norm>) -> u32 {
-        norm_flags(norm) | if self.bias { STAGE_BIAS } else { 0 }
+        norm_flags(norm)
+            | if self.bias { STAGE_BIAS } else { 0 }
+            | if self.wpe { STAGE_WPE } else { 0 }
     }
 }
 
@@ -149,6 +158,15 @@ pub fn staged_variant(half: bool) -> &'static str {
         "matvec_f16_staged"
     } else {
         "matvec_staged"
+    }
+}
+
+/// The same taking the stream's base from the embedding (the first block).
+pub fn embed_staged_variant(half: bool) -> &'static str {
+    if half {
+        "matvec_f16_embed_staged"
+    } else {
+        "matvec_embed_staged"
     }
 }
 
@@ -287,6 +305,7 @@ impl HostResidual<'_> {
         Deferred {
             parts: self.parts.len() / self.x.len(),
             bias: self.bias.is_some(),
+            wpe: false,
         }
     }
 

@@ -655,6 +655,7 @@ pub(super) fn bind_ops(
                     kv: pool,
                     norm: Some((g, nb)),
                     deferred: None,
+                    embed: None,
                 };
                 matvec_fused_op(ctx, pl, variant, &stream, fused)
             });
@@ -688,6 +689,7 @@ pub(super) fn bind_ops(
                     kv: pool,
                     norm: None,
                     deferred: None,
+                    embed: None,
                 },
             ),
             normed,

@@ -404,6 +404,9 @@ pub struct PartialBlockOps {
 pub struct PartialOps {
     pub shape: crate::kernels::partials::MlpShape,
     pub blocks: Vec<PartialBlockOps>,
+    /// The first block's qkv projection takes the stream from the embedding itself
+    /// (wte in one binding), so a step with these dispatches has no embedding dispatch.
+    pub embeds: bool,
     /// x made whole after the last block.
     pub residual: KernelOp,
 }

@@ -21,9 +21,9 @@ use crate::gpu::{buffers, GpuContext};
 use crate::kernels::attention::PagedBuffers;
 use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers};
 use crate::kernels::partials::{
-    attention_proj_op, attention_proj_variant, encode_attention_proj, encode_mlp_partial,
-    encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant, residual_sum_op, staged_variant,
-    Deferred, MlpAct, MlpBuffers, MlpShape, MAX_PARTS, MAX_STAGE,
+    attention_proj_op, attention_proj_variant, embed_staged_variant, encode_attention_proj,
+    encode_mlp_partial, encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant,
+    residual_sum_op, staged_variant, Deferred, MlpAct, MlpBuffers, MlpShape, MAX_PARTS, MAX_STAGE,
 };
 use crate::kernels::{LinearBuffers, Pipelines};
 
@@ -98,6 +98,11 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
         MlpWeights::Dense { fc_proj_b, .. } => or_dummy(fc_proj_b),
         MlpWeights::Moe { .. } => unreachable!("deferred blocks have dense MLPs"),
     };
+    let embed = match w.wte.chunks.as_slice() {
+        [whole] => Some((&a.ids, &a.positions, &whole.buffer)),
+        _ => None,
+    };
+    let embeds = embed.is_some();
     let blocks = w
         .blocks
         .iter()
@@ -132,6 +137,7 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
                     .then_some((&b.kv.k[l], &b.kv.v[l], &a.kv_slots)),
                 norm: Some((&blk.ln_1_w, &ln_1_b)),
                 deferred: Some((&p.mlp, &prev_bias, &p.x2)),
+                embed: None,
             };
             let paged = PagedBuffers {
                 qkv: &a.qkv,
@@ -156,8 +162,21 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
                 w_down: fc_proj_w,
                 out: &p.mlp,
             };
+            // the first block reads the embedding itself where wte fits one binding
+            let qkv = match (l, &embed) {
+                (0, Some(e)) => {
+                    let wpe = w.wpe.as_ref().unwrap_or(&a.dummy);
+                    let io = LinearBuffers { x: wpe, ..io };
+                    let fused = FusionBuffers {
+                        embed: Some(*e),
+                        ..fused
+                    };
+                    matvec_fused_op(b.ctx, b.pl, embed_staged_variant(half), &io, fused)
+                }
+                _ => matvec_fused_op(b.ctx, b.pl, staged_variant(half), &io, fused),
+            };
             PartialBlockOps {
-                qkv: matvec_fused_op(b.ctx, b.pl, staged_variant(half), &io, fused),
+                qkv,
                 attn: attention_proj_op(
                     b.ctx,
                     b.pl,
@@ -173,6 +192,7 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
     PartialOps {
         shape,
         blocks,
+        embeds,
         residual: residual_sum_op(b.ctx, b.pl, &a.x, &p.mlp, &last),
     }
 }
@@ -195,6 +215,7 @@ impl Model {
         let pending_mlp = Deferred {
             parts: if l == 0 { 0 } else { ops.shape.parts() },
             bias: l > 0 && cfg.has_mlp_bias(),
+            wpe: l == 0 && ops.embeds && self.weights.wpe.is_some(),
         };
         let rotary = &self.ops.blocks[l].rotary;
         let qkv = Fusion {
@@ -227,6 +248,7 @@ impl Model {
         let pending_heads = Deferred {
             parts: heads.nh,
             bias: cfg.has_o_bias(),
+            wpe: false,
         };
         encode_mlp_partial(pass, &blk.mlp, t, ops.shape, pending_heads, norm);
     }
@@ -241,6 +263,7 @@ impl Model {
         let pending = Deferred {
             parts: ops.shape.parts(),
             bias: self.config.has_mlp_bias(),
+            wpe: false,
         };
         encode_residual_sum(pass, &ops.residual, t, self.config.n_embed, pending);
     }

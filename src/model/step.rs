@@ -386,9 +386,23 @@ impl Model {
         };
         let path = kind.path();
 
-        // x = wte(idx) + wpe(pos) (the rotary families: wte(idx))
-        for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-            encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), learned);
+        // a decode step's blocks with their residual adds deferred (hardware kernels),
+        // and a short prefill chunk's
+        let short = |decode: usize| {
+            self.mixed_rows()
+                .is_some_and(|m| t - decode <= m.prompt && t <= m.total)
+        };
+        let deferred = match kind {
+            StepKind::Decode { .. } => ops.partials.as_ref(),
+            StepKind::Prefill { decode, .. } if short(decode) => ops.partials.as_ref(),
+            _ => None,
+        };
+        // x = wte(idx) + wpe(pos) (the rotary families: wte(idx)); the deferred blocks'
+        // first projection reads it from wte and wpe itself where wte is one binding
+        if !deferred.is_some_and(|d| d.embeds) {
+            for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
+                encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), learned);
+            }
         }
         if capture {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
@@ -399,19 +413,8 @@ impl Model {
         let rotary_stores = pooled && self.weights.rope.is_some();
         let kv_in_epilogue = pooled && !rotary_stores;
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
-        // a decode step's blocks with their residual adds deferred (hardware kernels),
-        // and a short prefill chunk's
-        let short = |decode: usize| {
-            self.mixed_rows()
-                .is_some_and(|m| t - decode <= m.prompt && t <= m.total)
-        };
         // a burst's rows attend row by row, as a decode step's (decided once a step)
         let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
-        let deferred = match kind {
-            StepKind::Decode { .. } => ops.partials.as_ref(),
-            StepKind::Prefill { decode, .. } if short(decode) => ops.partials.as_ref(),
-            _ => None,
-        };
         for (l, blk) in ops.blocks.iter().enumerate() {
             if let Some(d) = deferred {
                 self.encode_block_deferred(pass, d, l, t);

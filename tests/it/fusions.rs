@@ -153,6 +153,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                             kv: Some(pool.bind()),
                             norm: None,
                             deferred: None,
+                            embed: None,
                         };
                         let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
                         let fusion = Fusion {
@@ -328,6 +329,7 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
                             kv: None,
                             norm: Some((&gb_, &bb_)),
                             deferred: None,
+                            embed: None,
                         },
                     );
                     let plain_op = matvec::matvec_variant_op(
@@ -668,13 +670,14 @@ fn a_decode_step_takes_the_fused_dispatches() {
     // the hardware kernels), argmax.
     // With the residual adds deferred (`decode_blocks` auto, the hardware kernels'
     // default): qkv (the stream made whole, ln_1 folded in), attention with its output
-    // projection, the whole MLP = 3, and the stream made whole before the LM head.
+    // projection, the whole MLP = 3, and the stream made whole before the LM head; the
+    // first qkv reads the embedding itself (no embedding dispatch).
     let per_linear = serde_json::json!({"decode_blocks": "per_linear"});
     for dtype in ["float32", "float16"] {
         let deferred = decode_dispatches("hardware", dtype, serde_json::json!({}));
         let hw = decode_dispatches("hardware", dtype, per_linear.clone());
         let sw = decode_dispatches("software", dtype, serde_json::json!({}));
-        assert_eq!(deferred, 3 * 3 + 4, "GPT-2 {dtype}, deferred blocks");
+        assert_eq!(deferred, 3 * 3 + 3, "GPT-2 {dtype}, deferred blocks");
         assert_eq!(hw, 3 * 5 + 3, "GPT-2 {dtype}, hardware kernels");
         assert_eq!(sw, 3 * 7 + 4, "GPT-2 {dtype}, software kernels");
     }
@@ -688,7 +691,7 @@ fn a_decode_step_takes_the_fused_dispatches() {
     llama_per_linear["decode_blocks"] = "per_linear".into();
     assert_eq!(
         decode_dispatches("hardware", "float32", llama.clone()),
-        3 * 4 + 4
+        3 * 4 + 3
     );
     assert_eq!(
         decode_dispatches("hardware", "float32", llama_per_linear),
@@ -705,12 +708,12 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let gpt2 = step_dispatches("software", "float32", serde_json::json!({})).0;
     assert_eq!(gpt2, 3 * 7 + 5, "GPT-2 prefill");
     // a short prefill chunk with the hardware kernels takes the deferred blocks (3 a
-    // GPT-2 block, 4 a Llama one), then the stream made whole, the last row gathered,
-    // LM head (ln_f folded in), argmax
+    // GPT-2 block, 4 a Llama one; the embedding in the first), then the stream made
+    // whole, the last row gathered, LM head (ln_f folded in), argmax
     let hw = step_dispatches("hardware", "float32", serde_json::json!({})).0;
-    assert_eq!(hw, 3 * 3 + 5, "GPT-2 prefill, deferred blocks");
+    assert_eq!(hw, 3 * 3 + 4, "GPT-2 prefill, deferred blocks");
     let llama_hw = step_dispatches("hardware", "float32", llama.clone()).0;
-    assert_eq!(llama_hw, 3 * 4 + 5, "Llama prefill, deferred blocks");
+    assert_eq!(llama_hw, 3 * 4 + 4, "Llama prefill, deferred blocks");
     let llama_sw = step_dispatches("software", "float32", llama.clone()).0;
     assert_eq!(llama_sw, 3 * 9 + 5, "Llama prefill");
     // the matmul path with the hardware kernels (`per_linear`, or a chunk of more than
@@ -735,6 +738,46 @@ fn a_decode_step_takes_the_fused_dispatches() {
     assert_eq!(gpt2, 3 * 7 + 4, "GPT-2 prefill, matmul_fusion separate");
     let llama = step_dispatches("hardware", "float32", llama_separate).0;
     assert_eq!(llama, 3 * 9 + 4, "Llama prefill, matmul_fusion separate");
+}
+
+/// The deferred blocks' first projection reads the embedding itself
+/// (`matvec_embed_staged`, prelude `residual_embed`) where wte is one binding: no
+/// embedding dispatch, and the same numbers, bit for bit, as the embedding dispatched
+/// (forced here by a binding cap that cuts wte into chunks), for a prefill chunk and
+/// decode steps; GPT-2 (learned positions) and Llama (none), f32 and f16 weights.
+#[test]
+fn the_first_projection_reads_the_embedding_itself() {
+    let capped = common::new_gpu(Some(16384));
+    for arch in ["gpt2", "llama"] {
+        for dtype in ["float32", "float16"] {
+            let logits = |g: &common::Gpu, folds: bool| {
+                let cfg = wgformer::ModelConfig::from_value(serde_json::json!({
+                    "architecture": arch, "vocab_size": 600, "context_size": 32, "n_layer": 2,
+                    "n_head": 2, "n_embed": 32, "intermediate_size": 64, "seed": 21,
+                    "kernels": "hardware", "dtype": dtype,
+                }))
+                .unwrap();
+                let model = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+                let partials = model.ops.partials.as_ref().expect("deferred blocks");
+                assert_eq!(partials.embeds, folds, "{arch} {dtype}");
+                assert_eq!(model.weights.wte.chunks.len() == 1, folds);
+                let mut kv = model.kv_reserve(16).unwrap().unwrap();
+                let mut out = model.extend(&mut kv, &[5, 599, 17, 300, 2]).unwrap();
+                for id in [42, 598, 0] {
+                    out.extend(model.extend(&mut kv, &[id]).unwrap());
+                }
+                out
+            };
+            let (folded, dispatched) = (logits(gpu(), true), logits(&capped, false));
+            assert_eq!(folded.len(), dispatched.len());
+            let differ = folded
+                .iter()
+                .zip(&dispatched)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{arch} {dtype}: {differ} logits differ");
+        }
+    }
 }
 
 /// A decode step's draw on the device (`Readback::Sample`) is the host sampler's draw

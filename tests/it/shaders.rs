@@ -272,6 +272,8 @@ fn uniform_structs_match_rust_twins() {
         "matvec_splitk",
         "matvec_f16_splitk",
         "matvec_f16_staged",
+        "matvec_embed_staged",
+        "matvec_f16_embed_staged",
     ] {
         let (size, _) = layout(shader, "MatvecParams");
         assert_eq!(
