@@ -11,7 +11,8 @@
 // GPT-2's 50,257 outputs, against 402,048 here. Each row is computed by the same code,
 // so its numbers do not depend on its batch. Preludes: matvec_bt_params, the weight
 // type `W` / `load_w4` (f32, or packed half floats for `matvec_bt_f16_groups`),
-// workgroup_reduce, norm_prologue.
+// workgroup_reduce, norm_prologue. With p.gather the rows are the listed rows of x (a
+// prefill step's asked rows, no gather dispatch before it).
 
 // 32 rows × 8 lanes along K (`part` and the prelude's tree hold 256).
 override WG: u32 = 256u;
@@ -22,6 +23,7 @@ override WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [out_row0 + R, N]
 @group(0) @binding(4) var<storage, read> norm_w: array<vec4<f32>>;  // [K] (p.norm; or a dummy)
 @group(0) @binding(5) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS; or a dummy)
+@group(0) @binding(6) var<storage, read> rows_list: array<u32>;     // rows of x (p.gather; or a dummy)
 
 var<workgroup> part: array<f32, 256>;
 
@@ -40,7 +42,12 @@ fn matvec_bt_groups(
     let rr = lid % 32u;
     let k4 = p.k4;
     let k8 = (k4 + 1u) / 2u;
-    let xr = (p.a_row0 + r) * k4;
+    // a prefill step's asked rows are read where they lie in the stream (p.gather)
+    var xrow = p.a_row0 + r;
+    if (p.gather != 0u) {
+        xrow = rows_list[xrow];
+    }
+    let xr = xrow * k4;
     let st = norm_stats(xr, k4, lid);
     var acc = 0.0;
     for (var c8 = lid / 32u; c8 < k8; c8 += WG / 32u) {

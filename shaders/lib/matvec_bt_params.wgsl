@@ -9,7 +9,7 @@ struct MatvecBtParams {
                    // those rows and does not store them
     norm: u32,     // the kernels with a norm prologue: NORM_* flags (0: a as it is)
     eps: f32,      // the norm's epsilon
-    _pad0: u32,
+    gather: u32,   // `matvec_bt_groups`: 1: row r is row rows_list[a_row0 + r] of `a`
 }
 
 // Store outputs col0 .. col0 + 3 (those below N) of row `r` of this dispatch (the kernel

@@ -25,7 +25,9 @@ pub struct MatvecBtParams {
     /// The norm prologue's flags ([`fuses_norm`] kernels; 0: `a` as it is).
     pub norm: u32,
     pub eps: f32,
-    pub _pad: u32,
+    /// [`fuses_norm`] kernels: 1 reads row `list[a_row0 + r]` of `a` for row r (the
+    /// op's list binding).
+    pub gather: u32,
 }
 
 /// Whether `variant` is a hardware LM head (a workgroup per 32 rows of wte) with the
@@ -65,23 +67,25 @@ pub fn matvec_bt_op(
     b: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> RowsOp {
-    matvec_bt_fused_op(ctx, pipelines, variant, (a, b, out), None)
+    matvec_bt_fused_op(ctx, pipelines, variant, (a, b, out), None, None)
 }
 
 /// [`matvec_bt_op`] with the final norm's (weight, bias) for a [`fuses_norm`] kernel
-/// (its `a` is then the residual stream; stand-ins where there is no norm).
+/// (its `a` is then the residual stream; stand-ins where there is no norm), and the
+/// list of rows of `a` it reads when encoded with `gather`.
 pub fn matvec_bt_fused_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
     (a, b, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
     norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    list: Option<&wgpu::Buffer>,
 ) -> RowsOp {
     let mut all = vec![a, b, out];
     let read = &ctx.stand_ins().read;
     if fuses_norm(variant) {
         let (g, nb) = norm.unwrap_or((read, read));
-        all.extend([g, nb]);
+        all.extend([g, nb, list.unwrap_or(read)]);
     }
     RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &all)
 }
@@ -96,19 +100,21 @@ pub fn encode_matvec_bt(
     rows: usize,
     out_row0: usize,
 ) {
-    encode_matvec_bt_normed(pass, op, (n, k), (a_row0, rows, out_row0), None)
+    encode_matvec_bt_normed(pass, op, (n, k), (a_row0, rows, out_row0), None, false)
 }
 
 /// [`encode_matvec_bt`] with `norm` over each row of `a` first (a [`fuses_norm`]
-/// kernel's op bound with the norm's weights).
+/// kernel's op bound with the norm's weights); with `gather`, row r of the dispatch is
+/// row `list[a_row0 + r]` of `a` (an op bound with the list).
 pub fn encode_matvec_bt_normed(
     pass: &mut wgpu::ComputePass<'_>,
     op: &RowsOp,
     (n, k): (usize, usize),
     (a_row0, rows, out_row0): (usize, usize, usize),
     norm: Option<Norm>,
+    gather: bool,
 ) {
-    debug_assert!(norm.is_none() || fuses_norm(op.name));
+    debug_assert!((norm.is_none() && !gather) || fuses_norm(op.name));
     let gx = if fuses_norm(op.name) {
         n.div_ceil(32) as u32
     } else {
@@ -123,7 +129,7 @@ pub fn encode_matvec_bt_normed(
             rows: (rows - row0) as u32,
             norm: norm_flags(norm),
             eps: norm.map_or(0.0, |n| n.eps),
-            _pad: 0,
+            gather: u32::from(gather),
         };
         o.encode(pass, &p, (gx, groups as u32, 1));
     }

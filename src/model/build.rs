@@ -950,25 +950,25 @@ pub(super) fn bind_ops(
     };
     // the hardware LM head over the residual stream with ln_f folded in (decode steps)
     let ln_f_b = or_dummy(&w.ln_f_b);
-    let normed_over = |rows: &wgpu::Buffer| -> Vec<_> {
+    // (with `list`: the rows of x it names)
+    let normed_over = |list: Option<&wgpu::Buffer>| -> Vec<_> {
         w.lm_head()
             .chunks
             .iter()
             .zip(&a.logits)
             .map(|(ch, out)| {
-                let io = (rows, &ch.buffer, out);
+                let io = (&a.x, &ch.buffer, out);
                 let norm = Some((&w.ln_f_w, &ln_f_b));
-                matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm)
+                matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm, list)
             })
             .collect()
     };
     let normed = matvec_bt::fuses_norm(lm_head_rows);
-    let lm_head_normed = normed.then(|| normed_over(&a.x));
-    // a prefill step's asked rows of x gathered into `att` (free once the blocks are
-    // done): decode rows and one a prompt
+    let lm_head_normed = normed.then(|| normed_over(None));
+    // a prefill step's asked rows of x, read where they lie: decode rows and one a
+    // prompt
     let gathered = normed.then(|| super::GatheredHead {
-        gather: gather_rows_op(ctx, pl, &a.x, &a.att, &a.gather_list),
-        head: normed_over(&a.att),
+        head: normed_over(Some(&a.gather_list)),
     });
     Ops {
         embedding: w

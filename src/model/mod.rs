@@ -371,12 +371,12 @@ pub struct MixedRows {
     pub total: usize,
 }
 
-/// The rows of a prefill step (or a mixed one: decode rows first) whose logits are
-/// asked for, gathered from the residual stream to `att` in one dispatch, and the LM
-/// head with ln_f folded in over them, per wte chunk: the head a decode step takes, so
-/// a decode row's logits are the same in a mixed step as in a decode step.
+/// The LM head with ln_f folded in over the rows of a prefill step (or a mixed one:
+/// decode rows first) whose logits are asked for, per wte chunk, reading them from the
+/// residual stream through the list of their rows (no gather dispatch): the head a
+/// decode step takes, so a decode row's logits are the same in a mixed step as in a
+/// decode step.
 pub struct GatheredHead {
-    pub gather: KernelOp,
     pub head: Vec<RowsOp>,
 }
 

@@ -601,7 +601,14 @@ impl Model {
                     Some(normed) => {
                         for (op, ch) in normed.iter().zip(chunks) {
                             let rows = (0, t, 0);
-                            encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, Some(norm));
+                            encode_matvec_bt_normed(
+                                pass,
+                                op,
+                                (ch.rows, c),
+                                rows,
+                                Some(norm),
+                                false,
+                            );
                         }
                     }
                     None => {
@@ -648,17 +655,16 @@ impl Model {
         if wanted > 0 {
             let list = bytemuck::cast_slice(&asked);
             self.ctx.queue.write_buffer(&self.act.gather_list, 0, list);
-            let op = gathered.map_or(&ops.last_rows, |g| &g.gather);
-            encode_gather_rows(pass, op, wanted, c);
             let chunks = &self.weights.wte.chunks;
             match gathered {
                 Some(g) => {
                     for (op, ch) in g.head.iter().zip(chunks) {
-                        let rows = (0, wanted, 0);
-                        encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, Some(self.norm()));
+                        let (rows, norm) = ((0, wanted, 0), Some(self.norm()));
+                        encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, norm, true);
                     }
                 }
                 None => {
+                    encode_gather_rows(pass, &ops.last_rows, wanted, c);
                     for (op, ch) in ops.lm_head_last.iter().zip(chunks) {
                         encode_matvec_bt(pass, op, ch.rows, c, 0, wanted, 0);
                     }

@@ -550,7 +550,9 @@ fn the_tile_matmuls_fold_swiglu_into_their_staging() {
 }
 
 /// The hardware LM head's norm prologue: ln_f folded into the product with wte (row
-/// groups), against `layer_norm_workgroup` then the same kernel, and the reference.
+/// groups), against `layer_norm_workgroup` then the same kernel, and the reference;
+/// and the same head reading listed rows of x (a prefill step's asked rows, in list
+/// order, a row twice), bit for bit the rows it computes in order.
 #[test]
 fn the_lm_head_folds_the_final_norm() {
     use wgformer::kernels::{matmul_bt, matvec_bt};
@@ -582,8 +584,15 @@ fn the_lm_head_folds_the_final_norm() {
                 let fused = buffers::storage(ctx, "fused", rows * n);
                 let plain = buffers::storage(ctx, "plain", rows * n);
                 let io = (&xb, &wb, &fused);
-                let fused_op =
-                    matvec_bt::matvec_bt_fused_op(ctx, pl, variant, io, Some((&gwb, &gbb)));
+                let norm_b = Some((&gwb, &gbb));
+                let fused_op = matvec_bt::matvec_bt_fused_op(ctx, pl, variant, io, norm_b, None);
+                let list: Vec<u32> = (0..rows as u32).rev().chain([0]).collect();
+                let listed = buffers::storage(ctx, "listed", list.len() * n);
+                let bits: Vec<f32> = list.iter().map(|&r| f32::from_bits(r)).collect();
+                let list_b = buffers::upload(ctx, "list", &bits);
+                let io = (&xb, &wb, &listed);
+                let listed_op =
+                    matvec_bt::matvec_bt_fused_op(ctx, pl, variant, io, norm_b, Some(&list_b));
                 let plain_op = matvec_bt::matvec_bt_op(ctx, pl, variant, &ln, &wb, &plain);
                 let ln_op = layer_norm::layer_norm_op(
                     ctx,
@@ -601,7 +610,12 @@ fn the_lm_head_folds_the_final_norm() {
                         (n, k),
                         (0, rows, 0),
                         Some(norm),
+                        false,
                     );
+                    let listed_rows = (0, list.len(), 0);
+                    let nk = (n, k);
+                    let op = &listed_op;
+                    matvec_bt::encode_matvec_bt_normed(pass, op, nk, listed_rows, Some(norm), true);
                     layer_norm::encode_layer_norm(pass, &ln_op, rows, k, norm);
                     matvec_bt::encode_matvec_bt(pass, &plain_op, n, k, 0, rows, 0);
                 })
@@ -612,6 +626,12 @@ fn the_lm_head_folds_the_final_norm() {
                     reference::matmul::matmul_bt(&normed, &seen_by(variant, &wte), rows, n, k);
                 assert_close(&name, &got, &want, 1e-4, 1e-4);
                 assert_close(&format!("{name} against unfused"), &got, &two, 1e-6, 1e-6);
+                let by_list = buffers::read_floats(ctx, &listed, 0, list.len() * n).unwrap();
+                for (j, &r) in list.iter().enumerate() {
+                    let (a, b) = (&by_list[j * n..][..n], &got[r as usize * n..][..n]);
+                    let same = a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{name}: listed row {j} (row {r})");
+                }
             }
         }
     }
@@ -709,24 +729,24 @@ fn a_decode_step_takes_the_fused_dispatches() {
     assert_eq!(gpt2, 3 * 7 + 5, "GPT-2 prefill");
     // a short prefill chunk with the hardware kernels takes the deferred blocks (3 a
     // GPT-2 block, 4 a Llama one; the embedding in the first), then the stream made
-    // whole, the last row gathered, LM head (ln_f folded in), argmax
+    // whole, LM head (ln_f folded in, reading the last row where it lies), argmax
     let hw = step_dispatches("hardware", "float32", serde_json::json!({})).0;
-    assert_eq!(hw, 3 * 3 + 4, "GPT-2 prefill, deferred blocks");
+    assert_eq!(hw, 3 * 3 + 3, "GPT-2 prefill, deferred blocks");
     let llama_hw = step_dispatches("hardware", "float32", llama.clone()).0;
-    assert_eq!(llama_hw, 3 * 4 + 4, "Llama prefill, deferred blocks");
+    assert_eq!(llama_hw, 3 * 4 + 3, "Llama prefill, deferred blocks");
     let llama_sw = step_dispatches("software", "float32", llama.clone()).0;
     assert_eq!(llama_sw, 3 * 9 + 5, "Llama prefill");
     // the matmul path with the hardware kernels (`per_linear`, or a chunk of more than
     // 64 rows): the tile matmuls fold ln_1 and ln_2 into qkv and up, and a Llama
     // block's SwiGLU into down (5 a GPT-2 block, 6 a Llama one: rotary stays), the LM
-    // head ln_f: embedding, the blocks, the last row gathered, LM head, argmax
+    // head ln_f and the last row's gather: embedding, the blocks, LM head, argmax
     let mut llama_per_linear = llama;
     llama_per_linear["decode_blocks"] = "per_linear".into();
     for dtype in ["float32", "float16"] {
         let gpt2 = step_dispatches("hardware", dtype, per_linear.clone()).0;
-        assert_eq!(gpt2, 3 * 5 + 4, "GPT-2 {dtype} prefill, hardware matmuls");
+        assert_eq!(gpt2, 3 * 5 + 3, "GPT-2 {dtype} prefill, hardware matmuls");
         let llama = step_dispatches("hardware", dtype, llama_per_linear.clone()).0;
-        assert_eq!(llama, 3 * 6 + 4, "Llama {dtype} prefill, hardware matmuls");
+        assert_eq!(llama, 3 * 6 + 3, "Llama {dtype} prefill, hardware matmuls");
     }
     // `matmul_fusion` separate: the two norms and SwiGLU dispatched again on the matmul
     // path (7 a GPT-2 block, 9 a Llama one), ln_f still in the LM head
@@ -735,9 +755,9 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let mut llama_separate = llama_per_linear;
     llama_separate["matmul_fusion"] = "separate".into();
     let gpt2 = step_dispatches("hardware", "float32", separate).0;
-    assert_eq!(gpt2, 3 * 7 + 4, "GPT-2 prefill, matmul_fusion separate");
+    assert_eq!(gpt2, 3 * 7 + 3, "GPT-2 prefill, matmul_fusion separate");
     let llama = step_dispatches("hardware", "float32", llama_separate).0;
-    assert_eq!(llama, 3 * 9 + 4, "Llama prefill, matmul_fusion separate");
+    assert_eq!(llama, 3 * 9 + 3, "Llama prefill, matmul_fusion separate");
 }
 
 /// The deferred blocks' first projection reads the embedding itself
