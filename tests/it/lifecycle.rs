@@ -167,7 +167,7 @@ fn require_hardware_refuses_a_software_adapter() {
 fn info_reports_each_adapters_subgroups() {
     // `wgformer info`: every adapter with its subgroup sizes and whether the subgroup
     // kernels and the tensor-core matmul can run; lavapipe's subgroups follow its vector
-    // width (tools/test_subgroups.sh relies on it), the subgroup kernels need 8 lanes
+    // width (tools/test_adapters.sh relies on it), the subgroup kernels need 8 lanes
     let info = |bits: &str| -> Vec<serde_json::Value> {
         let out = Command::new(env!("CARGO_BIN_EXE_wgformer"))
             .arg("info")
