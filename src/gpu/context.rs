@@ -82,6 +82,9 @@ pub struct AdapterReport {
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroups_per_dimension: u32,
     pub max_compute_workgroup_storage_size: u32,
+    /// Storage buffers one kernel may bind (the catalogue's kernels bind at most
+    /// [`crate::kernels::catalogue::MAX_STORAGE_BINDINGS`]).
+    pub max_storage_buffers_per_shader_stage: u32,
     pub timestamp_query: bool,
     pub shader_f16: bool,
     /// The smallest and largest subgroup the adapter may run.
@@ -229,6 +232,7 @@ pub fn list_adapters() -> Vec<AdapterReport> {
                 max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
                 max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
                 max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
                 timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
                 subgroup_sizes: [info.subgroup_min_size, info.subgroup_max_size],

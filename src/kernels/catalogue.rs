@@ -77,6 +77,11 @@ pub struct Kernel {
 /// expression in every variant).
 pub const BATCH_ROWS: [u32; 3] = [8, 4, 1];
 
+/// The most storage buffers a kernel of the catalogue binds (`tests/it/shaders.rs`
+/// counts them): what an adapter must allow a shader stage for the service to start
+/// on it (the GL drivers' usual 16; Vulkan and Metal GPUs allow more).
+pub const MAX_STORAGE_BINDINGS: u32 = 16;
+
 impl Kernel {
     const fn new(name: &'static str, body: &'static str) -> Kernel {
         Kernel {

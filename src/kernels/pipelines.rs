@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::catalogue::{kernel, workgroup_for, BATCH_ROWS, KERNELS};
-use crate::error::Result;
+use super::catalogue::{kernel, workgroup_for, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS};
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
 /// One kernel compiled for this device.
@@ -27,6 +27,16 @@ impl Pipelines {
     /// Compile every kernel the device supports inside an error scope, then self-test
     /// the kernels whose results the CI's software adapter cannot check.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let allowed = ctx.limits.max_storage_buffers_per_shader_stage;
+        if allowed < MAX_STORAGE_BINDINGS {
+            return Err(Error::Gpu {
+                context: "adapter limits".into(),
+                message: format!(
+                    "{} allows {allowed} storage buffers a shader stage; wgformer's kernels bind up to {MAX_STORAGE_BINDINGS}",
+                    ctx.details.label()
+                ),
+            });
+        }
         let mut pl = ctx.scoped("pipeline creation", || {
             let mut map = HashMap::new();
             let subgroups = ctx.features.contains(wgpu::Features::SUBGROUP)

@@ -17,6 +17,42 @@ fn module(name: &str) -> naga::Module {
 }
 
 #[test]
+fn every_kernel_fits_the_storage_bindings_the_service_asks_for() {
+    // an adapter allowing MAX_STORAGE_BINDINGS storage buffers a stage (the GL drivers'
+    // usual 16, lavapipe's GL included) compiles every kernel; the start-up refuses one
+    // allowing fewer with that number (Pipelines::new)
+    use wgformer::kernels::catalogue::MAX_STORAGE_BINDINGS;
+    let mut most = (0, "");
+    for k in KERNELS {
+        let m = module(k.name);
+        let storage = m
+            .global_variables
+            .iter()
+            .filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. }))
+            .count() as u32;
+        assert!(
+            storage <= MAX_STORAGE_BINDINGS,
+            "{} declares {storage} storage buffers",
+            k.name
+        );
+        most = most.max((storage, k.name));
+    }
+    // the staged projection reading the embedding binds the most
+    assert_eq!(most, (15, "matvec_f16_embed_staged"));
+    // an adapter allowing fewer is refused with the numbers, before any kernel fails
+    let mut ctx = wgformer::gpu::GpuContext::new(&crate::common::choice()).unwrap();
+    ctx.limits.max_storage_buffers_per_shader_stage = MAX_STORAGE_BINDINGS - 1;
+    let err = wgformer::kernels::Pipelines::new(&ctx)
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("allows 15 storage buffers") && text.contains("up to 16"),
+        "{text}"
+    );
+}
+
+#[test]
 fn every_shader_validates_and_names_its_entry_point() {
     for k in KERNELS {
         let (name, src) = (k.name, k.source());

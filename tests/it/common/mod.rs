@@ -17,7 +17,8 @@ pub struct Gpu {
     pub pipelines: Arc<Pipelines>,
 }
 
-fn choice() -> DeviceChoice {
+/// The adapter the tests ask for (`WGFORMER_TEST_DEVICE`: `gpu`, `cpu`, else auto).
+pub fn choice() -> DeviceChoice {
     match std::env::var("WGFORMER_TEST_DEVICE").as_deref() {
         Ok("gpu") => DeviceChoice::Gpu,
         Ok("cpu") => DeviceChoice::Cpu,
