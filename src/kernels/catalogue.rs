@@ -343,23 +343,22 @@ const MATVEC_SPLITK: &[Prelude] = &[
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
-    prelude::MATVEC_X,
     prelude::SPLITK_REDUCE,
 ];
-// the same reading the residual stream with deferred partial rows, staged (its base
-// rows: `.and` prelude residual_x, or residual_embed in the first block)
-const MATVEC_STAGED: &[Prelude] = &[
-    prelude::MATVEC_PARAMS,
-    prelude::GELU,
-    prelude::EPILOGUE,
-    prelude::KV_WRITE,
-    prelude::WORKGROUP_REDUCE,
-    prelude::NORM_FLAGS,
-    prelude::NORM_APPLY,
-    prelude::NORM_PROLOGUE,
+// where the split-K kernels' row comes from (`.and`): x as it is, or the residual
+// stream with deferred partial rows staged, its base rows from x or (the first
+// block's) from the embedding
+const X_AS_IT_IS: &[Prelude] = &[prelude::MATVEC_X];
+const X_STAGED: &[Prelude] = &[
     prelude::RESIDUAL_PARTS,
     prelude::STAGE_X,
-    prelude::SPLITK_REDUCE,
+    prelude::RESIDUAL_X,
+];
+const EMBEDDING_STAGED: &[Prelude] = &[
+    prelude::RESIDUAL_PARTS,
+    prelude::STAGE_X,
+    prelude::RESIDUAL_EMBED,
+    prelude::ROW_GROUPS,
 ];
 // the whole MLP of a decode row, its residual add deferred
 const MLP_PARTIAL: &[Prelude] = &[
@@ -491,20 +490,21 @@ const MATVEC_K: Kernel = Kernel::new("matvec", wgsl!("matvec"))
     .batch();
 const MATVEC_SPLITK_K: Kernel = Kernel::new("matvec_splitk", wgsl!("matvec_splitk"))
     .with(MATVEC_SPLITK)
+    .and(X_AS_IT_IS)
     .weights()
     .of("matvec")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(256));
 const MATVEC_STAGED_K: Kernel = Kernel::new("matvec_staged", wgsl!("matvec_splitk"))
-    .with(MATVEC_STAGED)
-    .and(&[prelude::RESIDUAL_X])
+    .with(MATVEC_SPLITK)
+    .and(X_STAGED)
     .weights()
     .entry("matvec_splitk")
     .class(Hardware)
     .workgroup(Workgroup::Fixed(256));
 const MATVEC_EMBED_STAGED_K: Kernel = MATVEC_STAGED_K
     .rename("matvec_embed_staged")
-    .and(&[prelude::RESIDUAL_EMBED, prelude::ROW_GROUPS])
+    .and(EMBEDDING_STAGED)
     .of("matvec_staged");
 const MLP_PARTIAL_K: Kernel = Kernel::new("mlp_partial", wgsl!("mlp_partial"))
     .with(MLP_PARTIAL)

@@ -950,8 +950,8 @@ pub(super) fn bind_ops(
     };
     // the hardware LM head over the residual stream with ln_f folded in (decode steps)
     let ln_f_b = or_dummy(&w.ln_f_b);
-    // (with `list`: the rows of x it names)
-    let normed_over = |list: Option<&wgpu::Buffer>| -> Vec<_> {
+    // (a prefill step's asked rows read through the gather list, where they lie)
+    let lm_head_normed = matvec_bt::fuses_norm(lm_head_rows).then(|| {
         w.lm_head()
             .chunks
             .iter()
@@ -959,16 +959,9 @@ pub(super) fn bind_ops(
             .map(|(ch, out)| {
                 let io = (&a.x, &ch.buffer, out);
                 let norm = Some((&w.ln_f_w, &ln_f_b));
-                matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm, list)
+                matvec_bt_fused_op(ctx, pl, lm_head_rows, io, norm, Some(&a.gather_list))
             })
             .collect()
-    };
-    let normed = matvec_bt::fuses_norm(lm_head_rows);
-    let lm_head_normed = normed.then(|| normed_over(None));
-    // a prefill step's asked rows of x, read where they lie: decode rows and one a
-    // prompt
-    let gathered = normed.then(|| super::GatheredHead {
-        head: normed_over(Some(&a.gather_list)),
     });
     Ops {
         embedding: w
@@ -1013,7 +1006,6 @@ pub(super) fn bind_ops(
         // the prompts' last rows gathered into `att`, free once the blocks are done
         last_rows: gather_rows_op(ctx, pl, &a.ln, &a.att, &a.gather_list),
         lm_head_last: lm_head_over(&a.att),
-        gathered,
         partials: a.partials.as_ref().map(|parts| {
             let b = partials::PartialBinding {
                 ctx,

@@ -203,9 +203,10 @@ pub struct Activations {
     /// `kernels::sample::SampleSpec` each) and the id the device drew (u32).
     pub sample_specs: wgpu::Buffer,
     pub picked: wgpu::Buffer,
-    /// The rows a step's LM head takes, gathered to rows 0.. of `att` (`gather_rows`;
-    /// u32, up to `max_batch` + [`MAX_PREFILL_PARTS`]), written as the step is
-    /// recorded (each traversal is its own submission).
+    /// The rows a prefill step's LM head takes (u32, up to `max_batch` +
+    /// [`MAX_PREFILL_PARTS`]): the hardware head reads them from x through this list,
+    /// the software one after `gather_rows` copies them to rows 0.. of `att`; written
+    /// as the step is recorded (each traversal is its own submission).
     pub gather_list: wgpu::Buffer,
     /// Host-readable ids of a decode step whose every row was picked on the device
     /// (`picked`, [u32; rows]): two, one per decode step in flight
@@ -340,7 +341,10 @@ pub struct Ops {
     pub lm_head: Vec<KernelOp>,
     /// LM head for the rows of a decode step (per wte chunk).
     pub lm_head_rows: Vec<RowsOp>,
-    /// The same over the residual stream with ln_f folded in (the hardware kernels).
+    /// The same over the residual stream with ln_f folded in (the hardware kernels):
+    /// a decode step's rows, or a prefill step's asked rows (a mixed step's decode rows
+    /// and the prompts' last rows) read through the gather list, so a decode row's
+    /// logits are the same in a mixed step as in a decode step.
     pub lm_head_normed: Option<Vec<RowsOp>>,
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
@@ -352,9 +356,6 @@ pub struct Ops {
     pub last_rows: KernelOp,
     /// LM head over those rows (per wte chunk).
     pub lm_head_last: Vec<RowsOp>,
-    /// A prefill step's logits rows through the hardware LM head with ln_f folded in
-    /// (a mixed step's decode rows and the prompts' last rows).
-    pub gathered: Option<GatheredHead>,
     /// A decode step's blocks with their residual adds deferred (hardware kernels,
     /// `decode_blocks` `auto`, where the model allows).
     pub partials: Option<PartialOps>,
@@ -369,15 +370,6 @@ pub struct MixedRows {
     pub prompt: usize,
     /// Rows in all, decode rows included.
     pub total: usize,
-}
-
-/// The LM head with ln_f folded in over the rows of a prefill step (or a mixed one:
-/// decode rows first) whose logits are asked for, per wte chunk, reading them from the
-/// residual stream through the list of their rows (no gather dispatch): the head a
-/// decode step takes, so a decode row's logits are the same in a mixed step as in a
-/// decode step.
-pub struct GatheredHead {
-    pub head: Vec<RowsOp>,
 }
 
 /// The deferred decode blocks' scratch (`partials.rs`): the stream's second buffer and

@@ -528,17 +528,12 @@ impl Model {
             self.encode_stream_whole(pass, d, t);
         }
         // logits = lm_head(ln_f(x)), lm_head tied to wte or its own; a decode step's
-        // hardware LM head folds ln_f in
+        // hardware LM head folds ln_f in, and takes a prefill step's asked rows
         let lm_head_normed = match kind {
-            StepKind::Decode { .. } => ops.lm_head_normed.as_ref(),
+            StepKind::Decode { .. } | StepKind::Prefill { .. } => ops.lm_head_normed.as_ref(),
             _ => None,
         };
-        // a prefill step's asked rows through the same head, gathered
-        let gathered = match kind {
-            StepKind::Prefill { .. } => ops.gathered.as_ref(),
-            _ => None,
-        };
-        if lm_head_normed.is_none() && gathered.is_none() {
+        if lm_head_normed.is_none() {
             encode_layer_norm(pass, &ops.ln_f, t, c, norm);
         }
         let chunks = &self.weights.wte.chunks;
@@ -588,7 +583,7 @@ impl Model {
                 argmax,
                 sample,
             } => {
-                let wanted = self.encode_last_rows_head(pass, decode, parts, gathered);
+                let wanted = self.encode_last_rows_head(pass, decode, parts, lm_head_normed);
                 if argmax {
                     self.encode_argmax(pass, wanted);
                 }
@@ -628,17 +623,17 @@ impl Model {
     }
 
     /// Record the logits of the first `decode` rows and of the last row of each part
-    /// asking for them (`logits`), in that order to logits rows 0..: the rows gathered
-    /// into `att` (the list written now: each traversal is its own submission), then
-    /// the LM head over them in one dispatch (a row's logits are the same in any
-    /// batch): `gathered`'s, with ln_f folded in (x is gathered), or the plain one
-    /// (after ln_f; no decode rows). Returns how many.
+    /// asking for them (`logits`), in that order to logits rows 0.., through their list
+    /// (written now: each traversal is its own submission) and the LM head over them
+    /// in one dispatch (a row's logits are the same in any batch): the `normed` head,
+    /// ln_f folded in, reading the listed rows of x where they lie, or the plain one
+    /// over the rows gathered into `att` after ln_f (no decode rows). Returns how many.
     fn encode_last_rows_head(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         decode: usize,
         parts: &[ChunkRows],
-        gathered: Option<&super::GatheredHead>,
+        normed: Option<&Vec<crate::kernels::RowsOp>>,
     ) -> usize {
         let (c, ops) = (self.config.n_embed, &self.ops);
         let asked: Vec<u32> = (0..decode)
@@ -650,15 +645,15 @@ impl Model {
             )
             .map(|r| r as u32)
             .collect();
-        debug_assert!(decode == 0 || gathered.is_some());
+        debug_assert!(decode == 0 || normed.is_some());
         let wanted = asked.len();
         if wanted > 0 {
             let list = bytemuck::cast_slice(&asked);
             self.ctx.queue.write_buffer(&self.act.gather_list, 0, list);
             let chunks = &self.weights.wte.chunks;
-            match gathered {
-                Some(g) => {
-                    for (op, ch) in g.head.iter().zip(chunks) {
+            match normed {
+                Some(head) => {
+                    for (op, ch) in head.iter().zip(chunks) {
                         let (rows, norm) = ((0, wanted, 0), Some(self.norm()));
                         encode_matvec_bt_normed(pass, op, (ch.rows, c), rows, norm, true);
                     }
