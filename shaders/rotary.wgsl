@@ -4,9 +4,11 @@
 //   x[i + HS/2] = x[i + HS/2] · cos(θ_i p) + x[i] · sin(θ_i p)      for i < HS/2
 // over the first `heads` heads of each row of `qkv` (the query heads, then the key
 // heads: [q | k | v] rows, v untouched), at the row's position `positions[row]` (0 .. T
-// in a forward, each generation's own in a decode batch). cos and sin come from tables
-// `[positions, HS/2]` the host computed once per model (the angles in f32 as Hugging
-// Face computes them, whatever the scaling). One invocation per (row, head, 4 pairs).
+// in a forward, each generation's own in a decode batch). cos and sin come from a table
+// `[positions, 2, HS/2]` (a position's cos, then its sin) the host computed once per
+// model (the angles in f32 as Hugging Face computes them, whatever the scaling). One
+// invocation per (row, head, 4 pairs). The split-K matrix-vector kernels do the same
+// in their epilogue (prelude rope_pairs, flag ROTARY), with the same expressions.
 // With p.store (a prefill chunk or a decode step), the rotated keys and the values
 // also go to the paged KV pool, row t's to pool row slots[t] (the kv_store kernel's
 // work): the invocations of key head j store its 4 pairs of keys and the same vec4s of
@@ -27,12 +29,11 @@ override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: RotaryParams;
 @group(0) @binding(1) var<storage, read_write> qkv: array<vec4<f32>>; // [T, row]
-@group(0) @binding(2) var<storage, read> cos_table: array<vec4<f32>>; // [positions, HS/2]
-@group(0) @binding(3) var<storage, read> sin_table: array<vec4<f32>>; // [positions, HS/2]
-@group(0) @binding(4) var<storage, read> positions: array<u32>;       // [T]
-@group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
-@group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
-@group(0) @binding(7) var<storage, read> slots: array<u32>;              // [T] (or a dummy)
+@group(0) @binding(2) var<storage, read> rope: array<vec4<f32>>;     // [positions, 2, HS/2]
+@group(0) @binding(3) var<storage, read> positions: array<u32>;       // [T]
+@group(0) @binding(4) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(5) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
+@group(0) @binding(6) var<storage, read> slots: array<u32>;              // [T] (or a dummy)
 
 @compute @workgroup_size(WG)
 fn rotary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -46,9 +47,9 @@ fn rotary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let i = idx % p.half4;
     let lo = row * p.row4 + head * 2u * p.half4 + i;
     let hi = lo + p.half4;
-    let at = positions[row] * p.half4 + i;
-    let c = cos_table[at];
-    let s = sin_table[at];
+    let at = positions[row] * 2u * p.half4 + i;
+    let c = rope[at];
+    let s = rope[at + p.half4];
     let x1 = qkv[lo];
     let x2 = qkv[hi];
     let r1 = x1 * c - x2 * s;

@@ -25,11 +25,16 @@ fn store_kv(o: vec4<f32>, col: u32, row: u32) {
     }
 }
 
-fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
-    var o = acc;
+// `o` with column `col`'s bias added (bit 0).
+fn biased(o: vec4<f32>, col: u32) -> vec4<f32> {
     if ((p.flags & 1u) != 0u) {
-        o += bias[col];
+        return o + bias[col];
     }
+    return o;
+}
+
+fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
+    var o = biased(acc, col);
     if ((p.flags & 2u) != 0u) {
         o = gelu(o);
     }

@@ -5,7 +5,7 @@
 struct MatvecParams {
     n4: u32,
     k4: u32,
-    flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate, bit 3 KV_STORE
+    flags: u32, // bit 0 bias, bit 1 GELU, bit 2 accumulate, bit 3 KV_STORE, ROTARY
     p4: u32,    // panel width of w / 4
     rows: u32,  // workgroup rows of this dispatch (ROWS rows each)
     row0: u32,  // first row of this dispatch (the ROWS kernels)
@@ -15,6 +15,10 @@ struct MatvecParams {
     norm: u32,  // the kernels with a norm prologue: NORM_* flags (0: x as it is)
     eps: f32,   // the norm's epsilon
     parts: u32, // the staged kernels: partial rows per row of x (prelude residual_parts)
+    half4: u32, // ROTARY (prelude rope_pairs): HS / 8, vec4s in half a head
+    rot4: u32,  // ROTARY: vec4s of a row rotated (the query and key heads)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // the KV pool (prelude epilogue's KV_STORE)

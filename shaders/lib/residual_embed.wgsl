@@ -4,9 +4,9 @@
 // the same numbers), with no dispatch of its own. wpe is bound as the kernel's `x`;
 // wte (weights `W`, row groups: prelude `row_groups`) must fit one binding.
 
-@group(0) @binding(13) var<storage, read> ids: array<u32>;       // [R]
-@group(0) @binding(14) var<storage, read> positions: array<u32>; // [R]
-@group(0) @binding(15) var<storage, read> wte: array<W>;         // [vocabulary, K]
+// (the rows' positions: prelude rope_pairs' binding 10)
+@group(0) @binding(15) var<storage, read> ids: array<u32>;       // [R]
+@group(0) @binding(16) var<storage, read> wte: array<W>;         // [vocabulary, K]
 
 // p.norm: add the learned position embedding (wpe, bound as `x`).
 const STAGE_WPE: u32 = 16u;

@@ -300,6 +300,8 @@ pub mod prelude {
         ATTEND_WORKGROUP = "attend_workgroup";
         /// The split-K sum of the hardware matrix-vector kernels (`sum_groups`).
         SPLITK_REDUCE = "splitk_reduce";
+        /// Rotary positions in the split-K kernels' epilogue (`out_col`, `store_col`).
+        ROPE_PAIRS = "rope_pairs";
     }
 }
 
@@ -344,6 +346,7 @@ const MATVEC_SPLITK: &[Prelude] = &[
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::SPLITK_REDUCE,
+    prelude::ROPE_PAIRS,
 ];
 // where the split-K kernels' row comes from (`.and`): x as it is, or the residual
 // stream with deferred partial rows staged, its base rows from x or (the first

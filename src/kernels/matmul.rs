@@ -31,6 +31,9 @@ pub const KV_HALF: u32 = 16;
 /// Staging flag of the tile kernels ([`fuses_staging`]): `a` holds gate | up rows of
 /// 2 K, and the product takes silu(gate) · up (SwiGLU folded into the down projection).
 pub const GATED: u32 = 32;
+/// Flag of the split-K matrix-vector kernels: rotary positions in the epilogue
+/// (`kernels::matvec::Fusion::rope`, prelude `rope_pairs`).
+pub const ROTARY: u32 = 64;
 
 /// Mirrors `MatmulParams` in the WGSL.
 #[repr(C)]

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::layer_norm::Norm;
-use super::matmul::{panel_width, store_weights};
+use super::matmul::{panel_width, store_weights, ACCUMULATE, GELU};
 use super::partials::{Deferred, HostResidual};
 use super::Pipelines;
 use super::{submit_pass, HostProduct, LinearBuffers, RowsOp};
@@ -34,12 +34,21 @@ pub struct MatvecParams {
     pub eps: f32,
     /// The staged kernels: partial rows per row of x (prelude `residual_parts`).
     pub parts: u32,
+    /// [`ROTARY`]: vec4s in half a head.
+    pub half4: u32,
+    /// [`ROTARY`]: vec4s of a row rotated (the query and key heads).
+    pub rot4: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Epilogue flag: the output is a qkv projection whose keys and values also go to the
 /// paged KV pool (`k_pool`, `v_pool` at each row's `slots` entry), in place of
 /// `kv_store` (prelude `epilogue`, shared with the matmul kernels).
 pub use super::matmul::KV_STORE;
+
+/// Epilogue flag of the split-K kernels ([`fuses_norm`]): rotary positions on the
+/// query and key heads, as the `rotary` kernel applies them (prelude `rope_pairs`).
+pub use super::matmul::ROTARY;
 
 /// What a matrix-vector product does besides `x · w` and its epilogue: store the keys
 /// and values of a qkv projection in the pool (`(Q, KV)`: the floats of the queries
@@ -51,6 +60,28 @@ pub struct Fusion {
     pub norm: Option<Norm>,
     /// The staged kernels ([`stages`]): x is the residual stream with deferred terms.
     pub deferred: Option<Deferred>,
+    /// Rotary positions on a qkv projection's query and key heads, at each row's
+    /// position (the split-K kernels, [`fuses_norm`]; an op bound with the rows'
+    /// positions and the table).
+    pub rope: Option<Rope>,
+}
+
+/// The heads a qkv projection's epilogue rotates: the first `heads` heads (the query
+/// heads, then the key heads) of `hs` dimensions, a multiple of 8.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rope {
+    pub heads: usize,
+    pub hs: usize,
+}
+
+impl Rope {
+    /// The query and key heads of `heads`.
+    pub fn of(heads: crate::config::Heads) -> Self {
+        Rope {
+            heads: heads.nh + heads.nkv,
+            hs: heads.hs,
+        }
+    }
 }
 
 /// The pool buffers and slots a qkv projection stores to, and the norm's weight and
@@ -62,10 +93,14 @@ pub struct FusionBuffers<'a> {
     /// The staged kernels: the partial rows, the deferred bias, and `x_out`, where the
     /// row's first workgroup writes the stream whole.
     pub deferred: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The rows' positions: the rotary fold's, or the embedding's ([`embeds`]).
+    pub positions: Option<&'a wgpu::Buffer>,
+    /// The rotary table, `[positions, 2, HS/2]` (`rotary::device_table`).
+    pub rope: Option<&'a wgpu::Buffer>,
     /// The staged kernels that take the stream's base from the embedding
-    /// ([`embeds`]): the rows' token ids, their positions and wte (one binding; the
-    /// op's `x` is the position table wpe, or a dummy).
-    pub embed: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// ([`embeds`]): the rows' token ids and wte (one binding; the op's `x` is the
+    /// position table wpe, or a dummy).
+    pub embed: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
 
 /// Whether `variant` has the norm prologue (the hardware kernels: one workgroup a row
@@ -152,15 +187,16 @@ pub fn matvec_fused_op(
     let mut all = vec![io.x, io.w, io.bias, io.out, k, v, slots];
     if fuses_norm(variant) {
         let (g, b) = fused.norm.unwrap_or((&si.read, &si.read));
-        all.extend([g, b]);
+        let positions = fused.positions.unwrap_or(&si.read);
+        all.extend([g, b, positions, fused.rope.unwrap_or(&si.read)]);
     }
     if stages(variant) {
         let (parts, bias, x_out) = fused.deferred.unwrap_or((&si.read, &si.read, &si.written));
         all.extend([parts, bias, x_out]);
     }
     if embeds(variant) {
-        let (ids, positions, wte) = fused.embed.unwrap_or((&si.read, &si.read, &si.read));
-        all.extend([ids, positions, wte]);
+        let (ids, wte) = fused.embed.unwrap_or((&si.read, &si.read));
+        all.extend([ids, wte]);
     }
     RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)
 }
@@ -190,14 +226,19 @@ pub fn encode_matvec_fused(
 ) {
     debug_assert!(fusion.norm.is_none() || fuses_norm(op.name));
     debug_assert!(fusion.deferred.is_none() || stages(op.name));
+    debug_assert!(fusion.rope.is_none() || fuses_norm(op.name) && flags & (GELU | ACCUMULATE) == 0);
     let deferred = fusion.deferred.unwrap_or_default();
+    let rope = fusion.rope.map_or(0, |_| ROTARY);
+    let (half4, rot4) = fusion
+        .rope
+        .map_or((0, 0), |r| (r.hs / 8, r.heads * r.hs / 4));
     let gx = workgroups(op.name, n, op.workgroup as usize);
     let (kv_q4, kv4) = fusion.kv.map_or((0, 0), |(q, kv)| (q / 4, kv / 4));
     for (o, row0, groups) in op.cover(rows) {
         let p = MatvecParams {
             n4: (n / 4) as u32,
             k4: (k / 4) as u32,
-            flags: flags | if fusion.kv.is_some() { KV_STORE } else { 0 },
+            flags: flags | rope | if fusion.kv.is_some() { KV_STORE } else { 0 },
             p4: (panel_width(n) / 4) as u32,
             rows: groups as u32,
             row0: row0 as u32,
@@ -207,6 +248,9 @@ pub fn encode_matvec_fused(
             norm: deferred.flags(fusion.norm),
             eps: fusion.norm.map_or(0.0, |n| n.eps),
             parts: deferred.parts as u32,
+            half4: half4 as u32,
+            rot4: rot4 as u32,
+            _pad: [0; 2],
         };
         o.encode(pass, &p, (gx as u32, groups as u32, 1));
     }
@@ -270,13 +314,13 @@ pub fn run_matvec_staged(
         kv: None,
         norm: Some((&g, &nb)),
         deferred: Some((&parts, &res_bias, &x_out)),
-        embed: None,
+        ..Default::default()
     };
     let op = matvec_fused_op(ctx, pipelines, variant, &io, fused);
     let fusion = Fusion {
-        kv: None,
         norm: Some(norm),
         deferred: Some(r.deferred()),
+        ..Default::default()
     };
     submit_pass(ctx, variant, |pass| {
         encode_matvec_fused(pass, &op, rows, n, k, p.flags, fusion)

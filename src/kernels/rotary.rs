@@ -1,7 +1,9 @@
 //! Rotary position embedding (`shaders/rotary.wgsl`), half-split as Hugging Face's
 //! `rotate_half`: in place over the query and key heads of each row of `qkv`, at each
 //! row's own position, with cos / sin tables the model computes once
-//! (`model::rope::rope_table`).
+//! (`model::rope::rope_table`) and uploads as one table ([`device_table`]). The
+//! split-K matrix-vector kernels rotate in their epilogue the same way
+//! (`matvec::Fusion::rope`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -24,20 +26,32 @@ pub struct RotaryParams {
     pub _pad1: u32,
 }
 
-/// Op: bindings qkv `[T, row]` (rotated in place), the cos and sin tables
-/// `[positions, HS/2]`, the rows' positions `[T]` (u32), and where a step stores the
-/// keys and values (`(k_pool, v_pool, slots)`; `None`: a forward's op, never storing).
+/// The cos and sin tables `[positions, HS/2]` each as the kernels read them:
+/// `[positions, 2, HS/2]`, a position's cos row then its sin row (one binding, read
+/// together).
+pub fn device_table(cos: &[f32], sin: &[f32], hs: usize) -> Vec<f32> {
+    let half = hs / 2;
+    cos.chunks(half)
+        .zip(sin.chunks(half))
+        .flat_map(|(c, s)| c.iter().chain(s))
+        .copied()
+        .collect()
+}
+
+/// Op: bindings qkv `[T, row]` (rotated in place), the table [`device_table`], the
+/// rows' positions `[T]` (u32), and where a step stores the keys and values
+/// (`(k_pool, v_pool, slots)`; `None`: a forward's op, never storing).
 pub fn rotary_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     qkv: &wgpu::Buffer,
-    (cos, sin): (&wgpu::Buffer, &wgpu::Buffer),
+    table: &wgpu::Buffer,
     positions: &wgpu::Buffer,
     pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
 ) -> KernelOp {
     let si = ctx.stand_ins();
     let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
-    let all = [qkv, cos, sin, positions, k, v, slots];
+    let all = [qkv, table, positions, k, v, slots];
     KernelOp::new::<RotaryParams>(ctx, pipelines, "rotary", &all)
 }
 
@@ -86,10 +100,9 @@ pub fn run_rotary(
 ) -> Result<Vec<f32>> {
     let t = positions.len();
     let xb = buffers::upload(ctx, "qkv", x);
-    let cb = buffers::upload(ctx, "rope cos", cos);
-    let sb = buffers::upload(ctx, "rope sin", sin);
+    let table = buffers::upload(ctx, "rope", &device_table(cos, sin, hs));
     let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(positions));
-    let op = rotary_op(ctx, pipelines, &xb, (&cb, &sb), &pb, None);
+    let op = rotary_op(ctx, pipelines, &xb, &table, &pb, None);
     submit_pass(ctx, "rotary", |pass| {
         encode_rotary(pass, &op, t, row, heads, hs, None)
     })?;

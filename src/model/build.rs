@@ -267,10 +267,8 @@ impl Model {
         let rope = config.architecture.llama_like().then(|| {
             let f = super::rope::inv_freq(heads.hs, config.rope_theta, config.rope_scaling);
             let (cos, sin) = super::rope::rope_table(&f, ctxlen);
-            (
-                buffers::upload(&ctx, "rope cos", &cos),
-                buffers::upload(&ctx, "rope sin", &sin),
-            )
+            let table = crate::kernels::rotary::device_table(&cos, &sin, heads.hs);
+            buffers::upload(&ctx, "rope", &table)
         });
         let weights = DeviceWeights {
             wte,
@@ -440,10 +438,7 @@ impl Model {
         let device_bytes = weights.wte.bytes()
             + weights.head.as_ref().map_or(0, |h| h.bytes())
             + weights.wpe.as_ref().map_or(0, |b| b.size())
-            + weights
-                .rope
-                .as_ref()
-                .map_or(0, |(c, s)| c.size() + s.size())
+            + weights.rope.as_ref().map_or(0, |t| t.size())
             + weights.ln_f_w.size()
             + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
             + weights.blocks.iter().map(block_bytes).sum::<u64>()
@@ -624,7 +619,8 @@ pub(super) fn bind_ops(
                         (n, k): (usize, usize),
                         kv: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
                         norm: Option<(&wgpu::Buffer, &Option<wgpu::Buffer>)>,
-                        fold: Option<&NormFold>| {
+                        fold: Option<&NormFold>,
+                        rope: Option<&wgpu::Buffer>| {
         let bias = or_dummy(b);
         let variant = matvec::variant_for(pl, hardware, half_weights, n);
         let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
@@ -651,11 +647,13 @@ pub(super) fn bind_ops(
             .as_ref()
             .filter(|_| matvec::fuses_norm(variant))
             .map(|&(g, ref nb)| {
+                // the rotary families' qkv: rotated in the epilogue
                 let fused = FusionBuffers {
                     kv: pool,
                     norm: Some((g, nb)),
-                    deferred: None,
-                    embed: None,
+                    positions: rope.map(|_| &a.positions),
+                    rope,
+                    ..Default::default()
                 };
                 matvec_fused_op(ctx, pl, variant, &stream, fused)
             });
@@ -687,9 +685,7 @@ pub(super) fn bind_ops(
                 },
                 FusionBuffers {
                     kv: pool,
-                    norm: None,
-                    deferred: None,
-                    embed: None,
+                    ..Default::default()
                 },
             ),
             normed,
@@ -697,12 +693,13 @@ pub(super) fn bind_ops(
             k,
         }
     };
-    let linear = |x: &wgpu::Buffer,
-                  wt: &wgpu::Buffer,
-                  b: &Option<wgpu::Buffer>,
-                  out: &wgpu::Buffer,
-                  n: usize,
-                  k: usize| fused_linear(x, wt, b, out, (n, k), None, None, None);
+    let linear =
+        |x: &wgpu::Buffer,
+         wt: &wgpu::Buffer,
+         b: &Option<wgpu::Buffer>,
+         out: &wgpu::Buffer,
+         n: usize,
+         k: usize| fused_linear(x, wt, b, out, (n, k), None, None, None, None);
     let (ro, cols) = match sparse {
         Some(sp) => (&sp.row_offsets, &sp.cols),
         None => (&a.dummy, &a.dummy),
@@ -737,21 +734,23 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            // decode steps store the keys and values in the qkv projection's epilogue,
-            // or (rotary families) in the rotary kernel after it
+            // decode steps store the keys and values in the qkv projection's epilogue
+            // (the rotary families' rotated there by the hardware kernels), or in the
+            // rotary kernel after it
             c_attn: fused_linear(
                 &a.ln,
                 &b.attn_w,
                 &b.attn_b,
                 &a.qkv,
                 (heads.qkv_width(), c),
-                w.rope.is_none().then_some((&kv.k[l], &kv.v[l])),
+                Some((&kv.k[l], &kv.v[l])),
                 Some((&b.ln_1_w, &b.ln_1_b)),
                 folds[l].qkv.as_ref(),
+                w.rope.as_ref(),
             ),
-            rotary: w.rope.as_ref().map(|(cos, sin)| {
+            rotary: w.rope.as_ref().map(|table| {
                 let pool = (&kv.k[l], &kv.v[l], &a.kv_slots);
-                rotary_op(ctx, pl, &a.qkv, (cos, sin), &a.positions, Some(pool))
+                rotary_op(ctx, pl, &a.qkv, table, &a.positions, Some(pool))
             }),
             attn: attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
@@ -900,6 +899,7 @@ pub(super) fn bind_ops(
                             None,
                             Some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
+                            None,
                         ),
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: Linear {
@@ -927,6 +927,7 @@ pub(super) fn bind_ops(
                             None,
                             Some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
+                            None,
                         ),
                         swiglu: None,
                         fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),

@@ -148,8 +148,9 @@ pub struct DeviceWeights {
     pub ln_f_b: Option<wgpu::Buffer>,
     /// lm_head.weight [V, C] when the head is not tied to wte (chunked as wte).
     pub head: Option<RowChunked>,
-    /// Rotary cos and sin tables `[context, HS/2]` (rotary families).
-    pub rope: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// Rotary cos and sin tables, `[context, 2, HS/2]` (rotary families,
+    /// `kernels::rotary::device_table`).
+    pub rope: Option<wgpu::Buffer>,
 }
 
 impl DeviceWeights {

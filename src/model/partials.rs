@@ -1,13 +1,13 @@
 //! A decode step's blocks with their residual adds deferred (`kernels::partials`; the
 //! hardware kernels, config `decode_blocks` `auto`): a block is the qkv projection
 //! reading the stream whole (`matvec_staged`: x + the previous MLP's partial rows,
-//! ln_1 folded in, keys and values to the pool), the rotary kernel for the rotary
-//! families, attention with each head's share of the output projection
+//! ln_1 folded in, the rotary families' queries and keys rotated, keys and values to
+//! the pool), attention with each head's share of the output projection
 //! (`attention_proj`), and the whole MLP leaving each chunk's share of the down
 //! projection (`mlp_partial`: x + the heads' partial rows, ln_2 folded in). The stream
 //! alternates between `x` and `x2`: the qkv projection reads `x` and writes it whole to
 //! `x2`, the MLP reads `x2` and writes `x`; after the last block `residual_sum` makes
-//! `x` whole for the LM head. A GPT-2 step is then 3 dispatches a block. A prefill
+//! `x` whole for the LM head. A step is then 3 dispatches a block. A prefill
 //! chunk of at most [`PREFILL_ROWS`] rows takes the same dispatches (each row attends
 //! through its own page table and position, as a decode row does): on a GPU a few rows
 //! are latency-bound, and the split-K matrix-vector kernels took 16 rows of 3072 → 768
@@ -19,7 +19,7 @@ use super::{
 use crate::config::{DecodeBlocks, ModelConfig};
 use crate::gpu::{buffers, GpuContext};
 use crate::kernels::attention::PagedBuffers;
-use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers};
+use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers, Rope};
 use crate::kernels::partials::{
     attention_proj_op, attention_proj_variant, embed_staged_variant, encode_attention_proj,
     encode_mlp_partial, encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant,
@@ -99,7 +99,7 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
         MlpWeights::Moe { .. } => unreachable!("deferred blocks have dense MLPs"),
     };
     let embed = match w.wte.chunks.as_slice() {
-        [whole] => Some((&a.ids, &a.positions, &whole.buffer)),
+        [whole] => Some((&a.ids, &whole.buffer)),
         _ => None,
     };
     let embeds = embed.is_some();
@@ -130,13 +130,13 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
                 bias: &bias,
                 out: &a.qkv,
             };
+            // keys and values to the pool, the rotary families' rotated first
             let fused = FusionBuffers {
-                kv: w
-                    .rope
-                    .is_none()
-                    .then_some((&b.kv.k[l], &b.kv.v[l], &a.kv_slots)),
+                kv: Some((&b.kv.k[l], &b.kv.v[l], &a.kv_slots)),
                 norm: Some((&blk.ln_1_w, &ln_1_b)),
                 deferred: Some((&p.mlp, &prev_bias, &p.x2)),
+                positions: Some(&a.positions),
+                rope: w.rope.as_ref(),
                 embed: None,
             };
             let paged = PagedBuffers {
@@ -217,32 +217,18 @@ impl Model {
             bias: l > 0 && cfg.has_mlp_bias(),
             wpe: l == 0 && ops.embeds && self.weights.wpe.is_some(),
         };
-        let rotary = &self.ops.blocks[l].rotary;
+        // keys and values to the pool, the rotary families' rotated first
         let qkv = Fusion {
-            kv: rotary
-                .is_none()
-                .then_some((heads.q_width(), heads.kv_width())),
+            kv: Some((heads.q_width(), heads.kv_width())),
             norm: Some(norm),
             deferred: Some(pending_mlp),
+            rope: self.weights.rope.as_ref().map(|_| Rope::of(heads)),
         };
         let mut flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
         if self.kv.half {
             flags |= KV_HALF;
         }
         encode_matvec_fused(pass, &blk.qkv, t, heads.qkv_width(), c, flags, qkv);
-        if let Some(op) = rotary {
-            let store = Some((heads.nh, self.kv.half));
-            let w = heads.qkv_width();
-            crate::kernels::rotary::encode_rotary(
-                pass,
-                op,
-                t,
-                w,
-                heads.nh + heads.nkv,
-                heads.hs,
-                store,
-            );
-        }
         let page = (super::kv_pool::PAGE, self.attention_block());
         encode_attention_proj(pass, &blk.attn, t, heads, page, c);
         let pending_heads = Deferred {

@@ -20,7 +20,7 @@ use crate::kernels::matmul::{
     encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU, KV_HALF,
 };
 use crate::kernels::matmul_bt::encode_matmul_bt;
-use crate::kernels::matvec::{encode_matvec_fused, Fusion};
+use crate::kernels::matvec::{encode_matvec_fused, Fusion, Rope};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
@@ -288,9 +288,8 @@ impl Model {
             encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
         }
         let up = Fusion {
-            kv: None,
             norm: folded,
-            deferred: None,
+            ..Default::default()
         };
         match &blk.mlp {
             MlpOps::Dense {
@@ -407,11 +406,10 @@ impl Model {
         if capture {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
-        // a prefill chunk's and a decode step's keys and values go to the pool: from
-        // the rotary kernel (rotary families), else from the qkv projection's epilogue
+        // a prefill chunk's and a decode step's keys and values go to the pool from the
+        // qkv projection's epilogue, or (rotary families, unless that epilogue rotates
+        // them) from the rotary kernel
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
-        let rotary_stores = pooled && self.weights.rope.is_some();
-        let kv_in_epilogue = pooled && !rotary_stores;
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
         // a burst's rows attend row by row, as a decode step's (decided once a step)
         let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
@@ -426,14 +424,21 @@ impl Model {
             if folded.is_none() {
                 encode_layer_norm(pass, &blk.ln_1, t, c, norm);
             }
+            // the hardware matrix-vector kernels rotate in their epilogue (the norm
+            // folded: the op bound with the rotary table)
+            let rope = (path == RowPath::Matvec && folded.is_some())
+                .then(|| Rope::of(heads))
+                .filter(|_| blk.rotary.is_some());
+            let rotary = blk.rotary.as_ref().filter(|_| rope.is_none());
             let qkv = Fusion {
-                kv: kv_in_epilogue.then_some((heads.q_width(), heads.kv_width())),
+                kv: (pooled && rotary.is_none()).then_some((heads.q_width(), heads.kv_width())),
                 norm: folded,
-                deferred: None,
+                rope,
+                ..Default::default()
             };
             blk.c_attn.encode_fused(pass, t, path, qkv_b | kv_half, qkv);
-            if let Some(rotary) = &blk.rotary {
-                let store = rotary_stores.then_some((heads.nh, self.kv.half));
+            if let Some(rotary) = rotary {
+                let store = pooled.then_some((heads.nh, self.kv.half));
                 encode_rotary(
                     pass,
                     rotary,

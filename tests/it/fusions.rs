@@ -151,9 +151,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                     None => {
                         let fused = FusionBuffers {
                             kv: Some(pool.bind()),
-                            norm: None,
-                            deferred: None,
-                            embed: None,
+                            ..Default::default()
                         };
                         let op = matvec::matvec_fused_op(ctx, pl, variant, &io, fused);
                         let fusion = Fusion {
@@ -218,10 +216,9 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
         let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
         let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
         let qkv = buffers::upload(ctx, "qkv", &x);
-        let cb = buffers::upload(ctx, "cos", &cos);
-        let sb = buffers::upload(ctx, "sin", &sin);
+        let table = buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, hs));
         let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
-        let op = rotary::rotary_op(ctx, pl, &qkv, (&cb, &sb), &pb, Some(pool.bind()));
+        let op = rotary::rotary_op(ctx, pl, &qkv, &table, &pb, Some(pool.bind()));
         submit_pass(ctx, "rotary", |pass| {
             rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some((nh, half)))
         })
@@ -231,6 +228,112 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
         let rotated = pool.read_checked(&qkv, &name);
         let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
         assert_close(&name, &rotated, &want, 1e-6, 1e-5);
+    }
+}
+
+/// The split-K kernels rotate the queries and keys in their epilogue (flag `ROTARY`),
+/// so a decode step of the rotary families has no rotary dispatch: bit for bit the
+/// projection (its norm folded) followed by the rotary kernel, in qkv and in the pool,
+/// with and without a bias (added before the rotation), heads of 8 to 128 (a
+/// workgroup's pairs in one head, or spanning several), grouped heads, a half pool.
+#[test]
+fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
+    use wgformer::config::RopeScaling;
+    use wgformer::model::rope::{inv_freq, rope_table};
+    let g = gpu();
+    let (ctx, pl) = (&g.ctx, &*g.pipelines);
+    let fusing: Vec<_> = matvec_variants()
+        .into_iter()
+        .filter(|v| matvec::fuses_norm(v))
+        .collect();
+    assert!(fusing.len() >= 2, "f32 and f16 split-K kernels: {fusing:?}");
+    let norm = NORMS[2];
+    let k = 48;
+    for (nh, nkv, hs, rows, half) in [
+        (4, 2, 16, 1, false),
+        (6, 2, 32, 5, true),
+        (4, 4, 64, 3, false),
+        (2, 2, 8, 2, true),
+        (2, 1, 128, 3, false),
+    ] {
+        let heads = Heads {
+            nh,
+            nkv,
+            hs,
+            window: 0,
+        };
+        let n = heads.qkv_width();
+        let kv = Some((heads.q_width(), heads.kv_width()));
+        let x = rand_vec(rows * k, 51, 1.0);
+        let gw = rand_vec(k, 52, 0.2)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect::<Vec<_>>();
+        let w = rand_vec(k * n, 53, 0.3);
+        let bias = rand_vec(n, 54, 0.5);
+        let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
+        let positions: Vec<u32> = (0..rows as u32).map(|r| (r * 11 + 2) % 64).collect();
+        let table = buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, hs));
+        let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
+        let flags =
+            if rows % 2 == 1 { matmul::BIAS } else { 0 } | if half { matmul::KV_HALF } else { 0 };
+        for &variant in &fusing {
+            let name = format!("{variant} {heads:?} {rows} rows flags {flags}");
+            let xb = buffers::upload(ctx, "x", &x);
+            let gwb = buffers::upload(ctx, "norm w", &gw);
+            let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+            let bb = buffers::upload(ctx, "bias", &bias);
+            // (rotated in the epilogue, then the rotary kernel)
+            let outs = [0, 1].map(|_| buffers::storage(ctx, "qkv", rows * n));
+            let pools = [0, 1].map(|_| Pool::new(heads, 9, rows, half));
+            let op = |out, pool: &Pool, rope: Option<&wgpu::Buffer>| {
+                let io = LinearBuffers {
+                    x: &xb,
+                    w: &wb,
+                    bias: &bb,
+                    out,
+                };
+                let fused = FusionBuffers {
+                    kv: rope.is_some().then(|| pool.bind()),
+                    norm: Some((&gwb, &gwb)),
+                    positions: Some(&pb),
+                    rope,
+                    ..Default::default()
+                };
+                matvec::matvec_fused_op(ctx, pl, variant, &io, fused)
+            };
+            let folded = op(&outs[0], &pools[0], Some(&table));
+            let plain = op(&outs[1], &pools[1], None);
+            let rotary = rotary::rotary_op(ctx, pl, &outs[1], &table, &pb, Some(pools[1].bind()));
+            submit_pass(ctx, "rotary fold", |pass| {
+                let fusion = Fusion {
+                    kv,
+                    norm: Some(norm),
+                    rope: Some(matvec::Rope::of(heads)),
+                    ..Default::default()
+                };
+                matvec::encode_matvec_fused(pass, &folded, rows, n, k, flags, fusion);
+                let fusion = Fusion {
+                    norm: Some(norm),
+                    ..Default::default()
+                };
+                matvec::encode_matvec_fused(pass, &plain, rows, n, k, flags, fusion);
+                let store = Some((nh, half));
+                rotary::encode_rotary(pass, &rotary, rows, n, nh + nkv, hs, store);
+            })
+            .unwrap();
+            let got = pools[0].read_checked(&outs[0], &name);
+            let want = pools[1].read_checked(&outs[1], &name);
+            assert_eq!(got, want, "{name}: against the rotary kernel");
+            // and against the reference
+            let normed = normed_rows(&x, norm, &gw, &gw, k);
+            let b = (flags & matmul::BIAS != 0).then_some(&bias[..]);
+            let seen = seen_by(variant, &w);
+            let product = reference::matmul::matmul(&normed, &seen, b, None, rows, n, k, false);
+            let rotated =
+                reference::rotary::rotary(&product, (n, nh + nkv, hs), (&cos, &sin), &positions);
+            assert_close(&name, &got, &rotated, 1e-4, 1e-4);
+        }
     }
 }
 
@@ -326,10 +429,8 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
                             out: &fused_out,
                         },
                         FusionBuffers {
-                            kv: None,
                             norm: Some((&gb_, &bb_)),
-                            deferred: None,
-                            embed: None,
+                            ..Default::default()
                         },
                     );
                     let plain_op = matvec::matvec_variant_op(
@@ -354,9 +455,8 @@ fn the_norm_prologue_equals_the_norm_then_the_product() {
                     );
                     let flags = matmul::BIAS | matmul::GELU;
                     let fusion = Fusion {
-                        kv: None,
                         norm: Some(norm),
-                        deferred: None,
+                        ..Default::default()
                     };
                     submit_pass(ctx, "norm fusion", |pass| {
                         matvec::encode_matvec_fused(pass, &fused_op, rows, n, k, flags, fusion);
@@ -701,21 +801,22 @@ fn a_decode_step_takes_the_fused_dispatches() {
         assert_eq!(hw, 3 * 5 + 3, "GPT-2 {dtype}, hardware kernels");
         assert_eq!(sw, 3 * 7 + 4, "GPT-2 {dtype}, software kernels");
     }
-    // a Llama block: qkv (RMSNorm folded in), rotary (storing the keys and values),
-    // attention, output projection, gate | up (RMSNorm folded in), SwiGLU, down = 7
-    // with the hardware kernels (deferred: qkv, rotary, attention with its projection,
-    // MLP = 4); the software ones keep the two norms = 9
+    // a Llama block: qkv (RMSNorm folded in, the queries and keys rotated, the keys
+    // and values to the pool), attention, output projection, gate | up (RMSNorm folded
+    // in), SwiGLU, down = 6 with the hardware kernels (deferred: qkv, attention with
+    // its projection, MLP = 3); the software ones keep the two norms and the rotary
+    // kernel (storing the keys and values) = 9
     let llama =
         serde_json::json!({"architecture": "llama", "n_kv_head": 1, "intermediate_size": 128});
     let mut llama_per_linear = llama.clone();
     llama_per_linear["decode_blocks"] = "per_linear".into();
     assert_eq!(
         decode_dispatches("hardware", "float32", llama.clone()),
-        3 * 4 + 3
+        3 * 3 + 3
     );
     assert_eq!(
         decode_dispatches("hardware", "float32", llama_per_linear),
-        3 * 7 + 3
+        3 * 6 + 3
     );
     assert_eq!(
         decode_dispatches("software", "float32", llama.clone()),
@@ -728,12 +829,12 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let gpt2 = step_dispatches("software", "float32", serde_json::json!({})).0;
     assert_eq!(gpt2, 3 * 7 + 5, "GPT-2 prefill");
     // a short prefill chunk with the hardware kernels takes the deferred blocks (3 a
-    // GPT-2 block, 4 a Llama one; the embedding in the first), then the stream made
+    // block, GPT-2 or Llama; the embedding in the first), then the stream made
     // whole, LM head (ln_f folded in, reading the last row where it lies), argmax
     let hw = step_dispatches("hardware", "float32", serde_json::json!({})).0;
     assert_eq!(hw, 3 * 3 + 3, "GPT-2 prefill, deferred blocks");
     let llama_hw = step_dispatches("hardware", "float32", llama.clone()).0;
-    assert_eq!(llama_hw, 3 * 4 + 3, "Llama prefill, deferred blocks");
+    assert_eq!(llama_hw, 3 * 3 + 3, "Llama prefill, deferred blocks");
     let llama_sw = step_dispatches("software", "float32", llama.clone()).0;
     assert_eq!(llama_sw, 3 * 9 + 5, "Llama prefill");
     // the matmul path with the hardware kernels (`per_linear`, or a chunk of more than
