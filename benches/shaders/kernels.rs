@@ -296,6 +296,104 @@ impl Bench {
         }
     }
 
+    /// A rotary family's qkv projection of a decode step (RMSNorm folded in, keys and
+    /// values to the pool) for `heads` over a stream of `k`: the queries and keys
+    /// rotated in the split-K kernel's epilogue (`rotated`, what the model runs)
+    /// against the projection then the `rotary` kernel (`then rotary`, before), 1 and
+    /// BATCH rows, in two interleaved rounds (`tools/bench_ab.py` pairs them).
+    pub(crate) fn qkv_rotary(&mut self, k: usize, heads: Heads) {
+        use wgformer::config::RopeScaling;
+        use wgformer::kernels::layer_norm::Norm;
+        use wgformer::kernels::rotary;
+        use wgformer::model::rope::{inv_freq, rope_table};
+        let ctx = &self.ctx;
+        let n = heads.qkv_width();
+        let x = rand_vec(BATCH * k, 16);
+        let w: Vec<f32> = rand_vec(k * n, 17).iter().map(|v| v * 0.05).collect();
+        let (cos, sin) = rope_table(&inv_freq(heads.hs, 10_000.0, RopeScaling::None), 256);
+        let positions: Vec<u32> = (0..BATCH as u32).map(|r| 40 + 7 * r).collect();
+        let slots: Vec<u32> = (0..BATCH as u32).collect();
+        let (xb, gb) = (
+            buffers::upload(ctx, "x", &x),
+            buffers::upload(ctx, "norm w", &vec![1.0; k]),
+        );
+        let table = buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, heads.hs));
+        let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
+        let sb = buffers::upload(ctx, "slots", bytemuck::cast_slice(&slots));
+        let pool = [0, 1].map(|_| buffers::storage(ctx, "pool", BATCH * heads.kv_width()));
+        let out = buffers::storage(ctx, "qkv", BATCH * n);
+        let norm = Norm {
+            rms: true,
+            bias: false,
+            eps: 1e-6,
+        };
+        let kv = Some((heads.q_width(), heads.kv_width()));
+        let rope = matvec::Rope::of(heads);
+        let mut timed = Vec::new();
+        for variant in ["matvec_splitk", "matvec_f16_splitk"] {
+            if !self.pl.has(variant) {
+                continue;
+            }
+            let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w, k, n));
+            let io = wgformer::kernels::LinearBuffers {
+                x: &xb,
+                w: &wb,
+                bias: &gb,
+                out: &out,
+            };
+            let fused = matvec::FusionBuffers {
+                kv: Some((&pool[0], &pool[1], &sb)),
+                norm: Some((&gb, &gb)),
+                positions: Some(&pb),
+                rope: Some(&table),
+                ..Default::default()
+            };
+            let op = matvec::matvec_fused_op(ctx, &self.pl, variant, &io, fused);
+            let rot = rotary::rotary_op(ctx, &self.pl, &out, &table, &pb, Some(fused.kv.unwrap()));
+            let rotated = |rows: usize, pass: &mut wgpu::ComputePass<'_>| {
+                let fusion = matvec::Fusion {
+                    kv,
+                    norm: Some(norm),
+                    rope: Some(rope),
+                    ..Default::default()
+                };
+                matvec::encode_matvec_fused(pass, &op, rows, n, k, 0, fusion);
+            };
+            let then_rotary = |rows: usize, pass: &mut wgpu::ComputePass<'_>| {
+                let fusion = matvec::Fusion {
+                    norm: Some(norm),
+                    ..Default::default()
+                };
+                matvec::encode_matvec_fused(pass, &op, rows, n, k, 0, fusion);
+                let store = Some((heads.nh, false));
+                rotary::encode_rotary(pass, &rot, rows, n, heads.nh + heads.nkv, heads.hs, store);
+            };
+            // the same numbers both ways (bit for bit: tests/it/fusions.rs)
+            let mut got = Vec::new();
+            for way in [
+                &rotated as &dyn Fn(usize, &mut wgpu::ComputePass<'_>),
+                &then_rotary,
+            ] {
+                wgformer::kernels::submit_pass(ctx, "qkv rotary", |pass| way(BATCH, pass)).unwrap();
+                got.push(buffers::read_floats(ctx, &out, 0, BATCH * n).unwrap());
+            }
+            self.check(variant, &got[0], &got[1]);
+            let shape = |rows| format!("{rows}x{k} · {k}x{n} nh {} nkv {}", heads.nh, heads.nkv);
+            let bytes = (k * n * words_bytes(variant)) as f64;
+            for _round in 0..2 {
+                for rows in [1, BATCH] {
+                    let ms = self.time_gpu(&|pass| rotated(rows, pass));
+                    timed.push((format!("{variant} rotated"), shape(rows), ms, bytes));
+                    let ms = self.time_gpu(&|pass| then_rotary(rows, pass));
+                    timed.push((format!("{variant} then rotary"), shape(rows), ms, bytes));
+                }
+            }
+        }
+        for (name, shape, ms, bytes) in timed {
+            self.report(&name, shape, ms, bytes, "GB/s (weights)", None, "");
+        }
+    }
+
     pub(crate) fn matvec_bt(&mut self, k: usize, n: usize) {
         let x = rand_vec(k, 14);
         let w = rand_vec(n * k, 15);
