@@ -157,12 +157,29 @@ pub fn try_filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
 mod tests {
     use super::*;
 
-    fn dir(test: &str) -> (PathBuf, FileAccess) {
+    /// A scratch path removed when the test ends, passed or failed.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    fn dir(test: &str) -> (Scratch, FileAccess) {
         let d = std::env::temp_dir().join(format!("wgformer-{test}-{}", std::process::id()));
         std::fs::create_dir_all(d.join("sub")).unwrap();
         std::fs::write(d.join("sub/a.bin"), b"abc").unwrap();
         let access = FileAccess::models_dir(Some(&d)).unwrap();
-        (d, access)
+        (Scratch(d), access)
     }
 
     #[test]
@@ -173,13 +190,14 @@ mod tests {
             access.read("checkpoint", "sub/a.bin", &p, 10).unwrap(),
             b"abc"
         );
-        let outside = d
-            .parent()
-            .unwrap()
-            .join(format!("wgformer-outside-{}", std::process::id()));
-        std::fs::write(&outside, b"secret").unwrap();
+        let outside = Scratch(
+            d.parent()
+                .unwrap()
+                .join(format!("wgformer-outside-{}", std::process::id())),
+        );
+        std::fs::write(&*outside, b"secret").unwrap();
         #[cfg(unix)]
-        std::os::unix::fs::symlink(&outside, d.join("link")).ok();
+        std::os::unix::fs::symlink(&*outside, d.join("link")).ok();
         for bad in [
             "",
             "/etc/passwd",
