@@ -24,6 +24,17 @@ fn matvec_variants() -> Vec<&'static str> {
     all
 }
 
+/// The split-K matrix-vector kernels (f32 and half-float weights), which fold the
+/// norm and the rotary positions in.
+fn split_k_variants() -> Vec<&'static str> {
+    let all: Vec<_> = matvec_variants()
+        .into_iter()
+        .filter(|v| matvec::fuses_norm(v))
+        .collect();
+    assert!(all.len() >= 2, "f32 and f16 split-K kernels: {all:?}");
+    all
+}
+
 /// A KV pool of `rows` rows and the pool rows a step's `t` rows store to (distinct,
 /// not in order: a batch's generations each write their own page's row): the buffers a
 /// fused store writes, and the check that they hold what `kv_store` would copy (as
@@ -191,34 +202,70 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
     }
 }
 
+/// (query heads, key heads, head size, rows, a half-float pool): heads of 8 to 128
+/// (a split-K workgroup's pairs within one head, or across several), grouped heads.
+const ROPE_CASES: [(usize, usize, usize, usize, bool); 6] = [
+    (4, 2, 16, 1, false),
+    (6, 2, 32, 5, false),
+    (4, 4, 64, 3, false),
+    (6, 2, 32, 5, true),
+    (2, 2, 8, 2, true),
+    (2, 1, 128, 3, false),
+];
+
+/// Rotary heads and `t` rows' positions (out of order, up to 64), with the cos and sin
+/// tables on the host and as the kernels read them.
+struct RopeCase {
+    heads: Heads,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    positions: Vec<u32>,
+    table: wgpu::Buffer,
+    pb: wgpu::Buffer,
+}
+
+impl RopeCase {
+    fn new(nh: usize, nkv: usize, hs: usize, t: usize) -> RopeCase {
+        use wgformer::config::RopeScaling;
+        use wgformer::model::rope::{inv_freq, rope_table};
+        let ctx = &gpu().ctx;
+        let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
+        let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
+        RopeCase {
+            heads: Heads {
+                nh,
+                nkv,
+                hs,
+                window: 0,
+            },
+            table: buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, hs)),
+            pb: buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions)),
+            cos,
+            sin,
+            positions,
+        }
+    }
+
+    /// The reference rotation of `x`'s rows (`[t, qkv width]`).
+    fn rotated(&self, x: &[f32]) -> Vec<f32> {
+        let h = self.heads;
+        let shape = (h.qkv_width(), h.nh + h.nkv, h.hs);
+        reference::rotary::rotary(x, shape, (&self.cos, &self.sin), &self.positions)
+    }
+}
+
 #[test]
 fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
-    use wgformer::config::RopeScaling;
-    use wgformer::model::rope::{inv_freq, rope_table};
     let g = gpu();
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    for (nh, nkv, hs, t, half) in [
-        (4, 2, 16, 1, false),
-        (6, 2, 32, 5, false),
-        (4, 4, 64, 3, false),
-        (6, 2, 32, 5, true),
-        (2, 2, 8, 3, true),
-    ] {
-        let heads = Heads {
-            nh,
-            nkv,
-            hs,
-            window: 0,
-        };
+    for (nh, nkv, hs, t, half) in ROPE_CASES {
+        let rope = RopeCase::new(nh, nkv, hs, t);
+        let heads = rope.heads;
         let row = heads.qkv_width();
         let pool = Pool::new(heads, 12, t, half);
         let x = rand_vec(t * row, 44, 1.0);
-        let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
-        let positions: Vec<u32> = (0..t as u32).map(|r| (r * 11 + 2) % 64).collect();
         let qkv = buffers::upload(ctx, "qkv", &x);
-        let table = buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, hs));
-        let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
-        let op = rotary::rotary_op(ctx, pl, &qkv, &table, &pb, Some(pool.bind()));
+        let op = rotary::rotary_op(ctx, pl, &qkv, &rope.table, &rope.pb, Some(pool.bind()));
         submit_pass(ctx, "rotary", |pass| {
             rotary::encode_rotary(pass, &op, t, row, nh + nkv, hs, Some((nh, half)))
         })
@@ -226,8 +273,7 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
         // the pool holds the rotated keys and the values, as kv_store after the rotation
         let name = format!("rotary store nh {nh} nkv {nkv} hs {hs} t {t} half {half}");
         let rotated = pool.read_checked(&qkv, &name);
-        let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
-        assert_close(&name, &rotated, &want, 1e-6, 1e-5);
+        assert_close(&name, &rotated, &rope.rotated(&x), 1e-6, 1e-5);
     }
 }
 
@@ -238,30 +284,14 @@ fn the_rotary_kernel_stores_rotated_keys_and_values_in_the_pool() {
 /// workgroup's pairs in one head, or spanning several), grouped heads, a half pool.
 #[test]
 fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
-    use wgformer::config::RopeScaling;
-    use wgformer::model::rope::{inv_freq, rope_table};
     let g = gpu();
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    let fusing: Vec<_> = matvec_variants()
-        .into_iter()
-        .filter(|v| matvec::fuses_norm(v))
-        .collect();
-    assert!(fusing.len() >= 2, "f32 and f16 split-K kernels: {fusing:?}");
+    let fusing = split_k_variants();
     let norm = NORMS[2];
     let k = 48;
-    for (nh, nkv, hs, rows, half) in [
-        (4, 2, 16, 1, false),
-        (6, 2, 32, 5, true),
-        (4, 4, 64, 3, false),
-        (2, 2, 8, 2, true),
-        (2, 1, 128, 3, false),
-    ] {
-        let heads = Heads {
-            nh,
-            nkv,
-            hs,
-            window: 0,
-        };
+    for (nh, nkv, hs, rows, half) in ROPE_CASES {
+        let rope = RopeCase::new(nh, nkv, hs, rows);
+        let heads = rope.heads;
         let n = heads.qkv_width();
         let kv = Some((heads.q_width(), heads.kv_width()));
         let x = rand_vec(rows * k, 51, 1.0);
@@ -271,10 +301,6 @@ fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
             .collect::<Vec<_>>();
         let w = rand_vec(k * n, 53, 0.3);
         let bias = rand_vec(n, 54, 0.5);
-        let (cos, sin) = rope_table(&inv_freq(hs, 10_000.0, RopeScaling::None), 64);
-        let positions: Vec<u32> = (0..rows as u32).map(|r| (r * 11 + 2) % 64).collect();
-        let table = buffers::upload(ctx, "rope", &rotary::device_table(&cos, &sin, hs));
-        let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions));
         let flags =
             if rows % 2 == 1 { matmul::BIAS } else { 0 } | if half { matmul::KV_HALF } else { 0 };
         for &variant in &fusing {
@@ -286,7 +312,7 @@ fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
             // (rotated in the epilogue, then the rotary kernel)
             let outs = [0, 1].map(|_| buffers::storage(ctx, "qkv", rows * n));
             let pools = [0, 1].map(|_| Pool::new(heads, 9, rows, half));
-            let op = |out, pool: &Pool, rope: Option<&wgpu::Buffer>| {
+            let op = |out, pool: &Pool, table: Option<&wgpu::Buffer>| {
                 let io = LinearBuffers {
                     x: &xb,
                     w: &wb,
@@ -294,17 +320,18 @@ fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
                     out,
                 };
                 let fused = FusionBuffers {
-                    kv: rope.is_some().then(|| pool.bind()),
+                    kv: table.is_some().then(|| pool.bind()),
                     norm: Some((&gwb, &gwb)),
-                    positions: Some(&pb),
-                    rope,
+                    positions: Some(&rope.pb),
+                    rope: table,
                     ..Default::default()
                 };
                 matvec::matvec_fused_op(ctx, pl, variant, &io, fused)
             };
-            let folded = op(&outs[0], &pools[0], Some(&table));
+            let folded = op(&outs[0], &pools[0], Some(&rope.table));
             let plain = op(&outs[1], &pools[1], None);
-            let rotary = rotary::rotary_op(ctx, pl, &outs[1], &table, &pb, Some(pools[1].bind()));
+            let pool = Some(pools[1].bind());
+            let rotary = rotary::rotary_op(ctx, pl, &outs[1], &rope.table, &rope.pb, pool);
             submit_pass(ctx, "rotary fold", |pass| {
                 let fusion = Fusion {
                     kv,
@@ -330,9 +357,7 @@ fn the_split_k_kernels_rotate_queries_and_keys_in_their_epilogue() {
             let b = (flags & matmul::BIAS != 0).then_some(&bias[..]);
             let seen = seen_by(variant, &w);
             let product = reference::matmul::matmul(&normed, &seen, b, None, rows, n, k, false);
-            let rotated =
-                reference::rotary::rotary(&product, (n, nh + nkv, hs), (&cos, &sin), &positions);
-            assert_close(&name, &got, &rotated, 1e-4, 1e-4);
+            assert_close(&name, &got, &rope.rotated(&product), 1e-4, 1e-4);
         }
     }
 }
@@ -395,14 +420,7 @@ fn normed_rows(x: &[f32], norm: Norm, gw: &[f32], gb: &[f32], k: usize) -> Vec<f
 fn the_norm_prologue_equals_the_norm_then_the_product() {
     let g = gpu();
     let (ctx, pl) = (&g.ctx, &*g.pipelines);
-    let fusing: Vec<_> = matvec_variants()
-        .into_iter()
-        .filter(|v| matvec::fuses_norm(v))
-        .collect();
-    assert!(
-        fusing.len() >= 2,
-        "the hardware kernels (f32 and f16) fold the norm: {fusing:?}"
-    );
+    let fusing = split_k_variants();
     for (n, k) in [(64, 48), (72, 1024), (768, 192)] {
         for rows in [1, 3] {
             let NormCase { x, gw, gb, w, bias } = NormCase::new(rows, n, k, 45);
