@@ -1,6 +1,7 @@
 // out[M, N] (=|+=) act(a[M, K] · b[K, N] + bias[N])
 // b is stored [in, out] as in GPT-2 checkpoints. Epilogue flags:
-//   bit 0: add bias, bit 1: GELU (tanh form), bit 2: accumulate into out (residual add).
+//   bit 0: add bias, bit 1: GELU (tanh form), bit 2: accumulate into out (residual add),
+//   and prelude epilogue's ROTARY and KV_STORE (a qkv projection).
 // Register blocking: each invocation computes 8 rows × 4 columns (one vec4). All
 // invocations of a workgroup share the same rows, so the loads of `a` are uniform
 // (cheap on SIMD-over-lanes CPUs such as lavapipe) and each load of `b` feeds 8 FMAs.
@@ -24,6 +25,9 @@ const TM: u32 = 8u;
 @group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(7) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
+// the rotation (prelude epilogue's ROTARY)
+@group(0) @binding(8) var<storage, read> positions: array<u32>;  // [M] (or a stand-in)
+@group(0) @binding(9) var<storage, read> rope: array<vec4<f32>>; // [positions, 2, HS] (or a stand-in)
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -73,24 +77,11 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         return;
     }
     let accs = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    var bv = vec4<f32>(0.0);
-    if ((p.flags & 1u) != 0u) {
-        bv = bias[col];
-    }
     for (var r = 0u; r < TM; r++) {
         let row = row0 + r;
         if (row >= p.m) {
             return;
         }
-        var v = accs[r] + bv;
-        if ((p.flags & 2u) != 0u) {
-            v = gelu(v);
-        }
-        let o = row * n4 + col;
-        if ((p.flags & 4u) != 0u) {
-            v += out[o];
-        }
-        out[o] = v;
-        store_kv(v, col, row); // prelude epilogue
+        store_epilogue(accs[r], col, row * n4 + col); // prelude epilogue
     }
 }

@@ -44,6 +44,9 @@ const FOLD_SCALE: f32 = 0.0625;
 // the norm before the projection (p.norm; preludes stage_tile, norm_fold), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
 @group(0) @binding(10) var<storage, read> norm_gw: array<vec4<f32>>; // [N]: g · w
+// the rotation (prelude epilogue's ROTARY)
+@group(0) @binding(11) var<storage, read> positions: array<u32>;  // [M] (or a stand-in)
+@group(0) @binding(12) var<storage, read> rope: array<vec4<f32>>; // [positions, 2, HS] (or a stand-in)
 
 var<workgroup> sa: array<f16, 1024>; // [64][16] row-major
 var<workgroup> sb: array<f16, 1024>; // [16][64] row-major

@@ -14,6 +14,9 @@
 @group(0) @binding(5) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a stand-in)
 @group(0) @binding(6) var<storage, read> slots: array<u32>;              // [M] (or a stand-in)
 @group(0) @binding(7) var<storage, read> norm_gw: array<vec4<f32>>;      // [N] (p.norm; or a stand-in)
+// the rotation (prelude epilogue's ROTARY)
+@group(0) @binding(8) var<storage, read> positions: array<u32>;  // [M] (or a stand-in)
+@group(0) @binding(9) var<storage, read> rope: array<vec4<f32>>; // [positions, 2, HS] (or a stand-in)
 
 override WG: u32 = 64u;
 

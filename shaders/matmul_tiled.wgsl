@@ -45,6 +45,9 @@ const BK: u32 = 16u;  // K step (4 vec4)
 // the norm before the projection (p.norm; preludes stage_tile, norm_fold), or stand-ins
 @group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;   // [K]
 @group(0) @binding(10) var<storage, read> norm_gw: array<vec4<f32>>; // [N]: g · w
+// the rotation (prelude epilogue's ROTARY)
+@group(0) @binding(11) var<storage, read> positions: array<u32>;  // [M] (or a stand-in)
+@group(0) @binding(12) var<storage, read> rope: array<vec4<f32>>; // [positions, 2, HS] (or a stand-in)
 
 var<workgroup> ta: array<vec4<f32>, 256>; // [BM][BK / 4]: row r, k-quad q at r * 4 + q
 var<workgroup> tb: array<vec4<f32>, 256>; // [BK][BN4]: k-row r, column c at r * 16 + c

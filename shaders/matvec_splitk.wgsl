@@ -5,12 +5,11 @@
 // measured on an H200, 16 rows as 96 workgroups of 8 rows (weights read twice) took
 // 0.104 ms for 3072→768, as 192 of 4 rows 0.065 ms; one row a workgroup gives the GPU
 // the most independent work and leaves no idle rows for one generation. Epilogue flags
-// as matmul (bit 0 bias, bit 1 GELU, bit 2 accumulate), KV_STORE (matvec_params), and
-// ROTARY (prelude rope_pairs: rotary positions on the query and key heads, each pair of
-// a head's halves summed in one workgroup). Preludes: matvec_params, the weight type
-// `W` / `load_w4` (f32, or packed half floats for `matvec_f16_splitk`), gelu, epilogue,
-// workgroup_reduce, norm_prologue, splitk_reduce, rope_pairs. Each row is computed by
-// the same code, so its numbers do not depend on its batch.
+// as matmul (bit 0 bias, bit 1 GELU, bit 2 accumulate, ROTARY), and KV_STORE
+// (matvec_params). Preludes: matvec_params, the weight type `W` / `load_w4` (f32, or
+// packed half floats for `matvec_f16_splitk`), gelu, epilogue, workgroup_reduce,
+// norm_prologue, splitk_reduce. Each row is computed by the same code, so its numbers
+// do not depend on its batch.
 //
 // A workgroup owns COLS4 vec4 columns and splits the K rows across its WG / COLS4
 // lane groups: the COLS4 lanes of a group read adjacent vec4s of one weight row (one
@@ -39,10 +38,10 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> w: array<W>;               // [K, N]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;    // [N] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [R, N]
-// bindings 5-7 (the KV pool and slots): prelude matvec_params
-@group(0) @binding(8) var<storage, read> norm_w: array<vec4<f32>>;  // [K] (p.norm; or a dummy)
-@group(0) @binding(9) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS; or a dummy)
-// bindings 10-11 (the rows' positions, the rotary table): prelude rope_pairs
+// bindings 5-9 (the KV pool and slots, the rows' positions, the rotary table): prelude
+// matvec_params
+@group(0) @binding(10) var<storage, read> norm_w: array<vec4<f32>>;  // [K] (p.norm; or a dummy)
+@group(0) @binding(11) var<storage, read> norm_b: array<vec4<f32>>;  // [K] (NORM_BIAS; or a dummy)
 // the staged variants (prelude stage_x)
 @group(0) @binding(12) var<storage, read> parts: array<vec4<f32>>;  // [R, P, K]
 @group(0) @binding(13) var<storage, read> res_bias: array<vec4<f32>>; // [K] (STAGE_BIAS; or a dummy)
@@ -56,7 +55,7 @@ fn matvec_splitk(
     let c = lid % COLS4;
     let g = lid / COLS4;
     let groups = WG / COLS4;
-    let col = out_col(wg.x, c); // prelude rope_pairs
+    let col = wg.x * COLS4 + c;
     let live = col < p.n4;
     let p4 = p.p4;
     let row = p.row0 + wg.y;
@@ -70,6 +69,6 @@ fn matvec_splitk(
     }
     let sum = sum_groups(lid, COLS4, acc); // prelude splitk_reduce
     if (g == 0u && live) {
-        store_col(sum, c, col, row); // prelude rope_pairs
+        store_row(sum, col, row); // prelude matvec_params
     }
 }

@@ -6,8 +6,7 @@
 The bench prints some rows twice or more, once per way of doing the same work, in
 interleaved rounds: `folded` / `separate` (`matmul_fusion`, group `gpt2_staging`),
 `deferred` / `per linear` (`decode_blocks`, group `gpt2_blocks`), a tile matmul whole /
-`split-K` (group `matmul`), a qkv projection `rotated` in its epilogue / `then rotary`
-(group `qkv_rotary`). For each such pair this prints the medians of each way over
+`split-K` (group `matmul`). For each such pair this prints the medians of each way over
 the rounds, the ratio (second / first: above 1, the first way is faster) and which way
 is the default today, so a GPU session reads its decisions off one table. Rows timed in
 one run only; a ratio within a few % is noise on a GPU, ±20 % on lavapipe.
@@ -22,8 +21,6 @@ PAIRS = [
     ("folded", "separate", "folded", "config matmul_fusion (MatmulFusion::Auto)"),
     ("deferred", "per linear", "deferred", "config decode_blocks (DecodeBlocks::Auto)"),
     ("", "split-K", "split-K up to SPLIT_MAX_ROWS rows", "matmul::SPLIT_MAX_ROWS"),
-    ("rotated", "then rotary", "rotated",
-     "none: Fusion::rope in model/step.rs and model/partials.rs"),
 ]
 
 # `label  12.345 ms`, `ms/token`, `ms/step`, or `ms one by one, 6.789 ms together`
@@ -80,7 +77,7 @@ def main():
         for key, a, b, na, nb in sorted(table):
             print(f"{key:<64} {a:11.3f} {b:11.3f} {b / a:7.2f}  {na}/{nb}")
     if not found:
-        sys.exit("no A/B rows in this output (groups gpt2_staging, gpt2_blocks, matmul, qkv_rotary)")
+        sys.exit("no A/B rows in this output (groups gpt2_staging, gpt2_blocks, matmul)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ mod model;
 use clap::{Parser, ValueEnum};
 use harness::Bench;
 use harness::BATCH;
-use wgformer::config::{DeviceChoice, Heads};
+use wgformer::config::DeviceChoice;
 use wgformer::gpu::GpuContext;
 use wgformer::kernels::Pipelines;
 
@@ -107,12 +107,6 @@ fn main() {
         b.matvec(c, 4 * c);
         b.matvec(4 * c, c);
         b.matvec_bt(c, v);
-    }
-    if b.wants("qkv_rotary") {
-        // a Llama-shaped block of GPT-2 small's width, and Llama-3.2-1B's
-        let heads = Heads::mha(c, nh).grouped(4);
-        b.qkv_rotary(c, heads);
-        b.qkv_rotary(2048, Heads::mha(2048, 32).grouped(8));
     }
     if b.wants("layer_norm") {
         for &t in ts {

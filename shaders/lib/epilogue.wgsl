@@ -1,8 +1,9 @@
 // The epilogue of the matmul and matrix-vector kernels (after prelude `gelu`):
-// out[at] (=|+=) act(o + bias[col]) by p.flags: bit 0 bias, bit 1 GELU, bit 2
-// accumulate (the residual add), and KV_STORE. The kernel declares `p` (with `n4`,
-// `kv_q4`, `kv4`), `bias`, `out` and the pool's `k_pool`, `v_pool`, `slots` (prelude
-// `kv_write` stores to them). Returns the value stored.
+// out[at] (=|+=) act(rotated(o + bias[col])) by p.flags: bit 0 bias, bit 1 GELU, bit 2
+// accumulate (the residual add), ROTARY, and KV_STORE. The kernel declares `p` (with
+// `n4`, `kv_q4`, `kv4`, `head4`, `rot4`), `bias`, `out`, the pool's `k_pool`, `v_pool`,
+// `slots` (prelude `kv_write` stores to them), and the rows' `positions` and the
+// rotary table `rope`. Returns the value stored.
 
 // Flag: the output is a qkv projection of a prefill chunk or a decode step; its keys
 // and values also go to the paged KV pool, row r's to pool row slots[r] (the kv_store
@@ -25,6 +26,27 @@ fn store_kv(o: vec4<f32>, col: u32, row: u32) {
     }
 }
 
+// Flag: rotary positions on a qkv projection's query and key heads (`kernels::rotary`).
+// Each rotated head is stored with its halves interleaved (the weights' columns
+// permuted at load: dimension 2i is Hugging Face's i, 2i + 1 its i + HS/2), so the
+// pairs rotate_half mixes are neighbours in one vec4 and the rotation needs nothing
+// from other lanes; attention only takes dot products of queries with keys, which the
+// same permutation of both leaves as they were.
+const ROTARY: u32 = 64u;
+
+// Output vec4 `col` of row `row`, rotated at the row's position where it belongs to a
+// query or key head (columns below p.rot4) and ROTARY is set: the table holds, per
+// position and vec4 of a head, (cos θi, cos θi, cos θi+1, cos θi+1) and then
+// (-sin θi, sin θi, -sin θi+1, sin θi+1), so (x, y) becomes
+// (x cos - y sin, y cos + x sin), Hugging Face's rotation of the pair.
+fn rotated(o: vec4<f32>, col: u32, row: u32) -> vec4<f32> {
+    if ((p.flags & ROTARY) == 0u || col >= p.rot4) {
+        return o;
+    }
+    let at = positions[row] * 2u * p.head4 + col % p.head4;
+    return o * rope[at] + o.yxwz * rope[at + p.head4];
+}
+
 // `o` with column `col`'s bias added (bit 0).
 fn biased(o: vec4<f32>, col: u32) -> vec4<f32> {
     if ((p.flags & 1u) != 0u) {
@@ -34,7 +56,7 @@ fn biased(o: vec4<f32>, col: u32) -> vec4<f32> {
 }
 
 fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
-    var o = biased(acc, col);
+    var o = rotated(biased(acc, col), col, at / p.n4);
     if ((p.flags & 2u) != 0u) {
         o = gelu(o);
     }

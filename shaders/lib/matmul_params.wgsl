@@ -11,4 +11,6 @@ struct MatmulParams {
     kv4: u32,   // KV_STORE: vec4s of a pool row (the keys; the values follow them in out)
     norm: u32,  // tiled kernels: the norm before the projection (preludes norm_flags, norm_fold), 0: a as it is
     eps: f32,   // its epsilon
+    head4: u32, // ROTARY (prelude epilogue): HS / 4, vec4s in a head
+    rot4: u32,  // ROTARY: vec4s of a row rotated (the query and key heads)
 }

@@ -15,7 +15,7 @@ struct MatvecParams {
     norm: u32,  // the kernels with a norm prologue: NORM_* flags (0: x as it is)
     eps: f32,   // the norm's epsilon
     parts: u32, // the staged kernels: partial rows per row of x (prelude residual_parts)
-    half4: u32, // ROTARY (prelude rope_pairs): HS / 8, vec4s in half a head
+    head4: u32, // ROTARY (prelude epilogue): HS / 4, vec4s in a head
     rot4: u32,  // ROTARY: vec4s of a row rotated (the query and key heads)
     _pad0: u32,
     _pad1: u32,
@@ -25,6 +25,10 @@ struct MatvecParams {
 @group(0) @binding(5) var<storage, read_write> k_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(6) var<storage, read_write> v_pool: array<vec4<u32>>; // [pool rows, KV] (or a dummy)
 @group(0) @binding(7) var<storage, read> slots: array<u32>;              // [R] (or a dummy)
+// the rotation (prelude epilogue's ROTARY) and the first block's embedding (prelude
+// residual_embed)
+@group(0) @binding(8) var<storage, read> positions: array<u32>;  // [R] (or a dummy)
+@group(0) @binding(9) var<storage, read> rope: array<vec4<f32>>; // [positions, 2, HS] (or a dummy)
 
 // Store output vec4 `col` of batch row `r` through the epilogue (prelude epilogue,
 // KV_STORE included), unless the row is past the batch (a ROWS group that covers the

@@ -4,7 +4,7 @@
 // the same numbers), with no dispatch of its own. wpe is bound as the kernel's `x`;
 // wte (weights `W`, row groups: prelude `row_groups`) must fit one binding.
 
-// (the rows' positions: prelude rope_pairs' binding 10)
+// (the rows' positions: prelude matvec_params' binding 8)
 @group(0) @binding(15) var<storage, read> ids: array<u32>;       // [R]
 @group(0) @binding(16) var<storage, read> wte: array<W>;         // [vocabulary, K]
 

@@ -19,8 +19,3 @@ fn sum_groups(lid: u32, cols: u32, acc: vec4<f32>) -> vec4<f32> {
     }
     return part[lid % cols];
 }
-
-// Column `c`'s sum after sum_groups (another lane's column: the rotary pairs).
-fn group_sum(c: u32) -> vec4<f32> {
-    return part[c];
-}

@@ -300,8 +300,6 @@ pub mod prelude {
         ATTEND_WORKGROUP = "attend_workgroup";
         /// The split-K sum of the hardware matrix-vector kernels (`sum_groups`).
         SPLITK_REDUCE = "splitk_reduce";
-        /// Rotary positions in the split-K kernels' epilogue (`out_col`, `store_col`).
-        ROPE_PAIRS = "rope_pairs";
     }
 }
 
@@ -346,7 +344,6 @@ const MATVEC_SPLITK: &[Prelude] = &[
     prelude::NORM_APPLY,
     prelude::NORM_PROLOGUE,
     prelude::SPLITK_REDUCE,
-    prelude::ROPE_PAIRS,
 ];
 // where the split-K kernels' row comes from (`.and`): x as it is, or the residual
 // stream with deferred partial rows staged, its base rows from x or (the first
@@ -441,7 +438,6 @@ const ATTENTION_PAGED_SUBGROUP: &[Prelude] = &[
     prelude::QUERY64,
 ];
 const REDUCE: &[Prelude] = &[prelude::WORKGROUP_REDUCE];
-const KV_WRITE_ONLY: &[Prelude] = &[prelude::KV_WRITE];
 const MATMUL_SUBGROUP: &[Prelude] = &[
     prelude::MATMUL_PARAMS,
     prelude::GELU,
@@ -671,7 +667,6 @@ pub const KERNELS: &[Kernel] = &[
     MOE_MATMUL_SUBGROUP_K.f16_twin("moe_matmul_f16_subgroup"),
     Kernel::new("moe_combine", wgsl!("moe_combine")),
     Kernel::new("row_norm", wgsl!("row_norm")),
-    Kernel::new("rotary", wgsl!("rotary")).with(KV_WRITE_ONLY),
     Kernel::new("sample_rows", wgsl!("sample_rows"))
         .with(&[prelude::WORKGROUP_REDUCE])
         .workgroup(Workgroup::Fixed(256)),

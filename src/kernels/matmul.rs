@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::catalogue::Kernel;
+use super::fusion::{Fusion, FusionBuffers};
 use super::layer_norm::{norm_flags, HostNorm, Norm};
 use super::Pipelines;
 use super::{submit_pass, HostProduct, KernelOp, LinearBuffers};
@@ -31,9 +32,9 @@ pub const KV_HALF: u32 = 16;
 /// Staging flag of the tile kernels ([`fuses_staging`]): `a` holds gate | up rows of
 /// 2 K, and the product takes silu(gate) · up (SwiGLU folded into the down projection).
 pub const GATED: u32 = 32;
-/// Flag of the split-K matrix-vector kernels: rotary positions in the epilogue
-/// (`kernels::matvec::Fusion::rope`, prelude `rope_pairs`).
-pub const ROTARY: u32 = 64;
+/// Epilogue flag: rotary positions on a qkv projection's query and key heads
+/// ([`super::rotary`], `Fusion::rope`).
+pub use super::rotary::ROTARY;
 
 /// Mirrors `MatmulParams` in the WGSL.
 #[repr(C)]
@@ -54,6 +55,10 @@ pub struct MatmulParams {
     /// ([`fuses_staging`]; flags as the norm prologue's, 0: `a` as it is).
     pub norm: u32,
     pub eps: f32,
+    /// [`ROTARY`]: vec4s in a head.
+    pub head4: u32,
+    /// [`ROTARY`]: vec4s of a row rotated (the query and key heads).
+    pub rot4: u32,
 }
 
 /// Rows up to which the tiled kernels split K across workgroups (a prefill chunk, a
@@ -211,24 +216,25 @@ pub fn matmul_split_op(
     io: &LinearBuffers,
     split: Option<(&wgpu::Buffer, usize)>,
 ) -> MatmulOp {
-    matmul_fused_op(ctx, pipelines, variant, io, split, None, None)
+    matmul_fused_op(ctx, pipelines, variant, io, split, FusionBuffers::default())
 }
 
 /// [`matmul_split_op`] for a qkv projection whose steps can store their keys and
-/// values in the pool (`pool`: `(k_pool, v_pool, slots)`; stand-ins without), and
-/// whose rows `io.x` may be the residual stream, normalised on the way in by the norm
-/// folded in (a [`fuses_staging`] variant; `norm`: its weight g and `g · w`, and
-/// `io.bias` then the bias with the norm's carried through: [`NormFold`]; the tile
-/// kernels bind stand-ins without).
+/// values in the pool (`fused.kv`: `(k_pool, v_pool, slots)`) and rotate its queries
+/// and keys (`fused.positions`, `fused.rope`), and whose rows `io.x` may be the
+/// residual stream, normalised on the way in by the norm folded in (a
+/// [`fuses_staging`] variant; `fused.norm`: its weight g and `g · w`, and `io.bias`
+/// then the bias with the norm's carried through: [`NormFold`]); stand-ins for what
+/// `fused` leaves out.
 pub fn matmul_fused_op(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
     io: &LinearBuffers,
     split: Option<(&wgpu::Buffer, usize)>,
-    pool: Option<PoolBuffers>,
-    norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    fused: FusionBuffers,
 ) -> MatmulOp {
+    let (pool, norm) = (fused.kv, fused.norm);
     debug_assert!(norm.is_none() || fuses_staging(variant));
     let LinearBuffers {
         x: a,
@@ -247,11 +253,13 @@ pub fn matmul_fused_op(
         } else {
             &[]
         };
+        let rope = [fused.positions, fused.rope].map(|b| b.unwrap_or(&si.read));
         let all: Vec<&wgpu::Buffer> = bufs
             .iter()
             .copied()
             .chain([k, v, slots])
             .chain(normed.iter().copied())
+            .chain(rope)
             .collect();
         KernelOp::new::<MatmulParams>(ctx, pipelines, name, &all)
     };
@@ -280,7 +288,7 @@ pub fn encode_matmul(
     k: usize,
     flags: u32,
 ) {
-    encode_matmul_fused(pass, op, (m, n, k), flags, None, None)
+    encode_matmul_fused(pass, op, (m, n, k), flags, Fusion::default())
 }
 
 /// [`encode_matmul`] of a qkv projection that also stores its keys and values in the
@@ -292,13 +300,15 @@ pub fn encode_matmul_fused(
     op: &MatmulOp,
     (m, n, k): (usize, usize, usize),
     flags: u32,
-    kv: Option<(usize, usize)>,
-    norm: Option<Norm>,
+    fusion: Fusion,
 ) {
+    let Fusion { kv, norm, rope, .. } = fusion;
+    debug_assert!(fusion.deferred.is_none());
+    let (rope, head4, rot4) = super::rotary::Rope::params(rope);
     debug_assert!((norm.is_none() && flags & GATED == 0) || fuses_staging(op.op.name));
     let (ks, slices) = variant_slices(op.op.name, n, k);
     let (kv_q4, kv4) = kv.map_or((0, 0), |(q, c)| (q / 4, c / 4));
-    let flags = flags | if kv.is_some() { KV_STORE } else { 0 };
+    let flags = flags | rope | if kv.is_some() { KV_STORE } else { 0 };
     // a folded norm's bias reaches the product through the op's bias (`NormFold`)
     let flags = flags
         | if norm.is_some_and(|n| n.bias) {
@@ -319,6 +329,8 @@ pub fn encode_matmul_fused(
         kv4: kv4 as u32,
         norm: norm_flags(norm),
         eps: norm.map_or(0.0, |n| n.eps),
+        head4,
+        rot4,
     };
     let (gx, gy) = if splits_k(op.op.name) {
         // 64 × 64 tiles of out
@@ -482,17 +494,18 @@ pub fn run_matmul_normed(
             .unwrap_or(&bias),
         ..io
     };
-    let op = matmul_fused_op(
-        ctx,
-        pipelines,
-        variant,
-        &io,
-        Some((&part, if split { m } else { 0 })),
-        None,
-        norm_bufs.as_ref().map(|(g, f)| (g, &f.gw)),
-    );
+    let fused = FusionBuffers {
+        norm: norm_bufs.as_ref().map(|(g, f)| (g, &f.gw)),
+        ..Default::default()
+    };
+    let split = Some((&part, if split { m } else { 0 }));
+    let op = matmul_fused_op(ctx, pipelines, variant, &io, split, fused);
+    let fusion = Fusion {
+        norm: norm.map(|n| n.0),
+        ..Default::default()
+    };
     submit_pass(ctx, "matmul", |pass| {
-        encode_matmul_fused(pass, &op, (m, n, k), p.flags, None, norm.map(|n| n.0))
+        encode_matmul_fused(pass, &op, (m, n, k), p.flags, fusion)
     })?;
     buffers::read_floats(ctx, &out, 0, m * n)
 }

@@ -5,8 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::layer_norm::Norm;
-use super::matmul::{panel_width, store_weights, ACCUMULATE, GELU};
-use super::partials::{Deferred, HostResidual};
+use super::matmul::{panel_width, store_weights};
+use super::partials::HostResidual;
 use super::Pipelines;
 use super::{submit_pass, HostProduct, LinearBuffers, RowsOp};
 use crate::error::Result;
@@ -34,8 +34,8 @@ pub struct MatvecParams {
     pub eps: f32,
     /// The staged kernels: partial rows per row of x (prelude `residual_parts`).
     pub parts: u32,
-    /// [`ROTARY`]: vec4s in half a head.
-    pub half4: u32,
+    /// [`ROTARY`]: vec4s in a head.
+    pub head4: u32,
     /// [`ROTARY`]: vec4s of a row rotated (the query and key heads).
     pub rot4: u32,
     pub _pad: [u32; 2],
@@ -46,62 +46,11 @@ pub struct MatvecParams {
 /// `kv_store` (prelude `epilogue`, shared with the matmul kernels).
 pub use super::matmul::KV_STORE;
 
-/// Epilogue flag of the split-K kernels ([`fuses_norm`]): rotary positions on the
-/// query and key heads, as the `rotary` kernel applies them (prelude `rope_pairs`).
-pub use super::matmul::ROTARY;
+/// Epilogue flag: rotary positions on a qkv projection's query and key heads
+/// ([`super::rotary`], prelude `epilogue`).
+pub use super::rotary::ROTARY;
 
-/// What a matrix-vector product does besides `x · w` and its epilogue: store the keys
-/// and values of a qkv projection in the pool (`(Q, KV)`: the floats of the queries
-/// and of the keys in a row), and normalise x on the way in (the hardware kernels,
-/// [`fuses_norm`]; x is then the residual stream and the op binds the norm's weights).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Fusion {
-    pub kv: Option<(usize, usize)>,
-    pub norm: Option<Norm>,
-    /// The staged kernels ([`stages`]): x is the residual stream with deferred terms.
-    pub deferred: Option<Deferred>,
-    /// Rotary positions on a qkv projection's query and key heads, at each row's
-    /// position (the split-K kernels, [`fuses_norm`]; an op bound with the rows'
-    /// positions and the table).
-    pub rope: Option<Rope>,
-}
-
-/// The heads a qkv projection's epilogue rotates: the first `heads` heads (the query
-/// heads, then the key heads) of `hs` dimensions, a multiple of 8.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rope {
-    pub heads: usize,
-    pub hs: usize,
-}
-
-impl Rope {
-    /// The query and key heads of `heads`.
-    pub fn of(heads: crate::config::Heads) -> Self {
-        Rope {
-            heads: heads.nh + heads.nkv,
-            hs: heads.hs,
-        }
-    }
-}
-
-/// The pool buffers and slots a qkv projection stores to, and the norm's weight and
-/// bias a normalising op reads (any buffer where unused; `None` binds `dummy`).
-#[derive(Clone, Copy, Default)]
-pub struct FusionBuffers<'a> {
-    pub kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
-    pub norm: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-    /// The staged kernels: the partial rows, the deferred bias, and `x_out`, where the
-    /// row's first workgroup writes the stream whole.
-    pub deferred: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
-    /// The rows' positions: the rotary fold's, or the embedding's ([`embeds`]).
-    pub positions: Option<&'a wgpu::Buffer>,
-    /// The rotary table, `[positions, 2, HS/2]` (`rotary::device_table`).
-    pub rope: Option<&'a wgpu::Buffer>,
-    /// The staged kernels that take the stream's base from the embedding
-    /// ([`embeds`]): the rows' token ids and wte (one binding; the op's `x` is the
-    /// position table wpe, or a dummy).
-    pub embed: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
-}
+pub use super::fusion::{Fusion, FusionBuffers, Rope};
 
 /// Whether `variant` has the norm prologue (the hardware kernels: one workgroup a row
 /// and output block, which takes the row's statistics across its lanes).
@@ -185,10 +134,11 @@ pub fn matvec_fused_op(
     let si = ctx.stand_ins();
     let (k, v, slots) = fused.kv.unwrap_or((&si.written, &si.written, &si.read));
     let mut all = vec![io.x, io.w, io.bias, io.out, k, v, slots];
+    let positions = fused.positions.unwrap_or(&si.read);
+    all.extend([positions, fused.rope.unwrap_or(&si.read)]);
     if fuses_norm(variant) {
         let (g, b) = fused.norm.unwrap_or((&si.read, &si.read));
-        let positions = fused.positions.unwrap_or(&si.read);
-        all.extend([g, b, positions, fused.rope.unwrap_or(&si.read)]);
+        all.extend([g, b]);
     }
     if stages(variant) {
         let (parts, bias, x_out) = fused.deferred.unwrap_or((&si.read, &si.read, &si.written));
@@ -226,12 +176,8 @@ pub fn encode_matvec_fused(
 ) {
     debug_assert!(fusion.norm.is_none() || fuses_norm(op.name));
     debug_assert!(fusion.deferred.is_none() || stages(op.name));
-    debug_assert!(fusion.rope.is_none() || fuses_norm(op.name) && flags & (GELU | ACCUMULATE) == 0);
     let deferred = fusion.deferred.unwrap_or_default();
-    let rope = fusion.rope.map_or(0, |_| ROTARY);
-    let (half4, rot4) = fusion
-        .rope
-        .map_or((0, 0), |r| (r.hs / 8, r.heads * r.hs / 4));
+    let (rope, head4, rot4) = Rope::params(fusion.rope);
     let gx = workgroups(op.name, n, op.workgroup as usize);
     let (kv_q4, kv4) = fusion.kv.map_or((0, 0), |(q, kv)| (q / 4, kv / 4));
     for (o, row0, groups) in op.cover(rows) {
@@ -248,8 +194,8 @@ pub fn encode_matvec_fused(
             norm: deferred.flags(fusion.norm),
             eps: fusion.norm.map_or(0.0, |n| n.eps),
             parts: deferred.parts as u32,
-            half4: half4 as u32,
-            rot4: rot4 as u32,
+            head4,
+            rot4,
             _pad: [0; 2],
         };
         o.encode(pass, &p, (gx as u32, groups as u32, 1));

@@ -11,39 +11,13 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::attention::{AttentionParams, Heads, KvLayout, PagedBuffers};
-use super::layer_norm::norm_flags;
 use super::layer_norm::Norm;
 use super::matmul::{panel_width, store_weights};
 use super::{submit_pass, KernelOp, Pipelines};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};
 
-/// How a kernel reads the residual stream: its base rows plus `parts` partial rows per
-/// row, and the deferred projection's bias with `bias` (prelude `residual_parts`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Deferred {
-    pub parts: usize,
-    pub bias: bool,
-    /// The base is the embedding with learned positions (a staged kernel that
-    /// [`super::matvec::embeds`], over a model with wpe).
-    pub wpe: bool,
-}
-
-/// `STAGE_BIAS` in the norm flags of the staging kernels.
-pub const STAGE_BIAS: u32 = 8;
-
-/// `STAGE_WPE` in the norm flags of the staged kernels reading the embedding
-/// (prelude `residual_embed`).
-pub const STAGE_WPE: u32 = 16;
-
-impl Deferred {
-    /// The staging kernels' norm flags: the norm's, [`STAGE_BIAS`] and [`STAGE_WPE`].
-    pub(super) fn flags(self, norm: Option<Norm>) -> u32 {
-        norm_flags(norm)
-            | if self.bias { STAGE_BIAS } else { 0 }
-            | if self.wpe { STAGE_WPE } else { 0 }
-    }
-}
+pub use super::fusion::{Deferred, STAGE_BIAS, STAGE_WPE};
 
 /// Floats of a row the staging kernels hold in workgroup memory (`MAX_STAGE4` of
 /// prelude `stage_x`).

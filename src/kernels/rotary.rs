@@ -1,110 +1,122 @@
-//! Rotary position embedding (`shaders/rotary.wgsl`), half-split as Hugging Face's
-//! `rotate_half`: in place over the query and key heads of each row of `qkv`, at each
-//! row's own position, with cos / sin tables the model computes once
-//! (`model::rope::rope_table`) and uploads as one table ([`device_table`]). The
-//! split-K matrix-vector kernels rotate in their epilogue the same way
-//! (`matvec::Fusion::rope`).
+//! Rotary position embedding, as Hugging Face's `apply_rotary_pos_emb` with
+//! `rotate_half`, in the epilogue of every kernel that computes a qkv projection (flag
+//! [`ROTARY`], prelude `epilogue`): no dispatch of its own.
+//!
+//! `rotate_half` mixes dimension `i` of a head with dimension `i + HS/2`. On the device
+//! each query and key head holds its halves interleaved instead ([`interleaved`]: the
+//! projection's weight and bias columns permuted at load, [`interleave_heads`]), so a
+//! pair is two neighbours in one vec4 and the lane that computes the vec4 rotates it.
+//! Attention only takes dot products of a query head with key heads, which the same
+//! permutation of both leaves unchanged, so the keys in the pool and everything read
+//! from them are those of the model as given; the values are not permuted. The cos and
+//! sin tables (`model::rope::rope_table`) are laid out for that ([`device_table`]).
 
-use bytemuck::{Pod, Zeroable};
+/// Epilogue flag (prelude `epilogue`): rotate the query and key heads.
+pub const ROTARY: u32 = 64;
 
-use super::Pipelines;
-use super::{submit_pass, KernelOp};
-use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext};
-
-/// Mirrors `RotaryParams` in the WGSL.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct RotaryParams {
-    pub t: u32,
-    pub row4: u32,
-    pub heads: u32,
-    pub half4: u32,
-    pub store: u32,
-    pub q_heads: u32,
-    pub kv4: u32,
-    pub _pad1: u32,
+/// The heads a qkv projection's epilogue rotates: the first `heads` heads (the query
+/// heads, then the key heads) of `hs` dimensions, a multiple of 4.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rope {
+    pub heads: usize,
+    pub hs: usize,
 }
 
-/// The cos and sin tables `[positions, HS/2]` each as the kernels read them:
-/// `[positions, 2, HS/2]`, a position's cos row then its sin row (one binding, read
-/// together).
+impl Rope {
+    /// The query and key heads of `heads`.
+    pub fn of(heads: crate::config::Heads) -> Self {
+        Rope {
+            heads: heads.nh + heads.nkv,
+            hs: heads.hs,
+        }
+    }
+
+    /// The uniform's words for `rope`: `(flag, head4, rot4)` ([`ROTARY`], vec4s in a
+    /// head, vec4s rotated in a row), zeros for `None`.
+    pub fn params(rope: Option<Rope>) -> (u32, u32, u32) {
+        rope.map_or((0, 0, 0), |r| {
+            (ROTARY, (r.hs / 4) as u32, (r.heads * r.hs / 4) as u32)
+        })
+    }
+}
+
+/// The dimension of Hugging Face's head layout that dimension `d` of a rotated head on
+/// the device holds: the two halves interleaved (`2i` ← `i`, `2i + 1` ← `i + HS/2`).
+pub fn interleaved(d: usize, hs: usize) -> usize {
+    d / 2 + (d % 2) * (hs / 2)
+}
+
+/// `values` (`[rows, cols]`, a qkv projection's weights or bias, its columns the query
+/// heads, the key heads, then the value heads) with the first `heads` heads of `hs`
+/// columns permuted by [`interleaved`]; the rest as they are.
+pub fn interleave_heads(values: &[f32], cols: usize, heads: usize, hs: usize) -> Vec<f32> {
+    values
+        .chunks(cols)
+        .flat_map(|row| {
+            (0..cols).map(move |c| match c < heads * hs {
+                true => row[c - c % hs + interleaved(c % hs, hs)],
+                false => row[c],
+            })
+        })
+        .collect()
+}
+
+/// The inverse of [`interleave_heads`]: device rows back in Hugging Face's layout.
+pub fn deinterleave_heads(values: &[f32], cols: usize, heads: usize, hs: usize) -> Vec<f32> {
+    let mut out = values.to_vec();
+    for (row, dst) in values.chunks(cols).zip(out.chunks_mut(cols)) {
+        for c in 0..(heads * hs).min(cols) {
+            dst[c - c % hs + interleaved(c % hs, hs)] = row[c];
+        }
+    }
+    out
+}
+
+/// The cos and sin tables `[positions, HS/2]` each as the epilogue reads them,
+/// `[positions, 2, HS]`: per position, for each pair of frequencies (i, i + 1) the
+/// vec4 `(cos θi, cos θi, cos θi+1, cos θi+1)`, then the vec4s
+/// `(-sin θi, sin θi, -sin θi+1, sin θi+1)` (a pair (x, y) of the interleaved head
+/// becomes `(x cos - y sin, y cos + x sin)`).
 pub fn device_table(cos: &[f32], sin: &[f32], hs: usize) -> Vec<f32> {
     let half = hs / 2;
     cos.chunks(half)
         .zip(sin.chunks(half))
-        .flat_map(|(c, s)| c.iter().chain(s))
-        .copied()
+        .flat_map(|(c, s)| {
+            let c = c.iter().flat_map(|&v| [v, v]);
+            let s = s.iter().flat_map(|&v| [-v, v]);
+            c.chain(s).collect::<Vec<_>>()
+        })
         .collect()
 }
 
-/// Op: bindings qkv `[T, row]` (rotated in place), the table [`device_table`], the
-/// rows' positions `[T]` (u32), and where a step stores the keys and values
-/// (`(k_pool, v_pool, slots)`; `None`: a forward's op, never storing).
-pub fn rotary_op(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    qkv: &wgpu::Buffer,
-    table: &wgpu::Buffer,
-    positions: &wgpu::Buffer,
-    pool: Option<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)>,
-) -> KernelOp {
-    let si = ctx.stand_ins();
-    let (k, v, slots) = pool.unwrap_or((&si.written, &si.written, &si.read));
-    let all = [qkv, table, positions, k, v, slots];
-    KernelOp::new::<RotaryParams>(ctx, pipelines, "rotary", &all)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Record the rotation of the first `heads` heads (of `hs` dimensions, a multiple of 8)
-/// of `t` rows of `row` floats; with `store = Some((q_heads, half))` (an op bound with
-/// the pool), the rotated key heads (those after the `q_heads` query heads) and the
-/// value heads after them go to each row's pool row as well (as half floats with
-/// `half`).
-pub fn encode_rotary(
-    pass: &mut wgpu::ComputePass<'_>,
-    op: &KernelOp,
-    t: usize,
-    row: usize,
-    heads: usize,
-    hs: usize,
-    store: Option<(usize, bool)>,
-) {
-    let q_heads = store.map_or(heads, |s| s.0);
-    let p = RotaryParams {
-        t: t as u32,
-        row4: (row / 4) as u32,
-        heads: heads as u32,
-        half4: (hs / 8) as u32,
-        store: match store {
-            None => 0,
-            Some((_, false)) => 1,
-            Some((_, true)) => 2,
-        },
-        q_heads: q_heads as u32,
-        kv4: ((heads - q_heads.min(heads)) * hs / 4) as u32,
-        _pad1: 0,
-    };
-    let (gx, gy) = grid_1d(t * heads * hs / 8);
-    op.encode(pass, &p, (gx, gy, 1));
-}
+    #[test]
+    fn heads_interleave_and_come_back() {
+        let (hs, heads, cols) = (8, 2, 3 * 8);
+        let row: Vec<f32> = (0..2 * cols).map(|v| v as f32).collect();
+        let dev = interleave_heads(&row, cols, heads, hs);
+        // a head's dimension 2i is i, 2i + 1 is i + 4; the third head (a value head) as is
+        assert_eq!(&dev[..8], &[0.0, 4.0, 1.0, 5.0, 2.0, 6.0, 3.0, 7.0]);
+        assert_eq!(&dev[8..10], &[8.0, 12.0]);
+        assert_eq!(&dev[16..24], &row[16..24]);
+        assert_eq!(&dev[24..26], &[24.0, 28.0]);
+        assert_eq!(deinterleave_heads(&dev, cols, heads, hs), row);
+    }
 
-/// Upload `x [T, row]`, rotate its first `heads` heads of `hs` dimensions at
-/// `positions` with the tables `(cos, sin)` (`[positions, hs/2]` each), read back.
-pub fn run_rotary(
-    ctx: &GpuContext,
-    pipelines: &Pipelines,
-    (x, row): (&[f32], usize),
-    (heads, hs): (usize, usize),
-    (cos, sin): (&[f32], &[f32]),
-    positions: &[u32],
-) -> Result<Vec<f32>> {
-    let t = positions.len();
-    let xb = buffers::upload(ctx, "qkv", x);
-    let table = buffers::upload(ctx, "rope", &device_table(cos, sin, hs));
-    let pb = buffers::upload(ctx, "positions", bytemuck::cast_slice(positions));
-    let op = rotary_op(ctx, pipelines, &xb, &table, &pb, None);
-    submit_pass(ctx, "rotary", |pass| {
-        encode_rotary(pass, &op, t, row, heads, hs, None)
-    })?;
-    buffers::read_floats(ctx, &xb, 0, t * row)
+    #[test]
+    fn the_table_pairs_cos_and_signed_sin() {
+        let (cos, sin) = (vec![0.5, 0.25, 1.5, 1.25], vec![2.0, 3.0, 4.0, 5.0]);
+        let t = device_table(&cos, &sin, 4);
+        assert_eq!(
+            t,
+            [
+                [0.5, 0.5, 0.25, 0.25, -2.0, 2.0, -3.0, 3.0],
+                [1.5, 1.5, 1.25, 1.25, -4.0, 4.0, -5.0, 5.0]
+            ]
+            .concat()
+        );
+    }
 }

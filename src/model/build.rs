@@ -32,7 +32,6 @@ use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
 use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
-use crate::kernels::rotary::rotary_op;
 use crate::kernels::row_norm::row_norm_op;
 use crate::kernels::sample::sample_op;
 use crate::kernels::swiglu::swiglu_op;
@@ -147,6 +146,7 @@ impl Model {
         let mut parameter_bytes = 0u64;
         let e = config.moe_num_experts;
         let half = config.dtype == crate::config::Dtype::Float16;
+        let rotary_families = config.architecture.llama_like();
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
             if spec.name == "wte.weight" || spec.name == "lm_head.weight" {
@@ -168,6 +168,12 @@ impl Model {
                     head = Some(chunked);
                 }
                 continue;
+            }
+            if rotary_families && spec.name.contains(".attn.c_attn.") {
+                // each query and key head's halves interleaved (`kernels::rotary`)
+                let cols = spec.shape[spec.shape.len() - 1];
+                let (rotated, hs) = (heads.nh + heads.nkv, heads.hs);
+                values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
@@ -623,7 +629,14 @@ pub(super) fn bind_ops(
                         rope: Option<&wgpu::Buffer>| {
         let bias = or_dummy(b);
         let variant = matvec::variant_for(pl, hardware, half_weights, n);
-        let pool = kv.map(|(k, v)| (k, v, &a.kv_slots));
+        // a qkv projection: the keys and values to the pool, the rotary families'
+        // queries and keys rotated first, in every op's epilogue
+        let qkv = FusionBuffers {
+            kv: kv.map(|(k, v)| (k, v, &a.kv_slots)),
+            positions: rope.map(|_| &a.positions),
+            rope,
+            ..Default::default()
+        };
         let split = Some(&a.split).map(|part| (part, a.split_rows));
         // the residual stream in, the norm folded: the tile matmuls' staging (a
         // prefill chunk, a forward), the hardware matrix-vector kernels (decode)
@@ -640,20 +653,19 @@ pub(super) fn bind_ops(
                 bias: fold.bias.as_ref().unwrap_or(&bias),
                 ..stream
             };
-            let op = matmul_fused_op(ctx, pl, lin, &io, split, pool, Some((g, &fold.gw)));
-            Staged::Normed(op)
+            let fused = FusionBuffers {
+                norm: Some((g, &fold.gw)),
+                ..qkv
+            };
+            Staged::Normed(matmul_fused_op(ctx, pl, lin, &io, split, fused))
         });
         let normed = norm
             .as_ref()
             .filter(|_| matvec::fuses_norm(variant))
             .map(|&(g, ref nb)| {
-                // the rotary families' qkv: rotated in the epilogue
                 let fused = FusionBuffers {
-                    kv: pool,
                     norm: Some((g, nb)),
-                    positions: rope.map(|_| &a.positions),
-                    rope,
-                    ..Default::default()
+                    ..qkv
                 };
                 matvec_fused_op(ctx, pl, variant, &stream, fused)
             });
@@ -669,8 +681,7 @@ pub(super) fn bind_ops(
                     out,
                 },
                 split,
-                pool,
-                None,
+                qkv,
             ),
             staged,
             matvec: matvec_fused_op(
@@ -683,10 +694,7 @@ pub(super) fn bind_ops(
                     bias: &bias,
                     out,
                 },
-                FusionBuffers {
-                    kv: pool,
-                    ..Default::default()
-                },
+                qkv,
             ),
             normed,
             n,
@@ -734,9 +742,8 @@ pub(super) fn bind_ops(
         .enumerate()
         .map(|(l, (b, ent))| BlockOps {
             ln_1: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_1_w, &or_dummy(&b.ln_1_b), &a.ln),
-            // decode steps store the keys and values in the qkv projection's epilogue
-            // (the rotary families' rotated there by the hardware kernels), or in the
-            // rotary kernel after it
+            // prefill chunks and decode steps store the keys and values in the qkv
+            // projection's epilogue (the rotary families' rotated there first)
             c_attn: fused_linear(
                 &a.ln,
                 &b.attn_w,
@@ -748,10 +755,6 @@ pub(super) fn bind_ops(
                 folds[l].qkv.as_ref(),
                 w.rope.as_ref(),
             ),
-            rotary: w.rope.as_ref().map(|table| {
-                let pool = (&kv.k[l], &kv.v[l], &a.kv_slots);
-                rotary_op(ctx, pl, &a.qkv, table, &a.positions, Some(pool))
-            }),
             attn: attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
                 .map(|_| attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention))
@@ -912,7 +915,8 @@ pub(super) fn bind_ops(
                                     out: &a.x,
                                 };
                                 let split = Some((&a.split, a.split_rows));
-                                Staged::Gated(matmul_fused_op(ctx, pl, lin, &io, split, None, None))
+                                let none = FusionBuffers::default();
+                                Staged::Gated(matmul_fused_op(ctx, pl, lin, &io, split, none))
                             }),
                             ..linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden)
                         },

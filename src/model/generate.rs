@@ -15,8 +15,7 @@
 //! - Steps left in flight and chained to each other: `flight.rs`.
 //!
 //! The keys and values of both go to the pool from the qkv projection's epilogue (the
-//! rotary families' rotated there by the hardware matrix-vector kernels, else stored
-//! by the rotary kernel): no step has a copy dispatch. The
+//! rotary families' rotated there first): no step has a copy dispatch. The
 //! pool holds f32 or half floats (`kv_cache_dtype`).
 //!
 //! Every kernel computes a row by the same code whatever the rows around it, so a

@@ -148,7 +148,7 @@ pub struct DeviceWeights {
     pub ln_f_b: Option<wgpu::Buffer>,
     /// lm_head.weight [V, C] when the head is not tied to wte (chunked as wte).
     pub head: Option<RowChunked>,
-    /// Rotary cos and sin tables, `[context, 2, HS/2]` (rotary families,
+    /// Rotary cos and sin tables, `[context, 2, HS]` (rotary families,
     /// `kernels::rotary::device_table`).
     pub rope: Option<wgpu::Buffer>,
 }
@@ -280,8 +280,6 @@ pub enum Staged {
 pub struct BlockOps {
     pub ln_1: KernelOp,
     pub c_attn: Linear,
-    /// Rotary positions on the queries and keys of qkv (rotary families).
-    pub rotary: Option<KernelOp>,
     /// Attention within the rows of a forward (keys and values in qkv), and one per
     /// forward of a traversal several forwards share.
     pub attn: KernelOp,
@@ -292,7 +290,7 @@ pub struct BlockOps {
     pub attn_prefill: Vec<KernelOp>,
     pub attn_prefill_unaligned: Option<Vec<KernelOp>>,
     /// Decode steps: attention over each row's pages (the qkv projection's epilogue
-    /// or the rotary kernel stored the new keys and values).
+    /// stored the new keys and values).
     pub attn_paged: KernelOp,
     pub c_proj: Linear,
     pub ln_2: KernelOp,

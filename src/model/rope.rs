@@ -1,8 +1,9 @@
 //! Rotary position embedding parameters as Hugging Face `transformers` computes them:
 //! the inverse frequencies of a head (`rope_theta`, with the `linear` or `llama3`
-//! scaling of `rope_scaling` / `rope_parameters`), and the cos / sin tables the
-//! `rotary` kernel reads, computed once per model in f32 as `LlamaRotaryEmbedding` does
-//! (angle = inv_freq · position in f32, then its cos and sin).
+//! scaling of `rope_scaling` / `rope_parameters`), and the cos / sin tables the qkv
+//! projections' epilogue reads (laid out by `kernels::rotary::device_table`), computed
+//! once per model in f32 as `LlamaRotaryEmbedding` does (angle = inv_freq · position
+//! in f32, then its cos and sin).
 
 pub use crate::config::RopeScaling;
 

@@ -26,7 +26,6 @@ use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
     RELU, SILU,
 };
-use crate::kernels::rotary::encode_rotary;
 use crate::kernels::row_norm::encode_row_norm;
 use crate::kernels::sample::encode_sample;
 use crate::kernels::swiglu::encode_swiglu;
@@ -214,13 +213,21 @@ impl Linear {
         let (n, k) = (self.n, self.k);
         match (path, &self.normed, &self.staged) {
             (RowPath::Matmul, _, Some(Staged::Normed(op))) if fusion.norm.is_some() => {
-                encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, fusion.norm)
+                encode_matmul_fused(pass, op, (t, n, k), flags, fusion)
             }
             (RowPath::Matmul, _, Some(Staged::Gated(op))) if flags & GATED != 0 => {
-                encode_matmul_fused(pass, op, (t, n, k), flags, fusion.kv, None)
+                let fusion = Fusion {
+                    norm: None,
+                    ..fusion
+                };
+                encode_matmul_fused(pass, op, (t, n, k), flags, fusion)
             }
             (RowPath::Matmul, _, _) => {
-                encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, fusion.kv, None)
+                let fusion = Fusion {
+                    norm: None,
+                    ..fusion
+                };
+                encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, fusion)
             }
             (RowPath::Matvec, Some(op), _) if fusion.norm.is_some() => {
                 encode_matvec_fused(pass, op, t, n, k, flags, fusion)
@@ -368,7 +375,7 @@ impl Model {
     pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
         let cfg = &self.config;
         let (c, heads) = (cfg.n_embed, cfg.heads());
-        let (qkv_w, norm) = (heads.qkv_width(), self.norm());
+        let norm = self.norm();
         let qkv_b = if cfg.has_qkv_bias() { BIAS } else { 0 };
         let o_b = if cfg.has_o_bias() { BIAS } else { 0 };
         let learned = self.weights.wpe.is_some();
@@ -407,8 +414,8 @@ impl Model {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
         // a prefill chunk's and a decode step's keys and values go to the pool from the
-        // qkv projection's epilogue, or (rotary families, unless that epilogue rotates
-        // them) from the rotary kernel
+        // qkv projection's epilogue, the rotary families' queries and keys rotated first
+        let rope = self.weights.rope.as_ref().map(|_| Rope::of(heads));
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
         // a burst's rows attend row by row, as a decode step's (decided once a step)
@@ -424,31 +431,13 @@ impl Model {
             if folded.is_none() {
                 encode_layer_norm(pass, &blk.ln_1, t, c, norm);
             }
-            // the hardware matrix-vector kernels rotate in their epilogue (the norm
-            // folded: the op bound with the rotary table)
-            let rope = (path == RowPath::Matvec && folded.is_some())
-                .then(|| Rope::of(heads))
-                .filter(|_| blk.rotary.is_some());
-            let rotary = blk.rotary.as_ref().filter(|_| rope.is_none());
             let qkv = Fusion {
-                kv: (pooled && rotary.is_none()).then_some((heads.q_width(), heads.kv_width())),
+                kv: pooled.then_some((heads.q_width(), heads.kv_width())),
                 norm: folded,
                 rope,
                 ..Default::default()
             };
             blk.c_attn.encode_fused(pass, t, path, qkv_b | kv_half, qkv);
-            if let Some(rotary) = rotary {
-                let store = pooled.then_some((heads.nh, self.kv.half));
-                encode_rotary(
-                    pass,
-                    rotary,
-                    t,
-                    qkv_w,
-                    heads.nh + heads.nkv,
-                    heads.hs,
-                    store,
-                );
-            }
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
                 encode_attention_weights(pass, &tap.op, t, heads, block, tap.w0);

@@ -233,7 +233,7 @@ fn batch_invariance_holds_for_sparse_moe_and_half_weights() {
         assert_same_alone_and_batched(extra, false);
     }
     // sampled rows drawn on the device (the hardware kernels; steps in flight), and a
-    // Llama block over a half-float cache (the rotary kernel writing it)
+    // Llama block over a half-float cache (the qkv epilogue rotating and writing it)
     assert_same_alone_and_batched(serde_json::json!({"kernels": "hardware"}), true);
     let llama = serde_json::json!({"kernels": "hardware", "architecture": "llama",
         "n_kv_head": 1, "kv_cache_dtype": "float16"});

@@ -20,8 +20,8 @@ use wgformer::kernels::seen_by;
 
 use wgformer::config::Heads;
 use wgformer::kernels::{
-    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, rotary,
-    row_norm, swiglu,
+    attention, embedding, kv_store, layer_norm, matmul, matmul_bt, matvec, matvec_bt, row_norm,
+    swiglu,
 };
 use wgformer::reference;
 
@@ -250,66 +250,6 @@ fn matvec_matches_reference() {
                 );
             }
         }
-    }
-}
-
-#[test]
-fn rotary_rotates_query_and_key_heads_half_split() {
-    use wgformer::model::rope::{inv_freq, rope_table, RopeScaling};
-    let g = gpu();
-    // (query heads, key-value heads, head size, rows): grouped-query layouts, heads of
-    // 32 / 64 / 128, one row, rows past a workgroup
-    for &(nh, nkv, hs, t) in &[
-        (4, 2, 64, 1),
-        (4, 4, 32, 7),
-        (6, 2, 128, 70),
-        (12, 4, 64, 33),
-    ] {
-        let row = (nh + 2 * nkv) * hs;
-        let x = rand_vec(t * row, 31, 1.0);
-        let scaling = RopeScaling::Llama3 {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 64,
-        };
-        let (cos, sin) = rope_table(&inv_freq(hs, 500_000.0, scaling), 512);
-        // a decode batch's rows each at its own position (not sorted, one repeated)
-        let positions: Vec<u32> = (0..t as u32).map(|r| (r * 37 + 5) % 512).collect();
-        let got = rotary::run_rotary(
-            &g.ctx,
-            &g.pipelines,
-            (&x, row),
-            (nh + nkv, hs),
-            (&cos, &sin),
-            &positions,
-        )
-        .unwrap();
-        let want = reference::rotary::rotary(&x, (row, nh + nkv, hs), (&cos, &sin), &positions);
-        let name = format!("rotary nh {nh} nkv {nkv} hs {hs} t {t}");
-        assert_close(&name, &got, &want, 1e-6, 1e-5);
-        // the values (after the key heads) are untouched
-        for r in 0..t {
-            let v = r * row + (nh + nkv) * hs..(r + 1) * row;
-            assert_eq!(&got[v.clone()], &x[v], "{name}: values changed");
-        }
-        // rotating pairs (i, i + 1) instead of (i, i + HS/2) would not pass
-        let mut interleaved = x.clone();
-        for (r, &pos) in positions.iter().enumerate() {
-            for h in 0..nh + nkv {
-                for i in 0..hs / 2 {
-                    let (c, s) = (
-                        cos[pos as usize * hs / 2 + i],
-                        sin[pos as usize * hs / 2 + i],
-                    );
-                    let at = r * row + h * hs + 2 * i;
-                    let (a, b) = (x[at], x[at + 1]);
-                    interleaved[at] = a * c - b * s;
-                    interleaved[at + 1] = b * c + a * s;
-                }
-            }
-        }
-        assert!(reference::compare(&name, &got, &interleaved, 1e-6, 1e-5).is_err());
     }
 }
 

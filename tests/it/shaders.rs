@@ -7,7 +7,7 @@ use wgformer::kernels::catalogue::prelude;
 use wgformer::kernels::KERNELS;
 use wgformer::kernels::{
     attention, embedding, kv_store, layer_norm, logit_lens, matmul, matmul_bt, matvec, matvec_bt,
-    moe, partials, rotary, row_norm, swiglu, token_rank,
+    moe, partials, row_norm, swiglu, token_rank,
 };
 
 fn module(name: &str) -> naga::Module {
@@ -149,12 +149,6 @@ fn uniform_structs_match_rust_twins() {
         RankParams,
         token_rank::RankParams,
         [rows, n, row_start, tv0, out0]
-    );
-    check_twin!(
-        "rotary",
-        RotaryParams,
-        rotary::RotaryParams,
-        [t, row4, heads, half4]
     );
     for shader in ["layer_norm", "layer_norm_workgroup"] {
         check_twin!(
