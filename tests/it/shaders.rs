@@ -83,6 +83,37 @@ fn every_shader_validates_and_names_its_entry_point() {
     }
 }
 
+/// The bindings a kernel's shader declares, by number: (binding, name, storage access).
+fn bindings(name: &str) -> Vec<(u32, String, String)> {
+    let m = module(name);
+    let mut b: Vec<_> = m
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| {
+            let r = g.binding.as_ref()?;
+            Some((r.binding, g.name.clone()?, format!("{:?}", g.space)))
+        })
+        .collect();
+    b.sort();
+    b
+}
+
+#[test]
+fn the_tensor_core_matmul_binds_as_the_tiled_kernel_does() {
+    // The ops bind buffers by position (`KernelOp`), and `matmul_fused_op` gives the
+    // tensor-core kernel the tiled kernel's list; lavapipe has no cooperative matrices,
+    // so only the tiled kernel's list is exercised here: the two must declare the same
+    // bindings, numbered 0.. without gaps.
+    let tiled = bindings("matmul_f16_tiled");
+    assert_eq!(bindings("matmul_coop"), tiled);
+    assert!(
+        tiled.iter().enumerate().all(|(i, b)| b.0 == i as u32),
+        "{tiled:?}"
+    );
+    let names: Vec<&str> = tiled.iter().map(|b| b.1.as_str()).collect();
+    assert!(names.ends_with(&["positions", "rope"]), "{names:?}");
+}
+
 #[test]
 fn every_file_in_shaders_lib_is_a_prelude() {
     // a kernel names its preludes by constant (a typo does not compile); this checks
