@@ -56,7 +56,8 @@ fn biased(o: vec4<f32>, col: u32) -> vec4<f32> {
 }
 
 fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
-    var o = rotated(biased(acc, col), col, at / p.n4);
+    let row = at / p.n4;
+    var o = rotated(biased(acc, col), col, row);
     if ((p.flags & 2u) != 0u) {
         o = gelu(o);
     }
@@ -64,6 +65,6 @@ fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
         o += out[at];
     }
     out[at] = o;
-    store_kv(o, col, at / p.n4);
+    store_kv(o, col, row);
     return o;
 }

@@ -75,9 +75,6 @@ pub fn splits_k(variant: &str) -> bool {
     matches!(variant, "matmul_tiled" | "matmul_f16_tiled" | "matmul_coop")
 }
 
-/// The paged KV pool a qkv projection stores to: `(k_pool, v_pool, slots)`.
-pub type PoolBuffers<'a> = (&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer);
-
 /// Whether `variant` can fold the op before its product into its staging of `a` (the
 /// tile kernels, prelude `stage_tile`): the norm before a projection (`a` is then the
 /// residual stream), or SwiGLU before the down projection ([`GATED`]).

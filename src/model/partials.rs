@@ -19,7 +19,7 @@ use super::{
 use crate::config::{DecodeBlocks, ModelConfig};
 use crate::gpu::{buffers, GpuContext};
 use crate::kernels::attention::PagedBuffers;
-use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers, Rope};
+use crate::kernels::matvec::{encode_matvec_fused, matvec_fused_op, Fusion, FusionBuffers};
 use crate::kernels::partials::{
     attention_proj_op, attention_proj_variant, embed_staged_variant, encode_attention_proj,
     encode_mlp_partial, encode_residual_sum, mlp_chunk, mlp_partial_op, mlp_variant,
@@ -222,7 +222,7 @@ impl Model {
             kv: Some((heads.q_width(), heads.kv_width())),
             norm: Some(norm),
             deferred: Some(pending_mlp),
-            rope: self.weights.rope.as_ref().map(|_| Rope::of(heads)),
+            rope: self.rope(),
         };
         let mut flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
         if self.kv.half {

@@ -211,33 +211,26 @@ impl Linear {
         fusion: Fusion,
     ) {
         let (n, k) = (self.n, self.k);
+        // the ops without the norm folded in (the rest of `fusion` still applies)
+        let unnormed = Fusion {
+            norm: None,
+            ..fusion
+        };
         match (path, &self.normed, &self.staged) {
             (RowPath::Matmul, _, Some(Staged::Normed(op))) if fusion.norm.is_some() => {
                 encode_matmul_fused(pass, op, (t, n, k), flags, fusion)
             }
             (RowPath::Matmul, _, Some(Staged::Gated(op))) if flags & GATED != 0 => {
-                let fusion = Fusion {
-                    norm: None,
-                    ..fusion
-                };
-                encode_matmul_fused(pass, op, (t, n, k), flags, fusion)
+                encode_matmul_fused(pass, op, (t, n, k), flags, unnormed)
             }
             (RowPath::Matmul, _, _) => {
-                let fusion = Fusion {
-                    norm: None,
-                    ..fusion
-                };
-                encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, fusion)
+                encode_matmul_fused(pass, &self.matmul, (t, n, k), flags, unnormed)
             }
             (RowPath::Matvec, Some(op), _) if fusion.norm.is_some() => {
                 encode_matvec_fused(pass, op, t, n, k, flags, fusion)
             }
             (RowPath::Matvec, _, _) => {
-                let fusion = Fusion {
-                    norm: None,
-                    ..fusion
-                };
-                encode_matvec_fused(pass, &self.matvec, t, n, k, flags, fusion)
+                encode_matvec_fused(pass, &self.matvec, t, n, k, flags, unnormed)
             }
         }
     }
@@ -265,6 +258,12 @@ impl Model {
     /// LayerNorm (with bias when the model has biases) for GPT-2.
     pub(super) fn norm(&self) -> Norm {
         super::block_norm(&self.config)
+    }
+
+    /// The heads a qkv projection's epilogue rotates (the rotary families).
+    pub(super) fn rope(&self) -> Option<Rope> {
+        let heads = self.config.heads();
+        self.weights.rope.as_ref().map(|_| Rope::of(heads))
     }
 
     /// A matmul-path prefill step of several short prompts (a burst of clients
@@ -415,7 +414,7 @@ impl Model {
         }
         // a prefill chunk's and a decode step's keys and values go to the pool from the
         // qkv projection's epilogue, the rotary families' queries and keys rotated first
-        let rope = self.weights.rope.as_ref().map(|_| Rope::of(heads));
+        let rope = self.rope();
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
         let kv_half = if self.kv.half { KV_HALF } else { 0 };
         // a burst's rows attend row by row, as a decode step's (decided once a step)
