@@ -21,6 +21,15 @@ fn moe_matmul_subgroup(
     }
     let colc = min(col, p.n4 - 1u);
     let e = row_expert[row0];
+    let n = moe_tile_rows(row0, TM);
+    if (n <= 4u) {
+        // a tile with few assignments (a decode step's)
+        let few = moe_rows4(expert_panel(e, colc), row0, n);
+        if (col < p.n4) {
+            moe_store_rows4(row0, col, n, few, expert_bias(e, col));
+        }
+        return;
+    }
     let ra = source(row0 + (lane & 7u));
     let rb = source(row0 + 8u + (lane & 7u));
     let acc = tile16_subgroup(vec4<u32>(expert_panel(e, colc), p.p4, 0u, 0u), p.k4, ra, rb);

@@ -608,8 +608,9 @@ fn each_gpt2_small(
 }
 
 /// A Llama-shaped model with GPT-2 small's width and depth (768, 12 layers, 12 query
-/// heads over 4 key/value heads, SwiGLU 2048, RMSNorm, rotary, tied head) against
-/// GPT-2 small, both f16, in the same run: the forward at T = 128 and decode steps.
+/// heads over 4 key/value heads, SwiGLU 2048, RMSNorm, rotary, tied head), and a
+/// Mixtral-shaped one (the same with 8 SwiGLU experts of 1024, 2 a token), against
+/// GPT-2 small, all f16, in the same run: the forward at T = 128 and decode steps.
 /// Then, on hardware adapters (or when asked by name), a Llama-3.2-1B-shaped seeded
 /// model in f16 (2048 wide, 16 layers, 32 query heads over 8 key/value heads, SwiGLU
 /// 8192, vocabulary 128,256, tied, llama3 rope): prefill T = 512 and decode, the
@@ -622,7 +623,15 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
         "dtype": "float16", "architecture": "llama", "n_kv_head": 4,
         "intermediate_size": 2048, "rope_theta": 500000.0,
     });
-    for value in [f16, llama] {
+    // a Mixtral block at the same width (8 SwiGLU experts of 1024, 2 a token): the
+    // MoE families' decode takes no deferred blocks; its gate is one dispatch with the
+    // hardware kernels (`moe_norm_gate`)
+    let mixtral = serde_json::json!({
+        "dtype": "float16", "architecture": "mixtral", "n_kv_head": 4,
+        "intermediate_size": 1024, "moe_num_experts": 8, "moe_top_k": 2,
+        "rope_theta": 1000000.0,
+    });
+    for value in [f16, llama, mixtral] {
         let cfg = ModelConfig::from_value(value).expect("config");
         let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {

@@ -52,6 +52,62 @@ fn moe_tile_is_padding(row0: u32) -> bool {
     return row0 >= p.rows || row_token[row0] == INVALID;
 }
 
+// The assignments among the `tm` rows of the tile from `row0` (a segment's rows are
+// its assignments, then padding): a decode step's tiles hold one or two.
+fn moe_tile_rows(row0: u32, tm: u32) -> u32 {
+    var n = 0u;
+    while (n < tm && row0 + n < p.rows && row_token[row0 + n] != INVALID) {
+        n++;
+    }
+    return n;
+}
+
+// The products of the first `n` (≤ 4) rows of the tile from `row0` with the expert's
+// column from `wbase`, for a tile with few assignments: each weight vec4 loaded once
+// for them, and only their products taken (a full tile computes all its rows,
+// padding included). A row's expression is the tiles' (a.x · b0 + a.y · b1 + a.z · b2
+// + a.w · b3 a step along K, in order), so its numbers do not depend on the rows around
+// it; the rows past `n` stay 0 and are never stored.
+fn moe_rows4(wbase: u32, row0: u32, n: u32) -> array<vec4<f32>, 4> {
+    let s0 = source(row0);
+    let s1 = source(row0 + 1u);
+    let s2 = source(row0 + 2u);
+    let s3 = source(row0 + 3u);
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k4; k++) {
+        let bi = wbase + 4u * k * p.p4;
+        let b0 = load_w4(w[bi]);
+        let b1 = load_w4(w[bi + p.p4]);
+        let b2 = load_w4(w[bi + 2u * p.p4]);
+        let b3 = load_w4(w[bi + 3u * p.p4]);
+        var av = a[s0 + k];
+        c0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        if (n > 1u) {
+            av = a[s1 + k];
+            c1 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        }
+        if (n > 2u) {
+            av = a[s2 + k];
+            c2 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        }
+        if (n > 3u) {
+            av = a[s3 + k];
+            c3 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        }
+    }
+    return array<vec4<f32>, 4>(c0, c1, c2, c3);
+}
+
+// Store the first `n` rows of the tile from `row0`, `acc` (bias `bv` added).
+fn moe_store_rows4(row0: u32, col: u32, n: u32, acc: array<vec4<f32>, 4>, bv: vec4<f32>) {
+    for (var r = 0u; r < n; r++) {
+        moe_store(row0 + r, col, acc[r] + bv);
+    }
+}
+
 // Row of `a` that grouped row `r` reads, times K/4.
 fn source(r: u32) -> u32 {
     let row = min(r, p.rows - 1u);

@@ -300,6 +300,9 @@ pub mod prelude {
         ATTEND_WORKGROUP = "attend_workgroup";
         /// The split-K sum of the hardware matrix-vector kernels (`sum_groups`).
         SPLITK_REDUCE = "splitk_reduce";
+        /// `MoeGateParams` and a token's softmax and top-k over its router logits
+        /// (`choose_experts`).
+        MOE_TOPK = "moe_topk";
     }
 }
 
@@ -447,6 +450,14 @@ const MATMUL_SUBGROUP: &[Prelude] = &[
     prelude::TILE16_PANELS,
 ];
 const MOE_MATMUL: &[Prelude] = &[prelude::GELU, prelude::MOE_MATMUL];
+// the gate with the norm before it and the router (hardware: a workgroup a token)
+const MOE_NORM_GATE: &[Prelude] = &[
+    prelude::MOE_TOPK,
+    prelude::WORKGROUP_REDUCE,
+    prelude::NORM_FLAGS,
+    prelude::NORM_APPLY,
+    prelude::NORM_PROLOGUE,
+];
 const MOE_MATMUL_SUBGROUP: &[Prelude] = &[
     prelude::GELU,
     prelude::MOE_MATMUL,
@@ -659,7 +670,11 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("token_rank", wgsl!("token_rank"))
         .with(REDUCE)
         .workgroup(Workgroup::Fixed(64)),
-    Kernel::new("moe_gate", wgsl!("moe_gate")),
+    Kernel::new("moe_gate", wgsl!("moe_gate")).with(&[prelude::MOE_TOPK]),
+    Kernel::new("moe_norm_gate", wgsl!("moe_norm_gate"))
+        .with(MOE_NORM_GATE)
+        .class(Hardware)
+        .workgroup(Workgroup::Fixed(256)),
     Kernel::new("moe_route", wgsl!("moe_route")).workgroup(Workgroup::Fixed(64)),
     MOE_MATMUL_K,
     MOE_MATMUL_SUBGROUP_K,

@@ -1,4 +1,5 @@
-//! Mixture-of-Experts kernels: gating (`moe_gate.wgsl`), routing into a grouped row
+//! Mixture-of-Experts kernels: gating (`moe_gate.wgsl`; `moe_norm_gate.wgsl` on
+//! hardware GPUs, with the norm before it and the router's logits), routing into a grouped row
 //! list (`moe_route.wgsl`), the grouped expert matmul (`moe_matmul.wgsl`) and the
 //! weighted combine with the residual add (`moe_combine.wgsl`). The expert matmuls run
 //! over T·K rows (plus at most 15 padding rows per expert), so their cost grows with
@@ -6,10 +7,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::layer_norm::{norm_flags, HostNorm, Norm};
 use super::Pipelines;
 use super::{submit_pass, KernelOp, LinearBuffers};
 use crate::error::Result;
-use crate::gpu::{buffers, grid_1d, GpuContext, WORKGROUP};
+use crate::gpu::{buffers, grid_1d, grid_groups, GpuContext, WORKGROUP};
 
 /// Rows each expert's segment is padded to (the route shader's `PAD`).
 pub const SEGMENT_PAD: usize = 16;
@@ -34,7 +36,27 @@ pub struct MoeGateParams {
     pub e4: u32,
     pub k: u32,
     pub renorm: u32,
-    pub _pad: [u32; 3],
+    /// `moe_norm_gate`: vec4s of a row of x.
+    pub c4: u32,
+    /// `moe_norm_gate`: the norm's flags (`NORM_*` of prelude norm_flags).
+    pub norm: u32,
+    /// `moe_norm_gate`: the norm's epsilon.
+    pub eps: f32,
+}
+
+impl MoeGateParams {
+    fn new(t: usize, (e, k): (usize, usize), renorm: bool) -> Self {
+        MoeGateParams {
+            t: t as u32,
+            e: e as u32,
+            e4: e.div_ceil(4) as u32 * 4,
+            k: k as u32,
+            renorm: u32::from(renorm),
+            c4: 0,
+            norm: 0,
+            eps: 0.0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -101,16 +123,57 @@ pub fn encode_moe_gate(
     (e, k): (usize, usize),
     renorm: bool,
 ) {
-    let p = MoeGateParams {
-        t: t as u32,
-        e: e as u32,
-        e4: e.div_ceil(4) as u32 * 4,
-        k: k as u32,
-        renorm: u32::from(renorm),
-        _pad: [0; 3],
-    };
+    let p = MoeGateParams::new(t, (e, k), renorm);
     let (x, _) = grid_1d(t);
     op.encode(pass, &p, (x, 1, 1));
+}
+
+/// The buffers of [`moe_norm_gate_op`]: the residual stream `x [T, C]`, the norm's
+/// weight and bias (or a dummy), the router `[C, E4]` (columns padded to E4, row-major),
+/// and what it writes: the normalised rows `ln [T, C]` (which the experts read), and
+/// the gate's `probs [T, E]`, `sel_e [T, K]` (u32), `sel_w [T, K]`.
+pub struct NormGateBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub norm_w: &'a wgpu::Buffer,
+    pub norm_b: &'a wgpu::Buffer,
+    pub router: &'a wgpu::Buffer,
+    pub ln: &'a wgpu::Buffer,
+    pub probs: &'a wgpu::Buffer,
+    pub sel_e: &'a wgpu::Buffer,
+    pub sel_w: &'a wgpu::Buffer,
+}
+
+/// The hardware kernels' gate (`moe_norm_gate`, a workgroup a token): the norm before
+/// the MoE MLP, the router's logits and the gate in one dispatch, in place of
+/// `layer_norm_workgroup`, the router's matmul and `moe_gate`.
+pub fn moe_norm_gate_op(ctx: &GpuContext, pl: &Pipelines, b: &NormGateBuffers) -> KernelOp {
+    KernelOp::new::<MoeGateParams>(
+        ctx,
+        pl,
+        "moe_norm_gate",
+        &[
+            b.x, b.norm_w, b.norm_b, b.router, b.ln, b.probs, b.sel_e, b.sel_w,
+        ],
+    )
+}
+
+/// Record [`moe_norm_gate_op`] for `t` tokens of width `c` under `norm`.
+pub fn encode_moe_norm_gate(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &KernelOp,
+    (t, c): (usize, usize),
+    (e, k): (usize, usize),
+    renorm: bool,
+    norm: Norm,
+) {
+    let p = MoeGateParams {
+        c4: (c / 4) as u32,
+        norm: norm_flags(Some(norm)),
+        eps: norm.eps,
+        ..MoeGateParams::new(t, (e, k), renorm)
+    };
+    let (x, y) = grid_groups(t);
+    op.encode(pass, &p, (x, y, 1));
 }
 
 /// Route op: bindings sel_e, probs, row_token, row_expert, slot, stats.
@@ -250,6 +313,82 @@ pub fn run_moe_gate(
         r[1].iter().map(|x| x.to_bits()).collect(),
         r[2].clone(),
     ))
+}
+
+/// What [`run_moe_norm_gate`] reads back.
+pub struct NormGate {
+    /// The normalised rows `[T, C]`.
+    pub ln: Vec<f32>,
+    /// `[T, E]`.
+    pub probs: Vec<f32>,
+    /// The chosen experts `[T, K]`, most likely first.
+    pub sel_e: Vec<u32>,
+    /// Their weights `[T, K]`.
+    pub sel_w: Vec<f32>,
+}
+
+/// Upload, run `moe_norm_gate` over the rows of `x [T, C]` with `norm` (its weight
+/// and bias) and the router `[C, E4]` (columns padded), read back what it writes.
+pub fn run_moe_norm_gate(
+    ctx: &GpuContext,
+    pl: &Pipelines,
+    (x, c): (&[f32], usize),
+    (norm, weight, bias): HostNorm,
+    router: &[f32],
+    (e, k): (usize, usize),
+    renorm: bool,
+) -> Result<NormGate> {
+    let t = x.len() / c;
+    let up = |n: &str, d: &[f32]| buffers::upload(ctx, n, d);
+    let st = |n: &str, f: usize| buffers::storage(ctx, n, f);
+    let (xb, wb, bb, rb) = (
+        up("x", x),
+        up("norm weight", weight),
+        up("norm bias", bias.unwrap_or(&[0.0; 4])),
+        up("router", router),
+    );
+    let (lnb, pb, sb, selw) = (
+        st("ln", t * c),
+        st("probs", t * e),
+        st("sel_e", t * k),
+        st("sel_w", t * k),
+    );
+    let op = moe_norm_gate_op(
+        ctx,
+        pl,
+        &NormGateBuffers {
+            x: &xb,
+            norm_w: &wb,
+            norm_b: &bb,
+            router: &rb,
+            ln: &lnb,
+            probs: &pb,
+            sel_e: &sb,
+            sel_w: &selw,
+        },
+    );
+    submit_pass(ctx, "moe_norm_gate", |pass| {
+        encode_moe_norm_gate(pass, &op, (t, c), (e, k), renorm, norm)
+    })?;
+    let mut r = buffers::read_many(
+        ctx,
+        &[
+            (&lnb, 0, t * c),
+            (&pb, 0, t * e),
+            (&sb, 0, t * k),
+            (&selw, 0, t * k),
+        ],
+    )?;
+    let sel_w = r.pop().unwrap_or_default();
+    let sel = r.pop().unwrap_or_default();
+    let probs = r.pop().unwrap_or_default();
+    let ln = r.pop().unwrap_or_default();
+    Ok(NormGate {
+        ln,
+        probs,
+        sel_e: sel.iter().map(|x| x.to_bits()).collect(),
+        sel_w,
+    })
 }
 
 /// A MoE MLP on the host, for [`run_moe_mlp`]: the residual `x [T, C]`, its

@@ -14,7 +14,7 @@ use crate::kernels::LinearBuffers;
 use super::kv_pool::KvPool;
 use super::{
     generate, kv_pool, partials, weights, Activations, BlockOps, BlockWeights, DeviceWeights,
-    Linear, MlpOps, MlpWeights, Model, MoeActivations, Ops, ServeShape, SharedExpertOps,
+    Linear, MlpOps, MlpWeights, Model, MoeActivations, MoeGating, Ops, ServeShape, SharedExpertOps,
     SharedExpertWeights, SparseAttention, Staged, MAX_PREFILL_PARTS,
 };
 use crate::config::{Dtype, MatmulFusion, ModelConfig};
@@ -31,7 +31,10 @@ use crate::kernels::matmul::{matmul_fused_op, matmul_op, NormFold};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
 use crate::kernels::matvec::{self, matvec_fused_op, FusionBuffers};
 use crate::kernels::matvec_bt::{self, matvec_bt_fused_op, matvec_bt_op};
-use crate::kernels::moe::{moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_route_op};
+use crate::kernels::moe::{
+    moe_combine_op, moe_gate_op, moe_matmul_variant_op, moe_norm_gate_op, moe_route_op,
+    NormGateBuffers,
+};
 use crate::kernels::row_norm::row_norm_op;
 use crate::kernels::sample::sample_op;
 use crate::kernels::swiglu::swiglu_op;
@@ -835,17 +838,43 @@ pub(super) fn bind_ops(
                             fc_proj: linear(gated, &s.proj_w, &None, &a.x, c, hs),
                         }
                     }),
-                    router: matmul_op(
-                        ctx,
-                        pl,
-                        &LinearBuffers {
-                            x: &a.ln,
-                            w: router,
-                            bias: &a.dummy,
-                            out: &m.router_logits,
-                        },
-                    ),
-                    gate: moe_gate_op(ctx, pl, &m.router_logits, &m.probs, &m.sel_e, &m.sel_w),
+                    gating: if hardware {
+                        MoeGating::Normed(moe_norm_gate_op(
+                            ctx,
+                            pl,
+                            &NormGateBuffers {
+                                x: &a.x,
+                                norm_w: &b.ln_2_w,
+                                norm_b: &or_dummy(&b.ln_2_b),
+                                router,
+                                ln: &a.ln,
+                                probs: &m.probs,
+                                sel_e: &m.sel_e,
+                                sel_w: &m.sel_w,
+                            },
+                        ))
+                    } else {
+                        MoeGating::Separate {
+                            router: matmul_op(
+                                ctx,
+                                pl,
+                                &LinearBuffers {
+                                    x: &a.ln,
+                                    w: router,
+                                    bias: &a.dummy,
+                                    out: &m.router_logits,
+                                },
+                            ),
+                            gate: moe_gate_op(
+                                ctx,
+                                pl,
+                                &m.router_logits,
+                                &m.probs,
+                                &m.sel_e,
+                                &m.sel_w,
+                            ),
+                        }
+                    },
                     route: moe_route_op(
                         ctx,
                         pl,

@@ -309,8 +309,7 @@ pub enum MlpOps {
     },
     /// The grouped expert path, which scales with the rows on every step.
     Moe {
-        router: MatmulOp,
-        gate: KernelOp,
+        gating: MoeGating,
         route: KernelOp,
         fc: KernelOp,
         /// SwiGLU experts: gate | up → gated, between fc and proj.
@@ -319,6 +318,17 @@ pub enum MlpOps {
         combine: KernelOp,
         shared: Option<SharedExpertOps>,
     },
+}
+
+/// How a MoE block picks each token's experts from x: the norm before the MLP, the
+/// router's logits, softmax and top-k.
+#[allow(clippy::large_enum_variant)] // one per MoE block, built once
+pub enum MoeGating {
+    /// The software kernels: the block's `ln_2`, the router's matmul and `moe_gate`.
+    Separate { router: MatmulOp, gate: KernelOp },
+    /// The hardware kernels: all three in one dispatch (`moe_norm_gate`, a workgroup
+    /// a token), which writes `ln` as `ln_2` would.
+    Normed(KernelOp),
 }
 
 /// A shared expert's dispatches: gate | up, its sigmoid gate's logit, the scaled

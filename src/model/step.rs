@@ -4,7 +4,7 @@
 //! submission that reads back only what the step needs.
 
 use super::kv_pool::PAGE;
-use super::{Linear, MlpOps, Model, Staged};
+use super::{Linear, MlpOps, Model, MoeGating, Staged};
 use crate::config::Activation;
 use crate::error::Result;
 use crate::gpu::buffers;
@@ -23,8 +23,8 @@ use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion, Rope};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
 use crate::kernels::moe::{
-    encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_route, grouped_rows, GATHER,
-    RELU, SILU,
+    encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_norm_gate, encode_moe_route,
+    grouped_rows, GATHER, RELU, SILU,
 };
 use crate::kernels::row_norm::encode_row_norm;
 use crate::kernels::sample::encode_sample;
@@ -288,7 +288,9 @@ impl Model {
         let blk = &self.ops.blocks[l];
         let folded = match &blk.mlp {
             MlpOps::Dense { c_fc, .. } => c_fc.folds(path, self.norm()),
-            MlpOps::Moe { .. } => None,
+            MlpOps::Moe { gating, .. } => {
+                matches!(gating, MoeGating::Normed(_)).then_some(self.norm())
+            }
         };
         if folded.is_none() {
             encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
@@ -322,8 +324,7 @@ impl Model {
                 }
             }
             MlpOps::Moe {
-                router,
-                gate,
+                gating,
                 route,
                 fc,
                 swiglu,
@@ -341,8 +342,16 @@ impl Model {
                     Activation::Relu => RELU,
                     Activation::Silu => SILU,
                 };
-                encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
-                encode_moe_gate(pass, gate, t, (e, k), cfg.moe_norm_topk_prob);
+                let renorm = cfg.moe_norm_topk_prob;
+                match gating {
+                    MoeGating::Separate { router, gate } => {
+                        encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
+                        encode_moe_gate(pass, gate, t, (e, k), renorm);
+                    }
+                    MoeGating::Normed(gate) => {
+                        encode_moe_norm_gate(pass, gate, (t, c), (e, k), renorm, self.norm())
+                    }
+                }
                 encode_moe_route(pass, route, t, e, k);
                 match swiglu {
                     Some(sw) => {

@@ -856,6 +856,34 @@ fn a_decode_step_takes_the_fused_dispatches() {
         decode_dispatches("software", "float32", llama.clone()),
         3 * 8 + 4
     );
+    // a Mixtral block (the MoE families take no deferred blocks): qkv (RMSNorm folded
+    // in, rotated, to the pool), attention, output projection, then the experts: the
+    // gate, routing, gate | up over the routed rows, SwiGLU, down, the weighted
+    // combine. The hardware kernels' gate is one dispatch (`moe_norm_gate`: ln_2, the
+    // router and the top-k) = 9; the software kernels dispatch ln_1, ln_2, the router's
+    // matmul and `moe_gate` = 12. A Qwen2-MoE block adds its shared expert: gate | up,
+    // its sigmoid gate's logit, SwiGLU, down = 4 more.
+    let mixtral = serde_json::json!({
+        "architecture": "mixtral", "n_kv_head": 1, "intermediate_size": 64,
+        "moe_num_experts": 4, "moe_top_k": 2,
+    });
+    let mut qwen2_moe = mixtral.clone();
+    qwen2_moe["architecture"] = "qwen2_moe".into();
+    qwen2_moe["moe_shared_expert_size"] = 32.into();
+    for (name, extra, shared) in [("Mixtral", mixtral, 0), ("Qwen2-MoE", qwen2_moe, 4)] {
+        let (hw_prefill, hw) = step_dispatches("hardware", "float32", extra.clone());
+        let (sw_prefill, sw) = step_dispatches("software", "float32", extra);
+        assert_eq!(hw, 3 * (9 + shared) + 3, "{name} decode, hardware kernels");
+        assert_eq!(sw, 3 * (12 + shared) + 4, "{name} decode, software kernels");
+        // a prefill chunk: the same blocks, and the last row gathered before the LM
+        // head with the software kernels
+        assert_eq!(hw_prefill, 3 * (9 + shared) + 3, "{name} prefill, hardware");
+        assert_eq!(
+            sw_prefill,
+            3 * (12 + shared) + 5,
+            "{name} prefill, software"
+        );
+    }
     // a prefill chunk (software kernels: no split sums): a GPT-2 block is ln_1, qkv
     // (keys and values to the pool), attention, output projection, ln_2, up, down = 7;
     // a Llama block adds SwiGLU = 8 (rotated in qkv's epilogue). Around

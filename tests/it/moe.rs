@@ -5,6 +5,7 @@ use crate::common;
 
 use common::{assert_close, gpu, rand_vec};
 use wgformer::config::Activation;
+use wgformer::kernels::layer_norm::{run_layer_norm, run_rms_norm, Norm};
 use wgformer::kernels::moe;
 use wgformer::reference;
 
@@ -78,6 +79,127 @@ fn gate_matches_reference_including_ties_and_extreme_k() {
             if k > 1 {
                 assert_eq!(sel[k + 1], 2);
             }
+        }
+    }
+}
+
+/// The hardware kernels' gate takes the norm before the MoE MLP, the router and the
+/// gate in one dispatch (`moe_norm_gate`): its normalised rows equal
+/// `layer_norm_workgroup`'s bit for bit (the experts read them), and its choice is the
+/// reference's (the norm, the router's logits, softmax and top-k in f64).
+#[test]
+fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
+    let g = gpu();
+    let rms = Norm::rms(1e-6);
+    for &(t, c, e, k, norm, bias) in &[
+        (1, 64, 8, 2, Norm::layer(true), true),
+        (5, 96, 60, 4, Norm::layer(false), false),
+        (3, 256, 64, 8, rms, false),
+        (4, 40, 1, 1, Norm::layer(true), true),
+        (2, 2048, 6, 6, rms, false),
+        (70, 128, 8, 2, Norm::layer(true), true),
+    ] {
+        let mut x = rand_vec(t * c, 60 + c as u64, 1.0);
+        // one dimension far from the others in every row: the mean is far from 0
+        for r in 0..t {
+            x[r * c + 7] = -250.0;
+        }
+        let w: Vec<f32> = rand_vec(c, 61, 0.5).iter().map(|v| 1.0 + v).collect();
+        let b = rand_vec(c, 62, 0.2);
+        // the router [C, E] with its columns padded to E4, scaled so that the logits
+        // spread over a few units (no near-ties in the choice)
+        let router_e = rand_vec(c * e, 63 + e as u64, 3.0 / (c as f32).sqrt() * 2.0);
+        let router = padded(&router_e, e);
+        let host_bias = bias.then_some(&b[..]);
+        let moe::NormGate {
+            ln,
+            probs,
+            sel_e: sel,
+            sel_w,
+        } = moe::run_moe_norm_gate(
+            &g.ctx,
+            &g.pipelines,
+            (&x, c),
+            (norm, &w, host_bias),
+            &router,
+            (e, k),
+            true,
+        )
+        .unwrap();
+        let ln_wg = if norm.rms {
+            run_rms_norm(
+                &g.ctx,
+                &g.pipelines,
+                "layer_norm_workgroup",
+                &x,
+                &w,
+                c,
+                norm.eps,
+            )
+        } else {
+            run_layer_norm(
+                &g.ctx,
+                &g.pipelines,
+                "layer_norm_workgroup",
+                &x,
+                &w,
+                host_bias,
+                c,
+            )
+        }
+        .unwrap();
+        assert_eq!(
+            ln, ln_wg,
+            "t {t} c {c}: ln as layer_norm_workgroup writes it"
+        );
+        let ln_ref = if norm.rms {
+            reference::layer_norm::rms_norm(&x, &w, c, norm.eps as f64)
+        } else {
+            reference::layer_norm::layer_norm(&x, &w, host_bias, c)
+        };
+        assert_close("ln", &ln, &ln_ref, 1e-4, 1e-4);
+        for ti in 0..t {
+            let logits: Vec<f32> = (0..e)
+                .map(|j| {
+                    (0..c)
+                        .map(|i| ln_ref[ti * c + i] as f64 * router_e[i * e + j] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let (rp, rc, rw) = reference::moe::gate(&logits, k, true);
+            let at = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+            assert_close("probs", &probs[ti * e..(ti + 1) * e], &at(&rp), 1e-5, 1e-4);
+            let chosen: Vec<usize> = sel[ti * k..(ti + 1) * k]
+                .iter()
+                .map(|&x| x as usize)
+                .collect();
+            assert_eq!(chosen, rc, "t {t} c {c} e {e} k {k}: token {ti}");
+            assert_close(
+                "weights",
+                &sel_w[ti * k..(ti + 1) * k],
+                &at(&rw),
+                1e-5,
+                1e-4,
+            );
+        }
+        // without renormalisation the weights are the chosen probabilities
+        let raw = moe::run_moe_norm_gate(
+            &g.ctx,
+            &g.pipelines,
+            (&x, c),
+            (norm, &w, host_bias),
+            &router,
+            (e, k),
+            false,
+        )
+        .unwrap();
+        assert_eq!(raw.sel_e, sel);
+        for (i, (&s, &rw)) in sel.iter().zip(&raw.sel_w).enumerate() {
+            assert_eq!(
+                rw,
+                probs[(i / k) * e + s as usize],
+                "unnormalised weight {i}"
+            );
         }
     }
 }
@@ -165,6 +287,87 @@ fn moe_mlp_matches_reference() {
             "loss {} vs {loss}",
             stats[2 * e]
         );
+    }
+}
+
+/// A tile of the grouped matmuls with at most 4 assignments (a decode step's: one or
+/// two tokens an expert) computes only those rows (`moe_rows4`); a token's numbers
+/// are the same, bit for bit, whether its expert's tile is full or holds it alone,
+/// in every variant, f32 and f16 weights.
+#[test]
+fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
+    let g = gpu();
+    let (t, e, k, c, h) = (10, 4, 2, 16, 64);
+    let x = rand_vec(t * c, 110, 1.0);
+    let ln = rand_vec(t * c, 111, 1.0);
+    // token i prefers experts i % 4 and (i + 1) % 4: 5 assignments an expert (a tile
+    // of more than 4)
+    let logits: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..e).map(move |j| {
+                if j == i % e {
+                    2.0
+                } else if j == (i + 1) % e {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let w1 = rand_vec(e * c * h, 112, 0.3);
+    let b1 = rand_vec(e * h, 113, 0.1);
+    let w2 = rand_vec(e * h * c, 114, 0.3);
+    let b2 = rand_vec(e * c, 115, 0.1);
+    let variants: Vec<&'static str> = [
+        "moe_matmul",
+        "moe_matmul_subgroup",
+        "moe_matmul_f16",
+        "moe_matmul_f16_subgroup",
+    ]
+    .into_iter()
+    .filter(|v| g.pipelines.has(v))
+    .collect();
+    assert!(variants.len() >= 2);
+    for variant in variants {
+        let run = |rows: std::ops::Range<usize>| {
+            let (r, n) = (rows.start, rows.len());
+            moe::run_moe_mlp(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &moe::HostMoe {
+                    x: &x[r * c..(r + n) * c],
+                    ln: &ln[r * c..(r + n) * c],
+                    router_logits: &padded(&logits[r * e..(r + n) * e], e),
+                    w1: &w1,
+                    b1: &b1,
+                    w2: &w2,
+                    b2: &b2,
+                    e,
+                    k,
+                    c,
+                    h,
+                    act_flag: 2,
+                },
+            )
+            .unwrap()
+            .0
+        };
+        let full = run(0..t);
+        for i in [0, 3, 9] {
+            let alone = run(i..i + 1);
+            let same = alone
+                .iter()
+                .zip(&full[i * c..(i + 1) * c])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{variant}: token {i} alone {:?} in full tiles {:?}",
+                &alone[..4],
+                &full[i * c..i * c + 4]
+            );
+        }
     }
 }
 

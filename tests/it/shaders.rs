@@ -287,12 +287,14 @@ fn uniform_structs_match_rust_twins() {
         attention::AttentionParams,
         [t, c4, hs4, nh, scale, pos, kv_stride4, k_off4, v_off4, block]
     );
-    check_twin!(
-        "moe_gate",
-        MoeGateParams,
-        moe::MoeGateParams,
-        [t, e, e4, k, renorm]
-    );
+    for shader in ["moe_gate", "moe_norm_gate"] {
+        check_twin!(
+            shader,
+            MoeGateParams,
+            moe::MoeGateParams,
+            [t, e, e4, k, renorm, c4, norm, eps]
+        );
+    }
     check_twin!(
         "moe_route",
         MoeRouteParams,
