@@ -15,6 +15,10 @@ struct MoeGateParams {
     c4: u32,     // moe_norm_gate: vec4s of a row of x
     norm: u32,   // moe_norm_gate: the norm's flags (prelude norm_flags)
     eps: f32,    // moe_norm_gate: the norm's epsilon
+    with_shared: u32, // moe_norm_gate: 1: also the shared expert's gate logit (Qwen2-MoE)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const MAX_E: u32 = 64u;

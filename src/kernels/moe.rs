@@ -42,6 +42,9 @@ pub struct MoeGateParams {
     pub norm: u32,
     /// `moe_norm_gate`: the norm's epsilon.
     pub eps: f32,
+    /// `moe_norm_gate`: 1 to take a shared expert's gate logit too.
+    pub with_shared: u32,
+    pub _pad: [u32; 3],
 }
 
 impl MoeGateParams {
@@ -55,6 +58,8 @@ impl MoeGateParams {
             c4: 0,
             norm: 0,
             eps: 0.0,
+            with_shared: 0,
+            _pad: [0; 3],
         }
     }
 }
@@ -131,7 +136,9 @@ pub fn encode_moe_gate(
 /// The buffers of [`moe_norm_gate_op`]: the residual stream `x [T, C]`, the norm's
 /// weight and bias (or a dummy), the router `[C, E4]` (columns padded to E4, row-major),
 /// and what it writes: the normalised rows `ln [T, C]` (which the experts read), and
-/// the gate's `probs [T, E]`, `sel_e [T, K]` (u32), `sel_w [T, K]`.
+/// the gate's `probs [T, E]`, `sel_e [T, K]` (u32), `sel_w [T, K]`; a shared expert's
+/// sigmoid gate `[C, 4]` (its column 0) and its logits `[T, 4]` (Qwen2-MoE; dummies
+/// without one).
 pub struct NormGateBuffers<'a> {
     pub x: &'a wgpu::Buffer,
     pub norm_w: &'a wgpu::Buffer,
@@ -141,6 +148,8 @@ pub struct NormGateBuffers<'a> {
     pub probs: &'a wgpu::Buffer,
     pub sel_e: &'a wgpu::Buffer,
     pub sel_w: &'a wgpu::Buffer,
+    pub shared_w: &'a wgpu::Buffer,
+    pub shared_gate: &'a wgpu::Buffer,
 }
 
 /// The hardware kernels' gate (`moe_norm_gate`, a workgroup a token): the norm before
@@ -152,12 +161,23 @@ pub fn moe_norm_gate_op(ctx: &GpuContext, pl: &Pipelines, b: &NormGateBuffers) -
         pl,
         "moe_norm_gate",
         &[
-            b.x, b.norm_w, b.norm_b, b.router, b.ln, b.probs, b.sel_e, b.sel_w,
+            b.x,
+            b.norm_w,
+            b.norm_b,
+            b.router,
+            b.ln,
+            b.probs,
+            b.sel_e,
+            b.sel_w,
+            b.shared_w,
+            b.shared_gate,
         ],
     )
 }
 
-/// Record [`moe_norm_gate_op`] for `t` tokens of width `c` under `norm`.
+/// Record [`moe_norm_gate_op`] for `t` tokens of width `c` under `norm`; `shared`:
+/// take the shared expert's gate logit too.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_moe_norm_gate(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
@@ -165,11 +185,13 @@ pub fn encode_moe_norm_gate(
     (e, k): (usize, usize),
     renorm: bool,
     norm: Norm,
+    shared: bool,
 ) {
     let p = MoeGateParams {
         c4: (c / 4) as u32,
         norm: norm_flags(Some(norm)),
         eps: norm.eps,
+        with_shared: u32::from(shared),
         ..MoeGateParams::new(t, (e, k), renorm)
     };
     let (x, y) = grid_groups(t);
@@ -325,16 +347,21 @@ pub struct NormGate {
     pub sel_e: Vec<u32>,
     /// Their weights `[T, K]`.
     pub sel_w: Vec<f32>,
+    /// The shared expert's gate logits `[T]` (empty without one).
+    pub shared_gate: Vec<f32>,
 }
 
 /// Upload, run `moe_norm_gate` over the rows of `x [T, C]` with `norm` (its weight
-/// and bias) and the router `[C, E4]` (columns padded), read back what it writes.
+/// and bias), the router `[C, E4]` (columns padded) and a shared expert's gate `[C, 4]`
+/// when given, read back what it writes.
+#[allow(clippy::too_many_arguments)]
 pub fn run_moe_norm_gate(
     ctx: &GpuContext,
     pl: &Pipelines,
     (x, c): (&[f32], usize),
     (norm, weight, bias): HostNorm,
     router: &[f32],
+    shared_w: Option<&[f32]>,
     (e, k): (usize, usize),
     renorm: bool,
 ) -> Result<NormGate> {
@@ -353,6 +380,10 @@ pub fn run_moe_norm_gate(
         st("sel_e", t * k),
         st("sel_w", t * k),
     );
+    let (swb, sgb) = (
+        up("shared gate", shared_w.unwrap_or(&[0.0; 4])),
+        st("shared gate logits", t * 4),
+    );
     let op = moe_norm_gate_op(
         ctx,
         pl,
@@ -365,10 +396,13 @@ pub fn run_moe_norm_gate(
             probs: &pb,
             sel_e: &sb,
             sel_w: &selw,
+            shared_w: &swb,
+            shared_gate: &sgb,
         },
     );
+    let shared = shared_w.is_some();
     submit_pass(ctx, "moe_norm_gate", |pass| {
-        encode_moe_norm_gate(pass, &op, (t, c), (e, k), renorm, norm)
+        encode_moe_norm_gate(pass, &op, (t, c), (e, k), renorm, norm, shared)
     })?;
     let mut r = buffers::read_many(
         ctx,
@@ -377,8 +411,15 @@ pub fn run_moe_norm_gate(
             (&pb, 0, t * e),
             (&sb, 0, t * k),
             (&selw, 0, t * k),
+            (&sgb, 0, t * 4),
         ],
     )?;
+    let gate4 = r.pop().unwrap_or_default();
+    let shared_gate = if shared {
+        gate4.chunks(4).map(|g| g[0]).collect()
+    } else {
+        Vec::new()
+    };
     let sel_w = r.pop().unwrap_or_default();
     let sel = r.pop().unwrap_or_default();
     let probs = r.pop().unwrap_or_default();
@@ -388,6 +429,7 @@ pub fn run_moe_norm_gate(
         probs,
         sel_e: sel.iter().map(|x| x.to_bits()).collect(),
         sel_w,
+        shared_gate,
     })
 }
 

@@ -824,16 +824,19 @@ pub(super) fn bind_ops(
                         let hs = cfg.moe_shared_expert_size.unwrap_or(0);
                         SharedExpertOps {
                             c_fc: linear(&a.ln, &s.fc_w, &None, &a.hidden, 2 * hs, c),
-                            gate: matmul_op(
-                                ctx,
-                                pl,
-                                &LinearBuffers {
-                                    x: &a.ln,
-                                    w: &s.gate_w,
-                                    bias: &a.dummy,
-                                    out: &m.shared_gate,
-                                },
-                            ),
+                            // the hardware kernels' gate takes its logit
+                            gate: (!hardware).then(|| {
+                                matmul_op(
+                                    ctx,
+                                    pl,
+                                    &LinearBuffers {
+                                        x: &a.ln,
+                                        w: &s.gate_w,
+                                        bias: &a.dummy,
+                                        out: &m.shared_gate,
+                                    },
+                                )
+                            }),
                             swiglu: swiglu_op(ctx, pl, &a.hidden, gated, Some(&m.shared_gate)),
                             fc_proj: linear(gated, &s.proj_w, &None, &a.x, c, hs),
                         }
@@ -851,6 +854,11 @@ pub(super) fn bind_ops(
                                 probs: &m.probs,
                                 sel_e: &m.sel_e,
                                 sel_w: &m.sel_w,
+                                shared_w: shared
+                                    .as_ref()
+                                    .filter(|_| a.gated.is_some())
+                                    .map_or(&a.dummy, |s| &s.gate_w),
+                                shared_gate: &m.shared_gate,
                             },
                         ))
                     } else {

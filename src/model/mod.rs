@@ -327,15 +327,16 @@ pub enum MoeGating {
     /// The software kernels: the block's `ln_2`, the router's matmul and `moe_gate`.
     Separate { router: MatmulOp, gate: KernelOp },
     /// The hardware kernels: all three in one dispatch (`moe_norm_gate`, a workgroup
-    /// a token), which writes `ln` as `ln_2` would.
+    /// a token), which writes `ln` as `ln_2` would, and a shared expert's gate logit.
     Normed(KernelOp),
 }
 
-/// A shared expert's dispatches: gate | up, its sigmoid gate's logit, the scaled
-/// SwiGLU, and the down projection added to x.
+/// A shared expert's dispatches: gate | up, its sigmoid gate's logit (the software
+/// kernels; the hardware kernels' [`MoeGating::Normed`] takes it), the scaled SwiGLU,
+/// and the down projection added to x.
 pub struct SharedExpertOps {
     pub c_fc: Linear,
-    pub gate: MatmulOp,
+    pub gate: Option<MatmulOp>,
     pub swiglu: KernelOp,
     pub fc_proj: Linear,
 }

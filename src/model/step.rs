@@ -348,9 +348,15 @@ impl Model {
                         encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
                         encode_moe_gate(pass, gate, t, (e, k), renorm);
                     }
-                    MoeGating::Normed(gate) => {
-                        encode_moe_norm_gate(pass, gate, (t, c), (e, k), renorm, self.norm())
-                    }
+                    MoeGating::Normed(gate) => encode_moe_norm_gate(
+                        pass,
+                        gate,
+                        (t, c),
+                        (e, k),
+                        renorm,
+                        self.norm(),
+                        shared.is_some(),
+                    ),
                 }
                 encode_moe_route(pass, route, t, e, k);
                 match swiglu {
@@ -366,7 +372,9 @@ impl Model {
                 if let Some(sh) = shared {
                     let hs = cfg.moe_shared_expert_size.unwrap_or(0);
                     sh.c_fc.encode(pass, t, path, 0);
-                    encode_matmul(pass, &sh.gate, t, 4, c, 0);
+                    if let Some(gate) = &sh.gate {
+                        encode_matmul(pass, gate, t, 4, c, 0);
+                    }
                     encode_swiglu(pass, &sh.swiglu, t, hs, true);
                     sh.fc_proj.encode(pass, t, path, ACCUMULATE);
                 }

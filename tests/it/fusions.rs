@@ -862,7 +862,8 @@ fn a_decode_step_takes_the_fused_dispatches() {
     // combine. The hardware kernels' gate is one dispatch (`moe_norm_gate`: ln_2, the
     // router and the top-k) = 9; the software kernels dispatch ln_1, ln_2, the router's
     // matmul and `moe_gate` = 12. A Qwen2-MoE block adds its shared expert: gate | up,
-    // its sigmoid gate's logit, SwiGLU, down = 4 more.
+    // SwiGLU, down, and with the software kernels its sigmoid gate's logit (the
+    // hardware kernels' gate takes it) = 3 / 4 more.
     let mixtral = serde_json::json!({
         "architecture": "mixtral", "n_kv_head": 1, "intermediate_size": 64,
         "moe_num_experts": 4, "moe_top_k": 2,
@@ -870,17 +871,32 @@ fn a_decode_step_takes_the_fused_dispatches() {
     let mut qwen2_moe = mixtral.clone();
     qwen2_moe["architecture"] = "qwen2_moe".into();
     qwen2_moe["moe_shared_expert_size"] = 32.into();
-    for (name, extra, shared) in [("Mixtral", mixtral, 0), ("Qwen2-MoE", qwen2_moe, 4)] {
+    for (name, extra, (hw_shared, sw_shared)) in [
+        ("Mixtral", mixtral, (0, 0)),
+        ("Qwen2-MoE", qwen2_moe, (3, 4)),
+    ] {
         let (hw_prefill, hw) = step_dispatches("hardware", "float32", extra.clone());
         let (sw_prefill, sw) = step_dispatches("software", "float32", extra);
-        assert_eq!(hw, 3 * (9 + shared) + 3, "{name} decode, hardware kernels");
-        assert_eq!(sw, 3 * (12 + shared) + 4, "{name} decode, software kernels");
+        assert_eq!(
+            hw,
+            3 * (9 + hw_shared) + 3,
+            "{name} decode, hardware kernels"
+        );
+        assert_eq!(
+            sw,
+            3 * (12 + sw_shared) + 4,
+            "{name} decode, software kernels"
+        );
         // a prefill chunk: the same blocks, and the last row gathered before the LM
         // head with the software kernels
-        assert_eq!(hw_prefill, 3 * (9 + shared) + 3, "{name} prefill, hardware");
+        assert_eq!(
+            hw_prefill,
+            3 * (9 + hw_shared) + 3,
+            "{name} prefill, hardware"
+        );
         assert_eq!(
             sw_prefill,
-            3 * (12 + shared) + 5,
+            3 * (12 + sw_shared) + 5,
             "{name} prefill, software"
         );
     }

@@ -86,18 +86,19 @@ fn gate_matches_reference_including_ties_and_extreme_k() {
 /// The hardware kernels' gate takes the norm before the MoE MLP, the router and the
 /// gate in one dispatch (`moe_norm_gate`): its normalised rows equal
 /// `layer_norm_workgroup`'s bit for bit (the experts read them), and its choice is the
-/// reference's (the norm, the router's logits, softmax and top-k in f64).
+/// reference's (the norm, the router's logits, softmax and top-k in f64), as is a
+/// shared expert's gate logit where there is one (Qwen2-MoE).
 #[test]
 fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
     let g = gpu();
     let rms = Norm::rms(1e-6);
-    for &(t, c, e, k, norm, bias) in &[
-        (1, 64, 8, 2, Norm::layer(true), true),
-        (5, 96, 60, 4, Norm::layer(false), false),
-        (3, 256, 64, 8, rms, false),
-        (4, 40, 1, 1, Norm::layer(true), true),
-        (2, 2048, 6, 6, rms, false),
-        (70, 128, 8, 2, Norm::layer(true), true),
+    for &(t, c, e, k, norm, bias, shared) in &[
+        (1, 64, 8, 2, Norm::layer(true), true, false),
+        (5, 96, 60, 4, Norm::layer(false), false, true),
+        (3, 256, 64, 8, rms, false, true),
+        (4, 40, 1, 1, Norm::layer(true), true, false),
+        (2, 2048, 6, 6, rms, false, false),
+        (70, 128, 8, 2, Norm::layer(true), true, true),
     ] {
         let mut x = rand_vec(t * c, 60 + c as u64, 1.0);
         // one dimension far from the others in every row: the mean is far from 0
@@ -110,18 +111,23 @@ fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
         // spread over a few units (no near-ties in the choice)
         let router_e = rand_vec(c * e, 63 + e as u64, 3.0 / (c as f32).sqrt() * 2.0);
         let router = padded(&router_e, e);
+        // a shared expert's gate [C, 1], its columns padded to 4
+        let shared_g = rand_vec(c, 64, 3.0 / (c as f32).sqrt());
+        let shared_w = padded(&shared_g, 1);
         let host_bias = bias.then_some(&b[..]);
         let moe::NormGate {
             ln,
             probs,
             sel_e: sel,
             sel_w,
+            shared_gate,
         } = moe::run_moe_norm_gate(
             &g.ctx,
             &g.pipelines,
             (&x, c),
             (norm, &w, host_bias),
             &router,
+            shared.then_some(&shared_w[..]),
             (e, k),
             true,
         )
@@ -182,6 +188,18 @@ fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
                 1e-4,
             );
         }
+        if shared {
+            let want: Vec<f32> = (0..t)
+                .map(|ti| {
+                    (0..c)
+                        .map(|i| ln_ref[ti * c + i] as f64 * shared_g[i] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            assert_close("shared gate logits", &shared_gate, &want, 1e-4, 1e-4);
+        } else {
+            assert!(shared_gate.is_empty());
+        }
         // without renormalisation the weights are the chosen probabilities
         let raw = moe::run_moe_norm_gate(
             &g.ctx,
@@ -189,6 +207,7 @@ fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
             (&x, c),
             (norm, &w, host_bias),
             &router,
+            shared.then_some(&shared_w[..]),
             (e, k),
             false,
         )

@@ -292,7 +292,7 @@ fn uniform_structs_match_rust_twins() {
             shader,
             MoeGateParams,
             moe::MoeGateParams,
-            [t, e, e4, k, renorm, c4, norm, eps]
+            [t, e, e4, k, renorm, c4, norm, eps, with_shared]
         );
     }
     check_twin!(
