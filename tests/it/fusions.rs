@@ -877,27 +877,18 @@ fn a_decode_step_takes_the_fused_dispatches() {
     ] {
         let (hw_prefill, hw) = step_dispatches("hardware", "float32", extra.clone());
         let (sw_prefill, sw) = step_dispatches("software", "float32", extra);
+        // (decode, prefill) in each class; a prefill chunk takes the same blocks, and
+        // with the software kernels the last row is gathered before the LM head
+        let (hw_blocks, sw_blocks) = (3 * (9 + hw_shared), 3 * (12 + sw_shared));
         assert_eq!(
-            hw,
-            3 * (9 + hw_shared) + 3,
-            "{name} decode, hardware kernels"
+            (hw, hw_prefill),
+            (hw_blocks + 3, hw_blocks + 3),
+            "{name}, hardware"
         );
         assert_eq!(
-            sw,
-            3 * (12 + sw_shared) + 4,
-            "{name} decode, software kernels"
-        );
-        // a prefill chunk: the same blocks, and the last row gathered before the LM
-        // head with the software kernels
-        assert_eq!(
-            hw_prefill,
-            3 * (9 + hw_shared) + 3,
-            "{name} prefill, hardware"
-        );
-        assert_eq!(
-            sw_prefill,
-            3 * (12 + sw_shared) + 5,
-            "{name} prefill, software"
+            (sw, sw_prefill),
+            (sw_blocks + 4, sw_blocks + 5),
+            "{name}, software"
         );
     }
     // a prefill chunk (software kernels: no split sums): a GPT-2 block is ln_1, qkv

@@ -115,23 +115,26 @@ fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
         let shared_g = rand_vec(c, 64, 3.0 / (c as f32).sqrt());
         let shared_w = padded(&shared_g, 1);
         let host_bias = bias.then_some(&b[..]);
+        let gate = |renorm: bool| {
+            moe::run_moe_norm_gate(
+                &g.ctx,
+                &g.pipelines,
+                (&x, c),
+                (norm, &w, host_bias),
+                &router,
+                shared.then_some(&shared_w[..]),
+                (e, k),
+                renorm,
+            )
+            .unwrap()
+        };
         let moe::NormGate {
             ln,
             probs,
             sel_e: sel,
             sel_w,
             shared_gate,
-        } = moe::run_moe_norm_gate(
-            &g.ctx,
-            &g.pipelines,
-            (&x, c),
-            (norm, &w, host_bias),
-            &router,
-            shared.then_some(&shared_w[..]),
-            (e, k),
-            true,
-        )
-        .unwrap();
+        } = gate(true);
         let ln_wg = if norm.rms {
             run_rms_norm(
                 &g.ctx,
@@ -201,17 +204,7 @@ fn the_normed_gate_takes_the_norm_and_the_router_in_one_dispatch() {
             assert!(shared_gate.is_empty());
         }
         // without renormalisation the weights are the chosen probabilities
-        let raw = moe::run_moe_norm_gate(
-            &g.ctx,
-            &g.pipelines,
-            (&x, c),
-            (norm, &w, host_bias),
-            &router,
-            shared.then_some(&shared_w[..]),
-            (e, k),
-            false,
-        )
-        .unwrap();
+        let raw = gate(false);
         assert_eq!(raw.sel_e, sel);
         for (i, (&s, &rw)) in sel.iter().zip(&raw.sel_w).enumerate() {
             assert_eq!(
