@@ -1,6 +1,7 @@
 // The epilogue of the matmul and matrix-vector kernels (after prelude `gelu`):
 // out[at] (=|+=) act(rotated(o + bias[col])) by p.flags: bit 0 bias, bit 1 GELU, bit 2
-// accumulate (the residual add), ROTARY, and KV_STORE. The kernel declares `p` (with
+// accumulate (the residual add), and in a kernel compiled with QKV (prelude `kv_write`)
+// ROTARY and KV_STORE. The kernel declares `p` (with
 // `n4`, `kv_q4`, `kv4`, `head4`, `rot4`), `bias`, `out`, the pool's `k_pool`, `v_pool`,
 // `slots` (prelude `kv_write` stores to them), and the rows' `positions` and the
 // rotary table `rope`. Returns the value stored.
@@ -9,19 +10,16 @@
 // and values also go to the paged KV pool, row r's to pool row slots[r] (the kv_store
 // kernel's work done in the epilogue, for models without rotary positions).
 const KV_STORE: u32 = 8u;
-// Flag, with KV_STORE: the pool holds half floats (prelude `kv_write`).
-const KV_HALF: u32 = 16u;
 
 // With KV_STORE, output vec4 `col` of row `row`, `o`, to its pool row when it is a key
 // or a value (columns kv_q4 .. kv_q4 + kv4 the keys, the next kv4 the values).
 fn store_kv(o: vec4<f32>, col: u32, row: u32) {
-    if ((p.flags & KV_STORE) != 0u && col >= p.kv_q4) {
+    if (QKV && (p.flags & KV_STORE) != 0u && col >= p.kv_q4) {
         let c = col - p.kv_q4;
-        let half = (p.flags & KV_HALF) != 0u;
         if (c < p.kv4) {
-            put_key(slots[row] * p.kv4 + c, o, half);
+            put_key(slots[row] * p.kv4 + c, o);
         } else if (c < 2u * p.kv4) {
-            put_value(slots[row] * p.kv4 + c - p.kv4, o, half);
+            put_value(slots[row] * p.kv4 + c - p.kv4, o);
         }
     }
 }
@@ -40,7 +38,7 @@ const ROTARY: u32 = 64u;
 // (-sin θi, sin θi, -sin θi+1, sin θi+1), so (x, y) becomes
 // (x cos - y sin, y cos + x sin), Hugging Face's rotation of the pair.
 fn rotated(o: vec4<f32>, col: u32, row: u32) -> vec4<f32> {
-    if ((p.flags & ROTARY) == 0u || col >= p.rot4) {
+    if (!QKV || (p.flags & ROTARY) == 0u || col >= p.rot4) {
         return o;
     }
     let at = positions[row] * 2u * p.head4 + col % p.head4;

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::Pipelines;
-use super::{submit_pass, KernelOp};
+use super::{submit_pass, KernelOp, Spec};
 pub use crate::config::Heads;
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};
@@ -236,7 +236,7 @@ pub fn attention_op(
         bind.extend([row_offsets, cols]);
     }
     bind.push(b.tables);
-    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &bind)
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, Spec::reader(b.half), &bind)
 }
 
 /// Record causal attention of `t` queries of `heads` over keys laid out as `kv`;
@@ -441,7 +441,13 @@ pub fn attention_paged_op(
     variant: &'static str,
     b: &PagedBuffers,
 ) -> KernelOp {
-    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &b.bindings())
+    KernelOp::with_spec::<AttentionParams>(
+        ctx,
+        pipelines,
+        variant,
+        Spec::reader(b.half),
+        &b.bindings(),
+    )
 }
 
 /// Record attention of `t` rows of `heads` over the paged pool with pages of `page`

@@ -6,6 +6,7 @@
 
 use super::layer_norm::{norm_flags, Norm};
 pub use super::rotary::Rope;
+use super::Spec;
 
 /// What a kernel does besides its product, when it is recorded: store the keys and
 /// values of a qkv projection in the pool (`(Q, KV)`: the floats of the queries and of
@@ -30,6 +31,8 @@ pub struct Fusion {
 pub struct FusionBuffers<'a> {
     /// The pool a qkv projection stores to: `(k_pool, v_pool, slots)`.
     pub kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    /// The pool holds half floats.
+    pub kv_half: bool,
     /// The norm folded in: its weight and bias (the matrix-vector kernels' prologue),
     /// or its weight and `g · w` (the tile matmuls' staging, `matmul::NormFold`).
     pub norm: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
@@ -44,6 +47,15 @@ pub struct FusionBuffers<'a> {
     /// (`matvec::embeds`): the rows' token ids and wte (one binding; the op's `x` is
     /// the position table wpe, or a dummy).
     pub embed: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+impl FusionBuffers<'_> {
+    /// The pipeline an op bound with these buffers takes: a qkv projection's (its
+    /// epilogue storing to the pool, or rotating) or a plain one's.
+    pub fn spec(&self) -> Spec {
+        let qkv = self.kv.is_some() || self.rope.is_some();
+        Spec::projection(qkv, self.kv_half)
+    }
 }
 
 /// How a kernel reads the residual stream: its base rows plus `parts` partial rows per

@@ -27,8 +27,6 @@ pub const ACCUMULATE: u32 = 4;
 /// Epilogue flag: also store a qkv projection's keys and values in the KV pool
 /// (prelude `epilogue`; the same bit in the matrix-vector kernels).
 pub const KV_STORE: u32 = 8;
-/// Epilogue flag, with `KV_STORE`: the pool holds half floats (prelude `kv_write`).
-pub const KV_HALF: u32 = 16;
 /// Staging flag of the tile kernels ([`fuses_staging`]): `a` holds gate | up rows of
 /// 2 K, and the product takes silu(gate) · up (SwiGLU folded into the down projection).
 pub const GATED: u32 = 32;
@@ -258,7 +256,7 @@ pub fn matmul_fused_op(
             .chain(normed.iter().copied())
             .chain(rope)
             .collect();
-        KernelOp::new::<MatmulParams>(ctx, pipelines, name, &all)
+        KernelOp::with_spec::<MatmulParams>(ctx, pipelines, name, fused.spec(), &all)
     };
     match split.filter(|_| splits_k(variant)) {
         Some((part, split_rows)) => MatmulOp {
@@ -313,6 +311,11 @@ pub fn encode_matmul_fused(
         } else {
             0
         };
+    debug_assert!(
+        flags & (KV_STORE | ROTARY) == 0 || op.op.qkv,
+        "{}",
+        op.op.name
+    );
     let sum = op.sum.as_ref().filter(|_| slices > 1 && m <= op.split_rows);
     let p = MatmulParams {
         m: m as u32,

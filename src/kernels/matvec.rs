@@ -148,7 +148,7 @@ pub fn matvec_fused_op(
         let (ids, wte) = fused.embed.unwrap_or((&si.read, &si.read));
         all.extend([ids, wte]);
     }
-    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, &all)
+    RowsOp::with_spec::<MatvecParams>(ctx, pipelines, variant, fused.spec(), &all)
 }
 
 /// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.
@@ -176,6 +176,11 @@ pub fn encode_matvec_fused(
 ) {
     debug_assert!(fusion.norm.is_none() || fuses_norm(op.name));
     debug_assert!(fusion.deferred.is_none() || stages(op.name));
+    debug_assert!(
+        fusion.kv.is_none() && fusion.rope.is_none() || op.qkv(),
+        "{}",
+        op.name
+    );
     let deferred = fusion.deferred.unwrap_or_default();
     let (rope, head4, rot4) = Rope::params(fusion.rope);
     let gx = workgroups(op.name, n, op.workgroup as usize);

@@ -25,7 +25,7 @@ pub mod swiglu;
 pub mod token_rank;
 
 pub use catalogue::{kernel, shader_source, KernelClass, Precision, BATCH_ROWS, KERNELS};
-pub use pipelines::Pipelines;
+pub use pipelines::{Pipelines, Spec};
 
 use crate::error::Result;
 use crate::gpu::{buffers, dispatch, GpuContext};
@@ -39,6 +39,9 @@ pub struct KernelOp {
     pub kernel: &'static catalogue::Kernel,
     /// The `ROWS` its pipeline was compiled with (1 unless a decode-batch kernel).
     pub rows: u32,
+    /// Compiled with `QKV` ([`Spec`]): its epilogue can store keys and values and
+    /// rotate.
+    pub qkv: bool,
     /// The workgroup size its pipeline was compiled with.
     pub workgroup: u32,
     pipeline: wgpu::ComputePipeline,
@@ -58,33 +61,21 @@ impl KernelOp {
         name: &'static str,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
-        Self::with_rows::<P>(ctx, pipelines, name, 1, buffers)
+        Self::with_spec::<P>(ctx, pipelines, name, Spec::rows(1), buffers)
     }
 
-    /// [`KernelOp::new`] for the pipeline of `name` compiled with `ROWS` = `rows`.
-    pub fn with_rows<P: bytemuck::Pod>(
-        ctx: &GpuContext,
-        pipelines: &Pipelines,
-        name: &'static str,
-        rows: u32,
-        buffers: &[&wgpu::Buffer],
-    ) -> Self {
-        Self::with_spec::<P>(ctx, pipelines, name, (rows, false), buffers)
-    }
-
-    /// [`KernelOp::new`] for the pipeline of `name` compiled with `(ROWS, KV_HALF)`
-    /// (`KV_HALF`: a KV reader over a half-float pool, prelude `kv_read`).
+    /// [`KernelOp::new`] for the pipeline of `name` compiled with `spec`.
     pub fn with_spec<P: bytemuck::Pod>(
         ctx: &GpuContext,
         pipelines: &Pipelines,
         name: &'static str,
-        (rows, kv_half): (u32, bool),
+        spec: Spec,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
         let params = buffers::uniform::<P>(ctx, name);
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
-        let pipeline = pipelines.get_spec(name, rows, kv_half).clone();
+        let pipeline = pipelines.get_spec(name, spec).clone();
         let entry = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the catalogue"));
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = all
@@ -103,7 +94,8 @@ impl KernelOp {
         KernelOp {
             name,
             kernel: entry,
-            rows,
+            rows: spec.rows,
+            qkv: spec.qkv,
             workgroup: pipelines.workgroup(name),
             pipeline,
             queue: ctx.queue.clone(),
@@ -157,6 +149,17 @@ impl RowsOp {
         name: &'static str,
         buffers: &[&wgpu::Buffer],
     ) -> Self {
+        Self::with_spec::<P>(ctx, pipelines, name, Spec::rows(1), buffers)
+    }
+
+    /// [`RowsOp::new`] of the pipelines compiled with `spec` (its `rows` each `ROWS`).
+    pub fn with_spec<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipelines: &Pipelines,
+        name: &'static str,
+        spec: Spec,
+        buffers: &[&wgpu::Buffer],
+    ) -> Self {
         let batch = kernel(name).is_some_and(|k| k.batch_rows);
         let rows: &[u32] = if batch { &BATCH_ROWS } else { &[1] };
         RowsOp {
@@ -164,9 +167,16 @@ impl RowsOp {
             workgroup: pipelines.workgroup(name),
             ops: rows
                 .iter()
-                .map(|&r| KernelOp::with_rows::<P>(ctx, pipelines, name, r, buffers))
+                .map(|&r| {
+                    KernelOp::with_spec::<P>(ctx, pipelines, name, spec.with_rows(r), buffers)
+                })
                 .collect(),
         }
+    }
+
+    /// Whether its pipelines were compiled with `QKV` ([`Spec`]).
+    pub fn qkv(&self) -> bool {
+        self.ops.first().is_some_and(|o| o.qkv)
     }
 
     /// The dispatches covering `rows` rows: `(op, first row, workgroup rows)` with

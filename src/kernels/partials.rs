@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 use super::attention::{AttentionParams, Heads, KvLayout, PagedBuffers};
 use super::layer_norm::Norm;
 use super::matmul::{panel_width, store_weights};
-use super::{submit_pass, KernelOp, Pipelines};
+use super::{submit_pass, KernelOp, Pipelines, Spec};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};
 
@@ -210,7 +210,7 @@ pub fn attention_proj_op(
 ) -> KernelOp {
     let mut all = b.bindings().to_vec();
     all.push(w_o);
-    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, (1, b.half), &all)
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, Spec::reader(b.half), &all)
 }
 
 /// Record attention of `t` rows of `heads` over the paged pool (pages of `page`

@@ -1,20 +1,109 @@
 //! The catalogue compiled for one device: every kernel the device can run, once per
-//! `ROWS` value, with the workgroup size it was compiled with. Built once per device
+//! [`Spec`] it takes (`ROWS`, a KV pool's element type, a plain or a qkv projection),
+//! with the workgroup size it was compiled with. Built once per device
 //! (inside an error scope); the tensor-core matmul serves only after its self-test.
 
 use std::collections::HashMap;
 
-use super::catalogue::{kernel, workgroup_for, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS};
+use super::catalogue::{kernel, workgroup_for, Kernel, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+
+/// What one pipeline of a kernel is specialised for besides its workgroup size (its
+/// pipeline constants): `ROWS`, 1 for a kernel without the constant; `KV_HALF`, a KV
+/// reader (prelude `kv_read`) or a qkv writer over a half-float pool; `QKV`, a
+/// projection whose epilogue can store keys and values and rotate (prelude
+/// `kv_write`). The plain projection compiles the qkv epilogue out: a software adapter
+/// would run it, masked, for every output of every projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub rows: u32,
+    pub kv_half: bool,
+    pub qkv: bool,
+}
+
+impl Spec {
+    /// A kernel's pipeline for `rows` rows an invocation, nothing else specialised.
+    pub const fn rows(rows: u32) -> Self {
+        Spec {
+            rows,
+            kv_half: false,
+            qkv: false,
+        }
+    }
+
+    /// A KV reader's pipeline over a pool of half floats or not.
+    pub const fn reader(kv_half: bool) -> Self {
+        Spec {
+            kv_half,
+            ..Spec::rows(1)
+        }
+    }
+
+    /// A projection's pipeline: a qkv projection's (over a pool of half floats or not)
+    /// when `qkv`, else a plain one's.
+    pub const fn projection(qkv: bool, kv_half: bool) -> Self {
+        Spec {
+            rows: 1,
+            kv_half: qkv && kv_half,
+            qkv,
+        }
+    }
+
+    /// This spec with `rows` rows an invocation.
+    pub const fn with_rows(self, rows: u32) -> Self {
+        Spec { rows, ..self }
+    }
+
+    /// The specs kernel `k` is compiled with.
+    fn all(k: &Kernel) -> Vec<Spec> {
+        let rows: &[u32] = if k.batch_rows { &BATCH_ROWS } else { &[1] };
+        let kv: &[Spec] = if reads_kv(k) {
+            &[Spec::reader(false), Spec::reader(true)]
+        } else if writes_kv(k) {
+            &[
+                Spec::projection(false, false),
+                Spec::projection(true, false),
+                Spec::projection(true, true),
+            ]
+        } else {
+            &[Spec::rows(1)]
+        };
+        rows.iter()
+            .flat_map(|&r| kv.iter().map(move |s| s.with_rows(r)))
+            .collect()
+    }
+
+    /// Its pipeline constants besides `WG`.
+    fn constants(self, k: &Kernel) -> Vec<(&'static str, f64)> {
+        let mut c = Vec::new();
+        if k.batch_rows {
+            c.push(("ROWS", f64::from(self.rows)));
+        }
+        if reads_kv(k) || writes_kv(k) {
+            c.push(("KV_HALF", f64::from(u8::from(self.kv_half))));
+        }
+        if writes_kv(k) {
+            c.push(("QKV", f64::from(u8::from(self.qkv))));
+        }
+        c
+    }
+}
+
+fn reads_kv(k: &Kernel) -> bool {
+    k.all_preludes().any(|p| p.name == "kv_read")
+}
+
+fn writes_kv(k: &Kernel) -> bool {
+    k.all_preludes().any(|p| p.name == "kv_write")
+}
 
 /// One kernel compiled for this device.
 struct Compiled {
     /// The `WG` it was compiled with.
     workgroup: u32,
-    /// `(ROWS, KV_HALF, pipeline)`: `ROWS` = 1 for a kernel without the constant;
-    /// `KV_HALF` both ways for the KV readers (prelude `kv_read`), else false.
-    by_rows: Vec<(u32, bool, wgpu::ComputePipeline)>,
+    /// Its pipelines, one per [`Spec`] it is compiled with.
+    by_spec: Vec<(Spec, wgpu::ComputePipeline)>,
 }
 
 /// Compiled compute pipelines keyed by kernel name, each with automatic layout and
@@ -52,21 +141,11 @@ impl Pipelines {
                         source: wgpu::ShaderSource::Wgsl(k.source().into()),
                     });
                 let wg = workgroup_for(k, ctx.subgroup_max_size);
-                let rows: &[u32] = if k.batch_rows { &BATCH_ROWS } else { &[1] };
-                let reads_kv = k.all_preludes().any(|p| p.name == "kv_read");
-                let halves: &[bool] = if reads_kv { &[false, true] } else { &[false] };
-                let specs = rows
-                    .iter()
-                    .flat_map(|&r| halves.iter().map(move |&h| (r, h)));
-                let by_rows = specs
-                    .map(|(r, half)| {
+                let by_spec = Spec::all(k)
+                    .into_iter()
+                    .map(|spec| {
                         let mut constants = vec![("WG", wg as f64)];
-                        if k.batch_rows {
-                            constants.push(("ROWS", r as f64));
-                        }
-                        if reads_kv {
-                            constants.push(("KV_HALF", f64::from(u8::from(half))));
-                        }
+                        constants.extend(spec.constants(k));
                         let pipeline =
                             ctx.device
                                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -80,14 +159,14 @@ impl Pipelines {
                                     },
                                     cache: None,
                                 });
-                        (r, half, pipeline)
+                        (spec, pipeline)
                     })
                     .collect();
                 map.insert(
                     k.name,
                     Compiled {
                         workgroup: wg,
-                        by_rows,
+                        by_spec,
                     },
                 );
             }
@@ -150,19 +229,17 @@ impl Pipelines {
     /// The pipeline of kernel `name` (a name from [`KERNELS`]) compiled with `ROWS`
     /// = `rows` (1 for kernels without it).
     pub fn get(&self, name: &str, rows: u32) -> &wgpu::ComputePipeline {
-        self.get_spec(name, rows, false)
+        self.get_spec(name, Spec::rows(rows))
     }
 
-    /// [`Pipelines::get`] of a KV reader compiled with `KV_HALF` = `kv_half`.
-    pub fn get_spec(&self, name: &str, rows: u32, kv_half: bool) -> &wgpu::ComputePipeline {
+    /// The pipeline of kernel `name` compiled with `spec`.
+    pub fn get_spec(&self, name: &str, spec: Spec) -> &wgpu::ComputePipeline {
         self.compiled(name)
-            .by_rows
+            .by_spec
             .iter()
-            .find(|(r, h, _)| *r == rows && *h == kv_half)
-            .map(|(_, _, p)| p)
-            .unwrap_or_else(|| {
-                panic!("kernel {name} was not compiled with ROWS {rows}, KV_HALF {kv_half}")
-            })
+            .find(|(s, _)| *s == spec)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("kernel {name} was not compiled with {spec:?}"))
     }
 
     /// The workgroup size kernel `name` was compiled with.

@@ -616,6 +616,7 @@ pub(super) fn bind_ops(
     let staging = staging_variant(cfg, ctx, pl).is_some();
     let or_dummy =
         |b: &Option<wgpu::Buffer>| -> wgpu::Buffer { b.clone().unwrap_or_else(|| a.dummy.clone()) };
+    let pool_half = kv.half;
     // a linear x[., k] -> out[., n] with both row paths; `kv`: a qkv projection whose
     // prefill chunks and decode steps store the keys and values in its epilogue
     // (`(k_pool, v_pool)` of its layer); `norm`:
@@ -636,6 +637,7 @@ pub(super) fn bind_ops(
         // queries and keys rotated first, in every op's epilogue
         let qkv = FusionBuffers {
             kv: kv.map(|(k, v)| (k, v, &a.kv_slots)),
+            kv_half: kv.is_some() && pool_half,
             positions: rope.map(|_| &a.positions),
             rope,
             ..Default::default()

@@ -133,6 +133,7 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
             // keys and values to the pool, the rotary families' rotated first
             let fused = FusionBuffers {
                 kv: Some((&b.kv.k[l], &b.kv.v[l], &a.kv_slots)),
+                kv_half: b.kv.half,
                 norm: Some((&blk.ln_1_w, &ln_1_b)),
                 deferred: Some((&p.mlp, &prev_bias, &p.x2)),
                 positions: Some(&a.positions),
@@ -208,7 +209,7 @@ impl Model {
         l: usize,
         t: usize,
     ) {
-        use crate::kernels::matmul::{BIAS, KV_HALF};
+        use crate::kernels::matmul::BIAS;
         let cfg = &self.config;
         let (c, heads, norm) = (cfg.n_embed, cfg.heads(), self.norm());
         let blk = &ops.blocks[l];
@@ -224,10 +225,7 @@ impl Model {
             deferred: Some(pending_mlp),
             rope: self.rope(),
         };
-        let mut flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
-        if self.kv.half {
-            flags |= KV_HALF;
-        }
+        let flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
         encode_matvec_fused(pass, &blk.qkv, t, heads.qkv_width(), c, flags, qkv);
         let page = (super::kv_pool::PAGE, self.attention_block());
         encode_attention_proj(pass, &blk.attn, t, heads, page, c);

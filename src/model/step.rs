@@ -16,9 +16,7 @@ use crate::kernels::layer_norm::{encode_layer_norm, Norm};
 use crate::kernels::logit_lens::{
     encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
 };
-use crate::kernels::matmul::{
-    encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU, KV_HALF,
-};
+use crate::kernels::matmul::{encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion, Rope};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -433,7 +431,6 @@ impl Model {
         // qkv projection's epilogue, the rotary families' queries and keys rotated first
         let rope = self.rope();
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
-        let kv_half = if self.kv.half { KV_HALF } else { 0 };
         // a burst's rows attend row by row, as a decode step's (decided once a step)
         let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
         for (l, blk) in ops.blocks.iter().enumerate() {
@@ -453,7 +450,7 @@ impl Model {
                 rope,
                 ..Default::default()
             };
-            blk.c_attn.encode_fused(pass, t, path, qkv_b | kv_half, qkv);
+            blk.c_attn.encode_fused(pass, t, path, qkv_b, qkv);
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
                 encode_attention_weights(pass, &tap.op, t, heads, block, tap.w0);

@@ -180,7 +180,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
             let bias = rand_vec(n, 43, 0.5);
             // a half-float pool with the 7-row steps
             let half = rows == 7;
-            let flags = matmul::BIAS | if half { matmul::KV_HALF } else { 0 };
+            let flags = matmul::BIAS;
             for case @ (variant, split) in qkv_cases() {
                 let name = format!("{variant} {heads:?} {rows} rows split {split:?} half {half}");
                 let pool = Pool::new(heads, 40, rows, half);
@@ -196,6 +196,7 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
                 };
                 let fused = FusionBuffers {
                     kv: Some(pool.bind()),
+                    kv_half: half,
                     ..Default::default()
                 };
                 let fusion = Fusion {
@@ -323,11 +324,12 @@ fn every_qkv_kernel_rotates_queries_and_keys_in_its_epilogue() {
         let w_dev = interleave_heads(&w, n, rot, hs);
         let bias_dev = interleave_heads(&bias, n, rot, hs);
         let bias_flag = if rows % 2 == 1 { matmul::BIAS } else { 0 };
-        let flags = bias_flag | if half { matmul::KV_HALF } else { 0 };
+        let flags = bias_flag;
         let kv = Some((heads.q_width(), heads.kv_width()));
         for case @ (variant, split) in qkv_cases() {
-            let name =
-                format!("{variant} split {split:?} {heads:?} {rows} rows k {k} flags {flags}");
+            let name = format!(
+                "{variant} split {split:?} {heads:?} {rows} rows k {k} flags {flags} half {half}"
+            );
             let xb = buffers::upload(ctx, "x", &x);
             let wb = buffers::upload(ctx, "w", &matmul::store_weights(variant, &w_dev, k, n));
             let bb = buffers::upload(ctx, "bias", &bias_dev);
@@ -342,6 +344,7 @@ fn every_qkv_kernel_rotates_queries_and_keys_in_its_epilogue() {
             let pool = Pool::new(heads, 97, rows, half);
             let fused = FusionBuffers {
                 kv: Some(pool.bind()),
+                kv_half: half,
                 positions: Some(&rope.pb),
                 rope: Some(&rope.table),
                 ..Default::default()
