@@ -62,13 +62,24 @@ fn moe_tile_rows(row0: u32, tm: u32) -> u32 {
     return n;
 }
 
+// One step along K of a grouped row: x[4k .. 4k + 3] times the expert's 4 weight
+// vec4s there, in the order every tile takes it.
+fn moe_step(av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+}
+
 // The products of the first `n` (≤ 4) rows of the tile from `row0` with the expert's
 // column from `wbase`, for a tile with few assignments: each weight vec4 loaded once
 // for them, and only their products taken (a full tile computes all its rows,
-// padding included). A row's expression is the tiles' (a.x · b0 + a.y · b1 + a.z · b2
-// + a.w · b3 a step along K, in order), so its numbers do not depend on the rows around
-// it; the rows past `n` stay 0 and are never stored.
+// padding included). A row's expression is the tiles' (`moe_step` along K, in
+// order), so its numbers do not depend on the rows around it; the rows past `n` stay
+// 0 and are never stored.
 fn moe_rows4(wbase: u32, row0: u32, n: u32) -> array<vec4<f32>, 4> {
+    if (n == 1u) {
+        // a decode step's usual tile: its token alone (a software adapter runs a
+        // branch's steps for every lane, masked, so the other rows' would still cost)
+        return array<vec4<f32>, 4>(moe_row1(wbase, row0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    }
     let s0 = source(row0);
     let s1 = source(row0 + 1u);
     let s2 = source(row0 + 2u);
@@ -83,22 +94,33 @@ fn moe_rows4(wbase: u32, row0: u32, n: u32) -> array<vec4<f32>, 4> {
         let b1 = load_w4(w[bi + p.p4]);
         let b2 = load_w4(w[bi + 2u * p.p4]);
         let b3 = load_w4(w[bi + 3u * p.p4]);
-        var av = a[s0 + k];
-        c0 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+        c0 += moe_step(a[s0 + k], b0, b1, b2, b3);
         if (n > 1u) {
-            av = a[s1 + k];
-            c1 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+            c1 += moe_step(a[s1 + k], b0, b1, b2, b3);
         }
         if (n > 2u) {
-            av = a[s2 + k];
-            c2 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+            c2 += moe_step(a[s2 + k], b0, b1, b2, b3);
         }
         if (n > 3u) {
-            av = a[s3 + k];
-            c3 += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+            c3 += moe_step(a[s3 + k], b0, b1, b2, b3);
         }
     }
     return array<vec4<f32>, 4>(c0, c1, c2, c3);
+}
+
+// `moe_rows4` of a tile with one assignment, `row0`.
+fn moe_row1(wbase: u32, row0: u32) -> vec4<f32> {
+    let s0 = source(row0);
+    var c0 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k4; k++) {
+        let bi = wbase + 4u * k * p.p4;
+        let b0 = load_w4(w[bi]);
+        let b1 = load_w4(w[bi + p.p4]);
+        let b2 = load_w4(w[bi + 2u * p.p4]);
+        let b3 = load_w4(w[bi + 3u * p.p4]);
+        c0 += moe_step(a[s0 + k], b0, b1, b2, b3);
+    }
+    return c0;
 }
 
 // Store the first `n` rows of the tile from `row0`, `acc` (bias `bv` added).
