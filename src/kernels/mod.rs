@@ -75,7 +75,7 @@ impl KernelOp {
         let params = buffers::uniform::<P>(ctx, name);
         let mut all = vec![&params];
         all.extend_from_slice(buffers);
-        let pipeline = pipelines.get_spec(name, spec).clone();
+        let pipeline = pipelines.get_spec(name, spec);
         let entry = kernel(name).unwrap_or_else(|| panic!("kernel {name} is not in the catalogue"));
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = all

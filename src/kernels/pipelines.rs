@@ -1,9 +1,10 @@
 //! The catalogue compiled for one device: every kernel the device can run, once per
-//! [`Spec`] it takes (`ROWS`, a KV pool's element type, a plain or a qkv projection),
-//! with the workgroup size it was compiled with. Built once per device
+//! [`Spec`] it takes (`ROWS` at start; a KV pool's element type, a plain or a qkv
+//! projection when first asked for), with the workgroup size it was compiled with. Built once per device
 //! (inside an error scope); the tensor-core matmul serves only after its self-test.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use super::catalogue::{kernel, workgroup_for, Kernel, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS};
 use crate::error::{Error, Result};
@@ -100,21 +101,46 @@ fn writes_kv(k: &Kernel) -> bool {
 
 /// One kernel compiled for this device.
 struct Compiled {
+    kernel: &'static Kernel,
+    module: wgpu::ShaderModule,
     /// The `WG` it was compiled with.
     workgroup: u32,
-    /// Its pipelines, one per [`Spec`] it is compiled with.
-    by_spec: Vec<(Spec, wgpu::ComputePipeline)>,
+    /// Its pipelines by [`Spec`]: each `ROWS` at start, the others (a half-float
+    /// pool's KV readers, the qkv projections) the first time an op asks for them, so
+    /// a device compiles the ones its models use.
+    by_spec: Mutex<Vec<(Spec, wgpu::ComputePipeline)>>,
+}
+
+impl Compiled {
+    fn pipeline(&self, device: &wgpu::Device, spec: Spec) -> wgpu::ComputePipeline {
+        let k = self.kernel;
+        let mut constants = vec![("WG", f64::from(self.workgroup))];
+        constants.extend(spec.constants(k));
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.name),
+            layout: None,
+            module: &self.module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    }
 }
 
 /// Compiled compute pipelines keyed by kernel name, each with automatic layout and
 /// one bind group.
 pub struct Pipelines {
+    device: wgpu::Device,
     map: HashMap<&'static str, Compiled>,
 }
 
 impl Pipelines {
-    /// Compile every kernel the device supports inside an error scope, then self-test
-    /// the kernels whose results the CI's software adapter cannot check.
+    /// Compile every kernel the device supports inside an error scope (each `ROWS`;
+    /// its other specs on first use), then self-test the kernels whose results the
+    /// CI's software adapter cannot check.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         let allowed = ctx.limits.max_storage_buffers_per_shader_stage;
         if allowed < MAX_STORAGE_BINDINGS {
@@ -126,6 +152,7 @@ impl Pipelines {
                 ),
             });
         }
+        let device = &ctx.device;
         let mut pl = ctx.scoped("pipeline creation", || {
             let mut map = HashMap::new();
             let subgroups = ctx.features.contains(wgpu::Features::SUBGROUP)
@@ -134,43 +161,28 @@ impl Pipelines {
                 if (k.subgroups && !subgroups) || (k.cooperative && !ctx.cooperative_matrix) {
                     continue;
                 }
-                let module = ctx
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(k.name),
-                        source: wgpu::ShaderSource::Wgsl(k.source().into()),
-                    });
-                let wg = workgroup_for(k, ctx.subgroup_max_size);
-                let by_spec = Spec::all(k)
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.name),
+                    source: wgpu::ShaderSource::Wgsl(k.source().into()),
+                });
+                let compiled = Compiled {
+                    kernel: k,
+                    module,
+                    workgroup: workgroup_for(k, ctx.subgroup_max_size),
+                    by_spec: Mutex::new(Vec::new()),
+                };
+                let at_start: Vec<_> = Spec::all(k)
                     .into_iter()
-                    .map(|spec| {
-                        let mut constants = vec![("WG", wg as f64)];
-                        constants.extend(spec.constants(k));
-                        let pipeline =
-                            ctx.device
-                                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                                    label: Some(k.name),
-                                    layout: None,
-                                    module: &module,
-                                    entry_point: Some(k.entry),
-                                    compilation_options: wgpu::PipelineCompilationOptions {
-                                        constants: &constants,
-                                        zero_initialize_workgroup_memory: false,
-                                    },
-                                    cache: None,
-                                });
-                        (spec, pipeline)
-                    })
+                    .filter(|s| *s == Spec::rows(s.rows))
+                    .map(|s| (s, compiled.pipeline(device, s)))
                     .collect();
-                map.insert(
-                    k.name,
-                    Compiled {
-                        workgroup: wg,
-                        by_spec,
-                    },
-                );
+                *compiled.by_spec.lock().unwrap_or_else(|e| e.into_inner()) = at_start;
+                map.insert(k.name, compiled);
             }
-            Ok(Pipelines { map })
+            Ok(Pipelines {
+                device: device.clone(),
+                map,
+            })
         })?;
         // A tensor-core kernel serves only after it matched the CPU reference here:
         // its results cannot be checked on the CI's software adapter.
@@ -228,18 +240,26 @@ impl Pipelines {
 
     /// The pipeline of kernel `name` (a name from [`KERNELS`]) compiled with `ROWS`
     /// = `rows` (1 for kernels without it).
-    pub fn get(&self, name: &str, rows: u32) -> &wgpu::ComputePipeline {
+    pub fn get(&self, name: &str, rows: u32) -> wgpu::ComputePipeline {
         self.get_spec(name, Spec::rows(rows))
     }
 
-    /// The pipeline of kernel `name` compiled with `spec`.
-    pub fn get_spec(&self, name: &str, spec: Spec) -> &wgpu::ComputePipeline {
-        self.compiled(name)
-            .by_spec
-            .iter()
-            .find(|(s, _)| *s == spec)
-            .map(|(_, p)| p)
-            .unwrap_or_else(|| panic!("kernel {name} was not compiled with {spec:?}"))
+    /// The pipeline of kernel `name` compiled with `spec`, compiled now if this is the
+    /// first op to ask for it (its errors go to the caller's error scope, as a model
+    /// build's; a spec the kernel does not take is a bug and panics).
+    pub fn get_spec(&self, name: &str, spec: Spec) -> wgpu::ComputePipeline {
+        let c = self.compiled(name);
+        let mut by_spec = c.by_spec.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = by_spec.iter().find(|(s, _)| *s == spec) {
+            return p.clone();
+        }
+        assert!(
+            Spec::all(c.kernel).contains(&spec),
+            "kernel {name} does not take {spec:?}"
+        );
+        let p = c.pipeline(&self.device, spec);
+        by_spec.push((spec, p.clone()));
+        p
     }
 
     /// The workgroup size kernel `name` was compiled with.
