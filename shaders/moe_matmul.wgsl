@@ -20,11 +20,7 @@ fn moe_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
     let wbase = expert_panel(e, colc);
     let n = moe_tile_rows(row0, TM);
     if (n <= 4u) {
-        // a tile with few assignments (a decode step's)
-        let few = moe_rows4(wbase, row0, n);
-        if (col < p.n4) {
-            moe_store_rows4(row0, col, n, few, expert_bias(e, col));
-        }
+        moe_few_tile(e, col, row0, n); // a decode step's tile
         return;
     }
     var src: array<u32, 8>;

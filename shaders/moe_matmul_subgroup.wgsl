@@ -23,11 +23,7 @@ fn moe_matmul_subgroup(
     let e = row_expert[row0];
     let n = moe_tile_rows(row0, TM);
     if (n <= 4u) {
-        // a tile with few assignments (a decode step's)
-        let few = moe_rows4(expert_panel(e, colc), row0, n);
-        if (col < p.n4) {
-            moe_store_rows4(row0, col, n, few, expert_bias(e, col));
-        }
+        moe_few_tile(e, col, row0, n); // a decode step's tile
         return;
     }
     let ra = source(row0 + (lane & 7u));

@@ -31,6 +31,9 @@ const INVALID: u32 = 0xFFFFFFFFu;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [rows, N]
 @group(0) @binding(5) var<storage, read> row_token: array<u32>;      // [rows]
 @group(0) @binding(6) var<storage, read> row_expert: array<u32>;     // [rows]
+// the weights again, as vec4<u32>: 8 half floats a load for a tile's lone row
+// (`moe_row1_halves`; with f32 weights unused)
+@group(0) @binding(7) var<storage, read> w8: array<vec4<u32>>;       // [E, K, N] (as w)
 
 fn activate(x: vec4<f32>) -> vec4<f32> {
     if ((p.flags & 2u) != 0u) {
@@ -121,6 +124,53 @@ fn moe_row1(wbase: u32, row0: u32) -> vec4<f32> {
         c0 += moe_step(a[s0 + k], b0, b1, b2, b3);
     }
     return c0;
+}
+
+// 4 weights from 2 u32s of half floats (as `load_w4` unpacks them).
+fn halves4(x: u32, y: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(x), unpack2x16float(y));
+}
+
+// `moe_row1` over 8 columns (vec4s 2·c8 and 2·c8 + 1) of half-float weights: one
+// vec4<u32> load takes a K row's 8 halves, half the loads of two vec4 columns. Each
+// column's expression is `moe_step`'s over the same halves, so its numbers are the
+// other paths'. Needs N % 8 == 0 (then panels hold whole vec4<u32>s).
+fn moe_row1_halves(e: u32, c8: u32, row0: u32) -> array<vec4<f32>, 2> {
+    let s0 = source(row0);
+    let base = expert_panel(e, 2u * c8) / 2u;
+    let p8 = p.p4 / 2u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k4; k++) {
+        let bi = base + 4u * k * p8;
+        let w0 = w8[bi];
+        let w1 = w8[bi + p8];
+        let w2 = w8[bi + 2u * p8];
+        let w3 = w8[bi + 3u * p8];
+        let av = a[s0 + k];
+        lo += moe_step(av, halves4(w0.x, w0.y), halves4(w1.x, w1.y), halves4(w2.x, w2.y), halves4(w3.x, w3.y));
+        hi += moe_step(av, halves4(w0.z, w0.w), halves4(w1.z, w1.w), halves4(w2.z, w2.w), halves4(w3.z, w3.w));
+    }
+    return array<vec4<f32>, 2>(lo, hi);
+}
+
+// A tile holding at most 4 assignments (a decode step's), computed and stored by
+// invocation `col` of the tile from `row0` (expert `e`): a lone row over half-float
+// weights 8 columns an invocation (`moe_row1_halves`; the invocations past N / 8
+// have nothing to do), else `moe_rows4`, 4.
+fn moe_few_tile(e: u32, col: u32, row0: u32, n: u32) {
+    if (W_HALVES && n == 1u && p.n4 % 2u == 0u) {
+        if (col < p.n4 / 2u) {
+            let r = moe_row1_halves(e, col, row0);
+            moe_store(row0, 2u * col, r[0] + expert_bias(e, 2u * col));
+            moe_store(row0, 2u * col + 1u, r[1] + expert_bias(e, 2u * col + 1u));
+        }
+        return;
+    }
+    let few = moe_rows4(expert_panel(e, min(col, p.n4 - 1u)), row0, n);
+    if (col < p.n4) {
+        moe_store_rows4(row0, col, n, few, expert_bias(e, col));
+    }
 }
 
 // Store the first `n` rows of the tile from `row0`, `acc` (bias `bv` added).

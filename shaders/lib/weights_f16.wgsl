@@ -6,3 +6,6 @@ alias W = vec2<u32>;
 fn load_w4(v: W) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
+
+// The weights are half floats (a kernel may read 8 of them a vec4<u32> load).
+const W_HALVES: bool = true;

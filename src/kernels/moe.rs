@@ -253,7 +253,9 @@ pub fn moe_matmul_variant_op(
         ctx,
         pl,
         variant,
-        &[io.x, io.w, io.bias, io.out, row_token, row_expert],
+        // the weights twice: as the kernel's weight type, and as vec4<u32> (8 half
+        // floats a load for a tile's lone row)
+        &[io.x, io.w, io.bias, io.out, row_token, row_expert, io.w],
     )
 }
 
