@@ -6,7 +6,7 @@
 // token 0xFFFFFFFF are padding: computed on clamped inputs, never stored. A
 // workgroup's rows lie in one expert's segment (segments are padded to 16 rows), so
 // the weights it reads are one expert's.
-// Flags: 1 bias, 2 GELU, 4 ReLU, 16 SiLU, 8 gather rows of `a` by token.
+// Flags: 1 bias, 2 GELU, 4 ReLU, 16 SiLU, 8 gather rows of `a` by token, 32 SWIGLU_OUT.
 // Each expert's [K, N] matrix is stored in column panels (see matmul.wgsl): N / P
 // panels of [K, P], P = 64 when N % 64 == 0, else N (row-major); p4 = P / 4.
 // Weights are `W` read through `load_w4` (a weights prelude); GELU from prelude `gelu`.
@@ -23,6 +23,22 @@ struct MoeMatmulParams {
 }
 
 const INVALID: u32 = 0xFFFFFFFFu;
+
+// Flag: SwiGLU into the output, for a SwiGLU expert's gate | up projection on a step
+// whose tiles all hold at most 4 assignments (`kernels::moe::swiglu_in_fc`): of the
+// weights' N columns gate | up, an output row takes the N / 2 values
+// silu(gate + its bias) · (up + its bias), as the `swiglu` kernel takes them from the
+// stored gate | up row (the same numbers), without the dispatch or the padding rows.
+const SWIGLU_OUT: u32 = 32u;
+
+fn swiglu_out() -> bool {
+    return (p.flags & SWIGLU_OUT) != 0u;
+}
+
+// The vec4 columns of an output row.
+fn out_n4() -> u32 {
+    return select(p.n4, p.n4 / 2u, swiglu_out());
+}
 
 @group(0) @binding(0) var<uniform> p: MoeMatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;        // [T or rows, K]
@@ -157,27 +173,47 @@ fn moe_row1_halves(e: u32, c8: u32, row0: u32) -> array<vec4<f32>, 2> {
 // A tile holding at most 4 assignments (a decode step's), computed and stored by
 // invocation `col` of the tile from `row0` (expert `e`): a lone row over half-float
 // weights 8 columns an invocation (`moe_row1_halves`; the invocations past N / 8
-// have nothing to do), else `moe_rows4`, 4.
+// have nothing to do), else `moe_rows4`, 4; with SWIGLU_OUT each column with its up
+// column too, gated.
 fn moe_few_tile(e: u32, col: u32, row0: u32, n: u32) {
-    if (W_HALVES && n == 1u && p.n4 % 2u == 0u) {
-        if (col < p.n4 / 2u) {
-            let r = moe_row1_halves(e, col, row0);
-            moe_store(row0, 2u * col, r[0] + expert_bias(e, 2u * col));
-            moe_store(row0, 2u * col + 1u, r[1] + expert_bias(e, 2u * col + 1u));
+    let gated = swiglu_out();
+    let cols = out_n4();
+    if (W_HALVES && n == 1u && cols % 2u == 0u) {
+        if (col < cols / 2u) {
+            var v = moe_halves_biased(e, col, row0);
+            if (gated) {
+                let u = moe_halves_biased(e, col + cols / 2u, row0);
+                v = array<vec4<f32>, 2>(silu_gate(v[0], u[0]), silu_gate(v[1], u[1]));
+            }
+            moe_store(row0, 2u * col, v[0]);
+            moe_store(row0, 2u * col + 1u, v[1]);
         }
         return;
     }
-    let few = moe_rows4(expert_panel(e, min(col, p.n4 - 1u)), row0, n);
-    if (col < p.n4) {
-        moe_store_rows4(row0, col, n, few, expert_bias(e, col));
+    let colc = min(col, cols - 1u);
+    var v = moe_rows4_biased(e, colc, row0, n);
+    if (gated) {
+        let u = moe_rows4_biased(e, colc + cols, row0, n);
+        v = array<vec4<f32>, 4>(silu_gate(v[0], u[0]), silu_gate(v[1], u[1]), silu_gate(v[2], u[2]), silu_gate(v[3], u[3]));
+    }
+    if (col < cols) {
+        for (var r = 0u; r < n; r++) {
+            moe_store(row0 + r, col, v[r]);
+        }
     }
 }
 
-// Store the first `n` rows of the tile from `row0`, `acc` (bias `bv` added).
-fn moe_store_rows4(row0: u32, col: u32, n: u32, acc: array<vec4<f32>, 4>, bv: vec4<f32>) {
-    for (var r = 0u; r < n; r++) {
-        moe_store(row0 + r, col, acc[r] + bv);
-    }
+// `moe_row1_halves` of column group `c8`, each vec4 with its bias.
+fn moe_halves_biased(e: u32, c8: u32, row0: u32) -> array<vec4<f32>, 2> {
+    let r = moe_row1_halves(e, c8, row0);
+    return array<vec4<f32>, 2>(r[0] + expert_bias(e, 2u * c8), r[1] + expert_bias(e, 2u * c8 + 1u));
+}
+
+// `moe_rows4` of column `colc`, each row with the column's bias.
+fn moe_rows4_biased(e: u32, colc: u32, row0: u32, n: u32) -> array<vec4<f32>, 4> {
+    let r = moe_rows4(expert_panel(e, colc), row0, n);
+    let bv = expert_bias(e, colc);
+    return array<vec4<f32>, 4>(r[0] + bv, r[1] + bv, r[2] + bv, r[3] + bv);
 }
 
 // Row of `a` that grouped row `r` reads, times K/4.
@@ -209,6 +245,6 @@ fn expert_bias(e: u32, col: u32) -> vec4<f32> {
 // Store grouped row `row`'s product `v` (bias added) unless it is padding.
 fn moe_store(row: u32, col: u32, v: vec4<f32>) {
     if (row_token[row] != INVALID) {
-        out[row * p.n4 + col] = activate(v);
+        out[row * out_n4() + col] = activate(v);
     }
 }

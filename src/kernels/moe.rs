@@ -22,6 +22,23 @@ pub const MAX_EXPERTS: usize = 64;
 pub const RELU: u32 = 4;
 pub const GATHER: u32 = 8;
 pub const SILU: u32 = 16;
+/// Flag of a SwiGLU expert's gate | up projection (N = 2H): its output rows take
+/// `silu(gate) · up` (H wide), as the `swiglu` kernel would from the stored gate | up;
+/// only on a step whose tiles all take the few-row path ([`swiglu_in_fc`]).
+pub const SWIGLU_OUT: u32 = 32;
+
+/// The most assignments a tile of the grouped matmuls computes row by row (the
+/// kernels' `moe_rows4`) rather than as a full tile.
+pub const FEW_ROWS: usize = 4;
+
+/// Whether a step of `t` tokens takes SwiGLU in its experts' gate | up projection
+/// ([`SWIGLU_OUT`]) instead of dispatching the `swiglu` kernel: a token picks distinct
+/// experts, so with `t` ≤ [`FEW_ROWS`] no expert holds more than [`FEW_ROWS`]
+/// assignments and every tile takes the few-row path, which can gate (a decode step
+/// of up to 4 rows: one dispatch fewer a block, and no SwiGLU over padding rows).
+pub fn swiglu_in_fc(t: usize) -> bool {
+    t <= FEW_ROWS
+}
 
 /// Rows of the grouped list for `t` tokens: T·K assignments plus padding.
 pub fn grouped_rows(t: usize, e: usize, k: usize) -> usize {
@@ -276,7 +293,14 @@ pub fn encode_moe_matmul(
         p4: (super::matmul::panel_width(n) / 4) as u32,
         _pad: [0; 3],
     };
-    let gx = (n / 4).div_ceil(WORKGROUP as usize) as u32;
+    // the output's vec4 columns: half the weights' with SwiGLU in the output
+    let out4 = if flags & SWIGLU_OUT != 0 {
+        debug_assert!(n.is_multiple_of(8));
+        n / 8
+    } else {
+        n / 4
+    };
+    let gx = out4.div_ceil(WORKGROUP as usize) as u32;
     let gy = rows.div_ceil(super::matmul::tile_rows(op.kernel)) as u32;
     op.encode(pass, &p, (gx, gy, 1));
 }
@@ -438,7 +462,8 @@ pub fn run_moe_norm_gate(
 /// A MoE MLP on the host, for [`run_moe_mlp`]: the residual `x [T, C]`, its
 /// normalised rows `ln [T, C]`, the router's logits `[T, E4]`, the experts' fc
 /// (`w1 [E, C, H]`, `b1 [E, H]`) and proj (`w2 [E, H, C]`, `b2 [E, C]`), row-major f32;
-/// `e` experts of which `k` serve each token; the fc's activation flag.
+/// `e` experts of which `k` serve each token; the fc's activation flag, or SwiGLU
+/// experts (`swiglu`: `w1 [E, C, 2H]` and `b1 [E, 2H]` gate | up, gated into H).
 #[derive(Clone, Copy)]
 pub struct HostMoe<'a> {
     pub x: &'a [f32],
@@ -453,6 +478,7 @@ pub struct HostMoe<'a> {
     pub c: usize,
     pub h: usize,
     pub act_flag: u32,
+    pub swiglu: bool,
 }
 
 /// The whole MoE MLP of `m` on the device: gate, route, expert fc, expert proj, combine
@@ -477,13 +503,16 @@ pub fn run_moe_mlp(
         c,
         h,
         act_flag,
+        swiglu,
     } = *m;
+    // the fc's outputs: gate | up for SwiGLU experts
+    let h_fc = if swiglu { 2 * h } else { h };
     let t = x.len() / c;
     let rows = grouped_rows(t, e, k);
     let up = |n: &str, d: &[f32]| buffers::upload(ctx, n, d);
     let (xb, lnb, lb) = (up("x", x), up("ln", ln), up("logits", router_logits));
     let (w1b, w2b) = (
-        up("w1", &store_experts(variant, w1, c, h)),
+        up("w1", &store_experts(variant, w1, c, h_fc)),
         up("w2", &store_experts(variant, w2, h, c)),
     );
     let (b1b, b2b) = (up("b1", b1), up("b2", b2));
@@ -500,6 +529,7 @@ pub fn run_moe_mlp(
         st("stats", 2 * e + 1),
     );
     let (hid, y) = (st("hidden", rows * h), st("y", rows * c));
+    let gate_up = st("gate_up", rows * h_fc);
     let gate = moe_gate_op(ctx, pl, &lb, &probs, &sel_e, &sel_w);
     let route = moe_route_op(
         ctx,
@@ -512,13 +542,21 @@ pub fn run_moe_mlp(
         &stats,
     );
     let rows_of = (&row_token, &row_expert);
+    // SwiGLU experts: gate | up, then the `swiglu` kernel, or both in the fc
+    let gated = swiglu && !swiglu_in_fc(t);
     let fc_io = LinearBuffers {
         x: &lnb,
         w: &w1b,
         bias: &b1b,
-        out: &hid,
+        out: if gated { &gate_up } else { &hid },
     };
     let fc = moe_matmul_variant_op(ctx, pl, variant, &fc_io, rows_of);
+    let sw = super::swiglu::swiglu_op(ctx, pl, &gate_up, &hid, None);
+    let fc_flags = match (swiglu, gated) {
+        (false, _) => act_flag,
+        (true, true) => 0,
+        (true, false) => SWIGLU_OUT,
+    };
     let proj_io = LinearBuffers {
         x: &hid,
         w: &w2b,
@@ -530,7 +568,10 @@ pub fn run_moe_mlp(
     submit_pass(ctx, "moe", |pass| {
         encode_moe_gate(pass, &gate, t, (e, k), true);
         encode_moe_route(pass, &route, t, e, k);
-        encode_moe_matmul(pass, &fc, rows, h, c, 1 | GATHER | act_flag);
+        encode_moe_matmul(pass, &fc, rows, h_fc, c, 1 | GATHER | fc_flags);
+        if gated {
+            super::swiglu::encode_swiglu(pass, &sw, rows, h, false);
+        }
         encode_moe_matmul(pass, &proj, rows, c, h, 1);
         encode_moe_combine(pass, &comb, t, c, k);
     })?;

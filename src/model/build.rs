@@ -14,8 +14,8 @@ use crate::kernels::LinearBuffers;
 use super::kv_pool::KvPool;
 use super::{
     generate, kv_pool, partials, weights, Activations, BlockOps, BlockWeights, DeviceWeights,
-    Linear, MlpOps, MlpWeights, Model, MoeActivations, MoeGating, Ops, ServeShape, SharedExpertOps,
-    SharedExpertWeights, SparseAttention, Staged, MAX_PREFILL_PARTS,
+    ExpertSwiglu, Linear, MlpOps, MlpWeights, Model, MoeActivations, MoeGating, Ops, ServeShape,
+    SharedExpertOps, SharedExpertWeights, SparseAttention, Staged, MAX_PREFILL_PARTS,
 };
 use crate::config::{Dtype, MatmulFusion, ModelConfig};
 use crate::error::{Error, Result};
@@ -818,10 +818,22 @@ pub(super) fn bind_ops(
                     },
                     Some(m),
                 ) => MlpOps::Moe {
-                    swiglu: m
-                        .gated
-                        .as_ref()
-                        .map(|gated| swiglu_op(ctx, pl, &m.hidden, gated, None)),
+                    swiglu: m.gated.as_ref().map(|gated| ExpertSwiglu {
+                        swiglu: swiglu_op(ctx, pl, &m.hidden, gated, None),
+                        // gate | up gated straight into `gated` on short steps
+                        fc_gated: moe_matmul_variant_op(
+                            ctx,
+                            pl,
+                            moe_lin,
+                            &LinearBuffers {
+                                x: &a.ln,
+                                w: fc_w,
+                                bias: &or_dummy(fc_b),
+                                out: gated,
+                            },
+                            (&m.row_token, &m.row_expert),
+                        ),
+                    }),
                     shared: shared.as_ref().zip(a.gated.as_ref()).map(|(s, gated)| {
                         let hs = cfg.moe_shared_expert_size.unwrap_or(0);
                         SharedExpertOps {

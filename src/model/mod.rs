@@ -313,11 +313,19 @@ pub enum MlpOps {
         route: KernelOp,
         fc: KernelOp,
         /// SwiGLU experts: gate | up → gated, between fc and proj.
-        swiglu: Option<KernelOp>,
+        swiglu: Option<ExpertSwiglu>,
         proj: KernelOp,
         combine: KernelOp,
         shared: Option<SharedExpertOps>,
     },
+}
+
+/// SwiGLU between a MoE block's expert projections: the `swiglu` kernel over the fc's
+/// gate | up rows, or, on a step of at most [`crate::kernels::moe::FEW_ROWS`] tokens,
+/// the fc itself writing the gated rows (`fc_gated`, flag `SWIGLU_OUT`).
+pub struct ExpertSwiglu {
+    pub swiglu: KernelOp,
+    pub fc_gated: KernelOp,
 }
 
 /// How a MoE block picks each token's experts from x: the norm before the MLP, the

@@ -22,7 +22,7 @@ use crate::kernels::matvec::{encode_matvec_fused, Fusion, Rope};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
 use crate::kernels::moe::{
     encode_moe_combine, encode_moe_gate, encode_moe_matmul, encode_moe_norm_gate, encode_moe_route,
-    grouped_rows, GATHER, RELU, SILU,
+    grouped_rows, swiglu_in_fc, GATHER, RELU, SILU, SWIGLU_OUT,
 };
 use crate::kernels::row_norm::encode_row_norm;
 use crate::kernels::sample::encode_sample;
@@ -358,9 +358,20 @@ impl Model {
                 }
                 encode_moe_route(pass, route, t, e, k);
                 match swiglu {
+                    // every tile few-row: SwiGLU in the gate | up projection
+                    Some(sw) if swiglu_in_fc(t) => {
+                        encode_moe_matmul(
+                            pass,
+                            &sw.fc_gated,
+                            rows,
+                            2 * he,
+                            c,
+                            b | GATHER | SWIGLU_OUT,
+                        );
+                    }
                     Some(sw) => {
                         encode_moe_matmul(pass, fc, rows, 2 * he, c, b | GATHER);
-                        encode_swiglu(pass, sw, rows, he, false);
+                        encode_swiglu(pass, &sw.swiglu, rows, he, false);
                     }
                     None => encode_moe_matmul(pass, fc, rows, he, c, b | GATHER | act),
                 }

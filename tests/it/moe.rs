@@ -279,6 +279,7 @@ fn moe_mlp_matches_reference() {
                     c,
                     h,
                     act_flag: flag,
+                    swiglu: false,
                 },
             )
             .unwrap();
@@ -303,9 +304,12 @@ fn moe_mlp_matches_reference() {
 }
 
 /// A tile of the grouped matmuls with at most 4 assignments (a decode step's: one or
-/// two tokens an expert) computes only those rows (`moe_rows4`); a token's numbers
-/// are the same, bit for bit, whether its expert's tile is full or holds it alone,
-/// in every variant, f32 and f16 weights.
+/// two tokens an expert) computes only those rows (`moe_rows4`; a lone row over
+/// half-float weights 8 columns an invocation); a token's numbers are the same, bit
+/// for bit, whether its expert's tile is full or holds it alone, in every variant, f32
+/// and f16 weights. SwiGLU experts too: a step of at most 4 tokens gates in the gate |
+/// up projection (`SWIGLU_OUT`), a longer one dispatches the `swiglu` kernel, with the
+/// same numbers.
 #[test]
 fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
     let g = gpu();
@@ -327,8 +331,9 @@ fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
             })
         })
         .collect();
-    let w1 = rand_vec(e * c * h, 112, 0.3);
-    let b1 = rand_vec(e * h, 113, 0.1);
+    // the fc's weights for GELU experts ([E, C, H]) and SwiGLU ones (gate | up)
+    let w1 = rand_vec(e * c * 2 * h, 112, 0.3);
+    let b1 = rand_vec(e * 2 * h, 113, 0.1);
     let w2 = rand_vec(e * h * c, 114, 0.3);
     let b2 = rand_vec(e * c, 115, 0.1);
     let variants: Vec<&'static str> = [
@@ -341,7 +346,9 @@ fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
     .filter(|v| g.pipelines.has(v))
     .collect();
     assert!(variants.len() >= 2);
-    for variant in variants {
+    assert!(!moe::swiglu_in_fc(t) && moe::swiglu_in_fc(3));
+    for (variant, swiglu) in variants.iter().flat_map(|&v| [(v, false), (v, true)]) {
+        let fc = if swiglu { 2 * h } else { h };
         let run = |rows: std::ops::Range<usize>| {
             let (r, n) = (rows.start, rows.len());
             moe::run_moe_mlp(
@@ -352,32 +359,35 @@ fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
                     x: &x[r * c..(r + n) * c],
                     ln: &ln[r * c..(r + n) * c],
                     router_logits: &padded(&logits[r * e..(r + n) * e], e),
-                    w1: &w1,
-                    b1: &b1,
+                    w1: &w1[..e * c * fc],
+                    b1: &b1[..e * fc],
                     w2: &w2,
                     b2: &b2,
                     e,
                     k,
                     c,
                     h,
-                    act_flag: 2,
+                    act_flag: if swiglu { 0 } else { 2 },
+                    swiglu,
                 },
             )
             .unwrap()
             .0
         };
         let full = run(0..t);
-        for i in [0, 3, 9] {
-            let alone = run(i..i + 1);
+        // alone (every tile one row), and 3 tokens (tiles of 1 and 2 rows)
+        for rows in [0..1, 3..4, 9..10, 4..7] {
+            let alone = run(rows.clone());
+            let want = &full[rows.start * c..rows.end * c];
             let same = alone
                 .iter()
-                .zip(&full[i * c..(i + 1) * c])
+                .zip(want)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(
                 same,
-                "{variant}: token {i} alone {:?} in full tiles {:?}",
+                "{variant} swiglu {swiglu}: tokens {rows:?} alone {:?} in full tiles {:?}",
                 &alone[..4],
-                &full[i * c..i * c + 4]
+                &want[..4]
             );
         }
     }
@@ -435,6 +445,7 @@ fn half_float_experts_match_reference_on_rounded_weights() {
                 c,
                 h,
                 act_flag: 2,
+                swiglu: false,
             },
         )
         .unwrap();
