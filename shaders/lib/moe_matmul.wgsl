@@ -81,10 +81,23 @@ fn moe_tile_rows(row0: u32, tm: u32) -> u32 {
     return n;
 }
 
-// One step along K of a grouped row: x[4k .. 4k + 3] times the expert's 4 weight
-// vec4s there, in the order every tile takes it.
-fn moe_step(av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;
+// The expert's 4 weight vec4s of one step along K (rows 4k .. 4k + 3 of a column).
+struct MoeW4 {
+    b0: vec4<f32>,
+    b1: vec4<f32>,
+    b2: vec4<f32>,
+    b3: vec4<f32>,
+}
+
+// The weight vec4s of the step whose first is at `bi` (rows `p.p4` apart in a panel).
+fn moe_w4(bi: u32) -> MoeW4 {
+    return MoeW4(load_w4(w[bi]), load_w4(w[bi + p.p4]), load_w4(w[bi + 2u * p.p4]), load_w4(w[bi + 3u * p.p4]));
+}
+
+// One step along K of a grouped row: x[4k .. 4k + 3] times the step's weights, in the
+// order every tile takes it.
+fn moe_step(av: vec4<f32>, t: MoeW4) -> vec4<f32> {
+    return av.x * t.b0 + av.y * t.b1 + av.z * t.b2 + av.w * t.b3;
 }
 
 // The products of the first `n` (≤ 4) rows of the tile from `row0` with the expert's
@@ -108,20 +121,16 @@ fn moe_rows4(wbase: u32, row0: u32, n: u32) -> array<vec4<f32>, 4> {
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k4; k++) {
-        let bi = wbase + 4u * k * p.p4;
-        let b0 = load_w4(w[bi]);
-        let b1 = load_w4(w[bi + p.p4]);
-        let b2 = load_w4(w[bi + 2u * p.p4]);
-        let b3 = load_w4(w[bi + 3u * p.p4]);
-        c0 += moe_step(a[s0 + k], b0, b1, b2, b3);
+        let t = moe_w4(wbase + 4u * k * p.p4);
+        c0 += moe_step(a[s0 + k], t);
         if (n > 1u) {
-            c1 += moe_step(a[s1 + k], b0, b1, b2, b3);
+            c1 += moe_step(a[s1 + k], t);
         }
         if (n > 2u) {
-            c2 += moe_step(a[s2 + k], b0, b1, b2, b3);
+            c2 += moe_step(a[s2 + k], t);
         }
         if (n > 3u) {
-            c3 += moe_step(a[s3 + k], b0, b1, b2, b3);
+            c3 += moe_step(a[s3 + k], t);
         }
     }
     return array<vec4<f32>, 4>(c0, c1, c2, c3);
@@ -132,12 +141,7 @@ fn moe_row1(wbase: u32, row0: u32) -> vec4<f32> {
     let s0 = source(row0);
     var c0 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k4; k++) {
-        let bi = wbase + 4u * k * p.p4;
-        let b0 = load_w4(w[bi]);
-        let b1 = load_w4(w[bi + p.p4]);
-        let b2 = load_w4(w[bi + 2u * p.p4]);
-        let b3 = load_w4(w[bi + 3u * p.p4]);
-        c0 += moe_step(a[s0 + k], b0, b1, b2, b3);
+        c0 += moe_step(a[s0 + k], moe_w4(wbase + 4u * k * p.p4));
     }
     return c0;
 }
@@ -164,8 +168,8 @@ fn moe_row1_halves(e: u32, c8: u32, row0: u32) -> array<vec4<f32>, 2> {
         let w2 = w8[bi + 2u * p8];
         let w3 = w8[bi + 3u * p8];
         let av = a[s0 + k];
-        lo += moe_step(av, halves4(w0.x, w0.y), halves4(w1.x, w1.y), halves4(w2.x, w2.y), halves4(w3.x, w3.y));
-        hi += moe_step(av, halves4(w0.z, w0.w), halves4(w1.z, w1.w), halves4(w2.z, w2.w), halves4(w3.z, w3.w));
+        lo += moe_step(av, MoeW4(halves4(w0.x, w0.y), halves4(w1.x, w1.y), halves4(w2.x, w2.y), halves4(w3.x, w3.y)));
+        hi += moe_step(av, MoeW4(halves4(w0.z, w0.w), halves4(w1.z, w1.w), halves4(w2.z, w2.w), halves4(w3.z, w3.w)));
     }
     return array<vec4<f32>, 2>(lo, hi);
 }

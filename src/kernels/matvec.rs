@@ -148,7 +148,7 @@ pub fn matvec_fused_op(
         let (ids, wte) = fused.embed.unwrap_or((&si.read, &si.read));
         all.extend([ids, wte]);
     }
-    RowsOp::with_spec::<MatvecParams>(ctx, pipelines, variant, fused.spec(), &all)
+    RowsOp::new::<MatvecParams>(ctx, pipelines, variant, fused.spec(), &all)
 }
 
 /// Record `out[r, n] (=|+=) act(x[r, k] · w[k, n] + bias)` for `rows` rows.

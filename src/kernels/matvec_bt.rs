@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::layer_norm::norm_flags;
 use super::layer_norm::Norm;
 use super::Pipelines;
-use super::{submit_pass, HostProduct, RowsOp};
+use super::{submit_pass, HostProduct, RowsOp, Spec};
 use crate::error::Result;
 use crate::gpu::{buffers, GpuContext};
 
@@ -87,7 +87,7 @@ pub fn matvec_bt_fused_op(
         let (g, nb) = norm.unwrap_or((read, read));
         all.extend([g, nb, list.unwrap_or(read)]);
     }
-    RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, &all)
+    RowsOp::new::<MatvecBtParams>(ctx, pipelines, variant, Spec::rows(1), &all)
 }
 
 /// Record `out[out_row0 + r, n] = a[a_row0 + r, :k] · b[n, k]ᵀ` for `rows` rows.

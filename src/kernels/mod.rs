@@ -142,18 +142,9 @@ pub struct RowsOp {
 }
 
 impl RowsOp {
-    /// Bind `buffers` for every `ROWS` variant of `name`.
+    /// Bind `buffers` for every `ROWS` variant of `name` compiled with `spec` (its
+    /// `rows` each `ROWS`).
     pub fn new<P: bytemuck::Pod>(
-        ctx: &GpuContext,
-        pipelines: &Pipelines,
-        name: &'static str,
-        buffers: &[&wgpu::Buffer],
-    ) -> Self {
-        Self::with_spec::<P>(ctx, pipelines, name, Spec::rows(1), buffers)
-    }
-
-    /// [`RowsOp::new`] of the pipelines compiled with `spec` (its `rows` each `ROWS`).
-    pub fn with_spec<P: bytemuck::Pod>(
         ctx: &GpuContext,
         pipelines: &Pipelines,
         name: &'static str,

@@ -817,122 +817,113 @@ pub(super) fn bind_ops(
                         shared,
                     },
                     Some(m),
-                ) => MlpOps::Moe {
-                    swiglu: m.gated.as_ref().map(|gated| ExpertSwiglu {
-                        swiglu: swiglu_op(ctx, pl, &m.hidden, gated, None),
-                        // gate | up gated straight into `gated` on short steps
-                        fc_gated: moe_matmul_variant_op(
-                            ctx,
-                            pl,
-                            moe_lin,
-                            &LinearBuffers {
-                                x: &a.ln,
-                                w: fc_w,
-                                bias: &or_dummy(fc_b),
-                                out: gated,
-                            },
-                            (&m.row_token, &m.row_expert),
-                        ),
-                    }),
-                    shared: shared.as_ref().zip(a.gated.as_ref()).map(|(s, gated)| {
-                        let hs = cfg.moe_shared_expert_size.unwrap_or(0);
-                        SharedExpertOps {
-                            c_fc: linear(&a.ln, &s.fc_w, &None, &a.hidden, 2 * hs, c),
-                            // the hardware kernels' gate takes its logit
-                            gate: (!hardware).then(|| {
-                                matmul_op(
+                ) => {
+                    // the experts' first layer into `out` (gate | up, or gated: flag
+                    // SWIGLU_OUT)
+                    let expert_fc = |out| {
+                        let io = LinearBuffers {
+                            x: &a.ln,
+                            w: fc_w,
+                            bias: &or_dummy(fc_b),
+                            out,
+                        };
+                        moe_matmul_variant_op(ctx, pl, moe_lin, &io, (&m.row_token, &m.row_expert))
+                    };
+                    MlpOps::Moe {
+                        swiglu: m.gated.as_ref().map(|gated| ExpertSwiglu {
+                            swiglu: swiglu_op(ctx, pl, &m.hidden, gated, None),
+                            // gate | up gated straight into `gated` on short steps
+                            fc_gated: expert_fc(gated),
+                        }),
+                        shared: shared.as_ref().zip(a.gated.as_ref()).map(|(s, gated)| {
+                            let hs = cfg.moe_shared_expert_size.unwrap_or(0);
+                            SharedExpertOps {
+                                c_fc: linear(&a.ln, &s.fc_w, &None, &a.hidden, 2 * hs, c),
+                                // the hardware kernels' gate takes its logit
+                                gate: (!hardware).then(|| {
+                                    matmul_op(
+                                        ctx,
+                                        pl,
+                                        &LinearBuffers {
+                                            x: &a.ln,
+                                            w: &s.gate_w,
+                                            bias: &a.dummy,
+                                            out: &m.shared_gate,
+                                        },
+                                    )
+                                }),
+                                swiglu: swiglu_op(ctx, pl, &a.hidden, gated, Some(&m.shared_gate)),
+                                fc_proj: linear(gated, &s.proj_w, &None, &a.x, c, hs),
+                            }
+                        }),
+                        gating: if hardware {
+                            MoeGating::Normed(moe_norm_gate_op(
+                                ctx,
+                                pl,
+                                &NormGateBuffers {
+                                    x: &a.x,
+                                    norm_w: &b.ln_2_w,
+                                    norm_b: &or_dummy(&b.ln_2_b),
+                                    router,
+                                    ln: &a.ln,
+                                    probs: &m.probs,
+                                    sel_e: &m.sel_e,
+                                    sel_w: &m.sel_w,
+                                    shared_w: shared
+                                        .as_ref()
+                                        .filter(|_| a.gated.is_some())
+                                        .map_or(&a.dummy, |s| &s.gate_w),
+                                    shared_gate: &m.shared_gate,
+                                },
+                            ))
+                        } else {
+                            MoeGating::Separate {
+                                router: matmul_op(
                                     ctx,
                                     pl,
                                     &LinearBuffers {
                                         x: &a.ln,
-                                        w: &s.gate_w,
+                                        w: router,
                                         bias: &a.dummy,
-                                        out: &m.shared_gate,
+                                        out: &m.router_logits,
                                     },
-                                )
-                            }),
-                            swiglu: swiglu_op(ctx, pl, &a.hidden, gated, Some(&m.shared_gate)),
-                            fc_proj: linear(gated, &s.proj_w, &None, &a.x, c, hs),
-                        }
-                    }),
-                    gating: if hardware {
-                        MoeGating::Normed(moe_norm_gate_op(
+                                ),
+                                gate: moe_gate_op(
+                                    ctx,
+                                    pl,
+                                    &m.router_logits,
+                                    &m.probs,
+                                    &m.sel_e,
+                                    &m.sel_w,
+                                ),
+                            }
+                        },
+                        route: moe_route_op(
                             ctx,
                             pl,
-                            &NormGateBuffers {
-                                x: &a.x,
-                                norm_w: &b.ln_2_w,
-                                norm_b: &or_dummy(&b.ln_2_b),
-                                router,
-                                ln: &a.ln,
-                                probs: &m.probs,
-                                sel_e: &m.sel_e,
-                                sel_w: &m.sel_w,
-                                shared_w: shared
-                                    .as_ref()
-                                    .filter(|_| a.gated.is_some())
-                                    .map_or(&a.dummy, |s| &s.gate_w),
-                                shared_gate: &m.shared_gate,
+                            &m.sel_e,
+                            &m.probs,
+                            &m.row_token,
+                            &m.row_expert,
+                            &m.slot,
+                            &m.stats[l],
+                        ),
+                        fc: expert_fc(&m.hidden),
+                        proj: moe_matmul_variant_op(
+                            ctx,
+                            pl,
+                            moe_lin,
+                            &LinearBuffers {
+                                x: m.gated.as_ref().unwrap_or(&m.hidden),
+                                w: fc_proj_w,
+                                bias: &or_dummy(fc_proj_b),
+                                out: &m.out,
                             },
-                        ))
-                    } else {
-                        MoeGating::Separate {
-                            router: matmul_op(
-                                ctx,
-                                pl,
-                                &LinearBuffers {
-                                    x: &a.ln,
-                                    w: router,
-                                    bias: &a.dummy,
-                                    out: &m.router_logits,
-                                },
-                            ),
-                            gate: moe_gate_op(
-                                ctx,
-                                pl,
-                                &m.router_logits,
-                                &m.probs,
-                                &m.sel_e,
-                                &m.sel_w,
-                            ),
-                        }
-                    },
-                    route: moe_route_op(
-                        ctx,
-                        pl,
-                        &m.sel_e,
-                        &m.probs,
-                        &m.row_token,
-                        &m.row_expert,
-                        &m.slot,
-                        &m.stats[l],
-                    ),
-                    fc: moe_matmul_variant_op(
-                        ctx,
-                        pl,
-                        moe_lin,
-                        &LinearBuffers {
-                            x: &a.ln,
-                            w: fc_w,
-                            bias: &or_dummy(fc_b),
-                            out: &m.hidden,
-                        },
-                        (&m.row_token, &m.row_expert),
-                    ),
-                    proj: moe_matmul_variant_op(
-                        ctx,
-                        pl,
-                        moe_lin,
-                        &LinearBuffers {
-                            x: m.gated.as_ref().unwrap_or(&m.hidden),
-                            w: fc_proj_w,
-                            bias: &or_dummy(fc_proj_b),
-                            out: &m.out,
-                        },
-                        (&m.row_token, &m.row_expert),
-                    ),
-                    combine: moe_combine_op(ctx, pl, &m.out, &m.sel_w, &m.slot, &a.x),
-                },
+                            (&m.row_token, &m.row_expert),
+                        ),
+                        combine: moe_combine_op(ctx, pl, &m.out, &m.sel_w, &m.slot, &a.x),
+                    }
+                }
                 (
                     MlpWeights::Dense {
                         fc_w,
