@@ -276,11 +276,12 @@ pub fn moe_matmul_variant_op(
     )
 }
 
-/// Record the grouped matmul over `rows` rows, `[K] → [N]` per row.
+/// Record the grouped matmul over the `rows` grouped rows of a step of `t` tokens,
+/// `[K] → [N]` per row.
 pub fn encode_moe_matmul(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
-    rows: usize,
+    (t, rows): (usize, usize),
     n: usize,
     k: usize,
     flags: u32,
@@ -300,7 +301,11 @@ pub fn encode_moe_matmul(
     } else {
         n / 4
     };
-    let gx = out4.div_ceil(WORKGROUP as usize) as u32;
+    // a step of one token: every tile holds one row, which the half-float kernels
+    // take 8 columns an invocation (`moe_row1_halves`), so half the workgroups
+    let lone = t == 1 && op.kernel.precision == super::Precision::F16 && out4 % 2 == 0;
+    let per_invocation = if lone { 2 } else { 1 };
+    let gx = (out4 / per_invocation).div_ceil(WORKGROUP as usize) as u32;
     let gy = rows.div_ceil(super::matmul::tile_rows(op.kernel)) as u32;
     op.encode(pass, &p, (gx, gy, 1));
 }
@@ -568,11 +573,11 @@ pub fn run_moe_mlp(
     submit_pass(ctx, "moe", |pass| {
         encode_moe_gate(pass, &gate, t, (e, k), true);
         encode_moe_route(pass, &route, t, e, k);
-        encode_moe_matmul(pass, &fc, rows, h_fc, c, 1 | GATHER | fc_flags);
+        encode_moe_matmul(pass, &fc, (t, rows), h_fc, c, 1 | GATHER | fc_flags);
         if gated {
             super::swiglu::encode_swiglu(pass, &sw, rows, h, false);
         }
-        encode_moe_matmul(pass, &proj, rows, c, h, 1);
+        encode_moe_matmul(pass, &proj, (t, rows), c, h, 1);
         encode_moe_combine(pass, &comb, t, c, k);
     })?;
     let mut r = buffers::read_many(ctx, &[(&xb, 0, t * c), (&stats, 0, 2 * e + 1)])?;

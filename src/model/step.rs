@@ -363,19 +363,19 @@ impl Model {
                         encode_moe_matmul(
                             pass,
                             &sw.fc_gated,
-                            rows,
+                            (t, rows),
                             2 * he,
                             c,
                             b | GATHER | SWIGLU_OUT,
                         );
                     }
                     Some(sw) => {
-                        encode_moe_matmul(pass, fc, rows, 2 * he, c, b | GATHER);
+                        encode_moe_matmul(pass, fc, (t, rows), 2 * he, c, b | GATHER);
                         encode_swiglu(pass, &sw.swiglu, rows, he, false);
                     }
-                    None => encode_moe_matmul(pass, fc, rows, he, c, b | GATHER | act),
+                    None => encode_moe_matmul(pass, fc, (t, rows), he, c, b | GATHER | act),
                 }
-                encode_moe_matmul(pass, proj, rows, c, he, b);
+                encode_moe_matmul(pass, proj, (t, rows), c, he, b);
                 encode_moe_combine(pass, combine, t, c, k);
                 // x += sigmoid(ln · w_gate) · down(silu(gate(ln)) · up(ln)) (Qwen2-MoE)
                 if let Some(sh) = shared {

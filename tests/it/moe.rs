@@ -313,7 +313,9 @@ fn moe_mlp_matches_reference() {
 #[test]
 fn a_token_alone_in_its_experts_tiles_gets_the_numbers_of_a_full_tile() {
     let g = gpu();
-    let (t, e, k, c, h) = (10, 4, 2, 16, 64);
+    // outputs of 160 (40 vec4s, past one workgroup's 32: a grid a one-token step
+    // halves for the 8-column path, and a longer step must not) in one panel of 160
+    let (t, e, k, c, h) = (10, 4, 2, 160, 160);
     let x = rand_vec(t * c, 110, 1.0);
     let ln = rand_vec(t * c, 111, 1.0);
     // token i prefers experts i % 4 and (i + 1) % 4: 5 assignments an expert (a tile
