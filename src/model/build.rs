@@ -877,17 +877,23 @@ pub(super) fn bind_ops(
                                 },
                             ))
                         } else {
+                            // the router's f32 weights by both row paths (a decode
+                            // step's one row is not a 16-row tile's work)
+                            let io = LinearBuffers {
+                                x: &a.ln,
+                                w: router,
+                                bias: &a.dummy,
+                                out: &m.router_logits,
+                            };
                             MoeGating::Separate {
-                                router: matmul_op(
-                                    ctx,
-                                    pl,
-                                    &LinearBuffers {
-                                        x: &a.ln,
-                                        w: router,
-                                        bias: &a.dummy,
-                                        out: &m.router_logits,
-                                    },
-                                ),
+                                router: Linear {
+                                    matmul: matmul_op(ctx, pl, &io),
+                                    staged: None,
+                                    matvec: matvec::matvec_variant_op(ctx, pl, "matvec", &io),
+                                    normed: None,
+                                    n: cfg.moe_num_experts.div_ceil(4) * 4,
+                                    k: c,
+                                },
                                 gate: moe_gate_op(
                                     ctx,
                                     pl,

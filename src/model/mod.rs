@@ -332,8 +332,9 @@ pub struct ExpertSwiglu {
 /// router's logits, softmax and top-k.
 #[allow(clippy::large_enum_variant)] // one per MoE block, built once
 pub enum MoeGating {
-    /// The software kernels: the block's `ln_2`, the router's matmul and `moe_gate`.
-    Separate { router: MatmulOp, gate: KernelOp },
+    /// The software kernels: the block's `ln_2`, the router's product (a [`Linear`]:
+    /// matrix-vector on decode steps) and `moe_gate`.
+    Separate { router: Linear, gate: KernelOp },
     /// The hardware kernels: all three in one dispatch (`moe_norm_gate`, a workgroup
     /// a token), which writes `ln` as `ln_2` would, and a shared expert's gate logit.
     Normed(KernelOp),

@@ -343,7 +343,7 @@ impl Model {
                 let renorm = cfg.moe_norm_topk_prob;
                 match gating {
                     MoeGating::Separate { router, gate } => {
-                        encode_matmul(pass, router, t, e.div_ceil(4) * 4, c, 0);
+                        router.encode(pass, t, path, 0);
                         encode_moe_gate(pass, gate, t, (e, k), renorm);
                     }
                     MoeGating::Normed(gate) => encode_moe_norm_gate(
