@@ -1,12 +1,10 @@
 // Layer norm for hardware GPUs: y = (x - mean) / sqrt(var + eps) * weight + bias, or
 // RMSNorm (flag NORM_RMS: the mean is taken as 0 and its pass skipped).
-// One workgroup per row: every lane sums a strided share of the row's vec4s and the
-// shares meet in workgroup memory (a tree), first for the mean, then for the variance
-// of x - mean (two passes, as the software kernel `layer_norm`, so both agree to
-// rounding). The software kernel walks a whole row in one invocation, which on a GPU
+// One workgroup per row, its statistics across the workgroup (prelude row_stats, which
+// the kernels with a norm folded in share). The software kernel walks a whole row in one invocation, which on a GPU
 // leaves all but a few lanes idle (0.34 ms a call on an H200 at T = 1).
-// Preludes: `LayerNormParams` (shaders/lib/layer_norm_params.wgsl) and `workgroup_sum`
-// (shaders/lib/workgroup_reduce.wgsl).
+// Preludes: `LayerNormParams` (shaders/lib/layer_norm_params.wgsl), `workgroup_sum`
+// (shaders/lib/workgroup_reduce.wgsl) and `row_stats`.
 
 // A power of two, at most 256 (the prelude's `red`).
 override WG: u32 = 256u;
@@ -16,6 +14,10 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>; // [C]
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;   // [C] (or a dummy)
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>; // [T, C]
+
+fn norm_src(i: u32) -> vec4<f32> {
+    return x[i];
+}
 
 @compute @workgroup_size(WG)
 fn layer_norm_workgroup(
@@ -28,22 +30,9 @@ fn layer_norm_workgroup(
         return;
     }
     let base = row * p.c4;
-    let n = f32(p.c4 * 4u);
-    var mean = 0.0;
-    if ((p.flags & NORM_RMS) == 0u) {
-        // p is uniform: every lane of the workgroup takes this branch or none
-        var s = vec4<f32>(0.0);
-        for (var c = lid; c < p.c4; c += WG) {
-            s += x[base + c];
-        }
-        mean = workgroup_sum(lid, s.x + s.y + s.z + s.w) / n;
-    }
-    var v = vec4<f32>(0.0);
-    for (var c = lid; c < p.c4; c += WG) {
-        let d = x[base + c] - mean;
-        v += d * d;
-    }
-    let rstd = inverseSqrt(workgroup_sum(lid, v.x + v.y + v.z + v.w) / n + p.eps);
+    let st = row_stats(base, p.c4, lid, (p.flags & NORM_RMS) != 0u, p.eps);
+    let mean = st.x;
+    let rstd = st.y;
     for (var c = lid; c < p.c4; c += WG) {
         var o = (x[base + c] - mean) * rstd * weight[c];
         if ((p.flags & NORM_BIAS) != 0u) {

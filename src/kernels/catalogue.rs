@@ -263,7 +263,10 @@ pub mod prelude {
         NORM_APPLY = "norm_apply";
         /// The norm folded into the tile matmuls by linearity (`norm_fold`, `stats_at`).
         NORM_FOLD = "norm_fold";
-        /// The norm's statistics across a workgroup (`norm_stats`: the hardware
+        /// A row's norm statistics across a workgroup (`row_stats`: the hardware
+        /// norm kernel and every norm prologue).
+        ROW_STATS = "row_stats";
+        /// The folded norm's statistics by its flags (`norm_stats`: the hardware
         /// matrix-vector kernels).
         NORM_PROLOGUE = "norm_prologue";
         /// How the tile matmuls stage `a`: for a folded norm (`row_shift`, the sums of
@@ -345,6 +348,7 @@ const MATVEC_SPLITK: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
+    prelude::ROW_STATS,
     prelude::NORM_PROLOGUE,
     prelude::SPLITK_REDUCE,
 ];
@@ -369,6 +373,7 @@ const MLP_PARTIAL: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
+    prelude::ROW_STATS,
     prelude::NORM_PROLOGUE,
     prelude::RESIDUAL_PARTS,
     prelude::RESIDUAL_X,
@@ -381,6 +386,7 @@ const MATVEC_BT_GROUPS: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
+    prelude::ROW_STATS,
     prelude::NORM_PROLOGUE,
 ];
 const MATVEC_BT: &[Prelude] = &[prelude::MATVEC_BT_PARAMS, prelude::ROW_GROUPS];
@@ -403,7 +409,11 @@ const MATMUL_COOP: &[Prelude] = &[
     prelude::STAGE_TILE,
 ];
 const LAYER_NORM: &[Prelude] = &[prelude::LAYER_NORM_PARAMS];
-const LAYER_NORM_WG: &[Prelude] = &[prelude::LAYER_NORM_PARAMS, prelude::WORKGROUP_REDUCE];
+const LAYER_NORM_WG: &[Prelude] = &[
+    prelude::LAYER_NORM_PARAMS,
+    prelude::WORKGROUP_REDUCE,
+    prelude::ROW_STATS,
+];
 // the attention kernels reading keys and values (`k`, `v`), and attention_weights
 const ATTENTION: &[Prelude] = &[prelude::ATTENTION, prelude::KV_READ, prelude::ATTEND_ROW];
 const ATTENTION_WEIGHTS: &[Prelude] = &[prelude::ATTENTION];
@@ -456,6 +466,7 @@ const MOE_NORM_GATE: &[Prelude] = &[
     prelude::WORKGROUP_REDUCE,
     prelude::NORM_FLAGS,
     prelude::NORM_APPLY,
+    prelude::ROW_STATS,
     prelude::NORM_PROLOGUE,
 ];
 const MOE_MATMUL_SUBGROUP: &[Prelude] = &[
