@@ -28,7 +28,7 @@ use super::state::AppState;
 use crate::engine::{FinishReason, GenEvent, GenStream, GenerateRequest, ModelSnapshot};
 use crate::error::Error;
 use crate::model::sampling::{SamplingParams, TokenLogprob};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{TextStream, Tokenizer};
 
 /// Most choices one request may ask for (prompts × n).
 pub const MAX_CHOICES: usize = 64;
@@ -372,8 +372,8 @@ pub(super) struct ChoiceBuilder {
     tokenizer: Arc<Tokenizer>,
     /// Alternatives per token, when logprobs were asked for.
     logprobs: Option<usize>,
-    /// Bytes of text before the generated part (the prompt, with echo).
-    base: usize,
+    /// Characters of `text` so far: where the next token's text starts.
+    shown: usize,
     pub(super) generated: Vec<u32>,
     pub(super) text: String,
     lp: Logprobs,
@@ -385,6 +385,30 @@ pub(super) struct ChoiceBuilder {
 
 pub(super) fn piece(t: &Tokenizer, id: u32) -> String {
     t.decode(&[id]).unwrap_or_default()
+}
+
+/// Where each of `ids` starts in their text, in characters (Unicode scalar values: the
+/// offsets Python's `str` and vLLM count), rising: the text is decoded a token at a
+/// time, holding back a character still incomplete (with the rest of the token it
+/// began in), so every token of a character split over several points at the start of
+/// that held-back text.
+pub(super) fn char_offsets(t: &Tokenizer, ids: &[u32]) -> Result<Vec<usize>, Error> {
+    let mut stream = TextStream::default();
+    let (mut shown, mut seen) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(ids.len());
+    for i in 0..ids.len() {
+        out.push(shown);
+        t.stream_step(&mut stream, &ids[..=i])?;
+        let text = stream.text();
+        // (a decoder that rewrote earlier text restarts the count)
+        let now = match text.get(seen..) {
+            Some(rest) => shown + rest.chars().count(),
+            None => text.chars().count(),
+        };
+        shown = shown.max(now);
+        seen = text.len();
+    }
+    Ok(out)
 }
 
 impl ChoiceBuilder {
@@ -404,17 +428,16 @@ impl ChoiceBuilder {
         let text = match ev {
             GenEvent::Prompt { ids, logprobs } => {
                 let t = self.tokenizer.clone();
-                let prompt = t.decode(&ids)?;
-                for (i, (id, l)) in ids.iter().zip(&logprobs).enumerate() {
+                let offsets = char_offsets(&t, &ids)?;
+                for ((id, l), offset) in ids.iter().zip(&logprobs).zip(offsets) {
                     chunk_lp.tokens.push(piece(&t, *id));
-                    chunk_lp.text_offset.push(t.decode(&ids[..i])?.len());
+                    chunk_lp.text_offset.push(offset);
                     chunk_lp.token_logprobs.push(l.as_ref().map(|l| l.logprob));
                     chunk_lp
                         .top_logprobs
                         .push(l.as_ref().map(|l| self.top(l, *id)));
                 }
-                self.base = prompt.len();
-                prompt
+                t.decode(&ids)?
             }
             GenEvent::Token {
                 token_id,
@@ -423,9 +446,10 @@ impl ChoiceBuilder {
                 ..
             } => {
                 if let Some(l) = &logprob {
-                    let offset = self.base + self.tokenizer.decode(&self.generated)?.len();
+                    // the text so far holds back a character still incomplete, so a
+                    // token that starts inside one points at its start
                     chunk_lp.tokens.push(piece(&self.tokenizer, token_id));
-                    chunk_lp.text_offset.push(offset);
+                    chunk_lp.text_offset.push(self.shown);
                     chunk_lp.token_logprobs.push(Some(l.logprob));
                     chunk_lp.top_logprobs.push(Some(self.top(l, token_id)));
                     self.raw.push((token_id, l.clone()));
@@ -444,6 +468,7 @@ impl ChoiceBuilder {
             GenEvent::Error(e) => return Err(e),
         };
         self.text.push_str(&text);
+        self.shown += text.chars().count();
         let lp = self.logprobs.map(|_| {
             let all = &mut self.lp;
             all.tokens.extend(chunk_lp.tokens.iter().cloned());
@@ -560,7 +585,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
                     index: pi * p.n + j,
                     tokenizer: tokenizer.clone(),
                     logprobs: p.logprobs,
-                    base: echo_text.as_ref().map_or(0, |t| t.len()),
+                    shown: 0,
                     generated: Vec::new(),
                     text: String::new(),
                     lp: Logprobs::default(),

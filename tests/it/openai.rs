@@ -195,7 +195,8 @@ async fn logprobs_are_sensible() {
         last = off;
         let tok = tokens[i].as_str().unwrap();
         if !tok.contains('\u{FFFD}') {
-            assert!(text[off..].starts_with(tok), "{text:?} at {off}: {tok:?}");
+            let from: String = text.chars().skip(off).collect();
+            assert!(from.starts_with(tok), "{text:?} at {off}: {tok:?}");
         }
     }
     let (code, e) = complete(&s, json!({"prompt": "x", "logprobs": 6})).await;
@@ -263,6 +264,58 @@ async fn echo_and_scoring() {
     );
     let (code, e) = complete(&s, json!({"prompt": prompt, "max_tokens": 0})).await;
     assert_openai_error(code, &e, 400, "invalid_input", Some("max_tokens"));
+    // offsets count characters, as Python's str does, and rise through characters
+    // that byte-level BPE splits over several tokens (each of those points at the
+    // character's start)
+    let split = "né 😀 ü😀x end";
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": split, "max_tokens": 6, "temperature": 0, "echo": true, "logprobs": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let ch = &c["choices"][0];
+    let text: Vec<char> = ch["text"].as_str().unwrap().chars().collect();
+    let offsets: Vec<usize> = ch["logprobs"]["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap() as usize)
+        .collect();
+    let tokens = ch["logprobs"]["tokens"].as_array().unwrap();
+    assert!(tokens.len() > split.chars().count(), "{tokens:?}");
+    let mut whole = 0;
+    for (i, &off) in offsets.iter().enumerate() {
+        assert!(
+            i == 0 || off >= offsets[i - 1],
+            "offsets fall at {i}: {offsets:?}"
+        );
+        assert!(off <= text.len(), "{off} past the text");
+        // the token's whole characters, up to a piece of a split one
+        let tok = tokens[i].as_str().unwrap();
+        let head = tok.split('\u{FFFD}').next().unwrap();
+        let from: String = text[off..].iter().collect();
+        assert!(
+            from.starts_with(head),
+            "token {i} {tok:?} at {off}: {from:?}"
+        );
+        if head.is_empty() {
+            // a token starting inside a split character points at the text held back
+            // with it: that character, or the whole characters of the token it began in
+            assert!(
+                from.chars().take(3).any(|c| !c.is_ascii()),
+                "token {i} at {off}: {from:?}"
+            );
+        } else if head == tok {
+            whole += 1;
+        }
+    }
+    assert!(whole > 6, "{tokens:?}");
+    let end = split.chars().position(|c| c == 'x').unwrap();
+    assert!(
+        offsets.contains(&end),
+        "{offsets:?}: 'x' is at character {end}"
+    );
 }
 
 /// The `data:` payloads of an SSE body.
