@@ -4,7 +4,8 @@
 //   2. weights w = exp((logit - max) · inv_t);
 //   3. top-p (< 1): of those, the ids at or above the first logit in rank order where
 //      the cumulative weight reaches top_p of their total (ties kept);
-//   4. r = u · (the kept weights' sum), walked over the kept ids in id order.
+//   4. min-p (> 0): of those, the ids whose weight is at least min_p;
+//   5. r = u · (the kept weights' sum), walked over the kept ids in id order.
 // "At or above" is f32's total order, here as integer keys (`key`): the k-th largest
 // key and the top-p edge are found by bisection over the 32 key bits, each step one
 // pass over the row counting (or summing the weights of) the keys at or above a
@@ -31,6 +32,7 @@ struct Spec {
     top_k: u32, // 0: no limit
     top_p: f32, // 1: no limit
     u: f32,     // the row's uniform number in [0, 1)
+    min_p: f32, // 0: no limit
 }
 
 // A power of two, at most 256 (the prelude's `red`, and `scan`).
@@ -125,6 +127,19 @@ fn weight_from(row: u32, lid: u32, t: u32, m: f32, inv_t: f32) -> f32 {
     return workgroup_sum(lid, s);
 }
 
+// The weight of a logit `x` the draw walks: 0 unless kept by top-k and top-p (its key
+// at or above `tp`) and by min-p.
+fn kept_weight(x: f32, tp: u32, m: f32, s: Spec) -> f32 {
+    var w = 0.0;
+    if (key(x) >= tp) {
+        w = exp((x - m) * s.inv_t);
+        if (s.min_p > 0.0 && w < s.min_p) {
+            w = 0.0;
+        }
+    }
+    return w;
+}
+
 @compute @workgroup_size(WG)
 fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let row = wg.x;
@@ -168,16 +183,14 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         }
         tp = max(t, tk);
     }
-    // 4. this lane's share of ids, its kept weight, the shares' offsets (a scan)
+    // 4. a kept id's weight, 0 below min-p
+    // 5. this lane's share of ids, its kept weight, the shares' offsets (a scan)
     let span = (p.v + WG - 1u) / WG;
     let lo = min(lid * span, p.v);
     let hi = min(lo + span, p.v);
     var own = 0.0;
     for (var i = lo; i < hi; i++) {
-        let x = logit(row, i);
-        if (key(x) >= tp) {
-            own += exp((x - m) * s.inv_t);
-        }
+        own += kept_weight(logit(row, i), tp, m, s);
     }
     scan[lid] = own;
     workgroupBarrier();
@@ -216,17 +229,14 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         var left = r - excl;
         var last = lo;
         for (var i = lo; i < hi; i++) {
-            let x = logit(row, i);
-            if (key(x) >= tp) {
-                let w = exp((x - m) * s.inv_t);
-                if (w > 0.0) {
-                    if (left < w) {
-                        picked[row] = i;
-                        return;
-                    }
-                    left -= w;
-                    last = i;
+            let w = kept_weight(logit(row, i), tp, m, s);
+            if (w > 0.0) {
+                if (left < w) {
+                    picked[row] = i;
+                    return;
                 }
+                left -= w;
+                last = i;
             }
         }
         picked[row] = last;

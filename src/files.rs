@@ -1,6 +1,8 @@
 //! Model files (checkpoints, tokenizers) named in a config, read safely.
 //!
-//! The operator's start-up `--config` may name any path. A config that arrives over
+//! The operator's start-up `--config` may name any path (a relative one that is not
+//! found from the working directory is looked up in `--models-dir`, where clients'
+//! names point). A config that arrives over
 //! HTTP may only name regular files inside the models directory (`--models-dir`):
 //! relative names without `..`, symlinks resolved and re-checked against the
 //! directory, and one "not available" error whatever the reason, so a client cannot
@@ -16,8 +18,9 @@ use crate::error::{Error, Result};
 /// Which files a config may name.
 #[derive(Clone, Debug)]
 pub enum FileAccess {
-    /// The operator's own config: any path.
-    Any,
+    /// The operator's own config: any path; a relative one that does not exist from
+    /// the working directory is taken from this models directory when it is there.
+    Any(Option<PathBuf>),
     /// A client's config: files inside this (canonical) directory; `None` = no files.
     Within(Option<PathBuf>),
 }
@@ -43,7 +46,7 @@ impl FileAccess {
 
     /// Whether errors may name the path (the operator's own files).
     fn trusted(&self) -> bool {
-        matches!(self, FileAccess::Any)
+        matches!(self, FileAccess::Any(_))
     }
 
     /// A model directory named `name` (resolved to `path`) that is not a directory:
@@ -64,7 +67,14 @@ impl FileAccess {
     /// The file config key `key` names with `name`.
     pub fn resolve(&self, key: &str, name: &str) -> Result<PathBuf> {
         let root = match self {
-            FileAccess::Any => return Ok(PathBuf::from(name)),
+            FileAccess::Any(dir) => {
+                let path = PathBuf::from(name);
+                let inside = dir.as_ref().map(|d| d.join(&path));
+                return Ok(match inside {
+                    Some(p) if path.is_relative() && !path.exists() && p.exists() => p,
+                    _ => path,
+                });
+            }
             FileAccess::Within(None) => return Err(not_available(key, name)),
             FileAccess::Within(Some(root)) => root,
         };
@@ -225,6 +235,30 @@ mod tests {
         assert!(none.resolve("tokenizer", "sub/a.bin").is_err());
     }
 
+    #[test]
+    fn the_operator_names_any_path_and_relative_ones_also_from_the_models_dir() {
+        let (d, _) = dir("operator");
+        let op = FileAccess::Any(Some(d.to_path_buf()));
+        // found only in the models directory
+        assert_eq!(
+            op.resolve("checkpoint", "sub/a.bin").unwrap(),
+            d.join("sub/a.bin")
+        );
+        // a path that exists from the working directory, or an absolute one, as given
+        assert_eq!(op.resolve("model", "src").unwrap(), PathBuf::from("src"));
+        let abs = d.join("sub/a.bin");
+        let abs = abs.to_str().unwrap();
+        assert_eq!(op.resolve("checkpoint", abs).unwrap(), PathBuf::from(abs));
+        // nowhere: as given, so the error names what the operator wrote
+        assert_eq!(op.resolve("model", "nope").unwrap(), PathBuf::from("nope"));
+        assert_eq!(
+            FileAccess::Any(None)
+                .resolve("checkpoint", "sub/a.bin")
+                .unwrap(),
+            PathBuf::from("sub/a.bin")
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_fifo_is_refused_without_blocking() {
@@ -236,7 +270,7 @@ mod tests {
         let p = access.resolve("checkpoint", "fifo").unwrap();
         let e = access.read("checkpoint", "fifo", &p, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("is not available"), "{e}");
-        let e = FileAccess::Any
+        let e = FileAccess::Any(None)
             .read("checkpoint", "fifo", &p, 1 << 20)
             .unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");

@@ -82,6 +82,9 @@ pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u
         });
     }
     loaded.model.check_ids(&ids)?;
+    req.sampling
+        .adjust
+        .check_ids(loaded.tokenizer.vocab_size())?;
     Ok(ids)
 }
 
@@ -112,7 +115,8 @@ pub(super) fn showable(text: &str, stop: &[String]) -> usize {
 
 impl Active {
     /// What its next step (its prompt's last chunk, or a decode step) reads back, for a
-    /// generation without logprobs on a model that picks tokens on the device: only the
+    /// generation without logprobs or changes to its logits (`sampling::LogitAdjust`) on a
+    /// model that picks tokens on the device: only the
     /// device's argmax (greedy), or only the id of the device's draw (sampled, draw
     /// number `generated.len()`); else the logits.
     pub(super) fn readback(&self) -> Readback {
@@ -124,7 +128,7 @@ impl Active {
     pub(super) fn readback_for(&self, n: usize) -> Readback {
         let model = &self.loaded.model;
         let greedy = self.req.sampling.is_greedy();
-        let only_ids = self.req.logprobs.is_none();
+        let only_ids = self.req.logprobs.is_none() && self.req.sampling.adjust.is_none();
         if only_ids && greedy && model.argmax_on_device {
             Readback::Argmax
         } else if only_ids && !greedy && model.sample_on_device {
@@ -143,7 +147,16 @@ impl Active {
         }
         self.picked = match self.next_from.take() {
             Some(NextToken::Logits(logits)) => {
-                let next = self.sampler.sample(&logits, self.generated.len() as u64);
+                let n = self.generated.len() as u64;
+                let adjust = &self.req.sampling.adjust;
+                let next = if adjust.is_none() {
+                    self.sampler.sample(&logits, n)
+                } else {
+                    let mut changed = logits.to_vec();
+                    adjust.apply(&mut changed, &self.prompt, &self.generated);
+                    self.sampler.sample(&changed, n)
+                };
+                // the model's own logprobs, before the changes
                 let logprob = self.req.logprobs.map(|k| token_logprob(&logits, next, k));
                 Some((next, logprob))
             }

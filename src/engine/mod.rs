@@ -344,12 +344,14 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Build the operator's model (any checkpoint path) outside an async runtime.
+    /// Build the operator's model (any checkpoint path; a relative one not found from
+    /// the working directory is looked up in the models directory) outside an async
+    /// runtime.
     pub fn initialize_blocking(&self, config: serde_json::Value) -> Result<ModelConfig> {
         let deadline = self.deadline(true);
         let rx = self.submit(|reply| Job::Initialize {
             config,
-            access: FileAccess::Any,
+            access: FileAccess::Any(self.options().models_dir.clone()),
             deadline,
             reply,
         })?;

@@ -1,5 +1,5 @@
 //! The next token of each row of logits drawn on the device (`shaders/sample_rows.wgsl`):
-//! top-k, temperature, top-p and the draw, as `reference::sample` and the host sampler
+//! top-k, temperature, top-p, min-p and the draw, as `reference::sample` and the host sampler
 //! draw it, so a sampled row reads back its token id instead of `V` logits.
 
 use bytemuck::{Pod, Zeroable};
@@ -32,6 +32,7 @@ pub struct SampleSpec {
     pub top_k: u32,
     pub top_p: f32,
     pub u: f32,
+    pub min_p: f32,
 }
 
 impl SampleSpec {
@@ -41,6 +42,7 @@ impl SampleSpec {
         top_k: 0,
         top_p: 1.0,
         u: 0.0,
+        min_p: 0.0,
     };
 
     /// A greedy row: the id of its largest logit ([`Draw::GREEDY`]).
@@ -49,6 +51,7 @@ impl SampleSpec {
         top_k: 1,
         top_p: 1.0,
         u: 0.0,
+        min_p: 0.0,
     };
 }
 
@@ -59,6 +62,7 @@ impl From<Draw> for SampleSpec {
             top_k: d.top_k.min(u32::MAX as usize) as u32,
             top_p: d.top_p,
             u: d.u,
+            min_p: d.min_p,
         }
     }
 }

@@ -340,7 +340,7 @@ impl Model {
             split: buffers::storage(&ctx, "split scratch", split_floats),
             split_rows,
             top1: buffers::storage(&ctx, "top1", 3 * argmax_rows * argmax_windows),
-            sample_specs: buffers::storage(&ctx, "sample specs", 4 * argmax_rows),
+            sample_specs: buffers::storage(&ctx, "sample specs", 5 * argmax_rows),
             picked: buffers::storage(&ctx, "picked", argmax_rows),
             gather_list: buffers::storage(&ctx, "gather list", max_batch + MAX_PREFILL_PARTS),
             picked_reads: [0, 1]

@@ -508,7 +508,7 @@ impl ModelDir {
             return Ok(None);
         };
         let name = format!("{}/tokenizer.json", self.name);
-        let bytes = FileAccess::Any.read("tokenizer", &name, path, max_bytes)?;
+        let bytes = FileAccess::Any(None).read("tokenizer", &name, path, max_bytes)?;
         let t = Tokenizer::from_bytes(&bytes, &name)?;
         let bos = self
             .special

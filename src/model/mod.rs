@@ -517,7 +517,7 @@ impl ServeShape {
 /// checkpoint or model-directory shapes applied for keys not given, validated. Any
 /// path is accepted (the operator's and the tests' use); see [`resolve_config_with`].
 pub fn resolve_config(value: serde_json::Value) -> Result<(ModelConfig, Option<WeightFiles>)> {
-    resolve_config_with(value, &FileAccess::Any, u64::MAX)
+    resolve_config_with(value, &FileAccess::Any(None), u64::MAX)
 }
 
 /// [`resolve_config`] with the checkpoint or model directory named under `access`'s

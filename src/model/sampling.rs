@@ -1,5 +1,7 @@
 //! Next-token sampling with the parameters clients know from Hugging Face `generate`
-//! and OpenAI-style servers: temperature (0 = greedy), top-k, top-p, seed. The same
+//! and OpenAI-style servers: temperature (0 = greedy), top-k, top-p, min-p, seed, and
+//! the changes to a row's logits before it ([`LogitAdjust`]: logit bias, presence,
+//! frequency and repetition penalties). The same
 //! draw runs on the host (here) and on the device (`kernels::sample`, for rows that
 //! read back no logits); both follow `reference::sample`, and both take their random
 //! number from [`uniform`]: a counter-based generator keyed by the seed and the
@@ -21,6 +23,11 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Same seed, same choices.
     pub seed: u64,
+    /// Keep the tokens at least this likely relative to the most likely one; 0 = no
+    /// limit.
+    pub min_p: f32,
+    /// Changes to the logits before the pick (none by default).
+    pub adjust: LogitAdjust,
 }
 
 impl Default for SamplingParams {
@@ -30,6 +37,92 @@ impl Default for SamplingParams {
             top_k: 50,
             top_p: 1.0,
             seed: 0,
+            min_p: 0.0,
+            adjust: LogitAdjust::default(),
+        }
+    }
+}
+
+/// Changes to a row's logits before its token is picked (greedy or drawn), from the
+/// tokens around it: OpenAI's `logit_bias`, `presence_penalty` and
+/// `frequency_penalty` (over the generated tokens), and Hugging Face's / vLLM's
+/// `repetition_penalty` (over the prompt and the generated tokens). A row with any
+/// reads its logits back and is picked on the host; logprobs stay the model's own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogitAdjust {
+    /// Added to these tokens' logits.
+    pub bias: Vec<(u32, f32)>,
+    /// Subtracted once from the logit of every token already generated.
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit for each time it was generated.
+    pub frequency_penalty: f32,
+    /// Divides a positive logit of a token in the prompt or generated, multiplies a
+    /// negative one; 1 = none.
+    pub repetition_penalty: f32,
+}
+
+impl Default for LogitAdjust {
+    fn default() -> Self {
+        LogitAdjust {
+            bias: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+impl LogitAdjust {
+    /// Whether it changes nothing.
+    pub fn is_none(&self) -> bool {
+        self.bias.is_empty()
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+            && self.repetition_penalty == 1.0
+    }
+
+    /// The tokens the bias names are among `vocab` ids (the tokenizer's, the rule
+    /// prompt token ids follow).
+    pub fn check_ids(&self, vocab: usize) -> crate::error::Result<()> {
+        match self.bias.iter().find(|&&(id, _)| id as usize >= vocab) {
+            Some((id, _)) => Err(crate::error::Error::InvalidInput(format!(
+                "logit_bias names token {id}, outside the tokenizer's vocabulary ({vocab} tokens)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Apply it to `logits`, the row after `prompt` and `generated` (ids past the row
+    /// are left alone).
+    pub fn apply(&self, logits: &mut [f32], prompt: &[u32], generated: &[u32]) {
+        if self.repetition_penalty != 1.0 {
+            let r = self.repetition_penalty;
+            let mut seen = vec![false; logits.len()];
+            for &id in prompt.iter().chain(generated) {
+                if let Some(s) = seen.get_mut(id as usize) {
+                    if !*s {
+                        *s = true;
+                        let x = &mut logits[id as usize];
+                        *x = if *x > 0.0 { *x / r } else { *x * r };
+                    }
+                }
+            }
+        }
+        if self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 {
+            let mut counts = std::collections::HashMap::<u32, u32>::new();
+            for &id in generated {
+                *counts.entry(id).or_default() += 1;
+            }
+            for (id, c) in counts {
+                if let Some(x) = logits.get_mut(id as usize) {
+                    *x -= self.presence_penalty + self.frequency_penalty * c as f32;
+                }
+            }
+        }
+        for &(id, b) in &self.bias {
+            if let Some(x) = logits.get_mut(id as usize) {
+                *x += b;
+            }
         }
     }
 }
@@ -76,11 +169,13 @@ impl Sampler {
             top_k: p.top_k,
             top_p: p.top_p,
             u: uniform(p.seed, counter),
+            min_p: p.min_p,
         }
     }
 
     /// Pick token number `counter` from `logits`, as `reference::sample` does: among
-    /// the `top_k` most likely (all with 0), the most likely reaching `top_p`, drawn
+    /// the `top_k` most likely (all with 0), the most likely reaching `top_p`, those
+    /// at least `min_p` as likely as the most likely, drawn
     /// with probabilities `softmax(logits / temperature)` by a walk over the kept ids in
     /// id order. Nothing is sorted whole: the `top_k` are selected, and the nucleus is
     /// found by summing the weights of logit buckets from the top, sorting only the
@@ -110,8 +205,14 @@ impl Sampler {
         // their weights in f32 (each within f32's precision; an f64 exp of every id
         // costs several times more), sums in f64
         let max = cand.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let weights: Vec<f32> = cand.iter().map(|&x| ((x - max) * d.inv_t).exp()).collect();
+        let mut weights: Vec<f32> = cand.iter().map(|&x| ((x - max) * d.inv_t).exp()).collect();
         let keep = (d.top_p < 1.0).then(|| nucleus(&cand, &weights, d.top_p as f64));
+        if d.min_p > 0.0 {
+            // after top-p, which weighs every candidate: below min-p weighs nothing
+            for w in weights.iter_mut().filter(|w| **w < d.min_p) {
+                *w = 0.0;
+            }
+        }
         let j = walk(&weights, keep.as_deref(), d.u);
         match (j, &ids) {
             (Some(j), Some(ids)) => ids[j] as u32,
@@ -269,6 +370,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn logit_adjustments_follow_their_rules() {
+        let logits = [2.0f32, -1.0, 0.5, 3.0, -2.0];
+        let prompt = [1u32, 4];
+        let generated = [3u32, 3, 2, 77]; // 77: past the row, left alone
+        let none = LogitAdjust::default();
+        assert!(none.is_none());
+        let mut same = logits;
+        none.apply(&mut same, &prompt, &generated);
+        assert_eq!(same, logits);
+        let a = LogitAdjust {
+            bias: vec![(0, -100.0), (4, 1.5), (9, 3.0)],
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            repetition_penalty: 2.0,
+        };
+        assert!(!a.is_none());
+        let mut x = logits;
+        a.apply(&mut x, &prompt, &generated);
+        // 0: bias only; 1: in the prompt, negative, doubled; 2: generated once,
+        // positive, halved, then the penalties; 3: generated twice; 4: in the prompt
+        // (doubled), then the bias
+        let want = [
+            2.0 - 100.0,
+            -2.0,
+            0.25 - 0.5 - 0.25,
+            1.5 - 0.5 - 0.5,
+            -4.0 + 1.5,
+        ];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{x:?} vs {want:?}");
+        }
+        assert!(a.check_ids(10).is_ok());
+        assert!(a.check_ids(9).unwrap_err().to_string().contains("token 9"));
+    }
+
+    #[test]
     fn logprobs_are_a_log_softmax() {
         let logits = [1.0f32, 3.0, 2.0, 3.0];
         let t = token_logprob(&logits, 2, 3);
@@ -311,16 +448,20 @@ mod tests {
                 (logits.len(), 1.0, 1.0),
                 (logits.len() + 10, 0.95, 0.8),
             ] {
-                let p = SamplingParams {
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed: 9,
-                };
-                let s = Sampler::new(p.clone());
-                for draw in 0..40 {
-                    let want = crate::reference::sample::sample(logits, s.draw(draw));
-                    assert_eq!(s.sample(logits, draw), want, "{p:?} draw {draw}");
+                for min_p in [0.0, 0.05, 0.6] {
+                    let p = SamplingParams {
+                        temperature,
+                        top_k,
+                        top_p,
+                        seed: 9,
+                        min_p,
+                        ..Default::default()
+                    };
+                    let s = Sampler::new(p.clone());
+                    for draw in 0..40 {
+                        let want = crate::reference::sample::sample(logits, s.draw(draw));
+                        assert_eq!(s.sample(logits, draw), want, "{p:?} draw {draw}");
+                    }
                 }
             }
         }
@@ -367,6 +508,7 @@ mod tests {
                 top_k,
                 top_p: 1.0,
                 seed: 5,
+                ..Default::default()
             });
             let draws = 40_000;
             let mut count = [0usize; 6];
@@ -469,6 +611,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 42,
+            ..Default::default()
         };
         let a: Vec<u32> = {
             let s = Sampler::new(p.clone());

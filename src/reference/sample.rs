@@ -7,21 +7,24 @@
 //! 3. top-p (< 1): of those, every id whose logit is at or above the first one in rank
 //!    order (larger logit first) at which the cumulative weight reaches top_p of their
 //!    total (again ties at the edge all kept);
-//! 4. the draw: `u · (the kept weights' sum)` walked over the kept ids in id order.
+//! 4. min-p (> 0): of those, every id whose weight (its probability over the most
+//!    likely id's) is at least min_p;
+//! 5. the draw: `u · (the kept weights' sum)` walked over the kept ids in id order.
 //!
 //! A greedy row ([`Draw::GREEDY`], `inv_t` < 0) takes [`largest`] instead.
 //!
 //! "At or above" is f32's total order (`total_cmp`), which is the order of the
 //! kernel's integer keys.
 
-/// One row's draw: `1 / temperature`, top-k (0: no limit), top-p (1: no limit), and
-/// its uniform number in [0, 1).
+/// One row's draw: `1 / temperature`, top-k (0: no limit), top-p (1: no limit), its
+/// uniform number in [0, 1), and min-p (0: no limit).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Draw {
     pub inv_t: f32,
     pub top_k: usize,
     pub top_p: f32,
     pub u: f32,
+    pub min_p: f32,
 }
 
 impl Draw {
@@ -31,6 +34,7 @@ impl Draw {
         top_k: 1,
         top_p: 1.0,
         u: 0.0,
+        min_p: 0.0,
     };
 }
 
@@ -50,7 +54,7 @@ pub fn largest(logits: &[f32]) -> u32 {
     best.map_or(0, |b| b.0 as u32)
 }
 
-/// The ids kept by top-k and top-p, in rank order, with their weights.
+/// The ids kept by top-k, top-p and min-p, in rank order, with their weights.
 pub fn kept(logits: &[f32], d: Draw) -> Vec<(usize, f64)> {
     let n = logits.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -75,6 +79,10 @@ pub fn kept(logits: &[f32], d: Draw) -> Vec<(usize, f64)> {
         }) {
             order.retain(at_or_above(logits[edge]));
         }
+    }
+    if d.min_p > 0.0 {
+        // the weight as f32, as the sampler and the kernel compare it
+        order.retain(|&i| ((logits[i] - max) * d.inv_t).exp() >= d.min_p);
     }
     order.into_iter().map(|i| (i, w(i))).collect()
 }

@@ -78,11 +78,10 @@ pub struct ChatBody {
     #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 9223372036854775807i64)]
     pub seed: Option<i64>,
-    /// Not applied: 0 (or absent) only; anything else is a 400.
-    #[serde(default)]
-    pub presence_penalty: Option<f64>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f64>,
+    /// `min_p`, `presence_penalty`, `frequency_penalty`, `repetition_penalty`,
+    /// `logit_bias`.
+    #[serde(flatten)]
+    pub controls: params::Controls,
     /// Each generated token's logprob, with `top_logprobs` (0..=20) alternatives.
     #[serde(default)]
     pub logprobs: Option<bool>,
@@ -239,17 +238,6 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
 /// generation parameters checked.
 fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan, usize), ApiError> {
     check_model(&b.model, m)?;
-    for (name, v) in [
-        ("presence_penalty", b.presence_penalty),
-        ("frequency_penalty", b.frequency_penalty),
-    ] {
-        if v.is_some_and(|v| v != 0.0) {
-            return Err(bad(
-                name,
-                format!("{name} is not applied by this server: send 0 or leave it out"),
-            ));
-        }
-    }
     if let Some(f) = &b.response_format {
         if f.get("type").and_then(Value::as_str) != Some("text") {
             return Err(bad(
@@ -325,6 +313,7 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
             top_p: b.top_p.unwrap_or(1.0),
             seed: b.seed.map(i128::from),
             stop: parse_stop(&b.stop)?,
+            controls: b.controls.clone(),
         },
         &params::OPENAI,
     )?;

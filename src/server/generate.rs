@@ -65,6 +65,28 @@ pub struct GenerateBody {
     /// token's probability under the model before sampling (temperature 1).
     #[serde(default)]
     pub probabilities: bool,
+    /// Keep only the tokens at least this likely relative to the most likely one
+    /// (after top-k and top-p), 0..=1; 0 = no limit.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub min_p: Option<f64>,
+    /// (0, 10]: a token of the prompt or already generated has a positive logit
+    /// divided by it, a negative one multiplied (Hugging Face's rule); 1 = none.
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 10)]
+    pub repetition_penalty: Option<f64>,
+    /// -2..=2: subtracted once from the logit of every token already generated (OpenAI's).
+    #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
+    pub presence_penalty: Option<f64>,
+    /// -2..=2: subtracted from a token's logit once for each time it was generated.
+    #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
+    pub frequency_penalty: Option<f64>,
+    /// Token id (as a string) → -100..=100 added to its logit (-100 bans it); at most
+    /// 1024 tokens.
+    #[serde(default)]
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 fn default_max_new_tokens() -> i64 {
@@ -92,6 +114,13 @@ impl GenerateBody {
                 top_p: self.top_p,
                 seed: self.seed.map(i128::from),
                 stop: self.stop.clone(),
+                controls: params::Controls {
+                    min_p: self.min_p.map(Into::into),
+                    presence_penalty: self.presence_penalty.map(Into::into),
+                    frequency_penalty: self.frequency_penalty.map(Into::into),
+                    repetition_penalty: self.repetition_penalty.map(Into::into),
+                    logit_bias: self.logit_bias.clone().map(|b| b.into_iter().collect()),
+                },
             },
             &params::V1,
         )?;

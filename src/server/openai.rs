@@ -164,6 +164,16 @@ pub struct CompletionBody {
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// `min_p`, `presence_penalty`, `frequency_penalty`, `repetition_penalty`,
+    /// `logit_bias`.
+    #[serde(flatten)]
+    pub controls: params::Controls,
+    /// Only 1 or `n` (vLLM's rule: the best of several is not picked here).
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    pub best_of: Option<i64>,
+    /// Only empty: text after the insertion point is not supported.
+    #[serde(default)]
+    pub suffix: Option<String>,
     /// Accepted and ignored.
     #[serde(default)]
     pub user: Option<String>,
@@ -317,6 +327,7 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
             top_p: b.top_p.unwrap_or(1.0),
             seed: b.seed.map(i128::from),
             stop: parse_stop(&b.stop)?,
+            controls: b.controls.clone(),
         },
         &params::OPENAI,
     )?;
@@ -329,6 +340,18 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
     let n = b.n.unwrap_or(1);
     if n < 1 {
         return Err(bad("n", format!("n ({n}) must be at least 1")));
+    }
+    if b.best_of.is_some_and(|k| k != 1 && k != n) {
+        return Err(bad(
+            "best_of",
+            "best_of is not supported: leave it out (or send n's value) and pick among n choices with logprobs",
+        ));
+    }
+    if b.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(bad(
+            "suffix",
+            "suffix (text after the insertion point) is not supported: send a prompt only",
+        ));
     }
     let choices = (n as u64).saturating_mul(prompts.len() as u64);
     if choices > MAX_CHOICES as u64 {
@@ -524,6 +547,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
         ));
     }
     let vocab = tokenizer.vocab_size();
+    params::check_bias_ids(&p.sampling, vocab)?;
     let mut out = Vec::with_capacity(choices);
     for (pi, prompt) in p.prompts.iter().enumerate() {
         // as OpenAI and vLLM: a prompt and its new tokens must fit the context (a

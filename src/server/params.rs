@@ -3,8 +3,12 @@
 //! names, defaults and limits; each API's limits are a named [`Limits`] constant, the
 //! rules and their error messages are written once, and so is the default seed.
 
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
 use super::error::ApiError;
-use crate::model::sampling::SamplingParams;
+use crate::model::sampling::{LogitAdjust, SamplingParams};
 
 /// Integer request fields take what JSON Schema calls an integer — `73` and `73.0`
 /// alike, any number without a fractional part — so the OpenAPI document and the
@@ -122,6 +126,44 @@ pub const OPENAI: Limits = Limits {
     stop_rule: "stop must be a string or an array of at most 32 strings of 1 to 256 characters",
 };
 
+/// The sampling controls past temperature, top-k and top-p, with the names OpenAI
+/// (`logit_bias`, the two penalties) and vLLM (`min_p`, `repetition_penalty`) give
+/// them: flattened into the `/v1` bodies, and the same fields of
+/// `/api/v1/generate`. A request with a bias or a penalty picks its tokens on the host
+/// from logits read back (a GPU's device-side draw does not apply them); its logprobs
+/// are the model's own, before them. (Each field is taken as any JSON value and its
+/// type checked here: serde's flatten would lose the field's name in a type error.)
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+pub struct Controls {
+    /// Keep only the tokens at least this likely relative to the most likely one
+    /// (after top-k and top-p), 0..=1; 0 (default) = no limit.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    pub min_p: Option<Value>,
+    /// -2..=2: subtracted once from the logit of every token already generated.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = -2, maximum = 2)]
+    pub presence_penalty: Option<Value>,
+    /// -2..=2: subtracted from a token's logit once for each time it was generated.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = -2, maximum = 2)]
+    pub frequency_penalty: Option<Value>,
+    /// (0, 10]: a token of the prompt or already generated has a positive logit
+    /// divided by it, a negative one multiplied (Hugging Face's rule); 1 (default) =
+    /// none.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 10)]
+    pub repetition_penalty: Option<Value>,
+    /// Token id (as a string, as OpenAI takes it) → -100..=100 added to its logit
+    /// (-100 bans it, 100 forces it); at most 1024 tokens.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, f64>>)]
+    pub logit_bias: Option<Value>,
+}
+
+/// Most tokens a `logit_bias` may name.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
 /// The parameters as a request gave them (after each API's own defaults).
 #[derive(Clone, Debug)]
 pub struct Requested {
@@ -132,6 +174,7 @@ pub struct Requested {
     /// `None`: a fresh seed ([`default_seed`]).
     pub seed: Option<i128>,
     pub stop: Vec<String>,
+    pub controls: Controls,
 }
 
 /// The parameters checked: new tokens, the sampler's parameters, the stop strings.
@@ -206,6 +249,7 @@ pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
     {
         return Err(bad("stop", limits.stop_rule));
     }
+    let (min_p, adjust) = check_controls(&r.controls)?;
     Ok(Checked {
         max_tokens: r.max_tokens as usize,
         sampling: SamplingParams {
@@ -213,9 +257,101 @@ pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
             top_k: r.top_k as usize,
             top_p: r.top_p as f32,
             seed,
+            min_p,
+            adjust,
         },
         stop: r.stop,
     })
+}
+
+/// A number field given as any JSON value: `None` when absent or null.
+fn number(field: &str, v: &Option<Value>) -> Result<Option<f64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(bad(field, format!("{field} must be a number, not {other}"))),
+    }
+}
+
+fn check_controls(c: &Controls) -> Result<(f32, LogitAdjust), ApiError> {
+    let in_range = |field: &str, v: &Option<Value>, lo: f64, hi: f64, default: f64| {
+        let v = number(field, v)?.unwrap_or(default);
+        if (lo..=hi).contains(&v) {
+            Ok(v as f32)
+        } else {
+            Err(bad(
+                field,
+                format!("{field} ({v}) must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    let min_p = in_range("min_p", &c.min_p, 0.0, 1.0, 0.0)?;
+    let presence_penalty = in_range("presence_penalty", &c.presence_penalty, -2.0, 2.0, 0.0)?;
+    let frequency_penalty = in_range("frequency_penalty", &c.frequency_penalty, -2.0, 2.0, 0.0)?;
+    let repetition_penalty = number("repetition_penalty", &c.repetition_penalty)?.unwrap_or(1.0);
+    if !(repetition_penalty > 0.0 && repetition_penalty <= 10.0) {
+        return Err(bad(
+            "repetition_penalty",
+            format!("repetition_penalty ({repetition_penalty}) must be in (0, 10]; 1 is none"),
+        ));
+    }
+    let given = match &c.logit_bias {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(other) => return Err(bad(
+            "logit_bias",
+            format!(
+                "logit_bias must be an object of token ids (as strings) to numbers, not {other}"
+            ),
+        )),
+    };
+    if given.is_some_and(|b| b.len() > MAX_LOGIT_BIAS) {
+        return Err(bad(
+            "logit_bias",
+            format!("logit_bias names more than {MAX_LOGIT_BIAS} tokens"),
+        ));
+    }
+    let mut bias = Vec::new();
+    for (key, v) in given.into_iter().flatten() {
+        let Some(v) = v.as_f64() else {
+            return Err(bad(
+                "logit_bias",
+                format!("logit_bias of {key:?} must be a number, not {v}"),
+            ));
+        };
+        let Ok(id) = key.parse::<u32>() else {
+            return Err(bad(
+                "logit_bias",
+                format!("logit_bias key {key:?} is not a token id (an integer as a string, e.g. \"50256\")"),
+            ));
+        };
+        if !(-100.0..=100.0).contains(&v) {
+            return Err(bad(
+                "logit_bias",
+                format!("logit_bias of token {id} ({v}) must be between -100 and 100"),
+            ));
+        }
+        if v != 0.0 {
+            bias.push((id, v as f32));
+        }
+    }
+    Ok((
+        min_p,
+        LogitAdjust {
+            bias,
+            presence_penalty,
+            frequency_penalty,
+            repetition_penalty: repetition_penalty as f32,
+        },
+    ))
+}
+
+/// The tokens a `logit_bias` names are in the tokenizer's vocabulary (`vocab` ids),
+/// the rule prompt token ids follow.
+pub fn check_bias_ids(s: &SamplingParams, vocab: usize) -> Result<(), ApiError> {
+    s.adjust
+        .check_ids(vocab)
+        .map_err(|e| ApiError::from(e).param("logit_bias"))
 }
 
 #[cfg(test)]
@@ -230,6 +366,7 @@ mod tests {
             top_p: 1.0,
             seed: Some(7),
             stop: Vec::new(),
+            controls: Controls::default(),
         }
     }
 

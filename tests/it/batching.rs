@@ -47,6 +47,7 @@ fn request(i: usize, max_new: usize, sampled: bool) -> GenerateRequest {
             top_k: 0,
             top_p: 0.95,
             seed: 1000 + i as u64,
+            ..Default::default()
         }
     } else {
         SamplingParams {
@@ -671,4 +672,84 @@ fn a_half_float_kv_cache_holds_twice_the_pages_in_the_same_bytes() {
     let one = alone(&half, &reqs);
     assert_eq!(together(&half, &reqs, 2), one);
     settled(&half);
+}
+
+/// Each generated token and the model's whole distribution at its position.
+async fn with_logprobs(
+    mut s: wgformer::engine::GenStream,
+) -> Vec<(u32, wgformer::model::sampling::TokenLogprob)> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.recv().await {
+        match ev {
+            GenEvent::Token {
+                token_id, logprob, ..
+            } => out.push((token_id, logprob.expect("logprobs asked"))),
+            GenEvent::Complete(_) => return out,
+            GenEvent::Error(e) => panic!("generation failed: {e}"),
+            GenEvent::Prompt { .. } => {}
+        }
+    }
+    panic!("stream ended without a result");
+}
+
+/// A logit bias and the presence and frequency penalties change the logits every token
+/// is picked from, on a model that otherwise picks greedy tokens on the device: each
+/// greedy token is the argmax of the model's logprobs (all 300, as the engine reports
+/// them, before the changes) plus the bias less the penalties of the tokens generated
+/// before it; a banned token never comes; the same tokens come alone and in a batch.
+/// And min-p 1 leaves a sampled row (drawn on the device) only the greedy token.
+#[test]
+fn logit_bias_and_penalties_change_what_each_token_is_picked_from() {
+    use wgformer::model::sampling::LogitAdjust;
+    let e = hardware_engine();
+    let plain = alone(&e, &[request(3, 12, false)]).remove(0);
+    let banned = plain[0];
+    let favoured = (banned + 7) % 300;
+    let adjust = LogitAdjust {
+        bias: vec![(banned, -100.0), (favoured, 0.6)],
+        presence_penalty: 0.4,
+        frequency_penalty: 0.7,
+        ..LogitAdjust::default()
+    };
+    let mut req = request(3, 12, false);
+    req.sampling.adjust = adjust.clone();
+    req.logprobs = Some(300);
+    let got = rt().block_on(async { with_logprobs(e.generate(req.clone()).unwrap()).await });
+    assert_eq!(got.len(), 12);
+    let ids: Vec<u32> = got.iter().map(|g| g.0).collect();
+    assert!(!ids.contains(&banned), "{ids:?}");
+    assert_ne!(ids, plain, "the changes changed nothing");
+    for (t, (id, lp)) in got.iter().enumerate() {
+        assert_eq!(lp.top.len(), 300);
+        let before = &ids[..t];
+        let score = |tok: u32, lp: f32| {
+            let n = before.iter().filter(|&&x| x == tok).count() as f32;
+            let bias: f32 = adjust.bias.iter().filter(|b| b.0 == tok).map(|b| b.1).sum();
+            let presence = if n > 0.0 {
+                adjust.presence_penalty
+            } else {
+                0.0
+            };
+            lp + bias - presence - adjust.frequency_penalty * n
+        };
+        let best = lp
+            .top
+            .iter()
+            .map(|&(tok, l)| score(tok, l))
+            .fold(f32::MIN, f32::max);
+        let mine = score(*id, lp.logprob);
+        assert!(
+            mine >= best - 1e-4,
+            "token {t}: {id} scores {mine}, best {best}"
+        );
+    }
+    // the same tokens in a batch of others (greedy and sampled rows on the device)
+    let mut reqs: Vec<GenerateRequest> = (0..6).map(|i| request(i, 12, i % 2 == 0)).collect();
+    req.logprobs = None;
+    reqs[3] = req.clone();
+    assert_eq!(together(&e, &reqs, 6)[3], ids);
+    // min-p 1: only the most likely token is left to draw
+    let mut sampled = request(3, 12, true);
+    sampled.sampling.min_p = 1.0;
+    assert_eq!(alone(&e, &[sampled]).remove(0), plain);
 }

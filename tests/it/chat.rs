@@ -257,8 +257,32 @@ async fn chat_completions_follow_the_template() {
             "messages[0].content",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5}),
+            json!({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 2.5}),
             "presence_penalty",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "frequency_penalty": -3}),
+            "frequency_penalty",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 0}),
+            "repetition_penalty",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "min_p": 1.5}),
+            "min_p",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"12": 101}}),
+            "logit_bias",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"dog": 1}}),
+            "logit_bias",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"999999": -100}}),
+            "logit_bias",
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),

@@ -1005,6 +1005,7 @@ fn a_decode_step_draws_on_the_device_as_the_host_samples() {
                     top_k: [0, 10, 0, 40][i],
                     top_p: [1.0, 1.0, 0.8, 0.9][i],
                     seed: 77 + i as u64,
+                    ..Default::default()
                 })
             })
             .collect();

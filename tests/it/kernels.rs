@@ -1601,15 +1601,19 @@ fn sample_rows_draws_as_the_reference() {
     let rows = [tied, tail, odd, flat];
     let logits: Vec<f32> = rows.iter().flatten().copied().collect();
     let mut checked = 0;
-    for (top_k, top_p, temperature) in [
-        (0, 1.0, 1.0),
-        (1, 1.0, 1.0),
-        (50, 1.0, 0.7),
-        (50, 0.9, 1.3),
-        (0, 0.5, 1.0),
-        (0, 0.0, 1.0),
-        (17, 0.95, 2.0),
-        (v, 1.0, 1.0),
+    let mut cut_by_min_p = 0;
+    for (top_k, top_p, temperature, min_p) in [
+        (0, 1.0, 1.0, 0.0),
+        (1, 1.0, 1.0, 0.0),
+        (50, 1.0, 0.7, 0.0),
+        (50, 0.9, 1.3, 0.0),
+        (0, 0.5, 1.0, 0.0),
+        (0, 0.0, 1.0, 0.0),
+        (17, 0.95, 2.0, 0.0),
+        (v, 1.0, 1.0, 0.0),
+        (0, 1.0, 1.0, 0.1),
+        (50, 0.9, 1.3, 0.02),
+        (0, 1.0, 0.8, 0.7),
     ] {
         for u in [0.0, 0.131_71, 0.500_13, 0.770_93, 0.999_91] {
             let draw = Draw {
@@ -1617,6 +1621,7 @@ fn sample_rows_draws_as_the_reference() {
                 top_k,
                 top_p,
                 u,
+                min_p,
             };
             // every row drawn (the vocabulary in one binding), and the same rows with
             // every other one skipped (the vocabulary in 4 chunks, as an LM head over a
@@ -1629,6 +1634,10 @@ fn sample_rows_draws_as_the_reference() {
             let part = sample::run_sample(&g.ctx, &g.pipelines, (&logits, v, 1300), &some).unwrap();
             for (r, row) in rows.iter().enumerate() {
                 let want = wgformer::reference::sample::sample(row, draw);
+                let without = Draw { min_p: 0.0, ..draw };
+                if kept(row, draw).len() < kept(row, without).len() {
+                    cut_by_min_p += 1;
+                }
                 let name = format!("row {r} {draw:?}");
                 assert_eq!(got[r], want, "{name} (kept {})", kept(row, draw).len());
                 let alone = if r % 2 == 0 { want } else { u32::MAX };
@@ -1640,7 +1649,9 @@ fn sample_rows_draws_as_the_reference() {
             }
         }
     }
-    assert_eq!(checked, 8 * 5 * 4);
+    assert_eq!(checked, 11 * 5 * 4);
+    // min-p removed tokens in some of the draws checked
+    assert!(cut_by_min_p >= 20, "{cut_by_min_p}");
     // a row without a finite logit still gets an id (0), not what `picked` held
     let dead = vec![f32::NEG_INFINITY; v];
     let draw = Draw {
@@ -1648,6 +1659,7 @@ fn sample_rows_draws_as_the_reference() {
         top_k: 0,
         top_p: 0.9,
         u: 0.5,
+        min_p: 0.0,
     };
     let got = sample::run_sample(&g.ctx, &g.pipelines, (&dead, v, v), &[Some(draw)]).unwrap();
     assert_eq!(got, vec![0]);
@@ -1706,6 +1718,7 @@ fn sample_rows_greedy_rows_take_the_largest() {
         top_k: 1,
         top_p: 1.0,
         u: 0.3,
+        min_p: 0.0,
     };
     let mixed: Vec<_> = (0..rows.len())
         .map(|r| match r % 3 {

@@ -99,6 +99,123 @@ async fn greedy_completion_equals_generate() {
     }
 }
 
+/// `logit_bias`, the penalties and `min_p` reach the tokens through `/v1/completions`
+/// and `/api/v1/generate` alike: a token forced by a bias of 100 is every token, one
+/// banned by -100 never comes, penalties change a greedy text and `min_p` 1 leaves a
+/// sampled one greedy; out-of-range values, keys that are not token ids, tokens past
+/// the vocabulary, `best_of` and `suffix` are 400s naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logit_bias_penalties_and_min_p() {
+    let s = server().await;
+    let prompt = "The quick brown fox";
+    let greedy = json!({"prompt": prompt, "max_tokens": 8, "temperature": 0});
+    let (_, plain) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": prompt, "max_new_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    let plain_ids: Vec<u64> = plain["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // forced: " the" (id 262) every time, on both APIs
+    let (code, g) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": prompt, "max_new_tokens": 8, "temperature": 0.8, "seed": 3, "logit_bias": {"262": 100}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{g}");
+    assert_eq!(g["token_ids"], json!(vec![262; 8]));
+    let mut forced = greedy.clone();
+    forced["logit_bias"] = json!({"262": 100});
+    let (code, c) = complete(&s, forced).await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["choices"][0]["text"], " the".repeat(8));
+    // banned: the greedy first token never comes
+    let (code, g) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": prompt, "max_new_tokens": 8, "temperature": 0,
+               "logit_bias": { plain_ids[0].to_string(): -100 }}),
+    )
+    .await;
+    assert_eq!(code, 200, "{g}");
+    let ids = g["token_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 8);
+    assert!(
+        ids.iter().all(|id| id.as_u64() != Some(plain_ids[0])),
+        "{g}"
+    );
+    let (_, plain_c) = complete(&s, greedy.clone()).await;
+    // penalties change a greedy text (a random-weight model repeats itself)
+    let mut penalised = greedy.clone();
+    penalised["frequency_penalty"] = json!(2);
+    penalised["presence_penalty"] = json!(2);
+    let (code, c) = complete(&s, penalised).await;
+    assert_eq!(code, 200, "{c}");
+    assert_ne!(c["choices"][0]["text"], plain_c["choices"][0]["text"]);
+    let (code, g) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": prompt, "max_new_tokens": 8, "temperature": 0, "repetition_penalty": 5}),
+    )
+    .await;
+    assert_eq!(code, 200, "{g}");
+    assert_ne!(g["token_ids"], plain["token_ids"]);
+    // min_p 1 keeps only the most likely token
+    let (code, c) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 8, "temperature": 1.5, "seed": 9, "min_p": 1.0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["choices"][0]["text"], plain_c["choices"][0]["text"]);
+    // errors
+    for (extra, param) in [
+        (json!({"logit_bias": {"262": 100.5}}), "logit_bias"),
+        (json!({"logit_bias": {"-1": 1}}), "logit_bias"),
+        (json!({"logit_bias": {"50257": 1}}), "logit_bias"),
+        (json!({"min_p": -0.1}), "min_p"),
+        (json!({"presence_penalty": 2.5}), "presence_penalty"),
+        (json!({"repetition_penalty": 11}), "repetition_penalty"),
+        (json!({"best_of": 3}), "best_of"),
+        (json!({"suffix": "after"}), "suffix"),
+    ] {
+        let mut body = greedy.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (code, e) = complete(&s, body).await;
+        assert_openai_error(code, &e, 400, "invalid_input", Some(param));
+    }
+    // accepted as no-ops
+    let (code, _) = complete(
+        &s,
+        json!({"prompt": prompt, "max_tokens": 2, "best_of": 1, "suffix": "", "logit_bias": {}}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, e) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": prompt, "logit_bias": {"50257": 1}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{e}");
+    assert_eq!(e["error_code"], "INVALID_INPUT");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("logit_bias names token 50257"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prompts_times_n_and_seeds() {
     let s = server().await;

@@ -30,6 +30,7 @@ fn samplers() -> Vec<Option<Sampler>> {
                     top_k: [0, 20, 0, 0][i],
                     top_p: [1.0, 1.0, 0.9, 1.0][i],
                     seed: 40 + i as u64,
+                    ..Default::default()
                 })
             })
         })
