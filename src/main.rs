@@ -105,6 +105,11 @@ struct ServeArgs {
     /// the process exits with status 2.
     #[arg(long, env = "WGFORMER_REQUIRE_HARDWARE")]
     require_hardware: bool,
+    /// Do not keep prompts' KV pages for later prompts that start alike (the prefix
+    /// cache: a shared system prompt or a conversation's earlier turns are prefilled
+    /// once while their pages stay in the pool).
+    #[arg(long, env = "WGFORMER_NO_PREFIX_CACHE")]
+    no_prefix_cache: bool,
     /// The model id clients see in /v1/models and name in requests (default: the
     /// model directory's name, the checkpoint's file stem, or "wgformer").
     #[arg(long, env = "WGFORMER_SERVED_MODEL_NAME")]
@@ -321,6 +326,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         load_timeout: seconds("load-timeout", a.load_timeout)?,
         max_batch: positive("max-batch", a.max_batch)?,
         kv_pool_bytes: a.kv_pool_bytes,
+        prefix_cache: !a.no_prefix_cache,
         prefill_chunk: a
             .prefill_chunk
             .map(|c| positive("prefill-chunk", c))

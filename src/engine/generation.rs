@@ -114,6 +114,11 @@ pub(super) fn showable(text: &str, stop: &[String]) -> usize {
 }
 
 impl Active {
+    /// Prompt tokens not yet prefilled (those found in the prefix cache never are).
+    pub(super) fn unfilled(&self) -> usize {
+        self.prompt.len() - self.prefilled
+    }
+
     /// What its next step (its prompt's last chunk, or a decode step) reads back, for a
     /// generation without logprobs or changes to its logits (`sampling::LogitAdjust`) on a
     /// model that picks tokens on the device: only the

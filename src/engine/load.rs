@@ -123,6 +123,7 @@ pub(super) fn build(
     let shape = ServeShape {
         kv_pages: pages,
         max_batch: options.max_batch,
+        prefix_cache: options.prefix_cache,
     };
     let dir = match &checkpoint {
         Some(WeightFiles::Directory(d)) => Some(d),

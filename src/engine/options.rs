@@ -21,6 +21,10 @@ pub struct EngineOptions {
     /// Device bytes of the paged KV cache (`None`: a share of the memory budget, see
     /// [`super::kv_pool_pages`]).
     pub kv_pool_bytes: Option<u64>,
+    /// Keep the KV pages of full prompt pages for later prompts that start with the
+    /// same tokens (a system prompt, a conversation's earlier turns), which are then
+    /// prefilled from the first page not kept.
+    pub prefix_cache: bool,
     /// Prompt tokens prefilled per engine step, between decode steps (one long
     /// prompt in chunks of this, or several short ones); `None`: [`PREFILL_CHUNK_GPU`]
     /// with the GPU-shaped kernels, [`PREFILL_CHUNK_CPU`] on a software adapter.
@@ -67,6 +71,7 @@ impl Default for EngineOptions {
             load_timeout: Duration::from_secs(600),
             max_batch: 16,
             kv_pool_bytes: None,
+            prefix_cache: true,
             prefill_chunk: None,
             profile_every: 0,
             served_model_name: None,

@@ -490,7 +490,9 @@ impl Worker {
                 // the one clamp of max_new_tokens: what the context holds after the prompt
                 let room = loaded.model.config.context_size - ids.len();
                 wt.req.max_new_tokens = wt.req.max_new_tokens.min(room);
-                let kv = loaded.model.kv_reserve(ids.len() + wt.req.max_new_tokens)?;
+                let kv = loaded
+                    .model
+                    .kv_reserve_prompt(&ids, ids.len() + wt.req.max_new_tokens)?;
                 Ok((ids, kv))
             });
             let (ids, kv) = match reserved {
@@ -560,6 +562,8 @@ impl Worker {
             });
         }
         self.started_generations += 1;
+        // positions found in the prefix cache need no prefill
+        let prefilled = kv.len();
         Ok(Active {
             serial: self.started_generations,
             sampler: Sampler::new(req.sampling.clone()),
@@ -567,7 +571,7 @@ impl Worker {
             kv,
             req,
             prompt: ids,
-            prefilled: 0,
+            prefilled,
             generated: Vec::new(),
             emitted: 0,
             text: TextStream::default(),

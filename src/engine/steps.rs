@@ -292,14 +292,15 @@ impl Worker {
         let Some(limit) = model.model.mixed_rows() else {
             return false;
         };
-        let rows: usize = joiners.iter().map(|a| a.prompt.len()).sum();
+        // (rows still to prefill: a prompt found in the prefix cache rides with its rest)
+        let rows: usize = joiners.iter().map(Active::unfilled).sum();
         let now = Instant::now();
         joiners.len() <= MAX_PREFILL_PARTS
             && rows <= limit.prompt
             && n + rows <= limit.total
             && joiners.iter().all(|a| {
                 Arc::ptr_eq(&a.loaded, model)
-                    && a.prefilled == 0
+                    && a.unfilled() > 0
                     && a.generated.is_empty()
                     && a.req.max_new_tokens > 0
                     && a.readback() != Readback::Logits
@@ -379,7 +380,7 @@ impl Worker {
             return self.prefill_traversal(&model, |_| true);
         };
         let ours = |a: &Active| Arc::ptr_eq(&a.loaded, &model);
-        let short = |a: &Active| a.prompt.len() <= limit.prompt;
+        let short = |a: &Active| a.unfilled() <= limit.prompt;
         let waiting = |a: &Active| a.prefilled < a.prompt.len() && ours(a);
         let decoding = self
             .active
@@ -390,7 +391,7 @@ impl Worker {
             .active
             .iter()
             .filter(|a| waiting(a) && short(a))
-            .map(|a| a.prompt.len() - a.prefilled)
+            .map(Active::unfilled)
             .sum();
         if short_rows == 0 || short_rows > limit.prompt || decoding + short_rows > limit.total {
             return self.prefill_traversal(&model, |_| true);

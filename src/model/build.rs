@@ -296,6 +296,7 @@ impl Model {
             heads.kv_width(),
             shape.kv_pages,
             config.kv_half(),
+            shape.prefix_cache,
         )?;
         let max_batch = shape.max_batch.clamp(1, ctxlen);
         // rows (a decode step's, a prefill step's last rows) and windows of the argmax

@@ -193,6 +193,13 @@ impl Model {
     /// A generation's pages for up to `positions` positions, or `None` while the pool
     /// cannot promise them.
     pub fn kv_reserve(&self, positions: usize) -> Result<Option<SeqKv>> {
+        self.kv_reserve_prompt(&[], positions)
+    }
+
+    /// [`Model::kv_reserve`] for a generation of `prompt`: it starts with the cached
+    /// pages the prompt begins with ([`super::kv_pool::KvPool::reserve_prompt`]; its
+    /// [`SeqKv::len`] positions need no prefill).
+    pub fn kv_reserve_prompt(&self, prompt: &[u32], positions: usize) -> Result<Option<SeqKv>> {
         if positions > self.config.context_size {
             return Err(Error::SequenceTooLong {
                 len: positions,
@@ -205,7 +212,7 @@ impl Model {
                 self.kv.pages * super::kv_pool::PAGE
             )));
         }
-        Ok(self.kv.reserve(positions))
+        Ok(self.kv.reserve_prompt(prompt, positions))
     }
 
     /// One generation alone: several tokens are a prefill chunk (matmul path), one a

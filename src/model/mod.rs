@@ -501,6 +501,8 @@ pub struct ServeShape {
     /// Pages of the KV pool ([`kv_pool::PAGE`] positions each).
     pub kv_pages: usize,
     pub max_batch: usize,
+    /// Keep full prompt pages for later prompts that start alike (`kv_pool`).
+    pub prefix_cache: bool,
 }
 
 impl ServeShape {
@@ -509,6 +511,7 @@ impl ServeShape {
         ServeShape {
             kv_pages: generations * config.context_size.div_ceil(kv_pool::PAGE),
             max_batch: max_batch.max(1),
+            prefix_cache: true,
         }
     }
 }

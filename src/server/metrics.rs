@@ -289,6 +289,24 @@ impl Metrics {
             "Device bytes of the paged KV cache.",
             b.kv.bytes,
         );
+        gauge(
+            &mut s,
+            "wgformer_prefix_cache_pages",
+            "KV pages kept in the prefix cache (full prompt pages; those nobody holds count as free).",
+            b.kv.cached,
+        );
+        counter(
+            &mut s,
+            "wgformer_prefix_cache_prompt_tokens_total",
+            "Prompt tokens of the generations admitted with the loaded model.",
+            b.kv.prompt_positions,
+        );
+        counter(
+            &mut s,
+            "wgformer_prefix_cache_hit_tokens_total",
+            "Of those, the tokens whose keys and values were found in the prefix cache (not prefilled again).",
+            b.kv.hit_positions,
+        );
         // device time by kernel, in the traversals profiled (--profile-every)
         let _ = writeln!(
             s,

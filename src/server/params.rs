@@ -298,12 +298,14 @@ fn check_controls(c: &Controls) -> Result<(f32, LogitAdjust), ApiError> {
     let given = match &c.logit_bias {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m),
-        Some(other) => return Err(bad(
-            "logit_bias",
-            format!(
+        Some(other) => {
+            return Err(bad(
+                "logit_bias",
+                format!(
                 "logit_bias must be an object of token ids (as strings) to numbers, not {other}"
             ),
-        )),
+            ))
+        }
     };
     if given.is_some_and(|b| b.len() > MAX_LOGIT_BIAS) {
         return Err(bad(

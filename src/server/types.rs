@@ -505,6 +505,13 @@ pub struct KvPoolStatus {
     /// Element type of the keys and values: `float32` or `float16` (the model's
     /// `kv_cache_dtype`).
     pub dtype: &'static str,
+    /// Pages in the prefix cache: full prompt pages kept for later prompts that start
+    /// alike (those nobody holds count as free; `--no-prefix-cache`: 0).
+    pub pages_cached: usize,
+    /// Prompt tokens of the generations admitted with this model, and of those the
+    /// ones found in the prefix cache (not prefilled again).
+    pub prompt_tokens: u64,
+    pub prefix_cache_hit_tokens: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -753,3 +753,92 @@ fn logit_bias_and_penalties_change_what_each_token_is_picked_from() {
     sampled.sampling.min_p = 1.0;
     assert_eq!(alone(&e, &[sampled]).remove(0), plain);
 }
+
+/// Prompts that start alike (a shared 40-token "system prompt", 2 full KV pages, then
+/// 13 to 16 tokens of their own: a third full page each) take
+/// the pages the first one stored: each is prefilled from its first page not kept, and
+/// its tokens, greedy and seeded, are those of an engine without the prefix cache —
+/// one at a time, and all at once holding the same pages (both kernel classes, f32 and
+/// half weights and caches). The pool counts what was found, and the kept pages
+/// nobody holds stay available.
+#[test]
+fn prompts_starting_alike_take_the_kept_pages_and_give_the_same_tokens() {
+    let system: Vec<u32> = (0..40).map(|j| ((j * 13 + 5) % 300) as u32).collect();
+    let reqs: Vec<GenerateRequest> = (0..4)
+        .map(|i| {
+            let mut r = request(i, 8, i % 2 == 1);
+            let mut p = system.clone();
+            p.extend((0..13 + i).map(|j| ((i * 50 + j * 7 + 1) % 300) as u32));
+            r.prompt_ids = Some(p);
+            r
+        })
+        .collect();
+    for extra in [
+        serde_json::json!({}),
+        serde_json::json!({"kernels": "hardware"}),
+        serde_json::json!({"kernels": "hardware", "dtype": "float16"}),
+    ] {
+        let options = |prefix_cache| EngineOptions {
+            max_batch: 4,
+            prefix_cache,
+            ..EngineOptions::default()
+        };
+        let plain = engine(options(false), extra.clone());
+        let want = alone(&plain, &reqs);
+        assert_eq!(settled(&plain).kv.hit_positions, 0);
+        let cached = engine(options(true), extra.clone());
+        assert_eq!(alone(&cached, &reqs), want, "{extra}: one at a time");
+        let kv = settled(&cached).kv;
+        assert_eq!(
+            kv.hit_positions,
+            3 * 32,
+            "{extra}: the later three found 2 pages"
+        );
+        assert_eq!(kv.prompt_positions, 4 * 40 + 13 + 14 + 15 + 16);
+        assert_eq!(
+            kv.cached,
+            2 + 4,
+            "{extra}: the shared pages and each one's third"
+        );
+        assert_eq!(kv.available, kv.pages);
+        assert_eq!(together(&cached, &reqs, 4), want, "{extra}: all at once");
+        let kv = settled(&cached).kv;
+        assert_eq!(
+            kv.hit_positions,
+            3 * 32 + 4 * 48,
+            "{extra}: each found its 3 pages"
+        );
+        if extra.get("kernels").is_none() {
+            continue;
+        }
+        // the GPU-shaped kernels: a prompt found in the cache joins a running batch by
+        // riding on its decode step with the rows it has left (8 of 56)
+        let running: Vec<_> = [0, 9, 1].map(|i| request(i, 40, false)).to_vec();
+        let want_running = alone(&plain, &running);
+        let (got, last, at_join) = rt().block_on(async {
+            let before = cached.sched();
+            let handles: Vec<_> = running
+                .iter()
+                .map(|r| tokio::spawn(collect(cached.generate(r.clone()).unwrap())))
+                .collect();
+            while cached.sched().decoding < 3
+                || cached.sched().generated_tokens < before.generated_tokens + 3
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let at_join = cached.sched();
+            let last = collect(cached.generate(reqs[3].clone()).unwrap()).await;
+            let mut got = Vec::new();
+            for h in handles {
+                got.push(h.await.unwrap());
+            }
+            (got, last, at_join)
+        });
+        assert_eq!(got, want_running, "{extra}");
+        assert_eq!(last, want[3], "{extra}: the joiner");
+        let after = settled(&cached);
+        assert_eq!(after.prefill_steps, at_join.prefill_steps, "{extra}");
+        assert_eq!(after.mixed_steps - at_join.mixed_steps, 1, "{extra}");
+        assert_eq!(after.kv.hit_positions - kv.hit_positions, 48, "{extra}");
+    }
+}

@@ -216,6 +216,62 @@ async fn logit_bias_penalties_and_min_p() {
     );
 }
 
+/// A prompt that starts like an earlier one (a shared system text of 2 KV pages and
+/// more) is prefilled from the first page the prefix cache does not hold: `/status`
+/// and `/metrics` count the tokens found, and the completion is the one a server
+/// without the cache gives (`--no-prefix-cache`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prompts_starting_alike_are_counted_in_status_and_metrics() {
+    let system = "You are a terse assistant. Answer in one line, never more, and do not repeat the question back to the user. ";
+    let prompts = [
+        format!("{system}Q: what is a cat?"),
+        format!("{system}Q: name a colour."),
+    ];
+    let mut answers = Vec::new();
+    for cache in [true, false] {
+        let s = Server::with(
+            ServerConfig::default(),
+            EngineOptions {
+                prefix_cache: cache,
+                ..EngineOptions::default()
+            },
+        )
+        .await;
+        assert_eq!(init(&s, &small()).await.0, 200);
+        let mut texts = Vec::new();
+        for p in &prompts {
+            let (code, c) =
+                complete(&s, json!({"prompt": p, "max_tokens": 6, "temperature": 0})).await;
+            assert_eq!(code, 200, "{c}");
+            texts.push(c["choices"][0]["text"].clone());
+        }
+        answers.push(texts);
+        let (_, status) = get(&s, "/api/v1/status").await;
+        let kv = &status["batching"]["kv_pool"];
+        let hits = kv["prefix_cache_hit_tokens"].as_u64().unwrap();
+        let metrics = client()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(&format!("wgformer_prefix_cache_hit_tokens_total {hits}")),
+            "{metrics}"
+        );
+        if cache {
+            assert!(hits >= 16, "{kv}");
+            assert!(kv["pages_cached"].as_u64().unwrap() >= 1, "{kv}");
+        } else {
+            assert_eq!((hits, kv["pages_cached"].as_u64()), (0, Some(0)), "{kv}");
+        }
+        assert!(kv["prompt_tokens"].as_u64().unwrap() > 2 * 16, "{kv}");
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prompts_times_n_and_seeds() {
     let s = server().await;
