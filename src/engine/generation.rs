@@ -82,9 +82,9 @@ pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u
         });
     }
     loaded.model.check_ids(&ids)?;
-    req.sampling
-        .adjust
-        .check_ids(loaded.tokenizer.vocab_size())?;
+    let vocab = loaded.tokenizer.vocab_size();
+    req.sampling.adjust.check_ids(vocab)?;
+    req.check_stop_ids(vocab)?;
     Ok(ids)
 }
 
@@ -133,7 +133,7 @@ impl Active {
     pub(super) fn readback_for(&self, n: usize) -> Readback {
         let model = &self.loaded.model;
         let greedy = self.req.sampling.is_greedy();
-        let only_ids = self.req.logprobs.is_none() && self.req.sampling.adjust.is_none();
+        let only_ids = self.req.logprobs.is_none() && !self.req.sampling.adjust.acts_at(n);
         if only_ids && greedy && model.argmax_on_device {
             Readback::Argmax
         } else if only_ids && !greedy && model.sample_on_device {
@@ -154,7 +154,7 @@ impl Active {
             Some(NextToken::Logits(logits)) => {
                 let n = self.generated.len() as u64;
                 let adjust = &self.req.sampling.adjust;
-                let next = if adjust.is_none() {
+                let next = if !adjust.acts_at(n as usize) {
                     self.sampler.sample(&logits, n)
                 } else {
                     let mut changed = logits.to_vec();
@@ -237,10 +237,13 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
     let text = a.text.text();
     // stop strings: only the text new since the last search (and the bytes before it
     // a stop string could start in) is searched
+    // before min_tokens nothing ends the generation but its length
+    let early = a.generated.len() < a.req.min_tokens;
     let stop_at = a
         .req
         .stop
         .iter()
+        .filter(|_| !early)
         .filter_map(|s| {
             let mut from = a.searched.saturating_sub(s.len().saturating_sub(1));
             while !text.is_char_boundary(from) {
@@ -250,7 +253,9 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
         })
         .min();
     a.searched = text.len();
-    let eot = a.loaded.end_ids.contains(&next);
+    let eot = !early
+        && ((!a.req.ignore_eos && a.loaded.end_ids.contains(&next))
+            || a.req.stop_ids.contains(&next));
     let finish = if stop_at.is_some() {
         Some(FinishReason::Stop)
     } else if eot {

@@ -126,9 +126,28 @@ pub struct GenerateRequest {
     /// Send [`GenEvent::Prompt`] first, with the prompt tokens' logprobs and this many
     /// alternatives each (`None`: no such event).
     pub prompt_logprobs: Option<usize>,
+    /// Generation also ends at these tokens (vLLM's `stop_token_ids`; the token is not
+    /// in the text, as an end-of-text token is not).
+    pub stop_ids: Vec<u32>,
+    /// Go on past the model's end-of-text tokens (vLLM's `ignore_eos`, for benchmarks
+    /// of fixed lengths).
+    pub ignore_eos: bool,
+    /// No end before this many tokens: end-of-text and stop tokens cannot be picked
+    /// and stop strings are not looked for (vLLM's `min_tokens`).
+    pub min_tokens: usize,
 }
 
 impl GenerateRequest {
+    /// The `stop_ids` are among `vocab` ids (the tokenizer's).
+    pub fn check_stop_ids(&self, vocab: usize) -> crate::error::Result<()> {
+        match self.stop_ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(id) => Err(crate::error::Error::InvalidInput(format!(
+                "stop_token_ids names token {id}, outside the tokenizer's vocabulary ({vocab} tokens)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A request for `prompt` with these parameters and no logprobs.
     pub fn new(
         prompt: String,
@@ -144,6 +163,9 @@ impl GenerateRequest {
             stop,
             logprobs: None,
             prompt_logprobs: None,
+            stop_ids: Vec::new(),
+            ignore_eos: false,
+            min_tokens: 0,
         }
     }
 }

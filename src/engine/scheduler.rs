@@ -544,11 +544,20 @@ impl Worker {
         kv: SeqKv,
     ) -> Result<Active> {
         let Waiting {
-            req,
+            mut req,
             deadline,
             events,
             ..
         } = wt;
+        if req.min_tokens > 0 {
+            // min_tokens: the tokens that would end it cannot be picked before then
+            let adjust = &mut req.sampling.adjust;
+            if !req.ignore_eos {
+                adjust.suppress.extend(&loaded.end_ids);
+            }
+            adjust.suppress.extend(&req.stop_ids);
+            adjust.suppress_until = req.min_tokens;
+        }
         if let Some(k) = req.prompt_logprobs {
             let v = loaded.model.config.vocab_size;
             let logits = loaded.model.forward_logits(&ids)?;

@@ -59,6 +59,10 @@ pub struct LogitAdjust {
     /// Divides a positive logit of a token in the prompt or generated, multiplies a
     /// negative one; 1 = none.
     pub repetition_penalty: f32,
+    /// Tokens that cannot come while fewer than `suppress_until` tokens were generated
+    /// (vLLM's `min_tokens`: the end-of-text and stop tokens).
+    pub suppress: Vec<u32>,
+    pub suppress_until: usize,
 }
 
 impl Default for LogitAdjust {
@@ -68,6 +72,8 @@ impl Default for LogitAdjust {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             repetition_penalty: 1.0,
+            suppress: Vec::new(),
+            suppress_until: 0,
         }
     }
 }
@@ -75,10 +81,17 @@ impl Default for LogitAdjust {
 impl LogitAdjust {
     /// Whether it changes nothing.
     pub fn is_none(&self) -> bool {
-        self.bias.is_empty()
-            && self.presence_penalty == 0.0
-            && self.frequency_penalty == 0.0
-            && self.repetition_penalty == 1.0
+        // (the suppression acts on the first tokens, if on any)
+        !self.acts_at(0)
+    }
+
+    /// Whether it changes the logits of token number `n` of a generation.
+    pub fn acts_at(&self, n: usize) -> bool {
+        !self.bias.is_empty()
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+            || self.repetition_penalty != 1.0
+            || (n < self.suppress_until && !self.suppress.is_empty())
     }
 
     /// The tokens the bias names are among `vocab` ids (the tokenizer's, the rule
@@ -122,6 +135,13 @@ impl LogitAdjust {
         for &(id, b) in &self.bias {
             if let Some(x) = logits.get_mut(id as usize) {
                 *x += b;
+            }
+        }
+        if generated.len() < self.suppress_until {
+            for &id in &self.suppress {
+                if let Some(x) = logits.get_mut(id as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
             }
         }
     }
@@ -384,6 +404,7 @@ mod tests {
             presence_penalty: 0.5,
             frequency_penalty: 0.25,
             repetition_penalty: 2.0,
+            ..LogitAdjust::default()
         };
         assert!(!a.is_none());
         let mut x = logits;
@@ -403,6 +424,19 @@ mod tests {
         }
         assert!(a.check_ids(10).is_ok());
         assert!(a.check_ids(9).unwrap_err().to_string().contains("token 9"));
+        // min_tokens: the end tokens cannot come before the 5th token, then can
+        let m = LogitAdjust {
+            suppress: vec![3, 1],
+            suppress_until: 5,
+            ..LogitAdjust::default()
+        };
+        assert!(m.acts_at(4) && !m.acts_at(5) && !m.is_none());
+        let mut x = logits;
+        m.apply(&mut x, &prompt, &[0; 4]);
+        assert_eq!(x, [2.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -2.0]);
+        let mut x = logits;
+        m.apply(&mut x, &prompt, &[0; 5]);
+        assert_eq!(x, logits);
     }
 
     #[test]

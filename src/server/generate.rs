@@ -87,6 +87,18 @@ pub struct GenerateBody {
     /// 1024 tokens.
     #[serde(default)]
     pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    /// No end before this many new tokens (at most `max_new_tokens`): end-of-text and
+    /// stop tokens cannot be picked, stop strings are not looked for.
+    #[serde(default, deserialize_with = "params::int::opt_i64")]
+    #[schema(minimum = 0)]
+    pub min_tokens: Option<i64>,
+    /// Go on past the model's end-of-text tokens.
+    #[serde(default)]
+    pub ignore_eos: bool,
+    /// Generation also ends at these token ids (at most 32); the token is not in the
+    /// text.
+    #[serde(default, deserialize_with = "params::int::ids")]
+    pub stop_token_ids: Vec<u32>,
 }
 
 fn default_max_new_tokens() -> i64 {
@@ -120,11 +132,15 @@ impl GenerateBody {
                     frequency_penalty: self.frequency_penalty.map(Into::into),
                     repetition_penalty: self.repetition_penalty.map(Into::into),
                     logit_bias: self.logit_bias.clone().map(|b| b.into_iter().collect()),
+                    min_tokens: self.min_tokens.map(Into::into),
+                    ignore_eos: Some(self.ignore_eos.into()),
+                    stop_token_ids: Some(self.stop_token_ids.clone().into()),
                 },
             },
             &params::V1,
         )?;
         let mut req = GenerateRequest::new(self.text.clone(), c.max_tokens, c.sampling, c.stop);
+        c.ends.apply(&mut req);
         if self.probabilities {
             req.logprobs = Some(0);
         }

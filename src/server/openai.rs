@@ -299,6 +299,7 @@ pub(super) struct Plan {
     pub(super) max_tokens: usize,
     pub(super) sampling: SamplingParams,
     pub(super) stop: Vec<String>,
+    pub(super) ends: params::Ends,
     pub(super) logprobs: Option<usize>,
     pub(super) echo: bool,
     pub(super) stream: bool,
@@ -382,6 +383,7 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
         max_tokens: checked.max_tokens,
         sampling: checked.sampling,
         stop: checked.stop,
+        ends: checked.ends,
         logprobs,
         echo,
         stream: b.stream.unwrap_or(false),
@@ -548,6 +550,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
     }
     let vocab = tokenizer.vocab_size();
     params::check_bias_ids(&p.sampling, vocab)?;
+    params::check_stop_ids(&p.ends, vocab)?;
     let mut out = Vec::with_capacity(choices);
     for (pi, prompt) in p.prompts.iter().enumerate() {
         // as OpenAI and vLLM: a prompt and its new tokens must fit the context (a
@@ -594,6 +597,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
             );
             req.prompt_ids = Some(ids.clone());
             req.logprobs = p.logprobs;
+            p.ends.apply(&mut req);
             // with echo + logprobs the engine reports the prompt (ids and logprobs)
             req.prompt_logprobs = (p.echo && p.logprobs.is_some()).then(|| p.logprobs.unwrap_or(0));
             let echo_text = match (p.echo && p.logprobs.is_none(), given_ids) {

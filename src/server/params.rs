@@ -159,7 +159,24 @@ pub struct Controls {
     #[serde(default)]
     #[schema(value_type = Option<std::collections::BTreeMap<String, f64>>)]
     pub logit_bias: Option<Value>,
+    /// vLLM's: no end before this many new tokens (at most the new tokens asked for):
+    /// end-of-text and stop tokens cannot be picked, stop strings are not looked for.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub min_tokens: Option<Value>,
+    /// vLLM's: go on past the model's end-of-text tokens (benchmarks of fixed lengths).
+    #[serde(default)]
+    #[schema(value_type = Option<bool>)]
+    pub ignore_eos: Option<Value>,
+    /// vLLM's: generation also ends at these token ids (at most 32, in the tokenizer's
+    /// vocabulary); the token is not in the text.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<u32>>)]
+    pub stop_token_ids: Option<Value>,
 }
+
+/// Most `stop_token_ids`.
+pub const MAX_STOP_IDS: usize = 32;
 
 /// Most tokens a `logit_bias` may name.
 pub const MAX_LOGIT_BIAS: usize = 1024;
@@ -183,6 +200,24 @@ pub struct Checked {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    pub ends: Ends,
+}
+
+/// How a generation may end besides its length and stop strings.
+#[derive(Clone, Debug, Default)]
+pub struct Ends {
+    pub stop_ids: Vec<u32>,
+    pub ignore_eos: bool,
+    pub min_tokens: usize,
+}
+
+impl Ends {
+    /// Put them on `req`.
+    pub fn apply(&self, req: &mut crate::engine::GenerateRequest) {
+        req.stop_ids = self.stop_ids.clone();
+        req.ignore_eos = self.ignore_eos;
+        req.min_tokens = self.min_tokens;
+    }
 }
 
 /// A seed for a request that gave none: the clock's nanoseconds.
@@ -250,6 +285,7 @@ pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
         return Err(bad("stop", limits.stop_rule));
     }
     let (min_p, adjust) = check_controls(&r.controls)?;
+    let ends = check_ends(&r.controls, r.max_tokens)?;
     Ok(Checked {
         max_tokens: r.max_tokens as usize,
         sampling: SamplingParams {
@@ -261,6 +297,55 @@ pub fn check(r: Requested, limits: &Limits) -> Result<Checked, ApiError> {
             adjust,
         },
         stop: r.stop,
+        ends,
+    })
+}
+
+fn check_ends(c: &Controls, max_tokens: i64) -> Result<Ends, ApiError> {
+    let min_tokens = match &c.min_tokens {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_f64() {
+            Some(m) if m.fract() == 0.0 && (0.0..=max_tokens as f64).contains(&m) => m as usize,
+            _ => {
+                return Err(bad(
+                    "min_tokens",
+                    format!("min_tokens ({v}) must be an integer from 0 to the new tokens asked for ({max_tokens})"),
+                ))
+            }
+        },
+    };
+    let ignore_eos = match &c.ignore_eos {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(bad(
+                "ignore_eos",
+                format!("ignore_eos must be true or false, not {v}"),
+            ))
+        }
+    };
+    let rule = || {
+        bad(
+            "stop_token_ids",
+            format!("stop_token_ids must be an array of at most {MAX_STOP_IDS} token ids"),
+        )
+    };
+    let stop_ids = match &c.stop_token_ids {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) if ids.len() <= MAX_STOP_IDS => ids
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(rule)
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(rule()),
+    };
+    Ok(Ends {
+        stop_ids,
+        ignore_eos,
+        min_tokens,
     })
 }
 
@@ -344,6 +429,7 @@ fn check_controls(c: &Controls) -> Result<(f32, LogitAdjust), ApiError> {
             presence_penalty,
             frequency_penalty,
             repetition_penalty: repetition_penalty as f32,
+            ..LogitAdjust::default()
         },
     ))
 }
@@ -354,6 +440,15 @@ pub fn check_bias_ids(s: &SamplingParams, vocab: usize) -> Result<(), ApiError> 
     s.adjust
         .check_ids(vocab)
         .map_err(|e| ApiError::from(e).param("logit_bias"))
+}
+
+/// The `stop_token_ids` are in the tokenizer's vocabulary.
+pub fn check_stop_ids(e: &Ends, vocab: usize) -> Result<(), ApiError> {
+    let mut req =
+        crate::engine::GenerateRequest::new(String::new(), 0, Default::default(), Vec::new());
+    e.apply(&mut req);
+    req.check_stop_ids(vocab)
+        .map_err(|err| ApiError::from(err).param("stop_token_ids"))
 }
 
 #[cfg(test)]

@@ -842,3 +842,28 @@ fn prompts_starting_alike_take_the_kept_pages_and_give_the_same_tokens() {
         assert_eq!(after.kv.hit_positions - kv.hit_positions, 48, "{extra}");
     }
 }
+
+/// `min_tokens` on a model that picks greedy tokens on the device: the first tokens
+/// are picked on the host with the stop token kept out, the rest on the device, and
+/// the generation ends at the stop token once it may (or at its length).
+#[test]
+fn min_tokens_keep_a_stop_token_out_then_let_it_end() {
+    let e = hardware_engine();
+    let plain = alone(&e, &[request(5, 12, false)]).remove(0);
+    let stop = plain[0];
+    let mut req = request(5, 12, false);
+    req.stop_ids = vec![stop];
+    let r = rt().block_on(async { result(e.generate(req.clone()).unwrap()).await });
+    assert_eq!(r.token_ids, vec![stop], "the stop token ends it at once");
+    assert_eq!(r.finish_reason, FinishReason::EndOfText);
+    req.min_tokens = 3;
+    let r = rt().block_on(async { result(e.generate(req.clone()).unwrap()).await });
+    assert!(!r.token_ids[..3].contains(&stop), "{:?}", r.token_ids);
+    match r.token_ids.iter().position(|&t| t == stop) {
+        Some(i) => {
+            assert_eq!(i + 1, r.token_ids.len(), "{:?}", r.token_ids);
+            assert_eq!(r.finish_reason, FinishReason::EndOfText);
+        }
+        None => assert_eq!(r.token_ids.len(), 12),
+    }
+}

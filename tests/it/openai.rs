@@ -216,6 +216,107 @@ async fn logit_bias_penalties_and_min_p() {
     );
 }
 
+/// vLLM's `ignore_eos`, `min_tokens` and `stop_token_ids`, on both APIs: a forced
+/// end-of-text token ends a completion at once, or is generated as text with
+/// `ignore_eos`; `min_tokens` keeps end and stop tokens out until then; a stop token
+/// ends the text without itself; bad values are 400s naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ignore_eos_min_tokens_and_stop_token_ids() {
+    let s = server().await;
+    let eos = json!({"50256": 100});
+    let base = json!({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let choice = |c: &Value| {
+        (
+            c["choices"][0]["text"].as_str().unwrap().to_string(),
+            c["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            c["usage"]["completion_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (code, c) = complete(&s, with(json!({"logit_bias": eos}))).await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(choice(&c), (String::new(), "stop".into(), 1));
+    let (_, c) = complete(&s, with(json!({"logit_bias": eos, "ignore_eos": true}))).await;
+    assert_eq!(choice(&c), ("<|endoftext|>".repeat(5), "length".into(), 5));
+    // min_tokens: three tokens of text (not end-of-text), then the forced end
+    let (_, c) = complete(&s, with(json!({"logit_bias": eos, "min_tokens": 3}))).await;
+    let (text, finish, n) = choice(&c);
+    assert_eq!((finish.as_str(), n), ("stop", 4), "{c}");
+    assert!(
+        !text.is_empty() && !text.contains("<|endoftext|>"),
+        "{text:?}"
+    );
+    // a stop token (" the", forced) ends the text without itself, after min_tokens
+    let the = json!({"262": 100});
+    let (_, c) = complete(
+        &s,
+        with(json!({"logit_bias": the, "stop_token_ids": [262]})),
+    )
+    .await;
+    assert_eq!(choice(&c), (String::new(), "stop".into(), 1));
+    let (_, c) = complete(
+        &s,
+        with(json!({"logit_bias": the, "stop_token_ids": [262], "min_tokens": 2})),
+    )
+    .await;
+    let (text, finish, n) = choice(&c);
+    assert_eq!((finish.as_str(), n), ("stop", 3), "{c}");
+    assert!(!text.contains(" the"), "{text:?}");
+    // /api/v1/generate takes the same
+    let (code, g) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "Once upon a time", "max_new_tokens": 4, "temperature": 0,
+               "logit_bias": eos, "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{g}");
+    assert_eq!(g["token_ids"], json!(vec![50256; 4]));
+    let (_, g) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "Once upon a time", "max_new_tokens": 4, "temperature": 0,
+               "logit_bias": the, "stop_token_ids": [262], "min_tokens": 1}),
+    )
+    .await;
+    assert_eq!(g["tokens"], 2, "{g}");
+    assert_eq!(g["finish_reason"], "end_of_text", "{g}");
+    for (extra, param) in [
+        (json!({"min_tokens": 6}), "min_tokens"),
+        (json!({"min_tokens": -1}), "min_tokens"),
+        (json!({"ignore_eos": "yes"}), "ignore_eos"),
+        (json!({"stop_token_ids": [1, "a"]}), "stop_token_ids"),
+        (json!({"stop_token_ids": vec![1; 33]}), "stop_token_ids"),
+        (json!({"stop_token_ids": [50257]}), "stop_token_ids"),
+    ] {
+        let (code, e) = complete(&s, with(extra)).await;
+        assert_openai_error(code, &e, 400, "invalid_input", Some(param));
+    }
+    let (code, e) = post(
+        &s,
+        "/api/v1/generate",
+        json!({"text": "a", "stop_token_ids": [50257]}),
+    )
+    .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stop_token_ids names token 50257"),
+        "{e}"
+    );
+}
+
 /// A prompt that starts like an earlier one (a shared system text of 2 KV pages and
 /// more) is prefilled from the first page the prefix cache does not hold: `/status`
 /// and `/metrics` count the tokens found, and the completion is the one a server
