@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod json_mode;
 pub mod kernels;
 pub mod model;
 pub mod reference;

@@ -50,6 +50,8 @@ pub struct Tokenizer {
     bos: Option<u32>,
     /// The model's chat templates (model directories that carry one).
     chat: Option<std::sync::Arc<crate::chat::ChatTemplates>>,
+    /// The vocabulary's bytes for JSON mode, made on first use.
+    json: std::sync::OnceLock<std::sync::Arc<crate::json_mode::JsonVocab>>,
 }
 
 impl Tokenizer {
@@ -66,7 +68,29 @@ impl Tokenizer {
             add_special: false,
             bos: None,
             chat: None,
+            json: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Every token that may appear inside generated text, as its bytes, for JSON mode
+    /// (special tokens left out), made once.
+    pub fn json_vocab(&self) -> std::sync::Arc<crate::json_mode::JsonVocab> {
+        self.json
+            .get_or_init(|| {
+                let special: std::collections::HashSet<u32> = self
+                    .inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(id, _)| id)
+                    .collect();
+                let tokens = (0..self.vocab_size() as u32)
+                    .filter(|id| !special.contains(id))
+                    .map(|id| (self.token_bytes(id), id))
+                    .collect();
+                std::sync::Arc::new(crate::json_mode::JsonVocab::new(tokens))
+            })
+            .clone()
     }
 
     /// With the model's chat templates.

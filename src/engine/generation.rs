@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::load::Loaded;
 use super::requests::{FinishReason, GenEvent, GenerateRequest, GenerateResult};
 use crate::error::{Error, Result};
+use crate::json_mode::JsonState;
 use crate::model::kv_pool::SeqKv;
 use crate::model::sampling::{token_logprob, Sampler, TokenLogprob};
 use crate::model::{NextToken, Readback};
@@ -43,6 +44,8 @@ pub(super) struct Active {
     pub(super) picked: Option<(u32, Option<TokenLogprob>)>,
     /// The token sampled and streamed, to run through the model next step.
     pub(super) next: Option<u32>,
+    /// JSON mode: how far the text is into its object.
+    pub(super) json: Option<JsonState>,
     pub(super) events: mpsc::UnboundedSender<GenEvent>,
     pub(super) started: Instant,
     pub(super) prefill_time: f64,
@@ -133,7 +136,9 @@ impl Active {
     pub(super) fn readback_for(&self, n: usize) -> Readback {
         let model = &self.loaded.model;
         let greedy = self.req.sampling.is_greedy();
-        let only_ids = self.req.logprobs.is_none() && !self.req.sampling.adjust.acts_at(n);
+        let only_ids = self.req.logprobs.is_none()
+            && !self.req.sampling.adjust.acts_at(n)
+            && self.json.is_none();
         if only_ids && greedy && model.argmax_on_device {
             Readback::Argmax
         } else if only_ids && !greedy && model.sample_on_device {
@@ -154,11 +159,23 @@ impl Active {
             Some(NextToken::Logits(logits)) => {
                 let n = self.generated.len() as u64;
                 let adjust = &self.req.sampling.adjust;
-                let next = if !adjust.acts_at(n as usize) {
+                let next = if !adjust.acts_at(n as usize) && self.json.is_none() {
                     self.sampler.sample(&logits, n)
                 } else {
                     let mut changed = logits.to_vec();
                     adjust.apply(&mut changed, &self.prompt, &self.generated);
+                    if let Some(state) = self.json {
+                        // only the tokens that continue the object
+                        let mut ok = vec![false; changed.len()];
+                        self.loaded.tokenizer.json_vocab().allowed(state, &mut ok);
+                        if ok.iter().any(|&o| o) {
+                            for (x, ok) in changed.iter_mut().zip(ok) {
+                                if !ok {
+                                    *x = f32::NEG_INFINITY;
+                                }
+                            }
+                        }
+                    }
                     self.sampler.sample(&changed, n)
                 };
                 // the model's own logprobs, before the changes
@@ -233,6 +250,14 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
     a.generated.push(next);
     let loaded = a.loaded.clone();
     let tok = &loaded.tokenizer;
+    // JSON mode: the object closed (or, never picked, a token that cannot continue it)
+    let json_end = match a.json {
+        Some(state) => {
+            a.json = state.after(&tok.token_bytes(next));
+            a.json.is_none_or(|s| s.done())
+        }
+        None => false,
+    };
     tok.stream_step(&mut a.text, &a.generated)?;
     let text = a.text.text();
     // stop strings: only the text new since the last search (and the bytes before it
@@ -256,7 +281,7 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
     let eot = !early
         && ((!a.req.ignore_eos && a.loaded.end_ids.contains(&next))
             || a.req.stop_ids.contains(&next));
-    let finish = if stop_at.is_some() {
+    let finish = if stop_at.is_some() || json_end {
         Some(FinishReason::Stop)
     } else if eot {
         Some(FinishReason::EndOfText)

@@ -135,6 +135,9 @@ pub struct GenerateRequest {
     /// No end before this many tokens: end-of-text and stop tokens cannot be picked
     /// and stop strings are not looked for (vLLM's `min_tokens`).
     pub min_tokens: usize,
+    /// JSON mode: the text is one JSON object (`crate::json_mode`), and ends when it
+    /// closes.
+    pub json_object: bool,
 }
 
 impl GenerateRequest {
@@ -166,6 +169,7 @@ impl GenerateRequest {
             stop_ids: Vec::new(),
             ignore_eos: false,
             min_tokens: 0,
+            json_object: false,
         }
     }
 }

@@ -102,7 +102,8 @@ pub struct ChatBody {
     #[serde(default)]
     #[schema(value_type = Option<super::types::ToolChoice>)]
     pub tool_choice: Option<Value>,
-    /// `{"type": "text"}` only.
+    /// `{"type": "text"}` (default) or `{"type": "json_object"}`: the reply is one JSON
+    /// object (JSON mode; `json_schema` is a 400).
     #[serde(default)]
     #[schema(value_type = Option<super::types::ResponseFormat>)]
     pub response_format: Option<Value>,
@@ -238,14 +239,7 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
 /// generation parameters checked.
 fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan, usize), ApiError> {
     check_model(&b.model, m)?;
-    if let Some(f) = &b.response_format {
-        if f.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(bad(
-                "response_format",
-                "response_format {\"type\": \"text\"} is the only one supported",
-            ));
-        }
-    }
+    let json_object = params::json_mode(&b.response_format)?;
     match &b.tool_choice {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == "none" || s == "auto" => {}
@@ -359,6 +353,7 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
             sampling: checked.sampling,
             stop: checked.stop,
             ends: checked.ends,
+            json_object,
             logprobs,
             echo: false,
             stream: b.stream.unwrap_or(false),

@@ -178,6 +178,26 @@ pub struct Controls {
 /// Most `stop_token_ids`.
 pub const MAX_STOP_IDS: usize = 32;
 
+/// `response_format`: `{"type": "text"}` (or none) → false, `{"type": "json_object"}`
+/// → true (JSON mode); anything else is a 400 naming the field.
+pub fn json_mode(format: &Option<Value>) -> Result<bool, ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(false),
+        Some(f) => match f.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(false),
+            Some("json_object") => Ok(true),
+            Some("json_schema") => Err(bad(
+                "response_format",
+                "response_format json_schema is not supported: {\"type\": \"json_object\"} constrains the reply to one JSON object (describe the schema in the prompt)",
+            )),
+            _ => Err(bad(
+                "response_format",
+                "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}",
+            )),
+        },
+    }
+}
+
 /// Most tokens a `logit_bias` may name.
 pub const MAX_LOGIT_BIAS: usize = 1024;
 

@@ -225,12 +225,21 @@ pub enum PartKind {
     Text,
 }
 
-/// `{"type": "text"}`, the one response format served.
+/// A response format served: plain text, or one JSON object (JSON mode).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FormatKind {
+    Text,
+    JsonObject,
+}
+
+/// `{"type": "text"}` or `{"type": "json_object"}`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ResponseFormat {
     #[schema(rename = "type")]
-    kind: PartKind,
+    kind: FormatKind,
 }
 
 /// Tool calls are not parsed out of replies: `none` or `auto`.

@@ -245,6 +245,23 @@ async fn chat_completions_follow_the_template() {
     assert_eq!(a["choices"], b["choices"]);
     assert_eq!(a["choices"].as_array().unwrap().len(), 2);
 
+    // JSON mode: the reply is the start of one JSON object, and one when it stops
+    let (code, r) = chat(
+        &s,
+        json!({"messages": messages, "max_tokens": 24, "temperature": 0,
+               "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let reply = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(reply.starts_with('{'), "{reply:?}");
+    if r["choices"][0]["finish_reason"] == "stop" {
+        assert!(
+            serde_json::from_str::<Value>(reply).is_ok_and(|v| v.is_object()),
+            "{reply:?}"
+        );
+    }
+
     // errors name the parameter
     for (body, param) in [
         (json!({"messages": []}), "messages"),
@@ -285,7 +302,7 @@ async fn chat_completions_follow_the_template() {
             "logit_bias",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}),
             "response_format",
         ),
         (

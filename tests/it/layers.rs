@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["gpu"],
     &["config", "sparse", "files", "tokenizer", "stats"],
-    &["chat"],
+    &["chat", "json_mode"],
     &["error"],
 ];
 

@@ -317,6 +317,72 @@ async fn ignore_eos_min_tokens_and_stop_token_ids() {
     );
 }
 
+/// JSON mode: with `response_format` json_object a completion is one JSON object
+/// (`serde_json` parses it) once it stops — seeded samples steered to close by a
+/// logit bias on `"` and `}`, as a random-weight model would not soon — and only ever the start of one when cut by
+/// `max_tokens`; other formats are 400s naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_mode_completions_are_json_objects() {
+    let s = server().await;
+    let json_object = json!({"type": "json_object"});
+    let (mut closed, mut keys) = (0, 0);
+    for seed in 0..6 {
+        let (code, c) = complete(
+            &s,
+            json!({"prompt": "Here is the answer as JSON:", "max_tokens": 40, "temperature": 1.0,
+                   "seed": seed, "response_format": json_object,
+                   "logit_bias": {"1": 12, "92": 4}}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c}");
+        let text = c["choices"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with('{'), "{text:?}");
+        assert!(!text.contains("<|endoftext|>"), "{text:?}");
+        if c["choices"][0]["finish_reason"] == "stop" {
+            let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert!(v.is_object(), "{text:?}");
+            closed += 1;
+            keys += v.as_object().unwrap().len();
+        }
+    }
+    assert!(
+        closed >= 4 && keys >= 1,
+        "{closed} of 6 closed, {keys} keys"
+    );
+    // greedy and unsteered: the start of an object when cut
+    let (_, c) = complete(
+        &s,
+        json!({"prompt": "JSON:", "max_tokens": 10, "temperature": 0, "response_format": json_object}),
+    )
+    .await;
+    let text = c["choices"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with('{'), "{text:?}");
+    if c["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(text).is_ok(), "{text:?}");
+    }
+    // the same without JSON mode is not an object
+    let (_, plain) = complete(
+        &s,
+        json!({"prompt": "JSON:", "max_tokens": 10, "temperature": 0}),
+    )
+    .await;
+    assert_ne!(plain["choices"][0]["text"], c["choices"][0]["text"]);
+    for format in [
+        json!({"type": "json_schema", "json_schema": {}}),
+        json!({"type": "xml"}),
+        json!("json"),
+    ] {
+        let (code, e) = complete(&s, json!({"prompt": "x", "response_format": format})).await;
+        assert_openai_error(code, &e, 400, "invalid_input", Some("response_format"));
+    }
+    let (code, _) = complete(
+        &s,
+        json!({"prompt": "x", "max_tokens": 1, "response_format": {"type": "text"}}),
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
 /// A prompt that starts like an earlier one (a shared system text of 2 KV pages and
 /// more) is prefilled from the first page the prefix cache does not hold: `/status`
 /// and `/metrics` count the tokens found, and the completion is the one a server
