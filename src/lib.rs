@@ -39,6 +39,7 @@ pub mod server;
 pub mod sparse;
 pub mod stats;
 pub mod tokenizer;
+pub mod tool_calls;
 
 pub use config::ModelConfig;
 pub use error::{Error, Result};

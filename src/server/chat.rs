@@ -31,6 +31,7 @@ use crate::chat::RenderOptions;
 use crate::engine::ModelSnapshot;
 use crate::error::Error;
 use crate::tokenizer::Tokenizer;
+use crate::tool_calls::ToolFormat;
 
 /// Most alternatives per token (`top_logprobs`), OpenAI's bound.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
@@ -94,7 +95,8 @@ pub struct ChatBody {
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     /// Passed to the chat template as `tools` (its `tool_use` template when it has
-    /// one); tool calls are not parsed out of the reply.
+    /// one); with `tool_choice` `auto` (the default), calls in the reply are read out
+    /// of it into `tool_calls` when the template teaches a format vLLM's parsers know.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub tools: Option<Value>,
@@ -117,7 +119,53 @@ pub struct ChatBody {
 pub struct ChatMessage {
     /// "assistant"
     pub role: &'static str,
-    pub content: String,
+    /// The reply's text (null when it is only tool calls).
+    pub content: Option<String>,
+    /// The tool calls read out of the reply (with `tools`, in the format the model's
+    /// template teaches: `<tool_call>` blocks, `[TOOL_CALLS]`, Llama 3's JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// A tool call of a reply, OpenAI's shape.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolCallOut {
+    pub id: String,
+    /// "function"
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as a JSON text.
+    pub arguments: String,
+}
+
+/// The content and tool calls of a whole reply `text`: calls when `tools` reads some
+/// out of it, else the text as it is.
+fn reply(text: &str, tools: Option<ToolFormat>) -> (Option<String>, Option<Vec<ToolCallOut>>) {
+    match tools.and_then(|f| f.parse(text)) {
+        Some((content, calls)) => (
+            content,
+            Some(
+                calls
+                    .into_iter()
+                    .map(|c| ToolCallOut {
+                        id: format!("call_{}", &chat_id()[9..]),
+                        kind: "function",
+                        function: FunctionCall {
+                            name: c.name,
+                            arguments: c.arguments,
+                        },
+                    })
+                    .collect(),
+            ),
+        ),
+        None => (Some(text.to_string()), None),
+    }
 }
 
 /// One alternative of a token.
@@ -235,9 +283,14 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
     Ok(Value::Array(out))
 }
 
-/// The plan of a chat request: the conversation rendered and tokenized, the
-/// generation parameters checked.
-fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan, usize), ApiError> {
+/// The plan of a chat request (the conversation rendered and tokenized, the
+/// generation parameters checked), its prompt tokens, and how tool calls are read out
+/// of its replies (`None`: they are not).
+fn plan(
+    b: &ChatBody,
+    m: &ModelSnapshot,
+    tokenizer: &Tokenizer,
+) -> Result<(Plan, usize, Option<ToolFormat>), ApiError> {
     check_model(&b.model, m)?;
     let json_object = params::json_mode(&b.response_format)?;
     match &b.tool_choice {
@@ -246,7 +299,7 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
         Some(_) => {
             return Err(bad(
                 "tool_choice",
-                "tool_choice \"none\" and \"auto\" are supported (tool calls are not parsed out of the reply)",
+                "tool_choice \"none\" and \"auto\" are supported (the model is not forced to call a tool: with \"auto\" the calls it writes are read out of its reply)",
             ))
         }
     }
@@ -256,6 +309,12 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
         }
     }
     let messages = messages_for_template(&b.messages)?;
+    let wants_calls = b
+        .tools
+        .as_ref()
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+        && b.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
     let chat = tokenizer.chat().ok_or_else(|| {
         bad(
             "messages",
@@ -272,6 +331,17 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
             },
         )
         .map_err(|e| ApiError::from(e).param("messages"))?;
+    // the format of the template the tools were rendered with
+    let tools = if wants_calls {
+        let name = if chat.has("tool_use") {
+            "tool_use"
+        } else {
+            "default"
+        };
+        chat.source(name).and_then(|s| ToolFormat::detect(&s))
+    } else {
+        None
+    };
     let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
     if ids.len() >= context {
@@ -360,6 +430,7 @@ fn plan(b: &ChatBody, m: &ModelSnapshot, tokenizer: &Tokenizer) -> Result<(Plan,
             include_usage: b.stream_options.as_ref().is_some_and(|o| o.include_usage),
         },
         prompt_tokens,
+        tools,
     ))
 }
 
@@ -416,11 +487,19 @@ pub async fn chat_completions(
         .engine
         .tokenizer()
         .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
-    let (p, _) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
+    let (p, _, tools) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
     let running = start_all(&st, &p)?;
     let (id, created) = (chat_id(), now_secs());
     if p.stream {
-        return Ok(stream_chat(st, client, p, running, tokenizer, id, created));
+        return Ok(stream_chat(
+            st,
+            client,
+            p,
+            running,
+            tokenizer,
+            tools,
+            (id, created),
+        ));
     }
     let builders = collect_all(&st, client.as_ref(), running).await?;
     let counts: Vec<_> = builders.iter().map(ChoiceBuilder::counts).collect();
@@ -433,20 +512,28 @@ pub async fn chat_completions(
         usage: usage(&counts, p.n),
         choices: builders
             .iter()
-            .map(|b| ChatChoice {
-                index: b.index,
-                message: ChatMessage {
-                    role: "assistant",
-                    content: b.text.clone(),
-                },
-                logprobs: k.map(|k| ChatLogprobs {
-                    content: b
-                        .raw
-                        .iter()
-                        .map(|(id, l)| content_logprob(&tokenizer, *id, l, k))
-                        .collect(),
-                }),
-                finish_reason: b.finish,
+            .map(|b| {
+                let (content, tool_calls) = reply(&b.text, tools);
+                ChatChoice {
+                    index: b.index,
+                    finish_reason: if tool_calls.is_some() {
+                        Some("tool_calls")
+                    } else {
+                        b.finish
+                    },
+                    message: ChatMessage {
+                        role: "assistant",
+                        content,
+                        tool_calls,
+                    },
+                    logprobs: k.map(|k| ChatLogprobs {
+                        content: b
+                            .raw
+                            .iter()
+                            .map(|(id, l)| content_logprob(&tokenizer, *id, l, k))
+                            .collect(),
+                    }),
+                }
             })
             .collect(),
     })
@@ -478,6 +565,77 @@ struct ChatEvents {
     tokenizer: Arc<Tokenizer>,
     /// Alternatives per token, when logprobs were asked for.
     logprobs: Option<usize>,
+    /// How tool calls are read out of the replies; then each choice's text is shown
+    /// up to where a call starts or may start (bytes shown, by choice), and the calls
+    /// come whole in the last chunk.
+    tools: Option<ToolFormat>,
+    shown: std::sync::Mutex<std::collections::HashMap<usize, usize>>,
+}
+
+impl ChatEvents {
+    /// The delta of an event whose new text is `text` (and its finish reason), with
+    /// calls read out when the choice ends.
+    fn delta(&self, r: &Running, text: String, last: bool) -> (Value, Option<&'static str>) {
+        let finish = r.builder.finish;
+        let Some(format) = self.tools else {
+            return (
+                if last {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                },
+                finish,
+            );
+        };
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let from = shown.entry(r.builder.index).or_insert(0);
+        match tool_delta(format, &r.builder.text, from, last) {
+            (delta, true) => (delta, Some("tool_calls")),
+            (delta, false) => (delta, finish),
+        }
+    }
+}
+
+/// A streamed reply's delta now that its text is `full`, `from` bytes of it shown:
+/// the text up to where a tool call starts or may start; at the `last` event the calls
+/// (and whether there are any), or the text held back when it holds none.
+fn tool_delta(format: ToolFormat, full: &str, from: &mut usize, last: bool) -> (Value, bool) {
+    let start = format.start(full).unwrap_or(full.len()).max(*from);
+    if !last {
+        let piece = full.get(*from..start).unwrap_or("").to_string();
+        *from = start;
+        return (json!({ "content": piece }), false);
+    }
+    match reply(full, Some(format)) {
+        (_, Some(calls)) => {
+            let before = full.get(*from..start).unwrap_or("");
+            let calls: Vec<Value> = calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({"index": i, "id": c.id, "type": c.kind,
+                           "function": {"name": c.function.name, "arguments": c.function.arguments}})
+                })
+                .collect();
+            let mut delta = json!({ "tool_calls": calls });
+            if !before.trim().is_empty() {
+                delta["content"] = json!(before);
+            }
+            *from = full.len();
+            (delta, true)
+        }
+        // no calls after all: the text held back
+        _ => {
+            let rest = full.get(*from..).unwrap_or("");
+            *from = full.len();
+            let delta = if rest.is_empty() {
+                json!({})
+            } else {
+                json!({ "content": rest })
+            };
+            (delta, false)
+        }
+    }
 }
 
 impl ChoiceEvents for ChatEvents {
@@ -504,13 +662,9 @@ impl ChoiceEvents for ChatEvents {
             }
             _ => Value::Null,
         };
-        let delta = if last {
-            json!({})
-        } else {
-            json!({"content": text})
-        };
+        let (delta, finish) = self.delta(r, text, last);
         let c = json!([{"index": r.builder.index, "delta": delta, "logprobs": logprobs,
-                        "finish_reason": r.builder.finish}]);
+                        "finish_reason": finish}]);
         chunk_event(&self.id, self.created, &self.model, c, None)
     }
 
@@ -525,8 +679,8 @@ fn stream_chat(
     p: Plan,
     running: Vec<Running>,
     tokenizer: Arc<Tokenizer>,
-    id: String,
-    created: u64,
+    tools: Option<ToolFormat>,
+    (id, created): (String, u64),
 ) -> Response {
     let draw = Arc::new(ChatEvents {
         id,
@@ -534,6 +688,8 @@ fn stream_chat(
         model: p.model.clone(),
         tokenizer,
         logprobs: p.logprobs,
+        tools,
+        shown: Default::default(),
     });
     stream_choices(st, client, running, p.n, p.include_usage, draw)
 }
@@ -654,4 +810,53 @@ pub async fn tokenizer_info(State(st): State<AppState>) -> Result<Json<Value>, A
         "max_model_len": context,
         "chat_template": chat.map(|c| c.source("default")),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply streamed a piece at a time: the content before the call arrives as it
+    /// comes, nothing of the call leaks into content, and the last chunk carries the
+    /// call whole; a reply without a call arrives whole, the held-back end included.
+    #[test]
+    fn streamed_replies_hold_back_what_may_be_a_call() {
+        let f = ToolFormat::Hermes;
+        let run = |pieces: &[&str]| {
+            let (mut full, mut from, mut content) = (String::new(), 0, String::new());
+            for p in pieces {
+                full.push_str(p);
+                let (d, calls) = tool_delta(f, &full, &mut from, false);
+                assert!(!calls);
+                content.push_str(d["content"].as_str().unwrap());
+            }
+            let (d, calls) = tool_delta(f, &full, &mut from, true);
+            content.push_str(d["content"].as_str().unwrap_or(""));
+            (content, calls, d)
+        };
+        let (content, calls, last) = run(&[
+            "Checking",
+            " now. <",
+            "tool_",
+            "call>{\"name\": \"get\", ",
+            "\"arguments\": {\"q\": 1}}</tool_call>",
+        ]);
+        assert!(calls);
+        assert_eq!(content, "Checking now. ");
+        let call = &last["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get");
+        assert_eq!(call["function"]["arguments"], r#"{"q":1}"#);
+        assert_eq!(call["type"], "function");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        // a "<" that turns out not to be a call is shown in the end
+        let (content, calls, _) = run(&["a < b", " and <tool", "box>"]);
+        assert!(!calls);
+        assert_eq!(content, "a < b and <toolbox>");
+        // the whole-reply shape agrees
+        let (c, t) = reply("Hi <tool_call>{\"name\": \"x\"}</tool_call>", Some(f));
+        assert_eq!(c.as_deref(), Some("Hi"));
+        assert_eq!(t.unwrap()[0].function.arguments, "{}");
+        let (c, t) = reply("Hi", Some(f));
+        assert_eq!((c.as_deref(), t.is_none()), (Some("Hi"), true));
+    }
 }

@@ -242,7 +242,8 @@ pub struct ResponseFormat {
     kind: FormatKind,
 }
 
-/// Tool calls are not parsed out of replies: `none` or `auto`.
+/// `none` (calls are not read out of the reply) or `auto` (they are); the model is
+/// never forced to call one.
 #[derive(ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]

@@ -426,3 +426,79 @@ async fn chat_completions_follow_the_template() {
     );
     std::fs::remove_dir_all(&models).ok();
 }
+
+/// With `tools` and a template that teaches `<tool_call>` blocks, replies are read for
+/// calls (the reading itself: `tool_calls.rs`, and the stream's hold-back:
+/// `server/chat.rs`, unit-tested): a reply of the random-weight model holds none, so
+/// it comes as content, the same whole and streamed (the stream holds back what may
+/// start a call and shows it at the end), with no `tool_calls` and the usual finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replies_without_calls_stay_content_whole_and_streamed() {
+    let models = models_dir("tools");
+    let dir = models.join("hermes");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(models.join("plain")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let s = Server::with(
+        wgformer::server::ServerConfig::default(),
+        wgformer::engine::EngineOptions {
+            models_dir: Some(models.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(init(&s, &json!({"model": "hermes"})).await.0, 200);
+    let body = json!({"messages": [{"role": "user", "content": "Hi <b>"}], "max_tokens": 24,
+                      "temperature": 0,
+                      "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]});
+    let (code, whole) = chat(&s, body.clone()).await;
+    assert_eq!(code, 200, "{whole}");
+    let choice = &whole["choices"][0];
+    let content = choice["message"]["content"].as_str().unwrap().to_string();
+    assert!(choice["message"].get("tool_calls").is_none(), "{whole}");
+    assert_ne!(choice["finish_reason"], "tool_calls");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, content);
+    assert!(chunks
+        .iter()
+        .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|c| !c["choices"][0]["finish_reason"].is_null())
+        .unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], choice["finish_reason"]);
+    // tool_choice none: the same reply, not read
+    let mut none = body.clone();
+    none["tool_choice"] = json!("none");
+    let (_, r) = chat(&s, none).await;
+    assert_eq!(r["choices"][0]["message"]["content"], content.as_str());
+    let _ = std::fs::remove_dir_all(&models);
+}
