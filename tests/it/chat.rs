@@ -466,18 +466,9 @@ async fn replies_without_calls_stay_content_whole_and_streamed() {
     assert_ne!(choice["finish_reason"], "tool_calls");
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let text = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let chunks: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
+    let text = post_text(&s, "/v1/chat/completions", &streamed).await;
+    let chunks: Vec<Value> = sse_data(&text)
+        .iter()
         .filter(|d| *d != "[DONE]")
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();

@@ -416,14 +416,7 @@ async fn prompts_starting_alike_are_counted_in_status_and_metrics() {
         let (_, status) = get(&s, "/api/v1/status").await;
         let kv = &status["batching"]["kv_pool"];
         let hits = kv["prefix_cache_hit_tokens"].as_u64().unwrap();
-        let metrics = client()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&s, "/metrics").await;
         assert!(
             metrics.contains(&format!("wgformer_prefix_cache_hit_tokens_total {hits}")),
             "{metrics}"
@@ -656,14 +649,6 @@ async fn echo_and_scoring() {
         offsets.contains(&end),
         "{offsets:?}: 'x' is at character {end}"
     );
-}
-
-/// The `data:` payloads of an SSE body.
-fn sse_data(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(String::from)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

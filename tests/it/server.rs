@@ -161,14 +161,7 @@ async fn initialize_forward_status_flow() {
     assert_eq!(h["checks"]["model"]["device"], st["device"]);
     let (code, _) = get(&s, "/api/v1/health/ready").await;
     assert_eq!(code, 200);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&s, "/metrics").await;
     assert!(metrics.contains("wgformer_http_requests_total{method=\"POST\",route=\"/api/v1/forward\",status=\"200\"} 3"), "{metrics}");
     assert!(metrics.contains("wgformer_forward_seconds_count 3"));
     assert!(metrics.contains("wgformer_tokens_processed_total 8"));
@@ -741,14 +734,7 @@ async fn status_and_metrics_report_batching_and_the_kv_pool() {
         pool["pages_used"].as_u64().unwrap() + pool["pages_free"].as_u64().unwrap(),
         24
     );
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&s, "/metrics").await;
     for name in [
         "# TYPE wgformer_decode_batch_size histogram",
         "wgformer_decode_batch_size_bucket{le=\"+Inf\"}",

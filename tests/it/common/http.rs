@@ -108,6 +108,32 @@ pub async fn get(s: &Server, path: &str) -> (u16, Value) {
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
+/// GET `path`; the answer as text (`/metrics`).
+pub async fn get_text(s: &Server, path: &str) -> String {
+    client()
+        .get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// POST `body` as JSON to `path`; the answer as text (a stream's whole body).
+pub async fn post_text(s: &Server, path: &str, body: &Value) -> String {
+    let r = client().post(s.url(path)).json(body).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
+/// The `data:` payloads of an SSE body.
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
 /// POST `body` as JSON to `path`; (status, JSON answer).
 pub async fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
     let r = client().post(s.url(path)).json(&body).send().await.unwrap();
