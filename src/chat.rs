@@ -36,6 +36,9 @@ impl std::fmt::Debug for ChatTemplates {
 #[derive(Debug, Default, Clone)]
 pub struct RenderOptions {
     pub add_generation_prompt: bool,
+    /// Leave the last message open (transformers' `continue_final_message`): the text
+    /// is cut after that message's content, so the model continues it.
+    pub continue_final_message: bool,
     /// The request's `tools` (OpenAI's shape), passed as `tools`.
     pub tools: Option<Value>,
     /// Further variables (tests pin `date_string` with it).
@@ -397,12 +400,35 @@ impl ChatTemplates {
         for (k, v) in &opts.extra {
             ctx.insert(k.clone(), v.clone());
         }
-        tmpl.render(minijinja::value::Serde(&ctx)).map_err(|e| {
+        let text = tmpl.render(minijinja::value::Serde(&ctx)).map_err(|e| {
             Error::InvalidInput(format!(
                 "the model's chat template refused the conversation: {}",
                 describe(&e)
             ))
-        })
+        })?;
+        if !opts.continue_final_message {
+            return Ok(text);
+        }
+        // transformers' rule: cut after the last occurrence of the final message's
+        // content (or of it trimmed, for templates that trim messages)
+        let last = messages
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Error::InvalidInput(
+                    "continue_final_message needs a last message with text content".into(),
+                )
+            })?;
+        for content in [last, last.trim()] {
+            if let Some(at) = text.rfind(content).filter(|_| !content.is_empty()) {
+                return Ok(text[..at + content.len()].to_string());
+            }
+        }
+        Err(Error::InvalidInput(
+            "continue_final_message: the chat template does not write the final message's content as given, so it cannot be left open".into(),
+        ))
     }
 }
 
@@ -450,6 +476,33 @@ mod tests {
             got,
             "{\"a\": [1, 2.5, \"é\"], \"b\": {}}|{\n  \"a\": [\n    1,\n    2.5,\n    \"é\"\n  ],\n  \"b\": {}\n}|[1e-05, 3.0, 1e+20]"
         );
+    }
+
+    /// transformers' `continue_final_message`: the text ends with the last message's
+    /// content, the template's end of that message (here `</s>`) cut off; a template
+    /// that trims messages is cut after the trimmed content.
+    #[test]
+    fn a_final_message_left_open_ends_the_text() {
+        let t = one(
+            "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
+        );
+        let conv = json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "The answer is "}]);
+        let open = RenderOptions {
+            continue_final_message: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            t.render(&conv, &open).unwrap(),
+            "<s>[user] Hi</s>[assistant] The answer is "
+        );
+        let trims = one("{% for m in messages %}{{ m.content | trim }}</s>{% endfor %}");
+        assert_eq!(trims.render(&conv, &open).unwrap(), "Hi</s>The answer is");
+        let e = t
+            .render(&json!([{"role": "user", "content": [1]}]), &open)
+            .unwrap_err();
+        assert!(e.to_string().contains("text content"), "{e}");
+        let hides = one("{% for m in messages %}x{% endfor %}");
+        assert!(hides.render(&conv, &open).is_err());
     }
 
     #[test]

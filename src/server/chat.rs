@@ -89,6 +89,14 @@ pub struct ChatBody {
     #[serde(default, deserialize_with = "params::int::opt_i64")]
     #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
+    /// vLLM's: end the prompt with the template's cue for the assistant's turn
+    /// (default true).
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
+    /// vLLM's: leave the last message open so the reply continues it (transformers'
+    /// rule: the text is cut after its content); needs `add_generation_prompt` false.
+    #[serde(default)]
+    pub continue_final_message: Option<bool>,
     /// Server-Sent Events: `chat.completion.chunk`s, then `data: [DONE]`.
     #[serde(default)]
     pub stream: Option<bool>,
@@ -309,6 +317,14 @@ fn plan(
         }
     }
     let messages = messages_for_template(&b.messages)?;
+    let continue_final_message = b.continue_final_message.unwrap_or(false);
+    let add_generation_prompt = b.add_generation_prompt.unwrap_or(!continue_final_message);
+    if continue_final_message && add_generation_prompt {
+        return Err(bad(
+            "continue_final_message",
+            "continue_final_message and add_generation_prompt cannot both be true: the last message is either continued or answered",
+        ));
+    }
     let wants_calls = b
         .tools
         .as_ref()
@@ -325,7 +341,8 @@ fn plan(
         .render(
             &messages,
             &RenderOptions {
-                add_generation_prompt: true,
+                add_generation_prompt,
+                continue_final_message,
                 tools: b.tools.clone(),
                 ..Default::default()
             },

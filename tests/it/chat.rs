@@ -38,6 +38,7 @@ fn published_templates_render_as_transformers_does() {
                 add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
                 tools: Some(case["tools"].clone()).filter(|t| !t.is_null()),
                 extra: case["extra"].as_object().unwrap().clone(),
+                ..Default::default()
             };
             let got = templates.render(&case["messages"], &opts);
             match (case.get("text"), got) {
@@ -244,6 +245,32 @@ async fn chat_completions_follow_the_template() {
     let (_, b) = chat(&s, sampled).await;
     assert_eq!(a["choices"], b["choices"]);
     assert_eq!(a["choices"].as_array().unwrap().len(), 2);
+
+    // vLLM's continue_final_message: the last (assistant) message is left open, so the
+    // prompt ends with its content (Mixtral's template closes an assistant turn with
+    // `</s>`, which is cut); with add_generation_prompt also true, a 400
+    let open_conv =
+        json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well"}]);
+    let (code, open) = chat(
+        &s,
+        json!({"messages": open_conv, "max_tokens": 2, "continue_final_message": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{open}");
+    let (_, tok) = post(
+        &s,
+        "/tokenize",
+        json!({"prompt": "<s>[INST] Hi [/INST]Well", "add_special_tokens": false}),
+    )
+    .await;
+    assert_eq!(open["usage"]["prompt_tokens"], tok["count"], "{open} {tok}");
+    let (code, e) = chat(
+        &s,
+        json!({"messages": open_conv, "continue_final_message": true, "add_generation_prompt": true}),
+    )
+    .await;
+    assert_eq!(code, 400, "{e}");
+    assert_eq!(e["error"]["param"], "continue_final_message");
 
     // JSON mode: the reply is the start of one JSON object, and one when it stops
     let (code, r) = chat(
