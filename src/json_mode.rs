@@ -459,6 +459,92 @@ mod tests {
         );
     }
 
+    /// A random JSON value (splitmix64 draws), up to `depth` levels deep.
+    fn random_value(r: &mut u64, depth: u32) -> serde_json::Value {
+        use serde_json::json;
+        let mut next = || {
+            *r = r.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = *r;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let pick = next() % if depth == 0 { 6 } else { 8 };
+        let n = next();
+        match pick {
+            0 => json!(null),
+            1 => json!(n % 2 == 0),
+            2 => json!((n % 2001) as i64 - 1000),
+            3 => json!(f64::from_bits(0x3FF0_0000_0000_0000 | (n >> 12)) * 1e-3 - 7.5),
+            4 | 5 => {
+                let chars = ["a", "é", "\"", "\\", "\n", "\u{1}", "😀", " ", "/", "\t"];
+                let len = (n % 6) as usize;
+                json!((0..len)
+                    .map(|i| chars[((n >> (i * 4)) % 10) as usize])
+                    .collect::<String>())
+            }
+            6 => serde_json::Value::Array((0..n % 4).map(|_| random_value(r, depth - 1)).collect()),
+            _ => serde_json::Value::Object(
+                (0..n % 4)
+                    .map(|i| (format!("k{i}"), random_value(r, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Against serde_json: every object it writes (compact and pretty) is read whole,
+    /// and of many one-byte changes to them, those read whole are objects serde_json
+    /// reads too, and those serde_json reads as objects are read whole (unless they
+    /// break the whitespace rule).
+    #[test]
+    fn objects_agree_with_serde_json() {
+        let mut r = 7u64;
+        let (mut agreed, mut changed) = (0, 0);
+        for i in 0..300 {
+            let mut obj = serde_json::Map::new();
+            obj.insert("v".into(), random_value(&mut r, 4));
+            let v = serde_json::Value::Object(obj);
+            let text = if i % 2 == 0 {
+                serde_json::to_string(&v).unwrap()
+            } else {
+                serde_json::to_string_pretty(&v).unwrap()
+            };
+            assert!(accepts(&text).is_some_and(|s| s.done()), "{text}");
+            agreed += 1;
+            let bytes = text.as_bytes();
+            for k in 0..8usize {
+                let at = (k * 7919 + i * 31) % bytes.len();
+                let mut m = bytes.to_vec();
+                match k % 3 {
+                    0 => {
+                        m.remove(at);
+                    }
+                    1 => m.insert(at, b"{}[],:\"0-e.tn "[(k + i) % 14]),
+                    _ => m[at] = b"}]\":,1 x"[(k + i) % 8],
+                }
+                let ours = JsonState::default().after(&m).is_some_and(|s| s.done());
+                // (bytes are read as the service decodes them: a broken UTF-8
+                // sequence inside a string becomes U+FFFD, still a string)
+                let parsed =
+                    serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(&m));
+                // (the grammar allows numbers past f64's range; serde_json refuses them)
+                if parsed
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("number out of range"))
+                {
+                    continue;
+                }
+                let theirs = parsed.is_ok_and(|v| v.is_object())
+                    && !m[0].is_ascii_whitespace()
+                    && !m.last().unwrap().is_ascii_whitespace();
+                assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(&m));
+                changed += 1;
+            }
+        }
+        assert_eq!(agreed, 300);
+        assert!(changed > 2300, "{changed}");
+    }
+
     #[test]
     fn the_walk_keeps_exactly_the_tokens_that_continue_the_object() {
         let words = [
