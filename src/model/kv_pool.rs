@@ -196,6 +196,8 @@ pub struct PoolStats {
     pub available: usize,
     /// Positions per page.
     pub page: usize,
+    /// Whether full prompt pages are kept (the prefix cache is on).
+    pub prefix_cache: bool,
     /// Pages in the prefix cache (held by generations or not).
     pub cached: usize,
     /// Prompt positions taken from the prefix cache, and prompt positions admitted.
@@ -338,6 +340,7 @@ impl KvPool {
             used: self.pages - a.free.len() - a.unheld,
             available: a.available(),
             page: PAGE,
+            prefix_cache: a.caching,
             cached: a.index.len(),
             hit_positions: a.hit_positions,
             prompt_positions: a.prompt_positions,

@@ -485,6 +485,7 @@ fn batching_status(st: &AppState) -> BatchingStatus {
             pages_available: s.kv.available,
             bytes: s.kv.bytes,
             dtype: if s.kv.half { "float16" } else { "float32" },
+            prefix_cache: s.kv.prefix_cache,
             pages_cached: s.kv.cached,
             prompt_tokens: s.kv.prompt_positions,
             prefix_cache_hit_tokens: s.kv.hit_positions,

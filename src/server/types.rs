@@ -515,8 +515,10 @@ pub struct KvPoolStatus {
     /// Element type of the keys and values: `float32` or `float16` (the model's
     /// `kv_cache_dtype`).
     pub dtype: &'static str,
+    /// Whether the prefix cache is on (`--no-prefix-cache` turns it off).
+    pub prefix_cache: bool,
     /// Pages in the prefix cache: full prompt pages kept for later prompts that start
-    /// alike (those nobody holds count as free; `--no-prefix-cache`: 0).
+    /// alike (those nobody holds count as free).
     pub pages_cached: usize,
     /// Prompt tokens of the generations admitted with this model, and of those the
     /// ones found in the prefix cache (not prefilled again).

@@ -421,6 +421,7 @@ async fn prompts_starting_alike_are_counted_in_status_and_metrics() {
             metrics.contains(&format!("wgformer_prefix_cache_hit_tokens_total {hits}")),
             "{metrics}"
         );
+        assert_eq!(kv["prefix_cache"], cache, "{kv}");
         if cache {
             assert!(hits >= 16, "{kv}");
             assert!(kv["pages_cached"].as_u64().unwrap() >= 1, "{kv}");
