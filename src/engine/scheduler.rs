@@ -21,7 +21,11 @@ use super::state::{EngineState, Phase, BUILD_TICK, IDLE_TICK};
 use crate::error::{Error, Result};
 use crate::gpu::{profile, GpuContext};
 use crate::json_mode::JsonState;
-use crate::model::kv_pool::{PoolStats, SeqKv};
+use crate::model::kv_pool::{PoolStats, SeqKv, PAGE};
+
+/// Fewest full pages a waiting prompt shares with one being prefilled for it to wait
+/// for them (fewer are cheaper to compute again than a step's wait).
+const MIN_SHARED_PAGES: usize = 2;
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
 use crate::model::{CapturedForward, PendingStep};
@@ -487,6 +491,14 @@ impl Worker {
                 Some(p) => Ok(p),
                 None => prompt_ids(&loaded, &wt.req),
             };
+            let prompt = match prompt {
+                Ok(ids) if shares_a_prefix_being_prefilled(&self.active, &loaded, &ids) => {
+                    // it waits for those pages to be stored, then finds them kept
+                    wt.prompt = Some(ids);
+                    break;
+                }
+                p => p,
+            };
             let reserved = prompt.and_then(|ids| {
                 // the one clamp of max_new_tokens: what the context holds after the prompt
                 let room = loaded.model.config.context_size - ids.len();
@@ -623,4 +635,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether `ids` start with at least [`MIN_SHARED_PAGES`] full pages of the prompt
+/// of a generation still prefilling them: admitted after that prefill, the prompt
+/// finds them in the prefix cache instead of computing them again beside it (as
+/// requests sharing a long few-shot prefix or system prompt arrive, together).
+fn shares_a_prefix_being_prefilled(active: &[Active], loaded: &Arc<Loaded>, ids: &[u32]) -> bool {
+    if !loaded.model.kv.caching() {
+        return false;
+    }
+    let most = ids.len().saturating_sub(1) / PAGE;
+    active.iter().any(|a| {
+        let shared = ids
+            .chunks_exact(PAGE)
+            .take(most)
+            .zip(a.prompt.chunks_exact(PAGE))
+            .take_while(|(x, y)| x == y)
+            .count();
+        Arc::ptr_eq(&a.loaded, loaded) && shared >= MIN_SHARED_PAGES && a.prefilled < shared * PAGE
+    })
 }

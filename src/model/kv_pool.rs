@@ -328,6 +328,11 @@ impl KvPool {
         })
     }
 
+    /// Whether full prompt pages are kept (the prefix cache is on).
+    pub fn caching(&self) -> bool {
+        lock(&self.alloc).caching
+    }
+
     /// Whether a generation of `positions` positions could ever be admitted.
     pub fn fits(&self, positions: usize) -> bool {
         positions.div_ceil(PAGE) <= self.pages

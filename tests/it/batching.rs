@@ -758,7 +758,8 @@ fn logit_bias_and_penalties_change_what_each_token_is_picked_from() {
 /// 13 to 16 tokens of their own: a third full page each) take
 /// the pages the first one stored: each is prefilled from its first page not kept, and
 /// its tokens, greedy and seeded, are those of an engine without the prefix cache —
-/// one at a time, and all at once holding the same pages (both kernel classes, f32 and
+/// one at a time, all at once on an empty cache (the later ones wait for the first's
+/// prefill of the shared pages), and all at once holding the same pages (both kernel classes, f32 and
 /// half weights and caches). The pool counts what was found, and the kept pages
 /// nobody holds stay available.
 #[test]
@@ -786,6 +787,16 @@ fn prompts_starting_alike_take_the_kept_pages_and_give_the_same_tokens() {
         let plain = engine(options(false), extra.clone());
         let want = alone(&plain, &reqs);
         assert_eq!(settled(&plain).kv.hit_positions, 0);
+        // arriving together on an empty cache: the later three wait for the first's
+        // prefill of the shared pages, then find them
+        let fresh = engine(options(true), extra.clone());
+        assert_eq!(
+            together(&fresh, &reqs, 4),
+            want,
+            "{extra}: together, cache empty"
+        );
+        assert_eq!(settled(&fresh).kv.hit_positions, 3 * 32, "{extra}");
+        drop(fresh);
         let cached = engine(options(true), extra.clone());
         assert_eq!(alone(&cached, &reqs), want, "{extra}: one at a time");
         let kv = settled(&cached).kv;
