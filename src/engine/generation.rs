@@ -87,7 +87,7 @@ pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u
     loaded.model.check_ids(&ids)?;
     let vocab = loaded.tokenizer.vocab_size();
     req.sampling.adjust.check_ids(vocab)?;
-    req.check_stop_ids(vocab)?;
+    super::requests::check_stop_ids(&req.stop_ids, vocab)?;
     Ok(ids)
 }
 

@@ -27,8 +27,8 @@ mod steps;
 pub use load::kv_pool_pages;
 pub use options::{EngineOptions, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU};
 pub use requests::{
-    AttentionSelect, FinishReason, ForwardReply, ForwardRequest, GenEvent, GenerateRequest,
-    GenerateResult, LayerAttention, Prediction, TokenInfo,
+    check_stop_ids, AttentionSelect, FinishReason, ForwardReply, ForwardRequest, GenEvent,
+    GenerateRequest, GenerateResult, LayerAttention, Prediction, TokenInfo,
 };
 pub use state::{Counters, EngineState, KernelTime, ModelSnapshot, Phase, SchedStats};
 

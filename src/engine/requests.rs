@@ -140,17 +140,17 @@ pub struct GenerateRequest {
     pub json_object: bool,
 }
 
-impl GenerateRequest {
-    /// The `stop_ids` are among `vocab` ids (the tokenizer's).
-    pub fn check_stop_ids(&self, vocab: usize) -> crate::error::Result<()> {
-        match self.stop_ids.iter().find(|&&id| id as usize >= vocab) {
-            Some(id) => Err(crate::error::Error::InvalidInput(format!(
-                "stop_token_ids names token {id}, outside the tokenizer's vocabulary ({vocab} tokens)"
-            ))),
-            None => Ok(()),
-        }
+/// The stop token ids are among `vocab` ids (the tokenizer's).
+pub fn check_stop_ids(stop_ids: &[u32], vocab: usize) -> crate::error::Result<()> {
+    match stop_ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(id) => Err(crate::error::Error::InvalidInput(format!(
+            "stop_token_ids names token {id}, outside the tokenizer's vocabulary ({vocab} tokens)"
+        ))),
+        None => Ok(()),
     }
+}
 
+impl GenerateRequest {
     /// A request for `prompt` with these parameters and no logprobs.
     pub fn new(
         prompt: String,

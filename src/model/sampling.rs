@@ -79,12 +79,6 @@ impl Default for LogitAdjust {
 }
 
 impl LogitAdjust {
-    /// Whether it changes nothing.
-    pub fn is_none(&self) -> bool {
-        // (the suppression acts on the first tokens, if on any)
-        !self.acts_at(0)
-    }
-
     /// Whether it changes the logits of token number `n` of a generation.
     pub fn acts_at(&self, n: usize) -> bool {
         !self.bias.is_empty()
@@ -395,7 +389,7 @@ mod tests {
         let prompt = [1u32, 4];
         let generated = [3u32, 3, 2, 77]; // 77: past the row, left alone
         let none = LogitAdjust::default();
-        assert!(none.is_none());
+        assert!(!none.acts_at(0));
         let mut same = logits;
         none.apply(&mut same, &prompt, &generated);
         assert_eq!(same, logits);
@@ -406,7 +400,7 @@ mod tests {
             repetition_penalty: 2.0,
             ..LogitAdjust::default()
         };
-        assert!(!a.is_none());
+        assert!(a.acts_at(0));
         let mut x = logits;
         a.apply(&mut x, &prompt, &generated);
         // 0: bias only; 1: in the prompt, negative, doubled; 2: generated once,
@@ -430,7 +424,7 @@ mod tests {
             suppress_until: 5,
             ..LogitAdjust::default()
         };
-        assert!(m.acts_at(4) && !m.acts_at(5) && !m.is_none());
+        assert!(m.acts_at(0) && m.acts_at(4) && !m.acts_at(5));
         let mut x = logits;
         m.apply(&mut x, &prompt, &[0; 4]);
         assert_eq!(x, [2.0, f32::NEG_INFINITY, 0.5, f32::NEG_INFINITY, -2.0]);

@@ -21,8 +21,8 @@ use super::error::ApiError;
 use super::guard::Client;
 use super::openai::{
     bad, check_model, collect_all, completion_id, now_secs, parse_stop, piece, start_all,
-    stream_choices, usage, ChoiceBuilder, ChoiceEvents, Logprobs, Plan, Prompt, Running,
-    StreamOptions, Usage,
+    stream_choices, unique_hex, usage, ChoiceBuilder, ChoiceEvents, Logprobs, Plan, Prompt,
+    Running, StreamOptions, Usage,
 };
 use super::params;
 use super::routes::json_body;
@@ -161,8 +161,10 @@ fn reply(text: &str, tools: Option<ToolFormat>) -> (Option<String>, Option<Vec<T
             Some(
                 calls
                     .into_iter()
-                    .map(|c| ToolCallOut {
-                        id: format!("call_{}", &chat_id()[9..]),
+                    .enumerate()
+                    .map(|(i, c)| ToolCallOut {
+                        // one reply's calls share the clock's reading: their index apart
+                        id: format!("call_{}_{i}", unique_hex()),
                         kind: "function",
                         function: FunctionCall {
                             name: c.name,
@@ -627,11 +629,12 @@ fn tool_delta(format: ToolFormat, full: &str, from: &mut usize, last: bool) -> (
         (_, Some(calls)) => {
             let before = full.get(*from..start).unwrap_or("");
             let calls: Vec<Value> = calls
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    json!({"index": i, "id": c.id, "type": c.kind,
-                           "function": {"name": c.function.name, "arguments": c.function.arguments}})
+                    let mut v = serde_json::to_value(c).unwrap_or_default();
+                    v["index"] = json!(i);
+                    v
                 })
                 .collect();
             let mut delta = json!({ "tool_calls": calls });
@@ -873,6 +876,12 @@ mod tests {
         let (c, t) = reply("Hi <tool_call>{\"name\": \"x\"}</tool_call>", Some(f));
         assert_eq!(c.as_deref(), Some("Hi"));
         assert_eq!(t.unwrap()[0].function.arguments, "{}");
+        let (_, t) = reply(
+            "<tool_call>{\"name\": \"a\"}</tool_call><tool_call>{\"name\": \"b\"}</tool_call>",
+            Some(f),
+        );
+        let t = t.unwrap();
+        assert_ne!(t[0].id, t[1].id, "one reply's calls have their own ids");
         let (c, t) = reply("Hi", Some(f));
         assert_eq!((c.as_deref(), t.is_none()), (Some("Hi"), true));
     }

@@ -638,10 +638,15 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
 }
 
 pub(super) fn completion_id() -> String {
+    format!("cmpl-{}", unique_hex())
+}
+
+/// The clock's nanoseconds in hex: the unique part of response and call ids.
+pub(super) fn unique_hex() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("cmpl-{nanos:x}")
+    format!("{nanos:x}")
 }
 
 pub(super) fn now_secs() -> u64 {

@@ -464,10 +464,7 @@ pub fn check_bias_ids(s: &SamplingParams, vocab: usize) -> Result<(), ApiError> 
 
 /// The `stop_token_ids` are in the tokenizer's vocabulary.
 pub fn check_stop_ids(e: &Ends, vocab: usize) -> Result<(), ApiError> {
-    let mut req =
-        crate::engine::GenerateRequest::new(String::new(), 0, Default::default(), Vec::new());
-    e.apply(&mut req);
-    req.check_stop_ids(vocab)
+    crate::engine::check_stop_ids(&e.stop_ids, vocab)
         .map_err(|err| ApiError::from(err).param("stop_token_ids"))
 }
 
