@@ -353,6 +353,20 @@ impl JsonVocab {
         recent.insert(key, Arc::new(allowed.to_vec()));
     }
 
+    /// Set to -inf the `logits` of the tokens that do not continue the object from
+    /// `state` (all left as they are if none does: the generation then ends).
+    pub fn mask(&self, state: JsonState, logits: &mut [f32]) {
+        let mut ok = vec![false; logits.len()];
+        self.allowed(state, &mut ok);
+        if ok.iter().any(|&o| o) {
+            for (x, ok) in logits.iter_mut().zip(ok) {
+                if !ok {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
     /// Tokens `lo..hi` share their first `depth` bytes, which led to `state`.
     fn walk(&self, mut lo: usize, hi: usize, depth: usize, state: JsonState, allowed: &mut [bool]) {
         // those that end here (they sort first)
@@ -583,6 +597,10 @@ mod tests {
             let mut again = vec![false; words.len() + 1];
             v.allowed(state, &mut again);
             assert_eq!(again, want, "after {prefix:?}, kept");
+            let mut logits = vec![1.0f32; words.len() + 1];
+            v.mask(state, &mut logits);
+            let open: Vec<bool> = logits.iter().map(|x| x.is_finite()).collect();
+            assert_eq!(open, want, "mask after {prefix:?}");
             assert!(got.iter().any(|&a| a), "{prefix:?}");
         }
     }

@@ -123,10 +123,10 @@ impl Active {
     }
 
     /// What its next step (its prompt's last chunk, or a decode step) reads back, for a
-    /// generation without logprobs or changes to its logits (`sampling::LogitAdjust`) on a
-    /// model that picks tokens on the device: only the
-    /// device's argmax (greedy), or only the id of the device's draw (sampled, draw
-    /// number `generated.len()`); else the logits.
+    /// generation without logprobs, changes to its logits (`sampling::LogitAdjust`) or
+    /// JSON mode on a model that picks tokens on the device: only the device's argmax
+    /// (greedy), or only the id of the device's draw (sampled, draw number
+    /// `generated.len()`); else the logits.
     pub(super) fn readback(&self) -> Readback {
         self.readback_for(self.generated.len())
     }
@@ -165,16 +165,7 @@ impl Active {
                     let mut changed = logits.to_vec();
                     adjust.apply(&mut changed, &self.prompt, &self.generated);
                     if let Some(state) = self.json {
-                        // only the tokens that continue the object
-                        let mut ok = vec![false; changed.len()];
-                        self.loaded.tokenizer.json_vocab().allowed(state, &mut ok);
-                        if ok.iter().any(|&o| o) {
-                            for (x, ok) in changed.iter_mut().zip(ok) {
-                                if !ok {
-                                    *x = f32::NEG_INFINITY;
-                                }
-                            }
-                        }
+                        self.loaded.tokenizer.json_vocab().mask(state, &mut changed);
                     }
                     self.sampler.sample(&changed, n)
                 };

@@ -22,10 +22,6 @@ use crate::error::{Error, Result};
 use crate::gpu::{profile, GpuContext};
 use crate::json_mode::JsonState;
 use crate::model::kv_pool::{PoolStats, SeqKv, PAGE};
-
-/// Fewest full pages a waiting prompt shares with one being prefilled for it to wait
-/// for them (fewer are cheaper to compute again than a step's wait).
-const MIN_SHARED_PAGES: usize = 2;
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
 use crate::model::{CapturedForward, PendingStep};
@@ -636,6 +632,10 @@ impl Worker {
         }
     }
 }
+
+/// Fewest full pages a waiting prompt shares with one being prefilled for it to wait
+/// for them (fewer are cheaper to compute again than a step's wait).
+const MIN_SHARED_PAGES: usize = 2;
 
 /// Whether `ids` start with at least [`MIN_SHARED_PAGES`] full pages of the prompt
 /// of a generation still prefilling them: admitted after that prefill, the prompt
