@@ -31,7 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod gpu;
-pub mod json_mode;
+pub mod json;
 pub mod kernels;
 pub mod model;
 pub mod reference;

@@ -50,8 +50,8 @@ pub struct Tokenizer {
     bos: Option<u32>,
     /// The model's chat templates (model directories that carry one).
     chat: Option<std::sync::Arc<crate::chat::ChatTemplates>>,
-    /// The vocabulary's bytes for JSON mode, made on first use.
-    json: std::sync::OnceLock<std::sync::Arc<crate::json_mode::JsonVocab>>,
+    /// The vocabulary's bytes for constrained JSON, made on first use.
+    json: std::sync::OnceLock<std::sync::Arc<crate::json::JsonVocab>>,
 }
 
 impl Tokenizer {
@@ -72,9 +72,10 @@ impl Tokenizer {
         }
     }
 
-    /// Every token that may appear inside generated text, as its bytes, for JSON mode
+    /// Every token that may appear inside generated text, as its bytes, for constrained
+    /// JSON
     /// (special tokens left out), made once.
-    pub fn json_vocab(&self) -> std::sync::Arc<crate::json_mode::JsonVocab> {
+    pub fn json_vocab(&self) -> std::sync::Arc<crate::json::JsonVocab> {
         self.json
             .get_or_init(|| {
                 let special: std::collections::HashSet<u32> = self
@@ -88,7 +89,7 @@ impl Tokenizer {
                     .filter(|id| !special.contains(id))
                     .map(|id| (self.token_bytes(id), id))
                     .collect();
-                std::sync::Arc::new(crate::json_mode::JsonVocab::new(tokens))
+                std::sync::Arc::new(crate::json::JsonVocab::new(tokens))
             })
             .clone()
     }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::load::Loaded;
 use super::requests::{FinishReason, GenEvent, GenerateRequest, GenerateResult};
 use crate::error::{Error, Result};
-use crate::json_mode::JsonState;
+use crate::json::JsonState;
 use crate::model::kv_pool::SeqKv;
 use crate::model::sampling::{token_logprob, Sampler, TokenLogprob};
 use crate::model::{NextToken, Readback};
@@ -44,7 +44,7 @@ pub(super) struct Active {
     pub(super) picked: Option<(u32, Option<TokenLogprob>)>,
     /// The token sampled and streamed, to run through the model next step.
     pub(super) next: Option<u32>,
-    /// JSON mode: how far the text is into its object.
+    /// Constrained JSON: how far the text is into its value.
     pub(super) json: Option<JsonState>,
     pub(super) events: mpsc::UnboundedSender<GenEvent>,
     pub(super) started: Instant,
@@ -164,8 +164,11 @@ impl Active {
                 } else {
                     let mut changed = logits.to_vec();
                     adjust.apply(&mut changed, &self.prompt, &self.generated);
-                    if let Some(state) = self.json {
-                        self.loaded.tokenizer.json_vocab().mask(state, &mut changed);
+                    if let (Some(g), Some(state)) = (&self.req.json, self.json) {
+                        self.loaded
+                            .tokenizer
+                            .json_vocab()
+                            .mask(g, state, &mut changed);
                     }
                     self.sampler.sample(&changed, n)
                 };
@@ -241,13 +244,13 @@ pub(super) fn advance(a: &mut Active) -> Result<Option<GenerateResult>> {
     a.generated.push(next);
     let loaded = a.loaded.clone();
     let tok = &loaded.tokenizer;
-    // JSON mode: the object closed (or, never picked, a token that cannot continue it)
-    let json_end = match a.json {
-        Some(state) => {
-            a.json = state.after(&tok.token_bytes(next));
+    // constrained JSON: the value closed (or, never picked, a token that cannot continue it)
+    let json_end = match (&a.req.json, a.json) {
+        (Some(g), Some(state)) => {
+            a.json = g.after(state, &tok.token_bytes(next));
             a.json.is_none_or(|s| s.done())
         }
-        None => false,
+        _ => false,
     };
     tok.stream_step(&mut a.text, &a.generated)?;
     let text = a.text.text();

@@ -135,9 +135,9 @@ pub struct GenerateRequest {
     /// No end before this many tokens: end-of-text and stop tokens cannot be picked
     /// and stop strings are not looked for (vLLM's `min_tokens`).
     pub min_tokens: usize,
-    /// JSON mode: the text is one JSON object (`crate::json_mode`), and ends when it
-    /// closes.
-    pub json_object: bool,
+    /// Constrained JSON: the text is one value of this grammar (`crate::json`: JSON
+    /// mode's any object, or a JSON Schema's), and ends when it closes.
+    pub json: Option<std::sync::Arc<crate::json::Grammar>>,
 }
 
 /// The stop token ids are among `vocab` ids (the tokenizer's).
@@ -169,7 +169,7 @@ impl GenerateRequest {
             stop_ids: Vec::new(),
             ignore_eos: false,
             min_tokens: 0,
-            json_object: false,
+            json: None,
         }
     }
 }

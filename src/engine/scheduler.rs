@@ -20,7 +20,6 @@ use super::state::{shutting_down, timeout_error};
 use super::state::{EngineState, Phase, BUILD_TICK, IDLE_TICK};
 use crate::error::{Error, Result};
 use crate::gpu::{profile, GpuContext};
-use crate::json_mode::JsonState;
 use crate::model::kv_pool::{PoolStats, SeqKv, PAGE};
 use crate::model::sampling::{token_logprob, Sampler};
 use crate::model::MAX_PREFILL_PARTS;
@@ -582,7 +581,7 @@ impl Worker {
         self.started_generations += 1;
         // positions found in the prefix cache need no prefill
         let prefilled = kv.len();
-        let json = req.json_object.then(JsonState::default);
+        let json = req.json.as_ref().map(|g| g.start());
         Ok(Active {
             serial: self.started_generations,
             sampler: Sampler::new(req.sampling.clone()),

@@ -112,8 +112,9 @@ pub struct ChatBody {
     #[serde(default)]
     #[schema(value_type = Option<super::types::ToolChoice>)]
     pub tool_choice: Option<Value>,
-    /// `{"type": "text"}` (default) or `{"type": "json_object"}`: the reply is one JSON
-    /// object (JSON mode; `json_schema` is a 400).
+    /// `{"type": "text"}` (default), `{"type": "json_object"}` (the reply is one JSON
+    /// object: JSON mode) or `{"type": "json_schema", "json_schema": {"schema":
+    /// {...}}}` (one value of that schema).
     #[serde(default)]
     #[schema(value_type = Option<super::types::ResponseFormat>)]
     pub response_format: Option<Value>,
@@ -302,7 +303,7 @@ fn plan(
     tokenizer: &Tokenizer,
 ) -> Result<(Plan, usize, Option<ToolFormat>), ApiError> {
     check_model(&b.model, m)?;
-    let json_object = params::json_mode(&b.response_format)?;
+    let json = params::json_format(&b.response_format)?;
     match &b.tool_choice {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == "none" || s == "auto" => {}
@@ -442,7 +443,7 @@ fn plan(
             sampling: checked.sampling,
             stop: checked.stop,
             ends: checked.ends,
-            json_object,
+            json,
             logprobs,
             echo: false,
             stream: b.stream.unwrap_or(false),

@@ -174,8 +174,9 @@ pub struct CompletionBody {
     /// Only empty: text after the insertion point is not supported.
     #[serde(default)]
     pub suffix: Option<String>,
-    /// vLLM's: `{"type": "text"}` (default) or `{"type": "json_object"}`: the
-    /// completion is one JSON object (JSON mode).
+    /// vLLM's: `{"type": "text"}` (default), `{"type": "json_object"}` (the
+    /// completion is one JSON object: JSON mode) or `{"type": "json_schema",
+    /// "json_schema": {"schema": {...}}}` (one value of that schema).
     #[serde(default)]
     #[schema(value_type = Option<super::types::ResponseFormat>)]
     pub response_format: Option<Value>,
@@ -305,8 +306,8 @@ pub(super) struct Plan {
     pub(super) sampling: SamplingParams,
     pub(super) stop: Vec<String>,
     pub(super) ends: params::Ends,
-    /// JSON mode (`response_format` json_object).
-    pub(super) json_object: bool,
+    /// Constrained JSON (`response_format` json_object or json_schema).
+    pub(super) json: Option<std::sync::Arc<crate::json::Grammar>>,
     pub(super) logprobs: Option<usize>,
     pub(super) echo: bool,
     pub(super) stream: bool,
@@ -391,7 +392,7 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
         sampling: checked.sampling,
         stop: checked.stop,
         ends: checked.ends,
-        json_object: params::json_mode(&b.response_format)?,
+        json: params::json_format(&b.response_format)?,
         logprobs,
         echo,
         stream: b.stream.unwrap_or(false),
@@ -606,7 +607,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
             req.prompt_ids = Some(ids.clone());
             req.logprobs = p.logprobs;
             p.ends.apply(&mut req);
-            req.json_object = p.json_object;
+            req.json = p.json.clone();
             // with echo + logprobs the engine reports the prompt (ids and logprobs)
             req.prompt_logprobs = (p.echo && p.logprobs.is_some()).then(|| p.logprobs.unwrap_or(0));
             let echo_text = match (p.echo && p.logprobs.is_none(), given_ids) {

@@ -8,7 +8,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
+use crate::json::Grammar;
 use crate::model::sampling::{LogitAdjust, SamplingParams};
+use std::sync::Arc;
 
 /// Integer request fields take what JSON Schema calls an integer — `73` and `73.0`
 /// alike, any number without a fractional part — so the OpenAPI document and the
@@ -178,21 +180,35 @@ pub struct Controls {
 /// Most `stop_token_ids`.
 pub const MAX_STOP_IDS: usize = 32;
 
-/// `response_format`: `{"type": "text"}` (or none) → false, `{"type": "json_object"}`
-/// → true (JSON mode); anything else is a 400 naming the field.
-pub fn json_mode(format: &Option<Value>) -> Result<bool, ApiError> {
+/// `response_format`: `{"type": "text"}` (or none) → none, `{"type": "json_object"}`
+/// → any JSON object (JSON mode), `{"type": "json_schema", "json_schema": {"schema":
+/// ...}}` → the values of that schema (`crate::json::schema`); anything else, or a
+/// schema the grammar cannot enforce, is a 400 naming the field and the place in the
+/// schema.
+pub fn json_format(format: &Option<Value>) -> Result<Option<Arc<Grammar>>, ApiError> {
+    const FIELD: &str = "response_format";
     match format {
-        None | Some(Value::Null) => Ok(false),
+        None | Some(Value::Null) => Ok(None),
         Some(f) => match f.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(false),
-            Some("json_object") => Ok(true),
-            Some("json_schema") => Err(bad(
-                "response_format",
-                "response_format json_schema is not supported: {\"type\": \"json_object\"} constrains the reply to one JSON object (describe the schema in the prompt)",
-            )),
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(Grammar::object())),
+            Some("json_schema") => {
+                let schema = f
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .ok_or_else(|| {
+                        bad(
+                            FIELD,
+                            "response_format json_schema needs json_schema.schema: {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+                        )
+                    })?;
+                crate::json::schema::compile(schema)
+                    .map(|g| Some(Arc::new(g)))
+                    .map_err(|e| bad(FIELD, format!("response_format json_schema.schema: {e}")))
+            }
             _ => Err(bad(
-                "response_format",
-                "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}",
+                FIELD,
+                "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}",
             )),
         },
     }

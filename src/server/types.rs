@@ -225,21 +225,39 @@ pub enum PartKind {
     Text,
 }
 
-/// A response format served: plain text, or one JSON object (JSON mode).
+/// A response format served: plain text, one JSON object (JSON mode), or one value of
+/// a JSON Schema.
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
 pub enum FormatKind {
     Text,
     JsonObject,
+    JsonSchema,
 }
 
-/// `{"type": "text"}` or `{"type": "json_object"}`.
+/// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+/// "json_schema": {"name": ..., "schema": {...}}}`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ResponseFormat {
     #[schema(rename = "type")]
     kind: FormatKind,
+    /// With `json_schema`: the schema the reply is held to (`schema`; `name`, `strict`
+    /// and `description` are accepted and not needed).
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `response_format.json_schema`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JsonSchemaFormat {
+    name: Option<String>,
+    description: Option<String>,
+    /// Always enforced (the keywords the grammar cannot hold are a 400).
+    strict: Option<bool>,
+    #[schema(value_type = Object)]
+    schema: serde_json::Value,
 }
 
 /// `none` (calls are not read out of the reply) or `auto` (they are); the model is

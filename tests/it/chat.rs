@@ -289,6 +289,26 @@ async fn chat_completions_follow_the_template() {
         );
     }
 
+    // a JSON Schema: the reply is a value of it (here one that closes within the
+    // whitespace allowed between its tokens)
+    let schema = json!({"type": "object", "properties": {"mood": {"enum": ["glad", "sad"]}, "ok": {"type": "boolean"}},
+                        "required": ["mood", "ok"], "additionalProperties": false});
+    let (code, r) = chat(
+        &s,
+        json!({"messages": messages, "max_tokens": 100, "temperature": 0,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "m", "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let reply = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{reply:?}");
+    let v: Value = serde_json::from_str(reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
+    assert!(v["mood"] == "glad" || v["mood"] == "sad", "{reply:?}");
+    assert!(
+        v["ok"].is_boolean() && v.as_object().unwrap().len() == 2,
+        "{reply:?}"
+    );
+
     // errors name the parameter
     for (body, param) in [
         (json!({"messages": []}), "messages"),

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["gpu"],
     &["config", "sparse", "files", "tokenizer", "stats"],
-    &["chat", "json_mode", "tool_calls"],
+    &["chat", "json", "tool_calls"],
     &["error"],
 ];
 

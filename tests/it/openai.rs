@@ -383,6 +383,84 @@ async fn json_mode_completions_are_json_objects() {
     assert_eq!(code, 200);
 }
 
+/// Structured outputs: with `response_format` json_schema a completion is one value of
+/// the schema once it stops (its keys in the declared order, required ones present,
+/// enums and lengths held) and the start of one when cut; seeded samples of a
+/// random-weight model, steered to close by a logit bias. A schema the grammar cannot
+/// enforce is a 400 naming the keyword and its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_schema_completions_are_values_of_the_schema() {
+    let s = server().await;
+    let schema = json!({"type": "object", "properties": {
+        "answer": {"enum": ["yes", "no"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2},
+        "score": {"type": ["integer", "null"]}
+    }, "required": ["answer", "score"]});
+    let format = json!({"type": "json_schema", "json_schema": {"name": "reply", "strict": true, "schema": schema}});
+    let mut closed = 0;
+    for seed in 0..6 {
+        let (code, c) = complete(
+            &s,
+            json!({"prompt": "Reply as JSON:", "max_tokens": 48, "temperature": 1.0, "seed": seed,
+                   "response_format": format, "logit_bias": {"1": 8, "92": 8, "11": 4}}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c}");
+        let text = c["choices"][0]["text"].as_str().unwrap();
+        // the first key is forced
+        let start = text.trim_start_matches('{').trim_start();
+        assert!(
+            start.starts_with("\"answer\"") || "\"answer\"".starts_with(start),
+            "{text:?}"
+        );
+        if c["choices"][0]["finish_reason"] != "stop" {
+            continue;
+        }
+        closed += 1;
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let o = v.as_object().unwrap();
+        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        assert!(
+            keys == ["answer", "score"] || keys == ["answer", "tags", "score"],
+            "{text:?}"
+        );
+        assert!(o["answer"] == "yes" || o["answer"] == "no", "{text:?}");
+        assert!(
+            o["score"].is_null() || o["score"].is_i64() || o["score"].is_u64(),
+            "{text:?}"
+        );
+        if let Some(tags) = o.get("tags") {
+            let tags = tags.as_array().unwrap();
+            assert!(tags.len() <= 2, "{text:?}");
+            assert!(
+                tags.iter()
+                    .all(|t| t.as_str().unwrap().chars().count() <= 3),
+                "{text:?}"
+            );
+        }
+    }
+    assert!(closed >= 3, "{closed} of 6 closed");
+    for (schema, words) in [
+        (
+            json!({"type": "object", "properties": {"id": {"type": "string", "pattern": "^[a-z]+$"}}}),
+            vec!["#/properties/id", "\"pattern\""],
+        ),
+        (json!({"type": "number"}), vec!["root"]),
+        (
+            json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}}}),
+            vec!["#/$defs/B"],
+        ),
+    ] {
+        let format = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}});
+        let (code, e) = complete(&s, json!({"prompt": "x", "response_format": format})).await;
+        assert_openai_error(code, &e, 400, "invalid_input", Some("response_format"));
+        let message = e["error"]["message"].as_str().unwrap();
+        for w in words {
+            assert!(message.contains(w), "{message:?} lacks {w:?}");
+        }
+    }
+}
+
 /// A prompt that starts like an earlier one (a shared system text of 2 KV pages and
 /// more) is prefilled from the first page the prefix cache does not hold: `/status`
 /// and `/metrics` count the tokens found, and the completion is the one a server
