@@ -12,7 +12,8 @@
 //! state (tokens sharing a prefix share the walk over it) and keeps the tokens whose
 //! every byte continues the value; the others' logits are set to -inf before the pick.
 //! Once the value closes the generation ends. Special tokens (end-of-text, template
-//! markers) never appear inside it.
+//! markers) never appear inside it, and its strings are valid UTF-8 (a token of a
+//! character's first bytes is taken only where the rest can follow).
 //!
 //! Objects with declared properties are written in the declared order, each
 //! property present or (when not required) left out; they get no other keys. Unions
@@ -115,6 +116,13 @@ enum Esc {
     Backslash,
     /// Hex digits of a `\u` escape still to come.
     Hex(u8),
+    /// Inside a UTF-8 sequence: `left` continuation bytes to come, the next in
+    /// `lo..=hi` (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF).
+    Utf8 {
+        left: u8,
+        lo: u8,
+        hi: u8,
+    },
 }
 
 /// What a frame has read.
@@ -550,13 +558,41 @@ impl Grammar {
                     None => return false,
                 },
                 0..=0x1f => return false,
-                // a UTF-8 continuation byte: the same character
-                0x80..=0xbf => (Esc::None, len),
-                _ => match more() {
+                0x20..=0x7f => match more() {
                     Some(len) => (Esc::None, len),
                     None => return false,
                 },
+                // the first byte of a multi-byte character
+                _ => {
+                    let (left, lo, hi) = match b {
+                        0xc2..=0xdf => (1, 0x80, 0xbf),
+                        0xe0 => (2, 0xa0, 0xbf),
+                        0xed => (2, 0x80, 0x9f),
+                        0xe1..=0xef => (2, 0x80, 0xbf),
+                        0xf0 => (3, 0x90, 0xbf),
+                        0xf1..=0xf3 => (3, 0x80, 0xbf),
+                        0xf4 => (3, 0x80, 0x8f),
+                        _ => return false,
+                    };
+                    match more() {
+                        Some(len) => (Esc::Utf8 { left, lo, hi }, len),
+                        None => return false,
+                    }
+                }
             },
+            Esc::Utf8 { left, lo, hi } if (lo..=hi).contains(&b) => {
+                let esc = if left == 1 {
+                    Esc::None
+                } else {
+                    Esc::Utf8 {
+                        left: left - 1,
+                        lo: 0x80,
+                        hi: 0xbf,
+                    }
+                };
+                (esc, len)
+            }
+            Esc::Utf8 { .. } => return false,
             Esc::Backslash => match b {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => (Esc::None, len),
                 b'u' => (Esc::Hex(4), len),
@@ -848,6 +884,35 @@ mod tests {
             accepts(&format!("{{\"{}\"", " ".repeat(200))).is_some(),
             "spaces in strings are free"
         );
+        // UTF-8 inside strings: whole characters, and a character's first bytes open
+        let g = Grammar::object();
+        let read = |b: &[u8]| g.after(g.start(), b);
+        for ok in [
+            &b"\xc3\xa9"[..],
+            b"\xe2\x82\xac",
+            b"\xf0\x9f\x98\x80",
+            b"\xf4\x8f\xbf\xbf",
+            b"\xed\x9f\xbf",
+        ] {
+            let doc = [&b"{\"a\":\""[..], ok, b"\"}"].concat();
+            assert!(read(&doc).is_some_and(|s| s.done()), "{ok:x?}");
+            assert!(read(&doc[..6 + ok.len() - 1]).is_some(), "{ok:x?} cut");
+        }
+        for bad in [
+            &b"\x80"[..],
+            b"\xc3\x28",
+            b"\xc0\xaf",
+            b"\xe0\x80\x80",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf5",
+            b"\xe2\x82\"",
+        ] {
+            assert!(
+                read(&[&b"{\"a\":\""[..], bad].concat()).is_none(),
+                "{bad:x?}"
+            );
+        }
     }
 
     /// A random JSON value (splitmix64 draws), up to `depth` levels deep.
@@ -947,10 +1012,8 @@ mod tests {
                 }
                 let g = Grammar::object();
                 let ours = g.after(g.start(), &m).is_some_and(|s| s.done());
-                // (bytes are read as the service decodes them: a broken UTF-8
-                // sequence inside a string becomes U+FFFD, still a string)
-                let parsed =
-                    serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(&m));
+                // (strings must be valid UTF-8 for both)
+                let parsed = serde_json::from_slice::<serde_json::Value>(&m);
                 // (the grammar allows numbers past f64's range; serde_json refuses them)
                 if parsed
                     .as_ref()
