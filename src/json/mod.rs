@@ -70,6 +70,11 @@ pub enum Node {
     /// One of these nodes (none of them a union), which no two start with the same
     /// byte.
     OneOf(Vec<u16>),
+    /// One of several objects told apart by their first property, `tag` (required; its
+    /// value a [`Node::Literals`]): once its value is read, the object goes on as
+    /// `cases[j]` (a [`Node::Object`] whose first property is the tag) for tag literal
+    /// `j` — a discriminated union, or a tool call's `{"name": ..., "parameters": ...}`.
+    Tagged { tag: Prop, cases: Vec<u16> },
 }
 
 /// A declared property of an object.
@@ -374,7 +379,7 @@ impl Grammar {
     /// Whether a value of `node` may start with `b`.
     fn starts(&self, node: u16, b: u8) -> bool {
         match self.node(node) {
-            Node::Object { .. } => b == b'{',
+            Node::Object { .. } | Node::Tagged { .. } => b == b'{',
             Node::Array { .. } => b == b'[',
             Node::String { .. } => b == b'"',
             Node::Number { .. } => Num::first(b).is_some(),
@@ -392,7 +397,7 @@ impl Grammar {
                     .find(|&&a| self.starts(a, b))
                     .is_some_and(|&a| self.begin(s, a, b));
             }
-            Node::Object { .. } if b == b'{' => Local::Obj {
+            Node::Object { .. } | Node::Tagged { .. } if b == b'{' => Local::Obj {
                 phase: Phase::Open,
                 next: 0,
             },
@@ -431,11 +436,30 @@ impl Grammar {
     /// Close the top frame's value: its parent (if any) goes on after it.
     fn end_value(&self, s: &mut JsonState) {
         s.depth -= 1;
+        let closed = s.frames[s.depth as usize];
         let Some(Frame { node, at }) = s.top() else {
             s.done = true;
             return;
         };
         match at {
+            // a tag read: the object goes on as its case, after the tag
+            Local::Obj {
+                phase: Phase::Inside,
+                ..
+            } if matches!(self.node(node), Node::Tagged { .. }) => {
+                let (Node::Tagged { cases, .. }, Local::Lit { j, .. }) =
+                    (self.node(node), closed.at)
+                else {
+                    unreachable!()
+                };
+                s.frames[s.depth as usize - 1] = Frame {
+                    node: cases[j as usize],
+                    at: Local::Obj {
+                        phase: Phase::After,
+                        next: 1,
+                    },
+                };
+            }
             Local::Obj { phase, next } => s.set_top(Local::Obj {
                 phase: if phase == Phase::Key {
                     Phase::Colon
@@ -457,11 +481,19 @@ impl Grammar {
         }
     }
 
+    /// An object's declared properties and the node of its other keys' values (a tagged
+    /// union's, until its tag is read: the tag alone).
+    fn props(&self, node: u16) -> (&[Prop], Option<u16>) {
+        match self.node(node) {
+            Node::Object { props, values } => (props, *values),
+            Node::Tagged { tag, .. } => (std::slice::from_ref(tag), None),
+            _ => unreachable!("not an object"),
+        }
+    }
+
     /// A byte between the tokens of an object.
     fn in_object(&self, s: &mut JsonState, node: u16, phase: Phase, next: u8, b: u8) -> bool {
-        let Node::Object { props, values } = self.node(node) else {
-            unreachable!()
-        };
+        let (props, values) = self.props(node);
         let rest = &props[next as usize..];
         let set = |s: &mut JsonState, phase| {
             s.set_top(Local::Obj { phase, next });
@@ -610,11 +642,10 @@ impl Grammar {
     /// A byte of a declared key: its first `i` bytes are those of property `j`'s.
     fn key(&self, s: &mut JsonState, j: u8, i: u8, b: u8) -> bool {
         let parent = s.frames[s.depth as usize - 2];
-        let (Node::Object { props, .. }, Local::Obj { next, .. }) =
-            (self.node(parent.node), parent.at)
-        else {
+        let Local::Obj { next, .. } = parent.at else {
             unreachable!()
         };
+        let (props, _) = self.props(parent.node);
         let (j, i) = (j as usize, i as usize);
         // the keys that may come: up to the first required one
         let last = (next as usize..props.len())

@@ -78,20 +78,69 @@ const MAX_NODES: usize = 60_000;
 /// The grammar of the values `schema` allows. The error names the place in the schema
 /// (a JSON pointer) and what is wrong there.
 pub fn compile(schema: &Value) -> Result<Grammar, String> {
-    let mut c = Compiler {
-        root: schema,
-        nodes: Vec::new(),
-        refs: HashMap::new(),
-        any: None,
-        unions: HashMap::new(),
-    };
+    let mut c = Compiler::new(schema);
     let root = c.reference("#", "#")?;
-    c.settle()?;
-    c.check()?;
-    if !c.delimited(root) {
-        return Err("the root must be an object, an array or a string (where a value ends must be told from its text: a number's cannot)".into());
+    c.finish(root)
+}
+
+/// The grammar of one function's arguments (`tool_choice` naming it): an object of
+/// its `parameters` schema (none: no arguments, `{}`).
+pub fn arguments(parameters: Option<&Value>) -> Result<Grammar, String> {
+    let none = serde_json::json!({"type": "object", "additionalProperties": false});
+    let g = compile(parameters.unwrap_or(&none))?;
+    match g.nodes[g.root as usize] {
+        Node::Object { .. } | Node::Tagged { .. } => Ok(g),
+        _ => Err("the parameters must be an object schema (\"type\": \"object\")".into()),
     }
-    Ok(Grammar::new(c.nodes, root))
+}
+
+/// The grammar of forced tool calls (`tool_choice` `required`): a JSON array of one or
+/// more `{"name": ..., "parameters": {...}}`, each a tool of `tools` (its name and
+/// parameters schema) with its arguments. The error names the tool's index.
+pub fn tool_calls(tools: &[(String, Option<Value>)]) -> Result<Grammar, (usize, String)> {
+    let none = serde_json::json!({"type": "object", "additionalProperties": false});
+    let mut c = Compiler::new(&none);
+    let mut calls = Vec::with_capacity(tools.len());
+    for (i, (name, parameters)) in tools.iter().enumerate() {
+        // each schema's references are its own
+        c.root = parameters.as_ref().unwrap_or(&none);
+        c.refs.clear();
+        let at = |e| (i, e);
+        let args = c.reference("#", "#").map_err(at)?;
+        if !matches!(
+            c.nodes[args as usize],
+            Node::Object { .. } | Node::Tagged { .. } | Node::OneOf(_)
+        ) {
+            return Err(at(
+                "the parameters must be an object schema (\"type\": \"object\")".into(),
+            ));
+        }
+        let name = c
+            .literals(
+                vec![serde_json::to_vec(name).expect("a string serializes")],
+                "#",
+            )
+            .map_err(at)?;
+        let prop = |key: &str, value| Prop {
+            key: serde_json::to_vec(key).expect("a string serializes"),
+            value,
+            required: true,
+        };
+        let call = Node::Object {
+            props: vec![prop("name", name), prop("parameters", args)],
+            values: None,
+        };
+        calls.push(c.add(call).map_err(at)?);
+    }
+    let one = c.union(calls, "#").map_err(|e| (0, e))?;
+    let root = c
+        .add(Node::Array {
+            items: one,
+            min: 1,
+            max: None,
+        })
+        .map_err(|e| (0, e))?;
+    c.finish(root).map_err(|e| (0, e))
 }
 
 struct Compiler<'a> {
@@ -103,6 +152,28 @@ struct Compiler<'a> {
     any: Option<u16>,
     /// Where the unions were made, for [`Compiler::check`].
     unions: HashMap<u16, String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(root: &'a Value) -> Compiler<'a> {
+        Compiler {
+            root,
+            nodes: Vec::new(),
+            refs: HashMap::new(),
+            any: None,
+            unions: HashMap::new(),
+        }
+    }
+
+    /// The grammar of `root`'s values, once every node is made.
+    fn finish(mut self, root: u16) -> Result<Grammar, String> {
+        self.settle()?;
+        self.check()?;
+        if !self.delimited(root) {
+            return Err("the root must be an object, an array or a string (where a value ends must be told from its text: a number's cannot)".into());
+        }
+        Ok(Grammar::new(self.nodes, root))
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -438,6 +509,18 @@ impl Compiler<'_> {
                 .collect();
             rest.push(self.literals(all, path)?);
         }
+        // objects told apart by a tag
+        let objects: Vec<u16> = rest
+            .iter()
+            .copied()
+            .filter(|&a| matches!(self.nodes[a as usize], Node::Object { .. }))
+            .collect();
+        if objects.len() > 1 {
+            if let Some(t) = self.tagged(&objects)? {
+                rest.retain(|a| !objects.contains(a));
+                rest.push(t);
+            }
+        }
         rest.dedup();
         match rest.as_slice() {
             [one] => Ok(*one),
@@ -449,11 +532,62 @@ impl Compiler<'_> {
         }
     }
 
+    /// `objects` as one tagged union, if a property tells them apart: the first
+    /// required property of the first object that every one declares, required, with
+    /// exact values (enum / const), no two objects sharing a value. Each object's case
+    /// writes that property first.
+    fn tagged(&mut self, objects: &[u16]) -> Result<Option<u16>, String> {
+        let props: Vec<Vec<Prop>> = objects
+            .iter()
+            .map(|&o| match &self.nodes[o as usize] {
+                Node::Object { props, .. } => props.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        'key: for tag in props[0].iter().filter(|p| p.required) {
+            // (literal, the object it picks) for every object's values of the tag
+            let mut picks: Vec<(Vec<u8>, usize)> = Vec::new();
+            for (i, ps) in props.iter().enumerate() {
+                let p = ps.iter().find(|p| p.key == tag.key && p.required);
+                match p.map(|p| &self.nodes[p.value as usize]) {
+                    Some(Node::Literals(l)) => picks.extend(l.iter().map(|l| (l.clone(), i))),
+                    _ => continue 'key,
+                }
+            }
+            picks.sort();
+            if picks.windows(2).any(|w| w[0].0 == w[1].0) {
+                continue;
+            }
+            let mut cases = Vec::with_capacity(objects.len());
+            for ps in &props {
+                let mut ordered: Vec<Prop> =
+                    ps.iter().filter(|p| p.key == tag.key).cloned().collect();
+                ordered.extend(ps.iter().filter(|p| p.key != tag.key).cloned());
+                cases.push(self.add(Node::Object {
+                    props: ordered,
+                    values: None,
+                })?);
+            }
+            let value = self.literals(picks.iter().map(|(l, _)| l.clone()).collect(), "")?;
+            let node = Node::Tagged {
+                tag: Prop {
+                    key: tag.key.clone(),
+                    value,
+                    required: true,
+                },
+                // (in the literals' sorted order)
+                cases: picks.iter().map(|&(_, i)| cases[i]).collect(),
+            };
+            return self.add(node).map(Some);
+        }
+        Ok(None)
+    }
+
     /// The first bytes a value of `node` may have.
     fn firsts(&self, node: u16) -> [bool; 256] {
         let mut f = [false; 256];
         match &self.nodes[node as usize] {
-            Node::Object { .. } => f[b'{' as usize] = true,
+            Node::Object { .. } | Node::Tagged { .. } => f[b'{' as usize] = true,
             Node::Array { .. } => f[b'[' as usize] = true,
             Node::String { .. } => f[b'"' as usize] = true,
             Node::Number { .. } => b"-0123456789".iter().for_each(|&b| f[b as usize] = true),
@@ -522,7 +656,10 @@ impl Compiler<'_> {
     /// Whether where a value of `node` ends is told by its own last byte.
     fn delimited(&self, node: u16) -> bool {
         match &self.nodes[node as usize] {
-            Node::Object { .. } | Node::Array { .. } | Node::String { .. } => true,
+            Node::Object { .. }
+            | Node::Tagged { .. }
+            | Node::Array { .. }
+            | Node::String { .. } => true,
             Node::Number { .. } => false,
             Node::Literals(lits) => lits.iter().all(|l| !l.last().unwrap().is_ascii_digit()),
             Node::OneOf(alts) => alts.iter().all(|&a| self.delimited(a)),
@@ -828,6 +965,116 @@ mod tests {
         whole(&g, r#"{"x":[1,{"a":"b"}],"y":null}"#);
     }
 
+    fn pets() -> Value {
+        json!({"type": "object", "properties": {"pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+            "discriminator": {"propertyName": "pet_type"}}}, "required": ["pet"],
+        "$defs": {
+            "Cat": {"type": "object", "properties": {"meows": {"type": "integer"}, "pet_type": {"const": "cat", "type": "string"}},
+                    "required": ["meows", "pet_type"]},
+            "Dog": {"type": "object", "properties": {"pet_type": {"enum": ["dog", "puppy"]}, "barks": {"type": "number"},
+                    "name": {"type": "string"}}, "required": ["pet_type", "barks"]},
+            "Id": {"type": "object", "properties": {"pet_type": {"const": 7}}, "required": ["pet_type"]}
+        }})
+    }
+
+    #[test]
+    fn objects_told_apart_by_a_tag_are_a_union() {
+        let g = grammar(pets());
+        for doc in [
+            r#"{"pet":{"pet_type":"cat","meows":3}}"#,
+            r#"{"pet":{"pet_type":"dog","barks":1.5}}"#,
+            r#"{"pet": {"pet_type": "puppy", "barks": 2, "name": "Rex"}}"#,
+        ] {
+            whole(&g, doc);
+        }
+        for bad in [
+            r#"{"pet":{"meows":3,"pet_type":"cat"}}"#, // the tag first
+            r#"{"pet":{"pet_type":"dog","meows":3}}"#, // the dog's properties
+            r#"{"pet":{"pet_type":"cat","meows":3,"barks":1}}"#,
+            r#"{"pet":{"pet_type":"cow","meows":3}}"#,
+            r#"{"pet":{"pet_type":"cat"}}"#, // meows required
+            r#"{"pet":{}}"#,
+        ] {
+            not_whole(&g, bad);
+        }
+        // numbers as tags end where the next byte cannot continue them
+        let mut s = pets();
+        s["properties"]["pet"]["oneOf"] = json!([{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Id"}]);
+        let g = grammar(s);
+        whole(&g, r#"{"pet":{"pet_type":7}}"#);
+        whole(&g, r#"{"pet":{"pet_type": 7 }}"#);
+        whole(&g, r#"{"pet":{"pet_type":"cat","meows":0}}"#);
+        not_whole(&g, r#"{"pet":{"pet_type":77}}"#);
+        // two objects sharing a tag value cannot be told apart
+        let e = compile(&json!({"type": "object", "properties": {"u": {"anyOf": [
+            {"type": "object", "properties": {"k": {"const": "a"}}, "required": ["k"]},
+            {"type": "object", "properties": {"k": {"enum": ["b", "a"]}}, "required": ["k"]}]}}}))
+        .unwrap_err();
+        assert!(
+            e.contains("#/properties/u/anyOf") && e.contains("'{'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn forced_tool_calls_are_calls_of_the_tools() {
+        let weather = json!({"type": "object", "properties": {"city": {"type": "string"},
+            "unit": {"$ref": "#/$defs/Unit"}}, "required": ["city"],
+            "$defs": {"Unit": {"enum": ["C", "F"]}}});
+        let tools = [
+            ("get_weather".to_string(), Some(weather.clone())),
+            ("get_time".to_string(), None),
+            (
+                "add".to_string(),
+                Some(
+                    json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+                ),
+            ),
+        ];
+        let g = tool_calls(&tools).unwrap();
+        for doc in [
+            r#"[{"name":"get_weather","parameters":{"city":"Paris","unit":"C"}}]"#,
+            r#"[{"name": "get_time", "parameters": {}}, {"name": "add", "parameters": {"a": 1, "b": 2.5}}]"#,
+        ] {
+            whole(&g, doc);
+        }
+        for bad in [
+            "[]",
+            r#"[{"name":"get_weather","parameters":{"unit":"C"}}]"#,
+            r#"[{"name":"get_weather","parameters":{"city":"Paris","unit":"K"}}]"#,
+            r#"[{"name":"get_time","parameters":{"x":1}}]"#,
+            r#"[{"name":"sub","parameters":{}}]"#,
+            r#"[{"parameters":{},"name":"get_time"}]"#,
+            r#"{"name":"get_time","parameters":{}}"#,
+        ] {
+            not_whole(&g, bad);
+        }
+        // one tool named: its arguments alone
+        let g = arguments(Some(&weather)).unwrap();
+        whole(&g, r#"{"city":"Oslo"}"#);
+        not_whole(&g, r#"{"unit":"F"}"#);
+        let g = arguments(None).unwrap();
+        whole(&g, "{}");
+        not_whole(&g, r#"{"a":1}"#);
+        assert!(arguments(Some(&json!({"type": "array"})))
+            .unwrap_err()
+            .contains("object schema"));
+        let bad = [
+            ("f".to_string(), Some(json!({"type": "object"}))),
+            (
+                "g".to_string(),
+                Some(
+                    json!({"type": "object", "properties": {"x": {"type": "string", "pattern": "a"}}}),
+                ),
+            ),
+        ];
+        let (i, e) = tool_calls(&bad).err().unwrap();
+        assert!(
+            i == 1 && e.contains("#/properties/x") && e.contains("pattern"),
+            "{i} {e}"
+        );
+    }
+
     #[test]
     fn random_walks_are_valid_values() {
         let schemas = [
@@ -839,6 +1086,7 @@ mod tests {
             json!({"type": "object", "properties": {"v": {"type": ["integer", "string", "null", "boolean"]},
                 "w": {"oneOf": [{"type": "object", "properties": {"a": {"const": "x"}}}, {"type": "array"}]}}}),
             json!({"type": "object"}),
+            pets(),
             json!({"$ref": "#/definitions/T", "definitions": {"T": {"type": "object", "properties": {
                 "t": {"anyOf": [{"$ref": "#/definitions/T"}, {"type": "null"}]}, "n": {"type": "number", "nullable": true}},
                 "required": ["t"]}}}),

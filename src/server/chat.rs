@@ -30,8 +30,9 @@ use super::state::AppState;
 use crate::chat::RenderOptions;
 use crate::engine::ModelSnapshot;
 use crate::error::Error;
+use crate::json::Grammar;
 use crate::tokenizer::Tokenizer;
-use crate::tool_calls::ToolFormat;
+use crate::tool_calls::{ToolCall, ToolFormat};
 
 /// Most alternatives per token (`top_logprobs`), OpenAI's bound.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
@@ -108,7 +109,10 @@ pub struct ChatBody {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub tools: Option<Value>,
-    /// `"none"` or `"auto"`.
+    /// `"none"`, `"auto"` (default with tools), `"required"` (one or more calls, the
+    /// reply a JSON array of `{"name", "parameters"}` held to the tools' schemas) or
+    /// `{"type": "function", "function": {"name": ...}}` (the reply is that function's
+    /// arguments, held to its parameters schema; `finish_reason` `stop`, as OpenAI's).
     #[serde(default)]
     #[schema(value_type = Option<super::types::ToolChoice>)]
     pub tool_choice: Option<Value>,
@@ -153,10 +157,40 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
-/// The content and tool calls of a whole reply `text`: calls when `tools` reads some
+/// How a reply's tool calls come out of it.
+#[derive(Clone, Debug, PartialEq)]
+enum Calls {
+    /// Read out of the reply in the format the template teaches (`tool_choice` `auto`).
+    Read(ToolFormat),
+    /// The reply is this function's arguments (`tool_choice` naming it), held to its
+    /// parameters schema.
+    Named(String),
+    /// The reply is a JSON array of `{"name", "parameters"}`, one or more calls of the
+    /// tools (`tool_choice` `required`), held to their schemas.
+    Required,
+}
+
+/// A tool call's id: one reply's calls share the clock's reading, their index apart.
+fn call_id(i: usize) -> String {
+    format!("call_{}_{i}", unique_hex())
+}
+
+/// The content and tool calls of a whole reply `text`: calls when `calls` reads some
 /// out of it, else the text as it is.
-fn reply(text: &str, tools: Option<ToolFormat>) -> (Option<String>, Option<Vec<ToolCallOut>>) {
-    match tools.and_then(|f| f.parse(text)) {
+fn reply(text: &str, calls: Option<&Calls>) -> (Option<String>, Option<Vec<ToolCallOut>>) {
+    let read = match calls {
+        None => None,
+        Some(Calls::Read(f)) => f.parse(text),
+        Some(Calls::Named(name)) => Some((
+            None,
+            vec![ToolCall {
+                name: name.clone(),
+                arguments: text.to_string(),
+            }],
+        )),
+        Some(Calls::Required) => required_calls(text).map(|c| (None, c)),
+    };
+    match read {
         Some((content, calls)) => (
             content,
             Some(
@@ -164,8 +198,7 @@ fn reply(text: &str, tools: Option<ToolFormat>) -> (Option<String>, Option<Vec<T
                     .into_iter()
                     .enumerate()
                     .map(|(i, c)| ToolCallOut {
-                        // one reply's calls share the clock's reading: their index apart
-                        id: format!("call_{}_{i}", unique_hex()),
+                        id: call_id(i),
                         kind: "function",
                         function: FunctionCall {
                             name: c.name,
@@ -176,6 +209,100 @@ fn reply(text: &str, tools: Option<ToolFormat>) -> (Option<String>, Option<Vec<T
             ),
         ),
         None => (Some(text.to_string()), None),
+    }
+}
+
+/// The calls of a `required` reply (a JSON array of `{"name", "parameters"}`; none if
+/// it was cut before it closed).
+fn required_calls(text: &str) -> Option<Vec<ToolCall>> {
+    let calls: Vec<Value> = serde_json::from_str(text).ok()?;
+    calls
+        .iter()
+        .map(|c| {
+            Some(ToolCall {
+                name: c.get("name")?.as_str()?.to_string(),
+                arguments: c.get("parameters")?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `tools` as (name, parameters) for a forced call's grammar, and the grammar
+/// `tool_choice` asks for: a named function's arguments, or `required`'s calls (none
+/// for `auto` and `none`).
+fn forced_calls(
+    tools: Option<&Value>,
+    choice: Option<&Value>,
+) -> Result<Option<(Calls, Arc<Grammar>)>, ApiError> {
+    let named = match choice {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s == "none" || s == "auto" => return Ok(None),
+        Some(Value::String(s)) if s == "required" => None,
+        Some(c) => match c.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if c.get("type").and_then(Value::as_str) == Some("function") => {
+                Some(name.to_string())
+            }
+            _ => {
+                return Err(bad(
+                    "tool_choice",
+                    "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                ))
+            }
+        },
+    };
+    let listed: Vec<(String, Option<Value>)> = tools
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            let name = t.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| {
+                bad(&format!("tools[{i}]"), "each tool must be {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": {...}}}")
+            })?;
+            Ok((name.to_string(), t.pointer("/function/parameters").cloned()))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    if listed.is_empty() {
+        return Err(bad(
+            "tool_choice",
+            "a tool_choice that forces a call needs tools",
+        ));
+    }
+    if let Some((i, (n, _))) = listed
+        .iter()
+        .enumerate()
+        .find(|(i, (n, _))| listed[..*i].iter().any(|(m, _)| m == n))
+    {
+        return Err(bad(
+            &format!("tools[{i}]"),
+            format!("two tools are named {n:?}"),
+        ));
+    }
+    match named {
+        Some(name) => {
+            let Some(i) = listed.iter().position(|(n, _)| *n == name) else {
+                return Err(bad(
+                    "tool_choice",
+                    format!("tool_choice names {name:?}, which is not among the tools"),
+                ));
+            };
+            let g = crate::json::schema::arguments(listed[i].1.as_ref()).map_err(|e| {
+                bad(
+                    &format!("tools[{i}]"),
+                    format!("tools[{i}].function.parameters: {e}"),
+                )
+            })?;
+            Ok(Some((Calls::Named(name), Arc::new(g))))
+        }
+        None => {
+            let g = crate::json::schema::tool_calls(&listed).map_err(|(i, e)| {
+                bad(
+                    &format!("tools[{i}]"),
+                    format!("tools[{i}].function.parameters: {e}"),
+                )
+            })?;
+            Ok(Some((Calls::Required, Arc::new(g))))
+        }
     }
 }
 
@@ -301,23 +428,23 @@ fn plan(
     b: &ChatBody,
     m: &ModelSnapshot,
     tokenizer: &Tokenizer,
-) -> Result<(Plan, usize, Option<ToolFormat>), ApiError> {
+) -> Result<(Plan, usize, Option<Calls>), ApiError> {
     check_model(&b.model, m)?;
-    let json = params::json_format(&b.response_format)?;
-    match &b.tool_choice {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "none" || s == "auto" => {}
-        Some(_) => {
-            return Err(bad(
-                "tool_choice",
-                "tool_choice \"none\" and \"auto\" are supported (the model is not forced to call a tool: with \"auto\" the calls it writes are read out of its reply)",
-            ))
-        }
-    }
+    let mut json = params::json_format(&b.response_format)?;
     if let Some(t) = &b.tools {
         if !t.is_array() {
             return Err(bad("tools", "tools must be an array of tools"));
         }
+    }
+    let forced = forced_calls(b.tools.as_ref(), b.tool_choice.as_ref())?;
+    if let Some((_, g)) = &forced {
+        if json.is_some() {
+            return Err(bad(
+                "response_format",
+                "response_format and a tool_choice that forces a call cannot both hold the reply: the call's arguments follow the tool's parameters",
+            ));
+        }
+        json = Some(g.clone());
     }
     let messages = messages_for_template(&b.messages)?;
     let continue_final_message = b.continue_final_message.unwrap_or(false);
@@ -351,16 +478,20 @@ fn plan(
             },
         )
         .map_err(|e| ApiError::from(e).param("messages"))?;
-    // the format of the template the tools were rendered with
-    let tools = if wants_calls {
-        let name = if chat.has("tool_use") {
-            "tool_use"
-        } else {
-            "default"
-        };
-        chat.source(name).and_then(|s| ToolFormat::detect(&s))
-    } else {
-        None
+    // a forced call, or the format of the template the tools were rendered with
+    let tools = match forced {
+        Some((calls, _)) => Some(calls),
+        None if wants_calls => {
+            let name = if chat.has("tool_use") {
+                "tool_use"
+            } else {
+                "default"
+            };
+            chat.source(name)
+                .and_then(|s| ToolFormat::detect(&s))
+                .map(Calls::Read)
+        }
+        None => None,
     };
     let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
@@ -533,13 +664,14 @@ pub async fn chat_completions(
         choices: builders
             .iter()
             .map(|b| {
-                let (content, tool_calls) = reply(&b.text, tools);
+                let (content, tool_calls) = reply(&b.text, tools.as_ref());
                 ChatChoice {
                     index: b.index,
-                    finish_reason: if tool_calls.is_some() {
-                        Some("tool_calls")
-                    } else {
-                        b.finish
+                    // (OpenAI's: a call of the function named is a "stop")
+                    finish_reason: match &tools {
+                        Some(Calls::Named(_)) => b.finish,
+                        _ if tool_calls.is_some() => Some("tool_calls"),
+                        _ => b.finish,
                     },
                     message: ChatMessage {
                         role: "assistant",
@@ -585,10 +717,12 @@ struct ChatEvents {
     tokenizer: Arc<Tokenizer>,
     /// Alternatives per token, when logprobs were asked for.
     logprobs: Option<usize>,
-    /// How tool calls are read out of the replies; then each choice's text is shown
-    /// up to where a call starts or may start (bytes shown, by choice), and the calls
-    /// come whole in the last chunk.
-    tools: Option<ToolFormat>,
+    /// How tool calls come out of the replies. Read out of them: each choice's text is
+    /// shown up to where a call starts or may start (bytes shown, by choice), and the
+    /// calls come whole in the last chunk; `required`'s calls come whole in the last
+    /// chunk; a named function's arguments stream as they come (its first chunk with
+    /// the call's id and name: bytes shown 1 once sent).
+    tools: Option<Calls>,
     shown: std::sync::Mutex<std::collections::HashMap<usize, usize>>,
 }
 
@@ -597,23 +731,48 @@ impl ChatEvents {
     /// calls read out when the choice ends.
     fn delta(&self, r: &Running, text: String, last: bool) -> (Value, Option<&'static str>) {
         let finish = r.builder.finish;
-        let Some(format) = self.tools else {
-            return (
-                if last {
-                    json!({})
-                } else {
-                    json!({"content": text})
-                },
-                finish,
-            );
-        };
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
         let from = shown.entry(r.builder.index).or_insert(0);
-        match tool_delta(format, &r.builder.text, from, last) {
-            (delta, true) => (delta, Some("tool_calls")),
-            (delta, false) => (delta, finish),
+        match &self.tools {
+            None if last => (json!({}), finish),
+            None => (json!({ "content": text }), finish),
+            Some(Calls::Read(format)) => match tool_delta(*format, &r.builder.text, from, last) {
+                (delta, true) => (delta, Some("tool_calls")),
+                (delta, false) => (delta, finish),
+            },
+            Some(Calls::Named(name)) => {
+                let mut call =
+                    json!({"index": 0, "function": {"arguments": if last { "" } else { &text }}});
+                if *from == 0 {
+                    *from = 1;
+                    call["id"] = json!(call_id(0));
+                    call["type"] = json!("function");
+                    call["function"]["name"] = json!(name);
+                } else if last {
+                    return (json!({}), finish);
+                }
+                (json!({ "tool_calls": [call] }), finish)
+            }
+            Some(Calls::Required) if !last => (json!({}), finish),
+            Some(Calls::Required) => match reply(&r.builder.text, self.tools.as_ref()) {
+                (_, Some(calls)) => (json!({ "tool_calls": indexed(&calls) }), Some("tool_calls")),
+                (content, None) => (json!({ "content": content }), finish),
+            },
         }
     }
+}
+
+/// Calls as a streamed delta's `tool_calls`: each whole, with its index.
+fn indexed(calls: &[ToolCallOut]) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["index"] = json!(i);
+            v
+        })
+        .collect()
 }
 
 /// A streamed reply's delta now that its text is `full`, `from` bytes of it shown:
@@ -626,19 +785,10 @@ fn tool_delta(format: ToolFormat, full: &str, from: &mut usize, last: bool) -> (
         *from = start;
         return (json!({ "content": piece }), false);
     }
-    match reply(full, Some(format)) {
+    match reply(full, Some(&Calls::Read(format))) {
         (_, Some(calls)) => {
             let before = full.get(*from..start).unwrap_or("");
-            let calls: Vec<Value> = calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut v = serde_json::to_value(c).unwrap_or_default();
-                    v["index"] = json!(i);
-                    v
-                })
-                .collect();
-            let mut delta = json!({ "tool_calls": calls });
+            let mut delta = json!({ "tool_calls": indexed(&calls) });
             if !before.trim().is_empty() {
                 delta["content"] = json!(before);
             }
@@ -700,7 +850,7 @@ fn stream_chat(
     p: Plan,
     running: Vec<Running>,
     tokenizer: Arc<Tokenizer>,
-    tools: Option<ToolFormat>,
+    tools: Option<Calls>,
     (id, created): (String, u64),
 ) -> Response {
     let draw = Arc::new(ChatEvents {
@@ -874,16 +1024,19 @@ mod tests {
         assert!(!calls);
         assert_eq!(content, "a < b and <toolbox>");
         // the whole-reply shape agrees
-        let (c, t) = reply("Hi <tool_call>{\"name\": \"x\"}</tool_call>", Some(f));
+        let (c, t) = reply(
+            "Hi <tool_call>{\"name\": \"x\"}</tool_call>",
+            Some(&Calls::Read(f)),
+        );
         assert_eq!(c.as_deref(), Some("Hi"));
         assert_eq!(t.unwrap()[0].function.arguments, "{}");
         let (_, t) = reply(
             "<tool_call>{\"name\": \"a\"}</tool_call><tool_call>{\"name\": \"b\"}</tool_call>",
-            Some(f),
+            Some(&Calls::Read(f)),
         );
         let t = t.unwrap();
         assert_ne!(t[0].id, t[1].id, "one reply's calls have their own ids");
-        let (c, t) = reply("Hi", Some(f));
+        let (c, t) = reply("Hi", Some(&Calls::Read(f)));
         assert_eq!((c.as_deref(), t.is_none()), (Some("Hi"), true));
     }
 }

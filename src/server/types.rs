@@ -260,14 +260,36 @@ pub struct JsonSchemaFormat {
     schema: serde_json::Value,
 }
 
-/// `none` (calls are not read out of the reply) or `auto` (they are); the model is
-/// never forced to call one.
+/// `none` (calls are not read out of the reply), `auto` (they are, in the format the
+/// template teaches), `required` (the reply is a JSON array of one or more `{"name",
+/// "parameters"}` calls of the tools, held to their schemas), or a function named:
+/// the reply is its arguments, held to its parameters schema.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ToolChoice {
+    Mode(ToolChoiceMode),
+    Named(NamedToolChoice),
+}
+
 #[derive(ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
-pub enum ToolChoice {
+pub enum ToolChoiceMode {
     None,
     Auto,
+    Required,
+}
+
+/// `{"type": "function", "function": {"name": ...}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NamedToolChoice {
+    /// "function"
+    #[schema(rename = "type")]
+    kind: String,
+    #[schema(value_type = Object)]
+    function: serde_json::Value,
 }
 
 /// A next-token prediction.

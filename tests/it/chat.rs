@@ -481,27 +481,7 @@ async fn chat_completions_follow_the_template() {
 /// start a call and shows it at the end), with no `tool_calls` and the usual finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replies_without_calls_stay_content_whole_and_streamed() {
-    let models = models_dir("tools");
-    let dir = models.join("hermes");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in std::fs::read_dir(models.join("plain")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
-    }
-    std::fs::write(
-        dir.join("chat_template.jinja"),
-        "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
-    )
-    .unwrap();
-    let s = Server::with(
-        wgformer::server::ServerConfig::default(),
-        wgformer::engine::EngineOptions {
-            models_dir: Some(models.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(init(&s, &json!({"model": "hermes"})).await.0, 200);
+    let (s, models) = hermes_server("tools").await;
     let body = json!({"messages": [{"role": "user", "content": "Hi <b>"}], "max_tokens": 24,
                       "temperature": 0,
                       "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]});
@@ -538,5 +518,222 @@ async fn replies_without_calls_stay_content_whole_and_streamed() {
     none["tool_choice"] = json!("none");
     let (_, r) = chat(&s, none).await;
     assert_eq!(r["choices"][0]["message"]["content"], content.as_str());
+    let _ = std::fs::remove_dir_all(&models);
+}
+
+/// A server whose model (`plain`, copied) has a template that teaches `<tool_call>`
+/// blocks (and writes one when there are tools), under a models directory of its own.
+async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
+    let models = models_dir(tag);
+    let dir = models.join("hermes");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(models.join("plain")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let s = Server::with(
+        wgformer::server::ServerConfig::default(),
+        wgformer::engine::EngineOptions {
+            models_dir: Some(models.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(init(&s, &json!({"model": "hermes"})).await.0, 200);
+    (s, models)
+}
+
+/// `tool_choice` forcing a call: naming a function, the reply is its arguments (held
+/// to its parameters schema; OpenAI's shape: no content, one call, `finish_reason`
+/// `stop`; streamed as argument deltas after a first chunk with the call's id and
+/// name); `required`, the reply is a JSON array of calls of the tools, each held to its
+/// tool's schema (`finish_reason` `tool_calls`, the calls whole in the last chunk).
+/// Seeded samples of the random-weight model, steered to close by a logit bias.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forced_tool_calls_follow_the_tools_schemas() {
+    let (s, models) = hermes_server("forced").await;
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 6}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city"]}}},
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
+    ]);
+    let weather_args = |args: &str| {
+        let v: Value = serde_json::from_str(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let o = v.as_object().unwrap();
+        assert!(o["city"].as_str().unwrap().chars().count() <= 6, "{args}");
+        assert!(o.get("unit").is_none_or(|u| u == "C" || u == "F"), "{args}");
+        assert!(o.keys().all(|k| k == "city" || k == "unit"), "{args}");
+    };
+    // whitespace tokens banned (the random-weight model pads every gap it may), closers
+    // favoured
+    let mut bias = json!({});
+    for (text, b) in [
+        (" ", -100),
+        ("\n", -100),
+        ("\t", -100),
+        ("\r", -100),
+        ("\"", 6),
+        ("}", 6),
+        ("]", 4),
+    ] {
+        let (_, t) = post(
+            &s,
+            "/tokenize",
+            json!({"prompt": text, "add_special_tokens": false}),
+        )
+        .await;
+        let [id] = t["tokens"].as_array().unwrap().as_slice() else {
+            panic!("{text:?}: {t}")
+        };
+        bias[id.to_string()] = json!(b);
+    }
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    let mut closed = 0;
+    for seed in 0..4 {
+        let body = json!({"messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 40,
+                          "temperature": 1.0, "seed": seed, "tools": tools, "tool_choice": named,
+                          "logit_bias": bias});
+        let (code, r) = chat(&s, body.clone()).await;
+        assert_eq!(code, 200, "{r}");
+        let choice = &r["choices"][0];
+        assert!(choice["message"]["content"].is_null(), "{r}");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        let args = call["function"]["arguments"].as_str().unwrap();
+        assert!(args.starts_with('{'), "{args:?}");
+        if choice["finish_reason"] == "stop" {
+            weather_args(args);
+            closed += 1;
+        }
+        // streamed: the arguments in pieces, the first chunk naming the call
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let text = post_text(&s, "/v1/chat/completions", &streamed).await;
+        let calls: Vec<Value> = sse_data(&text)
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+            .collect();
+        assert_eq!(calls[0]["function"]["name"], "get_weather", "{text}");
+        assert_eq!(calls[0]["type"], "function");
+        assert!(calls[1..]
+            .iter()
+            .all(|c| c.get("id").is_none() && c["index"] == 0));
+        let joined: String = calls
+            .iter()
+            .map(|c| c["function"]["arguments"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, args);
+    }
+    assert!(closed >= 2, "{closed} of 4 closed");
+    // required: an array of calls of the tools
+    let mut called = 0;
+    for seed in 0..4 {
+        let body = json!({"messages": [{"role": "user", "content": "Weather?"}], "max_tokens": 80,
+                          "temperature": 1.0, "seed": seed, "tools": tools, "tool_choice": "required",
+                          "logit_bias": bias});
+        let (code, r) = chat(&s, body.clone()).await;
+        assert_eq!(code, 200, "{r}");
+        let choice = &r["choices"][0];
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let text = post_text(&s, "/v1/chat/completions", &streamed).await;
+        let last = sse_data(&text)
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .rfind(|c| !c["choices"][0]["finish_reason"].is_null())
+            .unwrap();
+        assert_eq!(
+            last["choices"][0]["finish_reason"], choice["finish_reason"],
+            "{text}"
+        );
+        if choice["finish_reason"] != "tool_calls" {
+            // cut: the start of the array, as content
+            let content = choice["message"]["content"].as_str().unwrap();
+            let squeezed: String = content.split_whitespace().collect();
+            assert!(squeezed.starts_with("[{\"name\":"), "{content:?}");
+            assert_eq!(choice["finish_reason"], "length");
+            continue;
+        }
+        called += 1;
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert!(!calls.is_empty());
+        for (i, c) in calls.iter().enumerate() {
+            let args = c["function"]["arguments"].as_str().unwrap();
+            match c["function"]["name"].as_str().unwrap() {
+                "get_weather" => weather_args(args),
+                "add" => {
+                    let v: Value = serde_json::from_str(args).unwrap();
+                    assert!(v["a"].is_i64() && v["b"].is_i64(), "{args}");
+                }
+                other => panic!("{other}"),
+            }
+            let sc = &last["choices"][0]["delta"]["tool_calls"][i];
+            assert_eq!(sc["function"], c["function"], "{text}");
+            assert_eq!(sc["index"], i);
+        }
+    }
+    assert!(called >= 2, "{called} of 4 called");
+    // what cannot be forced is a 400 naming the field
+    let msgs = json!([{"role": "user", "content": "x"}]);
+    for (body, param, words) in [
+        (
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+            "not among the tools",
+        ),
+        (
+            json!({"tool_choice": "required"}),
+            "tool_choice",
+            "needs tools",
+        ),
+        (
+            json!({"tools": tools, "tool_choice": {"type": "function"}}),
+            "tool_choice",
+            "tool_choice must be",
+        ),
+        (
+            json!({"tools": tools, "tool_choice": named, "response_format": {"type": "json_object"}}),
+            "response_format",
+            "cannot both",
+        ),
+        (
+            json!({"tools": [tools[0], tools[0]], "tool_choice": "required"}),
+            "tools[1]",
+            "two tools",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+            "properties": {"x": {"type": "string", "pattern": "^a"}}}}}], "tool_choice": "required"}),
+            "tools[0]",
+            "#/properties/x",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            "tools[0]",
+            "object schema",
+        ),
+    ] {
+        let mut body = body;
+        body["messages"] = msgs.clone();
+        let (code, r) = chat(&s, body.clone()).await;
+        assert_eq!(code, 400, "{body}: {r}");
+        assert_eq!(r["error"]["param"], param, "{body}: {r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(words),
+            "{body}: {r}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&models);
 }
