@@ -23,7 +23,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+mod range;
 pub mod schema;
+
+use range::{Part, Range, Reg};
 
 /// Most open frames (objects, arrays, the key, string, number or literal being read):
 /// a value nests up to about this many levels.
@@ -62,8 +65,9 @@ pub enum Node {
     },
     /// A string of `min..=max` characters (code points; an escape is one).
     String { min: u16, max: Option<u16> },
-    /// A number (`integer`: without a fraction or an exponent).
-    Number { integer: bool },
+    /// A number (`integer`: without a fraction or an exponent), in `range` if bounded
+    /// (then without an exponent).
+    Number { integer: bool, range: Option<Range> },
     /// Exactly one of these texts (compact JSON, sorted, none empty): `enum`, `const`,
     /// booleans and null.
     Literals(Vec<Vec<u8>>),
@@ -198,21 +202,33 @@ impl Num {
         matches!(self, Num::Zero | Num::Int | Num::Frac | Num::ExpInt)
     }
 
-    /// The state after `b`, if `b` continues the number (an `integer` has no fraction
-    /// or exponent).
-    fn next(self, b: u8, integer: bool) -> Option<Num> {
+    /// The state after `b`, if `b` continues the number (with a `fraction` and an
+    /// `exponent` where they are allowed).
+    fn next(self, b: u8, fraction: bool, exponent: bool) -> Option<Num> {
         let digit = b.is_ascii_digit();
         Some(match (self, b) {
             (Num::Minus, b'0') => Num::Zero,
             (Num::Minus, _) if digit => Num::Int,
             (Num::Int, _) if digit => Num::Int,
-            (Num::Zero | Num::Int, b'.') if !integer => Num::Dot,
+            (Num::Zero | Num::Int, b'.') if fraction => Num::Dot,
             (Num::Dot | Num::Frac, _) if digit => Num::Frac,
-            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') if !integer => Num::Exp,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') if exponent => Num::Exp,
             (Num::Exp, b'+' | b'-') => Num::ExpSign,
             (Num::Exp | Num::ExpSign | Num::ExpInt, _) if digit => Num::ExpInt,
             _ => return None,
         })
+    }
+
+    /// The part of a bounded number (which has no exponent).
+    fn part(self) -> Part {
+        match self {
+            Num::Minus => Part::Minus,
+            Num::Zero => Part::Zero,
+            Num::Int => Part::Int,
+            Num::Dot => Part::Dot,
+            Num::Frac => Part::Frac,
+            _ => unreachable!("a bounded number has no exponent"),
+        }
     }
 }
 
@@ -226,11 +242,14 @@ pub struct JsonState {
     space: u8,
     gap: Gap,
     done: bool,
+    /// The value of the bounded number being read (zero otherwise).
+    num: Reg,
 }
 
 impl PartialEq for JsonState {
     fn eq(&self, o: &Self) -> bool {
-        (self.depth, self.space, self.gap, self.done) == (o.depth, o.space, o.gap, o.done)
+        (self.depth, self.space, self.gap, self.done, self.num)
+            == (o.depth, o.space, o.gap, o.done, o.num)
             && self.open() == o.open()
     }
 }
@@ -239,7 +258,7 @@ impl Eq for JsonState {}
 
 impl std::hash::Hash for JsonState {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self.space, self.gap, self.done).hash(h);
+        (self.space, self.gap, self.done, self.num).hash(h);
         self.open().hash(h);
     }
 }
@@ -314,6 +333,7 @@ impl Grammar {
             space: 0,
             gap: Gap::None,
             done: false,
+            num: Reg::default(),
         }
     }
 
@@ -357,21 +377,7 @@ impl Grammar {
             Local::Arr { phase, count } => self.in_array(s, node, phase, count, b),
             Local::Str { esc, len } => self.string(s, node, esc, len, b),
             Local::Key { j, i } => self.key(s, j, i, b),
-            Local::Num(n) => {
-                let integer = matches!(self.node(node), Node::Number { integer: true });
-                match n.next(b, integer) {
-                    Some(n) => {
-                        s.set_top(Local::Num(n));
-                        true
-                    }
-                    // the number ended: `b` is what follows it
-                    None if n.complete() => {
-                        self.end_value(s);
-                        self.feed(s, b)
-                    }
-                    None => false,
-                }
-            }
+            Local::Num(n) => self.number(s, node, n, b),
             Local::Lit { j, i } => self.literal(s, node, j as usize, i as usize, b),
         }
     }
@@ -409,8 +415,19 @@ impl Grammar {
                 esc: Esc::None,
                 len: 0,
             },
-            Node::Number { .. } => match Num::first(b) {
-                Some(n) => Local::Num(n),
+            Node::Number { range, .. } => match Num::first(b) {
+                Some(n) => {
+                    if let Some(r) = range {
+                        let Some(reg) = Reg::default().next(n.part(), b) else {
+                            return false;
+                        };
+                        if !r.reachable(n.part(), &reg) {
+                            return false;
+                        }
+                        s.num = reg;
+                    }
+                    Local::Num(n)
+                }
                 None => return false,
             },
             Node::Literals(lits) => match lits.iter().position(|l| l[0] == b) {
@@ -639,6 +656,32 @@ impl Grammar {
         true
     }
 
+    /// A byte of a number read to `n`.
+    fn number(&self, s: &mut JsonState, node: u16, n: Num, b: u8) -> bool {
+        let Node::Number { integer, range } = *self.node(node) else {
+            unreachable!()
+        };
+        match n.next(b, !integer, !integer && range.is_none()) {
+            Some(n) => {
+                if let Some(r) = range {
+                    match s.num.next(n.part(), b) {
+                        Some(reg) if r.reachable(n.part(), &reg) => s.num = reg,
+                        _ => return false,
+                    }
+                }
+                s.set_top(Local::Num(n));
+                true
+            }
+            // the number ended: `b` is what follows it
+            None if n.complete() && range.is_none_or(|r| r.ends(&s.num)) => {
+                s.num = Reg::default();
+                self.end_value(s);
+                self.feed(s, b)
+            }
+            None => false,
+        }
+    }
+
     /// A byte of a declared key: its first `i` bytes are those of property `j`'s.
     fn key(&self, s: &mut JsonState, j: u8, i: u8, b: u8) -> bool {
         let parent = s.frames[s.depth as usize - 2];
@@ -727,7 +770,10 @@ pub(crate) fn any_value(nodes: &mut Vec<Node>) -> u16 {
             max: None,
         },
         Node::String { min: 0, max: None },
-        Node::Number { integer: false },
+        Node::Number {
+            integer: false,
+            range: None,
+        },
         Node::Literals(vec![b"false".to_vec(), b"null".to_vec(), b"true".to_vec()]),
         Node::OneOf((base..base + 5).collect()),
     ]);

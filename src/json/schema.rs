@@ -6,12 +6,14 @@
 //! Enforced: `type` (one or a list), `properties` (written in the declared order),
 //! `required`, `additionalProperties` (for objects without declared properties: `false`
 //! → `{}`, a schema → any keys with such values), `items`, `minItems`, `maxItems`,
-//! `minLength`, `maxLength`, `enum`, `const`, `anyOf` / `oneOf` (alternatives told
+//! `minLength`, `maxLength`, `minimum`, `maximum`, `exclusiveMinimum`,
+//! `exclusiveMaximum` (a bounded number is written without an exponent), `enum`, `const`, `anyOf` / `oneOf` (alternatives told
 //! apart by their first byte), `allOf` of one schema, OpenAPI's `nullable`, and local
 //! `$ref`s (`#`, `#/$defs/...`, `#/definitions/...`, recursion included). Ignored:
 //! `format` (an annotation in JSON Schema 2020-12), `title`, `description`, `default`,
 //! `examples` and any keyword the specification does not define.
 
+use super::range::{decimal, Bound, Range, FRACTION};
 use super::{any_value, Grammar, Node, Prop};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -19,10 +21,6 @@ use std::collections::HashMap;
 /// Keywords the grammar cannot enforce.
 const REFUSED: &[&str] = &[
     "pattern",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
     "multipleOf",
     "uniqueItems",
     "contains",
@@ -58,6 +56,10 @@ const SHAPING: &[&str] = &[
     "maxItems",
     "minLength",
     "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
     "enum",
     "const",
     "anyOf",
@@ -337,6 +339,8 @@ impl Compiler<'_> {
                 kinds.push("array");
             } else if about(&["minLength", "maxLength"]) {
                 kinds.push("string");
+            } else if about(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]) {
+                kinds.push("number");
             } else {
                 return Ok(self.any());
             }
@@ -402,8 +406,14 @@ impl Compiler<'_> {
                 let (min, max) = bounds("minLength", "maxLength")?;
                 Node::String { min, max }
             }
-            "number" => Node::Number { integer: false },
-            "integer" => Node::Number { integer: true },
+            "number" | "integer" => {
+                let integer = kind == "integer";
+                let range = number_range(m, path)?.map(|r| if integer { r.integral() } else { r });
+                if range.is_some_and(|r| r.is_empty()) {
+                    return Err(format!("at {path}: the bounds leave no {kind}"));
+                }
+                Node::Number { integer, range }
+            }
             "boolean" => return self.literals(vec![b"false".to_vec(), b"true".to_vec()], path),
             "null" => return self.literals(vec![b"null".to_vec()], path),
             other => return Err(format!("at {path}/type: unknown type {other:?}")),
@@ -491,8 +501,13 @@ impl Compiler<'_> {
                 _ => flat.push(a),
             }
         }
-        let is_number =
-            |c: &Self, a: u16, integer: bool| c.nodes[a as usize] == Node::Number { integer };
+        let is_number = |c: &Self, a: u16, integer: bool| {
+            c.nodes[a as usize]
+                == Node::Number {
+                    integer,
+                    range: None,
+                }
+        };
         if flat.iter().any(|&a| is_number(self, a, false)) {
             flat.retain(|&a| !is_number(self, a, true));
         }
@@ -667,6 +682,41 @@ impl Compiler<'_> {
     }
 }
 
+/// A number's bounds (`minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`;
+/// draft 4's boolean `exclusiveMinimum` / `exclusiveMaximum` too), if any.
+fn number_range(m: &Map<String, Value>, path: &str) -> Result<Option<Range>, String> {
+    let num = |k: &str| -> Result<Option<i128>, String> {
+        match m.get(k) {
+            None | Some(Value::Bool(_)) => Ok(None),
+            Some(Value::Number(n)) => decimal(n).map(Some).ok_or_else(|| {
+                format!("at {path}/{k}: a bound has at most {FRACTION} fraction digits and a magnitude up to 10^15")
+            }),
+            Some(_) => Err(format!("at {path}/{k}: must be a number")),
+        }
+    };
+    let flag = |k: &str| m.get(k) == Some(&Value::Bool(true));
+    let mut lo = num("minimum")?.map(|at| Bound {
+        at,
+        open: flag("exclusiveMinimum"),
+    });
+    let mut hi = num("maximum")?.map(|at| Bound {
+        at,
+        open: flag("exclusiveMaximum"),
+    });
+    // both given: the tighter holds
+    if let Some(at) = num("exclusiveMinimum")? {
+        if lo.is_none_or(|l| at >= l.at) {
+            lo = Some(Bound { at, open: true });
+        }
+    }
+    if let Some(at) = num("exclusiveMaximum")? {
+        if hi.is_none_or(|h| at <= h.at) {
+            hi = Some(Bound { at, open: true });
+        }
+    }
+    Ok((lo.is_some() || hi.is_some()).then_some(Range { lo, hi }))
+}
+
 /// A key as a JSON pointer token.
 fn pointer_escape(k: &str) -> String {
     k.replace('~', "~0").replace('/', "~1")
@@ -763,6 +813,14 @@ mod tests {
                     && n("maxItems").is_none_or(|hi| a.len() as u64 <= hi)
                     && a.iter()
                         .all(|x| m.get("items").is_none_or(|i| valid(x, i, root)))
+            }
+            Value::Number(x) => {
+                let x = x.as_f64().unwrap();
+                let f = |k: &str| m.get(k).and_then(Value::as_f64);
+                f("minimum").is_none_or(|b| x >= b)
+                    && f("maximum").is_none_or(|b| x <= b)
+                    && f("exclusiveMinimum").is_none_or(|b| x > b)
+                    && f("exclusiveMaximum").is_none_or(|b| x < b)
             }
             Value::String(t) => {
                 let c = t.chars().count() as u64;
@@ -978,6 +1036,104 @@ mod tests {
     }
 
     #[test]
+    fn bounded_numbers_stay_in_their_range() {
+        let object =
+            |n: Value| json!({"type": "object", "properties": {"n": n}, "required": ["n"]});
+        // integers, every one from -150 to 150, against the bounds by arithmetic
+        for (schema, lo, hi) in [
+            (
+                json!({"type": "integer", "minimum": 10, "maximum": 20}),
+                10,
+                20,
+            ),
+            (
+                json!({"type": "integer", "exclusiveMinimum": 0}),
+                1,
+                i64::MAX,
+            ),
+            (
+                json!({"type": "integer", "minimum": -7.5, "exclusiveMaximum": 100}),
+                -7,
+                99,
+            ),
+            (
+                json!({"type": "integer", "maximum": -3, "minimum": -120}),
+                -120,
+                -3,
+            ),
+            (
+                json!({"type": "integer", "minimum": 5, "exclusiveMinimum": true, "maximum": 5.9}),
+                6,
+                5,
+            ),
+        ] {
+            let Ok(g) = compile(&object(schema.clone())) else {
+                assert!(lo > hi, "{schema}");
+                continue;
+            };
+            for n in -150i64..=150 {
+                let doc = format!("{{\"n\":{n}}}");
+                if (lo..=hi).contains(&n) {
+                    whole(&g, &doc);
+                } else {
+                    not_whole(&g, &doc);
+                }
+            }
+            not_whole(&g, &format!("{{\"n\":{lo}.0}}"));
+            not_whole(&g, &format!("{{\"n\":{lo}e0}}"));
+        }
+        let g = grammar(object(
+            json!({"type": "integer", "minimum": 10, "maximum": 20}),
+        ));
+        assert!(
+            read(&g, r#"{"n":3"#).is_none(),
+            "no number from 3 lands in [10, 20]"
+        );
+        assert!(read(&g, r#"{"n":-"#).is_none());
+        assert!(read(&g, r#"{"n":0"#).is_none());
+        // numbers
+        for (schema, ok, bad) in [
+            (
+                json!({"minimum": 0, "maximum": 1}),
+                &[
+                    "0",
+                    "1",
+                    "0.5",
+                    "0.999",
+                    "1.0",
+                    "1.000",
+                    "-0",
+                    "0.000000000000000001",
+                ][..],
+                &["1.01", "-0.1", "2", "1e0", "10", "1.0000000000000000001"][..],
+            ),
+            (
+                json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+                &["0.5", "0.99", "0.01"],
+                &["0", "1", "1.0", "0.0", "-0.5"],
+            ),
+            (
+                json!({"type": "number", "minimum": -2.5, "maximum": -1}),
+                &["-2.5", "-1", "-1.75", "-2.50", "-1.0"],
+                &["-2.6", "-0.5", "0", "-2.51", "-3"],
+            ),
+            (
+                json!({"type": ["number", "null"], "minimum": 100.25}),
+                &["100.25", "101", "1000000", "null"],
+                &["100.2", "99", "-1"],
+            ),
+        ] {
+            let g = grammar(object(schema.clone()));
+            for n in ok {
+                whole(&g, &format!("{{\"n\":{n}}}"));
+            }
+            for n in bad {
+                not_whole(&g, &format!("{{\"n\":{n}}}"));
+            }
+        }
+    }
+
+    #[test]
     fn objects_told_apart_by_a_tag_are_a_union() {
         let g = grammar(pets());
         for doc in [
@@ -1091,7 +1247,13 @@ mod tests {
                 "t": {"anyOf": [{"$ref": "#/definitions/T"}, {"type": "null"}]}, "n": {"type": "number", "nullable": true}},
                 "required": ["t"]}}}),
         ];
-        for (i, s) in schemas.iter().enumerate() {
+        let bounded = json!({"type": "object", "properties": {
+            "age": {"type": "integer", "minimum": 18, "maximum": 120},
+            "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "t": {"type": "number", "minimum": -2.5, "exclusiveMaximum": -1},
+            "n": {"type": "array", "items": {"type": "integer", "exclusiveMaximum": 0}, "maxItems": 3}
+        }, "required": ["age", "p", "t", "n"]});
+        for (i, s) in schemas.iter().chain([&bounded]).enumerate() {
             let closed = walks(s, 60, 17 + i as u64);
             assert!(closed >= 30, "schema {i}: only {closed} of 60 walks closed");
         }
@@ -1105,8 +1267,24 @@ mod tests {
                 &["#/properties/a", "\"pattern\""][..],
             ),
             (
-                json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}),
-                &["#/properties/n", "\"minimum\""],
+                json!({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}),
+                &["#/properties/n", "\"multipleOf\""],
+            ),
+            (
+                json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0.5, "maximum": 0.9}}}),
+                &["#/properties/n", "no integer"],
+            ),
+            (
+                json!({"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 1, "maximum": 1}}}),
+                &["#/properties/n", "no number"],
+            ),
+            (
+                json!({"type": "object", "properties": {"n": {"type": "number", "minimum": 1e20}}}),
+                &["#/properties/n/minimum", "10^15"],
+            ),
+            (
+                json!({"type": "object", "properties": {"n": {"type": "number", "maximum": "1"}}}),
+                &["#/properties/n/maximum", "must be a number"],
             ),
             (
                 json!({"type": "object", "properties": {"u": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}}),
