@@ -23,9 +23,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+mod pattern;
 mod range;
 pub mod schema;
 
+use pattern::Pattern;
 use range::{Part, Range, Reg};
 
 /// Most open frames (objects, arrays, the key, string, number or literal being read):
@@ -63,8 +65,13 @@ pub enum Node {
         min: u16,
         max: Option<u16>,
     },
-    /// A string of `min..=max` characters (code points; an escape is one).
-    String { min: u16, max: Option<u16> },
+    /// A string of `min..=max` characters (code points; an escape is one), matching
+    /// the grammar's pattern `pattern` if it has one (then without `\u` escapes).
+    String {
+        min: u16,
+        max: Option<u16>,
+        pattern: Option<u16>,
+    },
     /// A number (`integer`: without a fraction or an exponent), in `range` if bounded
     /// (then without an exponent).
     Number { integer: bool, range: Option<Range> },
@@ -97,6 +104,8 @@ pub struct Grammar {
     id: u64,
     nodes: Vec<Node>,
     root: u16,
+    /// The strings' patterns, by index.
+    patterns: Vec<Pattern>,
 }
 
 /// Where an object or array is, between its tokens.
@@ -123,8 +132,19 @@ enum Esc {
     None,
     /// After `\`.
     Backslash,
-    /// Hex digits of a `\u` escape still to come.
-    Hex(u8),
+    /// Hex digits of a `\u` escape still to come (`left`), what the digits so far say
+    /// of a surrogate, and whether this escape must be a low surrogate (the second
+    /// of a pair: JSON parsers refuse a lone one).
+    Hex {
+        left: u8,
+        sur: Sur,
+        low: bool,
+    },
+    /// After a high surrogate's escape: `\u` (`u` when `after_backslash`) and a low
+    /// one must follow.
+    Pair {
+        after_backslash: bool,
+    },
     /// Inside a UTF-8 sequence: `left` continuation bytes to come, the next in
     /// `lo..=hi` (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF).
     Utf8 {
@@ -132,6 +152,21 @@ enum Esc {
         lo: u8,
         hi: u8,
     },
+}
+
+/// What the digits of a `\u` escape so far say of a surrogate (U+D800..U+DFFF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Sur {
+    /// No digit yet.
+    Start,
+    /// The first digit is `D`: the second tells.
+    D,
+    /// A high surrogate (`D8`..`DB`).
+    High,
+    /// A low surrogate (`DC`..`DF`).
+    Low,
+    /// Not a surrogate.
+    No,
 }
 
 /// What a frame has read.
@@ -244,12 +279,15 @@ pub struct JsonState {
     done: bool,
     /// The value of the bounded number being read (zero otherwise).
     num: Reg,
+    /// The pattern's state in the patterned string being read (zero otherwise).
+    pat: u32,
 }
 
 impl PartialEq for JsonState {
     fn eq(&self, o: &Self) -> bool {
-        (self.depth, self.space, self.gap, self.done, self.num)
-            == (o.depth, o.space, o.gap, o.done, o.num)
+        (
+            self.depth, self.space, self.gap, self.done, self.num, self.pat,
+        ) == (o.depth, o.space, o.gap, o.done, o.num, o.pat)
             && self.open() == o.open()
     }
 }
@@ -258,7 +296,7 @@ impl Eq for JsonState {}
 
 impl std::hash::Hash for JsonState {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self.space, self.gap, self.done, self.num).hash(h);
+        (self.space, self.gap, self.done, self.num, self.pat).hash(h);
         self.open().hash(h);
     }
 }
@@ -297,11 +335,12 @@ static GRAMMARS: AtomicU64 = AtomicU64::new(0);
 impl Grammar {
     /// From its nodes (checked by [`schema::compile`]: children in range, unions of
     /// non-unions told apart by their first byte).
-    fn new(nodes: Vec<Node>, root: u16) -> Grammar {
+    fn new(nodes: Vec<Node>, root: u16, patterns: Vec<Pattern>) -> Grammar {
         Grammar {
             id: GRAMMARS.fetch_add(1, Ordering::Relaxed),
             nodes,
             root,
+            patterns,
         }
     }
 
@@ -316,7 +355,7 @@ impl Grammar {
                     unreachable!()
                 };
                 let object = alts[0];
-                Arc::new(Grammar::new(nodes, object))
+                Arc::new(Grammar::new(nodes, object, Vec::new()))
             })
             .clone()
     }
@@ -334,6 +373,7 @@ impl Grammar {
             gap: Gap::None,
             done: false,
             num: Reg::default(),
+            pat: 0,
         }
     }
 
@@ -411,10 +451,15 @@ impl Grammar {
                 phase: Phase::Open,
                 count: 0,
             },
-            Node::String { .. } if b == b'"' => Local::Str {
-                esc: Esc::None,
-                len: 0,
-            },
+            Node::String { pattern, .. } if b == b'"' => {
+                if let Some(p) = pattern {
+                    s.pat = self.patterns[*p as usize].start();
+                }
+                Local::Str {
+                    esc: Esc::None,
+                    len: 0,
+                }
+            }
             Node::Number { range, .. } => match Num::first(b) {
                 Some(n) => {
                     if let Some(r) = range {
@@ -588,23 +633,52 @@ impl Grammar {
     /// A byte of a string: a value (its node a [`Node::String`]) or a key (its node the
     /// object).
     fn string(&self, s: &mut JsonState, node: u16, esc: Esc, len: u16, b: u8) -> bool {
-        let (min, max) = match *self.node(node) {
-            Node::String { min, max } => (min, max),
-            _ => (0, None),
+        let (min, max, pattern) = match *self.node(node) {
+            Node::String { min, max, pattern } => {
+                (min, max, pattern.map(|p| &self.patterns[p as usize]))
+            }
+            _ => (0, None, None),
         };
         // a character more (lengths are counted up to the bound that matters)
         let more = || (max.is_none_or(|m| len < m)).then(|| (len + 1).min(max.unwrap_or(min)));
+        // the string's byte `b` stands for, if any (a pattern reads the string itself)
+        let byte = match (esc, b) {
+            (Esc::None, b'"' | b'\\') | (Esc::Hex { .. } | Esc::Pair { .. }, _) => None,
+            (Esc::Backslash, b'u') if pattern.is_some() => return false,
+            (Esc::Backslash, b'b') => Some(0x08),
+            (Esc::Backslash, b'f') => Some(0x0c),
+            (Esc::Backslash, b'n') => Some(b'\n'),
+            (Esc::Backslash, b'r') => Some(b'\r'),
+            (Esc::Backslash, b't') => Some(b'\t'),
+            _ => Some(b),
+        };
+        // the pattern's state after the string's byte `x`, if the string may still
+        // match within its length bounds (`l` characters so far)
+        let step = |p: &Pattern, pat: u32, x: u8, l: u16| {
+            let (t, (fewest, most)) = p.next(pat, x)?;
+            let short = max.is_some_and(|m| l as u32 + fewest as u32 > m as u32);
+            let long = most != pattern::UNBOUNDED && (l as u32 + most as u32) < min as u32;
+            (!short && !long).then_some(t)
+        };
         let (esc, len) = match esc {
             Esc::None => match b {
                 b'"' => {
-                    return len >= min && {
+                    return len >= min && pattern.is_none_or(|p| p.ends(s.pat)) && {
+                        s.pat = 0;
                         self.end_value(s);
                         true
-                    }
+                    };
                 }
                 b'\\' => match more() {
-                    Some(len) => (Esc::Backslash, len),
-                    None => return false,
+                    // (with a pattern, only if some escape may follow)
+                    Some(len)
+                        if pattern.is_none_or(|p| {
+                            ESCAPED.iter().any(|&x| step(p, s.pat, x, len).is_some())
+                        }) =>
+                    {
+                        (Esc::Backslash, len)
+                    }
+                    _ => return false,
                 },
                 0..=0x1f => return false,
                 0x20..=0x7f => match more() {
@@ -644,14 +718,71 @@ impl Grammar {
             Esc::Utf8 { .. } => return false,
             Esc::Backslash => match b {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => (Esc::None, len),
-                b'u' => (Esc::Hex(4), len),
+                b'u' => (
+                    Esc::Hex {
+                        left: 4,
+                        sur: Sur::Start,
+                        low: false,
+                    },
+                    len,
+                ),
                 _ => return false,
             },
-            Esc::Hex(n) if b.is_ascii_hexdigit() => {
-                (if n == 1 { Esc::None } else { Esc::Hex(n - 1) }, len)
+            Esc::Hex { left, sur, low } if b.is_ascii_hexdigit() => {
+                let sur = match (sur, b.to_ascii_lowercase()) {
+                    (Sur::Start, b'd') => Sur::D,
+                    (Sur::Start, _) => Sur::No,
+                    (Sur::D, b'8'..=b'b') => Sur::High,
+                    (Sur::D, b'c'..=b'f') => Sur::Low,
+                    (Sur::D, _) => Sur::No,
+                    (known, _) => known,
+                };
+                // a low surrogate only as a pair's second, and there nothing else
+                let decided = !matches!(sur, Sur::Start | Sur::D);
+                if decided && (sur == Sur::Low) != low {
+                    return false;
+                }
+                let esc = match (left, sur) {
+                    (1, Sur::High) => Esc::Pair {
+                        after_backslash: false,
+                    },
+                    (1, _) => Esc::None,
+                    _ => Esc::Hex {
+                        left: left - 1,
+                        sur,
+                        low,
+                    },
+                };
+                (esc, len)
             }
-            Esc::Hex(_) => return false,
+            Esc::Hex { .. } => return false,
+            // (the pair is one character, counted at its first backslash)
+            Esc::Pair {
+                after_backslash: false,
+            } if b == b'\\' => (
+                Esc::Pair {
+                    after_backslash: true,
+                },
+                len,
+            ),
+            Esc::Pair {
+                after_backslash: true,
+            } if b == b'u' => (
+                Esc::Hex {
+                    left: 4,
+                    sur: Sur::Start,
+                    low: true,
+                },
+                len,
+            ),
+            Esc::Pair { .. } => return false,
         };
+        if let (Some(p), Some(byte)) = (pattern, byte) {
+            match step(p, s.pat, byte, len) {
+                Some(t) => s.pat = t,
+                None => return false,
+            }
+        }
         s.set_top(Local::Str { esc, len });
         true
     }
@@ -748,6 +879,9 @@ impl Grammar {
     }
 }
 
+/// The characters a JSON escape may stand for (but `\u`'s).
+const ESCAPED: [u8; 8] = [b'"', b'\\', b'/', 0x08, 0x0c, b'\n', b'\r', b'\t'];
+
 /// Whether literal `k`, read to `i` bytes, is whole and no other extends it (then it
 /// ends at once; else at the first byte that does not continue another).
 fn whole(lits: &[Vec<u8>], k: usize, i: usize) -> bool {
@@ -769,7 +903,11 @@ pub(crate) fn any_value(nodes: &mut Vec<Node>) -> u16 {
             min: 0,
             max: None,
         },
-        Node::String { min: 0, max: None },
+        Node::String {
+            min: 0,
+            max: None,
+            pattern: None,
+        },
         Node::Number {
             integer: false,
             range: None,
@@ -988,6 +1126,36 @@ mod tests {
             assert!(
                 read(&[&b"{\"a\":\""[..], bad].concat()).is_none(),
                 "{bad:x?}"
+            );
+        }
+        // \u escapes: surrogates only in pairs (JSON parsers refuse lone ones)
+        for ok in [
+            r"\u00e9",
+            r"\ud83d\ude00",
+            r"\uD800\uDC00",
+            r"\uDBFF\uDFFF",
+            r"\uE000",
+        ] {
+            let doc = format!("{{\"a\":\"{ok}\"}}");
+            assert!(read(doc.as_bytes()).is_some_and(|s| s.done()), "{ok}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&doc).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            r"\ud83d",
+            r"\ude00",
+            r"\ud83d\u0041",
+            r"\ud83dx",
+            r"\ud83d\ud83d",
+            r"\uDC00\uD800",
+        ] {
+            let doc = format!("{{\"a\":\"{bad}\"}}");
+            assert!(read(doc.as_bytes()).is_none(), "{bad}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&doc).is_err(),
+                "{bad}"
             );
         }
     }

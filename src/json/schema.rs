@@ -13,6 +13,7 @@
 //! `format` (an annotation in JSON Schema 2020-12), `title`, `description`, `default`,
 //! `examples` and any keyword the specification does not define.
 
+use super::pattern::{Pattern, UNBOUNDED};
 use super::range::{decimal, Bound, Range, FRACTION};
 use super::{any_value, Grammar, Node, Prop};
 use serde_json::{Map, Value};
@@ -20,7 +21,6 @@ use std::collections::HashMap;
 
 /// Keywords the grammar cannot enforce.
 const REFUSED: &[&str] = &[
-    "pattern",
     "multipleOf",
     "uniqueItems",
     "contains",
@@ -56,6 +56,7 @@ const SHAPING: &[&str] = &[
     "maxItems",
     "minLength",
     "maxLength",
+    "pattern",
     "minimum",
     "maximum",
     "exclusiveMinimum",
@@ -76,6 +77,8 @@ const MAX_KEY: usize = 255;
 /// Most bytes of one literal, and nodes of a grammar.
 const MAX_LITERAL: usize = u16::MAX as usize;
 const MAX_NODES: usize = 60_000;
+/// Most patterns a schema may hold (each a DFA of up to a few MiB).
+const MAX_PATTERNS: usize = 16;
 
 /// The grammar of the values `schema` allows. The error names the place in the schema
 /// (a JSON pointer) and what is wrong there.
@@ -154,6 +157,8 @@ struct Compiler<'a> {
     any: Option<u16>,
     /// Where the unions were made, for [`Compiler::check`].
     unions: HashMap<u16, String>,
+    /// The strings' patterns.
+    patterns: Vec<Pattern>,
 }
 
 impl<'a> Compiler<'a> {
@@ -164,6 +169,7 @@ impl<'a> Compiler<'a> {
             refs: HashMap::new(),
             any: None,
             unions: HashMap::new(),
+            patterns: Vec::new(),
         }
     }
 
@@ -174,7 +180,7 @@ impl<'a> Compiler<'a> {
         if !self.delimited(root) {
             return Err("the root must be an object, an array or a string (where a value ends must be told from its text: a number's cannot)".into());
         }
-        Ok(Grammar::new(self.nodes, root))
+        Ok(Grammar::new(self.nodes, root, self.patterns))
     }
 }
 
@@ -337,7 +343,7 @@ impl Compiler<'_> {
                 kinds.push("object");
             } else if about(&["items", "minItems", "maxItems"]) {
                 kinds.push("array");
-            } else if about(&["minLength", "maxLength"]) {
+            } else if about(&["minLength", "maxLength", "pattern"]) {
                 kinds.push("string");
             } else if about(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]) {
                 kinds.push("number");
@@ -404,7 +410,26 @@ impl Compiler<'_> {
             }
             "string" => {
                 let (min, max) = bounds("minLength", "maxLength")?;
-                Node::String { min, max }
+                let pattern = match m.get("pattern") {
+                    None => None,
+                    Some(Value::String(p)) => {
+                        if self.patterns.len() == MAX_PATTERNS {
+                            return Err(format!("at {path}/pattern: more than {MAX_PATTERNS} patterns in the schema"));
+                        }
+                        let p =
+                            Pattern::compile(p).map_err(|e| format!("at {path}/pattern: {e}"))?;
+                        let (fewest, most) = p.lengths();
+                        if max.is_some_and(|m| fewest > m) || (most != UNBOUNDED && most < min) {
+                            return Err(format!(
+                                "at {path}: the pattern and the length bounds leave no string"
+                            ));
+                        }
+                        self.patterns.push(p);
+                        Some(self.patterns.len() as u16 - 1)
+                    }
+                    Some(_) => return Err(format!("at {path}/pattern: must be a string")),
+                };
+                Node::String { min, max, pattern }
             }
             "number" | "integer" => {
                 let integer = kind == "integer";
@@ -823,6 +848,11 @@ mod tests {
                     && f("exclusiveMaximum").is_none_or(|b| x < b)
             }
             Value::String(t) => {
+                if let Some(p) = m.get("pattern").and_then(Value::as_str) {
+                    if !regex::Regex::new(p).unwrap().is_match(t) {
+                        return false;
+                    }
+                }
                 let c = t.chars().count() as u64;
                 n("minLength").is_none_or(|lo| c >= lo) && n("maxLength").is_none_or(|hi| c <= hi)
             }
@@ -1134,6 +1164,67 @@ mod tests {
     }
 
     #[test]
+    fn patterned_strings_match_their_pattern() {
+        let object =
+            |n: Value| json!({"type": "object", "properties": {"s": n}, "required": ["s"]});
+        for (schema, ok, bad) in [
+            (
+                json!({"pattern": "^[A-Z]{2}-\\d{3}$"}),
+                &["AB-123"][..],
+                &["AB-12", "ab-123", "AB-1234", ""][..],
+            ),
+            (
+                json!({"type": "string", "pattern": "^a\nb/$"}),
+                &["a\\nb\\/", "a\\nb/"],
+                &["a\\u000ab/", "ab/", "a\\tb/"],
+            ),
+            (
+                json!({"type": "string", "pattern": "é"}),
+                &["café", "éé", "x\\\"é"],
+                &["cafe", "e"],
+            ),
+            (
+                json!({"type": "string", "pattern": "^a+$", "maxLength": 3}),
+                &["a", "aaa"],
+                &["aaaa", "", "ab"],
+            ),
+        ] {
+            let g = grammar(object(schema.clone()));
+            for t in ok {
+                whole(&g, &format!("{{\"s\":\"{t}\"}}"));
+            }
+            for t in bad {
+                not_whole(&g, &format!("{{\"s\":\"{t}\"}}"));
+            }
+        }
+        // a prefix nothing can finish is refused at once
+        let g = grammar(object(json!({"pattern": "^[A-Z]{2}-\\d{3}$"})));
+        assert!(read(&g, r#"{"s":"A1"#).is_none());
+        assert!(read(&g, r#"{"s":"AB-"#).is_some());
+        // an escape only where one can go on; lengths and the pattern together
+        assert!(
+            read(&g, r#"{"s":"AB\\"#).is_none(),
+            "no escape stands for '-'"
+        );
+        let g = grammar(object(json!({"pattern": "x|yz", "maxLength": 4})));
+        assert!(read(&g, r#"{"s":"aaay"#).is_none(), "yz no longer fits");
+        whole(&g, r#"{"s":"aaax"}"#);
+        whole(&g, r#"{"s":"aayz"}"#);
+        let g = grammar(object(json!({"pattern": "^a{1,3}b?$", "minLength": 3})));
+        assert!(read(&g, r#"{"s":"ab"#).is_none(), "ab cannot grow to 3");
+        whole(&g, r#"{"s":"aab"}"#);
+        whole(&g, r#"{"s":"aaa"}"#);
+        not_whole(&g, r#"{"s":"aa"}"#);
+        let e = compile(&object(json!({"pattern": "^a{5}$", "maxLength": 4}))).unwrap_err();
+        assert!(e.contains("leave no string"), "{e}");
+        let e = compile(&object(json!({"type": "string", "pattern": "^(?=a)"}))).unwrap_err();
+        assert!(
+            e.contains("#/properties/s/pattern") && e.contains("look-around"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn objects_told_apart_by_a_tag_are_a_union() {
         let g = grammar(pets());
         for doc in [
@@ -1220,13 +1311,13 @@ mod tests {
             (
                 "g".to_string(),
                 Some(
-                    json!({"type": "object", "properties": {"x": {"type": "string", "pattern": "a"}}}),
+                    json!({"type": "object", "properties": {"x": {"type": "array", "uniqueItems": true}}}),
                 ),
             ),
         ];
         let (i, e) = tool_calls(&bad).err().unwrap();
         assert!(
-            i == 1 && e.contains("#/properties/x") && e.contains("pattern"),
+            i == 1 && e.contains("#/properties/x") && e.contains("uniqueItems"),
             "{i} {e}"
         );
     }
@@ -1251,8 +1342,10 @@ mod tests {
             "age": {"type": "integer", "minimum": 18, "maximum": 120},
             "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "t": {"type": "number", "minimum": -2.5, "exclusiveMaximum": -1},
-            "n": {"type": "array", "items": {"type": "integer", "exclusiveMaximum": 0}, "maxItems": 3}
-        }, "required": ["age", "p", "t", "n"]});
+            "n": {"type": "array", "items": {"type": "integer", "exclusiveMaximum": 0}, "maxItems": 3},
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2}$"},
+            "tag": {"type": "string", "pattern": "x|yz", "maxLength": 4}
+        }, "required": ["age", "p", "t", "n", "code", "tag"]});
         for (i, s) in schemas.iter().chain([&bounded]).enumerate() {
             let closed = walks(s, 60, 17 + i as u64);
             assert!(closed >= 30, "schema {i}: only {closed} of 60 walks closed");
@@ -1263,8 +1356,8 @@ mod tests {
     fn what_the_grammar_cannot_hold_is_refused_by_name_and_place() {
         for (schema, words) in [
             (
-                json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}),
-                &["#/properties/a", "\"pattern\""][..],
+                json!({"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}}),
+                &["#/properties/a", "\"uniqueItems\""][..],
             ),
             (
                 json!({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}),

@@ -442,8 +442,12 @@ async fn json_schema_completions_are_values_of_the_schema() {
     assert!(closed >= 3, "{closed} of 6 closed");
     for (schema, words) in [
         (
-            json!({"type": "object", "properties": {"id": {"type": "string", "pattern": "^[a-z]+$"}}}),
-            vec!["#/properties/id", "\"pattern\""],
+            json!({"type": "object", "properties": {"ids": {"type": "array", "uniqueItems": true}}}),
+            vec!["#/properties/ids", "\"uniqueItems\""],
+        ),
+        (
+            json!({"type": "object", "properties": {"id": {"type": "string", "pattern": "^(?=x)"}}}),
+            vec!["#/properties/id/pattern", "look-around"],
         ),
         (json!({"type": "number"}), vec!["root"]),
         (
