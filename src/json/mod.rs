@@ -242,8 +242,9 @@ impl Num {
     fn next(self, b: u8, fraction: bool, exponent: bool) -> Option<Num> {
         let digit = b.is_ascii_digit();
         Some(match (self, b) {
-            (Num::Minus, b'0') => Num::Zero,
-            (Num::Minus, _) if digit => Num::Int,
+            // (an integer's zero is `0`, never `-0`)
+            (Num::Minus, b'0') if fraction => Num::Zero,
+            (Num::Minus, b'1'..=b'9') => Num::Int,
             (Num::Int, _) if digit => Num::Int,
             (Num::Zero | Num::Int, b'.') if fraction => Num::Dot,
             (Num::Dot | Num::Frac, _) if digit => Num::Frac,
@@ -460,13 +461,13 @@ impl Grammar {
                     len: 0,
                 }
             }
-            Node::Number { range, .. } => match Num::first(b) {
+            Node::Number { integer, range } => match Num::first(b) {
                 Some(n) => {
                     if let Some(r) = range {
                         let Some(reg) = Reg::default().next(n.part(), b) else {
                             return false;
                         };
-                        if !r.reachable(n.part(), &reg) {
+                        if !r.reachable(*integer, n.part(), &reg) {
                             return false;
                         }
                         s.num = reg;
@@ -796,7 +797,7 @@ impl Grammar {
             Some(n) => {
                 if let Some(r) = range {
                     match s.num.next(n.part(), b) {
-                        Some(reg) if r.reachable(n.part(), &reg) => s.num = reg,
+                        Some(reg) if r.reachable(integer, n.part(), &reg) => s.num = reg,
                         _ => return false,
                     }
                 }

@@ -64,7 +64,7 @@ impl Reg {
         Some(self)
     }
 
-    /// The value (`-0` is 0).
+    /// The value.
     fn value(&self) -> i128 {
         if self.neg {
             -self.mag
@@ -114,8 +114,9 @@ impl Range {
 
     /// Whether the number whose text is at `part` with value `r` may still end in the
     /// range (an integer's bounds are closed integers: its values, multiples of the
-    /// scale, are then found as any value is).
-    pub fn reachable(&self, part: Part, r: &Reg) -> bool {
+    /// scale, are then found as any value is). A minus sign leads to no zero: `-0` is
+    /// never written.
+    pub fn reachable(&self, integer: bool, part: Part, r: &Reg) -> bool {
         // on magnitudes: the range as the sign leaves it
         let flip = |b: Option<Bound>| {
             b.map(|b| Bound {
@@ -128,11 +129,18 @@ impl Range {
         } else {
             (self.lo, self.hi)
         };
-        // some magnitude in [a, b) (b None: unbounded) and in [lo, hi]
+        // some magnitude in [a, b) (b None: unbounded; after a minus, not 0) and in
+        // [lo, hi]
         let hits = |a: i128, b: Option<i128>| {
-            let (start, closed) = match lo {
-                Some(l) if l.at >= a => (l.at, !l.open),
+            let (a, a_closed) = match (r.neg && a == 0, integer) {
+                (true, true) => (SCALE, true),
+                (true, false) => (0, false),
                 _ => (a, true),
+            };
+            let (start, closed) = match lo {
+                Some(l) if l.at > a => (l.at, !l.open),
+                Some(l) if l.at == a => (a, a_closed && !l.open),
+                _ => (a, a_closed),
             };
             let end = match (b, hi) {
                 (None, None) => return true,
@@ -163,9 +171,9 @@ impl Range {
         }
     }
 
-    /// Whether the number whose value is `r` may end here.
+    /// Whether the number whose value is `r` may end here (not as `-0`).
     pub fn ends(&self, r: &Reg) -> bool {
-        self.contains(r.value())
+        !(r.neg && r.mag == 0) && self.contains(r.value())
     }
 }
 
