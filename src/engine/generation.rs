@@ -28,6 +28,8 @@ pub(super) struct Active {
     /// The prompt; `prefilled` of it are in the KV cache.
     pub(super) prompt: Vec<u32>,
     pub(super) prefilled: usize,
+    /// Prompt tokens found in the prefix cache at admission.
+    pub(super) cached: usize,
     pub(super) generated: Vec<u32>,
     /// Bytes of the text already streamed.
     pub(super) emitted: usize,
@@ -190,6 +192,7 @@ impl Active {
             tokens: self.generated.len(),
             token_ids: self.generated.clone(),
             prompt_tokens: self.prompt.len(),
+            cached_tokens: self.cached,
             finish_reason,
             processing_time: elapsed,
             prefill_time: self.prefill_time,

@@ -194,6 +194,8 @@ pub struct GenerateResult {
     pub tokens: usize,
     pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
+    /// Prompt tokens found in the prefix cache (not prefilled again).
+    pub cached_tokens: usize,
     pub finish_reason: FinishReason,
     /// Seconds from admission to the last token.
     pub processing_time: f64,

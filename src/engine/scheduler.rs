@@ -590,6 +590,7 @@ impl Worker {
             req,
             prompt: ids,
             prefilled,
+            cached: prefilled,
             json,
             generated: Vec::new(),
             emitted: 0,

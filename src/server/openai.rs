@@ -212,6 +212,15 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// Of the prompt tokens, those found in the prefix cache (OpenAI's shape).
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose KV pages were found in the prefix cache (a prompt that
+    /// starts like an earlier one: they are not prefilled again).
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -414,6 +423,7 @@ pub(super) struct ChoiceBuilder {
     /// Each generated token's logprob as the engine gave it (the chat shape's source).
     pub(super) raw: Vec<(u32, TokenLogprob)>,
     prompt_tokens: usize,
+    cached_tokens: usize,
     pub(super) finish: Option<&'static str>,
 }
 
@@ -493,6 +503,7 @@ impl ChoiceBuilder {
             }
             GenEvent::Complete(r) => {
                 self.prompt_tokens = r.prompt_tokens;
+                self.cached_tokens = r.cached_tokens;
                 self.finish = Some(match r.finish_reason {
                     FinishReason::Length => "length",
                     FinishReason::Stop | FinishReason::EndOfText => "stop",
@@ -629,6 +640,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
                     lp: Logprobs::default(),
                     raw: Vec::new(),
                     prompt_tokens: 0,
+                    cached_tokens: 0,
                     finish: None,
                 },
                 echo_text,
@@ -658,23 +670,38 @@ pub(super) fn now_secs() -> u64 {
 
 /// Usage from `(choice index, prompt tokens, completion tokens)` of every choice:
 /// prompt tokens counted once per prompt (its choice 0), completion tokens per choice.
-pub(super) fn usage(choices: &[(usize, usize, usize)], n: usize) -> Usage {
-    let prompt_tokens = choices
-        .iter()
-        .filter(|(i, _, _)| i % n == 0)
-        .map(|(_, p, _)| p)
-        .sum();
-    let completion_tokens = choices.iter().map(|(_, _, c)| c).sum();
+/// A choice's token counts, for the usage.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Counts {
+    index: usize,
+    prompt: usize,
+    cached: usize,
+    completion: usize,
+}
+
+/// The usage of choices, `n` to a prompt (each prompt counted once, by its first).
+pub(super) fn usage(choices: &[Counts], n: usize) -> Usage {
+    let firsts = || choices.iter().filter(|c| c.index % n == 0);
+    let prompt_tokens = firsts().map(|c| c.prompt).sum();
+    let completion_tokens = choices.iter().map(|c| c.completion).sum();
     Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: firsts().map(|c| c.cached).sum(),
+        },
     }
 }
 
 impl ChoiceBuilder {
-    pub(super) fn counts(&self) -> (usize, usize, usize) {
-        (self.index, self.prompt_tokens, self.generated.len())
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            index: self.index,
+            prompt: self.prompt_tokens,
+            cached: self.cached_tokens,
+            completion: self.generated.len(),
+        }
     }
 }
 
@@ -786,7 +813,7 @@ pub(super) fn stream_choices(
     include_usage: bool,
     draw: Arc<dyn ChoiceEvents>,
 ) -> Response {
-    let totals: Arc<Mutex<Vec<(usize, usize, usize)>>> = Arc::default(); // (index, prompt, completion)
+    let totals: Arc<Mutex<Vec<Counts>>> = Arc::default();
     let per_choice: Vec<_> = running
         .into_iter()
         .map(|r| {

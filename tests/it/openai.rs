@@ -488,11 +488,17 @@ async fn prompts_starting_alike_are_counted_in_status_and_metrics() {
         .await;
         assert_eq!(init(&s, &small()).await.0, 200);
         let mut texts = Vec::new();
+        let mut cached = Vec::new();
         for p in &prompts {
             let (code, c) =
                 complete(&s, json!({"prompt": p, "max_tokens": 6, "temperature": 0})).await;
             assert_eq!(code, 200, "{c}");
             texts.push(c["choices"][0]["text"].clone());
+            cached.push(
+                c["usage"]["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap(),
+            );
         }
         answers.push(texts);
         let (_, status) = get(&s, "/api/v1/status").await;
@@ -504,6 +510,9 @@ async fn prompts_starting_alike_are_counted_in_status_and_metrics() {
             "{metrics}"
         );
         assert_eq!(kv["prefix_cache"], cache, "{kv}");
+        // the usage says so too: the second prompt's pages were found
+        assert_eq!(cached[0], 0);
+        assert_eq!(cached[1], if cache { hits } else { 0 }, "{kv}");
         if cache {
             assert!(hits >= 16, "{kv}");
             assert!(kv["pages_cached"].as_u64().unwrap() >= 1, "{kv}");
