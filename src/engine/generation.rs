@@ -167,10 +167,15 @@ impl Active {
                     let mut changed = logits.to_vec();
                     adjust.apply(&mut changed, &self.prompt, &self.generated);
                     if let (Some(g), Some(state)) = (&self.req.json, self.json) {
+                        // plain text that may end: the tokens that end it too
+                        let mut ends = self.req.stop_ids.clone();
+                        if !self.req.ignore_eos {
+                            ends.extend(&self.loaded.end_ids);
+                        }
                         self.loaded
                             .tokenizer
                             .json_vocab()
-                            .mask(g, state, &mut changed);
+                            .mask(g, state, &mut changed, &ends);
                     }
                     self.sampler.sample(&changed, n)
                 };

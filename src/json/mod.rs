@@ -86,6 +86,11 @@ pub enum Node {
     /// `cases[j]` (a [`Node::Object`] whose first property is the tag) for tag literal
     /// `j` — a discriminated union, or a tool call's `{"name": ..., "parameters": ...}`.
     Tagged { tag: Prop, cases: Vec<u16> },
+    /// Plain text (not JSON) that the grammar's pattern `pattern` matches whole: vLLM's
+    /// `guided_regex` and `guided_choice`, only as the root. It ends where nothing can
+    /// follow; where it may end but more may follow, end-of-text tokens are let through
+    /// ([`Grammar::may_end`]).
+    Text { pattern: u16 },
 }
 
 /// A declared property of an object.
@@ -200,6 +205,8 @@ enum Local {
         j: u8,
         i: u16,
     },
+    /// Plain text (its pattern's state in the `JsonState`).
+    Raw,
 }
 
 /// One open value: its node and what it has read.
@@ -420,7 +427,61 @@ impl Grammar {
             Local::Key { j, i } => self.key(s, j, i, b),
             Local::Num(n) => self.number(s, node, n, b),
             Local::Lit { j, i } => self.literal(s, node, j as usize, i as usize, b),
+            Local::Raw => self.raw(s, node, b),
         }
+    }
+
+    /// A byte of plain text: the value ends where nothing can follow.
+    fn raw(&self, s: &mut JsonState, node: u16, b: u8) -> bool {
+        let Node::Text { pattern } = *self.node(node) else {
+            unreachable!()
+        };
+        let Some((t, (_, most))) = self.patterns[pattern as usize].next(s.pat, b) else {
+            return false;
+        };
+        s.pat = t;
+        if most == 0 {
+            s.pat = 0;
+            self.end_value(s);
+        }
+        true
+    }
+
+    /// Whether the text may end at `s` though more may follow (plain text only: a JSON
+    /// value ends when it closes): then end-of-text tokens may be picked.
+    pub fn may_end(&self, s: &JsonState) -> bool {
+        let text = |node: u16, pat: u32| match *self.node(node) {
+            Node::Text { pattern } => self.patterns[pattern as usize].ends(pat),
+            _ => false,
+        };
+        match s.top() {
+            Some(Frame {
+                node,
+                at: Local::Raw,
+            }) => text(node, s.pat),
+            None if !s.done => match *self.node(self.root) {
+                Node::Text { pattern } => text(self.root, self.patterns[pattern as usize].start()),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Plain text that `pattern` matches whole (vLLM's `guided_regex`).
+    pub fn regex(pattern: &str) -> Result<Grammar, String> {
+        Ok(Grammar::text(Pattern::whole(pattern)?))
+    }
+
+    /// Exactly one of `choices` (vLLM's `guided_choice`).
+    pub fn choice(choices: &[String]) -> Result<Grammar, String> {
+        if choices.is_empty() || choices.iter().any(String::is_empty) {
+            return Err("the choices must be non-empty strings, at least one".into());
+        }
+        Ok(Grammar::text(Pattern::one_of(choices)?))
+    }
+
+    fn text(p: Pattern) -> Grammar {
+        Grammar::new(vec![Node::Text { pattern: 0 }], 0, vec![p])
     }
 
     /// Whether a value of `node` may start with `b`.
@@ -432,12 +493,23 @@ impl Grammar {
             Node::Number { .. } => Num::first(b).is_some(),
             Node::Literals(lits) => lits.iter().any(|l| l[0] == b),
             Node::OneOf(alts) => alts.iter().any(|&a| self.starts(a, b)),
+            Node::Text { pattern } => {
+                let p = &self.patterns[*pattern as usize];
+                p.next(p.start(), b).is_some()
+            }
         }
     }
 
     /// A value of `node` starting with `b`.
     fn begin(&self, s: &mut JsonState, node: u16, b: u8) -> bool {
         let at = match self.node(node) {
+            Node::Text { pattern } => {
+                s.pat = self.patterns[*pattern as usize].start();
+                return s.push(Frame {
+                    node,
+                    at: Local::Raw,
+                }) && self.raw(s, node, b);
+            }
             Node::OneOf(alts) => {
                 return alts
                     .iter()
@@ -963,10 +1035,19 @@ impl JsonVocab {
     }
 
     /// Set to -inf the `logits` of the tokens that do not continue `g`'s value from
-    /// `state` (all left as they are if none does: the generation then ends).
-    pub fn mask(&self, g: &Grammar, state: JsonState, logits: &mut [f32]) {
+    /// `state` (all left as they are if none does: the generation then ends); where the
+    /// text may end there ([`Grammar::may_end`]) the `ends` (end-of-text ids) are left
+    /// as they are too.
+    pub fn mask(&self, g: &Grammar, state: JsonState, logits: &mut [f32], ends: &[u32]) {
         let mut ok = vec![false; logits.len()];
         self.allowed(g, state, &mut ok);
+        if g.may_end(&state) {
+            for &e in ends {
+                if let Some(o) = ok.get_mut(e as usize) {
+                    *o = true;
+                }
+            }
+        }
         if ok.iter().any(|&o| o) {
             for (x, ok) in logits.iter_mut().zip(ok) {
                 if !ok {
@@ -1161,6 +1242,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn plain_text_ends_where_nothing_can_follow_and_may_end_where_it_matches() {
+        let g = Grammar::choice(&["yes".into(), "no".into(), "yes, sure".into()]).unwrap();
+        let s = g.after(g.start(), b"no").unwrap();
+        assert!(s.done(), "nothing can follow no");
+        let s = g.after(g.start(), b"yes").unwrap();
+        assert!(!s.done() && g.may_end(&s), "yes may end, or go on");
+        assert!(g.after(s, b", sure").is_some_and(|s| s.done()));
+        assert!(g.after(s, b"!").is_none());
+        assert!(!g.may_end(&g.after(g.start(), b"ye").unwrap()));
+        assert!(!g.may_end(&g.start()) && g.after(g.start(), b"x").is_none());
+        let g = Grammar::regex("[0-9]{3}-[a-z]{2,4}").unwrap();
+        for (text, done, may) in [
+            ("123-ab", false, true),
+            ("123-abcd", true, false),
+            ("123-", false, false),
+        ] {
+            let s = g.after(g.start(), text.as_bytes()).unwrap();
+            assert_eq!((s.done(), g.may_end(&s)), (done, may), "{text}");
+        }
+        assert!(g.after(g.start(), b"12a").is_none());
+        let e = Grammar::regex("a*").unwrap();
+        assert!(e.may_end(&e.start()), "the empty text matches");
+        assert!(Grammar::choice(&[]).is_err() && Grammar::regex("(?=a)").is_err());
+        // the vocabulary's walk, and end-of-text let through where the text may end
+        let words = ["y", "yes", "es", "no", ", sure", "n", "o", "x"];
+        let v = JsonVocab::new(
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.as_bytes().to_vec(), i as u32))
+                .collect(),
+        );
+        let g = Grammar::choice(&["yes".into(), "no".into(), "yes, sure".into()]).unwrap();
+        let mut logits = vec![0.0f32; words.len() + 1];
+        v.mask(&g, g.start(), &mut logits, &[8]);
+        let open = |l: &[f32]| l.iter().map(|x| x.is_finite()).collect::<Vec<_>>();
+        assert_eq!(
+            open(&logits),
+            [true, true, false, true, false, true, false, false, false]
+        );
+        let mut logits = vec![0.0f32; words.len() + 1];
+        v.mask(&g, g.after(g.start(), b"yes").unwrap(), &mut logits, &[8]);
+        assert_eq!(
+            open(&logits),
+            [false, false, false, false, true, false, false, false, true]
+        );
+    }
+
     /// A random JSON value (splitmix64 draws), up to `depth` levels deep.
     fn random_value(r: &mut u64, depth: u32) -> serde_json::Value {
         use serde_json::json;
@@ -1319,7 +1449,7 @@ mod tests {
             v.allowed(&g, state, &mut again);
             assert_eq!(again, want, "after {prefix:?}, kept");
             let mut logits = vec![1.0f32; words.len() + 1];
-            v.mask(&g, state, &mut logits);
+            v.mask(&g, state, &mut logits, &[]);
             let open: Vec<bool> = logits.iter().map(|x| x.is_finite()).collect();
             assert_eq!(open, want, "mask after {prefix:?}");
             assert!(got.iter().any(|&a| a), "{prefix:?}");

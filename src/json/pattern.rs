@@ -34,9 +34,26 @@ impl std::fmt::Debug for Pattern {
 }
 
 impl Pattern {
-    /// The DFA of `pattern`, or why there is none.
+    /// The DFA of `pattern` searched in a string (JSON Schema's `pattern`), or why
+    /// there is none.
     pub fn compile(pattern: &str) -> Result<Pattern, String> {
-        let whole = format!("(?s:.*)(?:{})(?s:.*)", ecma(pattern));
+        Pattern::build(&format!("(?s:.*)(?:{})(?s:.*)", ecma(pattern)))
+    }
+
+    /// The DFA of `pattern` matching a whole text (vLLM's `guided_regex`; the `regex`
+    /// crate's syntax).
+    pub fn whole(pattern: &str) -> Result<Pattern, String> {
+        Pattern::build(&format!("(?:{pattern})$"))
+    }
+
+    /// The DFA of exactly one of `texts`.
+    pub fn one_of(texts: &[String]) -> Result<Pattern, String> {
+        let alts: Vec<String> = texts.iter().map(|t| escape(t)).collect();
+        Pattern::build(&format!("(?:{})$", alts.join("|")))
+    }
+
+    /// The DFA of `whole`, anchored at the start.
+    fn build(whole: &str) -> Result<Pattern, String> {
         let dfa = dense::Builder::new()
             .configure(
                 dense::Config::new()
@@ -44,7 +61,7 @@ impl Pattern {
                     .dfa_size_limit(Some(MAX_DFA_BYTES))
                     .determinize_size_limit(Some(MAX_DFA_BYTES)),
             )
-            .build(&whole)
+            .build(whole)
             .map_err(|e| {
                 let e = e.to_string();
                 if e.contains("exceeded") || e.contains("limit") {
@@ -234,6 +251,18 @@ fn lengths(out: &[Vec<(usize, u16)>], accepting: &[usize]) -> (Vec<Option<u16>>,
     (fewest, most)
 }
 
+/// `text` as a pattern that matches it alone.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn id(s: u32) -> StateID {
     StateID::new_unchecked(s as usize)
 }
@@ -335,6 +364,31 @@ mod tests {
         );
         let p = Pattern::compile("^a+$").unwrap();
         assert_eq!(p.live[&p.start()], (1, UNBOUNDED));
+    }
+
+    #[test]
+    fn whole_texts_and_choices() {
+        let p = Pattern::whole("[a-z]+@[a-z]+").unwrap();
+        assert!(matches(&p, "ab@cd"));
+        assert!(!matches(&p, "ab@cd!"));
+        assert!(!matches(&p, "x ab@cd"));
+        let choices = [
+            "yes".to_string(),
+            "no".into(),
+            "yes, sure".into(),
+            "a.b (c)*".into(),
+        ];
+        let p = Pattern::one_of(&choices).unwrap();
+        for c in &choices {
+            assert!(matches(&p, c), "{c}");
+        }
+        for c in ["ye", "yes,", "no!", "aXb (c)*", "a.b (c)"] {
+            assert!(!matches(&p, c), "{c}");
+        }
+        // after "yes", more may come (", sure") or not; after "no", nothing
+        let after = |t: &str| t.bytes().fold(p.start(), |s, b| p.next(s, b).unwrap().0);
+        assert_eq!(p.live[&after("yes")], (0, 6));
+        assert_eq!(p.live[&after("no")], (0, 0));
     }
 
     #[test]

@@ -632,6 +632,7 @@ impl Compiler<'_> {
             Node::String { .. } => f[b'"' as usize] = true,
             Node::Number { .. } => b"-0123456789".iter().for_each(|&b| f[b as usize] = true),
             Node::Literals(lits) => lits.iter().for_each(|l| f[l[0] as usize] = true),
+            Node::Text { .. } => unreachable!("plain text is only a root"),
             Node::OneOf(alts) => {
                 for &a in alts {
                     let g = self.firsts(a);
@@ -699,7 +700,8 @@ impl Compiler<'_> {
             Node::Object { .. }
             | Node::Tagged { .. }
             | Node::Array { .. }
-            | Node::String { .. } => true,
+            | Node::String { .. }
+            | Node::Text { .. } => true,
             Node::Number { .. } => false,
             Node::Literals(lits) => lits.iter().all(|l| !l.last().unwrap().is_ascii_digit()),
             Node::OneOf(alts) => alts.iter().all(|&a| self.delimited(a)),

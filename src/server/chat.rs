@@ -84,6 +84,8 @@ pub struct ChatBody {
     /// `logit_bias`.
     #[serde(flatten)]
     pub controls: params::Controls,
+    #[serde(flatten)]
+    pub guided: params::Guided,
     /// Each generated token's logprob, with `top_logprobs` (0..=20) alternatives.
     #[serde(default)]
     pub logprobs: Option<bool>,
@@ -430,7 +432,7 @@ fn plan(
     tokenizer: &Tokenizer,
 ) -> Result<(Plan, usize, Option<Calls>), ApiError> {
     check_model(&b.model, m)?;
-    let mut json = params::json_format(&b.response_format)?;
+    let mut json = params::constraint(&b.response_format, &b.guided)?;
     if let Some(t) = &b.tools {
         if !t.is_array() {
             return Err(bad("tools", "tools must be an array of tools"));

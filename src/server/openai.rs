@@ -168,6 +168,8 @@ pub struct CompletionBody {
     /// `logit_bias`.
     #[serde(flatten)]
     pub controls: params::Controls,
+    #[serde(flatten)]
+    pub guided: params::Guided,
     /// Only 1 or `n` (vLLM's rule: the best of several is not picked here).
     #[serde(default, deserialize_with = "params::int::opt_i64")]
     pub best_of: Option<i64>,
@@ -401,7 +403,7 @@ fn plan(b: CompletionBody, m: &ModelSnapshot) -> Result<Plan, ApiError> {
         sampling: checked.sampling,
         stop: checked.stop,
         ends: checked.ends,
-        json: params::json_format(&b.response_format)?,
+        json: params::constraint(&b.response_format, &b.guided)?,
         logprobs,
         echo,
         stream: b.stream.unwrap_or(false),

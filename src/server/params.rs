@@ -180,6 +180,121 @@ pub struct Controls {
 /// Most `stop_token_ids`.
 pub const MAX_STOP_IDS: usize = 32;
 
+/// vLLM's structured-output fields of the `/v1` bodies (at most one of them, and not
+/// beside a JSON `response_format`): the reply held to a JSON Schema, a regular
+/// expression (matched whole; the `regex` crate's syntax), or one of some strings.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+pub struct Guided {
+    /// A JSON Schema (an object, or its text) the reply is one value of.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub guided_json: Option<Value>,
+    /// A regular expression the whole reply matches (plain text, not JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub guided_regex: Option<Value>,
+    /// Strings the reply is exactly one of.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub guided_choice: Option<Value>,
+    /// vLLM's newer form: `{"json": schema}`, `{"regex": ...}`, `{"choice": [...]}` or
+    /// `{"json_object": true}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub structured_outputs: Option<Value>,
+}
+
+/// The grammar a request holds its reply to: its `response_format` ([`json_format`])
+/// or one of vLLM's fields ([`Guided`]); two of them is a 400.
+pub fn constraint(
+    format: &Option<Value>,
+    guided: &Guided,
+) -> Result<Option<Arc<Grammar>>, ApiError> {
+    let from_format = json_format(format)?;
+    let mut asked: Vec<(&str, Value)> = [
+        ("guided_json", &guided.guided_json),
+        ("guided_regex", &guided.guided_regex),
+        ("guided_choice", &guided.guided_choice),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().filter(|v| !v.is_null()).map(|v| (k, v)))
+    .collect();
+    if let Some(so) = guided.structured_outputs.as_ref().filter(|v| !v.is_null()) {
+        const FIELD: &str = "structured_outputs";
+        let kinds = ["json", "regex", "choice", "json_object"];
+        let given: Vec<(&str, &Value)> = so
+            .as_object()
+            .ok_or_else(|| bad(FIELD, "structured_outputs must be an object"))?
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        match given.as_slice() {
+            [(k, v)] if kinds.contains(k) => asked.push((
+                match *k {
+                    "json" => "guided_json",
+                    "regex" => "guided_regex",
+                    "choice" => "guided_choice",
+                    _ => "json_object",
+                },
+                (*v).clone(),
+            )),
+            _ => {
+                return Err(bad(
+                    FIELD,
+                    "structured_outputs takes one of json, regex, choice or json_object (grammar and structural_tag are not supported)",
+                ))
+            }
+        }
+    }
+    fn field(k: &str) -> &str {
+        if k == "json_object" {
+            "structured_outputs"
+        } else {
+            k
+        }
+    }
+    match (from_format, asked.as_slice()) {
+        (g, []) => Ok(g),
+        (Some(_), [(k, _), ..]) | (None, [_, (k, _), ..]) => Err(bad(
+            field(k),
+            format!("{} and another way of holding the reply to a shape cannot be asked together: use one of response_format, guided_json, guided_regex, guided_choice, structured_outputs", field(k)),
+        )),
+        (None, [(k, v)]) => {
+            let grammar = match *k {
+                "guided_json" => {
+                    let schema = match v {
+                        Value::String(t) => serde_json::from_str(t).map_err(|e| {
+                            bad(k, format!("guided_json is not a JSON Schema: {e}"))
+                        })?,
+                        v => v.clone(),
+                    };
+                    crate::json::schema::compile(&schema).map(Arc::new)
+                }
+                "guided_regex" => match v.as_str() {
+                    Some(p) => Grammar::regex(p).map(Arc::new),
+                    None => return Err(bad(k, "guided_regex must be a string")),
+                },
+                "guided_choice" => match v.as_array().map(|a| {
+                    a.iter()
+                        .map(|c| c.as_str().map(String::from))
+                        .collect::<Option<Vec<_>>>()
+                }) {
+                    Some(Some(choices)) => Grammar::choice(&choices).map(Arc::new),
+                    _ => return Err(bad(k, "guided_choice must be an array of strings")),
+                },
+                _ => match v {
+                    Value::Bool(true) => Ok(Grammar::object()),
+                    _ => return Err(bad(field(k), "structured_outputs.json_object must be true")),
+                },
+            };
+            grammar
+                .map(Some)
+                .map_err(|e| bad(field(k), format!("{}: {e}", field(k))))
+        }
+    }
+}
+
 /// `response_format`: `{"type": "text"}` (or none) → none, `{"type": "json_object"}`
 /// → any JSON object (JSON mode), `{"type": "json_schema", "json_schema": {"schema":
 /// ...}}` → the values of that schema (`crate::json::schema`); anything else, or a

@@ -309,6 +309,17 @@ async fn chat_completions_follow_the_template() {
         "{reply:?}"
     );
 
+    // vLLM's guided_choice: one of the strings
+    let (code, r) = chat(
+        &s,
+        json!({"messages": messages, "max_tokens": 8, "temperature": 1.0, "seed": 3,
+               "guided_choice": ["glad", "sad"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let reply = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(reply == "glad" || reply == "sad", "{reply:?}");
+
     // errors name the parameter
     for (body, param) in [
         (json!({"messages": []}), "messages"),

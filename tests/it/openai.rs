@@ -465,6 +465,87 @@ async fn json_schema_completions_are_values_of_the_schema() {
     }
 }
 
+/// vLLM's structured outputs: `guided_choice` (the reply is exactly one of the
+/// strings), `guided_regex` (plain text the expression matches whole; end-of-text may
+/// be picked where it may end), `guided_json` (a schema, or its text) and the newer
+/// `structured_outputs` object; two ways at once, or what the grammar cannot hold, are
+/// 400s naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guided_replies_are_one_of_the_choices_or_match_the_expression() {
+    let s = server().await;
+    let choices = ["positive", "negative", "neutral"];
+    let re = regex::Regex::new("^(?:[0-9]{2}-[a-z]{2,3})$").unwrap();
+    for seed in 0..4 {
+        let (code, c) = complete(
+            &s,
+            json!({"prompt": "Sentiment:", "max_tokens": 8, "temperature": 1.0, "seed": seed,
+                   "guided_choice": choices}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c}");
+        let text = c["choices"][0]["text"].as_str().unwrap();
+        assert!(choices.contains(&text), "{text:?}");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        let (code, c) = complete(
+            &s,
+            json!({"prompt": "Code:", "max_tokens": 12, "temperature": 1.0, "seed": seed,
+                   "guided_regex": "[0-9]{2}-[a-z]{2,3}"}),
+        )
+        .await;
+        assert_eq!(code, 200, "{c}");
+        let text = c["choices"][0]["text"].as_str().unwrap();
+        assert!(re.is_match(text), "{text:?}");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+    }
+    for extra in [
+        json!({"structured_outputs": {"choice": ["a b", "c"]}}),
+        json!({"structured_outputs": {"json": {"type": "object", "properties": {"k": {"const": 1}}, "required": ["k"]}}}),
+        json!({"guided_json": "{\"type\": \"object\", \"properties\": {\"k\": {\"const\": 1}}, \"required\": [\"k\"]}"}),
+    ] {
+        let mut body = json!({"prompt": "x", "max_tokens": 20, "temperature": 0});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (code, c) = complete(&s, body.clone()).await;
+        assert_eq!(code, 200, "{body}: {c}");
+        let text = c["choices"][0]["text"].as_str().unwrap();
+        let ok = text == "a b"
+            || text == "c"
+            || serde_json::from_str::<Value>(text).is_ok_and(|v| v == json!({"k": 1}));
+        assert!(ok, "{body}: {text:?}");
+    }
+    for (extra, param) in [
+        (
+            json!({"guided_choice": ["a"], "response_format": {"type": "json_object"}}),
+            "guided_choice",
+        ),
+        (
+            json!({"guided_choice": ["a"], "guided_regex": "a"}),
+            "guided_choice",
+        ),
+        (
+            json!({"structured_outputs": {"grammar": "root ::= \"a\""}}),
+            "structured_outputs",
+        ),
+        (
+            json!({"structured_outputs": {"json_object": false}}),
+            "structured_outputs",
+        ),
+        (json!({"guided_choice": []}), "guided_choice"),
+        (json!({"guided_choice": ["a", 1]}), "guided_choice"),
+        (json!({"guided_regex": "(?=x)"}), "guided_regex"),
+        (json!({"guided_json": "not json"}), "guided_json"),
+        (json!({"guided_json": {"type": "number"}}), "guided_json"),
+    ] {
+        let mut body = json!({"prompt": "x"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (code, e) = complete(&s, body.clone()).await;
+        assert_openai_error(code, &e, 400, "invalid_input", Some(param));
+    }
+}
+
 /// A prompt that starts like an earlier one (a shared system text of 2 KV pages and
 /// more) is prefilled from the first page the prefix cache does not hold: `/status`
 /// and `/metrics` count the tokens found, and the completion is the one a server
