@@ -547,14 +547,7 @@ async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
         "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
     )
     .unwrap();
-    let s = Server::with(
-        wgformer::server::ServerConfig::default(),
-        wgformer::engine::EngineOptions {
-            models_dir: Some(models.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let s = Server::with_models(&models).await;
     assert_eq!(init(&s, &json!({"model": "hermes"})).await.0, 200);
     (s, models)
 }

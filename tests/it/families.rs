@@ -400,14 +400,7 @@ async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
     let _ = std::fs::remove_dir_all(&models);
     copy_family(&models, "mixtral");
     copy_family(&models, "llama");
-    let s = Server::with(
-        wgformer::server::ServerConfig::default(),
-        wgformer::engine::EngineOptions {
-            models_dir: Some(models.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let s = Server::with_models(&models).await;
     // errors name the directory as the client gave it, never the server's path
     for (name, want) in [
         ("nothing-here", "is not available"),

@@ -36,6 +36,18 @@ impl Server {
     }
 
     /// A server with these limits and engine options.
+    /// A server with the default limits whose clients may load models from `models`.
+    pub async fn with_models(models: &std::path::Path) -> Server {
+        Server::with(
+            ServerConfig::default(),
+            EngineOptions {
+                models_dir: Some(models.to_path_buf()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
     pub async fn with(config: ServerConfig, options: EngineOptions) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
