@@ -59,11 +59,13 @@ pub enum Node {
         props: Vec<Prop>,
         values: Option<u16>,
     },
-    /// An array of `items`, `min..=max` of them.
+    /// An array of `min..=max` values: the first ones of the `prefix` schemas (a
+    /// tuple), the rest of `items`.
     Array {
         items: u16,
         min: u16,
         max: Option<u16>,
+        prefix: Vec<u16>,
     },
     /// A string of `min..=max` characters (code points; an escape is one), matching
     /// the grammar's pattern `pattern` if it has one (then without `\u` escapes).
@@ -603,15 +605,10 @@ impl Grammar {
                 },
                 next,
             }),
-            Local::Arr { count, .. } => {
-                let Node::Array { min, max, .. } = *self.node(node) else {
-                    unreachable!()
-                };
-                s.set_top(Local::Arr {
-                    phase: Phase::After,
-                    count: (count + 1).min(max.unwrap_or(min)),
-                })
-            }
+            Local::Arr { count, .. } => s.set_top(Local::Arr {
+                phase: Phase::After,
+                count: (count + 1).min(self.counted(node)),
+            }),
             _ => unreachable!("only objects and arrays hold values"),
         }
     }
@@ -672,11 +669,31 @@ impl Grammar {
         }
     }
 
-    /// A byte between the tokens of an array.
-    fn in_array(&self, s: &mut JsonState, node: u16, phase: Phase, count: u16, b: u8) -> bool {
-        let Node::Array { items, min, max } = *self.node(node) else {
+    /// How far an array's values are counted: up to the bound that matters, or past
+    /// its first items' own schemas.
+    fn counted(&self, node: u16) -> u16 {
+        let Node::Array {
+            min, max, prefix, ..
+        } = self.node(node)
+        else {
             unreachable!()
         };
+        max.unwrap_or(*min).max(prefix.len() as u16)
+    }
+
+    /// A byte between the tokens of an array.
+    fn in_array(&self, s: &mut JsonState, node: u16, phase: Phase, count: u16, b: u8) -> bool {
+        let Node::Array {
+            items,
+            min,
+            max,
+            prefix,
+        } = self.node(node)
+        else {
+            unreachable!()
+        };
+        let (min, max) = (*min, *max);
+        let items = prefix.get(count as usize).copied().unwrap_or(*items);
         let room = max.is_none_or(|m| count < m);
         match (phase, b) {
             (Phase::Open | Phase::After, b']') => {
@@ -975,6 +992,7 @@ pub(crate) fn any_value(nodes: &mut Vec<Node>) -> u16 {
             items: any,
             min: 0,
             max: None,
+            prefix: Vec::new(),
         },
         Node::String {
             min: 0,

@@ -26,8 +26,6 @@ const REFUSED: &[&str] = &[
     "contains",
     "minContains",
     "maxContains",
-    "prefixItems",
-    "additionalItems",
     "unevaluatedItems",
     "unevaluatedProperties",
     "patternProperties",
@@ -52,6 +50,8 @@ const SHAPING: &[&str] = &[
     "required",
     "additionalProperties",
     "items",
+    "prefixItems",
+    "additionalItems",
     "minItems",
     "maxItems",
     "minLength",
@@ -143,6 +143,7 @@ pub fn tool_calls(tools: &[(String, Option<Value>)]) -> Result<Grammar, (usize, 
             items: one,
             min: 1,
             max: None,
+            prefix: Vec::new(),
         })
         .map_err(|e| (0, e))?;
     c.finish(root).map_err(|e| (0, e))
@@ -341,7 +342,7 @@ impl Compiler<'_> {
             let about = |ks: &[&str]| ks.iter().any(|k| m.contains_key(*k));
             if about(&["properties", "required", "additionalProperties"]) {
                 kinds.push("object");
-            } else if about(&["items", "minItems", "maxItems"]) {
+            } else if about(&["items", "prefixItems", "minItems", "maxItems"]) {
                 kinds.push("array");
             } else if about(&["minLength", "maxLength", "pattern"]) {
                 kinds.push("string");
@@ -388,25 +389,42 @@ impl Compiler<'_> {
             "object" => return self.object(m, path),
             "array" => {
                 let (min, mut max) = bounds("minItems", "maxItems")?;
-                let items = match m.get("items") {
+                // a tuple's first items: prefixItems, or draft 4's list of items (then
+                // additionalItems is the rest's schema)
+                let (tuple, rest_key) = match (m.get("prefixItems"), m.get("items")) {
+                    (Some(p), _) => (Some(("prefixItems", p)), "items"),
+                    (None, Some(i @ Value::Array(_))) => (Some(("items", i)), "additionalItems"),
+                    _ => (None, "items"),
+                };
+                let mut prefix = Vec::new();
+                if let Some((key, list)) = tuple {
+                    let list = list
+                        .as_array()
+                        .ok_or_else(|| format!("at {path}/{key}: must be an array of schemas"))?;
+                    for (i, s) in list.iter().enumerate() {
+                        prefix.push(self.schema(s, &format!("{path}/{key}/{i}"))?);
+                    }
+                }
+                let items = match m.get(rest_key) {
                     None | Some(Value::Bool(true)) => self.any(),
                     Some(Value::Bool(false)) => {
-                        max = Some(0);
+                        let n = prefix.len() as u16;
+                        max = Some(max.map_or(n, |m| m.min(n)));
                         self.any()
                     }
-                    Some(Value::Array(_)) => {
-                        return Err(format!(
-                            "at {path}/items: a list of schemas (tuples) is not supported"
-                        ))
-                    }
-                    Some(s) => self.schema(s, &format!("{path}/items"))?,
+                    Some(s) => self.schema(s, &format!("{path}/{rest_key}"))?,
                 };
                 if max.is_some_and(|max| max < min) {
                     return Err(format!(
-                        "at {path}: items false and minItems above 0 allow no array"
+                        "at {path}: {rest_key} false leaves fewer items than minItems"
                     ));
                 }
-                Node::Array { items, min, max }
+                Node::Array {
+                    items,
+                    min,
+                    max,
+                    prefix,
+                }
             }
             "string" => {
                 let (min, max) = bounds("minLength", "maxLength")?;
@@ -836,10 +854,18 @@ mod tests {
                 })
             }
             Value::Array(a) => {
+                // (a tuple: prefixItems, or draft 4's list of items and additionalItems)
+                let (first, rest) = match (m.get("prefixItems"), m.get("items")) {
+                    (Some(Value::Array(p)), r) => (p.clone(), r),
+                    (None, Some(Value::Array(p))) => (p.clone(), m.get("additionalItems")),
+                    (_, r) => (Vec::new(), r),
+                };
                 n("minItems").is_none_or(|lo| a.len() as u64 >= lo)
                     && n("maxItems").is_none_or(|hi| a.len() as u64 <= hi)
-                    && a.iter()
-                        .all(|x| m.get("items").is_none_or(|i| valid(x, i, root)))
+                    && a.iter().enumerate().all(|(i, x)| match first.get(i) {
+                        Some(s) => valid(x, s, root),
+                        None => rest.is_none_or(|r| valid(x, r, root)),
+                    })
             }
             Value::Number(x) => {
                 let x = x.as_f64().unwrap();
@@ -1236,6 +1262,33 @@ mod tests {
     }
 
     #[test]
+    fn tuples_hold_each_position_to_its_schema() {
+        let g = grammar(
+            json!({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "minItems": 2, "maxItems": 2}),
+        );
+        whole(&g, r#"[1,"a"]"#);
+        for bad in [r#"[1]"#, r#"["a",1]"#, r#"[1,"a",2]"#, "[]"] {
+            not_whole(&g, bad);
+        }
+        // draft 4: a list of items, then additionalItems for the rest
+        let g = grammar(
+            json!({"type": "array", "items": [{"type": "integer"}], "additionalItems": {"type": "string"}}),
+        );
+        for doc in ["[]", "[1]", r#"[1,"a","b"]"#] {
+            whole(&g, doc);
+        }
+        for bad in [r#"["a"]"#, "[1,2]"] {
+            not_whole(&g, bad);
+        }
+        let g = grammar(
+            json!({"type": "array", "prefixItems": [{"type": "null"}, {"type": "null"}], "items": false}),
+        );
+        whole(&g, "[null,null]");
+        whole(&g, "[null]");
+        not_whole(&g, "[null,null,null]");
+    }
+
+    #[test]
     fn objects_told_apart_by_a_tag_are_a_union() {
         let g = grammar(pets());
         for doc in [
@@ -1349,6 +1402,11 @@ mod tests {
                 "t": {"anyOf": [{"$ref": "#/definitions/T"}, {"type": "null"}]}, "n": {"type": "number", "nullable": true}},
                 "required": ["t"]}}}),
         ];
+        let tuples = json!({"type": "object", "properties": {
+            "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string", "maxLength": 2}], "minItems": 2, "maxItems": 2},
+            "old": {"type": "array", "items": [{"type": "boolean"}], "additionalItems": {"type": "null"}, "maxItems": 3},
+            "head": {"type": "array", "prefixItems": [{"const": "h"}], "items": false}
+        }, "required": ["pair", "old", "head"]});
         let bounded = json!({"type": "object", "properties": {
             "age": {"type": "integer", "minimum": 18, "maximum": 120},
             "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -1357,7 +1415,7 @@ mod tests {
             "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2}$"},
             "tag": {"type": "string", "pattern": "x|yz", "maxLength": 4}
         }, "required": ["age", "p", "t", "n", "code", "tag"]});
-        for (i, s) in schemas.iter().chain([&bounded]).enumerate() {
+        for (i, s) in schemas.iter().chain([&bounded, &tuples]).enumerate() {
             let closed = walks(s, 60, 17 + i as u64);
             assert!(closed >= 30, "schema {i}: only {closed} of 60 walks closed");
         }
@@ -1433,8 +1491,8 @@ mod tests {
                 &["#/properties/a", "minItems is above maxItems"],
             ),
             (
-                json!({"type": "object", "properties": {"a": {"type": "array", "items": [{"type": "string"}]}}}),
-                &["#/properties/a/items", "tuples"],
+                json!({"type": "object", "properties": {"a": {"type": "array", "prefixItems": [{"type": "string"}], "items": false, "minItems": 2}}}),
+                &["#/properties/a", "fewer items than minItems"],
             ),
             (
                 json!({"$ref": "#/$defs/A", "$defs": {"A": {"$ref": "#/$defs/A"}}}),
