@@ -1,17 +1,20 @@
-//! JSON Schema → [`Grammar`] (`response_format` `json_schema`): the keywords that
-//! shape a value are enforced token by token; those that only describe it are ignored;
-//! assertions the grammar cannot hold (`pattern`, `minimum`, ...) are refused by name,
-//! so a caller never gets a reply that only looks as if it were checked.
+//! JSON Schema → [`Grammar`] (`response_format` `json_schema`, vLLM's `guided_json`,
+//! forced tool calls' parameters): the keywords that shape a value are enforced token
+//! by token; those that only describe it are ignored; assertions the grammar cannot
+//! hold (`multipleOf`, `uniqueItems`, ...) are refused by name, so a caller never gets
+//! a reply that only looks as if it were checked.
 //!
 //! Enforced: `type` (one or a list), `properties` (written in the declared order),
 //! `required`, `additionalProperties` (for objects without declared properties: `false`
-//! → `{}`, a schema → any keys with such values), `items`, `minItems`, `maxItems`,
-//! `minLength`, `maxLength`, `minimum`, `maximum`, `exclusiveMinimum`,
-//! `exclusiveMaximum` (a bounded number is written without an exponent), `enum`, `const`, `anyOf` / `oneOf` (alternatives told
-//! apart by their first byte), `allOf` of one schema, OpenAPI's `nullable`, and local
-//! `$ref`s (`#`, `#/$defs/...`, `#/definitions/...`, recursion included). Ignored:
-//! `format` (an annotation in JSON Schema 2020-12), `title`, `description`, `default`,
-//! `examples` and any keyword the specification does not define.
+//! → `{}`, a schema → any keys with such values), `items`, `prefixItems` (and draft
+//! 4's list of `items` with `additionalItems`), `minItems`, `maxItems`, `minLength`,
+//! `maxLength`, `pattern` ([`super::pattern`]), `minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum` ([`super::range`]), `enum`, `const`, `anyOf`
+//! / `oneOf` (alternatives told apart by their first byte, objects by a tag property),
+//! `allOf` of one schema, OpenAPI's `nullable`, and local `$ref`s (`#`, `#/$defs/...`,
+//! `#/definitions/...`, recursion included). Ignored: `format` (an annotation in JSON
+//! Schema 2020-12), `title`, `description`, `default`, `examples` and any keyword the
+//! specification does not define.
 
 use super::pattern::{Pattern, UNBOUNDED};
 use super::range::{decimal, Bound, Range, FRACTION};
@@ -248,7 +251,7 @@ impl Compiler<'_> {
         };
         if let Some(k) = REFUSED.iter().find(|k| m.contains_key(**k)) {
             return Err(format!(
-                "at {path}: keyword {k:?} is not supported (the grammar enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, enum, const, anyOf, oneOf, allOf of one schema and local $ref)"
+                "at {path}: keyword {k:?} is not supported (the grammar enforces type, properties, required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength, pattern, minimum, maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf, allOf of one schema and local $ref)"
             ));
         }
         // keywords that stand alone
