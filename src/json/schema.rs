@@ -8,8 +8,8 @@
 //! `required`, `additionalProperties` (for objects without declared properties: `false`
 //! → `{}`, a schema → any keys with such values), `items`, `prefixItems` (and draft
 //! 4's list of `items` with `additionalItems`), `minItems`, `maxItems`, `minLength`,
-//! `maxLength`, `pattern` ([`super::pattern`]), `minimum`, `maximum`,
-//! `exclusiveMinimum`, `exclusiveMaximum` ([`super::range`]), `enum`, `const`, `anyOf`
+//! `maxLength`, `pattern` (a DFA, `json/pattern.rs`), `minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum` (`json/range.rs`), `enum`, `const`, `anyOf`
 //! / `oneOf` (alternatives told apart by their first byte, objects by a tag property),
 //! `allOf` of one schema, OpenAPI's `nullable`, and local `$ref`s (`#`, `#/$defs/...`,
 //! `#/definitions/...`, recursion included). Ignored: `format` (an annotation in JSON
