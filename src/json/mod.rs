@@ -342,6 +342,44 @@ impl JsonState {
 /// Grammar ids, one per grammar made.
 static GRAMMARS: AtomicU64 = AtomicU64::new(0);
 
+/// Grammars by what they were made of, the most recently asked last.
+type Kept = Vec<(String, Arc<Grammar>)>;
+
+/// Most grammars [`cached`] keeps, and most bytes they may hold together.
+const KEPT_GRAMMARS: usize = 32;
+const KEPT_BYTES: usize = 32 << 20;
+
+/// The grammar made from `key` (what it is made of, as text) by `make`, made once
+/// while it is among the most recently asked: a client that sends the same schema
+/// with every request has it compiled once, and the vocabulary walk's kept sets (by
+/// grammar) carry over from request to request. Errors are not kept.
+pub fn cached<E>(
+    key: String,
+    make: impl FnOnce() -> Result<Grammar, E>,
+) -> Result<Arc<Grammar>, E> {
+    static KEPT: OnceLock<std::sync::Mutex<Kept>> = OnceLock::new();
+    let kept = KEPT.get_or_init(Default::default);
+    let lock = || kept.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut k = lock();
+        if let Some(i) = k.iter().position(|(s, _)| *s == key) {
+            // the most recent last
+            let hit = k.remove(i);
+            let g = hit.1.clone();
+            k.push(hit);
+            return Ok(g);
+        }
+    }
+    let g = Arc::new(make()?);
+    let mut k = lock();
+    k.retain(|(s, _)| *s != key);
+    k.push((key, g.clone()));
+    while k.len() > KEPT_GRAMMARS || k.iter().map(|(_, g)| g.bytes()).sum::<usize>() > KEPT_BYTES {
+        k.remove(0);
+    }
+    Ok(g)
+}
+
 impl Grammar {
     /// From its nodes (checked by [`schema::compile`]: children in range, unions of
     /// non-unions told apart by their first byte).
@@ -352,6 +390,12 @@ impl Grammar {
             root,
             patterns,
         }
+    }
+
+    /// About how many bytes it holds.
+    fn bytes(&self) -> usize {
+        self.nodes.len() * std::mem::size_of::<Node>()
+            + self.patterns.iter().map(Pattern::bytes).sum::<usize>()
     }
 
     /// JSON mode's: one object of any keys and values (made once).
@@ -1307,6 +1351,31 @@ mod tests {
             open(&logits),
             [false, false, false, false, true, false, false, false, true]
         );
+    }
+
+    #[test]
+    fn grammars_are_kept_by_what_they_are_made_of() {
+        let make = |p: &str| {
+            let p = p.to_string();
+            move || Grammar::regex(&p)
+        };
+        let a = cached("test:a".into(), make("a+")).unwrap();
+        let again = cached("test:a".into(), || -> Result<Grammar, String> {
+            panic!("made again")
+        })
+        .unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        assert!(cached("test:bad".into(), make("(?=a)")).is_err());
+        assert!(
+            cached("test:bad".into(), make("b")).is_ok(),
+            "errors are not kept"
+        );
+        // the least recently asked go first
+        for i in 0..KEPT_GRAMMARS {
+            cached(format!("test:{i}"), make("c")).unwrap();
+        }
+        let a2 = cached("test:a".into(), make("a+")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &a2), "pushed out by newer ones");
     }
 
     /// A random JSON value (splitmix64 draws), up to `depth` levels deep.

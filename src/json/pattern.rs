@@ -113,6 +113,11 @@ impl Pattern {
         Ok(Pattern { dfa, start, live })
     }
 
+    /// About how many bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.dfa.memory_usage() + self.live.len() * 16
+    }
+
     /// The fewest and most characters of a string it matches.
     pub fn lengths(&self) -> (u16, u16) {
         self.live[&self.start]

@@ -288,22 +288,28 @@ fn forced_calls(
                     format!("tool_choice names {name:?}, which is not among the tools"),
                 ));
             };
-            let g = crate::json::schema::arguments(listed[i].1.as_ref()).map_err(|e| {
-                bad(
-                    &format!("tools[{i}]"),
-                    format!("tools[{i}].function.parameters: {e}"),
-                )
-            })?;
-            Ok(Some((Calls::Named(name), Arc::new(g))))
+            let key = format!("arguments:{}", serde_json::json!(listed[i].1));
+            let g =
+                crate::json::cached(key, || crate::json::schema::arguments(listed[i].1.as_ref()))
+                    .map_err(|e| {
+                    bad(
+                        &format!("tools[{i}]"),
+                        format!("tools[{i}].function.parameters: {e}"),
+                    )
+                })?;
+            Ok(Some((Calls::Named(name), g)))
         }
         None => {
-            let g = crate::json::schema::tool_calls(&listed).map_err(|(i, e)| {
-                bad(
-                    &format!("tools[{i}]"),
-                    format!("tools[{i}].function.parameters: {e}"),
-                )
-            })?;
-            Ok(Some((Calls::Required, Arc::new(g))))
+            let key = format!("tools:{}", serde_json::json!(listed));
+            let g = crate::json::cached(key, || crate::json::schema::tool_calls(&listed)).map_err(
+                |(i, e)| {
+                    bad(
+                        &format!("tools[{i}]"),
+                        format!("tools[{i}].function.parameters: {e}"),
+                    )
+                },
+            )?;
+            Ok(Some((Calls::Required, g)))
         }
     }
 }

@@ -269,10 +269,12 @@ pub fn constraint(
                         })?,
                         v => v.clone(),
                     };
-                    crate::json::schema::compile(&schema).map(Arc::new)
+                    crate::json::cached(format!("schema:{schema}"), || {
+                        crate::json::schema::compile(&schema)
+                    })
                 }
                 "guided_regex" => match v.as_str() {
-                    Some(p) => Grammar::regex(p).map(Arc::new),
+                    Some(p) => crate::json::cached(format!("regex:{p}"), || Grammar::regex(p)),
                     None => return Err(bad(k, "guided_regex must be a string")),
                 },
                 "guided_choice" => match v.as_array().map(|a| {
@@ -280,7 +282,9 @@ pub fn constraint(
                         .map(|c| c.as_str().map(String::from))
                         .collect::<Option<Vec<_>>>()
                 }) {
-                    Some(Some(choices)) => Grammar::choice(&choices).map(Arc::new),
+                    Some(Some(choices)) => crate::json::cached(format!("choice:{v}"), || {
+                        Grammar::choice(&choices)
+                    }),
                     _ => return Err(bad(k, "guided_choice must be an array of strings")),
                 },
                 _ => match v {
@@ -317,9 +321,11 @@ pub fn json_format(format: &Option<Value>) -> Result<Option<Arc<Grammar>>, ApiEr
                             "response_format json_schema needs json_schema.schema: {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
                         )
                     })?;
-                crate::json::schema::compile(schema)
-                    .map(|g| Some(Arc::new(g)))
-                    .map_err(|e| bad(FIELD, format!("response_format json_schema.schema: {e}")))
+                crate::json::cached(format!("schema:{schema}"), || {
+                    crate::json::schema::compile(schema)
+                })
+                .map(Some)
+                .map_err(|e| bad(FIELD, format!("response_format json_schema.schema: {e}")))
             }
             _ => Err(bad(
                 FIELD,
