@@ -41,7 +41,8 @@ pub struct RenderOptions {
     pub continue_final_message: bool,
     /// The request's `tools` (OpenAI's shape), passed as `tools`.
     pub tools: Option<Value>,
-    /// Further variables (tests pin `date_string` with it).
+    /// Further variables (a request's `chat_template_kwargs`; tests pin `date_string`
+    /// with it).
     pub extra: serde_json::Map<String, Value>,
 }
 

@@ -100,6 +100,12 @@ pub struct ChatBody {
     /// rule: the text is cut after its content); needs `add_generation_prompt` false.
     #[serde(default)]
     pub continue_final_message: Option<bool>,
+    /// vLLM's (transformers' `apply_chat_template(**kwargs)`): further variables for the
+    /// template, e.g. `{"enable_thinking": false}` or `{"date_string": "1 Jan 2026"}`;
+    /// not the ones the request sets otherwise (`messages`, `tools`, ...).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub chat_template_kwargs: Option<Value>,
     /// Server-Sent Events: `chat.completion.chunk`s, then `data: [DONE]`.
     #[serde(default)]
     pub stream: Option<bool>,
@@ -157,6 +163,31 @@ pub struct FunctionCall {
     pub name: String,
     /// The arguments as a JSON text.
     pub arguments: String,
+}
+
+/// `chat_template_kwargs` as the template's further variables: an object, none of whose
+/// keys the request sets otherwise.
+fn template_kwargs(kwargs: &Option<Value>) -> Result<serde_json::Map<String, Value>, ApiError> {
+    const FIELD: &str = "chat_template_kwargs";
+    const SET: [&str; 6] = [
+        "messages",
+        "tools",
+        "add_generation_prompt",
+        "continue_final_message",
+        "bos_token",
+        "eos_token",
+    ];
+    match kwargs {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => match m.keys().find(|k| SET.contains(&k.as_str())) {
+            Some(k) => Err(bad(
+                FIELD,
+                format!("chat_template_kwargs cannot set {k:?}: the request sets it (its own field, or the tokenizer's)"),
+            )),
+            None => Ok(m.clone()),
+        },
+        Some(_) => Err(bad(FIELD, "chat_template_kwargs must be an object")),
+    }
 }
 
 /// How a reply's tool calls come out of it.
@@ -482,7 +513,7 @@ fn plan(
                 add_generation_prompt,
                 continue_final_message,
                 tools: b.tools.clone(),
-                ..Default::default()
+                extra: template_kwargs(&b.chat_template_kwargs)?,
             },
         )
         .map_err(|e| ApiError::from(e).param("messages"))?;
@@ -889,6 +920,14 @@ pub struct VllmTokenizeBody {
     /// conversation holds its own).
     #[serde(default)]
     pub add_special_tokens: Option<bool>,
+    /// With `messages`: passed to the template as in a chat completion.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Option<Value>,
+    /// With `messages`: as in a chat completion.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub chat_template_kwargs: Option<Value>,
 }
 
 /// `POST /detokenize` (vLLM's shape).
@@ -938,7 +977,9 @@ pub async fn vllm_tokenize(
                     &messages_for_template(m)?,
                     &RenderOptions {
                         add_generation_prompt: true,
-                        ..Default::default()
+                        continue_final_message: false,
+                        tools: b.tools.clone(),
+                        extra: template_kwargs(&b.chat_template_kwargs)?,
                     },
                 )
                 .map_err(|e| ApiError::from(e).param("messages"))?;

@@ -535,21 +535,77 @@ async fn replies_without_calls_stay_content_whole_and_streamed() {
 /// A server whose model (`plain`, copied) has a template that teaches `<tool_call>`
 /// blocks (and writes one when there are tools), under a models directory of its own.
 async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
+    templated_server(
+        tag,
+        "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .await
+}
+
+/// A server whose model (`plain`, copied, as `templated`) has `template`, under a
+/// models directory of its own.
+async fn templated_server(tag: &str, template: &str) -> (Server, std::path::PathBuf) {
     let models = models_dir(tag);
-    let dir = models.join("hermes");
+    let dir = models.join("templated");
     std::fs::create_dir_all(&dir).unwrap();
     for f in std::fs::read_dir(models.join("plain")).unwrap() {
         let f = f.unwrap();
         std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
     }
-    std::fs::write(
-        dir.join("chat_template.jinja"),
-        "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
-    )
-    .unwrap();
+    std::fs::write(dir.join("chat_template.jinja"), template).unwrap();
     let s = Server::with_models(&models).await;
-    assert_eq!(init(&s, &json!({"model": "hermes"})).await.0, 200);
+    assert_eq!(init(&s, &json!({"model": "templated"})).await.0, 200);
     (s, models)
+}
+
+/// vLLM's `chat_template_kwargs` reach the template (a chat completion renders what
+/// `/tokenize` does with them), and cannot set what the request sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_template_kwargs_reach_the_template() {
+    let (s, models) = templated_server(
+        "kwargs",
+        "{% if enable_thinking is defined and not enable_thinking %}/no_think {% endif %}{% for m in messages %}{{ m.content }}{% endfor %}{% if tools %}{{ tools | length }}{% endif %}",
+    )
+    .await;
+    let msgs = json!([{"role": "user", "content": "Hi"}]);
+    let count = |r: &Value| r["count"].as_u64().unwrap();
+    let (code, plain) = post(&s, "/tokenize", json!({"messages": msgs})).await;
+    assert_eq!(code, 200, "{plain}");
+    let kwargs = json!({"enable_thinking": false});
+    let (_, off) = post(
+        &s,
+        "/tokenize",
+        json!({"messages": msgs, "chat_template_kwargs": kwargs}),
+    )
+    .await;
+    assert!(count(&off) > count(&plain), "{plain} {off}");
+    let (_, on) = post(
+        &s,
+        "/tokenize",
+        json!({"messages": msgs, "chat_template_kwargs": {"enable_thinking": true}}),
+    )
+    .await;
+    assert_eq!(count(&on), count(&plain));
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    let (_, with_tools) = post(&s, "/tokenize", json!({"messages": msgs, "tools": tools})).await;
+    assert!(count(&with_tools) > count(&plain), "{with_tools}");
+    let (code, r) = chat(
+        &s,
+        json!({"messages": msgs, "max_tokens": 1, "chat_template_kwargs": kwargs}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["usage"]["prompt_tokens"], off["count"]);
+    for bad in [
+        json!({"messages": []}),
+        json!({"add_generation_prompt": false}),
+        json!([1]),
+    ] {
+        let (code, e) = chat(&s, json!({"messages": msgs, "chat_template_kwargs": bad})).await;
+        assert_eq!(code, 400, "{e}");
+        assert_eq!(e["error"]["param"], "chat_template_kwargs", "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&models);
 }
 
 /// `tool_choice` forcing a call: naming a function, the reply is its arguments (held
