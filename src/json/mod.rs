@@ -1097,20 +1097,26 @@ impl JsonVocab {
     }
 
     /// Set to -inf the `logits` of the tokens that do not continue `g`'s value from
-    /// `state` (all left as they are if none does: the generation then ends); where the
-    /// text may end there ([`Grammar::may_end`]) the `ends` (end-of-text ids) are left
-    /// as they are too.
+    /// `state`. Where the text may end there ([`Grammar::may_end`]), or where no token
+    /// continues it (a vocabulary without the bytes it needs, the nesting limit), the
+    /// `ends` (end-of-text ids) are left as they are too: the generation then ends with
+    /// the text a whole or a cut value, never a token that breaks it. If nothing with a
+    /// finite logit is left, all are left as they are.
     pub fn mask(&self, g: &Grammar, state: JsonState, logits: &mut [f32], ends: &[u32]) {
         let mut ok = vec![false; logits.len()];
         self.allowed(g, state, &mut ok);
-        if g.may_end(&state) {
+        if g.may_end(&state) || !ok.iter().any(|&o| o) {
             for &e in ends {
                 if let Some(o) = ok.get_mut(e as usize) {
                     *o = true;
                 }
             }
         }
-        if ok.iter().any(|&o| o) {
+        if ok
+            .iter()
+            .zip(logits.iter())
+            .any(|(&o, x)| o && x.is_finite())
+        {
             for (x, ok) in logits.iter_mut().zip(ok) {
                 if !ok {
                     *x = f32::NEG_INFINITY;
@@ -1350,6 +1356,23 @@ mod tests {
         assert_eq!(
             open(&logits),
             [false, false, false, false, true, false, false, false, true]
+        );
+        // stuck (no token holds the byte the text needs): end-of-text only; with that
+        // suppressed too, everything as it was
+        let g = Grammar::choice(&["yes".into(), "nz".into()]).unwrap();
+        let stuck = g.after(g.start(), b"n").unwrap();
+        let mut logits = vec![0.0f32; words.len() + 1];
+        v.mask(&g, stuck, &mut logits, &[8]);
+        assert_eq!(
+            open(&logits),
+            [false, false, false, false, false, false, false, false, true]
+        );
+        let mut logits = vec![0.0f32; words.len() + 1];
+        logits[8] = f32::NEG_INFINITY;
+        v.mask(&g, stuck, &mut logits, &[8]);
+        assert_eq!(
+            open(&logits),
+            [true, true, true, true, true, true, true, true, false]
         );
     }
 
