@@ -143,7 +143,7 @@ impl Pattern {
 
 /// For each state of the graph `out` (edges with their weights), the least and the
 /// greatest weight of a path to an accepting state: `None` where none leads there,
-/// [`UNBOUNDED`] where a path of any weight does (a loop that adds characters).
+/// [`UNBOUNDED`] where a path of any weight does (a loop).
 fn lengths(out: &[Vec<(usize, u16)>], accepting: &[usize]) -> (Vec<Option<u16>>, Vec<u16>) {
     let n = out.len();
     let mut into: Vec<Vec<(usize, u16)>> = vec![Vec::new(); n];
@@ -216,39 +216,29 @@ fn lengths(out: &[Vec<(usize, u16)>], accepting: &[usize]) -> (Vec<Option<u16>>,
         comps += 1;
     }
     // components come out in topological order (edges run from lower to higher or
-    // within one): the greatest weights, from the last component back
+    // within one): the greatest weights, from the last component back. One with an
+    // edge inside loops, and adds characters as it does (no cycle of a DFA over UTF-8
+    // is all continuation bytes: at most three come in a row)
     let mut loops = vec![false; comps];
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); comps];
     for v in (0..n).filter(|&v| live[v]) {
         members[comp[v]].push(v);
-        if out[v]
-            .iter()
-            .any(|&(u, w)| live[u] && comp[u] == comp[v] && w == 1)
-        {
+        if out[v].iter().any(|&(u, _)| live[u] && comp[u] == comp[v]) {
             loops[comp[v]] = true;
         }
     }
     let mut most = vec![0u16; n];
     for c in (0..comps).rev() {
-        let mut m = if loops[c] { UNBOUNDED } else { 0 };
-        for &v in &members[c] {
-            for &(u, w) in &out[v] {
-                if live[u] && comp[u] != c {
-                    m = m.max(most[u].saturating_add(w));
-                }
-            }
-        }
-        // (a component without a loop of weight 1 holds only weight-0 edges inside:
-        // its states share their greatest weight)
-        if !loops[c] {
-            for &v in &members[c] {
-                for &(u, w) in &out[v] {
-                    if u != v && live[u] && comp[u] == c {
-                        m = m.max(w);
-                    }
-                }
-            }
-        }
+        let m = if loops[c] {
+            UNBOUNDED
+        } else {
+            let after = members[c].iter().flat_map(|&v| &out[v]);
+            after
+                .filter(|&&(u, _)| live[u] && comp[u] != c)
+                .map(|&(u, w)| most[u].saturating_add(w))
+                .max()
+                .unwrap_or(0)
+        };
         for &v in &members[c] {
             most[v] = m;
         }

@@ -204,99 +204,108 @@ pub struct Guided {
     pub structured_outputs: Option<Value>,
 }
 
+/// A way of holding the reply to a shape, as a request asked for it.
+enum Way<'a> {
+    Schema(&'a Value),
+    Regex(&'a Value),
+    Choice(&'a Value),
+    /// `structured_outputs.json_object` (must be true).
+    Object(&'a Value),
+}
+
 /// The grammar a request holds its reply to: its `response_format` ([`json_format`])
-/// or one of vLLM's fields ([`Guided`]); two of them is a 400.
+/// or one of vLLM's fields ([`Guided`]); two of them is a 400 naming the second.
 pub fn constraint(
     format: &Option<Value>,
     guided: &Guided,
 ) -> Result<Option<Arc<Grammar>>, ApiError> {
-    let from_format = json_format(format)?;
-    let mut asked: Vec<(&str, Value)> = [
-        ("guided_json", &guided.guided_json),
-        ("guided_regex", &guided.guided_regex),
-        ("guided_choice", &guided.guided_choice),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.clone().filter(|v| !v.is_null()).map(|v| (k, v)))
-    .collect();
-    if let Some(so) = guided.structured_outputs.as_ref().filter(|v| !v.is_null()) {
+    let given = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
+    let (json, regex, choice, outputs) = (
+        given(&guided.guided_json),
+        given(&guided.guided_regex),
+        given(&guided.guided_choice),
+        given(&guided.structured_outputs),
+    );
+    // (the field that asked, the way)
+    let mut asked: Vec<(&str, Way)> = Vec::new();
+    asked.extend(json.as_ref().map(|v| ("guided_json", Way::Schema(v))));
+    asked.extend(regex.as_ref().map(|v| ("guided_regex", Way::Regex(v))));
+    asked.extend(choice.as_ref().map(|v| ("guided_choice", Way::Choice(v))));
+    if let Some(so) = &outputs {
         const FIELD: &str = "structured_outputs";
-        let kinds = ["json", "regex", "choice", "json_object"];
-        let given: Vec<(&str, &Value)> = so
+        let entries: Vec<(&String, &Value)> = so
             .as_object()
             .ok_or_else(|| bad(FIELD, "structured_outputs must be an object"))?
             .iter()
             .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.as_str(), v))
             .collect();
-        match given.as_slice() {
-            [(k, v)] if kinds.contains(k) => asked.push((
-                match *k {
-                    "json" => "guided_json",
-                    "regex" => "guided_regex",
-                    "choice" => "guided_choice",
-                    _ => "json_object",
-                },
-                (*v).clone(),
-            )),
-            _ => {
-                return Err(bad(
-                    FIELD,
-                    "structured_outputs takes one of json, regex, choice or json_object (grammar and structural_tag are not supported)",
-                ))
+        let way = match entries.as_slice() {
+            [(k, v)] => match k.as_str() {
+                "json" => Some(Way::Schema(v)),
+                "regex" => Some(Way::Regex(v)),
+                "choice" => Some(Way::Choice(v)),
+                "json_object" => Some(Way::Object(v)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let way = way.ok_or_else(|| {
+            bad(
+                FIELD,
+                "structured_outputs takes one of json, regex, choice or json_object (grammar and structural_tag are not supported)",
+            )
+        })?;
+        asked.push((FIELD, way));
+    }
+    let (field, way) = match (json_format(format)?, asked.as_slice()) {
+        (g, []) => return Ok(g),
+        (Some(_), [(field, _), ..]) | (None, [_, (field, _), ..]) => {
+            return Err(bad(
+                field,
+                format!("{field} and another way of holding the reply to a shape cannot be asked together: use one of response_format, guided_json, guided_regex, guided_choice, structured_outputs"),
+            ))
+        }
+        (None, [one]) => one,
+    };
+    let grammar = match *way {
+        Way::Schema(Value::String(t)) => {
+            let schema: Value = serde_json::from_str(t)
+                .map_err(|e| bad(field, format!("{field} is not a JSON Schema: {e}")))?;
+            schema_grammar(&schema)
+        }
+        Way::Schema(schema) => schema_grammar(schema),
+        Way::Regex(Value::String(p)) => {
+            crate::json::cached(format!("regex:{p}"), || Grammar::regex(p))
+        }
+        Way::Regex(_) => return Err(bad(field, format!("{field}'s regex must be a string"))),
+        Way::Choice(v) => {
+            let choices: Option<Vec<String>> = v
+                .as_array()
+                .and_then(|a| a.iter().map(|c| c.as_str().map(String::from)).collect());
+            match choices {
+                Some(c) => crate::json::cached(format!("choice:{v}"), || Grammar::choice(&c)),
+                None => {
+                    return Err(bad(
+                        field,
+                        format!("{field}'s choices must be an array of strings"),
+                    ))
+                }
             }
         }
-    }
-    fn field(k: &str) -> &str {
-        if k == "json_object" {
-            "structured_outputs"
-        } else {
-            k
-        }
-    }
-    match (from_format, asked.as_slice()) {
-        (g, []) => Ok(g),
-        (Some(_), [(k, _), ..]) | (None, [_, (k, _), ..]) => Err(bad(
-            field(k),
-            format!("{} and another way of holding the reply to a shape cannot be asked together: use one of response_format, guided_json, guided_regex, guided_choice, structured_outputs", field(k)),
-        )),
-        (None, [(k, v)]) => {
-            let grammar = match *k {
-                "guided_json" => {
-                    let schema = match v {
-                        Value::String(t) => serde_json::from_str(t).map_err(|e| {
-                            bad(k, format!("guided_json is not a JSON Schema: {e}"))
-                        })?,
-                        v => v.clone(),
-                    };
-                    crate::json::cached(format!("schema:{schema}"), || {
-                        crate::json::schema::compile(&schema)
-                    })
-                }
-                "guided_regex" => match v.as_str() {
-                    Some(p) => crate::json::cached(format!("regex:{p}"), || Grammar::regex(p)),
-                    None => return Err(bad(k, "guided_regex must be a string")),
-                },
-                "guided_choice" => match v.as_array().map(|a| {
-                    a.iter()
-                        .map(|c| c.as_str().map(String::from))
-                        .collect::<Option<Vec<_>>>()
-                }) {
-                    Some(Some(choices)) => crate::json::cached(format!("choice:{v}"), || {
-                        Grammar::choice(&choices)
-                    }),
-                    _ => return Err(bad(k, "guided_choice must be an array of strings")),
-                },
-                _ => match v {
-                    Value::Bool(true) => Ok(Grammar::object()),
-                    _ => return Err(bad(field(k), "structured_outputs.json_object must be true")),
-                },
-            };
-            grammar
-                .map(Some)
-                .map_err(|e| bad(field(k), format!("{}: {e}", field(k))))
-        }
-    }
+        Way::Object(Value::Bool(true)) => Ok(Grammar::object()),
+        Way::Object(_) => return Err(bad(field, "structured_outputs.json_object must be true")),
+    };
+    grammar
+        .map(Some)
+        .map_err(|e| bad(field, format!("{field}: {e}")))
+}
+
+/// The grammar of a JSON Schema's values, compiled once while it is asked for
+/// (`crate::json::cached`).
+fn schema_grammar(schema: &Value) -> Result<Arc<Grammar>, String> {
+    crate::json::cached(format!("schema:{schema}"), || {
+        crate::json::schema::compile(schema)
+    })
 }
 
 /// `response_format`: `{"type": "text"}` (or none) → none, `{"type": "json_object"}`
@@ -304,7 +313,7 @@ pub fn constraint(
 /// ...}}` → the values of that schema (`crate::json::schema`); anything else, or a
 /// schema the grammar cannot enforce, is a 400 naming the field and the place in the
 /// schema.
-pub fn json_format(format: &Option<Value>) -> Result<Option<Arc<Grammar>>, ApiError> {
+fn json_format(format: &Option<Value>) -> Result<Option<Arc<Grammar>>, ApiError> {
     const FIELD: &str = "response_format";
     match format {
         None | Some(Value::Null) => Ok(None),
@@ -321,9 +330,7 @@ pub fn json_format(format: &Option<Value>) -> Result<Option<Arc<Grammar>>, ApiEr
                             "response_format json_schema needs json_schema.schema: {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}",
                         )
                     })?;
-                crate::json::cached(format!("schema:{schema}"), || {
-                    crate::json::schema::compile(schema)
-                })
+                schema_grammar(schema)
                 .map(Some)
                 .map_err(|e| bad(FIELD, format!("response_format json_schema.schema: {e}")))
             }
