@@ -46,7 +46,7 @@ pub(super) struct Active {
     pub(super) picked: Option<(u32, Option<TokenLogprob>)>,
     /// The token sampled and streamed, to run through the model next step.
     pub(super) next: Option<u32>,
-    /// Constrained JSON: how far the text is into its value.
+    /// Constrained output (`req.json`'s grammar): how far the text is into its value.
     pub(super) json: Option<JsonState>,
     pub(super) events: mpsc::UnboundedSender<GenEvent>,
     pub(super) started: Instant,
@@ -126,7 +126,7 @@ impl Active {
 
     /// What its next step (its prompt's last chunk, or a decode step) reads back, for a
     /// generation without logprobs, changes to its logits (`sampling::LogitAdjust`) or
-    /// JSON mode on a model that picks tokens on the device: only the device's argmax
+    /// a constrained output (`crate::json`) on a model that picks tokens on the device: only the device's argmax
     /// (greedy), or only the id of the device's draw (sampled, draw number
     /// `generated.len()`); else the logits.
     pub(super) fn readback(&self) -> Readback {
