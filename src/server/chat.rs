@@ -455,9 +455,29 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
             ));
         }
         msg.insert("content".into(), content);
+        if let Some(Value::Array(calls)) = msg.get_mut("tool_calls") {
+            calls.iter_mut().for_each(arguments_as_object);
+        }
         out.push(Value::Object(msg));
     }
     Ok(Value::Array(out))
+}
+
+/// An assistant's tool call as templates take it: OpenAI sends `function.arguments` as
+/// a JSON text, transformers' templates expect the object (`arguments | tojson`); a
+/// text holding an object becomes it, an empty one `{}` (vLLM's rule), any other text
+/// stays as it was written.
+fn arguments_as_object(call: &mut Value) {
+    let Some(args) = call.pointer_mut("/function/arguments") else {
+        return;
+    };
+    if let Value::String(text) = args {
+        if text.trim().is_empty() {
+            *args = json!({});
+        } else if let Ok(v @ Value::Object(_)) = serde_json::from_str(text) {
+            *args = v;
+        }
+    }
 }
 
 /// The plan of a chat request (the conversation rendered and tokenized, the

@@ -608,6 +608,38 @@ async fn chat_template_kwargs_reach_the_template() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
+/// An assistant's tool call sent as OpenAI sends it (`arguments` a JSON text) renders
+/// as transformers renders the object (Llama 3.2's `arguments | tojson`; the object's
+/// rendering is transformers', `published_templates_render_as_transformers_does`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tool_call_arguments_reach_the_template_as_objects() {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    let llama = &fixture["templates"][0];
+    assert_eq!(llama["name"], "llama-3.2");
+    let case = llama["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["title"] == "tool result" && c["add_generation_prompt"] == true)
+        .unwrap();
+    let (s, models) = templated_server("arguments", llama["template"].as_str().unwrap()).await;
+    let body = |m: &Value| json!({"messages": m, "tools": case["tools"], "chat_template_kwargs": case["extra"]});
+    let (code, want) = post(&s, "/tokenize", body(&case["messages"])).await;
+    assert_eq!(code, 200, "{want}");
+    let mut messages = case["messages"].clone();
+    let call = &mut messages[1]["tool_calls"][0]["function"]["arguments"];
+    assert!(call.is_object());
+    *call = Value::String(call.to_string());
+    let (code, r) = post(&s, "/tokenize", body(&messages)).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["tokens"], want["tokens"]);
+    // text that is not an object stays as written
+    messages[1]["tool_calls"][0]["function"]["arguments"] = json!("not json");
+    let (_, r2) = post(&s, "/tokenize", body(&messages)).await;
+    assert_ne!(r2["tokens"], r["tokens"]);
+    let _ = std::fs::remove_dir_all(&models);
+}
+
 /// `tool_choice` forcing a call: naming a function, the reply is its arguments (held
 /// to its parameters schema; OpenAI's shape: no content, one call, `finish_reason`
 /// `stop`; streamed as argument deltas after a first chunk with the call's id and
