@@ -177,6 +177,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// Bytes of /v1/responses kept in memory for previous_response_id and
+    /// GET /v1/responses/{id} (the oldest dropped first; each for the API key that made
+    /// it); 0: none kept.
+    #[arg(long, env = "WGFORMER_RESPONSES_STORE_BYTES", default_value_t = server::response_store::DEFAULT_STORE_BYTES)]
+    responses_store_bytes: usize,
     /// Log filter (tracing EnvFilter syntax), e.g. info or wgformer=debug.
     #[arg(long, env = "WGFORMER_LOG", default_value = "info")]
     log_level: String,
@@ -396,6 +401,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             rate_limit,
             allowed_hosts,
             cors_origins: a.cors_origins.clone(),
+            responses_store_bytes: a.responses_store_bytes,
             ..ServerConfig::default()
         };
         // the keys themselves are never logged

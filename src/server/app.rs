@@ -15,13 +15,14 @@ use utoipa::OpenApi;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{chat, error, generate, guard, openai, routes};
+use super::{chat, error, generate, guard, openai, responses, routes};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
         openai::models, openai::model, openai::completions, chat::chat_completions,
+        responses::create, responses::retrieve, responses::delete, responses::input_items_list,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
         chat::tokenizer_info),
     components(schemas(error::ErrorBody, openai::OpenAiErrorBody, crate::config::ModelConfig)),
@@ -85,7 +86,11 @@ fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
         ("415", "UNSUPPORTED_MEDIA_TYPE: the body is not sent as application/json"),
     ];
     for (path, item) in doc.paths.paths.iter_mut() {
-        for (op, post) in [(&mut item.get, false), (&mut item.post, true)] {
+        for (op, post) in [
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.delete, false),
+        ] {
             let Some(op) = op.as_mut() else { continue };
             for (status, what) in ANY.iter().chain(if post { BODY } else { &[] }) {
                 document_error(op, path, status, what);
@@ -161,7 +166,10 @@ pub fn api_doc_for(config: &super::state::ServerConfig) -> utoipa::openapi::Open
     )]);
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = guard::open_route(path, config.metrics_require_key);
-        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+        for op in [&mut item.get, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
             if open {
                 op.security = Some(vec![SecurityRequirement::default()]);
                 continue;
@@ -193,14 +201,35 @@ const ROUTES: &[&str] = &[
     "/",
     "/explorer",
     "/v1/models",
+    "/v1/models/{model}",
     "/v1/completions",
     "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/responses/{id}",
+    "/v1/responses/{id}/input_items",
     "/v1/tokenize",
     "/v1/detokenize",
     "/tokenize",
     "/detokenize",
     "/tokenizer_info",
 ];
+
+/// The route template `path` answers to (`{...}` matches one segment), or
+/// "unmatched": what the metrics label a request with, never the raw path.
+fn route_of(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES
+        .iter()
+        .find(|r| {
+            let t: Vec<&str> = r.split('/').collect();
+            t.len() == segments.len()
+                && t.iter().zip(&segments).all(|(t, s)| {
+                    *t == *s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .copied()
+        .unwrap_or("unmatched")
+}
 
 /// Gives axum's own bodiless 405 the contract's error body.
 async fn method_not_allowed(req: Request, next: Next) -> Response {
@@ -238,11 +267,7 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .unwrap_or("-")
         .to_string();
     let resp = next.run(req).await;
-    let route = ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("unmatched");
+    let route = route_of(&path);
     let status = resp.status().as_u16();
     st.metrics.request(method.as_str(), route, status);
     tracing::info!(request_id = ?id, method = ?method.as_str(), path = ?path, status, ms = start.elapsed().as_secs_f64() * 1e3, "request");
@@ -274,6 +299,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{model}", get(openai::model))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items_list),
+        )
         .route("/v1/tokenize", post(openai::tokenize))
         .route("/v1/detokenize", post(openai::detokenize))
         .route("/tokenize", post(chat::vllm_tokenize))
@@ -312,7 +346,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -339,5 +377,18 @@ mod tests {
         let mut listed = super::guard::JSON_ROUTES.to_vec();
         listed.sort();
         assert_eq!(posts, listed);
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_template() {
+        assert_eq!(super::route_of("/v1/responses"), "/v1/responses");
+        assert_eq!(
+            super::route_of("/v1/responses/resp_1/input_items"),
+            "/v1/responses/{id}/input_items"
+        );
+        assert_eq!(super::route_of("/v1/models/gpt2"), "/v1/models/{model}");
+        assert_eq!(super::route_of("/v1/models/"), "unmatched");
+        assert_eq!(super::route_of("/"), "/");
+        assert_eq!(super::route_of("/v1/nothing"), "unmatched");
     }
 }

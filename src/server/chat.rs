@@ -4,7 +4,8 @@
 //! batching, the rate limit charging tokens, deadlines, cancellation on disconnect).
 //! Answers in the chat shape, whole or streamed: a role delta first, content deltas,
 //! the finish reason, a usage chunk with `stream_options.include_usage`, `[DONE]`.
-//! Tool calls in the generated text are not parsed out (the text is the content).
+//! With tools, calls in the reply are read out in the format the template teaches
+//! (`crate::tool_calls`), or the reply is held to a forced call's schema.
 
 use std::sync::Arc;
 
@@ -192,7 +193,7 @@ fn template_kwargs(kwargs: &Option<Value>) -> Result<serde_json::Map<String, Val
 
 /// How a reply's tool calls come out of it.
 #[derive(Clone, Debug, PartialEq)]
-enum Calls {
+pub(super) enum Calls {
     /// Read out of the reply in the format the template teaches (`tool_choice` `auto`).
     Read(ToolFormat),
     /// The reply is this function's arguments (`tool_choice` naming it), held to its
@@ -204,13 +205,16 @@ enum Calls {
 }
 
 /// A tool call's id: one reply's calls share the clock's reading, their index apart.
-fn call_id(i: usize) -> String {
+pub(super) fn call_id(i: usize) -> String {
     format!("call_{}_{i}", unique_hex())
 }
 
 /// The content and tool calls of a whole reply `text`: calls when `calls` reads some
 /// out of it, else the text as it is.
-fn reply(text: &str, calls: Option<&Calls>) -> (Option<String>, Option<Vec<ToolCallOut>>) {
+pub(super) fn reply(
+    text: &str,
+    calls: Option<&Calls>,
+) -> (Option<String>, Option<Vec<ToolCallOut>>) {
     let read = match calls {
         None => None,
         Some(Calls::Read(f)) => f.parse(text),
@@ -446,8 +450,11 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
         let mut msg: Map<String, Value> = obj.clone();
         let content = content_text(i, obj.get("content").unwrap_or(&Value::Null))?;
         if let Value::String(s) = &content {
-            super::routes::validate_text(s)
-                .map_err(|e| e.param(format!("messages[{i}].content")))?;
+            // (an assistant's turn may have been empty, or only tool calls)
+            if !(role == "assistant" && s.is_empty()) {
+                super::routes::validate_text(s)
+                    .map_err(|e| e.param(format!("messages[{i}].content")))?;
+            }
         } else if role != "assistant" {
             return Err(bad(
                 &format!("messages[{i}].content"),
@@ -480,15 +487,33 @@ fn arguments_as_object(call: &mut Value) {
     }
 }
 
+/// A chat request's conversation laid out by the template and tokenized, with what
+/// holds its replies.
+pub(super) struct Rendered {
+    pub(super) ids: Vec<u32>,
+    /// How tool calls are read out of the replies (`None`: they are not).
+    pub(super) calls: Option<Calls>,
+    /// The grammar the replies follow (a JSON format, a structured output, a forced
+    /// call).
+    pub(super) json: Option<Arc<Grammar>>,
+}
+
 /// The plan of a chat request (the conversation rendered and tokenized, the
 /// generation parameters checked), its prompt tokens, and how tool calls are read out
 /// of its replies (`None`: they are not).
-fn plan(
+pub(super) fn plan(
     b: &ChatBody,
     m: &ModelSnapshot,
     tokenizer: &Tokenizer,
 ) -> Result<(Plan, usize, Option<Calls>), ApiError> {
     check_model(&b.model, m)?;
+    let r = render(b, tokenizer)?;
+    plan_rendered(b, m, r)
+}
+
+/// The conversation of `b` rendered with the model's chat template and tokenized, its
+/// tools and reply format checked.
+pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, ApiError> {
     let mut json = params::constraint(&b.response_format, &b.guided)?;
     if let Some(t) = &b.tools {
         if !t.is_array() {
@@ -553,6 +578,20 @@ fn plan(
         None => None,
     };
     let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
+    Ok(Rendered {
+        ids,
+        calls: tools,
+        json,
+    })
+}
+
+/// The plan of a rendered chat request: its new tokens fitted to the context, the
+/// generation parameters checked.
+pub(super) fn plan_rendered(
+    b: &ChatBody,
+    m: &ModelSnapshot,
+    Rendered { ids, calls, json }: Rendered,
+) -> Result<(Plan, usize, Option<Calls>), ApiError> {
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
     if ids.len() >= context {
         return Err(ApiError::from(Error::SequenceTooLong {
@@ -640,11 +679,11 @@ fn plan(
             include_usage: b.stream_options.as_ref().is_some_and(|o| o.include_usage),
         },
         prompt_tokens,
-        tools,
+        calls,
     ))
 }
 
-fn content_logprob(
+pub(super) fn content_logprob(
     t: &Tokenizer,
     id: u32,
     l: &crate::model::sampling::TokenLogprob,
@@ -837,7 +876,12 @@ fn indexed(calls: &[ToolCallOut]) -> Vec<Value> {
 /// A streamed reply's delta now that its text is `full`, `from` bytes of it shown:
 /// the text up to where a tool call starts or may start; at the `last` event the calls
 /// (and whether there are any), or the text held back when it holds none.
-fn tool_delta(format: ToolFormat, full: &str, from: &mut usize, last: bool) -> (Value, bool) {
+pub(super) fn tool_delta(
+    format: ToolFormat,
+    full: &str,
+    from: &mut usize,
+    last: bool,
+) -> (Value, bool) {
     let start = format.start(full).unwrap_or(full.len()).max(*from);
     if !last {
         let piece = full.get(*from..start).unwrap_or("").to_string();

@@ -18,6 +18,11 @@ use super::state::AppState;
 #[derive(Clone, Debug)]
 pub struct Client(pub String);
 
+/// The API key a request presented (its index in `--api-key`'s list): what is kept
+/// for a key (a stored response) is that key's alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(pub usize);
+
 /// The refusal of a client whose bucket is empty: 429 `RATE_LIMITED` with the wait.
 fn rate_limited(limiter: &super::limits::RateLimiter, wait: std::time::Duration) -> ApiError {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -236,6 +241,7 @@ pub const JSON_ROUTES: &[&str] = &[
     "/api/v1/generate",
     "/v1/completions",
     "/v1/chat/completions",
+    "/v1/responses",
     "/v1/tokenize",
     "/v1/detokenize",
     "/tokenize",
@@ -273,20 +279,22 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     // CORS layer outside this guard, and any other OPTIONS needs the key like every
     // method (so routes cannot be enumerated without one)
     let open = open_route(&path, cfg.metrics_require_key);
-    let address = || {
-        req.extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()))
-    };
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".into(), |c| format!("ip:{}", c.0.ip()));
     // 3. API keys
     let mut client = None;
     if !cfg.api_keys.is_empty() && !open {
         match presented_key(&req).and_then(|k| key_index(&cfg.api_keys, &k)) {
-            Some(i) => client = Some(format!("key:{i}")),
+            Some(i) => {
+                client = Some(format!("key:{i}"));
+                req.extensions_mut().insert(Key(i));
+            }
             None => {
                 // guessing keys costs what a request costs, from the address's bucket
                 if let Some(limiter) = &st.limiter {
-                    if let Err(wait) = limiter.take(&address()) {
+                    if let Err(wait) = limiter.take(&address) {
                         return rate_limited(limiter, wait).into_response();
                     }
                 }
@@ -326,7 +334,7 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     // 5. Rate limit, per key or per client address
     if let Some(limiter) = &st.limiter {
         if !open {
-            let who = client.unwrap_or_else(address);
+            let who = client.unwrap_or(address);
             if let Err(wait) = limiter.take(&who) {
                 return rate_limited(limiter, wait).into_response();
             }

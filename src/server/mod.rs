@@ -13,6 +13,8 @@ pub mod listen;
 pub mod metrics;
 pub mod openai;
 pub mod params;
+pub mod response_store;
+pub mod responses;
 pub mod routes;
 mod state;
 pub mod time;

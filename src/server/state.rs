@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub allowed_hosts: Option<Vec<String>>,
     /// Origins allowed cross-site (CORS); `*` = any; empty = CORS off.
     pub cors_origins: Vec<String>,
+    /// Bytes of `/v1/responses` kept for `previous_response_id` and retrieval (the
+    /// oldest dropped first); 0 = none kept.
+    pub responses_store_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             rate_limit: None,
             allowed_hosts: None,
             cors_origins: Vec::new(),
+            responses_store_bytes: super::response_store::DEFAULT_STORE_BYTES,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct AppState {
     /// Open connections by client address.
     pub per_address: Arc<super::limits::PerAddress>,
     pub websockets: Arc<AtomicUsize>,
+    /// Stored `/v1/responses`.
+    pub responses: Arc<super::response_store::Store>,
 }
 
 impl AppState {
@@ -94,6 +100,9 @@ impl AppState {
             engine,
             metrics: Arc::default(),
             limiter: config.rate_limit.map(|l| Arc::new(RateLimiter::new(l))),
+            responses: Arc::new(super::response_store::Store::new(
+                config.responses_store_bytes,
+            )),
             config: Arc::new(config),
             connections: Arc::default(),
             per_address: Arc::default(),

@@ -66,7 +66,7 @@ fn published_templates_render_as_transformers_does() {
 /// A models directory with the llama fixture and, under `chat`, the same with
 /// Mixtral's template in its tokenizer_config.json (short enough for the fixture's
 /// 128 positions; its `<s>` is the fixture tokenizer's BOS).
-fn models_dir(tag: &str) -> std::path::PathBuf {
+pub(crate) fn models_dir(tag: &str) -> std::path::PathBuf {
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
     let mixtral = &fixture["templates"][1];
     assert_eq!(mixtral["name"], "mixtral");
@@ -534,7 +534,7 @@ async fn replies_without_calls_stay_content_whole_and_streamed() {
 
 /// A server whose model (`plain`, copied) has a template that teaches `<tool_call>`
 /// blocks (and writes one when there are tools), under a models directory of its own.
-async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
+pub(crate) async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
     templated_server(
         tag,
         "{% if tools %}<tool_call>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
@@ -544,7 +544,7 @@ async fn hermes_server(tag: &str) -> (Server, std::path::PathBuf) {
 
 /// A server whose model (`plain`, copied, as `templated`) has `template`, under a
 /// models directory of its own.
-async fn templated_server(tag: &str, template: &str) -> (Server, std::path::PathBuf) {
+pub(crate) async fn templated_server(tag: &str, template: &str) -> (Server, std::path::PathBuf) {
     let models = models_dir(tag);
     let dir = models.join("templated");
     std::fs::create_dir_all(&dir).unwrap();
@@ -640,6 +640,33 @@ async fn tool_call_arguments_reach_the_template_as_objects() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
+/// A logit bias that steers the random-weight model to close JSON: whitespace tokens
+/// banned (it pads every gap it may), closers favoured.
+pub(crate) async fn closing_bias(s: &Server) -> Value {
+    let mut bias = json!({});
+    for (text, b) in [
+        (" ", -100),
+        ("\n", -100),
+        ("\t", -100),
+        ("\r", -100),
+        ("\"", 6),
+        ("}", 6),
+        ("]", 4),
+    ] {
+        let (_, t) = post(
+            s,
+            "/tokenize",
+            json!({"prompt": text, "add_special_tokens": false}),
+        )
+        .await;
+        let [id] = t["tokens"].as_array().unwrap().as_slice() else {
+            panic!("{text:?}: {t}")
+        };
+        bias[id.to_string()] = json!(b);
+    }
+    bias
+}
+
 /// `tool_choice` forcing a call: naming a function, the reply is its arguments (held
 /// to its parameters schema; OpenAI's shape: no content, one call, `finish_reason`
 /// `stop`; streamed as argument deltas after a first chunk with the call's id and
@@ -663,29 +690,7 @@ async fn forced_tool_calls_follow_the_tools_schemas() {
         assert!(o.get("unit").is_none_or(|u| u == "C" || u == "F"), "{args}");
         assert!(o.keys().all(|k| k == "city" || k == "unit"), "{args}");
     };
-    // whitespace tokens banned (the random-weight model pads every gap it may), closers
-    // favoured
-    let mut bias = json!({});
-    for (text, b) in [
-        (" ", -100),
-        ("\n", -100),
-        ("\t", -100),
-        ("\r", -100),
-        ("\"", 6),
-        ("}", 6),
-        ("]", 4),
-    ] {
-        let (_, t) = post(
-            &s,
-            "/tokenize",
-            json!({"prompt": text, "add_special_tokens": false}),
-        )
-        .await;
-        let [id] = t["tokens"].as_array().unwrap().as_slice() else {
-            panic!("{text:?}: {t}")
-        };
-        bias[id.to_string()] = json!(b);
-    }
+    let bias = closing_bias(&s).await;
     let named = json!({"type": "function", "function": {"name": "get_weather"}});
     let mut closed = 0;
     for seed in 0..4 {

@@ -36,6 +36,7 @@ mod moe;
 mod openai;
 mod partials;
 mod pipeline;
+mod responses;
 mod schema;
 mod server;
 mod shaders;

@@ -139,7 +139,11 @@ async fn every_bound_the_document_states_holds_over_http() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         let Some(op) = item.get("post") else { continue };
         let Some(body) = base(path) else {
-            assert_eq!(path, "/v1/chat/completions", "no base body for {path}");
+            // (these two need a chat template, which the model built here has not)
+            assert!(
+                ["/v1/chat/completions", "/v1/responses"].contains(&path.as_str()),
+                "no base body for {path}"
+            );
             continue;
         };
         let documented: Vec<u16> = op["responses"]
