@@ -2,8 +2,8 @@
 //! work and answers what waits (503 `SHUTTING_DOWN`); running generations go on to
 //! `complete` on every transport, WebSocket sessions then close with 1001. At the
 //! shutdown deadline, what still runs ends with a last message: an SSE `error` event
-//! (and `[DONE]` on `/v1`), a 503 envelope with `Retry-After`, a WebSocket `error`
-//! and close 1001.
+//! (then `[DONE]` on `/v1`'s completions, `response.failed` on `/v1/responses`), a 503
+//! envelope with `Retry-After`, a WebSocket `error` and close 1001.
 
 use std::time::Duration;
 
@@ -221,4 +221,75 @@ async fn at_the_deadline_every_client_gets_a_last_message() {
     let (code, retry, body) = whole.await.unwrap();
     assert_eq!((code, retry), (503, true), "{body}");
     assert_eq!(error_code(&body), "SHUTTING_DOWN");
+}
+
+/// A streamed `/v1/responses` cut by the shutdown deadline ends as that API ends a
+/// failure: an `error` event, then `response.failed` with the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_deadline_a_streamed_response_fails_cleanly() {
+    // the qwen2 fixture with a chat template and room for a long reply
+    let models =
+        std::env::temp_dir().join(format!("wgformer-shutdown-resp-{}", std::process::id()));
+    let dir = models.join("chatty");
+    let _ = std::fs::remove_dir_all(&models);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families/qwen2");
+    for f in std::fs::read_dir(fixture).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+    }
+    let cfg_path = dir.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = json!(2048);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let deadline = Duration::from_millis(300);
+    let mut s = Server::with(
+        ServerConfig {
+            shutdown_timeout: deadline,
+            ..ServerConfig::default()
+        },
+        EngineOptions {
+            models_dir: Some(models.clone()),
+            ..EngineOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(init(&s, &json!({"model": "chatty"})).await.0, 200);
+    let stream = spawn_request(
+        &s,
+        "/v1/responses",
+        json!({"input": "cut", "max_output_tokens": 2000, "ignore_eos": true, "stream": true}),
+    );
+    until(&s, "active_generations", 1).await;
+    s.signal();
+    s.stopped(Duration::from_secs(30)).await;
+    let (code, _, body) = stream.await.unwrap();
+    assert_eq!(code, 200);
+    let tail = &body[body.len().saturating_sub(600)..];
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events[..2], ["response.created", "response.in_progress"]);
+    assert_eq!(
+        events[events.len() - 2..],
+        ["error", "response.failed"],
+        "{tail}"
+    );
+    let last: Value = serde_json::from_str(
+        body.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["response"]["status"], "failed", "{tail}");
+    assert_eq!(last["response"]["error"]["code"], "shutting_down", "{tail}");
+    let _ = std::fs::remove_dir_all(&models);
 }
