@@ -343,44 +343,19 @@ async fn each_key_sees_its_own_responses() {
     assert_eq!(code, 200, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
     let path = format!("/v1/responses/{id}");
-    assert_eq!(
-        call(reqwest::Method::GET, path.clone(), "ka", None).await.0,
-        200
-    );
-    assert_eq!(
-        call(reqwest::Method::GET, path.clone(), "kb", None).await.0,
-        404
-    );
-    assert_eq!(
-        call(reqwest::Method::DELETE, path.clone(), "kb", None)
-            .await
-            .0,
-        404
-    );
     let cont = json!({"input": "x", "previous_response_id": id, "max_output_tokens": 1});
-    assert_eq!(
-        call(
-            post_.clone(),
-            "/v1/responses".into(),
-            "kb",
-            Some(cont.clone())
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        call(post_, "/v1/responses".into(), "ka", Some(cont))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(reqwest::Method::DELETE, path.clone(), "ka", None)
-            .await
-            .0,
-        200
-    );
+    let (get_, delete) = (reqwest::Method::GET, reqwest::Method::DELETE);
+    for (method, path, key, body, want) in [
+        (&get_, &path, "ka", None, 200),
+        (&get_, &path, "kb", None, 404),
+        (&delete, &path, "kb", None, 404),
+        (&post_, &"/v1/responses".to_string(), "kb", Some(&cont), 404),
+        (&post_, &"/v1/responses".to_string(), "ka", Some(&cont), 200),
+        (&delete, &path, "ka", None, 200),
+    ] {
+        let (code, v) = call(method.clone(), path.clone(), key, body.cloned()).await;
+        assert_eq!(code, want, "{method} {path} with {key}: {v}");
+    }
     drop(s);
     // a server that keeps none
     let s = Server::with(
