@@ -205,8 +205,8 @@ const ROUTES: &[&str] = &[
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/responses",
-    "/v1/responses/{id}",
-    "/v1/responses/{id}/input_items",
+    "/v1/responses/{response_id}",
+    "/v1/responses/{response_id}/input_items",
     "/v1/tokenize",
     "/v1/detokenize",
     "/tokenize",
@@ -301,11 +301,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/responses", post(responses::create))
         .route(
-            "/v1/responses/{id}",
+            "/v1/responses/{response_id}",
             get(responses::retrieve).delete(responses::delete),
         )
         .route(
-            "/v1/responses/{id}/input_items",
+            "/v1/responses/{response_id}/input_items",
             get(responses::input_items_list),
         )
         .route("/v1/tokenize", post(openai::tokenize))
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(super::route_of("/v1/responses"), "/v1/responses");
         assert_eq!(
             super::route_of("/v1/responses/resp_1/input_items"),
-            "/v1/responses/{id}/input_items"
+            "/v1/responses/{response_id}/input_items"
         );
         assert_eq!(super::route_of("/v1/models/gpt2"), "/v1/models/{model}");
         assert_eq!(super::route_of("/v1/models/"), "unmatched");

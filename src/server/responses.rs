@@ -70,7 +70,7 @@ pub struct ResponsesBody {
     /// "arguments"}` and `{"type": "function_call_output", "call_id", "output"}`
     /// (`reasoning` items are passed over).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::types::ResponseInput)]
     pub input: Option<Value>,
     /// A system message before the conversation (not carried to responses that
     /// continue this one).

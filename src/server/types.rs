@@ -161,6 +161,21 @@ schema_only!(
     )
 );
 
+schema_only!(
+    /// `/v1/responses` input items (at least one): messages, function calls, their
+    /// outputs.
+    InputItems = bounded::list(utoipa::openapi::schema::ObjectBuilder::new().build(), 1, None)
+);
+
+/// A response's input: a string (one user message) or items.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ResponseInput {
+    Text(PromptText),
+    Items(InputItems),
+}
+
 /// Stop strings as the OpenAI APIs take them: one, or a list of at most 32.
 #[derive(ToSchema)]
 #[serde(untagged)]

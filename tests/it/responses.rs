@@ -285,7 +285,7 @@ async fn stored_responses_continue_list_and_forget() {
     // counted by route, not by id
     let metrics = get_text(&s, "/metrics").await;
     assert!(
-        metrics.contains("route=\"/v1/responses/{id}/input_items\""),
+        metrics.contains("route=\"/v1/responses/{response_id}/input_items\""),
         "{metrics}"
     );
     assert!(!metrics.contains(id2));
