@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The `openai` Python SDK against a running server: models, completions, chat
 (whole, streamed, parse, a forced tool call) and the Responses API (create, stream,
-parse, previous_response_id, input_items, retrieve, delete, a forced function call and
+parse, input_tokens, previous_response_id, input_items, retrieve, delete, a forced function call and
 its output sent back, logprobs). Needs a model with a chat template, e.g. a model
 directory:
     wgformer serve --port 8431 --models-dir DIR --config '{"model": "NAME"}'
@@ -66,11 +66,13 @@ def _():
     return r.choices[0].message.parsed
 
 
-@check("responses create, continue, retrieve, list, delete")
+@check("responses create, count, continue, retrieve, list, delete")
 def _():
     r = c.responses.create(model=MODEL, input="Hi", instructions="Be brief", max_output_tokens=6,
                            temperature=0)
     assert r.status in ("completed", "incomplete") and r.output[0].type == "message"
+    n = c.responses.input_tokens.count(model=MODEL, input="Hi", instructions="Be brief")
+    assert n.input_tokens == r.usage.input_tokens, (n, r.usage)
     r2 = c.responses.create(model=MODEL, previous_response_id=r.id, input="Again",
                             max_output_tokens=4, temperature=0)
     assert r2.usage.input_tokens > r.usage.input_tokens

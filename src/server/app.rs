@@ -22,7 +22,7 @@ use super::{chat, error, generate, guard, openai, responses, routes};
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
         openai::models, openai::model, openai::completions, chat::chat_completions,
-        responses::create, responses::retrieve, responses::delete, responses::input_items_list,
+        responses::create, responses::input_tokens, responses::retrieve, responses::delete, responses::input_items_list,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
         chat::tokenizer_info),
     components(schemas(error::ErrorBody, openai::OpenAiErrorBody, crate::config::ModelConfig)),
@@ -205,6 +205,7 @@ const ROUTES: &[&str] = &[
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/responses",
+    "/v1/responses/input_tokens",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
     "/v1/tokenize",
@@ -300,6 +301,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/input_tokens", post(responses::input_tokens))
         .route(
             "/v1/responses/{response_id}",
             get(responses::retrieve).delete(responses::delete),

@@ -242,6 +242,7 @@ pub const JSON_ROUTES: &[&str] = &[
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/responses",
+    "/v1/responses/input_tokens",
     "/v1/tokenize",
     "/v1/detokenize",
     "/tokenize",

@@ -772,15 +772,28 @@ fn take(b: ResponsesBody, st: &AppState, owner: Option<usize>) -> Result<Taken, 
     })
 }
 
-/// The conversation rendered (its earliest turns dropped while it does not fit, with
-/// `truncation: auto`: whole turns, up to the next user message) and planned.
+/// The conversation rendered and planned.
 fn plan(
     t: &mut Taken,
     st: &AppState,
     tokenizer: &Tokenizer,
 ) -> Result<super::openai::Plan, ApiError> {
     let m = st.engine.model_snapshot();
-    check_model(&t.chat.model, &m)?;
+    let rendered = render(t, &m, tokenizer)?;
+    let (p, _, calls) = chat::plan_rendered(&t.chat, &m, rendered).map_err(renamed)?;
+    t.asked.calls = calls;
+    Ok(p)
+}
+
+/// The conversation rendered with the model's template and tokenized, its earliest
+/// turns dropped while it does not fit with `truncation: auto` (whole turns, up to the
+/// next user message; the dropped items leave `t.context`).
+fn render(
+    t: &mut Taken,
+    m: &crate::engine::ModelSnapshot,
+    tokenizer: &Tokenizer,
+) -> Result<chat::Rendered, ApiError> {
+    check_model(&t.chat.model, m)?;
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
     let need = t.chat.max_completion_tokens.unwrap_or(1).max(1) as usize;
     let mut from = 0;
@@ -798,9 +811,7 @@ fn plan(
         }
     };
     t.context.drain(..from);
-    let (p, _, calls) = chat::plan_rendered(&t.chat, &m, rendered).map_err(renamed)?;
-    t.asked.calls = calls;
-    Ok(p)
+    Ok(rendered)
 }
 
 /// A function call's output item.
@@ -1302,6 +1313,32 @@ fn stream(
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The input tokens a response would start from: its conversation (after
+/// `previous_response_id`'s, truncated as asked) laid out by the template, with the
+/// tools, counted without generating anything.
+#[utoipa::path(post, path = "/v1/responses/input_tokens", tag = "openai", request_body = ResponsesBody,
+    responses(
+        (status = 200, description = "`{\"object\": \"response.input_tokens\", \"input_tokens\"}`", body = Object),
+        (status = 400, description = "invalid parameter (`error.param` names it), as for POST /v1/responses"),
+        (status = 404, description = "`model` is not the loaded model, or `previous_response_id` is not stored")))]
+pub async fn input_tokens(
+    State(st): State<AppState>,
+    key: Option<Extension<Key>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let owner = key.map(|Extension(k)| k.0);
+    let b: ResponsesBody = json_body(&st, body).await?;
+    let tokenizer = st
+        .engine
+        .tokenizer()
+        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let mut t = take(b, &st, owner)?;
+    let r = render(&mut t, &st.engine.model_snapshot(), &tokenizer)?;
+    Ok(Json(
+        json!({"object": "response.input_tokens", "input_tokens": r.ids.len()}),
+    ))
 }
 
 /// A stored response.

@@ -1,6 +1,6 @@
 //! `/v1/responses` (OpenAI's Responses API): the reply a chat completion of the same
-//! conversation gives, whole and as typed events; stored responses continued, listed
-//! and forgotten, each API key's its own; function calls as items; truncation; every
+//! conversation gives, whole and as typed events; stored responses continued, counted,
+//! listed and forgotten, each API key's its own; function calls as items; truncation; every
 //! refusal naming its field.
 
 use crate::chat::{closing_bias, hermes_server, models_dir, templated_server};
@@ -199,6 +199,18 @@ async fn stored_responses_continue_list_and_forget() {
     msgs.push(json!({"role": "user", "content": "More"}));
     let (_, t) = post(&s, "/tokenize", json!({ "messages": msgs })).await;
     assert_eq!(r2["usage"]["input_tokens"], t["count"], "{t}");
+    // counted without generating
+    let (code, n) = post(
+        &s,
+        "/v1/responses/input_tokens",
+        json!({"input": [{"role": "user", "content": "More"}], "previous_response_id": id1}),
+    )
+    .await;
+    assert_eq!(code, 200, "{n}");
+    assert_eq!(
+        n,
+        json!({"object": "response.input_tokens", "input_tokens": t["count"]})
+    );
     let id2 = r2["id"].as_str().unwrap();
     let (code, got) = get(&s, &format!("/v1/responses/{id2}")).await;
     assert_eq!(code, 200);
@@ -270,9 +282,11 @@ async fn stored_responses_continue_list_and_forget() {
     )
     .await;
     assert_eq!(code, 200, "{r3}");
-    let (code, e) = create(&s, json!({"input": "x", "previous_response_id": id1})).await;
-    assert_eq!(code, 404);
-    assert_eq!(e["error"]["param"], "previous_response_id", "{e}");
+    for path in ["/v1/responses", "/v1/responses/input_tokens"] {
+        let (code, e) = post(&s, path, json!({"input": "x", "previous_response_id": id1})).await;
+        assert_eq!(code, 404, "{path}");
+        assert_eq!(e["error"]["param"], "previous_response_id", "{e}");
+    }
     // not kept when asked not to
     let (_, r4) = create(
         &s,
