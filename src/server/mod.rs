@@ -18,6 +18,7 @@ pub mod responses;
 pub mod routes;
 mod state;
 pub mod time;
+mod typed;
 pub mod types;
 
 use std::future::Future;

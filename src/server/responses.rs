@@ -11,16 +11,14 @@
 //! `GET` / `DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -28,14 +26,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::chat::{self, Calls, ChatBody, ToolCallOut};
 use super::error::ApiError;
 use super::guard::{Client, Key};
-use super::openai::{
-    bad, check_model, collect_all, now_secs, start_all, usage, ChoiceBuilder, Running,
-};
+use super::openai::{bad, check_model, collect_all, now_secs, start_all, usage, ChoiceBuilder};
 use super::params;
 use super::response_store::Stored;
 use super::routes::json_body;
 use super::state::AppState;
-use crate::engine::GenEvent;
+use super::typed::{self, logprobs_from, Drawing, Shown, Unfolding};
 use crate::error::Error;
 use crate::tokenizer::Tokenizer;
 
@@ -831,28 +827,6 @@ fn reply_message(id: &str, text: &str, logprobs: &[Value], status: &str) -> Valu
         "content": [text_part(text, logprobs)]})
 }
 
-/// Each generated token's logprob (the chat shape: token, logprob, bytes,
-/// top_logprobs) from the builder's `from`-th on.
-fn logprobs_from(b: &ChoiceBuilder, t: &Tokenizer, k: Option<usize>, from: usize) -> Vec<Value> {
-    let Some(k) = k else { return Vec::new() };
-    // (each logprob as the f32 it is prints, as the chat shape's: a JSON value of an
-    // f32 would carry the f64 digits of its binary value)
-    let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
-    b.raw[from.min(b.raw.len())..]
-        .iter()
-        .map(|(id, l)| {
-            let c = chat::content_logprob(t, *id, l, k);
-            let top: Vec<Value> = c
-                .top_logprobs
-                .iter()
-                .map(|a| json!({"token": a.token, "logprob": short(a.logprob), "bytes": a.bytes}))
-                .collect();
-            json!({"token": c.token, "logprob": short(c.logprob), "bytes": c.bytes,
-                "top_logprobs": top})
-        })
-        .collect()
-}
-
 /// `status` and `incomplete_details` of a reply that ended with `finish`.
 fn ending(finish: Option<&str>) -> (&'static str, Value) {
     if finish == Some("length") {
@@ -971,8 +945,19 @@ pub async fn create(
                 "the engine started no generation".into(),
             ))
         })?;
-        let kept = (t.context, t.own);
-        return Ok(stream(st, client, r, tokenizer, t.asked, response, kept));
+        let draw = Draw {
+            st: st.clone(),
+            reply: Unfolding::new(t.asked.calls.clone(), tokenizer, t.asked.logprobs),
+            asked: t.asked,
+            response,
+            kept: (t.context, t.own),
+            seq: 0,
+            items: Vec::new(),
+            message: None,
+            call: None,
+            sent: Vec::new(),
+        };
+        return Ok(typed::stream(st, client, r, draw));
     }
     let b = collect_all(&st, client.as_ref(), running)
         .await?
@@ -983,26 +968,22 @@ pub async fn create(
     Ok(Json(finish(&st, &t.asked, response, output, &b, kept)).into_response())
 }
 
-/// A streamed reply's state: the events' numbering, the items finished, the message
-/// and the named call being streamed.
+/// A streamed response's state: the events' numbering, the items finished, the
+/// message and the named call being streamed.
 struct Draw {
     st: AppState,
-    tokenizer: Arc<Tokenizer>,
     asked: Asked,
     response: Value,
     /// The conversation to keep with the response, and how many of its items are
     /// the request's own.
     kept: (Vec<Arc<Value>>, usize),
+    reply: Unfolding,
     seq: u64,
     items: Vec<Value>,
     /// The message being streamed: its id, output index and text so far.
     message: Option<(String, usize, String)>,
     /// The named function's call being streamed: its item id and call id.
     call: Option<(String, String)>,
-    /// Bytes of the reply shown (text held back where a call may start).
-    shown: usize,
-    /// Logprobs of tokens whose text is still held back.
-    pending: Vec<Value>,
     /// Every logprob sent with the message.
     sent: Vec<Value>,
 }
@@ -1015,34 +996,13 @@ impl Draw {
         Event::default().event(kind).data(data.to_string())
     }
 
-    /// The opening events: created, in progress, and a named call's item.
-    fn opening(&mut self) -> Vec<Event> {
-        let r = self.response.clone();
-        let mut out = vec![
-            self.event("response.created", json!({ "response": r })),
-            self.event("response.in_progress", json!({ "response": r })),
-        ];
-        if let Some(Calls::Named(name)) = &self.asked.calls {
-            let (id, call_id) = (new_id("fc"), chat::call_id(0));
-            let item = json!({"type": "function_call", "id": id, "call_id": call_id,
-                "name": name, "arguments": "", "status": "in_progress"});
-            out.push(self.event(
-                "response.output_item.added",
-                json!({"output_index": 0, "item": item}),
-            ));
-            self.call = Some((id, call_id));
-        }
-        out
-    }
-
-    /// Text for the message: opened at its first text.
-    fn show(&mut self, text: &str, out: &mut Vec<Event>) {
+    /// Text for the message (opened at its first text), with its tokens' logprobs.
+    fn show(&mut self, text: &str, lp: Vec<Value>, out: &mut Vec<Event>) {
+        self.sent.extend(lp.iter().cloned());
         if text.is_empty() {
             return;
         }
         let (id, index) = self.open_message(out);
-        let lp = std::mem::take(&mut self.pending);
-        self.sent.extend(lp.iter().cloned());
         if let Some(m) = &mut self.message {
             m.2.push_str(text);
         }
@@ -1072,103 +1032,74 @@ impl Draw {
         self.message = Some((id.clone(), index, String::new()));
         (id, index)
     }
+}
 
-    /// The events of a generation event that did not end the reply.
-    fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Event> {
-        let mut out = Vec::new();
-        match self.asked.calls.clone() {
-            Some(Calls::Named(_)) => {
-                if let (false, Some((id, _))) = (text.is_empty(), &self.call) {
-                    let id = id.clone();
-                    out.push(self.event(
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": id, "output_index": 0, "delta": text}),
-                    ));
-                }
-            }
-            Some(Calls::Required) => {}
-            calls => {
-                let lp = logprobs_from(b, &self.tokenizer, self.asked.logprobs, raw_from);
-                self.pending.extend(lp);
-                let piece = match calls {
-                    Some(Calls::Read(f)) => {
-                        let d = chat::tool_delta(f, &b.text, &mut self.shown, false).0;
-                        d["content"].as_str().unwrap_or("").to_string()
-                    }
-                    _ => text,
-                };
-                self.show(&piece, &mut out);
-            }
+impl Drawing for Draw {
+    /// Created, in progress, and a named call's item.
+    fn opening(&mut self) -> Vec<Event> {
+        let r = self.response.clone();
+        let mut out = vec![
+            self.event("response.created", json!({ "response": r })),
+            self.event("response.in_progress", json!({ "response": r })),
+        ];
+        if let Some(name) = self.reply.named().map(String::from) {
+            let (id, call_id) = (new_id("fc"), chat::call_id(0));
+            let item = json!({"type": "function_call", "id": id, "call_id": call_id,
+                "name": name, "arguments": "", "status": "in_progress"});
+            out.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": item}),
+            ));
+            self.call = Some((id, call_id));
         }
         out
     }
 
-    /// The closing events: the rest of the text, the message closed, the calls read
-    /// out, the response completed (or incomplete).
+    fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        match self.reply.step(b, text, raw_from) {
+            Some(Shown::Text(t, lp)) => self.show(&t, lp, &mut out),
+            Some(Shown::Arguments(a)) => {
+                if let Some((id, _)) = self.call.clone() {
+                    out.push(self.event(
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": id, "output_index": 0, "delta": a}),
+                    ));
+                }
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// The rest of the text, the message closed, the calls read out, the response
+    /// completed (or incomplete).
     fn closing(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Vec<Event> {
         let mut out = Vec::new();
         let (status, _) = ending(b.finish);
-        let mut calls: Vec<ToolCallOut> = Vec::new();
-        match self.asked.calls.clone() {
-            Some(Calls::Named(name)) => {
-                if let Some((id, call_id)) = self.call.take() {
-                    out.push(self.event(
-                        "response.function_call_arguments.done",
-                        json!({"item_id": id, "output_index": 0, "name": name, "arguments": b.text}),
-                    ));
-                    let item = json!({"type": "function_call", "id": id, "call_id": call_id,
-                        "name": name, "arguments": b.text, "status": status});
-                    out.push(self.event(
-                        "response.output_item.done",
-                        json!({"output_index": 0, "item": item}),
-                    ));
-                    self.items.push(item);
-                }
-            }
-            Some(Calls::Required) => match chat::reply(&b.text, self.asked.calls.as_ref()) {
-                (_, Some(c)) => calls = c,
-                (content, None) => {
-                    let lp = logprobs_from(b, &self.tokenizer, self.asked.logprobs, 0);
-                    self.pending = lp;
-                    self.show(&content.unwrap_or_default(), &mut out);
-                }
-            },
-            Some(Calls::Read(f)) => {
-                let lp = logprobs_from(b, &self.tokenizer, self.asked.logprobs, raw_from);
-                self.pending.extend(lp);
-                let d = chat::tool_delta(f, &b.text, &mut self.shown, true).0;
-                self.show(d["content"].as_str().unwrap_or(""), &mut out);
-                if let Some(list) = d["tool_calls"].as_array() {
-                    calls = list
-                        .iter()
-                        .filter_map(|c| {
-                            Some(ToolCallOut {
-                                id: c["id"].as_str()?.to_string(),
-                                kind: "function",
-                                function: chat::FunctionCall {
-                                    name: c.pointer("/function/name")?.as_str()?.to_string(),
-                                    arguments: c
-                                        .pointer("/function/arguments")?
-                                        .as_str()?
-                                        .to_string(),
-                                },
-                            })
-                        })
-                        .collect();
-                }
-            }
-            None => {
-                let lp = logprobs_from(b, &self.tokenizer, self.asked.logprobs, raw_from);
-                self.pending.extend(lp);
-            }
+        if let (Some(name), Some((id, call_id))) =
+            (self.reply.named().map(String::from), self.call.take())
+        {
+            out.push(self.event(
+                "response.function_call_arguments.done",
+                json!({"item_id": id, "output_index": 0, "name": name, "arguments": b.text}),
+            ));
+            let item = json!({"type": "function_call", "id": id, "call_id": call_id,
+                "name": name, "arguments": b.text, "status": status});
+            out.push(self.event(
+                "response.output_item.done",
+                json!({"output_index": 0, "item": item}),
+            ));
+            self.items.push(item);
         }
+        let end = self.reply.close(b, raw_from);
+        self.show(&end.text, end.logprobs, &mut out);
+        let calls = end.calls;
         // a reply with nothing else is an (empty) message
         if self.items.is_empty() && calls.is_empty() {
             self.open_message(&mut out);
         }
         if let Some((id, index, text)) = self.message.take() {
-            // logprobs of tokens that showed no text yet
-            self.sent.extend(std::mem::take(&mut self.pending));
             let lp = if calls.is_empty() {
                 std::mem::take(&mut self.sent)
             } else {
@@ -1233,8 +1164,7 @@ impl Draw {
         out
     }
 
-    /// The events of a reply that failed: `error`, then `response.failed` with what
-    /// was finished.
+    /// `error`, then `response.failed` with what was finished.
     fn failed(&mut self, e: ApiError) -> Vec<Event> {
         let code = e.code.to_ascii_lowercase();
         let mut out = vec![self.event(
@@ -1248,71 +1178,6 @@ impl Draw {
         out.push(self.event("response.failed", json!({ "response": r })));
         out
     }
-}
-
-/// Stream a reply as the Responses API's events, each token charged to the client's
-/// rate limit. Dropping the stream (the client went away) cancels the generation.
-fn stream(
-    st: AppState,
-    client: Option<Client>,
-    running: Running,
-    tokenizer: Arc<Tokenizer>,
-    asked: Asked,
-    response: Value,
-    kept: (Vec<Arc<Value>>, usize),
-) -> Response {
-    let draw = Draw {
-        st: st.clone(),
-        tokenizer,
-        asked,
-        response,
-        kept,
-        seq: 0,
-        items: Vec::new(),
-        message: None,
-        call: None,
-        shown: 0,
-        pending: Vec::new(),
-        sent: Vec::new(),
-    };
-    // (the generation and its drawing; whether it opened)
-    let events = futures_util::stream::unfold(Some((running, draw, false)), move |state| {
-        let (st, client) = (st.clone(), client.clone());
-        async move {
-            let (mut r, mut d, opened) = state?;
-            if !opened {
-                let evs = d.opening();
-                return Some((evs, Some((r, d, true))));
-            }
-            let Some(ev) = r.stream.recv().await else {
-                let evs = d.failed(Error::Unavailable("the engine stopped".into()).into());
-                return Some((evs, None));
-            };
-            let is_token = matches!(ev, GenEvent::Token { .. });
-            let last = ev.is_final();
-            let raw_from = r.builder.raw.len();
-            match r.builder.apply(ev) {
-                Ok((text, _)) => {
-                    if is_token {
-                        st.charge_tokens(client.as_ref(), 1);
-                    }
-                    if last {
-                        let evs = d.closing(&r.builder, raw_from);
-                        Some((evs, None))
-                    } else {
-                        let evs = d.step(&r.builder, text, raw_from);
-                        Some((evs, Some((r, d, true))))
-                    }
-                }
-                Err(e) => Some((d.failed(e.into()), None)),
-            }
-        }
-    })
-    .flat_map(futures_util::stream::iter)
-    .map(Ok::<_, Infallible>);
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 /// The input tokens a response would start from: its conversation (after

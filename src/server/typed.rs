@@ -1,0 +1,238 @@
+//! Replies streamed as typed events (OpenAI's Responses API, Anthropic's Messages
+//! API): one generation, each of its events drawn as zero or more named SSE events by
+//! an API's [`Drawing`], over the part they share, [`Unfolding`] — what of the reply
+//! is text to show as it comes (held back where a tool call may start), what a named
+//! call's arguments, and at its end the calls read out of it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::chat::{self, Calls, ToolCallOut};
+use super::error::ApiError;
+use super::guard::Client;
+use super::openai::{ChoiceBuilder, Running};
+use super::state::AppState;
+use crate::engine::GenEvent;
+use crate::error::Error;
+use crate::tokenizer::Tokenizer;
+
+/// How an API draws a streamed reply.
+pub(super) trait Drawing: Send + 'static {
+    /// Before the first generation event.
+    fn opening(&mut self) -> Vec<Event>;
+    /// After the builder applied an event that did not end the reply: its new `text`;
+    /// its logprobs from `raw_from` on are the event's.
+    fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Event>;
+    /// After the event that ended the reply.
+    fn closing(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Vec<Event>;
+    /// The reply failed (the engine's error, its stopping).
+    fn failed(&mut self, e: ApiError) -> Vec<Event>;
+}
+
+/// Stream a reply as `draw` draws it, each token charged to the client's rate limit.
+/// Dropping the stream (the client went away) cancels the generation.
+pub(super) fn stream<D: Drawing>(
+    st: AppState,
+    client: Option<Client>,
+    running: Running,
+    draw: D,
+) -> Response {
+    // (the generation and its drawing; whether it opened)
+    let events = futures_util::stream::unfold(Some((running, draw, false)), move |state| {
+        let (st, client) = (st.clone(), client.clone());
+        async move {
+            let (mut r, mut d, opened) = state?;
+            if !opened {
+                let evs = d.opening();
+                return Some((evs, Some((r, d, true))));
+            }
+            let Some(ev) = r.stream.recv().await else {
+                let evs = d.failed(Error::Unavailable("the engine stopped".into()).into());
+                return Some((evs, None));
+            };
+            let is_token = matches!(ev, GenEvent::Token { .. });
+            let last = ev.is_final();
+            let raw_from = r.builder.raw.len();
+            match r.builder.apply(ev) {
+                Ok((text, _)) => {
+                    if is_token {
+                        st.charge_tokens(client.as_ref(), 1);
+                    }
+                    if last {
+                        Some((d.closing(&r.builder, raw_from), None))
+                    } else {
+                        let evs = d.step(&r.builder, text, raw_from);
+                        Some((evs, Some((r, d, true))))
+                    }
+                }
+                Err(e) => Some((d.failed(e.into()), None)),
+            }
+        }
+    })
+    .flat_map(futures_util::stream::iter)
+    .map(Ok::<_, Infallible>);
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// What a step of a streamed reply shows.
+pub(super) enum Shown {
+    /// Text, with the logprobs of the tokens that wrote it (when asked).
+    Text(String, Vec<Value>),
+    /// A piece of the named function's arguments.
+    Arguments(String),
+}
+
+/// The end of a streamed reply: the rest of its text (possibly empty) with the
+/// logprobs not yet given, and the calls read out of it (none for a named call: its
+/// arguments are the reply).
+pub(super) struct Unfolded {
+    pub(super) text: String,
+    pub(super) logprobs: Vec<Value>,
+    pub(super) calls: Vec<ToolCallOut>,
+}
+
+/// A reply as it is streamed.
+pub(super) struct Unfolding {
+    calls: Option<Calls>,
+    tokenizer: Arc<Tokenizer>,
+    /// Alternatives per token, when logprobs were asked for.
+    logprobs: Option<usize>,
+    /// Bytes of the reply shown (text is held back where a call may start).
+    shown: usize,
+    /// Logprobs of tokens whose text is still held back.
+    pending: Vec<Value>,
+}
+
+impl Unfolding {
+    pub(super) fn new(
+        calls: Option<Calls>,
+        tokenizer: Arc<Tokenizer>,
+        logprobs: Option<usize>,
+    ) -> Self {
+        Unfolding {
+            calls,
+            tokenizer,
+            logprobs,
+            shown: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The function whose arguments the reply is, when a call was forced by name.
+    pub(super) fn named(&self) -> Option<&str> {
+        match &self.calls {
+            Some(Calls::Named(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// What the reply shows after an event that did not end it.
+    pub(super) fn step(
+        &mut self,
+        b: &ChoiceBuilder,
+        text: String,
+        raw_from: usize,
+    ) -> Option<Shown> {
+        let piece = match &self.calls {
+            Some(Calls::Named(_)) => return (!text.is_empty()).then_some(Shown::Arguments(text)),
+            Some(Calls::Required) => return None,
+            Some(Calls::Read(f)) => {
+                let d = chat::tool_delta(*f, &b.text, &mut self.shown, false).0;
+                d["content"].as_str().unwrap_or("").to_string()
+            }
+            None => text,
+        };
+        let lp = logprobs_from(b, &self.tokenizer, self.logprobs, raw_from);
+        self.pending.extend(lp);
+        if piece.is_empty() {
+            return None;
+        }
+        Some(Shown::Text(piece, std::mem::take(&mut self.pending)))
+    }
+
+    /// What the reply shows at its end.
+    pub(super) fn close(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Unfolded {
+        let mut lp = std::mem::take(&mut self.pending);
+        let (text, calls) = match &self.calls {
+            Some(Calls::Named(_)) => {
+                return Unfolded {
+                    text: String::new(),
+                    logprobs: Vec::new(),
+                    calls: Vec::new(),
+                }
+            }
+            Some(Calls::Required) => match chat::reply(&b.text, self.calls.as_ref()) {
+                (_, Some(c)) => (String::new(), c),
+                // cut before the calls closed: the text as it is
+                (content, None) => {
+                    lp = logprobs_from(b, &self.tokenizer, self.logprobs, 0);
+                    return Unfolded {
+                        text: content.unwrap_or_default(),
+                        logprobs: lp,
+                        calls: Vec::new(),
+                    };
+                }
+            },
+            Some(Calls::Read(f)) => {
+                let d = chat::tool_delta(*f, &b.text, &mut self.shown, true).0;
+                let calls = d["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| {
+                        Some(ToolCallOut {
+                            id: c["id"].as_str()?.to_string(),
+                            kind: "function",
+                            function: chat::FunctionCall {
+                                name: c.pointer("/function/name")?.as_str()?.to_string(),
+                                arguments: c.pointer("/function/arguments")?.as_str()?.to_string(),
+                            },
+                        })
+                    })
+                    .collect();
+                (d["content"].as_str().unwrap_or("").to_string(), calls)
+            }
+            None => (String::new(), Vec::new()),
+        };
+        lp.extend(logprobs_from(b, &self.tokenizer, self.logprobs, raw_from));
+        Unfolded {
+            text,
+            logprobs: lp,
+            calls,
+        }
+    }
+}
+
+/// Each generated token's logprob (the chat shape: token, logprob, bytes,
+/// top_logprobs) from the builder's `from`-th on; none unless `k` asks.
+pub(super) fn logprobs_from(
+    b: &ChoiceBuilder,
+    t: &Tokenizer,
+    k: Option<usize>,
+    from: usize,
+) -> Vec<Value> {
+    let Some(k) = k else { return Vec::new() };
+    // (each logprob as the f32 it is prints, as the chat shape's: a JSON value of an
+    // f32 would carry the f64 digits of its binary value)
+    let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+    b.raw[from.min(b.raw.len())..]
+        .iter()
+        .map(|(id, l)| {
+            let c = chat::content_logprob(t, *id, l, k);
+            let top: Vec<Value> = c
+                .top_logprobs
+                .iter()
+                .map(|a| json!({"token": a.token, "logprob": short(a.logprob), "bytes": a.bytes}))
+                .collect();
+            json!({"token": c.token, "logprob": short(c.logprob), "bytes": c.bytes,
+                "top_logprobs": top})
+        })
+        .collect()
+}
