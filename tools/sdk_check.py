@@ -2,10 +2,12 @@
 """The `openai` Python SDK against a running server: models, completions, chat
 (whole, streamed, parse, a forced tool call) and the Responses API (create, stream,
 parse, input_tokens, previous_response_id, input_items, retrieve, delete, a forced function call and
-its output sent back, logprobs). Needs a model with a chat template, e.g. a model
+its output sent back, logprobs), and with the `anthropic` SDK installed its Messages API
+(create, stream, count_tokens, a forced tool use and its result, stop sequences,
+errors). Needs a model with a chat template, e.g. a model
 directory:
     wgformer serve --port 8431 --models-dir DIR --config '{"model": "NAME"}'
-    python3 -m venv /tmp/oai && /tmp/oai/bin/pip install openai pydantic
+    python3 -m venv /tmp/oai && /tmp/oai/bin/pip install openai anthropic pydantic
     /tmp/oai/bin/python tools/sdk_check.py http://127.0.0.1:8431
 Prints one line per check; exits 1 if any failed. Random-weight models write
 nonsense, so the schemas are bounded (short strings, small integers) to close."""
@@ -132,6 +134,60 @@ def _():
     assert len(lp) == r.usage.output_tokens and all(len(x.top_logprobs) == 2 for x in lp)
     return [(x.token, round(x.logprob, 3)) for x in lp]
 
+
+try:
+    import anthropic
+except ImportError:
+    anthropic = None
+    print("skipped: the anthropic SDK's checks (pip install anthropic)")
+
+if anthropic:
+    a = anthropic.Anthropic(base_url=URL, api_key=sys.argv[2] if len(sys.argv) > 2 else "unused")
+    HI = [{"role": "user", "content": "Hi"}]
+    GREEDY = {"extra_body": {"temperature": 0}}
+    A_TOOLS = [{"name": "get_weather", "input_schema": TOOLS[0]["parameters"]}]
+
+    @check("anthropic messages, whole, streamed, counted")
+    def _():
+        m = a.messages.create(model=MODEL, max_tokens=6, system="Be brief", messages=HI, **GREEDY)
+        with a.messages.stream(model=MODEL, max_tokens=6, system="Be brief", messages=HI,
+                               **GREEDY) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        assert [text] == [b.text for b in m.content], (text, m.content)
+        assert final.stop_reason == m.stop_reason
+        n = a.messages.count_tokens(model=MODEL, system="Be brief", messages=HI)
+        assert n.input_tokens == m.usage.input_tokens + m.usage.cache_read_input_tokens
+        return f"{text!r} {m.stop_reason}"
+
+    @check("anthropic forced tool use, streamed, and its result sent back")
+    def _():
+        body = dict(model=MODEL, max_tokens=60, tools=A_TOOLS, messages=[
+            {"role": "user", "content": "Weather?"}], **GREEDY)
+        t = a.messages.create(tool_choice={"type": "tool", "name": "get_weather"}, **body)
+        assert t.stop_reason == "tool_use" and t.content[0].type == "tool_use", t
+        with a.messages.stream(tool_choice={"type": "tool", "name": "get_weather"}, **body) as s:
+            for _ in s:
+                pass
+            assert s.get_final_message().content[0].input == t.content[0].input
+        body["messages"] += [{"role": "assistant", "content": t.content},
+                             {"role": "user", "content": [{"type": "tool_result",
+                              "tool_use_id": t.content[0].id, "content": "18 C"}]}]
+        body["max_tokens"] = 4
+        a.messages.create(**body)
+        return t.content[0].input
+
+    @check("anthropic stop sequence and errors")
+    def _():
+        m = a.messages.create(model=MODEL, max_tokens=30, messages=HI, stop_sequences=["\n"],
+                              **GREEDY)
+        assert m.stop_reason in ("stop_sequence", "end_turn", "max_tokens"), m
+        try:
+            a.messages.create(model="not-loaded", max_tokens=3, messages=HI)
+            raise AssertionError("another model was served")
+        except anthropic.NotFoundError as e:
+            assert e.body["type"] == "error" and e.body["error"]["type"] == "not_found_error"
+        return f"{m.stop_reason} {m.stop_sequence!r}"
 
 print(f"{len(failed)} failed" if failed else "all passed")
 sys.exit(1 if failed else 0)

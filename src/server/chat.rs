@@ -191,6 +191,26 @@ fn template_kwargs(kwargs: &Option<Value>) -> Result<serde_json::Map<String, Val
     }
 }
 
+/// A chat request's error as an API that names its fields otherwise reports it, by
+/// `names` ((chat's name, the API's)): the field at fault (a message's place,
+/// `messages[i]...`, as the other name whole: its index is not the other API's), and
+/// the names with an underscore where the words give them.
+pub(super) fn renamed(mut e: ApiError, names: &[(&str, &str)]) -> ApiError {
+    let field = |p: &str, name: &str| {
+        p.strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+    };
+    if let Some(p) = &e.param {
+        if let Some((_, to)) = names.iter().find(|(from, _)| field(p, from)) {
+            e.param = Some(to.to_string());
+        }
+    }
+    for (from, to) in names.iter().filter(|(from, _)| from.contains('_')) {
+        e.detail = e.detail.replace(from, to);
+    }
+    e
+}
+
 /// How a reply's tool calls come out of it.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Calls {

@@ -126,6 +126,10 @@ fn presented_key(req: &Request) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| key.trim().to_string());
     }
+    // Anthropic's clients send the key as `x-api-key`
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
     if req.uri().path() != "/ws/inference" {
         return None;
     }
@@ -241,6 +245,8 @@ pub const JSON_ROUTES: &[&str] = &[
     "/api/v1/generate",
     "/v1/completions",
     "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/responses",
     "/v1/responses/input_tokens",
     "/v1/tokenize",

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod lenient;
 pub mod limits;
 pub mod listen;
+pub mod messages;
 pub mod metrics;
 pub mod openai;
 pub mod params;

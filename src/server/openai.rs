@@ -1031,10 +1031,26 @@ pub(super) fn openai_error_json(
     json!({"error": {"message": message, "type": kind, "param": param, "code": code.to_ascii_lowercase()}})
 }
 
+/// Anthropic's error type for a status.
+pub(super) fn anthropic_kind(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 408 | 415 | 422 | 431 | 414 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
 /// On `/v1` routes, every error answer (the handlers', the guard's, 404, 405, 413 …)
-/// is turned from the contract's envelope into the OpenAI error shape.
+/// is turned from the contract's envelope into the OpenAI error shape (on
+/// `/v1/messages`, Anthropic's, which the same fields fit).
 pub async fn openai_errors(req: Request, next: Next) -> Response {
-    let on_v1 = req.uri().path() == "/v1" || req.uri().path().starts_with("/v1/");
+    let path = req.uri().path().to_string();
+    let on_v1 = path == "/v1" || path.starts_with("/v1/");
     let resp = next.run(req).await;
     if !on_v1 || resp.status().is_success() || resp.status().is_informational() {
         return resp;
@@ -1047,7 +1063,14 @@ pub async fn openai_errors(req: Request, next: Next) -> Response {
     let message = v["detail"].as_str().unwrap_or("request failed");
     let code = v["error_code"].as_str().unwrap_or("error");
     let param = parts.extensions.get::<ErrorParam>().map(|p| p.0.clone());
-    let out = openai_error_json(parts.status, message, code, param).to_string();
+    let mut out = openai_error_json(parts.status, message, code, param);
+    // Anthropic's shape on its API: {"type": "error", "error": {"type", "message"}}
+    // (OpenAI's fields kept beside)
+    if path.starts_with("/v1/messages") {
+        out["type"] = json!("error");
+        out["error"]["type"] = json!(anthropic_kind(parts.status.as_u16()));
+    }
+    let out = out.to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -31,7 +31,7 @@ use super::params;
 use super::response_store::Stored;
 use super::routes::json_body;
 use super::state::AppState;
-use super::typed::{self, logprobs_from, Drawing, Shown, Unfolding};
+use super::typed::{self, logprobs_from, new_id, Drawing, Shown, Unfolding};
 use crate::error::Error;
 use crate::tokenizer::Tokenizer;
 
@@ -176,12 +176,6 @@ pub struct ResponsesBody {
     /// Accepted and echoed.
     #[serde(default)]
     pub user: Option<String>,
-}
-
-/// A new id: `prefix` and 128 random bits (a stored response's id is all a client
-/// without keys needs to read it).
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{:032x}", rand::random::<u128>())
 }
 
 fn not_found(what: &str, id: &str, param: Option<&str>) -> ApiError {
@@ -541,24 +535,17 @@ fn metadata(v: &Option<Value>) -> Result<Value, ApiError> {
     Ok(Value::Object(m.clone()))
 }
 
+/// Chat's field names and the Responses API's.
+const NAMES: &[(&str, &str)] = &[
+    ("max_completion_tokens", "max_output_tokens"),
+    ("max_tokens", "max_output_tokens"),
+    ("response_format", "text.format"),
+    ("messages", "input"),
+];
+
 /// A chat error as the Responses API names its fields.
-fn renamed(mut e: ApiError) -> ApiError {
-    const NAMES: [(&str, &str); 4] = [
-        ("max_completion_tokens", "max_output_tokens"),
-        ("max_tokens", "max_output_tokens"),
-        ("response_format", "text.format"),
-        ("messages", "input"),
-    ];
-    if let Some(p) = &e.param {
-        if let Some((_, to)) = NAMES.iter().find(|(from, _)| p.starts_with(from)) {
-            // (a message's index is not the input item's: the field is named whole)
-            e.param = Some(to.to_string());
-        }
-    }
-    for (from, to) in &NAMES[..3] {
-        e.detail = e.detail.replace(from, to);
-    }
-    e
+fn renamed(e: ApiError) -> ApiError {
+    chat::renamed(e, NAMES)
 }
 
 /// What a request asked for besides its conversation: what is echoed in the

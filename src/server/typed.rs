@@ -21,6 +21,12 @@ use crate::engine::GenEvent;
 use crate::error::Error;
 use crate::tokenizer::Tokenizer;
 
+/// A new id: `prefix` and 128 random bits (a stored response's id is all a client
+/// without keys needs to read it).
+pub(super) fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:032x}", rand::random::<u128>())
+}
+
 /// How an API draws a streamed reply.
 pub(super) trait Drawing: Send + 'static {
     /// Before the first generation event.

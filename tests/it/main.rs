@@ -31,6 +31,7 @@ mod kernels;
 mod layers;
 #[cfg(unix)]
 mod lifecycle;
+mod messages;
 mod model;
 mod moe;
 mod openai;
