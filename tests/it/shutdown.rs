@@ -2,7 +2,8 @@
 //! work and answers what waits (503 `SHUTTING_DOWN`); running generations go on to
 //! `complete` on every transport, WebSocket sessions then close with 1001. At the
 //! shutdown deadline, what still runs ends with a last message: an SSE `error` event
-//! (then `[DONE]` on `/v1`'s completions, `response.failed` on `/v1/responses`), a 503
+//! (then `[DONE]` on `/v1`'s completions, `response.failed` on `/v1/responses`;
+//! Anthropic's `error` event on `/v1/messages`), a 503
 //! envelope with `Retry-After`, a WebSocket `error` and close 1001.
 
 use std::time::Duration;
@@ -224,7 +225,8 @@ async fn at_the_deadline_every_client_gets_a_last_message() {
 }
 
 /// A streamed `/v1/responses` cut by the shutdown deadline ends as that API ends a
-/// failure: an `error` event, then `response.failed` with the code.
+/// failure: an `error` event, then `response.failed` with the code; a streamed
+/// `/v1/messages` with Anthropic's `error` event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_the_deadline_a_streamed_response_fails_cleanly() {
     // the qwen2 fixture with a chat template and room for a long reply
@@ -266,9 +268,37 @@ async fn at_the_deadline_a_streamed_response_fails_cleanly() {
         "/v1/responses",
         json!({"input": "cut", "max_output_tokens": 2000, "ignore_eos": true, "stream": true}),
     );
-    until(&s, "active_generations", 1).await;
+    let anthropic = spawn_request(
+        &s,
+        "/v1/messages",
+        json!({"messages": [{"role": "user", "content": "cut"}], "max_tokens": 2000,
+               "ignore_eos": true, "stream": true}),
+    );
+    until(&s, "active_generations", 2).await;
     s.signal();
     s.stopped(Duration::from_secs(30)).await;
+    let (code, _, body) = anthropic.await.unwrap();
+    assert_eq!(code, 200);
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events[0], "message_start");
+    assert_eq!(
+        events.last(),
+        Some(&"error"),
+        "{}",
+        &body[body.len().saturating_sub(600)..]
+    );
+    let last: Value = serde_json::from_str(
+        body.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["error"]["type"], "overloaded_error", "{last}");
+    assert_eq!(last["error"]["code"], "shutting_down", "{last}");
     let (code, _, body) = stream.await.unwrap();
     assert_eq!(code, 200);
     let tail = &body[body.len().saturating_sub(600)..];
