@@ -21,9 +21,9 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::guard::Client;
 use super::openai::{
-    bad, check_model, collect_all, completion_id, now_secs, parse_stop, piece, start_all,
-    stream_choices, unique_hex, usage, ChoiceBuilder, ChoiceEvents, Logprobs, Plan, Prompt,
-    Running, StreamOptions, Usage,
+    bad, check_model, collect_all, completion_id, loaded_tokenizer, now_secs, parse_stop, piece,
+    start_all, stream_choices, unique_hex, usage, ChoiceBuilder, ChoiceEvents, Logprobs, Plan,
+    Prompt, Running, StreamOptions, Usage,
 };
 use super::params;
 use super::routes::json_body;
@@ -752,10 +752,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let client = client.map(|Extension(c)| c);
     let b: ChatBody = json_body(&st, body).await?;
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(&st)?;
     let (p, _, tools) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
     let running = start_all(&st, &p)?;
     let (id, created) = (chat_id(), now_secs());
@@ -1026,10 +1023,7 @@ pub struct VllmDetokenizeBody {
 fn loaded(st: &AppState, model: &Option<String>) -> Result<(Arc<Tokenizer>, usize), ApiError> {
     let m = st.engine.model_snapshot();
     check_model(model, &m)?;
-    let t = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let t = loaded_tokenizer(st)?;
     Ok((t, m.config.map_or(0, |c| c.context_size)))
 }
 

@@ -24,7 +24,9 @@ use utoipa::ToSchema;
 use super::chat::{self, ChatBody, ToolCallOut};
 use super::error::ApiError;
 use super::guard::Client;
-use super::openai::{anthropic_kind, bad, check_model, collect_all, start_all, ChoiceBuilder};
+use super::openai::{
+    anthropic_kind, bad, check_model, collect_all, loaded_tokenizer, start_all, ChoiceBuilder,
+};
 use super::params;
 use super::routes::json_body;
 use super::state::AppState;
@@ -472,10 +474,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let client = client.map(|Extension(c)| c);
     let b: MessagesBody = json_body(&st, body).await?;
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(&st)?;
     let t = take(b)?;
     let (p, prompt_tokens, calls) =
         chat::plan(&t.chat, &st.engine.model_snapshot(), &tokenizer).map_err(renamed)?;
@@ -670,10 +669,7 @@ impl Drawing for Draw {
         (status = 404, description = "`model` is not the loaded model")))]
 pub async fn count_tokens(State(st): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let b: MessagesBody = json_body(&st, body).await?;
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(&st)?;
     let t = take(b)?;
     check_model(&t.chat.model, &st.engine.model_snapshot())?;
     let r = chat::render(&t.chat, &tokenizer).map_err(renamed)?;

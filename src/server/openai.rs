@@ -548,10 +548,7 @@ pub(super) struct Running {
 }
 
 pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiError> {
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(st)?;
     let context = st
         .engine
         .model_snapshot()
@@ -958,7 +955,8 @@ pub struct DetokenizeBody {
     pub tokens: Vec<u32>,
 }
 
-fn loaded_tokenizer(st: &AppState) -> Result<Arc<Tokenizer>, ApiError> {
+/// The loaded model's tokenizer (none before a model is loaded: 503).
+pub(super) fn loaded_tokenizer(st: &AppState) -> Result<Arc<Tokenizer>, ApiError> {
     st.engine
         .tokenizer()
         .ok_or_else(|| Error::ModelNotInitialized.into())

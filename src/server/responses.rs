@@ -26,7 +26,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::chat::{self, Calls, ChatBody, ToolCallOut};
 use super::error::ApiError;
 use super::guard::{Client, Key};
-use super::openai::{bad, check_model, collect_all, now_secs, start_all, usage, ChoiceBuilder};
+use super::openai::{
+    bad, check_model, collect_all, loaded_tokenizer, now_secs, start_all, usage, ChoiceBuilder,
+};
 use super::params;
 use super::response_store::Stored;
 use super::routes::json_body;
@@ -917,10 +919,7 @@ pub async fn create(
     let client = client.map(|Extension(c)| c);
     let owner = key.map(|Extension(k)| k.0);
     let b: ResponsesBody = json_body(&st, body).await?;
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(&st)?;
     let mut t = take(b, &st, owner)?;
     let p = plan(&mut t, &st, &tokenizer)?;
     let running = start_all(&st, &p)?;
@@ -1182,10 +1181,7 @@ pub async fn input_tokens(
 ) -> Result<Json<Value>, ApiError> {
     let owner = key.map(|Extension(k)| k.0);
     let b: ResponsesBody = json_body(&st, body).await?;
-    let tokenizer = st
-        .engine
-        .tokenizer()
-        .ok_or_else(|| ApiError::from(Error::ModelNotInitialized))?;
+    let tokenizer = loaded_tokenizer(&st)?;
     let mut t = take(b, &st, owner)?;
     let r = render(&mut t, &st.engine.model_snapshot(), &tokenizer)?;
     Ok(Json(

@@ -224,6 +224,19 @@ async fn at_the_deadline_every_client_gets_a_last_message() {
     assert_eq!(error_code(&body), "SHUTTING_DOWN");
 }
 
+/// A stream's event names, and the data of its last event.
+fn named_events(body: &str) -> (Vec<&str>, Value) {
+    let events = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let last = body.lines().rev().find_map(|l| l.strip_prefix("data: "));
+    (
+        events,
+        serde_json::from_str(last.unwrap_or("null")).unwrap(),
+    )
+}
+
 /// A streamed `/v1/responses` cut by the shutdown deadline ends as that API ends a
 /// failure: an `error` event, then `response.failed` with the code; a streamed
 /// `/v1/messages` with Anthropic's `error` event.
@@ -279,47 +292,21 @@ async fn at_the_deadline_a_streamed_response_fails_cleanly() {
     s.stopped(Duration::from_secs(30)).await;
     let (code, _, body) = anthropic.await.unwrap();
     assert_eq!(code, 200);
-    let events: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
+    let (events, last) = named_events(&body);
     assert_eq!(events[0], "message_start");
-    assert_eq!(
-        events.last(),
-        Some(&"error"),
-        "{}",
-        &body[body.len().saturating_sub(600)..]
-    );
-    let last: Value = serde_json::from_str(
-        body.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("data: "))
-            .unwrap(),
-    )
-    .unwrap();
+    assert_eq!(events.last(), Some(&"error"), "{last}");
     assert_eq!(last["error"]["type"], "overloaded_error", "{last}");
     assert_eq!(last["error"]["code"], "shutting_down", "{last}");
     let (code, _, body) = stream.await.unwrap();
     assert_eq!(code, 200);
-    let tail = &body[body.len().saturating_sub(600)..];
-    let events: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
+    let (events, last) = named_events(&body);
     assert_eq!(events[..2], ["response.created", "response.in_progress"]);
     assert_eq!(
         events[events.len() - 2..],
         ["error", "response.failed"],
-        "{tail}"
+        "{last}"
     );
-    let last: Value = serde_json::from_str(
-        body.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("data: "))
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(last["response"]["status"], "failed", "{tail}");
-    assert_eq!(last["response"]["error"]["code"], "shutting_down", "{tail}");
+    assert_eq!(last["response"]["status"], "failed", "{last}");
+    assert_eq!(last["response"]["error"]["code"], "shutting_down", "{last}");
     let _ = std::fs::remove_dir_all(&models);
 }
