@@ -358,10 +358,13 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::Method::POST,
                 axum::http::Method::DELETE,
             ])
+            // (x-api-key and anthropic-version: what Anthropic's clients send)
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("anthropic-version"),
             ])
             .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),

@@ -801,6 +801,27 @@ async fn every_route_and_method_needs_the_key() {
         r.headers()["access-control-allow-origin"],
         "http://app.example"
     );
+    // and one of Anthropic's clients, its key in x-api-key
+    let r = c
+        .request("OPTIONS".parse().unwrap(), s.url("/v1/messages"))
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "x-api-key, anthropic-version, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("x-api-key") && allowed.contains("anthropic-version"),
+        "{allowed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
