@@ -458,6 +458,24 @@ pub(super) fn char_offsets(t: &Tokenizer, ids: &[u32]) -> Result<Vec<usize>, Err
 }
 
 impl ChoiceBuilder {
+    /// A builder of choice 0 without logprobs, for tests that feed it text.
+    #[cfg(test)]
+    pub(super) fn empty(tokenizer: Arc<Tokenizer>) -> Self {
+        ChoiceBuilder {
+            index: 0,
+            tokenizer,
+            logprobs: None,
+            shown: 0,
+            generated: Vec::new(),
+            text: String::new(),
+            lp: Logprobs::default(),
+            raw: Vec::new(),
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            finish: None,
+        }
+    }
+
     fn top(&self, l: &TokenLogprob, chosen: u32) -> BTreeMap<String, f32> {
         let mut m: BTreeMap<String, f32> = l
             .top

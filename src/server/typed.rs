@@ -242,3 +242,93 @@ pub(super) fn logprobs_from(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tool_calls::ToolFormat;
+
+    fn tokenizer() -> Arc<Tokenizer> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families/llama");
+        let d =
+            crate::model::directory::ModelDir::open("llama", std::path::Path::new(dir)).unwrap();
+        Arc::new(d.load_tokenizer(1 << 20).unwrap().unwrap())
+    }
+
+    /// Feed `pieces` as a reply's events: what each step shows, and the end.
+    fn unfold(calls: Option<Calls>, pieces: &[&str]) -> (Vec<Shown>, Unfolded) {
+        let t = tokenizer();
+        let mut b = ChoiceBuilder::empty(t.clone());
+        let mut u = Unfolding::new(calls, t, None);
+        let mut shown = Vec::new();
+        for p in pieces {
+            b.text.push_str(p);
+            shown.extend(u.step(&b, p.to_string(), 0));
+        }
+        b.finish = Some("stop");
+        (shown, u.close(&b, 0))
+    }
+
+    fn texts(shown: &[Shown]) -> String {
+        shown
+            .iter()
+            .map(|s| match s {
+                Shown::Text(t, _) => t.as_str(),
+                Shown::Arguments(_) => panic!("arguments where text was"),
+            })
+            .collect()
+    }
+
+    /// Read out in the template's format: text shows up to where a call may start,
+    /// the calls come at the end; text that was no call after all shows whole.
+    #[test]
+    fn a_reply_unfolds_text_then_calls() {
+        let read = || Some(Calls::Read(ToolFormat::Hermes));
+        let (shown, end) = unfold(
+            read(),
+            &[
+                "Checking",
+                " now. <",
+                "tool_",
+                "call>{\"name\": \"get\", ",
+                "\"arguments\": {\"q\": 1}}</tool_call>",
+            ],
+        );
+        assert_eq!(texts(&shown), "Checking now. ");
+        assert!(end.text.trim().is_empty(), "{:?}", end.text);
+        assert_eq!(end.calls.len(), 1);
+        assert_eq!(end.calls[0].function.name, "get");
+        assert_eq!(end.calls[0].function.arguments, r#"{"q":1}"#);
+        let (shown, end) = unfold(read(), &["a < b", " and <tool", "box>"]);
+        assert_eq!(texts(&shown) + &end.text, "a < b and <toolbox>");
+        assert!(end.calls.is_empty());
+        // no tools: every piece as it comes
+        let (shown, end) = unfold(None, &["one", "", " two"]);
+        assert_eq!(shown.len(), 2);
+        assert_eq!(
+            (texts(&shown), end.text),
+            ("one two".to_string(), String::new())
+        );
+        // a named call: its arguments as they come, nothing at the end
+        let (shown, end) = unfold(Some(Calls::Named("get".into())), &["{\"q\"", ": 1}"]);
+        let args: String = shown
+            .iter()
+            .map(|s| match s {
+                Shown::Arguments(a) => a.as_str(),
+                Shown::Text(..) => panic!("text of a named call"),
+            })
+            .collect();
+        assert_eq!(args, r#"{"q": 1}"#);
+        assert!(end.calls.is_empty() && end.text.is_empty());
+        // required: nothing until the end, then the calls; cut before it closed, the text
+        let (shown, end) = unfold(
+            Some(Calls::Required),
+            &["[{\"name\": \"get\", ", "\"parameters\": {}}]"],
+        );
+        assert!(shown.is_empty());
+        assert_eq!(end.calls.len(), 1);
+        let (_, end) = unfold(Some(Calls::Required), &["[{\"name\": \"ge"]);
+        assert!(end.calls.is_empty());
+        assert_eq!(end.text, "[{\"name\": \"ge");
+    }
+}
