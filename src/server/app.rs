@@ -23,7 +23,7 @@ use super::{chat, error, generate, guard, messages, openai, responses, routes};
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
         openai::models, openai::model, openai::completions, chat::chat_completions,
         messages::create, messages::count_tokens,
-        responses::create, responses::input_tokens, responses::retrieve, responses::delete, responses::input_items_list,
+        responses::create, responses::input_tokens, responses::retrieve, responses::delete, responses::input_items_list, responses::cancel,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
         chat::tokenizer_info),
     components(schemas(error::ErrorBody, openai::OpenAiErrorBody, crate::config::ModelConfig)),
@@ -211,6 +211,7 @@ const ROUTES: &[&str] = &[
     "/v1/responses/input_tokens",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
+    "/v1/responses/{response_id}/cancel",
     "/v1/tokenize",
     "/v1/detokenize",
     "/tokenize",
@@ -312,6 +313,10 @@ pub fn router(state: AppState) -> Router {
             get(responses::retrieve).delete(responses::delete),
         )
         .route(
+            "/v1/responses/{response_id}/cancel",
+            post(responses::cancel),
+        )
+        .route(
             "/v1/responses/{response_id}/input_items",
             get(responses::input_items_list),
         )
@@ -380,7 +385,8 @@ mod tests {
             .paths
             .paths
             .iter()
-            .filter(|(_, item)| item.post.is_some())
+            // (a POST without a body, such as a cancel, has nothing to check)
+            .filter(|(_, item)| item.post.as_ref().is_some_and(|p| p.request_body.is_some()))
             .map(|(p, _)| p.as_str())
             .collect();
         posts.sort();

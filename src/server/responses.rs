@@ -1226,6 +1226,27 @@ pub async fn delete(
     ))
 }
 
+/// Cancel a response: only background responses can be, and none run here (a response
+/// finishes while its request waits or streams; closing the stream cancels it).
+#[utoipa::path(post, path = "/v1/responses/{response_id}/cancel", tag = "openai",
+    params(("response_id" = String, Path, description = "the response's id")),
+    responses((status = 400, description = "INVALID_INPUT: the response is not a background one (none are)"),
+        (status = 404, description = "NOT_FOUND: not stored")))]
+pub async fn cancel(
+    State(st): State<AppState>,
+    key: Option<Extension<Key>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = key.map(|Extension(k)| k.0);
+    if st.responses.get(&id, owner).is_none() {
+        return Err(not_found("response", &id, None));
+    }
+    Err(bad(
+        "response_id",
+        "only background responses can be cancelled, and this server runs none: a response finishes while its request waits or streams (closing the stream cancels it)",
+    ))
+}
+
 /// The page of a stored response's input items asked for.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ItemsQuery {

@@ -257,6 +257,18 @@ async fn stored_responses_continue_list_and_forget() {
         assert_eq!(code, 400, "{q}: {e}");
         assert_eq!(e["error"]["param"], param, "{e}");
     }
+    // nothing runs in the background to cancel
+    let (code, e) = post(&s, &format!("/v1/responses/{id2}/cancel"), json!({})).await;
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("background"),
+        "{e}"
+    );
+    let (code, _) = post(&s, "/v1/responses/resp_none/cancel", json!({})).await;
+    assert_eq!(code, 404);
     // forgotten: gone, and a second delete is a 404; what continued it still stands
     let c = client();
     let r = c
