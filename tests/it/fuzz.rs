@@ -1,5 +1,6 @@
-//! A bounded fuzz of the request bodies (the contract's, and the chat-shaped `/v1` APIs') and configs (proptest): no input gets a
-//! 5xx, every error has the contract's body, and the model keeps serving.
+//! A bounded fuzz of the request bodies (the contract's, and the chat-shaped `/v1`
+//! APIs') and configs (proptest): no input gets a 5xx, every error has the contract's
+//! body (the `/v1` shape on `/v1`), and the model keeps serving.
 
 use crate::common;
 
