@@ -458,13 +458,12 @@ pub(super) fn char_offsets(t: &Tokenizer, ids: &[u32]) -> Result<Vec<usize>, Err
 }
 
 impl ChoiceBuilder {
-    /// A builder of choice 0 without logprobs, for tests that feed it text.
-    #[cfg(test)]
-    pub(super) fn empty(tokenizer: Arc<Tokenizer>) -> Self {
+    /// The builder of choice `index`, nothing applied yet.
+    pub(super) fn new(index: usize, tokenizer: Arc<Tokenizer>, logprobs: Option<usize>) -> Self {
         ChoiceBuilder {
-            index: 0,
+            index,
             tokenizer,
-            logprobs: None,
+            logprobs,
             shown: 0,
             generated: Vec::new(),
             text: String::new(),
@@ -647,19 +646,7 @@ pub(super) fn start_all(st: &AppState, p: &Plan) -> Result<Vec<Running>, ApiErro
             let stream = st.engine.generate(req)?;
             out.push(Running {
                 stream,
-                builder: ChoiceBuilder {
-                    index: pi * p.n + j,
-                    tokenizer: tokenizer.clone(),
-                    logprobs: p.logprobs,
-                    shown: 0,
-                    generated: Vec::new(),
-                    text: String::new(),
-                    lp: Logprobs::default(),
-                    raw: Vec::new(),
-                    prompt_tokens: 0,
-                    cached_tokens: 0,
-                    finish: None,
-                },
+                builder: ChoiceBuilder::new(pi * p.n + j, tokenizer.clone(), p.logprobs),
                 echo_text,
             });
         }

@@ -258,7 +258,7 @@ mod tests {
     /// Feed `pieces` as a reply's events: what each step shows, and the end.
     fn unfold(calls: Option<Calls>, pieces: &[&str]) -> (Vec<Shown>, Unfolded) {
         let t = tokenizer();
-        let mut b = ChoiceBuilder::empty(t.clone());
+        let mut b = ChoiceBuilder::new(0, t.clone(), None);
         let mut u = Unfolding::new(calls, t, None);
         let mut shown = Vec::new();
         for p in pieces {
