@@ -413,36 +413,71 @@ pub struct ChatCompletion {
     pub usage: Usage,
 }
 
+/// A content part's type; a part without one is a 400 naming `param` and its place.
+pub(super) fn part_kind<'a>(param: &str, j: usize, p: &'a Value) -> Result<&'a str, ApiError> {
+    p.get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(param, format!("{param}[{j}] has no type")))
+}
+
+/// A text part's text (a 400 without one).
+pub(super) fn part_text(param: &str, j: usize, p: &Value) -> Result<String, ApiError> {
+    p.get("text")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| {
+            bad(
+                param,
+                format!("{param}[{j}] has type {} but no text", p["type"]),
+            )
+        })
+}
+
+/// The texts of content `v` — a string, or parts `{"type", "text"}` of the `kinds`
+/// (parts of the `passed` kinds left out) — as chat, the Responses API (`input_text`,
+/// `output_text`) and the Messages API (`thinking` passed) take it; anything else is
+/// a 400 naming `param` and the part.
+pub(super) fn texts(
+    param: &str,
+    v: &Value,
+    kinds: &[&str],
+    passed: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    let parts = match v {
+        Value::String(s) => return Ok(vec![s.clone()]),
+        Value::Array(parts) => parts,
+        _ => {
+            return Err(bad(
+                param,
+                format!("{param} must be a string or an array of text parts"),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.iter().enumerate() {
+        match part_kind(param, j, p)? {
+            k if kinds.contains(&k) => out.push(part_text(param, j, p)?),
+            k if passed.contains(&k) => {}
+            other => {
+                return Err(bad(
+                    param,
+                    format!(
+                        "{param}[{j}] has type {other:?}: only text parts ({}) are served",
+                        kinds.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The message text of `content`: a string, or text parts joined by newlines.
 fn content_text(i: usize, content: &Value) -> Result<Value, ApiError> {
-    let param = format!("messages[{i}].content");
     match content {
-        Value::String(_) | Value::Null => Ok(content.clone()),
-        Value::Array(parts) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for (j, p) in parts.iter().enumerate() {
-                match (
-                    p.get("type").and_then(Value::as_str),
-                    p.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(t)) => texts.push(t),
-                    (Some("text"), None) => {
-                        return Err(bad(&param, format!("part {j} has type text but no text")))
-                    }
-                    (Some(other), _) => {
-                        return Err(bad(
-                            &param,
-                            format!("part {j} has type {other:?}: only text parts are supported"),
-                        ))
-                    }
-                    (None, _) => return Err(bad(&param, format!("part {j} has no type"))),
-                }
-            }
-            Ok(Value::String(texts.join("\n")))
-        }
-        _ => Err(bad(
-            &param,
-            "content must be a string or an array of text parts",
+        Value::Null => Ok(Value::Null),
+        _ => Ok(Value::String(
+            texts(&format!("messages[{i}].content"), content, &["text"], &[])?.join("\n"),
         )),
     }
 }

@@ -128,44 +128,7 @@ fn renamed(e: ApiError) -> ApiError {
 /// The text of a string or of text blocks (joined by line breaks); `thinking` blocks
 /// are passed over.
 fn text_of(param: &str, v: &Value) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut texts = Vec::with_capacity(blocks.len());
-            for (j, b) in blocks.iter().enumerate() {
-                match block_kind(param, j, b)? {
-                    "text" => texts.push(block_text(param, j, b)?),
-                    "thinking" | "redacted_thinking" => {}
-                    other => {
-                        return Err(bad(
-                            param,
-                            format!(
-                                "{param}[{j}] is a block of type {other}: only text is taken here"
-                            ),
-                        ))
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
-        _ => Err(bad(
-            param,
-            format!("{param} must be a string or an array of blocks"),
-        )),
-    }
-}
-
-fn block_kind<'a>(param: &str, j: usize, b: &'a Value) -> Result<&'a str, ApiError> {
-    b.get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(param, format!("{param}[{j}] has no type")))
-}
-
-fn block_text(param: &str, j: usize, b: &Value) -> Result<String, ApiError> {
-    b.get("text")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| bad(param, format!("{param}[{j}] is a text block without text")))
+    Ok(chat::texts(param, v, &["text"], &["thinking", "redacted_thinking"])?.join("\n"))
 }
 
 /// The chat messages of a conversation, `system` first: a user message's text blocks
@@ -209,8 +172,8 @@ fn chat_messages(system: Option<&Value>, messages: &Value) -> Result<(Vec<Value>
                     }
                 };
                 for (j, b) in blocks.iter().enumerate() {
-                    match block_kind(&param, j, b)? {
-                        "text" => text.push(block_text(&param, j, b)?),
+                    match chat::part_kind(&param, j, b)? {
+                        "text" => text.push(chat::part_text(&param, j, b)?),
                         "tool_result" => {
                             flush(&mut text, &mut out);
                             let id = b.get("tool_use_id").and_then(Value::as_str).ok_or_else(|| {
@@ -234,8 +197,8 @@ fn chat_messages(system: Option<&Value>, messages: &Value) -> Result<(Vec<Value>
             "assistant" => {
                 let (mut text, mut calls) = (Vec::new(), Vec::new());
                 for (j, b) in blocks.iter().enumerate() {
-                    match block_kind(&param, j, b)? {
-                        "text" => text.push(block_text(&param, j, b)?),
+                    match chat::part_kind(&param, j, b)? {
+                        "text" => text.push(chat::part_text(&param, j, b)?),
                         "tool_use" => {
                             let field = |k: &str| {
                                 b.get(k).and_then(Value::as_str).map(String::from).ok_or_else(|| {

@@ -192,39 +192,9 @@ fn not_found(what: &str, id: &str, param: Option<&str>) -> ApiError {
     }
 }
 
-/// A part's text: `input_text`, `output_text` (or `text`) parts; others are refused.
-fn part_text(param: &str, j: usize, p: &Value) -> Result<String, ApiError> {
-    match (
-        p.get("type").and_then(Value::as_str),
-        p.get("text").and_then(Value::as_str),
-    ) {
-        (Some("input_text" | "output_text" | "text"), Some(t)) => Ok(t.to_string()),
-        (Some(kind @ ("input_text" | "output_text" | "text")), None) => Err(bad(
-            param,
-            format!("{param}[{j}] has type {kind} but no text"),
-        )),
-        (Some(other), _) => Err(bad(
-            param,
-            format!("{param}[{j}] has type {other:?}: only text parts (input_text, output_text) are served"),
-        )),
-        (None, _) => Err(bad(param, format!("{param}[{j}] has no type"))),
-    }
-}
-
 /// Text given as a string or as text parts.
 fn text_of(param: &str, v: &Value) -> Result<Vec<String>, ApiError> {
-    match v {
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(parts) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, p)| part_text(param, j, p))
-            .collect(),
-        _ => Err(bad(
-            param,
-            format!("{param} must be a string or an array of text parts"),
-        )),
-    }
+    chat::texts(param, v, &["input_text", "output_text", "text"], &[])
 }
 
 /// A message item as kept and listed.
