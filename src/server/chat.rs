@@ -925,43 +925,46 @@ fn indexed(calls: &[ToolCallOut]) -> Vec<Value> {
         .collect()
 }
 
-/// A streamed reply's delta now that its text is `full`, `from` bytes of it shown:
-/// the text up to where a tool call starts or may start; at the `last` event the calls
-/// (and whether there are any), or the text held back when it holds none.
-pub(super) fn tool_delta(
+/// A streamed reply now that its text is `full`, `from` bytes of it shown: the text
+/// to show next, up to where a tool call starts or may start; at the `last` event the
+/// calls read out (with the text before them), or the text held back when it holds
+/// none.
+pub(super) fn tool_split(
     format: ToolFormat,
     full: &str,
     from: &mut usize,
     last: bool,
-) -> (Value, bool) {
+) -> (String, Option<Vec<ToolCallOut>>) {
     let start = format.start(full).unwrap_or(full.len()).max(*from);
+    let shown = *from;
     if !last {
-        let piece = full.get(*from..start).unwrap_or("").to_string();
         *from = start;
-        return (json!({ "content": piece }), false);
+        return (full.get(shown..start).unwrap_or("").to_string(), None);
     }
+    *from = full.len();
     match reply(full, Some(&Calls::Read(format))) {
         (_, Some(calls)) => {
-            let before = full.get(*from..start).unwrap_or("");
-            let mut delta = json!({ "tool_calls": indexed(&calls) });
-            if !before.trim().is_empty() {
-                delta["content"] = json!(before);
-            }
-            *from = full.len();
-            (delta, true)
+            let before = full.get(shown..start).unwrap_or("");
+            let before = if before.trim().is_empty() { "" } else { before };
+            (before.to_string(), Some(calls))
         }
         // no calls after all: the text held back
-        _ => {
-            let rest = full.get(*from..).unwrap_or("");
-            *from = full.len();
-            let delta = if rest.is_empty() {
-                json!({})
-            } else {
-                json!({ "content": rest })
-            };
-            (delta, false)
-        }
+        _ => (full.get(shown..).unwrap_or("").to_string(), None),
     }
+}
+
+/// [`tool_split`] as a chat delta: `content` (when there is text, or before the last
+/// event), `tool_calls`; and whether there are calls.
+fn tool_delta(format: ToolFormat, full: &str, from: &mut usize, last: bool) -> (Value, bool) {
+    let (text, calls) = tool_split(format, full, from, last);
+    let mut delta = match &calls {
+        Some(calls) => json!({ "tool_calls": indexed(calls) }),
+        None => json!({}),
+    };
+    if !last || !text.is_empty() {
+        delta["content"] = json!(text);
+    }
+    (delta, calls.is_some())
 }
 
 impl ChoiceEvents for ChatEvents {

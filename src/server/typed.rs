@@ -149,10 +149,7 @@ impl Unfolding {
         let piece = match &self.calls {
             Some(Calls::Named(_)) => return (!text.is_empty()).then_some(Shown::Arguments(text)),
             Some(Calls::Required) => return None,
-            Some(Calls::Read(f)) => {
-                let d = chat::tool_delta(*f, &b.text, &mut self.shown, false).0;
-                d["content"].as_str().unwrap_or("").to_string()
-            }
+            Some(Calls::Read(f)) => chat::tool_split(*f, &b.text, &mut self.shown, false).0,
             None => text,
         };
         let lp = logprobs_from(b, &self.tokenizer, self.logprobs, raw_from);
@@ -187,23 +184,8 @@ impl Unfolding {
                 }
             },
             Some(Calls::Read(f)) => {
-                let d = chat::tool_delta(*f, &b.text, &mut self.shown, true).0;
-                let calls = d["tool_calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| {
-                        Some(ToolCallOut {
-                            id: c["id"].as_str()?.to_string(),
-                            kind: "function",
-                            function: chat::FunctionCall {
-                                name: c.pointer("/function/name")?.as_str()?.to_string(),
-                                arguments: c.pointer("/function/arguments")?.as_str()?.to_string(),
-                            },
-                        })
-                    })
-                    .collect();
-                (d["content"].as_str().unwrap_or("").to_string(), calls)
+                let (text, calls) = chat::tool_split(*f, &b.text, &mut self.shown, true);
+                (text, calls.unwrap_or_default())
             }
             None => (String::new(), Vec::new()),
         };
