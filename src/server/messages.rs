@@ -399,6 +399,9 @@ fn stop_of(
     if tool_use {
         return ("tool_use", None);
     }
+    if stops.is_empty() || b.finish != Some("stop") {
+        return ("end_turn", None);
+    }
     // the stop string is cut from the text: it starts where the text ends
     let full = t.decode(&b.generated).unwrap_or_default();
     let after = full.get(b.text.len()..).unwrap_or("");
