@@ -199,6 +199,40 @@ async fn slow_clients_are_timed_out() {
 
 /// Open `held` connections to `addr`, then one more, which must be answered 503 saying
 /// `why`; the held connections, still open.
+/// A client sees its connection close before the server's connection task ends and
+/// frees its place in the caps, so a place given back is admitted again shortly, not at
+/// once: these retry a 503 (as its `Retry-After` asks) for up to 10 s.
+fn ping_until_served(addr: std::net::SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(
+            b"GET /api/v1/health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let (text, _) = read_all(&mut c, Duration::from_secs(10));
+        if !text.starts_with("HTTP/1.1 503") || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn ws_until_admitted(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => return ws,
+            Err(e) if e.to_string().contains("503") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+}
+
 fn refused_past(addr: std::net::SocketAddr, held: usize, why: &str) -> Vec<std::net::TcpStream> {
     let open: Vec<_> = (0..held)
         .map(|_| std::net::TcpStream::connect(addr).unwrap())
@@ -229,11 +263,8 @@ async fn connection_and_websocket_caps() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let url = format!("ws://{}/ws/inference", s.addr);
-    let (_first, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let _first = ws_until_admitted(&url).await;
     let e = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap_err();
@@ -254,25 +285,15 @@ async fn connection_and_websocket_caps() {
     tokio::task::spawn_blocking(move || {
         let mut held = refused_past(addr, 2, "from your address");
         drop(held.remove(0));
-        std::thread::sleep(Duration::from_millis(300));
-        let mut d = std::net::TcpStream::connect(addr).unwrap();
-        d.write_all(
-            b"GET /api/v1/health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let (text, _) = read_all(&mut d, Duration::from_secs(10));
+        let text = ping_until_served(addr);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     })
     .await
     .unwrap();
     // open WebSocket sessions keep their connection's place in the caps
     let url = format!("ws://{}/ws/inference", s.addr);
-    let (one, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let (two, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let one = ws_until_admitted(&url).await;
+    let two = ws_until_admitted(&url).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = s.addr;
     let refused = tokio::task::spawn_blocking(move || {
