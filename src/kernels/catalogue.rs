@@ -673,6 +673,11 @@ pub const KERNELS: &[Kernel] = &[
     ATTENTION_PROJ_K.f16_twin("attention_proj_f16"),
     Kernel::new("attention_weights", wgsl!("attention_weights")).with(ATTENTION_WEIGHTS),
     Kernel::new("kv_store", wgsl!("kv_store")),
+    Kernel::new("head_norm", wgsl!("head_norm")).with(&[
+        prelude::GELU,
+        prelude::EPILOGUE,
+        prelude::KV_WRITE,
+    ]),
     Kernel::new("copy_rows", wgsl!("copy_rows")),
     Kernel::new("top_k_rows", wgsl!("top_k_rows"))
         .with(REDUCE)

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod catalogue;
 pub mod embedding;
 pub mod fusion;
+pub mod head_norm;
 pub mod kv_store;
 pub mod layer_norm;
 pub mod logit_lens;

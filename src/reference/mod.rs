@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod gelu;
+pub mod head_norm;
 pub mod kv_store;
 pub mod layer_norm;
 pub mod matmul;

@@ -303,6 +303,88 @@ impl RopeCase {
     }
 }
 
+/// Qwen3's norm of each query and key head (`head_norm`, recorded after a qkv
+/// projection without ROTARY and KV_STORE): in Hugging Face's layout against the
+/// reference norm and then rotate_half; the pool holds the normed, rotated keys and the
+/// values as they came; without a rotation or a pool, the norm alone. Heads of
+/// different scales, so that a norm over the wrong span shows.
+#[test]
+fn the_head_norm_normalises_rotates_and_stores() {
+    use wgformer::kernels::head_norm::run_head_norm;
+    use wgformer::kernels::rotary::{deinterleave_heads, interleave_heads};
+    let g = gpu();
+    for (nh, nkv, hs, rows) in [
+        (4, 2, 16, 3),
+        (2, 1, 128, 5),
+        (8, 8, 64, 1),
+        (16, 8, 128, 2),
+    ] {
+        let rope = RopeCase::new(nh, nkv, hs, rows);
+        let heads = rope.heads;
+        let (n, rot, q, kv) = (
+            heads.qkv_width(),
+            nh + nkv,
+            heads.q_width(),
+            heads.kv_width(),
+        );
+        let qkv: Vec<f32> = rand_vec(rows * n, 61, 1.0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1 + i / hs % 5) as f32)
+            .collect();
+        let w = rand_vec(2 * hs, 62, 1.0);
+        let eps = 1e-6;
+        let normed = reference::head_norm::head_norm(&qkv, heads, (&w[..hs], &w[hs..]), eps as f64);
+        let dev = interleave_heads(&qkv, n, rot, hs);
+        let w_dev = interleave_heads(&w, hs, 1, hs);
+        let pool_rows = 16;
+        let slots: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 3) % 16).collect();
+        let name = format!("head_norm nh {nh} nkv {nkv} hs {hs} rows {rows}");
+        let run = run_head_norm(
+            &g.ctx,
+            &g.pipelines,
+            &dev,
+            &w_dev,
+            heads,
+            eps,
+            (&rope.positions, &rope.device),
+            (&slots, pool_rows),
+        )
+        .unwrap();
+        let got = deinterleave_heads(&run.qkv, n, rot, hs);
+        assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
+        assert_eq!(
+            &got[q + kv..n],
+            &qkv[q + kv..n],
+            "{name}: a value head changed"
+        );
+        for (r, &s) in slots.iter().enumerate() {
+            let (s, row) = (s as usize, &run.qkv[r * n..(r + 1) * n]);
+            assert_eq!(&run.k_pool[s * kv..(s + 1) * kv], &row[q..q + kv], "{name}");
+            assert_eq!(&run.v_pool[s * kv..(s + 1) * kv], &row[q + kv..n], "{name}");
+        }
+        let alone = run_head_norm(
+            &g.ctx,
+            &g.pipelines,
+            &dev,
+            &w_dev,
+            heads,
+            eps,
+            (&rope.positions, &[]),
+            (&[], 0),
+        )
+        .unwrap();
+        let got = deinterleave_heads(&alone.qkv, n, rot, hs);
+        assert_close(
+            &format!("{name}, the norm alone"),
+            &got,
+            &normed,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
 /// Every kernel that computes a qkv projection rotates its query and key heads in its
 /// epilogue (flag `ROTARY`, prelude `epilogue`; each head's halves interleaved on the
 /// device, `kernels::rotary`), so no step of the rotary families has a rotary dispatch:
