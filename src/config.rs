@@ -34,12 +34,27 @@ pub enum Family {
     /// Qwen2's block with a Mixture-of-Experts MLP and a shared expert
     /// (`Qwen2MoeForCausalLM`).
     Qwen2Moe,
+    /// The Llama block with an RMSNorm on each query and key head before the rotation
+    /// (`Qwen3ForCausalLM`).
+    Qwen3,
+    /// Qwen3's block with a Mixture-of-Experts MLP (`Qwen3MoeForCausalLM`).
+    Qwen3Moe,
 }
 
 impl Family {
     /// The families whose blocks are Llama-shaped (RMSNorm, rotary, SwiGLU).
     pub fn llama_like(self) -> bool {
         self != Family::Gpt2
+    }
+
+    /// The families whose every block's MLP may be a Mixture of Experts.
+    pub fn moe(self) -> bool {
+        matches!(self, Family::Mixtral | Family::Qwen2Moe | Family::Qwen3Moe)
+    }
+
+    /// The families that normalise each query and key head (`q_norm`, `k_norm`).
+    pub fn head_norm(self) -> bool {
+        matches!(self, Family::Qwen3 | Family::Qwen3Moe)
     }
 }
 
@@ -415,7 +430,7 @@ impl ModelConfig {
         let mut cfg: ModelConfig =
             serde_json::from_value(value).map_err(|e| Error::Config(format!("{e}")))?;
         cfg.family_defaults(bias_given);
-        if matches!(cfg.architecture, Family::Mixtral | Family::Qwen2Moe) {
+        if cfg.architecture.moe() {
             if moe_given && !cfg.use_moe {
                 return Err(Error::Config(format!(
                     "use_moe (false) contradicts architecture {:?}, a Mixture-of-Experts family",
@@ -423,7 +438,7 @@ impl ModelConfig {
                 )));
             }
             cfg.use_moe = true;
-            if cfg.architecture == Family::Qwen2Moe && !norm_given {
+            if matches!(cfg.architecture, Family::Qwen2Moe | Family::Qwen3Moe) && !norm_given {
                 cfg.moe_norm_topk_prob = false;
             }
         }

@@ -16,13 +16,18 @@ logits of those ids, and the ids `generate` picks greedily.
   mixtral  4 SwiGLU experts, top-2 renormalised, GQA, bf16, untied head
   qwen2_moe  4 experts top-2 without renormalisation (norm_topk_prob false), a shared
            expert behind a sigmoid gate, layer 1 dense (mlp_only_layers), q/k/v biases
+  qwen3    an RMSNorm on each query and key head (q_norm, k_norm), head_dim 32 wider
+           than hidden/heads, GQA, tied head, bf16, no BOS
+  qwen3_moe  Qwen3's heads with 4 experts top-2 renormalised, no shared expert, layer 1
+           dense (mlp_only_layers), f32
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
 
 Run (needs torch + transformers + tokenizers; CI never runs this):
     python3 -m venv /tmp/pyenv && /tmp/pyenv/bin/pip install torch transformers
-    /tmp/pyenv/bin/python tools/make_family_fixtures.py tests/fixtures/families
+    /tmp/pyenv/bin/python tools/make_family_fixtures.py tests/fixtures/families [NAME ...]
+(names: only those fixtures; the others are left as they are)
 """
 import json
 import os
@@ -42,6 +47,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2MoeConfig,
+    Qwen3Config,
+    Qwen3MoeConfig,
 )
 
 TEXT = (
@@ -101,6 +108,8 @@ def to_transformers4(path: str, scaling) -> None:
 
 def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
           layout4=None) -> None:
+    if ONLY and name not in ONLY:
+        return
     path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
@@ -171,7 +180,7 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     print(name, len(ids), "tokens", sorted(os.listdir(path)))
 
 
-def main(out: str) -> None:
+def main(out: str, only: list) -> None:
     common = dict(
         vocab_size=300,
         hidden_size=64,
@@ -276,7 +285,46 @@ def main(out: str) -> None:
         bos=False,
         eos_ids=[1],
     )
+    build(
+        out,
+        "qwen3",
+        Qwen3Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+        torch.bfloat16,
+        bos=False,
+        eos_ids=[1, 2],
+    )
+    build(
+        out,
+        "qwen3_moe",
+        Qwen3MoeConfig(
+            **moe,
+            intermediate_size=96,
+            moe_intermediate_size=32,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            decoder_sparse_step=1,
+            mlp_only_layers=[1],
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            tie_word_embeddings=False,
+        ),
+        torch.float32,
+        bos=False,
+        eos_ids=1,
+    )
 
+
+ONLY: list = []
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/families")
+    ONLY = sys.argv[2:]
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/families", ONLY)

@@ -178,6 +178,10 @@ impl Model {
                 let (rotated, hs) = (heads.nh + heads.nkv, heads.hs);
                 values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
+            if spec.name.ends_with(".attn.head_norm.weight") {
+                // a row a head, interleaved as the heads it weighs
+                values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, heads.hs);
+            }
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
             }
@@ -231,6 +235,7 @@ impl Model {
                 ln_1_b: take(&p("ln_1.bias")),
                 attn_w: need(take(&p("attn.c_attn.weight")), "c_attn.weight")?,
                 attn_b: take(&p("attn.c_attn.bias")),
+                head_norm_w: take(&p("attn.head_norm.weight")),
                 proj_w: need(take(&p("attn.c_proj.weight")), "attn.c_proj.weight")?,
                 proj_b: take(&p("attn.c_proj.bias")),
                 ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
@@ -805,6 +810,17 @@ pub(super) fn bind_ops(
                     half: kv.half,
                 },
             ),
+            head_norm: b.head_norm_w.as_ref().map(|g| {
+                crate::kernels::head_norm::head_norm_op(
+                    ctx,
+                    pl,
+                    &a.qkv,
+                    g,
+                    Some((&kv.k[l], &kv.v[l], &a.kv_slots)),
+                    kv.half,
+                    w.rope.as_ref().map(|r| (&a.positions, r)),
+                )
+            }),
             c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, heads.q_width()),
             ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {

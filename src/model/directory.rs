@@ -651,6 +651,13 @@ impl ModelDir {
                     .collect(),
                 transpose: false,
             }],
+            "attn.head_norm.weight" => vec![Group {
+                parts: ["q", "k"]
+                    .iter()
+                    .map(|x| (format!("{p}self_attn.{x}_norm.weight"), vec![a.head_dim]))
+                    .collect(),
+                transpose: false,
+            }],
             "attn.c_proj.weight" => vec![down("self_attn.o_proj.weight".into(), q)],
             "attn.c_proj.bias" => vec![plain("self_attn.o_proj.bias", vec![c])],
             "mlp.c_fc.weight" => vec![linears(&[

@@ -17,6 +17,8 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("MistralForCausalLM", Family::Mistral),
     ("MixtralForCausalLM", Family::Mixtral),
     ("Qwen2MoeForCausalLM", Family::Qwen2Moe),
+    ("Qwen3ForCausalLM", Family::Qwen3),
+    ("Qwen3MoeForCausalLM", Family::Qwen3Moe),
 ];
 
 pub use crate::config::Family;
@@ -174,6 +176,8 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("mistral", Family::Mistral),
         ("mixtral", Family::Mixtral),
         ("qwen2_moe", Family::Qwen2Moe),
+        ("qwen3", Family::Qwen3),
+        ("qwen3_moe", Family::Qwen3Moe),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -286,8 +290,12 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             decoder_sparse_step: 1,
             mlp_only_layers: Vec::new(),
         }),
-        Family::Qwen2Moe => Some(Moe {
-            experts: k.usize("num_experts")?,
+        Family::Qwen2Moe | Family::Qwen3Moe => Some(Moe {
+            // transformers 5 writes Qwen3-MoE's as Mixtral's name
+            experts: match k.usize_opt("num_local_experts")? {
+                Some(n) => n,
+                None => k.usize("num_experts")?,
+            },
             top_k: k.usize("num_experts_per_tok")?,
             hidden: k.usize("moe_intermediate_size")?,
             norm_topk_prob: k.bool_or("norm_topk_prob", false)?,
@@ -315,10 +323,12 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             )));
         }
     }
-    // Mistral masks keys past the window; Qwen2 only with use_sliding_window
+    // Mistral masks keys past the window; the Qwen families only with use_sliding_window
     let sliding_window = match family {
         Family::Mistral | Family::Mixtral => k.usize_opt("sliding_window")?,
-        Family::Qwen2 | Family::Qwen2Moe if k.bool_or("use_sliding_window", false)? => {
+        Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
+            if k.bool_or("use_sliding_window", false)? =>
+        {
             k.usize_opt("sliding_window")?
         }
         _ => None,
@@ -378,6 +388,60 @@ mod tests {
         "num_key_value_heads": 16, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
         "shared_expert_intermediate_size": 5632, "sliding_window": 32768,
         "tie_word_embeddings": false, "use_sliding_window": false, "vocab_size": 151936}"#;
+
+    /// Qwen/Qwen3-0.6B's config.json as published (Hugging Face's model page; head_dim
+    /// 128 with 16 heads over a stream of 1024, rope_scaling null, tied head).
+    const QWEN3_0_6B: &str = r#"{
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024,
+        "initializer_range": 0.02, "intermediate_size": 3072,
+        "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+        "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000,
+        "sliding_window": null, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+        "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false,
+        "vocab_size": 151936}"#;
+
+    #[test]
+    fn qwen3_reads_as_published_and_its_moe_without_a_shared_expert() {
+        let a = from_hf_config(QWEN3_0_6B).unwrap();
+        assert_eq!(a.family, Family::Qwen3);
+        assert!(a.family.head_norm() && !a.family.moe());
+        assert_eq!(
+            (a.hidden_size, a.n_head, a.n_kv_head, a.head_dim, a.n_layer),
+            (1024, 16, 8, 128, 28)
+        );
+        assert!(a.tied_head && !a.qkv_bias && !a.o_bias && a.sliding_window.is_none());
+        assert_eq!(
+            a.positions,
+            Positions::Rotary {
+                theta: 1_000_000.0,
+                scaling: RopeScaling::None
+            }
+        );
+        // Qwen3-30B-A3B's MoE keys: no shared expert, renormalised top-k
+        let mut v: Value = serde_json::from_str(QWEN3_0_6B).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.insert(
+            "architectures".into(),
+            serde_json::json!(["Qwen3MoeForCausalLM"]),
+        );
+        for (key, value) in [
+            ("num_experts", 128),
+            ("num_experts_per_tok", 8),
+            ("moe_intermediate_size", 768),
+            ("decoder_sparse_step", 1),
+        ] {
+            o.insert(key.into(), value.into());
+        }
+        o.insert("norm_topk_prob".into(), true.into());
+        let a = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(a.family, Family::Qwen3Moe);
+        let m = a.moe.unwrap();
+        assert_eq!((m.experts, m.top_k, m.hidden), (128, 8, 768));
+        assert!(m.norm_topk_prob && m.shared_expert_hidden.is_none());
+    }
 
     #[test]
     fn llama_3_2_reads_as_published() {

@@ -63,6 +63,8 @@ pub struct BlockWeights {
     pub ln_1_b: Option<wgpu::Buffer>, // ln_1.bias [C]
     pub attn_w: wgpu::Buffer,         // attn.c_attn.weight [C, 3C]
     pub attn_b: Option<wgpu::Buffer>, // attn.c_attn.bias [3C]
+    /// Qwen3: q_norm's then k_norm's weights `[2, HS]`, interleaved as the heads are.
+    pub head_norm_w: Option<wgpu::Buffer>,
     pub proj_w: wgpu::Buffer,         // attn.c_proj.weight [C, C]
     pub proj_b: Option<wgpu::Buffer>, // attn.c_proj.bias [C]
     pub ln_2_w: wgpu::Buffer,         // ln_2.weight [C]
@@ -292,6 +294,9 @@ pub struct BlockOps {
     /// Decode steps: attention over each row's pages (the qkv projection's epilogue
     /// stored the new keys and values).
     pub attn_paged: KernelOp,
+    /// Qwen3: the norm of each query and key head after the qkv projection, which then
+    /// leaves the rotation and the KV store to it (`kernels::head_norm`).
+    pub head_norm: Option<KernelOp>,
     pub c_proj: Linear,
     pub ln_2: KernelOp,
     pub mlp: MlpOps,

@@ -206,7 +206,7 @@ impl Model {
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         ops: &PartialOps,
-        l: usize,
+        (l, head_norm): (usize, Option<&crate::kernels::KernelOp>),
         t: usize,
     ) {
         use crate::kernels::matmul::BIAS;
@@ -218,15 +218,18 @@ impl Model {
             bias: l > 0 && cfg.has_mlp_bias(),
             wpe: l == 0 && ops.embeds && self.weights.wpe.is_some(),
         };
-        // keys and values to the pool, the rotary families' rotated first
+        // keys and values to the pool, the rotary families' rotated first (by the
+        // head norm's dispatch after it, in a block with one)
+        let (kv, rope) = self.qkv_epilogue(head_norm, true);
         let qkv = Fusion {
-            kv: Some((heads.q_width(), heads.kv_width())),
+            kv,
             norm: Some(norm),
             deferred: Some(pending_mlp),
-            rope: self.rope(),
+            rope,
         };
         let flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
         encode_matvec_fused(pass, &blk.qkv, t, heads.qkv_width(), c, flags, qkv);
+        self.encode_head_norm(pass, head_norm, t, true);
         let page = (super::kv_pool::PAGE, self.attention_block());
         encode_attention_proj(pass, &blk.attn, t, heads, page, c);
         let pending_heads = Deferred {

@@ -264,6 +264,48 @@ impl Model {
         self.weights.rope.as_ref().map(|_| Rope::of(heads))
     }
 
+    /// What a qkv projection's epilogue does besides its product: store the keys and
+    /// values (`pooled`: a prefill chunk's or a decode step's; `(Q, KV)`) and rotate the
+    /// queries and keys. Neither in a block with a head norm (`head_norm`, Qwen3): its
+    /// dispatch after the projection does both, after the norm.
+    pub(super) fn qkv_epilogue(
+        &self,
+        head_norm: Option<&crate::kernels::KernelOp>,
+        pooled: bool,
+    ) -> (Option<(usize, usize)>, Option<Rope>) {
+        let heads = self.config.heads();
+        match head_norm {
+            Some(_) => (None, None),
+            None => (
+                pooled.then_some((heads.q_width(), heads.kv_width())),
+                self.rope(),
+            ),
+        }
+    }
+
+    /// Record a block's head norm over `t` rows of qkv, if it has one, with the rotation
+    /// and (`pooled`) the KV store its projection left to it.
+    pub(super) fn encode_head_norm(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        head_norm: Option<&crate::kernels::KernelOp>,
+        t: usize,
+        pooled: bool,
+    ) {
+        if let Some(op) = head_norm {
+            let (heads, eps) = (self.config.heads(), self.config.norm_eps);
+            crate::kernels::head_norm::encode_head_norm(
+                pass,
+                op,
+                t,
+                heads,
+                eps,
+                pooled,
+                self.rope(),
+            );
+        }
+    }
+
     /// A matmul-path prefill step of several short prompts (a burst of clients
     /// arriving together) whose attention the hardware kernels take in one dispatch
     /// over every row (`attention_paged_workgroup`, the walk a short prompt's rows take
@@ -439,14 +481,14 @@ impl Model {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
         // a prefill chunk's and a decode step's keys and values go to the pool from the
-        // qkv projection's epilogue, the rotary families' queries and keys rotated first
-        let rope = self.rope();
+        // qkv projection's epilogue (or its head norm's), the rotary families' queries and
+        // keys rotated first
         let pooled = matches!(kind, StepKind::Prefill { .. } | StepKind::Decode { .. });
         // a burst's rows attend row by row, as a decode step's (decided once a step)
         let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
         for (l, blk) in ops.blocks.iter().enumerate() {
             if let Some(d) = deferred {
-                self.encode_block_deferred(pass, d, l, t);
+                self.encode_block_deferred(pass, d, (l, blk.head_norm.as_ref()), t);
                 continue;
             }
             // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
@@ -455,13 +497,15 @@ impl Model {
             if folded.is_none() {
                 encode_layer_norm(pass, &blk.ln_1, t, c, norm);
             }
+            let (kv, rope) = self.qkv_epilogue(blk.head_norm.as_ref(), pooled);
             let qkv = Fusion {
-                kv: pooled.then_some((heads.q_width(), heads.kv_width())),
+                kv,
                 norm: folded,
                 rope,
                 ..Default::default()
             };
             blk.c_attn.encode_fused(pass, t, path, qkv_b, qkv);
+            self.encode_head_norm(pass, blk.head_norm.as_ref(), t, pooled);
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
                 encode_attention_weights(pass, &tap.op, t, heads, block, tap.w0);

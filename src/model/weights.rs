@@ -166,6 +166,14 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         if cfg.has_qkv_bias() {
             add(format!("{p}attn.c_attn.bias"), vec![qkv], Init::Zeros);
         }
+        if cfg.architecture.head_norm() {
+            // the query heads' RMSNorm weights, then the key heads' (Qwen3)
+            add(
+                format!("{p}attn.head_norm.weight"),
+                vec![2, heads.hs],
+                Init::Ones,
+            );
+        }
         let q = heads.q_width();
         add(
             format!("{p}attn.c_proj.weight"),

@@ -13,7 +13,15 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 5] = ["llama", "qwen2", "mistral", "mixtral", "qwen2_moe"];
+const ALL: [&str; 7] = [
+    "llama",
+    "qwen2",
+    "mistral",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+];
 
 fn meta(family: &str) -> serde_json::Value {
     serde_json::from_str(
@@ -108,12 +116,12 @@ fn tokenization_equals_auto_tokenizer() {
         assert_eq!(got, ids(&m["input_ids"]), "{family}");
         // the BOS is added once, by the tokenizer or by add_bos_token, never twice
         let bos_first = got[0] == 0 && got[1] != 0;
-        assert_eq!(bos_first, !family.starts_with("qwen2"), "{family}");
+        assert_eq!(bos_first, !family.starts_with("qwen"), "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
         assert_eq!(
             end,
-            if family == "llama" {
+            if family == "llama" || family == "qwen3" {
                 vec![1, 2]
             } else {
                 vec![1]
@@ -301,7 +309,15 @@ fn bad_directories_get_errors_naming_the_problem() {
 #[test]
 fn seeded_llama_models_build_and_decode_like_their_forward() {
     let g = gpu();
-    for arch in ["llama", "qwen2", "mistral", "mixtral", "qwen2_moe"] {
+    for arch in [
+        "llama",
+        "qwen2",
+        "mistral",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+    ] {
         let mut value = serde_json::json!({
             "architecture": arch, "vocab_size": 128, "context_size": 32, "n_layer": 2,
             "n_head": 4, "n_kv_head": 2, "n_embed": 64, "intermediate_size": 96,
@@ -309,10 +325,12 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
             "tie_word_embeddings": arch != "mistral", "seed": 3,
             "moe_num_experts": 4, "moe_top_k": 2,
         });
-        if arch == "qwen2_moe" {
+        if arch.ends_with("_moe") {
             value["moe_intermediate_size"] = 32.into();
-            value["moe_shared_expert_size"] = 48.into();
             value["moe_mlp_only_layers"] = serde_json::json!([1]);
+        }
+        if arch == "qwen2_moe" {
+            value["moe_shared_expert_size"] = 48.into();
         }
         let cfg = wgformer::ModelConfig::from_value(value).unwrap();
         assert_eq!(
@@ -320,7 +338,7 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
             arch.ends_with("moe") || arch == "mixtral",
             "{arch}"
         );
-        assert_eq!(cfg.moe_norm_topk_prob, arch != "qwen2_moe", "{arch}");
+        assert_eq!(cfg.moe_norm_topk_prob, !arch.ends_with("_moe"), "{arch}");
         let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
         let all: Vec<u32> = (0..12).map(|i| (i * 7 + 3) % 128).collect();
         let full = m.forward_logits(&all).unwrap();
@@ -498,7 +516,7 @@ fn a_family_decode_row_is_the_same_alone_and_batched() {
     // batch's rows: row 0's logits are bit for bit the same in batches of 1 to 6
     use wgformer::model::ServeShape;
     let g = gpu();
-    for family in ["mistral", "mixtral", "qwen2_moe"] {
+    for family in ["mistral", "mixtral", "qwen2_moe", "qwen3", "qwen3_moe"] {
         let (cfg, files) =
             resolve_config(serde_json::json!({"model": format!("{FAMILIES}/{family}")})).unwrap();
         let shape = ServeShape::for_generations(&cfg, 8, 8);
