@@ -163,13 +163,14 @@ fn greedy_generation_equals_transformers_for_every_family() {
     }
 }
 
-#[test]
-fn decode_steps_equal_the_forward_past_the_sliding_window() {
-    // Mistral's window (8) is shorter than the text: the paged decode kernels mask
-    // the keys the forward's kernels mask
+/// Decode steps of `family`'s text (after a prompt of 3) against its forward's logits,
+/// with both kernel classes and `extra` config keys.
+fn steps_match_the_forward(family: &str, extra: serde_json::Value, tol: f64) {
     for kernels in ["software", "hardware"] {
-        let model = build("mistral", serde_json::json!({"kernels": kernels}));
-        let all = ids(&meta("mistral")["input_ids"])[..20].to_vec();
+        let mut config = extra.clone();
+        config["kernels"] = kernels.into();
+        let model = build(family, config);
+        let all = ids(&meta(family)["input_ids"])[..20].to_vec();
         let v = model.config.vocab_size;
         let full = model.forward_logits(&all).unwrap();
         let mut s = model.kv_reserve(all.len()).unwrap().unwrap();
@@ -177,13 +178,35 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
         for (i, &id) in all.iter().enumerate().skip(3) {
             let step = model.extend(&mut s, &[id]).unwrap();
             assert_close(
-                &format!("mistral step {i}, {kernels}"),
+                &format!("{family} {extra} step {i}, {kernels}"),
                 &step,
                 &full[i * v..(i + 1) * v],
-                1e-4,
-                1e-4,
+                tol,
+                tol,
             );
         }
+    }
+}
+
+#[test]
+fn decode_steps_equal_the_forward_past_the_sliding_window() {
+    // Mistral's window (8) is shorter than the text: the paged decode kernels mask
+    // the keys the forward's kernels mask
+    steps_match_the_forward("mistral", serde_json::json!({}), 1e-4);
+}
+
+#[test]
+fn qwen3_head_norms_store_keys_to_either_pool() {
+    // the head norm's dispatch stores the normed, rotated keys: to an f32 pool (the
+    // numbers of the forward, which reads them from qkv), and to a half-float pool,
+    // whose rounding stays within its tolerance; with the deferred blocks and without
+    for (kv, blocks, tol) in [
+        ("float32", "auto", 1e-4),
+        ("float16", "auto", 2e-2),
+        ("float32", "per_linear", 1e-4),
+    ] {
+        let extra = serde_json::json!({"kv_cache_dtype": kv, "decode_blocks": blocks});
+        steps_match_the_forward("qwen3", extra, tol);
     }
 }
 

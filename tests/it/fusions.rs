@@ -941,6 +941,15 @@ fn a_decode_step_takes_the_fused_dispatches() {
         decode_dispatches("software", "float32", llama.clone()),
         3 * 8 + 4
     );
+    // a Qwen3 block adds its head norm after the qkv projection (which then neither
+    // rotates nor stores): 4 a deferred block, 9 with the software kernels
+    let mut qwen3 = llama.clone();
+    qwen3["architecture"] = "qwen3".into();
+    assert_eq!(
+        decode_dispatches("hardware", "float32", qwen3.clone()),
+        3 * 4 + 3
+    );
+    assert_eq!(decode_dispatches("software", "float32", qwen3), 3 * 9 + 4);
     // a Mixtral block (the MoE families take no deferred blocks): qkv (RMSNorm folded
     // in, rotated, to the pool), attention, output projection, then the experts: the
     // gate, routing, gate | up over the routed rows, SwiGLU, down, the weighted
