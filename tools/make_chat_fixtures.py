@@ -10,6 +10,8 @@ Origins of the templates (kept verbatim as published; see each entry's `origin`)
   - mistralai/Mixtral-8x7B-Instruct-v0.1, Qwen/Qwen1.5-72B-Chat and
     deepseek-ai/deepseek-coder-33b-instruct: as vendored by huggingface/huggingface.js,
     packages/jinja/test/e2e.test.js (commit 029db6baefd46bedd8900dd2ba4aa1eb03a9ef3d)
+  - Qwen/Qwen3-0.6B: as vendored by llama.cpp, models/templates/Qwen-Qwen3-0.6B.jinja
+    (read from a public fork, ye-NX/llama.cpp@b354d7c9ecb76c97c07098617cdebbdfffa2583e)
 
 Run (needs transformers; CI never runs this):
     /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
@@ -121,6 +123,92 @@ QWEN_1_5 = "{% for message in messages %}{% if loop.first and messages[0]['role'
 
 DEEPSEEK_CODER = "{% if not add_generation_prompt is defined %}\n{% set add_generation_prompt = false %}\n{% endif %}\n{%- set ns = namespace(found=false) -%}\n{%- for message in messages -%}\n    {%- if message['role'] == 'system' -%}\n        {%- set ns.found = true -%}\n    {%- endif -%}\n{%- endfor -%}\n{{bos_token}}{%- if not ns.found -%}\n{{'You are an AI programming assistant, utilizing the Deepseek Coder model, developed by Deepseek Company, and you only answer questions related to computer science. For politically sensitive questions, security and privacy issues, and other non-computer science questions, you will refuse to answer\\n'}}\n{%- endif %}\n{%- for message in messages %}\n    {%- if message['role'] == 'system' %}\n{{ message['content'] }}\n    {%- else %}\n        {%- if message['role'] == 'user' %}\n{{'### Instruction:\\n' + message['content'] + '\\n'}}\n        {%- else %}\n{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n{% if add_generation_prompt %}\n{{'### Response:'}}\n{% endif %}"
 
+QWEN_3 = r'''{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set content = message.content %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is defined and message.reasoning_content is not none %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in message.content %}
+                {%- set content = message.content.split('</think>')[-1].lstrip('\n') %}
+                {%- set reasoning_content = message.content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}'''
+
 TEMPLATES = [
     ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
      "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
@@ -130,6 +218,8 @@ TEMPLATES = [
      "Qwen/Qwen1.5-72B-Chat, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
     ("deepseek-coder", DEEPSEEK_CODER, "<｜begin▁of▁sentence｜>", "<|EOT|>",
      "deepseek-ai/deepseek-coder-33b-instruct, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
+    ("qwen3", QWEN_3, None, "<|im_end|>",
+     "Qwen/Qwen3-0.6B tokenizer_config.json, as vendored by ggml-org/llama.cpp models/templates/Qwen-Qwen3-0.6B.jinja"),
 ]
 
 TOOLS = [{
@@ -164,7 +254,21 @@ CONVERSATIONS = [
         {"role": "user", "content": "Hi"},
         {"role": "user", "content": "Hi again"},
     ], None),
+    ("an earlier turn's thinking", [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ], None),
+    ("tool result after text", [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "18 °C, sunny"},
+    ], TOOLS),
 ]
+
+# further variables for some conversations (chat_template_kwargs)
+EXTRA = {"an earlier turn's thinking": {"enable_thinking": False}}
 
 
 def main(out: str) -> None:
@@ -174,13 +278,13 @@ def main(out: str) -> None:
         cases = []
         for title, messages, tools in CONVERSATIONS:
             for gen in (True, False):
+                extra = {"date_string": "26 Jul 2024", **EXTRA.get(title, {})}
                 case = {"title": title, "messages": messages, "tools": tools,
-                        "add_generation_prompt": gen, "extra": {"date_string": "26 Jul 2024"}}
+                        "add_generation_prompt": gen, "extra": extra}
                 try:
                     rendered, _ = render_jinja_template(
                         conversations=[messages], tools=tools, chat_template=template,
-                        add_generation_prompt=gen, bos_token=bos, eos_token=eos,
-                        date_string="26 Jul 2024")
+                        add_generation_prompt=gen, bos_token=bos, eos_token=eos, **extra)
                     text = rendered[0]
                     case["text"] = text
                     case["ids"] = tok(text, add_special_tokens=False)["input_ids"]
