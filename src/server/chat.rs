@@ -503,7 +503,12 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
             ));
         }
         let mut msg: Map<String, Value> = obj.clone();
-        let content = content_text(i, obj.get("content").unwrap_or(&Value::Null))?;
+        let mut content = content_text(i, obj.get("content").unwrap_or(&Value::Null))?;
+        if role == "assistant" && content.is_null() {
+            // a tool-call turn without text, as OpenAI's SDKs send it back: empty text
+            // (vLLM's rule; Qwen3's template takes `'</think>' in message.content`)
+            content = Value::String(String::new());
+        }
         if let Value::String(s) = &content {
             // (an assistant's turn may have been empty, or only tool calls)
             if !(role == "assistant" && s.is_empty()) {

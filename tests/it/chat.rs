@@ -640,6 +640,58 @@ async fn tool_call_arguments_reach_the_template_as_objects() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
+/// An assistant's tool-call turn without text (`content` null or absent, as OpenAI's
+/// SDKs send a reply back) reaches the template as empty text, as vLLM passes it:
+/// Qwen3's template, which takes `'</think>' in message.content` and so refuses null
+/// (transformers' error in the fixture), renders it as the empty text, which
+/// `published_templates_render_as_transformers_does` checks against transformers;
+/// Llama 3.2's, which never reads it, the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tool_call_turn_without_text_renders_as_empty_text() {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    for name in ["qwen3", "llama-3.2"] {
+        let t = fixture["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap();
+        let case = |title: &str| {
+            t["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["title"] == title && c["add_generation_prompt"] == true)
+                .unwrap()
+                .clone()
+        };
+        let (empty, null) = (case("tool result, empty text"), case("tool result"));
+        assert_eq!(null["messages"][1]["content"], Value::Null);
+        assert_eq!(null.get("error").is_some(), name == "qwen3", "{null}");
+        let (s, models) =
+            templated_server(&format!("empty-{name}"), t["template"].as_str().unwrap()).await;
+        let tokens = |messages: &Value| {
+            let body = json!({"messages": messages, "tools": empty["tools"], "chat_template_kwargs": empty["extra"]});
+            let s = &s;
+            async move {
+                let (code, r) = post(s, "/tokenize", body).await;
+                assert_eq!(code, 200, "{name}: {r}");
+                r["tokens"].clone()
+            }
+        };
+        let want = tokens(&empty["messages"]).await;
+        assert_eq!(
+            tokens(&null["messages"]).await,
+            want,
+            "{name}: content null"
+        );
+        let mut absent = null["messages"].clone();
+        absent[1].as_object_mut().unwrap().remove("content");
+        assert_eq!(tokens(&absent).await, want, "{name}: content absent");
+        let _ = std::fs::remove_dir_all(&models);
+    }
+}
+
 /// A logit bias that steers the random-weight model to close JSON: whitespace tokens
 /// banned (it pads every gap it may), closers favoured.
 pub(crate) async fn closing_bias(s: &Server) -> Value {
