@@ -126,6 +126,25 @@ def _():
     return call.arguments
 
 
+@check("chat forced call, its message sent back as the SDK returned it, and the result")
+def _():
+    chat_tools = [{"type": "function", "function": {k: v for k, v in TOOLS[0].items()
+                                                    if k != "type"}}]
+    msgs = [{"role": "user", "content": "Weather?"}]
+    r = c.chat.completions.create(model=MODEL, messages=msgs, tools=chat_tools,
+                                  tool_choice={"type": "function",
+                                               "function": {"name": "get_weather"}},
+                                  max_tokens=60, temperature=0)
+    m = r.choices[0].message
+    assert m.tool_calls and m.tool_calls[0].function.name == "get_weather", m
+    # the reply's message as it came back (content None, arguments as text)
+    msgs += [m, {"role": "tool", "tool_call_id": m.tool_calls[0].id, "content": "18 C"}]
+    back = c.chat.completions.create(model=MODEL, messages=msgs, tools=chat_tools,
+                                     max_tokens=4, temperature=0)
+    assert back.usage.prompt_tokens > r.usage.prompt_tokens
+    return m.tool_calls[0].function.arguments
+
+
 @check("responses logprobs")
 def _():
     r = c.responses.create(model=MODEL, input="Hi", max_output_tokens=3, temperature=0,
