@@ -747,7 +747,13 @@ impl ModelConfig {
             bias(self.has_mlp_bias()),
         );
         let ln = c + bn * c;
-        let attn = c * qkv + bqkv * qkv + q * c + bo * c;
+        // Qwen3's norms of the query and key heads: a weight a dimension of a head each
+        let head_norm = if self.architecture.head_norm() {
+            2 * n(hd.hs)
+        } else {
+            0
+        };
+        let attn = c * qkv + bqkv * qkv + head_norm + q * c + bo * c;
         // an MLP of hidden width h: its first projection writes `first(h)` floats
         let mlp = |h: u128| c * w.first(h) + bm * w.first(h) + h * c + bm * c;
         let e = n(self.moe_num_experts);

@@ -609,8 +609,9 @@ fn each_gpt2_small(
 
 /// A Llama-shaped model with GPT-2 small's width and depth (768, 12 layers, 12 query
 /// heads over 4 key/value heads, SwiGLU 2048, RMSNorm, rotary, tied head), and a
-/// Mixtral-shaped one (the same with 8 SwiGLU experts of 1024, 2 a token), against
-/// GPT-2 small, all f16, in the same run: the forward at T = 128 and decode steps.
+/// Qwen3-shaped one (the same with its query and key heads normalised) and a
+/// Mixtral-shaped one (8 SwiGLU experts of 1024, 2 a token), against GPT-2 small, all
+/// f16, in the same run: the forward at T = 128 and decode steps.
 /// Then, on hardware adapters (or when asked by name), a Llama-3.2-1B-shaped seeded
 /// model in f16 (2048 wide, 16 layers, 32 query heads over 8 key/value heads, SwiGLU
 /// 8192, vocabulary 128,256, tied, llama3 rope): prefill T = 512 and decode, the
@@ -631,7 +632,11 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
         "intermediate_size": 1024, "moe_num_experts": 8, "moe_top_k": 2,
         "rope_theta": 1000000.0,
     });
-    for value in [f16, llama, mixtral] {
+    // a Qwen3 block at the same shape: the Llama block with an RMSNorm on each query
+    // and key head, one `head_norm` dispatch a block after the qkv projection
+    let mut qwen3 = llama.clone();
+    qwen3["architecture"] = "qwen3".into();
+    for value in [f16, llama, qwen3, mixtral] {
         let cfg = ModelConfig::from_value(value).expect("config");
         let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {

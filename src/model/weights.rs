@@ -524,6 +524,29 @@ mod tests {
             let n: usize = tensor_specs(&cfg).iter().map(|s| s.numel()).sum();
             assert_eq!(n, cfg.parameter_count());
         }
+        // the Llama families: grouped heads, biases by family, experts, a shared one,
+        // Qwen3's head norms
+        for arch in [
+            "llama",
+            "qwen2",
+            "mixtral",
+            "qwen2_moe",
+            "qwen3",
+            "qwen3_moe",
+        ] {
+            let mut v = serde_json::json!({
+                "architecture": arch, "n_embed": 64, "n_head": 4, "n_kv_head": 2,
+                "head_dim": 32, "n_layer": 3, "intermediate_size": 96, "vocab_size": 50,
+                "moe_num_experts": 4, "moe_top_k": 2, "moe_intermediate_size": 32,
+                "moe_mlp_only_layers": [1],
+            });
+            if arch == "qwen2_moe" {
+                v["moe_shared_expert_size"] = 48.into();
+            }
+            let cfg = ModelConfig::from_value(v).unwrap();
+            let n: usize = tensor_specs(&cfg).iter().map(|s| s.numel()).sum();
+            assert_eq!(n, cfg.parameter_count(), "{arch}");
+        }
     }
 
     #[test]
