@@ -23,7 +23,8 @@
 //!
 //! Layers, each importing only from those below it (`tests/it/layers.rs` checks):
 //! [`server`] > [`engine`] > [`model`] > [`kernels`] > [`reference`](mod@reference) > [`gpu`] >
-//! [`config`], [`error`], [`sparse`], [`files`], [`tokenizer`], [`stats`].
+//! [`config`], [`error`], [`sparse`], [`files`], [`tokenizer`], [`stats`]; [`chat`],
+//! [`json`], [`reasoning`], [`tool_calls`] (read replies).
 
 pub mod chat;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod gpu;
 pub mod json;
 pub mod kernels;
 pub mod model;
+pub mod reasoning;
 pub mod reference;
 pub mod server;
 pub mod sparse;

@@ -174,7 +174,11 @@ mod tests {
             })
             .collect();
         for (name, f) in &found {
-            let want = (name == "llama-3.2").then_some(ToolFormat::Llama3Json);
+            let want = match name.as_str() {
+                "llama-3.2" => Some(ToolFormat::Llama3Json),
+                "qwen3" => Some(ToolFormat::Hermes),
+                _ => None,
+            };
             assert_eq!(*f, want, "{name}");
         }
         assert_eq!(

@@ -141,8 +141,13 @@ pub struct ChatBody {
 pub struct ChatMessage {
     /// "assistant"
     pub role: &'static str,
-    /// The reply's text (null when it is only tool calls).
+    /// The reply's text (null when it is only tool calls, or only reasoning).
     pub content: Option<String>,
+    /// What the model wrote between `<think>` and `</think>` before its answer, when
+    /// its template teaches it to (Qwen3, DeepSeek-R1): the field DeepSeek's API,
+    /// llama.cpp and vLLM's reasoning parsers fill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     /// The tool calls read out of the reply (with `tools`, in the format the model's
     /// template teaches: `<tool_call>` blocks, `[TOOL_CALLS]`, Llama 3's JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -530,6 +535,20 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
     Ok(Value::Array(out))
 }
 
+/// `(add_generation_prompt, continue_final_message)` as asked: the generation prompt
+/// by default unless the final message is continued; never both.
+fn prompt_end(add: Option<bool>, continued: Option<bool>) -> Result<(bool, bool), ApiError> {
+    let continued = continued.unwrap_or(false);
+    let add = add.unwrap_or(!continued);
+    if continued && add {
+        return Err(bad(
+            "continue_final_message",
+            "continue_final_message and add_generation_prompt cannot both be true: the last message is either continued or answered",
+        ));
+    }
+    Ok((add, continued))
+}
+
 /// An assistant's tool call as templates take it: OpenAI sends `function.arguments` as
 /// a JSON text, transformers' templates expect the object (`arguments | tojson`); a
 /// text holding an object becomes it, an empty one `{}` (vLLM's rule), any other text
@@ -556,6 +575,10 @@ pub(super) struct Rendered {
     /// The grammar the replies follow (a JSON format, a structured output, a forced
     /// call).
     pub(super) json: Option<Arc<Grammar>>,
+    /// Whether the replies are read for reasoning (`<think>` … `</think>`, a template
+    /// that teaches it, no grammar): `Some(opened)`, opened when the prompt leaves the
+    /// reply inside one (`reasoning::opened_by`).
+    pub(super) think: Option<bool>,
 }
 
 /// The plan of a chat request (the conversation rendered and tokenized, the
@@ -591,14 +614,8 @@ pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, Ap
         json = Some(g.clone());
     }
     let messages = messages_for_template(&b.messages)?;
-    let continue_final_message = b.continue_final_message.unwrap_or(false);
-    let add_generation_prompt = b.add_generation_prompt.unwrap_or(!continue_final_message);
-    if continue_final_message && add_generation_prompt {
-        return Err(bad(
-            "continue_final_message",
-            "continue_final_message and add_generation_prompt cannot both be true: the last message is either continued or answered",
-        ));
-    }
+    let (add_generation_prompt, continue_final_message) =
+        prompt_end(b.add_generation_prompt, b.continue_final_message)?;
     let wants_calls = b
         .tools
         .as_ref()
@@ -622,26 +639,31 @@ pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, Ap
             },
         )
         .map_err(|e| ApiError::from(e).param("messages"))?;
-    // a forced call, or the format of the template the tools were rendered with
+    // the template the conversation was rendered with
+    let source = if wants_calls && chat.has("tool_use") {
+        chat.source("tool_use")
+    } else {
+        chat.source("default")
+    };
+    // a forced call, or the format of that template
     let tools = match forced {
         Some((calls, _)) => Some(calls),
-        None if wants_calls => {
-            let name = if chat.has("tool_use") {
-                "tool_use"
-            } else {
-                "default"
-            };
-            chat.source(name)
-                .and_then(|s| ToolFormat::detect(&s))
-                .map(Calls::Read)
-        }
+        None if wants_calls => source
+            .as_deref()
+            .and_then(ToolFormat::detect)
+            .map(Calls::Read),
         None => None,
     };
+    // a reply held to a grammar is that format from its first token: no reasoning
+    let think = source
+        .filter(|s| json.is_none() && crate::reasoning::taught(s))
+        .map(|_| crate::reasoning::opened_by(&text));
     let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
     Ok(Rendered {
         ids,
         calls: tools,
         json,
+        think,
     })
 }
 
@@ -650,7 +672,9 @@ pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, Ap
 pub(super) fn plan_rendered(
     b: &ChatBody,
     m: &ModelSnapshot,
-    Rendered { ids, calls, json }: Rendered,
+    Rendered {
+        ids, calls, json, ..
+    }: Rendered,
 ) -> Result<(Plan, usize, Option<Calls>), ApiError> {
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
     if ids.len() >= context {
@@ -793,7 +817,11 @@ pub async fn chat_completions(
     let client = client.map(|Extension(c)| c);
     let b: ChatBody = json_body(&st, body).await?;
     let tokenizer = loaded_tokenizer(&st)?;
-    let (p, _, tools) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
+    let m = st.engine.model_snapshot();
+    check_model(&b.model, &m)?;
+    let rendered = render(&b, &tokenizer)?;
+    let think = rendered.think;
+    let (p, _, tools) = plan_rendered(&b, &m, rendered)?;
     let running = start_all(&st, &p)?;
     let (id, created) = (chat_id(), now_secs());
     if p.stream {
@@ -803,7 +831,7 @@ pub async fn chat_completions(
             p,
             running,
             tokenizer,
-            tools,
+            (tools, think),
             (id, created),
         ));
     }
@@ -819,7 +847,13 @@ pub async fn chat_completions(
         choices: builders
             .iter()
             .map(|b| {
-                let (content, tool_calls) = reply(&b.text, tools.as_ref());
+                let (reasoning, text) = match think {
+                    Some(opened) => crate::reasoning::whole(&b.text, opened),
+                    None => (None, b.text.as_str()),
+                };
+                let (content, tool_calls) = reply(text, tools.as_ref());
+                // (a reply that was only reasoning has no content)
+                let content = content.filter(|c| reasoning.is_none() || !c.is_empty());
                 ChatChoice {
                     index: b.index,
                     // (OpenAI's: a call of the function named is a "stop")
@@ -831,6 +865,7 @@ pub async fn chat_completions(
                     message: ChatMessage {
                         role: "assistant",
                         content,
+                        reasoning_content: reasoning.map(String::from),
                         tool_calls,
                     },
                     logprobs: k.map(|k| ChatLogprobs {
@@ -878,20 +913,59 @@ struct ChatEvents {
     /// chunk; a named function's arguments stream as they come (its first chunk with
     /// the call's id and name: bytes shown 1 once sent).
     tools: Option<Calls>,
-    shown: std::sync::Mutex<std::collections::HashMap<usize, usize>>,
+    /// Whether the replies are read for reasoning (`Rendered::think`).
+    think: Option<bool>,
+    /// By choice: the reply's bytes shown as reasoning, and the content's bytes shown
+    /// (the content's first chunk shown, for a named function's arguments).
+    shown: std::sync::Mutex<std::collections::HashMap<usize, (usize, usize)>>,
 }
 
 impl ChatEvents {
-    /// The delta of an event whose new text is `text` (and its finish reason), with
-    /// calls read out when the choice ends.
+    /// The delta of an event whose new text is `text` (and its finish reason): the
+    /// reasoning first when the replies are read for it, then the content, with calls
+    /// read out when the choice ends.
     fn delta(&self, r: &Running, text: String, last: bool) -> (Value, Option<&'static str>) {
         let finish = r.builder.finish;
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        let from = shown.entry(r.builder.index).or_insert(0);
+        let (reasoning, from) = shown.entry(r.builder.index).or_insert((0, 0));
+        let Some(opened) = self.think else {
+            return self.content_delta(&r.builder.text, text, from, last, finish);
+        };
+        let full = r.builder.text.as_str();
+        let (thought, content) = crate::reasoning::stream(full, opened, reasoning, last);
+        let mut delta = match content {
+            Some(c) => {
+                let content = &full[c..];
+                let new = content.get(*from..).unwrap_or("").to_string();
+                self.content_delta(content, new, from, last, finish)
+            }
+            None => (json!({}), finish),
+        };
+        if !thought.is_empty() {
+            delta.0["reasoning_content"] = json!(thought);
+        }
+        delta
+    }
+
+    /// The delta of the content `full` so far, `text` new in it (`from` bytes of it
+    /// shown).
+    fn content_delta(
+        &self,
+        full: &str,
+        text: String,
+        from: &mut usize,
+        last: bool,
+        finish: Option<&'static str>,
+    ) -> (Value, Option<&'static str>) {
         match &self.tools {
-            None if last => (json!({}), finish),
-            None => (json!({ "content": text }), finish),
-            Some(Calls::Read(format)) => match tool_delta(*format, &r.builder.text, from, last) {
+            // (text held back while the reply's start might have opened a reasoning
+            // comes at the last event)
+            None if last && text.is_empty() => (json!({}), finish),
+            None => {
+                *from = full.len();
+                (json!({ "content": text }), finish)
+            }
+            Some(Calls::Read(format)) => match tool_delta(*format, full, from, last) {
                 (delta, true) => (delta, Some("tool_calls")),
                 (delta, false) => (delta, finish),
             },
@@ -909,7 +983,7 @@ impl ChatEvents {
                 (json!({ "tool_calls": [call] }), finish)
             }
             Some(Calls::Required) if !last => (json!({}), finish),
-            Some(Calls::Required) => match reply(&r.builder.text, self.tools.as_ref()) {
+            Some(Calls::Required) => match reply(full, self.tools.as_ref()) {
                 (_, Some(calls)) => (json!({ "tool_calls": indexed(&calls) }), Some("tool_calls")),
                 (content, None) => (json!({ "content": content }), finish),
             },
@@ -1013,7 +1087,7 @@ fn stream_chat(
     p: Plan,
     running: Vec<Running>,
     tokenizer: Arc<Tokenizer>,
-    tools: Option<Calls>,
+    (tools, think): (Option<Calls>, Option<bool>),
     (id, created): (String, u64),
 ) -> Response {
     let draw = Arc::new(ChatEvents {
@@ -1023,6 +1097,7 @@ fn stream_chat(
         tokenizer,
         logprobs: p.logprobs,
         tools,
+        think,
         shown: Default::default(),
     });
     stream_choices(st, client, running, p.n, p.include_usage, draw)
@@ -1052,6 +1127,13 @@ pub struct VllmTokenizeBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub chat_template_kwargs: Option<Value>,
+    /// With `messages`: as in a chat completion (default true, false when the final
+    /// message is continued).
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
+    /// With `messages`: as in a chat completion.
+    #[serde(default)]
+    pub continue_final_message: Option<bool>,
 }
 
 /// `POST /detokenize` (vLLM's shape).
@@ -1093,12 +1175,14 @@ pub async fn vllm_tokenize(
             let chat = t
                 .chat()
                 .ok_or_else(|| bad("messages", "the loaded model has no chat template"))?;
+            let (add_generation_prompt, continue_final_message) =
+                prompt_end(b.add_generation_prompt, b.continue_final_message)?;
             let text = chat
                 .render(
                     &messages_for_template(m)?,
                     &RenderOptions {
-                        add_generation_prompt: true,
-                        continue_final_message: false,
+                        add_generation_prompt,
+                        continue_final_message,
                         tools: b.tools.clone(),
                         extra: template_kwargs(&b.chat_template_kwargs)?,
                     },

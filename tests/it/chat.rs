@@ -692,6 +692,99 @@ async fn a_tool_call_turn_without_text_renders_as_empty_text() {
     }
 }
 
+/// A thinking model's reasoning (Qwen3's template, which teaches `<think>` …
+/// `</think>`) is read out of its replies into `reasoning_content`: a reply the prompt
+/// left inside a reasoning (a continued `<think>` turn) is reasoning whole, streamed as
+/// `reasoning_content` deltas that add up to it; a reply the prompt did not open one
+/// for is content, `enable_thinking: false` included; a reply held to a grammar is
+/// never read for it. (The splitting itself: `reasoning`'s unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reasoning_is_read_out_of_a_thinking_models_replies() {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    let qwen3 = fixture["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "qwen3")
+        .unwrap();
+    let (s, models) = templated_server("think", qwen3["template"].as_str().unwrap()).await;
+    let thinking = json!([
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "<think>\nLet me"},
+    ]);
+    let body = |extra: Value| {
+        let mut b = json!({"messages": thinking, "continue_final_message": true,
+                           "add_generation_prompt": false, "max_tokens": 6, "seed": 5,
+                           "temperature": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let (code, r) = chat(&s, body(json!({}))).await;
+    assert_eq!(code, 200, "{r}");
+    let m = &r["choices"][0]["message"];
+    let reasoning = m["reasoning_content"].as_str().unwrap().to_string();
+    assert!(!reasoning.is_empty() && m["content"].is_null(), "{r}");
+    // the same prompt as a plain completion (`/tokenize` renders it as the chat does):
+    // its text is the reasoning
+    let (code, tok) = post(&s, "/tokenize", body(json!({}))).await;
+    assert_eq!(code, 200, "{tok}");
+    let (_, plain) = post(
+        &s,
+        "/v1/completions",
+        json!({"prompt": tok["tokens"], "max_tokens": 6, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(tok["count"], r["usage"]["prompt_tokens"]);
+    assert_eq!(plain["choices"][0]["text"].as_str().unwrap(), reasoning);
+    // streamed: reasoning deltas, no content, adding up to the whole reply's
+    let streamed = post_text(&s, "/v1/chat/completions", &body(json!({"stream": true}))).await;
+    let deltas: Vec<Value> = sse_data(&streamed)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"].clone())
+        .collect();
+    let joined: String = deltas
+        .iter()
+        .filter_map(|d| d["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(joined, reasoning);
+    let content: String = deltas
+        .iter()
+        .filter_map(|d| d["content"].as_str())
+        .collect();
+    assert_eq!(content, "");
+    // not opened by the prompt: content (a random reply does not open one itself)
+    let asked = json!([{"role": "user", "content": "What is 2 + 2?"}]);
+    for kwargs in [json!({}), json!({"enable_thinking": false})] {
+        let (code, r) = chat(
+            &s,
+            json!({"messages": asked, "max_tokens": 6, "temperature": 0,
+                   "chat_template_kwargs": kwargs}),
+        )
+        .await;
+        assert_eq!(code, 200, "{r}");
+        let m = &r["choices"][0]["message"];
+        assert!(m.get("reasoning_content").is_none(), "{r}");
+        assert!(!m["content"].as_str().unwrap().is_empty(), "{r}");
+    }
+    // held to a grammar: the format from the first token, never read for reasoning
+    let (code, r) = chat(
+        &s,
+        body(json!({"response_format": {"type": "json_object"}, "max_tokens": 20})),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none(),
+        "{r}"
+    );
+    let _ = std::fs::remove_dir_all(&models);
+}
+
 /// A logit bias that steers the random-weight model to close JSON: whitespace tokens
 /// banned (it pads every gap it may), closers favoured.
 pub(crate) async fn closing_bias(s: &Server) -> Value {

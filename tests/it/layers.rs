@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["gpu"],
     &["config", "sparse", "files", "tokenizer", "stats"],
-    &["chat", "json", "tool_calls"],
+    &["chat", "json", "reasoning", "tool_calls"],
     &["error"],
 ];
 
