@@ -229,6 +229,31 @@ pub(super) enum Calls {
     Required,
 }
 
+/// How a request's replies are read: for tool calls, for reasoning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Reading {
+    pub(super) calls: Option<Calls>,
+    /// [`Rendered::think`].
+    pub(super) think: Option<bool>,
+}
+
+impl Reading {
+    /// A whole reply's reasoning (when read for it and it has one), then its content
+    /// and tool calls ([`reply`]); no content when the reply was only reasoning.
+    pub(super) fn whole<'a>(
+        &self,
+        text: &'a str,
+    ) -> (Option<&'a str>, Option<String>, Option<Vec<ToolCallOut>>) {
+        let (reasoning, text) = match self.think {
+            Some(opened) => crate::reasoning::whole(text, opened),
+            None => (None, text),
+        };
+        let (content, calls) = reply(text, self.calls.as_ref());
+        let content = content.filter(|c| reasoning.is_none() || !c.is_empty());
+        (reasoning, content, calls)
+    }
+}
+
 /// A tool call's id: one reply's calls share the clock's reading, their index apart.
 pub(super) fn call_id(i: usize) -> String {
     format!("call_{}_{i}", unique_hex())
@@ -588,7 +613,7 @@ pub(super) fn plan(
     b: &ChatBody,
     m: &ModelSnapshot,
     tokenizer: &Tokenizer,
-) -> Result<(Plan, usize, Option<Calls>), ApiError> {
+) -> Result<(Plan, usize, Reading), ApiError> {
     check_model(&b.model, m)?;
     let r = render(b, tokenizer)?;
     plan_rendered(b, m, r)
@@ -673,9 +698,12 @@ pub(super) fn plan_rendered(
     b: &ChatBody,
     m: &ModelSnapshot,
     Rendered {
-        ids, calls, json, ..
+        ids,
+        calls,
+        json,
+        think,
     }: Rendered,
-) -> Result<(Plan, usize, Option<Calls>), ApiError> {
+) -> Result<(Plan, usize, Reading), ApiError> {
     let context = m.config.as_ref().map_or(0, |c| c.context_size);
     if ids.len() >= context {
         return Err(ApiError::from(Error::SequenceTooLong {
@@ -763,7 +791,7 @@ pub(super) fn plan_rendered(
             include_usage: b.stream_options.as_ref().is_some_and(|o| o.include_usage),
         },
         prompt_tokens,
-        calls,
+        Reading { calls, think },
     ))
 }
 
@@ -820,8 +848,7 @@ pub async fn chat_completions(
     let m = st.engine.model_snapshot();
     check_model(&b.model, &m)?;
     let rendered = render(&b, &tokenizer)?;
-    let think = rendered.think;
-    let (p, _, tools) = plan_rendered(&b, &m, rendered)?;
+    let (p, _, reading) = plan_rendered(&b, &m, rendered)?;
     let running = start_all(&st, &p)?;
     let (id, created) = (chat_id(), now_secs());
     if p.stream {
@@ -831,7 +858,7 @@ pub async fn chat_completions(
             p,
             running,
             tokenizer,
-            (tools, think),
+            reading,
             (id, created),
         ));
     }
@@ -847,17 +874,11 @@ pub async fn chat_completions(
         choices: builders
             .iter()
             .map(|b| {
-                let (reasoning, text) = match think {
-                    Some(opened) => crate::reasoning::whole(&b.text, opened),
-                    None => (None, b.text.as_str()),
-                };
-                let (content, tool_calls) = reply(text, tools.as_ref());
-                // (a reply that was only reasoning has no content)
-                let content = content.filter(|c| reasoning.is_none() || !c.is_empty());
+                let (reasoning, content, tool_calls) = reading.whole(&b.text);
                 ChatChoice {
                     index: b.index,
                     // (OpenAI's: a call of the function named is a "stop")
-                    finish_reason: match &tools {
+                    finish_reason: match &reading.calls {
                         Some(Calls::Named(_)) => b.finish,
                         _ if tool_calls.is_some() => Some("tool_calls"),
                         _ => b.finish,
@@ -1087,7 +1108,10 @@ fn stream_chat(
     p: Plan,
     running: Vec<Running>,
     tokenizer: Arc<Tokenizer>,
-    (tools, think): (Option<Calls>, Option<bool>),
+    Reading {
+        calls: tools,
+        think,
+    }: Reading,
     (id, created): (String, u64),
 ) -> Response {
     let draw = Arc::new(ChatEvents {

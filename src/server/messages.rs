@@ -442,7 +442,7 @@ pub async fn create(
     let b: MessagesBody = json_body(&st, body).await?;
     let tokenizer = loaded_tokenizer(&st)?;
     let t = take(b)?;
-    let (p, prompt_tokens, calls) =
+    let (p, prompt_tokens, reading) =
         chat::plan(&t.chat, &st.engine.model_snapshot(), &tokenizer).map_err(renamed)?;
     let running = start_all(&st, &p)?;
     let id = new_id("msg");
@@ -459,10 +459,11 @@ pub async fn create(
             prompt_tokens,
             stops: p.stop.clone(),
             tokenizer: tokenizer.clone(),
-            reply: Unfolding::new(calls, tokenizer, None),
+            reply: Unfolding::new(reading, tokenizer, None),
             max_calls,
             blocks: 0,
             open: None,
+            held: String::new(),
             tool_use: false,
         };
         return Ok(typed::stream(st, client, r, draw));
@@ -471,8 +472,11 @@ pub async fn create(
         .await?
         .pop()
         .ok_or_else(|| ApiError::from(Error::Unavailable("the engine stopped".into())))?;
-    let (text, tool_calls) = chat::reply(&b.text, calls.as_ref());
+    let (thinking, text, tool_calls) = reading.whole(&b.text);
     let mut content = Vec::new();
+    if let Some(thinking) = thinking.filter(|t| !t.trim().is_empty()) {
+        content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
+    }
     if let Some(text) = text.filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));
     }
@@ -503,8 +507,11 @@ struct Draw {
     max_calls: usize,
     /// Blocks started.
     blocks: usize,
-    /// The open block's index, and whether it is text.
-    open: Option<(usize, bool)>,
+    /// The open block's index and type.
+    open: Option<(usize, &'static str)>,
+    /// Whitespace the reasoning started with, held until more comes (a reasoning of
+    /// only whitespace makes no block, as in a whole message).
+    held: String,
     /// Whether a tool_use block was given.
     tool_use: bool,
 }
@@ -520,7 +527,12 @@ impl Draw {
         self.stop(out);
         let index = self.blocks;
         self.blocks += 1;
-        self.open = Some((index, block["type"] == "text"));
+        let kind = match block["type"].as_str() {
+            Some("text") => "text",
+            Some("thinking") => "thinking",
+            _ => "tool_use",
+        };
+        self.open = Some((index, kind));
         out.push(event(
             "content_block_start",
             json!({"index": index, "content_block": block}),
@@ -539,12 +551,35 @@ impl Draw {
             return;
         }
         let index = match self.open {
-            Some((i, true)) => i,
+            Some((i, "text")) => i,
             _ => self.start(json!({"type": "text", "text": ""}), out),
         };
         out.push(event(
             "content_block_delta",
             json!({"index": index, "delta": {"type": "text_delta", "text": text}}),
+        ));
+    }
+
+    /// Reasoning for the thinking block (opened at its first reasoning, unless that is
+    /// only whitespace).
+    fn thinking(&mut self, thinking: &str, out: &mut Vec<Event>) {
+        let (index, thinking) = match self.open {
+            Some((i, "thinking")) => (i, thinking.to_string()),
+            _ if thinking.trim().is_empty() => {
+                self.held.push_str(thinking);
+                return;
+            }
+            _ => (
+                self.start(
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    out,
+                ),
+                std::mem::take(&mut self.held) + thinking,
+            ),
+        };
+        out.push(event(
+            "content_block_delta",
+            json!({"index": index, "delta": {"type": "thinking_delta", "thinking": thinking}}),
         ));
     }
 
@@ -580,14 +615,16 @@ impl Drawing for Draw {
 
     fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Event> {
         let mut out = Vec::new();
-        match self.reply.step(b, text, raw_from) {
-            Some(Shown::Text(t, _)) => self.text(&t, &mut out),
-            Some(Shown::Arguments(a)) => {
-                if let Some((index, false)) = self.open {
-                    out.push(self.input_json(index, &a));
+        for shown in self.reply.step(b, text, raw_from) {
+            match shown {
+                Shown::Reasoning(r) => self.thinking(&r, &mut out),
+                Shown::Text(t, _) => self.text(&t, &mut out),
+                Shown::Arguments(a) => {
+                    if let Some((index, "tool_use")) = self.open {
+                        out.push(self.input_json(index, &a));
+                    }
                 }
             }
-            None => {}
         }
         out
     }
@@ -597,6 +634,9 @@ impl Drawing for Draw {
     fn closing(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Vec<Event> {
         let mut out = Vec::new();
         let end = self.reply.close(b, raw_from);
+        if !end.reasoning.is_empty() {
+            self.thinking(&end.reasoning, &mut out);
+        }
         self.text(&end.text, &mut out);
         for c in end.calls.iter().take(self.max_calls) {
             let mut block = tool_use(c);

@@ -528,12 +528,22 @@ struct Asked {
     owner: Option<usize>,
     logprobs: Option<usize>,
     calls: Option<Calls>,
+    /// Whether the reply is read for reasoning (`chat::Rendered::think`).
+    think: Option<bool>,
     /// Most function calls a reply gives.
     max_calls: usize,
     echo: Value,
 }
 
 impl Asked {
+    /// How the reply is read.
+    fn reading(&self) -> chat::Reading {
+        chat::Reading {
+            calls: self.calls.clone(),
+            think: self.think,
+        }
+    }
+
     /// The response object before its output: status `in_progress`.
     fn response(&self, id: &str, created: u64) -> Value {
         let mut r = json!({"id": id, "object": "response", "created_at": created,
@@ -672,6 +682,7 @@ fn take(b: ResponsesBody, st: &AppState, owner: Option<usize>) -> Result<Taken, 
         owner,
         logprobs,
         calls: None,
+        think: None,
         max_calls,
         echo: json!({
             "instructions": instructions,
@@ -735,8 +746,8 @@ fn plan(
 ) -> Result<super::openai::Plan, ApiError> {
     let m = st.engine.model_snapshot();
     let rendered = render(t, &m, tokenizer)?;
-    let (p, _, calls) = chat::plan_rendered(&t.chat, &m, rendered).map_err(renamed)?;
-    t.asked.calls = calls;
+    let (p, _, reading) = chat::plan_rendered(&t.chat, &m, rendered).map_err(renamed)?;
+    (t.asked.calls, t.asked.think) = (reading.calls, reading.think);
     Ok(p)
 }
 
@@ -843,16 +854,33 @@ fn finish(
     response
 }
 
-/// A whole reply's output items: its message (when it has text, or nothing else),
-/// then its function calls.
+/// A reasoning item: what the model wrote between `<think>` and `</think>`, as one
+/// `reasoning_text` part (the Responses API's shape for open models' reasoning).
+fn reasoning_item(id: &str, text: &str, status: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}], "status": status})
+}
+
+/// A whole reply's output items: its reasoning (when read for it and it has some), its
+/// message (when it has text, or nothing else), then its function calls.
 fn output_items(asked: &Asked, b: &ChoiceBuilder, tokenizer: &Tokenizer) -> Vec<Value> {
-    let (content, calls) = chat::reply(&b.text, asked.calls.as_ref());
+    let (reasoning, content, calls) = asked.reading().whole(&b.text);
     let calls = calls.unwrap_or_default();
     let (status, _) = ending(b.finish);
-    let mut items = Vec::with_capacity(1 + calls.len());
+    let mut items = Vec::with_capacity(2 + calls.len());
     let text = content.unwrap_or_default();
-    if !text.is_empty() || calls.is_empty() {
-        let lp = if calls.is_empty() {
+    if let Some(r) = reasoning.filter(|r| !r.trim().is_empty()) {
+        let done = !text.is_empty() || !calls.is_empty();
+        items.push(reasoning_item(
+            &new_id("rs"),
+            r,
+            if done { "completed" } else { status },
+        ));
+    }
+    // a reply with nothing else is an (empty) message
+    if !text.is_empty() || (calls.is_empty() && items.is_empty()) {
+        // (the tokens' logprobs are the text's only in a reply without reasoning)
+        let lp = if calls.is_empty() && reasoning.is_none() {
             logprobs_from(b, tokenizer, asked.logprobs, 0)
         } else {
             Vec::new()
@@ -903,13 +931,15 @@ pub async fn create(
         })?;
         let draw = Draw {
             st: st.clone(),
-            reply: Unfolding::new(t.asked.calls.clone(), tokenizer, t.asked.logprobs),
+            reply: Unfolding::new(t.asked.reading(), tokenizer, t.asked.logprobs),
             asked: t.asked,
             response,
             kept: (t.context, t.own),
             seq: 0,
             items: Vec::new(),
             message: None,
+            thinking: None,
+            held: String::new(),
             call: None,
             sent: Vec::new(),
         };
@@ -938,6 +968,11 @@ struct Draw {
     items: Vec<Value>,
     /// The message being streamed: its id, output index and text so far.
     message: Option<(String, usize, String)>,
+    /// The reasoning item being streamed: its id, output index and text so far.
+    thinking: Option<(String, usize, String)>,
+    /// Whitespace the reasoning started with, held until more comes (a reasoning of
+    /// only whitespace makes no item, as in a whole response).
+    held: String,
     /// The named function's call being streamed: its item id and call id.
     call: Option<(String, String)>,
     /// Every logprob sent with the message.
@@ -969,10 +1004,66 @@ impl Draw {
         ));
     }
 
+    /// Reasoning for the reasoning item (opened at its first reasoning that is not
+    /// only whitespace).
+    fn think(&mut self, text: &str, out: &mut Vec<Event>) {
+        if self.thinking.is_none() {
+            if text.trim().is_empty() {
+                self.held.push_str(text);
+                return;
+            }
+            let (id, index) = (new_id("rs"), self.items.len());
+            let item = json!({"type": "reasoning", "id": id, "summary": [], "content": [],
+                "status": "in_progress"});
+            out.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ));
+            out.push(self.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "reasoning_text", "text": ""}}),
+            ));
+            self.thinking = Some((id, index, String::new()));
+        }
+        let delta = std::mem::take(&mut self.held) + text;
+        let Some((id, index, all)) = &mut self.thinking else {
+            return;
+        };
+        all.push_str(&delta);
+        let data = json!({"item_id": id, "output_index": index, "content_index": 0,
+            "delta": delta});
+        out.push(self.event("response.reasoning_text.delta", data));
+    }
+
+    /// Close the reasoning item, if one is open.
+    fn thought(&mut self, status: &str, out: &mut Vec<Event>) {
+        let Some((id, index, text)) = self.thinking.take() else {
+            return;
+        };
+        out.push(self.event(
+            "response.reasoning_text.done",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+        ));
+        out.push(self.event(
+            "response.content_part.done",
+            json!({"item_id": id, "output_index": index, "content_index": 0,
+                "part": {"type": "reasoning_text", "text": text}}),
+        ));
+        let item = reasoning_item(&id, &text, status);
+        out.push(self.event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
+        self.items.push(item);
+    }
+
     fn open_message(&mut self, out: &mut Vec<Event>) -> (String, usize) {
         if let Some((id, index, _)) = &self.message {
             return (id.clone(), *index);
         }
+        // the reasoning comes before the answer
+        self.thought("completed", out);
         let (id, index) = (new_id("msg"), self.items.len());
         let item = json!({"type": "message", "id": id, "role": "assistant",
             "status": "in_progress", "content": []});
@@ -1013,17 +1104,19 @@ impl Drawing for Draw {
 
     fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Event> {
         let mut out = Vec::new();
-        match self.reply.step(b, text, raw_from) {
-            Some(Shown::Text(t, lp)) => self.show(&t, lp, &mut out),
-            Some(Shown::Arguments(a)) => {
-                if let Some((id, _)) = self.call.clone() {
-                    out.push(self.event(
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": id, "output_index": 0, "delta": a}),
-                    ));
+        for shown in self.reply.step(b, text, raw_from) {
+            match shown {
+                Shown::Reasoning(r) => self.think(&r, &mut out),
+                Shown::Text(t, lp) => self.show(&t, lp, &mut out),
+                Shown::Arguments(a) => {
+                    if let Some((id, _)) = self.call.clone() {
+                        out.push(self.event(
+                            "response.function_call_arguments.delta",
+                            json!({"item_id": id, "output_index": 0, "delta": a}),
+                        ));
+                    }
                 }
             }
-            None => {}
         }
         out
     }
@@ -1049,8 +1142,20 @@ impl Drawing for Draw {
             self.items.push(item);
         }
         let end = self.reply.close(b, raw_from);
+        self.think(&end.reasoning, &mut out);
         self.show(&end.text, end.logprobs, &mut out);
         let calls = end.calls;
+        // a reasoning no text followed (cut inside it, or calls after it)
+        if self.message.is_none() {
+            self.thought(
+                if calls.is_empty() {
+                    status
+                } else {
+                    "completed"
+                },
+                &mut out,
+            );
+        }
         // a reply with nothing else is an (empty) message
         if self.items.is_empty() && calls.is_empty() {
             self.open_message(&mut out);

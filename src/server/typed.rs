@@ -1,8 +1,8 @@
 //! Replies streamed as typed events (OpenAI's Responses API, Anthropic's Messages
 //! API): one generation, each of its events drawn as zero or more named SSE events by
 //! an API's [`Drawing`], over the part they share, [`Unfolding`] — what of the reply
-//! is text to show as it comes (held back where a tool call may start), what a named
-//! call's arguments, and at its end the calls read out of it.
+//! is reasoning, what text to show as it comes (held back where a tool call may
+//! start), what a named call's arguments, and at its end the calls read out of it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::chat::{self, Calls, ToolCallOut};
+use super::chat::{self, Calls, Reading, ToolCallOut};
 use super::error::ApiError;
 use super::guard::Client;
 use super::openai::{ChoiceBuilder, Running};
@@ -89,6 +89,8 @@ pub(super) fn stream<D: Drawing>(
 
 /// What a step of a streamed reply shows.
 pub(super) enum Shown {
+    /// Reasoning (`<think>` … `</think>`, a reply read for it), before any text.
+    Reasoning(String),
     /// Text, with the logprobs of the tokens that wrote it (when asked).
     Text(String, Vec<Value>),
     /// A piece of the named function's arguments.
@@ -99,6 +101,8 @@ pub(super) enum Shown {
 /// logprobs not yet given, and the calls read out of it (none for a named call: its
 /// arguments are the reply).
 pub(super) struct Unfolded {
+    /// The rest of the reasoning (what was held back as a tag that might be arriving).
+    pub(super) reasoning: String,
     pub(super) text: String,
     pub(super) logprobs: Vec<Value>,
     pub(super) calls: Vec<ToolCallOut>,
@@ -107,10 +111,14 @@ pub(super) struct Unfolded {
 /// A reply as it is streamed.
 pub(super) struct Unfolding {
     calls: Option<Calls>,
+    /// Whether the reply is read for reasoning ([`Reading::think`]).
+    think: Option<bool>,
     tokenizer: Arc<Tokenizer>,
     /// Alternatives per token, when logprobs were asked for.
     logprobs: Option<usize>,
-    /// Bytes of the reply shown (text is held back where a call may start).
+    /// Bytes of the reply shown as reasoning.
+    thought: usize,
+    /// Bytes of the reply's content shown (text is held back where a call may start).
     shown: usize,
     /// Logprobs of tokens whose text is still held back.
     pending: Vec<Value>,
@@ -118,14 +126,16 @@ pub(super) struct Unfolding {
 
 impl Unfolding {
     pub(super) fn new(
-        calls: Option<Calls>,
+        Reading { calls, think }: Reading,
         tokenizer: Arc<Tokenizer>,
         logprobs: Option<usize>,
     ) -> Self {
         Unfolding {
             calls,
+            think,
             tokenizer,
             logprobs,
+            thought: 0,
             shown: 0,
             pending: Vec::new(),
         }
@@ -139,44 +149,80 @@ impl Unfolding {
         }
     }
 
-    /// What the reply shows after an event that did not end it.
-    pub(super) fn step(
-        &mut self,
-        b: &ChoiceBuilder,
-        text: String,
-        raw_from: usize,
-    ) -> Option<Shown> {
-        let piece = match &self.calls {
-            Some(Calls::Named(_)) => return (!text.is_empty()).then_some(Shown::Arguments(text)),
-            Some(Calls::Required) => return None,
-            Some(Calls::Read(f)) => chat::tool_split(*f, &b.text, &mut self.shown, false).0,
-            None => text,
-        };
-        let lp = logprobs_from(b, &self.tokenizer, self.logprobs, raw_from);
-        self.pending.extend(lp);
-        if piece.is_empty() {
-            return None;
+    /// The reasoning to show now that the reply is `full` (`last`: it ended), and
+    /// where its content starts once it does.
+    fn thinking(&mut self, full: &str, last: bool) -> (String, Option<usize>) {
+        match self.think {
+            Some(opened) => crate::reasoning::stream(full, opened, &mut self.thought, last),
+            None => (String::new(), Some(0)),
         }
-        Some(Shown::Text(piece, std::mem::take(&mut self.pending)))
+    }
+
+    /// The logprobs of the tokens from `raw_from` on, as the text's: none in a reply
+    /// with reasoning (whose tokens are not told apart from the text's), as in a whole
+    /// reply.
+    fn text_logprobs(&self, b: &ChoiceBuilder, raw_from: usize) -> Vec<Value> {
+        let reasoned = self
+            .think
+            .is_some_and(|o| crate::reasoning::split(&b.text, o).is_some());
+        if reasoned {
+            return Vec::new();
+        }
+        logprobs_from(b, &self.tokenizer, self.logprobs, raw_from)
+    }
+
+    /// What the reply shows after an event that did not end it: reasoning, then text.
+    pub(super) fn step(&mut self, b: &ChoiceBuilder, text: String, raw_from: usize) -> Vec<Shown> {
+        match &self.calls {
+            Some(Calls::Named(_)) if text.is_empty() => return Vec::new(),
+            Some(Calls::Named(_)) => return vec![Shown::Arguments(text)],
+            Some(Calls::Required) => return Vec::new(),
+            _ => {}
+        }
+        let (thought, content) = self.thinking(&b.text, false);
+        let mut out = Vec::new();
+        if !thought.is_empty() {
+            out.push(Shown::Reasoning(thought));
+        }
+        let Some(c) = content else { return out };
+        let content = &b.text[c..];
+        let piece = match &self.calls {
+            Some(Calls::Read(f)) => chat::tool_split(*f, content, &mut self.shown, false).0,
+            _ => {
+                let piece = content.get(self.shown..).unwrap_or("").to_string();
+                self.shown = content.len();
+                piece
+            }
+        };
+        let lp = self.text_logprobs(b, raw_from);
+        self.pending.extend(lp);
+        if !piece.is_empty() {
+            out.push(Shown::Text(piece, std::mem::take(&mut self.pending)));
+        }
+        out
     }
 
     /// What the reply shows at its end.
     pub(super) fn close(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Unfolded {
         let mut lp = std::mem::take(&mut self.pending);
+        let (reasoning, content) = self.thinking(&b.text, true);
+        let content = content.map_or("", |c| &b.text[c..]);
         let (text, calls) = match &self.calls {
             Some(Calls::Named(_)) => {
                 return Unfolded {
+                    reasoning,
                     text: String::new(),
                     logprobs: Vec::new(),
                     calls: Vec::new(),
                 }
             }
-            Some(Calls::Required) => match chat::reply(&b.text, self.calls.as_ref()) {
+            Some(Calls::Required) => match chat::reply(content, self.calls.as_ref()) {
                 (_, Some(c)) => (String::new(), c),
                 // cut before the calls closed: the text as it is
                 (content, None) => {
                     lp = logprobs_from(b, &self.tokenizer, self.logprobs, 0);
                     return Unfolded {
+                        reasoning,
                         text: content.unwrap_or_default(),
                         logprobs: lp,
                         calls: Vec::new(),
@@ -184,13 +230,18 @@ impl Unfolding {
                 }
             },
             Some(Calls::Read(f)) => {
-                let (text, calls) = chat::tool_split(*f, &b.text, &mut self.shown, true);
+                let (text, calls) = chat::tool_split(*f, content, &mut self.shown, true);
                 (text, calls.unwrap_or_default())
             }
-            None => (String::new(), Vec::new()),
+            // (text held back while the reply's start might have opened a reasoning)
+            None => (
+                content.get(self.shown..).unwrap_or("").to_string(),
+                Vec::new(),
+            ),
         };
-        lp.extend(logprobs_from(b, &self.tokenizer, self.logprobs, raw_from));
+        lp.extend(self.text_logprobs(b, raw_from));
         Unfolded {
+            reasoning,
             text,
             logprobs: lp,
             calls,
@@ -239,9 +290,13 @@ mod tests {
 
     /// Feed `pieces` as a reply's events: what each step shows, and the end.
     fn unfold(calls: Option<Calls>, pieces: &[&str]) -> (Vec<Shown>, Unfolded) {
+        unfold_read(Reading { calls, think: None }, pieces)
+    }
+
+    fn unfold_read(reading: Reading, pieces: &[&str]) -> (Vec<Shown>, Unfolded) {
         let t = tokenizer();
         let mut b = ChoiceBuilder::new(0, t.clone(), None);
-        let mut u = Unfolding::new(calls, t, None);
+        let mut u = Unfolding::new(reading, t, None);
         let mut shown = Vec::new();
         for p in pieces {
             b.text.push_str(p);
@@ -257,6 +312,7 @@ mod tests {
             .map(|s| match s {
                 Shown::Text(t, _) => t.as_str(),
                 Shown::Arguments(_) => panic!("arguments where text was"),
+                Shown::Reasoning(_) => "",
             })
             .collect()
     }
@@ -297,7 +353,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Shown::Arguments(a) => a.as_str(),
-                Shown::Text(..) => panic!("text of a named call"),
+                _ => panic!("text of a named call"),
             })
             .collect();
         assert_eq!(args, r#"{"q": 1}"#);
@@ -312,5 +368,56 @@ mod tests {
         let (_, end) = unfold(Some(Calls::Required), &["[{\"name\": \"ge"]);
         assert!(end.calls.is_empty());
         assert_eq!(end.text, "[{\"name\": \"ge");
+    }
+
+    /// Read for reasoning: the reasoning first (a closing tag held back as it arrives),
+    /// then the text, and the tool calls read out of the text only.
+    #[test]
+    fn a_reply_unfolds_reasoning_then_text_then_calls() {
+        let reading = |calls| Reading {
+            calls,
+            think: Some(false),
+        };
+        let thought = |shown: &[Shown]| -> String {
+            shown
+                .iter()
+                .filter_map(|s| match s {
+                    Shown::Reasoning(r) => Some(r.as_str()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let pieces = [
+            "<th",
+            "ink>Hm, <tool_call> no",
+            ".</th",
+            "ink>\n\nIt",
+            " is 4.",
+        ];
+        let (shown, end) = unfold_read(reading(None), &pieces);
+        assert_eq!(thought(&shown) + &end.reasoning, "Hm, <tool_call> no.");
+        assert_eq!(texts(&shown) + &end.text, "\n\nIt is 4.");
+        // the reasoning comes before any text
+        let first_text = shown.iter().position(|s| matches!(s, Shown::Text(..)));
+        let last_thought = shown.iter().rposition(|s| matches!(s, Shown::Reasoning(_)));
+        assert!(last_thought < first_text, "reasoning after text");
+        let (shown, end) = unfold_read(
+            reading(Some(Calls::Read(ToolFormat::Hermes))),
+            &[
+                "<think>call get</think>",
+                "<tool_call>{\"name\": \"get\", \"arguments\": {}}</tool_call>",
+            ],
+        );
+        assert_eq!(thought(&shown) + &end.reasoning, "call get");
+        assert!((texts(&shown) + &end.text).is_empty());
+        assert_eq!(end.calls.len(), 1);
+        // a reply that starts like a tag but is none: held back, then text
+        let (shown, end) = unfold_read(reading(None), &["<th", "ere"]);
+        assert_eq!(texts(&shown) + &end.text, "<there");
+        assert_eq!(thought(&shown) + &end.reasoning, "");
+        // cut inside its reasoning: reasoning only
+        let (shown, end) = unfold_read(reading(None), &["<think>long", " </thi"]);
+        assert_eq!(thought(&shown) + &end.reasoning, "long </thi");
+        assert!((texts(&shown) + &end.text).is_empty());
     }
 }

@@ -785,6 +785,102 @@ async fn reasoning_is_read_out_of_a_thinking_models_replies() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
+/// The events of a streamed reply: (event name, data) of each SSE event.
+fn named_events(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            if let Ok(v) = serde_json::from_str(d) {
+                out.push((std::mem::take(&mut name), v));
+            }
+        }
+    }
+    out
+}
+
+/// A template whose generation prompt opens the reasoning, as DeepSeek-R1's does
+/// (`<think>\n`), and drops earlier turns' reasoning: every reply is read as reasoning
+/// until `</think>`. The Responses API gives it as a `reasoning` item (streamed as
+/// `response.reasoning_text.delta` events adding up to it), the Messages API as a
+/// `thinking` block (`thinking_delta`s), chat completions as `reasoning_content`; a
+/// reply cut inside its reasoning has no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reasoning_comes_as_items_blocks_and_fields() {
+    let (s, models) = templated_server(
+        "r1",
+        "{% for m in messages %}{{ m.role }}: {{ m.content.split('</think>')[-1] }}\n{% endfor %}{% if add_generation_prompt %}assistant: <think>\n{% endif %}",
+    )
+    .await;
+    let hi = json!([{"role": "user", "content": "What is 2 + 2?"}]);
+    let (code, c) = chat(
+        &s,
+        json!({"messages": hi, "max_tokens": 6, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{c}");
+    let reasoning = c["choices"][0]["message"]["reasoning_content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(c["choices"][0]["message"]["content"].is_null(), "{c}");
+    assert!(!reasoning.trim().is_empty(), "{c}");
+
+    // the Responses API: a reasoning item, and no message
+    let body = json!({"input": "What is 2 + 2?", "max_output_tokens": 6, "temperature": 0});
+    let (code, r) = post(&s, "/v1/responses", body.clone()).await;
+    assert_eq!(code, 200, "{r}");
+    let output = r["output"].as_array().unwrap();
+    assert_eq!(output.len(), 1, "{r}");
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[0]["content"][0]["text"], reasoning.as_str());
+    assert_eq!(output[0]["status"], "incomplete");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = named_events(&post_text(&s, "/v1/responses", &streamed).await);
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.reasoning_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, reasoning);
+    let (_, done) = events
+        .iter()
+        .find(|(n, _)| n == "response.reasoning_text.done")
+        .unwrap();
+    assert_eq!(done["text"], reasoning.as_str());
+    let (name, end) = events.last().unwrap();
+    assert_eq!(name, "response.incomplete");
+    let out = &end["response"]["output"];
+    assert_eq!(out.as_array().unwrap().len(), 1, "{end}");
+    assert_eq!(out[0]["content"], output[0]["content"], "{end}");
+
+    // the Messages API: a thinking block, and no text block
+    let body = json!({"model": "templated", "messages": hi, "max_tokens": 6, "temperature": 0});
+    let (code, m) = post(&s, "/v1/messages", body.clone()).await;
+    assert_eq!(code, 200, "{m}");
+    assert_eq!(
+        m["content"],
+        json!([{"type": "thinking", "thinking": reasoning, "signature": ""}])
+    );
+    assert_eq!(m["stop_reason"], "max_tokens");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let events = named_events(&post_text(&s, "/v1/messages", &streamed).await);
+    let deltas: String = events
+        .iter()
+        .filter(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == "thinking_delta")
+        .map(|(_, d)| d["delta"]["thinking"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, reasoning);
+    assert!(!events
+        .iter()
+        .any(|(_, d)| d["delta"]["type"] == "text_delta"));
+    let _ = std::fs::remove_dir_all(&models);
+}
+
 /// A logit bias that steers the random-weight model to close JSON: whitespace tokens
 /// banned (it pads every gap it may), closers favoured.
 pub(crate) async fn closing_bias(s: &Server) -> Value {
