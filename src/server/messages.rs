@@ -42,8 +42,9 @@ pub struct MessagesBody {
     pub model: Option<String>,
     /// The conversation: `{"role": "user" | "assistant", "content": a string or
     /// blocks}`, blocks `text`, `tool_use` (assistant: `id`, `name`, `input`) and
-    /// `tool_result` (user: `tool_use_id`, `content`); `thinking` blocks are passed
-    /// over. A final assistant message is continued (prefill).
+    /// `tool_result` (user: `tool_use_id`, `content`); an assistant's `thinking` blocks
+    /// reach the template as its `reasoning_content`. A final assistant message is
+    /// continued (prefill).
     #[serde(default)]
     #[schema(value_type = Vec<Object>, min_items = 1)]
     pub messages: Option<Value>,
@@ -104,7 +105,9 @@ pub struct MessagesBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub chat_template_kwargs: Option<Value>,
-    /// Accepted; the loaded models do not think apart from their reply.
+    /// Accepted without effect: a model whose template teaches `<think>` reasons (its
+    /// reasoning comes as a `thinking` block) whatever this says; its template's own
+    /// switch is `chat_template_kwargs` (Qwen3's `enable_thinking`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub thinking: Option<Value>,
@@ -195,10 +198,17 @@ fn chat_messages(system: Option<&Value>, messages: &Value) -> Result<(Vec<Value>
                 flush(&mut text, &mut out);
             }
             "assistant" => {
-                let (mut text, mut calls) = (Vec::new(), Vec::new());
+                let (mut text, mut calls, mut thought) = (Vec::new(), Vec::new(), Vec::new());
                 for (j, b) in blocks.iter().enumerate() {
                     match chat::part_kind(&param, j, b)? {
                         "text" => text.push(chat::part_text(&param, j, b)?),
+                        // its reasoning, for templates that lay it out (Qwen3's, for the
+                        // turns after the last question: a tool loop's)
+                        "thinking" => {
+                            if let Some(t) = b.get("thinking").and_then(Value::as_str) {
+                                thought.push(t.to_string());
+                            }
+                        }
                         "tool_use" => {
                             let field = |k: &str| {
                                 b.get(k).and_then(Value::as_str).map(String::from).ok_or_else(|| {
@@ -211,13 +221,16 @@ fn chat_messages(system: Option<&Value>, messages: &Value) -> Result<(Vec<Value>
                             calls.push(json!({"id": id, "type": "function",
                                 "function": {"name": name, "arguments": input}}));
                         }
-                        "thinking" | "redacted_thinking" => {}
+                        "redacted_thinking" => {}
                         other => return Err(unserved(&param, j, other)),
                     }
                 }
                 let mut msg = json!({"role": "assistant", "content": text.join("\n")});
                 if !calls.is_empty() {
                     msg["tool_calls"] = Value::Array(calls);
+                }
+                if !thought.is_empty() {
+                    msg["reasoning_content"] = json!(thought.concat());
                 }
                 out.push(msg);
             }
@@ -710,6 +723,7 @@ mod tests {
         assert_eq!(m[0], json!({"role": "system", "content": "Be brief."}));
         assert_eq!(m[1], json!({"role": "user", "content": "Weather?"}));
         assert_eq!(m[2]["content"], "Checking.");
+        assert_eq!(m[2]["reasoning_content"], "hm");
         assert_eq!(
             m[2]["tool_calls"][0],
             json!({"id": "t1", "type": "function", "function": {"name": "get", "arguments": {"city": "Oslo"}}})

@@ -290,8 +290,23 @@ fn input_items(input: &Value) -> Result<Vec<Value>, ApiError> {
                 out.push(json!({"type": "function_call_output", "id": id("fco"),
                     "call_id": str_field("call_id")?, "output": output, "status": "completed"}));
             }
-            // a reasoning model's own notes: nothing a template here shows
-            "reasoning" => {}
+            // a reasoning model's notes: their text reaches the template as the next
+            // assistant message's reasoning_content (summaries and encrypted content,
+            // another server's, are passed over)
+            "reasoning" => {
+                let parts: Vec<Value> = obj
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["type"] == "reasoning_text" && p["text"].is_string())
+                    .map(|p| json!({"type": "reasoning_text", "text": p["text"]}))
+                    .collect();
+                if !parts.is_empty() {
+                    out.push(json!({"type": "reasoning", "id": id("rs"), "summary": [],
+                        "content": parts, "status": "completed"}));
+                }
+            }
             other => {
                 return Err(bad(
                     &at,
@@ -317,14 +332,23 @@ fn item_text(item: &Value) -> String {
 /// The chat messages of a conversation: `instructions` as a system message first;
 /// `developer` as `system`; function calls as the assistant's `tool_calls` (on the
 /// assistant message before them, or one of their own); their outputs as `tool`
-/// messages with the call's id and function name. An assistant message without text
-/// is left out.
+/// messages with the call's id and function name; a reasoning item's text as the
+/// `reasoning_content` of the assistant message after it. An assistant message without
+/// text is left out.
 fn chat_messages(instructions: Option<&str>, items: &[Arc<Value>]) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::with_capacity(items.len() + 1);
     if let Some(i) = instructions {
         out.push(json!({"role": "system", "content": i}));
     }
     let mut names: HashMap<&str, &str> = HashMap::new();
+    // the reasoning of the assistant message to come
+    let mut thought: Option<String> = None;
+    let with_thought = |mut msg: Value, thought: &mut Option<String>| {
+        if let Some(t) = thought.take() {
+            msg["reasoning_content"] = json!(t);
+        }
+        msg
+    };
     for item in items {
         match item["type"].as_str() {
             Some("message") => {
@@ -337,7 +361,24 @@ fn chat_messages(instructions: Option<&str>, items: &[Arc<Value>]) -> Vec<Value>
                 if role == "assistant" && text.is_empty() {
                     continue;
                 }
-                out.push(json!({"role": role, "content": text}));
+                let msg = json!({"role": role, "content": text});
+                out.push(match role {
+                    "assistant" => with_thought(msg, &mut thought),
+                    _ => {
+                        thought = None;
+                        msg
+                    }
+                });
+            }
+            Some("reasoning") => {
+                let parts = item["content"].as_array().into_iter().flatten();
+                let text: String = parts
+                    .filter(|p| p["type"] == "reasoning_text")
+                    .filter_map(|p| p["text"].as_str())
+                    .collect();
+                if !text.is_empty() {
+                    thought = Some(text);
+                }
             }
             Some("function_call") => {
                 let (call_id, name) = (
@@ -357,7 +398,8 @@ fn chat_messages(instructions: Option<&str>, items: &[Arc<Value>]) -> Vec<Value>
                     // (content "", not null: templates that know no tools add content
                     // to strings; those that know them look at tool_calls first)
                     _ => {
-                        out.push(json!({"role": "assistant", "content": "", "tool_calls": [call]}))
+                        let msg = json!({"role": "assistant", "content": "", "tool_calls": [call]});
+                        out.push(with_thought(msg, &mut thought))
                     }
                 }
             }
@@ -1412,9 +1454,11 @@ mod tests {
             {"type": "function_call", "call_id": "c2", "name": "put", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": "18 C"},
             {"type": "reasoning", "summary": []},
+            {"type": "reasoning", "summary": [],
+             "content": [{"type": "reasoning_text", "text": "Call again."}]},
             {"type": "function_call", "call_id": "c3", "name": "get", "arguments": ""},
         ]));
-        assert_eq!(conv.len(), 7, "reasoning passed over");
+        assert_eq!(conv.len(), 8, "a reasoning without text passed over");
         assert!(conv[3]["id"].as_str().unwrap().starts_with("fc_"));
         let m = chat_messages(Some("Sys"), &conv);
         assert_eq!(m[0], json!({"role": "system", "content": "Sys"}));
@@ -1430,6 +1474,8 @@ mod tests {
             json!({"role": "tool", "tool_call_id": "c1", "content": "18 C", "name": "get"})
         );
         assert_eq!(m[5]["content"], "");
+        assert_eq!(m[5]["reasoning_content"], "Call again.");
+        assert!(m[3].get("reasoning_content").is_none());
         assert_eq!(m[5]["tool_calls"][0]["function"]["arguments"], "");
         assert_eq!(m.len(), 6);
         // a string is one user message
