@@ -1054,18 +1054,9 @@ impl Draw {
                 self.held.push_str(text);
                 return;
             }
-            let (id, index) = (new_id("rs"), self.items.len());
-            let item = json!({"type": "reasoning", "id": id, "summary": [], "content": [],
-                "status": "in_progress"});
-            out.push(self.event(
-                "response.output_item.added",
-                json!({"output_index": index, "item": item}),
-            ));
-            out.push(self.event(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "reasoning_text", "text": ""}}),
-            ));
+            let item = json!({"type": "reasoning", "summary": []});
+            let part = json!({"type": "reasoning_text", "text": ""});
+            let (id, index) = self.open_item("rs", item, part, out);
             self.thinking = Some((id, index, String::new()));
         }
         let delta = std::mem::take(&mut self.held) + text;
@@ -1087,12 +1078,48 @@ impl Draw {
             "response.reasoning_text.done",
             json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
         ));
+        let part = json!({"type": "reasoning_text", "text": text});
+        let item = reasoning_item(&id, &text, status);
+        self.close_item((&id, index), part, item, out);
+    }
+
+    /// Open an output item of one content part (`item` without its id and status):
+    /// `response.output_item.added`, `response.content_part.added`.
+    fn open_item(
+        &mut self,
+        prefix: &str,
+        mut item: Value,
+        part: Value,
+        out: &mut Vec<Event>,
+    ) -> (String, usize) {
+        let (id, index) = (new_id(prefix), self.items.len());
+        item["id"] = json!(id);
+        item["status"] = json!("in_progress");
+        item["content"] = json!([]);
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        out.push(self.event(
+            "response.content_part.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+        ));
+        (id, index)
+    }
+
+    /// Close it with its last `part` and whole `item`: `response.content_part.done`,
+    /// `response.output_item.done`.
+    fn close_item(
+        &mut self,
+        (id, index): (&str, usize),
+        part: Value,
+        item: Value,
+        out: &mut Vec<Event>,
+    ) {
         out.push(self.event(
             "response.content_part.done",
-            json!({"item_id": id, "output_index": index, "content_index": 0,
-                "part": {"type": "reasoning_text", "text": text}}),
+            json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
         ));
-        let item = reasoning_item(&id, &text, status);
         out.push(self.event(
             "response.output_item.done",
             json!({"output_index": index, "item": item}),
@@ -1106,18 +1133,8 @@ impl Draw {
         }
         // the reasoning comes before the answer
         self.thought("completed", out);
-        let (id, index) = (new_id("msg"), self.items.len());
-        let item = json!({"type": "message", "id": id, "role": "assistant",
-            "status": "in_progress", "content": []});
-        out.push(self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        ));
-        out.push(self.event(
-            "response.content_part.added",
-            json!({"item_id": id, "output_index": index, "content_index": 0,
-                "part": text_part("", &[])}),
-        ));
+        let item = json!({"type": "message", "role": "assistant"});
+        let (id, index) = self.open_item("msg", item, text_part("", &[]), out);
         self.message = Some((id.clone(), index, String::new()));
         (id, index)
     }
@@ -1213,17 +1230,8 @@ impl Drawing for Draw {
                 json!({"item_id": id, "output_index": index, "content_index": 0,
                     "text": text, "logprobs": lp}),
             ));
-            out.push(self.event(
-                "response.content_part.done",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "part": text_part(&text, &lp)}),
-            ));
             let item = reply_message(&id, &text, &lp, status);
-            out.push(self.event(
-                "response.output_item.done",
-                json!({"output_index": index, "item": item}),
-            ));
-            self.items.push(item);
+            self.close_item((&id, index), text_part(&text, &lp), item, &mut out);
         }
         for c in calls.iter().take(self.asked.max_calls) {
             let index = self.items.len();

@@ -340,18 +340,22 @@ fn the_head_norm_normalises_rotates_and_stores() {
         let pool_rows = 16;
         let slots: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 3) % 16).collect();
         let name = format!("head_norm nh {nh} nkv {nkv} hs {hs} rows {rows}");
-        let run = run_head_norm(
-            &g.ctx,
-            &g.pipelines,
-            &dev,
-            &w_dev,
-            heads,
-            eps,
-            (&rope.positions, &rope.device),
-            (&slots, pool_rows),
-        )
-        .unwrap();
-        let got = deinterleave_heads(&run.qkv, n, rot, hs);
+        let run = |rope_table: &[f32], slots: &[u32]| {
+            let pool = (slots, if slots.is_empty() { 0 } else { pool_rows });
+            run_head_norm(
+                &g.ctx,
+                &g.pipelines,
+                &dev,
+                &w_dev,
+                heads,
+                eps,
+                (&rope.positions, rope_table),
+                pool,
+            )
+            .unwrap()
+        };
+        let rotated = run(&rope.device, &slots);
+        let got = deinterleave_heads(&rotated.qkv, n, rot, hs);
         assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
         assert_eq!(
             &got[q + kv..n],
@@ -359,21 +363,19 @@ fn the_head_norm_normalises_rotates_and_stores() {
             "{name}: a value head changed"
         );
         for (r, &s) in slots.iter().enumerate() {
-            let (s, row) = (s as usize, &run.qkv[r * n..(r + 1) * n]);
-            assert_eq!(&run.k_pool[s * kv..(s + 1) * kv], &row[q..q + kv], "{name}");
-            assert_eq!(&run.v_pool[s * kv..(s + 1) * kv], &row[q + kv..n], "{name}");
+            let (s, row) = (s as usize, &rotated.qkv[r * n..(r + 1) * n]);
+            assert_eq!(
+                &rotated.k_pool[s * kv..(s + 1) * kv],
+                &row[q..q + kv],
+                "{name}"
+            );
+            assert_eq!(
+                &rotated.v_pool[s * kv..(s + 1) * kv],
+                &row[q + kv..n],
+                "{name}"
+            );
         }
-        let alone = run_head_norm(
-            &g.ctx,
-            &g.pipelines,
-            &dev,
-            &w_dev,
-            heads,
-            eps,
-            (&rope.positions, &[]),
-            (&[], 0),
-        )
-        .unwrap();
+        let alone = run(&[], &[]);
         let got = deinterleave_heads(&alone.qkv, n, rot, hs);
         assert_close(
             &format!("{name}, the norm alone"),
