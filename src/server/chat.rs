@@ -845,10 +845,7 @@ pub async fn chat_completions(
     let client = client.map(|Extension(c)| c);
     let b: ChatBody = json_body(&st, body).await?;
     let tokenizer = loaded_tokenizer(&st)?;
-    let m = st.engine.model_snapshot();
-    check_model(&b.model, &m)?;
-    let rendered = render(&b, &tokenizer)?;
-    let (p, _, reading) = plan_rendered(&b, &m, rendered)?;
+    let (p, _, reading) = plan(&b, &st.engine.model_snapshot(), &tokenizer)?;
     let running = start_all(&st, &p)?;
     let (id, created) = (chat_id(), now_secs());
     if p.stream {

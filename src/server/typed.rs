@@ -158,17 +158,20 @@ impl Unfolding {
         }
     }
 
-    /// The logprobs of the tokens from `raw_from` on, as the text's: none in a reply
-    /// with reasoning (whose tokens are not told apart from the text's), as in a whole
-    /// reply.
-    fn text_logprobs(&self, b: &ChoiceBuilder, raw_from: usize) -> Vec<Value> {
+    /// Hold the logprobs of the tokens from `raw_from` on for the text they wrote:
+    /// none in a reply with reasoning (whose tokens are not told apart from the
+    /// text's; those held before the reply turned out to have one are dropped), as in
+    /// a whole reply.
+    fn hold_logprobs(&mut self, b: &ChoiceBuilder, raw_from: usize) {
         let reasoned = self
             .think
             .is_some_and(|o| crate::reasoning::split(&b.text, o).is_some());
         if reasoned {
-            return Vec::new();
+            self.pending.clear();
+        } else {
+            let lp = logprobs_from(b, &self.tokenizer, self.logprobs, raw_from);
+            self.pending.extend(lp);
         }
-        logprobs_from(b, &self.tokenizer, self.logprobs, raw_from)
     }
 
     /// What the reply shows after an event that did not end it: reasoning, then text.
@@ -180,6 +183,7 @@ impl Unfolding {
             _ => {}
         }
         let (thought, content) = self.thinking(&b.text, false);
+        self.hold_logprobs(b, raw_from);
         let mut out = Vec::new();
         if !thought.is_empty() {
             out.push(Shown::Reasoning(thought));
@@ -194,8 +198,6 @@ impl Unfolding {
                 piece
             }
         };
-        let lp = self.text_logprobs(b, raw_from);
-        self.pending.extend(lp);
         if !piece.is_empty() {
             out.push(Shown::Text(piece, std::mem::take(&mut self.pending)));
         }
@@ -204,6 +206,7 @@ impl Unfolding {
 
     /// What the reply shows at its end.
     pub(super) fn close(&mut self, b: &ChoiceBuilder, raw_from: usize) -> Unfolded {
+        self.hold_logprobs(b, raw_from);
         let mut lp = std::mem::take(&mut self.pending);
         let (reasoning, content) = self.thinking(&b.text, true);
         let content = content.map_or("", |c| &b.text[c..]);
@@ -239,7 +242,6 @@ impl Unfolding {
                 Vec::new(),
             ),
         };
-        lp.extend(self.text_logprobs(b, raw_from));
         Unfolded {
             reasoning,
             text,

@@ -769,6 +769,22 @@ async fn reasoning_is_read_out_of_a_thinking_models_replies() {
         assert!(m.get("reasoning_content").is_none(), "{r}");
         assert!(!m["content"].as_str().unwrap().is_empty(), "{r}");
     }
+    // a streamed response of such a reply gives every token's logprob with its text
+    // (held while the reply's start might have opened a reasoning), as a whole one does
+    let streamed = json!({"input": "What is 2 + 2?", "max_output_tokens": 6, "temperature": 0,
+                      "include": ["message.output_text.logprobs"], "stream": true});
+    let events = named_events(&post_text(&s, "/v1/responses", &streamed).await);
+    let (_, done) = events
+        .iter()
+        .find(|(n, _)| n == "response.output_text.done")
+        .unwrap();
+    let (_, end) = events.last().unwrap();
+    let tokens = end["response"]["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(
+        done["logprobs"].as_array().unwrap().len() as u64,
+        tokens,
+        "{done}"
+    );
     // held to a grammar: the format from the first token, never read for reasoning
     let (code, r) = chat(
         &s,
