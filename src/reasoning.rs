@@ -38,6 +38,13 @@ pub struct Split {
 /// the reply inside one (`opened`) or the reply opens one (after whitespace); `None`
 /// when the reply is content only.
 pub fn split(reply: &str, opened: bool) -> Option<Split> {
+    split_after(reply, opened, 0)
+}
+
+/// [`split`] when the reasoning does not close before byte `from` (the reasoning a
+/// stream has shown): only the rest is searched for `</think>`, so that a reply read
+/// token by token is searched once, not once a token.
+fn split_after(reply: &str, opened: bool, from: usize) -> Option<Split> {
     let lead = reply.len() - reply.trim_start().len();
     let start = if reply[lead..].starts_with(OPEN) {
         lead + OPEN.len()
@@ -46,10 +53,11 @@ pub fn split(reply: &str, opened: bool) -> Option<Split> {
     } else {
         return None;
     };
-    Some(match reply[start..].find(CLOSE) {
+    let from = from.clamp(start, reply.len());
+    Some(match reply.get(from..).and_then(|r| r.find(CLOSE)) {
         Some(i) => Split {
-            reasoning: start..start + i,
-            content: Some(start + i + CLOSE.len()),
+            reasoning: start..from + i,
+            content: Some(from + i + CLOSE.len()),
         },
         None => Split {
             reasoning: start..reply.len(),
@@ -87,7 +95,7 @@ pub fn stream(full: &str, opened: bool, shown: &mut usize, last: bool) -> (Strin
     if !opened && !last && OPEN.starts_with(lead) {
         return (String::new(), None); // whitespace, or `<think>` arriving
     }
-    let Some(s) = split(full, opened) else {
+    let Some(s) = split_after(full, opened, *shown) else {
         return (String::new(), Some(0));
     };
     let end = match s.content {

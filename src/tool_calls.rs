@@ -49,9 +49,18 @@ impl ToolFormat {
     /// Where in `text` (the reply so far) a call starts or may yet start: a stream
     /// shows the content before it and holds back the rest until the reply ends.
     pub fn start(self, text: &str) -> Option<usize> {
+        self.start_after(text, 0)
+    }
+
+    /// [`ToolFormat::start`] when no call starts before byte `from` (the text a stream
+    /// has shown): only the rest is searched, so that a reply read token by token is
+    /// searched once, not once a token.
+    pub fn start_after(self, text: &str, from: usize) -> Option<usize> {
+        let rest = text.get(from..).unwrap_or("");
+        let at = |marker| marker_start(rest, marker).map(|i| i + from);
         match self {
-            ToolFormat::Hermes => marker_start(text, HERMES_OPEN),
-            ToolFormat::Mistral => marker_start(text, MISTRAL),
+            ToolFormat::Hermes => at(HERMES_OPEN),
+            ToolFormat::Mistral => at(MISTRAL),
             ToolFormat::Llama3Json => {
                 let lead = text.len() - text.trim_start().len();
                 let rest = &text[lead..];
@@ -218,6 +227,10 @@ mod tests {
         assert_eq!(f.start("Sure <tool_"), Some(5));
         assert_eq!(f.start("Sure <"), Some(5));
         assert_eq!(f.start("Sure"), None);
+        // searched from where a stream stopped showing: the same starts
+        assert_eq!(f.start_after("Sure <tool_call>{", 3), Some(5));
+        assert_eq!(f.start_after("Sure <tool_", 5), Some(5));
+        assert_eq!(f.start_after("Sure", 4), None);
     }
 
     #[test]

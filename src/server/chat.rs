@@ -1032,7 +1032,11 @@ pub(super) fn tool_split(
     from: &mut usize,
     last: bool,
 ) -> (String, Option<Vec<ToolCallOut>>) {
-    let start = format.start(full).unwrap_or(full.len()).max(*from);
+    // (no call starts before the text shown)
+    let start = format
+        .start_after(full, *from)
+        .unwrap_or(full.len())
+        .max(*from);
     let shown = *from;
     if !last {
         *from = start;
