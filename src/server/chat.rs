@@ -560,6 +560,21 @@ fn messages_for_template(v: &Value) -> Result<Value, ApiError> {
     Ok(Value::Array(out))
 }
 
+/// `chat_template_kwargs` with `enable_thinking` (the switch of templates that teach
+/// reasoning: Qwen3's) set as another API's own field asks (`on`), unless the kwargs
+/// set it themselves.
+pub(super) fn with_thinking(kwargs: Option<Value>, on: Option<bool>) -> Option<Value> {
+    let Some(on) = on else { return kwargs };
+    match kwargs {
+        None | Some(Value::Null) => Some(json!({ "enable_thinking": on })),
+        Some(Value::Object(mut m)) => {
+            m.entry("enable_thinking").or_insert(json!(on));
+            Some(Value::Object(m))
+        }
+        other => other, // (refused as it is, naming the field)
+    }
+}
+
 /// `(add_generation_prompt, continue_final_message)` as asked: the generation prompt
 /// by default unless the final message is continued; never both.
 fn prompt_end(add: Option<bool>, continued: Option<bool>) -> Result<(bool, bool), ApiError> {

@@ -105,9 +105,9 @@ pub struct MessagesBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub chat_template_kwargs: Option<Value>,
-    /// Accepted without effect: a model whose template teaches `<think>` reasons (its
-    /// reasoning comes as a `thinking` block) whatever this says; its template's own
-    /// switch is `chat_template_kwargs` (Qwen3's `enable_thinking`).
+    /// `{"type": "enabled" | "disabled"}`: the template's switch, `enable_thinking`
+    /// (Qwen3's; unless `chat_template_kwargs` sets it); `budget_tokens` has no effect.
+    /// A thinking model's reasoning comes as a `thinking` block.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub thinking: Option<Value>,
@@ -378,7 +378,20 @@ fn take(b: MessagesBody) -> Result<Taken, ApiError> {
         // a final assistant message is continued
         add_generation_prompt: Some(!prefill),
         continue_final_message: Some(prefill),
-        chat_template_kwargs: b.chat_template_kwargs,
+        // `thinking` enabled or disabled: the template's switch (Qwen3's enable_thinking)
+        chat_template_kwargs: chat::with_thinking(
+            b.chat_template_kwargs,
+            match b
+                .thinking
+                .as_ref()
+                .and_then(|t| t.get("type"))
+                .and_then(Value::as_str)
+            {
+                Some("enabled") => Some(true),
+                Some("disabled") => Some(false),
+                _ => None,
+            },
+        ),
         stream: b.stream,
         stream_options: None,
         tools,

@@ -65,8 +65,9 @@ pub struct ResponsesBody {
     /// A string (one user message) or a list of items: messages `{"role": "user" |
     /// "system" | "developer" | "assistant", "content": a string or `input_text` /
     /// `output_text` parts}`, `{"type": "function_call", "call_id", "name",
-    /// "arguments"}` and `{"type": "function_call_output", "call_id", "output"}`
-    /// (`reasoning` items are passed over).
+    /// "arguments"}`, `{"type": "function_call_output", "call_id", "output"}` and
+    /// `{"type": "reasoning", "content": [reasoning_text parts]}` (its text as the
+    /// next assistant message's `reasoning_content`; summaries are passed over).
     #[serde(default)]
     #[schema(value_type = super::types::ResponseInput)]
     pub input: Option<Value>,
@@ -160,7 +161,9 @@ pub struct ResponsesBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub chat_template_kwargs: Option<Value>,
-    /// Accepted and echoed; the loaded models do not reason apart from their reply.
+    /// Echoed; `effort` `"none"` sets the template's switch `enable_thinking` (Qwen3's)
+    /// off and any other effort on, unless `chat_template_kwargs` sets it. A thinking
+    /// model's reasoning comes as a `reasoning` item.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub reasoning: Option<Value>,
@@ -218,8 +221,8 @@ fn message_item(id: String, role: &str, texts: Vec<String>) -> Value {
 }
 
 /// The items of `input` as kept (each with its type and id): a string is one user
-/// message; a list's messages, function calls and their outputs are checked and
-/// given ids; `reasoning` items are passed over.
+/// message; a list's messages, function calls, their outputs and reasoning items with
+/// text are checked and given ids (reasoning without text is passed over).
 fn input_items(input: &Value) -> Result<Vec<Value>, ApiError> {
     const FIELD: &str = "input";
     let list = match input {
@@ -762,7 +765,21 @@ fn take(b: ResponsesBody, st: &AppState, owner: Option<usize>) -> Result<Taken, 
         top_logprobs: logprobs.map(|k| k as i64),
         add_generation_prompt: None,
         continue_final_message: None,
-        chat_template_kwargs: b.chat_template_kwargs,
+        // `reasoning.effort`: "none" turns the template's switch off (Qwen3's
+        // enable_thinking), any other effort on
+        chat_template_kwargs: chat::with_thinking(
+            b.chat_template_kwargs,
+            match b
+                .reasoning
+                .as_ref()
+                .and_then(|r| r.get("effort"))
+                .and_then(Value::as_str)
+            {
+                Some("none") => Some(false),
+                Some(_) => Some(true),
+                None => None,
+            },
+        ),
         stream: b.stream,
         stream_options: None,
         tools,

@@ -769,6 +769,39 @@ async fn reasoning_is_read_out_of_a_thinking_models_replies() {
         assert!(m.get("reasoning_content").is_none(), "{r}");
         assert!(!m["content"].as_str().unwrap().is_empty(), "{r}");
     }
+    // the other APIs' own switches reach the template's (enable_thinking): Anthropic's
+    // `thinking` disabled, the Responses API's `reasoning.effort` "none", each adding
+    // Qwen3's empty reasoning to the prompt; on, as the template's default
+    let count = |path: &'static str, extra: Value| {
+        let mut body = json!({"model": "templated", "messages": asked, "input": "What is 2 + 2?",
+                              "max_tokens": 4});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let s = &s;
+        async move {
+            let (code, r) = post(s, path, body).await;
+            assert_eq!(code, 200, "{r}");
+            r["input_tokens"].as_u64().unwrap()
+        }
+    };
+    let messages = "/v1/messages/count_tokens";
+    let plain = count(messages, json!({})).await;
+    let on = count(
+        messages,
+        json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+    )
+    .await;
+    let off = count(messages, json!({"thinking": {"type": "disabled"}})).await;
+    assert!(on == plain && off > plain, "{plain} {on} {off}");
+    // the template's own kwargs win
+    let kept = json!({"thinking": {"type": "disabled"}, "chat_template_kwargs": {"enable_thinking": true}});
+    assert_eq!(count(messages, kept).await, plain);
+    let responses = "/v1/responses/input_tokens";
+    let plain = count(responses, json!({})).await;
+    let on = count(responses, json!({"reasoning": {"effort": "high"}})).await;
+    let off = count(responses, json!({"reasoning": {"effort": "none"}})).await;
+    assert!(on == plain && off > plain, "{plain} {on} {off}");
     // a streamed response of such a reply gives every token's logprob with its text
     // (held while the reply's start might have opened a reasoning), as a whole one does
     let streamed = json!({"input": "What is 2 + 2?", "max_output_tokens": 6, "temperature": 0,
