@@ -14,11 +14,17 @@ pub fn taught(template: &str) -> bool {
     template.contains(OPEN) && template.contains(CLOSE)
 }
 
-/// Whether a rendered prompt leaves its reply inside a reasoning: the template opened
-/// one in the generation prompt (DeepSeek-R1's `<think>\n`), or a continued final
-/// message stops inside one.
+/// Whether a rendered prompt leaves its reply inside a reasoning: its generation
+/// prompt ends opening one (DeepSeek-R1's `<｜Assistant｜><think>\n`). (A tag anywhere
+/// else, in a user's question say, opens nothing.)
 pub fn opened_by(prompt: &str) -> bool {
-    match (prompt.rfind(OPEN), prompt.rfind(CLOSE)) {
+    prompt.trim_end().ends_with(OPEN)
+}
+
+/// Whether a final message that is continued stops inside a reasoning: its last
+/// `<think>` is not closed.
+pub fn left_open(message: &str) -> bool {
+    match (message.rfind(OPEN), message.rfind(CLOSE)) {
         (Some(open), Some(close)) => open > close,
         (Some(_), None) => true,
         _ => false,
@@ -137,7 +143,10 @@ mod tests {
         assert!(opened_by("<|Assistant|><think>\n"));
         assert!(!opened_by("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
         assert!(!opened_by("plain"));
-        assert!(opened_by("<think>a</think> then <think>b"));
+        // a question about the tag opens nothing
+        assert!(!opened_by("user: what is <think> for?\nassistant:"));
+        assert!(left_open("<think>a</think> then <think>b"));
+        assert!(!left_open("<think>a</think> done") && !left_open("plain"));
         assert!(taught("{{ '<think>' }}{{ '</think>' }}") && !taught("{{ '<think>' }}"));
     }
 

@@ -617,7 +617,7 @@ pub(super) struct Rendered {
     pub(super) json: Option<Arc<Grammar>>,
     /// Whether the replies are read for reasoning (`<think>` … `</think>`, a template
     /// that teaches it, no grammar): `Some(opened)`, opened when the prompt leaves the
-    /// reply inside one (`reasoning::opened_by`).
+    /// reply inside one (`reasoning::opened_by`, `reasoning::left_open`).
     pub(super) think: Option<bool>,
 }
 
@@ -694,10 +694,19 @@ pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, Ap
             .map(Calls::Read),
         None => None,
     };
-    // a reply held to a grammar is that format from its first token: no reasoning
+    // a reply held to a grammar is that format from its first token: no reasoning; a
+    // reply starts inside one when the generation prompt opens it, or when it
+    // continues a final message that did
     let think = source
         .filter(|s| json.is_none() && crate::reasoning::taught(s))
-        .map(|_| crate::reasoning::opened_by(&text));
+        .map(|_| match continue_final_message {
+            true => messages
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .is_some_and(crate::reasoning::left_open),
+            false => crate::reasoning::opened_by(&text),
+        });
     let ids = tokenizer.encode_plain(&text).map_err(ApiError::from)?;
     Ok(Rendered {
         ids,

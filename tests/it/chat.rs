@@ -755,12 +755,18 @@ async fn reasoning_is_read_out_of_a_thinking_models_replies() {
         .filter_map(|d| d["content"].as_str())
         .collect();
     assert_eq!(content, "");
-    // not opened by the prompt: content (a random reply does not open one itself)
+    // not opened by the prompt: content (a random reply does not open one itself),
+    // a question that writes the tag included
     let asked = json!([{"role": "user", "content": "What is 2 + 2?"}]);
-    for kwargs in [json!({}), json!({"enable_thinking": false})] {
+    let tagged = json!([{"role": "user", "content": "What does <think> do?"}]);
+    for (messages, kwargs) in [
+        (&asked, json!({})),
+        (&asked, json!({"enable_thinking": false})),
+        (&tagged, json!({})),
+    ] {
         let (code, r) = chat(
             &s,
-            json!({"messages": asked, "max_tokens": 6, "temperature": 0,
+            json!({"messages": messages, "max_tokens": 6, "temperature": 0,
                    "chat_template_kwargs": kwargs}),
         )
         .await;
