@@ -39,6 +39,9 @@ pub enum Family {
     Qwen3,
     /// Qwen3's block with a Mixture-of-Experts MLP (`Qwen3MoeForCausalLM`).
     Qwen3Moe,
+    /// The Llama block with q, k and v in one projection and gate and up in one, and a
+    /// sliding window (`Phi3ForCausalLM`: Phi-3 with default rotary positions).
+    Phi3,
 }
 
 impl Family {

@@ -20,6 +20,8 @@ logits of those ids, and the ids `generate` picks greedily.
            than hidden/heads, GQA, tied head, bf16, no BOS
   qwen3_moe  Qwen3's heads with 4 experts top-2 renormalised, no shared expert, layer 1
            dense (mlp_only_layers), f32
+  phi3     q/k/v in one qkv_proj and gate/up in one gate_up_proj, GQA, a sliding window
+           of 8, bf16, BOS added
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
@@ -47,6 +49,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2MoeConfig,
+    Phi3Config,
     Qwen3Config,
     Qwen3MoeConfig,
 )
@@ -319,6 +322,23 @@ def main(out: str, only: list) -> None:
         ),
         torch.float32,
         bos=False,
+        eos_ids=1,
+    )
+
+
+    build(
+        out,
+        "phi3",
+        Phi3Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=8,
+            tie_word_embeddings=False,
+            pad_token_id=1,
+        ),
+        torch.bfloat16,
+        bos=True,
         eos_ids=1,
     )
 

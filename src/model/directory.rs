@@ -639,6 +639,10 @@ impl ModelDir {
         Ok(match rest {
             "ln_1.weight" => vec![plain("input_layernorm.weight", vec![c])],
             "ln_2.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
+            // Phi-3's q, k and v in one projection, in our order
+            "attn.c_attn.weight" if a.family == Family::Phi3 => {
+                vec![linears(&[("self_attn.qkv_proj.weight".into(), q + 2 * kv)])]
+            }
             "attn.c_attn.weight" => vec![linears(&[
                 ("self_attn.q_proj.weight".into(), q),
                 ("self_attn.k_proj.weight".into(), kv),
@@ -660,6 +664,11 @@ impl ModelDir {
             }],
             "attn.c_proj.weight" => vec![down("self_attn.o_proj.weight".into(), q)],
             "attn.c_proj.bias" => vec![plain("self_attn.o_proj.bias", vec![c])],
+            // Phi-3's gate and up in one projection, gate first as ours
+            "mlp.c_fc.weight" if a.family == Family::Phi3 => vec![linears(&[(
+                "mlp.gate_up_proj.weight".into(),
+                spec.shape[1],
+            )])],
             "mlp.c_fc.weight" => vec![linears(&[
                 ("mlp.gate_proj.weight".into(), spec.shape[1] / 2),
                 ("mlp.up_proj.weight".into(), spec.shape[1] / 2),

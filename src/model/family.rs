@@ -19,6 +19,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Qwen2MoeForCausalLM", Family::Qwen2Moe),
     ("Qwen3ForCausalLM", Family::Qwen3),
     ("Qwen3MoeForCausalLM", Family::Qwen3Moe),
+    ("Phi3ForCausalLM", Family::Phi3),
 ];
 
 pub use crate::config::Family;
@@ -178,6 +179,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("qwen2_moe", Family::Qwen2Moe),
         ("qwen3", Family::Qwen3),
         ("qwen3_moe", Family::Qwen3Moe),
+        ("phi3", Family::Phi3),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -204,6 +206,19 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         Some(p) => Keys(p).f32_or("rope_theta", Keys(cfg).f32_or("rope_theta", 10_000.0)?)?,
         None => Keys(cfg).f32_or("rope_theta", 10_000.0)?,
     };
+    // every dimension of a head rotated (Phi-4-mini's 0.75 rotates a part)
+    let partial = match params {
+        Some(p) => Keys(p).f32_or(
+            "partial_rotary_factor",
+            Keys(cfg).f32_or("partial_rotary_factor", 1.0)?,
+        )?,
+        None => Keys(cfg).f32_or("partial_rotary_factor", 1.0)?,
+    };
+    if partial != 1.0 {
+        return Err(bad(format!(
+            "partial_rotary_factor {partial} is not supported: rotary positions on every dimension of a head only"
+        )));
+    }
     let k = Keys(scaling);
     let kind = scaling
         .get("rope_type")
@@ -325,7 +340,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     }
     // Mistral masks keys past the window; the Qwen families only with use_sliding_window
     let sliding_window = match family {
-        Family::Mistral | Family::Mixtral => k.usize_opt("sliding_window")?,
+        Family::Mistral | Family::Mixtral | Family::Phi3 => k.usize_opt("sliding_window")?,
         Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
             if k.bool_or("use_sliding_window", false)? =>
         {
@@ -441,6 +456,25 @@ mod tests {
         let m = a.moe.unwrap();
         assert_eq!((m.experts, m.top_k, m.hidden), (128, 8, 768));
         assert!(m.norm_topk_prob && m.shared_expert_hidden.is_none());
+    }
+
+    #[test]
+    fn a_partly_rotated_head_is_refused_by_name() {
+        // Phi-4-mini rotates 0.75 of each head: refused, not served wrong
+        for at in ["top", "rope_parameters"] {
+            let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
+            let o = v.as_object_mut().unwrap();
+            if at == "top" {
+                o.insert("partial_rotary_factor".into(), 0.75.into());
+            } else {
+                o.insert("rope_parameters".into(), serde_json::json!({"rope_theta": 10000.0, "rope_type": "default", "partial_rotary_factor": 0.75}));
+            }
+            let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+            assert!(e.contains("partial_rotary_factor 0.75"), "{e}");
+        }
+        let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
+        v["partial_rotary_factor"] = 1.0.into();
+        assert!(from_hf_config(&v.to_string()).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "llama",
     "qwen2",
     "mistral",
@@ -21,6 +21,7 @@ const ALL: [&str; 7] = [
     "qwen2_moe",
     "qwen3",
     "qwen3_moe",
+    "phi3",
 ];
 
 fn meta(family: &str) -> serde_json::Value {
@@ -193,6 +194,8 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     // Mistral's window (8) is shorter than the text: the paged decode kernels mask
     // the keys the forward's kernels mask
     steps_match_the_forward("mistral", serde_json::json!({}), 1e-4);
+    // Phi-3's window (8 in the fixture), its q/k/v and gate/up read from fused tensors
+    steps_match_the_forward("phi3", serde_json::json!({}), 1e-4);
 }
 
 #[test]
