@@ -63,14 +63,21 @@ fn published_templates_render_as_transformers_does() {
     assert!(checked >= 40, "{checked} cases");
 }
 
+/// The fixture's entry of published template `name` (its template, its cases).
+fn published(name: &str) -> Value {
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    let all = fixture["templates"].as_array().unwrap();
+    all.iter().find(|t| t["name"] == name).unwrap().clone()
+}
+
 /// A models directory with the llama fixture and, under `chat`, the same with
 /// Mixtral's template in its tokenizer_config.json (short enough for the fixture's
 /// 128 positions; its `<s>` is the fixture tokenizer's BOS).
 pub(crate) fn models_dir(tag: &str) -> std::path::PathBuf {
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
-    let mixtral = &fixture["templates"][1];
-    assert_eq!(mixtral["name"], "mixtral");
-    let template = mixtral["template"].as_str().unwrap().to_string();
+    let template = published("mixtral")["template"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let models = std::env::temp_dir().join(format!("wgformer-chat-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&models);
     for name in ["plain", "chat"] {
@@ -613,9 +620,7 @@ async fn chat_template_kwargs_reach_the_template() {
 /// rendering is transformers', `published_templates_render_as_transformers_does`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tool_call_arguments_reach_the_template_as_objects() {
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
-    let llama = &fixture["templates"][0];
-    assert_eq!(llama["name"], "llama-3.2");
+    let llama = published("llama-3.2");
     let case = llama["cases"]
         .as_array()
         .unwrap()
@@ -648,14 +653,8 @@ async fn tool_call_arguments_reach_the_template_as_objects() {
 /// Llama 3.2's, which never reads it, the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tool_call_turn_without_text_renders_as_empty_text() {
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
     for name in ["qwen3", "llama-3.2"] {
-        let t = fixture["templates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == name)
-            .unwrap();
+        let t = published(name);
         let case = |title: &str| {
             t["cases"]
                 .as_array()
@@ -700,13 +699,7 @@ async fn a_tool_call_turn_without_text_renders_as_empty_text() {
 /// never read for it. (The splitting itself: `reasoning`'s unit tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reasoning_is_read_out_of_a_thinking_models_replies() {
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
-    let qwen3 = fixture["templates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "qwen3")
-        .unwrap();
+    let qwen3 = published("qwen3");
     let (s, models) = templated_server("think", qwen3["template"].as_str().unwrap()).await;
     let thinking = json!([
         {"role": "user", "content": "What is 2 + 2?"},
