@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 /// The named templates of a model and the special tokens they may write.
 pub struct ChatTemplates {
     env: Environment<'static>,
-    /// Names of the compiled templates (`default`, `tool_use`, …).
-    names: Vec<String>,
+    /// Names of the compiled templates (`default`, `tool_use`, …) and their sources
+    /// (read on every chat request for the formats they teach).
+    names: Vec<(String, String)>,
     pub bos_token: String,
     pub eos_token: String,
 }
@@ -27,7 +28,10 @@ pub struct ChatTemplates {
 impl std::fmt::Debug for ChatTemplates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplates")
-            .field("names", &self.names)
+            .field(
+                "names",
+                &self.names.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -344,13 +348,14 @@ impl ChatTemplates {
         env.add_filter("tojson", tojson);
         let mut names = Vec::with_capacity(templates.len());
         for (name, source) in templates {
-            env.add_template_owned(name.clone(), source).map_err(|e| {
-                Error::Config(format!(
-                    "chat template {name:?} does not compile: {}",
-                    describe(&e)
-                ))
-            })?;
-            names.push(name);
+            env.add_template_owned(name.clone(), source.clone())
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "chat template {name:?} does not compile: {}",
+                        describe(&e)
+                    ))
+                })?;
+            names.push((name, source));
         }
         Ok(Arc::new(ChatTemplates {
             env,
@@ -361,16 +366,14 @@ impl ChatTemplates {
     }
 
     /// The source of template `name`, if the model has it.
-    pub fn source(&self, name: &str) -> Option<String> {
-        self.env
-            .get_template(name)
-            .ok()
-            .map(|t| t.source().to_string())
+    pub fn source(&self, name: &str) -> Option<&str> {
+        let found = self.names.iter().find(|(n, _)| n == name);
+        found.map(|(_, s)| s.as_str())
     }
 
     /// Whether a template named `name` exists.
     pub fn has(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.names.iter().any(|(n, _)| n == name)
     }
 
     /// Render `messages` (OpenAI's shape, `content` already text) as
@@ -382,7 +385,10 @@ impl ChatTemplates {
         } else if self.has("default") {
             "default"
         } else {
-            self.names.first().map(String::as_str).unwrap_or("default")
+            self.names
+                .first()
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("default")
         };
         let tmpl = self.env.get_template(name).map_err(|_| {
             Error::InvalidInput("the model has no chat template: use /v1/completions".into())

@@ -688,10 +688,7 @@ pub(super) fn render(b: &ChatBody, tokenizer: &Tokenizer) -> Result<Rendered, Ap
     // a forced call, or the format of that template
     let tools = match forced {
         Some((calls, _)) => Some(calls),
-        None if wants_calls => source
-            .as_deref()
-            .and_then(ToolFormat::detect)
-            .map(Calls::Read),
+        None if wants_calls => source.and_then(ToolFormat::detect).map(Calls::Read),
         None => None,
     };
     // a reply held to a grammar is that format from its first token: no reasoning; a
