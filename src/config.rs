@@ -63,7 +63,7 @@ impl Family {
 
 /// How the rotary inverse frequencies are scaled for contexts longer than training's
 /// (`rope_scaling` / `rope_parameters` of a Hugging Face config, by `rope_type`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "rope_type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RopeScaling {
     /// `default`: no scaling.
@@ -80,6 +80,22 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_max_position_embeddings: usize,
     },
+    /// Phi-3's `longrope` (Phi-3-128k, Phi-3.5, Phi-4-mini): each frequency divided by a
+    /// factor of its own, `short_factor`'s for a context (`context_size`) within
+    /// `original_max_position_embeddings` and `long_factor`'s beyond it, and the rotated
+    /// dimensions' cos and sin scaled by `attention_factor`.
+    #[serde(rename = "longrope")]
+    LongRope {
+        short_factor: Vec<f32>,
+        long_factor: Vec<f32>,
+        original_max_position_embeddings: usize,
+        #[serde(default = "one")]
+        attention_factor: f32,
+    },
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// The shape of a block's attention: query heads, key/value heads (grouped-query
@@ -308,8 +324,13 @@ pub struct ModelConfig {
     pub intermediate_size: Option<usize>,
     /// Extension (rotary families): the base of the rotary frequencies.
     pub rope_theta: f32,
-    /// Extension (rotary families): `{"rope_type": "default" | "linear" | "llama3", …}`.
+    /// Extension (rotary families): `{"rope_type": "default" | "linear" | "llama3" |
+    /// "longrope", …}`.
     pub rope_scaling: RopeScaling,
+    /// Extension (rotary families): the fraction of each query and key head rotated (its
+    /// first `⌊head size · factor⌋` dimensions; Phi-4-mini's 0.75), the rest passed as
+    /// they are.
+    pub partial_rotary_factor: f32,
     /// Extension: the norms' epsilon (`layer_norm_epsilon`, `rms_norm_eps`).
     pub norm_eps: f32,
     /// Extension: keys older than this many positions are masked (Mistral).
@@ -375,6 +396,7 @@ impl Default for ModelConfig {
             intermediate_size: None,
             rope_theta: 10_000.0,
             rope_scaling: RopeScaling::None,
+            partial_rotary_factor: 1.0,
             norm_eps: 1e-5,
             sliding_window: None,
             tie_word_embeddings: true,
@@ -462,12 +484,17 @@ impl ModelConfig {
         self.head_dim.unwrap_or(self.n_embed / self.n_head.max(1))
     }
 
+    /// The dimensions of each query and key head that are rotated (rotary families):
+    /// `⌊head size · partial_rotary_factor⌋`, as `transformers` takes it.
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_size() as f64 * f64::from(self.partial_rotary_factor) + 1e-6).floor() as usize
+    }
+
     /// Key/value heads: `n_kv_head`, else `n_head`.
     pub fn kv_heads(&self) -> usize {
         self.n_kv_head.unwrap_or(self.n_head)
     }
 
-    /// The attention's heads, head size and window.
     /// Whether the paged KV cache holds half floats (`kv_cache_dtype`; `auto`: with
     /// float16 weights).
     pub fn kv_half(&self) -> bool {
@@ -478,6 +505,7 @@ impl ModelConfig {
         }
     }
 
+    /// The attention's heads, head size and window.
     pub fn heads(&self) -> Heads {
         Heads {
             nh: self.n_head,
@@ -666,6 +694,7 @@ impl ModelConfig {
                 self.rope_theta
             )));
         }
+        self.validate_rotary()?;
         for (key, width) in [
             ("moe_intermediate_size", self.moe_intermediate_size),
             ("moe_shared_expert_size", self.moe_shared_expert_size),
@@ -730,6 +759,55 @@ impl ModelConfig {
                 "moe_num_experts ({}) must be at most 64",
                 self.moe_num_experts
             )));
+        }
+        Ok(())
+    }
+
+    /// The rotated part of a head and the rotary scaling's parameters.
+    fn validate_rotary(&self) -> Result<()> {
+        let f = self.partial_rotary_factor;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(Error::Config(format!(
+                "partial_rotary_factor ({f}) must be in (0, 1]"
+            )));
+        }
+        let (hs, rot) = (self.head_size(), self.rotary_dim());
+        if f != 1.0 && (rot < 2 || !rot.is_multiple_of(2)) {
+            return Err(Error::Config(format!(
+                "partial_rotary_factor ({f}) rotates {rot} of a head's {hs} dimensions: that must be an even number, at least 2"
+            )));
+        }
+        let factor_ok = |x: f32| x.is_finite() && x > 0.0;
+        match &self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } if !factor_ok(*factor) => {
+                return Err(Error::Config(format!(
+                    "rope_scaling factor ({factor}) must be a positive number"
+                )));
+            }
+            RopeScaling::Linear { .. } | RopeScaling::Llama3 { .. } => {}
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+            } => {
+                for (key, factors) in [("short_factor", short_factor), ("long_factor", long_factor)]
+                {
+                    if factors.len() != rot / 2 || !factors.iter().all(|&x| factor_ok(x)) {
+                        return Err(Error::Config(format!(
+                            "rope_scaling {key} must hold {} positive numbers (one per rotated pair of a head's dimensions), not {}",
+                            rot / 2,
+                            factors.len()
+                        )));
+                    }
+                }
+                if *original_max_position_embeddings == 0 || !factor_ok(*attention_factor) {
+                    return Err(Error::Config(format!(
+                        "rope_scaling original_max_position_embeddings ({original_max_position_embeddings}) and attention_factor ({attention_factor}) must be positive"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -807,6 +885,39 @@ mod tests {
     #[test]
     fn default_parameter_count_matches_gpt2_small_with_padded_vocab() {
         assert_eq!(ModelConfig::default().parameter_count(), 124_475_904);
+    }
+
+    #[test]
+    fn partial_rotations_and_longrope_factors_are_checked() {
+        let base = r#""architecture": "phi3", "n_embed": 64, "n_head": 4"#;
+        let cfg = |extra: &str| ModelConfig::from_json(&format!("{{{base}, {extra}}}"));
+        let c = cfg(r#""partial_rotary_factor": 0.75"#).unwrap();
+        assert_eq!((c.head_size(), c.rotary_dim()), (16, 12));
+        for (extra, says) in [
+            (r#""partial_rotary_factor": 0.0"#, "must be in (0, 1]"),
+            (
+                r#""partial_rotary_factor": 0.1"#,
+                "rotates 1 of a head's 16",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "longrope", "short_factor": [1, 1],
+                    "long_factor": [1, 1], "original_max_position_embeddings": 8}"#,
+                "short_factor must hold 8 positive numbers",
+            ),
+            (
+                r#""partial_rotary_factor": 0.75, "rope_scaling": {"rope_type": "longrope",
+                    "short_factor": [1, 1, 1, 1, 1, 1], "long_factor": [1, 1, 1, 1, 1, -1],
+                    "original_max_position_embeddings": 8}"#,
+                "long_factor must hold 6 positive numbers",
+            ),
+            (
+                r#""rope_scaling": {"rope_type": "linear", "factor": 0}"#,
+                "factor (0) must be a positive number",
+            ),
+        ] {
+            let e = cfg(extra).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ Origins of the templates (kept verbatim as published; see each entry's `origin`)
     packages/jinja/test/e2e.test.js (commit 029db6baefd46bedd8900dd2ba4aa1eb03a9ef3d)
   - Qwen/Qwen3-0.6B: as vendored by llama.cpp, models/templates/Qwen-Qwen3-0.6B.jinja
     (read from a public fork, ye-NX/llama.cpp@b354d7c9ecb76c97c07098617cdebbdfffa2583e)
+  - microsoft/Phi-4-mini-instruct's chat_template (tokenizer_config.json), as quoted in
+    the Berkeley Function-Calling Leaderboard's Phi handler (ShishirPatil/gorilla,
+    berkeley-function-call-leaderboard/bfcl_eval/model_handler/local_inference/phi_fc.py)
+    and in microsoft/onnxruntime-extensions' tokenizer tests
 
 Run (needs transformers; CI never runs this):
     /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
@@ -209,6 +213,8 @@ QWEN_3 = r'''{%- if tools %}
     {%- endif %}
 {%- endif %}'''
 
+PHI_4_MINI = "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+
 TEMPLATES = [
     ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
      "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
@@ -220,6 +226,8 @@ TEMPLATES = [
      "deepseek-ai/deepseek-coder-33b-instruct, via huggingface/huggingface.js packages/jinja/test/e2e.test.js@029db6b"),
     ("qwen3", QWEN_3, None, "<|im_end|>",
      "Qwen/Qwen3-0.6B tokenizer_config.json, as vendored by ggml-org/llama.cpp models/templates/Qwen-Qwen3-0.6B.jinja"),
+    ("phi-4-mini", PHI_4_MINI, "<|endoftext|>", "<|endoftext|>",
+     "microsoft/Phi-4-mini-instruct tokenizer_config.json, as quoted by ShishirPatil/gorilla's BFCL Phi handler"),
 ]
 
 TOOLS = [{

@@ -22,6 +22,12 @@ logits of those ids, and the ids `generate` picks greedily.
            dense (mlp_only_layers), f32
   phi3     q/k/v in one qkv_proj and gate/up in one gate_up_proj, GQA, a sliding window
            of 8, bf16, BOS added
+  phi4_mini  Phi-4-mini's positions: longrope (short and long factors, an original
+           context of 32 in a model of 128, so the attention factor scales cos and sin)
+           over 0.75 of each head (partial_rotary_factor: 12 of 16 dimensions), tied
+           head, transformers-4 layout; the greedy prompt is longer than the original
+           context and the full text's logits too (transformers' long factors), and
+           `logits_short` holds the logits of the first 32 ids (its short factors)
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
@@ -110,7 +116,7 @@ def to_transformers4(path: str, scaling) -> None:
 
 
 def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
-          layout4=None) -> None:
+          layout4=None, greedy_len=8, short=None) -> None:
     if ONLY and name not in ONLY:
         return
     path = os.path.join(out, name)
@@ -154,9 +160,12 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
         path, dtype=torch.float32, attn_implementation="eager"
     ).eval()
     input_ids = torch.tensor([ids])
+    tensors = {}
     with torch.no_grad():
         logits = reloaded(input_ids).logits.float()[0].contiguous()
-        prompt = input_ids[:, :8]
+        if short:
+            tensors["logits_short"] = reloaded(input_ids[:, :short]).logits.float()[0].contiguous()
+        prompt = input_ids[:, :greedy_len]
         # 12 greedy tokens whatever they are: no eos stops (nor is masked: min_new_tokens
         # would forbid the eos ids, which argmax may pick)
         reloaded.generation_config.eos_token_id = None
@@ -168,13 +177,15 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
             pad_token_id=1,
         )
         assert generated.shape[1] == prompt.shape[1] + 12
-    save_file({"logits": logits}, os.path.join(path, "logits.safetensors"))
+    tensors["logits"] = logits
+    save_file(tensors, os.path.join(path, "logits.safetensors"))
     meta = {
         "text": TEXT,
         "input_ids": ids,
         "greedy_prompt": prompt[0].tolist(),
         "greedy_ids": generated[0, prompt.shape[1]:].tolist(),
         "dtype": str(dtype).replace("torch.", ""),
+        **({"short_context": short} if short else {}),
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
     }
@@ -340,6 +351,38 @@ def main(out: str, only: list) -> None:
         torch.bfloat16,
         bos=True,
         eos_ids=1,
+    )
+
+    # Phi-4-mini's rotation, shrunk: 12 of 16 dimensions (6 pairs), longrope factors
+    # drawn here (short near 1, long larger), 32 original positions of 128
+    gen = torch.Generator().manual_seed(4)
+    short_factor = (1.0 + 0.5 * torch.rand(6, generator=gen)).tolist()
+    long_factor = (1.0 + 6.0 * torch.rand(6, generator=gen)).tolist()
+    build(
+        out,
+        "phi4_mini",
+        Phi3Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            original_max_position_embeddings=32,
+            partial_rotary_factor=0.75,
+            rope_parameters={
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.75,
+                "short_factor": short_factor,
+                "long_factor": long_factor,
+            },
+            pad_token_id=1,
+        ),
+        torch.bfloat16,
+        bos=True,
+        eos_ids=1,
+        layout4={"type": "longrope", "short_factor": short_factor, "long_factor": long_factor},
+        greedy_len=40,
+        short=32,
     )
 
 

@@ -41,20 +41,31 @@ impl Rope {
 }
 
 /// The dimension of Hugging Face's head layout that dimension `d` of a rotated head on
-/// the device holds: the two halves interleaved (`2i` ← `i`, `2i + 1` ← `i + HS/2`).
-pub fn interleaved(d: usize, hs: usize) -> usize {
-    d / 2 + (d % 2) * (hs / 2)
+/// the device holds, when its first `rot` dimensions are rotated (`rot` = HS but for a
+/// partial rotation): the two halves of those interleaved (`2i` ← `i`, `2i + 1` ←
+/// `i + rot/2`), the passed dimensions after them as they are. A passed pair's cos and
+/// sin in the table are 1 and 0.
+pub fn interleaved(d: usize, rot: usize) -> usize {
+    match d < rot {
+        true => d / 2 + (d % 2) * (rot / 2),
+        false => d,
+    }
 }
 
 /// `values` (`[rows, cols]`, a qkv projection's weights or bias, its columns the query
 /// heads, the key heads, then the value heads) with the first `heads` heads of `hs`
-/// columns permuted by [`interleaved`]; the rest as they are.
-pub fn interleave_heads(values: &[f32], cols: usize, heads: usize, hs: usize) -> Vec<f32> {
+/// columns permuted by [`interleaved`] (their first `rot` rotated); the rest as they are.
+pub fn interleave_heads(
+    values: &[f32],
+    cols: usize,
+    heads: usize,
+    (hs, rot): (usize, usize),
+) -> Vec<f32> {
     values
         .chunks(cols)
         .flat_map(|row| {
             (0..cols).map(move |c| match c < heads * hs {
-                true => row[c - c % hs + interleaved(c % hs, hs)],
+                true => row[c - c % hs + interleaved(c % hs, rot)],
                 false => row[c],
             })
         })
@@ -62,11 +73,16 @@ pub fn interleave_heads(values: &[f32], cols: usize, heads: usize, hs: usize) ->
 }
 
 /// The inverse of [`interleave_heads`]: device rows back in Hugging Face's layout.
-pub fn deinterleave_heads(values: &[f32], cols: usize, heads: usize, hs: usize) -> Vec<f32> {
+pub fn deinterleave_heads(
+    values: &[f32],
+    cols: usize,
+    heads: usize,
+    (hs, rot): (usize, usize),
+) -> Vec<f32> {
     let mut out = values.to_vec();
     for (row, dst) in values.chunks(cols).zip(out.chunks_mut(cols)) {
         for c in 0..(heads * hs).min(cols) {
-            dst[c - c % hs + interleaved(c % hs, hs)] = row[c];
+            dst[c - c % hs + interleaved(c % hs, rot)] = row[c];
         }
     }
     out
@@ -97,13 +113,19 @@ mod tests {
     fn heads_interleave_and_come_back() {
         let (hs, heads, cols) = (8, 2, 3 * 8);
         let row: Vec<f32> = (0..2 * cols).map(|v| v as f32).collect();
-        let dev = interleave_heads(&row, cols, heads, hs);
+        let dev = interleave_heads(&row, cols, heads, (hs, hs));
         // a head's dimension 2i is i, 2i + 1 is i + 4; the third head (a value head) as is
         assert_eq!(&dev[..8], &[0.0, 4.0, 1.0, 5.0, 2.0, 6.0, 3.0, 7.0]);
         assert_eq!(&dev[8..10], &[8.0, 12.0]);
         assert_eq!(&dev[16..24], &row[16..24]);
         assert_eq!(&dev[24..26], &[24.0, 28.0]);
-        assert_eq!(deinterleave_heads(&dev, cols, heads, hs), row);
+        assert_eq!(deinterleave_heads(&dev, cols, heads, (hs, hs)), row);
+        // 4 of 8 rotated: pairs (0, 2) and (1, 3), then 4..8 as they are
+        let dev = interleave_heads(&row, cols, heads, (hs, 4));
+        assert_eq!(&dev[..8], &[0.0, 2.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(&dev[8..12], &[8.0, 10.0, 9.0, 11.0]);
+        assert_eq!(&dev[16..24], &row[16..24]);
+        assert_eq!(deinterleave_heads(&dev, cols, heads, (hs, 4)), row);
     }
 
     #[test]

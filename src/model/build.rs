@@ -175,12 +175,13 @@ impl Model {
             if rotary_families && spec.name.contains(".attn.c_attn.") {
                 // each query and key head's halves interleaved (`kernels::rotary`)
                 let cols = spec.shape[spec.shape.len() - 1];
-                let (rotated, hs) = (heads.nh + heads.nkv, heads.hs);
+                let (rotated, hs) = (heads.nh + heads.nkv, (heads.hs, config.rotary_dim()));
                 values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
             if spec.name.ends_with(".attn.head_norm.weight") {
                 // a row a head, interleaved as the heads it weighs
-                values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, heads.hs);
+                let hs = (heads.hs, config.rotary_dim());
+                values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, hs);
             }
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
@@ -279,8 +280,8 @@ impl Model {
             });
         }
         let rope = config.architecture.llama_like().then(|| {
-            let f = super::rope::inv_freq(heads.hs, config.rope_theta, config.rope_scaling);
-            let (cos, sin) = super::rope::rope_table(&f, ctxlen);
+            let (f, scale) = super::rope::rotation(&config);
+            let (cos, sin) = super::rope::rope_table(&f, heads.hs / 2, ctxlen, scale);
             let table = crate::kernels::rotary::device_table(&cos, &sin, heads.hs);
             buffers::upload(&ctx, "rope", &table)
         });

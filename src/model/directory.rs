@@ -469,9 +469,15 @@ impl ModelDir {
             cfg.ffn_hidden_multiplier = hidden / a.hidden_size;
         }
         cfg.norm_eps = eps;
-        if let Positions::Rotary { theta, scaling } = a.positions {
-            cfg.rope_theta = theta;
-            cfg.rope_scaling = scaling;
+        if let Positions::Rotary {
+            theta,
+            scaling,
+            partial,
+        } = &a.positions
+        {
+            cfg.rope_theta = *theta;
+            cfg.rope_scaling = scaling.clone();
+            cfg.partial_rotary_factor = *partial;
         }
         cfg.sliding_window = a.sliding_window;
         cfg.tie_word_embeddings = a.tied_head;

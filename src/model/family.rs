@@ -34,12 +34,17 @@ pub enum NormKind {
 }
 
 /// How positions enter the model.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Positions {
     /// A learned table added to the embedding (GPT-2's wpe).
     Learned,
-    /// Rotary embedding of queries and keys, half-split.
-    Rotary { theta: f32, scaling: RopeScaling },
+    /// Rotary embedding of queries and keys, half-split, over the `partial` fraction of
+    /// each head (`partial_rotary_factor`; 1: all of it).
+    Rotary {
+        theta: f32,
+        scaling: RopeScaling,
+        partial: f32,
+    },
 }
 
 /// The MLP of a block.
@@ -206,7 +211,7 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         Some(p) => Keys(p).f32_or("rope_theta", Keys(cfg).f32_or("rope_theta", 10_000.0)?)?,
         None => Keys(cfg).f32_or("rope_theta", 10_000.0)?,
     };
-    // every dimension of a head rotated (Phi-4-mini's 0.75 rotates a part)
+    // the part of a head rotated (Phi-4-mini's 0.75; 1: all of it)
     let partial = match params {
         Some(p) => Keys(p).f32_or(
             "partial_rotary_factor",
@@ -214,9 +219,9 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         )?,
         None => Keys(cfg).f32_or("partial_rotary_factor", 1.0)?,
     };
-    if partial != 1.0 {
+    if !(partial > 0.0 && partial <= 1.0) {
         return Err(bad(format!(
-            "partial_rotary_factor {partial} is not supported: rotary positions on every dimension of a head only"
+            "partial_rotary_factor ({partial}) must be in (0, 1]"
         )));
     }
     let k = Keys(scaling);
@@ -236,13 +241,58 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
             high_freq_factor: k.f32_or("high_freq_factor", 4.0)?,
             original_max_position_embeddings: k.usize("original_max_position_embeddings")?,
         },
+        // Phi-3 (`su` before transformers named it)
+        "longrope" | "su" => longrope(cfg, scaling)?,
         other => {
             return Err(bad(format!(
-                "rope type {other:?} is not supported (default, linear, llama3)"
+                "rope type {other:?} is not supported (default, linear, llama3, longrope)"
             )))
         }
     };
-    Ok(Positions::Rotary { theta, scaling })
+    Ok(Positions::Rotary {
+        theta,
+        scaling,
+        partial,
+    })
+}
+
+/// Phi-3's `longrope` parameters: the short and long factors, the original context
+/// (in the parameters, or at the top of the config as transformers 4 wrote it), and the
+/// attention factor, given or as `_compute_longrope_parameters` derives it from the
+/// context's growth (`factor`, else `max_position_embeddings` over the original).
+fn longrope(cfg: &Map<String, Value>, scaling: &Map<String, Value>) -> Result<RopeScaling> {
+    let k = Keys(scaling);
+    let factors = |key: &str| -> Result<Vec<f32>> {
+        scaling
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|v| v.as_f64().map(|x| x as f32)).collect())
+            .ok_or_else(|| bad(format!("rope_scaling {key} must be a list of numbers")))
+    };
+    let original = match k.usize_opt("original_max_position_embeddings")? {
+        Some(n) => n,
+        None => Keys(cfg).usize("original_max_position_embeddings")?,
+    };
+    if original == 0 {
+        return Err(bad(
+            "original_max_position_embeddings must be positive".into()
+        ));
+    }
+    let growth = match scaling.get("factor").and_then(Value::as_f64) {
+        Some(f) => f,
+        None => Keys(cfg).usize("max_position_embeddings")? as f64 / original as f64,
+    };
+    let attention_factor = match scaling.get("attention_factor").and_then(Value::as_f64) {
+        Some(a) => a,
+        None if growth <= 1.0 => 1.0,
+        None => (1.0 + growth.ln() / (original as f64).ln()).sqrt(),
+    };
+    Ok(RopeScaling::LongRope {
+        short_factor: factors("short_factor")?,
+        long_factor: factors("long_factor")?,
+        original_max_position_embeddings: original,
+        attention_factor: attention_factor as f32,
+    })
 }
 
 /// Read a Hugging Face `config.json`.
@@ -432,7 +482,8 @@ mod tests {
             a.positions,
             Positions::Rotary {
                 theta: 1_000_000.0,
-                scaling: RopeScaling::None
+                scaling: RopeScaling::None,
+                partial: 1.0,
             }
         );
         // Qwen3-30B-A3B's MoE keys: no shared expert, renormalised top-k
@@ -458,23 +509,76 @@ mod tests {
         assert!(m.norm_topk_prob && m.shared_expert_hidden.is_none());
     }
 
+    /// microsoft/Phi-4-mini-instruct's config.json (as published; the 48 factors
+    /// of each list cut to their first and last values here, as the test needs no more
+    /// than their count and place).
+    const PHI_4_MINI: &str = r#"{"architectures": ["Phi3ForCausalLM"], "attention_bias": false,
+        "bos_token_id": 199999, "eos_token_id": 199999, "hidden_act": "silu",
+        "hidden_size": 3072, "intermediate_size": 8192, "max_position_embeddings": 131072,
+        "model_type": "phi3", "num_attention_heads": 24, "num_hidden_layers": 32,
+        "num_key_value_heads": 8, "original_max_position_embeddings": 4096,
+        "pad_token_id": 199999, "partial_rotary_factor": 0.75, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"long_factor": [1, 1.118320672, 79.57800072, 81.21, 83.00],
+            "short_factor": [1, 1.0, 1.0, 1.0, 1.0], "type": "longrope"},
+        "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": true,
+        "torch_dtype": "bfloat16", "transformers_version": "4.45.0", "use_cache": true,
+        "vocab_size": 200064}"#;
+
     #[test]
-    fn a_partly_rotated_head_is_refused_by_name() {
-        // Phi-4-mini rotates 0.75 of each head: refused, not served wrong
-        for at in ["top", "rope_parameters"] {
-            let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
-            let o = v.as_object_mut().unwrap();
-            if at == "top" {
-                o.insert("partial_rotary_factor".into(), 0.75.into());
-            } else {
-                o.insert("rope_parameters".into(), serde_json::json!({"rope_theta": 10000.0, "rope_type": "default", "partial_rotary_factor": 0.75}));
+    fn phi_4_minis_partial_longrope_is_read() {
+        let a = from_hf_config(PHI_4_MINI).unwrap();
+        assert_eq!((a.family, a.head_dim, a.n_kv_head), (Family::Phi3, 128, 8));
+        let Positions::Rotary {
+            theta,
+            scaling,
+            partial,
+        } = a.positions
+        else {
+            panic!("{:?}", a.positions)
+        };
+        assert_eq!((theta, partial), (10000.0, 0.75));
+        let RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings,
+            attention_factor,
+        } = scaling
+        else {
+            panic!("{scaling:?}")
+        };
+        assert_eq!((short_factor.len(), long_factor.len()), (5, 5));
+        assert!((long_factor[2] - 79.578).abs() < 1e-4, "{long_factor:?}");
+        assert_eq!(original_max_position_embeddings, 4096);
+        // sqrt(1 + ln(131072 / 4096) / ln(4096)), as transformers derives it
+        assert!(
+            (attention_factor - 1.190_238).abs() < 1e-6,
+            "{attention_factor}"
+        );
+        // transformers 5: the parameters in rope_parameters, the original context there
+        let mut v: Value = serde_json::from_str(PHI_4_MINI).unwrap();
+        let o = v.as_object_mut().unwrap();
+        let mut params = o.remove("rope_scaling").unwrap();
+        params["rope_type"] = "longrope".into();
+        params["rope_theta"] = 10000.0.into();
+        params["original_max_position_embeddings"] = 4096.into();
+        params["attention_factor"] = 1.5.into();
+        o.remove("original_max_position_embeddings");
+        o.insert("rope_parameters".into(), params);
+        let b = from_hf_config(&v.to_string()).unwrap();
+        assert!(matches!(
+            b.positions,
+            Positions::Rotary {
+                scaling: RopeScaling::LongRope {
+                    attention_factor: 1.5,
+                    ..
+                },
+                ..
             }
-            let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
-            assert!(e.contains("partial_rotary_factor 0.75"), "{e}");
-        }
-        let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
-        v["partial_rotary_factor"] = 1.0.into();
-        assert!(from_hf_config(&v.to_string()).is_ok());
+        ));
+        // a part of a head outside (0, 1] is refused by name
+        v["partial_rotary_factor"] = 1.5.into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("partial_rotary_factor (1.5)"), "{e}");
     }
 
     #[test]
@@ -496,6 +600,7 @@ mod tests {
                     high_freq_factor: 4.0,
                     original_max_position_embeddings: 8192,
                 },
+                partial: 1.0,
             }
         );
         assert_eq!(a.mlp, Mlp::SwiGlu { hidden: 8192 });
@@ -522,7 +627,8 @@ mod tests {
             a.positions,
             Positions::Rotary {
                 theta: 10_000.0,
-                scaling: RopeScaling::Linear { factor: 2.0 }
+                scaling: RopeScaling::Linear { factor: 2.0 },
+                partial: 1.0,
             }
         );
         // absent keys take transformers' defaults

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "llama",
     "qwen2",
     "mistral",
@@ -22,6 +22,7 @@ const ALL: [&str; 8] = [
     "qwen3",
     "qwen3_moe",
     "phi3",
+    "phi4_mini",
 ];
 
 fn meta(family: &str) -> serde_json::Value {
@@ -46,9 +47,13 @@ fn build(family: &str, extra: serde_json::Value) -> Model {
 }
 
 fn hf_logits(family: &str) -> Vec<f32> {
+    hf_tensor(family, "logits")
+}
+
+fn hf_tensor(family: &str, name: &str) -> Vec<f32> {
     let bytes = std::fs::read(format!("{FAMILIES}/{family}/logits.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor("logits")
+    st.tensor(name)
         .unwrap()
         .data()
         .chunks_exact(4)
@@ -199,6 +204,41 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
 }
 
 #[test]
+fn longrope_takes_its_short_factors_within_the_original_context() {
+    // Phi-4-mini's positions: with a context past the original 32 positions the
+    // model takes longrope's long factors (the fixture's full text and greedy prompt,
+    // which transformers computes with them: `logits_match_…`, `greedy_…`); within
+    // it, the short factors, as transformers does for a text of 32 — on the forward,
+    // and on decode steps (the partly rotated heads of every kernel path)
+    let m = meta("phi4_mini");
+    let short = m["short_context"].as_u64().unwrap() as usize;
+    let input = ids(&m["input_ids"])[..short].to_vec();
+    let want = hf_tensor("phi4_mini", "logits_short");
+    let long = build("phi4_mini", serde_json::json!({}));
+    assert_eq!(long.config.context_size, 128);
+    let differs = long.forward_logits(&input).unwrap();
+    let gap = differs
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(gap > 1e-3, "the long factors give other logits ({gap})");
+    for kernels in ["software", "hardware"] {
+        let config = serde_json::json!({"kernels": kernels, "context_size": short});
+        let model = build("phi4_mini", config);
+        let got = model.forward_logits(&input).unwrap();
+        let name = format!("phi4_mini short factors, {kernels} kernels");
+        assert_close(&name, &got, &want, 1e-4, 1e-4);
+    }
+    steps_match_the_forward(
+        "phi4_mini",
+        serde_json::json!({"context_size": short}),
+        1e-4,
+    );
+    steps_match_the_forward("phi4_mini", serde_json::json!({}), 1e-4);
+}
+
+#[test]
 fn qwen3_head_norms_store_keys_to_either_pool() {
     // the head norm's dispatch stores the normed, rotated keys: to an f32 pool (the
     // numbers of the forward, which reads them from qkv), and to a half-float pool,
@@ -336,7 +376,8 @@ fn bad_directories_get_errors_naming_the_problem() {
 fn seeded_llama_models_build_and_decode_like_their_forward() {
     let g = gpu();
     // (a family's fixture directory is named as its architecture)
-    for arch in ALL {
+    for dir in ALL {
+        let arch = if dir == "phi4_mini" { "phi3" } else { dir };
         let mut value = serde_json::json!({
             "architecture": arch, "vocab_size": 128, "context_size": 32, "n_layer": 2,
             "n_head": 4, "n_kv_head": 2, "n_embed": 64, "intermediate_size": 96,
@@ -350,6 +391,14 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
         }
         if arch == "qwen2_moe" {
             value["moe_shared_expert_size"] = 48.into();
+        }
+        if dir == "phi4_mini" {
+            // 12 of 16 dimensions rotated, longrope's long factors (32 > 16 positions)
+            value["partial_rotary_factor"] = 0.75.into();
+            value["rope_scaling"] = serde_json::json!({"rope_type": "longrope",
+                "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5],
+                "long_factor": [2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+                "original_max_position_embeddings": 16, "attention_factor": 1.2});
         }
         let cfg = wgformer::ModelConfig::from_value(value).unwrap();
         assert_eq!(

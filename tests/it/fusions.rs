@@ -216,24 +216,28 @@ fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
     }
 }
 
-/// (query heads, key heads, head size, rows, a half-float pool, K): grouped heads,
-/// heads of 8 to 128, rows past a matmul tile, a K the tiled matmuls split (the
-/// rotation then in matmul_split_sum).
-const ROPE_CASES: [(usize, usize, usize, usize, bool, usize); 7] = [
-    (4, 2, 16, 1, false, 48),
-    (6, 2, 32, 5, true, 48),
-    (4, 4, 64, 3, false, 48),
-    (2, 2, 8, 2, true, 48),
-    (2, 1, 128, 3, false, 48),
-    (6, 2, 128, 70, false, 40),
-    (2, 2, 16, 7, true, 1000),
+/// (query heads, key heads, head size, dimensions rotated, rows, a half-float pool, K):
+/// grouped heads, heads of 8 to 128, partial rotations (Phi-4-mini's three quarters,
+/// and pairs that end mid-vec4), rows past a matmul tile, a K the tiled matmuls split
+/// (the rotation then in matmul_split_sum).
+const ROPE_CASES: [(usize, usize, usize, usize, usize, bool, usize); 8] = [
+    (4, 2, 16, 16, 1, false, 48),
+    (6, 2, 32, 24, 5, true, 48),
+    (4, 4, 64, 64, 3, false, 48),
+    (2, 2, 8, 8, 2, true, 48),
+    (2, 1, 128, 128, 3, false, 48),
+    (6, 2, 128, 96, 70, false, 40),
+    (2, 2, 16, 16, 7, true, 1000),
+    (4, 2, 16, 12, 3, false, 48),
 ];
 
-/// Rotary heads and `t` rows' positions (out of order, one of them past the llama3
-/// scaling's original context), with the cos and sin tables on the host and as the
-/// kernels read them.
+/// Rotary heads (the first `rot` dimensions of each rotated) and `t` rows' positions
+/// (out of order, one of them past the scaling's original context), with the cos and
+/// sin tables on the host and as the kernels read them: llama3's scaling for a whole
+/// rotation, longrope's (cos and sin scaled) for a partial one.
 struct RopeCase {
     heads: Heads,
+    rot: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
     positions: Vec<u32>,
@@ -243,17 +247,32 @@ struct RopeCase {
 }
 
 impl RopeCase {
-    fn new(nh: usize, nkv: usize, hs: usize, t: usize) -> RopeCase {
+    fn new(nh: usize, nkv: usize, (hs, rot): (usize, usize), t: usize) -> RopeCase {
         use wgformer::config::RopeScaling;
         use wgformer::model::rope::{inv_freq, rope_table};
         let ctx = &gpu().ctx;
-        let scaling = RopeScaling::Llama3 {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 64,
+        let (scaling, scale) = match rot == hs {
+            true => (
+                RopeScaling::Llama3 {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 64,
+                },
+                1.0,
+            ),
+            false => (
+                RopeScaling::LongRope {
+                    short_factor: (0..rot / 2).map(|i| 1.0 + i as f32 / 4.0).collect(),
+                    long_factor: (0..rot / 2).map(|i| 2.0 + i as f32).collect(),
+                    original_max_position_embeddings: 64,
+                    attention_factor: 1.19,
+                },
+                1.19,
+            ),
         };
-        let (cos, sin) = rope_table(&inv_freq(hs, 500_000.0, scaling), 512);
+        let f = inv_freq(rot, 500_000.0, &scaling, 512);
+        let (cos, sin) = rope_table(&f, hs / 2, 512, scale);
         let positions: Vec<u32> = (0..t as u32).map(|r| (r * 37 + 5) % 512).collect();
         let device = rotary::device_table(&cos, &sin, hs);
         RopeCase {
@@ -263,6 +282,7 @@ impl RopeCase {
                 hs,
                 window: 0,
             },
+            rot,
             table: buffers::upload(ctx, "rope", &device),
             pb: buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions)),
             device,
@@ -275,7 +295,7 @@ impl RopeCase {
     /// The reference rotation of `x`'s rows (`[t, qkv width]`, Hugging Face's layout).
     fn rotated(&self, x: &[f32]) -> Vec<f32> {
         let h = self.heads;
-        let shape = (h.qkv_width(), h.nh + h.nkv, h.hs);
+        let shape = (h.qkv_width(), h.nh + h.nkv, h.hs, self.rot);
         reference::rotary::rotary(x, shape, (&self.cos, &self.sin), &self.positions)
     }
 
@@ -313,15 +333,15 @@ fn the_head_norm_normalises_rotates_and_stores() {
     use wgformer::kernels::head_norm::run_head_norm;
     use wgformer::kernels::rotary::{deinterleave_heads, interleave_heads};
     let g = gpu();
-    for (nh, nkv, hs, rows) in [
-        (4, 2, 16, 3),
-        (2, 1, 128, 5),
-        (8, 8, 64, 1),
-        (16, 8, 128, 2),
+    for (nh, nkv, (hs, rot), rows) in [
+        (4, 2, (16, 16), 3),
+        (2, 1, (128, 128), 5),
+        (8, 8, (64, 48), 1),
+        (16, 8, (128, 128), 2),
     ] {
-        let rope = RopeCase::new(nh, nkv, hs, rows);
+        let rope = RopeCase::new(nh, nkv, (hs, rot), rows);
         let heads = rope.heads;
-        let (n, rot, q, kv) = (
+        let (n, rotated_heads, q, kv) = (
             heads.qkv_width(),
             nh + nkv,
             heads.q_width(),
@@ -335,8 +355,8 @@ fn the_head_norm_normalises_rotates_and_stores() {
         let w = rand_vec(2 * hs, 62, 1.0);
         let eps = 1e-6;
         let normed = reference::head_norm::head_norm(&qkv, heads, (&w[..hs], &w[hs..]), eps as f64);
-        let dev = interleave_heads(&qkv, n, rot, hs);
-        let w_dev = interleave_heads(&w, hs, 1, hs);
+        let dev = interleave_heads(&qkv, n, rotated_heads, (hs, rot));
+        let w_dev = interleave_heads(&w, hs, 1, (hs, rot));
         let pool_rows = 16;
         let slots: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 3) % 16).collect();
         let name = format!("head_norm nh {nh} nkv {nkv} hs {hs} rows {rows}");
@@ -355,7 +375,7 @@ fn the_head_norm_normalises_rotates_and_stores() {
             .unwrap()
         };
         let rotated = run(&rope.device, &slots);
-        let got = deinterleave_heads(&rotated.qkv, n, rot, hs);
+        let got = deinterleave_heads(&rotated.qkv, n, rotated_heads, (hs, rot));
         assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
         assert_eq!(
             &got[q + kv..n],
@@ -376,7 +396,7 @@ fn the_head_norm_normalises_rotates_and_stores() {
             );
         }
         let alone = run(&[], &[]);
-        let got = deinterleave_heads(&alone.qkv, n, rot, hs);
+        let got = deinterleave_heads(&alone.qkv, n, rotated_heads, (hs, rot));
         assert_close(
             &format!("{name}, the norm alone"),
             &got,
@@ -397,16 +417,16 @@ fn the_head_norm_normalises_rotates_and_stores() {
 fn every_qkv_kernel_rotates_queries_and_keys_in_its_epilogue() {
     use wgformer::kernels::rotary::{deinterleave_heads, interleave_heads};
     let ctx = &gpu().ctx;
-    for (nh, nkv, hs, rows, half, k) in ROPE_CASES {
-        let rope = RopeCase::new(nh, nkv, hs, rows);
+    for (nh, nkv, hs, rot, rows, half, k) in ROPE_CASES {
+        let rope = RopeCase::new(nh, nkv, (hs, rot), rows);
         let heads = rope.heads;
-        let (n, rot) = (heads.qkv_width(), nh + nkv);
+        let (n, rotated) = (heads.qkv_width(), nh + nkv);
         let x = rand_vec(rows * k, 51, 1.0);
         let w = rand_vec(k * n, 53, 0.3);
         let bias = rand_vec(n, 54, 0.5);
         // the weights as the model uploads them
-        let w_dev = interleave_heads(&w, n, rot, hs);
-        let bias_dev = interleave_heads(&bias, n, rot, hs);
+        let w_dev = interleave_heads(&w, n, rotated, (hs, rot));
+        let bias_dev = interleave_heads(&bias, n, rotated, (hs, rot));
         let bias_flag = if rows % 2 == 1 { matmul::BIAS } else { 0 };
         let flags = bias_flag;
         let kv = Some((heads.q_width(), heads.kv_width()));
@@ -459,7 +479,7 @@ fn every_qkv_kernel_rotates_queries_and_keys_in_its_epilogue() {
             let b = (bias_flag != 0).then_some(&bias[..]);
             let seen = seen_by(variant, &w);
             let product = reference::matmul::matmul(&x, &seen, b, None, rows, n, k, false);
-            let got = deinterleave_heads(&got, n, rot, hs);
+            let got = deinterleave_heads(&got, n, rotated, (hs, rot));
             assert_close(&name, &got, &rope.rotated(&product), tol, tol);
         }
     }
