@@ -22,7 +22,7 @@ fn attention_paged_workgroup(
     let o = attend(t, h, lid);
     let hs = p.hs4 * 4u;
     let oo = t * p.c4 * 4u + h * hs;
-    for (var a = 0u; a < 2u; a++) {
+    for (var a = 0u; a < LANE_DIMS; a++) {
         let d = lid + a * WG;
         if (d < hs) {
             out[oo + d] = o[a];

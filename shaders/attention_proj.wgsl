@@ -29,7 +29,7 @@ fn attention_proj(
     let h = wid.y;
     let o = attend(t, h, lid);
     let hs = p.hs4 * 4u;
-    for (var a = 0u; a < 2u; a++) {
+    for (var a = 0u; a < LANE_DIMS; a++) {
         let d = lid + a * WG;
         if (d < hs) {
             head[d] = o[a];

@@ -431,7 +431,7 @@ pub fn human_bytes(b: u128) -> String {
 }
 
 /// Largest head size the attention kernel keeps in registers.
-pub const MAX_HEAD_SIZE: usize = 128;
+pub const MAX_HEAD_SIZE: usize = 256;
 
 impl ModelConfig {
     /// Parse a JSON object with any subset of the keys; missing keys take defaults.

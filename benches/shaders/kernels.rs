@@ -417,6 +417,7 @@ impl Bench {
                 variant,
                 &attention::AttentionBuffers {
                     half: false,
+                    head_size: c / nh,
                     qkv: &qb,
                     k: &qb,
                     v: &qb,
@@ -517,6 +518,7 @@ impl Bench {
                     row_offsets: none,
                     cols: none,
                     half,
+                    head_size: c / nh,
                 },
             );
             let gpu = self.time_gpu(&|pass| {
@@ -574,6 +576,7 @@ impl Bench {
             sparse_variant,
             &attention::AttentionBuffers {
                 half: false,
+                head_size: c / nh,
                 qkv: &qb,
                 k: &qb,
                 v: &qb,
@@ -589,6 +592,7 @@ impl Bench {
             dense_variant,
             &attention::AttentionBuffers {
                 half: false,
+                head_size: c / nh,
                 qkv: &qb,
                 k: &qb,
                 v: &qb,

@@ -19,7 +19,9 @@
 @group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;      // [pool rows, KV] (prelude kv_read)
 
 const CHUNK: u32 = 512u;
-const MAX_HS: u32 = 128u; // MAX_HS4 * 4
+const MAX_HS: u32 = MAX_HS4 * 4u;
+// a lane's dimensions of a head's output: lid + WG * a, a < LANE_DIMS (WG = 64)
+const LANE_DIMS: u32 = MAX_HS4 / 16u;
 
 var<workgroup> q: array<vec4<f32>, MAX_HS4>;
 var<workgroup> score: array<f32, CHUNK>;
@@ -27,9 +29,9 @@ var<workgroup> walk: u32;
 
 const MASKED: f32 = -3.0e38;
 
-// Head h's output for query row t: this lane's dimensions lid and lid + WG (those below
-// the head size). Call from uniform control flow (it holds barriers).
-fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
+// Head h's output for query row t: this lane's dimensions lid + WG * a, a < LANE_DIMS
+// (those below the head size). Call from uniform control flow (it holds barriers).
+fn attend(t: u32, h: u32, lid: u32) -> array<f32, LANE_DIMS> {
     let hs4 = p.hs4;
     let hs = hs4 * 4u;
     let table = rows[t].x;
@@ -43,8 +45,7 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
         q[d] = qkv[qo + d] * p.scale;
     }
     let n = workgroupUniformLoad(&walk); // also makes q visible to every lane
-    // this lane's dimensions of the output: lid + WG * a, a < MAX_HS / WG
-    var acc = array<f32, 2>(0.0, 0.0); // MAX_HS / WG with WG = 64
+    var acc: array<f32, LANE_DIMS>; // zeros
     var m = MASKED;
     var l = 0.0;
     for (var c0 = 0u; c0 < n; c0 += CHUNK) {
@@ -85,7 +86,7 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
         l = l * corr + workgroup_sum(lid, part);
         m = m_new;
         // 3. values
-        for (var a = 0u; a < 2u; a++) {
+        for (var a = 0u; a < LANE_DIMS; a++) {
             acc[a] *= corr;
         }
         for (var i = 0u; i < len; i++) {
@@ -94,7 +95,7 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
                 continue;
             }
             let vo = (kv_row(table, walk_key(keys, c0 + i)) * pool_stride4() + kv_head4(h)) * 4u;
-            for (var a = 0u; a < 2u; a++) {
+            for (var a = 0u; a < LANE_DIMS; a++) {
                 let d = lid + a * WG;
                 if (d < hs) {
                     acc[a] += e * value1(vo + d);
@@ -103,7 +104,7 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, 2> {
         }
         workgroupBarrier(); // every lane done with `score` before the next chunk
     }
-    for (var a = 0u; a < 2u; a++) {
+    for (var a = 0u; a < LANE_DIMS; a++) {
         acc[a] /= l;
     }
     return acc;

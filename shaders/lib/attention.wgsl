@@ -24,7 +24,9 @@ struct AttentionParams {
     _pad1: u32,
 }
 
-const MAX_HS4: u32 = 32u; // head size ≤ 128
+// head size ≤ 128; the kernels' wide pipelines (heads of up to 256: Gemma) are compiled
+// from this source with 64 here (`kernels::catalogue::Kernel::wide_source`)
+const MAX_HS4: u32 = 32u;
 
 // vec4s in a row of a fused qkv: the NH query heads, then NKV key heads, then NKV value
 // heads.

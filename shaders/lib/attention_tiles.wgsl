@@ -3,9 +3,11 @@
 // and writing a query's result. The kernel declares the bindings `p`, `qkv`, `k`, `v`,
 // `out` and `entropy` with the layouts of `attention`.
 
-const BKV: u32 = 16u; // keys per tile
+// keys per tile: 16, 8 in a wide pipeline (heads of up to 256), so a tile of keys and
+// one of values stay 8 KB each
+const BKV: u32 = 512u / MAX_HS4;
 
-var<workgroup> tk: array<vec4<f32>, 512>; // [BKV][hs4] (head size ≤ 128)
+var<workgroup> tk: array<vec4<f32>, 512>; // [BKV][hs4]
 var<workgroup> tv: array<vec4<f32>, 512>;
 
 // One query of one head: q (scaled), the output accumulator, the online softmax.

@@ -221,6 +221,8 @@ pub struct AttentionBuffers<'a> {
     /// `k` and `v` are a paged pool of half floats (the kernel compiled with
     /// `KV_HALF`, prelude `kv_read`).
     pub half: bool,
+    /// The head size it attends over (past 128, the kernel's wide pipeline).
+    pub head_size: usize,
 }
 
 /// Op of a forward's attention: `variant` of op `attention` (`attention`,
@@ -236,7 +238,8 @@ pub fn attention_op(
         bind.extend([row_offsets, cols]);
     }
     bind.push(b.tables);
-    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, Spec::reader(b.half), &bind)
+    let spec = Spec::reader(b.half).heads(b.head_size);
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, spec, &bind)
 }
 
 /// Record causal attention of `t` queries of `heads` over keys laid out as `kv`;
@@ -385,6 +388,7 @@ pub fn run_attention(
         tables: &tables,
         sparse: sparse.as_ref().map(|(r, c)| (r, c)),
         half: h.half && h.paged.is_some(),
+        head_size: heads.hs,
     };
     let op = attention_op(ctx, pipelines, variant, &bufs);
     let kv = match (h.kv, h.paged) {
@@ -416,6 +420,8 @@ pub struct PagedBuffers<'a> {
     pub cols: &'a wgpu::Buffer,
     /// The pools hold half floats (the kernel compiled with `KV_HALF`).
     pub half: bool,
+    /// The head size it attends over (past 128, the kernel's wide pipeline).
+    pub head_size: usize,
 }
 
 impl PagedBuffers<'_> {
@@ -445,7 +451,7 @@ pub fn attention_paged_op(
         ctx,
         pipelines,
         variant,
-        Spec::reader(b.half),
+        Spec::reader(b.half).heads(b.head_size),
         &b.bindings(),
     )
 }
@@ -504,6 +510,7 @@ pub(super) struct PagedUpload {
     pub out: wgpu::Buffer,
     pub page: usize,
     half: bool,
+    head_size: usize,
 }
 
 impl PagedUpload {
@@ -541,6 +548,7 @@ impl PagedUpload {
             out: buffers::storage(ctx, "out", out_floats),
             page,
             half: h.half,
+            head_size: h.heads.hs,
         })
     }
 
@@ -555,6 +563,7 @@ impl PagedUpload {
             row_offsets: &self.row_offsets,
             cols: &self.cols,
             half: self.half,
+            head_size: self.head_size,
         }
     }
 }

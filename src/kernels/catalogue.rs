@@ -184,6 +184,23 @@ impl Kernel {
             .chain(self.extra)
     }
 
+    /// Whether the kernel attends over heads (prelude `attention`): it has wide
+    /// pipelines too, for heads of more than [`NARROW_HEAD_SIZE`].
+    pub fn attends(&self) -> bool {
+        self.all_preludes().any(|p| p.name == "attention")
+    }
+
+    /// [`Kernel::source`] for heads of up to [`crate::config::MAX_HEAD_SIZE`]: the
+    /// `attention` prelude's bound `MAX_HS4` raised from 32 to 64 (each size that
+    /// derives from it with it), every other line the same, so the pipelines of
+    /// narrower heads stay as they are.
+    pub fn wide_source(&self) -> String {
+        const NARROW: &str = "const MAX_HS4: u32 = 32u;";
+        let s = self.source();
+        assert!(s.contains(NARROW), "{}: no MAX_HS4 to widen", self.name);
+        s.replace(NARROW, "const MAX_HS4: u32 = 64u;")
+    }
+
     /// The source handed to the compiler: the body's `enable` directives (WGSL wants
     /// them first), the preludes, then the rest of the body.
     pub fn source(&self) -> String {
@@ -224,6 +241,10 @@ macro_rules! preludes {
         pub const ALL: &[Prelude] = &[$($konst),*];
     };
 }
+
+/// The largest head the attention kernels' narrow pipelines take (prelude `attention`'s
+/// `MAX_HS4` of 32 vec4s); wider heads take the wide ones ([`Kernel::wide_source`]).
+pub const NARROW_HEAD_SIZE: usize = 128;
 
 /// The preludes, by name: `prelude::GELU`, `prelude::ATTENTION`, ...
 pub mod prelude {

@@ -210,7 +210,8 @@ pub fn attention_proj_op(
 ) -> KernelOp {
     let mut all = b.bindings().to_vec();
     all.push(w_o);
-    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, Spec::reader(b.half), &all)
+    let spec = Spec::reader(b.half).heads(b.head_size);
+    KernelOp::with_spec::<AttentionParams>(ctx, pipelines, variant, spec, &all)
 }
 
 /// Record attention of `t` rows of `heads` over the paged pool (pages of `page`

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::catalogue::{kernel, workgroup_for, Kernel, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS};
+use super::catalogue::{
+    kernel, workgroup_for, Kernel, BATCH_ROWS, KERNELS, MAX_STORAGE_BINDINGS, NARROW_HEAD_SIZE,
+};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 
@@ -15,12 +17,15 @@ use crate::gpu::GpuContext;
 /// reader (prelude `kv_read`) or a qkv writer over a half-float pool; `QKV`, a
 /// projection whose epilogue can store keys and values and rotate (prelude
 /// `kv_write`). The plain projection compiles the qkv epilogue out: a software adapter
-/// would run it, masked, for every output of every projection.
+/// would run it, masked, for every output of every projection. `wide`: an attention
+/// kernel's pipeline for heads wider than [`NARROW_HEAD_SIZE`], compiled from
+/// [`Kernel::wide_source`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub rows: u32,
     pub kv_half: bool,
     pub qkv: bool,
+    pub wide: bool,
 }
 
 impl Spec {
@@ -30,6 +35,7 @@ impl Spec {
             rows,
             kv_half: false,
             qkv: false,
+            wide: false,
         }
     }
 
@@ -48,6 +54,16 @@ impl Spec {
             rows: 1,
             kv_half: qkv && kv_half,
             qkv,
+            wide: false,
+        }
+    }
+
+    /// An attention kernel's pipeline for heads of `head_size`: the wide one past
+    /// [`NARROW_HEAD_SIZE`].
+    pub const fn heads(self, head_size: usize) -> Self {
+        Spec {
+            wide: head_size > NARROW_HEAD_SIZE,
+            ..self
         }
     }
 
@@ -70,8 +86,14 @@ impl Spec {
         } else {
             &[Spec::rows(1)]
         };
+        let widths: &[bool] = if k.attends() {
+            &[false, true]
+        } else {
+            &[false]
+        };
         rows.iter()
             .flat_map(|&r| kv.iter().map(move |s| s.with_rows(r)))
+            .flat_map(|s| widths.iter().map(move |&wide| Spec { wide, ..s }))
             .collect()
     }
 
@@ -103,6 +125,8 @@ fn writes_kv(k: &Kernel) -> bool {
 struct Compiled {
     kernel: &'static Kernel,
     module: wgpu::ShaderModule,
+    /// An attention kernel's module for wide heads, compiled when first asked for.
+    wide_module: std::sync::OnceLock<wgpu::ShaderModule>,
     /// The `WG` it was compiled with.
     workgroup: u32,
     /// Its pipelines by [`Spec`]: each `ROWS` at start, the others (a half-float
@@ -116,10 +140,19 @@ impl Compiled {
         let k = self.kernel;
         let mut constants = vec![("WG", f64::from(self.workgroup))];
         constants.extend(spec.constants(k));
+        let module = match spec.wide {
+            false => &self.module,
+            true => self.wide_module.get_or_init(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.name),
+                    source: wgpu::ShaderSource::Wgsl(k.wide_source().into()),
+                })
+            }),
+        };
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.name),
             layout: None,
-            module: &self.module,
+            module,
             entry_point: Some(k.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &constants,
@@ -168,6 +201,7 @@ impl Pipelines {
                 let compiled = Compiled {
                     kernel: k,
                     module,
+                    wide_module: std::sync::OnceLock::new(),
                     workgroup: workgroup_for(k, ctx.subgroup_max_size),
                     by_spec: Mutex::new(Vec::new()),
                 };

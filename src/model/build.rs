@@ -744,6 +744,7 @@ pub(super) fn bind_ops(
             tables,
             sparse: sparse.map(|sp| (&sp.row_offsets, &sp.cols)),
             half: pooled && kv.half,
+            head_size: hs,
         };
         attention_op(ctx, pl, variant, &bufs)
     };
@@ -809,6 +810,7 @@ pub(super) fn bind_ops(
                     row_offsets: ro,
                     cols,
                     half: kv.half,
+                    head_size: hs,
                 },
             ),
             head_norm: b.head_norm_w.as_ref().map(|g| {

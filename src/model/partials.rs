@@ -150,6 +150,7 @@ pub fn bind(b: &PartialBinding, w: &DeviceWeights, cfg: &ModelConfig) -> Partial
                 row_offsets: b.sparse.0,
                 cols: b.sparse.1,
                 half: b.kv.half,
+                head_size: cfg.head_size(),
             };
             let mlp = MlpBuffers {
                 x: &p.x2,

@@ -427,6 +427,38 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
 }
 
 #[test]
+fn heads_of_256_decode_like_their_forward() {
+    // Gemma's head size: every attention kernel's wide pipeline (the forward's, a
+    // prefill chunk's, the decode step's, the deferred blocks' attention_proj), with
+    // grouped heads and a head norm, on both kernel classes and either pool
+    let g = gpu();
+    for (arch, kernels, kv) in [
+        ("llama", "software", "float32"),
+        ("llama", "hardware", "float16"),
+        ("qwen3", "hardware", "float32"),
+        ("qwen3", "software", "float16"),
+    ] {
+        let value = serde_json::json!({
+            "architecture": arch, "vocab_size": 128, "context_size": 32, "n_layer": 2,
+            "n_head": 4, "n_kv_head": 2, "n_embed": 64, "head_dim": 256,
+            "intermediate_size": 96, "seed": 5, "kernels": kernels, "kv_cache_dtype": kv,
+        });
+        let cfg = wgformer::ModelConfig::from_value(value).unwrap();
+        let m = Model::build(cfg, None, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let all: Vec<u32> = (0..12).map(|i| (i * 5 + 1) % 128).collect();
+        let full = m.forward_logits(&all).unwrap();
+        let mut s = m.kv_reserve(all.len()).unwrap().unwrap();
+        m.extend(&mut s, &all[..4]).unwrap();
+        for (i, &id) in all.iter().enumerate().skip(4) {
+            let step = m.extend(&mut s, &[id]).unwrap();
+            let tol = if kv == "float16" { 2e-2 } else { 1e-4 };
+            let name = format!("{arch} heads of 256, {kernels}, {kv} pool, step {i}");
+            assert_close(&name, &step, &full[i * 128..(i + 1) * 128], tol, tol);
+        }
+    }
+}
+
+#[test]
 fn captures_work_for_a_windowed_grouped_query_model() {
     // the explorer's forward on Mistral: attention weights per query head, masked
     // outside the window, rows summing to 1; the logit lens's last layer is the

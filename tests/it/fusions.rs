@@ -338,6 +338,7 @@ fn the_head_norm_normalises_rotates_and_stores() {
         (2, 1, (128, 128), 5),
         (8, 8, (64, 48), 1),
         (16, 8, (128, 128), 2),
+        (2, 1, (256, 256), 3),
     ] {
         let rope = RopeCase::new(nh, nkv, (hs, rot), rows);
         let heads = rope.heads;

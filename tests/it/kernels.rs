@@ -592,6 +592,9 @@ fn paged_attention_rows_of_different_sequences() {
         // (`gpu::context::llvmpipe_max_context`; past ~1.4x these it cut them short)
         (128, 1, 16, 674),
         (64, 1, 16, 1336),
+        // heads of 256 and 160 (Gemma's 256: the kernels' wide pipelines)
+        (256, 1, 16, 40),
+        (480, 3, 8, 300),
     ] {
         let lens = [1, 17, long, 5, 33];
         let case = paged_case(&lens, c, page, 31);
@@ -646,7 +649,14 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
     // and values through its page table (a prefill chunk at rows 16..40, and one at an
     // unaligned start), equals attention over the whole sequence
     let g = gpu();
-    let (c, nh, page, len) = (128, 2, 16, 40);
+    for (c, nh) in [(128, 2), (512, 2)] {
+        prefill_chunk_case(g, c, nh);
+    }
+}
+
+/// One case of `forward_attention_kernels_read_a_paged_prefill_chunk`.
+fn prefill_chunk_case(g: &common::Gpu, c: usize, nh: usize) {
+    let (page, len) = (16, 40);
     let case = paged_case(&[len], c, page, 78);
     let qs = &case.qkv[0];
     let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
@@ -681,7 +691,7 @@ fn forward_attention_kernels_read_a_paged_prefill_chunk() {
                 .map(|(out, _)| out)
                 .unwrap();
                 assert_close(
-                    &format!("{variant} paged chunk from {start}"),
+                    &format!("{variant} c{c} nh{nh} paged chunk from {start}"),
                     &got,
                     &want[start * c..],
                     1e-4,
@@ -829,6 +839,10 @@ fn attention_causal_with_entropy() {
         (5, 64, 1),
         (37, 192, 3),
         (70, 128, 2),
+        // heads of 256 and 160: the wide pipelines (more than 128)
+        (20, 512, 2),
+        (37, 480, 3),
+        (1, 256, 1),
     ] {
         let qkv = rand_vec(t * 3 * c, 18, 1.5);
         let (want_out, want_ent) = reference::attention::attention(&qkv, Heads::mha(c, nh));

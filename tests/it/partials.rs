@@ -163,12 +163,14 @@ fn the_mlp_in_one_dispatch_leaves_each_chunks_share() {
 fn attention_with_its_projection_leaves_each_heads_share() {
     // attention_proj: the last rows of a sequence over its pages (f32 and half-float
     // pools), each head's output times its rows of w_o, against the reference
-    // attention of the whole sequence; grouped-query heads and heads of 128 included
+    // attention of the whole sequence; grouped-query heads and heads of 128 and 256
+    // (the wide pipeline) included
     let g = gpu();
     for (c, nh, nkv, n, len, page) in [
         (64, 4, 4, 64, 40, 8),
         (128, 4, 2, 96, 700, 16),
         (128, 1, 1, 128, 30, 16),
+        (512, 2, 1, 64, 50, 16),
     ] {
         let heads = Heads::mha(c, nh).grouped(nkv);
         let (q, kv) = (heads.q_width(), heads.kv_width());

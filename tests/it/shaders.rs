@@ -401,6 +401,38 @@ fn spirv(k: &wgformer::kernels::catalogue::Kernel) -> Vec<u32> {
 }
 
 #[test]
+fn every_attention_kernel_has_a_wide_source_that_validates() {
+    // heads of up to 256 (Gemma): the kernels with prelude `attention` compile a second
+    // module with MAX_HS4 raised, every size derived from it; it must validate and fit
+    // the workgroup memory of the narrow one (the tiles keep 512 vec4s)
+    let mut wide = 0;
+    for k in KERNELS.iter().filter(|k| k.attends()) {
+        let src = k.wide_source();
+        assert!(src.contains("const MAX_HS4: u32 = 64u;"), "{}", k.name);
+        let m = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{} wide: {}", k.name, e.emit_to_string(&src)));
+        Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&m)
+            .unwrap_or_else(|e| panic!("{} wide: {}", k.name, e.emit_to_string(&src)));
+        let workgroup_bytes = |m: &naga::Module| -> u32 {
+            m.global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
+                .sum()
+        };
+        let narrow = module(k.name);
+        assert!(
+            workgroup_bytes(&m) <= workgroup_bytes(&narrow).max(16 << 10),
+            "{}: the wide module's workgroup memory",
+            k.name
+        );
+        wide += 1;
+    }
+    assert!(wide >= 10, "{wide} attention kernels");
+}
+
+#[test]
 fn every_kernel_translates_to_spirv() {
     for k in KERNELS {
         let words = spirv(k);
