@@ -1,6 +1,7 @@
-// Token + position embedding: out[t, :] = wte[ids[t], :] + wpe[positions[t], :], or
-// the token embedding alone for models without a learned position table (p.learned 0:
-// the rotary families, whose positions enter in the attention).
+// Token + position embedding: out[t, :] = wte[ids[t], :] · scale + wpe[positions[t], :],
+// or the token embedding alone for models without a learned position table (p.learned
+// 0: the rotary families, whose positions enter in the attention); scale is 1 but for
+// Gemma's √hidden.
 // Positions are per row: 0 .. T in a forward, each generation's own in a decode batch.
 // wte may be split into row chunks (bound windows); each dispatch covers one chunk
 // and writes only the tokens whose id falls inside [row_start, row_start + rows).
@@ -13,7 +14,7 @@ struct EmbeddingParams {
     row_start: u32,  // first vocabulary row held by this wte chunk
     rows: u32,       // rows in this chunk
     learned: u32,    // 1: add the learned position embedding wpe
-    _pad3: u32,
+    scale: f32,      // the token embedding's factor
     _pad1: u32,
     _pad2: u32,
 }
@@ -39,7 +40,7 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (id < p.row_start || id >= p.row_start + p.rows) {
         return;
     }
-    var e = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]);
+    var e = load_w4(wte[row_base(id - p.row_start, p.c4) + col_step(c)]) * p.scale;
     if (p.learned != 0u) {
         e += wpe[positions[t] * p.c4 + c];
     }

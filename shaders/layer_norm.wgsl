@@ -38,6 +38,9 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
         if ((p.flags & NORM_BIAS) != 0u) {
             o += bias[c];
         }
+        if ((p.flags & NORM_ADD) != 0u) {
+            o += y[base + c];
+        }
         y[base + c] = o;
     }
 }

@@ -38,6 +38,9 @@ fn layer_norm_workgroup(
         if ((p.flags & NORM_BIAS) != 0u) {
             o += bias[c];
         }
+        if ((p.flags & NORM_ADD) != 0u) {
+            o += y[base + c];
+        }
         y[base + c] = o;
     }
 }

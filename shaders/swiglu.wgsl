@@ -2,6 +2,7 @@
 // * up_proj(x), act_fn SiLU): for each row of gate_up [T, 2H], its gate half g and up
 // half u (the two projections computed by one matmul of 2H outputs),
 //   out[t, j] = silu(g[t, j]) · u[t, j],   silu(x) = x / (1 + e^-x),
+// or gelu(g[t, j]) · u[t, j] with flag GELU_GATE (Gemma: GELU, tanh approximation),
 // times sigmoid(gate[t * 4]) with flag SCALED: Qwen2-MoE's shared expert, whose output
 // a per-token sigmoid gate scales (scaling its hidden row scales its down projection
 // the same). One invocation per output vec4.
@@ -9,7 +10,7 @@
 struct SwigluParams {
     t: u32,     // rows
     h4: u32,    // H / 4
-    flags: u32, // SCALED
+    flags: u32, // SCALED, GELU_GATE
     _pad1: u32,
 }
 
@@ -21,6 +22,7 @@ override WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;            // [T, 4] (SCALED)
 
 const SCALED: u32 = 1u;
+const GELU_GATE: u32 = 2u;
 
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -32,7 +34,12 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let j = idx % p.h4;
     let g = gate_up[row * 2u * p.h4 + j];
     let u = gate_up[row * 2u * p.h4 + p.h4 + j];
-    var y = silu_gate(g, u);
+    var y: vec4<f32>;
+    if ((p.flags & GELU_GATE) != 0u) {
+        y = gelu(g) * u;
+    } else {
+        y = silu_gate(g, u);
+    }
     if ((p.flags & SCALED) != 0u) {
         y *= 1.0 / (1.0 + exp(-gate[row * 4u]));
     }

@@ -40,8 +40,13 @@ pub enum Family {
     /// Qwen3's block with a Mixture-of-Experts MLP (`Qwen3MoeForCausalLM`).
     Qwen3Moe,
     /// The Llama block with q, k and v in one projection and gate and up in one, and a
-    /// sliding window (`Phi3ForCausalLM`: Phi-3 with default rotary positions).
+    /// sliding window (`Phi3ForCausalLM`: Phi-3, Phi-3.5-mini, Phi-4-mini).
     Phi3,
+    /// Qwen3's heads (an RMSNorm on each query and key head) in a block with norms after
+    /// its attention and its MLP too, GELU-gated MLP, the embedding scaled by
+    /// √hidden, sliding-window layers between global ones with their own rotary base
+    /// (`Gemma3ForCausalLM`: Gemma 3's text models).
+    Gemma3,
 }
 
 impl Family {
@@ -57,7 +62,29 @@ impl Family {
 
     /// The families that normalise each query and key head (`q_norm`, `k_norm`).
     pub fn head_norm(self) -> bool {
-        matches!(self, Family::Qwen3 | Family::Qwen3Moe)
+        matches!(self, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3)
+    }
+
+    /// The families whose blocks normalise the attention's and the MLP's outputs
+    /// before adding them to the residual stream (Gemma's `post_attention_layernorm`,
+    /// `post_feedforward_layernorm`).
+    pub fn post_norms(self) -> bool {
+        self == Family::Gemma3
+    }
+
+    /// The families whose gated MLP gates with GELU (tanh approximation) instead of
+    /// SiLU: `down(gelu(gate(x)) · up(x))`.
+    pub fn gelu_gate(self) -> bool {
+        self == Family::Gemma3
+    }
+
+    /// The factor of the token embedding: √hidden rounded to bfloat16, as Gemma
+    /// computes it in its dtype; 1 for the others.
+    pub fn embed_scale(self, hidden: usize) -> f32 {
+        match self {
+            Family::Gemma3 => half::bf16::from_f32((hidden as f32).sqrt()).to_f32(),
+            _ => 1.0,
+        }
     }
 }
 
@@ -335,6 +362,16 @@ pub struct ModelConfig {
     pub norm_eps: f32,
     /// Extension: keys older than this many positions are masked (Mistral).
     pub sliding_window: Option<usize>,
+    /// Extension (Gemma): with `sliding_window`, every this-many-th layer attends to
+    /// every key (layer l when `(l + 1) % pattern == 0`), the others in the window
+    /// (1: every layer in the window).
+    pub sliding_window_pattern: usize,
+    /// Extension (Gemma): the rotary base of the windowed layers (`rope_local_base_freq`,
+    /// without `rope_scaling`); `null`: `rope_theta` for every layer.
+    pub rope_local_theta: Option<f32>,
+    /// Extension (Gemma): attention scores are scaled by `1 / √this` instead of
+    /// `1 / √head size` (folded into the query heads' norm).
+    pub query_pre_attn_scalar: Option<f32>,
     /// Extension: the LM head is the token embedding (`false`: an `lm_head` of its own).
     pub tie_word_embeddings: bool,
     /// Extension (Llama families): biases on q, k and v only (Qwen2: default `true`;
@@ -399,6 +436,9 @@ impl Default for ModelConfig {
             partial_rotary_factor: 1.0,
             norm_eps: 1e-5,
             sliding_window: None,
+            sliding_window_pattern: 1,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
             tie_word_embeddings: true,
             qkv_bias: None,
             moe_intermediate_size: None,
@@ -503,6 +543,29 @@ impl ModelConfig {
             KvCacheDtype::Float32 => false,
             KvCacheDtype::Float16 => true,
         }
+    }
+
+    /// Whether layer `l` attends within `sliding_window` (every layer but each
+    /// `sliding_window_pattern`-th one).
+    pub fn windowed_layer(&self, l: usize) -> bool {
+        self.sliding_window.is_some()
+            && (self.sliding_window_pattern <= 1
+                || !(l + 1).is_multiple_of(self.sliding_window_pattern))
+    }
+
+    /// The heads of layer `l`: [`ModelConfig::heads`] with its window, or none for a
+    /// global layer between windowed ones.
+    pub fn layer_heads(&self, l: usize) -> Heads {
+        let heads = self.heads();
+        match self.windowed_layer(l) {
+            true => heads,
+            false => Heads { window: 0, ..heads },
+        }
+    }
+
+    /// Whether the windowed layers rotate with a base of their own (`rope_local_theta`).
+    pub fn local_rope(&self) -> bool {
+        self.rope_local_theta.is_some() && self.sliding_window.is_some()
     }
 
     /// The attention's heads, head size and window.
@@ -765,6 +828,31 @@ impl ModelConfig {
 
     /// The rotated part of a head and the rotary scaling's parameters.
     fn validate_rotary(&self) -> Result<()> {
+        if self.sliding_window_pattern == 0 {
+            return Err(Error::Config(
+                "sliding_window_pattern (0) must be at least 1".into(),
+            ));
+        }
+        if let Some(t) = self.rope_local_theta {
+            if !(t.is_finite() && t > 1.0) {
+                return Err(Error::Config(format!(
+                    "rope_local_theta ({t}) must be a number above 1"
+                )));
+            }
+        }
+        if let Some(s) = self.query_pre_attn_scalar {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Error::Config(format!(
+                    "query_pre_attn_scalar ({s}) must be a positive number"
+                )));
+            }
+            if !self.architecture.head_norm() {
+                return Err(Error::Config(format!(
+                    "query_pre_attn_scalar is folded into the query heads' norm: architecture {:?} has none (gemma3 has)",
+                    self.architecture
+                )));
+            }
+        }
         let f = self.partial_rotary_factor;
         if !(f > 0.0 && f <= 1.0) {
             return Err(Error::Config(format!(
@@ -841,7 +929,13 @@ impl ModelConfig {
         let shared = if w.shared > 0 { mlp(w.shared) + c } else { 0 };
         let moe = c * e + e * mlp(w.expert) + shared;
         let moe_layers = n(self.moe_layer_count());
-        let blocks = n(self.n_layer) * (2 * ln + attn)
+        // Gemma's norms after the attention and the MLP
+        let post = if self.architecture.post_norms() {
+            2 * c
+        } else {
+            0
+        };
+        let blocks = n(self.n_layer) * (2 * ln + attn + post)
             + moe_layers * moe
             + (n(self.n_layer) - moe_layers) * mlp(w.dense);
         let positions = if self.architecture.llama_like() {

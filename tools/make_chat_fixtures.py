@@ -16,6 +16,9 @@ Origins of the templates (kept verbatim as published; see each entry's `origin`)
     the Berkeley Function-Calling Leaderboard's Phi handler (ShishirPatil/gorilla,
     berkeley-function-call-leaderboard/bfcl_eval/model_handler/local_inference/phi_fc.py)
     and in microsoft/onnxruntime-extensions' tokenizer tests
+  - google/gemma-3-*-it's chat_template (tokenizer_config.json), as quoted (JSON-escaped)
+    in a public C++ table that maps it to the Gemma 3 models and, unescaped, in a public
+    Gemma 3 test script (both found with the search tool)
 
 Run (needs transformers; CI never runs this):
     /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
@@ -215,6 +218,48 @@ QWEN_3 = r'''{%- if tools %}
 
 PHI_4_MINI = "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
 
+GEMMA_3 = r'''{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+'''
+
 TEMPLATES = [
     ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
      "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
@@ -228,6 +273,8 @@ TEMPLATES = [
      "Qwen/Qwen3-0.6B tokenizer_config.json, as vendored by ggml-org/llama.cpp models/templates/Qwen-Qwen3-0.6B.jinja"),
     ("phi-4-mini", PHI_4_MINI, "<|endoftext|>", "<|endoftext|>",
      "microsoft/Phi-4-mini-instruct tokenizer_config.json, as quoted by ShishirPatil/gorilla's BFCL Phi handler"),
+    ("gemma-3", GEMMA_3, "<bos>", "<eos>",
+     "google/gemma-3-*-it tokenizer_config.json, as quoted in public Gemma 3 chat-template tables"),
 ]
 
 TOOLS = [{

@@ -28,6 +28,11 @@ logits of those ids, and the ids `generate` picks greedily.
            head, transformers-4 layout; the greedy prompt is longer than the original
            context and the full text's logits too (transformers' long factors), and
            `logits_short` holds the logits of the first 32 ids (its short factors)
+  gemma3   Gemma 3's block: q/k head norms, norms after the attention and the MLP,
+           GELU-gated MLP, the embedding scaled by √hidden, (1 + w) norms; heads of
+           256 (wider than hidden), one KV head, query_pre_attn_scalar 128 (not the head
+           size), layers sliding (window 8) / full / sliding with rotary bases 10,000
+           and 1,000,000 (linear scaling 8 on the full layer), tied head, bf16
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
@@ -58,6 +63,7 @@ from transformers import (
     Phi3Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    Gemma3TextConfig,
 )
 
 TEXT = (
@@ -383,6 +389,31 @@ def main(out: str, only: list) -> None:
         layout4={"type": "longrope", "short_factor": short_factor, "long_factor": long_factor},
         greedy_len=40,
         short=32,
+    )
+
+    gemma = dict(common, num_hidden_layers=3, rms_norm_eps=1e-6)
+    build(
+        out,
+        "gemma3",
+        Gemma3TextConfig(
+            **gemma,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=256,
+            query_pre_attn_scalar=128,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "rope_theta": 1_000_000.0,
+                                   "factor": 8.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+            tie_word_embeddings=True,
+            pad_token_id=1,
+        ),
+        torch.bfloat16,
+        bos=True,
+        eos_ids=[1, 2],
     )
 
 

@@ -643,7 +643,7 @@ impl Bench {
             &ids,
             &pos,
             &wte,
-            Some(&wpe),
+            (Some(&wpe), 1.0),
             c,
             chunk,
         )
@@ -678,7 +678,7 @@ impl Bench {
             .collect();
         let gpu = self.time_gpu(&|pass| {
             for (op, ch) in ops.iter().zip(&wt.chunks) {
-                embedding::encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), true);
+                embedding::encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), (true, 1.0));
             }
         });
         let cpu = self.time_cpu(&mut || {

@@ -4,7 +4,7 @@
 struct LayerNormParams {
     t: u32,     // rows
     c4: u32,    // C / 4
-    flags: u32, // NORM_BIAS | NORM_RMS
+    flags: u32, // NORM_BIAS | NORM_RMS | NORM_ADD
     eps: f32,
 }
 
@@ -12,3 +12,6 @@ struct LayerNormParams {
 const NORM_BIAS: u32 = 1u;
 // RMSNorm: no mean is subtracted (the variance pass sums x²).
 const NORM_RMS: u32 = 2u;
+// Add the normed row into y instead of writing it (a post-norm and its residual add:
+// Gemma's norms after the attention and the MLP).
+const NORM_ADD: u32 = 4u;

@@ -18,7 +18,9 @@ pub struct EmbeddingParams {
     pub rows: u32,
     /// 1: add the learned position embedding.
     pub learned: u32,
-    pub _pad: [u32; 3],
+    /// The token embedding's factor (1; Gemma's √hidden).
+    pub scale: f32,
+    pub _pad: [u32; 2],
 }
 
 /// Op over one wte chunk: bindings ids, wte chunk, wpe (any buffer without learned
@@ -44,14 +46,14 @@ pub fn embedding_op(
 }
 
 /// Record the embedding of `t` tokens for the chunk holding rows `[row_start, row_start
-/// + rows)`, plus their learned positions when `learned`.
+/// + rows)`, times `scale`, plus their learned positions when `learned`.
 pub fn encode_embedding(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     c: usize,
     (row_start, rows): (usize, usize),
-    learned: bool,
+    (learned, scale): (bool, f32),
 ) {
     let p = EmbeddingParams {
         t: t as u32,
@@ -59,14 +61,16 @@ pub fn encode_embedding(
         row_start: row_start as u32,
         rows: rows as u32,
         learned: u32::from(learned),
-        _pad: [0; 3],
+        scale,
+        _pad: [0; 2],
     };
     let (x, y) = grid_1d(t * c / 4);
     op.encode(pass, &p, (x, y, 1));
 }
 
 /// Upload, run, read back: `out[T, C]` for tokens `ids` at `positions` (the position
-/// table `wpe`, or none). `rows_per_chunk` splits wte as the model would.
+/// table `wpe`, or none), the token embedding times `scale`. `rows_per_chunk` splits
+/// wte as the model would.
 #[allow(clippy::too_many_arguments)]
 pub fn run_embedding(
     ctx: &GpuContext,
@@ -75,7 +79,7 @@ pub fn run_embedding(
     ids: &[u32],
     positions: &[u32],
     wte: &[f32],
-    wpe: Option<&[f32]>,
+    (wpe, scale): (Option<&[f32]>, f32),
     c: usize,
     rows_per_chunk: usize,
 ) -> Result<Vec<f32>> {
@@ -96,7 +100,8 @@ pub fn run_embedding(
         .collect();
     submit_pass(ctx, "embedding", |pass| {
         for (op, ch) in ops.iter().zip(&wte.chunks) {
-            encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), wpe.is_some());
+            let rows = (ch.row_start, ch.rows);
+            encode_embedding(pass, op, t, c, rows, (wpe.is_some(), scale));
         }
     })?;
     buffers::read_floats(ctx, &out, 0, t * c)

@@ -17,6 +17,8 @@ pub const EPS: f32 = 1e-5;
 pub const NORM_BIAS: u32 = 1;
 /// Flag: RMSNorm (no mean subtracted).
 pub const NORM_RMS: u32 = 2;
+/// Flag: add the normed row into `y` (a post-norm with its residual add, Gemma).
+pub const NORM_ADD: u32 = 4;
 
 /// Mirrors `LayerNormParams` in the WGSL.
 #[repr(C)]
@@ -24,7 +26,7 @@ pub const NORM_RMS: u32 = 2;
 pub struct LayerNormParams {
     pub t: u32,
     pub c4: u32,
-    /// [`NORM_BIAS`] | [`NORM_RMS`].
+    /// [`NORM_BIAS`] | [`NORM_RMS`] | [`NORM_ADD`].
     pub flags: u32,
     pub eps: f32,
 }
@@ -88,10 +90,32 @@ pub fn encode_layer_norm(
     c: usize,
     norm: Norm,
 ) {
+    encode_norm_flags(pass, op, (t, c), norm, 0);
+}
+
+/// Record `y += norm(x)` over `t` rows of width `c` (flag [`NORM_ADD`]): a post-norm
+/// and its residual add in one dispatch.
+pub fn encode_norm_add(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &KernelOp,
+    t: usize,
+    c: usize,
+    norm: Norm,
+) {
+    encode_norm_flags(pass, op, (t, c), norm, NORM_ADD);
+}
+
+fn encode_norm_flags(
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &KernelOp,
+    (t, c): (usize, usize),
+    norm: Norm,
+    more: u32,
+) {
     let p = LayerNormParams {
         t: t as u32,
         c4: (c / 4) as u32,
-        flags: norm.flags(),
+        flags: norm.flags() | more,
         eps: norm.eps,
     };
     let groups = match op.name {
@@ -117,7 +141,7 @@ pub fn run_layer_norm(
         ctx,
         pipelines,
         variant,
-        (x, c),
+        (x, None, c),
         weight,
         bias,
         Norm::layer(bias.is_some()),
@@ -138,18 +162,33 @@ pub fn run_rms_norm(
         ctx,
         pipelines,
         variant,
-        (x, c),
+        (x, None, c),
         weight,
         None,
         Norm::rms(eps),
     )
 }
 
+/// Upload, run `variant` as RMSNorm with `eps` added into `y` (flag [`NORM_ADD`]),
+/// read back `y + rms_norm(x)`.
+pub fn run_rms_norm_add(
+    ctx: &GpuContext,
+    pipelines: &Pipelines,
+    variant: &'static str,
+    (x, y): (&[f32], &[f32]),
+    weight: &[f32],
+    c: usize,
+    eps: f32,
+) -> Result<Vec<f32>> {
+    let norm = Norm::rms(eps);
+    run_norm(ctx, pipelines, variant, (x, Some(y), c), weight, None, norm)
+}
+
 fn run_norm(
     ctx: &GpuContext,
     pipelines: &Pipelines,
     variant: &'static str,
-    (x, c): (&[f32], usize),
+    (x, add_to, c): (&[f32], Option<&[f32]>, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
     norm: Norm,
@@ -158,10 +197,14 @@ fn run_norm(
     let xb = buffers::upload(ctx, "x", x);
     let wb = buffers::upload(ctx, "weight", weight);
     let bb = buffers::upload(ctx, "bias", bias.unwrap_or(&[0.0; 4]));
-    let yb = buffers::storage(ctx, "y", t * c);
+    let yb = match add_to {
+        Some(y) => buffers::upload(ctx, "y", y),
+        None => buffers::storage(ctx, "y", t * c),
+    };
     let op = layer_norm_op(ctx, pipelines, variant, &xb, &wb, &bb, &yb);
-    submit_pass(ctx, "layer_norm", |pass| {
-        encode_layer_norm(pass, &op, t, c, norm)
+    submit_pass(ctx, "layer_norm", |pass| match add_to {
+        Some(_) => encode_norm_add(pass, &op, t, c, norm),
+        None => encode_layer_norm(pass, &op, t, c, norm),
     })?;
     buffers::read_floats(ctx, &yb, 0, t * c)
 }

@@ -575,7 +575,7 @@ pub fn run_moe_mlp(
         encode_moe_route(pass, &route, t, e, k);
         encode_moe_matmul(pass, &fc, (t, rows), h_fc, c, 1 | GATHER | fc_flags);
         if gated {
-            super::swiglu::encode_swiglu(pass, &sw, rows, h, false);
+            super::swiglu::encode_swiglu(pass, &sw, rows, h, 0);
         }
         encode_moe_matmul(pass, &proj, (t, rows), c, h, 1);
         encode_moe_combine(pass, &comb, t, c, k);

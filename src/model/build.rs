@@ -179,6 +179,12 @@ impl Model {
                 values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
             if spec.name.ends_with(".attn.head_norm.weight") {
+                // Gemma's scores scaled by 1 / √query_pre_attn_scalar where the kernels
+                // take 1 / √HS: the query heads' norm (its first row) scaled by √(HS / s)
+                if let Some(s) = config.query_pre_attn_scalar {
+                    let f = (heads.hs as f32 / s).sqrt();
+                    values[..heads.hs].iter_mut().for_each(|w| *w *= f);
+                }
                 // a row a head, interleaved as the heads it weighs
                 let hs = (heads.hs, config.rotary_dim());
                 values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, hs);
@@ -241,6 +247,13 @@ impl Model {
                 proj_b: take(&p("attn.c_proj.bias")),
                 ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
                 ln_2_b: take(&p("ln_2.bias")),
+                post_norms: match take(&p("attn.post_norm.weight")) {
+                    Some(attn) => Some((
+                        attn,
+                        need(take(&p("mlp.post_norm.weight")), "mlp.post_norm.weight")?,
+                    )),
+                    None => None,
+                },
                 mlp: if config.is_moe_layer(l) {
                     MlpWeights::Moe {
                         shared: match take(&p("mlp.shared.c_fc.weight")) {
@@ -279,12 +292,14 @@ impl Model {
                 },
             });
         }
-        let rope = config.architecture.llama_like().then(|| {
-            let (f, scale) = super::rope::rotation(&config);
+        let table = |local: bool| {
+            let (f, scale) = super::rope::rotation(&config, local);
             let (cos, sin) = super::rope::rope_table(&f, heads.hs / 2, ctxlen, scale);
             let table = crate::kernels::rotary::device_table(&cos, &sin, heads.hs);
             buffers::upload(&ctx, "rope", &table)
-        });
+        };
+        let rope = config.architecture.llama_like().then(|| table(false));
+        let rope_local = config.local_rope().then(|| table(true));
         let weights = DeviceWeights {
             wte,
             wpe: take("wpe.weight"),
@@ -293,6 +308,7 @@ impl Model {
             ln_f_b: take("ln_f.bias"),
             head,
             rope,
+            rope_local,
         };
 
         let nh = config.n_head;
@@ -426,10 +442,13 @@ impl Model {
                 .iter()
                 .map(|x| x.size())
                 .sum::<u64>()
-                + [&b.ln_1_b, &b.attn_b, &b.proj_b, &b.ln_2_b]
+                + [&b.ln_1_b, &b.attn_b, &b.head_norm_w, &b.proj_b, &b.ln_2_b]
                     .iter()
                     .map(|x| x.as_ref().map_or(0, |x| x.size()))
                     .sum::<u64>()
+                + b.post_norms
+                    .as_ref()
+                    .map_or(0, |(a, m)| a.size() + m.size())
                 + b.mlp.buffers().iter().map(|x| x.size()).sum::<u64>()
         };
         let moe_bytes = act.moe.as_ref().map_or(0, |m| {
@@ -455,6 +474,7 @@ impl Model {
             + weights.head.as_ref().map_or(0, |h| h.bytes())
             + weights.wpe.as_ref().map_or(0, |b| b.size())
             + weights.rope.as_ref().map_or(0, |t| t.size())
+            + weights.rope_local.as_ref().map_or(0, |t| t.size())
             + weights.ln_f_w.size()
             + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
             + weights.blocks.iter().map(block_bytes).sum::<u64>()
@@ -748,6 +768,13 @@ pub(super) fn bind_ops(
         };
         attention_op(ctx, pl, variant, &bufs)
     };
+    // where a block's output and down projections write: the residual stream, which
+    // they add to, or (post-norms) `ln`, free by then, which the post-norm adds from
+    let stream = if cfg.architecture.post_norms() {
+        &a.ln
+    } else {
+        &a.x
+    };
     let blocks = w
         .blocks
         .iter()
@@ -766,7 +793,7 @@ pub(super) fn bind_ops(
                 Some((&kv.k[l], &kv.v[l])),
                 Some((&b.ln_1_w, &b.ln_1_b)),
                 folds[l].qkv.as_ref(),
-                w.rope.as_ref(),
+                w.rope_of(cfg, l),
             ),
             attn: attn_op(ent, (&a.qkv, &a.qkv, false), &a.dummy, best_attention),
             attn_parts: (0..MAX_PREFILL_PARTS)
@@ -821,10 +848,14 @@ pub(super) fn bind_ops(
                     g,
                     Some((&kv.k[l], &kv.v[l], &a.kv_slots)),
                     kv.half,
-                    w.rope.as_ref().map(|r| (&a.positions, r)),
+                    w.rope_of(cfg, l).map(|r| (&a.positions, r)),
                 )
             }),
-            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, &a.x, c, heads.q_width()),
+            c_proj: linear(&a.att, &b.proj_w, &b.proj_b, stream, c, heads.q_width()),
+            post_norms: b.post_norms.as_ref().map(|(attn, mlp)| {
+                let post = |g| layer_norm_op(ctx, pl, ln, &a.ln, g, &a.dummy, &a.x);
+                (post(attn), post(mlp))
+            }),
             ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
             mlp: match (&b.mlp, &a.moe) {
                 (
@@ -974,19 +1005,20 @@ pub(super) fn bind_ops(
                         ),
                         swiglu: Some(swiglu_op(ctx, pl, &a.hidden, gated, None)),
                         fc_proj: Linear {
-                            // the tile matmuls stage silu(gate) · up from gate | up
-                            staged: staging.then(|| {
+                            // the tile matmuls stage silu(gate) · up from gate | up (not
+                            // Gemma's gelu(gate) · up)
+                            staged: (staging && !cfg.architecture.gelu_gate()).then(|| {
                                 let io = LinearBuffers {
                                     x: &a.hidden,
                                     w: fc_proj_w,
                                     bias: &or_dummy(fc_proj_b),
-                                    out: &a.x,
+                                    out: stream,
                                 };
                                 let split = Some((&a.split, a.split_rows));
                                 let none = FusionBuffers::default();
                                 Staged::Gated(matmul_fused_op(ctx, pl, lin, &io, split, none))
                             }),
-                            ..linear(gated, fc_proj_w, fc_proj_b, &a.x, c, hidden)
+                            ..linear(gated, fc_proj_w, fc_proj_b, stream, c, hidden)
                         },
                     },
                     None => MlpOps::Dense {

@@ -53,6 +53,10 @@ pub struct ModelDir {
     pub arch: Architecture,
     shards: Vec<Shard>,
     tensors: HashMap<String, Entry>,
+    /// Where the language model's tensors are: `model.`, or a multimodal checkpoint's
+    /// (`language_model.model.` as Gemma 3's are published, `model.language_model.` as
+    /// transformers 5 saves them).
+    prefix: &'static str,
     /// Bytes of the weight files.
     pub weight_bytes: u64,
     /// `tokenizer.json`, when the directory has one.
@@ -373,7 +377,12 @@ impl ModelDir {
             .exists()
             .then(|| inside(&root, dir, "tokenizer.json"))
             .transpose()?;
+        let prefix = ["language_model.model.", "model.language_model."]
+            .into_iter()
+            .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
+            .unwrap_or("model.");
         Ok(ModelDir {
+            prefix,
             name: name.to_string(),
             arch,
             shards,
@@ -480,6 +489,9 @@ impl ModelDir {
             cfg.partial_rotary_factor = *partial;
         }
         cfg.sliding_window = a.sliding_window;
+        cfg.sliding_window_pattern = a.sliding_window_pattern;
+        cfg.rope_local_theta = a.rope_local_theta;
+        cfg.query_pre_attn_scalar = a.query_pre_attn_scalar;
         cfg.tie_word_embeddings = a.tied_head;
         cfg.bias = if a.family == Family::Gpt2 {
             self.tensor("h.0.attn.c_attn.bias").is_some()
@@ -586,23 +598,27 @@ impl ModelDir {
         }
         let a = &self.arch;
         let (q, kv) = (a.n_head * a.head_dim, a.n_kv_head * a.head_dim);
+        let m = self.prefix;
         match name {
             "wte.weight" => {
-                return one(
-                    "model.embed_tokens.weight".into(),
-                    spec.shape.clone(),
-                    false,
-                )
+                return one(format!("{m}embed_tokens.weight"), spec.shape.clone(), false)
             }
-            "ln_f.weight" => return one("model.norm.weight".into(), spec.shape.clone(), false),
-            "lm_head.weight" => return one("lm_head.weight".into(), spec.shape.clone(), false),
+            "ln_f.weight" => return one(format!("{m}norm.weight"), spec.shape.clone(), false),
+            "lm_head.weight" => {
+                // beside the language model's `model.` where that is a prefix's end
+                let head = match m.strip_suffix("model.") {
+                    Some(outer) if outer.ends_with('.') => format!("{outer}lm_head.weight"),
+                    _ => "lm_head.weight".into(),
+                };
+                return one(head, spec.shape.clone(), false);
+            }
             _ => {}
         }
         let (layer, rest) = name
             .strip_prefix("h.")
             .and_then(|r| r.split_once('.'))
             .ok_or_else(|| bad(&self.name, format!("no tensor for {name}")))?;
-        let p = format!("model.layers.{layer}.");
+        let p = format!("{m}layers.{layer}.");
         let c = a.hidden_size;
         // a group of linears [out, in] stacked and transposed into ours
         let linears = |names: &[(String, usize)]| Group {
@@ -644,7 +660,14 @@ impl ModelDir {
         };
         Ok(match rest {
             "ln_1.weight" => vec![plain("input_layernorm.weight", vec![c])],
+            // Gemma: the norm before the MLP is pre_feedforward_layernorm, and
+            // post_attention_layernorm is what its name says (after the attention)
+            "ln_2.weight" if a.family.post_norms() => {
+                vec![plain("pre_feedforward_layernorm.weight", vec![c])]
+            }
             "ln_2.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
+            "attn.post_norm.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
+            "mlp.post_norm.weight" => vec![plain("post_feedforward_layernorm.weight", vec![c])],
             // Phi-3's q, k and v in one projection, in our order
             "attn.c_attn.weight" if a.family == Family::Phi3 => {
                 vec![linears(&[("self_attn.qkv_proj.weight".into(), q + 2 * kv)])]
@@ -777,6 +800,10 @@ impl ModelDir {
                 out.extend_from_slice(&part);
             }
         }
+        // Gemma's RMSNorms multiply by 1 + weight (`Gemma3RMSNorm`): ours by the weight
+        if self.arch.family == Family::Gemma3 && is_norm_weight(&spec.name) {
+            out.iter_mut().for_each(|w| *w += 1.0);
+        }
         if out.len() != spec.numel() {
             return Err(bad(
                 &self.name,
@@ -790,6 +817,21 @@ impl ModelDir {
         }
         Ok(out)
     }
+}
+
+/// Whether our tensor `name` is a norm's weight (the blocks' and the final one, the
+/// post-norms, the heads' norms).
+fn is_norm_weight(name: &str) -> bool {
+    name == "ln_f.weight"
+        || [
+            ".ln_1.weight",
+            ".ln_2.weight",
+            ".attn.post_norm.weight",
+            ".mlp.post_norm.weight",
+            ".attn.head_norm.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
 }
 
 /// Hugging Face tensors stacked into (part of) one of ours ([`ModelDir::plan`]).

@@ -20,6 +20,9 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Qwen3ForCausalLM", Family::Qwen3),
     ("Qwen3MoeForCausalLM", Family::Qwen3Moe),
     ("Phi3ForCausalLM", Family::Phi3),
+    ("Gemma3ForCausalLM", Family::Gemma3),
+    // its language model (`text_config`), without the vision tower
+    ("Gemma3ForConditionalGeneration", Family::Gemma3),
 ];
 
 pub use crate::config::Family;
@@ -99,6 +102,12 @@ pub struct Architecture {
     pub moe: Option<Moe>,
     /// Keys older than this many positions are masked (Mistral's `sliding_window`).
     pub sliding_window: Option<usize>,
+    /// Gemma: every this-many-th layer is global, the others windowed (1: all windowed).
+    pub sliding_window_pattern: usize,
+    /// Gemma: the windowed layers' rotary base (`rope_local_base_freq`).
+    pub rope_local_theta: Option<f32>,
+    /// Gemma: scores scaled by `1 / √this` (`query_pre_attn_scalar`).
+    pub query_pre_attn_scalar: Option<f32>,
     /// The LM head is the embedding (`tie_word_embeddings`).
     pub tied_head: bool,
 }
@@ -185,6 +194,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("qwen3", Family::Qwen3),
         ("qwen3_moe", Family::Qwen3Moe),
         ("phi3", Family::Phi3),
+        ("gemma3_text", Family::Gemma3),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -302,6 +312,8 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     let cfg = value
         .as_object()
         .ok_or_else(|| bad("must be a JSON object".into()))?;
+    let gemma = gemma_text(cfg)?;
+    let cfg = gemma.as_ref().unwrap_or(cfg);
     let family = family_of(cfg)?;
     let k = Keys(cfg);
     if family == Family::Gpt2 {
@@ -328,6 +340,9 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             },
             moe: None,
             sliding_window: None,
+            sliding_window_pattern: 1,
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
             tied_head: k.bool_or("tie_word_embeddings", true)?,
         });
     }
@@ -389,8 +404,15 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         }
     }
     // Mistral masks keys past the window; the Qwen families only with use_sliding_window
+    let gemma = family == Family::Gemma3;
+    let (sliding_window_pattern, rope_local_theta, query_pre_attn_scalar) = match gemma {
+        true => gemma_extras(cfg)?,
+        false => (1, None, None),
+    };
     let sliding_window = match family {
-        Family::Mistral | Family::Mixtral | Family::Phi3 => k.usize_opt("sliding_window")?,
+        Family::Mistral | Family::Mixtral | Family::Phi3 | Family::Gemma3 => {
+            k.usize_opt("sliding_window")?
+        }
         Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
             if k.bool_or("use_sliding_window", false)? =>
         {
@@ -410,7 +432,11 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         norm: NormKind::Rms {
             eps: k.f32_or("rms_norm_eps", 1e-6)?,
         },
-        positions: rotary(cfg)?,
+        positions: match gemma {
+            // transformers 5 keeps the global layers' parameters under full_attention
+            true => rotary(&global_rotary(cfg))?,
+            false => rotary(cfg)?,
+        },
         qkv_bias: qwen || attention_bias,
         o_bias: !qwen && attention_bias,
         mlp_bias: k.bool_or("mlp_bias", false)?,
@@ -419,8 +445,161 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         },
         moe,
         sliding_window,
-        tied_head: k.bool_or("tie_word_embeddings", false)?,
+        sliding_window_pattern,
+        rope_local_theta,
+        query_pre_attn_scalar,
+        tied_head: k.bool_or("tie_word_embeddings", gemma)?,
     })
+}
+
+/// Gemma 3's language model's config as transformers reads it, or `None` for another
+/// family: a multimodal checkpoint's (`Gemma3ForConditionalGeneration`, 4B and up) is
+/// its `text_config` (with the top level's token ids), and every key a config leaves out
+/// takes `Gemma3TextConfig`'s default (the published 4B to 27B configs list only what
+/// differs from them).
+fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
+    let named = |a: &str, t: &str| {
+        let arch = cfg
+            .get("architectures")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(a)));
+        arch || cfg.get("model_type").and_then(Value::as_str) == Some(t)
+    };
+    let multimodal = named("Gemma3ForConditionalGeneration", "gemma3");
+    if !multimodal && !named("Gemma3ForCausalLM", "gemma3_text") {
+        return Ok(None);
+    }
+    let mut text = match multimodal {
+        true => {
+            let mut t = cfg
+                .get("text_config")
+                .and_then(Value::as_object)
+                .cloned()
+                .ok_or_else(|| bad("text_config (Gemma 3's language model) is missing".into()))?;
+            for key in [
+                "bos_token_id",
+                "eos_token_id",
+                "pad_token_id",
+                "tie_word_embeddings",
+            ] {
+                if let (false, Some(v)) = (t.contains_key(key), cfg.get(key)) {
+                    t.insert(key.into(), v.clone());
+                }
+            }
+            t.insert(
+                "architectures".into(),
+                serde_json::json!(["Gemma3ForCausalLM"]),
+            );
+            t
+        }
+        false => cfg.clone(),
+    };
+    let global_theta = text
+        .get("rope_parameters")
+        .and_then(|p| p.get("full_attention"))
+        .is_some_and(|p| p.get("rope_theta").is_some());
+    let defaults = serde_json::json!({
+        "model_type": "gemma3_text", "vocab_size": 262_208, "hidden_size": 2304,
+        "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+        "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131_072,
+        "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "rope_local_base_freq": 10_000.0, "tie_word_embeddings": true,
+    });
+    for (key, v) in defaults.as_object().into_iter().flatten() {
+        text.entry(key.clone()).or_insert_with(|| v.clone());
+    }
+    if !global_theta {
+        text.entry("rope_theta").or_insert(1_000_000.0.into());
+    }
+    Ok(Some(text))
+}
+
+/// Gemma 3's config with the global layers' rotary parameters where [`rotary`] reads
+/// them: transformers 5's `rope_parameters.full_attention` moved up.
+fn global_rotary(cfg: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = cfg.clone();
+    let full = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("full_attention"))
+        .cloned();
+    if let Some(full) = full {
+        out.insert("rope_parameters".into(), full);
+    }
+    out
+}
+
+/// Gemma 3's layer pattern (`layer_types`, or `sliding_window_pattern`), its windowed
+/// layers' rotary base and its score scale; what Gemma 3 does not do (soft-capped
+/// logits, another activation) is refused by name.
+fn gemma_extras(cfg: &Map<String, Value>) -> Result<(usize, Option<f32>, Option<f32>)> {
+    let k = Keys(cfg);
+    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if !matches!(cfg.get(key), None | Some(Value::Null)) {
+            return Err(bad(format!(
+                "{key} is not supported (Gemma 2's soft-capping)"
+            )));
+        }
+    }
+    if k.bool_or("use_bidirectional_attention", false)? {
+        return Err(bad(
+            "use_bidirectional_attention is not supported (an embedding model's attention)".into(),
+        ));
+    }
+    let act = ["hidden_activation", "hidden_act"]
+        .iter()
+        .find_map(|key| cfg.get(*key).and_then(Value::as_str))
+        .unwrap_or("gelu_pytorch_tanh");
+    if act != "gelu_pytorch_tanh" {
+        return Err(bad(format!(
+            "hidden_activation {act:?} is not supported (gelu_pytorch_tanh)"
+        )));
+    }
+    let n_layer = k.usize("num_hidden_layers")?;
+    let pattern = match cfg.get("layer_types").and_then(Value::as_array) {
+        Some(types) => {
+            let full: Vec<bool> = types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("full_attention") => Ok(true),
+                    Some("sliding_attention") => Ok(false),
+                    _ => Err(bad(format!("layer_types: {t} is not a layer type"))),
+                })
+                .collect::<Result<_>>()?;
+            // every p-th layer global: p is the first global layer's number
+            let p = full.iter().position(|&f| f).map_or(n_layer + 1, |i| i + 1);
+            let regular = full.len() == n_layer
+                && full
+                    .iter()
+                    .enumerate()
+                    .all(|(l, &f)| f == (l + 1).is_multiple_of(p));
+            if !regular {
+                return Err(bad(
+                    "layer_types must make every n-th layer full_attention and the others sliding_attention".into(),
+                ));
+            }
+            p
+        }
+        None => k.usize_opt("sliding_window_pattern")?.unwrap_or(6).max(1),
+    };
+    let local = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("sliding_attention"))
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .map(|t| t as f32);
+    let local = match local {
+        Some(t) => t,
+        None => k.f32_or("rope_local_base_freq", 10_000.0)?,
+    };
+    let scalar = match cfg.get("query_pre_attn_scalar") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| bad(format!("query_pre_attn_scalar must be a number, not {v}")))?
+                as f32,
+        ),
+    };
+    Ok((pattern, Some(local), scalar))
 }
 
 #[cfg(test)]
@@ -523,6 +702,110 @@ mod tests {
         "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": true,
         "torch_dtype": "bfloat16", "transformers_version": "4.45.0", "use_cache": true,
         "vocab_size": 200064}"#;
+
+    /// google/gemma-3-1b-it's config.json (transformers 4 layout: the pattern as a
+    /// number, the windowed layers' base as rope_local_base_freq).
+    const GEMMA_3_1B: &str = r#"{"architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2,
+        "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+        "final_logit_softcapping": null, "head_dim": 256,
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152,
+        "initializer_range": 0.02, "intermediate_size": 6912,
+        "max_position_embeddings": 32768, "model_type": "gemma3_text",
+        "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+        "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+        "rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000,
+        "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+        "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144}"#;
+
+    /// google/gemma-3-4b-it's config.json (its vision_config cut): the language model's
+    /// text_config lists only what differs from Gemma3TextConfig's defaults.
+    const GEMMA_3_4B: &str = r#"{"architectures": ["Gemma3ForConditionalGeneration"],
+        "boi_token_index": 255999, "eoi_token_index": 256000, "eos_token_id": [1, 106],
+        "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+        "model_type": "gemma3", "text_config": {"hidden_size": 2560,
+        "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+        "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+        "vision_config": {"model_type": "siglip_vision_model"}}"#;
+
+    #[test]
+    fn gemma_3s_text_and_multimodal_configs_are_read() {
+        let a = from_hf_config(GEMMA_3_1B).unwrap();
+        assert_eq!(
+            (a.family, a.head_dim, a.n_head, a.n_kv_head),
+            (Family::Gemma3, 256, 4, 1)
+        );
+        assert_eq!((a.sliding_window, a.sliding_window_pattern), (Some(512), 6));
+        assert_eq!(
+            (a.rope_local_theta, a.query_pre_attn_scalar),
+            (Some(10000.0), Some(256.0))
+        );
+        assert!(a.tied_head && matches!(a.mlp, Mlp::SwiGlu { hidden: 6912 }));
+        assert!(matches!(
+            a.positions,
+            Positions::Rotary {
+                theta: 1_000_000.0,
+                scaling: RopeScaling::None,
+                ..
+            }
+        ));
+        // 4B: Gemma3TextConfig's defaults fill the text_config's gaps; its linear
+        // scaling is the global layers'
+        let b = from_hf_config(GEMMA_3_4B).unwrap();
+        assert_eq!(
+            (b.family, b.hidden_size, b.n_layer),
+            (Family::Gemma3, 2560, 34)
+        );
+        assert_eq!(
+            (b.n_head, b.n_kv_head, b.head_dim, b.vocab_size),
+            (8, 4, 256, 262_208)
+        );
+        assert_eq!(
+            (b.sliding_window, b.sliding_window_pattern),
+            (Some(1024), 6)
+        );
+        assert_eq!(
+            (b.max_positions, b.query_pre_attn_scalar),
+            (131_072, Some(256.0))
+        );
+        assert!(matches!(
+            b.positions,
+            Positions::Rotary {
+                theta: 1_000_000.0,
+                scaling: RopeScaling::Linear { factor: 8.0 },
+                ..
+            }
+        ));
+        // a layer_types list: its every-n-th global layer, or refused when irregular
+        let mut v: Value = serde_json::from_str(GEMMA_3_1B).unwrap();
+        let types = |full: &[usize]| {
+            (0..26)
+                .map(|l| {
+                    if full.contains(&l) {
+                        "full_attention"
+                    } else {
+                        "sliding_attention"
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        v["layer_types"] = serde_json::json!(types(&[3, 7, 11, 15, 19, 23]));
+        assert_eq!(
+            from_hf_config(&v.to_string())
+                .unwrap()
+                .sliding_window_pattern,
+            4
+        );
+        v["layer_types"] = serde_json::json!(types(&[3, 8]));
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("layer_types"), "{e}");
+        // Gemma 2's soft-capping is refused by name
+        let mut v: Value = serde_json::from_str(GEMMA_3_1B).unwrap();
+        v["final_logit_softcapping"] = 30.0.into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("final_logit_softcapping"), "{e}");
+    }
 
     #[test]
     fn phi_4_minis_partial_longrope_is_read() {

@@ -89,7 +89,8 @@ impl ModelConfig {
         let split_rows = n(SPLIT_MAX_ROWS).min(t);
         act += split_rows * split_row_floats(&self.linear_shapes());
         if llama {
-            act += 2 * t * n(hd.hs); // the rotary table: cos and sin, each pair's twice
+            // the rotary table: cos and sin, each pair's twice (Gemma: two tables)
+            act += 2 * t * n(hd.hs) * if self.local_rope() { 2 } else { 1 };
         }
         // the tile matmuls' norm folds (GPU kernels, `matmul_fusion` auto; counted on
         // every adapter): g · w and bias + b · w of each qkv and dense up projection

@@ -69,6 +69,9 @@ pub struct BlockWeights {
     pub proj_b: Option<wgpu::Buffer>, // attn.c_proj.bias [C]
     pub ln_2_w: wgpu::Buffer,         // ln_2.weight [C]
     pub ln_2_b: Option<wgpu::Buffer>, // ln_2.bias [C]
+    /// Gemma: the norms of the attention's and of the MLP's outputs, `[C]` each
+    /// (`attn.post_norm.weight`, `mlp.post_norm.weight`).
+    pub post_norms: Option<(wgpu::Buffer, wgpu::Buffer)>,
     pub mlp: MlpWeights,
 }
 
@@ -153,6 +156,18 @@ pub struct DeviceWeights {
     /// Rotary cos and sin tables, `[context, 2, HS]` (rotary families,
     /// `kernels::rotary::device_table`).
     pub rope: Option<wgpu::Buffer>,
+    /// The windowed layers' tables where they rotate with a base of their own (Gemma).
+    pub rope_local: Option<wgpu::Buffer>,
+}
+
+impl DeviceWeights {
+    /// The rotary table layer `l` of `cfg` rotates with.
+    pub fn rope_of(&self, cfg: &ModelConfig, l: usize) -> Option<&wgpu::Buffer> {
+        match (&self.rope_local, cfg.windowed_layer(l)) {
+            (Some(local), true) => Some(local),
+            _ => self.rope.as_ref(),
+        }
+    }
 }
 
 impl DeviceWeights {
@@ -297,9 +312,14 @@ pub struct BlockOps {
     /// Qwen3: the norm of each query and key head after the qkv projection, which then
     /// leaves the rotation and the KV store to it (`kernels::head_norm`).
     pub head_norm: Option<KernelOp>,
+    /// The output projection: into the residual stream (`x +=`), or, with
+    /// `post_norms`, into `ln`, which the attention's post-norm then adds to the stream.
     pub c_proj: Linear,
     pub ln_2: KernelOp,
     pub mlp: MlpOps,
+    /// Gemma: `x += norm(ln)` after the attention and after the MLP (the output
+    /// projection and the down projection write `ln` instead of adding to `x`).
+    pub post_norms: Option<(KernelOp, KernelOp)>,
     pub norm: KernelOp,
 }
 

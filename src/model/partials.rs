@@ -39,6 +39,7 @@ pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
     let fits = hardware
         && cfg.decode_blocks == DecodeBlocks::Auto
         && !cfg.use_moe
+        && !cfg.architecture.post_norms()
         && c.is_multiple_of(4)
         && c <= MAX_STAGE
         && heads.nh <= MAX_PARTS

@@ -67,8 +67,18 @@ pub fn inv_freq(dim: usize, theta: f32, scaling: &RopeScaling, context: usize) -
 
 /// A rotary model's rotation: the inverse frequencies of its heads' rotated pairs
 /// (`rotary_dim / 2` of them) and the scale of their cos and sin (`longrope`'s
-/// attention factor; 1 for the others).
-pub fn rotation(cfg: &ModelConfig) -> (Vec<f32>, f32) {
+/// attention factor; 1 for the others). `local`: the windowed layers' of a model
+/// whose have a base of their own (Gemma's `rope_local_theta`, unscaled).
+pub fn rotation(cfg: &ModelConfig, local: bool) -> (Vec<f32>, f32) {
+    if let (true, Some(theta)) = (local, cfg.rope_local_theta) {
+        let f = inv_freq(
+            cfg.rotary_dim(),
+            theta,
+            &RopeScaling::None,
+            cfg.context_size,
+        );
+        return (f, 1.0);
+    }
     let f = inv_freq(
         cfg.rotary_dim(),
         cfg.rope_theta,

@@ -12,7 +12,7 @@ use crate::kernels::attention::{
     encode_attention, encode_attention_paged, encode_attention_weights, runs_chunk, KvLayout,
 };
 use crate::kernels::embedding::encode_embedding;
-use crate::kernels::layer_norm::{encode_layer_norm, Norm};
+use crate::kernels::layer_norm::{encode_layer_norm, encode_norm_add, Norm};
 use crate::kernels::logit_lens::{
     encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
 };
@@ -26,7 +26,7 @@ use crate::kernels::moe::{
 };
 use crate::kernels::row_norm::encode_row_norm;
 use crate::kernels::sample::encode_sample;
-use crate::kernels::swiglu::encode_swiglu;
+use crate::kernels::swiglu::{encode_swiglu, GELU_GATE, SCALED};
 use crate::kernels::token_rank::{encode_token_rank, encode_token_target};
 
 /// How the rows of a step reach the linears: the matmul (a forward, a prefill chunk)
@@ -258,6 +258,15 @@ impl Model {
         super::block_norm(&self.config)
     }
 
+    /// The flag of a block's output and down projections: add into the residual stream
+    /// ([`ACCUMULATE`]), or none where they write `ln` for a post-norm to add (Gemma).
+    fn adds(&self) -> u32 {
+        match self.config.architecture.post_norms() {
+            true => 0,
+            false => ACCUMULATE,
+        }
+    }
+
     /// The heads a qkv projection's epilogue rotates (the rotary families).
     pub(super) fn rope(&self) -> Option<Rope> {
         let heads = self.config.heads();
@@ -346,7 +355,7 @@ impl Model {
                 fc_proj,
             } => {
                 c_fc.encode_fused(pass, t, path, b | GELU, up);
-                fc_proj.encode(pass, t, path, b | ACCUMULATE);
+                fc_proj.encode(pass, t, path, b | self.adds());
             }
             MlpOps::Dense {
                 c_fc,
@@ -357,10 +366,11 @@ impl Model {
                 // matmuls fold SwiGLU into the down projection's staging
                 c_fc.encode_fused(pass, t, path, b, up);
                 if fc_proj.gates(path) {
-                    fc_proj.encode(pass, t, path, b | ACCUMULATE | GATED);
+                    fc_proj.encode(pass, t, path, b | self.adds() | GATED);
                 } else {
-                    encode_swiglu(pass, swiglu, t, h, false);
-                    fc_proj.encode(pass, t, path, b | ACCUMULATE);
+                    let gelu = cfg.architecture.gelu_gate();
+                    encode_swiglu(pass, swiglu, t, h, if gelu { GELU_GATE } else { 0 });
+                    fc_proj.encode(pass, t, path, b | self.adds());
                 }
             }
             MlpOps::Moe {
@@ -413,7 +423,7 @@ impl Model {
                     }
                     Some(sw) => {
                         encode_moe_matmul(pass, fc, (t, rows), 2 * he, c, b | GATHER);
-                        encode_swiglu(pass, &sw.swiglu, rows, he, false);
+                        encode_swiglu(pass, &sw.swiglu, rows, he, 0);
                     }
                     None => encode_moe_matmul(pass, fc, (t, rows), he, c, b | GATHER | act),
                 }
@@ -426,7 +436,7 @@ impl Model {
                     if let Some(gate) = &sh.gate {
                         encode_matmul(pass, gate, t, 4, c, 0);
                     }
-                    encode_swiglu(pass, &sh.swiglu, t, hs, true);
+                    encode_swiglu(pass, &sh.swiglu, t, hs, SCALED);
                     sh.fc_proj.encode(pass, t, path, ACCUMULATE);
                 }
             }
@@ -441,7 +451,7 @@ impl Model {
     /// a GPT-2 block), then the stream is made whole for the LM head.
     pub(super) fn encode_step(&self, pass: &mut wgpu::ComputePass<'_>, t: usize, kind: StepKind) {
         let cfg = &self.config;
-        let (c, heads) = (cfg.n_embed, cfg.heads());
+        let c = cfg.n_embed;
         let norm = self.norm();
         let qkv_b = if cfg.has_qkv_bias() { BIAS } else { 0 };
         let o_b = if cfg.has_o_bias() { BIAS } else { 0 };
@@ -474,7 +484,8 @@ impl Model {
         // first projection reads it from wte and wpe itself where wte is one binding
         if !deferred.is_some_and(|d| d.embeds) {
             for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-                encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), learned);
+                let scale = cfg.architecture.embed_scale(c);
+                encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), (learned, scale));
             }
         }
         if capture {
@@ -487,6 +498,8 @@ impl Model {
         // a burst's rows attend row by row, as a decode step's (decided once a step)
         let burst = matches!(kind, StepKind::Prefill { parts, .. } if self.burst(parts));
         for (l, blk) in ops.blocks.iter().enumerate() {
+            // this layer's window (Gemma's global layers between windowed ones: none)
+            let heads = cfg.layer_heads(l);
             if let Some(d) = deferred {
                 self.encode_block_deferred(pass, d, (l, blk.head_norm.as_ref()), t);
                 continue;
@@ -570,9 +583,15 @@ impl Model {
                     );
                 }
             }
-            blk.c_proj.encode(pass, t, path, o_b | ACCUMULATE);
+            blk.c_proj.encode(pass, t, path, o_b | self.adds());
+            if let Some((post_attn, _)) = &blk.post_norms {
+                encode_norm_add(pass, post_attn, t, c, norm);
+            }
             // x = x + mlp(ln_2(x)), mlp = c_proj(gelu(c_fc(.))), SwiGLU, or the MoE
             self.encode_mlp(pass, l, t, path);
+            if let Some((_, post_mlp)) = &blk.post_norms {
+                encode_norm_add(pass, post_mlp, t, c, norm);
+            }
             if let Some(r) = routing.filter(|_| cfg.is_moe_layer(l)) {
                 // the i-th MoE layer: the layers before it that route
                 let i = (0..l).filter(|&j| cfg.is_moe_layer(j)).count();

@@ -183,7 +183,14 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         if cfg.has_o_bias() {
             add(format!("{p}attn.c_proj.bias"), vec![c], Init::Zeros);
         }
+        if cfg.architecture.post_norms() {
+            // the norm of the attention's output, before the residual add (Gemma)
+            add(format!("{p}attn.post_norm.weight"), vec![c], Init::Ones);
+        }
         add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
+        if cfg.architecture.post_norms() {
+            add(format!("{p}mlp.post_norm.weight"), vec![c], Init::Ones);
+        }
         if cfg.is_moe_layer(l) {
             // a router, every expert's gate|up and down stacked on a leading E axis,
             // and a shared expert with its sigmoid gate (Qwen2-MoE)

@@ -13,6 +13,19 @@ pub fn swiglu(gate_up: &[f32], h: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Gemma's gating: `out[t, j] = gelu(g) · u` (GELU's tanh approximation).
+pub fn geglu(gate_up: &[f32], h: usize) -> Vec<f32> {
+    gate_up
+        .chunks(2 * h)
+        .flat_map(|row| {
+            (0..h).map(move |j| {
+                let (g, u) = (row[j] as f64, row[h + j] as f64);
+                (super::gelu::gelu(g) * u) as f32
+            })
+        })
+        .collect()
+}
+
 /// [`swiglu`] with row `t` scaled by `sigmoid(gate[t * 4])` (a shared expert's gate).
 pub fn swiglu_scaled(gate_up: &[f32], h: usize, gate: &[f32]) -> Vec<f32> {
     let mut out = swiglu(gate_up, h);

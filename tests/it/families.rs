@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "llama",
     "qwen2",
     "mistral",
@@ -23,6 +23,7 @@ const ALL: [&str; 9] = [
     "qwen3_moe",
     "phi3",
     "phi4_mini",
+    "gemma3",
 ];
 
 fn meta(family: &str) -> serde_json::Value {
@@ -127,7 +128,7 @@ fn tokenization_equals_auto_tokenizer() {
         let end = dir.end_ids(&tok);
         assert_eq!(
             end,
-            if family == "llama" || family == "qwen3" {
+            if ["llama", "qwen3", "gemma3"].contains(&family) {
                 vec![1, 2]
             } else {
                 vec![1]
@@ -201,6 +202,11 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     steps_match_the_forward("mistral", serde_json::json!({}), 1e-4);
     // Phi-3's window (8 in the fixture), its q/k/v and gate/up read from fused tensors
     steps_match_the_forward("phi3", serde_json::json!({}), 1e-4);
+    // Gemma 3's windowed layers (8) between a global one, each with its rotary base,
+    // the norms after attention and MLP; and into a half-float pool
+    steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
+    let half = serde_json::json!({"kv_cache_dtype": "float16"});
+    steps_match_the_forward("gemma3", half, 2e-2);
 }
 
 #[test]
@@ -429,8 +435,9 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
 #[test]
 fn heads_of_256_decode_like_their_forward() {
     // Gemma's head size: every attention kernel's wide pipeline (the forward's, a
-    // prefill chunk's, the decode step's, the deferred blocks' attention_proj), with
-    // grouped heads and a head norm, on both kernel classes and either pool
+    // prefill chunk's, the decode step's; the deferred blocks take heads of up to 128,
+    // their attention_proj's wide pipeline is tested in `partials`), with grouped heads
+    // and a head norm, on both kernel classes and either pool
     let g = gpu();
     for (arch, kernels, kv) in [
         ("llama", "software", "float32"),
@@ -501,6 +508,67 @@ fn moe_captures_report_routing_in_the_moe_layers_only() {
 }
 
 /// Copy fixture directory `family` into `models` (a models directory).
+#[test]
+fn a_multimodal_gemma3_checkpoint_serves_its_language_model() {
+    // Gemma 3 4B-27B are published as Gemma3ForConditionalGeneration: the language
+    // model's config under text_config, its tensors under `language_model.model.` (as
+    // published) or `model.language_model.` (as transformers 5 saves them), a vision
+    // tower beside them, unread. The gemma3 fixture rewritten so: transformers' logits.
+    let src = format!("{FAMILIES}/gemma3");
+    let bytes = std::fs::read(format!("{src}/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{src}/config.json")).unwrap())
+            .unwrap();
+    let want = hf_logits("gemma3");
+    let input = ids(&meta("gemma3")["input_ids"]);
+    for prefix in ["language_model.model.", "model.language_model."] {
+        let dir = std::env::temp_dir().join(format!(
+            "wgformer-gemma3-mm-{}-{}",
+            prefix.len(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(format!("{src}/{f}"), dir.join(f)).unwrap();
+        }
+        let vision = vec![0u8; 4 * 8];
+        let mut views: Vec<(String, safetensors::tensor::TensorView)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| (name.replacen("model.", prefix, 1), t))
+            .collect();
+        views.push((
+            "vision_tower.vision_model.embeddings.patch_embedding.weight".into(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 4], &vision)
+                .unwrap(),
+        ));
+        let out = safetensors::tensor::serialize(views, None).unwrap();
+        std::fs::write(dir.join("model.safetensors"), out).unwrap();
+        let mut text_config = text.clone();
+        text_config.as_object_mut().unwrap().remove("architectures");
+        let config = serde_json::json!({
+            "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+            "text_config": text_config, "eos_token_id": [1, 2],
+            "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 4},
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let (cfg, files) =
+            resolve_config(serde_json::json!({"model": dir.to_str().unwrap()})).unwrap();
+        assert_eq!(cfg.architecture, wgformer::config::Family::Gemma3);
+        let g = gpu();
+        let model = Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        let got = model.forward_logits(&input).unwrap();
+        assert_close(&format!("gemma3 under {prefix}"), &got, &want, 1e-4, 1e-4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn copy_family(models: &std::path::Path, family: &str) {
     let to = models.join(family);
     std::fs::create_dir_all(&to).unwrap();

@@ -262,12 +262,18 @@ fn swiglu_gates_the_up_half_with_silu_of_the_gate_half() {
         let mut gu = rand_vec(t * 2 * h, 41, 4.0);
         gu[0] = -120.0;
         gu[1] = 95.0;
-        let got = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, None).unwrap();
+        let got = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, None, 0).unwrap();
         let want = reference::swiglu::swiglu(&gu, h);
         assert_close(&format!("swiglu {t}x{h}"), &got, &want, 1e-6, 1e-5);
+        // Gemma's gate: GELU for SiLU
+        let gelu_gate = swiglu::GELU_GATE;
+        let geglu = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, None, gelu_gate).unwrap();
+        let want_geglu = reference::swiglu::geglu(&gu, h);
+        assert_close(&format!("geglu {t}x{h}"), &geglu, &want_geglu, 1e-6, 1e-5);
+        assert!(reference::compare("silu", &geglu, &want, 1e-6, 1e-5).is_err());
         // scaled by each row's sigmoid gate (a shared expert's), which must matter
         let gate = rand_vec(t * 4, 43, 3.0);
-        let scaled = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, Some(&gate)).unwrap();
+        let scaled = swiglu::run_swiglu(&g.ctx, &g.pipelines, &gu, h, Some(&gate), 0).unwrap();
         let want_scaled = reference::swiglu::swiglu_scaled(&gu, h, &gate);
         assert_close(
             &format!("scaled swiglu {t}x{h}"),
@@ -314,6 +320,14 @@ fn rms_norm_on_both_kernel_classes() {
                 1e-4,
                 1e-4,
             );
+            // flag NORM_ADD: added into y (Gemma's post-norm and its residual add)
+            let y = rand_vec(t * c, 23, 3.0);
+            let added =
+                layer_norm::run_rms_norm_add(&g.ctx, &g.pipelines, variant, (&x, &y), &w, c, eps)
+                    .unwrap();
+            let want_added: Vec<f32> = y.iter().zip(&want).map(|(a, b)| a + b).collect();
+            let name = format!("{variant} rms added {t}x{c}");
+            assert_close(&name, &added, &want_added, 1e-4, 1e-4);
         }
     }
 }
@@ -368,13 +382,34 @@ fn embedding_across_chunks() {
                 &ids,
                 &pos,
                 &wte,
-                Some(&wpe),
+                (Some(&wpe), 1.0),
                 c,
                 chunk,
             )
             .unwrap();
             assert_close(&format!("{variant} chunk {chunk}"), &got, &want, 1e-6, 0.0);
         }
+        // Gemma's: the token embedding scaled (by √hidden), no position table
+        let pos: Vec<u32> = (0..ids.len() as u32).collect();
+        let scale = 8.0;
+        let got = embedding::run_embedding(
+            &g.ctx,
+            &g.pipelines,
+            variant,
+            &ids,
+            &pos,
+            &wte,
+            (None, scale),
+            c,
+            8,
+        )
+        .unwrap();
+        let zeros = vec![0.0; wpe.len()];
+        let want: Vec<f32> = reference::embedding::embedding(&ids, &seen, &zeros, c, 0)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        assert_close(&format!("{variant} scaled"), &got, &want, 1e-6, 0.0);
     }
 }
 
@@ -394,7 +429,7 @@ fn embedding_more_than_65535_workgroups() {
         &ids,
         &pos,
         &wte,
-        Some(&wpe),
+        (Some(&wpe), 1.0),
         c,
         1000,
     )
@@ -419,7 +454,7 @@ fn embedding_at_each_rows_own_position() {
         &ids,
         &pos,
         &wte,
-        Some(&wpe),
+        (Some(&wpe), 1.0),
         c,
         1000,
     )
