@@ -537,11 +537,18 @@ fn model_name(model: &Model) -> String {
     let c = &model.config;
     if c.architecture.llama_like() {
         let arch = serde_json::to_value(c.architecture).unwrap_or_default();
+        // heads wider than 128 named (the attention kernels' wide pipelines)
+        let wide = c.head_size() > 128;
         format!(
-            "{} {}x{}",
+            "{} {}x{}{}",
             arch.as_str().unwrap_or("llama"),
             c.n_embed,
-            c.n_layer
+            c.n_layer,
+            if wide {
+                format!(" heads {}x{}", c.n_head, c.head_size())
+            } else {
+                String::new()
+            }
         )
     } else {
         "GPT-2 small".into()
@@ -636,7 +643,23 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
     // and key head, one `head_norm` dispatch a block after the qkv projection
     let mut qwen3 = llama.clone();
     qwen3["architecture"] = "qwen3".into();
-    for value in [f16, llama, qwen3, mixtral] {
+    // Gemma 3 blocks at the same width: Qwen3's heads with the norms after the attention
+    // and the MLP (two dispatches more a block), the GELU gate, windowed layers (512)
+    // with every sixth global; with 12 heads of 64, and with Gemma's 3 heads of 256 over
+    // one key/value head (the attention kernels' wide pipelines)
+    let mut gemma3 = qwen3.clone();
+    gemma3["architecture"] = "gemma3".into();
+    gemma3["sliding_window"] = 512.into();
+    gemma3["sliding_window_pattern"] = 6.into();
+    gemma3["rope_local_theta"] = 10000.0.into();
+    gemma3["rope_theta"] = 1000000.0.into();
+    let mut gemma3_256 = gemma3.clone();
+    gemma3_256["n_head"] = 3.into();
+    gemma3_256["n_kv_head"] = 1.into();
+    gemma3_256["query_pre_attn_scalar"] = 256.0.into();
+    // (llvmpipe ends a shader's loops early past 338 positions for heads of 256)
+    gemma3_256["context_size"] = 320.into();
+    for value in [f16, llama, qwen3, gemma3, gemma3_256, mixtral] {
         let cfg = ModelConfig::from_value(value).expect("config");
         let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {
