@@ -1,29 +1,22 @@
-//! Reference SwiGLU: `silu(gate) · up` over rows of `[T, 2H]` (gate first), in f64.
+//! Reference SwiGLU: `silu(gate) · up` over rows of `[T, 2H]` (gate first), in f64;
+//! and Gemma's GELU-gated twin.
+
+/// `out[t, j] = act(g) · u` with `g = gate_up[t, j]`, `u = gate_up[t, h + j]`.
+fn gated(gate_up: &[f32], h: usize, act: fn(f64) -> f64) -> Vec<f32> {
+    gate_up
+        .chunks(2 * h)
+        .flat_map(|row| (0..h).map(move |j| (act(row[j] as f64) * row[h + j] as f64) as f32))
+        .collect()
+}
 
 /// `out[t, j] = silu(g) · u` with `g = gate_up[t, j]`, `u = gate_up[t, h + j]`.
 pub fn swiglu(gate_up: &[f32], h: usize) -> Vec<f32> {
-    gate_up
-        .chunks(2 * h)
-        .flat_map(|row| {
-            (0..h).map(move |j| {
-                let (g, u) = (row[j] as f64, row[h + j] as f64);
-                (g / (1.0 + (-g).exp()) * u) as f32
-            })
-        })
-        .collect()
+    gated(gate_up, h, |g| g / (1.0 + (-g).exp()))
 }
 
 /// Gemma's gating: `out[t, j] = gelu(g) · u` (GELU's tanh approximation).
 pub fn geglu(gate_up: &[f32], h: usize) -> Vec<f32> {
-    gate_up
-        .chunks(2 * h)
-        .flat_map(|row| {
-            (0..h).map(move |j| {
-                let (g, u) = (row[j] as f64, row[h + j] as f64);
-                (super::gelu::gelu(g) * u) as f32
-            })
-        })
-        .collect()
+    gated(gate_up, h, super::gelu::gelu)
 }
 
 /// [`swiglu`] with row `t` scaled by `sigmoid(gate[t * 4])` (a shared expert's gate).
