@@ -111,7 +111,9 @@ pub(super) fn build(
     let budget = options
         .max_model_bytes
         .unwrap_or_else(|| s.ctx.default_memory_budget());
-    let (config, checkpoint) = resolve_config_with(value, access, budget)?;
+    let context_given = value.get("context_size").is_some_and(|v| !v.is_null());
+    let (mut config, checkpoint) = resolve_config_with(value, access, budget)?;
+    fit_context(&mut config, &s.ctx, context_given);
     let pages = kv_pool_pages(&config, options, budget);
     config
         .memory_estimate(
@@ -158,6 +160,23 @@ pub(super) fn build(
         tokenizer: Arc::new(tokenizer),
         end_ids,
     })
+}
+
+/// A context the client did not ask for (the default, or a model directory's
+/// `min(positions, 4096)`) lowered to what llvmpipe's loop limit lets the attention
+/// run for this head size, so that a model loads on the software adapter as it would
+/// on a GPU (a context the client gave is theirs: too long, it is refused by name).
+fn fit_context(config: &mut ModelConfig, ctx: &GpuContext, given: bool) {
+    let most = crate::gpu::context::llvmpipe_max_context(config.head_size());
+    if !given && ctx.details.is_llvmpipe() && config.context_size > most {
+        tracing::warn!(
+            from = config.context_size,
+            to = most,
+            head_size = config.head_size(),
+            "context_size lowered to what llvmpipe runs for this head size (give context_size to choose)"
+        );
+        config.context_size = most;
+    }
 }
 
 /// Pages of the KV pool for `config`: `--kv-pool-bytes` when set; else room for

@@ -579,6 +579,45 @@ fn copy_family(models: &std::path::Path, family: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_default_context_fits_the_software_adapter() {
+    // Gemma 3's heads of 256 with the default context of a directory (min(positions,
+    // 4096)): llvmpipe's loop limit runs 338 positions, so on llvmpipe the default is
+    // lowered to that and the model loads; a context the client asks for is refused
+    // there, naming the limit; elsewhere both are the model's 4096
+    use common::http::*;
+    use serde_json::json;
+    let models = std::env::temp_dir().join(format!("wgformer-fit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    copy_family(&models, "gemma3");
+    let cfg_path = models.join("gemma3/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = 8192.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let s = Server::with_models(&models).await;
+    let llvmpipe = gpu().ctx.details.is_llvmpipe();
+    let (code, body) = init(&s, &json!({"model": "gemma3"})).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, list) = get(&s, "/v1/models").await;
+    let want = if llvmpipe { 338 } else { 4096 };
+    assert_eq!(list["data"][0]["max_model_len"], want, "{list}");
+    let (code, body) = init(&s, &json!({"model": "gemma3", "context_size": 4096})).await;
+    if llvmpipe {
+        assert_error(code, &body, 400, "CONFIG_ERROR");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("at most 338 positions"),
+            "{body}"
+        );
+    } else {
+        assert_eq!(code, 200, "{body}");
+    }
+    let _ = std::fs::remove_dir_all(&models);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_model_directory_serves_over_http_and_stops_at_its_eos() {
     use common::http::*;
     use serde_json::json;
