@@ -47,6 +47,10 @@ pub enum Family {
     /// √hidden, sliding-window layers between global ones with their own rotary base
     /// (`Gemma3ForCausalLM`: Gemma 3's text models).
     Gemma3,
+    /// The Llama block with its scalars: the embedding, the scores, each residual add
+    /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
+    /// IBM Granite 3).
+    Granite,
 }
 
 impl Family {
@@ -78,8 +82,9 @@ impl Family {
         self == Family::Gemma3
     }
 
-    /// The factor of the token embedding: √hidden rounded to bfloat16, as Gemma
-    /// computes it in its dtype; 1 for the others.
+    /// The factor of the token embedding by family: √hidden rounded to bfloat16, as
+    /// Gemma computes it in its dtype; 1 for the others (see
+    /// [`ModelConfig::embed_scale`]).
     pub fn embed_scale(self, hidden: usize) -> f32 {
         match self {
             Family::Gemma3 => half::bf16::from_f32((hidden as f32).sqrt()).to_f32(),
@@ -370,8 +375,20 @@ pub struct ModelConfig {
     /// without `rope_scaling`); `null`: `rope_theta` for every layer.
     pub rope_local_theta: Option<f32>,
     /// Extension (Gemma): attention scores are scaled by `1 / √this` instead of
-    /// `1 / √head size` (folded into the query heads' norm).
+    /// `1 / √head size` (folded into the queries).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Extension (Granite): the token embedding times this (`embedding_multiplier`).
+    pub embedding_multiplier: Option<f32>,
+    /// Extension (Granite): attention scores times this instead of `1 / √head size`
+    /// (`attention_multiplier`; folded into the queries).
+    pub attention_multiplier: Option<f32>,
+    /// Extension (Granite): each block's attention and MLP outputs times this before
+    /// their residual adds (`residual_multiplier`; folded into the output and down
+    /// projections).
+    pub residual_multiplier: Option<f32>,
+    /// Extension (Granite): the logits divided by this (`logits_scaling`; folded into
+    /// the final norm).
+    pub logits_scaling: Option<f32>,
     /// Extension: the LM head is the token embedding (`false`: an `lm_head` of its own).
     pub tie_word_embeddings: bool,
     /// Extension (Llama families): biases on q, k and v only (Qwen2: default `true`;
@@ -439,6 +456,10 @@ impl Default for ModelConfig {
             sliding_window_pattern: 1,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            embedding_multiplier: None,
+            attention_multiplier: None,
+            residual_multiplier: None,
+            logits_scaling: None,
             tie_word_embeddings: true,
             qkv_bias: None,
             moe_intermediate_size: None,
@@ -560,6 +581,24 @@ impl ModelConfig {
         match self.windowed_layer(l) {
             true => heads,
             false => Heads { window: 0, ..heads },
+        }
+    }
+
+    /// The token embedding's factor: `embedding_multiplier`, else the family's.
+    pub fn embed_scale(&self) -> f32 {
+        self.embedding_multiplier
+            .unwrap_or_else(|| self.architecture.embed_scale(self.n_embed))
+    }
+
+    /// What the queries are multiplied by so that the kernels' `1 / √head size`
+    /// makes the model's score scale (`query_pre_attn_scalar`'s `1 / √s`, or
+    /// `attention_multiplier`), folded into the weights at load; `None`: the kernels'.
+    pub fn query_scale(&self) -> Option<f32> {
+        let root = (self.head_size() as f32).sqrt();
+        match (self.attention_multiplier, self.query_pre_attn_scalar) {
+            (Some(m), _) => Some(m * root),
+            (None, Some(s)) => Some(root / s.sqrt()),
+            (None, None) => None,
         }
     }
 
@@ -840,19 +879,22 @@ impl ModelConfig {
                 )));
             }
         }
-        if let Some(s) = self.query_pre_attn_scalar {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(Error::Config(format!(
-                    "query_pre_attn_scalar ({s}) must be a positive number"
-                )));
-            }
-            if !self.architecture.head_norm() {
-                return Err(Error::Config(format!(
-                    "query_pre_attn_scalar is folded into the query heads' norm: architecture {:?} has none (gemma3 has)",
-                    self.architecture
-                )));
+        for (key, v) in [
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("embedding_multiplier", self.embedding_multiplier),
+            ("attention_multiplier", self.attention_multiplier),
+            ("residual_multiplier", self.residual_multiplier),
+            ("logits_scaling", self.logits_scaling),
+        ] {
+            if let Some(s) = v {
+                if !(s.is_finite() && s > 0.0) {
+                    return Err(Error::Config(format!(
+                        "{key} ({s}) must be a positive number"
+                    )));
+                }
             }
         }
+
         let f = self.partial_rotary_factor;
         if !(f > 0.0 && f <= 1.0) {
             return Err(Error::Config(format!(
@@ -1012,6 +1054,30 @@ mod tests {
             let e = cfg(extra).unwrap_err().to_string();
             assert!(e.contains(says), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn score_scales_fold_into_a_query_factor() {
+        let cfg = |extra: &str| {
+            ModelConfig::from_json(&format!(
+                r#"{{"architecture": "gemma3", "n_embed": 64, "n_head": 2, {extra}}}"#
+            ))
+            .unwrap()
+        };
+        // heads of 32: the kernels' 1/√32; Gemma 27B's 1/√168 over heads of 128
+        assert_eq!(cfg(r#""head_dim": 32"#).query_scale(), None);
+        let g = cfg(r#""head_dim": 128, "query_pre_attn_scalar": 168"#);
+        assert!((g.query_scale().unwrap() - (128f32 / 168.0).sqrt()).abs() < 1e-6);
+        // Granite's multiplier of 1/64 over heads of 16: the queries times √16 / 64
+        let m = cfg(r#""head_dim": 16, "attention_multiplier": 0.015625"#);
+        assert_eq!(m.query_scale(), Some(0.0625));
+        assert_eq!(
+            m.embed_scale(),
+            8.0,
+            "gemma's √64 unless embedding_multiplier"
+        );
+        let e = ModelConfig::from_json(r#"{"residual_multiplier": -1}"#).unwrap_err();
+        assert!(e.to_string().contains("residual_multiplier (-1)"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ logits of those ids, and the ids `generate` picks greedily.
            head, transformers-4 layout; the greedy prompt is longer than the original
            context and the full text's logits too (transformers' long factors), and
            `logits_short` holds the logits of the first 32 ids (its short factors)
+  granite  Granite 3's scalars: the embedding (x12), the scores (an attention_multiplier
+           of 1/64, not 1/sqrt(16)), each residual add (x0.22) and the logits (/8),
+           GQA, tied head, bf16
   gemma3   Gemma 3's block: q/k head norms, norms after the attention and the MLP,
            GELU-gated MLP, the embedding scaled by √hidden, (1 + w) norms; heads of
            256 (wider than hidden), one KV head, query_pre_attn_scalar 128 (not the head
@@ -64,6 +67,7 @@ from transformers import (
     Qwen3Config,
     Qwen3MoeConfig,
     Gemma3TextConfig,
+    GraniteConfig,
 )
 
 TEXT = (
@@ -414,6 +418,25 @@ def main(out: str, only: list) -> None:
         torch.bfloat16,
         bos=True,
         eos_ids=[1, 2],
+    )
+
+    build(
+        out,
+        "granite",
+        GraniteConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            embedding_multiplier=12.0,
+            attention_multiplier=0.015625,
+            residual_multiplier=0.22,
+            logits_scaling=8.0,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.bfloat16,
+        bos=False,
+        eos_ids=1,
     )
 
 

@@ -172,6 +172,7 @@ impl Model {
                 }
                 continue;
             }
+            fold_scalars(&config, &spec.name, &mut values);
             if rotary_families && spec.name.contains(".attn.c_attn.") {
                 // each query and key head's halves interleaved (`kernels::rotary`)
                 let cols = spec.shape[spec.shape.len() - 1];
@@ -179,12 +180,6 @@ impl Model {
                 values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
             if spec.name.ends_with(".attn.head_norm.weight") {
-                // Gemma's scores scaled by 1 / √query_pre_attn_scalar where the kernels
-                // take 1 / √HS: the query heads' norm (its first row) scaled by √(HS / s)
-                if let Some(s) = config.query_pre_attn_scalar {
-                    let f = (heads.hs as f32 / s).sqrt();
-                    values[..heads.hs].iter_mut().for_each(|w| *w *= f);
-                }
                 // a row a head, interleaved as the heads it weighs
                 let hs = (heads.hs, config.rotary_dim());
                 values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, hs);
@@ -531,6 +526,37 @@ impl Model {
 
 /// The tile matmul variant of the blocks' linears when it folds the norm before a
 /// projection and SwiGLU into its staging (the hardware kernels, `matmul_fusion`
+/// The config's scalars folded into tensor `name`'s values (Hugging Face's layout,
+/// before any permutation), so no kernel takes them: the query scale
+/// ([`ModelConfig::query_scale`]) into the query heads' norm where the block has one (a
+/// norm's weight scales its output), else into the qkv projection's query columns;
+/// `residual_multiplier` into every down projection (`c_proj`: the attention's, the
+/// MLP's, the experts'); `1 / logits_scaling` into the final norm.
+fn fold_scalars(cfg: &ModelConfig, name: &str, values: &mut [f32]) {
+    let scale = |v: &mut [f32], f: f32| v.iter_mut().for_each(|w| *w *= f);
+    if let Some(f) = cfg.query_scale() {
+        let (hs, q) = (cfg.head_size(), cfg.heads().q_width());
+        if name.ends_with(".attn.head_norm.weight") {
+            scale(&mut values[..hs], f);
+        } else if !cfg.architecture.head_norm() && name.contains(".attn.c_attn.") {
+            let cols = cfg.heads().qkv_width();
+            values
+                .chunks_mut(cols)
+                .for_each(|row| scale(&mut row[..q], f));
+        }
+    }
+    if let Some(r) = cfg.residual_multiplier {
+        if name.contains(".c_proj.") {
+            scale(values, r);
+        }
+    }
+    if let Some(s) = cfg.logits_scaling {
+        if name.starts_with("ln_f.") {
+            scale(values, 1.0 / s);
+        }
+    }
+}
+
 /// auto), else `None`.
 fn staging_variant(cfg: &ModelConfig, ctx: &GpuContext, pl: &Pipelines) -> Option<&'static str> {
     let hardware = cfg.kernels.hardware(ctx.details.is_software());

@@ -492,6 +492,12 @@ impl ModelDir {
         cfg.sliding_window_pattern = a.sliding_window_pattern;
         cfg.rope_local_theta = a.rope_local_theta;
         cfg.query_pre_attn_scalar = a.query_pre_attn_scalar;
+        [
+            cfg.embedding_multiplier,
+            cfg.attention_multiplier,
+            cfg.residual_multiplier,
+            cfg.logits_scaling,
+        ] = a.multipliers;
         cfg.tie_word_embeddings = a.tied_head;
         cfg.bias = if a.family == Family::Gpt2 {
             self.tensor("h.0.attn.c_attn.bias").is_some()

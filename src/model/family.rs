@@ -23,6 +23,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Gemma3ForCausalLM", Family::Gemma3),
     // its language model (`text_config`), without the vision tower
     ("Gemma3ForConditionalGeneration", Family::Gemma3),
+    ("GraniteForCausalLM", Family::Granite),
 ];
 
 pub use crate::config::Family;
@@ -108,6 +109,9 @@ pub struct Architecture {
     pub rope_local_theta: Option<f32>,
     /// Gemma: scores scaled by `1 / √this` (`query_pre_attn_scalar`).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Granite's scalars: `embedding_multiplier`, `attention_multiplier`,
+    /// `residual_multiplier`, `logits_scaling` (`None` for the other families).
+    pub multipliers: [Option<f32>; 4],
     /// The LM head is the embedding (`tie_word_embeddings`).
     pub tied_head: bool,
 }
@@ -143,6 +147,15 @@ impl Keys<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         self.usize_opt(key)?
             .ok_or_else(|| bad(format!("{key} is missing")))
+    }
+    fn f32_opt(&self, key: &str) -> Result<Option<f32>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| bad(format!("{key} must be a number, not {v}"))),
+        }
     }
     fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.0.get(key) {
@@ -195,6 +208,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("qwen3_moe", Family::Qwen3Moe),
         ("phi3", Family::Phi3),
         ("gemma3_text", Family::Gemma3),
+        ("granite", Family::Granite),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -343,6 +357,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             sliding_window_pattern: 1,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            multipliers: [None; 4],
             tied_head: k.bool_or("tie_word_embeddings", true)?,
         });
     }
@@ -448,6 +463,19 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         sliding_window_pattern,
         rope_local_theta,
         query_pre_attn_scalar,
+        multipliers: match family {
+            Family::Granite => {
+                let [e, a, r, l] = [
+                    "embedding_multiplier",
+                    "attention_multiplier",
+                    "residual_multiplier",
+                    "logits_scaling",
+                ]
+                .map(|key| k.f32_opt(key));
+                [e?, a?, r?, l?]
+            }
+            _ => [None; 4],
+        },
         tied_head: k.bool_or("tie_word_embeddings", gemma)?,
     })
 }
@@ -805,6 +833,27 @@ mod tests {
         v["final_logit_softcapping"] = 30.0.into();
         let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
         assert!(e.contains("final_logit_softcapping"), "{e}");
+    }
+
+    #[test]
+    fn granites_multipliers_are_read() {
+        // the keys of ibm-granite/granite-3.1-2b-instruct's config.json that matter here
+        let granite = r#"{"architectures": ["GraniteForCausalLM"], "model_type": "granite",
+            "attention_multiplier": 0.015625, "embedding_multiplier": 12.0,
+            "hidden_size": 2048, "intermediate_size": 8192, "logits_scaling": 8.0,
+            "max_position_embeddings": 131072, "num_attention_heads": 32,
+            "num_hidden_layers": 40, "num_key_value_heads": 8, "residual_multiplier": 0.22,
+            "rms_norm_eps": 1e-05, "rope_theta": 5000000.0, "tie_word_embeddings": true,
+            "vocab_size": 49155}"#;
+        let a = from_hf_config(granite).unwrap();
+        assert_eq!(a.family, Family::Granite);
+        assert_eq!(
+            a.multipliers,
+            [Some(12.0), Some(0.015625), Some(0.22), Some(8.0)]
+        );
+        // another family's keys of the same names are not read
+        let llama = granite.replace("GraniteForCausalLM", "LlamaForCausalLM");
+        assert_eq!(from_hf_config(&llama).unwrap().multipliers, [None; 4]);
     }
 
     #[test]

@@ -484,7 +484,7 @@ impl Model {
         // first projection reads it from wte and wpe itself where wte is one binding
         if !deferred.is_some_and(|d| d.embeds) {
             for (op, ch) in ops.embedding.iter().zip(&self.weights.wte.chunks) {
-                let scale = cfg.architecture.embed_scale(c);
+                let scale = cfg.embed_scale();
                 encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), (learned, scale));
             }
         }
