@@ -124,10 +124,35 @@ pub enum RopeScaling {
         #[serde(default = "one")]
         attention_factor: f32,
     },
+    /// YaRN (Qwen2.5 and Qwen3's long-context configs, DeepSeek, …): each frequency a
+    /// blend of itself and itself divided by `factor`, by where its wavelength falls
+    /// between `beta_fast` and `beta_slow` rotations over the original context, and
+    /// cos and sin scaled by `attention_factor` (`0.1 ln factor + 1` when absent).
+    Yarn {
+        factor: f32,
+        original_max_position_embeddings: usize,
+        #[serde(default = "beta_fast")]
+        beta_fast: f32,
+        #[serde(default = "one")]
+        beta_slow: f32,
+        #[serde(default)]
+        attention_factor: Option<f32>,
+        /// Round the blend's band to whole dimensions (transformers' default).
+        #[serde(default = "yes")]
+        truncate: bool,
+    },
 }
 
 fn one() -> f32 {
     1.0
+}
+
+fn beta_fast() -> f32 {
+    32.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The shape of a block's attention: query heads, key/value heads (grouped-query
@@ -916,6 +941,28 @@ impl ModelConfig {
                 )));
             }
             RopeScaling::Linear { .. } | RopeScaling::Llama3 { .. } => {}
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                ..
+            } => {
+                let ok = [
+                    *factor,
+                    *beta_fast,
+                    *beta_slow,
+                    attention_factor.unwrap_or(1.0),
+                ]
+                .into_iter()
+                .all(factor_ok);
+                if !ok || *original_max_position_embeddings == 0 {
+                    return Err(Error::Config(
+                        "rope_scaling yarn: factor, beta_fast, beta_slow, attention_factor and original_max_position_embeddings must be positive".into(),
+                    ));
+                }
+            }
             RopeScaling::LongRope {
                 short_factor,
                 long_factor,

@@ -12,7 +12,8 @@ logits of those ids, and the ids `generate` picks greedily.
   qwen2    q/k/v biases, tied head, linear rope scaling written as transformers 4 did
            (`rope_theta` + `rope_scaling` with `type`), f32 weights, no BOS
   mistral  sliding window of 8 (shorter than the text), GQA, f16 weights,
-           transformers-4 layout (`rope_theta`, no scaling)
+           transformers-4 layout (`rope_theta`, `rope_scaling` yarn: factor 4 over an
+           original context of 32, the default band and attention factor)
   mixtral  4 SwiGLU experts, top-2 renormalised, GQA, bf16, untied head
   qwen2_moe  4 experts top-2 without renormalisation (norm_topk_prob false), a shared
            expert behind a sigmoid gate, layer 1 dense (mlp_only_layers), q/k/v biases
@@ -262,12 +263,13 @@ def main(out: str, only: list) -> None:
             num_key_value_heads=1,
             sliding_window=8,
             tie_word_embeddings=False,
-            rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+            rope_parameters={"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0,
+                             "original_max_position_embeddings": 32},
         ),
         torch.float16,
         bos=True,
         eos_ids=1,
-        layout4="none",
+        layout4={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
     )
     build(
         out,

@@ -267,9 +267,10 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         },
         // Phi-3 (`su` before transformers named it)
         "longrope" | "su" => longrope(cfg, scaling)?,
+        "yarn" => yarn(cfg, scaling)?,
         other => {
             return Err(bad(format!(
-                "rope type {other:?} is not supported (default, linear, llama3, longrope)"
+                "rope type {other:?} is not supported (default, linear, llama3, longrope, yarn)"
             )))
         }
     };
@@ -277,6 +278,49 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         theta,
         scaling,
         partial,
+    })
+}
+
+/// YaRN's parameters: `factor` (else `max_position_embeddings` over the original, as
+/// DeepSeek's configs leave it), the original context (in the parameters, else at the
+/// config's top, else `max_position_embeddings`), the band's `beta_fast` / `beta_slow`,
+/// and the attention factor: given, else from `mscale` / `mscale_all_dim` when both are
+/// (DeepSeek's), else the default (`None`: `0.1 ln factor + 1`).
+fn yarn(cfg: &Map<String, Value>, scaling: &Map<String, Value>) -> Result<RopeScaling> {
+    let (k, top) = (Keys(scaling), Keys(cfg));
+    let original = match k.usize_opt("original_max_position_embeddings")? {
+        Some(n) => n,
+        None => match top.usize_opt("original_max_position_embeddings")? {
+            Some(n) => n,
+            None => top.usize("max_position_embeddings")?,
+        },
+    };
+    let factor = match k.f32_opt("factor")? {
+        Some(f) => f,
+        None => top.usize("max_position_embeddings")? as f32 / original.max(1) as f32,
+    };
+    let attention_factor = match (
+        k.f32_opt("attention_factor")?,
+        k.f32_opt("mscale")?.filter(|&m| m != 0.0),
+        k.f32_opt("mscale_all_dim")?.filter(|&m| m != 0.0),
+    ) {
+        (Some(a), _, _) => Some(a),
+        (None, Some(m), Some(all)) => {
+            let mscale = super::rope::yarn_mscale;
+            Some(mscale(factor, m) / mscale(factor, all))
+        }
+        _ => None,
+    };
+    let beta = |key: &str, default: f32| -> Result<f32> {
+        Ok(k.f32_opt(key)?.filter(|&b| b != 0.0).unwrap_or(default))
+    };
+    Ok(RopeScaling::Yarn {
+        factor,
+        original_max_position_embeddings: original,
+        beta_fast: beta("beta_fast", 32.0)?,
+        beta_slow: beta("beta_slow", 1.0)?,
+        attention_factor,
+        truncate: k.bool_or("truncate", true)?,
     })
 }
 
@@ -836,6 +880,48 @@ mod tests {
     }
 
     #[test]
+    fn yarn_is_read_as_qwen_and_deepseek_write_it() {
+        // Qwen2.5's long-context recipe (transformers 4: `type`), on Qwen2.5-7B's config
+        let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
+        v["rope_scaling"] = serde_json::json!({"factor": 4.0,
+            "original_max_position_embeddings": 32768, "type": "yarn"});
+        let a = from_hf_config(&v.to_string()).unwrap();
+        let Positions::Rotary { scaling, .. } = a.positions else {
+            panic!()
+        };
+        assert_eq!(
+            scaling,
+            RopeScaling::Yarn {
+                factor: 4.0,
+                original_max_position_embeddings: 32768,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: None,
+                truncate: true,
+            }
+        );
+        // DeepSeek's: mscale / mscale_all_dim make the attention factor; no factor
+        // given: max_position_embeddings over the original
+        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "beta_fast": 32,
+            "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707,
+            "original_max_position_embeddings": 4096});
+        let b = from_hf_config(&v.to_string()).unwrap();
+        let Positions::Rotary {
+            scaling:
+                RopeScaling::Yarn {
+                    factor,
+                    attention_factor,
+                    ..
+                },
+            ..
+        } = b.positions
+        else {
+            panic!()
+        };
+        assert_eq!((factor, attention_factor), (32.0, Some(1.0)));
+    }
+
+    #[test]
     fn granites_multipliers_are_read() {
         // the keys of ibm-granite/granite-3.1-2b-instruct's config.json that matter here
         let granite = r#"{"architectures": ["GraniteForCausalLM"], "model_type": "granite",
@@ -1037,8 +1123,8 @@ mod tests {
         assert!(err("{not json").contains("not valid JSON"));
         let e = err(&LLAMA_3_2_1B.replace("\"num_hidden_layers\": 16, ", ""));
         assert!(e.contains("num_hidden_layers is missing"), "{e}");
-        let e = err(&LLAMA_3_2_1B.replace("\"llama3\"", "\"yarn\""));
-        assert!(e.contains("yarn"), "{e}");
+        let e = err(&LLAMA_3_2_1B.replace("\"llama3\"", "\"dynamic\""));
+        assert!(e.contains("\"dynamic\" is not supported"), "{e}");
         let e =
             err(&LLAMA_3_2_1B.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5"));
         assert!(e.contains("multiple of num_key_value_heads"), "{e}");

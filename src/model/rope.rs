@@ -20,6 +20,21 @@ pub fn inv_freq(dim: usize, theta: f32, scaling: &RopeScaling, context: usize) -
     match scaling {
         RopeScaling::None => base,
         RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+        &RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            truncate,
+            ..
+        } => yarn(
+            dim,
+            theta,
+            factor,
+            original_max_position_embeddings,
+            (beta_fast, beta_slow),
+            truncate,
+        ),
         RopeScaling::LongRope {
             short_factor,
             long_factor,
@@ -65,6 +80,48 @@ pub fn inv_freq(dim: usize, theta: f32, scaling: &RopeScaling, context: usize) -
     }
 }
 
+/// YaRN's frequencies (`_compute_yarn_parameters`, in its order of operations: the
+/// band's ends in f64 as Python computes them, the rest in f32 as torch does).
+fn yarn(
+    dim: usize,
+    theta: f32,
+    factor: f32,
+    original: usize,
+    (beta_fast, beta_slow): (f32, f32),
+    truncate: bool,
+) -> Vec<f32> {
+    let correction = |rotations: f32| {
+        let r = f64::from(rotations);
+        dim as f64 * (original as f64 / (r * 2.0 * std::f64::consts::PI)).ln()
+            / (2.0 * f64::from(theta).ln())
+    };
+    let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0) as f32, high.min(dim as f64 - 1.0) as f32);
+    if low == high {
+        high += 0.001;
+    }
+    (0..dim / 2)
+        .map(|i| {
+            let pos = theta.powf((2 * i) as f32 / dim as f32);
+            let (extrapolation, interpolation) = (1.0 / pos, 1.0 / (factor * pos));
+            let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let keep = 1.0 - ramp;
+            interpolation * (1.0 - keep) + extrapolation * keep
+        })
+        .collect()
+}
+
+/// YaRN's default attention factor: `0.1 ln factor + 1` (1 for a factor up to 1).
+pub fn yarn_mscale(factor: f32, mscale: f32) -> f32 {
+    match factor <= 1.0 {
+        true => 1.0,
+        false => (0.1 * f64::from(mscale) * f64::from(factor).ln() + 1.0) as f32,
+    }
+}
+
 /// A rotary model's rotation: the inverse frequencies of its heads' rotated pairs
 /// (`rotary_dim / 2` of them) and the scale of their cos and sin (`longrope`'s
 /// attention factor; 1 for the others). `local`: the windowed layers' of a model
@@ -89,6 +146,11 @@ pub fn rotation(cfg: &ModelConfig, local: bool) -> (Vec<f32>, f32) {
         RopeScaling::LongRope {
             attention_factor, ..
         } => attention_factor,
+        RopeScaling::Yarn {
+            factor,
+            attention_factor,
+            ..
+        } => attention_factor.unwrap_or_else(|| yarn_mscale(factor, 1.0)),
         _ => 1.0,
     };
     (f, scale)
@@ -173,6 +235,39 @@ mod tests {
             }
         }
         assert!(high > 0 && low > 0 && medium > 0, "{high} {low} {medium}");
+    }
+
+    #[test]
+    fn yarn_keeps_fast_frequencies_divides_slow_ones_and_blends_between() {
+        // factor 4 over 32 original positions, theta 500, 16 dimensions: the band
+        // between 32 and 1 rotations over the context is blended
+        let scaling = RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position_embeddings: 32,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attention_factor: None,
+            truncate: true,
+        };
+        let base = inv_freq(16, 500.0, &RopeScaling::None, 128);
+        let yarn = inv_freq(16, 500.0, &scaling, 128);
+        let (mut kept, mut divided, mut blended) = (0, 0, 0);
+        for (&b, &y) in base.iter().zip(&yarn) {
+            if y == b {
+                kept += 1;
+            } else if (y * 4.0 - b).abs() <= b * 1e-6 {
+                divided += 1;
+            } else {
+                assert!(y < b && y > b / 4.0, "{b} -> {y}");
+                blended += 1;
+            }
+        }
+        assert!(
+            kept > 0 && divided > 0 && blended > 0,
+            "{kept} {divided} {blended}"
+        );
+        assert!((yarn_mscale(4.0, 1.0) - (0.1 * 4f32.ln() + 1.0)).abs() < 1e-6);
+        assert_eq!(yarn_mscale(1.0, 1.0), 1.0);
     }
 
     #[test]
