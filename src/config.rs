@@ -51,6 +51,9 @@ pub enum Family {
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
     Granite,
+    /// The Llama block, every fourth layer without rotary positions
+    /// (`SmolLM3ForCausalLM`).
+    Smollm3,
 }
 
 impl Family {
@@ -402,6 +405,9 @@ pub struct ModelConfig {
     /// Extension (Gemma): attention scores are scaled by `1 / √this` instead of
     /// `1 / √head size` (folded into the queries).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Extension (SmolLM3): the layers whose queries and keys are not rotated (no
+    /// positions: "NoPE").
+    pub nope_layers: Vec<usize>,
     /// Extension (Granite): the token embedding times this (`embedding_multiplier`).
     pub embedding_multiplier: Option<f32>,
     /// Extension (Granite): attention scores times this instead of `1 / √head size`
@@ -481,6 +487,7 @@ impl Default for ModelConfig {
             sliding_window_pattern: 1,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            nope_layers: Vec::new(),
             embedding_multiplier: None,
             attention_multiplier: None,
             residual_multiplier: None,
@@ -892,6 +899,12 @@ impl ModelConfig {
 
     /// The rotated part of a head and the rotary scaling's parameters.
     fn validate_rotary(&self) -> Result<()> {
+        if let Some(l) = self.nope_layers.iter().find(|&&l| l >= self.n_layer) {
+            return Err(Error::Config(format!(
+                "nope_layers: layer {l} does not exist (n_layer {})",
+                self.n_layer
+            )));
+        }
         if self.sliding_window_pattern == 0 {
             return Err(Error::Config(
                 "sliding_window_pattern (0) must be at least 1".into(),

@@ -32,6 +32,8 @@ logits of those ids, and the ids `generate` picks greedily.
   granite  Granite 3's scalars: the embedding (x12), the scores (an attention_multiplier
            of 1/64, not 1/sqrt(16)), each residual add (x0.22) and the logits (/8),
            GQA, tied head, bf16
+  smollm3  the Llama block with layer 1 of 2 unrotated (no_rope_layers [1, 0]), GQA,
+           tied head, bf16, no BOS
   gemma3   Gemma 3's block: q/k head norms, norms after the attention and the MLP,
            GELU-gated MLP, the embedding scaled by √hidden, (1 + w) norms; heads of
            256 (wider than hidden), one KV head, query_pre_attn_scalar 128 (not the head
@@ -69,6 +71,7 @@ from transformers import (
     Qwen3MoeConfig,
     Gemma3TextConfig,
     GraniteConfig,
+    SmolLM3Config,
 )
 
 TEXT = (
@@ -435,6 +438,23 @@ def main(out: str, only: list) -> None:
             residual_multiplier=0.22,
             logits_scaling=8.0,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.bfloat16,
+        bos=False,
+        eos_ids=1,
+    )
+
+    build(
+        out,
+        "smollm3",
+        SmolLM3Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            no_rope_layers=[1, 0],
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            pad_token_id=1,
         ),
         torch.bfloat16,
         bos=False,

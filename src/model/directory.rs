@@ -492,6 +492,7 @@ impl ModelDir {
         cfg.sliding_window_pattern = a.sliding_window_pattern;
         cfg.rope_local_theta = a.rope_local_theta;
         cfg.query_pre_attn_scalar = a.query_pre_attn_scalar;
+        cfg.nope_layers = a.nope_layers.clone();
         [
             cfg.embedding_multiplier,
             cfg.attention_multiplier,

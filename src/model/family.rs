@@ -24,6 +24,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     // its language model (`text_config`), without the vision tower
     ("Gemma3ForConditionalGeneration", Family::Gemma3),
     ("GraniteForCausalLM", Family::Granite),
+    ("SmolLM3ForCausalLM", Family::Smollm3),
 ];
 
 pub use crate::config::Family;
@@ -109,6 +110,8 @@ pub struct Architecture {
     pub rope_local_theta: Option<f32>,
     /// Gemma: scores scaled by `1 / √this` (`query_pre_attn_scalar`).
     pub query_pre_attn_scalar: Option<f32>,
+    /// SmolLM3: the layers without rotary positions (`no_rope_layers`' zeros).
+    pub nope_layers: Vec<usize>,
     /// Granite's scalars: `embedding_multiplier`, `attention_multiplier`,
     /// `residual_multiplier`, `logits_scaling` (`None` for the other families).
     pub multipliers: [Option<f32>; 4],
@@ -209,6 +212,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("phi3", Family::Phi3),
         ("gemma3_text", Family::Gemma3),
         ("granite", Family::Granite),
+        ("smollm3", Family::Smollm3),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -279,6 +283,26 @@ fn rotary(cfg: &Map<String, Value>) -> Result<Positions> {
         scaling,
         partial,
     })
+}
+
+/// SmolLM3's layers without positions: the zeros of `no_rope_layers` (1: rotated), or
+/// without it every `no_rope_layer_interval`-th layer (4).
+fn nope_layers(cfg: &Map<String, Value>) -> Result<Vec<usize>> {
+    let k = Keys(cfg);
+    match cfg.get("no_rope_layers") {
+        Some(Value::Array(flags)) => flags
+            .iter()
+            .map(|f| f.as_u64())
+            .collect::<Option<Vec<u64>>>()
+            .map(|f| (0..f.len()).filter(|&l| f[l] == 0).collect())
+            .ok_or_else(|| bad("no_rope_layers must list 0s and 1s".into())),
+        None | Some(Value::Null) => {
+            let every = k.usize_opt("no_rope_layer_interval")?.unwrap_or(4).max(1);
+            let n = k.usize("num_hidden_layers")?;
+            Ok((0..n).filter(|l| (l + 1) % every == 0).collect())
+        }
+        Some(v) => Err(bad(format!("no_rope_layers must be a list, not {v}"))),
+    }
 }
 
 /// YaRN's parameters: `factor` (else `max_position_embeddings` over the original, as
@@ -402,6 +426,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             rope_local_theta: None,
             query_pre_attn_scalar: None,
             multipliers: [None; 4],
+            nope_layers: Vec::new(),
             tied_head: k.bool_or("tie_word_embeddings", true)?,
         });
     }
@@ -477,6 +502,11 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         {
             k.usize_opt("sliding_window")?
         }
+        Family::Smollm3 if k.bool_or("use_sliding_window", false)? => {
+            return Err(bad(
+                "use_sliding_window is not supported for SmolLM3 (its windowed layers)".into(),
+            ))
+        }
         _ => None,
     };
     Ok(Architecture {
@@ -519,6 +549,10 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
                 [e?, a?, r?, l?]
             }
             _ => [None; 4],
+        },
+        nope_layers: match family {
+            Family::Smollm3 => nope_layers(cfg)?,
+            _ => Vec::new(),
         },
         tied_head: k.bool_or("tie_word_embeddings", gemma)?,
     })
@@ -919,6 +953,29 @@ mod tests {
             panic!()
         };
         assert_eq!((factor, attention_factor), (32.0, Some(1.0)));
+    }
+
+    #[test]
+    fn smollm3s_unrotated_layers_are_read() {
+        // HuggingFaceTB/SmolLM3-3B's keys that matter here: a list of flags, or without
+        // it every no_rope_layer_interval-th layer
+        let mut v: Value = serde_json::from_str(LLAMA_3_2_1B).unwrap();
+        v["architectures"] = serde_json::json!(["SmolLM3ForCausalLM"]);
+        v["no_rope_layers"] = serde_json::json!([1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0]);
+        let a = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(
+            (a.family, a.nope_layers.clone()),
+            (Family::Smollm3, vec![3, 7, 11, 15])
+        );
+        v.as_object_mut().unwrap().remove("no_rope_layers");
+        v["no_rope_layer_interval"] = 8.into();
+        assert_eq!(
+            from_hf_config(&v.to_string()).unwrap().nope_layers,
+            vec![7, 15]
+        );
+        v["use_sliding_window"] = true.into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("use_sliding_window"), "{e}");
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Model {
     ) {
         use crate::kernels::matmul::BIAS;
         let cfg = &self.config;
-        let (c, heads, norm) = (cfg.n_embed, cfg.heads(), self.norm());
+        let (c, heads, norm) = (cfg.n_embed, cfg.layer_heads(l), self.norm());
         let blk = &ops.blocks[l];
         let pending_mlp = Deferred {
             parts: if l == 0 { 0 } else { ops.shape.parts() },
@@ -222,7 +222,7 @@ impl Model {
         };
         // keys and values to the pool, the rotary families' rotated first (by the
         // head norm's dispatch after it, in a block with one)
-        let (kv, rope) = self.qkv_epilogue(head_norm, true);
+        let (kv, rope) = self.qkv_epilogue((l, head_norm), true);
         let qkv = Fusion {
             kv,
             norm: Some(norm),
@@ -231,7 +231,7 @@ impl Model {
         };
         let flags = if cfg.has_qkv_bias() { BIAS } else { 0 };
         encode_matvec_fused(pass, &blk.qkv, t, heads.qkv_width(), c, flags, qkv);
-        self.encode_head_norm(pass, head_norm, t, true);
+        self.encode_head_norm(pass, (l, head_norm), t, true);
         let page = (super::kv_pool::PAGE, self.attention_block());
         encode_attention_proj(pass, &blk.attn, t, heads, page, c);
         let pending_heads = Deferred {

@@ -267,10 +267,16 @@ impl Model {
         }
     }
 
-    /// The heads a qkv projection's epilogue rotates (the rotary families).
-    pub(super) fn rope(&self) -> Option<Rope> {
+    /// The heads layer `l`'s qkv projection's epilogue rotates (the rotary families;
+    /// none in SmolLM3's layers without positions).
+    pub(super) fn rope(&self, l: usize) -> Option<Rope> {
         let heads = self.config.heads();
-        self.weights.rope.as_ref().map(|_| Rope::of(heads))
+        let nope = self.config.nope_layers.contains(&l);
+        self.weights
+            .rope
+            .as_ref()
+            .filter(|_| !nope)
+            .map(|_| Rope::of(heads))
     }
 
     /// What a qkv projection's epilogue does besides its product: store the keys and
@@ -279,7 +285,7 @@ impl Model {
     /// dispatch after the projection does both, after the norm.
     pub(super) fn qkv_epilogue(
         &self,
-        head_norm: Option<&crate::kernels::KernelOp>,
+        (l, head_norm): (usize, Option<&crate::kernels::KernelOp>),
         pooled: bool,
     ) -> (Option<(usize, usize)>, Option<Rope>) {
         let heads = self.config.heads();
@@ -287,7 +293,7 @@ impl Model {
             Some(_) => (None, None),
             None => (
                 pooled.then_some((heads.q_width(), heads.kv_width())),
-                self.rope(),
+                self.rope(l),
             ),
         }
     }
@@ -297,7 +303,7 @@ impl Model {
     pub(super) fn encode_head_norm(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        head_norm: Option<&crate::kernels::KernelOp>,
+        (l, head_norm): (usize, Option<&crate::kernels::KernelOp>),
         t: usize,
         pooled: bool,
     ) {
@@ -310,7 +316,7 @@ impl Model {
                 heads,
                 eps,
                 pooled,
-                self.rope(),
+                self.rope(l),
             );
         }
     }
@@ -510,7 +516,7 @@ impl Model {
             if folded.is_none() {
                 encode_layer_norm(pass, &blk.ln_1, t, c, norm);
             }
-            let (kv, rope) = self.qkv_epilogue(blk.head_norm.as_ref(), pooled);
+            let (kv, rope) = self.qkv_epilogue((l, blk.head_norm.as_ref()), pooled);
             let qkv = Fusion {
                 kv,
                 norm: folded,
@@ -518,7 +524,7 @@ impl Model {
                 ..Default::default()
             };
             blk.c_attn.encode_fused(pass, t, path, qkv_b, qkv);
-            self.encode_head_norm(pass, blk.head_norm.as_ref(), t, pooled);
+            self.encode_head_norm(pass, (l, blk.head_norm.as_ref()), t, pooled);
             for tap in taps.iter().filter(|tap| tap.layer == l) {
                 let block = self.attention_block();
                 encode_attention_weights(pass, &tap.op, t, heads, block, tap.w0);

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 11] = [
+const ALL: [&str; 12] = [
     "llama",
     "qwen2",
     "mistral",
@@ -25,6 +25,7 @@ const ALL: [&str; 11] = [
     "phi4_mini",
     "gemma3",
     "granite",
+    "smollm3",
 ];
 
 fn meta(family: &str) -> serde_json::Value {
@@ -124,7 +125,7 @@ fn tokenization_equals_auto_tokenizer() {
         assert_eq!(got, ids(&m["input_ids"]), "{family}");
         // the BOS is added once, by the tokenizer or by add_bos_token, never twice
         let bos_first = got[0] == 0 && got[1] != 0;
-        let no_bos = family.starts_with("qwen") || family == "granite";
+        let no_bos = family.starts_with("qwen") || ["granite", "smollm3"].contains(&family);
         assert_eq!(bos_first, !no_bos, "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
@@ -209,6 +210,9 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
     let half = serde_json::json!({"kv_cache_dtype": "float16"});
     steps_match_the_forward("gemma3", half, 2e-2);
+    // SmolLM3's unrotated layer, on every path a decode step takes (the deferred
+    // blocks with the hardware kernels)
+    steps_match_the_forward("smollm3", serde_json::json!({}), 1e-4);
 }
 
 #[test]
