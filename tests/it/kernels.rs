@@ -370,10 +370,20 @@ fn embedding_across_chunks() {
     let wte = rand_vec(v * c, 14, 1.0);
     let wpe = rand_vec(ctxlen * c, 15, 1.0);
     let ids: Vec<u32> = vec![0, 49, 7, 8, 23, 24, 25, 3, 48, 12, 0, 31, 44];
+    let zeros = vec![0.0; wpe.len()];
     for variant in ["embedding", "embedding_f16"] {
         let seen = seen_by(variant, &wte);
-        let want = reference::embedding::embedding(&ids, &seen, &wpe, c, 0);
-        for chunk in [4, 8, 24, 1000] {
+        // wte split in chunks, with the learned positions; and Gemma's token embedding
+        // scaled (by √hidden) without a position table
+        for (chunk, scale) in [(4, 1.0), (8, 1.0), (24, 1.0), (1000, 1.0), (8, 8.0)] {
+            let table = (scale == 1.0).then_some(&wpe[..]);
+            let want: Vec<f32> = match table {
+                Some(t) => reference::embedding::embedding(&ids, &seen, t, c, 0),
+                None => reference::embedding::embedding(&ids, &seen, &zeros, c, 0)
+                    .iter()
+                    .map(|v| v * scale)
+                    .collect(),
+            };
             let pos: Vec<u32> = (0..ids.len() as u32).collect();
             let got = embedding::run_embedding(
                 &g.ctx,
@@ -382,34 +392,14 @@ fn embedding_across_chunks() {
                 &ids,
                 &pos,
                 &wte,
-                (Some(&wpe), 1.0),
+                (table, scale),
                 c,
                 chunk,
             )
             .unwrap();
-            assert_close(&format!("{variant} chunk {chunk}"), &got, &want, 1e-6, 0.0);
+            let name = format!("{variant} chunk {chunk} scale {scale}");
+            assert_close(&name, &got, &want, 1e-6, 0.0);
         }
-        // Gemma's: the token embedding scaled (by √hidden), no position table
-        let pos: Vec<u32> = (0..ids.len() as u32).collect();
-        let scale = 8.0;
-        let got = embedding::run_embedding(
-            &g.ctx,
-            &g.pipelines,
-            variant,
-            &ids,
-            &pos,
-            &wte,
-            (None, scale),
-            c,
-            8,
-        )
-        .unwrap();
-        let zeros = vec![0.0; wpe.len()];
-        let want: Vec<f32> = reference::embedding::embedding(&ids, &seen, &zeros, c, 0)
-            .iter()
-            .map(|v| v * scale)
-            .collect();
-        assert_close(&format!("{variant} scaled"), &got, &want, 1e-6, 0.0);
     }
 }
 
