@@ -50,7 +50,7 @@ if [ "$gl" = 1 ]; then
   fi
   echo "== the GL backend (portable kernels)"
   # one test at a time: wgpu's GL backend holds one context lock for every call and
-  # panics a thread that waits more than a second for it ("Could not lock adapter
+  # panics a thread that waits more than 6 s for it ("Could not lock adapter
   # context"), which a long GL submission on llvmpipe (heads of 256, a Gemma forward)
   # makes another test's thread do; the panic then poisons the tests after it
   WGPU_BACKEND=gl cargo test --release -q --test it -- "${modules[@]}" --test-threads 1
