@@ -828,7 +828,7 @@ impl ModelConfig {
                 self.rope_theta
             )));
         }
-        self.validate_rotary()?;
+        self.validate_extensions()?;
         for (key, width) in [
             ("moe_intermediate_size", self.moe_intermediate_size),
             ("moe_shared_expert_size", self.moe_shared_expert_size),
@@ -897,8 +897,10 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// The rotated part of a head and the rotary scaling's parameters.
-    fn validate_rotary(&self) -> Result<()> {
+    /// The extension keys of the Llama-shaped families: the layer pattern, the score
+    /// and residual scalars, the layers without positions, the rotated part of a head
+    /// and the rotary scaling's parameters.
+    fn validate_extensions(&self) -> Result<()> {
         if let Some(l) = self.nope_layers.iter().find(|&&l| l >= self.n_layer) {
             return Err(Error::Config(format!(
                 "nope_layers: layer {l} does not exist (n_layer {})",

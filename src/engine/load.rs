@@ -167,8 +167,8 @@ pub(super) fn build(
 /// run for this head size, so that a model loads on the software adapter as it would
 /// on a GPU (a context the client gave is theirs: too long, it is refused by name).
 fn fit_context(config: &mut ModelConfig, ctx: &GpuContext, given: bool) {
-    let most = crate::gpu::context::llvmpipe_max_context(config.head_size());
-    if !given && ctx.details.is_llvmpipe() && config.context_size > most {
+    let limit = ctx.context_limit(config.head_size());
+    if let Some(most) = limit.filter(|&most| !given && config.context_size > most) {
         tracing::warn!(
             from = config.context_size,
             to = most,

@@ -434,6 +434,14 @@ impl GpuContext {
         self.binding_cap.map_or(limit, |cap| cap.min(limit))
     }
 
+    /// The longest context this adapter's attention runs for heads of `head_size`:
+    /// llvmpipe's loop limit ([`llvmpipe_max_context`]); `None` on other adapters.
+    pub fn context_limit(&self, head_size: usize) -> Option<usize> {
+        self.details
+            .is_llvmpipe()
+            .then(|| llvmpipe_max_context(head_size))
+    }
+
     /// The default memory budget of a model on this device: the device-local memory
     /// the adapter reports; for software adapters (and where nothing is reported) the
     /// host's available memory, which is where their buffers live.

@@ -133,8 +133,7 @@ impl Model {
 
         // llvmpipe would cut the attention's loops short past this context, silently
         let hs = config.head_size();
-        let max_ctx = crate::gpu::context::llvmpipe_max_context(hs);
-        if ctx.details.is_llvmpipe() && ctxlen > max_ctx {
+        if let Some(max_ctx) = ctx.context_limit(hs).filter(|&most| ctxlen > most) {
             return Err(Error::Config(format!(
                 "context_size ({ctxlen}) is too long for heads of {hs} dimensions on llvmpipe (this software adapter), which stops a shader's loops after {} iterations: at most {max_ctx} positions with this head size; use a shorter context, more heads for the same n_embed, or a GPU",
                 crate::gpu::context::LLVMPIPE_LOOP_ITERATIONS
