@@ -58,7 +58,7 @@ fn attention_paged_subgroup(
         let j = walk_key(keys, min(i, keys.len - 1u));
         let live = lane < CHUNK && i < keys.len && sees(qpos, j);
         let ko = kv_row(table, min(j, qpos)) * pool_stride4() + kv_head4(h);
-        let s = select(MASKED, key_dot64(q, ko), live);
+        let s = select(MASKED, capped(key_dot64(q, ko)), live);
         // 2. weights
         let m_new = max(m, subgroupMax(s));
         let corr = exp(m - m_new);

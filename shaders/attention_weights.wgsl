@@ -53,7 +53,7 @@ fn attention_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
             for (var d = 0u; d < hs4; d++) {
                 s4 += (qkv[qo + d] * p.scale) * qkv[ko + d];
             }
-            s = s4.x + s4.y + s4.z + s4.w;
+            s = capped(s4.x + s4.y + s4.z + s4.w);
             m = max(m, s);
         }
         w[row + j] = s;

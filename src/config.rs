@@ -47,6 +47,9 @@ pub enum Family {
     /// √hidden, sliding-window layers between global ones with their own rotary base
     /// (`Gemma3ForCausalLM`: Gemma 3's text models).
     Gemma3,
+    /// Gemma 3's block without the head norms, every other layer windowed, one rotary
+    /// base, the scores and the logits soft-capped (`Gemma2ForCausalLM`).
+    Gemma2,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -76,13 +79,18 @@ impl Family {
     /// before adding them to the residual stream (Gemma's `post_attention_layernorm`,
     /// `post_feedforward_layernorm`).
     pub fn post_norms(self) -> bool {
-        self == Family::Gemma3
+        self.gemma()
+    }
+
+    /// Gemma 2 and 3: their RMSNorms multiply by `1 + weight` (folded in at load).
+    pub fn gemma(self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3)
     }
 
     /// The families whose gated MLP gates with GELU (tanh approximation) instead of
     /// SiLU: `down(gelu(gate(x)) · up(x))`.
     pub fn gelu_gate(self) -> bool {
-        self == Family::Gemma3
+        self.gemma()
     }
 
     /// The factor of the token embedding by family: √hidden rounded to bfloat16, as
@@ -90,7 +98,9 @@ impl Family {
     /// [`ModelConfig::embed_scale`]).
     pub fn embed_scale(self, hidden: usize) -> f32 {
         match self {
-            Family::Gemma3 => half::bf16::from_f32((hidden as f32).sqrt()).to_f32(),
+            Family::Gemma2 | Family::Gemma3 => {
+                half::bf16::from_f32((hidden as f32).sqrt()).to_f32()
+            }
             _ => 1.0,
         }
     }
@@ -162,13 +172,16 @@ fn yes() -> bool {
 /// attention when fewer), head size, and the sliding window (keys older than `window`
 /// positions are masked; 0 = none). A qkv row is the `nh` query heads, then `nkv` key
 /// heads, then `nkv` value heads; query head `h` reads key/value head
-/// `h / (nh / nkv)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `h / (nh / nkv)`. With `softcap` > 0 each scaled score `s` becomes
+/// `softcap · tanh(s / softcap)` before the softmax (Gemma 2's
+/// `attn_logit_softcapping`; 0: none).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Heads {
     pub nh: usize,
     pub nkv: usize,
     pub hs: usize,
     pub window: usize,
+    pub softcap: f32,
 }
 
 impl Heads {
@@ -179,6 +192,7 @@ impl Heads {
             nkv: nh,
             hs: c / nh,
             window: 0,
+            softcap: 0.0,
         }
     }
 
@@ -190,6 +204,19 @@ impl Heads {
     /// With a sliding window of `window` positions (0: none).
     pub fn window(self, window: usize) -> Self {
         Heads { window, ..self }
+    }
+
+    /// With the scores soft-capped at `softcap` (0: none).
+    pub fn softcap(self, softcap: f32) -> Self {
+        Heads { softcap, ..self }
+    }
+
+    /// A scaled score as the softmax takes it: soft-capped when `softcap` > 0.
+    pub fn capped(&self, s: f64) -> f64 {
+        match self.softcap > 0.0 {
+            true => self.softcap as f64 * (s / self.softcap as f64).tanh(),
+            false => s,
+        }
     }
 
     /// Floats of the queries (and of the attention's output) in a row.
@@ -405,6 +432,11 @@ pub struct ModelConfig {
     /// Extension (Gemma): attention scores are scaled by `1 / √this` instead of
     /// `1 / √head size` (folded into the queries).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Extension (Gemma 2): each scaled attention score `s` becomes
+    /// `cap · tanh(s / cap)` before the softmax.
+    pub attn_logit_softcapping: Option<f32>,
+    /// Extension (Gemma 2): each logit `z` becomes `cap · tanh(z / cap)`.
+    pub final_logit_softcapping: Option<f32>,
     /// Extension (SmolLM3): the layers whose queries and keys are not rotated (no
     /// positions: "NoPE").
     pub nope_layers: Vec<usize>,
@@ -487,6 +519,8 @@ impl Default for ModelConfig {
             sliding_window_pattern: 1,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
             nope_layers: Vec::new(),
             embedding_multiplier: None,
             attention_multiplier: None,
@@ -646,6 +680,7 @@ impl ModelConfig {
             nkv: self.kv_heads(),
             hs: self.head_size(),
             window: self.sliding_window.unwrap_or(0),
+            softcap: self.attn_logit_softcapping.unwrap_or(0.0),
         }
     }
 
@@ -921,6 +956,8 @@ impl ModelConfig {
         }
         for (key, v) in [
             ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
             ("embedding_multiplier", self.embedding_multiplier),
             ("attention_multiplier", self.attention_multiplier),
             ("residual_multiplier", self.residual_multiplier),
@@ -1140,6 +1177,25 @@ mod tests {
         );
         let e = ModelConfig::from_json(r#"{"residual_multiplier": -1}"#).unwrap_err();
         assert!(e.to_string().contains("residual_multiplier (-1)"), "{e}");
+        // Gemma 2's soft caps: the attention's reaches every layer's heads
+        let g = ModelConfig::from_json(
+            r#"{"architecture": "gemma2", "n_embed": 64, "n_head": 2,
+                "sliding_window": 4, "sliding_window_pattern": 2,
+                "attn_logit_softcapping": 50.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (g.layer_heads(1).softcap, g.final_logit_softcapping),
+            (50.0, None)
+        );
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            let e = ModelConfig::from_json(&format!(r#"{{"{key}": 0}}"#)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(&format!("{key} (0) must be a positive")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

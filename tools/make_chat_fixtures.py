@@ -19,6 +19,10 @@ Origins of the templates (kept verbatim as published; see each entry's `origin`)
   - google/gemma-3-*-it's chat_template (tokenizer_config.json), as quoted (JSON-escaped)
     in a public C++ table that maps it to the Gemma 3 models and, unescaped, in a public
     Gemma 3 test script (both found with the search tool)
+  - google/gemma-2-*-it's chat_template (tokenizer_config.json), as llama.cpp's server
+    printed it loading a Gemma 2 GGUF (a public log) and as embedded, with a checksum,
+    in a public evaluation script (both found with the search tool; Gemma 1's is the
+    same without the leading bos_token)
 
 Run (needs transformers; CI never runs this):
     /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
@@ -260,6 +264,8 @@ GEMMA_3 = r'''{{ bos_token }}
 {%- endif -%}
 '''
 
+GEMMA_2 = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+
 TEMPLATES = [
     ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
      "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
@@ -275,6 +281,8 @@ TEMPLATES = [
      "microsoft/Phi-4-mini-instruct tokenizer_config.json, as quoted by ShishirPatil/gorilla's BFCL Phi handler"),
     ("gemma-3", GEMMA_3, "<bos>", "<eos>",
      "google/gemma-3-*-it tokenizer_config.json, as quoted in public Gemma 3 chat-template tables"),
+    ("gemma-2", GEMMA_2, "<bos>", "<eos>",
+     "google/gemma-2-*-it tokenizer_config.json, as llama.cpp's server printed it loading a Gemma 2 GGUF"),
 ]
 
 TOOLS = [{

@@ -39,6 +39,12 @@ logits of those ids, and the ids `generate` picks greedily.
            256 (wider than hidden), one KV head, query_pre_attn_scalar 128 (not the head
            size), layers sliding (window 8) / full / sliding with rotary bases 10,000
            and 1,000,000 (linear scaling 8 on the full layer), tied head, bf16
+  gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
+           sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
+           GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
+           weights reach (the scores at 0.02, the logits at 0.5: Gemma 2's 50 and 30
+           would change nothing here; the script checks that each cap moves the
+           logits), tied head, bf16
 
 The weights are rounded to the dtype they are stored in before the reference numbers
 are computed (in f32), so a loader that converts them exactly reproduces the logits.
@@ -69,6 +75,7 @@ from transformers import (
     Phi3Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    Gemma2Config,
     Gemma3TextConfig,
     GraniteConfig,
     SmolLM3Config,
@@ -130,7 +137,7 @@ def to_transformers4(path: str, scaling) -> None:
 
 
 def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
-          layout4=None, greedy_len=8, short=None) -> None:
+          layout4=None, greedy_len=8, short=None, uncapped=()) -> None:
     if ONLY and name not in ONLY:
         return
     path = os.path.join(out, name)
@@ -191,6 +198,21 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
             pad_token_id=1,
         )
         assert generated.shape[1] == prompt.shape[1] + 12
+    # each key of `uncapped` matters: the logits move past the tests' tolerance without it
+    for key in uncapped:
+        old = getattr(reloaded.config, key)
+        setattr(reloaded.config, key, None)
+        for layer in getattr(reloaded.model, "layers", []):
+            if hasattr(layer.self_attn, key):
+                setattr(layer.self_attn, key, None)
+        with torch.no_grad():
+            moved = (reloaded(input_ids).logits.float()[0] - logits).abs().max().item()
+        setattr(reloaded.config, key, old)
+        for layer in getattr(reloaded.model, "layers", []):
+            if hasattr(layer.self_attn, key):
+                setattr(layer.self_attn, key, old)
+        print(name, "without", key, "the logits move by", moved)
+        assert moved > 1e-2, (key, moved)
     tensors["logits"] = logits
     save_file(tensors, os.path.join(path, "logits.safetensors"))
     meta = {
@@ -424,6 +446,21 @@ def main(out: str, only: list) -> None:
         bos=True,
         eos_ids=[1, 2],
     )
+
+    gemma2 = Gemma2Config(
+        **gemma,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        query_pre_attn_scalar=24,
+        sliding_window=8,
+        attn_logit_softcapping=0.02,
+        final_logit_softcapping=0.5,
+        tie_word_embeddings=True,
+        pad_token_id=1,
+    )
+    build(out, "gemma2", gemma2, torch.bfloat16, bos=True, eos_ids=[1, 2],
+          uncapped=("attn_logit_softcapping", "final_logit_softcapping"))
 
     build(
         out,

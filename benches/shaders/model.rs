@@ -659,7 +659,17 @@ pub(crate) fn llama_vs_gpt2(b: &mut Bench, device: &DeviceChoice) {
     gemma3_256["query_pre_attn_scalar"] = 256.0.into();
     // (llvmpipe ends a shader's loops early past 338 positions for heads of 256)
     gemma3_256["context_size"] = 320.into();
-    for value in [f16, llama, qwen3, gemma3, gemma3_256, mixtral] {
+    // a Gemma 2 block at the same width: Gemma 3's without the head norms, every other
+    // layer windowed, one rotary base, its soft caps (a tanh a score in the attention
+    // kernels, one `logit_cap` dispatch after the LM head)
+    let mut gemma2 = gemma3.clone();
+    gemma2["architecture"] = "gemma2".into();
+    gemma2["sliding_window_pattern"] = 2.into();
+    gemma2["rope_local_theta"] = serde_json::Value::Null;
+    gemma2["rope_theta"] = 10000.0.into();
+    gemma2["attn_logit_softcapping"] = 50.0.into();
+    gemma2["final_logit_softcapping"] = 30.0.into();
+    for value in [f16, llama, qwen3, gemma3, gemma3_256, gemma2, mixtral] {
         let cfg = ModelConfig::from_value(value).expect("config");
         let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("model");
         if !b.json {

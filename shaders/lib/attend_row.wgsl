@@ -30,7 +30,7 @@ fn row_key(
     vo: u32,
     hs4: u32,
 ) {
-    let w = online_add(sm, key_dot(q, ko, hs4));
+    let w = online_add(sm, capped(key_dot(q, ko, hs4)));
     if (w.x != 1.0) {
         for (var d = 0u; d < hs4; d++) {
             (*acc)[d] *= w.x;

@@ -68,7 +68,7 @@ fn attend(t: u32, h: u32, lid: u32) -> array<f32, LANE_DIMS> {
                 if (d < hs4) {
                     s4 += q[d] * key4(ko + d);
                 }
-                s = s4.x + s4.y + s4.z + s4.w;
+                s = capped(s4.x + s4.y + s4.z + s4.w);
             }
             score[i] = s;
             top = max(top, s);

@@ -6,7 +6,7 @@ struct AttentionParams {
     c4: u32,         // vec4s of the queries (and of the output) in a row: NH · HS / 4
     hs4: u32,        // head size / 4
     nh: u32,         // heads
-    scale: f32,      // 1 / sqrt(head size)
+    scale: f32,      // 1 / sqrt(head size), divided by softcap when there is one
     pos: u32,        // absolute position of query 0
     kv_stride4: u32, // vec4s between consecutive rows of k and v
     k_off4: u32,     // vec4 offset of head 0 in a row of k
@@ -20,8 +20,8 @@ struct AttentionParams {
     window: u32,     // sliding window: keys older than this many positions masked (0 = none)
     proj_n4: u32,    // attention_proj: vec4s of the output projection's outputs
     proj_p4: u32,    // attention_proj: its weights' panel width / 4
+    softcap: f32,    // the scores' soft cap (Gemma 2), 0: none
     _pad0: u32,
-    _pad1: u32,
 }
 
 // head size ≤ 128; the kernels' wide pipelines (heads of up to 256: Gemma) are compiled
@@ -73,6 +73,16 @@ fn kv_row(table: u32, j: u32) -> u32 {
         return table + j;
     }
     return tables[table + j / p.page] * p.page + j % p.page;
+}
+
+// The score the softmax takes from q · k with q scaled by p.scale: as it is, or
+// soft-capped, cap · tanh(s / cap) (the 1 / cap is in p.scale; tanh's argument clamped,
+// as GELU's, so that no implementation overflows to NaN; tanh(±15) is ±1 in f32).
+fn capped(s: f32) -> f32 {
+    if (p.softcap == 0.0) {
+        return s;
+    }
+    return p.softcap * tanh(clamp(s, -15.0, 15.0));
 }
 
 // Running max m of the scores, normaliser l = Σ e^(s - m), and ws = Σ e^(s - m) · s

@@ -55,7 +55,7 @@ fn fold_staged(qs: ptr<function, Query>, jj: u32) {
     }
     // (a pointer into *qs as an argument trips naga's SPIR-V writer: go through a local)
     var sm = (*qs).sm;
-    let w = online_add(&sm, s4.x + s4.y + s4.z + s4.w);
+    let w = online_add(&sm, capped(s4.x + s4.y + s4.z + s4.w));
     (*qs).sm = sm;
     for (var d = 0u; d < hs4; d++) {
         (*qs).acc[d] = (*qs).acc[d] * w.x + w.y * tv[jj * hs4 + d];

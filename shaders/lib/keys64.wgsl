@@ -81,7 +81,7 @@ fn keys64_add(acc_in: Keys64, q: Query64, ko: u32, vo: u32, lane: u32, live: boo
     if (!live) {
         return acc;
     }
-    let s = s4.x + s4.y + s4.z + s4.w;
+    let s = capped(s4.x + s4.y + s4.z + s4.w);
     if (s > acc.m) {
         let corr = exp(acc.m - s);
         acc.l *= corr;

@@ -47,7 +47,9 @@ pub struct AttentionParams {
     /// `attention_proj`: vec4s of the output projection's outputs, its panel width / 4.
     pub proj_n4: u32,
     pub proj_p4: u32,
-    pub _pad: [u32; 2],
+    /// The scores' soft cap (0: none); `scale` is then divided by it.
+    pub softcap: f32,
+    pub _pad: u32,
 }
 
 impl AttentionParams {
@@ -55,12 +57,18 @@ impl AttentionParams {
     /// size `block` (0: dense, where the kernels read it as such).
     pub(super) fn new(t: usize, heads: Heads, kv: KvLayout, block: usize) -> Self {
         let hs = heads.hs;
+        // a capped score is cap · tanh(s / cap): the kernels scale by 1 / (√HS · cap)
+        let cap = if heads.softcap > 0.0 {
+            heads.softcap
+        } else {
+            1.0
+        };
         AttentionParams {
             t: t as u32,
             c4: (heads.q_width() / 4) as u32,
             hs4: (hs / 4) as u32,
             nh: heads.nh as u32,
-            scale: 1.0 / (hs as f32).sqrt(),
+            scale: 1.0 / ((hs as f32).sqrt() * cap),
             pos: kv.pos as u32,
             kv_stride4: (kv.stride / 4) as u32,
             k_off4: (kv.k_off / 4) as u32,
@@ -74,7 +82,8 @@ impl AttentionParams {
             window: heads.window as u32,
             proj_n4: 0,
             proj_p4: 0,
-            _pad: [0; 2],
+            softcap: heads.softcap.max(0.0),
+            _pad: 0,
         }
     }
 }

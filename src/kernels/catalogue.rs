@@ -700,6 +700,7 @@ pub const KERNELS: &[Kernel] = &[
         prelude::KV_WRITE,
     ]),
     Kernel::new("copy_rows", wgsl!("copy_rows")),
+    Kernel::new("logit_cap", wgsl!("logit_cap")),
     Kernel::new("top_k_rows", wgsl!("top_k_rows"))
         .with(REDUCE)
         .workgroup(Workgroup::Fixed(64)),

@@ -11,6 +11,7 @@ pub mod fusion;
 pub mod head_norm;
 pub mod kv_store;
 pub mod layer_norm;
+pub mod logit_cap;
 pub mod logit_lens;
 pub mod matmul;
 pub mod matmul_bt;

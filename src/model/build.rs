@@ -26,6 +26,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::embedding_op;
 use crate::kernels::layer_norm::layer_norm_op;
+use crate::kernels::logit_cap::logit_cap_op;
 use crate::kernels::logit_lens::{gather_rows_op, top_k_rows_op};
 use crate::kernels::matmul::{matmul_fused_op, matmul_op, NormFold};
 use crate::kernels::matmul_bt::matmul_bt_variant_op;
@@ -1123,6 +1124,10 @@ pub(super) fn bind_ops(
             .collect(),
         lm_head_rows: lm_head_over(&a.ln),
         lm_head_normed,
+        logit_cap: match cfg.final_logit_softcapping {
+            Some(_) => a.logits.iter().map(|z| logit_cap_op(ctx, pl, z)).collect(),
+            None => Vec::new(),
+        },
         top1: a
             .logits
             .iter()

@@ -492,6 +492,7 @@ impl ModelDir {
         cfg.sliding_window_pattern = a.sliding_window_pattern;
         cfg.rope_local_theta = a.rope_local_theta;
         cfg.query_pre_attn_scalar = a.query_pre_attn_scalar;
+        [cfg.attn_logit_softcapping, cfg.final_logit_softcapping] = a.softcaps;
         cfg.nope_layers = a.nope_layers.clone();
         [
             cfg.embedding_multiplier,
@@ -807,8 +808,9 @@ impl ModelDir {
                 out.extend_from_slice(&part);
             }
         }
-        // Gemma's RMSNorms multiply by 1 + weight (`Gemma3RMSNorm`): ours by the weight
-        if self.arch.family == Family::Gemma3 && is_norm_weight(&spec.name) {
+        // Gemma's RMSNorms multiply by 1 + weight (`Gemma2RMSNorm`, `Gemma3RMSNorm`): ours
+        // by the weight
+        if self.arch.family.gemma() && is_norm_weight(&spec.name) {
             out.iter_mut().for_each(|w| *w += 1.0);
         }
         if out.len() != spec.numel() {

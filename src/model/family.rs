@@ -20,6 +20,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Qwen3ForCausalLM", Family::Qwen3),
     ("Qwen3MoeForCausalLM", Family::Qwen3Moe),
     ("Phi3ForCausalLM", Family::Phi3),
+    ("Gemma2ForCausalLM", Family::Gemma2),
     ("Gemma3ForCausalLM", Family::Gemma3),
     // its language model (`text_config`), without the vision tower
     ("Gemma3ForConditionalGeneration", Family::Gemma3),
@@ -110,6 +111,9 @@ pub struct Architecture {
     pub rope_local_theta: Option<f32>,
     /// Gemma: scores scaled by `1 / √this` (`query_pre_attn_scalar`).
     pub query_pre_attn_scalar: Option<f32>,
+    /// Gemma 2: the soft caps of the attention scores and of the logits
+    /// (`attn_logit_softcapping`, `final_logit_softcapping`).
+    pub softcaps: [Option<f32>; 2],
     /// SmolLM3: the layers without rotary positions (`no_rope_layers`' zeros).
     pub nope_layers: Vec<usize>,
     /// Granite's scalars: `embedding_multiplier`, `attention_multiplier`,
@@ -210,6 +214,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("qwen3", Family::Qwen3),
         ("qwen3_moe", Family::Qwen3Moe),
         ("phi3", Family::Phi3),
+        ("gemma2", Family::Gemma2),
         ("gemma3_text", Family::Gemma3),
         ("granite", Family::Granite),
         ("smollm3", Family::Smollm3),
@@ -425,6 +430,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             sliding_window_pattern: 1,
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            softcaps: [None; 2],
             multipliers: [None; 4],
             nope_layers: Vec::new(),
             tied_head: k.bool_or("tie_word_embeddings", true)?,
@@ -488,13 +494,13 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         }
     }
     // Mistral masks keys past the window; the Qwen families only with use_sliding_window
-    let gemma = family == Family::Gemma3;
+    let gemma = family.gemma();
     let (sliding_window_pattern, rope_local_theta, query_pre_attn_scalar) = match gemma {
-        true => gemma_extras(cfg)?,
+        true => gemma_extras(cfg, family)?,
         false => (1, None, None),
     };
     let sliding_window = match family {
-        Family::Mistral | Family::Mixtral | Family::Phi3 | Family::Gemma3 => {
+        Family::Mistral | Family::Mixtral | Family::Phi3 | Family::Gemma2 | Family::Gemma3 => {
             k.usize_opt("sliding_window")?
         }
         Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
@@ -537,6 +543,10 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         sliding_window_pattern,
         rope_local_theta,
         query_pre_attn_scalar,
+        softcaps: [
+            k.f32_opt("attn_logit_softcapping")?,
+            k.f32_opt("final_logit_softcapping")?,
+        ],
         multipliers: match family {
             Family::Granite => {
                 let [e, a, r, l] = [
@@ -558,11 +568,11 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     })
 }
 
-/// Gemma 3's language model's config as transformers reads it, or `None` for another
-/// family: a multimodal checkpoint's (`Gemma3ForConditionalGeneration`, 4B and up) is
-/// its `text_config` (with the top level's token ids), and every key a config leaves out
-/// takes `Gemma3TextConfig`'s default (the published 4B to 27B configs list only what
-/// differs from them).
+/// A Gemma language model's config as transformers reads it, or `None` for another
+/// family: every key a config leaves out takes `Gemma2Config`'s or `Gemma3TextConfig`'s
+/// default (the published Gemma 3 4B to 27B configs list only what differs from them),
+/// and a multimodal Gemma 3 checkpoint's (`Gemma3ForConditionalGeneration`, 4B and up)
+/// is its `text_config` (with the top level's token ids).
 fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
     let named = |a: &str, t: &str| {
         let arch = cfg
@@ -571,6 +581,9 @@ fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
             .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(a)));
         arch || cfg.get("model_type").and_then(Value::as_str) == Some(t)
     };
+    if named("Gemma2ForCausalLM", "gemma2") {
+        return Ok(Some(with_defaults(cfg.clone(), GEMMA_2_DEFAULTS)));
+    }
     let multimodal = named("Gemma3ForConditionalGeneration", "gemma3");
     if !multimodal && !named("Gemma3ForCausalLM", "gemma3_text") {
         return Ok(None);
@@ -604,20 +617,37 @@ fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
         .get("rope_parameters")
         .and_then(|p| p.get("full_attention"))
         .is_some_and(|p| p.get("rope_theta").is_some());
-    let defaults = serde_json::json!({
-        "model_type": "gemma3_text", "vocab_size": 262_208, "hidden_size": 2304,
-        "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
-        "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131_072,
-        "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256, "sliding_window": 4096,
-        "rope_local_base_freq": 10_000.0, "tie_word_embeddings": true,
-    });
-    for (key, v) in defaults.as_object().into_iter().flatten() {
-        text.entry(key.clone()).or_insert_with(|| v.clone());
-    }
     if !global_theta {
         text.entry("rope_theta").or_insert(1_000_000.0.into());
     }
-    Ok(Some(text))
+    Ok(Some(with_defaults(text, GEMMA_3_DEFAULTS)))
+}
+
+/// `Gemma3TextConfig`'s defaults of the keys this service reads.
+const GEMMA_3_DEFAULTS: &str = r#"{"model_type": "gemma3_text", "vocab_size": 262208,
+    "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256,
+    "sliding_window": 4096, "rope_local_base_freq": 10000.0, "tie_word_embeddings": true}"#;
+
+/// `Gemma2Config`'s (its layers alternate windowed and global by default: `layer_types`
+/// absent reads as `sliding_window_pattern` 2 in [`gemma_extras`]).
+const GEMMA_2_DEFAULTS: &str = r#"{"vocab_size": 256000, "hidden_size": 2304,
+    "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+    "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "query_pre_attn_scalar": 256,
+    "sliding_window": 4096, "final_logit_softcapping": 30.0,
+    "attn_logit_softcapping": 50.0, "tie_word_embeddings": true}"#;
+
+/// `cfg` with each key of the JSON object `defaults` it leaves out (a key given as
+/// `null` stays null: "none").
+fn with_defaults(mut cfg: Map<String, Value>, defaults: &str) -> Map<String, Value> {
+    let defaults: Map<String, Value> =
+        serde_json::from_str(defaults).expect("the defaults are a JSON object");
+    for (key, v) in defaults {
+        cfg.entry(key).or_insert(v);
+    }
+    cfg
 }
 
 /// Gemma 3's config with the global layers' rotary parameters where [`rotary`] reads
@@ -634,18 +664,15 @@ fn global_rotary(cfg: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
-/// Gemma 3's layer pattern (`layer_types`, or `sliding_window_pattern`), its windowed
-/// layers' rotary base and its score scale; what Gemma 3 does not do (soft-capped
-/// logits, another activation) is refused by name.
-fn gemma_extras(cfg: &Map<String, Value>) -> Result<(usize, Option<f32>, Option<f32>)> {
+/// Gemma's layer pattern (`layer_types`, or `sliding_window_pattern`; Gemma 2's
+/// default alternates, Gemma 3's makes every sixth layer global), Gemma 3's windowed
+/// layers' rotary base and the score scale; what Gemma does not do (another
+/// activation, bidirectional attention) is refused by name.
+fn gemma_extras(
+    cfg: &Map<String, Value>,
+    family: Family,
+) -> Result<(usize, Option<f32>, Option<f32>)> {
     let k = Keys(cfg);
-    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
-        if !matches!(cfg.get(key), None | Some(Value::Null)) {
-            return Err(bad(format!(
-                "{key} is not supported (Gemma 2's soft-capping)"
-            )));
-        }
-    }
     if k.bool_or("use_bidirectional_attention", false)? {
         return Err(bad(
             "use_bidirectional_attention is not supported (an embedding model's attention)".into(),
@@ -685,7 +712,10 @@ fn gemma_extras(cfg: &Map<String, Value>) -> Result<(usize, Option<f32>, Option<
             }
             p
         }
-        None => k.usize_opt("sliding_window_pattern")?.unwrap_or(6).max(1),
+        None => match family {
+            Family::Gemma2 => 2,
+            _ => k.usize_opt("sliding_window_pattern")?.unwrap_or(6).max(1),
+        },
     };
     let local = cfg
         .get("rope_parameters")
@@ -693,9 +723,11 @@ fn gemma_extras(cfg: &Map<String, Value>) -> Result<(usize, Option<f32>, Option<
         .and_then(|p| p.get("rope_theta"))
         .and_then(Value::as_f64)
         .map(|t| t as f32);
-    let local = match local {
-        Some(t) => t,
-        None => k.f32_or("rope_local_base_freq", 10_000.0)?,
+    let local = match (local, family) {
+        (Some(t), _) => Some(t),
+        // Gemma 2 rotates every layer with rope_theta
+        (None, Family::Gemma2) => None,
+        (None, _) => Some(k.f32_or("rope_local_base_freq", 10_000.0)?),
     };
     let scalar = match cfg.get("query_pre_attn_scalar") {
         None | Some(Value::Null) => None,
@@ -705,7 +737,7 @@ fn gemma_extras(cfg: &Map<String, Value>) -> Result<(usize, Option<f32>, Option<
                 as f32,
         ),
     };
-    Ok((pattern, Some(local), scalar))
+    Ok((pattern, local, scalar))
 }
 
 #[cfg(test)]
@@ -906,11 +938,80 @@ mod tests {
         v["layer_types"] = serde_json::json!(types(&[3, 8]));
         let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
         assert!(e.contains("layer_types"), "{e}");
-        // Gemma 2's soft-capping is refused by name
+        // soft caps, should a Gemma 3 config give them, are read as Gemma 2's are
         let mut v: Value = serde_json::from_str(GEMMA_3_1B).unwrap();
         v["final_logit_softcapping"] = 30.0.into();
+        let a = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(a.softcaps, [None, Some(30.0)]);
+        v["final_logit_softcapping"] = "thirty".into();
         let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
-        assert!(e.contains("final_logit_softcapping"), "{e}");
+        assert!(
+            e.contains("final_logit_softcapping must be a number"),
+            "{e}"
+        );
+    }
+
+    /// google/gemma-2-2b-it's config.json (as published, transformers 4 layout).
+    const GEMMA_2_2B: &str = r#"{"architectures": ["Gemma2ForCausalLM"],
+        "attention_bias": false, "attention_dropout": 0.0, "attn_logit_softcapping": 50.0,
+        "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107],
+        "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304,
+        "initializer_range": 0.02, "intermediate_size": 9216,
+        "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+        "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0,
+        "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+        "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4",
+        "use_cache": true, "vocab_size": 256000}"#;
+
+    #[test]
+    fn gemma_2_reads_as_published_and_takes_gemma2configs_defaults() {
+        let a = from_hf_config(GEMMA_2_2B).unwrap();
+        assert_eq!(a.family, Family::Gemma2);
+        assert!(a.family.post_norms() && a.family.gelu_gate() && !a.family.head_norm());
+        assert_eq!(
+            (a.hidden_size, a.n_head, a.n_kv_head, a.head_dim, a.n_layer),
+            (2304, 8, 4, 256, 26)
+        );
+        // every other layer windowed (layer 0 sliding, 1 full, ...), one rotary base
+        assert_eq!(
+            (
+                a.sliding_window,
+                a.sliding_window_pattern,
+                a.rope_local_theta
+            ),
+            (Some(4096), 2, None)
+        );
+        assert_eq!(a.softcaps, [Some(50.0), Some(30.0)]);
+        assert_eq!(a.query_pre_attn_scalar, Some(256.0));
+        assert!(a.tied_head);
+        // a config that leaves keys out gets Gemma2Config's defaults; null keeps a cap off
+        let v = serde_json::json!({"architectures": ["Gemma2ForCausalLM"],
+            "hidden_size": 3584, "num_hidden_layers": 42, "num_attention_heads": 16,
+            "num_key_value_heads": 8, "intermediate_size": 14336,
+            "attn_logit_softcapping": null});
+        let b = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(
+            (b.vocab_size, b.head_dim, b.max_positions),
+            (256_000, 256, 8192)
+        );
+        assert_eq!(b.softcaps, [None, Some(30.0)]);
+        assert_eq!(b.sliding_window_pattern, 2);
+        // layer_types, where given, decide
+        let mut v: Value = serde_json::from_str(GEMMA_2_2B).unwrap();
+        let types: Vec<&str> = (0..26)
+            .map(|l| match l % 3 == 2 {
+                true => "full_attention",
+                false => "sliding_attention",
+            })
+            .collect();
+        v["layer_types"] = serde_json::json!(types);
+        assert_eq!(
+            from_hf_config(&v.to_string())
+                .unwrap()
+                .sliding_window_pattern,
+            3
+        );
     }
 
     #[test]

@@ -390,6 +390,9 @@ pub struct Ops {
     /// and the prompts' last rows) read through the gather list, so a decode row's
     /// logits are the same in a mixed step as in a decode step.
     pub lm_head_normed: Option<Vec<RowsOp>>,
+    /// The soft cap of the logits after any LM head, per wte chunk (`logit_cap`;
+    /// `final_logit_softcapping`, else none).
+    pub logit_cap: Vec<KernelOp>,
     /// The largest logit of each decode row, per wte chunk (`top_k_rows`, k = 1).
     pub top1: Vec<KernelOp>,
     /// The draw of sampled rows over the logits (`sample_rows`), when the LM head's

@@ -13,6 +13,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::embedding::encode_embedding;
 use crate::kernels::layer_norm::{encode_layer_norm, encode_norm_add, Norm};
+use crate::kernels::logit_cap::encode_logit_cap;
 use crate::kernels::logit_lens::{
     encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
 };
@@ -632,8 +633,9 @@ impl Model {
                 self.encode_last_rows_head(pass, 0, parts, None);
             }
             StepKind::Forward { .. } | StepKind::Forwards { .. } => {
-                for (op, ch) in ops.lm_head.iter().zip(chunks) {
+                for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
                     encode_matmul_bt(pass, op, t, ch.rows, c, 0);
+                    self.encode_logit_cap(pass, i, t);
                 }
                 if let (Some(r), None) = (ranks, lens) {
                     r.encode(pass, 0, t, chunks);
@@ -645,6 +647,7 @@ impl Model {
                         encode_layer_norm(pass, &ops.ln_f, t, c, norm);
                         for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
                             encode_matmul_bt(pass, op, t, ch.rows, c, 0);
+                            self.encode_logit_cap(pass, i, t);
                             let out0 = (l * chunks.len() + i) * per;
                             encode_top_k_rows(
                                 pass,
@@ -699,6 +702,7 @@ impl Model {
                         }
                     }
                 }
+                (0..chunks.len()).for_each(|i| self.encode_logit_cap(pass, i, t));
                 if argmax {
                     self.encode_argmax(pass, t);
                 }
@@ -752,8 +756,21 @@ impl Model {
                     }
                 }
             }
+            (0..chunks.len()).for_each(|i| self.encode_logit_cap(pass, i, wanted));
         }
         wanted
+    }
+
+    /// Record the soft cap of logits rows `0 .. rows` of wte chunk `i`
+    /// (`final_logit_softcapping`; nothing without one).
+    fn encode_logit_cap(&self, pass: &mut wgpu::ComputePass<'_>, i: usize, rows: usize) {
+        if let (Some(op), Some(cap)) = (
+            self.ops.logit_cap.get(i),
+            self.config.final_logit_softcapping,
+        ) {
+            let n = rows * self.weights.lm_head().chunks[i].rows;
+            encode_logit_cap(pass, op, n, cap);
+        }
     }
 
     /// Record the largest logit of each of logits rows `0 .. rows`, per window of

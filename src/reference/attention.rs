@@ -4,8 +4,9 @@
 use crate::config::Heads;
 
 /// `qkv [T, Q + 2 KV]` (GPT-2: `[T, 3C]`) → `(out [T, Q], entropy [NH, T])`; scores
-/// scaled by 1/√HS, softmax with the row max subtracted, entropy in nats. Query `i`
-/// sees the keys `heads` lets it (causal, within the window).
+/// scaled by 1/√HS (and soft-capped where `heads` says), softmax with the row max
+/// subtracted, entropy in nats. Query `i` sees the keys `heads` lets it (causal, within
+/// the window).
 pub fn attention(qkv: &[f32], heads: Heads) -> (Vec<f32>, Vec<f32>) {
     attention_masked(qkv, heads, |i, j| heads.sees(i, j))
 }
@@ -83,6 +84,7 @@ fn row_probs(
                 .sum::<f64>()
                 * scale
         })
+        .map(|s| heads.capped(s))
         .collect();
     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();

@@ -7,6 +7,7 @@ pub mod gelu;
 pub mod head_norm;
 pub mod kv_store;
 pub mod layer_norm;
+pub mod logit_cap;
 pub mod matmul;
 pub mod model;
 pub mod moe;

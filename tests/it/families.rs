@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "llama",
     "qwen2",
     "mistral",
@@ -24,6 +24,7 @@ const ALL: [&str; 12] = [
     "phi3",
     "phi4_mini",
     "gemma3",
+    "gemma2",
     "granite",
     "smollm3",
 ];
@@ -109,6 +110,20 @@ fn directories_decide_the_architecture() {
         cfg.is_moe_layer(0) && !cfg.is_moe_layer(1),
         "mlp_only_layers [1]"
     );
+    // Gemma 2: its soft caps, layers alternating windowed and global, one rotary base
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/gemma2")})).unwrap();
+    assert_eq!(cfg.architecture, wgformer::config::Family::Gemma2);
+    assert_eq!(
+        (cfg.attn_logit_softcapping, cfg.final_logit_softcapping),
+        (Some(0.02), Some(0.5))
+    );
+    assert_eq!((cfg.heads().softcap, cfg.sliding_window), (0.02, Some(8)));
+    assert!(cfg.windowed_layer(0) && !cfg.windowed_layer(1) && cfg.windowed_layer(2));
+    assert_eq!(
+        (cfg.rope_local_theta, cfg.query_pre_attn_scalar),
+        (None, Some(24.0))
+    );
 }
 
 #[test]
@@ -131,7 +146,7 @@ fn tokenization_equals_auto_tokenizer() {
         let end = dir.end_ids(&tok);
         assert_eq!(
             end,
-            if ["llama", "qwen3", "gemma3"].contains(&family) {
+            if ["llama", "qwen3", "gemma3", "gemma2"].contains(&family) {
                 vec![1, 2]
             } else {
                 vec![1]
@@ -209,7 +224,10 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     // the norms after attention and MLP; and into a half-float pool
     steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
     let half = serde_json::json!({"kv_cache_dtype": "float16"});
-    steps_match_the_forward("gemma3", half, 2e-2);
+    steps_match_the_forward("gemma3", half.clone(), 2e-2);
+    // Gemma 2's alternating layers, its scores and logits soft-capped on every path
+    steps_match_the_forward("gemma2", serde_json::json!({}), 1e-4);
+    steps_match_the_forward("gemma2", half, 2e-2);
     // SmolLM3's unrotated layer, on every path a decode step takes (the deferred
     // blocks with the hardware kernels)
     steps_match_the_forward("smollm3", serde_json::json!({}), 1e-4);
@@ -403,6 +421,11 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
         }
         if arch == "qwen2_moe" {
             value["moe_shared_expert_size"] = 48.into();
+        }
+        if arch == "gemma2" {
+            // caps these small seeded weights reach
+            value["attn_logit_softcapping"] = 0.01.into();
+            value["final_logit_softcapping"] = 0.05.into();
         }
         if dir == "phi4_mini" {
             // 12 of 16 dimensions rotated, longrope's long factors (32 > 16 positions)

@@ -158,12 +158,7 @@ fn run_qkv(
 fn a_qkv_projection_stores_its_keys_and_values_in_the_pool() {
     let g = gpu();
     let ctx = &g.ctx;
-    let heads = |nh, nkv, hs| Heads {
-        nh,
-        nkv,
-        hs,
-        window: 0,
-    };
+    let heads = |nh: usize, nkv, hs| Heads::mha(nh * hs, nh).grouped(nkv);
     // grouped-query heads and GPT-2's even split; a K of several slices, so the tiled
     // matmuls split it (the store then happens in matmul_split_sum) or run it whole
     for (heads, k) in [
@@ -276,12 +271,7 @@ impl RopeCase {
         let positions: Vec<u32> = (0..t as u32).map(|r| (r * 37 + 5) % 512).collect();
         let device = rotary::device_table(&cos, &sin, hs);
         RopeCase {
-            heads: Heads {
-                nh,
-                nkv,
-                hs,
-                window: 0,
-            },
+            heads: Heads::mha(nh * hs, nh).grouped(nkv),
             rot,
             table: buffers::upload(ctx, "rope", &device),
             pb: buffers::upload(ctx, "positions", bytemuck::cast_slice(&positions)),

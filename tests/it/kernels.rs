@@ -1248,6 +1248,41 @@ fn top_k_rows_and_copy_rows_match_reference() {
 }
 
 #[test]
+fn logit_cap_matches_reference_and_leaves_the_rest() {
+    // Gemma 2's final soft cap: values far past the cap (±1e4: tanh's argument clamped,
+    // no NaN), near it and small; only the first n of the buffer, n not a multiple of
+    // 4 nor of the workgroup; more than 65,535 workgroups (the 2-D grid)
+    use wgformer::kernels::logit_cap::run_logit_cap;
+    let g = gpu();
+    for &(len, n, cap) in &[
+        (300, 257, 30.0f32),
+        (64, 64, 0.5),
+        (70_000 * 64 + 5, 70_000 * 64 + 3, 2.0),
+    ] {
+        let mut z = rand_vec(len, 71 + n as u64, 3.0 * cap);
+        z[0] = 1e4;
+        z[1] = -1e4;
+        z[2] = 1e-3;
+        let got = run_logit_cap(&g.ctx, &g.pipelines, &z, n, cap).unwrap();
+        let want = reference::logit_cap::logit_cap(&z, n, cap);
+        assert_close(
+            &format!("logit_cap {n} of {len} at {cap}"),
+            &got,
+            &want,
+            1e-5,
+            1e-5,
+        );
+        assert_eq!(got[n..], z[n..], "past n");
+        let bound = cap * (1.0 + 1e-6);
+        assert!(got[..n].iter().all(|v| v.abs() <= bound), "capped");
+        assert!(
+            got[0] > cap * 0.999_999 && got[1] < -cap * 0.999_999,
+            "{got:?}"
+        );
+    }
+}
+
+#[test]
 fn gather_rows_takes_the_listed_rows_in_list_order() {
     // a mixed step's asked rows: a run of decode rows, then prompts' last rows, one
     // listed twice, one before another; rows of 12 and of 768 floats (more than a
@@ -1466,19 +1501,39 @@ fn matvec_groups_past_the_batch_store_nothing() {
 #[test]
 fn grouped_query_attention_with_a_window_matches_reference() {
     // Query heads sharing key/value heads (NH 8 over NKV 2 and 1), a sliding window
-    // shorter than the sequence: every forward, block-sparse, paged and weights kernel
-    // of this adapter equals the reference, heads of 64 (the subgroup kernels) and 16.
+    // shorter than the sequence, soft-capped scores (Gemma 2's): every forward,
+    // block-sparse, paged and weights kernel of this adapter equals the reference,
+    // heads of 64 (the subgroup kernels), 16 and 256 (the wide pipelines).
     let g = gpu();
     let t = 40;
-    for &(nh, nkv, hs, window) in &[(8, 2, 64, 0), (8, 2, 64, 7), (4, 1, 16, 9), (2, 2, 16, 3)] {
-        let heads = Heads {
-            nh,
-            nkv,
-            hs,
-            window,
-        };
+    for &(nh, nkv, hs, window, softcap) in &[
+        (8, 2, 64, 0, 0.0),
+        (8, 2, 64, 7, 0.0),
+        (4, 1, 16, 9, 0.0),
+        (2, 2, 16, 3, 0.0),
+        // caps the scores reach (the scores here are up to ~±1 at heads of 64)
+        (8, 2, 64, 7, 0.3),
+        (4, 1, 16, 0, 0.1),
+        (2, 1, 256, 5, 0.5),
+    ] {
+        let heads = Heads::mha(nh * hs, nh)
+            .grouped(nkv)
+            .window(window)
+            .softcap(softcap);
         let (q, kv) = (heads.q_width(), heads.kv_width());
-        let qkv = rand_vec(t * heads.qkv_width(), (nh * 31 + window) as u64, 0.5);
+        let seed = (nh * 31 + window) as u64 + softcap.to_bits() as u64 % 997;
+        let spread = if softcap > 0.0 { 1.5 } else { 0.5 };
+        let qkv = rand_vec(t * heads.qkv_width(), seed, spread);
+        if softcap > 0.0 {
+            // the cap changes the outputs beyond the tolerance below
+            let (capped, _) = reference::attention::attention(&qkv, heads);
+            let (plain, _) = reference::attention::attention(&qkv, heads.softcap(0.0));
+            let moved = capped.iter().zip(&plain).map(|(a, b)| (a - b).abs());
+            assert!(
+                moved.fold(0.0, f32::max) > 1e-2,
+                "cap {softcap} moves nothing"
+            );
+        }
         let layout = wgformer::sparse::BlockLayout::new(64, 8, 2, 1, 3);
         for sparse in [false, true] {
             let allow = |i: usize, j: usize| heads.sees(i, j) && (!sparse || layout.allows(i, j));
@@ -1500,7 +1555,7 @@ fn grouped_query_attention_with_a_window_matches_reference() {
                         .layout(sparse.then_some(&layout)),
                 )
                 .unwrap();
-                let what = format!("{variant} nh{nh} nkv{nkv} hs{hs} window{window}");
+                let what = format!("{variant} nh{nh} nkv{nkv} hs{hs} window{window} cap{softcap}");
                 assert_close(&what, &got, &want, 1e-4, 1e-4);
                 assert_close(&format!("{what} entropy"), &ent, &want_ent, 1e-4, 1e-4);
             }
@@ -1514,7 +1569,7 @@ fn grouped_query_attention_with_a_window_matches_reference() {
             .unwrap();
             let want_w = reference::attention::weights_masked(&qkv, heads, allow);
             assert_close(
-                &format!("weights nh{nh} nkv{nkv} window{window}"),
+                &format!("weights nh{nh} nkv{nkv} window{window} cap{softcap}"),
                 &w,
                 &want_w,
                 1e-5,
@@ -1545,8 +1600,9 @@ fn grouped_query_attention_with_a_window_matches_reference() {
                     &rows,
                 )
                 .unwrap();
-                let what =
-                    format!("{variant} nh{nh} nkv{nkv} hs{hs} window{window} sparse {sparse}");
+                let what = format!(
+                    "{variant} nh{nh} nkv{nkv} hs{hs} window{window} cap{softcap} sparse {sparse}"
+                );
                 assert_close(&what, &got, &want, 1e-4, 1e-4);
             }
             assert_eq!(want.len(), t * q);

@@ -163,16 +163,17 @@ fn the_mlp_in_one_dispatch_leaves_each_chunks_share() {
 fn attention_with_its_projection_leaves_each_heads_share() {
     // attention_proj: the last rows of a sequence over its pages (f32 and half-float
     // pools), each head's output times its rows of w_o, against the reference
-    // attention of the whole sequence; grouped-query heads and heads of 128 and 256
-    // (the wide pipeline) included
+    // attention of the whole sequence; grouped-query heads, heads of 128 and 256
+    // (the wide pipeline) and soft-capped scores included
     let g = gpu();
-    for (c, nh, nkv, n, len, page) in [
-        (64, 4, 4, 64, 40, 8),
-        (128, 4, 2, 96, 700, 16),
-        (128, 1, 1, 128, 30, 16),
-        (512, 2, 1, 64, 50, 16),
+    for (c, nh, nkv, n, len, page, softcap) in [
+        (64, 4, 4, 64, 40, 8, 0.0),
+        (128, 4, 2, 96, 700, 16, 0.0),
+        (128, 1, 1, 128, 30, 16, 0.0),
+        (512, 2, 1, 64, 50, 16, 0.0),
+        (64, 4, 2, 64, 40, 8, 0.2),
     ] {
-        let heads = Heads::mha(c, nh).grouped(nkv);
+        let heads = Heads::mha(c, nh).grouped(nkv).softcap(softcap);
         let (q, kv) = (heads.q_width(), heads.kv_width());
         let qs = rand_vec(len * heads.qkv_width(), 41, 1.5);
         let pages = len.div_ceil(page);
@@ -204,7 +205,9 @@ fn attention_with_its_projection_leaves_each_heads_share() {
                 );
                 // a half pool rounds every key and value
                 let tol = if half { 2e-2 } else { 1e-4 };
-                let name = format!("{variant} c {c} nh {nh} nkv {nkv} len {len} half {half}");
+                let name = format!(
+                    "{variant} c {c} nh {nh} nkv {nkv} len {len} half {half} cap {softcap}"
+                );
                 assert_close(&name, &got, &want, tol, tol);
             }
         }
