@@ -50,6 +50,9 @@ pub enum Family {
     /// Gemma 3's block without the head norms, every other layer windowed, one rotary
     /// base, the scores and the logits soft-capped (`Gemma2ForCausalLM`).
     Gemma2,
+    /// The Llama block with Gemma's (1 + w) RMSNorms, GELU-gated MLP and the embedding
+    /// scaled by √hidden (`GemmaForCausalLM`: Gemma 1, CodeGemma).
+    Gemma,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -79,12 +82,13 @@ impl Family {
     /// before adding them to the residual stream (Gemma's `post_attention_layernorm`,
     /// `post_feedforward_layernorm`).
     pub fn post_norms(self) -> bool {
-        self.gemma()
+        matches!(self, Family::Gemma2 | Family::Gemma3)
     }
 
-    /// Gemma 2 and 3: their RMSNorms multiply by `1 + weight` (folded in at load).
+    /// The Gemma families: their RMSNorms multiply by `1 + weight` (folded in at load),
+    /// their MLPs gate with GELU, their embedding is scaled by √hidden.
     pub fn gemma(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3)
+        matches!(self, Family::Gemma | Family::Gemma2 | Family::Gemma3)
     }
 
     /// The families whose gated MLP gates with GELU (tanh approximation) instead of
@@ -98,7 +102,7 @@ impl Family {
     /// [`ModelConfig::embed_scale`]).
     pub fn embed_scale(self, hidden: usize) -> f32 {
         match self {
-            Family::Gemma2 | Family::Gemma3 => {
+            Family::Gemma | Family::Gemma2 | Family::Gemma3 => {
                 half::bf16::from_f32((hidden as f32).sqrt()).to_f32()
             }
             _ => 1.0,

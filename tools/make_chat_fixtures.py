@@ -21,8 +21,10 @@ Origins of the templates (kept verbatim as published; see each entry's `origin`)
     Gemma 3 test script (both found with the search tool)
   - google/gemma-2-*-it's chat_template (tokenizer_config.json), as llama.cpp's server
     printed it loading a Gemma 2 GGUF (a public log) and as embedded, with a checksum,
-    in a public evaluation script (both found with the search tool; Gemma 1's is the
-    same without the leading bos_token)
+    in a public evaluation script (both found with the search tool)
+  - google/gemma-7b-it's chat_template: Gemma 2's without the leading bos_token (the
+    tokenizer adds it), as listed in a public C++ Jinja test of published templates and
+    in a public table of templates by model (found with the search tool)
 
 Run (needs transformers; CI never runs this):
     /tmp/pyenv/bin/python tools/make_chat_fixtures.py tests/fixtures/chat/templates.json
@@ -266,6 +268,8 @@ GEMMA_3 = r'''{{ bos_token }}
 
 GEMMA_2 = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 
+GEMMA_1 = GEMMA_2.removeprefix("{{ bos_token }}")
+
 TEMPLATES = [
     ("llama-3.2", LLAMA_3_2, "<|begin_of_text|>", "<|eot_id|>",
      "meta-llama/Llama-3.2-1B-Instruct tokenizer_config.json, via llama.cpp's converter log"),
@@ -283,6 +287,8 @@ TEMPLATES = [
      "google/gemma-3-*-it tokenizer_config.json, as quoted in public Gemma 3 chat-template tables"),
     ("gemma-2", GEMMA_2, "<bos>", "<eos>",
      "google/gemma-2-*-it tokenizer_config.json, as llama.cpp's server printed it loading a Gemma 2 GGUF"),
+    ("gemma", GEMMA_1, "<bos>", "<eos>",
+     "google/gemma-7b-it tokenizer_config.json, as listed in public Jinja tests of published templates"),
 ]
 
 TOOLS = [{

@@ -39,6 +39,11 @@ logits of those ids, and the ids `generate` picks greedily.
            256 (wider than hidden), one KV head, query_pre_attn_scalar 128 (not the head
            size), layers sliding (window 8) / full / sliding with rotary bases 10,000
            and 1,000,000 (linear scaling 8 on the full layer), tied head, bf16
+  gemma    Gemma 1's block: the Llama block with (1 + w) norms, the GELU gate and the
+           embedding scaled by √hidden; one KV head (Gemma 2B's multi-query
+           attention), heads of 32 wider than hidden/heads, tied head, bf16, and
+           `hidden_act: "gelu"` in config.json as the published configs write it
+           (transformers reads it as the tanh approximation)
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -75,6 +80,7 @@ from transformers import (
     Phi3Config,
     Qwen3Config,
     Qwen3MoeConfig,
+    GemmaConfig,
     Gemma2Config,
     Gemma3TextConfig,
     GraniteConfig,
@@ -137,7 +143,7 @@ def to_transformers4(path: str, scaling) -> None:
 
 
 def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
-          layout4=None, greedy_len=8, short=None, uncapped=()) -> None:
+          layout4=None, greedy_len=8, short=None, uncapped=(), config_edit=None) -> None:
     if ONLY and name not in ONLY:
         return
     path = os.path.join(out, name)
@@ -152,6 +158,13 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     model.to(torch.float32)
     if layout4 is not None:
         to_transformers4(path, layout4 if layout4 != "none" else None)
+    if config_edit is not None:
+        cfg_path = os.path.join(path, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg.update(config_edit)
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
     # generation_config.json with the eos ids (an int or a list)
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": 0, "eos_token_id": eos_ids}, f, indent=2)
@@ -445,6 +458,24 @@ def main(out: str, only: list) -> None:
         torch.bfloat16,
         bos=True,
         eos_ids=[1, 2],
+    )
+
+    build(
+        out,
+        "gemma",
+        GemmaConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=32,
+            hidden_act="gelu_pytorch_tanh",
+            tie_word_embeddings=True,
+            pad_token_id=1,
+        ),
+        torch.bfloat16,
+        bos=True,
+        eos_ids=1,
+        config_edit={"hidden_act": "gelu"},
     )
 
     gemma2 = Gemma2Config(

@@ -20,6 +20,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Qwen3ForCausalLM", Family::Qwen3),
     ("Qwen3MoeForCausalLM", Family::Qwen3Moe),
     ("Phi3ForCausalLM", Family::Phi3),
+    ("GemmaForCausalLM", Family::Gemma),
     ("Gemma2ForCausalLM", Family::Gemma2),
     ("Gemma3ForCausalLM", Family::Gemma3),
     // its language model (`text_config`), without the vision tower
@@ -214,6 +215,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("qwen3", Family::Qwen3),
         ("qwen3_moe", Family::Qwen3Moe),
         ("phi3", Family::Phi3),
+        ("gemma", Family::Gemma),
         ("gemma2", Family::Gemma2),
         ("gemma3_text", Family::Gemma3),
         ("granite", Family::Granite),
@@ -569,8 +571,8 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
 }
 
 /// A Gemma language model's config as transformers reads it, or `None` for another
-/// family: every key a config leaves out takes `Gemma2Config`'s or `Gemma3TextConfig`'s
-/// default (the published Gemma 3 4B to 27B configs list only what differs from them),
+/// family: every key a config leaves out takes `GemmaConfig`'s, `Gemma2Config`'s or
+/// `Gemma3TextConfig`'s default (the published Gemma 3 4B to 27B configs list only what differs from them),
 /// and a multimodal Gemma 3 checkpoint's (`Gemma3ForConditionalGeneration`, 4B and up)
 /// is its `text_config` (with the top level's token ids).
 fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
@@ -581,6 +583,9 @@ fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
             .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(a)));
         arch || cfg.get("model_type").and_then(Value::as_str) == Some(t)
     };
+    if named("GemmaForCausalLM", "gemma") {
+        return Ok(Some(with_defaults(cfg.clone(), GEMMA_DEFAULTS)));
+    }
     if named("Gemma2ForCausalLM", "gemma2") {
         return Ok(Some(with_defaults(cfg.clone(), GEMMA_2_DEFAULTS)));
     }
@@ -629,6 +634,12 @@ const GEMMA_3_DEFAULTS: &str = r#"{"model_type": "gemma3_text", "vocab_size": 26
     "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
     "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256,
     "sliding_window": 4096, "rope_local_base_freq": 10000.0, "tie_word_embeddings": true}"#;
+
+/// `GemmaConfig`'s.
+const GEMMA_DEFAULTS: &str = r#"{"vocab_size": 256000, "hidden_size": 3072,
+    "intermediate_size": 24576, "num_hidden_layers": 28, "num_attention_heads": 16,
+    "num_key_value_heads": 16, "head_dim": 256, "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true}"#;
 
 /// `Gemma2Config`'s (its layers alternate windowed and global by default: `layer_types`
 /// absent reads as `sliding_window_pattern` 2 in [`gemma_extras`]).
@@ -682,7 +693,10 @@ fn gemma_extras(
         .iter()
         .find_map(|key| cfg.get(*key).and_then(Value::as_str))
         .unwrap_or("gelu_pytorch_tanh");
-    if act != "gelu_pytorch_tanh" {
+    // Gemma 1's published configs say "gelu", which transformers reads as the tanh
+    // approximation the models were trained with
+    let legacy = family == Family::Gemma && act == "gelu";
+    if act != "gelu_pytorch_tanh" && !legacy {
         return Err(bad(format!(
             "hidden_activation {act:?} is not supported (gelu_pytorch_tanh)"
         )));
@@ -725,9 +739,9 @@ fn gemma_extras(
         .map(|t| t as f32);
     let local = match (local, family) {
         (Some(t), _) => Some(t),
-        // Gemma 2 rotates every layer with rope_theta
-        (None, Family::Gemma2) => None,
-        (None, _) => Some(k.f32_or("rope_local_base_freq", 10_000.0)?),
+        (None, Family::Gemma3) => Some(k.f32_or("rope_local_base_freq", 10_000.0)?),
+        // Gemma 1 and 2 rotate every layer with rope_theta
+        (None, _) => None,
     };
     let scalar = match cfg.get("query_pre_attn_scalar") {
         None | Some(Value::Null) => None,
@@ -1012,6 +1026,40 @@ mod tests {
                 .sliding_window_pattern,
             3
         );
+        // exact GELU is not Gemma 2's: refused by name
+        v["hidden_activation"] = "gelu".into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(
+            e.contains("hidden_activation \"gelu\" is not supported"),
+            "{e}"
+        );
+    }
+
+    /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which
+    /// transformers reads as the tanh approximation).
+    const GEMMA_2B: &str = r#"{"architectures": ["GemmaForCausalLM"],
+        "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 2,
+        "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_size": 2048,
+        "initializer_range": 0.02, "intermediate_size": 16384,
+        "max_position_embeddings": 8192, "model_type": "gemma", "num_attention_heads": 8,
+        "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0,
+        "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 10000.0,
+        "torch_dtype": "bfloat16", "transformers_version": "4.38.0.dev0",
+        "use_cache": true, "vocab_size": 256000}"#;
+
+    #[test]
+    fn gemma_1_reads_as_published() {
+        let a = from_hf_config(GEMMA_2B).unwrap();
+        assert_eq!(a.family, Family::Gemma);
+        assert!(a.family.gemma() && a.family.gelu_gate());
+        assert!(!a.family.post_norms() && !a.family.head_norm());
+        assert_eq!(
+            (a.hidden_size, a.n_head, a.n_kv_head, a.head_dim, a.n_layer),
+            (2048, 8, 1, 256, 18)
+        );
+        assert_eq!((a.sliding_window, a.softcaps), (None, [None, None]));
+        assert_eq!((a.query_pre_attn_scalar, a.rope_local_theta), (None, None));
+        assert!(a.tied_head && !a.qkv_bias && !a.o_bias);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "llama",
     "qwen2",
     "mistral",
@@ -25,6 +25,7 @@ const ALL: [&str; 13] = [
     "phi4_mini",
     "gemma3",
     "gemma2",
+    "gemma",
     "granite",
     "smollm3",
 ];
@@ -124,6 +125,14 @@ fn directories_decide_the_architecture() {
         (cfg.rope_local_theta, cfg.query_pre_attn_scalar),
         (None, Some(24.0))
     );
+    // Gemma 1: the legacy "gelu" read as the tanh approximation, no window, no caps
+    let (cfg, _) =
+        resolve_config(serde_json::json!({"model": format!("{FAMILIES}/gemma")})).unwrap();
+    assert_eq!(cfg.architecture, wgformer::config::Family::Gemma);
+    assert_eq!((cfg.n_head, cfg.kv_heads(), cfg.head_size()), (4, 1, 32));
+    assert_eq!(cfg.heads().window, 0);
+    assert_eq!(cfg.heads().softcap, 0.0);
+    assert_eq!(cfg.embed_scale(), 8.0);
 }
 
 #[test]
