@@ -4,7 +4,9 @@
 One tiny random-weight model per family, built and saved by `transformers` itself
 (`save_pretrained`), with a tiny byte-level BPE tokenizer trained here, and the numbers
 `transformers` computes for them: the ids `AutoTokenizer` gives a fixed text, the f32
-logits of those ids, and the ids `generate` picks greedily.
+logits of those ids, the last position's hidden state after the final norm
+(`last_hidden`: fixtures written since it was added), and the ids `generate` picks
+greedily.
 
   llama    GQA (4 heads, 2 KV heads), head_dim 16, llama3 rope scaling, untied head,
            bf16 weights in 3 shards with an index, transformers-5 config layout,
@@ -197,6 +199,9 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     tensors = {}
     with torch.no_grad():
         logits = reloaded(input_ids).logits.float()[0].contiguous()
+        # the last position's hidden state after the final norm (what /v1/embeddings
+        # pools)
+        hidden = reloaded.model(input_ids).last_hidden_state.float()[0, -1].contiguous()
         if short:
             tensors["logits_short"] = reloaded(input_ids[:, :short]).logits.float()[0].contiguous()
         prompt = input_ids[:, :greedy_len]
@@ -227,6 +232,7 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
         print(name, "without", key, "the logits move by", moved)
         assert moved > 1e-2, (key, moved)
     tensors["logits"] = logits
+    tensors["last_hidden"] = hidden
     save_file(tensors, os.path.join(path, "logits.safetensors"))
     meta = {
         "text": TEXT,

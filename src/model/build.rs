@@ -366,7 +366,8 @@ impl Model {
             readback: buffers::staging(
                 &ctx,
                 "readback",
-                config.vocab_size * max_batch.max(MAX_PREFILL_PARTS)
+                // (a shared forward's embeddings: n_embed a text)
+                config.vocab_size.max(config.n_embed) * max_batch.max(MAX_PREFILL_PARTS)
                     + 3 * argmax_rows * argmax_windows
                     + argmax_rows
                     + config.n_layer * nh * ctxlen

@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::logits::top_k_softmax;
 use super::output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
 use super::step::{
-    AttentionTap, ChunkRows, LensTaps, RankTaps, RoutingTaps, StepKind, MAX_CAPTURE_TOKENS,
-    MAX_PREFILL_PARTS,
+    AttentionTap, ChunkRows, ForwardsOut, LensTaps, RankTaps, RoutingTaps, StepKind,
+    MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS,
 };
 use super::Model;
 use crate::error::{Error, Result};
@@ -51,72 +51,9 @@ impl Model {
     /// forward alone. At most [`MAX_PREFILL_PARTS`] forwards and the context's tokens
     /// together (the activations' rows).
     pub fn forward_many(&self, batch: &[(&[u32], usize)]) -> Result<Vec<ForwardOutput>> {
-        self.forwards(batch, false)
-    }
-
-    /// [`Model::forward_many`]; with `every_row`, the LM head runs over every row (the
-    /// logits stay on the device for [`Model::forward_logits`]).
-    fn forwards(&self, batch: &[(&[u32], usize)], every_row: bool) -> Result<Vec<ForwardOutput>> {
-        if batch.is_empty() || batch.len() > MAX_PREFILL_PARTS {
-            return Err(Error::InvalidInput(format!(
-                "a shared forward takes 1 to {MAX_PREFILL_PARTS} texts"
-            )));
-        }
-        for (ids, _) in batch {
-            self.check_ids(ids)?;
-        }
-        let t: usize = batch.iter().map(|(ids, _)| ids.len()).sum();
-        if t > self.config.context_size {
-            return Err(Error::SequenceTooLong {
-                len: t,
-                max: self.config.context_size,
-            });
-        }
-        let start = Instant::now();
-        let mut ids_all = Vec::with_capacity(t);
-        let mut positions = Vec::with_capacity(t);
-        let mut parts = Vec::with_capacity(batch.len());
-        for (ids, _) in batch {
-            parts.push(ChunkRows {
-                row0: ids_all.len(),
-                rows: ids.len(),
-                pos: 0,
-                table0: 0,
-                logits: true,
-            });
-            ids_all.extend_from_slice(ids);
-            positions.extend(0..ids.len() as u32);
-        }
+        let texts: Vec<&[u32]> = batch.iter().map(|(ids, _)| *ids).collect();
+        let (values, seconds) = self.forwards(&texts, ForwardsOut::LastLogits)?;
         let v = self.config.vocab_size;
-        let values = self.ctx.scoped("forward", || {
-            self.submit_step(
-                "forwards",
-                &ids_all,
-                &positions,
-                StepKind::Forwards {
-                    parts: &parts,
-                    every_row,
-                },
-                |enc| {
-                    // the last row's logits of forward j (logits row j, or its own row
-                    // with every row's) to row j of the staging buffer
-                    let rb = &self.act.readback;
-                    for (j, part) in parts.iter().enumerate() {
-                        let last = if every_row {
-                            (part.row0 + part.rows - 1) as u64
-                        } else {
-                            j as u64
-                        };
-                        for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
-                            let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
-                            enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
-                        }
-                    }
-                    batch.len() * v
-                },
-            )
-        })?;
-        let seconds = start.elapsed().as_secs_f64();
         Ok(batch
             .iter()
             .zip(values.chunks(v))
@@ -128,6 +65,92 @@ impl Model {
                 seconds,
             })
             .collect())
+    }
+
+    /// The last position's hidden state of each of several texts after the final norm
+    /// (what the LM head reads; `[n_embed]` each, not normalised): their forwards
+    /// share one traversal as [`Model::forward_many`]'s do, without the LM head.
+    /// Last-token pooling, the embedding of decoder embedding models (Qwen3-Embedding,
+    /// e5-mistral), each text's the same alone or with others. (Granite's are divided
+    /// by its `logits_scaling`, folded into the final norm: the same direction.)
+    pub fn embed_many(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let (values, _) = self.forwards(batch, ForwardsOut::Hidden)?;
+        Ok(values
+            .chunks(self.config.n_embed)
+            .map(|h| h.to_vec())
+            .collect())
+    }
+
+    /// The traversal of [`Model::forward_many`] leaving `out`; reads back, per text, its
+    /// last row's logits (`[V]`) or, for [`ForwardsOut::Hidden`], its last row after
+    /// the final norm (`[n_embed]`), and the seconds it took. With
+    /// [`ForwardsOut::EveryLogits`] every row's logits stay on the device for
+    /// [`Model::forward_logits`].
+    fn forwards(&self, batch: &[&[u32]], out: ForwardsOut) -> Result<(Vec<f32>, f64)> {
+        if batch.is_empty() || batch.len() > MAX_PREFILL_PARTS {
+            return Err(Error::InvalidInput(format!(
+                "a shared forward takes 1 to {MAX_PREFILL_PARTS} texts"
+            )));
+        }
+        for ids in batch {
+            self.check_ids(ids)?;
+        }
+        let t: usize = batch.iter().map(|ids| ids.len()).sum();
+        if t > self.config.context_size {
+            return Err(Error::SequenceTooLong {
+                len: t,
+                max: self.config.context_size,
+            });
+        }
+        let start = Instant::now();
+        let mut ids_all = Vec::with_capacity(t);
+        let mut positions = Vec::with_capacity(t);
+        let mut parts = Vec::with_capacity(batch.len());
+        for ids in batch {
+            parts.push(ChunkRows {
+                row0: ids_all.len(),
+                rows: ids.len(),
+                pos: 0,
+                table0: 0,
+                logits: true,
+            });
+            ids_all.extend_from_slice(ids);
+            positions.extend(0..ids.len() as u32);
+        }
+        let (v, c) = (self.config.vocab_size, self.config.n_embed);
+        let values = self.ctx.scoped("forward", || {
+            self.submit_step(
+                "forwards",
+                &ids_all,
+                &positions,
+                StepKind::Forwards { parts: &parts, out },
+                |enc| {
+                    let rb = &self.act.readback;
+                    for (j, part) in parts.iter().enumerate() {
+                        let own = (part.row0 + part.rows - 1) as u64;
+                        if out == ForwardsOut::Hidden {
+                            // the last row after the final norm to row j
+                            let (row, at) = (c as u64 * 4, (j * c) as u64 * 4);
+                            enc.copy_buffer_to_buffer(&self.act.ln, own * row, rb, at, row);
+                            continue;
+                        }
+                        // the last row's logits of forward j (logits row j, or its own
+                        // row with every row's) to row j of the staging buffer
+                        let last = if out == ForwardsOut::EveryLogits {
+                            own
+                        } else {
+                            j as u64
+                        };
+                        for (buf, ch) in self.act.logits.iter().zip(&self.weights.wte.chunks) {
+                            let (rows, at) = (ch.rows as u64, (j * v + ch.row_start) as u64);
+                            enc.copy_buffer_to_buffer(buf, last * rows * 4, rb, at * 4, rows * 4);
+                        }
+                    }
+                    batch.len() * if out == ForwardsOut::Hidden { c } else { v }
+                },
+            )
+        })?;
+        Ok((values, start.elapsed().as_secs_f64()))
     }
 
     /// Run the forward on `ids` with one submission; read back the last position's
@@ -479,7 +502,7 @@ impl Model {
 
     /// The full logits `[T, V]` (tests and tools; responses never need them all).
     pub fn forward_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forwards(&[(ids, 0)], true)?;
+        self.forwards(&[ids], ForwardsOut::EveryLogits)?;
         let t = ids.len();
         let ranges: Vec<_> = self
             .act

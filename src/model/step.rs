@@ -115,6 +115,18 @@ pub(super) struct RoutingTaps {
     pub out: wgpu::Buffer,
 }
 
+/// What a traversal of shared forwards leaves ([`StepKind::Forwards`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ForwardsOut {
+    /// Each forward's last row's logits, gathered to rows 0.. of the logits as a
+    /// prefill's are.
+    LastLogits,
+    /// The logits of every row (as a forward alone).
+    EveryLogits,
+    /// No LM head: every row after the final norm, in `ln` (embeddings).
+    Hidden,
+}
+
 /// Where a step's keys and values live and which logits it computes.
 #[derive(Clone, Copy)]
 pub(super) enum StepKind<'a> {
@@ -128,12 +140,11 @@ pub(super) enum StepKind<'a> {
         routing: Option<&'a RoutingTaps>,
     },
     /// Up to [`MAX_PREFILL_PARTS`] forwards without statistics sharing the traversal:
-    /// each attends within its own rows (`row0 ..`, positions from 0); with
-    /// `every_row` the logits of every row (as a forward alone), else only each
-    /// forward's last row's, gathered to rows 0.. of the logits as a prefill's are.
+    /// each attends within its own rows (`row0 ..`, positions from 0), and leaves what
+    /// `out` says.
     Forwards {
         parts: &'a [ChunkRows],
-        every_row: bool,
+        out: ForwardsOut,
     },
     /// Chunks of up to [`MAX_PREFILL_PARTS`] prompts (rows, slots and tables already
     /// written): their keys and values go to the pool, each prompt is attended by the
@@ -628,10 +639,14 @@ impl Model {
         match kind {
             StepKind::Forwards {
                 parts,
-                every_row: false,
+                out: ForwardsOut::LastLogits,
             } => {
                 self.encode_last_rows_head(pass, 0, parts, None);
             }
+            StepKind::Forwards {
+                out: ForwardsOut::Hidden,
+                ..
+            } => {}
             StepKind::Forward { .. } | StepKind::Forwards { .. } => {
                 for (i, (op, ch)) in ops.lm_head.iter().zip(chunks).enumerate() {
                     encode_matmul_bt(pass, op, t, ch.rows, c, 0);

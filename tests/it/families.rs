@@ -902,3 +902,37 @@ fn moe_routing_per_token_is_what_the_layer_combined() {
         }
     }
 }
+
+#[test]
+fn embeddings_are_the_last_hidden_state_transformers_computes() {
+    // Qwen3's fixture (Qwen3-Embedding is a Qwen3 model): the last position's hidden
+    // state after the final norm (what the LM head reads), with both kernel classes;
+    // a text's the same alone and beside others in one traversal
+    let want = hf_tensor("qwen3", "last_hidden");
+    let input = ids(&meta("qwen3")["input_ids"]);
+    for kernels in ["software", "hardware"] {
+        let model = build("qwen3", serde_json::json!({"kernels": kernels}));
+        let got = model.embed_many(&[&input]).unwrap().remove(0);
+        assert_close(
+            &format!("qwen3 last hidden vs transformers, {kernels}"),
+            &got,
+            &want,
+            1e-4,
+            1e-4,
+        );
+        let short = &input[..9];
+        let together = model.embed_many(&[short, &input, &input[..30]]).unwrap();
+        let alone = model.embed_many(&[short]).unwrap().remove(0);
+        assert_eq!(together.len(), 3);
+        assert_eq!(together[0], alone, "{kernels}: alone and shared");
+        assert_eq!(together[1], got, "{kernels}: alone and shared");
+    }
+    // too many texts, too long, empty: refused
+    let model = build("qwen3", serde_json::json!({}));
+    let many: Vec<&[u32]> = (0..=wgformer::model::MAX_PREFILL_PARTS)
+        .map(|_| &input[..2])
+        .collect();
+    assert!(model.embed_many(&many).is_err());
+    assert!(model.embed_many(&[]).is_err());
+    assert!(model.embed_many(&[&[]]).is_err());
+}
