@@ -14,7 +14,9 @@
 //! | `generation.rs` | active generations: token picking, streaming, stop strings |
 //! | `load.rs` | building and publishing a model, KV pool sizing |
 //! | `forwards.rs` | forwards: tokens, captures, replies |
+//! | `embeddings.rs` | embeddings: tokens, shared traversals without the LM head |
 
+mod embeddings;
 mod forwards;
 mod generation;
 mod load;
@@ -27,8 +29,9 @@ mod steps;
 pub use load::kv_pool_pages;
 pub use options::{EngineOptions, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU};
 pub use requests::{
-    check_stop_ids, AttentionSelect, FinishReason, ForwardReply, ForwardRequest, GenEvent,
-    GenerateRequest, GenerateResult, LayerAttention, Prediction, TokenInfo,
+    check_stop_ids, AttentionSelect, EmbedInput, EmbedReply, FinishReason, ForwardReply,
+    ForwardRequest, GenEvent, GenerateRequest, GenerateResult, LayerAttention, Prediction,
+    TokenInfo,
 };
 pub use state::{Counters, EngineState, KernelTime, ModelSnapshot, Phase, SchedStats};
 
@@ -306,6 +309,14 @@ impl Engine {
         let deadline = self.deadline(false);
         let rx = self.submit(|tx| Job::Forward(req, deadline, tx))?;
         self.wait(rx, deadline, "the forward").await
+    }
+
+    /// The embeddings of `inputs` on the loaded model (in order; a bad input's error
+    /// names its index).
+    pub async fn embed(&self, inputs: Vec<EmbedInput>) -> Result<EmbedReply> {
+        let deadline = self.deadline(false);
+        let rx = self.submit(|tx| Job::Embed(inputs, deadline, tx))?;
+        self.wait(rx, deadline, "the embeddings").await
     }
 
     /// Start a generation; its tokens, then its result (or an error), arrive on the

@@ -26,6 +26,24 @@ pub struct ForwardRequest {
     pub logit_lens: usize,
 }
 
+/// One input of an embeddings request: a text (tokenized as the model's tokenizer
+/// does, the special tokens its post-processor adds included: Qwen3-Embedding's
+/// closing `<|endoftext|>`) or token ids as they are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EmbedInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+/// The embeddings of each input: its last position's hidden state after the final
+/// norm (not normalised), and its tokens.
+#[derive(Clone, Debug)]
+pub struct EmbedReply {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: Vec<usize>,
+    pub seconds: f64,
+}
+
 /// Which attention weights a forward returns: layers and heads (`None`: all), each in
 /// the order asked.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -248,4 +266,9 @@ pub(super) enum Job {
         oneshot::Sender<Result<ForwardReply>>,
     ),
     Generate(GenerateRequest, Instant, mpsc::UnboundedSender<GenEvent>),
+    Embed(
+        Vec<EmbedInput>,
+        Instant,
+        oneshot::Sender<Result<EmbedReply>>,
+    ),
 }

@@ -240,6 +240,7 @@ impl Worker {
                 self.start_build();
             }
             Job::Forward(req, deadline, reply) => self.forwards(vec![(req, deadline, reply)]),
+            Job::Embed(inputs, deadline, reply) => self.embeds(inputs, deadline, reply),
             Job::Generate(req, deadline, events) => {
                 self.waiting.push_back(Waiting {
                     req,

@@ -245,6 +245,7 @@ pub const JSON_ROUTES: &[&str] = &[
     "/api/v1/generate",
     "/v1/completions",
     "/v1/chat/completions",
+    "/v1/embeddings",
     "/v1/messages",
     "/v1/messages/count_tokens",
     "/v1/responses",

@@ -4,6 +4,7 @@
 
 mod app;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod generate;
 pub mod guard;

@@ -254,7 +254,15 @@ fn token_ids(v: &[Value]) -> Option<Vec<u32>> {
 }
 
 fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
-    let shape = "prompt must be a string, an array of strings, an array of token ids, or an array of arrays of token ids";
+    parse_inputs(v, "prompt")
+}
+
+/// A completion's `prompt` or an embeddings request's `input` (named `param` in errors):
+/// a string, an array of strings, an array of token ids, or an array of arrays of token
+/// ids; none empty.
+pub(super) fn parse_inputs(v: &Value, param: &str) -> Result<Vec<Prompt>, ApiError> {
+    let shape = format!("{param} must be a string, an array of strings, an array of token ids, or an array of arrays of token ids");
+    let shape = shape.as_str();
     let prompts = match v {
         Value::String(s) => vec![Prompt::Text(s.clone())],
         Value::Array(items) if items.iter().all(Value::is_string) && !items.is_empty() => items
@@ -263,17 +271,17 @@ fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
             .collect(),
         Value::Array(items) if items.iter().all(Value::is_number) && !items.is_empty() => {
             vec![Prompt::Ids(
-                token_ids(items).ok_or_else(|| bad("prompt", shape))?,
+                token_ids(items).ok_or_else(|| bad(param, shape))?,
             )]
         }
         Value::Array(items) if items.iter().all(Value::is_array) && !items.is_empty() => items
             .iter()
             .map(|a| {
                 let ids = a.as_array().and_then(|a| token_ids(a));
-                ids.map(Prompt::Ids).ok_or_else(|| bad("prompt", shape))
+                ids.map(Prompt::Ids).ok_or_else(|| bad(param, shape))
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(bad("prompt", shape)),
+        _ => return Err(bad(param, shape)),
     };
     for p in &prompts {
         let empty = match p {
@@ -281,10 +289,10 @@ fn parse_prompts(v: &Value) -> Result<Vec<Prompt>, ApiError> {
             Prompt::Ids(ids) => ids.is_empty(),
         };
         if empty {
-            return Err(bad("prompt", "a prompt must not be empty"));
+            return Err(bad(param, format!("a {param} must not be empty")));
         }
         if let Prompt::Text(s) = p {
-            super::routes::validate_text(s).map_err(|e| e.param("prompt"))?;
+            super::routes::validate_text(s).map_err(|e| e.param(param))?;
         }
     }
     Ok(prompts)

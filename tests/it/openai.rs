@@ -1184,3 +1184,156 @@ async fn requests_that_can_never_be_admitted_are_400() {
         400
     );
 }
+
+async fn embed(s: &Server, body: Value) -> (u16, Value) {
+    post(s, "/v1/embeddings", body).await
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_are_unit_vectors_the_same_alone_or_together() {
+    let s = server().await;
+    let (code, v) = embed(
+        &s,
+        json!({"model": "wgformer", "input": "Deep learning is"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (&v["object"], &v["model"]),
+        (&json!("list"), &json!("wgformer"))
+    );
+    let d = &v["data"][0];
+    assert_eq!(
+        (&d["object"], &d["index"]),
+        (&json!("embedding"), &json!(0))
+    );
+    let one = floats(&d["embedding"]);
+    assert_eq!(one.len(), 32, "n_embed");
+    let norm: f32 = one.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    // usage: the tokens of the input, as /v1/tokenize counts them
+    let (_, t) = post(&s, "/v1/tokenize", json!({"content": "Deep learning is"})).await;
+    let ids = t["tokens"].as_array().unwrap().clone();
+    assert_eq!(v["usage"]["prompt_tokens"], ids.len());
+    assert_eq!(v["usage"]["total_tokens"], ids.len());
+    // several inputs: in order, each what it is alone (shared traversals); token ids
+    // embed as their text does
+    let texts = [
+        "The quick brown fox",
+        "Deep learning is",
+        "a",
+        "The quick brown fox",
+    ];
+    let (code, many) = embed(&s, json!({"input": texts})).await;
+    assert_eq!(code, 200, "{many}");
+    let data = many["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(data[i]["index"], i);
+        let (_, alone) = embed(&s, json!({"input": text})).await;
+        assert_eq!(
+            data[i]["embedding"], alone["data"][0]["embedding"],
+            "{text}"
+        );
+    }
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    // more inputs than one traversal takes (16) and than the context holds (64
+    // tokens): several traversals, the same numbers
+    let words: Vec<String> = (0..21).map(|i| format!("word {i} of a list")).collect();
+    let (code, all) = embed(&s, json!({"input": words})).await;
+    assert_eq!(code, 200, "{all}");
+    for i in [0, 15, 16, 20] {
+        let (_, alone) = embed(&s, json!({"input": words[i]})).await;
+        assert_eq!(
+            all["data"][i]["embedding"], alone["data"][0]["embedding"],
+            "{i}"
+        );
+    }
+    let (_, by_ids) = embed(&s, json!({"input": ids})).await;
+    assert_eq!(by_ids["data"][0]["embedding"], d["embedding"]);
+    let (_, lists) = embed(&s, json!({"input": [ids, ids]})).await;
+    assert_eq!(lists["data"][1]["embedding"], d["embedding"]);
+    // base64: the same floats' little-endian bytes
+    let (code, b) = embed(
+        &s,
+        json!({"input": "Deep learning is", "encoding_format": "base64"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{b}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(decoded, one);
+    // dimensions: the first 8 of the same direction, made unit again
+    let (code, short) = embed(&s, json!({"input": "Deep learning is", "dimensions": 8})).await;
+    assert_eq!(code, 200, "{short}");
+    let short = floats(&short["data"][0]["embedding"]);
+    let head: f32 = one[..8].iter().map(|x| x * x).sum::<f32>().sqrt();
+    for (a, b) in short.iter().zip(&one[..8]) {
+        assert!((a - b / head).abs() < 1e-5, "{a} {b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_errors_name_the_parameter() {
+    let s = Server::start(8, 1 << 20).await;
+    // no model loaded
+    let (code, v) = embed(&s, json!({"input": "hi"})).await;
+    assert_openai_error(code, &v, 400, "model_not_initialized", None);
+    assert_eq!(init(&s, &small()).await.0, 200);
+    for (body, param) in [
+        (json!({}), "input"),
+        (json!({"input": ""}), "input"),
+        (json!({"input": []}), "input"),
+        (json!({"input": ["ok", ""]}), "input"),
+        (json!({"input": [[1, 2], []]}), "input"),
+        (json!({"input": {"text": "hi"}}), "input"),
+        (json!({"input": [1, -2]}), "input"),
+        // a token outside the vocabulary (50,304), an input past the context (64)
+        (json!({"input": [[5], [60000]]}), "input"),
+        (json!({"input": ["a", "word ".repeat(80)]}), "input"),
+        (json!({"input": vec!["a"; 2049]}), "input"),
+        (
+            json!({"input": "hi", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (json!({"input": "hi", "dimensions": 0}), "dimensions"),
+        (json!({"input": "hi", "dimensions": 33}), "dimensions"),
+        (json!({"input": "hi", "dimensions": "8"}), "dimensions"),
+    ] {
+        let (code, e) = embed(&s, body.clone()).await;
+        if body.get("input").is_none() || body["dimensions"] == "8" {
+            // a missing field or a wrong type: the body's shape is refused
+            assert_eq!(code, 400, "{body}: {e}");
+            assert!(e["error"]["message"].is_string(), "{e}");
+            continue;
+        }
+        assert_openai_error(code, &e, 400, "invalid_input", Some(param));
+        assert!(!e["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // the input at fault is named
+    let (_, e) = embed(&s, json!({"input": [[5], [60000]]})).await;
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("input[1]") && m.contains("60000"), "{m}");
+    let (_, e) = embed(&s, json!({"input": ["a", "word ".repeat(80)]})).await;
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("input[1]") && m.contains("context of 64"), "{m}");
+    let (code, e) = embed(&s, json!({"model": "gpt-4", "input": "hi"})).await;
+    assert_openai_error(code, &e, 404, "model_not_found", Some("model"));
+    // the model still serves
+    let (code, v) = embed(&s, json!({"input": "still here"})).await;
+    assert_eq!(code, 200, "{v}");
+}

@@ -24,6 +24,7 @@ fn base(path: &str) -> Option<Value> {
         // echo: max_tokens may be 0 (the prompt scored alone)
         "/v1/completions" => json!({"prompt": "a", "max_tokens": 1, "echo": true, "stream": true}),
         "/v1/tokenize" => json!({"content": "a"}),
+        "/v1/embeddings" => json!({"input": "a"}),
         "/v1/detokenize" => json!({"tokens": [64]}),
         "/tokenize" => json!({"prompt": "a"}),
         "/detokenize" => json!({"tokens": [64]}),

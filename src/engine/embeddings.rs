@@ -1,0 +1,141 @@
+//! Embeddings (`/v1/embeddings`): tokenize each input, run them in shared traversals
+//! without the LM head (up to `MAX_PREFILL_PARTS` inputs and the context's tokens
+//! each), and answer every input's last hidden state.
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::load::Loaded;
+use super::requests::{EmbedInput, EmbedReply};
+use super::scheduler::Worker;
+use super::state::timeout_error;
+use crate::error::{Error, Result};
+use crate::model::MAX_PREFILL_PARTS;
+
+/// Each input's tokens; an error names the input at fault (`input[i]`).
+fn input_ids(l: &Loaded, inputs: &[EmbedInput]) -> Result<Vec<Vec<u32>>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let ids = match input {
+                EmbedInput::Text(text) => l.tokenizer.encode(text)?,
+                EmbedInput::Ids(ids) => ids.clone(),
+            };
+            l.model.check_ids(&ids).map_err(|e| at_input(i, e))?;
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// `e` about input `i`.
+fn at_input(i: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("input[{i}]: {m}")),
+        Error::SequenceTooLong { len, max } => Error::InvalidInput(format!(
+            "input[{i}] is {len} tokens, more than the model's context of {max}"
+        )),
+        other => other,
+    }
+}
+
+/// The inputs in groups of consecutive ones that share a traversal.
+fn groups(ids: &[Vec<u32>], context: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut tokens = 0;
+    for (i, x) in ids.iter().enumerate() {
+        match out.last_mut() {
+            Some(g) if g.len() < MAX_PREFILL_PARTS && tokens + x.len() <= context => {
+                g.end = i + 1;
+                tokens += x.len();
+            }
+            _ => {
+                out.push(i..i + 1);
+                tokens = x.len();
+            }
+        }
+    }
+    out
+}
+
+impl Worker {
+    /// Answer an embeddings request: its inputs' last hidden states, in order.
+    pub(super) fn embeds(
+        &mut self,
+        inputs: Vec<EmbedInput>,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<EmbedReply>>,
+    ) {
+        self.started();
+        if Instant::now() > deadline || reply.is_closed() {
+            let _ = reply.send(Err(timeout_error("the embeddings")));
+            return;
+        }
+        let Some(l) = self.loaded.clone() else {
+            let _ = reply.send(Err(Error::ModelNotInitialized));
+            return;
+        };
+        let start = Instant::now();
+        self.state.set_busy("embeddings", deadline);
+        let r = self.embed_all(&l, &inputs, deadline);
+        self.state.clear_busy();
+        let r = r.map(|(vectors, tokens)| EmbedReply {
+            vectors,
+            tokens,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        match &r {
+            Ok(out) => {
+                if let Ok(mut c) = self.state.counters.write() {
+                    c.total_inferences += 1;
+                    c.total_tokens += out.tokens.iter().sum::<usize>() as u64;
+                    c.total_time += out.seconds;
+                    c.last_inference_time = out.seconds;
+                }
+            }
+            Err(e) => self.note_device_loss(e),
+        }
+        let _ = reply.send(r);
+    }
+
+    fn embed_all(
+        &self,
+        l: &Loaded,
+        inputs: &[EmbedInput],
+        deadline: Instant,
+    ) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let ids = input_ids(l, inputs)?;
+        let mut vectors = Vec::with_capacity(ids.len());
+        for g in groups(&ids, l.model.config.context_size) {
+            if Instant::now() > deadline {
+                return Err(timeout_error("the embeddings"));
+            }
+            let batch: Vec<&[u32]> = ids[g].iter().map(Vec::as_slice).collect();
+            vectors.extend(l.model.embed_many(&batch)?);
+        }
+        Ok((vectors, ids.iter().map(Vec::len).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_group_by_count_and_context_in_order() {
+        let ids = |lens: &[usize]| -> Vec<Vec<u32>> { lens.iter().map(|&n| vec![0; n]).collect() };
+        assert_eq!(groups(&ids(&[3, 4, 5]), 12), vec![0..3]);
+        assert_eq!(groups(&ids(&[3, 4, 5]), 11), vec![0..2, 2..3]);
+        assert_eq!(groups(&ids(&[10, 10, 1]), 10), vec![0..1, 1..2, 2..3]);
+        let many = ids(&[1; MAX_PREFILL_PARTS + 1]);
+        assert_eq!(
+            groups(&many, 1000),
+            vec![
+                0..MAX_PREFILL_PARTS,
+                MAX_PREFILL_PARTS..MAX_PREFILL_PARTS + 1
+            ]
+        );
+        assert!(groups(&[], 10).is_empty());
+    }
+}
