@@ -26,6 +26,7 @@ pub(super) struct TokenizedForward {
 
 /// The tokens of a forward's text (truncated to `max_length`).
 pub(super) fn forward_tokens(l: &Loaded, req: &ForwardRequest) -> Result<Vec<TokenInfo>> {
+    l.model.check_head()?;
     if req.text.is_empty() {
         return Err(Error::InvalidInput("input text must not be empty".into()));
     }

@@ -67,6 +67,7 @@ pub(super) struct Waiting {
 /// The prompt's token ids, checked against the model (not empty, room for a token; a
 /// prompt that only scores itself, `max_new_tokens` 0, may fill the whole context).
 pub(super) fn prompt_ids(loaded: &Loaded, req: &GenerateRequest) -> Result<Vec<u32>> {
+    loaded.model.check_head()?;
     let ids = match &req.prompt_ids {
         Some(ids) => ids.clone(),
         None => loaded.tokenizer.encode(&req.prompt)?,

@@ -83,15 +83,18 @@ impl Model {
         shape: ServeShape,
     ) -> Result<Model> {
         config.validate()?;
+        let headless = matches!(&checkpoint, Some(WeightFiles::Directory(d)) if d.headless);
         let source = match checkpoint {
             Some(WeightFiles::Checkpoint(c)) => WeightSource::Checkpoint(c),
             Some(WeightFiles::Directory(d)) => WeightSource::Directory(d),
             None => WeightSource::Seeded(config.seed),
         };
         let c2 = ctx.clone();
-        ctx.scoped("model build", move || {
+        let mut model = ctx.scoped("model build", move || {
             Self::build_inner(config, &source, c2, pipelines, shape)
-        })
+        })?;
+        model.headless = headless;
+        Ok(model)
     }
 
     fn build_inner(
@@ -513,6 +516,7 @@ impl Model {
             argmax_on_device: hardware_kernels,
             sample_on_device: hardware_kernels && ops.sample.is_some(),
             parameter_count: config.parameter_count(),
+            headless: false,
             config,
             ctx,
             pipelines,

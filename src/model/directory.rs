@@ -57,6 +57,8 @@ pub struct ModelDir {
     /// (`language_model.model.` as Gemma 3's are published, `model.language_model.` as
     /// transformers 5 saves them).
     prefix: &'static str,
+    /// A base model's checkpoint without an LM head (see [`crate::model::Model::headless`]).
+    pub headless: bool,
     /// Bytes of the weight files.
     pub weight_bytes: u64,
     /// `tokenizer.json`, when the directory has one.
@@ -285,7 +287,7 @@ impl ModelDir {
             ));
         }
         let config = read_json(&root, dir, "config.json", true)?.unwrap_or_default();
-        let arch = family::from_hf_config(&config.to_string())
+        let mut arch = family::from_hf_config(&config.to_string())
             .map_err(|e| bad(dir, e.to_string().trim_start_matches("invalid config: ")))?;
 
         // weight files: the index's shards, or model.safetensors
@@ -377,12 +379,28 @@ impl ModelDir {
             .exists()
             .then(|| inside(&root, dir, "tokenizer.json"))
             .transpose()?;
-        let prefix = ["language_model.model.", "model.language_model."]
-            .into_iter()
-            .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
-            .unwrap_or("model.");
+        // (a base model's checkpoint, `Qwen3Model`, `MistralModel`, …, names its tensors
+        // without `model.`)
+        let prefix = [
+            "language_model.model.",
+            "model.language_model.",
+            "model.",
+            "",
+        ]
+        .into_iter()
+        .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
+        .unwrap_or("model.");
+        // such a checkpoint has no LM head: with an untied config (e5-mistral's), the
+        // token embedding stands in for it so the model builds, and only embeddings are
+        // served
+        let headless = arch.family != Family::Gpt2
+            && prefix.is_empty()
+            && !arch.tied_head
+            && !tensors.contains_key("lm_head.weight");
+        arch.tied_head |= headless;
         Ok(ModelDir {
             prefix,
+            headless,
             name: name.to_string(),
             arch,
             shards,

@@ -27,6 +27,12 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Gemma3ForConditionalGeneration", Family::Gemma3),
     ("GraniteForCausalLM", Family::Granite),
     ("SmolLM3ForCausalLM", Family::Smollm3),
+    // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
+    // shape), their tensors without `model.`
+    ("LlamaModel", Family::Llama),
+    ("MistralModel", Family::Mistral),
+    ("Qwen2Model", Family::Qwen2),
+    ("Qwen3Model", Family::Qwen3),
 ];
 
 pub use crate::config::Family;

@@ -19,6 +19,16 @@ use crate::kernels::logit_lens::{copy_rows_op, parse_top_k, top_k_rows_op, MAX_L
 use crate::kernels::token_rank::{merge_ranks, token_rank_op, token_target_op, NO_TARGET};
 
 impl Model {
+    /// Refuse what needs the LM head on a model without one ([`Model::headless`]).
+    pub fn check_head(&self) -> Result<()> {
+        match self.headless {
+            true => Err(Error::InvalidInput(
+                "the loaded model has no LM head (a base model's checkpoint, such as an embedding model's): it serves /v1/embeddings only".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
     /// Reject ids the model cannot embed and sequences longer than the context.
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {

@@ -502,6 +502,10 @@ pub struct Model {
     pub act: Activations,
     pub ops: Ops,
     pub parameter_count: usize,
+    /// A base model's checkpoint without an LM head (`MistralModel`, …: an embedding
+    /// model's): the token embedding stands in for the head so the model builds, and
+    /// only embeddings are served.
+    pub headless: bool,
     pub parameter_bytes: u64,
     pub device_bytes: u64,
     /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).

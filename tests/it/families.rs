@@ -936,3 +936,113 @@ fn embeddings_are_the_last_hidden_state_transformers_computes() {
     assert!(model.embed_many(&[]).is_err());
     assert!(model.embed_many(&[&[]]).is_err());
 }
+
+/// The qwen3 fixture rewritten as a base model's checkpoint at `dir`: its tensors
+/// without `model.`, `architectures` `arch`, the head tied or not.
+fn base_model_dir(dir: &std::path::Path, arch: &str, tied: bool) {
+    let src = format!("{FAMILIES}/qwen3");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(format!("{src}/{f}"), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(format!("{src}/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name.trim_start_matches("model.").to_string(), t))
+        .collect();
+    assert!(
+        views.iter().all(|(n, _)| n != "lm_head.weight"),
+        "tied fixture"
+    );
+    let out = safetensors::tensor::serialize(views, None).unwrap();
+    std::fs::write(dir.join("model.safetensors"), out).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{src}/config.json")).unwrap())
+            .unwrap();
+    config["architectures"] = serde_json::json!([arch]);
+    config["tie_word_embeddings"] = tied.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn a_base_model_checkpoint_serves_embeddings() {
+    // A base model's checkpoint (`Qwen3Model`: tensors without `model.`, no LM head):
+    // untied, it has no head, so it embeds and refuses what needs the head; tied (the
+    // embedding is its head), it is the causal model it was. Embeddings and logits:
+    // transformers'.
+    let want = hf_tensor("qwen3", "last_hidden");
+    let input = ids(&meta("qwen3")["input_ids"]);
+    let g = gpu();
+    for (arch, tied) in [("Qwen3Model", false), ("Qwen3ForCausalLM", true)] {
+        let dir = std::env::temp_dir().join(format!("wgformer-base-{arch}-{}", std::process::id()));
+        base_model_dir(&dir, arch, tied);
+        let (cfg, files) =
+            resolve_config(serde_json::json!({"model": dir.to_str().unwrap()})).unwrap();
+        assert_eq!(cfg.architecture, wgformer::config::Family::Qwen3);
+        let model = Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap();
+        assert_eq!(model.headless, !tied, "{arch}");
+        let got = model.embed_many(&[&input]).unwrap().remove(0);
+        assert_close(&format!("{arch} embedding"), &got, &want, 1e-4, 1e-4);
+        if tied {
+            model.check_head().unwrap();
+            let logits = model.forward_logits(&input).unwrap();
+            assert_close(
+                &format!("{arch} logits"),
+                &logits,
+                &hf_logits("qwen3"),
+                1e-4,
+                1e-4,
+            );
+        } else {
+            let e = model.check_head().unwrap_err().to_string();
+            assert!(e.contains("/v1/embeddings only"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_headless_model_answers_embeddings_and_refuses_generation() {
+    use common::http::*;
+    use serde_json::json;
+    let models = std::env::temp_dir().join(format!("wgformer-headless-{}", std::process::id()));
+    base_model_dir(&models.join("embedder"), "Qwen3Model", false);
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "embedder"})).await;
+    assert_eq!(code, 200, "{body}");
+    let text = meta("qwen3")["text"].as_str().unwrap().to_string();
+    let (code, v) = post(&s, "/v1/embeddings", json!({"input": [text, "short"]})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["model"], "embedder");
+    // the fixture's last hidden state, normalised
+    let want = hf_tensor("qwen3", "last_hidden");
+    let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let got: Vec<f32> = v["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let want: Vec<f32> = want.iter().map(|x| x / norm).collect();
+    assert_close("embedder over http", &got, &want, 1e-4, 1e-4);
+    for (path, body) in [
+        ("/v1/completions", json!({"prompt": "hi", "max_tokens": 2})),
+        (
+            "/api/v1/generate",
+            json!({"text": "hi", "max_new_tokens": 2}),
+        ),
+        ("/api/v1/forward", json!({"text": "hi"})),
+    ] {
+        let (code, e) = post(&s, path, body).await;
+        assert_eq!(code, 400, "{path}: {e}");
+        assert!(e.to_string().contains("/v1/embeddings only"), "{path}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&models);
+}
