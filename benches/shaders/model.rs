@@ -431,9 +431,24 @@ impl Bench {
         apart: f64,
         together: f64,
     ) {
+        let labels = ("one by one", "together");
+        self.report_pair(kernel, shape, n, unit, labels, (apart, together));
+    }
+
+    /// Print and record `n` items taking `apart` ms one way and `together` ms the way
+    /// measured (`labels` name the two): the rate of the second, and the ratio.
+    pub(crate) fn report_pair(
+        &mut self,
+        kernel: &str,
+        shape: String,
+        n: usize,
+        unit: &'static str,
+        (first, second): (&str, &str),
+        (apart, together): (f64, f64),
+    ) {
         if !self.json {
             println!(
-                "{kernel:<26} {shape:<26} {apart:10.3} ms one by one, {together:.3} ms together: {:.2}x {unit}",
+                "{kernel:<26} {shape:<26} {apart:10.3} ms {first}, {together:.3} ms {second}: {:.2}x {unit}",
                 apart / together
             );
         }
@@ -479,6 +494,38 @@ impl Bench {
         );
         let shape = format!("{name}{tag} {n} x T={t}");
         self.report_together("gpt2_fwd_shared", shape, n, "forwards/s", apart, together);
+    }
+
+    /// `n` texts of `t` tokens in one shared traversal: with the LM head over each last
+    /// row (`Model::forward_many`), then without it, each last hidden state read back
+    /// (`Model::embed_many`, `/v1/embeddings`); texts/s of each, and the ratio.
+    pub(crate) fn embeddings(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let name = model_name(model);
+        let texts = token_texts(n, t, 13, 211);
+        let with_head: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
+        let batch: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
+        model.embed_many(&batch).unwrap();
+        let runs = if self.quick { 3 } else { 5 };
+        let timed = |f: &dyn Fn()| {
+            median(
+                (0..runs)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        f();
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect(),
+            )
+        };
+        let head = timed(&|| {
+            model.forward_many(&with_head).unwrap();
+        });
+        let embed = timed(&|| {
+            model.embed_many(&batch).unwrap();
+        });
+        let shape = format!("{name}{tag} {n} x T={t}");
+        let labels = ("with the LM head", "without (embeddings)");
+        self.report_pair("gpt2_embed", shape, n, "texts/s", labels, (head, embed));
     }
 
     pub(crate) fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
@@ -563,6 +610,7 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
             b.end_to_end(model, t, tag);
         }
         b.forwards_shared(model, 8, 16, tag);
+        b.embeddings(model, 16, 32, tag);
         b.prefill_batch(model, 8, 32, tag);
         b.decode(model, 64, 64, tag);
         for n in [4, 8, 16] {
