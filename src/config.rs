@@ -53,6 +53,13 @@ pub enum Family {
     /// The Llama block with Gemma's (1 + w) RMSNorms, GELU-gated MLP and the embedding
     /// scaled by √hidden (`GemmaForCausalLM`: Gemma 1, CodeGemma).
     Gemma,
+    /// The Llama block with q/k/v biases, gate and up in one projection, and half of
+    /// each query and key head rotated in adjacent pairs (`GlmForCausalLM`:
+    /// GLM-4-9B-chat).
+    Glm,
+    /// GLM's block with norms after its attention and its MLP too
+    /// (`Glm4ForCausalLM`: GLM-4-0414, GLM-Z1).
+    Glm4,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -82,7 +89,20 @@ impl Family {
     /// before adding them to the residual stream (Gemma's `post_attention_layernorm`,
     /// `post_feedforward_layernorm`).
     pub fn post_norms(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3)
+        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Glm4)
+    }
+
+    /// The families whose rotary positions turn adjacent pairs of a head's dimensions
+    /// (`2i`, `2i + 1`: GPT-J's and GLM's) rather than its two halves (`i`, `i + HS/2`:
+    /// Llama's); the first is the device's layout, so their heads load as they are.
+    pub fn rotates_adjacent_pairs(self) -> bool {
+        matches!(self, Family::Glm | Family::Glm4)
+    }
+
+    /// The families whose MLP's gate and up projections are one tensor
+    /// (`gate_up_proj`, the gate first).
+    pub fn fused_gate_up(self) -> bool {
+        matches!(self, Family::Phi3 | Family::Glm | Family::Glm4)
     }
 
     /// The Gemma families: their RMSNorms multiply by `1 + weight` (folded in at load),

@@ -46,6 +46,12 @@ greedily.
            attention), heads of 32 wider than hidden/heads, tied head, bf16, and
            `hidden_act: "gelu"` in config.json as the published configs write it
            (transformers reads it as the tanh approximation)
+  glm      GLM-4-9B-chat-hf's block: q/k/v biases (attention_bias), gate and up in one
+           gate_up_proj, half of each head rotated in adjacent pairs (GPT-J's layout,
+           not Llama's halves: partial_rotary_factor 0.5 by GlmConfig's default),
+           GQA, untied head, bf16
+  glm4     GLM-4-0414's: GLM's block with norms after the attention and the MLP too
+           (post_self_attn_layernorm, post_mlp_layernorm), f32
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -83,6 +89,8 @@ from transformers import (
     Qwen3Config,
     Qwen3MoeConfig,
     GemmaConfig,
+    GlmConfig,
+    Glm4Config,
     Gemma2Config,
     Gemma3TextConfig,
     GraniteConfig,
@@ -498,6 +506,12 @@ def main(out: str, only: list) -> None:
     )
     build(out, "gemma2", gemma2, torch.bfloat16, bos=True, eos_ids=[1, 2],
           uncapped=("attn_logit_softcapping", "final_logit_softcapping"))
+
+    glm = dict(common, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+               tie_word_embeddings=False, pad_token_id=1,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    build(out, "glm", GlmConfig(**glm), torch.bfloat16, bos=False, eos_ids=[1, 2])
+    build(out, "glm4", Glm4Config(**glm), torch.float32, bos=False, eos_ids=1)
 
     build(
         out,

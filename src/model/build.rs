@@ -152,7 +152,9 @@ impl Model {
         let mut parameter_bytes = 0u64;
         let e = config.moe_num_experts;
         let half = config.dtype == crate::config::Dtype::Float16;
-        let rotary_families = config.architecture.llama_like();
+        // (a family that rotates adjacent pairs has its heads in the device's layout)
+        let rotary_families =
+            config.architecture.llama_like() && !config.architecture.rotates_adjacent_pairs();
         for (i, spec) in specs.iter().enumerate() {
             let mut values = source.values(spec, i)?;
             if spec.name == "wte.weight" || spec.name == "lm_head.weight" {

@@ -688,10 +688,17 @@ impl ModelDir {
             "ln_1.weight" => vec![plain("input_layernorm.weight", vec![c])],
             // Gemma: the norm before the MLP is pre_feedforward_layernorm, and
             // post_attention_layernorm is what its name says (after the attention)
-            "ln_2.weight" if a.family.post_norms() => {
+            "ln_2.weight" if a.family.post_norms() && a.family.gemma() => {
                 vec![plain("pre_feedforward_layernorm.weight", vec![c])]
             }
             "ln_2.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
+            // GLM-4's: post_attention_layernorm is the Llama block's (before the MLP)
+            "attn.post_norm.weight" if a.family == Family::Glm4 => {
+                vec![plain("post_self_attn_layernorm.weight", vec![c])]
+            }
+            "mlp.post_norm.weight" if a.family == Family::Glm4 => {
+                vec![plain("post_mlp_layernorm.weight", vec![c])]
+            }
             "attn.post_norm.weight" => vec![plain("post_attention_layernorm.weight", vec![c])],
             "mlp.post_norm.weight" => vec![plain("post_feedforward_layernorm.weight", vec![c])],
             // Phi-3's q, k and v in one projection, in our order
@@ -719,8 +726,8 @@ impl ModelDir {
             }],
             "attn.c_proj.weight" => vec![down("self_attn.o_proj.weight".into(), q)],
             "attn.c_proj.bias" => vec![plain("self_attn.o_proj.bias", vec![c])],
-            // Phi-3's gate and up in one projection, gate first as ours
-            "mlp.c_fc.weight" if a.family == Family::Phi3 => vec![linears(&[(
+            // Phi-3's and GLM's gate and up in one projection, gate first as ours
+            "mlp.c_fc.weight" if a.family.fused_gate_up() => vec![linears(&[(
                 "mlp.gate_up_proj.weight".into(),
                 spec.shape[1],
             )])],

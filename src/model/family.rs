@@ -27,6 +27,8 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Gemma3ForConditionalGeneration", Family::Gemma3),
     ("GraniteForCausalLM", Family::Granite),
     ("SmolLM3ForCausalLM", Family::Smollm3),
+    ("GlmForCausalLM", Family::Glm),
+    ("Glm4ForCausalLM", Family::Glm4),
     // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
     // shape), their tensors without `model.`
     ("LlamaModel", Family::Llama),
@@ -226,6 +228,8 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("gemma3_text", Family::Gemma3),
         ("granite", Family::Granite),
         ("smollm3", Family::Smollm3),
+        ("glm", Family::Glm),
+        ("glm4", Family::Glm4),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -407,8 +411,8 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     let cfg = value
         .as_object()
         .ok_or_else(|| bad("must be a JSON object".into()))?;
-    let gemma = gemma_text(cfg)?;
-    let cfg = gemma.as_ref().unwrap_or(cfg);
+    let defaulted = with_family_defaults(cfg)?;
+    let cfg = defaulted.as_ref().unwrap_or(cfg);
     let family = family_of(cfg)?;
     let k = Keys(cfg);
     if family == Family::Gpt2 {
@@ -457,6 +461,8 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     }
     let attention_bias = k.bool_or("attention_bias", false)?;
     let qwen = matches!(family, Family::Qwen2 | Family::Qwen2Moe);
+    // GLM's attention_bias (true by default) is q, k and v's, as Qwen2's always are
+    let glm = matches!(family, Family::Glm | Family::Glm4);
     let intermediate = k.usize("intermediate_size")?;
     let moe = match family {
         Family::Mixtral => Some(Moe {
@@ -541,7 +547,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             false => rotary(cfg)?,
         },
         qkv_bias: qwen || attention_bias,
-        o_bias: !qwen && attention_bias,
+        o_bias: !qwen && !glm && attention_bias,
         mlp_bias: k.bool_or("mlp_bias", false)?,
         mlp: Mlp::SwiGlu {
             hidden: intermediate,
@@ -576,12 +582,14 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     })
 }
 
-/// A Gemma language model's config as transformers reads it, or `None` for another
-/// family: every key a config leaves out takes `GemmaConfig`'s, `Gemma2Config`'s or
-/// `Gemma3TextConfig`'s default (the published Gemma 3 4B to 27B configs list only what differs from them),
-/// and a multimodal Gemma 3 checkpoint's (`Gemma3ForConditionalGeneration`, 4B and up)
-/// is its `text_config` (with the top level's token ids).
-fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
+/// The config of a family whose defaults matter as transformers reads it, or `None`
+/// for the others: every key a Gemma config leaves out takes `GemmaConfig`'s,
+/// `Gemma2Config`'s or `Gemma3TextConfig`'s default (the published Gemma 3 4B to 27B
+/// configs list only what differs from them), a multimodal Gemma 3 checkpoint's
+/// (`Gemma3ForConditionalGeneration`, 4B and up) is its `text_config` (with the top
+/// level's token ids), and GLM's rotate half of each head and bias q, k and v unless
+/// they say otherwise.
+fn with_family_defaults(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
     let named = |a: &str, t: &str| {
         let arch = cfg
             .get("architectures")
@@ -589,6 +597,9 @@ fn gemma_text(cfg: &Map<String, Value>) -> Result<Option<Map<String, Value>>> {
             .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(a)));
         arch || cfg.get("model_type").and_then(Value::as_str) == Some(t)
     };
+    if named("GlmForCausalLM", "glm") || named("Glm4ForCausalLM", "glm4") {
+        return Ok(Some(with_defaults(cfg.clone(), GLM_DEFAULTS)));
+    }
     if named("GemmaForCausalLM", "gemma") {
         return Ok(Some(with_defaults(cfg.clone(), GEMMA_DEFAULTS)));
     }
@@ -640,6 +651,10 @@ const GEMMA_3_DEFAULTS: &str = r#"{"model_type": "gemma3_text", "vocab_size": 26
     "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
     "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256,
     "sliding_window": 4096, "rope_local_base_freq": 10000.0, "tie_word_embeddings": true}"#;
+
+/// `GlmConfig`'s and `Glm4Config`'s that differ from what the Llama families read.
+const GLM_DEFAULTS: &str = r#"{"partial_rotary_factor": 0.5, "attention_bias": true,
+    "head_dim": 128, "rms_norm_eps": 1.5625e-7, "tie_word_embeddings": false}"#;
 
 /// `GemmaConfig`'s.
 const GEMMA_DEFAULTS: &str = r#"{"vocab_size": 256000, "hidden_size": 3072,
@@ -1039,6 +1054,48 @@ mod tests {
             e.contains("hidden_activation \"gelu\" is not supported"),
             "{e}"
         );
+    }
+
+    /// GLM-4-9B-0414's config.json, shaped as published (transformers 4 layout).
+    const GLM_4_9B: &str = r#"{"architectures": ["Glm4ForCausalLM"], "attention_bias": true,
+        "attention_dropout": 0.0, "eos_token_id": [151329, 151336, 151338],
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+        "intermediate_size": 13696, "max_position_embeddings": 32768,
+        "model_type": "glm4", "num_attention_heads": 32, "num_hidden_layers": 40,
+        "num_key_value_heads": 2, "pad_token_id": 151329, "partial_rotary_factor": 0.5,
+        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "torch_dtype": "bfloat16", "vocab_size": 151552}"#;
+
+    #[test]
+    fn glm_families_bias_qkv_and_rotate_half_of_each_head_by_default() {
+        let a = from_hf_config(GLM_4_9B).unwrap();
+        assert_eq!(a.family, Family::Glm4);
+        assert!(a.family.post_norms() && !a.family.gemma() && a.family.fused_gate_up());
+        assert!(a.family.rotates_adjacent_pairs());
+        assert!(a.qkv_bias && !a.o_bias && !a.tied_head);
+        assert_eq!((a.n_head, a.n_kv_head, a.head_dim), (32, 2, 128));
+        let Positions::Rotary { partial, .. } = a.positions else {
+            panic!()
+        };
+        assert_eq!(partial, 0.5);
+        // GLM-4-9B-chat-hf's: the keys GlmConfig defaults left out
+        let mut v: Value = serde_json::from_str(GLM_4_9B).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.insert(
+            "architectures".into(),
+            serde_json::json!(["GlmForCausalLM"]),
+        );
+        for key in ["attention_bias", "partial_rotary_factor", "head_dim"] {
+            o.remove(key);
+        }
+        let b = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(b.family, Family::Glm);
+        assert!(!b.family.post_norms() && b.qkv_bias && !b.o_bias);
+        assert_eq!(b.head_dim, 128);
+        let Positions::Rotary { partial, .. } = b.positions else {
+            panic!()
+        };
+        assert_eq!(partial, 0.5);
     }
 
     /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 14] = [
+const ALL: [&str; 16] = [
     "llama",
     "qwen2",
     "mistral",
@@ -26,6 +26,8 @@ const ALL: [&str; 14] = [
     "gemma3",
     "gemma2",
     "gemma",
+    "glm",
+    "glm4",
     "granite",
     "smollm3",
 ];
@@ -149,13 +151,15 @@ fn tokenization_equals_auto_tokenizer() {
         assert_eq!(got, ids(&m["input_ids"]), "{family}");
         // the BOS is added once, by the tokenizer or by add_bos_token, never twice
         let bos_first = got[0] == 0 && got[1] != 0;
-        let no_bos = family.starts_with("qwen") || ["granite", "smollm3"].contains(&family);
+        let no_bos = family.starts_with("qwen")
+            || family.starts_with("glm")
+            || ["granite", "smollm3"].contains(&family);
         assert_eq!(bos_first, !no_bos, "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
         assert_eq!(
             end,
-            if ["llama", "qwen3", "gemma3", "gemma2"].contains(&family) {
+            if ["llama", "qwen3", "gemma3", "gemma2", "glm"].contains(&family) {
                 vec![1, 2]
             } else {
                 vec![1]
