@@ -139,17 +139,24 @@ def round_to(model: torch.nn.Module, dtype: torch.dtype) -> None:
             p.copy_(p.to(dtype).to(torch.float32))
 
 
-def to_transformers4(path: str, scaling) -> None:
-    """Rewrite config.json in the transformers-4 layout: `rope_theta` at the top and
-    `rope_scaling` with `type` (or none) instead of `rope_parameters`."""
+def edit_config(path: str, edit) -> None:
+    """Rewrite the directory's config.json by `edit` (a function changing the dict)."""
     cfg_path = os.path.join(path, "config.json")
     with open(cfg_path) as f:
         cfg = json.load(f)
-    params = cfg.pop("rope_parameters", None) or {}
-    cfg["rope_theta"] = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    cfg["rope_scaling"] = scaling
+    edit(cfg)
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=2)
+
+
+def to_transformers4(path: str, scaling) -> None:
+    """Rewrite config.json in the transformers-4 layout: `rope_theta` at the top and
+    `rope_scaling` with `type` (or none) instead of `rope_parameters`."""
+    def edit(cfg):
+        params = cfg.pop("rope_parameters", None) or {}
+        cfg["rope_theta"] = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        cfg["rope_scaling"] = scaling
+    edit_config(path, edit)
 
 
 def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
@@ -169,12 +176,7 @@ def build(out: str, name: str, config, dtype, *, bos: bool, eos_ids, shard=None,
     if layout4 is not None:
         to_transformers4(path, layout4 if layout4 != "none" else None)
     if config_edit is not None:
-        cfg_path = os.path.join(path, "config.json")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        cfg.update(config_edit)
-        with open(cfg_path, "w") as f:
-            json.dump(cfg, f, indent=2)
+        edit_config(path, lambda cfg: cfg.update(config_edit))
     # generation_config.json with the eos ids (an int or a list)
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": 0, "eos_token_id": eos_ids}, f, indent=2)
