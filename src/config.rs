@@ -60,6 +60,10 @@ pub enum Family {
     /// GLM's block with norms after its attention and its MLP too
     /// (`Glm4ForCausalLM`: GLM-4-0414, GLM-Z1).
     Glm4,
+    /// Rotary positions and grouped-query attention with GPT-2's LayerNorms and GELU
+    /// MLP, biases on every linear and norm, a sliding window (`Starcoder2ForCausalLM`:
+    /// StarCoder2 3B, 7B, 15B).
+    Starcoder2,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -73,6 +77,17 @@ impl Family {
     /// The families whose blocks are Llama-shaped (RMSNorm, rotary, SwiGLU).
     pub fn llama_like(self) -> bool {
         self != Family::Gpt2
+    }
+
+    /// The families whose norms are RMSNorms (the others': LayerNorm).
+    pub fn rms_norm(self) -> bool {
+        self.llama_like() && self != Family::Starcoder2
+    }
+
+    /// The families whose MLP is gated (`down(act(gate(x)) · up(x))`; the others':
+    /// `c_proj(gelu(c_fc(x)))`).
+    pub fn gated_mlp(self) -> bool {
+        self.llama_like() && self != Family::Starcoder2
     }
 
     /// The families whose every block's MLP may be a Mixture of Experts.
@@ -752,7 +767,7 @@ impl ModelConfig {
     /// Floats of a row the MLP's first projection writes: gate and up (SwiGLU), or
     /// the hidden width.
     pub fn ffn_first_width(&self) -> usize {
-        if self.architecture.llama_like() {
+        if self.architecture.gated_mlp() {
             2 * self.ffn_hidden()
         } else {
             self.ffn_hidden()
@@ -794,9 +809,14 @@ impl ModelConfig {
         }
     }
 
-    /// Biases on the MLP's projections and the norms (GPT-2 with `bias`).
+    /// Biases on the MLP's projections (GPT-2's and StarCoder2's, with `bias`).
     pub fn has_mlp_bias(&self) -> bool {
-        !self.architecture.llama_like() && self.bias
+        !self.architecture.gated_mlp() && self.bias
+    }
+
+    /// Biases on the LayerNorms (GPT-2's and StarCoder2's, with `bias`).
+    pub fn has_norm_bias(&self) -> bool {
+        !self.architecture.rms_norm() && self.bias
     }
 
     /// Check every rule; the error names the key and the rule.
@@ -1075,7 +1095,7 @@ impl ModelConfig {
         let qkv = q + 2 * kv;
         let bias = |on: bool| n(usize::from(on));
         let (bn, bqkv, bo, bm) = (
-            bias(self.has_mlp_bias()),
+            bias(self.has_norm_bias()),
             bias(self.has_qkv_bias()),
             bias(self.has_o_bias()),
             bias(self.has_mlp_bias()),
@@ -1127,7 +1147,7 @@ impl ModelConfig {
             dense,
             expert: self.moe_intermediate_size.map_or(dense, n),
             shared: self.moe_shared_expert_size.map_or(0, n),
-            swiglu: self.architecture.llama_like(),
+            swiglu: self.architecture.gated_mlp(),
         }
     }
 

@@ -52,6 +52,8 @@ greedily.
            GQA, untied head, bf16
   glm4     GLM-4-0414's: GLM's block with norms after the attention and the MLP too
            (post_self_attn_layernorm, post_mlp_layernorm), f32
+  starcoder2  rotary positions and GQA with LayerNorms and a GELU MLP (GPT-2's), biases
+           on every linear and norm (use_bias), a sliding window of 8, tied head, f16
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -94,6 +96,7 @@ from transformers import (
     Gemma2Config,
     Gemma3TextConfig,
     GraniteConfig,
+    Starcoder2Config,
     SmolLM3Config,
 )
 
@@ -514,6 +517,25 @@ def main(out: str, only: list) -> None:
                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     build(out, "glm", GlmConfig(**glm), torch.bfloat16, bos=False, eos_ids=[1, 2])
     build(out, "glm4", Glm4Config(**glm), torch.float32, bos=False, eos_ids=1)
+
+    sc2 = {k: v for k, v in common.items() if k != "rms_norm_eps"}
+    build(
+        out,
+        "starcoder2",
+        Starcoder2Config(
+            **sc2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            norm_epsilon=1e-5,
+            use_bias=True,
+            sliding_window=8,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.float16,
+        bos=False,
+        eos_ids=1,
+    )
 
     build(
         out,

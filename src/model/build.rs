@@ -108,7 +108,7 @@ impl Model {
         let ctxlen = config.context_size;
         let h = config.ffn_hidden();
         let heads = config.heads();
-        let llama = config.architecture.llama_like();
+        let llama = config.architecture.gated_mlp();
         // the MLP buffers of the rows hold the widest of the dense MLP and the shared
         // expert (Qwen2-MoE)
         let shared_h = config.moe_shared_expert_size.unwrap_or(0);

@@ -417,7 +417,7 @@ impl ModelDir {
     /// own options; `context_size`, when given, caps the directory's positions.
     pub fn apply(&self, cfg: &mut ModelConfig, given: &[String]) -> Result<()> {
         let a = &self.arch;
-        if a.mlp_bias && a.family != Family::Gpt2 {
+        if a.mlp_bias && a.family.gated_mlp() {
             return Err(bad(&self.name, "mlp_bias is not supported"));
         }
         let hidden = match a.mlp {
@@ -630,6 +630,7 @@ impl ModelDir {
                 return one(format!("{m}embed_tokens.weight"), spec.shape.clone(), false)
             }
             "ln_f.weight" => return one(format!("{m}norm.weight"), spec.shape.clone(), false),
+            "ln_f.bias" => return one(format!("{m}norm.bias"), spec.shape.clone(), false),
             "lm_head.weight" => {
                 // beside the language model's `model.` where that is a prefix's end
                 let head = match m.strip_suffix("model.") {
@@ -686,6 +687,9 @@ impl ModelDir {
         };
         Ok(match rest {
             "ln_1.weight" => vec![plain("input_layernorm.weight", vec![c])],
+            // StarCoder2's LayerNorms have biases
+            "ln_1.bias" => vec![plain("input_layernorm.bias", vec![c])],
+            "ln_2.bias" => vec![plain("post_attention_layernorm.bias", vec![c])],
             // Gemma: the norm before the MLP is pre_feedforward_layernorm, and
             // post_attention_layernorm is what its name says (after the attention)
             "ln_2.weight" if a.family.post_norms() && a.family.gemma() => {
@@ -731,6 +735,15 @@ impl ModelDir {
                 "mlp.gate_up_proj.weight".into(),
                 spec.shape[1],
             )])],
+            // StarCoder2's GELU MLP: GPT-2's names, Linear's [out, in]
+            "mlp.c_fc.weight" if !a.family.gated_mlp() => {
+                vec![linears(&[("mlp.c_fc.weight".into(), spec.shape[1])])]
+            }
+            "mlp.c_fc.bias" => vec![plain("mlp.c_fc.bias", vec![spec.shape[0]])],
+            "mlp.c_proj.weight" if !a.family.gated_mlp() => {
+                vec![down("mlp.c_proj.weight".into(), spec.shape[0])]
+            }
+            "mlp.c_proj.bias" => vec![plain("mlp.c_proj.bias", vec![c])],
             "mlp.c_fc.weight" => vec![linears(&[
                 ("mlp.gate_proj.weight".into(), spec.shape[1] / 2),
                 ("mlp.up_proj.weight".into(), spec.shape[1] / 2),

@@ -29,6 +29,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("SmolLM3ForCausalLM", Family::Smollm3),
     ("GlmForCausalLM", Family::Glm),
     ("Glm4ForCausalLM", Family::Glm4),
+    ("Starcoder2ForCausalLM", Family::Starcoder2),
     // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
     // shape), their tensors without `model.`
     ("LlamaModel", Family::Llama),
@@ -230,6 +231,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("smollm3", Family::Smollm3),
         ("glm", Family::Glm),
         ("glm4", Family::Glm4),
+        ("starcoder2", Family::Starcoder2),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -460,6 +462,17 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         )));
     }
     let attention_bias = k.bool_or("attention_bias", false)?;
+    // StarCoder2: `use_bias` on every linear (and its LayerNorms have theirs)
+    let starcoder = family == Family::Starcoder2;
+    let use_bias = starcoder && k.bool_or("use_bias", true)?;
+    if starcoder {
+        let act = k.0.get("hidden_act").and_then(Value::as_str);
+        if let Some(act) = act.filter(|a| *a != "gelu_pytorch_tanh") {
+            return Err(bad(format!(
+                "hidden_act {act:?} is not supported (gelu_pytorch_tanh)"
+            )));
+        }
+    }
     let qwen = matches!(family, Family::Qwen2 | Family::Qwen2Moe);
     // GLM's attention_bias (true by default) is q, k and v's, as Qwen2's always are
     let glm = matches!(family, Family::Glm | Family::Glm4);
@@ -514,9 +527,12 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         false => (1, None, None),
     };
     let sliding_window = match family {
-        Family::Mistral | Family::Mixtral | Family::Phi3 | Family::Gemma2 | Family::Gemma3 => {
-            k.usize_opt("sliding_window")?
-        }
+        Family::Mistral
+        | Family::Mixtral
+        | Family::Phi3
+        | Family::Gemma2
+        | Family::Gemma3
+        | Family::Starcoder2 => k.usize_opt("sliding_window")?,
         Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
             if k.bool_or("use_sliding_window", false)? =>
         {
@@ -538,19 +554,29 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         n_kv_head,
         head_dim: k.usize_opt("head_dim")?.unwrap_or(hidden_size / n_head),
         max_positions: k.usize("max_position_embeddings")?,
-        norm: NormKind::Rms {
-            eps: k.f32_or("rms_norm_eps", 1e-6)?,
+        norm: match starcoder {
+            true => NormKind::Layer {
+                eps: k.f32_or("norm_epsilon", 1e-5)?,
+            },
+            false => NormKind::Rms {
+                eps: k.f32_or("rms_norm_eps", 1e-6)?,
+            },
         },
         positions: match gemma {
             // transformers 5 keeps the global layers' parameters under full_attention
             true => rotary(&global_rotary(cfg))?,
             false => rotary(cfg)?,
         },
-        qkv_bias: qwen || attention_bias,
-        o_bias: !qwen && !glm && attention_bias,
-        mlp_bias: k.bool_or("mlp_bias", false)?,
-        mlp: Mlp::SwiGlu {
-            hidden: intermediate,
+        qkv_bias: qwen || attention_bias || use_bias,
+        o_bias: (!qwen && !glm && attention_bias) || use_bias,
+        mlp_bias: k.bool_or("mlp_bias", false)? || use_bias,
+        mlp: match starcoder {
+            true => Mlp::Gelu {
+                hidden: intermediate,
+            },
+            false => Mlp::SwiGlu {
+                hidden: intermediate,
+            },
         },
         moe,
         sliding_window,
@@ -578,7 +604,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             Family::Smollm3 => nope_layers(cfg)?,
             _ => Vec::new(),
         },
-        tied_head: k.bool_or("tie_word_embeddings", gemma)?,
+        tied_head: k.bool_or("tie_word_embeddings", gemma || starcoder)?,
     })
 }
 
@@ -1096,6 +1122,39 @@ mod tests {
             panic!()
         };
         assert_eq!(partial, 0.5);
+    }
+
+    /// bigcode/starcoder2-3b's config.json, shaped as published.
+    const STARCODER2_3B: &str = r#"{"architectures": ["Starcoder2ForCausalLM"],
+        "attention_dropout": 0.1, "residual_dropout": 0.1, "embedding_dropout": 0.1,
+        "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 3072, "initializer_range": 0.018042, "intermediate_size": 12288,
+        "max_position_embeddings": 16384, "mlp_type": "default", "model_type": "starcoder2",
+        "norm_epsilon": 1e-05, "norm_type": "layer_norm", "num_attention_heads": 24,
+        "num_hidden_layers": 30, "num_key_value_heads": 2, "rope_theta": 999999.4420358813,
+        "sliding_window": 4096, "torch_dtype": "bfloat16", "use_bias": true,
+        "use_cache": true, "vocab_size": 49152}"#;
+
+    #[test]
+    fn starcoder2_takes_layer_norms_a_gelu_mlp_and_biases() {
+        let a = from_hf_config(STARCODER2_3B).unwrap();
+        assert_eq!(a.family, Family::Starcoder2);
+        assert!(a.family.llama_like() && !a.family.rms_norm() && !a.family.gated_mlp());
+        assert_eq!(a.norm, NormKind::Layer { eps: 1e-5 });
+        assert_eq!(a.mlp, Mlp::Gelu { hidden: 12288 });
+        assert!(a.qkv_bias && a.o_bias && a.mlp_bias && a.tied_head);
+        assert_eq!(
+            (a.n_head, a.n_kv_head, a.head_dim, a.sliding_window),
+            (24, 2, 128, Some(4096))
+        );
+        // without biases, and exact GELU refused by name
+        let mut v: Value = serde_json::from_str(STARCODER2_3B).unwrap();
+        v["use_bias"] = false.into();
+        let b = from_hf_config(&v.to_string()).unwrap();
+        assert!(!b.qkv_bias && !b.o_bias && !b.mlp_bias);
+        v["hidden_act"] = "gelu".into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("hidden_act \"gelu\" is not supported"), "{e}");
     }
 
     /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which

@@ -54,7 +54,10 @@ impl ModelConfig {
         let w = self.widths();
         let hd = self.heads();
         let (q, qkv) = (n(hd.q_width()), n(hd.qkv_width()));
-        let llama = self.architecture.llama_like();
+        let (llama, rotary) = (
+            self.architecture.gated_mlp(),
+            self.architecture.llama_like(),
+        );
         let (e, k) = (n(self.moe_num_experts), n(self.moe_top_k));
         let moe_layers = n(self.moe_layer_count());
         let half = self.dtype == Dtype::Float16;
@@ -88,7 +91,7 @@ impl ModelConfig {
         // the split tiled matmuls' scratch (GPU kernels; counted on every adapter)
         let split_rows = n(SPLIT_MAX_ROWS).min(t);
         act += split_rows * split_row_floats(&self.linear_shapes());
-        if llama {
+        if rotary {
             // the rotary table: cos and sin, each pair's twice (Gemma: two tables)
             act += 2 * t * n(hd.hs) * if self.local_rope() { 2 } else { 1 };
         }

@@ -253,10 +253,10 @@ pub struct MoeActivations {
 }
 
 /// The norm of every block and of the final layer of `cfg`: RMSNorm for the Llama
-/// families, LayerNorm (with bias when the model has biases) for GPT-2.
+/// families, LayerNorm (with bias when the model has biases) for GPT-2 and StarCoder2.
 pub(crate) fn block_norm(cfg: &ModelConfig) -> crate::kernels::layer_norm::Norm {
     use crate::kernels::layer_norm::Norm;
-    if cfg.architecture.llama_like() {
+    if cfg.architecture.rms_norm() {
         Norm::rms(cfg.norm_eps)
     } else {
         Norm {

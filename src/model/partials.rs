@@ -50,7 +50,7 @@ pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
         c,
         h,
         chunk,
-        act: if cfg.architecture.llama_like() {
+        act: if cfg.architecture.gated_mlp() {
             MlpAct::SwiGlu
         } else {
             MlpAct::Gelu

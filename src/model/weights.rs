@@ -157,6 +157,9 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
     for l in 0..cfg.n_layer {
         let p = format!("h.{l}.");
         add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
+        if cfg.has_norm_bias() {
+            add(format!("{p}ln_1.bias"), vec![c], Init::Zeros);
+        }
         let qkv = heads.qkv_width();
         add(
             format!("{p}attn.c_attn.weight"),
@@ -188,6 +191,9 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
             add(format!("{p}attn.post_norm.weight"), vec![c], Init::Ones);
         }
         add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
+        if cfg.has_norm_bias() {
+            add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
+        }
         if cfg.architecture.post_norms() {
             add(format!("{p}mlp.post_norm.weight"), vec![c], Init::Ones);
         }
@@ -228,19 +234,30 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
                 );
             }
         } else {
+            // gate | up (SwiGLU), or the hidden layer alone (StarCoder2's GELU MLP)
+            let first = cfg.ffn_first_width();
             add(
                 format!("{p}mlp.c_fc.weight"),
-                vec![c, 2 * h],
+                vec![c, first],
                 Init::Normal(std),
             );
+            if cfg.has_mlp_bias() {
+                add(format!("{p}mlp.c_fc.bias"), vec![first], Init::Zeros);
+            }
             add(
                 format!("{p}mlp.c_proj.weight"),
                 vec![h, c],
                 Init::Normal(std),
             );
+            if cfg.has_mlp_bias() {
+                add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
+            }
         }
     }
     add("ln_f.weight".into(), vec![c], Init::Ones);
+    if cfg.has_norm_bias() {
+        add("ln_f.bias".into(), vec![c], Init::Zeros);
+    }
     if !cfg.tie_word_embeddings {
         add(
             "lm_head.weight".into(),

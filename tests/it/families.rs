@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 16] = [
+const ALL: [&str; 17] = [
     "llama",
     "qwen2",
     "mistral",
@@ -28,6 +28,7 @@ const ALL: [&str; 16] = [
     "gemma",
     "glm",
     "glm4",
+    "starcoder2",
     "granite",
     "smollm3",
 ];
@@ -153,7 +154,7 @@ fn tokenization_equals_auto_tokenizer() {
         let bos_first = got[0] == 0 && got[1] != 0;
         let no_bos = family.starts_with("qwen")
             || family.starts_with("glm")
-            || ["granite", "smollm3"].contains(&family);
+            || ["granite", "smollm3", "starcoder2"].contains(&family);
         assert_eq!(bos_first, !no_bos, "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
@@ -238,6 +239,8 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
     let half = serde_json::json!({"kv_cache_dtype": "float16"});
     steps_match_the_forward("gemma3", half.clone(), 2e-2);
+    // StarCoder2's window (8) with its LayerNorms and GELU MLP, biases everywhere
+    steps_match_the_forward("starcoder2", serde_json::json!({}), 1e-4);
     // Gemma 2's alternating layers, its scores and logits soft-capped on every path
     steps_match_the_forward("gemma2", serde_json::json!({}), 1e-4);
     steps_match_the_forward("gemma2", half, 2e-2);
@@ -434,6 +437,10 @@ fn seeded_llama_models_build_and_decode_like_their_forward() {
         }
         if arch == "qwen2_moe" {
             value["moe_shared_expert_size"] = 48.into();
+        }
+        if arch == "starcoder2" {
+            // biases on every linear and LayerNorm
+            value["bias"] = true.into();
         }
         if arch == "gemma2" {
             // caps these small seeded weights reach
