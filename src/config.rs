@@ -64,6 +64,11 @@ pub enum Family {
     /// MLP, biases on every linear and norm, a sliding window (`Starcoder2ForCausalLM`:
     /// StarCoder2 3B, 7B, 15B).
     Starcoder2,
+    /// The Llama block made parallel: one LayerNorm (no bias) before both the attention
+    /// and the MLP, whose outputs are both added to the stream; rotary positions in
+    /// adjacent pairs; the logits scaled (`CohereForCausalLM`: Command-R, Aya 23, Aya
+    /// Expanse).
+    Cohere,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -81,7 +86,13 @@ impl Family {
 
     /// The families whose norms are RMSNorms (the others': LayerNorm).
     pub fn rms_norm(self) -> bool {
-        self.llama_like() && self != Family::Starcoder2
+        self.llama_like() && !matches!(self, Family::Starcoder2 | Family::Cohere)
+    }
+
+    /// The families whose attention and MLP both read the block's one norm of the
+    /// stream and add to it side by side (`x + attn(ln(x)) + mlp(ln(x))`).
+    pub fn parallel_block(self) -> bool {
+        self == Family::Cohere
     }
 
     /// The families whose MLP is gated (`down(act(gate(x)) · up(x))`; the others':
@@ -111,7 +122,7 @@ impl Family {
     /// (`2i`, `2i + 1`: GPT-J's and GLM's) rather than its two halves (`i`, `i + HS/2`:
     /// Llama's); the first is the device's layout, so their heads load as they are.
     pub fn rotates_adjacent_pairs(self) -> bool {
-        matches!(self, Family::Glm | Family::Glm4)
+        matches!(self, Family::Glm | Family::Glm4 | Family::Cohere)
     }
 
     /// The families whose MLP's gate and up projections are one tensor
@@ -1120,7 +1131,13 @@ impl ModelConfig {
         } else {
             0
         };
-        let blocks = n(self.n_layer) * (2 * ln + attn + post)
+        // (a parallel block has one norm)
+        let norms = if self.architecture.parallel_block() {
+            1
+        } else {
+            2
+        };
+        let blocks = n(self.n_layer) * (norms * ln + attn + post)
             + moe_layers * moe
             + (n(self.n_layer) - moe_layers) * mlp(w.dense);
         let positions = if self.architecture.llama_like() {

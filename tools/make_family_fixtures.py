@@ -54,6 +54,9 @@ greedily.
            (post_self_attn_layernorm, post_mlp_layernorm), f32
   starcoder2  rotary positions and GQA with LayerNorms and a GELU MLP (GPT-2's), biases
            on every linear and norm (use_bias), a sliding window of 8, tied head, f16
+  cohere   Command-R's / Aya's parallel block: one LayerNorm without bias before both
+           the attention and the MLP, both added to the stream; rotary positions in
+           adjacent pairs; the logits times logit_scale (0.5 here); GQA, tied, bf16
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -96,6 +99,7 @@ from transformers import (
     Gemma2Config,
     Gemma3TextConfig,
     GraniteConfig,
+    CohereConfig,
     Starcoder2Config,
     SmolLM3Config,
 )
@@ -534,6 +538,25 @@ def main(out: str, only: list) -> None:
         ),
         torch.float16,
         bos=False,
+        eos_ids=1,
+    )
+
+    build(
+        out,
+        "cohere",
+        CohereConfig(
+            **sc2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            layer_norm_eps=1e-5,
+            logit_scale=0.5,
+            use_qk_norm=False,
+            tie_word_embeddings=True,
+            pad_token_id=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.bfloat16,
+        bos=True,
         eos_ids=1,
     )
 

@@ -237,15 +237,22 @@ impl Model {
         let mut blocks = Vec::with_capacity(config.n_layer);
         for l in 0..config.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
+            let ln_1_w = need(take(&p("ln_1.weight")), "ln_1.weight")?;
+            // (a parallel block's MLP reads ln_1's output: its ln_2 op, bound to ln_1's
+            // weights, is never dispatched)
+            let ln_2_w = match config.architecture.parallel_block() {
+                true => ln_1_w.clone(),
+                false => need(take(&p("ln_2.weight")), "ln_2.weight")?,
+            };
             blocks.push(BlockWeights {
-                ln_1_w: need(take(&p("ln_1.weight")), "ln_1.weight")?,
+                ln_1_w,
                 ln_1_b: take(&p("ln_1.bias")),
                 attn_w: need(take(&p("attn.c_attn.weight")), "c_attn.weight")?,
                 attn_b: take(&p("attn.c_attn.bias")),
                 head_norm_w: take(&p("attn.head_norm.weight")),
                 proj_w: need(take(&p("attn.c_proj.weight")), "attn.c_proj.weight")?,
                 proj_b: take(&p("attn.c_proj.bias")),
-                ln_2_w: need(take(&p("ln_2.weight")), "ln_2.weight")?,
+                ln_2_w,
                 ln_2_b: take(&p("ln_2.bias")),
                 post_norms: match take(&p("attn.post_norm.weight")) {
                     Some(attn) => Some((
@@ -438,11 +445,14 @@ impl Model {
             &config,
             &folds,
         );
+        // (a parallel block's ln_2 is its ln_1, not counted twice)
+        let shared_ln = config.architecture.parallel_block();
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
                 .map(|x| x.size())
                 .sum::<u64>()
+                - if shared_ln { b.ln_2_w.size() } else { 0 }
                 + [&b.ln_1_b, &b.attn_b, &b.head_norm_w, &b.proj_b, &b.ln_2_b]
                     .iter()
                     .map(|x| x.as_ref().map_or(0, |x| x.size()))
@@ -586,7 +596,8 @@ fn norm_folds(
     w: &DeviceWeights,
     cfg: &ModelConfig,
 ) -> Result<Vec<BlockFolds>> {
-    let Some(lin) = staging_variant(cfg, ctx, pl) else {
+    let lin = staging_variant(cfg, ctx, pl).filter(|_| !cfg.architecture.parallel_block());
+    let Some(lin) = lin else {
         return Ok(w
             .blocks
             .iter()
@@ -808,6 +819,8 @@ pub(super) fn bind_ops(
     } else {
         &a.x
     };
+    // a parallel block (Cohere's): both linears read ln_1's output, no norm folded
+    let parallel = cfg.architecture.parallel_block();
     let blocks = w
         .blocks
         .iter()
@@ -824,7 +837,8 @@ pub(super) fn bind_ops(
                 &a.qkv,
                 (heads.qkv_width(), c),
                 Some((&kv.k[l], &kv.v[l])),
-                Some((&b.ln_1_w, &b.ln_1_b)),
+                // a parallel block's ln_1 is dispatched: its MLP reads it too
+                (!parallel).then_some((&b.ln_1_w, &b.ln_1_b)),
                 folds[l].qkv.as_ref(),
                 w.rope_of(cfg, l),
             ),
@@ -1032,7 +1046,7 @@ pub(super) fn bind_ops(
                             &a.hidden,
                             (2 * hidden, c),
                             None,
-                            Some((&b.ln_2_w, &b.ln_2_b)),
+                            (!parallel).then_some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
                             None,
                         ),
@@ -1062,7 +1076,7 @@ pub(super) fn bind_ops(
                             &a.hidden,
                             (hidden, c),
                             None,
-                            Some((&b.ln_2_w, &b.ln_2_b)),
+                            (!parallel).then_some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
                             None,
                         ),

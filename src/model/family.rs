@@ -30,6 +30,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("GlmForCausalLM", Family::Glm),
     ("Glm4ForCausalLM", Family::Glm4),
     ("Starcoder2ForCausalLM", Family::Starcoder2),
+    ("CohereForCausalLM", Family::Cohere),
     // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
     // shape), their tensors without `model.`
     ("LlamaModel", Family::Llama),
@@ -232,6 +233,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("glm", Family::Glm),
         ("glm4", Family::Glm4),
         ("starcoder2", Family::Starcoder2),
+        ("cohere", Family::Cohere),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -465,6 +467,13 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     // StarCoder2: `use_bias` on every linear (and its LayerNorms have theirs)
     let starcoder = family == Family::Starcoder2;
     let use_bias = starcoder && k.bool_or("use_bias", true)?;
+    let cohere = family == Family::Cohere;
+    if cohere && k.bool_or("use_qk_norm", false)? {
+        return Err(bad(
+            "use_qk_norm is not supported (Command R+'s LayerNorms of the query and key heads)"
+                .into(),
+        ));
+    }
     if starcoder {
         let act = k.0.get("hidden_act").and_then(Value::as_str);
         if let Some(act) = act.filter(|a| *a != "gelu_pytorch_tanh") {
@@ -554,11 +563,14 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         n_kv_head,
         head_dim: k.usize_opt("head_dim")?.unwrap_or(hidden_size / n_head),
         max_positions: k.usize("max_position_embeddings")?,
-        norm: match starcoder {
-            true => NormKind::Layer {
+        norm: match (starcoder, cohere) {
+            (true, _) => NormKind::Layer {
                 eps: k.f32_or("norm_epsilon", 1e-5)?,
             },
-            false => NormKind::Rms {
+            (_, true) => NormKind::Layer {
+                eps: k.f32_or("layer_norm_eps", 1e-5)?,
+            },
+            _ => NormKind::Rms {
                 eps: k.f32_or("rms_norm_eps", 1e-6)?,
             },
         },
@@ -598,13 +610,20 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
                 .map(|key| k.f32_opt(key));
                 [e?, a?, r?, l?]
             }
+            // Cohere's logits times logit_scale: our logits_scaling divides
+            Family::Cohere => [
+                None,
+                None,
+                None,
+                Some(1.0 / k.f32_or("logit_scale", 0.0625)?),
+            ],
             _ => [None; 4],
         },
         nope_layers: match family {
             Family::Smollm3 => nope_layers(cfg)?,
             _ => Vec::new(),
         },
-        tied_head: k.bool_or("tie_word_embeddings", gemma || starcoder)?,
+        tied_head: k.bool_or("tie_word_embeddings", gemma || starcoder || cohere)?,
     })
 }
 
@@ -1155,6 +1174,32 @@ mod tests {
         v["hidden_act"] = "gelu".into();
         let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
         assert!(e.contains("hidden_act \"gelu\" is not supported"), "{e}");
+    }
+
+    /// CohereForAI/aya-expanse-8b's config.json, shaped as published.
+    const AYA_EXPANSE_8B: &str = r#"{"architectures": ["CohereForCausalLM"],
+        "attention_bias": false, "bos_token_id": 5, "eos_token_id": 255001,
+        "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336,
+        "layer_norm_eps": 1e-05, "logit_scale": 0.125, "max_position_embeddings": 8192,
+        "model_type": "cohere", "num_attention_heads": 32, "num_hidden_layers": 32,
+        "num_key_value_heads": 8, "pad_token_id": 0, "rope_theta": 10000,
+        "use_qk_norm": false, "vocab_size": 256000}"#;
+
+    #[test]
+    fn cohere_is_a_parallel_block_with_scaled_logits() {
+        let a = from_hf_config(AYA_EXPANSE_8B).unwrap();
+        assert_eq!(a.family, Family::Cohere);
+        assert!(a.family.parallel_block() && a.family.rotates_adjacent_pairs());
+        assert!(!a.family.rms_norm() && a.family.gated_mlp());
+        assert_eq!(a.norm, NormKind::Layer { eps: 1e-5 });
+        // logits × 0.125: the final norm's weights times 1 / 8 at load
+        assert_eq!(a.multipliers, [None, None, None, Some(8.0)]);
+        assert!(a.tied_head && !a.qkv_bias && !a.o_bias);
+        // Command R+'s head norms are refused by name
+        let mut v: Value = serde_json::from_str(AYA_EXPANSE_8B).unwrap();
+        v["use_qk_norm"] = true.into();
+        let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("use_qk_norm is not supported"), "{e}");
     }
 
     /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which

@@ -40,6 +40,7 @@ pub fn mlp_shape(cfg: &ModelConfig, hardware: bool) -> Option<MlpShape> {
         && cfg.decode_blocks == DecodeBlocks::Auto
         && !cfg.use_moe
         && !cfg.architecture.post_norms()
+        && !cfg.architecture.parallel_block()
         && c.is_multiple_of(4)
         && c <= MAX_STAGE
         && heads.nh <= MAX_PARTS

@@ -359,7 +359,8 @@ impl Model {
                 matches!(gating, MoeGating::Normed(_)).then_some(self.norm())
             }
         };
-        if folded.is_none() {
+        // (a parallel block's MLP reads ln_1's output, still in `ln`)
+        if folded.is_none() && !cfg.architecture.parallel_block() {
             encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
         }
         let up = Fusion {

@@ -190,9 +190,11 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
             // the norm of the attention's output, before the residual add (Gemma)
             add(format!("{p}attn.post_norm.weight"), vec![c], Init::Ones);
         }
-        add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
-        if cfg.has_norm_bias() {
-            add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
+        if !cfg.architecture.parallel_block() {
+            add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
+            if cfg.has_norm_bias() {
+                add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);
+            }
         }
         if cfg.architecture.post_norms() {
             add(format!("{p}mlp.post_norm.weight"), vec![c], Init::Ones);

@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 17] = [
+const ALL: [&str; 18] = [
     "llama",
     "qwen2",
     "mistral",
@@ -29,6 +29,7 @@ const ALL: [&str; 17] = [
     "glm",
     "glm4",
     "starcoder2",
+    "cohere",
     "granite",
     "smollm3",
 ];
