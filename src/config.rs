@@ -69,6 +69,9 @@ pub enum Family {
     /// adjacent pairs; the logits scaled (`CohereForCausalLM`: Command-R, Aya 23, Aya
     /// Expanse).
     Cohere,
+    /// Cohere's block with windowed layers rotated and every fourth layer global and
+    /// without positions (`Cohere2ForCausalLM`: Command R7B, Command A).
+    Cohere2,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -86,13 +89,13 @@ impl Family {
 
     /// The families whose norms are RMSNorms (the others': LayerNorm).
     pub fn rms_norm(self) -> bool {
-        self.llama_like() && !matches!(self, Family::Starcoder2 | Family::Cohere)
+        self.llama_like() && !matches!(self, Family::Starcoder2 | Family::Cohere | Family::Cohere2)
     }
 
     /// The families whose attention and MLP both read the block's one norm of the
     /// stream and add to it side by side (`x + attn(ln(x)) + mlp(ln(x))`).
     pub fn parallel_block(self) -> bool {
-        self == Family::Cohere
+        matches!(self, Family::Cohere | Family::Cohere2)
     }
 
     /// The families whose MLP is gated (`down(act(gate(x)) · up(x))`; the others':
@@ -122,7 +125,10 @@ impl Family {
     /// (`2i`, `2i + 1`: GPT-J's and GLM's) rather than its two halves (`i`, `i + HS/2`:
     /// Llama's); the first is the device's layout, so their heads load as they are.
     pub fn rotates_adjacent_pairs(self) -> bool {
-        matches!(self, Family::Glm | Family::Glm4 | Family::Cohere)
+        matches!(
+            self,
+            Family::Glm | Family::Glm4 | Family::Cohere | Family::Cohere2
+        )
     }
 
     /// The families whose MLP's gate and up projections are one tensor

@@ -57,6 +57,8 @@ greedily.
   cohere   Command-R's / Aya's parallel block: one LayerNorm without bias before both
            the attention and the MLP, both added to the stream; rotary positions in
            adjacent pairs; the logits times logit_scale (0.5 here); GQA, tied, bf16
+  cohere2  Command R7B's: Cohere's block over 4 layers, 0-2 windowed (8) and rotated,
+           layer 3 global without positions (Cohere2Config's default layer_types), f32
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -100,6 +102,7 @@ from transformers import (
     Gemma3TextConfig,
     GraniteConfig,
     CohereConfig,
+    Cohere2Config,
     Starcoder2Config,
     SmolLM3Config,
 )
@@ -556,6 +559,25 @@ def main(out: str, only: list) -> None:
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         ),
         torch.bfloat16,
+        bos=True,
+        eos_ids=1,
+    )
+
+    build(
+        out,
+        "cohere2",
+        Cohere2Config(
+            **dict(sc2, num_hidden_layers=4),
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            layer_norm_eps=1e-5,
+            logit_scale=0.5,
+            sliding_window=8,
+            tie_word_embeddings=True,
+            pad_token_id=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.float32,
         bos=True,
         eos_ids=1,
     )

@@ -31,6 +31,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Glm4ForCausalLM", Family::Glm4),
     ("Starcoder2ForCausalLM", Family::Starcoder2),
     ("CohereForCausalLM", Family::Cohere),
+    ("Cohere2ForCausalLM", Family::Cohere2),
     // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
     // shape), their tensors without `model.`
     ("LlamaModel", Family::Llama),
@@ -234,6 +235,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("glm4", Family::Glm4),
         ("starcoder2", Family::Starcoder2),
         ("cohere", Family::Cohere),
+        ("cohere2", Family::Cohere2),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -467,7 +469,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     // StarCoder2: `use_bias` on every linear (and its LayerNorms have theirs)
     let starcoder = family == Family::Starcoder2;
     let use_bias = starcoder && k.bool_or("use_bias", true)?;
-    let cohere = family == Family::Cohere;
+    let cohere = matches!(family, Family::Cohere | Family::Cohere2);
     if cohere && k.bool_or("use_qk_norm", false)? {
         return Err(bad(
             "use_qk_norm is not supported (Command R+'s LayerNorms of the query and key heads)"
@@ -531,9 +533,10 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     }
     // Mistral masks keys past the window; the Qwen families only with use_sliding_window
     let gemma = family.gemma();
-    let (sliding_window_pattern, rope_local_theta, query_pre_attn_scalar) = match gemma {
-        true => gemma_extras(cfg, family)?,
-        false => (1, None, None),
+    let (sliding_window_pattern, rope_local_theta, query_pre_attn_scalar) = match family {
+        _ if gemma => gemma_extras(cfg, family)?,
+        Family::Cohere2 => (layer_pattern(cfg, 4)?, None, None),
+        _ => (1, None, None),
     };
     let sliding_window = match family {
         Family::Mistral
@@ -541,6 +544,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         | Family::Phi3
         | Family::Gemma2
         | Family::Gemma3
+        | Family::Cohere2
         | Family::Starcoder2 => k.usize_opt("sliding_window")?,
         Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
             if k.bool_or("use_sliding_window", false)? =>
@@ -611,7 +615,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
                 [e?, a?, r?, l?]
             }
             // Cohere's logits times logit_scale: our logits_scaling divides
-            Family::Cohere => [
+            Family::Cohere | Family::Cohere2 => [
                 None,
                 None,
                 None,
@@ -621,6 +625,10 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         },
         nope_layers: match family {
             Family::Smollm3 => nope_layers(cfg)?,
+            // Cohere2's global layers take no positions
+            Family::Cohere2 => (0..k.usize("num_hidden_layers")?)
+                .filter(|l| (l + 1).is_multiple_of(sliding_window_pattern))
+                .collect(),
             _ => Vec::new(),
         },
         tied_head: k.bool_or("tie_word_embeddings", gemma || starcoder || cohere)?,
@@ -767,8 +775,41 @@ fn gemma_extras(
             "hidden_activation {act:?} is not supported (gelu_pytorch_tanh)"
         )));
     }
+    let default = match family {
+        Family::Gemma2 => 2,
+        _ => 6,
+    };
+    let pattern = layer_pattern(cfg, default)?;
+    let local = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("sliding_attention"))
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .map(|t| t as f32);
+    let local = match (local, family) {
+        (Some(t), _) => Some(t),
+        (None, Family::Gemma3) => Some(k.f32_or("rope_local_base_freq", 10_000.0)?),
+        // Gemma 1 and 2 rotate every layer with rope_theta
+        (None, _) => None,
+    };
+    let scalar = match cfg.get("query_pre_attn_scalar") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| bad(format!("query_pre_attn_scalar must be a number, not {v}")))?
+                as f32,
+        ),
+    };
+    Ok((pattern, local, scalar))
+}
+
+/// Every how-many-th layer attends to every key, the others within the window:
+/// `layer_types` (which must make every p-th layer `full_attention`), else
+/// `sliding_window_pattern`, else `default` (Gemma 2's 2, Gemma 3's 6, Cohere2's 4).
+fn layer_pattern(cfg: &Map<String, Value>, default: usize) -> Result<usize> {
+    let k = Keys(cfg);
     let n_layer = k.usize("num_hidden_layers")?;
-    let pattern = match cfg.get("layer_types").and_then(Value::as_array) {
+    Ok(match cfg.get("layer_types").and_then(Value::as_array) {
         Some(types) => {
             let full: Vec<bool> = types
                 .iter()
@@ -792,32 +833,11 @@ fn gemma_extras(
             }
             p
         }
-        None => match family {
-            Family::Gemma2 => 2,
-            _ => k.usize_opt("sliding_window_pattern")?.unwrap_or(6).max(1),
-        },
-    };
-    let local = cfg
-        .get("rope_parameters")
-        .and_then(|p| p.get("sliding_attention"))
-        .and_then(|p| p.get("rope_theta"))
-        .and_then(Value::as_f64)
-        .map(|t| t as f32);
-    let local = match (local, family) {
-        (Some(t), _) => Some(t),
-        (None, Family::Gemma3) => Some(k.f32_or("rope_local_base_freq", 10_000.0)?),
-        // Gemma 1 and 2 rotate every layer with rope_theta
-        (None, _) => None,
-    };
-    let scalar = match cfg.get("query_pre_attn_scalar") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| bad(format!("query_pre_attn_scalar must be a number, not {v}")))?
-                as f32,
-        ),
-    };
-    Ok((pattern, local, scalar))
+        None => k
+            .usize_opt("sliding_window_pattern")?
+            .unwrap_or(default)
+            .max(1),
+    })
 }
 
 #[cfg(test)]
@@ -1200,6 +1220,29 @@ mod tests {
         v["use_qk_norm"] = true.into();
         let e = from_hf_config(&v.to_string()).unwrap_err().to_string();
         assert!(e.contains("use_qk_norm is not supported"), "{e}");
+    }
+
+    /// CohereForAI/c4ai-command-r7b-12-2024's config.json, shaped as published (the
+    /// layer pattern as the integer older configs give).
+    const COMMAND_R7B: &str = r#"{"architectures": ["Cohere2ForCausalLM"],
+        "hidden_size": 4096, "intermediate_size": 14336, "layer_norm_eps": 1e-05,
+        "logit_scale": 0.25, "max_position_embeddings": 8192, "model_type": "cohere2",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "rope_theta": 50000, "sliding_window": 4096, "sliding_window_pattern": 4,
+        "vocab_size": 256000}"#;
+
+    #[test]
+    fn cohere2_windows_three_layers_in_four_and_leaves_the_fourth_unrotated() {
+        let a = from_hf_config(COMMAND_R7B).unwrap();
+        assert_eq!(a.family, Family::Cohere2);
+        assert!(a.family.parallel_block() && a.family.rotates_adjacent_pairs());
+        assert_eq!(
+            (a.sliding_window, a.sliding_window_pattern),
+            (Some(4096), 4)
+        );
+        assert_eq!(a.nope_layers, (0..8).map(|i| 4 * i + 3).collect::<Vec<_>>());
+        assert_eq!(a.multipliers, [None, None, None, Some(4.0)]);
+        assert!(a.tied_head);
     }
 
     /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which

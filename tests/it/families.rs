@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 18] = [
+const ALL: [&str; 19] = [
     "llama",
     "qwen2",
     "mistral",
@@ -30,6 +30,7 @@ const ALL: [&str; 18] = [
     "glm4",
     "starcoder2",
     "cohere",
+    "cohere2",
     "granite",
     "smollm3",
 ];
@@ -240,6 +241,8 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
     let half = serde_json::json!({"kv_cache_dtype": "float16"});
     steps_match_the_forward("gemma3", half.clone(), 2e-2);
+    // Command R7B's windowed layers (8) and its global layer without positions
+    steps_match_the_forward("cohere2", serde_json::json!({}), 1e-4);
     // StarCoder2's window (8) with its LayerNorms and GELU MLP, biases everywhere
     steps_match_the_forward("starcoder2", serde_json::json!({}), 1e-4);
     // Gemma 2's alternating layers, its scores and logits soft-capped on every path
