@@ -72,6 +72,10 @@ pub enum Family {
     /// Cohere's block with windowed layers rotated and every fourth layer global and
     /// without positions (`Cohere2ForCausalLM`: Command R7B, Command A).
     Cohere2,
+    /// The Llama block with norms only after the attention and the MLP (none before),
+    /// and one RMSNorm over all the query heads and one over all the key heads
+    /// (`Olmo2ForCausalLM`: OLMo 2).
+    Olmo2,
     /// The Llama block with its scalars: the embedding, the scores, each residual add
     /// and the logits multiplied by constants of the config (`GraniteForCausalLM`:
     /// IBM Granite 3).
@@ -109,16 +113,34 @@ impl Family {
         matches!(self, Family::Mixtral | Family::Qwen2Moe | Family::Qwen3Moe)
     }
 
-    /// The families that normalise each query and key head (`q_norm`, `k_norm`).
+    /// The families that normalise their query and key heads (`q_norm`, `k_norm`).
     pub fn head_norm(self) -> bool {
-        matches!(self, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3)
+        matches!(
+            self,
+            Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3 | Family::Olmo2
+        )
+    }
+
+    /// The families whose `q_norm` spans all the query heads (and `k_norm` all the key
+    /// heads), a weight a channel, rather than each head (OLMo 2's).
+    pub fn whole_head_norm(self) -> bool {
+        self == Family::Olmo2
+    }
+
+    /// The families that normalise the stream before the attention and the MLP (all
+    /// but OLMo 2, which normalises only their outputs).
+    pub fn pre_norms(self) -> bool {
+        self != Family::Olmo2
     }
 
     /// The families whose blocks normalise the attention's and the MLP's outputs
     /// before adding them to the residual stream (Gemma's `post_attention_layernorm`,
     /// `post_feedforward_layernorm`).
     pub fn post_norms(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Glm4)
+        matches!(
+            self,
+            Family::Gemma2 | Family::Gemma3 | Family::Glm4 | Family::Olmo2
+        )
     }
 
     /// The families whose rotary positions turn adjacent pairs of a head's dimensions
@@ -1119,10 +1141,13 @@ impl ModelConfig {
         );
         let ln = c + bn * c;
         // Qwen3's norms of the query and key heads: a weight a dimension of a head each
-        let head_norm = if self.architecture.head_norm() {
-            2 * n(hd.hs)
-        } else {
-            0
+        let head_norm = match (
+            self.architecture.head_norm(),
+            self.architecture.whole_head_norm(),
+        ) {
+            (true, false) => 2 * n(hd.hs),
+            (true, true) => q + kv,
+            (false, _) => 0,
         };
         let attn = c * qkv + bqkv * qkv + head_norm + q * c + bo * c;
         // an MLP of hidden width h: its first projection writes `first(h)` floats
@@ -1137,11 +1162,14 @@ impl ModelConfig {
         } else {
             0
         };
-        // (a parallel block has one norm)
-        let norms = if self.architecture.parallel_block() {
-            1
-        } else {
-            2
+        // (a parallel block has one norm, OLMo 2's none before its attention and MLP)
+        let norms = match (
+            self.architecture.pre_norms(),
+            self.architecture.parallel_block(),
+        ) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => 2,
         };
         let blocks = n(self.n_layer) * (norms * ln + attn + post)
             + moe_layers * moe

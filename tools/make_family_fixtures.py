@@ -59,6 +59,9 @@ greedily.
            adjacent pairs; the logits times logit_scale (0.5 here); GQA, tied, bf16
   cohere2  Command R7B's: Cohere's block over 4 layers, 0-2 windowed (8) and rotated,
            layer 3 global without positions (Cohere2Config's default layer_types), f32
+  olmo2    OLMo 2's block: no norm before the attention nor the MLP, one after each,
+           and q_norm / k_norm each one RMSNorm over all the query (key) heads, a weight
+           a channel; GQA, untied head, bf16
   gemma2   Gemma 2's block: Gemma 3's without the head norms, layers alternating
            sliding (window 8) and full as Gemma2Config's default has them, heads of 32,
            GQA, query_pre_attn_scalar 24, and its soft caps at values these tiny
@@ -103,6 +106,7 @@ from transformers import (
     GraniteConfig,
     CohereConfig,
     Cohere2Config,
+    Olmo2Config,
     Starcoder2Config,
     SmolLM3Config,
 )
@@ -579,6 +583,22 @@ def main(out: str, only: list) -> None:
         ),
         torch.float32,
         bos=True,
+        eos_ids=1,
+    )
+
+    build(
+        out,
+        "olmo2",
+        Olmo2Config(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            pad_token_id=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        torch.bfloat16,
+        bos=False,
         eos_ids=1,
     )
 

@@ -29,7 +29,8 @@ pub struct HeadNormParams {
     pub head4: u32,
     pub rot4: u32,
     pub eps: f32,
-    pub _pad0: u32,
+    /// 1: one norm over all the query heads, one over all the key heads (OLMo 2's).
+    pub whole: u32,
     pub _pad1: u32,
     pub _pad2: u32,
 }
@@ -59,15 +60,25 @@ pub fn head_norm_op(
     )
 }
 
-/// Record the norm of the query and key heads of `t` rows of qkv (`eps`: the norm's),
-/// then their rotation (`rope`) and the keys' and values' store to the pool (`store`,
-/// an op bound with the pool).
+/// How the query and key heads are normalised: each head over itself with weights
+/// `[2, HS]` (Qwen3's, Gemma 3's), or all the query heads together and all the key
+/// heads together with a weight a channel, `[Q + KV]` (OLMo 2's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadNormSpan {
+    Head,
+    Whole,
+}
+
+/// Record the norm of the query and key heads of `t` rows of qkv (`eps`: the norm's,
+/// over `span`), then their rotation (`rope`) and the keys' and values' store to the
+/// pool (`store`, an op bound with the pool).
+#[allow(clippy::too_many_arguments)]
 pub fn encode_head_norm(
     pass: &mut wgpu::ComputePass<'_>,
     op: &KernelOp,
     t: usize,
     heads: Heads,
-    eps: f32,
+    (eps, span): (f32, HeadNormSpan),
     store: bool,
     rope: Option<Rope>,
 ) {
@@ -83,11 +94,15 @@ pub fn encode_head_norm(
         head4: (heads.hs / 4) as u32,
         rot4,
         eps,
-        _pad0: 0,
+        whole: u32::from(span == HeadNormSpan::Whole),
         _pad1: 0,
         _pad2: 0,
     };
-    let (x, y) = grid_1d(t * (heads.nh + 2 * heads.nkv));
+    let spans = match span {
+        HeadNormSpan::Head => heads.nh + 2 * heads.nkv,
+        HeadNormSpan::Whole => 2 + heads.nkv,
+    };
+    let (x, y) = grid_1d(t * spans);
     op.encode(pass, &p, (x, y, 1));
 }
 
@@ -110,7 +125,7 @@ pub fn run_head_norm(
     qkv: &[f32],
     g: &[f32],
     heads: Heads,
-    eps: f32,
+    eps: (f32, HeadNormSpan),
     (positions, rope_table): (&[u32], &[f32]),
     (slots, rows): (&[u32], usize),
 ) -> Result<HeadNormRun> {

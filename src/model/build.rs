@@ -185,9 +185,17 @@ impl Model {
                 values = crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs);
             }
             if spec.name.ends_with(".attn.head_norm.weight") {
-                // a row a head, interleaved as the heads it weighs
+                // a row a head, interleaved as the heads it weighs (OLMo 2's: one row,
+                // a weight a channel of every query and key head)
                 let hs = (heads.hs, config.rotary_dim());
-                values = crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, hs);
+                values = match config.architecture.whole_head_norm() {
+                    true => {
+                        let cols = heads.q_width() + heads.kv_width();
+                        let rotated = heads.nh + heads.nkv;
+                        crate::kernels::rotary::interleave_heads(&values, cols, rotated, hs)
+                    }
+                    false => crate::kernels::rotary::interleave_heads(&values, heads.hs, 1, hs),
+                };
             }
             if weights::stored_in_panels(&spec.name) {
                 values = to_panels(&values, spec.shape[0], spec.shape[1]);
@@ -237,10 +245,16 @@ impl Model {
         let mut blocks = Vec::with_capacity(config.n_layer);
         for l in 0..config.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
-            let ln_1_w = need(take(&p("ln_1.weight")), "ln_1.weight")?;
+            // (OLMo 2's blocks have no norm before the attention nor the MLP: their ops,
+            // bound to a stand-in, are never dispatched)
+            let ln_1_w = match config.architecture.pre_norms() {
+                true => need(take(&p("ln_1.weight")), "ln_1.weight")?,
+                false => buffers::upload(&ctx, "no pre-norm", &vec![1.0; c]),
+            };
             // (a parallel block's MLP reads ln_1's output: its ln_2 op, bound to ln_1's
             // weights, is never dispatched)
-            let ln_2_w = match config.architecture.parallel_block() {
+            let shares = config.architecture.parallel_block() || !config.architecture.pre_norms();
+            let ln_2_w = match shares {
                 true => ln_1_w.clone(),
                 false => need(take(&p("ln_2.weight")), "ln_2.weight")?,
             };
@@ -446,7 +460,7 @@ impl Model {
             &folds,
         );
         // (a parallel block's ln_2 is its ln_1, not counted twice)
-        let shared_ln = config.architecture.parallel_block();
+        let shared_ln = config.architecture.parallel_block() || !config.architecture.pre_norms();
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
@@ -554,7 +568,13 @@ fn fold_scalars(cfg: &ModelConfig, name: &str, values: &mut [f32]) {
     if let Some(f) = cfg.query_scale() {
         let (hs, q) = (cfg.head_size(), cfg.heads().q_width());
         if name.ends_with(".attn.head_norm.weight") {
-            scale(&mut values[..hs], f);
+            // the query heads' weights: a head's, or (OLMo 2) every channel's
+            let q_weights = if cfg.architecture.whole_head_norm() {
+                q
+            } else {
+                hs
+            };
+            scale(&mut values[..q_weights], f);
         } else if !cfg.architecture.head_norm() && name.contains(".attn.c_attn.") {
             let cols = cfg.heads().qkv_width();
             values
@@ -596,7 +616,8 @@ fn norm_folds(
     w: &DeviceWeights,
     cfg: &ModelConfig,
 ) -> Result<Vec<BlockFolds>> {
-    let lin = staging_variant(cfg, ctx, pl).filter(|_| !cfg.architecture.parallel_block());
+    let lin = staging_variant(cfg, ctx, pl)
+        .filter(|_| !cfg.architecture.parallel_block() && cfg.architecture.pre_norms());
     let Some(lin) = lin else {
         return Ok(w
             .blocks
@@ -819,8 +840,11 @@ pub(super) fn bind_ops(
     } else {
         &a.x
     };
-    // a parallel block (Cohere's): both linears read ln_1's output, no norm folded
+    // a parallel block (Cohere's): both linears read ln_1's output, no norm folded;
+    // without pre-norms (OLMo 2's) both read the stream itself
     let parallel = cfg.architecture.parallel_block();
+    let pre = cfg.architecture.pre_norms();
+    let normed_in = if pre { &a.ln } else { &a.x };
     let blocks = w
         .blocks
         .iter()
@@ -831,14 +855,14 @@ pub(super) fn bind_ops(
             // prefill chunks and decode steps store the keys and values in the qkv
             // projection's epilogue (the rotary families' rotated there first)
             c_attn: fused_linear(
-                &a.ln,
+                normed_in,
                 &b.attn_w,
                 &b.attn_b,
                 &a.qkv,
                 (heads.qkv_width(), c),
                 Some((&kv.k[l], &kv.v[l])),
                 // a parallel block's ln_1 is dispatched: its MLP reads it too
-                (!parallel).then_some((&b.ln_1_w, &b.ln_1_b)),
+                (!parallel && pre).then_some((&b.ln_1_w, &b.ln_1_b)),
                 folds[l].qkv.as_ref(),
                 w.rope_of(cfg, l),
             ),
@@ -1040,13 +1064,13 @@ pub(super) fn bind_ops(
                     // SwiGLU: gate | up, then the gated hidden into the down projection
                     Some(gated) => MlpOps::Dense {
                         c_fc: fused_linear(
-                            &a.ln,
+                            normed_in,
                             fc_w,
                             fc_b,
                             &a.hidden,
                             (2 * hidden, c),
                             None,
-                            (!parallel).then_some((&b.ln_2_w, &b.ln_2_b)),
+                            (!parallel && pre).then_some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
                             None,
                         ),
@@ -1070,13 +1094,13 @@ pub(super) fn bind_ops(
                     },
                     None => MlpOps::Dense {
                         c_fc: fused_linear(
-                            &a.ln,
+                            normed_in,
                             fc_w,
                             fc_b,
                             &a.hidden,
                             (hidden, c),
                             None,
-                            (!parallel).then_some((&b.ln_2_w, &b.ln_2_b)),
+                            (!parallel && pre).then_some((&b.ln_2_w, &b.ln_2_b)),
                             folds[l].up.as_ref(),
                             None,
                         ),

@@ -721,10 +721,18 @@ impl ModelDir {
                     .collect(),
                 transpose: false,
             }],
+            // (OLMo 2's span every query head and every key head: [Q], [KV])
             "attn.head_norm.weight" => vec![Group {
-                parts: ["q", "k"]
+                parts: [("q", q), ("k", kv)]
                     .iter()
-                    .map(|x| (format!("{p}self_attn.{x}_norm.weight"), vec![a.head_dim]))
+                    .map(|&(x, width)| {
+                        let n = if a.family.whole_head_norm() {
+                            width
+                        } else {
+                            a.head_dim
+                        };
+                        (format!("{p}self_attn.{x}_norm.weight"), vec![n])
+                    })
                     .collect(),
                 transpose: false,
             }],

@@ -32,6 +32,7 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("Starcoder2ForCausalLM", Family::Starcoder2),
     ("CohereForCausalLM", Family::Cohere),
     ("Cohere2ForCausalLM", Family::Cohere2),
+    ("Olmo2ForCausalLM", Family::Olmo2),
     // base models (no LM head: embedding models such as e5-mistral, Qwen3-Embedding's
     // shape), their tensors without `model.`
     ("LlamaModel", Family::Llama),
@@ -236,6 +237,7 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("starcoder2", Family::Starcoder2),
         ("cohere", Family::Cohere),
         ("cohere2", Family::Cohere2),
+        ("olmo2", Family::Olmo2),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -1243,6 +1245,25 @@ mod tests {
         assert_eq!(a.nope_layers, (0..8).map(|i| 4 * i + 3).collect::<Vec<_>>());
         assert_eq!(a.multipliers, [None, None, None, Some(4.0)]);
         assert!(a.tied_head);
+    }
+
+    /// allenai/OLMo-2-1124-7B-Instruct's config.json, shaped as published.
+    const OLMO_2_7B: &str = r#"{"architectures": ["Olmo2ForCausalLM"],
+        "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 100257,
+        "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096,
+        "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "olmo2",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+        "pad_token_id": 100277, "rms_norm_eps": 1e-06, "rope_scaling": null,
+        "rope_theta": 500000, "tie_word_embeddings": false, "vocab_size": 100352}"#;
+
+    #[test]
+    fn olmo2_norms_after_and_across_the_heads() {
+        let a = from_hf_config(OLMO_2_7B).unwrap();
+        assert_eq!(a.family, Family::Olmo2);
+        assert!(!a.family.pre_norms() && a.family.post_norms());
+        assert!(a.family.head_norm() && a.family.whole_head_norm() && !a.family.gemma());
+        assert_eq!(a.norm, NormKind::Rms { eps: 1e-6 });
+        assert!(!a.tied_head && !a.qkv_bias && !a.o_bias);
     }
 
     /// google/gemma-2b's config.json (as published: `hidden_act` "gelu", which

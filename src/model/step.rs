@@ -320,16 +320,13 @@ impl Model {
         pooled: bool,
     ) {
         if let Some(op) = head_norm {
+            use crate::kernels::head_norm::{encode_head_norm, HeadNormSpan};
+            let span = match self.config.architecture.whole_head_norm() {
+                true => HeadNormSpan::Whole,
+                false => HeadNormSpan::Head,
+            };
             let (heads, eps) = (self.config.heads(), self.config.norm_eps);
-            crate::kernels::head_norm::encode_head_norm(
-                pass,
-                op,
-                t,
-                heads,
-                eps,
-                pooled,
-                self.rope(l),
-            );
+            encode_head_norm(pass, op, t, heads, (eps, span), pooled, self.rope(l));
         }
     }
 
@@ -360,7 +357,7 @@ impl Model {
             }
         };
         // (a parallel block's MLP reads ln_1's output, still in `ln`)
-        if folded.is_none() && !cfg.architecture.parallel_block() {
+        if folded.is_none() && !cfg.architecture.parallel_block() && cfg.architecture.pre_norms() {
             encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
         }
         let up = Fusion {
@@ -526,7 +523,7 @@ impl Model {
             // x = x + attn(ln_1(x)), rotary positions on q and k; ln_1 dispatched, or
             // folded into the qkv projection of a decode step (hardware kernels)
             let folded = blk.c_attn.folds(path, norm);
-            if folded.is_none() {
+            if folded.is_none() && cfg.architecture.pre_norms() {
                 encode_layer_norm(pass, &blk.ln_1, t, c, norm);
             }
             let (kv, rope) = self.qkv_epilogue((l, blk.head_norm.as_ref()), pooled);

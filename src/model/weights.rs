@@ -156,7 +156,10 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
     );
     for l in 0..cfg.n_layer {
         let p = format!("h.{l}.");
-        add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
+        let pre = cfg.architecture.pre_norms();
+        if pre {
+            add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
+        }
         if cfg.has_norm_bias() {
             add(format!("{p}ln_1.bias"), vec![c], Init::Zeros);
         }
@@ -171,11 +174,12 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         }
         if cfg.architecture.head_norm() {
             // the query heads' RMSNorm weights, then the key heads' (Qwen3)
-            add(
-                format!("{p}attn.head_norm.weight"),
-                vec![2, heads.hs],
-                Init::Ones,
-            );
+            // (OLMo 2's: a weight a channel of the query heads, then of the key heads)
+            let shape = match cfg.architecture.whole_head_norm() {
+                true => vec![heads.q_width() + heads.kv_width()],
+                false => vec![2, heads.hs],
+            };
+            add(format!("{p}attn.head_norm.weight"), shape, Init::Ones);
         }
         let q = heads.q_width();
         add(
@@ -190,7 +194,7 @@ fn llama_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
             // the norm of the attention's output, before the residual add (Gemma)
             add(format!("{p}attn.post_norm.weight"), vec![c], Init::Ones);
         }
-        if !cfg.architecture.parallel_block() {
+        if pre && !cfg.architecture.parallel_block() {
             add(format!("{p}ln_2.weight"), vec![c], Init::Ones);
             if cfg.has_norm_bias() {
                 add(format!("{p}ln_2.bias"), vec![c], Init::Zeros);

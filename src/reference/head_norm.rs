@@ -18,3 +18,23 @@ pub fn head_norm(qkv: &[f32], heads: Heads, (q_w, k_w): (&[f32], &[f32]), eps: f
     }
     out
 }
+
+/// `qkv [T, Q + 2 KV]` with all its query heads normalised together by `q_w [Q]` and
+/// all its key heads by `k_w [KV]` (one RMSNorm over each span, a weight a channel:
+/// OLMo 2's `q_norm` and `k_norm`); the value heads as they are.
+pub fn head_norm_whole(
+    qkv: &[f32],
+    heads: Heads,
+    (q_w, k_w): (&[f32], &[f32]),
+    eps: f64,
+) -> Vec<f32> {
+    let (q, kv) = (heads.q_width(), heads.kv_width());
+    let mut out = qkv.to_vec();
+    for row in out.chunks_mut(heads.qkv_width()) {
+        let normed = rms_norm(&row[..q], q_w, q, eps);
+        row[..q].copy_from_slice(&normed);
+        let normed = rms_norm(&row[q..q + kv], k_w, kv, eps);
+        row[q..q + kv].copy_from_slice(&normed);
+    }
+    out
+}

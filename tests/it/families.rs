@@ -13,7 +13,7 @@ use wgformer::model::{resolve_config, Model};
 const FAMILIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/families");
 
 /// The fixture directories, one a family.
-const ALL: [&str; 19] = [
+const ALL: [&str; 20] = [
     "llama",
     "qwen2",
     "mistral",
@@ -31,6 +31,7 @@ const ALL: [&str; 19] = [
     "starcoder2",
     "cohere",
     "cohere2",
+    "olmo2",
     "granite",
     "smollm3",
 ];
@@ -156,7 +157,7 @@ fn tokenization_equals_auto_tokenizer() {
         let bos_first = got[0] == 0 && got[1] != 0;
         let no_bos = family.starts_with("qwen")
             || family.starts_with("glm")
-            || ["granite", "smollm3", "starcoder2"].contains(&family);
+            || ["granite", "smollm3", "starcoder2", "olmo2"].contains(&family);
         assert_eq!(bos_first, !no_bos, "{family}");
         // the stop set: the tokenizer's eos and generation_config's eos ids
         let end = dir.end_ids(&tok);
@@ -241,6 +242,10 @@ fn decode_steps_equal_the_forward_past_the_sliding_window() {
     steps_match_the_forward("gemma3", serde_json::json!({}), 1e-4);
     let half = serde_json::json!({"kv_cache_dtype": "float16"});
     steps_match_the_forward("gemma3", half.clone(), 2e-2);
+    // OLMo 2's blocks without pre-norms, its whole-width query and key norms storing
+    // keys to either pool
+    steps_match_the_forward("olmo2", serde_json::json!({}), 1e-4);
+    steps_match_the_forward("olmo2", half.clone(), 2e-2);
     // Command R7B's windowed layers (8) and its global layer without positions
     steps_match_the_forward("cohere2", serde_json::json!({}), 1e-4);
     // StarCoder2's window (8) with its LayerNorms and GELU MLP, biases everywhere

@@ -320,7 +320,7 @@ impl RopeCase {
 /// different scales, so that a norm over the wrong span shows.
 #[test]
 fn the_head_norm_normalises_rotates_and_stores() {
-    use wgformer::kernels::head_norm::run_head_norm;
+    use wgformer::kernels::head_norm::{run_head_norm, HeadNormSpan};
     use wgformer::kernels::rotary::{deinterleave_heads, interleave_heads};
     let g = gpu();
     for (nh, nkv, (hs, rot), rows) in [
@@ -359,7 +359,7 @@ fn the_head_norm_normalises_rotates_and_stores() {
                 &dev,
                 &w_dev,
                 heads,
-                eps,
+                (eps, HeadNormSpan::Head),
                 (&rope.positions, rope_table),
                 pool,
             )
@@ -395,6 +395,51 @@ fn the_head_norm_normalises_rotates_and_stores() {
             1e-5,
             1e-5,
         );
+        // OLMo 2's: one norm over all the query heads and one over all the key heads,
+        // a weight a channel (laid out as the heads are), rotated and stored as above
+        let w = rand_vec(q + kv, 63, 1.0);
+        let normed =
+            reference::head_norm::head_norm_whole(&qkv, heads, (&w[..q], &w[q..]), eps as f64);
+        let w_dev = interleave_heads(&w, q + kv, rotated_heads, (hs, rot));
+        let whole = run_head_norm(
+            &g.ctx,
+            &g.pipelines,
+            &dev,
+            &w_dev,
+            heads,
+            (eps, HeadNormSpan::Whole),
+            (&rope.positions, &rope.device),
+            (&slots, pool_rows),
+        )
+        .unwrap();
+        let got = deinterleave_heads(&whole.qkv, n, rotated_heads, (hs, rot));
+        let name = format!("{name}, whole");
+        assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
+        assert_eq!(
+            &got[q + kv..n],
+            &qkv[q + kv..n],
+            "{name}: a value head changed"
+        );
+        for (r, &s) in slots.iter().enumerate() {
+            let (s, row) = (s as usize, &whole.qkv[r * n..(r + 1) * n]);
+            assert_eq!(
+                &whole.k_pool[s * kv..(s + 1) * kv],
+                &row[q..q + kv],
+                "{name}"
+            );
+            assert_eq!(
+                &whole.v_pool[s * kv..(s + 1) * kv],
+                &row[q + kv..n],
+                "{name}"
+            );
+        }
+        // (the per-head norm differs: the spans matter)
+        let per_head =
+            reference::head_norm::head_norm(&qkv, heads, (&w[..hs], &w[hs..2 * hs]), 1e-6);
+        assert!(per_head
+            .iter()
+            .zip(&normed)
+            .any(|(a, b)| (a - b).abs() > 1e-2));
     }
 }
 
