@@ -351,42 +351,42 @@ fn the_head_norm_normalises_rotates_and_stores() {
         let pool_rows = 16;
         let slots: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 3) % 16).collect();
         let name = format!("head_norm nh {nh} nkv {nkv} hs {hs} rows {rows}");
-        let run = |rope_table: &[f32], slots: &[u32]| {
+        let run = |w_dev: &[f32], span, rope_table: &[f32], slots: &[u32]| {
             let pool = (slots, if slots.is_empty() { 0 } else { pool_rows });
             run_head_norm(
                 &g.ctx,
                 &g.pipelines,
                 &dev,
-                &w_dev,
+                w_dev,
                 heads,
-                (eps, HeadNormSpan::Head),
+                (eps, span),
                 (&rope.positions, rope_table),
                 pool,
             )
             .unwrap()
         };
-        let rotated = run(&rope.device, &slots);
-        let got = deinterleave_heads(&rotated.qkv, n, rotated_heads, (hs, rot));
-        assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
-        assert_eq!(
-            &got[q + kv..n],
-            &qkv[q + kv..n],
-            "{name}: a value head changed"
+        // normed and rotated as `want` says, the value heads as they were, the pool
+        // holding the row's keys and values
+        let check = |run: &wgformer::kernels::head_norm::HeadNormRun, want: &[f32], name: &str| {
+            let got = deinterleave_heads(&run.qkv, n, rotated_heads, (hs, rot));
+            assert_close(name, &got, &rope.rotated(want), 1e-5, 1e-5);
+            assert_eq!(
+                &got[q + kv..n],
+                &qkv[q + kv..n],
+                "{name}: a value head changed"
+            );
+            for (r, &s) in slots.iter().enumerate() {
+                let (s, row) = (s as usize, &run.qkv[r * n..(r + 1) * n]);
+                assert_eq!(&run.k_pool[s * kv..(s + 1) * kv], &row[q..q + kv], "{name}");
+                assert_eq!(&run.v_pool[s * kv..(s + 1) * kv], &row[q + kv..n], "{name}");
+            }
+        };
+        check(
+            &run(&w_dev, HeadNormSpan::Head, &rope.device, &slots),
+            &normed,
+            &name,
         );
-        for (r, &s) in slots.iter().enumerate() {
-            let (s, row) = (s as usize, &rotated.qkv[r * n..(r + 1) * n]);
-            assert_eq!(
-                &rotated.k_pool[s * kv..(s + 1) * kv],
-                &row[q..q + kv],
-                "{name}"
-            );
-            assert_eq!(
-                &rotated.v_pool[s * kv..(s + 1) * kv],
-                &row[q + kv..n],
-                "{name}"
-            );
-        }
-        let alone = run(&[], &[]);
+        let alone = run(&w_dev, HeadNormSpan::Head, &[], &[]);
         let got = deinterleave_heads(&alone.qkv, n, rotated_heads, (hs, rot));
         assert_close(
             &format!("{name}, the norm alone"),
@@ -401,38 +401,8 @@ fn the_head_norm_normalises_rotates_and_stores() {
         let normed =
             reference::head_norm::head_norm_whole(&qkv, heads, (&w[..q], &w[q..]), eps as f64);
         let w_dev = interleave_heads(&w, q + kv, rotated_heads, (hs, rot));
-        let whole = run_head_norm(
-            &g.ctx,
-            &g.pipelines,
-            &dev,
-            &w_dev,
-            heads,
-            (eps, HeadNormSpan::Whole),
-            (&rope.positions, &rope.device),
-            (&slots, pool_rows),
-        )
-        .unwrap();
-        let got = deinterleave_heads(&whole.qkv, n, rotated_heads, (hs, rot));
-        let name = format!("{name}, whole");
-        assert_close(&name, &got, &rope.rotated(&normed), 1e-5, 1e-5);
-        assert_eq!(
-            &got[q + kv..n],
-            &qkv[q + kv..n],
-            "{name}: a value head changed"
-        );
-        for (r, &s) in slots.iter().enumerate() {
-            let (s, row) = (s as usize, &whole.qkv[r * n..(r + 1) * n]);
-            assert_eq!(
-                &whole.k_pool[s * kv..(s + 1) * kv],
-                &row[q..q + kv],
-                "{name}"
-            );
-            assert_eq!(
-                &whole.v_pool[s * kv..(s + 1) * kv],
-                &row[q + kv..n],
-                "{name}"
-            );
-        }
+        let whole = run(&w_dev, HeadNormSpan::Whole, &rope.device, &slots);
+        check(&whole, &normed, &format!("{name}, whole"));
         // (the per-head norm differs: the spans matter)
         let per_head =
             reference::head_norm::head_norm(&qkv, heads, (&w[..hs], &w[hs..2 * hs]), 1e-6);
