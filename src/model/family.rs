@@ -627,9 +627,12 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
         },
         nope_layers: match family {
             Family::Smollm3 => nope_layers(cfg)?,
-            // Cohere2's global layers take no positions
+            // Cohere2 rotates its windowed layers only: the global ones, and every
+            // layer when the config has no window, take no positions
             Family::Cohere2 => (0..k.usize("num_hidden_layers")?)
-                .filter(|l| (l + 1).is_multiple_of(sliding_window_pattern))
+                .filter(|l| {
+                    sliding_window.is_none() || (l + 1).is_multiple_of(sliding_window_pattern)
+                })
                 .collect(),
             _ => Vec::new(),
         },
@@ -1245,6 +1248,12 @@ mod tests {
         assert_eq!(a.nope_layers, (0..8).map(|i| 4 * i + 3).collect::<Vec<_>>());
         assert_eq!(a.multipliers, [None, None, None, Some(4.0)]);
         assert!(a.tied_head);
+        // without a window no layer is windowed, and none rotated (transformers rotates
+        // the windowed layers only)
+        let mut v: Value = serde_json::from_str(COMMAND_R7B).unwrap();
+        v["sliding_window"] = Value::Null;
+        let b = from_hf_config(&v.to_string()).unwrap();
+        assert_eq!(b.nope_layers, (0..32).collect::<Vec<_>>());
     }
 
     /// allenai/OLMo-2-1124-7B-Instruct's config.json, shaped as published.
