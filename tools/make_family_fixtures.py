@@ -548,43 +548,14 @@ def main(out: str, only: list) -> None:
         eos_ids=1,
     )
 
-    build(
-        out,
-        "cohere",
-        CohereConfig(
-            **sc2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            layer_norm_eps=1e-5,
-            logit_scale=0.5,
-            use_qk_norm=False,
-            tie_word_embeddings=True,
-            pad_token_id=1,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        ),
-        torch.bfloat16,
-        bos=True,
-        eos_ids=1,
-    )
-
-    build(
-        out,
-        "cohere2",
-        Cohere2Config(
-            **dict(sc2, num_hidden_layers=4),
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            layer_norm_eps=1e-5,
-            logit_scale=0.5,
-            sliding_window=8,
-            tie_word_embeddings=True,
-            pad_token_id=1,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        ),
-        torch.float32,
-        bos=True,
-        eos_ids=1,
-    )
+    # Command-R's and Command R7B's blocks share every key but the layers and the window
+    cohere = dict(sc2, num_attention_heads=4, num_key_value_heads=2, layer_norm_eps=1e-5,
+                  logit_scale=0.5, tie_word_embeddings=True, pad_token_id=1,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    build(out, "cohere", CohereConfig(**cohere, use_qk_norm=False), torch.bfloat16,
+          bos=True, eos_ids=1)
+    build(out, "cohere2", Cohere2Config(**dict(cohere, num_hidden_layers=4), sliding_window=8),
+          torch.float32, bos=True, eos_ids=1)
 
     build(
         out,

@@ -108,7 +108,7 @@ impl Model {
         let ctxlen = config.context_size;
         let h = config.ffn_hidden();
         let heads = config.heads();
-        let llama = config.architecture.gated_mlp();
+        let gated_mlp = config.architecture.gated_mlp();
         // the MLP buffers of the rows hold the widest of the dense MLP and the shared
         // expert (Qwen2-MoE)
         let shared_h = config.moe_shared_expert_size.unwrap_or(0);
@@ -369,7 +369,7 @@ impl Model {
             qkv: buffers::storage(&ctx, "qkv", ctxlen * qkv_w),
             att: buffers::storage(&ctx, "att", ctxlen * heads.q_width().max(c)),
             hidden: buffers::storage(&ctx, "hidden", ctxlen * first_w),
-            gated: llama.then(|| buffers::storage(&ctx, "gated", ctxlen * gated_w)),
+            gated: gated_mlp.then(|| buffers::storage(&ctx, "gated", ctxlen * gated_w)),
             logits: weights
                 .lm_head()
                 .chunks
@@ -407,7 +407,7 @@ impl Model {
                 let rows = crate::kernels::moe::grouped_rows(ctxlen, e, k);
                 let st = |n: &str, f: usize| buffers::storage(&ctx, n, f);
                 MoeActivations {
-                    gated: llama.then(|| st("moe gated", rows * he)),
+                    gated: gated_mlp.then(|| st("moe gated", rows * he)),
                     shared_gate: st("moe shared gate", if shared_h > 0 { ctxlen * 4 } else { 4 }),
                     router_logits: st("moe router logits", ctxlen * e4),
                     probs: st("moe probs", ctxlen * e),
@@ -417,7 +417,7 @@ impl Model {
                     slot: st("moe slot", ctxlen * k),
                     row_token: st("moe row_token", rows),
                     row_expert: st("moe row_expert", rows),
-                    hidden: st("moe hidden", rows * if llama { 2 * he } else { he }),
+                    hidden: st("moe hidden", rows * if gated_mlp { 2 * he } else { he }),
                     out: st("moe out", rows * c),
                     stats: (0..config.n_layer)
                         .map(|_| st("moe stats", 2 * e + 1))

@@ -54,7 +54,7 @@ impl ModelConfig {
         let w = self.widths();
         let hd = self.heads();
         let (q, qkv) = (n(hd.q_width()), n(hd.qkv_width()));
-        let (llama, rotary) = (
+        let (gated_mlp, rotary) = (
             self.architecture.gated_mlp(),
             self.architecture.llama_like(),
         );
@@ -74,7 +74,7 @@ impl ModelConfig {
         // buffers hold the widest of the dense MLP and the shared expert
         let (first, gated) = (
             w.first(w.dense).max(w.first(w.shared)),
-            if llama { w.dense.max(w.shared) } else { 0 },
+            if gated_mlp { w.dense.max(w.shared) } else { 0 },
         );
         let mut act = t * (1 + 2 * c + qkv + q.max(c) + first + gated) // ids, x, ln, qkv, att, hidden
             + t * v // logits
@@ -82,7 +82,7 @@ impl ModelConfig {
             + v + l * nh * t + (l + 1) * t + l * (2 * e + 1); // readback
         if self.use_moe {
             let rows = t * k + e * 16;
-            let expert_gated = if llama { w.expert } else { 0 };
+            let expert_gated = if gated_mlp { w.expert } else { 0 };
             act += t * (e + 4 + e + 3 * k)
                 + rows * (2 + w.first(w.expert) + expert_gated + c)
                 + l * (2 * e + 1)
