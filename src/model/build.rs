@@ -243,13 +243,15 @@ impl Model {
             b.ok_or_else(|| Error::Checkpoint(format!("{n} missing")))
         };
         let mut blocks = Vec::with_capacity(config.n_layer);
+        // (OLMo 2's blocks have no norm before the attention nor the MLP: their norm
+        // ops, bound to this one stand-in, are never dispatched)
+        let no_pre_norm = (!config.architecture.pre_norms())
+            .then(|| buffers::upload(&ctx, "no pre-norm", &vec![1.0; c]));
         for l in 0..config.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
-            // (OLMo 2's blocks have no norm before the attention nor the MLP: their ops,
-            // bound to a stand-in, are never dispatched)
-            let ln_1_w = match config.architecture.pre_norms() {
-                true => need(take(&p("ln_1.weight")), "ln_1.weight")?,
-                false => buffers::upload(&ctx, "no pre-norm", &vec![1.0; c]),
+            let ln_1_w = match &no_pre_norm {
+                None => need(take(&p("ln_1.weight")), "ln_1.weight")?,
+                Some(stand_in) => stand_in.clone(),
             };
             // (a parallel block's MLP reads ln_1's output: its ln_2 op, bound to ln_1's
             // weights, is never dispatched)
