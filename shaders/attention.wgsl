@@ -36,7 +36,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_i
     row_start(&q, &acc, (p.t0 + t) * stride + h * hs4, hs4); // prelude `attend_row`
     var sm = online_start();
     let kvh = kv_head4(h);
-    for (var j = first_key(p.pos + t); j <= p.pos + t; j++) {
+    for (var j = first_key(p.pos + t); j <= last_key(p.pos + t); j++) {
         let row = kv_row(p.table0, j) * p.kv_stride4 + kvh;
         row_key(&q, &acc, &sm, row + p.k_off4, row + p.v_off4, hs4);
     }

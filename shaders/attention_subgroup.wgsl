@@ -36,7 +36,7 @@ fn attention_subgroup(
     let qo = (p.t0 + tq) * qkv_stride4() + h * 16u;
     let q = load_query64(qo); // prelude `query64`
     var acc = keys64_start(); // prelude `keys64`
-    let j_last = p.pos + t_last;
+    let j_last = last_key(p.pos + t_last);
     let kvh = kv_head4(h);
     for (var j = first_key(p.pos + t0); j <= j_last; j++) {
         let row = kv_row(p.table0, j) * p.kv_stride4 + kvh;

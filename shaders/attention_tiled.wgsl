@@ -36,8 +36,8 @@ fn attention_tiled(
     let live = lid < per * g && t < p.t;
     var qs = query_start(min(t, p.t - 1u), h);
     // keys from the first query's window ..= pos + the block's last query
-    let last = p.pos + min(q0 + per, p.t) - 1u;
-    let mine = p.pos + t; // the last key this lane's query sees
+    let last = last_key(p.pos + min(q0 + per, p.t) - 1u);
+    let mine = last_key(p.pos + t); // the last key this lane's query sees
     let oldest = first_key(mine); // and the first
     for (var j0 = first_key(p.pos + q0); j0 <= last; j0 += BKV) {
         stage_tile(j0, last, h, lid, WG);

@@ -1,7 +1,7 @@
 // The attention weights of a forward, for `capture_attention`: for query t and head h,
 //   w[h, t, j] = softmax_j(q_t · k_j / sqrt(HS)) for the keys j the query attends to
-// (j ≤ t; with p.block > 0 only the key blocks listed for t's query block, as in
-// sparse_attention.wgsl), and 0 for every other key — the matrix the forward's
+// (j ≤ t, every j in an encoder's; with p.block > 0 only the key blocks listed for
+// t's query block, as in sparse_attention.wgsl), and 0 for every other key — the matrix the forward's
 // attention kernels multiply V by, written out ([NH, T, T] at float p.w0 of `w`).
 // One invocation per (query, head): the scores go to the row first, then their
 // exponentials with the row's max subtracted, then the normalised weights; in f32.
@@ -59,7 +59,8 @@ fn attention_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
         w[row + j] = s;
     }
     var l = 0.0;
-    for (var j = 0u; j <= t; j++) {
+    let last = last_key(t); // t, or an encoder's last key
+    for (var j = 0u; j <= last; j++) {
         var e = 0.0;
         if (attends(t, j)) {
             e = exp(w[row + j] - m);
@@ -67,7 +68,7 @@ fn attention_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
         w[row + j] = e;
         l += e;
     }
-    for (var j = 0u; j <= t; j++) {
+    for (var j = 0u; j <= last; j++) {
         w[row + j] = w[row + j] / l;
     }
 }

@@ -83,12 +83,24 @@ pub enum Family {
     /// The Llama block, every fourth layer without rotary positions
     /// (`SmolLM3ForCausalLM`).
     Smollm3,
+    /// An encoder (`BertModel`, `XLMRobertaModel`: the sentence-embedding models
+    /// all-MiniLM, bge, e5, gte): every query sees every key of its text; the learned
+    /// positions and the embedding's LayerNorm; LayerNorms after the attention and the
+    /// MLP normalise the stream itself (post-LN); exact (erf) GELU; no LM head, so it
+    /// serves embeddings only.
+    Bert,
 }
 
 impl Family {
     /// The families whose blocks are Llama-shaped (RMSNorm, rotary, SwiGLU).
     pub fn llama_like(self) -> bool {
-        self != Family::Gpt2
+        !matches!(self, Family::Gpt2 | Family::Bert)
+    }
+
+    /// The encoder families: attention in both directions, the stream normalised after
+    /// the attention and after the MLP (post-LN), the embedding normalised, exact GELU.
+    pub fn encoder(self) -> bool {
+        self == Family::Bert
     }
 
     /// The families whose norms are RMSNorms (the others': LayerNorm).
@@ -128,9 +140,10 @@ impl Family {
     }
 
     /// The families that normalise the stream before the attention and the MLP (all
-    /// but OLMo 2, which normalises only their outputs).
+    /// but OLMo 2, which normalises only their outputs, and the encoders, which
+    /// normalise the stream after them).
     pub fn pre_norms(self) -> bool {
-        self != Family::Olmo2
+        !matches!(self, Family::Olmo2 | Family::Bert)
     }
 
     /// The families whose blocks normalise the attention's and the MLP's outputs
@@ -252,7 +265,8 @@ fn yes() -> bool {
 /// heads, then `nkv` value heads; query head `h` reads key/value head
 /// `h / (nh / nkv)`. With `softcap` > 0 each scaled score `s` becomes
 /// `softcap · tanh(s / softcap)` before the softmax (Gemma 2's
-/// `attn_logit_softcapping`; 0: none).
+/// `attn_logit_softcapping`; 0: none). A `bidirectional` attention (an encoder's) lets
+/// every query of a text see every key of it, not only those up to its own position.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Heads {
     pub nh: usize,
@@ -260,6 +274,7 @@ pub struct Heads {
     pub hs: usize,
     pub window: usize,
     pub softcap: f32,
+    pub bidirectional: bool,
 }
 
 impl Heads {
@@ -271,6 +286,7 @@ impl Heads {
             hs: c / nh,
             window: 0,
             softcap: 0.0,
+            bidirectional: false,
         }
     }
 
@@ -287,6 +303,14 @@ impl Heads {
     /// With the scores soft-capped at `softcap` (0: none).
     pub fn softcap(self, softcap: f32) -> Self {
         Heads { softcap, ..self }
+    }
+
+    /// Every query seeing every key of its text (an encoder's attention).
+    pub fn bidirectional(self) -> Self {
+        Heads {
+            bidirectional: true,
+            ..self
+        }
     }
 
     /// A scaled score as the softmax takes it: soft-capped when `softcap` > 0.
@@ -315,7 +339,7 @@ impl Heads {
     /// Whether the query at position `i` sees the key at position `j`: causal, and
     /// within the window.
     pub fn sees(&self, i: usize, j: usize) -> bool {
-        j <= i && (self.window == 0 || i - j < self.window)
+        (self.bidirectional || j <= i) && (self.window == 0 || i < j + self.window)
     }
 }
 
@@ -759,6 +783,7 @@ impl ModelConfig {
             hs: self.head_size(),
             window: self.sliding_window.unwrap_or(0),
             softcap: self.attn_logit_softcapping.unwrap_or(0.0),
+            bidirectional: self.architecture.encoder(),
         }
     }
 
@@ -1019,6 +1044,20 @@ impl ModelConfig {
     /// and residual scalars, the layers without positions, the rotated part of a head
     /// and the rotary scaling's parameters.
     fn validate_extensions(&self) -> Result<()> {
+        // an encoder's attention sees both ways over whole texts: no block-sparse
+        // layout, window or experts
+        if self.architecture.encoder() {
+            let refused = [
+                ("use_sparse_attention", self.use_sparse_attention),
+                ("use_moe", self.use_moe),
+                ("sliding_window", self.sliding_window.is_some()),
+            ];
+            if let Some((key, _)) = refused.iter().find(|(_, on)| *on) {
+                return Err(Error::Config(format!(
+                    "{key} is not supported for an encoder (architecture bert)"
+                )));
+            }
+        }
         if let Some(l) = self.nope_layers.iter().find(|&&l| l >= self.n_layer) {
             return Err(Error::Config(format!(
                 "nope_layers: layer {l} does not exist (n_layer {})",

@@ -22,7 +22,7 @@ if [ ${#lanes[@]} -eq 0 ]; then
 fi
 # every test module that compiles and runs kernels (the server's modules run the same
 # model through the HTTP layer)
-modules=(kernels:: shaders:: model:: families:: moe:: partials:: fusions:: layers:: batching::)
+modules=(kernels:: shaders:: model:: families:: encoders:: moe:: partials:: fusions:: layers:: batching::)
 cargo build --release -q
 # the first software adapter's subgroup sizes and whether the subgroup kernels run
 adapter() {

@@ -21,7 +21,7 @@ struct AttentionParams {
     proj_n4: u32,    // attention_proj: vec4s of the output projection's outputs
     proj_p4: u32,    // attention_proj: its weights' panel width / 4
     softcap: f32,    // the scores' soft cap (Gemma 2), 0: none
-    _pad0: u32,
+    bidirectional: u32, // 1: every query sees every key of its text (an encoder's)
 }
 
 // head size ≤ 128; the kernels' wide pipelines (heads of up to 256: Gemma) are compiled
@@ -58,9 +58,19 @@ fn first_key(qpos: u32) -> u32 {
     return qpos + 1u - p.window;
 }
 
-// Whether the query at position qpos sees the key at position j: causal, in the window.
+// The last key the query at position qpos sees: its own (causal), or in an encoder's
+// bidirectional attention the text's last.
+fn last_key(qpos: u32) -> u32 {
+    if (p.bidirectional != 0u) {
+        return p.pos + p.t - 1u;
+    }
+    return qpos;
+}
+
+// Whether the query at position qpos sees the key at position j: causal (or not), in
+// the window.
 fn sees(qpos: u32, j: u32) -> bool {
-    return j <= qpos && j >= first_key(qpos);
+    return j <= last_key(qpos) && j >= first_key(qpos);
 }
 
 // Row of key j in k and v: row `table` + j when p.page == 0 (a forward's qkv, where

@@ -1,6 +1,6 @@
 // The epilogue of the matmul and matrix-vector kernels (after prelude `gelu`):
 // out[at] (=|+=) act(rotated(o + bias[col])) by p.flags: bit 0 bias, bit 1 GELU, bit 2
-// accumulate (the residual add), and in a kernel compiled with QKV (prelude `kv_write`)
+// accumulate (the residual add), bit 7 exact GELU (GELU_ERF), and in a kernel compiled with QKV (prelude `kv_write`)
 // ROTARY and KV_STORE. The kernel declares `p` (with
 // `n4`, `kv_q4`, `kv4`, `head4`, `rot4`), `bias`, `out`, the pool's `k_pool`, `v_pool`,
 // `slots` (prelude `kv_write` stores to them), and the rows' `positions` and the
@@ -53,11 +53,16 @@ fn biased(o: vec4<f32>, col: u32) -> vec4<f32> {
     return o;
 }
 
+// Flag: the activation is exact GELU (an encoder's), not the tanh form of bit 1.
+const GELU_ERF: u32 = 128u;
+
 fn store_epilogue(acc: vec4<f32>, col: u32, at: u32) -> vec4<f32> {
     let row = at / p.n4;
     var o = rotated(biased(acc, col), col, row);
     if ((p.flags & 2u) != 0u) {
         o = gelu(o);
+    } else if ((p.flags & GELU_ERF) != 0u) {
+        o = gelu_erf(o);
     }
     if ((p.flags & 4u) != 0u) {
         o += out[at];

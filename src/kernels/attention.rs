@@ -49,7 +49,8 @@ pub struct AttentionParams {
     pub proj_p4: u32,
     /// The scores' soft cap (0: none); `scale` is then divided by it.
     pub softcap: f32,
-    pub _pad: u32,
+    /// 1: every query sees every key of its text (an encoder's attention).
+    pub bidirectional: u32,
 }
 
 impl AttentionParams {
@@ -83,7 +84,7 @@ impl AttentionParams {
             proj_n4: 0,
             proj_p4: 0,
             softcap: heads.softcap.max(0.0),
-            _pad: 0,
+            bidirectional: heads.bidirectional as u32,
         }
     }
 }

@@ -30,6 +30,8 @@ pub const KV_STORE: u32 = 8;
 /// Staging flag of the tile kernels ([`fuses_staging`]): `a` holds gate | up rows of
 /// 2 K, and the product takes silu(gate) · up (SwiGLU folded into the down projection).
 pub const GATED: u32 = 32;
+/// Exact (erf) GELU on the output instead of bit 1's tanh form (the encoders' MLP).
+pub const GELU_ERF: u32 = 128;
 /// Epilogue flag: rotary positions on a qkv projection's query and key heads
 /// ([`super::rotary`], `Fusion::rope`).
 pub use super::rotary::ROTARY;

@@ -84,6 +84,10 @@ impl Model {
     ) -> Result<Model> {
         config.validate()?;
         let headless = matches!(&checkpoint, Some(WeightFiles::Directory(d)) if d.headless);
+        let pooling = match &checkpoint {
+            Some(WeightFiles::Directory(d)) => d.pooling,
+            _ => super::Pooling::default_for(config.architecture),
+        };
         let source = match checkpoint {
             Some(WeightFiles::Checkpoint(c)) => WeightSource::Checkpoint(c),
             Some(WeightFiles::Directory(d)) => WeightSource::Directory(d),
@@ -93,7 +97,9 @@ impl Model {
         let mut model = ctx.scoped("model build", move || {
             Self::build_inner(config, &source, c2, pipelines, shape)
         })?;
-        model.headless = headless;
+        // (an encoder has no LM head: it serves embeddings only)
+        model.headless = headless || model.config.architecture.encoder();
+        model.pooling = pooling;
         Ok(model)
     }
 
@@ -255,7 +261,8 @@ impl Model {
             };
             // (a parallel block's MLP reads ln_1's output: its ln_2 op, bound to ln_1's
             // weights, is never dispatched)
-            let shares = config.architecture.parallel_block() || !config.architecture.pre_norms();
+            let arch = config.architecture;
+            let shares = arch.parallel_block() || !(arch.pre_norms() || arch.encoder());
             let ln_2_w = match shares {
                 true => ln_1_w.clone(),
                 false => need(take(&p("ln_2.weight")), "ln_2.weight")?,
@@ -275,6 +282,13 @@ impl Model {
                         attn,
                         need(take(&p("mlp.post_norm.weight")), "mlp.post_norm.weight")?,
                     )),
+                    None => None,
+                },
+                ln_3: match take(&p("ln_3.weight")) {
+                    Some(w) => Some((w, take(&p("ln_3.bias")))),
+                    None if arch.encoder() => {
+                        return Err(Error::Checkpoint("ln_3.weight missing".into()))
+                    }
                     None => None,
                 },
                 mlp: if config.is_moe_layer(l) {
@@ -323,12 +337,25 @@ impl Model {
         };
         let rope = config.architecture.llama_like().then(|| table(false));
         let rope_local = config.local_rope().then(|| table(true));
+        // (an encoder has no final norm: its op, bound to this stand-in, is never
+        // dispatched)
+        let encoder = config.architecture.encoder();
+        let ln_f_w = match encoder {
+            true => buffers::upload(&ctx, "no final norm", &vec![1.0; c]),
+            false => need(take("ln_f.weight"), "ln_f.weight")?,
+        };
+        let ln_e = match take("ln_e.weight") {
+            Some(w) => Some((w, take("ln_e.bias"))),
+            None if encoder => return Err(Error::Checkpoint("ln_e.weight missing".into())),
+            None => None,
+        };
         let weights = DeviceWeights {
             wte,
             wpe: take("wpe.weight"),
             blocks,
-            ln_f_w: need(take("ln_f.weight"), "ln_f.weight")?,
+            ln_f_w,
             ln_f_b: take("ln_f.bias"),
+            ln_e,
             head,
             rope,
             rope_local,
@@ -395,7 +422,9 @@ impl Model {
                 &ctx,
                 "readback",
                 // (a shared forward's embeddings: n_embed a text)
-                config.vocab_size.max(config.n_embed) * max_batch.max(MAX_PREFILL_PARTS)
+                (config.vocab_size.max(config.n_embed) * max_batch.max(MAX_PREFILL_PARTS))
+                    // (an encoder's embeddings pooled by the mean: every row's)
+                    .max(config.n_embed * ctxlen)
                     + 3 * argmax_rows * argmax_windows
                     + argmax_rows
                     + config.n_layer * nh * ctxlen
@@ -462,7 +491,12 @@ impl Model {
             &folds,
         );
         // (a parallel block's ln_2 is its ln_1, not counted twice)
-        let shared_ln = config.architecture.parallel_block() || !config.architecture.pre_norms();
+        let arch = config.architecture;
+        let shared_ln = arch.parallel_block() || !(arch.pre_norms() || arch.encoder());
+        let norm_bytes = |n: &Option<(wgpu::Buffer, Option<wgpu::Buffer>)>| {
+            n.as_ref()
+                .map_or(0, |(w, b)| w.size() + b.as_ref().map_or(0, |b| b.size()))
+        };
         let block_bytes = |b: &BlockWeights| -> u64 {
             [&b.ln_1_w, &b.attn_w, &b.proj_w, &b.ln_2_w]
                 .iter()
@@ -476,6 +510,7 @@ impl Model {
                 + b.post_norms
                     .as_ref()
                     .map_or(0, |(a, m)| a.size() + m.size())
+                + norm_bytes(&b.ln_3)
                 + b.mlp.buffers().iter().map(|x| x.size()).sum::<u64>()
         };
         let moe_bytes = act.moe.as_ref().map_or(0, |m| {
@@ -504,6 +539,7 @@ impl Model {
             + weights.rope_local.as_ref().map_or(0, |t| t.size())
             + weights.ln_f_w.size()
             + weights.ln_f_b.as_ref().map_or(0, |b| b.size())
+            + norm_bytes(&weights.ln_e)
             + weights.blocks.iter().map(block_bytes).sum::<u64>()
             + [
                 &act.ids,
@@ -545,6 +581,7 @@ impl Model {
             sample_on_device: hardware_kernels && ops.sample.is_some(),
             parameter_count: config.parameter_count(),
             headless: false,
+            pooling: super::Pooling::Last,
             config,
             ctx,
             pipelines,
@@ -847,6 +884,13 @@ pub(super) fn bind_ops(
     let parallel = cfg.architecture.parallel_block();
     let pre = cfg.architecture.pre_norms();
     let normed_in = if pre { &a.ln } else { &a.x };
+    // an encoder's (post-LN) MLP reads the attention's normalised output (`ln`, from
+    // ln_2) and its down projection adds to it there; ln_3 then normalises it into `x`
+    let encoder = cfg.architecture.encoder();
+    let (mlp_in, mlp_out) = match encoder {
+        true => (&a.ln, &a.ln),
+        false => (normed_in, &a.x),
+    };
     let blocks = w
         .blocks
         .iter()
@@ -930,6 +974,10 @@ pub(super) fn bind_ops(
                 (post(attn), post(mlp))
             }),
             ln_2: layer_norm_op(ctx, pl, ln, &a.x, &b.ln_2_w, &or_dummy(&b.ln_2_b), &a.ln),
+            ln_3: b
+                .ln_3
+                .as_ref()
+                .map(|(g, bias)| layer_norm_op(ctx, pl, ln, &a.ln, g, &or_dummy(bias), &a.x)),
             mlp: match (&b.mlp, &a.moe) {
                 (
                     MlpWeights::Moe {
@@ -1096,7 +1144,7 @@ pub(super) fn bind_ops(
                     },
                     None => MlpOps::Dense {
                         c_fc: fused_linear(
-                            normed_in,
+                            mlp_in,
                             fc_w,
                             fc_b,
                             &a.hidden,
@@ -1107,7 +1155,7 @@ pub(super) fn bind_ops(
                             None,
                         ),
                         swiglu: None,
-                        fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, &a.x, c, hidden),
+                        fc_proj: linear(&a.hidden, fc_proj_w, fc_proj_b, mlp_out, c, hidden),
                     },
                 },
                 (MlpWeights::Moe { .. }, None) => {
@@ -1154,11 +1202,15 @@ pub(super) fn bind_ops(
                     &a.ids,
                     &ch.buffer,
                     w.wpe.as_ref().unwrap_or(&a.dummy),
-                    &a.x,
+                    if encoder { &a.ln } else { &a.x },
                     &a.positions,
                 )
             })
             .collect(),
+        ln_e: w
+            .ln_e
+            .as_ref()
+            .map(|(g, b)| layer_norm_op(ctx, pl, ln, &a.ln, g, &or_dummy(b), &a.x)),
         embed_norm: row_norm_op(ctx, pl, &a.x, &a.norms),
         blocks,
         ln_f: layer_norm_op(ctx, pl, ln, &a.x, &w.ln_f_w, &or_dummy(&w.ln_f_b), &a.ln),

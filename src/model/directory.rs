@@ -59,6 +59,12 @@ pub struct ModelDir {
     prefix: &'static str,
     /// A base model's checkpoint without an LM head (see [`crate::model::Model::headless`]).
     pub headless: bool,
+    /// How a text's embedding is pooled: the sentence-transformers pooling config's
+    /// mode, else the family's ([`Pooling::default_for`]).
+    pub pooling: Pooling,
+    /// An encoder's rows of the position table before position 0 (RoBERTa's
+    /// `pad_token_id + 1`).
+    position_offset: usize,
     /// Bytes of the weight files.
     pub weight_bytes: u64,
     /// `tokenizer.json`, when the directory has one.
@@ -137,6 +143,75 @@ fn read_json(root: &Path, dir: &str, name: &str, required: bool) -> Result<Optio
 }
 
 /// A token written as a string or as an object with `content`.
+/// How a text's embedding is made of its hidden states (sentence-transformers'
+/// `1_Pooling/config.json`: `pooling_mode_lasttoken`, `_cls_token`, `_mean_tokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The last token's (decoder embedding models: Qwen3-Embedding, e5-mistral).
+    Last,
+    /// The first token's (`[CLS]`: bge).
+    First,
+    /// The mean of every token's (all-MiniLM, e5, gte).
+    Mean,
+}
+
+impl Pooling {
+    /// A family's pooling when the directory names none: the mean for encoders (as
+    /// sentence-transformers pools a model without its pooling config), else the
+    /// last token's.
+    pub fn default_for(family: Family) -> Pooling {
+        match family.encoder() {
+            true => Pooling::Mean,
+            false => Pooling::Last,
+        }
+    }
+}
+
+/// The pooling a sentence-transformers directory names: its `modules.json`'s Pooling
+/// module's `config.json` (else `1_Pooling/config.json`); `None` without one. A mode
+/// this service does not pool by (max, weighted mean, …) is the load's error.
+fn pooling_of(root: &Path, dir: &str) -> Result<Option<Pooling>> {
+    let modules = read_json(root, dir, "modules.json", false)?;
+    let path = modules
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter().find(|x| {
+                x.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with("models.Pooling"))
+            })
+        })
+        .and_then(|x| x.get("path").and_then(Value::as_str))
+        .unwrap_or("1_Pooling");
+    let Some(cfg) = read_json(root, dir, &format!("{path}/config.json"), false)? else {
+        return Ok(None);
+    };
+    let on = |key: &str| cfg.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let modes = [
+        ("pooling_mode_cls_token", Pooling::First),
+        ("pooling_mode_mean_tokens", Pooling::Mean),
+        ("pooling_mode_lasttoken", Pooling::Last),
+    ];
+    let unsupported = [
+        "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
+        "pooling_mode_weightedmean_tokens",
+    ];
+    let chosen: Vec<Pooling> = modes.iter().filter(|(k, _)| on(k)).map(|m| m.1).collect();
+    match (chosen.as_slice(), unsupported.iter().find(|k| on(k))) {
+        ([one], None) => Ok(Some(*one)),
+        (_, Some(k)) => Err(bad(
+            dir,
+            format!("{path}/config.json: {k} is not supported (cls_token, mean_tokens, lasttoken)"),
+        )),
+        _ => Err(bad(
+            dir,
+            format!("{path}/config.json must turn on one of pooling_mode_cls_token, pooling_mode_mean_tokens, pooling_mode_lasttoken"),
+        )),
+    }
+}
+
 fn token_string(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) => Some(s.clone()),
@@ -380,27 +455,49 @@ impl ModelDir {
             .then(|| inside(&root, dir, "tokenizer.json"))
             .transpose()?;
         // (a base model's checkpoint, `Qwen3Model`, `MistralModel`, …, names its tensors
-        // without `model.`)
-        let prefix = [
-            "language_model.model.",
-            "model.language_model.",
-            "model.",
-            "",
-        ]
-        .into_iter()
-        .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
-        .unwrap_or("model.");
+        // without `model.`; an encoder's are under `embeddings.` and `encoder.`, or
+        // with its task model's prefix)
+        let encoder = arch.family.encoder();
+        let (prefixes, embedding): (&[&'static str], _) = match encoder {
+            true => (
+                &["", "bert.", "roberta.", "model."],
+                "embeddings.word_embeddings.weight",
+            ),
+            false => (
+                &[
+                    "language_model.model.",
+                    "model.language_model.",
+                    "model.",
+                    "",
+                ],
+                "embed_tokens.weight",
+            ),
+        };
+        let prefix = prefixes
+            .iter()
+            .copied()
+            .find(|p| tensors.contains_key(&format!("{p}{embedding}")))
+            .unwrap_or(prefixes[0]);
+        let position_offset = match encoder {
+            true => family::position_offset(config.as_object().unwrap_or(&Default::default()))
+                .map_err(|e| bad(dir, e.to_string().trim_start_matches("invalid config: ")))?,
+            false => 0,
+        };
+        let pooling = pooling_of(&root, dir)?.unwrap_or(Pooling::default_for(arch.family));
         // such a checkpoint has no LM head: with an untied config (e5-mistral's), the
         // token embedding stands in for it so the model builds, and only embeddings are
         // served
-        let headless = arch.family != Family::Gpt2
-            && prefix.is_empty()
-            && !arch.tied_head
-            && !tensors.contains_key("lm_head.weight");
+        let headless = encoder
+            || (arch.family != Family::Gpt2
+                && prefix.is_empty()
+                && !arch.tied_head
+                && !tensors.contains_key("lm_head.weight"));
         arch.tied_head |= headless;
         Ok(ModelDir {
             prefix,
             headless,
+            pooling,
+            position_offset,
             name: name.to_string(),
             arch,
             shards,
@@ -615,6 +712,9 @@ impl ModelDir {
                 transpose,
             }])
         };
+        if self.arch.family.encoder() {
+            return self.plan_encoder(spec);
+        }
         if self.arch.family == Family::Gpt2 {
             let found = [name.to_string(), format!("transformer.{name}")]
                 .into_iter()
@@ -793,6 +893,131 @@ impl ModelDir {
         })
     }
 
+    /// [`ModelDir::plan`] for an encoder (`BertModel`'s names): its linears `[out, in]`
+    /// transposed into ours, q, k and v stacked; its position table is
+    /// [`ModelDir::load`]'s.
+    fn plan_encoder(&self, spec: &TensorSpec) -> Result<Vec<Group>> {
+        let name = spec.name.as_str();
+        let m = self.prefix;
+        let a = &self.arch;
+        let c = a.hidden_size;
+        let group = |parts: Vec<Part>, transpose: bool| Ok(vec![Group { parts, transpose }]);
+        // a LayerNorm's weight or bias (`gamma` / `beta` in older checkpoints, as
+        // transformers renames them)
+        let norm = |base: String, bias: bool| {
+            let (new, old) = if bias {
+                ("bias", "beta")
+            } else {
+                ("weight", "gamma")
+            };
+            let old = format!("{base}.{old}");
+            let n = match self.tensors.contains_key(&old) {
+                true => old,
+                false => format!("{base}.{new}"),
+            };
+            group(vec![(n, vec![c])], false)
+        };
+        match name {
+            "wte.weight" => {
+                return group(
+                    vec![(
+                        format!("{m}embeddings.word_embeddings.weight"),
+                        spec.shape.clone(),
+                    )],
+                    false,
+                )
+            }
+            "ln_e.weight" | "ln_e.bias" => {
+                return norm(format!("{m}embeddings.LayerNorm"), name.ends_with("bias"))
+            }
+            _ => {}
+        }
+        let (layer, rest) = name
+            .strip_prefix("h.")
+            .and_then(|r| r.split_once('.'))
+            .ok_or_else(|| bad(&self.name, format!("no tensor for {name}")))?;
+        let p = format!("{m}encoder.layer.{layer}.");
+        let h = match a.mlp {
+            Mlp::Gelu { hidden } | Mlp::SwiGlu { hidden } => hidden,
+        };
+        let qkv = |what: &str, shape: Vec<usize>| -> Vec<Part> {
+            ["query", "key", "value"]
+                .iter()
+                .map(|x| (format!("{p}attention.self.{x}.{what}"), shape.clone()))
+                .collect()
+        };
+        match rest {
+            "attn.c_attn.weight" => group(qkv("weight", vec![c, c]), true),
+            "attn.c_attn.bias" => group(qkv("bias", vec![c]), false),
+            "attn.c_proj.weight" => group(
+                vec![(format!("{p}attention.output.dense.weight"), vec![c, c])],
+                true,
+            ),
+            "attn.c_proj.bias" => group(
+                vec![(format!("{p}attention.output.dense.bias"), vec![c])],
+                false,
+            ),
+            "ln_2.weight" | "ln_2.bias" => norm(
+                format!("{p}attention.output.LayerNorm"),
+                rest.ends_with("bias"),
+            ),
+            "mlp.c_fc.weight" => group(
+                vec![(format!("{p}intermediate.dense.weight"), vec![h, c])],
+                true,
+            ),
+            "mlp.c_fc.bias" => group(
+                vec![(format!("{p}intermediate.dense.bias"), vec![h])],
+                false,
+            ),
+            "mlp.c_proj.weight" => {
+                group(vec![(format!("{p}output.dense.weight"), vec![c, h])], true)
+            }
+            "mlp.c_proj.bias" => group(vec![(format!("{p}output.dense.bias"), vec![c])], false),
+            "ln_3.weight" | "ln_3.bias" => {
+                norm(format!("{p}output.LayerNorm"), rest.ends_with("bias"))
+            }
+            _ => Err(bad(&self.name, format!("no tensor for {name}"))),
+        }
+    }
+
+    /// An encoder's position table as ours: its rows from position 0 (past RoBERTa's
+    /// padding rows) for the context, each with the token-type embedding of type 0
+    /// added (every text is one segment, as sentence-transformers encodes it).
+    fn encoder_positions(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        let m = self.prefix;
+        let c = self.arch.hidden_size;
+        let table = format!("{m}embeddings.position_embeddings.weight");
+        let rows = self.tensor(&table).map_or(0, |e| e.shape[0]);
+        let mut pos = Vec::new();
+        self.read(&(table, vec![rows, c]), &mut pos)?;
+        let types = format!("{m}embeddings.token_type_embeddings.weight");
+        let mut type0 = vec![0.0; c];
+        if let Some(e) = self.tensor(&types) {
+            let mut all = Vec::new();
+            self.read(&(types, e.shape.clone()), &mut all)?;
+            type0.copy_from_slice(
+                all.get(..c).ok_or_else(|| {
+                    bad(&self.name, "token_type_embeddings has no row".to_string())
+                })?,
+            );
+        }
+        let start = self.position_offset * c;
+        let want = spec.numel();
+        let rows = pos.get(start..start + want).ok_or_else(|| {
+            bad(
+                &self.name,
+                format!(
+                    "position_embeddings has {rows} rows, the context needs {}",
+                    self.position_offset + spec.shape[0]
+                ),
+            )
+        })?;
+        Ok(rows
+            .chunks(c)
+            .flat_map(|r| r.iter().zip(&type0).map(|(p, t)| p + t))
+            .collect())
+    }
+
     /// The f32 values of one Hugging Face tensor, checked against `shape`.
     fn read(&self, (name, shape): &Part, out: &mut Vec<f32>) -> Result<()> {
         let e = self
@@ -832,6 +1057,9 @@ impl ModelDir {
     /// The values of our tensor `spec` (f32, whatever the file stores), read from the
     /// weight files now ([`ModelDir::plan`]).
     pub fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        if self.arch.family.encoder() && spec.name == "wpe.weight" {
+            return self.encoder_positions(spec);
+        }
         let mut out = try_vec_with_capacity::<f32>(spec.numel(), &spec.name)?;
         for group in self.plan(spec)? {
             let mut part = Vec::new();

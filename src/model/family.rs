@@ -39,6 +39,10 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("MistralModel", Family::Mistral),
     ("Qwen2Model", Family::Qwen2),
     ("Qwen3Model", Family::Qwen3),
+    // encoders (sentence-embedding models: all-MiniLM, bge, e5, gte, multilingual-e5)
+    ("BertModel", Family::Bert),
+    ("XLMRobertaModel", Family::Bert),
+    ("RobertaModel", Family::Bert),
 ];
 
 pub use crate::config::Family;
@@ -238,6 +242,9 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
         ("cohere", Family::Cohere),
         ("cohere2", Family::Cohere2),
         ("olmo2", Family::Olmo2),
+        ("bert", Family::Bert),
+        ("roberta", Family::Bert),
+        ("xlm-roberta", Family::Bert),
     ];
     let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
     by_type
@@ -250,6 +257,89 @@ fn family_of(cfg: &Map<String, Value>) -> Result<Family> {
                 supported()
             ))
         })
+}
+
+/// The rows of an encoder's position table before its position 0: RoBERTa's
+/// (`XLMRobertaModel`, `RobertaModel`) count positions from `pad_token_id + 1`; BERT's
+/// from 0.
+pub fn position_offset(cfg: &Map<String, Value>) -> Result<usize> {
+    let t = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let roberta = ["roberta", "xlm-roberta", "camembert"].contains(&t)
+        || cfg
+            .get("architectures")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|n| n.as_str().is_some_and(|n| n.contains("Roberta")))
+            });
+    match roberta {
+        true => Ok(Keys(cfg).usize_opt("pad_token_id")?.unwrap_or(1) + 1),
+        false => Ok(0),
+    }
+}
+
+/// A BERT-shaped encoder's architecture (`BertConfig`, `XLMRobertaConfig`): learned
+/// absolute positions, LayerNorms with biases after the attention and the MLP, exact
+/// GELU, biases on every linear, no LM head.
+fn encoder(cfg: &Map<String, Value>) -> Result<Architecture> {
+    let k = Keys(cfg);
+    let hidden_size = k.usize("hidden_size")?;
+    let n_head = k.usize("num_attention_heads")?;
+    if n_head == 0 || hidden_size % n_head != 0 {
+        return Err(bad(format!(
+            "hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({n_head})"
+        )));
+    }
+    if let Some(act) = cfg.get("hidden_act").and_then(Value::as_str) {
+        if act != "gelu" {
+            return Err(bad(format!(
+                "hidden_act {act:?} is not supported for an encoder (gelu)"
+            )));
+        }
+    }
+    if let Some(p) = cfg.get("position_embedding_type").and_then(Value::as_str) {
+        if p != "absolute" {
+            return Err(bad(format!(
+                "position_embedding_type {p:?} is not supported (absolute)"
+            )));
+        }
+    }
+    let offset = position_offset(cfg)?;
+    let table = k.usize("max_position_embeddings")?;
+    if table <= offset {
+        return Err(bad(format!(
+            "max_position_embeddings ({table}) leaves no position after the padding's ({offset})"
+        )));
+    }
+    Ok(Architecture {
+        family: Family::Bert,
+        vocab_size: k.usize("vocab_size")?,
+        hidden_size,
+        n_layer: k.usize("num_hidden_layers")?,
+        n_head,
+        n_kv_head: n_head,
+        head_dim: hidden_size / n_head,
+        max_positions: table - offset,
+        norm: NormKind::Layer {
+            eps: k.f32_or("layer_norm_eps", 1e-12)?,
+        },
+        positions: Positions::Learned,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        mlp: Mlp::Gelu {
+            hidden: k.usize("intermediate_size")?,
+        },
+        moe: None,
+        sliding_window: None,
+        sliding_window_pattern: 1,
+        rope_local_theta: None,
+        query_pre_attn_scalar: None,
+        softcaps: [None; 2],
+        multipliers: [None; 4],
+        nope_layers: Vec::new(),
+        tied_head: true,
+    })
 }
 
 /// `rope_theta` and the scaling, from `rope_parameters` (transformers 5) or
@@ -423,6 +513,9 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     let cfg = defaulted.as_ref().unwrap_or(cfg);
     let family = family_of(cfg)?;
     let k = Keys(cfg);
+    if family == Family::Bert {
+        return encoder(cfg);
+    }
     if family == Family::Gpt2 {
         let hidden_size = k.usize("n_embd")?;
         let n_head = k.usize("n_head")?;
@@ -1558,12 +1651,58 @@ mod tests {
         assert!(a.tied_head && a.qkv_bias && a.o_bias && a.mlp_bias);
     }
 
+    /// sentence-transformers/all-MiniLM-L6-v2's config.json (BERT, 6 layers of 384).
+    const MINILM: &str = r#"{"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1,
+        "gradient_checkpointing": false, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "hidden_size": 384, "initializer_range": 0.02, "intermediate_size": 1536,
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert",
+        "num_attention_heads": 12, "num_hidden_layers": 6, "pad_token_id": 0,
+        "position_embedding_type": "absolute", "transformers_version": "4.8.2",
+        "type_vocab_size": 2, "use_cache": true, "vocab_size": 30522}"#;
+
+    #[test]
+    fn encoders_read_as_bert_with_their_positions() {
+        let a = from_hf_config(MINILM).unwrap();
+        assert_eq!(a.family, Family::Bert);
+        assert_eq!(
+            (
+                a.hidden_size,
+                a.n_layer,
+                a.n_head,
+                a.head_dim,
+                a.max_positions
+            ),
+            (384, 6, 12, 32, 512)
+        );
+        assert_eq!(a.mlp, Mlp::Gelu { hidden: 1536 });
+        assert_eq!(a.norm, NormKind::Layer { eps: 1e-12 });
+        assert!(a.qkv_bias && a.o_bias && a.mlp_bias && a.tied_head);
+        // XLM-RoBERTa (bge-m3, multilingual-e5): 514 rows, positions from pad + 1 = 2
+        let xlmr = MINILM
+            .replace("BertModel", "XLMRobertaModel")
+            .replace("\"bert\"", "\"xlm-roberta\"")
+            .replace("\"pad_token_id\": 0", "\"pad_token_id\": 1")
+            .replace("512", "514");
+        let cfg: Map<String, Value> = serde_json::from_str(&xlmr).unwrap();
+        assert_eq!(position_offset(&cfg).unwrap(), 2);
+        assert_eq!(from_hf_config(&xlmr).unwrap().max_positions, 512);
+        let bert: Map<String, Value> = serde_json::from_str(MINILM).unwrap();
+        assert_eq!(position_offset(&bert).unwrap(), 0);
+        let err = |text: &str| from_hf_config(text).unwrap_err().to_string();
+        let e = err(&MINILM.replace("\"gelu\"", "\"relu\""));
+        assert!(e.contains("hidden_act \"relu\" is not supported"), "{e}");
+        let e = err(&MINILM.replace("\"absolute\"", "\"relative_key\""));
+        assert!(e.contains("relative_key"), "{e}");
+        let e = err(&MINILM.replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 7"));
+        assert!(e.contains("multiple of num_attention_heads"), "{e}");
+    }
+
     #[test]
     fn bad_configs_name_the_problem() {
         let err = |text: &str| from_hf_config(text).unwrap_err().to_string();
-        let e = err(r#"{"architectures": ["BertModel"]}"#);
+        let e = err(r#"{"architectures": ["T5EncoderModel"]}"#);
         assert!(
-            e.contains("BertModel") && e.contains("LlamaForCausalLM"),
+            e.contains("T5EncoderModel") && e.contains("LlamaForCausalLM"),
             "{e}"
         );
         assert!(err("{not json").contains("not valid JSON"));

@@ -11,7 +11,7 @@ use super::step::{
     AttentionTap, ChunkRows, ForwardsOut, LensTaps, RankTaps, RoutingTaps, StepKind,
     MAX_CAPTURE_TOKENS, MAX_PREFILL_PARTS,
 };
-use super::Model;
+use super::{Model, Pooling};
 use crate::error::{Error, Result};
 use crate::gpu::buffers;
 use crate::kernels::attention::attention_weights_op;
@@ -77,23 +77,38 @@ impl Model {
             .collect())
     }
 
-    /// The last position's hidden state of each of several texts after the final norm
-    /// (what the LM head reads; `[n_embed]` each, not normalised): their forwards
-    /// share one traversal as [`Model::forward_many`]'s do, without the LM head.
-    /// Last-token pooling, the embedding of decoder embedding models (Qwen3-Embedding,
-    /// e5-mistral), each text's the same alone or with others. (Granite's are divided
-    /// by its `logits_scaling`, folded into the final norm: the same direction.)
+    /// Each of several texts' hidden states after the final norm (what the LM head
+    /// reads; an encoder's after its last block), pooled by [`Model::pooling`] into
+    /// `[n_embed]` (not normalised): their forwards share one traversal as
+    /// [`Model::forward_many`]'s do, without the LM head. Last-token pooling is the
+    /// embedding of decoder embedding models (Qwen3-Embedding, e5-mistral), the first
+    /// token's or the mean of the encoders' (bge; all-MiniLM, e5); each text's the same
+    /// alone or with others. (Granite's are divided by its `logits_scaling`, folded
+    /// into the final norm: the same direction.)
     pub fn embed_many(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let (values, _) = self.forwards(batch, ForwardsOut::Hidden)?;
-        Ok(values
-            .chunks(self.config.n_embed)
-            .map(|h| h.to_vec())
+        let c = self.config.n_embed;
+        if self.pooling != Pooling::Mean {
+            return Ok(values.chunks(c).map(|h| h.to_vec()).collect());
+        }
+        // every row was read back: each text's mean
+        let mut rows = values.chunks(c);
+        Ok(batch
+            .iter()
+            .map(|ids| {
+                let mut sum = vec![0f64; c];
+                for row in rows.by_ref().take(ids.len()) {
+                    sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+                }
+                sum.iter().map(|s| (s / ids.len() as f64) as f32).collect()
+            })
             .collect())
     }
 
     /// The traversal of [`Model::forward_many`] leaving `out`; reads back, per text, its
-    /// last row's logits (`[V]`) or, for [`ForwardsOut::Hidden`], its last row after
-    /// the final norm (`[n_embed]`), and the seconds it took. With
+    /// last row's logits (`[V]`) or, for [`ForwardsOut::Hidden`], the row its
+    /// [`Model::pooling`] takes after the final norm (`[n_embed]`; every row of it for
+    /// [`Pooling::Mean`]), and the seconds it took. With
     /// [`ForwardsOut::EveryLogits`] every row's logits stay on the device for
     /// [`Model::forward_logits`].
     fn forwards(&self, batch: &[&[u32]], out: ForwardsOut) -> Result<(Vec<f32>, f64)> {
@@ -136,12 +151,26 @@ impl Model {
                 StepKind::Forwards { parts: &parts, out },
                 |enc| {
                     let rb = &self.act.readback;
+                    // the hidden states: after the final norm, in `ln`; an encoder's
+                    // after its last block, in `x`
+                    let hidden = match self.config.architecture.encoder() {
+                        true => &self.act.x,
+                        false => &self.act.ln,
+                    };
+                    let row = c as u64 * 4;
+                    if out == ForwardsOut::Hidden && self.pooling == Pooling::Mean {
+                        enc.copy_buffer_to_buffer(hidden, 0, rb, 0, t as u64 * row);
+                        return t * c;
+                    }
                     for (j, part) in parts.iter().enumerate() {
                         let own = (part.row0 + part.rows - 1) as u64;
                         if out == ForwardsOut::Hidden {
-                            // the last row after the final norm to row j
-                            let (row, at) = (c as u64 * 4, (j * c) as u64 * 4);
-                            enc.copy_buffer_to_buffer(&self.act.ln, own * row, rb, at, row);
+                            // the pooled row to row j
+                            let at = match self.pooling {
+                                Pooling::First => part.row0 as u64,
+                                _ => own,
+                            };
+                            enc.copy_buffer_to_buffer(hidden, at * row, rb, j as u64 * row, row);
                             continue;
                         }
                         // the last row's logits of forward j (logits row j, or its own

@@ -51,6 +51,7 @@ use crate::kernels::{KernelOp, RowsOp};
 use source::WeightFiles;
 use weights::Checkpoint;
 
+pub use directory::Pooling;
 pub use flight::PendingStep;
 pub use generate::{argmax_rows, NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
@@ -72,6 +73,10 @@ pub struct BlockWeights {
     /// Gemma: the norms of the attention's and of the MLP's outputs, `[C]` each
     /// (`attn.post_norm.weight`, `mlp.post_norm.weight`).
     pub post_norms: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// An encoder's LayerNorm after the MLP (`ln_3.weight`, `ln_3.bias` `[C]`): the
+    /// post-LN block normalises the stream after the attention (`ln_2`) and after the
+    /// MLP (this).
+    pub ln_3: Option<(wgpu::Buffer, Option<wgpu::Buffer>)>,
     pub mlp: MlpWeights,
 }
 
@@ -151,6 +156,8 @@ pub struct DeviceWeights {
     pub blocks: Vec<BlockWeights>,
     pub ln_f_w: wgpu::Buffer,
     pub ln_f_b: Option<wgpu::Buffer>,
+    /// An encoder's LayerNorm of the embedding (`ln_e.weight`, `ln_e.bias` `[C]`).
+    pub ln_e: Option<(wgpu::Buffer, Option<wgpu::Buffer>)>,
     /// lm_head.weight [V, C] when the head is not tied to wte (chunked as wte).
     pub head: Option<RowChunked>,
     /// Rotary cos and sin tables, `[context, 2, HS]` (rotary families,
@@ -320,6 +327,9 @@ pub struct BlockOps {
     /// Gemma: `x += norm(ln)` after the attention and after the MLP (the output
     /// projection and the down projection write `ln` instead of adding to `x`).
     pub post_norms: Option<(KernelOp, KernelOp)>,
+    /// An encoder's `x = norm(ln)` after the MLP (whose down projection adds to `ln`,
+    /// the attention's normalised output).
+    pub ln_3: Option<KernelOp>,
     pub norm: KernelOp,
 }
 
@@ -377,7 +387,10 @@ pub struct SharedExpertOps {
 
 /// Every dispatch of a forward, bound once at build.
 pub struct Ops {
+    /// The token (and position) embedding: into `x`, an encoder's into `ln`, which
+    /// `ln_e` then normalises into `x`.
     pub embedding: Vec<KernelOp>,
+    pub ln_e: Option<KernelOp>,
     pub embed_norm: KernelOp,
     pub blocks: Vec<BlockOps>,
     pub ln_f: KernelOp,
@@ -506,6 +519,8 @@ pub struct Model {
     /// model's): the token embedding stands in for the head so the model builds, and
     /// only embeddings are served.
     pub headless: bool,
+    /// Which of a text's hidden states its embedding is ([`Model::embed_many`]).
+    pub pooling: Pooling,
     pub parameter_bytes: u64,
     pub device_bytes: u64,
     /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).

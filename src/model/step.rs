@@ -17,7 +17,9 @@ use crate::kernels::logit_cap::encode_logit_cap;
 use crate::kernels::logit_lens::{
     encode_copy_rows, encode_gather_rows, encode_top_k_rows, top_k_windows,
 };
-use crate::kernels::matmul::{encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU};
+use crate::kernels::matmul::{
+    encode_matmul, encode_matmul_fused, ACCUMULATE, BIAS, GATED, GELU, GELU_ERF,
+};
 use crate::kernels::matmul_bt::encode_matmul_bt;
 use crate::kernels::matvec::{encode_matvec_fused, Fusion, Rope};
 use crate::kernels::matvec_bt::{encode_matvec_bt, encode_matvec_bt_normed};
@@ -356,10 +358,16 @@ impl Model {
                 matches!(gating, MoeGating::Normed(_)).then_some(self.norm())
             }
         };
-        // (a parallel block's MLP reads ln_1's output, still in `ln`)
-        if folded.is_none() && !cfg.architecture.parallel_block() && cfg.architecture.pre_norms() {
+        // (a parallel block's MLP reads ln_1's output, still in `ln`; an encoder's ln_2
+        // normalises the stream after the attention, the MLP's input and residual)
+        let arch = cfg.architecture;
+        if folded.is_none() && !arch.parallel_block() && (arch.pre_norms() || arch.encoder()) {
             encode_layer_norm(pass, &blk.ln_2, t, c, self.norm());
         }
+        let gelu = match arch.encoder() {
+            true => GELU_ERF,
+            false => GELU,
+        };
         let up = Fusion {
             norm: folded,
             ..Default::default()
@@ -370,7 +378,7 @@ impl Model {
                 swiglu: None,
                 fc_proj,
             } => {
-                c_fc.encode_fused(pass, t, path, b | GELU, up);
+                c_fc.encode_fused(pass, t, path, b | gelu, up);
                 fc_proj.encode(pass, t, path, b | self.adds());
             }
             MlpOps::Dense {
@@ -504,6 +512,10 @@ impl Model {
                 encode_embedding(pass, op, t, c, (ch.row_start, ch.rows), (learned, scale));
             }
         }
+        // an encoder's embedding, in `ln`, normalised into `x`
+        if let Some(ln_e) = &ops.ln_e {
+            encode_layer_norm(pass, ln_e, t, c, norm);
+        }
         if capture {
             encode_row_norm(pass, &ops.embed_norm, t, c, 0);
         }
@@ -608,6 +620,10 @@ impl Model {
             if let Some((_, post_mlp)) = &blk.post_norms {
                 encode_norm_add(pass, post_mlp, t, c, norm);
             }
+            // an encoder's x = norm(ln + mlp(ln)) (the down projection added to `ln`)
+            if let Some(ln_3) = &blk.ln_3 {
+                encode_layer_norm(pass, ln_3, t, c, norm);
+            }
             if let Some(r) = routing.filter(|_| cfg.is_moe_layer(l)) {
                 // the i-th MoE layer: the layers before it that route
                 let i = (0..l).filter(|&j| cfg.is_moe_layer(j)).count();
@@ -630,7 +646,7 @@ impl Model {
             StepKind::Decode { .. } | StepKind::Prefill { .. } => ops.lm_head_normed.as_ref(),
             _ => None,
         };
-        if lm_head_normed.is_none() {
+        if lm_head_normed.is_none() && !cfg.architecture.encoder() {
             encode_layer_norm(pass, &ops.ln_f, t, c, norm);
         }
         let chunks = &self.weights.wte.chunks;

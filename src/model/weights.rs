@@ -57,11 +57,22 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
         vec![cfg.context_size, c],
         Init::Normal(std),
     );
+    // an encoder (post-LN): the embedding's norm, none before the attention, ln_2 after
+    // it, ln_3 after the MLP, no final norm
+    let encoder = cfg.architecture.encoder();
+    let norm = |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String| {
+        add(format!("{name}.weight"), vec![c], Init::Ones);
+        if cfg.bias {
+            add(format!("{name}.bias"), vec![c], Init::Zeros);
+        }
+    };
+    if encoder {
+        norm(&mut add, "ln_e".into());
+    }
     for l in 0..cfg.n_layer {
         let p = format!("h.{l}.");
-        add(format!("{p}ln_1.weight"), vec![c], Init::Ones);
-        if cfg.bias {
-            add(format!("{p}ln_1.bias"), vec![c], Init::Zeros);
+        if !encoder {
+            norm(&mut add, format!("{p}ln_1"));
         }
         add(
             format!("{p}attn.c_attn.weight"),
@@ -125,10 +136,12 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
                 add(format!("{p}mlp.c_proj.bias"), vec![c], Init::Zeros);
             }
         }
+        if encoder {
+            norm(&mut add, format!("{p}ln_3"));
+        }
     }
-    add("ln_f.weight".into(), vec![c], Init::Ones);
-    if cfg.bias {
-        add("ln_f.bias".into(), vec![c], Init::Zeros);
+    if !encoder {
+        norm(&mut add, "ln_f".into());
     }
     if !cfg.tie_word_embeddings {
         add(

@@ -6,6 +6,11 @@ pub fn gelu(x: f64) -> f64 {
     0.5 * x * (1.0 + inner.tanh())
 }
 
+/// Exact GELU, `x Φ(x) = 0.5 x (1 + erf(x / √2))` (BERT's).
+pub fn gelu_erf(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
 /// Other activations of the MLP (MoE experts may use them).
 pub fn relu(x: f64) -> f64 {
     x.max(0.0)

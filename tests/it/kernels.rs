@@ -90,6 +90,53 @@ fn matmul_plain_bias_gelu_accumulate() {
 }
 
 #[test]
+fn matmul_exact_gelu_matches_reference() {
+    // The encoders' activation (flag GELU_ERF, the epilogue every matmul variant
+    // shares), f32 and half-float weights, split K or not; its tanh form would miss
+    // the tolerance (checked here), so the flag is what is tested
+    let g = gpu();
+    let erf = reference::gelu::gelu_erf;
+    for &(m, n, k) in &[(3, 8, 12), (17, 260, 36), (40, 72, 1000)] {
+        let a = rand_vec(m * k, 31, 1.0);
+        let b = rand_vec(k * n, 32, 0.5);
+        let bias = rand_vec(n, 33, 0.5);
+        let plain = reference::matmul::matmul(&a, &b, Some(&bias), None, m, n, k, false);
+        let exact: Vec<f32> = plain.iter().map(|&x| erf(x as f64) as f32).collect();
+        let tanh = reference::matmul::matmul(&a, &b, Some(&bias), None, m, n, k, true);
+        assert!(reference::compare("tanh form", &tanh, &exact, 1e-4, 1e-4).is_err());
+        for variant in variants("matmul").into_iter().chain(variants("matmul_f16")) {
+            let seen = seen_by(variant, &b);
+            let want: Vec<f32> =
+                reference::matmul::matmul(&a, &seen, Some(&bias), None, m, n, k, false)
+                    .iter()
+                    .map(|&x| erf(x as f64) as f32)
+                    .collect();
+            let splits: &[bool] = if matmul::splits_k(variant) {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &split in splits {
+                let got = matmul::run_matmul(
+                    &g.ctx,
+                    &g.pipelines,
+                    variant,
+                    &wgformer::kernels::HostProduct::new(&a, &b, n, k).epilogue(
+                        Some(&bias),
+                        None,
+                        matmul::BIAS | matmul::GELU_ERF,
+                    ),
+                    split,
+                )
+                .unwrap();
+                let what = format!("{variant} exact gelu {m}x{n}x{k} split {split}");
+                assert_close(&what, &got, &want, 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_detects_a_wrong_answer() {
     // The comparison itself must be able to fail.
     let g = gpu();
@@ -470,6 +517,16 @@ fn row_norm_matches_reference() {
         1e-5,
         1e-5,
     );
+}
+
+#[test]
+fn exact_gelu_reference_known_values() {
+    use reference::gelu::gelu_erf;
+    assert_eq!(gelu_erf(0.0), 0.0);
+    // x Φ(x): Φ(1) = 0.841344746068543, Φ(-3) = 0.00134989803163
+    assert!((gelu_erf(1.0) - 0.841_344_746_068_543).abs() < 1e-12);
+    assert!((gelu_erf(-3.0) - -0.004_049_694_095).abs() < 1e-10);
+    assert!((gelu_erf(40.0) - 40.0).abs() < 1e-12);
 }
 
 #[test]
@@ -1607,6 +1664,48 @@ fn grouped_query_attention_with_a_window_matches_reference() {
             }
             assert_eq!(want.len(), t * q);
         }
+    }
+}
+
+#[test]
+fn bidirectional_attention_matches_reference() {
+    // An encoder's attention: every query sees every key of its text, heads of 64
+    // (the subgroup kernels), 16, and 256 (the wide pipelines), grouped or not; every
+    // forward kernel and the weights kernel equal the reference, which differs from
+    // the causal one beyond the tolerance
+    let g = gpu();
+    let t = 37;
+    for &(nh, nkv, hs) in &[(4, 4, 64), (8, 2, 16), (2, 1, 256)] {
+        let heads = Heads::mha(nh * hs, nh).grouped(nkv).bidirectional();
+        let qkv = rand_vec(t * heads.qkv_width(), (nh * 7 + hs) as u64, 0.5);
+        let (want, want_ent) = reference::attention::attention(&qkv, heads);
+        let causal = Heads {
+            bidirectional: false,
+            ..heads
+        };
+        let (one_way, _) = reference::attention::attention(&qkv, causal);
+        assert!(reference::compare("causal", &one_way, &want, 1e-4, 1e-4).is_err());
+        for variant in attention_variants("attention", hs) {
+            let (got, ent) = attention::run_attention(
+                &g.ctx,
+                &g.pipelines,
+                variant,
+                &attention::HostAttention::with_heads(&qkv, heads),
+            )
+            .unwrap();
+            let what = format!("{variant} bidirectional nh{nh} nkv{nkv} hs{hs}");
+            assert_close(&what, &got, &want, 1e-4, 1e-4);
+            assert_close(&format!("{what} entropy"), &ent, &want_ent, 1e-4, 1e-4);
+        }
+        let w = attention::run_attention_weights(&g.ctx, &g.pipelines, &qkv, heads, None).unwrap();
+        let want_w = reference::attention::weights_masked(&qkv, heads, |i, j| heads.sees(i, j));
+        assert_close(
+            &format!("weights bidirectional hs{hs}"),
+            &w,
+            &want_w,
+            1e-5,
+            1e-4,
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `kernels`, `moe`, `shaders` | every kernel against its CPU reference; WGSL validation |
 //! | `fusions` | a decode step's fused dispatches against the kernels they replace; its dispatch count |
 //! | `model`, `generate`, `hf_fixture`, `tokenizer` | the model on the device, KV-cache decoding, a `transformers` checkpoint |
+//! | `families`, `encoders` | Hugging Face directories of each family against `transformers`' numbers |
 //! | `pipeline` | decode steps in flight: chained to the one before, read back later |
 //! | `batching` | the engine: continuous batching, the paged KV pool, steps in flight |
 //! | `server`, `generation_api`, `openai`, `hardening`, `fuzz` | the HTTP service on loopback |
@@ -19,6 +20,7 @@ mod common;
 
 mod batching;
 mod chat;
+mod encoders;
 mod explorer;
 mod families;
 mod fusions;

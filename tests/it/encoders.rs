@@ -1,0 +1,252 @@
+//! Encoders (sentence-embedding models) from Hugging Face directories laid out as
+//! sentence-transformers publishes them (tools/make_encoder_fixtures.py): tokenization,
+//! every hidden state and the pooled embedding equal what `transformers` computed, with
+//! both kernel classes; `/v1/embeddings` serves them and nothing else; bad pooling
+//! configs get errors that name the problem.
+
+use crate::common;
+
+use common::{assert_close, gpu};
+use wgformer::config::Family;
+use wgformer::model::directory::ModelDir;
+use wgformer::model::{resolve_config, Model, Pooling};
+
+const ENCODERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/encoders");
+
+/// The fixtures and the pooling each directory names.
+const ALL: [(&str, Pooling); 2] = [("bert", Pooling::Mean), ("xlm_roberta", Pooling::First)];
+
+fn meta(name: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(format!("{ENCODERS}/{name}/fixture.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn expected(name: &str, tensor: &str) -> Vec<f32> {
+    let bytes = std::fs::read(format!("{ENCODERS}/{name}/expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(tensor)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn build(dir: &str, extra: serde_json::Value) -> Model {
+    let g = gpu();
+    let mut config = serde_json::json!({ "model": dir });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let (cfg, files) = resolve_config(config).unwrap();
+    Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap()
+}
+
+#[test]
+fn encoders_tokenize_as_transformers_does() {
+    for (name, pooling) in ALL {
+        let dir =
+            ModelDir::open(name, std::path::Path::new(&format!("{ENCODERS}/{name}"))).unwrap();
+        assert_eq!(dir.arch.family, Family::Bert, "{name}");
+        assert_eq!(dir.pooling, pooling, "{name}");
+        assert!(dir.headless, "{name}: an encoder has no LM head");
+        let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+        let m = meta(name);
+        let want = common::json_ids(&m["input_ids"]);
+        assert_eq!(
+            tok.encode(m["text"].as_str().unwrap()).unwrap(),
+            want,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn encoders_embed_as_transformers_computes() {
+    // The pooled embedding (the mean of every hidden state, or the first token's) of
+    // the fixture's text with both kernel classes, f32 and half-float weights; a text's
+    // embedding the same alone and beside others in one traversal. A causal mask or
+    // the tanh GELU would each move these by more than the tolerance (the script
+    // checks), and so would a position table read from row 0 for XLM-R.
+    for (name, pooling) in ALL {
+        let m = meta(name);
+        let tol = m["tolerance"].as_f64().unwrap();
+        let input = common::json_ids(&m["input_ids"]);
+        let want = expected(name, "pooled");
+        let hidden = expected(name, "hidden");
+        let c = want.len();
+        // the fixture's pooled vector is its hidden states pooled
+        let first = &hidden[..c];
+        let mean: Vec<f32> = (0..c)
+            .map(|i| hidden.iter().skip(i).step_by(c).sum::<f32>() / input.len() as f32)
+            .collect();
+        let pooled_again = if pooling == Pooling::Mean {
+            mean
+        } else {
+            first.to_vec()
+        };
+        assert_close(&format!("{name} pooled"), &pooled_again, &want, 1e-5, 1e-5);
+        for (kernels, dtype, atol) in [
+            ("software", "float32", tol),
+            ("hardware", "float32", tol),
+            ("software", "float16", 2e-2),
+        ] {
+            let model = build(
+                &format!("{ENCODERS}/{name}"),
+                serde_json::json!({"kernels": kernels, "dtype": dtype}),
+            );
+            assert!(model.headless && model.pooling == pooling);
+            let got = model.embed_many(&[&input]).unwrap().remove(0);
+            let what = format!("{name} {kernels} {dtype} pooled vs transformers");
+            assert_close(&what, &got, &want, atol, atol);
+            let short = &input[..7];
+            let together = model.embed_many(&[short, &input, &input[..20]]).unwrap();
+            let alone = model.embed_many(&[short]).unwrap().remove(0);
+            assert_eq!(together[0], alone, "{name} {kernels}: alone and shared");
+            assert_eq!(together[1], got, "{name} {kernels}: alone and shared");
+            // what needs an LM head is refused by name
+            let e = model.check_head().unwrap_err().to_string();
+            assert!(e.contains("/v1/embeddings only"), "{e}");
+        }
+    }
+}
+
+/// A copy of fixture `name` at `dir` with its pooling config replaced by `pooling`
+/// (`None`: no sentence-transformers files at all).
+fn with_pooling(name: &str, dir: &std::path::Path, pooling: Option<serde_json::Value>) {
+    let src = std::path::PathBuf::from(format!("{ENCODERS}/{name}"));
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    if let Some(p) = pooling {
+        std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+        std::fs::write(dir.join("1_Pooling/config.json"), p.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn pooling_comes_from_the_directory_or_the_family() {
+    // No sentence-transformers files: an encoder pools by the mean (as
+    // sentence-transformers does a plain transformers model); `1_Pooling` without
+    // modules.json is read; a mode this service does not pool by, or none, is an error
+    // that names it
+    use serde_json::json;
+    let dir = std::env::temp_dir().join(format!("wgformer-pooling-{}", std::process::id()));
+    let open = |p| {
+        with_pooling("xlm_roberta", &dir, p);
+        ModelDir::open("enc", &dir)
+    };
+    assert_eq!(open(None).unwrap().pooling, Pooling::Mean);
+    let cls = json!({"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false});
+    assert_eq!(open(Some(cls)).unwrap().pooling, Pooling::First);
+    let last = json!({"pooling_mode_lasttoken": true});
+    assert_eq!(open(Some(last)).unwrap().pooling, Pooling::Last);
+    let max = json!({"pooling_mode_max_tokens": true});
+    let e = open(Some(max)).err().unwrap().to_string();
+    assert!(
+        e.contains("pooling_mode_max_tokens is not supported"),
+        "{e}"
+    );
+    let both = json!({"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true});
+    let e = open(Some(both)).err().unwrap().to_string();
+    assert!(e.contains("must turn on one of"), "{e}");
+    // the mean of the same model differs from its first token's (the pooling is used)
+    with_pooling("xlm_roberta", &dir, None);
+    let model = build(dir.to_str().unwrap(), json!({}));
+    let input = common::json_ids(&meta("xlm_roberta")["input_ids"]);
+    let mean = model.embed_many(&[&input]).unwrap().remove(0);
+    let hidden = expected("xlm_roberta", "hidden");
+    let c = mean.len();
+    let want: Vec<f32> = (0..c)
+        .map(|i| hidden.iter().skip(i).step_by(c).sum::<f32>() / input.len() as f32)
+        .collect();
+    assert_close("xlm_roberta mean pooled", &mean, &want, 2e-4, 2e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_seeded_encoder_builds_and_embeds() {
+    // architecture "bert" without a directory: random weights of the encoder's shape,
+    // headless, the same embedding twice and alone or shared
+    let g = gpu();
+    let (cfg, files) = resolve_config(serde_json::json!({
+        "architecture": "bert", "n_layer": 2, "n_head": 2, "n_embed": 32,
+        "vocab_size": 64, "context_size": 32, "seed": 5
+    }))
+    .unwrap();
+    let model = Model::build(cfg, files, g.ctx.clone(), g.pipelines.clone()).unwrap();
+    assert!(model.headless);
+    assert_eq!(model.pooling, Pooling::Mean);
+    let a: Vec<u32> = (0..20).collect();
+    let b: Vec<u32> = (10..13).collect();
+    let one = model.embed_many(&[&a]).unwrap();
+    let both = model.embed_many(&[&b, &a]).unwrap();
+    assert_eq!(one[0], both[1]);
+    assert!(one[0].iter().all(|x| x.is_finite()));
+    assert_ne!(both[0], both[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_encoder_serves_embeddings_and_refuses_generation() {
+    use common::http::*;
+    use serde_json::json;
+    let models = std::env::temp_dir().join(format!("wgformer-encoder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    std::fs::create_dir_all(&models).unwrap();
+    let src = std::path::PathBuf::from(format!("{ENCODERS}/bert"));
+    let dst = models.join("minilm");
+    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "minilm"})).await;
+    assert_eq!(code, 200, "{body}");
+    let text = meta("bert")["text"].as_str().unwrap().to_string();
+    let (code, v) = post(&s, "/v1/embeddings", json!({"input": [text, "short"]})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    // the fixture's mean-pooled embedding, normalised
+    let want = expected("bert", "pooled");
+    let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let want: Vec<f32> = want.iter().map(|x| x / norm).collect();
+    let got: Vec<f32> = v["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_close("encoder over http", &got, &want, 2e-4, 2e-4);
+    let n = meta("bert")["input_ids"].as_array().unwrap().len();
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > n as u64);
+    // longer than the positions: a 400 naming the input
+    let long = "word ".repeat(200);
+    let (code, e) = post(&s, "/v1/embeddings", json!({"input": ["ok", long]})).await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e.to_string().contains("input[1]"), "{e}");
+    for (path, body) in [
+        ("/v1/completions", json!({"prompt": "hi", "max_tokens": 2})),
+        ("/api/v1/forward", json!({"text": "hi"})),
+    ] {
+        let (code, e) = post(&s, path, body).await;
+        assert_eq!(code, 400, "{path}: {e}");
+        assert!(e.to_string().contains("/v1/embeddings only"), "{path}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&models);
+}
