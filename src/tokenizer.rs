@@ -133,8 +133,15 @@ impl Tokenizer {
 
     /// A Hugging Face `tokenizer.json` from its bytes; `name` names it in errors.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Config(format!("tokenizer {name:?} cannot be loaded: {e}")))?;
+        // a text is its own tokens: the file's padding (all-MiniLM's pads every text to
+        // 128 tokens) and truncation are for batches of fixed shape, and transformers
+        // applies neither unless a call asks
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Config(format!("tokenizer {name:?}: {e}")))?;
         Ok(Tokenizer::plain(inner))
     }
 

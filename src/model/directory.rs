@@ -65,6 +65,9 @@ pub struct ModelDir {
     /// An encoder's rows of the position table before position 0 (RoBERTa's
     /// `pad_token_id + 1`).
     position_offset: usize,
+    /// sentence-transformers' `max_seq_length` (`sentence_bert_config.json`): the
+    /// longest text the model was tuned on, its default context.
+    seq_limit: Option<usize>,
     /// Bytes of the weight files.
     pub weight_bytes: u64,
     /// `tokenizer.json`, when the directory has one.
@@ -484,6 +487,10 @@ impl ModelDir {
             false => 0,
         };
         let pooling = pooling_of(&root, dir)?.unwrap_or(Pooling::default_for(arch.family));
+        let seq_limit = read_json(&root, dir, "sentence_bert_config.json", false)?
+            .and_then(|c| c.get("max_seq_length").and_then(Value::as_u64))
+            .map(|n| n as usize)
+            .filter(|&n| n > 0);
         // such a checkpoint has no LM head: with an untied config (e5-mistral's), the
         // token embedding stands in for it so the model builds, and only embeddings are
         // served
@@ -498,6 +505,7 @@ impl ModelDir {
             headless,
             pooling,
             position_offset,
+            seq_limit,
             name: name.to_string(),
             arch,
             shards,
@@ -534,7 +542,8 @@ impl ModelDir {
             }
             cfg.context_size
         } else if learned {
-            a.max_positions
+            // (an embedding model: as long as sentence-transformers lets a text be)
+            a.max_positions.min(self.seq_limit.unwrap_or(usize::MAX))
         } else {
             // rotary families: up to the service's default context unless asked
             a.max_positions.min(DEFAULT_ROTARY_CONTEXT)

@@ -174,6 +174,46 @@ fn pooling_comes_from_the_directory_or_the_family() {
 }
 
 #[test]
+fn a_tokenizer_file_pads_and_truncates_nothing() {
+    // all-MiniLM's tokenizer.json pads every text to 128 tokens and truncates at 128
+    // (for batches of fixed shape): a text's tokens are its own, as transformers
+    // encodes one text, so a mean pool never averages padding
+    let src = format!("{ENCODERS}/bert/tokenizer.json");
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    t["padding"] = serde_json::json!({"strategy": {"Fixed": 128}, "direction": "Right",
+        "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    t["truncation"] = serde_json::json!({"max_length": 8, "strategy": "LongestFirst", "stride": 0});
+    let tok = wgformer::tokenizer::Tokenizer::from_bytes(t.to_string().as_bytes(), "padded")
+        .unwrap()
+        .with_special_tokens(None, None);
+    let m = meta("bert");
+    let want = common::json_ids(&m["input_ids"]);
+    assert!(want.len() > 8);
+    assert_eq!(tok.encode(m["text"].as_str().unwrap()).unwrap(), want);
+}
+
+#[test]
+fn sentence_transformers_max_seq_length_is_the_default_context() {
+    // sentence_bert_config.json's max_seq_length caps the context the directory
+    // gives (a longer text is refused, never cut); a context_size asked for may go up
+    // to the model's positions
+    let dir = std::env::temp_dir().join(format!("wgformer-seqlen-{}", std::process::id()));
+    with_pooling("bert", &dir, None);
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 16}"#,
+    )
+    .unwrap();
+    let name = dir.to_str().unwrap();
+    let (cfg, _) = resolve_config(serde_json::json!({ "model": name })).unwrap();
+    assert_eq!(cfg.context_size, 16);
+    let (cfg, _) = resolve_config(serde_json::json!({"model": name, "context_size": 100})).unwrap();
+    assert_eq!(cfg.context_size, 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_seeded_encoder_builds_and_embeds() {
     // architecture "bert" without a directory: random weights of the encoder's shape,
     // headless, the same embedding twice and alone or shared
