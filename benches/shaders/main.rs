@@ -138,6 +138,9 @@ fn main() {
     if b.wants("gpt2_fwd") {
         model::gpt2_fwd(&mut b, &device);
     }
+    if b.wants("encoder_embed") {
+        model::encoder_embed(&mut b, &device);
+    }
     if b.wants("llama_vs_gpt2") || b.wants("llama_1b") {
         model::llama_vs_gpt2(&mut b, &device);
     }

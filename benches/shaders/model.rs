@@ -528,6 +528,54 @@ impl Bench {
         self.report_pair("gpt2_embed", shape, n, "texts/s", labels, (head, embed));
     }
 
+    /// An encoder's embeddings of `n` texts of `t` tokens (`Model::embed_many`, what
+    /// `/v1/embeddings` runs): one text a traversal, then as many as the engine puts in
+    /// one (16, and the context's tokens); texts/s of each, and the ratio.
+    pub(crate) fn encoder_embeddings(&mut self, model: &Model, n: usize, t: usize, tag: &str) {
+        let vocab = model.config.vocab_size as u32;
+        let texts: Vec<Vec<u32>> = token_texts(n, t, 13, 307)
+            .into_iter()
+            .map(|ids| ids.into_iter().map(|x| x % vocab).collect())
+            .collect();
+        let batch: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
+        // as the engine groups them: up to 16 texts and the context's tokens
+        let per = (model.config.context_size / t).clamp(1, 16);
+        model.embed_many(&batch[..per]).unwrap();
+        let runs = if self.quick { 3 } else { 5 };
+        let timed = |f: &dyn Fn()| {
+            median(
+                (0..runs)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        f();
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect(),
+            )
+        };
+        let apart = timed(&|| {
+            for ids in &batch {
+                model.embed_many(&[ids]).unwrap();
+            }
+        });
+        let together = timed(&|| {
+            for group in batch.chunks(per) {
+                model.embed_many(group).unwrap();
+            }
+        });
+        let shape = format!("MiniLM-L6{tag} {n} x T={t}");
+        let shared = format!("{per} a traversal");
+        let labels = ("one a traversal", shared.as_str());
+        self.report_pair(
+            "encoder_embed",
+            shape,
+            n,
+            "texts/s",
+            labels,
+            (apart, together),
+        );
+    }
+
     pub(crate) fn end_to_end(&mut self, model: &Model, t: usize, tag: &str) {
         let name = model_name(model);
         let ids = token_texts(1, t, 13, 0).remove(0);
@@ -630,6 +678,33 @@ pub(crate) fn gpt2_fwd(b: &mut Bench, device: &DeviceChoice) {
             b.decode_batch(model, 16, 64, 16, pick, tag);
         }
     });
+}
+
+/// A seeded encoder of all-MiniLM-L6-v2's shape (6 layers of 384, 12 heads, GELU 1536,
+/// vocabulary 30,522, 512 positions), f32 and f16: 32 short texts (T = 16) and 16 long
+/// ones (T = 256), embedded one a traversal and 16 a traversal.
+pub(crate) fn encoder_embed(b: &mut Bench, device: &DeviceChoice) {
+    let ctx = std::sync::Arc::new(GpuContext::new(device).expect("no adapter"));
+    let pl = std::sync::Arc::new(Pipelines::new(&ctx).expect("pipelines"));
+    for (dtype, tag) in [
+        (wgformer::config::Dtype::Float32, ""),
+        (wgformer::config::Dtype::Float16, " f16"),
+    ] {
+        let cfg = ModelConfig {
+            architecture: wgformer::config::Family::Bert,
+            n_layer: 6,
+            n_head: 12,
+            n_embed: 384,
+            intermediate_size: Some(1536),
+            vocab_size: 30522,
+            context_size: 512,
+            dtype,
+            ..ModelConfig::default()
+        };
+        let model = Model::build(cfg, None, ctx.clone(), pl.clone()).expect("encoder");
+        b.encoder_embeddings(&model, 32, 16, tag);
+        b.encoder_embeddings(&model, 16, 256, tag);
+    }
 }
 
 /// GPT-2 small (seeded) on `device`, f32 and then with half-float linear weights (dtype
