@@ -187,6 +187,24 @@ impl Tokenizer {
         Ok(spans)
     }
 
+    /// Token ids of a pair of texts as a cross-encoder reads them (the tokenizer's pair
+    /// template: `[CLS] a [SEP] b [SEP]`, `<s> a </s></s> b </s>`), and where the
+    /// second segment starts: the first token of type 1, or the length when the
+    /// template gives every token type 0 (XLM-RoBERTa's).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<(Vec<u32>, usize)> {
+        let e = self
+            .inner
+            .encode((a, b), true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = e.get_ids().to_vec();
+        let second = e
+            .get_type_ids()
+            .iter()
+            .position(|&t| t == 1)
+            .unwrap_or(ids.len());
+        Ok((ids, second))
+    }
+
     /// Text of `ids`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

@@ -13,6 +13,11 @@ pooling config asks for (`pooled`: the mean of the rows, or the first row).
   xlm_roberta  XLMRobertaModel (bge-m3's, multilingual-e5's): positions counted from
                pad_token_id + 1 = 2, <s> $A </s>, CLS pooling, LayerNorm weights saved
                under their names, bf16 weights
+  bert_reranker  BertForSequenceClassification with one label (ms-marco-MiniLM's
+               shape, a cross-encoder): [CLS] query [SEP] document [SEP], the document's
+               tokens of type 1; `scores` holds the logit of each of PAIRS
+  xlm_roberta_reranker  XLMRobertaForSequenceClassification with one label
+               (bge-reranker's): <s> query </s></s> document </s>, one token type
 
 Each model's weights are perturbed (the LayerNorms off ones and zeros) and scaled so the
 MLP's inputs reach the range where exact GELU and its tanh approximation differ; the
@@ -34,6 +39,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModel,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     PreTrainedTokenizerFast,
@@ -45,6 +51,12 @@ TEXT = (
     "words: every token sees every other one."
 )
 CORPUS = [TEXT, "Hello world! Sentence embeddings run on GPUs, and on CPUs too."] * 4
+# (query, document) pairs the rerankers score
+PAIRS = [
+    ("what runs on gpus?", "Transformers run on GPUs, and on CPUs too."),
+    ("what runs on gpus?", "The quick brown fox jumps over the lazy dog."),
+    ("hello", "Hello world!"),
+]
 # the largest difference the tests allow between these numbers and the service's
 TOLERANCE = 2e-4
 
@@ -156,6 +168,52 @@ def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
     print(name, len(ids), "tokens", sorted(os.listdir(path)))
 
 
+def build_reranker(out, name, config, dtype, specials, cls, sep, scale):
+    path = os.path.join(out, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)
+    tok = train_tokenizer(specials, cls, sep)
+    config.vocab_size = tok.get_vocab_size()
+    config.num_labels = 1
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    perturb(model, scale)
+    model.to(dtype).to(torch.float32)
+    model.to(dtype).save_pretrained(path)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, cls_token=cls, sep_token=sep, pad_token=specials[0],
+        unk_token=specials[-1],
+    )
+    fast.save_pretrained(path)
+    auto = AutoTokenizer.from_pretrained(path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager").eval()
+    ids, scores = [], []
+    for q, d in PAIRS:
+        enc = auto(q, d, return_tensors="pt")
+        with torch.no_grad():
+            scores.append(reloaded(**enc).logits.float()[0, 0].item())
+        ids.append(enc["input_ids"][0].tolist())
+        if "token_type_ids" in enc:
+            # the document's tokens are of type 1 (what the position table's second
+            # half carries)
+            assert enc["token_type_ids"][0].tolist().count(1) > 0 or config.type_vocab_size == 1
+    print(name, "scores", scores)
+    assert max(scores) - min(scores) > 10 * TOLERANCE
+    save_file({"scores": torch.tensor(scores)}, os.path.join(path, "expected.safetensors"))
+    meta = {
+        "pairs": PAIRS,
+        "input_ids": ids,
+        "tolerance": TOLERANCE,
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
+    with open(os.path.join(path, "fixture.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(name, sorted(os.listdir(path)))
+
+
 def main(out, only):
     common = dict(
         hidden_size=64,
@@ -175,6 +233,15 @@ def main(out, only):
                                pad_token_id=1, bos_token_id=0, eos_token_id=2)
         build(out, "xlm_roberta", cfg, torch.bfloat16,
               ["<s>", "<pad>", "</s>", "<unk>"], "<s>", "</s>", "cls", 8.0)
+    if not only or "bert_reranker" in only:
+        build_reranker(out, "bert_reranker", BertConfig(**common, pad_token_id=0),
+                       torch.float32, ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"],
+                       "[CLS]", "[SEP]", 8.0)
+    if not only or "xlm_roberta_reranker" in only:
+        cfg = XLMRobertaConfig(**{**common, "max_position_embeddings": 130, "type_vocab_size": 1},
+                               pad_token_id=1, bos_token_id=0, eos_token_id=2)
+        build_reranker(out, "xlm_roberta_reranker", cfg, torch.float32,
+                       ["<s>", "<pad>", "</s>", "<unk>"], "<s>", "</s>", 8.0)
 
 
 if __name__ == "__main__":

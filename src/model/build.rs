@@ -88,6 +88,10 @@ impl Model {
             Some(WeightFiles::Directory(d)) => d.pooling,
             _ => super::Pooling::default_for(config.architecture),
         };
+        let (classifier, typed) = match &checkpoint {
+            Some(WeightFiles::Directory(d)) => (d.classifier()?, d.typed_pairs),
+            _ => (None, false),
+        };
         let source = match checkpoint {
             Some(WeightFiles::Checkpoint(c)) => WeightSource::Checkpoint(c),
             Some(WeightFiles::Directory(d)) => WeightSource::Directory(d),
@@ -100,6 +104,8 @@ impl Model {
         // (an encoder has no LM head: it serves embeddings only)
         model.headless = headless || model.config.architecture.encoder();
         model.pooling = pooling;
+        model.classifier = classifier;
+        model.pair_offset = typed.then_some(model.config.context_size);
         Ok(model)
     }
 
@@ -582,6 +588,8 @@ impl Model {
             parameter_count: config.parameter_count(),
             headless: false,
             pooling: super::Pooling::Last,
+            classifier: None,
+            pair_offset: None,
             config,
             ctx,
             pipelines,

@@ -68,6 +68,9 @@ pub struct ModelDir {
     /// sentence-transformers' `max_seq_length` (`sentence_bert_config.json`): the
     /// longest text the model was tuned on, its default context.
     seq_limit: Option<usize>,
+    /// An encoder with token types: its position table gets a second half with type
+    /// 1's embedding, which a pair's second text reads ([`ModelDir::load`]).
+    pub typed_pairs: bool,
     /// Bytes of the weight files.
     pub weight_bytes: u64,
     /// `tokenizer.json`, when the directory has one.
@@ -167,6 +170,45 @@ impl Pooling {
             true => Pooling::Mean,
             false => Pooling::Last,
         }
+    }
+}
+
+/// A cross-encoder's classification head, on the host (two small matrix-vector
+/// products a text): `out(tanh(dense(h)))` of the first token's hidden state `h` —
+/// BERT's pooler then classifier, RoBERTa's classification head.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    /// `[C, C]` as stored (`[out, in]`) and its bias.
+    pub dense: (Vec<f32>, Vec<f32>),
+    /// `[labels, C]` and its bias.
+    pub out: (Vec<f32>, Vec<f32>),
+}
+
+impl Classifier {
+    pub fn labels(&self) -> usize {
+        self.out.1.len()
+    }
+
+    /// The logits of the first token's hidden state `h` (`[labels]`).
+    pub fn logits(&self, h: &[f32]) -> Vec<f32> {
+        let linear = |(w, b): &(Vec<f32>, Vec<f32>), x: &[f32]| -> Vec<f64> {
+            b.iter()
+                .zip(w.chunks(x.len()))
+                .map(|(&bo, row)| {
+                    bo as f64
+                        + row
+                            .iter()
+                            .zip(x)
+                            .map(|(&a, &v)| a as f64 * v as f64)
+                            .sum::<f64>()
+                })
+                .collect()
+        };
+        let mid: Vec<f32> = linear(&self.dense, h)
+            .iter()
+            .map(|v| v.tanh() as f32)
+            .collect();
+        linear(&self.out, &mid).iter().map(|&v| v as f32).collect()
     }
 }
 
@@ -486,7 +528,19 @@ impl ModelDir {
                 .map_err(|e| bad(dir, e.to_string().trim_start_matches("invalid config: ")))?,
             false => 0,
         };
-        let pooling = pooling_of(&root, dir)?.unwrap_or(Pooling::default_for(arch.family));
+        // a cross-encoder's head reads the first token
+        let classifies = encoder
+            && ["classifier.weight", "classifier.out_proj.weight"]
+                .iter()
+                .any(|n| tensors.contains_key(*n));
+        let pooling = match classifies {
+            true => Pooling::First,
+            false => pooling_of(&root, dir)?.unwrap_or(Pooling::default_for(arch.family)),
+        };
+        let typed_pairs = encoder
+            && tensors
+                .get(&format!("{prefix}embeddings.token_type_embeddings.weight"))
+                .is_some_and(|e| e.shape.first().is_some_and(|&n| n >= 2));
         let seq_limit = read_json(&root, dir, "sentence_bert_config.json", false)?
             .and_then(|c| c.get("max_seq_length").and_then(Value::as_u64))
             .map(|n| n as usize)
@@ -506,6 +560,7 @@ impl ModelDir {
             pooling,
             position_offset,
             seq_limit,
+            typed_pairs,
             name: name.to_string(),
             arch,
             shards,
@@ -1000,15 +1055,14 @@ impl ModelDir {
         let mut pos = Vec::new();
         self.read(&(table, vec![rows, c]), &mut pos)?;
         let types = format!("{m}embeddings.token_type_embeddings.weight");
-        let mut type0 = vec![0.0; c];
+        // (no table: types add nothing)
+        let mut table = vec![0.0; 2 * c];
         if let Some(e) = self.tensor(&types) {
-            let mut all = Vec::new();
-            self.read(&(types, e.shape.clone()), &mut all)?;
-            type0.copy_from_slice(
-                all.get(..c).ok_or_else(|| {
-                    bad(&self.name, "token_type_embeddings has no row".to_string())
-                })?,
-            );
+            table.clear();
+            self.read(&(types, e.shape.clone()), &mut table)?;
+            if table.len() < c {
+                return Err(bad(&self.name, "token_type_embeddings has no row"));
+            }
         }
         let start = self.position_offset * c;
         let want = spec.numel();
@@ -1021,10 +1075,51 @@ impl ModelDir {
                 ),
             )
         })?;
-        Ok(rows
-            .chunks(c)
-            .flat_map(|r| r.iter().zip(&type0).map(|(p, t)| p + t))
-            .collect())
+        let typed = |t: &[f32]| -> Vec<f32> {
+            rows.chunks(c)
+                .flat_map(|r| r.iter().zip(t).map(|(p, t)| p + t))
+                .collect()
+        };
+        let mut out = typed(&table[..c]);
+        // the second half: the same positions with type 1 (a pair's second text)
+        if self.typed_pairs {
+            out.extend(typed(&table[c..2 * c]));
+        }
+        Ok(out)
+    }
+
+    /// A cross-encoder's classification head (`BertForSequenceClassification`'s pooler
+    /// and classifier, `XLMRobertaForSequenceClassification`'s classification head),
+    /// read now; `None` for an encoder without one.
+    pub fn classifier(&self) -> Result<Option<Classifier>> {
+        let m = self.prefix;
+        let names = [
+            (format!("{m}pooler.dense"), "classifier".to_string()),
+            ("classifier.dense".into(), "classifier.out_proj".into()),
+        ];
+        let Some((dense, out)) = names
+            .into_iter()
+            .find(|(_, o)| self.tensors.contains_key(&format!("{o}.weight")))
+        else {
+            return Ok(None);
+        };
+        let c = self.arch.hidden_size;
+        let labels = self.tensors[&format!("{out}.weight")].shape[0];
+        let read = |n: String, shape: Vec<usize>| -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            self.read(&(n, shape), &mut v)?;
+            Ok(v)
+        };
+        Ok(Some(Classifier {
+            dense: (
+                read(format!("{dense}.weight"), vec![c, c])?,
+                read(format!("{dense}.bias"), vec![c])?,
+            ),
+            out: (
+                read(format!("{out}.weight"), vec![labels, c])?,
+                read(format!("{out}.bias"), vec![labels])?,
+            ),
+        }))
     }
 
     /// The f32 values of one Hugging Face tensor, checked against `shape`.

@@ -43,6 +43,11 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("BertModel", Family::Bert),
     ("XLMRobertaModel", Family::Bert),
     ("RobertaModel", Family::Bert),
+    // cross-encoders (rerankers: ms-marco-MiniLM, bge-reranker): an encoder with a
+    // classification head over its first token
+    ("BertForSequenceClassification", Family::Bert),
+    ("XLMRobertaForSequenceClassification", Family::Bert),
+    ("RobertaForSequenceClassification", Family::Bert),
 ];
 
 pub use crate::config::Family;

@@ -62,7 +62,7 @@ impl Model {
     /// together (the activations' rows).
     pub fn forward_many(&self, batch: &[(&[u32], usize)]) -> Result<Vec<ForwardOutput>> {
         let texts: Vec<&[u32]> = batch.iter().map(|(ids, _)| *ids).collect();
-        let (values, seconds) = self.forwards(&texts, ForwardsOut::LastLogits)?;
+        let (values, seconds) = self.forwards(&texts, None, ForwardsOut::LastLogits)?;
         let v = self.config.vocab_size;
         Ok(batch
             .iter()
@@ -86,7 +86,33 @@ impl Model {
     /// alone or with others. (Granite's are divided by its `logits_scaling`, folded
     /// into the final norm: the same direction.)
     pub fn embed_many(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let (values, _) = self.forwards(batch, ForwardsOut::Hidden)?;
+        let (values, _) = self.forwards(batch, None, ForwardsOut::Hidden)?;
+        self.pooled(batch, values)
+    }
+
+    /// A cross-encoder's logits for each pair of texts (`(ids, start)`: the pair's
+    /// tokens as the tokenizer's pair template gives them, and where its second text's
+    /// tokens of type 1 start; `ids.len()` when the template types none): the pairs'
+    /// forwards share traversals as [`Model::embed_many`]'s do, and the classification
+    /// head reads each one's first hidden state.
+    pub fn score_pairs(&self, batch: &[(&[u32], usize)]) -> Result<Vec<Vec<f32>>> {
+        let Some(head) = &self.classifier else {
+            return Err(Error::InvalidInput(
+                "the loaded model has no classification head: scoring pairs needs a cross-encoder (BertForSequenceClassification, XLMRobertaForSequenceClassification)".into(),
+            ));
+        };
+        let texts: Vec<&[u32]> = batch.iter().map(|(ids, _)| *ids).collect();
+        let starts: Vec<usize> = batch.iter().map(|&(_, s)| s).collect();
+        let (values, _) = self.forwards(&texts, Some(&starts), ForwardsOut::Hidden)?;
+        Ok(self
+            .pooled(&texts, values)?
+            .iter()
+            .map(|h| head.logits(h))
+            .collect())
+    }
+
+    /// Each text's pooled hidden state from what [`Model::forwards`] read back.
+    fn pooled(&self, batch: &[&[u32]], values: Vec<f32>) -> Result<Vec<Vec<f32>>> {
         let c = self.config.n_embed;
         if self.pooling != Pooling::Mean {
             return Ok(values.chunks(c).map(|h| h.to_vec()).collect());
@@ -111,7 +137,15 @@ impl Model {
     /// [`Pooling::Mean`]), and the seconds it took. With
     /// [`ForwardsOut::EveryLogits`] every row's logits stay on the device for
     /// [`Model::forward_logits`].
-    fn forwards(&self, batch: &[&[u32]], out: ForwardsOut) -> Result<(Vec<f32>, f64)> {
+    ///
+    /// `second`: each text's first row of its second segment (a pair's), whose
+    /// positions read the position table's type-1 half ([`Model::pair_offset`]).
+    fn forwards(
+        &self,
+        batch: &[&[u32]],
+        second: Option<&[usize]>,
+        out: ForwardsOut,
+    ) -> Result<(Vec<f32>, f64)> {
         if batch.is_empty() || batch.len() > MAX_PREFILL_PARTS {
             return Err(Error::InvalidInput(format!(
                 "a shared forward takes 1 to {MAX_PREFILL_PARTS} texts"
@@ -141,6 +175,13 @@ impl Model {
             });
             ids_all.extend_from_slice(ids);
             positions.extend(0..ids.len() as u32);
+        }
+        if let (Some(second), Some(offset)) = (second, self.pair_offset) {
+            for (part, &start) in parts.iter().zip(second) {
+                for p in &mut positions[part.row0 + start.min(part.rows)..part.row0 + part.rows] {
+                    *p += offset as u32;
+                }
+            }
         }
         let (v, c) = (self.config.vocab_size, self.config.n_embed);
         let values = self.ctx.scoped("forward", || {
@@ -541,7 +582,7 @@ impl Model {
 
     /// The full logits `[T, V]` (tests and tools; responses never need them all).
     pub fn forward_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forwards(&[ids], ForwardsOut::EveryLogits)?;
+        self.forwards(&[ids], None, ForwardsOut::EveryLogits)?;
         let t = ids.len();
         let ranges: Vec<_> = self
             .act

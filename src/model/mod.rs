@@ -51,7 +51,7 @@ use crate::kernels::{KernelOp, RowsOp};
 use source::WeightFiles;
 use weights::Checkpoint;
 
-pub use directory::Pooling;
+pub use directory::{Classifier, Pooling};
 pub use flight::PendingStep;
 pub use generate::{argmax_rows, NextToken, Readback};
 pub use output::{Capture, CapturedForward, ForwardOutput, LayerCapture, MoeCapture, TokenProb};
@@ -521,6 +521,12 @@ pub struct Model {
     pub headless: bool,
     /// Which of a text's hidden states its embedding is ([`Model::embed_many`]).
     pub pooling: Pooling,
+    /// A cross-encoder's classification head (scores pairs of texts:
+    /// [`Model::score_pairs`]).
+    pub classifier: Option<Classifier>,
+    /// Where the position table's type-1 half starts (an encoder with token types: a
+    /// pair's second text reads its positions there), else `None`.
+    pub pair_offset: Option<usize>,
     pub parameter_bytes: u64,
     pub device_bytes: u64,
     /// The GPU-shaped kernels serve this model (config `kernels` and the adapter).

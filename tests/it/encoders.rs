@@ -290,3 +290,61 @@ async fn an_encoder_serves_embeddings_and_refuses_generation() {
     }
     let _ = std::fs::remove_dir_all(&models);
 }
+
+#[test]
+fn cross_encoders_score_pairs_as_transformers_does() {
+    // A BERT cross-encoder (its pairs' second texts of token type 1: the position
+    // table's second half) and an XLM-RoBERTa one (one type): each pair's tokens as
+    // transformers' tokenizer gives them, and its logit, with both kernel classes, the
+    // same alone and beside the others
+    for name in ["bert_reranker", "xlm_roberta_reranker"] {
+        let path = format!("{ENCODERS}/{name}");
+        let dir = ModelDir::open(name, std::path::Path::new(&path)).unwrap();
+        assert_eq!(
+            dir.pooling,
+            Pooling::First,
+            "{name}: the head reads the first token"
+        );
+        assert_eq!(dir.typed_pairs, name == "bert_reranker");
+        let tok = dir.load_tokenizer(1 << 20).unwrap().unwrap();
+        let m = meta(name);
+        let pairs: Vec<(Vec<u32>, usize)> = m["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(m["input_ids"].as_array().unwrap())
+            .map(|(p, want)| {
+                let (a, b) = (p[0].as_str().unwrap(), p[1].as_str().unwrap());
+                let (ids, second) = tok.encode_pair(a, b).unwrap();
+                assert_eq!(ids, common::json_ids(want), "{name}: {a:?} {b:?}");
+                (ids, second)
+            })
+            .collect();
+        let want = expected(name, "scores");
+        let tol = m["tolerance"].as_f64().unwrap();
+        for kernels in ["software", "hardware"] {
+            let model = build(&path, serde_json::json!({ "kernels": kernels }));
+            let batch: Vec<(&[u32], usize)> =
+                pairs.iter().map(|(ids, s)| (ids.as_slice(), *s)).collect();
+            let got: Vec<f32> = model
+                .score_pairs(&batch)
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    assert_eq!(l.len(), 1);
+                    l[0]
+                })
+                .collect();
+            assert_close(&format!("{name} {kernels} scores"), &got, &want, tol, tol);
+            let alone = model.score_pairs(&batch[1..2]).unwrap();
+            assert_eq!(alone[0][0], got[1], "{name} {kernels}: alone and shared");
+        }
+    }
+    // an embedding model has no head to score with
+    let model = build(&format!("{ENCODERS}/bert"), serde_json::json!({}));
+    let e = model
+        .score_pairs(&[(&[1, 5, 2][..], 2)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no classification head"), "{e}");
+}
