@@ -61,7 +61,7 @@ PAIRS = [
 TOLERANCE = 2e-4
 
 
-def train_tokenizer(specials, cls, sep) -> Tokenizer:
+def train_tokenizer(specials, cls, sep, typed=False) -> Tokenizer:
     tok = Tokenizer(models.WordPiece(unk_token=specials[-1]))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -69,7 +69,9 @@ def train_tokenizer(specials, cls, sep) -> Tokenizer:
     tok.train_from_iterator(CORPUS, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} $B {sep}",
+        # BERT's pair template types the second text 1 (`$B:1 [SEP]:1`, as
+        # bert-base-uncased's tokenizer.json); XLM-R's `<s> $A </s></s> $B </s>` none
+        pair=f"{cls} $A {sep} $B:1 {sep}:1" if typed else f"{cls} $A {sep} {sep} $B {sep}",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
     )
     return tok
@@ -168,12 +170,12 @@ def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
     print(name, len(ids), "tokens", sorted(os.listdir(path)))
 
 
-def build_reranker(out, name, config, dtype, specials, cls, sep, scale):
+def build_reranker(out, name, config, dtype, specials, cls, sep, scale, typed):
     path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     torch.manual_seed(zlib.crc32(name.encode()) % 1000)
-    tok = train_tokenizer(specials, cls, sep)
+    tok = train_tokenizer(specials, cls, sep, typed)
     config.vocab_size = tok.get_vocab_size()
     config.num_labels = 1
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
@@ -190,14 +192,19 @@ def build_reranker(out, name, config, dtype, specials, cls, sep, scale):
         path, dtype=torch.float32, attn_implementation="eager").eval()
     ids, scores = [], []
     for q, d in PAIRS:
-        enc = auto(q, d, return_tensors="pt")
+        enc = auto(q, d, return_tensors="pt", return_token_type_ids=True)
+        types = enc["token_type_ids"][0].tolist()
+        # the document's tokens are of type 1 in BERT's pairs (what the position
+        # table's second half carries), of none in XLM-R's
+        assert (types.count(1) > 0) == typed, types
         with torch.no_grad():
-            scores.append(reloaded(**enc).logits.float()[0, 0].item())
+            logit = reloaded(**enc).logits.float()[0, 0].item()
+            if typed:
+                untyped = reloaded(input_ids=enc["input_ids"]).logits.float()[0, 0].item()
+                print(name, "types move the score by", abs(untyped - logit))
+                assert abs(untyped - logit) > 10 * TOLERANCE
+        scores.append(logit)
         ids.append(enc["input_ids"][0].tolist())
-        if "token_type_ids" in enc:
-            # the document's tokens are of type 1 (what the position table's second
-            # half carries)
-            assert enc["token_type_ids"][0].tolist().count(1) > 0 or config.type_vocab_size == 1
     print(name, "scores", scores)
     assert max(scores) - min(scores) > 10 * TOLERANCE
     save_file({"scores": torch.tensor(scores)}, os.path.join(path, "expected.safetensors"))
@@ -236,12 +243,12 @@ def main(out, only):
     if not only or "bert_reranker" in only:
         build_reranker(out, "bert_reranker", BertConfig(**common, pad_token_id=0),
                        torch.float32, ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"],
-                       "[CLS]", "[SEP]", 8.0)
+                       "[CLS]", "[SEP]", 8.0, True)
     if not only or "xlm_roberta_reranker" in only:
         cfg = XLMRobertaConfig(**{**common, "max_position_embeddings": 130, "type_vocab_size": 1},
                                pad_token_id=1, bos_token_id=0, eos_token_id=2)
         build_reranker(out, "xlm_roberta_reranker", cfg, torch.float32,
-                       ["<s>", "<pad>", "</s>", "<unk>"], "<s>", "</s>", 8.0)
+                       ["<s>", "<pad>", "</s>", "<unk>"], "<s>", "</s>", 8.0, False)
 
 
 if __name__ == "__main__":
