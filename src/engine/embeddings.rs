@@ -13,18 +13,24 @@ use super::state::timeout_error;
 use crate::error::{Error, Result};
 use crate::model::MAX_PREFILL_PARTS;
 
-/// Each input's tokens; an error names the input at fault (`input[i]`).
-fn input_ids(l: &Loaded, inputs: &[EmbedInput]) -> Result<Vec<Vec<u32>>> {
+/// Each input's tokens and where its second text starts (a pair's; else its
+/// length); an error names the input at fault (`input[i]`).
+fn input_ids(l: &Loaded, inputs: &[EmbedInput]) -> Result<Vec<(Vec<u32>, usize)>> {
     inputs
         .iter()
         .enumerate()
         .map(|(i, input)| {
-            let ids = match input {
-                EmbedInput::Text(text) => l.tokenizer.encode(text)?,
-                EmbedInput::Ids(ids) => ids.clone(),
+            let (ids, second) = match input {
+                EmbedInput::Text(text) => {
+                    let ids = l.tokenizer.encode(text)?;
+                    let n = ids.len();
+                    (ids, n)
+                }
+                EmbedInput::Ids(ids) => (ids.clone(), ids.len()),
+                EmbedInput::Pair(a, b) => l.tokenizer.encode_pair(a, b)?,
             };
             l.model.check_ids(&ids).map_err(|e| at_input(i, e))?;
-            Ok(ids)
+            Ok((ids, second))
         })
         .collect()
 }
@@ -105,14 +111,29 @@ impl Worker {
         inputs: &[EmbedInput],
         deadline: Instant,
     ) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let ids = input_ids(l, inputs)?;
+        let pairs = inputs.iter().any(|i| matches!(i, EmbedInput::Pair(..)));
+        if pairs && l.model.classifier.is_none() {
+            return Err(Error::InvalidInput(
+                "the loaded model has no classification head: reranking needs a cross-encoder (BertForSequenceClassification, XLMRobertaForSequenceClassification)".into(),
+            ));
+        }
+        let tokenized = input_ids(l, inputs)?;
+        let ids: Vec<Vec<u32>> = tokenized.iter().map(|(ids, _)| ids.clone()).collect();
         let mut vectors = Vec::with_capacity(ids.len());
         for g in groups(&ids, l.model.config.context_size) {
             if Instant::now() > deadline {
                 return Err(timeout_error("the embeddings"));
             }
-            let batch: Vec<&[u32]> = ids[g].iter().map(Vec::as_slice).collect();
-            vectors.extend(l.model.embed_many(&batch)?);
+            if pairs {
+                let batch: Vec<(&[u32], usize)> = tokenized[g]
+                    .iter()
+                    .map(|(ids, s)| (ids.as_slice(), *s))
+                    .collect();
+                vectors.extend(l.model.score_pairs(&batch)?);
+            } else {
+                let batch: Vec<&[u32]> = ids[g].iter().map(Vec::as_slice).collect();
+                vectors.extend(l.model.embed_many(&batch)?);
+            }
         }
         Ok((vectors, ids.iter().map(Vec::len).collect()))
     }

@@ -29,10 +29,12 @@ pub struct ForwardRequest {
 /// One input of an embeddings request: a text (tokenized as the model's tokenizer
 /// does, the special tokens its post-processor adds included: Qwen3-Embedding's
 /// closing `<|endoftext|>`) or token ids as they are.
+/// Or a pair of texts a cross-encoder scores (its reply: the pair's logits).
 #[derive(Clone, Debug, PartialEq)]
 pub enum EmbedInput {
     Text(String),
     Ids(Vec<u32>),
+    Pair(String, String),
 }
 
 /// The embeddings of each input: its last position's hidden state after the final

@@ -15,14 +15,16 @@ use utoipa::OpenApi;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{chat, embeddings, error, generate, guard, messages, openai, responses, routes};
+use super::{
+    chat, embeddings, error, generate, guard, messages, openai, rerank, responses, routes,
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
         openai::models, openai::model, openai::completions, chat::chat_completions,
-        embeddings::embeddings,
+        embeddings::embeddings, rerank::rerank,
         messages::create, messages::count_tokens,
         responses::create, responses::input_tokens, responses::retrieve, responses::delete, responses::input_items_list, responses::cancel,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
@@ -207,6 +209,7 @@ const ROUTES: &[&str] = &[
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/v1/rerank",
     "/v1/messages",
     "/v1/messages/count_tokens",
     "/v1/responses",
@@ -307,6 +310,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/rerank", post(rerank::rerank))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/responses", post(responses::create))

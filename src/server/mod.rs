@@ -15,6 +15,7 @@ pub mod messages;
 pub mod metrics;
 pub mod openai;
 pub mod params;
+pub mod rerank;
 pub mod response_store;
 pub mod responses;
 pub mod routes;

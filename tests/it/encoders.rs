@@ -348,3 +348,122 @@ fn cross_encoders_score_pairs_as_transformers_does() {
         .to_string();
     assert!(e.contains("no classification head"), "{e}");
 }
+
+/// A models folder at a fresh temporary path holding fixture `name` as `as_name`.
+fn models_with(name: &str, as_name: &str) -> std::path::PathBuf {
+    let models = std::env::temp_dir().join(format!("wgformer-{as_name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    let src = std::path::PathBuf::from(format!("{ENCODERS}/{name}"));
+    let dst = models.join(as_name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    models
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rerank_orders_documents_by_the_cross_encoder_s_scores() {
+    use common::http::*;
+    use serde_json::json;
+    let models = models_with("bert_reranker", "reranker");
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "reranker"})).await;
+    assert_eq!(code, 200, "{body}");
+    // the fixture's pairs share one query for the first two: their sigmoids, best first
+    let m = meta("bert_reranker");
+    let pairs = m["pairs"].as_array().unwrap();
+    let query = pairs[0][0].as_str().unwrap();
+    let docs: Vec<&str> = pairs[..2].iter().map(|p| p[1].as_str().unwrap()).collect();
+    let want: Vec<f64> = expected("bert_reranker", "scores")[..2]
+        .iter()
+        .map(|&l| 1.0 / (1.0 + (-(l as f64)).exp()))
+        .collect();
+    let best = if want[0] >= want[1] { 0 } else { 1 };
+    let (code, v) = post(
+        &s,
+        "/v1/rerank",
+        json!({"model": "reranker", "query": query, "documents": [docs[0], {"text": docs[1]}]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["model"], "reranker");
+    assert!(v["id"].as_str().unwrap().starts_with("rerank"));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["index"], best);
+    assert_eq!(results[0]["document"]["text"], docs[best]);
+    for r in results {
+        let i = r["index"].as_u64().unwrap() as usize;
+        let got = r["relevance_score"].as_f64().unwrap();
+        assert!(
+            (got - want[i]).abs() < 1e-4,
+            "document {i}: {got} vs {}",
+            want[i]
+        );
+    }
+    let total = v["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(total > 10, "{v}");
+    // top_n and return_documents
+    let (code, v) = post(
+        &s,
+        "/v1/rerank",
+        json!({"query": query, "documents": docs, "top_n": 1, "return_documents": false}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    assert_eq!(v["results"][0]["index"], best);
+    assert!(v["results"][0].get("document").is_none());
+    // errors: each a 400 naming its parameter, or a 404 for another model
+    let long = "word ".repeat(300);
+    for (body, param) in [
+        (json!({"query": "", "documents": ["a"]}), "query"),
+        (json!({"query": 3, "documents": ["a"]}), "query"),
+        (json!({"query": "q", "documents": []}), "documents"),
+        (json!({"query": "q", "documents": ["a", ""]}), "documents"),
+        (
+            json!({"query": "q", "documents": [{"body": "a"}]}),
+            "documents",
+        ),
+        (json!({"query": "q", "documents": ["a", long]}), "documents"),
+        (
+            json!({"query": "q", "documents": ["a"], "top_n": 0}),
+            "top_n",
+        ),
+    ] {
+        let (code, e) = post(&s, "/v1/rerank", body.clone()).await;
+        assert_eq!(code, 400, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+    }
+    let (code, e) = post(
+        &s,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a", long]}),
+    )
+    .await;
+    assert!(e.to_string().contains("documents[1]"), "{code} {e}");
+    let (code, _) = post(
+        &s,
+        "/v1/rerank",
+        json!({"model": "other", "query": "q", "documents": ["a"]}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let _ = std::fs::remove_dir_all(&models);
+
+    // an embedding model is no cross-encoder: a 400 saying so
+    let models = models_with("bert", "minilm");
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "minilm"})).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, e) = post(&s, "/v1/rerank", json!({"query": "q", "documents": ["a"]})).await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e.to_string().contains("no classification head"), "{e}");
+    let _ = std::fs::remove_dir_all(&models);
+}
