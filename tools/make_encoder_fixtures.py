@@ -3,7 +3,7 @@
 
 One tiny random-weight sentence-embedding model per encoder layout, built and saved by
 `transformers` itself (`save_pretrained`), laid out as sentence-transformers publishes
-them (`modules.json`, `1_Pooling/config.json`), with a WordPiece tokenizer trained here,
+them (`modules.json`, `1_Pooling/config.json`), with a WordPiece tokenizer made here,
 and the numbers `transformers` computes: the ids `AutoTokenizer` gives a fixed text, every
 position's `last_hidden_state` (`hidden`, f32) and the pooled embedding the directory's
 pooling config asks for (`pooled`: the mean of the rows, or the first row).
@@ -30,13 +30,14 @@ Run (needs torch + transformers; CI never runs this):
 """
 import json
 import os
+import re
 import shutil
 import sys
 import zlib
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -62,11 +63,17 @@ TOLERANCE = 2e-4
 
 
 def train_tokenizer(specials, cls, sep, typed=False) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token=specials[-1]))
+    # a WordPiece vocabulary made in a fixed order (the trainer breaks ties in a
+    # different order each run): the specials, every character alone and as a
+    # continuation, and the corpus's words of up to 5 letters, so longer words split
+    # into pieces
+    words = {w for text in CORPUS for w in re.findall(r"\w+|[^\w\s]", text.lower())}
+    chars = sorted({c for w in words for c in w})
+    vocab = list(specials) + chars + ["##" + c for c in chars]
+    vocab += sorted(w for w in words if 1 < len(w) <= 5)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=specials[-1]))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials)
-    tok.train_from_iterator(CORPUS, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         # BERT's pair template types the second text 1 (`$B:1 [SEP]:1`, as
@@ -93,16 +100,18 @@ def hidden_of(model, ids):
         return model(ids).last_hidden_state.float()[0].contiguous()
 
 
-def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
+def save(out, name, make, config, dtype, specials, cls, sep, scale, typed=False):
+    """A fresh directory `out/name` with a tokenizer trained for it and the model
+    `make(config)` builds, perturbed and rounded to `dtype` (before the reference
+    numbers are computed), both saved there; its path."""
     path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     torch.manual_seed(zlib.crc32(name.encode()) % 1000)
-    tok = train_tokenizer(specials, cls, sep)
+    tok = train_tokenizer(specials, cls, sep, typed)
     config.vocab_size = tok.get_vocab_size()
-    model = AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False).eval()
+    model = make(config).eval()
     perturb(model, scale)
-    # rounded to the stored dtype before the reference numbers are computed
     model.to(dtype).to(torch.float32)
     model.to(dtype).save_pretrained(path)
     fast = PreTrainedTokenizerFast(
@@ -110,6 +119,13 @@ def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
         unk_token=specials[-1],
     )
     fast.save_pretrained(path)
+    return path
+
+
+def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
+    def make(cfg):
+        return AutoModel.from_config(cfg, attn_implementation="eager", add_pooling_layer=False)
+    path = save(out, name, make, config, dtype, specials, cls, sep, scale)
     with open(os.path.join(path, "modules.json"), "w") as f:
         json.dump([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -171,22 +187,10 @@ def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
 
 
 def build_reranker(out, name, config, dtype, specials, cls, sep, scale, typed):
-    path = os.path.join(out, name)
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    torch.manual_seed(zlib.crc32(name.encode()) % 1000)
-    tok = train_tokenizer(specials, cls, sep, typed)
-    config.vocab_size = tok.get_vocab_size()
     config.num_labels = 1
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
-    perturb(model, scale)
-    model.to(dtype).to(torch.float32)
-    model.to(dtype).save_pretrained(path)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, cls_token=cls, sep_token=sep, pad_token=specials[0],
-        unk_token=specials[-1],
-    )
-    fast.save_pretrained(path)
+    def make(cfg):
+        return AutoModelForSequenceClassification.from_config(cfg, attn_implementation="eager")
+    path = save(out, name, make, config, dtype, specials, cls, sep, scale, typed)
     auto = AutoTokenizer.from_pretrained(path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(
         path, dtype=torch.float32, attn_implementation="eager").eval()

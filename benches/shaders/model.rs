@@ -496,6 +496,20 @@ impl Bench {
         self.report_together("gpt2_fwd_shared", shape, n, "forwards/s", apart, together);
     }
 
+    /// The median ms of `f` over the bench's runs (3 quick, else 5).
+    fn median_ms(&self, f: &dyn Fn()) -> f64 {
+        let runs = if self.quick { 3 } else { 5 };
+        median(
+            (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    f();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    }
+
     /// `n` texts of `t` tokens in one shared traversal: with the LM head over each last
     /// row (`Model::forward_many`), then without it, each last hidden state read back
     /// (`Model::embed_many`, `/v1/embeddings`); texts/s of each, and the ratio.
@@ -505,22 +519,10 @@ impl Bench {
         let with_head: Vec<(&[u32], usize)> = texts.iter().map(|ids| (ids.as_slice(), 5)).collect();
         let batch: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
         model.embed_many(&batch).unwrap();
-        let runs = if self.quick { 3 } else { 5 };
-        let timed = |f: &dyn Fn()| {
-            median(
-                (0..runs)
-                    .map(|_| {
-                        let t0 = Instant::now();
-                        f();
-                        t0.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect(),
-            )
-        };
-        let head = timed(&|| {
+        let head = self.median_ms(&|| {
             model.forward_many(&with_head).unwrap();
         });
-        let embed = timed(&|| {
+        let embed = self.median_ms(&|| {
             model.embed_many(&batch).unwrap();
         });
         let shape = format!("{name}{tag} {n} x T={t}");
@@ -541,24 +543,12 @@ impl Bench {
         // as the engine groups them: up to 16 texts and the context's tokens
         let per = (model.config.context_size / t).clamp(1, 16);
         model.embed_many(&batch[..per]).unwrap();
-        let runs = if self.quick { 3 } else { 5 };
-        let timed = |f: &dyn Fn()| {
-            median(
-                (0..runs)
-                    .map(|_| {
-                        let t0 = Instant::now();
-                        f();
-                        t0.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect(),
-            )
-        };
-        let apart = timed(&|| {
+        let apart = self.median_ms(&|| {
             for ids in &batch {
                 model.embed_many(&[ids]).unwrap();
             }
         });
-        let together = timed(&|| {
+        let together = self.median_ms(&|| {
             for group in batch.chunks(per) {
                 model.embed_many(group).unwrap();
             }

@@ -316,8 +316,8 @@ fn encoder(cfg: &Map<String, Value>) -> Result<Architecture> {
             "max_position_embeddings ({table}) leaves no position after the padding's ({offset})"
         )));
     }
+    let eps = k.f32_or("layer_norm_eps", 1e-12)?;
     Ok(Architecture {
-        family: Family::Bert,
         vocab_size: k.usize("vocab_size")?,
         hidden_size,
         n_layer: k.usize("num_hidden_layers")?,
@@ -325,16 +325,29 @@ fn encoder(cfg: &Map<String, Value>) -> Result<Architecture> {
         n_kv_head: n_head,
         head_dim: hidden_size / n_head,
         max_positions: table - offset,
-        norm: NormKind::Layer {
-            eps: k.f32_or("layer_norm_eps", 1e-12)?,
-        },
+        ..learned_block(Family::Bert, eps, k.usize("intermediate_size")?, true)
+    })
+}
+
+/// GPT-2's block as data, the encoders' too: learned positions, LayerNorms of `eps`, a
+/// GELU MLP of `mlp` hidden, biases on every linear, nothing else; the sizes (zero
+/// here) are the caller's.
+fn learned_block(family: Family, eps: f32, mlp: usize, tied_head: bool) -> Architecture {
+    Architecture {
+        family,
+        vocab_size: 0,
+        hidden_size: 0,
+        n_layer: 0,
+        n_head: 0,
+        n_kv_head: 0,
+        head_dim: 0,
+        max_positions: 0,
+        norm: NormKind::Layer { eps },
         positions: Positions::Learned,
         qkv_bias: true,
         o_bias: true,
         mlp_bias: true,
-        mlp: Mlp::Gelu {
-            hidden: k.usize("intermediate_size")?,
-        },
+        mlp: Mlp::Gelu { hidden: mlp },
         moe: None,
         sliding_window: None,
         sliding_window_pattern: 1,
@@ -343,8 +356,8 @@ fn encoder(cfg: &Map<String, Value>) -> Result<Architecture> {
         softcaps: [None; 2],
         multipliers: [None; 4],
         nope_layers: Vec::new(),
-        tied_head: true,
-    })
+        tied_head,
+    }
 }
 
 /// `rope_theta` and the scaling, from `rope_parameters` (transformers 5) or
@@ -524,8 +537,9 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
     if family == Family::Gpt2 {
         let hidden_size = k.usize("n_embd")?;
         let n_head = k.usize("n_head")?;
+        let eps = k.f32_or("layer_norm_epsilon", 1e-5)?;
+        let mlp = k.usize_opt("n_inner")?.unwrap_or(4 * hidden_size);
         return Ok(Architecture {
-            family,
             vocab_size: k.usize("vocab_size")?,
             hidden_size,
             n_layer: k.usize("n_layer")?,
@@ -533,25 +547,7 @@ pub fn from_hf_config(text: &str) -> Result<Architecture> {
             n_kv_head: n_head,
             head_dim: hidden_size / n_head.max(1),
             max_positions: k.usize("n_positions")?,
-            norm: NormKind::Layer {
-                eps: k.f32_or("layer_norm_epsilon", 1e-5)?,
-            },
-            positions: Positions::Learned,
-            qkv_bias: true,
-            o_bias: true,
-            mlp_bias: true,
-            mlp: Mlp::Gelu {
-                hidden: k.usize_opt("n_inner")?.unwrap_or(4 * hidden_size),
-            },
-            moe: None,
-            sliding_window: None,
-            sliding_window_pattern: 1,
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
-            softcaps: [None; 2],
-            multipliers: [None; 4],
-            nope_layers: Vec::new(),
-            tied_head: k.bool_or("tie_word_embeddings", true)?,
+            ..learned_block(family, eps, mlp, k.bool_or("tie_word_embeddings", true)?)
         });
     }
     let hidden_size = k.usize("hidden_size")?;

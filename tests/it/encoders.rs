@@ -24,14 +24,7 @@ fn meta(name: &str) -> serde_json::Value {
 }
 
 fn expected(name: &str, tensor: &str) -> Vec<f32> {
-    let bytes = std::fs::read(format!("{ENCODERS}/{name}/expected.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor(tensor)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    common::safetensors_f32(&format!("{ENCODERS}/{name}/expected.safetensors"), tensor)
 }
 
 fn build(dir: &str, extra: serde_json::Value) -> Model {

@@ -62,14 +62,7 @@ fn hf_logits(family: &str) -> Vec<f32> {
 }
 
 fn hf_tensor(family: &str, name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(format!("{FAMILIES}/{family}/logits.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    common::safetensors_f32(&format!("{FAMILIES}/{family}/logits.safetensors"), name)
 }
 
 #[test]

@@ -73,6 +73,19 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64)
     }
 }
 
+/// The f32 values of tensor `name` in the safetensors file at `path` (a fixture's
+/// expected numbers).
+pub fn safetensors_f32(path: &str, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// The ids of a JSON list of token ids (a fixture's).
 pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
