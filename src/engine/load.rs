@@ -68,6 +68,7 @@ pub(super) fn publish(state: &EngineState, l: &Loaded, served_name: Option<&str>
             model_size_mb: m.parameter_bytes as f64 / (1u64 << 20) as f64,
             device_memory_mb: m.device_bytes as f64 / (1u64 << 20) as f64,
             device_lost: false,
+            cross_encoder: m.classifier.is_some(),
             active_generations: s.active_generations,
             kv_cache_mb: s.kv_cache_mb,
         };

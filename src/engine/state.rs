@@ -29,6 +29,8 @@ pub struct ModelSnapshot {
     pub model_size_mb: f64,
     pub device_memory_mb: f64,
     pub device_lost: bool,
+    /// The model is a cross-encoder (a classification head scores pairs of texts).
+    pub cross_encoder: bool,
     /// Generations running, and the device memory their KV caches hold.
     pub active_generations: usize,
     pub kv_cache_mb: f64,

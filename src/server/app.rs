@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    chat, embeddings, error, generate, guard, messages, openai, rerank, responses, routes,
+    chat, embeddings, error, generate, guard, messages, openai, rerank, responses, routes, score,
 };
 
 #[derive(OpenApi)]
@@ -24,7 +24,7 @@ use super::{
     info(title = "wgformer", description = "GPT-2-shaped transformer inference on wgpu with hand-written WGSL kernels. Contract v1."),
     paths(routes::initialize, routes::forward, generate::generate, routes::status, routes::health, routes::ping, routes::ready, routes::metrics,
         openai::models, openai::model, openai::completions, chat::chat_completions,
-        embeddings::embeddings, rerank::rerank,
+        embeddings::embeddings, rerank::rerank, score::score,
         messages::create, messages::count_tokens,
         responses::create, responses::input_tokens, responses::retrieve, responses::delete, responses::input_items_list, responses::cancel,
         openai::tokenize, openai::detokenize, chat::vllm_tokenize, chat::vllm_detokenize,
@@ -210,6 +210,7 @@ const ROUTES: &[&str] = &[
     "/v1/chat/completions",
     "/v1/embeddings",
     "/v1/rerank",
+    "/v1/score",
     "/v1/messages",
     "/v1/messages/count_tokens",
     "/v1/responses",
@@ -311,6 +312,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/rerank", post(rerank::rerank))
+        .route("/v1/score", post(score::score))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/responses", post(responses::create))

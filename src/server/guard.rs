@@ -247,6 +247,7 @@ pub const JSON_ROUTES: &[&str] = &[
     "/v1/chat/completions",
     "/v1/embeddings",
     "/v1/rerank",
+    "/v1/score",
     "/v1/messages",
     "/v1/messages/count_tokens",
     "/v1/responses",

@@ -19,6 +19,7 @@ pub mod rerank;
 pub mod response_store;
 pub mod responses;
 pub mod routes;
+pub mod score;
 mod state;
 pub mod time;
 mod typed;

@@ -95,7 +95,7 @@ fn document_text(i: usize, d: &Value) -> Result<String, ApiError> {
 }
 
 /// The logistic function of a logit.
-fn sigmoid(x: f32) -> f64 {
+pub(super) fn sigmoid(x: f32) -> f64 {
     1.0 / (1.0 + (-(x as f64)).exp())
 }
 

@@ -342,7 +342,8 @@ fn cross_encoders_score_pairs_as_transformers_does() {
     assert!(e.contains("no classification head"), "{e}");
 }
 
-/// A models folder at a fresh temporary path holding fixture `name` as `as_name`.
+/// A models folder at a fresh temporary path holding fixture `name` as `as_name` (a
+/// name of its own a test: tests run side by side).
 fn models_with(name: &str, as_name: &str) -> std::path::PathBuf {
     let models = std::env::temp_dir().join(format!("wgformer-{as_name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&models);
@@ -458,5 +459,107 @@ async fn rerank_orders_documents_by_the_cross_encoder_s_scores() {
     let (code, e) = post(&s, "/v1/rerank", json!({"query": "q", "documents": ["a"]})).await;
     assert_eq!(code, 400, "{e}");
     assert!(e.to_string().contains("no classification head"), "{e}");
+    let _ = std::fs::remove_dir_all(&models);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn score_is_a_cross_encoder_s_sigmoid_or_the_embeddings_cosine() {
+    use common::http::*;
+    use serde_json::json;
+    // a cross-encoder: one text_1 against each text_2, or pair by pair, as /v1/rerank
+    let models = models_with("xlm_roberta_reranker", "bge-reranker");
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "bge-reranker"})).await;
+    assert_eq!(code, 200, "{body}");
+    let m = meta("xlm_roberta_reranker");
+    let pairs = m["pairs"].as_array().unwrap();
+    let want: Vec<f64> = expected("xlm_roberta_reranker", "scores")
+        .iter()
+        .map(|&l| 1.0 / (1.0 + (-(l as f64)).exp()))
+        .collect();
+    let text_1: Vec<&str> = pairs.iter().map(|p| p[0].as_str().unwrap()).collect();
+    let text_2: Vec<&str> = pairs.iter().map(|p| p[1].as_str().unwrap()).collect();
+    let (code, v) = post(&s, "/v1/score", json!({"text_1": text_1, "text_2": text_2})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["index"], i);
+        assert_eq!(d["object"], "score");
+        let got = d["score"].as_f64().unwrap();
+        assert!(
+            (got - want[i]).abs() < 1e-4,
+            "pair {i}: {got} vs {}",
+            want[i]
+        );
+    }
+    let (code, v) = post(
+        &s,
+        "/v1/score",
+        json!({"text_1": text_1[0], "text_2": &text_2[..2]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        (v["data"][1]["score"].as_f64().unwrap() - want[1]).abs() < 1e-4,
+        "{v}"
+    );
+    for (body, param) in [
+        (
+            json!({"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}),
+            "text_1",
+        ),
+        (json!({"text_1": "", "text_2": "c"}), "text_1"),
+        (json!({"text_1": "a", "text_2": []}), "text_2"),
+        (json!({"text_1": "a", "text_2": [3]}), "text_2"),
+        (
+            json!({"text_1": "a", "text_2": ["b", "word ".repeat(300)]}),
+            "text_2",
+        ),
+    ] {
+        let (code, e) = post(&s, "/v1/score", body.clone()).await;
+        assert_eq!(code, 400, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{body}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&models);
+
+    // an embedding model: the cosine of the two texts' embeddings
+    let models = models_with("bert", "scored-minilm");
+    let s = Server::with_models(&models).await;
+    let (code, body) = init(&s, &json!({"model": "scored-minilm"})).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, e) = post(
+        &s,
+        "/v1/embeddings",
+        json!({"input": ["hello world", "the lazy dog"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{e}");
+    let vec_of = |i: usize| -> Vec<f64> {
+        e["data"][i]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (vec_of(0), vec_of(1));
+    let cos: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let (code, v) = post(
+        &s,
+        "/v1/score",
+        json!({"text_1": "hello world", "text_2": ["the lazy dog", "hello world"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        (v["data"][0]["score"].as_f64().unwrap() - cos).abs() < 1e-5,
+        "{v} vs {cos}"
+    );
+    assert!(
+        (v["data"][1]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{v}"
+    );
     let _ = std::fs::remove_dir_all(&models);
 }

@@ -814,15 +814,7 @@ fn a_gpt2_directory_loads_as_its_checkpoint_does() {
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/fixture.json")).unwrap())
             .unwrap();
     let got = model.forward_logits(&ids(&m["input_ids"])).unwrap();
-    let bytes = std::fs::read(format!("{dir}/logits.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let want: Vec<f32> = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let want = common::safetensors_f32(&format!("{dir}/logits.safetensors"), "logits");
     assert_close("gpt2 directory logits", &got, &want, 1e-4, 1e-4);
 }
 

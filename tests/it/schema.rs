@@ -25,6 +25,7 @@ fn base(path: &str) -> Option<Value> {
         "/v1/completions" => json!({"prompt": "a", "max_tokens": 1, "echo": true, "stream": true}),
         "/v1/tokenize" => json!({"content": "a"}),
         "/v1/embeddings" => json!({"input": "a"}),
+        "/v1/score" => json!({"text_1": "a", "text_2": ["b", "c"]}),
         "/v1/detokenize" => json!({"tokens": [64]}),
         "/tokenize" => json!({"prompt": "a"}),
         "/detokenize" => json!({"tokens": [64]}),
