@@ -122,6 +122,21 @@ def save(out, name, make, config, dtype, specials, cls, sep, scale, typed=False)
     return path
 
 
+def expect(path, tensors, dtype, meta):
+    """The numbers the tests expect (`expected.safetensors`) and what they were made
+    of (`fixture.json`: `meta`, the tolerance, the versions)."""
+    save_file(tensors, os.path.join(path, "expected.safetensors"))
+    meta = {
+        **meta,
+        "tolerance": TOLERANCE,
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
+    with open(os.path.join(path, "fixture.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
     def make(cfg):
         return AutoModel.from_config(cfg, attn_implementation="eager", add_pooling_layer=False)
@@ -171,18 +186,8 @@ def build(out, name, config, dtype, specials, cls, sep, pooling, scale):
     assert tanh_moved > 2 * TOLERANCE, tanh_moved
     assert causal_moved > 2 * TOLERANCE, causal_moved
 
-    save_file({"hidden": hidden, "pooled": pooled.clone()}, os.path.join(path, "expected.safetensors"))
-    meta = {
-        "text": TEXT,
-        "input_ids": ids,
-        "pooling": pooling,
-        "tolerance": TOLERANCE,
-        "dtype": str(dtype).replace("torch.", ""),
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-    }
-    with open(os.path.join(path, "fixture.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    expect(path, {"hidden": hidden, "pooled": pooled.clone()}, dtype,
+           {"text": TEXT, "input_ids": ids, "pooling": pooling})
     print(name, len(ids), "tokens", sorted(os.listdir(path)))
 
 
@@ -211,17 +216,7 @@ def build_reranker(out, name, config, dtype, specials, cls, sep, scale, typed):
         ids.append(enc["input_ids"][0].tolist())
     print(name, "scores", scores)
     assert max(scores) - min(scores) > 10 * TOLERANCE
-    save_file({"scores": torch.tensor(scores)}, os.path.join(path, "expected.safetensors"))
-    meta = {
-        "pairs": PAIRS,
-        "input_ids": ids,
-        "tolerance": TOLERANCE,
-        "dtype": str(dtype).replace("torch.", ""),
-        "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
-    }
-    with open(os.path.join(path, "fixture.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    expect(path, {"scores": torch.tensor(scores)}, dtype, {"pairs": PAIRS, "input_ids": ids})
     print(name, sorted(os.listdir(path)))
 
 
