@@ -47,18 +47,18 @@ fn at_input(i: usize, e: Error) -> Error {
 }
 
 /// The inputs in groups of consecutive ones that share a traversal.
-fn groups(ids: &[Vec<u32>], context: usize) -> Vec<std::ops::Range<usize>> {
+fn groups(lens: &[usize], context: usize) -> Vec<std::ops::Range<usize>> {
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     let mut tokens = 0;
-    for (i, x) in ids.iter().enumerate() {
+    for (i, &n) in lens.iter().enumerate() {
         match out.last_mut() {
-            Some(g) if g.len() < MAX_PREFILL_PARTS && tokens + x.len() <= context => {
+            Some(g) if g.len() < MAX_PREFILL_PARTS && tokens + n <= context => {
                 g.end = i + 1;
-                tokens += x.len();
+                tokens += n;
             }
             _ => {
                 out.push(i..i + 1);
-                tokens = x.len();
+                tokens = n;
             }
         }
     }
@@ -118,9 +118,9 @@ impl Worker {
             ));
         }
         let tokenized = input_ids(l, inputs)?;
-        let ids: Vec<Vec<u32>> = tokenized.iter().map(|(ids, _)| ids.clone()).collect();
-        let mut vectors = Vec::with_capacity(ids.len());
-        for g in groups(&ids, l.model.config.context_size) {
+        let lens: Vec<usize> = tokenized.iter().map(|(ids, _)| ids.len()).collect();
+        let mut vectors = Vec::with_capacity(lens.len());
+        for g in groups(&lens, l.model.config.context_size) {
             if Instant::now() > deadline {
                 return Err(timeout_error("the embeddings"));
             }
@@ -131,11 +131,12 @@ impl Worker {
                     .collect();
                 vectors.extend(l.model.score_pairs(&batch)?);
             } else {
-                let batch: Vec<&[u32]> = ids[g].iter().map(Vec::as_slice).collect();
+                let batch: Vec<&[u32]> =
+                    tokenized[g].iter().map(|(ids, _)| ids.as_slice()).collect();
                 vectors.extend(l.model.embed_many(&batch)?);
             }
         }
-        Ok((vectors, ids.iter().map(Vec::len).collect()))
+        Ok((vectors, lens))
     }
 }
 
@@ -145,11 +146,10 @@ mod tests {
 
     #[test]
     fn inputs_group_by_count_and_context_in_order() {
-        let ids = |lens: &[usize]| -> Vec<Vec<u32>> { lens.iter().map(|&n| vec![0; n]).collect() };
-        assert_eq!(groups(&ids(&[3, 4, 5]), 12), vec![0..3]);
-        assert_eq!(groups(&ids(&[3, 4, 5]), 11), vec![0..2, 2..3]);
-        assert_eq!(groups(&ids(&[10, 10, 1]), 10), vec![0..1, 1..2, 2..3]);
-        let many = ids(&[1; MAX_PREFILL_PARTS + 1]);
+        assert_eq!(groups(&[3, 4, 5], 12), vec![0..3]);
+        assert_eq!(groups(&[3, 4, 5], 11), vec![0..2, 2..3]);
+        assert_eq!(groups(&[10, 10, 1], 10), vec![0..1, 1..2, 2..3]);
+        let many = [1; MAX_PREFILL_PARTS + 1];
         assert_eq!(
             groups(&many, 1000),
             vec![

@@ -95,8 +95,24 @@ fn document_text(i: usize, d: &Value) -> Result<String, ApiError> {
 }
 
 /// The logistic function of a logit.
-pub(super) fn sigmoid(x: f32) -> f64 {
+fn sigmoid(x: f32) -> f64 {
     1.0 / (1.0 + (-(x as f64)).exp())
+}
+
+/// A one-label cross-encoder's scores from its logits (the engine's reply to pairs):
+/// each logit's sigmoid; a head of more labels is the request's 400 (`what`: the
+/// endpoint's work, for the message).
+pub(super) fn pair_scores(logits: &[Vec<f32>], what: &str) -> Result<Vec<f64>, ApiError> {
+    if let Some(v) = logits.iter().find(|v| v.len() != 1) {
+        return Err(bad(
+            "model",
+            format!(
+                "the loaded cross-encoder has {} labels: {what} needs a one-label model",
+                v.len()
+            ),
+        ));
+    }
+    Ok(logits.iter().map(|v| sigmoid(v[0])).collect())
 }
 
 /// Rerank the documents against the query with the loaded cross-encoder.
@@ -147,25 +163,16 @@ pub async fn rerank(State(st): State<AppState>, body: Body) -> Result<Response, 
         }
         e => ApiError::from(e),
     })?;
-    if let Some(v) = reply.vectors.iter().find(|v| v.len() != 1) {
-        return Err(bad(
-            "model",
-            format!(
-                "the loaded cross-encoder has {} labels: reranking needs a one-label model",
-                v.len()
-            ),
-        ));
-    }
-    let mut results: Vec<RerankResult> = reply
-        .vectors
-        .iter()
+    let scores = pair_scores(&reply.vectors, "reranking")?;
+    let mut results: Vec<RerankResult> = scores
+        .into_iter()
         .enumerate()
-        .map(|(index, v)| RerankResult {
+        .map(|(index, relevance_score)| RerankResult {
             index,
             document: (b.return_documents != Some(false)).then(|| RerankDocument {
                 text: texts[index].clone(),
             }),
-            relevance_score: sigmoid(v[0]),
+            relevance_score,
         })
         .collect();
     results.sort_by(|a, b| b.relevance_score.total_cmp(&a.relevance_score));

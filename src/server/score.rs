@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::embeddings::{unit_prefix, MAX_INPUTS};
 use super::error::ApiError;
 use super::openai::{bad, check_model, now_secs};
-use super::rerank::sigmoid;
+use super::rerank::pair_scores;
 use super::routes::json_body;
 use super::state::AppState;
 use super::typed::new_id;
@@ -140,16 +140,7 @@ pub async fn score(State(st): State<AppState>, body: Body) -> Result<Response, A
             .map(|(a, b)| EmbedInput::Pair(a.clone(), b.clone()))
             .collect();
         let reply = st.engine.embed(inputs).await.map_err(at_fault)?;
-        if let Some(v) = reply.vectors.iter().find(|v| v.len() != 1) {
-            return Err(bad(
-                "model",
-                format!(
-                    "the loaded cross-encoder has {} labels: scoring needs a one-label model",
-                    v.len()
-                ),
-            ));
-        }
-        let scores: Vec<f64> = reply.vectors.iter().map(|v| sigmoid(v[0])).collect();
+        let scores = pair_scores(&reply.vectors, "scoring")?;
         (scores, reply.tokens.iter().sum())
     } else {
         // both sides embedded in one request: the first texts, then the second
